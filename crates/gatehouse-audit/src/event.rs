@@ -1,0 +1,108 @@
+use gatehouse_core::{AuditEvent, AuditKind, Outcome, Principal, Timestamp};
+use serde_json::Value;
+
+/// Builds an `AuditEvent` step by step, so call sites name only what they know.
+#[derive(Debug, Clone)]
+pub struct EventBuilder {
+    event: AuditEvent,
+}
+
+fn time_ordered_id(ts: Timestamp) -> String {
+    let millis = u64::try_from(ts.as_millis()).unwrap_or(0);
+    let uuid_ts = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        millis / 1000,
+        u32::try_from((millis % 1000) * 1_000_000).unwrap_or(0),
+    );
+    uuid::Uuid::new_v7(uuid_ts).to_string()
+}
+
+impl EventBuilder {
+    pub fn new(kind: AuditKind, outcome: Outcome, ts: Timestamp) -> Self {
+        EventBuilder {
+            event: AuditEvent {
+                id: time_ordered_id(ts),
+                ts,
+                kind,
+                tenant: None,
+                human: None,
+                agent: None,
+                credential: None,
+                session: None,
+                source: None,
+                tool: None,
+                arguments: None,
+                decision: None,
+                reason: None,
+                outcome,
+                error: None,
+                latency_us: None,
+                result_bytes: None,
+            },
+        }
+    }
+
+    pub fn principal(mut self, principal: &Principal) -> Self {
+        self.event.tenant = Some(principal.tenant.clone());
+        self.event.human = principal.human.clone();
+        self.event.agent = Some(principal.agent.clone());
+        self.event.credential = Some(principal.credential.id.clone());
+        self
+    }
+
+    /// The public id of a credential that failed to authenticate.
+    pub fn credential(mut self, id: Option<String>) -> Self {
+        self.event.credential = id;
+        self
+    }
+
+    pub fn session(mut self, session: Option<String>) -> Self {
+        self.event.session = session;
+        self
+    }
+
+    pub fn source(mut self, source: Option<String>) -> Self {
+        self.event.source = source;
+        self
+    }
+
+    pub fn tool(mut self, tool: &str) -> Self {
+        self.event.tool = Some(tool.to_string());
+        self
+    }
+
+    /// Arguments must already be redacted.
+    pub fn arguments(mut self, redacted: Value) -> Self {
+        self.event.arguments = Some(redacted);
+        self
+    }
+
+    pub fn decision(mut self, decision: &str) -> Self {
+        self.event.decision = Some(decision.to_string());
+        self
+    }
+
+    pub fn reason(mut self, reason: &str) -> Self {
+        self.event.reason = Some(reason.to_string());
+        self
+    }
+
+    pub fn error(mut self, error: String) -> Self {
+        self.event.error = Some(error);
+        self
+    }
+
+    pub fn latency_us(mut self, micros: u64) -> Self {
+        self.event.latency_us = Some(micros);
+        self
+    }
+
+    pub fn result_bytes(mut self, bytes: u64) -> Self {
+        self.event.result_bytes = Some(bytes);
+        self
+    }
+
+    pub fn build(self) -> AuditEvent {
+        self.event
+    }
+}

@@ -1,0 +1,10 @@
+//! The audit log: redaction of arguments, and a writer that makes every
+//! record durable (database and JSON-lines file) before the caller goes on.
+
+mod event;
+mod redact;
+mod writer;
+
+pub use event::EventBuilder;
+pub use redact::{DEFAULT_REDACTED_FIELDS, REDACTED, Redactor};
+pub use writer::{AuditError, AuditLog, AuditWriterHandle};

@@ -1,0 +1,195 @@
+//! Removes secrets from tool arguments before they are recorded.
+
+use regex::Regex;
+use serde_json::Value;
+
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Argument names whose values are always replaced, compared without case,
+/// `-` or `_`.
+pub const DEFAULT_REDACTED_FIELDS: [&str; 16] = [
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "apikey",
+    "accesstoken",
+    "refreshtoken",
+    "idtoken",
+    "authorization",
+    "clientsecret",
+    "privatekey",
+    "credential",
+    "credentials",
+    "cookie",
+    "sessiontoken",
+    "xapikey",
+];
+
+/// Patterns of values that look like keys or tokens wherever they appear.
+const SECRET_VALUE_PATTERNS: [&str; 9] = [
+    // Gatehouse API keys.
+    r"ghk_[0-9a-z]{12}_[A-Za-z0-9_-]{20,}",
+    // JWTs and other JWS compact serialisations.
+    r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*",
+    // Well-known vendor key shapes.
+    r"sk-[A-Za-z0-9_-]{16,}",
+    r"gh[pousr]_[A-Za-z0-9]{30,}",
+    r"(?:AKIA|ASIA)[0-9A-Z]{16}",
+    r"xox[abposr]-[A-Za-z0-9-]{10,}",
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
+    // An HTTP credential written out.
+    r"(?i)(?:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}",
+    // Long high-entropy strings (hex, base64, base64url) with letters and digits.
+    r"[A-Za-z0-9+/_-]{32,}={0,2}",
+];
+
+#[derive(Debug, Clone)]
+pub struct Redactor {
+    fields: Vec<String>,
+    patterns: Vec<Regex>,
+}
+
+fn normalize_field(name: &str) -> String {
+    name.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+impl Redactor {
+    /// The default field names plus `extra_fields` from the configuration.
+    pub fn new(extra_fields: &[String]) -> Result<Self, regex::Error> {
+        let mut fields: Vec<String> = DEFAULT_REDACTED_FIELDS
+            .iter()
+            .map(|f| normalize_field(f))
+            .chain(extra_fields.iter().map(|f| normalize_field(f)))
+            .collect();
+        fields.sort();
+        fields.dedup();
+        let patterns = SECRET_VALUE_PATTERNS
+            .iter()
+            .map(|p| Regex::new(p))
+            .collect::<Result<_, _>>()?;
+        Ok(Redactor { fields, patterns })
+    }
+
+    fn is_secret_field(&self, name: &str) -> bool {
+        let name = normalize_field(name);
+        self.fields.contains(&name)
+    }
+
+    /// Replaces every secret-looking part of `text`.
+    pub fn redact_text(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for pattern in &self.patterns {
+            if pattern.is_match(&out) {
+                out = pattern
+                    .replace_all(&out, |caps: &regex::Captures<'_>| {
+                        if looks_random(&caps[0]) {
+                            REDACTED.to_string()
+                        } else {
+                            caps[0].to_string()
+                        }
+                    })
+                    .into_owned();
+            }
+        }
+        out
+    }
+
+    /// A copy of `value` with secret fields and secret-looking values replaced.
+    pub fn redact(&self, value: &Value) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let v = if self.is_secret_field(k) && !v.is_null() {
+                            Value::String(REDACTED.into())
+                        } else {
+                            self.redact(v)
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(|v| self.redact(v)).collect()),
+            Value::String(s) => Value::String(self.redact_text(s)),
+            other => other.clone(),
+        }
+    }
+}
+
+/// A long run of letters only (a word, a path) is not a secret; a match that
+/// mixes letters with digits or symbols is treated as one.
+fn looks_random(candidate: &str) -> bool {
+    if candidate.len() < 32 {
+        return true;
+    }
+    let has_digit = candidate.bytes().any(|b| b.is_ascii_digit());
+    let has_letter = candidate.bytes().any(|b| b.is_ascii_alphabetic());
+    has_digit && has_letter || candidate.contains(['.', ' ', '-'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn redactor() -> Redactor {
+        Redactor::new(&["ssn".to_string()]).unwrap()
+    }
+
+    #[test]
+    fn secret_fields_are_replaced_at_any_depth() {
+        let input = json!({
+            "path": "notes.txt",
+            "Password": "hunter2",
+            "nested": {"api_key": "abc", "list": [{"client-secret": "x"}]},
+            "SSN": "123",
+            "token": null
+        });
+        let out = redactor().redact(&input);
+        assert_eq!(out["path"], "notes.txt");
+        assert_eq!(out["Password"], REDACTED);
+        assert_eq!(out["nested"]["api_key"], REDACTED);
+        assert_eq!(out["nested"]["list"][0]["client-secret"], REDACTED);
+        assert_eq!(out["SSN"], REDACTED);
+        assert_eq!(out["token"], Value::Null);
+    }
+
+    #[test]
+    fn secret_looking_values_are_replaced_inside_text() {
+        let cases = [
+            "use ghk_0123456789ab_AAAAbbbbCCCCddddEEEEffffGGGGhhhhIIIIjjjjKKK now",
+            "Authorization: Bearer abcdefgh12345678",
+            "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl",
+            "sk-proj1234567890abcdefghij",
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "AKIAABCDEFGHIJKLMNOP",
+            "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----",
+            "d41d8cd98f00b204e9800998ecf8427ed41d8cd98f00b204e9800998ecf8427e",
+        ];
+        for case in cases {
+            let out = redactor().redact_text(case);
+            assert!(out.contains(REDACTED), "{case:?} -> {out:?}");
+        }
+        let out = redactor()
+            .redact_text("use ghk_0123456789ab_AAAAbbbbCCCCddddEEEEffffGGGGhhhhIIIIjjjjKKK now");
+        assert!(out.starts_with("use ") && out.ends_with(" now"));
+        assert!(!out.contains("AAAAbbbb"));
+    }
+
+    #[test]
+    fn ordinary_text_is_kept() {
+        for text in [
+            "hello world",
+            "reports/2026/q3-summary.txt",
+            "SELECT name FROM products",
+            "abcdefghijklmnopqrstuvwxyzabcdefghijklmnop",
+            "2 + 3 * 4",
+        ] {
+            assert_eq!(redactor().redact_text(text), text);
+        }
+    }
+}

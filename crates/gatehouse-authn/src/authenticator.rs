@@ -1,0 +1,236 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use gatehouse_core::{CredentialKind, CredentialRef, Principal, Timestamp};
+use gatehouse_store::{ApiKeyRecord, Store};
+
+use crate::{AuthnError, Pepper, parse_api_key};
+
+/// `last_used_at` is written at most this often per key, so a busy key does
+/// not turn every request into a database write.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
+
+/// Whether requests must authenticate.
+#[derive(Debug, Clone)]
+pub enum AuthMode {
+    Required,
+    /// Authentication is off: every request runs as this principal. Only for
+    /// loopback development, benchmarks and conformance runs.
+    Disabled {
+        anonymous: Principal,
+    },
+}
+
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    pepper: Pepper,
+    mode: AuthMode,
+    last_touch: Mutex<HashMap<String, Timestamp>>,
+}
+
+impl Authenticator {
+    pub fn new(store: Arc<dyn Store>, pepper: Pepper, mode: AuthMode) -> Self {
+        Authenticator {
+            store,
+            pepper,
+            mode,
+            last_touch: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn mode(&self) -> &AuthMode {
+        &self.mode
+    }
+
+    pub fn pepper(&self) -> &Pepper {
+        &self.pepper
+    }
+
+    /// Checks the presented credential (already extracted from the request).
+    pub async fn authenticate(
+        &self,
+        credential: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Principal, AuthnError> {
+        if let AuthMode::Disabled { anonymous } = &self.mode {
+            return Ok(anonymous.clone());
+        }
+        let credential = credential.ok_or(AuthnError::Missing)?;
+        let parts = parse_api_key(credential)?;
+        let record = self
+            .store
+            .api_key(parts.id)
+            .await
+            .map_err(|e| AuthnError::Unavailable(e.to_string()))?;
+        let Some(record) = record else {
+            // Spend the same work as for a known key, so response time does
+            // not tell which key ids exist.
+            let _ = self.pepper.verify(parts.secret.as_bytes(), &"0".repeat(64));
+            return Err(AuthnError::Unknown);
+        };
+        if !self
+            .pepper
+            .verify(parts.secret.as_bytes(), &record.secret_hash)
+        {
+            return Err(AuthnError::BadSecret);
+        }
+        // Only a holder of the secret learns that a key is revoked or expired.
+        if record.is_revoked() {
+            return Err(AuthnError::Revoked);
+        }
+        if record.is_expired(now) {
+            return Err(AuthnError::Expired);
+        }
+        self.touch(&record.id, now);
+        Ok(principal_for_key(&record))
+    }
+
+    fn touch(&self, id: &str, now: Timestamp) {
+        let due = {
+            let Ok(mut last) = self.last_touch.lock() else {
+                return;
+            };
+            let due = last
+                .get(id)
+                .is_none_or(|at| now.as_millis() - at.as_millis() >= TOUCH_INTERVAL_MS);
+            if due {
+                last.insert(id.to_string(), now);
+            }
+            due
+        };
+        if due {
+            let store = Arc::clone(&self.store);
+            let id = id.to_string();
+            // Bookkeeping only: a failure here must not fail the request.
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_api_key(&id, now).await {
+                    tracing::warn!(key_id = %id, error = %e, "could not record key use");
+                }
+            });
+        }
+    }
+}
+
+fn principal_for_key(record: &ApiKeyRecord) -> Principal {
+    Principal {
+        tenant: record.tenant.clone(),
+        human: record.owner.clone(),
+        agent: record.id.clone(),
+        credential: CredentialRef {
+            kind: CredentialKind::ApiKey,
+            id: record.id.clone(),
+        },
+        roles: vec![record.role.clone()],
+        scopes: record.scopes.clone(),
+        expires_at: record.expires_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issue_api_key;
+    use gatehouse_store::SqliteStore;
+
+    async fn setup() -> (Authenticator, Arc<dyn Store>) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let auth = Authenticator::new(
+            Arc::clone(&store),
+            Pepper::new(vec![9; 32]).unwrap(),
+            AuthMode::Required,
+        );
+        (auth, store)
+    }
+
+    async fn issue(auth: &Authenticator, store: &Arc<dyn Store>, expires: Option<i64>) -> String {
+        let issued = issue_api_key(
+            auth.pepper(),
+            "test",
+            "acme",
+            "analyst",
+            Some(vec!["tools:read".into()]),
+            Some("alice".into()),
+            Timestamp(0),
+            expires.map(Timestamp),
+        )
+        .unwrap();
+        store.insert_api_key(&issued.record).await.unwrap();
+        issued.key
+    }
+
+    #[tokio::test]
+    async fn valid_key_yields_principal() {
+        let (auth, store) = setup().await;
+        let key = issue(&auth, &store, None).await;
+        let p = auth.authenticate(Some(&key), Timestamp(10)).await.unwrap();
+        assert_eq!(p.tenant, "acme");
+        assert_eq!(p.human.as_deref(), Some("alice"));
+        assert_eq!(p.roles, vec!["analyst"]);
+        assert_eq!(p.scopes, Some(vec!["tools:read".to_string()]));
+        assert_eq!(p.credential.kind, CredentialKind::ApiKey);
+        assert!(key.contains(&p.credential.id));
+    }
+
+    #[tokio::test]
+    async fn failures_have_distinct_reasons() {
+        let (auth, store) = setup().await;
+        let key = issue(&auth, &store, Some(1_000)).await;
+        assert_eq!(
+            auth.authenticate(None, Timestamp(1)).await,
+            Err(AuthnError::Missing)
+        );
+        assert_eq!(
+            auth.authenticate(Some("nonsense"), Timestamp(1)).await,
+            Err(AuthnError::Malformed)
+        );
+        // Same id, different secret.
+        let mut tampered = key.clone();
+        let last = tampered.pop().unwrap();
+        tampered.push(if last == 'A' { 'B' } else { 'A' });
+        assert_eq!(
+            auth.authenticate(Some(&tampered), Timestamp(1)).await,
+            Err(AuthnError::BadSecret)
+        );
+        // Unknown id.
+        let unknown = format!("ghk_{}{}", "0".repeat(12), &key[16..]);
+        assert_eq!(
+            auth.authenticate(Some(&unknown), Timestamp(1)).await,
+            Err(AuthnError::Unknown)
+        );
+        assert_eq!(
+            auth.authenticate(Some(&key), Timestamp(1_000)).await,
+            Err(AuthnError::Expired)
+        );
+        let id = parse_api_key(&key).unwrap().id.to_string();
+        store.revoke_api_key(&id, Timestamp(2)).await.unwrap();
+        assert_eq!(
+            auth.authenticate(Some(&key), Timestamp(3)).await,
+            Err(AuthnError::Revoked)
+        );
+    }
+
+    #[tokio::test]
+    async fn disabled_mode_returns_the_anonymous_principal() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let anonymous = Principal {
+            tenant: "default".into(),
+            human: None,
+            agent: "anonymous".into(),
+            credential: CredentialRef {
+                kind: CredentialKind::Anonymous,
+                id: "anonymous".into(),
+            },
+            roles: vec!["reader".into()],
+            scopes: None,
+            expires_at: None,
+        };
+        let auth = Authenticator::new(
+            store,
+            Pepper::new(vec![1; 32]).unwrap(),
+            AuthMode::Disabled {
+                anonymous: anonymous.clone(),
+            },
+        );
+        assert_eq!(auth.authenticate(None, Timestamp(0)).await, Ok(anonymous));
+    }
+}

@@ -1,0 +1,42 @@
+/// Why authentication failed. `code()` is the reason written to the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthnError {
+    #[error("no credential was presented")]
+    Missing,
+    #[error("the credential is malformed")]
+    Malformed,
+    #[error("more than one credential was presented")]
+    Ambiguous,
+    #[error("credentials are not accepted in the query string")]
+    InQuery,
+    #[error("the credential is not valid")]
+    Unknown,
+    #[error("the credential is not valid")]
+    BadSecret,
+    #[error("the credential has been revoked")]
+    Revoked,
+    #[error("the credential has expired")]
+    Expired,
+    /// The store could not be read: authentication fails closed.
+    #[error("authentication is temporarily unavailable")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl AuthnError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthnError::Missing => "missing_credential",
+            AuthnError::Malformed => "malformed_credential",
+            AuthnError::Ambiguous => "ambiguous_credential",
+            AuthnError::InQuery => "credential_in_query",
+            AuthnError::Unknown => "unknown_credential",
+            AuthnError::BadSecret => "invalid_secret",
+            AuthnError::Revoked => "revoked",
+            AuthnError::Expired => "expired",
+            AuthnError::Unavailable(_) => "store_unavailable",
+            AuthnError::Internal(_) => "internal_error",
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Gate 1: turns the credential presented with a request into a `Principal`.
+//!
+//! API keys are the first credential type. A key looks like
+//! `ghk_<id>_<secret>`: the id is public and used for lookup, the secret is
+//! stored only as HMAC-SHA256 under a server pepper and compared in constant
+//! time.
+
+mod api_key;
+mod authenticator;
+mod credentials;
+mod error;
+mod pepper;
+
+pub use api_key::{ApiKeyParts, IssuedApiKey, KEY_PREFIX, issue_api_key, parse_api_key};
+pub use authenticator::{AuthMode, Authenticator};
+pub use credentials::{MAX_CREDENTIAL_BYTES, presented_credential};
+pub use error::AuthnError;
+pub use pepper::Pepper;

@@ -1,0 +1,108 @@
+use std::sync::Arc;
+
+use gatehouse_core::Principal;
+
+/// Proof that gate 2 allowed `principal` to call `tool`.
+///
+/// Fields are private and there is no public constructor outside this crate.
+#[derive(Debug, Clone)]
+pub struct Permit {
+    principal: Arc<Principal>,
+    tool: String,
+    rule: String,
+}
+
+impl Permit {
+    pub(crate) fn new(principal: Arc<Principal>, tool: &str, rule: String) -> Self {
+        Permit {
+            principal,
+            tool: tool.to_string(),
+            rule,
+        }
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn tool(&self) -> &str {
+        &self.tool
+    }
+
+    /// The policy rule that allowed the call, for the audit record.
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+}
+
+/// Why a call was refused. `code()` is the stable reason code written to the
+/// audit log and returned to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The tool is not named in the policy.
+    UnknownTool,
+    /// None of the principal's roles may call the tool.
+    RoleNotAllowed { roles: Vec<String> },
+    /// The credential's scopes do not include the scope the tool needs.
+    MissingScope { scope: String },
+    /// The tool needs a human-approved operation token.
+    ApprovalRequired,
+}
+
+impl DenyReason {
+    pub fn code(&self) -> &'static str {
+        match self {
+            DenyReason::UnknownTool => "unknown_tool",
+            DenyReason::RoleNotAllowed { .. } => "role_not_allowed",
+            DenyReason::MissingScope { .. } => "insufficient_scope",
+            DenyReason::ApprovalRequired => "approval_required",
+        }
+    }
+}
+
+/// A refusal, with what a client needs to understand it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    pub tool: String,
+    pub reason: DenyReason,
+}
+
+impl Deny {
+    /// A sentence for the client and the audit log. Contains no secret.
+    pub fn message(&self) -> String {
+        match &self.reason {
+            DenyReason::UnknownTool => format!(
+                "tool '{}' is not in the policy; unknown tools are denied",
+                self.tool
+            ),
+            DenyReason::RoleNotAllowed { roles } => format!(
+                "role {} may not call tool '{}'",
+                roles.join(", "),
+                self.tool
+            ),
+            DenyReason::MissingScope { scope } => format!(
+                "tool '{}' needs scope '{}', which this credential was not granted",
+                self.tool, scope
+            ),
+            DenyReason::ApprovalRequired => format!(
+                "tool '{}' needs a human-approved operation token for this role; \
+                 this Gatehouse version cannot issue operation tokens yet, so the call is denied",
+                self.tool
+            ),
+        }
+    }
+
+    /// The scope that would allow the call, for an `insufficient_scope` challenge.
+    pub fn required_scope(&self) -> Option<&str> {
+        match &self.reason {
+            DenyReason::MissingScope { scope } => Some(scope),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Permit(Permit),
+    Deny(Deny),
+}

@@ -1,0 +1,98 @@
+//! The audit record: one per authentication outcome, per tool-call decision
+//! and per tool-call outcome.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A credential was checked (success or failure).
+    Authentication,
+    /// Gate 2 decided on a tool call.
+    ToolDecision,
+    /// A permitted tool call finished.
+    ToolOutcome,
+}
+
+impl AuditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::Authentication => "authentication",
+            AuditKind::ToolDecision => "tool_decision",
+            AuditKind::ToolOutcome => "tool_outcome",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "authentication" => Some(AuditKind::Authentication),
+            "tool_decision" => Some(AuditKind::ToolDecision),
+            "tool_outcome" => Some(AuditKind::ToolOutcome),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Authentication succeeded, or the tool call was permitted / completed.
+    Success,
+    /// Authentication failed.
+    Failure,
+    /// Gate 2 refused the call.
+    Denied,
+    /// The permitted tool ran and reported an error.
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Failure => "failure",
+            Outcome::Denied => "denied",
+            Outcome::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "success" => Some(Outcome::Success),
+            "failure" => Some(Outcome::Failure),
+            "denied" => Some(Outcome::Denied),
+            "error" => Some(Outcome::Error),
+            _ => None,
+        }
+    }
+}
+
+/// One audit record. Arguments are stored already redacted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// Time-ordered unique id (UUID v7).
+    pub id: String,
+    pub ts: Timestamp,
+    pub kind: AuditKind,
+    pub tenant: Option<String>,
+    pub human: Option<String>,
+    pub agent: Option<String>,
+    /// Public id of the credential (never the secret).
+    pub credential: Option<String>,
+    pub session: Option<String>,
+    /// Where the request came from: a peer address, or `stdio`.
+    pub source: Option<String>,
+    pub tool: Option<String>,
+    pub arguments: Option<serde_json::Value>,
+    /// `allow` or `deny` for decisions.
+    pub decision: Option<String>,
+    /// A stable machine-readable reason code (`missing_credential`, `role_not_allowed`, …).
+    pub reason: Option<String>,
+    pub outcome: Outcome,
+    /// Human-readable error text; never contains a secret.
+    pub error: Option<String>,
+    pub latency_us: Option<u64>,
+    pub result_bytes: Option<u64>,
+}

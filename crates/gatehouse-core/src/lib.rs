@@ -1,0 +1,12 @@
+//! Gatehouse domain types shared by every stage of the request path.
+//!
+//! No I/O lives here: the types describe who is calling (`Principal`), what
+//! is recorded about it (`AuditEvent`) and what time it is (`Clock`).
+
+pub mod audit;
+pub mod clock;
+pub mod principal;
+
+pub use audit::{AuditEvent, AuditKind, Outcome};
+pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
+pub use principal::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal};

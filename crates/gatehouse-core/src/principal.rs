@@ -1,0 +1,93 @@
+//! What gate 1 (authentication) produces: the identity behind a request.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Timestamp;
+
+/// The tenant every principal belongs to when tenants are not configured.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Which kind of credential authenticated the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    ApiKey,
+    /// Authentication is switched off (`auth.mode = "none"`): a fixed local principal.
+    Anonymous,
+}
+
+impl CredentialKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::ApiKey => "api_key",
+            CredentialKind::Anonymous => "anonymous",
+        }
+    }
+}
+
+/// A reference to the credential that was presented; never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRef {
+    pub kind: CredentialKind,
+    /// Public identifier of the credential (an API key id, for example).
+    pub id: String,
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    pub tenant: String,
+    /// The human who authorized this caller, when one is known.
+    pub human: Option<String>,
+    /// The client or agent that is calling.
+    pub agent: String,
+    pub credential: CredentialRef,
+    pub roles: Vec<String>,
+    /// Scopes that narrow the roles. `None` means the roles alone decide.
+    pub scopes: Option<Vec<String>>,
+    pub expires_at: Option<Timestamp>,
+}
+
+impl Principal {
+    /// A stable key naming this principal, used to bind sessions to it.
+    pub fn subject_key(&self) -> String {
+        format!(
+            "{}\u{1f}{}\u{1f}{}",
+            self.tenant,
+            self.human.as_deref().unwrap_or(""),
+            self.agent
+        )
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(tenant: &str, human: Option<&str>, agent: &str) -> Principal {
+        Principal {
+            tenant: tenant.into(),
+            human: human.map(Into::into),
+            agent: agent.into(),
+            credential: CredentialRef {
+                kind: CredentialKind::ApiKey,
+                id: agent.into(),
+            },
+            roles: vec!["reader".into()],
+            scopes: None,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn subject_key_separates_fields_unambiguously() {
+        // "a" + "bc" must not collide with "ab" + "c".
+        let one = principal("a", Some("bc"), "x");
+        let two = principal("ab", Some("c"), "x");
+        assert_ne!(one.subject_key(), two.subject_key());
+    }
+}

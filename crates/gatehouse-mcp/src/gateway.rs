@@ -1,0 +1,155 @@
+//! Gate 2, dispatch and audit for one tool call, independent of the
+//! transport it arrived on.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use gatehouse_audit::{AuditError, AuditLog, EventBuilder, Redactor};
+use gatehouse_authz::{Access, Decision, Deny, Policy};
+use gatehouse_core::{AuditKind, Clock, Outcome, Principal};
+use gatehouse_tools::{BuiltinTools, ToolDefinition, ToolError, ToolOutput};
+use serde_json::{Map, Value};
+
+use crate::Caller;
+
+/// A tool as `tools/list` shows it to one principal.
+#[derive(Debug, Clone)]
+pub struct ListedTool {
+    pub definition: ToolDefinition,
+    pub access: Access,
+}
+
+/// Why a call produced no tool result.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{}", .0.message())]
+    Denied(Deny),
+    /// No record could be written, so the call is refused: no audit, no call.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+pub struct Gateway {
+    policy: Policy,
+    tools: BuiltinTools,
+    audit: AuditLog,
+    redactor: Redactor,
+    clock: Arc<dyn Clock>,
+}
+
+fn micros_since(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+fn result_size(output: &ToolOutput) -> u64 {
+    let structured = output
+        .structured
+        .as_ref()
+        .map(|v| v.to_string().len())
+        .unwrap_or(0);
+    u64::try_from(output.text.len() + structured).unwrap_or(u64::MAX)
+}
+
+impl Gateway {
+    pub fn new(
+        policy: Policy,
+        tools: BuiltinTools,
+        audit: AuditLog,
+        redactor: Redactor,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Gateway {
+            policy,
+            tools,
+            audit,
+            redactor,
+            clock,
+        }
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
+    }
+
+    /// The tools the principal may call, with their definitions.
+    pub fn list_tools(&self, principal: &Principal) -> Vec<ListedTool> {
+        self.policy
+            .visible_tools(principal)
+            .into_iter()
+            .filter_map(|(name, access)| {
+                BuiltinTools::definition(name).map(|definition| ListedTool { definition, access })
+            })
+            .collect()
+    }
+
+    /// Authorizes, records the decision, runs the tool and records the
+    /// outcome. A tool failure is a tool result (`Ok(Err(_))`), not a protocol error.
+    pub async fn call_tool(
+        &self,
+        caller: &Caller,
+        name: &str,
+        arguments: Option<Map<String, Value>>,
+    ) -> Result<Result<ToolOutput, ToolError>, CallError> {
+        let started = Instant::now();
+        let arguments = arguments.unwrap_or_default();
+        let redacted = self.redactor.redact(&Value::Object(arguments.clone()));
+        let event = |kind, outcome| {
+            EventBuilder::new(kind, outcome, self.clock.now())
+                .principal(&caller.principal)
+                .session(caller.session.clone())
+                .source(caller.source.clone())
+                .tool(name)
+                .arguments(redacted.clone())
+        };
+        let permit = match self.policy.authorize(&caller.principal, name) {
+            Decision::Deny(deny) => {
+                self.audit
+                    .record(
+                        event(AuditKind::ToolDecision, Outcome::Denied)
+                            .decision("deny")
+                            .reason(deny.reason.code())
+                            .error(deny.message())
+                            .latency_us(micros_since(started))
+                            .build(),
+                    )
+                    .await?;
+                return Err(CallError::Denied(deny));
+            }
+            Decision::Permit(permit) => permit,
+        };
+        // The decision is durable before the tool has any effect.
+        self.audit
+            .record(
+                event(AuditKind::ToolDecision, Outcome::Success)
+                    .decision("allow")
+                    .reason(permit.rule())
+                    .build(),
+            )
+            .await?;
+        let result = self.tools.call(&permit, arguments).await;
+        let outcome = match &result {
+            Ok(output) => {
+                event(AuditKind::ToolOutcome, Outcome::Success).result_bytes(result_size(output))
+            }
+            Err(error) => event(AuditKind::ToolOutcome, Outcome::Error)
+                .reason(error.code())
+                .error(self.redactor.redact_text(&error.to_string())),
+        };
+        self.audit
+            .record(outcome.latency_us(micros_since(started)).build())
+            .await?;
+        Ok(result)
+    }
+}

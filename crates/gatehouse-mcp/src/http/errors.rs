@@ -1,0 +1,150 @@
+//! The one place where gate-1 and transport failures become HTTP responses.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gatehouse_authn::AuthnError;
+use serde_json::json;
+
+use crate::Gate1Error;
+
+fn quoted(value: &str) -> String {
+    // Values here are fixed sentences and URLs; strip quotes defensively.
+    value.replace(['"', '\\'], "")
+}
+
+/// The `WWW-Authenticate` challenge. RFC 6750 §3.1: no `error` when the
+/// request carried no credential at all.
+pub fn challenge(resource_metadata: &str, error: Option<(&str, &str)>) -> String {
+    let mut value = String::from("Bearer realm=\"gatehouse\"");
+    if let Some((code, description)) = error {
+        value.push_str(&format!(
+            ", error=\"{}\", error_description=\"{}\"",
+            quoted(code),
+            quoted(description)
+        ));
+    }
+    value.push_str(&format!(
+        ", resource_metadata=\"{}\"",
+        quoted(resource_metadata)
+    ));
+    value
+}
+
+fn with_challenge(status: StatusCode, challenge: String, body: serde_json::Value) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+pub fn gate1_failure(error: &Gate1Error, resource_metadata: &str) -> Response {
+    match error {
+        Gate1Error::Audit(_) => audit_unavailable(),
+        Gate1Error::Authn(e) => authn_failure(e, resource_metadata),
+    }
+}
+
+fn authn_failure(error: &AuthnError, resource_metadata: &str) -> Response {
+    let description = error.to_string();
+    match error {
+        AuthnError::Missing => with_challenge(
+            StatusCode::UNAUTHORIZED,
+            challenge(resource_metadata, None),
+            json!({"error": "unauthorized", "error_description": "this endpoint needs a credential: Authorization: Bearer <key> or X-API-Key: <key>"}),
+        ),
+        AuthnError::InQuery | AuthnError::Ambiguous => with_challenge(
+            StatusCode::BAD_REQUEST,
+            challenge(resource_metadata, Some(("invalid_request", &description))),
+            json!({"error": "invalid_request", "error_description": description}),
+        ),
+        AuthnError::Unavailable(_) | AuthnError::Internal(_) => {
+            let mut response = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "temporarily_unavailable", "error_description": description})),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        AuthnError::Malformed
+        | AuthnError::Unknown
+        | AuthnError::BadSecret
+        | AuthnError::Revoked
+        | AuthnError::Expired => with_challenge(
+            StatusCode::UNAUTHORIZED,
+            challenge(resource_metadata, Some(("invalid_token", &description))),
+            json!({"error": "invalid_token", "error_description": description}),
+        ),
+    }
+}
+
+/// Nothing runs without its audit record: answer 503 and let the client retry.
+pub fn audit_unavailable() -> Response {
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": "temporarily_unavailable", "error_description": "the audit log is unavailable"})),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// A JSON-RPC error without an id, as the transport spec allows for
+/// HTTP-level refusals.
+pub fn jsonrpc_refusal(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        Json(json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": -32600, "message": message}
+        })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRM: &str = "http://127.0.0.1:8787/.well-known/oauth-protected-resource/mcp";
+
+    #[test]
+    fn challenge_without_credential_has_no_error() {
+        assert_eq!(
+            challenge(PRM, None),
+            format!("Bearer realm=\"gatehouse\", resource_metadata=\"{PRM}\"")
+        );
+    }
+
+    #[test]
+    fn challenge_for_bad_token_names_the_error() {
+        let value = challenge(PRM, Some(("invalid_token", "the credential has expired")));
+        assert_eq!(
+            value,
+            format!(
+                "Bearer realm=\"gatehouse\", error=\"invalid_token\", error_description=\"the credential has expired\", resource_metadata=\"{PRM}\""
+            )
+        );
+    }
+
+    #[test]
+    fn statuses_follow_rfc_6750() {
+        let status = |e: AuthnError| authn_failure(&e, PRM).status();
+        assert_eq!(status(AuthnError::Missing), StatusCode::UNAUTHORIZED);
+        assert_eq!(status(AuthnError::Revoked), StatusCode::UNAUTHORIZED);
+        assert_eq!(status(AuthnError::InQuery), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(AuthnError::Unavailable("db".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+}

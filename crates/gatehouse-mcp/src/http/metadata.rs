@@ -1,0 +1,28 @@
+//! RFC 9728 protected resource metadata.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use serde_json::json;
+use std::sync::Arc;
+
+use super::router::AppState;
+
+fn document(resource: &str, state: &AppState) -> serde_json::Value {
+    json!({
+        "resource": resource,
+        "resource_name": "Gatehouse",
+        "bearer_methods_supported": ["header"],
+        "scopes_supported": state.gateway.policy().scopes(),
+    })
+}
+
+/// For the MCP endpoint: `resource` is the endpoint URI itself.
+pub async fn for_mcp(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    Json(document(&state.urls.resource, &state))
+}
+
+/// Root form: `resource` is the origin the well-known URI was built from.
+pub async fn for_origin(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    Json(document(&state.urls.origin, &state))
+}

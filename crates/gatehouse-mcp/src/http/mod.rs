@@ -1,0 +1,14 @@
+//! The HTTP front door: listener, Host/Origin guard, gate 1 and session
+//! binding in front of the MCP endpoint, plus the metadata documents.
+
+mod authenticate;
+mod errors;
+mod guard;
+mod listener;
+mod metadata;
+mod router;
+mod sessions;
+
+pub use listener::{ListenerLimits, PeerAddr, serve};
+pub use router::{HttpConfig, build_router};
+pub use sessions::SessionBindings;

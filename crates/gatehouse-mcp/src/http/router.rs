@@ -1,0 +1,143 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use axum::routing::get;
+use gatehouse_authn::Authenticator;
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::RequestBodyDeadlineLayer;
+use url::Url;
+
+use super::guard::{HostAllowlist, OriginAllowlist};
+use super::sessions::SessionBindings;
+use super::{authenticate, guard, metadata};
+use crate::sdk::{HttpServiceOptions, streamable_http_service};
+use crate::{Gateway, routes};
+
+/// Settings of the HTTP front door.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Base of the resource identifier and of every metadata URL.
+    pub public_url: Url,
+    /// Extra `Host` values accepted besides loopback and the public URL's host.
+    pub allowed_hosts: Vec<String>,
+    /// Extra `Origin` values accepted besides the public URL's origin.
+    pub allowed_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+    pub session_idle_timeout: Duration,
+}
+
+/// URLs derived from the public URL, computed once.
+#[derive(Debug, Clone)]
+pub struct PublicUrls {
+    /// Scheme, host and port, no trailing slash.
+    pub origin: String,
+    /// The canonical resource identifier: `<origin>/mcp`.
+    pub resource: String,
+    pub resource_metadata: String,
+}
+
+impl PublicUrls {
+    pub fn new(public_url: &Url) -> Self {
+        let origin = public_url.origin().ascii_serialization();
+        PublicUrls {
+            resource: format!("{origin}{}", routes::MCP),
+            resource_metadata: format!("{origin}{}", routes::PROTECTED_RESOURCE_METADATA_MCP),
+            origin,
+        }
+    }
+}
+
+pub struct AppState {
+    pub gateway: Arc<Gateway>,
+    pub authenticator: Arc<Authenticator>,
+    pub sessions: SessionBindings,
+    pub hosts: HostAllowlist,
+    pub origins: OriginAllowlist,
+    pub urls: PublicUrls,
+}
+
+fn allowed_hosts(config: &HttpConfig) -> HostAllowlist {
+    let mut hosts: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    if let Some(host) = config.public_url.host_str() {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        hosts.push(match config.public_url.port() {
+            Some(port) if !matches!(host, "localhost" | "127.0.0.1" | "::1") => {
+                format!("{host}:{port}")
+            }
+            _ => host.to_string(),
+        });
+    }
+    hosts.extend(config.allowed_hosts.iter().cloned());
+    HostAllowlist::new(hosts)
+}
+
+fn allowed_origins(config: &HttpConfig) -> OriginAllowlist {
+    let mut origins = vec![config.public_url.origin().ascii_serialization()];
+    origins.extend(config.allowed_origins.iter().cloned());
+    OriginAllowlist::new(origins)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+/// The whole HTTP application.
+pub fn build_router(
+    gateway: Arc<Gateway>,
+    authenticator: Arc<Authenticator>,
+    config: &HttpConfig,
+    shutdown: CancellationToken,
+) -> Router {
+    let hosts = allowed_hosts(config);
+    let origins = allowed_origins(config);
+    let state = Arc::new(AppState {
+        gateway: Arc::clone(&gateway),
+        authenticator,
+        sessions: SessionBindings::new(config.session_idle_timeout),
+        hosts: hosts.clone(),
+        origins: origins.clone(),
+        urls: PublicUrls::new(&config.public_url),
+    });
+    let mcp = streamable_http_service(
+        gateway,
+        HttpServiceOptions {
+            allowed_hosts: hosts.entries().to_vec(),
+            allowed_origins: origins.entries().to_vec(),
+            max_body_bytes: config.max_body_bytes,
+            session_idle_timeout: config.session_idle_timeout,
+            shutdown,
+        },
+    );
+    // Layers run outside-in: guard, then gate 1, then rmcp.
+    let mcp_routes = Router::new()
+        .route_service(routes::MCP, mcp)
+        .layer(from_fn_with_state(
+            Arc::clone(&state),
+            authenticate::authenticate,
+        ))
+        .layer(from_fn_with_state(
+            Arc::clone(&state),
+            guard::host_and_origin,
+        ));
+    Router::new()
+        .route(
+            routes::PROTECTED_RESOURCE_METADATA_MCP,
+            get(metadata::for_mcp),
+        )
+        .route(
+            routes::PROTECTED_RESOURCE_METADATA,
+            get(metadata::for_origin),
+        )
+        .route(routes::HEALTH, get(health))
+        .with_state(state)
+        .merge(mcp_routes)
+        .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
+        .layer(RequestBodyDeadlineLayer::new(config.body_timeout))
+}

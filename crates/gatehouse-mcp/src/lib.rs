@@ -1,0 +1,19 @@
+//! The MCP side of Gatehouse: the gateway core (authorize → dispatch →
+//! audit), the Streamable HTTP front door with gate 1, and stdio.
+//!
+//! rmcp, the MCP SDK, is used only inside `sdk.rs`, so SDK upgrades touch one
+//! file.
+
+mod caller;
+mod gate1;
+mod gateway;
+pub mod http;
+pub mod routes;
+mod sdk;
+mod stdio;
+
+pub use caller::Caller;
+pub use gate1::Gate1Error;
+pub use gateway::{CallError, Gateway, ListedTool};
+pub use sdk::{DENIED_ERROR_CODE, PROTOCOL_VERSIONS, UNAUTHENTICATED_ERROR_CODE};
+pub use stdio::{StdioAuthenticator, StdioError, serve_stdio};

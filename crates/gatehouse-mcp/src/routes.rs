@@ -1,0 +1,10 @@
+//! Route paths, shared by the router and the metadata documents.
+
+/// The one MCP endpoint (Streamable HTTP).
+pub const MCP: &str = "/mcp";
+/// RFC 9728 protected resource metadata, root form (resource = origin).
+pub const PROTECTED_RESOURCE_METADATA: &str = "/.well-known/oauth-protected-resource";
+/// RFC 9728 protected resource metadata for the MCP endpoint (path-suffixed).
+pub const PROTECTED_RESOURCE_METADATA_MCP: &str = "/.well-known/oauth-protected-resource/mcp";
+/// Liveness probe.
+pub const HEALTH: &str = "/healthz";

@@ -1,0 +1,76 @@
+//! Storage for Gatehouse: one `Store` trait, implemented for SQLite (the
+//! embedded default). Every single-use or conditional change is one SQL
+//! statement or one transaction, so it stays atomic when several Gatehouse
+//! processes (a server and the CLI) share one database.
+
+mod records;
+mod sqlite;
+
+use async_trait::async_trait;
+use gatehouse_core::{AuditEvent, Timestamp};
+
+pub use records::{ApiKeyRecord, AuditQuery, AuditRow};
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or answered with an error. Callers
+    /// must fail closed on this.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("a record with this id already exists")]
+    Conflict,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &err
+            && db.is_unique_violation()
+        {
+            return StoreError::Conflict;
+        }
+        StoreError::Unavailable(err.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- API keys -------------------------------------------------------
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
+    async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
+    async fn count_api_keys(&self) -> StoreResult<u64>;
+    /// Marks the key revoked. Returns false when it does not exist or was
+    /// already revoked.
+    async fn revoke_api_key(&self, id: &str, at: Timestamp) -> StoreResult<bool>;
+    /// Inserts `new_key` and limits the old key's life to `old_valid_until`,
+    /// atomically. Returns false (and changes nothing) when the old key does
+    /// not exist, is revoked, or was already rotated.
+    async fn rotate_api_key(
+        &self,
+        old_id: &str,
+        new_key: &ApiKeyRecord,
+        old_valid_until: Timestamp,
+    ) -> StoreResult<bool>;
+    async fn touch_api_key(&self, id: &str, at: Timestamp) -> StoreResult<()>;
+
+    // --- Audit ----------------------------------------------------------
+    /// Appends all events in one transaction: either all are stored or none.
+    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()>;
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>>;
+
+    // --- Tenant secrets (read by tools at call time) --------------------
+    async fn put_secret(&self, tenant: &str, name: &str, value: &str) -> StoreResult<()>;
+    async fn secret(&self, tenant: &str, name: &str) -> StoreResult<Option<String>>;
+    async fn secret_names(&self, tenant: &str) -> StoreResult<Vec<String>>;
+    async fn delete_secret(&self, tenant: &str, name: &str) -> StoreResult<bool>;
+
+    // --- Runtime settings (changed by `modify_mcp_config`) ---------------
+    async fn put_setting(&self, tenant: &str, key: &str, value: &str) -> StoreResult<()>;
+    async fn setting(&self, tenant: &str, key: &str) -> StoreResult<Option<String>>;
+    async fn settings(&self, tenant: &str) -> StoreResult<Vec<(String, String)>>;
+}

@@ -1,0 +1,55 @@
+use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+
+/// An API key as stored: the secret itself is never stored, only its keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Public id, also embedded in the key string.
+    pub id: String,
+    pub name: String,
+    pub tenant: String,
+    pub role: String,
+    pub scopes: Option<Vec<String>>,
+    /// The human who owns the key, when one was named.
+    pub owner: Option<String>,
+    /// Hex of HMAC-SHA256(pepper, secret).
+    pub secret_hash: String,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+    /// Id of the key that replaced this one.
+    pub rotated_to: Option<String>,
+}
+
+impl ApiKeyRecord {
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at.is_some()
+    }
+
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+}
+
+/// Filter for audit queries. Every field narrows the result.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub since: Option<Timestamp>,
+    /// Only records with a sequence number above this one (for `tail`).
+    pub after_seq: Option<i64>,
+    /// Matches the human, the agent or the credential id.
+    pub principal: Option<String>,
+    pub tenant: Option<String>,
+    pub tool: Option<String>,
+    pub kind: Option<AuditKind>,
+    pub outcome: Option<Outcome>,
+    /// Maximum number of rows; the newest rows are kept when the limit cuts.
+    pub limit: Option<u32>,
+}
+
+/// An audit event with its storage sequence number (monotonic per store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub event: AuditEvent,
+}

@@ -1,0 +1,434 @@
+//! The SQLite store: one file, WAL mode, shared safely by a running server
+//! and the CLI.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row};
+
+use crate::{ApiKeyRecord, AuditQuery, AuditRow, Store, StoreError, StoreResult};
+
+/// Schema migrations, applied in order, each once. The SQL is embedded so the
+/// binary needs no files next to it.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        Self::connect(options, 8).await
+    }
+
+    /// A private in-memory database, for tests.
+    pub async fn in_memory() -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        // One connection: every connection to `:memory:` is its own database.
+        Self::connect(options, 1).await
+    }
+
+    async fn connect(options: SqliteConnectOptions, max_connections: u32) -> StoreResult<Self> {
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        for (version, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            sqlx::raw_sql(*sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES ($1)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(newest) = applied.iter().max()
+            && *newest > MIGRATIONS.len() as i64
+        {
+            return Err(StoreError::Corrupt(format!(
+                "database schema version {newest} is newer than this Gatehouse understands"
+            )));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn opt_ts(row: &SqliteRow, column: &str) -> StoreResult<Option<Timestamp>> {
+    Ok(row.try_get::<Option<i64>, _>(column)?.map(Timestamp))
+}
+
+fn api_key_from_row(row: &SqliteRow) -> StoreResult<ApiKeyRecord> {
+    let scopes: Option<String> = row.try_get("scopes")?;
+    let scopes = match scopes {
+        Some(text) => Some(
+            serde_json::from_str::<Vec<String>>(&text)
+                .map_err(|e| StoreError::Corrupt(format!("api_keys.scopes: {e}")))?,
+        ),
+        None => None,
+    };
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        tenant: row.try_get("tenant")?,
+        role: row.try_get("role")?,
+        scopes,
+        owner: row.try_get("owner")?,
+        secret_hash: row.try_get("secret_hash")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        expires_at: opt_ts(row, "expires_at")?,
+        revoked_at: opt_ts(row, "revoked_at")?,
+        last_used_at: opt_ts(row, "last_used_at")?,
+        rotated_to: row.try_get("rotated_to")?,
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRow> {
+    let kind: String = row.try_get("kind")?;
+    let outcome: String = row.try_get("outcome")?;
+    let arguments: Option<String> = row.try_get("arguments")?;
+    let arguments = match arguments {
+        Some(text) => Some(
+            serde_json::from_str(&text)
+                .map_err(|e| StoreError::Corrupt(format!("audit_events.arguments: {e}")))?,
+        ),
+        None => None,
+    };
+    let latency: Option<i64> = row.try_get("latency_us")?;
+    let result_bytes: Option<i64> = row.try_get("result_bytes")?;
+    Ok(AuditRow {
+        seq: row.try_get("seq")?,
+        event: AuditEvent {
+            id: row.try_get("id")?,
+            ts: Timestamp(row.try_get("ts")?),
+            kind: AuditKind::parse(&kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown audit kind {kind:?}")))?,
+            tenant: row.try_get("tenant")?,
+            human: row.try_get("human")?,
+            agent: row.try_get("agent")?,
+            credential: row.try_get("credential")?,
+            session: row.try_get("session")?,
+            source: row.try_get("source")?,
+            tool: row.try_get("tool")?,
+            arguments,
+            decision: row.try_get("decision")?,
+            reason: row.try_get("reason")?,
+            outcome: Outcome::parse(&outcome)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown outcome {outcome:?}")))?,
+            error: row.try_get("error")?,
+            latency_us: latency.map(|v| v.max(0) as u64),
+            result_bytes: result_bytes.map(|v| v.max(0) as u64),
+        },
+    })
+}
+
+fn scopes_json(scopes: &Option<Vec<String>>) -> StoreResult<Option<String>> {
+    scopes
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+const INSERT_API_KEY: &str = "INSERT INTO api_keys (id, name, tenant, role, scopes, owner, secret_hash, \
+     created_at, expires_at, revoked_at, last_used_at, rotated_to) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+fn bind_api_key<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    key: &'q ApiKeyRecord,
+    scopes: Option<String>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    query
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(&key.tenant)
+        .bind(&key.role)
+        .bind(scopes)
+        .bind(&key.owner)
+        .bind(&key.secret_hash)
+        .bind(key.created_at.0)
+        .bind(key.expires_at.map(|t| t.0))
+        .bind(key.revoked_at.map(|t| t.0))
+        .bind(key.last_used_at.map(|t| t.0))
+        .bind(&key.rotated_to)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()> {
+        let scopes = scopes_json(&key.scopes)?;
+        bind_api_key(sqlx::query(INSERT_API_KEY), key, scopes)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn count_api_keys(&self) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count.max(0) as u64)
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: Timestamp) -> StoreResult<bool> {
+        let result =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(at.0)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn rotate_api_key(
+        &self,
+        old_id: &str,
+        new_key: &ApiKeyRecord,
+        old_valid_until: Timestamp,
+    ) -> StoreResult<bool> {
+        let scopes = scopes_json(&new_key.scopes)?;
+        let mut tx = self.pool.begin().await?;
+        // The conditional update is the atomic step: of two concurrent
+        // rotations of one key, only one matches `rotated_to IS NULL`.
+        let updated = sqlx::query(
+            "UPDATE api_keys SET rotated_to = $1, \
+             expires_at = CASE WHEN expires_at IS NULL OR expires_at > $2 THEN $2 ELSE expires_at END \
+             WHERE id = $3 AND revoked_at IS NULL AND rotated_to IS NULL",
+        )
+        .bind(&new_key.id)
+        .bind(old_valid_until.0)
+        .bind(old_id)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        bind_api_key(sqlx::query(INSERT_API_KEY), new_key, scopes)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn touch_api_key(&self, id: &str, at: Timestamp) -> StoreResult<()> {
+        sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+            .bind(at.0)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for event in events {
+            let arguments = event
+                .arguments
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
+                 source, tool, arguments, decision, reason, outcome, error, latency_us, result_bytes) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+            )
+            .bind(&event.id)
+            .bind(event.ts.0)
+            .bind(event.kind.as_str())
+            .bind(&event.tenant)
+            .bind(&event.human)
+            .bind(&event.agent)
+            .bind(&event.credential)
+            .bind(&event.session)
+            .bind(&event.source)
+            .bind(&event.tool)
+            .bind(arguments)
+            .bind(&event.decision)
+            .bind(&event.reason)
+            .bind(event.outcome.as_str())
+            .bind(&event.error)
+            .bind(event.latency_us.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
+            .bind(event.result_bytes.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>> {
+        let mut sql = QueryBuilder::<sqlx::Sqlite>::new("SELECT * FROM audit_events WHERE 1 = 1");
+        if let Some(since) = query.since {
+            sql.push(" AND ts >= ").push_bind(since.0);
+        }
+        if let Some(after) = query.after_seq {
+            sql.push(" AND seq > ").push_bind(after);
+        }
+        if let Some(principal) = &query.principal {
+            sql.push(" AND (human = ")
+                .push_bind(principal.clone())
+                .push(" OR agent = ")
+                .push_bind(principal.clone())
+                .push(" OR credential = ")
+                .push_bind(principal.clone())
+                .push(")");
+        }
+        if let Some(tenant) = &query.tenant {
+            sql.push(" AND tenant = ").push_bind(tenant.clone());
+        }
+        if let Some(tool) = &query.tool {
+            sql.push(" AND tool = ").push_bind(tool.clone());
+        }
+        if let Some(kind) = query.kind {
+            sql.push(" AND kind = ").push_bind(kind.as_str());
+        }
+        if let Some(outcome) = query.outcome {
+            sql.push(" AND outcome = ").push_bind(outcome.as_str());
+        }
+        // Newest first inside the limit, then returned oldest first.
+        sql.push(" ORDER BY seq DESC");
+        if let Some(limit) = query.limit {
+            sql.push(" LIMIT ").push_bind(i64::from(limit));
+        }
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        let mut out = rows
+            .iter()
+            .map(audit_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
+    async fn put_secret(&self, tenant: &str, name: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO tenant_secrets (tenant, name, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant, name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn secret(&self, tenant: &str, name: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM tenant_secrets WHERE tenant = $1 AND name = $2")
+                .bind(tenant)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn secret_names(&self, tenant: &str) -> StoreResult<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT name FROM tenant_secrets WHERE tenant = $1 ORDER BY name")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn delete_secret(&self, tenant: &str, name: &str) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM tenant_secrets WHERE tenant = $1 AND name = $2")
+            .bind(tenant)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn put_setting(&self, tenant: &str, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO runtime_settings (tenant, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (tenant, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(tenant)
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn setting(&self, tenant: &str, key: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM runtime_settings WHERE tenant = $1 AND key = $2")
+                .bind(tenant)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn settings(&self, tenant: &str) -> StoreResult<Vec<(String, String)>> {
+        let rows =
+            sqlx::query("SELECT key, value FROM runtime_settings WHERE tenant = $1 ORDER BY key")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("key")?, row.try_get("value")?)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;

@@ -1,0 +1,234 @@
+use super::*;
+use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+
+fn key(id: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: id.into(),
+        name: format!("name-{id}"),
+        tenant: "default".into(),
+        role: "reader".into(),
+        scopes: Some(vec!["tools:read".into()]),
+        owner: Some("alice".into()),
+        secret_hash: "00".repeat(32),
+        created_at: Timestamp(1_000),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        rotated_to: None,
+    }
+}
+
+fn event(id: &str, ts: i64, tool: &str, outcome: Outcome) -> AuditEvent {
+    AuditEvent {
+        id: id.into(),
+        ts: Timestamp(ts),
+        kind: AuditKind::ToolDecision,
+        tenant: Some("default".into()),
+        human: Some("alice".into()),
+        agent: Some("k1".into()),
+        credential: Some("k1".into()),
+        session: None,
+        source: Some("127.0.0.1".into()),
+        tool: Some(tool.into()),
+        arguments: Some(serde_json::json!({"path": "a.txt"})),
+        decision: Some("allow".into()),
+        reason: None,
+        outcome,
+        error: None,
+        latency_us: Some(12),
+        result_bytes: Some(3),
+    }
+}
+
+#[tokio::test]
+async fn api_key_round_trip() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    assert_eq!(store.count_api_keys().await.unwrap(), 0);
+    store.insert_api_key(&key("k1")).await.unwrap();
+    assert_eq!(store.api_key("k1").await.unwrap(), Some(key("k1")));
+    assert_eq!(store.api_key("nope").await.unwrap(), None);
+    assert_eq!(store.count_api_keys().await.unwrap(), 1);
+    assert!(matches!(
+        store.insert_api_key(&key("k1")).await,
+        Err(StoreError::Conflict)
+    ));
+}
+
+#[tokio::test]
+async fn revoke_is_once() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    store.insert_api_key(&key("k1")).await.unwrap();
+    assert!(store.revoke_api_key("k1", Timestamp(5)).await.unwrap());
+    assert!(!store.revoke_api_key("k1", Timestamp(6)).await.unwrap());
+    assert!(!store.revoke_api_key("missing", Timestamp(6)).await.unwrap());
+    let stored = store.api_key("k1").await.unwrap().unwrap();
+    assert_eq!(stored.revoked_at, Some(Timestamp(5)));
+}
+
+#[tokio::test]
+async fn rotate_limits_old_key_and_happens_once() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    store.insert_api_key(&key("k1")).await.unwrap();
+    assert!(
+        store
+            .rotate_api_key("k1", &key("k2"), Timestamp(9_000))
+            .await
+            .unwrap()
+    );
+    let old = store.api_key("k1").await.unwrap().unwrap();
+    assert_eq!(old.expires_at, Some(Timestamp(9_000)));
+    assert_eq!(old.rotated_to.as_deref(), Some("k2"));
+    // A second rotation of the same key is refused and inserts nothing.
+    assert!(
+        !store
+            .rotate_api_key("k1", &key("k3"), Timestamp(9_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.api_key("k3").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn rotate_never_extends_an_earlier_expiry() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    let mut short = key("k1");
+    short.expires_at = Some(Timestamp(2_000));
+    store.insert_api_key(&short).await.unwrap();
+    assert!(
+        store
+            .rotate_api_key("k1", &key("k2"), Timestamp(9_000))
+            .await
+            .unwrap()
+    );
+    let old = store.api_key("k1").await.unwrap().unwrap();
+    assert_eq!(old.expires_at, Some(Timestamp(2_000)));
+}
+
+#[tokio::test]
+async fn audit_append_and_filter() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    store
+        .append_audit(&[
+            event("e1", 100, "read_file", Outcome::Success),
+            event("e2", 200, "send_email", Outcome::Denied),
+            event("e3", 300, "read_file", Outcome::Denied),
+        ])
+        .await
+        .unwrap();
+    let all = store.query_audit(&AuditQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all[0].seq < all[1].seq && all[1].seq < all[2].seq);
+    assert_eq!(
+        all[0].event,
+        event("e1", 100, "read_file", Outcome::Success)
+    );
+
+    let denied = store
+        .query_audit(&AuditQuery {
+            outcome: Some(Outcome::Denied),
+            tool: Some("read_file".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(denied.len(), 1);
+    assert_eq!(denied[0].event.id, "e3");
+
+    let since = store
+        .query_audit(&AuditQuery {
+            since: Some(Timestamp(200)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(since.len(), 2);
+
+    let newest = store
+        .query_audit(&AuditQuery {
+            limit: Some(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(newest[0].event.id, "e3");
+
+    let after = store
+        .query_audit(&AuditQuery {
+            after_seq: Some(all[1].seq),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 1);
+
+    let by_principal = store
+        .query_audit(&AuditQuery {
+            principal: Some("nobody".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(by_principal.is_empty());
+}
+
+#[tokio::test]
+async fn audit_batch_is_all_or_nothing() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    store
+        .append_audit(&[event("dup", 1, "t", Outcome::Success)])
+        .await
+        .unwrap();
+    // The second event reuses an id, so the whole batch must be rejected.
+    let result = store
+        .append_audit(&[
+            event("fresh", 2, "t", Outcome::Success),
+            event("dup", 3, "t", Outcome::Success),
+        ])
+        .await;
+    assert!(result.is_err());
+    let all = store.query_audit(&AuditQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+#[tokio::test]
+async fn secrets_are_tenant_scoped() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    store.put_secret("a", "db", "one").await.unwrap();
+    store.put_secret("a", "db", "two").await.unwrap();
+    store.put_secret("b", "other", "three").await.unwrap();
+    assert_eq!(
+        store.secret("a", "db").await.unwrap().as_deref(),
+        Some("two")
+    );
+    assert_eq!(store.secret("b", "db").await.unwrap(), None);
+    assert_eq!(store.secret_names("a").await.unwrap(), vec!["db"]);
+    assert!(store.delete_secret("a", "db").await.unwrap());
+    assert!(!store.delete_secret("a", "db").await.unwrap());
+}
+
+#[tokio::test]
+async fn settings_round_trip() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    store.put_setting("t", "k", "v1").await.unwrap();
+    store.put_setting("t", "k", "v2").await.unwrap();
+    assert_eq!(
+        store.setting("t", "k").await.unwrap().as_deref(),
+        Some("v2")
+    );
+    assert_eq!(
+        store.settings("t").await.unwrap(),
+        vec![("k".to_string(), "v2".to_string())]
+    );
+    assert!(store.settings("other").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn file_database_is_shared_between_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    let one = SqliteStore::open(&path).await.unwrap();
+    let two = SqliteStore::open(&path).await.unwrap();
+    one.insert_api_key(&key("k1")).await.unwrap();
+    assert!(two.revoke_api_key("k1", Timestamp(1)).await.unwrap());
+    assert!(one.api_key("k1").await.unwrap().unwrap().is_revoked());
+}

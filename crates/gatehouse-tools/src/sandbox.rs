@@ -1,0 +1,206 @@
+//! Where tools may touch the file system: one directory per tenant under the
+//! sandbox root, and caller-supplied paths confined to it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::ToolError;
+
+const MAX_TENANT_LEN: usize = 64;
+const MAX_PATH_LEN: usize = 1024;
+const MAX_COMPONENT_LEN: usize = 255;
+
+/// Checks a tenant name before it becomes a path component: only
+/// `[A-Za-z0-9_-]`, 1..=64 characters, so it can never be `..`, contain a
+/// separator or be empty.
+pub(crate) fn check_tenant(tenant: &str) -> Result<&str, ToolError> {
+    let valid = (1..=MAX_TENANT_LEN).contains(&tenant.len())
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(tenant)
+    } else {
+        Err(ToolError::refused(
+            "the caller's tenant name is not usable as a sandbox directory",
+        ))
+    }
+}
+
+/// `<root>/tenants/<tenant>/<area>`, created if missing. The tenant name must
+/// already be checked.
+pub(crate) async fn tenant_area(
+    root: &Path,
+    tenant: &str,
+    area: &str,
+) -> Result<PathBuf, ToolError> {
+    let tenant = check_tenant(tenant)?;
+    let dir = root.join("tenants").join(tenant).join(area);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| io_failure("create the tenant directory", &e))?;
+    // Canonical, so containment checks compare like with like.
+    tokio::fs::canonicalize(&dir)
+        .await
+        .map_err(|e| io_failure("open the tenant directory", &e))
+}
+
+/// A caller-supplied path that is lexically safe: relative, no `..`, no NUL,
+/// no backslash. `.` and empty segments are dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RelativePath {
+    components: Vec<String>,
+}
+
+impl RelativePath {
+    pub(crate) fn parse(raw: &str) -> Result<Self, ToolError> {
+        if raw.is_empty() {
+            return Err(ToolError::invalid("'path' must not be empty"));
+        }
+        if raw.len() > MAX_PATH_LEN {
+            return Err(ToolError::invalid(format!(
+                "'path' is longer than {MAX_PATH_LEN} bytes"
+            )));
+        }
+        if raw.contains('\0') {
+            return Err(ToolError::refused("'path' contains a NUL byte"));
+        }
+        if raw.contains('\\') {
+            return Err(ToolError::refused(
+                "'path' contains a backslash; use '/' as the separator",
+            ));
+        }
+        if raw.starts_with('/') {
+            return Err(ToolError::refused(
+                "'path' is absolute; give a path relative to your file area",
+            ));
+        }
+        if matches!(raw.rsplit('/').next(), Some("" | ".")) {
+            return Err(ToolError::invalid(
+                "'path' ends in '/' or '/.', so it names a folder, not a file",
+            ));
+        }
+        let mut components = Vec::new();
+        for part in raw.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    return Err(ToolError::refused(
+                        "'path' contains '..'; paths may not leave your file area",
+                    ));
+                }
+                _ if part.len() > MAX_COMPONENT_LEN => {
+                    return Err(ToolError::invalid(format!(
+                        "a segment of 'path' is longer than {MAX_COMPONENT_LEN} bytes"
+                    )));
+                }
+                _ if part.chars().any(char::is_control) => {
+                    return Err(ToolError::refused("'path' contains a control character"));
+                }
+                _ => components.push(part.to_string()),
+            }
+        }
+        if components.is_empty() {
+            return Err(ToolError::invalid(
+                "'path' names the file area itself, not a file",
+            ));
+        }
+        Ok(RelativePath { components })
+    }
+
+    /// The folders leading to the file, and the file name.
+    pub(crate) fn split(&self) -> (&[String], &str) {
+        match self.components.split_last() {
+            Some((file, dirs)) => (dirs, file),
+            None => (&[], ""),
+        }
+    }
+
+    pub(crate) fn under(&self, root: &Path) -> PathBuf {
+        let mut path = root.to_path_buf();
+        path.extend(&self.components);
+        path
+    }
+
+    pub(crate) fn display(&self) -> String {
+        self.components.join("/")
+    }
+}
+
+/// The last line of defence against symlinks: a canonical path must still
+/// lie inside the canonical root.
+pub(crate) fn ensure_inside(root: &Path, canonical: &Path) -> Result<(), ToolError> {
+    if canonical.starts_with(root) {
+        Ok(())
+    } else {
+        Err(ToolError::refused(
+            "the path leads outside your file area (through a symbolic link)",
+        ))
+    }
+}
+
+/// An I/O error as the client sees it: what was attempted and the error
+/// kind, never the server-side absolute path.
+pub(crate) fn io_failure(action: &str, err: &io::Error) -> ToolError {
+    tracing::debug!(error = %err, action, "sandbox I/O failed");
+    ToolError::failed(format!("could not {action}: {}", err.kind()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_names_are_restricted() {
+        for good in ["default", "acme-corp", "A_1", &"x".repeat(64)] {
+            assert!(check_tenant(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "..",
+            ".",
+            "a/b",
+            "a\\b",
+            "a b",
+            "ténant",
+            "a\0",
+            &"x".repeat(65),
+        ] {
+            let err = check_tenant(bad).err();
+            assert_eq!(err.map(|e| e.code()), Some("refused"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn traversal_and_absolute_paths_are_rejected() {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "a/..",
+            "..",
+            "/etc/passwd",
+            "//etc/passwd",
+            "a\\..\\b",
+            "a\0b",
+        ] {
+            let err = RelativePath::parse(bad).err();
+            assert_eq!(err.map(|e| e.code()), Some("refused"), "{bad:?}");
+        }
+        for invalid in ["", ".", "./", "a/./", "a/", "a/."] {
+            assert!(RelativePath::parse(invalid).is_err(), "{invalid:?}");
+        }
+    }
+
+    #[test]
+    fn harmless_spellings_are_normalised() {
+        let parsed = RelativePath::parse("./notes//todo.txt").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.display(), "notes/todo.txt");
+        let (dirs, file) = parsed.split();
+        assert_eq!(dirs, ["notes"]);
+        assert_eq!(file, "todo.txt");
+        // Percent-encoding is not decoded: this is a literal, harmless name.
+        let literal = RelativePath::parse("%2e%2e/x").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(literal.display(), "%2e%2e/x");
+        assert!(RelativePath::parse("...").is_ok());
+    }
+}

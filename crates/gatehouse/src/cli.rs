@@ -1,0 +1,170 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use url::Url;
+
+/// Gatehouse: authentication, authorization and audit for MCP.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (TOML, version = 1). Without one, built-in defaults apply.
+    #[arg(long, global = true, env = "GATEHOUSE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: database, audit file, pepper and tool sandbox.
+    #[arg(long, global = true, env = "GATEHOUSE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the MCP server over Streamable HTTP.
+    Serve(ServeArgs),
+    /// Serve MCP over stdin/stdout for a local client (key from GATEHOUSE_API_KEY).
+    Stdio,
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Manage tenant secrets (read by the access_secrets tool).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Validate the configuration and print the effective settings.
+    CheckConfig(JsonFlag),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print machine-readable JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8787). Port 0 picks a free port.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Public base URL (default http://<listen address>).
+    #[arg(long)]
+    pub public_url: Option<Url>,
+    /// Print start-up information as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; the key is printed once and never stored.
+    Create(KeyCreateArgs),
+    /// List keys (never shows secrets).
+    List(JsonFlag),
+    /// Revoke a key; effective on the next request.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Issue a replacement key; the old one stays valid for the overlap.
+    Rotate {
+        id: String,
+        /// How long the old key keeps working (e.g. 24h, 30m, 0s).
+        #[arg(long, default_value = "24h")]
+        overlap: humantime::Duration,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    #[arg(long)]
+    pub name: String,
+    /// reader, analyst, executor or admin.
+    #[arg(long)]
+    pub role: String,
+    #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
+    pub tenant: String,
+    /// Narrow the role to these scopes (tools:read, tools:web, tools:write, tools:admin, tool:<name>).
+    #[arg(long, num_args = 1..)]
+    pub scopes: Option<Vec<String>>,
+    /// The human who owns the key.
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Lifetime, e.g. 90d or 12h. Default: no expiry.
+    #[arg(long)]
+    pub expires: Option<humantime::Duration>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Show the newest records; with --follow, keep printing new ones.
+    Tail {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u32,
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search the audit log.
+    Query(AuditQueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditQueryArgs {
+    /// Only records newer than this, e.g. 1h, 30m, 7d.
+    #[arg(long)]
+    pub since: Option<humantime::Duration>,
+    /// Human, agent or credential id.
+    #[arg(long)]
+    pub principal: Option<String>,
+    #[arg(long)]
+    pub tool: Option<String>,
+    /// success, failure, denied or error.
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// authentication, tool_decision or tool_outcome.
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Store a secret; the value is read from standard input.
+    Set {
+        name: String,
+        #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
+        tenant: String,
+    },
+    /// List secret names (never values).
+    List {
+        #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Delete {
+        name: String,
+        #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
+        tenant: String,
+    },
+}

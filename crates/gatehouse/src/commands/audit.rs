@@ -1,0 +1,137 @@
+use std::time::Duration;
+
+use anyhow::bail;
+use gatehouse_core::{AuditEvent, AuditKind, Clock, Outcome, SystemClock};
+use gatehouse_store::{AuditQuery, AuditRow};
+use serde_json::json;
+
+use crate::cli::{AuditCommand, AuditQueryArgs};
+use crate::context::Context;
+use crate::output;
+
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+
+fn row_json(row: &AuditRow) -> serde_json::Value {
+    let mut value = serde_json::to_value(&row.event).unwrap_or_default();
+    value["seq"] = json!(row.seq);
+    value["time"] = json!(row.event.ts.to_rfc3339());
+    value
+}
+
+fn who(event: &AuditEvent) -> String {
+    let human = event.human.as_deref().unwrap_or("-");
+    let agent = event
+        .agent
+        .as_deref()
+        .or(event.credential.as_deref())
+        .unwrap_or("-");
+    format!("{human}/{agent}")
+}
+
+fn row_text(row: &AuditRow) -> String {
+    let e = &row.event;
+    let mut text = format!(
+        "{} {:<14} {:<8} {:<20} tenant={} tool={}",
+        e.ts.to_rfc3339(),
+        e.kind.as_str(),
+        e.outcome.as_str(),
+        who(e),
+        e.tenant.as_deref().unwrap_or("-"),
+        e.tool.as_deref().unwrap_or("-"),
+    );
+    if let Some(reason) = &e.reason {
+        text.push_str(&format!(" reason={reason}"));
+    }
+    if let Some(error) = &e.error {
+        text.push_str(&format!(" error={error:?}"));
+    }
+    if let Some(args) = &e.arguments {
+        text.push_str(&format!(" args={args}"));
+    }
+    text
+}
+
+fn print_rows(rows: &[AuditRow], json: bool) {
+    for row in rows {
+        if json {
+            output::json(&row_json(row));
+        } else {
+            output::line(&row_text(row));
+        }
+    }
+}
+
+fn query_from_args(args: &AuditQueryArgs) -> anyhow::Result<AuditQuery> {
+    let outcome = match &args.outcome {
+        Some(text) => match Outcome::parse(text) {
+            Some(o) => Some(o),
+            None => bail!("unknown outcome {text:?} (success, failure, denied, error)"),
+        },
+        None => None,
+    };
+    let kind = match &args.kind {
+        Some(text) => match AuditKind::parse(text) {
+            Some(k) => Some(k),
+            None => bail!("unknown kind {text:?} (authentication, tool_decision, tool_outcome)"),
+        },
+        None => None,
+    };
+    let since = args.since.map(|d| {
+        let ms = i64::try_from(Duration::from(d).as_millis()).unwrap_or(i64::MAX);
+        SystemClock.now().plus_millis(-ms)
+    });
+    Ok(AuditQuery {
+        since,
+        after_seq: None,
+        principal: args.principal.clone(),
+        tenant: args.tenant.clone(),
+        tool: args.tool.clone(),
+        kind,
+        outcome,
+        limit: Some(args.limit),
+    })
+}
+
+pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<()> {
+    let store = ctx.open_store().await?;
+    match command {
+        AuditCommand::Tail {
+            lines,
+            follow,
+            json,
+        } => {
+            let rows = store
+                .query_audit(&AuditQuery {
+                    limit: Some(lines),
+                    ..Default::default()
+                })
+                .await?;
+            print_rows(&rows, json);
+            if follow {
+                let mut last = rows.last().map(|r| r.seq).unwrap_or(0);
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(FOLLOW_POLL) => {}
+                        _ = tokio::signal::ctrl_c() => return Ok(()),
+                    }
+                    let rows = store
+                        .query_audit(&AuditQuery {
+                            after_seq: Some(last),
+                            limit: Some(1000),
+                            ..Default::default()
+                        })
+                        .await?;
+                    if let Some(row) = rows.last() {
+                        last = row.seq;
+                    }
+                    print_rows(&rows, json);
+                }
+            }
+        }
+        AuditCommand::Query(args) => {
+            let rows = store.query_audit(&query_from_args(&args)?).await?;
+            print_rows(&rows, args.json);
+        }
+    }
+    Ok(())
+}

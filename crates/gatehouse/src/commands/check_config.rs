@@ -1,0 +1,29 @@
+use serde_json::json;
+
+use crate::cli::JsonFlag;
+use crate::context::Context;
+use crate::output;
+
+/// Loading the context already validated the file; print what is in effect.
+pub fn run(ctx: &Context, flag: &JsonFlag) {
+    let c = &ctx.config;
+    let value = json!({
+        "config_file": ctx.config_path.as_ref().map(|p| p.display().to_string()),
+        "data_dir": ctx.data_dir.display().to_string(),
+        "listen": c.server.listen.to_string(),
+        "public_url": c.server.public_url.as_ref().map(|u| u.to_string()),
+        "auth_mode": format!("{:?}", c.auth.mode).to_lowercase(),
+        "audit_file": ctx.in_data_dir(&c.audit.file).display().to_string(),
+        "web_fetch_allowlist": c.tools.web_fetch_allowlist,
+    });
+    if flag.json {
+        output::json(&value);
+    } else {
+        output::line("Configuration is valid.");
+        if let Some(map) = value.as_object() {
+            for (k, v) in map {
+                output::line(&format!("  {k}: {v}"));
+            }
+        }
+    }
+}

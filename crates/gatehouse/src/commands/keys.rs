@@ -1,0 +1,226 @@
+use anyhow::{Context as _, bail};
+use gatehouse_authn::{IssuedApiKey, issue_api_key};
+use gatehouse_authz::ROLES;
+use gatehouse_core::{Clock, SystemClock, Timestamp};
+use gatehouse_store::ApiKeyRecord;
+use serde_json::json;
+
+use crate::cli::{KeyCreateArgs, KeysCommand};
+use crate::context::Context;
+use crate::output;
+
+fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn validate_name(kind: &str, value: &str) -> anyhow::Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if !ok {
+        bail!("{kind} {value:?}: use 1-64 characters from A-Z a-z 0-9 - _ . @");
+    }
+    Ok(())
+}
+
+fn validate_scopes(scopes: &Option<Vec<String>>) -> anyhow::Result<()> {
+    let known = gatehouse_authz::Policy::default_matrix().scopes();
+    for scope in scopes.iter().flatten() {
+        let per_tool = scope
+            .strip_prefix("tool:")
+            .is_some_and(|t| gatehouse_authz::Policy::default_matrix().rule(t).is_some());
+        if !known.contains(scope) && !per_tool {
+            bail!(
+                "unknown scope {scope:?} (known: {}, or tool:<tool name>)",
+                known.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn ts_text(ts: Option<Timestamp>) -> String {
+    ts.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
+}
+
+fn key_json(record: &ApiKeyRecord, now: Timestamp) -> serde_json::Value {
+    let status = if record.is_revoked() {
+        "revoked"
+    } else if record.is_expired(now) {
+        "expired"
+    } else if record.rotated_to.is_some() {
+        "rotating"
+    } else {
+        "active"
+    };
+    json!({
+        "id": record.id,
+        "name": record.name,
+        "tenant": record.tenant,
+        "role": record.role,
+        "scopes": record.scopes,
+        "owner": record.owner,
+        "status": status,
+        "created_at": record.created_at.to_rfc3339(),
+        "expires_at": record.expires_at.map(|t| t.to_rfc3339()),
+        "revoked_at": record.revoked_at.map(|t| t.to_rfc3339()),
+        "last_used_at": record.last_used_at.map(|t| t.to_rfc3339()),
+        "rotated_to": record.rotated_to,
+    })
+}
+
+fn print_issued(issued: &IssuedApiKey, json: bool, now: Timestamp) {
+    if json {
+        let mut value = key_json(&issued.record, now);
+        value["key"] = json!(issued.key);
+        output::json(&value);
+    } else {
+        output::line(&format!(
+            "Created key {} ({}, role {}, tenant {}).",
+            issued.record.id, issued.record.name, issued.record.role, issued.record.tenant
+        ));
+        output::line("The key is shown only this once; store it now:");
+        output::line("");
+        output::line(&format!("  {}", issued.key));
+    }
+}
+
+/// Creates and stores a key. Shared with the first-run admin key.
+pub async fn create_key(
+    ctx: &Context,
+    args: &KeyCreateArgs,
+    now: Timestamp,
+) -> anyhow::Result<IssuedApiKey> {
+    validate_name("name", &args.name)?;
+    validate_name("tenant", &args.tenant)?;
+    if let Some(owner) = &args.owner {
+        validate_name("owner", owner)?;
+    }
+    if !ROLES.contains(&args.role.as_str()) {
+        bail!("unknown role {:?} (known: {})", args.role, ROLES.join(", "));
+    }
+    validate_scopes(&args.scopes)?;
+    let store = ctx.open_store().await?;
+    let pepper = ctx.pepper()?;
+    let expires_at = args.expires.map(|d| now.plus_millis(millis(d.into())));
+    let issued = issue_api_key(
+        &pepper,
+        &args.name,
+        &args.tenant,
+        &args.role,
+        args.scopes.clone(),
+        args.owner.clone(),
+        now,
+        expires_at,
+    )?;
+    store.insert_api_key(&issued.record).await?;
+    Ok(issued)
+}
+
+pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
+    let now = SystemClock.now();
+    match command {
+        KeysCommand::Create(args) => {
+            let issued = create_key(ctx, &args, now).await?;
+            print_issued(&issued, args.json, now);
+        }
+        KeysCommand::List(flag) => {
+            let store = ctx.open_store().await?;
+            let keys = store.list_api_keys().await?;
+            if flag.json {
+                output::json(&json!(
+                    keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()
+                ));
+            } else {
+                let rows: Vec<Vec<String>> = keys
+                    .iter()
+                    .map(|k| {
+                        let v = key_json(k, now);
+                        vec![
+                            k.id.clone(),
+                            k.name.clone(),
+                            k.tenant.clone(),
+                            k.role.clone(),
+                            v["status"].as_str().unwrap_or_default().to_string(),
+                            k.created_at.to_rfc3339(),
+                            ts_text(k.expires_at),
+                            ts_text(k.last_used_at),
+                        ]
+                    })
+                    .collect();
+                output::table(
+                    &[
+                        "ID",
+                        "NAME",
+                        "TENANT",
+                        "ROLE",
+                        "STATUS",
+                        "CREATED",
+                        "EXPIRES",
+                        "LAST USED",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        KeysCommand::Revoke { id, json } => {
+            let store = ctx.open_store().await?;
+            if !store.revoke_api_key(&id, now).await? {
+                bail!("no active key with id {id:?}");
+            }
+            if json.json {
+                output::json(
+                    &json!({"id": id, "status": "revoked", "revoked_at": now.to_rfc3339()}),
+                );
+            } else {
+                output::line(&format!(
+                    "Revoked key {id}. It is refused from the next request on."
+                ));
+            }
+        }
+        KeysCommand::Rotate { id, overlap, json } => {
+            let store = ctx.open_store().await?;
+            let old = store
+                .api_key(&id)
+                .await?
+                .with_context(|| format!("no key with id {id:?}"))?;
+            let pepper = ctx.pepper()?;
+            let remaining = old.expires_at.map(|at| at.as_millis() - now.as_millis());
+            let issued = issue_api_key(
+                &pepper,
+                &old.name,
+                &old.tenant,
+                &old.role,
+                old.scopes.clone(),
+                old.owner.clone(),
+                now,
+                // The new key keeps the old one's remaining lifetime, if any.
+                remaining.map(|ms| now.plus_millis(ms.max(0))),
+            )?;
+            let old_valid_until = now.plus_millis(millis(overlap.into()));
+            if !store
+                .rotate_api_key(&id, &issued.record, old_valid_until)
+                .await?
+            {
+                bail!("key {id:?} is revoked or was already rotated");
+            }
+            if json.json {
+                let mut value = key_json(&issued.record, now);
+                value["key"] = serde_json::json!(issued.key);
+                value["replaces"] = serde_json::json!(id);
+                value["old_key_valid_until"] = serde_json::json!(old_valid_until.to_rfc3339());
+                output::json(&value);
+            } else {
+                print_issued(&issued, false, now);
+                output::line("");
+                output::line(&format!(
+                    "The old key {id} keeps working until {}.",
+                    old_valid_until.to_rfc3339()
+                ));
+            }
+        }
+    }
+    Ok(())
+}

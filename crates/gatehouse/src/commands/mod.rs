@@ -1,0 +1,6 @@
+pub mod audit;
+pub mod check_config;
+pub mod keys;
+pub mod secrets;
+pub mod serve;
+pub mod stdio;

@@ -1,0 +1,371 @@
+//! The configuration file: one TOML document, `version = 1`, unknown keys
+//! refused. Secrets are never written in it, only where to find them
+//! (an environment variable or a file).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use url::Url;
+
+pub const CONFIG_VERSION: u32 = 1;
+#[cfg(test)]
+const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub version: u32,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub tools: ToolsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Base URL clients use; defaults to `http://<listen>`.
+    pub public_url: Option<Url>,
+    pub allowed_hosts: Vec<String>,
+    pub allowed_origins: Vec<String>,
+    pub max_body_bytes: usize,
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub body_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub session_idle_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            public_url: None,
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            session_idle_timeout: Duration::from_secs(30 * 60),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Where the database, audit file, pepper and tool sandbox live.
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthModeName {
+    /// Every request needs a valid API key.
+    ApiKey,
+    /// No authentication; only allowed on a loopback listener.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub mode: AuthModeName,
+    /// Role of the anonymous principal when `mode = "none"`.
+    pub anonymous_role: String,
+    /// File holding the pepper (64 hex characters). Default: `<data_dir>/pepper`, created on first start.
+    pub pepper_file: Option<PathBuf>,
+    /// Environment variable holding the pepper (64 hex characters); wins over `pepper_file`.
+    pub pepper_env: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthModeName::ApiKey,
+            anonymous_role: "reader".into(),
+            pepper_file: None,
+            pepper_env: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// JSON-lines file, relative to the data directory unless absolute.
+    pub file: PathBuf,
+    /// fsync the file after every batch.
+    pub fsync: bool,
+    /// Argument names redacted in addition to the built-in list.
+    pub redact_fields: Vec<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            file: PathBuf::from("audit.jsonl"),
+            fsync: false,
+            redact_fields: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsConfig {
+    /// Hosts `web_fetch` may contact. Empty: `web_fetch` refuses every URL.
+    pub web_fetch_allowlist: Vec<String>,
+    /// Lets `web_fetch` reach private and loopback addresses. For tests only.
+    pub web_fetch_allow_private: bool,
+    pub max_file_bytes: u64,
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        ToolsConfig {
+            web_fetch_allowlist: Vec::new(),
+            web_fetch_allow_private: false,
+            max_file_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            version: CONFIG_VERSION,
+            server: ServerConfig::default(),
+            storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
+            audit: AuditConfig::default(),
+            tools: ToolsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration document; `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            reason: reason.to_string(),
+        };
+        if self.version != CONFIG_VERSION {
+            return Err(invalid(
+                "version",
+                &format!(
+                    "unsupported version {} (this Gatehouse reads version {CONFIG_VERSION})",
+                    self.version
+                ),
+            ));
+        }
+        if let Some(url) = &self.server.public_url {
+            validate_public_url(url).map_err(|r| invalid("server.public_url", &r))?;
+        }
+        if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 64 * 1024 * 1024 {
+            return Err(invalid(
+                "server.max_body_bytes",
+                "must be between 1024 and 67108864",
+            ));
+        }
+        for (key, value) in [
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.body_timeout", self.server.body_timeout),
+            (
+                "server.session_idle_timeout",
+                self.server.session_idle_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than zero"));
+            }
+        }
+        if self.auth.mode == AuthModeName::None && !self.server.listen.ip().is_loopback() {
+            return Err(invalid(
+                "auth.mode",
+                "\"none\" is only allowed when server.listen is a loopback address",
+            ));
+        }
+        if !gatehouse_authz::ROLES.contains(&self.auth.anonymous_role.as_str()) {
+            return Err(invalid(
+                "auth.anonymous_role",
+                &format!(
+                    "unknown role (known: {})",
+                    gatehouse_authz::ROLES.join(", ")
+                ),
+            ));
+        }
+        if let Some(var) = &self.auth.pepper_env
+            && (var.is_empty() || var.contains('='))
+        {
+            return Err(invalid(
+                "auth.pepper_env",
+                "must name an environment variable",
+            ));
+        }
+        if self.audit.file.as_os_str().is_empty() {
+            return Err(invalid("audit.file", "must name a file"));
+        }
+        if self.tools.max_file_bytes == 0 {
+            return Err(invalid("tools.max_file_bytes", "must be greater than zero"));
+        }
+        Ok(())
+    }
+}
+
+/// An absolute http(s) URL with no path, query or fragment.
+pub fn validate_public_url(url: &Url) -> Result<(), String> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must be an http or https URL".into());
+    }
+    if url.host_str().is_none() {
+        return Err("must name a host".into());
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(
+            "must be an origin only, like https://mcp.example.com (no path, query or fragment)"
+                .into(),
+        );
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let config = parse("version = 1").unwrap();
+        assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.auth.mode, AuthModeName::ApiKey);
+        assert!(config.tools.web_fetch_allowlist.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key_and_reason() {
+        let cases = [
+            ("", "missing field `version`"),
+            ("version = 2", "version: unsupported version 2"),
+            ("version = 1\n[server]\nlisten = 5", "invalid type"),
+            ("version = 1\nbogus = true", "unknown field `bogus`"),
+            (
+                "version = 1\n[server]\nlistn = \"x\"",
+                "unknown field `listn`",
+            ),
+            (
+                "version = 1\n[server]\nbody_timeout = \"soon\"",
+                "invalid duration",
+            ),
+            (
+                "version = 1\n[server]\npublic_url = \"http://h/mcp\"",
+                "server.public_url: must be an origin only",
+            ),
+            (
+                "version = 1\n[server]\nlisten = \"0.0.0.0:1\"\n[auth]\nmode = \"none\"",
+                "auth.mode",
+            ),
+            (
+                "version = 1\n[auth]\nanonymous_role = \"root\"",
+                "auth.anonymous_role: unknown role",
+            ),
+            (
+                "version = 1\n[auth]\npepper = \"abc\"",
+                "unknown field `pepper`",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+            assert!(err.starts_with("test.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn parse_errors_carry_the_line() {
+        let err = parse("version = 1\n\n[server]\nmax_body_bytes = \"big\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    /// Every shipped example parses and validates.
+    #[test]
+    fn shipped_examples_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 1, "no examples found in {}", dir.display());
+    }
+}

@@ -1,0 +1,41 @@
+//! What commands print for people and for scripts. This is program output,
+//! not logging (logs go to stderr through `tracing`).
+
+use std::io::Write;
+
+/// Writes one line to standard output; a closed pipe is not an error worth a panic.
+pub fn line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
+pub fn json(value: &serde_json::Value) {
+    line(&value.to_string());
+}
+
+/// Left-aligned columns.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let render = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<width$}", c, width = widths.get(i).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    line(&render(headers.iter().map(|h| h.to_string()).collect()));
+    for row in rows {
+        line(&render(row.clone()));
+    }
+}

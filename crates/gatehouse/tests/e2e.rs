@@ -1,0 +1,20 @@
+//! End-to-end tests: every test boots the real `gatehouse` binary on port 0
+//! with its own data directory and talks to it over HTTP or stdio.
+//!
+//! This is the only integration-test binary (each file in `tests/` would be
+//! another binary to build and link): add new suites as modules under `e2e/`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod e2e {
+    pub mod harness;
+
+    mod auth;
+    mod config;
+    mod keys;
+    mod secrets_hygiene;
+    mod sessions;
+    mod stdio;
+    mod tools;
+    mod transport;
+}

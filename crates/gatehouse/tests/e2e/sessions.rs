@@ -1,0 +1,149 @@
+//! 2025-11-25 sessions: created at initialize, bound to their principal.
+
+use reqwest::Response;
+use serde_json::{Value, json};
+
+use super::harness::{LEGACY, Server, parse_body};
+
+async fn post(server: &Server, key: &str, session: Option<&str>, body: Value) -> Response {
+    let mut request = server
+        .http
+        .post(server.mcp_url())
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", LEGACY);
+    if let Some(id) = session {
+        request = request.header("mcp-session-id", id);
+    }
+    request.json(&body).send().await.unwrap()
+}
+
+async fn initialize(server: &Server, key: &str) -> String {
+    let response = post(
+        server,
+        key,
+        None,
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": LEGACY,
+            "capabilities": {},
+            "clientInfo": {"name": "e2e", "version": "1"}
+        }}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = parse_body(&response.text().await.unwrap());
+    assert_eq!(body["result"]["protocolVersion"], LEGACY);
+    assert_eq!(body["result"]["serverInfo"]["name"], "gatehouse");
+    let initialized = post(
+        server,
+        key,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(initialized.status(), 202);
+    session
+}
+
+#[tokio::test]
+async fn session_belongs_to_the_principal_that_created_it() {
+    let server = Server::start(None);
+    let (_, alice) = server.create_key("alice", "reader", &[]);
+    let (_, mallory) = server.create_key("mallory", "admin", &[]);
+    let session = initialize(&server, &alice).await;
+    assert!(session.bytes().all(|b| (0x21..=0x7e).contains(&b)));
+    assert!(session.len() >= 16);
+
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let own = post(&server, &alice, Some(&session), list.clone()).await;
+    assert_eq!(own.status(), 200);
+    let body = parse_body(&own.text().await.unwrap());
+    assert_eq!(body["result"]["tools"].as_array().unwrap().len(), 3);
+
+    // Another principal presenting the session id: as if it did not exist.
+    let stolen = post(&server, &mallory, Some(&session), list.clone()).await;
+    assert_eq!(stolen.status(), 404);
+
+    // A session is not a credential: without the key the request is refused.
+    let anonymous = server
+        .http
+        .post(server.mcp_url())
+        .header("mcp-session-id", &session)
+        .header("content-type", "application/json")
+        .json(&list)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    // DELETE by someone else does not end it; by its owner it does.
+    let foreign_delete = server
+        .http
+        .delete(server.mcp_url())
+        .bearer_auth(&mallory)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign_delete.status(), 404);
+    let delete = server
+        .http
+        .delete(server.mcp_url())
+        .bearer_auth(&alice)
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", LEGACY)
+        .send()
+        .await
+        .unwrap();
+    assert!(delete.status().is_success(), "{}", delete.status());
+    let after = post(&server, &alice, Some(&session), list).await;
+    assert_eq!(after.status(), 404);
+}
+
+#[tokio::test]
+async fn calls_in_a_session_are_authorized_and_audited_with_the_session() {
+    let server = Server::start(None);
+    let (id, reader) = server.create_key("reader", "reader", &[]);
+    let session = initialize(&server, &reader).await;
+    let denied = post(
+        &server,
+        &reader,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "execute_code", "arguments": {"expression": "1+1"}}}),
+    )
+    .await;
+    let body = parse_body(&denied.text().await.unwrap());
+    assert_eq!(body["error"]["data"]["reason"], "role_not_allowed");
+    let records = server.audit(&["--tool", "execute_code", "--principal", &id]);
+    assert_eq!(records[0]["session"], session.as_str());
+}
+
+#[tokio::test]
+async fn get_opens_a_stream_for_the_session() {
+    let server = Server::start(None);
+    let admin = server.admin_key.clone().unwrap();
+    let session = initialize(&server, &admin).await;
+    let response = server
+        .http
+        .get(server.mcp_url())
+        .bearer_auth(&admin)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .header("mcp-protocol-version", LEGACY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+}

@@ -1,0 +1,133 @@
+//! `gatehouse stdio`: the same tools and policy for local clients.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use super::harness::{BIN, LEGACY, Server};
+
+fn stdio_session(
+    server: &Server,
+    key: Option<&str>,
+    messages: &[Value],
+) -> (bool, Vec<Value>, String) {
+    let mut command = Command::new(BIN);
+    command
+        .arg("stdio")
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .env_remove("GATEHOUSE_API_KEY")
+        .env("GATEHOUSE_LOG", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(key) = key {
+        command.env("GATEHOUSE_API_KEY", key);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut responses = Vec::new();
+    for message in messages {
+        if writeln!(stdin, "{message}").is_err() {
+            break;
+        }
+        let _ = stdin.flush();
+        if message.get("id").is_some() {
+            let mut line = String::new();
+            if stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            responses.push(serde_json::from_str(&line).unwrap());
+        }
+    }
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        responses,
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+fn handshake() -> Vec<Value> {
+    vec![
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    ]
+}
+
+#[tokio::test]
+async fn stdio_lists_calls_and_denies_under_the_same_policy() {
+    let server = Server::start(None);
+    let (id, key) = server.create_key("local", "reader", &[]);
+    let mut messages = handshake();
+    messages.push(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+    messages.push(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "whoami", "arguments": {}}}));
+    messages.push(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "write_file", "arguments": {"path": "x", "content": "y"}}}));
+    let (_, responses, stderr) = stdio_session(&server, Some(&key), &messages);
+    assert_eq!(responses.len(), 4, "{stderr}");
+    assert_eq!(responses[1]["result"]["tools"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        responses[2]["result"]["structuredContent"]["credential"]["id"],
+        id.as_str()
+    );
+    assert_eq!(responses[3]["error"]["data"]["reason"], "role_not_allowed");
+    let audit = server.audit(&["--principal", &id, "--tool", "write_file"]);
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0]["source"], "stdio");
+    assert_eq!(audit[0]["outcome"], "denied");
+}
+
+#[tokio::test]
+async fn stdio_refuses_to_start_without_a_valid_key() {
+    let server = Server::start(None);
+    let (ok, responses, stderr) = stdio_session(&server, None, &handshake());
+    assert!(!ok);
+    assert!(responses.is_empty());
+    assert!(stderr.contains("GATEHOUSE_API_KEY"), "{stderr}");
+    let (ok, responses, _) = stdio_session(&server, Some("ghk_000000000000_bad"), &handshake());
+    assert!(!ok);
+    assert!(responses.is_empty());
+}
+
+#[tokio::test]
+async fn stdio_checks_the_key_on_every_request() {
+    let server = Server::start(None);
+    let (id, key) = server.create_key("local", "reader", &[]);
+    // Revoke between start and the call: the next request is refused.
+    let mut child = Command::new(BIN)
+        .arg("stdio")
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .env("GATEHOUSE_API_KEY", &key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for m in handshake() {
+        writeln!(stdin, "{m}").unwrap();
+    }
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    server.cli_json(&["keys", "revoke", &id]);
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})
+    )
+    .unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let response: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(response["error"]["data"]["reason"], "revoked", "{response}");
+    drop(stdin);
+    let _ = child.wait();
+}

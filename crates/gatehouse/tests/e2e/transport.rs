@@ -1,0 +1,201 @@
+//! Streamable HTTP rules: Host/Origin, protocol versions, framing, limits.
+
+use serde_json::json;
+
+use super::harness::{MODERN, Server, parse_body};
+
+const META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+
+fn list_body() -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{{META}}}}}"#)
+}
+
+fn modern(server: &Server, key: &str) -> reqwest::RequestBuilder {
+    server
+        .http
+        .post(server.mcp_url())
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+}
+
+#[tokio::test]
+async fn foreign_origin_and_host_are_forbidden_before_authentication() {
+    let server = Server::start(None);
+    let admin = server.admin_key.clone().unwrap();
+    let evil_origin = modern(&server, &admin)
+        .header("mcp-method", "tools/list")
+        .header("origin", "http://evil.example.com")
+        .body(list_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil_origin.status(), 403);
+    // Even without a credential: the guard runs first.
+    let no_key = server
+        .http
+        .post(server.mcp_url())
+        .header("origin", "http://evil.example.com")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_key.status(), 403);
+    let evil_host = modern(&server, &admin)
+        .header("mcp-method", "tools/list")
+        .header("host", "evil.example.com")
+        .body(list_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil_host.status(), 403);
+    // Our own origin and localhost hosts are fine.
+    let own = modern(&server, &admin)
+        .header("mcp-method", "tools/list")
+        .header("origin", server.base.clone())
+        .body(list_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    let localhost = modern(&server, &admin)
+        .header("mcp-method", "tools/list")
+        .header("host", format!("localhost:{port}"))
+        .body(list_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(localhost.status(), 200);
+}
+
+#[tokio::test]
+async fn configured_origins_are_allowed() {
+    let server = Server::start(Some(
+        "version = 1\n[server]\nallowed_origins = [\"http://localhost:*\"]\n",
+    ));
+    let admin = server.admin_key.clone().unwrap();
+    let response = modern(&server, &admin)
+        .header("mcp-method", "tools/list")
+        .header("origin", "http://localhost:6274")
+        .body(list_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn unsupported_protocol_version_is_400() {
+    let server = Server::start(None);
+    let admin = server.admin_key.clone().unwrap();
+    let response = server
+        .http
+        .post(server.mcp_url())
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "1999-01-01")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn method_header_must_match_the_body() {
+    let server = Server::start(None);
+    let admin = server.admin_key.clone().unwrap();
+    let response = modern(&server, &admin)
+        .header("mcp-method", "tools/call")
+        .body(list_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let name_mismatch = modern(&server, &admin)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "whoami")
+        .body(format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"write_file","arguments":{{}},{META}}}}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(name_mismatch.status(), 400);
+}
+
+#[tokio::test]
+async fn batches_are_refused_and_notifications_get_202() {
+    let server = Server::start(None);
+    let admin = server.admin_key.clone().unwrap();
+    let batch = modern(&server, &admin)
+        .header("mcp-method", "tools/list")
+        .body(format!("[{}]", list_body()))
+        .send()
+        .await
+        .unwrap();
+    assert!(batch.status().is_client_error(), "{}", batch.status());
+    let note = server
+        .http
+        .post(server.mcp_url())
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "notifications/initialized")
+        .body(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(note.status(), 202);
+}
+
+#[tokio::test]
+async fn server_discover_answers_statelessly() {
+    let server = Server::start(None);
+    let admin = server.admin_key.clone().unwrap();
+    let (status, body) = server.rpc(Some(&admin), "server/discover", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let versions = body["result"]["supportedVersions"].to_string();
+    assert!(
+        versions.contains("2026-07-28") && versions.contains("2025-11-25"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused() {
+    let server = Server::start(Some("version = 1\n[server]\nmax_body_bytes = 4096\n"));
+    let admin = server.admin_key.clone().unwrap();
+    let big = "x".repeat(8192);
+    let response = modern(&server, &admin)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "whoami")
+        .body(format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"whoami","arguments":{{"pad":"{big}"}},{META}}}}}"#
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+}
+
+#[tokio::test]
+async fn get_without_session_in_stateless_mode_is_not_a_stream() {
+    let server = Server::start(None);
+    let admin = server.admin_key.clone().unwrap();
+    let response = server
+        .http
+        .get(server.mcp_url())
+        .bearer_auth(&admin)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_client_error(), "{}", response.status());
+    let body = parse_body(&response.text().await.unwrap_or_default());
+    assert!(body.get("result").is_none());
+}

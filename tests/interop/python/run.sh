@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Interoperability test with the official Python MCP SDK (pinned below),
+# installed into a project-local virtual environment (.tools/pyvenv).
+# Starts a real Gatehouse on a free port with a fresh data directory.
+set -euo pipefail
+
+MCP_VERSION="2.3.0"
+root="$(cd "$(dirname "$0")/../../.." && pwd)"
+cd "$root"
+
+skip() {
+  if [ "${CI:-}" = "true" ]; then
+    echo "python interop: $1 (failing: CI must run this test)" >&2
+    exit 1
+  fi
+  echo "" >&2
+  echo "!!! SKIPPING the Python MCP interop test: $1" >&2
+  echo "!!! Install python3 (with venv and pip) to run it." >&2
+  echo "" >&2
+  exit 0
+}
+
+command -v python3 >/dev/null 2>&1 || skip "python3 is not installed"
+venv="$root/.tools/pyvenv"
+if ! "$venv/bin/python" -c "import mcp, sys; sys.exit(0 if __import__('importlib.metadata').metadata.version('mcp') == '$MCP_VERSION' else 1)" 2>/dev/null; then
+  python3 -m venv "$venv" || skip "python3 cannot create a virtual environment"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "mcp==$MCP_VERSION"
+fi
+
+cargo build --quiet --bin gatehouse
+bin="$root/target/debug/gatehouse"
+data="$(mktemp -d)"
+out="$data/serve.out"
+cleanup() {
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$data"
+}
+trap cleanup EXIT
+
+"$bin" serve --json --data-dir "$data" --listen 127.0.0.1:0 >"$out" 2>"$data/serve.err" &
+pid=$!
+for _ in $(seq 1 100); do
+  grep -q '"listening"' "$out" 2>/dev/null && break
+  sleep 0.1
+done
+grep -q '"listening"' "$out" || { cat "$data/serve.err" >&2; echo "server did not start" >&2; exit 1; }
+
+field() { "$venv/bin/python" -c "import json,sys
+for line in open(sys.argv[1]):
+    event = json.loads(line)
+    if event.get('event') == sys.argv[2]:
+        print(event[sys.argv[3]])" "$out" "$1" "$2"; }
+url="$(field listening mcp_url)"
+admin_key="$(field first_run api_key)"
+reader_key="$("$bin" keys create --data-dir "$data" --name py-reader --role reader --json | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+
+"$venv/bin/python" tests/interop/python/client.py "$url" "$admin_key" "$reader_key"
+
+# The denial the client saw is in the audit log.
+"$bin" audit query --data-dir "$data" --outcome denied --tool execute_code --json | grep -q role_not_allowed \
+  || { echo "the denied call is missing from the audit log" >&2; exit 1; }
+echo "python interop: denied call found in the audit log"
