@@ -233,4 +233,29 @@ mod tests {
         );
         assert_eq!(auth.authenticate(None, Timestamp(0)).await, Ok(anonymous));
     }
+
+    #[tokio::test]
+    async fn a_store_outage_fails_closed() {
+        let auth = Authenticator::new(
+            Arc::new(gatehouse_store::testing::DownStore),
+            Pepper::new(vec![9; 32]).unwrap(),
+            AuthMode::Required,
+        );
+        let key = issue_api_key(
+            auth.pepper(),
+            "k",
+            "t",
+            "reader",
+            None,
+            None,
+            Timestamp(0),
+            None,
+        )
+        .unwrap()
+        .key;
+        assert!(matches!(
+            auth.authenticate(Some(&key), Timestamp(1)).await,
+            Err(AuthnError::Unavailable(_))
+        ));
+    }
 }

@@ -153,3 +153,7 @@ impl Gateway {
         Ok(result)
     }
 }
+
+#[cfg(test)]
+#[path = "gateway_tests.rs"]
+mod tests;

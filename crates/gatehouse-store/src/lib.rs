@@ -5,6 +5,8 @@
 
 mod records;
 mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, Timestamp};

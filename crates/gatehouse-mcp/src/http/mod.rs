@@ -2,6 +2,7 @@
 //! binding in front of the MCP endpoint, plus the metadata documents.
 
 mod authenticate;
+mod body;
 mod errors;
 mod guard;
 mod listener;

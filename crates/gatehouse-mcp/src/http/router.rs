@@ -12,7 +12,7 @@ use url::Url;
 
 use super::guard::{HostAllowlist, OriginAllowlist};
 use super::sessions::SessionBindings;
-use super::{authenticate, guard, metadata};
+use super::{authenticate, body, guard, metadata};
 use crate::sdk::{HttpServiceOptions, streamable_http_service};
 use crate::{Gateway, routes};
 
@@ -115,9 +115,11 @@ pub fn build_router(
             shutdown,
         },
     );
-    // Layers run outside-in: guard, then gate 1, then rmcp.
+    // Layers run outside-in: guard, then gate 1, then reading the body
+    // (only for authenticated callers), then rmcp.
     let mcp_routes = Router::new()
         .route_service(routes::MCP, mcp)
+        .layer(axum::middleware::from_fn(body::buffer))
         .layer(from_fn_with_state(
             Arc::clone(&state),
             authenticate::authenticate,

@@ -22,7 +22,7 @@ async fn first_start_prints_one_admin_key_and_later_starts_do_not() {
     assert_eq!(again.tool_names(&admin).await.len(), 9);
     // Only the key id and hash are stored: the secret is not in the database.
     let db = std::fs::read(again.data_dir().join("gatehouse.db")).unwrap();
-    let secret = admin.rsplit_once('_').unwrap().1;
+    let secret = admin.splitn(3, '_').nth(2).unwrap();
     assert!(!String::from_utf8_lossy(&db).contains(secret));
 }
 

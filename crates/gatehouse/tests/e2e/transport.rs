@@ -199,3 +199,54 @@ async fn get_without_session_in_stateless_mode_is_not_a_stream() {
     let body = parse_body(&response.text().await.unwrap_or_default());
     assert!(body.get("result").is_none());
 }
+
+/// Reads until the server closes the connection; returns what it sent.
+/// The 20 s guard only stops a hung test: the server's own timeouts are 1 s.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut received),
+    )
+    .await;
+    assert!(read.is_ok(), "the server kept a stalled connection open");
+    String::from_utf8_lossy(&received).to_string()
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start(Some(
+        "version = 1\n[server]\nheader_read_timeout = \"1s\"\n",
+    ));
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // Half a request line, then nothing: a slowloris client.
+    stream
+        .write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn slow_bodies_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start(Some("version = 1\n[server]\nbody_timeout = \"1s\"\n"));
+    let admin = server.admin_key.clone().unwrap();
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {admin}\r\n\
+         Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+         Content-Length: 1000\r\nConnection: close\r\n\r\n{{\"jsonrpc\":"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
