@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 use gatehouse_core::{CredentialKind, CredentialRef, Principal, Timestamp};
 use gatehouse_store::{ApiKeyRecord, Store};
 
+use crate::key_cache::KeyCache;
 use crate::{AuthnError, Pepper, parse_api_key};
 
 /// `last_used_at` is written at most this often per key, so a busy key does
@@ -26,6 +27,7 @@ pub struct Authenticator {
     pepper: Pepper,
     mode: AuthMode,
     last_touch: Mutex<HashMap<String, Timestamp>>,
+    cache: KeyCache,
 }
 
 impl Authenticator {
@@ -35,6 +37,7 @@ impl Authenticator {
             pepper,
             mode,
             last_touch: Mutex::new(HashMap::new()),
+            cache: KeyCache::default(),
         }
     }
 
@@ -57,11 +60,7 @@ impl Authenticator {
         }
         let credential = credential.ok_or(AuthnError::Missing)?;
         let parts = parse_api_key(credential)?;
-        let record = self
-            .store
-            .api_key(parts.id)
-            .await
-            .map_err(|e| AuthnError::Unavailable(e.to_string()))?;
+        let record = self.key_record(parts.id).await?;
         let Some(record) = record else {
             // Spend the same work as for a known key, so response time does
             // not tell which key ids exist.
@@ -83,6 +82,22 @@ impl Authenticator {
         }
         self.touch(&record.id, now);
         Ok(principal_for_key(&record))
+    }
+
+    async fn key_record(&self, id: &str) -> Result<Option<ApiKeyRecord>, AuthnError> {
+        let generation = self.store.credential_generation();
+        if let Some(record) = generation.and_then(|g| self.cache.get(id, g)) {
+            return Ok(Some(record));
+        }
+        let record = self
+            .store
+            .api_key(id)
+            .await
+            .map_err(|e| AuthnError::Unavailable(e.to_string()))?;
+        if let (Some(generation), Some(record)) = (generation, &record) {
+            self.cache.put(record, generation);
+        }
+        Ok(record)
     }
 
     fn touch(&self, id: &str, now: Timestamp) {
@@ -257,5 +272,28 @@ mod tests {
             auth.authenticate(Some(&key), Timestamp(1)).await,
             Err(AuthnError::Unavailable(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn revocation_by_another_process_is_seen_on_the_next_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let server_store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+        let cli_store = SqliteStore::open(&path).await.unwrap();
+        let auth = Authenticator::new(
+            Arc::clone(&server_store),
+            Pepper::new(vec![9; 32]).unwrap(),
+            AuthMode::Required,
+        );
+        let key = issue(&auth, &server_store, None).await;
+        // Twice, so the second answer comes from the cache.
+        assert!(auth.authenticate(Some(&key), Timestamp(1)).await.is_ok());
+        assert!(auth.authenticate(Some(&key), Timestamp(1)).await.is_ok());
+        let id = parse_api_key(&key).unwrap().id.to_string();
+        cli_store.revoke_api_key(&id, Timestamp(2)).await.unwrap();
+        assert_eq!(
+            auth.authenticate(Some(&key), Timestamp(3)).await,
+            Err(AuthnError::Revoked)
+        );
     }
 }

@@ -9,6 +9,7 @@ mod api_key;
 mod authenticator;
 mod credentials;
 mod error;
+mod key_cache;
 mod pepper;
 
 pub use api_key::{ApiKeyParts, IssuedApiKey, KEY_PREFIX, issue_api_key, parse_api_key};

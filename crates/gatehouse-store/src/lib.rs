@@ -3,6 +3,7 @@
 //! statement or one transaction, so it stays atomic when several Gatehouse
 //! processes (a server and the CLI) share one database.
 
+mod generation;
 mod records;
 mod sqlite;
 #[cfg(feature = "testing")]
@@ -59,6 +60,10 @@ pub trait Store: Send + Sync + 'static {
         old_valid_until: Timestamp,
     ) -> StoreResult<bool>;
     async fn touch_api_key(&self, id: &str, at: Timestamp) -> StoreResult<()>;
+    /// Changes whenever a key is revoked or rotated, by any process sharing
+    /// this store. Called on every request, so it must be cheap. `None`
+    /// means unknown: callers must then not use cached key records.
+    fn credential_generation(&self) -> Option<u64>;
 
     // --- Audit ----------------------------------------------------------
     /// Appends all events in one transaction: either all are stored or none.

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,15 +14,20 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row};
 
+use crate::generation::CredentialGeneration;
 use crate::{ApiKeyRecord, AuditQuery, AuditRow, Store, StoreError, StoreResult};
 
 /// Schema migrations, applied in order, each once. The SQL is embedded so the
 /// binary needs no files next to it.
+/// 17 bound values per row; SQLite allows 32766 per statement.
+const AUDIT_ROWS_PER_INSERT: usize = 500;
+
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    generation: Arc<CredentialGeneration>,
 }
 
 impl SqliteStore {
@@ -34,25 +40,44 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        Self::connect(options, 8).await
+        let store = Self::connect(options, 8, CredentialGeneration::for_database(path)).await?;
+        if store.generation.current().is_none() {
+            store.bump_generation();
+        }
+        Ok(store)
     }
 
     /// A private in-memory database, for tests.
     pub async fn in_memory() -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
         // One connection: every connection to `:memory:` is its own database.
-        Self::connect(options, 1).await
+        Self::connect(options, 1, CredentialGeneration::in_memory()).await
     }
 
-    async fn connect(options: SqliteConnectOptions, max_connections: u32) -> StoreResult<Self> {
+    async fn connect(
+        options: SqliteConnectOptions,
+        max_connections: u32,
+        generation: CredentialGeneration,
+    ) -> StoreResult<Self> {
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        let store = SqliteStore { pool };
+        let store = SqliteStore {
+            pool,
+            generation: Arc::new(generation),
+        };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// After a committed key change. If the marker cannot be written, other
+    /// processes keep stale caches, so this is logged as an error.
+    fn bump_generation(&self) {
+        if let Err(e) = self.generation.bump() {
+            tracing::error!(error = %e, "cannot announce a credential change to other processes");
+        }
     }
 
     async fn migrate(&self) -> StoreResult<()> {
@@ -226,6 +251,7 @@ impl Store for SqliteStore {
                 .bind(id)
                 .execute(&self.pool)
                 .await?;
+        self.bump_generation();
         Ok(result.rows_affected() == 1)
     }
 
@@ -257,6 +283,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.bump_generation();
         Ok(true)
     }
 
@@ -269,11 +296,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn credential_generation(&self) -> Option<u64> {
+        self.generation.current()
+    }
+
     async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut rows = Vec::with_capacity(events.len());
         for event in events {
             let arguments = event
                 .arguments
@@ -281,30 +312,44 @@ impl Store for SqliteStore {
                 .map(serde_json::to_string)
                 .transpose()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            sqlx::query(
+            rows.push((event, arguments));
+        }
+        let mut tx = self.pool.begin().await?;
+        // One multi-row INSERT per chunk: a round trip per record to the
+        // database thread would dominate the cost of a tool call.
+        for chunk in rows.chunks(AUDIT_ROWS_PER_INSERT) {
+            let mut insert = QueryBuilder::<sqlx::Sqlite>::new(
                 "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
-                 source, tool, arguments, decision, reason, outcome, error, latency_us, result_bytes) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-            )
-            .bind(&event.id)
-            .bind(event.ts.0)
-            .bind(event.kind.as_str())
-            .bind(&event.tenant)
-            .bind(&event.human)
-            .bind(&event.agent)
-            .bind(&event.credential)
-            .bind(&event.session)
-            .bind(&event.source)
-            .bind(&event.tool)
-            .bind(arguments)
-            .bind(&event.decision)
-            .bind(&event.reason)
-            .bind(event.outcome.as_str())
-            .bind(&event.error)
-            .bind(event.latency_us.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
-            .bind(event.result_bytes.map(|v| i64::try_from(v).unwrap_or(i64::MAX)))
-            .execute(&mut *tx)
-            .await?;
+                 source, tool, arguments, decision, reason, outcome, error, latency_us, result_bytes) ",
+            );
+            insert.push_values(chunk, |mut row, (event, arguments)| {
+                row.push_bind(event.id.clone())
+                    .push_bind(event.ts.0)
+                    .push_bind(event.kind.as_str())
+                    .push_bind(event.tenant.clone())
+                    .push_bind(event.human.clone())
+                    .push_bind(event.agent.clone())
+                    .push_bind(event.credential.clone())
+                    .push_bind(event.session.clone())
+                    .push_bind(event.source.clone())
+                    .push_bind(event.tool.clone())
+                    .push_bind(arguments.clone())
+                    .push_bind(event.decision.clone())
+                    .push_bind(event.reason.clone())
+                    .push_bind(event.outcome.as_str())
+                    .push_bind(event.error.clone())
+                    .push_bind(
+                        event
+                            .latency_us
+                            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+                    )
+                    .push_bind(
+                        event
+                            .result_bytes
+                            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+                    );
+            });
+            insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -232,3 +232,42 @@ async fn file_database_is_shared_between_handles() {
     assert!(two.revoke_api_key("k1", Timestamp(1)).await.unwrap());
     assert!(one.api_key("k1").await.unwrap().unwrap().is_revoked());
 }
+
+#[tokio::test]
+async fn key_changes_move_the_generation_for_every_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    let server = SqliteStore::open(&path).await.unwrap();
+    let cli = SqliteStore::open(&path).await.unwrap();
+    server.insert_api_key(&key("k1")).await.unwrap();
+    let before = server.credential_generation().unwrap();
+    // Using a key is not a change.
+    server.touch_api_key("k1", Timestamp(2)).await.unwrap();
+    assert_eq!(server.credential_generation(), Some(before));
+    cli.revoke_api_key("k1", Timestamp(3)).await.unwrap();
+    let after_revoke = server.credential_generation().unwrap();
+    assert_ne!(after_revoke, before);
+    cli.insert_api_key(&key("k2")).await.unwrap();
+    cli.rotate_api_key("k2", &key("k3"), Timestamp(9))
+        .await
+        .unwrap();
+    assert_ne!(server.credential_generation().unwrap(), after_revoke);
+}
+
+#[tokio::test]
+async fn large_audit_batches_span_several_inserts() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    let events: Vec<_> = (0..1234)
+        .map(|n| event(&format!("e{n}"), n, "t", Outcome::Success))
+        .collect();
+    store.append_audit(&events).await.unwrap();
+    let rows = store
+        .query_audit(&AuditQuery {
+            limit: Some(5000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1234);
+    assert_eq!(rows[1233].event, events[1233]);
+}

@@ -38,6 +38,9 @@ impl Store for DownStore {
     async fn touch_api_key(&self, _: &str, _: Timestamp) -> StoreResult<()> {
         down()
     }
+    fn credential_generation(&self) -> Option<u64> {
+        None
+    }
     async fn append_audit(&self, _: &[AuditEvent]) -> StoreResult<()> {
         down()
     }
