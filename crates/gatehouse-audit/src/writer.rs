@@ -14,8 +14,9 @@ use tokio::task::JoinHandle;
 
 /// Records waiting to be written before new ones apply back-pressure.
 const QUEUE_CAPACITY: usize = 8192;
-/// Records written in one transaction at most.
-const MAX_BATCH: usize = 512;
+/// Records written in one batch at most (the store writes up to 500 in a
+/// single statement).
+const MAX_BATCH: usize = 500;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
@@ -62,10 +63,10 @@ struct Sinks {
 }
 
 impl Sinks {
-    async fn write(&mut self, batch: &[AuditEvent]) -> Result<(), AuditError> {
+    async fn write(&mut self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
         if let Some(file) = &mut self.file {
             let mut buf = Vec::with_capacity(batch.len() * 256);
-            for event in batch {
+            for event in &batch {
                 let line = FileLine {
                     time: event.ts.to_rfc3339(),
                     event,
@@ -148,16 +149,20 @@ impl AuditLog {
 
 async fn run_writer(mut rx: mpsc::Receiver<Job>, mut sinks: Sinks) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut acks = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let batch: Vec<AuditEvent> = jobs.iter().map(|j| j.event.clone()).collect();
-        let result = sinks.write(&batch).await;
-        if let Err(e) = &result {
-            tracing::error!(error = %e, records = batch.len(), "audit write failed; the affected calls are refused");
-        }
         for job in jobs.drain(..) {
-            if let Some(ack) = job.ack {
-                let _ = ack.send(result.clone());
-            }
+            batch.push(job.event);
+            acks.extend(job.ack);
+        }
+        let records = batch.len();
+        let result = sinks.write(std::mem::take(&mut batch)).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, records, "audit write failed; the affected calls are refused");
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(result.clone());
         }
     }
 }

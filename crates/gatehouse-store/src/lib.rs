@@ -66,8 +66,9 @@ pub trait Store: Send + Sync + 'static {
     fn credential_generation(&self) -> Option<u64>;
 
     // --- Audit ----------------------------------------------------------
-    /// Appends all events in one transaction: either all are stored or none.
-    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()>;
+    /// Appends all events atomically: either all are stored or none. Takes
+    /// the events by value so they are moved, not copied, into the statement.
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()>;
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>>;
 
     // --- Tenant secrets (read by tools at call time) --------------------

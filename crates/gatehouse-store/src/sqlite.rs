@@ -188,6 +188,42 @@ fn scopes_json(scopes: &Option<Vec<String>>) -> StoreResult<Option<String>> {
         .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// A multi-row INSERT of audit events (with their serialized arguments).
+fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::Sqlite> {
+    let mut insert = QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
+         source, tool, arguments, decision, reason, outcome, error, latency_us, result_bytes) ",
+    );
+    insert.push_values(rows, |mut row, (event, arguments)| {
+        row.push_bind(event.id)
+            .push_bind(event.ts.0)
+            .push_bind(event.kind.as_str())
+            .push_bind(event.tenant)
+            .push_bind(event.human)
+            .push_bind(event.agent)
+            .push_bind(event.credential)
+            .push_bind(event.session)
+            .push_bind(event.source)
+            .push_bind(event.tool)
+            .push_bind(arguments)
+            .push_bind(event.decision)
+            .push_bind(event.reason)
+            .push_bind(event.outcome.as_str())
+            .push_bind(event.error)
+            .push_bind(
+                event
+                    .latency_us
+                    .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+            )
+            .push_bind(
+                event
+                    .result_bytes
+                    .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+            );
+    });
+    insert
+}
+
 const INSERT_API_KEY: &str = "INSERT INTO api_keys (id, name, tenant, role, scopes, owner, secret_hash, \
      created_at, expires_at, revoked_at, last_used_at, rotated_to) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
@@ -300,56 +336,33 @@ impl Store for SqliteStore {
         self.generation.current()
     }
 
-    async fn append_audit(&self, events: &[AuditEvent]) -> StoreResult<()> {
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()> {
         if events.is_empty() {
             return Ok(());
         }
         let mut rows = Vec::with_capacity(events.len());
-        for event in events {
+        for mut event in events {
             let arguments = event
                 .arguments
-                .as_ref()
-                .map(serde_json::to_string)
+                .take()
+                .map(|a| serde_json::to_string(&a))
                 .transpose()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             rows.push((event, arguments));
         }
-        let mut tx = self.pool.begin().await?;
         // One multi-row INSERT per chunk: a round trip per record to the
-        // database thread would dominate the cost of a tool call.
-        for chunk in rows.chunks(AUDIT_ROWS_PER_INSERT) {
-            let mut insert = QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
-                 source, tool, arguments, decision, reason, outcome, error, latency_us, result_bytes) ",
-            );
-            insert.push_values(chunk, |mut row, (event, arguments)| {
-                row.push_bind(event.id.clone())
-                    .push_bind(event.ts.0)
-                    .push_bind(event.kind.as_str())
-                    .push_bind(event.tenant.clone())
-                    .push_bind(event.human.clone())
-                    .push_bind(event.agent.clone())
-                    .push_bind(event.credential.clone())
-                    .push_bind(event.session.clone())
-                    .push_bind(event.source.clone())
-                    .push_bind(event.tool.clone())
-                    .push_bind(arguments.clone())
-                    .push_bind(event.decision.clone())
-                    .push_bind(event.reason.clone())
-                    .push_bind(event.outcome.as_str())
-                    .push_bind(event.error.clone())
-                    .push_bind(
-                        event
-                            .latency_us
-                            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-                    )
-                    .push_bind(
-                        event
-                            .result_bytes
-                            .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-                    );
-            });
-            insert.build().execute(&mut *tx).await?;
+        // database thread would dominate the cost of a tool call. A single
+        // statement is atomic by itself, so the common case (one chunk) needs
+        // no explicit transaction and costs one round trip.
+        if rows.len() <= AUDIT_ROWS_PER_INSERT {
+            audit_insert(rows).build().execute(&self.pool).await?;
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(AUDIT_ROWS_PER_INSERT).collect();
+            audit_insert(chunk).build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -108,7 +108,7 @@ async fn rotate_never_extends_an_earlier_expiry() {
 async fn audit_append_and_filter() {
     let store = SqliteStore::in_memory().await.unwrap();
     store
-        .append_audit(&[
+        .append_audit(vec![
             event("e1", 100, "read_file", Outcome::Success),
             event("e2", 200, "send_email", Outcome::Denied),
             event("e3", 300, "read_file", Outcome::Denied),
@@ -175,12 +175,12 @@ async fn audit_append_and_filter() {
 async fn audit_batch_is_all_or_nothing() {
     let store = SqliteStore::in_memory().await.unwrap();
     store
-        .append_audit(&[event("dup", 1, "t", Outcome::Success)])
+        .append_audit(vec![event("dup", 1, "t", Outcome::Success)])
         .await
         .unwrap();
     // The second event reuses an id, so the whole batch must be rejected.
     let result = store
-        .append_audit(&[
+        .append_audit(vec![
             event("fresh", 2, "t", Outcome::Success),
             event("dup", 3, "t", Outcome::Success),
         ])
@@ -260,7 +260,7 @@ async fn large_audit_batches_span_several_inserts() {
     let events: Vec<_> = (0..1234)
         .map(|n| event(&format!("e{n}"), n, "t", Outcome::Success))
         .collect();
-    store.append_audit(&events).await.unwrap();
+    store.append_audit(events.clone()).await.unwrap();
     let rows = store
         .query_audit(&AuditQuery {
             limit: Some(5000),

@@ -41,7 +41,7 @@ impl Store for DownStore {
     fn credential_generation(&self) -> Option<u64> {
         None
     }
-    async fn append_audit(&self, _: &[AuditEvent]) -> StoreResult<()> {
+    async fn append_audit(&self, _: Vec<AuditEvent>) -> StoreResult<()> {
         down()
     }
     async fn query_audit(&self, _: &AuditQuery) -> StoreResult<Vec<AuditRow>> {

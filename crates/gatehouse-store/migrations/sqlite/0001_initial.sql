@@ -34,7 +34,6 @@ CREATE TABLE audit_events (
     result_bytes  INTEGER
 );
 CREATE INDEX audit_events_ts ON audit_events (ts);
-CREATE INDEX audit_events_tool ON audit_events (tool, ts);
 
 CREATE TABLE tenant_secrets (
     tenant  TEXT NOT NULL,
