@@ -4,8 +4,9 @@ use std::sync::{Arc, Mutex};
 use gatehouse_core::{CredentialKind, CredentialRef, Principal, Timestamp};
 use gatehouse_store::{ApiKeyRecord, Store};
 
+use crate::access_token::{AccessTokens, TokenSettings};
 use crate::key_cache::KeyCache;
-use crate::{AuthnError, Pepper, parse_api_key};
+use crate::{AuthnError, KEY_PREFIX, Pepper, parse_api_key};
 
 /// `last_used_at` is written at most this often per key, so a busy key does
 /// not turn every request into a database write.
@@ -26,6 +27,8 @@ pub struct Authenticator {
     store: Arc<dyn Store>,
     pepper: Pepper,
     mode: AuthMode,
+    /// Bearer JWTs are accepted only when an authorization server is configured.
+    tokens: Option<AccessTokens>,
     last_touch: Mutex<HashMap<String, Timestamp>>,
     cache: KeyCache,
 }
@@ -36,9 +39,16 @@ impl Authenticator {
             store,
             pepper,
             mode,
+            tokens: None,
             last_touch: Mutex::new(HashMap::new()),
             cache: KeyCache::default(),
         }
+    }
+
+    /// Also accept access tokens from the embedded authorization server.
+    pub fn with_access_tokens(mut self, settings: TokenSettings) -> Self {
+        self.tokens = Some(AccessTokens::new(settings));
+        self
     }
 
     pub fn mode(&self) -> &AuthMode {
@@ -59,6 +69,14 @@ impl Authenticator {
             return Ok(anonymous.clone());
         }
         let credential = credential.ok_or(AuthnError::Missing)?;
+        // Our API keys have a fixed prefix; anything else shaped like a JWS
+        // compact serialisation is treated as an access token.
+        if !credential.starts_with(KEY_PREFIX)
+            && credential.contains('.')
+            && let Some(tokens) = &self.tokens
+        {
+            return tokens.authenticate(&self.store, credential, now).await;
+        }
         let parts = parse_api_key(credential)?;
         let record = self.key_record(parts.id).await?;
         let Some(record) = record else {

@@ -17,6 +17,9 @@ pub enum AuthnError {
     Revoked,
     #[error("the credential has expired")]
     Expired,
+    /// A bearer token failed validation; the payload is the reason code.
+    #[error("the access token is not valid")]
+    InvalidToken(&'static str),
     /// The store could not be read: authentication fails closed.
     #[error("authentication is temporarily unavailable")]
     Unavailable(String),
@@ -35,6 +38,7 @@ impl AuthnError {
             AuthnError::BadSecret => "invalid_secret",
             AuthnError::Revoked => "revoked",
             AuthnError::Expired => "expired",
+            AuthnError::InvalidToken(code) => code,
             AuthnError::Unavailable(_) => "store_unavailable",
             AuthnError::Internal(_) => "internal_error",
         }

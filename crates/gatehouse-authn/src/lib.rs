@@ -5,13 +5,16 @@
 //! stored only as HMAC-SHA256 under a server pepper and compared in constant
 //! time.
 
+mod access_token;
 mod api_key;
 mod authenticator;
 mod credentials;
 mod error;
+pub mod jwt;
 mod key_cache;
 mod pepper;
 
+pub use access_token::TokenSettings;
 pub use api_key::{ApiKeyParts, IssuedApiKey, KEY_PREFIX, issue_api_key, parse_api_key};
 pub use authenticator::{AuthMode, Authenticator};
 pub use credentials::{MAX_CREDENTIAL_BYTES, presented_credential};

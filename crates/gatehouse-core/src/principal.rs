@@ -12,6 +12,8 @@ pub const DEFAULT_TENANT: &str = "default";
 #[serde(rename_all = "snake_case")]
 pub enum CredentialKind {
     ApiKey,
+    /// A bearer JWT from the embedded authorization server.
+    AccessToken,
     /// Authentication is switched off (`auth.mode = "none"`): a fixed local principal.
     Anonymous,
 }
@@ -20,6 +22,7 @@ impl CredentialKind {
     pub fn as_str(self) -> &'static str {
         match self {
             CredentialKind::ApiKey => "api_key",
+            CredentialKind::AccessToken => "access_token",
             CredentialKind::Anonymous => "anonymous",
         }
     }

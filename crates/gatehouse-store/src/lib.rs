@@ -12,7 +12,7 @@ pub mod testing;
 use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, Timestamp};
 
-pub use records::{ApiKeyRecord, AuditQuery, AuditRow};
+pub use records::{ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +64,19 @@ pub trait Store: Send + Sync + 'static {
     /// this store. Called on every request, so it must be cheap. `None`
     /// means unknown: callers must then not use cached key records.
     fn credential_generation(&self) -> Option<u64>;
+
+    // --- OAuth clients ---------------------------------------------------
+    async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()>;
+    async fn client(&self, id: &str) -> StoreResult<Option<ClientRecord>>;
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>>;
+    /// Returns false when the client does not exist or was already revoked.
+    /// Moves the credential generation, like a key revocation.
+    async fn revoke_client(&self, id: &str, at: Timestamp) -> StoreResult<bool>;
+
+    // --- Token-signing keys ----------------------------------------------
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
+    /// All keys, oldest first (retired ones included).
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
 
     // --- Audit ----------------------------------------------------------
     /// Appends all events atomically: either all are stored or none. Takes

@@ -53,3 +53,29 @@ pub struct AuditRow {
     pub seq: i64,
     pub event: AuditEvent,
 }
+
+/// An OAuth client registered by an operator (machine agents using the
+/// client-credentials grant). Only the keyed hash of its secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub id: String,
+    pub name: String,
+    pub tenant: String,
+    pub role: String,
+    pub scopes: Option<Vec<String>>,
+    /// Hex of HMAC-SHA256(pepper, secret).
+    pub secret_hash: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A token-signing key; the private key is stored sealed under the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub sealed_pkcs8: Vec<u8>,
+    /// The public key as a JWK (JSON), so verifiers need no master key.
+    pub public_jwk: String,
+    pub created_at: Timestamp,
+    pub retired_at: Option<Timestamp>,
+}

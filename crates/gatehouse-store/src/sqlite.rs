@@ -15,14 +15,20 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use crate::generation::CredentialGeneration;
-use crate::{ApiKeyRecord, AuditQuery, AuditRow, Store, StoreError, StoreResult};
+use crate::{
+    ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord, Store, StoreError,
+    StoreResult,
+};
 
 /// Schema migrations, applied in order, each once. The SQL is embedded so the
 /// binary needs no files next to it.
 /// 17 bound values per row; SQLite allows 32766 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 500;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_initial.sql")),
+    (2, include_str!("../migrations/sqlite/0002_oauth.sql")),
+];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -117,14 +123,7 @@ fn opt_ts(row: &SqliteRow, column: &str) -> StoreResult<Option<Timestamp>> {
 }
 
 fn api_key_from_row(row: &SqliteRow) -> StoreResult<ApiKeyRecord> {
-    let scopes: Option<String> = row.try_get("scopes")?;
-    let scopes = match scopes {
-        Some(text) => Some(
-            serde_json::from_str::<Vec<String>>(&text)
-                .map_err(|e| StoreError::Corrupt(format!("api_keys.scopes: {e}")))?,
-        ),
-        None => None,
-    };
+    let scopes = parse_scopes(row.try_get("scopes")?, "api_keys.scopes")?;
     Ok(ApiKeyRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
@@ -138,6 +137,27 @@ fn api_key_from_row(row: &SqliteRow) -> StoreResult<ApiKeyRecord> {
         revoked_at: opt_ts(row, "revoked_at")?,
         last_used_at: opt_ts(row, "last_used_at")?,
         rotated_to: row.try_get("rotated_to")?,
+    })
+}
+
+fn parse_scopes(text: Option<String>, column: &str) -> StoreResult<Option<Vec<String>>> {
+    text.map(|t| {
+        serde_json::from_str::<Vec<String>>(&t)
+            .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    })
+    .transpose()
+}
+
+fn client_from_row(row: &SqliteRow) -> StoreResult<ClientRecord> {
+    Ok(ClientRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        tenant: row.try_get("tenant")?,
+        role: row.try_get("role")?,
+        scopes: parse_scopes(row.try_get("scopes")?, "oauth_clients.scopes")?,
+        secret_hash: row.try_get("secret_hash")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        revoked_at: opt_ts(row, "revoked_at")?,
     })
 }
 
@@ -334,6 +354,84 @@ impl Store for SqliteStore {
 
     fn credential_generation(&self) -> Option<u64> {
         self.generation.current()
+    }
+
+    async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO oauth_clients (id, name, tenant, role, scopes, secret_hash, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&client.id)
+        .bind(&client.name)
+        .bind(&client.tenant)
+        .bind(&client.role)
+        .bind(scopes_json(&client.scopes)?)
+        .bind(&client.secret_hash)
+        .bind(client.created_at.0)
+        .bind(client.revoked_at.map(|t| t.0))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn client(&self, id: &str) -> StoreResult<Option<ClientRecord>> {
+        let row = sqlx::query("SELECT * FROM oauth_clients WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(client_from_row).transpose()
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>> {
+        let rows = sqlx::query("SELECT * FROM oauth_clients ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(client_from_row).collect()
+    }
+
+    async fn revoke_client(&self, id: &str, at: Timestamp) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE oauth_clients SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(at.0)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        self.bump_generation();
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, sealed_pkcs8, public_jwk, created_at, retired_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&key.kid)
+        .bind(&key.sealed_pkcs8)
+        .bind(&key.public_jwk)
+        .bind(key.created_at.0)
+        .bind(key.retired_at.map(|t| t.0))
+        .execute(&self.pool)
+        .await?;
+        self.bump_generation();
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
+        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SigningKeyRecord {
+                    kid: row.try_get("kid")?,
+                    sealed_pkcs8: row.try_get("sealed_pkcs8")?,
+                    public_jwk: row.try_get("public_jwk")?,
+                    created_at: Timestamp(row.try_get("created_at")?),
+                    retired_at: opt_ts(row, "retired_at")?,
+                })
+            })
+            .collect()
     }
 
     async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()> {

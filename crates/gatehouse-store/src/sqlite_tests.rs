@@ -271,3 +271,55 @@ async fn large_audit_batches_span_several_inserts() {
     assert_eq!(rows.len(), 1234);
     assert_eq!(rows[1233].event, events[1233]);
 }
+
+fn client(id: &str) -> ClientRecord {
+    ClientRecord {
+        id: id.into(),
+        name: "bot".into(),
+        tenant: "default".into(),
+        role: "reader".into(),
+        scopes: Some(vec!["tools:read".into()]),
+        secret_hash: "ab".repeat(32),
+        created_at: Timestamp(10),
+        revoked_at: None,
+    }
+}
+
+#[tokio::test]
+async fn clients_round_trip_and_revoke_once() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    store.insert_client(&client("c1")).await.unwrap();
+    assert_eq!(store.client("c1").await.unwrap(), Some(client("c1")));
+    assert_eq!(store.list_clients().await.unwrap().len(), 1);
+    let before = store.credential_generation();
+    assert!(store.revoke_client("c1", Timestamp(20)).await.unwrap());
+    assert_ne!(store.credential_generation(), before);
+    assert!(!store.revoke_client("c1", Timestamp(21)).await.unwrap());
+    assert_eq!(
+        store.client("c1").await.unwrap().unwrap().revoked_at,
+        Some(Timestamp(20))
+    );
+}
+
+#[tokio::test]
+async fn signing_keys_round_trip_in_order() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    for (kid, at) in [("b", 2), ("a", 1)] {
+        store
+            .insert_signing_key(&SigningKeyRecord {
+                kid: kid.into(),
+                sealed_pkcs8: vec![1, 2, 3],
+                public_jwk: "{}".into(),
+                created_at: Timestamp(at),
+                retired_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(keys[0].sealed_pkcs8, vec![1, 2, 3]);
+}

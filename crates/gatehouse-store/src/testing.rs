@@ -4,7 +4,10 @@
 use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, Timestamp};
 
-use crate::{ApiKeyRecord, AuditQuery, AuditRow, Store, StoreError, StoreResult};
+use crate::{
+    ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord, Store, StoreError,
+    StoreResult,
+};
 
 /// A store whose every call fails, to check that tools fail closed.
 pub struct DownStore;
@@ -36,6 +39,24 @@ impl Store for DownStore {
         down()
     }
     async fn touch_api_key(&self, _: &str, _: Timestamp) -> StoreResult<()> {
+        down()
+    }
+    async fn insert_client(&self, _: &ClientRecord) -> StoreResult<()> {
+        down()
+    }
+    async fn client(&self, _: &str) -> StoreResult<Option<ClientRecord>> {
+        down()
+    }
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>> {
+        down()
+    }
+    async fn revoke_client(&self, _: &str, _: Timestamp) -> StoreResult<bool> {
+        down()
+    }
+    async fn insert_signing_key(&self, _: &SigningKeyRecord) -> StoreResult<()> {
+        down()
+    }
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
         down()
     }
     fn credential_generation(&self) -> Option<u64> {

@@ -33,6 +33,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage OAuth clients of the embedded authorization server.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -167,4 +170,35 @@ pub enum SecretsCommand {
         #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
         tenant: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Register a confidential client for the client-credentials grant; the
+    /// secret is printed once and never stored.
+    Create(ClientCreateArgs),
+    /// List clients (never shows secrets).
+    List(JsonFlag),
+    /// Revoke a client; its tokens are refused from the next request on.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ClientCreateArgs {
+    #[arg(long)]
+    pub name: String,
+    /// reader, analyst, executor or admin.
+    #[arg(long)]
+    pub role: String,
+    #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
+    pub tenant: String,
+    /// Scopes the client may request (default: its role decides alone).
+    #[arg(long, num_args = 1..)]
+    pub scopes: Option<Vec<String>>,
+    #[arg(long)]
+    pub json: bool,
 }

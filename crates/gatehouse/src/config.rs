@@ -50,6 +50,33 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub tools: ToolsConfig,
+    #[serde(default)]
+    pub oauth: OAuthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// Run the embedded authorization server (token endpoint, metadata, JWKS).
+    pub enabled: bool,
+    /// Lifetime of access tokens (at most 1 hour).
+    #[serde(deserialize_with = "duration")]
+    pub access_token_ttl: Duration,
+    /// Environment variable holding the master key (64 hex characters).
+    pub master_key_env: Option<String>,
+    /// File holding the master key. Default: `<data_dir>/master.key`, created on first start.
+    pub master_key_file: Option<PathBuf>,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            enabled: true,
+            access_token_ttl: Duration::from_secs(15 * 60),
+            master_key_env: None,
+            master_key_file: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +203,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             audit: AuditConfig::default(),
             tools: ToolsConfig::default(),
+            oauth: OAuthConfig::default(),
         }
     }
 }
@@ -264,6 +292,21 @@ impl Config {
         if self.audit.file.as_os_str().is_empty() {
             return Err(invalid("audit.file", "must name a file"));
         }
+        let ttl = self.oauth.access_token_ttl;
+        if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(3600) {
+            return Err(invalid(
+                "oauth.access_token_ttl",
+                "must be between 1m and 1h",
+            ));
+        }
+        if let Some(var) = &self.oauth.master_key_env
+            && (var.is_empty() || var.contains('='))
+        {
+            return Err(invalid(
+                "oauth.master_key_env",
+                "must name an environment variable",
+            ));
+        }
         if self.tools.max_file_bytes == 0 {
             return Err(invalid("tools.max_file_bytes", "must be greater than zero"));
         }
@@ -337,6 +380,10 @@ mod tests {
             (
                 "version = 1\n[auth]\npepper = \"abc\"",
                 "unknown field `pepper`",
+            ),
+            (
+                "version = 1\n[oauth]\naccess_token_ttl = \"2h\"",
+                "oauth.access_token_ttl: must be between 1m and 1h",
             ),
         ];
         for (text, want) in cases {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use gatehouse_authn::Pepper;
+use gatehouse_oauth::MasterKey;
 use gatehouse_store::{SqliteStore, Store};
 
 use crate::cli::GlobalArgs;
@@ -15,6 +16,8 @@ use crate::config::Config;
 pub const DATABASE_FILE: &str = "gatehouse.db";
 pub const PEPPER_FILE: &str = "pepper";
 pub const PEPPER_ENV_DEFAULT: &str = "GATEHOUSE_PEPPER";
+pub const MASTER_KEY_FILE: &str = "master.key";
+pub const MASTER_KEY_ENV_DEFAULT: &str = "GATEHOUSE_MASTER_KEY";
 
 pub struct Context {
     pub config: Config,
@@ -83,45 +86,69 @@ impl Context {
     /// The pepper from the configured environment variable or file; the
     /// default file is created (owner-only) on first use.
     pub fn pepper(&self) -> anyhow::Result<Pepper> {
-        let env_name = self
-            .config
-            .auth
-            .pepper_env
-            .clone()
-            .unwrap_or_else(|| PEPPER_ENV_DEFAULT.to_string());
-        if let Ok(value) = std::env::var(&env_name) {
-            return decode_pepper(value.trim())
-                .with_context(|| format!("environment variable {env_name}"));
+        let auth = &self.config.auth;
+        let hex_text = self.secret_hex(
+            auth.pepper_env.as_deref(),
+            PEPPER_ENV_DEFAULT,
+            auth.pepper_file.as_deref(),
+            PEPPER_FILE,
+        )?;
+        let bytes = hex::decode(hex_text.trim()).context("the pepper must be hex")?;
+        Pepper::new(bytes).map_err(anyhow::Error::msg)
+    }
+
+    /// The master key that seals the authorization server's signing keys.
+    pub fn master_key(&self) -> anyhow::Result<MasterKey> {
+        let oauth = &self.config.oauth;
+        let hex_text = self.secret_hex(
+            oauth.master_key_env.as_deref(),
+            MASTER_KEY_ENV_DEFAULT,
+            oauth.master_key_file.as_deref(),
+            MASTER_KEY_FILE,
+        )?;
+        MasterKey::from_hex(&hex_text).map_err(|e| anyhow::anyhow!("master key: {e}"))
+    }
+
+    /// A 32-byte secret as hex: from the configured environment variable (or
+    /// `default_env`), else the configured file, else `<data-dir>/<default_file>`,
+    /// which is created on first use.
+    fn secret_hex(
+        &self,
+        env: Option<&str>,
+        default_env: &str,
+        file: Option<&Path>,
+        default_file: &str,
+    ) -> anyhow::Result<String> {
+        let env_name = env.unwrap_or(default_env);
+        if let Ok(value) = std::env::var(env_name) {
+            return Ok(value.trim().to_string());
         }
-        if self.config.auth.pepper_env.is_some() {
-            bail!("auth.pepper_env names {env_name}, which is not set");
+        if env.is_some() {
+            bail!("the configured environment variable {env_name} is not set");
         }
-        let path = match &self.config.auth.pepper_file {
-            Some(path) => return read_pepper_file(&self.in_data_dir(path)),
-            None => self.data_dir.join(PEPPER_FILE),
-        };
+        if let Some(path) = file {
+            return read_secret_file(&self.in_data_dir(path));
+        }
+        let path = self.data_dir.join(default_file);
         if !path.exists() {
-            create_pepper_file(&path)?;
+            create_secret_file(&path)?;
         }
-        read_pepper_file(&path)
+        read_secret_file(&path)
     }
 }
 
-fn decode_pepper(hex_text: &str) -> anyhow::Result<Pepper> {
-    let bytes = hex::decode(hex_text).context("the pepper must be hex")?;
-    Pepper::new(bytes).map_err(anyhow::Error::msg)
+fn read_secret_file(path: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(text.trim().to_string())
 }
 
-fn read_pepper_file(path: &Path) -> anyhow::Result<Pepper> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read pepper file {}", path.display()))?;
-    decode_pepper(text.trim()).with_context(|| format!("pepper file {}", path.display()))
-}
-
-fn create_pepper_file(path: &Path) -> anyhow::Result<()> {
-    let pepper = Pepper::generate().context("no randomness for the pepper")?;
+/// Writes 32 random bytes as hex to a new owner-only file.
+fn create_secret_file(path: &Path) -> anyhow::Result<()> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let mut options = std::fs::OpenOptions::new();
-    // create_new: if another process won the race, its pepper is used.
+    // create_new: if another process won the race, its secret is used.
     options.write(true).create_new(true);
     #[cfg(unix)]
     {
@@ -131,10 +158,10 @@ fn create_pepper_file(path: &Path) -> anyhow::Result<()> {
     match options.open(path) {
         Ok(mut file) => {
             use std::io::Write;
-            file.write_all(hex::encode(pepper.as_bytes()).as_bytes())
+            file.write_all(hex::encode(bytes).as_bytes())
                 .and_then(|()| file.sync_all())
                 .with_context(|| format!("cannot write {}", path.display()))?;
-            tracing::info!(path = %path.display(), "created a new pepper");
+            tracing::info!(path = %path.display(), "created a new secret file");
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),

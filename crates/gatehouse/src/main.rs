@@ -37,6 +37,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => commands::serve::run(&ctx, &args).await,
         Command::Stdio => commands::stdio::run(&ctx).await,
         Command::Keys(command) => commands::keys::run(&ctx, command).await,
+        Command::Clients(command) => commands::clients::run(&ctx, command).await,
         Command::Audit(command) => commands::audit::run(&ctx, command).await,
         Command::Secrets(command) => commands::secrets::run(&ctx, command).await,
         Command::CheckConfig(flag) => {

@@ -3,14 +3,18 @@
 
 use std::sync::Arc;
 
+use url::Url;
+
 use anyhow::Context as _;
 use gatehouse_audit::{AuditLog, AuditWriterHandle, Redactor};
-use gatehouse_authn::{AuthMode, Authenticator};
+use gatehouse_authn::{AuthMode, Authenticator, TokenSettings};
 use gatehouse_authz::Policy;
 use gatehouse_core::{
     Clock, CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, SystemClock,
 };
 use gatehouse_mcp::Gateway;
+use gatehouse_oauth::http::AsState;
+use gatehouse_oauth::{AsConfig, AuthorizationServer, DEFAULT_ACCESS_TOKEN_TTL_SECS};
 use gatehouse_store::Store;
 use gatehouse_tools::{BuiltinTools, ToolsConfig};
 
@@ -19,6 +23,8 @@ use crate::context::Context;
 
 pub struct Runtime {
     pub store: Arc<dyn Store>,
+    /// The embedded authorization server, when it runs (HTTP with API keys).
+    pub oauth: Option<Arc<AsState>>,
     pub gateway: Arc<Gateway>,
     pub authenticator: Arc<Authenticator>,
     pub audit_writer: AuditWriterHandle,
@@ -43,7 +49,9 @@ fn anonymous(role: &str) -> Principal {
 }
 
 impl Runtime {
-    pub async fn start(ctx: &Context) -> anyhow::Result<Runtime> {
+    /// `public_url` is known only to `serve`; without it (stdio) the
+    /// authorization server does not run and only API keys are accepted.
+    pub async fn start(ctx: &Context, public_url: Option<&Url>) -> anyhow::Result<Runtime> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = ctx.open_store().await?;
         let pepper = ctx.pepper()?;
@@ -78,9 +86,48 @@ impl Runtime {
                 anonymous: anonymous(&ctx.config.auth.anonymous_role),
             },
         };
-        let authenticator = Arc::new(Authenticator::new(Arc::clone(&store), pepper, mode));
+        let mut authenticator = Authenticator::new(Arc::clone(&store), pepper, mode);
+        let mut oauth = None;
+        let auth_required = ctx.config.auth.mode == AuthModeName::ApiKey;
+        if let Some(url) = public_url.filter(|_| ctx.config.oauth.enabled && auth_required) {
+            let issuer = url.origin().ascii_serialization();
+            let resource = format!("{issuer}{}", gatehouse_mcp::routes::MCP);
+            authenticator = authenticator.with_access_tokens(TokenSettings {
+                issuer: issuer.clone(),
+                audiences: vec![resource.clone()],
+            });
+            let master = ctx.master_key()?;
+            let policy = gateway.policy();
+            let config = AsConfig {
+                issuer,
+                resource,
+                access_token_ttl_secs: i64::try_from(ctx.config.oauth.access_token_ttl.as_secs())
+                    .unwrap_or(DEFAULT_ACCESS_TOKEN_TTL_SECS),
+                scopes: policy.scopes(),
+                tools: BuiltinTools::definitions()
+                    .iter()
+                    .map(|d| d.name.to_string())
+                    .collect(),
+            };
+            let server = AuthorizationServer::start(
+                config,
+                Arc::clone(&store),
+                ctx.pepper()?,
+                &master,
+                gateway.audit().clone(),
+                clock.now(),
+            )
+            .await
+            .context("cannot start the authorization server")?;
+            oauth = Some(Arc::new(AsState {
+                server,
+                clock: Arc::clone(&clock),
+            }));
+        }
+        let authenticator = Arc::new(authenticator);
         Ok(Runtime {
             store,
+            oauth,
             gateway,
             authenticator,
             audit_writer,
@@ -94,8 +141,10 @@ impl Runtime {
             gateway,
             authenticator,
             audit_writer,
+            oauth,
             ..
         } = self;
+        drop(oauth);
         drop(authenticator);
         drop(gateway);
         audit_writer.wait().await;

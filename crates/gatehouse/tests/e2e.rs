@@ -12,6 +12,7 @@ mod e2e {
     mod auth;
     mod config;
     mod keys;
+    mod oauth;
     mod secrets_hygiene;
     mod sessions;
     mod stdio;

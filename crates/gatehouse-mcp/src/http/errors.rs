@@ -76,7 +76,8 @@ fn authn_failure(error: &AuthnError, resource_metadata: &str) -> Response {
         | AuthnError::Unknown
         | AuthnError::BadSecret
         | AuthnError::Revoked
-        | AuthnError::Expired => with_challenge(
+        | AuthnError::Expired
+        | AuthnError::InvalidToken(_) => with_challenge(
             StatusCode::UNAUTHORIZED,
             challenge(resource_metadata, Some(("invalid_token", &description))),
             json!({"error": "invalid_token", "error_description": description}),

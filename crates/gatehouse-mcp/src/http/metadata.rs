@@ -9,12 +9,16 @@ use std::sync::Arc;
 use super::router::AppState;
 
 fn document(resource: &str, state: &AppState) -> serde_json::Value {
-    json!({
+    let mut doc = json!({
         "resource": resource,
         "resource_name": "Gatehouse",
         "bearer_methods_supported": ["header"],
         "scopes_supported": state.gateway.policy().scopes(),
-    })
+    });
+    if let Some(issuer) = &state.authorization_server {
+        doc["authorization_servers"] = json!([issuer]);
+    }
+    doc
 }
 
 /// For the MCP endpoint: `resource` is the endpoint URI itself.

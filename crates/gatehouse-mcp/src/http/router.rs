@@ -28,6 +28,9 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub session_idle_timeout: Duration,
+    /// Issuer of the authorization server that issues tokens for this
+    /// resource, listed in the protected resource metadata.
+    pub authorization_server: Option<String>,
 }
 
 /// URLs derived from the public URL, computed once.
@@ -52,6 +55,7 @@ impl PublicUrls {
 }
 
 pub struct AppState {
+    pub authorization_server: Option<String>,
     pub gateway: Arc<Gateway>,
     pub authenticator: Arc<Authenticator>,
     pub sessions: SessionBindings,
@@ -98,6 +102,7 @@ pub fn build_router(
     let hosts = allowed_hosts(config);
     let origins = allowed_origins(config);
     let state = Arc::new(AppState {
+        authorization_server: config.authorization_server.clone(),
         gateway: Arc::clone(&gateway),
         authenticator,
         sessions: SessionBindings::new(config.session_idle_timeout),

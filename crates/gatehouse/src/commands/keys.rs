@@ -13,7 +13,7 @@ fn millis(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn validate_name(kind: &str, value: &str) -> anyhow::Result<()> {
+pub fn validate_name(kind: &str, value: &str) -> anyhow::Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 64
         && value
@@ -25,7 +25,14 @@ fn validate_name(kind: &str, value: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn validate_scopes(scopes: &Option<Vec<String>>) -> anyhow::Result<()> {
+pub fn validate_role(role: &str) -> anyhow::Result<()> {
+    if !ROLES.contains(&role) {
+        bail!("unknown role {role:?} (known: {})", ROLES.join(", "));
+    }
+    Ok(())
+}
+
+pub fn validate_scopes(scopes: &Option<Vec<String>>) -> anyhow::Result<()> {
     let known = gatehouse_authz::Policy::default_matrix().scopes();
     for scope in scopes.iter().flatten() {
         let per_tool = scope
@@ -98,9 +105,7 @@ pub async fn create_key(
     if let Some(owner) = &args.owner {
         validate_name("owner", owner)?;
     }
-    if !ROLES.contains(&args.role.as_str()) {
-        bail!("unknown role {:?} (known: {})", args.role, ROLES.join(", "));
-    }
+    validate_role(&args.role)?;
     validate_scopes(&args.scopes)?;
     let store = ctx.open_store().await?;
     let pepper = ctx.pepper()?;

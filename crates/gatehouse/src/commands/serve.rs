@@ -148,9 +148,6 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     if ctx.config.auth.mode == AuthModeName::None && !listen.ip().is_loopback() {
         anyhow::bail!("auth.mode = \"none\" is only allowed on a loopback address, not {listen}");
     }
-    let runtime = Runtime::start(ctx).await?;
-    let first_key = first_run_key(ctx, &runtime).await?;
-
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -166,6 +163,9 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         }
         None => Url::parse(&format!("http://{bound}")).context("listen address as URL")?,
     };
+    let runtime = Runtime::start(ctx, Some(&public_url)).await?;
+    let first_key = first_run_key(ctx, &runtime).await?;
+
     let origin = public_url.origin().ascii_serialization();
     let mcp_url = format!("{origin}{}", routes::MCP);
 
@@ -178,13 +178,17 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: server.max_body_bytes,
         body_timeout: server.body_timeout,
         session_idle_timeout: server.session_idle_timeout,
+        authorization_server: runtime.oauth.as_ref().map(|_| origin.clone()),
     };
-    let router = build_router(
+    let mut router = build_router(
         Arc::clone(&runtime.gateway),
         Arc::clone(&runtime.authenticator),
         &http_config,
         shutdown.clone(),
     );
+    if let Some(oauth) = &runtime.oauth {
+        router = router.merge(gatehouse_oauth::http::router(Arc::clone(oauth)));
+    }
 
     if ctx.config.auth.mode == AuthModeName::None {
         tracing::warn!(

@@ -9,7 +9,7 @@ use crate::runtime::Runtime;
 pub const API_KEY_ENV: &str = "GATEHOUSE_API_KEY";
 
 pub async fn run(ctx: &Context) -> anyhow::Result<()> {
-    let runtime = Runtime::start(ctx).await?;
+    let runtime = Runtime::start(ctx, None).await?;
     let key = std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty());
     let auth = Arc::new(StdioAuthenticator::new(
         Arc::clone(&runtime.authenticator),

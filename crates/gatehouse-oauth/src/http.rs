@@ -1,0 +1,274 @@
+//! HTTP adapters for the authorization server: form parsing, client
+//! authentication headers and the mapping of `OAuthError` to responses.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use gatehouse_core::Clock;
+use serde_json::json;
+
+use crate::server::{AuthorizationServer, ClientAuth, TokenRequest};
+use crate::{OAuthError, routes};
+
+pub struct AsState {
+    pub server: AuthorizationServer,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Routes of the authorization server, to merge into the main router.
+pub fn router(state: Arc<AsState>) -> Router {
+    Router::new()
+        .route(routes::METADATA, get(metadata))
+        .route(routes::JWKS, get(jwks))
+        .route(routes::TOKEN, post(token))
+        .with_state(state)
+}
+
+fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// RFC 6749 §5.2 error response.
+fn error_response(error: &OAuthError) -> Response {
+    let status = match error {
+        OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
+        OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let description = match error {
+        // Detail of server-side failures goes to the log, not the client.
+        OAuthError::ServerError(detail) | OAuthError::TemporarilyUnavailable(detail) => {
+            tracing::error!(error = %detail, "token endpoint failure");
+            error.to_string()
+        }
+        _ => error.to_string(),
+    };
+    let mut response = (
+        status,
+        Json(json!({"error": error.code(), "error_description": description})),
+    )
+        .into_response();
+    if let OAuthError::InvalidClient { basic: true } = error {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"gatehouse\""),
+        );
+    }
+    no_store(response)
+}
+
+async fn metadata(State(state): State<Arc<AsState>>) -> Response {
+    Json(state.server.metadata()).into_response()
+}
+
+async fn jwks(State(state): State<Arc<AsState>>) -> Response {
+    match state.server.jwks().await {
+        Ok(keys) => Json(keys).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Form parameters; each may appear once (RFC 6749 §3.2), `resource` may repeat (RFC 8707).
+fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(body) {
+        if name != "resource" && !seen.insert(name.to_string()) {
+            return Err(OAuthError::InvalidRequest(format!(
+                "parameter {name} appears more than once"
+            )));
+        }
+        out.push((name.into_owned(), value.into_owned()));
+    }
+    Ok(out)
+}
+
+fn param(form: &[(String, String)], name: &str) -> Option<String> {
+    form.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
+}
+
+/// RFC 6749 §2.3.1: Basic credentials are form-urlencoded before base64.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(OAuthError::InvalidRequest(
+            "more than one Authorization header".into(),
+        ));
+    }
+    let bad = || OAuthError::InvalidRequest("malformed Basic credentials".into());
+    let text = value.to_str().map_err(|_| bad())?;
+    let (scheme, encoded) = text.split_once(' ').ok_or_else(bad)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(OAuthError::InvalidRequest(
+            "the token endpoint accepts Basic client authentication only".into(),
+        ));
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| bad())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
+    let unescape = |s: &str| -> Result<String, OAuthError> {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .ok_or_else(bad)
+    };
+    Ok(Some((unescape(id)?, unescape(secret)?)))
+}
+
+fn token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuthError> {
+    let form_content = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !form_content {
+        return Err(OAuthError::InvalidRequest(
+            "the token request must be application/x-www-form-urlencoded".into(),
+        ));
+    }
+    let form = parse_form(body)?;
+    let basic = basic_credentials(headers)?;
+    let posted = (param(&form, "client_id"), param(&form, "client_secret"));
+    let client = match (basic, posted) {
+        (Some(_), (_, Some(_))) => {
+            return Err(OAuthError::InvalidRequest(
+                "use one client authentication method, not two".into(),
+            ));
+        }
+        (Some((id, secret)), (posted_id, None)) => {
+            if posted_id.is_some_and(|p| p != id) {
+                return Err(OAuthError::InvalidRequest(
+                    "client_id does not match".into(),
+                ));
+            }
+            ClientAuth {
+                id,
+                secret,
+                basic: true,
+            }
+        }
+        (None, (Some(id), Some(secret))) => ClientAuth {
+            id,
+            secret,
+            basic: false,
+        },
+        (None, _) => return Err(OAuthError::InvalidClient { basic: false }),
+    };
+    let grant_type = param(&form, "grant_type")
+        .ok_or_else(|| OAuthError::InvalidRequest("grant_type is required".into()))?;
+    let resource = form
+        .iter()
+        .filter(|(n, _)| n == "resource")
+        .map(|(_, v)| v.clone())
+        .collect();
+    Ok(TokenRequest {
+        grant_type,
+        client,
+        scope: param(&form, "scope"),
+        resource,
+    })
+}
+
+async fn token(State(state): State<Arc<AsState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let request = match token_request(&headers, &body) {
+        Ok(request) => request,
+        Err(e) => return error_response(&e),
+    };
+    match state.server.token(request, state.clock.now()).await {
+        Ok(response) => no_store(Json(response).into_response()),
+        Err(e) => error_response(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+    type Case<'a> = (&'a [(&'static str, &'a str)], &'a [u8]);
+
+    #[test]
+    fn basic_and_post_client_authentication() {
+        let basic = base64::engine::general_purpose::STANDARD.encode("ghc_a%3Ab:s%2Bcret");
+        let h = headers(&[FORM, ("authorization", &format!("Basic {basic}"))]);
+        let r = token_request(&h, b"grant_type=client_credentials").unwrap();
+        assert_eq!(
+            (r.client.id.as_str(), r.client.secret.as_str()),
+            ("ghc_a:b", "s+cret")
+        );
+        assert!(r.client.basic);
+        let h = headers(&[FORM]);
+        let r = token_request(
+            &h,
+            b"grant_type=client_credentials&client_id=c&client_secret=s&resource=r1",
+        )
+        .unwrap();
+        assert!(!r.client.basic);
+        assert_eq!(r.resource, vec!["r1"]);
+    }
+
+    #[test]
+    fn malformed_requests_are_invalid_request() {
+        let cases: [Case; 5] = [
+            (
+                &[],
+                b"grant_type=client_credentials&client_id=c&client_secret=s",
+            ),
+            (
+                &[FORM],
+                b"grant_type=client_credentials&grant_type=x&client_id=c&client_secret=s",
+            ),
+            (
+                &[FORM, ("authorization", "Basic !!!")],
+                b"grant_type=client_credentials",
+            ),
+            (
+                &[FORM, ("authorization", "Bearer x")],
+                b"grant_type=client_credentials",
+            ),
+            (&[FORM], b"client_id=c&client_secret=s"),
+        ];
+        for (h, body) in cases {
+            let err = token_request(&headers(h), body).unwrap_err();
+            assert_eq!(err.code(), "invalid_request", "{h:?} {body:?}");
+        }
+        // Two methods at once.
+        let basic = base64::engine::general_purpose::STANDARD.encode("c:s");
+        let h = headers(&[FORM, ("authorization", &format!("Basic {basic}"))]);
+        let err = token_request(&h, b"grant_type=client_credentials&client_secret=s").unwrap_err();
+        assert_eq!(err.code(), "invalid_request");
+        // No client authentication at all.
+        let err = token_request(&headers(&[FORM]), b"grant_type=client_credentials").unwrap_err();
+        assert_eq!(err.code(), "invalid_client");
+    }
+}

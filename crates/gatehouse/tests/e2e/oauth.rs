@@ -1,0 +1,277 @@
+//! The embedded authorization server's client-credentials grant, and the
+//! resource server accepting its tokens.
+
+use serde_json::{Value, json};
+
+use super::harness::Server;
+
+fn create_client(server: &Server, role: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["clients", "create", "--name", "bot", "--role", role];
+    args.extend_from_slice(extra);
+    let v = server.cli_json(&args);
+    (
+        v["client_id"].as_str().unwrap().to_string(),
+        v["client_secret"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn token_request(
+    server: &Server,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let mut request = server
+        .http
+        .post(format!("{}/oauth/token", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn metadata_and_jwks_describe_the_server() {
+    let server = Server::start(None);
+    let meta: Value = server
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["issuer"], server.base);
+    assert_eq!(
+        meta["token_endpoint"],
+        format!("{}/oauth/token", server.base)
+    );
+    assert_eq!(meta["grant_types_supported"], json!(["client_credentials"]));
+    let jwks: Value = server
+        .http
+        .get(meta["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["alg"], "ES256");
+    assert!(keys[0].get("d").is_none(), "private key published");
+    // The protected resource names its authorization server.
+    let prm: Value = server
+        .http
+        .get(format!(
+            "{}/.well-known/oauth-protected-resource/mcp",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(prm["authorization_servers"], json!([server.base]));
+}
+
+#[tokio::test]
+async fn client_credentials_token_calls_tools_under_the_client_role() {
+    let server = Server::start(None);
+    let (id, secret) = create_client(&server, "reader", &[]);
+    let resource = server.mcp_url();
+    let (status, headers, body) = token_request(
+        &server,
+        &[
+            ("grant_type", "client_credentials"),
+            ("resource", &resource),
+        ],
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let mut names = server.tool_names(&token).await;
+    names.sort();
+    assert_eq!(names, ["read_file", "search_database", "whoami"]);
+    let who = server.call_tool(&token, "whoami", json!({})).await;
+    assert_eq!(who["result"]["structuredContent"]["agent"], id.as_str());
+    assert_eq!(
+        who["result"]["structuredContent"]["credential"]["kind"],
+        "access_token"
+    );
+    let denied = server
+        .call_tool(&token, "web_fetch", json!({"url": "https://example.com"}))
+        .await;
+    assert_eq!(denied["error"]["data"]["reason"], "role_not_allowed");
+
+    // client_secret_post works too, and a requested scope narrows the token.
+    let (id2, secret2) = create_client(&server, "admin", &["--scopes", "tools:read", "tools:web"]);
+    let (status, _, body) = token_request(
+        &server,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &id2),
+            ("client_secret", &secret2),
+            ("scope", "tools:read"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], "tools:read");
+    let mut names = server
+        .tool_names(body["access_token"].as_str().unwrap())
+        .await;
+    names.sort();
+    assert_eq!(names, ["read_file", "search_database", "whoami"]);
+
+    // Issuance is audited.
+    let records = server.audit(&["--kind", "authentication", "--tool", "oauth/token"]);
+    assert_eq!(records.len(), 2);
+    assert!(records.iter().all(|r| r["outcome"] == "success"));
+}
+
+#[tokio::test]
+async fn token_endpoint_refuses_bad_requests_with_rfc_errors() {
+    let server = Server::start(None);
+    let (id, secret) = create_client(&server, "reader", &["--scopes", "tools:read"]);
+    let cc = ("grant_type", "client_credentials");
+    // form, Basic credentials, expected status, expected error
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Option<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (vec![cc], Some((&id, "wrong")), 401, "invalid_client"),
+        (
+            vec![cc],
+            Some(("ghc_unknown", &secret)),
+            401,
+            "invalid_client",
+        ),
+        (vec![cc], None, 401, "invalid_client"),
+        (
+            vec![
+                ("grant_type", "password"),
+                ("username", "a"),
+                ("password", "b"),
+            ],
+            Some((&id, &secret)),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            vec![("grant_type", "authorization_code"), ("code", "x")],
+            Some((&id, &secret)),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            vec![cc, ("scope", "tools:admin")],
+            Some((&id, &secret)),
+            400,
+            "invalid_scope",
+        ),
+        (
+            vec![cc, ("scope", "everything")],
+            Some((&id, &secret)),
+            400,
+            "invalid_scope",
+        ),
+        (
+            vec![cc, ("resource", "https://evil.example.com/mcp")],
+            Some((&id, &secret)),
+            400,
+            "invalid_target",
+        ),
+        (vec![cc, cc], Some((&id, &secret)), 400, "invalid_request"),
+    ];
+    for (form, basic, status, error) in cases {
+        let (got, headers, body) = token_request(&server, &form, basic).await;
+        assert_eq!(
+            (got, body["error"].as_str().unwrap()),
+            (status, error),
+            "{form:?}"
+        );
+        assert_eq!(headers["cache-control"], "no-store");
+        if basic.is_some() && error == "invalid_client" {
+            assert!(headers.contains_key("www-authenticate"));
+        }
+    }
+    let failures = server.audit(&[
+        "--kind",
+        "authentication",
+        "--outcome",
+        "failure",
+        "--tool",
+        "oauth/token",
+    ]);
+    assert!(failures.iter().any(|r| r["reason"] == "invalid_client"));
+}
+
+#[tokio::test]
+async fn bad_tokens_get_401_and_a_revoked_client_stops_at_once() {
+    let server = Server::start(None);
+    let (id, secret) = create_client(&server, "reader", &[]);
+    let (_, _, body) = token_request(
+        &server,
+        &[("grant_type", "client_credentials")],
+        Some((&id, &secret)),
+    )
+    .await;
+    let token = body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(server.tool_names(&token).await.len(), 3);
+
+    // Tampered payload, alg none, garbage.
+    let parts: Vec<&str> = token.split('.').collect();
+    let tampered = format!("{}.{}x.{}", parts[0], parts[1], parts[2]);
+    let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0.{}.", parts[1]);
+    for bad in [tampered.as_str(), none.as_str(), "a.b.c"] {
+        let (status, body) = server.rpc(Some(bad), "tools/list", json!({})).await;
+        assert_eq!(status, 401, "{bad}: {body}");
+        assert_eq!(body["error"], "invalid_token");
+    }
+
+    server.cli_json(&["clients", "revoke", &id]);
+    let (status, body) = server.rpc(Some(&token), "tools/list", json!({})).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error_description"], "the credential has been revoked");
+    let (status, _, _) = token_request(
+        &server,
+        &[("grant_type", "client_credentials")],
+        Some((&id, &secret)),
+    )
+    .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn tokens_for_another_public_url_are_refused() {
+    // Two servers share nothing; a token of one is not valid at the other
+    // (other issuer, other audience, other key).
+    let one = Server::start(None);
+    let two = Server::start(None);
+    let (id, secret) = create_client(&one, "reader", &[]);
+    let (_, _, body) = token_request(
+        &one,
+        &[("grant_type", "client_credentials")],
+        Some((&id, &secret)),
+    )
+    .await;
+    let token = body["access_token"].as_str().unwrap();
+    let (status, _) = two.rpc(Some(token), "tools/list", json!({})).await;
+    assert_eq!(status, 401);
+}
