@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Load benchmark: `tools/call whoami` through Gatehouse with authentication
-# off versus with an API key, measured side by side in one run (interleaved
-# A/B rounds), reported as a ratio. Loopback only; bounded in time.
+# off, with an API key and with an OAuth access token (JWT), measured side by
+# side in one run (interleaved rounds), reported as ratios to auth off. Then
+# the token endpoint's client-credentials throughput. Loopback only; bounded
+# in time.
 #
 #   bench/run.sh [ROUNDS] [SECONDS] [CONNECTIONS]      (defaults: 3 10 32)
 #
@@ -49,45 +51,64 @@ off_url=$(start_server off $'version = 1\n[auth]\nmode = "none"\nanonymous_role 
 key_url=$(start_server key $'version = 1')
 key=$("$bin" keys create --data-dir "$work/key" --name bench --role reader --json \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+client=$("$bin" clients create --data-dir "$work/key" --name bench --role reader --json)
+client_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_id"])' "$client")
+client_secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_secret"])' "$client")
+base_url="${key_url%/mcp}"
+# Tokens live 15 minutes: long enough for the whole run.
+jwt=$(curl -s -u "$client_id:$client_secret" -d grant_type=client_credentials "$base_url/oauth/token" \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 
 load() { # url key -> RESULT line
   GATEHOUSE_KEY="$2" pin "$client_cpu" wrk -t1 -c"$conns" -d"${seconds}s" --latency \
     -s bench/whoami.lua "$1" | grep '^RESULT'
 }
 
-served_off=0; served_key=0
+served_off=0; served_key=0; served_jwt=0
 count() { sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$1"; }
 
 echo "warm-up (discarded)"
 w=$(load "$off_url" ""); served_off=$((served_off + $(count "$w")))
 w=$(load "$key_url" "$key"); served_key=$((served_key + $(count "$w")))
+w=$(load "$key_url" "$jwt"); served_jwt=$((served_jwt + $(count "$w")))
 
 echo "rounds=$rounds seconds=$seconds connections=$conns server_cpu=$server_cpu client_cpu=$client_cpu"
-ratios=()
+key_ratios=(); jwt_ratios=()
+rps() { sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$1"; }
 for r in $(seq 1 "$rounds"); do
-  # Alternate the order so drift does not favour one arm.
-  if [ $((r % 2)) = 1 ]; then
-    a=$(load "$off_url" ""); b=$(load "$key_url" "$key")
-  else
-    b=$(load "$key_url" "$key"); a=$(load "$off_url" "")
-  fi
+  # Rotate the order so drift does not favour one arm.
+  case $((r % 3)) in
+    1) a=$(load "$off_url" ""); b=$(load "$key_url" "$key"); c=$(load "$key_url" "$jwt");;
+    2) b=$(load "$key_url" "$key"); c=$(load "$key_url" "$jwt"); a=$(load "$off_url" "");;
+    0) c=$(load "$key_url" "$jwt"); a=$(load "$off_url" ""); b=$(load "$key_url" "$key");;
+  esac
   served_off=$((served_off + $(count "$a"))); served_key=$((served_key + $(count "$b")))
-  echo "round $r auth-off: $a"
-  echo "round $r api-key:  $b"
-  for line in "$a" "$b"; do
+  served_jwt=$((served_jwt + $(count "$c")))
+  echo "round $r auth-off:   $a"
+  echo "round $r api-key:    $b"
+  echo "round $r jwt-bearer: $c"
+  for line in "$a" "$b" "$c"; do
     case "$line" in *"errors=0 non2xx_or_bad=0"*) ;; *) echo "a run had errors: $line" >&2; exit 1;; esac
   done
-  off_rps=$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$a"); key_rps=$(sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$b")
-  ratios+=("$(python3 -c "print(f'{$key_rps / $off_rps:.3f}')")")
+  key_ratios+=("$(python3 -c "print(f'{$(rps "$b") / $(rps "$a"):.3f}')")")
+  jwt_ratios+=("$(python3 -c "print(f'{$(rps "$c") / $(rps "$a"):.3f}')")")
 done
-echo "api-key / auth-off RPS ratio per round: ${ratios[*]}"
-python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[1:]]; print(f'median ratio: {statistics.median(r):.3f}  (min {min(r):.3f}, max {max(r):.3f}; target >= 0.90)')" "${ratios[@]}"
+summary() { python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[2:]]; print(f'{sys.argv[1]}: per round {\" \".join(sys.argv[2:])}; median {statistics.median(r):.3f} (min {min(r):.3f}, max {max(r):.3f})')" "$@"; }
+summary "api-key / auth-off RPS (target >= 0.90)" "${key_ratios[@]}"
+summary "jwt-bearer (validated-token cache) / auth-off RPS (target >= 0.85)" "${jwt_ratios[@]}"
+
+# Token endpoint: client-credentials grants per second (each signs an ES256
+# JWT and writes its audit record before answering).
+t=$(GATEHOUSE_CLIENT_ID="$client_id" GATEHOUSE_CLIENT_SECRET="$client_secret" pin "$client_cpu" \
+  wrk -t1 -c"$conns" -d"${seconds}s" --latency -s bench/token.lua "$base_url/oauth/token" | grep '^RESULT')
+echo "token endpoint (client_credentials): $t"
+case "$t" in *"errors=0 non2xx_or_bad=0"*) ;; *) echo "token run had errors" >&2; exit 1;; esac
 
 # Every answered call left its outcome record (a few more may exist for
 # requests still in flight when wrk stopped counting).
 for arm in off key; do
   rows=$(GATEHOUSE_LOG=error "$bin" audit query --data-dir "$work/$arm" --kind tool_outcome --limit 100000000 --json | wc -l)
-  served=$([ "$arm" = off ] && echo "$served_off" || echo "$served_key")
+  served=$([ "$arm" = off ] && echo "$served_off" || echo "$((served_key + served_jwt))")
   echo "$arm: $served calls answered, $rows tool_outcome audit records"
   [ "$rows" -ge "$served" ] || { echo "audit records are missing" >&2; exit 1; }
 done

@@ -45,10 +45,21 @@ fn verification_key(record: &SigningKeyRecord) -> Result<VerificationKey, AuthnE
         .map_err(|e| AuthnError::Internal(format!("stored JWK {}: {e}", record.kid)))
 }
 
+/// How long a validated token is trusted without verifying its signature
+/// again; never beyond its own `exp`. Keys and revocations flush the cache
+/// at once (the generation moves), so this bounds only the cost, not safety.
+const VALIDATED_TTL_MS: i64 = 60_000;
+/// Only tokens that validated are cached, so this bounds memory; beyond it
+/// the cache starts over.
+const MAX_VALIDATED: usize = 10_000;
+
 struct Cached {
     generation: u64,
     validator: Arc<AccessTokenValidator>,
     clients: HashMap<String, ClientRecord>,
+    /// Keyed by the full token string: a hash as key would let a collision
+    /// stand in for a token.
+    validated: HashMap<String, (AccessTokenClaims, Timestamp)>,
 }
 
 pub struct AccessTokens {
@@ -98,6 +109,7 @@ impl AccessTokens {
                 generation: g,
                 validator: Arc::clone(&validator),
                 clients: HashMap::new(),
+                validated: HashMap::new(),
             });
         }
         Ok((validator, generation))
@@ -131,7 +143,45 @@ impl AccessTokens {
         Ok(client)
     }
 
-    /// Validates `token` completely and returns its principal.
+    /// Claims of a token validated earlier under the current generation and
+    /// still inside both its cache lifetime and its own `exp`.
+    fn validated(
+        &self,
+        token: &str,
+        generation: Option<u64>,
+        now: Timestamp,
+    ) -> Option<AccessTokenClaims> {
+        let g = generation?;
+        let cache = self.cache.lock().ok()?;
+        let cached = cache.as_ref().filter(|c| c.generation == g)?;
+        let (claims, until) = cached.validated.get(token)?;
+        (now < *until).then(|| claims.clone())
+    }
+
+    fn remember(
+        &self,
+        token: &str,
+        claims: &AccessTokenClaims,
+        generation: Option<u64>,
+        now: Timestamp,
+    ) {
+        let Some(g) = generation else { return };
+        let until = Timestamp::from_secs(claims.exp).min(now.plus_millis(VALIDATED_TTL_MS));
+        if let Ok(mut cache) = self.cache.lock()
+            && let Some(cached) = cache.as_mut()
+            && cached.generation == g
+        {
+            if cached.validated.len() >= MAX_VALIDATED {
+                cached.validated.clear();
+            }
+            cached
+                .validated
+                .insert(token.to_string(), (claims.clone(), until));
+        }
+    }
+
+    /// Validates `token` completely (or finds it validated under the current
+    /// generation) and returns its principal.
     pub async fn authenticate(
         &self,
         store: &Arc<dyn Store>,
@@ -139,9 +189,16 @@ impl AccessTokens {
         now: Timestamp,
     ) -> Result<Principal, AuthnError> {
         let (validator, generation) = self.validator(store).await?;
-        let claims = validator
-            .validate(token, now)
-            .map_err(|e| AuthnError::InvalidToken(e.code()))?;
+        let claims = match self.validated(token, generation, now) {
+            Some(claims) => claims,
+            None => {
+                let claims = validator
+                    .validate(token, now)
+                    .map_err(|e| AuthnError::InvalidToken(e.code()))?;
+                self.remember(token, &claims, generation, now);
+                claims
+            }
+        };
         // A revoked client's tokens stop at once, not when they expire.
         match self.client(store, &claims.client_id, generation).await? {
             None => return Err(AuthnError::Unknown),
@@ -170,5 +227,128 @@ fn principal_for_token(claims: AccessTokenClaims) -> Principal {
                 .collect()
         }),
         expires_at: Some(Timestamp::from_secs(claims.exp)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_key::TestKey;
+    use gatehouse_store::SqliteStore;
+    use serde_json::json;
+
+    const ISSUER: &str = "http://127.0.0.1:8787";
+    const RESOURCE: &str = "http://127.0.0.1:8787/mcp";
+
+    async fn setup() -> (Arc<dyn Store>, AccessTokens, TestKey) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let key = TestKey::generate("k1");
+        store
+            .insert_signing_key(&SigningKeyRecord {
+                kid: key.kid.clone(),
+                sealed_pkcs8: vec![0],
+                public_jwk: json!({"kty": "EC", "crv": "P-256", "x": key.x(), "y": key.y()})
+                    .to_string(),
+                created_at: Timestamp(0),
+                retired_at: None,
+            })
+            .await
+            .unwrap();
+        store
+            .insert_client(&ClientRecord {
+                id: "ghc_bot".into(),
+                name: "bot".into(),
+                tenant: "acme".into(),
+                role: "reader".into(),
+                scopes: None,
+                secret_hash: "00".repeat(32),
+                created_at: Timestamp(0),
+                revoked_at: None,
+            })
+            .await
+            .unwrap();
+        let tokens = AccessTokens::new(TokenSettings {
+            issuer: ISSUER.into(),
+            audiences: vec![RESOURCE.into()],
+        });
+        (store, tokens, key)
+    }
+
+    fn token(key: &TestKey, exp_secs: i64) -> String {
+        key.encode(&json!({
+            "iss": ISSUER, "sub": "ghc_bot", "aud": RESOURCE, "client_id": "ghc_bot",
+            "scope": "tools:read", "tenant": "acme", "roles": ["reader"], "jti": "j1",
+            "iat": 1000, "exp": exp_secs
+        }))
+    }
+
+    #[tokio::test]
+    async fn a_valid_token_becomes_a_principal() {
+        let (store, tokens, key) = setup().await;
+        let p = tokens
+            .authenticate(&store, &token(&key, 2000), Timestamp::from_secs(1500))
+            .await
+            .unwrap();
+        assert_eq!(p.tenant, "acme");
+        assert_eq!(p.agent, "ghc_bot");
+        assert_eq!(p.human, None);
+        assert_eq!(p.credential.kind, CredentialKind::AccessToken);
+        assert_eq!(p.credential.id, "j1");
+        assert_eq!(p.scopes, Some(vec!["tools:read".to_string()]));
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_still_expires_on_time() {
+        let (store, tokens, key) = setup().await;
+        let t = token(&key, 2000);
+        // Cached at 1999 s. The cache never outlives `exp`: from 2000 s the
+        // token is validated again, which allows the 30 s clock-skew leeway
+        // and no more.
+        assert!(
+            tokens
+                .authenticate(&store, &t, Timestamp::from_secs(1999))
+                .await
+                .is_ok()
+        );
+        assert!(
+            tokens
+                .authenticate(&store, &t, Timestamp::from_secs(2029))
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            tokens
+                .authenticate(&store, &t, Timestamp::from_secs(2031))
+                .await,
+            Err(AuthnError::InvalidToken("token_expired"))
+        );
+    }
+
+    #[tokio::test]
+    async fn revoking_the_client_flushes_cached_tokens() {
+        let (store, tokens, key) = setup().await;
+        let t = token(&key, 2000);
+        let at = Timestamp::from_secs(1500);
+        assert!(tokens.authenticate(&store, &t, at).await.is_ok());
+        store.revoke_client("ghc_bot", at).await.unwrap();
+        assert_eq!(
+            tokens.authenticate(&store, &t, at).await,
+            Err(AuthnError::Revoked)
+        );
+    }
+
+    #[tokio::test]
+    async fn tokens_of_unknown_clients_are_refused() {
+        let (store, tokens, key) = setup().await;
+        let t = key.encode(&json!({
+            "iss": ISSUER, "sub": "ghc_ghost", "aud": RESOURCE, "client_id": "ghc_ghost",
+            "jti": "j2", "iat": 1000, "exp": 2000
+        }));
+        assert_eq!(
+            tokens
+                .authenticate(&store, &t, Timestamp::from_secs(1500))
+                .await,
+            Err(AuthnError::Unknown)
+        );
     }
 }

@@ -1,10 +1,11 @@
 //! Attack-case tests for the access-token validator (security-cases.md B2.1).
 
 use super::*;
+use crate::test_key::TestKey;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
+    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair,
 };
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
@@ -19,50 +20,7 @@ fn now() -> Timestamp {
     Timestamp::from_secs(NOW_SECS)
 }
 
-struct TestKey {
-    kid: String,
-    pkcs8: Vec<u8>,
-    /// Uncompressed public point 0x04 ‖ X ‖ Y.
-    point: Vec<u8>,
-}
-
 impl TestKey {
-    fn generate(kid: &str) -> TestKey {
-        let doc =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).unwrap();
-        let point = pair.public_key().as_ref().to_vec();
-        assert_eq!(point.len(), 65);
-        assert_eq!(point[0], 0x04);
-        TestKey {
-            kid: kid.to_owned(),
-            pkcs8: doc.as_ref().to_vec(),
-            point,
-        }
-    }
-
-    fn x(&self) -> String {
-        URL_SAFE_NO_PAD.encode(&self.point[1..33])
-    }
-
-    fn y(&self) -> String {
-        URL_SAFE_NO_PAD.encode(&self.point[33..65])
-    }
-
-    fn verification_key(&self) -> VerificationKey {
-        VerificationKey::from_es256_jwk(&self.kid, &self.x(), &self.y()).unwrap()
-    }
-
-    /// The normal path: jsonwebtoken's encoder with a DER (PKCS#8) key.
-    fn encode(&self, claims: &Value) -> String {
-        let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some("at+jwt".to_owned());
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ec_der(&self.pkcs8)).unwrap()
-    }
-
     /// Signs arbitrary header/payload text with this key (raw R ‖ S).
     fn sign_raw(&self, header: &str, payload: &str) -> String {
         let input = signing_input(header, payload);

@@ -13,6 +13,8 @@ mod error;
 pub mod jwt;
 mod key_cache;
 mod pepper;
+#[cfg(test)]
+mod test_key;
 
 pub use access_token::TokenSettings;
 pub use api_key::{ApiKeyParts, IssuedApiKey, KEY_PREFIX, issue_api_key, parse_api_key};

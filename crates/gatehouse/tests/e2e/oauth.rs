@@ -153,7 +153,12 @@ async fn token_endpoint_refuses_bad_requests_with_rfc_errors() {
     let (id, secret) = create_client(&server, "reader", &["--scopes", "tools:read"]);
     let cc = ("grant_type", "client_credentials");
     // form, Basic credentials, expected status, expected error
-    type Case<'a> = (Vec<(&'a str, &'a str)>, Option<(&'a str, &'a str)>, u16, &'a str);
+    type Case<'a> = (
+        Vec<(&'a str, &'a str)>,
+        Option<(&'a str, &'a str)>,
+        u16,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
         (vec![cc], Some((&id, "wrong")), 401, "invalid_client"),
         (
