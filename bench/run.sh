@@ -34,21 +34,24 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-start_server() { # name config-body -> prints base URL
+# Starts a server in the background of this shell (not in a subshell, so
+# cleanup can stop it) and sets $url to its MCP endpoint.
+start_server() { # name config-body
   local dir="$work/$1"; mkdir -p "$dir"
   printf '%s\n' "$2" > "$dir/gatehouse.toml"
   GATEHOUSE_LOG=warn TOKIO_WORKER_THREADS=1 pin "$server_cpu" "$bin" serve --json \
     --config "$dir/gatehouse.toml" --data-dir "$dir" --listen 127.0.0.1:0 > "$dir/out" 2> "$dir/err" &
   pids+=($!)
   for _ in $(seq 1 100); do grep -q '"listening"' "$dir/out" 2>/dev/null && break; sleep 0.1; done
-  python3 -c 'import json,sys
+  url=$(python3 -c 'import json,sys
 for l in open(sys.argv[1]):
     e = json.loads(l)
-    if e.get("event") == "listening": print(e["mcp_url"])' "$dir/out"
+    if e.get("event") == "listening": print(e["mcp_url"])' "$dir/out")
+  [ -n "$url" ] || { cat "$dir/err" >&2; echo "server $1 did not start" >&2; exit 1; }
 }
 
-off_url=$(start_server off $'version = 1\n[auth]\nmode = "none"\nanonymous_role = "reader"')
-key_url=$(start_server key $'version = 1')
+start_server off $'version = 1\n[auth]\nmode = "none"\nanonymous_role = "reader"'; off_url=$url
+start_server key $'version = 1'; key_url=$url
 key=$("$bin" keys create --data-dir "$work/key" --name bench --role reader --json \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 client=$("$bin" clients create --data-dir "$work/key" --name bench --role reader --json)

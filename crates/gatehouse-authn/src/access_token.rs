@@ -5,7 +5,7 @@
 //! only while the store's credential generation is unchanged, so a new
 //! signing key or a revoked client is seen on the next request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use gatehouse_core::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, Timestamp};
@@ -56,6 +56,8 @@ const MAX_VALIDATED: usize = 10_000;
 struct Cached {
     generation: u64,
     validator: Arc<AccessTokenValidator>,
+    /// Ids of revoked, unexpired tokens, read with the keys.
+    revoked: Arc<HashSet<String>>,
     clients: HashMap<String, ClientRecord>,
     /// Keyed by the full token string: a hash as key would let a collision
     /// stand in for a token.
@@ -75,18 +77,28 @@ impl AccessTokens {
         }
     }
 
-    async fn validator(
-        &self,
-        store: &Arc<dyn Store>,
-    ) -> Result<(Arc<AccessTokenValidator>, Option<u64>), AuthnError> {
+    /// The validator and revocation list for the current generation.
+    async fn current(&self, store: &Arc<dyn Store>, now: Timestamp) -> Result<Current, AuthnError> {
         let generation = store.credential_generation();
         if let Some(g) = generation
             && let Ok(cache) = self.cache.lock()
             && let Some(cached) = cache.as_ref()
             && cached.generation == g
         {
-            return Ok((Arc::clone(&cached.validator), generation));
+            return Ok(Current {
+                validator: Arc::clone(&cached.validator),
+                revoked: Arc::clone(&cached.revoked),
+                generation,
+            });
         }
+        let revoked: Arc<HashSet<String>> = Arc::new(
+            store
+                .revoked_tokens(now)
+                .await
+                .map_err(|e| AuthnError::Unavailable(e.to_string()))?
+                .into_iter()
+                .collect(),
+        );
         let records = store
             .signing_keys()
             .await
@@ -108,11 +120,16 @@ impl AccessTokens {
             *cache = Some(Cached {
                 generation: g,
                 validator: Arc::clone(&validator),
+                revoked: Arc::clone(&revoked),
                 clients: HashMap::new(),
                 validated: HashMap::new(),
             });
         }
-        Ok((validator, generation))
+        Ok(Current {
+            validator,
+            revoked,
+            generation,
+        })
     }
 
     async fn client(
@@ -180,33 +197,57 @@ impl AccessTokens {
         }
     }
 
-    /// Validates `token` completely (or finds it validated under the current
-    /// generation) and returns its principal.
+    /// Everything short of building a principal: signature and claims (or
+    /// the validated-token cache), the revocation list and the client.
+    pub async fn inspect(
+        &self,
+        store: &Arc<dyn Store>,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<AccessTokenClaims, AuthnError> {
+        let current = self.current(store, now).await?;
+        let claims = match self.validated(token, current.generation, now) {
+            Some(claims) => claims,
+            None => {
+                let claims = current
+                    .validator
+                    .validate(token, now)
+                    .map_err(|e| AuthnError::InvalidToken(e.code()))?;
+                self.remember(token, &claims, current.generation, now);
+                claims
+            }
+        };
+        if current.revoked.contains(&claims.jti) {
+            return Err(AuthnError::Revoked);
+        }
+        // A revoked client's tokens stop at once, not when they expire.
+        match self
+            .client(store, &claims.client_id, current.generation)
+            .await?
+        {
+            None => Err(AuthnError::Unknown),
+            Some(client) if client.revoked_at.is_some() => Err(AuthnError::Revoked),
+            Some(_) => Ok(claims),
+        }
+    }
+
+    /// Validates `token` and returns its principal.
     pub async fn authenticate(
         &self,
         store: &Arc<dyn Store>,
         token: &str,
         now: Timestamp,
     ) -> Result<Principal, AuthnError> {
-        let (validator, generation) = self.validator(store).await?;
-        let claims = match self.validated(token, generation, now) {
-            Some(claims) => claims,
-            None => {
-                let claims = validator
-                    .validate(token, now)
-                    .map_err(|e| AuthnError::InvalidToken(e.code()))?;
-                self.remember(token, &claims, generation, now);
-                claims
-            }
-        };
-        // A revoked client's tokens stop at once, not when they expire.
-        match self.client(store, &claims.client_id, generation).await? {
-            None => return Err(AuthnError::Unknown),
-            Some(client) if client.revoked_at.is_some() => return Err(AuthnError::Revoked),
-            Some(_) => {}
-        }
-        Ok(principal_for_token(claims))
+        self.inspect(store, token, now)
+            .await
+            .map(principal_for_token)
     }
+}
+
+struct Current {
+    validator: Arc<AccessTokenValidator>,
+    revoked: Arc<HashSet<String>>,
+    generation: Option<u64>,
 }
 
 fn principal_for_token(claims: AccessTokenClaims) -> Principal {
@@ -331,6 +372,22 @@ mod tests {
         let at = Timestamp::from_secs(1500);
         assert!(tokens.authenticate(&store, &t, at).await.is_ok());
         store.revoke_client("ghc_bot", at).await.unwrap();
+        assert_eq!(
+            tokens.authenticate(&store, &t, at).await,
+            Err(AuthnError::Revoked)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_is_refused_even_when_cached() {
+        let (store, tokens, key) = setup().await;
+        let t = token(&key, 2000);
+        let at = Timestamp::from_secs(1500);
+        assert!(tokens.authenticate(&store, &t, at).await.is_ok());
+        store
+            .revoke_token("j1", Timestamp::from_secs(2000), at)
+            .await
+            .unwrap();
         assert_eq!(
             tokens.authenticate(&store, &t, at).await,
             Err(AuthnError::Revoked)

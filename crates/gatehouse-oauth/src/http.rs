@@ -29,6 +29,8 @@ pub fn router(state: Arc<AsState>) -> Router {
         .route(routes::METADATA, get(metadata))
         .route(routes::JWKS, get(jwks))
         .route(routes::TOKEN, post(token))
+        .route(routes::REVOKE, post(revoke))
+        .route(routes::INTROSPECT, post(introspect))
         .with_state(state)
 }
 
@@ -132,7 +134,8 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     Ok(Some((unescape(id)?, unescape(secret)?)))
 }
 
-fn token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuthError> {
+/// The form of a POST to any endpoint that authenticates clients.
+fn form_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
     let form_content = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -144,37 +147,45 @@ fn token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuth
         });
     if !form_content {
         return Err(OAuthError::InvalidRequest(
-            "the token request must be application/x-www-form-urlencoded".into(),
+            "the request must be application/x-www-form-urlencoded".into(),
         ));
     }
-    let form = parse_form(body)?;
+    parse_form(body)
+}
+
+/// Client authentication: HTTP Basic or `client_id` + `client_secret` in
+/// the form, never both.
+fn client_auth(headers: &HeaderMap, form: &[(String, String)]) -> Result<ClientAuth, OAuthError> {
     let basic = basic_credentials(headers)?;
-    let posted = (param(&form, "client_id"), param(&form, "client_secret"));
-    let client = match (basic, posted) {
-        (Some(_), (_, Some(_))) => {
-            return Err(OAuthError::InvalidRequest(
-                "use one client authentication method, not two".into(),
-            ));
-        }
+    let posted = (param(form, "client_id"), param(form, "client_secret"));
+    match (basic, posted) {
+        (Some(_), (_, Some(_))) => Err(OAuthError::InvalidRequest(
+            "use one client authentication method, not two".into(),
+        )),
         (Some((id, secret)), (posted_id, None)) => {
             if posted_id.is_some_and(|p| p != id) {
                 return Err(OAuthError::InvalidRequest(
                     "client_id does not match".into(),
                 ));
             }
-            ClientAuth {
+            Ok(ClientAuth {
                 id,
                 secret,
                 basic: true,
-            }
+            })
         }
-        (None, (Some(id), Some(secret))) => ClientAuth {
+        (None, (Some(id), Some(secret))) => Ok(ClientAuth {
             id,
             secret,
             basic: false,
-        },
-        (None, _) => return Err(OAuthError::InvalidClient { basic: false }),
-    };
+        }),
+        (None, _) => Err(OAuthError::InvalidClient { basic: false }),
+    }
+}
+
+fn token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuthError> {
+    let form = form_body(headers, body)?;
+    let client = client_auth(headers, &form)?;
     let grant_type = param(&form, "grant_type")
         .ok_or_else(|| OAuthError::InvalidRequest("grant_type is required".into()))?;
     let resource = form
@@ -188,6 +199,50 @@ fn token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuth
         scope: param(&form, "scope"),
         resource,
     })
+}
+
+/// The client and the `token` parameter of a revocation or introspection request.
+fn token_management(headers: &HeaderMap, body: &[u8]) -> Result<(ClientAuth, String), OAuthError> {
+    let form = form_body(headers, body)?;
+    let client = client_auth(headers, &form)?;
+    let token = param(&form, "token")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::InvalidRequest("token is required".into()))?;
+    Ok((client, token))
+}
+
+async fn revoke(State(state): State<Arc<AsState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (client, token) = match token_management(&headers, &body) {
+        Ok(parts) => parts,
+        Err(e) => return error_response(&e),
+    };
+    match state
+        .server
+        .revoke(&client, &token, state.clock.now())
+        .await
+    {
+        Ok(()) => no_store(StatusCode::OK.into_response()),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn introspect(
+    State(state): State<Arc<AsState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (client, token) = match token_management(&headers, &body) {
+        Ok(parts) => parts,
+        Err(e) => return error_response(&e),
+    };
+    match state
+        .server
+        .introspect(&client, &token, state.clock.now())
+        .await
+    {
+        Ok(answer) => no_store(Json(answer).into_response()),
+        Err(e) => error_response(&e),
+    }
 }
 
 async fn token(State(state): State<Arc<AsState>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -11,6 +11,8 @@ pub enum OAuthError {
         basic: bool,
     },
     #[error("{0}")]
+    UnauthorizedClient(String),
+    #[error("{0}")]
     UnsupportedGrantType(String),
     #[error("{0}")]
     InvalidScope(String),
@@ -28,6 +30,7 @@ impl OAuthError {
         match self {
             OAuthError::InvalidRequest(_) => "invalid_request",
             OAuthError::InvalidClient { .. } => "invalid_client",
+            OAuthError::UnauthorizedClient(_) => "unauthorized_client",
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::InvalidTarget(_) => "invalid_target",

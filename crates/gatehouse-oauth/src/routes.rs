@@ -6,3 +6,7 @@ pub const METADATA: &str = "/.well-known/oauth-authorization-server";
 pub const TOKEN: &str = "/oauth/token";
 /// The public signing keys (RFC 7517).
 pub const JWKS: &str = "/oauth/jwks.json";
+/// Token revocation (RFC 7009).
+pub const REVOKE: &str = "/oauth/revoke";
+/// Token introspection (RFC 7662).
+pub const INTROSPECT: &str = "/oauth/introspect";

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use gatehouse_audit::{AuditLog, EventBuilder};
-use gatehouse_authn::Pepper;
+use gatehouse_authn::{AccessTokens, AuthnError, Pepper, TokenSettings};
 use gatehouse_core::{AuditKind, Outcome, Timestamp};
-use gatehouse_store::{SigningKeyRecord, Store};
+use gatehouse_store::{ClientRecord, SigningKeyRecord, Store};
 use serde::Serialize;
 use serde_json::json;
 
@@ -82,6 +82,8 @@ struct AccessClaims<'a> {
 
 pub struct AuthorizationServer {
     config: AsConfig,
+    /// Validation of our own tokens, for revocation and introspection.
+    tokens: AccessTokens,
     store: Arc<dyn Store>,
     pepper: Pepper,
     audit: AuditLog,
@@ -145,7 +147,12 @@ impl AuthorizationServer {
         now: Timestamp,
     ) -> Result<Self, OAuthError> {
         let signer = current_signer(&store, master, now).await?;
+        let tokens = AccessTokens::new(TokenSettings {
+            issuer: config.issuer.clone(),
+            audiences: vec![config.resource.clone()],
+        });
         Ok(AuthorizationServer {
+            tokens,
             config,
             store,
             pepper,
@@ -168,6 +175,10 @@ impl AuthorizationServer {
             "grant_types_supported": ["client_credentials"],
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint": format!("{issuer}{}", routes::REVOKE),
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "introspection_endpoint": format!("{issuer}{}", routes::INTROSPECT),
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "scopes_supported": self.config.scopes,
         })
     }
@@ -233,6 +244,88 @@ impl AuthorizationServer {
         self.audit.record(event).await.map_err(unavailable)
     }
 
+    /// Checks a client's credentials; unknown, wrong and revoked look alike.
+    pub async fn authenticate_client(&self, auth: &ClientAuth) -> Result<ClientRecord, OAuthError> {
+        let client = self.store.client(&auth.id).await.map_err(unavailable)?;
+        let invalid_client = OAuthError::InvalidClient { basic: auth.basic };
+        let Some(client) = client else {
+            // Same work as for a known client: no timing hint about ids.
+            let _ = self.pepper.verify(auth.secret.as_bytes(), &"0".repeat(64));
+            return Err(invalid_client);
+        };
+        if !self
+            .pepper
+            .verify(auth.secret.as_bytes(), &client.secret_hash)
+            || client.revoked_at.is_some()
+        {
+            return Err(invalid_client);
+        }
+        Ok(client)
+    }
+
+    /// RFC 7009. Invalid or unknown tokens are not an error; a token of
+    /// another client is refused. The revocation is audited.
+    pub async fn revoke(
+        &self,
+        auth: &ClientAuth,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<(), OAuthError> {
+        let client = self.authenticate_client(auth).await?;
+        let claims = match self.tokens.inspect(&self.store, token, now).await {
+            Ok(claims) => claims,
+            Err(AuthnError::Unavailable(e)) => return Err(OAuthError::TemporarilyUnavailable(e)),
+            // Already invalid, expired or revoked: nothing left to do.
+            Err(_) => return Ok(()),
+        };
+        if claims.client_id != client.id {
+            return Err(OAuthError::UnauthorizedClient(
+                "the token was issued to another client".into(),
+            ));
+        }
+        self.store
+            .revoke_token(&claims.jti, Timestamp::from_secs(claims.exp), now)
+            .await
+            .map_err(unavailable)?;
+        let mut event = EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)
+            .credential(Some(claims.jti.clone()))
+            .decision("revoke")
+            .reason("token_revoked")
+            .tool("oauth/revoke")
+            .build();
+        event.agent = Some(client.id.clone());
+        self.audit.record(event).await.map_err(unavailable)
+    }
+
+    /// RFC 7662: the state of a token, for an authenticated client.
+    /// Anything not currently valid is just `{"active": false}`.
+    pub async fn introspect(
+        &self,
+        auth: &ClientAuth,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<serde_json::Value, OAuthError> {
+        self.authenticate_client(auth).await?;
+        match self.tokens.inspect(&self.store, token, now).await {
+            Ok(claims) => Ok(json!({
+                "active": true,
+                "token_type": "Bearer",
+                "scope": claims.scope,
+                "client_id": claims.client_id,
+                "sub": claims.sub,
+                "aud": claims.aud,
+                "iss": claims.iss,
+                "exp": claims.exp,
+                "iat": claims.iat,
+                "jti": claims.jti,
+                "tenant": claims.tenant,
+                "roles": claims.roles,
+            })),
+            Err(AuthnError::Unavailable(e)) => Err(OAuthError::TemporarilyUnavailable(e)),
+            Err(_) => Ok(json!({"active": false})),
+        }
+    }
+
     /// The token endpoint. Every outcome is audited before it is returned;
     /// no token leaves without its record.
     pub async fn token(
@@ -265,28 +358,7 @@ impl AuthorizationServer {
                 )));
             }
         }
-        let client = self
-            .store
-            .client(&request.client.id)
-            .await
-            .map_err(unavailable)?;
-        let invalid_client = OAuthError::InvalidClient {
-            basic: request.client.basic,
-        };
-        let Some(client) = client else {
-            // Same work as for a known client: no timing hint about ids.
-            let _ = self
-                .pepper
-                .verify(request.client.secret.as_bytes(), &"0".repeat(64));
-            return Err(invalid_client);
-        };
-        if !self
-            .pepper
-            .verify(request.client.secret.as_bytes(), &client.secret_hash)
-            || client.revoked_at.is_some()
-        {
-            return Err(invalid_client);
-        }
+        let client = self.authenticate_client(&request.client).await?;
         match request.resource.as_slice() {
             [] => {}
             [one] if *one == self.config.resource => {}

@@ -73,6 +73,17 @@ pub trait Store: Send + Sync + 'static {
     /// Moves the credential generation, like a key revocation.
     async fn revoke_client(&self, id: &str, at: Timestamp) -> StoreResult<bool>;
 
+    /// Adds an access token's id to the revocation list until it would have
+    /// expired anyway. Moves the credential generation.
+    async fn revoke_token(
+        &self,
+        jti: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+    /// Ids of revoked tokens that have not expired yet.
+    async fn revoked_tokens(&self, now: Timestamp) -> StoreResult<Vec<String>>;
+
     // --- Token-signing keys ----------------------------------------------
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
     /// All keys, oldest first (retired ones included).

@@ -401,6 +401,39 @@ impl Store for SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
+    async fn revoke_token(
+        &self,
+        jti: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        // Entries past their token's expiry protect nothing any more.
+        sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti)
+        .bind(expires_at.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.bump_generation();
+        Ok(())
+    }
+
+    async fn revoked_tokens(&self, now: Timestamp) -> StoreResult<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE expires_at > $1 ORDER BY jti")
+                .bind(now.0)
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO signing_keys (kid, sealed_pkcs8, public_jwk, created_at, retired_at) \

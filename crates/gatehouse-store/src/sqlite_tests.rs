@@ -323,3 +323,39 @@ async fn signing_keys_round_trip_in_order() {
     );
     assert_eq!(keys[0].sealed_pkcs8, vec![1, 2, 3]);
 }
+
+#[tokio::test]
+async fn revoked_tokens_are_listed_until_they_expire() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    let before = store.credential_generation();
+    store
+        .revoke_token("j1", Timestamp(100), Timestamp(10))
+        .await
+        .unwrap();
+    store
+        .revoke_token("j1", Timestamp(100), Timestamp(10))
+        .await
+        .unwrap();
+    store
+        .revoke_token("j2", Timestamp(50), Timestamp(10))
+        .await
+        .unwrap();
+    assert_ne!(store.credential_generation(), before);
+    assert_eq!(
+        store.revoked_tokens(Timestamp(20)).await.unwrap(),
+        vec!["j1", "j2"]
+    );
+    assert_eq!(
+        store.revoked_tokens(Timestamp(60)).await.unwrap(),
+        vec!["j1"]
+    );
+    // Expired entries are dropped on the next revocation.
+    store
+        .revoke_token("j3", Timestamp(200), Timestamp(150))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.revoked_tokens(Timestamp(0)).await.unwrap(),
+        vec!["j3"]
+    );
+}

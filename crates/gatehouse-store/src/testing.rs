@@ -53,6 +53,12 @@ impl Store for DownStore {
     async fn revoke_client(&self, _: &str, _: Timestamp) -> StoreResult<bool> {
         down()
     }
+    async fn revoke_token(&self, _: &str, _: Timestamp, _: Timestamp) -> StoreResult<()> {
+        down()
+    }
+    async fn revoked_tokens(&self, _: Timestamp) -> StoreResult<Vec<String>> {
+        down()
+    }
     async fn insert_signing_key(&self, _: &SigningKeyRecord) -> StoreResult<()> {
         down()
     }

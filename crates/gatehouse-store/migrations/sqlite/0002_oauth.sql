@@ -16,3 +16,8 @@ CREATE TABLE signing_keys (
     created_at    INTEGER NOT NULL,
     retired_at    INTEGER
 );
+
+CREATE TABLE revoked_tokens (
+    jti           TEXT PRIMARY KEY NOT NULL,
+    expires_at    INTEGER NOT NULL
+);

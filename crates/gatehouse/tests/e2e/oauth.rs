@@ -280,3 +280,128 @@ async fn tokens_for_another_public_url_are_refused() {
     let (status, _) = two.rpc(Some(token), "tools/list", json!({})).await;
     assert_eq!(status, 401);
 }
+
+async fn form_post(
+    server: &Server,
+    path: &str,
+    form: &[(&str, &str)],
+    basic: (&str, &str),
+) -> (u16, Value) {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let response = server
+        .http
+        .post(format!("{}{path}", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .basic_auth(basic.0, Some(basic.1))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn revoked_tokens_stop_at_once_and_introspection_tells_the_state() {
+    let server = Server::start(None);
+    let (id, secret) = create_client(&server, "reader", &[]);
+    let (other_id, other_secret) = create_client(&server, "reader", &[]);
+    let get_token = || async {
+        let (_, _, body) = token_request(
+            &server,
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        )
+        .await;
+        body["access_token"].as_str().unwrap().to_string()
+    };
+    let token = get_token().await;
+    let spare = get_token().await;
+    assert_eq!(server.tool_names(&token).await.len(), 3);
+
+    let (status, active) = form_post(
+        &server,
+        "/oauth/introspect",
+        &[("token", &token)],
+        (&id, &secret),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(active["active"], true);
+    assert_eq!(active["client_id"], id.as_str());
+    assert_eq!(active["roles"], json!(["reader"]));
+
+    // Another client may not revoke it.
+    let (status, body) = form_post(
+        &server,
+        "/oauth/revoke",
+        &[("token", &token)],
+        (&other_id, &other_secret),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unauthorized_client"))
+    );
+    assert_eq!(server.tool_names(&token).await.len(), 3);
+
+    // Its own client may; the very next request is refused.
+    let (status, _) = form_post(
+        &server,
+        "/oauth/revoke",
+        &[("token", &token)],
+        (&id, &secret),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = server.rpc(Some(&token), "tools/list", json!({})).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error_description"], "the credential has been revoked");
+    // Only that token: the client's other token still works.
+    assert_eq!(server.tool_names(&spare).await.len(), 3);
+
+    let (_, inactive) = form_post(
+        &server,
+        "/oauth/introspect",
+        &[("token", &token)],
+        (&id, &secret),
+    )
+    .await;
+    assert_eq!(inactive, json!({"active": false}));
+    // Unknown tokens: 200 on revoke (RFC 7009), inactive on introspect.
+    let (status, _) = form_post(
+        &server,
+        "/oauth/revoke",
+        &[("token", "garbage")],
+        (&id, &secret),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, garbage) = form_post(
+        &server,
+        "/oauth/introspect",
+        &[("token", "a.b.c")],
+        (&id, &secret),
+    )
+    .await;
+    assert_eq!(garbage, json!({"active": false}));
+    // Both endpoints need client authentication.
+    let (status, body) = form_post(
+        &server,
+        "/oauth/introspect",
+        &[("token", &spare)],
+        (&id, "wrong"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+
+    let revocations = server.audit(&["--tool", "oauth/revoke"]);
+    assert_eq!(revocations.len(), 1);
+    assert_eq!(revocations[0]["agent"], id.as_str());
+}
