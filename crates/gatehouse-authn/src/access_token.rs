@@ -103,8 +103,11 @@ impl AccessTokens {
             .signing_keys()
             .await
             .map_err(|e| AuthnError::Unavailable(e.to_string()))?;
+        // Every key not withdrawn: a replaced key verifies nothing once its
+        // tokens have expired, so it need not be dropped the moment it is.
         let keys = records
             .iter()
+            .filter(|r| r.retired_at.is_none())
             .map(verification_key)
             .collect::<Result<Vec<_>, _>>()?;
         let validator = Arc::new(AccessTokenValidator::new(
@@ -291,6 +294,7 @@ mod tests {
                 public_jwk: json!({"kty": "EC", "crv": "P-256", "x": key.x(), "y": key.y()})
                     .to_string(),
                 created_at: Timestamp(0),
+                activates_at: Timestamp(0),
                 retired_at: None,
             })
             .await

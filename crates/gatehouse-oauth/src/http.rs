@@ -76,7 +76,7 @@ async fn metadata(State(state): State<Arc<AsState>>) -> Response {
 }
 
 async fn jwks(State(state): State<Arc<AsState>>) -> Response {
-    match state.server.jwks().await {
+    match state.server.jwks(state.clock.now()).await {
         Ok(keys) => Json(keys).into_response(),
         Err(e) => error_response(&e),
     }

@@ -28,6 +28,6 @@ pub use master_key::{MASTER_KEY_BYTES, MasterKey};
 pub use oauth_error::OAuthError;
 pub use server::{
     AsConfig, AuthorizationServer, ClientAuth, DEFAULT_ACCESS_TOKEN_TTL_SECS,
-    MAX_ACCESS_TOKEN_TTL_SECS, TokenRequest, TokenResponse,
+    MAX_ACCESS_TOKEN_TTL_SECS, TokenRequest, TokenResponse, add_signing_key,
 };
 pub use signing_key::{Jwks, PublicJwk, SigningKey};

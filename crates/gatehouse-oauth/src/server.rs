@@ -1,12 +1,13 @@
 //! The embedded authorization server's domain logic: signing keys, the
 //! client-credentials grant, metadata and JWKS. No HTTP here.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use gatehouse_audit::{AuditLog, EventBuilder};
 use gatehouse_authn::{AccessTokens, AuthnError, Pepper, TokenSettings};
 use gatehouse_core::{AuditKind, Outcome, Timestamp};
-use gatehouse_store::{ClientRecord, SigningKeyRecord, Store};
+use gatehouse_store::{ClientRecord, SigningKeyRecord, Store, signing_schedule};
 use serde::Serialize;
 use serde_json::json;
 
@@ -87,7 +88,9 @@ pub struct AuthorizationServer {
     store: Arc<dyn Store>,
     pepper: Pepper,
     audit: AuditLog,
-    signer: SigningKey,
+    master: MasterKey,
+    /// Unsealed signing keys by kid, so each is unsealed once.
+    unsealed: Mutex<HashMap<String, Arc<SigningKey>>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> OAuthError {
@@ -100,41 +103,51 @@ fn random_jti() -> Result<String, OAuthError> {
     Ok(hex::encode(bytes))
 }
 
-/// The newest usable signing key, created (and stored sealed) if there is none.
-async fn current_signer(
+/// The longest any token can live: how long a replaced key stays published.
+const MAX_TOKEN_LIFETIME_MS: i64 = MAX_ACCESS_TOKEN_TTL_SECS * 1000;
+
+/// Generates a signing key, stores it sealed under the master key, and
+/// returns its record. It signs from `activates_at`; the JWKS publishes it
+/// from now on, so verifiers that cache the JWKS know it before it is used.
+pub async fn add_signing_key(
     store: &Arc<dyn Store>,
     master: &MasterKey,
     now: Timestamp,
-) -> Result<SigningKey, OAuthError> {
-    let records = store.signing_keys().await.map_err(unavailable)?;
-    if let Some(record) = records.iter().rev().find(|k| k.retired_at.is_none()) {
-        let pkcs8 = master
-            .open(&record.sealed_pkcs8, record.kid.as_bytes())
-            .map_err(|e| {
-                OAuthError::ServerError(format!(
-                    "signing key {} cannot be unsealed with this master key: {e}",
-                    record.kid
-                ))
-            })?;
-        return SigningKey::from_pkcs8(&pkcs8).map_err(|e| OAuthError::ServerError(e.to_string()));
-    }
+    activates_at: Timestamp,
+) -> Result<SigningKeyRecord, OAuthError> {
     let key = SigningKey::generate().map_err(|e| OAuthError::ServerError(e.to_string()))?;
     let sealed = master
         .seal(key.pkcs8(), key.kid().as_bytes())
         .map_err(|e| OAuthError::ServerError(e.to_string()))?;
     let public_jwk = serde_json::to_string(&key.public_jwk())
         .map_err(|e| OAuthError::ServerError(e.to_string()))?;
+    let record = SigningKeyRecord {
+        kid: key.kid().to_string(),
+        sealed_pkcs8: sealed,
+        public_jwk,
+        created_at: now,
+        activates_at,
+        retired_at: None,
+    };
     store
-        .insert_signing_key(&SigningKeyRecord {
-            kid: key.kid().to_string(),
-            sealed_pkcs8: sealed,
-            public_jwk,
-            created_at: now,
-            retired_at: None,
-        })
+        .insert_signing_key(&record)
         .await
         .map_err(unavailable)?;
-    Ok(key)
+    Ok(record)
+}
+
+fn unseal(master: &MasterKey, record: &SigningKeyRecord) -> Result<SigningKey, OAuthError> {
+    let pkcs8 = zeroize::Zeroizing::new(
+        master
+            .open(&record.sealed_pkcs8, record.kid.as_bytes())
+            .map_err(|e| {
+                OAuthError::ServerError(format!(
+                    "signing key {} cannot be unsealed with this master key: {e}",
+                    record.kid
+                ))
+            })?,
+    );
+    SigningKey::from_pkcs8(&pkcs8).map_err(|e| OAuthError::ServerError(e.to_string()))
 }
 
 impl AuthorizationServer {
@@ -142,11 +155,17 @@ impl AuthorizationServer {
         config: AsConfig,
         store: Arc<dyn Store>,
         pepper: Pepper,
-        master: &MasterKey,
+        master: MasterKey,
         audit: AuditLog,
         now: Timestamp,
     ) -> Result<Self, OAuthError> {
-        let signer = current_signer(&store, master, now).await?;
+        let records = store.signing_keys().await.map_err(unavailable)?;
+        if signing_schedule(&records, now, MAX_TOKEN_LIFETIME_MS)
+            .signer
+            .is_none()
+        {
+            add_signing_key(&store, &master, now, now).await?;
+        }
         let tokens = AccessTokens::new(TokenSettings {
             issuer: config.issuer.clone(),
             audiences: vec![config.resource.clone()],
@@ -157,8 +176,28 @@ impl AuthorizationServer {
             store,
             pepper,
             audit,
-            signer,
+            master,
+            unsealed: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The key that signs now (it changes when a rotated key activates).
+    async fn signer(&self, now: Timestamp) -> Result<Arc<SigningKey>, OAuthError> {
+        let records = self.store.signing_keys().await.map_err(unavailable)?;
+        let schedule = signing_schedule(&records, now, MAX_TOKEN_LIFETIME_MS);
+        let record = schedule
+            .signer
+            .ok_or_else(|| OAuthError::ServerError("no signing key is active".into()))?;
+        if let Ok(unsealed) = self.unsealed.lock()
+            && let Some(key) = unsealed.get(&record.kid)
+        {
+            return Ok(Arc::clone(key));
+        }
+        let key = Arc::new(unseal(&self.master, record)?);
+        if let Ok(mut unsealed) = self.unsealed.lock() {
+            unsealed.insert(record.kid.clone(), Arc::clone(&key));
+        }
+        Ok(key)
     }
 
     pub fn config(&self) -> &AsConfig {
@@ -183,12 +222,13 @@ impl AuthorizationServer {
         })
     }
 
-    /// Public keys of every key not retired.
-    pub async fn jwks(&self) -> Result<Jwks, OAuthError> {
+    /// The keys to publish now: the signer, the next one, and replaced ones
+    /// until their tokens have expired.
+    pub async fn jwks(&self, now: Timestamp) -> Result<Jwks, OAuthError> {
         let records = self.store.signing_keys().await.map_err(unavailable)?;
-        let keys = records
-            .iter()
-            .filter(|r| r.retired_at.is_none())
+        let keys = signing_schedule(&records, now, MAX_TOKEN_LIFETIME_MS)
+            .published
+            .into_iter()
             .map(|r| {
                 serde_json::from_str::<PublicJwk>(&r.public_jwk)
                     .map_err(|e| OAuthError::ServerError(format!("stored JWK {}: {e}", r.kid)))
@@ -398,7 +438,8 @@ impl AuthorizationServer {
             exp: iat + ttl,
         };
         let access_token = self
-            .signer
+            .signer(now)
+            .await?
             .sign(&claims)
             .map_err(|e| OAuthError::ServerError(e.to_string()))?;
         Ok(TokenResponse {

@@ -12,7 +12,10 @@ pub mod testing;
 use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, Timestamp};
 
-pub use records::{ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord};
+pub use records::{
+    ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord, SigningSchedule,
+    signing_schedule,
+};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -436,13 +436,14 @@ impl Store for SqliteStore {
 
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO signing_keys (kid, sealed_pkcs8, public_jwk, created_at, retired_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO signing_keys (kid, sealed_pkcs8, public_jwk, created_at, activates_at, retired_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&key.kid)
         .bind(&key.sealed_pkcs8)
         .bind(&key.public_jwk)
         .bind(key.created_at.0)
+        .bind(key.activates_at.0)
         .bind(key.retired_at.map(|t| t.0))
         .execute(&self.pool)
         .await?;
@@ -461,6 +462,7 @@ impl Store for SqliteStore {
                     sealed_pkcs8: row.try_get("sealed_pkcs8")?,
                     public_jwk: row.try_get("public_jwk")?,
                     created_at: Timestamp(row.try_get("created_at")?),
+                    activates_at: Timestamp(row.try_get("activates_at")?),
                     retired_at: opt_ts(row, "retired_at")?,
                 })
             })

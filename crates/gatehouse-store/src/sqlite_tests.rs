@@ -311,6 +311,7 @@ async fn signing_keys_round_trip_in_order() {
                 sealed_pkcs8: vec![1, 2, 3],
                 public_jwk: "{}".into(),
                 created_at: Timestamp(at),
+                activates_at: Timestamp(at),
                 retired_at: None,
             })
             .await

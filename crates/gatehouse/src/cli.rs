@@ -78,6 +78,16 @@ pub enum KeysCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Add the next token-signing key of the authorization server. It is
+    /// published in the JWKS at once and signs after --publish-ahead; the
+    /// current key stays published until every token it signed has expired.
+    RotateSigning {
+        /// How long the new key is published before it signs (e.g. 10m, 0s).
+        #[arg(long, default_value = "10m")]
+        publish_ahead: humantime::Duration,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Issue a replacement key; the old one stays valid for the overlap.
     Rotate {
         id: String,

@@ -113,7 +113,7 @@ impl Runtime {
                 config,
                 Arc::clone(&store),
                 ctx.pepper()?,
-                &master,
+                master,
                 gateway.audit().clone(),
                 clock.now(),
             )

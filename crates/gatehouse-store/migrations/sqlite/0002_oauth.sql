@@ -14,6 +14,7 @@ CREATE TABLE signing_keys (
     sealed_pkcs8  BLOB NOT NULL,
     public_jwk    TEXT NOT NULL,
     created_at    INTEGER NOT NULL,
+    activates_at  INTEGER NOT NULL,
     retired_at    INTEGER
 );
 

@@ -185,6 +185,32 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
                 ));
             }
         }
+        KeysCommand::RotateSigning {
+            publish_ahead,
+            json,
+        } => {
+            let store = ctx.open_store().await?;
+            let master = ctx.master_key()?;
+            let activates_at = now.plus_millis(millis(publish_ahead.into()));
+            let record =
+                gatehouse_oauth::add_signing_key(&store, &master, now, activates_at).await?;
+            if json.json {
+                output::json(&json!({
+                    "kid": record.kid,
+                    "published_at": now.to_rfc3339(),
+                    "signs_from": activates_at.to_rfc3339(),
+                }));
+            } else {
+                output::line(&format!(
+                    "Added signing key {}. It is published now and signs new tokens from {}.",
+                    record.kid,
+                    activates_at.to_rfc3339()
+                ));
+                output::line(
+                    "The current key stays published until the tokens it signed have expired.",
+                );
+            }
+        }
         KeysCommand::Rotate { id, overlap, json } => {
             let store = ctx.open_store().await?;
             let old = store

@@ -405,3 +405,74 @@ async fn revoked_tokens_stop_at_once_and_introspection_tells_the_state() {
     assert_eq!(revocations.len(), 1);
     assert_eq!(revocations[0]["agent"], id.as_str());
 }
+
+async fn jwks_kids(server: &Server) -> Vec<String> {
+    let jwks: Value = server
+        .http
+        .get(format!("{}/oauth/jwks.json", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn header_kid(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    v["kid"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn signing_key_rotation_publishes_first_and_keeps_old_tokens_valid() {
+    let server = Server::start(None);
+    let (id, secret) = create_client(&server, "reader", &[]);
+    let get_token = || async {
+        let (_, _, body) = token_request(
+            &server,
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        )
+        .await;
+        body["access_token"].as_str().unwrap().to_string()
+    };
+    let old_token = get_token().await;
+    let old_kid = header_kid(&old_token);
+    assert_eq!(jwks_kids(&server).await, vec![old_kid.clone()]);
+
+    // Published ahead: in the JWKS now, but the old key still signs.
+    let ahead = server.cli_json(&["keys", "rotate-signing", "--publish-ahead", "1h"]);
+    let next_kid = ahead["kid"].as_str().unwrap().to_string();
+    assert_eq!(
+        jwks_kids(&server).await,
+        [old_kid.clone(), next_kid.clone()]
+    );
+    assert_eq!(header_kid(&get_token().await), old_kid);
+
+    // Active at once: new tokens carry the new kid; old tokens keep working
+    // and the old key stays published while they may live.
+    let now = server.cli_json(&["keys", "rotate-signing", "--publish-ahead", "0s"]);
+    let new_kid = now["kid"].as_str().unwrap().to_string();
+    let new_token = get_token().await;
+    assert_eq!(header_kid(&new_token), new_kid);
+    assert_eq!(server.tool_names(&new_token).await.len(), 3);
+    assert_eq!(server.tool_names(&old_token).await.len(), 3);
+    let published = jwks_kids(&server).await;
+    assert!(
+        published.contains(&old_kid) && published.contains(&new_kid),
+        "{published:?}"
+    );
+    // The key that is scheduled later than the active one is still published.
+    assert!(published.contains(&next_kid));
+}
