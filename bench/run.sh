@@ -52,12 +52,15 @@ for l in open(sys.argv[1]):
 
 start_server off $'version = 1\n[auth]\nmode = "none"\nanonymous_role = "reader"'; off_url=$url
 start_server key $'version = 1'; key_url=$url
+# The JWT arm gets its own server so that each arm's audit log grows at the
+# same rate (a bigger log makes writes slower).
+start_server jwt $'version = 1'; jwt_url=$url
 key=$("$bin" keys create --data-dir "$work/key" --name bench --role reader --json \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
-client=$("$bin" clients create --data-dir "$work/key" --name bench --role reader --json)
+client=$("$bin" clients create --data-dir "$work/jwt" --name bench --role reader --json)
 client_id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_id"])' "$client")
 client_secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_secret"])' "$client")
-base_url="${key_url%/mcp}"
+base_url="${jwt_url%/mcp}"
 # Tokens live 15 minutes: long enough for the whole run.
 jwt=$(curl -s -u "$client_id:$client_secret" -d grant_type=client_credentials "$base_url/oauth/token" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
@@ -73,7 +76,7 @@ count() { sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$1"; }
 echo "warm-up (discarded)"
 w=$(load "$off_url" ""); served_off=$((served_off + $(count "$w")))
 w=$(load "$key_url" "$key"); served_key=$((served_key + $(count "$w")))
-w=$(load "$key_url" "$jwt"); served_jwt=$((served_jwt + $(count "$w")))
+w=$(load "$jwt_url" "$jwt"); served_jwt=$((served_jwt + $(count "$w")))
 
 echo "rounds=$rounds seconds=$seconds connections=$conns server_cpu=$server_cpu client_cpu=$client_cpu"
 key_ratios=(); jwt_ratios=()
@@ -81,9 +84,9 @@ rps() { sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$1"; }
 for r in $(seq 1 "$rounds"); do
   # Rotate the order so drift does not favour one arm.
   case $((r % 3)) in
-    1) a=$(load "$off_url" ""); b=$(load "$key_url" "$key"); c=$(load "$key_url" "$jwt");;
-    2) b=$(load "$key_url" "$key"); c=$(load "$key_url" "$jwt"); a=$(load "$off_url" "");;
-    0) c=$(load "$key_url" "$jwt"); a=$(load "$off_url" ""); b=$(load "$key_url" "$key");;
+    1) a=$(load "$off_url" ""); b=$(load "$key_url" "$key"); c=$(load "$jwt_url" "$jwt");;
+    2) b=$(load "$key_url" "$key"); c=$(load "$jwt_url" "$jwt"); a=$(load "$off_url" "");;
+    0) c=$(load "$jwt_url" "$jwt"); a=$(load "$off_url" ""); b=$(load "$key_url" "$key");;
   esac
   served_off=$((served_off + $(count "$a"))); served_key=$((served_key + $(count "$b")))
   served_jwt=$((served_jwt + $(count "$c")))
@@ -109,9 +112,9 @@ case "$t" in *"errors=0 non2xx_or_bad=0"*) ;; *) echo "token run had errors" >&2
 
 # Every answered call left its outcome record (a few more may exist for
 # requests still in flight when wrk stopped counting).
-for arm in off key; do
+for arm in off key jwt; do
   rows=$(GATEHOUSE_LOG=error "$bin" audit query --data-dir "$work/$arm" --kind tool_outcome --limit 100000000 --json | wc -l)
-  served=$([ "$arm" = off ] && echo "$served_off" || echo "$((served_key + served_jwt))")
+  case $arm in off) served=$served_off;; key) served=$served_key;; jwt) served=$served_jwt;; esac
   echo "$arm: $served calls answered, $rows tool_outcome audit records"
   [ "$rows" -ge "$served" ] || { echo "audit records are missing" >&2; exit 1; }
 done
