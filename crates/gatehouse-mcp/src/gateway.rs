@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder, Redactor};
 use gatehouse_authz::{Access, Decision, Deny, Policy};
-use gatehouse_core::{AuditKind, Clock, Outcome, Principal};
+use gatehouse_core::{AuditKind, Clock, CredentialKind, Outcome, Principal};
 use gatehouse_tools::{BuiltinTools, ToolDefinition, ToolError, ToolOutput};
 use serde_json::{Map, Value};
 
@@ -92,6 +92,45 @@ impl Gateway {
                 BuiltinTools::definition(name).map(|definition| ListedTool { definition, access })
             })
             .collect()
+    }
+
+    /// For a caller holding an OAuth access token: if the token lacks the
+    /// scope the tool needs, records the denial and returns it, so the HTTP
+    /// layer can answer 403 with a step-up challenge. Every other decision is
+    /// left to `call_tool` (and recorded there, once).
+    pub async fn scope_denial(
+        &self,
+        caller: &Caller,
+        name: &str,
+        arguments: Option<&Map<String, Value>>,
+    ) -> Result<Option<Deny>, AuditError> {
+        if caller.principal.credential.kind != CredentialKind::AccessToken {
+            return Ok(None);
+        }
+        let Decision::Deny(deny) = self.policy.authorize(&caller.principal, name) else {
+            return Ok(None);
+        };
+        if deny.required_scope().is_none() {
+            return Ok(None);
+        }
+        let redacted = self
+            .redactor
+            .redact(&Value::Object(arguments.cloned().unwrap_or_default()));
+        self.audit
+            .record(
+                EventBuilder::new(AuditKind::ToolDecision, Outcome::Denied, self.clock.now())
+                    .principal(&caller.principal)
+                    .session(caller.session.clone())
+                    .source(caller.source.clone())
+                    .tool(name)
+                    .arguments(redacted)
+                    .decision("deny")
+                    .reason(deny.reason.code())
+                    .error(deny.message())
+                    .build(),
+            )
+            .await?;
+        Ok(Some(deny))
     }
 
     /// Authorizes, records the decision, runs the tool and records the

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gatehouse_authn::AuthnError;
+use gatehouse_authz::Deny;
 use serde_json::json;
 
 use crate::Gate1Error;
@@ -16,6 +17,14 @@ fn quoted(value: &str) -> String {
 /// The `WWW-Authenticate` challenge. RFC 6750 §3.1: no `error` when the
 /// request carried no credential at all.
 pub fn challenge(resource_metadata: &str, error: Option<(&str, &str)>) -> String {
+    challenge_with_scope(resource_metadata, error, None)
+}
+
+fn challenge_with_scope(
+    resource_metadata: &str,
+    error: Option<(&str, &str)>,
+    scope: Option<&str>,
+) -> String {
     let mut value = String::from("Bearer realm=\"gatehouse\"");
     if let Some((code, description)) = error {
         value.push_str(&format!(
@@ -23,6 +32,9 @@ pub fn challenge(resource_metadata: &str, error: Option<(&str, &str)>) -> String
             quoted(code),
             quoted(description)
         ));
+    }
+    if let Some(scope) = scope {
+        value.push_str(&format!(", scope=\"{}\"", quoted(scope)));
     }
     value.push_str(&format!(
         ", resource_metadata=\"{}\"",
@@ -83,6 +95,29 @@ fn authn_failure(error: &AuthnError, resource_metadata: &str) -> Response {
             json!({"error": "invalid_token", "error_description": description}),
         ),
     }
+}
+
+/// MCP step-up (RS10): the access token lacks the scope the tool needs.
+/// The body is the same JSON-RPC denial the client would otherwise get.
+pub fn insufficient_scope(deny: &Deny, resource_metadata: &str, id: serde_json::Value) -> Response {
+    let scope = deny.required_scope().unwrap_or_default();
+    with_challenge(
+        StatusCode::FORBIDDEN,
+        challenge_with_scope(
+            resource_metadata,
+            Some(("insufficient_scope", &deny.message())),
+            Some(scope),
+        ),
+        json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": crate::DENIED_ERROR_CODE,
+                "message": deny.message(),
+                "data": {"reason": deny.reason.code(), "tool": deny.tool, "required_scope": scope}
+            }
+        }),
+    )
 }
 
 /// Nothing runs without its audit record: answer 503 and let the client retry.

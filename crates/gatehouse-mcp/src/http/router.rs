@@ -124,7 +124,7 @@ pub fn build_router(
     // (only for authenticated callers), then rmcp.
     let mcp_routes = Router::new()
         .route_service(routes::MCP, mcp)
-        .layer(axum::middleware::from_fn(body::buffer))
+        .layer(from_fn_with_state(Arc::clone(&state), body::buffer))
         .layer(from_fn_with_state(
             Arc::clone(&state),
             authenticate::authenticate,

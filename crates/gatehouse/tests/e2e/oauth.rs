@@ -476,3 +476,59 @@ async fn signing_key_rotation_publishes_first_and_keeps_old_tokens_valid() {
     // The key that is scheduled later than the active one is still published.
     assert!(published.contains(&next_kid));
 }
+
+#[tokio::test]
+async fn a_token_without_the_tools_scope_gets_a_403_step_up_challenge() {
+    let server = Server::start(None);
+    let (id, secret) = create_client(&server, "admin", &["--scopes", "tools:read", "tools:web"]);
+    let (_, _, body) = token_request(
+        &server,
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "tools:read"),
+        ],
+        Some((&id, &secret)),
+    )
+    .await;
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let response = server
+        .http
+        .post(server.mcp_url())
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "web_fetch")
+        .body(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"web_fetch","arguments":{"url":"https://example.com"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains("scope=\"tools:web\""), "{challenge}");
+    assert!(challenge.contains("resource_metadata=\""), "{challenge}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["id"], 7);
+    assert_eq!(body["error"]["data"]["reason"], "insufficient_scope");
+    // Recorded once, like any denial.
+    let denials = server.audit(&["--tool", "web_fetch", "--outcome", "denied"]);
+    assert_eq!(denials.len(), 1);
+    assert_eq!(denials[0]["reason"], "insufficient_scope");
+    // Within its scope the token works; other denials stay JSON-RPC errors.
+    let ok = server.call_tool(&token, "whoami", json!({})).await;
+    assert_eq!(ok["result"]["isError"], false);
+    // An API key lacking a scope still gets the JSON-RPC denial (no OAuth step-up).
+    let (_, key) = server.create_key("scoped", "admin", &["--scopes", "tools:read"]);
+    let denied = server
+        .call_tool(&key, "web_fetch", json!({"url": "https://example.com"}))
+        .await;
+    assert_eq!(denied["error"]["data"]["reason"], "insufficient_scope");
+}
