@@ -63,6 +63,8 @@ fn print_welcome(mcp_url: &str, key: Option<&str>, ctx: &Context) {
         output::line("");
         output::line("Create keys with less power for agents, e.g.:");
         output::line("  gatehouse keys create --name my-agent --role reader");
+        output::line("or an OAuth client for the client-credentials grant:");
+        output::line("  gatehouse clients create --name my-service --role reader");
         output::line("");
     }
     let curl = format!(

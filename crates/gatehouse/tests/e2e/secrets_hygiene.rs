@@ -51,6 +51,10 @@ async fn no_secret_reaches_logs_or_audit() {
     let status = server.stop();
     assert!(status.success(), "graceful shutdown: {status:?}");
 
+    // The server's own secrets: the pepper and the master key.
+    let pepper = std::fs::read_to_string(server.data_dir().join("pepper")).unwrap();
+    let master = std::fs::read_to_string(server.data_dir().join("master.key")).unwrap();
+    assert_eq!((pepper.trim().len(), master.trim().len()), (64, 64));
     let log = std::fs::read_to_string(server.stderr_path()).unwrap();
     let audit_file = std::fs::read_to_string(server.data_dir().join("audit.jsonl")).unwrap();
     let audit_json = server.cli(&["audit", "query", "--json", "--limit", "10000"]);
@@ -76,6 +80,8 @@ async fn no_secret_reaches_logs_or_audit() {
             tampered.as_str(),
             foreign_token,
             tenant_secret,
+            pepper.trim(),
+            master.trim(),
         ] {
             assert!(!text.contains(secret), "{what} contains a secret");
         }
