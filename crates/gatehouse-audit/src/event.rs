@@ -50,6 +50,13 @@ impl EventBuilder {
         self
     }
 
+    /// The calling client, when there is no full principal (e.g. at the
+    /// token endpoint).
+    pub fn agent(mut self, agent: &str) -> Self {
+        self.event.agent = Some(agent.to_string());
+        self
+    }
+
     /// The public id of a credential that failed to authenticate.
     pub fn credential(mut self, id: Option<String>) -> Self {
         self.event.credential = id;

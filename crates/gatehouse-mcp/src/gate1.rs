@@ -48,15 +48,22 @@ pub async fn authenticate(
     if matches!(authenticator.mode(), AuthMode::Disabled { .. }) {
         return Ok(result?);
     }
-    let event = EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)
-        .source(origin.source)
-        .session(origin.session);
+    let event = |outcome| {
+        EventBuilder::new(AuditKind::Authentication, outcome, now)
+            .source(origin.source.clone())
+            .session(origin.session.clone())
+    };
     match result {
         Ok(principal) => {
             // Not awaited: it is durable before any later awaited record of
             // this request (the tool decision), and a request that records
             // nothing else only reads.
-            audit.enqueue(event.principal(&principal).decision("allow").build())?;
+            audit.enqueue(
+                event(Outcome::Success)
+                    .principal(&principal)
+                    .decision("allow")
+                    .build(),
+            )?;
             Ok(principal)
         }
         Err(error) => {
@@ -65,13 +72,12 @@ pub async fn authenticate(
                 Ok(Some(value)) => parse_api_key(value).ok().map(|p| p.id.to_string()),
                 _ => None,
             };
-            let mut failed = event
+            let failed = event(Outcome::Failure)
                 .credential(credential_id)
                 .decision("deny")
                 .reason(error.code())
                 .error(error.to_string())
                 .build();
-            failed.outcome = Outcome::Failure;
             audit.record(failed).await?;
             Err(Gate1Error::Authn(error))
         }

@@ -94,6 +94,43 @@ impl Gateway {
             .collect()
     }
 
+    /// The fields every record of one tool call shares.
+    fn tool_event(
+        &self,
+        caller: &Caller,
+        name: &str,
+        redacted: &Value,
+        kind: AuditKind,
+        outcome: Outcome,
+    ) -> EventBuilder {
+        EventBuilder::new(kind, outcome, self.clock.now())
+            .principal(&caller.principal)
+            .session(caller.session.clone())
+            .source(caller.source.clone())
+            .tool(name)
+            .arguments(redacted.clone())
+    }
+
+    /// The record of a refused call; the same wherever the refusal surfaces.
+    fn denial_event(
+        &self,
+        caller: &Caller,
+        name: &str,
+        redacted: &Value,
+        deny: &Deny,
+    ) -> EventBuilder {
+        self.tool_event(
+            caller,
+            name,
+            redacted,
+            AuditKind::ToolDecision,
+            Outcome::Denied,
+        )
+        .decision("deny")
+        .reason(deny.reason.code())
+        .error(deny.message())
+    }
+
     /// For a caller holding an OAuth access token: if the token lacks the
     /// scope the tool needs, records the denial and returns it, so the HTTP
     /// layer can answer 403 with a step-up challenge. Every other decision is
@@ -117,18 +154,7 @@ impl Gateway {
             .redactor
             .redact(&Value::Object(arguments.cloned().unwrap_or_default()));
         self.audit
-            .record(
-                EventBuilder::new(AuditKind::ToolDecision, Outcome::Denied, self.clock.now())
-                    .principal(&caller.principal)
-                    .session(caller.session.clone())
-                    .source(caller.source.clone())
-                    .tool(name)
-                    .arguments(redacted)
-                    .decision("deny")
-                    .reason(deny.reason.code())
-                    .error(deny.message())
-                    .build(),
-            )
+            .record(self.denial_event(caller, name, &redacted, &deny).build())
             .await?;
         Ok(Some(deny))
     }
@@ -144,22 +170,12 @@ impl Gateway {
         let started = Instant::now();
         let arguments = arguments.unwrap_or_default();
         let redacted = self.redactor.redact(&Value::Object(arguments.clone()));
-        let event = |kind, outcome| {
-            EventBuilder::new(kind, outcome, self.clock.now())
-                .principal(&caller.principal)
-                .session(caller.session.clone())
-                .source(caller.source.clone())
-                .tool(name)
-                .arguments(redacted.clone())
-        };
+        let event = |kind, outcome| self.tool_event(caller, name, &redacted, kind, outcome);
         let permit = match self.policy.authorize(&caller.principal, name) {
             Decision::Deny(deny) => {
                 self.audit
                     .record(
-                        event(AuditKind::ToolDecision, Outcome::Denied)
-                            .decision("deny")
-                            .reason(deny.reason.code())
-                            .error(deny.message())
+                        self.denial_event(caller, name, &redacted, &deny)
                             .latency_us(micros_since(started))
                             .build(),
                     )

@@ -91,6 +91,9 @@ pub struct AuthorizationServer {
     master: MasterKey,
     /// Unsealed signing keys by kid, so each is unsealed once.
     unsealed: Mutex<HashMap<String, Arc<SigningKey>>>,
+    /// Stored key records, read again only when the credential generation
+    /// moves (a key was added), not on every token or JWKS request.
+    key_records: Mutex<Option<(u64, Arc<Vec<SigningKeyRecord>>)>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> OAuthError {
@@ -178,12 +181,31 @@ impl AuthorizationServer {
             audit,
             master,
             unsealed: Mutex::new(HashMap::new()),
+            key_records: Mutex::new(None),
         })
+    }
+
+    async fn key_records(&self) -> Result<Arc<Vec<SigningKeyRecord>>, OAuthError> {
+        let generation = self.store.credential_generation();
+        if let Some(g) = generation
+            && let Ok(cache) = self.key_records.lock()
+            && let Some((cached, records)) = cache.as_ref()
+            && *cached == g
+        {
+            return Ok(Arc::clone(records));
+        }
+        let records = Arc::new(self.store.signing_keys().await.map_err(unavailable)?);
+        if let Some(g) = generation
+            && let Ok(mut cache) = self.key_records.lock()
+        {
+            *cache = Some((g, Arc::clone(&records)));
+        }
+        Ok(records)
     }
 
     /// The key that signs now (it changes when a rotated key activates).
     async fn signer(&self, now: Timestamp) -> Result<Arc<SigningKey>, OAuthError> {
-        let records = self.store.signing_keys().await.map_err(unavailable)?;
+        let records = self.key_records().await?;
         let schedule = signing_schedule(&records, now, MAX_TOKEN_LIFETIME_MS);
         let record = schedule
             .signer
@@ -225,7 +247,7 @@ impl AuthorizationServer {
     /// The keys to publish now: the signer, the next one, and replaced ones
     /// until their tokens have expired.
     pub async fn jwks(&self, now: Timestamp) -> Result<Jwks, OAuthError> {
-        let records = self.store.signing_keys().await.map_err(unavailable)?;
+        let records = self.key_records().await?;
         let keys = signing_schedule(&records, now, MAX_TOKEN_LIFETIME_MS)
             .published
             .into_iter()
@@ -272,6 +294,7 @@ impl AuthorizationServer {
             Err(e) => (Outcome::Failure, e.code()),
         };
         let mut event = EventBuilder::new(AuditKind::Authentication, outcome, now)
+            .agent(client_id)
             .credential(Some(client_id.to_string()))
             .decision(if result.is_ok() { "allow" } else { "deny" })
             .reason(reason)
@@ -279,9 +302,7 @@ impl AuthorizationServer {
         if let Err(e) = result {
             event = event.error(e.to_string());
         }
-        let mut event = event.build();
-        event.agent = Some(client_id.to_string());
-        self.audit.record(event).await.map_err(unavailable)
+        self.audit.record(event.build()).await.map_err(unavailable)
     }
 
     /// Checks a client's credentials; unknown, wrong and revoked look alike.
@@ -327,13 +348,13 @@ impl AuthorizationServer {
             .revoke_token(&claims.jti, Timestamp::from_secs(claims.exp), now)
             .await
             .map_err(unavailable)?;
-        let mut event = EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)
+        let event = EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)
+            .agent(&client.id)
             .credential(Some(claims.jti.clone()))
             .decision("revoke")
             .reason("token_revoked")
             .tool("oauth/revoke")
             .build();
-        event.agent = Some(client.id.clone());
         self.audit.record(event).await.map_err(unavailable)
     }
 

@@ -120,16 +120,9 @@ async fn two_different_credentials_are_refused() {
 #[tokio::test]
 async fn protected_resource_metadata_matches_each_well_known_uri() {
     let server = Server::start(None);
-    let get = |path: &'static str| {
-        let url = format!("{}{path}", server.base);
-        let http = server.http.clone();
-        async move {
-            let response = http.get(url).send().await.unwrap();
-            assert_eq!(response.status(), 200);
-            response.json::<serde_json::Value>().await.unwrap()
-        }
-    };
-    let suffixed = get("/.well-known/oauth-protected-resource/mcp").await;
+    let suffixed = server
+        .get_json("/.well-known/oauth-protected-resource/mcp")
+        .await;
     assert_eq!(suffixed["resource"], format!("{}/mcp", server.base));
     assert_eq!(suffixed["bearer_methods_supported"], json!(["header"]));
     assert!(
@@ -138,7 +131,9 @@ async fn protected_resource_metadata_matches_each_well_known_uri() {
             .unwrap()
             .contains(&json!("tools:read"))
     );
-    let root = get("/.well-known/oauth-protected-resource").await;
+    let root = server
+        .get_json("/.well-known/oauth-protected-resource")
+        .await;
     assert_eq!(root["resource"], server.base);
 }
 

@@ -173,6 +173,18 @@ impl Server {
             .collect()
     }
 
+    /// GETs `path` (relative to the server) and returns the JSON of a 200.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
     /// A stateless (2026-07-28) request; returns (status, body).
     pub async fn rpc(&self, key: Option<&str>, method: &str, params: Value) -> (u16, Value) {
         let mut params = params;

@@ -15,6 +15,18 @@ fn create_client(server: &Server, role: &str, extra: &[&str]) -> (String, String
     )
 }
 
+/// A client-credentials access token for the client.
+async fn client_token(server: &Server, id: &str, secret: &str) -> String {
+    let (status, _, body) = token_request(
+        server,
+        &[("grant_type", "client_credentials")],
+        Some((id, secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
 async fn token_request(
     server: &Server,
     form: &[(&str, &str)],
@@ -40,50 +52,30 @@ async fn token_request(
 #[tokio::test]
 async fn metadata_and_jwks_describe_the_server() {
     let server = Server::start(None);
-    let meta: Value = server
-        .http
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server",
-            server.base
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = server
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
     assert_eq!(meta["issuer"], server.base);
     assert_eq!(
         meta["token_endpoint"],
         format!("{}/oauth/token", server.base)
     );
     assert_eq!(meta["grant_types_supported"], json!(["client_credentials"]));
-    let jwks: Value = server
-        .http
-        .get(meta["jwks_uri"].as_str().unwrap())
-        .send()
-        .await
+    let jwks_path = meta["jwks_uri"]
+        .as_str()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .strip_prefix(&server.base)
+        .unwrap()
+        .to_string();
+    let jwks = server.get_json(&jwks_path).await;
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["alg"], "ES256");
     assert!(keys[0].get("d").is_none(), "private key published");
     // The protected resource names its authorization server.
-    let prm: Value = server
-        .http
-        .get(format!(
-            "{}/.well-known/oauth-protected-resource/mcp",
-            server.base
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let prm = server
+        .get_json("/.well-known/oauth-protected-resource/mcp")
+        .await;
     assert_eq!(prm["authorization_servers"], json!([server.base]));
 }
 
@@ -231,13 +223,7 @@ async fn token_endpoint_refuses_bad_requests_with_rfc_errors() {
 async fn bad_tokens_get_401_and_a_revoked_client_stops_at_once() {
     let server = Server::start(None);
     let (id, secret) = create_client(&server, "reader", &[]);
-    let (_, _, body) = token_request(
-        &server,
-        &[("grant_type", "client_credentials")],
-        Some((&id, &secret)),
-    )
-    .await;
-    let token = body["access_token"].as_str().unwrap().to_string();
+    let token = client_token(&server, &id, &secret).await;
     assert_eq!(server.tool_names(&token).await.len(), 3);
 
     // Tampered payload, alg none, garbage.
@@ -270,14 +256,8 @@ async fn tokens_for_another_public_url_are_refused() {
     let one = Server::start(None);
     let two = Server::start(None);
     let (id, secret) = create_client(&one, "reader", &[]);
-    let (_, _, body) = token_request(
-        &one,
-        &[("grant_type", "client_credentials")],
-        Some((&id, &secret)),
-    )
-    .await;
-    let token = body["access_token"].as_str().unwrap();
-    let (status, _) = two.rpc(Some(token), "tools/list", json!({})).await;
+    let token = client_token(&one, &id, &secret).await;
+    let (status, _) = two.rpc(Some(&token), "tools/list", json!({})).await;
     assert_eq!(status, 401);
 }
 
@@ -309,17 +289,8 @@ async fn revoked_tokens_stop_at_once_and_introspection_tells_the_state() {
     let server = Server::start(None);
     let (id, secret) = create_client(&server, "reader", &[]);
     let (other_id, other_secret) = create_client(&server, "reader", &[]);
-    let get_token = || async {
-        let (_, _, body) = token_request(
-            &server,
-            &[("grant_type", "client_credentials")],
-            Some((&id, &secret)),
-        )
-        .await;
-        body["access_token"].as_str().unwrap().to_string()
-    };
-    let token = get_token().await;
-    let spare = get_token().await;
+    let token = client_token(&server, &id, &secret).await;
+    let spare = client_token(&server, &id, &secret).await;
     assert_eq!(server.tool_names(&token).await.len(), 3);
 
     let (status, active) = form_post(
@@ -407,15 +378,7 @@ async fn revoked_tokens_stop_at_once_and_introspection_tells_the_state() {
 }
 
 async fn jwks_kids(server: &Server) -> Vec<String> {
-    let jwks: Value = server
-        .http
-        .get(format!("{}/oauth/jwks.json", server.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = server.get_json("/oauth/jwks.json").await;
     jwks["keys"]
         .as_array()
         .unwrap()
@@ -438,16 +401,7 @@ fn header_kid(token: &str) -> String {
 async fn signing_key_rotation_publishes_first_and_keeps_old_tokens_valid() {
     let server = Server::start(None);
     let (id, secret) = create_client(&server, "reader", &[]);
-    let get_token = || async {
-        let (_, _, body) = token_request(
-            &server,
-            &[("grant_type", "client_credentials")],
-            Some((&id, &secret)),
-        )
-        .await;
-        body["access_token"].as_str().unwrap().to_string()
-    };
-    let old_token = get_token().await;
+    let old_token = client_token(&server, &id, &secret).await;
     let old_kid = header_kid(&old_token);
     assert_eq!(jwks_kids(&server).await, vec![old_kid.clone()]);
 
@@ -458,13 +412,16 @@ async fn signing_key_rotation_publishes_first_and_keeps_old_tokens_valid() {
         jwks_kids(&server).await,
         [old_kid.clone(), next_kid.clone()]
     );
-    assert_eq!(header_kid(&get_token().await), old_kid);
+    assert_eq!(
+        header_kid(&client_token(&server, &id, &secret).await),
+        old_kid
+    );
 
     // Active at once: new tokens carry the new kid; old tokens keep working
     // and the old key stays published while they may live.
     let now = server.cli_json(&["keys", "rotate-signing", "--publish-ahead", "0s"]);
     let new_kid = now["kid"].as_str().unwrap().to_string();
-    let new_token = get_token().await;
+    let new_token = client_token(&server, &id, &secret).await;
     assert_eq!(header_kid(&new_token), new_kid);
     assert_eq!(server.tool_names(&new_token).await.len(), 3);
     assert_eq!(server.tool_names(&old_token).await.len(), 3);
