@@ -14,18 +14,30 @@
 //! [`KeyError`] messages are fixed strings.
 
 mod clients;
+mod cookies;
 mod error;
 pub mod http;
 mod master_key;
 mod oauth_error;
+pub mod pages;
+mod password;
 pub mod routes;
 mod server;
 mod signing_key;
 
 pub use clients::{CLIENT_ID_PREFIX, IssuedClient, issue_client};
+pub use cookies::{CookieError, CookiePolicy, read_cookie};
 pub use error::KeyError;
 pub use master_key::{MASTER_KEY_BYTES, MasterKey};
 pub use oauth_error::OAuthError;
+pub use pages::{
+    ConsentPage, DeviceConfirmPage, DeviceEntryPage, LoginPage, consent_page, device_confirm_page,
+    device_entry_page, escape, html_response, login_page, message_page, see_other,
+};
+pub use password::{
+    GENERATED_PASSWORD_CHARS, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES, PasswordError,
+    PasswordHasher, check_policy, generate_password,
+};
 pub use server::{
     AsConfig, AuthorizationServer, ClientAuth, DEFAULT_ACCESS_TOKEN_TTL_SECS,
     MAX_ACCESS_TOKEN_TTL_SECS, TokenRequest, TokenResponse, add_signing_key,

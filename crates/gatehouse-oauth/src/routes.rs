@@ -10,3 +10,19 @@ pub const JWKS: &str = "/oauth/jwks.json";
 pub const REVOKE: &str = "/oauth/revoke";
 /// Token introspection (RFC 7662).
 pub const INTROSPECT: &str = "/oauth/introspect";
+/// The authorization endpoint (RFC 6749 §3.1), browser-facing.
+pub const AUTHORIZE: &str = "/authorize";
+/// The sign-in form: GET shows it, POST checks the credentials.
+pub const LOGIN: &str = "/login";
+/// Where the consent form posts the user's decision.
+pub const CONSENT: &str = "/authorize/consent";
+/// The device verification page where a user types the code (RFC 8628 §3.3).
+pub const DEVICE: &str = "/device";
+/// Where the device confirmation form posts the user's decision.
+pub const DEVICE_CONFIRM: &str = "/device/confirm";
+/// The device authorization endpoint (RFC 8628 §3.1).
+pub const DEVICE_AUTHORIZATION: &str = "/oauth/device_authorization";
+/// Dynamic client registration (RFC 7591).
+pub const REGISTER: &str = "/oauth/register";
+/// OpenID Connect discovery; some MCP clients look here before RFC 8414.
+pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";

@@ -1,0 +1,224 @@
+use super::*;
+
+const HOSTILE: &str = "<script>alert(1)</script>\"'&";
+const ESCAPED: &str = "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#x27;&amp;";
+
+fn scopes() -> Vec<(String, String)> {
+    vec![
+        (
+            "tools:read".to_string(),
+            "List and call read-only tools".to_string(),
+        ),
+        (HOSTILE.to_string(), HOSTILE.to_string()),
+    ]
+}
+
+fn assert_safe(page: &str) {
+    assert!(!page.contains(HOSTILE), "raw payload in:\n{page}");
+    assert!(!page.contains("<script"), "script tag in:\n{page}");
+    assert!(
+        page.contains(ESCAPED),
+        "escaped payload missing in:\n{page}"
+    );
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.trim_end().ends_with("</html>"));
+}
+
+fn hidden_field(page: &str, name: &str, value: &str) -> bool {
+    page.contains(&format!(
+        "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+        escape(value)
+    ))
+}
+
+#[test]
+fn escape_covers_html_specials() {
+    assert_eq!(escape(HOSTILE), ESCAPED);
+    assert_eq!(escape("plain text, é"), "plain text, é");
+    // Already-escaped text is escaped again, never passed through.
+    assert_eq!(escape("&amp;"), "&amp;amp;");
+}
+
+#[test]
+fn login_page_escapes_and_has_its_fields() {
+    let page = login_page(&LoginPage {
+        csrf: HOSTILE,
+        continue_to: HOSTILE,
+        client_name: Some(HOSTILE),
+        error: Some(HOSTILE),
+        username: Some(HOSTILE),
+    });
+    assert_safe(&page);
+    assert!(page.contains("Sign in to Gatehouse"));
+    assert!(page.contains(&format!("to continue to <strong>{ESCAPED}</strong>")));
+    assert!(page.contains("<form method=\"post\" action=\"/login\">"));
+    assert!(hidden_field(&page, "csrf", HOSTILE));
+    assert!(hidden_field(&page, "continue", HOSTILE));
+    assert!(page.contains("name=\"username\" type=\"text\" autocomplete=\"username\""));
+    assert!(page.contains(&format!("value=\"{ESCAPED}\">")));
+    assert!(page.contains("name=\"password\" type=\"password\""));
+    assert!(page.contains("autocomplete=\"current-password\""));
+    assert!(page.contains("<button type=\"submit\">Sign in</button>"));
+    assert!(page.contains("role=\"alert\""));
+}
+
+#[test]
+fn login_page_without_client_or_error() {
+    let page = login_page(&LoginPage {
+        csrf: "c",
+        continue_to: "/authorize?x=1&y=2",
+        client_name: None,
+        error: None,
+        username: None,
+    });
+    assert!(!page.contains("to continue to"));
+    assert!(!page.contains("class=\"error\""));
+    assert!(hidden_field(&page, "continue", "/authorize?x=1&y=2"));
+    assert!(page.contains("value=\"/authorize?x=1&amp;y=2\""));
+    assert!(page.contains("value=\"\">"));
+}
+
+#[test]
+fn consent_page_escapes_and_has_its_fields() {
+    let scopes = scopes();
+    let page = consent_page(&ConsentPage {
+        csrf: "csrf-token",
+        txn: HOSTILE,
+        client_name: HOSTILE,
+        client_id: HOSTILE,
+        redirect_host: HOSTILE,
+        scopes: &scopes,
+        username: HOSTILE,
+    });
+    assert_safe(&page);
+    assert!(page.contains(&format!(
+        "<strong>{ESCAPED}</strong> <code>{ESCAPED}</code>"
+    )));
+    assert!(page.contains(&format!("on behalf of <strong>{ESCAPED}</strong>")));
+    assert!(page.contains(&format!("will redirect to <strong>{ESCAPED}</strong>")));
+    assert!(page.contains("<code>tools:read</code><span>List and call read-only tools</span>"));
+    assert!(page.contains("<form method=\"post\" action=\"/authorize/consent\">"));
+    assert!(hidden_field(&page, "csrf", "csrf-token"));
+    assert!(hidden_field(&page, "txn", HOSTILE));
+    assert!(page.contains("name=\"decision\" value=\"approve\">Allow</button>"));
+    assert!(page.contains("name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button>"));
+}
+
+#[test]
+fn consent_page_without_scopes_says_so() {
+    let page = consent_page(&ConsentPage {
+        csrf: "c",
+        txn: "t",
+        client_name: "Claude",
+        client_id: "ghc_x",
+        redirect_host: "claude.ai",
+        scopes: &[],
+        username: "alice",
+    });
+    assert!(page.contains("No specific permissions"));
+    assert!(!page.contains("<ul>"));
+}
+
+#[test]
+fn device_entry_page_escapes_and_has_its_fields() {
+    let page = device_entry_page(&DeviceEntryPage {
+        csrf: HOSTILE,
+        user_code: Some(HOSTILE),
+        error: Some(HOSTILE),
+    });
+    assert_safe(&page);
+    assert!(page.contains("<form method=\"post\" action=\"/device\">"));
+    assert!(hidden_field(&page, "csrf", HOSTILE));
+    assert!(page.contains("name=\"user_code\" type=\"text\" autocomplete=\"off\""));
+    assert!(page.contains("spellcheck=\"false\""));
+    assert!(page.contains(&format!("value=\"{ESCAPED}\">")));
+    assert!(page.contains("<button type=\"submit\">Continue</button>"));
+
+    let empty = device_entry_page(&DeviceEntryPage {
+        csrf: "c",
+        user_code: None,
+        error: None,
+    });
+    assert!(empty.contains("autofocus value=\"\">"));
+    assert!(!empty.contains("class=\"error\""));
+}
+
+#[test]
+fn device_confirm_page_escapes_and_has_its_fields() {
+    let scopes = scopes();
+    let page = device_confirm_page(&DeviceConfirmPage {
+        csrf: "csrf-token",
+        user_code: HOSTILE,
+        client_name: HOSTILE,
+        client_id: HOSTILE,
+        scopes: &scopes,
+        username: HOSTILE,
+    });
+    assert_safe(&page);
+    assert!(page.contains("matches the one shown on your device"));
+    assert!(page.contains(&format!("<code class=\"code\">{ESCAPED}</code>")));
+    assert!(page.contains("<form method=\"post\" action=\"/device/confirm\">"));
+    assert!(hidden_field(&page, "csrf", "csrf-token"));
+    assert!(hidden_field(&page, "user_code", HOSTILE));
+    assert!(page.contains("name=\"decision\" value=\"approve\">Allow</button>"));
+    assert!(page.contains("value=\"deny\""));
+}
+
+#[test]
+fn message_page_escapes() {
+    let page = message_page(HOSTILE, HOSTILE);
+    assert_safe(&page);
+    assert!(page.contains(&format!("<title>{ESCAPED} · Gatehouse</title>")));
+    let done = message_page("Done", "You may close this window.");
+    assert!(done.contains("<h1>Done</h1>\n<p>You may close this window.</p>"));
+}
+
+#[test]
+fn pages_load_nothing_external() {
+    let page = login_page(&LoginPage {
+        csrf: "c",
+        continue_to: "/",
+        client_name: None,
+        error: None,
+        username: None,
+    });
+    for needle in ["<script", "<link", "<img", "<iframe", "src=", "href="] {
+        assert!(!page.contains(needle), "{needle}");
+    }
+}
+
+#[test]
+fn html_response_headers() {
+    let response = html_response(StatusCode::BAD_REQUEST, message_page("t", "m"));
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let h = response.headers();
+    let get = |name: header::HeaderName| h.get(name).unwrap().to_str().unwrap().to_string();
+    assert_eq!(get(header::CONTENT_TYPE), "text/html; charset=utf-8");
+    assert_eq!(get(header::X_FRAME_OPTIONS), "DENY");
+    assert_eq!(
+        get(header::CONTENT_SECURITY_POLICY),
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
+         frame-ancestors 'none'; base-uri 'none'"
+    );
+    assert!(!get(header::CONTENT_SECURITY_POLICY).contains("form-action"));
+    assert_eq!(get(header::CACHE_CONTROL), "no-store");
+    assert_eq!(get(header::PRAGMA), "no-cache");
+    assert_eq!(get(header::REFERRER_POLICY), "no-referrer");
+    assert_eq!(get(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+}
+
+#[test]
+fn see_other_is_303_and_not_cached() {
+    let response = see_other("https://client.example/cb?code=abc&state=xyz");
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let h = response.headers();
+    assert_eq!(
+        h.get(header::LOCATION).unwrap(),
+        "https://client.example/cb?code=abc&state=xyz"
+    );
+    assert_eq!(h.get(header::CACHE_CONTROL).unwrap(), "no-store");
+
+    let broken = see_other("https://x/\r\nSet-Cookie: a=b");
+    assert_eq!(broken.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(broken.headers().get(header::LOCATION).is_none());
+}
