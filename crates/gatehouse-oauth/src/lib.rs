@@ -1,33 +1,51 @@
 //! The embedded OAuth 2.1 authorization server.
 //!
-//! This first part serves machine agents: operator-registered clients
-//! (`clients.rs`), the client-credentials grant and the RFC 8414 / JWKS
-//! documents (`server.rs`, HTTP in `http.rs`). Key material:
+//! - Clients: registered by an operator (`clients.rs`), dynamically
+//!   (RFC 7591, `registration.rs` validates, `dynamic_registration.rs`
+//!   stores), or named by a Client ID Metadata Document URL (`cimd.rs`).
+//! - Grants: authorization code with PKCE (`authorize.rs`, `pkce.rs`,
+//!   `redirect_uri.rs`), refresh with rotation, client credentials and the
+//!   device grant (`grants.rs`, `device.rs`).
+//! - People: local users with Argon2id passwords and lockout (`login.rs`,
+//!   `password.rs`), server-rendered pages (`pages.rs`, `browser.rs`) and
+//!   login cookies (`cookies.rs`).
+//! - Keys: [`MasterKey`] seals private keys at rest (AES-256-GCM, the key
+//!   id bound as associated data); [`SigningKey`] is an ES256 key that
+//!   signs RFC 9068 access tokens, its `kid` the RFC 7638 thumbprint.
 //!
-//! - [`MasterKey`] seals private keys at rest (AES-256-GCM, the key id bound
-//!   as associated data).
-//! - [`SigningKey`] is an ES256 (P-256) key that signs RFC 9068 access
-//!   tokens; its `kid` is the RFC 7638 JWK thumbprint and [`PublicJwk`] /
-//!   [`Jwks`] are what the JWKS endpoint publishes.
-//!
-//! Nothing here prints or reports key material: `Debug` is redacted and
-//! [`KeyError`] messages are fixed strings.
+//! `server.rs` holds the shared state; HTTP lives in `http.rs` (token,
+//! revocation, introspection, registration, device authorization) and
+//! `browser.rs` (the pages). Nothing here prints or reports key material
+//! or secrets: `Debug` is redacted and error messages are fixed strings.
 
+mod authorize;
+mod browser;
 mod clients;
 mod cookies;
+mod device;
+mod dynamic_registration;
 mod error;
+mod grants;
 pub mod http;
+mod login;
 mod master_key;
 mod oauth_error;
 pub mod pages;
 mod password;
+pub mod pkce;
+mod rate_limit;
+pub mod redirect_uri;
+mod registration;
 pub mod routes;
 mod server;
 mod signing_key;
 
-pub use clients::{CLIENT_ID_PREFIX, IssuedClient, issue_client};
+pub use authorize::{AuthorizationRequest, CODE_TTL_MS};
+pub use clients::{CLIENT_ID_PREFIX, ClientSpec, IssuedClient, issue_client};
 pub use cookies::{CookieError, CookiePolicy, read_cookie};
+pub use device::{DeviceAuthorizationResponse, normalize_user_code};
 pub use error::KeyError;
+pub use login::{LOCK_AFTER_FAILURES, lockout_ms, normalize_username};
 pub use master_key::{MASTER_KEY_BYTES, MasterKey};
 pub use oauth_error::OAuthError;
 pub use pages::{
@@ -38,8 +56,15 @@ pub use password::{
     GENERATED_PASSWORD_CHARS, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES, PasswordError,
     PasswordHasher, check_policy, generate_password,
 };
+pub use rate_limit::RateLimiter;
+pub use registration::{
+    AuthMethod, MAX_REGISTRATION_BODY_BYTES, RegistrationError, RegistrationRequest,
+    parse_registration,
+};
 pub use server::{
-    AsConfig, AuthorizationServer, ClientAuth, DEFAULT_ACCESS_TOKEN_TTL_SECS,
-    MAX_ACCESS_TOKEN_TTL_SECS, TokenRequest, TokenResponse, add_signing_key,
+    AsConfig, AuthorizationServer, ClientAuth, DEFAULT_ACCESS_TOKEN_TTL_SECS, GRANT_AUTHORIZATION_CODE,
+    GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, MAX_ACCESS_TOKEN_TTL_SECS,
+    REGISTERED_BY_DYNAMIC, REGISTERED_BY_OPERATOR, RegistrationPolicy, TokenRequest, TokenResponse,
+    add_signing_key,
 };
 pub use signing_key::{Jwks, PublicJwk, SigningKey};
