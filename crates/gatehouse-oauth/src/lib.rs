@@ -2,7 +2,9 @@
 //!
 //! This first part serves machine agents: operator-registered clients
 //! (`clients.rs`), the client-credentials grant and the RFC 8414 / JWKS
-//! documents (`server.rs`, HTTP in `http.rs`). Key material:
+//! documents (`server.rs`, HTTP in `http.rs`). Clients identified by a URL
+//! are described by a Client ID Metadata Document, fetched behind SSRF guards
+//! and cached by [`CimdResolver`] (`cimd.rs`). Key material:
 //!
 //! - [`MasterKey`] seals private keys at rest (AES-256-GCM, the key id bound
 //!   as associated data).
@@ -13,6 +15,7 @@
 //! Nothing here prints or reports key material: `Debug` is redacted and
 //! [`KeyError`] messages are fixed strings.
 
+mod cimd;
 mod clients;
 mod error;
 pub mod http;
@@ -22,6 +25,10 @@ pub mod routes;
 mod server;
 mod signing_key;
 
+pub use cimd::{
+    CIMD_NEGATIVE_TTL_SECS, CimdConfig, CimdError, CimdResolver, ClientMetadataDocument,
+    is_client_id_url,
+};
 pub use clients::{CLIENT_ID_PREFIX, IssuedClient, issue_client};
 pub use error::KeyError;
 pub use master_key::{MASTER_KEY_BYTES, MasterKey};
