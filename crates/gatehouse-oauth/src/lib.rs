@@ -20,6 +20,7 @@
 
 mod authorize;
 mod browser;
+mod cimd;
 mod clients;
 mod cookies;
 mod device;
@@ -41,6 +42,10 @@ mod server;
 mod signing_key;
 
 pub use authorize::{AuthorizationRequest, CODE_TTL_MS};
+pub use cimd::{
+    CIMD_NEGATIVE_TTL_SECS, CimdConfig, CimdError, CimdResolver, ClientMetadataDocument,
+    is_client_id_url,
+};
 pub use clients::{CLIENT_ID_PREFIX, ClientSpec, IssuedClient, issue_client};
 pub use cookies::{CookieError, CookiePolicy, read_cookie};
 pub use device::{DeviceAuthorizationResponse, normalize_user_code};

@@ -14,7 +14,6 @@ mod error;
 mod expression;
 mod files;
 mod identity;
-mod public_address;
 mod sandbox;
 mod secrets;
 pub mod settings;

@@ -6,12 +6,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use gatehouse_core::is_public;
 use reqwest::header::{CONTENT_TYPE, LOCATION};
 use serde_json::json;
 use url::{Host, Url};
 
 use crate::error::ToolError;
-use crate::public_address::is_public;
 use crate::{ToolOutput, ToolsConfig};
 
 pub(crate) const BODY_LIMIT: usize = 256 * 1024;

@@ -1,10 +1,13 @@
-//! Which addresses `web_fetch` may connect to: public unicast only. Anything
-//! that could reach the host itself, the local network, a cloud metadata
-//! service or a carrier/ISP-internal range is refused.
+//! Which addresses an outbound fetch (`web_fetch`, client metadata
+//! documents) may connect to: public unicast only. Anything that could reach
+//! the host itself, the local network, a cloud metadata service or a
+//! carrier/ISP-internal range is refused.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub(crate) fn is_public(ip: IpAddr) -> bool {
+/// True when `ip` is public unicast, i.e. safe for the gateway to connect to
+/// on a caller's behalf.
+pub fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
         IpAddr::V6(v6) => is_public_v6(v6),
