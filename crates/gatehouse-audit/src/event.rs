@@ -57,6 +57,19 @@ impl EventBuilder {
         self
     }
 
+    /// The human a request acts for, when known without a full principal
+    /// (a login, a consent, a token issued from a user's grant).
+    pub fn human(mut self, human: &str) -> Self {
+        self.event.human = Some(human.to_string());
+        self
+    }
+
+    /// The tenant, when known without a full principal.
+    pub fn tenant(mut self, tenant: &str) -> Self {
+        self.event.tenant = Some(tenant.to_string());
+        self
+    }
+
     /// The public id of a credential that failed to authenticate.
     pub fn credential(mut self, id: Option<String>) -> Self {
         self.event.credential = id;

@@ -306,9 +306,14 @@ mod tests {
                 tenant: "acme".into(),
                 role: "reader".into(),
                 scopes: None,
-                secret_hash: "00".repeat(32),
+                secret_hash: Some("00".repeat(32)),
                 created_at: Timestamp(0),
                 revoked_at: None,
+                redirect_uris: Vec::new(),
+                grant_types: vec!["client_credentials".into()],
+                auth_method: "client_secret_basic".into(),
+                registered_by: "operator".into(),
+                last_used_at: None,
             })
             .await
             .unwrap();

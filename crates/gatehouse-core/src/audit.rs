@@ -14,6 +14,10 @@ pub enum AuditKind {
     ToolDecision,
     /// A permitted tool call finished.
     ToolOutcome,
+    /// A user granted or refused a client access (consent, device approval).
+    Authorization,
+    /// A client was registered or changed (dynamic registration).
+    Registration,
 }
 
 impl AuditKind {
@@ -22,6 +26,8 @@ impl AuditKind {
             AuditKind::Authentication => "authentication",
             AuditKind::ToolDecision => "tool_decision",
             AuditKind::ToolOutcome => "tool_outcome",
+            AuditKind::Authorization => "authorization",
+            AuditKind::Registration => "registration",
         }
     }
 
@@ -30,6 +36,8 @@ impl AuditKind {
             "authentication" => Some(AuditKind::Authentication),
             "tool_decision" => Some(AuditKind::ToolDecision),
             "tool_outcome" => Some(AuditKind::ToolOutcome),
+            "authorization" => Some(AuditKind::Authorization),
+            "registration" => Some(AuditKind::Registration),
             _ => None,
         }
     }

@@ -5,10 +5,12 @@
 
 pub mod audit;
 pub mod clock;
+pub mod peer;
 pub mod principal;
 pub mod public_address;
 
 pub use audit::{AuditEvent, AuditKind, Outcome};
 pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
+pub use peer::PeerAddr;
 pub use principal::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal};
 pub use public_address::is_public;

@@ -1,5 +1,6 @@
-//! OAuth clients registered by an operator: `gatehouse clients create`.
-//! The secret is shown once and stored only as a keyed hash.
+//! OAuth clients, registered by an operator (`gatehouse clients create`)
+//! or dynamically (RFC 7591). A confidential client's secret is shown once
+//! and stored only as a keyed hash; a public client has none.
 
 use base64::Engine;
 use gatehouse_authn::Pepper;
@@ -12,10 +13,25 @@ use crate::OAuthError;
 pub const CLIENT_ID_PREFIX: &str = "ghc_";
 const ID_ALPHABET: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
-/// A client just registered: the record to store and its secret, shown once.
+/// A client just registered: the record to store and its secret (for a
+/// confidential client), shown once.
 pub struct IssuedClient {
     pub record: ClientRecord,
-    pub secret: String,
+    pub secret: Option<String>,
+}
+
+/// What a new client is.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    pub name: String,
+    pub tenant: String,
+    pub role: String,
+    pub scopes: Option<Vec<String>>,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    /// `none` makes a public client without a secret.
+    pub auth_method: String,
+    pub registered_by: String,
 }
 
 impl std::fmt::Debug for IssuedClient {
@@ -35,27 +51,33 @@ fn random(n: usize) -> Result<Vec<u8>, OAuthError> {
 
 pub fn issue_client(
     pepper: &Pepper,
-    name: &str,
-    tenant: &str,
-    role: &str,
-    scopes: Option<Vec<String>>,
+    spec: ClientSpec,
     now: Timestamp,
 ) -> Result<IssuedClient, OAuthError> {
     let id: String = random(16)?
         .iter()
         .map(|b| char::from(ID_ALPHABET[usize::from(b & 0x1f)]))
         .collect();
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random(32)?);
+    let secret = if spec.auth_method == "none" {
+        None
+    } else {
+        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random(32)?))
+    };
     Ok(IssuedClient {
         record: ClientRecord {
             id: format!("{CLIENT_ID_PREFIX}{id}"),
-            name: name.to_string(),
-            tenant: tenant.to_string(),
-            role: role.to_string(),
-            scopes,
-            secret_hash: pepper.hash(secret.as_bytes()),
+            name: spec.name,
+            tenant: spec.tenant,
+            role: spec.role,
+            scopes: spec.scopes,
+            secret_hash: secret.as_ref().map(|s| pepper.hash(s.as_bytes())),
             created_at: now,
             revoked_at: None,
+            redirect_uris: spec.redirect_uris,
+            grant_types: spec.grant_types,
+            auth_method: spec.auth_method,
+            registered_by: spec.registered_by,
+            last_used_at: None,
         },
         secret,
     })
@@ -68,10 +90,32 @@ mod tests {
     #[test]
     fn issued_client_secret_verifies_and_is_not_stored() {
         let pepper = Pepper::new(vec![5; 32]).unwrap();
-        let issued = issue_client(&pepper, "bot", "default", "reader", None, Timestamp(1)).unwrap();
+        let spec = ClientSpec {
+            name: "bot".into(),
+            tenant: "default".into(),
+            role: "reader".into(),
+            scopes: None,
+            redirect_uris: Vec::new(),
+            grant_types: vec!["client_credentials".into()],
+            auth_method: "client_secret_basic".into(),
+            registered_by: "operator".into(),
+        };
+        let issued = issue_client(&pepper, spec.clone(), Timestamp(1)).unwrap();
         assert!(issued.record.id.starts_with(CLIENT_ID_PREFIX));
-        assert!(pepper.verify(issued.secret.as_bytes(), &issued.record.secret_hash));
-        assert!(!format!("{:?}", issued.record).contains(&issued.secret));
-        assert!(!format!("{issued:?}").contains(&issued.secret));
+        let secret = issued.secret.clone().unwrap();
+        let hash = issued.record.secret_hash.clone().unwrap();
+        assert!(pepper.verify(secret.as_bytes(), &hash));
+        assert!(!format!("{:?}", issued.record).contains(&secret));
+        assert!(!format!("{issued:?}").contains(&secret));
+        let public = issue_client(
+            &pepper,
+            ClientSpec {
+                auth_method: "none".into(),
+                ..spec
+            },
+            Timestamp(1),
+        )
+        .unwrap();
+        assert!(public.secret.is_none() && public.record.is_public());
     }
 }

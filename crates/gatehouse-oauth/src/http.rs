@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use gatehouse_core::Clock;
+use gatehouse_core::PeerAddr;
 use serde_json::json;
 
 use crate::server::{AuthorizationServer, ClientAuth, TokenRequest};
@@ -27,11 +29,20 @@ pub struct AsState {
 pub fn router(state: Arc<AsState>) -> Router {
     Router::new()
         .route(routes::METADATA, get(metadata))
+        .route(routes::OPENID_CONFIGURATION, get(openid_configuration))
         .route(routes::JWKS, get(jwks))
         .route(routes::TOKEN, post(token))
         .route(routes::REVOKE, post(revoke))
         .route(routes::INTROSPECT, post(introspect))
+        .route(routes::REGISTER, post(register))
+        .route(routes::DEVICE_AUTHORIZATION, post(device_authorization))
+        .merge(crate::browser::router())
         .with_state(state)
+}
+
+/// The address of the peer, for rate limits and the audit record.
+pub(crate) fn source(peer: Option<Extension<PeerAddr>>) -> Option<String> {
+    peer.map(|Extension(PeerAddr(addr))| addr.ip().to_string())
 }
 
 fn no_store(mut response: Response) -> Response {
@@ -45,6 +56,7 @@ fn no_store(mut response: Response) -> Response {
 fn error_response(error: &OAuthError) -> Response {
     let status = match error {
         OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
+        OAuthError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
@@ -75,6 +87,10 @@ async fn metadata(State(state): State<Arc<AsState>>) -> Response {
     Json(state.server.metadata()).into_response()
 }
 
+async fn openid_configuration(State(state): State<Arc<AsState>>) -> Response {
+    Json(state.server.openid_configuration()).into_response()
+}
+
 async fn jwks(State(state): State<Arc<AsState>>) -> Response {
     match state.server.jwks(state.clock.now()).await {
         Ok(keys) => Json(keys).into_response(),
@@ -83,7 +99,7 @@ async fn jwks(State(state): State<Arc<AsState>>) -> Response {
 }
 
 /// Form parameters; each may appear once (RFC 6749 §3.2), `resource` may repeat (RFC 8707).
-fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+pub(crate) fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (name, value) in url::form_urlencoded::parse(body) {
@@ -97,7 +113,7 @@ fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
     Ok(out)
 }
 
-fn param(form: &[(String, String)], name: &str) -> Option<String> {
+pub(crate) fn param(form: &[(String, String)], name: &str) -> Option<String> {
     form.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())
 }
 
@@ -154,7 +170,7 @@ fn form_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, 
 }
 
 /// Client authentication: HTTP Basic or `client_id` + `client_secret` in
-/// the form, never both.
+/// the form, never both; a public client sends `client_id` alone.
 fn client_auth(headers: &HeaderMap, form: &[(String, String)]) -> Result<ClientAuth, OAuthError> {
     let basic = basic_credentials(headers)?;
     let posted = (param(form, "client_id"), param(form, "client_secret"));
@@ -170,11 +186,11 @@ fn client_auth(headers: &HeaderMap, form: &[(String, String)]) -> Result<ClientA
             }
             Ok(ClientAuth {
                 id,
-                secret,
+                secret: Some(secret),
                 basic: true,
             })
         }
-        (None, (Some(id), Some(secret))) => Ok(ClientAuth {
+        (None, (Some(id), secret)) if !id.is_empty() => Ok(ClientAuth {
             id,
             secret,
             basic: false,
@@ -195,9 +211,14 @@ fn token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuth
         .collect();
     Ok(TokenRequest {
         grant_type,
-        client,
+        client: Some(client),
         scope: param(&form, "scope"),
         resource,
+        code: param(&form, "code"),
+        redirect_uri: param(&form, "redirect_uri"),
+        code_verifier: param(&form, "code_verifier"),
+        refresh_token: param(&form, "refresh_token"),
+        device_code: param(&form, "device_code"),
     })
 }
 
@@ -245,13 +266,101 @@ async fn introspect(
     }
 }
 
-async fn token(State(state): State<Arc<AsState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn token(
+    State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let request = match token_request(&headers, &body) {
         Ok(request) => request,
         Err(e) => return error_response(&e),
     };
-    match state.server.token(request, state.clock.now()).await {
+    match state
+        .server
+        .token(request, source(peer), state.clock.now())
+        .await
+    {
         Ok(response) => no_store(Json(response).into_response()),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// RFC 8628 §3.1: the client authenticates as at the token endpoint.
+async fn device_authorization(
+    State(state): State<Arc<AsState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed = form_body(&headers, &body).and_then(|form| {
+        let client = client_auth(&headers, &form)?;
+        let resource: Vec<String> = form
+            .iter()
+            .filter(|(n, _)| n == "resource")
+            .map(|(_, v)| v.clone())
+            .collect();
+        Ok((client, param(&form, "scope"), resource))
+    });
+    let (client, scope, resource) = match parsed {
+        Ok(parts) => parts,
+        Err(e) => return error_response(&e),
+    };
+    match state
+        .server
+        .device_authorization(&client, scope.as_deref(), &resource, state.clock.now())
+        .await
+    {
+        Ok(response) => no_store(Json(response).into_response()),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// RFC 7591 §3. An initial access token, when configured, comes as a
+/// Bearer token (§3 and RFC 6750).
+async fn register(
+    State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !state.server.registration_allowed(bearer) {
+        let mut response = (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({
+                "error": "invalid_token",
+                "error_description": "registration needs a valid initial access token",
+            })),
+        )
+            .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"gatehouse\", error=\"invalid_token\""),
+        );
+        return no_store(response);
+    }
+    let json_content = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json_content {
+        return error_response(&OAuthError::InvalidClientMetadata(
+            "the request must be application/json".into(),
+        ));
+    }
+    match state
+        .server
+        .register(&body, source(peer), state.clock.now())
+        .await
+    {
+        Ok(response) => no_store((StatusCode::CREATED, Json(response)).into_response()),
         Err(e) => error_response(&e),
     }
 }
@@ -277,19 +386,24 @@ mod tests {
         let basic = base64::engine::general_purpose::STANDARD.encode("ghc_a%3Ab:s%2Bcret");
         let h = headers(&[FORM, ("authorization", &format!("Basic {basic}"))]);
         let r = token_request(&h, b"grant_type=client_credentials").unwrap();
+        let client = r.client.unwrap();
         assert_eq!(
-            (r.client.id.as_str(), r.client.secret.as_str()),
-            ("ghc_a:b", "s+cret")
+            (client.id.as_str(), client.secret.as_deref()),
+            ("ghc_a:b", Some("s+cret"))
         );
-        assert!(r.client.basic);
+        assert!(client.basic);
         let h = headers(&[FORM]);
         let r = token_request(
             &h,
             b"grant_type=client_credentials&client_id=c&client_secret=s&resource=r1",
         )
         .unwrap();
-        assert!(!r.client.basic);
+        assert!(!r.client.unwrap().basic);
         assert_eq!(r.resource, vec!["r1"]);
+        // A public client names itself only.
+        let r = token_request(&h, b"grant_type=authorization_code&client_id=pub&code=c").unwrap();
+        let client = r.client.unwrap();
+        assert_eq!((client.id.as_str(), client.secret), ("pub", None));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Token-endpoint errors. `code()` is the RFC 6749 §5.2 / RFC 8707 wire value.
+//! Protocol errors. `code()` is the wire value from RFC 6749 §4.1.2.1 /
+//! §5.2, RFC 7591 §3.2.2, RFC 8628 §3.5 and RFC 8707.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OAuthError {
@@ -10,14 +11,35 @@ pub enum OAuthError {
         /// The client tried HTTP Basic, so the answer carries a Basic challenge.
         basic: bool,
     },
+    /// A code, refresh token or device code that is unknown, expired, used,
+    /// or bound to another client, redirect URI or verifier. One message
+    /// for all, so the answer does not help guessing.
+    #[error("{0}")]
+    InvalidGrant(String),
     #[error("{0}")]
     UnauthorizedClient(String),
     #[error("{0}")]
     UnsupportedGrantType(String),
     #[error("{0}")]
+    UnsupportedResponseType(String),
+    #[error("{0}")]
     InvalidScope(String),
     #[error("{0}")]
     InvalidTarget(String),
+    #[error("the resource owner denied the request")]
+    AccessDenied,
+    #[error("the user has not yet approved the device")]
+    AuthorizationPending,
+    #[error("polling too fast; wait longer between requests")]
+    SlowDown,
+    #[error("the device code has expired")]
+    ExpiredToken,
+    #[error("{0}")]
+    InvalidRedirectUri(String),
+    #[error("{0}")]
+    InvalidClientMetadata(String),
+    #[error("too many requests; try again later")]
+    TooManyRequests,
     /// Storage or the audit log is unavailable: nothing was issued.
     #[error("the authorization server is temporarily unavailable")]
     TemporarilyUnavailable(String),
@@ -30,12 +52,29 @@ impl OAuthError {
         match self {
             OAuthError::InvalidRequest(_) => "invalid_request",
             OAuthError::InvalidClient { .. } => "invalid_client",
+            OAuthError::InvalidGrant(_) => "invalid_grant",
             OAuthError::UnauthorizedClient(_) => "unauthorized_client",
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            OAuthError::UnsupportedResponseType(_) => "unsupported_response_type",
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::InvalidTarget(_) => "invalid_target",
+            OAuthError::AccessDenied => "access_denied",
+            OAuthError::AuthorizationPending => "authorization_pending",
+            OAuthError::SlowDown => "slow_down",
+            OAuthError::ExpiredToken => "expired_token",
+            OAuthError::InvalidRedirectUri(_) => "invalid_redirect_uri",
+            OAuthError::InvalidClientMetadata(_) => "invalid_client_metadata",
+            // RFC 6749 has no code for this; RFC 6585 429 carries it.
+            OAuthError::TooManyRequests => "slow_down",
             OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",
             OAuthError::ServerError(_) => "server_error",
         }
+    }
+
+    /// The same error for every way a presented grant can be wrong.
+    pub fn invalid_grant() -> OAuthError {
+        OAuthError::InvalidGrant(
+            "the grant is invalid, expired, already used, or was issued to another client".into(),
+        )
     }
 }

@@ -20,6 +20,8 @@ pub const CONSENT: &str = "/authorize/consent";
 pub const DEVICE: &str = "/device";
 /// Where the device confirmation form posts the user's decision.
 pub const DEVICE_CONFIRM: &str = "/device/confirm";
+/// Where the login form returns to, to carry on with a pending authorization.
+pub const AUTHORIZE_CONTINUE: &str = "/authorize/continue";
 /// The device authorization endpoint (RFC 8628 §3.1).
 pub const DEVICE_AUTHORIZATION: &str = "/oauth/device_authorization";
 /// Dynamic client registration (RFC 7591).

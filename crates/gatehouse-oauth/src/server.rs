@@ -6,12 +6,16 @@ use std::sync::{Arc, Mutex};
 
 use gatehouse_audit::{AuditLog, EventBuilder};
 use gatehouse_authn::{AccessTokens, AuthnError, Pepper, TokenSettings};
-use gatehouse_core::{AuditKind, Outcome, Timestamp};
+use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
 use gatehouse_store::{ClientRecord, SigningKeyRecord, Store, signing_schedule};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::{Jwks, MasterKey, OAuthError, PublicJwk, SigningKey, routes};
+use crate::cimd::{CimdConfig, CimdResolver};
+use crate::{
+    CookiePolicy, Jwks, MasterKey, OAuthError, PasswordHasher, PublicJwk, RateLimiter, SigningKey,
+    routes,
+};
 
 /// Access tokens live at most this long (RFC 9700: short-lived).
 pub const MAX_ACCESS_TOKEN_TTL_SECS: i64 = 3600;
@@ -24,17 +28,47 @@ pub struct AsConfig {
     /// The canonical MCP resource URI: the only audience tokens are issued for.
     pub resource: String,
     pub access_token_ttl_secs: i64,
+    pub refresh_token_ttl_secs: i64,
     /// Scopes the policy knows.
     pub scopes: Vec<String>,
     /// Tool names, for `tool:<name>` scopes.
     pub tools: Vec<String>,
+    pub registration: RegistrationPolicy,
+    /// Dynamically registered clients unused this long are deleted.
+    pub dynamic_client_ttl_secs: i64,
+    /// Client ID Metadata Documents; `None` turns them off.
+    pub client_metadata: Option<CimdConfig>,
+    /// How login cookies are set (Secure and `__Host-` outside loopback dev).
+    pub cookies: CookiePolicy,
+    /// Concurrent password hashes (each is ~20 MiB and tens of ms of CPU).
+    pub password_concurrency: usize,
+}
+
+/// Who may use dynamic client registration (RFC 7591).
+#[derive(Clone, PartialEq, Eq)]
+pub enum RegistrationPolicy {
+    Open,
+    /// Only with this initial access token (RFC 7591 §3); holds its keyed hash.
+    InitialAccessToken(String),
+    Disabled,
+}
+
+impl std::fmt::Debug for RegistrationPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RegistrationPolicy::Open => "Open",
+            RegistrationPolicy::InitialAccessToken(_) => "InitialAccessToken(<redacted>)",
+            RegistrationPolicy::Disabled => "Disabled",
+        })
+    }
 }
 
 /// How the client authenticated at the token endpoint.
 #[derive(Clone)]
 pub struct ClientAuth {
     pub id: String,
-    pub secret: String,
+    /// `None` for a public client, which sends only its `client_id`.
+    pub secret: Option<String>,
     /// HTTP Basic (true) or form parameters (false).
     pub basic: bool,
 }
@@ -43,27 +77,66 @@ impl std::fmt::Debug for ClientAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientAuth")
             .field("id", &self.id)
-            .field("secret", &"<redacted>")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("basic", &self.basic)
             .finish()
     }
 }
 
-#[derive(Debug, Clone)]
+/// A parsed token request. Which fields matter depends on the grant type.
+#[derive(Clone, Default)]
 pub struct TokenRequest {
     pub grant_type: String,
-    pub client: ClientAuth,
+    pub client: Option<ClientAuth>,
     pub scope: Option<String>,
     pub resource: Vec<String>,
+    pub code: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<String>,
+    pub refresh_token: Option<String>,
+    pub device_code: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+impl std::fmt::Debug for TokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRequest")
+            .field("grant_type", &self.grant_type)
+            .field("client", &self.client)
+            .field("scope", &self.scope)
+            .field("resource", &self.resource)
+            .field("redirect_uri", &self.redirect_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Serialize)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The claims of one access token, before signing.
+pub(crate) struct AccessTokenFor<'a> {
+    pub sub: &'a str,
+    pub client_id: &'a str,
+    pub scope: Option<&'a str>,
+    pub tenant: &'a str,
+    pub roles: &'a [String],
+    pub resource: &'a str,
 }
 
 #[derive(Serialize)]
@@ -75,18 +148,26 @@ struct AccessClaims<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     scope: Option<&'a str>,
     tenant: &'a str,
-    roles: [&'a str; 1],
+    roles: &'a [String],
     jti: String,
     iat: i64,
     exp: i64,
 }
 
+/// A signed access token and what the store must remember of it.
+pub(crate) struct SignedAccessToken {
+    pub token: String,
+    pub jti: String,
+    pub expires_at: Timestamp,
+    pub ttl_secs: i64,
+}
+
 pub struct AuthorizationServer {
-    config: AsConfig,
+    pub(crate) config: AsConfig,
     /// Validation of our own tokens, for revocation and introspection.
     tokens: AccessTokens,
-    store: Arc<dyn Store>,
-    pepper: Pepper,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) pepper: Pepper,
     audit: AuditLog,
     master: MasterKey,
     /// Unsealed signing keys by kid, so each is unsealed once.
@@ -94,10 +175,27 @@ pub struct AuthorizationServer {
     /// Stored key records, read again only when the credential generation
     /// moves (a key was added), not on every token or JWKS request.
     key_records: Mutex<Option<(u64, Arc<Vec<SigningKeyRecord>>)>>,
+    pub(crate) passwords: PasswordHasher,
+    pub(crate) client_metadata: Option<CimdResolver>,
+    /// Dynamic registrations per source address.
+    pub(crate) registrations: RateLimiter,
+    /// User-code guesses per source address (RFC 8628 §5.1).
+    pub(crate) user_code_attempts: RateLimiter,
+    /// Login attempts per source address, on top of the per-name lockout.
+    pub(crate) login_attempts: RateLimiter,
 }
 
-fn unavailable(e: impl std::fmt::Display) -> OAuthError {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> OAuthError {
     OAuthError::TemporarilyUnavailable(e.to_string())
+}
+
+pub(crate) fn random_token(bytes: usize) -> Result<String, OAuthError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| OAuthError::ServerError(e.to_string()))?;
+    Ok(base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        buf,
+    ))
 }
 
 fn random_jti() -> Result<String, OAuthError> {
@@ -105,6 +203,16 @@ fn random_jti() -> Result<String, OAuthError> {
     getrandom::fill(&mut bytes).map_err(|e| OAuthError::ServerError(e.to_string()))?;
     Ok(hex::encode(bytes))
 }
+
+/// Where a client record came from.
+pub const REGISTERED_BY_OPERATOR: &str = "operator";
+pub const REGISTERED_BY_DYNAMIC: &str = "dynamic";
+pub const REGISTERED_BY_METADATA_DOCUMENT: &str = "metadata_document";
+
+pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
+pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// The longest any token can live: how long a replaced key stays published.
 const MAX_TOKEN_LIFETIME_MS: i64 = MAX_ACCESS_TOKEN_TTL_SECS * 1000;
@@ -173,6 +281,9 @@ impl AuthorizationServer {
             issuer: config.issuer.clone(),
             audiences: vec![config.resource.clone()],
         });
+        let passwords = PasswordHasher::new(config.password_concurrency.max(1))
+            .map_err(|e| OAuthError::ServerError(e.to_string()))?;
+        let client_metadata = config.client_metadata.clone().map(CimdResolver::new);
         Ok(AuthorizationServer {
             tokens,
             config,
@@ -182,6 +293,11 @@ impl AuthorizationServer {
             master,
             unsealed: Mutex::new(HashMap::new()),
             key_records: Mutex::new(None),
+            passwords,
+            client_metadata,
+            registrations: RateLimiter::new(20, 60_000, 10_000),
+            user_code_attempts: RateLimiter::new(10, 300_000, 10_000),
+            login_attempts: RateLimiter::new(30, 300_000, 10_000),
         })
     }
 
@@ -226,22 +342,51 @@ impl AuthorizationServer {
         &self.config
     }
 
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.issuer)
+    }
+
     /// RFC 8414 metadata: only what is implemented is advertised.
     pub fn metadata(&self) -> serde_json::Value {
-        let issuer = &self.config.issuer;
-        json!({
-            "issuer": issuer,
-            "token_endpoint": format!("{issuer}{}", routes::TOKEN),
-            "jwks_uri": format!("{issuer}{}", routes::JWKS),
-            "grant_types_supported": ["client_credentials"],
-            "response_types_supported": [],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "revocation_endpoint": format!("{issuer}{}", routes::REVOKE),
-            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "introspection_endpoint": format!("{issuer}{}", routes::INTROSPECT),
+        let client_auth = ["client_secret_basic", "client_secret_post", "none"];
+        let mut metadata = json!({
+            "issuer": self.config.issuer,
+            "authorization_endpoint": self.url(routes::AUTHORIZE),
+            "token_endpoint": self.url(routes::TOKEN),
+            "jwks_uri": self.url(routes::JWKS),
+            "device_authorization_endpoint": self.url(routes::DEVICE_AUTHORIZATION),
+            "grant_types_supported": [
+                GRANT_AUTHORIZATION_CODE,
+                GRANT_REFRESH_TOKEN,
+                GRANT_CLIENT_CREDENTIALS,
+                GRANT_DEVICE_CODE,
+            ],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": client_auth,
+            "revocation_endpoint": self.url(routes::REVOKE),
+            "revocation_endpoint_auth_methods_supported": client_auth,
+            "introspection_endpoint": self.url(routes::INTROSPECT),
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "scopes_supported": self.config.scopes,
-        })
+            "authorization_response_iss_parameter_supported": true,
+            "client_id_metadata_document_supported": self.client_metadata.is_some(),
+        });
+        if self.config.registration != RegistrationPolicy::Disabled {
+            metadata["registration_endpoint"] = json!(self.url(routes::REGISTER));
+        }
+        metadata
+    }
+
+    /// OpenID Provider discovery. Gatehouse issues no ID tokens; this
+    /// document exists because some clients look here first, and it says
+    /// the same as the RFC 8414 one plus the fields OpenID requires.
+    pub fn openid_configuration(&self) -> serde_json::Value {
+        let mut metadata = self.metadata();
+        metadata["subject_types_supported"] = json!(["public"]);
+        metadata["id_token_signing_alg_values_supported"] = json!(["ES256"]);
+        metadata
     }
 
     /// The keys to publish now: the signer, the next one, and replaced ones
@@ -259,11 +404,14 @@ impl AuthorizationServer {
         Ok(Jwks { keys })
     }
 
-    fn check_scope(
+    /// Checks every requested scope is known and, when the client is
+    /// limited to some scopes, among them. Returns the normalised list.
+    pub(crate) fn check_scope(
         &self,
         requested: &str,
         allowed: &Option<Vec<String>>,
-    ) -> Result<(), OAuthError> {
+    ) -> Result<Vec<String>, OAuthError> {
+        let mut scopes: Vec<String> = Vec::new();
         for scope in requested.split(' ').filter(|s| !s.is_empty()) {
             let known = self.config.scopes.iter().any(|s| s == scope)
                 || scope
@@ -279,60 +427,223 @@ impl AuthorizationServer {
                     "scope {scope:?} is not granted to this client"
                 )));
             }
+            if !scopes.iter().any(|s| s == scope) {
+                scopes.push(scope.to_string());
+            }
+        }
+        Ok(scopes)
+    }
+
+    /// Checks the one `resource` a request may name (RFC 8707); absent
+    /// means the configured resource.
+    pub(crate) fn check_resource(&self, resource: &[String]) -> Result<(), OAuthError> {
+        match resource {
+            [] => Ok(()),
+            [one] if *one == self.config.resource => Ok(()),
+            [one] => Err(OAuthError::InvalidTarget(format!(
+                "tokens are issued only for {}, not {one:?}",
+                self.config.resource
+            ))),
+            _ => Err(OAuthError::InvalidTarget(
+                "only one resource may be requested".into(),
+            )),
+        }
+    }
+
+    pub(crate) async fn record(&self, event: AuditEvent) -> Result<(), OAuthError> {
+        self.audit.record(event).await.map_err(unavailable)
+    }
+
+    /// A client by id: a stored one (operator or dynamic), or a Client ID
+    /// Metadata Document fetched from its URL. Revoked clients and
+    /// dynamic clients unused for too long count as unknown.
+    pub(crate) async fn find_client(
+        &self,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Option<ClientRecord>, OAuthError> {
+        if crate::cimd::is_client_id_url(id) {
+            return self.metadata_document_client(id, now).await;
+        }
+        let client = self.store.client(id).await.map_err(unavailable)?;
+        Ok(client.filter(|c| c.revoked_at.is_none() && !self.expired_dynamic(c, now)))
+    }
+
+    fn expired_dynamic(&self, client: &ClientRecord, now: Timestamp) -> bool {
+        client.registered_by == REGISTERED_BY_DYNAMIC
+            && client
+                .last_used_at
+                .unwrap_or(client.created_at)
+                .plus_millis(self.config.dynamic_client_ttl_secs.saturating_mul(1000))
+                <= now
+    }
+
+    /// A CIMD client. The document is fetched (or taken from the cache)
+    /// and mirrored into the client table, so its tokens validate like any
+    /// client's and an operator can revoke it with `gatehouse clients revoke`.
+    async fn metadata_document_client(
+        &self,
+        url: &str,
+        now: Timestamp,
+    ) -> Result<Option<ClientRecord>, OAuthError> {
+        let Some(resolver) = &self.client_metadata else {
+            return Ok(None);
+        };
+        let stored = self.store.client(url).await.map_err(unavailable)?;
+        if stored.as_ref().is_some_and(|c| c.revoked_at.is_some()) {
+            return Ok(None);
+        }
+        let document = match resolver.resolve(url, now).await {
+            Ok(document) => document,
+            Err(e) => {
+                tracing::warn!(client_id = %url, error = %e, "client metadata document refused");
+                return Err(OAuthError::InvalidClientMetadata(e.to_string()));
+            }
+        };
+        for uri in &document.redirect_uris {
+            crate::redirect_uri::validate_registered(uri).map_err(|e| {
+                OAuthError::InvalidClientMetadata(format!("redirect URI refused: {e}"))
+            })?;
+        }
+        let record = ClientRecord {
+            id: url.to_string(),
+            name: document
+                .client_name
+                .clone()
+                .unwrap_or_else(|| url.to_string()),
+            tenant: String::new(),
+            role: String::new(),
+            scopes: None,
+            secret_hash: None,
+            created_at: stored.as_ref().map_or(now, |c| c.created_at),
+            revoked_at: None,
+            redirect_uris: document.redirect_uris.clone(),
+            grant_types: vec![GRANT_AUTHORIZATION_CODE.into(), GRANT_REFRESH_TOKEN.into()],
+            auth_method: "none".into(),
+            registered_by: REGISTERED_BY_METADATA_DOCUMENT.into(),
+            last_used_at: stored.as_ref().and_then(|c| c.last_used_at),
+        };
+        if stored.is_none() {
+            match self.store.insert_client(&record).await {
+                Ok(()) | Err(gatehouse_store::StoreError::Conflict) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Ok(Some(record))
+    }
+
+    /// Checks a client at the token, revocation or introspection endpoint.
+    /// Unknown, wrong and revoked look alike. A public client must not
+    /// send a secret; a confidential one must.
+    pub async fn authenticate_client(
+        &self,
+        auth: &ClientAuth,
+        now: Timestamp,
+    ) -> Result<ClientRecord, OAuthError> {
+        let invalid_client = OAuthError::InvalidClient { basic: auth.basic };
+        let client = self.find_client(&auth.id, now).await?;
+        let Some(client) = client else {
+            // Same work as for a known client: no timing hint about ids.
+            if let Some(secret) = &auth.secret {
+                let _ = self.pepper.verify(secret.as_bytes(), &"0".repeat(64));
+            }
+            return Err(invalid_client);
+        };
+        match (&client.secret_hash, &auth.secret) {
+            (None, None) => Ok(client),
+            (Some(hash), Some(secret)) if self.pepper.verify(secret.as_bytes(), hash) => Ok(client),
+            _ => Err(invalid_client),
+        }
+    }
+
+    /// Signs an access token (RFC 9068) for the configured resource.
+    pub(crate) async fn sign_access_token(
+        &self,
+        token: AccessTokenFor<'_>,
+        now: Timestamp,
+    ) -> Result<SignedAccessToken, OAuthError> {
+        let ttl = self
+            .config
+            .access_token_ttl_secs
+            .clamp(1, MAX_ACCESS_TOKEN_TTL_SECS);
+        let iat = now.as_secs();
+        let jti = random_jti()?;
+        let claims = AccessClaims {
+            iss: &self.config.issuer,
+            sub: token.sub,
+            aud: token.resource,
+            client_id: token.client_id,
+            scope: token.scope,
+            tenant: token.tenant,
+            roles: token.roles,
+            jti: jti.clone(),
+            iat,
+            exp: iat + ttl,
+        };
+        let signed = self
+            .signer(now)
+            .await?
+            .sign(&claims)
+            .map_err(|e| OAuthError::ServerError(e.to_string()))?;
+        Ok(SignedAccessToken {
+            token: signed,
+            jti,
+            expires_at: Timestamp::from_secs(iat + ttl),
+            ttl_secs: ttl,
+        })
+    }
+
+    /// Deletes expired codes, sessions, pending requests and device codes,
+    /// and dynamic clients unused for too long. Run periodically.
+    pub async fn housekeeping(&self, now: Timestamp) -> Result<(), OAuthError> {
+        self.store.purge_expired(now).await.map_err(unavailable)?;
+        let unused_since =
+            now.plus_millis(-self.config.dynamic_client_ttl_secs.saturating_mul(1000));
+        let removed = self
+            .store
+            .delete_unused_dynamic_clients(unused_since)
+            .await
+            .map_err(unavailable)?;
+        if removed > 0 {
+            tracing::info!(removed, "removed unused dynamically registered clients");
         }
         Ok(())
     }
 
-    async fn audit_outcome(
-        &self,
-        client_id: &str,
-        result: &Result<TokenResponse, OAuthError>,
-        now: Timestamp,
-    ) -> Result<(), OAuthError> {
-        let (outcome, reason) = match result {
-            Ok(_) => (Outcome::Success, "client_credentials"),
-            Err(e) => (Outcome::Failure, e.code()),
-        };
-        let mut event = EventBuilder::new(AuditKind::Authentication, outcome, now)
-            .agent(client_id)
-            .credential(Some(client_id.to_string()))
-            .decision(if result.is_ok() { "allow" } else { "deny" })
-            .reason(reason)
-            .tool("oauth/token");
-        if let Err(e) = result {
-            event = event.error(e.to_string());
-        }
-        self.audit.record(event.build()).await.map_err(unavailable)
-    }
-
-    /// Checks a client's credentials; unknown, wrong and revoked look alike.
-    pub async fn authenticate_client(&self, auth: &ClientAuth) -> Result<ClientRecord, OAuthError> {
-        let client = self.store.client(&auth.id).await.map_err(unavailable)?;
-        let invalid_client = OAuthError::InvalidClient { basic: auth.basic };
-        let Some(client) = client else {
-            // Same work as for a known client: no timing hint about ids.
-            let _ = self.pepper.verify(auth.secret.as_bytes(), &"0".repeat(64));
-            return Err(invalid_client);
-        };
-        if !self
-            .pepper
-            .verify(auth.secret.as_bytes(), &client.secret_hash)
-            || client.revoked_at.is_some()
-        {
-            return Err(invalid_client);
-        }
-        Ok(client)
-    }
-
     /// RFC 7009. Invalid or unknown tokens are not an error; a token of
-    /// another client is refused. The revocation is audited.
+    /// another client is refused. Access tokens go on the revocation list;
+    /// a refresh token revokes its whole grant. The revocation is audited.
     pub async fn revoke(
         &self,
         auth: &ClientAuth,
         token: &str,
         now: Timestamp,
     ) -> Result<(), OAuthError> {
-        let client = self.authenticate_client(auth).await?;
+        let client = self.authenticate_client(auth, now).await?;
+        if let Some(grant) = self
+            .store
+            .refresh_token_grant(&self.pepper.hash(token.as_bytes()))
+            .await
+            .map_err(unavailable)?
+        {
+            if grant.client_id != client.id {
+                return Err(OAuthError::UnauthorizedClient(
+                    "the token was issued to another client".into(),
+                ));
+            }
+            self.store
+                .revoke_grant(&grant.id, now)
+                .await
+                .map_err(unavailable)?;
+            let event = EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)
+                .agent(&client.id)
+                .credential(Some(grant.id.clone()))
+                .decision("revoke")
+                .reason("refresh_token_revoked")
+                .tool("oauth/revoke")
+                .build();
+            return self.record(event).await;
+        }
         let claims = match self.tokens.inspect(&self.store, token, now).await {
             Ok(claims) => claims,
             Err(AuthnError::Unavailable(e)) => return Err(OAuthError::TemporarilyUnavailable(e)),
@@ -355,18 +666,23 @@ impl AuthorizationServer {
             .reason("token_revoked")
             .tool("oauth/revoke")
             .build();
-        self.audit.record(event).await.map_err(unavailable)
+        self.record(event).await
     }
 
-    /// RFC 7662: the state of a token, for an authenticated client.
-    /// Anything not currently valid is just `{"active": false}`.
+    /// RFC 7662: the state of a token, for an authenticated confidential
+    /// client. Anything not currently valid is just `{"active": false}`.
     pub async fn introspect(
         &self,
         auth: &ClientAuth,
         token: &str,
         now: Timestamp,
     ) -> Result<serde_json::Value, OAuthError> {
-        self.authenticate_client(auth).await?;
+        let client = self.authenticate_client(auth, now).await?;
+        if client.is_public() {
+            return Err(OAuthError::UnauthorizedClient(
+                "introspection needs a confidential client".into(),
+            ));
+        }
         match self.tokens.inspect(&self.store, token, now).await {
             Ok(claims) => Ok(json!({
                 "active": true,
@@ -385,89 +701,5 @@ impl AuthorizationServer {
             Err(AuthnError::Unavailable(e)) => Err(OAuthError::TemporarilyUnavailable(e)),
             Err(_) => Ok(json!({"active": false})),
         }
-    }
-
-    /// The token endpoint. Every outcome is audited before it is returned;
-    /// no token leaves without its record.
-    pub async fn token(
-        &self,
-        request: TokenRequest,
-        now: Timestamp,
-    ) -> Result<TokenResponse, OAuthError> {
-        let client_id = request.client.id.clone();
-        let result = self.client_credentials(request, now).await;
-        self.audit_outcome(&client_id, &result, now).await?;
-        result
-    }
-
-    async fn client_credentials(
-        &self,
-        request: TokenRequest,
-        now: Timestamp,
-    ) -> Result<TokenResponse, OAuthError> {
-        match request.grant_type.as_str() {
-            "client_credentials" => {}
-            "password" | "implicit" => {
-                return Err(OAuthError::UnsupportedGrantType(format!(
-                    "grant_type {} is not supported (OAuth 2.1)",
-                    request.grant_type
-                )));
-            }
-            other => {
-                return Err(OAuthError::UnsupportedGrantType(format!(
-                    "grant_type {other:?} is not supported"
-                )));
-            }
-        }
-        let client = self.authenticate_client(&request.client).await?;
-        match request.resource.as_slice() {
-            [] => {}
-            [one] if *one == self.config.resource => {}
-            [one] => {
-                return Err(OAuthError::InvalidTarget(format!(
-                    "tokens are issued only for {}, not {one:?}",
-                    self.config.resource
-                )));
-            }
-            _ => {
-                return Err(OAuthError::InvalidTarget(
-                    "only one resource may be requested".into(),
-                ));
-            }
-        }
-        let scope = request.scope.filter(|s| !s.trim().is_empty());
-        if let Some(scope) = &scope {
-            self.check_scope(scope, &client.scopes)?;
-        }
-        // Without a requested scope the client gets what it was registered with.
-        let granted = scope.or_else(|| client.scopes.as_ref().map(|s| s.join(" ")));
-        let ttl = self
-            .config
-            .access_token_ttl_secs
-            .clamp(1, MAX_ACCESS_TOKEN_TTL_SECS);
-        let iat = now.as_secs();
-        let claims = AccessClaims {
-            iss: &self.config.issuer,
-            sub: &client.id,
-            aud: &self.config.resource,
-            client_id: &client.id,
-            scope: granted.as_deref(),
-            tenant: &client.tenant,
-            roles: [client.role.as_str()],
-            jti: random_jti()?,
-            iat,
-            exp: iat + ttl,
-        };
-        let access_token = self
-            .signer(now)
-            .await?
-            .sign(&claims)
-            .map_err(|e| OAuthError::ServerError(e.to_string()))?;
-        Ok(TokenResponse {
-            access_token,
-            token_type: "Bearer",
-            expires_in: ttl,
-            scope: granted,
-        })
     }
 }

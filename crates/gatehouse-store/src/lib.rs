@@ -3,15 +3,21 @@
 //! statement or one transaction, so it stays atomic when several Gatehouse
 //! processes (a server and the CLI) share one database.
 
+mod authorization;
 mod generation;
 mod records;
 mod sqlite;
+mod sqlite_authorization;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, Timestamp};
 
+pub use authorization::{
+    AuthCodeRecord, AuthorizationStore, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
+    GrantRecord, LoginThrottle, RefreshRotation, RefreshTokenRecord, UserRecord,
+};
 pub use records::{
     ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord, SigningSchedule,
     signing_schedule,
@@ -44,7 +50,7 @@ impl From<sqlx::Error> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AuthorizationStore + Send + Sync + 'static {
     // --- API keys -------------------------------------------------------
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
     async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;

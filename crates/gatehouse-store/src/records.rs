@@ -54,19 +54,38 @@ pub struct AuditRow {
     pub event: AuditEvent,
 }
 
-/// An OAuth client registered by an operator (machine agents using the
-/// client-credentials grant). Only the keyed hash of its secret is stored.
+/// An OAuth client: registered by an operator (`gatehouse clients create`)
+/// or dynamically (RFC 7591). Only the keyed hash of its secret is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRecord {
     pub id: String,
     pub name: String,
+    /// Tenant and role of the client itself, for the client-credentials
+    /// grant. Tokens a user authorizes carry the user's tenant and roles.
     pub tenant: String,
     pub role: String,
     pub scopes: Option<Vec<String>>,
-    /// Hex of HMAC-SHA256(pepper, secret).
-    pub secret_hash: String,
+    /// Hex of HMAC-SHA256(pepper, secret); `None` for public clients.
+    pub secret_hash: Option<String>,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    /// `none`, `client_secret_basic` or `client_secret_post`.
+    pub auth_method: String,
+    /// `operator` or `dynamic`.
+    pub registered_by: String,
+    pub last_used_at: Option<Timestamp>,
+}
+
+impl ClientRecord {
+    pub fn is_public(&self) -> bool {
+        self.secret_hash.is_none()
+    }
+
+    pub fn allows_grant(&self, grant_type: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant_type)
+    }
 }
 
 /// A token-signing key; the private key is stored sealed under the master key.

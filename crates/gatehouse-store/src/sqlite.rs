@@ -28,11 +28,15 @@ const AUDIT_ROWS_PER_INSERT: usize = 500;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, include_str!("../migrations/sqlite/0002_oauth.sql")),
+    (
+        3,
+        include_str!("../migrations/sqlite/0003_authorization.sql"),
+    ),
 ];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     generation: Arc<CredentialGeneration>,
 }
 
@@ -80,7 +84,7 @@ impl SqliteStore {
 
     /// After a committed key change. If the marker cannot be written, other
     /// processes keep stale caches, so this is logged as an error.
-    fn bump_generation(&self) {
+    pub(crate) fn bump_generation(&self) {
         if let Err(e) = self.generation.bump() {
             tracing::error!(error = %e, "cannot announce a credential change to other processes");
         }
@@ -118,7 +122,7 @@ impl SqliteStore {
     }
 }
 
-fn opt_ts(row: &SqliteRow, column: &str) -> StoreResult<Option<Timestamp>> {
+pub(crate) fn opt_ts(row: &SqliteRow, column: &str) -> StoreResult<Option<Timestamp>> {
     Ok(row.try_get::<Option<i64>, _>(column)?.map(Timestamp))
 }
 
@@ -148,16 +152,38 @@ fn parse_scopes(text: Option<String>, column: &str) -> StoreResult<Option<Vec<St
     .transpose()
 }
 
+pub(crate) fn json_list(text: &str, column: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str::<Vec<String>>(text)
+        .map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+pub(crate) fn list_json(list: &[String]) -> StoreResult<String> {
+    serde_json::to_string(list).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 fn client_from_row(row: &SqliteRow) -> StoreResult<ClientRecord> {
+    let secret_hash: String = row.try_get("secret_hash")?;
     Ok(ClientRecord {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         tenant: row.try_get("tenant")?,
         role: row.try_get("role")?,
         scopes: parse_scopes(row.try_get("scopes")?, "oauth_clients.scopes")?,
-        secret_hash: row.try_get("secret_hash")?,
+        // Public clients are stored with an empty hash, which no secret matches.
+        secret_hash: Some(secret_hash).filter(|h| !h.is_empty()),
         created_at: Timestamp(row.try_get("created_at")?),
         revoked_at: opt_ts(row, "revoked_at")?,
+        redirect_uris: json_list(
+            &row.try_get::<String, _>("redirect_uris")?,
+            "oauth_clients.redirect_uris",
+        )?,
+        grant_types: json_list(
+            &row.try_get::<String, _>("grant_types")?,
+            "oauth_clients.grant_types",
+        )?,
+        auth_method: row.try_get("auth_method")?,
+        registered_by: row.try_get("registered_by")?,
+        last_used_at: opt_ts(row, "last_used_at")?,
     })
 }
 
@@ -358,17 +384,23 @@ impl Store for SqliteStore {
 
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO oauth_clients (id, name, tenant, role, scopes, secret_hash, created_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO oauth_clients (id, name, tenant, role, scopes, secret_hash, created_at, revoked_at, \
+             redirect_uris, grant_types, auth_method, registered_by, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(&client.id)
         .bind(&client.name)
         .bind(&client.tenant)
         .bind(&client.role)
         .bind(scopes_json(&client.scopes)?)
-        .bind(&client.secret_hash)
+        .bind(client.secret_hash.as_deref().unwrap_or(""))
         .bind(client.created_at.0)
         .bind(client.revoked_at.map(|t| t.0))
+        .bind(list_json(&client.redirect_uris)?)
+        .bind(list_json(&client.grant_types)?)
+        .bind(&client.auth_method)
+        .bind(&client.registered_by)
+        .bind(client.last_used_at.map(|t| t.0))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -623,3 +655,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 #[path = "sqlite_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "sqlite_authorization_tests.rs"]
+mod authorization_tests;

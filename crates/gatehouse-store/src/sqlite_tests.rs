@@ -272,16 +272,21 @@ async fn large_audit_batches_span_several_inserts() {
     assert_eq!(rows[1233].event, events[1233]);
 }
 
-fn client(id: &str) -> ClientRecord {
+pub(super) fn client(id: &str) -> ClientRecord {
     ClientRecord {
         id: id.into(),
         name: "bot".into(),
         tenant: "default".into(),
         role: "reader".into(),
         scopes: Some(vec!["tools:read".into()]),
-        secret_hash: "ab".repeat(32),
+        secret_hash: Some("ab".repeat(32)),
         created_at: Timestamp(10),
         revoked_at: None,
+        redirect_uris: vec!["http://127.0.0.1/cb".into()],
+        grant_types: vec!["client_credentials".into()],
+        auth_method: "client_secret_basic".into(),
+        registered_by: "operator".into(),
+        last_used_at: None,
     }
 }
 

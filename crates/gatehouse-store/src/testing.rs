@@ -5,8 +5,9 @@ use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, Timestamp};
 
 use crate::{
-    ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord, Store, StoreError,
-    StoreResult,
+    ApiKeyRecord, AuditQuery, AuditRow, AuthCodeRecord, AuthorizationStore, ClientRecord,
+    CodeRedemption, DevicePoll, DeviceRecord, GrantRecord, LoginThrottle, RefreshRotation,
+    RefreshTokenRecord, SigningKeyRecord, Store, StoreError, StoreResult, UserRecord,
 };
 
 /// A store whose every call fails, to check that tools fail closed.
@@ -93,6 +94,132 @@ impl Store for DownStore {
         down()
     }
     async fn settings(&self, _: &str) -> StoreResult<Vec<(String, String)>> {
+        down()
+    }
+}
+
+#[async_trait]
+impl AuthorizationStore for DownStore {
+    async fn insert_user(&self, _: &UserRecord) -> StoreResult<()> {
+        down()
+    }
+    async fn user(&self, _: &str) -> StoreResult<Option<UserRecord>> {
+        down()
+    }
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        down()
+    }
+    async fn count_users(&self) -> StoreResult<u64> {
+        down()
+    }
+    async fn disable_user(&self, _: &str, _: Timestamp) -> StoreResult<bool> {
+        down()
+    }
+    async fn set_user_password(&self, _: &str, _: &str) -> StoreResult<bool> {
+        down()
+    }
+    async fn login_throttle(&self, _: &str) -> StoreResult<Option<LoginThrottle>> {
+        down()
+    }
+    async fn record_login_failure(&self, _: &str, _: Timestamp, _: i64) -> StoreResult<u32> {
+        down()
+    }
+    async fn lock_login(&self, _: &str, _: Timestamp) -> StoreResult<()> {
+        down()
+    }
+    async fn clear_login_failures(&self, _: &str) -> StoreResult<()> {
+        down()
+    }
+    async fn insert_browser_session(
+        &self,
+        _: &str,
+        _: &str,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> StoreResult<()> {
+        down()
+    }
+    async fn browser_session(&self, _: &str, _: Timestamp) -> StoreResult<Option<String>> {
+        down()
+    }
+    async fn insert_authorization_request(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> StoreResult<()> {
+        down()
+    }
+    async fn authorization_request(&self, _: &str, _: Timestamp) -> StoreResult<Option<String>> {
+        down()
+    }
+    async fn take_authorization_request(
+        &self,
+        _: &str,
+        _: Timestamp,
+    ) -> StoreResult<Option<String>> {
+        down()
+    }
+    async fn consent(&self, _: &str, _: &str) -> StoreResult<Option<String>> {
+        down()
+    }
+    async fn put_consent(&self, _: &str, _: &str, _: &str, _: Timestamp) -> StoreResult<()> {
+        down()
+    }
+    async fn insert_code_grant(&self, _: &GrantRecord, _: &AuthCodeRecord) -> StoreResult<()> {
+        down()
+    }
+    async fn redeem_code(&self, _: &str, _: Timestamp) -> StoreResult<CodeRedemption> {
+        down()
+    }
+    async fn record_issued(
+        &self,
+        _: &str,
+        _: &str,
+        _: Timestamp,
+        _: Option<&RefreshTokenRecord>,
+    ) -> StoreResult<bool> {
+        down()
+    }
+    async fn rotate_refresh_token(&self, _: &str, _: Timestamp) -> StoreResult<RefreshRotation> {
+        down()
+    }
+    async fn revoke_grant(&self, _: &str, _: Timestamp) -> StoreResult<bool> {
+        down()
+    }
+    async fn refresh_token_grant(&self, _: &str) -> StoreResult<Option<GrantRecord>> {
+        down()
+    }
+    async fn insert_device(&self, _: &DeviceRecord) -> StoreResult<()> {
+        down()
+    }
+    async fn device_by_user_code(
+        &self,
+        _: &str,
+        _: Timestamp,
+    ) -> StoreResult<Option<DeviceRecord>> {
+        down()
+    }
+    async fn decide_device(
+        &self,
+        _: &str,
+        _: Option<&GrantRecord>,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
+        down()
+    }
+    async fn poll_device(&self, _: &str, _: &str, _: Timestamp) -> StoreResult<DevicePoll> {
+        down()
+    }
+    async fn touch_client(&self, _: &str, _: Timestamp) -> StoreResult<()> {
+        down()
+    }
+    async fn delete_unused_dynamic_clients(&self, _: Timestamp) -> StoreResult<u64> {
+        down()
+    }
+    async fn purge_expired(&self, _: Timestamp) -> StoreResult<()> {
         down()
     }
 }

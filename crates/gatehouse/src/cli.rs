@@ -42,6 +42,9 @@ pub enum Command {
     /// Manage tenant secrets (read by the access_secrets tool).
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Manage local users, who sign in at the embedded authorization server.
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Validate the configuration and print the effective settings.
     CheckConfig(JsonFlag),
 }
@@ -184,8 +187,10 @@ pub enum SecretsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ClientsCommand {
-    /// Register a confidential client for the client-credentials grant; the
-    /// secret is printed once and never stored.
+    /// Register a client. A confidential client (the default) gets a secret,
+    /// printed once and never stored; with --redirect-uri it can also send
+    /// users through login and consent. --public makes a client without a
+    /// secret (a desktop or CLI app), which must use PKCE.
     Create(ClientCreateArgs),
     /// List clients (never shows secrets).
     List(JsonFlag),
@@ -201,14 +206,69 @@ pub enum ClientsCommand {
 pub struct ClientCreateArgs {
     #[arg(long)]
     pub name: String,
-    /// reader, analyst, executor or admin.
-    #[arg(long)]
+    /// Role of the client itself for the client-credentials grant: reader,
+    /// analyst, executor or admin. Tokens a user authorizes carry the
+    /// user's roles instead.
+    #[arg(long, default_value = "reader")]
     pub role: String,
+    /// A redirect URI for the authorization code grant (repeatable): https,
+    /// or http on a loopback address.
+    #[arg(long = "redirect-uri")]
+    pub redirect_uris: Vec<String>,
+    /// A public client: no secret, no client-credentials grant.
+    #[arg(long)]
+    pub public: bool,
     #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
     pub tenant: String,
     /// Scopes the client may request (default: its role decides alone).
     #[arg(long, num_args = 1..)]
     pub scopes: Option<Vec<String>>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add a user. Without --password-stdin a strong password is generated
+    /// and printed once.
+    Add(UserAddArgs),
+    /// List users (never shows password hashes).
+    List(JsonFlag),
+    /// Disable a user: their browser sessions end and every token they
+    /// authorized is revoked at once.
+    Disable {
+        username: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Set a new password (generated unless --password-stdin).
+    Passwd {
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Clear a user's failed-login lockout.
+    Unlock {
+        username: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    pub username: String,
+    /// Roles (reader, analyst, executor, admin); repeat or list several.
+    #[arg(long = "role", required = true, num_args = 1..)]
+    pub roles: Vec<String>,
+    #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
+    pub tenant: String,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -66,6 +66,34 @@ pub struct OAuthConfig {
     pub master_key_env: Option<String>,
     /// File holding the master key. Default: `<data_dir>/master.key`, created on first start.
     pub master_key_file: Option<PathBuf>,
+    /// Lifetime of each refresh token; every use replaces it with a new one.
+    #[serde(deserialize_with = "duration")]
+    pub refresh_token_ttl: Duration,
+    /// Dynamic client registration (RFC 7591): "open", "token" (needs the
+    /// initial access token from `registration_token_env`) or "disabled".
+    pub registration: RegistrationMode,
+    /// Environment variable holding the initial access token for registration = "token".
+    pub registration_token_env: Option<String>,
+    /// Dynamically registered clients unused this long are removed.
+    #[serde(deserialize_with = "duration")]
+    pub dynamic_client_ttl: Duration,
+    /// Accept Client ID Metadata Documents (a URL as client_id).
+    pub client_metadata_documents: bool,
+    /// When not empty, only metadata documents on these domains (and their subdomains).
+    pub client_metadata_domains: Vec<String>,
+    /// Hosts whose metadata documents may be fetched over plain http and from
+    /// loopback. For local development only.
+    pub client_metadata_dev_hosts: Vec<String>,
+    /// Password hashes computed at once (each takes ~19 MiB and tens of ms).
+    pub password_hash_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistrationMode {
+    Open,
+    Token,
+    Disabled,
 }
 
 impl Default for OAuthConfig {
@@ -75,6 +103,14 @@ impl Default for OAuthConfig {
             access_token_ttl: Duration::from_secs(15 * 60),
             master_key_env: None,
             master_key_file: None,
+            refresh_token_ttl: Duration::from_secs(14 * 24 * 3600),
+            registration: RegistrationMode::Open,
+            registration_token_env: None,
+            dynamic_client_ttl: Duration::from_secs(30 * 24 * 3600),
+            client_metadata_documents: true,
+            client_metadata_domains: Vec::new(),
+            client_metadata_dev_hosts: Vec::new(),
+            password_hash_concurrency: 4,
         }
     }
 }
@@ -305,6 +341,37 @@ impl Config {
             return Err(invalid(
                 "oauth.master_key_env",
                 "must name an environment variable",
+            ));
+        }
+        let refresh = self.oauth.refresh_token_ttl;
+        if refresh < Duration::from_secs(3600) || refresh > Duration::from_secs(90 * 24 * 3600) {
+            return Err(invalid(
+                "oauth.refresh_token_ttl",
+                "must be between 1h and 90d",
+            ));
+        }
+        if self.oauth.dynamic_client_ttl < Duration::from_secs(3600) {
+            return Err(invalid("oauth.dynamic_client_ttl", "must be at least 1h"));
+        }
+        match (&self.oauth.registration, &self.oauth.registration_token_env) {
+            (RegistrationMode::Token, None) => {
+                return Err(invalid(
+                    "oauth.registration_token_env",
+                    "is required when oauth.registration = \"token\"",
+                ));
+            }
+            (_, Some(var)) if var.is_empty() || var.contains('=') => {
+                return Err(invalid(
+                    "oauth.registration_token_env",
+                    "must name an environment variable",
+                ));
+            }
+            _ => {}
+        }
+        if !(1..=64).contains(&self.oauth.password_hash_concurrency) {
+            return Err(invalid(
+                "oauth.password_hash_concurrency",
+                "must be between 1 and 64",
             ));
         }
         if self.tools.max_file_bytes == 0 {

@@ -40,6 +40,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Clients(command) => commands::clients::run(&ctx, command).await,
         Command::Audit(command) => commands::audit::run(&ctx, command).await,
         Command::Secrets(command) => commands::secrets::run(&ctx, command).await,
+        Command::Users(command) => commands::users::run(&ctx, command).await,
         Command::CheckConfig(flag) => {
             commands::check_config::run(&ctx, &flag);
             Ok(())

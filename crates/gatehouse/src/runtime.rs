@@ -14,11 +14,14 @@ use gatehouse_core::{
 };
 use gatehouse_mcp::Gateway;
 use gatehouse_oauth::http::AsState;
-use gatehouse_oauth::{AsConfig, AuthorizationServer, DEFAULT_ACCESS_TOKEN_TTL_SECS};
+use gatehouse_oauth::{
+    AsConfig, AuthorizationServer, CimdConfig, CookiePolicy, DEFAULT_ACCESS_TOKEN_TTL_SECS,
+    RegistrationPolicy,
+};
 use gatehouse_store::Store;
 use gatehouse_tools::{BuiltinTools, ToolsConfig};
 
-use crate::config::AuthModeName;
+use crate::config::{AuthModeName, RegistrationMode};
 use crate::context::Context;
 
 pub struct Runtime {
@@ -96,24 +99,12 @@ impl Runtime {
                 issuer: issuer.clone(),
                 audiences: vec![resource.clone()],
             });
-            let master = ctx.master_key()?;
-            let policy = gateway.policy();
-            let config = AsConfig {
-                issuer,
-                resource,
-                access_token_ttl_secs: i64::try_from(ctx.config.oauth.access_token_ttl.as_secs())
-                    .unwrap_or(DEFAULT_ACCESS_TOKEN_TTL_SECS),
-                scopes: policy.scopes(),
-                tools: BuiltinTools::definitions()
-                    .iter()
-                    .map(|d| d.name.to_string())
-                    .collect(),
-            };
+            let config = as_config(ctx, url, issuer, resource, &gateway)?;
             let server = AuthorizationServer::start(
                 config,
                 Arc::clone(&store),
                 ctx.pepper()?,
-                master,
+                ctx.master_key()?,
                 gateway.audit().clone(),
                 clock.now(),
             )
@@ -149,4 +140,58 @@ impl Runtime {
         drop(gateway);
         audit_writer.wait().await;
     }
+}
+
+fn secs(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The authorization server's settings, from the configuration file.
+fn as_config(
+    ctx: &Context,
+    public_url: &Url,
+    issuer: String,
+    resource: String,
+    gateway: &Gateway,
+) -> anyhow::Result<AsConfig> {
+    let oauth = &ctx.config.oauth;
+    let registration = match oauth.registration {
+        RegistrationMode::Open => RegistrationPolicy::Open,
+        RegistrationMode::Disabled => RegistrationPolicy::Disabled,
+        RegistrationMode::Token => {
+            let var = oauth
+                .registration_token_env
+                .as_deref()
+                .context("oauth.registration_token_env is not set")?;
+            let token = std::env::var(var).with_context(|| {
+                format!("environment variable {var} (the initial access token) is not set")
+            })?;
+            if token.len() < 32 {
+                anyhow::bail!("the initial access token in {var} must be at least 32 characters");
+            }
+            RegistrationPolicy::InitialAccessToken(ctx.pepper()?.hash(token.as_bytes()))
+        }
+    };
+    let client_metadata = oauth.client_metadata_documents.then(|| CimdConfig {
+        allowed_domains: oauth.client_metadata_domains.clone(),
+        dev_http_hosts: oauth.client_metadata_dev_hosts.clone(),
+        ..CimdConfig::default()
+    });
+    Ok(AsConfig {
+        issuer,
+        resource,
+        access_token_ttl_secs: i64::try_from(oauth.access_token_ttl.as_secs())
+            .unwrap_or(DEFAULT_ACCESS_TOKEN_TTL_SECS),
+        refresh_token_ttl_secs: secs(oauth.refresh_token_ttl),
+        scopes: gateway.policy().scopes(),
+        tools: BuiltinTools::definitions()
+            .iter()
+            .map(|d| d.name.to_string())
+            .collect(),
+        registration,
+        dynamic_client_ttl_secs: secs(oauth.dynamic_client_ttl),
+        client_metadata,
+        cookies: CookiePolicy::for_public_url(public_url),
+        password_concurrency: oauth.password_hash_concurrency,
+    })
 }

@@ -61,3 +61,11 @@ reader_key="$("$bin" keys create --data-dir "$data" --name py-reader --role read
 "$bin" audit query --data-dir "$data" --outcome denied --tool execute_code --json | grep -q role_not_allowed \
   || { echo "the denied call is missing from the audit log" >&2; exit 1; }
 echo "python interop: denied call found in the audit log"
+
+# OAuth: the SDK's own OAuthClientProvider registers, sends a person (our
+# scripted browser) through login and consent, calls tools, and refreshes.
+password="$("$bin" users add py-alice --role reader --data-dir "$data" --json | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["password"])')"
+(cd tests/interop/python && "$venv/bin/python" oauth_client.py "$url" py-alice "$password")
+"$bin" audit query --data-dir "$data" --tool oauth/authorize --json | grep -q consent_granted \
+  || { echo "the consent is missing from the audit log" >&2; exit 1; }
+echo "python interop: OAuth flow passed; consent found in the audit log"

@@ -1,7 +1,6 @@
 //! The accept loop: hyper with a header-read timeout (slowloris), the peer
 //! address in every request, and graceful shutdown.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
@@ -14,9 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-/// The TCP peer of a request.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
+pub use gatehouse_core::PeerAddr;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerLimits {

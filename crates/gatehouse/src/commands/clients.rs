@@ -1,6 +1,9 @@
 use anyhow::bail;
 use gatehouse_core::{Clock, SystemClock};
-use gatehouse_oauth::issue_client;
+use gatehouse_oauth::{
+    ClientSpec, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE,
+    GRANT_REFRESH_TOKEN, REGISTERED_BY_OPERATOR, issue_client, redirect_uri,
+};
 use gatehouse_store::ClientRecord;
 use serde_json::json;
 
@@ -16,6 +19,11 @@ fn client_json(client: &ClientRecord) -> serde_json::Value {
         "tenant": client.tenant,
         "role": client.role,
         "scopes": client.scopes,
+        "type": if client.is_public() { "public" } else { "confidential" },
+        "registered_by": client.registered_by,
+        "redirect_uris": client.redirect_uris,
+        "grant_types": client.grant_types,
+        "last_used_at": client.last_used_at.map(|t| t.to_rfc3339()),
         "status": if client.revoked_at.is_some() { "revoked" } else { "active" },
         "created_at": client.created_at.to_rfc3339(),
         "revoked_at": client.revoked_at.map(|t| t.to_rfc3339()),
@@ -27,35 +35,83 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
     validate_name("tenant", &args.tenant)?;
     validate_role(&args.role)?;
     validate_scopes(&args.scopes)?;
+    for uri in &args.redirect_uris {
+        if let Err(e) = redirect_uri::validate_registered(uri) {
+            bail!("--redirect-uri {uri:?}: {e}");
+        }
+    }
+    // Device and refresh grants suit every operator client; the code grant
+    // needs somewhere to redirect to, and only a client that can keep a
+    // secret acts on its own behalf.
+    let mut grant_types = vec![
+        GRANT_DEVICE_CODE.to_string(),
+        GRANT_REFRESH_TOKEN.to_string(),
+    ];
+    if !args.redirect_uris.is_empty() {
+        grant_types.insert(0, GRANT_AUTHORIZATION_CODE.to_string());
+    }
+    if !args.public {
+        grant_types.push(GRANT_CLIENT_CREDENTIALS.to_string());
+    }
     let store = ctx.open_store().await?;
     let pepper = ctx.pepper()?;
     let issued = issue_client(
         &pepper,
-        &args.name,
-        &args.tenant,
-        &args.role,
-        args.scopes.clone(),
+        ClientSpec {
+            name: args.name.clone(),
+            tenant: args.tenant.clone(),
+            role: args.role.clone(),
+            scopes: args.scopes.clone(),
+            redirect_uris: args.redirect_uris.clone(),
+            grant_types,
+            auth_method: if args.public {
+                "none".into()
+            } else {
+                "client_secret_basic".into()
+            },
+            registered_by: REGISTERED_BY_OPERATOR.into(),
+        },
         SystemClock.now(),
     )?;
     store.insert_client(&issued.record).await?;
     if args.json {
         let mut value = client_json(&issued.record);
-        value["client_secret"] = json!(issued.secret);
+        if let Some(secret) = &issued.secret {
+            value["client_secret"] = json!(secret);
+        }
         output::json(&value);
-    } else {
+        return Ok(());
+    }
+    let record = &issued.record;
+    output::line(&format!(
+        "Created OAuth client {} ({}, {}).",
+        record.id,
+        record.name,
+        if record.is_public() {
+            "public"
+        } else {
+            "confidential"
+        }
+    ));
+    output::line("");
+    output::line(&format!("  client_id:     {}", record.id));
+    if let Some(secret) = &issued.secret {
+        output::line(&format!("  client_secret: {secret}"));
+        output::line("");
+        output::line("The client secret is shown only this once; store it now.");
         output::line(&format!(
-            "Created OAuth client {} ({}, role {}, tenant {}).",
-            issued.record.id, issued.record.name, issued.record.role, issued.record.tenant
+            "Machine tokens (client credentials, role {}, tenant {}):",
+            record.role, record.tenant
         ));
-        output::line("The client secret is shown only this once; store it now:");
-        output::line("");
-        output::line(&format!("  client_id:     {}", issued.record.id));
-        output::line(&format!("  client_secret: {}", issued.secret));
-        output::line("");
-        output::line("Get an access token with the client-credentials grant:");
         output::line(&format!(
             "  curl -s -u '{}:<secret>' -d grant_type=client_credentials <public-url>/oauth/token",
-            issued.record.id
+            record.id
+        ));
+    }
+    if !record.redirect_uris.is_empty() {
+        output::line(&format!(
+            "Users sign in at <public-url>/authorize; redirect URIs: {}",
+            record.redirect_uris.join(", ")
         ));
     }
     Ok(())

@@ -5,3 +5,5 @@ pub mod keys;
 pub mod secrets;
 pub mod serve;
 pub mod stdio;
+pub mod users;
+pub mod welcome;

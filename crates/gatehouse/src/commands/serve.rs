@@ -9,6 +9,8 @@ use url::Url;
 
 use crate::cli::{KeyCreateArgs, ServeArgs};
 use crate::commands::keys::create_key;
+use crate::commands::users::create_user;
+use crate::commands::welcome::{FirstRun, print_welcome};
 use crate::config::{AuthModeName, validate_public_url};
 use crate::context::Context;
 use crate::output;
@@ -32,89 +34,41 @@ async fn first_run_key(ctx: &Context, runtime: &Runtime) -> anyhow::Result<Optio
     Ok(Some(issued.key))
 }
 
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
+/// The first user of an empty store, so a person can sign in at the
+/// embedded authorization server right away. Returns (name, password).
+async fn first_run_user(runtime: &Runtime) -> anyhow::Result<Option<(String, String)>> {
+    if runtime.oauth.is_none() || runtime.store.count_users().await? > 0 {
+        return Ok(None);
+    }
+    let password = gatehouse_oauth::generate_password()?;
+    let user = create_user(
+        runtime.store.as_ref(),
+        "admin",
+        gatehouse_core::DEFAULT_TENANT,
+        &["admin".to_string()],
+        &password,
+        runtime.clock.now(),
+    )
+    .await?;
+    Ok(Some((user.username, password)))
 }
 
-/// What a new user needs for a first authenticated call.
-fn print_welcome(mcp_url: &str, key: Option<&str>, ctx: &Context) {
-    let header_key = key.unwrap_or("<your API key>");
-    let list_body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
-    let lines = [
-        String::new(),
-        "Gatehouse is running.".into(),
-        format!("  MCP endpoint:   {mcp_url}"),
-        format!("  Data directory: {}", ctx.data_dir.display()),
-        format!(
-            "  Audit log:      {} (or: gatehouse audit tail --follow)",
-            ctx.in_data_dir(&ctx.config.audit.file).display()
-        ),
-        String::new(),
-    ];
-    for line in lines {
-        output::line(&line);
-    }
-    if let Some(key) = key {
-        output::line(
-            "First start: created an admin API key. It is shown only this once; store it now:",
-        );
-        output::line("");
-        output::line(&format!("  {key}"));
-        output::line("");
-        output::line("Create keys with less power for agents, e.g.:");
-        output::line("  gatehouse keys create --name my-agent --role reader");
-        output::line("or an OAuth client for the client-credentials grant:");
-        output::line("  gatehouse clients create --name my-service --role reader");
-        output::line("");
-    }
-    let curl = format!(
-        "curl -s {mcp_url} \\\n    -H {} \\\n    -H 'Content-Type: application/json' \\\n    -H 'Accept: application/json, text/event-stream' \\\n    -H 'MCP-Protocol-Version: 2026-07-28' \\\n    -H 'Mcp-Method: tools/list' \\\n    -d {}",
-        shell_quote(&format!("Authorization: Bearer {header_key}")),
-        shell_quote(list_body),
-    );
-    let binary = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "gatehouse".into());
-    // Claude Desktop runs local servers over stdio: the same policy and audit.
-    let claude_json = json!({
-        "mcpServers": {
-            "gatehouse": {
-                "command": binary,
-                "args": ["stdio", "--data-dir", ctx.data_dir.display().to_string()],
-                "env": {"GATEHOUSE_API_KEY": header_key}
+/// Expired authorization state is deleted every few minutes; nothing
+/// depends on it for correctness (every read checks expiry), only for size.
+fn housekeeping(oauth: Arc<gatehouse_oauth::http::AsState>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(std::time::Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = interval.tick() => {
+                    if let Err(e) = oauth.server.housekeeping(oauth.clock.now()).await {
+                        tracing::warn!(error = %e, "authorization server housekeeping failed");
+                    }
+                }
             }
         }
     });
-    let vscode_json = json!({
-        "servers": {
-            "gatehouse": {
-                "type": "http",
-                "url": mcp_url,
-                "headers": {"Authorization": format!("Bearer {header_key}")}
-            }
-        }
-    });
-    let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
-    for line in [
-        "List the tools this key may call:".to_string(),
-        String::new(),
-        format!("  {curl}"),
-        String::new(),
-        "Claude Desktop (claude_desktop_config.json), over stdio:".into(),
-        pretty(&claude_json),
-        String::new(),
-        "VS Code (.vscode/mcp.json), over Streamable HTTP:".into(),
-        pretty(&vscode_json),
-        String::new(),
-        "MCP Inspector:".into(),
-        format!(
-            "  npx @modelcontextprotocol/inspector --cli {mcp_url} --transport http --header {} --method tools/list",
-            shell_quote(&format!("Authorization: Bearer {header_key}"))
-        ),
-        String::new(),
-    ] {
-        output::line(&line);
-    }
 }
 
 fn shutdown_signal(token: CancellationToken) {
@@ -167,12 +121,16 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     };
     let runtime = Runtime::start(ctx, Some(&public_url)).await?;
     let first_key = first_run_key(ctx, &runtime).await?;
+    let first_user = first_run_user(&runtime).await?;
 
     let origin = public_url.origin().ascii_serialization();
     let mcp_url = format!("{origin}{}", routes::MCP);
 
     let shutdown = CancellationToken::new();
     shutdown_signal(shutdown.clone());
+    if let Some(oauth) = &runtime.oauth {
+        housekeeping(Arc::clone(oauth), shutdown.clone());
+    }
     let http_config = HttpConfig {
         public_url,
         allowed_hosts: server.allowed_hosts.clone(),
@@ -199,8 +157,16 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         );
     }
     if args.json {
-        if let Some(key) = &first_key {
-            output::json(&json!({"event": "first_run", "api_key": key, "role": "admin"}));
+        if first_key.is_some() || first_user.is_some() {
+            let mut event = json!({"event": "first_run"});
+            if let Some(key) = &first_key {
+                event["api_key"] = json!(key);
+                event["role"] = json!("admin");
+            }
+            if let Some((username, password)) = &first_user {
+                event["user"] = json!({"username": username, "password": password});
+            }
+            output::json(&event);
         }
         output::json(&json!({
             "event": "listening",
@@ -209,7 +175,15 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
             "data_dir": ctx.data_dir.display().to_string(),
         }));
     } else {
-        print_welcome(&mcp_url, first_key.as_deref(), ctx);
+        print_welcome(
+            &mcp_url,
+            &FirstRun {
+                key: first_key.as_deref(),
+                user: first_user.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+                authorization_server: runtime.oauth.as_ref().map(|_| origin.as_str()),
+            },
+            ctx,
+        );
     }
     tracing::info!(address = %bound, "listening");
 

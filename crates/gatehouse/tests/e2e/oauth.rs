@@ -60,7 +60,31 @@ async fn metadata_and_jwks_describe_the_server() {
         meta["token_endpoint"],
         format!("{}/oauth/token", server.base)
     );
-    assert_eq!(meta["grant_types_supported"], json!(["client_credentials"]));
+    assert_eq!(
+        meta["grant_types_supported"],
+        json!([
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:device_code"
+        ])
+    );
+    assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));
+    assert_eq!(meta["response_types_supported"], json!(["code"]));
+    assert_eq!(meta["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(meta["client_id_metadata_document_supported"], true);
+    assert_eq!(
+        meta["authorization_endpoint"],
+        format!("{}/authorize", server.base)
+    );
+    assert_eq!(
+        meta["registration_endpoint"],
+        format!("{}/oauth/register", server.base)
+    );
+    // OpenID discovery says the same, with the same issuer.
+    let openid = server.get_json("/.well-known/openid-configuration").await;
+    assert_eq!(openid["issuer"], server.base);
+    assert_eq!(openid["token_endpoint"], meta["token_endpoint"]);
     let jwks_path = meta["jwks_uri"]
         .as_str()
         .unwrap()
@@ -174,7 +198,7 @@ async fn token_endpoint_refuses_bad_requests_with_rfc_errors() {
             vec![("grant_type", "authorization_code"), ("code", "x")],
             Some((&id, &secret)),
             400,
-            "unsupported_grant_type",
+            "unauthorized_client",
         ),
         (
             vec![cc, ("scope", "tools:admin")],

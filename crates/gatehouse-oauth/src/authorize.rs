@@ -1,0 +1,473 @@
+//! The authorization endpoint's logic (RFC 6749 §4.1, OAuth 2.1): check
+//! the request, keep it while the user logs in and consents, then answer
+//! the client with a code or an error. No HTTP here.
+//!
+//! Until the client and its redirect URI are verified, errors are shown
+//! to the user and never sent to the redirect URI (RFC 9700 §4.11: no open
+//! redirector). After that, errors go back to the client with `state` and
+//! `iss` (RFC 9207).
+
+use gatehouse_audit::EventBuilder;
+use gatehouse_core::{AuditKind, Outcome, Timestamp};
+use gatehouse_store::{AuthCodeRecord, ClientRecord, GrantRecord, UserRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::server::{AuthorizationServer, GRANT_AUTHORIZATION_CODE, random_token, unavailable};
+use crate::{OAuthError, pkce, redirect_uri};
+
+/// Codes live at most this long (RFC 6749 §4.1.2 recommends ≤ 10 min; the
+/// issue asks for ≤ 60 s).
+pub const CODE_TTL_MS: i64 = 60_000;
+/// How long a user may take to log in and consent.
+pub const PENDING_REQUEST_TTL_MS: i64 = 10 * 60_000;
+/// `state` is opaque to us, but it is stored and echoed, so it is bounded.
+const MAX_STATE_BYTES: usize = 2048;
+
+/// A verified authorization request, kept while the user logs in and consents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationRequest {
+    pub client_id: String,
+    pub client_name: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub scope: Vec<String>,
+    pub resource: String,
+    pub code_challenge: String,
+}
+
+impl AuthorizationRequest {
+    /// The host the user is sent back to, shown on the consent page.
+    pub fn redirect_host(&self) -> String {
+        url::Url::parse(&self.redirect_uri)
+            .ok()
+            .and_then(|u| {
+                u.host_str()
+                    .map(str::to_string)
+                    .or_else(|| Some(u.scheme().to_string()))
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+pub enum AuthorizeError {
+    /// The client or its redirect URI is not trusted: tell the user only.
+    Page(String),
+    /// Tell the client: a URL at its verified redirect URI.
+    Redirect(String),
+    /// Storage or audit failed: nothing was decided.
+    Server(OAuthError),
+}
+
+impl From<OAuthError> for AuthorizeError {
+    fn from(e: OAuthError) -> Self {
+        AuthorizeError::Server(e)
+    }
+}
+
+fn single<'a>(query: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, String> {
+    let mut values = query.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(format!("the parameter {name} appears more than once"));
+    }
+    Ok(first.map(String::as_str))
+}
+
+/// `redirect_uri` with the response parameters added, plus `iss`.
+pub(crate) fn response_url(
+    redirect_uri: &str,
+    issuer: &str,
+    state: Option<&str>,
+    params: &[(&str, &str)],
+) -> Result<String, OAuthError> {
+    let mut url = url::Url::parse(redirect_uri)
+        .map_err(|_| OAuthError::ServerError("stored redirect URI does not parse".into()))?;
+    {
+        let mut query = url.query_pairs_mut();
+        for (name, value) in params {
+            query.append_pair(name, value);
+        }
+        if let Some(state) = state {
+            query.append_pair("state", state);
+        }
+        query.append_pair("iss", issuer);
+    }
+    Ok(url.to_string())
+}
+
+impl AuthorizationServer {
+    fn error_url(
+        &self,
+        redirect: &str,
+        state: Option<&str>,
+        error: &OAuthError,
+    ) -> Result<AuthorizeError, OAuthError> {
+        let description = error.to_string();
+        Ok(AuthorizeError::Redirect(response_url(
+            redirect,
+            &self.config.issuer,
+            state,
+            &[("error", error.code()), ("error_description", &description)],
+        )?))
+    }
+
+    /// Checks an authorization request. The order matters: client and
+    /// redirect URI first, and only then may errors be redirected.
+    pub async fn validate_authorization(
+        &self,
+        query: &[(String, String)],
+        now: Timestamp,
+    ) -> Result<AuthorizationRequest, AuthorizeError> {
+        for (name, _) in query {
+            if name != "resource" {
+                single(query, name).map_err(AuthorizeError::Page)?;
+            }
+        }
+        let client_id = single(query, "client_id")
+            .map_err(AuthorizeError::Page)?
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                AuthorizeError::Page("The request names no client (client_id).".into())
+            })?;
+        let client = match self.find_client(client_id, now).await {
+            Ok(Some(client)) => client,
+            Ok(None) => {
+                return Err(AuthorizeError::Page(
+                    "The application is not registered with this server.".into(),
+                ));
+            }
+            Err(OAuthError::InvalidClientMetadata(why)) => {
+                return Err(AuthorizeError::Page(format!(
+                    "The application's metadata document was refused: {why}"
+                )));
+            }
+            Err(e) => return Err(AuthorizeError::Server(e)),
+        };
+        let redirect = self.verified_redirect_uri(&client, single(query, "redirect_uri"))?;
+        let state = single(query, "state").map_err(AuthorizeError::Page)?;
+        let fail = |error: OAuthError| -> AuthorizeError {
+            match self.error_url(&redirect, state, &error) {
+                Ok(redirect) => redirect,
+                Err(e) => AuthorizeError::Server(e),
+            }
+        };
+        if state.is_some_and(|s| s.len() > MAX_STATE_BYTES) {
+            return Err(fail(OAuthError::InvalidRequest("state is too long".into())));
+        }
+        match single(query, "response_type") {
+            Ok(Some("code")) => {}
+            Ok(Some(other)) => {
+                return Err(fail(OAuthError::UnsupportedResponseType(format!(
+                    "response_type {other:?} is not supported; use code"
+                ))));
+            }
+            _ => {
+                return Err(fail(OAuthError::InvalidRequest(
+                    "response_type is required".into(),
+                )));
+            }
+        }
+        if let Ok(Some(mode)) = single(query, "response_mode")
+            && mode != "query"
+        {
+            return Err(fail(OAuthError::InvalidRequest(
+                "only response_mode=query is supported".into(),
+            )));
+        }
+        if !client.allows_grant(GRANT_AUTHORIZATION_CODE) {
+            return Err(fail(OAuthError::UnauthorizedClient(
+                "this client may not use the authorization code grant".into(),
+            )));
+        }
+        let challenge = single(query, "code_challenge")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let method = single(query, "code_challenge_method").ok().flatten();
+        if let Err(e) = pkce::validate_challenge(method, challenge) {
+            return Err(fail(OAuthError::InvalidRequest(format!(
+                "PKCE with S256 is required: {e}"
+            ))));
+        }
+        let requested = single(query, "scope").ok().flatten().unwrap_or("");
+        let scope = match self.check_scope(requested, &client.scopes) {
+            Ok(scope) if scope.is_empty() => self.default_scope(&client),
+            Ok(scope) => scope,
+            Err(e) => return Err(fail(e)),
+        };
+        let resources: Vec<String> = query
+            .iter()
+            .filter(|(n, _)| n == "resource")
+            .map(|(_, v)| v.clone())
+            .collect();
+        if let Err(e) = self.check_resource(&resources) {
+            return Err(fail(e));
+        }
+        Ok(AuthorizationRequest {
+            client_id: client.id.clone(),
+            client_name: client.name.clone(),
+            redirect_uri: redirect,
+            state: state.map(str::to_string),
+            scope,
+            resource: self.config.resource.clone(),
+            code_challenge: challenge.to_string(),
+        })
+    }
+
+    /// Without a requested scope, a client gets what it is limited to, or
+    /// every scope (the user's roles still decide what it can do).
+    fn default_scope(&self, client: &ClientRecord) -> Vec<String> {
+        client
+            .scopes
+            .clone()
+            .unwrap_or_else(|| self.config.scopes.clone())
+    }
+
+    /// RFC 9700 §4.1.3: exact match against the registered URIs, except
+    /// the port of a loopback URI (RFC 8252 §7.3). A client with exactly
+    /// one registered URI may leave it out.
+    fn verified_redirect_uri(
+        &self,
+        client: &ClientRecord,
+        presented: Result<Option<&str>, String>,
+    ) -> Result<String, AuthorizeError> {
+        let presented = presented.map_err(AuthorizeError::Page)?;
+        match presented {
+            None => match client.redirect_uris.as_slice() {
+                [only] => Ok(only.clone()),
+                _ => Err(AuthorizeError::Page(
+                    "The request has no redirect_uri, and the application has more than one."
+                        .into(),
+                )),
+            },
+            Some(uri) => {
+                if client
+                    .redirect_uris
+                    .iter()
+                    .any(|registered| redirect_uri::matches(registered, uri))
+                {
+                    Ok(uri.to_string())
+                } else {
+                    Err(AuthorizeError::Page(
+                        "The redirect_uri is not registered for this application.".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Keeps a verified request while the user logs in and consents;
+    /// returns its id (the "transaction").
+    pub async fn begin_authorization(
+        &self,
+        request: &AuthorizationRequest,
+        now: Timestamp,
+    ) -> Result<String, OAuthError> {
+        let id = random_token(24)?;
+        let json =
+            serde_json::to_string(request).map_err(|e| OAuthError::ServerError(e.to_string()))?;
+        self.store
+            .insert_authorization_request(
+                &id,
+                &request.client_id,
+                &json,
+                now,
+                now.plus_millis(PENDING_REQUEST_TTL_MS),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(id)
+    }
+
+    pub async fn pending_authorization(
+        &self,
+        txn: &str,
+        now: Timestamp,
+    ) -> Result<Option<AuthorizationRequest>, OAuthError> {
+        let stored = self
+            .store
+            .authorization_request(txn, now)
+            .await
+            .map_err(unavailable)?;
+        stored
+            .map(|json| {
+                serde_json::from_str(&json).map_err(|e| OAuthError::ServerError(e.to_string()))
+            })
+            .transpose()
+    }
+
+    /// Whether the user already consented to this client for at least
+    /// these scopes.
+    pub async fn has_consent(
+        &self,
+        username: &str,
+        request: &AuthorizationRequest,
+    ) -> Result<bool, OAuthError> {
+        let Some(granted) = self
+            .store
+            .consent(username, &request.client_id)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(false);
+        };
+        let granted: Vec<&str> = granted.split(' ').collect();
+        Ok(request.scope.iter().all(|s| granted.contains(&s.as_str())))
+    }
+
+    /// The user's decision. The pending request is taken (single use), so
+    /// a second submit of the same form decides nothing. Returns the URL
+    /// to send the browser to: the client's redirect URI with a code, or
+    /// with `access_denied`.
+    pub async fn decide_authorization(
+        &self,
+        txn: &str,
+        user: &UserRecord,
+        approve: bool,
+        source: Option<String>,
+        now: Timestamp,
+    ) -> Result<Option<String>, OAuthError> {
+        let Some(json) = self
+            .store
+            .take_authorization_request(txn, now)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let request: AuthorizationRequest =
+            serde_json::from_str(&json).map_err(|e| OAuthError::ServerError(e.to_string()))?;
+        let scope = request.scope.join(" ");
+        let event = EventBuilder::new(
+            AuditKind::Authorization,
+            if approve {
+                Outcome::Success
+            } else {
+                Outcome::Failure
+            },
+            now,
+        )
+        .human(&user.username)
+        .tenant(&user.tenant)
+        .agent(&request.client_id)
+        .source(source)
+        .tool("oauth/authorize")
+        .decision(if approve { "allow" } else { "deny" })
+        .reason(if approve {
+            "consent_granted"
+        } else {
+            "consent_denied"
+        })
+        .arguments(serde_json::json!({"scope": scope, "redirect_uri": request.redirect_uri}))
+        .build();
+        self.record(event).await?;
+        if !approve {
+            return response_url(
+                &request.redirect_uri,
+                &self.config.issuer,
+                request.state.as_deref(),
+                &[
+                    ("error", OAuthError::AccessDenied.code()),
+                    ("error_description", "the user denied the request"),
+                ],
+            )
+            .map(Some);
+        }
+        self.store
+            .put_consent(&user.username, &request.client_id, &scope, now)
+            .await
+            .map_err(unavailable)?;
+        self.issue_code(&request, user, now).await.map(Some)
+    }
+
+    /// A code for an approved request, bound to the client, redirect URI,
+    /// PKCE challenge, scope and resource. Only its hash is stored.
+    pub async fn issue_code(
+        &self,
+        request: &AuthorizationRequest,
+        user: &UserRecord,
+        now: Timestamp,
+    ) -> Result<String, OAuthError> {
+        let code = random_token(32)?;
+        let grant = GrantRecord {
+            id: random_token(16)?,
+            client_id: request.client_id.clone(),
+            username: user.username.clone(),
+            tenant: user.tenant.clone(),
+            roles: user.roles.clone(),
+            scope: request.scope.join(" "),
+            resource: request.resource.clone(),
+            created_at: now,
+            revoked_at: None,
+        };
+        let record = AuthCodeRecord {
+            code_hash: self.pepper.hash(code.as_bytes()),
+            grant_id: grant.id.clone(),
+            redirect_uri: request.redirect_uri.clone(),
+            code_challenge: request.code_challenge.clone(),
+            expires_at: now.plus_millis(CODE_TTL_MS),
+        };
+        self.store
+            .insert_code_grant(&grant, &record)
+            .await
+            .map_err(unavailable)?;
+        response_url(
+            &request.redirect_uri,
+            &self.config.issuer,
+            request.state.as_deref(),
+            &[("code", &code)],
+        )
+    }
+
+    /// When the user already consented: take the pending request and answer
+    /// with a code at once, without showing the consent page again.
+    pub async fn complete_with_consent(
+        &self,
+        txn: &str,
+        user: &UserRecord,
+        now: Timestamp,
+    ) -> Result<Option<String>, OAuthError> {
+        let Some(json) = self
+            .store
+            .take_authorization_request(txn, now)
+            .await
+            .map_err(unavailable)?
+        else {
+            return Ok(None);
+        };
+        let request: AuthorizationRequest =
+            serde_json::from_str(&json).map_err(|e| OAuthError::ServerError(e.to_string()))?;
+        self.issue_code(&request, user, now).await.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_url_keeps_the_registered_query_and_adds_iss() {
+        let url = response_url(
+            "https://app.example/cb?x=1",
+            "https://gh.example",
+            Some("s t"),
+            &[("code", "abc")],
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            "https://app.example/cb?x=1&code=abc&state=s+t&iss=https%3A%2F%2Fgh.example"
+        );
+    }
+
+    #[test]
+    fn duplicate_parameters_are_refused() {
+        let query = vec![
+            ("client_id".to_string(), "a".to_string()),
+            ("client_id".to_string(), "b".to_string()),
+        ];
+        assert!(single(&query, "client_id").is_err());
+        assert_eq!(single(&query, "state"), Ok(None));
+    }
+}

@@ -1,0 +1,684 @@
+//! The pages a person sees: the authorization endpoint with its login and
+//! consent forms, and the device verification page (RFC 8628 §3.3).
+//!
+//! Every form carries a CSRF token bound to this browser's CSRF cookie and
+//! to what the form decides (one pending request, or the device page).
+//! Every answer to a POST is 303 (RFC 9700 §4.12), and every page is sent
+//! with the anti-framing headers of `pages::html_response`.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::get;
+use gatehouse_core::{PeerAddr, Timestamp};
+use gatehouse_store::UserRecord;
+
+use crate::authorize::{AuthorizationRequest, AuthorizeError};
+use crate::device::{UserCodeError, display_user_code, normalize_user_code};
+use crate::http::{AsState, param, parse_form, source};
+use crate::login::{LoginError, SESSION_TTL_MS};
+use crate::pages::{
+    ConsentPage, DeviceConfirmPage, DeviceEntryPage, LoginPage, consent_page, device_confirm_page,
+    device_entry_page, html_response, login_page, message_page, see_other,
+};
+use crate::server::{AuthorizationServer, random_token};
+use crate::{OAuthError, read_cookie, routes};
+
+pub(crate) fn router() -> Router<Arc<AsState>> {
+    Router::new()
+        .route(routes::AUTHORIZE, get(authorize))
+        .route(routes::AUTHORIZE_CONTINUE, get(authorize_continue))
+        .route(routes::LOGIN, axum::routing::post(login))
+        .route(routes::CONSENT, axum::routing::post(consent))
+        .route(routes::DEVICE, get(device_page).post(device_entry))
+        .route(routes::DEVICE_CONFIRM, axum::routing::post(device_confirm))
+}
+
+/// What a page needs to know about the browser asking for it.
+struct Browser {
+    /// The CSRF cookie; a new one is made (and set) when absent.
+    csrf_secret: String,
+    new_csrf_cookie: bool,
+    session: Option<String>,
+}
+
+fn browser(state: &AsState, headers: &HeaderMap) -> Result<Browser, OAuthError> {
+    let cookies = &state.server.config().cookies;
+    let existing = read_cookie(headers, cookies.csrf_cookie_name()).filter(|c| c.len() >= 32);
+    let (csrf_secret, new_csrf_cookie) = match existing {
+        Some(secret) => (secret, false),
+        None => (random_token(32)?, true),
+    };
+    Ok(Browser {
+        csrf_secret,
+        new_csrf_cookie,
+        session: read_cookie(headers, cookies.session_cookie_name()),
+    })
+}
+
+/// The CSRF cookie of a POST; without one the form cannot be genuine.
+fn posted_csrf_secret(state: &AsState, headers: &HeaderMap) -> Option<String> {
+    read_cookie(headers, state.server.config().cookies.csrf_cookie_name())
+}
+
+fn with_csrf_cookie(state: &AsState, browser: &Browser, mut response: Response) -> Response {
+    if browser.new_csrf_cookie {
+        match state.server.config().cookies.set_csrf(&browser.csrf_secret) {
+            Ok(value) => {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+            Err(_) => return server_error_page(),
+        }
+    }
+    response
+}
+
+fn server_error_page() -> Response {
+    html_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        message_page(
+            "Something went wrong",
+            "The server could not complete the request. Please try again.",
+        ),
+    )
+}
+
+fn failure_page(error: &OAuthError) -> Response {
+    match error {
+        OAuthError::TemporarilyUnavailable(detail) => {
+            tracing::error!(error = %detail, "authorization page failure");
+            html_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                message_page(
+                    "Temporarily unavailable",
+                    "The authorization server cannot reach its storage right now. Nothing was decided; please try again shortly.",
+                ),
+            )
+        }
+        OAuthError::ServerError(detail) => {
+            tracing::error!(error = %detail, "authorization page failure");
+            server_error_page()
+        }
+        other => html_response(
+            StatusCode::BAD_REQUEST,
+            message_page("Request refused", &other.to_string()),
+        ),
+    }
+}
+
+fn forged_form_page() -> Response {
+    html_response(
+        StatusCode::FORBIDDEN,
+        message_page(
+            "Form expired",
+            "This form was not issued to this browser, or it has expired. Go back to the application and start again.",
+        ),
+    )
+}
+
+fn continue_path(txn: &str) -> String {
+    format!("{}?txn={txn}", routes::AUTHORIZE_CONTINUE)
+}
+
+/// Where the login form may send the browser afterwards: only our own
+/// pages, never an absolute or protocol-relative URL (no open redirect).
+fn safe_continue(path: &str) -> bool {
+    let own = path.starts_with(&format!("{}?txn=", routes::AUTHORIZE_CONTINUE))
+        || path == routes::DEVICE
+        || path.starts_with(&format!("{}?", routes::DEVICE));
+    own && !path.contains("//") && !path.contains('\\') && path.len() <= 512
+}
+
+fn login_purpose(continue_to: &str) -> String {
+    format!("login:{continue_to}")
+}
+
+fn consent_purpose(txn: &str) -> String {
+    format!("consent:{txn}")
+}
+
+const DEVICE_PURPOSE: &str = "device";
+
+fn device_confirm_purpose(user_code: &str) -> String {
+    format!("device:{user_code}")
+}
+
+fn login_form(
+    state: &AsState,
+    browser: &Browser,
+    continue_to: &str,
+    client_name: Option<&str>,
+    error: Option<&str>,
+    username: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let csrf = state
+        .server
+        .csrf_token(&browser.csrf_secret, &login_purpose(continue_to));
+    let page = login_page(&LoginPage {
+        csrf: &csrf,
+        continue_to,
+        client_name,
+        error,
+        username,
+    });
+    with_csrf_cookie(state, browser, html_response(status, page))
+}
+
+fn scope_descriptions(scopes: &[String]) -> Vec<(String, String)> {
+    scopes
+        .iter()
+        .map(|s| {
+            let description = match s.as_str() {
+                "tools:read" => "Use read-only tools (read files, search data)".to_string(),
+                "tools:web" => "Fetch web pages from allowed hosts".to_string(),
+                "tools:write" => {
+                    "Use tools that change things (write files, send email, run code)".to_string()
+                }
+                "tools:admin" => "Use administrative tools (secrets, server settings)".to_string(),
+                other => match other.strip_prefix("tool:") {
+                    Some(tool) => format!("Use the {tool} tool"),
+                    None => other.to_string(),
+                },
+            };
+            (s.clone(), description)
+        })
+        .collect()
+}
+
+/// After the user is known: answer at once when they already consented
+/// to this client for these scopes, otherwise show the consent page.
+async fn consent_or_code(
+    state: &AsState,
+    browser: &Browser,
+    txn: &str,
+    request: &AuthorizationRequest,
+    user: &UserRecord,
+    now: Timestamp,
+) -> Response {
+    match state.server.has_consent(&user.username, request).await {
+        Ok(true) => {
+            return match state.server.complete_with_consent(txn, user, now).await {
+                Ok(Some(url)) => see_other(&url),
+                Ok(None) => expired_request_page(),
+                Err(e) => failure_page(&e),
+            };
+        }
+        Ok(false) => {}
+        Err(e) => return failure_page(&e),
+    }
+    let csrf = state
+        .server
+        .csrf_token(&browser.csrf_secret, &consent_purpose(txn));
+    let scopes = scope_descriptions(&request.scope);
+    let page = consent_page(&ConsentPage {
+        csrf: &csrf,
+        txn,
+        client_name: &request.client_name,
+        client_id: &request.client_id,
+        redirect_host: &request.redirect_host(),
+        scopes: &scopes,
+        username: &user.username,
+    });
+    with_csrf_cookie(state, browser, html_response(StatusCode::OK, page))
+}
+
+fn expired_request_page() -> Response {
+    html_response(
+        StatusCode::BAD_REQUEST,
+        message_page(
+            "Request expired",
+            "This authorization request has expired or was already answered. Go back to the application and start again.",
+        ),
+    )
+}
+
+async fn current_user(
+    server: &AuthorizationServer,
+    browser: &Browser,
+    now: Timestamp,
+) -> Result<Option<UserRecord>, OAuthError> {
+    server.browser_user(browser.session.as_deref(), now).await
+}
+
+/// The next step for a pending request: login, consent, or the answer.
+async fn proceed(state: &AsState, browser: &Browser, txn: &str, now: Timestamp) -> Response {
+    let request = match state.server.pending_authorization(txn, now).await {
+        Ok(Some(request)) => request,
+        Ok(None) => return expired_request_page(),
+        Err(e) => return failure_page(&e),
+    };
+    match current_user(&state.server, browser, now).await {
+        Ok(Some(user)) => consent_or_code(state, browser, txn, &request, &user, now).await,
+        Ok(None) => login_form(
+            state,
+            browser,
+            &continue_path(txn),
+            Some(&request.client_name),
+            None,
+            None,
+            StatusCode::OK,
+        ),
+        Err(e) => failure_page(&e),
+    }
+}
+
+/// GET /authorize (RFC 6749 §4.1.1).
+async fn authorize(
+    State(state): State<Arc<AsState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let now = state.clock.now();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let request = match state.server.validate_authorization(&query, now).await {
+        Ok(request) => request,
+        Err(AuthorizeError::Page(message)) => {
+            return html_response(
+                StatusCode::BAD_REQUEST,
+                message_page("Authorization request refused", &message),
+            );
+        }
+        Err(AuthorizeError::Redirect(url)) => return see_other(&url),
+        Err(AuthorizeError::Server(e)) => return failure_page(&e),
+    };
+    let browser = match browser(&state, &headers) {
+        Ok(browser) => browser,
+        Err(e) => return failure_page(&e),
+    };
+    let txn = match state.server.begin_authorization(&request, now).await {
+        Ok(txn) => txn,
+        Err(e) => return failure_page(&e),
+    };
+    proceed(&state, &browser, &txn, now).await
+}
+
+/// GET /authorize/continue?txn=…: back from the login form.
+async fn authorize_continue(
+    State(state): State<Arc<AsState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let query = query.unwrap_or_default();
+    let txn = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(n, _)| n == "txn")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let browser = match browser(&state, &headers) {
+        Ok(browser) => browser,
+        Err(e) => return failure_page(&e),
+    };
+    proceed(&state, &browser, &txn, state.clock.now()).await
+}
+
+fn form(body: &[u8]) -> Vec<(String, String)> {
+    parse_form(body).unwrap_or_default()
+}
+
+/// POST /login.
+async fn login(
+    State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = state.clock.now();
+    let form = form(&body);
+    let continue_to = param(&form, "continue").unwrap_or_default();
+    if !safe_continue(&continue_to) {
+        return html_response(
+            StatusCode::BAD_REQUEST,
+            message_page("Request refused", "The login form was altered."),
+        );
+    }
+    let csrf = param(&form, "csrf").unwrap_or_default();
+    let secret = posted_csrf_secret(&state, &headers);
+    if !state
+        .server
+        .check_csrf(secret.as_deref(), &login_purpose(&continue_to), &csrf)
+    {
+        return forged_form_page();
+    }
+    let username = param(&form, "username").unwrap_or_default();
+    let password = param(&form, "password").unwrap_or_default();
+    let browser = Browser {
+        csrf_secret: secret.unwrap_or_default(),
+        new_csrf_cookie: false,
+        session: None,
+    };
+    match state
+        .server
+        .login(&username, &password, source(peer), now)
+        .await
+    {
+        Ok(user) => {
+            let session = match state
+                .server
+                .create_browser_session(&user.username, now)
+                .await
+            {
+                Ok(session) => session,
+                Err(e) => return failure_page(&e),
+            };
+            let cookie = match state
+                .server
+                .config()
+                .cookies
+                .set_session(&session, u64::try_from(SESSION_TTL_MS / 1000).unwrap_or(0))
+            {
+                Ok(cookie) => cookie,
+                Err(_) => return server_error_page(),
+            };
+            let mut response = see_other(&continue_to);
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+            response
+        }
+        Err(LoginError::Invalid) => login_form(
+            &state,
+            &browser,
+            &continue_to,
+            None,
+            Some("Incorrect username or password."),
+            Some(&username),
+            StatusCode::UNAUTHORIZED,
+        ),
+        Err(LoginError::Locked) | Err(LoginError::RateLimited) => {
+            let mut response = html_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                message_page(
+                    "Too many attempts",
+                    "Too many failed sign-in attempts. Wait a few minutes and try again.",
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            response
+        }
+        Err(LoginError::Server(e)) => failure_page(&e),
+    }
+}
+
+/// POST /authorize/consent.
+async fn consent(
+    State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = state.clock.now();
+    let form = form(&body);
+    let txn = param(&form, "txn").unwrap_or_default();
+    let csrf = param(&form, "csrf").unwrap_or_default();
+    let secret = posted_csrf_secret(&state, &headers);
+    if !state
+        .server
+        .check_csrf(secret.as_deref(), &consent_purpose(&txn), &csrf)
+    {
+        return forged_form_page();
+    }
+    let session = read_cookie(
+        &headers,
+        state.server.config().cookies.session_cookie_name(),
+    );
+    let user = match state.server.browser_user(session.as_deref(), now).await {
+        Ok(Some(user)) => user,
+        // The session ended meanwhile: log in again, then decide.
+        Ok(None) => return see_other(&continue_path(&txn)),
+        Err(e) => return failure_page(&e),
+    };
+    let approve = match param(&form, "decision").as_deref() {
+        Some("approve") => true,
+        Some("deny") => false,
+        _ => {
+            return html_response(
+                StatusCode::BAD_REQUEST,
+                message_page("Request refused", "No decision was made."),
+            );
+        }
+    };
+    match state
+        .server
+        .decide_authorization(&txn, &user, approve, source(peer), now)
+        .await
+    {
+        Ok(Some(url)) => see_other(&url),
+        Ok(None) => expired_request_page(),
+        Err(e) => failure_page(&e),
+    }
+}
+
+fn device_continue(user_code: Option<&str>) -> String {
+    match user_code.and_then(normalize_user_code) {
+        Some(code) => format!("{}?user_code={}", routes::DEVICE, display_user_code(&code)),
+        None => routes::DEVICE.to_string(),
+    }
+}
+
+fn device_entry_form(
+    state: &AsState,
+    browser: &Browser,
+    user_code: Option<&str>,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let csrf = state
+        .server
+        .csrf_token(&browser.csrf_secret, DEVICE_PURPOSE);
+    let page = device_entry_page(&DeviceEntryPage {
+        csrf: &csrf,
+        user_code,
+        error,
+    });
+    with_csrf_cookie(state, browser, html_response(status, page))
+}
+
+/// GET /device[?user_code=…]: log in first, then enter or confirm the code.
+async fn device_page(
+    State(state): State<Arc<AsState>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let now = state.clock.now();
+    let query = query.unwrap_or_default();
+    let user_code = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(n, _)| n == "user_code")
+        .map(|(_, v)| v.into_owned());
+    let browser = match browser(&state, &headers) {
+        Ok(browser) => browser,
+        Err(e) => return failure_page(&e),
+    };
+    let shown = user_code
+        .as_deref()
+        .and_then(normalize_user_code)
+        .map(|c| display_user_code(&c));
+    match current_user(&state.server, &browser, now).await {
+        Ok(Some(_)) => device_entry_form(&state, &browser, shown.as_deref(), None, StatusCode::OK),
+        Ok(None) => login_form(
+            &state,
+            &browser,
+            &device_continue(user_code.as_deref()),
+            None,
+            None,
+            None,
+            StatusCode::OK,
+        ),
+        Err(e) => failure_page(&e),
+    }
+}
+
+/// POST /device: the user entered a code; show what it would approve.
+async fn device_entry(
+    State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = state.clock.now();
+    let form = form(&body);
+    let csrf = param(&form, "csrf").unwrap_or_default();
+    let secret = posted_csrf_secret(&state, &headers);
+    if !state
+        .server
+        .check_csrf(secret.as_deref(), DEVICE_PURPOSE, &csrf)
+    {
+        return forged_form_page();
+    }
+    let browser = Browser {
+        csrf_secret: secret.unwrap_or_default(),
+        new_csrf_cookie: false,
+        session: read_cookie(
+            &headers,
+            state.server.config().cookies.session_cookie_name(),
+        ),
+    };
+    let user = match current_user(&state.server, &browser, now).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return see_other(routes::DEVICE),
+        Err(e) => return failure_page(&e),
+    };
+    let input = param(&form, "user_code").unwrap_or_default();
+    let source = source(peer);
+    let (device, client) = match state
+        .server
+        .device_for_user_code(&input, source.as_deref(), now)
+        .await
+    {
+        Ok(found) => found,
+        Err(UserCodeError::Unknown) => {
+            return device_entry_form(
+                &state,
+                &browser,
+                None,
+                Some("That code is not valid. Check it and try again."),
+                StatusCode::BAD_REQUEST,
+            );
+        }
+        Err(UserCodeError::RateLimited) => {
+            return html_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                message_page(
+                    "Too many attempts",
+                    "Too many codes were entered. Wait a few minutes and try again.",
+                ),
+            );
+        }
+        Err(UserCodeError::Server(e)) => return failure_page(&e),
+    };
+    let csrf = state.server.csrf_token(
+        &browser.csrf_secret,
+        &device_confirm_purpose(&device.user_code),
+    );
+    let scopes: Vec<String> = device.scope.split(' ').map(str::to_string).collect();
+    let scopes = scope_descriptions(&scopes);
+    let shown = display_user_code(&device.user_code);
+    html_response(
+        StatusCode::OK,
+        device_confirm_page(&DeviceConfirmPage {
+            csrf: &csrf,
+            user_code: &shown,
+            client_name: &client.name,
+            client_id: &client.id,
+            scopes: &scopes,
+            username: &user.username,
+        }),
+    )
+}
+
+/// POST /device/confirm: the user's decision.
+async fn device_confirm(
+    State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = state.clock.now();
+    let form = form(&body);
+    let Some(code) = param(&form, "user_code")
+        .as_deref()
+        .and_then(normalize_user_code)
+    else {
+        return forged_form_page();
+    };
+    let csrf = param(&form, "csrf").unwrap_or_default();
+    let secret = posted_csrf_secret(&state, &headers);
+    if !state
+        .server
+        .check_csrf(secret.as_deref(), &device_confirm_purpose(&code), &csrf)
+    {
+        return forged_form_page();
+    }
+    let session = read_cookie(
+        &headers,
+        state.server.config().cookies.session_cookie_name(),
+    );
+    let user = match state.server.browser_user(session.as_deref(), now).await {
+        Ok(Some(user)) => user,
+        Ok(None) => return see_other(routes::DEVICE),
+        Err(e) => return failure_page(&e),
+    };
+    let approve = param(&form, "decision").as_deref() == Some("approve");
+    let source = source(peer);
+    let device = match state
+        .server
+        .device_for_user_code(&code, source.as_deref(), now)
+        .await
+    {
+        Ok((device, _)) => device,
+        Err(UserCodeError::Server(e)) => return failure_page(&e),
+        Err(_) => return expired_request_page(),
+    };
+    match state
+        .server
+        .decide_device(&device, &user, approve, source, now)
+        .await
+    {
+        Ok(true) if approve => html_response(
+            StatusCode::OK,
+            message_page(
+                "Device approved",
+                "The device is now signed in. You can close this window and return to it.",
+            ),
+        ),
+        Ok(true) => html_response(
+            StatusCode::OK,
+            message_page(
+                "Request denied",
+                "The device was not given access. You can close this window.",
+            ),
+        ),
+        Ok(false) => expired_request_page(),
+        Err(e) => failure_page(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_login_form_continues_only_to_our_own_pages() {
+        assert!(safe_continue("/authorize/continue?txn=abc"));
+        assert!(safe_continue("/device"));
+        assert!(safe_continue("/device?user_code=BCDF-GHJK"));
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\\evil.example",
+            "/device//evil",
+            "/authorize?client_id=x",
+            "/devicex",
+            "",
+        ] {
+            assert!(!safe_continue(bad), "{bad}");
+        }
+    }
+}

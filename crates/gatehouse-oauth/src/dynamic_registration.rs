@@ -1,0 +1,111 @@
+//! Dynamic client registration (RFC 7591) for MCP clients that predate
+//! Client ID Metadata Documents. Registrations are validated strictly,
+//! limited per source address, audited, and expire when unused.
+
+use gatehouse_audit::EventBuilder;
+use gatehouse_core::{AuditKind, Outcome, Timestamp};
+use serde_json::json;
+
+use crate::registration::{AuthMethod, parse_registration};
+use crate::server::{AuthorizationServer, REGISTERED_BY_DYNAMIC, RegistrationPolicy, unavailable};
+use crate::{ClientSpec, OAuthError, issue_client};
+
+impl AuthorizationServer {
+    /// Whether a registration request may proceed: open registration, or
+    /// the configured initial access token (compared as a keyed hash).
+    pub fn registration_allowed(&self, bearer: Option<&str>) -> bool {
+        match &self.config.registration {
+            RegistrationPolicy::Open => true,
+            RegistrationPolicy::Disabled => false,
+            RegistrationPolicy::InitialAccessToken(hash) => {
+                bearer.is_some_and(|token| self.pepper.verify(token.as_bytes(), hash))
+            }
+        }
+    }
+
+    /// RFC 7591 §3.1–3.2. Returns the client information response.
+    pub async fn register(
+        &self,
+        body: &[u8],
+        source: Option<String>,
+        now: Timestamp,
+    ) -> Result<serde_json::Value, OAuthError> {
+        if !self
+            .registrations
+            .check(source.as_deref().unwrap_or("unknown"), now)
+        {
+            return Err(OAuthError::TooManyRequests);
+        }
+        let request = parse_registration(body).map_err(|e| match e.code() {
+            "invalid_redirect_uri" => OAuthError::InvalidRedirectUri(e.to_string()),
+            _ => OAuthError::InvalidClientMetadata(e.to_string()),
+        })?;
+        let scopes = match request.scope.as_deref() {
+            Some(scope) => {
+                let scopes = self
+                    .check_scope(scope, &None)
+                    .map_err(|e| OAuthError::InvalidClientMetadata(e.to_string()))?;
+                (!scopes.is_empty()).then_some(scopes)
+            }
+            None => None,
+        };
+        let name = request
+            .client_name
+            .clone()
+            .unwrap_or_else(|| "unnamed client".to_string());
+        let issued = issue_client(
+            &self.pepper,
+            ClientSpec {
+                name,
+                tenant: String::new(),
+                role: String::new(),
+                scopes,
+                redirect_uris: request.redirect_uris.clone(),
+                grant_types: request.grant_types.clone(),
+                auth_method: request.token_endpoint_auth_method.as_str().to_string(),
+                registered_by: REGISTERED_BY_DYNAMIC.to_string(),
+            },
+            now,
+        )?;
+        self.store
+            .insert_client(&issued.record)
+            .await
+            .map_err(unavailable)?;
+        let event = EventBuilder::new(AuditKind::Registration, Outcome::Success, now)
+            .agent(&issued.record.id)
+            .source(source)
+            .tool("oauth/register")
+            .decision("allow")
+            .reason("client_registered")
+            .arguments(json!({
+                "client_name": issued.record.name,
+                "redirect_uris": issued.record.redirect_uris,
+                "grant_types": issued.record.grant_types,
+                "token_endpoint_auth_method": issued.record.auth_method,
+            }))
+            .build();
+        self.record(event).await?;
+        let record = &issued.record;
+        let mut response = json!({
+            "client_id": record.id,
+            "client_id_issued_at": record.created_at.as_secs(),
+            "client_name": record.name,
+            "redirect_uris": record.redirect_uris,
+            "grant_types": record.grant_types,
+            "response_types": request.response_types,
+            "token_endpoint_auth_method": record.auth_method,
+        });
+        if let Some(scopes) = &record.scopes {
+            response["scope"] = json!(scopes.join(" "));
+        }
+        if let Some(secret) = &issued.secret {
+            response["client_secret"] = json!(secret);
+            // The secret does not expire; the registration does when unused.
+            response["client_secret_expires_at"] = json!(0);
+        }
+        debug_assert!(
+            issued.secret.is_some() != (request.token_endpoint_auth_method == AuthMethod::None)
+        );
+        Ok(response)
+    }
+}

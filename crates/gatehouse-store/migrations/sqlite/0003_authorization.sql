@@ -1,0 +1,105 @@
+-- Interactive OAuth: clients with redirect URIs, local users, browser
+-- sessions, pending authorization requests, consents, and token families
+-- (grants) with their codes, refresh tokens and issued access tokens.
+-- Codes, refresh tokens, session ids and device codes are stored only as
+-- keyed hashes.
+
+ALTER TABLE oauth_clients ADD COLUMN redirect_uris TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE oauth_clients ADD COLUMN grant_types TEXT NOT NULL DEFAULT '["client_credentials"]';
+ALTER TABLE oauth_clients ADD COLUMN auth_method TEXT NOT NULL DEFAULT 'client_secret_basic';
+ALTER TABLE oauth_clients ADD COLUMN registered_by TEXT NOT NULL DEFAULT 'operator';
+ALTER TABLE oauth_clients ADD COLUMN last_used_at INTEGER;
+
+CREATE TABLE users (
+    username       TEXT PRIMARY KEY NOT NULL,
+    tenant         TEXT NOT NULL,
+    roles          TEXT NOT NULL,
+    password_hash  TEXT NOT NULL,
+    created_at     INTEGER NOT NULL,
+    disabled_at    INTEGER
+);
+
+-- Kept for unknown names too, so a lockout says nothing about whether a user exists.
+CREATE TABLE login_throttle (
+    username      TEXT PRIMARY KEY NOT NULL,
+    failures      INTEGER NOT NULL,
+    locked_until  INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+);
+
+CREATE TABLE browser_sessions (
+    id_hash     TEXT PRIMARY KEY NOT NULL,
+    username    TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+
+CREATE TABLE authorization_requests (
+    id          TEXT PRIMARY KEY NOT NULL,
+    client_id   TEXT NOT NULL,
+    request     TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+
+CREATE TABLE consents (
+    username    TEXT NOT NULL,
+    client_id   TEXT NOT NULL,
+    scope       TEXT NOT NULL,
+    granted_at  INTEGER NOT NULL,
+    PRIMARY KEY (username, client_id)
+);
+
+CREATE TABLE grants (
+    id          TEXT PRIMARY KEY NOT NULL,
+    client_id   TEXT NOT NULL,
+    username    TEXT NOT NULL,
+    tenant      TEXT NOT NULL,
+    roles       TEXT NOT NULL,
+    scope       TEXT NOT NULL,
+    resource    TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
+
+CREATE TABLE authorization_codes (
+    code_hash       TEXT PRIMARY KEY NOT NULL,
+    grant_id        TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+    redirect_uri    TEXT NOT NULL,
+    code_challenge  TEXT NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    used_at         INTEGER
+);
+
+CREATE TABLE refresh_tokens (
+    token_hash  TEXT PRIMARY KEY NOT NULL,
+    grant_id    TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+    scope       TEXT NOT NULL,
+    resource    TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    used_at     INTEGER
+);
+CREATE INDEX refresh_tokens_grant ON refresh_tokens (grant_id);
+
+CREATE TABLE issued_tokens (
+    jti         TEXT PRIMARY KEY NOT NULL,
+    grant_id    TEXT NOT NULL REFERENCES grants (id) ON DELETE CASCADE,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX issued_tokens_grant ON issued_tokens (grant_id);
+
+CREATE TABLE device_authorizations (
+    device_code_hash  TEXT PRIMARY KEY NOT NULL,
+    user_code         TEXT NOT NULL UNIQUE,
+    client_id         TEXT NOT NULL,
+    scope             TEXT NOT NULL,
+    resource          TEXT NOT NULL,
+    created_at        INTEGER NOT NULL,
+    expires_at        INTEGER NOT NULL,
+    interval_secs     INTEGER NOT NULL,
+    last_polled_at    INTEGER,
+    slow_down         INTEGER NOT NULL DEFAULT 0,
+    status            TEXT NOT NULL,
+    grant_id          TEXT
+);

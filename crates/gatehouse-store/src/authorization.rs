@@ -1,0 +1,289 @@
+//! Storage for interactive OAuth: local users, browser sessions, pending
+//! authorization requests, consents, and token families ("grants") with
+//! the codes, refresh tokens and access tokens issued from them.
+//!
+//! Every single-use step (redeeming a code, rotating a refresh token,
+//! redeeming a device code, taking a pending request) is one conditional
+//! SQL statement, so two concurrent attempts cannot both succeed.
+
+use async_trait::async_trait;
+use gatehouse_core::Timestamp;
+
+use crate::StoreResult;
+
+/// A local user who can log in at the embedded authorization server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub username: String,
+    pub tenant: String,
+    pub roles: Vec<String>,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub created_at: Timestamp,
+    pub disabled_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("username", &self.username)
+            .field("tenant", &self.tenant)
+            .field("roles", &self.roles)
+            .field("password_hash", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("disabled_at", &self.disabled_at)
+            .finish()
+    }
+}
+
+/// Failed logins for one name (known or not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginThrottle {
+    pub failures: u32,
+    pub locked_until: Timestamp,
+}
+
+/// One authorization: a user let a client act for them with a scope and
+/// a resource. Codes, refresh tokens and access tokens belong to it, so
+/// revoking it reaches all of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub id: String,
+    pub client_id: String,
+    pub username: String,
+    pub tenant: String,
+    pub roles: Vec<String>,
+    pub scope: String,
+    pub resource: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthCodeRecord {
+    pub code_hash: String,
+    pub grant_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenRecord {
+    pub token_hash: String,
+    pub grant_id: String,
+    pub scope: String,
+    pub resource: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// What happened to a presented authorization code.
+// Returned once per token request and matched at once: boxing would only
+// add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeRedemption {
+    Redeemed(AuthCodeRecord, GrantRecord),
+    /// The code was used before: the caller revokes its grant (RFC 9700 §4.5).
+    Replayed {
+        grant_id: String,
+    },
+    /// Unknown, expired, or its grant is revoked.
+    Invalid,
+}
+
+/// What happened to a presented refresh token.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshRotation {
+    Rotated(RefreshTokenRecord, GrantRecord),
+    /// A rotated token came back: the caller revokes its grant (RFC 9700 §4.14.2).
+    Reused {
+        grant_id: String,
+    },
+    Invalid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceStatus {
+    Pending,
+    Approved,
+    Denied,
+    Redeemed,
+}
+
+impl DeviceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Pending => "pending",
+            DeviceStatus::Approved => "approved",
+            DeviceStatus::Denied => "denied",
+            DeviceStatus::Redeemed => "redeemed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeviceStatus> {
+        match text {
+            "pending" => Some(DeviceStatus::Pending),
+            "approved" => Some(DeviceStatus::Approved),
+            "denied" => Some(DeviceStatus::Denied),
+            "redeemed" => Some(DeviceStatus::Redeemed),
+            _ => None,
+        }
+    }
+}
+
+/// An RFC 8628 device authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub device_code_hash: String,
+    /// Normalised: upper case, no separator.
+    pub user_code: String,
+    pub client_id: String,
+    pub scope: String,
+    pub resource: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub interval_secs: i64,
+    pub status: DeviceStatus,
+    pub grant_id: Option<String>,
+}
+
+/// The answer to one poll of the token endpoint with a device code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DevicePoll {
+    Pending,
+    /// Polled faster than the interval; the interval grew by 5 s.
+    SlowDown,
+    Denied,
+    Expired,
+    Approved(GrantRecord),
+    /// Unknown, another client's, or already redeemed.
+    Invalid,
+}
+
+#[async_trait]
+pub trait AuthorizationStore: Send + Sync {
+    // --- Users ------------------------------------------------------------
+    async fn insert_user(&self, user: &UserRecord) -> StoreResult<()>;
+    async fn user(&self, username: &str) -> StoreResult<Option<UserRecord>>;
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
+    async fn count_users(&self) -> StoreResult<u64>;
+    /// Disables the user and ends their browser sessions and grants.
+    /// Returns false when the user does not exist or is already disabled.
+    async fn disable_user(&self, username: &str, at: Timestamp) -> StoreResult<bool>;
+    async fn set_user_password(&self, username: &str, password_hash: &str) -> StoreResult<bool>;
+
+    // --- Login throttling -------------------------------------------------
+    async fn login_throttle(&self, username: &str) -> StoreResult<Option<LoginThrottle>>;
+    /// Counts a failure and returns the new count. Failures older than
+    /// `window_ms` are forgotten first.
+    async fn record_login_failure(
+        &self,
+        username: &str,
+        now: Timestamp,
+        window_ms: i64,
+    ) -> StoreResult<u32>;
+    async fn lock_login(&self, username: &str, until: Timestamp) -> StoreResult<()>;
+    async fn clear_login_failures(&self, username: &str) -> StoreResult<()>;
+
+    // --- Browser sessions -------------------------------------------------
+    async fn insert_browser_session(
+        &self,
+        id_hash: &str,
+        username: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<()>;
+    /// The user of a live session.
+    async fn browser_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<String>>;
+
+    // --- Pending authorization requests ----------------------------------
+    async fn insert_authorization_request(
+        &self,
+        id: &str,
+        client_id: &str,
+        request: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<()>;
+    /// The stored request JSON, if it is live.
+    async fn authorization_request(&self, id: &str, now: Timestamp) -> StoreResult<Option<String>>;
+    /// Removes and returns the request: only one decision can use it.
+    async fn take_authorization_request(
+        &self,
+        id: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<String>>;
+
+    // --- Consents ---------------------------------------------------------
+    async fn consent(&self, username: &str, client_id: &str) -> StoreResult<Option<String>>;
+    async fn put_consent(
+        &self,
+        username: &str,
+        client_id: &str,
+        scope: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
+
+    // --- Grants, codes, refresh tokens -----------------------------------
+    /// Stores a new grant and its authorization code together.
+    async fn insert_code_grant(
+        &self,
+        grant: &GrantRecord,
+        code: &AuthCodeRecord,
+    ) -> StoreResult<()>;
+    async fn redeem_code(&self, code_hash: &str, now: Timestamp) -> StoreResult<CodeRedemption>;
+    /// Records an access token (and optionally a new refresh token) issued
+    /// from a grant. Returns false, storing nothing, when the grant was
+    /// revoked in the meantime: the caller must not hand the tokens out.
+    async fn record_issued(
+        &self,
+        grant_id: &str,
+        jti: &str,
+        access_expires_at: Timestamp,
+        refresh: Option<&RefreshTokenRecord>,
+    ) -> StoreResult<bool>;
+    async fn rotate_refresh_token(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<RefreshRotation>;
+    /// Revokes a grant and every access token issued from it (their ids go
+    /// to the revocation list). Moves the credential generation.
+    async fn revoke_grant(&self, grant_id: &str, now: Timestamp) -> StoreResult<bool>;
+    /// The grant a refresh token belongs to (for RFC 7009 revocation).
+    async fn refresh_token_grant(&self, token_hash: &str) -> StoreResult<Option<GrantRecord>>;
+
+    // --- Device authorization (RFC 8628) ---------------------------------
+    async fn insert_device(&self, device: &DeviceRecord) -> StoreResult<()>;
+    async fn device_by_user_code(
+        &self,
+        user_code: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<DeviceRecord>>;
+    /// Approves (storing the grant) or denies a pending, live device
+    /// authorization. Returns false when it was not pending any more.
+    async fn decide_device(
+        &self,
+        user_code: &str,
+        grant: Option<&GrantRecord>,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    async fn poll_device(
+        &self,
+        device_code_hash: &str,
+        client_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<DevicePoll>;
+
+    // --- Clients ------------------------------------------------------------
+    async fn touch_client(&self, id: &str, at: Timestamp) -> StoreResult<()>;
+    /// Deletes dynamically registered clients unused since `unused_since`.
+    async fn delete_unused_dynamic_clients(&self, unused_since: Timestamp) -> StoreResult<u64>;
+
+    /// Deletes expired codes, requests, sessions, device authorizations and
+    /// refresh tokens.
+    async fn purge_expired(&self, now: Timestamp) -> StoreResult<()>;
+}
