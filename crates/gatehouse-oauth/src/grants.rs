@@ -243,16 +243,37 @@ impl AuthorizationServer {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is required".into()))?;
         let hash = self.pepper.hash(presented.as_bytes());
-        // Check the client before spending the token, so another client
-        // presenting a stolen token cannot burn it.
+        // Everything that can be refused is checked before the token is
+        // spent, so a refused request (another client presenting a stolen
+        // token, a wider scope) burns nothing.
+        let mut scope = None;
         if let Some(grant) = self
             .store
             .refresh_token_grant(&hash)
             .await
             .map_err(unavailable)?
-            && grant.client_id != client.id
         {
-            return Err(OAuthError::invalid_grant());
+            if grant.client_id != client.id {
+                return Err(OAuthError::invalid_grant());
+            }
+            if let [resource] = request.resource.as_slice()
+                && *resource != grant.resource
+            {
+                return Err(OAuthError::InvalidTarget(
+                    "the resource differs from the one authorized".into(),
+                ));
+            }
+            // RFC 6749 §6: never beyond what the user originally granted.
+            if let Some(requested) = request.scope.as_deref().filter(|s| !s.trim().is_empty()) {
+                let granted: Vec<&str> = grant.scope.split(' ').collect();
+                let requested = self.check_scope(requested, &None)?;
+                if let Some(extra) = requested.iter().find(|s| !granted.contains(&s.as_str())) {
+                    return Err(OAuthError::InvalidScope(format!(
+                        "scope {extra:?} was not granted"
+                    )));
+                }
+                scope = Some(requested.join(" "));
+            }
         }
         let (token, grant) = match self
             .store
@@ -274,27 +295,7 @@ impl AuthorizationServer {
         };
         attempt.grant_id = Some(grant.id.clone());
         attempt.human = Some(grant.username.clone());
-        if let [resource] = request.resource.as_slice()
-            && *resource != token.resource
-        {
-            return Err(OAuthError::InvalidTarget(
-                "the resource differs from the one authorized".into(),
-            ));
-        }
-        // Scope may only narrow (RFC 6749 §6).
-        let scope = match request.scope.as_deref().filter(|s| !s.trim().is_empty()) {
-            None => token.scope.clone(),
-            Some(requested) => {
-                let held: Vec<&str> = token.scope.split(' ').filter(|s| !s.is_empty()).collect();
-                let requested = self.check_scope(requested, &None)?;
-                if let Some(extra) = requested.iter().find(|s| !held.contains(&s.as_str())) {
-                    return Err(OAuthError::InvalidScope(format!(
-                        "scope {extra:?} was not granted"
-                    )));
-                }
-                requested.join(" ")
-            }
-        };
+        let scope = scope.unwrap_or(token.scope);
         self.issue_for_grant(client, &grant, &scope, now).await
     }
 

@@ -10,9 +10,13 @@ mod e2e {
     pub mod harness;
 
     mod auth;
+    mod authorization_code;
+    mod browser;
     mod config;
+    mod device;
     mod keys;
     mod oauth;
+    mod registration;
     mod secrets_hygiene;
     mod sessions;
     mod stdio;

@@ -40,6 +40,14 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: Option<&str>) -> Server {
+        Self::start_with_env(dir, config, &[])
+    }
+
+    pub fn start_with_env(
+        dir: tempfile::TempDir,
+        config: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let config_path = config.map(|body| {
             let path = dir.path().join("gatehouse.toml");
             std::fs::write(&path, body).unwrap();
@@ -61,6 +69,7 @@ impl Server {
             .env_remove("GATEHOUSE_CONFIG")
             .env_remove("GATEHOUSE_PEPPER")
             .env("GATEHOUSE_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr);
         if let Some(path) = &config_path {
@@ -79,7 +88,7 @@ impl Server {
             let event: Value = serde_json::from_str(&line).unwrap();
             match event["event"].as_str() {
                 Some("first_run") => {
-                    admin_key = Some(event["api_key"].as_str().unwrap().to_string())
+                    admin_key = event["api_key"].as_str().map(str::to_string);
                 }
                 Some("listening") => {
                     break format!("http://{}", event["address"].as_str().unwrap());

@@ -1,0 +1,340 @@
+//! Dynamic client registration (RFC 7591) and Client ID Metadata
+//! Documents: what a client may register, and the SSRF guard on every
+//! document Gatehouse fetches (row A12).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::browser::{Browser, add_user, authorize_url, pkce, query, token};
+use super::harness::Server;
+
+async fn register(
+    server: &Server,
+    body: &str,
+    bearer: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request = server
+        .http
+        .post(format!("{}/oauth/register", server.base))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (
+        status,
+        headers,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn clients_register_public_or_confidential_and_the_secret_is_shown_once() {
+    let server = Server::start(None);
+    let (status, headers, public) = register(
+        &server,
+        r#"{"redirect_uris":["http://127.0.0.1:33418/"],"token_endpoint_auth_method":"none",
+            "grant_types":["authorization_code","refresh_token"],"client_name":"VS Code"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{public}");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert!(public["client_id"].as_str().unwrap().starts_with("ghc_"));
+    assert!(public.get("client_secret").is_none());
+    assert_eq!(public["token_endpoint_auth_method"], "none");
+    let (status, _, confidential) = register(
+        &server,
+        r#"{"redirect_uris":["https://app.example.com/cb"],"client_name":"web app"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        confidential["token_endpoint_auth_method"],
+        "client_secret_basic"
+    );
+    assert!(confidential["client_secret"].as_str().unwrap().len() >= 40);
+    let listed = server.cli_json(&["clients", "list"]);
+    let dynamic: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["registered_by"] == "dynamic")
+        .collect();
+    assert_eq!(dynamic.len(), 2);
+    let text = serde_json::to_string(&listed).unwrap();
+    assert!(!text.contains(confidential["client_secret"].as_str().unwrap()));
+    let audit = server.audit(&["--kind", "registration"]);
+    assert_eq!(audit.len(), 2);
+}
+
+#[tokio::test]
+async fn a12_dangerous_registrations_are_refused() {
+    let server = Server::start(None);
+    let cases = [
+        (
+            r#"{"redirect_uris":["javascript:alert(1)"]}"#,
+            "invalid_redirect_uri",
+        ),
+        (
+            r#"{"redirect_uris":["data:text/html,<script>x</script>"]}"#,
+            "invalid_redirect_uri",
+        ),
+        (
+            r#"{"redirect_uris":["file:///etc/passwd"]}"#,
+            "invalid_redirect_uri",
+        ),
+        (
+            r#"{"redirect_uris":["vbscript:msgbox"]}"#,
+            "invalid_redirect_uri",
+        ),
+        (
+            r#"{"redirect_uris":["http://evil.example/cb"]}"#,
+            "invalid_redirect_uri",
+        ),
+        (
+            r#"{"redirect_uris":["https://*.example.com/cb"]}"#,
+            "invalid_redirect_uri",
+        ),
+        (
+            r#"{"redirect_uris":["https://app.example.com/cb#x"]}"#,
+            "invalid_redirect_uri",
+        ),
+        (
+            r#"{"redirect_uris":["https://good@evil.example/cb"]}"#,
+            "invalid_redirect_uri",
+        ),
+        (r#"{"redirect_uris":[]}"#, "invalid_redirect_uri"),
+        (r#"{"client_name":"no uris"}"#, "invalid_redirect_uri"),
+        (
+            r#"{"redirect_uris":["https://a.example/cb"],"grant_types":["implicit"]}"#,
+            "invalid_client_metadata",
+        ),
+        (
+            r#"{"redirect_uris":["https://a.example/cb"],"grant_types":["client_credentials"]}"#,
+            "invalid_client_metadata",
+        ),
+        (
+            r#"{"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt"}"#,
+            "invalid_client_metadata",
+        ),
+        (
+            r#"{"redirect_uris":["https://a.example/cb"],"scope":"tools:everything"}"#,
+            "invalid_client_metadata",
+        ),
+        ("[1,2,3]", "invalid_client_metadata"),
+    ];
+    for (body, error) in cases {
+        let (status, _, answer) = register(&server, body, None).await;
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some(error)),
+            "{body}"
+        );
+    }
+    let many: Vec<String> = (0..11)
+        .map(|i| format!("\"https://a.example/cb{i}\""))
+        .collect();
+    let body = format!("{{\"redirect_uris\":[{}]}}", many.join(","));
+    assert_eq!(register(&server, &body, None).await.0, 400);
+    let huge = format!(
+        "{{\"redirect_uris\":[\"https://a.example/cb\"],\"client_name\":\"{}\"}}",
+        "x".repeat(20_000)
+    );
+    assert_eq!(register(&server, &huge, None).await.0, 400);
+    // Nothing was stored.
+    assert_eq!(
+        server
+            .cli_json(&["clients", "list"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a12_registration_is_rate_limited_per_source() {
+    let server = Server::start(None);
+    let body = r#"{"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}"#;
+    let mut statuses = Vec::new();
+    for _ in 0..22 {
+        statuses.push(register(&server, body, None).await.0);
+    }
+    assert_eq!(&statuses[..20], &[201; 20]);
+    assert_eq!(&statuses[20..], &[429, 429]);
+}
+
+#[tokio::test]
+async fn a12_a_hostile_client_name_is_shown_escaped_on_the_consent_page() {
+    let server = Server::start(None);
+    let password = add_user(&server, "alice", "reader");
+    let (_, _, client) = register(
+        &server,
+        r#"{"redirect_uris":["http://127.0.0.1:9/cb"],"token_endpoint_auth_method":"none",
+            "client_name":"<script>alert(1)</script>\"'"}"#,
+        None,
+    )
+    .await;
+    let client_id = client["client_id"].as_str().unwrap();
+    let (_, challenge) = pkce();
+    let mut browser = Browser::new(&server);
+    let login = browser
+        .visit(&authorize_url(&server, client_id, &challenge, &[]))
+        .await;
+    let consent = browser.login_then(&login, "alice", &password).await;
+    assert!(consent.is_consent());
+    assert!(!consent.body.contains("<script>alert(1)"));
+    assert!(
+        consent
+            .body
+            .contains("&lt;script&gt;alert(1)&lt;/script&gt;")
+    );
+}
+
+#[tokio::test]
+async fn registration_can_require_an_initial_access_token() {
+    let token = "iat-0123456789abcdef0123456789abcdef";
+    let server = Server::start_with_env(
+        tempfile::tempdir().unwrap(),
+        Some(
+            "version = 1\n[oauth]\nregistration = \"token\"\nregistration_token_env = \"GH_TEST_IAT\"\n",
+        ),
+        &[("GH_TEST_IAT", token)],
+    );
+    let body = r#"{"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"none"}"#;
+    let (status, headers, answer) = register(&server, body, None).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    assert!(headers.contains_key("www-authenticate"));
+    assert_eq!(register(&server, body, Some("wrong")).await.0, 401);
+    assert_eq!(register(&server, body, Some(token)).await.0, 201);
+}
+
+/// A one-route HTTP server for a client metadata document; counts requests.
+async fn document_server(
+    document: impl Fn(&str) -> String + Send + Sync + 'static,
+) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let url = format!("{base}/client.json");
+    let body = document(&url);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=300\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test]
+async fn a_client_metadata_document_identifies_a_client_without_registration() {
+    let (url, hits) = document_server(|url| {
+        json!({
+            "client_id": url,
+            "client_name": "CIMD App",
+            "redirect_uris": ["http://127.0.0.1:9/cb"],
+            "token_endpoint_auth_method": "none",
+        })
+        .to_string()
+    })
+    .await;
+    let server = Server::start(Some(
+        "version = 1\n[oauth]\nclient_metadata_dev_hosts = [\"127.0.0.1\"]\n",
+    ));
+    let password = add_user(&server, "alice", "reader");
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::new(&server);
+    let login = browser
+        .visit(&authorize_url(&server, &url, &challenge, &[]))
+        .await;
+    assert!(login.is_login(), "{}", login.body);
+    assert!(login.body.contains("CIMD App"));
+    let consent = browser.login_then(&login, "alice", &password).await;
+    let answer = browser.decide(&consent, "approve").await;
+    let code = query(&answer.location().unwrap())["code"].clone();
+    let resource = server.mcp_url();
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &url),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("code_verifier", &verifier),
+            ("resource", &resource),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let access = body["access_token"].as_str().unwrap();
+    assert_eq!(
+        server.rpc(Some(access), "tools/list", json!({})).await.0,
+        200
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the document is cached");
+    // The operator sees the client and can revoke it like any other.
+    let listed = server.cli_json(&["clients", "list"]);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["client_id"] == url.as_str() && c["registered_by"] == "metadata_document")
+    );
+    server.cli_json(&["clients", "revoke", &url]);
+    assert_eq!(
+        server.rpc(Some(access), "tools/list", json!({})).await.0,
+        401
+    );
+}
+
+#[tokio::test]
+async fn a12_metadata_documents_on_internal_addresses_are_never_fetched() {
+    let (url, hits) = document_server(|url| {
+        json!({"client_id": url, "redirect_uris": ["http://127.0.0.1:9/cb"]}).to_string()
+    })
+    .await;
+    // No dev hosts: loopback, private and metadata addresses are refused.
+    let server = Server::start(None);
+    let (_, challenge) = pkce();
+    let mut browser = Browser::new(&server);
+    for client_id in [
+        url.as_str(),
+        "https://169.254.169.254/latest/meta-data.json",
+        "https://10.0.0.1/client.json",
+        "https://localhost/client.json",
+        "https://127.0.0.1/client.json",
+    ] {
+        let page = browser
+            .get(&authorize_url(&server, client_id, &challenge, &[]))
+            .await;
+        assert_eq!((page.status, page.location()), (400, None), "{client_id}");
+        assert!(!page.body.contains("169.254") || client_id.contains("169.254"));
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+}
