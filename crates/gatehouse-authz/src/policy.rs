@@ -99,6 +99,22 @@ impl Policy {
         scopes
     }
 
+    /// The scopes worth granting to someone with this role: those of tools
+    /// the role may call (directly or with approval), plus `tool:<name>`
+    /// for each such tool. A consent page shows only these.
+    pub fn scopes_for_role(&self, role: &str) -> Vec<String> {
+        let mut scopes = Vec::new();
+        for (tool, rule) in &self.tools {
+            if rule.access.get(role).is_some_and(|a| *a != Access::Deny) {
+                scopes.push(rule.scope.clone());
+                scopes.push(format!("tool:{tool}"));
+            }
+        }
+        scopes.sort();
+        scopes.dedup();
+        scopes
+    }
+
     pub fn rule(&self, tool: &str) -> Option<&ToolRule> {
         self.tools.get(tool)
     }

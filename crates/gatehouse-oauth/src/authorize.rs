@@ -301,12 +301,12 @@ impl AuthorizationServer {
     /// these scopes.
     pub async fn has_consent(
         &self,
-        username: &str,
+        user: &UserRecord,
         request: &AuthorizationRequest,
     ) -> Result<bool, OAuthError> {
         let Some(granted) = self
             .store
-            .consent(username, &request.client_id)
+            .consent(&user.username, &request.client_id)
             .await
             .map_err(unavailable)?
         else {
@@ -314,6 +314,11 @@ impl AuthorizationServer {
         };
         let granted: Vec<&str> = granted.split(' ').collect();
         Ok(request.scope.iter().all(|s| granted.contains(&s.as_str())))
+    }
+
+    /// What the consent page lists: the requested scopes the user's roles can use.
+    pub fn consent_scopes(&self, request: &AuthorizationRequest, user: &UserRecord) -> Vec<String> {
+        self.scopes_for_user(&request.scope, &user.roles)
     }
 
     /// The user's decision. The pending request is taken (single use), so
@@ -338,7 +343,7 @@ impl AuthorizationServer {
         };
         let request: AuthorizationRequest =
             serde_json::from_str(&json).map_err(|e| OAuthError::ServerError(e.to_string()))?;
-        let scope = request.scope.join(" ");
+        let scope = self.scopes_for_user(&request.scope, &user.roles).join(" ");
         let event = EventBuilder::new(
             AuditKind::Authorization,
             if approve {
@@ -396,7 +401,7 @@ impl AuthorizationServer {
             username: user.username.clone(),
             tenant: user.tenant.clone(),
             roles: user.roles.clone(),
-            scope: request.scope.join(" "),
+            scope: self.scopes_for_user(&request.scope, &user.roles).join(" "),
             resource: request.resource.clone(),
             created_at: now,
             revoked_at: None,

@@ -201,7 +201,7 @@ async fn consent_or_code(
     user: &UserRecord,
     now: Timestamp,
 ) -> Response {
-    match state.server.has_consent(&user.username, request).await {
+    match state.server.has_consent(user, request).await {
         Ok(true) => {
             return match state.server.complete_with_consent(txn, user, now).await {
                 Ok(Some(url)) => see_other(&url),
@@ -215,7 +215,7 @@ async fn consent_or_code(
     let csrf = state
         .server
         .csrf_token(&browser.csrf_secret, &consent_purpose(txn));
-    let scopes = scope_descriptions(&request.scope);
+    let scopes = scope_descriptions(&state.server.consent_scopes(request, user));
     let page = consent_page(&ConsentPage {
         csrf: &csrf,
         txn,
@@ -578,7 +578,7 @@ async fn device_entry(
         &device_confirm_purpose(&device.user_code),
     );
     let scopes: Vec<String> = device.scope.split(' ').map(str::to_string).collect();
-    let scopes = scope_descriptions(&scopes);
+    let scopes = scope_descriptions(&state.server.scopes_for_user(&scopes, &user.roles));
     let shown = display_user_code(&device.user_code);
     html_response(
         StatusCode::OK,

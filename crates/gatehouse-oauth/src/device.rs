@@ -188,7 +188,16 @@ impl AuthorizationServer {
                     username: user.username.clone(),
                     tenant: user.tenant.clone(),
                     roles: user.roles.clone(),
-                    scope: device.scope.clone(),
+                    scope: self
+                        .scopes_for_user(
+                            &device
+                                .scope
+                                .split(' ')
+                                .map(str::to_string)
+                                .collect::<Vec<_>>(),
+                            &user.roles,
+                        )
+                        .join(" "),
                     resource: device.resource.clone(),
                     created_at: now,
                     revoked_at: None,

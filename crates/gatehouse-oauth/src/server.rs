@@ -42,6 +42,9 @@ pub struct AsConfig {
     pub cookies: CookiePolicy,
     /// Concurrent password hashes (each is ~20 MiB and tens of ms of CPU).
     pub password_concurrency: usize,
+    /// For each role, the scopes its tools need (from the policy). A user
+    /// is granted only requested scopes that one of their roles can use.
+    pub role_scopes: HashMap<String, Vec<String>>,
 }
 
 /// Who may use dynamic client registration (RFC 7591).
@@ -432,6 +435,24 @@ impl AuthorizationServer {
             }
         }
         Ok(scopes)
+    }
+
+    /// The requested scopes a user's roles can actually use: what the
+    /// consent page shows and the grant carries. Asking a reader to allow
+    /// "administrative tools" would describe access they do not have.
+    pub fn scopes_for_user(&self, requested: &[String], roles: &[String]) -> Vec<String> {
+        requested
+            .iter()
+            .filter(|scope| {
+                roles.iter().any(|role| {
+                    self.config
+                        .role_scopes
+                        .get(role)
+                        .is_some_and(|usable| usable.contains(scope))
+                })
+            })
+            .cloned()
+            .collect()
     }
 
     /// Checks the one `resource` a request may name (RFC 8707); absent

@@ -193,5 +193,9 @@ fn as_config(
         client_metadata,
         cookies: CookiePolicy::for_public_url(public_url),
         password_concurrency: oauth.password_hash_concurrency,
+        role_scopes: gatehouse_authz::ROLES
+            .iter()
+            .map(|role| (role.to_string(), gateway.policy().scopes_for_role(role)))
+            .collect(),
     })
 }

@@ -657,3 +657,30 @@ async fn revoking_a_refresh_token_revokes_the_grant() {
         401
     );
 }
+
+#[tokio::test]
+async fn the_grant_holds_only_scopes_the_users_roles_can_use() {
+    let server = Server::start(None);
+    let password = add_user(&server, "alice", "reader");
+    let client = public_client(&server, "app");
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::new(&server);
+    let url = authorize_url(
+        &server,
+        &client,
+        &challenge,
+        &[("scope", "tools:read tools:admin")],
+    );
+    let login = browser.visit(&url).await;
+    let consent = browser.login_then(&login, "alice", &password).await;
+    assert!(consent.body.contains("tools:read"));
+    assert!(
+        !consent.body.contains("tools:admin"),
+        "a reader is not asked to allow administrative tools"
+    );
+    let answer = browser.decide(&consent, "approve").await;
+    let code = query(&answer.location().unwrap())["code"].clone();
+    let (status, body) = redeem(&server, &client, &code, &verifier).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["scope"], "tools:read");
+}
