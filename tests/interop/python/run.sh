@@ -69,3 +69,14 @@ password="$("$bin" users add py-alice --role reader --data-dir "$data" --json | 
 "$bin" audit query --data-dir "$data" --tool oauth/authorize --json | grep -q consent_granted \
   || { echo "the consent is missing from the audit log" >&2; exit 1; }
 echo "python interop: OAuth flow passed; consent found in the audit log"
+
+# The README's example client, with a scripted stand-in for the browser
+# (Python's webbrowser module runs $BROWSER) that signs in and returns to
+# the example's loopback callback.
+output="$(GATEHOUSE_TEST_USER=py-alice GATEHOUSE_TEST_PASSWORD="$password" \
+  BROWSER="$venv/bin/python $root/tests/interop/python/login_browser.py %s" \
+  PYTHONPATH="$root/tests/interop/python" \
+  "$venv/bin/python" examples/python_oauth_client.py "$url")"
+echo "$output" | grep -q '"human": "py-alice"' \
+  || { echo "$output" >&2; echo "the README example did not sign in" >&2; exit 1; }
+echo "python interop: the README's OAuth example signed in and called whoami"

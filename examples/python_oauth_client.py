@@ -1,0 +1,114 @@
+"""Connect the official Python MCP SDK to Gatehouse with OAuth.
+
+The SDK discovers Gatehouse's authorization server, registers itself,
+and this script opens your browser so you can sign in and allow access.
+The browser then returns to a one-shot listener on 127.0.0.1, and the
+script lists the tools you may use and calls `whoami`.
+
+    python3 -m venv .venv && .venv/bin/pip install 'mcp==2.3.0'
+    .venv/bin/python examples/python_oauth_client.py http://127.0.0.1:8787/mcp
+
+Tokens are kept in memory only; run it again and you sign in again
+(your consent is remembered, so the browser returns at once).
+"""
+
+import asyncio
+import sys
+import threading
+import webbrowser
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import httpx2
+from mcp.client.auth import OAuthClientProvider, TokenStorage
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+
+
+class MemoryStorage(TokenStorage):
+    def __init__(self):
+        self.tokens = None
+        self.client_info = None
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens):
+        self.tokens = tokens
+
+    async def get_client_info(self):
+        return self.client_info
+
+    async def set_client_info(self, client_info):
+        self.client_info = client_info
+
+
+class Callback:
+    """Waits on a loopback port (RFC 8252 §7.3) for the browser to come back."""
+
+    def __init__(self):
+        self.result = {}
+        self.done = threading.Event()
+        callback = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                query = parse_qs(urlparse(self.path).query)
+                callback.result = {k: v[0] for k, v in query.items()}
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.end_headers()
+                self.wfile.write(b"Signed in. You can close this window.\n")
+                callback.done.set()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.redirect_uri = f"http://127.0.0.1:{self.server.server_port}/callback"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    async def wait(self):
+        await asyncio.get_running_loop().run_in_executor(None, self.done.wait, 300)
+        self.server.shutdown()
+        if "error" in self.result:
+            raise SystemExit(f"authorization failed: {self.result['error']}")
+        return AuthorizationCodeResult(
+            code=self.result["code"], state=self.result.get("state"), iss=self.result.get("iss")
+        )
+
+
+async def main(url):
+    callback = Callback()
+
+    async def open_browser(authorization_url):
+        print(f"Opening your browser to sign in:\n  {authorization_url}")
+        if not webbrowser.open(authorization_url):
+            print("Could not open a browser; open the address above yourself.")
+
+    provider = OAuthClientProvider(
+        server_url=url,
+        client_metadata=OAuthClientMetadata(
+            client_name="Gatehouse Python example",
+            redirect_uris=[callback.redirect_uri],
+            grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"],
+            token_endpoint_auth_method="none",
+        ),
+        storage=MemoryStorage(),
+        redirect_handler=open_browser,
+        callback_handler=callback.wait,
+    )
+    async with httpx2.AsyncClient(auth=provider, timeout=60) as http:
+        async with streamable_http_client(url, http_client=http) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await session.initialize()
+                tools = await session.list_tools()
+                print("Tools you may call:", ", ".join(t.name for t in tools.tools))
+                who = await session.call_tool("whoami", {})
+                print("whoami:", who.content[0].text)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8787/mcp"))
