@@ -1,7 +1,7 @@
 //! Gate 2, dispatch and audit for one tool call, independent of the
 //! transport it arrived on.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder, Redactor};
@@ -30,7 +30,9 @@ pub enum CallError {
 }
 
 pub struct Gateway {
-    policy: Policy,
+    /// Replaced as a whole when the policy file changes; each request takes
+    /// one snapshot, so a reload never mixes two policies in one decision.
+    policy: RwLock<Arc<Policy>>,
     tools: BuiltinTools,
     audit: AuditLog,
     redactor: Redactor,
@@ -59,7 +61,7 @@ impl Gateway {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Gateway {
-            policy,
+            policy: RwLock::new(Arc::new(policy)),
             tools,
             audit,
             redactor,
@@ -75,8 +77,22 @@ impl Gateway {
         &self.clock
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.policy
+    /// The current policy. A poisoned lock cannot hold a half-written
+    /// policy (the swap is one assignment), so its value is still used.
+    pub fn policy(&self) -> Arc<Policy> {
+        match self.policy.read() {
+            Ok(policy) => Arc::clone(&policy),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Installs a new policy for every request that starts afterwards.
+    pub fn replace_policy(&self, policy: Policy) {
+        let policy = Arc::new(policy);
+        match self.policy.write() {
+            Ok(mut current) => *current = policy,
+            Err(poisoned) => *poisoned.into_inner() = policy,
+        }
     }
 
     pub fn redactor(&self) -> &Redactor {
@@ -85,7 +101,7 @@ impl Gateway {
 
     /// The tools the principal may call, with their definitions.
     pub fn list_tools(&self, principal: &Principal) -> Vec<ListedTool> {
-        self.policy
+        self.policy()
             .visible_tools(principal)
             .into_iter()
             .filter_map(|(name, access)| {
@@ -144,7 +160,7 @@ impl Gateway {
         if caller.principal.credential.kind != CredentialKind::AccessToken {
             return Ok(None);
         }
-        let Decision::Deny(deny) = self.policy.authorize(&caller.principal, name) else {
+        let Decision::Deny(deny) = self.policy().authorize(&caller.principal, name) else {
             return Ok(None);
         };
         if deny.required_scope().is_none() {
@@ -171,7 +187,7 @@ impl Gateway {
         let arguments = arguments.unwrap_or_default();
         let redacted = self.redactor.redact(&Value::Object(arguments.clone()));
         let event = |kind, outcome| self.tool_event(caller, name, &redacted, kind, outcome);
-        let permit = match self.policy.authorize(&caller.principal, name) {
+        let permit = match self.policy().authorize(&caller.principal, name) {
             Decision::Deny(deny) => {
                 self.audit
                     .record(

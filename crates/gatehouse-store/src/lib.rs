@@ -1,13 +1,17 @@
 //! Storage for Gatehouse: one `Store` trait, implemented for SQLite (the
-//! embedded default). Every single-use or conditional change is one SQL
+//! embedded default) and PostgreSQL (shared by several instances). Every single-use or conditional change is one SQL
 //! statement or one transaction, so it stays atomic when several Gatehouse
 //! processes (a server and the CLI) share one database.
 
 mod authorization;
 mod generation;
+mod postgres;
+mod postgres_authorization;
 mod records;
 mod sqlite;
 mod sqlite_authorization;
+#[cfg(test)]
+mod store_conformance_tests;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -18,6 +22,7 @@ pub use authorization::{
     AuthCodeRecord, AuthorizationStore, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
     GrantRecord, LoginThrottle, RefreshRotation, RefreshTokenRecord, UserRecord,
 };
+pub use postgres::PostgresStore;
 pub use records::{
     ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord, SigningSchedule,
     signing_schedule,

@@ -429,3 +429,20 @@ async fn unused_dynamic_clients_are_deleted() {
     assert!(store.client("ghc_op").await.unwrap().is_some());
     assert!(store.client("ghc_used").await.unwrap().is_some());
 }
+
+/// The shared `Store` conformance tests (see `store_conformance_tests.rs`).
+mod conformance {
+    use super::*;
+    use crate::store_conformance_tests::TestStore;
+
+    async fn in_memory<F: FnOnce(TestStore) -> Fut, Fut: Future<Output = ()>>(test: F) {
+        test(Arc::new(SqliteStore::in_memory().await.unwrap())).await;
+    }
+
+    async fn on_file<F: FnOnce(TestStore) -> Fut, Fut: Future<Output = ()>>(test: F) {
+        let (_dir, store) = file_store().await;
+        test(store).await;
+    }
+
+    crate::store_conformance_tests::conformance_tests!(serial: in_memory, concurrent: on_file);
+}

@@ -155,6 +155,19 @@ impl Default for ServerConfig {
 pub struct StorageConfig {
     /// Where the database, audit file, pepper and tool sandbox live.
     pub data_dir: Option<PathBuf>,
+    /// "sqlite" (one file in the data directory) or "postgres" (shared by
+    /// several instances; the URL comes from `postgres_url_env`).
+    pub backend: StorageBackend,
+    /// Environment variable holding the PostgreSQL URL (it may contain a password).
+    pub postgres_url_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageBackend {
+    #[default]
+    Sqlite,
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -324,6 +337,21 @@ impl Config {
                 "auth.pepper_env",
                 "must name an environment variable",
             ));
+        }
+        match (&self.storage.backend, &self.storage.postgres_url_env) {
+            (StorageBackend::Postgres, None) => {
+                return Err(invalid(
+                    "storage.postgres_url_env",
+                    "is required when storage.backend = \"postgres\"",
+                ));
+            }
+            (_, Some(var)) if var.is_empty() || var.contains('=') => {
+                return Err(invalid(
+                    "storage.postgres_url_env",
+                    "must name an environment variable",
+                ));
+            }
+            _ => {}
         }
         if self.audit.file.as_os_str().is_empty() {
             return Err(invalid("audit.file", "must name a file"));

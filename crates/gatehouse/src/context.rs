@@ -8,10 +8,10 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use gatehouse_authn::Pepper;
 use gatehouse_oauth::MasterKey;
-use gatehouse_store::{SqliteStore, Store};
+use gatehouse_store::{PostgresStore, SqliteStore, Store};
 
 use crate::cli::GlobalArgs;
-use crate::config::Config;
+use crate::config::{Config, StorageBackend};
 
 pub const DATABASE_FILE: &str = "gatehouse.db";
 pub const PEPPER_FILE: &str = "pepper";
@@ -76,6 +76,22 @@ impl Context {
 
     pub async fn open_store(&self) -> anyhow::Result<Arc<dyn Store>> {
         self.ensure_data_dir()?;
+        if self.config.storage.backend == StorageBackend::Postgres {
+            let var = self
+                .config
+                .storage
+                .postgres_url_env
+                .as_deref()
+                .context("storage.postgres_url_env is not set")?;
+            let url = std::env::var(var).with_context(|| {
+                format!("environment variable {var} (the PostgreSQL URL) is not set")
+            })?;
+            // The URL may hold a password: name the variable, never the URL.
+            let store = PostgresStore::connect(&url)
+                .await
+                .with_context(|| format!("cannot open the PostgreSQL database named by {var}"))?;
+            return Ok(Arc::new(store));
+        }
         let path = self.data_dir.join(DATABASE_FILE);
         let store = SqliteStore::open(&path)
             .await

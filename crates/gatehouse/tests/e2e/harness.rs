@@ -18,6 +18,8 @@ pub struct Server {
     pub admin_key: Option<String>,
     pub http: reqwest::Client,
     config: Option<PathBuf>,
+    /// Extra environment for the server and its CLI commands.
+    env: Vec<(String, String)>,
 }
 
 impl Server {
@@ -108,6 +110,10 @@ impl Server {
                 .build()
                 .unwrap(),
             config: config_path,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -124,6 +130,7 @@ impl Server {
             .arg(self.data_dir())
             .env_remove("GATEHOUSE_CONFIG")
             .env_remove("GATEHOUSE_PEPPER")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

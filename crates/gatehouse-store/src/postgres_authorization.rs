@@ -1,0 +1,707 @@
+//! `AuthorizationStore` for PostgreSQL at READ COMMITTED. Single-use steps
+//! are conditional UPDATE/DELETE … RETURNING statements: a second writer
+//! waits for the first one's row lock, then PostgreSQL re-evaluates the
+//! WHERE clause against the committed row, which no longer matches.
+
+use async_trait::async_trait;
+use gatehouse_core::Timestamp;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use crate::postgres::{bump_generation, opt_ts};
+use crate::sqlite::{json_list, list_json};
+use crate::{
+    AuthCodeRecord, AuthorizationStore, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
+    GrantRecord, LoginThrottle, PostgresStore, RefreshRotation, RefreshTokenRecord, StoreError,
+    StoreResult, UserRecord,
+};
+
+fn user_from_row(row: &PgRow) -> StoreResult<UserRecord> {
+    Ok(UserRecord {
+        username: row.try_get("username")?,
+        tenant: row.try_get("tenant")?,
+        roles: json_list(&row.try_get::<String, _>("roles")?, "users.roles")?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        disabled_at: opt_ts(row, "disabled_at")?,
+    })
+}
+
+fn grant_from_row(row: &PgRow) -> StoreResult<GrantRecord> {
+    Ok(GrantRecord {
+        id: row.try_get("id")?,
+        client_id: row.try_get("client_id")?,
+        username: row.try_get("username")?,
+        tenant: row.try_get("tenant")?,
+        roles: json_list(&row.try_get::<String, _>("roles")?, "grants.roles")?,
+        scope: row.try_get("scope")?,
+        resource: row.try_get("resource")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        revoked_at: opt_ts(row, "revoked_at")?,
+    })
+}
+
+fn device_from_row(row: &PgRow) -> StoreResult<DeviceRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(DeviceRecord {
+        device_code_hash: row.try_get("device_code_hash")?,
+        user_code: row.try_get("user_code")?,
+        client_id: row.try_get("client_id")?,
+        scope: row.try_get("scope")?,
+        resource: row.try_get("resource")?,
+        created_at: Timestamp(row.try_get("created_at")?),
+        expires_at: Timestamp(row.try_get("expires_at")?),
+        interval_secs: row.try_get("interval_secs")?,
+        status: DeviceStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown device status {status:?}")))?,
+        grant_id: row.try_get("grant_id")?,
+    })
+}
+
+const INSERT_GRANT: &str = "INSERT INTO grants (id, client_id, username, tenant, roles, scope, resource, created_at, revoked_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+async fn insert_grant(conn: &mut sqlx::PgConnection, grant: &GrantRecord) -> StoreResult<()> {
+    sqlx::query(INSERT_GRANT)
+        .bind(&grant.id)
+        .bind(&grant.client_id)
+        .bind(&grant.username)
+        .bind(&grant.tenant)
+        .bind(list_json(&grant.roles)?)
+        .bind(&grant.scope)
+        .bind(&grant.resource)
+        .bind(grant.created_at.0)
+        .bind(grant.revoked_at.map(|t| t.0))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+impl PostgresStore {
+    /// The grant if it is still live; a revoked grant is as good as none.
+    async fn live_grant(&self, id: &str) -> StoreResult<Option<GrantRecord>> {
+        let row = sqlx::query("SELECT * FROM grants WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(grant_from_row).transpose()
+    }
+}
+
+#[async_trait]
+impl AuthorizationStore for PostgresStore {
+    async fn insert_user(&self, user: &UserRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO users (username, tenant, roles, password_hash, created_at, disabled_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&user.username)
+        .bind(&user.tenant)
+        .bind(list_json(&user.roles)?)
+        .bind(&user.password_hash)
+        .bind(user.created_at.0)
+        .bind(user.disabled_at.map(|t| t.0))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn user(&self, username: &str) -> StoreResult<Option<UserRecord>> {
+        let row = sqlx::query("SELECT * FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT * FROM users ORDER BY username COLLATE \"C\"")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    async fn count_users(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn disable_user(&self, username: &str, at: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE users SET disabled_at = $1 WHERE username = $2 AND disabled_at IS NULL",
+        )
+        .bind(at.0)
+        .bind(username)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        sqlx::query("DELETE FROM browser_sessions WHERE username = $1")
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        // Grants first: the row locks make a concurrent `record_issued`
+        // (which holds FOR SHARE on its grant) finish before the next
+        // statement, which then sees the token it recorded.
+        sqlx::query("UPDATE grants SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL")
+            .bind(at.0)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, expires_at) \
+             SELECT t.jti, t.expires_at FROM issued_tokens t JOIN grants g ON g.id = t.grant_id \
+             WHERE g.username = $1 AND t.expires_at > $2 \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(username)
+        .bind(at.0)
+        .execute(&mut *tx)
+        .await?;
+        let generation = bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        self.note_bump(generation);
+        Ok(changed)
+    }
+
+    async fn set_user_password(&self, username: &str, password_hash: &str) -> StoreResult<bool> {
+        let result = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
+            .bind(password_hash)
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn login_throttle(&self, username: &str) -> StoreResult<Option<LoginThrottle>> {
+        let row =
+            sqlx::query("SELECT failures, locked_until FROM login_throttle WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|row| {
+            Ok(LoginThrottle {
+                failures: u32::try_from(row.try_get::<i64, _>("failures")?).unwrap_or(u32::MAX),
+                locked_until: Timestamp(row.try_get("locked_until")?),
+            })
+        })
+        .transpose()
+    }
+
+    async fn record_login_failure(
+        &self,
+        username: &str,
+        now: Timestamp,
+        window_ms: i64,
+    ) -> StoreResult<u32> {
+        // One upsert: concurrent failures each add one (the conflicting
+        // insert waits and then updates the committed row).
+        let failures: i64 = sqlx::query_scalar(
+            "INSERT INTO login_throttle (username, failures, locked_until, updated_at) VALUES ($1, 1, 0, $2) \
+             ON CONFLICT (username) DO UPDATE SET \
+               failures = CASE WHEN login_throttle.updated_at < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
+               updated_at = $2 \
+             RETURNING failures",
+        )
+        .bind(username)
+        .bind(now.0)
+        .bind(now.0.saturating_sub(window_ms))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u32::try_from(failures).unwrap_or(u32::MAX))
+    }
+
+    async fn lock_login(&self, username: &str, until: Timestamp) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE login_throttle SET locked_until = GREATEST(locked_until, $1) WHERE username = $2",
+        )
+        .bind(until.0)
+        .bind(username)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_login_failures(&self, username: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM login_throttle WHERE username = $1")
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_browser_session(
+        &self,
+        id_hash: &str,
+        username: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO browser_sessions (id_hash, username, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id_hash)
+        .bind(username)
+        .bind(now.0)
+        .bind(expires_at.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn browser_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT s.username FROM browser_sessions s JOIN users u ON u.username = s.username \
+             WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
+        )
+        .bind(id_hash)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn insert_authorization_request(
+        &self,
+        id: &str,
+        client_id: &str,
+        request: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO authorization_requests (id, client_id, request, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(client_id)
+        .bind(request)
+        .bind(now.0)
+        .bind(expires_at.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn authorization_request(&self, id: &str, now: Timestamp) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT request FROM authorization_requests WHERE id = $1 AND expires_at > $2",
+        )
+        .bind(id)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn take_authorization_request(
+        &self,
+        id: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<String>> {
+        // A concurrent DELETE waits for the first and then finds no row.
+        Ok(sqlx::query_scalar(
+            "DELETE FROM authorization_requests WHERE id = $1 AND expires_at > $2 RETURNING request",
+        )
+        .bind(id)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn consent(&self, username: &str, client_id: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT scope FROM consents WHERE username = $1 AND client_id = $2")
+                .bind(username)
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn put_consent(
+        &self,
+        username: &str,
+        client_id: &str,
+        scope: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO consents (username, client_id, scope, granted_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (username, client_id) DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at",
+        )
+        .bind(username)
+        .bind(client_id)
+        .bind(scope)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_code_grant(
+        &self,
+        grant: &GrantRecord,
+        code: &AuthCodeRecord,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_grant(&mut tx, grant).await?;
+        sqlx::query(
+            "INSERT INTO authorization_codes (code_hash, grant_id, redirect_uri, code_challenge, expires_at, used_at) \
+             VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(&code.code_hash)
+        .bind(&code.grant_id)
+        .bind(&code.redirect_uri)
+        .bind(&code.code_challenge)
+        .bind(code.expires_at.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn redeem_code(&self, code_hash: &str, now: Timestamp) -> StoreResult<CodeRedemption> {
+        let redeemed = sqlx::query(
+            "UPDATE authorization_codes SET used_at = $2 \
+             WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+             RETURNING grant_id, redirect_uri, code_challenge, expires_at",
+        )
+        .bind(code_hash)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = redeemed {
+            let code = AuthCodeRecord {
+                code_hash: code_hash.to_string(),
+                grant_id: row.try_get("grant_id")?,
+                redirect_uri: row.try_get("redirect_uri")?,
+                code_challenge: row.try_get("code_challenge")?,
+                expires_at: Timestamp(row.try_get("expires_at")?),
+            };
+            // A revocation after this read is caught by `record_issued`.
+            return Ok(match self.live_grant(&code.grant_id).await? {
+                Some(grant) => CodeRedemption::Redeemed(code, grant),
+                None => CodeRedemption::Invalid,
+            });
+        }
+        // The losing UPDATE waited for the winner's commit, so this later
+        // statement sees the code as used.
+        let used: Option<String> = sqlx::query_scalar(
+            "SELECT grant_id FROM authorization_codes WHERE code_hash = $1 AND used_at IS NOT NULL",
+        )
+        .bind(code_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match used {
+            Some(grant_id) => CodeRedemption::Replayed { grant_id },
+            None => CodeRedemption::Invalid,
+        })
+    }
+
+    async fn record_issued(
+        &self,
+        grant_id: &str,
+        jti: &str,
+        access_expires_at: Timestamp,
+        refresh: Option<&RefreshTokenRecord>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        // FOR SHARE conflicts with revoke_grant's UPDATE of the grant row
+        // (the foreign-key check alone takes only KEY SHARE, which does
+        // not). So either the revocation waits for this commit and then
+        // lists our jti, or this waits for the revocation and finds the
+        // grant revoked. Plain EXISTS would let a token slip past it.
+        let live: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM grants WHERE id = $1 AND revoked_at IS NULL FOR SHARE",
+        )
+        .bind(grant_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if live.is_none() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO issued_tokens (jti, grant_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(jti)
+            .bind(grant_id)
+            .bind(access_expires_at.0)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(refresh) = refresh {
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, grant_id, scope, resource, created_at, expires_at, used_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL)",
+            )
+            .bind(&refresh.token_hash)
+            .bind(&refresh.grant_id)
+            .bind(&refresh.scope)
+            .bind(&refresh.resource)
+            .bind(refresh.created_at.0)
+            .bind(refresh.expires_at.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<RefreshRotation> {
+        let rotated = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $2 \
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 \
+             RETURNING grant_id, scope, resource, created_at, expires_at",
+        )
+        .bind(token_hash)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = rotated {
+            let token = RefreshTokenRecord {
+                token_hash: token_hash.to_string(),
+                grant_id: row.try_get("grant_id")?,
+                scope: row.try_get("scope")?,
+                resource: row.try_get("resource")?,
+                created_at: Timestamp(row.try_get("created_at")?),
+                expires_at: Timestamp(row.try_get("expires_at")?),
+            };
+            return Ok(match self.live_grant(&token.grant_id).await? {
+                Some(grant) => RefreshRotation::Rotated(token, grant),
+                None => RefreshRotation::Invalid,
+            });
+        }
+        let used: Option<String> = sqlx::query_scalar(
+            "SELECT grant_id FROM refresh_tokens WHERE token_hash = $1 AND used_at IS NOT NULL",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match used {
+            Some(grant_id) => RefreshRotation::Reused { grant_id },
+            None => RefreshRotation::Invalid,
+        })
+    }
+
+    async fn revoke_grant(&self, grant_id: &str, now: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        // Locks the grant row first: waits for any record_issued holding
+        // FOR SHARE on it, and blocks new ones until commit. Each later
+        // statement takes a fresh snapshot (READ COMMITTED), so it sees
+        // every token recorded before the lock was granted.
+        let changed =
+            sqlx::query("UPDATE grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(grant_id)
+                .bind(now.0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, expires_at) \
+             SELECT jti, expires_at FROM issued_tokens WHERE grant_id = $1 AND expires_at > $2 \
+             ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(grant_id)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $2 WHERE grant_id = $1 AND used_at IS NULL",
+        )
+        .bind(grant_id)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        let generation = bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        self.note_bump(generation);
+        Ok(changed)
+    }
+
+    async fn refresh_token_grant(&self, token_hash: &str) -> StoreResult<Option<GrantRecord>> {
+        let row = sqlx::query(
+            "SELECT g.* FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id WHERE r.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(grant_from_row).transpose()
+    }
+
+    async fn insert_device(&self, device: &DeviceRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO device_authorizations (device_code_hash, user_code, client_id, scope, resource, \
+             created_at, expires_at, interval_secs, last_polled_at, slow_down, status, grant_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, 0, $9, $10)",
+        )
+        .bind(&device.device_code_hash)
+        .bind(&device.user_code)
+        .bind(&device.client_id)
+        .bind(&device.scope)
+        .bind(&device.resource)
+        .bind(device.created_at.0)
+        .bind(device.expires_at.0)
+        .bind(device.interval_secs)
+        .bind(device.status.as_str())
+        .bind(&device.grant_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn device_by_user_code(
+        &self,
+        user_code: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<DeviceRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM device_authorizations WHERE user_code = $1 AND expires_at > $2",
+        )
+        .bind(user_code)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(device_from_row).transpose()
+    }
+
+    async fn decide_device(
+        &self,
+        user_code: &str,
+        grant: Option<&GrantRecord>,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let (status, grant_id) = match grant {
+            Some(g) => (DeviceStatus::Approved, Some(g.id.as_str())),
+            None => (DeviceStatus::Denied, None),
+        };
+        // Of two concurrent decisions, the second waits for the row lock
+        // and then no longer matches `status = 'pending'`.
+        let decided = sqlx::query(
+            "UPDATE device_authorizations SET status = $1, grant_id = $2 \
+             WHERE user_code = $3 AND status = 'pending' AND expires_at > $4",
+        )
+        .bind(status.as_str())
+        .bind(grant_id)
+        .bind(user_code)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !decided {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let Some(grant) = grant {
+            insert_grant(&mut tx, grant).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn poll_device(
+        &self,
+        device_code_hash: &str,
+        client_id: &str,
+        now: Timestamp,
+    ) -> StoreResult<DevicePoll> {
+        // One statement notes the poll and decides whether it came too
+        // early. A concurrent poll waits for the row lock, and PostgreSQL
+        // then recomputes the SET expressions from the updated row, so it
+        // sees the first poll's `last_polled_at` and is slowed down.
+        let row = sqlx::query(
+            "UPDATE device_authorizations SET \
+               slow_down = CASE WHEN last_polled_at IS NOT NULL AND $3 - last_polled_at < interval_secs * 1000 \
+                                THEN 1 ELSE 0 END, \
+               interval_secs = CASE WHEN last_polled_at IS NOT NULL AND $3 - last_polled_at < interval_secs * 1000 \
+                                THEN interval_secs + 5 ELSE interval_secs END, \
+               last_polled_at = $3 \
+             WHERE device_code_hash = $1 AND client_id = $2 \
+             RETURNING status, expires_at, slow_down, grant_id",
+        )
+        .bind(device_code_hash)
+        .bind(client_id)
+        .bind(now.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(DevicePoll::Invalid);
+        };
+        let status: String = row.try_get("status")?;
+        let expires_at = Timestamp(row.try_get("expires_at")?);
+        let slow_down: i64 = row.try_get("slow_down")?;
+        if now >= expires_at {
+            return Ok(DevicePoll::Expired);
+        }
+        if slow_down == 1 {
+            return Ok(DevicePoll::SlowDown);
+        }
+        match DeviceStatus::parse(&status) {
+            Some(DeviceStatus::Pending) => Ok(DevicePoll::Pending),
+            Some(DeviceStatus::Denied) => Ok(DevicePoll::Denied),
+            Some(DeviceStatus::Redeemed) | None => Ok(DevicePoll::Invalid),
+            Some(DeviceStatus::Approved) => {
+                // Conditional, so only one poll redeems the approval.
+                let grant_id: Option<String> = sqlx::query_scalar(
+                    "UPDATE device_authorizations SET status = 'redeemed' \
+                     WHERE device_code_hash = $1 AND status = 'approved' RETURNING grant_id",
+                )
+                .bind(device_code_hash)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten();
+                let grant = match grant_id {
+                    Some(id) => self.live_grant(&id).await?,
+                    None => None,
+                };
+                Ok(grant.map_or(DevicePoll::Invalid, DevicePoll::Approved))
+            }
+        }
+    }
+
+    async fn touch_client(&self, id: &str, at: Timestamp) -> StoreResult<()> {
+        sqlx::query("UPDATE oauth_clients SET last_used_at = $1 WHERE id = $2")
+            .bind(at.0)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_unused_dynamic_clients(&self, unused_since: Timestamp) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "DELETE FROM oauth_clients WHERE registered_by = 'dynamic' \
+             AND COALESCE(last_used_at, created_at) < $1",
+        )
+        .bind(unused_since.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
+    async fn purge_expired(&self, now: Timestamp) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for sql in [
+            "DELETE FROM authorization_requests WHERE expires_at <= $1",
+            "DELETE FROM browser_sessions WHERE expires_at <= $1",
+            "DELETE FROM device_authorizations WHERE expires_at <= $1",
+            // Used codes are kept a day past expiry, so a late replay is
+            // still recognised and revokes what the code produced.
+            "DELETE FROM authorization_codes WHERE expires_at <= $1 - 86400000",
+            "DELETE FROM issued_tokens WHERE expires_at <= $1",
+            "DELETE FROM revoked_tokens WHERE expires_at <= $1",
+            // Expired refresh tokens protect nothing any more.
+            "DELETE FROM refresh_tokens WHERE expires_at <= $1",
+        ] {
+            sqlx::query(sql).bind(now.0).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,1356 @@
+//! Behaviour every `Store` must show, written once and run against each
+//! implementation: `conformance_tests!` expands to one `#[tokio::test]` per
+//! check, given a runner that makes a fresh store and runs the check on it.
+//! Serial checks get any store; concurrent ones need a store whose
+//! connections really race (several connections to one database).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+
+use crate::{
+    ApiKeyRecord, AuditQuery, AuthCodeRecord, ClientRecord, CodeRedemption, DevicePoll,
+    DeviceRecord, DeviceStatus, GrantRecord, RefreshRotation, RefreshTokenRecord, SigningKeyRecord,
+    Store, StoreError, UserRecord,
+};
+
+pub(crate) type TestStore = Arc<dyn Store>;
+
+/// Expands to the conformance tests for one implementation. `serial` and
+/// `concurrent` are async fns taking a closure `FnOnce(TestStore) -> Future`.
+macro_rules! conformance_tests {
+    (serial: $serial:path, concurrent: $concurrent:path $(,)?) => {
+        $crate::store_conformance_tests::conformance_tests!(@tests $serial;
+            api_key_round_trip,
+            api_key_revoke_is_once,
+            api_key_rotate_limits_old_key_and_happens_once,
+            api_key_rotate_never_extends_an_earlier_expiry,
+            audit_append_and_filter,
+            audit_batch_is_all_or_nothing,
+            large_audit_batches_span_several_inserts,
+            secrets_are_tenant_scoped,
+            settings_round_trip,
+            clients_round_trip_and_revoke_once,
+            signing_keys_round_trip_in_order,
+            revoked_tokens_are_listed_until_they_expire,
+            a_code_is_redeemed_once_and_a_replay_names_its_grant,
+            an_expired_code_is_invalid,
+            revoking_a_grant_revokes_its_access_tokens_and_refresh_tokens,
+            refresh_rotation_and_its_grant,
+            authorization_requests_are_taken_once,
+            users_round_trip,
+            consents_round_trip,
+            login_failures_count_within_a_window_and_reset,
+            disabling_a_user_ends_sessions_and_grants,
+            device_polls_pending_slow_down_approved_once,
+            a_denied_device_authorization_reports_denied,
+            unused_dynamic_clients_are_deleted,
+            purge_removes_only_expired_records,
+        );
+        $crate::store_conformance_tests::conformance_tests!(@tests $concurrent;
+            concurrent_redemptions_of_one_code_let_exactly_one_through,
+            concurrent_refreshes_rotate_exactly_once,
+            concurrent_issue_and_revoke_never_leave_a_token_unlisted,
+            concurrent_takes_of_a_request_succeed_once,
+            concurrent_device_polls_are_slowed_down,
+            concurrent_device_decisions_decide_once,
+            concurrent_key_rotations_rotate_once,
+            concurrent_revocations_revoke_once,
+        );
+    };
+    (@tests $run:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                $run(|store| $crate::store_conformance_tests::$name(store)).await;
+            }
+        )*
+    };
+}
+pub(crate) use conformance_tests;
+
+// --- fixtures ---------------------------------------------------------------
+
+pub(crate) fn key(id: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: id.into(),
+        name: format!("name-{id}"),
+        tenant: "default".into(),
+        role: "reader".into(),
+        scopes: Some(vec!["tools:read".into()]),
+        owner: Some("alice".into()),
+        secret_hash: "00".repeat(32),
+        created_at: Timestamp(1_000),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        rotated_to: None,
+    }
+}
+
+fn event(id: &str, ts: i64, tool: &str, outcome: Outcome) -> AuditEvent {
+    AuditEvent {
+        id: id.into(),
+        ts: Timestamp(ts),
+        kind: AuditKind::ToolDecision,
+        tenant: Some("default".into()),
+        human: Some("alice".into()),
+        agent: Some("k1".into()),
+        credential: Some("k1".into()),
+        session: None,
+        source: Some("127.0.0.1".into()),
+        tool: Some(tool.into()),
+        arguments: Some(serde_json::json!({"path": "a.txt"})),
+        decision: Some("allow".into()),
+        reason: None,
+        outcome,
+        error: None,
+        latency_us: Some(12),
+        result_bytes: Some(3),
+    }
+}
+
+fn client(id: &str) -> ClientRecord {
+    ClientRecord {
+        id: id.into(),
+        name: "bot".into(),
+        tenant: "default".into(),
+        role: "reader".into(),
+        scopes: Some(vec!["tools:read".into()]),
+        secret_hash: Some("ab".repeat(32)),
+        created_at: Timestamp(10),
+        revoked_at: None,
+        redirect_uris: vec!["http://127.0.0.1/cb".into()],
+        grant_types: vec!["client_credentials".into()],
+        auth_method: "client_secret_basic".into(),
+        registered_by: "operator".into(),
+        last_used_at: None,
+    }
+}
+
+fn grant(id: &str) -> GrantRecord {
+    GrantRecord {
+        id: id.into(),
+        client_id: "ghc_app".into(),
+        username: "alice".into(),
+        tenant: "acme".into(),
+        roles: vec!["reader".into()],
+        scope: "tools:read".into(),
+        resource: "https://gh.example/mcp".into(),
+        created_at: Timestamp(1_000),
+        revoked_at: None,
+    }
+}
+
+fn code(hash: &str, grant_id: &str) -> AuthCodeRecord {
+    AuthCodeRecord {
+        code_hash: hash.into(),
+        grant_id: grant_id.into(),
+        redirect_uri: "http://127.0.0.1/cb".into(),
+        code_challenge: "c".repeat(43),
+        expires_at: Timestamp(61_000),
+    }
+}
+
+fn refresh(hash: &str, grant_id: &str) -> RefreshTokenRecord {
+    RefreshTokenRecord {
+        token_hash: hash.into(),
+        grant_id: grant_id.into(),
+        scope: "tools:read".into(),
+        resource: "https://gh.example/mcp".into(),
+        created_at: Timestamp(1_000),
+        expires_at: Timestamp(1_000_000),
+    }
+}
+
+fn user(name: &str) -> UserRecord {
+    UserRecord {
+        username: name.into(),
+        tenant: "acme".into(),
+        roles: vec!["reader".into()],
+        password_hash: "$argon2id$stub".into(),
+        created_at: Timestamp(0),
+        disabled_at: None,
+    }
+}
+
+fn device(hash: &str, user_code: &str) -> DeviceRecord {
+    DeviceRecord {
+        device_code_hash: hash.into(),
+        user_code: user_code.into(),
+        client_id: "ghc_tv".into(),
+        scope: "tools:read".into(),
+        resource: "https://gh.example/mcp".into(),
+        created_at: Timestamp(0),
+        expires_at: Timestamp(600_000),
+        interval_secs: 5,
+        status: DeviceStatus::Pending,
+        grant_id: None,
+    }
+}
+
+/// Runs `n` copies of `f` at once and collects their results.
+async fn race<T, F, Fut>(store: &TestStore, n: usize, f: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(TestStore, usize) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n)
+        .map(|i| tokio::spawn(f(Arc::clone(store), i)))
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+// --- API keys, audit, secrets, settings --------------------------------------
+
+pub(crate) async fn api_key_round_trip(store: TestStore) {
+    assert_eq!(store.count_api_keys().await.unwrap(), 0);
+    store.insert_api_key(&key("k1")).await.unwrap();
+    assert_eq!(store.api_key("k1").await.unwrap(), Some(key("k1")));
+    assert_eq!(store.api_key("nope").await.unwrap(), None);
+    assert_eq!(store.count_api_keys().await.unwrap(), 1);
+    assert!(matches!(
+        store.insert_api_key(&key("k1")).await,
+        Err(StoreError::Conflict)
+    ));
+    let mut bare = key("k0");
+    bare.scopes = None;
+    bare.owner = None;
+    bare.expires_at = Some(Timestamp(5));
+    bare.last_used_at = Some(Timestamp(4));
+    store.insert_api_key(&bare).await.unwrap();
+    store.touch_api_key("k0", Timestamp(6)).await.unwrap();
+    bare.last_used_at = Some(Timestamp(6));
+    assert_eq!(store.list_api_keys().await.unwrap(), vec![bare, key("k1")]);
+}
+
+pub(crate) async fn api_key_revoke_is_once(store: TestStore) {
+    store.insert_api_key(&key("k1")).await.unwrap();
+    let before = store.credential_generation();
+    assert!(before.is_some());
+    assert!(store.revoke_api_key("k1", Timestamp(5)).await.unwrap());
+    assert_ne!(store.credential_generation(), before);
+    assert!(!store.revoke_api_key("k1", Timestamp(6)).await.unwrap());
+    assert!(!store.revoke_api_key("missing", Timestamp(6)).await.unwrap());
+    let stored = store.api_key("k1").await.unwrap().unwrap();
+    assert_eq!(stored.revoked_at, Some(Timestamp(5)));
+}
+
+pub(crate) async fn api_key_rotate_limits_old_key_and_happens_once(store: TestStore) {
+    store.insert_api_key(&key("k1")).await.unwrap();
+    let before = store.credential_generation();
+    assert!(
+        store
+            .rotate_api_key("k1", &key("k2"), Timestamp(9_000))
+            .await
+            .unwrap()
+    );
+    assert_ne!(store.credential_generation(), before);
+    let old = store.api_key("k1").await.unwrap().unwrap();
+    assert_eq!(old.expires_at, Some(Timestamp(9_000)));
+    assert_eq!(old.rotated_to.as_deref(), Some("k2"));
+    assert_eq!(store.api_key("k2").await.unwrap(), Some(key("k2")));
+    // A second rotation of the same key is refused and inserts nothing.
+    assert!(
+        !store
+            .rotate_api_key("k1", &key("k3"), Timestamp(9_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.api_key("k3").await.unwrap(), None);
+    // So is rotating a revoked key.
+    store.revoke_api_key("k2", Timestamp(1)).await.unwrap();
+    assert!(
+        !store
+            .rotate_api_key("k2", &key("k4"), Timestamp(9_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.count_api_keys().await.unwrap(), 2);
+}
+
+pub(crate) async fn api_key_rotate_never_extends_an_earlier_expiry(store: TestStore) {
+    let mut short = key("k1");
+    short.expires_at = Some(Timestamp(2_000));
+    store.insert_api_key(&short).await.unwrap();
+    assert!(
+        store
+            .rotate_api_key("k1", &key("k2"), Timestamp(9_000))
+            .await
+            .unwrap()
+    );
+    let old = store.api_key("k1").await.unwrap().unwrap();
+    assert_eq!(old.expires_at, Some(Timestamp(2_000)));
+}
+
+pub(crate) async fn audit_append_and_filter(store: TestStore) {
+    store.append_audit(Vec::new()).await.unwrap();
+    let mut other = event("e4", 400, "read_file", Outcome::Success);
+    other.tenant = Some("other".into());
+    other.human = Some("bob".into());
+    other.kind = AuditKind::Authentication;
+    other.arguments = None;
+    other.latency_us = None;
+    store
+        .append_audit(vec![
+            event("e1", 100, "read_file", Outcome::Success),
+            event("e2", 200, "send_email", Outcome::Denied),
+            event("e3", 300, "read_file", Outcome::Denied),
+        ])
+        .await
+        .unwrap();
+    store.append_audit(vec![other.clone()]).await.unwrap();
+    let all = store.query_audit(&AuditQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(
+        all[0].event,
+        event("e1", 100, "read_file", Outcome::Success)
+    );
+    assert_eq!(all[3].event, other);
+
+    let ids = |rows: Vec<crate::AuditRow>| {
+        rows.into_iter()
+            .map(|r| r.event.id)
+            .collect::<Vec<String>>()
+    };
+    let query = |q: AuditQuery| {
+        let store = Arc::clone(&store);
+        async move { ids(store.query_audit(&q).await.unwrap()) }
+    };
+    assert_eq!(
+        query(AuditQuery {
+            outcome: Some(Outcome::Denied),
+            tool: Some("read_file".into()),
+            ..Default::default()
+        })
+        .await,
+        ["e3"]
+    );
+    assert_eq!(
+        query(AuditQuery {
+            since: Some(Timestamp(200)),
+            ..Default::default()
+        })
+        .await,
+        ["e2", "e3", "e4"]
+    );
+    assert_eq!(
+        query(AuditQuery {
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await,
+        ["e3", "e4"]
+    );
+    assert_eq!(
+        query(AuditQuery {
+            after_seq: Some(all[1].seq),
+            ..Default::default()
+        })
+        .await,
+        ["e3", "e4"]
+    );
+    assert_eq!(
+        query(AuditQuery {
+            tenant: Some("other".into()),
+            ..Default::default()
+        })
+        .await,
+        ["e4"]
+    );
+    assert_eq!(
+        query(AuditQuery {
+            principal: Some("bob".into()),
+            ..Default::default()
+        })
+        .await,
+        ["e4"]
+    );
+    // The credential id matches too.
+    assert_eq!(
+        query(AuditQuery {
+            principal: Some("k1".into()),
+            tool: Some("send_email".into()),
+            ..Default::default()
+        })
+        .await,
+        ["e2"]
+    );
+    assert_eq!(
+        query(AuditQuery {
+            kind: Some(AuditKind::ToolDecision),
+            outcome: Some(Outcome::Success),
+            ..Default::default()
+        })
+        .await,
+        ["e1"]
+    );
+    assert_eq!(
+        query(AuditQuery {
+            kind: Some(AuditKind::Authentication),
+            ..Default::default()
+        })
+        .await,
+        ["e4"]
+    );
+    assert!(
+        query(AuditQuery {
+            principal: Some("nobody".into()),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+}
+
+pub(crate) async fn audit_batch_is_all_or_nothing(store: TestStore) {
+    store
+        .append_audit(vec![event("dup", 1, "t", Outcome::Success)])
+        .await
+        .unwrap();
+    // The second event reuses an id, so the whole batch must be rejected.
+    let result = store
+        .append_audit(vec![
+            event("fresh", 2, "t", Outcome::Success),
+            event("dup", 3, "t", Outcome::Success),
+        ])
+        .await;
+    assert!(result.is_err());
+    let all = store.query_audit(&AuditQuery::default()).await.unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+pub(crate) async fn large_audit_batches_span_several_inserts(store: TestStore) {
+    // More rows than fit in one statement on either engine.
+    let events: Vec<_> = (0..5_000)
+        .map(|n| event(&format!("e{n}"), n, "t", Outcome::Success))
+        .collect();
+    store.append_audit(events.clone()).await.unwrap();
+    let rows = store
+        .query_audit(&AuditQuery {
+            limit: Some(10_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 5_000);
+    assert_eq!(rows[4_999].event, events[4_999]);
+    assert_eq!(rows[0].event, events[0]);
+    // A failing last chunk takes the earlier ones with it.
+    let mut failing: Vec<_> = (0..4_000)
+        .map(|n| event(&format!("f{n}"), n, "t", Outcome::Success))
+        .collect();
+    failing.push(event("e0", 1, "t", Outcome::Success));
+    assert!(store.append_audit(failing).await.is_err());
+    let count = store
+        .query_audit(&AuditQuery {
+            limit: Some(20_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(count, 5_000);
+}
+
+pub(crate) async fn secrets_are_tenant_scoped(store: TestStore) {
+    store.put_secret("a", "db", "one").await.unwrap();
+    store.put_secret("a", "db", "two").await.unwrap();
+    store.put_secret("a", "B", "x").await.unwrap();
+    store.put_secret("b", "other", "three").await.unwrap();
+    assert_eq!(
+        store.secret("a", "db").await.unwrap().as_deref(),
+        Some("two")
+    );
+    assert_eq!(store.secret("b", "db").await.unwrap(), None);
+    // Byte order, the same on every engine.
+    assert_eq!(store.secret_names("a").await.unwrap(), vec!["B", "db"]);
+    assert!(store.delete_secret("a", "db").await.unwrap());
+    assert!(!store.delete_secret("a", "db").await.unwrap());
+}
+
+pub(crate) async fn settings_round_trip(store: TestStore) {
+    store.put_setting("t", "k", "v1").await.unwrap();
+    store.put_setting("t", "k", "v2").await.unwrap();
+    assert_eq!(
+        store.setting("t", "k").await.unwrap().as_deref(),
+        Some("v2")
+    );
+    assert_eq!(store.setting("t", "missing").await.unwrap(), None);
+    assert_eq!(
+        store.settings("t").await.unwrap(),
+        vec![("k".to_string(), "v2".to_string())]
+    );
+    assert!(store.settings("other").await.unwrap().is_empty());
+}
+
+pub(crate) async fn clients_round_trip_and_revoke_once(store: TestStore) {
+    store.insert_client(&client("c1")).await.unwrap();
+    let mut public = client("c0");
+    public.secret_hash = None;
+    public.scopes = None;
+    public.grant_types = vec!["authorization_code".into(), "refresh_token".into()];
+    public.auth_method = "none".into();
+    store.insert_client(&public).await.unwrap();
+    assert_eq!(store.client("c1").await.unwrap(), Some(client("c1")));
+    assert_eq!(store.client("c0").await.unwrap(), Some(public));
+    assert!(matches!(
+        store.insert_client(&client("c1")).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.list_clients().await.unwrap().len(), 2);
+    let before = store.credential_generation();
+    assert!(store.revoke_client("c1", Timestamp(20)).await.unwrap());
+    assert_ne!(store.credential_generation(), before);
+    assert!(!store.revoke_client("c1", Timestamp(21)).await.unwrap());
+    assert_eq!(
+        store.client("c1").await.unwrap().unwrap().revoked_at,
+        Some(Timestamp(20))
+    );
+}
+
+pub(crate) async fn signing_keys_round_trip_in_order(store: TestStore) {
+    let before = store.credential_generation();
+    for (kid, at) in [("b", 2), ("a", 1)] {
+        store
+            .insert_signing_key(&SigningKeyRecord {
+                kid: kid.into(),
+                sealed_pkcs8: vec![0, 1, 2, 255],
+                public_jwk: "{}".into(),
+                created_at: Timestamp(at),
+                activates_at: Timestamp(at),
+                retired_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    assert_ne!(store.credential_generation(), before);
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(keys[0].sealed_pkcs8, vec![0, 1, 2, 255]);
+}
+
+pub(crate) async fn revoked_tokens_are_listed_until_they_expire(store: TestStore) {
+    let before = store.credential_generation();
+    store
+        .revoke_token("j1", Timestamp(100), Timestamp(10))
+        .await
+        .unwrap();
+    store
+        .revoke_token("j1", Timestamp(100), Timestamp(10))
+        .await
+        .unwrap();
+    store
+        .revoke_token("j2", Timestamp(50), Timestamp(10))
+        .await
+        .unwrap();
+    assert_ne!(store.credential_generation(), before);
+    assert_eq!(
+        store.revoked_tokens(Timestamp(20)).await.unwrap(),
+        vec!["j1", "j2"]
+    );
+    assert_eq!(
+        store.revoked_tokens(Timestamp(60)).await.unwrap(),
+        vec!["j1"]
+    );
+    // Expired entries are dropped on the next revocation.
+    store
+        .revoke_token("j3", Timestamp(200), Timestamp(150))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.revoked_tokens(Timestamp(0)).await.unwrap(),
+        vec!["j3"]
+    );
+}
+
+// --- Authorization --------------------------------------------------------
+
+pub(crate) async fn a_code_is_redeemed_once_and_a_replay_names_its_grant(store: TestStore) {
+    store
+        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .await
+        .unwrap();
+    match store.redeem_code("h1", Timestamp(2_000)).await.unwrap() {
+        CodeRedemption::Redeemed(c, g) => {
+            assert_eq!(c, code("h1", "g1"));
+            assert_eq!(g, grant("g1"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.redeem_code("h1", Timestamp(3_000)).await.unwrap(),
+        CodeRedemption::Replayed {
+            grant_id: "g1".into()
+        }
+    );
+    assert_eq!(
+        store.redeem_code("nope", Timestamp(3_000)).await.unwrap(),
+        CodeRedemption::Invalid
+    );
+    // A grant and code are stored together or not at all.
+    assert!(
+        store
+            .insert_code_grant(&grant("g2"), &code("h1", "g2"))
+            .await
+            .is_err()
+    );
+    assert!(
+        !store
+            .record_issued("g2", "jti-x", Timestamp(900_000), None)
+            .await
+            .unwrap()
+    );
+}
+
+pub(crate) async fn an_expired_code_is_invalid(store: TestStore) {
+    store
+        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.redeem_code("h1", Timestamp(61_000)).await.unwrap(),
+        CodeRedemption::Invalid
+    );
+    // A code of a revoked grant is no good either.
+    store
+        .insert_code_grant(&grant("g2"), &code("h2", "g2"))
+        .await
+        .unwrap();
+    store.revoke_grant("g2", Timestamp(1_500)).await.unwrap();
+    assert_eq!(
+        store.redeem_code("h2", Timestamp(2_000)).await.unwrap(),
+        CodeRedemption::Invalid
+    );
+}
+
+pub(crate) async fn revoking_a_grant_revokes_its_access_tokens_and_refresh_tokens(
+    store: TestStore,
+) {
+    store
+        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .record_issued(
+                "g1",
+                "jti-1",
+                Timestamp(900_000),
+                Some(&refresh("r1", "g1"))
+            )
+            .await
+            .unwrap()
+    );
+    let before = store.credential_generation();
+    assert!(store.revoke_grant("g1", Timestamp(5_000)).await.unwrap());
+    assert_ne!(store.credential_generation(), before);
+    assert!(!store.revoke_grant("g1", Timestamp(5_001)).await.unwrap());
+    assert_eq!(
+        store.revoked_tokens(Timestamp(5_000)).await.unwrap(),
+        vec!["jti-1".to_string()]
+    );
+    // The refresh token is dead, and presenting it again counts as reuse.
+    assert!(matches!(
+        store
+            .rotate_refresh_token("r1", Timestamp(6_000))
+            .await
+            .unwrap(),
+        RefreshRotation::Reused { .. }
+    ));
+    // Nothing more can be issued from a revoked grant.
+    assert!(
+        !store
+            .record_issued("g1", "jti-2", Timestamp(900_000), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_grant("missing", Timestamp(5_000))
+            .await
+            .unwrap()
+    );
+}
+
+pub(crate) async fn refresh_rotation_and_its_grant(store: TestStore) {
+    store
+        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .await
+        .unwrap();
+    store
+        .record_issued(
+            "g1",
+            "jti-1",
+            Timestamp(900_000),
+            Some(&refresh("r1", "g1")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.refresh_token_grant("r1").await.unwrap(),
+        Some(grant("g1"))
+    );
+    assert_eq!(store.refresh_token_grant("nope").await.unwrap(), None);
+    assert_eq!(
+        store
+            .rotate_refresh_token("r1", Timestamp(2_000))
+            .await
+            .unwrap(),
+        RefreshRotation::Rotated(refresh("r1", "g1"), grant("g1"))
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token("r1", Timestamp(3_000))
+            .await
+            .unwrap(),
+        RefreshRotation::Reused {
+            grant_id: "g1".into()
+        }
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token("nope", Timestamp(3_000))
+            .await
+            .unwrap(),
+        RefreshRotation::Invalid
+    );
+    // An expired refresh token is invalid.
+    store
+        .record_issued(
+            "g1",
+            "jti-2",
+            Timestamp(900_000),
+            Some(&refresh("r2", "g1")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .rotate_refresh_token("r2", Timestamp(1_000_000))
+            .await
+            .unwrap(),
+        RefreshRotation::Invalid
+    );
+}
+
+pub(crate) async fn authorization_requests_are_taken_once(store: TestStore) {
+    store
+        .insert_authorization_request("t1", "ghc_app", "{}", Timestamp(0), Timestamp(100))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .authorization_request("t1", Timestamp(50))
+            .await
+            .unwrap(),
+        Some("{}".into())
+    );
+    assert_eq!(
+        store
+            .authorization_request("t1", Timestamp(100))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .take_authorization_request("t1", Timestamp(100))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .take_authorization_request("t1", Timestamp(50))
+            .await
+            .unwrap(),
+        Some("{}".into())
+    );
+    assert_eq!(
+        store
+            .take_authorization_request("t1", Timestamp(50))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub(crate) async fn users_round_trip(store: TestStore) {
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    store.insert_user(&user("bob")).await.unwrap();
+    store.insert_user(&user("alice")).await.unwrap();
+    assert!(matches!(
+        store.insert_user(&user("bob")).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.count_users().await.unwrap(), 2);
+    assert_eq!(store.user("bob").await.unwrap(), Some(user("bob")));
+    assert_eq!(store.user("carol").await.unwrap(), None);
+    assert_eq!(
+        store
+            .list_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.username)
+            .collect::<Vec<_>>(),
+        ["alice", "bob"]
+    );
+    assert!(store.set_user_password("bob", "$new").await.unwrap());
+    assert!(!store.set_user_password("carol", "$new").await.unwrap());
+    assert_eq!(
+        store.user("bob").await.unwrap().unwrap().password_hash,
+        "$new"
+    );
+}
+
+pub(crate) async fn consents_round_trip(store: TestStore) {
+    assert_eq!(store.consent("alice", "ghc_app").await.unwrap(), None);
+    store
+        .put_consent("alice", "ghc_app", "tools:read", Timestamp(1))
+        .await
+        .unwrap();
+    store
+        .put_consent("alice", "ghc_app", "tools:read tools:write", Timestamp(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.consent("alice", "ghc_app").await.unwrap().as_deref(),
+        Some("tools:read tools:write")
+    );
+    assert_eq!(store.consent("bob", "ghc_app").await.unwrap(), None);
+}
+
+pub(crate) async fn login_failures_count_within_a_window_and_reset(store: TestStore) {
+    let window = 900_000;
+    assert_eq!(store.login_throttle("bob").await.unwrap(), None);
+    assert_eq!(
+        store
+            .record_login_failure("bob", Timestamp(0), window)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .record_login_failure("bob", Timestamp(10), window)
+            .await
+            .unwrap(),
+        2
+    );
+    store.lock_login("bob", Timestamp(5_000)).await.unwrap();
+    // A lock is never shortened.
+    store.lock_login("bob", Timestamp(4_000)).await.unwrap();
+    let throttle = store.login_throttle("bob").await.unwrap().unwrap();
+    assert_eq!(
+        (throttle.failures, throttle.locked_until),
+        (2, Timestamp(5_000))
+    );
+    // A long quiet period forgets earlier failures.
+    assert_eq!(
+        store
+            .record_login_failure("bob", Timestamp(10 + window + 1), window)
+            .await
+            .unwrap(),
+        1
+    );
+    store.clear_login_failures("bob").await.unwrap();
+    assert_eq!(store.login_throttle("bob").await.unwrap(), None);
+}
+
+pub(crate) async fn disabling_a_user_ends_sessions_and_grants(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
+    assert!(!format!("{:?}", user("alice")).contains("argon2"));
+    store
+        .insert_browser_session("s1", "alice", Timestamp(0), Timestamp(10_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.browser_session("s1", Timestamp(5)).await.unwrap(),
+        Some("alice".into())
+    );
+    assert_eq!(
+        store
+            .browser_session("s1", Timestamp(10_000))
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .await
+        .unwrap();
+    store
+        .record_issued("g1", "jti-1", Timestamp(900_000), None)
+        .await
+        .unwrap();
+    let before = store.credential_generation();
+    assert!(store.disable_user("alice", Timestamp(100)).await.unwrap());
+    assert_ne!(store.credential_generation(), before);
+    assert!(!store.disable_user("alice", Timestamp(101)).await.unwrap());
+    assert_eq!(
+        store.browser_session("s1", Timestamp(200)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.revoked_tokens(Timestamp(200)).await.unwrap(),
+        vec!["jti-1".to_string()]
+    );
+    assert!(
+        !store
+            .record_issued("g1", "jti-2", Timestamp(900_000), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.user("alice").await.unwrap().unwrap().disabled_at,
+        Some(Timestamp(100))
+    );
+}
+
+pub(crate) async fn device_polls_pending_slow_down_approved_once(store: TestStore) {
+    store
+        .insert_device(&device("d1", "BCDFGHJK"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .insert_device(&device("d2", "BCDFGHJK"))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        store
+            .device_by_user_code("BCDFGHJK", Timestamp(1))
+            .await
+            .unwrap(),
+        Some(device("d1", "BCDFGHJK"))
+    );
+    let poll = |t: i64| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .poll_device("d1", "ghc_tv", Timestamp(t))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(poll(1_000).await, DevicePoll::Pending);
+    // 2 s later is faster than the 5 s interval; the interval becomes 10 s.
+    assert_eq!(poll(3_000).await, DevicePoll::SlowDown);
+    assert_eq!(poll(9_000).await, DevicePoll::SlowDown);
+    assert_eq!(poll(30_000).await, DevicePoll::Pending);
+    assert_eq!(
+        store
+            .device_by_user_code("BCDFGHJK", Timestamp(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .interval_secs,
+        15
+    );
+    // Another client cannot poll it.
+    assert_eq!(
+        store
+            .poll_device("d1", "ghc_other", Timestamp(60_000))
+            .await
+            .unwrap(),
+        DevicePoll::Invalid
+    );
+    let mut g = grant("g-dev");
+    g.client_id = "ghc_tv".into();
+    assert!(
+        store
+            .decide_device("BCDFGHJK", Some(&g), Timestamp(40_000))
+            .await
+            .unwrap()
+    );
+    // A decision is final.
+    assert!(
+        !store
+            .decide_device("BCDFGHJK", None, Timestamp(41_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(poll(100_000).await, DevicePoll::Approved(g));
+    assert_eq!(poll(200_000).await, DevicePoll::Invalid);
+    assert_eq!(poll(600_000).await, DevicePoll::Expired);
+    assert_eq!(
+        store
+            .device_by_user_code("BCDFGHJK", Timestamp(600_000))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub(crate) async fn a_denied_device_authorization_reports_denied(store: TestStore) {
+    store
+        .insert_device(&device("d1", "BCDFGHJK"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .decide_device("BCDFGHJK", None, Timestamp(1_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .poll_device("d1", "ghc_tv", Timestamp(10_000))
+            .await
+            .unwrap(),
+        DevicePoll::Denied
+    );
+    // An expired authorization cannot be decided.
+    store
+        .insert_device(&device("d2", "XXXXYYYY"))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .decide_device("XXXXYYYY", None, Timestamp(600_000))
+            .await
+            .unwrap()
+    );
+}
+
+pub(crate) async fn unused_dynamic_clients_are_deleted(store: TestStore) {
+    let mut dynamic = client("ghc_dyn");
+    dynamic.registered_by = "dynamic".into();
+    store.insert_client(&dynamic).await.unwrap();
+    store.insert_client(&client("ghc_op")).await.unwrap();
+    let mut used = client("ghc_used");
+    used.registered_by = "dynamic".into();
+    store.insert_client(&used).await.unwrap();
+    store
+        .touch_client("ghc_used", Timestamp(1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .delete_unused_dynamic_clients(Timestamp(500))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.client("ghc_dyn").await.unwrap().is_none());
+    assert!(store.client("ghc_op").await.unwrap().is_some());
+    assert_eq!(
+        store
+            .client("ghc_used")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at,
+        Some(Timestamp(1_000))
+    );
+}
+
+pub(crate) async fn purge_removes_only_expired_records(store: TestStore) {
+    store
+        .insert_authorization_request("old", "c", "{}", Timestamp(0), Timestamp(100))
+        .await
+        .unwrap();
+    store
+        .insert_authorization_request("new", "c", "{}", Timestamp(0), Timestamp(10_000))
+        .await
+        .unwrap();
+    store
+        .revoke_token("j-old", Timestamp(100), Timestamp(0))
+        .await
+        .unwrap();
+    store
+        .revoke_token("j-new", Timestamp(10_000), Timestamp(0))
+        .await
+        .unwrap();
+    store
+        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .await
+        .unwrap();
+    store.purge_expired(Timestamp(5_000)).await.unwrap();
+    assert_eq!(
+        store
+            .take_authorization_request("new", Timestamp(200))
+            .await
+            .unwrap(),
+        Some("{}".into())
+    );
+    assert_eq!(
+        store
+            .take_authorization_request("old", Timestamp(50))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.revoked_tokens(Timestamp(0)).await.unwrap(),
+        vec!["j-new"]
+    );
+    // A used code survives its expiry by a day, so a replay is recognised.
+    store.redeem_code("h1", Timestamp(2_000)).await.unwrap();
+    store.purge_expired(Timestamp(70_000)).await.unwrap();
+    assert!(matches!(
+        store.redeem_code("h1", Timestamp(70_000)).await.unwrap(),
+        CodeRedemption::Replayed { .. }
+    ));
+    store
+        .purge_expired(Timestamp(61_000 + 86_400_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.redeem_code("h1", Timestamp(70_000)).await.unwrap(),
+        CodeRedemption::Invalid
+    );
+}
+
+// --- Concurrency ----------------------------------------------------------
+
+pub(crate) async fn concurrent_redemptions_of_one_code_let_exactly_one_through(store: TestStore) {
+    store
+        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .await
+        .unwrap();
+    let results = race(&store, 8, |store, _| async move {
+        store.redeem_code("h1", Timestamp(2_000)).await.unwrap()
+    })
+    .await;
+    let mut redeemed = 0;
+    for result in results {
+        match result {
+            CodeRedemption::Redeemed(..) => redeemed += 1,
+            CodeRedemption::Replayed { grant_id } => assert_eq!(grant_id, "g1"),
+            CodeRedemption::Invalid => panic!("a concurrent attempt saw the code as unknown"),
+        }
+    }
+    assert_eq!(redeemed, 1);
+}
+
+pub(crate) async fn concurrent_refreshes_rotate_exactly_once(store: TestStore) {
+    store
+        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .await
+        .unwrap();
+    store
+        .record_issued(
+            "g1",
+            "jti-1",
+            Timestamp(900_000),
+            Some(&refresh("r1", "g1")),
+        )
+        .await
+        .unwrap();
+    let results = race(&store, 8, |store, _| async move {
+        store
+            .rotate_refresh_token("r1", Timestamp(2_000))
+            .await
+            .unwrap()
+    })
+    .await;
+    let mut rotated = 0;
+    for result in results {
+        match result {
+            RefreshRotation::Rotated(token, grant) => {
+                assert_eq!(token.grant_id, "g1");
+                assert_eq!(grant.id, "g1");
+                rotated += 1;
+            }
+            RefreshRotation::Reused { grant_id } => assert_eq!(grant_id, "g1"),
+            RefreshRotation::Invalid => panic!("a concurrent refresh saw the token as unknown"),
+        }
+    }
+    assert_eq!(rotated, 1);
+}
+
+pub(crate) async fn concurrent_issue_and_revoke_never_leave_a_token_unlisted(store: TestStore) {
+    for round in 0..20 {
+        let grant_id = format!("g{round}");
+        store
+            .insert_code_grant(&grant(&grant_id), &code(&format!("h{round}"), &grant_id))
+            .await
+            .unwrap();
+        // Seven issuers and one revoker (index 3) race on one grant.
+        let results = race(&store, 8, |store, i| {
+            let grant_id = grant_id.clone();
+            async move {
+                if i == 3 {
+                    store
+                        .revoke_grant(&grant_id, Timestamp(2_000))
+                        .await
+                        .unwrap();
+                    return None;
+                }
+                let jti = format!("{grant_id}-jti-{i}");
+                let refresh = refresh(&format!("{grant_id}-r-{i}"), &grant_id);
+                let issued = store
+                    .record_issued(&grant_id, &jti, Timestamp(900_000), Some(&refresh))
+                    .await
+                    .unwrap();
+                Some((jti, refresh.token_hash, issued))
+            }
+        })
+        .await;
+        let revoked: BTreeSet<String> = store
+            .revoked_tokens(Timestamp(2_000))
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        for (jti, refresh_hash, issued) in results.into_iter().flatten() {
+            if issued {
+                assert!(
+                    revoked.contains(&jti),
+                    "round {round}: {jti} was issued but is not revoked"
+                );
+                // Its refresh token died with the grant.
+                assert!(matches!(
+                    store
+                        .rotate_refresh_token(&refresh_hash, Timestamp(3_000))
+                        .await
+                        .unwrap(),
+                    RefreshRotation::Reused { .. }
+                ));
+            } else {
+                assert!(!revoked.contains(&jti));
+                assert_eq!(
+                    store.refresh_token_grant(&refresh_hash).await.unwrap(),
+                    None
+                );
+            }
+        }
+    }
+}
+
+pub(crate) async fn concurrent_takes_of_a_request_succeed_once(store: TestStore) {
+    store
+        .insert_authorization_request("t1", "ghc_app", "{}", Timestamp(0), Timestamp(100))
+        .await
+        .unwrap();
+    let results = race(&store, 8, |store, _| async move {
+        store
+            .take_authorization_request("t1", Timestamp(50))
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(results.iter().filter(|r| r.is_some()).count(), 1);
+}
+
+pub(crate) async fn concurrent_device_polls_are_slowed_down(store: TestStore) {
+    store
+        .insert_device(&device("d1", "BCDFGHJK"))
+        .await
+        .unwrap();
+    let results = race(&store, 8, |store, _| async move {
+        store
+            .poll_device("d1", "ghc_tv", Timestamp(1_000))
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| **r == DevicePoll::Pending)
+            .count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| **r == DevicePoll::SlowDown)
+            .count(),
+        7
+    );
+    // Each slow-down added 5 s to the interval.
+    assert_eq!(
+        store
+            .device_by_user_code("BCDFGHJK", Timestamp(1))
+            .await
+            .unwrap()
+            .unwrap()
+            .interval_secs,
+        5 + 7 * 5
+    );
+}
+
+pub(crate) async fn concurrent_device_decisions_decide_once(store: TestStore) {
+    store
+        .insert_device(&device("d1", "BCDFGHJK"))
+        .await
+        .unwrap();
+    let results = race(&store, 8, |store, i| async move {
+        let mut g = grant(&format!("g-dev-{i}"));
+        g.client_id = "ghc_tv".into();
+        let approve = i % 2 == 0;
+        let decided = store
+            .decide_device("BCDFGHJK", approve.then_some(&g), Timestamp(1_000))
+            .await
+            .unwrap();
+        (decided, approve.then_some(g))
+    })
+    .await;
+    let winners: Vec<_> = results.into_iter().filter(|(d, _)| *d).collect();
+    assert_eq!(winners.len(), 1);
+    let expected = match &winners[0].1 {
+        Some(g) => DevicePoll::Approved(g.clone()),
+        None => DevicePoll::Denied,
+    };
+    assert_eq!(
+        store
+            .poll_device("d1", "ghc_tv", Timestamp(10_000))
+            .await
+            .unwrap(),
+        expected
+    );
+}
+
+pub(crate) async fn concurrent_key_rotations_rotate_once(store: TestStore) {
+    store.insert_api_key(&key("k1")).await.unwrap();
+    let results = race(&store, 8, |store, i| async move {
+        store
+            .rotate_api_key("k1", &key(&format!("k2-{i}")), Timestamp(9_000))
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(results.iter().filter(|r| **r).count(), 1);
+    // Only the winner's key was stored.
+    assert_eq!(store.count_api_keys().await.unwrap(), 2);
+    let old = store.api_key("k1").await.unwrap().unwrap();
+    let new = old.rotated_to.unwrap();
+    assert!(store.api_key(&new).await.unwrap().is_some());
+}
+
+pub(crate) async fn concurrent_revocations_revoke_once(store: TestStore) {
+    store.insert_api_key(&key("k1")).await.unwrap();
+    store.insert_client(&client("c1")).await.unwrap();
+    let keys = race(&store, 8, |store, i| async move {
+        store
+            .revoke_api_key("k1", Timestamp(i as i64))
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(keys.iter().filter(|r| **r).count(), 1);
+    let clients = race(&store, 8, |store, i| async move {
+        store
+            .revoke_client("c1", Timestamp(i as i64))
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(clients.iter().filter(|r| **r).count(), 1);
+}
