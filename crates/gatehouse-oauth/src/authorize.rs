@@ -33,9 +33,25 @@ pub struct AuthorizationRequest {
     pub scope: Vec<String>,
     pub resource: String,
     pub code_challenge: String,
+    /// A public client has no secret, so anyone can claim its id.
+    #[serde(default)]
+    pub public_client: bool,
 }
 
 impl AuthorizationRequest {
+    /// Under which key a consent is remembered. A public client's id can be
+    /// claimed by any program on the user's machine (a loopback redirect
+    /// may change its port), so its consent is remembered only for the
+    /// exact redirect URI it was given for (RFC 6749 §10.2: the server
+    /// cannot be sure of a public client's identity); a confidential client's for the client.
+    pub fn consent_key(&self) -> String {
+        if self.public_client {
+            format!("{}\u{1f}{}", self.client_id, self.redirect_uri)
+        } else {
+            self.client_id.clone()
+        }
+    }
+
     /// The host the user is sent back to, shown on the consent page.
     pub fn redirect_host(&self) -> String {
         url::Url::parse(&self.redirect_uri)
@@ -212,6 +228,7 @@ impl AuthorizationServer {
             scope,
             resource: self.config.resource.clone(),
             code_challenge: challenge.to_string(),
+            public_client: client.is_public(),
         })
     }
 
@@ -306,7 +323,7 @@ impl AuthorizationServer {
     ) -> Result<bool, OAuthError> {
         let Some(granted) = self
             .store
-            .consent(&user.username, &request.client_id)
+            .consent(&user.username, &request.consent_key())
             .await
             .map_err(unavailable)?
         else {
@@ -380,7 +397,7 @@ impl AuthorizationServer {
             .map(Some);
         }
         self.store
-            .put_consent(&user.username, &request.client_id, &scope, now)
+            .put_consent(&user.username, &request.consent_key(), &scope, now)
             .await
             .map_err(unavailable)?;
         self.issue_code(&request, user, now).await.map(Some)

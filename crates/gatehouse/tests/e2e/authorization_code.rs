@@ -72,6 +72,17 @@ async fn a_user_logs_in_consents_and_calls_tools_with_an_audience_bound_token() 
         "no login or consent page the second time"
     );
     assert!(query(&again.location().unwrap()).contains_key("code"));
+    // A public client's consent holds for its exact redirect URI only:
+    // another loopback port may be another program using the same id.
+    let other_port = browser
+        .visit(&authorize_url(
+            &server,
+            &client,
+            &challenge2,
+            &[("redirect_uri", "http://127.0.0.1:51234/cb")],
+        ))
+        .await;
+    assert!(other_port.is_consent(), "asked again for another port");
 
     let consents = server.audit(&["--tool", "oauth/authorize"]);
     assert!(
