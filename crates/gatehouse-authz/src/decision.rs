@@ -47,6 +47,10 @@ pub enum DenyReason {
     MissingScope { scope: String },
     /// The tool needs a human-approved operation token.
     ApprovalRequired,
+    /// An argument violates one of the tool's constraints. `rule` is the
+    /// rule as written in the policy and why it failed; it never contains
+    /// the argument's value.
+    ConstraintViolated { argument: String, rule: String },
 }
 
 impl DenyReason {
@@ -56,6 +60,7 @@ impl DenyReason {
             DenyReason::RoleNotAllowed { .. } => "role_not_allowed",
             DenyReason::MissingScope { .. } => "insufficient_scope",
             DenyReason::ApprovalRequired => "approval_required",
+            DenyReason::ConstraintViolated { .. } => "constraint_violated",
         }
     }
 }
@@ -87,6 +92,10 @@ impl Deny {
             DenyReason::ApprovalRequired => format!(
                 "tool '{}' needs a human-approved operation token for this role; \
                  this Gatehouse version cannot issue operation tokens yet, so the call is denied",
+                self.tool
+            ),
+            DenyReason::ConstraintViolated { argument, rule } => format!(
+                "argument '{argument}' of tool '{}' violates the policy rule {rule}",
                 self.tool
             ),
         }

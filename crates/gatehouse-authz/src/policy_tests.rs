@@ -1,5 +1,6 @@
 use super::*;
 use gatehouse_core::{CredentialKind, CredentialRef};
+use std::collections::BTreeMap;
 
 fn principal(role: &str, scopes: Option<Vec<&str>>) -> Arc<Principal> {
     Arc::new(Principal {
@@ -128,4 +129,254 @@ fn permit_carries_principal_and_rule() {
     assert_eq!(permit.tool(), "web_fetch");
     assert_eq!(permit.principal().agent, "key1");
     assert_eq!(permit.rule(), "role analyst allows web_fetch");
+}
+
+/// The matrix as it was hard-coded before the policy file existed: every
+/// role × tool `ToolRule` (scope and access) must be unchanged.
+#[test]
+fn default_policy_file_reproduces_the_old_table_exactly() {
+    use Access::{Allow, Deny as D, NeedsApproval as T};
+    let rows: [(&str, &str, [Access; 4]); 9] = [
+        ("whoami", "tools:read", [Allow, Allow, Allow, Allow]),
+        ("read_file", "tools:read", [Allow, Allow, Allow, Allow]),
+        (
+            "search_database",
+            "tools:read",
+            [Allow, Allow, Allow, Allow],
+        ),
+        ("web_fetch", "tools:web", [D, Allow, Allow, Allow]),
+        ("write_file", "tools:write", [D, D, T, Allow]),
+        ("send_email", "tools:write", [D, D, T, Allow]),
+        ("execute_code", "tools:write", [D, D, T, Allow]),
+        ("access_secrets", "tools:admin", [D, D, D, T]),
+        ("modify_mcp_config", "tools:admin", [D, D, D, T]),
+    ];
+    let old: BTreeMap<String, ToolRule> = rows
+        .into_iter()
+        .map(|(tool, scope, access)| {
+            let access = ROLES
+                .iter()
+                .zip(access)
+                .map(|(role, a)| (role.to_string(), a))
+                .collect();
+            (
+                tool.to_string(),
+                ToolRule {
+                    scope: scope.to_string(),
+                    access,
+                },
+            )
+        })
+        .collect();
+    let policy = Policy::default_matrix();
+    assert_eq!(policy.tools, old);
+    assert_eq!(policy, Policy::from_toml(DEFAULT_POLICY_TOML).unwrap());
+    // The roles are the built-in ones, none of them admin, and the default
+    // has no tasks, limits, redactions or constraints.
+    assert_eq!(policy.roles().collect::<Vec<_>>(), {
+        let mut r = ROLES.to_vec();
+        r.sort();
+        r
+    });
+    for role in ROLES {
+        assert!(policy.is_known_role(role));
+        assert!(!policy.is_admin_role(role));
+        assert_eq!(policy.role_rate_limit(role), None);
+    }
+    assert!(!policy.is_known_role("superuser"));
+    assert_eq!(policy.tasks().count(), 0);
+    for tool in old.keys() {
+        assert_eq!(policy.tool_rate_limit(tool), None);
+        assert!(policy.redact_fields(tool).is_empty());
+        assert_eq!(policy.constraints(tool).count(), 0);
+    }
+    // Scopes derived from the matrix are unchanged too.
+    assert_eq!(
+        policy.scopes(),
+        ["tools:admin", "tools:read", "tools:web", "tools:write"]
+    );
+    assert_eq!(
+        policy.scopes_for_role("reader"),
+        [
+            "tool:read_file",
+            "tool:search_database",
+            "tool:whoami",
+            "tools:read"
+        ]
+    );
+}
+
+#[test]
+fn policy_new_keeps_its_old_meaning() {
+    let rule = ToolRule {
+        scope: "tools:admin".into(),
+        access: BTreeMap::from([("admin".to_string(), Access::Allow)]),
+    };
+    let policy = Policy::new(BTreeMap::from([("rm_rf".to_string(), rule)]));
+    assert!(matches!(
+        policy.authorize(&principal("admin", None), "rm_rf"),
+        Decision::Permit(_)
+    ));
+    // No admin role: unnamed tools are denied to everyone.
+    assert_eq!(outcome(&policy, "admin", "other"), "deny");
+    assert!(policy.is_known_role("reader"));
+    assert!(!policy.is_known_role("editor"));
+}
+
+const CONSTRAINED: &str = r#"
+version = 1
+[roles.reader]
+[roles.executor]
+inherits = ["reader"]
+[roles.admin]
+inherits = ["executor"]
+admin = true
+
+[tools.read_file]
+scope = "tools:read"
+roles = ["reader"]
+[tools.read_file.constraints]
+path = { prefix = ["reports/", "public/"] }
+
+[tools.send_email]
+scope = "tools:write"
+roles = ["admin"]
+approval_roles = ["executor"]
+[tools.send_email.constraints]
+to = { domains = ["example.com"] }
+"#;
+
+fn code(decision: &Decision) -> &'static str {
+    match decision {
+        Decision::Permit(_) => "permit",
+        Decision::Deny(d) => d.reason.code(),
+    }
+}
+
+#[test]
+fn authorize_call_checks_constraints_after_role_and_scope() {
+    let policy = Policy::from_toml(CONSTRAINED).unwrap();
+    let reader = principal("reader", None);
+    let ok = serde_json::json!({"path": "reports/q1.csv"});
+    let bad = serde_json::json!({"path": "reports/../secrets.txt"});
+    assert_eq!(
+        code(&policy.authorize_call(&reader, "read_file", &ok)),
+        "permit"
+    );
+    let Decision::Deny(deny) = policy.authorize_call(&reader, "read_file", &bad) else {
+        panic!("escape permitted");
+    };
+    assert_eq!(
+        deny.reason,
+        DenyReason::ConstraintViolated {
+            argument: "path".into(),
+            rule: r#"prefix ["reports/", "public/"]: path is outside the allowed prefixes"#.into(),
+        }
+    );
+    assert_eq!(deny.reason.code(), "constraint_violated");
+    assert!(
+        deny.message()
+            .contains("argument 'path' of tool 'read_file'")
+    );
+    assert!(!deny.message().contains("secrets.txt"), "value leaked");
+    // The old entry point ignores arguments.
+    assert!(matches!(
+        policy.authorize(&reader, "read_file"),
+        Decision::Permit(_)
+    ));
+    // Role and scope come first.
+    let scoped = principal("reader", Some(vec!["tools:web"]));
+    assert_eq!(
+        code(&policy.authorize_call(&scoped, "read_file", &bad)),
+        "insufficient_scope"
+    );
+    assert_eq!(
+        code(&policy.authorize_call(&reader, "send_email", &bad)),
+        "role_not_allowed"
+    );
+    // Missing arguments and no arguments at all.
+    assert_eq!(
+        code(&policy.authorize_call(&reader, "read_file", &serde_json::json!({}))),
+        "constraint_violated"
+    );
+    assert_eq!(
+        code(&policy.authorize_call(&reader, "read_file", &Value::Null)),
+        "constraint_violated"
+    );
+    assert_eq!(
+        code(&policy.authorize_call(&reader, "read_file", &serde_json::json!("x"))),
+        "constraint_violated"
+    );
+}
+
+#[test]
+fn approval_tools_still_need_approval_but_bad_arguments_say_so_first() {
+    let policy = Policy::from_toml(CONSTRAINED).unwrap();
+    let executor = principal("executor", None);
+    let good = serde_json::json!({"to": "bob@example.com"});
+    let bad = serde_json::json!({"to": "bob@evil.com"});
+    assert_eq!(
+        code(&policy.authorize_call(&executor, "send_email", &good)),
+        "approval_required"
+    );
+    assert_eq!(
+        code(&policy.authorize_call(&executor, "send_email", &bad)),
+        "constraint_violated"
+    );
+    let admin = principal("admin", None);
+    assert_eq!(
+        code(&policy.authorize_call(&admin, "send_email", &good)),
+        "permit"
+    );
+    assert_eq!(
+        code(&policy.authorize_call(&admin, "send_email", &bad)),
+        "constraint_violated"
+    );
+    assert!(policy.check_arguments("send_email", &good).is_ok());
+    assert_eq!(
+        policy
+            .check_arguments("send_email", &bad)
+            .unwrap_err()
+            .argument,
+        "to"
+    );
+}
+
+#[test]
+fn admins_may_call_unnamed_tools_and_nobody_else() {
+    let policy = Policy::from_toml(CONSTRAINED).unwrap();
+    assert!(policy.is_admin_role("admin"));
+    assert!(!policy.is_admin_role("executor"));
+    let Decision::Permit(permit) = policy.authorize(&principal("admin", None), "upstream_tool")
+    else {
+        panic!("admin denied an unnamed tool");
+    };
+    assert!(permit.rule().contains("does not name"));
+    for role in ["reader", "executor", "nobody"] {
+        match policy.authorize(&principal(role, None), "upstream_tool") {
+            Decision::Deny(d) => assert_eq!(d.reason, DenyReason::UnknownTool, "{role}"),
+            Decision::Permit(_) => panic!("{role} may call an unnamed tool"),
+        }
+    }
+    // A scoped admin credential needs tools:admin or tool:<name>.
+    let narrow = principal("admin", Some(vec!["tools:read"]));
+    match policy.authorize(&narrow, "upstream_tool") {
+        Decision::Deny(d) => assert_eq!(d.required_scope(), Some("tools:admin")),
+        Decision::Permit(_) => panic!("scope ignored"),
+    }
+    for scope in ["tools:admin", "tool:upstream_tool"] {
+        let p = principal("admin", Some(vec![scope]));
+        assert!(matches!(
+            policy.authorize(&p, "upstream_tool"),
+            Decision::Permit(_)
+        ));
+    }
+    // Named tools follow their lists, admin or not: a tool naming nobody
+    // is denied to the admin too.
+    let policy = Policy::from_toml(
+        "version = 1\n[roles.admin]\nadmin = true\n[tools.locked]\nscope = \"tools:x\"\n",
+    )
+    .unwrap();
+    assert_eq!(outcome(&policy, "admin", "locked"), "deny");
+    assert_eq!(outcome(&policy, "admin", "unnamed"), "allow");
 }
