@@ -98,6 +98,23 @@ impl Redactor {
         out
     }
 
+    /// Like `redact`, and the top-level arguments named in `tool_fields`
+    /// (a tool's own `redact` list in the policy) are replaced too.
+    pub fn redact_arguments(&self, value: &Value, tool_fields: &[String]) -> Value {
+        let mut redacted = self.redact(value);
+        if let Value::Object(map) = &mut redacted {
+            for (name, v) in map.iter_mut() {
+                let listed = tool_fields
+                    .iter()
+                    .any(|f| normalize_field(f) == normalize_field(name));
+                if listed && !v.is_null() {
+                    *v = Value::String(REDACTED.into());
+                }
+            }
+        }
+        redacted
+    }
+
     /// A copy of `value` with secret fields and secret-looking values replaced.
     pub fn redact(&self, value: &Value) -> Value {
         match value {
@@ -135,6 +152,18 @@ fn looks_random(candidate: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_tools_own_fields_are_redacted_at_the_top_level() {
+        let r = Redactor::new(&[]).unwrap();
+        let out = r.redact_arguments(
+            &json!({"body": "the letter", "to": "a@b.example", "nested": {"body": "kept"}}),
+            &["Body".to_string()],
+        );
+        assert_eq!(out["body"], REDACTED);
+        assert_eq!(out["to"], "a@b.example");
+        assert_eq!(out["nested"]["body"], "kept");
+    }
 
     fn redactor() -> Redactor {
         Redactor::new(&["ssn".to_string()]).unwrap()

@@ -160,15 +160,17 @@ impl Gateway {
         if caller.principal.credential.kind != CredentialKind::AccessToken {
             return Ok(None);
         }
-        let Decision::Deny(deny) = self.policy().authorize(&caller.principal, name) else {
+        let policy = self.policy();
+        let Decision::Deny(deny) = policy.authorize(&caller.principal, name) else {
             return Ok(None);
         };
         if deny.required_scope().is_none() {
             return Ok(None);
         }
-        let redacted = self
-            .redactor
-            .redact(&Value::Object(arguments.cloned().unwrap_or_default()));
+        let redacted = self.redactor.redact_arguments(
+            &Value::Object(arguments.cloned().unwrap_or_default()),
+            policy.redact_fields(name),
+        );
         self.audit
             .record(self.denial_event(caller, name, &redacted, &deny).build())
             .await?;
@@ -184,10 +186,15 @@ impl Gateway {
         arguments: Option<Map<String, Value>>,
     ) -> Result<Result<ToolOutput, ToolError>, CallError> {
         let started = Instant::now();
+        // One snapshot for the whole call: a reload in between cannot mix policies.
+        let policy = self.policy();
         let arguments = arguments.unwrap_or_default();
-        let redacted = self.redactor.redact(&Value::Object(arguments.clone()));
+        let as_value = Value::Object(arguments.clone());
+        let redacted = self
+            .redactor
+            .redact_arguments(&as_value, policy.redact_fields(name));
         let event = |kind, outcome| self.tool_event(caller, name, &redacted, kind, outcome);
-        let permit = match self.policy().authorize(&caller.principal, name) {
+        let permit = match policy.authorize_call(&caller.principal, name, &as_value) {
             Decision::Deny(deny) => {
                 self.audit
                     .record(

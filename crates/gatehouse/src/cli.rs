@@ -45,6 +45,9 @@ pub enum Command {
     /// Manage local users, who sign in at the embedded authorization server.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Inspect the policy: print it, validate a file, or explain a decision.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Validate the configuration and print the effective settings.
     CheckConfig(JsonFlag),
 }
@@ -269,6 +272,46 @@ pub struct UserAddArgs {
     /// Read the password from the first line of standard input.
     #[arg(long)]
     pub password_stdin: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print the policy in effect (the configured file, or the shipped default).
+    Show,
+    /// Check a policy file without starting anything; exits 1 naming the
+    /// offending entry.
+    Validate {
+        /// The file to check (default: the configured one).
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Explain the decision for one tool call: allow, deny or approval, and
+    /// the rule or reason (the same code the audit log records).
+    Check(PolicyCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyCheckArgs {
+    /// The caller's roles (repeat or list several).
+    #[arg(long = "role", num_args = 1.., conflicts_with_all = ["key", "user"])]
+    pub roles: Vec<String>,
+    /// Decide as this API key (its role and scopes).
+    #[arg(long, conflicts_with = "user")]
+    pub key: Option<String>,
+    /// Decide as this local user (their roles).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Scopes the credential holds (narrowing its roles).
+    #[arg(long, num_args = 1..)]
+    pub scopes: Option<Vec<String>>,
+    #[arg(long)]
+    pub tool: String,
+    /// The call's arguments as a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub args: String,
     #[arg(long)]
     pub json: bool,
 }

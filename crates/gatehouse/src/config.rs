@@ -52,6 +52,18 @@ pub struct Config {
     pub tools: ToolsConfig,
     #[serde(default)]
     pub oauth: OAuthConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// The policy file (roles, tools, tasks). Relative paths are relative
+    /// to this configuration file. Without it the shipped default applies
+    /// (`gatehouse policy show` prints it). Reloaded on SIGHUP and when the
+    /// file changes; an invalid new file keeps the old policy.
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,6 +265,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             tools: ToolsConfig::default(),
             oauth: OAuthConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }

@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod context;
 mod output;
+mod policy_file;
 mod runtime;
 
 use clap::Parser;
@@ -41,6 +42,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(command) => commands::audit::run(&ctx, command).await,
         Command::Secrets(command) => commands::secrets::run(&ctx, command).await,
         Command::Users(command) => commands::users::run(&ctx, command).await,
+        Command::Policy(command) => commands::policy::run(&ctx, command).await,
         Command::CheckConfig(flag) => {
             commands::check_config::run(&ctx, &flag);
             Ok(())

@@ -8,7 +8,6 @@ use url::Url;
 use anyhow::Context as _;
 use gatehouse_audit::{AuditLog, AuditWriterHandle, Redactor};
 use gatehouse_authn::{AuthMode, Authenticator, TokenSettings};
-use gatehouse_authz::Policy;
 use gatehouse_core::{
     Clock, CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, SystemClock,
 };
@@ -77,7 +76,7 @@ impl Runtime {
             .await
             .context("cannot prepare the built-in tools")?;
         let gateway = Arc::new(Gateway::new(
-            Policy::default_matrix(),
+            crate::policy_file::load(ctx)?,
             tools,
             audit,
             redactor,

@@ -16,6 +16,7 @@ mod e2e {
     mod device;
     mod keys;
     mod oauth;
+    mod policy;
     mod postgres;
     mod registration;
     mod secrets_hygiene;

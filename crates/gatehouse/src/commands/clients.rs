@@ -33,8 +33,9 @@ fn client_json(client: &ClientRecord) -> serde_json::Value {
 async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
     validate_name("name", &args.name)?;
     validate_name("tenant", &args.tenant)?;
-    validate_role(&args.role)?;
-    validate_scopes(&args.scopes)?;
+    let policy = crate::policy_file::load(ctx)?;
+    validate_role(&policy, &args.role)?;
+    validate_scopes(&policy, &args.scopes)?;
     for uri in &args.redirect_uris {
         if let Err(e) = redirect_uri::validate_registered(uri) {
             bail!("--redirect-uri {uri:?}: {e}");

@@ -1,6 +1,6 @@
 use anyhow::{Context as _, bail};
 use gatehouse_authn::{IssuedApiKey, issue_api_key};
-use gatehouse_authz::ROLES;
+use gatehouse_authz::Policy;
 use gatehouse_core::{Clock, SystemClock, Timestamp};
 use gatehouse_store::ApiKeyRecord;
 use serde_json::json;
@@ -25,19 +25,22 @@ pub fn validate_name(kind: &str, value: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn validate_role(role: &str) -> anyhow::Result<()> {
-    if !ROLES.contains(&role) {
-        bail!("unknown role {role:?} (known: {})", ROLES.join(", "));
+/// Roles and scopes are checked against the policy in effect (the
+/// configured file or the shipped default).
+pub fn validate_role(policy: &Policy, role: &str) -> anyhow::Result<()> {
+    if !policy.is_known_role(role) {
+        let known: Vec<&str> = policy.roles().collect();
+        bail!("unknown role {role:?} (known: {})", known.join(", "));
     }
     Ok(())
 }
 
-pub fn validate_scopes(scopes: &Option<Vec<String>>) -> anyhow::Result<()> {
-    let known = gatehouse_authz::Policy::default_matrix().scopes();
+pub fn validate_scopes(policy: &Policy, scopes: &Option<Vec<String>>) -> anyhow::Result<()> {
+    let known = policy.scopes();
     for scope in scopes.iter().flatten() {
         let per_tool = scope
             .strip_prefix("tool:")
-            .is_some_and(|t| gatehouse_authz::Policy::default_matrix().rule(t).is_some());
+            .is_some_and(|t| policy.rule(t).is_some());
         if !known.contains(scope) && !per_tool {
             bail!(
                 "unknown scope {scope:?} (known: {}, or tool:<tool name>)",
@@ -105,8 +108,9 @@ pub async fn create_key(
     if let Some(owner) = &args.owner {
         validate_name("owner", owner)?;
     }
-    validate_role(&args.role)?;
-    validate_scopes(&args.scopes)?;
+    let policy = crate::policy_file::load(ctx)?;
+    validate_role(&policy, &args.role)?;
+    validate_scopes(&policy, &args.scopes)?;
     let store = ctx.open_store().await?;
     let pepper = ctx.pepper()?;
     let expires_at = args.expires.map(|d| now.plus_millis(millis(d.into())));

@@ -2,6 +2,7 @@ pub mod audit;
 pub mod check_config;
 pub mod clients;
 pub mod keys;
+pub mod policy;
 pub mod secrets;
 pub mod serve;
 pub mod stdio;

@@ -131,6 +131,7 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(oauth) = &runtime.oauth {
         housekeeping(Arc::clone(oauth), shutdown.clone());
     }
+    crate::policy_file::watch(ctx, Arc::clone(&runtime.gateway), shutdown.clone());
     let http_config = HttpConfig {
         public_url,
         allowed_hosts: server.allowed_hosts.clone(),

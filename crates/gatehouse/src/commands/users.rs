@@ -76,8 +76,9 @@ pub async fn create_user(
 async fn add(ctx: &Context, args: &UserAddArgs) -> anyhow::Result<()> {
     let username = validate_username(&args.username)?;
     validate_name("tenant", &args.tenant)?;
+    let policy = crate::policy_file::load(ctx)?;
     for role in &args.roles {
-        validate_role(role)?;
+        validate_role(&policy, role)?;
     }
     let (password, generated) = password(args.password_stdin)?;
     let store = ctx.open_store().await?;

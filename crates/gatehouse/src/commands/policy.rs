@@ -1,0 +1,121 @@
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use gatehouse_authz::{DEFAULT_POLICY_TOML, Decision, Policy};
+use gatehouse_core::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal};
+use serde_json::{Value, json};
+
+use crate::cli::{PolicyCheckArgs, PolicyCommand};
+use crate::context::Context;
+use crate::output;
+use crate::policy_file::{load, policy_path};
+
+pub async fn run(ctx: &Context, command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Show => {
+            let text = match policy_path(ctx) {
+                Some(path) => std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                None => DEFAULT_POLICY_TOML.to_string(),
+            };
+            output::line(text.trim_end());
+        }
+        PolicyCommand::Validate { file, json } => {
+            let path = file
+                .or_else(|| policy_path(ctx))
+                .context("no policy file given and none configured (policy.file)")?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            match Policy::from_toml(&text) {
+                Ok(policy) => {
+                    let tools = policy.scopes().len();
+                    if json.json {
+                        output::json(&json!({"valid": true, "file": path.display().to_string()}));
+                    } else {
+                        output::line(&format!(
+                            "{}: valid ({tools} scopes, {} tasks)",
+                            path.display(),
+                            policy.tasks().count()
+                        ));
+                    }
+                }
+                Err(e) => bail!("{}: {e}", path.display()),
+            }
+        }
+        PolicyCommand::Check(args) => check(ctx, &args).await?,
+    }
+    Ok(())
+}
+
+/// The principal to decide for: explicit roles, or a stored key or user.
+async fn principal(ctx: &Context, args: &PolicyCheckArgs) -> anyhow::Result<Principal> {
+    let mut principal = Principal {
+        tenant: DEFAULT_TENANT.to_string(),
+        human: None,
+        agent: "policy-check".to_string(),
+        credential: CredentialRef {
+            kind: CredentialKind::ApiKey,
+            id: "policy-check".to_string(),
+        },
+        roles: args.roles.clone(),
+        scopes: args.scopes.clone(),
+        expires_at: None,
+    };
+    if let Some(id) = &args.key {
+        let store = ctx.open_store().await?;
+        let key = store
+            .api_key(id)
+            .await?
+            .with_context(|| format!("no API key {id:?}"))?;
+        principal.tenant = key.tenant;
+        principal.roles = vec![key.role];
+        principal.agent = key.id.clone();
+        principal.human = key.owner;
+        principal.credential.id = key.id;
+        if principal.scopes.is_none() {
+            principal.scopes = key.scopes;
+        }
+    } else if let Some(name) = &args.user {
+        let store = ctx.open_store().await?;
+        let user = store
+            .user(&gatehouse_oauth::normalize_username(name))
+            .await?
+            .with_context(|| format!("no user {name:?}"))?;
+        principal.tenant = user.tenant;
+        principal.roles = user.roles;
+        principal.human = Some(user.username);
+    } else if principal.roles.is_empty() {
+        bail!("name the caller: --role ROLE, --key ID or --user NAME");
+    }
+    Ok(principal)
+}
+
+async fn check(ctx: &Context, args: &PolicyCheckArgs) -> anyhow::Result<()> {
+    let policy = load(ctx)?;
+    let arguments: Value = serde_json::from_str(&args.args).context("--args must be JSON")?;
+    if !arguments.is_object() {
+        bail!("--args must be a JSON object");
+    }
+    let principal = Arc::new(principal(ctx, args).await?);
+    let decision = policy.authorize_call(&principal, &args.tool, &arguments);
+    let (result, code, detail) = match &decision {
+        Decision::Permit(permit) => ("allow", "allowed".to_string(), permit.rule().to_string()),
+        Decision::Deny(deny) if deny.reason.code() == "approval_required" => {
+            ("approval", deny.reason.code().to_string(), deny.message())
+        }
+        Decision::Deny(deny) => ("deny", deny.reason.code().to_string(), deny.message()),
+    };
+    if args.json {
+        output::json(&json!({
+            "decision": result,
+            "reason": code,
+            "detail": detail,
+            "tool": args.tool,
+            "roles": principal.roles,
+            "scopes": principal.scopes,
+        }));
+    } else {
+        output::line(&format!("{result}: {code}: {detail}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! The policy file: explaining decisions, argument constraints at call
+//! time, and reloading without a restart.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::harness::Server;
+
+const DEFAULT: &str = include_str!("../../../gatehouse-authz/src/default_policy.toml");
+
+/// The default policy plus a path constraint on read_file.
+fn constrained() -> String {
+    format!("{DEFAULT}\n[tools.read_file.constraints]\npath = {{ prefix = [\"reports/\"] }}\n")
+}
+
+fn error_of(body: &Value) -> &Value {
+    &body["error"]
+}
+
+fn start_with_policy(policy: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    Server::start_in(dir, Some("version = 1\n[policy]\nfile = \"policy.toml\"\n"))
+}
+
+#[tokio::test]
+async fn policy_check_explains_decisions_with_the_audit_reason_codes() {
+    let server = Server::start(None);
+    let check = |args: &[&str]| {
+        let mut all = vec!["policy", "check"];
+        all.extend_from_slice(args);
+        server.cli_json(&all)
+    };
+    let v = check(&["--role", "reader", "--tool", "execute_code"]);
+    assert_eq!(
+        (v["decision"].as_str(), v["reason"].as_str()),
+        (Some("deny"), Some("role_not_allowed"))
+    );
+    let v = check(&["--role", "executor", "--tool", "send_email"]);
+    assert_eq!(v["decision"], "approval");
+    let v = check(&["--role", "admin", "--tool", "read_file"]);
+    assert_eq!(v["decision"], "allow");
+    let v = check(&[
+        "--role",
+        "admin",
+        "--scopes",
+        "tools:read",
+        "--tool",
+        "web_fetch",
+    ]);
+    assert_eq!(v["reason"], "insufficient_scope");
+    let v = check(&["--role", "admin", "--tool", "rm_rf"]);
+    assert_eq!(v["reason"], "unknown_tool");
+    // As a stored key: its role and scopes decide.
+    let (id, _) = server.create_key("agent", "analyst", &[]);
+    let v = check(&["--key", &id, "--tool", "web_fetch"]);
+    assert_eq!(v["decision"], "allow");
+    let out = server.cli(&["policy", "check", "--tool", "read_file"]);
+    assert!(!out.status.success(), "a caller must be named");
+}
+
+#[tokio::test]
+async fn argument_constraints_are_enforced_on_normalized_values_and_audited() {
+    let server = start_with_policy(&constrained());
+    let admin = server.admin_key.clone().unwrap();
+    for path in [
+        "../secret.txt",
+        "%2e%2e/secret.txt",
+        "reports/../../x",
+        "other/a.txt",
+        "reports\\..\\..\\x",
+    ] {
+        let body = server
+            .call_tool(&admin, "read_file", json!({"path": path}))
+            .await;
+        assert_eq!(
+            error_of(&body)["data"]["reason"],
+            "constraint_violated",
+            "{path}: {body}"
+        );
+    }
+    // Inside the prefix the policy lets it through (the file does not exist:
+    // a tool error, not a denial).
+    let body = server
+        .call_tool(&admin, "read_file", json!({"path": "reports/q3.txt"}))
+        .await;
+    assert!(error_of(&body).is_null(), "{body}");
+    let denials = server.audit(&["--outcome", "denied", "--tool", "read_file"]);
+    assert_eq!(denials.len(), 5);
+    assert!(denials.iter().all(|d| d["reason"] == "constraint_violated"));
+    let out = server.cli(&[
+        "policy",
+        "check",
+        "--role",
+        "admin",
+        "--tool",
+        "read_file",
+        "--args",
+        r#"{"path":"%2e%2e/x"}"#,
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reason"], "constraint_violated");
+    assert!(v["detail"].as_str().unwrap().contains("path"));
+}
+
+async fn wait_for(server: &Server, key: &str, tool: &str, allowed: bool) {
+    let start = Instant::now();
+    loop {
+        let body = server.call_tool(key, tool, json!({})).await;
+        if error_of(&body).is_null() == allowed
+            || error_of(&body)["data"]["reason"] != "role_not_allowed" && allowed
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the policy change was not picked up: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_policy_reloads_when_the_file_changes_and_an_invalid_file_keeps_the_old_one() {
+    let server = start_with_policy(DEFAULT);
+    let (_, reader) = server.create_key("r", "reader", &[]);
+    let body = server.call_tool(&reader, "web_fetch", json!({})).await;
+    assert_eq!(error_of(&body)["data"]["reason"], "role_not_allowed");
+
+    // Readers may now fetch: the running server picks it up.
+    let path = server.data_dir().join("policy.toml");
+    let opened = DEFAULT.replace(
+        "[tools.web_fetch]\nscope = \"tools:web\"\nroles = [\"analyst\"]",
+        "[tools.web_fetch]\nscope = \"tools:web\"\nroles = [\"reader\"]",
+    );
+    assert_ne!(opened, DEFAULT);
+    std::fs::write(&path, &opened).unwrap();
+    wait_for(&server, &reader, "web_fetch", true).await;
+
+    // A broken file is refused and the running policy stays.
+    let broken = opened.replace(
+        "roles = [\"reader\"]\n\n[tools.write_file]",
+        "roles = [\"nobody\"]\n\n[tools.write_file]",
+    );
+    assert_ne!(broken, opened);
+    std::fs::write(&path, broken).unwrap();
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(server.stderr_path()).unwrap();
+        if log.contains("keeping the previous one") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no error reported:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = server.call_tool(&reader, "web_fetch", json!({})).await;
+    assert_ne!(error_of(&body)["data"]["reason"], "role_not_allowed");
+    let out = server.cli(&["policy", "validate"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tools.web_fetch"), "{stderr}");
+}
