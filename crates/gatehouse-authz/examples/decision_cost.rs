@@ -1,0 +1,90 @@
+//! The cost of one gate-2 decision with a 50-tool policy (issue 4 target:
+//! under 10 µs). Run with:
+//!
+//!     cargo run --release -p gatehouse-authz --example decision_cost
+//!
+//! Prints the median over rounds of the mean time per decision, for a
+//! plain role/scope decision and for one that also checks argument
+//! constraints (a path prefix and a URL host list), side by side.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use gatehouse_authz::Policy;
+use gatehouse_core::{CredentialKind, CredentialRef, Principal};
+use serde_json::json;
+
+const TOOLS: usize = 50;
+const ROUNDS: usize = 15;
+const CALLS: usize = 100_000;
+
+fn policy() -> Policy {
+    let mut text = String::from(
+        "version = 1\n[roles.reader]\n[roles.analyst]\ninherits = [\"reader\"]\n\
+         [roles.executor]\ninherits = [\"analyst\"]\n[roles.admin]\ninherits = [\"executor\"]\n",
+    );
+    for i in 0..TOOLS {
+        let role = ["reader", "analyst", "executor", "admin"][i % 4];
+        text.push_str(&format!(
+            "[tools.tool_{i:02}]\nscope = \"tools:s{}\"\nroles = [\"{role}\"]\n",
+            i % 5
+        ));
+        text.push_str(&format!(
+            "[tools.tool_{i:02}.constraints]\npath = {{ prefix = [\"reports/\", \"public/\"] }}\n\
+             url = {{ hosts = [\"example.com\", \"*.example.org\"] }}\n"
+        ));
+    }
+    Policy::from_toml(&text).unwrap()
+}
+
+fn median_ns(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let policy = policy();
+    let principal = Arc::new(Principal {
+        tenant: "default".into(),
+        human: Some("alice".into()),
+        agent: "agent".into(),
+        credential: CredentialRef {
+            kind: CredentialKind::AccessToken,
+            id: "jti".into(),
+        },
+        roles: vec!["analyst".into()],
+        scopes: Some(vec!["tools:s1".into(), "tools:s2".into()]),
+        expires_at: None,
+    });
+    let tools: Vec<String> = (0..TOOLS).map(|i| format!("tool_{i:02}")).collect();
+    let args = json!({"path": "reports/2026/q3.txt", "url": "https://api.example.org/v1/data"});
+    let empty = json!({});
+
+    let mut plain = Vec::new();
+    let mut constrained = Vec::new();
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        for i in 0..CALLS {
+            black_box(policy.authorize(&principal, &tools[i % TOOLS]));
+        }
+        plain.push(start.elapsed().as_nanos() as f64 / CALLS as f64);
+        let start = Instant::now();
+        for i in 0..CALLS {
+            let args = if i % 2 == 0 { &args } else { &empty };
+            black_box(policy.authorize_call(&principal, &tools[i % TOOLS], args));
+        }
+        constrained.push(start.elapsed().as_nanos() as f64 / CALLS as f64);
+    }
+    println!("policy: {TOOLS} tools, each with a path-prefix and a URL-host constraint");
+    println!(
+        "role + scope decision:               median {:>7.0} ns per decision ({ROUNDS} rounds x {CALLS})",
+        median_ns(plain)
+    );
+    println!(
+        "role + scope + argument constraints: median {:>7.0} ns per decision ({ROUNDS} rounds x {CALLS})",
+        median_ns(constrained)
+    );
+}
