@@ -39,7 +39,12 @@ trap cleanup EXIT
 start_server() { # name config-body
   local dir="$work/$1"; mkdir -p "$dir"
   printf '%s\n' "$2" > "$dir/gatehouse.toml"
-  GATEHOUSE_LOG=warn TOKIO_WORKER_THREADS=1 pin "$server_cpu" "$bin" serve --json \
+  # Not through the `pin` function: a function in the background runs in a
+  # subshell, and $! would name the subshell, which cleanup cannot use to
+  # stop the server. taskset execs the server, so $! is the server itself.
+  local pin_server=()
+  command -v taskset >/dev/null 2>&1 && pin_server=(taskset -c "$server_cpu")
+  GATEHOUSE_LOG=warn TOKIO_WORKER_THREADS=1 "${pin_server[@]}" "$bin" serve --json \
     --config "$dir/gatehouse.toml" --data-dir "$dir" --listen 127.0.0.1:0 > "$dir/out" 2> "$dir/err" &
   pids+=($!)
   for _ in $(seq 1 100); do grep -q '"listening"' "$dir/out" 2>/dev/null && break; sleep 0.1; done
