@@ -51,6 +51,9 @@ pub enum DenyReason {
     /// rule as written in the policy and why it failed; it never contains
     /// the argument's value.
     ConstraintViolated { argument: String, rule: String },
+    /// The principal called the tool (or, for a role limit, any tool) too
+    /// often; it may try again after `retry_after_secs`.
+    RateLimited { retry_after_secs: u64 },
 }
 
 impl DenyReason {
@@ -61,6 +64,7 @@ impl DenyReason {
             DenyReason::MissingScope { .. } => "insufficient_scope",
             DenyReason::ApprovalRequired => "approval_required",
             DenyReason::ConstraintViolated { .. } => "constraint_violated",
+            DenyReason::RateLimited { .. } => "rate_limited",
         }
     }
 }
@@ -96,6 +100,10 @@ impl Deny {
             ),
             DenyReason::ConstraintViolated { argument, rule } => format!(
                 "argument '{argument}' of tool '{}' violates the policy rule {rule}",
+                self.tool
+            ),
+            DenyReason::RateLimited { retry_after_secs } => format!(
+                "tool '{}' was called too often; retry in {retry_after_secs} s",
                 self.tool
             ),
         }

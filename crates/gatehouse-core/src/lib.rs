@@ -8,9 +8,11 @@ pub mod clock;
 pub mod peer;
 pub mod principal;
 pub mod public_address;
+pub mod rate_limit;
 
 pub use audit::{AuditEvent, AuditKind, Outcome};
 pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
 pub use peer::PeerAddr;
 pub use principal::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal};
 pub use public_address::is_public;
+pub use rate_limit::RateLimiter;

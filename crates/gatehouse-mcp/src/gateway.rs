@@ -5,12 +5,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder, Redactor};
-use gatehouse_authz::{Access, Decision, Deny, Policy};
+use gatehouse_authz::{Access, Decision, Deny, DenyReason, Policy};
 use gatehouse_core::{AuditKind, Clock, CredentialKind, Outcome, Principal};
 use gatehouse_tools::{BuiltinTools, ToolDefinition, ToolError, ToolOutput};
 use serde_json::{Map, Value};
 
 use crate::Caller;
+use crate::call_limits::CallLimits;
 
 /// A tool as `tools/list` shows it to one principal.
 #[derive(Debug, Clone)]
@@ -37,6 +38,7 @@ pub struct Gateway {
     audit: AuditLog,
     redactor: Redactor,
     clock: Arc<dyn Clock>,
+    limits: CallLimits,
 }
 
 fn micros_since(start: Instant) -> u64 {
@@ -66,6 +68,7 @@ impl Gateway {
             audit,
             redactor,
             clock,
+            limits: CallLimits::default(),
         }
     }
 
@@ -207,6 +210,23 @@ impl Gateway {
             }
             Decision::Permit(permit) => permit,
         };
+        if let Err(retry_after_secs) =
+            self.limits
+                .check(&policy, &caller.principal, name, self.clock.now())
+        {
+            let deny = Deny {
+                tool: name.to_string(),
+                reason: DenyReason::RateLimited { retry_after_secs },
+            };
+            self.audit
+                .record(
+                    self.denial_event(caller, name, &redacted, &deny)
+                        .latency_us(micros_since(started))
+                        .build(),
+                )
+                .await?;
+            return Err(CallError::Denied(deny));
+        }
         // The decision is durable before the tool has any effect.
         self.audit
             .record(

@@ -4,6 +4,7 @@
 //! rmcp, the MCP SDK, is used only inside `sdk.rs`, so SDK upgrades touch one
 //! file.
 
+mod call_limits;
 mod caller;
 mod gate1;
 mod gateway;

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_authz::{Access, Deny};
+use gatehouse_authz::{Access, Deny, DenyReason};
 use gatehouse_tools::{ToolError, ToolOutput};
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
@@ -75,6 +75,10 @@ fn deny_error(deny: &Deny) -> ErrorData {
     });
     if let Some(scope) = deny.required_scope() {
         data["required_scope"] = json!(scope);
+    }
+    // The JSON-RPC form of HTTP 429's Retry-After.
+    if let DenyReason::RateLimited { retry_after_secs } = deny.reason {
+        data["retry_after"] = json!(retry_after_secs);
     }
     ErrorData::new(ErrorCode(DENIED_ERROR_CODE), deny.message(), Some(data))
 }

@@ -34,7 +34,6 @@ mod oauth_error;
 pub mod pages;
 mod password;
 pub mod pkce;
-mod rate_limit;
 pub mod redirect_uri;
 mod registration;
 pub mod routes;
@@ -50,6 +49,7 @@ pub use clients::{CLIENT_ID_PREFIX, ClientSpec, IssuedClient, issue_client};
 pub use cookies::{CookieError, CookiePolicy, read_cookie};
 pub use device::{DeviceAuthorizationResponse, normalize_user_code};
 pub use error::KeyError;
+pub use gatehouse_core::RateLimiter;
 pub use login::{LOCK_AFTER_FAILURES, lockout_ms, normalize_username};
 pub use master_key::{MASTER_KEY_BYTES, MasterKey};
 pub use oauth_error::OAuthError;
@@ -61,7 +61,6 @@ pub use password::{
     GENERATED_PASSWORD_CHARS, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES, PasswordError,
     PasswordHasher, check_policy, generate_password,
 };
-pub use rate_limit::RateLimiter;
 pub use registration::{
     AuthMethod, MAX_REGISTRATION_BODY_BYTES, RegistrationError, RegistrationRequest,
     parse_registration,

@@ -165,3 +165,50 @@ async fn the_policy_reloads_when_the_file_changes_and_an_invalid_file_keeps_the_
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("tools.web_fetch"), "{stderr}");
 }
+
+#[tokio::test]
+async fn rate_limits_per_principal_and_tool_and_per_role() {
+    let policy = DEFAULT.replace(
+        "[tools.whoami]\nscope = \"tools:read\"\nroles = [\"reader\"]",
+        "[tools.whoami]\nscope = \"tools:read\"\nroles = [\"reader\"]\nrate_limit = \"2/min\"",
+    ) + "\n[role_limits.analyst]\nrate_limit = \"3/min\"\n";
+    let server = start_with_policy(&policy);
+    let (_, first) = server.create_key("a", "reader", &[]);
+    let (_, second) = server.create_key("b", "reader", &[]);
+    for _ in 0..2 {
+        let body = server.call_tool(&first, "whoami", json!({})).await;
+        assert!(error_of(&body).is_null(), "{body}");
+    }
+    let limited = server.call_tool(&first, "whoami", json!({})).await;
+    let data = &error_of(&limited)["data"];
+    assert_eq!(data["reason"], "rate_limited");
+    let retry = data["retry_after"].as_u64().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // Another principal has its own budget, and other tools are not limited.
+    assert!(error_of(&server.call_tool(&second, "whoami", json!({})).await).is_null());
+    let other_tool = server
+        .call_tool(&first, "search_database", json!({"query": "x"}))
+        .await;
+    assert_ne!(error_of(&other_tool)["data"]["reason"], "rate_limited");
+    // The role limit counts every tool together.
+    let (_, analyst) = server.create_key("c", "analyst", &[]);
+    let tools = ["search_database", "read_file", "search_database"];
+    for tool in tools {
+        let body = server
+            .call_tool(&analyst, tool, json!({"query": "x", "path": "a.txt"}))
+            .await;
+        assert_ne!(error_of(&body)["data"]["reason"], "rate_limited", "{body}");
+    }
+    let body = server
+        .call_tool(&analyst, "read_file", json!({"path": "a.txt"}))
+        .await;
+    assert_eq!(error_of(&body)["data"]["reason"], "rate_limited");
+    let denials = server.audit(&["--outcome", "denied"]);
+    assert_eq!(
+        denials
+            .iter()
+            .filter(|d| d["reason"] == "rate_limited")
+            .count(),
+        2
+    );
+}

@@ -1,5 +1,6 @@
-//! A fixed-window rate limiter keyed by string (client address, client id),
-//! for unauthenticated endpoints such as dynamic client registration (A12).
+//! A fixed-window rate limiter keyed by string: client addresses at the
+//! authorization server (registration, logins, user codes), and (principal,
+//! tool) or (principal, role) for the policy's limits on tool calls.
 //!
 //! Memory is bounded by `max_keys`. When the table is full the limiter fails
 //! closed: evicting live windows would let an attacker reset its own counter
@@ -8,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use gatehouse_core::Timestamp;
+use crate::Timestamp;
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -60,10 +61,17 @@ impl RateLimiter {
 
     /// Counts an attempt by `key` at `now`; true when it is allowed.
     pub fn check(&self, key: &str, now: Timestamp) -> bool {
+        self.attempt(key, now).is_ok()
+    }
+
+    /// Like `check`; a refusal says how many milliseconds until the key's
+    /// window ends (for `Retry-After`). A refusal for a full table, or a
+    /// poisoned lock, suggests one whole window.
+    pub fn attempt(&self, key: &str, now: Timestamp) -> Result<(), i64> {
         // A panic while holding the lock may have left counts half-updated;
         // refusing is the safe reading.
         let Ok(mut state) = self.state.lock() else {
-            return false;
+            return Err(self.window_ms);
         };
         let now = now.as_millis();
         let window_ms = self.window_ms;
@@ -79,18 +87,19 @@ impl RateLimiter {
             // A clock stepping backwards keeps the current window (the
             // difference is negative): it never opens a fresh one.
             if window.count >= self.limit {
-                return false;
+                let ends = window.start.saturating_add(window_ms);
+                return Err(ends.saturating_sub(now).clamp(1, window_ms));
             }
             window.count += 1;
-            return true;
+            return Ok(());
         }
 
         if self.limit == 0 {
-            return false;
+            return Err(window_ms);
         }
         if state.windows.len() >= self.max_keys {
             if now < state.next_sweep {
-                return false;
+                return Err(window_ms);
             }
             state.windows.retain(|_, w| !expired(w));
             state.next_sweep = state
@@ -100,7 +109,7 @@ impl RateLimiter {
                 .min()
                 .unwrap_or(i64::MIN);
             if state.windows.len() >= self.max_keys {
-                return false;
+                return Err(window_ms);
             }
         }
         state.windows.insert(
@@ -110,7 +119,7 @@ impl RateLimiter {
                 count: 1,
             },
         );
-        true
+        Ok(())
     }
 }
 
@@ -124,6 +133,15 @@ mod tests {
 
     fn at(offset_ms: i64) -> Timestamp {
         T0.plus_millis(offset_ms)
+    }
+
+    #[test]
+    fn a_refusal_says_when_the_window_ends() {
+        let rl = RateLimiter::new(1, 60_000, 100);
+        assert_eq!(rl.attempt("a", at(0)), Ok(()));
+        assert_eq!(rl.attempt("a", at(15_000)), Err(45_000));
+        assert_eq!(rl.attempt("a", at(59_999)), Err(1));
+        assert_eq!(rl.attempt("a", at(60_000)), Ok(()));
     }
 
     #[test]

@@ -1,0 +1,70 @@
+//! The policy's rate limits on tool calls: per (principal, tool) and per
+//! (principal, role). Checked after the policy permitted a call, so refused
+//! calls do not use up a caller's budget.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use gatehouse_authz::{Policy, RateLimit};
+use gatehouse_core::{Principal, RateLimiter, Timestamp};
+
+/// Keys tracked per distinct limit; beyond that the limiter refuses new
+/// keys rather than forget live windows.
+const MAX_KEYS_PER_LIMIT: usize = 100_000;
+
+/// One limiter per distinct (limit, window) in the policy, so a reload that
+/// keeps a limit keeps its counts, and the number of limiters stays as
+/// small as the policy.
+#[derive(Default)]
+pub struct CallLimits {
+    limiters: Mutex<HashMap<(u32, i64), Arc<RateLimiter>>>,
+}
+
+fn retry_secs(ms: i64) -> u64 {
+    u64::try_from(ms.saturating_add(999) / 1000)
+        .unwrap_or(1)
+        .max(1)
+}
+
+impl CallLimits {
+    fn limiter(&self, limit: RateLimit) -> Option<Arc<RateLimiter>> {
+        let mut limiters = self.limiters.lock().ok()?;
+        Some(Arc::clone(
+            limiters
+                .entry((limit.limit, limit.window_ms))
+                .or_insert_with(|| {
+                    Arc::new(RateLimiter::new(
+                        limit.limit,
+                        limit.window_ms,
+                        MAX_KEYS_PER_LIMIT,
+                    ))
+                }),
+        ))
+    }
+
+    fn attempt(&self, limit: RateLimit, key: &str, now: Timestamp) -> Result<(), u64> {
+        // A poisoned table refuses: failing open would lift every limit.
+        let limiter = self.limiter(limit).ok_or(retry_secs(limit.window_ms))?;
+        limiter.attempt(key, now).map_err(retry_secs)
+    }
+
+    /// Counts one permitted call; `Err(seconds)` when a limit is exceeded.
+    pub fn check(
+        &self,
+        policy: &Policy,
+        principal: &Principal,
+        tool: &str,
+        now: Timestamp,
+    ) -> Result<(), u64> {
+        let subject = principal.subject_key();
+        if let Some(limit) = policy.tool_rate_limit(tool) {
+            self.attempt(limit, &format!("{subject}\u{1f}tool\u{1f}{tool}"), now)?;
+        }
+        for role in &principal.roles {
+            if let Some(limit) = policy.role_rate_limit(role) {
+                self.attempt(limit, &format!("{subject}\u{1f}role\u{1f}{role}"), now)?;
+            }
+        }
+        Ok(())
+    }
+}
