@@ -56,13 +56,15 @@ impl CallLimits {
         tool: &str,
         now: Timestamp,
     ) -> Result<(), u64> {
-        let subject = principal.subject_key();
+        // Most policies set no limits: then nothing is allocated or locked.
         if let Some(limit) = policy.tool_rate_limit(tool) {
-            self.attempt(limit, &format!("{subject}\u{1f}tool\u{1f}{tool}"), now)?;
+            let key = format!("{}\u{1f}tool\u{1f}{tool}", principal.subject_key());
+            self.attempt(limit, &key, now)?;
         }
         for role in &principal.roles {
             if let Some(limit) = policy.role_rate_limit(role) {
-                self.attempt(limit, &format!("{subject}\u{1f}role\u{1f}{role}"), now)?;
+                let key = format!("{}\u{1f}role\u{1f}{role}", principal.subject_key());
+                self.attempt(limit, &key, now)?;
             }
         }
         Ok(())

@@ -81,6 +81,10 @@ impl From<OAuthError> for AuthorizeError {
     }
 }
 
+fn parse_request(json: &str) -> Result<AuthorizationRequest, OAuthError> {
+    serde_json::from_str(json).map_err(|e| OAuthError::ServerError(e.to_string()))
+}
+
 fn single<'a>(query: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, String> {
     let mut values = query.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
     let first = values.next();
@@ -307,11 +311,22 @@ impl AuthorizationServer {
             .authorization_request(txn, now)
             .await
             .map_err(unavailable)?;
-        stored
-            .map(|json| {
-                serde_json::from_str(&json).map_err(|e| OAuthError::ServerError(e.to_string()))
-            })
-            .transpose()
+        stored.as_deref().map(parse_request).transpose()
+    }
+
+    /// Removes and returns a pending request: whoever takes it decides it,
+    /// so a second submit of the same form finds nothing.
+    async fn take_pending(
+        &self,
+        txn: &str,
+        now: Timestamp,
+    ) -> Result<Option<AuthorizationRequest>, OAuthError> {
+        let stored = self
+            .store
+            .take_authorization_request(txn, now)
+            .await
+            .map_err(unavailable)?;
+        stored.as_deref().map(parse_request).transpose()
     }
 
     /// Whether the user already consented to this client for at least
@@ -329,8 +344,13 @@ impl AuthorizationServer {
         else {
             return Ok(false);
         };
+        // Consent is stored for the scopes the user's roles can use, so
+        // compare those, not everything the client asked for.
         let granted: Vec<&str> = granted.split(' ').collect();
-        Ok(request.scope.iter().all(|s| granted.contains(&s.as_str())))
+        Ok(self
+            .consent_scopes(request, user)
+            .iter()
+            .all(|s| granted.contains(&s.as_str())))
     }
 
     /// What the consent page lists: the requested scopes the user's roles can use.
@@ -350,17 +370,10 @@ impl AuthorizationServer {
         source: Option<String>,
         now: Timestamp,
     ) -> Result<Option<String>, OAuthError> {
-        let Some(json) = self
-            .store
-            .take_authorization_request(txn, now)
-            .await
-            .map_err(unavailable)?
-        else {
+        let Some(request) = self.take_pending(txn, now).await? else {
             return Ok(None);
         };
-        let request: AuthorizationRequest =
-            serde_json::from_str(&json).map_err(|e| OAuthError::ServerError(e.to_string()))?;
-        let scope = self.scopes_for_user(&request.scope, &user.roles).join(" ");
+        let scope = self.consent_scopes(&request, user).join(" ");
         let event = EventBuilder::new(
             AuditKind::Authorization,
             if approve {
@@ -418,7 +431,7 @@ impl AuthorizationServer {
             username: user.username.clone(),
             tenant: user.tenant.clone(),
             roles: user.roles.clone(),
-            scope: self.scopes_for_user(&request.scope, &user.roles).join(" "),
+            scope: self.consent_scopes(request, user).join(" "),
             resource: request.resource.clone(),
             created_at: now,
             revoked_at: None,
@@ -450,16 +463,9 @@ impl AuthorizationServer {
         user: &UserRecord,
         now: Timestamp,
     ) -> Result<Option<String>, OAuthError> {
-        let Some(json) = self
-            .store
-            .take_authorization_request(txn, now)
-            .await
-            .map_err(unavailable)?
-        else {
+        let Some(request) = self.take_pending(txn, now).await? else {
             return Ok(None);
         };
-        let request: AuthorizationRequest =
-            serde_json::from_str(&json).map_err(|e| OAuthError::ServerError(e.to_string()))?;
         self.issue_code(&request, user, now).await.map(Some)
     }
 }

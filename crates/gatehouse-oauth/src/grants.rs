@@ -201,16 +201,13 @@ impl AuthorizationServer {
         };
         attempt.grant_id = Some(grant.id.clone());
         attempt.human = Some(grant.username.clone());
-        if grant.client_id != client.id
-            || request.redirect_uri.as_deref() != Some(&code.redirect_uri)
-        {
-            self.store
-                .revoke_grant(&grant.id, now)
-                .await
-                .map_err(unavailable)?;
-            return Err(OAuthError::invalid_grant());
-        }
-        if pkce::verify(verifier, &code.code_challenge).is_err() {
+        // The code is spent either way; a code presented by another client,
+        // for another redirect URI or with the wrong verifier was stolen or
+        // forged, so what it would have issued is withdrawn too.
+        let bound = grant.client_id == client.id
+            && request.redirect_uri.as_deref() == Some(code.redirect_uri.as_str())
+            && pkce::verify(verifier, &code.code_challenge).is_ok();
+        if !bound {
             self.store
                 .revoke_grant(&grant.id, now)
                 .await

@@ -150,17 +150,19 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     Ok(Some((unescape(id)?, unescape(secret)?)))
 }
 
-/// The form of a POST to any endpoint that authenticates clients.
-fn form_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
-    let form_content = headers
+/// Whether the request's `Content-Type` is `media_type` (parameters such
+/// as `charset` ignored).
+fn has_media_type(headers: &HeaderMap, media_type: &str) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';').next().is_some_and(|m| {
-                m.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            })
-        });
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(media_type))
+}
+
+/// The form of a POST to any endpoint that authenticates clients.
+fn form_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+    let form_content = has_media_type(headers, "application/x-www-form-urlencoded");
     if !form_content {
         return Err(OAuthError::InvalidRequest(
             "the request must be application/x-www-form-urlencoded".into(),
@@ -342,14 +344,7 @@ async fn register(
         );
         return no_store(response);
     }
-    let json_content = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-        });
+    let json_content = has_media_type(&headers, "application/json");
     if !json_content {
         return error_response(&OAuthError::InvalidClientMetadata(
             "the request must be application/json".into(),

@@ -4,7 +4,8 @@
 use serde_json::json;
 
 use super::browser::{
-    Browser, REDIRECT, add_user, authorize_url, code_for, pkce, public_client, query, redeem, token,
+    Browser, REDIRECT, SignedIn, add_user, authorize_url, code_for, pkce, public_client, query,
+    redeem, refresh, signed_in, token,
 };
 use super::harness::Server;
 
@@ -177,19 +178,13 @@ async fn a3_a4_a13_pkce_s256_is_required_and_errors_go_back_with_state_and_iss()
 
 #[tokio::test]
 async fn a3_the_verifier_must_match_and_a_failed_attempt_burns_the_code() {
-    let server = Server::start(None);
-    let password = add_user(&server, "alice", "reader");
-    let client = public_client(&server, "app");
-    let (verifier, challenge) = pkce();
-    let mut browser = Browser::new(&server);
-    let code = code_for(
-        &server,
-        &mut browser,
-        &client,
-        &challenge,
-        ("alice", &password),
-    )
-    .await;
+    let SignedIn {
+        server,
+        client,
+        verifier,
+        code,
+        ..
+    } = signed_in().await;
     let (other_verifier, _) = pkce();
     let resource = server.mcp_url();
     let base = |verifier: &'static str| {
@@ -221,23 +216,17 @@ async fn a3_the_verifier_must_match_and_a_failed_attempt_burns_the_code() {
 
 #[tokio::test]
 async fn a5_a_replayed_code_revokes_every_token_issued_from_it() {
-    let server = Server::start(None);
-    let password = add_user(&server, "alice", "reader");
-    let client = public_client(&server, "app");
-    let (verifier, challenge) = pkce();
-    let mut browser = Browser::new(&server);
-    let code = code_for(
-        &server,
-        &mut browser,
-        &client,
-        &challenge,
-        ("alice", &password),
-    )
-    .await;
+    let SignedIn {
+        server,
+        client,
+        verifier,
+        code,
+        ..
+    } = signed_in().await;
     let (status, body) = redeem(&server, &client, &code, &verifier).await;
     assert_eq!(status, 200);
     let access = body["access_token"].as_str().unwrap().to_string();
-    let refresh = body["refresh_token"].as_str().unwrap().to_string();
+    let refresh_token = body["refresh_token"].as_str().unwrap().to_string();
     assert_eq!(
         server.rpc(Some(&access), "tools/list", json!({})).await.0,
         200
@@ -253,33 +242,19 @@ async fn a5_a_replayed_code_revokes_every_token_issued_from_it() {
         401,
         "the token issued from the replayed code is revoked"
     );
-    let (status, _) = token(
-        &server,
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", &client),
-            ("refresh_token", &refresh),
-        ],
-    )
-    .await;
+    let (status, _) = refresh(&server, &client, &refresh_token).await;
     assert_eq!(status, 400, "and its refresh token");
 }
 
 #[tokio::test]
 async fn a5_concurrent_redemptions_of_one_code_yield_one_token_at_most() {
-    let server = Server::start(None);
-    let password = add_user(&server, "alice", "reader");
-    let client = public_client(&server, "app");
-    let (verifier, challenge) = pkce();
-    let mut browser = Browser::new(&server);
-    let code = code_for(
-        &server,
-        &mut browser,
-        &client,
-        &challenge,
-        ("alice", &password),
-    )
-    .await;
+    let SignedIn {
+        server,
+        client,
+        verifier,
+        code,
+        ..
+    } = signed_in().await;
     let attempts = (0..6).map(|_| redeem(&server, &client, &code, &verifier));
     let results = futures::future::join_all(attempts).await;
     let ok = results.iter().filter(|(s, _)| *s == 200).count();
@@ -598,33 +573,19 @@ async fn disabling_a_user_revokes_their_tokens_at_once() {
         server.rpc(Some(access), "tools/list", json!({})).await.0,
         401
     );
-    let (status, _) = token(
-        &server,
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", &client),
-            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
-        ],
-    )
-    .await;
+    let (status, _) = refresh(&server, &client, tokens["refresh_token"].as_str().unwrap()).await;
     assert_eq!(status, 400);
 }
 
 #[tokio::test]
 async fn a18_the_resource_is_bound_to_the_code() {
-    let server = Server::start(None);
-    let password = add_user(&server, "alice", "reader");
-    let client = public_client(&server, "app");
-    let (verifier, challenge) = pkce();
-    let mut browser = Browser::new(&server);
-    let code = code_for(
-        &server,
-        &mut browser,
-        &client,
-        &challenge,
-        ("alice", &password),
-    )
-    .await;
+    let SignedIn {
+        server,
+        client,
+        verifier,
+        code,
+        ..
+    } = signed_in().await;
     let (status, body) = token(
         &server,
         &[
@@ -694,4 +655,9 @@ async fn the_grant_holds_only_scopes_the_users_roles_can_use() {
     let (status, body) = redeem(&server, &client, &code, &verifier).await;
     assert_eq!(status, 200);
     assert_eq!(body["scope"], "tools:read");
+    // The same request again is answered at once: the remembered consent
+    // (for the scopes the role can use) covers it.
+    let again = browser.visit(&url).await;
+    assert_eq!(again.status, 303, "consent asked again: {}", again.body);
+    assert!(query(&again.location().unwrap()).contains_key("code"));
 }

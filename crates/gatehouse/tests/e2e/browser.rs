@@ -266,22 +266,59 @@ pub fn authorize_url(
     format!("{}/authorize?{query}", server.base)
 }
 
-/// POSTs a form to the token endpoint.
+/// POSTs a form to the token endpoint; every answer must be `no-store`.
 pub async fn token(server: &Server, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
-    let body: String = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let response = server
-        .http
-        .post(format!("{}/oauth/token", server.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    assert_eq!(response.headers()["cache-control"], "no-store");
-    (status, response.json().await.unwrap())
+    let (status, headers, body) = super::oauth::token_request(server, form, None).await;
+    assert_eq!(headers["cache-control"], "no-store");
+    (status, body)
+}
+
+/// A refresh-token grant for a public client.
+pub async fn refresh(
+    server: &Server,
+    client: &str,
+    refresh_token: &str,
+) -> (u16, serde_json::Value) {
+    token(
+        server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", client),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
+}
+
+/// A server with the reader `alice`, a public client, and a fresh code
+/// that `alice` approved for it (not yet redeemed).
+pub struct SignedIn {
+    pub server: Server,
+    pub client: String,
+    pub verifier: String,
+    pub code: String,
+}
+
+pub async fn signed_in() -> SignedIn {
+    let server = Server::start(None);
+    let password = add_user(&server, "alice", "reader");
+    let client = public_client(&server, "app");
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::new(&server);
+    let code = code_for(
+        &server,
+        &mut browser,
+        &client,
+        &challenge,
+        ("alice", &password),
+    )
+    .await;
+    SignedIn {
+        server,
+        client,
+        verifier,
+        code,
+    }
 }
 
 /// The code from the redirect after login and consent.

@@ -27,7 +27,7 @@ async fn client_token(server: &Server, id: &str, secret: &str) -> String {
     body["access_token"].as_str().unwrap().to_string()
 }
 
-async fn token_request(
+pub async fn token_request(
     server: &Server,
     form: &[(&str, &str)],
     basic: Option<(&str, &str)>,
