@@ -271,6 +271,7 @@ fn principal_for_token(claims: AccessTokenClaims) -> Principal {
                 .collect()
         }),
         expires_at: Some(Timestamp::from_secs(claims.exp)),
+        task: None,
     }
 }
 

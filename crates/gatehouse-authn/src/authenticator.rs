@@ -156,6 +156,7 @@ fn principal_for_key(record: &ApiKeyRecord) -> Principal {
         roles: vec![record.role.clone()],
         scopes: record.scopes.clone(),
         expires_at: record.expires_at,
+        task: None,
     }
 }
 
@@ -256,6 +257,7 @@ mod tests {
             roles: vec!["reader".into()],
             scopes: None,
             expires_at: None,
+            task: None,
         };
         let auth = Authenticator::new(
             store,

@@ -61,6 +61,7 @@ fn main() {
         roles: vec!["admin".into()],
         scopes: None,
         expires_at: None,
+        task: None,
     });
     let tools: Vec<String> = (0..TOOLS).map(|i| format!("tool_{i:02}")).collect();
     let args = json!({"path": "reports/2026/q3.txt", "url": "https://api.example.org/v1/data"});

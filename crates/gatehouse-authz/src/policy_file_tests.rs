@@ -472,6 +472,7 @@ fn nobody_principal() -> gatehouse_core::Principal {
         roles: vec!["admin".into()],
         scopes: None,
         expires_at: None,
+        task: None,
     }
 }
 

@@ -14,6 +14,7 @@ fn principal(role: &str, scopes: Option<Vec<&str>>) -> Arc<Principal> {
         roles: vec![role.into()],
         scopes: scopes.map(|s| s.into_iter().map(String::from).collect()),
         expires_at: None,
+        task: None,
     })
 }
 

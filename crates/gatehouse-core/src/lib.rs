@@ -13,6 +13,6 @@ pub mod rate_limit;
 pub use audit::{AuditEvent, AuditKind, Outcome};
 pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
 pub use peer::PeerAddr;
-pub use principal::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal};
+pub use principal::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, TaskGrant};
 pub use public_address::is_public;
 pub use rate_limit::RateLimiter;

@@ -49,6 +49,28 @@ pub struct Principal {
     /// Scopes that narrow the roles. `None` means the roles alone decide.
     pub scopes: Option<Vec<String>>,
     pub expires_at: Option<Timestamp>,
+    /// The task grant the caller works under: it may call only the grant's
+    /// tools, whatever its roles allow.
+    #[serde(default)]
+    pub task: Option<TaskGrant>,
+}
+
+/// A task grant as gate 2 sees it: an allowlist (role ∩ task) fixed when
+/// the grant was made and bound to the principal that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskGrant {
+    /// `tg_…`: the grant's id, revocable with `gatehouse grants revoke`.
+    pub id: String,
+    /// The task's name in the policy.
+    pub task: String,
+    pub tools: Vec<String>,
+    pub expires_at: Timestamp,
+}
+
+impl TaskGrant {
+    pub fn allows(&self, tool: &str) -> bool {
+        self.tools.iter().any(|t| t == tool)
+    }
 }
 
 impl Principal {
@@ -83,6 +105,7 @@ mod tests {
             roles: vec!["reader".into()],
             scopes: None,
             expires_at: None,
+            task: None,
         }
     }
 

@@ -23,6 +23,7 @@ fn caller(role: &str) -> Caller {
             roles: vec![role.into()],
             scopes: None,
             expires_at: None,
+            task: None,
         }),
         session: Some("s-1".into()),
         source: Some("127.0.0.1".into()),

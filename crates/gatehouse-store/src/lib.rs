@@ -4,6 +4,7 @@
 //! processes (a server and the CLI) share one database.
 
 mod authorization;
+mod gating;
 mod generation;
 mod postgres;
 mod postgres_authorization;
@@ -21,6 +22,10 @@ use gatehouse_core::{AuditEvent, Timestamp};
 pub use authorization::{
     AuthCodeRecord, AuthorizationStore, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
     GrantRecord, LoginThrottle, RefreshRotation, RefreshTokenRecord, UserRecord,
+};
+pub use gating::{
+    ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore, OperationBinding,
+    TaskGrantRecord,
 };
 pub use postgres::PostgresStore;
 pub use records::{

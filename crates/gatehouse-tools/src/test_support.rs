@@ -53,6 +53,7 @@ pub(crate) fn principal(tenant: &str) -> Arc<Principal> {
         roles: vec!["admin".into()],
         scopes: None,
         expires_at: None,
+        task: None,
     })
 }
 

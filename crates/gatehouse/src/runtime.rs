@@ -47,6 +47,7 @@ fn anonymous(role: &str) -> Principal {
         roles: vec![role.to_string()],
         scopes: None,
         expires_at: None,
+        task: None,
     }
 }
 

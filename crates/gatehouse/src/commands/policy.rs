@@ -60,6 +60,7 @@ async fn principal(ctx: &Context, args: &PolicyCheckArgs) -> anyhow::Result<Prin
         roles: args.roles.clone(),
         scopes: args.scopes.clone(),
         expires_at: None,
+        task: None,
     };
     if let Some(id) = &args.key {
         let store = ctx.open_store().await?;
