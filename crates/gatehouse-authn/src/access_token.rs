@@ -8,7 +8,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use gatehouse_core::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, Timestamp};
+use gatehouse_core::{
+    CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, TaskGrant, Timestamp,
+};
 use gatehouse_store::{ClientRecord, SigningKeyRecord, Store};
 use serde::Deserialize;
 
@@ -223,6 +225,19 @@ impl AccessTokens {
         if current.revoked.contains(&claims.jti) {
             return Err(AuthnError::Revoked);
         }
+        if let Some(task) = &claims.task {
+            // The token it was exchanged for must still stand.
+            if task.base_kind == CredentialKind::AccessToken.as_str()
+                && current.revoked.contains(&task.base_id)
+            {
+                return Err(AuthnError::Revoked);
+            }
+            // An API key's state is checked by the authenticator, which
+            // holds the key cache; there is no OAuth client to check.
+            if task.base_kind == CredentialKind::ApiKey.as_str() {
+                return Ok(claims);
+            }
+        }
         // A revoked client's tokens stop at once, not when they expire.
         match self
             .client(store, &claims.client_id, current.generation)
@@ -232,6 +247,17 @@ impl AccessTokens {
             Some(client) if client.revoked_at.is_some() => Err(AuthnError::Revoked),
             Some(_) => Ok(claims),
         }
+    }
+
+    /// Whether `id` (a token's `jti` or a task grant) is on the revocation
+    /// list of the current generation.
+    pub async fn is_revoked(
+        &self,
+        store: &Arc<dyn Store>,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<bool, AuthnError> {
+        Ok(self.current(store, now).await?.revoked.contains(id))
     }
 
     /// Validates `token` and returns its principal.
@@ -255,14 +281,39 @@ struct Current {
 
 fn principal_for_token(claims: AccessTokenClaims) -> Principal {
     let human = (claims.sub != claims.client_id).then(|| claims.sub.clone());
+    let expires_at = Timestamp::from_secs(claims.exp);
+    // A task token acts as the credential it was derived from (so revoking
+    // that stops it), narrowed to its grant.
+    let (credential, task) = match claims.task {
+        None => (
+            CredentialRef {
+                kind: CredentialKind::AccessToken,
+                id: claims.jti,
+            },
+            None,
+        ),
+        Some(task) => (
+            CredentialRef {
+                kind: if task.base_kind == CredentialKind::ApiKey.as_str() {
+                    CredentialKind::ApiKey
+                } else {
+                    CredentialKind::AccessToken
+                },
+                id: task.base_id,
+            },
+            Some(TaskGrant {
+                id: claims.jti,
+                task: task.name,
+                tools: task.tools,
+                expires_at,
+            }),
+        ),
+    };
     Principal {
         tenant: claims.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_string()),
         human,
         agent: claims.client_id,
-        credential: CredentialRef {
-            kind: CredentialKind::AccessToken,
-            id: claims.jti,
-        },
+        credential,
         roles: claims.roles,
         scopes: claims.scope.map(|s| {
             s.split(' ')
@@ -270,8 +321,8 @@ fn principal_for_token(claims: AccessTokenClaims) -> Principal {
                 .map(String::from)
                 .collect()
         }),
-        expires_at: Some(Timestamp::from_secs(claims.exp)),
-        task: None,
+        expires_at: Some(expires_at),
+        task,
     }
 }
 

@@ -19,7 +19,7 @@ pub enum AuthMode {
     /// Authentication is off: every request runs as this principal. Only for
     /// loopback development, benchmarks and conformance runs.
     Disabled {
-        anonymous: Principal,
+        anonymous: Box<Principal>,
     },
 }
 
@@ -66,7 +66,7 @@ impl Authenticator {
         now: Timestamp,
     ) -> Result<Principal, AuthnError> {
         if let AuthMode::Disabled { anonymous } = &self.mode {
-            return Ok(anonymous.clone());
+            return Ok((**anonymous).clone());
         }
         let credential = credential.ok_or(AuthnError::Missing)?;
         // Our API keys have a fixed prefix; anything else shaped like a JWS
@@ -75,7 +75,11 @@ impl Authenticator {
             && credential.contains('.')
             && let Some(tokens) = &self.tokens
         {
-            return tokens.authenticate(&self.store, credential, now).await;
+            let principal = tokens.authenticate(&self.store, credential, now).await?;
+            if principal.task.is_some() && principal.credential.kind == CredentialKind::ApiKey {
+                self.check_base_key(&principal.credential.id, now).await?;
+            }
+            return Ok(principal);
         }
         let parts = parse_api_key(credential)?;
         let record = self.key_record(parts.id).await?;
@@ -100,6 +104,31 @@ impl Authenticator {
         }
         self.touch(&record.id, now);
         Ok(principal_for_key(&record))
+    }
+
+    /// A task token derived from an API key stands only while the key does.
+    async fn check_base_key(&self, id: &str, now: Timestamp) -> Result<(), AuthnError> {
+        match self.key_record(id).await? {
+            None => Err(AuthnError::Unknown),
+            Some(record) if record.is_revoked() => Err(AuthnError::Revoked),
+            Some(record) if record.is_expired(now) => Err(AuthnError::Expired),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Whether a task grant (or token id) has been revoked, read from the
+    /// revocation list every instance shares. Fails closed.
+    pub async fn is_revoked(&self, id: &str, now: Timestamp) -> Result<bool, AuthnError> {
+        match &self.tokens {
+            Some(tokens) => tokens.is_revoked(&self.store, id, now).await,
+            None => Ok(self
+                .store
+                .revoked_tokens(now)
+                .await
+                .map_err(|e| AuthnError::Unavailable(e.to_string()))?
+                .iter()
+                .any(|revoked| revoked == id)),
+        }
     }
 
     async fn key_record(&self, id: &str) -> Result<Option<ApiKeyRecord>, AuthnError> {
@@ -263,7 +292,7 @@ mod tests {
             store,
             Pepper::new(vec![1; 32]).unwrap(),
             AuthMode::Disabled {
-                anonymous: anonymous.clone(),
+                anonymous: Box::new(anonymous.clone()),
             },
         );
         assert_eq!(auth.authenticate(None, Timestamp(0)).await, Ok(anonymous));

@@ -216,6 +216,23 @@ pub struct AccessTokenClaims {
     pub exp: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<i64>,
+    /// Present on task tokens (token exchange): the task grant the token
+    /// stands for; `jti` is then the grant id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskClaim>,
+}
+
+/// The `task` claim of a task token: the grant's task and allowlist, and
+/// the credential it was derived from (which must still be valid).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskClaim {
+    pub name: String,
+    pub tools: Vec<String>,
+    /// `api_key` or `access_token`.
+    pub base_kind: String,
+    /// The base credential's id: an API key id, or an access token's `jti`.
+    pub base_id: String,
 }
 
 /// The payload as signed: every claim optional so that a missing one is
@@ -234,6 +251,7 @@ struct RawClaims {
     iat: Option<i64>,
     exp: Option<i64>,
     nbf: Option<i64>,
+    task: Option<TaskClaim>,
 }
 
 /// The header members we look at. Derived `Deserialize` rejects duplicates.
@@ -399,6 +417,7 @@ impl AccessTokenValidator {
             iat,
             exp,
             nbf: raw.nbf,
+            task: raw.task,
         })
     }
 

@@ -35,6 +35,54 @@ impl Permit {
     }
 }
 
+/// A call the policy allows only once a human has approved it: what the
+/// gateway needs to ask for approval and, after redeeming an operation
+/// token, to obtain the [`Permit`].
+///
+/// Only this crate creates one, and only for a principal whose role allows
+/// the tool with approval and whose scopes allow it.
+#[derive(Debug, Clone)]
+pub struct ApprovalNeeded {
+    principal: Arc<Principal>,
+    tool: String,
+    rule: String,
+}
+
+impl ApprovalNeeded {
+    pub(crate) fn new(principal: Arc<Principal>, tool: &str, rule: String) -> Self {
+        ApprovalNeeded {
+            principal,
+            tool: tool.to_string(),
+            rule,
+        }
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn tool(&self) -> &str {
+        &self.tool
+    }
+
+    /// The policy rule that asks for approval, e.g. "role executor may call
+    /// send_email with an approved operation token".
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+
+    /// The permit for the approved call. The gateway calls this only after
+    /// it has atomically redeemed an operation token bound to this exact
+    /// call; the rule names the approval for the audit record.
+    pub fn into_permit(self, approval_id: &str) -> Permit {
+        let rule = format!(
+            "{}; a human approved this call (approval {approval_id})",
+            self.rule
+        );
+        Permit::new(self.principal, &self.tool, rule)
+    }
+}
+
 /// Why a call was refused. `code()` is the stable reason code written to the
 /// audit log and returned to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +93,18 @@ pub enum DenyReason {
     RoleNotAllowed { roles: Vec<String> },
     /// The credential's scopes do not include the scope the tool needs.
     MissingScope { scope: String },
-    /// The tool needs a human-approved operation token.
+    /// The tool needs a human-approved operation token and the call came
+    /// without a valid one (the gateway refuses with this while it waits).
     ApprovalRequired,
+    /// The presented operation token was not accepted; `code` is the
+    /// token refusal's own code (`operation_token_used`, …).
+    OperationTokenRefused { code: &'static str },
+    /// The principal works under a task grant that does not include the tool.
+    OutsideTask { task: String },
+    /// Tenants are configured and the principal's tenant is not one of them.
+    UnknownTenant,
+    /// The principal's tenant may not use the tool.
+    NotInTenant,
     /// An argument violates one of the tool's constraints. `rule` is the
     /// rule as written in the policy and why it failed; it never contains
     /// the argument's value.
@@ -63,6 +121,10 @@ impl DenyReason {
             DenyReason::RoleNotAllowed { .. } => "role_not_allowed",
             DenyReason::MissingScope { .. } => "insufficient_scope",
             DenyReason::ApprovalRequired => "approval_required",
+            DenyReason::OperationTokenRefused { code } => code,
+            DenyReason::OutsideTask { .. } => "outside_task",
+            DenyReason::UnknownTenant => "unknown_tenant",
+            DenyReason::NotInTenant => "tool_not_in_tenant",
             DenyReason::ConstraintViolated { .. } => "constraint_violated",
             DenyReason::RateLimited { .. } => "rate_limited",
         }
@@ -94,10 +156,29 @@ impl Deny {
                 self.tool, scope
             ),
             DenyReason::ApprovalRequired => format!(
-                "tool '{}' needs a human-approved operation token for this role; \
-                 this Gatehouse version cannot issue operation tokens yet, so the call is denied",
+                "tool '{}' needs a human to approve this call first; \
+                 retry with the operation token the approval gives",
                 self.tool
             ),
+            DenyReason::OperationTokenRefused { code } => format!(
+                "the operation token for tool '{}' was not accepted ({code})",
+                self.tool
+            ),
+            DenyReason::OutsideTask { task } => format!(
+                "tool '{}' is not part of the task grant for task '{task}'",
+                self.tool
+            ),
+            // Says nothing about which tenants exist.
+            DenyReason::UnknownTenant => format!(
+                "the caller's tenant is not configured in the policy, so tool '{}' is denied",
+                self.tool
+            ),
+            DenyReason::NotInTenant => {
+                format!(
+                    "tool '{}' is not available to the caller's tenant",
+                    self.tool
+                )
+            }
             DenyReason::ConstraintViolated { argument, rule } => format!(
                 "argument '{argument}' of tool '{}' violates the policy rule {rule}",
                 self.tool
@@ -118,8 +199,11 @@ impl Deny {
     }
 }
 
+/// The outcome of gate 2 for one call.
 #[derive(Debug, Clone)]
 pub enum Decision {
     Permit(Permit),
     Deny(Deny),
+    /// Allowed once a human approves this exact call.
+    NeedsApproval(ApprovalNeeded),
 }

@@ -13,7 +13,8 @@ use serde_json::Value;
 
 use crate::constraints::{self, ArgConstraint, ConstraintViolation, ToolConstraints};
 use crate::policy_file::{RateLimit, TaskSpec};
-use crate::{Decision, Deny, DenyReason, Permit};
+use crate::tenants::TenantSpec;
+use crate::{ApprovalNeeded, Decision, Deny, DenyReason, Permit};
 
 /// The built-in roles, each including what the one before it may do.
 pub const ROLES: [&str; 4] = ["reader", "analyst", "executor", "admin"];
@@ -73,6 +74,8 @@ pub struct Policy {
     pub(crate) roles: BTreeMap<String, RoleInfo>,
     pub(crate) tasks: BTreeMap<String, TaskSpec>,
     pub(crate) role_limits: BTreeMap<String, RateLimit>,
+    /// Declared tenants; empty means tenancy is off.
+    pub(crate) tenants: BTreeMap<String, TenantSpec>,
 }
 
 /// The shipped default policy file, embedded so the binary needs no file
@@ -90,7 +93,8 @@ static DEFAULT_POLICY: LazyLock<Policy> = LazyLock::new(|| {
 
 impl Policy {
     /// A policy from per-tool rules alone (used by tests and fixtures):
-    /// the built-in [`ROLES`], none of them admin, no tasks, no limits.
+    /// the built-in [`ROLES`], none of them admin, no tasks, no limits, no
+    /// tenants.
     pub fn new(tools: BTreeMap<String, ToolRule>) -> Self {
         Policy {
             tools,
@@ -101,6 +105,7 @@ impl Policy {
                 .collect(),
             tasks: BTreeMap::new(),
             role_limits: BTreeMap::new(),
+            tenants: BTreeMap::new(),
         }
     }
 
@@ -220,7 +225,23 @@ impl Policy {
         }
     }
 
-    /// Decides one tool call.
+    /// What the principal may do with a named tool, its task grant aside:
+    /// `Deny` unless its tenant, its roles and its scopes all allow the tool.
+    /// A task grant's allowlist is made of the tools where this is not `Deny`.
+    pub(crate) fn access_outside_task(&self, principal: &Principal, tool: &str) -> Access {
+        let Some(rule) = self.tools.get(tool) else {
+            return Access::Deny;
+        };
+        let tenant_ok = self.tenant_allowed(&principal.tenant)
+            && self.tenant_allows_tool(&principal.tenant, tool);
+        if !tenant_ok || !Self::scope_allows(rule, tool, principal) {
+            return Access::Deny;
+        }
+        Self::role_access(rule, principal)
+    }
+
+    /// Decides one tool call. The checks run from the narrowest grant to the
+    /// tool's own rule: task grant, tenant, tool, role, scope.
     pub fn authorize(&self, principal: &Arc<Principal>, tool: &str) -> Decision {
         let deny = |reason| {
             Decision::Deny(Deny {
@@ -228,38 +249,60 @@ impl Policy {
                 reason,
             })
         };
+        // A grant is a ceiling whatever the roles allow, so it comes first.
+        if let Some(grant) = &principal.task
+            && !grant.allows(tool)
+        {
+            return deny(DenyReason::OutsideTask {
+                task: grant.task.clone(),
+            });
+        }
+        if !self.tenant_allowed(&principal.tenant) {
+            return deny(DenyReason::UnknownTenant);
+        }
         let Some(rule) = self.tools.get(tool) else {
             return self.authorize_unnamed(principal, tool);
         };
-        match Self::role_access(rule, principal) {
-            Access::Deny => deny(DenyReason::RoleNotAllowed {
+        if !self.tenant_allows_tool(&principal.tenant, tool) {
+            return deny(DenyReason::NotInTenant);
+        }
+        let access = Self::role_access(rule, principal);
+        if access == Access::Deny {
+            return deny(DenyReason::RoleNotAllowed {
                 roles: principal.roles.clone(),
-            }),
-            Access::NeedsApproval => deny(DenyReason::ApprovalRequired),
-            Access::Allow => {
-                if !Self::scope_allows(rule, tool, principal) {
-                    return deny(DenyReason::MissingScope {
-                        scope: rule.scope.clone(),
-                    });
-                }
-                let role = principal
-                    .roles
-                    .iter()
-                    .find(|r| rule.access.get(*r) == Some(&Access::Allow))
-                    .cloned()
-                    .unwrap_or_default();
-                Decision::Permit(Permit::new(
-                    Arc::clone(principal),
-                    tool,
-                    format!("role {role} allows {tool}"),
-                ))
-            }
+            });
+        }
+        // Before approval too: no human should be asked to approve a call
+        // the credential could not make anyway.
+        if !Self::scope_allows(rule, tool, principal) {
+            return deny(DenyReason::MissingScope {
+                scope: rule.scope.clone(),
+            });
+        }
+        let role = principal
+            .roles
+            .iter()
+            .find(|r| rule.access.get(*r) == Some(&access))
+            .cloned()
+            .unwrap_or_default();
+        match access {
+            Access::Allow => Decision::Permit(Permit::new(
+                Arc::clone(principal),
+                tool,
+                format!("role {role} allows {tool}"),
+            )),
+            _ => Decision::NeedsApproval(ApprovalNeeded::new(
+                Arc::clone(principal),
+                tool,
+                format!("role {role} may call {tool} with an approved operation token"),
+            )),
         }
     }
 
     /// A tool the policy does not name: deny by default, except for
     /// principals holding an admin role. A scoped admin credential still
-    /// needs `tools:admin` or `tool:<name>`.
+    /// needs `tools:admin` or `tool:<name>`. With tenancy on, tenants may
+    /// use named tools only.
     fn authorize_unnamed(&self, principal: &Arc<Principal>, tool: &str) -> Decision {
         let deny = |reason| {
             Decision::Deny(Deny {
@@ -270,6 +313,9 @@ impl Policy {
         let Some(role) = principal.roles.iter().find(|r| self.is_admin_role(r)) else {
             return deny(DenyReason::UnknownTool);
         };
+        if !self.tenant_allows_tool(&principal.tenant, tool) {
+            return deny(DenyReason::NotInTenant);
+        }
         let scoped_ok = match &principal.scopes {
             None => true,
             Some(scopes) => scopes
@@ -288,18 +334,14 @@ impl Policy {
         ))
     }
 
-    /// Decides one tool call including its arguments: role and scope as
-    /// [`Policy::authorize`], then the tool's argument constraints. A tool
-    /// that needs approval is still refused with `approval_required`, unless
-    /// its arguments already violate a constraint (then that is the reason:
-    /// no human should be asked to approve a call that would be refused).
+    /// Decides one tool call including its arguments: as
+    /// [`Policy::authorize`], then, for a permit or a call that needs
+    /// approval, the tool's argument constraints. A violated constraint wins
+    /// over approval: no human should be asked to approve a call that would
+    /// be refused.
     pub fn authorize_call(&self, principal: &Arc<Principal>, tool: &str, args: &Value) -> Decision {
         let decision = self.authorize(principal, tool);
-        let needs_check = match &decision {
-            Decision::Permit(_) => true,
-            Decision::Deny(d) => d.reason == DenyReason::ApprovalRequired,
-        };
-        if !needs_check {
+        if let Decision::Deny(_) = decision {
             return decision;
         }
         match self.check_arguments(tool, args) {
@@ -315,14 +357,15 @@ impl Policy {
     }
 
     /// Tools the principal may call (some only with an operation token),
-    /// in name order: what `tools/list` shows.
+    /// in name order: what `tools/list` shows. The same filters as
+    /// [`Policy::authorize`]: task grant, tenant, role and scope.
     pub fn visible_tools(&self, principal: &Principal) -> Vec<(&str, Access)> {
         self.tools
-            .iter()
-            .filter_map(|(name, rule)| {
-                let access = Self::role_access(rule, principal);
-                let visible = access != Access::Deny && Self::scope_allows(rule, name, principal);
-                visible.then_some((name.as_str(), access))
+            .keys()
+            .filter(|name| principal.task.as_ref().is_none_or(|g| g.allows(name)))
+            .filter_map(|name| {
+                let access = self.access_outside_task(principal, name);
+                (access != Access::Deny).then_some((name.as_str(), access))
             })
             .collect()
     }

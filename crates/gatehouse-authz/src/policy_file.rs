@@ -26,11 +26,16 @@
 //! [tasks.summarize-reports]
 //! description = "…"
 //! tools = ["read_file"]
+//! roles = ["analyst"]           # optional: who may claim it (inherited); default every role
 //! expected_duration = "15m"
 //! max_duration = "1h"           # at most 1h; default 1h
 //!
 //! [role_limits.reader]
 //! rate_limit = "120/min"        # per role, all tools together (not inherited)
+//!
+//! [tenants.acme]                # declaring any tenant turns tenancy on
+//! tools = ["read_file"]         # optional: the tools acme may use; default every named tool
+//! rate_limit = "600/min"        # optional: all calls of the tenant together
 //! ```
 //!
 //! Semantics: a role's access to a tool is the maximum, over the role and
@@ -40,6 +45,16 @@
 //! only: a tool with neither `roles` nor `approval_roles` is callable by
 //! nobody, admins included (`admin = true` only concerns tools the policy
 //! does not name).
+//!
+//! Tasks: a task grant gets the task's tools that the claiming principal may
+//! call (directly or with approval), never more. A task with `roles` may be
+//! claimed only by those roles and the roles that inherit them.
+//!
+//! Tenants: without `[tenants.*]` every principal's tenant is accepted and
+//! nothing changes. With at least one, a principal whose tenant is not
+//! declared is denied everything, and a tenant with `tools` may use only
+//! those. Tenant lists hold named tools only, so once tenancy is on even an
+//! `admin = true` role cannot call a tool the policy does not name.
 //!
 //! Every table rejects unknown keys. Validation errors name the offending
 //! entry as a dotted path (`tools.write_file.roles: unknown role "editor"`)
@@ -53,6 +68,7 @@ use toml::Spanned;
 
 use crate::constraints::ArgConstraint;
 use crate::policy::{RoleInfo, ToolExtras};
+use crate::tenants::TenantSpec;
 use crate::{Access, Policy, ToolRule};
 
 /// The only policy file version this build reads.
@@ -120,11 +136,17 @@ impl RateLimit {
     }
 }
 
-/// A task an agent may declare: its tools and how long a grant for it lasts.
+/// A task an agent may declare: its tools, who may claim it and how long a
+/// grant for it lasts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskSpec {
     description: Option<String>,
     tools: Vec<String>,
+    /// The roles as written; empty when every role may claim the task.
+    roles: Vec<String>,
+    /// `roles` flattened over inheritance: every defined role that may claim
+    /// the task. `None` when the task names no roles.
+    claimants: Option<BTreeSet<String>>,
     expected_duration: Option<Duration>,
     max_duration: Duration,
 }
@@ -138,6 +160,20 @@ impl TaskSpec {
     /// of these with the role's tools.
     pub fn tools(&self) -> &[String] {
         &self.tools
+    }
+
+    /// The roles the task names as claimants, as written; empty when any
+    /// role may claim it.
+    pub fn roles(&self) -> &[String] {
+        &self.roles
+    }
+
+    /// Whether `role` (itself or by inheriting a named role) may claim the task.
+    pub fn may_claim(&self, role: &str) -> bool {
+        match &self.claimants {
+            None => true,
+            Some(claimants) => claimants.contains(role),
+        }
     }
 
     /// How long the task usually takes (for anomaly detection).
@@ -163,6 +199,8 @@ struct RawPolicy {
     tasks: BTreeMap<String, Spanned<RawTask>>,
     #[serde(default)]
     role_limits: BTreeMap<String, Spanned<RawRoleLimit>>,
+    #[serde(default)]
+    tenants: BTreeMap<String, Spanned<RawTenant>>,
 }
 
 #[derive(Deserialize)]
@@ -196,6 +234,7 @@ struct RawTool {
 struct RawTask {
     description: Option<String>,
     tools: Vec<String>,
+    roles: Option<Vec<String>>,
     expected_duration: Option<String>,
     max_duration: Option<String>,
 }
@@ -206,7 +245,14 @@ struct RawRoleLimit {
     rate_limit: String,
 }
 
-/// Names of roles, tools and tasks: letters, digits, `_`, `-`, `.`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    tools: Option<Vec<String>>,
+    rate_limit: Option<String>,
+}
+
+/// Names of roles, tools, tasks and tenants: letters, digits, `_`, `-`, `.`.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
@@ -314,7 +360,10 @@ impl Policy {
 
         let mut tasks = BTreeMap::new();
         for (name, spanned) in &raw.tasks {
-            tasks.insert(name.clone(), task(name, spanned, &tools, &lines)?);
+            tasks.insert(
+                name.clone(),
+                task(name, spanned, &tools, &ancestors, &lines)?,
+            );
         }
 
         let mut role_limits = BTreeMap::new();
@@ -333,12 +382,18 @@ impl Policy {
             role_limits.insert(role.clone(), limit);
         }
 
+        let mut tenants = BTreeMap::new();
+        for (name, spanned) in &raw.tenants {
+            tenants.insert(name.clone(), tenant(name, spanned, &tools, &lines)?);
+        }
+
         Ok(Policy {
             tools,
             extras,
             roles,
             tasks,
             role_limits,
+            tenants,
         })
     }
 }
@@ -524,6 +579,7 @@ fn task(
     name: &str,
     spanned: &Spanned<RawTask>,
     tools: &BTreeMap<String, ToolRule>,
+    ancestors: &BTreeMap<String, BTreeSet<String>>,
     lines: &Lines<'_>,
 ) -> Result<TaskSpec, PolicyError> {
     let path = format!("tasks.{}", key(name));
@@ -542,6 +598,31 @@ fn task(
     if let Some(unknown) = raw.tools.iter().find(|t| !tools.contains_key(*t)) {
         return Err(err("tools", format!("unknown tool \"{unknown}\"")));
     }
+    let claimants = match &raw.roles {
+        None => None,
+        Some(named) => {
+            // An empty list would make a task nobody may claim, which is
+            // more likely a mistake than an intent.
+            if named.is_empty() {
+                return Err(err(
+                    "roles",
+                    "must name at least one role (leave roles out to let every role claim the task)"
+                        .to_string(),
+                ));
+            }
+            if let Some(unknown) = named.iter().find(|r| !ancestors.contains_key(*r)) {
+                return Err(err("roles", format!("unknown role \"{unknown}\"")));
+            }
+            // Inherited like tool roles: a role claims the task if it, or
+            // any role it inherits, is named.
+            let claimants = ancestors
+                .iter()
+                .filter(|(_, closure)| named.iter().any(|r| closure.contains(r)))
+                .map(|(role, _)| role.clone())
+                .collect();
+            Some(claimants)
+        }
+    };
     let duration = |field: &str, text: &str| -> Result<Duration, PolicyError> {
         match parse_duration(text) {
             Some(d) if d.is_zero() => Err(err(field, "must be longer than zero".to_string())),
@@ -570,8 +651,48 @@ fn task(
     Ok(TaskSpec {
         description: raw.description.clone(),
         tools: raw.tools.clone(),
+        roles: raw.roles.clone().unwrap_or_default(),
+        claimants,
         expected_duration,
         max_duration,
+    })
+}
+
+fn tenant(
+    name: &str,
+    spanned: &Spanned<RawTenant>,
+    tools: &BTreeMap<String, ToolRule>,
+    lines: &Lines<'_>,
+) -> Result<TenantSpec, PolicyError> {
+    let path = format!("tenants.{}", key(name));
+    let err = |sub: &str, reason: String| lines.err(spanned, format!("{path}.{sub}"), reason);
+    if !valid_name(name) {
+        return Err(lines.err(
+            spanned,
+            path.clone(),
+            "tenant names use only letters, digits, '_', '-' and '.'",
+        ));
+    }
+    let raw = spanned.get_ref();
+    let allowed = match &raw.tools {
+        None => None,
+        Some(list) => {
+            if let Some(unknown) = list.iter().find(|t| !tools.contains_key(*t)) {
+                return Err(err("tools", format!("unknown tool \"{unknown}\"")));
+            }
+            Some(list.iter().cloned().collect())
+        }
+    };
+    let rate_limit = match &raw.rate_limit {
+        None => None,
+        Some(text) => Some(
+            RateLimit::parse(text)
+                .ok_or_else(|| err("rate_limit", "expected N/unit like \"30/min\"".to_string()))?,
+        ),
+    };
+    Ok(TenantSpec {
+        tools: allowed,
+        rate_limit,
     })
 }
 

@@ -38,11 +38,16 @@ approval = true
 [tasks.summarize-reports]
 description = "Read reports and search the dataset"
 tools = ["read_file", "search_database"]
+roles = ["analyst"]
 expected_duration = "15m"
 max_duration = "1h"
 
 [role_limits.reader]
 rate_limit = "120/min"
+
+[tenants.acme]
+tools = ["read_file"]
+rate_limit = "600/min"
 "#;
 
 fn load(text: &str) -> Policy {
@@ -121,11 +126,26 @@ fn example_loads_with_inheritance_flattened() {
     );
     assert_eq!(task.expected_duration(), Some(Duration::from_secs(900)));
     assert_eq!(task.max_duration(), Duration::from_secs(3600));
+    assert_eq!(task.roles(), ["analyst"]);
+    assert!(task.may_claim("admin"));
+    assert!(!task.may_claim("reader"));
     assert_eq!(
         p.tasks().map(|(n, _)| n).collect::<Vec<_>>(),
         ["summarize-reports"]
     );
     assert!(p.task("other").is_none());
+    assert!(p.tenancy_enabled());
+    assert!(p.tenant_allowed("acme"));
+    assert!(!p.tenant_allowed("default"));
+    assert!(p.tenant_allows_tool("acme", "read_file"));
+    assert!(!p.tenant_allows_tool("acme", "write_file"));
+    assert_eq!(
+        p.tenant_rate_limit("acme"),
+        Some(RateLimit {
+            limit: 600,
+            window_ms: 60_000
+        })
+    );
 }
 
 #[test]
@@ -264,6 +284,26 @@ fn every_validation_error_names_the_entry() {
         (
             with("[tasks.x]\ntools = []\n"),
             "tasks.x.tools: must name at least one tool",
+        ),
+        (
+            with("[tools.t]\nscope = \"tools:x\"\n[tasks.x]\ntools = [\"t\"]\nroles = [\"editor\"]\n"),
+            "tasks.x.roles: unknown role \"editor\"",
+        ),
+        (
+            with("[tools.t]\nscope = \"tools:x\"\n[tasks.x]\ntools = [\"t\"]\nroles = []\n"),
+            "tasks.x.roles: must name at least one role",
+        ),
+        (
+            with("[tools.t]\nscope = \"tools:x\"\n[tenants.acme]\ntools = [\"t\", \"u\"]\n"),
+            "tenants.acme.tools: unknown tool \"u\"",
+        ),
+        (
+            with("[tenants.acme]\nrate_limit = \"10 per minute\"\n"),
+            "tenants.acme.rate_limit: expected N/unit like \"30/min\"",
+        ),
+        (
+            with("[tenants.\"a/b\"]\n"),
+            "tenants.\"a/b\": tenant names use only letters, digits, '_', '-' and '.'",
         ),
         (
             with("[tools.t]\nscope = \"tools:x\"\n[tasks.\"a b\"]\ntools = [\"t\"]\n"),
@@ -408,6 +448,12 @@ fn unknown_fields_missing_fields_and_syntax_errors_give_a_line() {
             3,
             "unknown field `rate`",
         ),
+        (
+            "version = 1\n[tenants.acme]\nrate = \"1/s\"\n",
+            3,
+            "unknown field `rate`",
+        ),
+        ("version = 1\n[tenants]\nacme = 3\n", 3, ""),
     ] {
         let err = Policy::from_toml(text).unwrap_err();
         assert_eq!(err.line(), Some(line), "{err} in:\n{text}");

@@ -21,7 +21,7 @@ fn principal(role: &str, scopes: Option<Vec<&str>>) -> Arc<Principal> {
 fn outcome(policy: &Policy, role: &str, tool: &str) -> &'static str {
     match policy.authorize(&principal(role, None), tool) {
         Decision::Permit(_) => "allow",
-        Decision::Deny(d) if d.reason == DenyReason::ApprovalRequired => "+token",
+        Decision::NeedsApproval(_) => "+token",
         Decision::Deny(_) => "deny",
     }
 }
@@ -55,7 +55,7 @@ fn unknown_tool_and_unknown_role_are_denied() {
     assert_eq!(outcome(&policy, "superuser", "read_file"), "deny");
     match policy.authorize(&principal("admin", None), "rm_rf") {
         Decision::Deny(d) => assert_eq!(d.reason.code(), "unknown_tool"),
-        Decision::Permit(_) => panic!("unknown tool permitted"),
+        other => panic!("unknown tool not denied: {other:?}"),
     }
 }
 
@@ -80,8 +80,19 @@ fn scopes_narrow_roles() {
             assert_eq!(d.reason.code(), "insufficient_scope");
             assert_eq!(d.required_scope(), Some("tools:write"));
         }
-        Decision::Permit(_) => panic!("scope ignored"),
+        other => panic!("scope ignored: {other:?}"),
     }
+    // Approval is asked for only when the scope allows the call at all.
+    let executor = principal("executor", Some(vec!["tools:read"]));
+    match policy.authorize(&executor, "send_email") {
+        Decision::Deny(d) => assert_eq!(d.required_scope(), Some("tools:write")),
+        other => panic!("scope ignored for an approval tool: {other:?}"),
+    }
+    let executor = principal("executor", Some(vec!["tool:send_email"]));
+    assert!(matches!(
+        policy.authorize(&executor, "send_email"),
+        Decision::NeedsApproval(_)
+    ));
     // A per-tool scope works too.
     let per_tool = principal("admin", Some(vec!["tool:web_fetch"]));
     assert!(matches!(
@@ -173,7 +184,7 @@ fn default_policy_file_reproduces_the_old_table_exactly() {
     assert_eq!(policy.tools, old);
     assert_eq!(policy, Policy::from_toml(DEFAULT_POLICY_TOML).unwrap());
     // The roles are the built-in ones, none of them admin, and the default
-    // has no tasks, limits, redactions or constraints.
+    // has no limits, redactions, constraints or tenants.
     assert_eq!(policy.roles().collect::<Vec<_>>(), {
         let mut r = ROLES.to_vec();
         r.sort();
@@ -185,7 +196,12 @@ fn default_policy_file_reproduces_the_old_table_exactly() {
         assert_eq!(policy.role_rate_limit(role), None);
     }
     assert!(!policy.is_known_role("superuser"));
-    assert_eq!(policy.tasks().count(), 0);
+    // The two example tasks are the only ones, and tenancy is off.
+    assert_eq!(
+        policy.tasks().map(|(name, _)| name).collect::<Vec<_>>(),
+        ["outreach", "research"]
+    );
+    assert!(!policy.tenancy_enabled());
     for tool in old.keys() {
         assert_eq!(policy.tool_rate_limit(tool), None);
         assert!(policy.redact_fields(tool).is_empty());
@@ -250,6 +266,7 @@ to = { domains = ["example.com"] }
 fn code(decision: &Decision) -> &'static str {
     match decision {
         Decision::Permit(_) => "permit",
+        Decision::NeedsApproval(_) => "needs_approval",
         Decision::Deny(d) => d.reason.code(),
     }
 }
@@ -318,7 +335,7 @@ fn approval_tools_still_need_approval_but_bad_arguments_say_so_first() {
     let bad = serde_json::json!({"to": "bob@evil.com"});
     assert_eq!(
         code(&policy.authorize_call(&executor, "send_email", &good)),
-        "approval_required"
+        "needs_approval"
     );
     assert_eq!(
         code(&policy.authorize_call(&executor, "send_email", &bad)),
@@ -350,20 +367,20 @@ fn admins_may_call_unnamed_tools_and_nobody_else() {
     assert!(!policy.is_admin_role("executor"));
     let Decision::Permit(permit) = policy.authorize(&principal("admin", None), "upstream_tool")
     else {
-        panic!("admin denied an unnamed tool");
+        panic!("admin not permitted an unnamed tool");
     };
     assert!(permit.rule().contains("does not name"));
     for role in ["reader", "executor", "nobody"] {
         match policy.authorize(&principal(role, None), "upstream_tool") {
             Decision::Deny(d) => assert_eq!(d.reason, DenyReason::UnknownTool, "{role}"),
-            Decision::Permit(_) => panic!("{role} may call an unnamed tool"),
+            other => panic!("{role} may call an unnamed tool: {other:?}"),
         }
     }
     // A scoped admin credential needs tools:admin or tool:<name>.
     let narrow = principal("admin", Some(vec!["tools:read"]));
     match policy.authorize(&narrow, "upstream_tool") {
         Decision::Deny(d) => assert_eq!(d.required_scope(), Some("tools:admin")),
-        Decision::Permit(_) => panic!("scope ignored"),
+        other => panic!("scope ignored: {other:?}"),
     }
     for scope in ["tools:admin", "tool:upstream_tool"] {
         let p = principal("admin", Some(vec![scope]));
@@ -380,4 +397,152 @@ fn admins_may_call_unnamed_tools_and_nobody_else() {
     .unwrap();
     assert_eq!(outcome(&policy, "admin", "locked"), "deny");
     assert_eq!(outcome(&policy, "admin", "unnamed"), "allow");
+}
+
+/// The outcome of one call as a short word: `allow`, `approval`, or the
+/// deny reason code.
+fn call_outcome(policy: &Policy, role: &str, tool: &str) -> &'static str {
+    match policy.authorize(&principal(role, None), tool) {
+        Decision::Permit(_) => "allow",
+        Decision::NeedsApproval(_) => "approval",
+        Decision::Deny(d) => d.reason.code(),
+    }
+}
+
+/// How `tools/list` shows one tool: `allow`, `approval`, or `-` (hidden).
+fn list_outcome(policy: &Policy, role: &str, tool: &str) -> &'static str {
+    let visible = policy.visible_tools(&principal(role, None));
+    match visible.iter().find(|(name, _)| *name == tool) {
+        None => "-",
+        Some((_, Access::Allow)) => "allow",
+        Some((_, Access::NeedsApproval)) => "approval",
+        Some((_, Access::Deny)) => "listed as deny",
+    }
+}
+
+/// The matrix roles: the four built-in ones and one the policy does not define.
+const MATRIX_ROLES: [&str; 5] = ["reader", "analyst", "executor", "admin", "intruder"];
+
+/// Every tool of the shipped default, and one it does not name.
+const MATRIX_TOOLS: [&str; 10] = [
+    "whoami",
+    "read_file",
+    "search_database",
+    "web_fetch",
+    "write_file",
+    "send_email",
+    "execute_code",
+    "access_secrets",
+    "modify_mcp_config",
+    "upstream_tool",
+];
+
+#[test]
+fn matrix_covers_every_tool_of_the_shipped_default() {
+    let policy = Policy::default_matrix();
+    let mut named: Vec<&str> = MATRIX_TOOLS[..9].to_vec();
+    named.sort_unstable();
+    let in_policy: Vec<&str> = policy.tools.keys().map(String::as_str).collect();
+    assert_eq!(in_policy, named, "update the matrix tests for the new tool");
+    assert!(policy.rule(MATRIX_TOOLS[9]).is_none());
+}
+
+/// `tools/call` for every role × tool of the shipped default, written out.
+#[test]
+fn shipped_default_call_matrix_exhaustively() {
+    const RNA: &str = "role_not_allowed";
+    const UNK: &str = "unknown_tool";
+    #[rustfmt::skip]
+    let expected: [[&str; 10]; 5] = [
+        //whoami   read_file search_db web_fetch write_file  send_email  execute_code access_sec  modify_cfg  upstream
+        ["allow",  "allow",  "allow",  RNA,      RNA,        RNA,        RNA,         RNA,        RNA,        UNK], // reader
+        ["allow",  "allow",  "allow",  "allow",  RNA,        RNA,        RNA,         RNA,        RNA,        UNK], // analyst
+        ["allow",  "allow",  "allow",  "allow",  "approval", "approval", "approval",  RNA,        RNA,        UNK], // executor
+        ["allow",  "allow",  "allow",  "allow",  "allow",    "allow",    "allow",     "approval", "approval", UNK], // admin
+        [RNA,      RNA,      RNA,      RNA,      RNA,        RNA,        RNA,         RNA,        RNA,        UNK], // intruder
+    ];
+    let policy = Policy::default_matrix();
+    for (role, row) in MATRIX_ROLES.iter().zip(expected) {
+        for (tool, want) in MATRIX_TOOLS.iter().zip(row) {
+            assert_eq!(call_outcome(&policy, role, tool), want, "{role} × {tool}");
+        }
+    }
+}
+
+/// `tools/list` for every role × tool of the shipped default, written out.
+#[test]
+fn shipped_default_list_matrix_exhaustively() {
+    #[rustfmt::skip]
+    let expected: [[&str; 10]; 5] = [
+        //whoami   read_file search_db web_fetch write_file  send_email  execute_code access_sec  modify_cfg  upstream
+        ["allow",  "allow",  "allow",  "-",      "-",        "-",        "-",         "-",        "-",        "-"], // reader
+        ["allow",  "allow",  "allow",  "allow",  "-",        "-",        "-",         "-",        "-",        "-"], // analyst
+        ["allow",  "allow",  "allow",  "allow",  "approval", "approval", "approval",  "-",        "-",        "-"], // executor
+        ["allow",  "allow",  "allow",  "allow",  "allow",    "allow",    "allow",     "approval", "approval", "-"], // admin
+        ["-",      "-",      "-",      "-",      "-",        "-",        "-",         "-",        "-",        "-"], // intruder
+    ];
+    let policy = Policy::default_matrix();
+    for (role, row) in MATRIX_ROLES.iter().zip(expected) {
+        for (tool, want) in MATRIX_TOOLS.iter().zip(row) {
+            assert_eq!(list_outcome(&policy, role, tool), want, "{role} × {tool}");
+        }
+    }
+}
+
+#[test]
+fn approval_needed_names_its_rule_and_becomes_a_permit_once_approved() {
+    let policy = Policy::default_matrix();
+    let p = principal("executor", None);
+    let Decision::NeedsApproval(needed) = policy.authorize(&p, "send_email") else {
+        panic!("expected approval");
+    };
+    assert_eq!(needed.tool(), "send_email");
+    assert_eq!(needed.principal().agent, "key1");
+    assert_eq!(
+        needed.rule(),
+        "role executor may call send_email with an approved operation token"
+    );
+    let permit = needed.into_permit("apr_123");
+    assert_eq!(permit.tool(), "send_email");
+    assert_eq!(permit.principal().agent, "key1");
+    assert!(
+        permit
+            .rule()
+            .starts_with("role executor may call send_email with an approved operation token")
+    );
+    assert!(permit.rule().contains("approved"), "{}", permit.rule());
+    assert!(permit.rule().contains("apr_123"), "{}", permit.rule());
+    // An admin's approval = true tool asks for approval too.
+    let Decision::NeedsApproval(needed) =
+        policy.authorize(&principal("admin", None), "access_secrets")
+    else {
+        panic!("expected approval");
+    };
+    assert_eq!(
+        needed.rule(),
+        "role admin may call access_secrets with an approved operation token"
+    );
+}
+
+#[test]
+fn approval_required_deny_says_a_human_must_approve() {
+    let deny = Deny {
+        tool: "send_email".into(),
+        reason: DenyReason::ApprovalRequired,
+    };
+    assert_eq!(deny.reason.code(), "approval_required");
+    assert!(deny.message().contains("approve"), "{}", deny.message());
+    assert!(
+        !deny.message().contains("cannot issue"),
+        "{}",
+        deny.message()
+    );
+    let refused = Deny {
+        tool: "send_email".into(),
+        reason: DenyReason::OperationTokenRefused {
+            code: "operation_token_used",
+        },
+    };
+    assert_eq!(refused.reason.code(), "operation_token_used");
+    assert!(refused.message().contains("operation_token_used"));
 }

@@ -18,6 +18,13 @@ pub enum AuditKind {
     Authorization,
     /// A client was registered or changed (dynamic registration).
     Registration,
+    /// Something a well-behaved caller never does: claiming a second task
+    /// inside a task grant, a task its role does not allow, a locked-out
+    /// credential. Recorded for review and alerting.
+    Anomaly,
+    /// A task grant was issued or revoked, or an approval was requested,
+    /// decided or redeemed.
+    Grant,
 }
 
 impl AuditKind {
@@ -28,6 +35,8 @@ impl AuditKind {
             AuditKind::ToolOutcome => "tool_outcome",
             AuditKind::Authorization => "authorization",
             AuditKind::Registration => "registration",
+            AuditKind::Anomaly => "anomaly",
+            AuditKind::Grant => "grant",
         }
     }
 
@@ -38,6 +47,8 @@ impl AuditKind {
             "tool_outcome" => Some(AuditKind::ToolOutcome),
             "authorization" => Some(AuditKind::Authorization),
             "registration" => Some(AuditKind::Registration),
+            "anomaly" => Some(AuditKind::Anomaly),
+            "grant" => Some(AuditKind::Grant),
             _ => None,
         }
     }

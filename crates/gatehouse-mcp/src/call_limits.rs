@@ -1,5 +1,5 @@
-//! The policy's rate limits on tool calls: per (principal, tool) and per
-//! (principal, role). Checked after the policy permitted a call, so refused
+//! The policy's rate limits on tool calls: per (principal, tool), per
+//! tenant and per (principal, role). Checked after the policy permitted a call, so refused
 //! calls do not use up a caller's budget.
 
 use std::collections::HashMap;
@@ -59,6 +59,11 @@ impl CallLimits {
         // Most policies set no limits: then nothing is allocated or locked.
         if let Some(limit) = policy.tool_rate_limit(tool) {
             let key = format!("{}\u{1f}tool\u{1f}{tool}", principal.subject_key());
+            self.attempt(limit, &key, now)?;
+        }
+        // A tenant's budget is shared by all of its callers.
+        if let Some(limit) = policy.tenant_rate_limit(&principal.tenant) {
+            let key = format!("tenant\u{1f}{}", principal.tenant);
             self.attempt(limit, &key, now)?;
         }
         for role in &principal.roles {

@@ -1,12 +1,16 @@
 //! Gate 2, dispatch and audit for one tool call, independent of the
 //! transport it arrived on.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder, Redactor};
-use gatehouse_authz::{Access, Decision, Deny, DenyReason, Policy};
-use gatehouse_core::{AuditKind, Clock, CredentialKind, Outcome, Principal};
+use gatehouse_authz::{
+    Access, ApprovalNeeded, Approvals, Decision, Deny, DenyReason, GrantOrigin,
+    OPERATION_TOKEN_META, Permit, Policy, SharedPolicy, TaskGrantError, TaskGrants,
+};
+use gatehouse_core::{AuditKind, Clock, CredentialKind, Outcome, Principal, Timestamp};
+use gatehouse_store::{StoreError, TaskGrantRecord};
 use gatehouse_tools::{BuiltinTools, ToolDefinition, ToolError, ToolOutput};
 use serde_json::{Map, Value};
 
@@ -20,11 +24,27 @@ pub struct ListedTool {
     pub access: Access,
 }
 
+/// A call refused until a human approves it: where to send the human.
+#[derive(Debug, Clone)]
+pub struct PendingApproval {
+    pub deny: Deny,
+    pub approval_id: String,
+    /// The approval page, when the authorization server serves one.
+    pub url: Option<String>,
+    pub expires_at: Timestamp,
+}
+
 /// Why a call produced no tool result.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
     #[error("{}", .0.message())]
     Denied(Deny),
+    #[error("{}", .0.deny.message())]
+    ApprovalRequired(PendingApproval),
+    /// Approvals or the operation-token store could not be reached: the
+    /// call is refused (fail closed).
+    #[error("approvals are unavailable: {0}")]
+    Unavailable(String),
     /// No record could be written, so the call is refused: no audit, no call.
     #[error(transparent)]
     Audit(#[from] AuditError),
@@ -33,8 +53,12 @@ pub enum CallError {
 pub struct Gateway {
     /// Replaced as a whole when the policy file changes; each request takes
     /// one snapshot, so a reload never mixes two policies in one decision.
-    policy: RwLock<Arc<Policy>>,
+    policy: Arc<SharedPolicy>,
     tools: BuiltinTools,
+    /// Operation tokens; without them an `approval` tool is always refused.
+    approvals: Option<Arc<Approvals>>,
+    /// Tasks declared at `initialize`.
+    task_grants: Option<Arc<TaskGrants>>,
     audit: AuditLog,
     redactor: Redactor,
     clock: Arc<dyn Clock>,
@@ -56,15 +80,17 @@ fn result_size(output: &ToolOutput) -> u64 {
 
 impl Gateway {
     pub fn new(
-        policy: Policy,
+        policy: Arc<SharedPolicy>,
         tools: BuiltinTools,
         audit: AuditLog,
         redactor: Redactor,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Gateway {
-            policy: RwLock::new(Arc::new(policy)),
+            policy,
             tools,
+            approvals: None,
+            task_grants: None,
             audit,
             redactor,
             clock,
@@ -80,22 +106,81 @@ impl Gateway {
         &self.clock
     }
 
-    /// The current policy. A poisoned lock cannot hold a half-written
-    /// policy (the swap is one assignment), so its value is still used.
+    /// Enables operation tokens for `approval` tools.
+    pub fn with_approvals(mut self, approvals: Arc<Approvals>) -> Self {
+        self.approvals = Some(approvals);
+        self
+    }
+
+    /// Enables tasks declared at MCP `initialize`.
+    pub fn with_task_grants(mut self, grants: Arc<TaskGrants>) -> Self {
+        self.task_grants = Some(grants);
+        self
+    }
+
+    /// The current policy: one snapshot per request.
     pub fn policy(&self) -> Arc<Policy> {
-        match self.policy.read() {
-            Ok(policy) => Arc::clone(&policy),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
+        self.policy.current()
+    }
+
+    /// The policy holder, shared with the authorization server.
+    pub fn shared_policy(&self) -> &Arc<SharedPolicy> {
+        &self.policy
     }
 
     /// Installs a new policy for every request that starts afterwards.
     pub fn replace_policy(&self, policy: Policy) {
-        let policy = Arc::new(policy);
-        match self.policy.write() {
-            Ok(mut current) => *current = policy,
-            Err(poisoned) => *poisoned.into_inner() = policy,
-        }
+        self.policy.replace(policy);
+    }
+
+    /// Grants the task an MCP client declared at `initialize`; a refusal
+    /// is recorded as an anomaly and returned.
+    pub async fn declare_task(
+        &self,
+        caller: &Caller,
+        task: &str,
+    ) -> Result<TaskGrantRecord, TaskGrantError> {
+        let Some(grants) = &self.task_grants else {
+            return Err(TaskGrantError::Store(StoreError::Unavailable(
+                "task grants are not enabled".into(),
+            )));
+        };
+        let origin = GrantOrigin {
+            via: "initialize",
+            source: caller.source.clone(),
+            session: caller.session.clone(),
+        };
+        grants
+            .grant(
+                &self.policy(),
+                &caller.principal,
+                task,
+                origin,
+                self.clock.now(),
+            )
+            .await
+    }
+
+    /// Records an anomaly seen by the transport (e.g. a session that tries
+    /// to switch to another task).
+    pub async fn record_anomaly(
+        &self,
+        caller: &Caller,
+        reason: &str,
+        detail: String,
+    ) -> Result<(), AuditError> {
+        self.audit
+            .record(
+                EventBuilder::new(AuditKind::Anomaly, Outcome::Denied, self.clock.now())
+                    .principal(&caller.principal)
+                    .session(caller.session.clone())
+                    .source(caller.source.clone())
+                    .decision("deny")
+                    .reason(reason)
+                    .error(detail)
+                    .build(),
+            )
+            .await
     }
 
     pub fn redactor(&self) -> &Redactor {
@@ -122,9 +207,15 @@ impl Gateway {
         kind: AuditKind,
         outcome: Outcome,
     ) -> EventBuilder {
+        // The grant is the revocable handle; a declared task's session is
+        // recorded on the grant itself.
+        let session_or_grant = match &caller.principal.task {
+            Some(grant) => Some(grant.id.clone()),
+            None => caller.session.clone(),
+        };
         EventBuilder::new(kind, outcome, self.clock.now())
             .principal(&caller.principal)
-            .session(caller.session.clone())
+            .session(session_or_grant)
             .source(caller.source.clone())
             .tool(name)
             .arguments(redacted.clone())
@@ -180,13 +271,114 @@ impl Gateway {
         Ok(Some(deny))
     }
 
+    async fn refuse(
+        &self,
+        caller: &Caller,
+        name: &str,
+        redacted: &Value,
+        deny: Deny,
+        detail: Option<String>,
+        started: Instant,
+    ) -> CallError {
+        let mut event = self
+            .denial_event(caller, name, redacted, &deny)
+            .latency_us(micros_since(started));
+        if let Some(detail) = detail {
+            event = event.error(detail);
+        }
+        match self.audit.record(event.build()).await {
+            Ok(()) => CallError::Denied(deny),
+            Err(e) => CallError::Audit(e),
+        }
+    }
+
+    /// A call that needs an operation token: redeems the one in `_meta`,
+    /// or files an approval request and refuses with where to approve it.
+    async fn approve(
+        &self,
+        caller: &Caller,
+        needed: ApprovalNeeded,
+        arguments: &Value,
+        redacted: &Value,
+        meta: Option<&Map<String, Value>>,
+        started: Instant,
+    ) -> Result<Permit, CallError> {
+        let name = needed.tool().to_string();
+        let approval_required = Deny {
+            tool: name.clone(),
+            reason: DenyReason::ApprovalRequired,
+        };
+        let Some(approvals) = &self.approvals else {
+            return Err(self
+                .refuse(caller, &name, redacted, approval_required, None, started)
+                .await);
+        };
+        let now = self.clock.now();
+        let token = meta
+            .and_then(|m| m.get(OPERATION_TOKEN_META))
+            .and_then(Value::as_str);
+        let Some(token) = token else {
+            let pending = approvals
+                .request(&caller.principal, &name, arguments, redacted, now)
+                .await
+                .map_err(|e| CallError::Unavailable(e.to_string()))?;
+            let detail = format!("{} (approval {})", approval_required.message(), pending.id);
+            return match self
+                .refuse(
+                    caller,
+                    &name,
+                    redacted,
+                    approval_required,
+                    Some(detail),
+                    started,
+                )
+                .await
+            {
+                CallError::Denied(deny) => Err(CallError::ApprovalRequired(PendingApproval {
+                    deny,
+                    url: approvals.url(&pending.id),
+                    approval_id: pending.id,
+                    expires_at: pending.expires_at,
+                })),
+                other => Err(other),
+            };
+        };
+        match approvals
+            .redeem(&caller.principal, &name, arguments, token, now)
+            .await
+            .map_err(|e| CallError::Unavailable(e.to_string()))?
+        {
+            Ok(approval) => Ok(needed.into_permit(&approval.id)),
+            Err(refusal) => {
+                let deny = Deny {
+                    tool: name.clone(),
+                    reason: DenyReason::OperationTokenRefused {
+                        code: refusal.code(),
+                    },
+                };
+                Err(self
+                    .refuse(
+                        caller,
+                        &name,
+                        redacted,
+                        deny,
+                        Some(refusal.to_string()),
+                        started,
+                    )
+                    .await)
+            }
+        }
+    }
+
     /// Authorizes, records the decision, runs the tool and records the
-    /// outcome. A tool failure is a tool result (`Ok(Err(_))`), not a protocol error.
+    /// outcome. A tool failure is a tool result (`Ok(Err(_))`), not a
+    /// protocol error. `meta` is the request's `_meta` (operation token).
     pub async fn call_tool(
         &self,
         caller: &Caller,
         name: &str,
         arguments: Option<Map<String, Value>>,
+        meta: Option<&Map<String, Value>>,
     ) -> Result<Result<ToolOutput, ToolError>, CallError> {
         let started = Instant::now();
         // One snapshot for the whole call: a reload in between cannot mix policies.
@@ -197,19 +389,18 @@ impl Gateway {
             .redactor
             .redact_arguments(&as_value, policy.redact_fields(name));
         let event = |kind, outcome| self.tool_event(caller, name, &redacted, kind, outcome);
-        let permit = match policy.authorize_call(&caller.principal, name, &as_value) {
+        // `Ok`: permitted; `Err`: permitted once a human has approved.
+        let permitted = match policy.authorize_call(&caller.principal, name, &as_value) {
             Decision::Deny(deny) => {
-                self.audit
-                    .record(
-                        self.denial_event(caller, name, &redacted, &deny)
-                            .latency_us(micros_since(started))
-                            .build(),
-                    )
-                    .await?;
-                return Err(CallError::Denied(deny));
+                return Err(self
+                    .refuse(caller, name, &redacted, deny, None, started)
+                    .await);
             }
-            Decision::Permit(permit) => permit,
+            Decision::Permit(permit) => Ok(permit),
+            Decision::NeedsApproval(needed) => Err(needed),
         };
+        // Limits count before an operation token is spent, so a limited
+        // retry does not burn the human's approval.
         if let Err(retry_after_secs) =
             self.limits
                 .check(&policy, &caller.principal, name, self.clock.now())
@@ -218,15 +409,17 @@ impl Gateway {
                 tool: name.to_string(),
                 reason: DenyReason::RateLimited { retry_after_secs },
             };
-            self.audit
-                .record(
-                    self.denial_event(caller, name, &redacted, &deny)
-                        .latency_us(micros_since(started))
-                        .build(),
-                )
-                .await?;
-            return Err(CallError::Denied(deny));
+            return Err(self
+                .refuse(caller, name, &redacted, deny, None, started)
+                .await);
         }
+        let permit = match permitted {
+            Ok(permit) => permit,
+            Err(needed) => {
+                self.approve(caller, needed, &as_value, &redacted, meta, started)
+                    .await?
+            }
+        };
         // The decision is durable before the tool has any effect.
         self.audit
             .record(

@@ -1,7 +1,8 @@
 use std::sync::Arc;
 
 use gatehouse_audit::{AuditLog, Redactor};
-use gatehouse_authz::Policy;
+use gatehouse_authn::Pepper;
+use gatehouse_authz::{ApprovalSettings, Approvals, Decider, Policy, SharedPolicy};
 use gatehouse_core::{CredentialKind, CredentialRef, FixedClock, Principal, Timestamp};
 use gatehouse_store::testing::DownStore;
 use gatehouse_store::{AuditQuery, SqliteStore, Store};
@@ -43,7 +44,7 @@ async fn gateway(audit_store: Arc<dyn Store>, dir: &std::path::Path) -> Gateway 
     .unwrap();
     let (audit, _writer) = AuditLog::start(audit_store, None, false).unwrap();
     Gateway::new(
-        Policy::default_matrix(),
+        Arc::new(SharedPolicy::new(Policy::default_matrix())),
         tools,
         audit,
         Redactor::new(&[]).unwrap(),
@@ -57,7 +58,12 @@ async fn no_audit_no_call() {
     let gateway = gateway(Arc::new(DownStore), dir.path()).await;
     let args = json!({"path": "never.txt", "content": "x"});
     let result = gateway
-        .call_tool(&caller("admin"), "write_file", args.as_object().cloned())
+        .call_tool(
+            &caller("admin"),
+            "write_file",
+            args.as_object().cloned(),
+            None,
+        )
         .await;
     assert!(matches!(result, Err(CallError::Audit(_))));
     // The tool never ran: its decision could not be recorded first.
@@ -77,12 +83,13 @@ async fn decisions_and_outcomes_are_recorded_with_redacted_arguments() {
             &caller("reader"),
             "search_database",
             args.as_object().cloned(),
+            None,
         )
         .await
         .unwrap();
     assert!(result.is_ok());
     let denied = gateway
-        .call_tool(&caller("reader"), "execute_code", None)
+        .call_tool(&caller("reader"), "execute_code", None, None)
         .await;
     assert!(matches!(denied, Err(CallError::Denied(_))));
     let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
@@ -119,4 +126,91 @@ async fn listing_follows_the_policy() {
         names,
         ["read_file", "search_database", "web_fetch", "whoami"]
     );
+}
+
+#[tokio::test]
+async fn an_approval_tool_runs_once_per_human_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let approvals = Arc::new(Approvals::new(
+        Arc::clone(&store),
+        Pepper::new(vec![3; 32]).unwrap(),
+        ApprovalSettings {
+            page_base: Some("http://127.0.0.1:1/approvals/".into()),
+            ..ApprovalSettings::default()
+        },
+    ));
+    let gateway = gateway(Arc::clone(&store), dir.path())
+        .await
+        .with_approvals(Arc::clone(&approvals));
+    let executor = caller("executor");
+    let args = json!({"to": "bob@example.com", "subject": "hi", "body": "hello"});
+    let first = gateway
+        .call_tool(&executor, "send_email", args.as_object().cloned(), None)
+        .await;
+    let Err(CallError::ApprovalRequired(pending)) = first else {
+        panic!("expected approval_required, got {first:?}");
+    };
+    assert_eq!(pending.deny.reason.code(), "approval_required");
+    assert_eq!(
+        pending.url.as_deref(),
+        Some(format!("http://127.0.0.1:1/approvals/{}", pending.approval_id).as_str())
+    );
+    let alice = Decider::User {
+        username: "alice".into(),
+        tenant: "default".into(),
+        admin: false,
+    };
+    let token = approvals
+        .decide(&pending.approval_id, true, &alice, Timestamp(1_000))
+        .await
+        .unwrap()
+        .token
+        .unwrap();
+    let meta = json!({ gatehouse_authz::OPERATION_TOKEN_META: token });
+    let meta = meta.as_object().unwrap();
+    // Other arguments with the same token: refused, and the token survives.
+    let other = json!({"to": "eve@example.net", "subject": "hi", "body": "hello"});
+    let wrong = gateway
+        .call_tool(
+            &executor,
+            "send_email",
+            other.as_object().cloned(),
+            Some(meta),
+        )
+        .await;
+    assert!(
+        matches!(&wrong, Err(CallError::Denied(d)) if d.reason.code() == "operation_token_mismatch"),
+        "{wrong:?}"
+    );
+    let ran = gateway
+        .call_tool(
+            &executor,
+            "send_email",
+            args.as_object().cloned(),
+            Some(meta),
+        )
+        .await
+        .unwrap();
+    assert!(ran.is_ok(), "{ran:?}");
+    let again = gateway
+        .call_tool(
+            &executor,
+            "send_email",
+            args.as_object().cloned(),
+            Some(meta),
+        )
+        .await;
+    assert!(
+        matches!(&again, Err(CallError::Denied(d)) if d.reason.code() == "operation_token_used"),
+        "{again:?}"
+    );
+    let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
+    let reasons: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.event.reason.as_deref())
+        .collect();
+    assert!(reasons.contains(&"approval_required"), "{reasons:?}");
+    assert!(reasons.contains(&"operation_token_mismatch"), "{reasons:?}");
+    assert!(reasons.contains(&"operation_token_used"), "{reasons:?}");
 }

@@ -15,6 +15,8 @@ mod stdio;
 
 pub use caller::Caller;
 pub use gate1::Gate1Error;
-pub use gateway::{CallError, Gateway, ListedTool};
-pub use sdk::{DENIED_ERROR_CODE, PROTOCOL_VERSIONS, UNAUTHENTICATED_ERROR_CODE};
+pub use gateway::{CallError, Gateway, ListedTool, PendingApproval};
+pub use sdk::{
+    DENIED_ERROR_CODE, PROTOCOL_VERSIONS, UNAUTHENTICATED_ERROR_CODE, URL_ELICITATION_REQUIRED_CODE,
+};
 pub use stdio::{StdioAuthenticator, StdioError, serve_stdio};

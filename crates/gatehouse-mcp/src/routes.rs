@@ -8,3 +8,6 @@ pub const PROTECTED_RESOURCE_METADATA: &str = "/.well-known/oauth-protected-reso
 pub const PROTECTED_RESOURCE_METADATA_MCP: &str = "/.well-known/oauth-protected-resource/mcp";
 /// Liveness probe.
 pub const HEALTH: &str = "/healthz";
+/// Explains a policy decision (admins only): the HTTP form of
+/// `gatehouse policy check`.
+pub const POLICY_CHECK: &str = "/admin/policy/check";

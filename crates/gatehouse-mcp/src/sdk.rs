@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_authz::{Access, Deny, DenyReason};
+use gatehouse_authz::{Access, Deny, DenyReason, OPERATION_TOKEN_META};
 use gatehouse_tools::{ToolError, ToolOutput};
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::StdioAuthenticator;
+use crate::gateway::PendingApproval;
 use crate::{CallError, Caller, Gateway};
 
 /// Protocol revisions Gatehouse serves (2026-07-28 statelessly, the older
@@ -36,6 +37,9 @@ pub const PROTOCOL_VERSIONS: &[&str] = &[
 pub const DENIED_ERROR_CODE: i32 = -32001;
 /// JSON-RPC error code when the request cannot be authenticated (stdio).
 pub const UNAUTHENTICATED_ERROR_CODE: i32 = -32002;
+/// MCP 2025-11-25 `URLElicitationRequiredError`: the client should open a
+/// URL (the approval page) and retry afterwards.
+pub const URL_ELICITATION_REQUIRED_CODE: i32 = -32042;
 
 /// How the handler learns who is calling.
 #[derive(Clone)]
@@ -83,9 +87,54 @@ fn deny_error(deny: &Deny) -> ErrorData {
     ErrorData::new(ErrorCode(DENIED_ERROR_CODE), deny.message(), Some(data))
 }
 
-fn call_error(error: CallError) -> ErrorData {
+/// The refusal of a call that needs a human's approval. Every client gets
+/// the approval id and URL in `data`; a client that declared URL-mode
+/// elicitation gets the MCP error that asks it to open the URL.
+fn approval_error(pending: &PendingApproval, url_elicitation: bool) -> ErrorData {
+    let expires_at = pending.expires_at.as_secs();
+    let mut data = json!({
+        "reason": pending.deny.reason.code(),
+        "tool": pending.deny.tool,
+        "approval_id": pending.approval_id,
+        "approval_url": pending.url,
+        "expires_at": expires_at,
+        "operation_token_meta": OPERATION_TOKEN_META,
+    });
+    let message = format!(
+        "tool '{}' needs a human's approval: open {} to approve, then retry the same call with \
+         the operation token in params._meta[\"{OPERATION_TOKEN_META}\"]",
+        pending.deny.tool,
+        pending
+            .url
+            .as_deref()
+            .unwrap_or("`gatehouse approvals list`"),
+    );
+    match (&pending.url, url_elicitation) {
+        (Some(url), true) => {
+            data["elicitations"] = json!([{
+                "mode": "url",
+                "elicitationId": pending.approval_id,
+                "url": url,
+                "message": format!("Approve the call of {} in your browser.", pending.deny.tool),
+            }]);
+            ErrorData::new(
+                ErrorCode(URL_ELICITATION_REQUIRED_CODE),
+                message,
+                Some(data),
+            )
+        }
+        _ => ErrorData::new(ErrorCode(DENIED_ERROR_CODE), message, Some(data)),
+    }
+}
+
+fn call_error(error: CallError, url_elicitation: bool) -> ErrorData {
     match error {
         CallError::Denied(deny) => deny_error(&deny),
+        CallError::ApprovalRequired(pending) => approval_error(&pending, url_elicitation),
+        CallError::Unavailable(e) => {
+            tracing::error!(error = %e, "tool call refused: approvals unavailable");
+            internal_error("approvals are unavailable, so the call was not run")
+        }
         CallError::Audit(e) => {
             tracing::error!(error = %e, "tool call refused: audit unavailable");
             internal_error("the audit log is unavailable, so the call was not run")
@@ -172,11 +221,23 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = self.caller(&context).await?;
+        let url_elicitation = context.peer.peer_info().is_some_and(|info| {
+            info.capabilities
+                .elicitation
+                .as_ref()
+                .is_some_and(|e| e.url.is_some())
+        });
+        // rmcp moves a request's `_meta` into the context as it dispatches.
+        let meta = request
+            .meta
+            .as_ref()
+            .map(|m| &m.0.0)
+            .or(Some(&context.meta.0.0));
         let result = self
             .gateway
-            .call_tool(&caller, &request.name, request.arguments)
+            .call_tool(&caller, &request.name, request.arguments, meta)
             .await
-            .map_err(call_error)?;
+            .map_err(|e| call_error(e, url_elicitation))?;
         Ok(tool_result(result).into())
     }
 }

@@ -37,17 +37,21 @@ pub(crate) fn router() -> Router<Arc<AsState>> {
         .route(routes::CONSENT, axum::routing::post(consent))
         .route(routes::DEVICE, get(device_page).post(device_entry))
         .route(routes::DEVICE_CONFIRM, axum::routing::post(device_confirm))
+        .route(
+            routes::APPROVAL,
+            get(crate::approval_pages::show).post(crate::approval_pages::decide),
+        )
 }
 
 /// What a page needs to know about the browser asking for it.
-struct Browser {
+pub(crate) struct Browser {
     /// The CSRF cookie; a new one is made (and set) when absent.
-    csrf_secret: String,
-    new_csrf_cookie: bool,
-    session: Option<String>,
+    pub(crate) csrf_secret: String,
+    pub(crate) new_csrf_cookie: bool,
+    pub(crate) session: Option<String>,
 }
 
-fn browser(state: &AsState, headers: &HeaderMap) -> Result<Browser, OAuthError> {
+pub(crate) fn browser(state: &AsState, headers: &HeaderMap) -> Result<Browser, OAuthError> {
     let cookies = &state.server.config().cookies;
     let existing = read_cookie(headers, cookies.csrf_cookie_name()).filter(|c| c.len() >= 32);
     let (csrf_secret, new_csrf_cookie) = match existing {
@@ -62,11 +66,15 @@ fn browser(state: &AsState, headers: &HeaderMap) -> Result<Browser, OAuthError> 
 }
 
 /// The CSRF cookie of a POST; without one the form cannot be genuine.
-fn posted_csrf_secret(state: &AsState, headers: &HeaderMap) -> Option<String> {
+pub(crate) fn posted_csrf_secret(state: &AsState, headers: &HeaderMap) -> Option<String> {
     read_cookie(headers, state.server.config().cookies.csrf_cookie_name())
 }
 
-fn with_csrf_cookie(state: &AsState, browser: &Browser, mut response: Response) -> Response {
+pub(crate) fn with_csrf_cookie(
+    state: &AsState,
+    browser: &Browser,
+    mut response: Response,
+) -> Response {
     if browser.new_csrf_cookie {
         match state.server.config().cookies.set_csrf(&browser.csrf_secret) {
             Ok(value) => {
@@ -78,7 +86,7 @@ fn with_csrf_cookie(state: &AsState, browser: &Browser, mut response: Response) 
     response
 }
 
-fn server_error_page() -> Response {
+pub(crate) fn server_error_page() -> Response {
     html_response(
         StatusCode::INTERNAL_SERVER_ERROR,
         message_page(
@@ -88,7 +96,7 @@ fn server_error_page() -> Response {
     )
 }
 
-fn failure_page(error: &OAuthError) -> Response {
+pub(crate) fn failure_page(error: &OAuthError) -> Response {
     match error {
         OAuthError::TemporarilyUnavailable(detail) => {
             tracing::error!(error = %detail, "authorization page failure");
@@ -111,7 +119,7 @@ fn failure_page(error: &OAuthError) -> Response {
     }
 }
 
-fn forged_form_page() -> Response {
+pub(crate) fn forged_form_page() -> Response {
     html_response(
         StatusCode::FORBIDDEN,
         message_page(
@@ -130,7 +138,8 @@ fn continue_path(txn: &str) -> String {
 fn safe_continue(path: &str) -> bool {
     let own = path.starts_with(&format!("{}?txn=", routes::AUTHORIZE_CONTINUE))
         || path == routes::DEVICE
-        || path.starts_with(&format!("{}?", routes::DEVICE));
+        || path.starts_with(&format!("{}?", routes::DEVICE))
+        || crate::approval_pages::is_approval_path(path);
     own && !path.contains("//") && !path.contains('\\') && path.len() <= 512
 }
 
@@ -148,7 +157,7 @@ fn device_confirm_purpose(user_code: &str) -> String {
     format!("device:{user_code}")
 }
 
-fn login_form(
+pub(crate) fn login_form(
     state: &AsState,
     browser: &Browser,
     continue_to: &str,
@@ -238,7 +247,7 @@ fn expired_request_page() -> Response {
     )
 }
 
-async fn current_user(
+pub(crate) async fn current_user(
     server: &AuthorizationServer,
     browser: &Browser,
     now: Timestamp,
@@ -319,7 +328,7 @@ async fn authorize_continue(
     proceed(&state, &browser, &txn, state.clock.now()).await
 }
 
-fn form(body: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn form(body: &[u8]) -> Vec<(String, String)> {
     parse_form(body).unwrap_or_default()
 }
 

@@ -11,6 +11,7 @@ use crate::server::{
     AccessTokenFor, AuthorizationServer, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS,
     GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, TokenRequest, TokenResponse, random_token, unavailable,
 };
+use crate::token_exchange::GRANT_TOKEN_EXCHANGE;
 use crate::{OAuthError, pkce};
 
 /// Refresh tokens carry this prefix so secret scanners recognise them.
@@ -39,7 +40,18 @@ impl AuthorizationServer {
             human: None,
             grant_id: None,
         };
-        let result = self.dispatch(request, &mut attempt, now).await;
+        let result = if grant_type == GRANT_TOKEN_EXCHANGE {
+            self.token_exchange(
+                &request,
+                &mut attempt.human,
+                &mut attempt.grant_id,
+                source.clone(),
+                now,
+            )
+            .await
+        } else {
+            self.dispatch(request, &mut attempt, now).await
+        };
         self.audit_token(&attempt, &result, source, now).await?;
         result
     }
@@ -155,6 +167,8 @@ impl AuthorizationServer {
             expires_in: signed.ttl_secs,
             scope: granted,
             refresh_token: None,
+            issued_token_type: None,
+            authorization_details: None,
         })
     }
 
@@ -387,6 +401,8 @@ impl AuthorizationServer {
             expires_in: signed.ttl_secs,
             scope: Some(scope.to_string()),
             refresh_token,
+            issued_token_type: None,
+            authorization_details: None,
         })
     }
 }

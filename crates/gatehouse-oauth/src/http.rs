@@ -18,6 +18,7 @@ use gatehouse_core::PeerAddr;
 use serde_json::json;
 
 use crate::server::{AuthorizationServer, ClientAuth, TokenRequest};
+use crate::token_exchange::{ExchangeParams, GRANT_TOKEN_EXCHANGE};
 use crate::{OAuthError, routes};
 
 pub struct AsState {
@@ -203,17 +204,31 @@ fn client_auth(headers: &HeaderMap, form: &[(String, String)]) -> Result<ClientA
 
 fn token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuthError> {
     let form = form_body(headers, body)?;
-    let client = client_auth(headers, &form)?;
     let grant_type = param(&form, "grant_type")
         .ok_or_else(|| OAuthError::InvalidRequest("grant_type is required".into()))?;
+    // In token exchange the subject token proves who asks; a client may
+    // still authenticate (and must then be the subject's own).
+    let client = match client_auth(headers, &form) {
+        Err(OAuthError::InvalidClient { basic: false }) if grant_type == GRANT_TOKEN_EXCHANGE => {
+            None
+        }
+        other => Some(other?),
+    };
     let resource = form
         .iter()
         .filter(|(n, _)| n == "resource")
         .map(|(_, v)| v.clone())
         .collect();
+    let exchange = ExchangeParams {
+        subject_token: param(&form, "subject_token"),
+        subject_token_type: param(&form, "subject_token_type"),
+        requested_token_type: param(&form, "requested_token_type"),
+        task: param(&form, "task"),
+        authorization_details: param(&form, "authorization_details"),
+    };
     Ok(TokenRequest {
         grant_type,
-        client: Some(client),
+        client,
         scope: param(&form, "scope"),
         resource,
         code: param(&form, "code"),
@@ -221,6 +236,7 @@ fn token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuth
         code_verifier: param(&form, "code_verifier"),
         refresh_token: param(&form, "refresh_token"),
         device_code: param(&form, "device_code"),
+        exchange,
     })
 }
 

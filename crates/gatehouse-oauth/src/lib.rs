@@ -18,6 +18,7 @@
 //! `browser.rs` (the pages). Nothing here prints or reports key material
 //! or secrets: `Debug` is redacted and error messages are fixed strings.
 
+mod approval_pages;
 mod authorize;
 mod browser;
 mod cimd;
@@ -39,7 +40,9 @@ mod registration;
 pub mod routes;
 mod server;
 mod signing_key;
+mod token_exchange;
 
+pub use approval_pages::ApprovalPages;
 pub use authorize::{AuthorizationRequest, CODE_TTL_MS};
 pub use cimd::{
     CIMD_NEGATIVE_TTL_SECS, CimdConfig, CimdError, CimdResolver, ClientMetadataDocument,
@@ -72,3 +75,7 @@ pub use server::{
     TokenRequest, TokenResponse, add_signing_key,
 };
 pub use signing_key::{Jwks, PublicJwk, SigningKey};
+pub use token_exchange::{
+    ExchangeParams, GRANT_TOKEN_EXCHANGE, MCP_TASK_DETAILS_TYPE, TOKEN_TYPE_ACCESS_TOKEN,
+    TaskExchange,
+};

@@ -38,6 +38,10 @@ pub enum OAuthError {
     InvalidRedirectUri(String),
     #[error("{0}")]
     InvalidClientMetadata(String),
+    /// RFC 9396 §5: the task named in `authorization_details` (or `task`)
+    /// cannot be granted.
+    #[error("{0}")]
+    InvalidAuthorizationDetails(String),
     #[error("too many requests; try again later")]
     TooManyRequests,
     /// Storage or the audit log is unavailable: nothing was issued.
@@ -64,6 +68,7 @@ impl OAuthError {
             OAuthError::ExpiredToken => "expired_token",
             OAuthError::InvalidRedirectUri(_) => "invalid_redirect_uri",
             OAuthError::InvalidClientMetadata(_) => "invalid_client_metadata",
+            OAuthError::InvalidAuthorizationDetails(_) => "invalid_authorization_details",
             // RFC 6749 has no code for this; RFC 6585 429 carries it.
             OAuthError::TooManyRequests => "slow_down",
             OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",

@@ -317,3 +317,80 @@ pub fn see_other(location: &str) -> Response {
 #[cfg(test)]
 #[path = "pages_tests.rs"]
 mod tests;
+
+/// The approval page for one call of a tool that needs an operation token.
+pub struct ApprovalPage<'a> {
+    pub csrf: &'a str,
+    pub action: &'a str,
+    pub id: &'a str,
+    pub agent: &'a str,
+    pub human: Option<&'a str>,
+    pub tenant: &'a str,
+    pub tool: &'a str,
+    pub task: Option<&'a str>,
+    /// Pretty-printed JSON of the arguments as recorded (secrets redacted).
+    pub arguments: &'a str,
+    pub arguments_hash: &'a str,
+    /// `pending`, `approved`, `denied`, `redeemed` or `expired`.
+    pub status: &'a str,
+    pub expires: &'a str,
+}
+
+pub fn approval_page(p: &ApprovalPage) -> String {
+    let decision = if p.status == "pending" {
+        format!(
+            "<p class=\"note\">Approve only if you expect this exact call. The agent gets a \
+             single-use token for these arguments alone, valid for a few minutes.</p>\n\
+             <form method=\"post\" action=\"{action}\">\n{csrf}\
+             <div class=\"actions\">\n\
+             <button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button>\n\
+             <button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\n</div>\n</form>\n",
+            action = escape(p.action),
+            csrf = hidden("csrf", p.csrf),
+        )
+    } else {
+        format!(
+            "<p>This request is <strong id=\"status\">{}</strong>; nothing more can be decided.</p>\n",
+            escape(p.status)
+        )
+    };
+    let body = format!(
+        "<h1>Approve a tool call?</h1>\n\
+         <p><code>{agent}</code> asks to run <strong id=\"tool\">{tool}</strong>{human}.</p>\n\
+         <ul>\n<li><span>Request</span><code id=\"approval-id\">{id}</code></li>\n\
+         <li><span>Tenant</span><code>{tenant}</code></li>\n\
+         <li><span>Task</span><code>{task}</code></li>\n\
+         <li><span>Decide before</span><code>{expires}</code></li>\n</ul>\n\
+         <h2>With exactly these arguments</h2>\n<pre id=\"arguments\">{arguments}</pre>\n\
+         <p class=\"note\">SHA-256 of the canonical arguments: <code>{hash}</code></p>\n{decision}",
+        agent = escape(p.agent),
+        tool = escape(p.tool),
+        human = p.human.map_or_else(String::new, |h| format!(
+            " on behalf of <strong>{}</strong>",
+            escape(h)
+        )),
+        id = escape(p.id),
+        tenant = escape(p.tenant),
+        task = escape(p.task.unwrap_or("none declared")),
+        expires = escape(p.expires),
+        arguments = escape(p.arguments),
+        hash = escape(p.arguments_hash),
+    );
+    document("Approve a tool call", &body)
+}
+
+/// After approval: the operation token, shown once.
+pub fn approved_page(id: &str, tool: &str, token: &str, minutes: i64) -> String {
+    let body = format!(
+        "<h1>Approved</h1>\n\
+         <p>The call of <strong>{tool}</strong> ({id}) may run once. The agent can retry now; \
+         if it asks for the operation token, give it this one (valid for {minutes} minutes, \
+         single use, for exactly the arguments shown before):</p>\n\
+         <pre id=\"operation-token\">{token}</pre>\n\
+         <p class=\"note\">It is shown only here. You may close this window.</p>\n",
+        tool = escape(tool),
+        id = escape(id),
+        token = escape(token),
+    );
+    document("Approved", &body)
+}

@@ -28,3 +28,7 @@ pub const DEVICE_AUTHORIZATION: &str = "/oauth/device_authorization";
 pub const REGISTER: &str = "/oauth/register";
 /// OpenID Connect discovery; some MCP clients look here before RFC 8414.
 pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+/// The approval page of one operation (`/approvals/{id}`), behind login.
+pub const APPROVAL: &str = "/approvals/{id}";
+/// The prefix of approval page URLs.
+pub const APPROVALS_PREFIX: &str = "/approvals/";

@@ -7,11 +7,13 @@ use std::sync::{Arc, Mutex};
 use gatehouse_audit::{AuditLog, EventBuilder};
 use gatehouse_authn::{AccessTokens, AuthnError, Pepper, TokenSettings};
 use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
-use gatehouse_store::{ClientRecord, SigningKeyRecord, Store, signing_schedule};
+use gatehouse_store::{ClientRecord, SigningKeyRecord, Store, TaskGrantRecord, signing_schedule};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::approval_pages::ApprovalPages;
 use crate::cimd::{CimdConfig, CimdResolver};
+use crate::token_exchange::{ExchangeParams, GRANT_TOKEN_EXCHANGE, TaskExchange};
 use crate::{
     CookiePolicy, Jwks, MasterKey, OAuthError, PasswordHasher, PublicJwk, RateLimiter, SigningKey,
     routes,
@@ -98,6 +100,7 @@ pub struct TokenRequest {
     pub code_verifier: Option<String>,
     pub refresh_token: Option<String>,
     pub device_code: Option<String>,
+    pub exchange: ExchangeParams,
 }
 
 impl std::fmt::Debug for TokenRequest {
@@ -121,6 +124,12 @@ pub struct TokenResponse {
     pub scope: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Token exchange (RFC 8693 §2.2.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
+    /// The task a task token covers (RFC 9396).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<serde_json::Value>,
 }
 
 impl std::fmt::Debug for TokenResponse {
@@ -142,6 +151,24 @@ pub(crate) struct AccessTokenFor<'a> {
     pub resource: &'a str,
 }
 
+/// What a task token (token exchange) is signed for.
+pub(crate) struct TaskClaims<'a> {
+    pub sub: &'a str,
+    pub client_id: &'a str,
+    pub scope: Option<&'a str>,
+    pub tenant: &'a str,
+    pub roles: &'a [String],
+    pub grant: &'a TaskGrantRecord,
+}
+
+#[derive(Serialize)]
+struct TaskClaim<'a> {
+    name: &'a str,
+    tools: &'a [String],
+    base_kind: &'a str,
+    base_id: &'a str,
+}
+
 #[derive(Serialize)]
 struct AccessClaims<'a> {
     iss: &'a str,
@@ -155,6 +182,8 @@ struct AccessClaims<'a> {
     jti: String,
     iat: i64,
     exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task: Option<TaskClaim<'a>>,
 }
 
 /// A signed access token and what the store must remember of it.
@@ -186,6 +215,10 @@ pub struct AuthorizationServer {
     pub(crate) user_code_attempts: RateLimiter,
     /// Login attempts per source address, on top of the per-name lockout.
     pub(crate) login_attempts: RateLimiter,
+    /// Task grants by token exchange; `None` until the binary enables them.
+    pub(crate) task_exchange: Option<TaskExchange>,
+    /// Approval pages; `None` until the binary enables them.
+    pub(crate) approvals: Option<ApprovalPages>,
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> OAuthError {
@@ -265,6 +298,18 @@ fn unseal(master: &MasterKey, record: &SigningKeyRecord) -> Result<SigningKey, O
 }
 
 impl AuthorizationServer {
+    /// Enables task grants by token exchange (RFC 8693).
+    pub fn with_task_exchange(mut self, exchange: TaskExchange) -> Self {
+        self.task_exchange = Some(exchange);
+        self
+    }
+
+    /// Enables the approval pages for operation tokens.
+    pub fn with_approvals(mut self, pages: ApprovalPages) -> Self {
+        self.approvals = Some(pages);
+        self
+    }
+
     pub async fn start(
         config: AsConfig,
         store: Arc<dyn Store>,
@@ -301,6 +346,8 @@ impl AuthorizationServer {
             registrations: RateLimiter::new(20, 60_000, 10_000),
             user_code_attempts: RateLimiter::new(10, 300_000, 10_000),
             login_attempts: RateLimiter::new(30, 300_000, 10_000),
+            task_exchange: None,
+            approvals: None,
         })
     }
 
@@ -363,7 +410,9 @@ impl AuthorizationServer {
                 GRANT_REFRESH_TOKEN,
                 GRANT_CLIENT_CREDENTIALS,
                 GRANT_DEVICE_CODE,
+                GRANT_TOKEN_EXCHANGE,
             ],
+            "authorization_details_types_supported": ["mcp_task"],
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "code_challenge_methods_supported": ["S256"],
@@ -600,6 +649,7 @@ impl AuthorizationServer {
             jti: jti.clone(),
             iat,
             exp: iat + ttl,
+            task: None,
         };
         let signed = self
             .signer(now)
@@ -611,6 +661,51 @@ impl AuthorizationServer {
             jti,
             expires_at: Timestamp::from_secs(iat + ttl),
             ttl_secs: ttl,
+        })
+    }
+
+    /// Signs a task token: its `jti` is the grant id (so revoking the grant
+    /// revokes it) and it expires with the grant.
+    pub(crate) async fn sign_task_access_token(
+        &self,
+        token: TaskClaims<'_>,
+        now: Timestamp,
+    ) -> Result<SignedAccessToken, OAuthError> {
+        let iat = now.as_secs();
+        let exp = token.grant.expires_at.as_secs();
+        if exp <= iat {
+            return Err(OAuthError::InvalidGrant(
+                "the subject token expires too soon for a task grant".into(),
+            ));
+        }
+        let claims = AccessClaims {
+            iss: &self.config.issuer,
+            sub: token.sub,
+            aud: &self.config.resource,
+            client_id: token.client_id,
+            scope: token.scope,
+            tenant: token.tenant,
+            roles: token.roles,
+            jti: token.grant.id.clone(),
+            iat,
+            exp,
+            task: Some(TaskClaim {
+                name: &token.grant.task,
+                tools: &token.grant.tools,
+                base_kind: &token.grant.credential_kind,
+                base_id: &token.grant.credential_id,
+            }),
+        };
+        let signed = self
+            .signer(now)
+            .await?
+            .sign(&claims)
+            .map_err(|e| OAuthError::ServerError(e.to_string()))?;
+        Ok(SignedAccessToken {
+            token: signed,
+            jti: token.grant.id.clone(),
+            expires_at: token.grant.expires_at,
+            ttl_secs: exp - iat,
         })
     }
 

@@ -36,6 +36,7 @@ fn claims() -> AccessTokenClaims {
         iat: NOW_SECS - 5,
         exp: NOW_SECS + 300,
         nbf: None,
+        task: None,
     }
 }
 

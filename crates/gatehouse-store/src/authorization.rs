@@ -284,6 +284,7 @@ pub trait AuthorizationStore: Send + Sync {
     async fn delete_unused_dynamic_clients(&self, unused_since: Timestamp) -> StoreResult<u64>;
 
     /// Deletes expired codes, requests, sessions, device authorizations and
-    /// refresh tokens.
+    /// refresh tokens, and (a day after they ended) task grants, approvals
+    /// and authentication failure records.
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<()>;
 }

@@ -8,9 +8,11 @@ mod gating;
 mod generation;
 mod postgres;
 mod postgres_authorization;
+mod postgres_gating;
 mod records;
 mod sqlite;
 mod sqlite_authorization;
+mod sqlite_gating;
 #[cfg(test)]
 mod store_conformance_tests;
 #[cfg(feature = "testing")]
@@ -60,7 +62,7 @@ impl From<sqlx::Error> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: AuthorizationStore + Send + Sync + 'static {
+pub trait Store: AuthorizationStore + GatingStore + Send + Sync + 'static {
     // --- API keys -------------------------------------------------------
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
     async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;

@@ -698,6 +698,14 @@ impl AuthorizationStore for PostgresStore {
             "DELETE FROM revoked_tokens WHERE expires_at <= $1",
             // Expired refresh tokens protect nothing any more.
             "DELETE FROM refresh_tokens WHERE expires_at <= $1",
+            // Gating records are kept a day past their end, so a late
+            // request is still told what happened rather than "unknown".
+            "DELETE FROM task_grants WHERE expires_at <= $1 - 86400000",
+            // Both the pending window and (once approved) the token's.
+            "DELETE FROM approvals WHERE expires_at <= $1 - 86400000 \
+             AND (token_expires_at IS NULL OR token_expires_at <= $1 - 86400000)",
+            "DELETE FROM auth_failures WHERE window_start <= $1 - 86400000 \
+             AND locked_until <= $1 - 86400000",
         ] {
             sqlx::query(sql).bind(now.0).execute(&mut *tx).await?;
         }

@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../migrations/sqlite/0003_authorization.sql"),
     ),
+    (4, include_str!("../migrations/sqlite/0004_gating.sql")),
 ];
 
 #[derive(Debug, Clone)]

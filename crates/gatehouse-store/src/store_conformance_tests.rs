@@ -10,9 +10,10 @@ use std::sync::Arc;
 use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
 
 use crate::{
-    ApiKeyRecord, AuditQuery, AuthCodeRecord, ClientRecord, CodeRedemption, DevicePoll,
-    DeviceRecord, DeviceStatus, GrantRecord, RefreshRotation, RefreshTokenRecord, SigningKeyRecord,
-    Store, StoreError, UserRecord,
+    ApiKeyRecord, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuditQuery, AuthCodeRecord,
+    AuthLock, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus, GrantRecord,
+    OperationBinding, RefreshRotation, RefreshTokenRecord, SigningKeyRecord, Store, StoreError,
+    TaskGrantRecord, UserRecord,
 };
 
 pub(crate) type TestStore = Arc<dyn Store>;
@@ -47,6 +48,17 @@ macro_rules! conformance_tests {
             a_denied_device_authorization_reports_denied,
             unused_dynamic_clients_are_deleted,
             purge_removes_only_expired_records,
+            task_grants_round_trip_and_only_live_ones_are_listed,
+            revoking_a_task_grant_revokes_its_token_once,
+            approvals_round_trip_and_list,
+            an_approval_is_decided_once,
+            a_denied_approval_is_final_and_issues_no_token,
+            an_expired_approval_cannot_be_decided,
+            an_operation_token_is_redeemed_once,
+            a_mismatching_binding_redeems_nothing,
+            only_an_approved_unexpired_token_is_redeemed,
+            auth_failures_count_within_a_window_lock_and_clear,
+            purge_removes_gating_records_a_day_after_they_end,
         );
         $crate::store_conformance_tests::conformance_tests!(@tests $concurrent;
             concurrent_redemptions_of_one_code_let_exactly_one_through,
@@ -57,6 +69,10 @@ macro_rules! conformance_tests {
             concurrent_device_decisions_decide_once,
             concurrent_key_rotations_rotate_once,
             concurrent_revocations_revoke_once,
+            concurrent_redemptions_of_one_operation_token_let_exactly_one_through,
+            concurrent_decisions_of_one_approval_decide_once,
+            concurrent_task_grant_revocations_revoke_once,
+            concurrent_auth_failures_each_count,
         );
     };
     (@tests $run:path; $($name:ident),* $(,)?) => {
@@ -1115,6 +1131,714 @@ pub(crate) async fn purge_removes_only_expired_records(store: TestStore) {
     );
 }
 
+// --- Gating: task grants, approvals, authentication lockouts ----------------
+
+fn task_grant(id: &str, tenant: &str, created_at: i64) -> TaskGrantRecord {
+    TaskGrantRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        human: Some("alice".into()),
+        agent: "k1".into(),
+        credential_kind: "api_key".into(),
+        credential_id: "k1".into(),
+        task: "fix the build".into(),
+        tools: vec!["fs.read".into(), "fs.write".into()],
+        session_id: Some("s1".into()),
+        created_at: Timestamp(created_at),
+        expires_at: Timestamp(100_000),
+        revoked_at: None,
+    }
+}
+
+fn approval(id: &str, tenant: &str, created_at: i64) -> ApprovalRecord {
+    ApprovalRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        human: Some("alice".into()),
+        agent: "k1".into(),
+        credential_id: "k1".into(),
+        task_grant: Some("tg_1".into()),
+        task: Some("deploy".into()),
+        tool: "deploy.run".into(),
+        arguments_hash: "ab".repeat(32),
+        arguments: r#"{"env":"prod"}"#.into(),
+        status: ApprovalStatus::Pending,
+        created_at: Timestamp(created_at),
+        expires_at: Timestamp(60_000),
+        decided_by: None,
+        decided_at: None,
+        token_hash: None,
+        token_expires_at: None,
+        redeemed_at: None,
+    }
+}
+
+fn approve(token_hash: &str) -> ApprovalDecision {
+    ApprovalDecision::Approve {
+        token_hash: token_hash.into(),
+        token_expires_at: Timestamp(30_000),
+    }
+}
+
+/// The binding that matches `approval(…, "acme", …)` approved with `token_hash`.
+fn binding(token_hash: &str) -> OperationBinding {
+    OperationBinding {
+        token_hash: token_hash.into(),
+        tenant: "acme".into(),
+        agent: "k1".into(),
+        credential_id: "k1".into(),
+        task_grant: Some("tg_1".into()),
+        tool: "deploy.run".into(),
+        arguments_hash: "ab".repeat(32),
+    }
+}
+
+pub(crate) async fn task_grants_round_trip_and_only_live_ones_are_listed(store: TestStore) {
+    let first = task_grant("tg_1", "acme", 1_000);
+    let mut second = task_grant("tg_2", "acme", 2_000);
+    second.human = None;
+    second.session_id = None;
+    second.tools = Vec::new();
+    let other = task_grant("tg_3", "globex", 3_000);
+    let mut expired = task_grant("tg_4", "acme", 4_000);
+    expired.expires_at = Timestamp(5_000);
+    let mut revoked = task_grant("tg_5", "acme", 5_000);
+    revoked.revoked_at = Some(Timestamp(6_000));
+    for grant in [&first, &second, &other, &expired, &revoked] {
+        store.insert_task_grant(grant).await.unwrap();
+    }
+    assert!(matches!(
+        store.insert_task_grant(&first).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.task_grant("tg_1").await.unwrap(), Some(first.clone()));
+    assert_eq!(
+        store.task_grant("tg_2").await.unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(store.task_grant("tg_4").await.unwrap(), Some(expired));
+    assert_eq!(store.task_grant("nope").await.unwrap(), None);
+    assert_eq!(
+        store
+            .list_task_grants(Some("acme"), Timestamp(10_000))
+            .await
+            .unwrap(),
+        vec![second.clone(), first.clone()]
+    );
+    assert_eq!(
+        store
+            .list_task_grants(None, Timestamp(10_000))
+            .await
+            .unwrap(),
+        vec![other, second, first]
+    );
+    assert_eq!(
+        store
+            .list_task_grants(Some("nobody"), Timestamp(10_000))
+            .await
+            .unwrap(),
+        Vec::new()
+    );
+    assert_eq!(
+        store
+            .list_task_grants(None, Timestamp(100_000))
+            .await
+            .unwrap(),
+        Vec::new()
+    );
+}
+
+pub(crate) async fn revoking_a_task_grant_revokes_its_token_once(store: TestStore) {
+    store
+        .insert_task_grant(&task_grant("tg_1", "acme", 1_000))
+        .await
+        .unwrap();
+    let before = store.credential_generation();
+    assert!(before.is_some());
+    assert!(
+        store
+            .revoke_task_grant("tg_1", Timestamp(2_000))
+            .await
+            .unwrap()
+    );
+    assert_ne!(store.credential_generation(), before);
+    // Its task token is refused everywhere until it would have expired.
+    assert_eq!(
+        store.revoked_tokens(Timestamp(2_000)).await.unwrap(),
+        vec!["tg_1"]
+    );
+    assert_eq!(
+        store.revoked_tokens(Timestamp(100_000)).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        store.task_grant("tg_1").await.unwrap().unwrap().revoked_at,
+        Some(Timestamp(2_000))
+    );
+    assert_eq!(
+        store
+            .list_task_grants(None, Timestamp(2_000))
+            .await
+            .unwrap(),
+        Vec::new()
+    );
+    assert!(
+        !store
+            .revoke_task_grant("tg_1", Timestamp(3_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_task_grant("missing", Timestamp(3_000))
+            .await
+            .unwrap()
+    );
+    // The first revocation time stands.
+    assert_eq!(
+        store.task_grant("tg_1").await.unwrap().unwrap().revoked_at,
+        Some(Timestamp(2_000))
+    );
+}
+
+pub(crate) async fn approvals_round_trip_and_list(store: TestStore) {
+    let first = approval("apr_1", "acme", 1_000);
+    let mut second = approval("apr_2", "acme", 2_000);
+    second.human = None;
+    second.task_grant = None;
+    second.task = None;
+    let other = approval("apr_3", "globex", 3_000);
+    let mut expired = approval("apr_4", "acme", 500);
+    expired.expires_at = Timestamp(5_000);
+    let mut denied = approval("apr_5", "acme", 4_000);
+    denied.status = ApprovalStatus::Denied;
+    denied.decided_by = Some("admin".into());
+    denied.decided_at = Some(Timestamp(4_500));
+    for record in [&first, &second, &other, &expired, &denied] {
+        store.insert_approval(record).await.unwrap();
+    }
+    assert!(matches!(
+        store.insert_approval(&first).await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.approval("apr_1").await.unwrap(), Some(first.clone()));
+    assert_eq!(store.approval("apr_2").await.unwrap(), Some(second.clone()));
+    assert_eq!(store.approval("apr_5").await.unwrap(), Some(denied.clone()));
+    assert_eq!(store.approval("nope").await.unwrap(), None);
+    assert_eq!(store.approval_by_token("nope").await.unwrap(), None);
+    let now = Timestamp(10_000);
+    assert_eq!(
+        store
+            .list_approvals(Some("acme"), false, now)
+            .await
+            .unwrap(),
+        vec![
+            denied.clone(),
+            second.clone(),
+            first.clone(),
+            expired.clone()
+        ]
+    );
+    assert_eq!(
+        store.list_approvals(Some("acme"), true, now).await.unwrap(),
+        vec![second.clone(), first.clone()]
+    );
+    assert_eq!(
+        store.list_approvals(None, true, now).await.unwrap(),
+        vec![other.clone(), second.clone(), first.clone()]
+    );
+    assert_eq!(
+        store.list_approvals(None, false, now).await.unwrap(),
+        vec![denied, other, second, first, expired]
+    );
+    assert_eq!(
+        store
+            .list_approvals(Some("nobody"), false, now)
+            .await
+            .unwrap(),
+        Vec::new()
+    );
+}
+
+pub(crate) async fn an_approval_is_decided_once(store: TestStore) {
+    store
+        .insert_approval(&approval("apr_1", "acme", 1_000))
+        .await
+        .unwrap();
+    let decided = store
+        .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(2_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut expected = approval("apr_1", "acme", 1_000);
+    expected.status = ApprovalStatus::Approved;
+    expected.decided_by = Some("alice".into());
+    expected.decided_at = Some(Timestamp(2_000));
+    expected.token_hash = Some("h1".into());
+    expected.token_expires_at = Some(Timestamp(30_000));
+    assert_eq!(decided, expected);
+    assert_eq!(
+        store.approval("apr_1").await.unwrap(),
+        Some(expected.clone())
+    );
+    assert_eq!(
+        store.approval_by_token("h1").await.unwrap(),
+        Some(expected.clone())
+    );
+    // Neither a second approval nor a late denial changes it.
+    assert_eq!(
+        store
+            .decide_approval("apr_1", &approve("h2"), "bob", Timestamp(2_500))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .decide_approval("apr_1", &ApprovalDecision::Deny, "bob", Timestamp(2_500))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.approval("apr_1").await.unwrap(), Some(expected));
+    assert_eq!(store.approval_by_token("h2").await.unwrap(), None);
+    assert_eq!(
+        store
+            .decide_approval("missing", &approve("h3"), "alice", Timestamp(2_000))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub(crate) async fn a_denied_approval_is_final_and_issues_no_token(store: TestStore) {
+    store
+        .insert_approval(&approval("apr_1", "acme", 1_000))
+        .await
+        .unwrap();
+    let denied = store
+        .decide_approval("apr_1", &ApprovalDecision::Deny, "alice", Timestamp(2_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut expected = approval("apr_1", "acme", 1_000);
+    expected.status = ApprovalStatus::Denied;
+    expected.decided_by = Some("alice".into());
+    expected.decided_at = Some(Timestamp(2_000));
+    assert_eq!(denied, expected);
+    assert_eq!(
+        store
+            .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(2_500))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.approval("apr_1").await.unwrap(), Some(expected));
+    assert_eq!(
+        store
+            .list_approvals(None, true, Timestamp(2_500))
+            .await
+            .unwrap(),
+        Vec::new()
+    );
+}
+
+pub(crate) async fn an_expired_approval_cannot_be_decided(store: TestStore) {
+    store
+        .insert_approval(&approval("apr_1", "acme", 1_000))
+        .await
+        .unwrap();
+    // It expires at 60 000, inclusive.
+    assert_eq!(
+        store
+            .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(60_000))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .decide_approval("apr_1", &ApprovalDecision::Deny, "alice", Timestamp(70_000))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.approval("apr_1").await.unwrap(),
+        Some(approval("apr_1", "acme", 1_000))
+    );
+    assert_eq!(store.approval_by_token("h1").await.unwrap(), None);
+}
+
+pub(crate) async fn an_operation_token_is_redeemed_once(store: TestStore) {
+    store
+        .insert_approval(&approval("apr_1", "acme", 1_000))
+        .await
+        .unwrap();
+    store
+        .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(2_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let redeemed = store
+        .redeem_operation_token(&binding("h1"), Timestamp(3_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(redeemed.id, "apr_1");
+    assert_eq!(redeemed.status, ApprovalStatus::Redeemed);
+    assert_eq!(redeemed.redeemed_at, Some(Timestamp(3_000)));
+    assert_eq!(redeemed.token_hash.as_deref(), Some("h1"));
+    assert_eq!(
+        store.approval("apr_1").await.unwrap(),
+        Some(redeemed.clone())
+    );
+    assert_eq!(
+        store
+            .redeem_operation_token(&binding("h1"), Timestamp(3_500))
+            .await
+            .unwrap(),
+        None
+    );
+    // The token still names its approval, to say why it was refused.
+    assert_eq!(store.approval_by_token("h1").await.unwrap(), Some(redeemed));
+}
+
+pub(crate) async fn a_mismatching_binding_redeems_nothing(store: TestStore) {
+    store
+        .insert_approval(&approval("apr_1", "acme", 1_000))
+        .await
+        .unwrap();
+    let approved = store
+        .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(2_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let right = binding("h1");
+    let mismatches = [
+        (
+            "token",
+            OperationBinding {
+                token_hash: "h2".into(),
+                ..right.clone()
+            },
+        ),
+        (
+            "tenant",
+            OperationBinding {
+                tenant: "globex".into(),
+                ..right.clone()
+            },
+        ),
+        (
+            "agent",
+            OperationBinding {
+                agent: "k2".into(),
+                ..right.clone()
+            },
+        ),
+        (
+            "credential",
+            OperationBinding {
+                credential_id: "k2".into(),
+                ..right.clone()
+            },
+        ),
+        (
+            "no task grant",
+            OperationBinding {
+                task_grant: None,
+                ..right.clone()
+            },
+        ),
+        (
+            "other task grant",
+            OperationBinding {
+                task_grant: Some("tg_2".into()),
+                ..right.clone()
+            },
+        ),
+        (
+            "tool",
+            OperationBinding {
+                tool: "deploy.rollback".into(),
+                ..right.clone()
+            },
+        ),
+        (
+            "arguments",
+            OperationBinding {
+                arguments_hash: "cd".repeat(32),
+                ..right.clone()
+            },
+        ),
+    ];
+    for (what, wrong) in mismatches {
+        assert_eq!(
+            store
+                .redeem_operation_token(&wrong, Timestamp(3_000))
+                .await
+                .unwrap(),
+            None,
+            "a binding with another {what} was accepted"
+        );
+        assert_eq!(
+            store.approval("apr_1").await.unwrap().as_ref(),
+            Some(&approved),
+            "a binding with another {what} changed the approval"
+        );
+    }
+    assert!(
+        store
+            .redeem_operation_token(&right, Timestamp(3_000))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Approved outside any task grant: a binding naming one does not match.
+    let mut outside = approval("apr_2", "acme", 1_000);
+    outside.task_grant = None;
+    store.insert_approval(&outside).await.unwrap();
+    store
+        .decide_approval("apr_2", &approve("h2"), "alice", Timestamp(2_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .redeem_operation_token(&binding("h2"), Timestamp(3_000))
+            .await
+            .unwrap(),
+        None
+    );
+    let mut without_grant = binding("h2");
+    without_grant.task_grant = None;
+    assert!(
+        store
+            .redeem_operation_token(&without_grant, Timestamp(3_000))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+pub(crate) async fn only_an_approved_unexpired_token_is_redeemed(store: TestStore) {
+    // Expired: the token lives until 30 000, exclusive.
+    store
+        .insert_approval(&approval("apr_1", "acme", 1_000))
+        .await
+        .unwrap();
+    store
+        .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(2_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .redeem_operation_token(&binding("h1"), Timestamp(30_000))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.approval("apr_1").await.unwrap().unwrap().status,
+        ApprovalStatus::Approved
+    );
+    // Pending or denied, even with a token hash on the record: refused.
+    for (id, token, status) in [
+        ("apr_2", "h2", ApprovalStatus::Pending),
+        ("apr_3", "h3", ApprovalStatus::Denied),
+    ] {
+        let mut record = approval(id, "acme", 1_000);
+        record.status = status;
+        record.token_hash = Some(token.into());
+        record.token_expires_at = Some(Timestamp(30_000));
+        store.insert_approval(&record).await.unwrap();
+        assert_eq!(
+            store
+                .redeem_operation_token(&binding(token), Timestamp(3_000))
+                .await
+                .unwrap(),
+            None,
+            "{status:?}"
+        );
+        assert_eq!(store.approval(id).await.unwrap(), Some(record));
+    }
+    // A denied approval decided through the store has no token at all.
+    store
+        .insert_approval(&approval("apr_4", "acme", 1_000))
+        .await
+        .unwrap();
+    store
+        .decide_approval("apr_4", &ApprovalDecision::Deny, "alice", Timestamp(2_000))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .redeem_operation_token(&binding("h4"), Timestamp(3_000))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub(crate) async fn auth_failures_count_within_a_window_lock_and_clear(store: TestStore) {
+    let window = 900_000;
+    assert_eq!(
+        store
+            .record_auth_failure("key:k1", Timestamp(0), window)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .record_auth_failure("key:k1", Timestamp(10), window)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.auth_locks(Timestamp(10)).await.unwrap(), Vec::new());
+    store.lock_auth("key:k1", Timestamp(5_000)).await.unwrap();
+    // A lock is never shortened.
+    store.lock_auth("key:k1", Timestamp(4_000)).await.unwrap();
+    // A failure counts but leaves the lock as it is.
+    assert_eq!(
+        store
+            .record_auth_failure("key:k1", Timestamp(20), window)
+            .await
+            .unwrap(),
+        3
+    );
+    // A subject can be locked without recorded failures.
+    store
+        .lock_auth("source:10.0.0.1", Timestamp(9_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.auth_locks(Timestamp(100)).await.unwrap(),
+        vec![
+            AuthLock {
+                subject: "key:k1".into(),
+                failures: 3,
+                locked_until: Timestamp(5_000),
+            },
+            AuthLock {
+                subject: "source:10.0.0.1".into(),
+                failures: 0,
+                locked_until: Timestamp(9_000),
+            },
+        ]
+    );
+    // Locks end at `locked_until`, exclusive.
+    assert_eq!(
+        store.auth_locks(Timestamp(5_000)).await.unwrap(),
+        vec![AuthLock {
+            subject: "source:10.0.0.1".into(),
+            failures: 0,
+            locked_until: Timestamp(9_000),
+        }]
+    );
+    // The count restarts once its window (started at 0) has passed, even
+    // though the last failure is recent.
+    assert_eq!(
+        store
+            .record_auth_failure("key:k1", Timestamp(window), window)
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        store
+            .record_auth_failure("key:k1", Timestamp(window + 1), window)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .record_auth_failure("key:k1", Timestamp(window + 2), window)
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(store.clear_auth_lock("key:k1").await.unwrap());
+    assert!(!store.clear_auth_lock("key:k1").await.unwrap());
+    assert!(store.clear_auth_lock("source:10.0.0.1").await.unwrap());
+    assert_eq!(store.auth_locks(Timestamp(0)).await.unwrap(), Vec::new());
+    // Cleared means forgotten: counting starts over.
+    assert_eq!(
+        store
+            .record_auth_failure("key:k1", Timestamp(window + 3), window)
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+pub(crate) async fn purge_removes_gating_records_a_day_after_they_end(store: TestStore) {
+    const DAY: i64 = 86_400_000;
+    let mut old_grant = task_grant("tg_old", "acme", 0);
+    old_grant.expires_at = Timestamp(10_000);
+    let mut new_grant = task_grant("tg_new", "acme", 0);
+    new_grant.expires_at = Timestamp(10_000 + DAY);
+    store.insert_task_grant(&old_grant).await.unwrap();
+    store.insert_task_grant(&new_grant).await.unwrap();
+    // Pending until 60 000, never decided.
+    store
+        .insert_approval(&approval("apr_pending", "acme", 0))
+        .await
+        .unwrap();
+    // Approved with a token that outlives the pending window.
+    store
+        .insert_approval(&approval("apr_token", "acme", 0))
+        .await
+        .unwrap();
+    store
+        .decide_approval(
+            "apr_token",
+            &ApprovalDecision::Approve {
+                token_hash: "h1".into(),
+                token_expires_at: Timestamp(60_000 + DAY),
+            },
+            "alice",
+            Timestamp(1_000),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .record_auth_failure("key:quiet", Timestamp(0), 900_000)
+        .await
+        .unwrap();
+    store
+        .record_auth_failure("key:locked", Timestamp(0), 900_000)
+        .await
+        .unwrap();
+    store
+        .lock_auth("key:locked", Timestamp(DAY + 100_000))
+        .await
+        .unwrap();
+
+    // Just over a day after the first ones ended.
+    store.purge_expired(Timestamp(60_000 + DAY)).await.unwrap();
+    assert_eq!(store.task_grant("tg_old").await.unwrap(), None);
+    assert_eq!(store.task_grant("tg_new").await.unwrap(), Some(new_grant));
+    assert_eq!(store.approval("apr_pending").await.unwrap(), None);
+    assert!(store.approval("apr_token").await.unwrap().is_some());
+    assert!(!store.clear_auth_lock("key:quiet").await.unwrap());
+    assert!(store.clear_auth_lock("key:locked").await.unwrap());
+
+    store
+        .purge_expired(Timestamp(60_000 + 2 * DAY))
+        .await
+        .unwrap();
+    assert_eq!(store.task_grant("tg_new").await.unwrap(), None);
+    assert_eq!(store.approval("apr_token").await.unwrap(), None);
+}
+
 // --- Concurrency ----------------------------------------------------------
 
 pub(crate) async fn concurrent_redemptions_of_one_code_let_exactly_one_through(store: TestStore) {
@@ -1353,4 +2077,87 @@ pub(crate) async fn concurrent_revocations_revoke_once(store: TestStore) {
     })
     .await;
     assert_eq!(clients.iter().filter(|r| **r).count(), 1);
+}
+
+pub(crate) async fn concurrent_redemptions_of_one_operation_token_let_exactly_one_through(
+    store: TestStore,
+) {
+    store
+        .insert_approval(&approval("apr_1", "acme", 1_000))
+        .await
+        .unwrap();
+    store
+        .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(2_000))
+        .await
+        .unwrap()
+        .unwrap();
+    let results = race(&store, 16, |store, _| async move {
+        store
+            .redeem_operation_token(&binding("h1"), Timestamp(3_000))
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(results.iter().filter(|r| r.is_some()).count(), 1);
+    assert_eq!(
+        store.approval("apr_1").await.unwrap().unwrap().status,
+        ApprovalStatus::Redeemed
+    );
+}
+
+pub(crate) async fn concurrent_decisions_of_one_approval_decide_once(store: TestStore) {
+    store
+        .insert_approval(&approval("apr_1", "acme", 1_000))
+        .await
+        .unwrap();
+    let results = race(&store, 8, |store, i| async move {
+        let decision = if i % 2 == 0 {
+            approve(&format!("h{i}"))
+        } else {
+            ApprovalDecision::Deny
+        };
+        store
+            .decide_approval("apr_1", &decision, &format!("admin-{i}"), Timestamp(2_000))
+            .await
+            .unwrap()
+    })
+    .await;
+    let winners: Vec<_> = results.into_iter().flatten().collect();
+    assert_eq!(winners.len(), 1);
+    // What is stored is the winner's decision.
+    assert_eq!(
+        store.approval("apr_1").await.unwrap().as_ref(),
+        Some(&winners[0])
+    );
+}
+
+pub(crate) async fn concurrent_task_grant_revocations_revoke_once(store: TestStore) {
+    store
+        .insert_task_grant(&task_grant("tg_1", "acme", 1_000))
+        .await
+        .unwrap();
+    let results = race(&store, 8, |store, i| async move {
+        store
+            .revoke_task_grant("tg_1", Timestamp(2_000 + i as i64))
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(results.iter().filter(|r| **r).count(), 1);
+    assert_eq!(
+        store.revoked_tokens(Timestamp(2_000)).await.unwrap(),
+        vec!["tg_1"]
+    );
+}
+
+pub(crate) async fn concurrent_auth_failures_each_count(store: TestStore) {
+    let results = race(&store, 16, |store, _| async move {
+        store
+            .record_auth_failure("source:10.0.0.1", Timestamp(1_000), 900_000)
+            .await
+            .unwrap()
+    })
+    .await;
+    let counts: BTreeSet<u32> = results.into_iter().collect();
+    assert_eq!(counts, (1..=16).collect());
 }

@@ -5,9 +5,10 @@ use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, Timestamp};
 
 use crate::{
-    ApiKeyRecord, AuditQuery, AuditRow, AuthCodeRecord, AuthorizationStore, ClientRecord,
-    CodeRedemption, DevicePoll, DeviceRecord, GrantRecord, LoginThrottle, RefreshRotation,
-    RefreshTokenRecord, SigningKeyRecord, Store, StoreError, StoreResult, UserRecord,
+    ApiKeyRecord, ApprovalDecision, ApprovalRecord, AuditQuery, AuditRow, AuthCodeRecord, AuthLock,
+    AuthorizationStore, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, GatingStore,
+    GrantRecord, LoginThrottle, OperationBinding, RefreshRotation, RefreshTokenRecord,
+    SigningKeyRecord, Store, StoreError, StoreResult, TaskGrantRecord, UserRecord,
 };
 
 /// A store whose every call fails, to check that tools fail closed.
@@ -220,6 +221,71 @@ impl AuthorizationStore for DownStore {
         down()
     }
     async fn purge_expired(&self, _: Timestamp) -> StoreResult<()> {
+        down()
+    }
+}
+
+#[async_trait]
+impl GatingStore for DownStore {
+    async fn insert_task_grant(&self, _: &TaskGrantRecord) -> StoreResult<()> {
+        down()
+    }
+    async fn task_grant(&self, _: &str) -> StoreResult<Option<TaskGrantRecord>> {
+        down()
+    }
+    async fn list_task_grants(
+        &self,
+        _: Option<&str>,
+        _: Timestamp,
+    ) -> StoreResult<Vec<TaskGrantRecord>> {
+        down()
+    }
+    async fn revoke_task_grant(&self, _: &str, _: Timestamp) -> StoreResult<bool> {
+        down()
+    }
+    async fn insert_approval(&self, _: &ApprovalRecord) -> StoreResult<()> {
+        down()
+    }
+    async fn approval(&self, _: &str) -> StoreResult<Option<ApprovalRecord>> {
+        down()
+    }
+    async fn list_approvals(
+        &self,
+        _: Option<&str>,
+        _: bool,
+        _: Timestamp,
+    ) -> StoreResult<Vec<ApprovalRecord>> {
+        down()
+    }
+    async fn decide_approval(
+        &self,
+        _: &str,
+        _: &ApprovalDecision,
+        _: &str,
+        _: Timestamp,
+    ) -> StoreResult<Option<ApprovalRecord>> {
+        down()
+    }
+    async fn redeem_operation_token(
+        &self,
+        _: &OperationBinding,
+        _: Timestamp,
+    ) -> StoreResult<Option<ApprovalRecord>> {
+        down()
+    }
+    async fn approval_by_token(&self, _: &str) -> StoreResult<Option<ApprovalRecord>> {
+        down()
+    }
+    async fn record_auth_failure(&self, _: &str, _: Timestamp, _: i64) -> StoreResult<u32> {
+        down()
+    }
+    async fn lock_auth(&self, _: &str, _: Timestamp) -> StoreResult<()> {
+        down()
+    }
+    async fn auth_locks(&self, _: Timestamp) -> StoreResult<Vec<AuthLock>> {
+        down()
+    }
+    async fn clear_auth_lock(&self, _: &str) -> StoreResult<bool> {
         down()
     }
 }

@@ -72,6 +72,7 @@ pub(crate) fn permit(principal: &Arc<Principal>, tool: &str) -> Permit {
     match policy.authorize(principal, tool) {
         Decision::Permit(p) => p,
         Decision::Deny(d) => panic!("test policy denied {tool}: {}", d.message()),
+        Decision::NeedsApproval(n) => panic!("test policy asks approval for {}", n.tool()),
     }
 }
 

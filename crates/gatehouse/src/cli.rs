@@ -48,8 +48,54 @@ pub enum Command {
     /// Inspect the policy: print it, validate a file, or explain a decision.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Decide calls of tools that need a human's approval (operation tokens).
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
+    /// List or revoke task grants (an agent's allowlist for a declared task).
+    #[command(subcommand)]
+    Grants(GrantsCommand),
     /// Validate the configuration and print the effective settings.
     CheckConfig(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// List pending approvals (with --all: every state).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Approve; prints the single-use operation token for the agent.
+    Approve {
+        id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Deny; the agent's retry will be refused.
+    Deny {
+        id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantsCommand {
+    /// List live task grants.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Revoke a task grant; effective on the next request, on every instance.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -312,6 +358,10 @@ pub struct PolicyCheckArgs {
     /// The call's arguments as a JSON object.
     #[arg(long, default_value = "{}")]
     pub args: String,
+    /// Decide as if the caller had claimed this task: under a task grant
+    /// holding the task's tools that its roles may call.
+    #[arg(long, value_name = "NAME")]
+    pub task: Option<String>,
     #[arg(long)]
     pub json: bool,
 }

@@ -43,6 +43,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secrets(command) => commands::secrets::run(&ctx, command).await,
         Command::Users(command) => commands::users::run(&ctx, command).await,
         Command::Policy(command) => commands::policy::run(&ctx, command).await,
+        Command::Approvals(command) => commands::approvals::run(&ctx, command).await,
+        Command::Grants(command) => commands::grants::run(&ctx, command).await,
         Command::CheckConfig(flag) => {
             commands::check_config::run(&ctx, &flag);
             Ok(())

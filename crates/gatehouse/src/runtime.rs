@@ -8,14 +8,15 @@ use url::Url;
 use anyhow::Context as _;
 use gatehouse_audit::{AuditLog, AuditWriterHandle, Redactor};
 use gatehouse_authn::{AuthMode, Authenticator, TokenSettings};
+use gatehouse_authz::{ApprovalSettings, Approvals, SharedPolicy, TaskGrants};
 use gatehouse_core::{
     Clock, CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, SystemClock,
 };
 use gatehouse_mcp::Gateway;
 use gatehouse_oauth::http::AsState;
 use gatehouse_oauth::{
-    AsConfig, AuthorizationServer, CimdConfig, CookiePolicy, DEFAULT_ACCESS_TOKEN_TTL_SECS,
-    RegistrationPolicy,
+    ApprovalPages, AsConfig, AuthorizationServer, CimdConfig, CookiePolicy,
+    DEFAULT_ACCESS_TOKEN_TTL_SECS, RegistrationPolicy, TaskExchange,
 };
 use gatehouse_store::Store;
 use gatehouse_tools::{BuiltinTools, ToolsConfig};
@@ -76,29 +77,51 @@ impl Runtime {
         let tools = BuiltinTools::open(tools_config, Arc::clone(&store))
             .await
             .context("cannot prepare the built-in tools")?;
-        let gateway = Arc::new(Gateway::new(
-            crate::policy_file::load(ctx)?,
-            tools,
-            audit,
-            redactor,
-            Arc::clone(&clock),
-        ));
+        let policy = Arc::new(SharedPolicy::new(crate::policy_file::load(ctx)?));
         let mode = match ctx.config.auth.mode {
             AuthModeName::ApiKey => AuthMode::Required,
             AuthModeName::None => AuthMode::Disabled {
-                anonymous: anonymous(&ctx.config.auth.anonymous_role),
+                anonymous: Box::new(anonymous(&ctx.config.auth.anonymous_role)),
             },
         };
         let mut authenticator = Authenticator::new(Arc::clone(&store), pepper, mode);
-        let mut oauth = None;
         let auth_required = ctx.config.auth.mode == AuthModeName::ApiKey;
-        if let Some(url) = public_url.filter(|_| ctx.config.oauth.enabled && auth_required) {
-            let issuer = url.origin().ascii_serialization();
-            let resource = format!("{issuer}{}", gatehouse_mcp::routes::MCP);
+        // The authorization server runs for HTTP with authentication on.
+        let issuer = public_url
+            .filter(|_| ctx.config.oauth.enabled && auth_required)
+            .map(|url| (url, url.origin().ascii_serialization()));
+        if let Some((_, issuer)) = &issuer {
             authenticator = authenticator.with_access_tokens(TokenSettings {
                 issuer: issuer.clone(),
-                audiences: vec![resource.clone()],
+                audiences: vec![format!("{issuer}{}", gatehouse_mcp::routes::MCP)],
             });
+        }
+        let authenticator = Arc::new(authenticator);
+        let approvals = Arc::new(Approvals::new(
+            Arc::clone(&store),
+            ctx.pepper()?,
+            ApprovalSettings {
+                page_base: issuer.as_ref().map(|(_, issuer)| {
+                    format!("{issuer}{}", gatehouse_oauth::routes::APPROVALS_PREFIX)
+                }),
+                ..ApprovalSettings::default()
+            },
+        ));
+        let task_grants = Arc::new(TaskGrants::new(Arc::clone(&store), audit.clone()));
+        let gateway = Arc::new(
+            Gateway::new(
+                Arc::clone(&policy),
+                tools,
+                audit,
+                redactor,
+                Arc::clone(&clock),
+            )
+            .with_approvals(Arc::clone(&approvals))
+            .with_task_grants(Arc::clone(&task_grants)),
+        );
+        let mut oauth = None;
+        if let Some((url, issuer)) = issuer {
+            let resource = format!("{issuer}{}", gatehouse_mcp::routes::MCP);
             let config = as_config(ctx, url, issuer, resource, &gateway)?;
             let server = AuthorizationServer::start(
                 config,
@@ -109,13 +132,22 @@ impl Runtime {
                 clock.now(),
             )
             .await
-            .context("cannot start the authorization server")?;
+            .context("cannot start the authorization server")?
+            .with_task_exchange(TaskExchange {
+                authenticator: Arc::clone(&authenticator),
+                policy: Arc::clone(&policy),
+                grants: task_grants,
+            })
+            .with_approvals(ApprovalPages {
+                approvals,
+                policy,
+                token_minutes: ApprovalSettings::default().token_ttl_ms / 60_000,
+            });
             oauth = Some(Arc::new(AsState {
                 server,
                 clock: Arc::clone(&clock),
             }));
         }
-        let authenticator = Arc::new(authenticator);
         Ok(Runtime {
             store,
             oauth,

@@ -9,6 +9,7 @@
 mod e2e {
     pub mod harness;
 
+    mod approvals;
     mod auth;
     mod authorization_code;
     mod browser;
@@ -22,6 +23,7 @@ mod e2e {
     mod secrets_hygiene;
     mod sessions;
     mod stdio;
+    mod task_grants;
     mod tools;
     mod transport;
 }

@@ -17,9 +17,11 @@ use std::sync::Arc;
 use axum::extract::State;
 use serde_json::{Map, Value};
 
-use super::errors::{audit_unavailable, insufficient_scope, jsonrpc_refusal};
+use super::authenticate::DeclaredTask;
+use super::errors::{audit_unavailable, gate2_refusal, insufficient_scope, jsonrpc_refusal};
 use super::router::AppState;
 use crate::Caller;
+use gatehouse_authz::{TASK_META, TaskGrantError, grant_of};
 use gatehouse_core::CredentialKind;
 
 fn caused_by<E: Error + 'static>(error: &(dyn Error + 'static)) -> bool {
@@ -56,12 +58,108 @@ fn tool_call(bytes: &[u8]) -> Option<ToolCall> {
     })
 }
 
+/// The task a request names in `params._meta["io.gatehouse/task"]`, with
+/// the request's method and id.
+struct TaskDeclaration {
+    method: String,
+    id: Value,
+    task: String,
+}
+
+fn task_declaration(bytes: &[u8]) -> Option<TaskDeclaration> {
+    let message: Value = serde_json::from_slice(bytes).ok()?;
+    let task = message
+        .get("params")?
+        .get("_meta")?
+        .get(TASK_META)?
+        .as_str()?
+        .to_string();
+    Some(TaskDeclaration {
+        method: message.get("method")?.as_str()?.to_string(),
+        id: message.get("id").cloned().unwrap_or(Value::Null),
+        task,
+    })
+}
+
+/// What a declared task means for this request: `Ok(Some(grant))` when
+/// `initialize` declared a task that was granted, `Err` with the answer
+/// when the declaration is refused.
+async fn declared_task(
+    state: &AppState,
+    caller: &Caller,
+    declaration: TaskDeclaration,
+) -> Result<Option<DeclaredTask>, Response> {
+    let in_session = caller.session.is_some();
+    if declaration.method != "initialize" || in_session {
+        // Naming a task later, or in a session, is only fine when it is the
+        // task already held; anything else is an attempt to switch.
+        let current = caller.principal.task.as_ref().map(|t| t.task.as_str());
+        if current == Some(declaration.task.as_str()) {
+            return Ok(None);
+        }
+        let detail = format!(
+            "{} named task {:?} while holding {}",
+            declaration.method,
+            declaration.task,
+            current.map_or("no task grant".to_string(), |t| format!("task {t:?}"))
+        );
+        if state
+            .gateway
+            .record_anomaly(caller, "task_escalation", detail)
+            .await
+            .is_err()
+        {
+            return Err(audit_unavailable());
+        }
+        return Err(gate2_refusal(
+            declaration.id,
+            "task_escalation",
+            "a task is declared once, at initialize; to work on another task start a new session",
+        ));
+    }
+    match state.gateway.declare_task(caller, &declaration.task).await {
+        Ok(record) => Ok(Some(DeclaredTask(grant_of(&record)))),
+        Err(TaskGrantError::Refused(refusal)) => Err(gate2_refusal(
+            declaration.id,
+            refusal.code(),
+            &refusal.to_string(),
+        )),
+        Err(TaskGrantError::Audit(_)) => Err(audit_unavailable()),
+        Err(e) => {
+            tracing::error!(error = %e, "task grant failed");
+            Err(jsonrpc_refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "task grants are unavailable",
+            ))
+        }
+    }
+}
+
 pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     // The size cap and the deadline are enforced by the layers around the
     // router; this only collects what they let through.
     match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => {
+            let mut declared = None;
+            if let Some(declaration) = task_declaration(&bytes)
+                && let Some(caller) = parts.extensions.get::<Caller>().cloned()
+            {
+                match declared_task(&state, &caller, declaration).await {
+                    Ok(None) => {}
+                    Ok(Some(task)) => {
+                        // The initialize request itself already runs under the grant.
+                        let mut principal = (*caller.principal).clone();
+                        principal.task = Some(task.0.clone());
+                        parts.extensions.insert(Caller {
+                            principal: Arc::new(principal),
+                            ..caller
+                        });
+                        declared = Some(task);
+                    }
+                    Err(refusal) => return refusal,
+                }
+            }
             // A token without the tool's scope gets an HTTP 403 challenge, so
             // OAuth clients can step up (MCP authorization, RS10).
             // Only token callers can step up, so only their bodies are parsed here.
@@ -84,8 +182,13 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
                     Err(_) => return audit_unavailable(),
                 }
             }
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
+            let mut response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            if let Some(task) = declared {
+                response.extensions_mut().insert(task);
+            }
+            response
         }
         Err(error) => {
             if caused_by::<TimeoutError>(&error) {

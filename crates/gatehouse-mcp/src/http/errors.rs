@@ -147,6 +147,25 @@ pub fn jsonrpc_refusal(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// Gate 2 refusing a whole request (not one tool call): a task that may
+/// not be declared, a session whose task grant was revoked, a tenant the
+/// policy does not know. A JSON-RPC error with the reason code in `data`.
+pub fn gate2_refusal(id: serde_json::Value, reason: &str, message: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": crate::DENIED_ERROR_CODE,
+                "message": message,
+                "data": {"reason": reason}
+            }
+        })),
+    )
+        .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

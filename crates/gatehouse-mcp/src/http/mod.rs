@@ -7,6 +7,7 @@ mod errors;
 mod guard;
 mod listener;
 mod metadata;
+mod policy_check;
 mod router;
 mod sessions;
 

@@ -12,7 +12,7 @@ use url::Url;
 
 use super::guard::{HostAllowlist, OriginAllowlist};
 use super::sessions::SessionBindings;
-use super::{authenticate, body, guard, metadata};
+use super::{authenticate, body, guard, metadata, policy_check};
 use crate::sdk::{HttpServiceOptions, streamable_http_service};
 use crate::{Gateway, routes};
 
@@ -133,6 +133,21 @@ pub fn build_router(
             Arc::clone(&state),
             guard::host_and_origin,
         ));
+    // Admin endpoints: the same guard and gate 1 as /mcp, no MCP layer.
+    let admin_routes = Router::new()
+        .route(
+            routes::POLICY_CHECK,
+            axum::routing::post(policy_check::check),
+        )
+        .with_state(Arc::clone(&state))
+        .layer(from_fn_with_state(
+            Arc::clone(&state),
+            authenticate::authenticate,
+        ))
+        .layer(from_fn_with_state(
+            Arc::clone(&state),
+            guard::host_and_origin,
+        ));
     Router::new()
         .route(
             routes::PROTECTED_RESOURCE_METADATA_MCP,
@@ -145,6 +160,7 @@ pub fn build_router(
         .route(routes::HEALTH, get(health))
         .with_state(state)
         .merge(mcp_routes)
+        .merge(admin_routes)
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
         .layer(RequestBodyDeadlineLayer::new(config.body_timeout))
 }

@@ -1,9 +1,12 @@
-//! Binds each MCP session to the principal that created it. A session id
-//! presented by anyone else is answered as if it did not exist.
+//! Binds each MCP session to the principal that created it, and to the
+//! task grant declared at `initialize`, if any. A session id presented by
+//! anyone else is answered as if it did not exist.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use gatehouse_core::TaskGrant;
 
 /// Above this many bindings, idle ones are pruned on insert.
 const PRUNE_ABOVE: usize = 1024;
@@ -13,6 +16,7 @@ pub const MAX_SESSIONS: usize = 100_000;
 struct Binding {
     subject: String,
     last_seen: Instant,
+    grant: Option<TaskGrant>,
 }
 
 pub struct SessionBindings {
@@ -25,7 +29,8 @@ pub struct SessionBindings {
 pub enum SessionCheck {
     /// No binding: a new or unknown session (rmcp answers unknown ones with 404).
     Unbound,
-    Owned,
+    /// The caller's own session, with the task grant it was declared with.
+    Owned(Option<TaskGrant>),
     /// Bound to someone else.
     Foreign,
 }
@@ -46,14 +51,14 @@ impl SessionBindings {
             None => SessionCheck::Unbound,
             Some(b) if b.subject == subject => {
                 b.last_seen = Instant::now();
-                SessionCheck::Owned
+                SessionCheck::Owned(b.grant.clone())
             }
             Some(_) => SessionCheck::Foreign,
         }
     }
 
     /// Returns false when the table is full.
-    pub fn bind(&self, session: &str, subject: &str) -> bool {
+    pub fn bind(&self, session: &str, subject: &str, grant: Option<TaskGrant>) -> bool {
         let Ok(mut map) = self.map.lock() else {
             return false;
         };
@@ -69,6 +74,7 @@ impl SessionBindings {
             Binding {
                 subject: subject.to_string(),
                 last_seen: Instant::now(),
+                grant,
             },
         );
         true
@@ -89,10 +95,26 @@ mod tests {
     fn a_session_belongs_to_its_creator() {
         let bindings = SessionBindings::new(Duration::from_secs(60));
         assert_eq!(bindings.check("s1", "alice"), SessionCheck::Unbound);
-        assert!(bindings.bind("s1", "alice"));
-        assert_eq!(bindings.check("s1", "alice"), SessionCheck::Owned);
+        assert!(bindings.bind("s1", "alice", None));
+        assert_eq!(bindings.check("s1", "alice"), SessionCheck::Owned(None));
         assert_eq!(bindings.check("s1", "bob"), SessionCheck::Foreign);
         bindings.unbind("s1");
         assert_eq!(bindings.check("s1", "bob"), SessionCheck::Unbound);
+    }
+
+    #[test]
+    fn a_session_keeps_the_task_grant_it_was_declared_with() {
+        let bindings = SessionBindings::new(Duration::from_secs(60));
+        let grant = TaskGrant {
+            id: "tg_1".into(),
+            task: "research".into(),
+            tools: vec!["read_file".into()],
+            expires_at: gatehouse_core::Timestamp(1),
+        };
+        assert!(bindings.bind("s1", "alice", Some(grant.clone())));
+        assert_eq!(
+            bindings.check("s1", "alice"),
+            SessionCheck::Owned(Some(grant))
+        );
     }
 }

@@ -1,6 +1,8 @@
+pub mod approvals;
 pub mod audit;
 pub mod check_config;
 pub mod clients;
+pub mod grants;
 pub mod keys;
 pub mod policy;
 pub mod secrets;

@@ -1,8 +1,10 @@
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use gatehouse_authz::{DEFAULT_POLICY_TOML, Decision, Policy};
-use gatehouse_core::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal};
+use gatehouse_authz::{DEFAULT_POLICY_TOML, Explanation, Policy};
+use gatehouse_core::{
+    Clock, CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, SystemClock, TaskGrant,
+};
 use serde_json::{Value, json};
 
 use crate::cli::{PolicyCheckArgs, PolicyCommand};
@@ -97,26 +99,55 @@ async fn check(ctx: &Context, args: &PolicyCheckArgs) -> anyhow::Result<()> {
     if !arguments.is_object() {
         bail!("--args must be a JSON object");
     }
-    let principal = Arc::new(principal(ctx, args).await?);
-    let decision = policy.authorize_call(&principal, &args.tool, &arguments);
-    let (result, code, detail) = match &decision {
-        Decision::Permit(permit) => ("allow", "allowed".to_string(), permit.rule().to_string()),
-        Decision::Deny(deny) if deny.reason.code() == "approval_required" => {
-            ("approval", deny.reason.code().to_string(), deny.message())
+    let mut principal = principal(ctx, args).await?;
+    // With --task the call is decided under the grant the caller would get,
+    // as the gateway would; a refused claim is itself the answer.
+    let mut task_tools: Option<Vec<String>> = None;
+    let mut refused = None;
+    if let Some(task) = &args.task {
+        match policy.task_allowlist(&principal, task) {
+            Ok(tools) => {
+                let lifetime =
+                    i64::try_from(policy.task_max_duration(task).as_millis()).unwrap_or(i64::MAX);
+                principal.task = Some(TaskGrant {
+                    id: "policy-check".to_string(),
+                    task: task.clone(),
+                    tools: tools.clone(),
+                    expires_at: SystemClock.now().plus_millis(lifetime),
+                });
+                task_tools = Some(tools);
+            }
+            Err(refusal) => refused = Some(refusal),
         }
-        Decision::Deny(deny) => ("deny", deny.reason.code().to_string(), deny.message()),
+    }
+    let principal = Arc::new(principal);
+    let explanation = match refused {
+        Some(refusal) => Explanation {
+            decision: "deny",
+            reason: refusal.code(),
+            rule: refusal.to_string(),
+        },
+        None => policy.explain(&principal, &args.tool, &arguments),
     };
     if args.json {
         output::json(&json!({
-            "decision": result,
-            "reason": code,
-            "detail": detail,
+            "decision": explanation.decision,
+            "reason": explanation.reason,
+            "detail": explanation.rule,
             "tool": args.tool,
             "roles": principal.roles,
             "scopes": principal.scopes,
+            "task": args.task,
+            "task_tools": task_tools,
         }));
     } else {
-        output::line(&format!("{result}: {code}: {detail}"));
+        output::line(&format!(
+            "{}: {}: {}",
+            explanation.decision, explanation.reason, explanation.rule
+        ));
+        if let (Some(task), Some(tools)) = (&args.task, &task_tools) {
+            output::line(&format!("task {task} grants: {}", tools.join(", ")));
+        }
     }
     Ok(())
 }

@@ -66,7 +66,8 @@ async fn metadata_and_jwks_describe_the_server() {
             "authorization_code",
             "refresh_token",
             "client_credentials",
-            "urn:ietf:params:oauth:grant-type:device_code"
+            "urn:ietf:params:oauth:grant-type:device_code",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
         ])
     );
     assert_eq!(meta["code_challenge_methods_supported"], json!(["S256"]));

@@ -1,0 +1,361 @@
+//! Operation tokens: the second gate for tools marked `approval = true`.
+//!
+//! A call without a token creates (or reuses) a pending approval bound to
+//! (tenant, agent, credential, task grant, tool, SHA-256 of the canonical
+//! arguments). A human decides it on the approval page or with
+//! `gatehouse approvals approve`; approving mints a single-use operation
+//! token, valid for minutes, stored only as a keyed hash. The agent retries
+//! the same call with the token in `params._meta`; redemption is one
+//! conditional update that also compares the binding, so different
+//! arguments, another tool, another principal, reuse or expiry all fail.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gatehouse_authn::Pepper;
+use gatehouse_core::{Principal, Timestamp};
+use gatehouse_store::{
+    ApprovalDecision, ApprovalRecord, ApprovalStatus, OperationBinding, Store, StoreError,
+};
+use serde_json::Value;
+
+use crate::canonical::arguments_hash;
+
+/// Prefix of approval ids.
+pub const APPROVAL_PREFIX: &str = "apr_";
+/// Prefix of operation tokens.
+pub const OPERATION_TOKEN_PREFIX: &str = "gho_";
+/// The `params._meta` key an agent puts its operation token under.
+pub const OPERATION_TOKEN_META: &str = "io.gatehouse/operation_token";
+
+/// How long approvals and tokens live.
+#[derive(Debug, Clone)]
+pub struct ApprovalSettings {
+    /// A pending approval nobody decided expires after this.
+    pub pending_ttl_ms: i64,
+    /// An operation token must be redeemed within this (default 5 min).
+    pub token_ttl_ms: i64,
+    /// Base of approval URLs (`<issuer>/approvals/`), when the approval
+    /// page is served.
+    pub page_base: Option<String>,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        ApprovalSettings {
+            pending_ttl_ms: 15 * 60 * 1000,
+            token_ttl_ms: 5 * 60 * 1000,
+            page_base: None,
+        }
+    }
+}
+
+/// Who decides an approval.
+#[derive(Debug, Clone)]
+pub enum Decider {
+    /// A human logged in at the authorization server.
+    User {
+        username: String,
+        tenant: String,
+        /// Holds an admin role (of the policy) in that tenant.
+        admin: bool,
+    },
+    /// Someone with shell access to the server (`gatehouse approvals`).
+    Operator { name: String },
+}
+
+impl Decider {
+    pub fn name(&self) -> &str {
+        match self {
+            Decider::User { username, .. } => username,
+            Decider::Operator { name } => name,
+        }
+    }
+
+    /// Only the human the call is made for, an admin of the same tenant,
+    /// or the operator may decide.
+    pub fn may_decide(&self, approval: &ApprovalRecord) -> bool {
+        match self {
+            Decider::Operator { .. } => true,
+            Decider::User {
+                username,
+                tenant,
+                admin,
+            } => {
+                *tenant == approval.tenant
+                    && (*admin || approval.human.as_deref() == Some(username.as_str()))
+            }
+        }
+    }
+
+    /// Whether this decider may see the approval at all (list, page).
+    pub fn may_see(&self, approval: &ApprovalRecord) -> bool {
+        self.may_decide(approval)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    #[error("no such approval")]
+    NotFound,
+    /// Not the human the call is for, nor an admin of its tenant.
+    #[error("you may not decide this approval")]
+    Forbidden,
+    #[error("the approval was already decided or has expired")]
+    NotPending,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no randomness available: {0}")]
+    Random(String),
+}
+
+/// Why a presented operation token was not accepted. `code()` goes to the
+/// client and the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRefusal {
+    #[error("the operation token is not valid")]
+    Invalid,
+    #[error("the operation token was already used")]
+    Used,
+    #[error("the operation token has expired")]
+    Expired,
+    #[error("the operation token was issued for another call")]
+    Mismatch,
+}
+
+impl TokenRefusal {
+    pub fn code(self) -> &'static str {
+        match self {
+            TokenRefusal::Invalid => "operation_token_invalid",
+            TokenRefusal::Used => "operation_token_used",
+            TokenRefusal::Expired => "operation_token_expired",
+            TokenRefusal::Mismatch => "operation_token_mismatch",
+        }
+    }
+}
+
+/// A decided approval and, when approved, the operation token (shown once).
+pub struct Decided {
+    pub approval: ApprovalRecord,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Decided {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decided")
+            .field("approval", &self.approval.id)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+pub struct Approvals {
+    store: Arc<dyn Store>,
+    pepper: Pepper,
+    settings: ApprovalSettings,
+}
+
+fn random_text(bytes: usize) -> Result<String, ApprovalError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| ApprovalError::Random(e.to_string()))?;
+    Ok(URL_SAFE_NO_PAD.encode(buf))
+}
+
+/// The binding fields of a call, shared by the request and the redemption.
+struct CallBinding {
+    tenant: String,
+    agent: String,
+    credential_id: String,
+    task_grant: Option<String>,
+    arguments_hash: String,
+}
+
+fn binding_of(principal: &Principal, arguments: &Value) -> CallBinding {
+    CallBinding {
+        tenant: principal.tenant.clone(),
+        agent: principal.agent.clone(),
+        credential_id: principal.credential.id.clone(),
+        task_grant: principal.task.as_ref().map(|t| t.id.clone()),
+        arguments_hash: arguments_hash(arguments),
+    }
+}
+
+impl Approvals {
+    pub fn new(store: Arc<dyn Store>, pepper: Pepper, settings: ApprovalSettings) -> Self {
+        Approvals {
+            store,
+            pepper,
+            settings,
+        }
+    }
+
+    /// The page where a human decides this approval, if one is served.
+    pub fn url(&self, id: &str) -> Option<String> {
+        self.settings
+            .page_base
+            .as_ref()
+            .map(|base| format!("{base}{id}"))
+    }
+
+    /// A pending approval for this exact call: an existing one when the
+    /// agent asks again for the same call, else a new one.
+    /// `shown_arguments` is what the approver sees (audit-redacted).
+    pub async fn request(
+        &self,
+        principal: &Principal,
+        tool: &str,
+        arguments: &Value,
+        shown_arguments: &Value,
+        now: Timestamp,
+    ) -> Result<ApprovalRecord, ApprovalError> {
+        let call = binding_of(principal, arguments);
+        let pending = self
+            .store
+            .list_approvals(Some(&principal.tenant), true, now)
+            .await?;
+        if let Some(existing) = pending.into_iter().find(|a| {
+            a.agent == call.agent
+                && a.credential_id == call.credential_id
+                && a.task_grant == call.task_grant
+                && a.tool == tool
+                && a.arguments_hash == call.arguments_hash
+        }) {
+            return Ok(existing);
+        }
+        let record = ApprovalRecord {
+            id: format!("{APPROVAL_PREFIX}{}", random_text(16)?),
+            tenant: call.tenant,
+            human: principal.human.clone(),
+            agent: call.agent,
+            credential_id: call.credential_id,
+            task_grant: call.task_grant,
+            task: principal.task.as_ref().map(|t| t.task.clone()),
+            tool: tool.to_string(),
+            arguments_hash: call.arguments_hash,
+            arguments: shown_arguments.to_string(),
+            status: ApprovalStatus::Pending,
+            created_at: now,
+            expires_at: now.plus_millis(self.settings.pending_ttl_ms),
+            decided_by: None,
+            decided_at: None,
+            token_hash: None,
+            token_expires_at: None,
+            redeemed_at: None,
+        };
+        self.store.insert_approval(&record).await?;
+        Ok(record)
+    }
+
+    /// The approval, if the decider may see it. An approval of another
+    /// tenant answers `NotFound`, so its existence is not revealed.
+    pub async fn get(&self, id: &str, decider: &Decider) -> Result<ApprovalRecord, ApprovalError> {
+        match self.store.approval(id).await? {
+            Some(approval) if decider.may_see(&approval) => Ok(approval),
+            Some(approval) if matches!(decider, Decider::User { tenant, .. } if *tenant == approval.tenant) => {
+                Err(ApprovalError::Forbidden)
+            }
+            _ => Err(ApprovalError::NotFound),
+        }
+    }
+
+    /// Pending approvals the decider may decide, newest first.
+    pub async fn pending(
+        &self,
+        decider: &Decider,
+        now: Timestamp,
+    ) -> Result<Vec<ApprovalRecord>, ApprovalError> {
+        let tenant = match decider {
+            Decider::User { tenant, .. } => Some(tenant.as_str()),
+            Decider::Operator { .. } => None,
+        };
+        Ok(self
+            .store
+            .list_approvals(tenant, true, now)
+            .await?
+            .into_iter()
+            .filter(|a| decider.may_see(a))
+            .collect())
+    }
+
+    /// Every approval (all states) the operator can see, newest first.
+    pub async fn all(&self, now: Timestamp) -> Result<Vec<ApprovalRecord>, ApprovalError> {
+        Ok(self.store.list_approvals(None, false, now).await?)
+    }
+
+    /// Approves or denies. Approving mints the operation token, returned
+    /// here once and stored only as a keyed hash.
+    pub async fn decide(
+        &self,
+        id: &str,
+        approve: bool,
+        decider: &Decider,
+        now: Timestamp,
+    ) -> Result<Decided, ApprovalError> {
+        let approval = self.get(id, decider).await?;
+        if !decider.may_decide(&approval) {
+            return Err(ApprovalError::Forbidden);
+        }
+        let (decision, token) = if approve {
+            let token = format!("{OPERATION_TOKEN_PREFIX}{}", random_text(32)?);
+            let decision = ApprovalDecision::Approve {
+                token_hash: self.pepper.hash(token.as_bytes()),
+                token_expires_at: now.plus_millis(self.settings.token_ttl_ms),
+            };
+            (decision, Some(token))
+        } else {
+            (ApprovalDecision::Deny, None)
+        };
+        let decided = self
+            .store
+            .decide_approval(id, &decision, decider.name(), now)
+            .await?
+            .ok_or(ApprovalError::NotPending)?;
+        Ok(Decided {
+            approval: decided,
+            token,
+        })
+    }
+
+    /// Redeems `token` for this exact call, once. On refusal nothing
+    /// changes, and the reason says why (for the client and the audit log).
+    pub async fn redeem(
+        &self,
+        principal: &Principal,
+        tool: &str,
+        arguments: &Value,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<Result<ApprovalRecord, TokenRefusal>, StoreError> {
+        if !token.starts_with(OPERATION_TOKEN_PREFIX) {
+            return Ok(Err(TokenRefusal::Invalid));
+        }
+        let token_hash = self.pepper.hash(token.as_bytes());
+        let call = binding_of(principal, arguments);
+        let binding = OperationBinding {
+            token_hash: token_hash.clone(),
+            tenant: call.tenant,
+            agent: call.agent,
+            credential_id: call.credential_id,
+            task_grant: call.task_grant,
+            tool: tool.to_string(),
+            arguments_hash: call.arguments_hash,
+        };
+        if let Some(redeemed) = self.store.redeem_operation_token(&binding, now).await? {
+            return Ok(Ok(redeemed));
+        }
+        let refusal = match self.store.approval_by_token(&token_hash).await? {
+            None => TokenRefusal::Invalid,
+            Some(a) if a.status == ApprovalStatus::Redeemed => TokenRefusal::Used,
+            Some(a) if a.token_expires_at.is_none_or(|at| now >= at) => TokenRefusal::Expired,
+            // Another tenant's token says nothing more than an unknown one.
+            Some(a) if a.tenant != principal.tenant => TokenRefusal::Invalid,
+            Some(_) => TokenRefusal::Mismatch,
+        };
+        Ok(Err(refusal))
+    }
+}
+
+#[cfg(test)]
+#[path = "approvals_tests.rs"]
+mod tests;

@@ -1,0 +1,218 @@
+use std::sync::Arc;
+
+use gatehouse_authn::Pepper;
+use gatehouse_core::{CredentialKind, CredentialRef, Principal, TaskGrant, Timestamp};
+use gatehouse_store::{ApprovalStatus, SqliteStore, Store};
+use serde_json::json;
+
+use super::*;
+
+fn principal(tenant: &str, human: &str, agent: &str) -> Principal {
+    Principal {
+        tenant: tenant.into(),
+        human: Some(human.into()),
+        agent: agent.into(),
+        credential: CredentialRef {
+            kind: CredentialKind::ApiKey,
+            id: agent.into(),
+        },
+        roles: vec!["executor".into()],
+        scopes: None,
+        expires_at: None,
+        task: None,
+    }
+}
+
+fn alice(tenant: &str) -> Decider {
+    Decider::User {
+        username: "alice".into(),
+        tenant: tenant.into(),
+        admin: false,
+    }
+}
+
+async fn approvals() -> Approvals {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    Approvals::new(
+        store,
+        Pepper::new(vec![7; 32]).unwrap(),
+        ApprovalSettings {
+            page_base: Some("http://127.0.0.1:1/approvals/".into()),
+            ..ApprovalSettings::default()
+        },
+    )
+}
+
+const T0: Timestamp = Timestamp(1_000_000);
+
+#[tokio::test]
+async fn asking_again_for_the_same_call_reuses_the_pending_approval() {
+    let a = approvals().await;
+    let p = principal("acme", "alice", "ghk_bot");
+    let args = json!({"to": "x@example.com", "subject": "hi"});
+    let first = a.request(&p, "send_email", &args, &args, T0).await.unwrap();
+    assert!(first.id.starts_with(APPROVAL_PREFIX));
+    assert_eq!(
+        a.url(&first.id).unwrap(),
+        format!("http://127.0.0.1:1/approvals/{}", first.id)
+    );
+    // The same call with keys in another order is the same call.
+    let same: serde_json::Value =
+        serde_json::from_str(r#"{"subject":"hi","to":"x@example.com"}"#).unwrap();
+    let again = a.request(&p, "send_email", &same, &same, T0).await.unwrap();
+    assert_eq!(first.id, again.id);
+    let other = json!({"to": "y@example.com", "subject": "hi"});
+    let different = a
+        .request(&p, "send_email", &other, &other, T0)
+        .await
+        .unwrap();
+    assert_ne!(first.id, different.id);
+}
+
+#[tokio::test]
+async fn only_the_human_an_admin_of_the_tenant_or_the_operator_may_decide() {
+    let a = approvals().await;
+    let p = principal("acme", "alice", "ghk_bot");
+    let args = json!({"to": "x@example.com"});
+    let req = a.request(&p, "send_email", &args, &args, T0).await.unwrap();
+    let bob = Decider::User {
+        username: "bob".into(),
+        tenant: "acme".into(),
+        admin: false,
+    };
+    assert!(matches!(
+        a.decide(&req.id, true, &bob, T0).await,
+        Err(ApprovalError::Forbidden)
+    ));
+    // Another tenant's admin does not even learn that it exists.
+    let other_admin = Decider::User {
+        username: "root".into(),
+        tenant: "globex".into(),
+        admin: true,
+    };
+    assert!(matches!(
+        a.decide(&req.id, true, &other_admin, T0).await,
+        Err(ApprovalError::NotFound)
+    ));
+    assert!(a.pending(&other_admin, T0).await.unwrap().is_empty());
+    assert_eq!(a.pending(&alice("acme"), T0).await.unwrap().len(), 1);
+    let admin = Decider::User {
+        username: "carol".into(),
+        tenant: "acme".into(),
+        admin: true,
+    };
+    let decided = a.decide(&req.id, false, &admin, T0).await.unwrap();
+    assert_eq!(decided.approval.status, ApprovalStatus::Denied);
+    assert!(decided.token.is_none());
+    assert!(matches!(
+        a.decide(&req.id, true, &alice("acme"), T0).await,
+        Err(ApprovalError::NotPending)
+    ));
+}
+
+#[tokio::test]
+async fn an_operation_token_runs_exactly_the_approved_call_once() {
+    let a = approvals().await;
+    let p = principal("acme", "alice", "ghk_bot");
+    let args = json!({"to": "x@example.com", "subject": "hi"});
+    let req = a.request(&p, "send_email", &args, &args, T0).await.unwrap();
+    let token = a
+        .decide(&req.id, true, &alice("acme"), T0)
+        .await
+        .unwrap()
+        .token
+        .unwrap();
+    assert!(token.starts_with(OPERATION_TOKEN_PREFIX));
+    let redeem = |p: Principal, tool: &'static str, args: serde_json::Value, token: String| {
+        let a = &a;
+        async move { a.redeem(&p, tool, &args, &token, T0).await.unwrap() }
+    };
+    // Every mismatch is refused and burns nothing.
+    let other_args = json!({"to": "evil@example.net", "subject": "hi"});
+    assert_eq!(
+        redeem(p.clone(), "send_email", other_args, token.clone()).await,
+        Err(TokenRefusal::Mismatch)
+    );
+    assert_eq!(
+        redeem(p.clone(), "write_file", args.clone(), token.clone()).await,
+        Err(TokenRefusal::Mismatch)
+    );
+    assert_eq!(
+        redeem(
+            principal("acme", "alice", "ghk_other"),
+            "send_email",
+            args.clone(),
+            token.clone()
+        )
+        .await,
+        Err(TokenRefusal::Mismatch)
+    );
+    assert_eq!(
+        redeem(
+            principal("globex", "alice", "ghk_bot"),
+            "send_email",
+            args.clone(),
+            token.clone()
+        )
+        .await,
+        Err(TokenRefusal::Invalid)
+    );
+    let mut in_task = p.clone();
+    in_task.task = Some(TaskGrant {
+        id: "tg_x".into(),
+        task: "outreach".into(),
+        tools: vec!["send_email".into()],
+        expires_at: Timestamp(i64::MAX),
+    });
+    assert_eq!(
+        redeem(in_task, "send_email", args.clone(), token.clone()).await,
+        Err(TokenRefusal::Mismatch)
+    );
+    assert_eq!(
+        redeem(p.clone(), "send_email", args.clone(), "gho_forged".into()).await,
+        Err(TokenRefusal::Invalid)
+    );
+    let redeemed = redeem(p.clone(), "send_email", args.clone(), token.clone())
+        .await
+        .unwrap();
+    assert_eq!(redeemed.id, req.id);
+    assert_eq!(redeemed.status, ApprovalStatus::Redeemed);
+    assert_eq!(
+        redeem(p.clone(), "send_email", args.clone(), token.clone()).await,
+        Err(TokenRefusal::Used)
+    );
+}
+
+#[tokio::test]
+async fn an_operation_token_expires_after_its_lifetime() {
+    let a = approvals().await;
+    let p = principal("acme", "alice", "ghk_bot");
+    let args = json!({"to": "x@example.com"});
+    let req = a.request(&p, "send_email", &args, &args, T0).await.unwrap();
+    let token = a
+        .decide(&req.id, true, &alice("acme"), T0)
+        .await
+        .unwrap()
+        .token
+        .unwrap();
+    let late = T0.plus_millis(ApprovalSettings::default().token_ttl_ms);
+    assert_eq!(
+        a.redeem(&p, "send_email", &args, &token, late)
+            .await
+            .unwrap(),
+        Err(TokenRefusal::Expired)
+    );
+}
+
+#[tokio::test]
+async fn a_pending_approval_cannot_be_decided_after_it_expired() {
+    let a = approvals().await;
+    let p = principal("acme", "alice", "ghk_bot");
+    let args = json!({});
+    let req = a.request(&p, "send_email", &args, &args, T0).await.unwrap();
+    let late = T0.plus_millis(ApprovalSettings::default().pending_ttl_ms);
+    assert!(matches!(
+        a.decide(&req.id, true, &alice("acme"), late).await,
+        Err(ApprovalError::NotPending)
+    ));
+}

@@ -1,0 +1,148 @@
+//! `POST /admin/policy/check`: the HTTP form of `gatehouse policy check`.
+//! An admin asks how the policy in force would decide a call for a given
+//! role set, tenant, scopes and task; nothing runs and nothing is granted.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use gatehouse_core::{CredentialKind, CredentialRef, Principal, TaskGrant, Timestamp};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::router::AppState;
+use crate::Caller;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckRequest {
+    tool: String,
+    #[serde(default)]
+    args: Option<Value>,
+    roles: Vec<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    /// Defaults to the asking admin's tenant.
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    task: Option<String>,
+}
+
+fn error(status: StatusCode, code: &str, description: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": code, "error_description": description})),
+    )
+        .into_response()
+}
+
+fn is_admin(state: &AppState, principal: &Principal) -> bool {
+    let policy = state.gateway.policy();
+    principal
+        .roles
+        .iter()
+        .any(|r| r == "admin" || policy.is_admin_role(r))
+}
+
+pub async fn check(
+    State(state): State<Arc<AppState>>,
+    caller: Option<Extension<Caller>>,
+    body: Bytes,
+) -> Response {
+    let Some(Extension(caller)) = caller else {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "authenticate first",
+        );
+    };
+    // An admin confined to a task grant is not acting as an admin.
+    if !is_admin(&state, &caller.principal) || caller.principal.task.is_some() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an admin may explain policy decisions",
+        );
+    }
+    let request: CheckRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("expected {{tool, args, roles, scopes?, tenant?, task?}}: {e}"),
+            );
+        }
+    };
+    let args = request.args.unwrap_or_else(|| json!({}));
+    if !args.is_object() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "args must be a JSON object",
+        );
+    }
+    let tenant = request
+        .tenant
+        .unwrap_or_else(|| caller.principal.tenant.clone());
+    // Another tenant's policy questions are not this admin's to ask.
+    if tenant != caller.principal.tenant {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "an admin may explain decisions for their own tenant only",
+        );
+    }
+    let policy = state.gateway.policy();
+    let mut principal = Principal {
+        tenant,
+        human: None,
+        agent: "policy-check".into(),
+        credential: CredentialRef {
+            kind: CredentialKind::ApiKey,
+            id: "policy-check".into(),
+        },
+        roles: request.roles,
+        scopes: request.scopes,
+        expires_at: None,
+        task: None,
+    };
+    let mut task_tools = None;
+    if let Some(task) = &request.task {
+        match policy.task_allowlist(&principal, task) {
+            Ok(tools) => {
+                task_tools = Some(tools.clone());
+                principal.task = Some(TaskGrant {
+                    id: "policy-check".into(),
+                    task: task.clone(),
+                    tools,
+                    expires_at: Timestamp(i64::MAX),
+                });
+            }
+            Err(refusal) => {
+                return Json(json!({
+                    "decision": "deny",
+                    "reason": refusal.code(),
+                    "rule": refusal.to_string(),
+                    "tool": request.tool,
+                    "task": task,
+                }))
+                .into_response();
+            }
+        }
+    }
+    let explanation = policy.explain(&Arc::new(principal), &request.tool, &args);
+    Json(json!({
+        "decision": explanation.decision,
+        "reason": explanation.reason,
+        "rule": explanation.rule,
+        "tool": request.tool,
+        "task": request.task,
+        "task_tools": task_tools,
+    }))
+    .into_response()
+}

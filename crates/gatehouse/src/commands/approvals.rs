@@ -1,0 +1,189 @@
+//! `gatehouse approvals list|approve|deny`: deciding operation-token
+//! requests from a shell. Shell access to the server is operator access,
+//! so every tenant's approvals are visible here.
+
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use gatehouse_audit::{AuditLog, EventBuilder};
+use gatehouse_authz::{ApprovalError, ApprovalSettings, Approvals, Decider};
+use gatehouse_core::{AuditKind, Clock, Outcome, SystemClock, Timestamp};
+use gatehouse_store::{ApprovalRecord, ApprovalStatus};
+use serde_json::json;
+
+use crate::cli::ApprovalsCommand;
+use crate::commands::keys::ts_text;
+use crate::context::Context;
+use crate::output;
+
+fn status(approval: &ApprovalRecord, now: Timestamp) -> &'static str {
+    match approval.status {
+        ApprovalStatus::Pending if now >= approval.expires_at => "expired",
+        ApprovalStatus::Approved if approval.token_expires_at.is_some_and(|t| now >= t) => {
+            "expired"
+        }
+        other => other.as_str(),
+    }
+}
+
+fn approval_json(a: &ApprovalRecord, now: Timestamp) -> serde_json::Value {
+    json!({
+        "id": a.id,
+        "status": status(a, now),
+        "tenant": a.tenant,
+        "human": a.human,
+        "agent": a.agent,
+        "credential": a.credential_id,
+        "task_grant": a.task_grant,
+        "task": a.task,
+        "tool": a.tool,
+        "arguments": serde_json::from_str::<serde_json::Value>(&a.arguments).unwrap_or_default(),
+        "arguments_sha256": a.arguments_hash,
+        "created_at": a.created_at.to_rfc3339(),
+        "expires_at": a.expires_at.to_rfc3339(),
+        "decided_by": a.decided_by,
+        "decided_at": a.decided_at.map(|t| t.to_rfc3339()),
+        "redeemed_at": a.redeemed_at.map(|t| t.to_rfc3339()),
+    })
+}
+
+fn operator() -> Decider {
+    let name = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "operator".to_string());
+    Decider::Operator {
+        name: format!("operator:{name}"),
+    }
+}
+
+async fn decide(ctx: &Context, id: &str, approve: bool, json_out: bool) -> anyhow::Result<()> {
+    let now = SystemClock.now();
+    let store = ctx.open_store().await?;
+    let settings = ApprovalSettings::default();
+    let token_minutes = settings.token_ttl_ms / 60_000;
+    let approvals = Approvals::new(Arc::clone(&store), ctx.pepper()?, settings);
+    let decider = operator();
+    let decided = match approvals.decide(id, approve, &decider, now).await {
+        Ok(decided) => decided,
+        Err(ApprovalError::NotFound) => bail!("no approval with id {id:?}"),
+        Err(ApprovalError::NotPending) => {
+            bail!("approval {id} is not pending any more (already decided, or expired)")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let approval = &decided.approval;
+    let audit_path = ctx.in_data_dir(&ctx.config.audit.file);
+    let (audit, writer) = AuditLog::start(store, Some(audit_path.clone()), ctx.config.audit.fsync)
+        .with_context(|| format!("cannot open the audit file {}", audit_path.display()))?;
+    audit
+        .record(
+            EventBuilder::new(AuditKind::Grant, Outcome::Success, now)
+                .tenant(&approval.tenant)
+                .human(decider.name())
+                .agent(&approval.agent)
+                .credential(Some(approval.credential_id.clone()))
+                .session(approval.task_grant.clone())
+                .tool(&approval.tool)
+                .decision(if approve { "approve" } else { "deny" })
+                .reason(if approve {
+                    "approval_granted"
+                } else {
+                    "approval_denied"
+                })
+                .error(format!(
+                    "approval {} decided from the command line",
+                    approval.id
+                ))
+                .build(),
+        )
+        .await?;
+    drop(audit);
+    writer.wait().await;
+    if json_out {
+        let mut value = approval_json(approval, now);
+        if let Some(token) = &decided.token {
+            value["operation_token"] = json!(token);
+        }
+        output::json(&value);
+        return Ok(());
+    }
+    match &decided.token {
+        Some(token) => {
+            output::line(&format!(
+                "Approved {} ({} for {}).",
+                approval.id, approval.tool, approval.agent
+            ));
+            output::line(&format!(
+                "Operation token, single use, valid {token_minutes} minutes, for exactly these arguments:"
+            ));
+            output::line("");
+            output::line(&format!("  {token}"));
+        }
+        None => output::line(&format!(
+            "Denied {}; the agent's retry will be refused.",
+            approval.id
+        )),
+    }
+    Ok(())
+}
+
+pub async fn run(ctx: &Context, command: ApprovalsCommand) -> anyhow::Result<()> {
+    match command {
+        ApprovalsCommand::List { all, json } => {
+            let now = SystemClock.now();
+            let store = ctx.open_store().await?;
+            let records = store.list_approvals(None, !all, now).await?;
+            if json.json {
+                output::json(&json!(
+                    records
+                        .iter()
+                        .map(|a| approval_json(a, now))
+                        .collect::<Vec<_>>()
+                ));
+                return Ok(());
+            }
+            if records.is_empty() {
+                output::line(if all {
+                    "No approvals."
+                } else {
+                    "No pending approvals."
+                });
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = records
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.id.clone(),
+                        status(a, now).to_string(),
+                        a.tenant.clone(),
+                        a.human.clone().unwrap_or_else(|| "-".into()),
+                        a.agent.clone(),
+                        a.tool.clone(),
+                        a.task.clone().unwrap_or_else(|| "-".into()),
+                        ts_text(Some(a.expires_at)),
+                        a.arguments.clone(),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "ID",
+                    "STATUS",
+                    "TENANT",
+                    "HUMAN",
+                    "AGENT",
+                    "TOOL",
+                    "TASK",
+                    "EXPIRES",
+                    "ARGUMENTS",
+                ],
+                &rows,
+            );
+        }
+        ApprovalsCommand::Approve { id, json } => decide(ctx, &id, true, json.json).await?,
+        ApprovalsCommand::Deny { id, json } => decide(ctx, &id, false, json.json).await?,
+    }
+    Ok(())
+}

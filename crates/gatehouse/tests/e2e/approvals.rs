@@ -1,0 +1,403 @@
+//! Operation tokens end to end: a call of an `approval` tool is refused
+//! with an approval id and URL, a human approves it on the approval page
+//! (or from the shell), and the agent's retry with the token runs exactly
+//! that call once.
+
+use serde_json::{Value, json};
+
+use super::browser::{Browser, Page, add_user};
+use super::harness::{LEGACY, Server, parse_body};
+
+const META: &str = "io.gatehouse/operation_token";
+
+fn email(to: &str) -> Value {
+    json!({"to": to, "subject": "Quarterly report", "body": "Attached."})
+}
+
+async fn call(server: &Server, key: &str, tool: &str, args: Value, token: Option<&str>) -> Value {
+    let mut params = json!({"name": tool, "arguments": args});
+    if let Some(token) = token {
+        params["_meta"] = json!({ META: token });
+    }
+    // The harness adds the protocol _meta keys; keep ours beside them.
+    let (status, body) = rpc_with_meta(server, key, params).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn rpc_with_meta(server: &Server, key: &str, mut params: Value) -> (u16, Value) {
+    let mut meta = params["_meta"].as_object().cloned().unwrap_or_default();
+    meta.insert(
+        "io.modelcontextprotocol/protocolVersion".into(),
+        json!(super::harness::MODERN),
+    );
+    meta.insert(
+        "io.modelcontextprotocol/clientCapabilities".into(),
+        json!({}),
+    );
+    params["_meta"] = Value::Object(meta);
+    let response = server
+        .http
+        .post(server.mcp_url())
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", super::harness::MODERN)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", params["name"].as_str().unwrap_or_default())
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, parse_body(&response.text().await.unwrap()))
+}
+
+fn reason(body: &Value) -> &str {
+    body["error"]["data"]["reason"].as_str().unwrap_or_default()
+}
+
+fn succeeded(body: &Value) -> bool {
+    body["result"].is_object() && body["result"]["isError"] != json!(true)
+}
+
+/// The text of the element with this id (pages escape their content).
+fn element(page: &Page, id: &str) -> String {
+    let marker = format!("id=\"{id}\">");
+    let start = page
+        .body
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no #{id} in:\n{}", page.body))
+        + marker.len();
+    let end = page.body[start..].find('<').unwrap() + start;
+    page.body[start..end]
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+/// Opens the approval URL as `user`, logging in, and decides.
+async fn decide_on_page(server: &Server, url: &str, user: (&str, &str), decision: &str) -> Page {
+    let mut browser = Browser::new(server);
+    let mut page = browser.visit(url).await;
+    if page.is_login() {
+        page = browser.login_then(&page, user.0, user.1).await;
+    }
+    if page.status != 200 || !page.body.contains("name=\"decision\"") {
+        return page;
+    }
+    let csrf = page.field("csrf");
+    let path = url::Url::parse(url).unwrap().path().to_string();
+    browser
+        .post(&path, &[("csrf", &csrf), ("decision", decision)])
+        .await
+}
+
+struct Setup {
+    server: Server,
+    alice_password: String,
+    agent: String,
+}
+
+fn setup() -> Setup {
+    let server = Server::start(None);
+    let alice_password = add_user(&server, "alice", "executor");
+    let (_, agent) = server.create_key("mailer", "executor", &["--owner", "alice"]);
+    Setup {
+        server,
+        alice_password,
+        agent,
+    }
+}
+
+#[tokio::test]
+async fn a_human_approves_on_the_page_and_the_retry_runs_exactly_once() {
+    let Setup {
+        server,
+        alice_password,
+        agent,
+    } = setup();
+    let refused = call(
+        &server,
+        &agent,
+        "send_email",
+        email("bob@example.com"),
+        None,
+    )
+    .await;
+    assert_eq!(reason(&refused), "approval_required", "{refused}");
+    assert_eq!(refused["error"]["code"], -32001);
+    let data = &refused["error"]["data"];
+    let approval = data["approval_id"].as_str().unwrap().to_string();
+    let url = data["approval_url"].as_str().unwrap().to_string();
+    assert!(approval.starts_with("apr_"));
+    assert_eq!(url, format!("{}/approvals/{approval}", server.base));
+    // Asking again for the same call does not pile up requests.
+    let again = call(
+        &server,
+        &agent,
+        "send_email",
+        email("bob@example.com"),
+        None,
+    )
+    .await;
+    assert_eq!(again["error"]["data"]["approval_id"], approval.as_str());
+
+    // Another user of the tenant may not decide, nor even see the arguments.
+    let bob_password = add_user(&server, "bob", "executor");
+    let page = decide_on_page(&server, &url, ("bob", &bob_password), "approve").await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(!page.body.contains("bob@example.com"));
+
+    // Alice sees who asks, which tool and the exact arguments.
+    let mut browser = Browser::new(&server);
+    let login = browser.visit(&url).await;
+    let page = browser.login_then(&login, "alice", &alice_password).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert_eq!(element(&page, "tool"), "send_email");
+    assert_eq!(element(&page, "approval-id"), approval);
+    assert!(element(&page, "arguments").contains("bob@example.com"));
+    let csrf = page.field("csrf");
+    let path = format!("/approvals/{approval}");
+    // A form without this browser's CSRF token is refused.
+    let forged = Browser::new(&server)
+        .post(&path, &[("csrf", &csrf), ("decision", "approve")])
+        .await;
+    assert_eq!(forged.status, 403);
+    let approved = browser
+        .post(&path, &[("csrf", &csrf), ("decision", "approve")])
+        .await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    let token = element(&approved, "operation-token");
+    assert!(token.starts_with("gho_"));
+    // Deciding twice changes nothing.
+    let twice = browser
+        .post(&path, &[("csrf", &csrf), ("decision", "deny")])
+        .await;
+    assert_eq!(twice.status, 409);
+
+    // Every mismatch is refused without spending the token.
+    let other_args = call(
+        &server,
+        &agent,
+        "send_email",
+        email("eve@evil.example"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(
+        reason(&other_args),
+        "operation_token_mismatch",
+        "{other_args}"
+    );
+    let other_tool = call(
+        &server,
+        &agent,
+        "write_file",
+        json!({"path": "x.txt", "content": "x"}),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(reason(&other_tool), "operation_token_mismatch");
+    let (_, other_agent) = server.create_key("other", "executor", &["--owner", "alice"]);
+    let other_principal = call(
+        &server,
+        &other_agent,
+        "send_email",
+        email("bob@example.com"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(reason(&other_principal), "operation_token_mismatch");
+    let forged_token = call(
+        &server,
+        &agent,
+        "send_email",
+        email("bob@example.com"),
+        Some("gho_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+    )
+    .await;
+    assert_eq!(reason(&forged_token), "operation_token_invalid");
+
+    // The approved call runs once; the second retry is refused.
+    let ran = call(
+        &server,
+        &agent,
+        "send_email",
+        email("bob@example.com"),
+        Some(&token),
+    )
+    .await;
+    assert!(succeeded(&ran), "{ran}");
+    let replay = call(
+        &server,
+        &agent,
+        "send_email",
+        email("bob@example.com"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(reason(&replay), "operation_token_used");
+
+    let reasons: Vec<String> = server
+        .audit(&["--tool", "send_email"])
+        .iter()
+        .filter_map(|r| r["reason"].as_str().map(String::from))
+        .collect();
+    for expected in [
+        "approval_required",
+        "approval_granted",
+        "operation_token_mismatch",
+        "operation_token_used",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r == expected),
+            "{expected}: {reasons:?}"
+        );
+    }
+    assert!(reasons.iter().any(|r| r.contains(&approval)), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn concurrent_retries_with_one_token_run_the_call_once() {
+    let Setup { server, agent, .. } = setup();
+    let refused = call(
+        &server,
+        &agent,
+        "send_email",
+        email("bob@example.com"),
+        None,
+    )
+    .await;
+    let approval = refused["error"]["data"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = server.cli_json(&["approvals", "list"]);
+    assert_eq!(listed[0]["id"], approval.as_str());
+    assert_eq!(listed[0]["arguments"]["to"], "bob@example.com");
+    let approved = server.cli_json(&["approvals", "approve", &approval]);
+    let token = approved["operation_token"].as_str().unwrap().to_string();
+    let attempts = (0..8).map(|_| {
+        let (server, agent, token) = (&server, agent.clone(), token.clone());
+        async move {
+            call(
+                server,
+                &agent,
+                "send_email",
+                email("bob@example.com"),
+                Some(&token),
+            )
+            .await
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let ran = results.iter().filter(|r| succeeded(r)).count();
+    let used = results
+        .iter()
+        .filter(|r| reason(r) == "operation_token_used")
+        .count();
+    assert_eq!((ran, used), (1, 7), "{results:?}");
+}
+
+#[tokio::test]
+async fn a_denied_call_stays_denied_and_a_new_request_needs_a_new_approval() {
+    let Setup {
+        server,
+        alice_password,
+        agent,
+    } = setup();
+    let refused = call(
+        &server,
+        &agent,
+        "send_email",
+        email("bob@example.com"),
+        None,
+    )
+    .await;
+    let url = refused["error"]["data"]["approval_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let approval = refused["error"]["data"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page = decide_on_page(&server, &url, ("alice", &alice_password), "deny").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Denied"));
+    let out = server.cli(&["approvals", "approve", &approval]);
+    assert!(
+        !out.status.success(),
+        "a denied approval cannot be approved later"
+    );
+    let again = call(
+        &server,
+        &agent,
+        "send_email",
+        email("bob@example.com"),
+        None,
+    )
+    .await;
+    assert_eq!(reason(&again), "approval_required");
+    assert_ne!(again["error"]["data"]["approval_id"], approval.as_str());
+}
+
+#[tokio::test]
+async fn clients_with_url_elicitation_are_asked_to_open_the_approval_page() {
+    let Setup { server, agent, .. } = setup();
+    let post = |session: Option<String>, body: Value| {
+        let mut request = server
+            .http
+            .post(server.mcp_url())
+            .bearer_auth(&agent)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", LEGACY);
+        if let Some(id) = session {
+            request = request.header("mcp-session-id", id);
+        }
+        request.json(&body).send()
+    };
+    let response = post(
+        None,
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": LEGACY,
+            "capabilities": {"elicitation": {"url": {}}},
+            "clientInfo": {"name": "e2e", "version": "1"}
+        }}),
+    )
+    .await
+    .unwrap();
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    post(
+        Some(session.clone()),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await
+    .unwrap();
+    let response = post(
+        Some(session),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "send_email", "arguments": email("bob@example.com")
+        }}),
+    )
+    .await
+    .unwrap();
+    let body = parse_body(&response.text().await.unwrap());
+    assert_eq!(body["error"]["code"], -32042, "{body}");
+    let elicitation = &body["error"]["data"]["elicitations"][0];
+    assert_eq!(elicitation["mode"], "url");
+    assert_eq!(
+        elicitation["elicitationId"],
+        body["error"]["data"]["approval_id"]
+    );
+    assert!(
+        elicitation["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(body["error"]["data"]["approval_id"].as_str().unwrap())
+    );
+}
