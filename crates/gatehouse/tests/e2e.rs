@@ -16,6 +16,8 @@ mod e2e {
     mod config;
     mod device;
     mod keys;
+    mod lockout;
+    mod matrix;
     mod oauth;
     mod policy;
     mod postgres;
@@ -24,6 +26,7 @@ mod e2e {
     mod sessions;
     mod stdio;
     mod task_grants;
+    mod tenants;
     mod tools;
     mod transport;
 }

@@ -19,38 +19,9 @@ async fn call(server: &Server, key: &str, tool: &str, args: Value, token: Option
     if let Some(token) = token {
         params["_meta"] = json!({ META: token });
     }
-    // The harness adds the protocol _meta keys; keep ours beside them.
-    let (status, body) = rpc_with_meta(server, key, params).await;
+    let (status, body) = server.rpc(Some(key), "tools/call", params).await;
     assert_eq!(status, 200, "{body}");
     body
-}
-
-async fn rpc_with_meta(server: &Server, key: &str, mut params: Value) -> (u16, Value) {
-    let mut meta = params["_meta"].as_object().cloned().unwrap_or_default();
-    meta.insert(
-        "io.modelcontextprotocol/protocolVersion".into(),
-        json!(super::harness::MODERN),
-    );
-    meta.insert(
-        "io.modelcontextprotocol/clientCapabilities".into(),
-        json!({}),
-    );
-    params["_meta"] = Value::Object(meta);
-    let response = server
-        .http
-        .post(server.mcp_url())
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", super::harness::MODERN)
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", params["name"].as_str().unwrap_or_default())
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, parse_body(&response.text().await.unwrap()))
 }
 
 fn reason(body: &Value) -> &str {

@@ -204,10 +204,17 @@ impl Server {
     /// A stateless (2026-07-28) request; returns (status, body).
     pub async fn rpc(&self, key: Option<&str>, method: &str, params: Value) -> (u16, Value) {
         let mut params = params;
-        params["_meta"] = json!({
-            "io.modelcontextprotocol/protocolVersion": MODERN,
-            "io.modelcontextprotocol/clientCapabilities": {}
-        });
+        // Keys the caller put in `_meta` (an operation token) stay.
+        let mut meta = params["_meta"].as_object().cloned().unwrap_or_default();
+        meta.insert(
+            "io.modelcontextprotocol/protocolVersion".into(),
+            json!(MODERN),
+        );
+        meta.insert(
+            "io.modelcontextprotocol/clientCapabilities".into(),
+            json!({}),
+        );
+        params["_meta"] = Value::Object(meta);
         let mut request = self
             .http
             .post(self.mcp_url())

@@ -1,0 +1,148 @@
+//! Tenants: declaring tenants in the policy turns tenancy on; a credential
+//! of one tenant never sees or calls another tenant's tools, never sees or
+//! decides its approvals, and reads only its own secrets.
+
+use serde_json::{Value, json};
+
+use super::browser::{Browser, add_user};
+use super::harness::Server;
+
+const DEFAULT: &str = include_str!("../../../gatehouse-authz/src/default_policy.toml");
+
+fn start_with_tenants() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "{DEFAULT}\n[tenants.acme]\ntools = [\"whoami\", \"read_file\", \"send_email\", \"access_secrets\"]\n\n[tenants.globex]\n"
+    );
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    Server::start_in(dir, Some("version = 1\n[policy]\nfile = \"policy.toml\"\n"))
+}
+
+fn reason(body: &Value) -> &str {
+    body["error"]["data"]["reason"].as_str().unwrap_or_default()
+}
+
+fn sorted(mut names: Vec<String>) -> Vec<String> {
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_principal_of_an_undeclared_tenant_is_refused() {
+    let server = start_with_tenants();
+    let (_, stray) = server.create_key("stray", "admin", &[]);
+    let (status, body) = server.rpc(Some(&stray), "tools/list", json!({})).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(reason(&body), "unknown_tenant");
+    let anomalies = server.audit(&["--kind", "anomaly"]);
+    assert!(anomalies.iter().any(|r| r["reason"] == "unknown_tenant"));
+}
+
+#[tokio::test]
+async fn each_tenant_sees_and_calls_only_its_tools() {
+    let server = start_with_tenants();
+    let (_, acme) = server.create_key("acme-agent", "reader", &["--tenant", "acme"]);
+    let (_, globex) = server.create_key("globex-agent", "reader", &["--tenant", "globex"]);
+    assert_eq!(
+        sorted(server.tool_names(&acme).await),
+        ["read_file", "whoami"]
+    );
+    assert_eq!(
+        sorted(server.tool_names(&globex).await),
+        ["read_file", "search_database", "whoami"]
+    );
+    let refused = server
+        .call_tool(&acme, "search_database", json!({"query": "x"}))
+        .await;
+    assert_eq!(reason(&refused), "tool_not_in_tenant", "{refused}");
+    assert!(!refused.to_string().contains("globex"));
+    let allowed = server
+        .call_tool(&globex, "search_database", json!({"query": "x"}))
+        .await;
+    assert!(allowed["result"].is_object(), "{allowed}");
+}
+
+#[tokio::test]
+async fn approvals_and_secrets_stay_inside_their_tenant() {
+    let server = start_with_tenants();
+    add_user(&server, "alice", "executor");
+    // alice of acme owns the agent; root is an admin, but of globex.
+    let alice_password = {
+        let out = server.cli_json(&[
+            "users", "add", "carol", "--role", "admin", "--tenant", "acme",
+        ]);
+        out["password"].as_str().unwrap().to_string()
+    };
+    let root_password = {
+        let out = server.cli_json(&[
+            "users", "add", "root", "--role", "admin", "--tenant", "globex",
+        ]);
+        out["password"].as_str().unwrap().to_string()
+    };
+    let (_, agent) = server.create_key(
+        "mailer",
+        "executor",
+        &["--tenant", "acme", "--owner", "alice"],
+    );
+    let refused = server
+        .call_tool(
+            &agent,
+            "send_email",
+            json!({"to": "bob@example.com", "subject": "s", "body": "b"}),
+        )
+        .await;
+    assert_eq!(reason(&refused), "approval_required", "{refused}");
+    let url = refused["error"]["data"]["approval_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // globex's admin does not even learn that the approval exists.
+    let mut browser = Browser::new(&server);
+    let login = browser.visit(&url).await;
+    let page = browser.login_then(&login, "root", &root_password).await;
+    assert_eq!(page.status, 404, "{}", page.body);
+    assert!(!page.body.contains("bob@example.com"));
+    // acme's admin may decide it.
+    let mut browser = Browser::new(&server);
+    let login = browser.visit(&url).await;
+    let page = browser.login_then(&login, "carol", &alice_password).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("bob@example.com"));
+
+    // Secrets: access_secrets resolves from the caller's tenant at call
+    // time, so acme's admin agent reads acme's value, never globex's.
+    let set = |tenant: &str, value: &str| {
+        let out = server.cli_with_stdin(
+            &["secrets", "set", "api-token", "--tenant", tenant],
+            Some(value),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    set("acme", "acme-value-1");
+    set("globex", "globex-value-2");
+    let (_, vault) = server.create_key("vault", "admin", &["--tenant", "acme", "--owner", "carol"]);
+    let args = json!({"name": "api-token"});
+    let refused = server
+        .call_tool(&vault, "access_secrets", args.clone())
+        .await;
+    assert_eq!(reason(&refused), "approval_required", "{refused}");
+    let approval = refused["error"]["data"]["approval_id"].as_str().unwrap();
+    let approved = server.cli_json(&["approvals", "approve", approval]);
+    let token = approved["operation_token"].as_str().unwrap();
+    let (status, body) = server
+        .rpc(
+            Some(&vault),
+            "tools/call",
+            json!({"name": "access_secrets", "arguments": args,
+                   "_meta": {"io.gatehouse/operation_token": token}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let text = body.to_string();
+    assert!(text.contains("acme-value-1"), "{text}");
+    assert!(!text.contains("globex-value-2"), "{text}");
+}
