@@ -15,12 +15,28 @@
 //   GATEHOUSE_CLIENT_ID  a public client whose redirect URI is REDIRECT_URI
 //   CHROMIUM             the browser binary (default /usr/bin/chromium)
 //
+// For the approval page (operation tokens):
+//
+//   GATEHOUSE_APPROVER, GATEHOUSE_APPROVER_PASSWORD
+//                        an executor (alice), the owner of the agent key
+//   GATEHOUSE_OUTSIDER, GATEHOUSE_OUTSIDER_PASSWORD
+//                        another executor of the same tenant (bob), who may
+//                        not decide alice's approvals
+//   GATEHOUSE_AGENT_KEY  an executor API key created with --owner alice
+//   GATEHOUSE_BIN, GATEHOUSE_DATA_DIR
+//                        the gatehouse binary and the server's data
+//                        directory, for `gatehouse approvals list --json`
+//
 // Each check prints `ok: ...`; the first failure prints `FAIL: ...` and
 // exits non-zero. The browser and the helper server are always closed.
 
 import { chromium } from 'playwright-core';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
+import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 
 const BASE = must('GATEHOUSE_BASE').replace(/\/$/, '');
 const MCP_URL = process.env.GATEHOUSE_MCP_URL || `${BASE}/mcp`;
@@ -30,6 +46,15 @@ const OTHER = { user: must('GATEHOUSE_USER2'), password: must('GATEHOUSE_PASSWOR
 const CLIENT_ID = must('GATEHOUSE_CLIENT_ID');
 const CLIENT_NAME = process.env.GATEHOUSE_CLIENT_NAME || 'web';
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const APPROVER = { user: must('GATEHOUSE_APPROVER'), password: must('GATEHOUSE_APPROVER_PASSWORD') };
+const OUTSIDER = { user: must('GATEHOUSE_OUTSIDER'), password: must('GATEHOUSE_OUTSIDER_PASSWORD') };
+const AGENT_KEY = must('GATEHOUSE_AGENT_KEY');
+const GATEHOUSE_BIN = must('GATEHOUSE_BIN');
+const DATA_DIR = must('GATEHOUSE_DATA_DIR');
+// The stateless MCP revision the agent speaks, and where the operation
+// token goes in a retried tools/call.
+const MCP_VERSION = '2026-07-28';
+const OPERATION_TOKEN_META = 'io.gatehouse/operation_token';
 // Registered for the client; nothing listens on port 9, and the browser is
 // never expected to load it: we watch for the navigation request instead.
 const REDIRECT_URI = 'http://127.0.0.1:9/callback';
@@ -163,6 +188,18 @@ async function signIn(page, { user = USER, password = PASSWORD } = {}) {
   await page.locator('form[action="/login"]').waitFor();
   await page.getByLabel('Username').fill(user);
   await page.getByLabel('Password').fill(password);
+  const response = page.waitForResponse((r) => r.url() === `${BASE}/login` && r.request().method() === 'POST');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  return response;
+}
+
+// The same, typing key by key as a person would instead of filling in.
+async function typeAndSignIn(page, { user, password }) {
+  await page.locator('form[action="/login"]').waitFor();
+  await page.getByLabel('Username').click();
+  await page.getByLabel('Username').pressSequentially(user);
+  await page.getByLabel('Password').click();
+  await page.getByLabel('Password').pressSequentially(password);
   const response = page.waitForResponse((r) => r.url() === `${BASE}/login` && r.request().method() === 'POST');
   await page.getByRole('button', { name: 'Sign in' }).click();
   return response;
@@ -317,6 +354,34 @@ async function deny(browser) {
   await context.close();
 }
 
+// Opens a page at `origin` + `path` that puts `target` in an iframe;
+// returns Gatehouse's response to the framed request, the frame and what
+// the frame displays.
+async function framedBy(page, origin, path, target) {
+  attackerPages.set(path, `<!DOCTYPE html><title>attacker</title><h1>attacker</h1>
+<iframe id="victim" name="victim" src="${escapeHtml(target)}" width="600" height="400"></iframe>`);
+  const framed = page.waitForResponse((r) => r.url() === target);
+  await page.goto(`${origin}${path}`, { waitUntil: 'load' });
+  const response = await framed;
+  // Give the browser a moment to settle the frame.
+  await page.waitForTimeout(300);
+  const frame = page.frames().find((f) => f.name() === 'victim');
+  assert(frame, 'the iframe has no frame');
+  let content = '';
+  try {
+    content = await frame.content();
+  } catch (e) {
+    content = `(frame content unavailable: ${e.message.split('\n')[0]})`;
+  }
+  return { response, frame, content };
+}
+
+// Which of Gatehouse's cookies the browser sent with a request.
+async function cookiesSent(request) {
+  const header = (await request.allHeaders()).cookie || '';
+  return ['gh_session', 'gh_csrf'].filter((n) => new RegExp(`(^|;\\s*)${n}=`).test(header));
+}
+
 async function framing(browser) {
   const { context } = await newContext(browser);
   const page = await context.newPage();
@@ -325,22 +390,8 @@ async function framing(browser) {
   const target = authorizeUrl({ state: 'framed', challenge: pkce().challenge });
   const before = htmlResponses.length;
   for (const [origin, path] of [[CROSS_SITE, '/frame-cross-site'], [SAME_SITE, '/frame-same-site']]) {
-    attackerPages.set(path, `<!DOCTYPE html><title>attacker</title><h1>attacker</h1>
-<iframe id="victim" name="victim" src="${escapeHtml(target)}" width="600" height="400"></iframe>`);
-    const framed = page.waitForResponse((r) => r.url() === target);
-    await page.goto(`${origin}${path}`, { waitUntil: 'load' });
-    const response = await framed;
+    const { response, frame, content } = await framedBy(page, origin, path, target);
     assertEqual(response.status(), 200, 'status of the framed /authorize');
-    // Give the browser a moment to settle the frame.
-    await page.waitForTimeout(300);
-    const frame = page.frames().find((f) => f.name() === 'victim');
-    assert(frame, 'the iframe has no frame');
-    let content = '';
-    try {
-      content = await frame.content();
-    } catch (e) {
-      content = `(frame content unavailable: ${e.message.split('\n')[0]})`;
-    }
     assert(!content.includes('name="password"'), `the login form is displayed in a frame at ${origin}; frame URL ${frame.url()}`);
     assert(!content.includes('Sign in to Gatehouse'), `the login page is displayed in a frame at ${origin}`);
     assert(!frame.url().startsWith(BASE), `the frame is at ${frame.url()}`);
@@ -496,6 +547,318 @@ async function deviceFlow(browser) {
 }
 
 // ---------------------------------------------------------------------------
+// The approval page. Tools marked for approval (send_email for executors
+// in the default policy) are refused with an approval URL; the human the
+// agent acts for approves on that page and gets a single-use operation
+// token, which the agent puts in the retried call's _meta.
+
+const runFile = promisify(execFile);
+async function cliJson(args) {
+  const { stdout } = await runFile(GATEHOUSE_BIN, [...args, '--data-dir', DATA_DIR, '--json'], { encoding: 'utf8' });
+  return JSON.parse(stdout);
+}
+// The approval as `gatehouse approvals list --all --json` shows it.
+async function listedApproval(id) {
+  const all = await cliJson(['approvals', 'list', '--all']);
+  const approval = all.find((a) => a.id === id);
+  assert(approval, `approval ${id} is not in \`gatehouse approvals list --all --json\`: ${JSON.stringify(all)}`);
+  return approval;
+}
+async function assertStillPending(id, after) {
+  const pending = await cliJson(['approvals', 'list']);
+  const approval = pending.find((a) => a.id === id);
+  assert(approval, `after ${after}, approval ${id} is no longer in \`gatehouse approvals list --json\` (pending only): ${JSON.stringify(pending)}`);
+  assertEqual(approval.status, 'pending', `status of ${id} after ${after}`);
+  assertEqual(approval.decided_by, null, `decided_by of ${id} after ${after}`);
+}
+
+const email = (to) => ({ to, subject: 'Quarterly report', body: 'Attached.' });
+
+// A JSON answer, or the last JSON-RPC message of an event stream.
+function rpcBody(text) {
+  try {
+    return JSON.parse(text);
+  } catch {}
+  for (const line of text.split('\n').reverse()) {
+    if (!line.startsWith('data:')) continue;
+    try {
+      const message = JSON.parse(line.slice(5).trim());
+      if (message.jsonrpc) return message;
+    } catch {}
+  }
+  throw new CheckFailed(`not a JSON-RPC answer: ${text.slice(0, 400)}`);
+}
+
+// The agent's stateless (2026-07-28) tools/call, as the e2e harness's rpc()
+// builds it, with the operation token in _meta when there is one.
+async function agentCall(name, args, token) {
+  const meta = {
+    'io.modelcontextprotocol/protocolVersion': MCP_VERSION,
+    'io.modelcontextprotocol/clientCapabilities': {},
+  };
+  if (token) meta[OPERATION_TOKEN_META] = token;
+  const response = await fetch(MCP_URL, {
+    method: 'POST',
+    headers: {
+      authorization: `Bearer ${AGENT_KEY}`,
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'mcp-protocol-version': MCP_VERSION,
+      'mcp-method': 'tools/call',
+      'mcp-name': name,
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: args, _meta: meta } }),
+  });
+  const text = await response.text();
+  assertEqual(response.status, 200, `POST /mcp tools/call ${name} status (${text.slice(0, 400)})`);
+  return rpcBody(text);
+}
+const reasonOf = (body) => body?.error?.data?.reason;
+
+// The agent's first call: refused, with where a human may approve it.
+async function requestApproval(to) {
+  const body = await agentCall('send_email', email(to));
+  assertEqual(reasonOf(body), 'approval_required', `reason for send_email without a token (${JSON.stringify(body)})`);
+  assertEqual(body.error.code, -32001, 'JSON-RPC error code of approval_required');
+  const { approval_id: id, approval_url: url } = body.error.data;
+  assert(typeof id === 'string' && id.startsWith('apr_'), `approval_id ${JSON.stringify(id)}`);
+  assertEqual(url, `${BASE}/approvals/${id}`, 'approval_url');
+  return { id, url, body };
+}
+
+// .eml files in the data directory (the outbox) that name `to`.
+function outboxMessagesTo(to) {
+  return readdirSync(DATA_DIR, { recursive: true })
+    .filter((f) => String(f).endsWith('.eml'))
+    .filter((f) => readFileSync(join(DATA_DIR, String(f)), 'utf8').includes(to));
+}
+
+// Opens an approval URL in a browser that is not signed in, types in the
+// credentials and clicks Sign in; returns Gatehouse's answer to the GET of
+// the approval URL that follows the login.
+async function openApproval(page, url, creds) {
+  await page.goto(url);
+  await expectPage(page, 'form[action="/login"]', 'the login page');
+  const shown = page.waitForResponse((r) => r.url() === url && r.request().method() === 'GET');
+  const login = await typeAndSignIn(page, creds);
+  assertEqual(login.status(), 303, `POST /login status (${creds.user})`);
+  return shown;
+}
+
+const approvalState = {};
+
+async function approvalApproved(browser) {
+  const to = 'quarterly@example.com';
+  const { id, url, body } = await requestApproval(to);
+  ok(`approval (b): the agent's send_email is refused with -32001 approval_required, id ${id}, `
+    + `approval_url ${url.replace(BASE, '')} (${body.error.message.slice(0, 60)}…)`);
+  const again = await requestApproval(to);
+  assertEqual(again.id, id, 'approval id when the agent asks again for the same call');
+  ok('approval (b): asking again for the same call gives the same approval id');
+
+  const { context } = await newContext(browser);
+  const page = await context.newPage();
+  await page.goto(url);
+  await expectPage(page, 'form[action="/login"]', 'the login page');
+  const continueTo = await page.locator('form[action="/login"] input[name="continue"]').inputValue();
+  assertEqual(continueTo, `/approvals/${id}`, 'the login form\'s continue field');
+  assert(!(await page.content()).includes(to), 'the login page in front of the approval page shows the recipient');
+  ok('approval (c): not signed in, the approval URL shows the login form, continuing to /approvals/ID, no arguments');
+
+  const shown = page.waitForResponse((r) => r.url() === url && r.request().method() === 'GET');
+  const login = await typeAndSignIn(page, APPROVER);
+  assertEqual(login.status(), 303, 'POST /login status (approver)');
+  assertEqual((await shown).status(), 200, 'GET of the approval page after signing in');
+  await expectPage(page, '#approval-id', 'the approval page');
+  assertEqual(page.url(), url, 'the URL after signing in');
+  assertEqual((await page.locator('#tool').innerText()).trim(), 'send_email', '#tool');
+  assertEqual((await page.locator('#approval-id').innerText()).trim(), id, '#approval-id');
+  const shownArgs = JSON.parse(await page.locator('pre#arguments').innerText());
+  const sorted = (o) => JSON.stringify(Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1))));
+  assertEqual(sorted(shownArgs), sorted(email(to)), 'the arguments on the approval page');
+  const mainText = await page.locator('main').innerText();
+  assert(mainText.includes(APPROVER.user), `the approval page does not say on whose behalf: ${mainText}`);
+  const form = page.locator(`form[action="/approvals/${id}"]`);
+  assert((await form.locator('input[type="hidden"][name="csrf"]').inputValue()).length > 0, 'no csrf in the approval form');
+  ok(`approval (c): typed in ${APPROVER.user}'s password, clicked Sign in; the approval page shows #tool send_email, `
+    + `#approval-id, the exact arguments (to ${to}) and on whose behalf`);
+
+  const decided = page.waitForResponse((r) => r.url() === url && r.request().method() === 'POST');
+  await form.getByRole('button', { name: 'Approve' }).click();
+  assertEqual((await decided).status(), 200, 'POST /approvals/ID (Approve) status');
+  await expectPage(page, 'pre#operation-token', 'the approved page');
+  const token = (await page.locator('pre#operation-token').innerText()).trim();
+  assert(/^gho_[A-Za-z0-9_-]{20,}$/.test(token), `operation token ${JSON.stringify(token)}`);
+  const listed = await listedApproval(id);
+  assertEqual(listed.status, 'approved', 'status in `approvals list` after Approve');
+  assertEqual(listed.decided_by, APPROVER.user, 'decided_by in `approvals list`');
+  ok(`approval (c): clicking Approve shows the operation token (gho_…, ${token.length} chars); `
+    + `\`approvals list\` says approved by ${APPROVER.user}`);
+
+  // The page, opened again, shows the decision and no buttons.
+  await page.goto(url);
+  await expectPage(page, '#status', 'the decided approval page');
+  assertEqual((await page.locator('#status').innerText()).trim(), 'approved', '#status after Approve');
+  assertEqual(await page.locator('button[name="decision"]').count(), 0, 'decision buttons after Approve');
+  ok('approval (c): the approval page opened again says approved and has no buttons');
+
+  const ran = await agentCall('send_email', email(to), token);
+  assert(ran.result && !ran.error && ran.result.isError !== true, `the retry with the token did not run: ${JSON.stringify(ran)}`);
+  assertEqual(outboxMessagesTo(to).length, 1, `.eml files to ${to} in the outbox after the retry`);
+  ok('approval (d): the agent\'s retry with the token in _meta runs send_email (result, one message in the outbox)');
+  const replay = await agentCall('send_email', email(to), token);
+  assertEqual(reasonOf(replay), 'operation_token_used', `reason for a second retry (${JSON.stringify(replay)})`);
+  assertEqual(outboxMessagesTo(to).length, 1, `.eml files to ${to} in the outbox after the second retry`);
+  ok('approval (d): a second retry with the same token is refused with operation_token_used (still one message)');
+
+  approvalState.approver = context;
+}
+
+// Another executor of the same tenant signs in on the approval URL.
+async function approvalNotYours(browser) {
+  const to = 'carol@example.com';
+  const { id, url } = await requestApproval(to);
+  const { context } = await newContext(browser);
+  const page = await context.newPage();
+  const shown = await openApproval(page, url, OUTSIDER);
+  assertEqual(shown.status(), 403, `GET ${url.replace(BASE, '')} as ${OUTSIDER.user}`);
+  await page.getByText('Not yours to decide').waitFor();
+  const html = await page.content();
+  assert(!html.includes(to), `${OUTSIDER.user} sees the recipient ${to}`);
+  assert(!html.includes('id="arguments"'), `${OUTSIDER.user} sees the arguments`);
+  assertEqual(await page.locator('button[name="decision"]').count(), 0, `decision buttons shown to ${OUTSIDER.user}`);
+  await assertStillPending(id, `${OUTSIDER.user} opened it`);
+  ok(`approval (e): ${OUTSIDER.user} (executor, same tenant) signing in on another approval URL gets 403 `
+    + '"Not yours to decide", no arguments, no buttons; it stays pending');
+  await context.close();
+  approvalState.other = { id, url, to };
+}
+
+// The approval page in an iframe on another origin, in the approver's
+// signed-in browser: same-site, the frame request carries her session, so
+// Gatehouse answers with the approval page itself.
+async function approvalFraming() {
+  const { id, url, to } = approvalState.other;
+  const page = await approvalState.approver.newPage();
+  const consoleLines = [];
+  page.on('console', (m) => consoleLines.push(m.text()));
+  const before = htmlResponses.length;
+  for (const [origin, path, label] of [
+    [CROSS_SITE, '/frame-approval-cross-site', 'cross-site'],
+    [SAME_SITE, '/frame-approval-same-site', 'same-site'],
+  ]) {
+    const { response, frame, content } = await framedBy(page, origin, path, url);
+    assertEqual(response.status(), 200, `status of the ${label} framed approval page`);
+    const sent = await cookiesSent(response.request());
+    const expected = origin === CROSS_SITE ? [] : ['gh_session', 'gh_csrf'];
+    assertEqual(sent.join(','), expected.join(','), `cookies the browser sent with the ${label} framed request`);
+    // Same-site, the frame request carried alice's session, so what
+    // Gatehouse answered was the approval page itself (Playwright only
+    // gives the error page's body for a refused frame, so the request's
+    // cookies are replayed from node to see that answer).
+    if (origin === SAME_SITE) {
+      const cookie = (await response.request().allHeaders()).cookie;
+      const replay = await fetch(url, { headers: { cookie } });
+      const body = await replay.text();
+      assert(replay.status === 200 && body.includes('id="arguments"') && body.includes(to),
+        `with the framed request's cookies Gatehouse does not answer with the approval page: ${replay.status} ${body.slice(0, 300)}`);
+    }
+    for (const shown of [to, 'id="arguments"', 'name="decision"', 'name="password"']) {
+      assert(!content.includes(shown), `the ${label} frame displays ${shown}; frame URL ${frame.url()}`);
+    }
+    assert(!frame.url().startsWith(BASE), `the ${label} frame is at ${frame.url()}`);
+    ok(`approval (f): the approval page in an iframe at ${origin} (cookies sent: ${sent.join(', ') || 'none'}) `
+      + `is blocked (frame URL ${frame.url()})${origin === SAME_SITE ? '; Gatehouse had answered with the approval page' : ''}`);
+  }
+  const refused = consoleLines.filter((t) => /frame-ancestors|X-Frame-Options|Refused to (display|frame)/i.test(t));
+  assert(refused.length >= 2, `expected a console error for each refused frame; console: ${JSON.stringify(consoleLines)}`);
+  checkFramingHeaders(htmlResponses.slice(before), 'the framed approval page');
+  await assertStillPending(id, 'the framing attempts');
+  ok('approval (f): Chromium refused both frames; their responses carry X-Frame-Options: DENY and frame-ancestors \'none\'');
+  await page.close();
+}
+
+// Forged decisions on the approver's pending request.
+async function approvalForgery() {
+  const { id, url } = approvalState.other;
+  const context = approvalState.approver;
+  const victim = await context.newPage();
+  await victim.goto(url);
+  await expectPage(victim, '#approval-id', 'the approval page (approver)');
+  const form = victim.locator(`form[action="/approvals/${id}"]`);
+  const realCsrf = await form.locator('input[name="csrf"]').inputValue();
+  const forgedCsrf = realCsrf.replace(/^./, (c) => (c === '0' ? '1' : '0'));
+
+  // Cross-site: no cookie, no token. Same-site: both cookies go along,
+  // and a forged token must be enough to refuse it.
+  for (const [origin, label, csrfField] of [
+    [CROSS_SITE, 'cross-site', ''],
+    [SAME_SITE, 'same-site cross-origin', `<input type="hidden" name="csrf" value="${escapeHtml(forgedCsrf)}">`],
+  ]) {
+    const path = `/approve-${label.replace(/\W+/g, '-')}`;
+    attackerPages.set(path, `<!DOCTYPE html><title>win a prize</title>
+<form method="post" action="${escapeHtml(url)}">
+${csrfField}<button type="submit" name="decision" value="approve">Claim your prize</button>
+</form>`);
+    const page = await context.newPage();
+    await page.goto(`${origin}${path}`);
+    const response = page.waitForResponse((r) => r.url() === url && r.request().method() === 'POST');
+    await page.getByRole('button', { name: 'Claim your prize' }).click();
+    const answered = await response;
+    assertEqual(answered.status(), 403, `${label} forged POST /approvals/ID`);
+    const sent = await cookiesSent(answered.request());
+    const expected = origin === CROSS_SITE ? [] : ['gh_session', 'gh_csrf'];
+    assertEqual(sent.join(','), expected.join(','), `cookies the browser sent with the ${label} forged POST`);
+    const text = await page.locator('body').innerText();
+    assert(!/gho_/.test(text), `the ${label} forged POST shows an operation token: ${text}`);
+    await assertStillPending(id, `the ${label} forged POST`);
+    ok(`approval (g): ${label} form POST (${origin}) to /approvals/ID with decision=approve and `
+      + `${csrfField ? 'a forged csrf' : 'no csrf'} (cookies sent: ${sent.join(', ') || 'none'}): 403, still pending`);
+    await page.close();
+  }
+
+  // The real page with its csrf field altered.
+  await victim.bringToFront();
+  await victim.evaluate((action) => {
+    const input = document.querySelector(`form[action="${action}"] input[name="csrf"]`);
+    input.value = input.value.split('').reverse().join('');
+  }, `/approvals/${id}`);
+  const tampered = victim.waitForResponse((r) => r.url() === url && r.request().method() === 'POST');
+  await form.getByRole('button', { name: 'Approve' }).click();
+  assertEqual((await tampered).status(), 403, 'POST /approvals/ID with the csrf altered in the page');
+  await assertStillPending(id, 'Approve with an altered csrf');
+  ok('approval (g): the real approval page with its csrf field altered: Approve gives 403, still pending');
+
+  // The approver's own page still answers: Deny.
+  await victim.goto(url);
+  await expectPage(victim, '#approval-id', 'the approval page again');
+  const denied = victim.waitForResponse((r) => r.url() === url && r.request().method() === 'POST');
+  await form.getByRole('button', { name: 'Deny' }).click();
+  assertEqual((await denied).status(), 200, 'POST /approvals/ID (Deny) status');
+  await victim.getByRole('heading', { name: 'Denied' }).waitFor();
+  assertEqual((await listedApproval(id)).status, 'denied', 'status in `approvals list` after Deny');
+  const retry = await agentCall('send_email', email(approvalState.other.to));
+  assertEqual(reasonOf(retry), 'approval_required', 'reason for the call after Deny');
+  assert(retry.error.data.approval_id !== id, 'the call after Deny reuses the denied approval');
+  ok('approval (g): after the forgeries the approver\'s own Deny works (denied; the next call needs a new approval)');
+
+  // Every approval page response carried the anti-framing headers.
+  const approvalPages = htmlResponses.filter((r) => new URL(r.url).pathname.startsWith('/approvals/'));
+  checkFramingHeaders(approvalPages, 'the approval pages');
+  const statuses = [...new Set(approvalPages.map((r) => r.status))].sort().join(', ');
+  ok(`approval: all ${approvalPages.length} HTML responses of /approvals/ID (statuses ${statuses}) `
+    + 'carried X-Frame-Options: DENY and frame-ancestors \'none\'');
+  await context.close();
+}
+
+async function approvals(browser) {
+  await approvalApproved(browser);
+  await approvalNotYours(browser);
+  await approvalFraming();
+  await approvalForgery();
+}
+
+// ---------------------------------------------------------------------------
 
 const started = Date.now();
 let browser;
@@ -516,6 +879,7 @@ try {
   await framing(browser);
   await csrf(browser);
   await deviceFlow(browser);
+  await approvals(browser);
   checkFramingHeaders(htmlResponses, 'all pages');
   ok(`all ${htmlResponses.length} HTML responses from Gatehouse carried X-Frame-Options: DENY and frame-ancestors 'none'`);
 } catch (e) {

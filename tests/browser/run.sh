@@ -75,6 +75,14 @@ password="$("$bin" users add "$user" --role reader --data-dir "$data" --json | j
 user2="browser-reader-2"
 password2="$("$bin" users add "$user2" --role reader --data-dir "$data" --json | json password)"
 client_id="$("$bin" clients create --name "$client_name" --public --redirect-uri http://127.0.0.1:9/callback --data-dir "$data" --json | json client_id)"
+# The approval page: an agent key acting for alice (an executor, so the
+# default policy lets it call send_email once a human approves), and bob,
+# another executor of the same tenant who may not decide alice's calls.
+approver="alice"
+approver_password="$("$bin" users add "$approver" --role executor --data-dir "$data" --json | json password)"
+outsider="bob"
+outsider_password="$("$bin" users add "$outsider" --role executor --data-dir "$data" --json | json password)"
+agent_key="$("$bin" keys create --name mailer --role executor --owner "$approver" --data-dir "$data" --json | json key)"
 
 # ESM resolves bare imports from the importing file's folder upwards, so the
 # test runs from the folder that holds its node_modules.
@@ -83,4 +91,7 @@ echo "browser test: Gatehouse at $base, $("$CHROMIUM" --version 2>/dev/null), pl
 GATEHOUSE_BASE="$base" GATEHOUSE_MCP_URL="$mcp_url" GATEHOUSE_USER="$user" GATEHOUSE_PASSWORD="$password" \
   GATEHOUSE_USER2="$user2" GATEHOUSE_PASSWORD2="$password2" \
   GATEHOUSE_CLIENT_ID="$client_id" GATEHOUSE_CLIENT_NAME="$client_name" CHROMIUM="$CHROMIUM" \
+  GATEHOUSE_APPROVER="$approver" GATEHOUSE_APPROVER_PASSWORD="$approver_password" \
+  GATEHOUSE_OUTSIDER="$outsider" GATEHOUSE_OUTSIDER_PASSWORD="$outsider_password" \
+  GATEHOUSE_AGENT_KEY="$agent_key" GATEHOUSE_BIN="$bin" GATEHOUSE_DATA_DIR="$data" \
   node "$tools/pages.test.mjs"

@@ -6,6 +6,7 @@ use gatehouse_store::{ApiKeyRecord, Store};
 
 use crate::access_token::{AccessTokens, TokenSettings};
 use crate::key_cache::KeyCache;
+use crate::lockout::{LockoutPolicy, Lockouts};
 use crate::{AuthnError, KEY_PREFIX, Pepper, parse_api_key};
 
 /// `last_used_at` is written at most this often per key, so a busy key does
@@ -31,11 +32,15 @@ pub struct Authenticator {
     tokens: Option<AccessTokens>,
     last_touch: Mutex<HashMap<String, Timestamp>>,
     cache: KeyCache,
+    /// Counts failures and holds the view of active locks; gate 1 consults
+    /// it around `authenticate`, where the source address is known.
+    lockouts: Lockouts,
 }
 
 impl Authenticator {
     pub fn new(store: Arc<dyn Store>, pepper: Pepper, mode: AuthMode) -> Self {
         Authenticator {
+            lockouts: Lockouts::new(Arc::clone(&store) as _, LockoutPolicy::default()),
             store,
             pepper,
             mode,
@@ -57,6 +62,10 @@ impl Authenticator {
 
     pub fn pepper(&self) -> &Pepper {
         &self.pepper
+    }
+
+    pub fn lockouts(&self) -> &Lockouts {
+        &self.lockouts
     }
 
     /// Checks the presented credential (already extracted from the request).

@@ -20,6 +20,10 @@ pub enum AuthnError {
     /// A bearer token failed validation; the payload is the reason code.
     #[error("the access token is not valid")]
     InvalidToken(&'static str),
+    /// Too many recent failures for this credential or source address. The
+    /// message does not say which, so it tells a guesser nothing new.
+    #[error("too many failed attempts; retry in {retry_after_secs} s")]
+    Locked { retry_after_secs: u64 },
     /// The store could not be read: authentication fails closed.
     #[error("authentication is temporarily unavailable")]
     Unavailable(String),
@@ -39,8 +43,30 @@ impl AuthnError {
             AuthnError::Revoked => "revoked",
             AuthnError::Expired => "expired",
             AuthnError::InvalidToken(code) => code,
+            AuthnError::Locked { .. } => "locked",
             AuthnError::Unavailable(_) => "store_unavailable",
             AuthnError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Whether this failure looks like guessing and counts toward a
+    /// lockout. A missing credential is a client discovering that it must
+    /// authenticate; revoked and expired answers go only to holders of the
+    /// secret; an outage says nothing about the caller.
+    pub fn counts_toward_lockout(&self) -> bool {
+        match self {
+            AuthnError::Unknown
+            | AuthnError::BadSecret
+            | AuthnError::InvalidToken(_)
+            | AuthnError::Malformed => true,
+            AuthnError::Missing
+            | AuthnError::Ambiguous
+            | AuthnError::InQuery
+            | AuthnError::Revoked
+            | AuthnError::Expired
+            | AuthnError::Locked { .. }
+            | AuthnError::Unavailable(_)
+            | AuthnError::Internal(_) => false,
         }
     }
 }

@@ -12,6 +12,9 @@ mod credentials;
 mod error;
 pub mod jwt;
 mod key_cache;
+mod lockout;
+#[cfg(test)]
+mod lockout_tests;
 mod pepper;
 #[cfg(test)]
 mod test_key;
@@ -21,4 +24,5 @@ pub use api_key::{ApiKeyParts, IssuedApiKey, KEY_PREFIX, issue_api_key, parse_ap
 pub use authenticator::{AuthMode, Authenticator};
 pub use credentials::{MAX_CREDENTIAL_BYTES, presented_credential};
 pub use error::AuthnError;
+pub use lockout::{LockSubject, LockoutPolicy, Lockouts, NewLock};
 pub use pepper::Pepper;

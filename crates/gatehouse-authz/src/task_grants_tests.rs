@@ -103,3 +103,32 @@ async fn refusals_are_recorded_as_anomalies() {
         "{reasons:?}"
     );
 }
+
+#[tokio::test]
+async fn an_expired_grant_is_not_live() {
+    let (_store, grants) = setup().await;
+    let grant = grants
+        .grant(
+            &Policy::default_matrix(),
+            &reader(),
+            "research",
+            origin(),
+            T0,
+        )
+        .await
+        .unwrap();
+    assert!(
+        grants
+            .live(&grant.id, grant.expires_at.plus_millis(-1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        grants
+            .live(&grant.id, grant.expires_at)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

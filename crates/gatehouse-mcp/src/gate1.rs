@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder};
-use gatehouse_authn::{AuthMode, Authenticator, AuthnError, parse_api_key};
+use gatehouse_authn::{AuthMode, Authenticator, AuthnError, LockSubject, parse_api_key};
 use gatehouse_core::{AuditKind, Clock, Outcome, Principal};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,10 @@ pub struct RequestOrigin {
 
 /// `presented` is the credential extraction result (`Err` when the request
 /// presented credentials in a refused way).
+///
+/// A credential or source address locked after repeated failures is refused
+/// before the secret is checked; failures that look like guessing are
+/// counted (see `AuthnError::counts_toward_lockout`).
 pub async fn authenticate(
     authenticator: &Authenticator,
     audit: &AuditLog,
@@ -40,14 +44,28 @@ pub async fn authenticate(
     origin: RequestOrigin,
 ) -> Result<Principal, Gate1Error> {
     let now = clock.now();
+    // With authentication switched off there is nothing to lock and no
+    // outcome to record.
+    if matches!(authenticator.mode(), AuthMode::Disabled { .. }) {
+        let credential = presented?;
+        return Ok(authenticator.authenticate(credential, now).await?);
+    }
+    // Only the public key id is used (lockout, audit), never the presented
+    // value.
+    let key_id = match &presented {
+        Ok(Some(value)) => parse_api_key(value).ok().map(|p| p.id.to_string()),
+        _ => None,
+    };
+    let source = origin.source.as_deref();
+    let lockouts = authenticator.lockouts();
     let result = match &presented {
-        Ok(credential) => authenticator.authenticate(*credential, now).await,
+        Ok(Some(credential)) => match lockouts.check(source, key_id.as_deref(), now).await {
+            Ok(()) => authenticator.authenticate(Some(credential), now).await,
+            Err(locked) => Err(locked),
+        },
+        Ok(None) => authenticator.authenticate(None, now).await,
         Err(e) => Err(e.clone()),
     };
-    // With authentication switched off there is no outcome to record.
-    if matches!(authenticator.mode(), AuthMode::Disabled { .. }) {
-        return Ok(result?);
-    }
     let event = |outcome| {
         EventBuilder::new(AuditKind::Authentication, outcome, now)
             .source(origin.source.clone())
@@ -67,18 +85,47 @@ pub async fn authenticate(
             Ok(principal)
         }
         Err(error) => {
-            // Only the public key id is recorded, never the presented value.
-            let credential_id = match &presented {
-                Ok(Some(value)) => parse_api_key(value).ok().map(|p| p.id.to_string()),
-                _ => None,
+            let new_locks = if error.counts_toward_lockout() {
+                match lockouts
+                    .record_failure(source, key_id.as_deref(), now)
+                    .await
+                {
+                    Ok(locks) => locks,
+                    // The request is refused anyway; the store outage
+                    // shows up as 503s once the lock view is too old.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot count an authentication failure");
+                        Vec::new()
+                    }
+                }
+            } else {
+                Vec::new()
             };
             let failed = event(Outcome::Failure)
-                .credential(credential_id)
+                .credential(key_id)
                 .decision("deny")
                 .reason(error.code())
                 .error(error.to_string())
                 .build();
             audit.record(failed).await?;
+            for lock in &new_locks {
+                let credential = match &lock.subject {
+                    LockSubject::Key(id) => Some(id.clone()),
+                    LockSubject::Source(_) => None,
+                };
+                let locked = event(Outcome::Failure)
+                    .credential(credential)
+                    .decision("deny")
+                    .reason(lock.subject.lock_reason())
+                    .error(format!(
+                        "{} locked until {} after {} failed attempts",
+                        lock.subject,
+                        lock.locked_until.to_rfc3339(),
+                        lock.failures
+                    ))
+                    .build();
+                audit.record(locked).await?;
+            }
             Err(Gate1Error::Authn(error))
         }
     }

@@ -19,9 +19,10 @@ use rmcp::{RoleServer, ServerHandler, ServiceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::StdioAuthenticator;
 use crate::gateway::PendingApproval;
 use crate::{CallError, Caller, Gateway};
+use crate::{Gate1Error, StdioAuthenticator};
+use gatehouse_authn::AuthnError;
 
 /// Protocol revisions Gatehouse serves (2026-07-28 statelessly, the older
 /// ones with `initialize` and sessions).
@@ -168,10 +169,14 @@ impl McpHandler {
                 // Fail closed: a request that bypassed gate 1 is refused.
                 .ok_or_else(|| internal_error("request was not authenticated")),
             Identity::Stdio(auth) => auth.caller().await.map_err(|e| {
+                let mut data = json!({ "reason": e.code() });
+                if let Gate1Error::Authn(AuthnError::Locked { retry_after_secs }) = &e {
+                    data["retry_after"] = json!(retry_after_secs);
+                }
                 ErrorData::new(
                     ErrorCode(UNAUTHENTICATED_ERROR_CODE),
                     format!("authentication failed: {e}"),
-                    Some(json!({ "reason": e.code() })),
+                    Some(data),
                 )
             }),
         }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use gatehouse_authn::Authenticator;
+use gatehouse_authn::{Authenticator, AuthnError, parse_api_key};
 use gatehouse_authz::{GrantOrigin, SharedPolicy, TaskGrantError, TaskGrants};
 use gatehouse_core::{Principal, Timestamp};
 use gatehouse_store::TaskGrantRecord;
@@ -145,14 +145,39 @@ impl AuthorizationServer {
             .as_deref()
             .filter(|t| !t.is_empty())
             .ok_or_else(|| OAuthError::InvalidRequest("subject_token is required".into()))?;
-        let principal = exchange
-            .authenticator
-            .authenticate(Some(subject), now)
+        // The subject token is a credential like any other: the same
+        // lockout applies here as at the MCP endpoint.
+        let key_id = parse_api_key(subject).ok().map(|p| p.id.to_string());
+        let lockouts = exchange.authenticator.lockouts();
+        let checked = match lockouts
+            .check(source.as_deref(), key_id.as_deref(), now)
             .await
-            .map_err(|e| match e {
-                gatehouse_authn::AuthnError::Unavailable(detail) => unavailable(detail),
-                _ => OAuthError::InvalidGrant("the subject_token is not valid".into()),
-            })?;
+        {
+            Ok(()) => {
+                exchange
+                    .authenticator
+                    .authenticate(Some(subject), now)
+                    .await
+            }
+            Err(locked) => Err(locked),
+        };
+        let principal = match checked {
+            Ok(principal) => principal,
+            Err(AuthnError::Unavailable(detail)) => return Err(unavailable(detail)),
+            Err(AuthnError::Locked { .. }) => return Err(OAuthError::TooManyRequests),
+            Err(e) => {
+                if e.counts_toward_lockout()
+                    && let Err(store) = lockouts
+                        .record_failure(source.as_deref(), key_id.as_deref(), now)
+                        .await
+                {
+                    tracing::warn!(error = %store, "cannot count an authentication failure");
+                }
+                return Err(OAuthError::InvalidGrant(
+                    "the subject_token is not valid".into(),
+                ));
+            }
+        };
         *human = principal.human.clone();
         if let Some(auth) = &request.client {
             let client = self.authenticate_client(auth, now).await?;

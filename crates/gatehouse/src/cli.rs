@@ -149,6 +149,21 @@ pub enum KeysCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Clear the lock (and failure count) of a key or, with --source, of a
+    /// source address, after repeated authentication failures.
+    Unlock {
+        /// The key id.
+        #[arg(required_unless_present = "source", conflicts_with = "source")]
+        id: Option<String>,
+        /// A source address (an IPv6 address clears its /64).
+        #[arg(long)]
+        source: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List keys and source addresses locked after repeated authentication
+    /// failures.
+    Locks(JsonFlag),
 }
 
 #[derive(Debug, Args)]

@@ -73,6 +73,9 @@ fn authn_failure(error: &AuthnError, resource_metadata: &str) -> Response {
             challenge(resource_metadata, Some(("invalid_request", &description))),
             json!({"error": "invalid_request", "error_description": description}),
         ),
+        AuthnError::Locked { retry_after_secs } => {
+            too_many_attempts(*retry_after_secs, &description)
+        }
         AuthnError::Unavailable(_) | AuthnError::Internal(_) => {
             let mut response = (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -95,6 +98,29 @@ fn authn_failure(error: &AuthnError, resource_metadata: &str) -> Response {
             json!({"error": "invalid_token", "error_description": description}),
         ),
     }
+}
+
+/// Too many failed attempts with this credential or from this address:
+/// 429 with `Retry-After`, and the JSON-RPC error a stdio client gets. No
+/// challenge: a new credential would not help before the lock ends.
+fn too_many_attempts(retry_after_secs: u64, message: &str) -> Response {
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {
+                "code": crate::UNAUTHENTICATED_ERROR_CODE,
+                "message": message,
+                "data": {"reason": "locked", "retry_after": retry_after_secs}
+            }
+        })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
 }
 
 /// MCP step-up (RS10): the access token lacks the scope the tool needs.
@@ -201,5 +227,24 @@ mod tests {
             status(AuthnError::Unavailable("db".into())),
             StatusCode::SERVICE_UNAVAILABLE
         );
+        assert_eq!(
+            status(AuthnError::Locked {
+                retry_after_secs: 30
+            }),
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+
+    #[test]
+    fn a_lockout_says_when_to_retry() {
+        let response = authn_failure(
+            &AuthnError::Locked {
+                retry_after_secs: 42,
+            },
+            PRM,
+        );
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "42");
+        assert!(!response.headers().contains_key(header::WWW_AUTHENTICATE));
     }
 }

@@ -1,8 +1,8 @@
 use anyhow::{Context as _, bail};
-use gatehouse_authn::{IssuedApiKey, issue_api_key};
+use gatehouse_authn::{IssuedApiKey, LockSubject, issue_api_key};
 use gatehouse_authz::Policy;
 use gatehouse_core::{Clock, SystemClock, Timestamp};
-use gatehouse_store::ApiKeyRecord;
+use gatehouse_store::{ApiKeyRecord, AuthLock};
 use serde_json::json;
 
 use crate::cli::{KeyCreateArgs, KeysCommand};
@@ -97,6 +97,93 @@ fn print_issued(issued: &IssuedApiKey, json: bool, now: Timestamp) {
     }
 }
 
+/// (kind, key id or address) of a lock, as `keys unlock` takes it back.
+fn lock_target(subject: &str) -> (&'static str, String) {
+    match LockSubject::parse(subject) {
+        Some(LockSubject::Key(id)) => ("key", id),
+        Some(LockSubject::Source(source)) => ("source", source),
+        // Not written by Gatehouse; shown as stored.
+        None => ("other", subject.to_string()),
+    }
+}
+
+fn lock_json(lock: &AuthLock) -> serde_json::Value {
+    let (kind, target) = lock_target(&lock.subject);
+    json!({
+        "subject": lock.subject,
+        "kind": kind,
+        "target": target,
+        "failures": lock.failures,
+        "locked_until": lock.locked_until.to_rfc3339(),
+    })
+}
+
+/// Clears the lock and failure count of a key id or a source address.
+/// Nothing to clear is not an error: the state asked for holds.
+async fn unlock(
+    ctx: &Context,
+    id: Option<String>,
+    source: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let subject = match (id, source) {
+        (None, Some(address)) => LockSubject::source(&address)
+            .with_context(|| format!("--source {address:?} is not an IP address"))?,
+        (Some(id), None) => LockSubject::Key(id),
+        _ => bail!("give either a key id or --source ADDRESS"),
+    };
+    let stored = subject.to_string();
+    let store = ctx.open_store().await?;
+    let cleared = store.clear_auth_lock(&stored).await?;
+    let (kind, target) = lock_target(&stored);
+    if json {
+        output::json(&json!({
+            "subject": stored,
+            "kind": kind,
+            "target": target,
+            "cleared": cleared,
+        }));
+    } else if cleared {
+        output::line(&format!(
+            "Cleared the lock and failure count of {kind} {target}. \
+             Servers accept it again within a second."
+        ));
+    } else {
+        output::line(&format!(
+            "Nothing to clear: {kind} {target} has no lock and no recorded failures."
+        ));
+    }
+    Ok(())
+}
+
+async fn list_locks(ctx: &Context, now: Timestamp, json: bool) -> anyhow::Result<()> {
+    let store = ctx.open_store().await?;
+    let locks = store.auth_locks(now).await?;
+    if json {
+        output::json(&json!(locks.iter().map(lock_json).collect::<Vec<_>>()));
+    } else if locks.is_empty() {
+        output::line("Nothing is locked.");
+    } else {
+        let rows: Vec<Vec<String>> = locks
+            .iter()
+            .map(|lock| {
+                let (kind, target) = lock_target(&lock.subject);
+                vec![
+                    kind.to_string(),
+                    target,
+                    lock.failures.to_string(),
+                    lock.locked_until.to_rfc3339(),
+                ]
+            })
+            .collect();
+        output::table(
+            &["KIND", "KEY ID / ADDRESS", "FAILURES", "LOCKED UNTIL"],
+            &rows,
+        );
+    }
+    Ok(())
+}
+
 /// Creates and stores a key. Shared with the first-run admin key.
 pub async fn create_key(
     ctx: &Context,
@@ -189,6 +276,8 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
                 ));
             }
         }
+        KeysCommand::Unlock { id, source, json } => unlock(ctx, id, source, json.json).await?,
+        KeysCommand::Locks(flag) => list_locks(ctx, now, flag.json).await?,
         KeysCommand::RotateSigning {
             publish_ahead,
             json,

@@ -212,3 +212,67 @@ async fn rate_limits_per_principal_and_tool_and_per_role() {
         2
     );
 }
+
+#[tokio::test]
+async fn admins_can_explain_decisions_over_http_and_nobody_else_can() {
+    let server = Server::start(None);
+    let (_, admin) = server.create_key("ops", "admin", &[]);
+    let (_, reader) = server.create_key("agent", "reader", &[]);
+    let check = |key: String, body: Value| {
+        let server = &server;
+        async move {
+            let response = server
+                .http
+                .post(format!("{}/admin/policy/check", server.base))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, v) = check(
+        admin.clone(),
+        json!({"roles": ["executor"], "tool": "send_email", "args": {"to": "a@example.com"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["decision"].as_str(), v["reason"].as_str()),
+        (Some("approval"), Some("approval_required"))
+    );
+    let (_, v) = check(
+        admin.clone(),
+        json!({"roles": ["reader"], "tool": "execute_code"}),
+    )
+    .await;
+    assert_eq!(v["reason"], "role_not_allowed");
+    assert!(v["rule"].as_str().unwrap().contains("reader"));
+    let (_, v) = check(
+        admin.clone(),
+        json!({"roles": ["analyst"], "tool": "read_file", "task": "outreach"}),
+    )
+    .await;
+    assert_eq!(v["reason"], "outside_task");
+    assert_eq!(v["task_tools"], json!(["whoami", "search_database"]));
+    let (status, v) = check(
+        admin.clone(),
+        json!({"roles": ["reader"], "tool": "whoami", "tenant": "globex"}),
+    )
+    .await;
+    assert_eq!(status, 403, "another tenant's questions: {v}");
+    let (status, _) = check(admin, json!({"tool": "whoami"})).await;
+    assert_eq!(status, 400);
+    let (status, _) = check(reader, json!({"roles": ["admin"], "tool": "whoami"})).await;
+    assert_eq!(status, 403, "only admins may ask");
+    let anonymous = server
+        .http
+        .post(format!("{}/admin/policy/check", server.base))
+        .json(&json!({"roles": ["admin"], "tool": "whoami"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}

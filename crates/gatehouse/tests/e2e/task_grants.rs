@@ -317,3 +317,28 @@ async fn a_task_the_role_may_not_claim_is_refused_at_initialize() {
     let body = parse_body(&response.text().await.unwrap());
     assert_eq!(reason(&body), "unknown_task");
 }
+
+#[tokio::test]
+async fn guessing_subject_tokens_locks_the_source_like_any_credential() {
+    let server = Server::start(None);
+    let (_, reader) = server.create_key("agent", "reader", &[]);
+    for i in 0..20 {
+        let (status, _) =
+            exchange(&server, &format!("ghk_guess{i:02}_wrongsecret"), "research").await;
+        assert_eq!(status, 400);
+    }
+    let (status, body) = exchange(&server, &reader, "research").await;
+    assert_eq!(status, 429, "{body}");
+    let out = server.cli(&["keys", "unlock", "--source", "127.0.0.1"]);
+    assert!(out.status.success());
+    // The unlock reaches the server's view of locks within a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = exchange(&server, &reader, "research").await;
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still locked: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

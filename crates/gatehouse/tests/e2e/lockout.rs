@@ -1,0 +1,182 @@
+//! Lockout after repeated authentication failures: per credential and per
+//! source address, answered with 429 and `Retry-After`, audited, and
+//! cleared with `gatehouse keys unlock`.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::harness::{MODERN, Server};
+
+/// A stateless `tools/list`; returns (status, Retry-After, body).
+async fn tools_list(server: &Server, key: Option<&str>) -> (u16, Option<u64>, Value) {
+    let mut request = server
+        .http
+        .post(server.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "tools/list");
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/list",
+        "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {}
+        }}
+    });
+    let response = request.json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    let text = response.text().await.unwrap();
+    (status, retry_after, super::harness::parse_body(&text))
+}
+
+/// The same key with another (well-formed) secret.
+fn wrong_secret(key: &str) -> String {
+    let mut wrong = key.to_string();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == 'A' { 'B' } else { 'A' });
+    wrong
+}
+
+/// Other instances (and this one) see an unlock within about a second;
+/// polls instead of sleeping a fixed time.
+async fn until_accepted(server: &Server, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, _, body) = tools_list(server, Some(key)).await;
+        if status == 200 {
+            return;
+        }
+        assert_eq!(status, 429, "{body}");
+        assert!(Instant::now() < deadline, "still locked after the unlock");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn assert_locked(status: u16, retry_after: Option<u64>, body: &Value) {
+    assert_eq!(status, 429, "{body}");
+    let retry_after = retry_after.expect("Retry-After");
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    assert_eq!(body["jsonrpc"], "2.0");
+    assert_eq!(body["error"]["data"]["reason"], "locked");
+    assert_eq!(body["error"]["data"]["retry_after"], retry_after);
+    // The refusal does not say whether the key or the address is locked.
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("too many failed attempts"), "{message}");
+}
+
+#[tokio::test]
+async fn five_wrong_secrets_lock_the_key_even_for_the_right_one_until_unlocked() {
+    let server = Server::start(None);
+    let (id, key) = server.create_key("guessed", "reader", &[]);
+    let wrong = wrong_secret(&key);
+    for attempt in 1..=5 {
+        let (status, _, body) = tools_list(&server, Some(&wrong)).await;
+        assert_eq!(status, 401, "attempt {attempt}: {body}");
+    }
+    // Locked: refused before the secret is checked.
+    let (status, retry_after, body) = tools_list(&server, Some(&key)).await;
+    assert_locked(status, retry_after, &body);
+    // Only this key: another key from the same address still works.
+    let admin = server.admin_key.clone().unwrap();
+    assert_eq!(tools_list(&server, Some(&admin)).await.0, 200);
+
+    // Audited: the lock with the key's public id, then the refusal.
+    let failures = server.audit(&["--kind", "authentication", "--outcome", "failure"]);
+    let lock = failures
+        .iter()
+        .find(|r| r["reason"] == "credential_locked")
+        .expect("a credential_locked record");
+    assert_eq!(lock["credential"], id.as_str());
+    assert_eq!(lock["source"], "127.0.0.1");
+    assert!(
+        failures
+            .iter()
+            .any(|r| r["reason"] == "locked" && r["credential"] == id.as_str())
+    );
+    let secret = key.rsplit_once('_').unwrap().1;
+    let wrong_part = wrong.rsplit_once('_').unwrap().1;
+    for record in &failures {
+        let text = record.to_string();
+        assert!(
+            !text.contains(secret) && !text.contains(wrong_part),
+            "{text}"
+        );
+    }
+
+    let locks = server.cli_json(&["keys", "locks"]);
+    let listed = locks.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{locks}");
+    assert_eq!(listed[0]["kind"], "key");
+    assert_eq!(listed[0]["target"], id.as_str());
+    assert_eq!(listed[0]["failures"], 5);
+
+    let unlocked = server.cli_json(&["keys", "unlock", &id]);
+    assert_eq!(unlocked["cleared"], true);
+    assert_eq!(unlocked["subject"], format!("key:{id}"));
+    until_accepted(&server, &key).await;
+
+    // Nothing left to clear: said so, and still a success.
+    let again = server.cli(&["keys", "unlock", &id]);
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("Nothing to clear"));
+    assert_eq!(server.cli_json(&["keys", "locks"]), json!([]));
+    // An address that is not one is an error.
+    assert!(
+        !server
+            .cli(&["keys", "unlock", "--source", "not-an-address"])
+            .status
+            .success()
+    );
+}
+
+#[tokio::test]
+async fn garbage_from_one_address_locks_it_for_every_credential() {
+    let server = Server::start(None);
+    let admin = server.admin_key.clone().unwrap();
+    for attempt in 1..=20 {
+        let garbage = format!("not-a-gatehouse-key-{attempt}");
+        let (status, _, body) = tools_list(&server, Some(&garbage)).await;
+        assert_eq!(status, 401, "attempt {attempt}: {body}");
+    }
+    // Even a valid key is refused from that address.
+    let (status, retry_after, body) = tools_list(&server, Some(&admin)).await;
+    assert_locked(status, retry_after, &body);
+
+    let failures = server.audit(&["--kind", "authentication", "--outcome", "failure"]);
+    let lock = failures
+        .iter()
+        .find(|r| r["reason"] == "source_locked")
+        .expect("a source_locked record");
+    assert_eq!(lock["source"], "127.0.0.1");
+    assert!(lock["credential"].is_null());
+    let locks = server.cli_json(&["keys", "locks"]);
+    assert_eq!(locks[0]["kind"], "source", "{locks}");
+    assert_eq!(locks[0]["target"], "127.0.0.1");
+
+    let unlocked = server.cli_json(&["keys", "unlock", "--source", "127.0.0.1"]);
+    assert_eq!(unlocked["cleared"], true);
+    assert_eq!(unlocked["subject"], "source:127.0.0.1");
+    until_accepted(&server, &admin).await;
+}
+
+#[tokio::test]
+async fn a_missing_credential_never_counts() {
+    let server = Server::start(None);
+    for _ in 0..30 {
+        let (status, _, _) = tools_list(&server, None).await;
+        assert_eq!(status, 401);
+    }
+    let admin = server.admin_key.clone().unwrap();
+    assert_eq!(tools_list(&server, Some(&admin)).await.0, 200);
+    assert_eq!(server.cli_json(&["keys", "locks"]), json!([]));
+}
