@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Load benchmark: `tools/call whoami` through Gatehouse with authentication
-# off, with an API key and with an OAuth access token (JWT), measured side by
+# off, with an API key, with an OAuth access token (JWT) and with a task
+# token (token exchange; every call also passes the task-grant check), measured side by
 # side in one run (interleaved rounds), reported as ratios to auth off. Then
 # the token endpoint's client-credentials throughput. Loopback only; bounded
 # in time.
@@ -70,43 +71,57 @@ base_url="${jwt_url%/mcp}"
 jwt=$(curl -s -u "$client_id:$client_secret" -d grant_type=client_credentials "$base_url/oauth/token" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
 
+# The task arm: an API key exchanged (RFC 8693) for a task token of the
+# task `research`, so every call also passes the task-grant check.
+start_server task $'version = 1'; task_url=$url
+task_key=$("$bin" keys create --data-dir "$work/task" --name bench --role reader --json \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+task=$(curl -s "${task_url%/mcp}/oauth/token" -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange \
+  -d subject_token="$task_key" -d subject_token_type=urn:ietf:params:oauth:token-type:access_token -d task=research \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+
 load() { # url key -> RESULT line
   GATEHOUSE_KEY="$2" pin "$client_cpu" wrk -t1 -c"$conns" -d"${seconds}s" --latency \
     -s bench/whoami.lua "$1" | grep '^RESULT'
 }
 
-served_off=0; served_key=0; served_jwt=0
+arms=(off key jwt task)
+declare -A arm_url=([off]="$off_url" [key]="$key_url" [jwt]="$jwt_url" [task]="$task_url")
+declare -A arm_key=([off]="" [key]="$key" [jwt]="$jwt" [task]="$task")
+declare -A served=([off]=0 [key]=0 [jwt]=0 [task]=0)
+declare -A ratios=([key]="" [jwt]="" [task]="")
 count() { sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$1"; }
+rps() { sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$1"; }
 
 echo "warm-up (discarded)"
-w=$(load "$off_url" ""); served_off=$((served_off + $(count "$w")))
-w=$(load "$key_url" "$key"); served_key=$((served_key + $(count "$w")))
-w=$(load "$jwt_url" "$jwt"); served_jwt=$((served_jwt + $(count "$w")))
+for arm in "${arms[@]}"; do
+  w=$(load "${arm_url[$arm]}" "${arm_key[$arm]}"); served[$arm]=$((served[$arm] + $(count "$w")))
+done
 
 echo "rounds=$rounds seconds=$seconds connections=$conns server_cpu=$server_cpu client_cpu=$client_cpu"
-key_ratios=(); jwt_ratios=()
-rps() { sed -E 's/.*rps=([0-9.]+).*/\1/' <<<"$1"; }
 for r in $(seq 1 "$rounds"); do
   # Rotate the order so drift does not favour one arm.
-  case $((r % 3)) in
-    1) a=$(load "$off_url" ""); b=$(load "$key_url" "$key"); c=$(load "$jwt_url" "$jwt");;
-    2) b=$(load "$key_url" "$key"); c=$(load "$jwt_url" "$jwt"); a=$(load "$off_url" "");;
-    0) c=$(load "$jwt_url" "$jwt"); a=$(load "$off_url" ""); b=$(load "$key_url" "$key");;
-  esac
-  served_off=$((served_off + $(count "$a"))); served_key=$((served_key + $(count "$b")))
-  served_jwt=$((served_jwt + $(count "$c")))
-  echo "round $r auth-off:   $a"
-  echo "round $r api-key:    $b"
-  echo "round $r jwt-bearer: $c"
-  for line in "$a" "$b" "$c"; do
-    case "$line" in *"errors=0 non2xx_or_bad=0"*) ;; *) echo "a run had errors: $line" >&2; exit 1;; esac
+  declare -A result=()
+  for i in 0 1 2 3; do
+    arm=${arms[$(( (i + r) % 4 ))]}
+    result[$arm]=$(load "${arm_url[$arm]}" "${arm_key[$arm]}")
+    served[$arm]=$((served[$arm] + $(count "${result[$arm]}")))
   done
-  key_ratios+=("$(python3 -c "print(f'{$(rps "$b") / $(rps "$a"):.3f}')")")
-  jwt_ratios+=("$(python3 -c "print(f'{$(rps "$c") / $(rps "$a"):.3f}')")")
+  for arm in "${arms[@]}"; do
+    echo "round $r $arm: ${result[$arm]}"
+    case "${result[$arm]}" in *"errors=0 non2xx_or_bad=0"*) ;; *) echo "a run had errors: ${result[$arm]}" >&2; exit 1;; esac
+  done
+  for arm in key jwt task; do
+    ratios[$arm]+=" $(python3 -c "print(f'{$(rps "${result[$arm]}") / $(rps "${result[off]}"):.3f}')")"
+  done
 done
 summary() { python3 -c "import statistics,sys; r=[float(x) for x in sys.argv[2:]]; print(f'{sys.argv[1]}: per round {\" \".join(sys.argv[2:])}; median {statistics.median(r):.3f} (min {min(r):.3f}, max {max(r):.3f})')" "$@"; }
-summary "api-key / auth-off RPS (target >= 0.90)" "${key_ratios[@]}"
-summary "jwt-bearer (validated-token cache) / auth-off RPS (target >= 0.85)" "${jwt_ratios[@]}"
+# shellcheck disable=SC2086 # the ratios are a space-separated list
+summary "api-key / auth-off RPS (target >= 0.90)" ${ratios[key]}
+# shellcheck disable=SC2086
+summary "jwt-bearer (validated-token cache) / auth-off RPS (target >= 0.85)" ${ratios[jwt]}
+# shellcheck disable=SC2086
+summary "task token (token exchange, task-grant check) / auth-off RPS" ${ratios[task]}
 
 # Token endpoint: client-credentials grants per second (each signs an ES256
 # JWT and writes its audit record before answering).
@@ -117,9 +132,8 @@ case "$t" in *"errors=0 non2xx_or_bad=0"*) ;; *) echo "token run had errors" >&2
 
 # Every answered call left its outcome record (a few more may exist for
 # requests still in flight when wrk stopped counting).
-for arm in off key jwt; do
+for arm in "${arms[@]}"; do
   rows=$(GATEHOUSE_LOG=error "$bin" audit query --data-dir "$work/$arm" --kind tool_outcome --limit 100000000 --json | wc -l)
-  case $arm in off) served=$served_off;; key) served=$served_key;; jwt) served=$served_jwt;; esac
-  echo "$arm: $served calls answered, $rows tool_outcome audit records"
-  [ "$rows" -ge "$served" ] || { echo "audit records are missing" >&2; exit 1; }
+  echo "$arm: ${served[$arm]} calls answered, $rows tool_outcome audit records"
+  [ "$rows" -ge "${served[$arm]}" ] || { echo "audit records are missing" >&2; exit 1; }
 done

@@ -8,7 +8,7 @@ use gatehouse_store::ClientRecord;
 use serde_json::json;
 
 use crate::cli::{ClientCreateArgs, ClientsCommand};
-use crate::commands::keys::{validate_name, validate_role, validate_scopes};
+use crate::commands::keys::{validate_name, validate_role, validate_scopes, validate_tenant};
 use crate::context::Context;
 use crate::output;
 
@@ -34,6 +34,7 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
     validate_name("name", &args.name)?;
     validate_name("tenant", &args.tenant)?;
     let policy = crate::policy_file::load(ctx)?;
+    validate_tenant(&policy, &args.tenant)?;
     validate_role(&policy, &args.role)?;
     validate_scopes(&policy, &args.scopes)?;
     for uri in &args.redirect_uris {

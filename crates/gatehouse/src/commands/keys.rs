@@ -35,6 +35,15 @@ pub fn validate_role(policy: &Policy, role: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With tenants declared in the policy, a credential for any other tenant
+/// would be refused on every request: refuse to create it.
+pub fn validate_tenant(policy: &Policy, tenant: &str) -> anyhow::Result<()> {
+    if policy.tenancy_enabled() && !policy.tenant_allowed(tenant) {
+        bail!("tenant {tenant:?} is not declared in the policy ([tenants.{tenant}])");
+    }
+    Ok(())
+}
+
 pub fn validate_scopes(policy: &Policy, scopes: &Option<Vec<String>>) -> anyhow::Result<()> {
     let known = policy.scopes();
     for scope in scopes.iter().flatten() {
@@ -219,6 +228,7 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
     let now = SystemClock.now();
     match command {
         KeysCommand::Create(args) => {
+            validate_tenant(&crate::policy_file::load(ctx)?, &args.tenant)?;
             let issued = create_key(ctx, &args, now).await?;
             print_issued(&issued, args.json, now);
         }

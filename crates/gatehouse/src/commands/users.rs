@@ -7,7 +7,7 @@ use gatehouse_store::{Store, UserRecord};
 use serde_json::json;
 
 use crate::cli::{UserAddArgs, UsersCommand};
-use crate::commands::keys::{validate_name, validate_role};
+use crate::commands::keys::{validate_name, validate_role, validate_tenant};
 use crate::context::Context;
 use crate::output;
 
@@ -77,6 +77,7 @@ async fn add(ctx: &Context, args: &UserAddArgs) -> anyhow::Result<()> {
     let username = validate_username(&args.username)?;
     validate_name("tenant", &args.tenant)?;
     let policy = crate::policy_file::load(ctx)?;
+    validate_tenant(&policy, &args.tenant)?;
     for role in &args.roles {
         validate_role(&policy, role)?;
     }

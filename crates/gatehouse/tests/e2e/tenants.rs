@@ -4,17 +4,20 @@
 
 use serde_json::{Value, json};
 
-use super::browser::{Browser, add_user};
+use super::browser::Browser;
 use super::harness::Server;
 
 const DEFAULT: &str = include_str!("../../../gatehouse-authz/src/default_policy.toml");
 
+fn tenants_policy() -> String {
+    format!(
+        "{DEFAULT}\n[tenants.acme]\ntools = [\"whoami\", \"read_file\", \"send_email\", \"access_secrets\"]\n\n[tenants.globex]\n"
+    )
+}
+
 fn start_with_tenants() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let policy = format!(
-        "{DEFAULT}\n[tenants.acme]\ntools = [\"whoami\", \"read_file\", \"send_email\", \"access_secrets\"]\n\n[tenants.globex]\n"
-    );
-    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    std::fs::write(dir.path().join("policy.toml"), tenants_policy()).unwrap();
     Server::start_in(dir, Some("version = 1\n[policy]\nfile = \"policy.toml\"\n"))
 }
 
@@ -29,13 +32,36 @@ fn sorted(mut names: Vec<String>) -> Vec<String> {
 
 #[tokio::test]
 async fn a_principal_of_an_undeclared_tenant_is_refused() {
-    let server = start_with_tenants();
+    // A key made before tenancy was switched on (tenant "default")...
+    let dir = tempfile::tempdir().unwrap();
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(&policy_path, DEFAULT).unwrap();
+    let server = Server::start_in(dir, Some("version = 1\n[policy]\nfile = \"policy.toml\"\n"));
     let (_, stray) = server.create_key("stray", "admin", &[]);
-    let (status, body) = server.rpc(Some(&stray), "tools/list", json!({})).await;
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(server.tool_names(&stray).await.len(), 9);
+    // ...is refused at gate 1 once the reloaded policy declares tenants.
+    std::fs::write(&policy_path, tenants_policy()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let body = loop {
+        let (status, body) = server.rpc(Some(&stray), "tools/list", json!({})).await;
+        if status == 403 {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "policy not reloaded: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert_eq!(reason(&body), "unknown_tenant");
     let anomalies = server.audit(&["--kind", "anomaly"]);
     assert!(anomalies.iter().any(|r| r["reason"] == "unknown_tenant"));
+    // And the CLI refuses to make credentials for an undeclared tenant.
+    let out = server.cli(&[
+        "keys", "create", "--name", "x", "--role", "admin", "--tenant", "initech",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not declared"));
 }
 
 #[tokio::test]
@@ -65,7 +91,9 @@ async fn each_tenant_sees_and_calls_only_its_tools() {
 #[tokio::test]
 async fn approvals_and_secrets_stay_inside_their_tenant() {
     let server = start_with_tenants();
-    add_user(&server, "alice", "executor");
+    server.cli_json(&[
+        "users", "add", "alice", "--role", "executor", "--tenant", "acme",
+    ]);
     // alice of acme owns the agent; root is an admin, but of globex.
     let alice_password = {
         let out = server.cli_json(&[
