@@ -30,11 +30,14 @@ impl AuthorizationServer {
         source: Option<String>,
         now: Timestamp,
     ) -> Result<serde_json::Value, OAuthError> {
-        if !self
+        if let Err(retry_ms) = self
             .registrations
-            .check(source.as_deref().unwrap_or("unknown"), now)
+            .attempt(source.as_deref().unwrap_or("unknown"), now)
         {
-            return Err(OAuthError::TooManyRequests);
+            let retry_after_secs = u64::try_from(retry_ms.saturating_add(999) / 1000)
+                .unwrap_or(1)
+                .max(1);
+            return Err(OAuthError::TooManyRequests { retry_after_secs });
         }
         let request = parse_registration(body).map_err(|e| match e.code() {
             "invalid_redirect_uri" => OAuthError::InvalidRedirectUri(e.to_string()),

@@ -57,7 +57,7 @@ fn no_store(mut response: Response) -> Response {
 fn error_response(error: &OAuthError) -> Response {
     let status = match error {
         OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
-        OAuthError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        OAuthError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         OAuthError::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
@@ -75,6 +75,11 @@ fn error_response(error: &OAuthError) -> Response {
         Json(json!({"error": error.code(), "error_description": description})),
     )
         .into_response();
+    if let OAuthError::TooManyRequests { retry_after_secs } = error
+        && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
     if let OAuthError::InvalidClient { basic: true } = error {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,

@@ -42,8 +42,9 @@ pub enum OAuthError {
     /// cannot be granted.
     #[error("{0}")]
     InvalidAuthorizationDetails(String),
-    #[error("too many requests; try again later")]
-    TooManyRequests,
+    /// Rate-limited or locked out; answered with 429 and `Retry-After`.
+    #[error("too many requests; try again in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     /// Storage or the audit log is unavailable: nothing was issued.
     #[error("the authorization server is temporarily unavailable")]
     TemporarilyUnavailable(String),
@@ -70,7 +71,7 @@ impl OAuthError {
             OAuthError::InvalidClientMetadata(_) => "invalid_client_metadata",
             OAuthError::InvalidAuthorizationDetails(_) => "invalid_authorization_details",
             // RFC 6749 has no code for this; RFC 6585 429 carries it.
-            OAuthError::TooManyRequests => "slow_down",
+            OAuthError::TooManyRequests { .. } => "slow_down",
             OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",
             OAuthError::ServerError(_) => "server_error",
         }

@@ -164,7 +164,9 @@ impl AuthorizationServer {
         let principal = match checked {
             Ok(principal) => principal,
             Err(AuthnError::Unavailable(detail)) => return Err(unavailable(detail)),
-            Err(AuthnError::Locked { .. }) => return Err(OAuthError::TooManyRequests),
+            Err(AuthnError::Locked { retry_after_secs }) => {
+                return Err(OAuthError::TooManyRequests { retry_after_secs });
+            }
             Err(e) => {
                 if e.counts_toward_lockout()
                     && let Err(store) = lockouts

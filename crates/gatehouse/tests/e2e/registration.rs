@@ -170,6 +170,11 @@ async fn a12_registration_is_rate_limited_per_source() {
     }
     assert_eq!(&statuses[..20], &[201; 20]);
     assert_eq!(&statuses[20..], &[429, 429]);
+    // 429 says when to come back (the window is a minute).
+    let (_, headers, body) = register(&server, body, None).await;
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(body["error"], "slow_down");
 }
 
 #[tokio::test]
