@@ -62,6 +62,12 @@ reader_key="$("$bin" keys create --data-dir "$data" --name py-reader --role read
   || { echo "the denied call is missing from the audit log" >&2; exit 1; }
 echo "python interop: denied call found in the audit log"
 
+# A task grant and a human-approved call through the SDK.
+"$bin" users add py-owner --role executor --data-dir "$data" --json >/dev/null
+mailer_key="$("$bin" keys create --data-dir "$data" --name py-mailer --role executor --owner py-owner --json | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+"$venv/bin/python" tests/interop/python/task_client.py "$url" "$mailer_key" "$bin" "$data"
+echo "python interop: task grant and operation token passed"
+
 # OAuth: the SDK's own OAuthClientProvider registers, sends a person (our
 # scripted browser) through login and consent, calls tools, and refreshes.
 password="$("$bin" users add py-alice --role reader --data-dir "$data" --json | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["password"])')"
