@@ -18,11 +18,12 @@ use crate::{OAuthError, pkce};
 const REFRESH_TOKEN_PREFIX: &str = "ghr_";
 
 /// What the audit record of a token request names.
-struct Attempt<'a> {
-    grant_type: &'a str,
-    client_id: Option<String>,
-    human: Option<String>,
-    grant_id: Option<String>,
+pub(crate) struct Attempt<'a> {
+    pub(crate) grant_type: &'a str,
+    /// The client, or for token exchange the subject's agent.
+    pub(crate) client_id: Option<String>,
+    pub(crate) human: Option<String>,
+    pub(crate) grant_id: Option<String>,
 }
 
 impl AuthorizationServer {
@@ -41,14 +42,8 @@ impl AuthorizationServer {
             grant_id: None,
         };
         let result = if grant_type == GRANT_TOKEN_EXCHANGE {
-            self.token_exchange(
-                &request,
-                &mut attempt.human,
-                &mut attempt.grant_id,
-                source.clone(),
-                now,
-            )
-            .await
+            self.token_exchange(&request, &mut attempt, source.clone(), now)
+                .await
         } else {
             self.dispatch(request, &mut attempt, now).await
         };

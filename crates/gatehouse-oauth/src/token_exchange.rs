@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::OAuthError;
+use crate::grants::Attempt;
 use crate::server::{AuthorizationServer, TaskClaims, TokenRequest, TokenResponse, unavailable};
 
 pub const GRANT_TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -105,8 +106,7 @@ impl AuthorizationServer {
     pub(crate) async fn token_exchange(
         &self,
         request: &TokenRequest,
-        human: &mut Option<String>,
-        grant_id: &mut Option<String>,
+        attempt: &mut Attempt<'_>,
         source: Option<String>,
         now: Timestamp,
     ) -> Result<TokenResponse, OAuthError> {
@@ -180,7 +180,8 @@ impl AuthorizationServer {
                 ));
             }
         };
-        *human = principal.human.clone();
+        attempt.human = principal.human.clone();
+        attempt.client_id = Some(principal.agent.clone());
         if let Some(auth) = &request.client {
             let client = self.authenticate_client(auth, now).await?;
             if client.id != principal.agent {
@@ -209,7 +210,7 @@ impl AuthorizationServer {
             }
             Err(e) => return Err(unavailable(e)),
         };
-        *grant_id = Some(grant.id.clone());
+        attempt.grant_id = Some(grant.id.clone());
         self.sign_task_token(&principal, &grant, now).await
     }
 
