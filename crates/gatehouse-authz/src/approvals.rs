@@ -13,8 +13,9 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gatehouse_audit::EventBuilder;
 use gatehouse_authn::Pepper;
-use gatehouse_core::{Principal, Timestamp};
+use gatehouse_core::{AuditEvent, AuditKind, Outcome, Principal, Timestamp};
 use gatehouse_store::{
     ApprovalDecision, ApprovalRecord, ApprovalStatus, OperationBinding, Store, StoreError,
 };
@@ -133,6 +134,32 @@ impl TokenRefusal {
             TokenRefusal::Mismatch => "operation_token_mismatch",
         }
     }
+}
+
+/// The audit record of a human's decision on an approval; `via` says
+/// where it was made ("on the approval page", "from the command line").
+pub fn decision_event(
+    approval: &ApprovalRecord,
+    decided_by: &str,
+    approve: bool,
+    via: &str,
+    now: Timestamp,
+) -> AuditEvent {
+    EventBuilder::new(AuditKind::Grant, Outcome::Success, now)
+        .tenant(&approval.tenant)
+        .human(decided_by)
+        .agent(&approval.agent)
+        .credential(Some(approval.credential_id.clone()))
+        .session(approval.task_grant.clone())
+        .tool(&approval.tool)
+        .decision(if approve { "approve" } else { "deny" })
+        .reason(if approve {
+            "approval_granted"
+        } else {
+            "approval_denied"
+        })
+        .error(format!("approval {} decided {via}", approval.id))
+        .build()
 }
 
 /// A decided approval and, when approved, the operation token (shown once).

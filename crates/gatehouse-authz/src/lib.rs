@@ -22,7 +22,7 @@ mod tenants;
 
 pub use approvals::{
     APPROVAL_PREFIX, ApprovalError, ApprovalSettings, Approvals, Decided, Decider,
-    OPERATION_TOKEN_META, OPERATION_TOKEN_PREFIX, TokenRefusal,
+    OPERATION_TOKEN_META, OPERATION_TOKEN_PREFIX, TokenRefusal, decision_event,
 };
 pub use canonical::{arguments_hash, canonical_json};
 pub use constraints::{ArgConstraint, ConstraintViolation, NormalizedPath, PathError};

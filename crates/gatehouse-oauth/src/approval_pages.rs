@@ -9,9 +9,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use gatehouse_audit::EventBuilder;
-use gatehouse_authz::{ApprovalError, Approvals, Decider, SharedPolicy};
-use gatehouse_core::{AuditKind, Outcome, Timestamp};
+use gatehouse_authz::{ApprovalError, Approvals, Decider, SharedPolicy, decision_event};
+use gatehouse_core::Timestamp;
 use gatehouse_store::{ApprovalRecord, ApprovalStatus, UserRecord};
 
 use crate::browser::{
@@ -221,24 +220,13 @@ pub(crate) async fn decide(
         Err(e) => return approval_error_page(&e),
     };
     let approval = &decided.approval;
-    let event = EventBuilder::new(AuditKind::Grant, Outcome::Success, now)
-        .tenant(&approval.tenant)
-        .human(&user.username)
-        .agent(&approval.agent)
-        .credential(Some(approval.credential_id.clone()))
-        .session(approval.task_grant.clone())
-        .tool(&approval.tool)
-        .decision(if approve { "approve" } else { "deny" })
-        .reason(if approve {
-            "approval_granted"
-        } else {
-            "approval_denied"
-        })
-        .error(format!(
-            "approval {} decided on the approval page",
-            approval.id
-        ))
-        .build();
+    let event = decision_event(
+        approval,
+        &user.username,
+        approve,
+        "on the approval page",
+        now,
+    );
     if let Err(e) = state.server.record(event).await {
         return failure_page(&e);
     }

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use gatehouse_audit::{AuditLog, EventBuilder};
-use gatehouse_authz::{ApprovalError, ApprovalSettings, Approvals, Decider};
-use gatehouse_core::{AuditKind, Clock, Outcome, SystemClock, Timestamp};
+use gatehouse_audit::AuditLog;
+use gatehouse_authz::{ApprovalError, ApprovalSettings, Approvals, Decider, decision_event};
+use gatehouse_core::{Clock, SystemClock, Timestamp};
 use gatehouse_store::{ApprovalRecord, ApprovalStatus};
 use serde_json::json;
 
@@ -77,26 +77,13 @@ async fn decide(ctx: &Context, id: &str, approve: bool, json_out: bool) -> anyho
     let (audit, writer) = AuditLog::start(store, Some(audit_path.clone()), ctx.config.audit.fsync)
         .with_context(|| format!("cannot open the audit file {}", audit_path.display()))?;
     audit
-        .record(
-            EventBuilder::new(AuditKind::Grant, Outcome::Success, now)
-                .tenant(&approval.tenant)
-                .human(decider.name())
-                .agent(&approval.agent)
-                .credential(Some(approval.credential_id.clone()))
-                .session(approval.task_grant.clone())
-                .tool(&approval.tool)
-                .decision(if approve { "approve" } else { "deny" })
-                .reason(if approve {
-                    "approval_granted"
-                } else {
-                    "approval_denied"
-                })
-                .error(format!(
-                    "approval {} decided from the command line",
-                    approval.id
-                ))
-                .build(),
-        )
+        .record(decision_event(
+            approval,
+            decider.name(),
+            approve,
+            "from the command line",
+            now,
+        ))
         .await?;
     drop(audit);
     writer.wait().await;
