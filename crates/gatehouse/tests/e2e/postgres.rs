@@ -112,3 +112,98 @@ async fn a_revocation_on_one_instance_stops_the_key_on_the_other() {
     let denied = second.audit(&["--outcome", "failure", "--kind", "authentication"]);
     assert!(!denied.is_empty(), "the refusal is in the shared audit log");
 }
+
+async fn wait_for_status(server: &Server, key: &str, expected: u16, what: &str) {
+    let start = Instant::now();
+    loop {
+        let status = server.rpc(Some(key), "tools/list", json!({})).await.0;
+        if status == expected {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn task_grants_and_operation_tokens_hold_across_instances() {
+    let Some(schema) = Schema::create() else {
+        return;
+    };
+    let url = schema.url();
+    let env = [
+        ("GH_TEST_DATABASE_URL", url.as_str()),
+        ("GATEHOUSE_PEPPER", &"ab".repeat(32)),
+        ("GATEHOUSE_MASTER_KEY", &"cd".repeat(32)),
+    ];
+    // Behind one load balancer both instances have one public URL, which
+    // is the issuer and the audience of every token.
+    let config = format!("{CONFIG}[server]\npublic_url = \"http://127.0.0.1:9\"\n");
+    let first = Server::start_with_env(tempfile::tempdir().unwrap(), Some(&config), &env);
+    let second = Server::start_with_env(tempfile::tempdir().unwrap(), Some(&config), &env);
+    first.cli_json(&["users", "add", "alice", "--role", "executor"]);
+    let (_, key) = first.create_key("mailer", "executor", &["--owner", "alice"]);
+
+    // A task token issued by the first instance works on the second...
+    let (status, body) = super::browser::token(
+        &first,
+        &[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", &key),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            ("task", "outreach"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let task = body["access_token"].as_str().unwrap().to_string();
+    let grant = body["authorization_details"][0]["grant_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut names = second.tool_names(&task).await;
+    names.sort();
+    assert_eq!(names, ["search_database", "send_email", "whoami"]);
+
+    // ...an operation token approved for a call on one instance runs it
+    // once on the other, and nowhere again.
+    let email = json!({"to": "bob@example.com", "subject": "s", "body": "b"});
+    let refused = first.call_tool(&task, "send_email", email.clone()).await;
+    let approval = refused["error"]["data"]["approval_id"].as_str().unwrap();
+    let approved = second.cli_json(&["approvals", "approve", approval]);
+    let token = approved["operation_token"].as_str().unwrap();
+    let with_token = json!({"name": "send_email", "arguments": email,
+                           "_meta": {"io.gatehouse/operation_token": token}});
+    let (_, ran) = second
+        .rpc(Some(&task), "tools/call", with_token.clone())
+        .await;
+    assert!(ran["result"].is_object(), "{ran}");
+    let (_, replay) = first.rpc(Some(&task), "tools/call", with_token).await;
+    assert_eq!(
+        replay["error"]["data"]["reason"], "operation_token_used",
+        "{replay}"
+    );
+
+    // Revoking the grant through one instance stops the task token on both.
+    first.cli_json(&["grants", "revoke", &grant]);
+    wait_for_status(
+        &first,
+        &task,
+        401,
+        "the revoked grant still works on its own instance",
+    )
+    .await;
+    wait_for_status(
+        &second,
+        &task,
+        401,
+        "the revoked grant still works on the other instance",
+    )
+    .await;
+}
