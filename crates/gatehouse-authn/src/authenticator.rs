@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use gatehouse_core::{CredentialKind, CredentialRef, Principal, Timestamp};
@@ -6,7 +6,7 @@ use gatehouse_store::{ApiKeyRecord, Store};
 
 use crate::access_token::{AccessTokens, TokenSettings};
 use crate::key_cache::KeyCache;
-use crate::lockout::{LockoutPolicy, Lockouts};
+use crate::lockout::{LockoutPolicy, Lockouts, NewLock};
 use crate::{AuthnError, KEY_PREFIX, Pepper, parse_api_key};
 
 /// `last_used_at` is written at most this often per key, so a busy key does
@@ -35,6 +35,9 @@ pub struct Authenticator {
     /// Counts failures and holds the view of active locks; gate 1 consults
     /// it around `authenticate`, where the source address is known.
     lockouts: Lockouts,
+    /// The revocation list by credential generation, when there are no
+    /// access tokens (whose cache holds it otherwise).
+    revoked: Mutex<Option<(u64, HashSet<String>)>>,
 }
 
 impl Authenticator {
@@ -47,6 +50,7 @@ impl Authenticator {
             tokens: None,
             last_touch: Mutex::new(HashMap::new()),
             cache: KeyCache::default(),
+            revoked: Mutex::new(None),
         }
     }
 
@@ -62,10 +66,6 @@ impl Authenticator {
 
     pub fn pepper(&self) -> &Pepper {
         &self.pepper
-    }
-
-    pub fn lockouts(&self) -> &Lockouts {
-        &self.lockouts
     }
 
     /// Checks the presented credential (already extracted from the request).
@@ -115,6 +115,40 @@ impl Authenticator {
         Ok(principal_for_key(&record))
     }
 
+    /// Authentication with lockout: a locked API key id or source address
+    /// is refused before the secret is checked, and a failure that looks
+    /// like guessing is counted. Returns the outcome and the locks this
+    /// failure set (for the caller's audit record). Counting is
+    /// bookkeeping: if the store cannot count, the request is refused all
+    /// the same, and the lock view fails closed once it is too old.
+    pub async fn authenticate_guarded(
+        &self,
+        credential: &str,
+        source: Option<&str>,
+        now: Timestamp,
+    ) -> (Result<Principal, AuthnError>, Vec<NewLock>) {
+        let key_id = parse_api_key(credential).ok().map(|p| p.id.to_string());
+        let result = match self.lockouts.check(source, key_id.as_deref(), now).await {
+            Ok(()) => self.authenticate(Some(credential), now).await,
+            Err(locked) => Err(locked),
+        };
+        let new_locks = match &result {
+            Err(error) if error.counts_toward_lockout() => match self
+                .lockouts
+                .record_failure(source, key_id.as_deref(), now)
+                .await
+            {
+                Ok(locks) => locks,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot count an authentication failure");
+                    Vec::new()
+                }
+            },
+            _ => Vec::new(),
+        };
+        (result, new_locks)
+    }
+
     /// A task token derived from an API key stands only while the key does.
     async fn check_base_key(&self, id: &str, now: Timestamp) -> Result<(), AuthnError> {
         match self.key_record(id).await? {
@@ -128,16 +162,34 @@ impl Authenticator {
     /// Whether a task grant (or token id) has been revoked, read from the
     /// revocation list every instance shares. Fails closed.
     pub async fn is_revoked(&self, id: &str, now: Timestamp) -> Result<bool, AuthnError> {
-        match &self.tokens {
-            Some(tokens) => tokens.is_revoked(&self.store, id, now).await,
-            None => Ok(self
-                .store
-                .revoked_tokens(now)
-                .await
-                .map_err(|e| AuthnError::Unavailable(e.to_string()))?
-                .iter()
-                .any(|revoked| revoked == id)),
+        if let Some(tokens) = &self.tokens {
+            return tokens.is_revoked(&self.store, id, now).await;
         }
+        // Without an authorization server there is no token cache to
+        // share: keep the list per credential generation here, so a
+        // session bound to a grant does not read the store per request.
+        let generation = self.store.credential_generation();
+        if let Some(g) = generation
+            && let Ok(cache) = self.revoked.lock()
+            && let Some((cached, list)) = cache.as_ref()
+            && *cached == g
+        {
+            return Ok(list.contains(id));
+        }
+        let list: HashSet<String> = self
+            .store
+            .revoked_tokens(now)
+            .await
+            .map_err(|e| AuthnError::Unavailable(e.to_string()))?
+            .into_iter()
+            .collect();
+        let revoked = list.contains(id);
+        if let Some(g) = generation
+            && let Ok(mut cache) = self.revoked.lock()
+        {
+            *cache = Some((g, list));
+        }
+        Ok(revoked)
     }
 
     async fn key_record(&self, id: &str) -> Result<Option<ApiKeyRecord>, AuthnError> {

@@ -202,12 +202,6 @@ fn subjects(source: Option<&str>, key_id: Option<&str>) -> Vec<LockSubject> {
     subjects
 }
 
-/// Whole seconds until `until`, rounded up, at least 1.
-fn retry_after_secs(until: Timestamp, now: Timestamp) -> u64 {
-    let millis = until.as_millis().saturating_sub(now.as_millis()).max(1);
-    u64::try_from(millis).unwrap_or(u64::MAX).div_ceil(1_000)
-}
-
 impl Lockouts {
     pub fn new(store: Arc<dyn GatingStore>, policy: LockoutPolicy) -> Self {
         Lockouts {
@@ -252,7 +246,9 @@ impl Lockouts {
         match until {
             None => Ok(()),
             Some(until) => Err(AuthnError::Locked {
-                retry_after_secs: retry_after_secs(until, now),
+                retry_after_secs: gatehouse_core::retry_after_secs(
+                    until.as_millis().saturating_sub(now.as_millis()),
+                ),
             }),
         }
     }

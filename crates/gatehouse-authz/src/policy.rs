@@ -132,6 +132,13 @@ impl Policy {
         self.roles.get(role).is_some_and(|r| r.admin)
     }
 
+    /// Whether someone with these roles administers their tenant: they hold
+    /// the role named `admin` or one with `admin = true`. Decides who may
+    /// approve any call of the tenant and explain policy over HTTP.
+    pub fn is_tenant_admin(&self, roles: &[String]) -> bool {
+        roles.iter().any(|r| r == "admin" || self.is_admin_role(r))
+    }
+
     /// Declared tasks in name order: what an agent may claim for a task grant.
     pub fn tasks(&self) -> impl Iterator<Item = (&str, &TaskSpec)> {
         self.tasks.iter().map(|(name, spec)| (name.as_str(), spec))

@@ -15,4 +15,4 @@ pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
 pub use peer::PeerAddr;
 pub use principal::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, TaskGrant};
 pub use public_address::is_public;
-pub use rate_limit::RateLimiter;
+pub use rate_limit::{RateLimiter, retry_after_secs};

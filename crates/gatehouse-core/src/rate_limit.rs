@@ -25,6 +25,12 @@ struct State {
     next_sweep: i64,
 }
 
+/// A wait in milliseconds as whole seconds for `Retry-After`: rounded up,
+/// at least 1.
+pub fn retry_after_secs(wait_ms: i64) -> u64 {
+    u64::try_from(wait_ms.max(1)).unwrap_or(1).div_ceil(1_000)
+}
+
 pub struct RateLimiter {
     limit: u32,
     window_ms: i64,
@@ -130,6 +136,21 @@ mod tests {
     use super::*;
 
     const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds_and_is_never_zero() {
+        let cases = [
+            (-5, 1),
+            (0, 1),
+            (1, 1),
+            (1_000, 1),
+            (1_001, 2),
+            (59_999, 60),
+        ];
+        for (ms, secs) in cases {
+            assert_eq!(retry_after_secs(ms), secs, "{ms} ms");
+        }
+    }
 
     fn at(offset_ms: i64) -> Timestamp {
         T0.plus_millis(offset_ms)

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use gatehouse_authz::{Policy, RateLimit};
-use gatehouse_core::{Principal, RateLimiter, Timestamp};
+use gatehouse_core::{Principal, RateLimiter, Timestamp, retry_after_secs};
 
 /// Keys tracked per distinct limit; beyond that the limiter refuses new
 /// keys rather than forget live windows.
@@ -18,12 +18,6 @@ const MAX_KEYS_PER_LIMIT: usize = 100_000;
 #[derive(Default)]
 pub struct CallLimits {
     limiters: Mutex<HashMap<(u32, i64), Arc<RateLimiter>>>,
-}
-
-fn retry_secs(ms: i64) -> u64 {
-    u64::try_from(ms.saturating_add(999) / 1000)
-        .unwrap_or(1)
-        .max(1)
 }
 
 impl CallLimits {
@@ -44,8 +38,10 @@ impl CallLimits {
 
     fn attempt(&self, limit: RateLimit, key: &str, now: Timestamp) -> Result<(), u64> {
         // A poisoned table refuses: failing open would lift every limit.
-        let limiter = self.limiter(limit).ok_or(retry_secs(limit.window_ms))?;
-        limiter.attempt(key, now).map_err(retry_secs)
+        let limiter = self
+            .limiter(limit)
+            .ok_or(retry_after_secs(limit.window_ms))?;
+        limiter.attempt(key, now).map_err(retry_after_secs)
     }
 
     /// Counts one permitted call; `Err(seconds)` when a limit is exceeded.

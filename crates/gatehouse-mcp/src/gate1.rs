@@ -56,15 +56,14 @@ pub async fn authenticate(
         Ok(Some(value)) => parse_api_key(value).ok().map(|p| p.id.to_string()),
         _ => None,
     };
-    let source = origin.source.as_deref();
-    let lockouts = authenticator.lockouts();
-    let result = match &presented {
-        Ok(Some(credential)) => match lockouts.check(source, key_id.as_deref(), now).await {
-            Ok(()) => authenticator.authenticate(Some(credential), now).await,
-            Err(locked) => Err(locked),
-        },
-        Ok(None) => authenticator.authenticate(None, now).await,
-        Err(e) => Err(e.clone()),
+    let (result, new_locks) = match &presented {
+        Ok(Some(credential)) => {
+            authenticator
+                .authenticate_guarded(credential, origin.source.as_deref(), now)
+                .await
+        }
+        Ok(None) => (authenticator.authenticate(None, now).await, Vec::new()),
+        Err(e) => (Err(e.clone()), Vec::new()),
     };
     let event = |outcome| {
         EventBuilder::new(AuditKind::Authentication, outcome, now)
@@ -85,22 +84,6 @@ pub async fn authenticate(
             Ok(principal)
         }
         Err(error) => {
-            let new_locks = if error.counts_toward_lockout() {
-                match lockouts
-                    .record_failure(source, key_id.as_deref(), now)
-                    .await
-                {
-                    Ok(locks) => locks,
-                    // The request is refused anyway; the store outage
-                    // shows up as 503s once the lock view is too old.
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot count an authentication failure");
-                        Vec::new()
-                    }
-                }
-            } else {
-                Vec::new()
-            };
             let failed = event(Outcome::Failure)
                 .credential(key_id)
                 .decision("deny")

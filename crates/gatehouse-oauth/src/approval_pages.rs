@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use gatehouse_authz::{ApprovalError, Approvals, Decider, SharedPolicy, decision_event};
 use gatehouse_core::Timestamp;
-use gatehouse_store::{ApprovalRecord, ApprovalStatus, UserRecord};
+use gatehouse_store::{ApprovalRecord, UserRecord};
 
 use crate::browser::{
     Browser, browser, current_user, failure_page, forged_form_page, form, login_form,
@@ -50,21 +50,10 @@ fn purpose(id: &str) -> String {
 }
 
 fn decider(pages: &ApprovalPages, user: &UserRecord) -> Decider {
-    let policy = pages.policy.current();
     Decider::User {
         username: user.username.clone(),
         tenant: user.tenant.clone(),
-        admin: user
-            .roles
-            .iter()
-            .any(|r| r == "admin" || policy.is_admin_role(r)),
-    }
-}
-
-fn status_of(approval: &ApprovalRecord, now: Timestamp) -> &'static str {
-    match approval.status {
-        ApprovalStatus::Pending if now >= approval.expires_at => "expired",
-        status => status.as_str(),
+        admin: pages.policy.current().is_tenant_admin(&user.roles),
     }
 }
 
@@ -130,7 +119,7 @@ fn page(state: &AsState, browser: &Browser, approval: &ApprovalRecord, now: Time
         task: approval.task.as_deref(),
         arguments: &pretty(&approval.arguments),
         arguments_hash: &approval.arguments_hash,
-        status: status_of(approval, now),
+        status: approval.state(now),
         expires: &expires,
     });
     with_csrf_cookie(state, browser, html_response(StatusCode::OK, html))

@@ -34,10 +34,9 @@ impl AuthorizationServer {
             .registrations
             .attempt(source.as_deref().unwrap_or("unknown"), now)
         {
-            let retry_after_secs = u64::try_from(retry_ms.saturating_add(999) / 1000)
-                .unwrap_or(1)
-                .max(1);
-            return Err(OAuthError::TooManyRequests { retry_after_secs });
+            return Err(OAuthError::TooManyRequests {
+                retry_after_secs: gatehouse_core::retry_after_secs(retry_ms),
+            });
         }
         let request = parse_registration(body).map_err(|e| match e.code() {
             "invalid_redirect_uri" => OAuthError::InvalidRedirectUri(e.to_string()),

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use gatehouse_authn::{Authenticator, AuthnError, parse_api_key};
+use gatehouse_authn::{Authenticator, AuthnError};
 use gatehouse_authz::{GrantOrigin, SharedPolicy, TaskGrantError, TaskGrants};
 use gatehouse_core::{Principal, Timestamp};
 use gatehouse_store::TaskGrantRecord;
@@ -147,34 +147,19 @@ impl AuthorizationServer {
             .ok_or_else(|| OAuthError::InvalidRequest("subject_token is required".into()))?;
         // The subject token is a credential like any other: the same
         // lockout applies here as at the MCP endpoint.
-        let key_id = parse_api_key(subject).ok().map(|p| p.id.to_string());
-        let lockouts = exchange.authenticator.lockouts();
-        let checked = match lockouts
-            .check(source.as_deref(), key_id.as_deref(), now)
-            .await
-        {
-            Ok(()) => {
-                exchange
-                    .authenticator
-                    .authenticate(Some(subject), now)
-                    .await
-            }
-            Err(locked) => Err(locked),
-        };
+        // A lock set here is seen in the audit log as the token request's
+        // failure and, after it, as `locked` refusals.
+        let (checked, _new_locks) = exchange
+            .authenticator
+            .authenticate_guarded(subject, source.as_deref(), now)
+            .await;
         let principal = match checked {
             Ok(principal) => principal,
             Err(AuthnError::Unavailable(detail)) => return Err(unavailable(detail)),
             Err(AuthnError::Locked { retry_after_secs }) => {
                 return Err(OAuthError::TooManyRequests { retry_after_secs });
             }
-            Err(e) => {
-                if e.counts_toward_lockout()
-                    && let Err(store) = lockouts
-                        .record_failure(source.as_deref(), key_id.as_deref(), now)
-                        .await
-                {
-                    tracing::warn!(error = %store, "cannot count an authentication failure");
-                }
+            Err(_) => {
                 return Err(OAuthError::InvalidGrant(
                     "the subject_token is not valid".into(),
                 ));

@@ -104,6 +104,18 @@ pub struct ApprovalRecord {
     pub redeemed_at: Option<Timestamp>,
 }
 
+impl ApprovalRecord {
+    /// The state as people see it: a pending approval past its deadline,
+    /// or an approved one whose token ran out, reads `expired`.
+    pub fn state(&self, now: Timestamp) -> &'static str {
+        match self.status {
+            ApprovalStatus::Pending if now >= self.expires_at => "expired",
+            ApprovalStatus::Approved if self.token_expires_at.is_none_or(|t| now >= t) => "expired",
+            other => other.as_str(),
+        }
+    }
+}
+
 /// A human's decision on a pending approval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApprovalDecision {

@@ -40,14 +40,6 @@ fn error(status: StatusCode, code: &str, description: &str) -> Response {
         .into_response()
 }
 
-fn is_admin(state: &AppState, principal: &Principal) -> bool {
-    let policy = state.gateway.policy();
-    principal
-        .roles
-        .iter()
-        .any(|r| r == "admin" || policy.is_admin_role(r))
-}
-
 pub async fn check(
     State(state): State<Arc<AppState>>,
     caller: Option<Extension<Caller>>,
@@ -61,7 +53,12 @@ pub async fn check(
         );
     };
     // An admin confined to a task grant is not acting as an admin.
-    if !is_admin(&state, &caller.principal) || caller.principal.task.is_some() {
+    if !state
+        .gateway
+        .policy()
+        .is_tenant_admin(&caller.principal.roles)
+        || caller.principal.task.is_some()
+    {
         return error(
             StatusCode::FORBIDDEN,
             "forbidden",

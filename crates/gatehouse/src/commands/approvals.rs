@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use gatehouse_audit::AuditLog;
 use gatehouse_authz::{ApprovalError, ApprovalSettings, Approvals, Decider, decision_event};
 use gatehouse_core::{Clock, SystemClock, Timestamp};
-use gatehouse_store::{ApprovalRecord, ApprovalStatus};
+use gatehouse_store::ApprovalRecord;
 use serde_json::json;
 
 use crate::cli::ApprovalsCommand;
@@ -16,20 +16,10 @@ use crate::commands::keys::ts_text;
 use crate::context::Context;
 use crate::output;
 
-fn status(approval: &ApprovalRecord, now: Timestamp) -> &'static str {
-    match approval.status {
-        ApprovalStatus::Pending if now >= approval.expires_at => "expired",
-        ApprovalStatus::Approved if approval.token_expires_at.is_some_and(|t| now >= t) => {
-            "expired"
-        }
-        other => other.as_str(),
-    }
-}
-
 fn approval_json(a: &ApprovalRecord, now: Timestamp) -> serde_json::Value {
     json!({
         "id": a.id,
-        "status": status(a, now),
+        "status": a.state(now),
         "tenant": a.tenant,
         "human": a.human,
         "agent": a.agent,
@@ -143,7 +133,7 @@ pub async fn run(ctx: &Context, command: ApprovalsCommand) -> anyhow::Result<()>
                 .map(|a| {
                     vec![
                         a.id.clone(),
-                        status(a, now).to_string(),
+                        a.state(now).to_string(),
                         a.tenant.clone(),
                         a.human.clone().unwrap_or_else(|| "-".into()),
                         a.agent.clone(),

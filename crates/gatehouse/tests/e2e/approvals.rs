@@ -317,17 +317,8 @@ async fn a_denied_call_stays_denied_and_a_new_request_needs_a_new_approval() {
 async fn clients_with_url_elicitation_are_asked_to_open_the_approval_page() {
     let Setup { server, agent, .. } = setup();
     let post = |session: Option<String>, body: Value| {
-        let mut request = server
-            .http
-            .post(server.mcp_url())
-            .bearer_auth(&agent)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", LEGACY);
-        if let Some(id) = session {
-            request = request.header("mcp-session-id", id);
-        }
-        request.json(&body).send()
+        let (server, agent) = (&server, &agent);
+        async move { server.post_legacy(agent, session.as_deref(), body).await }
     };
     let response = post(
         None,
@@ -337,8 +328,7 @@ async fn clients_with_url_elicitation_are_asked_to_open_the_approval_page() {
             "clientInfo": {"name": "e2e", "version": "1"}
         }}),
     )
-    .await
-    .unwrap();
+    .await;
     let session = response.headers()["mcp-session-id"]
         .to_str()
         .unwrap()
@@ -347,16 +337,14 @@ async fn clients_with_url_elicitation_are_asked_to_open_the_approval_page() {
         Some(session.clone()),
         json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
     )
-    .await
-    .unwrap();
+    .await;
     let response = post(
         Some(session),
         json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
             "name": "send_email", "arguments": email("bob@example.com")
         }}),
     )
-    .await
-    .unwrap();
+    .await;
     let body = parse_body(&response.text().await.unwrap());
     assert_eq!(body["error"]["code"], -32042, "{body}");
     let elicitation = &body["error"]["data"]["elicitations"][0];

@@ -201,6 +201,27 @@ impl Server {
         response.json().await.unwrap()
     }
 
+    /// A 2025-11-25 request (the protocol with `initialize` and sessions),
+    /// in the session `session` when given.
+    pub async fn post_legacy(
+        &self,
+        key: &str,
+        session: Option<&str>,
+        body: Value,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.mcp_url())
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", LEGACY);
+        if let Some(id) = session {
+            request = request.header("mcp-session-id", id);
+        }
+        request.json(&body).send().await.unwrap()
+    }
+
     /// A stateless (2026-07-28) request; returns (status, body).
     pub async fn rpc(&self, key: Option<&str>, method: &str, params: Value) -> (u16, Value) {
         let mut params = params;

@@ -6,17 +6,7 @@ use serde_json::{Value, json};
 use super::harness::{LEGACY, Server, parse_body};
 
 async fn post(server: &Server, key: &str, session: Option<&str>, body: Value) -> Response {
-    let mut request = server
-        .http
-        .post(server.mcp_url())
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", LEGACY);
-    if let Some(id) = session {
-        request = request.header("mcp-session-id", id);
-    }
-    request.json(&body).send().await.unwrap()
+    server.post_legacy(key, session, body).await
 }
 
 async fn initialize(server: &Server, key: &str) -> String {

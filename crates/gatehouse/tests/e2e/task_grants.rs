@@ -203,17 +203,7 @@ async fn revoking_a_grant_or_its_base_key_stops_the_task_token() {
 }
 
 async fn post(server: &Server, key: &str, session: Option<&str>, body: Value) -> reqwest::Response {
-    let mut request = server
-        .http
-        .post(server.mcp_url())
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", LEGACY);
-    if let Some(id) = session {
-        request = request.header("mcp-session-id", id);
-    }
-    request.json(&body).send().await.unwrap()
+    server.post_legacy(key, session, body).await
 }
 
 fn initialize_with_task(task: &str) -> Value {
