@@ -150,11 +150,8 @@ fn tool_result(result: Result<ToolOutput, ToolError>) -> CallToolResult {
             result.structured_content = output.structured;
             result
         }
-        Err(error) => CallToolResult::error(vec![ContentBlock::text(format!(
-            "{}: {}",
-            error.code(),
-            error
-        ))]),
+        // The error's text already starts with what went wrong ("refused: …").
+        Err(error) => CallToolResult::error(vec![ContentBlock::text(error.to_string())]),
     }
 }
 

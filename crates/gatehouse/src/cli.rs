@@ -350,7 +350,8 @@ pub enum PolicyCommand {
         json: JsonFlag,
     },
     /// Explain the decision for one tool call: allow, deny or approval, and
-    /// the rule or reason (the same code the audit log records).
+    /// the rule or reason (the same code the audit log records). Exit status:
+    /// 0 allow, 3 approval, 4 deny (1: the check itself failed).
     Check(PolicyCheckArgs),
 }
 

@@ -191,6 +191,16 @@ pub enum AuthModeName {
     None,
 }
 
+impl AuthModeName {
+    /// The spelling of the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthModeName::ApiKey => "api_key",
+            AuthModeName::None => "none",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -448,6 +458,16 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn auth_modes_print_as_the_file_spells_them() {
+        for name in ["api_key", "none"] {
+            let text = format!(
+                "version = 1\n[server]\nlisten = \"127.0.0.1:1\"\n[auth]\nmode = \"{name}\""
+            );
+            assert_eq!(parse(&text).unwrap().auth.mode.as_str(), name);
+        }
     }
 
     #[test]

@@ -66,6 +66,16 @@ impl Context {
         Ok(())
     }
 
+    /// The server's public origin as the configuration gives it (what
+    /// `serve` uses unless `--public-url` or `--listen` override it), for
+    /// commands that print URLs: `server.public_url`, else the listen address.
+    pub fn public_origin(&self) -> String {
+        match &self.config.server.public_url {
+            Some(url) => url.origin().ascii_serialization(),
+            None => format!("http://{}", self.config.server.listen),
+        }
+    }
+
     pub fn in_data_dir(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
             path.to_path_buf()

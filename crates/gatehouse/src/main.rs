@@ -8,33 +8,43 @@ mod output;
 mod policy_file;
 mod runtime;
 
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command};
 use crate::context::Context;
 
-const QUIET_SDK: &str = "rmcp=warn";
+/// The MCP SDK logs whole messages (tool arguments, request headers) at
+/// debug level, which can hold secrets, so it never logs below warn. Its
+/// service loop also logs every JSON-RPC error response at warn, with a
+/// `Debug` dump: a refused call is an audit record, not a warning, so that
+/// module logs errors only.
+const QUIET_SDK: [&str; 2] = ["rmcp=warn", "rmcp::service=error"];
 
 fn init_logging() {
     // Logs go to stderr: stdout carries command output and, for `stdio`, the protocol.
     let mut filter =
         EnvFilter::try_from_env("GATEHOUSE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // The MCP SDK logs whole messages (tool arguments, request headers) at
-    // debug level. Those can hold secrets, so it never logs below warn.
-    if let Ok(directive) = QUIET_SDK.parse() {
-        filter = filter.add_directive(directive);
+    for directive in QUIET_SDK {
+        if let Ok(directive) = directive.parse() {
+            filter = filter.add_directive(directive);
+        }
     }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into files and pipes.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = Context::load(&cli.global)?;
-    match cli.command {
+    let done = match cli.command {
         Command::Serve(args) => commands::serve::run(&ctx, &args).await,
         Command::Stdio => commands::stdio::run(&ctx).await,
         Command::Keys(command) => commands::keys::run(&ctx, command).await,
@@ -42,25 +52,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(command) => commands::audit::run(&ctx, command).await,
         Command::Secrets(command) => commands::secrets::run(&ctx, command).await,
         Command::Users(command) => commands::users::run(&ctx, command).await,
-        Command::Policy(command) => commands::policy::run(&ctx, command).await,
+        // The one command whose exit status carries its answer.
+        Command::Policy(command) => return commands::policy::run(&ctx, command).await,
         Command::Approvals(command) => commands::approvals::run(&ctx, command).await,
         Command::Grants(command) => commands::grants::run(&ctx, command).await,
         Command::CheckConfig(flag) => {
             commands::check_config::run(&ctx, &flag);
             Ok(())
         }
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match run(cli).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
-            tracing::error!("{error:#}");
-            std::process::ExitCode::FAILURE
+            // A command's failure is output for the person who ran it, not a log line.
+            output::error(&output::error_message(&error));
+            ExitCode::FAILURE
         }
     }
 }

@@ -10,6 +10,28 @@ pub fn line(text: &str) {
     let _ = out.flush();
 }
 
+/// Prints `error: MESSAGE` on standard error.
+pub fn error(message: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "error: {message}");
+    let _ = err.flush();
+}
+
+/// An error and its causes as one line. Many errors already include their
+/// cause in their own text (`cannot read F: No such file or directory`), so a
+/// cause that the text so far already contains is not repeated.
+pub fn error_message(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !message.contains(&cause) {
+            message.push_str(": ");
+            message.push_str(&cause);
+        }
+    }
+    message
+}
+
 pub fn json(value: &serde_json::Value) {
     line(&value.to_string());
 }
@@ -37,5 +59,32 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     line(&render(headers.iter().map(|h| h.to_string()).collect()));
     for row in rows {
         line(&render(row.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot read /x: {source}")]
+    struct ReadError {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let io_text = io.to_string();
+        let error = anyhow::Error::new(ReadError { source: io });
+        let message = error_message(&error);
+        assert_eq!(message, format!("cannot read /x: {io_text}"));
+        assert_eq!(message.matches(&io_text).count(), 1);
+    }
+
+    #[test]
+    fn a_new_cause_is_appended() {
+        let error = anyhow::anyhow!("disk on fire").context("cannot save the key");
+        assert_eq!(error_message(&error), "cannot save the key: disk on fire");
     }
 }

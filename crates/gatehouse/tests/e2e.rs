@@ -13,6 +13,7 @@ mod e2e {
     mod auth;
     mod authorization_code;
     mod browser;
+    mod cli_output;
     mod config;
     mod device;
     mod keys;

@@ -12,7 +12,7 @@ pub fn run(ctx: &Context, flag: &JsonFlag) {
         "data_dir": ctx.data_dir.display().to_string(),
         "listen": c.server.listen.to_string(),
         "public_url": c.server.public_url.as_ref().map(|u| u.to_string()),
-        "auth_mode": format!("{:?}", c.auth.mode).to_lowercase(),
+        "auth_mode": c.auth.mode.as_str(),
         "audit_file": ctx.in_data_dir(&c.audit.file).display().to_string(),
         "web_fetch_allowlist": c.tools.web_fetch_allowlist,
     });

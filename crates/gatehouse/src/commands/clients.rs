@@ -106,13 +106,15 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
             record.role, record.tenant
         ));
         output::line(&format!(
-            "  curl -s -u '{}:<secret>' -d grant_type=client_credentials <public-url>/oauth/token",
-            record.id
+            "  curl -s -u '{}:<secret>' -d grant_type=client_credentials {}/oauth/token",
+            record.id,
+            ctx.public_origin()
         ));
     }
     if !record.redirect_uris.is_empty() {
         output::line(&format!(
-            "Users sign in at <public-url>/authorize; redirect URIs: {}",
+            "Users sign in at {}/authorize; redirect URIs: {}",
+            ctx.public_origin(),
             record.redirect_uris.join(", ")
         ));
     }

@@ -1,3 +1,4 @@
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
@@ -12,7 +13,15 @@ use crate::context::Context;
 use crate::output;
 use crate::policy_file::{load, policy_path};
 
-pub async fn run(ctx: &Context, command: PolicyCommand) -> anyhow::Result<()> {
+/// Exit status of `policy check` when the call would need a human's approval.
+pub const EXIT_APPROVAL: u8 = 3;
+/// Exit status of `policy check` when the call would be denied.
+pub const EXIT_DENY: u8 = 4;
+
+/// Runs a policy command. `policy check` exits 0 for allow, `EXIT_DENY` for
+/// deny and `EXIT_APPROVAL` for approval, so scripts can branch on it (1 stays
+/// "the command failed", 2 "bad command line").
+pub async fn run(ctx: &Context, command: PolicyCommand) -> anyhow::Result<ExitCode> {
     match command {
         PolicyCommand::Show => {
             let text = match policy_path(ctx) {
@@ -44,9 +53,9 @@ pub async fn run(ctx: &Context, command: PolicyCommand) -> anyhow::Result<()> {
                 Err(e) => bail!("{}: {e}", path.display()),
             }
         }
-        PolicyCommand::Check(args) => check(ctx, &args).await?,
+        PolicyCommand::Check(args) => return check(ctx, &args).await,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The principal to decide for: explicit roles, or a stored key or user.
@@ -93,7 +102,7 @@ async fn principal(ctx: &Context, args: &PolicyCheckArgs) -> anyhow::Result<Prin
     Ok(principal)
 }
 
-async fn check(ctx: &Context, args: &PolicyCheckArgs) -> anyhow::Result<()> {
+async fn check(ctx: &Context, args: &PolicyCheckArgs) -> anyhow::Result<ExitCode> {
     let policy = load(ctx)?;
     let arguments: Value = serde_json::from_str(&args.args).context("--args must be JSON")?;
     if !arguments.is_object() {
@@ -149,5 +158,9 @@ async fn check(ctx: &Context, args: &PolicyCheckArgs) -> anyhow::Result<()> {
             output::line(&format!("task {task} grants: {}", tools.join(", ")));
         }
     }
-    Ok(())
+    Ok(match explanation.decision {
+        "allow" => ExitCode::SUCCESS,
+        "approval" => ExitCode::from(EXIT_APPROVAL),
+        _ => ExitCode::from(EXIT_DENY),
+    })
 }

@@ -50,7 +50,8 @@ fn check_config_validates_the_shipped_example() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["auth_mode"], "apikey");
+    // Printed as the file spells it.
+    assert_eq!(v["auth_mode"], "api_key");
 }
 
 #[tokio::test]

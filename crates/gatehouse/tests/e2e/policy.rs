@@ -27,10 +27,21 @@ fn start_with_policy(policy: &str) -> Server {
 #[tokio::test]
 async fn policy_check_explains_decisions_with_the_audit_reason_codes() {
     let server = Server::start(None);
+    // The exit status carries the decision (0 allow, 3 approval, 4 deny), so
+    // scripts can branch on it; the JSON agrees with it.
     let check = |args: &[&str]| {
-        let mut all = vec!["policy", "check"];
+        let mut all = vec!["policy", "check", "--json"];
         all.extend_from_slice(args);
-        server.cli_json(&all)
+        let out = server.cli(&all);
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+        let expected = match v["decision"].as_str() {
+            Some("allow") => 0,
+            Some("approval") => 3,
+            _ => 4,
+        };
+        assert_eq!(out.status.code(), Some(expected), "{args:?}: {v}");
+        v
     };
     let v = check(&["--role", "reader", "--tool", "execute_code"]);
     assert_eq!(
@@ -41,6 +52,12 @@ async fn policy_check_explains_decisions_with_the_audit_reason_codes() {
     assert_eq!(v["decision"], "approval");
     let v = check(&["--role", "admin", "--tool", "read_file"]);
     assert_eq!(v["decision"], "allow");
+    let text = server.cli(&["policy", "check", "--role", "reader", "--tool", "web_fetch"]);
+    assert_eq!(
+        text.status.code(),
+        Some(4),
+        "a denial exits 4 without --json too"
+    );
     let v = check(&[
         "--role",
         "admin",
@@ -57,7 +74,7 @@ async fn policy_check_explains_decisions_with_the_audit_reason_codes() {
     let v = check(&["--key", &id, "--tool", "web_fetch"]);
     assert_eq!(v["decision"], "allow");
     let out = server.cli(&["policy", "check", "--tool", "read_file"]);
-    assert!(!out.status.success(), "a caller must be named");
+    assert_eq!(out.status.code(), Some(1), "a caller must be named");
 }
 
 #[tokio::test]
