@@ -6,13 +6,21 @@ The browser then returns to a one-shot listener on 127.0.0.1, and the
 script lists the tools you may use and calls `whoami`.
 
     python3 -m venv .venv && .venv/bin/pip install 'mcp==2.3.0'
-    .venv/bin/python examples/python_oauth_client.py http://127.0.0.1:8787/mcp
+    .venv/bin/python examples/python_oauth_client.py http://127.0.0.1:8787/mcp [STATE_FILE]
 
-Tokens are kept in memory only; run it again and you sign in again
-(your consent is remembered, so the browser returns at once).
+The registration and the tokens are kept in STATE_FILE (default
+~/.config/gatehouse/python-example.json, readable only by you), as a real
+client keeps them. A second run reuses the access token while it is valid
+(15 minutes) and opens no browser. After that it signs in again with the
+same registration and the same loopback port, so Gatehouse remembers your
+consent (for a public client, consent is remembered only for the exact
+redirect URI it was given for): a browser that is still signed in returns
+at once. Delete the file to start over.
 """
 
 import asyncio
+import json
+import os
 import sys
 import threading
 import webbrowser
@@ -23,31 +31,70 @@ import httpx2
 from mcp.client.auth import OAuthClientProvider, TokenStorage
 from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+from mcp.shared.auth import (
+    AuthorizationCodeResult,
+    OAuthClientInformationFull,
+    OAuthClientMetadata,
+    OAuthToken,
+)
+
+DEFAULT_STATE = os.path.join(
+    os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"),
+    "gatehouse",
+    "python-example.json",
+)
 
 
-class MemoryStorage(TokenStorage):
-    def __init__(self):
-        self.tokens = None
-        self.client_info = None
+class FileStorage(TokenStorage):
+    """The registration, the tokens and the callback port, in one JSON file
+    that only its owner can read (it holds a refresh token)."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            with open(path, encoding="utf-8") as f:
+                self.state = json.load(f)
+        except FileNotFoundError:
+            self.state = {}
+
+    def _save(self):
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
+        temporary = f"{self.path}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self.state, f, indent=2)
+        os.replace(temporary, self.path)
+
+    @property
+    def port(self):
+        return self.state.get("callback_port", 0)
+
+    def set_port(self, port):
+        self.state["callback_port"] = port
+        self._save()
 
     async def get_tokens(self):
-        return self.tokens
+        tokens = self.state.get("tokens")
+        return OAuthToken.model_validate(tokens) if tokens else None
 
     async def set_tokens(self, tokens):
-        self.tokens = tokens
+        self.state["tokens"] = tokens.model_dump(mode="json", exclude_none=True)
+        self._save()
 
     async def get_client_info(self):
-        return self.client_info
+        info = self.state.get("client_info")
+        return OAuthClientInformationFull.model_validate(info) if info else None
 
     async def set_client_info(self, client_info):
-        self.client_info = client_info
+        self.state["client_info"] = client_info.model_dump(mode="json", exclude_none=True)
+        self._save()
 
 
 class Callback:
-    """Waits on a loopback port (RFC 8252 §7.3) for the browser to come back."""
+    """Waits on a loopback port (RFC 8252 §7.3) for the browser to come back.
+    It asks for the port of the last run, so the redirect URI stays the same."""
 
-    def __init__(self):
+    def __init__(self, port):
         self.result = {}
         self.done = threading.Event()
         callback = self
@@ -65,7 +112,10 @@ class Callback:
             def log_message(self, *args):
                 pass
 
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        try:
+            self.server = HTTPServer(("127.0.0.1", port), Handler)
+        except OSError:
+            self.server = HTTPServer(("127.0.0.1", 0), Handler)
         self.redirect_uri = f"http://127.0.0.1:{self.server.server_port}/callback"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -79,8 +129,10 @@ class Callback:
         )
 
 
-async def main(url):
-    callback = Callback()
+async def main(url, state_file):
+    storage = FileStorage(state_file)
+    callback = Callback(storage.port)
+    storage.set_port(callback.server.server_port)
 
     async def open_browser(authorization_url):
         print(f"Opening your browser to sign in:\n  {authorization_url}")
@@ -96,7 +148,7 @@ async def main(url):
             response_types=["code"],
             token_endpoint_auth_method="none",
         ),
-        storage=MemoryStorage(),
+        storage=storage,
         redirect_handler=open_browser,
         callback_handler=callback.wait,
     )
@@ -111,4 +163,9 @@ async def main(url):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8787/mcp"))
+    asyncio.run(
+        main(
+            sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8787/mcp",
+            sys.argv[2] if len(sys.argv) > 2 else DEFAULT_STATE,
+        )
+    )

@@ -18,14 +18,18 @@ skip() {
   fi
   echo "" >&2
   echo "!!! SKIPPING the browser test: $1" >&2
-  echo "!!! Install Debian's chromium (apt-get install chromium) and Node.js 20+ with npm to run it." >&2
+  echo "!!! Install Debian's chromium (apt-get install chromium) and Node.js 20+ with npm to run it," >&2
+  echo "!!! or run as root with GATEHOUSE_TEST_INSTALL_SYSTEM=1 to let this script install chromium." >&2
   echo "" >&2
+  echo "Chromium page tests: $1" >>"${GATEHOUSE_SKIPPED:-/dev/null}"
   exit 0
 }
 
 if [ ! -x "$CHROMIUM" ]; then
-  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    echo "browser test: installing Debian's chromium" >&2
+  # A system-wide install only when asked for (CI asks): a test run should
+  # not change the machine behind its user's back.
+  if [ "${GATEHOUSE_TEST_INSTALL_SYSTEM:-}" = "1" ] && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "browser test: installing Debian's chromium system-wide with apt-get (GATEHOUSE_TEST_INSTALL_SYSTEM=1)" >&2
     # An old or missing package list makes the install fail: refresh it.
     apt-get update -qq >/dev/null || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
@@ -44,6 +48,7 @@ if [ "$installed" != "$PLAYWRIGHT_VERSION" ]; then
   mkdir -p "$tools"
   [ -f "$tools/package.json" ] || echo '{ "private": true, "type": "module" }' >"$tools/package.json"
   # playwright-core has no install script and downloads no browser.
+  echo "browser test: installing playwright-core $PLAYWRIGHT_VERSION (npm) into $tools" >&2
   (cd "$tools" && npm install --silent --no-audit --no-fund --save-exact "playwright-core@$PLAYWRIGHT_VERSION")
 fi
 

@@ -22,6 +22,7 @@ for tool in curl python3; do
     echo "!!! SKIPPING the README walkthrough test: $tool is not installed" >&2
     echo "!!! Install curl and python3 to run it." >&2
     echo "" >&2
+    echo "README walkthrough: $tool is not installed" >>"${GATEHOUSE_SKIPPED:-/dev/null}"
     exit 0
   fi
 done

@@ -28,6 +28,7 @@ skip() {
   echo "!!! SKIPPING the Node MCP interop test: $1" >&2
   echo "!!! Install node and npm (any version; Node $NODE_MAJOR is fetched with npm) to run it." >&2
   echo "" >&2
+  echo "TypeScript SDK, conformance and Inspector interop: $1" >>"${GATEHOUSE_SKIPPED:-/dev/null}"
   exit 0
 }
 
@@ -38,6 +39,7 @@ command -v node >/dev/null 2>&1 || skip "node is not installed"
 node22="$root/.tools/node22"
 node="$node22/node_modules/.bin/node"
 if ! "$node" -e "process.exit(process.versions.node.split('.')[0] === '$NODE_MAJOR' ? 0 : 1)" 2>/dev/null; then
+  echo "node interop: installing Node $NODE_MAJOR (the npm package node@$NODE_MAJOR) into $node22" >&2
   npm install --prefix "$node22" --no-audit --no-fund --loglevel=error "node@$NODE_MAJOR" \
     || skip "npm could not install node@$NODE_MAJOR"
 fi
@@ -49,6 +51,7 @@ tools="$root/.tools/node-interop"
 modules="$tools/node_modules/@modelcontextprotocol"
 installed() { node -e "try { process.exit(require(process.argv[1]).version === process.argv[2] ? 0 : 1) } catch { process.exit(1) }" "$modules/$1/package.json" "$2"; }
 if ! installed sdk "$SDK_VERSION" || ! installed conformance "$CONFORMANCE_VERSION" || ! installed inspector "$INSPECTOR_VERSION"; then
+  echo "node interop: installing the TypeScript MCP SDK $SDK_VERSION, the conformance suite $CONFORMANCE_VERSION and the Inspector $INSPECTOR_VERSION (npm) into $tools" >&2
   npm install --prefix "$tools" --save-exact --no-audit --no-fund --loglevel=error \
     "@modelcontextprotocol/sdk@$SDK_VERSION" \
     "@modelcontextprotocol/conformance@$CONFORMANCE_VERSION" \

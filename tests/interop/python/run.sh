@@ -17,12 +17,14 @@ skip() {
   echo "!!! SKIPPING the Python MCP interop test: $1" >&2
   echo "!!! Install python3 (with venv and pip) to run it." >&2
   echo "" >&2
+  echo "Python MCP SDK interop: $1" >>"${GATEHOUSE_SKIPPED:-/dev/null}"
   exit 0
 }
 
 command -v python3 >/dev/null 2>&1 || skip "python3 is not installed"
 venv="$root/.tools/pyvenv"
 if ! "$venv/bin/python" -c "import mcp, sys; sys.exit(0 if __import__('importlib.metadata').metadata.version('mcp') == '$MCP_VERSION' else 1)" 2>/dev/null; then
+  echo "python interop: installing the MCP SDK (mcp==$MCP_VERSION, from PyPI) into $venv" >&2
   python3 -m venv "$venv" || skip "python3 cannot create a virtual environment"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "mcp==$MCP_VERSION"
 fi
@@ -78,11 +80,38 @@ echo "python interop: OAuth flow passed; consent found in the audit log"
 
 # The README's example client, with a scripted stand-in for the browser
 # (Python's webbrowser module runs $BROWSER) that signs in and returns to
-# the example's loopback callback.
-output="$(GATEHOUSE_TEST_USER=py-alice GATEHOUSE_TEST_PASSWORD="$password" \
-  BROWSER="$venv/bin/python $root/tests/interop/python/login_browser.py %s" \
-  PYTHONPATH="$root/tests/interop/python" \
-  "$venv/bin/python" examples/python_oauth_client.py "$url")"
+# the example's loopback callback. It keeps its registration and tokens in a
+# state file: the second run reuses the token and opens no browser; a run
+# without a valid token signs in again with the same registration, and the
+# consent is remembered (no second consent record, one registered client).
+state="$data/python-example.json"
+example() {
+  GATEHOUSE_TEST_USER=py-alice GATEHOUSE_TEST_PASSWORD="$password" \
+    BROWSER="$venv/bin/python $root/tests/interop/python/login_browser.py %s" \
+    PYTHONPATH="$root/tests/interop/python" \
+    "$venv/bin/python" examples/python_oauth_client.py "$url" "$state"
+}
+output="$(example)"
 echo "$output" | grep -q '"human": "py-alice"' \
   || { echo "$output" >&2; echo "the README example did not sign in" >&2; exit 1; }
-echo "python interop: the README's OAuth example signed in and called whoami"
+echo "$output" | grep -q 'Opening your browser' \
+  || { echo "$output" >&2; echo "the first run did not open the browser" >&2; exit 1; }
+[ "$(stat -c %a "$state")" = "600" ] || { echo "the example's state file is readable by others" >&2; exit 1; }
+output="$(example)"
+echo "$output" | grep -q '"human": "py-alice"' \
+  || { echo "$output" >&2; echo "the example's second run did not call whoami" >&2; exit 1; }
+if echo "$output" | grep -q 'Opening your browser'; then
+  echo "$output" >&2; echo "the example's second run opened the browser although its token is valid" >&2; exit 1
+fi
+"$venv/bin/python" -c 'import json,sys
+state = json.load(open(sys.argv[1])); state.pop("tokens")
+json.dump(state, open(sys.argv[1], "w"))' "$state"
+output="$(example)"
+echo "$output" | grep -q '"human": "py-alice"' \
+  || { echo "$output" >&2; echo "the example did not sign in again" >&2; exit 1; }
+client_id="$("$venv/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["client_info"]["client_id"])' "$state")"
+consents="$("$bin" audit query --data-dir "$data" --tool oauth/authorize --json | grep consent_granted | grep -c "$client_id" || true)"
+[ "$consents" = "1" ] || { echo "the example's consent was asked $consents times, not remembered" >&2; exit 1; }
+registered="$("$bin" clients list --data-dir "$data" --json | grep -o 'Gatehouse Python example' | wc -l)"
+[ "$registered" = "1" ] || { echo "the example registered $registered clients, not one" >&2; exit 1; }
+echo "python interop: the README's OAuth example signed in, reused its token, and its consent was remembered"

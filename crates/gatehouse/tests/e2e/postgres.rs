@@ -44,7 +44,13 @@ impl Schema {
                 panic!("PostgreSQL is required in CI: {e}")
             }
             Err(e) => {
-                eprintln!("\n!!! SKIPPING the two-instance PostgreSQL test: {e}\n");
+                // Straight to stderr, past the harness's capture (which
+                // eprintln! goes through), so the skip shows in `cargo test`.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "\n!!! SKIPPING the two-instance PostgreSQL test: {e}\n"
+                );
                 None
             }
         }
