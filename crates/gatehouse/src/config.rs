@@ -460,6 +460,66 @@ mod tests {
         Config::parse(text, Path::new("test.toml"))
     }
 
+    /// The fields serde knows for a section, read from its "unknown field"
+    /// error, which lists every expected one.
+    fn known_fields(section: Option<&str>) -> Vec<String> {
+        let text = match section {
+            Some(name) => format!("version = 1\n[{name}]\nzz_not_a_key = 1\n"),
+            None => "version = 1\nzz_not_a_key = 1\n".to_string(),
+        };
+        let message = parse(&text).unwrap_err().to_string();
+        // "expected one of `a`, `b`" or, for a single field, "expected `a`".
+        let list = message
+            .split("expected one of ")
+            .nth(1)
+            .or_else(|| message.split("expected ").nth(1))
+            .unwrap_or_else(|| panic!("{message}"));
+        list.split(", ")
+            .map(|field| {
+                field
+                    .trim()
+                    .trim_matches(|c| c == '`' || c == '\n')
+                    .to_string()
+            })
+            .map(|field| field.split('`').next().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_example_documents_every_key() {
+        let example = include_str!("../../../examples/gatehouse.toml");
+        // Keys as the example shows them, set or commented out, per section.
+        let mut documented: Vec<(String, String)> = Vec::new();
+        let mut section = String::new();
+        for line in example.lines() {
+            let line = line.trim_start_matches('#').trim();
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_string();
+            } else if let Some((key, _)) = line.split_once(" = ")
+                && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            {
+                documented.push((section.clone(), key.to_string()));
+            }
+        }
+        let sections = known_fields(None);
+        for name in &sections {
+            if name == "version" {
+                continue;
+            }
+            assert!(
+                documented.iter().any(|(s, _)| s == name),
+                "examples/gatehouse.toml has no [{name}] section"
+            );
+            for key in known_fields(Some(name)) {
+                assert!(
+                    documented.iter().any(|(s, k)| s == name && *k == key),
+                    "examples/gatehouse.toml does not document {name}.{key}"
+                );
+            }
+        }
+        assert!(parse(example).is_ok(), "the example must be a valid file");
+    }
+
     #[test]
     fn auth_modes_print_as_the_file_spells_them() {
         for name in ["api_key", "none"] {
