@@ -159,7 +159,7 @@ async def main(url, state_file):
                 tools = await session.list_tools()
                 print("Tools you may call:", ", ".join(t.name for t in tools.tools))
                 who = await session.call_tool("whoami", {})
-                print("whoami:", who.content[0].text)
+                print("whoami:", json.dumps(who.structured_content or who.content[0].text))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ use crate::{Access, Policy, ToolRule};
 /// The only policy file version this build reads.
 pub const POLICY_VERSION: i64 = 1;
 
-/// The longest task a grant may cover (DESIGN: task grants live ≤ 1 h).
+/// The longest task a grant may cover (docs/design.md: task grants live ≤ 1 h).
 pub const MAX_TASK_DURATION: Duration = Duration::from_secs(3600);
 
 /// Why a policy file was refused. Displays as `path: reason`, where path is
