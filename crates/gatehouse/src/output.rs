@@ -3,6 +3,8 @@
 
 use std::io::Write;
 
+pub use gatehouse_core::escape_for_display as escape;
+
 /// Writes one line to standard output; a closed pipe is not an error worth a panic.
 pub fn line(text: &str) {
     let mut out = std::io::stdout().lock();
@@ -14,10 +16,16 @@ pub fn json(value: &serde_json::Value) {
     line(&value.to_string());
 }
 
-/// Left-aligned columns.
+/// Left-aligned columns. Cells hold stored strings that callers may have
+/// chosen (names, tools, arguments), so each is escaped: no cell can break
+/// the line, move the cursor or reorder the text around it.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| escape(cell).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(cell.chars().count());
@@ -36,6 +44,6 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     };
     line(&render(headers.iter().map(|h| h.to_string()).collect()));
     for row in rows {
-        line(&render(row.clone()));
+        line(&render(row));
     }
 }
