@@ -117,10 +117,7 @@ impl Redactor {
         let mut redacted = self.redact(value);
         if let Value::Object(map) = &mut redacted {
             for (name, v) in map.iter_mut() {
-                let listed = tool_fields
-                    .iter()
-                    .any(|f| normalize_field(f) == normalize_field(name));
-                if listed && !v.is_null() {
+                if is_listed_field(name, tool_fields) && !v.is_null() {
                     *v = Value::String(REDACTED.into());
                 }
             }
@@ -148,6 +145,13 @@ impl Redactor {
             other => other.clone(),
         }
     }
+}
+
+/// Whether the argument `name` is one of `fields` (a tool's `redact` list
+/// in the policy), compared without case or separators.
+pub fn is_listed_field(name: &str, fields: &[String]) -> bool {
+    let name = normalize_field(name);
+    fields.iter().any(|f| normalize_field(f) == name)
 }
 
 /// A long run of letters only (a word, a path) is not a secret; a match that

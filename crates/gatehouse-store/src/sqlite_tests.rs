@@ -31,6 +31,7 @@ fn event(id: &str, ts: i64, tool: &str, outcome: Outcome) -> AuditEvent {
         source: Some("127.0.0.1".into()),
         tool: Some(tool.into()),
         arguments: Some(serde_json::json!({"path": "a.txt"})),
+        args_sha256: None,
         decision: Some("allow".into()),
         reason: None,
         outcome,

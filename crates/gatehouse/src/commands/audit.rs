@@ -52,6 +52,9 @@ fn row_text(row: &AuditRow) -> String {
     if let Some(args) = &e.arguments {
         text.push_str(&format!(" args={}", output::escape(&args.to_string())));
     }
+    if let Some(hash) = &e.args_sha256 {
+        text.push_str(&format!(" args_sha256={}", output::escape(hash)));
+    }
     text
 }
 
