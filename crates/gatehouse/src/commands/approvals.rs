@@ -102,7 +102,9 @@ async fn decide(ctx: &Context, id: &str, approve: bool, json_out: bool) -> anyho
         Some(token) => {
             output::line(&format!(
                 "Approved {} ({} for {}).",
-                approval.id, approval.tool, approval.agent
+                approval.id,
+                output::escape(&approval.tool),
+                output::escape(&approval.agent)
             ));
             output::line(&format!(
                 "Operation token, single use, valid {token_minutes} minutes, for exactly these arguments:"
