@@ -32,6 +32,7 @@ impl EventBuilder {
                 source: None,
                 tool: None,
                 arguments: None,
+                args_sha256: None,
                 decision: None,
                 reason: None,
                 outcome,
@@ -94,6 +95,12 @@ impl EventBuilder {
     /// Arguments must already be redacted.
     pub fn arguments(mut self, redacted: Value) -> Self {
         self.event.arguments = Some(redacted);
+        self
+    }
+
+    /// The SHA-256 of the canonical exact arguments (see `AuditEvent`).
+    pub fn args_sha256(mut self, hash: Option<String>) -> Self {
+        self.event.args_sha256 = hash;
         self
     }
 

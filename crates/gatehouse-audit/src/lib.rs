@@ -6,5 +6,5 @@ mod redact;
 mod writer;
 
 pub use event::EventBuilder;
-pub use redact::{DEFAULT_REDACTED_FIELDS, REDACTED, Redactor};
+pub use redact::{REDACTED, Redactor, SECRET_NAME_WORDS, is_listed_field};
 pub use writer::{AuditError, AuditLog, AuditWriterHandle};

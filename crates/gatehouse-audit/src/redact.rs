@@ -5,25 +5,23 @@ use serde_json::Value;
 
 pub const REDACTED: &str = "[REDACTED]";
 
-/// Argument names whose values are always replaced, compared without case,
-/// `-` or `_`.
-pub const DEFAULT_REDACTED_FIELDS: [&str; 16] = [
+/// Words that make an argument name secret wherever they appear in it,
+/// compared without case or separators (`_`, `-`, `.`, spaces): `db_password`,
+/// `githubToken`, `aws-secret-access-key`, `X-Api-Key`, `session_id`.
+///
+/// Matching inside names means `max_tokens` or `tokenizer` are redacted too:
+/// when in doubt the audit record loses a detail rather than keeping a secret.
+pub const SECRET_NAME_WORDS: [&str; 10] = [
     "password",
     "passwd",
     "secret",
     "token",
     "apikey",
-    "accesstoken",
-    "refreshtoken",
-    "idtoken",
-    "authorization",
-    "clientsecret",
-    "privatekey",
     "credential",
-    "credentials",
+    "privatekey",
+    "authorization",
     "cookie",
-    "sessiontoken",
-    "xapikey",
+    "session",
 ];
 
 /// Patterns of values that look like keys or tokens wherever they appear.
@@ -46,37 +44,52 @@ const SECRET_VALUE_PATTERNS: [&str; 9] = [
 
 #[derive(Debug, Clone)]
 pub struct Redactor {
+    /// Redacted when contained in a normalized name.
+    secret_words: Vec<String>,
+    /// Redacted when equal to a normalized name (the configuration's
+    /// `audit.redact_fields`, which name exact fields such as `ssn`).
     fields: Vec<String>,
     patterns: Vec<Regex>,
 }
 
+/// Lower case without separators, so `API_KEY`, `api-key`, `apiKey` and
+/// `api.key` all read `apikey`.
 fn normalize_field(name: &str) -> String {
     name.chars()
-        .filter(|c| *c != '_' && *c != '-')
+        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
         .flat_map(char::to_lowercase)
         .collect()
 }
 
 impl Redactor {
-    /// The default field names plus `extra_fields` from the configuration.
+    /// The default secret words plus `extra_fields` (exact names) from the
+    /// configuration.
     pub fn new(extra_fields: &[String]) -> Result<Self, regex::Error> {
-        let mut fields: Vec<String> = DEFAULT_REDACTED_FIELDS
+        let secret_words = SECRET_NAME_WORDS
             .iter()
             .map(|f| normalize_field(f))
-            .chain(extra_fields.iter().map(|f| normalize_field(f)))
             .collect();
+        let mut fields: Vec<String> = extra_fields.iter().map(|f| normalize_field(f)).collect();
         fields.sort();
         fields.dedup();
         let patterns = SECRET_VALUE_PATTERNS
             .iter()
             .map(|p| Regex::new(p))
             .collect::<Result<_, _>>()?;
-        Ok(Redactor { fields, patterns })
+        Ok(Redactor {
+            secret_words,
+            fields,
+            patterns,
+        })
     }
 
     fn is_secret_field(&self, name: &str) -> bool {
         let name = normalize_field(name);
         self.fields.contains(&name)
+            || self
+                .secret_words
+                .iter()
+                .any(|word| name.contains(word.as_str()))
     }
 
     /// Replaces every secret-looking part of `text`.
@@ -104,10 +117,7 @@ impl Redactor {
         let mut redacted = self.redact(value);
         if let Value::Object(map) = &mut redacted {
             for (name, v) in map.iter_mut() {
-                let listed = tool_fields
-                    .iter()
-                    .any(|f| normalize_field(f) == normalize_field(name));
-                if listed && !v.is_null() {
+                if is_listed_field(name, tool_fields) && !v.is_null() {
                     *v = Value::String(REDACTED.into());
                 }
             }
@@ -135,6 +145,13 @@ impl Redactor {
             other => other.clone(),
         }
     }
+}
+
+/// Whether the argument `name` is one of `fields` (a tool's `redact` list
+/// in the policy), compared without case or separators.
+pub fn is_listed_field(name: &str, fields: &[String]) -> bool {
+    let name = normalize_field(name);
+    fields.iter().any(|f| normalize_field(f) == name)
 }
 
 /// A long run of letters only (a word, a path) is not a secret; a match that
@@ -185,6 +202,68 @@ mod tests {
         assert_eq!(out["nested"]["list"][0]["client-secret"], REDACTED);
         assert_eq!(out["SSN"], REDACTED);
         assert_eq!(out["token"], Value::Null);
+    }
+
+    /// Issue 9 item 11: secret words inside compound names, in any case
+    /// or separator style, at any depth and inside arrays.
+    #[test]
+    fn compound_secret_field_names_are_redacted_at_any_depth() {
+        let input = json!({
+            "db_password": "hunter2-db",
+            "github_token": "plain-github",
+            "aws_secret_access_key": "plain-aws",
+            "nested": {
+                "list": [
+                    {"dbPassword": "camel-pass"},
+                    {"X-Api-Key": "kebab-key"},
+                    {"oauth.refresh.token": "dotted-token"},
+                    {"SMTP_PASSWD": "upper-passwd"},
+                    {"user_credentials": {"name": "svc"}},
+                    {"ssh_private_key": "ssh-key"},
+                    {"proxy_authorization": "proxy-auth"},
+                    {"set_cookie": "cookie-value"},
+                    {"session_id": "session-value"},
+                    {"clientApiKey": "client-key"},
+                ],
+            },
+            "path": "notes.txt",
+            "recipient": "bob@example.com",
+        });
+        let out = redactor().redact(&input);
+        let text = out.to_string();
+        for clear in [
+            "hunter2-db",
+            "plain-github",
+            "plain-aws",
+            "camel-pass",
+            "kebab-key",
+            "dotted-token",
+            "upper-passwd",
+            "svc",
+            "ssh-key",
+            "proxy-auth",
+            "cookie-value",
+            "session-value",
+            "client-key",
+        ] {
+            assert!(!text.contains(clear), "{clear} in {text}");
+        }
+        assert_eq!(out["db_password"], REDACTED);
+        assert_eq!(out["nested"]["list"][4]["user_credentials"], REDACTED);
+        // Names without a secret word, and their values, are kept.
+        assert_eq!(out["path"], "notes.txt");
+        assert_eq!(out["recipient"], "bob@example.com");
+    }
+
+    /// When in doubt the name is redacted: `max_tokens` or `tokenizer`
+    /// contain `token`, and that costs only an audit detail.
+    #[test]
+    fn names_merely_containing_a_secret_word_are_redacted_too() {
+        let out =
+            redactor().redact(&json!({"max_tokens": 200, "tokenizer": "bpe", "subject": "hi"}));
+        assert_eq!(out["max_tokens"], REDACTED);
+        assert_eq!(out["tokenizer"], REDACTED);
+        assert_eq!(out["subject"], "hi");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! One task owns the audit sinks and writes records in batches (group
 //! commit). A caller that awaits `record` knows its record — and every record
-//! enqueued before it — is in the database and the JSON-lines file.
+//! enqueued before it — is in the database and the JSON-lines file. The
+//! file is written (and synced) on Tokio's blocking pool, so a slow disk
+//! delays only the records waiting for it, never other tasks.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use gatehouse_core::AuditEvent;
 use gatehouse_store::Store;
@@ -58,13 +60,35 @@ struct FileLine<'a> {
 
 struct Sinks {
     store: Arc<dyn Store>,
-    file: Option<std::fs::File>,
+    /// Written on a blocking thread (`spawn_blocking`): a slow disk or a
+    /// `sync_data` must never hold up a runtime worker. Only the writer
+    /// task uses it, one batch at a time; the mutex lets the blocking
+    /// closure own a handle.
+    file: Option<Arc<Mutex<std::fs::File>>>,
     fsync: bool,
 }
 
+/// Appends `lines` with one write, then syncs if asked. Blocking.
+fn append_lines(file: &Mutex<std::fs::File>, lines: &[u8], fsync: bool) -> Result<(), AuditError> {
+    let mut file = file
+        .lock()
+        .map_err(|_| AuditError::WriteFailed("audit file: an earlier write panicked".into()))?;
+    // One write per batch: with O_APPEND, lines from several processes
+    // sharing the file never interleave within a line.
+    file.write_all(lines)
+        .map_err(|e| AuditError::WriteFailed(format!("audit file: {e}")))?;
+    if fsync {
+        file.sync_data()
+            .map_err(|e| AuditError::WriteFailed(format!("audit file sync: {e}")))?;
+    }
+    Ok(())
+}
+
 impl Sinks {
+    /// Both sinks hold the batch when this returns `Ok`: the file first,
+    /// then the store.
     async fn write(&mut self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
-        if let Some(file) = &mut self.file {
+        if let Some(file) = &self.file {
             let mut buf = Vec::with_capacity(batch.len() * 256);
             for event in &batch {
                 let line = FileLine {
@@ -75,14 +99,11 @@ impl Sinks {
                     .map_err(|e| AuditError::WriteFailed(e.to_string()))?;
                 buf.push(b'\n');
             }
-            // One write per batch: with O_APPEND, lines from several
-            // processes sharing the file never interleave within a line.
-            file.write_all(&buf)
-                .map_err(|e| AuditError::WriteFailed(format!("audit file: {e}")))?;
-            if self.fsync {
-                file.sync_data()
-                    .map_err(|e| AuditError::WriteFailed(format!("audit file sync: {e}")))?;
-            }
+            let file = Arc::clone(file);
+            let fsync = self.fsync;
+            tokio::task::spawn_blocking(move || append_lines(&file, &buf, fsync))
+                .await
+                .map_err(|e| AuditError::WriteFailed(format!("audit file: {e}")))??;
         }
         self.store
             .append_audit(batch)
@@ -115,7 +136,11 @@ impl AuditLog {
         file: Option<PathBuf>,
         fsync: bool,
     ) -> Result<(AuditLog, AuditWriterHandle), AuditError> {
-        let file = file.as_deref().map(open_append).transpose()?;
+        let file = file
+            .as_deref()
+            .map(open_append)
+            .transpose()?
+            .map(|f| Arc::new(Mutex::new(f)));
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let sinks = Sinks { store, file, fsync };
         let handle = tokio::spawn(run_writer(rx, sinks));
@@ -220,6 +245,76 @@ mod tests {
         handle.wait().await;
         let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
         assert_eq!(rows.len(), 300);
+    }
+
+    /// Issue 9 item 16: the file is written on a blocking thread, so a slow
+    /// disk (here a FIFO nobody reads yet) stalls only the records waiting
+    /// for it, never the other tasks of the runtime — even a runtime with
+    /// one thread.
+    #[cfg(unix)]
+    #[test]
+    fn a_stalled_audit_file_does_not_block_a_current_thread_runtime() {
+        use std::sync::mpsc as std_mpsc;
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("audit.fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // The read end is opened (so the writer's open returns) but read
+        // only when told.
+        let (drain, drain_now) = std_mpsc::channel::<()>();
+        let reader = std::thread::spawn({
+            let fifo = fifo.clone();
+            move || {
+                let mut file = std::fs::File::open(&fifo).unwrap();
+                let _ = drain_now.recv();
+                let mut all = Vec::new();
+                std::io::Read::read_to_end(&mut file, &mut all).unwrap();
+                all.len()
+            }
+        });
+        let (progress, progress_rx) = std_mpsc::channel::<&'static str>();
+        let runtime = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+                let (log, handle) = AuditLog::start(store, Some(fifo), false).unwrap();
+                // Larger than a pipe's buffer: the write waits for the reader.
+                let big =
+                    EventBuilder::new(AuditKind::ToolDecision, Outcome::Success, Timestamp(1))
+                        .arguments(serde_json::json!({"blob": "x".repeat(256 * 1024)}))
+                        .build();
+                let writing = tokio::spawn({
+                    let log = log.clone();
+                    async move { log.record(big).await }
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = progress.send("another task ran");
+                writing.await.unwrap().unwrap();
+                let _ = progress.send("the record was written");
+                drop(log);
+                handle.wait().await;
+            });
+        });
+        assert_eq!(
+            progress_rx.recv_timeout(Duration::from_secs(10)),
+            Ok("another task ran"),
+            "the audit file write blocked the runtime"
+        );
+        drain.send(()).unwrap();
+        assert_eq!(
+            progress_rx.recv_timeout(Duration::from_secs(10)),
+            Ok("the record was written")
+        );
+        runtime.join().unwrap();
+        assert!(reader.join().unwrap() > 256 * 1024);
     }
 
     #[tokio::test]

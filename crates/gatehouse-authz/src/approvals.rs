@@ -9,11 +9,12 @@
 //! conditional update that also compares the binding, so different
 //! arguments, another tool, another principal, reuse or expiry all fail.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use gatehouse_audit::EventBuilder;
+use gatehouse_audit::{EventBuilder, REDACTED, is_listed_field};
 use gatehouse_authn::Pepper;
 use gatehouse_core::{AuditEvent, AuditKind, Outcome, Principal, Timestamp};
 use gatehouse_store::{
@@ -21,7 +22,7 @@ use gatehouse_store::{
 };
 use serde_json::Value;
 
-use crate::canonical::arguments_hash;
+use crate::canonical::{arguments_hash, canonical_json};
 
 /// Prefix of approval ids.
 pub const APPROVAL_PREFIX: &str = "apr_";
@@ -152,6 +153,7 @@ pub fn decision_event(
         .credential(Some(approval.credential_id.clone()))
         .session(approval.task_grant.clone())
         .tool(&approval.tool)
+        .args_sha256(Some(approval.arguments_hash.clone()))
         .decision(if approve { "approve" } else { "deny" })
         .reason(if approve {
             "approval_granted"
@@ -160,6 +162,31 @@ pub fn decision_event(
         })
         .error(format!("approval {} decided {via}", approval.id))
         .build()
+}
+
+/// The arguments as the approver sees them, and the masked ones.
+///
+/// The approver is entitled to see exactly what the operation token will
+/// run, so nothing is redacted by the audit heuristics here (they would
+/// let an agent hide a random-looking path or recipient). Only the
+/// top-level fields the policy marks `redact` are masked: their value reads
+/// `[REDACTED]`, and the map gives each one's hex SHA-256 of its canonical
+/// JSON, so a person who knows the value can check it.
+pub fn shown_arguments(
+    arguments: &Value,
+    redact_fields: &[String],
+) -> (Value, BTreeMap<String, String>) {
+    let mut shown = arguments.clone();
+    let mut masked = BTreeMap::new();
+    if let Value::Object(map) = &mut shown {
+        for (name, value) in map.iter_mut() {
+            if is_listed_field(name, redact_fields) && !value.is_null() {
+                masked.insert(name.clone(), arguments_hash(value));
+                *value = Value::String(REDACTED.into());
+            }
+        }
+    }
+    (shown, masked)
 }
 
 /// A decided approval and, when approved, the operation token (shown once).
@@ -226,14 +253,15 @@ impl Approvals {
     }
 
     /// A pending approval for this exact call: an existing one when the
-    /// agent asks again for the same call, else a new one.
-    /// `shown_arguments` is what the approver sees (audit-redacted).
+    /// agent asks again for the same call, else a new one. The record
+    /// holds the arguments as [`shown_arguments`] gives them for the tool's
+    /// `redact_fields`: everything but those is stored as called.
     pub async fn request(
         &self,
         principal: &Principal,
         tool: &str,
         arguments: &Value,
-        shown_arguments: &Value,
+        redact_fields: &[String],
         now: Timestamp,
     ) -> Result<ApprovalRecord, ApprovalError> {
         let call = binding_of(principal, arguments);
@@ -250,6 +278,7 @@ impl Approvals {
         }) {
             return Ok(existing);
         }
+        let (shown, masked_fields) = shown_arguments(arguments, redact_fields);
         let record = ApprovalRecord {
             id: format!("{APPROVAL_PREFIX}{}", random_text(16)?),
             tenant: call.tenant,
@@ -260,7 +289,8 @@ impl Approvals {
             task: principal.task.as_ref().map(|t| t.task.clone()),
             tool: tool.to_string(),
             arguments_hash: call.arguments_hash,
-            arguments: shown_arguments.to_string(),
+            arguments: canonical_json(&shown),
+            masked_fields,
             status: ApprovalStatus::Pending,
             created_at: now,
             expires_at: now.plus_millis(self.settings.pending_ttl_ms),

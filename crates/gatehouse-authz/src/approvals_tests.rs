@@ -50,7 +50,7 @@ async fn asking_again_for_the_same_call_reuses_the_pending_approval() {
     let a = approvals().await;
     let p = principal("acme", "alice", "ghk_bot");
     let args = json!({"to": "x@example.com", "subject": "hi"});
-    let first = a.request(&p, "send_email", &args, &args, T0).await.unwrap();
+    let first = a.request(&p, "send_email", &args, &[], T0).await.unwrap();
     assert!(first.id.starts_with(APPROVAL_PREFIX));
     assert_eq!(
         a.url(&first.id).unwrap(),
@@ -59,13 +59,10 @@ async fn asking_again_for_the_same_call_reuses_the_pending_approval() {
     // The same call with keys in another order is the same call.
     let same: serde_json::Value =
         serde_json::from_str(r#"{"subject":"hi","to":"x@example.com"}"#).unwrap();
-    let again = a.request(&p, "send_email", &same, &same, T0).await.unwrap();
+    let again = a.request(&p, "send_email", &same, &[], T0).await.unwrap();
     assert_eq!(first.id, again.id);
     let other = json!({"to": "y@example.com", "subject": "hi"});
-    let different = a
-        .request(&p, "send_email", &other, &other, T0)
-        .await
-        .unwrap();
+    let different = a.request(&p, "send_email", &other, &[], T0).await.unwrap();
     assert_ne!(first.id, different.id);
 }
 
@@ -74,7 +71,7 @@ async fn only_the_human_an_admin_of_the_tenant_or_the_operator_may_decide() {
     let a = approvals().await;
     let p = principal("acme", "alice", "ghk_bot");
     let args = json!({"to": "x@example.com"});
-    let req = a.request(&p, "send_email", &args, &args, T0).await.unwrap();
+    let req = a.request(&p, "send_email", &args, &[], T0).await.unwrap();
     let bob = Decider::User {
         username: "bob".into(),
         tenant: "acme".into(),
@@ -115,7 +112,7 @@ async fn an_operation_token_runs_exactly_the_approved_call_once() {
     let a = approvals().await;
     let p = principal("acme", "alice", "ghk_bot");
     let args = json!({"to": "x@example.com", "subject": "hi"});
-    let req = a.request(&p, "send_email", &args, &args, T0).await.unwrap();
+    let req = a.request(&p, "send_email", &args, &[], T0).await.unwrap();
     let token = a
         .decide(&req.id, true, &alice("acme"), T0)
         .await
@@ -188,7 +185,7 @@ async fn an_operation_token_expires_after_its_lifetime() {
     let a = approvals().await;
     let p = principal("acme", "alice", "ghk_bot");
     let args = json!({"to": "x@example.com"});
-    let req = a.request(&p, "send_email", &args, &args, T0).await.unwrap();
+    let req = a.request(&p, "send_email", &args, &[], T0).await.unwrap();
     let token = a
         .decide(&req.id, true, &alice("acme"), T0)
         .await
@@ -209,10 +206,45 @@ async fn a_pending_approval_cannot_be_decided_after_it_expired() {
     let a = approvals().await;
     let p = principal("acme", "alice", "ghk_bot");
     let args = json!({});
-    let req = a.request(&p, "send_email", &args, &args, T0).await.unwrap();
+    let req = a.request(&p, "send_email", &args, &[], T0).await.unwrap();
     let late = T0.plus_millis(ApprovalSettings::default().pending_ttl_ms);
     assert!(matches!(
         a.decide(&req.id, true, &alice("acme"), late).await,
         Err(ApprovalError::NotPending)
     ));
+}
+
+/// Issue 9 item 5: the record holds the arguments as called (nothing the
+/// audit heuristics would redact is hidden from the approver); only the
+/// policy's `redact` fields are masked, each with the SHA-256 of its value.
+#[tokio::test]
+async fn the_record_shows_the_exact_arguments_but_masks_the_policys_fields() {
+    let a = approvals().await;
+    let p = principal("acme", "alice", "ghk_bot");
+    let args = json!({
+        "to": "Q3Xk9mPqR7vT2nWz8yLb4cHd6fJg1sAe@exfil.example",
+        "subject": "Basic dXNlcjpwYXNz",
+        "body": "the numbers",
+        "cc": null,
+    });
+    let req = a
+        .request(&p, "send_email", &args, &["Body".into(), "cc".into()], T0)
+        .await
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&req.arguments).unwrap();
+    assert_eq!(shown["to"], args["to"]);
+    assert_eq!(shown["subject"], args["subject"]);
+    assert_eq!(shown["body"], "[REDACTED]");
+    assert_eq!(shown["cc"], serde_json::Value::Null);
+    assert_eq!(
+        req.masked_fields,
+        [(
+            "body".to_string(),
+            crate::arguments_hash(&json!("the numbers"))
+        )]
+        .into()
+    );
+    assert!(!req.arguments.contains("the numbers"));
+    // The binding is still the hash of the exact arguments.
+    assert_eq!(req.arguments_hash, crate::arguments_hash(&args));
 }

@@ -9,6 +9,12 @@ pub struct SharedPolicy {
     current: RwLock<Arc<Policy>>,
 }
 
+impl std::fmt::Debug for SharedPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedPolicy").finish_non_exhaustive()
+    }
+}
+
 impl SharedPolicy {
     pub fn new(policy: Policy) -> Self {
         SharedPolicy {

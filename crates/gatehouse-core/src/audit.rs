@@ -105,6 +105,12 @@ pub struct AuditEvent {
     pub source: Option<String>,
     pub tool: Option<String>,
     pub arguments: Option<serde_json::Value>,
+    /// Hex SHA-256 of the canonical JSON of the exact arguments (before
+    /// redaction), the value an operation token is bound to: set on the
+    /// records of calls that need approval, so an investigator can prove
+    /// which arguments were approved and ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_sha256: Option<String>,
     /// `allow` or `deny` for decisions.
     pub decision: Option<String>,
     /// A stable machine-readable reason code (`missing_credential`, `role_not_allowed`, …).

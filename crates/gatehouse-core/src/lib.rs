@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod display_text;
 pub mod peer;
 pub mod principal;
 pub mod public_address;
@@ -12,6 +13,7 @@ pub mod rate_limit;
 
 pub use audit::{AuditEvent, AuditKind, Outcome};
 pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
+pub use display_text::{escape_for_display, is_unsafe_to_show};
 pub use peer::PeerAddr;
 pub use principal::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, TaskGrant};
 pub use public_address::is_public;

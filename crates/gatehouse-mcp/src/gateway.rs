@@ -7,7 +7,7 @@ use std::time::Instant;
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder, Redactor};
 use gatehouse_authz::{
     Access, ApprovalNeeded, Approvals, Decision, Deny, DenyReason, GrantOrigin,
-    OPERATION_TOKEN_META, Permit, Policy, SharedPolicy, TaskGrantError, TaskGrants,
+    OPERATION_TOKEN_META, Permit, Policy, SharedPolicy, TaskGrantError, TaskGrants, arguments_hash,
 };
 use gatehouse_core::{AuditKind, Clock, CredentialKind, Outcome, Principal, Timestamp};
 use gatehouse_store::{StoreError, TaskGrantRecord};
@@ -32,6 +32,23 @@ pub struct PendingApproval {
     /// The approval page, when the authorization server serves one.
     pub url: Option<String>,
     pub expires_at: Timestamp,
+}
+
+/// The arguments of one call: as the tool gets them, and as every audit
+/// record of the call shows them.
+struct CallArgs<'a> {
+    exact: &'a Value,
+    /// The tool's `redact` list in the policy: masked in the audit log and
+    /// for the approver.
+    redact_fields: &'a [String],
+    /// Redacted for the audit log.
+    redacted: Value,
+    /// Hex SHA-256 of the canonical exact arguments, for a call that needs
+    /// approval: the value its operation token is bound to, so the record
+    /// proves which arguments were approved and ran. Left out elsewhere: an
+    /// unkeyed hash of every call would let a reader of the log test
+    /// guesses of the redacted values.
+    sha256: Option<String>,
 }
 
 /// Why a call produced no tool result.
@@ -203,7 +220,7 @@ impl Gateway {
         &self,
         caller: &Caller,
         name: &str,
-        redacted: &Value,
+        args: &CallArgs<'_>,
         kind: AuditKind,
         outcome: Outcome,
     ) -> EventBuilder {
@@ -218,7 +235,8 @@ impl Gateway {
             .session(session_or_grant)
             .source(caller.source.clone())
             .tool(name)
-            .arguments(redacted.clone())
+            .arguments(args.redacted.clone())
+            .args_sha256(args.sha256.clone())
     }
 
     /// The record of a refused call; the same wherever the refusal surfaces.
@@ -226,19 +244,13 @@ impl Gateway {
         &self,
         caller: &Caller,
         name: &str,
-        redacted: &Value,
+        args: &CallArgs<'_>,
         deny: &Deny,
     ) -> EventBuilder {
-        self.tool_event(
-            caller,
-            name,
-            redacted,
-            AuditKind::ToolDecision,
-            Outcome::Denied,
-        )
-        .decision("deny")
-        .reason(deny.reason.code())
-        .error(deny.message())
+        self.tool_event(caller, name, args, AuditKind::ToolDecision, Outcome::Denied)
+            .decision("deny")
+            .reason(deny.reason.code())
+            .error(deny.message())
     }
 
     /// For a caller holding an OAuth access token: if the token lacks the
@@ -261,12 +273,17 @@ impl Gateway {
         if deny.required_scope().is_none() {
             return Ok(None);
         }
-        let redacted = self.redactor.redact_arguments(
-            &Value::Object(arguments.cloned().unwrap_or_default()),
-            policy.redact_fields(name),
-        );
+        let exact = Value::Object(arguments.cloned().unwrap_or_default());
+        let args = CallArgs {
+            exact: &exact,
+            redact_fields: policy.redact_fields(name),
+            redacted: self
+                .redactor
+                .redact_arguments(&exact, policy.redact_fields(name)),
+            sha256: None,
+        };
         self.audit
-            .record(self.denial_event(caller, name, &redacted, &deny).build())
+            .record(self.denial_event(caller, name, &args, &deny).build())
             .await?;
         Ok(Some(deny))
     }
@@ -275,13 +292,13 @@ impl Gateway {
         &self,
         caller: &Caller,
         name: &str,
-        redacted: &Value,
+        args: &CallArgs<'_>,
         deny: Deny,
         detail: Option<String>,
         started: Instant,
     ) -> CallError {
         let mut event = self
-            .denial_event(caller, name, redacted, &deny)
+            .denial_event(caller, name, args, &deny)
             .latency_us(micros_since(started));
         if let Some(detail) = detail {
             event = event.error(detail);
@@ -298,8 +315,7 @@ impl Gateway {
         &self,
         caller: &Caller,
         needed: ApprovalNeeded,
-        arguments: &Value,
-        redacted: &Value,
+        args: &CallArgs<'_>,
         meta: Option<&Map<String, Value>>,
         started: Instant,
     ) -> Result<Permit, CallError> {
@@ -310,7 +326,7 @@ impl Gateway {
         };
         let Some(approvals) = &self.approvals else {
             return Err(self
-                .refuse(caller, &name, redacted, approval_required, None, started)
+                .refuse(caller, &name, args, approval_required, None, started)
                 .await);
         };
         let now = self.clock.now();
@@ -319,7 +335,13 @@ impl Gateway {
             .and_then(Value::as_str);
         let Some(token) = token else {
             let pending = approvals
-                .request(&caller.principal, &name, arguments, redacted, now)
+                .request(
+                    &caller.principal,
+                    &name,
+                    args.exact,
+                    args.redact_fields,
+                    now,
+                )
                 .await
                 .map_err(|e| CallError::Unavailable(e.to_string()))?;
             let detail = format!("{} (approval {})", approval_required.message(), pending.id);
@@ -327,7 +349,7 @@ impl Gateway {
                 .refuse(
                     caller,
                     &name,
-                    redacted,
+                    args,
                     approval_required,
                     Some(detail),
                     started,
@@ -344,7 +366,7 @@ impl Gateway {
             };
         };
         match approvals
-            .redeem(&caller.principal, &name, arguments, token, now)
+            .redeem(&caller.principal, &name, args.exact, token, now)
             .await
             .map_err(|e| CallError::Unavailable(e.to_string()))?
         {
@@ -360,7 +382,7 @@ impl Gateway {
                     .refuse(
                         caller,
                         &name,
-                        redacted,
+                        args,
                         deny,
                         Some(refusal.to_string()),
                         started,
@@ -385,16 +407,21 @@ impl Gateway {
         let policy = self.policy();
         let arguments = arguments.unwrap_or_default();
         let as_value = Value::Object(arguments.clone());
-        let redacted = self
-            .redactor
-            .redact_arguments(&as_value, policy.redact_fields(name));
-        let event = |kind, outcome| self.tool_event(caller, name, &redacted, kind, outcome);
+        let decision = policy.authorize_call(&caller.principal, name, &as_value);
+        let args = CallArgs {
+            exact: &as_value,
+            redact_fields: policy.redact_fields(name),
+            redacted: self
+                .redactor
+                .redact_arguments(&as_value, policy.redact_fields(name)),
+            sha256: matches!(decision, Decision::NeedsApproval(_))
+                .then(|| arguments_hash(&as_value)),
+        };
+        let event = |kind, outcome| self.tool_event(caller, name, &args, kind, outcome);
         // `Ok`: permitted; `Err`: permitted once a human has approved.
-        let permitted = match policy.authorize_call(&caller.principal, name, &as_value) {
+        let permitted = match decision {
             Decision::Deny(deny) => {
-                return Err(self
-                    .refuse(caller, name, &redacted, deny, None, started)
-                    .await);
+                return Err(self.refuse(caller, name, &args, deny, None, started).await);
             }
             Decision::Permit(permit) => Ok(permit),
             Decision::NeedsApproval(needed) => Err(needed),
@@ -409,16 +436,11 @@ impl Gateway {
                 tool: name.to_string(),
                 reason: DenyReason::RateLimited { retry_after_secs },
             };
-            return Err(self
-                .refuse(caller, name, &redacted, deny, None, started)
-                .await);
+            return Err(self.refuse(caller, name, &args, deny, None, started).await);
         }
         let permit = match permitted {
             Ok(permit) => permit,
-            Err(needed) => {
-                self.approve(caller, needed, &as_value, &redacted, meta, started)
-                    .await?
-            }
+            Err(needed) => self.approve(caller, needed, &args, meta, started).await?,
         };
         // The decision is durable before the tool has any effect.
         self.audit

@@ -119,6 +119,7 @@ fn page(state: &AsState, browser: &Browser, approval: &ApprovalRecord, now: Time
         task: approval.task.as_deref(),
         arguments: &pretty(&approval.arguments),
         arguments_hash: &approval.arguments_hash,
+        masked_fields: &approval.masked_fields,
         status: approval.state(now),
         expires: &expires,
     });

@@ -239,10 +239,7 @@ impl AuthorizationServer {
     /// Without a requested scope, a client gets what it is limited to, or
     /// every scope (the user's roles still decide what it can do).
     fn default_scope(&self, client: &ClientRecord) -> Vec<String> {
-        client
-            .scopes
-            .clone()
-            .unwrap_or_else(|| self.config.scopes.clone())
+        client.scopes.clone().unwrap_or_else(|| self.known_scopes())
     }
 
     /// RFC 9700 §4.1.3: exact match against the registered URIs, except

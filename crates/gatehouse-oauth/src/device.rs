@@ -102,10 +102,7 @@ impl AuthorizationServer {
         let requested = scope.unwrap_or("");
         let mut scopes = self.check_scope(requested, &client.scopes)?;
         if scopes.is_empty() {
-            scopes = client
-                .scopes
-                .clone()
-                .unwrap_or_else(|| self.config.scopes.clone());
+            scopes = client.scopes.clone().unwrap_or_else(|| self.known_scopes());
         }
         let device_code = random_token(32)?;
         let user_code = random_user_code()?;

@@ -68,6 +68,13 @@ impl AuthorizationServer {
                 .await?;
             return Err(LoginError::RateLimited);
         }
+        // No user can have such a name (`users add` refuses them), and
+        // printed raw it would forge lines in the audit output.
+        if username.chars().any(gatehouse_core::is_unsafe_to_show) {
+            self.audit_login(&username, "invalid_username", false, source, now)
+                .await?;
+            return Err(LoginError::Invalid);
+        }
         let throttle = self
             .store
             .login_throttle(&username)

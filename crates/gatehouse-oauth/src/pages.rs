@@ -328,9 +328,12 @@ pub struct ApprovalPage<'a> {
     pub tenant: &'a str,
     pub tool: &'a str,
     pub task: Option<&'a str>,
-    /// Pretty-printed JSON of the arguments as recorded (secrets redacted).
+    /// Pretty-printed JSON of the arguments exactly as the token will run
+    /// them, except the fields the policy marks `redact`.
     pub arguments: &'a str,
     pub arguments_hash: &'a str,
+    /// The masked fields and the SHA-256 of each one's canonical JSON.
+    pub masked_fields: &'a std::collections::BTreeMap<String, String>,
     /// `pending`, `approved`, `denied`, `redeemed` or `expired`.
     pub status: &'a str,
     pub expires: &'a str,
@@ -361,7 +364,7 @@ pub fn approval_page(p: &ApprovalPage) -> String {
          <li><span>Tenant</span><code>{tenant}</code></li>\n\
          <li><span>Task</span><code>{task}</code></li>\n\
          <li><span>Decide before</span><code>{expires}</code></li>\n</ul>\n\
-         <h2>With exactly these arguments</h2>\n<pre id=\"arguments\">{arguments}</pre>\n\
+         <h2>With exactly these arguments</h2>\n<pre id=\"arguments\">{arguments}</pre>\n{masked}\
          <p class=\"note\">SHA-256 of the canonical arguments: <code>{hash}</code></p>\n{decision}",
         agent = escape(p.agent),
         tool = escape(p.tool),
@@ -374,9 +377,33 @@ pub fn approval_page(p: &ApprovalPage) -> String {
         task = escape(p.task.unwrap_or("none declared")),
         expires = escape(p.expires),
         arguments = escape(p.arguments),
+        masked = masked_fields(p.masked_fields),
         hash = escape(p.arguments_hash),
     );
     document("Approve a tool call", &body)
+}
+
+/// The fields the policy masks, named, with the hash of each value, so the
+/// approver knows what is hidden and can check a value they know.
+fn masked_fields(fields: &std::collections::BTreeMap<String, String>) -> String {
+    if fields.is_empty() {
+        return String::new();
+    }
+    let items: String = fields
+        .iter()
+        .map(|(name, hash)| {
+            format!(
+                "<li><code class=\"masked-field\">{}</code> SHA-256 <code class=\"masked-sha256\">{}</code></li>\n",
+                escape(name),
+                escape(hash)
+            )
+        })
+        .collect();
+    format!(
+        "<p>The policy masks these fields (shown as <code>\"[REDACTED]\"</code> above); the token \
+         runs with their real values, whose canonical JSON has this SHA-256:</p>\n\
+         <ul id=\"masked-fields\">\n{items}</ul>\n"
+    )
 }
 
 /// After approval: the operation token, shown once.

@@ -222,3 +222,48 @@ fn see_other_is_303_and_not_cached() {
     assert_eq!(broken.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(broken.headers().get(header::LOCATION).is_none());
 }
+
+#[test]
+fn approval_page_escapes_everything_and_labels_masked_fields() {
+    let masked = [(HOSTILE.to_string(), "ab".repeat(32))].into();
+    let page = approval_page(&ApprovalPage {
+        csrf: "c",
+        action: "/approvals/apr_x",
+        id: "apr_x",
+        agent: HOSTILE,
+        human: Some(HOSTILE),
+        tenant: "default",
+        tool: "send_email",
+        task: None,
+        arguments: HOSTILE,
+        arguments_hash: "cd",
+        masked_fields: &masked,
+        status: "pending",
+        expires: "2026-01-01T00:00:00Z",
+    });
+    assert_safe(&page);
+    assert!(page.contains("id=\"masked-fields\""));
+    assert!(page.contains(&format!(
+        "<code class=\"masked-field\">{ESCAPED}</code> SHA-256 <code class=\"masked-sha256\">{}</code>",
+        "ab".repeat(32)
+    )));
+    let nothing_masked = approval_page(&ApprovalPage {
+        masked_fields: &Default::default(),
+        ..ApprovalPage {
+            csrf: "c",
+            action: "/approvals/apr_x",
+            id: "apr_x",
+            agent: "a",
+            human: None,
+            tenant: "default",
+            tool: "send_email",
+            task: None,
+            arguments: "{}",
+            arguments_hash: "cd",
+            masked_fields: &masked,
+            status: "pending",
+            expires: "",
+        }
+    });
+    assert!(!nothing_masked.contains("masked-fields"));
+}

@@ -123,8 +123,6 @@ pub fn parse_registration(body: &[u8]) -> Result<RegistrationRequest, Registrati
     let object: Map<String, Value> =
         serde_json::from_slice(body).map_err(|_| RegistrationError::NotJsonObject)?;
 
-    let redirect_uris = parse_redirect_uris(field(&object, "redirect_uris"))?;
-
     let token_endpoint_auth_method = match field(&object, "token_endpoint_auth_method") {
         // RFC 7591 §2: the default when omitted.
         None => AuthMethod::ClientSecretBasic,
@@ -147,15 +145,28 @@ pub fn parse_registration(body: &[u8]) -> Result<RegistrationRequest, Registrati
         ));
     }
 
-    let response_types = string_list(field(&object, "response_types"), "response_types")?
-        .unwrap_or_else(|| vec![RESPONSE_TYPE_CODE.to_string()]);
+    // RFC 7591 §2: redirect URIs and the `code` response type serve the
+    // authorization code grant. A client using only the device grant (and
+    // refresh tokens) has no redirect, so it may send neither; any it
+    // sends are still validated, and /authorize refuses it regardless.
+    let uses_code = grant_types.iter().any(|g| g == GRANT_AUTHORIZATION_CODE);
+    let redirect_uris = match field(&object, "redirect_uris") {
+        None if !uses_code => Vec::new(),
+        Some(Value::Array(items)) if items.is_empty() && !uses_code => Vec::new(),
+        value => parse_redirect_uris(value)?,
+    };
+
+    let response_types = match field(&object, "response_types") {
+        None if uses_code => vec![RESPONSE_TYPE_CODE.to_string()],
+        None => Vec::new(),
+        Some(Value::Array(items)) if items.is_empty() => Vec::new(),
+        value => string_list(value, "response_types")?.unwrap_or_default(),
+    };
     if response_types.iter().any(|r| r != RESPONSE_TYPE_CODE) {
         return Err(metadata("response_types", "only code is supported"));
     }
     // RFC 7591 §2.1: the two lists must be consistent.
-    if grant_types.iter().any(|g| g == GRANT_AUTHORIZATION_CODE)
-        && !response_types.iter().any(|r| r == RESPONSE_TYPE_CODE)
-    {
+    if uses_code && !response_types.iter().any(|r| r == RESPONSE_TYPE_CODE) {
         return Err(metadata(
             "response_types",
             "must include code when grant_types includes authorization_code",
@@ -536,6 +547,37 @@ mod tests {
         ] {
             let err = refused(base(bad.clone()));
             assert_eq!(err.code(), "invalid_client_metadata", "{bad}");
+        }
+    }
+
+    /// Issue 9 item 15 (RFC 7591 §2): redirect URIs and the `code`
+    /// response type belong to the authorization code grant only.
+    #[test]
+    fn device_only_clients_need_no_redirect_uris_or_response_types() {
+        const DEVICE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+        for body in [
+            json!({"grant_types": [DEVICE], "response_types": [], "token_endpoint_auth_method": "none"}),
+            json!({"grant_types": [DEVICE, "refresh_token"], "token_endpoint_auth_method": "none"}),
+            json!({"grant_types": [DEVICE], "redirect_uris": [], "response_types": []}),
+            json!({"grant_types": [DEVICE], "redirect_uris": null, "response_types": null}),
+        ] {
+            let req = parse(body.clone()).unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert!(req.redirect_uris.is_empty(), "{body}");
+            assert!(req.response_types.is_empty(), "{body}");
+        }
+        // Redirect URIs a device client sends anyway are still checked.
+        let err =
+            refused(json!({"grant_types": [DEVICE], "redirect_uris": ["javascript:alert(1)"]}));
+        assert_eq!(err.code(), "invalid_redirect_uri");
+        // Asking for the authorization code grant, explicitly or by default,
+        // still needs redirect URIs and the code response type.
+        for body in [
+            json!({"grant_types": ["authorization_code"]}),
+            json!({"grant_types": [DEVICE, "authorization_code"], "response_types": []}),
+            json!({"token_endpoint_auth_method": "none"}),
+            json!({"redirect_uris": [], "grant_types": ["authorization_code"]}),
+        ] {
+            assert!(parse(body.clone()).is_err(), "{body}");
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use gatehouse_audit::{AuditLog, EventBuilder};
 use gatehouse_authn::{AccessTokens, AuthnError, Pepper, TokenSettings};
+use gatehouse_authz::SharedPolicy;
 use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
 use gatehouse_store::{ClientRecord, SigningKeyRecord, Store, TaskGrantRecord, signing_schedule};
 use serde::Serialize;
@@ -31,8 +32,9 @@ pub struct AsConfig {
     pub resource: String,
     pub access_token_ttl_secs: i64,
     pub refresh_token_ttl_secs: i64,
-    /// Scopes the policy knows.
-    pub scopes: Vec<String>,
+    /// The policy in force (replaced on reload): the scopes that exist and
+    /// which of them each role can use come from it, per request.
+    pub policy: Arc<SharedPolicy>,
     /// Tool names, for `tool:<name>` scopes.
     pub tools: Vec<String>,
     pub registration: RegistrationPolicy,
@@ -44,9 +46,6 @@ pub struct AsConfig {
     pub cookies: CookiePolicy,
     /// Concurrent password hashes (each is ~20 MiB and tens of ms of CPU).
     pub password_concurrency: usize,
-    /// For each role, the scopes its tools need (from the policy). A user
-    /// is granted only requested scopes that one of their roles can use.
-    pub role_scopes: HashMap<String, Vec<String>>,
 }
 
 /// Who may use dynamic client registration (RFC 7591).
@@ -421,7 +420,7 @@ impl AuthorizationServer {
             "revocation_endpoint_auth_methods_supported": client_auth,
             "introspection_endpoint": self.url(routes::INTROSPECT),
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "scopes_supported": self.config.scopes,
+            "scopes_supported": self.known_scopes(),
             "authorization_response_iss_parameter_supported": true,
             "client_id_metadata_document_supported": self.client_metadata.is_some(),
         });
@@ -464,8 +463,9 @@ impl AuthorizationServer {
         allowed: &Option<Vec<String>>,
     ) -> Result<Vec<String>, OAuthError> {
         let mut scopes: Vec<String> = Vec::new();
+        let known_scopes = self.known_scopes();
         for scope in requested.split(' ').filter(|s| !s.is_empty()) {
-            let known = self.config.scopes.iter().any(|s| s == scope)
+            let known = known_scopes.iter().any(|s| s == scope)
                 || scope
                     .strip_prefix("tool:")
                     .is_some_and(|t| self.config.tools.iter().any(|n| n == t));
@@ -490,18 +490,21 @@ impl AuthorizationServer {
     /// consent page shows and the grant carries. Asking a reader to allow
     /// "administrative tools" would describe access they do not have.
     pub fn scopes_for_user(&self, requested: &[String], roles: &[String]) -> Vec<String> {
+        let policy = self.config.policy.current();
+        let usable: Vec<String> = roles
+            .iter()
+            .flat_map(|role| policy.scopes_for_role(role))
+            .collect();
         requested
             .iter()
-            .filter(|scope| {
-                roles.iter().any(|role| {
-                    self.config
-                        .role_scopes
-                        .get(role)
-                        .is_some_and(|usable| usable.contains(scope))
-                })
-            })
+            .filter(|scope| usable.contains(scope))
             .cloned()
             .collect()
+    }
+
+    /// The scopes of the policy in force.
+    pub(crate) fn known_scopes(&self) -> Vec<String> {
+        self.config.policy.current().scopes()
     }
 
     /// Checks the one `resource` a request may name (RFC 8707); absent

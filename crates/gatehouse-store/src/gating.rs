@@ -6,10 +6,12 @@
 //! conditional SQL statement, so two concurrent attempts cannot both
 //! succeed, on SQLite and on PostgreSQL alike.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use gatehouse_core::Timestamp;
 
-use crate::StoreResult;
+use crate::{StoreError, StoreResult};
 
 /// A task grant: the allowlist (role ∩ task) an agent received for one
 /// declared task, bound to the principal that asked for it.
@@ -90,8 +92,13 @@ pub struct ApprovalRecord {
     pub tool: String,
     /// Hex SHA-256 of the canonical JSON arguments.
     pub arguments_hash: String,
-    /// The arguments as the approver sees them (audit-redacted JSON).
+    /// The arguments as the approver sees them (JSON): exactly as called,
+    /// except the fields the policy marks `redact`, whose values read
+    /// `[REDACTED]` and are not stored (see `masked_fields`).
     pub arguments: String,
+    /// The masked fields: name → hex SHA-256 of the canonical JSON of its
+    /// value, so an approver who knows the value can check it.
+    pub masked_fields: BTreeMap<String, String>,
     pub status: ApprovalStatus,
     pub created_at: Timestamp,
     /// A pending approval expires at this time.
@@ -102,6 +109,16 @@ pub struct ApprovalRecord {
     pub token_hash: Option<String>,
     pub token_expires_at: Option<Timestamp>,
     pub redeemed_at: Option<Timestamp>,
+}
+
+/// `approvals.masked_fields` as stored: a JSON object of hex hashes.
+pub(crate) fn masked_fields_json(fields: &BTreeMap<String, String>) -> StoreResult<String> {
+    serde_json::to_string(fields).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn masked_fields_from_json(text: &str) -> StoreResult<BTreeMap<String, String>> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("approvals.masked_fields: {e}")))
 }
 
 impl ApprovalRecord {

@@ -1,23 +1,65 @@
-//! A cheap signal that API keys changed (revoked or rotated), shared by every
-//! process that opens the same SQLite database: a marker file next to it,
-//! replaced atomically after each such change. Reading it is one `stat`.
+//! A cheap signal that credentials changed (keys revoked or rotated, tokens
+//! revoked, ...), shared by every process that opens the same SQLite
+//! database: a marker file next to it holding a counter that only increases.
+//! Reading it is one small file read per request.
+//!
+//! A change takes an exclusive lock on a lock file beside the marker, reads
+//! the counter, and renames a file holding the next value into place, so
+//! two changes (from any processes) never give the same value and readers
+//! always see a whole number. The counter starts from the clock (in
+//! microseconds) when the marker is missing or unreadable, so a deleted
+//! marker cannot bring back a value seen before.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug)]
 pub enum CredentialGeneration {
     /// Next to a database file: seen by every process using it.
-    File(PathBuf),
+    File { marker: PathBuf, lock: PathBuf },
     /// In-memory databases live in one process: a counter suffices.
     Counter(AtomicU64),
 }
 
+fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn read_counter(marker: &Path) -> Option<u64> {
+    std::fs::read_to_string(marker).ok()?.trim().parse().ok()
+}
+
+/// The first value of a new counter: above any counter an earlier marker
+/// of this database can have reached, since that one started from an
+/// earlier clock reading and counts one per change.
+fn first_value() -> u64 {
+    use gatehouse_core::Clock as _;
+    let millis = gatehouse_core::SystemClock.now().as_millis();
+    u64::try_from(millis.saturating_mul(1000))
+        .unwrap_or(0)
+        .max(1)
+}
+
+fn owner_only() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
 impl CredentialGeneration {
     pub fn for_database(path: &Path) -> Self {
-        let mut marker = path.as_os_str().to_owned();
-        marker.push("-credentials");
-        CredentialGeneration::File(PathBuf::from(marker))
+        CredentialGeneration::File {
+            marker: beside(path, "-credentials"),
+            lock: beside(path, "-credentials.lock"),
+        }
     }
 
     pub fn in_memory() -> Self {
@@ -29,38 +71,33 @@ impl CredentialGeneration {
     pub fn current(&self) -> Option<u64> {
         match self {
             CredentialGeneration::Counter(n) => Some(n.load(Ordering::SeqCst)),
-            CredentialGeneration::File(path) => {
-                let meta = std::fs::metadata(path).ok()?;
-                let modified = meta
-                    .modified()
-                    .ok()?
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()?
-                    .as_nanos();
-                #[cfg(unix)]
-                let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-                #[cfg(not(unix))]
-                let inode = 0u64;
-                // Each bump renames a new file into place: a new inode, so
-                // two bumps within one clock tick still differ.
-                Some(inode.rotate_left(32) ^ (modified as u64))
-            }
+            CredentialGeneration::File { marker, .. } => read_counter(marker),
         }
     }
 
-    /// Announces a change. Called after the change is committed.
+    /// Announces a change. Called after the change is committed. Blocks
+    /// briefly while another process announces one.
     pub fn bump(&self) -> std::io::Result<()> {
         match self {
             CredentialGeneration::Counter(n) => {
                 n.fetch_add(1, Ordering::SeqCst);
                 Ok(())
             }
-            CredentialGeneration::File(path) => {
-                let mut temp = path.as_os_str().to_owned();
-                temp.push(format!(".{}", std::process::id()));
-                let temp = PathBuf::from(temp);
-                std::fs::write(&temp, b"")?;
-                std::fs::rename(&temp, path)
+            CredentialGeneration::File { marker, lock } => {
+                let lock = owner_only().truncate(false).open(lock)?;
+                // Released when `lock` is closed, also on an early return.
+                lock.lock()?;
+                let next = match read_counter(marker) {
+                    Some(value) => value.checked_add(1).ok_or_else(|| {
+                        std::io::Error::other("the credential generation counter is exhausted")
+                    })?,
+                    None => first_value(),
+                };
+                let temp = beside(marker, &format!(".{}", std::process::id()));
+                let mut file = owner_only().truncate(true).open(&temp)?;
+                file.write_all(next.to_string().as_bytes())?;
+                drop(file);
+                std::fs::rename(&temp, marker)
             }
         }
     }
@@ -82,6 +119,25 @@ mod tests {
         assert_eq!(two.current(), Some(first));
         two.bump().unwrap();
         assert_ne!(one.current().unwrap(), first);
+    }
+
+    #[test]
+    fn a_lost_marker_restarts_above_every_earlier_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("g.db");
+        let one = CredentialGeneration::for_database(&db);
+        one.bump().unwrap();
+        one.bump().unwrap();
+        let before = one.current().unwrap();
+        std::fs::remove_file(dir.path().join("g.db-credentials")).unwrap();
+        assert_eq!(one.current(), None);
+        one.bump().unwrap();
+        assert!(one.current().unwrap() > before);
+        // A marker of the earlier inode-and-mtime kind (empty) is replaced too.
+        std::fs::write(dir.path().join("g.db-credentials"), b"").unwrap();
+        assert_eq!(one.current(), None);
+        one.bump().unwrap();
+        assert!(one.current().is_some());
     }
 
     #[test]

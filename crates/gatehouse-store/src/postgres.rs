@@ -34,9 +34,20 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0003_authorization.sql"),
     ),
     (4, include_str!("../migrations/postgres/0004_gating.sql")),
+    (
+        8,
+        include_str!("../migrations/postgres/0008_exact_approval_arguments.sql"),
+    ),
 ];
 
-/// 17 bound values per row; PostgreSQL allows 65535 per statement.
+/// The newest schema version this build knows. Versions need not be
+/// contiguous (parallel branches take numbers ahead), so this is the
+/// largest, not the count.
+fn newest_migration() -> i64 {
+    MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0)
+}
+
+/// 18 bound values per row; PostgreSQL allows 65535 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 3_000;
 
 /// The channel every instance listens on for credential changes.
@@ -167,7 +178,7 @@ async fn migrate(pool: &PgPool) -> StoreResult<()> {
         .fetch_all(&mut *tx)
         .await?;
     if let Some(newest) = applied.iter().max()
-        && *newest > MIGRATIONS.len() as i64
+        && *newest > newest_migration()
     {
         return Err(StoreError::Corrupt(format!(
             "database schema version {newest} is newer than this Gatehouse understands"
@@ -364,6 +375,7 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditRow> {
             source: row.try_get("source")?,
             tool: row.try_get("tool")?,
             arguments,
+            args_sha256: row.try_get("args_sha256")?,
             decision: row.try_get("decision")?,
             reason: row.try_get("reason")?,
             outcome: Outcome::parse(&outcome)
@@ -379,7 +391,8 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditRow> {
 fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::Postgres> {
     let mut insert = QueryBuilder::<sqlx::Postgres>::new(
         "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
-         source, tool, arguments, decision, reason, outcome, error, latency_us, result_bytes) ",
+         source, tool, arguments, args_sha256, decision, reason, outcome, error, latency_us, \
+         result_bytes) ",
     );
     insert.push_values(rows, |mut row, (event, arguments)| {
         row.push_bind(event.id)
@@ -393,6 +406,7 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::P
             .push_bind(event.source)
             .push_bind(event.tool)
             .push_bind(arguments)
+            .push_bind(event.args_sha256)
             .push_bind(event.decision)
             .push_bind(event.reason)
             .push_bind(event.outcome.as_str())

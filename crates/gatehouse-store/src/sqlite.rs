@@ -22,7 +22,7 @@ use crate::{
 
 /// Schema migrations, applied in order, each once. The SQL is embedded so the
 /// binary needs no files next to it.
-/// 17 bound values per row; SQLite allows 32766 per statement.
+/// 18 bound values per row; SQLite allows 32766 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 500;
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -33,7 +33,18 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0003_authorization.sql"),
     ),
     (4, include_str!("../migrations/sqlite/0004_gating.sql")),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_exact_approval_arguments.sql"),
+    ),
 ];
+
+/// The newest schema version this build knows. Versions need not be
+/// contiguous (parallel branches take numbers ahead), so this is the
+/// largest, not the count.
+fn newest_migration() -> i64 {
+    MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0)
+}
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -112,7 +123,7 @@ impl SqliteStore {
                 .await?;
         }
         if let Some(newest) = applied.iter().max()
-            && *newest > MIGRATIONS.len() as i64
+            && *newest > newest_migration()
         {
             return Err(StoreError::Corrupt(format!(
                 "database schema version {newest} is newer than this Gatehouse understands"
@@ -216,6 +227,7 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRow> {
             source: row.try_get("source")?,
             tool: row.try_get("tool")?,
             arguments,
+            args_sha256: row.try_get("args_sha256")?,
             decision: row.try_get("decision")?,
             reason: row.try_get("reason")?,
             outcome: Outcome::parse(&outcome)
@@ -239,7 +251,8 @@ fn scopes_json(scopes: &Option<Vec<String>>) -> StoreResult<Option<String>> {
 fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::Sqlite> {
     let mut insert = QueryBuilder::<sqlx::Sqlite>::new(
         "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
-         source, tool, arguments, decision, reason, outcome, error, latency_us, result_bytes) ",
+         source, tool, arguments, args_sha256, decision, reason, outcome, error, latency_us, \
+         result_bytes) ",
     );
     insert.push_values(rows, |mut row, (event, arguments)| {
         row.push_bind(event.id)
@@ -253,6 +266,7 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::S
             .push_bind(event.source)
             .push_bind(event.tool)
             .push_bind(arguments)
+            .push_bind(event.args_sha256)
             .push_bind(event.decision)
             .push_bind(event.reason)
             .push_bind(event.outcome.as_str())

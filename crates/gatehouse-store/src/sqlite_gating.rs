@@ -8,6 +8,7 @@ use gatehouse_core::Timestamp;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row};
 
+use crate::gating::{masked_fields_from_json, masked_fields_json};
 use crate::sqlite::{json_list, list_json, opt_ts};
 use crate::{
     ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore, OperationBinding,
@@ -44,6 +45,7 @@ fn approval_from_row(row: &SqliteRow) -> StoreResult<ApprovalRecord> {
         tool: row.try_get("tool")?,
         arguments_hash: row.try_get("arguments_hash")?,
         arguments: row.try_get("arguments")?,
+        masked_fields: masked_fields_from_json(&row.try_get::<String, _>("masked_fields")?)?,
         status: ApprovalStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown approval status {status:?}")))?,
         created_at: Timestamp(row.try_get("created_at")?),
@@ -141,8 +143,9 @@ impl GatingStore for SqliteStore {
         sqlx::query(
             "INSERT INTO approvals (id, tenant, human, agent, credential_id, task_grant, task, tool, \
              arguments_hash, arguments, status, created_at, expires_at, decided_by, decided_at, \
-             token_hash, token_expires_at, redeemed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+             token_hash, token_expires_at, redeemed_at, masked_fields) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+             $19)",
         )
         .bind(&approval.id)
         .bind(&approval.tenant)
@@ -162,6 +165,7 @@ impl GatingStore for SqliteStore {
         .bind(&approval.token_hash)
         .bind(approval.token_expires_at.map(|t| t.0))
         .bind(approval.redeemed_at.map(|t| t.0))
+        .bind(masked_fields_json(&approval.masked_fields)?)
         .execute(&self.pool)
         .await?;
         Ok(())

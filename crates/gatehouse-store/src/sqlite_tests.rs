@@ -31,6 +31,7 @@ fn event(id: &str, ts: i64, tool: &str, outcome: Outcome) -> AuditEvent {
         source: Some("127.0.0.1".into()),
         tool: Some(tool.into()),
         arguments: Some(serde_json::json!({"path": "a.txt"})),
+        args_sha256: None,
         decision: Some("allow".into()),
         reason: None,
         outcome,
@@ -203,6 +204,37 @@ async fn key_changes_move_the_generation_for_every_handle() {
         .await
         .unwrap();
     assert_ne!(server.credential_generation().unwrap(), after_revoke);
+}
+
+/// Issue 9 item 16: the generation was the marker file's inode XOR its
+/// mtime, which repeats when the file system hands the freed inode back
+/// within one timestamp tick. Every change, from either handle (two
+/// processes sharing the file), must give a new, larger generation.
+#[tokio::test]
+async fn successive_changes_always_give_new_increasing_generations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.db");
+    let server = SqliteStore::open(&path).await.unwrap();
+    let cli = SqliteStore::open(&path).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut last = server.credential_generation().unwrap();
+    seen.insert(last);
+    for n in 0..200 {
+        let changer = if n % 2 == 0 { &server } else { &cli };
+        changer
+            .revoke_token(&format!("jti-{n}"), Timestamp(1_000_000), Timestamp(1))
+            .await
+            .unwrap();
+        let now = server.credential_generation().unwrap();
+        assert_eq!(cli.credential_generation(), Some(now), "change {n}");
+        assert!(now > last, "change {n}: generation {now} after {last}");
+        assert!(seen.insert(now), "change {n}: generation {now} repeats");
+        last = now;
+    }
+    // A reopened handle continues from there, never below.
+    drop((server, cli));
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    assert!(reopened.credential_generation().unwrap() >= last);
 }
 
 #[tokio::test]

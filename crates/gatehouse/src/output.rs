@@ -3,6 +3,8 @@
 
 use std::io::Write;
 
+pub use gatehouse_core::escape_for_display as escape;
+
 /// Writes one line to standard output; a closed pipe is not an error worth a panic.
 pub fn line(text: &str) {
     let mut out = std::io::stdout().lock();
@@ -36,10 +38,22 @@ pub fn json(value: &serde_json::Value) {
     line(&value.to_string());
 }
 
-/// Left-aligned columns.
+/// Left-aligned columns. Cells hold stored strings that callers may have
+/// chosen (names, tools, arguments), so each is escaped: no cell can break
+/// the line, move the cursor or reorder the text around it.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    for text in table_lines(headers, rows) {
+        line(&text);
+    }
+}
+
+fn table_lines(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| escape(cell).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(cell.chars().count());
@@ -56,9 +70,33 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
             .trim_end()
             .to_string()
     };
-    line(&render(headers.iter().map(|h| h.to_string()).collect()));
-    for row in rows {
-        line(&render(row.clone()));
+    std::iter::once(render(headers.iter().map(|h| h.to_string()).collect()))
+        .chain(rows.into_iter().map(render))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_cells_cannot_break_lines_or_hide_text() {
+        let lines = table_lines(
+            &["NAME", "OWNER"],
+            &[
+                vec!["x\nforged row".into(), "bob\u{202E}moc.evil".into()],
+                vec!["plain".into(), "\u{1b}[2Jalice".into()],
+            ],
+        );
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1], r"x\nforged row  bob\u{202e}moc.evil");
+        assert_eq!(lines[2], r"plain          \u{1b}[2Jalice");
+        for line in &lines {
+            assert!(
+                !line.chars().any(gatehouse_core::is_unsafe_to_show),
+                "{line:?}"
+            );
+        }
     }
 }
 

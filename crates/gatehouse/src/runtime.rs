@@ -215,7 +215,7 @@ fn as_config(
         access_token_ttl_secs: i64::try_from(oauth.access_token_ttl.as_secs())
             .unwrap_or(DEFAULT_ACCESS_TOKEN_TTL_SECS),
         refresh_token_ttl_secs: secs(oauth.refresh_token_ttl),
-        scopes: gateway.policy().scopes(),
+        policy: Arc::clone(gateway.shared_policy()),
         tools: BuiltinTools::definitions()
             .iter()
             .map(|d| d.name.to_string())
@@ -225,9 +225,5 @@ fn as_config(
         client_metadata,
         cookies: CookiePolicy::for_public_url(public_url),
         password_concurrency: oauth.password_hash_concurrency,
-        role_scopes: gatehouse_authz::ROLES
-            .iter()
-            .map(|role| (role.to_string(), gateway.policy().scopes_for_role(role)))
-            .collect(),
     })
 }

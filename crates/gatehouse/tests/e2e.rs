@@ -10,6 +10,7 @@ mod e2e {
     pub mod harness;
 
     mod approvals;
+    mod audit_output;
     mod auth;
     mod authorization_code;
     mod browser;

@@ -28,6 +28,7 @@ fn approval_json(a: &ApprovalRecord, now: Timestamp) -> serde_json::Value {
         "task": a.task,
         "tool": a.tool,
         "arguments": serde_json::from_str::<serde_json::Value>(&a.arguments).unwrap_or_default(),
+        "masked_fields": a.masked_fields,
         "arguments_sha256": a.arguments_hash,
         "created_at": a.created_at.to_rfc3339(),
         "expires_at": a.expires_at.to_rfc3339(),
@@ -35,6 +36,18 @@ fn approval_json(a: &ApprovalRecord, now: Timestamp) -> serde_json::Value {
         "decided_at": a.decided_at.map(|t| t.to_rfc3339()),
         "redeemed_at": a.redeemed_at.map(|t| t.to_rfc3339()),
     })
+}
+
+/// The fields the policy masks (`name=sha256`), or `-`.
+fn masked_text(a: &ApprovalRecord) -> String {
+    if a.masked_fields.is_empty() {
+        return "-".into();
+    }
+    a.masked_fields
+        .iter()
+        .map(|(name, hash)| format!("{name}={hash}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn operator() -> Decider {
@@ -89,7 +102,9 @@ async fn decide(ctx: &Context, id: &str, approve: bool, json_out: bool) -> anyho
         Some(token) => {
             output::line(&format!(
                 "Approved {} ({} for {}).",
-                approval.id, approval.tool, approval.agent
+                approval.id,
+                output::escape(&approval.tool),
+                output::escape(&approval.agent)
             ));
             output::line(&format!(
                 "Operation token, single use, valid {token_minutes} minutes, for exactly these arguments:"
@@ -141,6 +156,7 @@ pub async fn run(ctx: &Context, command: ApprovalsCommand) -> anyhow::Result<()>
                         a.task.clone().unwrap_or_else(|| "-".into()),
                         ts_text(Some(a.expires_at)),
                         a.arguments.clone(),
+                        masked_text(a),
                     ]
                 })
                 .collect();
@@ -155,6 +171,7 @@ pub async fn run(ctx: &Context, command: ApprovalsCommand) -> anyhow::Result<()>
                     "TASK",
                     "EXPIRES",
                     "ARGUMENTS",
+                    "MASKED (SHA-256)",
                 ],
                 &rows,
             );

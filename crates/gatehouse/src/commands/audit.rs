@@ -25,28 +25,35 @@ fn who(event: &AuditEvent) -> String {
         .as_deref()
         .or(event.credential.as_deref())
         .unwrap_or("-");
-    format!("{human}/{agent}")
+    format!("{}/{}", output::escape(human), output::escape(agent))
 }
 
+/// One record per line. Every stored string may come from a caller (a user
+/// name typed at the login form, a tool name, arguments), so each is
+/// escaped: a newline in a name cannot start a forged record.
 fn row_text(row: &AuditRow) -> String {
     let e = &row.event;
+    let shown = |value: Option<&str>| output::escape(value.unwrap_or("-")).into_owned();
     let mut text = format!(
         "{} {:<14} {:<8} {:<20} tenant={} tool={}",
         e.ts.to_rfc3339(),
         e.kind.as_str(),
         e.outcome.as_str(),
         who(e),
-        e.tenant.as_deref().unwrap_or("-"),
-        e.tool.as_deref().unwrap_or("-"),
+        shown(e.tenant.as_deref()),
+        shown(e.tool.as_deref()),
     );
     if let Some(reason) = &e.reason {
-        text.push_str(&format!(" reason={reason}"));
+        text.push_str(&format!(" reason={}", output::escape(reason)));
     }
     if let Some(error) = &e.error {
-        text.push_str(&format!(" error={error:?}"));
+        text.push_str(&format!(" error=\"{}\"", output::escape(error)));
     }
     if let Some(args) = &e.arguments {
-        text.push_str(&format!(" args={args}"));
+        text.push_str(&format!(" args={}", output::escape(&args.to_string())));
+    }
+    if let Some(hash) = &e.args_sha256 {
+        text.push_str(&format!(" args_sha256={}", output::escape(hash)));
     }
     text
 }

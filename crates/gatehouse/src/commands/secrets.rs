@@ -31,7 +31,7 @@ pub async fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<()> {
                 output::json(&json!({"tenant": tenant, "names": names}));
             } else {
                 for name in names {
-                    output::line(&name);
+                    output::line(&output::escape(&name));
                 }
             }
         }

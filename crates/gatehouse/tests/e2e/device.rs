@@ -36,6 +36,46 @@ async fn poll(server: &Server, client: &str, device_code: &str) -> (u16, Value) 
     .await
 }
 
+/// The whole device flow for `client`: start it, let `user` approve the
+/// code on the device page, and return the first poll's answer.
+pub(super) async fn approved_device_poll(
+    server: &Server,
+    client: &str,
+    user: (&str, &str),
+) -> (u16, Value) {
+    let (status, started) =
+        device_authorization(server, &[("client_id", client), ("scope", "tools:read")]).await;
+    assert_eq!(status, 200, "{started}");
+    let mut browser = Browser::new(server);
+    let login = browser
+        .visit(started["verification_uri_complete"].as_str().unwrap())
+        .await;
+    let entry = browser.login_then(&login, user.0, user.1).await;
+    assert_eq!(entry.status, 200, "{}", entry.body);
+    let confirm = browser
+        .post(
+            "/device",
+            &[
+                ("csrf", &entry.field("csrf")),
+                ("user_code", &entry.field("user_code")),
+            ],
+        )
+        .await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let done = browser
+        .post(
+            "/device/confirm",
+            &[
+                ("csrf", &confirm.field("csrf")),
+                ("user_code", &confirm.field("user_code")),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    assert!(done.body.contains("Device approved"), "{}", done.body);
+    poll(server, client, started["device_code"].as_str().unwrap()).await
+}
+
 #[tokio::test]
 async fn a_person_approves_a_device_which_then_gets_tokens() {
     let server = Server::start(None);

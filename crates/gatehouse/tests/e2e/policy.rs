@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use super::browser::{Browser, add_user, authorize_url, pkce, public_client, query, redeem};
 use super::harness::Server;
 
 const DEFAULT: &str = include_str!("../../../gatehouse-authz/src/default_policy.toml");
@@ -292,4 +293,93 @@ async fn admins_can_explain_decisions_over_http_and_nobody_else_can() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
+}
+
+/// Waits until the running server has loaded the changed policy file.
+async fn wait_for_reload(server: &Server, reloads_before: usize) {
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(server.stderr_path()).unwrap();
+        if log.matches("policy reloaded").count() > reloads_before {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the policy was not reloaded:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Logs `user` in, consents and redeems the code; returns the token response.
+async fn authorize_with_scope(
+    server: &Server,
+    client: &str,
+    user: (&str, &str),
+    scope: &str,
+) -> Value {
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::new(server);
+    let url = authorize_url(server, client, &challenge, &[("scope", scope)]);
+    let location = browser.authorize(&url, user.0, user.1).await;
+    let code = query(&location)
+        .get("code")
+        .cloned()
+        .unwrap_or_else(|| panic!("no code: {location}"));
+    let (status, tokens) = redeem(server, client, &code, &verifier).await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens
+}
+
+/// Issue 9 item 16: the scopes a user may be granted came from the
+/// built-in roles, fixed at start, so a custom role got none and a reload
+/// changed nothing. They now come from the policy in force.
+#[tokio::test]
+async fn a_custom_roles_users_get_its_scopes_also_after_a_reload() {
+    let policy = DEFAULT
+        .replace("[roles.reader]\n", "[roles.reader]\n\n[roles.auditor]\n")
+        .replace(
+            "[tools.whoami]\nscope = \"tools:read\"\nroles = [\"reader\"]",
+            "[tools.whoami]\nscope = \"tools:read\"\nroles = [\"reader\", \"auditor\"]",
+        );
+    assert_ne!(policy, DEFAULT);
+    let server = start_with_policy(&policy);
+    let password = add_user(&server, "carol", "auditor");
+    let client = public_client(&server, "app");
+    let tokens = authorize_with_scope(&server, &client, ("carol", &password), "tools:read").await;
+    assert_eq!(tokens["scope"], "tools:read", "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    let body = server.call_tool(access, "whoami", json!({})).await;
+    assert!(error_of(&body).is_null(), "{body}");
+
+    // The reloaded policy gives auditors web_fetch under a new scope.
+    let reloaded = policy.replace(
+        "[tools.web_fetch]\nscope = \"tools:web\"\nroles = [\"analyst\"]",
+        "[tools.web_fetch]\nscope = \"tools:fetch\"\nroles = [\"analyst\", \"auditor\"]",
+    );
+    assert_ne!(reloaded, policy);
+    let reloads = std::fs::read_to_string(server.stderr_path())
+        .unwrap()
+        .matches("policy reloaded")
+        .count();
+    std::fs::write(server.data_dir().join("policy.toml"), &reloaded).unwrap();
+    wait_for_reload(&server, reloads).await;
+    let metadata = server
+        .get_json("/.well-known/oauth-authorization-server")
+        .await;
+    assert!(
+        metadata["scopes_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("tools:fetch")),
+        "{metadata}"
+    );
+    let tokens = authorize_with_scope(
+        &server,
+        &client,
+        ("carol", &password),
+        "tools:read tools:fetch",
+    )
+    .await;
+    assert_eq!(tokens["scope"], "tools:read tools:fetch", "{tokens}");
 }

@@ -75,6 +75,72 @@ async fn clients_register_public_or_confidential_and_the_secret_is_shown_once() 
     assert_eq!(audit.len(), 2);
 }
 
+/// Issue 9 item 15: RFC 7591 §2 asks for redirect URIs only for
+/// redirect-based grants, so a device-only client registers without any
+/// and with `response_types: []`, then completes the device flow. A client
+/// that asks for the authorization code grant still needs them.
+#[tokio::test]
+async fn a_device_only_client_registers_without_redirect_uris_and_gets_tokens() {
+    let server = Server::start(None);
+    let (status, _, device) = register(
+        &server,
+        r#"{"client_name":"living-room tv","token_endpoint_auth_method":"none",
+            "grant_types":["urn:ietf:params:oauth:grant-type:device_code"],"response_types":[]}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{device}");
+    assert_eq!(device["redirect_uris"], json!([]));
+    assert_eq!(device["response_types"], json!([]));
+    assert!(device.get("client_secret").is_none());
+    let client = device["client_id"].as_str().unwrap();
+
+    // Omitting both lists works too: no grant that needs them.
+    let (status, _, omitted) = register(
+        &server,
+        r#"{"token_endpoint_auth_method":"none",
+            "grant_types":["urn:ietf:params:oauth:grant-type:device_code","refresh_token"]}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{omitted}");
+    assert_eq!(omitted["response_types"], json!([]));
+
+    // The authorization code grant still needs valid redirect URIs.
+    for body in [
+        r#"{"token_endpoint_auth_method":"none","grant_types":["authorization_code"]}"#,
+        r#"{"token_endpoint_auth_method":"none","redirect_uris":[]}"#,
+        r#"{"grant_types":["authorization_code","urn:ietf:params:oauth:grant-type:device_code"],"response_types":[]}"#,
+        r#"{"grant_types":["urn:ietf:params:oauth:grant-type:device_code"],"redirect_uris":["javascript:alert(1)"]}"#,
+    ] {
+        let (status, _, refused) = register(&server, body, None).await;
+        assert_eq!(status, 400, "{body}: {refused}");
+    }
+
+    // The registered client completes the device flow, and has no way
+    // into /authorize.
+    let password = add_user(&server, "alice", "reader");
+    let (status, tokens) =
+        super::device::approved_device_poll(&server, client, ("alice", &password)).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(
+        server.rpc(Some(access), "tools/list", json!({})).await.0,
+        200
+    );
+    let (_, challenge) = pkce();
+    let mut browser = Browser::new(&server);
+    let page = browser
+        .visit(&authorize_url(&server, client, &challenge, &[]))
+        .await;
+    assert!(
+        page.location().is_none(),
+        "redirected: {:?}",
+        page.location()
+    );
+    assert_eq!(page.status, 400, "{}", page.body);
+}
+
 #[tokio::test]
 async fn a12_dangerous_registrations_are_refused() {
     let server = Server::start(None);

@@ -1,0 +1,156 @@
+//! Stored strings that people read on a terminal: user names, agent and
+//! client names, tenants, tool names, arguments. Any of them may come from a
+//! caller, so before they are printed every character that could move the
+//! cursor, end a line, recolour the screen or reorder the text around it is
+//! written as a visible escape. One function for every human-readable
+//! listing, so no listing can forget a character class.
+
+use std::borrow::Cow;
+
+/// Characters that are invisible, control the terminal, break lines or
+/// change the direction or shape of the text around them:
+/// C0 and C1 controls (newline, carriage return, escape, DEL, ...), the
+/// Unicode line and paragraph separators, and the format characters
+/// (bidirectional overrides and isolates, zero-width spaces and joiners,
+/// the byte-order mark, soft hyphen, interlinear annotations, tags).
+pub fn is_unsafe_to_show(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
+                | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
+                | '\u{0890}'..='\u{0891}'
+                | '\u{08E2}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{2028}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{110CD}'
+                | '\u{13430}'..='\u{1343F}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
+}
+
+/// `text` with every character of [`is_unsafe_to_show`] written as an
+/// escape (`\n`, `\r`, `\t`, else `\u{202e}`) and backslashes doubled, so
+/// an escape in the output always means the character and never text the
+/// caller typed. Printable text, accents and other scripts are kept.
+pub fn escape_for_display(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c == '\\' || is_unsafe_to_show(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if is_unsafe_to_show(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_text_is_unchanged() {
+        for text in [
+            "alice",
+            "alice@example.com",
+            "Café Zürich",
+            "日本語のツール",
+            "reports/2026/q3.csv",
+            "{\"to\":\"bob@example.com\"}",
+            "",
+        ] {
+            assert!(matches!(escape_for_display(text), Cow::Borrowed(_)));
+            assert_eq!(escape_for_display(text), text);
+        }
+    }
+
+    #[test]
+    fn line_breaks_and_terminal_controls_become_visible_escapes() {
+        assert_eq!(
+            escape_for_display("x\nauthentication success admin"),
+            r"x\nauthentication success admin"
+        );
+        assert_eq!(escape_for_display("a\r\tb"), r"a\r\tb");
+        assert_eq!(escape_for_display("\u{1b}[31mred"), r"\u{1b}[31mred");
+        assert_eq!(
+            escape_for_display("bell\u{7}del\u{7f}"),
+            r"bell\u{7}del\u{7f}"
+        );
+        // C1 controls, including the single-byte CSI.
+        assert_eq!(escape_for_display("\u{9b}2J"), r"\u{9b}2J");
+        assert_eq!(escape_for_display("nul\0"), r"nul\u{0}");
+    }
+
+    #[test]
+    fn bidirectional_invisible_and_separator_characters_are_escaped() {
+        assert_eq!(
+            escape_for_display("evil\u{202E}txt.exe"),
+            r"evil\u{202e}txt.exe"
+        );
+        for c in [
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{202A}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{2060}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{061C}',
+            '\u{E0041}',
+            '\u{3164}',
+        ] {
+            let text = format!("a{c}b");
+            let escaped = escape_for_display(&text);
+            assert_eq!(
+                escaped,
+                format!("a\\u{{{:x}}}b", u32::from(c)),
+                "U+{:04X}",
+                u32::from(c)
+            );
+            assert!(!escaped.contains(c));
+        }
+    }
+
+    #[test]
+    fn backslashes_are_doubled_so_escapes_cannot_be_faked() {
+        // A name that spells `\n` itself must not read like an escaped newline.
+        assert_eq!(escape_for_display(r"a\nb"), r"a\\nb");
+        assert_ne!(escape_for_display(r"a\nb"), escape_for_display("a\nb"));
+    }
+
+    #[test]
+    fn nothing_unsafe_survives_escaping() {
+        let all: String = (0u32..0x11_0000).filter_map(char::from_u32).collect();
+        let escaped = escape_for_display(&all);
+        assert!(!escaped.chars().any(is_unsafe_to_show));
+        assert!(!escaped.contains('\n'));
+    }
+}
