@@ -22,6 +22,7 @@ use crate::authorize::{AuthorizationRequest, AuthorizeError};
 use crate::device::{UserCodeError, display_user_code, normalize_user_code};
 use crate::http::{AsState, param, parse_form, source};
 use crate::login::{LoginError, SESSION_TTL_MS};
+use crate::login_lockout::LoginLock;
 use crate::pages::{
     ConsentPage, DeviceConfirmPage, DeviceEntryPage, LoginPage, consent_page, device_confirm_page,
     device_entry_page, html_response, login_page, message_page, see_other,
@@ -399,13 +400,31 @@ async fn login(
             Some(&username),
             StatusCode::UNAUTHORIZED,
         ),
-        Err(LoginError::Locked) | Err(LoginError::RateLimited) => {
-            let mut response = html_response(
+        Err(LoginError::Locked(lock)) => {
+            let mut response = login_form(
+                &state,
+                &browser,
+                &continue_to,
+                None,
+                Some(&locked_message(lock)),
+                Some(&username),
                 StatusCode::TOO_MANY_REQUESTS,
-                message_page(
-                    "Too many attempts",
-                    "Too many failed sign-in attempts. Wait a few minutes and try again.",
-                ),
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(lock.retry_after_secs()),
+            );
+            response
+        }
+        Err(LoginError::RateLimited) => {
+            let mut response = login_form(
+                &state,
+                &browser,
+                &continue_to,
+                None,
+                Some("Too many sign-in attempts from your network. Try again in a few minutes."),
+                Some(&username),
+                StatusCode::TOO_MANY_REQUESTS,
             );
             response
                 .headers_mut()
@@ -413,6 +432,33 @@ async fn login(
             response
         }
         Err(LoginError::Server(e)) => failure_page(&e),
+    }
+}
+
+/// "30 seconds", "2 minutes": rounded up, so the user never retries early.
+fn wait_text(secs: u64) -> String {
+    if secs < 120 {
+        format!("{secs} seconds")
+    } else {
+        format!("{} minutes", secs.div_ceil(60))
+    }
+}
+
+/// What a locked-out person is told. The same for known and unknown names
+/// (both are counted and locked alike), so it reveals nothing about who
+/// exists; it says whether only this network or everyone is locked out.
+fn locked_message(lock: LoginLock) -> String {
+    let wait = wait_text(lock.retry_after_secs());
+    match lock {
+        LoginLock::Source { .. } => format!(
+            "Sign-in with this name is temporarily locked for your network after too many \
+             failed attempts. Try again in {wait}."
+        ),
+        LoginLock::Name { .. } => format!(
+            "Sign-in with this name is temporarily locked for everyone after too many failed \
+             attempts from many places. Try again in {wait}, or ask an administrator to lift \
+             the lock (gatehouse users unlock)."
+        ),
     }
 }
 
@@ -672,6 +718,15 @@ async fn device_confirm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_are_rounded_up_to_what_a_person_reads() {
+        assert_eq!(wait_text(30), "30 seconds");
+        assert_eq!(wait_text(119), "119 seconds");
+        assert_eq!(wait_text(120), "2 minutes");
+        assert_eq!(wait_text(121), "3 minutes");
+        assert_eq!(wait_text(900), "15 minutes");
+    }
 
     #[test]
     fn the_login_form_continues_only_to_our_own_pages() {

@@ -6,26 +6,11 @@ use gatehouse_core::{AuditKind, Outcome, Timestamp};
 use gatehouse_store::UserRecord;
 
 use crate::OAuthError;
+use crate::login_lockout::{self, LoginLock};
 use crate::server::{AuthorizationServer, random_token, unavailable};
 
-/// Failures within this window count toward a lockout.
-pub const FAILURE_WINDOW_MS: i64 = 15 * 60_000;
-/// Failures before the first lockout.
-pub const LOCK_AFTER_FAILURES: u32 = 5;
-const FIRST_LOCK_MS: i64 = 30_000;
-const MAX_LOCK_MS: i64 = 15 * 60_000;
 /// A browser stays logged in this long.
 pub const SESSION_TTL_MS: i64 = 8 * 3_600_000;
-
-/// How long a name is locked after `failures` failures: nothing below the
-/// threshold, then 30 s doubling per further failure, at most 15 minutes.
-pub fn lockout_ms(failures: u32) -> i64 {
-    if failures < LOCK_AFTER_FAILURES {
-        return 0;
-    }
-    let doublings = (failures - LOCK_AFTER_FAILURES).min(10);
-    (FIRST_LOCK_MS << doublings).min(MAX_LOCK_MS)
-}
 
 /// Usernames are compared case-insensitively and without surrounding space.
 pub fn normalize_username(name: &str) -> String {
@@ -36,8 +21,9 @@ pub fn normalize_username(name: &str) -> String {
 pub enum LoginError {
     /// Wrong name or password; deliberately one answer for both.
     Invalid,
-    /// Too many failures for this name; try again later.
-    Locked,
+    /// Too many failures for this name, from this source or from
+    /// everywhere; try again later.
+    Locked(LoginLock),
     /// Too many attempts from this address.
     RateLimited,
     Server(OAuthError),
@@ -52,7 +38,8 @@ impl From<OAuthError> for LoginError {
 impl AuthorizationServer {
     /// Checks a name and password. The password is hashed even for an
     /// unknown or disabled name, so the answer takes the same time; a
-    /// locked name is refused before any hashing.
+    /// locked name is refused before any hashing. Failures are counted per
+    /// name and source and per name (see `login_lockout`).
     pub async fn login(
         &self,
         username: &str,
@@ -68,15 +55,15 @@ impl AuthorizationServer {
                 .await?;
             return Err(LoginError::RateLimited);
         }
-        let throttle = self
-            .store
-            .login_throttle(&username)
+        let counted_source = login_lockout::login_source(source.as_deref());
+        let store = self.store.as_ref();
+        if let Some(lock) = login_lockout::check(store, &username, &counted_source, now)
             .await
-            .map_err(unavailable)?;
-        if throttle.is_some_and(|t| t.locked_until > now) {
-            self.audit_login(&username, "locked", false, source, now)
+            .map_err(unavailable)?
+        {
+            self.audit_login(&username, lock.reason(), false, source, now)
                 .await?;
-            return Err(LoginError::Locked);
+            return Err(LoginError::Locked(lock));
         }
         let user = self.store.user(&username).await.map_err(unavailable)?;
         let matches = self
@@ -86,8 +73,7 @@ impl AuthorizationServer {
             .unwrap_or(false);
         match user {
             Some(user) if matches && user.disabled_at.is_none() => {
-                self.store
-                    .clear_login_failures(&username)
+                login_lockout::record_success(store, &username, &counted_source)
                     .await
                     .map_err(unavailable)?;
                 self.audit_login(&username, "login", true, source, now)
@@ -95,20 +81,32 @@ impl AuthorizationServer {
                 Ok(user)
             }
             _ => {
-                let failures = self
-                    .store
-                    .record_login_failure(&username, now, FAILURE_WINDOW_MS)
+                let locks = login_lockout::record_failure(store, &username, &counted_source, now)
                     .await
                     .map_err(unavailable)?;
-                let lock = lockout_ms(failures);
-                if lock > 0 {
-                    self.store
-                        .lock_login(&username, now.plus_millis(lock))
-                        .await
-                        .map_err(unavailable)?;
-                }
-                self.audit_login(&username, "invalid_credentials", false, source, now)
+                self.audit_login(&username, "invalid_credentials", false, source.clone(), now)
                     .await?;
+                if let Some((until, failures)) = locks.name {
+                    // An attack on the name from many places: worth an
+                    // operator's attention, as the owner is locked out too.
+                    tracing::warn!(
+                        user = %username,
+                        failures,
+                        "sign-in locked for every source after repeated failures"
+                    );
+                    let event = EventBuilder::new(AuditKind::Authentication, Outcome::Failure, now)
+                        .human(&username)
+                        .source(source)
+                        .tool("oauth/login")
+                        .decision("deny")
+                        .reason("name_locked")
+                        .error(format!(
+                            "sign-in locked for every source until {} after {failures} failed attempts",
+                            until.to_rfc3339()
+                        ))
+                        .build();
+                    self.record(event).await?;
+                }
                 Err(LoginError::Invalid)
             }
         }
@@ -200,16 +198,6 @@ impl AuthorizationServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lockout_starts_at_the_threshold_and_doubles_to_a_cap() {
-        assert_eq!(lockout_ms(4), 0);
-        assert_eq!(lockout_ms(5), 30_000);
-        assert_eq!(lockout_ms(6), 60_000);
-        assert_eq!(lockout_ms(9), 480_000);
-        assert_eq!(lockout_ms(10), MAX_LOCK_MS);
-        assert_eq!(lockout_ms(u32::MAX), MAX_LOCK_MS);
-    }
 
     #[test]
     fn usernames_are_normalised() {

@@ -36,11 +36,30 @@ impl std::fmt::Debug for UserRecord {
     }
 }
 
-/// Failed logins for one name (known or not).
+/// Failed logins of one counter of a name (known or not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginThrottle {
     pub failures: u32,
     pub locked_until: Timestamp,
+}
+
+/// Which failed logins of a name a counter holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginCounter<'a> {
+    /// From one source: an IPv4 address or an IPv6 /64 (never `*`).
+    Source(&'a str),
+    /// From every source.
+    Name,
+}
+
+impl LoginCounter<'_> {
+    /// The stored `source` column.
+    pub fn stored(&self) -> &str {
+        match self {
+            LoginCounter::Source(source) => source,
+            LoginCounter::Name => "*",
+        }
+    }
 }
 
 /// One authorization: a user let a client act for them with a scope and
@@ -176,16 +195,35 @@ pub trait AuthorizationStore: Send + Sync {
     async fn set_user_password(&self, username: &str, password_hash: &str) -> StoreResult<bool>;
 
     // --- Login throttling -------------------------------------------------
-    async fn login_throttle(&self, username: &str) -> StoreResult<Option<LoginThrottle>>;
-    /// Counts a failure and returns the new count. Failures older than
-    /// `window_ms` are forgotten first.
+    async fn login_throttle(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+    ) -> StoreResult<Option<LoginThrottle>>;
+    /// Counts a failure and returns the new count, in one statement so
+    /// concurrent failures each count. A count whose window (from its
+    /// first failure) is older than `window_ms` starts over.
     async fn record_login_failure(
         &self,
         username: &str,
+        counter: LoginCounter<'_>,
         now: Timestamp,
         window_ms: i64,
     ) -> StoreResult<u32>;
-    async fn lock_login(&self, username: &str, until: Timestamp) -> StoreResult<()>;
+    /// Locks the counter until `until`; a lock is never shortened.
+    async fn lock_login(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+        until: Timestamp,
+    ) -> StoreResult<()>;
+    /// Forgets one counter (a source that signed in).
+    async fn clear_login_counter(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+    ) -> StoreResult<()>;
+    /// Forgets every failure and lock of the name, from every source.
     async fn clear_login_failures(&self, username: &str) -> StoreResult<()>;
 
     // --- Browser sessions -------------------------------------------------

@@ -10,8 +10,8 @@ use sqlx::sqlite::SqliteRow;
 use crate::sqlite::{json_list, list_json, opt_ts};
 use crate::{
     AuthCodeRecord, AuthorizationStore, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
-    GrantRecord, LoginThrottle, RefreshRotation, RefreshTokenRecord, SqliteStore, StoreError,
-    StoreResult, UserRecord,
+    GrantRecord, LoginCounter, LoginThrottle, RefreshRotation, RefreshTokenRecord, SqliteStore,
+    StoreError, StoreResult, UserRecord,
 };
 
 fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
@@ -158,12 +158,18 @@ impl AuthorizationStore for SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn login_throttle(&self, username: &str) -> StoreResult<Option<LoginThrottle>> {
-        let row =
-            sqlx::query("SELECT failures, locked_until FROM login_throttle WHERE username = $1")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
+    async fn login_throttle(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+    ) -> StoreResult<Option<LoginThrottle>> {
+        let row = sqlx::query(
+            "SELECT failures, locked_until FROM login_failures WHERE username = $1 AND source = $2",
+        )
+        .bind(username)
+        .bind(counter.stored())
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|row| {
             Ok(LoginThrottle {
                 failures: u32::try_from(row.try_get::<i64, _>("failures")?).unwrap_or(u32::MAX),
@@ -176,17 +182,22 @@ impl AuthorizationStore for SqliteStore {
     async fn record_login_failure(
         &self,
         username: &str,
+        counter: LoginCounter<'_>,
         now: Timestamp,
         window_ms: i64,
     ) -> StoreResult<u32> {
+        // SET expressions all read the row as it was, so both CASEs test
+        // the old window.
         let failures: i64 = sqlx::query_scalar(
-            "INSERT INTO login_throttle (username, failures, locked_until, updated_at) VALUES ($1, 1, 0, $2) \
-             ON CONFLICT (username) DO UPDATE SET \
-               failures = CASE WHEN login_throttle.updated_at < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
-               updated_at = $2 \
+            "INSERT INTO login_failures (username, source, failures, window_start, locked_until) \
+             VALUES ($1, $2, 1, $3, 0) \
+             ON CONFLICT (username, source) DO UPDATE SET \
+               failures = CASE WHEN login_failures.window_start < $4 THEN 1 ELSE login_failures.failures + 1 END, \
+               window_start = CASE WHEN login_failures.window_start < $4 THEN $3 ELSE login_failures.window_start END \
              RETURNING failures",
         )
         .bind(username)
+        .bind(counter.stored())
         .bind(now.0)
         .bind(now.0.saturating_sub(window_ms))
         .fetch_one(&self.pool)
@@ -194,19 +205,41 @@ impl AuthorizationStore for SqliteStore {
         Ok(u32::try_from(failures).unwrap_or(u32::MAX))
     }
 
-    async fn lock_login(&self, username: &str, until: Timestamp) -> StoreResult<()> {
+    async fn lock_login(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+        until: Timestamp,
+    ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE login_throttle SET locked_until = MAX(locked_until, $1) WHERE username = $2",
+            "INSERT INTO login_failures (username, source, failures, window_start, locked_until) \
+             VALUES ($1, $2, 0, 0, $3) \
+             ON CONFLICT (username, source) DO UPDATE SET \
+               locked_until = MAX(login_failures.locked_until, excluded.locked_until)",
         )
-        .bind(until.0)
         .bind(username)
+        .bind(counter.stored())
+        .bind(until.0)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
+    async fn clear_login_counter(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+    ) -> StoreResult<()> {
+        sqlx::query("DELETE FROM login_failures WHERE username = $1 AND source = $2")
+            .bind(username)
+            .bind(counter.stored())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn clear_login_failures(&self, username: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM login_throttle WHERE username = $1")
+        sqlx::query("DELETE FROM login_failures WHERE username = $1")
             .bind(username)
             .execute(&self.pool)
             .await?;
@@ -687,6 +720,8 @@ impl AuthorizationStore for SqliteStore {
             "DELETE FROM approvals WHERE expires_at <= $1 - 86400000 \
              AND (token_expires_at IS NULL OR token_expires_at <= $1 - 86400000)",
             "DELETE FROM auth_failures WHERE window_start <= $1 - 86400000 \
+             AND locked_until <= $1 - 86400000",
+            "DELETE FROM login_failures WHERE window_start <= $1 - 86400000 \
              AND locked_until <= $1 - 86400000",
         ] {
             sqlx::query(sql).bind(now.0).execute(&mut *tx).await?;

@@ -12,8 +12,8 @@ use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
 use crate::{
     ApiKeyRecord, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuditQuery, AuthCodeRecord,
     AuthLock, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus, GrantRecord,
-    OperationBinding, RefreshRotation, RefreshTokenRecord, SigningKeyRecord, Store, StoreError,
-    TaskGrantRecord, UserRecord,
+    LoginCounter, LoginThrottle, OperationBinding, RefreshRotation, RefreshTokenRecord,
+    SigningKeyRecord, Store, StoreError, TaskGrantRecord, UserRecord,
 };
 
 pub(crate) type TestStore = Arc<dyn Store>;
@@ -42,7 +42,7 @@ macro_rules! conformance_tests {
             authorization_requests_are_taken_once,
             users_round_trip,
             consents_round_trip,
-            login_failures_count_within_a_window_and_reset,
+            login_failures_count_per_source_and_per_name,
             disabling_a_user_ends_sessions_and_grants,
             device_polls_pending_slow_down_approved_once,
             a_denied_device_authorization_reports_denied,
@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
             concurrent_decisions_of_one_approval_decide_once,
             concurrent_task_grant_revocations_revoke_once,
             concurrent_auth_failures_each_count,
+            concurrent_login_failures_each_count,
         );
     };
     (@tests $run:path; $($name:ident),* $(,)?) => {
@@ -848,41 +849,129 @@ pub(crate) async fn consents_round_trip(store: TestStore) {
     assert_eq!(store.consent("bob", "ghc_app").await.unwrap(), None);
 }
 
-pub(crate) async fn login_failures_count_within_a_window_and_reset(store: TestStore) {
+pub(crate) async fn login_failures_count_per_source_and_per_name(store: TestStore) {
     let window = 900_000;
-    assert_eq!(store.login_throttle("bob").await.unwrap(), None);
+    let a = LoginCounter::Source("192.0.2.1");
+    let b = LoginCounter::Source("2001:db8::/64");
+    let name = LoginCounter::Name;
+    assert_eq!(store.login_throttle("bob", a).await.unwrap(), None);
+    for (counter, expected) in [(a, 1), (name, 1), (a, 2), (name, 2), (b, 1), (name, 3)] {
+        assert_eq!(
+            store
+                .record_login_failure("bob", counter, Timestamp(10), window)
+                .await
+                .unwrap(),
+            expected,
+            "{counter:?}"
+        );
+    }
+    // Another name's counters are its own.
     assert_eq!(
         store
-            .record_login_failure("bob", Timestamp(0), window)
+            .record_login_failure("carol", a, Timestamp(10), window)
             .await
             .unwrap(),
         1
     );
-    assert_eq!(
-        store
-            .record_login_failure("bob", Timestamp(10), window)
-            .await
-            .unwrap(),
-        2
-    );
-    store.lock_login("bob", Timestamp(5_000)).await.unwrap();
+    store.lock_login("bob", a, Timestamp(5_000)).await.unwrap();
     // A lock is never shortened.
-    store.lock_login("bob", Timestamp(4_000)).await.unwrap();
-    let throttle = store.login_throttle("bob").await.unwrap().unwrap();
+    store.lock_login("bob", a, Timestamp(4_000)).await.unwrap();
+    // A lock may be set on a counter without failures (another instance's view).
+    store
+        .lock_login("dave", name, Timestamp(7_000))
+        .await
+        .unwrap();
     assert_eq!(
-        (throttle.failures, throttle.locked_until),
-        (2, Timestamp(5_000))
+        store.login_throttle("bob", a).await.unwrap(),
+        Some(LoginThrottle {
+            failures: 2,
+            locked_until: Timestamp(5_000)
+        })
     );
-    // A long quiet period forgets earlier failures.
+    assert_eq!(
+        store.login_throttle("bob", name).await.unwrap(),
+        Some(LoginThrottle {
+            failures: 3,
+            locked_until: Timestamp(0)
+        })
+    );
     assert_eq!(
         store
-            .record_login_failure("bob", Timestamp(10 + window + 1), window)
+            .login_throttle("dave", name)
+            .await
+            .unwrap()
+            .map(|t| t.locked_until),
+        Some(Timestamp(7_000))
+    );
+    // The window runs from the first failure, not the last: a steady
+    // trickle does not keep a count alive forever.
+    assert_eq!(
+        store
+            .record_login_failure("bob", name, Timestamp(10 + window - 1), window)
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        store
+            .record_login_failure("bob", name, Timestamp(10 + window + 1), window)
             .await
             .unwrap(),
         1
     );
+    // A source that signs in forgets only its own count.
+    store.clear_login_counter("bob", a).await.unwrap();
+    assert_eq!(store.login_throttle("bob", a).await.unwrap(), None);
+    assert!(store.login_throttle("bob", b).await.unwrap().is_some());
+    assert!(store.login_throttle("bob", name).await.unwrap().is_some());
+    // The operator's unlock forgets every count and lock of the name.
     store.clear_login_failures("bob").await.unwrap();
-    assert_eq!(store.login_throttle("bob").await.unwrap(), None);
+    for counter in [a, b, name] {
+        assert_eq!(store.login_throttle("bob", counter).await.unwrap(), None);
+    }
+    assert!(store.login_throttle("carol", a).await.unwrap().is_some());
+    // A day after they ended, counts and locks are purged.
+    store
+        .purge_expired(Timestamp(7_000 + 86_400_000))
+        .await
+        .unwrap();
+    assert_eq!(store.login_throttle("carol", a).await.unwrap(), None);
+    assert_eq!(store.login_throttle("dave", name).await.unwrap(), None);
+}
+
+pub(crate) async fn concurrent_login_failures_each_count(store: TestStore) {
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let source = format!("192.0.2.{i}");
+                store
+                    .record_login_failure("bob", LoginCounter::Name, Timestamp(i), 900_000)
+                    .await
+                    .unwrap();
+                store
+                    .record_login_failure(
+                        "bob",
+                        LoginCounter::Source(&source),
+                        Timestamp(i),
+                        900_000,
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 1);
+    }
+    assert_eq!(
+        store
+            .login_throttle("bob", LoginCounter::Name)
+            .await
+            .unwrap()
+            .map(|t| t.failures),
+        Some(20)
+    );
 }
 
 pub(crate) async fn disabling_a_user_ends_sessions_and_grants(store: TestStore) {

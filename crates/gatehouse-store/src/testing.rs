@@ -7,8 +7,9 @@ use gatehouse_core::{AuditEvent, Timestamp};
 use crate::{
     ApiKeyRecord, ApprovalDecision, ApprovalRecord, AuditQuery, AuditRow, AuthCodeRecord, AuthLock,
     AuthorizationStore, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, GatingStore,
-    GrantRecord, LoginThrottle, OperationBinding, RefreshRotation, RefreshTokenRecord,
-    SigningKeyRecord, Store, StoreError, StoreResult, TaskGrantRecord, UserRecord,
+    GrantRecord, LoginCounter, LoginThrottle, OperationBinding, RefreshRotation,
+    RefreshTokenRecord, SigningKeyRecord, Store, StoreError, StoreResult, TaskGrantRecord,
+    UserRecord,
 };
 
 /// A store whose every call fails, to check that tools fail closed.
@@ -119,13 +120,26 @@ impl AuthorizationStore for DownStore {
     async fn set_user_password(&self, _: &str, _: &str) -> StoreResult<bool> {
         down()
     }
-    async fn login_throttle(&self, _: &str) -> StoreResult<Option<LoginThrottle>> {
+    async fn login_throttle(
+        &self,
+        _: &str,
+        _: LoginCounter<'_>,
+    ) -> StoreResult<Option<LoginThrottle>> {
         down()
     }
-    async fn record_login_failure(&self, _: &str, _: Timestamp, _: i64) -> StoreResult<u32> {
+    async fn record_login_failure(
+        &self,
+        _: &str,
+        _: LoginCounter<'_>,
+        _: Timestamp,
+        _: i64,
+    ) -> StoreResult<u32> {
         down()
     }
-    async fn lock_login(&self, _: &str, _: Timestamp) -> StoreResult<()> {
+    async fn lock_login(&self, _: &str, _: LoginCounter<'_>, _: Timestamp) -> StoreResult<()> {
+        down()
+    }
+    async fn clear_login_counter(&self, _: &str, _: LoginCounter<'_>) -> StoreResult<()> {
         down()
     }
     async fn clear_login_failures(&self, _: &str) -> StoreResult<()> {

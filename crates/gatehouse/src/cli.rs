@@ -314,7 +314,7 @@ pub enum UsersCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Clear a user's failed-login lockout.
+    /// Clear a user's failed logins and sign-in locks, from every address.
     Unlock {
         username: String,
         #[command(flatten)]

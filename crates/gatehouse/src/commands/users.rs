@@ -188,7 +188,9 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
             if json.json {
                 output::json(&json!({"username": username, "unlocked": true}));
             } else {
-                output::line(&format!("Cleared failed logins of {username}."));
+                output::line(&format!(
+                    "Cleared failed logins and sign-in locks of {username}, from every address."
+                ));
             }
         }
     }
