@@ -1,5 +1,5 @@
 //! Local users at the login page: password checks with lockout, browser
-//! sessions, and CSRF tokens for the login, consent and device forms.
+//! sessions and logout, and CSRF tokens for the forms.
 
 use gatehouse_audit::EventBuilder;
 use gatehouse_core::{AuditKind, Outcome, Timestamp};
@@ -153,6 +153,36 @@ impl AuthorizationServer {
             .await
             .map_err(unavailable)?;
         Ok(id)
+    }
+
+    /// Logout: deletes the browser's session on the server, so a copy of
+    /// the cookie is worth nothing afterwards, and audits it. Returns the
+    /// user it belonged to (none when it had already ended).
+    pub async fn end_browser_session(
+        &self,
+        session: Option<&str>,
+        source: Option<String>,
+        now: Timestamp,
+    ) -> Result<Option<String>, OAuthError> {
+        let Some(session) = session.filter(|s| !s.is_empty() && s.len() <= 128) else {
+            return Ok(None);
+        };
+        let user = self
+            .store
+            .delete_browser_session(&self.pepper.hash(session.as_bytes()))
+            .await
+            .map_err(unavailable)?;
+        if let Some(username) = &user {
+            let event = EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)
+                .human(username)
+                .source(source)
+                .tool("oauth/logout")
+                .decision("allow")
+                .reason("logout")
+                .build();
+            self.record(event).await?;
+        }
+        Ok(user)
     }
 
     /// The logged-in user of a browser, if its session is live and the

@@ -89,8 +89,10 @@ fn consent_page_escapes_and_has_its_fields() {
         redirect_host: HOSTILE,
         scopes: &scopes,
         username: HOSTILE,
+        sign_out_csrf: "sign-out-token",
     });
     assert_safe(&page);
+    assert_sign_out(&page, &format!("Signed in as <strong>{ESCAPED}</strong>."));
     assert!(page.contains(&format!(
         "<strong>{ESCAPED}</strong> <code>{ESCAPED}</code>"
     )));
@@ -114,6 +116,7 @@ fn consent_page_without_scopes_says_so() {
         redirect_host: "claude.ai",
         scopes: &[],
         username: "alice",
+        sign_out_csrf: "s",
     });
     assert!(page.contains("No specific permissions"));
     assert!(!page.contains("<ul>"));
@@ -125,8 +128,11 @@ fn device_entry_page_escapes_and_has_its_fields() {
         csrf: HOSTILE,
         user_code: Some(HOSTILE),
         error: Some(HOSTILE),
+        username: HOSTILE,
+        sign_out_csrf: "sign-out-token",
     });
     assert_safe(&page);
+    assert_sign_out(&page, &format!("Signed in as <strong>{ESCAPED}</strong>."));
     assert!(page.contains("<form method=\"post\" action=\"/device\">"));
     assert!(hidden_field(&page, "csrf", HOSTILE));
     assert!(page.contains("name=\"user_code\" type=\"text\" autocomplete=\"off\""));
@@ -138,6 +144,8 @@ fn device_entry_page_escapes_and_has_its_fields() {
         csrf: "c",
         user_code: None,
         error: None,
+        username: "alice",
+        sign_out_csrf: "s",
     });
     assert!(empty.contains("autofocus value=\"\">"));
     assert!(!empty.contains("class=\"error\""));
@@ -153,8 +161,10 @@ fn device_confirm_page_escapes_and_has_its_fields() {
         client_id: HOSTILE,
         scopes: &scopes,
         username: HOSTILE,
+        sign_out_csrf: "sign-out-token",
     });
     assert_safe(&page);
+    assert_sign_out(&page, &format!("Signed in as <strong>{ESCAPED}</strong>."));
     assert!(page.contains("matches the one shown on your device"));
     assert!(page.contains(&format!("<code class=\"code\">{ESCAPED}</code>")));
     assert!(page.contains("<form method=\"post\" action=\"/device/confirm\">"));
@@ -221,4 +231,32 @@ fn see_other_is_303_and_not_cached() {
     let broken = see_other("https://x/\r\nSet-Cookie: a=b");
     assert_eq!(broken.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert!(broken.headers().get(header::LOCATION).is_none());
+}
+
+/// The sign-out form comes after the page's own form (whose CSRF token is
+/// the first on the page), posts to /logout with its own token, and names
+/// who is signed in.
+fn assert_sign_out(page: &str, signed_in_as: &str) {
+    let form = page
+        .find("<form method=\"post\" action=\"/logout\">")
+        .expect("a sign-out form");
+    assert!(
+        page.find("<form").unwrap() < form,
+        "the page's own form comes first"
+    );
+    let rest = &page[form..];
+    assert!(hidden_field(rest, "csrf", "sign-out-token"));
+    assert!(rest.contains(signed_in_as));
+    assert!(rest.contains("<button type=\"submit\" class=\"secondary\">Sign out</button>"));
+}
+
+#[test]
+fn the_sign_out_page_escapes_and_has_its_form() {
+    let page = crate::pages::sign_out_page(HOSTILE, "sign-out-token");
+    assert_safe(&page);
+    let form = page
+        .find("<form method=\"post\" action=\"/logout\">")
+        .expect("a sign-out form");
+    assert!(hidden_field(&page[form..], "csrf", "sign-out-token"));
+    assert!(page.contains(&format!("Signed in as <strong>{ESCAPED}</strong>.")));
 }

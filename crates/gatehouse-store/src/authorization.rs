@@ -189,10 +189,32 @@ pub trait AuthorizationStore: Send + Sync {
     async fn user(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
     async fn count_users(&self) -> StoreResult<u64>;
-    /// Disables the user and ends their browser sessions and grants.
+    /// Disables the user and ends their browser sessions and everything
+    /// they authorized (as `change_user_password` with `revoke_grants`).
     /// Returns false when the user does not exist or is already disabled.
     async fn disable_user(&self, username: &str, at: Timestamp) -> StoreResult<bool>;
-    async fn set_user_password(&self, username: &str, password_hash: &str) -> StoreResult<bool>;
+    /// Lets a disabled user sign in again. What the disable revoked stays
+    /// revoked. Returns false when the user does not exist or is not
+    /// disabled.
+    async fn enable_user(&self, username: &str) -> StoreResult<bool>;
+    /// The only way to change a password (the CLI, and any later
+    /// self-service page, come through here): in one transaction, replaces
+    /// the hash, ends every browser session of the user and forgets their
+    /// failed logins. With `revoke_grants` it also revokes every grant the
+    /// user authorized (the access tokens issued from them go on the
+    /// revocation list, so their refresh tokens and codes die too, and task
+    /// tokens made from those access tokens), forgets the user's remembered
+    /// consents, and expires the operation tokens they approved that are
+    /// still unused; the credential generation moves, so every instance sees
+    /// it on its next request. Returns false, changing nothing, when the
+    /// user does not exist.
+    async fn change_user_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        revoke_grants: bool,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
 
     // --- Login throttling -------------------------------------------------
     async fn login_throttle(
@@ -236,6 +258,8 @@ pub trait AuthorizationStore: Send + Sync {
     ) -> StoreResult<()>;
     /// The user of a live session.
     async fn browser_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<String>>;
+    /// Deletes a session (logout); returns the user it belonged to.
+    async fn delete_browser_session(&self, id_hash: &str) -> StoreResult<Option<String>>;
 
     // --- Pending authorization requests ----------------------------------
     async fn insert_authorization_request(

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use gatehouse_core::Timestamp;
 use sqlx::Row;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgConnection, PgRow};
 
 use crate::postgres::{bump_generation, opt_ts};
 use crate::sqlite::{json_list, list_json};
@@ -88,6 +88,50 @@ impl PostgresStore {
     }
 }
 
+/// Ends what a user authorized, inside the caller's transaction (which
+/// bumps the credential generation before it commits): their grants, with
+/// the access tokens issued from them on the revocation list (their
+/// refresh tokens and codes then find no live grant), their remembered
+/// consents (else a client the attacker approved would get codes without
+/// asking), and the operation tokens they approved that are still unused.
+async fn revoke_user_authorizations(
+    conn: &mut PgConnection,
+    username: &str,
+    at: Timestamp,
+) -> StoreResult<()> {
+    // Grants first: the row locks make a concurrent `record_issued` (which
+    // holds FOR SHARE on its grant) finish before the next statement, which
+    // then sees the token it recorded.
+    sqlx::query("UPDATE grants SET revoked_at = $2 WHERE username = $1 AND revoked_at IS NULL")
+        .bind(username)
+        .bind(at.0)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO revoked_tokens (jti, expires_at) \
+         SELECT t.jti, t.expires_at FROM issued_tokens t JOIN grants g ON g.id = t.grant_id \
+         WHERE g.username = $1 AND t.expires_at > $2 \
+         ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(username)
+    .bind(at.0)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM consents WHERE username = $1")
+        .bind(username)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE approvals SET token_expires_at = $2 \
+         WHERE decided_by = $1 AND status = 'approved' AND token_expires_at > $2",
+    )
+    .bind(username)
+    .bind(at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl AuthorizationStore for PostgresStore {
     async fn insert_user(&self, user: &UserRecord) -> StoreResult<()> {
@@ -143,37 +187,58 @@ impl AuthorizationStore for PostgresStore {
             .bind(username)
             .execute(&mut *tx)
             .await?;
-        // Grants first: the row locks make a concurrent `record_issued`
-        // (which holds FOR SHARE on its grant) finish before the next
-        // statement, which then sees the token it recorded.
-        sqlx::query("UPDATE grants SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL")
-            .bind(at.0)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO revoked_tokens (jti, expires_at) \
-             SELECT t.jti, t.expires_at FROM issued_tokens t JOIN grants g ON g.id = t.grant_id \
-             WHERE g.username = $1 AND t.expires_at > $2 \
-             ON CONFLICT (jti) DO NOTHING",
-        )
-        .bind(username)
-        .bind(at.0)
-        .execute(&mut *tx)
-        .await?;
+        revoke_user_authorizations(&mut tx, username, at).await?;
         let generation = bump_generation(&mut tx).await?;
         tx.commit().await?;
         self.note_bump(generation);
         Ok(changed)
     }
 
-    async fn set_user_password(&self, username: &str, password_hash: &str) -> StoreResult<bool> {
-        let result = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
+    async fn enable_user(&self, username: &str) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE users SET disabled_at = NULL WHERE username = $1 AND disabled_at IS NOT NULL",
+        )
+        .bind(username)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn change_user_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        revoke_grants: bool,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
             .bind(password_hash)
             .bind(username)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !changed {
+            return Ok(false);
+        }
+        for sql in [
+            "DELETE FROM browser_sessions WHERE username = $1",
+            "DELETE FROM login_failures WHERE username = $1",
+        ] {
+            sqlx::query(sql).bind(username).execute(&mut *tx).await?;
+        }
+        let generation = if revoke_grants {
+            revoke_user_authorizations(&mut tx, username, at).await?;
+            Some(bump_generation(&mut tx).await?)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        if let Some(generation) = generation {
+            self.note_bump(generation);
+        }
+        Ok(true)
     }
 
     async fn login_throttle(
@@ -292,6 +357,17 @@ impl AuthorizationStore for PostgresStore {
         .bind(now.0)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    async fn delete_browser_session(&self, id_hash: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar(
+                "DELETE FROM browser_sessions WHERE id_hash = $1 RETURNING username",
+            )
+            .bind(id_hash)
+            .fetch_optional(&self.pool)
+            .await?,
+        )
     }
 
     async fn insert_authorization_request(

@@ -117,7 +117,16 @@ impl AuthorizationStore for DownStore {
     async fn disable_user(&self, _: &str, _: Timestamp) -> StoreResult<bool> {
         down()
     }
-    async fn set_user_password(&self, _: &str, _: &str) -> StoreResult<bool> {
+    async fn enable_user(&self, _: &str) -> StoreResult<bool> {
+        down()
+    }
+    async fn change_user_password(
+        &self,
+        _: &str,
+        _: &str,
+        _: bool,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
         down()
     }
     async fn login_throttle(
@@ -155,6 +164,9 @@ impl AuthorizationStore for DownStore {
         down()
     }
     async fn browser_session(&self, _: &str, _: Timestamp) -> StoreResult<Option<String>> {
+        down()
+    }
+    async fn delete_browser_session(&self, _: &str) -> StoreResult<Option<String>> {
         down()
     }
     async fn insert_authorization_request(
