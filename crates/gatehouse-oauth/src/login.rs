@@ -89,8 +89,10 @@ impl AuthorizationServer {
                 if let Some((until, failures)) = locks.name {
                     // An attack on the name from many places: worth an
                     // operator's attention, as the owner is locked out too.
+                    // The name as Debug: typed by anyone, it may hold
+                    // control characters that must not forge log lines.
                     tracing::warn!(
-                        user = %username,
+                        user = ?username,
                         failures,
                         "sign-in locked for every source after repeated failures"
                     );
