@@ -543,6 +543,17 @@ async function deviceFlow(browser) {
   assertEqual(result.status, 200, `token poll after approval (${JSON.stringify(result.body)})`);
   assert(result.body.access_token, `no access_token after approval: ${JSON.stringify(result.body)}`);
   ok(`device flow: the poll after approval returns an access token (${result.body.token_type || 'no token_type'})`);
+
+  // The Sign out button on a page a signed-in person sees ends the session.
+  await page.goto(`${BASE}/device`);
+  await page.locator('form[action="/device"]').waitFor();
+  await page.locator('form[action="/logout"]').getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('heading', { name: 'Signed out' }).waitFor();
+  const left = (await context.cookies(BASE)).map((c) => c.name);
+  assert(!left.some((name) => name.endsWith('gh_session')), `the session cookie survived sign-out: ${left}`);
+  await page.goto(`${BASE}/device`);
+  await page.locator('form[action="/login"]').waitFor();
+  ok('sign out: clicking "Sign out" on the device page ends the session (cookie cleared, /device asks to sign in again)');
   await context.close();
 }
 

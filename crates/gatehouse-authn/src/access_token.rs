@@ -217,7 +217,7 @@ impl AccessTokens {
                 let claims = current
                     .validator
                     .validate(token, now)
-                    .map_err(|e| AuthnError::InvalidToken(e.code()))?;
+                    .map_err(|e| AuthnError::from_jwt(&e))?;
                 self.remember(token, &claims, current.generation, now);
                 claims
             }
@@ -238,12 +238,14 @@ impl AccessTokens {
                 return Ok(claims);
             }
         }
-        // A revoked client's tokens stop at once, not when they expire.
+        // A revoked client's tokens stop at once, not when they expire. A
+        // client that is gone (an unused dynamic registration expires) was
+        // real when we signed its token: not a guess either.
         match self
             .client(store, &claims.client_id, current.generation)
             .await?
         {
-            None => Err(AuthnError::Unknown),
+            None => Err(AuthnError::TokenNotAccepted("unknown_client")),
             Some(client) if client.revoked_at.is_some() => Err(AuthnError::Revoked),
             Some(_) => Ok(claims),
         }
@@ -422,7 +424,7 @@ mod tests {
             tokens
                 .authenticate(&store, &t, Timestamp::from_secs(2031))
                 .await,
-            Err(AuthnError::InvalidToken("token_expired"))
+            Err(AuthnError::TokenNotAccepted("token_expired"))
         );
     }
 
@@ -455,6 +457,62 @@ mod tests {
         );
     }
 
+    /// Issue 9 item 3: a token we signed that is refused for its times, its
+    /// audience or issuer, a revocation or a vanished client was genuinely
+    /// issued, so it never counts toward a lockout; tokens that may be
+    /// guesses still do.
+    #[tokio::test]
+    async fn only_tokens_that_may_be_guesses_count_toward_a_lockout() {
+        let (store, tokens, key) = setup().await;
+        let at = Timestamp::from_secs(1500);
+        let claims = json!({
+            "iss": ISSUER, "sub": "ghc_bot", "aud": RESOURCE, "client_id": "ghc_bot",
+            "jti": "j1", "iat": 1000, "exp": 2000
+        });
+        let with = |name: &str, value: serde_json::Value| {
+            let mut changed = claims.clone();
+            changed[name] = value;
+            key.encode(&changed)
+        };
+        let mut issued = vec![
+            with("exp", json!(1400)),
+            with("nbf", json!(1600)),
+            with("iat", json!(1600)),
+            with("aud", json!("http://127.0.0.1:9999/mcp")),
+            with("iss", json!("http://127.0.0.1:9999")),
+            with("client_id", json!("ghc_ghost")),
+            // A task token whose base access token was revoked (below).
+            with(
+                "task",
+                json!({"name": "t", "tools": [], "base_kind": "access_token", "base_id": "j0"}),
+            ),
+        ];
+        store
+            .revoke_token("j0", Timestamp::from_secs(2000), at)
+            .await
+            .unwrap();
+        issued.push(with("jti", json!("j2")));
+        store
+            .revoke_token("j2", Timestamp::from_secs(2000), at)
+            .await
+            .unwrap();
+        for token in &issued {
+            let error = tokens.authenticate(&store, token, at).await.unwrap_err();
+            assert!(!error.counts_toward_lockout(), "{error:?}");
+        }
+        let stranger = TestKey::generate("k1");
+        let unknown_kid = TestKey::generate("k9");
+        for token in [
+            stranger.encode(&claims),
+            stranger.encode(&json!({"exp": 1400})),
+            unknown_kid.encode(&claims),
+            "x.y.z".to_string(),
+        ] {
+            let error = tokens.authenticate(&store, &token, at).await.unwrap_err();
+            assert!(error.counts_toward_lockout(), "{error:?}");
+        }
+    }
+
     #[tokio::test]
     async fn tokens_of_unknown_clients_are_refused() {
         let (store, tokens, key) = setup().await;
@@ -466,7 +524,7 @@ mod tests {
             tokens
                 .authenticate(&store, &t, Timestamp::from_secs(1500))
                 .await,
-            Err(AuthnError::Unknown)
+            Err(AuthnError::TokenNotAccepted("unknown_client"))
         );
     }
 }

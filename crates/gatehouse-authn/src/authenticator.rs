@@ -150,9 +150,10 @@ impl Authenticator {
     }
 
     /// A task token derived from an API key stands only while the key does.
+    /// The token carries our signature, so a missing key is no guess.
     async fn check_base_key(&self, id: &str, now: Timestamp) -> Result<(), AuthnError> {
         match self.key_record(id).await? {
-            None => Err(AuthnError::Unknown),
+            None => Err(AuthnError::TokenNotAccepted("unknown_base_credential")),
             Some(record) if record.is_revoked() => Err(AuthnError::Revoked),
             Some(record) if record.is_expired(now) => Err(AuthnError::Expired),
             Some(_) => Ok(()),
@@ -331,6 +332,53 @@ mod tests {
             auth.authenticate(Some(&key), Timestamp(3)).await,
             Err(AuthnError::Revoked)
         );
+    }
+
+    /// Issue 9 item 3: a task token we signed stands on its base key; when
+    /// that key is revoked or gone the token was still genuinely issued,
+    /// so the refusal never counts toward a lockout.
+    #[tokio::test]
+    async fn a_task_token_on_a_revoked_or_unknown_key_never_counts() {
+        let (auth, store) = setup().await;
+        let signer = crate::test_key::TestKey::generate("k1");
+        store
+            .insert_signing_key(&gatehouse_store::SigningKeyRecord {
+                kid: signer.kid.clone(),
+                sealed_pkcs8: vec![0],
+                public_jwk: serde_json::json!({
+                    "kty": "EC", "crv": "P-256", "x": signer.x(), "y": signer.y()
+                })
+                .to_string(),
+                created_at: Timestamp(0),
+                activates_at: Timestamp(0),
+                retired_at: None,
+            })
+            .await
+            .unwrap();
+        let auth = auth.with_access_tokens(TokenSettings {
+            issuer: "http://127.0.0.1:8787".into(),
+            audiences: vec!["http://127.0.0.1:8787/mcp".into()],
+        });
+        let key = issue(&auth, &store, None).await;
+        let key_id = parse_api_key(&key).unwrap().id.to_string();
+        let task_token = |base_id: &str| {
+            signer.encode(&serde_json::json!({
+                "iss": "http://127.0.0.1:8787", "sub": "alice", "aud": "http://127.0.0.1:8787/mcp",
+                "client_id": key_id, "jti": format!("tg_{base_id}"), "iat": 1, "exp": 4_000_000_000_i64,
+                "task": {"name": "t", "tools": [], "base_kind": "api_key", "base_id": base_id}
+            }))
+        };
+        let now = Timestamp(10_000);
+        assert!(
+            auth.authenticate(Some(&task_token(&key_id)), now)
+                .await
+                .is_ok()
+        );
+        store.revoke_api_key(&key_id, Timestamp(5)).await.unwrap();
+        for token in [task_token(&key_id), task_token("nosuchkey000")] {
+            let error = auth.authenticate(Some(&token), now).await.unwrap_err();
+            assert!(!error.counts_toward_lockout(), "{error:?}");
+        }
     }
 
     #[tokio::test]

@@ -79,6 +79,32 @@ pub enum JwtError {
 }
 
 impl JwtError {
+    /// Whether this failure was found only after the signature verified
+    /// with one of our keys. Such a token was genuinely issued (it expired,
+    /// is not valid yet, or names another issuer or audience, e.g. after the
+    /// public URL changed); it is no guess. Every other failure is found
+    /// before or at the signature check, so a guesser can cause it.
+    pub fn signature_was_valid(&self) -> bool {
+        match self {
+            JwtError::Expired
+            | JwtError::NotYetValid
+            | JwtError::IssuedInFuture
+            | JwtError::WrongIssuer
+            | JwtError::WrongAudience
+            | JwtError::MissingClaim(_) => true,
+            JwtError::TooLarge
+            | JwtError::Malformed
+            | JwtError::UnsupportedAlgorithm
+            | JwtError::WrongType
+            | JwtError::CriticalHeader
+            | JwtError::UnsupportedHeader
+            | JwtError::MissingKeyId
+            | JwtError::UnknownKey
+            | JwtError::BadSignature
+            | JwtError::InvalidKey => false,
+        }
+    }
+
     /// Stable snake_case reason code for audit logs.
     pub fn code(&self) -> &'static str {
         match self {

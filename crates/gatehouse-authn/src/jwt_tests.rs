@@ -1003,3 +1003,48 @@ fn debug_output_shows_no_key_material() {
     assert!(shown.contains(KID));
     assert!(!shown.contains(&key.x()));
 }
+
+// --- which failures prove the token was issued (lockout, issue 9 item 3) --
+
+#[test]
+fn only_failures_after_a_valid_signature_prove_the_token_was_issued() {
+    let (key, v) = setup();
+    // Signed with our key: genuinely issued, whatever is wrong with it now.
+    for payload in [
+        with(claims(), "exp", json!(NOW_SECS - 3600)),
+        with(claims(), "nbf", json!(NOW_SECS + 3600)),
+        with(claims(), "iat", json!(NOW_SECS + 3600)),
+        with(claims(), "iss", json!("https://other.example")),
+        with(claims(), "aud", json!("https://other.example/mcp")),
+        without(claims(), "jti"),
+    ] {
+        let error = reject(&v, &key.encode(&payload));
+        assert!(error.signature_was_valid(), "{error:?} for {payload}");
+    }
+    // Not signed with a key of ours, or not even a token: may be a guess.
+    let stranger = TestKey::generate(KID);
+    let unknown_kid = TestKey::generate("key-2");
+    let tampered = {
+        let token = key.encode(&claims());
+        let (input, signature) = token.rsplit_once('.').unwrap();
+        let (header, _) = input.split_once('.').unwrap();
+        let payload = b64(&with(claims(), "roles", json!(["admin"])).to_string());
+        format!("{header}.{payload}.{signature}")
+    };
+    for token in [
+        stranger.encode(&claims()),
+        // Expired too, but the signature is checked first: still a guess.
+        stranger.encode(&with(claims(), "exp", json!(NOW_SECS - 3600))),
+        unknown_kid.encode(&claims()),
+        tampered,
+        "a.b.c".to_string(),
+        "not a token".to_string(),
+        key.sign_values(
+            &json!({"alg": "none", "typ": "at+jwt", "kid": KID}),
+            &claims(),
+        ),
+    ] {
+        let error = reject(&v, &token);
+        assert!(!error.signature_was_valid(), "{error:?} for {token}");
+    }
+}

@@ -233,6 +233,7 @@ fn only_guessing_counts_toward_a_lockout() {
         AuthnError::Missing,
         AuthnError::Revoked,
         AuthnError::Expired,
+        AuthnError::TokenNotAccepted("token_expired"),
         AuthnError::Unavailable("db".into()),
         AuthnError::Locked {
             retry_after_secs: 1,

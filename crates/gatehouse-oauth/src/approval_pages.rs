@@ -15,7 +15,7 @@ use gatehouse_store::{ApprovalRecord, UserRecord};
 
 use crate::browser::{
     Browser, browser, current_user, failure_page, forged_form_page, form, login_form,
-    with_csrf_cookie,
+    sign_out_csrf, with_csrf_cookie,
 };
 use crate::http::{AsState, param};
 use crate::pages::{ApprovalPage, approval_page, approved_page, html_response, message_page};
@@ -96,7 +96,13 @@ fn pretty(arguments: &str) -> String {
         .unwrap_or_else(|| arguments.to_string())
 }
 
-fn page(state: &AsState, browser: &Browser, approval: &ApprovalRecord, now: Timestamp) -> Response {
+fn page(
+    state: &AsState,
+    browser: &Browser,
+    viewer: &UserRecord,
+    approval: &ApprovalRecord,
+    now: Timestamp,
+) -> Response {
     let action = format!("{}{}", routes::APPROVALS_PREFIX, approval.id);
     let csrf = state
         .server
@@ -122,6 +128,8 @@ fn page(state: &AsState, browser: &Browser, approval: &ApprovalRecord, now: Time
         masked_fields: &approval.masked_fields,
         status: approval.state(now),
         expires: &expires,
+        viewer: &viewer.username,
+        sign_out_csrf: &sign_out_csrf(state, browser),
     });
     with_csrf_cookie(state, browser, html_response(StatusCode::OK, html))
 }
@@ -152,7 +160,7 @@ pub(crate) async fn show(
         Err(e) => return failure_page(&e),
     };
     match pages.approvals.get(&id, &decider(pages, &user)).await {
-        Ok(approval) => page(&state, &browser, &approval, now),
+        Ok(approval) => page(&state, &browser, &user, &approval, now),
         Err(e) => approval_error_page(&e),
     }
 }

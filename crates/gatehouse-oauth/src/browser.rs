@@ -22,9 +22,10 @@ use crate::authorize::{AuthorizationRequest, AuthorizeError};
 use crate::device::{UserCodeError, display_user_code, normalize_user_code};
 use crate::http::{AsState, param, parse_form, source};
 use crate::login::{LoginError, SESSION_TTL_MS};
+use crate::login_lockout::LoginLock;
 use crate::pages::{
     ConsentPage, DeviceConfirmPage, DeviceEntryPage, LoginPage, consent_page, device_confirm_page,
-    device_entry_page, html_response, login_page, message_page, see_other,
+    device_entry_page, html_response, login_page, message_page, see_other, sign_out_page,
 };
 use crate::server::{AuthorizationServer, random_token};
 use crate::{OAuthError, read_cookie, routes};
@@ -35,6 +36,7 @@ pub(crate) fn router() -> Router<Arc<AsState>> {
         .route(routes::AUTHORIZE_CONTINUE, get(authorize_continue))
         .route(routes::LOGIN, axum::routing::post(login))
         .route(routes::CONSENT, axum::routing::post(consent))
+        .route(routes::LOGOUT, get(logout_page).post(logout))
         .route(routes::DEVICE, get(device_page).post(device_entry))
         .route(routes::DEVICE_CONFIRM, axum::routing::post(device_confirm))
         .route(
@@ -153,6 +155,16 @@ fn consent_purpose(txn: &str) -> String {
 
 const DEVICE_PURPOSE: &str = "device";
 
+/// One sign-out token per browser: the sign-out form is the same on every
+/// page, and logging out is all it can do.
+const LOGOUT_PURPOSE: &str = "logout";
+
+pub(crate) fn sign_out_csrf(state: &AsState, browser: &Browser) -> String {
+    state
+        .server
+        .csrf_token(&browser.csrf_secret, LOGOUT_PURPOSE)
+}
+
 fn device_confirm_purpose(user_code: &str) -> String {
     format!("device:{user_code}")
 }
@@ -233,6 +245,7 @@ async fn consent_or_code(
         redirect_host: &request.redirect_host(),
         scopes: &scopes,
         username: &user.username,
+        sign_out_csrf: &sign_out_csrf(state, browser),
     });
     with_csrf_cookie(state, browser, html_response(StatusCode::OK, page))
 }
@@ -399,13 +412,31 @@ async fn login(
             Some(&username),
             StatusCode::UNAUTHORIZED,
         ),
-        Err(LoginError::Locked) | Err(LoginError::RateLimited) => {
-            let mut response = html_response(
+        Err(LoginError::Locked(lock)) => {
+            let mut response = login_form(
+                &state,
+                &browser,
+                &continue_to,
+                None,
+                Some(&locked_message(lock)),
+                Some(&username),
                 StatusCode::TOO_MANY_REQUESTS,
-                message_page(
-                    "Too many attempts",
-                    "Too many failed sign-in attempts. Wait a few minutes and try again.",
-                ),
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(lock.retry_after_secs()),
+            );
+            response
+        }
+        Err(LoginError::RateLimited) => {
+            let mut response = login_form(
+                &state,
+                &browser,
+                &continue_to,
+                None,
+                Some("Too many sign-in attempts from your network. Try again in a few minutes."),
+                Some(&username),
+                StatusCode::TOO_MANY_REQUESTS,
             );
             response
                 .headers_mut()
@@ -413,6 +444,33 @@ async fn login(
             response
         }
         Err(LoginError::Server(e)) => failure_page(&e),
+    }
+}
+
+/// "30 seconds", "2 minutes": rounded up, so the user never retries early.
+fn wait_text(secs: u64) -> String {
+    if secs < 120 {
+        format!("{secs} seconds")
+    } else {
+        format!("{} minutes", secs.div_ceil(60))
+    }
+}
+
+/// What a locked-out person is told. The same for known and unknown names
+/// (both are counted and locked alike), so it reveals nothing about who
+/// exists; it says whether only this network or everyone is locked out.
+fn locked_message(lock: LoginLock) -> String {
+    let wait = wait_text(lock.retry_after_secs());
+    match lock {
+        LoginLock::Source { .. } => format!(
+            "Sign-in with this name is temporarily locked for your network after too many \
+             failed attempts. Try again in {wait}."
+        ),
+        LoginLock::Name { .. } => format!(
+            "Sign-in with this name is temporarily locked for everyone after too many failed \
+             attempts from many places. Try again in {wait}, or ask an administrator to lift \
+             the lock (gatehouse users unlock)."
+        ),
     }
 }
 
@@ -465,6 +523,71 @@ async fn consent(
     }
 }
 
+/// GET /logout: who is signed in and the sign-out button, or that the
+/// browser is signed out. Changes nothing.
+async fn logout_page(State(state): State<Arc<AsState>>, headers: HeaderMap) -> Response {
+    let now = state.clock.now();
+    let browser = match browser(&state, &headers) {
+        Ok(browser) => browser,
+        Err(e) => return failure_page(&e),
+    };
+    match current_user(&state.server, &browser, now).await {
+        Ok(Some(user)) => with_csrf_cookie(
+            &state,
+            &browser,
+            html_response(
+                StatusCode::OK,
+                sign_out_page(&user.username, &sign_out_csrf(&state, &browser)),
+            ),
+        ),
+        Ok(None) => html_response(
+            StatusCode::OK,
+            message_page(
+                "Signed out",
+                "You are signed out of Gatehouse. You can close this window.",
+            ),
+        ),
+        Err(e) => failure_page(&e),
+    }
+}
+
+/// POST /logout: ends the browser session on the server and clears its
+/// cookie. CSRF-protected like every form, so another site cannot sign a
+/// person out (or in again as someone else) behind their back.
+async fn logout(
+    State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = state.clock.now();
+    let form = form(&body);
+    let csrf = param(&form, "csrf").unwrap_or_default();
+    let secret = posted_csrf_secret(&state, &headers);
+    if !state
+        .server
+        .check_csrf(secret.as_deref(), LOGOUT_PURPOSE, &csrf)
+    {
+        return forged_form_page();
+    }
+    let cookies = &state.server.config().cookies;
+    let session = read_cookie(&headers, cookies.session_cookie_name());
+    match state
+        .server
+        .end_browser_session(session.as_deref(), source(peer), now)
+        .await
+    {
+        Ok(_) => {
+            let mut response = see_other(routes::LOGOUT);
+            response
+                .headers_mut()
+                .append(header::SET_COOKIE, cookies.clear_session());
+            response
+        }
+        Err(e) => failure_page(&e),
+    }
+}
+
 fn device_continue(user_code: Option<&str>) -> String {
     match user_code.and_then(normalize_user_code) {
         Some(code) => format!("{}?user_code={}", routes::DEVICE, display_user_code(&code)),
@@ -475,6 +598,7 @@ fn device_continue(user_code: Option<&str>) -> String {
 fn device_entry_form(
     state: &AsState,
     browser: &Browser,
+    user: &UserRecord,
     user_code: Option<&str>,
     error: Option<&str>,
     status: StatusCode,
@@ -486,6 +610,8 @@ fn device_entry_form(
         csrf: &csrf,
         user_code,
         error,
+        username: &user.username,
+        sign_out_csrf: &sign_out_csrf(state, browser),
     });
     with_csrf_cookie(state, browser, html_response(status, page))
 }
@@ -510,7 +636,14 @@ async fn device_page(
         .and_then(normalize_user_code)
         .map(|c| display_user_code(&c));
     match current_user(&state.server, &browser, now).await {
-        Ok(Some(_)) => device_entry_form(&state, &browser, shown.as_deref(), None, StatusCode::OK),
+        Ok(Some(user)) => device_entry_form(
+            &state,
+            &browser,
+            &user,
+            shown.as_deref(),
+            None,
+            StatusCode::OK,
+        ),
         Ok(None) => login_form(
             &state,
             &browser,
@@ -566,6 +699,7 @@ async fn device_entry(
             return device_entry_form(
                 &state,
                 &browser,
+                &user,
                 None,
                 Some("That code is not valid. Check it and try again."),
                 StatusCode::BAD_REQUEST,
@@ -598,6 +732,7 @@ async fn device_entry(
             client_id: &client.id,
             scopes: &scopes,
             username: &user.username,
+            sign_out_csrf: &sign_out_csrf(&state, &browser),
         }),
     )
 }
@@ -672,6 +807,15 @@ async fn device_confirm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_are_rounded_up_to_what_a_person_reads() {
+        assert_eq!(wait_text(30), "30 seconds");
+        assert_eq!(wait_text(119), "119 seconds");
+        assert_eq!(wait_text(120), "2 minutes");
+        assert_eq!(wait_text(121), "3 minutes");
+        assert_eq!(wait_text(900), "15 minutes");
+    }
 
     #[test]
     fn the_login_form_continues_only_to_our_own_pages() {

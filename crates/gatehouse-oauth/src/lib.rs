@@ -6,9 +6,10 @@
 //! - Grants: authorization code with PKCE (`authorize.rs`, `pkce.rs`,
 //!   `redirect_uri.rs`), refresh with rotation, client credentials and the
 //!   device grant (`grants.rs`, `device.rs`).
-//! - People: local users with Argon2id passwords and lockout (`login.rs`,
-//!   `password.rs`), server-rendered pages (`pages.rs`, `browser.rs`) and
-//!   login cookies (`cookies.rs`).
+//! - People: local users with Argon2id passwords (`login.rs`,
+//!   `password.rs`), lockout per name and source (`login_lockout.rs`),
+//!   server-rendered pages (`pages.rs`, `browser.rs`) and login cookies
+//!   (`cookies.rs`).
 //! - Keys: [`MasterKey`] seals private keys at rest (AES-256-GCM, the key
 //!   id bound as associated data); [`SigningKey`] is an ES256 key that
 //!   signs RFC 9068 access tokens, its `kid` the RFC 7638 thumbprint.
@@ -30,6 +31,7 @@ mod error;
 mod grants;
 pub mod http;
 mod login;
+mod login_lockout;
 mod master_key;
 mod oauth_error;
 pub mod pages;
@@ -53,7 +55,10 @@ pub use cookies::{CookieError, CookiePolicy, read_cookie};
 pub use device::{DeviceAuthorizationResponse, normalize_user_code};
 pub use error::KeyError;
 pub use gatehouse_core::RateLimiter;
-pub use login::{LOCK_AFTER_FAILURES, lockout_ms, normalize_username};
+pub use login::normalize_username;
+pub use login_lockout::{
+    FAILURE_WINDOW_MS, LoginLock, NAME_LOCK_AFTER_FAILURES, SOURCE_LOCK_AFTER_FAILURES, lockout_ms,
+};
 pub use master_key::{MASTER_KEY_BYTES, MasterKey};
 pub use oauth_error::OAuthError;
 pub use pages::{

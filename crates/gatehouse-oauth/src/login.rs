@@ -1,31 +1,16 @@
 //! Local users at the login page: password checks with lockout, browser
-//! sessions, and CSRF tokens for the login, consent and device forms.
+//! sessions and logout, and CSRF tokens for the forms.
 
 use gatehouse_audit::EventBuilder;
 use gatehouse_core::{AuditKind, Outcome, Timestamp};
 use gatehouse_store::UserRecord;
 
 use crate::OAuthError;
+use crate::login_lockout::{self, LoginLock};
 use crate::server::{AuthorizationServer, random_token, unavailable};
 
-/// Failures within this window count toward a lockout.
-pub const FAILURE_WINDOW_MS: i64 = 15 * 60_000;
-/// Failures before the first lockout.
-pub const LOCK_AFTER_FAILURES: u32 = 5;
-const FIRST_LOCK_MS: i64 = 30_000;
-const MAX_LOCK_MS: i64 = 15 * 60_000;
 /// A browser stays logged in this long.
 pub const SESSION_TTL_MS: i64 = 8 * 3_600_000;
-
-/// How long a name is locked after `failures` failures: nothing below the
-/// threshold, then 30 s doubling per further failure, at most 15 minutes.
-pub fn lockout_ms(failures: u32) -> i64 {
-    if failures < LOCK_AFTER_FAILURES {
-        return 0;
-    }
-    let doublings = (failures - LOCK_AFTER_FAILURES).min(10);
-    (FIRST_LOCK_MS << doublings).min(MAX_LOCK_MS)
-}
 
 /// Usernames are compared case-insensitively and without surrounding space.
 pub fn normalize_username(name: &str) -> String {
@@ -36,8 +21,9 @@ pub fn normalize_username(name: &str) -> String {
 pub enum LoginError {
     /// Wrong name or password; deliberately one answer for both.
     Invalid,
-    /// Too many failures for this name; try again later.
-    Locked,
+    /// Too many failures for this name, from this source or from
+    /// everywhere; try again later.
+    Locked(LoginLock),
     /// Too many attempts from this address.
     RateLimited,
     Server(OAuthError),
@@ -52,7 +38,8 @@ impl From<OAuthError> for LoginError {
 impl AuthorizationServer {
     /// Checks a name and password. The password is hashed even for an
     /// unknown or disabled name, so the answer takes the same time; a
-    /// locked name is refused before any hashing.
+    /// locked name is refused before any hashing. Failures are counted per
+    /// name and source and per name (see `login_lockout`).
     pub async fn login(
         &self,
         username: &str,
@@ -75,15 +62,15 @@ impl AuthorizationServer {
                 .await?;
             return Err(LoginError::Invalid);
         }
-        let throttle = self
-            .store
-            .login_throttle(&username)
+        let counted_source = login_lockout::login_source(source.as_deref());
+        let store = self.store.as_ref();
+        if let Some(lock) = login_lockout::check(store, &username, &counted_source, now)
             .await
-            .map_err(unavailable)?;
-        if throttle.is_some_and(|t| t.locked_until > now) {
-            self.audit_login(&username, "locked", false, source, now)
+            .map_err(unavailable)?
+        {
+            self.audit_login(&username, lock.reason(), false, source, now)
                 .await?;
-            return Err(LoginError::Locked);
+            return Err(LoginError::Locked(lock));
         }
         let user = self.store.user(&username).await.map_err(unavailable)?;
         let matches = self
@@ -93,8 +80,7 @@ impl AuthorizationServer {
             .unwrap_or(false);
         match user {
             Some(user) if matches && user.disabled_at.is_none() => {
-                self.store
-                    .clear_login_failures(&username)
+                login_lockout::record_success(store, &username, &counted_source)
                     .await
                     .map_err(unavailable)?;
                 self.audit_login(&username, "login", true, source, now)
@@ -102,20 +88,34 @@ impl AuthorizationServer {
                 Ok(user)
             }
             _ => {
-                let failures = self
-                    .store
-                    .record_login_failure(&username, now, FAILURE_WINDOW_MS)
+                let locks = login_lockout::record_failure(store, &username, &counted_source, now)
                     .await
                     .map_err(unavailable)?;
-                let lock = lockout_ms(failures);
-                if lock > 0 {
-                    self.store
-                        .lock_login(&username, now.plus_millis(lock))
-                        .await
-                        .map_err(unavailable)?;
-                }
-                self.audit_login(&username, "invalid_credentials", false, source, now)
+                self.audit_login(&username, "invalid_credentials", false, source.clone(), now)
                     .await?;
+                if let Some((until, failures)) = locks.name {
+                    // An attack on the name from many places: worth an
+                    // operator's attention, as the owner is locked out too.
+                    // The name as Debug: typed by anyone, it may hold
+                    // control characters that must not forge log lines.
+                    tracing::warn!(
+                        user = ?username,
+                        failures,
+                        "sign-in locked for every source after repeated failures"
+                    );
+                    let event = EventBuilder::new(AuditKind::Authentication, Outcome::Failure, now)
+                        .human(&username)
+                        .source(source)
+                        .tool("oauth/login")
+                        .decision("deny")
+                        .reason("name_locked")
+                        .error(format!(
+                            "sign-in locked for every source until {} after {failures} failed attempts",
+                            until.to_rfc3339()
+                        ))
+                        .build();
+                    self.record(event).await?;
+                }
                 Err(LoginError::Invalid)
             }
         }
@@ -164,6 +164,36 @@ impl AuthorizationServer {
         Ok(id)
     }
 
+    /// Logout: deletes the browser's session on the server, so a copy of
+    /// the cookie is worth nothing afterwards, and audits it. Returns the
+    /// user it belonged to (none when it had already ended).
+    pub async fn end_browser_session(
+        &self,
+        session: Option<&str>,
+        source: Option<String>,
+        now: Timestamp,
+    ) -> Result<Option<String>, OAuthError> {
+        let Some(session) = session.filter(|s| !s.is_empty() && s.len() <= 128) else {
+            return Ok(None);
+        };
+        let user = self
+            .store
+            .delete_browser_session(&self.pepper.hash(session.as_bytes()))
+            .await
+            .map_err(unavailable)?;
+        if let Some(username) = &user {
+            let event = EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)
+                .human(username)
+                .source(source)
+                .tool("oauth/logout")
+                .decision("allow")
+                .reason("logout")
+                .build();
+            self.record(event).await?;
+        }
+        Ok(user)
+    }
+
     /// The logged-in user of a browser, if its session is live and the
     /// user is not disabled.
     pub async fn browser_user(
@@ -207,16 +237,6 @@ impl AuthorizationServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lockout_starts_at_the_threshold_and_doubles_to_a_cap() {
-        assert_eq!(lockout_ms(4), 0);
-        assert_eq!(lockout_ms(5), 30_000);
-        assert_eq!(lockout_ms(6), 60_000);
-        assert_eq!(lockout_ms(9), 480_000);
-        assert_eq!(lockout_ms(10), MAX_LOCK_MS);
-        assert_eq!(lockout_ms(u32::MAX), MAX_LOCK_MS);
-    }
 
     #[test]
     fn usernames_are_normalised() {

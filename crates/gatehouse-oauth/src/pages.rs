@@ -104,6 +104,31 @@ fn scope_list(scopes: &[(String, String)]) -> String {
     format!("<ul>\n{items}</ul>\n")
 }
 
+/// Who is signed in, and the button that ends the browser session; on
+/// every page a signed-in person lands on.
+fn sign_out_form(username: &str, csrf: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"{action}\">\n{csrf}\
+         <p class=\"note\">Signed in as <strong>{username}</strong>.</p>\n\
+         <div class=\"actions\">\n<button type=\"submit\" class=\"secondary\">Sign out</button>\n\
+         </div>\n</form>\n",
+        action = escape(routes::LOGOUT),
+        csrf = hidden("csrf", csrf),
+        username = escape(username),
+    )
+}
+
+/// GET /logout while signed in: the sign-out button on its own.
+pub fn sign_out_page(username: &str, csrf: &str) -> String {
+    let body = format!(
+        "<h1>Sign out of Gatehouse</h1>\n\
+         <p class=\"sub\">Applications you allowed keep their access; revoke it with the \
+         application or ask an administrator.</p>\n{}",
+        sign_out_form(username, csrf)
+    );
+    document("Sign out", &body)
+}
+
 const DECISION_BUTTONS: &str = "<div class=\"actions\">\n\
     <button type=\"submit\" name=\"decision\" value=\"deny\" class=\"secondary\">Deny</button>\n\
     <button type=\"submit\" name=\"decision\" value=\"approve\">Allow</button>\n</div>\n";
@@ -163,6 +188,8 @@ pub struct ConsentPage<'a> {
     /// (scope, human description)
     pub scopes: &'a [(String, String)],
     pub username: &'a str,
+    /// The CSRF token of the sign-out form.
+    pub sign_out_csrf: &'a str,
 }
 
 pub fn consent_page(p: &ConsentPage) -> String {
@@ -173,7 +200,8 @@ pub fn consent_page(p: &ConsentPage) -> String {
          <h2>It will be able to</h2>\n{scopes}\
          <p class=\"note\">After you choose, your browser will redirect to \
          <strong>{host}</strong>. Allow only if you started this and trust that site.</p>\n\
-         <form method=\"post\" action=\"{action}\">\n{csrf}{txn}{DECISION_BUTTONS}</form>\n",
+         <form method=\"post\" action=\"{action}\">\n{csrf}{txn}{DECISION_BUTTONS}</form>\n\
+         {sign_out}",
         name = escape(p.client_name),
         client_id = escape(p.client_id),
         username = escape(p.username),
@@ -182,6 +210,7 @@ pub fn consent_page(p: &ConsentPage) -> String {
         action = escape(routes::CONSENT),
         csrf = hidden("csrf", p.csrf),
         txn = hidden("txn", p.txn),
+        sign_out = sign_out_form(p.username, p.sign_out_csrf),
     );
     document("Allow access", &body)
 }
@@ -192,6 +221,9 @@ pub struct DeviceEntryPage<'a> {
     /// From `verification_uri_complete`, so the user only confirms.
     pub user_code: Option<&'a str>,
     pub error: Option<&'a str>,
+    /// Who is signed in, and the CSRF token of the sign-out form.
+    pub username: &'a str,
+    pub sign_out_csrf: &'a str,
 }
 
 pub fn device_entry_page(p: &DeviceEntryPage) -> String {
@@ -202,11 +234,13 @@ pub fn device_entry_page(p: &DeviceEntryPage) -> String {
          <label for=\"user_code\">Code</label>\n\
          <input id=\"user_code\" name=\"user_code\" type=\"text\" autocomplete=\"off\" \
          autocapitalize=\"characters\" spellcheck=\"false\" required autofocus value=\"{code}\">\n\
-         <div class=\"actions\">\n<button type=\"submit\">Continue</button>\n</div>\n</form>\n",
+         <div class=\"actions\">\n<button type=\"submit\">Continue</button>\n</div>\n</form>\n\
+         {sign_out}",
         error = error_block(p.error),
         action = escape(routes::DEVICE),
         csrf = hidden("csrf", p.csrf),
         code = escape(p.user_code.unwrap_or("")),
+        sign_out = sign_out_form(p.username, p.sign_out_csrf),
     );
     document("Connect a device", &body)
 }
@@ -220,6 +254,8 @@ pub struct DeviceConfirmPage<'a> {
     /// (scope, human description)
     pub scopes: &'a [(String, String)],
     pub username: &'a str,
+    /// The CSRF token of the sign-out form.
+    pub sign_out_csrf: &'a str,
 }
 
 pub fn device_confirm_page(p: &DeviceConfirmPage) -> String {
@@ -232,7 +268,8 @@ pub fn device_confirm_page(p: &DeviceConfirmPage) -> String {
          <p><strong>{name}</strong> <code>{client_id}</code> asks for access to Gatehouse \
          on behalf of <strong>{username}</strong>.</p>\n\
          <h2>It will be able to</h2>\n{scopes}\
-         <form method=\"post\" action=\"{action}\">\n{csrf}{code_field}{DECISION_BUTTONS}</form>\n",
+         <form method=\"post\" action=\"{action}\">\n{csrf}{code_field}{DECISION_BUTTONS}</form>\n\
+         {sign_out}",
         code = escape(p.user_code),
         name = escape(p.client_name),
         client_id = escape(p.client_id),
@@ -241,6 +278,7 @@ pub fn device_confirm_page(p: &DeviceConfirmPage) -> String {
         action = escape(routes::DEVICE_CONFIRM),
         csrf = hidden("csrf", p.csrf),
         code_field = hidden("user_code", p.user_code),
+        sign_out = sign_out_form(p.username, p.sign_out_csrf),
     );
     document("Connect a device", &body)
 }
@@ -337,6 +375,10 @@ pub struct ApprovalPage<'a> {
     /// `pending`, `approved`, `denied`, `redeemed` or `expired`.
     pub status: &'a str,
     pub expires: &'a str,
+    /// The signed-in person looking at the page, and the CSRF token of the
+    /// sign-out form.
+    pub viewer: &'a str,
+    pub sign_out_csrf: &'a str,
 }
 
 pub fn approval_page(p: &ApprovalPage) -> String {
@@ -380,7 +422,8 @@ pub fn approval_page(p: &ApprovalPage) -> String {
         masked = masked_fields(p.masked_fields),
         hash = escape(p.arguments_hash),
     );
-    document("Approve a tool call", &body)
+    let sign_out = sign_out_form(p.viewer, p.sign_out_csrf);
+    document("Approve a tool call", &format!("{body}{sign_out}"))
 }
 
 /// The fields the policy masks, named, with the hash of each value, so the

@@ -89,8 +89,10 @@ fn consent_page_escapes_and_has_its_fields() {
         redirect_host: HOSTILE,
         scopes: &scopes,
         username: HOSTILE,
+        sign_out_csrf: "sign-out-token",
     });
     assert_safe(&page);
+    assert_sign_out(&page, &format!("Signed in as <strong>{ESCAPED}</strong>."));
     assert!(page.contains(&format!(
         "<strong>{ESCAPED}</strong> <code>{ESCAPED}</code>"
     )));
@@ -114,6 +116,7 @@ fn consent_page_without_scopes_says_so() {
         redirect_host: "claude.ai",
         scopes: &[],
         username: "alice",
+        sign_out_csrf: "s",
     });
     assert!(page.contains("No specific permissions"));
     assert!(!page.contains("<ul>"));
@@ -125,8 +128,11 @@ fn device_entry_page_escapes_and_has_its_fields() {
         csrf: HOSTILE,
         user_code: Some(HOSTILE),
         error: Some(HOSTILE),
+        username: HOSTILE,
+        sign_out_csrf: "sign-out-token",
     });
     assert_safe(&page);
+    assert_sign_out(&page, &format!("Signed in as <strong>{ESCAPED}</strong>."));
     assert!(page.contains("<form method=\"post\" action=\"/device\">"));
     assert!(hidden_field(&page, "csrf", HOSTILE));
     assert!(page.contains("name=\"user_code\" type=\"text\" autocomplete=\"off\""));
@@ -138,6 +144,8 @@ fn device_entry_page_escapes_and_has_its_fields() {
         csrf: "c",
         user_code: None,
         error: None,
+        username: "alice",
+        sign_out_csrf: "s",
     });
     assert!(empty.contains("autofocus value=\"\">"));
     assert!(!empty.contains("class=\"error\""));
@@ -153,8 +161,10 @@ fn device_confirm_page_escapes_and_has_its_fields() {
         client_id: HOSTILE,
         scopes: &scopes,
         username: HOSTILE,
+        sign_out_csrf: "sign-out-token",
     });
     assert_safe(&page);
+    assert_sign_out(&page, &format!("Signed in as <strong>{ESCAPED}</strong>."));
     assert!(page.contains("matches the one shown on your device"));
     assert!(page.contains(&format!("<code class=\"code\">{ESCAPED}</code>")));
     assert!(page.contains("<form method=\"post\" action=\"/device/confirm\">"));
@@ -240,6 +250,8 @@ fn approval_page_escapes_everything_and_labels_masked_fields() {
         masked_fields: &masked,
         status: "pending",
         expires: "2026-01-01T00:00:00Z",
+        viewer: "alice",
+        sign_out_csrf: "s",
     });
     assert_safe(&page);
     assert!(page.contains("id=\"masked-fields\""));
@@ -263,7 +275,37 @@ fn approval_page_escapes_everything_and_labels_masked_fields() {
             masked_fields: &masked,
             status: "pending",
             expires: "",
+            viewer: "alice",
+            sign_out_csrf: "s",
         }
     });
     assert!(!nothing_masked.contains("masked-fields"));
+}
+
+/// The sign-out form comes after the page's own form (whose CSRF token is
+/// the first on the page), posts to /logout with its own token, and names
+/// who is signed in.
+fn assert_sign_out(page: &str, signed_in_as: &str) {
+    let form = page
+        .find("<form method=\"post\" action=\"/logout\">")
+        .expect("a sign-out form");
+    assert!(
+        page.find("<form").unwrap() < form,
+        "the page's own form comes first"
+    );
+    let rest = &page[form..];
+    assert!(hidden_field(rest, "csrf", "sign-out-token"));
+    assert!(rest.contains(signed_in_as));
+    assert!(rest.contains("<button type=\"submit\" class=\"secondary\">Sign out</button>"));
+}
+
+#[test]
+fn the_sign_out_page_escapes_and_has_its_form() {
+    let page = crate::pages::sign_out_page(HOSTILE, "sign-out-token");
+    assert_safe(&page);
+    let form = page
+        .find("<form method=\"post\" action=\"/logout\">")
+        .expect("a sign-out form");
+    assert!(hidden_field(&page[form..], "csrf", "sign-out-token"));
+    assert!(page.contains(&format!("Signed in as <strong>{ESCAPED}</strong>.")));
 }

@@ -14,6 +14,9 @@ pub const INTROSPECT: &str = "/oauth/introspect";
 pub const AUTHORIZE: &str = "/authorize";
 /// The sign-in form: GET shows it, POST checks the credentials.
 pub const LOGIN: &str = "/login";
+/// Sign-out: GET shows who is signed in and the button, POST ends the
+/// browser session.
+pub const LOGOUT: &str = "/logout";
 /// Where the consent form posts the user's decision.
 pub const CONSENT: &str = "/authorize/consent";
 /// The device verification page where a user types the code (RFC 8628 §3.3).

@@ -36,11 +36,30 @@ impl std::fmt::Debug for UserRecord {
     }
 }
 
-/// Failed logins for one name (known or not).
+/// Failed logins of one counter of a name (known or not).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginThrottle {
     pub failures: u32,
     pub locked_until: Timestamp,
+}
+
+/// Which failed logins of a name a counter holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginCounter<'a> {
+    /// From one source: an IPv4 address or an IPv6 /64 (never `*`).
+    Source(&'a str),
+    /// From every source.
+    Name,
+}
+
+impl LoginCounter<'_> {
+    /// The stored `source` column.
+    pub fn stored(&self) -> &str {
+        match self {
+            LoginCounter::Source(source) => source,
+            LoginCounter::Name => "*",
+        }
+    }
 }
 
 /// One authorization: a user let a client act for them with a scope and
@@ -170,22 +189,63 @@ pub trait AuthorizationStore: Send + Sync {
     async fn user(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
     async fn count_users(&self) -> StoreResult<u64>;
-    /// Disables the user and ends their browser sessions and grants.
+    /// Disables the user and ends their browser sessions and everything
+    /// they authorized (as `change_user_password` with `revoke_grants`).
     /// Returns false when the user does not exist or is already disabled.
     async fn disable_user(&self, username: &str, at: Timestamp) -> StoreResult<bool>;
-    async fn set_user_password(&self, username: &str, password_hash: &str) -> StoreResult<bool>;
+    /// Lets a disabled user sign in again. What the disable revoked stays
+    /// revoked. Returns false when the user does not exist or is not
+    /// disabled.
+    async fn enable_user(&self, username: &str) -> StoreResult<bool>;
+    /// The only way to change a password (the CLI, and any later
+    /// self-service page, come through here): in one transaction, replaces
+    /// the hash, ends every browser session of the user and forgets their
+    /// failed logins. With `revoke_grants` it also revokes every grant the
+    /// user authorized (the access tokens issued from them go on the
+    /// revocation list, so their refresh tokens and codes die too, and task
+    /// tokens made from those access tokens), forgets the user's remembered
+    /// consents, and expires the operation tokens they approved that are
+    /// still unused; the credential generation moves, so every instance sees
+    /// it on its next request. Returns false, changing nothing, when the
+    /// user does not exist.
+    async fn change_user_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        revoke_grants: bool,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
 
     // --- Login throttling -------------------------------------------------
-    async fn login_throttle(&self, username: &str) -> StoreResult<Option<LoginThrottle>>;
-    /// Counts a failure and returns the new count. Failures older than
-    /// `window_ms` are forgotten first.
+    async fn login_throttle(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+    ) -> StoreResult<Option<LoginThrottle>>;
+    /// Counts a failure and returns the new count, in one statement so
+    /// concurrent failures each count. A count whose window (from its
+    /// first failure) is older than `window_ms` starts over.
     async fn record_login_failure(
         &self,
         username: &str,
+        counter: LoginCounter<'_>,
         now: Timestamp,
         window_ms: i64,
     ) -> StoreResult<u32>;
-    async fn lock_login(&self, username: &str, until: Timestamp) -> StoreResult<()>;
+    /// Locks the counter until `until`; a lock is never shortened.
+    async fn lock_login(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+        until: Timestamp,
+    ) -> StoreResult<()>;
+    /// Forgets one counter (a source that signed in).
+    async fn clear_login_counter(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+    ) -> StoreResult<()>;
+    /// Forgets every failure and lock of the name, from every source.
     async fn clear_login_failures(&self, username: &str) -> StoreResult<()>;
 
     // --- Browser sessions -------------------------------------------------
@@ -198,6 +258,8 @@ pub trait AuthorizationStore: Send + Sync {
     ) -> StoreResult<()>;
     /// The user of a live session.
     async fn browser_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<String>>;
+    /// Deletes a session (logout); returns the user it belonged to.
+    async fn delete_browser_session(&self, id_hash: &str) -> StoreResult<Option<String>>;
 
     // --- Pending authorization requests ----------------------------------
     async fn insert_authorization_request(

@@ -23,7 +23,7 @@ use gatehouse_core::{AuditEvent, Timestamp};
 
 pub use authorization::{
     AuthCodeRecord, AuthorizationStore, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
-    GrantRecord, LoginThrottle, RefreshRotation, RefreshTokenRecord, UserRecord,
+    GrantRecord, LoginCounter, LoginThrottle, RefreshRotation, RefreshTokenRecord, UserRecord,
 };
 pub use gating::{
     ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore, OperationBinding,

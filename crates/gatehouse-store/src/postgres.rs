@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0003_authorization.sql"),
     ),
     (4, include_str!("../migrations/postgres/0004_gating.sql")),
+    (5, include_str!("../migrations/postgres/0005_identity.sql")),
     (
         8,
         include_str!("../migrations/postgres/0008_exact_approval_arguments.sql"),

@@ -6,14 +6,14 @@
 use async_trait::async_trait;
 use gatehouse_core::Timestamp;
 use sqlx::Row;
-use sqlx::postgres::PgRow;
+use sqlx::postgres::{PgConnection, PgRow};
 
 use crate::postgres::{bump_generation, opt_ts};
 use crate::sqlite::{json_list, list_json};
 use crate::{
     AuthCodeRecord, AuthorizationStore, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
-    GrantRecord, LoginThrottle, PostgresStore, RefreshRotation, RefreshTokenRecord, StoreError,
-    StoreResult, UserRecord,
+    GrantRecord, LoginCounter, LoginThrottle, PostgresStore, RefreshRotation, RefreshTokenRecord,
+    StoreError, StoreResult, UserRecord,
 };
 
 fn user_from_row(row: &PgRow) -> StoreResult<UserRecord> {
@@ -88,6 +88,50 @@ impl PostgresStore {
     }
 }
 
+/// Ends what a user authorized, inside the caller's transaction (which
+/// bumps the credential generation before it commits): their grants, with
+/// the access tokens issued from them on the revocation list (their
+/// refresh tokens and codes then find no live grant), their remembered
+/// consents (else a client the attacker approved would get codes without
+/// asking), and the operation tokens they approved that are still unused.
+async fn revoke_user_authorizations(
+    conn: &mut PgConnection,
+    username: &str,
+    at: Timestamp,
+) -> StoreResult<()> {
+    // Grants first: the row locks make a concurrent `record_issued` (which
+    // holds FOR SHARE on its grant) finish before the next statement, which
+    // then sees the token it recorded.
+    sqlx::query("UPDATE grants SET revoked_at = $2 WHERE username = $1 AND revoked_at IS NULL")
+        .bind(username)
+        .bind(at.0)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "INSERT INTO revoked_tokens (jti, expires_at) \
+         SELECT t.jti, t.expires_at FROM issued_tokens t JOIN grants g ON g.id = t.grant_id \
+         WHERE g.username = $1 AND t.expires_at > $2 \
+         ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(username)
+    .bind(at.0)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM consents WHERE username = $1")
+        .bind(username)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE approvals SET token_expires_at = $2 \
+         WHERE decided_by = $1 AND status = 'approved' AND token_expires_at > $2",
+    )
+    .bind(username)
+    .bind(at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl AuthorizationStore for PostgresStore {
     async fn insert_user(&self, user: &UserRecord) -> StoreResult<()> {
@@ -143,45 +187,72 @@ impl AuthorizationStore for PostgresStore {
             .bind(username)
             .execute(&mut *tx)
             .await?;
-        // Grants first: the row locks make a concurrent `record_issued`
-        // (which holds FOR SHARE on its grant) finish before the next
-        // statement, which then sees the token it recorded.
-        sqlx::query("UPDATE grants SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL")
-            .bind(at.0)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO revoked_tokens (jti, expires_at) \
-             SELECT t.jti, t.expires_at FROM issued_tokens t JOIN grants g ON g.id = t.grant_id \
-             WHERE g.username = $1 AND t.expires_at > $2 \
-             ON CONFLICT (jti) DO NOTHING",
-        )
-        .bind(username)
-        .bind(at.0)
-        .execute(&mut *tx)
-        .await?;
+        revoke_user_authorizations(&mut tx, username, at).await?;
         let generation = bump_generation(&mut tx).await?;
         tx.commit().await?;
         self.note_bump(generation);
         Ok(changed)
     }
 
-    async fn set_user_password(&self, username: &str, password_hash: &str) -> StoreResult<bool> {
-        let result = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
-            .bind(password_hash)
-            .bind(username)
-            .execute(&self.pool)
-            .await?;
+    async fn enable_user(&self, username: &str) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE users SET disabled_at = NULL WHERE username = $1 AND disabled_at IS NOT NULL",
+        )
+        .bind(username)
+        .execute(&self.pool)
+        .await?;
         Ok(result.rows_affected() == 1)
     }
 
-    async fn login_throttle(&self, username: &str) -> StoreResult<Option<LoginThrottle>> {
-        let row =
-            sqlx::query("SELECT failures, locked_until FROM login_throttle WHERE username = $1")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
+    async fn change_user_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        revoke_grants: bool,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
+            .bind(password_hash)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !changed {
+            return Ok(false);
+        }
+        for sql in [
+            "DELETE FROM browser_sessions WHERE username = $1",
+            "DELETE FROM login_failures WHERE username = $1",
+        ] {
+            sqlx::query(sql).bind(username).execute(&mut *tx).await?;
+        }
+        let generation = if revoke_grants {
+            revoke_user_authorizations(&mut tx, username, at).await?;
+            Some(bump_generation(&mut tx).await?)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        if let Some(generation) = generation {
+            self.note_bump(generation);
+        }
+        Ok(true)
+    }
+
+    async fn login_throttle(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+    ) -> StoreResult<Option<LoginThrottle>> {
+        let row = sqlx::query(
+            "SELECT failures, locked_until FROM login_failures WHERE username = $1 AND source = $2",
+        )
+        .bind(username)
+        .bind(counter.stored())
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|row| {
             Ok(LoginThrottle {
                 failures: u32::try_from(row.try_get::<i64, _>("failures")?).unwrap_or(u32::MAX),
@@ -194,19 +265,22 @@ impl AuthorizationStore for PostgresStore {
     async fn record_login_failure(
         &self,
         username: &str,
+        counter: LoginCounter<'_>,
         now: Timestamp,
         window_ms: i64,
     ) -> StoreResult<u32> {
-        // One upsert: concurrent failures each add one (the conflicting
-        // insert waits and then updates the committed row).
+        // SET expressions all read the row as it was, so both CASEs test
+        // the old window.
         let failures: i64 = sqlx::query_scalar(
-            "INSERT INTO login_throttle (username, failures, locked_until, updated_at) VALUES ($1, 1, 0, $2) \
-             ON CONFLICT (username) DO UPDATE SET \
-               failures = CASE WHEN login_throttle.updated_at < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
-               updated_at = $2 \
+            "INSERT INTO login_failures (username, source, failures, window_start, locked_until) \
+             VALUES ($1, $2, 1, $3, 0) \
+             ON CONFLICT (username, source) DO UPDATE SET \
+               failures = CASE WHEN login_failures.window_start < $4 THEN 1 ELSE login_failures.failures + 1 END, \
+               window_start = CASE WHEN login_failures.window_start < $4 THEN $3 ELSE login_failures.window_start END \
              RETURNING failures",
         )
         .bind(username)
+        .bind(counter.stored())
         .bind(now.0)
         .bind(now.0.saturating_sub(window_ms))
         .fetch_one(&self.pool)
@@ -214,19 +288,41 @@ impl AuthorizationStore for PostgresStore {
         Ok(u32::try_from(failures).unwrap_or(u32::MAX))
     }
 
-    async fn lock_login(&self, username: &str, until: Timestamp) -> StoreResult<()> {
+    async fn lock_login(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+        until: Timestamp,
+    ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE login_throttle SET locked_until = GREATEST(locked_until, $1) WHERE username = $2",
+            "INSERT INTO login_failures (username, source, failures, window_start, locked_until) \
+             VALUES ($1, $2, 0, 0, $3) \
+             ON CONFLICT (username, source) DO UPDATE SET \
+               locked_until = GREATEST(login_failures.locked_until, excluded.locked_until)",
         )
-        .bind(until.0)
         .bind(username)
+        .bind(counter.stored())
+        .bind(until.0)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
+    async fn clear_login_counter(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+    ) -> StoreResult<()> {
+        sqlx::query("DELETE FROM login_failures WHERE username = $1 AND source = $2")
+            .bind(username)
+            .bind(counter.stored())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn clear_login_failures(&self, username: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM login_throttle WHERE username = $1")
+        sqlx::query("DELETE FROM login_failures WHERE username = $1")
             .bind(username)
             .execute(&self.pool)
             .await?;
@@ -261,6 +357,17 @@ impl AuthorizationStore for PostgresStore {
         .bind(now.0)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    async fn delete_browser_session(&self, id_hash: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar(
+                "DELETE FROM browser_sessions WHERE id_hash = $1 RETURNING username",
+            )
+            .bind(id_hash)
+            .fetch_optional(&self.pool)
+            .await?,
+        )
     }
 
     async fn insert_authorization_request(
@@ -705,6 +812,8 @@ impl AuthorizationStore for PostgresStore {
             "DELETE FROM approvals WHERE expires_at <= $1 - 86400000 \
              AND (token_expires_at IS NULL OR token_expires_at <= $1 - 86400000)",
             "DELETE FROM auth_failures WHERE window_start <= $1 - 86400000 \
+             AND locked_until <= $1 - 86400000",
+            "DELETE FROM login_failures WHERE window_start <= $1 - 86400000 \
              AND locked_until <= $1 - 86400000",
         ] {
             sqlx::query(sql).bind(now.0).execute(&mut *tx).await?;

@@ -275,8 +275,8 @@ async fn concurrent_start_ups_migrate_once_and_a_newer_schema_is_refused() {
             .fetch_all(&admin)
             .await
             .unwrap();
-            let known: Vec<i64> = super::MIGRATIONS.iter().map(|(v, _)| *v).collect();
-            assert_eq!(versions, known);
+            let every: Vec<i64> = MIGRATIONS.iter().map(|(version, _)| *version).collect();
+            assert_eq!(versions, every);
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO {name}.schema_migrations (version) VALUES (99)"
             )))

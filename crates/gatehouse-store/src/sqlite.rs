@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0003_authorization.sql"),
     ),
     (4, include_str!("../migrations/sqlite/0004_gating.sql")),
+    (5, include_str!("../migrations/sqlite/0005_identity.sql")),
     (
         8,
         include_str!("../migrations/sqlite/0008_exact_approval_arguments.sql"),

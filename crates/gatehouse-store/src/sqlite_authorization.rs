@@ -5,13 +5,13 @@
 use async_trait::async_trait;
 use gatehouse_core::Timestamp;
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::sqlite::{json_list, list_json, opt_ts};
 use crate::{
     AuthCodeRecord, AuthorizationStore, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
-    GrantRecord, LoginThrottle, RefreshRotation, RefreshTokenRecord, SqliteStore, StoreError,
-    StoreResult, UserRecord,
+    GrantRecord, LoginCounter, LoginThrottle, RefreshRotation, RefreshTokenRecord, SqliteStore,
+    StoreError, StoreResult, UserRecord,
 };
 
 fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
@@ -58,6 +58,47 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<DeviceRecord> {
 
 const INSERT_GRANT: &str = "INSERT INTO grants (id, client_id, username, tenant, roles, scope, resource, created_at, revoked_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+/// Ends what a user authorized, inside the caller's transaction (the
+/// caller bumps the credential generation after commit): their grants, with
+/// the access tokens issued from them on the revocation list (their
+/// refresh tokens and codes then find no live grant), their remembered
+/// consents (else a client the attacker approved would get codes without
+/// asking), and the operation tokens they approved that are still unused.
+async fn revoke_user_authorizations(
+    conn: &mut SqliteConnection,
+    username: &str,
+    at: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO revoked_tokens (jti, expires_at) \
+         SELECT t.jti, t.expires_at FROM issued_tokens t JOIN grants g ON g.id = t.grant_id \
+         WHERE g.username = $1 AND t.expires_at > $2 \
+         ON CONFLICT (jti) DO NOTHING",
+    )
+    .bind(username)
+    .bind(at.0)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE grants SET revoked_at = $2 WHERE username = $1 AND revoked_at IS NULL")
+        .bind(username)
+        .bind(at.0)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM consents WHERE username = $1")
+        .bind(username)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "UPDATE approvals SET token_expires_at = $2 \
+         WHERE decided_by = $1 AND status = 'approved' AND token_expires_at > $2",
+    )
+    .bind(username)
+    .bind(at.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
 
 impl SqliteStore {
     async fn grant(&self, id: &str) -> StoreResult<Option<GrantRecord>> {
@@ -129,41 +170,68 @@ impl AuthorizationStore for SqliteStore {
             .bind(username)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO revoked_tokens (jti, expires_at) \
-             SELECT t.jti, t.expires_at FROM issued_tokens t JOIN grants g ON g.id = t.grant_id \
-             WHERE g.username = $1 AND t.expires_at > $2 \
-             ON CONFLICT (jti) DO NOTHING",
-        )
-        .bind(username)
-        .bind(at.0)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE grants SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL")
-            .bind(at.0)
-            .bind(username)
-            .execute(&mut *tx)
-            .await?;
+        revoke_user_authorizations(&mut tx, username, at).await?;
         tx.commit().await?;
         self.bump_generation();
         Ok(changed)
     }
 
-    async fn set_user_password(&self, username: &str, password_hash: &str) -> StoreResult<bool> {
-        let result = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
-            .bind(password_hash)
-            .bind(username)
-            .execute(&self.pool)
-            .await?;
+    async fn enable_user(&self, username: &str) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE users SET disabled_at = NULL WHERE username = $1 AND disabled_at IS NOT NULL",
+        )
+        .bind(username)
+        .execute(&self.pool)
+        .await?;
         Ok(result.rows_affected() == 1)
     }
 
-    async fn login_throttle(&self, username: &str) -> StoreResult<Option<LoginThrottle>> {
-        let row =
-            sqlx::query("SELECT failures, locked_until FROM login_throttle WHERE username = $1")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
+    async fn change_user_password(
+        &self,
+        username: &str,
+        password_hash: &str,
+        revoke_grants: bool,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
+            .bind(password_hash)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !changed {
+            return Ok(false);
+        }
+        for sql in [
+            "DELETE FROM browser_sessions WHERE username = $1",
+            "DELETE FROM login_failures WHERE username = $1",
+        ] {
+            sqlx::query(sql).bind(username).execute(&mut *tx).await?;
+        }
+        if revoke_grants {
+            revoke_user_authorizations(&mut tx, username, at).await?;
+        }
+        tx.commit().await?;
+        if revoke_grants {
+            self.bump_generation();
+        }
+        Ok(true)
+    }
+
+    async fn login_throttle(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+    ) -> StoreResult<Option<LoginThrottle>> {
+        let row = sqlx::query(
+            "SELECT failures, locked_until FROM login_failures WHERE username = $1 AND source = $2",
+        )
+        .bind(username)
+        .bind(counter.stored())
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|row| {
             Ok(LoginThrottle {
                 failures: u32::try_from(row.try_get::<i64, _>("failures")?).unwrap_or(u32::MAX),
@@ -176,17 +244,22 @@ impl AuthorizationStore for SqliteStore {
     async fn record_login_failure(
         &self,
         username: &str,
+        counter: LoginCounter<'_>,
         now: Timestamp,
         window_ms: i64,
     ) -> StoreResult<u32> {
+        // SET expressions all read the row as it was, so both CASEs test
+        // the old window.
         let failures: i64 = sqlx::query_scalar(
-            "INSERT INTO login_throttle (username, failures, locked_until, updated_at) VALUES ($1, 1, 0, $2) \
-             ON CONFLICT (username) DO UPDATE SET \
-               failures = CASE WHEN login_throttle.updated_at < $3 THEN 1 ELSE login_throttle.failures + 1 END, \
-               updated_at = $2 \
+            "INSERT INTO login_failures (username, source, failures, window_start, locked_until) \
+             VALUES ($1, $2, 1, $3, 0) \
+             ON CONFLICT (username, source) DO UPDATE SET \
+               failures = CASE WHEN login_failures.window_start < $4 THEN 1 ELSE login_failures.failures + 1 END, \
+               window_start = CASE WHEN login_failures.window_start < $4 THEN $3 ELSE login_failures.window_start END \
              RETURNING failures",
         )
         .bind(username)
+        .bind(counter.stored())
         .bind(now.0)
         .bind(now.0.saturating_sub(window_ms))
         .fetch_one(&self.pool)
@@ -194,19 +267,41 @@ impl AuthorizationStore for SqliteStore {
         Ok(u32::try_from(failures).unwrap_or(u32::MAX))
     }
 
-    async fn lock_login(&self, username: &str, until: Timestamp) -> StoreResult<()> {
+    async fn lock_login(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+        until: Timestamp,
+    ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE login_throttle SET locked_until = MAX(locked_until, $1) WHERE username = $2",
+            "INSERT INTO login_failures (username, source, failures, window_start, locked_until) \
+             VALUES ($1, $2, 0, 0, $3) \
+             ON CONFLICT (username, source) DO UPDATE SET \
+               locked_until = MAX(login_failures.locked_until, excluded.locked_until)",
         )
-        .bind(until.0)
         .bind(username)
+        .bind(counter.stored())
+        .bind(until.0)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
+    async fn clear_login_counter(
+        &self,
+        username: &str,
+        counter: LoginCounter<'_>,
+    ) -> StoreResult<()> {
+        sqlx::query("DELETE FROM login_failures WHERE username = $1 AND source = $2")
+            .bind(username)
+            .bind(counter.stored())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn clear_login_failures(&self, username: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM login_throttle WHERE username = $1")
+        sqlx::query("DELETE FROM login_failures WHERE username = $1")
             .bind(username)
             .execute(&self.pool)
             .await?;
@@ -241,6 +336,17 @@ impl AuthorizationStore for SqliteStore {
         .bind(now.0)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    async fn delete_browser_session(&self, id_hash: &str) -> StoreResult<Option<String>> {
+        Ok(
+            sqlx::query_scalar(
+                "DELETE FROM browser_sessions WHERE id_hash = $1 RETURNING username",
+            )
+            .bind(id_hash)
+            .fetch_optional(&self.pool)
+            .await?,
+        )
     }
 
     async fn insert_authorization_request(
@@ -687,6 +793,8 @@ impl AuthorizationStore for SqliteStore {
             "DELETE FROM approvals WHERE expires_at <= $1 - 86400000 \
              AND (token_expires_at IS NULL OR token_expires_at <= $1 - 86400000)",
             "DELETE FROM auth_failures WHERE window_start <= $1 - 86400000 \
+             AND locked_until <= $1 - 86400000",
+            "DELETE FROM login_failures WHERE window_start <= $1 - 86400000 \
              AND locked_until <= $1 - 86400000",
         ] {
             sqlx::query(sql).bind(now.0).execute(&mut *tx).await?;

@@ -12,8 +12,8 @@ use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
 use crate::{
     ApiKeyRecord, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuditQuery, AuthCodeRecord,
     AuthLock, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus, GrantRecord,
-    OperationBinding, RefreshRotation, RefreshTokenRecord, SigningKeyRecord, Store, StoreError,
-    TaskGrantRecord, UserRecord,
+    LoginCounter, LoginThrottle, OperationBinding, RefreshRotation, RefreshTokenRecord,
+    SigningKeyRecord, Store, StoreError, TaskGrantRecord, UserRecord,
 };
 
 pub(crate) type TestStore = Arc<dyn Store>;
@@ -42,8 +42,12 @@ macro_rules! conformance_tests {
             authorization_requests_are_taken_once,
             users_round_trip,
             consents_round_trip,
-            login_failures_count_within_a_window_and_reset,
+            login_failures_count_per_source_and_per_name,
             disabling_a_user_ends_sessions_and_grants,
+            changing_a_password_ends_sessions_and_what_the_user_authorized,
+            a_password_change_may_keep_the_grants_but_never_the_sessions,
+            an_enabled_user_signs_in_again_without_what_the_disable_revoked,
+            a_browser_session_is_deleted_once,
             device_polls_pending_slow_down_approved_once,
             a_denied_device_authorization_reports_denied,
             unused_dynamic_clients_are_deleted,
@@ -73,6 +77,7 @@ macro_rules! conformance_tests {
             concurrent_decisions_of_one_approval_decide_once,
             concurrent_task_grant_revocations_revoke_once,
             concurrent_auth_failures_each_count,
+            concurrent_login_failures_each_count,
         );
     };
     (@tests $run:path; $($name:ident),* $(,)?) => {
@@ -824,8 +829,18 @@ pub(crate) async fn users_round_trip(store: TestStore) {
             .collect::<Vec<_>>(),
         ["alice", "bob"]
     );
-    assert!(store.set_user_password("bob", "$new").await.unwrap());
-    assert!(!store.set_user_password("carol", "$new").await.unwrap());
+    assert!(
+        store
+            .change_user_password("bob", "$new", true, Timestamp(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .change_user_password("carol", "$new", true, Timestamp(5))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.user("bob").await.unwrap().unwrap().password_hash,
         "$new"
@@ -849,41 +864,129 @@ pub(crate) async fn consents_round_trip(store: TestStore) {
     assert_eq!(store.consent("bob", "ghc_app").await.unwrap(), None);
 }
 
-pub(crate) async fn login_failures_count_within_a_window_and_reset(store: TestStore) {
+pub(crate) async fn login_failures_count_per_source_and_per_name(store: TestStore) {
     let window = 900_000;
-    assert_eq!(store.login_throttle("bob").await.unwrap(), None);
+    let a = LoginCounter::Source("192.0.2.1");
+    let b = LoginCounter::Source("2001:db8::/64");
+    let name = LoginCounter::Name;
+    assert_eq!(store.login_throttle("bob", a).await.unwrap(), None);
+    for (counter, expected) in [(a, 1), (name, 1), (a, 2), (name, 2), (b, 1), (name, 3)] {
+        assert_eq!(
+            store
+                .record_login_failure("bob", counter, Timestamp(10), window)
+                .await
+                .unwrap(),
+            expected,
+            "{counter:?}"
+        );
+    }
+    // Another name's counters are its own.
     assert_eq!(
         store
-            .record_login_failure("bob", Timestamp(0), window)
+            .record_login_failure("carol", a, Timestamp(10), window)
             .await
             .unwrap(),
         1
     );
-    assert_eq!(
-        store
-            .record_login_failure("bob", Timestamp(10), window)
-            .await
-            .unwrap(),
-        2
-    );
-    store.lock_login("bob", Timestamp(5_000)).await.unwrap();
+    store.lock_login("bob", a, Timestamp(5_000)).await.unwrap();
     // A lock is never shortened.
-    store.lock_login("bob", Timestamp(4_000)).await.unwrap();
-    let throttle = store.login_throttle("bob").await.unwrap().unwrap();
+    store.lock_login("bob", a, Timestamp(4_000)).await.unwrap();
+    // A lock may be set on a counter without failures (another instance's view).
+    store
+        .lock_login("dave", name, Timestamp(7_000))
+        .await
+        .unwrap();
     assert_eq!(
-        (throttle.failures, throttle.locked_until),
-        (2, Timestamp(5_000))
+        store.login_throttle("bob", a).await.unwrap(),
+        Some(LoginThrottle {
+            failures: 2,
+            locked_until: Timestamp(5_000)
+        })
     );
-    // A long quiet period forgets earlier failures.
+    assert_eq!(
+        store.login_throttle("bob", name).await.unwrap(),
+        Some(LoginThrottle {
+            failures: 3,
+            locked_until: Timestamp(0)
+        })
+    );
     assert_eq!(
         store
-            .record_login_failure("bob", Timestamp(10 + window + 1), window)
+            .login_throttle("dave", name)
+            .await
+            .unwrap()
+            .map(|t| t.locked_until),
+        Some(Timestamp(7_000))
+    );
+    // The window runs from the first failure, not the last: a steady
+    // trickle does not keep a count alive forever.
+    assert_eq!(
+        store
+            .record_login_failure("bob", name, Timestamp(10 + window - 1), window)
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        store
+            .record_login_failure("bob", name, Timestamp(10 + window + 1), window)
             .await
             .unwrap(),
         1
     );
+    // A source that signs in forgets only its own count.
+    store.clear_login_counter("bob", a).await.unwrap();
+    assert_eq!(store.login_throttle("bob", a).await.unwrap(), None);
+    assert!(store.login_throttle("bob", b).await.unwrap().is_some());
+    assert!(store.login_throttle("bob", name).await.unwrap().is_some());
+    // The operator's unlock forgets every count and lock of the name.
     store.clear_login_failures("bob").await.unwrap();
-    assert_eq!(store.login_throttle("bob").await.unwrap(), None);
+    for counter in [a, b, name] {
+        assert_eq!(store.login_throttle("bob", counter).await.unwrap(), None);
+    }
+    assert!(store.login_throttle("carol", a).await.unwrap().is_some());
+    // A day after they ended, counts and locks are purged.
+    store
+        .purge_expired(Timestamp(7_000 + 86_400_000))
+        .await
+        .unwrap();
+    assert_eq!(store.login_throttle("carol", a).await.unwrap(), None);
+    assert_eq!(store.login_throttle("dave", name).await.unwrap(), None);
+}
+
+pub(crate) async fn concurrent_login_failures_each_count(store: TestStore) {
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let source = format!("192.0.2.{i}");
+                store
+                    .record_login_failure("bob", LoginCounter::Name, Timestamp(i), 900_000)
+                    .await
+                    .unwrap();
+                store
+                    .record_login_failure(
+                        "bob",
+                        LoginCounter::Source(&source),
+                        Timestamp(i),
+                        900_000,
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 1);
+    }
+    assert_eq!(
+        store
+            .login_throttle("bob", LoginCounter::Name)
+            .await
+            .unwrap()
+            .map(|t| t.failures),
+        Some(20)
+    );
 }
 
 pub(crate) async fn disabling_a_user_ends_sessions_and_grants(store: TestStore) {
@@ -933,6 +1036,241 @@ pub(crate) async fn disabling_a_user_ends_sessions_and_grants(store: TestStore) 
     assert_eq!(
         store.user("alice").await.unwrap().unwrap().disabled_at,
         Some(Timestamp(100))
+    );
+}
+
+/// Alice and bob, each with two browser sessions, a grant with an
+/// issued access token and a refresh token, a remembered consent, an
+/// approved operation token not yet used, and failed logins.
+async fn users_with_sessions_and_grants(store: &TestStore) {
+    for name in ["alice", "bob"] {
+        store.insert_user(&user(name)).await.unwrap();
+        for n in 1..=2 {
+            store
+                .insert_browser_session(
+                    &format!("s-{name}-{n}"),
+                    name,
+                    Timestamp(0),
+                    Timestamp(100_000),
+                )
+                .await
+                .unwrap();
+        }
+        let mut g = grant(&format!("g-{name}"));
+        g.username = name.into();
+        store
+            .insert_code_grant(&g, &code(&format!("c-{name}"), &g.id))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .record_issued(
+                    &g.id,
+                    &format!("jti-{name}"),
+                    Timestamp(900_000),
+                    Some(&refresh(&format!("r-{name}"), &g.id)),
+                )
+                .await
+                .unwrap()
+        );
+        store
+            .put_consent(name, "ghc_app", "tools:read", Timestamp(1))
+            .await
+            .unwrap();
+        let id = format!("apr-{name}");
+        store
+            .insert_approval(&approval(&id, "acme", 1_000))
+            .await
+            .unwrap();
+        store
+            .decide_approval(&id, &approve(&format!("h-{name}")), name, Timestamp(2_000))
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .record_login_failure(name, LoginCounter::Name, Timestamp(10), 900_000)
+            .await
+            .unwrap();
+    }
+}
+
+pub(crate) async fn changing_a_password_ends_sessions_and_what_the_user_authorized(
+    store: TestStore,
+) {
+    users_with_sessions_and_grants(&store).await;
+    let at = Timestamp(3_000);
+    let before = store.credential_generation();
+    assert!(
+        store
+            .change_user_password("alice", "$argon2id$new", true, at)
+            .await
+            .unwrap()
+    );
+    assert_ne!(store.credential_generation(), before);
+    let alice = store.user("alice").await.unwrap().unwrap();
+    assert_eq!(alice.password_hash, "$argon2id$new");
+    assert_eq!(alice.disabled_at, None);
+    for n in 1..=2 {
+        let id = format!("s-alice-{n}");
+        assert_eq!(store.browser_session(&id, at).await.unwrap(), None);
+    }
+    // Her access token is on the revocation list; her grant issues
+    // nothing more and her refresh token and code are dead.
+    assert_eq!(
+        store.revoked_tokens(at).await.unwrap(),
+        vec!["jti-alice".to_string()]
+    );
+    assert!(
+        !store
+            .record_issued("g-alice", "jti-new", Timestamp(900_000), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.rotate_refresh_token("r-alice", at).await.unwrap(),
+        RefreshRotation::Invalid
+    );
+    assert_eq!(
+        store.redeem_code("c-alice", at).await.unwrap(),
+        CodeRedemption::Invalid
+    );
+    assert_eq!(store.consent("alice", "ghc_app").await.unwrap(), None);
+    // The operation token she approved and nobody used has expired.
+    assert_eq!(
+        store
+            .redeem_operation_token(&binding("h-alice"), at)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .approval("apr-alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .token_expires_at,
+        Some(at)
+    );
+    assert_eq!(
+        store
+            .login_throttle("alice", LoginCounter::Name)
+            .await
+            .unwrap(),
+        None
+    );
+    // Bob keeps everything.
+    assert_eq!(
+        store.browser_session("s-bob-1", at).await.unwrap(),
+        Some("bob".into())
+    );
+    assert!(
+        store
+            .record_issued("g-bob", "jti-bob-2", Timestamp(900_000), None)
+            .await
+            .unwrap()
+    );
+    assert!(store.consent("bob", "ghc_app").await.unwrap().is_some());
+    assert!(
+        store
+            .redeem_operation_token(&binding("h-bob"), at)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // No such user: nothing happens.
+    assert!(
+        !store
+            .change_user_password("carol", "$x", true, at)
+            .await
+            .unwrap()
+    );
+}
+
+pub(crate) async fn a_password_change_may_keep_the_grants_but_never_the_sessions(store: TestStore) {
+    users_with_sessions_and_grants(&store).await;
+    let at = Timestamp(3_000);
+    assert!(
+        store
+            .change_user_password("alice", "$argon2id$new", false, at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.browser_session("s-alice-1", at).await.unwrap(), None);
+    assert_eq!(store.browser_session("s-alice-2", at).await.unwrap(), None);
+    assert_eq!(
+        store.revoked_tokens(at).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(matches!(
+        store.rotate_refresh_token("r-alice", at).await.unwrap(),
+        RefreshRotation::Rotated(..)
+    ));
+    assert!(store.consent("alice", "ghc_app").await.unwrap().is_some());
+    assert!(
+        store
+            .redeem_operation_token(&binding("h-alice"), at)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+pub(crate) async fn an_enabled_user_signs_in_again_without_what_the_disable_revoked(
+    store: TestStore,
+) {
+    users_with_sessions_and_grants(&store).await;
+    let at = Timestamp(3_000);
+    assert!(!store.enable_user("alice").await.unwrap(), "not disabled");
+    assert!(store.disable_user("alice", at).await.unwrap());
+    assert_eq!(store.consent("alice", "ghc_app").await.unwrap(), None);
+    assert!(store.enable_user("alice").await.unwrap());
+    assert!(!store.enable_user("alice").await.unwrap(), "enabled once");
+    assert!(!store.enable_user("carol").await.unwrap());
+    assert_eq!(
+        store.user("alice").await.unwrap().unwrap().disabled_at,
+        None
+    );
+    // Old sessions and grants stay dead; a new session works.
+    assert_eq!(store.browser_session("s-alice-1", at).await.unwrap(), None);
+    assert_eq!(
+        store.revoked_tokens(at).await.unwrap(),
+        vec!["jti-alice".to_string()]
+    );
+    assert_eq!(
+        store.rotate_refresh_token("r-alice", at).await.unwrap(),
+        RefreshRotation::Invalid
+    );
+    store
+        .insert_browser_session("s-alice-3", "alice", at, Timestamp(100_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.browser_session("s-alice-3", at).await.unwrap(),
+        Some("alice".into())
+    );
+}
+
+pub(crate) async fn a_browser_session_is_deleted_once(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
+    for id in ["s1", "s2"] {
+        store
+            .insert_browser_session(id, "alice", Timestamp(0), Timestamp(10_000))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.delete_browser_session("s1").await.unwrap(),
+        Some("alice".into())
+    );
+    assert_eq!(store.delete_browser_session("s1").await.unwrap(), None);
+    assert_eq!(
+        store.browser_session("s1", Timestamp(5)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.browser_session("s2", Timestamp(5)).await.unwrap(),
+        Some("alice".into())
     );
 }
 

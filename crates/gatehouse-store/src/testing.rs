@@ -7,8 +7,9 @@ use gatehouse_core::{AuditEvent, Timestamp};
 use crate::{
     ApiKeyRecord, ApprovalDecision, ApprovalRecord, AuditQuery, AuditRow, AuthCodeRecord, AuthLock,
     AuthorizationStore, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, GatingStore,
-    GrantRecord, LoginThrottle, OperationBinding, RefreshRotation, RefreshTokenRecord,
-    SigningKeyRecord, Store, StoreError, StoreResult, TaskGrantRecord, UserRecord,
+    GrantRecord, LoginCounter, LoginThrottle, OperationBinding, RefreshRotation,
+    RefreshTokenRecord, SigningKeyRecord, Store, StoreError, StoreResult, TaskGrantRecord,
+    UserRecord,
 };
 
 /// A store whose every call fails, to check that tools fail closed.
@@ -116,16 +117,38 @@ impl AuthorizationStore for DownStore {
     async fn disable_user(&self, _: &str, _: Timestamp) -> StoreResult<bool> {
         down()
     }
-    async fn set_user_password(&self, _: &str, _: &str) -> StoreResult<bool> {
+    async fn enable_user(&self, _: &str) -> StoreResult<bool> {
         down()
     }
-    async fn login_throttle(&self, _: &str) -> StoreResult<Option<LoginThrottle>> {
+    async fn change_user_password(
+        &self,
+        _: &str,
+        _: &str,
+        _: bool,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
         down()
     }
-    async fn record_login_failure(&self, _: &str, _: Timestamp, _: i64) -> StoreResult<u32> {
+    async fn login_throttle(
+        &self,
+        _: &str,
+        _: LoginCounter<'_>,
+    ) -> StoreResult<Option<LoginThrottle>> {
         down()
     }
-    async fn lock_login(&self, _: &str, _: Timestamp) -> StoreResult<()> {
+    async fn record_login_failure(
+        &self,
+        _: &str,
+        _: LoginCounter<'_>,
+        _: Timestamp,
+        _: i64,
+    ) -> StoreResult<u32> {
+        down()
+    }
+    async fn lock_login(&self, _: &str, _: LoginCounter<'_>, _: Timestamp) -> StoreResult<()> {
+        down()
+    }
+    async fn clear_login_counter(&self, _: &str, _: LoginCounter<'_>) -> StoreResult<()> {
         down()
     }
     async fn clear_login_failures(&self, _: &str) -> StoreResult<()> {
@@ -141,6 +164,9 @@ impl AuthorizationStore for DownStore {
         down()
     }
     async fn browser_session(&self, _: &str, _: Timestamp) -> StoreResult<Option<String>> {
+        down()
+    }
+    async fn delete_browser_session(&self, _: &str) -> StoreResult<Option<String>> {
         down()
     }
     async fn insert_authorization_request(

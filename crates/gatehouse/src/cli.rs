@@ -305,16 +305,29 @@ pub enum UsersCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Set a new password (generated unless --password-stdin).
+    /// Enable a disabled user: they may sign in again. What the disable
+    /// revoked stays revoked (their clients sign in again).
+    Enable {
+        username: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Set a new password (generated unless --password-stdin). Ends the
+    /// user's browser sessions and revokes every token they authorized, on
+    /// every instance at once.
     Passwd {
         username: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// Keep the tokens the user authorized (their clients stay signed
+        /// in). Browser sessions end all the same.
+        #[arg(long)]
+        keep_grants: bool,
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Clear a user's failed-login lockout.
+    /// Clear a user's failed logins and sign-in locks, from every address.
     Unlock {
         username: String,
         #[command(flatten)]

@@ -12,10 +12,11 @@ pub fn line(text: &str) {
     let _ = out.flush();
 }
 
-/// Prints `error: MESSAGE` on standard error.
+/// Prints `error: MESSAGE` on standard error, on one line: a message can
+/// quote stored names, so control characters in it are escaped too.
 pub fn error(message: &str) {
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "error: {message}");
+    let _ = writeln!(err, "error: {}", escape(message));
     let _ = err.flush();
 }
 
@@ -98,11 +99,6 @@ mod tests {
             );
         }
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[derive(Debug, thiserror::Error)]
     #[error("cannot read /x: {source}")]

@@ -92,7 +92,8 @@ fn authn_failure(error: &AuthnError, resource_metadata: &str) -> Response {
         | AuthnError::BadSecret
         | AuthnError::Revoked
         | AuthnError::Expired
-        | AuthnError::InvalidToken(_) => with_challenge(
+        | AuthnError::InvalidToken(_)
+        | AuthnError::TokenNotAccepted(_) => with_challenge(
             StatusCode::UNAUTHORIZED,
             challenge(resource_metadata, Some(("invalid_token", &description))),
             json!({"error": "invalid_token", "error_description": description}),

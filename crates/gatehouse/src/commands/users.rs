@@ -151,32 +151,59 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
                 output::json(&json!({"username": username, "status": "disabled"}));
             } else {
                 output::line(&format!(
-                    "Disabled {username}: sessions ended, authorized tokens revoked."
+                    "Disabled {username}: sessions ended, authorized tokens revoked. \
+                     `gatehouse users enable {username}` lets them sign in again."
+                ));
+            }
+        }
+        UsersCommand::Enable { username, json } => {
+            let username = normalize_username(&username);
+            if !store.enable_user(&username).await? {
+                bail!("no disabled user {username:?}");
+            }
+            if json.json {
+                output::json(&json!({"username": username, "status": "active"}));
+            } else {
+                output::line(&format!(
+                    "Enabled {username}: they may sign in again. Tokens revoked when they were \
+                     disabled stay revoked."
                 ));
             }
         }
         UsersCommand::Passwd {
             username,
             password_stdin,
+            keep_grants,
             json,
         } => {
             let username = normalize_username(&username);
             let (password, generated) = password(password_stdin)?;
+            let hash = hash(&password).await?;
             if !store
-                .set_user_password(&username, &hash(&password).await?)
+                .change_user_password(&username, &hash, !keep_grants, now)
                 .await?
             {
                 bail!("no user {username:?}");
             }
-            store.clear_login_failures(&username).await?;
             if json.json {
-                let mut value = json!({"username": username});
+                let mut value = json!({
+                    "username": username,
+                    "sessions_ended": true,
+                    "grants_revoked": !keep_grants,
+                });
                 if generated {
                     value["password"] = json!(password);
                 }
                 output::json(&value);
             } else {
-                output::line(&format!("Password of {username} changed."));
+                output::line(&format!(
+                    "Password of {username} changed; their browser sessions ended."
+                ));
+                output::line(if keep_grants {
+                    "Tokens they authorized were kept (--keep-grants)."
+                } else {
+                    "Every token they authorized was revoked; their clients sign in again."
+                });
                 if generated {
                     output::line(&format!("  password: {password}"));
                 }
@@ -188,7 +215,9 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
             if json.json {
                 output::json(&json!({"username": username, "unlocked": true}));
             } else {
-                output::line(&format!("Cleared failed logins of {username}."));
+                output::line(&format!(
+                    "Cleared failed logins and sign-in locks of {username}, from every address."
+                ));
             }
         }
     }

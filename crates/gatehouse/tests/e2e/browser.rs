@@ -70,6 +70,22 @@ impl Browser {
         }
     }
 
+    /// A browser whose requests come from `address`: every 127.0.0.0/8
+    /// address reaches the loopback listener, so a test can sign in from
+    /// several sources.
+    pub fn from_address(server: &Server, address: &str) -> Browser {
+        let address: std::net::IpAddr = address.parse().unwrap();
+        Browser {
+            base: server.base.clone(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .local_address(address)
+                .build()
+                .unwrap(),
+            cookies: HashMap::new(),
+        }
+    }
+
     fn url(&self, path_or_url: &str) -> String {
         if path_or_url.starts_with("http") {
             path_or_url.to_string()

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
 use super::harness::{MODERN, Server};
@@ -179,4 +181,132 @@ async fn a_missing_credential_never_counts() {
     let admin = server.admin_key.clone().unwrap();
     assert_eq!(tools_list(&server, Some(&admin)).await.0, 200);
     assert_eq!(server.cli_json(&["keys", "locks"]), json!([]));
+}
+
+/// A client-credentials access token from the server.
+async fn client_token(server: &Server) -> String {
+    let client = server.cli_json(&["clients", "create", "--name", "bot", "--role", "reader"]);
+    let (status, _, body) = super::oauth::token_request(
+        server,
+        &[("grant_type", "client_credentials")],
+        Some((
+            client["client_id"].as_str().unwrap(),
+            client["client_secret"].as_str().unwrap(),
+        )),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+fn decoded(segment: &str) -> Value {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).unwrap()).unwrap()
+}
+
+/// `token` with its claims changed by `edit`, signed again with the
+/// server's own signing key (unsealed from its store with its master key,
+/// as the server does). With the times moved back, this is exactly the
+/// token the server would have issued earlier: genuinely issued, and
+/// expired, without waiting for it to expire.
+async fn reissued(server: &Server, token: &str, edit: impl FnOnce(&mut Value)) -> String {
+    let mut parts = token.split('.');
+    let header = decoded(parts.next().unwrap());
+    let mut claims = decoded(parts.next().unwrap());
+    edit(&mut claims);
+    let kid = header["kid"].as_str().unwrap();
+    let master_hex = std::fs::read_to_string(server.data_dir().join("master.key")).unwrap();
+    let master = gatehouse_oauth::MasterKey::from_hex(master_hex.trim()).unwrap();
+    let store = gatehouse_store::SqliteStore::open(&server.data_dir().join("gatehouse.db"))
+        .await
+        .unwrap();
+    let record = gatehouse_store::Store::signing_keys(&store)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kid == kid)
+        .unwrap();
+    let pkcs8 = master.open(&record.sealed_pkcs8, kid.as_bytes()).unwrap();
+    gatehouse_oauth::SigningKey::from_pkcs8(&pkcs8)
+        .unwrap()
+        .sign(&claims)
+        .unwrap()
+}
+
+/// Two hours earlier: expired well beyond the leeway.
+fn two_hours_earlier(claims: &mut Value) {
+    for name in ["iat", "exp"] {
+        claims[name] = json!(claims[name].as_i64().unwrap() - 7200);
+    }
+}
+
+/// A token exchange of `subject` for the `research` task; returns
+/// (status, body).
+async fn exchange(server: &Server, subject: &str) -> (u16, Value) {
+    let (status, _, body) = super::oauth::token_request(
+        server,
+        &[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", subject),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            ("task", "research"),
+        ],
+        None,
+    )
+    .await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn expired_tokens_never_lock_an_address_but_forged_ones_do() {
+    let server = Server::start(None);
+    let fresh = client_token(&server).await;
+    let expired = reissued(&server, &fresh, two_hours_earlier).await;
+    let elsewhere = reissued(&server, &fresh, |claims| {
+        claims["aud"] = json!("http://127.0.0.1:9/mcp");
+    })
+    .await;
+    // An ordinary client whose token expired keeps trying: at /mcp, and as
+    // the subject of a token exchange. Neither is guessing.
+    for attempt in 1..=25 {
+        let (status, _, body) = tools_list(&server, Some(&expired)).await;
+        assert_eq!(status, 401, "attempt {attempt}: {body}");
+        assert_eq!(body["error"], "invalid_token", "{body}");
+        let (status, body) = exchange(&server, &expired).await;
+        assert_eq!(status, 400, "attempt {attempt}: {body}");
+        assert_eq!(body["error"], "invalid_grant", "{body}");
+    }
+    // Signed by us for another audience: genuinely issued, not counted.
+    for _ in 0..5 {
+        assert_eq!(tools_list(&server, Some(&elsewhere)).await.0, 401);
+    }
+    assert_eq!(tools_list(&server, Some(&fresh)).await.0, 200);
+    assert_eq!(server.cli_json(&["keys", "locks"]), json!([]));
+    let reasons: Vec<Value> = server
+        .audit(&["--kind", "authentication", "--outcome", "failure"])
+        .iter()
+        .map(|r| r["reason"].clone())
+        .collect();
+    assert!(reasons.contains(&json!("token_expired")), "{reasons:?}");
+
+    // A forged signature is a guess: twenty lock the address.
+    let (input, signature) = expired.rsplit_once('.').unwrap();
+    let mut forged_signature: Vec<char> = signature.chars().collect();
+    forged_signature[10] = if forged_signature[10] == 'A' {
+        'B'
+    } else {
+        'A'
+    };
+    let forged = format!("{input}.{}", forged_signature.iter().collect::<String>());
+    for attempt in 1..=20 {
+        let (status, _, body) = tools_list(&server, Some(&forged)).await;
+        assert_eq!(status, 401, "attempt {attempt}: {body}");
+    }
+    let (status, retry_after, body) = tools_list(&server, Some(&fresh)).await;
+    assert_locked(status, retry_after, &body);
 }
