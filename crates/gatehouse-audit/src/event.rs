@@ -33,6 +33,7 @@ impl EventBuilder {
                 tool: None,
                 arguments: None,
                 args_sha256: None,
+                approval: None,
                 decision: None,
                 reason: None,
                 outcome,
@@ -101,6 +102,12 @@ impl EventBuilder {
     /// The SHA-256 of the canonical exact arguments (see `AuditEvent`).
     pub fn args_sha256(mut self, hash: Option<String>) -> Self {
         self.event.args_sha256 = hash;
+        self
+    }
+
+    /// The approval the record is about (see `AuditEvent`).
+    pub fn approval(mut self, id: &str) -> Self {
+        self.event.approval = Some(id.to_string());
         self
     }
 

@@ -137,13 +137,14 @@ impl TokenRefusal {
     }
 }
 
-/// The audit record of a human's decision on an approval; `via` says
-/// where it was made ("on the approval page", "from the command line").
+/// The audit record of a human's decision on an approval; `source` says
+/// where it was made (the browser's address for the approval page, `cli`
+/// for the command line). A decision is a success, so it has no error text.
 pub fn decision_event(
     approval: &ApprovalRecord,
     decided_by: &str,
     approve: bool,
-    via: &str,
+    source: Option<String>,
     now: Timestamp,
 ) -> AuditEvent {
     EventBuilder::new(AuditKind::Grant, Outcome::Success, now)
@@ -154,13 +155,14 @@ pub fn decision_event(
         .session(approval.task_grant.clone())
         .tool(&approval.tool)
         .args_sha256(Some(approval.arguments_hash.clone()))
+        .approval(&approval.id)
+        .source(source)
         .decision(if approve { "approve" } else { "deny" })
         .reason(if approve {
             "approval_granted"
         } else {
             "approval_denied"
         })
-        .error(format!("approval {} decided {via}", approval.id))
         .build()
 }
 

@@ -111,6 +111,10 @@ pub struct AuditEvent {
     /// which arguments were approved and ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args_sha256: Option<String>,
+    /// The approval (`apr_…`) a record is about: the refusal that filed it,
+    /// the human's decision on it, and the call its operation token ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
     /// `allow` or `deny` for decisions.
     pub decision: Option<String>,
     /// A stable machine-readable reason code (`missing_credential`, `role_not_allowed`, …).

@@ -297,11 +297,30 @@ impl Gateway {
         detail: Option<String>,
         started: Instant,
     ) -> CallError {
+        self.refuse_about(caller, name, args, deny, detail, None, started)
+            .await
+    }
+
+    /// `refuse`, for a refusal about an approval (recorded with its id).
+    #[allow(clippy::too_many_arguments)]
+    async fn refuse_about(
+        &self,
+        caller: &Caller,
+        name: &str,
+        args: &CallArgs<'_>,
+        deny: Deny,
+        detail: Option<String>,
+        approval: Option<&str>,
+        started: Instant,
+    ) -> CallError {
         let mut event = self
             .denial_event(caller, name, args, &deny)
             .latency_us(micros_since(started));
         if let Some(detail) = detail {
             event = event.error(detail);
+        }
+        if let Some(approval) = approval {
+            event = event.approval(approval);
         }
         match self.audit.record(event.build()).await {
             Ok(()) => CallError::Denied(deny),
@@ -309,8 +328,9 @@ impl Gateway {
         }
     }
 
-    /// A call that needs an operation token: redeems the one in `_meta`,
-    /// or files an approval request and refuses with where to approve it.
+    /// A call that needs an operation token: redeems the one in `_meta`
+    /// (returning the permit and the approval's id), or files an approval
+    /// request and refuses with where to approve it.
     async fn approve(
         &self,
         caller: &Caller,
@@ -318,7 +338,7 @@ impl Gateway {
         args: &CallArgs<'_>,
         meta: Option<&Map<String, Value>>,
         started: Instant,
-    ) -> Result<Permit, CallError> {
+    ) -> Result<(Permit, String), CallError> {
         let name = needed.tool().to_string();
         let approval_required = Deny {
             tool: name.clone(),
@@ -346,12 +366,13 @@ impl Gateway {
                 .map_err(|e| CallError::Unavailable(e.to_string()))?;
             let detail = format!("{} (approval {})", approval_required.message(), pending.id);
             return match self
-                .refuse(
+                .refuse_about(
                     caller,
                     &name,
                     args,
                     approval_required,
                     Some(detail),
+                    Some(&pending.id),
                     started,
                 )
                 .await
@@ -370,7 +391,7 @@ impl Gateway {
             .await
             .map_err(|e| CallError::Unavailable(e.to_string()))?
         {
-            Ok(approval) => Ok(needed.into_permit(&approval.id)),
+            Ok(approval) => Ok((needed.into_permit(&approval.id), approval.id)),
             Err(refusal) => {
                 let deny = Deny {
                     tool: name.clone(),
@@ -417,7 +438,6 @@ impl Gateway {
             sha256: matches!(decision, Decision::NeedsApproval(_))
                 .then(|| arguments_hash(&as_value)),
         };
-        let event = |kind, outcome| self.tool_event(caller, name, &args, kind, outcome);
         // `Ok`: permitted; `Err`: permitted once a human has approved.
         let permitted = match decision {
             Decision::Deny(deny) => {
@@ -438,9 +458,20 @@ impl Gateway {
             };
             return Err(self.refuse(caller, name, &args, deny, None, started).await);
         }
-        let permit = match permitted {
-            Ok(permit) => permit,
-            Err(needed) => self.approve(caller, needed, &args, meta, started).await?,
+        let (permit, approval) = match permitted {
+            Ok(permit) => (permit, None),
+            Err(needed) => {
+                let (permit, id) = self.approve(caller, needed, &args, meta, started).await?;
+                (permit, Some(id))
+            }
+        };
+        // The records of an approved call name the approval whose token ran it.
+        let event = |kind, outcome| {
+            let event = self.tool_event(caller, name, &args, kind, outcome);
+            match &approval {
+                Some(id) => event.approval(id),
+                None => event,
+            }
         };
         // The decision is durable before the tool has any effect.
         self.audit

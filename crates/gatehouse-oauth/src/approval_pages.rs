@@ -5,19 +5,20 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use gatehouse_authz::{ApprovalError, Approvals, Decider, SharedPolicy, decision_event};
-use gatehouse_core::Timestamp;
+use gatehouse_core::{PeerAddr, Timestamp};
 use gatehouse_store::{ApprovalRecord, UserRecord};
 
 use crate::browser::{
     Browser, browser, current_user, failure_page, forged_form_page, form, login_form,
     sign_out_csrf, with_csrf_cookie,
 };
-use crate::http::{AsState, param};
+use crate::http::{AsState, param, source};
 use crate::pages::{ApprovalPage, approval_page, approved_page, html_response, message_page};
 use crate::routes;
 
@@ -170,6 +171,7 @@ pub(crate) async fn show(
 pub(crate) async fn decide(
     State(state): State<Arc<AsState>>,
     Path(id): Path<String>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -218,13 +220,7 @@ pub(crate) async fn decide(
         Err(e) => return approval_error_page(&e),
     };
     let approval = &decided.approval;
-    let event = decision_event(
-        approval,
-        &user.username,
-        approve,
-        "on the approval page",
-        now,
-    );
+    let event = decision_event(approval, &user.username, approve, source(peer), now);
     if let Err(e) = state.server.record(event).await {
         return failure_page(&e);
     }

@@ -48,7 +48,7 @@ fn newest_migration() -> i64 {
     MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0)
 }
 
-/// 18 bound values per row; PostgreSQL allows 65535 per statement.
+/// 19 bound values per row; PostgreSQL allows 65535 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 3_000;
 
 /// The channel every instance listens on for credential changes.
@@ -377,6 +377,7 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditRow> {
             tool: row.try_get("tool")?,
             arguments,
             args_sha256: row.try_get("args_sha256")?,
+            approval: row.try_get("approval")?,
             decision: row.try_get("decision")?,
             reason: row.try_get("reason")?,
             outcome: Outcome::parse(&outcome)
@@ -392,8 +393,8 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditRow> {
 fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::Postgres> {
     let mut insert = QueryBuilder::<sqlx::Postgres>::new(
         "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
-         source, tool, arguments, args_sha256, decision, reason, outcome, error, latency_us, \
-         result_bytes) ",
+         source, tool, arguments, args_sha256, approval, decision, reason, outcome, error, \
+         latency_us, result_bytes) ",
     );
     insert.push_values(rows, |mut row, (event, arguments)| {
         row.push_bind(event.id)
@@ -408,6 +409,7 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::P
             .push_bind(event.tool)
             .push_bind(arguments)
             .push_bind(event.args_sha256)
+            .push_bind(event.approval)
             .push_bind(event.decision)
             .push_bind(event.reason)
             .push_bind(event.outcome.as_str())

@@ -229,6 +229,7 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRow> {
             tool: row.try_get("tool")?,
             arguments,
             args_sha256: row.try_get("args_sha256")?,
+            approval: row.try_get("approval")?,
             decision: row.try_get("decision")?,
             reason: row.try_get("reason")?,
             outcome: Outcome::parse(&outcome)
@@ -252,8 +253,8 @@ fn scopes_json(scopes: &Option<Vec<String>>) -> StoreResult<Option<String>> {
 fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::Sqlite> {
     let mut insert = QueryBuilder::<sqlx::Sqlite>::new(
         "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
-         source, tool, arguments, args_sha256, decision, reason, outcome, error, latency_us, \
-         result_bytes) ",
+         source, tool, arguments, args_sha256, approval, decision, reason, outcome, error, \
+         latency_us, result_bytes) ",
     );
     insert.push_values(rows, |mut row, (event, arguments)| {
         row.push_bind(event.id)
@@ -268,6 +269,7 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::S
             .push_bind(event.tool)
             .push_bind(arguments)
             .push_bind(event.args_sha256)
+            .push_bind(event.approval)
             .push_bind(event.decision)
             .push_bind(event.reason)
             .push_bind(event.outcome.as_str())

@@ -32,6 +32,7 @@ fn event(id: &str, ts: i64, tool: &str, outcome: Outcome) -> AuditEvent {
         tool: Some(tool.into()),
         arguments: Some(serde_json::json!({"path": "a.txt"})),
         args_sha256: None,
+        approval: None,
         decision: Some("allow".into()),
         reason: None,
         outcome,

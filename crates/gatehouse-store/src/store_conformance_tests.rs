@@ -124,6 +124,7 @@ fn event(id: &str, ts: i64, tool: &str, outcome: Outcome) -> AuditEvent {
         tool: Some(tool.into()),
         arguments: Some(serde_json::json!({"path": "a.txt"})),
         args_sha256: Some("cd".repeat(32)),
+        approval: Some("apr_x".into()),
         decision: Some("allow".into()),
         reason: None,
         outcome,

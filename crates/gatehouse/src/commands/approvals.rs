@@ -84,7 +84,7 @@ async fn decide(ctx: &Context, id: &str, approve: bool, json_out: bool) -> anyho
             approval,
             decider.name(),
             approve,
-            "from the command line",
+            Some("cli".to_string()),
             now,
         ))
         .await?;

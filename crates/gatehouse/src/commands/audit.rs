@@ -46,6 +46,9 @@ fn row_text(row: &AuditRow) -> String {
     if let Some(reason) = &e.reason {
         text.push_str(&format!(" reason={}", output::escape(reason)));
     }
+    if let Some(approval) = &e.approval {
+        text.push_str(&format!(" approval={}", output::escape(approval)));
+    }
     if let Some(error) = &e.error {
         text.push_str(&format!(" error=\"{}\"", output::escape(error)));
     }

@@ -248,6 +248,17 @@ async fn concurrent_retries_with_one_token_run_the_call_once() {
     assert_eq!(listed[0]["arguments"]["to"], "bob@example.com");
     let approved = server.cli_json(&["approvals", "approve", &approval]);
     let token = approved["operation_token"].as_str().unwrap().to_string();
+    // A decision is a success: no error text; it names the approval and
+    // where it was made.
+    let decisions = server.audit(&["--tool", "send_email", "--kind", "grant"]);
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(decisions[0]["reason"], "approval_granted");
+    assert_eq!(decisions[0]["approval"], approval.as_str());
+    assert_eq!(decisions[0]["source"], "cli");
+    assert!(
+        decisions[0].get("error").is_none_or(Value::is_null),
+        "{decisions:?}"
+    );
     let attempts = (0..8).map(|_| {
         let (server, agent, token) = (&server, agent.clone(), token.clone());
         async move {
@@ -493,6 +504,18 @@ async fn the_approver_sees_exactly_what_runs_and_the_audit_proves_it() {
             .find(|r| r["kind"] == "tool_outcome")
             .unwrap();
         assert_eq!(outcome["args_sha256"], hash.as_str());
+        // Every record of the call names the approval: the refusal that
+        // filed it, the human's decision (made on the page, from this
+        // browser's address, with no error text) and the run.
+        for record in &records {
+            assert_eq!(record["approval"], id.as_str(), "{record}");
+        }
+        let decision = records.iter().find(|r| r["kind"] == "grant").unwrap();
+        assert_eq!(decision["source"], "127.0.0.1", "{decision}");
+        assert!(
+            decision.get("error").is_none_or(Value::is_null),
+            "{decision}"
+        );
     }
     // The audit keeps its own redaction: the masked body never reaches it.
     let audit_file = std::fs::read_to_string(server.data_dir().join("audit.jsonl")).unwrap();
