@@ -109,7 +109,7 @@ impl AccessTokens {
         // tokens have expired, so it need not be dropped the moment it is.
         let keys = records
             .iter()
-            .filter(|r| r.retired_at.is_none())
+            .filter(|r| r.revoked_at.is_none())
             .map(verification_key)
             .collect::<Result<Vec<_>, _>>()?;
         let validator = Arc::new(AccessTokenValidator::new(
@@ -347,7 +347,7 @@ mod tests {
                     .to_string(),
                 created_at: Timestamp(0),
                 activates_at: Timestamp(0),
-                retired_at: None,
+                revoked_at: None,
             })
             .await
             .unwrap();
@@ -366,6 +366,7 @@ mod tests {
                 auth_method: "client_secret_basic".into(),
                 registered_by: "operator".into(),
                 last_used_at: None,
+                may_introspect: false,
             })
             .await
             .unwrap();

@@ -78,6 +78,7 @@ pub fn issue_client(
             auth_method: spec.auth_method,
             registered_by: spec.registered_by,
             last_used_at: None,
+            may_introspect: false,
         },
         secret,
     })

@@ -274,7 +274,7 @@ pub async fn add_signing_key(
         public_jwk,
         created_at: now,
         activates_at,
-        retired_at: None,
+        revoked_at: None,
     };
     store
         .insert_signing_key(&record)
@@ -592,6 +592,7 @@ impl AuthorizationServer {
             auth_method: "none".into(),
             registered_by: REGISTERED_BY_METADATA_DOCUMENT.into(),
             last_used_at: stored.as_ref().and_then(|c| c.last_used_at),
+            may_introspect: false,
         };
         if stored.is_none() {
             match self.store.insert_client(&record).await {
