@@ -2,8 +2,11 @@
 //! keys verify them, and the principal they stand for.
 //!
 //! Verification keys and client records are read from the store and kept
-//! only while the store's credential generation is unchanged, so a new
-//! signing key or a revoked client is seen on the next request.
+//! only while the store's credential generation is unchanged, so a new or
+//! revoked signing key or a revoked client is seen on the next request.
+//! Which keys verify also depends on the time (a replaced key retires once
+//! its tokens have expired), so the keys are also read again when the
+//! signing schedule changes by itself.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -11,11 +14,24 @@ use std::sync::{Arc, Mutex};
 use gatehouse_core::{
     CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, TaskGrant, Timestamp,
 };
-use gatehouse_store::{ClientRecord, SigningKeyRecord, Store};
+use gatehouse_store::{ClientRecord, SigningKeyRecord, Store, signing_schedule};
 use serde::Deserialize;
 
 use crate::AuthnError;
-use crate::jwt::{AccessTokenClaims, AccessTokenValidator, ValidatorConfig, VerificationKey};
+use crate::jwt::{
+    AccessTokenClaims, AccessTokenValidator, MAX_LEEWAY_SECS, ValidatorConfig, VerificationKey,
+};
+
+/// The longest any access token lives, task tokens included (RFC 9700:
+/// short-lived). The authorization server never signs a longer one.
+pub const MAX_ACCESS_TOKEN_LIFETIME_SECS: i64 = 3600;
+
+/// How long a replaced signing key keeps verifying after it stopped
+/// signing: by then every token it signed has expired, even allowing the
+/// largest clock-skew leeway a validator accepts. Then it retires and
+/// leaves the JWKS.
+pub const REPLACED_KEY_TRUST_MS: i64 =
+    (MAX_ACCESS_TOKEN_LIFETIME_SECS + MAX_LEEWAY_SECS as i64) * 1000;
 
 /// What the resource server accepts.
 #[derive(Debug, Clone)]
@@ -57,6 +73,9 @@ const MAX_VALIDATED: usize = 10_000;
 
 struct Cached {
     generation: u64,
+    /// When the signing schedule next changes by itself (a key activates
+    /// or retires): the keys are read again from then on.
+    valid_until: Option<Timestamp>,
     validator: Arc<AccessTokenValidator>,
     /// Ids of revoked, unexpired tokens, read with the keys.
     revoked: Arc<HashSet<String>>,
@@ -86,6 +105,7 @@ impl AccessTokens {
             && let Ok(cache) = self.cache.lock()
             && let Some(cached) = cache.as_ref()
             && cached.generation == g
+            && cached.valid_until.is_none_or(|until| now < until)
         {
             return Ok(Current {
                 validator: Arc::clone(&cached.validator),
@@ -105,12 +125,14 @@ impl AccessTokens {
             .signing_keys()
             .await
             .map_err(|e| AuthnError::Unavailable(e.to_string()))?;
-        // Every key not withdrawn: a replaced key verifies nothing once its
-        // tokens have expired, so it need not be dropped the moment it is.
-        let keys = records
+        // The keys the JWKS publishes now: the signer, the next ones, and
+        // replaced ones until their tokens have expired; never a retired
+        // or revoked one.
+        let schedule = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS);
+        let keys = schedule
+            .published
             .iter()
-            .filter(|r| r.revoked_at.is_none())
-            .map(verification_key)
+            .map(|r| verification_key(r))
             .collect::<Result<Vec<_>, _>>()?;
         let validator = Arc::new(AccessTokenValidator::new(
             ValidatorConfig::new(
@@ -124,6 +146,7 @@ impl AccessTokens {
         {
             *cache = Some(Cached {
                 generation: g,
+                valid_until: schedule.changes_at,
                 validator: Arc::clone(&validator),
                 revoked: Arc::clone(&revoked),
                 clients: HashMap::new(),
@@ -336,21 +359,26 @@ mod tests {
     const ISSUER: &str = "http://127.0.0.1:8787";
     const RESOURCE: &str = "http://127.0.0.1:8787/mcp";
 
-    async fn setup() -> (Arc<dyn Store>, AccessTokens, TestKey) {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-        let key = TestKey::generate("k1");
+    /// Stores the public half of `key`, signing from `activates_at`.
+    async fn store_key(store: &Arc<dyn Store>, key: &TestKey, activates_at: Timestamp) {
         store
             .insert_signing_key(&SigningKeyRecord {
                 kid: key.kid.clone(),
                 sealed_pkcs8: vec![0],
                 public_jwk: json!({"kty": "EC", "crv": "P-256", "x": key.x(), "y": key.y()})
                     .to_string(),
-                created_at: Timestamp(0),
-                activates_at: Timestamp(0),
+                created_at: activates_at,
+                activates_at,
                 revoked_at: None,
             })
             .await
             .unwrap();
+    }
+
+    async fn setup() -> (Arc<dyn Store>, AccessTokens, TestKey) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let key = TestKey::generate("k1");
+        store_key(&store, &key, Timestamp(0)).await;
         store
             .insert_client(&ClientRecord {
                 id: "ghc_bot".into(),
@@ -453,6 +481,50 @@ mod tests {
         assert_eq!(
             tokens.authenticate(&store, &t, at).await,
             Err(AuthnError::Revoked)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_replaced_key_stops_verifying_once_its_tokens_have_expired_even_when_cached() {
+        let (store, tokens, old) = setup().await;
+        let new = TestKey::generate("k2");
+        let replaced_at = Timestamp::from_secs(10_000);
+        store_key(&store, &new, replaced_at).await;
+        // Signed by the old key, with an `exp` far beyond its retirement:
+        // what someone holding the old key can mint at any time.
+        let forged = token(&old, 1_000_000);
+        let retiring = replaced_at.plus_millis(1_000);
+        assert!(tokens.authenticate(&store, &forged, retiring).await.is_ok());
+        // Cached, same generation: still refused the moment the key retires.
+        let retired = replaced_at.plus_millis(REPLACED_KEY_TRUST_MS);
+        assert!(
+            tokens
+                .authenticate(&store, &forged, retired.plus_millis(-1))
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            tokens.authenticate(&store, &forged, retired).await,
+            Err(AuthnError::InvalidToken("unknown_kid"))
+        );
+        // The replacing key verifies on.
+        let current = new.encode(&json!({
+            "iss": ISSUER, "sub": "ghc_bot", "aud": RESOURCE, "client_id": "ghc_bot",
+            "jti": "j3", "iat": retired.as_secs(), "exp": retired.as_secs() + 60
+        }));
+        assert!(tokens.authenticate(&store, &current, retired).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_signing_key_is_refused_at_once_even_when_cached() {
+        let (store, tokens, key) = setup().await;
+        let t = token(&key, 2000);
+        let at = Timestamp::from_secs(1500);
+        assert!(tokens.authenticate(&store, &t, at).await.is_ok());
+        assert!(store.revoke_signing_key(&key.kid, at).await.unwrap());
+        assert_eq!(
+            tokens.authenticate(&store, &t, at).await,
+            Err(AuthnError::InvalidToken("unknown_kid"))
         );
     }
 

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use gatehouse_audit::{AuditLog, EventBuilder};
-use gatehouse_authn::{AccessTokens, AuthnError, Pepper, TokenSettings};
+use gatehouse_authn::{
+    AccessTokens, AuthnError, MAX_ACCESS_TOKEN_LIFETIME_SECS, Pepper, REPLACED_KEY_TRUST_MS,
+    TokenSettings,
+};
 use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
 use gatehouse_store::{ClientRecord, SigningKeyRecord, Store, TaskGrantRecord, signing_schedule};
 use serde::Serialize;
@@ -19,8 +22,13 @@ use crate::{
     routes,
 };
 
-/// Access tokens live at most this long (RFC 9700: short-lived).
-pub const MAX_ACCESS_TOKEN_TTL_SECS: i64 = 3600;
+/// Access tokens live at most this long (RFC 9700: short-lived). A
+/// replaced signing key is trusted for this long (plus leeway) after it
+/// stops signing, so nothing may sign a token that lives longer.
+pub const MAX_ACCESS_TOKEN_TTL_SECS: i64 = MAX_ACCESS_TOKEN_LIFETIME_SECS;
+// Task tokens expire with their grant, so no grant may outlive that either.
+const _: () =
+    assert!(gatehouse_authz::MAX_TASK_DURATION.as_secs() as i64 <= MAX_ACCESS_TOKEN_TTL_SECS);
 pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: i64 = 900;
 
 #[derive(Debug, Clone)]
@@ -250,9 +258,6 @@ pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
-/// The longest any token can live: how long a replaced key stays published.
-const MAX_TOKEN_LIFETIME_MS: i64 = MAX_ACCESS_TOKEN_TTL_SECS * 1000;
-
 /// Generates a signing key, stores it sealed under the master key, and
 /// returns its record. It signs from `activates_at`; the JWKS publishes it
 /// from now on, so verifiers that cache the JWKS know it before it is used.
@@ -319,7 +324,7 @@ impl AuthorizationServer {
         now: Timestamp,
     ) -> Result<Self, OAuthError> {
         let records = store.signing_keys().await.map_err(unavailable)?;
-        if signing_schedule(&records, now, MAX_TOKEN_LIFETIME_MS)
+        if signing_schedule(&records, now, REPLACED_KEY_TRUST_MS)
             .signer
             .is_none()
         {
@@ -372,10 +377,16 @@ impl AuthorizationServer {
     /// The key that signs now (it changes when a rotated key activates).
     async fn signer(&self, now: Timestamp) -> Result<Arc<SigningKey>, OAuthError> {
         let records = self.key_records().await?;
-        let schedule = signing_schedule(&records, now, MAX_TOKEN_LIFETIME_MS);
+        let schedule = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS);
         let record = schedule
             .signer
-            .ok_or_else(|| OAuthError::ServerError("no signing key is active".into()))?;
+            // A replaced key never signs again: fail closed until an
+            // operator adds one (`keys revoke-signing` never leaves this).
+            .ok_or_else(|| {
+                OAuthError::ServerError(
+                    "no signing key is active; add one with `gatehouse keys rotate-signing --publish-ahead 0s`".into(),
+                )
+            })?;
         if let Ok(unsealed) = self.unsealed.lock()
             && let Some(key) = unsealed.get(&record.kid)
         {
@@ -445,7 +456,7 @@ impl AuthorizationServer {
     /// until their tokens have expired.
     pub async fn jwks(&self, now: Timestamp) -> Result<Jwks, OAuthError> {
         let records = self.key_records().await?;
-        let keys = signing_schedule(&records, now, MAX_TOKEN_LIFETIME_MS)
+        let keys = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS)
             .published
             .into_iter()
             .map(|r| {

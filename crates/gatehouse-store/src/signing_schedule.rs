@@ -58,7 +58,8 @@ pub struct ScheduledKey<'a> {
     /// scheduled, and for a key revoked before it ever signed.
     pub replaced_at: Option<Timestamp>,
     /// When it stops verifying once replaced: `replaced_at` plus the
-    /// longest a token lives (with leeway).
+    /// longest a token lives (with leeway). `None` for a revoked key, which
+    /// verifies nothing already.
     pub retires_at: Option<Timestamp>,
 }
 
@@ -107,7 +108,9 @@ pub fn signing_schedule(
         .iter()
         .map(|key| {
             let replaced_at = replaced_at(key);
-            let retires_at = replaced_at.map(|at| at.plus_millis(retire_after_ms));
+            let retires_at = replaced_at
+                .filter(|_| key.revoked_at.is_none())
+                .map(|at| at.plus_millis(retire_after_ms));
             let state = if key.revoked_at.is_some() {
                 SigningKeyState::Revoked
             } else if key.activates_at > now {
@@ -268,6 +271,10 @@ mod tests {
             at(&keys, 10),
             (None, s(&["a"]), states(&[("a", Retiring), ("b", Revoked)]))
         );
+        let schedule = signing_schedule(&keys, Timestamp(10), HOUR);
+        assert_eq!(schedule.keys[1].replaced_at, None);
+        assert_eq!(schedule.keys[1].retires_at, None);
+        assert_eq!(schedule.changes_at, Some(Timestamp(5 + HOUR)));
         assert_eq!(at(&keys, 5 + HOUR).2[0].1, Retired);
     }
 

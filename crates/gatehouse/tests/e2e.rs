@@ -24,6 +24,7 @@ mod e2e {
     mod registration;
     mod secrets_hygiene;
     mod sessions;
+    mod signing_keys;
     mod stdio;
     mod task_grants;
     mod tenants;

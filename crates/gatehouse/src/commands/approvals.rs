@@ -37,7 +37,7 @@ fn approval_json(a: &ApprovalRecord, now: Timestamp) -> serde_json::Value {
     })
 }
 
-fn operator() -> Decider {
+pub(crate) fn operator() -> Decider {
     let name = std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())
