@@ -282,18 +282,6 @@ impl AccessTokens {
     ) -> Result<bool, AuthnError> {
         Ok(self.current(store, now).await?.revoked.contains(id))
     }
-
-    /// Validates `token` and returns its principal.
-    pub async fn authenticate(
-        &self,
-        store: &Arc<dyn Store>,
-        token: &str,
-        now: Timestamp,
-    ) -> Result<Principal, AuthnError> {
-        self.inspect(store, token, now)
-            .await
-            .map(principal_for_token)
-    }
 }
 
 struct Current {
@@ -302,7 +290,7 @@ struct Current {
     generation: Option<u64>,
 }
 
-fn principal_for_token(claims: AccessTokenClaims) -> Principal {
+pub(crate) fn principal_for_token(claims: AccessTokenClaims) -> Principal {
     let human = (claims.sub != claims.client_id).then(|| claims.sub.clone());
     let expires_at = Timestamp::from_secs(claims.exp);
     // A task token acts as the credential it was derived from (so revoking
@@ -403,6 +391,19 @@ mod tests {
             audiences: vec![RESOURCE.into()],
         });
         (store, tokens, key)
+    }
+
+    impl AccessTokens {
+        async fn authenticate(
+            &self,
+            store: &Arc<dyn Store>,
+            token: &str,
+            now: Timestamp,
+        ) -> Result<Principal, AuthnError> {
+            self.inspect(store, token, now)
+                .await
+                .map(principal_for_token)
+        }
     }
 
     fn token(key: &TestKey, exp_secs: i64) -> String {

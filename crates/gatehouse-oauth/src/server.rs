@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use gatehouse_audit::{AuditLog, EventBuilder};
 use gatehouse_authn::{
-    AccessTokens, AuthnError, MAX_ACCESS_TOKEN_LIFETIME_SECS, Pepper, REPLACED_KEY_TRUST_MS,
-    TokenSettings,
+    Authenticator, AuthnError, KEY_PREFIX, MAX_ACCESS_TOKEN_LIFETIME_SECS, Pepper,
+    REPLACED_KEY_TRUST_MS,
 };
-use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+use gatehouse_core::{AuditEvent, AuditKind, DEFAULT_TENANT, Outcome, Timestamp};
 use gatehouse_store::{ClientRecord, SigningKeyRecord, Store, TaskGrantRecord, signing_schedule};
 use serde::Serialize;
 use serde_json::json;
@@ -204,8 +204,9 @@ pub(crate) struct SignedAccessToken {
 
 pub struct AuthorizationServer {
     pub(crate) config: AsConfig,
-    /// Validation of our own tokens, for revocation and introspection.
-    tokens: AccessTokens,
+    /// Gate 1, shared with the MCP endpoint: revocation and introspection
+    /// judge a token exactly as `/mcp` does.
+    authenticator: Arc<Authenticator>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) pepper: Pepper,
     audit: AuditLog,
@@ -321,6 +322,7 @@ impl AuthorizationServer {
         pepper: Pepper,
         master: MasterKey,
         audit: AuditLog,
+        authenticator: Arc<Authenticator>,
         now: Timestamp,
     ) -> Result<Self, OAuthError> {
         let records = store.signing_keys().await.map_err(unavailable)?;
@@ -330,15 +332,11 @@ impl AuthorizationServer {
         {
             add_signing_key(&store, &master, now, now).await?;
         }
-        let tokens = AccessTokens::new(TokenSettings {
-            issuer: config.issuer.clone(),
-            audiences: vec![config.resource.clone()],
-        });
         let passwords = PasswordHasher::new(config.password_concurrency.max(1))
             .map_err(|e| OAuthError::ServerError(e.to_string()))?;
         let client_metadata = config.client_metadata.clone().map(CimdResolver::new);
         Ok(AuthorizationServer {
-            tokens,
+            authenticator,
             config,
             store,
             pepper,
@@ -772,7 +770,7 @@ impl AuthorizationServer {
                 .build();
             return self.record(event).await;
         }
-        let claims = match self.tokens.inspect(&self.store, token, now).await {
+        let claims = match self.authenticator.access_token(token, now).await {
             Ok(claims) => claims,
             Err(AuthnError::Unavailable(e)) => return Err(OAuthError::TemporarilyUnavailable(e)),
             // Already invalid, expired or revoked: nothing left to do.
@@ -797,8 +795,23 @@ impl AuthorizationServer {
         self.record(event).await
     }
 
+    /// With tenants declared in the policy, `/mcp` refuses principals of
+    /// any other tenant right after authenticating them; introspection
+    /// agrees. (The policy comes with task grants, which the binary always
+    /// enables.)
+    fn tenant_served(&self, tenant: &str) -> bool {
+        self.task_exchange.as_ref().is_none_or(|exchange| {
+            let policy = exchange.policy.current();
+            !policy.tenancy_enabled() || policy.tenant_allowed(tenant)
+        })
+    }
+
     /// RFC 7662: the state of a token, for an authenticated confidential
-    /// client. Anything not currently valid is just `{"active": false}`.
+    /// client. Active means exactly what gate 1 of `/mcp` accepts now (the
+    /// same function decides). Only the token's own client, or a client an
+    /// operator allowed to introspect (`clients create --introspect`) for
+    /// tokens of its tenant, learns anything; everyone else, and anything
+    /// not currently valid, gets just `{"active": false}`.
     pub async fn introspect(
         &self,
         auth: &ClientAuth,
@@ -811,23 +824,38 @@ impl AuthorizationServer {
                 "introspection needs a confidential client".into(),
             ));
         }
-        match self.tokens.inspect(&self.store, token, now).await {
-            Ok(claims) => Ok(json!({
-                "active": true,
-                "token_type": "Bearer",
-                "scope": claims.scope,
-                "client_id": claims.client_id,
-                "sub": claims.sub,
-                "aud": claims.aud,
-                "iss": claims.iss,
-                "exp": claims.exp,
-                "iat": claims.iat,
-                "jti": claims.jti,
-                "tenant": claims.tenant,
-                "roles": claims.roles,
-            })),
-            Err(AuthnError::Unavailable(e)) => Err(OAuthError::TemporarilyUnavailable(e)),
-            Err(_) => Ok(json!({"active": false})),
+        let inactive = json!({"active": false});
+        // API keys are not OAuth tokens; never an oracle for them.
+        if token.starts_with(KEY_PREFIX) {
+            return Ok(inactive);
         }
+        let claims = match self.authenticator.access_token(token, now).await {
+            Ok(claims) => claims,
+            Err(AuthnError::Unavailable(e)) => return Err(OAuthError::TemporarilyUnavailable(e)),
+            Err(_) => return Ok(inactive),
+        };
+        let tenant = claims.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
+        if !self.tenant_served(tenant) {
+            return Ok(inactive);
+        }
+        let entitled =
+            claims.client_id == client.id || (client.may_introspect && tenant == client.tenant);
+        if !entitled {
+            return Ok(inactive);
+        }
+        Ok(json!({
+            "active": true,
+            "token_type": "Bearer",
+            "scope": claims.scope,
+            "client_id": claims.client_id,
+            "sub": claims.sub,
+            "aud": claims.aud,
+            "iss": claims.iss,
+            "exp": claims.exp,
+            "iat": claims.iat,
+            "jti": claims.jti,
+            "tenant": claims.tenant,
+            "roles": claims.roles,
+        }))
     }
 }

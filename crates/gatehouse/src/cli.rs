@@ -304,6 +304,11 @@ pub struct ClientCreateArgs {
     /// Scopes the client may request (default: its role decides alone).
     #[arg(long, num_args = 1..)]
     pub scopes: Option<Vec<String>>,
+    /// Allow the client (e.g. a resource server) to introspect tokens of
+    /// other clients of its tenant at /oauth/introspect. Without it a
+    /// client learns only about its own tokens.
+    #[arg(long, conflicts_with = "public")]
+    pub introspect: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -15,6 +15,7 @@ mod e2e {
     mod browser;
     mod config;
     mod device;
+    mod introspection;
     mod keys;
     mod lockout;
     mod matrix;
