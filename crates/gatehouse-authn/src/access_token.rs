@@ -19,7 +19,8 @@ use serde::Deserialize;
 
 use crate::AuthnError;
 use crate::jwt::{
-    AccessTokenClaims, AccessTokenValidator, MAX_LEEWAY_SECS, ValidatorConfig, VerificationKey,
+    AccessTokenClaims, AccessTokenValidator, JwtError, MAX_LEEWAY_SECS, ValidatorConfig,
+    VerificationKey,
 };
 
 /// The longest any access token lives, task tokens included (RFC 9700:
@@ -71,12 +72,37 @@ const VALIDATED_TTL_MS: i64 = 60_000;
 /// the cache starts over.
 const MAX_VALIDATED: usize = 10_000;
 
+/// Validators for the keys trusted now, and for the keys withdrawn
+/// (retired or revoked), which only tell a token they signed apart from a
+/// forgery: such a token is refused as revoked or expired, which is not
+/// guessing and so does not count toward a lockout of its sender.
+struct Verifiers {
+    trusted: AccessTokenValidator,
+    withdrawn: AccessTokenValidator,
+}
+
+impl Verifiers {
+    fn validate(&self, token: &str, now: Timestamp) -> Result<AccessTokenClaims, AuthnError> {
+        match self.trusted.validate(token, now) {
+            Ok(claims) => Ok(claims),
+            Err(JwtError::UnknownKey) => Err(match self.withdrawn.validate(token, now) {
+                // Signed by a withdrawn key: genuinely issued, or minted by
+                // whoever holds that key; refused either way.
+                Ok(_) => AuthnError::Revoked,
+                Err(JwtError::Expired) => AuthnError::Expired,
+                Err(e) => AuthnError::InvalidToken(e.code()),
+            }),
+            Err(e) => Err(AuthnError::InvalidToken(e.code())),
+        }
+    }
+}
+
 struct Cached {
     generation: u64,
     /// When the signing schedule next changes by itself (a key activates
     /// or retires): the keys are read again from then on.
     valid_until: Option<Timestamp>,
-    validator: Arc<AccessTokenValidator>,
+    verifiers: Arc<Verifiers>,
     /// Ids of revoked, unexpired tokens, read with the keys.
     revoked: Arc<HashSet<String>>,
     clients: HashMap<String, ClientRecord>,
@@ -108,7 +134,7 @@ impl AccessTokens {
             && cached.valid_until.is_none_or(|until| now < until)
         {
             return Ok(Current {
-                validator: Arc::clone(&cached.validator),
+                verifiers: Arc::clone(&cached.verifiers),
                 revoked: Arc::clone(&cached.revoked),
                 generation,
             });
@@ -129,32 +155,39 @@ impl AccessTokens {
         // replaced ones until their tokens have expired; never a retired
         // or revoked one.
         let schedule = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS);
-        let keys = schedule
-            .published
-            .iter()
-            .map(|r| verification_key(r))
-            .collect::<Result<Vec<_>, _>>()?;
-        let validator = Arc::new(AccessTokenValidator::new(
-            ValidatorConfig::new(
-                self.settings.issuer.clone(),
-                self.settings.audiences.clone(),
-            ),
-            keys,
-        ));
+        let validator = |trusted: bool| -> Result<AccessTokenValidator, AuthnError> {
+            let keys = schedule
+                .keys
+                .iter()
+                .filter(|k| k.state.is_trusted() == trusted)
+                .map(|k| verification_key(k.record))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(AccessTokenValidator::new(
+                ValidatorConfig::new(
+                    self.settings.issuer.clone(),
+                    self.settings.audiences.clone(),
+                ),
+                keys,
+            ))
+        };
+        let verifiers = Arc::new(Verifiers {
+            trusted: validator(true)?,
+            withdrawn: validator(false)?,
+        });
         if let Some(g) = generation
             && let Ok(mut cache) = self.cache.lock()
         {
             *cache = Some(Cached {
                 generation: g,
                 valid_until: schedule.changes_at,
-                validator: Arc::clone(&validator),
+                verifiers: Arc::clone(&verifiers),
                 revoked: Arc::clone(&revoked),
                 clients: HashMap::new(),
                 validated: HashMap::new(),
             });
         }
         Ok(Current {
-            validator,
+            verifiers,
             revoked,
             generation,
         })
@@ -237,10 +270,7 @@ impl AccessTokens {
         let claims = match self.validated(token, current.generation, now) {
             Some(claims) => claims,
             None => {
-                let claims = current
-                    .validator
-                    .validate(token, now)
-                    .map_err(|e| AuthnError::InvalidToken(e.code()))?;
+                let claims = current.verifiers.validate(token, now)?;
                 self.remember(token, &claims, current.generation, now);
                 claims
             }
@@ -285,7 +315,7 @@ impl AccessTokens {
 }
 
 struct Current {
-    validator: Arc<AccessTokenValidator>,
+    verifiers: Arc<Verifiers>,
     revoked: Arc<HashSet<String>>,
     generation: Option<u64>,
 }
@@ -504,10 +534,30 @@ mod tests {
                 .await
                 .is_ok()
         );
+        // Refused as revoked, not as guessing: it does not count toward a
+        // lockout of its sender.
         assert_eq!(
             tokens.authenticate(&store, &forged, retired).await,
-            Err(AuthnError::InvalidToken("unknown_kid"))
+            Err(AuthnError::Revoked)
         );
+        // A token it really signed has expired by then, and says so.
+        let genuine = token(&old, replaced_at.as_secs());
+        assert_eq!(
+            tokens.authenticate(&store, &genuine, retired).await,
+            Err(AuthnError::Expired)
+        );
+        // A forgery under its kid without the key is what it always was.
+        let parts: Vec<&str> = forged.split('.').collect();
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            &parts[2][..parts[2].len() - 4]
+        );
+        assert!(matches!(
+            tokens.authenticate(&store, &tampered, retired).await,
+            Err(AuthnError::InvalidToken(_))
+        ));
         // The replacing key verifies on.
         let current = new.encode(&json!({
             "iss": ISSUER, "sub": "ghc_bot", "aud": RESOURCE, "client_id": "ghc_bot",
@@ -525,7 +575,7 @@ mod tests {
         assert!(store.revoke_signing_key(&key.kid, at).await.unwrap());
         assert_eq!(
             tokens.authenticate(&store, &t, at).await,
-            Err(AuthnError::InvalidToken("unknown_kid"))
+            Err(AuthnError::Revoked)
         );
     }
 

@@ -149,6 +149,8 @@ pub enum KeysCommand {
     /// every instance, and it leaves the JWKS. The key that signs now is
     /// refused unless --force (or rotate first).
     RevokeSigning {
+        /// The key id (a kid may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// Also the key that signs now: first add a new key that signs at
         /// once, then revoke this one.
