@@ -2,8 +2,11 @@
 //! keys verify them, and the principal they stand for.
 //!
 //! Verification keys and client records are read from the store and kept
-//! only while the store's credential generation is unchanged, so a new
-//! signing key or a revoked client is seen on the next request.
+//! only while the store's credential generation is unchanged, so a new or
+//! revoked signing key or a revoked client is seen on the next request.
+//! Which keys verify also depends on the time (a replaced key retires once
+//! its tokens have expired), so the keys are also read again when the
+//! signing schedule changes by itself.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -11,11 +14,25 @@ use std::sync::{Arc, Mutex};
 use gatehouse_core::{
     CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, TaskGrant, Timestamp,
 };
-use gatehouse_store::{ClientRecord, SigningKeyRecord, Store};
+use gatehouse_store::{ClientRecord, SigningKeyRecord, Store, signing_schedule};
 use serde::Deserialize;
 
 use crate::AuthnError;
-use crate::jwt::{AccessTokenClaims, AccessTokenValidator, ValidatorConfig, VerificationKey};
+use crate::jwt::{
+    AccessTokenClaims, AccessTokenValidator, JwtError, MAX_LEEWAY_SECS, ValidatorConfig,
+    VerificationKey,
+};
+
+/// The longest any access token lives, task tokens included (RFC 9700:
+/// short-lived). The authorization server never signs a longer one.
+pub const MAX_ACCESS_TOKEN_LIFETIME_SECS: i64 = 3600;
+
+/// How long a replaced signing key keeps verifying after it stopped
+/// signing: by then every token it signed has expired, even allowing the
+/// largest clock-skew leeway a validator accepts. Then it retires and
+/// leaves the JWKS.
+pub const REPLACED_KEY_TRUST_MS: i64 =
+    (MAX_ACCESS_TOKEN_LIFETIME_SECS + MAX_LEEWAY_SECS as i64) * 1000;
 
 /// What the resource server accepts.
 #[derive(Debug, Clone)]
@@ -55,9 +72,38 @@ const VALIDATED_TTL_MS: i64 = 60_000;
 /// the cache starts over.
 const MAX_VALIDATED: usize = 10_000;
 
+/// Validators for the keys trusted now, and for the keys withdrawn
+/// (retired or revoked), which only tell a token they signed apart from a
+/// forgery: such a token is refused as revoked or expired, which is not
+/// guessing and so does not count toward a lockout of its sender.
+struct Verifiers {
+    trusted: AccessTokenValidator,
+    withdrawn: AccessTokenValidator,
+}
+
+impl Verifiers {
+    fn validate(&self, token: &str, now: Timestamp) -> Result<AccessTokenClaims, AuthnError> {
+        match self.trusted.validate(token, now) {
+            Ok(claims) => Ok(claims),
+            Err(JwtError::UnknownKey) => Err(match self.withdrawn.validate(token, now) {
+                // Signed by a withdrawn key: genuinely issued, or minted by
+                // whoever holds that key; refused either way.
+                Ok(_) => AuthnError::Revoked,
+                Err(JwtError::Expired) => AuthnError::Expired,
+                Err(e) => AuthnError::from_jwt(&e),
+            }),
+            // A guess, or a token we issued that is not accepted now.
+            Err(e) => Err(AuthnError::from_jwt(&e)),
+        }
+    }
+}
+
 struct Cached {
     generation: u64,
-    validator: Arc<AccessTokenValidator>,
+    /// When the signing schedule next changes by itself (a key activates
+    /// or retires): the keys are read again from then on.
+    valid_until: Option<Timestamp>,
+    verifiers: Arc<Verifiers>,
     /// Ids of revoked, unexpired tokens, read with the keys.
     revoked: Arc<HashSet<String>>,
     clients: HashMap<String, ClientRecord>,
@@ -86,9 +132,10 @@ impl AccessTokens {
             && let Ok(cache) = self.cache.lock()
             && let Some(cached) = cache.as_ref()
             && cached.generation == g
+            && cached.valid_until.is_none_or(|until| now < until)
         {
             return Ok(Current {
-                validator: Arc::clone(&cached.validator),
+                verifiers: Arc::clone(&cached.verifiers),
                 revoked: Arc::clone(&cached.revoked),
                 generation,
             });
@@ -105,33 +152,43 @@ impl AccessTokens {
             .signing_keys()
             .await
             .map_err(|e| AuthnError::Unavailable(e.to_string()))?;
-        // Every key not withdrawn: a replaced key verifies nothing once its
-        // tokens have expired, so it need not be dropped the moment it is.
-        let keys = records
-            .iter()
-            .filter(|r| r.retired_at.is_none())
-            .map(verification_key)
-            .collect::<Result<Vec<_>, _>>()?;
-        let validator = Arc::new(AccessTokenValidator::new(
-            ValidatorConfig::new(
-                self.settings.issuer.clone(),
-                self.settings.audiences.clone(),
-            ),
-            keys,
-        ));
+        // The keys the JWKS publishes now: the signer, the next ones, and
+        // replaced ones until their tokens have expired; never a retired
+        // or revoked one.
+        let schedule = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS);
+        let validator = |trusted: bool| -> Result<AccessTokenValidator, AuthnError> {
+            let keys = schedule
+                .keys
+                .iter()
+                .filter(|k| k.state.is_trusted() == trusted)
+                .map(|k| verification_key(k.record))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(AccessTokenValidator::new(
+                ValidatorConfig::new(
+                    self.settings.issuer.clone(),
+                    self.settings.audiences.clone(),
+                ),
+                keys,
+            ))
+        };
+        let verifiers = Arc::new(Verifiers {
+            trusted: validator(true)?,
+            withdrawn: validator(false)?,
+        });
         if let Some(g) = generation
             && let Ok(mut cache) = self.cache.lock()
         {
             *cache = Some(Cached {
                 generation: g,
-                validator: Arc::clone(&validator),
+                valid_until: schedule.changes_at,
+                verifiers: Arc::clone(&verifiers),
                 revoked: Arc::clone(&revoked),
                 clients: HashMap::new(),
                 validated: HashMap::new(),
             });
         }
         Ok(Current {
-            validator,
+            verifiers,
             revoked,
             generation,
         })
@@ -214,10 +271,7 @@ impl AccessTokens {
         let claims = match self.validated(token, current.generation, now) {
             Some(claims) => claims,
             None => {
-                let claims = current
-                    .validator
-                    .validate(token, now)
-                    .map_err(|e| AuthnError::from_jwt(&e))?;
+                let claims = current.verifiers.validate(token, now)?;
                 self.remember(token, &claims, current.generation, now);
                 claims
             }
@@ -261,27 +315,15 @@ impl AccessTokens {
     ) -> Result<bool, AuthnError> {
         Ok(self.current(store, now).await?.revoked.contains(id))
     }
-
-    /// Validates `token` and returns its principal.
-    pub async fn authenticate(
-        &self,
-        store: &Arc<dyn Store>,
-        token: &str,
-        now: Timestamp,
-    ) -> Result<Principal, AuthnError> {
-        self.inspect(store, token, now)
-            .await
-            .map(principal_for_token)
-    }
 }
 
 struct Current {
-    validator: Arc<AccessTokenValidator>,
+    verifiers: Arc<Verifiers>,
     revoked: Arc<HashSet<String>>,
     generation: Option<u64>,
 }
 
-fn principal_for_token(claims: AccessTokenClaims) -> Principal {
+pub(crate) fn principal_for_token(claims: AccessTokenClaims) -> Principal {
     let human = (claims.sub != claims.client_id).then(|| claims.sub.clone());
     let expires_at = Timestamp::from_secs(claims.exp);
     // A task token acts as the credential it was derived from (so revoking
@@ -338,21 +380,26 @@ mod tests {
     const ISSUER: &str = "http://127.0.0.1:8787";
     const RESOURCE: &str = "http://127.0.0.1:8787/mcp";
 
-    async fn setup() -> (Arc<dyn Store>, AccessTokens, TestKey) {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-        let key = TestKey::generate("k1");
+    /// Stores the public half of `key`, signing from `activates_at`.
+    async fn store_key(store: &Arc<dyn Store>, key: &TestKey, activates_at: Timestamp) {
         store
             .insert_signing_key(&SigningKeyRecord {
                 kid: key.kid.clone(),
                 sealed_pkcs8: vec![0],
                 public_jwk: json!({"kty": "EC", "crv": "P-256", "x": key.x(), "y": key.y()})
                     .to_string(),
-                created_at: Timestamp(0),
-                activates_at: Timestamp(0),
-                retired_at: None,
+                created_at: activates_at,
+                activates_at,
+                revoked_at: None,
             })
             .await
             .unwrap();
+    }
+
+    async fn setup() -> (Arc<dyn Store>, AccessTokens, TestKey) {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let key = TestKey::generate("k1");
+        store_key(&store, &key, Timestamp(0)).await;
         store
             .insert_client(&ClientRecord {
                 id: "ghc_bot".into(),
@@ -368,6 +415,7 @@ mod tests {
                 auth_method: "client_secret_basic".into(),
                 registered_by: "operator".into(),
                 last_used_at: None,
+                may_introspect: false,
             })
             .await
             .unwrap();
@@ -376,6 +424,19 @@ mod tests {
             audiences: vec![RESOURCE.into()],
         });
         (store, tokens, key)
+    }
+
+    impl AccessTokens {
+        async fn authenticate(
+            &self,
+            store: &Arc<dyn Store>,
+            token: &str,
+            now: Timestamp,
+        ) -> Result<Principal, AuthnError> {
+            self.inspect(store, token, now)
+                .await
+                .map(principal_for_token)
+        }
     }
 
     fn token(key: &TestKey, exp_secs: i64) -> String {
@@ -511,6 +572,70 @@ mod tests {
             let error = tokens.authenticate(&store, &token, at).await.unwrap_err();
             assert!(error.counts_toward_lockout(), "{error:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_replaced_key_stops_verifying_once_its_tokens_have_expired_even_when_cached() {
+        let (store, tokens, old) = setup().await;
+        let new = TestKey::generate("k2");
+        let replaced_at = Timestamp::from_secs(10_000);
+        store_key(&store, &new, replaced_at).await;
+        // Signed by the old key, with an `exp` far beyond its retirement:
+        // what someone holding the old key can mint at any time.
+        let forged = token(&old, 1_000_000);
+        let retiring = replaced_at.plus_millis(1_000);
+        assert!(tokens.authenticate(&store, &forged, retiring).await.is_ok());
+        // Cached, same generation: still refused the moment the key retires.
+        let retired = replaced_at.plus_millis(REPLACED_KEY_TRUST_MS);
+        assert!(
+            tokens
+                .authenticate(&store, &forged, retired.plus_millis(-1))
+                .await
+                .is_ok()
+        );
+        // Refused as revoked, not as guessing: it does not count toward a
+        // lockout of its sender.
+        assert_eq!(
+            tokens.authenticate(&store, &forged, retired).await,
+            Err(AuthnError::Revoked)
+        );
+        // A token it really signed has expired by then, and says so.
+        let genuine = token(&old, replaced_at.as_secs());
+        assert_eq!(
+            tokens.authenticate(&store, &genuine, retired).await,
+            Err(AuthnError::Expired)
+        );
+        // A forgery under its kid without the key is what it always was.
+        let parts: Vec<&str> = forged.split('.').collect();
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            parts[1],
+            &parts[2][..parts[2].len() - 4]
+        );
+        assert!(matches!(
+            tokens.authenticate(&store, &tampered, retired).await,
+            Err(AuthnError::InvalidToken(_))
+        ));
+        // The replacing key verifies on.
+        let current = new.encode(&json!({
+            "iss": ISSUER, "sub": "ghc_bot", "aud": RESOURCE, "client_id": "ghc_bot",
+            "jti": "j3", "iat": retired.as_secs(), "exp": retired.as_secs() + 60
+        }));
+        assert!(tokens.authenticate(&store, &current, retired).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_revoked_signing_key_is_refused_at_once_even_when_cached() {
+        let (store, tokens, key) = setup().await;
+        let t = token(&key, 2000);
+        let at = Timestamp::from_secs(1500);
+        assert!(tokens.authenticate(&store, &t, at).await.is_ok());
+        assert!(store.revoke_signing_key(&key.kid, at).await.unwrap());
+        assert_eq!(
+            tokens.authenticate(&store, &t, at).await,
+            Err(AuthnError::Revoked)
+        );
     }
 
     #[tokio::test]

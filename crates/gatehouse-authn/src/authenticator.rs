@@ -4,7 +4,8 @@ use std::sync::{Arc, Mutex};
 use gatehouse_core::{CredentialKind, CredentialRef, Principal, Timestamp};
 use gatehouse_store::{ApiKeyRecord, Store};
 
-use crate::access_token::{AccessTokens, TokenSettings};
+use crate::access_token::{AccessTokens, TokenSettings, principal_for_token};
+use crate::jwt::AccessTokenClaims;
 use crate::key_cache::KeyCache;
 use crate::lockout::{LockoutPolicy, Lockouts, NewLock};
 use crate::{AuthnError, KEY_PREFIX, Pepper, parse_api_key};
@@ -80,15 +81,12 @@ impl Authenticator {
         let credential = credential.ok_or(AuthnError::Missing)?;
         // Our API keys have a fixed prefix; anything else shaped like a JWS
         // compact serialisation is treated as an access token.
-        if !credential.starts_with(KEY_PREFIX)
-            && credential.contains('.')
-            && let Some(tokens) = &self.tokens
+        if !credential.starts_with(KEY_PREFIX) && credential.contains('.') && self.tokens.is_some()
         {
-            let principal = tokens.authenticate(&self.store, credential, now).await?;
-            if principal.task.is_some() && principal.credential.kind == CredentialKind::ApiKey {
-                self.check_base_key(&principal.credential.id, now).await?;
-            }
-            return Ok(principal);
+            return self
+                .access_token(credential, now)
+                .await
+                .map(principal_for_token);
         }
         let parts = parse_api_key(credential)?;
         let record = self.key_record(parts.id).await?;
@@ -113,6 +111,28 @@ impl Authenticator {
         }
         self.touch(&record.id, now);
         Ok(principal_for_key(&record))
+    }
+
+    /// Gate 1 for a bearer access token: its signature under a key trusted
+    /// now, its claims, the revocation list, its client and, for a task
+    /// token, the credential it was derived from. The MCP endpoint accepts
+    /// exactly the tokens this accepts, and introspection reports exactly
+    /// this answer.
+    pub async fn access_token(
+        &self,
+        token: &str,
+        now: Timestamp,
+    ) -> Result<AccessTokenClaims, AuthnError> {
+        let Some(tokens) = &self.tokens else {
+            return Err(AuthnError::Malformed);
+        };
+        let claims = tokens.inspect(&self.store, token, now).await?;
+        if let Some(task) = &claims.task
+            && task.base_kind == CredentialKind::ApiKey.as_str()
+        {
+            self.check_base_key(&task.base_id, now).await?;
+        }
+        Ok(claims)
     }
 
     /// Authentication with lockout: a locked API key id or source address
@@ -351,7 +371,7 @@ mod tests {
                 .to_string(),
                 created_at: Timestamp(0),
                 activates_at: Timestamp(0),
-                retired_at: None,
+                revoked_at: None,
             })
             .await
             .unwrap();

@@ -19,7 +19,9 @@ mod pepper;
 #[cfg(test)]
 mod test_key;
 
-pub use access_token::{AccessTokens, TokenSettings};
+pub use access_token::{
+    AccessTokens, MAX_ACCESS_TOKEN_LIFETIME_SECS, REPLACED_KEY_TRUST_MS, TokenSettings,
+};
 pub use api_key::{ApiKeyParts, IssuedApiKey, KEY_PREFIX, issue_api_key, parse_api_key};
 pub use authenticator::{AuthMode, Authenticator};
 pub use credentials::{MAX_CREDENTIAL_BYTES, presented_credential};

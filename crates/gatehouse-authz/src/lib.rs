@@ -8,6 +8,7 @@
 //! Policies are loaded from TOML with [`Policy::from_toml`]; the shipped
 //! default is [`DEFAULT_POLICY_TOML`].
 
+mod admin_access;
 mod approvals;
 mod canonical;
 pub mod constraints;
@@ -20,6 +21,7 @@ mod task_allowlist;
 mod task_grants;
 mod tenants;
 
+pub use admin_access::{ADMIN_SCOPE, AdminRefusal};
 pub use approvals::{
     APPROVAL_PREFIX, ApprovalError, ApprovalSettings, Approvals, Decided, Decider,
     OPERATION_TOKEN_META, OPERATION_TOKEN_PREFIX, TokenRefusal, decision_event,

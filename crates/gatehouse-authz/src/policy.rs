@@ -11,6 +11,7 @@ use std::sync::{Arc, LazyLock};
 use gatehouse_core::Principal;
 use serde_json::Value;
 
+use crate::admin_access::ADMIN_SCOPE;
 use crate::constraints::{self, ArgConstraint, ConstraintViolation, ToolConstraints};
 use crate::policy_file::{RateLimit, TaskSpec};
 use crate::tenants::TenantSpec;
@@ -21,7 +22,7 @@ pub const ROLES: [&str; 4] = ["reader", "analyst", "executor", "admin"];
 
 /// The scope a scoped credential needs for a tool the policy does not name
 /// (besides `tool:<name>`); only admins get that far.
-pub const UNNAMED_TOOL_SCOPE: &str = "tools:admin";
+pub const UNNAMED_TOOL_SCOPE: &str = ADMIN_SCOPE;
 
 /// What one role may do with one tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -184,9 +185,16 @@ impl Policy {
         }
     }
 
-    /// Every scope the policy uses, sorted and without duplicates.
+    /// Every scope the policy uses, sorted and without duplicates; with
+    /// an admin role, also the admin API's scope.
     pub fn scopes(&self) -> Vec<String> {
         let mut scopes: Vec<String> = self.tools.values().map(|r| r.scope.clone()).collect();
+        if self
+            .roles()
+            .any(|role| self.is_tenant_admin(&[role.to_string()]))
+        {
+            scopes.push(ADMIN_SCOPE.to_string());
+        }
         scopes.sort();
         scopes.dedup();
         scopes
@@ -194,9 +202,13 @@ impl Policy {
 
     /// The scopes worth granting to someone with this role: those of tools
     /// the role may call (directly or with approval), plus `tool:<name>`
-    /// for each such tool. A consent page shows only these.
+    /// for each such tool, and for an admin role the admin API's scope. A
+    /// consent page shows only these.
     pub fn scopes_for_role(&self, role: &str) -> Vec<String> {
         let mut scopes = Vec::new();
+        if self.is_known_role(role) && self.is_tenant_admin(&[role.to_string()]) {
+            scopes.push(ADMIN_SCOPE.to_string());
+        }
         for (tool, rule) in &self.tools {
             if rule.access.get(role).is_some_and(|a| *a != Access::Deny) {
                 scopes.push(rule.scope.clone());

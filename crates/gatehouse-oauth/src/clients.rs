@@ -32,6 +32,8 @@ pub struct ClientSpec {
     /// `none` makes a public client without a secret.
     pub auth_method: String,
     pub registered_by: String,
+    /// May introspect other clients' tokens (operator clients only).
+    pub may_introspect: bool,
 }
 
 impl std::fmt::Debug for IssuedClient {
@@ -78,6 +80,7 @@ pub fn issue_client(
             auth_method: spec.auth_method,
             registered_by: spec.registered_by,
             last_used_at: None,
+            may_introspect: spec.may_introspect,
         },
         secret,
     })
@@ -99,6 +102,7 @@ mod tests {
             grant_types: vec!["client_credentials".into()],
             auth_method: "client_secret_basic".into(),
             registered_by: "operator".into(),
+            may_introspect: false,
         };
         let issued = issue_client(&pepper, spec.clone(), Timestamp(1)).unwrap();
         assert!(issued.record.id.starts_with(CLIENT_ID_PREFIX));

@@ -66,6 +66,7 @@ impl AuthorizationServer {
                 grant_types: request.grant_types.clone(),
                 auth_method: request.token_endpoint_auth_method.as_str().to_string(),
                 registered_by: REGISTERED_BY_DYNAMIC.to_string(),
+                may_introspect: false,
             },
             now,
         )?;

@@ -5,9 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use gatehouse_audit::{AuditLog, EventBuilder};
-use gatehouse_authn::{AccessTokens, AuthnError, Pepper, TokenSettings};
+use gatehouse_authn::{
+    Authenticator, AuthnError, KEY_PREFIX, MAX_ACCESS_TOKEN_LIFETIME_SECS, Pepper,
+    REPLACED_KEY_TRUST_MS,
+};
 use gatehouse_authz::SharedPolicy;
-use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+use gatehouse_core::{AuditEvent, AuditKind, DEFAULT_TENANT, Outcome, Timestamp};
 use gatehouse_store::{ClientRecord, SigningKeyRecord, Store, TaskGrantRecord, signing_schedule};
 use serde::Serialize;
 use serde_json::json;
@@ -20,8 +23,13 @@ use crate::{
     routes,
 };
 
-/// Access tokens live at most this long (RFC 9700: short-lived).
-pub const MAX_ACCESS_TOKEN_TTL_SECS: i64 = 3600;
+/// Access tokens live at most this long (RFC 9700: short-lived). A
+/// replaced signing key is trusted for this long (plus leeway) after it
+/// stops signing, so nothing may sign a token that lives longer.
+pub const MAX_ACCESS_TOKEN_TTL_SECS: i64 = MAX_ACCESS_TOKEN_LIFETIME_SECS;
+// Task tokens expire with their grant, so no grant may outlive that either.
+const _: () =
+    assert!(gatehouse_authz::MAX_TASK_DURATION.as_secs() as i64 <= MAX_ACCESS_TOKEN_TTL_SECS);
 pub const DEFAULT_ACCESS_TOKEN_TTL_SECS: i64 = 900;
 
 #[derive(Debug, Clone)]
@@ -195,8 +203,9 @@ pub(crate) struct SignedAccessToken {
 
 pub struct AuthorizationServer {
     pub(crate) config: AsConfig,
-    /// Validation of our own tokens, for revocation and introspection.
-    tokens: AccessTokens,
+    /// Gate 1, shared with the MCP endpoint: revocation and introspection
+    /// judge a token exactly as `/mcp` does.
+    authenticator: Arc<Authenticator>,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) pepper: Pepper,
     audit: AuditLog,
@@ -249,9 +258,6 @@ pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
-/// The longest any token can live: how long a replaced key stays published.
-const MAX_TOKEN_LIFETIME_MS: i64 = MAX_ACCESS_TOKEN_TTL_SECS * 1000;
-
 /// Generates a signing key, stores it sealed under the master key, and
 /// returns its record. It signs from `activates_at`; the JWKS publishes it
 /// from now on, so verifiers that cache the JWKS know it before it is used.
@@ -273,7 +279,7 @@ pub async fn add_signing_key(
         public_jwk,
         created_at: now,
         activates_at,
-        retired_at: None,
+        revoked_at: None,
     };
     store
         .insert_signing_key(&record)
@@ -315,24 +321,21 @@ impl AuthorizationServer {
         pepper: Pepper,
         master: MasterKey,
         audit: AuditLog,
+        authenticator: Arc<Authenticator>,
         now: Timestamp,
     ) -> Result<Self, OAuthError> {
         let records = store.signing_keys().await.map_err(unavailable)?;
-        if signing_schedule(&records, now, MAX_TOKEN_LIFETIME_MS)
+        if signing_schedule(&records, now, REPLACED_KEY_TRUST_MS)
             .signer
             .is_none()
         {
             add_signing_key(&store, &master, now, now).await?;
         }
-        let tokens = AccessTokens::new(TokenSettings {
-            issuer: config.issuer.clone(),
-            audiences: vec![config.resource.clone()],
-        });
         let passwords = PasswordHasher::new(config.password_concurrency.max(1))
             .map_err(|e| OAuthError::ServerError(e.to_string()))?;
         let client_metadata = config.client_metadata.clone().map(CimdResolver::new);
         Ok(AuthorizationServer {
-            tokens,
+            authenticator,
             config,
             store,
             pepper,
@@ -371,10 +374,16 @@ impl AuthorizationServer {
     /// The key that signs now (it changes when a rotated key activates).
     async fn signer(&self, now: Timestamp) -> Result<Arc<SigningKey>, OAuthError> {
         let records = self.key_records().await?;
-        let schedule = signing_schedule(&records, now, MAX_TOKEN_LIFETIME_MS);
+        let schedule = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS);
         let record = schedule
             .signer
-            .ok_or_else(|| OAuthError::ServerError("no signing key is active".into()))?;
+            // A replaced key never signs again: fail closed until an
+            // operator adds one (`keys revoke-signing` never leaves this).
+            .ok_or_else(|| {
+                OAuthError::ServerError(
+                    "no signing key is active; add one with `gatehouse keys rotate-signing --publish-ahead 0s`".into(),
+                )
+            })?;
         if let Ok(unsealed) = self.unsealed.lock()
             && let Some(key) = unsealed.get(&record.kid)
         {
@@ -444,7 +453,7 @@ impl AuthorizationServer {
     /// until their tokens have expired.
     pub async fn jwks(&self, now: Timestamp) -> Result<Jwks, OAuthError> {
         let records = self.key_records().await?;
-        let keys = signing_schedule(&records, now, MAX_TOKEN_LIFETIME_MS)
+        let keys = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS)
             .published
             .into_iter()
             .map(|r| {
@@ -595,6 +604,7 @@ impl AuthorizationServer {
             auth_method: "none".into(),
             registered_by: REGISTERED_BY_METADATA_DOCUMENT.into(),
             last_used_at: stored.as_ref().and_then(|c| c.last_used_at),
+            may_introspect: false,
         };
         if stored.is_none() {
             match self.store.insert_client(&record).await {
@@ -763,7 +773,7 @@ impl AuthorizationServer {
                 .build();
             return self.record(event).await;
         }
-        let claims = match self.tokens.inspect(&self.store, token, now).await {
+        let claims = match self.authenticator.access_token(token, now).await {
             Ok(claims) => claims,
             Err(AuthnError::Unavailable(e)) => return Err(OAuthError::TemporarilyUnavailable(e)),
             // Already invalid, expired or revoked: nothing left to do.
@@ -788,8 +798,23 @@ impl AuthorizationServer {
         self.record(event).await
     }
 
+    /// With tenants declared in the policy, `/mcp` refuses principals of
+    /// any other tenant right after authenticating them; introspection
+    /// agrees. (The policy comes with task grants, which the binary always
+    /// enables.)
+    fn tenant_served(&self, tenant: &str) -> bool {
+        self.task_exchange.as_ref().is_none_or(|exchange| {
+            let policy = exchange.policy.current();
+            !policy.tenancy_enabled() || policy.tenant_allowed(tenant)
+        })
+    }
+
     /// RFC 7662: the state of a token, for an authenticated confidential
-    /// client. Anything not currently valid is just `{"active": false}`.
+    /// client. Active means exactly what gate 1 of `/mcp` accepts now (the
+    /// same function decides). Only the token's own client, or a client an
+    /// operator allowed to introspect (`clients create --introspect`) for
+    /// tokens of its tenant, learns anything; everyone else, and anything
+    /// not currently valid, gets just `{"active": false}`.
     pub async fn introspect(
         &self,
         auth: &ClientAuth,
@@ -802,23 +827,38 @@ impl AuthorizationServer {
                 "introspection needs a confidential client".into(),
             ));
         }
-        match self.tokens.inspect(&self.store, token, now).await {
-            Ok(claims) => Ok(json!({
-                "active": true,
-                "token_type": "Bearer",
-                "scope": claims.scope,
-                "client_id": claims.client_id,
-                "sub": claims.sub,
-                "aud": claims.aud,
-                "iss": claims.iss,
-                "exp": claims.exp,
-                "iat": claims.iat,
-                "jti": claims.jti,
-                "tenant": claims.tenant,
-                "roles": claims.roles,
-            })),
-            Err(AuthnError::Unavailable(e)) => Err(OAuthError::TemporarilyUnavailable(e)),
-            Err(_) => Ok(json!({"active": false})),
+        let inactive = json!({"active": false});
+        // API keys are not OAuth tokens; never an oracle for them.
+        if token.starts_with(KEY_PREFIX) {
+            return Ok(inactive);
         }
+        let claims = match self.authenticator.access_token(token, now).await {
+            Ok(claims) => claims,
+            Err(AuthnError::Unavailable(e)) => return Err(OAuthError::TemporarilyUnavailable(e)),
+            Err(_) => return Ok(inactive),
+        };
+        let tenant = claims.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
+        if !self.tenant_served(tenant) {
+            return Ok(inactive);
+        }
+        let entitled =
+            claims.client_id == client.id || (client.may_introspect && tenant == client.tenant);
+        if !entitled {
+            return Ok(inactive);
+        }
+        Ok(json!({
+            "active": true,
+            "token_type": "Bearer",
+            "scope": claims.scope,
+            "client_id": claims.client_id,
+            "sub": claims.sub,
+            "aud": claims.aud,
+            "iss": claims.iss,
+            "exp": claims.exp,
+            "iat": claims.iat,
+            "jti": claims.jti,
+            "tenant": claims.tenant,
+            "roles": claims.roles,
+        }))
     }
 }

@@ -10,6 +10,7 @@ mod postgres;
 mod postgres_authorization;
 mod postgres_gating;
 mod records;
+mod signing_schedule;
 mod sqlite;
 mod sqlite_authorization;
 mod sqlite_gating;
@@ -30,10 +31,8 @@ pub use gating::{
     TaskGrantRecord,
 };
 pub use postgres::PostgresStore;
-pub use records::{
-    ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord, SigningSchedule,
-    signing_schedule,
-};
+pub use records::{ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord};
+pub use signing_schedule::{ScheduledKey, SigningKeyState, SigningSchedule, signing_schedule};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +106,12 @@ pub trait Store: AuthorizationStore + GatingStore + Send + Sync + 'static {
 
     // --- Token-signing keys ----------------------------------------------
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
-    /// All keys, oldest first (retired ones included).
+    /// All keys, oldest first (retired and revoked ones included).
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// Withdraws a signing key at once. Returns false when it does not
+    /// exist or was already revoked. Moves the credential generation, so
+    /// every instance drops the key (and tokens it validated) at once.
+    async fn revoke_signing_key(&self, kid: &str, at: Timestamp) -> StoreResult<bool>;
 
     // --- Audit ----------------------------------------------------------
     /// Appends all events atomically: either all are stored or none. Takes

@@ -19,7 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::{PgConnection, QueryBuilder, Row};
 use tokio::task::JoinHandle;
 
-use crate::sqlite::{json_list, list_json};
+use crate::sqlite::{json_list, list_json, newest_migration};
 use crate::{
     ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord, Store, StoreError,
     StoreResult,
@@ -36,17 +36,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/postgres/0004_gating.sql")),
     (5, include_str!("../migrations/postgres/0005_identity.sql")),
     (
-        8,
-        include_str!("../migrations/postgres/0008_exact_approval_arguments.sql"),
+        6,
+        include_str!("../migrations/postgres/0006_signing_key_revocation_and_introspection.sql"),
+    ),
+    (
+        7,
+        include_str!("../migrations/postgres/0007_exact_approval_arguments.sql"),
     ),
 ];
 
-/// The newest schema version this build knows. Versions need not be
-/// contiguous (parallel branches take numbers ahead), so this is the
-/// largest, not the count.
-fn newest_migration() -> i64 {
-    MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0)
-}
+/// See `sqlite::NEWEST_MIGRATION`: versions may leave gaps.
+const NEWEST_MIGRATION: i64 = newest_migration(MIGRATIONS);
 
 /// 19 bound values per row; PostgreSQL allows 65535 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 3_000;
@@ -179,7 +179,7 @@ async fn migrate(pool: &PgPool) -> StoreResult<()> {
         .fetch_all(&mut *tx)
         .await?;
     if let Some(newest) = applied.iter().max()
-        && *newest > newest_migration()
+        && *newest > NEWEST_MIGRATION
     {
         return Err(StoreError::Corrupt(format!(
             "database schema version {newest} is newer than this Gatehouse understands"
@@ -345,6 +345,7 @@ fn client_from_row(row: &PgRow) -> StoreResult<ClientRecord> {
         auth_method: row.try_get("auth_method")?,
         registered_by: row.try_get("registered_by")?,
         last_used_at: opt_ts(row, "last_used_at")?,
+        may_introspect: row.try_get("may_introspect")?,
     })
 }
 
@@ -554,8 +555,8 @@ impl Store for PostgresStore {
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO oauth_clients (id, name, tenant, role, scopes, secret_hash, created_at, revoked_at, \
-             redirect_uris, grant_types, auth_method, registered_by, last_used_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             redirect_uris, grant_types, auth_method, registered_by, last_used_at, may_introspect) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&client.id)
         .bind(&client.name)
@@ -570,6 +571,7 @@ impl Store for PostgresStore {
         .bind(&client.auth_method)
         .bind(&client.registered_by)
         .bind(client.last_used_at.map(|t| t.0))
+        .bind(client.may_introspect)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -647,7 +649,7 @@ impl Store for PostgresStore {
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO signing_keys (kid, sealed_pkcs8, public_jwk, created_at, activates_at, retired_at) \
+            "INSERT INTO signing_keys (kid, sealed_pkcs8, public_jwk, created_at, activates_at, revoked_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&key.kid)
@@ -655,7 +657,7 @@ impl Store for PostgresStore {
         .bind(&key.public_jwk)
         .bind(key.created_at.0)
         .bind(key.activates_at.0)
-        .bind(key.retired_at.map(|t| t.0))
+        .bind(key.revoked_at.map(|t| t.0))
         .execute(&mut *tx)
         .await?;
         let generation = bump_generation(&mut tx).await?;
@@ -676,10 +678,30 @@ impl Store for PostgresStore {
                     public_jwk: row.try_get("public_jwk")?,
                     created_at: Timestamp(row.try_get("created_at")?),
                     activates_at: Timestamp(row.try_get("activates_at")?),
-                    retired_at: opt_ts(row, "retired_at")?,
+                    revoked_at: opt_ts(row, "revoked_at")?,
                 })
             })
             .collect()
+    }
+
+    async fn revoke_signing_key(&self, kid: &str, at: Timestamp) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE signing_keys SET revoked_at = $1 WHERE kid = $2 AND revoked_at IS NULL",
+        )
+        .bind(at.0)
+        .bind(kid)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !changed {
+            return Ok(false);
+        }
+        let generation = bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        self.note_bump(generation);
+        Ok(true)
     }
 
     async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()> {

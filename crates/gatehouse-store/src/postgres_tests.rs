@@ -171,6 +171,7 @@ async fn a_revocation_on_one_instance_moves_the_generation_on_another() {
                 auth_method: "none".into(),
                 registered_by: "operator".into(),
                 last_used_at: None,
+                may_introspect: false,
             })
             .await
             .unwrap();
@@ -275,8 +276,8 @@ async fn concurrent_start_ups_migrate_once_and_a_newer_schema_is_refused() {
             .fetch_all(&admin)
             .await
             .unwrap();
-            let every: Vec<i64> = MIGRATIONS.iter().map(|(version, _)| *version).collect();
-            assert_eq!(versions, every);
+            let listed: Vec<i64> = super::MIGRATIONS.iter().map(|m| m.0).collect();
+            assert_eq!(versions, listed);
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "INSERT INTO {name}.schema_migrations (version) VALUES (99)"
             )))

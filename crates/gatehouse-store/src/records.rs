@@ -76,6 +76,10 @@ pub struct ClientRecord {
     /// `operator` or `dynamic`.
     pub registered_by: String,
     pub last_used_at: Option<Timestamp>,
+    /// May introspect tokens issued to other clients (of its own tenant):
+    /// `gatehouse clients create --introspect`. Without it a client learns
+    /// only about its own tokens.
+    pub may_introspect: bool,
 }
 
 impl ClientRecord {
@@ -98,116 +102,8 @@ pub struct SigningKeyRecord {
     pub created_at: Timestamp,
     /// When it starts signing; published in the JWKS before that.
     pub activates_at: Timestamp,
-    /// Set by an operator to withdraw a key at once (never published again).
-    pub retired_at: Option<Timestamp>,
-}
-
-/// Which signing keys do what at a moment in time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SigningSchedule<'a> {
-    /// The key that signs new tokens now.
-    pub signer: Option<&'a SigningKeyRecord>,
-    /// Keys to publish: the signer, keys that will sign next, and replaced
-    /// keys until every token they signed has expired.
-    pub published: Vec<&'a SigningKeyRecord>,
-}
-
-/// Works out the schedule from the stored keys. A key signs from its
-/// `activates_at` until the next key activates; after that it stays
-/// published for `max_token_lifetime_ms`, the longest a token lives.
-pub fn signing_schedule(
-    keys: &[SigningKeyRecord],
-    now: Timestamp,
-    max_token_lifetime_ms: i64,
-) -> SigningSchedule<'_> {
-    let mut usable: Vec<&SigningKeyRecord> =
-        keys.iter().filter(|k| k.retired_at.is_none()).collect();
-    usable.sort_by_key(|k| (k.activates_at, k.created_at));
-    let signer_index = usable.iter().rposition(|k| k.activates_at <= now);
-    let published = usable
-        .iter()
-        .enumerate()
-        .filter(|(i, key)| {
-            if key.activates_at > now || Some(*i) == signer_index {
-                return true;
-            }
-            // Replaced: published until its last tokens have expired.
-            match usable.get(i + 1) {
-                Some(next) => now < next.activates_at.plus_millis(max_token_lifetime_ms),
-                None => true,
-            }
-        })
-        .map(|(_, key)| *key)
-        .collect();
-    SigningSchedule {
-        signer: signer_index.and_then(|i| usable.get(i).copied()),
-        published,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const HOUR: i64 = 3_600_000;
-
-    fn key(kid: &str, activates: i64) -> SigningKeyRecord {
-        SigningKeyRecord {
-            kid: kid.into(),
-            sealed_pkcs8: Vec::new(),
-            public_jwk: String::new(),
-            created_at: Timestamp(activates),
-            activates_at: Timestamp(activates),
-            retired_at: None,
-        }
-    }
-
-    fn kids(schedule: &SigningSchedule<'_>) -> (Option<String>, Vec<String>) {
-        (
-            schedule.signer.map(|k| k.kid.clone()),
-            schedule.published.iter().map(|k| k.kid.clone()).collect(),
-        )
-    }
-
-    #[test]
-    fn the_next_key_is_published_before_it_signs_and_the_old_one_after() {
-        let keys = vec![key("old", 0), key("new", 10 * HOUR)];
-        let at = |t| kids(&signing_schedule(&keys, Timestamp(t), HOUR));
-        // Before the rotation takes effect: old signs, new is already published.
-        assert_eq!(
-            at(9 * HOUR),
-            (Some("old".into()), vec!["old".into(), "new".into()])
-        );
-        // New signs; old stays published while its tokens may live.
-        assert_eq!(
-            at(10 * HOUR),
-            (Some("new".into()), vec!["old".into(), "new".into()])
-        );
-        assert_eq!(
-            at(11 * HOUR - 1),
-            (Some("new".into()), vec!["old".into(), "new".into()])
-        );
-        // Every token of the old key has expired.
-        assert_eq!(at(11 * HOUR), (Some("new".into()), vec!["new".into()]));
-    }
-
-    #[test]
-    fn retired_keys_are_never_used_or_published() {
-        let mut retired = key("bad", 5);
-        retired.retired_at = Some(Timestamp(6));
-        let keys = vec![key("good", 0), retired];
-        assert_eq!(
-            kids(&signing_schedule(&keys, Timestamp(10), HOUR)),
-            (Some("good".into()), vec!["good".into()])
-        );
-    }
-
-    #[test]
-    fn no_active_key_means_no_signer() {
-        let keys = vec![key("future", 100)];
-        assert_eq!(
-            kids(&signing_schedule(&keys, Timestamp(10), HOUR)),
-            (None, vec!["future".into()])
-        );
-    }
+    /// Set by `gatehouse keys revoke-signing` to withdraw a key at once:
+    /// it never signs, verifies or is published again. (When a replaced
+    /// key retires is computed from the schedule, see `signing_schedule`.)
+    pub revoked_at: Option<Timestamp>,
 }

@@ -35,16 +35,30 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_gating.sql")),
     (5, include_str!("../migrations/sqlite/0005_identity.sql")),
     (
-        8,
-        include_str!("../migrations/sqlite/0008_exact_approval_arguments.sql"),
+        6,
+        include_str!("../migrations/sqlite/0006_signing_key_revocation_and_introspection.sql"),
+    ),
+    (
+        7,
+        include_str!("../migrations/sqlite/0007_exact_approval_arguments.sql"),
     ),
 ];
 
-/// The newest schema version this build knows. Versions need not be
-/// contiguous (parallel branches take numbers ahead), so this is the
-/// largest, not the count.
-fn newest_migration() -> i64 {
-    MIGRATIONS.iter().map(|(v, _)| *v).max().unwrap_or(0)
+/// Versions may leave gaps (a branch numbers its migration ahead of one
+/// still in review): a database is newer than this binary only when it has
+/// a version above every version listed here.
+const NEWEST_MIGRATION: i64 = newest_migration(MIGRATIONS);
+
+pub(crate) const fn newest_migration(migrations: &[(i64, &str)]) -> i64 {
+    let mut newest = 0;
+    let mut i = 0;
+    while i < migrations.len() {
+        if migrations[i].0 > newest {
+            newest = migrations[i].0;
+        }
+        i += 1;
+    }
+    newest
 }
 
 #[derive(Debug, Clone)]
@@ -124,7 +138,7 @@ impl SqliteStore {
                 .await?;
         }
         if let Some(newest) = applied.iter().max()
-            && *newest > newest_migration()
+            && *newest > NEWEST_MIGRATION
         {
             return Err(StoreError::Corrupt(format!(
                 "database schema version {newest} is newer than this Gatehouse understands"
@@ -197,6 +211,7 @@ fn client_from_row(row: &SqliteRow) -> StoreResult<ClientRecord> {
         auth_method: row.try_get("auth_method")?,
         registered_by: row.try_get("registered_by")?,
         last_used_at: opt_ts(row, "last_used_at")?,
+        may_introspect: row.try_get("may_introspect")?,
     })
 }
 
@@ -403,8 +418,8 @@ impl Store for SqliteStore {
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO oauth_clients (id, name, tenant, role, scopes, secret_hash, created_at, revoked_at, \
-             redirect_uris, grant_types, auth_method, registered_by, last_used_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             redirect_uris, grant_types, auth_method, registered_by, last_used_at, may_introspect) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(&client.id)
         .bind(&client.name)
@@ -419,6 +434,7 @@ impl Store for SqliteStore {
         .bind(&client.auth_method)
         .bind(&client.registered_by)
         .bind(client.last_used_at.map(|t| t.0))
+        .bind(client.may_introspect)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -486,7 +502,7 @@ impl Store for SqliteStore {
 
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO signing_keys (kid, sealed_pkcs8, public_jwk, created_at, activates_at, retired_at) \
+            "INSERT INTO signing_keys (kid, sealed_pkcs8, public_jwk, created_at, activates_at, revoked_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&key.kid)
@@ -494,7 +510,7 @@ impl Store for SqliteStore {
         .bind(&key.public_jwk)
         .bind(key.created_at.0)
         .bind(key.activates_at.0)
-        .bind(key.retired_at.map(|t| t.0))
+        .bind(key.revoked_at.map(|t| t.0))
         .execute(&self.pool)
         .await?;
         self.bump_generation();
@@ -513,10 +529,22 @@ impl Store for SqliteStore {
                     public_jwk: row.try_get("public_jwk")?,
                     created_at: Timestamp(row.try_get("created_at")?),
                     activates_at: Timestamp(row.try_get("activates_at")?),
-                    retired_at: opt_ts(row, "retired_at")?,
+                    revoked_at: opt_ts(row, "revoked_at")?,
                 })
             })
             .collect()
+    }
+
+    async fn revoke_signing_key(&self, kid: &str, at: Timestamp) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE signing_keys SET revoked_at = $1 WHERE kid = $2 AND revoked_at IS NULL",
+        )
+        .bind(at.0)
+        .bind(kid)
+        .execute(&self.pool)
+        .await?;
+        self.bump_generation();
+        Ok(result.rows_affected() == 1)
     }
 
     async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()> {

@@ -271,6 +271,7 @@ pub(super) fn client(id: &str) -> ClientRecord {
         auth_method: "client_secret_basic".into(),
         registered_by: "operator".into(),
         last_used_at: None,
+        may_introspect: false,
     }
 }
 
@@ -301,7 +302,7 @@ async fn signing_keys_round_trip_in_order() {
                 public_jwk: "{}".into(),
                 created_at: Timestamp(at),
                 activates_at: Timestamp(at),
-                retired_at: None,
+                revoked_at: None,
             })
             .await
             .unwrap();

@@ -34,6 +34,7 @@ macro_rules! conformance_tests {
             settings_round_trip,
             clients_round_trip_and_revoke_once,
             signing_keys_round_trip_in_order,
+            a_signing_key_is_revoked_once,
             revoked_tokens_are_listed_until_they_expire,
             a_code_is_redeemed_once_and_a_replay_names_its_grant,
             an_expired_code_is_invalid,
@@ -149,6 +150,7 @@ fn client(id: &str) -> ClientRecord {
         auth_method: "client_secret_basic".into(),
         registered_by: "operator".into(),
         last_used_at: None,
+        may_introspect: false,
     }
 }
 
@@ -524,11 +526,15 @@ pub(crate) async fn clients_round_trip_and_revoke_once(store: TestStore) {
     store.insert_client(&public).await.unwrap();
     assert_eq!(store.client("c1").await.unwrap(), Some(client("c1")));
     assert_eq!(store.client("c0").await.unwrap(), Some(public));
+    let mut introspector = client("c2");
+    introspector.may_introspect = true;
+    store.insert_client(&introspector).await.unwrap();
+    assert_eq!(store.client("c2").await.unwrap(), Some(introspector));
     assert!(matches!(
         store.insert_client(&client("c1")).await,
         Err(StoreError::Conflict)
     ));
-    assert_eq!(store.list_clients().await.unwrap().len(), 2);
+    assert_eq!(store.list_clients().await.unwrap().len(), 3);
     let before = store.credential_generation();
     assert!(store.revoke_client("c1", Timestamp(20)).await.unwrap());
     assert_ne!(store.credential_generation(), before);
@@ -549,7 +555,7 @@ pub(crate) async fn signing_keys_round_trip_in_order(store: TestStore) {
                 public_jwk: "{}".into(),
                 created_at: Timestamp(at),
                 activates_at: Timestamp(at),
-                retired_at: None,
+                revoked_at: None,
             })
             .await
             .unwrap();
@@ -561,6 +567,35 @@ pub(crate) async fn signing_keys_round_trip_in_order(store: TestStore) {
         ["a", "b"]
     );
     assert_eq!(keys[0].sealed_pkcs8, vec![0, 1, 2, 255]);
+}
+
+pub(crate) async fn a_signing_key_is_revoked_once(store: TestStore) {
+    for kid in ["a", "b"] {
+        store
+            .insert_signing_key(&SigningKeyRecord {
+                kid: kid.into(),
+                sealed_pkcs8: vec![1],
+                public_jwk: "{}".into(),
+                created_at: Timestamp(1),
+                activates_at: Timestamp(1),
+                revoked_at: None,
+            })
+            .await
+            .unwrap();
+    }
+    let before = store.credential_generation();
+    assert!(store.revoke_signing_key("a", Timestamp(5)).await.unwrap());
+    assert_ne!(store.credential_generation(), before);
+    assert!(!store.revoke_signing_key("a", Timestamp(6)).await.unwrap());
+    assert!(
+        !store
+            .revoke_signing_key("nope", Timestamp(6))
+            .await
+            .unwrap()
+    );
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(keys[0].revoked_at, Some(Timestamp(5)));
+    assert_eq!(keys[1].revoked_at, None);
 }
 
 pub(crate) async fn revoked_tokens_are_listed_until_they_expire(store: TestStore) {

@@ -68,6 +68,9 @@ impl Store for DownStore {
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>> {
         down()
     }
+    async fn revoke_signing_key(&self, _: &str, _: Timestamp) -> StoreResult<bool> {
+        down()
+    }
     fn credential_generation(&self) -> Option<u64> {
         None
     }

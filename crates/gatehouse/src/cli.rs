@@ -140,6 +140,25 @@ pub enum KeysCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// List the token-signing keys and where each stands: next (published,
+    /// signs later), active (signs now), retiring (replaced; verifies the
+    /// tokens it signed until they expire), retired, revoked.
+    ListSigning(JsonFlag),
+    /// Withdraw a token-signing key at once, e.g. after a suspected
+    /// compromise: tokens it signed are refused from the next request on, by
+    /// every instance, and it leaves the JWKS. The key that signs now is
+    /// refused unless --force (or rotate first).
+    RevokeSigning {
+        /// The key id (a kid may start with `-`).
+        #[arg(allow_hyphen_values = true)]
+        kid: String,
+        /// Also the key that signs now: first add a new key that signs at
+        /// once, then revoke this one.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Issue a replacement key; the old one stays valid for the overlap.
     Rotate {
         id: String,
@@ -287,6 +306,11 @@ pub struct ClientCreateArgs {
     /// Scopes the client may request (default: its role decides alone).
     #[arg(long, num_args = 1..)]
     pub scopes: Option<Vec<String>>,
+    /// Allow the client (e.g. a resource server) to introspect tokens of
+    /// other clients of its tenant at /oauth/introspect. Without it a
+    /// client learns only about its own tokens.
+    #[arg(long, conflicts_with = "public")]
+    pub introspect: bool,
     #[arg(long)]
     pub json: bool,
 }

@@ -129,6 +129,7 @@ impl Runtime {
                 ctx.pepper()?,
                 ctx.master_key()?,
                 gateway.audit().clone(),
+                Arc::clone(&authenticator),
                 clock.now(),
             )
             .await

@@ -18,6 +18,7 @@ mod e2e {
     mod config;
     mod device;
     mod identity;
+    mod introspection;
     mod keys;
     mod lockout;
     mod matrix;
@@ -27,6 +28,7 @@ mod e2e {
     mod registration;
     mod secrets_hygiene;
     mod sessions;
+    mod signing_keys;
     mod stdio;
     mod task_grants;
     mod tenants;

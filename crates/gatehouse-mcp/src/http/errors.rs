@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gatehouse_authn::AuthnError;
-use gatehouse_authz::Deny;
+use gatehouse_authz::{AdminRefusal, Deny};
 use serde_json::json;
 
 use crate::Gate1Error;
@@ -147,6 +147,28 @@ pub fn insufficient_scope(deny: &Deny, resource_metadata: &str, id: serde_json::
     )
 }
 
+/// The admin API refused the caller (see `admin.rs`): 403, and for a
+/// missing scope the step-up challenge naming the scope to ask for.
+pub fn admin_refusal(refusal: AdminRefusal, resource_metadata: &str) -> Response {
+    let description = refusal.to_string();
+    match refusal.required_scope() {
+        Some(scope) => with_challenge(
+            StatusCode::FORBIDDEN,
+            challenge_with_scope(
+                resource_metadata,
+                Some(("insufficient_scope", &description)),
+                Some(scope),
+            ),
+            json!({"error": "insufficient_scope", "error_description": description, "scope": scope}),
+        ),
+        None => (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "forbidden", "error_description": description, "reason": refusal.code()})),
+        )
+            .into_response(),
+    }
+}
+
 /// Nothing runs without its audit record: answer 503 and let the client retry.
 pub fn audit_unavailable() -> Response {
     let mut response = (
@@ -234,6 +256,20 @@ mod tests {
             }),
             StatusCode::TOO_MANY_REQUESTS
         );
+    }
+
+    #[test]
+    fn a_missing_admin_scope_names_the_scope_to_ask_for() {
+        let response = admin_refusal(AdminRefusal::MissingScope, PRM);
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let challenge = response.headers()[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
+        assert!(challenge.contains("error=\"insufficient_scope\""));
+        assert!(challenge.contains("scope=\"tools:admin\""));
+        let other = admin_refusal(AdminRefusal::NotAdmin, PRM);
+        assert_eq!(other.status(), StatusCode::FORBIDDEN);
+        assert!(!other.headers().contains_key(header::WWW_AUTHENTICATE));
     }
 
     #[test]

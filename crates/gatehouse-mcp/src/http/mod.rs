@@ -1,6 +1,7 @@
 //! The HTTP front door: listener, Host/Origin guard, gate 1 and session
 //! binding in front of the MCP endpoint, plus the metadata documents.
 
+mod admin;
 mod authenticate;
 mod body;
 mod errors;

@@ -13,6 +13,7 @@ use gatehouse_core::{CredentialKind, CredentialRef, Principal, TaskGrant, Timest
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::admin::AdminRefused;
 use super::router::AppState;
 use crate::Caller;
 
@@ -32,12 +33,19 @@ struct CheckRequest {
     task: Option<String>,
 }
 
-fn error(status: StatusCode, code: &str, description: &str) -> Response {
-    (
+/// A refusal by this endpoint, marked with its reason for the admin gate's
+/// audit record.
+fn error(status: StatusCode, code: &str, reason: &'static str, description: &str) -> Response {
+    let mut response = (
         status,
         Json(json!({"error": code, "error_description": description})),
     )
-        .into_response()
+        .into_response();
+    response.extensions_mut().insert(AdminRefused {
+        reason,
+        message: description.to_string(),
+    });
+    response
 }
 
 pub async fn check(
@@ -45,31 +53,22 @@ pub async fn check(
     caller: Option<Extension<Caller>>,
     body: Bytes,
 ) -> Response {
+    // Only admins get here: the admin gate in front of this route checked
+    // role, task grant and scope (and audits the request).
     let Some(Extension(caller)) = caller else {
         return error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
+            "unauthenticated",
             "authenticate first",
         );
     };
-    // An admin confined to a task grant is not acting as an admin.
-    if !state
-        .gateway
-        .policy()
-        .is_tenant_admin(&caller.principal.roles)
-        || caller.principal.task.is_some()
-    {
-        return error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only an admin may explain policy decisions",
-        );
-    }
     let request: CheckRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,
+                "invalid_request",
                 "invalid_request",
                 &format!("expected {{tool, args, roles, scopes?, tenant?, task?}}: {e}"),
             );
@@ -79,6 +78,7 @@ pub async fn check(
     if !args.is_object() {
         return error(
             StatusCode::BAD_REQUEST,
+            "invalid_request",
             "invalid_request",
             "args must be a JSON object",
         );
@@ -91,6 +91,7 @@ pub async fn check(
         return error(
             StatusCode::FORBIDDEN,
             "forbidden",
+            "other_tenant",
             "an admin may explain decisions for their own tenant only",
         );
     }

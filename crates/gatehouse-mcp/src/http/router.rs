@@ -12,7 +12,7 @@ use url::Url;
 
 use super::guard::{HostAllowlist, OriginAllowlist};
 use super::sessions::SessionBindings;
-use super::{authenticate, body, guard, metadata, policy_check};
+use super::{admin, authenticate, body, guard, metadata, policy_check};
 use crate::sdk::{HttpServiceOptions, streamable_http_service};
 use crate::{Gateway, routes};
 
@@ -133,13 +133,15 @@ pub fn build_router(
             Arc::clone(&state),
             guard::host_and_origin,
         ));
-    // Admin endpoints: the same guard and gate 1 as /mcp, no MCP layer.
+    // Admin endpoints: the same guard and gate 1 as /mcp, then the admin
+    // gate (role, task, scope; every request audited), no MCP layer.
     let admin_routes = Router::new()
         .route(
             routes::POLICY_CHECK,
             axum::routing::post(policy_check::check),
         )
         .with_state(Arc::clone(&state))
+        .layer(from_fn_with_state(Arc::clone(&state), admin::gate))
         .layer(from_fn_with_state(
             Arc::clone(&state),
             authenticate::authenticate,

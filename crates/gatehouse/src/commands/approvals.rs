@@ -50,7 +50,7 @@ fn masked_text(a: &ApprovalRecord) -> String {
         .join(" ")
 }
 
-fn operator() -> Decider {
+pub(crate) fn operator() -> Decider {
     let name = std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())

@@ -23,6 +23,7 @@ fn client_json(client: &ClientRecord) -> serde_json::Value {
         "registered_by": client.registered_by,
         "redirect_uris": client.redirect_uris,
         "grant_types": client.grant_types,
+        "introspect": client.may_introspect,
         "last_used_at": client.last_used_at.map(|t| t.to_rfc3339()),
         "status": if client.revoked_at.is_some() { "revoked" } else { "active" },
         "created_at": client.created_at.to_rfc3339(),
@@ -72,6 +73,7 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
                 "client_secret_basic".into()
             },
             registered_by: REGISTERED_BY_OPERATOR.into(),
+            may_introspect: args.introspect,
         },
         SystemClock.now(),
     )?;
@@ -111,6 +113,12 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
             ctx.public_origin()
         ));
     }
+    if record.may_introspect {
+        output::line(&format!(
+            "It may introspect the tokens of every client of tenant {} at /oauth/introspect.",
+            record.tenant
+        ));
+    }
     if !record.redirect_uris.is_empty() {
         output::line(&format!(
             "Users sign in at {}/authorize; redirect URIs: {}",
@@ -140,12 +148,21 @@ pub async fn run(ctx: &Context, command: ClientsCommand) -> anyhow::Result<()> {
                             c.tenant.clone(),
                             c.role.clone(),
                             v["status"].as_str().unwrap_or_default().to_string(),
+                            if c.may_introspect { "yes" } else { "no" }.to_string(),
                             c.created_at.to_rfc3339(),
                         ]
                     })
                     .collect();
                 output::table(
-                    &["CLIENT ID", "NAME", "TENANT", "ROLE", "STATUS", "CREATED"],
+                    &[
+                        "CLIENT ID",
+                        "NAME",
+                        "TENANT",
+                        "ROLE",
+                        "STATUS",
+                        "INTROSPECT",
+                        "CREATED",
+                    ],
                     &rows,
                 );
             }

@@ -314,6 +314,12 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
                 );
             }
         }
+        KeysCommand::ListSigning(flag) => {
+            crate::commands::signing_keys::list(ctx, now, flag.json).await?
+        }
+        KeysCommand::RevokeSigning { kid, force, json } => {
+            crate::commands::signing_keys::revoke(ctx, &kid, force, json.json, now).await?
+        }
         KeysCommand::Rotate { id, overlap, json } => {
             let store = ctx.open_store().await?;
             let old = store

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod policy;
 pub mod secrets;
 pub mod serve;
+pub mod signing_keys;
 pub mod stdio;
 pub mod users;
 pub mod welcome;

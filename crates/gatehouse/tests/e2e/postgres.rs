@@ -213,3 +213,70 @@ async fn task_grants_and_operation_tokens_hold_across_instances() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_signing_key_revoked_through_one_instance_stops_its_tokens_on_both() {
+    let Some(schema) = Schema::create() else {
+        return;
+    };
+    let url = schema.url();
+    let env = [
+        ("GH_TEST_DATABASE_URL", url.as_str()),
+        ("GATEHOUSE_PEPPER", &"ab".repeat(32)),
+        ("GATEHOUSE_MASTER_KEY", &"cd".repeat(32)),
+    ];
+    let config = format!("{CONFIG}[server]\npublic_url = \"http://127.0.0.1:9\"\n");
+    let first = Server::start_with_env(tempfile::tempdir().unwrap(), Some(&config), &env);
+    let second = Server::start_with_env(tempfile::tempdir().unwrap(), Some(&config), &env);
+    let client = first.cli_json(&["clients", "create", "--name", "bot", "--role", "reader"]);
+    let (id, secret) = (
+        client["client_id"].as_str().unwrap(),
+        client["client_secret"].as_str().unwrap(),
+    );
+    let (status, _, body) = super::oauth::token_request(
+        &first,
+        &[("grant_type", "client_credentials")],
+        Some((id, secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        second.rpc(Some(&token), "tools/list", json!({})).await.0,
+        200
+    );
+    let kid = first.cli_json(&["keys", "list-signing"])[0]["kid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The one key that signs: --force adds its successor, then revokes it.
+    first.cli_json(&["keys", "revoke-signing", &kid, "--force"]);
+    wait_for_status(&first, &token, 401, "the revoked key still verifies here").await;
+    wait_for_status(
+        &second,
+        &token,
+        401,
+        "the revoked key still verifies on the other instance",
+    )
+    .await;
+    let jwks = second.get_json("/oauth/jwks.json").await;
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["kid"] != kid.as_str()),
+        "{jwks}"
+    );
+    // The successor signs on both.
+    let (status, _, body) = super::oauth::token_request(
+        &second,
+        &[("grant_type", "client_credentials")],
+        Some((id, secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let fresh = body["access_token"].as_str().unwrap();
+    assert_eq!(first.rpc(Some(fresh), "tools/list", json!({})).await.0, 200);
+}

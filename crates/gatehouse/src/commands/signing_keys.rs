@@ -1,0 +1,149 @@
+//! `gatehouse keys list-signing|revoke-signing`: the authorization server's
+//! token-signing keys. (`keys rotate-signing` adds one; see `keys.rs`.)
+
+use anyhow::{Context as _, bail};
+use gatehouse_audit::{AuditLog, EventBuilder};
+use gatehouse_authn::REPLACED_KEY_TRUST_MS;
+use gatehouse_core::{AuditKind, Outcome, Timestamp};
+use gatehouse_store::{ScheduledKey, SigningKeyState, signing_schedule};
+use serde_json::json;
+
+use crate::commands::approvals::operator;
+use crate::commands::keys::ts_text;
+use crate::context::Context;
+use crate::output;
+
+/// The tool name of the audit records written here.
+const AUDIT_TOOL: &str = "keys/revoke-signing";
+
+fn key_json(key: &ScheduledKey<'_>) -> serde_json::Value {
+    let ts = |t: Option<Timestamp>| t.map(|t| t.to_rfc3339());
+    json!({
+        "kid": key.record.kid,
+        "state": key.state.as_str(),
+        "created_at": key.record.created_at.to_rfc3339(),
+        "signs_from": key.record.activates_at.to_rfc3339(),
+        "replaced_at": ts(key.replaced_at),
+        "retires_at": ts(key.retires_at),
+        "revoked_at": ts(key.record.revoked_at),
+    })
+}
+
+pub async fn list(ctx: &Context, now: Timestamp, json_out: bool) -> anyhow::Result<()> {
+    let store = ctx.open_store().await?;
+    let records = store.signing_keys().await?;
+    let schedule = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS);
+    if json_out {
+        output::json(&json!(
+            schedule.keys.iter().map(key_json).collect::<Vec<_>>()
+        ));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = schedule
+        .keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.record.kid.clone(),
+                k.state.as_str().to_string(),
+                k.record.activates_at.to_rfc3339(),
+                ts_text(k.replaced_at),
+                ts_text(k.retires_at),
+                ts_text(k.record.revoked_at),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "KID",
+            "STATE",
+            "SIGNS FROM",
+            "REPLACED AT",
+            "RETIRES AT",
+            "REVOKED AT",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// Withdraws a signing key. The key that signs now is withdrawn only with
+/// `force`, after a replacement that signs at once has been added: a
+/// replaced key never signs again, so revoking the signer alone would leave
+/// the authorization server unable to issue tokens.
+pub async fn revoke(
+    ctx: &Context,
+    kid: &str,
+    force: bool,
+    json_out: bool,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    let store = ctx.open_store().await?;
+    let records = store.signing_keys().await?;
+    let schedule = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS);
+    let key = schedule
+        .keys
+        .iter()
+        .find(|k| k.record.kid == kid)
+        .with_context(|| {
+            format!("no signing key with kid {kid:?} (see `gatehouse keys list-signing`)")
+        })?;
+    if key.state == SigningKeyState::Revoked {
+        bail!("signing key {kid} is already revoked");
+    }
+    let mut replacement = None;
+    if key.state == SigningKeyState::Active {
+        if !force {
+            bail!(
+                "signing key {kid} is the key that signs now; add its successor first \
+                 (`gatehouse keys rotate-signing --publish-ahead 0s`), or pass --force to do both"
+            );
+        }
+        let master = ctx.master_key()?;
+        replacement = Some(gatehouse_oauth::add_signing_key(&store, &master, now, now).await?);
+    }
+    if !store.revoke_signing_key(kid, now).await? {
+        bail!("signing key {kid} was revoked meanwhile");
+    }
+
+    let audit_path = ctx.in_data_dir(&ctx.config.audit.file);
+    let (audit, writer) = AuditLog::start(store, Some(audit_path.clone()), ctx.config.audit.fsync)
+        .with_context(|| format!("cannot open the audit file {}", audit_path.display()))?;
+    let operator = operator();
+    let event = |kid: &str, reason: &str| {
+        EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)
+            .agent(operator.name())
+            .credential(Some(kid.to_string()))
+            .decision("revoke")
+            .reason(reason)
+            .tool(AUDIT_TOOL)
+            .build()
+    };
+    if let Some(new) = &replacement {
+        audit.record(event(&new.kid, "signing_key_added")).await?;
+    }
+    audit.record(event(kid, "signing_key_revoked")).await?;
+    drop(audit);
+    writer.wait().await;
+
+    let replaced_by = replacement.as_ref().map(|r| r.kid.clone());
+    if json_out {
+        output::json(&json!({
+            "kid": kid,
+            "state": SigningKeyState::Revoked.as_str(),
+            "revoked_at": now.to_rfc3339(),
+            "replaced_by": replaced_by,
+        }));
+        return Ok(());
+    }
+    if let Some(new) = &replaced_by {
+        output::line(&format!(
+            "Added signing key {new}; it signs new tokens from now on."
+        ));
+    }
+    output::line(&format!(
+        "Revoked signing key {kid}. Tokens it signed are refused from the next request on, \
+         and it is no longer published in the JWKS."
+    ));
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! Token-signing keys over their whole life: a replaced key stops verifying
+//! once its tokens have expired, `keys revoke-signing` withdraws one at
+//! once, and `keys list-signing` shows where each key stands.
+
+use gatehouse_core::{Clock, SystemClock, Timestamp};
+use gatehouse_oauth::{MasterKey, SigningKey};
+use gatehouse_store::{SigningKeyRecord, SqliteStore, Store};
+use serde_json::{Value, json};
+
+use super::harness::Server;
+use super::oauth::token_request;
+
+fn create_client(server: &Server, role: &str) -> (String, String) {
+    let v = server.cli_json(&["clients", "create", "--name", "bot", "--role", role]);
+    (
+        v["client_id"].as_str().unwrap().to_string(),
+        v["client_secret"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn client_token(server: &Server, id: &str, secret: &str) -> String {
+    let (status, _, body) = token_request(
+        server,
+        &[("grant_type", "client_credentials")],
+        Some((id, secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+async fn jwks_kids(server: &Server) -> Vec<String> {
+    server.get_json("/oauth/jwks.json").await["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn header_kid(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    v["kid"].as_str().unwrap().to_string()
+}
+
+async fn status_of(server: &Server, token: &str) -> u16 {
+    server.rpc(Some(token), "tools/list", json!({})).await.0
+}
+
+/// kid → state, as `keys list-signing --json` reports it.
+fn states(server: &Server) -> Vec<(String, String)> {
+    server
+        .cli_json(&["keys", "list-signing"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["kid"].as_str().unwrap().to_string(),
+                k["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn state_of(server: &Server, kid: &str) -> String {
+    states(server)
+        .into_iter()
+        .find(|(k, _)| k == kid)
+        .map(|(_, s)| s)
+        .unwrap_or_else(|| panic!("{kid} not listed"))
+}
+
+#[tokio::test]
+async fn a_signing_key_revoked_with_revoke_signing_is_refused_at_once_and_leaves_the_jwks() {
+    let server = Server::start(None);
+    let (id, secret) = create_client(&server, "reader");
+    let old_token = client_token(&server, &id, &secret).await;
+    let old_kid = header_kid(&old_token);
+    // Replaced, not yet withdrawn: the old key's tokens still work.
+    let rotated = server.cli_json(&["keys", "rotate-signing", "--publish-ahead", "0s"]);
+    let new_kid = rotated["kid"].as_str().unwrap().to_string();
+    assert_eq!(status_of(&server, &old_token).await, 200);
+    assert_eq!(state_of(&server, &old_kid), "retiring");
+    assert_eq!(state_of(&server, &new_kid), "active");
+
+    let revoked = server.cli_json(&["keys", "revoke-signing", &old_kid]);
+    assert_eq!(revoked["kid"], old_kid.as_str());
+    assert_eq!(revoked["state"], "revoked");
+    // The very next request is refused, and the key is no longer published.
+    let (status, body) = server.rpc(Some(&old_token), "tools/list", json!({})).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error_description"], "the credential has been revoked");
+    assert_eq!(jwks_kids(&server).await, std::slice::from_ref(&new_kid));
+    assert_eq!(state_of(&server, &old_kid), "revoked");
+    // The current key is untouched.
+    let new_token = client_token(&server, &id, &secret).await;
+    assert_eq!(header_kid(&new_token), new_kid);
+    assert_eq!(status_of(&server, &new_token).await, 200);
+    // Revoking twice is an error, and so is an unknown kid.
+    assert!(
+        !server
+            .cli(&["keys", "revoke-signing", &old_kid])
+            .status
+            .success()
+    );
+    // A kid may start with '-' (base64url): it is taken as the kid.
+    let unknown = server.cli(&["keys", "revoke-signing", "-nope"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no signing key with kid"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    // Audited, with the kid.
+    let records = server.audit(&["--tool", "keys/revoke-signing"]);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["credential"], old_kid.as_str());
+    assert_eq!(records[0]["reason"], "signing_key_revoked");
+}
+
+#[tokio::test]
+async fn the_only_signing_key_is_revoked_only_with_force_which_rotates_first() {
+    let server = Server::start(None);
+    let (id, secret) = create_client(&server, "reader");
+    let token = client_token(&server, &id, &secret).await;
+    let kid = header_kid(&token);
+
+    let refused = server.cli(&["keys", "revoke-signing", &kid]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("rotate-signing") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(status_of(&server, &token).await, 200, "nothing changed");
+    assert_eq!(state_of(&server, &kid), "active");
+
+    let forced = server.cli_json(&["keys", "revoke-signing", &kid, "--force"]);
+    let replacement = forced["replaced_by"].as_str().unwrap().to_string();
+    assert_ne!(replacement, kid);
+    assert_eq!(status_of(&server, &token).await, 401);
+    assert_eq!(jwks_kids(&server).await, std::slice::from_ref(&replacement));
+    // The replacement signs at once.
+    let fresh = client_token(&server, &id, &secret).await;
+    assert_eq!(header_kid(&fresh), replacement);
+    assert_eq!(status_of(&server, &fresh).await, 200);
+    let listed = states(&server);
+    assert!(
+        listed.contains(&(kid.clone(), "revoked".into())),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&(replacement.clone(), "active".into())),
+        "{listed:?}"
+    );
+}
+
+fn now() -> Timestamp {
+    // The server runs on the system clock; the test places keys around it.
+    SystemClock.now()
+}
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// Stores `key`, sealed under `master`, signing from `activates_at`.
+async fn store_key(
+    store: &SqliteStore,
+    master: &MasterKey,
+    key: &SigningKey,
+    activates_at: Timestamp,
+) {
+    store
+        .insert_signing_key(&SigningKeyRecord {
+            kid: key.kid().to_string(),
+            sealed_pkcs8: master.seal(key.pkcs8(), key.kid().as_bytes()).unwrap(),
+            public_jwk: serde_json::to_string(&key.public_jwk()).unwrap(),
+            created_at: activates_at,
+            activates_at,
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+}
+
+/// An admin token for `client`, as someone holding `key` would mint it.
+fn forge(server: &Server, key: &SigningKey, client: &str) -> String {
+    let now = now().as_secs();
+    key.sign(&json!({
+        "iss": server.base, "aud": server.mcp_url(), "sub": client, "client_id": client,
+        "tenant": "default", "roles": ["admin"], "jti": format!("forged-{now}"),
+        "iat": now, "exp": now + 600
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_replaced_key_is_refused_once_every_token_it_signed_has_expired() {
+    // The store as it is two hours after a rotation: `old` signed until
+    // `new` took over two hours ago, longer than any token lives (one hour
+    // plus leeway). Whoever kept `old` can still sign with it.
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate().unwrap();
+    std::fs::write(dir.path().join("master.key"), master.to_hex()).unwrap();
+    let old = SigningKey::generate().unwrap();
+    let new = SigningKey::generate().unwrap();
+    {
+        let store = SqliteStore::open(&dir.path().join("gatehouse.db"))
+            .await
+            .unwrap();
+        let now = now();
+        store_key(&store, &master, &old, now.plus_millis(-3 * HOUR_MS)).await;
+        store_key(&store, &master, &new, now.plus_millis(-2 * HOUR_MS)).await;
+    }
+    let server = Server::start_in(dir, None);
+    let (client, _) = create_client(&server, "reader");
+
+    let forged_old = forge(&server, &old, &client);
+    let (status, body) = server.rpc(Some(&forged_old), "tools/list", json!({})).await;
+    assert_eq!(status, 401, "a retired key still verifies: {body}");
+    // The same claims under the current key pass: only the key differs.
+    assert_eq!(
+        status_of(&server, &forge(&server, &new, &client)).await,
+        200
+    );
+    assert_eq!(jwks_kids(&server).await, [new.kid().to_string()]);
+    assert_eq!(state_of(&server, old.kid()), "retired");
+    assert_eq!(state_of(&server, new.kid()), "active");
+}
