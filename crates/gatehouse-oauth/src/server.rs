@@ -209,7 +209,8 @@ pub struct AuthorizationServer {
     key_records: Mutex<Option<(u64, Arc<Vec<SigningKeyRecord>>)>>,
     pub(crate) passwords: PasswordHasher,
     pub(crate) client_metadata: Option<CimdResolver>,
-    /// Dynamic registrations per source address.
+    /// Dynamic registrations per source address (IPv6 by /64, as every
+    /// per-address limit here).
     pub(crate) registrations: RateLimiter,
     /// User-code guesses per source address (RFC 8628 §5.1).
     pub(crate) user_code_attempts: RateLimiter,
@@ -343,9 +344,9 @@ impl AuthorizationServer {
             key_records: Mutex::new(None),
             passwords,
             client_metadata,
-            registrations: RateLimiter::new(20, 60_000, 10_000),
-            user_code_attempts: RateLimiter::new(10, 300_000, 10_000),
-            login_attempts: RateLimiter::new(30, 300_000, 10_000),
+            registrations: RateLimiter::per_source(20, 60_000, 10_000),
+            user_code_attempts: RateLimiter::per_source(10, 300_000, 10_000),
+            login_attempts: RateLimiter::per_source(30, 300_000, 10_000),
             task_exchange: None,
             approvals: None,
         })
