@@ -8,9 +8,10 @@ use std::time::Duration;
 use gatehouse_authz::{Access, Deny, DenyReason, OPERATION_TOKEN_META};
 use gatehouse_tools::{ToolError, ToolOutput};
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
-    ErrorData, Implementation, InitializeResult, ListToolsResult, PaginatedRequestParams,
-    ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage,
+    ClientRequest, ContentBlock, ErrorCode, ErrorData, Implementation, InitializeResult,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+    Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
@@ -244,6 +245,50 @@ impl ServerHandler for McpHandler {
             .await
             .map_err(|e| call_error(e, url_elicitation))?;
         Ok(tool_result(result).into())
+    }
+}
+
+/// Why a request body is not a message the SDK can take. The SDK would
+/// answer either with HTTP 415 and its deserializer's text; the transport
+/// answers with the JSON-RPC error instead.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum MalformedMessage {
+    /// Not JSON at all: JSON-RPC -32700 Parse error.
+    NotJson,
+    /// JSON, but not one JSON-RPC 2.0 message (-32600 Invalid Request);
+    /// `id` is the request's id when one could be read, else null.
+    NotJsonRpc { id: serde_json::Value, batch: bool },
+}
+
+/// What the transport needs to know of a well-formed message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MessageKind {
+    pub initialize: bool,
+}
+
+/// Reads a POSTed body as the SDK will, so that a body it would refuse is
+/// refused here with a proper JSON-RPC error.
+pub(crate) fn inspect_message(bytes: &[u8]) -> Result<MessageKind, MalformedMessage> {
+    match serde_json::from_slice::<ClientJsonRpcMessage>(bytes) {
+        Ok(message) => Ok(MessageKind {
+            initialize: matches!(
+                &message,
+                ClientJsonRpcMessage::Request(request)
+                    if matches!(request.request, ClientRequest::InitializeRequest(_))
+            ),
+        }),
+        Err(_) => match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Err(_) => Err(MalformedMessage::NotJson),
+            Ok(value) => Err(MalformedMessage::NotJsonRpc {
+                // JSON-RPC 2.0 §5: the id when it can be read, else null.
+                id: value
+                    .get("id")
+                    .filter(|id| id.is_string() || id.is_number())
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
+                batch: value.is_array(),
+            }),
+        },
     }
 }
 

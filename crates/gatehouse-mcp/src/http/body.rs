@@ -18,9 +18,12 @@ use axum::extract::State;
 use serde_json::{Map, Value};
 
 use super::authenticate::DeclaredTask;
-use super::errors::{audit_unavailable, gate2_refusal, insufficient_scope, jsonrpc_refusal};
+use super::errors::{
+    audit_unavailable, gate2_refusal, insufficient_scope, jsonrpc_refusal, malformed_message,
+};
 use super::router::AppState;
 use crate::Caller;
+use crate::sdk::{MalformedMessage, MessageKind, inspect_message};
 use gatehouse_authz::{TASK_META, TaskGrantError, grant_of};
 use gatehouse_core::CredentialKind;
 
@@ -143,12 +146,54 @@ async fn declared_task(
     }
 }
 
+/// A JSON POST is read here as the SDK will read it, so that a body it would
+/// refuse gets the JSON-RPC error now. Other requests (GET, DELETE, another
+/// media type, which the SDK answers itself) are not inspected.
+fn inspect(
+    parts: &axum::http::request::Parts,
+    bytes: &[u8],
+) -> Result<Option<MessageKind>, MalformedMessage> {
+    let json = parts
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if parts.method != axum::http::Method::POST || !json {
+        return Ok(None);
+    }
+    inspect_message(bytes).map(Some)
+}
+
+fn malformed(error: MalformedMessage) -> Response {
+    match error {
+        MalformedMessage::NotJson => malformed_message(
+            true,
+            Value::Null,
+            "Parse error: the request body is not valid JSON",
+        ),
+        MalformedMessage::NotJsonRpc { id, batch } => malformed_message(
+            false,
+            id,
+            if batch {
+                "Invalid Request: JSON-RPC batches are not supported; send one message per request"
+            } else {
+                "Invalid Request: the body is not a JSON-RPC 2.0 request, notification or response"
+            },
+        ),
+    }
+}
+
 pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     // The size cap and the deadline are enforced by the layers around the
     // router; this only collects what they let through.
     match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => {
+            let _kind = match inspect(&parts, &bytes) {
+                Ok(kind) => kind,
+                Err(error) => return malformed(error),
+            };
             let mut declared = None;
             if let Some(declaration) = task_declaration(&bytes)
                 && let Some(caller) = parts.extensions.get::<Caller>().cloned()

@@ -173,6 +173,20 @@ pub fn jsonrpc_refusal(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// JSON-RPC 2.0 §5.1: -32700 for a body that is not JSON, -32600 for JSON
+/// that is not a JSON-RPC message. HTTP 400 either way.
+pub fn malformed_message(parse_error: bool, id: serde_json::Value, message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": if parse_error { -32700 } else { -32600 }, "message": message}
+        })),
+    )
+        .into_response()
+}
+
 /// Gate 2 refusing a whole request (not one tool call): a task that may
 /// not be declared, a session whose task grant was revoked, a tenant the
 /// policy does not know. A JSON-RPC error with the reason code in `data`.

@@ -250,3 +250,128 @@ async fn slow_bodies_are_cut_off() {
     let answer = read_until_closed(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
+
+/// A POST to /mcp with a raw body in the given protocol era.
+fn raw_post(
+    server: &Server,
+    key: &str,
+    version: &str,
+    session: Option<&str>,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    let mut request = server
+        .http
+        .post(server.mcp_url())
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", version)
+        .body(body.to_string());
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    request
+}
+
+/// The answer must be HTTP 400 with a JSON-RPC error of `code`, never the
+/// SDK's plain-text deserializer message.
+async fn assert_jsonrpc_error(
+    response: reqwest::Response,
+    code: i64,
+    id: serde_json::Value,
+    what: &str,
+) {
+    assert_eq!(response.status(), 400, "{what}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{what}: {content_type}"
+    );
+    let text = response.text().await.unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: {text}"));
+    assert_eq!(body["jsonrpc"], "2.0", "{what}: {body}");
+    assert_eq!(body["error"]["code"], code, "{what}: {body}");
+    assert_eq!(body["id"], id, "{what}: {body}");
+    assert!(!text.contains("deserialize"), "{what}: {text}");
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_parse_error_and_non_jsonrpc_an_invalid_request_in_both_eras() {
+    use super::harness::LEGACY;
+    let server = Server::start(None);
+    let admin = server.admin_key.clone().unwrap();
+    let not_json = [
+        r#"{"jsonrpc":"#,
+        "{]",
+        "\u{7f}garbage",
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list",}"#,
+    ];
+    let not_jsonrpc = [
+        ("[1,2]", json!(null)),
+        ("42", json!(null)),
+        (r#""tools/list""#, json!(null)),
+        (r#"{"hello":"world"}"#, json!(null)),
+        (r#"{"jsonrpc":"2.0","id":7,"method":5}"#, json!(7)),
+    ];
+    // 2026-07-28: stateless.
+    for body in not_json {
+        let response = raw_post(&server, &admin, MODERN, None, body)
+            .header("mcp-method", "tools/list")
+            .send()
+            .await
+            .unwrap();
+        assert_jsonrpc_error(response, -32700, json!(null), &format!("modern {body}")).await;
+    }
+    for (body, id) in &not_jsonrpc {
+        let response = raw_post(&server, &admin, MODERN, None, body)
+            .header("mcp-method", "tools/list")
+            .send()
+            .await
+            .unwrap();
+        assert_jsonrpc_error(response, -32600, id.clone(), &format!("modern {body}")).await;
+    }
+    // 2025-11-25: instead of initialize, and inside a session.
+    for body in not_json {
+        let response = raw_post(&server, &admin, LEGACY, None, body)
+            .send()
+            .await
+            .unwrap();
+        assert_jsonrpc_error(response, -32700, json!(null), &format!("legacy {body}")).await;
+    }
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}
+    }});
+    let response = server.post_legacy(&admin, None, initialize).await;
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for body in not_json {
+        let response = raw_post(&server, &admin, LEGACY, Some(&session), body)
+            .send()
+            .await
+            .unwrap();
+        assert_jsonrpc_error(response, -32700, json!(null), &format!("session {body}")).await;
+    }
+    for (body, id) in &not_jsonrpc {
+        let response = raw_post(&server, &admin, LEGACY, Some(&session), body)
+            .send()
+            .await
+            .unwrap();
+        assert_jsonrpc_error(response, -32600, id.clone(), &format!("session {body}")).await;
+    }
+    // The session still works afterwards.
+    let list = server
+        .post_legacy(
+            &admin,
+            Some(&session),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        )
+        .await;
+    assert_eq!(list.status(), 200);
+}
