@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http_body_util::LengthLimitError;
 use tower_http::timeout::TimeoutError;
 
@@ -36,6 +36,50 @@ fn caused_by<E: Error + 'static>(error: &(dyn Error + 'static)) -> bool {
         current = e.source();
     }
     false
+}
+
+/// Why a request body could not be read: the layers around the router cut
+/// it off (deadline, size cap) or the connection failed.
+fn unreadable(error: &axum::Error) -> (StatusCode, &'static str) {
+    if caused_by::<TimeoutError>(error) {
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            "request body was not received in time",
+        )
+    } else if caused_by::<LengthLimitError>(error) {
+        (StatusCode::PAYLOAD_TOO_LARGE, "request body is too large")
+    } else {
+        (StatusCode::BAD_REQUEST, "request body could not be read")
+    }
+}
+
+/// Every route outside /mcp: the body is read in full (under the size cap
+/// and deadline of the layers around the router) before the handler runs,
+/// so a slow or oversized body gets 408 or 413 whatever the handler.
+pub async fn read_whole(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(error) => {
+            let (status, description) = unreadable(&error);
+            let mut response = (
+                status,
+                axum::Json(serde_json::json!({
+                    "error": "invalid_request",
+                    "error_description": description,
+                })),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 /// What the body of a `tools/call` request names.
@@ -244,16 +288,8 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
             response
         }
         Err(error) => {
-            if caused_by::<TimeoutError>(&error) {
-                jsonrpc_refusal(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request body was not received in time",
-                )
-            } else if caused_by::<LengthLimitError>(&error) {
-                jsonrpc_refusal(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large")
-            } else {
-                jsonrpc_refusal(StatusCode::BAD_REQUEST, "request body could not be read")
-            }
+            let (status, message) = unreadable(&error);
+            jsonrpc_refusal(status, message)
         }
     }
 }

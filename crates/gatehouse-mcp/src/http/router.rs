@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use gatehouse_authn::Authenticator;
 use tokio_util::sync::CancellationToken;
@@ -92,12 +92,18 @@ async fn health() -> &'static str {
     "ok"
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application: /mcp, the admin endpoints, the metadata
+/// documents and `oauth_routes` (the authorization server's endpoints and
+/// pages, when it runs). Every route but the liveness probe is behind the
+/// Host guard, and every route shares one body cap and one body deadline:
+/// they are applied here, after every router is merged, so no route can be
+/// added without them.
 pub fn build_router(
     gateway: Arc<Gateway>,
     authenticator: Arc<Authenticator>,
     config: &HttpConfig,
     shutdown: CancellationToken,
+    oauth_routes: Option<Router>,
 ) -> Router {
     let hosts = allowed_hosts(config);
     let origins = allowed_origins(config);
@@ -148,7 +154,9 @@ pub fn build_router(
             Arc::clone(&state),
             guard::host_and_origin,
         ));
-    Router::new()
+    // Everything else: the metadata documents and the authorization
+    // server. The guard first, then the body is read in full.
+    let mut other_routes = Router::new()
         .route(
             routes::PROTECTED_RESOURCE_METADATA_MCP,
             get(metadata::for_mcp),
@@ -157,8 +165,22 @@ pub fn build_router(
             routes::PROTECTED_RESOURCE_METADATA,
             get(metadata::for_origin),
         )
+        .with_state(Arc::clone(&state));
+    if let Some(oauth_routes) = oauth_routes {
+        other_routes = other_routes.merge(oauth_routes);
+    }
+    let other_routes = other_routes
+        .layer(from_fn(body::read_whole))
+        .layer(from_fn_with_state(
+            Arc::clone(&state),
+            guard::host_and_form_origin,
+        ));
+    Router::new()
+        // Liveness probes (a load balancer, Kubernetes) name the instance by
+        // its address rather than the public host, and the answer is a
+        // constant: no Host guard here.
         .route(routes::HEALTH, get(health))
-        .with_state(state)
+        .merge(other_routes)
         .merge(mcp_routes)
         .merge(admin_routes)
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))

@@ -141,15 +141,18 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         session_idle_timeout: server.session_idle_timeout,
         authorization_server: runtime.oauth.as_ref().map(|_| origin.clone()),
     };
-    let mut router = build_router(
+    // The authorization server's routes go in before the body limits and
+    // the Host guard are applied, so they get the same ones as /mcp.
+    let router = build_router(
         Arc::clone(&runtime.gateway),
         Arc::clone(&runtime.authenticator),
         &http_config,
         shutdown.clone(),
+        runtime
+            .oauth
+            .as_ref()
+            .map(|oauth| gatehouse_oauth::http::router(Arc::clone(oauth))),
     );
-    if let Some(oauth) = &runtime.oauth {
-        router = router.merge(gatehouse_oauth::http::router(Arc::clone(oauth)));
-    }
 
     if ctx.config.auth.mode == AuthModeName::None {
         tracing::warn!(
