@@ -142,6 +142,11 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub session_idle_timeout: Duration,
+    /// MCP sessions (2025-11-25 and earlier) one principal may hold at once;
+    /// its next `initialize` is refused (HTTP 429, `too_many_sessions`).
+    pub max_sessions_per_principal: usize,
+    /// `initialize` requests one principal may send per minute.
+    pub initialize_per_minute: u32,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
 }
@@ -157,6 +162,8 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             session_idle_timeout: Duration::from_secs(30 * 60),
+            max_sessions_per_principal: gatehouse_mcp::http::MAX_SESSIONS_PER_PRINCIPAL,
+            initialize_per_minute: 30,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -327,6 +334,18 @@ impl Config {
             if value.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
             }
+        }
+        if !(1..=10_000).contains(&self.server.max_sessions_per_principal) {
+            return Err(invalid(
+                "server.max_sessions_per_principal",
+                "must be between 1 and 10000",
+            ));
+        }
+        if self.server.initialize_per_minute == 0 {
+            return Err(invalid(
+                "server.initialize_per_minute",
+                "must be greater than zero",
+            ));
         }
         if self.auth.mode == AuthModeName::None && !self.server.listen.ip().is_loopback() {
             return Err(invalid(

@@ -20,10 +20,12 @@ use serde_json::{Map, Value};
 use super::authenticate::DeclaredTask;
 use super::errors::{
     audit_unavailable, gate2_refusal, insufficient_scope, jsonrpc_refusal, malformed_message,
+    session_starts_limited, too_many_sessions,
 };
 use super::router::AppState;
+use super::sessions::SessionRefusal;
 use crate::Caller;
-use crate::sdk::{MalformedMessage, MessageKind, inspect_message};
+use crate::sdk::{MalformedMessage, inspect_message};
 use gatehouse_authz::{TASK_META, TaskGrantError, grant_of};
 use gatehouse_core::CredentialKind;
 
@@ -190,23 +192,73 @@ async fn declared_task(
     }
 }
 
-/// A JSON POST is read here as the SDK will read it, so that a body it would
-/// refuse gets the JSON-RPC error now. Other requests (GET, DELETE, another
-/// media type, which the SDK answers itself) are not inspected.
-fn inspect(
-    parts: &axum::http::request::Parts,
-    bytes: &[u8],
-) -> Result<Option<MessageKind>, MalformedMessage> {
-    let json = parts
-        .headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
-    if parts.method != axum::http::Method::POST || !json {
-        return Ok(None);
+/// A POST of JSON: the only requests whose body the SDK reads.
+fn is_json_post(parts: &axum::http::request::Parts) -> bool {
+    parts.method == axum::http::Method::POST
+        && parts
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The id of the `initialize` request in the body, if it is one. Only a
+/// body that mentions `"initialize"` is parsed: most are not.
+fn initialize_id(bytes: &[u8]) -> Option<Value> {
+    const NEEDLE: &[u8] = b"\"initialize\"";
+    if !bytes.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+        return None;
     }
-    inspect_message(bytes).map(Some)
+    inspect_message(bytes).ok()?.initialize
+}
+
+/// Before the SDK makes a session: the principal's `initialize` budget,
+/// then its session cap. Refusals are audited.
+async fn may_start_session(state: &AppState, caller: &Caller, id: Value) -> Result<(), Response> {
+    let subject = caller.principal.subject_key();
+    let now = state.gateway.clock().now();
+    let (reason, refusal) = match state.session_starts.attempt(&subject, now) {
+        Err(wait_ms) => (
+            "initialize_rate_limited",
+            session_starts_limited(id, gatehouse_core::retry_after_secs(wait_ms)),
+        ),
+        Ok(()) => match state.sessions.may_start(&subject) {
+            Ok(()) => return Ok(()),
+            Err(refusal) => session_refusal(state, refusal, id),
+        },
+    };
+    let detail = format!("initialize refused: {reason}");
+    if state
+        .gateway
+        .record_anomaly(caller, reason, detail)
+        .await
+        .is_err()
+    {
+        return Err(audit_unavailable());
+    }
+    Err(refusal)
+}
+
+/// The answer to a session that cannot be had, and its audit reason.
+pub(crate) fn session_refusal(
+    state: &AppState,
+    refusal: SessionRefusal,
+    id: Value,
+) -> (&'static str, Response) {
+    match refusal {
+        SessionRefusal::PrincipalFull { limit } => (
+            "too_many_sessions",
+            too_many_sessions(id, limit, state.sessions.limits().idle_timeout),
+        ),
+        SessionRefusal::TableFull => {
+            tracing::warn!("session table full; refusing new session");
+            (
+                "session_table_full",
+                jsonrpc_refusal(StatusCode::SERVICE_UNAVAILABLE, "too many sessions"),
+            )
+        }
+    }
 }
 
 fn malformed(error: MalformedMessage) -> Response {
@@ -234,10 +286,17 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
     // router; this only collects what they let through.
     match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => {
-            let _kind = match inspect(&parts, &bytes) {
-                Ok(kind) => kind,
-                Err(error) => return malformed(error),
-            };
+            let json_post = is_json_post(&parts);
+            if json_post
+                && let Some(caller) = parts
+                    .extensions
+                    .get::<Caller>()
+                    .filter(|c| c.session.is_none())
+                && let Some(id) = initialize_id(&bytes)
+                && let Err(refusal) = may_start_session(&state, caller, id).await
+            {
+                return refusal;
+            }
             let mut declared = None;
             if let Some(declaration) = task_declaration(&bytes)
                 && let Some(caller) = parts.extensions.get::<Caller>().cloned()
@@ -280,8 +339,17 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
                 }
             }
             let mut response = next
-                .run(Request::from_parts(parts, Body::from(bytes)))
+                .run(Request::from_parts(parts, Body::from(bytes.clone())))
                 .await;
+            // The SDK answers a JSON body it cannot read with 415 and its
+            // deserializer's text: answer with the JSON-RPC error instead.
+            // (Reading every body here first would parse it twice.)
+            if json_post
+                && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
+                && let Err(error) = inspect_message(&bytes)
+            {
+                return malformed(error);
+            }
             if let Some(task) = declared {
                 response.extensions_mut().insert(task);
             }

@@ -13,4 +13,4 @@ mod sessions;
 
 pub use listener::{ListenerLimits, PeerAddr, serve};
 pub use router::{HttpConfig, build_router};
-pub use sessions::SessionBindings;
+pub use sessions::{MAX_SESSIONS, MAX_SESSIONS_PER_PRINCIPAL, SessionBindings};

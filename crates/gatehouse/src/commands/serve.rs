@@ -139,6 +139,9 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: server.max_body_bytes,
         body_timeout: server.body_timeout,
         session_idle_timeout: server.session_idle_timeout,
+        max_sessions: gatehouse_mcp::http::MAX_SESSIONS,
+        max_sessions_per_principal: server.max_sessions_per_principal,
+        initialize_per_minute: server.initialize_per_minute,
         authorization_server: runtime.oauth.as_ref().map(|_| origin.clone()),
     };
     // The authorization server's routes go in before the body limits and
