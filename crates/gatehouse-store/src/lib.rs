@@ -88,6 +88,14 @@ pub trait Store: AuthorizationStore + GatingStore + Send + Sync + 'static {
 
     // --- OAuth clients ---------------------------------------------------
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()>;
+    /// Inserts the client when fewer than `max` unrevoked clients with its
+    /// `registered_by` exist, in one statement; false (and nothing
+    /// inserted) when there are that many. `Conflict` when the id exists.
+    async fn insert_client_within_limit(
+        &self,
+        client: &ClientRecord,
+        max: u64,
+    ) -> StoreResult<bool>;
     async fn client(&self, id: &str) -> StoreResult<Option<ClientRecord>>;
     async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>>;
     /// Returns false when the client does not exist or was already revoked.

@@ -96,6 +96,9 @@ pub struct OAuthConfig {
     /// Hosts whose metadata documents may be fetched over plain http and from
     /// loopback. For local development only.
     pub client_metadata_dev_hosts: Vec<String>,
+    /// Most metadata-document clients kept at once; new ones are refused
+    /// beyond it (unused ones expire after `dynamic_client_ttl`).
+    pub client_metadata_max_clients: u64,
     /// Password hashes computed at once (each takes ~19 MiB and tens of ms).
     pub password_hash_concurrency: usize,
 }
@@ -122,6 +125,7 @@ impl Default for OAuthConfig {
             client_metadata_documents: true,
             client_metadata_domains: Vec::new(),
             client_metadata_dev_hosts: Vec::new(),
+            client_metadata_max_clients: 10_000,
             password_hash_concurrency: 4,
         }
     }
@@ -427,6 +431,12 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        if self.oauth.client_metadata_max_clients == 0 {
+            return Err(invalid(
+                "oauth.client_metadata_max_clients",
+                "must be greater than zero (to refuse metadata documents, set client_metadata_documents = false)",
+            ));
         }
         if !(1..=64).contains(&self.oauth.password_hash_concurrency) {
             return Err(invalid(
