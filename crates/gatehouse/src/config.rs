@@ -522,6 +522,18 @@ mod tests {
                 "version = 1\n[oauth]\naccess_token_ttl = \"2h\"",
                 "oauth.access_token_ttl: must be between 1m and 1h",
             ),
+            (
+                "version = 1\n[server]\nmax_sessions_per_principal = 0",
+                "server.max_sessions_per_principal: must be between 1 and 10000",
+            ),
+            (
+                "version = 1\n[server]\ninitialize_per_minute = 0",
+                "server.initialize_per_minute: must be greater than zero",
+            ),
+            (
+                "version = 1\n[oauth]\nclient_metadata_max_clients = 0",
+                "oauth.client_metadata_max_clients: must be greater than zero",
+            ),
         ];
         for (text, want) in cases {
             let err = parse(text).unwrap_err().to_string();

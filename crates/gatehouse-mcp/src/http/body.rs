@@ -204,10 +204,11 @@ fn is_json_post(parts: &axum::http::request::Parts) -> bool {
 }
 
 /// The id of the `initialize` request in the body, if it is one. Only a
-/// body that mentions `"initialize"` is parsed: most are not.
+/// body that mentions `"initialize"`, or has a `\u` escape that could
+/// spell it, is parsed: most bodies have neither.
 fn initialize_id(bytes: &[u8]) -> Option<Value> {
-    const NEEDLE: &[u8] = b"\"initialize\"";
-    if !bytes.windows(NEEDLE.len()).any(|w| w == NEEDLE) {
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    if !contains(b"\"initialize\"") && !contains(b"\\u") {
         return None;
     }
     inspect_message(bytes).ok()?.initialize

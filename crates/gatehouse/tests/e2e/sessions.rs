@@ -231,6 +231,23 @@ async fn initialize_is_rate_limited_per_principal() {
     let body = parse_body(&refused.text().await.unwrap());
     assert_eq!(body["error"]["data"]["reason"], "rate_limited", "{body}");
     assert_eq!(body["id"], 0, "{body}");
+    // The method spelled with a JSON escape is still `initialize`.
+    let escaped = server
+        .http
+        .post(server.mcp_url())
+        .bearer_auth(&reader)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", LEGACY)
+        .body(
+            initialize_body()
+                .to_string()
+                .replace("\"initialize\"", "\"initializ\\u0065\""),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(escaped.status(), 429);
     // Another principal is not affected.
     initialize(&server, &other).await;
     let records = server.audit(&["--principal", &id]);
