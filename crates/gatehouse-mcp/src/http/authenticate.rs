@@ -10,10 +10,10 @@ use gatehouse_authn::presented_credential;
 
 use gatehouse_core::{Principal, TaskGrant};
 
-use super::body::session_refusal;
 use super::errors::{audit_unavailable, gate1_failure, gate2_refusal, jsonrpc_refusal};
 use super::listener::PeerAddr;
 use super::router::AppState;
+use super::session_start::session_refusal;
 use super::sessions::SessionCheck;
 use crate::Caller;
 use crate::gate1::{self, RequestOrigin};

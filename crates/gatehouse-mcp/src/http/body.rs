@@ -1,6 +1,9 @@
-//! Reads the request body completely before the MCP layer sees it, so a
-//! slow or oversized body gets its own status (408, 413) instead of
-//! surfacing as an internal error inside the SDK.
+//! Reads the request body completely before a handler sees it, so a slow
+//! or oversized body gets its own status (408, 413) instead of surfacing as
+//! an internal error: `read_whole` on every route outside /mcp, `buffer` on
+//! /mcp, where the body also decides a task declaration, a step-up
+//! challenge and whether a new session may start, and where a body the SDK
+//! cannot read gets the JSON-RPC error (-32700 / -32600).
 
 use std::error::Error;
 
@@ -20,10 +23,9 @@ use serde_json::{Map, Value};
 use super::authenticate::DeclaredTask;
 use super::errors::{
     audit_unavailable, gate2_refusal, insufficient_scope, jsonrpc_refusal, malformed_message,
-    session_starts_limited, too_many_sessions,
 };
 use super::router::AppState;
-use super::sessions::SessionRefusal;
+use super::session_start::{initialize_id, may_start_session};
 use crate::Caller;
 use crate::sdk::{MalformedMessage, inspect_message};
 use gatehouse_authz::{TASK_META, TaskGrantError, grant_of};
@@ -201,65 +203,6 @@ fn is_json_post(parts: &axum::http::request::Parts) -> bool {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-}
-
-/// The id of the `initialize` request in the body, if it is one. Only a
-/// body that mentions `"initialize"`, or has a `\u` escape that could
-/// spell it, is parsed: most bodies have neither.
-fn initialize_id(bytes: &[u8]) -> Option<Value> {
-    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-    if !contains(b"\"initialize\"") && !contains(b"\\u") {
-        return None;
-    }
-    inspect_message(bytes).ok()?.initialize
-}
-
-/// Before the SDK makes a session: the principal's `initialize` budget,
-/// then its session cap. Refusals are audited.
-async fn may_start_session(state: &AppState, caller: &Caller, id: Value) -> Result<(), Response> {
-    let subject = caller.principal.subject_key();
-    let now = state.gateway.clock().now();
-    let (reason, refusal) = match state.session_starts.attempt(&subject, now) {
-        Err(wait_ms) => (
-            "initialize_rate_limited",
-            session_starts_limited(id, gatehouse_core::retry_after_secs(wait_ms)),
-        ),
-        Ok(()) => match state.sessions.may_start(&subject) {
-            Ok(()) => return Ok(()),
-            Err(refusal) => session_refusal(state, refusal, id),
-        },
-    };
-    let detail = format!("initialize refused: {reason}");
-    if state
-        .gateway
-        .record_anomaly(caller, reason, detail)
-        .await
-        .is_err()
-    {
-        return Err(audit_unavailable());
-    }
-    Err(refusal)
-}
-
-/// The answer to a session that cannot be had, and its audit reason.
-pub(crate) fn session_refusal(
-    state: &AppState,
-    refusal: SessionRefusal,
-    id: Value,
-) -> (&'static str, Response) {
-    match refusal {
-        SessionRefusal::PrincipalFull { limit } => (
-            "too_many_sessions",
-            too_many_sessions(id, limit, state.sessions.limits().idle_timeout),
-        ),
-        SessionRefusal::TableFull => {
-            tracing::warn!("session table full; refusing new session");
-            (
-                "session_table_full",
-                jsonrpc_refusal(StatusCode::SERVICE_UNAVAILABLE, "too many sessions"),
-            )
-        }
-    }
 }
 
 fn malformed(error: MalformedMessage) -> Response {

@@ -9,6 +9,7 @@ mod listener;
 mod metadata;
 mod policy_check;
 mod router;
+mod session_start;
 mod sessions;
 
 pub use listener::{ListenerLimits, PeerAddr, serve};
