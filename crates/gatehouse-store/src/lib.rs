@@ -91,6 +91,8 @@ pub trait Store: AuthorizationStore + GatingStore + Send + Sync + 'static {
     /// Inserts the client when fewer than `max` unrevoked clients with its
     /// `registered_by` exist, in one statement; false (and nothing
     /// inserted) when there are that many. `Conflict` when the id exists.
+    /// A size cap, not an exact count: on PostgreSQL inserts racing each
+    /// other may each see room and pass it by as many.
     async fn insert_client_within_limit(
         &self,
         client: &ClientRecord,
