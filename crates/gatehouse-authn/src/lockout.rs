@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use gatehouse_core::Timestamp;
@@ -91,24 +90,7 @@ impl LockSubject {
     /// usually holds a whole /64 and could otherwise rotate past the limit.
     /// `<address>/64` is accepted too, as `gatehouse keys locks` shows it.
     pub fn source(address: &str) -> Option<LockSubject> {
-        let address = address.trim();
-        let ip: IpAddr = match address.strip_suffix("/64") {
-            Some(network) => IpAddr::V6(network.parse().ok()?),
-            None => address.parse().ok()?,
-        };
-        let text = match ip {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4.to_string(),
-                None if v6.is_loopback() => v6.to_string(),
-                None => {
-                    let s = v6.segments();
-                    let network = Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
-                    format!("{network}/64")
-                }
-            },
-        };
-        Some(LockSubject::Source(text))
+        gatehouse_core::source_network(address).map(LockSubject::Source)
     }
 
     /// Reads the store's form back (`key:<id>`, `source:<address>`).

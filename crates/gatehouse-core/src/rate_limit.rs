@@ -1,15 +1,26 @@
 //! A fixed-window rate limiter keyed by string: client addresses at the
-//! authorization server (registration, logins, user codes), and (principal,
-//! tool) or (principal, role) for the policy's limits on tool calls.
+//! authorization server (registration, logins, user codes, `/authorize`),
+//! and (principal, tool) or (principal, role) for the policy's limits on
+//! tool calls.
 //!
-//! Memory is bounded by `max_keys`. When the table is full the limiter fails
-//! closed: evicting live windows would let an attacker reset its own counter
-//! by flooding the table with fresh keys.
+//! A limiter made with [`RateLimiter::per_source`] counts addresses by
+//! [`source_network`]: an IPv6 host cannot get a fresh budget per address
+//! of its /64.
+//!
+//! Memory is bounded by `max_keys`. When the table is full, expired windows
+//! go first; if none has expired, the coldest windows (fewest attempts,
+//! then oldest) are evicted to make room, so a flood of fresh keys can
+//! never lock out every new caller. The trade-off: an evicted caller starts
+//! over. Because the coldest go first, a caller that is actually being
+//! limited (a hot window) is evicted only once every other tracked window
+//! is at least as hot, which takes `max_keys` other callers each spending
+//! as many attempts.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::Timestamp;
+use crate::{Timestamp, source_network};
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
@@ -17,13 +28,10 @@ struct Window {
     count: u32,
 }
 
-struct State {
-    windows: HashMap<String, Window>,
-    /// No window can expire before this instant, so a full table is not
-    /// swept again until then: without it every refused new key would cost
-    /// a pass over the whole table.
-    next_sweep: i64,
-}
+/// A full table makes room for this fraction of `max_keys` at once, so
+/// that a flood of new keys costs one pass over the table per batch rather
+/// than per key.
+const EVICT_FRACTION: usize = 16;
 
 /// A wait in milliseconds as whole seconds for `Retry-After`: rounded up,
 /// at least 1.
@@ -31,11 +39,21 @@ pub fn retry_after_secs(wait_ms: i64) -> u64 {
     u64::try_from(wait_ms.max(1)).unwrap_or(1).div_ceil(1_000)
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    /// The key as given.
+    Exact,
+    /// An address, counted by its network ([`source_network`]); anything
+    /// that is not an address is taken as given.
+    SourceNetwork,
+}
+
 pub struct RateLimiter {
     limit: u32,
     window_ms: i64,
     max_keys: usize,
-    state: Mutex<State>,
+    keys: Keys,
+    windows: Mutex<HashMap<String, Window>>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -44,6 +62,7 @@ impl std::fmt::Debug for RateLimiter {
             .field("limit", &self.limit)
             .field("window_ms", &self.window_ms)
             .field("max_keys", &self.max_keys)
+            .field("keys", &self.keys)
             .finish_non_exhaustive()
     }
 }
@@ -58,10 +77,17 @@ impl RateLimiter {
             limit,
             window_ms: window_ms.max(1),
             max_keys,
-            state: Mutex::new(State {
-                windows: HashMap::new(),
-                next_sweep: i64::MIN,
-            }),
+            keys: Keys::Exact,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Like [`RateLimiter::new`], for keys that are client addresses: an
+    /// IPv6 address counts by its /64, an IPv4-mapped one as IPv4.
+    pub fn per_source(limit: u32, window_ms: i64, max_keys: usize) -> Self {
+        RateLimiter {
+            keys: Keys::SourceNetwork,
+            ..RateLimiter::new(limit, window_ms, max_keys)
         }
     }
 
@@ -71,19 +97,23 @@ impl RateLimiter {
     }
 
     /// Like `check`; a refusal says how many milliseconds until the key's
-    /// window ends (for `Retry-After`). A refusal for a full table, or a
+    /// window ends (for `Retry-After`). A refusal for a zero limit, or a
     /// poisoned lock, suggests one whole window.
     pub fn attempt(&self, key: &str, now: Timestamp) -> Result<(), i64> {
+        let key = match self.keys {
+            Keys::Exact => Cow::Borrowed(key),
+            Keys::SourceNetwork => source_network(key).map_or(Cow::Borrowed(key), Cow::Owned),
+        };
         // A panic while holding the lock may have left counts half-updated;
         // refusing is the safe reading.
-        let Ok(mut state) = self.state.lock() else {
+        let Ok(mut windows) = self.windows.lock() else {
             return Err(self.window_ms);
         };
         let now = now.as_millis();
         let window_ms = self.window_ms;
         let expired = |w: &Window| now.saturating_sub(w.start) >= window_ms;
 
-        if let Some(window) = state.windows.get_mut(key) {
+        if let Some(window) = windows.get_mut(key.as_ref()) {
             if expired(window) {
                 *window = Window {
                     start: now,
@@ -100,32 +130,41 @@ impl RateLimiter {
             return Ok(());
         }
 
-        if self.limit == 0 {
+        if self.limit == 0 || self.max_keys == 0 {
             return Err(window_ms);
         }
-        if state.windows.len() >= self.max_keys {
-            if now < state.next_sweep {
-                return Err(window_ms);
-            }
-            state.windows.retain(|_, w| !expired(w));
-            state.next_sweep = state
-                .windows
-                .values()
-                .map(|w| w.start.saturating_add(window_ms))
-                .min()
-                .unwrap_or(i64::MIN);
-            if state.windows.len() >= self.max_keys {
-                return Err(window_ms);
+        if windows.len() >= self.max_keys {
+            windows.retain(|_, w| !expired(w));
+            if windows.len() >= self.max_keys {
+                evict_coldest(&mut windows, (self.max_keys / EVICT_FRACTION).max(1));
             }
         }
-        state.windows.insert(
-            key.to_string(),
+        windows.insert(
+            key.into_owned(),
             Window {
                 start: now,
                 count: 1,
             },
         );
         Ok(())
+    }
+}
+
+/// Removes the `n` coldest windows: fewest attempts first, then the oldest.
+fn evict_coldest(windows: &mut HashMap<String, Window>, n: usize) {
+    let mut by_heat: Vec<(u32, i64, String)> = windows
+        .iter()
+        .map(|(key, w)| (w.count, w.start, key.clone()))
+        .collect();
+    let n = n.min(by_heat.len());
+    if n == 0 {
+        return;
+    }
+    if n < by_heat.len() {
+        by_heat.select_nth_unstable(n - 1);
+    }
+    for (_, _, key) in by_heat.into_iter().take(n) {
+        windows.remove(&key);
     }
 }
 
@@ -202,36 +241,70 @@ mod tests {
     }
 
     #[test]
-    fn full_table_sweeps_expired_windows_first() {
-        let rl = RateLimiter::new(5, 1_000, 2);
+    fn a_full_table_drops_expired_windows_before_live_ones() {
+        let rl = RateLimiter::new(2, 1_000, 2);
         assert!(rl.check("a", at(0)));
         assert!(rl.check("b", at(500)));
-        // Full and nothing expired: new keys are refused, known keys go on.
-        assert!(!rl.check("c", at(900)));
-        assert!(rl.check("a", at(900)));
-        // "a" expired at 1000; its slot is reclaimed, "b" is kept.
+        assert!(rl.check("b", at(501)));
+        // "a" (the colder) has expired at 1000 and makes room; "b" keeps
+        // its count although it is the hotter one.
         assert!(rl.check("c", at(1_000)));
-        assert!(!rl.check("d", at(1_001)));
-        assert!(rl.check("b", at(1_001)));
-        assert!(rl.check("b", at(1_002)));
-        assert!(rl.check("b", at(1_003)));
-        assert!(rl.check("b", at(1_004)));
-        // "b" has used its 5 in the window that began at 500.
-        assert!(!rl.check("b", at(1_005)));
+        assert!(!rl.check("b", at(1_001)));
     }
 
     #[test]
-    fn full_table_is_not_resweeped_before_anything_can_expire() {
-        let rl = RateLimiter::new(5, 1_000, 1);
-        assert!(rl.check("a", at(0)));
-        assert!(!rl.check("b", at(10)));
-        let Ok(state) = rl.state.lock() else {
-            panic!("poisoned")
-        };
-        assert_eq!(state.next_sweep, at(1_000).as_millis());
-        drop(state);
-        assert!(!rl.check("b", at(999)));
-        assert!(rl.check("b", at(1_000)));
+    fn a_flood_of_new_keys_neither_grows_the_table_nor_resets_a_hot_window() {
+        let rl = RateLimiter::new(3, 60_000, 32);
+        for _ in 0..3 {
+            assert!(rl.check("guesser", at(0)));
+        }
+        for i in 0..1_000 {
+            assert!(rl.check(&format!("fresh-{i}"), at(1 + i)), "fresh-{i}");
+            let Ok(windows) = rl.windows.lock() else {
+                panic!("poisoned")
+            };
+            assert!(windows.len() <= 32);
+        }
+        assert_eq!(rl.attempt("guesser", at(2_000)), Err(58_000));
+    }
+
+    #[test]
+    fn two_addresses_in_one_ipv6_64_share_a_window() {
+        let rl = RateLimiter::per_source(2, 60_000, 100);
+        assert!(rl.check("2001:db8:1:2::1", at(0)));
+        assert!(rl.check("2001:db8:1:2:ffff:ffff:ffff:fffe", at(1)));
+        // A third address of the same /64 is the same caller.
+        assert!(!rl.check("2001:db8:1:2:aaaa::3", at(2)));
+        // The next /64 is someone else.
+        assert!(rl.check("2001:db8:1:3::1", at(3)));
+        // An IPv4-mapped address is the IPv4 address.
+        assert!(rl.check("10.0.0.1", at(4)));
+        assert!(rl.check("::ffff:10.0.0.1", at(5)));
+        assert!(!rl.check("10.0.0.1", at(6)));
+        // Keys that are not addresses are taken as given.
+        assert!(rl.check("unknown", at(7)));
+        // A limiter of other keys does not read them as addresses.
+        let exact = RateLimiter::new(1, 60_000, 100);
+        assert!(exact.check("2001:db8:1:2::1", at(0)));
+        assert!(exact.check("2001:db8:1:2::2", at(0)));
+    }
+
+    #[test]
+    fn a_full_limiter_admits_a_new_caller_and_evicts_the_coldest() {
+        let rl = RateLimiter::new(5, 60_000, 3);
+        for _ in 0..5 {
+            assert!(rl.check("hot", at(0)));
+        }
+        assert!(rl.check("cold", at(1)));
+        assert!(rl.check("warm", at(2)));
+        assert!(rl.check("warm", at(3)));
+        // Full, nothing expired: a new caller is still admitted.
+        assert!(rl.check("new", at(10)));
+        // The hot window kept its count: flooding cannot reset it.
+        assert!(!rl.check("hot", at(11)));
+        assert!(rl.check("warm", at(12)));
+        // "cold" was evicted and starts over with a fresh window.
+        assert!(rl.check("cold", at(13)));
     }
 
     #[test]
@@ -260,7 +333,7 @@ mod tests {
         assert!(rl.check("a", at(0)));
         let poisoner = Arc::clone(&rl);
         let joined = std::thread::spawn(move || {
-            let _guard = poisoner.state.lock();
+            let _guard = poisoner.windows.lock();
             panic!("poison the lock");
         })
         .join();

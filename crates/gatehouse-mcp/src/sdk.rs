@@ -8,11 +8,13 @@ use std::time::Duration;
 use gatehouse_authz::{Access, Deny, DenyReason, OPERATION_TOKEN_META};
 use gatehouse_tools::{ToolError, ToolOutput};
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode,
-    ErrorData, Implementation, InitializeResult, ListToolsResult, PaginatedRequestParams,
-    ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage,
+    ClientRequest, ContentBlock, ErrorCode, ErrorData, Implementation, InitializeResult,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
+    Tool,
 };
 use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{RoleServer, ServerHandler, ServiceExt};
@@ -244,6 +246,75 @@ impl ServerHandler for McpHandler {
     }
 }
 
+/// Why a request body is not a message the SDK can take. The SDK would
+/// answer either with HTTP 415 and its deserializer's text; the transport
+/// answers with the JSON-RPC error instead.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum MalformedMessage {
+    /// Not JSON at all: JSON-RPC -32700 Parse error.
+    NotJson,
+    /// JSON, but not one JSON-RPC 2.0 message (-32600 Invalid Request);
+    /// `id` is the request's id when one could be read, else null.
+    NotJsonRpc { id: serde_json::Value, batch: bool },
+}
+
+/// What the transport needs to know of a well-formed message.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MessageKind {
+    /// The id of an `initialize` request; `None` for any other message.
+    pub initialize: Option<serde_json::Value>,
+}
+
+/// Reads a POSTed body as the SDK does. The SDK answers a body it cannot
+/// read with HTTP 415 and its deserializer's text; the transport calls
+/// this to answer such a body with the JSON-RPC error instead, and to find
+/// `initialize` requests before the SDK makes a session for them.
+pub(crate) fn inspect_message(bytes: &[u8]) -> Result<MessageKind, MalformedMessage> {
+    match serde_json::from_slice::<ClientJsonRpcMessage>(bytes) {
+        Ok(ClientJsonRpcMessage::Request(request))
+            if matches!(request.request, ClientRequest::InitializeRequest(_)) =>
+        {
+            Ok(MessageKind {
+                initialize: Some(
+                    serde_json::to_value(&request.id).unwrap_or(serde_json::Value::Null),
+                ),
+            })
+        }
+        Ok(_) => Ok(MessageKind { initialize: None }),
+        Err(_) => match serde_json::from_slice::<serde_json::Value>(bytes) {
+            Err(_) => Err(MalformedMessage::NotJson),
+            Ok(value) => Err(MalformedMessage::NotJsonRpc {
+                // JSON-RPC 2.0 §5: the id when it can be read, else null.
+                id: value
+                    .get("id")
+                    .filter(|id| id.is_string() || id.is_number())
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
+                batch: value.is_array(),
+            }),
+        },
+    }
+}
+
+/// The SDK's sessions, so that the transport can end one it refused to
+/// bind to a principal (a refused session must not live on unbound).
+#[derive(Clone)]
+pub struct SdkSessions(Arc<LocalSessionManager>);
+
+impl SdkSessions {
+    pub async fn close(&self, id: &str) {
+        if let Err(e) = self.0.close_session(&Arc::from(id)).await {
+            tracing::warn!(error = %e, "could not end a refused MCP session");
+        }
+    }
+
+    /// Sessions the SDK holds (for tests).
+    #[cfg(test)]
+    pub async fn count(&self) -> usize {
+        self.0.sessions.read().await.len()
+    }
+}
+
 /// Settings of the Streamable HTTP endpoint.
 pub struct HttpServiceOptions {
     pub allowed_hosts: Vec<String>,
@@ -253,11 +324,15 @@ pub struct HttpServiceOptions {
     pub shutdown: CancellationToken,
 }
 
-/// The tower service answering `/mcp`. Gate 1 must run before it.
+/// The tower service answering `/mcp` (gate 1 must run before it), and a
+/// handle on its sessions.
 pub fn streamable_http_service(
     gateway: Arc<Gateway>,
     options: HttpServiceOptions,
-) -> StreamableHttpService<impl ServerHandler, LocalSessionManager> {
+) -> (
+    StreamableHttpService<impl ServerHandler, LocalSessionManager>,
+    SdkSessions,
+) {
     let mut config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(options.allowed_hosts)
         .with_allowed_origins(options.allowed_origins)
@@ -270,11 +345,15 @@ pub fn streamable_http_service(
     let mut session_config = SessionConfig::default();
     session_config.keep_alive = Some(options.session_idle_timeout);
     sessions.session_config = session_config;
+    let sessions = Arc::new(sessions);
     let handler = McpHandler {
         gateway,
         identity: Identity::Http,
     };
-    StreamableHttpService::new(move || Ok(handler.clone()), Arc::new(sessions), config)
+    (
+        StreamableHttpService::new(move || Ok(handler.clone()), Arc::clone(&sessions), config),
+        SdkSessions(sessions),
+    )
 }
 
 /// Serves MCP over stdin/stdout until the client closes the stream.

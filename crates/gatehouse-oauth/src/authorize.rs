@@ -12,7 +12,9 @@ use gatehouse_core::{AuditKind, Outcome, Timestamp};
 use gatehouse_store::{AuthCodeRecord, ClientRecord, GrantRecord, UserRecord};
 use serde::{Deserialize, Serialize};
 
-use crate::server::{AuthorizationServer, GRANT_AUTHORIZATION_CODE, random_token, unavailable};
+use crate::server::{
+    AuthorizationServer, GRANT_AUTHORIZATION_CODE, MetadataClientError, random_token, unavailable,
+};
 use crate::{OAuthError, pkce, redirect_uri};
 
 /// Codes live at most this long (RFC 6749 §4.1.2 recommends ≤ 10 min; the
@@ -71,6 +73,12 @@ pub enum AuthorizeError {
     Page(String),
     /// Tell the client: a URL at its verified redirect URI.
     Redirect(String),
+    /// Too many requests from this source (or new metadata-document
+    /// clients, or fetches from their host): tell the user when to retry.
+    RateLimited { retry_after_secs: u64 },
+    /// The server cannot take this client now, for a reason the user (or
+    /// the operator) can act on: tell the user only.
+    Unavailable(String),
     /// Storage or audit failed: nothing was decided.
     Server(OAuthError),
 }
@@ -134,11 +142,24 @@ impl AuthorizationServer {
 
     /// Checks an authorization request. The order matters: client and
     /// redirect URI first, and only then may errors be redirected.
+    ///
+    /// Each request stores a pending authorization, and a new metadata
+    /// document URL costs a fetch and a client row, so both are limited per
+    /// `source` (the request's address).
     pub async fn validate_authorization(
         &self,
         query: &[(String, String)],
+        source: Option<&str>,
         now: Timestamp,
     ) -> Result<AuthorizationRequest, AuthorizeError> {
+        if let Err(wait_ms) = self
+            .authorize_attempts
+            .attempt(source.unwrap_or("unknown"), now)
+        {
+            return Err(AuthorizeError::RateLimited {
+                retry_after_secs: gatehouse_core::retry_after_secs(wait_ms),
+            });
+        }
         for (name, _) in query {
             if name != "resource" {
                 single(query, name).map_err(AuthorizeError::Page)?;
@@ -150,19 +171,38 @@ impl AuthorizationServer {
             .ok_or_else(|| {
                 AuthorizeError::Page("The request names no client (client_id).".into())
             })?;
-        let client = match self.find_client(client_id, now).await {
+        let found = if crate::cimd::is_client_id_url(client_id) {
+            self.metadata_document_client(client_id, Some(source), now)
+                .await
+        } else {
+            self.find_client(client_id, now)
+                .await
+                .map_err(MetadataClientError::Server)
+        };
+        let client = match found {
             Ok(Some(client)) => client,
             Ok(None) => {
                 return Err(AuthorizeError::Page(
                     "The application is not registered with this server.".into(),
                 ));
             }
-            Err(OAuthError::InvalidClientMetadata(why)) => {
+            Err(MetadataClientError::Refused(why)) => {
                 return Err(AuthorizeError::Page(format!(
                     "The application's metadata document was refused: {why}"
                 )));
             }
-            Err(e) => return Err(AuthorizeError::Server(e)),
+            Err(MetadataClientError::RateLimited { retry_after_secs }) => {
+                return Err(AuthorizeError::RateLimited { retry_after_secs });
+            }
+            Err(MetadataClientError::Full { limit }) => {
+                return Err(AuthorizeError::Unavailable(format!(
+                    "This server already keeps {limit} applications identified by a metadata \
+                     document, the most it may (oauth.client_metadata_max_clients), and cannot \
+                     take a new one now. Unused ones expire; the operator can remove some with \
+                     `gatehouse clients revoke` or raise the limit."
+                )));
+            }
+            Err(MetadataClientError::Server(e)) => return Err(AuthorizeError::Server(e)),
         };
         let redirect = self.verified_redirect_uri(&client, single(query, "redirect_uri"))?;
         let state = single(query, "state").map_err(AuthorizeError::Page)?;

@@ -293,6 +293,7 @@ async fn proceed(state: &AsState, browser: &Browser, txn: &str, now: Timestamp) 
 /// GET /authorize (RFC 6749 §4.1.1).
 async fn authorize(
     State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -301,12 +302,39 @@ async fn authorize(
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    let request = match state.server.validate_authorization(&query, now).await {
+    let source = source(peer);
+    let validated = state
+        .server
+        .validate_authorization(&query, source.as_deref(), now)
+        .await;
+    let request = match validated {
         Ok(request) => request,
         Err(AuthorizeError::Page(message)) => {
             return html_response(
                 StatusCode::BAD_REQUEST,
                 message_page("Authorization request refused", &message),
+            );
+        }
+        Err(AuthorizeError::RateLimited { retry_after_secs }) => {
+            let mut response = html_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                message_page(
+                    "Too many requests",
+                    &format!(
+                        "Too many authorization requests came from your network, or for new \
+                         applications, just now. Try again in {retry_after_secs} seconds."
+                    ),
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            return response;
+        }
+        Err(AuthorizeError::Unavailable(message)) => {
+            return html_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                message_page("Application not accepted", &message),
             );
         }
         Err(AuthorizeError::Redirect(url)) => return see_other(&url),

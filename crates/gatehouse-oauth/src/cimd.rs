@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use gatehouse_core::{Timestamp, is_public};
+use gatehouse_core::{RateLimiter, Timestamp, is_public, retry_after_secs};
 use reqwest::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap};
 use serde_json::{Map, Value};
 use url::{Host, Url};
@@ -48,6 +48,13 @@ pub struct CimdConfig {
     pub max_ttl_secs: i64,
     /// Most URLs remembered at once (successes and failures together).
     pub max_entries: usize,
+    /// Documents fetched from one host per minute, whoever asks: the
+    /// gateway must not become a traffic source against a host.
+    pub max_fetches_per_host_per_minute: u32,
+    /// Most metadata-document clients kept in the client table (unused
+    /// ones expire like dynamically registered clients). When full, new
+    /// ones are refused; live ones are never evicted.
+    pub max_clients: u64,
 }
 
 impl Default for CimdConfig {
@@ -60,6 +67,8 @@ impl Default for CimdConfig {
             default_ttl_secs: 300,
             max_ttl_secs: 86_400,
             max_entries: 1000,
+            max_fetches_per_host_per_minute: 30,
+            max_clients: 10_000,
         }
     }
 }
@@ -111,6 +120,8 @@ pub enum CimdError {
     TooLarge(usize),
     #[error("the client metadata document is invalid: {0}")]
     InvalidDocument(&'static str),
+    #[error("too many client metadata documents were fetched from this host; try again in {0} s")]
+    HostRateLimited(u64),
 }
 
 impl CimdError {
@@ -118,7 +129,10 @@ impl CimdError {
     /// server errors), false when the URL or the document is unacceptable.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            CimdError::Resolve | CimdError::Timeout | CimdError::Unreachable => true,
+            CimdError::Resolve
+            | CimdError::Timeout
+            | CimdError::Unreachable
+            | CimdError::HostRateLimited(_) => true,
             CimdError::Status(code) => *code >= 500 || *code == 429,
             _ => false,
         }
@@ -138,6 +152,8 @@ struct Inner {
     /// One async lock per URL being fetched, so concurrent requests for the
     /// same document wait for one fetch instead of each starting their own.
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Fetches per host (normalized name) and minute.
+    fetches_per_host: RateLimiter,
 }
 
 type Outcome = Result<Arc<ClientMetadataDocument>, CimdError>;
@@ -188,9 +204,14 @@ impl CimdResolver {
             .collect();
         CimdResolver {
             inner: Arc::new(Inner {
-                config,
                 cache: Mutex::new(Cache::default()),
                 inflight: Mutex::new(HashMap::new()),
+                fetches_per_host: RateLimiter::new(
+                    config.max_fetches_per_host_per_minute,
+                    60_000,
+                    config.max_entries.max(1),
+                ),
+                config,
             }),
         }
     }
@@ -223,6 +244,10 @@ impl CimdResolver {
             return hit;
         }
 
+        // Not cached: the refusal says nothing about the document.
+        if let Err(wait_ms) = self.inner.fetches_per_host.attempt(&target.host, now) {
+            return Err(CimdError::HostRateLimited(retry_after_secs(wait_ms)));
+        }
         let config = &self.inner.config;
         let fetched = match tokio::time::timeout(config.timeout, fetch(&target, config)).await {
             Ok(result) => result,
@@ -582,11 +607,11 @@ fn parse_document(body: &[u8], url: &str) -> Result<ClientMetadataDocument, Cimd
                     "client_name is longer than 100 characters",
                 ));
             }
-            // The name is shown on the consent page; control characters
-            // could disguise it.
-            if name.chars().any(char::is_control) {
+            // The name is shown on the consent page: the same characters
+            // that could disguise it are refused as at registration.
+            if crate::registration::has_deceptive_characters(name) {
                 return Err(CimdError::InvalidDocument(
-                    "client_name contains control characters",
+                    "client_name contains control or formatting characters",
                 ));
             }
             (!name.trim().is_empty()).then(|| name.clone())

@@ -143,6 +143,17 @@ fn respond(url: &str, name: &str) -> Vec<u8> {
             doc["client_secret"] = "s3cret".into();
             json_ok(&doc, &[])
         }
+        "bidi-name" => {
+            let mut doc = document(url);
+            // Displays as "Test Clientmoc.elgoog": a right-to-left override.
+            doc["client_name"] = "Test Client\u{202E}google.com".into();
+            json_ok(&doc, &[])
+        }
+        "zero-width-name" => {
+            let mut doc = document(url);
+            doc["client_name"] = "Git\u{200B}Hub".into();
+            json_ok(&doc, &[])
+        }
         "long-name" => {
             let mut doc = document(url);
             doc["client_name"] = "n".repeat(101).into();
@@ -212,6 +223,8 @@ fn defaults_match_the_documented_limits() {
     assert_eq!(config.default_ttl_secs, 300);
     assert_eq!(config.max_ttl_secs, 86_400);
     assert_eq!(config.max_entries, 1000);
+    assert_eq!(config.max_fetches_per_host_per_minute, 30);
+    assert_eq!(config.max_clients, 10_000);
     assert!(config.allowed_domains.is_empty());
     assert!(config.dev_http_hosts.is_empty());
 }
@@ -467,6 +480,52 @@ async fn overlong_client_name_is_refused() {
         refused("/long-name").await,
         CimdError::InvalidDocument("client_name is longer than 100 characters")
     );
+}
+
+#[tokio::test]
+async fn deceptive_client_names_are_refused_like_at_registration() {
+    for path in ["/bidi-name", "/zero-width-name"] {
+        assert_eq!(
+            refused(path).await,
+            CimdError::InvalidDocument("client_name contains control or formatting characters"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn fetches_from_one_host_are_rate_limited() {
+    let server = TestServer::start().await;
+    let resolver = CimdResolver::new(CimdConfig {
+        max_fetches_per_host_per_minute: 3,
+        ..dev_config()
+    });
+    for i in 0..3 {
+        let url = server.url(&format!("/app{i}/client"));
+        resolver.resolve(&url, T0).await.unwrap();
+    }
+    // A fourth document on the same host is not fetched this minute...
+    let url = server.url("/app3/client");
+    let err = resolver
+        .resolve(&url, T0.plus_millis(1_000))
+        .await
+        .unwrap_err();
+    assert_eq!(err, CimdError::HostRateLimited(59));
+    assert!(err.is_unavailable());
+    assert_eq!(server.hits("/app3/client"), 0);
+    // ...while cached documents are still served, without a fetch.
+    let cached = server.url("/app0/client");
+    resolver
+        .resolve(&cached, T0.plus_millis(2_000))
+        .await
+        .unwrap();
+    assert_eq!(server.total(), 3);
+    // The refusal is not cached: the next minute it is fetched.
+    resolver
+        .resolve(&url, T0.plus_millis(60_000))
+        .await
+        .unwrap();
+    assert_eq!(server.hits("/app3/client"), 1);
 }
 
 #[tokio::test]

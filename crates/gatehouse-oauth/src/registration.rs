@@ -270,21 +270,27 @@ fn validate_client_name(name: &str) -> Result<Option<String>, RegistrationError>
     if name.chars().count() > MAX_CLIENT_NAME_CHARS {
         return Err(metadata("client_name", "must be at most 100 characters"));
     }
-    let deceptive = |c: char| {
-        c.is_control()
-            || matches!(c,
-                '\u{200B}'..='\u{200F}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'..='\u{2069}'
-                | '\u{FEFF}')
-    };
-    if name.chars().any(deceptive) {
+    if has_deceptive_characters(name) {
         return Err(metadata(
             "client_name",
             "must not contain control or formatting characters",
         ));
     }
     Ok(Some(name.to_string()))
+}
+
+/// Control characters, and the invisible or bidirectional formatting
+/// characters that can make a name display as another. Client names from
+/// registration and from metadata documents are checked alike.
+pub(crate) fn has_deceptive_characters(name: &str) -> bool {
+    name.chars().any(|c| {
+        c.is_control()
+            || matches!(c,
+                '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{FEFF}')
+    })
 }
 
 /// RFC 6749 §3.3: scope tokens are `%x21 / %x23-5B / %x5D-7E`, separated by

@@ -16,12 +16,18 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::approval_pages::ApprovalPages;
-use crate::cimd::{CimdConfig, CimdResolver};
+use crate::cimd::{CimdConfig, CimdError, CimdResolver};
 use crate::token_exchange::{ExchangeParams, GRANT_TOKEN_EXCHANGE, TaskExchange};
 use crate::{
     CookiePolicy, Jwks, MasterKey, OAuthError, PasswordHasher, PublicJwk, RateLimiter, SigningKey,
     routes,
 };
+
+/// Requests to `/authorize` one source address may send per minute.
+pub const AUTHORIZE_PER_MINUTE: u32 = 30;
+/// New Client ID Metadata Document URLs one source address may introduce
+/// per hour (each is fetched, and stored when acceptable).
+pub const NEW_METADATA_CLIENTS_PER_HOUR: u32 = 10;
 
 /// Access tokens live at most this long (RFC 9700: short-lived). A
 /// replaced signing key is trusted for this long (plus leeway) after it
@@ -217,16 +223,56 @@ pub struct AuthorizationServer {
     key_records: Mutex<Option<(u64, Arc<Vec<SigningKeyRecord>>)>>,
     pub(crate) passwords: PasswordHasher,
     pub(crate) client_metadata: Option<CimdResolver>,
-    /// Dynamic registrations per source address.
+    /// Dynamic registrations per source address (IPv6 by /64, as every
+    /// per-address limit here).
     pub(crate) registrations: RateLimiter,
     /// User-code guesses per source address (RFC 8628 §5.1).
     pub(crate) user_code_attempts: RateLimiter,
     /// Login attempts per source address, on top of the per-name lockout.
     pub(crate) login_attempts: RateLimiter,
+    /// Requests to `/authorize` per source address: each stores a pending
+    /// authorization for ten minutes.
+    pub(crate) authorize_attempts: RateLimiter,
+    /// Document URLs a source may introduce as new metadata-document
+    /// clients (each is fetched and stored).
+    pub(crate) new_metadata_clients: RateLimiter,
     /// Task grants by token exchange; `None` until the binary enables them.
     pub(crate) task_exchange: Option<TaskExchange>,
     /// Approval pages; `None` until the binary enables them.
     pub(crate) approvals: Option<ApprovalPages>,
+}
+
+/// Why a metadata-document client cannot be used.
+#[derive(Debug)]
+pub(crate) enum MetadataClientError {
+    /// The URL or the document is unacceptable, or cannot be fetched now.
+    Refused(String),
+    /// Too many new metadata-document clients from this source, or too many
+    /// documents fetched from this host.
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// The client table holds `limit` metadata-document clients.
+    Full {
+        limit: u64,
+    },
+    Server(OAuthError),
+}
+
+impl MetadataClientError {
+    /// At the token, revocation and introspection endpoints.
+    pub(crate) fn into_oauth(self) -> OAuthError {
+        match self {
+            MetadataClientError::Refused(why) => OAuthError::InvalidClientMetadata(why),
+            MetadataClientError::RateLimited { retry_after_secs } => {
+                OAuthError::TooManyRequests { retry_after_secs }
+            }
+            MetadataClientError::Full { limit } => OAuthError::TemporarilyUnavailable(format!(
+                "the metadata-document client table is full ({limit})"
+            )),
+            MetadataClientError::Server(e) => e,
+        }
+    }
 }
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> OAuthError {
@@ -345,9 +391,15 @@ impl AuthorizationServer {
             key_records: Mutex::new(None),
             passwords,
             client_metadata,
-            registrations: RateLimiter::new(20, 60_000, 10_000),
-            user_code_attempts: RateLimiter::new(10, 300_000, 10_000),
-            login_attempts: RateLimiter::new(30, 300_000, 10_000),
+            registrations: RateLimiter::per_source(20, 60_000, 10_000),
+            user_code_attempts: RateLimiter::per_source(10, 300_000, 10_000),
+            login_attempts: RateLimiter::per_source(30, 300_000, 10_000),
+            authorize_attempts: RateLimiter::per_source(AUTHORIZE_PER_MINUTE, 60_000, 10_000),
+            new_metadata_clients: RateLimiter::per_source(
+                NEW_METADATA_CLIENTS_PER_HOUR,
+                3_600_000,
+                10_000,
+            ),
             task_exchange: None,
             approvals: None,
         })
@@ -537,15 +589,19 @@ impl AuthorizationServer {
     }
 
     /// A client by id: a stored one (operator or dynamic), or a Client ID
-    /// Metadata Document fetched from its URL. Revoked clients and
-    /// dynamic clients unused for too long count as unknown.
+    /// Metadata Document client already known (introduced at `/authorize`).
+    /// Revoked clients and dynamic clients unused for too long count as
+    /// unknown.
     pub(crate) async fn find_client(
         &self,
         id: &str,
         now: Timestamp,
     ) -> Result<Option<ClientRecord>, OAuthError> {
         if crate::cimd::is_client_id_url(id) {
-            return self.metadata_document_client(id, now).await;
+            return self
+                .metadata_document_client(id, None, now)
+                .await
+                .map_err(MetadataClientError::into_oauth);
         }
         let client = self.store.client(id).await.map_err(unavailable)?;
         Ok(client.filter(|c| c.revoked_at.is_none() && !self.expired_dynamic(c, now)))
@@ -563,29 +619,56 @@ impl AuthorizationServer {
     /// A CIMD client. The document is fetched (or taken from the cache)
     /// and mirrored into the client table, so its tokens validate like any
     /// client's and an operator can revoke it with `gatehouse clients revoke`.
-    async fn metadata_document_client(
+    ///
+    /// Only `/authorize` introduces a new one (`introduced_from` is then the
+    /// request's source address): that costs an outbound fetch and a row,
+    /// so it is limited per source, and the table is capped. Elsewhere a
+    /// document URL that is not in the table is an unknown client.
+    pub(crate) async fn metadata_document_client(
         &self,
         url: &str,
+        introduced_from: Option<Option<&str>>,
         now: Timestamp,
-    ) -> Result<Option<ClientRecord>, OAuthError> {
+    ) -> Result<Option<ClientRecord>, MetadataClientError> {
         let Some(resolver) = &self.client_metadata else {
             return Ok(None);
         };
-        let stored = self.store.client(url).await.map_err(unavailable)?;
+        let server = |e: OAuthError| MetadataClientError::Server(e);
+        let stored = self
+            .store
+            .client(url)
+            .await
+            .map_err(|e| server(unavailable(e)))?;
         if stored.as_ref().is_some_and(|c| c.revoked_at.is_some()) {
             return Ok(None);
         }
+        let is_new = stored.is_none();
+        if is_new {
+            let Some(source) = introduced_from else {
+                return Ok(None);
+            };
+            if let Err(wait_ms) = self
+                .new_metadata_clients
+                .attempt(source.unwrap_or("unknown"), now)
+            {
+                return Err(MetadataClientError::RateLimited {
+                    retry_after_secs: gatehouse_core::retry_after_secs(wait_ms),
+                });
+            }
+        }
         let document = match resolver.resolve(url, now).await {
             Ok(document) => document,
+            Err(CimdError::HostRateLimited(retry_after_secs)) => {
+                return Err(MetadataClientError::RateLimited { retry_after_secs });
+            }
             Err(e) => {
                 tracing::warn!(client_id = %url, error = %e, "client metadata document refused");
-                return Err(OAuthError::InvalidClientMetadata(e.to_string()));
+                return Err(MetadataClientError::Refused(e.to_string()));
             }
         };
         for uri in &document.redirect_uris {
-            crate::redirect_uri::validate_registered(uri).map_err(|e| {
-                OAuthError::InvalidClientMetadata(format!("redirect URI refused: {e}"))
-            })?;
+            crate::redirect_uri::validate_registered(uri)
+                .map_err(|e| MetadataClientError::Refused(format!("redirect URI refused: {e}")))?;
         }
         let record = ClientRecord {
             id: url.to_string(),
@@ -606,13 +689,44 @@ impl AuthorizationServer {
             last_used_at: stored.as_ref().and_then(|c| c.last_used_at),
             may_introspect: false,
         };
-        if stored.is_none() {
-            match self.store.insert_client(&record).await {
-                Ok(()) | Err(gatehouse_store::StoreError::Conflict) => {}
-                Err(e) => return Err(unavailable(e)),
-            }
+        if is_new {
+            self.insert_metadata_document_client(&record, resolver.config().max_clients, now)
+                .await?;
         }
         Ok(Some(record))
+    }
+
+    /// Stores a new metadata-document client within the cap. A full table
+    /// first loses its unused clients (as housekeeping would); when it is
+    /// still full the new client is refused: live clients are never evicted.
+    async fn insert_metadata_document_client(
+        &self,
+        record: &ClientRecord,
+        max_clients: u64,
+        now: Timestamp,
+    ) -> Result<(), MetadataClientError> {
+        for attempt in 0..2 {
+            match self
+                .store
+                .insert_client_within_limit(record, max_clients)
+                .await
+            {
+                Ok(true) | Err(gatehouse_store::StoreError::Conflict) => return Ok(()),
+                Ok(false) if attempt == 0 => {
+                    self.delete_unused_metadata_document_clients(now)
+                        .await
+                        .map_err(MetadataClientError::Server)?;
+                }
+                Ok(false) => {}
+                Err(e) => return Err(MetadataClientError::Server(unavailable(e))),
+            }
+        }
+        tracing::warn!(
+            client_id = %record.id,
+            max_clients,
+            "metadata-document client table full; new client refused"
+        );
+        Err(MetadataClientError::Full { limit: max_clients })
     }
 
     /// Checks a client at the token, revocation or introspection endpoint.
@@ -736,7 +850,26 @@ impl AuthorizationServer {
         if removed > 0 {
             tracing::info!(removed, "removed unused dynamically registered clients");
         }
+        let removed = self.delete_unused_metadata_document_clients(now).await?;
+        if removed > 0 {
+            tracing::info!(removed, "removed unused metadata-document clients");
+        }
         Ok(())
+    }
+
+    /// Metadata-document clients unused for `dynamic_client_ttl` are deleted
+    /// like dynamic ones (a revoked one is kept: its revocation must last).
+    /// One that is used again is fetched and stored anew.
+    async fn delete_unused_metadata_document_clients(
+        &self,
+        now: Timestamp,
+    ) -> Result<u64, OAuthError> {
+        let unused_since =
+            now.plus_millis(-self.config.dynamic_client_ttl_secs.saturating_mul(1000));
+        self.store
+            .delete_unused_metadata_document_clients(unused_since)
+            .await
+            .map_err(unavailable)
     }
 
     /// RFC 7009. Invalid or unknown tokens are not an error; a token of

@@ -344,6 +344,12 @@ pub trait AuthorizationStore: Send + Sync {
     async fn touch_client(&self, id: &str, at: Timestamp) -> StoreResult<()>;
     /// Deletes dynamically registered clients unused since `unused_since`.
     async fn delete_unused_dynamic_clients(&self, unused_since: Timestamp) -> StoreResult<u64>;
+    /// Deletes metadata-document clients unused since `unused_since`, except
+    /// revoked ones: their revocation must outlast them.
+    async fn delete_unused_metadata_document_clients(
+        &self,
+        unused_since: Timestamp,
+    ) -> StoreResult<u64>;
 
     /// Deletes expired codes, requests, sessions, device authorizations and
     /// refresh tokens, and (a day after they ended) task grants, approvals

@@ -87,6 +87,16 @@ pub trait Store: AuthorizationStore + GatingStore + Send + Sync + 'static {
 
     // --- OAuth clients ---------------------------------------------------
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()>;
+    /// Inserts the client when fewer than `max` unrevoked clients with its
+    /// `registered_by` exist, in one statement; false (and nothing
+    /// inserted) when there are that many. `Conflict` when the id exists.
+    /// A size cap, not an exact count: on PostgreSQL inserts racing each
+    /// other may each see room and pass it by as many.
+    async fn insert_client_within_limit(
+        &self,
+        client: &ClientRecord,
+        max: u64,
+    ) -> StoreResult<bool>;
     async fn client(&self, id: &str) -> StoreResult<Option<ClientRecord>>;
     async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>>;
     /// Returns false when the client does not exist or was already revoked.

@@ -577,6 +577,38 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn insert_client_within_limit(
+        &self,
+        client: &ClientRecord,
+        max: u64,
+    ) -> StoreResult<bool> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let result = sqlx::query(
+            "INSERT INTO oauth_clients (id, name, tenant, role, scopes, secret_hash, created_at, revoked_at, \
+             redirect_uris, grant_types, auth_method, registered_by, last_used_at) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+             WHERE (SELECT COUNT(*) FROM oauth_clients \
+                    WHERE registered_by = $12 AND revoked_at IS NULL) < $14",
+        )
+        .bind(&client.id)
+        .bind(&client.name)
+        .bind(&client.tenant)
+        .bind(&client.role)
+        .bind(scopes_json(&client.scopes)?)
+        .bind(client.secret_hash.as_deref().unwrap_or(""))
+        .bind(client.created_at.0)
+        .bind(client.revoked_at.map(|t| t.0))
+        .bind(list_json(&client.redirect_uris)?)
+        .bind(list_json(&client.grant_types)?)
+        .bind(&client.auth_method)
+        .bind(&client.registered_by)
+        .bind(client.last_used_at.map(|t| t.0))
+        .bind(max)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     async fn client(&self, id: &str) -> StoreResult<Option<ClientRecord>> {
         let row = sqlx::query("SELECT * FROM oauth_clients WHERE id = $1")
             .bind(id)

@@ -775,6 +775,20 @@ impl AuthorizationStore for SqliteStore {
         Ok(result.rows_affected())
     }
 
+    async fn delete_unused_metadata_document_clients(
+        &self,
+        unused_since: Timestamp,
+    ) -> StoreResult<u64> {
+        let result = sqlx::query(
+            "DELETE FROM oauth_clients WHERE registered_by = 'metadata_document' \
+             AND revoked_at IS NULL AND COALESCE(last_used_at, created_at) < $1",
+        )
+        .bind(unused_since.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         for sql in [

@@ -52,6 +52,7 @@ macro_rules! conformance_tests {
             device_polls_pending_slow_down_approved_once,
             a_denied_device_authorization_reports_denied,
             unused_dynamic_clients_are_deleted,
+            metadata_document_clients_are_capped_and_unused_ones_deleted,
             purge_removes_only_expired_records,
             task_grants_round_trip_and_only_live_ones_are_listed,
             revoking_a_task_grant_revokes_its_token_once,
@@ -1447,6 +1448,76 @@ pub(crate) async fn unused_dynamic_clients_are_deleted(store: TestStore) {
             .last_used_at,
         Some(Timestamp(1_000))
     );
+}
+
+fn metadata_client(id: &str, created_at: i64) -> ClientRecord {
+    ClientRecord {
+        registered_by: "metadata_document".into(),
+        secret_hash: None,
+        auth_method: "none".into(),
+        created_at: Timestamp(created_at),
+        ..client(id)
+    }
+}
+
+pub(crate) async fn metadata_document_clients_are_capped_and_unused_ones_deleted(store: TestStore) {
+    // Clients of other kinds do not count against the cap.
+    store.insert_client(&client("ghc_op")).await.unwrap();
+    let mut dynamic = client("ghc_dyn");
+    dynamic.registered_by = "dynamic".into();
+    store.insert_client(&dynamic).await.unwrap();
+    for (id, at) in [("https://a.example/c", 100), ("https://b.example/c", 200)] {
+        assert!(
+            store
+                .insert_client_within_limit(&metadata_client(id, at), 2)
+                .await
+                .unwrap()
+        );
+    }
+    // The table is full: the third is refused, nothing evicted.
+    let third = metadata_client("https://c.example/c", 300);
+    assert!(!store.insert_client_within_limit(&third, 2).await.unwrap());
+    assert!(store.client("https://c.example/c").await.unwrap().is_none());
+    // A revoked one no longer counts, and is never deleted as unused: the
+    // revocation must outlive it.
+    assert!(
+        store
+            .revoke_client("https://a.example/c", Timestamp(400))
+            .await
+            .unwrap()
+    );
+    assert!(store.insert_client_within_limit(&third, 2).await.unwrap());
+    // An id that exists is a conflict, as for insert_client.
+    assert!(matches!(
+        store.insert_client_within_limit(&third, 10).await,
+        Err(StoreError::Conflict)
+    ));
+    // Unused since 250: "b" (created at 200, never used) goes, "c"
+    // (created at 300) stays, and so does revoked "a".
+    assert_eq!(
+        store
+            .delete_unused_metadata_document_clients(Timestamp(250))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.client("https://b.example/c").await.unwrap().is_none());
+    assert!(store.client("https://c.example/c").await.unwrap().is_some());
+    let revoked = store.client("https://a.example/c").await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(Timestamp(400)));
+    // Use counts, not creation: "c" used at 1000 stays until unused since.
+    store
+        .touch_client("https://c.example/c", Timestamp(1_000))
+        .await
+        .unwrap();
+    let unused_since = |at| store.delete_unused_metadata_document_clients(Timestamp(at));
+    assert_eq!(unused_since(500).await.unwrap(), 0);
+    assert_eq!(unused_since(2_000).await.unwrap(), 1);
+    assert!(store.client("https://c.example/c").await.unwrap().is_none());
+    assert!(store.client("https://a.example/c").await.unwrap().is_some());
+    // Operator and dynamic clients are not touched by this.
+    assert!(store.client("ghc_op").await.unwrap().is_some());
+    assert!(store.client("ghc_dyn").await.unwrap().is_some());
 }
 
 pub(crate) async fn purge_removes_only_expired_records(store: TestStore) {

@@ -47,6 +47,9 @@ impl Store for DownStore {
     async fn insert_client(&self, _: &ClientRecord) -> StoreResult<()> {
         down()
     }
+    async fn insert_client_within_limit(&self, _: &ClientRecord, _: u64) -> StoreResult<bool> {
+        down()
+    }
     async fn client(&self, _: &str) -> StoreResult<Option<ClientRecord>> {
         down()
     }
@@ -247,6 +250,9 @@ impl AuthorizationStore for DownStore {
         down()
     }
     async fn delete_unused_dynamic_clients(&self, _: Timestamp) -> StoreResult<u64> {
+        down()
+    }
+    async fn delete_unused_metadata_document_clients(&self, _: Timestamp) -> StoreResult<u64> {
         down()
     }
     async fn purge_expired(&self, _: Timestamp) -> StoreResult<()> {

@@ -96,6 +96,9 @@ pub struct OAuthConfig {
     /// Hosts whose metadata documents may be fetched over plain http and from
     /// loopback. For local development only.
     pub client_metadata_dev_hosts: Vec<String>,
+    /// Most metadata-document clients kept at once; new ones are refused
+    /// beyond it (unused ones expire after `dynamic_client_ttl`).
+    pub client_metadata_max_clients: u64,
     /// Password hashes computed at once (each takes ~19 MiB and tens of ms).
     pub password_hash_concurrency: usize,
 }
@@ -122,6 +125,7 @@ impl Default for OAuthConfig {
             client_metadata_documents: true,
             client_metadata_domains: Vec::new(),
             client_metadata_dev_hosts: Vec::new(),
+            client_metadata_max_clients: 10_000,
             password_hash_concurrency: 4,
         }
     }
@@ -142,6 +146,11 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub session_idle_timeout: Duration,
+    /// MCP sessions (2025-11-25 and earlier) one principal may hold at once;
+    /// its next `initialize` is refused (HTTP 429, `too_many_sessions`).
+    pub max_sessions_per_principal: usize,
+    /// `initialize` requests one principal may send per minute.
+    pub initialize_per_minute: u32,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
 }
@@ -157,6 +166,8 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             session_idle_timeout: Duration::from_secs(30 * 60),
+            max_sessions_per_principal: gatehouse_mcp::http::MAX_SESSIONS_PER_PRINCIPAL,
+            initialize_per_minute: 30,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -338,6 +349,18 @@ impl Config {
                 return Err(invalid(key, "must be greater than zero"));
             }
         }
+        if !(1..=10_000).contains(&self.server.max_sessions_per_principal) {
+            return Err(invalid(
+                "server.max_sessions_per_principal",
+                "must be between 1 and 10000",
+            ));
+        }
+        if self.server.initialize_per_minute == 0 {
+            return Err(invalid(
+                "server.initialize_per_minute",
+                "must be greater than zero",
+            ));
+        }
         if self.auth.mode == AuthModeName::None && !self.server.listen.ip().is_loopback() {
             return Err(invalid(
                 "auth.mode",
@@ -418,6 +441,12 @@ impl Config {
                 ));
             }
             _ => {}
+        }
+        if self.oauth.client_metadata_max_clients == 0 {
+            return Err(invalid(
+                "oauth.client_metadata_max_clients",
+                "must be greater than zero (to refuse metadata documents, set client_metadata_documents = false)",
+            ));
         }
         if !(1..=64).contains(&self.oauth.password_hash_concurrency) {
             return Err(invalid(
@@ -572,6 +601,18 @@ mod tests {
             (
                 "version = 1\n[oauth]\naccess_token_ttl = \"2h\"",
                 "oauth.access_token_ttl: must be between 1m and 1h",
+            ),
+            (
+                "version = 1\n[server]\nmax_sessions_per_principal = 0",
+                "server.max_sessions_per_principal: must be between 1 and 10000",
+            ),
+            (
+                "version = 1\n[server]\ninitialize_per_minute = 0",
+                "server.initialize_per_minute: must be greater than zero",
+            ),
+            (
+                "version = 1\n[oauth]\nclient_metadata_max_clients = 0",
+                "oauth.client_metadata_max_clients: must be greater than zero",
             ),
         ];
         for (text, want) in cases {

@@ -208,6 +208,7 @@ fn as_config(
     let client_metadata = oauth.client_metadata_documents.then(|| CimdConfig {
         allowed_domains: oauth.client_metadata_domains.clone(),
         dev_http_hosts: oauth.client_metadata_dev_hosts.clone(),
+        max_clients: oauth.client_metadata_max_clients,
         ..CimdConfig::default()
     });
     Ok(AsConfig {

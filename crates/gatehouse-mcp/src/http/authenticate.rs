@@ -13,6 +13,7 @@ use gatehouse_core::{Principal, TaskGrant};
 use super::errors::{audit_unavailable, gate1_failure, gate2_refusal, jsonrpc_refusal};
 use super::listener::PeerAddr;
 use super::router::AppState;
+use super::session_start::session_refusal;
 use super::sessions::SessionCheck;
 use crate::Caller;
 use crate::gate1::{self, RequestOrigin};
@@ -138,28 +139,38 @@ pub async fn authenticate(
     }
 
     let is_delete = request.method() == Method::DELETE;
-    request.extensions_mut().insert(Caller {
+    let caller = Caller {
         principal: Arc::new(principal),
         session: session.clone(),
         source,
-    });
+    };
+    request.extensions_mut().insert(caller.clone());
     let response = next.run(request).await;
 
     match (&session, session_id(response.headers().get(SESSION_HEADER))) {
         // A new session was created for this principal, with the task it
-        // declared at initialize, if any.
-        (None, Some(created))
-            if !state.sessions.bind(
-                &created,
-                &subject,
-                response
-                    .extensions()
-                    .get::<DeclaredTask>()
-                    .map(|d| d.0.clone()),
-            ) =>
-        {
-            tracing::warn!("session table full; refusing new session");
-            return jsonrpc_refusal(StatusCode::SERVICE_UNAVAILABLE, "too many sessions");
+        // declared at initialize, if any. The body layer checked there was
+        // room; a concurrent initialize may have taken it meanwhile.
+        (None, Some(created)) => {
+            let grant = response
+                .extensions()
+                .get::<DeclaredTask>()
+                .map(|d| d.0.clone());
+            if let Err(refusal) = state.sessions.bind(&created, &subject, grant) {
+                // Unbound, the session would be unreachable but alive.
+                state.sdk_sessions.close(&created).await;
+                let (reason, answer) = session_refusal(&state, refusal, serde_json::Value::Null);
+                let detail = format!("session refused after initialize: {reason}");
+                if state
+                    .gateway
+                    .record_anomaly(&caller, reason, detail)
+                    .await
+                    .is_err()
+                {
+                    return audit_unavailable();
+                }
+                return answer;
+            }
         }
         (Some(ended), _) if is_delete && response.status().is_success() => {
             state.sessions.unbind(ended);

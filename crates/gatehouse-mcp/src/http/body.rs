@@ -1,6 +1,9 @@
-//! Reads the request body completely before the MCP layer sees it, so a
-//! slow or oversized body gets its own status (408, 413) instead of
-//! surfacing as an internal error inside the SDK.
+//! Reads the request body completely before a handler sees it, so a slow
+//! or oversized body gets its own status (408, 413) instead of surfacing as
+//! an internal error: `read_whole` on every route outside /mcp, `buffer` on
+//! /mcp, where the body also decides a task declaration, a step-up
+//! challenge and whether a new session may start, and where a body the SDK
+//! cannot read gets the JSON-RPC error (-32700 / -32600).
 
 use std::error::Error;
 
@@ -8,7 +11,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http_body_util::LengthLimitError;
 use tower_http::timeout::TimeoutError;
 
@@ -18,9 +21,13 @@ use axum::extract::State;
 use serde_json::{Map, Value};
 
 use super::authenticate::DeclaredTask;
-use super::errors::{audit_unavailable, gate2_refusal, insufficient_scope, jsonrpc_refusal};
+use super::errors::{
+    audit_unavailable, gate2_refusal, insufficient_scope, jsonrpc_refusal, malformed_message,
+};
 use super::router::AppState;
+use super::session_start::{initialize_id, may_start_session};
 use crate::Caller;
+use crate::sdk::{MalformedMessage, inspect_message};
 use gatehouse_authz::{TASK_META, TaskGrantError, grant_of};
 use gatehouse_core::CredentialKind;
 
@@ -33,6 +40,50 @@ fn caused_by<E: Error + 'static>(error: &(dyn Error + 'static)) -> bool {
         current = e.source();
     }
     false
+}
+
+/// Why a request body could not be read: the layers around the router cut
+/// it off (deadline, size cap) or the connection failed.
+fn unreadable(error: &axum::Error) -> (StatusCode, &'static str) {
+    if caused_by::<TimeoutError>(error) {
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            "request body was not received in time",
+        )
+    } else if caused_by::<LengthLimitError>(error) {
+        (StatusCode::PAYLOAD_TOO_LARGE, "request body is too large")
+    } else {
+        (StatusCode::BAD_REQUEST, "request body could not be read")
+    }
+}
+
+/// Every route outside /mcp: the body is read in full (under the size cap
+/// and deadline of the layers around the router) before the handler runs,
+/// so a slow or oversized body gets 408 or 413 whatever the handler.
+pub async fn read_whole(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(error) => {
+            let (status, description) = unreadable(&error);
+            let mut response = (
+                status,
+                axum::Json(serde_json::json!({
+                    "error": "invalid_request",
+                    "error_description": description,
+                })),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 /// What the body of a `tools/call` request names.
@@ -143,12 +194,53 @@ async fn declared_task(
     }
 }
 
+/// A POST of JSON: the only requests whose body the SDK reads.
+fn is_json_post(parts: &axum::http::request::Parts) -> bool {
+    parts.method == axum::http::Method::POST
+        && parts
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+fn malformed(error: MalformedMessage) -> Response {
+    match error {
+        MalformedMessage::NotJson => malformed_message(
+            true,
+            Value::Null,
+            "Parse error: the request body is not valid JSON",
+        ),
+        MalformedMessage::NotJsonRpc { id, batch } => malformed_message(
+            false,
+            id,
+            if batch {
+                "Invalid Request: JSON-RPC batches are not supported; send one message per request"
+            } else {
+                "Invalid Request: the body is not a JSON-RPC 2.0 request, notification or response"
+            },
+        ),
+    }
+}
+
 pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     // The size cap and the deadline are enforced by the layers around the
     // router; this only collects what they let through.
     match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => {
+            let json_post = is_json_post(&parts);
+            if json_post
+                && let Some(caller) = parts
+                    .extensions
+                    .get::<Caller>()
+                    .filter(|c| c.session.is_none())
+                && let Some(id) = initialize_id(&bytes)
+                && let Err(refusal) = may_start_session(&state, caller, id).await
+            {
+                return refusal;
+            }
             let mut declared = None;
             if let Some(declaration) = task_declaration(&bytes)
                 && let Some(caller) = parts.extensions.get::<Caller>().cloned()
@@ -191,24 +283,25 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
                 }
             }
             let mut response = next
-                .run(Request::from_parts(parts, Body::from(bytes)))
+                .run(Request::from_parts(parts, Body::from(bytes.clone())))
                 .await;
+            // The SDK answers a JSON body it cannot read with 415 and its
+            // deserializer's text: answer with the JSON-RPC error instead.
+            // (Reading every body here first would parse it twice.)
+            if json_post
+                && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
+                && let Err(error) = inspect_message(&bytes)
+            {
+                return malformed(error);
+            }
             if let Some(task) = declared {
                 response.extensions_mut().insert(task);
             }
             response
         }
         Err(error) => {
-            if caused_by::<TimeoutError>(&error) {
-                jsonrpc_refusal(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request body was not received in time",
-                )
-            } else if caused_by::<LengthLimitError>(&error) {
-                jsonrpc_refusal(StatusCode::PAYLOAD_TOO_LARGE, "request body is too large")
-            } else {
-                jsonrpc_refusal(StatusCode::BAD_REQUEST, "request body could not be read")
-            }
+            let (status, message) = unreadable(&error);
+            jsonrpc_refusal(status, message)
         }
     }
 }

@@ -196,6 +196,70 @@ pub fn jsonrpc_refusal(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// JSON-RPC 2.0 §5.1: -32700 for a body that is not JSON, -32600 for JSON
+/// that is not a JSON-RPC message. HTTP 400 either way.
+pub fn malformed_message(parse_error: bool, id: serde_json::Value, message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": if parse_error { -32700 } else { -32600 }, "message": message}
+        })),
+    )
+        .into_response()
+}
+
+/// A principal that already holds its most sessions asks for another:
+/// HTTP 429 and a JSON-RPC error that says how to get one.
+pub fn too_many_sessions(
+    id: serde_json::Value,
+    limit: usize,
+    idle_timeout: std::time::Duration,
+) -> Response {
+    let idle_minutes = idle_timeout.as_secs().div_ceil(60);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": crate::DENIED_ERROR_CODE,
+                "message": format!(
+                    "this credential already has {limit} open MCP sessions, the most allowed: \
+                     end one (HTTP DELETE with its Mcp-Session-Id) or let one expire \
+                     ({idle_minutes} min without requests) before starting another"
+                ),
+                "data": {"reason": "too_many_sessions", "limit": limit}
+            }
+        })),
+    )
+        .into_response()
+}
+
+/// Too many `initialize` requests from one principal: 429 with `Retry-After`.
+pub fn session_starts_limited(id: serde_json::Value, retry_after_secs: u64) -> Response {
+    let mut response = (
+        StatusCode::TOO_MANY_REQUESTS,
+        Json(json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": crate::DENIED_ERROR_CODE,
+                "message": format!(
+                    "too many sessions started with this credential; try again in {retry_after_secs} s"
+                ),
+                "data": {"reason": "rate_limited", "retry_after": retry_after_secs}
+            }
+        })),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    response
+}
+
 /// Gate 2 refusing a whole request (not one tool call): a task that may
 /// not be declared, a session whose task grant was revoked, a tenant the
 /// policy does not know. A JSON-RPC error with the reason code in `data`.

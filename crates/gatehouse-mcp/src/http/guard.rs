@@ -1,12 +1,15 @@
 //! DNS-rebinding and cross-site defence: the `Host` must be one of ours and
-//! a present `Origin` must be allowed. Runs before authentication.
+//! a present `Origin` must be allowed. Runs before authentication, on every
+//! route but the liveness probe.
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
 
 use super::errors::jsonrpc_refusal;
 use super::router::AppState;
@@ -92,17 +95,21 @@ fn normalize_origin(origin: &str) -> String {
     lower
 }
 
+/// The `Host` of a request (HTTP/2 carries it as the URI's authority).
+fn request_host(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+}
+
 pub async fn host_and_origin(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()));
-    if !host.is_some_and(|h| state.hosts.allows(h)) {
+    if !request_host(&request).is_some_and(|h| state.hosts.allows(h)) {
         return jsonrpc_refusal(StatusCode::FORBIDDEN, "Forbidden: Host is not allowed");
     }
     let mut origins = request.headers().get_all(header::ORIGIN).iter();
@@ -114,6 +121,57 @@ pub async fn host_and_origin(
         }
     }
     next.run(request).await
+}
+
+/// The guard of every route outside /mcp: the authorization server's
+/// endpoints and pages and the metadata documents. The same `Host` rule as
+/// /mcp; on a request that can change something (any method but GET, HEAD
+/// and OPTIONS) a present `Origin` must be allowed, except `null`: our own
+/// pages are sent with `Referrer-Policy: no-referrer`, under which browsers
+/// post their forms with `Origin: null`. `null` (like an absent `Origin`,
+/// as non-browser clients send) says nothing about the page, so the forms'
+/// CSRF tokens remain what stops a forged form; this check refuses the
+/// forms and scripts of a page that names its foreign origin.
+pub async fn host_and_form_origin(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !request_host(&request).is_some_and(|h| state.hosts.allows(h)) {
+        return forbidden("Host is not allowed");
+    }
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if !safe {
+        let mut origins = request.headers().get_all(header::ORIGIN).iter();
+        if let Some(origin) = origins.next() {
+            let allowed = origins.next().is_none()
+                && origin
+                    .to_str()
+                    .is_ok_and(|o| o == "null" || state.origins.allows(o));
+            if !allowed {
+                return forbidden("Origin is not allowed");
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// A refusal outside /mcp, in the OAuth error shape (RFC 6749 §5.2).
+fn forbidden(description: &str) -> Response {
+    let mut response = (
+        StatusCode::FORBIDDEN,
+        Json(
+            json!({"error": "forbidden", "error_description": format!("Forbidden: {description}")}),
+        ),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 #[cfg(test)]

@@ -10,8 +10,9 @@ mod listener;
 mod metadata;
 mod policy_check;
 mod router;
+mod session_start;
 mod sessions;
 
 pub use listener::{ListenerLimits, PeerAddr, serve};
 pub use router::{HttpConfig, build_router};
-pub use sessions::SessionBindings;
+pub use sessions::{MAX_SESSIONS, MAX_SESSIONS_PER_PRINCIPAL, SessionBindings};

@@ -2,18 +2,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use gatehouse_authn::Authenticator;
+use gatehouse_core::RateLimiter;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::RequestBodyDeadlineLayer;
 use url::Url;
 
 use super::guard::{HostAllowlist, OriginAllowlist};
-use super::sessions::SessionBindings;
+use super::sessions::{MAX_SESSIONS, SessionBindings, SessionLimits};
 use super::{admin, authenticate, body, guard, metadata, policy_check};
-use crate::sdk::{HttpServiceOptions, streamable_http_service};
+use crate::sdk::{HttpServiceOptions, SdkSessions, streamable_http_service};
 use crate::{Gateway, routes};
 
 /// Settings of the HTTP front door.
@@ -28,6 +29,12 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub session_idle_timeout: Duration,
+    /// Sessions in total (2025-11-25 and earlier); new ones are refused beyond.
+    pub max_sessions: usize,
+    /// Sessions of one principal; its newest is refused beyond.
+    pub max_sessions_per_principal: usize,
+    /// `initialize` requests of one principal per minute.
+    pub initialize_per_minute: u32,
     /// Issuer of the authorization server that issues tokens for this
     /// resource, listed in the protected resource metadata.
     pub authorization_server: Option<String>,
@@ -59,6 +66,10 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub authenticator: Arc<Authenticator>,
     pub sessions: SessionBindings,
+    /// The SDK's side of the sessions, to end one that could not be bound.
+    pub sdk_sessions: SdkSessions,
+    /// `initialize` requests per principal (subject key) and minute.
+    pub session_starts: RateLimiter,
     pub hosts: HostAllowlist,
     pub origins: OriginAllowlist,
     pub urls: PublicUrls,
@@ -92,26 +103,34 @@ async fn health() -> &'static str {
     "ok"
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application: /mcp, the admin endpoints, the metadata
+/// documents and `oauth_routes` (the authorization server's endpoints and
+/// pages, when it runs). Every route but the liveness probe is behind the
+/// Host guard, and every route shares one body cap and one body deadline:
+/// they are applied here, after every router is merged, so no route can be
+/// added without them.
 pub fn build_router(
     gateway: Arc<Gateway>,
     authenticator: Arc<Authenticator>,
     config: &HttpConfig,
     shutdown: CancellationToken,
+    oauth_routes: Option<Router>,
 ) -> Router {
+    build(gateway, authenticator, config, shutdown, oauth_routes).0
+}
+
+/// [`build_router`], and the SDK's sessions behind it.
+fn build(
+    gateway: Arc<Gateway>,
+    authenticator: Arc<Authenticator>,
+    config: &HttpConfig,
+    shutdown: CancellationToken,
+    oauth_routes: Option<Router>,
+) -> (Router, SdkSessions) {
     let hosts = allowed_hosts(config);
     let origins = allowed_origins(config);
-    let state = Arc::new(AppState {
-        authorization_server: config.authorization_server.clone(),
-        gateway: Arc::clone(&gateway),
-        authenticator,
-        sessions: SessionBindings::new(config.session_idle_timeout),
-        hosts: hosts.clone(),
-        origins: origins.clone(),
-        urls: PublicUrls::new(&config.public_url),
-    });
-    let mcp = streamable_http_service(
-        gateway,
+    let (mcp, sdk_sessions) = streamable_http_service(
+        Arc::clone(&gateway),
         HttpServiceOptions {
             allowed_hosts: hosts.entries().to_vec(),
             allowed_origins: origins.entries().to_vec(),
@@ -120,6 +139,21 @@ pub fn build_router(
             shutdown,
         },
     );
+    let state = Arc::new(AppState {
+        authorization_server: config.authorization_server.clone(),
+        gateway,
+        authenticator,
+        sessions: SessionBindings::new(SessionLimits {
+            idle_timeout: config.session_idle_timeout,
+            max_total: config.max_sessions,
+            max_per_principal: config.max_sessions_per_principal,
+        }),
+        sdk_sessions: sdk_sessions.clone(),
+        session_starts: RateLimiter::new(config.initialize_per_minute, 60_000, MAX_SESSIONS),
+        hosts,
+        origins,
+        urls: PublicUrls::new(&config.public_url),
+    });
     // Layers run outside-in: guard, then gate 1, then reading the body
     // (only for authenticated callers), then rmcp.
     let mcp_routes = Router::new()
@@ -150,7 +184,9 @@ pub fn build_router(
             Arc::clone(&state),
             guard::host_and_origin,
         ));
-    Router::new()
+    // Everything else: the metadata documents and the authorization
+    // server. The guard first, then the body is read in full.
+    let mut other_routes = Router::new()
         .route(
             routes::PROTECTED_RESOURCE_METADATA_MCP,
             get(metadata::for_mcp),
@@ -159,10 +195,29 @@ pub fn build_router(
             routes::PROTECTED_RESOURCE_METADATA,
             get(metadata::for_origin),
         )
+        .with_state(Arc::clone(&state));
+    if let Some(oauth_routes) = oauth_routes {
+        other_routes = other_routes.merge(oauth_routes);
+    }
+    let other_routes = other_routes
+        .layer(from_fn(body::read_whole))
+        .layer(from_fn_with_state(
+            Arc::clone(&state),
+            guard::host_and_form_origin,
+        ));
+    let router = Router::new()
+        // Liveness probes (a load balancer, Kubernetes) name the instance by
+        // its address rather than the public host, and the answer is a
+        // constant: no Host guard here.
         .route(routes::HEALTH, get(health))
-        .with_state(state)
+        .merge(other_routes)
         .merge(mcp_routes)
         .merge(admin_routes)
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(RequestBodyDeadlineLayer::new(config.body_timeout))
+        .layer(RequestBodyDeadlineLayer::new(config.body_timeout));
+    (router, sdk_sessions)
 }
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

@@ -1,17 +1,24 @@
 //! Binds each MCP session to the principal that created it, and to the
 //! task grant declared at `initialize`, if any. A session id presented by
 //! anyone else is answered as if it did not exist.
+//!
+//! The table is capped twice: in total, and per principal, so that one
+//! credential cannot take every slot (each session also costs the SDK a
+//! worker and its buffers). Sessions idle longer than the idle timeout do
+//! not count: the SDK ends them after the same time.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use gatehouse_core::TaskGrant;
 
 /// Above this many bindings, idle ones are pruned on insert.
 const PRUNE_ABOVE: usize = 1024;
-/// Hard cap: new sessions are refused beyond it.
+/// Hard cap on sessions in total: new sessions are refused beyond it.
 pub const MAX_SESSIONS: usize = 100_000;
+/// Default cap on the sessions of one principal (`server.max_sessions_per_principal`).
+pub const MAX_SESSIONS_PER_PRINCIPAL: usize = 16;
 
 struct Binding {
     subject: String,
@@ -19,9 +26,70 @@ struct Binding {
     grant: Option<TaskGrant>,
 }
 
+/// How many sessions may exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    pub idle_timeout: Duration,
+    pub max_total: usize,
+    pub max_per_principal: usize,
+}
+
+#[derive(Default)]
+struct Table {
+    bindings: HashMap<String, Binding>,
+    /// The sessions of each subject, for the per-principal cap.
+    by_subject: HashMap<String, HashSet<String>>,
+}
+
+impl Table {
+    fn remove(&mut self, session: &str) {
+        let Some(binding) = self.bindings.remove(session) else {
+            return;
+        };
+        if let Some(sessions) = self.by_subject.get_mut(&binding.subject) {
+            sessions.remove(session);
+            if sessions.is_empty() {
+                self.by_subject.remove(&binding.subject);
+            }
+        }
+    }
+
+    /// The subject's sessions that are not idle; idle ones are forgotten.
+    fn live_sessions_of(&mut self, subject: &str, idle_timeout: Duration) -> usize {
+        let Some(sessions) = self.by_subject.get(subject) else {
+            return 0;
+        };
+        let idle: Vec<String> = sessions
+            .iter()
+            .filter(|id| {
+                self.bindings
+                    .get(*id)
+                    .is_none_or(|b| b.last_seen.elapsed() >= idle_timeout)
+            })
+            .cloned()
+            .collect();
+        for id in &idle {
+            self.remove(id);
+        }
+        self.by_subject.get(subject).map_or(0, HashSet::len)
+    }
+
+    fn prune_idle(&mut self, idle_timeout: Duration) {
+        let idle: Vec<String> = self
+            .bindings
+            .iter()
+            .filter(|(_, b)| b.last_seen.elapsed() >= idle_timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &idle {
+            self.remove(id);
+        }
+    }
+}
+
 pub struct SessionBindings {
-    idle_timeout: Duration,
-    map: Mutex<HashMap<String, Binding>>,
+    limits: SessionLimits,
+    table: Mutex<Table>,
 }
 
 /// What a request's session id means for its principal.
@@ -35,19 +103,38 @@ pub enum SessionCheck {
     Foreign,
 }
 
+/// Why a new session cannot be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionRefusal {
+    /// The principal already has `max_per_principal` sessions.
+    PrincipalFull { limit: usize },
+    /// Every slot is taken.
+    TableFull,
+}
+
 impl SessionBindings {
-    pub fn new(idle_timeout: Duration) -> Self {
+    pub fn new(limits: SessionLimits) -> Self {
         SessionBindings {
-            idle_timeout,
-            map: Mutex::new(HashMap::new()),
+            limits,
+            table: Mutex::new(Table::default()),
         }
     }
 
+    pub fn limits(&self) -> SessionLimits {
+        self.limits
+    }
+
+    fn table(&self) -> Option<MutexGuard<'_, Table>> {
+        // A poisoned lock may hold a half-updated table: the callers read
+        // `None` as "refuse".
+        self.table.lock().ok()
+    }
+
     pub fn check(&self, session: &str, subject: &str) -> SessionCheck {
-        let Ok(mut map) = self.map.lock() else {
+        let Some(mut table) = self.table() else {
             return SessionCheck::Foreign;
         };
-        match map.get_mut(session) {
+        match table.bindings.get_mut(session) {
             None => SessionCheck::Unbound,
             Some(b) if b.subject == subject => {
                 b.last_seen = Instant::now();
@@ -57,19 +144,45 @@ impl SessionBindings {
         }
     }
 
-    /// Returns false when the table is full.
-    pub fn bind(&self, session: &str, subject: &str, grant: Option<TaskGrant>) -> bool {
-        let Ok(mut map) = self.map.lock() else {
-            return false;
+    /// Whether `subject` may start a session now, asked before the SDK makes
+    /// one. `bind` asks again: two requests may pass this at once.
+    pub fn may_start(&self, subject: &str) -> Result<(), SessionRefusal> {
+        let Some(mut table) = self.table() else {
+            return Err(SessionRefusal::TableFull);
         };
-        if map.len() > PRUNE_ABOVE {
-            let idle = self.idle_timeout;
-            map.retain(|_, b| b.last_seen.elapsed() < idle);
+        self.room_for(&mut table, subject)
+    }
+
+    fn room_for(&self, table: &mut Table, subject: &str) -> Result<(), SessionRefusal> {
+        let limits = self.limits;
+        if table.live_sessions_of(subject, limits.idle_timeout) >= limits.max_per_principal {
+            return Err(SessionRefusal::PrincipalFull {
+                limit: limits.max_per_principal,
+            });
         }
-        if map.len() >= MAX_SESSIONS {
-            return false;
+        if table.bindings.len() > PRUNE_ABOVE {
+            table.prune_idle(limits.idle_timeout);
         }
-        map.insert(
+        if table.bindings.len() >= limits.max_total {
+            return Err(SessionRefusal::TableFull);
+        }
+        Ok(())
+    }
+
+    /// Binds a session the SDK has just created; on a refusal the caller
+    /// must end the SDK's session.
+    pub fn bind(
+        &self,
+        session: &str,
+        subject: &str,
+        grant: Option<TaskGrant>,
+    ) -> Result<(), SessionRefusal> {
+        let Some(mut table) = self.table() else {
+            return Err(SessionRefusal::TableFull);
+        };
+        self.room_for(&mut table, subject)?;
+        table.remove(session);
+        table.bindings.insert(
             session.to_string(),
             Binding {
                 subject: subject.to_string(),
@@ -77,12 +190,17 @@ impl SessionBindings {
                 grant,
             },
         );
-        true
+        table
+            .by_subject
+            .entry(subject.to_string())
+            .or_default()
+            .insert(session.to_string());
+        Ok(())
     }
 
     pub fn unbind(&self, session: &str) {
-        if let Ok(mut map) = self.map.lock() {
-            map.remove(session);
+        if let Some(mut table) = self.table() {
+            table.remove(session);
         }
     }
 }
@@ -91,11 +209,19 @@ impl SessionBindings {
 mod tests {
     use super::*;
 
+    fn bindings(max_total: usize, max_per_principal: usize) -> SessionBindings {
+        SessionBindings::new(SessionLimits {
+            idle_timeout: Duration::from_secs(60),
+            max_total,
+            max_per_principal,
+        })
+    }
+
     #[test]
     fn a_session_belongs_to_its_creator() {
-        let bindings = SessionBindings::new(Duration::from_secs(60));
+        let bindings = bindings(10, 10);
         assert_eq!(bindings.check("s1", "alice"), SessionCheck::Unbound);
-        assert!(bindings.bind("s1", "alice", None));
+        assert_eq!(bindings.bind("s1", "alice", None), Ok(()));
         assert_eq!(bindings.check("s1", "alice"), SessionCheck::Owned(None));
         assert_eq!(bindings.check("s1", "bob"), SessionCheck::Foreign);
         bindings.unbind("s1");
@@ -104,17 +230,56 @@ mod tests {
 
     #[test]
     fn a_session_keeps_the_task_grant_it_was_declared_with() {
-        let bindings = SessionBindings::new(Duration::from_secs(60));
+        let bindings = bindings(10, 10);
         let grant = TaskGrant {
             id: "tg_1".into(),
             task: "research".into(),
             tools: vec!["read_file".into()],
             expires_at: gatehouse_core::Timestamp(1),
         };
-        assert!(bindings.bind("s1", "alice", Some(grant.clone())));
+        assert_eq!(bindings.bind("s1", "alice", Some(grant.clone())), Ok(()));
         assert_eq!(
             bindings.check("s1", "alice"),
             SessionCheck::Owned(Some(grant))
         );
+    }
+
+    #[test]
+    fn each_principal_has_its_own_cap_and_ending_a_session_frees_a_slot() {
+        let bindings = bindings(10, 2);
+        assert_eq!(bindings.bind("a1", "alice", None), Ok(()));
+        assert_eq!(bindings.bind("a2", "alice", None), Ok(()));
+        let full = Err(SessionRefusal::PrincipalFull { limit: 2 });
+        assert_eq!(bindings.may_start("alice"), full);
+        assert_eq!(bindings.bind("a3", "alice", None), full);
+        assert_eq!(bindings.check("a3", "alice"), SessionCheck::Unbound);
+        assert_eq!(bindings.may_start("bob"), Ok(()));
+        assert_eq!(bindings.bind("b1", "bob", None), Ok(()));
+        bindings.unbind("a1");
+        assert_eq!(bindings.bind("a3", "alice", None), Ok(()));
+    }
+
+    #[test]
+    fn the_whole_table_is_capped_too() {
+        let bindings = bindings(2, 5);
+        assert_eq!(bindings.bind("a1", "alice", None), Ok(()));
+        assert_eq!(bindings.bind("b1", "bob", None), Ok(()));
+        assert_eq!(
+            bindings.bind("c1", "carol", None),
+            Err(SessionRefusal::TableFull)
+        );
+    }
+
+    #[test]
+    fn idle_sessions_do_not_count() {
+        let bindings = SessionBindings::new(SessionLimits {
+            idle_timeout: Duration::ZERO,
+            max_total: 10,
+            max_per_principal: 1,
+        });
+        assert_eq!(bindings.bind("a1", "alice", None), Ok(()));
+        // Idle at once: forgotten when alice starts another.
+        assert_eq!(bindings.bind("a2", "alice", None), Ok(()));
+        assert_eq!(bindings.check("a1", "alice"), SessionCheck::Unbound);
     }
 }

@@ -139,17 +139,23 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: server.max_body_bytes,
         body_timeout: server.body_timeout,
         session_idle_timeout: server.session_idle_timeout,
+        max_sessions: gatehouse_mcp::http::MAX_SESSIONS,
+        max_sessions_per_principal: server.max_sessions_per_principal,
+        initialize_per_minute: server.initialize_per_minute,
         authorization_server: runtime.oauth.as_ref().map(|_| origin.clone()),
     };
-    let mut router = build_router(
+    // The authorization server's routes go in before the body limits and
+    // the Host guard are applied, so they get the same ones as /mcp.
+    let router = build_router(
         Arc::clone(&runtime.gateway),
         Arc::clone(&runtime.authenticator),
         &http_config,
         shutdown.clone(),
+        runtime
+            .oauth
+            .as_ref()
+            .map(|oauth| gatehouse_oauth::http::router(Arc::clone(oauth))),
     );
-    if let Some(oauth) = &runtime.oauth {
-        router = router.merge(gatehouse_oauth::http::router(Arc::clone(oauth)));
-    }
 
     if ctx.config.auth.mode == AuthModeName::None {
         tracing::warn!(

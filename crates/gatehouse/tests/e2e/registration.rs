@@ -409,3 +409,185 @@ async fn a12_metadata_documents_on_internal_addresses_are_never_fetched() {
     }
     assert_eq!(hits.load(Ordering::SeqCst), 0);
 }
+
+/// An HTTP server for any number of client metadata documents: the path
+/// `/<name>/client.json` serves a document whose client_id is its URL and
+/// whose client_name is `name(<name>)`. Returns the base URL.
+async fn documents_server(name: fn(&str) -> String) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let origin = base.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let origin = origin.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let label = path.trim_start_matches('/').split('/').next().unwrap_or("");
+                let body = json!({
+                    "client_id": format!("{origin}{path}"),
+                    "client_name": name(label),
+                    "redirect_uris": ["http://127.0.0.1:9/cb"],
+                    "token_endpoint_auth_method": "none",
+                })
+                .to_string();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=300\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    base
+}
+
+const DEV_HOSTS: &str = "version = 1\n[oauth]\nclient_metadata_dev_hosts = [\"127.0.0.1\"]\n";
+
+#[tokio::test]
+async fn authorize_is_rate_limited_per_source() {
+    let server = Server::start(None);
+    let client = super::browser::public_client(&server, "app");
+    let (_, challenge) = pkce();
+    let mut browser = Browser::new(&server);
+    // Each request stores a pending authorization: 30 a minute per address.
+    for i in 0..30 {
+        let page = browser
+            .get(&authorize_url(&server, &client, &challenge, &[]))
+            .await;
+        assert_eq!(page.status, 200, "request {i}: {}", page.body);
+    }
+    let page = browser
+        .get(&authorize_url(&server, &client, &challenge, &[]))
+        .await;
+    assert_eq!(page.status, 429, "{}", page.body);
+    assert!(page.headers.contains_key("retry-after"));
+    assert!(page.location().is_none());
+}
+
+#[tokio::test]
+async fn new_metadata_document_clients_are_limited_per_source() {
+    let base = documents_server(|label| format!("App {label}")).await;
+    let server = Server::start(Some(DEV_HOSTS));
+    let (_, challenge) = pkce();
+    let mut browser = Browser::new(&server);
+    // Ten new documents an hour from one address, each fetched once.
+    for i in 0..10 {
+        let url = format!("{base}/app{i}/client.json");
+        let page = browser
+            .get(&authorize_url(&server, &url, &challenge, &[]))
+            .await;
+        assert!(page.is_login(), "document {i}: {}", page.body);
+    }
+    let eleventh = format!("{base}/app10/client.json");
+    let page = browser
+        .get(&authorize_url(&server, &eleventh, &challenge, &[]))
+        .await;
+    assert_eq!(page.status, 429, "{}", page.body);
+    assert!(page.headers.contains_key("retry-after"));
+    // Known ones still work.
+    let known = format!("{base}/app0/client.json");
+    let page = browser
+        .get(&authorize_url(&server, &known, &challenge, &[]))
+        .await;
+    assert!(page.is_login(), "{}", page.body);
+    // Elsewhere an unknown document URL is an unknown client: it is never
+    // fetched nor stored from the token endpoint.
+    let stranger = format!("{base}/stranger/client.json");
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", &stranger),
+            ("code", "x"),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("code_verifier", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let listed = server.cli_json(&["clients", "list"]);
+    let metadata_clients = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["registered_by"] == "metadata_document")
+        .count();
+    assert_eq!(metadata_clients, 10, "{listed}");
+}
+
+#[tokio::test]
+async fn the_metadata_document_client_table_is_capped() {
+    let base = documents_server(|label| format!("App {label}")).await;
+    let server = Server::start(Some(
+        "version = 1\n[oauth]\nclient_metadata_dev_hosts = [\"127.0.0.1\"]\nclient_metadata_max_clients = 2\n",
+    ));
+    let (_, challenge) = pkce();
+    let mut browser = Browser::new(&server);
+    for i in 0..2 {
+        let url = format!("{base}/app{i}/client.json");
+        let page = browser
+            .get(&authorize_url(&server, &url, &challenge, &[]))
+            .await;
+        assert!(page.is_login(), "document {i}: {}", page.body);
+    }
+    // Full: a new one is refused with a clear page, the known ones stay.
+    let third = format!("{base}/app2/client.json");
+    let page = browser
+        .get(&authorize_url(&server, &third, &challenge, &[]))
+        .await;
+    assert_eq!(page.status, 503, "{}", page.body);
+    assert!(
+        page.body.contains("client_metadata_max_clients"),
+        "{}",
+        page.body
+    );
+    assert!(page.location().is_none());
+    let first = format!("{base}/app0/client.json");
+    let page = browser
+        .get(&authorize_url(&server, &first, &challenge, &[]))
+        .await;
+    assert!(page.is_login(), "{}", page.body);
+    // Revoking one frees its place (the revoked client stays refused).
+    server.cli_json(&["clients", "revoke", &first]);
+    let page = browser
+        .get(&authorize_url(&server, &third, &challenge, &[]))
+        .await;
+    assert!(page.is_login(), "{}", page.body);
+    let page = browser
+        .get(&authorize_url(&server, &first, &challenge, &[]))
+        .await;
+    assert_eq!((page.status, page.location()), (400, None));
+}
+
+#[tokio::test]
+async fn a_deceptive_client_name_in_a_metadata_document_is_refused() {
+    let base = documents_server(|label| match label {
+        "bidi" => "Test Client\u{202E}moc.elgoog".to_string(),
+        _ => "Git\u{200B}Hub".to_string(),
+    })
+    .await;
+    let server = Server::start(Some(DEV_HOSTS));
+    let (_, challenge) = pkce();
+    let mut browser = Browser::new(&server);
+    for label in ["bidi", "zero-width"] {
+        let url = format!("{base}/{label}/client.json");
+        let page = browser
+            .get(&authorize_url(&server, &url, &challenge, &[]))
+            .await;
+        assert_eq!((page.status, page.location()), (400, None), "{label}");
+        assert!(
+            page.body.contains("control or formatting characters"),
+            "{label}: {}",
+            page.body
+        );
+    }
+}

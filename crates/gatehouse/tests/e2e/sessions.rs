@@ -137,3 +137,124 @@ async fn get_opens_a_stream_for_the_session() {
             .starts_with("text/event-stream")
     );
 }
+
+fn initialize_body() -> Value {
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": LEGACY,
+        "capabilities": {},
+        "clientInfo": {"name": "e2e", "version": "1"}
+    }})
+}
+
+async fn delete(server: &Server, key: &str, session: &str) {
+    let response = server
+        .http
+        .delete(server.mcp_url())
+        .bearer_auth(key)
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", LEGACY)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+#[tokio::test]
+async fn one_principal_cannot_fill_the_session_table() {
+    let server = Server::start(None);
+    let (id, reader) = server.create_key("reader", "reader", &[]);
+    let (_, other) = server.create_key("other", "reader", &[]);
+    let mut sessions = Vec::new();
+    for _ in 0..16 {
+        sessions.push(initialize(&server, &reader).await);
+    }
+    // The 17th of one principal is refused, with a JSON-RPC error that says why.
+    let refused = post(&server, &reader, None, initialize_body()).await;
+    assert_eq!(refused.status(), 429);
+    assert!(!refused.headers().contains_key("mcp-session-id"));
+    let body = parse_body(&refused.text().await.unwrap());
+    assert_eq!(body["id"], 0, "{body}");
+    assert_eq!(body["error"]["code"], -32001, "{body}");
+    assert_eq!(
+        body["error"]["data"]["reason"], "too_many_sessions",
+        "{body}"
+    );
+    assert_eq!(body["error"]["data"]["limit"], 16, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("16"),
+        "{body}"
+    );
+    // Everyone else still gets sessions.
+    initialize(&server, &other).await;
+    // The sessions already open still work.
+    let list = post(
+        &server,
+        &reader,
+        Some(&sessions[15]),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(list.status(), 200);
+    // Ending one frees its slot.
+    delete(&server, &reader, &sessions[0]).await;
+    initialize(&server, &reader).await;
+    let refused = post(&server, &reader, None, initialize_body()).await;
+    assert_eq!(refused.status(), 429);
+    // The refusals are audited.
+    let records = server.audit(&["--principal", &id]);
+    let refusals = records
+        .iter()
+        .filter(|r| r["reason"] == "too_many_sessions")
+        .count();
+    assert_eq!(refusals, 2, "{records:?}");
+}
+
+#[tokio::test]
+async fn initialize_is_rate_limited_per_principal() {
+    let server = Server::start(None);
+    let (id, reader) = server.create_key("reader", "reader", &[]);
+    let (_, other) = server.create_key("other", "reader", &[]);
+    // 30 a minute, even when every session is ended at once.
+    for _ in 0..30 {
+        let session = initialize(&server, &reader).await;
+        delete(&server, &reader, &session).await;
+    }
+    let refused = post(&server, &reader, None, initialize_body()).await;
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert!(!refused.headers().contains_key("mcp-session-id"));
+    let body = parse_body(&refused.text().await.unwrap());
+    assert_eq!(body["error"]["data"]["reason"], "rate_limited", "{body}");
+    assert_eq!(body["id"], 0, "{body}");
+    // The method spelled with a JSON escape is still `initialize`.
+    let escaped = server
+        .http
+        .post(server.mcp_url())
+        .bearer_auth(&reader)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", LEGACY)
+        .body(
+            initialize_body()
+                .to_string()
+                .replace("\"initialize\"", "\"initializ\\u0065\""),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(escaped.status(), 429);
+    // Another principal is not affected.
+    initialize(&server, &other).await;
+    let records = server.audit(&["--principal", &id]);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["reason"] == "initialize_rate_limited"),
+        "{records:?}"
+    );
+}

@@ -250,3 +250,280 @@ async fn slow_bodies_are_cut_off() {
     let answer = read_until_closed(&mut stream).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
+
+/// A POST to /mcp with a raw body in the given protocol era.
+fn raw_post(
+    server: &Server,
+    key: &str,
+    version: &str,
+    session: Option<&str>,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    let mut request = server
+        .http
+        .post(server.mcp_url())
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", version)
+        .body(body.to_string());
+    if let Some(session) = session {
+        request = request.header("mcp-session-id", session);
+    }
+    request
+}
+
+/// The answer must be HTTP 400 with a JSON-RPC error of `code`, never the
+/// SDK's plain-text deserializer message.
+async fn assert_jsonrpc_error(
+    response: reqwest::Response,
+    code: i64,
+    id: serde_json::Value,
+    what: &str,
+) {
+    assert_eq!(response.status(), 400, "{what}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{what}: {content_type}"
+    );
+    let text = response.text().await.unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: {text}"));
+    assert_eq!(body["jsonrpc"], "2.0", "{what}: {body}");
+    assert_eq!(body["error"]["code"], code, "{what}: {body}");
+    assert_eq!(body["id"], id, "{what}: {body}");
+    assert!(!text.contains("deserialize"), "{what}: {text}");
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_parse_error_and_non_jsonrpc_an_invalid_request_in_both_eras() {
+    use super::harness::LEGACY;
+    let server = Server::start(None);
+    let admin = server.admin_key.clone().unwrap();
+    let not_json = [
+        r#"{"jsonrpc":"#,
+        "{]",
+        "\u{7f}garbage",
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list",}"#,
+    ];
+    let not_jsonrpc = [
+        ("[1,2]", json!(null)),
+        ("42", json!(null)),
+        (r#""tools/list""#, json!(null)),
+        (r#"{"hello":"world"}"#, json!(null)),
+        (r#"{"jsonrpc":"2.0","id":7,"method":5}"#, json!(7)),
+    ];
+    // 2026-07-28: stateless.
+    for body in not_json {
+        let response = raw_post(&server, &admin, MODERN, None, body)
+            .header("mcp-method", "tools/list")
+            .send()
+            .await
+            .unwrap();
+        assert_jsonrpc_error(response, -32700, json!(null), &format!("modern {body}")).await;
+    }
+    for (body, id) in &not_jsonrpc {
+        let response = raw_post(&server, &admin, MODERN, None, body)
+            .header("mcp-method", "tools/list")
+            .send()
+            .await
+            .unwrap();
+        assert_jsonrpc_error(response, -32600, id.clone(), &format!("modern {body}")).await;
+    }
+    // 2025-11-25: instead of initialize, and inside a session.
+    for body in not_json {
+        let response = raw_post(&server, &admin, LEGACY, None, body)
+            .send()
+            .await
+            .unwrap();
+        assert_jsonrpc_error(response, -32700, json!(null), &format!("legacy {body}")).await;
+    }
+    let initialize = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"}
+    }});
+    let response = server.post_legacy(&admin, None, initialize).await;
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for body in not_json {
+        let response = raw_post(&server, &admin, LEGACY, Some(&session), body)
+            .send()
+            .await
+            .unwrap();
+        assert_jsonrpc_error(response, -32700, json!(null), &format!("session {body}")).await;
+    }
+    for (body, id) in &not_jsonrpc {
+        let response = raw_post(&server, &admin, LEGACY, Some(&session), body)
+            .send()
+            .await
+            .unwrap();
+        assert_jsonrpc_error(response, -32600, id.clone(), &format!("session {body}")).await;
+    }
+    // The session still works afterwards.
+    let list = server
+        .post_legacy(
+            &admin,
+            Some(&session),
+            json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        )
+        .await;
+    assert_eq!(list.status(), 200);
+}
+
+/// One route of each family outside /mcp that takes a body: the token
+/// endpoint, the login form, an approval page, the device page and
+/// registration. (`/approvals/{id}` reads its body before it looks the id up.)
+const BODY_ROUTES: [(&str, &str); 5] = [
+    ("/oauth/token", "application/x-www-form-urlencoded"),
+    ("/login", "application/x-www-form-urlencoded"),
+    (
+        "/approvals/apr_0123456789abcdef",
+        "application/x-www-form-urlencoded",
+    ),
+    ("/device", "application/x-www-form-urlencoded"),
+    ("/oauth/register", "application/json"),
+];
+
+#[tokio::test]
+async fn slow_bodies_are_cut_off_on_every_route() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start(Some("version = 1\n[server]\nbody_timeout = \"1s\"\n"));
+    let address = server.base.trim_start_matches("http://").to_string();
+    let answers = futures::future::join_all(BODY_ROUTES.iter().map(|(path, content_type)| {
+        let address = address.clone();
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+            // A declared body of 1000 bytes of which 2 ever arrive.
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n\
+                 Content-Length: 1000\r\nConnection: close\r\n\r\na="
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            (path, read_until_closed(&mut stream).await)
+        }
+    }))
+    .await;
+    for (path, answer) in answers {
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_on_every_route() {
+    let server = Server::start(Some("version = 1\n[server]\nmax_body_bytes = 4096\n"));
+    let big = format!("a={}", "x".repeat(8192));
+    for (path, content_type) in BODY_ROUTES {
+        let response = server
+            .http
+            .post(format!("{}{path}", server.base))
+            .header("content-type", content_type)
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 413, "{path}");
+        // Without a Content-Length the cap still holds while reading.
+        use tokio::io::AsyncWriteExt;
+        let address = server.base.trim_start_matches("http://").to_string();
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let chunk = "x".repeat(2048);
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        for _ in 0..4 {
+            request.push_str(&format!("800\r\n{chunk}\r\n"));
+        }
+        request.push_str("0\r\n\r\n");
+        let _ = stream.write_all(request.as_bytes()).await;
+        let answer = read_until_closed(&mut stream).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "{path} (chunked): {answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn foreign_host_and_origin_are_forbidden_on_every_route() {
+    let server = Server::start(None);
+    let get_routes = [
+        "/authorize?client_id=x",
+        "/device",
+        "/approvals/apr_0123456789abcdef",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/oauth-protected-resource/mcp",
+        "/oauth/jwks.json",
+    ];
+    // DNS rebinding: a page at evil.example.com whose name now points here.
+    for path in get_routes {
+        let response = server
+            .http
+            .get(format!("{}{path}", server.base))
+            .header("host", "evil.example.com")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403, "GET {path}");
+    }
+    for (path, content_type) in BODY_ROUTES {
+        let post = |host: Option<&str>, origin: Option<&str>| {
+            let mut request = server
+                .http
+                .post(format!("{}{path}", server.base))
+                .header("content-type", content_type)
+                .body("a=b");
+            if let Some(host) = host {
+                request = request.header("host", host.to_string());
+            }
+            if let Some(origin) = origin {
+                request = request.header("origin", origin.to_string());
+            }
+            request.send()
+        };
+        let foreign_host = post(Some("evil.example.com"), None).await.unwrap();
+        assert_eq!(
+            foreign_host.status(),
+            403,
+            "POST {path} with a foreign Host"
+        );
+        assert!(
+            foreign_host
+                .text()
+                .await
+                .unwrap()
+                .contains("Host is not allowed")
+        );
+        // A cross-site form or fetch.
+        let foreign_origin = post(None, Some("http://evil.example.com")).await.unwrap();
+        assert_eq!(
+            foreign_origin.status(),
+            403,
+            "POST {path} with a foreign Origin"
+        );
+        assert!(
+            foreign_origin
+                .text()
+                .await
+                .unwrap()
+                .contains("Origin is not allowed")
+        );
+        // Our own origin, no Origin (a non-browser client) and `null` (what
+        // a browser sends for our own forms under `Referrer-Policy:
+        // no-referrer`) reach the endpoint, whose own checks then apply.
+        for origin in [Some(server.base.as_str()), None, Some("null")] {
+            let answer = post(None, origin).await.unwrap();
+            let text = answer.text().await.unwrap();
+            assert!(
+                !text.contains("is not allowed"),
+                "POST {path} with Origin {origin:?}: {text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The HTTP application in-process, for what is not visible from outside:
+//! sessions the transport refused to bind must not live on in the SDK.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use gatehouse_audit::{AuditLog, Redactor};
+use gatehouse_authn::{AuthMode, Authenticator, Pepper};
+use gatehouse_authz::{Policy, SharedPolicy};
+use gatehouse_core::{CredentialKind, CredentialRef, FixedClock, Principal, Timestamp};
+use gatehouse_store::{SqliteStore, Store};
+use gatehouse_tools::{BuiltinTools, ToolsConfig};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+
+fn anonymous() -> Principal {
+    Principal {
+        tenant: "default".into(),
+        human: None,
+        agent: "anonymous".into(),
+        credential: CredentialRef {
+            kind: CredentialKind::Anonymous,
+            id: "anonymous".into(),
+        },
+        roles: vec!["reader".into()],
+        scopes: None,
+        expires_at: None,
+        task: None,
+    }
+}
+
+/// The application with authentication off (one principal for every
+/// request), and the SDK's session handle.
+async fn app(
+    dir: &std::path::Path,
+    max_sessions: usize,
+    max_sessions_per_principal: usize,
+) -> (Router, SdkSessions) {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let tools = BuiltinTools::open(
+        ToolsConfig {
+            sandbox_dir: dir.join("sandbox"),
+            ..ToolsConfig::default()
+        },
+        Arc::clone(&store),
+    )
+    .await
+    .unwrap();
+    let (audit, _writer) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
+    let gateway = Arc::new(Gateway::new(
+        Arc::new(SharedPolicy::new(Policy::default_matrix())),
+        tools,
+        audit,
+        Redactor::new(&[]).unwrap(),
+        Arc::new(FixedClock::new(Timestamp(1_000))),
+    ));
+    let authenticator = Arc::new(Authenticator::new(
+        store,
+        Pepper::new(vec![7; 32]).unwrap(),
+        AuthMode::Disabled {
+            anonymous: Box::new(anonymous()),
+        },
+    ));
+    let config = HttpConfig {
+        public_url: Url::parse("http://127.0.0.1:8787").unwrap(),
+        allowed_hosts: Vec::new(),
+        allowed_origins: Vec::new(),
+        max_body_bytes: 64 * 1024,
+        body_timeout: Duration::from_secs(5),
+        session_idle_timeout: Duration::from_secs(600),
+        max_sessions,
+        max_sessions_per_principal,
+        initialize_per_minute: 100,
+        authorization_server: None,
+    };
+    build(
+        gateway,
+        authenticator,
+        &config,
+        CancellationToken::new(),
+        None,
+    )
+}
+
+async fn initialize(router: &Router) -> (u16, Option<String>, Value) {
+    let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "unit", "version": "1"}
+    }});
+    let response = router
+        .clone()
+        .oneshot(
+            Request::post("/mcp")
+                .header("host", "127.0.0.1")
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-11-25")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let session = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        session,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_full_table_refuses_before_the_sdk_makes_a_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, sdk) = app(dir.path(), 1, 16).await;
+    let (status, session, _) = initialize(&router).await;
+    assert_eq!((status, session.is_some()), (200, true));
+    assert_eq!(sdk.count().await, 1);
+    let (status, session, body) = initialize(&router).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(session, None);
+    assert_eq!(sdk.count().await, 1);
+}
+
+/// The binding after the SDK made the session fails when concurrent
+/// `initialize` requests all passed the check before it: each refused
+/// session must be ended in the SDK (the failure this test was written
+/// for left all six alive).
+#[tokio::test]
+async fn concurrent_initializes_past_the_cap_leave_no_sdk_session_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, sdk) = app(dir.path(), 100, 2).await;
+    // All pass the check before the SDK at once; only two can be bound.
+    let answers = futures::future::join_all((0..6).map(|_| initialize(&router))).await;
+    let bound = answers.iter().filter(|(status, ..)| *status == 200).count();
+    assert_eq!(bound, 2, "{answers:?}");
+    for (status, session, body) in &answers {
+        if *status != 200 {
+            assert_eq!(*status, 429, "{body}");
+            assert_eq!(*session, None);
+            assert_eq!(
+                body["error"]["data"]["reason"], "too_many_sessions",
+                "{body}"
+            );
+        }
+    }
+    assert_eq!(sdk.count().await, 2);
+}
