@@ -26,7 +26,8 @@ How outputs are compared:
     text inside a line, and a line that is only "..." any number of lines.
   - Values the server makes up are learned from the first output that shows
     them and replaced in every later command and output: 12-character key
-    ids (letters and digits, as 7hq2c0k1m3xv), 20-character passwords, and
+    ids (letters and digits, as 7hq2c0k1m3xv), client ids (ghc_ and 16),
+    signing key ids (43 characters), 20-character passwords, and
     every word with "..." in it (ghk_..., eyJ..., apr_...). Timestamps match
     any timestamp. "127.0.0.1:8787" is the address the server really got.
   - A command must succeed unless the README shows it failing (its output
@@ -71,6 +72,7 @@ README_ADDRESS = "127.0.0.1:8787"
 # the server's looks like).
 VARIABLES = [
     ("client", r"(?<![A-Za-z0-9_])ghc_[a-z0-9]{16}(?![A-Za-z0-9])", r"ghc_[a-z0-9]{16}"),
+    ("kid", r"(?<![A-Za-z0-9_-])[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])", r"[A-Za-z0-9_-]{43}"),
     ("id", r"(?<![A-Za-z0-9])[a-z0-9]{12}(?![A-Za-z0-9])", r"[a-z0-9]{12}"),
     ("password", r"(?<![A-Za-z0-9])[A-Za-z0-9]{20}(?![A-Za-z0-9])", r"[A-Za-z0-9]{20}"),
 ]
@@ -165,6 +167,8 @@ class Bindings:
 def is_variable(word, kind):
     if kind == "client":
         return True
+    if kind == "kid":
+        return all(re.search(p, word) for p in (r"\d", r"[a-z]", r"[A-Z]"))
     if kind == "id":
         return bool(re.search(r"\d", word)) and bool(re.search(r"[a-z]", word))
     return all(re.search(p, word) for p in (r"\d", r"[a-z]", r"[A-Z]"))

@@ -23,9 +23,12 @@ function unescapeHtml(text) {
     .replace(/&amp;/g, '&');
 }
 
+// The hidden inputs of the first form: a page may hold another (the
+// sign-out form) with fields of the same name.
 export function hiddenFields(html) {
   const fields = {};
-  for (const tag of html.match(/<input[^>]*>/g) ?? []) {
+  const first = html.match(/<form[\s\S]*?<\/form>/);
+  for (const tag of (first ? first[0] : html).match(/<input[^>]*>/g) ?? []) {
     if (!tag.includes('type="hidden"')) continue;
     const name = tag.match(/name="([^"]*)"/);
     const value = tag.match(/value="([^"]*)"/);

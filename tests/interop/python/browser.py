@@ -18,7 +18,10 @@ import httpx2
 def hidden_fields(html):
     """The hidden inputs of the first form on a page, by name."""
     fields = {}
-    for tag in re.findall(r"<input[^>]*>", html):
+    # Only the first form: a page may hold another (the sign-out form)
+    # with fields of the same name.
+    first = re.search(r"<form.*?</form>", html, re.S)
+    for tag in re.findall(r"<input[^>]*>", first.group(0) if first else html):
         if 'type="hidden"' not in tag:
             continue
         name = re.search(r'name="([^"]*)"', tag)

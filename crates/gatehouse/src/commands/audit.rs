@@ -50,7 +50,10 @@ fn row_text(row: &AuditRow) -> String {
         text.push_str(&format!(" approval={}", output::escape(approval)));
     }
     if let Some(error) = &e.error {
-        text.push_str(&format!(" error=\"{}\"", output::escape(error)));
+        // Quotes escaped too, so a message cannot close the field and
+        // append fields of its own (`" reason=…`).
+        let shown = output::escape(error).replace('"', "\\\"");
+        text.push_str(&format!(" error=\"{shown}\""));
     }
     if let Some(args) = &e.arguments {
         text.push_str(&format!(" args={}", output::escape(&args.to_string())));
@@ -144,4 +147,41 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+
+    #[test]
+    fn an_error_text_cannot_close_its_field_or_break_the_line() {
+        let event = AuditEvent {
+            id: "e1".into(),
+            ts: Timestamp(0),
+            kind: AuditKind::Authentication,
+            tenant: Some("default".into()),
+            human: None,
+            agent: None,
+            credential: None,
+            session: None,
+            source: None,
+            tool: None,
+            arguments: None,
+            args_sha256: None,
+            approval: None,
+            decision: None,
+            reason: Some("invalid_token".into()),
+            outcome: Outcome::Failure,
+            error: Some("bad\" reason=allowed outcome=success\nforged".into()),
+            latency_us: None,
+            result_bytes: None,
+        };
+        let text = row_text(&AuditRow { seq: 1, event });
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.ends_with(r#"error="bad\" reason=allowed outcome=success\nforged""#),
+            "{text}"
+        );
+    }
 }
