@@ -62,6 +62,7 @@ pub enum Command {
 pub enum ApprovalsCommand {
     /// List pending approvals (with --all: every state).
     List {
+        /// Every approval, not only pending ones.
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -69,12 +70,14 @@ pub enum ApprovalsCommand {
     },
     /// Approve; prints the single-use operation token for the agent.
     Approve {
+        /// The approval id (apr_...).
         id: String,
         #[command(flatten)]
         json: JsonFlag,
     },
     /// Deny; the agent's retry will be refused.
     Deny {
+        /// The approval id (apr_...).
         id: String,
         #[command(flatten)]
         json: JsonFlag,
@@ -85,6 +88,7 @@ pub enum ApprovalsCommand {
 pub enum GrantsCommand {
     /// List live task grants.
     List {
+        /// Only grants of this tenant.
         #[arg(long)]
         tenant: Option<String>,
         #[command(flatten)]
@@ -92,6 +96,7 @@ pub enum GrantsCommand {
     },
     /// Revoke a task grant; effective on the next request, on every instance.
     Revoke {
+        /// The grant id (tg_...).
         id: String,
         #[command(flatten)]
         json: JsonFlag,
@@ -126,6 +131,7 @@ pub enum KeysCommand {
     List(JsonFlag),
     /// Revoke a key; effective on the next request.
     Revoke {
+        /// The key id (the part after ghk_).
         id: String,
         #[command(flatten)]
         json: JsonFlag,
@@ -161,6 +167,7 @@ pub enum KeysCommand {
     },
     /// Issue a replacement key; the old one stays valid for the overlap.
     Rotate {
+        /// The key id (the part after ghk_).
         id: String,
         /// How long the old key keeps working (e.g. 24h, 30m, 0s).
         #[arg(long, default_value = "24h")]
@@ -187,11 +194,13 @@ pub enum KeysCommand {
 
 #[derive(Debug, Args)]
 pub struct KeyCreateArgs {
+    /// A name for the key, shown in listings and audit records.
     #[arg(long)]
     pub name: String,
     /// reader, analyst, executor or admin.
     #[arg(long)]
     pub role: String,
+    /// The tenant the key belongs to.
     #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
     pub tenant: String,
     /// Narrow the role to these scopes (tools:read, tools:web, tools:write, tools:admin, tool:<name>).
@@ -203,6 +212,7 @@ pub struct KeyCreateArgs {
     /// Lifetime, e.g. 90d or 12h. Default: no expiry.
     #[arg(long)]
     pub expires: Option<humantime::Duration>,
+    /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -211,10 +221,13 @@ pub struct KeyCreateArgs {
 pub enum AuditCommand {
     /// Show the newest records; with --follow, keep printing new ones.
     Tail {
+        /// How many of the newest records to show.
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: u32,
+        /// Keep printing new records as they arrive (Ctrl-C stops).
         #[arg(long)]
         follow: bool,
+        /// Print one JSON object per record.
         #[arg(long)]
         json: bool,
     },
@@ -230,6 +243,7 @@ pub struct AuditQueryArgs {
     /// Human, agent or credential id.
     #[arg(long)]
     pub principal: Option<String>,
+    /// Only records about this tool or endpoint (e.g. web_fetch, oauth/authorize).
     #[arg(long)]
     pub tool: Option<String>,
     /// success, failure, denied or error.
@@ -238,10 +252,13 @@ pub struct AuditQueryArgs {
     /// authentication, tool_decision or tool_outcome.
     #[arg(long)]
     pub kind: Option<String>,
+    /// Only records of this tenant.
     #[arg(long)]
     pub tenant: Option<String>,
+    /// At most this many records, the newest.
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
+    /// Print one JSON object per record.
     #[arg(long)]
     pub json: bool,
 }
@@ -250,19 +267,26 @@ pub struct AuditQueryArgs {
 pub enum SecretsCommand {
     /// Store a secret; the value is read from standard input.
     Set {
+        /// The secret's name.
         name: String,
+        /// The tenant the secret belongs to.
         #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
         tenant: String,
     },
     /// List secret names (never values).
     List {
+        /// The tenant whose secrets to list.
         #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
         tenant: String,
+        /// Print machine-readable JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Delete a secret.
     Delete {
+        /// The secret's name.
         name: String,
+        /// The tenant the secret belongs to.
         #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
         tenant: String,
     },
@@ -279,6 +303,7 @@ pub enum ClientsCommand {
     List(JsonFlag),
     /// Revoke a client; its tokens are refused from the next request on.
     Revoke {
+        /// The client id (ghc_...).
         id: String,
         #[command(flatten)]
         json: JsonFlag,
@@ -287,6 +312,7 @@ pub enum ClientsCommand {
 
 #[derive(Debug, Args)]
 pub struct ClientCreateArgs {
+    /// A name for the client, shown on the consent page and in listings.
     #[arg(long)]
     pub name: String,
     /// Role of the client itself for the client-credentials grant: reader,
@@ -301,6 +327,7 @@ pub struct ClientCreateArgs {
     /// A public client: no secret, no client-credentials grant.
     #[arg(long)]
     pub public: bool,
+    /// The tenant the client belongs to.
     #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
     pub tenant: String,
     /// Scopes the client may request (default: its role decides alone).
@@ -311,6 +338,7 @@ pub struct ClientCreateArgs {
     /// client learns only about its own tokens.
     #[arg(long, conflicts_with = "public")]
     pub introspect: bool,
+    /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -325,6 +353,7 @@ pub enum UsersCommand {
     /// Disable a user: their browser sessions end and every token they
     /// authorized is revoked at once.
     Disable {
+        /// The user's sign-in name.
         username: String,
         #[command(flatten)]
         json: JsonFlag,
@@ -332,6 +361,7 @@ pub enum UsersCommand {
     /// Enable a disabled user: they may sign in again. What the disable
     /// revoked stays revoked (their clients sign in again).
     Enable {
+        /// The user's sign-in name.
         username: String,
         #[command(flatten)]
         json: JsonFlag,
@@ -340,6 +370,7 @@ pub enum UsersCommand {
     /// user's browser sessions and revokes every token they authorized, on
     /// every instance at once.
     Passwd {
+        /// The user's sign-in name.
         username: String,
         /// Read the password from the first line of standard input.
         #[arg(long)]
@@ -353,6 +384,7 @@ pub enum UsersCommand {
     },
     /// Clear a user's failed logins and sign-in locks, from every address.
     Unlock {
+        /// The user's sign-in name.
         username: String,
         #[command(flatten)]
         json: JsonFlag,
@@ -361,15 +393,18 @@ pub enum UsersCommand {
 
 #[derive(Debug, Args)]
 pub struct UserAddArgs {
+    /// The user's sign-in name.
     pub username: String,
     /// Roles (reader, analyst, executor, admin); repeat or list several.
     #[arg(long = "role", required = true, num_args = 1..)]
     pub roles: Vec<String>,
+    /// The tenant the user belongs to.
     #[arg(long, default_value = gatehouse_core::DEFAULT_TENANT)]
     pub tenant: String,
     /// Read the password from the first line of standard input.
     #[arg(long)]
     pub password_stdin: bool,
+    /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -406,6 +441,7 @@ pub struct PolicyCheckArgs {
     /// Scopes the credential holds (narrowing its roles).
     #[arg(long, num_args = 1..)]
     pub scopes: Option<Vec<String>>,
+    /// The tool to decide for.
     #[arg(long)]
     pub tool: String,
     /// The call's arguments as a JSON object.
@@ -415,6 +451,41 @@ pub struct PolicyCheckArgs {
     /// holding the task's tools that its roles may call.
     #[arg(long, value_name = "NAME")]
     pub task: Option<String>,
+    /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every subcommand and every flag says what it is for in `--help`.
+    fn undocumented(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} --{id}"));
+            }
+        }
+        for sub in command.get_subcommands() {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                missing.push(sub_path.clone());
+            }
+            undocumented(sub, &sub_path, missing);
+        }
+    }
+
+    #[test]
+    fn every_command_and_flag_has_help_text() {
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "gatehouse", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
 }
