@@ -6,9 +6,10 @@
 //! A change takes an exclusive lock on a lock file beside the marker, reads
 //! the counter, and renames a file holding the next value into place, so
 //! two changes (from any processes) never give the same value and readers
-//! always see a whole number. The counter starts from the clock (in
-//! microseconds) when the marker is missing or unreadable, so a deleted
-//! marker cannot bring back a value seen before.
+//! always see a whole number. The lock file keeps the last value as well: a
+//! deleted marker continues from it. Only when both are gone does the
+//! counter start from the clock (in microseconds), above any value a
+//! counter started earlier can have reached at one change per microsecond.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,15 +85,22 @@ impl CredentialGeneration {
                 Ok(())
             }
             CredentialGeneration::File { marker, lock } => {
-                let lock = owner_only().truncate(false).open(lock)?;
+                let lock_path = lock;
+                let mut lock = owner_only().truncate(false).open(lock_path)?;
                 // Released when `lock` is closed, also on an early return.
                 lock.lock()?;
-                let next = match read_counter(marker) {
+                // The lock file keeps the last value too, so a lost marker
+                // continues from it; only when both are gone does the
+                // counter restart from the clock.
+                let previous = read_counter(marker).or_else(|| read_counter(lock_path));
+                let next = match previous {
                     Some(value) => value.checked_add(1).ok_or_else(|| {
                         std::io::Error::other("the credential generation counter is exhausted")
                     })?,
                     None => first_value(),
                 };
+                lock.set_len(0)?;
+                lock.write_all(next.to_string().as_bytes())?;
                 let temp = beside(marker, &format!(".{}", std::process::id()));
                 let mut file = owner_only().truncate(true).open(&temp)?;
                 file.write_all(next.to_string().as_bytes())?;
@@ -122,7 +130,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_marker_restarts_above_every_earlier_value() {
+    fn a_lost_marker_continues_above_every_earlier_value() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("g.db");
         let one = CredentialGeneration::for_database(&db);

@@ -100,21 +100,23 @@ async fn a_revocation_on_one_instance_stops_the_key_on_the_other() {
 
     // Revoked through the CLI of the first instance's configuration.
     first.cli_json(&["keys", "revoke", &id]);
-    assert_eq!(first.rpc(Some(&key), "tools/list", json!({})).await.0, 401);
-    // The second instance hears of it by NOTIFY (normally milliseconds; a
-    // missed notification is caught by a one-second re-read).
-    let start = Instant::now();
-    loop {
-        let status = second.rpc(Some(&key), "tools/list", json!({})).await.0;
-        if status == 401 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the revoked key still works on the other instance"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The CLI is another process too: both instances hear of it by NOTIFY
+    // (normally milliseconds; a missed notification is caught by a
+    // one-second re-read), so both are polled.
+    wait_for_status(
+        &first,
+        &key,
+        401,
+        "the revoked key still works on the first instance",
+    )
+    .await;
+    wait_for_status(
+        &second,
+        &key,
+        401,
+        "the revoked key still works on the other instance",
+    )
+    .await;
     let denied = second.audit(&["--outcome", "failure", "--kind", "authentication"]);
     assert!(!denied.is_empty(), "the refusal is in the shared audit log");
 }
@@ -126,7 +128,8 @@ async fn wait_for_status(server: &Server, key: &str, expected: u16, what: &str) 
         if status == expected {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "{what}");
+        // A generous bound: the machine may be loaded; the promise is a second.
+        assert!(start.elapsed() < Duration::from_secs(10), "{what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
