@@ -10,17 +10,81 @@
 //! deleted marker continues from it. Only when both are gone does the
 //! counter start from the clock (in microseconds), above any value a
 //! counter started earlier can have reached at one change per microsecond.
+//!
+//! A marker is never written after it was renamed into place, so its value
+//! is known for as long as the path names the same file. A reader keeps the
+//! marker it read open, which keeps that file's inode from being reused,
+//! and on later reads only compares the path's inode (and size and times)
+//! with it: one `stat` per request instead of open, read and close.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug)]
 pub enum CredentialGeneration {
     /// Next to a database file: seen by every process using it.
-    File { marker: PathBuf, lock: PathBuf },
+    File {
+        marker: PathBuf,
+        lock: PathBuf,
+        last_read: Mutex<Option<MarkerRead>>,
+    },
     /// In-memory databases live in one process: a counter suffices.
     Counter(AtomicU64),
+}
+
+/// The marker file last read, held open so its inode cannot be reused by
+/// a later marker while its value is trusted.
+#[derive(Debug)]
+pub struct MarkerRead {
+    _file: std::fs::File,
+    identity: FileIdentity,
+    value: u64,
+}
+
+/// Which file a path names (device and inode), and its size and change
+/// time, so that a marker written in place (by hand, or by an older
+/// version) is read again too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    ctime: (i64, i64),
+    mtime: (i64, i64),
+}
+
+#[cfg(unix)]
+fn identity(metadata: &std::fs::Metadata) -> Option<FileIdentity> {
+    use std::os::unix::fs::MetadataExt;
+    Some(FileIdentity {
+        dev: metadata.dev(),
+        ino: metadata.ino(),
+        len: metadata.len(),
+        ctime: (metadata.ctime(), metadata.ctime_nsec()),
+        mtime: (metadata.mtime(), metadata.mtime_nsec()),
+    })
+}
+
+/// Without inode numbers every read opens the marker.
+#[cfg(not(unix))]
+fn identity(_metadata: &std::fs::Metadata) -> Option<FileIdentity> {
+    None
+}
+
+/// Opens and reads the marker; the open file comes back with its value.
+fn read_marker(marker: &Path) -> Option<MarkerRead> {
+    let mut file = std::fs::File::open(marker).ok()?;
+    let identity = identity(&file.metadata().ok()?)?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    let value = text.trim().parse().ok()?;
+    Some(MarkerRead {
+        _file: file,
+        identity,
+        value,
+    })
 }
 
 fn beside(path: &Path, suffix: &str) -> PathBuf {
@@ -60,6 +124,7 @@ impl CredentialGeneration {
         CredentialGeneration::File {
             marker: beside(path, "-credentials"),
             lock: beside(path, "-credentials.lock"),
+            last_read: Mutex::new(None),
         }
     }
 
@@ -72,7 +137,24 @@ impl CredentialGeneration {
     pub fn current(&self) -> Option<u64> {
         match self {
             CredentialGeneration::Counter(n) => Some(n.load(Ordering::SeqCst)),
-            CredentialGeneration::File { marker, .. } => read_counter(marker),
+            CredentialGeneration::File {
+                marker, last_read, ..
+            } => {
+                let now_named = identity(&std::fs::metadata(marker).ok()?)?;
+                let mut last_read = last_read.lock().ok()?;
+                if let Some(read) = last_read.as_ref()
+                    && read.identity == now_named
+                {
+                    return Some(read.value);
+                }
+                // Another file (or none yet read): read it. If the path was
+                // replaced again meanwhile, the identity kept is that of the
+                // file read, so the next call reads again.
+                let read = read_marker(marker);
+                let value = read.as_ref().map(|r| r.value);
+                *last_read = read;
+                value
+            }
         }
     }
 
@@ -84,7 +166,7 @@ impl CredentialGeneration {
                 n.fetch_add(1, Ordering::SeqCst);
                 Ok(())
             }
-            CredentialGeneration::File { marker, lock } => {
+            CredentialGeneration::File { marker, lock, .. } => {
                 let lock_path = lock;
                 let mut lock = owner_only().truncate(false).open(lock_path)?;
                 // Released when `lock` is closed, also on an early return.
@@ -146,6 +228,25 @@ mod tests {
         assert_eq!(one.current(), None);
         one.bump().unwrap();
         assert!(one.current().is_some());
+    }
+
+    #[test]
+    fn every_replacement_of_the_marker_is_seen_even_when_inodes_are_reused() {
+        // Freed inode numbers come back quickly on most file systems; a
+        // reader that trusted an inode number alone would miss changes.
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("g.db");
+        let writer = CredentialGeneration::for_database(&db);
+        let reader = CredentialGeneration::for_database(&db);
+        writer.bump().unwrap();
+        let mut last = reader.current().unwrap();
+        for _ in 0..200 {
+            writer.bump().unwrap();
+            let now = reader.current().unwrap();
+            assert_eq!(now, last + 1);
+            assert_eq!(reader.current(), Some(now), "a repeated read agrees");
+            last = now;
+        }
     }
 
     #[test]

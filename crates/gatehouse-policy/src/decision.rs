@@ -1,0 +1,209 @@
+use std::sync::Arc;
+
+use gatehouse_core::Principal;
+
+/// Proof that gate 2 allowed `principal` to call `tool`.
+///
+/// Fields are private and there is no public constructor outside this crate.
+#[derive(Debug, Clone)]
+pub struct Permit {
+    principal: Arc<Principal>,
+    tool: String,
+    rule: String,
+}
+
+impl Permit {
+    pub(crate) fn new(principal: Arc<Principal>, tool: &str, rule: String) -> Self {
+        Permit {
+            principal,
+            tool: tool.to_string(),
+            rule,
+        }
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn tool(&self) -> &str {
+        &self.tool
+    }
+
+    /// The policy rule that allowed the call, for the audit record.
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+}
+
+/// A call the policy allows only once a human has approved it: what the
+/// gateway needs to ask for approval and, after redeeming an operation
+/// token, to obtain the [`Permit`].
+///
+/// Only this crate creates one, and only for a principal whose role allows
+/// the tool with approval and whose scopes allow it.
+#[derive(Debug, Clone)]
+pub struct ApprovalNeeded {
+    principal: Arc<Principal>,
+    tool: String,
+    rule: String,
+}
+
+impl ApprovalNeeded {
+    pub(crate) fn new(principal: Arc<Principal>, tool: &str, rule: String) -> Self {
+        ApprovalNeeded {
+            principal,
+            tool: tool.to_string(),
+            rule,
+        }
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn tool(&self) -> &str {
+        &self.tool
+    }
+
+    /// The policy rule that asks for approval, e.g. "role executor may call
+    /// send_email with an approved operation token".
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+
+    /// The permit for the approved call. The gateway calls this only after
+    /// it has atomically redeemed an operation token bound to this exact
+    /// call; the rule names the approval for the audit record.
+    pub fn into_permit(self, approval_id: &str) -> Permit {
+        let rule = format!(
+            "{}; a human approved this call (approval {approval_id})",
+            self.rule
+        );
+        Permit::new(self.principal, &self.tool, rule)
+    }
+}
+
+/// Why a call was refused. `code()` is the stable reason code written to the
+/// audit log and returned to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyReason {
+    /// The tool is not named in the policy.
+    UnknownTool,
+    /// None of the principal's roles may call the tool.
+    RoleNotAllowed { roles: Vec<String> },
+    /// The credential's scopes do not include the scope the tool needs.
+    MissingScope { scope: String },
+    /// The tool needs a human-approved operation token and the call came
+    /// without a valid one (the gateway refuses with this while it waits).
+    ApprovalRequired,
+    /// The presented operation token was not accepted; `code` is the
+    /// token refusal's own code (`operation_token_used`, …).
+    OperationTokenRefused { code: &'static str },
+    /// The principal works under a task grant that does not include the tool.
+    OutsideTask { task: String },
+    /// Tenants are configured and the principal's tenant is not one of them.
+    UnknownTenant,
+    /// The principal's tenant may not use the tool.
+    NotInTenant,
+    /// An argument violates one of the tool's constraints. `rule` is the
+    /// rule as written in the policy and why it failed; it never contains
+    /// the argument's value.
+    ConstraintViolated { argument: String, rule: String },
+    /// The principal called the tool (or, for a role limit, any tool) too
+    /// often; it may try again after `retry_after_secs`.
+    RateLimited { retry_after_secs: u64 },
+}
+
+impl DenyReason {
+    pub fn code(&self) -> &'static str {
+        match self {
+            DenyReason::UnknownTool => "unknown_tool",
+            DenyReason::RoleNotAllowed { .. } => "role_not_allowed",
+            DenyReason::MissingScope { .. } => "insufficient_scope",
+            DenyReason::ApprovalRequired => "approval_required",
+            DenyReason::OperationTokenRefused { code } => code,
+            DenyReason::OutsideTask { .. } => "outside_task",
+            DenyReason::UnknownTenant => "unknown_tenant",
+            DenyReason::NotInTenant => "tool_not_in_tenant",
+            DenyReason::ConstraintViolated { .. } => "constraint_violated",
+            DenyReason::RateLimited { .. } => "rate_limited",
+        }
+    }
+}
+
+/// A refusal, with what a client needs to understand it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    pub tool: String,
+    pub reason: DenyReason,
+}
+
+impl Deny {
+    /// A sentence for the client and the audit log. Contains no secret.
+    pub fn message(&self) -> String {
+        match &self.reason {
+            DenyReason::UnknownTool => format!(
+                "tool '{}' is not in the policy; unknown tools are denied",
+                self.tool
+            ),
+            DenyReason::RoleNotAllowed { roles } => format!(
+                "role {} may not call tool '{}'",
+                roles.join(", "),
+                self.tool
+            ),
+            DenyReason::MissingScope { scope } => format!(
+                "tool '{}' needs scope '{}', which this credential was not granted",
+                self.tool, scope
+            ),
+            DenyReason::ApprovalRequired => format!(
+                "tool '{}' needs a human to approve this call first; \
+                 retry with the operation token the approval gives",
+                self.tool
+            ),
+            DenyReason::OperationTokenRefused { code } => format!(
+                "the operation token for tool '{}' was not accepted ({code})",
+                self.tool
+            ),
+            DenyReason::OutsideTask { task } => format!(
+                "tool '{}' is not part of the task grant for task '{task}'",
+                self.tool
+            ),
+            // Says nothing about which tenants exist.
+            DenyReason::UnknownTenant => format!(
+                "the caller's tenant is not configured in the policy, so tool '{}' is denied",
+                self.tool
+            ),
+            DenyReason::NotInTenant => {
+                format!(
+                    "tool '{}' is not available to the caller's tenant",
+                    self.tool
+                )
+            }
+            DenyReason::ConstraintViolated { argument, rule } => format!(
+                "argument '{argument}' of tool '{}' violates the policy rule {rule}",
+                self.tool
+            ),
+            DenyReason::RateLimited { retry_after_secs } => format!(
+                "tool '{}' was called too often; retry in {retry_after_secs} s",
+                self.tool
+            ),
+        }
+    }
+
+    /// The scope that would allow the call, for an `insufficient_scope` challenge.
+    pub fn required_scope(&self) -> Option<&str> {
+        match &self.reason {
+            DenyReason::MissingScope { scope } => Some(scope),
+            _ => None,
+        }
+    }
+}
+
+/// The outcome of gate 2 for one call.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Permit(Permit),
+    Deny(Deny),
+    /// Allowed once a human approves this exact call.
+    NeedsApproval(ApprovalNeeded),
+}
