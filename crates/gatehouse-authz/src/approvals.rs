@@ -22,7 +22,7 @@ use gatehouse_store::{
 };
 use serde_json::Value;
 
-use crate::canonical::{arguments_hash, canonical_json};
+use gatehouse_policy::{arguments_hash, canonical_json};
 
 /// Prefix of approval ids.
 pub const APPROVAL_PREFIX: &str = "apr_";

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use gatehouse_core::{CredentialKind, CredentialRef, Principal, TaskGrant, Timestamp};
+use gatehouse_core::{CredentialKind, CredentialRef, Principal};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -96,7 +96,7 @@ pub async fn check(
         );
     }
     let policy = state.gateway.policy();
-    let mut principal = Principal {
+    let principal = Principal {
         tenant,
         human: None,
         agent: "policy-check".into(),
@@ -109,38 +109,14 @@ pub async fn check(
         expires_at: None,
         task: None,
     };
-    let mut task_tools = None;
-    if let Some(task) = &request.task {
-        match policy.task_allowlist(&principal, task) {
-            Ok(tools) => {
-                task_tools = Some(tools.clone());
-                principal.task = Some(TaskGrant {
-                    id: "policy-check".into(),
-                    task: task.clone(),
-                    tools,
-                    expires_at: Timestamp(i64::MAX),
-                });
-            }
-            Err(refusal) => {
-                return Json(json!({
-                    "decision": "deny",
-                    "reason": refusal.code(),
-                    "rule": refusal.to_string(),
-                    "tool": request.tool,
-                    "task": task,
-                }))
-                .into_response();
-            }
-        }
-    }
-    let explanation = policy.explain(&Arc::new(principal), &request.tool, &args);
-    Json(json!({
-        "decision": explanation.decision,
-        "reason": explanation.reason,
-        "rule": explanation.rule,
-        "tool": request.tool,
-        "task": request.task,
-        "task_tools": task_tools,
-    }))
+    // The same answer as `gatehouse policy check --json`.
+    let now = state.gateway.clock().now();
+    Json(policy.check(
+        principal,
+        &request.tool,
+        &args,
+        request.task.as_deref(),
+        now,
+    ))
     .into_response()
 }

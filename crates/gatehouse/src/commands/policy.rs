@@ -1,10 +1,9 @@
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use gatehouse_authz::{DEFAULT_POLICY_TOML, Explanation, Policy};
+use gatehouse_authz::{DEFAULT_POLICY_TOML, Policy};
 use gatehouse_core::{
-    Clock, CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, SystemClock, TaskGrant,
+    Clock, CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, SystemClock,
 };
 use serde_json::{Value, json};
 
@@ -108,57 +107,28 @@ async fn check(ctx: &Context, args: &PolicyCheckArgs) -> anyhow::Result<ExitCode
     if !arguments.is_object() {
         bail!("--args must be a JSON object");
     }
-    let mut principal = principal(ctx, args).await?;
-    // With --task the call is decided under the grant the caller would get,
-    // as the gateway would; a refused claim is itself the answer.
-    let mut task_tools: Option<Vec<String>> = None;
-    let mut refused = None;
-    if let Some(task) = &args.task {
-        match policy.task_allowlist(&principal, task) {
-            Ok(tools) => {
-                let lifetime =
-                    i64::try_from(policy.task_max_duration(task).as_millis()).unwrap_or(i64::MAX);
-                principal.task = Some(TaskGrant {
-                    id: "policy-check".to_string(),
-                    task: task.clone(),
-                    tools: tools.clone(),
-                    expires_at: SystemClock.now().plus_millis(lifetime),
-                });
-                task_tools = Some(tools);
-            }
-            Err(refusal) => refused = Some(refusal),
-        }
-    }
-    let principal = Arc::new(principal);
-    let explanation = match refused {
-        Some(refusal) => Explanation {
-            decision: "deny",
-            reason: refusal.code(),
-            rule: refusal.to_string(),
-        },
-        None => policy.explain(&principal, &args.tool, &arguments),
-    };
+    let principal = principal(ctx, args).await?;
+    // Decided under the grant the caller would get for --task, as the
+    // gateway would; the HTTP policy check gives the same answer.
+    let check = policy.check(
+        principal,
+        &args.tool,
+        &arguments,
+        args.task.as_deref(),
+        SystemClock.now(),
+    );
     if args.json {
-        output::json(&json!({
-            "decision": explanation.decision,
-            "reason": explanation.reason,
-            "detail": explanation.rule,
-            "tool": args.tool,
-            "roles": principal.roles,
-            "scopes": principal.scopes,
-            "task": args.task,
-            "task_tools": task_tools,
-        }));
+        output::json(&serde_json::to_value(&check)?);
     } else {
         output::line(&format!(
             "{}: {}: {}",
-            explanation.decision, explanation.reason, explanation.rule
+            check.decision, check.reason, check.rule
         ));
-        if let (Some(task), Some(tools)) = (&args.task, &task_tools) {
+        if let (Some(task), Some(tools)) = (&check.task, &check.task_tools) {
             output::line(&format!("task {task} grants: {}", tools.join(", ")));
         }
     }
-    Ok(match explanation.decision {
+    Ok(match check.decision {
         "allow" => ExitCode::SUCCESS,
         "approval" => ExitCode::from(EXIT_APPROVAL),
         _ => ExitCode::from(EXIT_DENY),

@@ -374,7 +374,7 @@ async fn clients_with_url_elicitation_are_asked_to_open_the_approval_page() {
 
 /// The default policy with `send_email`'s body masked by `redact`.
 fn policy_with_masked_body() -> String {
-    let default = include_str!("../../../gatehouse-authz/src/default_policy.toml");
+    let default = include_str!("../../../gatehouse-policy/src/default_policy.toml");
     let masked = default.replace(
         "[tools.send_email]\nscope = \"tools:write\"\nroles = [\"admin\"]\napproval_roles = [\"executor\"]\n",
         "[tools.send_email]\nscope = \"tools:write\"\nroles = [\"admin\"]\napproval_roles = [\"executor\"]\nredact = [\"body\"]\n",

@@ -9,7 +9,7 @@ use super::oauth::token_request;
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-const DEFAULT: &str = include_str!("../../../gatehouse-authz/src/default_policy.toml");
+const DEFAULT: &str = include_str!("../../../gatehouse-policy/src/default_policy.toml");
 
 fn create_client(server: &Server, name: &str, extra: &[&str]) -> (String, String) {
     let mut args = vec!["clients", "create", "--name", name, "--role", "reader"];

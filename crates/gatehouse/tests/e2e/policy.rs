@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::browser::{Browser, add_user, authorize_url, pkce, public_client, query, redeem};
 use super::harness::Server;
 
-const DEFAULT: &str = include_str!("../../../gatehouse-authz/src/default_policy.toml");
+const DEFAULT: &str = include_str!("../../../gatehouse-policy/src/default_policy.toml");
 
 /// The default policy plus a path constraint on read_file.
 fn constrained() -> String {
@@ -120,7 +120,7 @@ async fn argument_constraints_are_enforced_on_normalized_values_and_audited() {
     ]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["reason"], "constraint_violated");
-    assert!(v["detail"].as_str().unwrap().contains("path"));
+    assert!(v["rule"].as_str().unwrap().contains("path"));
 }
 
 async fn wait_for(server: &Server, key: &str, tool: &str, allowed: bool) {
@@ -275,6 +275,39 @@ async fn admins_can_explain_decisions_over_http_and_nobody_else_can() {
     .await;
     assert_eq!(v["reason"], "outside_task");
     assert_eq!(v["task_tools"], json!(["whoami", "search_database"]));
+    // The CLI explains with the same function: the same question gets the
+    // same JSON (issue 10: they used to differ).
+    let cli = server.cli(&[
+        "policy",
+        "check",
+        "--json",
+        "--role",
+        "analyst",
+        "--tool",
+        "read_file",
+        "--task",
+        "outreach",
+    ]);
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(cli, v, "CLI and HTTP explanations differ");
+    let (_, v) = check(
+        admin.clone(),
+        json!({"roles": ["reader"], "tool": "web_fetch", "args": {"url": "https://example.com"}}),
+    )
+    .await;
+    let cli = server.cli(&[
+        "policy",
+        "check",
+        "--json",
+        "--role",
+        "reader",
+        "--tool",
+        "web_fetch",
+        "--args",
+        r#"{"url": "https://example.com"}"#,
+    ]);
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(cli, v, "CLI and HTTP explanations differ");
     let (status, v) = check(
         admin.clone(),
         json!({"roles": ["reader"], "tool": "whoami", "tenant": "globex"}),

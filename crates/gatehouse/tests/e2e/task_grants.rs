@@ -9,7 +9,7 @@ use super::harness::{LEGACY, Server, parse_body};
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
-const DEFAULT: &str = include_str!("../../../gatehouse-authz/src/default_policy.toml");
+const DEFAULT: &str = include_str!("../../../gatehouse-policy/src/default_policy.toml");
 
 /// Exchanges `subject` for a task token; returns (status, body).
 async fn exchange(server: &Server, subject: &str, task: &str) -> (u16, Value) {

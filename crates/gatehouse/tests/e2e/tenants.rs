@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::browser::Browser;
 use super::harness::Server;
 
-const DEFAULT: &str = include_str!("../../../gatehouse-authz/src/default_policy.toml");
+const DEFAULT: &str = include_str!("../../../gatehouse-policy/src/default_policy.toml");
 
 fn tenants_policy() -> String {
     format!(
