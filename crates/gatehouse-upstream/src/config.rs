@@ -82,6 +82,8 @@ pub struct UpstreamConfig {
     /// The longest one call may take, waiting for a free slot included.
     #[serde(default = "default_call_timeout", deserialize_with = "duration")]
     pub call_timeout: Duration,
+    /// Calls in flight at once; a further call waits for a free slot for
+    /// at most its `call_timeout`, then fails with `upstream_busy`.
     #[serde(default = "default_max_concurrent_calls")]
     pub max_concurrent_calls: usize,
     /// Largest single message accepted from the upstream.

@@ -98,7 +98,18 @@ async fn a_crash_mid_call_fails_promptly_and_the_child_comes_back() {
     let second_pid = py.call_tool(None, "pid", None, None).await.unwrap();
     assert_ne!(text(&first_pid), text(&second_pid));
     assert_eq!(py.health().restarts, 1);
+    assert_eq!(
+        py.health().pid.map(|p| p.to_string()),
+        Some(text(&second_pid))
+    );
+
+    // Shutdown stops the child (and reaps it: no /proc entry is left).
     set.shutdown().await;
+    let proc_entry = format!("/proc/{}", text(&second_pid));
+    assert!(
+        !std::path::Path::new(&proc_entry).exists(),
+        "{proc_entry} still exists"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
