@@ -7,6 +7,9 @@ use serde_json::json;
 
 use crate::common::{npx, start, text};
 
+/// Pinned, so a new release cannot change what the test checks.
+const FILESYSTEM_SERVER: &str = "@modelcontextprotocol/server-filesystem@2026.8.31";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_and_reads_a_directory() {
     let Some(npx) = npx("filesystem server test") else {
@@ -16,11 +19,7 @@ async fn lists_and_reads_a_directory() {
     std::fs::write(dir.path().join("hello.txt"), "hello from the gateway\n").unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     let root = dir.path().canonicalize().unwrap().display().to_string();
-    let mut config = UpstreamConfig::stdio(
-        "files",
-        npx,
-        &["-y", "@modelcontextprotocol/server-filesystem", &root],
-    );
+    let mut config = UpstreamConfig::stdio("files", npx, &["-y", FILESYSTEM_SERVER, &root]);
     // npx may download the package first.
     config.connect_timeout = Duration::from_secs(120);
     config.call_timeout = Duration::from_secs(120);
