@@ -1,0 +1,144 @@
+//! Starting and stopping a stdio upstream's process.
+//!
+//! The child gets a minimal environment: never Gatehouse's own (which may
+//! hold the master key, database URLs, upstream tokens of other entries).
+//! It runs in its own process group so a stop also reaches what it started
+//! (`npx` starts `node`).
+
+use std::ffi::OsString;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop, ProcessGroup};
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+
+use crate::config::UpstreamConfig;
+use crate::secret::Secret;
+
+/// POSIX SIGTERM (15 on every Unix Gatehouse runs on).
+const SIGTERM: i32 = 15;
+
+/// Variables passed through from Gatehouse's environment when set.
+fn inherited(name: &str) -> bool {
+    matches!(name, "PATH" | "HOME" | "LANG" | "TMPDIR") || name.starts_with("LC_")
+}
+
+/// The part of Gatehouse's environment a child may see.
+pub(crate) fn minimal_env() -> Vec<(OsString, OsString)> {
+    std::env::vars_os()
+        .filter(|(name, _)| name.to_str().is_some_and(inherited))
+        .collect()
+}
+
+pub(crate) struct Spawned {
+    pub(crate) child: Child,
+    pub(crate) stdin: ChildStdin,
+    pub(crate) stdout: ChildStdout,
+    pub(crate) stderr: ChildStderr,
+}
+
+/// A running child; killed (with its process group) when dropped.
+pub(crate) struct Child {
+    inner: Option<Box<dyn ChildWrapper>>,
+    upstream: Arc<str>,
+}
+
+fn missing(what: &str) -> std::io::Error {
+    std::io::Error::other(format!("the child's {what} was not captured"))
+}
+
+pub(crate) fn spawn(
+    upstream: &Arc<str>,
+    config: &UpstreamConfig,
+    command: &str,
+    secret_env: &[(String, Secret)],
+) -> std::io::Result<Spawned> {
+    let mut cmd = tokio::process::Command::new(command);
+    cmd.args(&config.args)
+        .env_clear()
+        .envs(minimal_env())
+        .envs(&config.env)
+        .envs(secret_env.iter().map(|(k, v)| (k, v.expose())))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(cwd) = &config.cwd {
+        cmd.current_dir(cwd);
+    }
+    let mut wrap = CommandWrap::from(cmd);
+    wrap.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
+    let mut inner = wrap.spawn()?;
+    let stdin = inner.stdin().take().ok_or_else(|| missing("stdin"))?;
+    let stdout = inner.stdout().take().ok_or_else(|| missing("stdout"))?;
+    let stderr = inner.stderr().take().ok_or_else(|| missing("stderr"))?;
+    tracing::info!(upstream = %upstream, pid = inner.id(), "upstream process started");
+    Ok(Spawned {
+        child: Child {
+            inner: Some(inner),
+            upstream: upstream.clone(),
+        },
+        stdin,
+        stdout,
+        stderr,
+    })
+}
+
+impl Child {
+    pub(crate) fn id(&self) -> Option<u32> {
+        self.inner.as_ref().and_then(|c| c.id())
+    }
+
+    /// Stops the child: it has `grace` to exit by itself (its stdin is
+    /// already closed), then gets SIGTERM and `grace` again, then SIGKILL.
+    pub(crate) async fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let inner = self.inner.as_mut()?;
+        if let Ok(Ok(status)) = tokio::time::timeout(grace, inner.wait()).await {
+            self.inner = None;
+            return Some(status);
+        }
+        if let Err(e) = inner.signal(SIGTERM) {
+            tracing::debug!(upstream = %self.upstream, error = %e, "SIGTERM failed");
+        }
+        if let Ok(Ok(status)) = tokio::time::timeout(grace, inner.wait()).await {
+            self.inner = None;
+            return Some(status);
+        }
+        tracing::warn!(upstream = %self.upstream, "upstream process ignored SIGTERM; killing it");
+        let _ = inner.start_kill();
+        let status = tokio::time::timeout(grace, inner.wait()).await;
+        self.inner = None;
+        status.ok().and_then(Result::ok)
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Some(mut inner) = self.inner.take() {
+            // SIGKILL to the whole group; tokio's kill_on_drop reaps the leader.
+            let _ = inner.start_kill();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_documented_variables_are_inherited() {
+        for name in ["PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR"] {
+            assert!(inherited(name), "{name}");
+        }
+        for name in [
+            "GATEHOUSE_MASTER_KEY",
+            "DATABASE_URL",
+            "AWS_SECRET_ACCESS_KEY",
+            "LD_PRELOAD",
+            "PYTHONPATH",
+            "USER",
+        ] {
+            assert!(!inherited(name), "{name}");
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! `[[upstreams]]` entries of the configuration file, and their validation.
+//!
+//! An entry is either a child process (`command`) spoken to over stdio, or
+//! a Streamable HTTP endpoint (`url`). Durations are humantime strings
+//! (`"20s"`, `"1m 30s"`), as everywhere else in the configuration.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::secret::SecretRef;
+
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(30);
+/// Longest upstream name or prefix: a tool name is `prefix__tool`, and
+/// clients cap tool names (commonly at 64 or 128 characters).
+pub const MAX_NAME_LEN: usize = 32;
+/// The separator between prefix and tool name in the gateway's catalogue.
+pub const PREFIX_SEPARATOR: &str = "__";
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+}
+
+fn default_connect_timeout() -> Duration {
+    DEFAULT_CONNECT_TIMEOUT
+}
+fn default_call_timeout() -> Duration {
+    DEFAULT_CALL_TIMEOUT
+}
+fn default_max_concurrent_calls() -> usize {
+    DEFAULT_MAX_CONCURRENT_CALLS
+}
+fn default_max_message_bytes() -> usize {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+fn default_breaker_failures() -> u32 {
+    DEFAULT_BREAKER_FAILURES
+}
+fn default_breaker_cooldown() -> Duration {
+    DEFAULT_BREAKER_COOLDOWN
+}
+fn default_enabled() -> bool {
+    true
+}
+
+/// One upstream MCP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `^[a-z0-9][a-z0-9_-]*$`, at most 32 characters, without `__`.
+    pub name: String,
+    /// stdio: the program to start (looked up in the child's `PATH`).
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// stdio: variables set for the child, on top of the minimal environment
+    /// (`PATH`, `HOME`, locale, `TMPDIR`). Values are written in the file,
+    /// so no secrets here: use `secret_env`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// stdio: variables whose values are secrets (`env:` or `file:`),
+    /// resolved at each start of the child.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, SecretRef>,
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// HTTP: the Streamable HTTP endpoint.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+    /// The longest one call may take, waiting for a free slot included.
+    #[serde(default = "default_call_timeout", deserialize_with = "duration")]
+    pub call_timeout: Duration,
+    /// Calls in flight at once; a further call waits for a free slot for
+    /// at most its `call_timeout`, then fails with `upstream_busy`.
+    #[serde(default = "default_max_concurrent_calls")]
+    pub max_concurrent_calls: usize,
+    /// Largest single message accepted from the upstream.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Consecutive failures (timeouts, lost connections, invalid messages)
+    /// that open the circuit breaker.
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before letting one through.
+    #[serde(default = "default_breaker_cooldown", deserialize_with = "duration")]
+    pub breaker_cooldown: Duration,
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// Prefix of this upstream's tools; default: the name; `""`: none.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// HTTP only: the credential Gatehouse presents to the upstream.
+    #[serde(default)]
+    pub auth: UpstreamAuth,
+}
+
+/// The outbound credential of an HTTP upstream: Gatehouse's own, never
+/// the caller's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum UpstreamAuth {
+    #[default]
+    None,
+    /// `Authorization: Bearer <secret>`.
+    Bearer(SecretRef),
+    /// `<header>: <secret>`, e.g. `X-Api-Key`.
+    Header { name: String, value: SecretRef },
+}
+
+impl UpstreamAuth {
+    pub fn secret(&self) -> Option<&SecretRef> {
+        match self {
+            UpstreamAuth::None => None,
+            UpstreamAuth::Bearer(secret) => Some(secret),
+            UpstreamAuth::Header { value, .. } => Some(value),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BearerRepr {
+    bearer: SecretRef,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderRepr {
+    header: String,
+    value: SecretRef,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    untagged,
+    expecting = "auth = \"none\", { bearer = \"env:NAME\" } or { header = \"X-Api-Key\", value = \"file:PATH\" }"
+)]
+enum AuthRepr {
+    Keyword(String),
+    Bearer(BearerRepr),
+    Header(HeaderRepr),
+}
+
+impl<'de> Deserialize<'de> for UpstreamAuth {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match AuthRepr::deserialize(d)? {
+            AuthRepr::Keyword(word) if word == "none" => Ok(UpstreamAuth::None),
+            AuthRepr::Keyword(word) => Err(serde::de::Error::custom(format!(
+                "auth = {word:?}: the only keyword is \"none\""
+            ))),
+            AuthRepr::Bearer(b) => Ok(UpstreamAuth::Bearer(b.bearer)),
+            AuthRepr::Header(h) => Ok(UpstreamAuth::Header {
+                name: h.header,
+                value: h.value,
+            }),
+        }
+    }
+}
+
+/// How an entry reaches its server.
+#[derive(Debug, Clone, Copy)]
+pub enum TransportKind<'a> {
+    Stdio { command: &'a str },
+    Http { url: &'a str },
+}
+
+impl UpstreamConfig {
+    /// A stdio entry with defaults, for code and tests.
+    pub fn stdio(name: &str, command: &str, args: &[&str]) -> UpstreamConfig {
+        let mut config = UpstreamConfig::http(name, "");
+        config.url = None;
+        config.command = Some(command.to_owned());
+        config.args = args.iter().map(|a| (*a).to_owned()).collect();
+        config
+    }
+
+    /// An HTTP entry with defaults, for code and tests.
+    pub fn http(name: &str, url: &str) -> UpstreamConfig {
+        UpstreamConfig {
+            name: name.to_owned(),
+            command: None,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            secret_env: BTreeMap::new(),
+            cwd: None,
+            url: Some(url.to_owned()),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            breaker_failures: DEFAULT_BREAKER_FAILURES,
+            breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
+            enabled: true,
+            prefix: None,
+            auth: UpstreamAuth::None,
+        }
+    }
+
+    /// Only meaningful after [`validate`]: exactly one of the two is set.
+    pub fn transport(&self) -> TransportKind<'_> {
+        match (&self.command, &self.url) {
+            (Some(command), _) => TransportKind::Stdio { command },
+            (None, Some(url)) => TransportKind::Http { url },
+            (None, None) => TransportKind::Http { url: "" },
+        }
+    }
+
+    /// The prefix of this upstream's tools in the catalogue (may be empty).
+    pub fn effective_prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Whether calls need a tenant (their credential is per tenant).
+    pub fn needs_tenant(&self) -> bool {
+        self.auth.secret().is_some_and(SecretRef::is_tenant)
+    }
+}
+
+/// A bad `[[upstreams]]` entry, named by position and name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("upstreams[{index}] ({name:?}): {reason}")]
+pub struct ConfigError {
+    pub index: usize,
+    pub name: String,
+    pub reason: String,
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    first_ok
+        && name.len() <= MAX_NAME_LEN
+        && !name.contains(PREFIX_SEPARATOR)
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+/// Header names an upstream credential may not use: the transport owns them.
+const RESERVED_HEADERS: &[&str] = &[
+    "accept",
+    "connection",
+    "content-length",
+    "content-type",
+    "cookie",
+    "host",
+    "last-event-id",
+    "mcp-method",
+    "mcp-name",
+    "mcp-protocol-version",
+    "mcp-session-id",
+    "transfer-encoding",
+];
+
+fn check_entry(entry: &UpstreamConfig) -> Result<(), String> {
+    if !valid_name(&entry.name) {
+        return Err(format!(
+            "name must match ^[a-z0-9][a-z0-9_-]*$, have at most {MAX_NAME_LEN} characters and no \"__\""
+        ));
+    }
+    if let Some(prefix) = &entry.prefix
+        && !prefix.is_empty()
+        && !valid_name(prefix)
+    {
+        return Err("prefix must be empty or follow the rules of name".into());
+    }
+    match (&entry.command, &entry.url) {
+        (Some(_), Some(_)) => return Err("set command (stdio) or url (HTTP), not both".into()),
+        (None, None) => return Err("set command (stdio) or url (HTTP)".into()),
+        (Some(command), None) => check_stdio(entry, command)?,
+        (None, Some(url)) => check_http(entry, url)?,
+    }
+    for (what, value) in [
+        ("connect_timeout", entry.connect_timeout),
+        ("call_timeout", entry.call_timeout),
+        ("breaker_cooldown", entry.breaker_cooldown),
+    ] {
+        if value.is_zero() {
+            return Err(format!("{what} must be more than zero"));
+        }
+    }
+    if entry.max_concurrent_calls == 0 {
+        return Err("max_concurrent_calls must be at least 1".into());
+    }
+    if entry.max_message_bytes < 1024 {
+        return Err("max_message_bytes must be at least 1024".into());
+    }
+    if entry.breaker_failures == 0 {
+        return Err("breaker_failures must be at least 1".into());
+    }
+    Ok(())
+}
+
+fn check_stdio(entry: &UpstreamConfig, command: &str) -> Result<(), String> {
+    if command.trim().is_empty() {
+        return Err("command is empty".into());
+    }
+    if entry.auth != UpstreamAuth::None {
+        return Err(
+            "auth applies to url upstreams; give a child its credential in secret_env".into(),
+        );
+    }
+    for key in entry.env.keys().chain(entry.secret_env.keys()) {
+        if key.is_empty() || key.contains(['=', '\0']) {
+            return Err(format!("env: {key:?} is not a variable name"));
+        }
+    }
+    for (key, value) in &entry.env {
+        if value.contains('\0') {
+            return Err(format!("env.{key}: contains a NUL character"));
+        }
+    }
+    if let Some(key) = entry.secret_env.keys().find(|k| entry.env.contains_key(*k)) {
+        return Err(format!("{key} is in both env and secret_env"));
+    }
+    if let Some((key, _)) = entry.secret_env.iter().find(|(_, r)| r.is_tenant()) {
+        // One child serves every tenant, so it cannot hold a per-tenant credential.
+        return Err(format!(
+            "secret_env.{key}: tenant: secrets need an HTTP upstream"
+        ));
+    }
+    Ok(())
+}
+
+fn check_http(entry: &UpstreamConfig, url: &str) -> Result<(), String> {
+    if !entry.args.is_empty() || !entry.env.is_empty() || !entry.secret_env.is_empty() {
+        return Err("args, env and secret_env apply to command upstreams only".into());
+    }
+    if entry.cwd.is_some() {
+        return Err("cwd applies to command upstreams only".into());
+    }
+    let parsed = url::Url::parse(url).map_err(|e| format!("url is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "url must be http or https, not {:?}",
+            parsed.scheme()
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        // A password in the URL would land in logs and error texts; use auth.
+        return Err("url must not contain a user name or password; use auth".into());
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("url has no host".into());
+    }
+    if parsed.fragment().is_some() {
+        return Err("url must not have a #fragment".into());
+    }
+    if let UpstreamAuth::Header { name, .. } = &entry.auth {
+        let lower = name.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!("auth.header {name:?} is not a header name"));
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("mcp-param-") {
+            return Err(format!(
+                "auth.header {name:?} is set by the transport itself"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks every entry and the set as a whole; the error names the first
+/// offending entry.
+pub fn validate(entries: &[UpstreamConfig]) -> Result<(), ConfigError> {
+    let mut names = HashSet::new();
+    let mut prefixes = HashSet::new();
+    for (index, entry) in entries.iter().enumerate() {
+        let fail = |reason: String| ConfigError {
+            index,
+            name: entry.name.clone(),
+            reason,
+        };
+        check_entry(entry).map_err(fail)?;
+        if !names.insert(entry.name.as_str()) {
+            return Err(fail("another upstream has the same name".into()));
+        }
+        let prefix = entry.effective_prefix();
+        if entry.enabled && !prefix.is_empty() && !prefixes.insert(prefix) {
+            return Err(fail(format!(
+                "another enabled upstream uses the prefix {prefix:?}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        upstreams: Vec<UpstreamConfig>,
+    }
+
+    fn parse(text: &str) -> Result<Vec<UpstreamConfig>, String> {
+        toml::from_str::<File>(text)
+            .map(|f| f.upstreams)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let entries = parse(
+            r#"
+            [[upstreams]]
+            name = "files"
+            command = "npx"
+            args = ["-y", "@modelcontextprotocol/server-filesystem", "/srv/shared"]
+            env = { FOO = "bar" }
+            cwd = "/srv"
+
+            [[upstreams]]
+            name = "crm"
+            url = "https://crm.internal.example/mcp"
+            call_timeout = "20s"
+            connect_timeout = "2s"
+            max_concurrent_calls = 16
+            enabled = true
+            prefix = "crm"
+            auth = { bearer = "env:CRM_TOKEN" }
+
+            [[upstreams]]
+            name = "kv"
+            url = "http://127.0.0.1:9000/mcp"
+            auth = { header = "X-Api-Key", value = "file:/run/secret" }
+
+            [[upstreams]]
+            name = "open"
+            url = "http://127.0.0.1:9001/mcp"
+            auth = "none"
+            prefix = ""
+            "#,
+        )
+        .unwrap();
+        validate(&entries).unwrap();
+        assert_eq!(entries[0].call_timeout, DEFAULT_CALL_TIMEOUT);
+        assert_eq!(entries[0].max_concurrent_calls, 32);
+        assert_eq!(entries[0].env["FOO"], "bar");
+        assert_eq!(entries[1].call_timeout, Duration::from_secs(20));
+        assert_eq!(entries[1].connect_timeout, Duration::from_secs(2));
+        assert_eq!(
+            entries[1].auth,
+            UpstreamAuth::Bearer(SecretRef::Env("CRM_TOKEN".into()))
+        );
+        assert_eq!(
+            entries[2].auth,
+            UpstreamAuth::Header {
+                name: "X-Api-Key".into(),
+                value: SecretRef::File("/run/secret".into())
+            }
+        );
+        assert_eq!(entries[3].effective_prefix(), "");
+        assert_eq!(entries[0].effective_prefix(), "files");
+    }
+
+    #[test]
+    fn unknown_keys_and_literal_secrets_are_refused_at_parse() {
+        let unknown = parse("[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\ntimeout = \"1s\"\n");
+        assert!(unknown.unwrap_err().contains("timeout"));
+        let literal = parse(
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\nauth = { bearer = \"sk-123\" }\n",
+        );
+        assert!(literal.is_err());
+        let extra = parse(
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\nauth = { bearer = \"env:A\", header = \"X\" }\n",
+        );
+        assert!(extra.is_err());
+        let duration =
+            parse("[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\ncall_timeout = \"soon\"\n");
+        assert!(duration.unwrap_err().contains("invalid duration"));
+    }
+
+    fn reason(entries: &[UpstreamConfig]) -> String {
+        validate(entries).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn validation_names_the_offending_entry() {
+        let ok = UpstreamConfig::http("crm", "https://crm.example/mcp");
+        let mut dup = ok.clone();
+        dup.prefix = Some("other".into());
+        let err = validate(&[ok.clone(), dup]).unwrap_err();
+        assert_eq!(err.index, 1);
+        assert!(err.to_string().contains("same name"), "{err}");
+
+        for bad in ["Files", "_x", "a b", "a__b", "", &"x".repeat(33)] {
+            let entry = UpstreamConfig::http(bad, "https://x.example/");
+            assert!(reason(&[entry]).contains("name must match"), "{bad}");
+        }
+
+        let mut both = UpstreamConfig::stdio("both", "cat", &[]);
+        both.url = Some("https://x.example/".into());
+        assert!(reason(&[both]).contains("not both"));
+        let mut neither = UpstreamConfig::stdio("neither", "cat", &[]);
+        neither.command = None;
+        assert!(reason(&[neither]).contains("set command"));
+        assert!(reason(&[UpstreamConfig::stdio("empty", "  ", &[])]).contains("empty"));
+
+        let user = UpstreamConfig::http("user", "https://bob:pw@x.example/mcp");
+        let text = reason(&[user]);
+        assert!(
+            text.contains("user name or password") && !text.contains("pw@"),
+            "{text}"
+        );
+        assert!(
+            reason(&[UpstreamConfig::http("ftp", "ftp://x.example/")]).contains("http or https")
+        );
+        assert!(reason(&[UpstreamConfig::http("rel", "/mcp")]).contains("not a URL"));
+
+        let mut zero = UpstreamConfig::http("zero", "https://x.example/");
+        zero.call_timeout = Duration::ZERO;
+        assert!(reason(&[zero]).contains("call_timeout"));
+        let mut zero = UpstreamConfig::http("zero", "https://x.example/");
+        zero.connect_timeout = Duration::ZERO;
+        assert!(reason(&[zero]).contains("connect_timeout"));
+        let mut zero = UpstreamConfig::http("zero", "https://x.example/");
+        zero.max_concurrent_calls = 0;
+        assert!(reason(&[zero]).contains("max_concurrent_calls"));
+    }
+
+    #[test]
+    fn credentials_fit_the_transport() {
+        let mut stdio_auth = UpstreamConfig::stdio("s", "cat", &[]);
+        stdio_auth.auth = UpstreamAuth::Bearer(SecretRef::Env("T".into()));
+        assert!(reason(&[stdio_auth]).contains("secret_env"));
+
+        let mut tenant_child = UpstreamConfig::stdio("s", "cat", &[]);
+        tenant_child
+            .secret_env
+            .insert("TOKEN".into(), SecretRef::Tenant("t".into()));
+        assert!(reason(&[tenant_child]).contains("HTTP upstream"));
+
+        let mut reserved = UpstreamConfig::http("h", "https://x.example/");
+        reserved.auth = UpstreamAuth::Header {
+            name: "Mcp-Session-Id".into(),
+            value: SecretRef::Env("T".into()),
+        };
+        assert!(reason(&[reserved]).contains("transport itself"));
+
+        let mut tenant = UpstreamConfig::http("h", "https://x.example/");
+        tenant.auth = UpstreamAuth::Bearer(SecretRef::Tenant("crm".into()));
+        validate(std::slice::from_ref(&tenant)).unwrap();
+        assert!(tenant.needs_tenant());
+    }
+
+    #[test]
+    fn prefixes_must_not_collide() {
+        let a = UpstreamConfig::http("a", "https://a.example/");
+        let mut b = UpstreamConfig::http("b", "https://b.example/");
+        b.prefix = Some("a".into());
+        assert!(reason(&[a.clone(), b.clone()]).contains("prefix"));
+        b.enabled = false;
+        validate(&[a, b]).unwrap();
+    }
+}

@@ -1,0 +1,170 @@
+//! Why a request to an upstream produced no result.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Every failure of an upstream request. [`UpstreamError::code`] is the
+/// stable string the audit log records.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// No answer within the configured `call_timeout` (or `connect_timeout`).
+    #[error("upstream {upstream}: no answer within {}", humantime::format_duration(*.timeout))]
+    Timeout {
+        upstream: Arc<str>,
+        timeout: Duration,
+    },
+    /// Not connected (starting, restarting, unreachable) or the circuit
+    /// breaker is open.
+    #[error("upstream {upstream} is unavailable: {reason}")]
+    Unavailable { upstream: Arc<str>, reason: String },
+    /// The connection ended while the request was in flight (the child
+    /// exited, the stream closed).
+    #[error("upstream {upstream}: the connection was lost during the request")]
+    Disconnected { upstream: Arc<str> },
+    /// The upstream sent something that is not a valid MCP message.
+    #[error("upstream {upstream} sent an invalid message: {reason}")]
+    Protocol { upstream: Arc<str>, reason: String },
+    #[error("upstream {upstream} sent a message larger than {limit} bytes")]
+    MessageTooLarge { upstream: Arc<str>, limit: usize },
+    /// `max_concurrent_calls` calls were in flight for the whole call timeout.
+    #[error("upstream {upstream} is busy ({limit} calls in flight)")]
+    Busy { upstream: Arc<str>, limit: usize },
+    /// The upstream answered with a JSON-RPC error.
+    #[error("upstream {upstream} answered with error {code}: {message}")]
+    Rpc {
+        upstream: Arc<str>,
+        code: i32,
+        message: String,
+        data: Option<Value>,
+    },
+    /// The upstream's credential could not be resolved.
+    #[error("upstream {upstream}: credential unavailable: {reason}")]
+    Credentials { upstream: Arc<str>, reason: String },
+    #[error("upstream {upstream} is disabled")]
+    Disabled { upstream: Arc<str> },
+    #[error("no upstream is called {0:?}")]
+    Unknown(String),
+}
+
+impl UpstreamError {
+    /// Stable identifier for audit records and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            UpstreamError::Timeout { .. } => "upstream_timeout",
+            UpstreamError::Unavailable { .. } => "upstream_unavailable",
+            UpstreamError::Disconnected { .. } => "upstream_disconnected",
+            UpstreamError::Protocol { .. } => "upstream_protocol_error",
+            UpstreamError::MessageTooLarge { .. } => "upstream_message_too_large",
+            UpstreamError::Busy { .. } => "upstream_busy",
+            UpstreamError::Rpc { .. } => "upstream_error",
+            UpstreamError::Credentials { .. } => "upstream_credentials",
+            UpstreamError::Disabled { .. } => "upstream_disabled",
+            UpstreamError::Unknown(_) => "upstream_unknown",
+        }
+    }
+
+    /// Whether the failure says the upstream is unhealthy (and so counts
+    /// for the circuit breaker). A JSON-RPC error is an answer, not a failure.
+    pub(crate) fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Timeout { .. }
+                | UpstreamError::Unavailable { .. }
+                | UpstreamError::Disconnected { .. }
+                | UpstreamError::Protocol { .. }
+        )
+    }
+
+    /// Replaces every occurrence of the given secret values in the texts the
+    /// upstream influenced (a server may echo a request header back).
+    pub(crate) fn scrubbed(self, secrets: &[String]) -> UpstreamError {
+        if secrets.is_empty() {
+            return self;
+        }
+        let scrub = |text: String| crate::scrub::scrub(text, secrets);
+        match self {
+            UpstreamError::Unavailable { upstream, reason } => UpstreamError::Unavailable {
+                upstream,
+                reason: scrub(reason),
+            },
+            UpstreamError::Protocol { upstream, reason } => UpstreamError::Protocol {
+                upstream,
+                reason: scrub(reason),
+            },
+            UpstreamError::Rpc {
+                upstream,
+                code,
+                message,
+                data,
+            } => UpstreamError::Rpc {
+                upstream,
+                code,
+                message: scrub(message),
+                data: data.map(|d| crate::scrub::scrub_value(d, secrets)),
+            },
+            UpstreamError::Credentials { upstream, reason } => UpstreamError::Credentials {
+                upstream,
+                reason: scrub(reason),
+            },
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable() {
+        let u: Arc<str> = Arc::from("crm");
+        let cases = [
+            (
+                UpstreamError::Timeout {
+                    upstream: u.clone(),
+                    timeout: Duration::from_millis(300),
+                },
+                "upstream_timeout",
+            ),
+            (
+                UpstreamError::Busy {
+                    upstream: u.clone(),
+                    limit: 2,
+                },
+                "upstream_busy",
+            ),
+            (
+                UpstreamError::MessageTooLarge {
+                    upstream: u.clone(),
+                    limit: 10,
+                },
+                "upstream_message_too_large",
+            ),
+            (
+                UpstreamError::Rpc {
+                    upstream: u,
+                    code: -32601,
+                    message: "nope".into(),
+                    data: None,
+                },
+                "upstream_error",
+            ),
+        ];
+        for (error, code) in cases {
+            assert_eq!(error.code(), code);
+        }
+    }
+
+    #[test]
+    fn scrubbing_removes_echoed_secrets() {
+        let error = UpstreamError::Protocol {
+            upstream: Arc::from("crm"),
+            reason: "HTTP 400: bad header Bearer tok-123456".into(),
+        };
+        let text = error.scrubbed(&["tok-123456".into()]).to_string();
+        assert!(!text.contains("tok-123456"), "{text}");
+        assert!(text.contains("[redacted]"), "{text}");
+    }
+}

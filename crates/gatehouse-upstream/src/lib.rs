@@ -1,0 +1,49 @@
+//! Upstream MCP servers: Gatehouse as their client.
+//!
+//! Connects to MCP servers people already run, as child processes (stdio)
+//! or Streamable HTTP endpoints (2025-11-25 sessions or 2026-07-28
+//! stateless, detected at connect time), and calls them with Gatehouse's own
+//! credentials. Connections are supervised (restarted with backoff), calls
+//! are bounded (timeout, concurrency, circuit breaker, message size), and
+//! catalogue changes are broadcast so the caller can refresh.
+//!
+//! rmcp, the MCP SDK, is used only inside `sdk.rs` (and the HTTP client
+//! adapter `http_client.rs`), so SDK upgrades touch those files.
+
+mod backoff;
+mod breaker;
+mod changes;
+mod child;
+mod config;
+mod error;
+mod health;
+mod http_client;
+mod line_cap;
+mod scrub;
+mod sdk;
+mod secret;
+mod set;
+mod stderr_log;
+mod upstream;
+
+pub use breaker::BreakerState;
+pub use changes::{ChangeKind, ListChanged};
+pub use config::{
+    ConfigError, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENT_CALLS,
+    DEFAULT_MAX_MESSAGE_BYTES, PREFIX_SEPARATOR, TransportKind, UpstreamAuth, UpstreamConfig,
+    validate,
+};
+pub use error::UpstreamError;
+pub use health::{Health, HealthState, LastError};
+pub use secret::{Secret, SecretError, SecretRef, TenantSecrets};
+pub use set::UpstreamSet;
+pub use upstream::{JsonObject, MAX_PAGES, Upstream};
+
+/// The MCP result types the API returns (rmcp's), so callers need not
+/// depend on rmcp's version themselves.
+pub mod model {
+    pub use rmcp::model::{
+        CallToolResult, ContentBlock, GetPromptResult, Prompt, ReadResourceResult, Resource,
+        ResourceTemplate, Tool,
+    };
+}

@@ -1,0 +1,122 @@
+//! All configured upstreams, with one change channel, and the mapping from
+//! a gateway tool name (`prefix__tool`) to the upstream that serves it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use crate::changes::{CHANNEL_CAPACITY, ListChanged};
+use crate::config::{ConfigError, PREFIX_SEPARATOR, UpstreamConfig, validate};
+use crate::error::UpstreamError;
+use crate::health::Health;
+use crate::secret::TenantSecrets;
+use crate::upstream::Upstream;
+
+pub struct UpstreamSet {
+    upstreams: BTreeMap<String, Upstream>,
+    changes: broadcast::Sender<ListChanged>,
+}
+
+impl UpstreamSet {
+    /// Validates the entries and starts every enabled one. Must be called
+    /// within a Tokio runtime.
+    pub fn start(
+        configs: Vec<UpstreamConfig>,
+        tenants: Option<Arc<dyn TenantSecrets>>,
+    ) -> Result<UpstreamSet, ConfigError> {
+        validate(&configs)?;
+        let (changes, _) = broadcast::channel(CHANNEL_CAPACITY);
+        let upstreams = configs
+            .into_iter()
+            .map(|config| {
+                let name = config.name.clone();
+                (
+                    name,
+                    Upstream::start(config, tenants.clone(), changes.clone()),
+                )
+            })
+            .collect();
+        Ok(UpstreamSet { upstreams, changes })
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Upstream, UpstreamError> {
+        self.upstreams
+            .get(name)
+            .ok_or_else(|| UpstreamError::Unknown(name.to_owned()))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Upstream> {
+        self.upstreams.values()
+    }
+
+    /// The enabled upstream serving a gateway tool name, and the tool's
+    /// name at that upstream. A prefixed upstream wins over an unprefixed one.
+    pub fn route<'a>(&self, tool: &'a str) -> Option<(&Upstream, &'a str)> {
+        let enabled = || self.upstreams.values().filter(|u| u.config().enabled);
+        let prefixed = enabled().find_map(|u| {
+            let prefix = u.config().effective_prefix();
+            if prefix.is_empty() {
+                return None;
+            }
+            tool.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix(PREFIX_SEPARATOR))
+                .filter(|rest| !rest.is_empty())
+                .map(|rest| (u, rest))
+        });
+        prefixed.or_else(|| {
+            let mut bare = enabled().filter(|u| u.config().effective_prefix().is_empty());
+            match (bare.next(), bare.next()) {
+                (Some(only), None) => Some((only, tool)),
+                _ => None,
+            }
+        })
+    }
+
+    /// The gateway's name for an upstream's tool.
+    pub fn tool_name(upstream: &Upstream, tool: &str) -> String {
+        match upstream.config().effective_prefix() {
+            "" => tool.to_owned(),
+            prefix => format!("{prefix}{PREFIX_SEPARATOR}{tool}"),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ListChanged> {
+        self.changes.subscribe()
+    }
+
+    pub fn health(&self) -> Vec<Health> {
+        self.upstreams.values().map(Upstream::health).collect()
+    }
+
+    pub async fn shutdown(&self) {
+        futures::future::join_all(self.upstreams.values().map(Upstream::shutdown)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn routes_by_prefix() {
+        let mut files = UpstreamConfig::stdio("files", "/nonexistent/mcp-server", &[]);
+        files.enabled = false;
+        let mut crm = UpstreamConfig::http("crm", "http://127.0.0.1:9/mcp");
+        crm.enabled = true;
+        let mut bare = UpstreamConfig::http("bare", "http://127.0.0.1:9/mcp");
+        bare.prefix = Some(String::new());
+        let set = UpstreamSet::start(vec![files, crm, bare], None).unwrap();
+        let (u, tool) = set.route("crm__find_contact").unwrap();
+        assert_eq!((u.name(), tool), ("crm", "find_contact"));
+        // Disabled upstreams serve nothing; the unprefixed one takes the rest.
+        let (u, tool) = set.route("files__read").unwrap();
+        assert_eq!((u.name(), tool), ("bare", "files__read"));
+        assert_eq!(
+            UpstreamSet::tool_name(set.get("crm").unwrap(), "x"),
+            "crm__x"
+        );
+        assert!(matches!(set.get("nope"), Err(UpstreamError::Unknown(_))));
+        set.shutdown().await;
+    }
+}

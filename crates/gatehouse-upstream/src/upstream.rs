@@ -1,0 +1,639 @@
+//! One upstream: its connections (supervised, restarted with backoff),
+//! and the calls made over them (bounded in time, in number, and by a
+//! circuit breaker).
+//!
+//! An upstream with a static credential (or none) has one connection. One
+//! whose credential is `tenant:` has one per tenant, opened on first use:
+//! each tenant's calls travel with that tenant's credential, never another's.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolResult, GetPromptResult, Prompt, ReadResourceResult, Resource, ResourceTemplate, Tool,
+};
+use serde_json::{Map, Value};
+use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::breaker::Breaker;
+use crate::changes::{ChangeKind, ListChanged};
+use crate::child::{self, Child};
+use crate::config::{TransportKind, UpstreamAuth, UpstreamConfig};
+use crate::error::UpstreamError;
+use crate::health::{Health, HealthState, LastError};
+use crate::http_client::{CappedClient, build_reqwest};
+use crate::line_cap::LineCap;
+use crate::sdk::{self, Connection, Established, Handler, Page};
+use crate::secret::{Secret, TenantSecrets};
+use crate::stderr_log;
+
+/// Listing more pages than this is refused: a server that never stops
+/// paginating must not keep the gateway busy.
+pub const MAX_PAGES: usize = 100;
+/// How long a child has to exit after its stdin closed (and again after
+/// SIGTERM) before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Arguments and `_meta` of a request, as JSON objects.
+pub type JsonObject = Map<String, Value>;
+
+#[derive(Clone)]
+enum SlotState {
+    Connecting,
+    Ready(Arc<Connection>),
+    Failing(UpstreamError),
+    Stopped,
+}
+
+struct Slot {
+    state: watch::Receiver<SlotState>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Status {
+    state: Option<HealthState>,
+    last_error: Option<LastError>,
+    restarts: u64,
+    protocol_version: Option<String>,
+    pid: Option<u32>,
+}
+
+/// What the connection supervisors share.
+struct Shared {
+    name: Arc<str>,
+    config: UpstreamConfig,
+    tenants: Option<Arc<dyn TenantSecrets>>,
+    http: Option<reqwest::Client>,
+    changes: broadcast::Sender<ListChanged>,
+    status: Mutex<Status>,
+    shutdown: CancellationToken,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take the upstream down with it.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    fn set_state(&self, state: HealthState) {
+        lock(&self.status).state = Some(state);
+    }
+
+    fn failed(&self, error: &UpstreamError) {
+        tracing::warn!(upstream = %self.name, code = error.code(), error = %error, "upstream connection failed");
+        let mut status = lock(&self.status);
+        status.state = Some(HealthState::Failing);
+        status.last_error = Some(LastError {
+            code: error.code(),
+            message: error.to_string(),
+        });
+        status.pid = None;
+    }
+
+    fn connected(&self, protocol_version: &str, pid: Option<u32>, reconnect: bool) {
+        let mut status = lock(&self.status);
+        status.state = Some(HealthState::Ready);
+        status.protocol_version = Some(protocol_version.to_owned());
+        status.pid = pid;
+        if reconnect {
+            status.restarts += 1;
+        }
+    }
+
+    fn unavailable(&self, reason: impl Into<String>) -> UpstreamError {
+        UpstreamError::Unavailable {
+            upstream: self.name.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn credentials(&self, reason: impl ToString) -> UpstreamError {
+        UpstreamError::Credentials {
+            upstream: self.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn connect(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<(Established, Option<Child>), UpstreamError> {
+        let handler = Handler::new(self.name.clone(), self.changes.clone());
+        let limit = self.config.max_message_bytes;
+        match self.config.transport() {
+            TransportKind::Stdio { command } => {
+                let mut secret_env = Vec::new();
+                for (key, reference) in &self.config.secret_env {
+                    let secret = reference
+                        .resolve(None, None)
+                        .await
+                        .map_err(|e| self.credentials(format!("secret_env.{key}: {e}")))?;
+                    secret_env.push((key.clone(), secret));
+                }
+                let secrets = secret_env
+                    .iter()
+                    .map(|(_, s)| s.expose().to_owned())
+                    .collect();
+                let spawned = child::spawn(&self.name, &self.config, command, &secret_env)
+                    .map_err(|e| self.unavailable(format!("cannot start {command:?}: {e}")))?;
+                tokio::spawn(stderr_log::forward(self.name.clone(), spawned.stderr));
+                let transport =
+                    sdk::stdio_transport(LineCap::new(spawned.stdout, limit), spawned.stdin, limit);
+                let established = sdk::handshake(&self.name, handler, transport, secrets).await?;
+                Ok((established, Some(spawned.child)))
+            }
+            TransportKind::Http { url } => {
+                let (headers, secrets) = self.auth_headers(tenant).await?;
+                let http = self
+                    .http
+                    .clone()
+                    .ok_or_else(|| self.unavailable("no HTTP client"))?;
+                let transport =
+                    sdk::http_transport(CappedClient::new(http, limit), url, headers, limit);
+                let established = sdk::handshake(&self.name, handler, transport, secrets).await?;
+                Ok((established, None))
+            }
+        }
+    }
+
+    async fn auth_headers(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<(HashMap<http::HeaderName, http::HeaderValue>, Vec<String>), UpstreamError> {
+        let (name, reference, bearer) = match &self.config.auth {
+            UpstreamAuth::None => return Ok((HashMap::new(), Vec::new())),
+            UpstreamAuth::Bearer(r) => (http::header::AUTHORIZATION, r, true),
+            UpstreamAuth::Header { name, value } => (
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| self.credentials(format!("{name:?} is not a header name")))?,
+                value,
+                false,
+            ),
+        };
+        let secret: Secret = reference
+            .resolve(tenant, self.tenants.as_deref())
+            .await
+            .map_err(|e| self.credentials(e))?;
+        let text = if bearer {
+            format!("Bearer {}", secret.expose())
+        } else {
+            secret.expose().to_owned()
+        };
+        let mut value = http::HeaderValue::from_str(&text).map_err(|_| {
+            self.credentials(format!(
+                "the secret from {reference} is not a valid header value"
+            ))
+        })?;
+        value.set_sensitive(true);
+        Ok((
+            HashMap::from([(name, value)]),
+            vec![secret.expose().to_owned()],
+        ))
+    }
+}
+
+/// Keeps one connection up until shutdown: connects, waits for the end,
+/// stops what is left of it, waits (0.5 s doubling to 30 s), connects again.
+async fn supervise(shared: Arc<Shared>, tenant: Option<String>, state: watch::Sender<SlotState>) {
+    let mut backoff = Backoff::new();
+    let mut connected_before = false;
+    loop {
+        state.send_replace(SlotState::Connecting);
+        shared.set_state(HealthState::Connecting);
+        let connect_timeout = shared.config.connect_timeout;
+        let attempt = tokio::select! {
+            attempt = tokio::time::timeout(connect_timeout, shared.connect(tenant.as_deref())) => attempt,
+            () = shared.shutdown.cancelled() => break,
+        };
+        let lived = match attempt {
+            Ok(Ok((mut established, mut child))) => {
+                let started = Instant::now();
+                let connection = established.connection.clone();
+                let pid = child.as_ref().and_then(Child::id);
+                shared.connected(connection.protocol_version(), pid, connected_before);
+                state.send_replace(SlotState::Ready(connection));
+                if connected_before {
+                    let _ = shared.changes.send(ListChanged {
+                        upstream: shared.name.clone(),
+                        kind: ChangeKind::Reconnected,
+                    });
+                }
+                connected_before = true;
+                let stopping = tokio::select! {
+                    _ = &mut established.ended => false,
+                    () = shared.shutdown.cancelled() => true,
+                };
+                let lost = UpstreamError::Disconnected {
+                    upstream: shared.name.clone(),
+                };
+                state.send_replace(if stopping {
+                    SlotState::Stopped
+                } else {
+                    SlotState::Failing(lost.clone())
+                });
+                established.close().await;
+                if let Some(child) = child.as_mut() {
+                    let status = child.stop(STOP_GRACE).await;
+                    tracing::info!(upstream = %shared.name, ?status, "upstream process ended");
+                }
+                if stopping {
+                    break;
+                }
+                shared.failed(&lost);
+                Some(started.elapsed())
+            }
+            Ok(Err(error)) => {
+                shared.failed(&error);
+                state.send_replace(SlotState::Failing(error));
+                None
+            }
+            Err(_) => {
+                let error = UpstreamError::Timeout {
+                    upstream: shared.name.clone(),
+                    timeout: connect_timeout,
+                };
+                shared.failed(&error);
+                state.send_replace(SlotState::Failing(error));
+                None
+            }
+        };
+        let delay = backoff.next_delay(lived);
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shared.shutdown.cancelled() => break,
+        }
+    }
+    state.send_replace(SlotState::Stopped);
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    breaker: Mutex<Breaker>,
+    slots: Mutex<HashMap<Option<String>, Slot>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.shutdown.cancel();
+    }
+}
+
+/// A handle on one upstream; cheap to clone. Dropping the last handle
+/// stops its connections (and kills its child), as does [`Upstream::shutdown`].
+#[derive(Clone)]
+pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+impl Upstream {
+    /// Starts connecting at once (a `tenant:` upstream: at the first call
+    /// of each tenant). `config` should have passed [`crate::validate`].
+    /// Must be called within a Tokio runtime.
+    pub fn start(
+        config: UpstreamConfig,
+        tenants: Option<Arc<dyn TenantSecrets>>,
+        changes: broadcast::Sender<ListChanged>,
+    ) -> Upstream {
+        let http = match config.transport() {
+            TransportKind::Http { .. } => match build_reqwest(config.connect_timeout) {
+                Ok(client) => Some(client),
+                Err(e) => {
+                    tracing::error!(upstream = %config.name, error = %e, "cannot build the HTTP client");
+                    None
+                }
+            },
+            TransportKind::Stdio { .. } => None,
+        };
+        let shared = Arc::new(Shared {
+            name: Arc::from(config.name.as_str()),
+            tenants,
+            http,
+            changes,
+            status: Mutex::new(Status::default()),
+            shutdown: CancellationToken::new(),
+            config,
+        });
+        let upstream = Upstream {
+            inner: Arc::new(Inner {
+                permits: Arc::new(Semaphore::new(shared.config.max_concurrent_calls)),
+                breaker: Mutex::new(Breaker::new(
+                    shared.config.breaker_failures,
+                    shared.config.breaker_cooldown,
+                )),
+                slots: Mutex::new(HashMap::new()),
+                shared,
+            }),
+        };
+        let shared = &upstream.inner.shared;
+        if !shared.config.enabled {
+            shared.set_state(HealthState::Disabled);
+        } else if !shared.config.needs_tenant() {
+            let _ = upstream.slot(None);
+        }
+        upstream
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.shared.name
+    }
+
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.inner.shared.config
+    }
+
+    /// Catalogue changes of this upstream (and of every other upstream
+    /// sharing the channel).
+    pub fn subscribe(&self) -> broadcast::Receiver<ListChanged> {
+        self.inner.shared.changes.subscribe()
+    }
+
+    pub fn health(&self) -> Health {
+        let shared = &self.inner.shared;
+        let status = lock(&shared.status);
+        let state = if !shared.config.enabled || shared.shutdown.is_cancelled() {
+            HealthState::Disabled
+        } else {
+            status.state.unwrap_or(HealthState::Connecting)
+        };
+        Health {
+            name: shared.name.to_string(),
+            state,
+            last_error: status.last_error.clone(),
+            restarts: status.restarts,
+            protocol_version: status.protocol_version.clone(),
+            breaker: lock(&self.inner.breaker).state(std::time::Instant::now()),
+            in_flight: shared
+                .config
+                .max_concurrent_calls
+                .saturating_sub(self.inner.permits.available_permits()),
+            pid: status.pid,
+        }
+    }
+
+    /// Stops every connection: closes the child's stdin, then SIGTERM,
+    /// then SIGKILL (each after a grace period); in-flight calls fail.
+    pub async fn shutdown(&self) {
+        self.inner.shared.shutdown.cancel();
+        let tasks: Vec<JoinHandle<()>> = lock(&self.inner.slots)
+            .drain()
+            .map(|(_, slot)| slot.task)
+            .collect();
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.inner.shared.set_state(HealthState::Disabled);
+    }
+
+    fn slot(&self, tenant: Option<&str>) -> Result<watch::Receiver<SlotState>, UpstreamError> {
+        let shared = &self.inner.shared;
+        if !shared.config.enabled {
+            return Err(UpstreamError::Disabled {
+                upstream: shared.name.clone(),
+            });
+        }
+        if shared.shutdown.is_cancelled() {
+            return Err(shared.unavailable("shut down"));
+        }
+        let key = if shared.config.needs_tenant() {
+            Some(
+                tenant
+                    .ok_or_else(|| {
+                        shared.credentials(
+                            "this upstream's credential is per tenant, and the call has no tenant",
+                        )
+                    })?
+                    .to_owned(),
+            )
+        } else {
+            None
+        };
+        let mut slots = lock(&self.inner.slots);
+        if let Some(slot) = slots.get(&key) {
+            return Ok(slot.state.clone());
+        }
+        let (sender, receiver) = watch::channel(SlotState::Connecting);
+        let task = tokio::spawn(supervise(shared.clone(), key.clone(), sender));
+        slots.insert(
+            key,
+            Slot {
+                state: receiver.clone(),
+                task,
+            },
+        );
+        Ok(receiver)
+    }
+
+    /// The connection to use, waiting for one being established (at most
+    /// `connect_timeout`, and not past `deadline`).
+    async fn connection(
+        &self,
+        tenant: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Arc<Connection>, UpstreamError> {
+        let shared = &self.inner.shared;
+        let mut state = self.slot(tenant)?;
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(shared.config.connect_timeout);
+        let settled = tokio::time::timeout(
+            wait,
+            state.wait_for(|s| !matches!(s, SlotState::Connecting)),
+        )
+        .await;
+        match settled {
+            Ok(Ok(state)) => match &*state {
+                SlotState::Ready(connection) if !connection.is_closed() => Ok(connection.clone()),
+                SlotState::Ready(_) => Err(UpstreamError::Disconnected {
+                    upstream: shared.name.clone(),
+                }),
+                SlotState::Failing(error) => Err(shared.unavailable(error.to_string())),
+                SlotState::Connecting | SlotState::Stopped => Err(shared.unavailable("stopped")),
+            },
+            Ok(Err(_)) => Err(shared.unavailable("stopped")),
+            Err(_) => Err(shared.unavailable("still connecting")),
+        }
+    }
+
+    /// Runs one request under the breaker, the concurrency limit and the
+    /// call timeout. The timeout covers everything, waiting for a slot and
+    /// for the connection included.
+    async fn request<T, F, Fut>(&self, tenant: Option<&str>, op: F) -> Result<T, UpstreamError>
+    where
+        F: FnOnce(Arc<Connection>) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
+        let shared = &self.inner.shared;
+        let timeout = shared.config.call_timeout;
+        let deadline = Instant::now() + timeout;
+        if !shared.config.enabled {
+            return Err(UpstreamError::Disabled {
+                upstream: shared.name.clone(),
+            });
+        }
+        if let Err(remaining) = lock(&self.inner.breaker).admit(std::time::Instant::now()) {
+            return Err(shared.unavailable(format!(
+                "circuit breaker open after repeated failures; next try in {}s",
+                remaining.as_secs().max(1)
+            )));
+        }
+        let Ok(Ok(_permit)) =
+            tokio::time::timeout_at(deadline, self.inner.permits.clone().acquire_owned()).await
+        else {
+            return Err(UpstreamError::Busy {
+                upstream: shared.name.clone(),
+                limit: shared.config.max_concurrent_calls,
+            });
+        };
+        let result = async {
+            let connection = self.connection(tenant, deadline).await?;
+            match tokio::time::timeout_at(deadline, op(connection)).await {
+                Ok(result) => result,
+                Err(_) => Err(UpstreamError::Timeout {
+                    upstream: shared.name.clone(),
+                    timeout,
+                }),
+            }
+        }
+        .await;
+        let mut breaker = lock(&self.inner.breaker);
+        match &result {
+            Err(error) if error.is_upstream_failure() => {
+                breaker.record_failure(std::time::Instant::now());
+                let mut status = lock(&shared.status);
+                status.last_error = Some(LastError {
+                    code: error.code(),
+                    message: error.to_string(),
+                });
+            }
+            _ => breaker.record_success(),
+        }
+        result
+    }
+
+    async fn paginate<T, F, Fut>(
+        &self,
+        tenant: Option<&str>,
+        page: F,
+    ) -> Result<Vec<T>, UpstreamError>
+    where
+        F: Fn(Arc<Connection>, Option<String>) -> Fut,
+        Fut: Future<Output = Result<Page<T>, UpstreamError>>,
+    {
+        let name = self.inner.shared.name.clone();
+        self.request(tenant, |connection| async move {
+            let mut items = Vec::new();
+            let mut cursor = None;
+            let mut seen = HashSet::new();
+            for _ in 0..MAX_PAGES {
+                let (mut batch, next) = page(connection.clone(), cursor.take()).await?;
+                items.append(&mut batch);
+                match next {
+                    None => return Ok(items),
+                    Some(next) if !seen.insert(next.clone()) => {
+                        return Err(UpstreamError::Protocol {
+                            upstream: name,
+                            reason: "the listing repeats a cursor".into(),
+                        });
+                    }
+                    Some(next) => cursor = Some(next),
+                }
+            }
+            Err(UpstreamError::Protocol {
+                upstream: name,
+                reason: format!("the listing has more than {MAX_PAGES} pages"),
+            })
+        })
+        .await
+    }
+
+    /// Every tool, all pages (at most [`MAX_PAGES`]) within one call timeout.
+    pub async fn list_tools(&self, tenant: Option<&str>) -> Result<Vec<Tool>, UpstreamError> {
+        self.paginate(
+            tenant,
+            |c, cursor| async move { c.tools_page(cursor).await },
+        )
+        .await
+    }
+
+    pub async fn list_prompts(&self, tenant: Option<&str>) -> Result<Vec<Prompt>, UpstreamError> {
+        self.paginate(
+            tenant,
+            |c, cursor| async move { c.prompts_page(cursor).await },
+        )
+        .await
+    }
+
+    pub async fn list_resources(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<Resource>, UpstreamError> {
+        self.paginate(
+            tenant,
+            |c, cursor| async move { c.resources_page(cursor).await },
+        )
+        .await
+    }
+
+    pub async fn list_resource_templates(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<ResourceTemplate>, UpstreamError> {
+        self.paginate(tenant, |c, cursor| async move {
+            c.resource_templates_page(cursor).await
+        })
+        .await
+    }
+
+    /// Calls `name` (the upstream's own name, without prefix). `meta` is
+    /// the request's `_meta`; protocol keys (`io.modelcontextprotocol/…`)
+    /// and `progressToken` are dropped. Nothing else of the caller's
+    /// request reaches the upstream: no headers, no credential.
+    pub async fn call_tool(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        arguments: Option<JsonObject>,
+        meta: Option<JsonObject>,
+    ) -> Result<CallToolResult, UpstreamError> {
+        let name = name.to_owned();
+        self.request(tenant, |c| async move {
+            c.call_tool(name, arguments, meta).await
+        })
+        .await
+    }
+
+    pub async fn get_prompt(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        arguments: Option<JsonObject>,
+        meta: Option<JsonObject>,
+    ) -> Result<GetPromptResult, UpstreamError> {
+        let name = name.to_owned();
+        self.request(tenant, |c| async move {
+            c.get_prompt(name, arguments, meta).await
+        })
+        .await
+    }
+
+    pub async fn read_resource(
+        &self,
+        tenant: Option<&str>,
+        uri: &str,
+        meta: Option<JsonObject>,
+    ) -> Result<ReadResourceResult, UpstreamError> {
+        let uri = uri.to_owned();
+        self.request(tenant, |c| async move { c.read_resource(uri, meta).await })
+            .await
+    }
+}

@@ -1,0 +1,131 @@
+"""A small MCP server (official Python SDK) that misbehaves on request.
+
+Used by the gatehouse-upstream tests as a real upstream, over stdio or
+Streamable HTTP:
+
+    server.py stdio [--legacy] [--tools N] [--page-size K]
+    server.py http PORT_FILE [--legacy] [--tools N] [--page-size K]
+
+`http` binds 127.0.0.1 on a free port and writes the port to PORT_FILE.
+`--legacy` removes `server/discover`, so the server behaves like a
+2025-11-25 one (initialize + sessions). `--tools N` adds N filler tools and
+`--page-size K` makes tools/list return K tools per page.
+"""
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp_types import ListToolsResult
+
+parser = argparse.ArgumentParser()
+parser.add_argument("transport", choices=["stdio", "http"])
+parser.add_argument("port_file", nargs="?")
+parser.add_argument("--legacy", action="store_true")
+parser.add_argument("--tools", type=int, default=0)
+parser.add_argument("--page-size", type=int, default=0)
+options = parser.parse_args()
+
+
+class PagedServer(MCPServer):
+    async def _handle_list_tools(self, ctx, params):
+        tools = await self.list_tools()
+        if options.page_size <= 0:
+            return ListToolsResult(tools=tools)
+        start = int(params.cursor) if params is not None and params.cursor else 0
+        end = start + options.page_size
+        return ListToolsResult(
+            tools=tools[start:end],
+            next_cursor=str(end) if end < len(tools) else None,
+        )
+
+
+server = PagedServer("gatehouse-test-upstream")
+
+
+@server.tool()
+def echo(text: str) -> str:
+    """Returns its argument."""
+    return text
+
+
+@server.tool()
+def env_dump() -> dict:
+    """The process environment, to prove what the gateway passed."""
+    return dict(os.environ)
+
+
+@server.tool()
+async def sleep_forever() -> str:
+    """Never answers."""
+    await asyncio.sleep(3600)
+    return "woke up"
+
+
+@server.tool()
+def crash() -> str:
+    """Exits the process in the middle of the call."""
+    sys.stderr.write("crashing on purpose\n")
+    sys.stderr.flush()
+    os._exit(3)
+
+
+@server.tool()
+def big(size: int) -> str:
+    """Returns a text of `size` bytes."""
+    return "x" * size
+
+
+@server.tool()
+def pid() -> int:
+    """The server's process id."""
+    return os.getpid()
+
+
+def added() -> str:
+    """A tool that appears when add_tool is called."""
+    return "added"
+
+
+@server.tool()
+async def add_tool(ctx: Context) -> str:
+    """Adds the tool `added` and announces the change."""
+    server.add_tool(added)
+    try:
+        await ctx.notify_tools_changed()
+    except Exception as exc:  # noqa: BLE001 - best effort, either era
+        sys.stderr.write(f"notify_tools_changed: {exc}\n")
+    try:
+        await ctx.session.send_tool_list_changed()
+    except Exception as exc:  # noqa: BLE001
+        sys.stderr.write(f"send_tool_list_changed: {exc}\n")
+    return "ok"
+
+
+for i in range(options.tools):
+    def filler(i=i) -> str:
+        return str(i)
+
+    server.add_tool(filler, name=f"filler_{i:03d}", description=f"filler {i}")
+
+if options.legacy:
+    server._lowlevel_server._request_handlers.pop("server/discover", None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+if options.transport == "stdio":
+    server.run("stdio")
+else:
+    port = free_port()
+    with open(options.port_file + ".tmp", "w") as f:
+        f.write(str(port))
+    os.rename(options.port_file + ".tmp", options.port_file)
+    server.run("streamable-http", host="127.0.0.1", port=port)
