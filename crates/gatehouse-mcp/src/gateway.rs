@@ -340,10 +340,7 @@ impl Gateway {
         started: Instant,
     ) -> Result<(Permit, String), CallError> {
         let name = needed.tool().to_string();
-        let approval_required = Deny {
-            tool: name.clone(),
-            reason: DenyReason::ApprovalRequired,
-        };
+        let approval_required = Deny::tool(&name, DenyReason::ApprovalRequired);
         let Some(approvals) = &self.approvals else {
             return Err(self
                 .refuse(caller, &name, args, approval_required, None, started)
@@ -393,12 +390,12 @@ impl Gateway {
         {
             Ok(approval) => Ok((needed.into_permit(&approval.id), approval.id)),
             Err(refusal) => {
-                let deny = Deny {
-                    tool: name.clone(),
-                    reason: DenyReason::OperationTokenRefused {
+                let deny = Deny::tool(
+                    &name,
+                    DenyReason::OperationTokenRefused {
                         code: refusal.code(),
                     },
-                };
+                );
                 Err(self
                     .refuse(
                         caller,
@@ -452,10 +449,7 @@ impl Gateway {
             self.limits
                 .check(&policy, &caller.principal, name, self.clock.now())
         {
-            let deny = Deny {
-                tool: name.to_string(),
-                reason: DenyReason::RateLimited { retry_after_secs },
-            };
+            let deny = Deny::tool(name, DenyReason::RateLimited { retry_after_secs });
             return Err(self.refuse(caller, name, &args, deny, None, started).await);
         }
         let (permit, approval) = match permitted {

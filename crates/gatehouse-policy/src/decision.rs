@@ -2,21 +2,28 @@ use std::sync::Arc;
 
 use gatehouse_core::Principal;
 
-/// Proof that gate 2 allowed `principal` to call `tool`.
+use crate::target::{Kind, Target};
+
+/// Proof that gate 2 allowed `principal` to use one target: call a tool,
+/// get a prompt or read a resource.
 ///
 /// Fields are private and there is no public constructor outside this crate.
 #[derive(Debug, Clone)]
 pub struct Permit {
     principal: Arc<Principal>,
+    kind: Kind,
     tool: String,
+    upstream: Option<String>,
     rule: String,
 }
 
 impl Permit {
-    pub(crate) fn new(principal: Arc<Principal>, tool: &str, rule: String) -> Self {
+    pub(crate) fn new(principal: Arc<Principal>, target: &Target<'_>, rule: String) -> Self {
         Permit {
             principal,
-            tool: tool.to_string(),
+            kind: target.kind,
+            tool: target.name.to_string(),
+            upstream: target.upstream.map(str::to_string),
             rule,
         }
     }
@@ -25,8 +32,18 @@ impl Permit {
         &self.principal
     }
 
+    /// The name of what was permitted (a tool's, a prompt's, a resource's URI).
     pub fn tool(&self) -> &str {
         &self.tool
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The upstream that serves the target, as the gateway routed it.
+    pub fn upstream(&self) -> Option<&str> {
+        self.upstream.as_deref()
     }
 
     /// The policy rule that allowed the call, for the audit record.
@@ -44,15 +61,19 @@ impl Permit {
 #[derive(Debug, Clone)]
 pub struct ApprovalNeeded {
     principal: Arc<Principal>,
+    kind: Kind,
     tool: String,
+    upstream: Option<String>,
     rule: String,
 }
 
 impl ApprovalNeeded {
-    pub(crate) fn new(principal: Arc<Principal>, tool: &str, rule: String) -> Self {
+    pub(crate) fn new(principal: Arc<Principal>, target: &Target<'_>, rule: String) -> Self {
         ApprovalNeeded {
             principal,
-            tool: tool.to_string(),
+            kind: target.kind,
+            tool: target.name.to_string(),
+            upstream: target.upstream.map(str::to_string),
             rule,
         }
     }
@@ -79,7 +100,13 @@ impl ApprovalNeeded {
             "{}; a human approved this call (approval {approval_id})",
             self.rule
         );
-        Permit::new(self.principal, &self.tool, rule)
+        Permit {
+            principal: self.principal,
+            kind: self.kind,
+            tool: self.tool,
+            upstream: self.upstream,
+            rule,
+        }
     }
 }
 
@@ -134,57 +161,79 @@ impl DenyReason {
 /// A refusal, with what a client needs to understand it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deny {
+    /// What was refused: a tool, a prompt or a resource.
+    pub kind: Kind,
+    /// Its name (a resource's URI).
     pub tool: String,
     pub reason: DenyReason,
 }
 
 impl Deny {
+    pub fn new(target: &Target<'_>, reason: DenyReason) -> Self {
+        Deny {
+            kind: target.kind,
+            tool: target.name.to_string(),
+            reason,
+        }
+    }
+
+    /// A refused call of a tool.
+    pub fn tool(name: &str, reason: DenyReason) -> Self {
+        Deny::new(&Target::tool(name), reason)
+    }
+
     /// A sentence for the client and the audit log. Contains no secret.
     pub fn message(&self) -> String {
+        let kind = self.kind.as_str();
+        let verb = if self.kind == Kind::Tool {
+            "call"
+        } else {
+            "use"
+        };
         match &self.reason {
             DenyReason::UnknownTool => format!(
-                "tool '{}' is not in the policy; unknown tools are denied",
+                "{kind} '{}' is not in the policy; unknown {kind}s are denied",
                 self.tool
             ),
             DenyReason::RoleNotAllowed { roles } => format!(
-                "role {} may not call tool '{}'",
+                "role {} may not {verb} {kind} '{}'",
                 roles.join(", "),
                 self.tool
             ),
             DenyReason::MissingScope { scope } => format!(
-                "tool '{}' needs scope '{}', which this credential was not granted",
+                "{kind} '{}' needs scope '{}', which this credential was not granted",
                 self.tool, scope
             ),
             DenyReason::ApprovalRequired => format!(
-                "tool '{}' needs a human to approve this call first; \
+                "{kind} '{}' needs a human to approve this call first; \
                  retry with the operation token the approval gives",
                 self.tool
             ),
             DenyReason::OperationTokenRefused { code } => format!(
-                "the operation token for tool '{}' was not accepted ({code})",
+                "the operation token for {kind} '{}' was not accepted ({code})",
                 self.tool
             ),
             DenyReason::OutsideTask { task } => format!(
-                "tool '{}' is not part of the task grant for task '{task}'",
+                "{kind} '{}' is not part of the task grant for task '{task}'",
                 self.tool
             ),
             // Says nothing about which tenants exist.
             DenyReason::UnknownTenant => format!(
-                "the caller's tenant is not configured in the policy, so tool '{}' is denied",
+                "the caller's tenant is not configured in the policy, so {kind} '{}' is denied",
                 self.tool
             ),
             DenyReason::NotInTenant => {
                 format!(
-                    "tool '{}' is not available to the caller's tenant",
+                    "{kind} '{}' is not available to the caller's tenant",
                     self.tool
                 )
             }
             DenyReason::ConstraintViolated { argument, rule } => format!(
-                "argument '{argument}' of tool '{}' violates the policy rule {rule}",
+                "argument '{argument}' of {kind} '{}' violates the policy rule {rule}",
                 self.tool
             ),
             DenyReason::RateLimited { retry_after_secs } => format!(
-                "tool '{}' was called too often; retry in {retry_after_secs} s",
+                "{kind} '{}' was called too often; retry in {retry_after_secs} s",
                 self.tool
             ),
         }

@@ -19,6 +19,7 @@ mod explain;
 mod policy;
 mod policy_file;
 mod shared_policy;
+mod target;
 mod task_allowlist;
 mod tenants;
 
@@ -30,4 +31,5 @@ pub use explain::{Explanation, PolicyCheck};
 pub use policy::{Access, DEFAULT_POLICY_TOML, Policy, ROLES, ToolRule, UNNAMED_TOOL_SCOPE};
 pub use policy_file::{MAX_TASK_DURATION, POLICY_VERSION, PolicyError, RateLimit, TaskSpec};
 pub use shared_policy::SharedPolicy;
+pub use target::{Kind, Target};
 pub use task_allowlist::TaskRefusal;

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::admin_access::ADMIN_SCOPE;
 use crate::constraints::{self, ArgConstraint, ConstraintViolation, ToolConstraints};
 use crate::policy_file::{RateLimit, TaskSpec};
+use crate::target::{Kind, Target};
 use crate::tenants::TenantSpec;
 use crate::{ApprovalNeeded, Decision, Deny, DenyReason, Permit};
 
@@ -77,7 +78,16 @@ pub struct Policy {
     pub(crate) role_limits: BTreeMap<String, RateLimit>,
     /// Declared tenants; empty means tenancy is off.
     pub(crate) tenants: BTreeMap<String, TenantSpec>,
+    /// `[prompts.NAME]` and `[resources."URI"]`, flattened like tools.
+    pub(crate) prompts: BTreeMap<String, (ToolRule, ToolExtras)>,
+    pub(crate) resources: BTreeMap<String, (ToolRule, ToolExtras)>,
+    /// `[upstreams.NAME]`: the rule for everything that upstream serves
+    /// and the policy does not name itself.
+    pub(crate) upstreams: BTreeMap<String, (ToolRule, ToolExtras)>,
 }
+
+/// An empty `ToolExtras`, for targets the policy does not name.
+static NO_EXTRAS: LazyLock<ToolExtras> = LazyLock::new(ToolExtras::default);
 
 /// The shipped default policy file, embedded so the binary needs no file
 /// to start and so operators can print it as a starting point.
@@ -107,6 +117,52 @@ impl Policy {
             tasks: BTreeMap::new(),
             role_limits: BTreeMap::new(),
             tenants: BTreeMap::new(),
+            prompts: BTreeMap::new(),
+            resources: BTreeMap::new(),
+            upstreams: BTreeMap::new(),
+        }
+    }
+
+    /// The rule that covers a target, and its extras: the target's own entry
+    /// (`[tools.*]`, `[prompts.*]`, `[resources.*]`), else the defaults of
+    /// the upstream that serves it. `None`: the policy does not cover it.
+    pub(crate) fn covering(&self, target: &Target<'_>) -> Option<(&ToolRule, &ToolExtras)> {
+        let named = match target.kind {
+            Kind::Tool => self
+                .tools
+                .get(target.name)
+                .map(|rule| (rule, self.extras.get(target.name).unwrap_or(&NO_EXTRAS))),
+            Kind::Prompt => self.prompts.get(target.name).map(|(r, e)| (r, e)),
+            Kind::Resource => self.resources.get(target.name).map(|(r, e)| (r, e)),
+        };
+        named.or_else(|| {
+            target
+                .upstream
+                .and_then(|u| self.upstreams.get(u))
+                .map(|(r, e)| (r, e))
+        })
+    }
+
+    /// The upstream policy section a tool name belongs to by the default
+    /// naming (`<upstream>__<tool>`), for task and tenant lists, which are
+    /// checked without the gateway's routing. A tool of an upstream with
+    /// another prefix is listed by naming it in `[tools.*]`.
+    pub(crate) fn upstream_by_name<'a>(&self, tool: &'a str) -> Option<&'a str> {
+        let (upstream, rest) = tool.split_once("__")?;
+        (!rest.is_empty() && self.upstreams.contains_key(upstream)).then_some(upstream)
+    }
+
+    /// A tool named in a task or tenant list, as a target: routed by the
+    /// default naming when the policy does not name it.
+    pub(crate) fn listed_tool<'a>(&'a self, tool: &'a str) -> Target<'a> {
+        Target {
+            kind: Kind::Tool,
+            name: tool,
+            upstream: if self.tools.contains_key(tool) {
+                None
+            } else {
+                self.upstream_by_name(tool)
+            },
         }
     }
 
@@ -153,7 +209,12 @@ impl Policy {
     /// The per-(principal, tool) rate limit, for the limiter in front of
     /// dispatch.
     pub fn tool_rate_limit(&self, tool: &str) -> Option<RateLimit> {
-        self.extras.get(tool).and_then(|e| e.rate_limit)
+        self.rate_limit_for(&Target::tool(tool))
+    }
+
+    /// The per-(principal, target) rate limit of any target.
+    pub fn rate_limit_for(&self, target: &Target<'_>) -> Option<RateLimit> {
+        self.covering(target).and_then(|(_, e)| e.rate_limit)
     }
 
     /// The per-role limit over all tools together. Not inherited: a role
@@ -165,7 +226,13 @@ impl Policy {
     /// Argument fields the audit log must redact for this tool, on top of
     /// the audit crate's own list.
     pub fn redact_fields(&self, tool: &str) -> &[String] {
-        self.extras.get(tool).map_or(&[], |e| e.redact.as_slice())
+        self.redact_fields_for(&Target::tool(tool))
+    }
+
+    /// Argument fields to redact for any target.
+    pub fn redact_fields_for(&self, target: &Target<'_>) -> &[String] {
+        self.covering(target)
+            .map_or(&[], |(_, e)| e.redact.as_slice())
     }
 
     /// The argument constraints of a tool, by argument name.
@@ -179,16 +246,44 @@ impl Policy {
     /// Checks a call's arguments against the tool's constraints alone (no
     /// role or scope), e.g. again when an operation token is redeemed.
     pub fn check_arguments(&self, tool: &str, args: &Value) -> Result<(), ConstraintViolation> {
-        match self.extras.get(tool) {
-            Some(extras) => constraints::check_all(&extras.constraints, args),
+        self.check_target_arguments(&Target::tool(tool), args)
+    }
+
+    /// [`Policy::check_arguments`] for any target.
+    pub fn check_target_arguments(
+        &self,
+        target: &Target<'_>,
+        args: &Value,
+    ) -> Result<(), ConstraintViolation> {
+        match self.covering(target) {
+            Some((_, extras)) => constraints::check_all(&extras.constraints, args),
             None => Ok(()),
         }
+    }
+
+    /// Every rule of the policy with the name of what it covers: tools,
+    /// prompts, resources, and the upstream sections (under their name).
+    fn all_rules(&self) -> impl Iterator<Item = (Kind, &str, &ToolRule)> {
+        let tools = self.tools.iter().map(|(n, r)| (Kind::Tool, n.as_str(), r));
+        let prompts = self
+            .prompts
+            .iter()
+            .map(|(n, (r, _))| (Kind::Prompt, n.as_str(), r));
+        let resources = self
+            .resources
+            .iter()
+            .map(|(n, (r, _))| (Kind::Resource, n.as_str(), r));
+        tools.chain(prompts).chain(resources)
     }
 
     /// Every scope the policy uses, sorted and without duplicates; with
     /// an admin role, also the admin API's scope.
     pub fn scopes(&self) -> Vec<String> {
-        let mut scopes: Vec<String> = self.tools.values().map(|r| r.scope.clone()).collect();
+        let mut scopes: Vec<String> = self
+            .all_rules()
+            .map(|(_, _, r)| r.scope.clone())
+            .chain(self.upstreams.values().map(|(r, _)| r.scope.clone()))
+            .collect();
         if self
             .roles()
             .any(|role| self.is_tenant_admin(&[role.to_string()]))
@@ -200,19 +295,27 @@ impl Policy {
         scopes
     }
 
-    /// The scopes worth granting to someone with this role: those of tools
-    /// the role may call (directly or with approval), plus `tool:<name>`
-    /// for each such tool, and for an admin role the admin API's scope. A
-    /// consent page shows only these.
+    /// The scopes worth granting to someone with this role: those of tools,
+    /// prompts, resources and upstreams the role may use (directly or with
+    /// approval), plus `tool:<name>` for each named tool, and for an admin
+    /// role the admin API's scope. A consent page shows only these.
     pub fn scopes_for_role(&self, role: &str) -> Vec<String> {
         let mut scopes = Vec::new();
         if self.is_known_role(role) && self.is_tenant_admin(&[role.to_string()]) {
             scopes.push(ADMIN_SCOPE.to_string());
         }
-        for (tool, rule) in &self.tools {
-            if rule.access.get(role).is_some_and(|a| *a != Access::Deny) {
+        let allows = |rule: &ToolRule| rule.access.get(role).is_some_and(|a| *a != Access::Deny);
+        for (kind, name, rule) in self.all_rules() {
+            if allows(rule) {
                 scopes.push(rule.scope.clone());
-                scopes.push(format!("tool:{tool}"));
+                if kind == Kind::Tool {
+                    scopes.push(format!("tool:{name}"));
+                }
+            }
+        }
+        for (rule, _) in self.upstreams.values() {
+            if allows(rule) {
+                scopes.push(rule.scope.clone());
             }
         }
         scopes.sort();
@@ -234,26 +337,29 @@ impl Policy {
             .unwrap_or(Access::Deny)
     }
 
-    /// A scoped credential must hold the tool's scope, or `tool:<name>`.
-    fn scope_allows(rule: &ToolRule, tool: &str, principal: &Principal) -> bool {
+    /// A scoped credential must hold the rule's scope, or (for a tool)
+    /// `tool:<name>`.
+    fn scope_allows(rule: &ToolRule, target: &Target<'_>, principal: &Principal) -> bool {
         match &principal.scopes {
             None => true,
-            Some(scopes) => scopes
-                .iter()
-                .any(|s| *s == rule.scope || s.strip_prefix("tool:") == Some(tool)),
+            Some(scopes) => scopes.iter().any(|s| {
+                *s == rule.scope
+                    || (target.kind == Kind::Tool && s.strip_prefix("tool:") == Some(target.name))
+            }),
         }
     }
 
-    /// What the principal may do with a named tool, its task grant aside:
-    /// `Deny` unless its tenant, its roles and its scopes all allow the tool.
-    /// A task grant's allowlist is made of the tools where this is not `Deny`.
-    pub(crate) fn access_outside_task(&self, principal: &Principal, tool: &str) -> Access {
-        let Some(rule) = self.tools.get(tool) else {
+    /// What the principal may do with a covered target, its task grant
+    /// aside: `Deny` unless its tenant, its roles and its scopes all allow
+    /// it. A task grant's allowlist is made of the tools where this is not
+    /// `Deny`.
+    pub(crate) fn access_outside_task(&self, principal: &Principal, target: &Target<'_>) -> Access {
+        let Some((rule, _)) = self.covering(target) else {
             return Access::Deny;
         };
-        let tenant_ok = self.tenant_allowed(&principal.tenant)
-            && self.tenant_allows_tool(&principal.tenant, tool);
-        if !tenant_ok || !Self::scope_allows(rule, tool, principal) {
+        let tenant_ok =
+            self.tenant_allowed(&principal.tenant) && self.tenant_allows(&principal.tenant, target);
+        if !tenant_ok || !Self::scope_allows(rule, target, principal) {
             return Access::Deny;
         }
         Self::role_access(rule, principal)
@@ -262,15 +368,19 @@ impl Policy {
     /// Decides one tool call. The checks run from the narrowest grant to the
     /// tool's own rule: task grant, tenant, tool, role, scope.
     pub fn authorize(&self, principal: &Arc<Principal>, tool: &str) -> Decision {
-        let deny = |reason| {
-            Decision::Deny(Deny {
-                tool: tool.to_string(),
-                reason,
-            })
-        };
+        self.authorize_target(principal, &Target::tool(tool))
+    }
+
+    /// Decides a tool call, a prompt or a resource read: task grant, tenant,
+    /// the rule that covers the target (its own, else its upstream's),
+    /// role, scope.
+    pub fn authorize_target(&self, principal: &Arc<Principal>, target: &Target<'_>) -> Decision {
+        let deny = |reason| Decision::Deny(Deny::new(target, reason));
         // A grant is a ceiling whatever the roles allow, so it comes first.
+        // Grants list tools only: under one, prompts and resources are
+        // refused too.
         if let Some(grant) = &principal.task
-            && !grant.allows(tool)
+            && (target.kind != Kind::Tool || !grant.allows(target.name))
         {
             return deny(DenyReason::OutsideTask {
                 task: grant.task.clone(),
@@ -279,10 +389,10 @@ impl Policy {
         if !self.tenant_allowed(&principal.tenant) {
             return deny(DenyReason::UnknownTenant);
         }
-        let Some(rule) = self.tools.get(tool) else {
-            return self.authorize_unnamed(principal, tool);
+        let Some((rule, _)) = self.covering(target) else {
+            return self.authorize_unnamed(principal, target);
         };
-        if !self.tenant_allows_tool(&principal.tenant, tool) {
+        if !self.tenant_allows(&principal.tenant, target) {
             return deny(DenyReason::NotInTenant);
         }
         let access = Self::role_access(rule, principal);
@@ -293,7 +403,7 @@ impl Policy {
         }
         // Before approval too: no human should be asked to approve a call
         // the credential could not make anyway.
-        if !Self::scope_allows(rule, tool, principal) {
+        if !Self::scope_allows(rule, target, principal) {
             return deny(DenyReason::MissingScope {
                 scope: rule.scope.clone(),
             });
@@ -304,35 +414,58 @@ impl Policy {
             .find(|r| rule.access.get(*r) == Some(&access))
             .cloned()
             .unwrap_or_default();
+        let name = target.name;
+        // Built-in and upstream tools read as before ("allows read_file");
+        // prompts and resources say what they are.
+        let (what, verb) = match target.kind {
+            Kind::Tool => (name.to_string(), "call"),
+            kind => (format!("{} {name}", kind.as_str()), "use"),
+        };
+        let via = match target.upstream {
+            Some(upstream) if !self.names(target) => {
+                format!(" (the defaults of upstream {upstream})")
+            }
+            _ => String::new(),
+        };
         match access {
             Access::Allow => Decision::Permit(Permit::new(
                 Arc::clone(principal),
-                tool,
-                format!("role {role} allows {tool}"),
+                target,
+                format!("role {role} allows {what}{via}"),
             )),
             _ => Decision::NeedsApproval(ApprovalNeeded::new(
                 Arc::clone(principal),
-                tool,
-                format!("role {role} may call {tool} with an approved operation token"),
+                target,
+                format!("role {role} may {verb} {what}{via} with an approved operation token"),
             )),
         }
     }
 
-    /// A tool the policy does not name: deny by default, except for
-    /// principals holding an admin role. A scoped admin credential still
-    /// needs `tools:admin` or `tool:<name>`. With tenancy on, tenants may
-    /// use named tools only.
-    fn authorize_unnamed(&self, principal: &Arc<Principal>, tool: &str) -> Decision {
-        let deny = |reason| {
-            Decision::Deny(Deny {
-                tool: tool.to_string(),
-                reason,
-            })
-        };
+    /// Whether the policy names the target itself (not only its upstream).
+    fn names(&self, target: &Target<'_>) -> bool {
+        match target.kind {
+            Kind::Tool => self.tools.contains_key(target.name),
+            Kind::Prompt => self.prompts.contains_key(target.name),
+            Kind::Resource => self.resources.contains_key(target.name),
+        }
+    }
+
+    /// A target the policy does not cover: deny by default. Only a built-in
+    /// tool may be called by principals holding an admin role (a scoped
+    /// admin credential still needs `tools:admin` or `tool:<name>`); what
+    /// an upstream serves is refused until the policy covers it, admins
+    /// included, so a tool an upstream adds later is never callable
+    /// unreviewed. With tenancy on, tenants may use covered targets only.
+    fn authorize_unnamed(&self, principal: &Arc<Principal>, target: &Target<'_>) -> Decision {
+        let deny = |reason| Decision::Deny(Deny::new(target, reason));
+        if target.kind != Kind::Tool || target.upstream.is_some() {
+            return deny(DenyReason::UnknownTool);
+        }
+        let tool = target.name;
         let Some(role) = principal.roles.iter().find(|r| self.is_admin_role(r)) else {
             return deny(DenyReason::UnknownTool);
         };
-        if !self.tenant_allows_tool(&principal.tenant, tool) {
+        if !self.tenant_allows(&principal.tenant, target) {
             return deny(DenyReason::NotInTenant);
         }
         let scoped_ok = match &principal.scopes {
@@ -348,7 +481,7 @@ impl Policy {
         }
         Decision::Permit(Permit::new(
             Arc::clone(principal),
-            tool,
+            target,
             format!("role {role} is admin and may call {tool}, which the policy does not name"),
         ))
     }
@@ -359,19 +492,30 @@ impl Policy {
     /// over approval: no human should be asked to approve a call that would
     /// be refused.
     pub fn authorize_call(&self, principal: &Arc<Principal>, tool: &str, args: &Value) -> Decision {
-        let decision = self.authorize(principal, tool);
+        self.authorize_target_call(principal, &Target::tool(tool), args)
+    }
+
+    /// [`Policy::authorize_call`] for any target (a prompt's arguments, a
+    /// resource read has none).
+    pub fn authorize_target_call(
+        &self,
+        principal: &Arc<Principal>,
+        target: &Target<'_>,
+        args: &Value,
+    ) -> Decision {
+        let decision = self.authorize_target(principal, target);
         if let Decision::Deny(_) = decision {
             return decision;
         }
-        match self.check_arguments(tool, args) {
+        match self.check_target_arguments(target, args) {
             Ok(()) => decision,
-            Err(v) => Decision::Deny(Deny {
-                tool: tool.to_string(),
-                reason: DenyReason::ConstraintViolated {
+            Err(v) => Decision::Deny(Deny::new(
+                target,
+                DenyReason::ConstraintViolated {
                     argument: v.argument,
                     rule: v.rule,
                 },
-            }),
+            )),
         }
     }
 
@@ -383,10 +527,23 @@ impl Policy {
             .keys()
             .filter(|name| principal.task.as_ref().is_none_or(|g| g.allows(name)))
             .filter_map(|name| {
-                let access = self.access_outside_task(principal, name);
+                let access = self.access_outside_task(principal, &Target::tool(name));
                 (access != Access::Deny).then_some((name.as_str(), access))
             })
             .collect()
+    }
+
+    /// How the principal may use one target a list shows (an upstream's
+    /// tool, prompt or resource): `Deny` hides it. The same filters as
+    /// [`Policy::authorize_target`]. Unlike a built-in tool, a target the
+    /// policy does not cover is hidden from admins too.
+    pub fn visibility(&self, principal: &Principal, target: &Target<'_>) -> Access {
+        if let Some(grant) = &principal.task
+            && (target.kind != Kind::Tool || !grant.allows(target.name))
+        {
+            return Access::Deny;
+        }
+        self.access_outside_task(principal, target)
     }
 }
 

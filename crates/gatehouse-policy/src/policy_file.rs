@@ -36,7 +36,28 @@
 //! [tenants.acme]                # declaring any tenant turns tenancy on
 //! tools = ["read_file"]         # optional: the tools acme may use; default every named tool
 //! rate_limit = "600/min"        # optional: all calls of the tenant together
+//!
+//! [upstreams.crm]               # defaults for everything upstream crm serves
+//! scope = "tools:read"          # same keys as a tool
+//! roles = ["analyst"]
+//! [tools.crm__delete_contact]   # one upstream tool overridden by its full name
+//! scope = "tools:write"
+//! roles = ["admin"]
+//!
+//! [prompts.crm__summarize]      # prompts and resources, same keys as a tool
+//! scope = "prompts:read"
+//! roles = ["reader"]
+//! [resources."file:///srv/shared/report.csv"]
+//! scope = "resources:read"
+//! roles = ["analyst"]
 //! ```
+//!
+//! Upstreams: what an upstream serves (tools, prompts, resources) follows
+//! its own entry when the policy names it, else its upstream's section;
+//! without either it is hidden and refused, admins included. Task and
+//! tenant lists name upstream tools by their full name; one that the policy
+//! does not name is matched to a section by the default naming
+//! (`<upstream>__<tool>`).
 //!
 //! Semantics: a role's access to a tool is the maximum, over the role and
 //! every role it inherits (transitively), of `Allow` if listed in `roles`
@@ -201,6 +222,12 @@ struct RawPolicy {
     role_limits: BTreeMap<String, Spanned<RawRoleLimit>>,
     #[serde(default)]
     tenants: BTreeMap<String, Spanned<RawTenant>>,
+    #[serde(default)]
+    prompts: BTreeMap<String, Spanned<RawTool>>,
+    #[serde(default)]
+    resources: BTreeMap<String, Spanned<RawTool>>,
+    #[serde(default)]
+    upstreams: BTreeMap<String, Spanned<RawTool>>,
 }
 
 #[derive(Deserialize)]
@@ -259,6 +286,21 @@ fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// A resource is named by its URI: any printable text up to 2 KiB.
+fn valid_uri(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 2048 && !name.chars().any(char::is_control)
+}
+
+/// An upstream's name as the gateway configuration allows it.
+fn valid_upstream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && !name.contains("__")
+        && name.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && (b == b'_' || b == b'-'))
+        })
 }
 
 /// A scope is `word:word`, words of letters, digits, `_` and `-`.
@@ -358,11 +400,53 @@ impl Policy {
             extras.insert(name.clone(), extra);
         }
 
+        let mut sections = BTreeMap::new();
+        for (section, entries, valid, what) in [
+            (
+                "prompts",
+                &raw.prompts,
+                valid_name as fn(&str) -> bool,
+                "prompt names use only letters, digits, '_', '-' and '.'",
+            ),
+            (
+                "resources",
+                &raw.resources,
+                valid_uri,
+                "resource URIs are non-empty printable text of at most 2048 bytes",
+            ),
+            (
+                "upstreams",
+                &raw.upstreams,
+                valid_upstream_name,
+                "upstream names use lowercase letters, digits, '_' and '-' (no \"__\"), at most 32",
+            ),
+        ] {
+            let mut rules = BTreeMap::new();
+            for (name, spanned) in entries {
+                let path = format!("{section}.{}", key(name));
+                if !valid(name) {
+                    return Err(lines.err(spanned, path, what));
+                }
+                rules.insert(name.clone(), rule(&path, spanned, &ancestors, &lines)?);
+            }
+            sections.insert(section, rules);
+        }
+        let mut take = |section| sections.remove(section).unwrap_or_default();
+        let (prompts, resources, upstreams) =
+            (take("prompts"), take("resources"), take("upstreams"));
+        // Task and tenant lists may name an upstream's tools by the default naming.
+        let listed = |tool: &str| {
+            tools.contains_key(tool)
+                || tool
+                    .split_once("__")
+                    .is_some_and(|(u, rest)| !rest.is_empty() && upstreams.contains_key(u))
+        };
+
         let mut tasks = BTreeMap::new();
         for (name, spanned) in &raw.tasks {
             tasks.insert(
                 name.clone(),
-                task(name, spanned, &tools, &ancestors, &lines)?,
+                task(name, spanned, &listed, &ancestors, &lines)?,
             );
         }
 
@@ -384,7 +468,7 @@ impl Policy {
 
         let mut tenants = BTreeMap::new();
         for (name, spanned) in &raw.tenants {
-            tenants.insert(name.clone(), tenant(name, spanned, &tools, &lines)?);
+            tenants.insert(name.clone(), tenant(name, spanned, &listed, &lines)?);
         }
 
         Ok(Policy {
@@ -394,6 +478,9 @@ impl Policy {
             tasks,
             role_limits,
             tenants,
+            prompts,
+            resources,
+            upstreams,
         })
     }
 }
@@ -484,7 +571,6 @@ fn tool(
     lines: &Lines<'_>,
 ) -> Result<(ToolRule, ToolExtras), PolicyError> {
     let path = format!("tools.{}", key(name));
-    let err = |sub: &str, reason: String| lines.err(spanned, format!("{path}.{sub}"), reason);
     if !valid_name(name) {
         return Err(lines.err(
             spanned,
@@ -492,6 +578,18 @@ fn tool(
             "tool names use only letters, digits, '_', '-' and '.'",
         ));
     }
+    rule(&path, spanned, ancestors, lines)
+}
+
+/// The rule of one `[tools.*]`, `[prompts.*]`, `[resources.*]` or
+/// `[upstreams.*]` entry, flattened over role inheritance.
+fn rule(
+    path: &str,
+    spanned: &Spanned<RawTool>,
+    ancestors: &BTreeMap<String, BTreeSet<String>>,
+    lines: &Lines<'_>,
+) -> Result<(ToolRule, ToolExtras), PolicyError> {
+    let err = |sub: &str, reason: String| lines.err(spanned, format!("{path}.{sub}"), reason);
     let raw = spanned.get_ref();
     if !valid_scope(&raw.scope) {
         return Err(err(
@@ -578,7 +676,7 @@ fn tool(
 fn task(
     name: &str,
     spanned: &Spanned<RawTask>,
-    tools: &BTreeMap<String, ToolRule>,
+    listed: &dyn Fn(&str) -> bool,
     ancestors: &BTreeMap<String, BTreeSet<String>>,
     lines: &Lines<'_>,
 ) -> Result<TaskSpec, PolicyError> {
@@ -595,7 +693,7 @@ fn task(
     if raw.tools.is_empty() {
         return Err(err("tools", "must name at least one tool".to_string()));
     }
-    if let Some(unknown) = raw.tools.iter().find(|t| !tools.contains_key(*t)) {
+    if let Some(unknown) = raw.tools.iter().find(|t| !listed(t)) {
         return Err(err("tools", format!("unknown tool \"{unknown}\"")));
     }
     let claimants = match &raw.roles {
@@ -661,7 +759,7 @@ fn task(
 fn tenant(
     name: &str,
     spanned: &Spanned<RawTenant>,
-    tools: &BTreeMap<String, ToolRule>,
+    listed: &dyn Fn(&str) -> bool,
     lines: &Lines<'_>,
 ) -> Result<TenantSpec, PolicyError> {
     let path = format!("tenants.{}", key(name));
@@ -677,7 +775,7 @@ fn tenant(
     let allowed = match &raw.tools {
         None => None,
         Some(list) => {
-            if let Some(unknown) = list.iter().find(|t| !tools.contains_key(*t)) {
+            if let Some(unknown) = list.iter().find(|t| !listed(t)) {
                 return Err(err("tools", format!("unknown tool \"{unknown}\"")));
             }
             Some(list.iter().cloned().collect())

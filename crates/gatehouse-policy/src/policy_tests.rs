@@ -526,10 +526,7 @@ fn approval_needed_names_its_rule_and_becomes_a_permit_once_approved() {
 
 #[test]
 fn approval_required_deny_says_a_human_must_approve() {
-    let deny = Deny {
-        tool: "send_email".into(),
-        reason: DenyReason::ApprovalRequired,
-    };
+    let deny = Deny::tool("send_email", DenyReason::ApprovalRequired);
     assert_eq!(deny.reason.code(), "approval_required");
     assert!(deny.message().contains("approve"), "{}", deny.message());
     assert!(
@@ -537,12 +534,12 @@ fn approval_required_deny_says_a_human_must_approve() {
         "{}",
         deny.message()
     );
-    let refused = Deny {
-        tool: "send_email".into(),
-        reason: DenyReason::OperationTokenRefused {
+    let refused = Deny::tool(
+        "send_email",
+        DenyReason::OperationTokenRefused {
             code: "operation_token_used",
         },
-    };
+    );
     assert_eq!(refused.reason.code(), "operation_token_used");
     assert!(refused.message().contains("operation_token_used"));
 }

@@ -66,7 +66,9 @@ impl Policy {
         let tools: Vec<String> = spec
             .tools()
             .iter()
-            .filter(|tool| self.access_outside_task(principal, tool) != Access::Deny)
+            .filter(|tool| {
+                self.access_outside_task(principal, &self.listed_tool(tool)) != Access::Deny
+            })
             .cloned()
             .collect();
         if tools.is_empty() {

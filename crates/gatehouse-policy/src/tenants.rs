@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 
 use crate::Policy;
 use crate::policy_file::RateLimit;
+use crate::target::{Kind, Target};
 
 /// What the policy says about one tenant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -39,6 +40,14 @@ impl Policy {
     /// tool must be named in the policy and, when the tenant lists tools, be
     /// one of them; an undeclared tenant may use nothing.
     pub fn tenant_allows_tool(&self, tenant: &str, tool: &str) -> bool {
+        self.tenant_allows(tenant, &Target::tool(tool))
+    }
+
+    /// Whether the tenant may use a target. Without tenancy, yes. With it,
+    /// the policy must cover the target (by name or by its upstream's
+    /// section); a tenant that lists tools may use only those tools, and
+    /// then no prompts or resources.
+    pub fn tenant_allows(&self, tenant: &str, target: &Target<'_>) -> bool {
         if !self.tenancy_enabled() {
             return true;
         }
@@ -46,8 +55,8 @@ impl Policy {
             return false;
         };
         match &spec.tools {
-            Some(tools) => tools.contains(tool),
-            None => self.tools.contains_key(tool),
+            Some(tools) => target.kind == Kind::Tool && tools.contains(target.name),
+            None => self.covering(target).is_some(),
         }
     }
 }

@@ -1,0 +1,286 @@
+//! Upstream sections, prompts and resources in the policy (issue 10).
+
+use std::sync::Arc;
+
+use gatehouse_core::{CredentialKind, CredentialRef, Principal, TaskGrant, Timestamp};
+use serde_json::json;
+
+use super::*;
+use crate::{Access, Decision, Policy};
+
+const POLICY: &str = r#"
+version = 1
+[roles.reader]
+[roles.analyst]
+inherits = ["reader"]
+[roles.executor]
+inherits = ["analyst"]
+[roles.admin]
+inherits = ["executor"]
+admin = true
+
+[tools.whoami]
+scope = "tools:read"
+roles = ["reader"]
+
+[upstreams.crm]
+scope = "crm:read"
+roles = ["analyst"]
+rate_limit = "5/min"
+redact = ["note"]
+
+[tools.crm__delete_contact]
+scope = "crm:write"
+roles = ["admin"]
+approval_roles = ["executor"]
+[tools.crm__delete_contact.constraints]
+id = { pattern = "^c[0-9]+$" }
+
+[prompts.crm__summarize]
+scope = "prompts:read"
+roles = ["reader"]
+
+[resources."file:///srv/shared/report.csv"]
+scope = "files:read"
+roles = ["analyst"]
+
+[tasks.triage]
+tools = ["whoami", "crm__list_contacts"]
+"#;
+
+fn principal(role: &str) -> Principal {
+    Principal {
+        tenant: "default".into(),
+        human: None,
+        agent: "agent".into(),
+        credential: CredentialRef {
+            kind: CredentialKind::ApiKey,
+            id: "key1".into(),
+        },
+        roles: vec![role.into()],
+        scopes: None,
+        expires_at: None,
+        task: None,
+    }
+}
+
+fn decide(policy: &Policy, role: &str, target: Target<'_>) -> (&'static str, String) {
+    match policy.authorize_target(&Arc::new(principal(role)), &target) {
+        Decision::Permit(p) => ("allow", p.rule().to_string()),
+        Decision::NeedsApproval(n) => ("approval", n.rule().to_string()),
+        Decision::Deny(d) => (d.reason.code(), d.message()),
+    }
+}
+
+fn crm(kind: Kind, name: &str) -> Target<'_> {
+    Target::upstream(kind, name, "crm")
+}
+
+#[test]
+fn an_upstream_section_sets_the_rule_for_every_tool_it_does_not_name() {
+    let policy = Policy::from_toml(POLICY).unwrap();
+    let list = crm(Kind::Tool, "crm__list_contacts");
+    let (outcome, rule) = decide(&policy, "analyst", list);
+    assert_eq!(outcome, "allow");
+    assert!(rule.contains("defaults of upstream crm"), "{rule}");
+    assert_eq!(decide(&policy, "reader", list).0, "role_not_allowed");
+    // The section's extras apply too.
+    assert_eq!(policy.rate_limit_for(&list).map(|l| l.limit), Some(5));
+    assert_eq!(policy.redact_fields_for(&list), ["note".to_string()]);
+    // A scoped credential needs the section's scope.
+    let mut scoped = principal("analyst");
+    scoped.scopes = Some(vec!["tools:read".into()]);
+    let Decision::Deny(deny) = policy.authorize_target(&Arc::new(scoped), &list) else {
+        panic!("a credential without crm:read was allowed");
+    };
+    assert_eq!(deny.required_scope(), Some("crm:read"));
+}
+
+#[test]
+fn a_tool_entry_overrides_its_upstreams_section() {
+    let policy = Policy::from_toml(POLICY).unwrap();
+    let delete = crm(Kind::Tool, "crm__delete_contact");
+    assert_eq!(decide(&policy, "analyst", delete).0, "role_not_allowed");
+    assert_eq!(decide(&policy, "executor", delete).0, "approval");
+    let (outcome, rule) = decide(&policy, "admin", delete);
+    assert_eq!(outcome, "allow");
+    assert!(!rule.contains("defaults"), "{rule}");
+    // Its own constraints, not the section's extras.
+    let admin = Arc::new(principal("admin"));
+    let bad = policy.authorize_target_call(&admin, &delete, &json!({"id": "../all"}));
+    assert!(matches!(bad, Decision::Deny(d) if d.reason.code() == "constraint_violated"));
+    assert!(policy.redact_fields_for(&delete).is_empty());
+    assert_eq!(policy.rate_limit_for(&delete), None);
+}
+
+#[test]
+fn what_no_entry_or_section_covers_is_refused_and_hidden_even_for_admins() {
+    let policy = Policy::from_toml(POLICY).unwrap();
+    // An upstream the policy has no section for.
+    let files = Target::upstream(Kind::Tool, "files__read_text_file", "files");
+    let (outcome, message) = decide(&policy, "admin", files);
+    assert_eq!(outcome, "unknown_tool");
+    assert!(
+        message.contains("tool 'files__read_text_file'"),
+        "{message}"
+    );
+    assert_eq!(policy.visibility(&principal("admin"), &files), Access::Deny);
+    // A prompt nobody named, of an upstream without a section.
+    let prompt = Target::upstream(Kind::Prompt, "files__explain", "files");
+    let (outcome, message) = decide(&policy, "admin", prompt);
+    assert_eq!(outcome, "unknown_tool");
+    assert!(message.starts_with("prompt 'files__explain'"), "{message}");
+    // Built-in tools the policy does not name stay callable by admins.
+    assert_eq!(
+        decide(&policy, "admin", Target::tool("run_report")).0,
+        "allow"
+    );
+    assert_eq!(
+        decide(&policy, "executor", Target::tool("run_report")).0,
+        "unknown_tool"
+    );
+}
+
+#[test]
+fn prompts_and_resources_are_authorized_like_tools() {
+    let policy = Policy::from_toml(POLICY).unwrap();
+    let prompt = crm(Kind::Prompt, "crm__summarize");
+    let (outcome, rule) = decide(&policy, "reader", prompt);
+    assert_eq!(
+        (outcome, rule.as_str()),
+        ("allow", "role reader allows prompt crm__summarize")
+    );
+    let report = Target::upstream(Kind::Resource, "file:///srv/shared/report.csv", "files");
+    assert_eq!(decide(&policy, "analyst", report).0, "allow");
+    let (outcome, message) = decide(&policy, "reader", report);
+    assert_eq!(outcome, "role_not_allowed");
+    assert_eq!(
+        message,
+        "role reader may not use resource 'file:///srv/shared/report.csv'"
+    );
+    // Another resource of crm falls back to crm's section.
+    let other = crm(Kind::Resource, "crm://contacts/42");
+    assert_eq!(decide(&policy, "analyst", other).0, "allow");
+    assert_eq!(decide(&policy, "reader", other).0, "role_not_allowed");
+    // A prompt's name is not a tool's: `tool:<name>` scopes are for tools.
+    let mut scoped = principal("reader");
+    scoped.scopes = Some(vec!["tool:crm__summarize".into()]);
+    assert!(matches!(
+        policy.authorize_target(&Arc::new(scoped), &prompt),
+        Decision::Deny(_)
+    ));
+}
+
+#[test]
+fn a_task_lists_upstream_tools_and_refuses_everything_else() {
+    let policy = Policy::from_toml(POLICY).unwrap();
+    let mut p = principal("analyst");
+    let tools = policy.task_allowlist(&p, "triage").unwrap();
+    assert_eq!(tools, ["whoami", "crm__list_contacts"]);
+    p.task = Some(TaskGrant {
+        id: "tg_1".into(),
+        task: "triage".into(),
+        tools,
+        expires_at: Timestamp(i64::MAX),
+    });
+    let p = Arc::new(p);
+    let decide = |target| match policy.authorize_target(&p, &target) {
+        Decision::Permit(_) => "allow",
+        Decision::NeedsApproval(_) => "approval",
+        Decision::Deny(d) => d.reason.code(),
+    };
+    assert_eq!(decide(crm(Kind::Tool, "crm__list_contacts")), "allow");
+    assert_eq!(decide(crm(Kind::Tool, "crm__export")), "outside_task");
+    // Grants list tools: prompts and resources are outside every task.
+    assert_eq!(decide(crm(Kind::Prompt, "crm__summarize")), "outside_task");
+    assert_eq!(
+        policy.visibility(&p, &crm(Kind::Prompt, "crm__summarize")),
+        Access::Deny
+    );
+    // A reader's grant leaves out the upstream tool its role may not call.
+    let reader = principal("reader");
+    assert_eq!(
+        policy.task_allowlist(&reader, "triage").unwrap(),
+        ["whoami"]
+    );
+}
+
+#[test]
+fn tenants_reach_upstream_targets_the_policy_covers() {
+    let text =
+        format!("{POLICY}\n[tenants.acme]\ntools = [\"crm__list_contacts\"]\n[tenants.globex]\n");
+    let policy = Policy::from_toml(&text).unwrap();
+    let list = crm(Kind::Tool, "crm__list_contacts");
+    let prompt = crm(Kind::Prompt, "crm__summarize");
+    assert!(policy.tenant_allows("acme", &list));
+    assert!(!policy.tenant_allows("acme", &crm(Kind::Tool, "crm__export")));
+    assert!(
+        !policy.tenant_allows("acme", &prompt),
+        "a tool list admits no prompts"
+    );
+    assert!(policy.tenant_allows("globex", &list));
+    assert!(policy.tenant_allows("globex", &prompt));
+    let files = Target::upstream(Kind::Tool, "files__read", "files");
+    assert!(
+        !policy.tenant_allows("globex", &files),
+        "not covered: no tenant gets it"
+    );
+}
+
+#[test]
+fn sections_are_validated_and_name_the_entry() {
+    let cases = [
+        (
+            "[upstreams.CRM]\nscope = \"a:b\"\nroles = [\"reader\"]",
+            "upstreams.CRM",
+        ),
+        (
+            "[upstreams.a__b]\nscope = \"a:b\"\nroles = [\"reader\"]",
+            "upstreams.a__b",
+        ),
+        (
+            "[upstreams.crm]\nscope = \"nope\"\nroles = [\"reader\"]",
+            "upstreams.crm.scope",
+        ),
+        (
+            "[prompts.crm__p]\nscope = \"a:b\"\nroles = [\"editor\"]",
+            "prompts.crm__p.roles",
+        ),
+        (
+            "[resources.\"\"]\nscope = \"a:b\"\nroles = [\"reader\"]",
+            "resources.\"\"",
+        ),
+        ("[tasks.t]\ntools = [\"zzz__list\"]", "tasks.t.tools"),
+        (
+            "[tenants.acme]\ntools = [\"zzz__list\"]",
+            "tenants.acme.tools",
+        ),
+    ];
+    for (section, path) in cases {
+        let text = format!("version = 1\n[roles.reader]\n{section}\n");
+        let err = Policy::from_toml(&text).expect_err(section);
+        assert_eq!(err.path(), path, "{err}");
+    }
+}
+
+#[test]
+fn every_scope_of_every_section_is_known() {
+    let policy = Policy::from_toml(POLICY).unwrap();
+    let scopes = policy.scopes();
+    for scope in [
+        "tools:read",
+        "crm:read",
+        "crm:write",
+        "prompts:read",
+        "files:read",
+    ] {
+        assert!(
+            scopes.contains(&scope.to_string()),
+            "{scope} missing from {scopes:?}"
+        );
+    }
+    let analyst = policy.scopes_for_role("analyst");
+    assert!(analyst.contains(&"crm:read".to_string()), "{analyst:?}");
+    assert!(analyst.contains(&"files:read".to_string()), "{analyst:?}");
+    assert!(!analyst.contains(&"crm:write".to_string()), "{analyst:?}");
+}
