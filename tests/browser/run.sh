@@ -52,7 +52,9 @@ if [ "$installed" != "$PLAYWRIGHT_VERSION" ]; then
   (cd "$tools" && npm install --silent --no-audit --no-fund --save-exact "playwright-core@$PLAYWRIGHT_VERSION")
 fi
 
-cargo build --quiet --bin gatehouse
+# With the workspace's features (as `cargo test --workspace` built them),
+# so nothing is compiled a second time with a narrower feature set.
+cargo build --quiet --workspace --bins
 bin="$root/target/debug/gatehouse"
 data="$(mktemp -d)"
 out="$data/serve.out"

@@ -21,5 +21,7 @@ for tool in bash curl python3; do
   fi
 done
 
-cargo build --quiet --bin gatehouse
+# With the workspace's features (as `cargo test --workspace` built them),
+# so nothing is compiled a second time with a narrower feature set.
+cargo build --quiet --workspace --bins
 python3 tests/readme/replay.py "$root/target/debug/gatehouse"

@@ -9,6 +9,7 @@ mod caller;
 mod gate1;
 mod gateway;
 pub mod http;
+mod refusal;
 pub mod routes;
 mod sdk;
 mod stdio;

@@ -10,13 +10,14 @@ use gatehouse_authn::presented_credential;
 
 use gatehouse_core::{Principal, TaskGrant};
 
-use super::errors::{audit_unavailable, gate1_failure, gate2_refusal, jsonrpc_refusal};
+use super::errors::{audit_unavailable, gate1_failure, jsonrpc_refusal, refusal};
 use super::listener::PeerAddr;
 use super::router::AppState;
 use super::session_start::session_refusal;
 use super::sessions::SessionCheck;
 use crate::Caller;
 use crate::gate1::{self, RequestOrigin};
+use crate::refusal::Refusal;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -37,27 +38,16 @@ async fn session_grant(
     grant: &TaskGrant,
 ) -> Result<(), Response> {
     let now = state.gateway.clock().now();
+    let refused = |r: Refusal| refusal(&r, serde_json::Value::Null, &state.urls.resource_metadata);
     if principal.task.as_ref().is_some_and(|t| t.id != grant.id) {
-        return Err(gate2_refusal(
-            serde_json::Value::Null,
-            "task_escalation",
-            "this session is bound to another task grant",
-        ));
+        return Err(refused(Refusal::SessionOfAnotherTask));
     }
     if now >= grant.expires_at {
-        return Err(gate2_refusal(
-            serde_json::Value::Null,
-            "task_grant_expired",
-            "the task grant of this session has expired; start a new session",
-        ));
+        return Err(refused(Refusal::TaskGrantExpired));
     }
     match state.authenticator.is_revoked(&grant.id, now).await {
         Ok(false) => Ok(()),
-        Ok(true) => Err(gate2_refusal(
-            serde_json::Value::Null,
-            "task_grant_revoked",
-            "the task grant of this session was revoked",
-        )),
+        Ok(true) => Err(refused(Refusal::TaskGrantRevoked)),
         // Fail closed: without the revocation list the grant cannot be trusted.
         Err(e) => Err(gate1_failure(
             &crate::Gate1Error::Authn(e),
@@ -107,18 +97,19 @@ pub async fn authenticate(
             "tenant {:?} is not declared in the policy",
             caller.principal.tenant
         );
+        let refused = Refusal::UnknownTenant;
         if state
             .gateway
-            .record_anomaly(&caller, "unknown_tenant", detail)
+            .record_anomaly(&caller, refused.code(), detail)
             .await
             .is_err()
         {
             return audit_unavailable();
         }
-        return gate2_refusal(
+        return refusal(
+            &refused,
             serde_json::Value::Null,
-            "unknown_tenant",
-            "this credential's tenant is not served here",
+            &state.urls.resource_metadata,
         );
     }
 
@@ -131,8 +122,8 @@ pub async fn authenticate(
             return jsonrpc_refusal(StatusCode::NOT_FOUND, "Not Found: Session not found");
         };
         if let Some(grant) = grant {
-            if let Err(refusal) = session_grant(&state, &principal, &grant).await {
-                return refusal;
+            if let Err(answer) = session_grant(&state, &principal, &grant).await {
+                return answer;
             }
             principal.task = Some(grant);
         }
@@ -156,20 +147,24 @@ pub async fn authenticate(
                 .extensions()
                 .get::<DeclaredTask>()
                 .map(|d| d.0.clone());
-            if let Err(refusal) = state.sessions.bind(&created, &subject, grant) {
+            if let Err(refused) = state.sessions.bind(&created, &subject, grant) {
                 // Unbound, the session would be unreachable but alive.
                 state.sdk_sessions.close(&created).await;
-                let (reason, answer) = session_refusal(&state, refusal, serde_json::Value::Null);
-                let detail = format!("session refused after initialize: {reason}");
+                let refused = session_refusal(&state, refused);
+                let detail = format!("session refused after initialize: {refused}");
                 if state
                     .gateway
-                    .record_anomaly(&caller, reason, detail)
+                    .record_anomaly(&caller, refused.code(), detail)
                     .await
                     .is_err()
                 {
                     return audit_unavailable();
                 }
-                return answer;
+                return refusal(
+                    &refused,
+                    serde_json::Value::Null,
+                    &state.urls.resource_metadata,
+                );
             }
         }
         (Some(ended), _) if is_delete && response.status().is_success() => {

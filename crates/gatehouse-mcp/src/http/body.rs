@@ -21,12 +21,11 @@ use axum::extract::State;
 use serde_json::{Map, Value};
 
 use super::authenticate::DeclaredTask;
-use super::errors::{
-    audit_unavailable, gate2_refusal, insufficient_scope, jsonrpc_refusal, malformed_message,
-};
+use super::errors::{audit_unavailable, jsonrpc_refusal, malformed_message, refusal};
 use super::router::AppState;
 use super::session_start::{initialize_id, may_start_session};
 use crate::Caller;
+use crate::refusal::Refusal;
 use crate::sdk::{MalformedMessage, inspect_message};
 use gatehouse_authz::{TASK_META, TaskGrantError, grant_of};
 use gatehouse_core::CredentialKind;
@@ -162,26 +161,27 @@ async fn declared_task(
             declaration.task,
             current.map_or("no task grant".to_string(), |t| format!("task {t:?}"))
         );
+        let refused = Refusal::TaskSwitch;
         if state
             .gateway
-            .record_anomaly(caller, "task_escalation", detail)
+            .record_anomaly(caller, refused.code(), detail)
             .await
             .is_err()
         {
             return Err(audit_unavailable());
         }
-        return Err(gate2_refusal(
+        return Err(refusal(
+            &refused,
             declaration.id,
-            "task_escalation",
-            "a task is declared once, at initialize; to work on another task start a new session",
+            &state.urls.resource_metadata,
         ));
     }
     match state.gateway.declare_task(caller, &declaration.task).await {
         Ok(record) => Ok(Some(DeclaredTask(grant_of(&record)))),
-        Err(TaskGrantError::Refused(refusal)) => Err(gate2_refusal(
+        Err(TaskGrantError::Refused(refused)) => Err(refusal(
+            &Refusal::Task(refused),
             declaration.id,
-            refusal.code(),
-            &refusal.to_string(),
+            &state.urls.resource_metadata,
         )),
         Err(TaskGrantError::Audit(_)) => Err(audit_unavailable()),
         Err(e) => {
@@ -257,7 +257,7 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
                         });
                         declared = Some(task);
                     }
-                    Err(refusal) => return refusal,
+                    Err(answer) => return answer,
                 }
             }
             // A token without the tool's scope gets an HTTP 403 challenge, so
@@ -276,7 +276,11 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
                     .await
                 {
                     Ok(Some(deny)) => {
-                        return insufficient_scope(&deny, &state.urls.resource_metadata, call.id);
+                        return refusal(
+                            &Refusal::InsufficientScope(deny),
+                            call.id,
+                            &state.urls.resource_metadata,
+                        );
                     }
                     Ok(None) => {}
                     Err(_) => return audit_unavailable(),

@@ -1,4 +1,5 @@
-//! The one place where gate-1 and transport failures become HTTP responses.
+//! The one place where gate-1 failures and gate-2 refusals at the transport
+//! become HTTP responses.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -8,6 +9,7 @@ use gatehouse_authz::{AdminRefusal, Deny};
 use serde_json::json;
 
 use crate::Gate1Error;
+use crate::refusal::Refusal;
 
 fn quoted(value: &str) -> String {
     // Values here are fixed sentences and URLs; strip quotes defensively.
@@ -210,73 +212,65 @@ pub fn malformed_message(parse_error: bool, id: serde_json::Value, message: &str
         .into_response()
 }
 
-/// A principal that already holds its most sessions asks for another:
-/// HTTP 429 and a JSON-RPC error that says how to get one.
-pub fn too_many_sessions(
+/// A JSON-RPC error answer with the refusal's code in `data.reason`.
+fn denied(
+    status: StatusCode,
     id: serde_json::Value,
-    limit: usize,
-    idle_timeout: std::time::Duration,
+    message: &str,
+    data: serde_json::Value,
 ) -> Response {
-    let idle_minutes = idle_timeout.as_secs().div_ceil(60);
     (
-        StatusCode::TOO_MANY_REQUESTS,
+        status,
         Json(json!({
             "jsonrpc": "2.0",
             "id": id,
-            "error": {
-                "code": crate::DENIED_ERROR_CODE,
-                "message": format!(
-                    "this credential already has {limit} open MCP sessions, the most allowed: \
-                     end one (HTTP DELETE with its Mcp-Session-Id) or let one expire \
-                     ({idle_minutes} min without requests) before starting another"
-                ),
-                "data": {"reason": "too_many_sessions", "limit": limit}
-            }
+            "error": {"code": crate::DENIED_ERROR_CODE, "message": message, "data": data}
         })),
     )
         .into_response()
 }
 
-/// Too many `initialize` requests from one principal: 429 with `Retry-After`.
-pub fn session_starts_limited(id: serde_json::Value, retry_after_secs: u64) -> Response {
-    let mut response = (
-        StatusCode::TOO_MANY_REQUESTS,
-        Json(json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": {
-                "code": crate::DENIED_ERROR_CODE,
-                "message": format!(
-                    "too many sessions started with this credential; try again in {retry_after_secs} s"
-                ),
-                "data": {"reason": "rate_limited", "retry_after": retry_after_secs}
-            }
-        })),
-    )
-        .into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-    response
-}
-
-/// Gate 2 refusing a whole request (not one tool call): a task that may
-/// not be declared, a session whose task grant was revoked, a tenant the
-/// policy does not know. A JSON-RPC error with the reason code in `data`.
-pub fn gate2_refusal(id: serde_json::Value, reason: &str, message: &str) -> Response {
-    (
-        StatusCode::FORBIDDEN,
-        Json(json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": {
-                "code": crate::DENIED_ERROR_CODE,
-                "message": message,
-                "data": {"reason": reason}
-            }
-        })),
-    )
-        .into_response()
+/// The one place a refusal of gate 2 at the transport becomes an HTTP
+/// answer: its status, headers and JSON-RPC error. `id` is the request's,
+/// when it is known.
+pub fn refusal(refusal: &Refusal, id: serde_json::Value, resource_metadata: &str) -> Response {
+    let message = refusal.to_string();
+    let reason = refusal.code();
+    match refusal {
+        // A step-up challenge: the client may ask for the scope.
+        Refusal::InsufficientScope(deny) => insufficient_scope(deny, resource_metadata, id),
+        Refusal::TooManySessions { limit, .. } => denied(
+            StatusCode::TOO_MANY_REQUESTS,
+            id,
+            &message,
+            json!({"reason": reason, "limit": limit}),
+        ),
+        Refusal::SessionStartsLimited { retry_after_secs } => {
+            let mut response = denied(
+                StatusCode::TOO_MANY_REQUESTS,
+                id,
+                &message,
+                json!({"reason": reason, "retry_after": retry_after_secs}),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            response
+        }
+        // Nobody's fault but the server's capacity: no reason to share.
+        Refusal::SessionTableFull => jsonrpc_refusal(StatusCode::SERVICE_UNAVAILABLE, &message),
+        Refusal::UnknownTenant
+        | Refusal::SessionOfAnotherTask
+        | Refusal::TaskGrantExpired
+        | Refusal::TaskGrantRevoked
+        | Refusal::TaskSwitch
+        | Refusal::Task(_) => denied(
+            StatusCode::FORBIDDEN,
+            id,
+            &message,
+            json!({"reason": reason}),
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -4,16 +4,14 @@
 //! per-principal cap of the session table. The binding after the SDK
 //! answered asks the table again (`authenticate.rs`).
 
-use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value;
 
-use super::errors::{
-    audit_unavailable, jsonrpc_refusal, session_starts_limited, too_many_sessions,
-};
+use super::errors::{audit_unavailable, refusal as refusal_answer};
 use super::router::AppState;
 use super::sessions::SessionRefusal;
 use crate::Caller;
+use crate::refusal::Refusal;
 use crate::sdk::inspect_message;
 
 /// The id of the `initialize` request in the body, if it is one. Only a
@@ -36,45 +34,37 @@ pub(super) async fn may_start_session(
 ) -> Result<(), Response> {
     let subject = caller.principal.subject_key();
     let now = state.gateway.clock().now();
-    let (reason, refusal) = match state.session_starts.attempt(&subject, now) {
-        Err(wait_ms) => (
-            "initialize_rate_limited",
-            session_starts_limited(id, gatehouse_core::retry_after_secs(wait_ms)),
-        ),
+    let refusal = match state.session_starts.attempt(&subject, now) {
+        Err(wait_ms) => Refusal::SessionStartsLimited {
+            retry_after_secs: gatehouse_core::retry_after_secs(wait_ms),
+        },
         Ok(()) => match state.sessions.may_start(&subject) {
             Ok(()) => return Ok(()),
-            Err(refusal) => session_refusal(state, refusal, id),
+            Err(refusal) => session_refusal(state, refusal),
         },
     };
-    let detail = format!("initialize refused: {reason}");
+    let detail = format!("initialize refused: {refusal}");
     if state
         .gateway
-        .record_anomaly(caller, reason, detail)
+        .record_anomaly(caller, refusal.code(), detail)
         .await
         .is_err()
     {
         return Err(audit_unavailable());
     }
-    Err(refusal)
+    Err(refusal_answer(&refusal, id, &state.urls.resource_metadata))
 }
 
-/// The answer to a session that cannot be had, and its audit reason.
-pub(super) fn session_refusal(
-    state: &AppState,
-    refusal: SessionRefusal,
-    id: Value,
-) -> (&'static str, Response) {
+/// Why a session cannot be had.
+pub(super) fn session_refusal(state: &AppState, refusal: SessionRefusal) -> Refusal {
     match refusal {
-        SessionRefusal::PrincipalFull { limit } => (
-            "too_many_sessions",
-            too_many_sessions(id, limit, state.sessions.limits().idle_timeout),
-        ),
+        SessionRefusal::PrincipalFull { limit } => Refusal::TooManySessions {
+            limit,
+            idle_timeout: state.sessions.limits().idle_timeout,
+        },
         SessionRefusal::TableFull => {
             tracing::warn!("session table full; refusing new session");
-            (
-                "session_table_full",
-                jsonrpc_refusal(StatusCode::SERVICE_UNAVAILABLE, "too many sessions"),
-            )
+            Refusal::SessionTableFull
         }
     }
 }

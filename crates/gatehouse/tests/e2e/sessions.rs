@@ -251,10 +251,12 @@ async fn initialize_is_rate_limited_per_principal() {
     // Another principal is not affected.
     initialize(&server, &other).await;
     let records = server.audit(&["--principal", &id]);
+    // The audit record carries the same reason code as the answer.
     assert!(
-        records
-            .iter()
-            .any(|r| r["reason"] == "initialize_rate_limited"),
+        records.iter().any(|r| r["reason"] == "rate_limited"
+            && r["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("initialize refused: too many sessions started"))),
         "{records:?}"
     );
 }
