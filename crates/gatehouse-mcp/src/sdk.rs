@@ -9,9 +9,8 @@ use gatehouse_authz::{Access, Deny, DenyReason, OPERATION_TOKEN_META};
 use gatehouse_tools::{ToolError, ToolOutput};
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage,
-    ClientRequest, ContentBlock, ErrorCode, ErrorData, Implementation, InitializeResult,
-    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig,
-    Tool,
+    ContentBlock, ErrorCode, ErrorData, Implementation, InitializeResult, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -258,29 +257,12 @@ pub(crate) enum MalformedMessage {
     NotJsonRpc { id: serde_json::Value, batch: bool },
 }
 
-/// What the transport needs to know of a well-formed message.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct MessageKind {
-    /// The id of an `initialize` request; `None` for any other message.
-    pub initialize: Option<serde_json::Value>,
-}
-
 /// Reads a POSTed body as the SDK does. The SDK answers a body it cannot
 /// read with HTTP 415 and its deserializer's text; the transport calls
-/// this to answer such a body with the JSON-RPC error instead, and to find
-/// `initialize` requests before the SDK makes a session for them.
-pub(crate) fn inspect_message(bytes: &[u8]) -> Result<MessageKind, MalformedMessage> {
+/// this (only then) to answer with the JSON-RPC error instead.
+pub(crate) fn inspect_message(bytes: &[u8]) -> Result<(), MalformedMessage> {
     match serde_json::from_slice::<ClientJsonRpcMessage>(bytes) {
-        Ok(ClientJsonRpcMessage::Request(request))
-            if matches!(request.request, ClientRequest::InitializeRequest(_)) =>
-        {
-            Ok(MessageKind {
-                initialize: Some(
-                    serde_json::to_value(&request.id).unwrap_or(serde_json::Value::Null),
-                ),
-            })
-        }
-        Ok(_) => Ok(MessageKind { initialize: None }),
+        Ok(_) => Ok(()),
         Err(_) => match serde_json::from_slice::<serde_json::Value>(bytes) {
             Err(_) => Err(MalformedMessage::NotJson),
             Ok(value) => Err(MalformedMessage::NotJsonRpc {

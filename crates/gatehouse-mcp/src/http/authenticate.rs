@@ -1,4 +1,5 @@
 //! Gate 1 for HTTP, and the binding of MCP sessions to their principal.
+//! What gate 2 decides before the SDK runs is in `admission.rs`.
 
 use std::sync::Arc;
 
@@ -8,16 +9,14 @@ use axum::middleware::Next;
 use axum::response::Response;
 use gatehouse_authn::presented_credential;
 
-use gatehouse_core::{Principal, TaskGrant};
+use gatehouse_core::TaskGrant;
 
 use super::errors::{audit_unavailable, gate1_failure, jsonrpc_refusal, refusal};
 use super::listener::PeerAddr;
 use super::router::AppState;
-use super::session_start::session_refusal;
 use super::sessions::SessionCheck;
 use crate::Caller;
 use crate::gate1::{self, RequestOrigin};
-use crate::refusal::Refusal;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -25,36 +24,15 @@ fn session_id(value: Option<&HeaderValue>) -> Option<String> {
     value.and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-/// A task granted at `initialize`, handed from the body layer to the
-/// session binding in the response's extensions.
+/// A task granted at `initialize`, handed from admission to the session
+/// binding in the response's extensions.
 #[derive(Clone)]
 pub struct DeclaredTask(pub TaskGrant);
 
-/// A session declared with a task runs under its grant while the grant is
-/// live; a revoked or expired grant ends the session's use.
-async fn session_grant(
-    state: &AppState,
-    principal: &Principal,
-    grant: &TaskGrant,
-) -> Result<(), Response> {
-    let now = state.gateway.clock().now();
-    let refused = |r: Refusal| refusal(&r, serde_json::Value::Null, &state.urls.resource_metadata);
-    if principal.task.as_ref().is_some_and(|t| t.id != grant.id) {
-        return Err(refused(Refusal::SessionOfAnotherTask));
-    }
-    if now >= grant.expires_at {
-        return Err(refused(Refusal::TaskGrantExpired));
-    }
-    match state.authenticator.is_revoked(&grant.id, now).await {
-        Ok(false) => Ok(()),
-        Ok(true) => Err(refused(Refusal::TaskGrantRevoked)),
-        // Fail closed: without the revocation list the grant cannot be trusted.
-        Err(e) => Err(gate1_failure(
-            &crate::Gate1Error::Authn(e),
-            &state.urls.resource_metadata,
-        )),
-    }
-}
+/// The task grant the request's session is bound to, handed to admission
+/// in the request's extensions.
+#[derive(Clone)]
+pub struct SessionGrant(pub TaskGrant);
 
 pub async fn authenticate(
     State(state): State<Arc<AppState>>,
@@ -83,36 +61,6 @@ pub async fn authenticate(
         Err(error) => return gate1_failure(&error, &state.urls.resource_metadata),
     };
 
-    let mut principal = principal;
-    // With tenants declared, a principal of any other tenant (a token
-    // without the claim among them) is refused outright.
-    let policy = state.gateway.policy();
-    if policy.tenancy_enabled() && !policy.tenant_allowed(&principal.tenant) {
-        let caller = Caller {
-            principal: Arc::new(principal),
-            session: session.clone(),
-            source: source.clone(),
-        };
-        let detail = format!(
-            "tenant {:?} is not declared in the policy",
-            caller.principal.tenant
-        );
-        let refused = Refusal::UnknownTenant;
-        if state
-            .gateway
-            .record_anomaly(&caller, refused.code(), detail)
-            .await
-            .is_err()
-        {
-            return audit_unavailable();
-        }
-        return refusal(
-            &refused,
-            serde_json::Value::Null,
-            &state.urls.resource_metadata,
-        );
-    }
-
     // Authentication runs on every request (sessions are not credentials);
     // the session must also belong to this principal. Every session Gatehouse
     // created is bound, so an unbound id is unknown or expired.
@@ -122,10 +70,7 @@ pub async fn authenticate(
             return jsonrpc_refusal(StatusCode::NOT_FOUND, "Not Found: Session not found");
         };
         if let Some(grant) = grant {
-            if let Err(answer) = session_grant(&state, &principal, &grant).await {
-                return answer;
-            }
-            principal.task = Some(grant);
+            request.extensions_mut().insert(SessionGrant(grant));
         }
     }
 
@@ -150,7 +95,7 @@ pub async fn authenticate(
             if let Err(refused) = state.sessions.bind(&created, &subject, grant) {
                 // Unbound, the session would be unreachable but alive.
                 state.sdk_sessions.close(&created).await;
-                let refused = session_refusal(&state, refused);
+                let refused = state.sessions.refusal_for(refused);
                 let detail = format!("session refused after initialize: {refused}");
                 if state
                     .gateway

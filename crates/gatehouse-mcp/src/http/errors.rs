@@ -8,6 +8,7 @@ use gatehouse_authn::AuthnError;
 use gatehouse_authz::{AdminRefusal, Deny};
 use serde_json::json;
 
+use super::admission::NotAdmitted;
 use crate::Gate1Error;
 use crate::refusal::Refusal;
 
@@ -210,6 +211,18 @@ pub fn malformed_message(parse_error: bool, id: serde_json::Value, message: &str
         })),
     )
         .into_response()
+}
+
+/// The answer to a request admission did not let through.
+pub(super) fn not_admitted(refused: NotAdmitted, resource_metadata: &str) -> Response {
+    match refused {
+        NotAdmitted::Refused { refusal: r, id } => refusal(&r, id, resource_metadata),
+        NotAdmitted::Gate1(error) => gate1_failure(&error, resource_metadata),
+        NotAdmitted::AuditUnavailable => audit_unavailable(),
+        NotAdmitted::Unavailable(message) => {
+            jsonrpc_refusal(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
+    }
 }
 
 /// A JSON-RPC error answer with the refusal's code in `data.reason`.

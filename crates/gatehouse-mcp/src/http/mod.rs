@@ -2,6 +2,7 @@
 //! binding in front of the MCP endpoint, plus the metadata documents.
 
 mod admin;
+mod admission;
 mod authenticate;
 mod body;
 mod errors;
@@ -10,7 +11,6 @@ mod listener;
 mod metadata;
 mod policy_check;
 mod router;
-mod session_start;
 mod sessions;
 
 pub use listener::{ListenerLimits, PeerAddr, serve};

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use gatehouse_core::TaskGrant;
 
+use crate::refusal::Refusal;
+
 /// Above this many bindings, idle ones are pruned on insert.
 const PRUNE_ABOVE: usize = 1024;
 /// Hard cap on sessions in total: new sessions are refused beyond it.
@@ -122,6 +124,20 @@ impl SessionBindings {
 
     pub fn limits(&self) -> SessionLimits {
         self.limits
+    }
+
+    /// Why a session cannot be had, as gate 2 refuses it.
+    pub(crate) fn refusal_for(&self, refusal: SessionRefusal) -> Refusal {
+        match refusal {
+            SessionRefusal::PrincipalFull { limit } => Refusal::TooManySessions {
+                limit,
+                idle_timeout: self.limits.idle_timeout,
+            },
+            SessionRefusal::TableFull => {
+                tracing::warn!("session table full; refusing new session");
+                Refusal::SessionTableFull
+            }
+        }
     }
 
     fn table(&self) -> Option<MutexGuard<'_, Table>> {
