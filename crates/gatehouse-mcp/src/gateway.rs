@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use crate::Caller;
 use crate::call_limits::CallLimits;
+use crate::refusal::Refusal;
 
 /// A tool as `tools/list` shows it to one principal.
 #[derive(Debug, Clone)]
@@ -176,6 +177,23 @@ impl Gateway {
                 self.clock.now(),
             )
             .await
+    }
+
+    /// Gate 2 for a caller, before anything it asks, on every transport:
+    /// with tenants declared, a principal of another tenant is refused
+    /// outright (audited as an anomaly). `Ok(Err(_))`: refused.
+    pub async fn admit_caller(&self, caller: &Caller) -> Result<Result<(), Refusal>, AuditError> {
+        let policy = self.policy();
+        if policy.tenancy_enabled() && !policy.tenant_allowed(&caller.principal.tenant) {
+            let refusal = Refusal::UnknownTenant;
+            let detail = format!(
+                "tenant {:?} is not declared in the policy",
+                caller.principal.tenant
+            );
+            self.record_anomaly(caller, refusal.code(), detail).await?;
+            return Ok(Err(refusal));
+        }
+        Ok(Ok(()))
     }
 
     /// Records an anomaly seen by the transport (e.g. a session that tries

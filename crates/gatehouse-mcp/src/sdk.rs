@@ -21,6 +21,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::PendingApproval;
+use crate::refusal::Refusal;
 use crate::{CallError, Caller, Gateway};
 use crate::{Gate1Error, StdioAuthenticator};
 use gatehouse_authn::AuthnError;
@@ -70,6 +71,15 @@ fn server_config() -> ServerConfig {
 
 fn internal_error(message: &'static str) -> ErrorData {
     ErrorData::new(ErrorCode::INTERNAL_ERROR, message, None)
+}
+
+/// The JSON-RPC form of a refusal (stdio; HTTP answers in `http/errors.rs`).
+fn refusal_error(refusal: &Refusal) -> ErrorData {
+    ErrorData::new(
+        ErrorCode(DENIED_ERROR_CODE),
+        refusal.to_string(),
+        Some(json!({ "reason": refusal.code() })),
+    )
 }
 
 /// The JSON-RPC error for a refused call: names the reason so the client
@@ -166,17 +176,28 @@ impl McpHandler {
                 .cloned()
                 // Fail closed: a request that bypassed gate 1 is refused.
                 .ok_or_else(|| internal_error("request was not authenticated")),
-            Identity::Stdio(auth) => auth.caller().await.map_err(|e| {
-                let mut data = json!({ "reason": e.code() });
-                if let Gate1Error::Authn(AuthnError::Locked { retry_after_secs }) = &e {
-                    data["retry_after"] = json!(retry_after_secs);
+            Identity::Stdio(auth) => {
+                let caller = auth.caller().await.map_err(|e| {
+                    let mut data = json!({ "reason": e.code() });
+                    if let Gate1Error::Authn(AuthnError::Locked { retry_after_secs }) = &e {
+                        data["retry_after"] = json!(retry_after_secs);
+                    }
+                    ErrorData::new(
+                        ErrorCode(UNAUTHENTICATED_ERROR_CODE),
+                        format!("authentication failed: {e}"),
+                        Some(data),
+                    )
+                })?;
+                // The admission HTTP requests get in `http/admission.rs`,
+                // as far as it applies without sessions or tokens.
+                match self.gateway.admit_caller(&caller).await {
+                    Ok(Ok(())) => Ok(caller),
+                    Ok(Err(refusal)) => Err(refusal_error(&refusal)),
+                    Err(_) => Err(internal_error(
+                        "the audit log is unavailable, so the request was not run",
+                    )),
                 }
-                ErrorData::new(
-                    ErrorCode(UNAUTHENTICATED_ERROR_CODE),
-                    format!("authentication failed: {e}"),
-                    Some(data),
-                )
-            }),
+            }
         }
     }
 }

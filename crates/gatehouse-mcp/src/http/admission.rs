@@ -137,15 +137,11 @@ pub(super) async fn admit(
     let null = Value::Null;
     let id = message.map_or(&null, Message::id);
 
-    // With tenants declared, a principal of any other tenant (a token
-    // without the claim among them) is refused outright.
-    let policy = state.gateway.policy();
-    if policy.tenancy_enabled() && !policy.tenant_allowed(&caller.principal.tenant) {
-        let detail = format!(
-            "tenant {:?} is not declared in the policy",
-            caller.principal.tenant
-        );
-        return Err(refuse_audited(state, &caller, Refusal::UnknownTenant, detail, id).await);
+    // What every transport checks first (the caller's tenant).
+    match state.gateway.admit_caller(&caller).await {
+        Ok(Ok(())) => {}
+        Ok(Err(refusal)) => return Err(refused(refusal, id)),
+        Err(_) => return Err(NotAdmitted::AuditUnavailable),
     }
 
     // A session declared with a task runs under its grant while the grant

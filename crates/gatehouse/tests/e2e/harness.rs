@@ -117,6 +117,11 @@ impl Server {
         }
     }
 
+    /// The configuration file the server was started with, if any.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+
     /// Runs a CLI subcommand against this server's store.
     pub fn cli(&self, args: &[&str]) -> Output {
         self.cli_with_stdin(args, None)

@@ -25,6 +25,9 @@ fn stdio_session(
     if let Some(key) = key {
         command.env("GATEHOUSE_API_KEY", key);
     }
+    if let Some(config) = server.config_path() {
+        command.arg("--config").arg(config);
+    }
     let mut child = command.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -130,4 +133,35 @@ async fn stdio_checks_the_key_on_every_request() {
     assert_eq!(response["error"]["data"]["reason"], "revoked", "{response}");
     drop(stdin);
     let _ = child.wait();
+}
+
+#[tokio::test]
+async fn stdio_refuses_a_principal_of_an_undeclared_tenant_like_http() {
+    // A key of tenant "default", then a policy that declares other tenants.
+    let default = include_str!("../../../gatehouse-policy/src/default_policy.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(&policy_path, default).unwrap();
+    let server = Server::start_in(dir, Some("version = 1\n[policy]\nfile = \"policy.toml\"\n"));
+    let (id, key) = server.create_key("stray", "admin", &[]);
+    std::fs::write(&policy_path, format!("{default}\n[tenants.acme]\n")).unwrap();
+    let mut messages = handshake();
+    messages.push(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
+    messages.push(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "whoami", "arguments": {}}}));
+    let (_, responses, stderr) = stdio_session(&server, Some(&key), &messages);
+    assert_eq!(responses.len(), 3, "{stderr}");
+    for response in &responses[1..] {
+        assert_eq!(
+            response["error"]["data"]["reason"], "unknown_tenant",
+            "{response}"
+        );
+    }
+    let anomalies = server.audit(&["--principal", &id, "--kind", "anomaly"]);
+    assert!(
+        anomalies
+            .iter()
+            .any(|r| r["reason"] == "unknown_tenant" && r["source"] == "stdio"),
+        "{anomalies:?}"
+    );
 }
