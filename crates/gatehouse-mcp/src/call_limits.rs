@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use gatehouse_authz::{Policy, RateLimit};
+use gatehouse_authz::{Policy, RateLimit, Target};
 use gatehouse_core::{Principal, RateLimiter, Timestamp, retry_after_secs};
 
 /// Keys tracked per distinct limit; beyond that the limiter refuses new
@@ -49,11 +49,12 @@ impl CallLimits {
         &self,
         policy: &Policy,
         principal: &Principal,
-        tool: &str,
+        target: &Target<'_>,
         now: Timestamp,
     ) -> Result<(), u64> {
         // Most policies set no limits: then nothing is allocated or locked.
-        if let Some(limit) = policy.tool_rate_limit(tool) {
+        if let Some(limit) = policy.rate_limit_for(target) {
+            let tool = target.name;
             let key = format!("{}\u{1f}tool\u{1f}{tool}", principal.subject_key());
             self.attempt(limit, &key, now)?;
         }

@@ -6,12 +6,15 @@ use std::time::Instant;
 
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder, Redactor};
 use gatehouse_authz::{
-    Access, ApprovalNeeded, Approvals, Decision, Deny, DenyReason, GrantOrigin,
-    OPERATION_TOKEN_META, Permit, Policy, SharedPolicy, TaskGrantError, TaskGrants, arguments_hash,
+    Access, ApprovalNeeded, Approvals, Decision, Deny, DenyReason, GrantOrigin, Kind,
+    OPERATION_TOKEN_META, Permit, Policy, SharedPolicy, Target, TaskGrantError, TaskGrants,
+    arguments_hash,
 };
 use gatehouse_core::{AuditKind, Clock, CredentialKind, Outcome, Principal, Timestamp};
 use gatehouse_store::{StoreError, TaskGrantRecord};
 use gatehouse_tools::{BuiltinTools, ToolDefinition, ToolError, ToolOutput};
+use gatehouse_upstream::model::{CallToolResult, Tool};
+use gatehouse_upstream::{UpstreamError, UpstreamSet};
 use serde_json::{Map, Value};
 
 use crate::Caller;
@@ -24,6 +27,28 @@ pub struct ListedTool {
     pub definition: ToolDefinition,
     pub access: Access,
 }
+
+/// An upstream's tool as `tools/list` shows it to one principal: its
+/// definition as the upstream gave it, under the gateway's name.
+#[derive(Debug, Clone)]
+pub struct ListedUpstreamTool {
+    pub tool: Tool,
+    pub access: Access,
+}
+
+/// What a permitted call produced.
+#[derive(Debug)]
+pub enum CallResult {
+    /// A built-in tool's output, or its failure as a tool result.
+    Builtin(Result<ToolOutput, ToolError>),
+    /// An upstream's answer, passed through as it came (content,
+    /// structured content, `isError`).
+    Upstream(CallToolResult),
+}
+
+/// The `_meta` keys that are Gatehouse's own (operation token, task) and
+/// never leave it.
+const GATEHOUSE_META_PREFIX: &str = "io.gatehouse/";
 
 /// A call refused until a human approves it: where to send the human.
 #[derive(Debug, Clone)]
@@ -66,6 +91,10 @@ pub enum CallError {
     /// No record could be written, so the call is refused: no audit, no call.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The upstream serving the tool failed (down, slow, garbage); the
+    /// call was permitted and audited with this error's code.
+    #[error(transparent)]
+    Upstream(UpstreamError),
 }
 
 pub struct Gateway {
@@ -81,6 +110,8 @@ pub struct Gateway {
     redactor: Redactor,
     clock: Arc<dyn Clock>,
     limits: CallLimits,
+    /// MCP servers whose tools the gateway serves beside its own.
+    upstreams: Option<Arc<UpstreamSet>>,
 }
 
 fn micros_since(start: Instant) -> u64 {
@@ -113,7 +144,23 @@ impl Gateway {
             redactor,
             clock,
             limits: CallLimits::default(),
+            upstreams: None,
         }
+    }
+
+    /// Serves the tools of these upstream servers beside the built-in ones.
+    pub fn with_upstreams(mut self, upstreams: Arc<UpstreamSet>) -> Self {
+        self.upstreams = Some(upstreams);
+        self
+    }
+
+    /// Where a tool name leads: a built-in tool (they win over an upstream
+    /// without a prefix), or an upstream and the tool's name there.
+    fn route<'a>(&'a self, name: &'a str) -> Option<(&'a gatehouse_upstream::Upstream, &'a str)> {
+        if BuiltinTools::definition(name).is_some() {
+            return None;
+        }
+        self.upstreams.as_deref()?.route(name)
     }
 
     pub fn audit(&self) -> &AuditLog {
@@ -231,6 +278,41 @@ impl Gateway {
                 BuiltinTools::definition(name).map(|definition| ListedTool { definition, access })
             })
             .collect()
+    }
+
+    /// The upstreams' tools the principal may call, under the gateway's
+    /// names. An upstream that cannot list its tools now is left out (and
+    /// logged): one server down must not break the list.
+    pub async fn list_upstream_tools(&self, caller: &Caller) -> Vec<ListedUpstreamTool> {
+        let Some(upstreams) = &self.upstreams else {
+            return Vec::new();
+        };
+        let policy = self.policy();
+        let mut listed = Vec::new();
+        for upstream in upstreams.iter().filter(|u| u.config().enabled) {
+            let tools = match upstream.list_tools(Some(&caller.principal.tenant)).await {
+                Ok(tools) => tools,
+                Err(e) => {
+                    tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the tools of an upstream");
+                    continue;
+                }
+            };
+            for mut tool in tools {
+                let name = UpstreamSet::tool_name(upstream, &tool.name);
+                // A built-in tool of the same name wins (calls go to it).
+                if BuiltinTools::definition(&name).is_some() {
+                    continue;
+                }
+                let target = Target::upstream(Kind::Tool, &name, upstream.name());
+                let access = policy.visibility(&caller.principal, &target);
+                if access == Access::Deny {
+                    continue;
+                }
+                tool.name = name.into();
+                listed.push(ListedUpstreamTool { tool, access });
+            }
+        }
+        listed
     }
 
     /// The fields every record of one tool call shares.
@@ -428,28 +510,33 @@ impl Gateway {
         }
     }
 
-    /// Authorizes, records the decision, runs the tool and records the
-    /// outcome. A tool failure is a tool result (`Ok(Err(_))`), not a
-    /// protocol error. `meta` is the request's `_meta` (operation token).
+    /// Authorizes, records the decision, runs the tool (built-in, or at the
+    /// upstream that serves it) and records the outcome. A tool failure is
+    /// a tool result, not a protocol error. `meta` is the request's `_meta`
+    /// (operation token).
     pub async fn call_tool(
         &self,
         caller: &Caller,
         name: &str,
         arguments: Option<Map<String, Value>>,
         meta: Option<&Map<String, Value>>,
-    ) -> Result<Result<ToolOutput, ToolError>, CallError> {
+    ) -> Result<CallResult, CallError> {
         let started = Instant::now();
+        let route = self.route(name);
+        let target = match route {
+            Some((upstream, _)) => Target::upstream(Kind::Tool, name, upstream.name()),
+            None => Target::tool(name),
+        };
         // One snapshot for the whole call: a reload in between cannot mix policies.
         let policy = self.policy();
         let arguments = arguments.unwrap_or_default();
         let as_value = Value::Object(arguments.clone());
-        let decision = policy.authorize_call(&caller.principal, name, &as_value);
+        let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);
+        let redact_fields = policy.redact_fields_for(&target);
         let args = CallArgs {
             exact: &as_value,
-            redact_fields: policy.redact_fields(name),
-            redacted: self
-                .redactor
-                .redact_arguments(&as_value, policy.redact_fields(name)),
+            redact_fields,
+            redacted: self.redactor.redact_arguments(&as_value, redact_fields),
             sha256: matches!(decision, Decision::NeedsApproval(_))
                 .then(|| arguments_hash(&as_value)),
         };
@@ -465,9 +552,9 @@ impl Gateway {
         // retry does not burn the human's approval.
         if let Err(retry_after_secs) =
             self.limits
-                .check(&policy, &caller.principal, name, self.clock.now())
+                .check(&policy, &caller.principal, &target, self.clock.now())
         {
-            let deny = Deny::tool(name, DenyReason::RateLimited { retry_after_secs });
+            let deny = Deny::new(&target, DenyReason::RateLimited { retry_after_secs });
             return Err(self.refuse(caller, name, &args, deny, None, started).await);
         }
         let (permit, approval) = match permitted {
@@ -494,11 +581,44 @@ impl Gateway {
                     .build(),
             )
             .await?;
-        let result = self.tools.call(&permit, arguments).await;
+        let Some((upstream, upstream_name)) = route else {
+            let result = self.tools.call(&permit, arguments).await;
+            let outcome = match &result {
+                Ok(output) => event(AuditKind::ToolOutcome, Outcome::Success)
+                    .result_bytes(result_size(output)),
+                Err(error) => event(AuditKind::ToolOutcome, Outcome::Error)
+                    .reason(error.code())
+                    .error(self.redactor.redact_text(&error.to_string())),
+            };
+            self.audit
+                .record(outcome.latency_us(micros_since(started)).build())
+                .await?;
+            return Ok(CallResult::Builtin(result));
+        };
+        // With Gatehouse's own credential for the caller's tenant, never the
+        // caller's; Gatehouse's `_meta` keys stay here.
+        let forwarded = meta.map(|m| {
+            m.iter()
+                .filter(|(k, _)| !k.starts_with(GATEHOUSE_META_PREFIX))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Map<String, Value>>()
+        });
+        let result = upstream
+            .call_tool(
+                Some(&caller.principal.tenant),
+                upstream_name,
+                Some(arguments),
+                forwarded,
+            )
+            .await;
         let outcome = match &result {
-            Ok(output) => {
-                event(AuditKind::ToolOutcome, Outcome::Success).result_bytes(result_size(output))
+            Ok(answer) if answer.is_error == Some(true) => {
+                event(AuditKind::ToolOutcome, Outcome::Error).reason("upstream_tool_error")
             }
+            Ok(answer) => event(AuditKind::ToolOutcome, Outcome::Success).result_bytes(
+                u64::try_from(serde_json::to_vec(answer).map_or(0, |b| b.len()))
+                    .unwrap_or(u64::MAX),
+            ),
             Err(error) => event(AuditKind::ToolOutcome, Outcome::Error)
                 .reason(error.code())
                 .error(self.redactor.redact_text(&error.to_string())),
@@ -506,7 +626,9 @@ impl Gateway {
         self.audit
             .record(outcome.latency_us(micros_since(started)).build())
             .await?;
-        Ok(result)
+        result
+            .map(CallResult::Upstream)
+            .map_err(CallError::Upstream)
     }
 }
 

@@ -16,7 +16,9 @@ mod stdio;
 
 pub use caller::Caller;
 pub use gate1::Gate1Error;
-pub use gateway::{CallError, Gateway, ListedTool, PendingApproval};
+pub use gateway::{
+    CallError, CallResult, Gateway, ListedTool, ListedUpstreamTool, PendingApproval,
+};
 pub use sdk::{
     DENIED_ERROR_CODE, PROTOCOL_VERSIONS, UNAUTHENTICATED_ERROR_CODE, URL_ELICITATION_REQUIRED_CODE,
 };

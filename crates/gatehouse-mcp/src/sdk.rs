@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::gateway::PendingApproval;
 use crate::refusal::Refusal;
-use crate::{CallError, Caller, Gateway};
+use crate::{CallError, CallResult, Caller, Gateway};
 use crate::{Gate1Error, StdioAuthenticator};
 use gatehouse_authn::AuthnError;
 
@@ -151,6 +151,13 @@ fn call_error(error: CallError, url_elicitation: bool) -> ErrorData {
             tracing::error!(error = %e, "tool call refused: audit unavailable");
             internal_error("the audit log is unavailable, so the call was not run")
         }
+        // The upstream's failure, said without its secrets (the upstream
+        // client scrubs them), with the audit record's reason code.
+        CallError::Upstream(e) => ErrorData::new(
+            ErrorCode::INTERNAL_ERROR,
+            e.to_string(),
+            Some(json!({ "reason": e.code() })),
+        ),
     }
 }
 
@@ -234,6 +241,22 @@ impl ServerHandler for McpHandler {
                 tool.title = Some(listed.definition.title.to_string());
                 tool
             })
+            .chain(
+                self.gateway
+                    .list_upstream_tools(&caller)
+                    .await
+                    .into_iter()
+                    .map(|listed| {
+                        let mut tool = listed.tool;
+                        if listed.access == Access::NeedsApproval {
+                            let mut description =
+                                tool.description.as_deref().unwrap_or_default().to_string();
+                            description.push_str(" Requires a human-approved operation token.");
+                            tool.description = Some(description.into());
+                        }
+                        tool
+                    }),
+            )
             .collect();
         // The list depends on who asks: it must never be shared between users.
         Ok(ListToolsResult::with_all_items(tools).with_cache_scope(CacheScope::Private))
@@ -262,7 +285,10 @@ impl ServerHandler for McpHandler {
             .call_tool(&caller, &request.name, request.arguments, meta)
             .await
             .map_err(|e| call_error(e, url_elicitation))?;
-        Ok(tool_result(result).into())
+        Ok(match result {
+            CallResult::Builtin(result) => tool_result(result).into(),
+            CallResult::Upstream(answer) => answer.into(),
+        })
     }
 }
 

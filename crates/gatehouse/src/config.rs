@@ -54,6 +54,9 @@ pub struct Config {
     pub oauth: OAuthConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// MCP servers Gatehouse stands in front of (`[[upstreams]]`).
+    #[serde(default)]
+    pub upstreams: Vec<gatehouse_upstream::UpstreamConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -287,6 +290,7 @@ impl Default for Config {
             tools: ToolsConfig::default(),
             oauth: OAuthConfig::default(),
             policy: PolicyConfig::default(),
+            upstreams: Vec::new(),
         }
     }
 }
@@ -328,6 +332,9 @@ impl Config {
         if let Some(url) = &self.server.public_url {
             validate_public_url(url).map_err(|r| invalid("server.public_url", &r))?;
         }
+        // Names the entry: `upstreams[1] ("files"): …`.
+        gatehouse_upstream::validate(&self.upstreams)
+            .map_err(|e| invalid("upstreams", &e.to_string()))?;
         if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 64 * 1024 * 1024 {
             return Err(invalid(
                 "server.max_body_bytes",
@@ -493,6 +500,8 @@ mod tests {
     /// error, which lists every expected one.
     fn known_fields(section: Option<&str>) -> Vec<String> {
         let text = match section {
+            // An array of tables.
+            Some("upstreams") => "version = 1\n[[upstreams]]\nzz_not_a_key = 1\n".to_string(),
             Some(name) => format!("version = 1\n[{name}]\nzz_not_a_key = 1\n"),
             None => "version = 1\nzz_not_a_key = 1\n".to_string(),
         };
@@ -522,6 +531,11 @@ mod tests {
         let mut section = String::new();
         for line in example.lines() {
             let line = line.trim_start_matches('#').trim();
+            let line = line
+                .strip_prefix("[[")
+                .and_then(|l| l.strip_suffix("]]"))
+                .map_or(line.to_string(), |name| format!("[{name}]"));
+            let line = line.as_str();
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 section = name.to_string();
             } else if let Some((key, _)) = line.split_once(" = ")
@@ -547,6 +561,35 @@ mod tests {
             }
         }
         assert!(parse(example).is_ok(), "the example must be a valid file");
+    }
+
+    #[test]
+    fn bad_upstreams_stop_start_up_naming_the_entry() {
+        let cases = [
+            (
+                "[[upstreams]]\nname = \"files\"\ncommand = \"a\"\n[[upstreams]]\nname = \"files\"\ncommand = \"b\"",
+                "upstreams[1] (\"files\")",
+            ),
+            (
+                "[[upstreams]]\nname = \"files\"",
+                "upstreams[0] (\"files\")",
+            ),
+            (
+                "[[upstreams]]\nname = \"crm\"\nurl = \"https://user:pw@crm.example/mcp\"",
+                "upstreams[0] (\"crm\")",
+            ),
+        ];
+        for (section, entry) in cases {
+            let text = format!("version = 1\n{section}\n");
+            let error = parse(&text).expect_err(section).to_string();
+            assert!(error.contains(entry), "{error}");
+            assert!(
+                !error.contains("pw@"),
+                "the URL's password is not repeated: {error}"
+            );
+        }
+        let good = "version = 1\n[[upstreams]]\nname = \"files\"\ncommand = \"npx\"\nargs = [\"-y\", \"x\"]\n";
+        assert_eq!(parse(good).unwrap().upstreams.len(), 1);
     }
 
     #[test]

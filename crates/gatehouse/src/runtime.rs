@@ -20,9 +20,11 @@ use gatehouse_oauth::{
 };
 use gatehouse_store::Store;
 use gatehouse_tools::{BuiltinTools, ToolsConfig};
+use gatehouse_upstream::UpstreamSet;
 
 use crate::config::{AuthModeName, RegistrationMode};
 use crate::context::Context;
+use crate::upstream_secrets::StoreSecrets;
 
 pub struct Runtime {
     pub store: Arc<dyn Store>,
@@ -32,6 +34,8 @@ pub struct Runtime {
     pub authenticator: Arc<Authenticator>,
     pub audit_writer: AuditWriterHandle,
     pub clock: Arc<dyn Clock>,
+    /// The upstream MCP servers, when the configuration names any.
+    pub upstreams: Option<Arc<UpstreamSet>>,
 }
 
 pub const SANDBOX_DIR: &str = "sandbox";
@@ -108,17 +112,31 @@ impl Runtime {
             },
         ));
         let task_grants = Arc::new(TaskGrants::new(Arc::clone(&store), audit.clone()));
-        let gateway = Arc::new(
-            Gateway::new(
-                Arc::clone(&policy),
-                tools,
-                audit,
-                redactor,
-                Arc::clone(&clock),
+        let mut gateway = Gateway::new(
+            Arc::clone(&policy),
+            tools,
+            audit,
+            redactor,
+            Arc::clone(&clock),
+        )
+        .with_approvals(Arc::clone(&approvals))
+        .with_task_grants(Arc::clone(&task_grants));
+        // Children are started (and HTTP upstreams connected) in the
+        // background; a call waits for its connection up to its timeouts.
+        let upstreams = if ctx.config.upstreams.is_empty() {
+            None
+        } else {
+            let set = UpstreamSet::start(
+                ctx.config.upstreams.clone(),
+                Some(Arc::new(StoreSecrets(Arc::clone(&store)))),
             )
-            .with_approvals(Arc::clone(&approvals))
-            .with_task_grants(Arc::clone(&task_grants)),
-        );
+            .context("invalid [[upstreams]]")?;
+            Some(Arc::new(set))
+        };
+        if let Some(set) = &upstreams {
+            gateway = gateway.with_upstreams(Arc::clone(set));
+        }
+        let gateway = Arc::new(gateway);
         let mut oauth = None;
         if let Some((url, issuer)) = issuer {
             let resource = format!("{issuer}{}", gatehouse_mcp::routes::MCP);
@@ -156,6 +174,7 @@ impl Runtime {
             authenticator,
             audit_writer,
             clock,
+            upstreams,
         })
     }
 
@@ -166,8 +185,13 @@ impl Runtime {
             authenticator,
             audit_writer,
             oauth,
+            upstreams,
             ..
         } = self;
+        // Children are stopped, not left behind.
+        if let Some(upstreams) = upstreams {
+            upstreams.shutdown().await;
+        }
         drop(oauth);
         drop(authenticator);
         drop(gateway);

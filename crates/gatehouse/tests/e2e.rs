@@ -34,4 +34,5 @@ mod e2e {
     mod tenants;
     mod tools;
     mod transport;
+    mod upstreams;
 }

@@ -1,0 +1,23 @@
+//! `tenant:NAME` upstream credentials, read from the tenant's secrets in
+//! the store (`gatehouse secrets set`), at call time: a rotated secret is
+//! used from the next call on, and each tenant reaches an upstream with
+//! its own credential.
+
+use std::sync::Arc;
+
+use gatehouse_store::Store;
+use gatehouse_upstream::{Secret, SecretError, TenantSecrets};
+
+pub struct StoreSecrets(pub Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl TenantSecrets for StoreSecrets {
+    async fn resolve(&self, tenant: &str, name: &str) -> Result<Option<Secret>, SecretError> {
+        self.0
+            .secret(tenant, name)
+            .await
+            .map(|value| value.map(Secret::new))
+            // The store's error names no value.
+            .map_err(|e| SecretError::Lookup(e.to_string()))
+    }
+}
