@@ -59,6 +59,13 @@ def env_dump() -> dict:
 
 
 @server.tool()
+def request_headers(ctx: Context) -> dict:
+    """The HTTP headers this request arrived with (a spy: what did the
+    gateway send?). Empty over stdio."""
+    return {k.lower(): v for k, v in dict(ctx.headers or {}).items()}
+
+
+@server.tool()
 async def sleep_forever() -> str:
     """Never answers."""
     await asyncio.sleep(3600)

@@ -215,3 +215,158 @@ async fn an_upstream_tool_without_a_policy_entry_is_hidden_and_refused_even_for_
     let names = server.tool_names(&admin).await;
     assert!(!names.iter().any(|n| n.starts_with("py__")), "{names:?}");
 }
+
+#[tokio::test]
+async fn an_upstream_that_cannot_start_is_a_json_rpc_error_with_its_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("{DEFAULT}\n[upstreams.gone]\nscope = \"tools:read\"\nroles = [\"reader\"]\n"),
+    )
+    .unwrap();
+    let config = "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"gone\"\n\
+                  command = \"/nonexistent/mcp-server\"\nconnect_timeout = \"1s\"\ncall_timeout = \"2s\"\n";
+    let server = Server::start_in(dir, Some(config));
+    let (id, reader) = server.create_key("reader", "reader", &[]);
+    // The built-in tools still list; the broken upstream adds nothing.
+    let names = server.tool_names(&reader).await;
+    assert!(names.iter().any(|n| n == "whoami"), "{names:?}");
+    let (status, body) = server
+        .rpc(
+            Some(&reader),
+            "tools/call",
+            json!({"name": "gone__anything", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let code = reason(&body);
+    assert!(code.starts_with("upstream_"), "{body}");
+    // Permitted, then failed: both on record, with the upstream's reason.
+    let records = server.audit(&["--principal", &id, "--tool", "gone__anything"]);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "tool_outcome" && r["outcome"] == "error" && r["reason"] == code),
+        "{records:?}"
+    );
+}
+
+/// The test server over Streamable HTTP on a free port, stopped on drop.
+struct PyHttp {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl PyHttp {
+    fn start(python: &Path) -> PyHttp {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("port");
+        let child = Command::new(python)
+            .arg(root().join("crates/gatehouse-upstream/tests/upstreams/server.py"))
+            .arg("http")
+            .arg(&port_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let port = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file) {
+                break text.trim().to_owned();
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "no port");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "not listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        PyHttp {
+            child,
+            url: format!("http://127.0.0.1:{port}/mcp"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for PyHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_spy_upstream_sees_each_tenants_own_credential_and_nothing_of_the_caller() {
+    let Some(python) = python() else { return };
+    let spy = PyHttp::start(&python);
+    let dir = tempfile::tempdir().unwrap();
+    let default = DEFAULT;
+    let policy_path = dir.path().join("policy.toml");
+    // Keys are made before tenancy is on for the default tenant's admin.
+    std::fs::write(
+        &policy_path,
+        format!(
+            "{default}\n[upstreams.spy]\nscope = \"tools:read\"\nroles = [\"reader\"]\n\
+             [tenants.acme]\n[tenants.globex]\n"
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"spy\"\nurl = {:?}\n\
+         auth = {{ bearer = \"tenant:spy_token\" }}\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\n",
+        spy.url
+    );
+    let server = Server::start_in(dir, Some(&config));
+    for (tenant, token) in [
+        ("acme", "acme-upstream-token"),
+        ("globex", "globex-upstream-token"),
+    ] {
+        let out = server.cli_with_stdin(
+            &["secrets", "set", "spy_token", "--tenant", tenant],
+            Some(token),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (_, acme) = server.create_key("acme-agent", "reader", &["--tenant", "acme"]);
+    let (_, globex) = server.create_key("globex-agent", "reader", &["--tenant", "globex"]);
+    for (key, own, other) in [
+        (&acme, "acme-upstream-token", "globex-upstream-token"),
+        (&globex, "globex-upstream-token", "acme-upstream-token"),
+    ] {
+        tools_when_ready(&server, key, "spy__request_headers").await;
+        let body = server
+            .call_tool(key, "spy__request_headers", json!({}))
+            .await;
+        assert!(body["error"].is_null(), "{body}");
+        // The spy answers with the headers as JSON text.
+        let seen: Value = serde_json::from_str(
+            body["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap_or("{}"),
+        )
+        .unwrap();
+        // The tenant's own credential, as Gatehouse's.
+        assert_eq!(
+            seen["authorization"],
+            format!("Bearer {own}"),
+            "the spy saw {seen}: {body}"
+        );
+        let text = seen.to_string();
+        assert!(!text.contains(other), "another tenant's credential: {text}");
+        // Nothing of the caller: its key, Gatehouse's cookies or session.
+        assert!(
+            !text.contains(key.as_str()),
+            "the caller's key reached the upstream: {text}"
+        );
+        assert!(!text.contains("ghk_"), "{text}");
+        assert!(seen.get("cookie").is_none(), "{text}");
+        assert!(seen.get("x-api-key").is_none(), "{text}");
+    }
+}
