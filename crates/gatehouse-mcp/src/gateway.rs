@@ -13,7 +13,7 @@ use gatehouse_authz::{
 use gatehouse_core::{AuditKind, Clock, CredentialKind, Outcome, Principal, Timestamp};
 use gatehouse_store::{StoreError, TaskGrantRecord};
 use gatehouse_tools::{BuiltinTools, ToolDefinition, ToolError, ToolOutput};
-use gatehouse_upstream::model::{CallToolResult, Tool};
+use gatehouse_upstream::model::{CallToolResult, GetPromptResult, Prompt, Tool};
 use gatehouse_upstream::{UpstreamError, UpstreamSet};
 use serde_json::{Map, Value};
 
@@ -313,6 +313,138 @@ impl Gateway {
             }
         }
         listed
+    }
+
+    /// Whether upstream servers are configured (then prompts are offered).
+    pub fn has_upstreams(&self) -> bool {
+        self.upstreams.is_some()
+    }
+
+    /// The upstreams' prompts the principal may get, under the gateway's
+    /// names (prefixed like tools). An upstream that cannot list them now
+    /// is left out.
+    pub async fn list_upstream_prompts(&self, caller: &Caller) -> Vec<Prompt> {
+        let Some(upstreams) = &self.upstreams else {
+            return Vec::new();
+        };
+        let policy = self.policy();
+        let mut listed = Vec::new();
+        for upstream in upstreams.iter().filter(|u| u.config().enabled) {
+            let prompts = match upstream.list_prompts(Some(&caller.principal.tenant)).await {
+                Ok(prompts) => prompts,
+                Err(e) => {
+                    tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the prompts of an upstream");
+                    continue;
+                }
+            };
+            for mut prompt in prompts {
+                let name = UpstreamSet::tool_name(upstream, &prompt.name);
+                let target = Target::upstream(Kind::Prompt, &name, upstream.name());
+                // Prompts are got outright or not at all (see `get_prompt`).
+                if policy.visibility(&caller.principal, &target) != Access::Allow {
+                    continue;
+                }
+                prompt.name = name;
+                listed.push(prompt);
+            }
+        }
+        listed
+    }
+
+    /// Authorizes and audits `prompts/get` like a tool call and gets the
+    /// prompt from the upstream that serves it. A prompt has no side
+    /// effects to approve: a role that may get it only with approval is
+    /// refused (`approval_required`) without filing an approval.
+    pub async fn get_prompt(
+        &self,
+        caller: &Caller,
+        name: &str,
+        arguments: Option<Map<String, Value>>,
+    ) -> Result<GetPromptResult, CallError> {
+        let started = Instant::now();
+        let route = self.upstreams.as_deref().and_then(|u| u.route(name));
+        let target = Target {
+            kind: Kind::Prompt,
+            name,
+            upstream: route.map(|(upstream, _)| upstream.name()),
+        };
+        let policy = self.policy();
+        let arguments = arguments.unwrap_or_default();
+        let as_value = Value::Object(arguments.clone());
+        let redact_fields = policy.redact_fields_for(&target);
+        let args = CallArgs {
+            exact: &as_value,
+            redact_fields,
+            redacted: self.redactor.redact_arguments(&as_value, redact_fields),
+            sha256: None,
+        };
+        let permit = match policy.authorize_target_call(&caller.principal, &target, &as_value) {
+            Decision::Permit(permit) => permit,
+            Decision::Deny(deny) => {
+                return Err(self.refuse(caller, name, &args, deny, None, started).await);
+            }
+            Decision::NeedsApproval(_) => {
+                let deny = Deny::new(&target, DenyReason::ApprovalRequired);
+                let detail = Some(format!(
+                    "prompt '{name}' is not approved call by call: allow the role outright or not at all"
+                ));
+                return Err(self
+                    .refuse(caller, name, &args, deny, detail, started)
+                    .await);
+            }
+        };
+        if let Err(retry_after_secs) =
+            self.limits
+                .check(&policy, &caller.principal, &target, self.clock.now())
+        {
+            let deny = Deny::new(&target, DenyReason::RateLimited { retry_after_secs });
+            return Err(self.refuse(caller, name, &args, deny, None, started).await);
+        }
+        self.audit
+            .record(
+                self.tool_event(
+                    caller,
+                    name,
+                    &args,
+                    AuditKind::ToolDecision,
+                    Outcome::Success,
+                )
+                .decision("allow")
+                .reason(permit.rule())
+                .build(),
+            )
+            .await?;
+        let result = match route {
+            Some((upstream, upstream_name)) => {
+                upstream
+                    .get_prompt(
+                        Some(&caller.principal.tenant),
+                        upstream_name,
+                        Some(arguments),
+                        None,
+                    )
+                    .await
+            }
+            // Named in the policy, but no upstream serves it.
+            None => Err(UpstreamError::Unknown(name.to_string())),
+        };
+        let outcome = match &result {
+            Ok(_) => self.tool_event(
+                caller,
+                name,
+                &args,
+                AuditKind::ToolOutcome,
+                Outcome::Success,
+            ),
+            Err(error) => self
+                .tool_event(caller, name, &args, AuditKind::ToolOutcome, Outcome::Error)
+                .reason(error.code())
+                .error(self.redactor.redact_text(&error.to_string())),
+        };
+        self.audit
+            .record(outcome.latency_us(micros_since(started)).build())
+            .await?;
+        result.map_err(CallError::Upstream)
     }
 
     /// The fields every record of one tool call shares.

@@ -9,8 +9,9 @@ use gatehouse_authz::{Access, Deny, DenyReason, OPERATION_TOKEN_META};
 use gatehouse_tools::{ToolError, ToolOutput};
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage,
-    ContentBlock, ErrorCode, ErrorData, Implementation, InitializeResult, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    ContentBlock, ErrorCode, ErrorData, GetPromptRequestParams, GetPromptResponse, Implementation,
+    InitializeResult, ListPromptsResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -211,7 +212,39 @@ impl McpHandler {
 
 impl ServerHandler for McpHandler {
     fn get_info(&self) -> ServerConfig {
-        server_config()
+        let mut info = server_config();
+        // Upstreams may serve prompts; Gatehouse itself has none.
+        if self.gateway.has_upstreams() {
+            info.capabilities.prompts = ServerCapabilities::builder()
+                .enable_prompts()
+                .build()
+                .prompts;
+        }
+        info
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let caller = self.caller(&context).await?;
+        let prompts = self.gateway.list_upstream_prompts(&caller).await;
+        // The list depends on who asks: it must never be shared between users.
+        Ok(ListPromptsResult::with_all_items(prompts).with_cache_scope(CacheScope::Private))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let caller = self.caller(&context).await?;
+        self.gateway
+            .get_prompt(&caller, &request.name, request.arguments)
+            .await
+            .map(Into::into)
+            .map_err(|e| call_error(e, false))
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {

@@ -65,6 +65,12 @@ def request_headers(ctx: Context) -> dict:
     return {k.lower(): v for k, v in dict(ctx.headers or {}).items()}
 
 
+@server.prompt()
+def summarize(topic: str) -> str:
+    """A prompt with one argument."""
+    return f"Summarize {topic} in three sentences."
+
+
 @server.tool()
 async def sleep_forever() -> str:
     """Never answers."""

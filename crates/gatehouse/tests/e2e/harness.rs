@@ -248,7 +248,7 @@ impl Server {
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", MODERN)
             .header("mcp-method", method);
-        if method == "tools/call" {
+        if method == "tools/call" || method == "prompts/get" {
             request = request.header("mcp-name", params["name"].as_str().unwrap_or_default());
         }
         if let Some(key) = key {

@@ -370,3 +370,77 @@ async fn a_spy_upstream_sees_each_tenants_own_credential_and_nothing_of_the_call
         assert!(seen.get("x-api-key").is_none(), "{text}");
     }
 }
+
+fn prompt_names(body: &Value) -> Vec<String> {
+    body["result"]["prompts"]
+        .as_array()
+        .map(|prompts| {
+            prompts
+                .iter()
+                .filter_map(|p| p["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn upstream_prompts_are_listed_got_and_refused_under_the_policy() {
+    let Some(python) = python() else { return };
+    // The section covers everything upstream `py` serves, prompts included.
+    let server = server_with_upstream(
+        &python,
+        "[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n",
+    );
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    let (reader_id, reader) = server.create_key("reader", "reader", &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = server.rpc(Some(&analyst), "prompts/list", json!({})).await;
+        assert_eq!(status, 200, "{body}");
+        if prompt_names(&body).iter().any(|n| n == "py__summarize") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no upstream prompts: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, body) = server
+        .rpc(
+            Some(&analyst),
+            "prompts/get",
+            json!({"name": "py__summarize", "arguments": {"topic": "the gateway"}}),
+        )
+        .await;
+    assert!(body["error"].is_null(), "{body}");
+    assert!(body.to_string().contains("Summarize the gateway"), "{body}");
+
+    // A reader neither sees nor gets it, and the refusal is audited.
+    let (_, body) = server.rpc(Some(&reader), "prompts/list", json!({})).await;
+    assert!(
+        !prompt_names(&body).iter().any(|n| n.starts_with("py__")),
+        "{body}"
+    );
+    let (_, body) = server
+        .rpc(
+            Some(&reader),
+            "prompts/get",
+            json!({"name": "py__summarize", "arguments": {"topic": "x"}}),
+        )
+        .await;
+    assert_eq!(reason(&body), "role_not_allowed", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("prompt 'py__summarize'")),
+        "{body}"
+    );
+    let records = server.audit(&["--principal", &reader_id, "--tool", "py__summarize"]);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["decision"] == "deny" && r["reason"] == "role_not_allowed"),
+        "{records:?}"
+    );
+}
