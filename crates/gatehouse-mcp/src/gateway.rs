@@ -13,7 +13,9 @@ use gatehouse_authz::{
 use gatehouse_core::{AuditKind, Clock, CredentialKind, Outcome, Principal, Timestamp};
 use gatehouse_store::{StoreError, TaskGrantRecord};
 use gatehouse_tools::{BuiltinTools, ToolDefinition, ToolError, ToolOutput};
-use gatehouse_upstream::model::{CallToolResult, GetPromptResult, Prompt, Tool};
+use gatehouse_upstream::model::{
+    CallToolResult, GetPromptResult, Prompt, ReadResourceResult, Resource, ResourceTemplate, Tool,
+};
 use gatehouse_upstream::{UpstreamError, UpstreamSet};
 use serde_json::{Map, Value};
 
@@ -349,6 +351,155 @@ impl Gateway {
             }
         }
         listed
+    }
+
+    /// The upstreams' resources the principal may read; URIs keep their
+    /// scheme (they are routed by which upstream lists them).
+    pub async fn list_upstream_resources(&self, caller: &Caller) -> Vec<Resource> {
+        let mut listed = Vec::new();
+        for (upstream, resources) in self.upstream_resources(caller).await {
+            let policy = self.policy();
+            listed.extend(resources.into_iter().filter(|resource| {
+                let target = Target::upstream(Kind::Resource, &resource.uri, upstream.name());
+                policy.visibility(&caller.principal, &target) == Access::Allow
+            }));
+        }
+        listed
+    }
+
+    /// The upstreams' resource templates, shown when the policy lets the
+    /// principal read what the template names (its section or an entry
+    /// for the template itself).
+    pub async fn list_upstream_resource_templates(&self, caller: &Caller) -> Vec<ResourceTemplate> {
+        let Some(upstreams) = &self.upstreams else {
+            return Vec::new();
+        };
+        let policy = self.policy();
+        let mut listed = Vec::new();
+        for upstream in upstreams.iter().filter(|u| u.config().enabled) {
+            match upstream
+                .list_resource_templates(Some(&caller.principal.tenant))
+                .await
+            {
+                Ok(templates) => listed.extend(templates.into_iter().filter(|template| {
+                    let target =
+                        Target::upstream(Kind::Resource, &template.uri_template, upstream.name());
+                    policy.visibility(&caller.principal, &target) == Access::Allow
+                })),
+                Err(e) => {
+                    tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the resource templates of an upstream");
+                }
+            }
+        }
+        listed
+    }
+
+    /// Every enabled upstream's resources as the caller's tenant sees them;
+    /// one that cannot list them now is left out.
+    async fn upstream_resources(
+        &self,
+        caller: &Caller,
+    ) -> Vec<(&gatehouse_upstream::Upstream, Vec<Resource>)> {
+        let Some(upstreams) = &self.upstreams else {
+            return Vec::new();
+        };
+        let mut all = Vec::new();
+        for upstream in upstreams.iter().filter(|u| u.config().enabled) {
+            match upstream
+                .list_resources(Some(&caller.principal.tenant))
+                .await
+            {
+                Ok(resources) => all.push((upstream, resources)),
+                Err(e) => {
+                    tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the resources of an upstream");
+                }
+            }
+        }
+        all
+    }
+
+    /// Authorizes and audits `resources/read` like a tool call and reads
+    /// the resource from the upstream that lists it. Like a prompt, a
+    /// resource is allowed outright or refused.
+    pub async fn read_resource(
+        &self,
+        caller: &Caller,
+        uri: &str,
+    ) -> Result<ReadResourceResult, CallError> {
+        let started = Instant::now();
+        let serving = self
+            .upstream_resources(caller)
+            .await
+            .into_iter()
+            .find(|(_, resources)| resources.iter().any(|r| r.uri == uri))
+            .map(|(upstream, _)| upstream);
+        let target = Target {
+            kind: Kind::Resource,
+            name: uri,
+            upstream: serving.map(|u| u.name()),
+        };
+        let policy = self.policy();
+        let none = Value::Object(Map::new());
+        let args = CallArgs {
+            exact: &none,
+            redact_fields: &[],
+            redacted: none.clone(),
+            sha256: None,
+        };
+        let permit = match policy.authorize_target(&caller.principal, &target) {
+            Decision::Permit(permit) => permit,
+            Decision::Deny(deny) => {
+                return Err(self.refuse(caller, uri, &args, deny, None, started).await);
+            }
+            Decision::NeedsApproval(_) => {
+                let deny = Deny::new(&target, DenyReason::ApprovalRequired);
+                let detail = Some(format!(
+                    "resource '{uri}' is not approved read by read: allow the role outright or not at all"
+                ));
+                return Err(self.refuse(caller, uri, &args, deny, detail, started).await);
+            }
+        };
+        if let Err(retry_after_secs) =
+            self.limits
+                .check(&policy, &caller.principal, &target, self.clock.now())
+        {
+            let deny = Deny::new(&target, DenyReason::RateLimited { retry_after_secs });
+            return Err(self.refuse(caller, uri, &args, deny, None, started).await);
+        }
+        self.audit
+            .record(
+                self.tool_event(
+                    caller,
+                    uri,
+                    &args,
+                    AuditKind::ToolDecision,
+                    Outcome::Success,
+                )
+                .decision("allow")
+                .reason(permit.rule())
+                .build(),
+            )
+            .await?;
+        let result = match serving {
+            Some(upstream) => {
+                upstream
+                    .read_resource(Some(&caller.principal.tenant), uri, None)
+                    .await
+            }
+            // Named in the policy, but no upstream lists it.
+            None => Err(UpstreamError::Unknown(uri.to_string())),
+        };
+        let outcome = match &result {
+            Ok(_) => self.tool_event(caller, uri, &args, AuditKind::ToolOutcome, Outcome::Success),
+            Err(error) => self
+                .tool_event(caller, uri, &args, AuditKind::ToolOutcome, Outcome::Error)
+                .reason(error.code())
+                .error(self.redactor.redact_text(&error.to_string())),
+        };
+        self.audit
+            .record(outcome.latency_us(micros_since(started)).build())
+            .await?;
+        result.map_err(CallError::Upstream)
     }
 
     /// Authorizes and audits `prompts/get` like a tool call and gets the

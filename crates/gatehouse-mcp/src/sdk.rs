@@ -10,8 +10,9 @@ use gatehouse_tools::{ToolError, ToolOutput};
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage,
     ContentBlock, ErrorCode, ErrorData, GetPromptRequestParams, GetPromptResponse, Implementation,
-    InitializeResult, ListPromptsResult, ListToolsResult, PaginatedRequestParams, ProtocolVersion,
-    ServerCapabilities, ServerConfig, Tool,
+    InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -215,12 +216,49 @@ impl ServerHandler for McpHandler {
         let mut info = server_config();
         // Upstreams may serve prompts; Gatehouse itself has none.
         if self.gateway.has_upstreams() {
-            info.capabilities.prompts = ServerCapabilities::builder()
+            let offered = ServerCapabilities::builder()
                 .enable_prompts()
-                .build()
-                .prompts;
+                .enable_resources()
+                .build();
+            info.capabilities.prompts = offered.prompts;
+            info.capabilities.resources = offered.resources;
         }
         info
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let caller = self.caller(&context).await?;
+        let resources = self.gateway.list_upstream_resources(&caller).await;
+        // The list depends on who asks: it must never be shared between users.
+        Ok(ListResourcesResult::with_all_items(resources).with_cache_scope(CacheScope::Private))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let caller = self.caller(&context).await?;
+        let templates = self.gateway.list_upstream_resource_templates(&caller).await;
+        Ok(ListResourceTemplatesResult::with_all_items(templates)
+            .with_cache_scope(CacheScope::Private))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let caller = self.caller(&context).await?;
+        self.gateway
+            .read_resource(&caller, &request.uri)
+            .await
+            .map(Into::into)
+            .map_err(|e| call_error(e, false))
     }
 
     async fn list_prompts(

@@ -65,6 +65,12 @@ def request_headers(ctx: Context) -> dict:
     return {k.lower(): v for k, v in dict(ctx.headers or {}).items()}
 
 
+@server.resource("memo://team/note")
+def note() -> str:
+    """A resource the gateway routes by its URI."""
+    return "the team note"
+
+
 @server.prompt()
 def summarize(topic: str) -> str:
     """A prompt with one argument."""

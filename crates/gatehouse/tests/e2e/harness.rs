@@ -251,6 +251,9 @@ impl Server {
         if method == "tools/call" || method == "prompts/get" {
             request = request.header("mcp-name", params["name"].as_str().unwrap_or_default());
         }
+        if method == "resources/read" {
+            request = request.header("mcp-name", params["uri"].as_str().unwrap_or_default());
+        }
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }

@@ -444,3 +444,82 @@ async fn upstream_prompts_are_listed_got_and_refused_under_the_policy() {
         "{records:?}"
     );
 }
+
+#[tokio::test]
+async fn upstream_resources_keep_their_uri_and_are_read_under_the_policy() {
+    let Some(python) = python() else { return };
+    let server = server_with_upstream(
+        &python,
+        "[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n",
+    );
+    let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
+    let (reader_id, reader) = server.create_key("reader", "reader", &[]);
+    let uris = |body: &Value| -> Vec<String> {
+        body["result"]["resources"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter_map(|r| r["uri"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = server
+            .rpc(Some(&analyst), "resources/list", json!({}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        if uris(&body).iter().any(|u| u == "memo://team/note") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no upstream resources: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, body) = server
+        .rpc(
+            Some(&analyst),
+            "resources/read",
+            json!({"uri": "memo://team/note"}),
+        )
+        .await;
+    assert!(body["error"].is_null(), "{body}");
+    assert!(body.to_string().contains("the team note"), "{body}");
+    let records = server.audit(&["--principal", &analyst_id, "--tool", "memo://team/note"]);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "tool_outcome" && r["outcome"] == "success"),
+        "{records:?}"
+    );
+
+    // A reader neither sees nor reads it; a URI no upstream lists is refused.
+    let (_, body) = server.rpc(Some(&reader), "resources/list", json!({})).await;
+    assert!(uris(&body).is_empty(), "{body}");
+    let (_, body) = server
+        .rpc(
+            Some(&reader),
+            "resources/read",
+            json!({"uri": "memo://team/note"}),
+        )
+        .await;
+    assert_eq!(reason(&body), "role_not_allowed", "{body}");
+    let (_, body) = server
+        .rpc(
+            Some(&analyst),
+            "resources/read",
+            json!({"uri": "file:///etc/passwd"}),
+        )
+        .await;
+    assert_eq!(reason(&body), "unknown_tool", "{body}");
+    let denied = server.audit(&["--principal", &reader_id, "--tool", "memo://team/note"]);
+    assert!(
+        denied
+            .iter()
+            .any(|r| r["decision"] == "deny" && r["reason"] == "role_not_allowed"),
+        "{denied:?}"
+    );
+}
