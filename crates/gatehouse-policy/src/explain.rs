@@ -79,7 +79,9 @@ impl Policy {
                 reason: refusal.code(),
                 rule: refusal.to_string(),
             },
-            None => self.explain(&principal, tool, args),
+            // Routed as a task list routes it: an upstream's tool by the
+            // default naming, so the answer is the rule the gateway applies.
+            None => self.explain_target(&principal, &self.listed_tool(tool), args),
         };
         PolicyCheck {
             decision: explanation.decision,
@@ -96,7 +98,17 @@ impl Policy {
     /// Decides the call as [`Policy::authorize_call`] does and describes the
     /// outcome.
     pub fn explain(&self, principal: &Arc<Principal>, tool: &str, args: &Value) -> Explanation {
-        match self.authorize_call(principal, tool, args) {
+        self.explain_target(principal, &crate::Target::tool(tool), args)
+    }
+
+    /// [`Policy::explain`] for any target.
+    pub fn explain_target(
+        &self,
+        principal: &Arc<Principal>,
+        target: &crate::Target<'_>,
+        args: &Value,
+    ) -> Explanation {
+        match self.authorize_target_call(principal, target, args) {
             Decision::Permit(permit) => Explanation {
                 decision: "allow",
                 reason: "allowed",

@@ -284,3 +284,32 @@ fn every_scope_of_every_section_is_known() {
     assert!(analyst.contains(&"files:read".to_string()), "{analyst:?}");
     assert!(!analyst.contains(&"crm:write".to_string()), "{analyst:?}");
 }
+
+#[test]
+fn a_policy_check_applies_the_upstream_rule_the_gateway_applies() {
+    let policy = Policy::from_toml(POLICY).unwrap();
+    let now = Timestamp(0);
+    // An upstream tool the policy does not name: its section's rule, not
+    // the admin's licence for unnamed built-in tools.
+    let check = policy.check(
+        principal("reader"),
+        "crm__list_contacts",
+        &json!({}),
+        None,
+        now,
+    );
+    assert_eq!((check.decision, check.reason), ("deny", "role_not_allowed"));
+    let check = policy.check(
+        principal("analyst"),
+        "crm__list_contacts",
+        &json!({}),
+        None,
+        now,
+    );
+    assert_eq!(check.decision, "allow");
+    assert!(
+        check.rule.contains("defaults of upstream crm"),
+        "{}",
+        check.rule
+    );
+}
