@@ -116,6 +116,27 @@ pub struct Gateway {
     upstreams: Option<Arc<UpstreamSet>>,
 }
 
+/// Enabled upstreams in the order names are routed: prefixed ones before
+/// one without a prefix (see `UpstreamSet::route`).
+fn routing_order(upstreams: &UpstreamSet) -> Vec<&gatehouse_upstream::Upstream> {
+    let mut ordered: Vec<_> = upstreams.iter().filter(|u| u.config().enabled).collect();
+    ordered.sort_by_key(|u| u.config().effective_prefix().is_empty());
+    ordered
+}
+
+/// An upstream's answer without the protocol keys of its own `_meta` (its
+/// `serverInfo`): the client talks to Gatehouse, not to the upstream.
+fn without_upstream_protocol_meta(mut answer: CallToolResult) -> CallToolResult {
+    if let Some(meta) = answer.meta.as_mut() {
+        meta.0
+            .retain(|key, _| !key.starts_with("io.modelcontextprotocol/"));
+        if meta.0.is_empty() {
+            answer.meta = None;
+        }
+    }
+    answer
+}
+
 fn micros_since(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
@@ -291,7 +312,8 @@ impl Gateway {
         };
         let policy = self.policy();
         let mut listed = Vec::new();
-        for upstream in upstreams.iter().filter(|u| u.config().enabled) {
+        let mut seen = std::collections::HashSet::new();
+        for upstream in routing_order(upstreams) {
             let tools = match upstream.list_tools(Some(&caller.principal.tenant)).await {
                 Ok(tools) => tools,
                 Err(e) => {
@@ -308,6 +330,12 @@ impl Gateway {
                 let target = Target::upstream(Kind::Tool, &name, upstream.name());
                 let access = policy.visibility(&caller.principal, &target);
                 if access == Access::Deny {
+                    continue;
+                }
+                // Two upstreams offering one name: the one calls are routed
+                // to is listed, never both.
+                if !seen.insert(name.clone()) {
+                    tracing::warn!(upstream = upstream.name(), tool = %name, "an upstream tool's name is taken by another upstream; it is not listed");
                     continue;
                 }
                 tool.name = name.into();
@@ -331,7 +359,8 @@ impl Gateway {
         };
         let policy = self.policy();
         let mut listed = Vec::new();
-        for upstream in upstreams.iter().filter(|u| u.config().enabled) {
+        let mut seen = std::collections::HashSet::new();
+        for upstream in routing_order(upstreams) {
             let prompts = match upstream.list_prompts(Some(&caller.principal.tenant)).await {
                 Ok(prompts) => prompts,
                 Err(e) => {
@@ -344,6 +373,9 @@ impl Gateway {
                 let target = Target::upstream(Kind::Prompt, &name, upstream.name());
                 // Prompts are got outright or not at all (see `get_prompt`).
                 if policy.visibility(&caller.principal, &target) != Access::Allow {
+                    continue;
+                }
+                if !seen.insert(name.clone()) {
                     continue;
                 }
                 prompt.name = name;
@@ -910,7 +942,7 @@ impl Gateway {
             .record(outcome.latency_us(micros_since(started)).build())
             .await?;
         result
-            .map(CallResult::Upstream)
+            .map(|answer| CallResult::Upstream(without_upstream_protocol_meta(answer)))
             .map_err(CallError::Upstream)
     }
 }

@@ -136,6 +136,11 @@ async fn an_upstreams_tools_are_served_under_the_policy_and_audited() {
         .await;
     assert!(body["error"].is_null(), "{body}");
     assert!(body.to_string().contains("hello upstream"), "{body}");
+    // The answer is Gatehouse's: the upstream's own serverInfo stays behind.
+    assert!(
+        !body.to_string().contains("gatehouse-test-upstream"),
+        "{body}"
+    );
     let records = server.audit(&["--principal", &analyst_id, "--tool", "py__echo"]);
     assert!(
         records.iter().any(|r| r["kind"] == "tool_decision"
