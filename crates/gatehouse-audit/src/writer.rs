@@ -170,6 +170,12 @@ impl AuditLog {
         Ok((AuditLog { tx }, AuditWriterHandle(handle)))
     }
 
+    /// Whether the writer still takes records (it stops only when every
+    /// sender is gone or it panicked).
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     /// Records `event` and waits until it is durable.
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();

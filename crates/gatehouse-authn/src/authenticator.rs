@@ -69,6 +69,12 @@ impl Authenticator {
         &self.pepper
     }
 
+    /// Whether the store answers now (readiness: gate 1 fails closed
+    /// without it).
+    pub async fn store_reachable(&self) -> bool {
+        self.store.ping().await.is_ok()
+    }
+
     /// Checks the presented credential (already extracted from the request).
     pub async fn authenticate(
         &self,

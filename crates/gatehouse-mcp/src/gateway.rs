@@ -345,6 +345,14 @@ impl Gateway {
         listed
     }
 
+    /// The health of each upstream server, for readiness.
+    pub fn upstream_health(&self) -> Vec<gatehouse_upstream::Health> {
+        self.upstreams
+            .as_deref()
+            .map(UpstreamSet::health)
+            .unwrap_or_default()
+    }
+
     /// Whether upstream servers are configured (then prompts are offered).
     pub fn has_upstreams(&self) -> bool {
         self.upstreams.is_some()

@@ -8,6 +8,9 @@ pub const PROTECTED_RESOURCE_METADATA: &str = "/.well-known/oauth-protected-reso
 pub const PROTECTED_RESOURCE_METADATA_MCP: &str = "/.well-known/oauth-protected-resource/mcp";
 /// Liveness probe.
 pub const HEALTH: &str = "/healthz";
+/// Readiness: the store answers, the audit log takes records; upstream
+/// health is counted (one upstream down does not make Gatehouse unready).
+pub const READY: &str = "/readyz";
 /// Explains a policy decision (admins only): the HTTP form of
 /// `gatehouse policy check`.
 pub const POLICY_CHECK: &str = "/admin/policy/check";

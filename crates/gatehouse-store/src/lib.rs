@@ -113,6 +113,8 @@ pub trait Store: AuthorizationStore + GatingStore + Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Ids of revoked tokens that have not expired yet.
     async fn revoked_tokens(&self, now: Timestamp) -> StoreResult<Vec<String>>;
+    /// A round trip to the database, for readiness probes.
+    async fn ping(&self) -> StoreResult<()>;
 
     // --- Token-signing keys ----------------------------------------------
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;

@@ -669,6 +669,11 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn revoked_tokens(&self, now: Timestamp) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT jti FROM revoked_tokens WHERE expires_at > $1 ORDER BY jti COLLATE \"C\"",

@@ -65,6 +65,9 @@ impl Store for DownStore {
     async fn revoked_tokens(&self, _: Timestamp) -> StoreResult<Vec<String>> {
         down()
     }
+    async fn ping(&self) -> StoreResult<()> {
+        down()
+    }
     async fn insert_signing_key(&self, _: &SigningKeyRecord) -> StoreResult<()> {
         down()
     }

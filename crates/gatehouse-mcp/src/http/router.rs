@@ -1,9 +1,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
+use axum::{Json, Router};
 use gatehouse_authn::Authenticator;
 use gatehouse_core::RateLimiter;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +18,7 @@ use super::sessions::{MAX_SESSIONS, SessionBindings, SessionLimits};
 use super::{admin, authenticate, body, guard, metadata, policy_check};
 use crate::sdk::{HttpServiceOptions, SdkSessions, streamable_http_service};
 use crate::{Gateway, routes};
+use gatehouse_upstream::HealthState;
 
 /// Settings of the HTTP front door.
 #[derive(Debug, Clone)]
@@ -103,10 +106,38 @@ async fn health() -> &'static str {
     "ok"
 }
 
+/// Ready when the store answers and the audit log takes records: without
+/// either every request would be refused. Upstreams are counted by state,
+/// never named (the probe is unauthenticated).
+async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+    let store = state.authenticator.store_reachable().await;
+    let audit = state.gateway.audit().is_running();
+    let upstreams = state.gateway.upstream_health();
+    let count = |wanted: HealthState| upstreams.iter().filter(|h| h.state == wanted).count();
+    let ready = store && audit;
+    let body = serde_json::json!({
+        "ready": ready,
+        "store": if store { "ok" } else { "unreachable" },
+        "audit": if audit { "ok" } else { "stopped" },
+        "upstreams": {
+            "ready": count(HealthState::Ready),
+            "connecting": count(HealthState::Connecting),
+            "failing": count(HealthState::Failing),
+            "disabled": count(HealthState::Disabled),
+        },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
 /// The whole HTTP application: /mcp, the admin endpoints, the metadata
 /// documents and `oauth_routes` (the authorization server's endpoints and
-/// pages, when it runs). Every route but the liveness probe is behind the
-/// Host guard, and every route shares one body cap and one body deadline:
+/// pages, when it runs). Every route but the liveness and readiness probes
+/// is behind the Host guard, and every route shares one body cap and one body deadline:
 /// they are applied here, after every router is merged, so no route can be
 /// added without them.
 pub fn build_router(
@@ -206,10 +237,11 @@ fn build(
             guard::host_and_form_origin,
         ));
     let router = Router::new()
-        // Liveness probes (a load balancer, Kubernetes) name the instance by
-        // its address rather than the public host, and the answer is a
-        // constant: no Host guard here.
+        // Liveness and readiness probes (a load balancer, Kubernetes) name
+        // the instance by its address rather than the public host, and the
+        // answers name nothing: no Host guard here.
         .route(routes::HEALTH, get(health))
+        .route(routes::READY, get(ready).with_state(Arc::clone(&state)))
         .merge(other_routes)
         .merge(mcp_routes)
         .merge(admin_routes)

@@ -158,3 +158,75 @@ async fn concurrent_initializes_past_the_cap_leave_no_sdk_session_behind() {
     }
     assert_eq!(sdk.count().await, 2);
 }
+
+/// Readiness fails when the store does not answer (gate 1 would refuse
+/// every request), and says which check failed.
+#[tokio::test]
+async fn readiness_is_refused_while_the_store_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, _) = app(dir.path(), 8, 8).await;
+    let get = |router: Router| async move {
+        let response = router
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+    };
+    let (status, body) = get(router).await;
+    assert_eq!((status, &body["ready"]), (200, &json!(true)), "{body}");
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let tools = BuiltinTools::open(
+        ToolsConfig {
+            sandbox_dir: dir.path().join("sandbox2"),
+            ..ToolsConfig::default()
+        },
+        Arc::clone(&store),
+    )
+    .await
+    .unwrap();
+    let (audit, _writer) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
+    let gateway = Arc::new(Gateway::new(
+        Arc::new(SharedPolicy::new(Policy::default_matrix())),
+        tools,
+        audit,
+        Redactor::new(&[]).unwrap(),
+        Arc::new(FixedClock::new(Timestamp(1_000))),
+    ));
+    let down: Arc<dyn Store> = Arc::new(gatehouse_store::testing::DownStore);
+    let authenticator = Arc::new(Authenticator::new(
+        down,
+        Pepper::new(vec![7; 32]).unwrap(),
+        AuthMode::Required,
+    ));
+    let config = HttpConfig {
+        public_url: Url::parse("http://127.0.0.1:8787").unwrap(),
+        allowed_hosts: Vec::new(),
+        allowed_origins: Vec::new(),
+        max_body_bytes: 64 * 1024,
+        body_timeout: Duration::from_secs(5),
+        session_idle_timeout: Duration::from_secs(600),
+        max_sessions: 8,
+        max_sessions_per_principal: 8,
+        initialize_per_minute: 100,
+        authorization_server: None,
+    };
+    let (router, _) = build(
+        gateway,
+        authenticator,
+        &config,
+        CancellationToken::new(),
+        None,
+    );
+    let (status, body) = get(router).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        (&body["ready"], &body["store"], &body["audit"]),
+        (&json!(false), &json!("unreachable"), &json!("ok")),
+        "{body}"
+    );
+}

@@ -233,6 +233,25 @@ async fn an_upstream_that_cannot_start_is_a_json_rpc_error_with_its_reason() {
                   command = \"/nonexistent/mcp-server\"\nconnect_timeout = \"1s\"\ncall_timeout = \"2s\"\n";
     let server = Server::start_in(dir, Some(config));
     let (id, reader) = server.create_key("reader", "reader", &[]);
+    // Still ready (one upstream down does not take Gatehouse out of
+    // rotation); the probe counts the upstream but never names it.
+    let response = reqwest::get(format!("{}/readyz", server.base))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let ready: Value = response.json().await.unwrap();
+    assert_eq!(
+        (&ready["ready"], &ready["store"], &ready["audit"]),
+        (&json!(true), &json!("ok"), &json!("ok")),
+        "{ready}"
+    );
+    let upstreams = &ready["upstreams"];
+    assert_eq!(
+        upstreams["connecting"].as_u64().unwrap() + upstreams["failing"].as_u64().unwrap(),
+        1,
+        "{ready}"
+    );
+    assert!(!ready.to_string().contains("gone"), "{ready}");
     // The built-in tools still list; the broken upstream adds nothing.
     let names = server.tool_names(&reader).await;
     assert!(names.iter().any(|n| n == "whoami"), "{names:?}");
