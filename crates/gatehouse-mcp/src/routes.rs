@@ -14,3 +14,5 @@ pub const READY: &str = "/readyz";
 /// Explains a policy decision (admins only): the HTTP form of
 /// `gatehouse policy check`.
 pub const POLICY_CHECK: &str = "/admin/policy/check";
+/// Each upstream server's health (admins only).
+pub const ADMIN_UPSTREAMS: &str = "/admin/upstreams";

@@ -12,6 +12,7 @@ mod metadata;
 mod policy_check;
 mod router;
 mod sessions;
+mod upstreams_status;
 
 pub use listener::{ListenerLimits, PeerAddr, serve};
 pub use router::{HttpConfig, build_router};

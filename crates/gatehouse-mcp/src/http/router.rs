@@ -15,7 +15,7 @@ use url::Url;
 
 use super::guard::{HostAllowlist, OriginAllowlist};
 use super::sessions::{MAX_SESSIONS, SessionBindings, SessionLimits};
-use super::{admin, authenticate, body, guard, metadata, policy_check};
+use super::{admin, authenticate, body, guard, metadata, policy_check, upstreams_status};
 use crate::sdk::{HttpServiceOptions, SdkSessions, streamable_http_service};
 use crate::{Gateway, routes};
 use gatehouse_upstream::HealthState;
@@ -205,6 +205,7 @@ fn build(
             routes::POLICY_CHECK,
             axum::routing::post(policy_check::check),
         )
+        .route(routes::ADMIN_UPSTREAMS, get(upstreams_status::status))
         .with_state(Arc::clone(&state))
         .layer(from_fn_with_state(Arc::clone(&state), admin::gate))
         .layer(from_fn_with_state(

@@ -130,6 +130,28 @@ async fn an_upstreams_tools_are_served_under_the_policy_and_audited() {
     let names = server.tool_names(&reader).await;
     assert!(!names.iter().any(|n| n.starts_with("py__")), "{names:?}");
 
+    // Admins see each upstream's health; nobody else does.
+    let status = |key: &str| {
+        let request = reqwest::Client::new()
+            .get(format!("{}/admin/upstreams", server.base))
+            .bearer_auth(key.to_string());
+        async move {
+            let response = request.send().await.unwrap();
+            let code = response.status().as_u16();
+            (code, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (code, body) = status(&admin).await;
+    assert_eq!(code, 200, "{body}");
+    let py = &body["upstreams"][0];
+    assert_eq!(
+        (&py["name"], &py["state"]),
+        (&json!("py"), &json!("ready")),
+        "{body}"
+    );
+    assert!(py["protocol_version"].is_string(), "{body}");
+    assert_eq!(status(&analyst).await.0, 403);
+
     // The analyst's call reaches the upstream and its answer comes back.
     let body = server
         .call_tool(&analyst, "py__echo", json!({"text": "hello upstream"}))
