@@ -1,9 +1,11 @@
 //! Gate 2, dispatch and audit for one tool call, independent of the
 //! transport it arrived on.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::future::BoxFuture;
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder, Redactor};
 use gatehouse_authz::{
     Access, ApprovalNeeded, Approvals, Decision, Deny, DenyReason, GrantOrigin, Kind,
@@ -303,24 +305,41 @@ impl Gateway {
             .collect()
     }
 
-    /// The upstreams' tools the principal may call, under the gateway's
-    /// names. An upstream that cannot list its tools now is left out (and
-    /// logged): one server down must not break the list.
-    pub async fn list_upstream_tools(&self, caller: &Caller) -> Vec<ListedUpstreamTool> {
+    /// What every enabled upstream lists now, in routing order (prefixed
+    /// upstreams first), for the caller's tenant. An upstream that cannot
+    /// list now is left out and logged: one server down must not break a
+    /// list.
+    async fn listed_by_upstreams<'a, T>(
+        &'a self,
+        what: &'static str,
+        list: impl Fn(&'a gatehouse_upstream::Upstream) -> BoxFuture<'a, Result<Vec<T>, UpstreamError>>,
+    ) -> Vec<(&'a gatehouse_upstream::Upstream, Vec<T>)> {
         let Some(upstreams) = &self.upstreams else {
             return Vec::new();
         };
+        let mut all = Vec::new();
+        for upstream in routing_order(upstreams) {
+            match list(upstream).await {
+                Ok(items) => all.push((upstream, items)),
+                Err(e) => {
+                    tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the {what} of an upstream");
+                }
+            }
+        }
+        all
+    }
+
+    /// The upstreams' tools the principal may call, under the gateway's
+    /// names.
+    pub async fn list_upstream_tools(&self, caller: &Caller) -> Vec<ListedUpstreamTool> {
+        let tenant = Some(caller.principal.tenant.as_str());
         let policy = self.policy();
         let mut listed = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for upstream in routing_order(upstreams) {
-            let tools = match upstream.list_tools(Some(&caller.principal.tenant)).await {
-                Ok(tools) => tools,
-                Err(e) => {
-                    tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the tools of an upstream");
-                    continue;
-                }
-            };
+        let mut seen = HashSet::new();
+        for (upstream, tools) in self
+            .listed_by_upstreams("tools", |u| Box::pin(u.list_tools(tenant)))
+            .await
+        {
             for mut tool in tools {
                 let name = UpstreamSet::tool_name(upstream, &tool.name);
                 // A built-in tool of the same name wins (calls go to it).
@@ -329,13 +348,9 @@ impl Gateway {
                 }
                 let target = Target::upstream(Kind::Tool, &name, upstream.name());
                 let access = policy.visibility(&caller.principal, &target);
-                if access == Access::Deny {
-                    continue;
-                }
                 // Two upstreams offering one name: the one calls are routed
-                // to is listed, never both.
-                if !seen.insert(name.clone()) {
-                    tracing::warn!(upstream = upstream.name(), tool = %name, "an upstream tool's name is taken by another upstream; it is not listed");
+                // to (listed first) is shown, never both.
+                if access == Access::Deny || !seen.insert(name.clone()) {
                     continue;
                 }
                 tool.name = name.into();
@@ -353,37 +368,30 @@ impl Gateway {
             .unwrap_or_default()
     }
 
-    /// Whether upstream servers are configured (then prompts are offered).
+    /// Whether upstream servers are configured (then prompts and resources
+    /// are offered).
     pub fn has_upstreams(&self) -> bool {
         self.upstreams.is_some()
     }
 
     /// The upstreams' prompts the principal may get, under the gateway's
-    /// names (prefixed like tools). An upstream that cannot list them now
-    /// is left out.
+    /// names (prefixed like tools).
     pub async fn list_upstream_prompts(&self, caller: &Caller) -> Vec<Prompt> {
-        let Some(upstreams) = &self.upstreams else {
-            return Vec::new();
-        };
+        let tenant = Some(caller.principal.tenant.as_str());
         let policy = self.policy();
         let mut listed = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for upstream in routing_order(upstreams) {
-            let prompts = match upstream.list_prompts(Some(&caller.principal.tenant)).await {
-                Ok(prompts) => prompts,
-                Err(e) => {
-                    tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the prompts of an upstream");
-                    continue;
-                }
-            };
+        let mut seen = HashSet::new();
+        for (upstream, prompts) in self
+            .listed_by_upstreams("prompts", |u| Box::pin(u.list_prompts(tenant)))
+            .await
+        {
             for mut prompt in prompts {
                 let name = UpstreamSet::tool_name(upstream, &prompt.name);
                 let target = Target::upstream(Kind::Prompt, &name, upstream.name());
-                // Prompts are got outright or not at all (see `get_prompt`).
-                if policy.visibility(&caller.principal, &target) != Access::Allow {
-                    continue;
-                }
-                if !seen.insert(name.clone()) {
+                // Prompts are got outright or not at all (see `read_only`).
+                if policy.visibility(&caller.principal, &target) != Access::Allow
+                    || !seen.insert(name.clone())
+                {
                     continue;
                 }
                 prompt.name = name;
@@ -396,9 +404,13 @@ impl Gateway {
     /// The upstreams' resources the principal may read; URIs keep their
     /// scheme (they are routed by which upstream lists them).
     pub async fn list_upstream_resources(&self, caller: &Caller) -> Vec<Resource> {
+        let tenant = Some(caller.principal.tenant.as_str());
+        let policy = self.policy();
         let mut listed = Vec::new();
-        for (upstream, resources) in self.upstream_resources(caller).await {
-            let policy = self.policy();
+        for (upstream, resources) in self
+            .listed_by_upstreams("resources", |u| Box::pin(u.list_resources(tenant)))
+            .await
+        {
             listed.extend(resources.into_iter().filter(|resource| {
                 let target = Target::upstream(Kind::Resource, &resource.uri, upstream.name());
                 policy.visibility(&caller.principal, &target) == Access::Allow
@@ -411,64 +423,108 @@ impl Gateway {
     /// principal read what the template names (its section or an entry
     /// for the template itself).
     pub async fn list_upstream_resource_templates(&self, caller: &Caller) -> Vec<ResourceTemplate> {
-        let Some(upstreams) = &self.upstreams else {
-            return Vec::new();
-        };
+        let tenant = Some(caller.principal.tenant.as_str());
         let policy = self.policy();
         let mut listed = Vec::new();
-        for upstream in upstreams.iter().filter(|u| u.config().enabled) {
-            match upstream
-                .list_resource_templates(Some(&caller.principal.tenant))
-                .await
-            {
-                Ok(templates) => listed.extend(templates.into_iter().filter(|template| {
-                    let target =
-                        Target::upstream(Kind::Resource, &template.uri_template, upstream.name());
-                    policy.visibility(&caller.principal, &target) == Access::Allow
-                })),
-                Err(e) => {
-                    tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the resource templates of an upstream");
-                }
-            }
+        for (upstream, templates) in self
+            .listed_by_upstreams("resource templates", |u| {
+                Box::pin(u.list_resource_templates(tenant))
+            })
+            .await
+        {
+            listed.extend(templates.into_iter().filter(|template| {
+                let target =
+                    Target::upstream(Kind::Resource, &template.uri_template, upstream.name());
+                policy.visibility(&caller.principal, &target) == Access::Allow
+            }));
         }
         listed
     }
 
-    /// Every enabled upstream's resources as the caller's tenant sees them;
-    /// one that cannot list them now is left out.
-    async fn upstream_resources(
+    /// Gate 2 and audit for a request that only reads (a prompt, a
+    /// resource), like a tool call: the decision (allowed outright or
+    /// refused — there are no side effects to approve one by one, so a role
+    /// allowed only with approval gets `approval_required` and no approval
+    /// is filed), the rate limits, the decision recorded before `fetch`
+    /// runs and its outcome after.
+    async fn read_only<R>(
         &self,
         caller: &Caller,
-    ) -> Vec<(&gatehouse_upstream::Upstream, Vec<Resource>)> {
-        let Some(upstreams) = &self.upstreams else {
-            return Vec::new();
-        };
-        let mut all = Vec::new();
-        for upstream in upstreams.iter().filter(|u| u.config().enabled) {
-            match upstream
-                .list_resources(Some(&caller.principal.tenant))
-                .await
-            {
-                Ok(resources) => all.push((upstream, resources)),
-                Err(e) => {
-                    tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the resources of an upstream");
-                }
+        target: &Target<'_>,
+        args: &CallArgs<'_>,
+        decision: Decision,
+        started: Instant,
+        fetch: impl Future<Output = Result<R, UpstreamError>>,
+    ) -> Result<R, CallError> {
+        let name = target.name;
+        let permit = match decision {
+            Decision::Permit(permit) => permit,
+            Decision::Deny(deny) => {
+                return Err(self.refuse(caller, name, args, deny, None, started).await);
             }
+            Decision::NeedsApproval(_) => {
+                let deny = Deny::new(target, DenyReason::ApprovalRequired);
+                let detail = Some(format!(
+                    "{} '{name}' is not approved one use at a time: allow the role outright or not at all",
+                    target.kind.as_str()
+                ));
+                return Err(self.refuse(caller, name, args, deny, detail, started).await);
+            }
+        };
+        if let Err(retry_after_secs) =
+            self.limits
+                .check(&self.policy(), &caller.principal, target, self.clock.now())
+        {
+            let deny = Deny::new(target, DenyReason::RateLimited { retry_after_secs });
+            return Err(self.refuse(caller, name, args, deny, None, started).await);
         }
-        all
+        self.audit
+            .record(
+                self.tool_event(
+                    caller,
+                    name,
+                    args,
+                    AuditKind::ToolDecision,
+                    Outcome::Success,
+                )
+                .decision("allow")
+                .reason(permit.rule())
+                .build(),
+            )
+            .await?;
+        let result = fetch.await;
+        let outcome = match &result {
+            Ok(_) => self.tool_event(caller, name, args, AuditKind::ToolOutcome, Outcome::Success),
+            Err(error) => self.upstream_failure(
+                self.tool_event(caller, name, args, AuditKind::ToolOutcome, Outcome::Error),
+                error,
+            ),
+        };
+        self.audit
+            .record(outcome.latency_us(micros_since(started)).build())
+            .await?;
+        result.map_err(CallError::Upstream)
     }
 
-    /// Authorizes and audits `resources/read` like a tool call and reads
-    /// the resource from the upstream that lists it. Like a prompt, a
-    /// resource is allowed outright or refused.
+    /// The outcome record of a call an upstream failed: its code, and its
+    /// text redacted.
+    fn upstream_failure(&self, event: EventBuilder, error: &UpstreamError) -> EventBuilder {
+        event
+            .reason(error.code())
+            .error(self.redactor.redact_text(&error.to_string()))
+    }
+
+    /// Authorizes and audits `resources/read` (see `read_only`) and reads
+    /// the resource from the upstream that lists it.
     pub async fn read_resource(
         &self,
         caller: &Caller,
         uri: &str,
     ) -> Result<ReadResourceResult, CallError> {
         let started = Instant::now();
+        let tenant = Some(caller.principal.tenant.as_str());
         let serving = self
-            .upstream_resources(caller)
+            .listed_by_upstreams("resources", |u| Box::pin(u.list_resources(tenant)))
             .await
             .into_iter()
             .find(|(_, resources)| resources.iter().any(|r| r.uri == uri))
@@ -478,7 +534,6 @@ impl Gateway {
             name: uri,
             upstream: serving.map(|u| u.name()),
         };
-        let policy = self.policy();
         let none = Value::Object(Map::new());
         let args = CallArgs {
             exact: &none,
@@ -486,66 +541,20 @@ impl Gateway {
             redacted: none.clone(),
             sha256: None,
         };
-        let permit = match policy.authorize_target(&caller.principal, &target) {
-            Decision::Permit(permit) => permit,
-            Decision::Deny(deny) => {
-                return Err(self.refuse(caller, uri, &args, deny, None, started).await);
-            }
-            Decision::NeedsApproval(_) => {
-                let deny = Deny::new(&target, DenyReason::ApprovalRequired);
-                let detail = Some(format!(
-                    "resource '{uri}' is not approved read by read: allow the role outright or not at all"
-                ));
-                return Err(self.refuse(caller, uri, &args, deny, detail, started).await);
+        let decision = self.policy().authorize_target(&caller.principal, &target);
+        let fetch = async {
+            match serving {
+                Some(upstream) => upstream.read_resource(tenant, uri, None).await,
+                // Named in the policy, but no upstream lists it.
+                None => Err(UpstreamError::Unknown(uri.to_string())),
             }
         };
-        if let Err(retry_after_secs) =
-            self.limits
-                .check(&policy, &caller.principal, &target, self.clock.now())
-        {
-            let deny = Deny::new(&target, DenyReason::RateLimited { retry_after_secs });
-            return Err(self.refuse(caller, uri, &args, deny, None, started).await);
-        }
-        self.audit
-            .record(
-                self.tool_event(
-                    caller,
-                    uri,
-                    &args,
-                    AuditKind::ToolDecision,
-                    Outcome::Success,
-                )
-                .decision("allow")
-                .reason(permit.rule())
-                .build(),
-            )
-            .await?;
-        let result = match serving {
-            Some(upstream) => {
-                upstream
-                    .read_resource(Some(&caller.principal.tenant), uri, None)
-                    .await
-            }
-            // Named in the policy, but no upstream lists it.
-            None => Err(UpstreamError::Unknown(uri.to_string())),
-        };
-        let outcome = match &result {
-            Ok(_) => self.tool_event(caller, uri, &args, AuditKind::ToolOutcome, Outcome::Success),
-            Err(error) => self
-                .tool_event(caller, uri, &args, AuditKind::ToolOutcome, Outcome::Error)
-                .reason(error.code())
-                .error(self.redactor.redact_text(&error.to_string())),
-        };
-        self.audit
-            .record(outcome.latency_us(micros_since(started)).build())
-            .await?;
-        result.map_err(CallError::Upstream)
+        self.read_only(caller, &target, &args, decision, started, fetch)
+            .await
     }
 
-    /// Authorizes and audits `prompts/get` like a tool call and gets the
-    /// prompt from the upstream that serves it. A prompt has no side
-    /// effects to approve: a role that may get it only with approval is
-    /// refused (`approval_required`) without filing an approval.
+    /// Authorizes and audits `prompts/get` (see `read_only`) and gets the
+    /// prompt from the upstream that serves it.
     pub async fn get_prompt(
         &self,
         caller: &Caller,
@@ -569,73 +578,21 @@ impl Gateway {
             redacted: self.redactor.redact_arguments(&as_value, redact_fields),
             sha256: None,
         };
-        let permit = match policy.authorize_target_call(&caller.principal, &target, &as_value) {
-            Decision::Permit(permit) => permit,
-            Decision::Deny(deny) => {
-                return Err(self.refuse(caller, name, &args, deny, None, started).await);
-            }
-            Decision::NeedsApproval(_) => {
-                let deny = Deny::new(&target, DenyReason::ApprovalRequired);
-                let detail = Some(format!(
-                    "prompt '{name}' is not approved call by call: allow the role outright or not at all"
-                ));
-                return Err(self
-                    .refuse(caller, name, &args, deny, detail, started)
-                    .await);
+        let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);
+        let tenant = Some(caller.principal.tenant.as_str());
+        let fetch = async {
+            match route {
+                Some((upstream, upstream_name)) => {
+                    upstream
+                        .get_prompt(tenant, upstream_name, Some(arguments), None)
+                        .await
+                }
+                // Named in the policy, but no upstream serves it.
+                None => Err(UpstreamError::Unknown(name.to_string())),
             }
         };
-        if let Err(retry_after_secs) =
-            self.limits
-                .check(&policy, &caller.principal, &target, self.clock.now())
-        {
-            let deny = Deny::new(&target, DenyReason::RateLimited { retry_after_secs });
-            return Err(self.refuse(caller, name, &args, deny, None, started).await);
-        }
-        self.audit
-            .record(
-                self.tool_event(
-                    caller,
-                    name,
-                    &args,
-                    AuditKind::ToolDecision,
-                    Outcome::Success,
-                )
-                .decision("allow")
-                .reason(permit.rule())
-                .build(),
-            )
-            .await?;
-        let result = match route {
-            Some((upstream, upstream_name)) => {
-                upstream
-                    .get_prompt(
-                        Some(&caller.principal.tenant),
-                        upstream_name,
-                        Some(arguments),
-                        None,
-                    )
-                    .await
-            }
-            // Named in the policy, but no upstream serves it.
-            None => Err(UpstreamError::Unknown(name.to_string())),
-        };
-        let outcome = match &result {
-            Ok(_) => self.tool_event(
-                caller,
-                name,
-                &args,
-                AuditKind::ToolOutcome,
-                Outcome::Success,
-            ),
-            Err(error) => self
-                .tool_event(caller, name, &args, AuditKind::ToolOutcome, Outcome::Error)
-                .reason(error.code())
-                .error(self.redactor.redact_text(&error.to_string())),
-        };
-        self.audit
-            .record(outcome.latency_us(micros_since(started)).build())
-            .await?;
-        result.map_err(CallError::Upstream)
+        self.read_only(caller, &target, &args, decision, started, fetch)
+            .await
     }
 
     /// The fields every record of one tool call shares.
@@ -942,9 +899,9 @@ impl Gateway {
                 u64::try_from(serde_json::to_vec(answer).map_or(0, |b| b.len()))
                     .unwrap_or(u64::MAX),
             ),
-            Err(error) => event(AuditKind::ToolOutcome, Outcome::Error)
-                .reason(error.code())
-                .error(self.redactor.redact_text(&error.to_string())),
+            Err(error) => {
+                self.upstream_failure(event(AuditKind::ToolOutcome, Outcome::Error), error)
+            }
         };
         self.audit
             .record(outcome.latency_us(micros_since(started)).build())

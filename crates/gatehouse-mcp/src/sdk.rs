@@ -71,6 +71,17 @@ fn server_config() -> ServerConfig {
     )
 }
 
+/// A tool's description as `tools/list` shows it: saying so when a call
+/// needs a human's approval first.
+fn described(description: &str, access: Access) -> String {
+    match access {
+        Access::NeedsApproval => {
+            format!("{description} Requires a human-approved operation token.")
+        }
+        _ => description.to_string(),
+    }
+}
+
 fn internal_error(message: &'static str) -> ErrorData {
     ErrorData::new(ErrorCode::INTERNAL_ERROR, message, None)
 }
@@ -153,11 +164,11 @@ fn call_error(error: CallError, url_elicitation: bool) -> ErrorData {
             tracing::error!(error = %e, "tool call refused: audit unavailable");
             internal_error("the audit log is unavailable, so the call was not run")
         }
-        // The upstream's failure, said without its secrets (the upstream
-        // client scrubs them), with the audit record's reason code.
+        // The upstream's failure with the audit record's reason code, said
+        // without internal reasons (the record and the log have those).
         CallError::Upstream(e) => ErrorData::new(
             ErrorCode::INTERNAL_ERROR,
-            e.to_string(),
+            e.public_message(),
             Some(json!({ "reason": e.code() })),
         ),
     }
@@ -300,10 +311,7 @@ impl ServerHandler for McpHandler {
             .list_tools(&caller.principal)
             .into_iter()
             .map(|listed| {
-                let mut description = listed.definition.description.to_string();
-                if listed.access == Access::NeedsApproval {
-                    description.push_str(" Requires a human-approved operation token.");
-                }
+                let description = described(listed.definition.description, listed.access);
                 let schema = match listed.definition.input_schema {
                     serde_json::Value::Object(map) => map,
                     _ => serde_json::Map::new(),
@@ -319,11 +327,11 @@ impl ServerHandler for McpHandler {
                     .into_iter()
                     .map(|listed| {
                         let mut tool = listed.tool;
+                        // A description the upstream left out stays out,
+                        // unless there is something to say.
                         if listed.access == Access::NeedsApproval {
-                            let mut description =
-                                tool.description.as_deref().unwrap_or_default().to_string();
-                            description.push_str(" Requires a human-approved operation token.");
-                            tool.description = Some(description.into());
+                            let description = tool.description.as_deref().unwrap_or_default();
+                            tool.description = Some(described(description, listed.access).into());
                         }
                         tool
                     }),

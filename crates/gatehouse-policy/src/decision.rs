@@ -4,51 +4,49 @@ use gatehouse_core::Principal;
 
 use crate::target::{Kind, Target};
 
+/// What gate 2 decided about, and the rule that decided: the same for a
+/// permit and for a call that still needs a human's approval.
+#[derive(Debug, Clone)]
+struct Decided {
+    principal: Arc<Principal>,
+    tool: String,
+    rule: String,
+}
+
+impl Decided {
+    fn new(principal: Arc<Principal>, target: &Target<'_>, rule: String) -> Self {
+        Decided {
+            principal,
+            tool: target.name.to_string(),
+            rule,
+        }
+    }
+}
+
 /// Proof that gate 2 allowed `principal` to use one target: call a tool,
 /// get a prompt or read a resource.
 ///
 /// Fields are private and there is no public constructor outside this crate.
 #[derive(Debug, Clone)]
-pub struct Permit {
-    principal: Arc<Principal>,
-    kind: Kind,
-    tool: String,
-    upstream: Option<String>,
-    rule: String,
-}
+pub struct Permit(Decided);
 
 impl Permit {
     pub(crate) fn new(principal: Arc<Principal>, target: &Target<'_>, rule: String) -> Self {
-        Permit {
-            principal,
-            kind: target.kind,
-            tool: target.name.to_string(),
-            upstream: target.upstream.map(str::to_string),
-            rule,
-        }
+        Permit(Decided::new(principal, target, rule))
     }
 
     pub fn principal(&self) -> &Principal {
-        &self.principal
+        &self.0.principal
     }
 
     /// The name of what was permitted (a tool's, a prompt's, a resource's URI).
     pub fn tool(&self) -> &str {
-        &self.tool
-    }
-
-    pub fn kind(&self) -> Kind {
-        self.kind
-    }
-
-    /// The upstream that serves the target, as the gateway routed it.
-    pub fn upstream(&self) -> Option<&str> {
-        self.upstream.as_deref()
+        &self.0.tool
     }
 
     /// The policy rule that allowed the call, for the audit record.
     pub fn rule(&self) -> &str {
-        &self.rule
+        &self.0.rule
     }
 }
 
@@ -59,54 +57,37 @@ impl Permit {
 /// Only this crate creates one, and only for a principal whose role allows
 /// the tool with approval and whose scopes allow it.
 #[derive(Debug, Clone)]
-pub struct ApprovalNeeded {
-    principal: Arc<Principal>,
-    kind: Kind,
-    tool: String,
-    upstream: Option<String>,
-    rule: String,
-}
+pub struct ApprovalNeeded(Decided);
 
 impl ApprovalNeeded {
     pub(crate) fn new(principal: Arc<Principal>, target: &Target<'_>, rule: String) -> Self {
-        ApprovalNeeded {
-            principal,
-            kind: target.kind,
-            tool: target.name.to_string(),
-            upstream: target.upstream.map(str::to_string),
-            rule,
-        }
+        ApprovalNeeded(Decided::new(principal, target, rule))
     }
 
     pub fn principal(&self) -> &Principal {
-        &self.principal
+        &self.0.principal
     }
 
     pub fn tool(&self) -> &str {
-        &self.tool
+        &self.0.tool
     }
 
     /// The policy rule that asks for approval, e.g. "role executor may call
     /// send_email with an approved operation token".
     pub fn rule(&self) -> &str {
-        &self.rule
+        &self.0.rule
     }
 
     /// The permit for the approved call. The gateway calls this only after
     /// it has atomically redeemed an operation token bound to this exact
     /// call; the rule names the approval for the audit record.
     pub fn into_permit(self, approval_id: &str) -> Permit {
-        let rule = format!(
+        let mut decided = self.0;
+        decided.rule = format!(
             "{}; a human approved this call (approval {approval_id})",
-            self.rule
+            decided.rule
         );
-        Permit {
-            principal: self.principal,
-            kind: self.kind,
-            tool: self.tool,
-            upstream: self.upstream,
-            rule,
-        }
+        Permit(decided)
     }
 }
 

@@ -1,25 +1,10 @@
 use std::sync::Arc;
 
-use gatehouse_core::{CredentialKind, CredentialRef, Principal, TaskGrant, Timestamp};
+use gatehouse_core::{Principal, TaskGrant, Timestamp};
 use serde_json::json;
 
 use super::*;
-
-fn principal(role: &str) -> Principal {
-    Principal {
-        tenant: "default".into(),
-        human: None,
-        agent: "agent".into(),
-        credential: CredentialRef {
-            kind: CredentialKind::ApiKey,
-            id: "key1".into(),
-        },
-        roles: vec![role.into()],
-        scopes: None,
-        expires_at: None,
-        task: None,
-    }
-}
+use crate::test_support::principal;
 
 fn explain(policy: &Policy, p: Principal, tool: &str, args: Value) -> Explanation {
     policy.explain(&Arc::new(p), tool, &args)

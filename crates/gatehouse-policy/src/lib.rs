@@ -22,6 +22,8 @@ mod shared_policy;
 mod target;
 mod task_allowlist;
 mod tenants;
+#[cfg(test)]
+mod test_support;
 
 pub use admin_access::{ADMIN_SCOPE, AdminRefusal};
 pub use canonical::{arguments_hash, canonical_json};

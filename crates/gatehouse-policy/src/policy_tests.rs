@@ -1,20 +1,11 @@
 use super::*;
-use gatehouse_core::{CredentialKind, CredentialRef};
 use std::collections::BTreeMap;
 
 fn principal(role: &str, scopes: Option<Vec<&str>>) -> Arc<Principal> {
     Arc::new(Principal {
-        tenant: "default".into(),
-        human: None,
         agent: "key1".into(),
-        credential: CredentialRef {
-            kind: CredentialKind::ApiKey,
-            id: "key1".into(),
-        },
-        roles: vec![role.into()],
         scopes: scopes.map(|s| s.into_iter().map(String::from).collect()),
-        expires_at: None,
-        task: None,
+        ..crate::test_support::principal(role)
     })
 }
 

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use gatehouse_core::{CredentialKind, CredentialRef, Principal, TaskGrant, Timestamp};
+use gatehouse_core::{TaskGrant, Timestamp};
 use serde_json::json;
 
 use super::*;
+use crate::test_support::principal;
 use crate::{Access, Decision, Policy};
 
 const POLICY: &str = r#"
@@ -47,22 +48,6 @@ roles = ["analyst"]
 [tasks.triage]
 tools = ["whoami", "crm__list_contacts"]
 "#;
-
-fn principal(role: &str) -> Principal {
-    Principal {
-        tenant: "default".into(),
-        human: None,
-        agent: "agent".into(),
-        credential: CredentialRef {
-            kind: CredentialKind::ApiKey,
-            id: "key1".into(),
-        },
-        roles: vec![role.into()],
-        scopes: None,
-        expires_at: None,
-        task: None,
-    }
-}
 
 fn decide(policy: &Policy, role: &str, target: Target<'_>) -> (&'static str, String) {
     match policy.authorize_target(&Arc::new(principal(role)), &target) {

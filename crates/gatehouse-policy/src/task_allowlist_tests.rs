@@ -1,26 +1,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_core::{CredentialKind, CredentialRef, Principal, TaskGrant, Timestamp};
+use gatehouse_core::{Principal, TaskGrant, Timestamp};
 
 use super::*;
+use crate::test_support::principal;
 use crate::{Decision, DenyReason};
-
-fn principal(role: &str) -> Principal {
-    Principal {
-        tenant: "default".into(),
-        human: None,
-        agent: "agent".into(),
-        credential: CredentialRef {
-            kind: CredentialKind::ApiKey,
-            id: "key1".into(),
-        },
-        roles: vec![role.into()],
-        scopes: None,
-        expires_at: None,
-        task: None,
-    }
-}
 
 /// The principal working under a grant for `task`, as the gateway sees it.
 fn granted(policy: &Policy, role: &str, task: &str) -> Arc<Principal> {

@@ -1,22 +1,13 @@
 use std::sync::Arc;
 
-use gatehouse_core::{CredentialKind, CredentialRef, Principal};
+use gatehouse_core::Principal;
 
 use crate::{Access, Decision, DenyReason, Policy, RateLimit};
 
 fn principal(tenant: &str, role: &str) -> Arc<Principal> {
     Arc::new(Principal {
         tenant: tenant.into(),
-        human: None,
-        agent: "agent".into(),
-        credential: CredentialRef {
-            kind: CredentialKind::ApiKey,
-            id: "key1".into(),
-        },
-        roles: vec![role.into()],
-        scopes: None,
-        expires_at: None,
-        task: None,
+        ..crate::test_support::principal(role)
     })
 }
 

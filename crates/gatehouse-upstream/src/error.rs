@@ -65,6 +65,25 @@ impl UpstreamError {
         }
     }
 
+    /// The failure as the caller may read it: without the internal reasons
+    /// (spawn and connect errors, secret file paths and variable names),
+    /// which go to the audit record and the log only. An upstream's own
+    /// JSON-RPC error is its answer to the caller's request and is kept.
+    pub fn public_message(&self) -> String {
+        match self {
+            UpstreamError::Unavailable { upstream, .. } => {
+                format!("upstream {upstream} is unavailable")
+            }
+            UpstreamError::Protocol { upstream, .. } => {
+                format!("upstream {upstream} sent an invalid message")
+            }
+            UpstreamError::Credentials { upstream, .. } => {
+                format!("upstream {upstream}: Gatehouse's credential for it is unavailable")
+            }
+            other => other.to_string(),
+        }
+    }
+
     /// Whether the failure says the upstream is unhealthy (and so counts
     /// for the circuit breaker). A JSON-RPC error is an answer, not a failure.
     pub(crate) fn is_upstream_failure(&self) -> bool {
@@ -116,6 +135,36 @@ impl UpstreamError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_callers_message_leaves_internal_reasons_out() {
+        let upstream: Arc<str> = Arc::from("crm");
+        let cases = [
+            UpstreamError::Unavailable {
+                upstream: Arc::clone(&upstream),
+                reason: "connect 10.0.0.7:8443: connection refused".into(),
+            },
+            UpstreamError::Protocol {
+                upstream: Arc::clone(&upstream),
+                reason: "expected value at line 1 column 1 of /srv/x".into(),
+            },
+            UpstreamError::Credentials {
+                upstream: Arc::clone(&upstream),
+                reason: "cannot read secret file /run/secrets/crm-token".into(),
+            },
+        ];
+        for error in cases {
+            let public = error.public_message();
+            assert!(public.starts_with("upstream crm"), "{public}");
+            for internal in ["10.0.0.7", "/srv/x", "/run/secrets"] {
+                assert!(!public.contains(internal), "{public}");
+            }
+            assert!(
+                error.to_string().len() > public.len(),
+                "the full text keeps the reason"
+            );
+        }
+    }
 
     #[test]
     fn codes_are_stable() {

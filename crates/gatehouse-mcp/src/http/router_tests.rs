@@ -40,6 +40,17 @@ async fn app(
     max_sessions: usize,
     max_sessions_per_principal: usize,
 ) -> (Router, SdkSessions) {
+    app_with(dir, max_sessions, max_sessions_per_principal, None).await
+}
+
+/// `app`, with gate 1 reading `authn_store` instead of the application's
+/// own store when one is given (e.g. a store that is down).
+async fn app_with(
+    dir: &std::path::Path,
+    max_sessions: usize,
+    max_sessions_per_principal: usize,
+    authn_store: Option<Arc<dyn Store>>,
+) -> (Router, SdkSessions) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
     let tools = BuiltinTools::open(
         ToolsConfig {
@@ -59,7 +70,7 @@ async fn app(
         Arc::new(FixedClock::new(Timestamp(1_000))),
     ));
     let authenticator = Arc::new(Authenticator::new(
-        store,
+        authn_store.unwrap_or(store),
         Pepper::new(vec![7; 32]).unwrap(),
         AuthMode::Disabled {
             anonymous: Box::new(anonymous()),
@@ -179,49 +190,8 @@ async fn readiness_is_refused_while_the_store_is_down() {
     let (status, body) = get(router).await;
     assert_eq!((status, &body["ready"]), (200, &json!(true)), "{body}");
 
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-    let tools = BuiltinTools::open(
-        ToolsConfig {
-            sandbox_dir: dir.path().join("sandbox2"),
-            ..ToolsConfig::default()
-        },
-        Arc::clone(&store),
-    )
-    .await
-    .unwrap();
-    let (audit, _writer) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
-    let gateway = Arc::new(Gateway::new(
-        Arc::new(SharedPolicy::new(Policy::default_matrix())),
-        tools,
-        audit,
-        Redactor::new(&[]).unwrap(),
-        Arc::new(FixedClock::new(Timestamp(1_000))),
-    ));
     let down: Arc<dyn Store> = Arc::new(gatehouse_store::testing::DownStore);
-    let authenticator = Arc::new(Authenticator::new(
-        down,
-        Pepper::new(vec![7; 32]).unwrap(),
-        AuthMode::Required,
-    ));
-    let config = HttpConfig {
-        public_url: Url::parse("http://127.0.0.1:8787").unwrap(),
-        allowed_hosts: Vec::new(),
-        allowed_origins: Vec::new(),
-        max_body_bytes: 64 * 1024,
-        body_timeout: Duration::from_secs(5),
-        session_idle_timeout: Duration::from_secs(600),
-        max_sessions: 8,
-        max_sessions_per_principal: 8,
-        initialize_per_minute: 100,
-        authorization_server: None,
-    };
-    let (router, _) = build(
-        gateway,
-        authenticator,
-        &config,
-        CancellationToken::new(),
-        None,
-    );
+    let (router, _) = app_with(dir.path(), 8, 8, Some(down)).await;
     let (status, body) = get(router).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(

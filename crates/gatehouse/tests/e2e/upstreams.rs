@@ -287,6 +287,8 @@ async fn an_upstream_that_cannot_start_is_a_json_rpc_error_with_its_reason() {
     assert_eq!(status, 200, "{body}");
     let code = reason(&body);
     assert!(code.starts_with("upstream_"), "{body}");
+    // The caller learns what failed, not how the server is set up.
+    assert!(!body.to_string().contains("/nonexistent"), "{body}");
     // Permitted, then failed: both on record, with the upstream's reason.
     let records = server.audit(&["--principal", &id, "--tool", "gone__anything"]);
     assert!(
