@@ -152,31 +152,18 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+    use gatehouse_core::{AuditKind, Outcome, Timestamp};
 
     #[test]
     fn an_error_text_cannot_close_its_field_or_break_the_line() {
-        let event = AuditEvent {
-            id: "e1".into(),
-            ts: Timestamp(0),
-            kind: AuditKind::Authentication,
-            tenant: Some("default".into()),
-            human: None,
-            agent: None,
-            credential: None,
-            session: None,
-            source: None,
-            tool: None,
-            arguments: None,
-            args_sha256: None,
-            approval: None,
-            decision: None,
-            reason: Some("invalid_token".into()),
-            outcome: Outcome::Failure,
-            error: Some("bad\" reason=allowed outcome=success\nforged".into()),
-            latency_us: None,
-            result_bytes: None,
-        };
+        let event = gatehouse_audit::EventBuilder::new(
+            AuditKind::Authentication,
+            Outcome::Failure,
+            Timestamp(0),
+        )
+        .reason("invalid_token")
+        .error("bad\" reason=allowed outcome=success\nforged".to_string())
+        .build();
         let text = row_text(&AuditRow { seq: 1, event });
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(
