@@ -25,6 +25,10 @@ pub enum AuditKind {
     /// A task grant was issued or revoked, or an approval was requested,
     /// decided or redeemed.
     Grant,
+    /// An upstream server's catalogue: a tool definition was pinned on
+    /// first sight, or an operator approved a changed one. (A changed
+    /// definition itself is an `Anomaly`.)
+    Upstream,
 }
 
 impl AuditKind {
@@ -37,6 +41,7 @@ impl AuditKind {
             AuditKind::Registration => "registration",
             AuditKind::Anomaly => "anomaly",
             AuditKind::Grant => "grant",
+            AuditKind::Upstream => "upstream",
         }
     }
 
@@ -49,6 +54,7 @@ impl AuditKind {
             "registration" => Some(AuditKind::Registration),
             "anomaly" => Some(AuditKind::Anomaly),
             "grant" => Some(AuditKind::Grant),
+            "upstream" => Some(AuditKind::Upstream),
             _ => None,
         }
     }

@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 use crate::Caller;
 use crate::call_limits::CallLimits;
 use crate::refusal::Refusal;
+use crate::tool_pins::{PinError, PinVerdict, ToolPins};
 
 /// A tool as `tools/list` shows it to one principal.
 #[derive(Debug, Clone)]
@@ -53,6 +54,15 @@ pub enum CallResult {
 /// The `_meta` keys that are Gatehouse's own (operation token, task) and
 /// never leave it.
 const GATEHOUSE_META_PREFIX: &str = "io.gatehouse/";
+
+/// Why the pins stop a call of an upstream tool.
+enum PinRefusal {
+    /// Changed since reviewed, or not listed: refused with this reason.
+    Refused(DenyReason, String),
+    /// The upstream could not list its tools, so the definition could not
+    /// be checked (and the call could not have run).
+    Unreachable(UpstreamError),
+}
 
 /// A call refused until a human approves it: where to send the human.
 #[derive(Debug, Clone)]
@@ -99,6 +109,10 @@ pub enum CallError {
     /// call was permitted and audited with this error's code.
     #[error(transparent)]
     Upstream(UpstreamError),
+    /// The pinned tool definitions could not be read: upstream tools are
+    /// refused (fail closed).
+    #[error("{0}")]
+    PinsUnavailable(String),
 }
 
 pub struct Gateway {
@@ -116,6 +130,8 @@ pub struct Gateway {
     limits: CallLimits,
     /// MCP servers whose tools the gateway serves beside its own.
     upstreams: Option<Arc<UpstreamSet>>,
+    /// Their tools' pinned definitions; without them nothing is pinned.
+    pins: Option<Arc<ToolPins>>,
 }
 
 /// Enabled upstreams in the order names are routed: prefixed ones before
@@ -170,7 +186,14 @@ impl Gateway {
             clock,
             limits: CallLimits::default(),
             upstreams: None,
+            pins: None,
         }
+    }
+
+    /// Pins the definitions of the upstreams' tools (see `tool_pins`).
+    pub fn with_tool_pins(mut self, pins: Arc<ToolPins>) -> Self {
+        self.pins = Some(pins);
+        self
     }
 
     /// Serves the tools of these upstream servers beside the built-in ones.
@@ -329,6 +352,68 @@ impl Gateway {
         all
     }
 
+    /// An upstream's tools, without those its pins withhold. Pins that
+    /// cannot be read withhold every tool of the upstream (fail closed).
+    async fn reviewed_tools(
+        &self,
+        upstream: &gatehouse_upstream::Upstream,
+        tenant: Option<&str>,
+    ) -> Result<Vec<Tool>, UpstreamError> {
+        let tools = upstream.list_tools(tenant).await?;
+        let Some(pins) = &self.pins else {
+            return Ok(tools);
+        };
+        match pins.review(upstream, tools).await {
+            Ok(served) => Ok(served),
+            Err(e) => {
+                tracing::error!(upstream = upstream.name(), error = %e, "cannot check the upstream's tools against their pins; withholding them");
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// Whether the pins let a call of an upstream tool through: the verdict
+    /// on the definition this instance last reviewed, or (none yet) on the
+    /// one the upstream lists now.
+    async fn pinned(
+        &self,
+        upstream: &gatehouse_upstream::Upstream,
+        tool: &str,
+        tenant: Option<&str>,
+    ) -> Result<Result<(), PinRefusal>, PinError> {
+        let Some(pins) = &self.pins else {
+            return Ok(Ok(()));
+        };
+        if upstream.config().pin == gatehouse_upstream::PinMode::Off {
+            return Ok(Ok(()));
+        }
+        let verdict = match pins.verdict(upstream.name(), tool) {
+            Some(verdict) => Some(verdict),
+            None => match upstream.list_tools(tenant).await {
+                Ok(tools) => {
+                    pins.review(upstream, tools).await?;
+                    pins.verdict(upstream.name(), tool)
+                }
+                Err(e) => return Ok(Err(PinRefusal::Unreachable(e))),
+            },
+        };
+        let name = upstream.name();
+        Ok(match verdict {
+            Some(PinVerdict::Serve) => Ok(()),
+            Some(PinVerdict::Withhold) => Err(PinRefusal::Refused(
+                DenyReason::ToolDefinitionChanged,
+                format!(
+                    "the definition of {tool:?} at upstream {name:?} differs from the pinned one; \
+                     review it with `gatehouse upstreams diff {name}`"
+                ),
+            )),
+            None => Err(PinRefusal::Refused(
+                DenyReason::ToolDefinitionUnreviewed,
+                format!("upstream {name:?} does not list {tool:?}"),
+            )),
+        })
+    }
+
     /// The upstreams' tools the principal may call, under the gateway's
     /// names.
     pub async fn list_upstream_tools(&self, caller: &Caller) -> Vec<ListedUpstreamTool> {
@@ -337,7 +422,7 @@ impl Gateway {
         let mut listed = Vec::new();
         let mut seen = HashSet::new();
         for (upstream, tools) in self
-            .listed_by_upstreams("tools", |u| Box::pin(u.list_tools(tenant)))
+            .listed_by_upstreams("tools", |u| Box::pin(self.reviewed_tools(u, tenant)))
             .await
         {
             for mut tool in tools {
@@ -358,6 +443,40 @@ impl Gateway {
             }
         }
         listed
+    }
+
+    /// The upstreams' catalogue changes, when there are upstreams.
+    pub fn upstream_changes(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<gatehouse_upstream::ListChanged>> {
+        self.upstreams.as_deref().map(UpstreamSet::subscribe)
+    }
+
+    /// An upstream's catalogue changed (or it reconnected): its tools are
+    /// reviewed against their pins at once, so a changed definition is
+    /// recorded when it appears, not when someone next lists. An upstream
+    /// whose credential is per tenant is reviewed at each tenant's next
+    /// listing instead.
+    pub async fn upstream_changed(&self, change: &gatehouse_upstream::ListChanged) {
+        use gatehouse_upstream::ChangeKind;
+        if !matches!(change.kind, ChangeKind::Tools | ChangeKind::Reconnected)
+            || self.pins.is_none()
+        {
+            return;
+        }
+        let Some(upstream) = self
+            .upstreams
+            .as_deref()
+            .and_then(|set| set.get(&change.upstream).ok())
+        else {
+            return;
+        };
+        if !upstream.config().enabled || upstream.config().needs_tenant() {
+            return;
+        }
+        if let Err(e) = self.reviewed_tools(upstream, None).await {
+            tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the tools of an upstream that changed");
+        }
     }
 
     /// The health of each upstream server, for readiness.
@@ -828,6 +947,45 @@ impl Gateway {
             Decision::Permit(permit) => Ok(permit),
             Decision::NeedsApproval(needed) => Err(needed),
         };
+        // A tool whose definition changed since it was reviewed is not run,
+        // whoever asks.
+        if let Some((upstream, upstream_name)) = route {
+            let tenant = Some(caller.principal.tenant.as_str());
+            match self.pinned(upstream, upstream_name, tenant).await {
+                Ok(Ok(())) => {}
+                Ok(Err(PinRefusal::Refused(reason, detail))) => {
+                    let deny = Deny::new(&target, reason);
+                    return Err(self
+                        .refuse(caller, name, &args, deny, Some(detail), started)
+                        .await);
+                }
+                // The call could not have run either: refused with the
+                // upstream's own reason.
+                Ok(Err(PinRefusal::Unreachable(error))) => {
+                    let event = self
+                        .tool_event(
+                            caller,
+                            name,
+                            &args,
+                            AuditKind::ToolDecision,
+                            Outcome::Denied,
+                        )
+                        .decision("deny");
+                    self.audit
+                        .record(
+                            self.upstream_failure(event, &error)
+                                .latency_us(micros_since(started))
+                                .build(),
+                        )
+                        .await?;
+                    return Err(CallError::Upstream(error));
+                }
+                Err(PinError::Audit(e)) => return Err(CallError::Audit(e)),
+                Err(e @ PinError::Store(_)) => {
+                    return Err(CallError::PinsUnavailable(e.to_string()));
+                }
+            }
+        }
         // Limits count before an operation token is spent, so a limited
         // retry does not burn the human's approval.
         if let Err(retry_after_secs) =

@@ -13,6 +13,7 @@ mod refusal;
 pub mod routes;
 mod sdk;
 mod stdio;
+pub mod tool_pins;
 
 pub use caller::Caller;
 pub use gate1::Gate1Error;
@@ -23,3 +24,4 @@ pub use sdk::{
     DENIED_ERROR_CODE, PROTOCOL_VERSIONS, UNAUTHENTICATED_ERROR_CODE, URL_ELICITATION_REQUIRED_CODE,
 };
 pub use stdio::{StdioAuthenticator, StdioError, serve_stdio};
+pub use tool_pins::ToolPins;

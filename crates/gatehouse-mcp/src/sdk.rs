@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use gatehouse_authz::{Access, Deny, DenyReason, OPERATION_TOKEN_META};
 use gatehouse_tools::{ToolError, ToolOutput};
+use gatehouse_upstream::ChangeKind;
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage,
     ContentBlock, ErrorCode, ErrorData, GetPromptRequestParams, GetPromptResponse, Implementation,
@@ -14,12 +15,13 @@ use rmcp::model::{
     ListToolsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
     ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{RoleServer, ServerHandler, ServiceExt};
 use serde_json::json;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::PendingApproval;
@@ -60,6 +62,76 @@ enum Identity {
 struct McpHandler {
     gateway: Arc<Gateway>,
     identity: Identity,
+    sessions: SessionPeers,
+}
+
+/// The clients of live sessions, told when an upstream's catalogue
+/// changed (`notifications/*/list_changed`). The notice carries nothing
+/// but "list again", so every session gets it; each then lists what it
+/// may see.
+#[derive(Clone, Default)]
+struct SessionPeers(Arc<std::sync::Mutex<Vec<Peer<RoleServer>>>>);
+
+impl SessionPeers {
+    fn live(&self) -> std::sync::MutexGuard<'_, Vec<Peer<RoleServer>>> {
+        let mut peers = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        peers.retain(|peer| !peer.is_transport_closed());
+        peers
+    }
+
+    fn add(&self, peer: Peer<RoleServer>) {
+        self.live().push(peer);
+    }
+
+    async fn announce(&self, kind: ChangeKind) {
+        let peers = self.live().clone();
+        for peer in peers {
+            let sent = match kind {
+                ChangeKind::Tools => peer.notify_tool_list_changed().await,
+                ChangeKind::Prompts => peer.notify_prompt_list_changed().await,
+                ChangeKind::Resources => peer.notify_resource_list_changed().await,
+                ChangeKind::Reconnected => {
+                    let tools = peer.notify_tool_list_changed().await;
+                    let prompts = peer.notify_prompt_list_changed().await;
+                    tools
+                        .and(prompts)
+                        .and(peer.notify_resource_list_changed().await)
+                }
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "could not tell a session that a list changed");
+            }
+        }
+    }
+}
+
+/// Follows the upstreams' catalogue changes for as long as the gateway
+/// lives: refreshes what the gateway knows (pins), then tells the sessions.
+fn follow_upstream_changes(gateway: &Arc<Gateway>, sessions: SessionPeers) {
+    let Some(mut changes) = gateway.upstream_changes() else {
+        return;
+    };
+    let gateway = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        loop {
+            let kind = match changes.recv().await {
+                Ok(change) => {
+                    let Some(gateway) = gateway.upgrade() else {
+                        break;
+                    };
+                    gateway.upstream_changed(&change).await;
+                    change.kind
+                }
+                // Changes were missed: anything may have changed.
+                Err(broadcast::error::RecvError::Lagged(_)) => ChangeKind::Reconnected,
+                Err(broadcast::error::RecvError::Closed) => break,
+            };
+            sessions.announce(kind).await;
+        }
+    });
 }
 
 fn server_config() -> ServerConfig {
@@ -160,6 +232,12 @@ fn call_error(error: CallError, url_elicitation: bool) -> ErrorData {
             tracing::error!(error = %e, "tool call refused: approvals unavailable");
             internal_error("approvals are unavailable, so the call was not run")
         }
+        CallError::PinsUnavailable(e) => {
+            tracing::error!(error = %e, "tool call refused: tool pins unavailable");
+            internal_error(
+                "the upstream tool could not be checked against its pinned definition, so the call was not run",
+            )
+        }
         CallError::Audit(e) => {
             tracing::error!(error = %e, "tool call refused: audit unavailable");
             internal_error("the audit log is unavailable, so the call was not run")
@@ -225,16 +303,28 @@ impl McpHandler {
 impl ServerHandler for McpHandler {
     fn get_info(&self) -> ServerConfig {
         let mut info = server_config();
-        // Upstreams may serve prompts; Gatehouse itself has none.
+        // Upstreams may serve prompts; Gatehouse itself has none. Their
+        // catalogues change, and sessions are told.
         if self.gateway.has_upstreams() {
             let offered = ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
                 .enable_prompts()
+                .enable_prompts_list_changed()
                 .enable_resources()
+                .enable_resources_list_changed()
                 .build();
+            info.capabilities.tools = offered.tools;
             info.capabilities.prompts = offered.prompts;
             info.capabilities.resources = offered.resources;
         }
         info
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        if self.gateway.has_upstreams() {
+            self.sessions.add(context.peer);
+        }
     }
 
     async fn list_resources(
@@ -457,7 +547,9 @@ pub fn streamable_http_service(
     let handler = McpHandler {
         gateway,
         identity: Identity::Http,
+        sessions: SessionPeers::default(),
     };
+    follow_upstream_changes(&handler.gateway, handler.sessions.clone());
     (
         StreamableHttpService::new(move || Ok(handler.clone()), Arc::clone(&sessions), config),
         SdkSessions(sessions),
@@ -472,7 +564,9 @@ pub(crate) async fn serve(
     let handler = McpHandler {
         gateway,
         identity: Identity::Stdio(authenticator),
+        sessions: SessionPeers::default(),
     };
+    follow_upstream_changes(&handler.gateway, handler.sessions.clone());
     let running = handler
         .serve(rmcp::transport::stdio())
         .await

@@ -120,6 +120,12 @@ pub enum DenyReason {
     /// The principal called the tool (or, for a role limit, any tool) too
     /// often; it may try again after `retry_after_secs`.
     RateLimited { retry_after_secs: u64 },
+    /// An upstream tool whose definition changed since it was pinned;
+    /// withheld until an operator approves the change.
+    ToolDefinitionChanged,
+    /// An upstream tool whose definition could not be checked against its
+    /// pin: the upstream does not list it, or could not list now.
+    ToolDefinitionUnreviewed,
 }
 
 impl DenyReason {
@@ -135,6 +141,8 @@ impl DenyReason {
             DenyReason::NotInTenant => "tool_not_in_tenant",
             DenyReason::ConstraintViolated { .. } => "constraint_violated",
             DenyReason::RateLimited { .. } => "rate_limited",
+            DenyReason::ToolDefinitionChanged => "tool_definition_changed",
+            DenyReason::ToolDefinitionUnreviewed => "tool_definition_unreviewed",
         }
     }
 }
@@ -215,6 +223,16 @@ impl Deny {
             ),
             DenyReason::RateLimited { retry_after_secs } => format!(
                 "{kind} '{}' was called too often; retry in {retry_after_secs} s",
+                self.tool
+            ),
+            DenyReason::ToolDefinitionChanged => format!(
+                "{kind} '{}' changed at its upstream server since it was reviewed; \
+                 it is withheld until an operator approves the change",
+                self.tool
+            ),
+            DenyReason::ToolDefinitionUnreviewed => format!(
+                "{kind} '{}' could not be checked against its reviewed definition \
+                 (its upstream server does not list it now)",
                 self.tool
             ),
         }

@@ -6,14 +6,17 @@
 mod authorization;
 mod gating;
 mod generation;
+mod pins;
 mod postgres;
 mod postgres_authorization;
 mod postgres_gating;
+mod postgres_pins;
 mod records;
 mod signing_schedule;
 mod sqlite;
 mod sqlite_authorization;
 mod sqlite_gating;
+mod sqlite_pins;
 #[cfg(test)]
 mod store_conformance_tests;
 #[cfg(feature = "testing")]
@@ -30,6 +33,7 @@ pub use gating::{
     ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore, OperationBinding,
     TaskGrantRecord,
 };
+pub use pins::{PendingDefinition, PinStore, ToolDefinitionRecord, ToolPinRecord};
 pub use postgres::PostgresStore;
 pub use records::{ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord};
 pub use signing_schedule::{ScheduledKey, SigningKeyState, SigningSchedule, signing_schedule};
@@ -61,7 +65,7 @@ impl From<sqlx::Error> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: AuthorizationStore + GatingStore + Send + Sync + 'static {
+pub trait Store: AuthorizationStore + GatingStore + PinStore + Send + Sync + 'static {
     // --- API keys -------------------------------------------------------
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
     async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;

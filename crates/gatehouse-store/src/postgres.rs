@@ -43,6 +43,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/postgres/0007_exact_approval_arguments.sql"),
     ),
+    (
+        8,
+        include_str!("../migrations/postgres/0008_upstream_tool_pins.sql"),
+    ),
 ];
 
 /// See `sqlite::NEWEST_MIGRATION`: versions may leave gaps.

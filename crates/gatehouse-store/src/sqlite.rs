@@ -42,6 +42,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../migrations/sqlite/0007_exact_approval_arguments.sql"),
     ),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_upstream_tool_pins.sql"),
+    ),
 ];
 
 /// Versions may leave gaps (a branch numbers its migration ahead of one

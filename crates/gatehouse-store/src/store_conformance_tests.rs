@@ -13,7 +13,7 @@ use crate::{
     ApiKeyRecord, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuditQuery, AuthCodeRecord,
     AuthLock, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus, GrantRecord,
     LoginCounter, LoginThrottle, OperationBinding, RefreshRotation, RefreshTokenRecord,
-    SigningKeyRecord, Store, StoreError, TaskGrantRecord, UserRecord,
+    SigningKeyRecord, Store, StoreError, TaskGrantRecord, ToolDefinitionRecord, UserRecord,
 };
 
 pub(crate) type TestStore = Arc<dyn Store>;
@@ -65,6 +65,7 @@ macro_rules! conformance_tests {
             only_an_approved_unexpired_token_is_redeemed,
             auth_failures_count_within_a_window_lock_and_clear,
             purge_removes_gating_records_a_day_after_they_end,
+            tool_pins_record_a_change_once_and_approve_only_what_was_reviewed,
         );
         $crate::store_conformance_tests::conformance_tests!(@tests $concurrent;
             concurrent_redemptions_of_one_code_let_exactly_one_through,
@@ -80,6 +81,7 @@ macro_rules! conformance_tests {
             concurrent_task_grant_revocations_revoke_once,
             concurrent_auth_failures_each_count,
             concurrent_login_failures_each_count,
+            concurrent_sightings_of_one_change_record_it_once,
         );
     };
     (@tests $run:path; $($name:ident),* $(,)?) => {
@@ -2607,4 +2609,151 @@ pub(crate) async fn concurrent_auth_failures_each_count(store: TestStore) {
     .await;
     let counts: BTreeSet<u32> = results.into_iter().collect();
     assert_eq!(counts, (1..=16).collect());
+}
+
+// --- upstream tool pins -------------------------------------------------------
+
+fn definition(text: &str) -> ToolDefinitionRecord {
+    ToolDefinitionRecord {
+        sha256: format!("sha-{text}"),
+        definition: format!("{{\"description\":\"{text}\"}}"),
+    }
+}
+
+pub(crate) async fn tool_pins_record_a_change_once_and_approve_only_what_was_reviewed(
+    store: TestStore,
+) {
+    let (a, b, c) = (definition("a"), definition("b"), definition("c"));
+    assert!(store.tool_pin("files", "read").await.unwrap().is_none());
+    assert!(
+        store
+            .insert_tool_pin("files", "read", &a, Timestamp(1))
+            .await
+            .unwrap()
+    );
+    // A second first sighting keeps the first pin.
+    assert!(
+        !store
+            .insert_tool_pin("files", "read", &b, Timestamp(2))
+            .await
+            .unwrap()
+    );
+    store
+        .insert_tool_pin("crm", "find", &a, Timestamp(1))
+        .await
+        .unwrap();
+    let pin = store.tool_pin("files", "read").await.unwrap().unwrap();
+    assert_eq!(
+        (pin.pinned.clone(), pin.pinned_by.clone()),
+        (a.clone(), None)
+    );
+    assert_eq!(pin.pending, None);
+
+    // A change is recorded once; against a stale pin, not at all.
+    let set = |seen: ToolDefinitionRecord, pinned: &'static str, at| {
+        let store = store.clone();
+        async move {
+            store
+                .set_pending_tool_definition("files", "read", pinned, &seen, Timestamp(at))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(set(b.clone(), "sha-a", 3).await);
+    assert!(!set(b.clone(), "sha-a", 4).await);
+    assert!(!set(c.clone(), "sha-b", 4).await);
+    let pending = store
+        .tool_pin("files", "read")
+        .await
+        .unwrap()
+        .unwrap()
+        .pending
+        .unwrap();
+    assert_eq!(
+        (pending.definition, pending.since),
+        (b.clone(), Timestamp(3))
+    );
+
+    // Back to the pinned definition: nothing is pending any more.
+    store
+        .clear_pending_tool_definition("files", "read", "sha-a")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .tool_pin("files", "read")
+            .await
+            .unwrap()
+            .unwrap()
+            .pending,
+        None
+    );
+
+    // Approving pins exactly the reviewed definition, once.
+    assert!(set(c.clone(), "sha-a", 5).await);
+    let before = store.credential_generation();
+    assert!(
+        !store
+            .approve_tool_definition("files", "read", "sha-b", "operator:ann", Timestamp(6))
+            .await
+            .unwrap(),
+        "b is not what is pending"
+    );
+    assert!(
+        store
+            .approve_tool_definition("files", "read", "sha-c", "operator:ann", Timestamp(6))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .approve_tool_definition("files", "read", "sha-c", "operator:ann", Timestamp(7))
+            .await
+            .unwrap()
+    );
+    let pin = store.tool_pin("files", "read").await.unwrap().unwrap();
+    assert_eq!(pin.pinned, c);
+    assert_eq!(pin.pinned_at, Timestamp(6));
+    assert_eq!(pin.pinned_by.as_deref(), Some("operator:ann"));
+    assert_eq!(pin.pending, None);
+    // Every instance hears of it, as of a credential change.
+    assert_ne!(store.credential_generation(), before);
+
+    let all: Vec<_> = store
+        .tool_pins(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.upstream, p.tool))
+        .collect();
+    assert_eq!(
+        all,
+        [
+            ("crm".into(), "find".into()),
+            ("files".into(), "read".into())
+        ]
+    );
+    assert_eq!(store.tool_pins(Some("crm")).await.unwrap().len(), 1);
+    assert!(store.tool_pins(Some("none")).await.unwrap().is_empty());
+}
+
+pub(crate) async fn concurrent_sightings_of_one_change_record_it_once(store: TestStore) {
+    store
+        .insert_tool_pin("files", "read", &definition("a"), Timestamp(1))
+        .await
+        .unwrap();
+    let recorded = race(&store, 8, |store, i| async move {
+        store
+            .set_pending_tool_definition(
+                "files",
+                "read",
+                "sha-a",
+                &definition("b"),
+                Timestamp(10 + i as i64),
+            )
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(recorded.iter().filter(|r| **r).count(), 1);
 }

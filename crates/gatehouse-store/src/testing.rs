@@ -7,9 +7,9 @@ use gatehouse_core::{AuditEvent, Timestamp};
 use crate::{
     ApiKeyRecord, ApprovalDecision, ApprovalRecord, AuditQuery, AuditRow, AuthCodeRecord, AuthLock,
     AuthorizationStore, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, GatingStore,
-    GrantRecord, LoginCounter, LoginThrottle, OperationBinding, RefreshRotation,
+    GrantRecord, LoginCounter, LoginThrottle, OperationBinding, PinStore, RefreshRotation,
     RefreshTokenRecord, SigningKeyRecord, Store, StoreError, StoreResult, TaskGrantRecord,
-    UserRecord,
+    ToolDefinitionRecord, ToolPinRecord, UserRecord,
 };
 
 /// A store whose every call fails, to check that tools fail closed.
@@ -324,6 +324,48 @@ impl GatingStore for DownStore {
         down()
     }
     async fn clear_auth_lock(&self, _: &str) -> StoreResult<bool> {
+        down()
+    }
+}
+
+#[async_trait]
+impl PinStore for DownStore {
+    async fn tool_pin(&self, _: &str, _: &str) -> StoreResult<Option<ToolPinRecord>> {
+        down()
+    }
+    async fn tool_pins(&self, _: Option<&str>) -> StoreResult<Vec<ToolPinRecord>> {
+        down()
+    }
+    async fn insert_tool_pin(
+        &self,
+        _: &str,
+        _: &str,
+        _: &ToolDefinitionRecord,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
+        down()
+    }
+    async fn set_pending_tool_definition(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &ToolDefinitionRecord,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
+        down()
+    }
+    async fn clear_pending_tool_definition(&self, _: &str, _: &str, _: &str) -> StoreResult<()> {
+        down()
+    }
+    async fn approve_tool_definition(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
         down()
     }
 }

@@ -104,6 +104,36 @@ pub struct UpstreamConfig {
     /// HTTP only: the credential Gatehouse presents to the upstream.
     #[serde(default)]
     pub auth: UpstreamAuth,
+    /// What a tool whose definition changed since it was pinned becomes.
+    #[serde(default)]
+    pub pin: PinMode,
+}
+
+/// What happens to an upstream tool whose definition (description,
+/// schemas, annotations) differs from the one pinned when Gatehouse first
+/// saw it: a changed description is how a server that was reviewed turns
+/// into one that instructs the model otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinMode {
+    /// Withheld (hidden, calls refused) until an operator approves the
+    /// change; an anomaly is recorded.
+    #[default]
+    Block,
+    /// Served as changed; an anomaly is recorded.
+    Alert,
+    /// Not pinned at all.
+    Off,
+}
+
+impl PinMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinMode::Block => "block",
+            PinMode::Alert => "alert",
+            PinMode::Off => "off",
+        }
+    }
 }
 
 /// The outbound credential of an HTTP upstream: Gatehouse's own, never
@@ -204,6 +234,7 @@ impl UpstreamConfig {
             enabled: true,
             prefix: None,
             auth: UpstreamAuth::None,
+            pin: PinMode::Block,
         }
     }
 
@@ -378,6 +409,7 @@ fn check_http(entry: &UpstreamConfig, url: &str) -> Result<(), String> {
 pub fn validate(entries: &[UpstreamConfig]) -> Result<(), ConfigError> {
     let mut names = HashSet::new();
     let mut prefixes = HashSet::new();
+    let mut unprefixed = false;
     for (index, entry) in entries.iter().enumerate() {
         let fail = |reason: String| ConfigError {
             index,
@@ -393,6 +425,14 @@ pub fn validate(entries: &[UpstreamConfig]) -> Result<(), ConfigError> {
             return Err(fail(format!(
                 "another enabled upstream uses the prefix {prefix:?}"
             )));
+        }
+        // Two catalogues without a prefix could offer one name twice, and
+        // a call could not say which server it means.
+        if entry.enabled && prefix.is_empty() && std::mem::replace(&mut unprefixed, true) {
+            return Err(fail(
+                "another enabled upstream has prefix = \"\"; at most one may drop its prefix"
+                    .into(),
+            ));
         }
     }
     Ok(())
@@ -567,5 +607,32 @@ mod tests {
         assert!(reason(&[a.clone(), b.clone()]).contains("prefix"));
         b.enabled = false;
         validate(&[a, b]).unwrap();
+    }
+
+    #[test]
+    fn at_most_one_enabled_upstream_drops_its_prefix() {
+        let mut a = UpstreamConfig::http("a", "https://a.example/");
+        a.prefix = Some(String::new());
+        let mut b = UpstreamConfig::http("b", "https://b.example/");
+        b.prefix = Some(String::new());
+        assert!(reason(&[a.clone(), b.clone()]).contains("at most one may drop its prefix"));
+        b.enabled = false;
+        validate(&[a, b]).unwrap();
+    }
+
+    #[test]
+    fn pin_defaults_to_block_and_takes_the_three_modes() {
+        let entries = parse(
+            "[[upstreams]]\nname = \"a\"\nurl = \"https://a.example/\"\n\
+             [[upstreams]]\nname = \"b\"\nurl = \"https://b.example/\"\npin = \"alert\"\n\
+             [[upstreams]]\nname = \"c\"\nurl = \"https://c.example/\"\npin = \"off\"\n",
+        )
+        .unwrap();
+        let pins: Vec<_> = entries.iter().map(|e| e.pin).collect();
+        assert_eq!(pins, [PinMode::Block, PinMode::Alert, PinMode::Off]);
+        let err =
+            parse("[[upstreams]]\nname = \"a\"\nurl = \"https://a.example/\"\npin = \"warn\"\n")
+                .unwrap_err();
+        assert!(err.contains("block") && err.contains("alert"), "{err}");
     }
 }

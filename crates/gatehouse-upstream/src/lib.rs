@@ -30,8 +30,8 @@ pub use breaker::BreakerState;
 pub use changes::{ChangeKind, ListChanged};
 pub use config::{
     ConfigError, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENT_CALLS,
-    DEFAULT_MAX_MESSAGE_BYTES, PREFIX_SEPARATOR, TransportKind, UpstreamAuth, UpstreamConfig,
-    validate,
+    DEFAULT_MAX_MESSAGE_BYTES, PREFIX_SEPARATOR, PinMode, TransportKind, UpstreamAuth,
+    UpstreamConfig, validate,
 };
 pub use error::UpstreamError;
 pub use health::{Health, HealthState, LastError};

@@ -54,8 +54,49 @@ pub enum Command {
     /// List or revoke task grants (an agent's allowlist for a declared task).
     #[command(subcommand)]
     Grants(GrantsCommand),
+    /// Upstream MCP servers: their tools' pinned definitions, status and review.
+    #[command(subcommand)]
+    Upstreams(UpstreamsCommand),
     /// Validate the configuration and print the effective settings.
     CheckConfig(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpstreamsCommand {
+    /// The configured upstreams and their tools' pinned definitions (from the store).
+    List {
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Connect to each upstream now: its health, its tools and how each compares with its pin.
+    Status {
+        /// The tenant whose credential to use for upstreams with tenant: credentials.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show the changed tool definitions of an upstream, pinned against now.
+    Diff {
+        /// The upstream's name ([[upstreams]] name).
+        name: String,
+        /// Only this tool (its name at the upstream, without the prefix).
+        tool: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Accept changed tool definitions: they are pinned and served again.
+    Approve {
+        /// The upstream's name ([[upstreams]] name).
+        name: String,
+        /// Only this tool (its name at the upstream, without the prefix).
+        tool: Option<String>,
+        /// Approve only if the changed definition still has this SHA-256 (as diff printed it).
+        #[arg(long)]
+        sha256: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand)]

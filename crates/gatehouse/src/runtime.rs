@@ -12,7 +12,7 @@ use gatehouse_authz::{ApprovalSettings, Approvals, SharedPolicy, TaskGrants};
 use gatehouse_core::{
     Clock, CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, SystemClock,
 };
-use gatehouse_mcp::Gateway;
+use gatehouse_mcp::{Gateway, ToolPins};
 use gatehouse_oauth::http::AsState;
 use gatehouse_oauth::{
     ApprovalPages, AsConfig, AuthorizationServer, CimdConfig, CookiePolicy,
@@ -112,6 +112,11 @@ impl Runtime {
             },
         ));
         let task_grants = Arc::new(TaskGrants::new(Arc::clone(&store), audit.clone()));
+        let pins = Arc::new(ToolPins::new(
+            Arc::clone(&store),
+            audit.clone(),
+            Arc::clone(&clock),
+        ));
         let mut gateway = Gateway::new(
             Arc::clone(&policy),
             tools,
@@ -134,7 +139,7 @@ impl Runtime {
             Some(Arc::new(set))
         };
         if let Some(set) = &upstreams {
-            gateway = gateway.with_upstreams(Arc::clone(set));
+            gateway = gateway.with_upstreams(Arc::clone(set)).with_tool_pins(pins);
         }
         let gateway = Arc::new(gateway);
         let mut oauth = None;

@@ -32,6 +32,7 @@ mod e2e {
     mod stdio;
     mod task_grants;
     mod tenants;
+    mod tool_pins;
     mod tools;
     mod transport;
     mod upstreams;

@@ -3,17 +3,22 @@
 Used by the gatehouse-upstream tests as a real upstream, over stdio or
 Streamable HTTP:
 
-    server.py stdio [--legacy] [--tools N] [--page-size K]
-    server.py http PORT_FILE [--legacy] [--tools N] [--page-size K]
+    server.py stdio [--legacy] [--tools N] [--page-size K] [--definitions FILE]
+    server.py http PORT_FILE [--legacy] [--tools N] [--page-size K] [--definitions FILE]
 
 `http` binds 127.0.0.1 on a free port and writes the port to PORT_FILE.
 `--legacy` removes `server/discover`, so the server behaves like a
 2025-11-25 one (initialize + sessions). `--tools N` adds N filler tools and
-`--page-size K` makes tools/list return K tools per page.
+`--page-size K` makes tools/list return K tools per page. `--definitions
+FILE` is read at every tools/list when it exists: a JSON object
+{tool: {field: value}} whose fields (wire names: description, inputSchema,
+...) replace the listed ones, as a server changing its tools after review
+would.
 """
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -27,12 +32,26 @@ parser.add_argument("port_file", nargs="?")
 parser.add_argument("--legacy", action="store_true")
 parser.add_argument("--tools", type=int, default=0)
 parser.add_argument("--page-size", type=int, default=0)
+parser.add_argument("--definitions")
 options = parser.parse_args()
+
+
+def overridden(tools):
+    if not options.definitions or not os.path.exists(options.definitions):
+        return tools
+    with open(options.definitions) as f:
+        overrides = json.load(f)
+    return [
+        type(tool).model_validate(
+            {**tool.model_dump(by_alias=True, exclude_none=True), **overrides.get(tool.name, {})}
+        )
+        for tool in tools
+    ]
 
 
 class PagedServer(MCPServer):
     async def _handle_list_tools(self, ctx, params):
-        tools = await self.list_tools()
+        tools = overridden(await self.list_tools())
         if options.page_size <= 0:
             return ListToolsResult(tools=tools)
         start = int(params.cursor) if params is not None and params.cursor else 0

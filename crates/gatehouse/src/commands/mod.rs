@@ -9,5 +9,6 @@ pub mod secrets;
 pub mod serve;
 pub mod signing_keys;
 pub mod stdio;
+pub mod upstreams;
 pub mod users;
 pub mod welcome;

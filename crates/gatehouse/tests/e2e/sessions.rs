@@ -9,7 +9,7 @@ async fn post(server: &Server, key: &str, session: Option<&str>, body: Value) ->
     server.post_legacy(key, session, body).await
 }
 
-async fn initialize(server: &Server, key: &str) -> String {
+pub(super) async fn initialize(server: &Server, key: &str) -> String {
     let response = post(
         server,
         key,

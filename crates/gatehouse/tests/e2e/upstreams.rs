@@ -14,7 +14,7 @@ const DEFAULT: &str = include_str!("../../../gatehouse-policy/src/default_policy
 /// The version the Python interop tests pin (tests/interop/python/run.sh).
 const MCP_VERSION: &str = "2.3.0";
 
-fn root() -> PathBuf {
+pub(super) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
@@ -32,7 +32,7 @@ fn has_sdk(python: &Path) -> bool {
 /// The shared test venv's python with the MCP SDK (made as the upstream
 /// client's tests and the Python interop tests make it). Missing: skipped
 /// loudly, or a failure with CI=true.
-fn python() -> Option<PathBuf> {
+pub(super) fn python() -> Option<PathBuf> {
     let venv = root().join(".tools/pyvenv");
     let python = venv.join("bin/python");
     if !has_sdk(&python) {
@@ -69,6 +69,11 @@ fn python() -> Option<PathBuf> {
 }
 
 fn server_with_upstream(python: &Path, policy_extra: &str) -> Server {
+    server_with_upstream_entry(python, policy_extra, "call_timeout = \"30s\"\n")
+}
+
+/// `entry` ends the `[[upstreams]]` entry (timeouts, limits).
+fn server_with_upstream_entry(python: &Path, policy_extra: &str, entry: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("policy.toml"),
@@ -77,7 +82,7 @@ fn server_with_upstream(python: &Path, policy_extra: &str) -> Server {
     .unwrap();
     let script = root().join("crates/gatehouse-upstream/tests/upstreams/server.py");
     let config = format!(
-        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\ncommand = {:?}\nargs = [{:?}, \"stdio\"]\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\n",
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\ncommand = {:?}\nargs = [{:?}, \"stdio\"]\nconnect_timeout = \"30s\"\n{entry}",
         python.display().to_string(),
         script.display().to_string(),
     );
@@ -90,7 +95,7 @@ fn server_with_upstream(python: &Path, policy_extra: &str) -> Server {
 }
 
 /// The upstream is started in the background: wait until its tools show.
-async fn tools_when_ready(server: &Server, key: &str, expected: &str) -> Vec<String> {
+pub(super) async fn tools_when_ready(server: &Server, key: &str, expected: &str) -> Vec<String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let names = server.tool_names(key).await;
@@ -105,7 +110,7 @@ async fn tools_when_ready(server: &Server, key: &str, expected: &str) -> Vec<Str
     }
 }
 
-fn reason(body: &Value) -> &str {
+pub(super) fn reason(body: &Value) -> &str {
     body["error"]["data"]["reason"].as_str().unwrap_or_default()
 }
 
@@ -289,12 +294,13 @@ async fn an_upstream_that_cannot_start_is_a_json_rpc_error_with_its_reason() {
     assert!(code.starts_with("upstream_"), "{body}");
     // The caller learns what failed, not how the server is set up.
     assert!(!body.to_string().contains("/nonexistent"), "{body}");
-    // Permitted, then failed: both on record, with the upstream's reason.
+    // Refused before it ran (its definition could not be checked against
+    // its pin), on record with the upstream's reason.
     let records = server.audit(&["--principal", &id, "--tool", "gone__anything"]);
     assert!(
-        records
-            .iter()
-            .any(|r| r["kind"] == "tool_outcome" && r["outcome"] == "error" && r["reason"] == code),
+        records.iter().any(|r| r["kind"] == "tool_decision"
+            && r["decision"] == "deny"
+            && r["reason"] == code),
         "{records:?}"
     );
 }
@@ -570,4 +576,80 @@ async fn upstream_resources_keep_their_uri_and_are_read_under_the_policy() {
             .any(|r| r["decision"] == "deny" && r["reason"] == "role_not_allowed"),
         "{denied:?}"
     );
+}
+
+#[tokio::test]
+async fn failing_calls_are_json_rpc_errors_with_their_reason_and_audited() {
+    let Some(python) = python() else { return };
+    let server = server_with_upstream_entry(
+        &python,
+        "[upstreams.py]\nscope = \"tools:read\"\nroles = [\"reader\"]\n",
+        "call_timeout = \"5s\"\nmax_message_bytes = 1048576\n",
+    );
+    let (reader_id, reader) = server.create_key("reader", "reader", &[]);
+    tools_when_ready(&server, &reader, "py__echo").await;
+    let failed = |tool: &'static str, arguments: Value| {
+        let server = &server;
+        let reader = &reader;
+        async move {
+            let (status, body) = server
+                .rpc(
+                    Some(reader),
+                    "tools/call",
+                    json!({"name": tool, "arguments": arguments}),
+                )
+                .await;
+            // A JSON-RPC error, never an HTTP 500 or a hung request.
+            assert_eq!(status, 200, "{tool}: {body}");
+            assert!(body["error"]["message"].is_string(), "{tool}: {body}");
+            reason(&body).to_string()
+        }
+    };
+    // An upstream that never answers: the call ends at call_timeout.
+    assert_eq!(
+        failed("py__sleep_forever", json!({})).await,
+        "upstream_timeout"
+    );
+    // A 100 MB answer against a 1 MiB limit: refused, not buffered.
+    assert_eq!(
+        failed("py__big", json!({"size": 100_000_000})).await,
+        "upstream_message_too_large"
+    );
+    // The child dies in the middle of the call; it is restarted.
+    assert_eq!(
+        failed("py__crash", json!({})).await,
+        "upstream_disconnected"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = server
+            .rpc(
+                Some(&reader),
+                "tools/call",
+                json!({"name": "py__echo", "arguments": {"text": "back"}}),
+            )
+            .await;
+        if body["error"].is_null() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Each failure is in the audit log with its reason.
+    let outcomes = server.audit(&["--principal", &reader_id, "--kind", "tool_outcome"]);
+    for (tool, code) in [
+        ("py__sleep_forever", "upstream_timeout"),
+        ("py__big", "upstream_message_too_large"),
+        ("py__crash", "upstream_disconnected"),
+    ] {
+        assert!(
+            outcomes
+                .iter()
+                .any(|r| r["tool"] == tool && r["outcome"] == "error" && r["reason"] == code),
+            "{tool}: {outcomes:?}"
+        );
+    }
 }

@@ -1,0 +1,143 @@
+//! `PinStore` for SQLite.
+
+use async_trait::async_trait;
+use gatehouse_core::Timestamp;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::pins::{PinColumns, PinStore, ToolDefinitionRecord, ToolPinRecord};
+use crate::{SqliteStore, StoreResult};
+
+fn pin_from_row(row: &SqliteRow) -> StoreResult<ToolPinRecord> {
+    ToolPinRecord::try_from(PinColumns {
+        upstream: row.try_get("upstream")?,
+        tool: row.try_get("tool")?,
+        sha256: row.try_get("sha256")?,
+        definition: row.try_get("definition")?,
+        pinned_at: row.try_get("pinned_at")?,
+        pinned_by: row.try_get("pinned_by")?,
+        pending_sha256: row.try_get("pending_sha256")?,
+        pending_definition: row.try_get("pending_definition")?,
+        pending_since: row.try_get("pending_since")?,
+    })
+}
+
+#[async_trait]
+impl PinStore for SqliteStore {
+    async fn tool_pin(&self, upstream: &str, tool: &str) -> StoreResult<Option<ToolPinRecord>> {
+        let row = sqlx::query("SELECT * FROM upstream_tool_pins WHERE upstream = $1 AND tool = $2")
+            .bind(upstream)
+            .bind(tool)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(pin_from_row).transpose()
+    }
+
+    async fn tool_pins(&self, upstream: Option<&str>) -> StoreResult<Vec<ToolPinRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM upstream_tool_pins WHERE $1 IS NULL OR upstream = $1 \
+             ORDER BY upstream, tool",
+        )
+        .bind(upstream)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pin_from_row).collect()
+    }
+
+    async fn insert_tool_pin(
+        &self,
+        upstream: &str,
+        tool: &str,
+        definition: &ToolDefinitionRecord,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO upstream_tool_pins (upstream, tool, sha256, definition, pinned_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (upstream, tool) DO NOTHING",
+        )
+        .bind(upstream)
+        .bind(tool)
+        .bind(&definition.sha256)
+        .bind(&definition.definition)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    async fn set_pending_tool_definition(
+        &self,
+        upstream: &str,
+        tool: &str,
+        pinned_sha256: &str,
+        seen: &ToolDefinitionRecord,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE upstream_tool_pins \
+             SET pending_sha256 = $4, pending_definition = $5, pending_since = $6 \
+             WHERE upstream = $1 AND tool = $2 AND sha256 = $3 \
+             AND (pending_sha256 IS NULL OR pending_sha256 <> $4)",
+        )
+        .bind(upstream)
+        .bind(tool)
+        .bind(pinned_sha256)
+        .bind(&seen.sha256)
+        .bind(&seen.definition)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn clear_pending_tool_definition(
+        &self,
+        upstream: &str,
+        tool: &str,
+        pinned_sha256: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE upstream_tool_pins \
+             SET pending_sha256 = NULL, pending_definition = NULL, pending_since = NULL \
+             WHERE upstream = $1 AND tool = $2 AND sha256 = $3 AND pending_sha256 IS NOT NULL",
+        )
+        .bind(upstream)
+        .bind(tool)
+        .bind(pinned_sha256)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn approve_tool_definition(
+        &self,
+        upstream: &str,
+        tool: &str,
+        pending_sha256: &str,
+        by: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE upstream_tool_pins \
+             SET sha256 = pending_sha256, definition = pending_definition, \
+                 pinned_at = $4, pinned_by = $5, \
+                 pending_sha256 = NULL, pending_definition = NULL, pending_since = NULL \
+             WHERE upstream = $1 AND tool = $2 AND pending_sha256 = $3",
+        )
+        .bind(upstream)
+        .bind(tool)
+        .bind(pending_sha256)
+        .bind(now.0)
+        .bind(by)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        if updated {
+            self.bump_generation();
+        }
+        Ok(updated)
+    }
+}
