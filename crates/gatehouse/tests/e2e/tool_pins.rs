@@ -209,6 +209,24 @@ async fn alert_mode_serves_the_change_and_records_it() {
     let anomalies = records(&server, "anomaly", "demo__echo");
     assert_eq!(anomalies.len(), 1, "{anomalies:?}");
     assert_eq!(anomalies[0]["decision"], "alert");
+
+    // `status` connects itself and compares what is listed now with the pins.
+    let status = server.cli_json(&["upstreams", "status"]);
+    assert_eq!(status[0]["name"], "demo", "{status}");
+    assert_eq!(status[0]["state"], "ready", "{status}");
+    let pin_of = |name: &str| {
+        status[0]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .map(|t| t["pin"].clone())
+    };
+    assert_eq!(
+        pin_of("demo__echo"),
+        Some(json!("changed: served (pin = alert)"))
+    );
+    assert_eq!(pin_of("demo__pid"), Some(json!("pinned")));
 }
 
 /// Reads the session's event stream until a message with `method` arrives.
