@@ -146,6 +146,14 @@ pub enum UpstreamAuth {
     Bearer(SecretRef),
     /// `<header>: <secret>`, e.g. `X-Api-Key`.
     Header { name: String, value: SecretRef },
+    /// An access token from the upstream's own authorization server (found
+    /// from its protected resource metadata) by the client-credentials
+    /// grant, for the upstream as `resource`; renewed before it expires.
+    OAuth {
+        client_id: String,
+        client_secret: SecretRef,
+        scope: Option<String>,
+    },
 }
 
 impl UpstreamAuth {
@@ -154,6 +162,7 @@ impl UpstreamAuth {
             UpstreamAuth::None => None,
             UpstreamAuth::Bearer(secret) => Some(secret),
             UpstreamAuth::Header { value, .. } => Some(value),
+            UpstreamAuth::OAuth { client_secret, .. } => Some(client_secret),
         }
     }
 }
@@ -172,14 +181,30 @@ struct HeaderRepr {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OAuthFields {
+    client_id: String,
+    client_secret: SecretRef,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OAuthRepr {
+    oauth: OAuthFields,
+}
+
+#[derive(Deserialize)]
 #[serde(
     untagged,
-    expecting = "auth = \"none\", { bearer = \"env:NAME\" } or { header = \"X-Api-Key\", value = \"file:PATH\" }"
+    expecting = "auth = \"none\", { bearer = \"env:NAME\" }, { header = \"X-Api-Key\", value = \"file:PATH\" } or { oauth = { client_id = \"ID\", client_secret = \"env:NAME\" } }"
 )]
 enum AuthRepr {
     Keyword(String),
     Bearer(BearerRepr),
     Header(HeaderRepr),
+    OAuth(OAuthRepr),
 }
 
 impl<'de> Deserialize<'de> for UpstreamAuth {
@@ -193,6 +218,11 @@ impl<'de> Deserialize<'de> for UpstreamAuth {
             AuthRepr::Header(h) => Ok(UpstreamAuth::Header {
                 name: h.header,
                 value: h.value,
+            }),
+            AuthRepr::OAuth(o) => Ok(UpstreamAuth::OAuth {
+                client_id: o.oauth.client_id,
+                client_secret: o.oauth.client_secret,
+                scope: o.oauth.scope,
             }),
         }
     }
@@ -389,6 +419,11 @@ fn check_http(entry: &UpstreamConfig, url: &str) -> Result<(), String> {
     }
     if parsed.fragment().is_some() {
         return Err("url must not have a #fragment".into());
+    }
+    if let UpstreamAuth::OAuth { client_id, .. } = &entry.auth
+        && client_id.trim().is_empty()
+    {
+        return Err("auth.oauth.client_id is empty".into());
     }
     if let UpstreamAuth::Header { name, .. } = &entry.auth {
         let lower = name.to_ascii_lowercase();
@@ -618,6 +653,36 @@ mod tests {
         assert!(reason(&[a.clone(), b.clone()]).contains("at most one may drop its prefix"));
         b.enabled = false;
         validate(&[a, b]).unwrap();
+    }
+
+    #[test]
+    fn oauth_client_credentials_parse_and_need_a_client_id() {
+        let entries = parse(
+            "[[upstreams]]\nname = \"crm\"\nurl = \"https://crm.example/mcp\"\n\
+             auth = { oauth = { client_id = \"gw\", client_secret = \"tenant:crm_secret\", scope = \"mcp\" } }\n",
+        )
+        .unwrap();
+        let UpstreamAuth::OAuth {
+            client_id, scope, ..
+        } = &entries[0].auth
+        else {
+            panic!("{:?}", entries[0].auth);
+        };
+        assert_eq!((client_id.as_str(), scope.as_deref()), ("gw", Some("mcp")));
+        // A tenant: client secret makes the connection per tenant.
+        assert!(entries[0].needs_tenant());
+        let mut empty = entries[0].clone();
+        empty.auth = UpstreamAuth::OAuth {
+            client_id: " ".into(),
+            client_secret: SecretRef::Env("X".into()),
+            scope: None,
+        };
+        assert!(reason(&[empty]).contains("client_id"));
+        let unknown = parse(
+            "[[upstreams]]\nname = \"crm\"\nurl = \"https://crm.example/mcp\"\n\
+             auth = { oauth = { client_id = \"gw\", client_secret = \"env:X\", audience = \"x\" } }\n",
+        );
+        assert!(unknown.is_err());
     }
 
     #[test]

@@ -23,6 +23,9 @@ use rmcp::transport::streamable_http_client::{
 };
 use sse_stream::Sse;
 
+use crate::client_credentials::ClientCredentials;
+use crate::secret::TenantSecrets;
+
 /// Builds the reqwest client of one upstream.
 pub(crate) fn build_reqwest(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
@@ -32,15 +35,60 @@ pub(crate) fn build_reqwest(connect_timeout: Duration) -> reqwest::Result<reqwes
         .build()
 }
 
+/// Where a connection's access token comes from, when the upstream wants
+/// one from its own authorization server.
+#[derive(Clone)]
+pub(crate) struct TokenSource {
+    pub(crate) grant: Arc<ClientCredentials>,
+    pub(crate) tenants: Option<Arc<dyn TenantSecrets>>,
+}
+
 #[derive(Clone)]
 pub(crate) struct CappedClient {
     inner: reqwest::Client,
     limit: usize,
+    token: Option<TokenSource>,
 }
 
 impl CappedClient {
-    pub(crate) fn new(inner: reqwest::Client, limit: usize) -> CappedClient {
-        CappedClient { inner, limit }
+    pub(crate) fn new(
+        inner: reqwest::Client,
+        limit: usize,
+        token: Option<TokenSource>,
+    ) -> CappedClient {
+        CappedClient {
+            inner,
+            limit,
+            token,
+        }
+    }
+
+    /// The bearer token for one request: the grant's current one (renewed
+    /// before it expires), else what the transport was given.
+    async fn bearer(
+        &self,
+        given: Option<String>,
+    ) -> Result<Option<String>, StreamableHttpError<reqwest::Error>> {
+        let Some(source) = &self.token else {
+            return Ok(given);
+        };
+        match source.grant.token(source.tenants.as_deref()).await {
+            Ok(token) => Ok(Some(token.expose().to_owned())),
+            Err(e) => Err(StreamableHttpError::Io(std::io::Error::other(
+                e.to_string(),
+            ))),
+        }
+    }
+
+    /// The upstream refused the token: the next request asks for a new one.
+    async fn refused<T>(
+        &self,
+        result: Result<T, StreamableHttpError<reqwest::Error>>,
+    ) -> Result<T, StreamableHttpError<reqwest::Error>> {
+        if let (Err(StreamableHttpError::AuthRequired(_)), Some(source)) = (&result, &self.token) {
+            source.grant.forget().await;
+        }
+        result
     }
 }
 
@@ -92,15 +140,19 @@ impl StreamableHttpClient for CappedClient {
         custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
+        let auth_header = self.bearer(auth_header).await?;
         let response = self
-            .inner
-            .post_message_with_max_sse_event_size(
-                uri,
-                message,
-                session_id,
-                auth_header,
-                custom_headers,
-                max_sse_event_size.min(self.limit),
+            .refused(
+                self.inner
+                    .post_message_with_max_sse_event_size(
+                        uri,
+                        message,
+                        session_id,
+                        auth_header,
+                        custom_headers,
+                        max_sse_event_size.min(self.limit),
+                    )
+                    .await,
             )
             .await?;
         if let StreamableHttpPostResponse::Json(message, _) = &response
@@ -120,6 +172,7 @@ impl StreamableHttpClient for CappedClient {
         auth_header: Option<String>,
         custom_headers: HashMap<HeaderName, HeaderValue>,
     ) -> Result<(), StreamableHttpError<Self::Error>> {
+        let auth_header = self.bearer(auth_header).await?;
         self.inner
             .delete_session(uri, session_id, auth_header, custom_headers)
             .await
@@ -153,7 +206,9 @@ impl StreamableHttpClient for CappedClient {
         custom_headers: HashMap<HeaderName, HeaderValue>,
         max_sse_event_size: usize,
     ) -> Result<BoxStream<'static, Result<Sse, SseError>>, StreamableHttpError<Self::Error>> {
-        self.inner
+        let auth_header = self.bearer(auth_header).await?;
+        let stream = self
+            .inner
             .get_stream_with_max_sse_event_size(
                 uri,
                 session_id,
@@ -162,7 +217,8 @@ impl StreamableHttpClient for CappedClient {
                 custom_headers,
                 max_sse_event_size.min(self.limit),
             )
-            .await
+            .await;
+        self.refused(stream).await
     }
 }
 

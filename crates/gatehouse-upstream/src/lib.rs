@@ -14,6 +14,7 @@ mod backoff;
 mod breaker;
 mod changes;
 mod child;
+mod client_credentials;
 mod config;
 mod error;
 mod health;

@@ -24,10 +24,11 @@ use crate::backoff::Backoff;
 use crate::breaker::Breaker;
 use crate::changes::{ChangeKind, ListChanged};
 use crate::child::{self, Child};
+use crate::client_credentials::ClientCredentials;
 use crate::config::{TransportKind, UpstreamAuth, UpstreamConfig};
 use crate::error::UpstreamError;
 use crate::health::{Health, HealthState, LastError};
-use crate::http_client::{CappedClient, build_reqwest};
+use crate::http_client::{CappedClient, TokenSource, build_reqwest};
 use crate::line_cap::LineCap;
 use crate::sdk::{self, Connection, Established, Handler, Page};
 use crate::secret::{Secret, TenantSecrets};
@@ -152,17 +153,65 @@ impl Shared {
                 Ok((established, Some(spawned.child)))
             }
             TransportKind::Http { url } => {
-                let (headers, secrets) = self.auth_headers(tenant).await?;
                 let http = self
                     .http
                     .clone()
                     .ok_or_else(|| self.unavailable("no HTTP client"))?;
+                let (headers, secrets, token) = match &self.config.auth {
+                    UpstreamAuth::OAuth { .. } => {
+                        let (source, first) = self.token_source(http.clone(), url, tenant).await?;
+                        (HashMap::new(), vec![first], Some(source))
+                    }
+                    _ => {
+                        let (headers, secrets) = self.auth_headers(tenant).await?;
+                        (headers, secrets, None)
+                    }
+                };
                 let transport =
-                    sdk::http_transport(CappedClient::new(http, limit), url, headers, limit);
+                    sdk::http_transport(CappedClient::new(http, limit, token), url, headers, limit);
                 let established = sdk::handshake(&self.name, handler, transport, secrets).await?;
                 Ok((established, None))
             }
         }
+    }
+
+    /// The client-credentials grant of this connection, and its first
+    /// token (got now, so a wrong secret or an unreachable authorization
+    /// server fails the connection with a credentials error).
+    async fn token_source(
+        &self,
+        http: reqwest::Client,
+        url: &str,
+        tenant: Option<&str>,
+    ) -> Result<(TokenSource, String), UpstreamError> {
+        let UpstreamAuth::OAuth {
+            client_id,
+            client_secret,
+            scope,
+        } = &self.config.auth
+        else {
+            return Err(self.credentials("not an OAuth upstream"));
+        };
+        let resource = url::Url::parse(url).map_err(|e| self.credentials(e))?;
+        let grant = Arc::new(ClientCredentials::new(
+            http,
+            resource,
+            client_id.clone(),
+            client_secret.clone(),
+            scope.clone(),
+            tenant.map(str::to_owned),
+        ));
+        let first = grant
+            .token(self.tenants.as_deref())
+            .await
+            .map_err(|e| self.credentials(e))?;
+        Ok((
+            TokenSource {
+                grant,
+                tenants: self.tenants.clone(),
+            },
+            first.expose().to_owned(),
+        ))
     }
 
     async fn auth_headers(
@@ -170,7 +219,9 @@ impl Shared {
         tenant: Option<&str>,
     ) -> Result<(HashMap<http::HeaderName, http::HeaderValue>, Vec<String>), UpstreamError> {
         let (name, reference, bearer) = match &self.config.auth {
-            UpstreamAuth::None => return Ok((HashMap::new(), Vec::new())),
+            UpstreamAuth::None | UpstreamAuth::OAuth { .. } => {
+                return Ok((HashMap::new(), Vec::new()));
+            }
             UpstreamAuth::Bearer(r) => (http::header::AUTHORIZATION, r, true),
             UpstreamAuth::Header { name, value } => (
                 http::HeaderName::from_bytes(name.as_bytes())

@@ -653,3 +653,68 @@ async fn failing_calls_are_json_rpc_errors_with_their_reason_and_audited() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_oauth_upstream_gets_gatehouses_own_client_credentials_token() {
+    // The upstream: another Gatehouse, an OAuth protected resource with its
+    // own authorization server and a client registered for the gateway.
+    let inner = Server::start(None);
+    let client = inner.cli_json(&["clients", "create", "--name", "gateway", "--role", "reader"]);
+    let client_id = client["client_id"].as_str().unwrap().to_string();
+    let secret = client["client_secret"].as_str().unwrap().to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("{DEFAULT}\n[upstreams.inner]\nscope = \"tools:read\"\nroles = [\"reader\"]\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"inner\"\n\
+         url = {:?}\nauth = {{ oauth = {{ client_id = {client_id:?}, client_secret = \"env:INNER_SECRET\" }} }}\n",
+        inner.mcp_url()
+    );
+    let outer = Server::start_with_env(dir, Some(&config), &[("INNER_SECRET", &secret)]);
+    let (reader_id, reader) = outer.create_key("reader", "reader", &[]);
+    tools_when_ready(&outer, &reader, "inner__whoami").await;
+
+    // The inner server sees the gateway's client, never the caller.
+    let body = outer.call_tool(&reader, "inner__whoami", json!({})).await;
+    assert!(body["error"].is_null(), "{body}");
+    let text = body.to_string();
+    assert!(text.contains(&client_id), "{text}");
+    assert!(!text.contains(&reader_id), "{text}");
+    let seen = inner.audit(&["--kind", "authentication"]);
+    assert!(
+        seen.iter()
+            .any(|r| r["credential"] == client_id.as_str() && r["outcome"] == "success"),
+        "{seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|r| r.to_string().contains(&reader_id)),
+        "{seen:?}"
+    );
+
+    // A wrong secret: the upstream's tools are not served, and the reason
+    // names no secret.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("{DEFAULT}\n[upstreams.inner]\nscope = \"tools:read\"\nroles = [\"reader\"]\n"),
+    )
+    .unwrap();
+    let wrong = Server::start_with_env(dir, Some(&config), &[("INNER_SECRET", "not-the-secret")]);
+    let (_, reader) = wrong.create_key("reader", "reader", &[]);
+    let (_, body) = wrong
+        .rpc(
+            Some(&reader),
+            "tools/call",
+            json!({"name": "inner__whoami", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(reason(&body), "upstream_unavailable", "{body}");
+    assert!(!body.to_string().contains("not-the-secret"), "{body}");
+    let log = std::fs::read_to_string(wrong.stderr_path()).unwrap();
+    assert!(!log.contains("not-the-secret"));
+    assert!(log.contains("invalid_client"), "the log says why");
+}
