@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::Caller;
 use crate::call_limits::CallLimits;
+use crate::identity::{IDENTITY_META, IdentityClaims, IdentitySigner, IdentitySlot};
 use crate::refusal::Refusal;
 use crate::tool_pins::{PinError, PinVerdict, ToolPins};
 
@@ -132,6 +133,8 @@ pub struct Gateway {
     upstreams: Option<Arc<UpstreamSet>>,
     /// Their tools' pinned definitions; without them nothing is pinned.
     pins: Option<Arc<ToolPins>>,
+    /// Signs the identity JWT for upstreams with `forward_identity`.
+    identity: IdentitySlot,
 }
 
 /// Enabled upstreams in the order names are routed: prefixed ones before
@@ -187,7 +190,65 @@ impl Gateway {
             limits: CallLimits::default(),
             upstreams: None,
             pins: None,
+            identity: IdentitySlot::default(),
         }
+    }
+
+    /// Signs the identity JWTs of `forward_identity` upstreams (set once,
+    /// when the authorization server holding the keys has started).
+    pub fn set_identity_signer(&self, signer: Arc<dyn IdentitySigner>) {
+        self.identity.set(signer);
+    }
+
+    /// `meta` with the caller's identity JWT for `upstream` added, when the
+    /// upstream asks for it. `Err`: it could not be signed (the call must
+    /// not go without it).
+    async fn with_identity(
+        &self,
+        upstream: &gatehouse_upstream::Upstream,
+        principal: &Principal,
+        meta: Option<Map<String, Value>>,
+    ) -> Result<Option<Map<String, Value>>, UpstreamError> {
+        if !upstream.config().forward_identity {
+            return Ok(meta);
+        }
+        let signed = async {
+            let signer = self.identity.get().ok_or(
+                "no signing key: forward_identity needs the embedded authorization server",
+            )?;
+            let now = self.clock.now();
+            let claims = IdentityClaims::new(
+                signer.issuer(),
+                upstream.config().identity_audience(),
+                principal,
+                now,
+            )?;
+            signer.sign(&claims, now).await
+        };
+        match signed.await {
+            Ok(token) => {
+                let mut meta = meta.unwrap_or_default();
+                meta.insert(IDENTITY_META.to_string(), Value::String(token));
+                Ok(Some(meta))
+            }
+            Err(reason) => {
+                tracing::error!(upstream = upstream.name(), error = %reason, "cannot sign the caller's identity; the request is not sent");
+                Err(UpstreamError::Credentials {
+                    upstream: Arc::from(upstream.name()),
+                    reason: format!("cannot sign the caller's identity: {reason}"),
+                })
+            }
+        }
+    }
+
+    /// The `_meta` of a prompt or resource request: only the identity JWT,
+    /// when the upstream asks for it.
+    async fn identity_for(
+        &self,
+        upstream: &gatehouse_upstream::Upstream,
+        principal: &Principal,
+    ) -> Result<Option<Map<String, Value>>, UpstreamError> {
+        self.with_identity(upstream, principal, None).await
     }
 
     /// Pins the definitions of the upstreams' tools (see `tool_pins`).
@@ -663,7 +724,10 @@ impl Gateway {
         let decision = self.policy().authorize_target(&caller.principal, &target);
         let fetch = async {
             match serving {
-                Some(upstream) => upstream.read_resource(tenant, uri, None).await,
+                Some(upstream) => {
+                    let meta = self.identity_for(upstream, &caller.principal).await?;
+                    upstream.read_resource(tenant, uri, meta).await
+                }
                 // Named in the policy, but no upstream lists it.
                 None => Err(UpstreamError::Unknown(uri.to_string())),
             }
@@ -702,8 +766,9 @@ impl Gateway {
         let fetch = async {
             match route {
                 Some((upstream, upstream_name)) => {
+                    let meta = self.identity_for(upstream, &caller.principal).await?;
                     upstream
-                        .get_prompt(tenant, upstream_name, Some(arguments), None)
+                        .get_prompt(tenant, upstream_name, Some(arguments), meta)
                         .await
                 }
                 // Named in the policy, but no upstream serves it.
@@ -1041,14 +1106,22 @@ impl Gateway {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect::<Map<String, Value>>()
         });
-        let result = upstream
-            .call_tool(
-                Some(&caller.principal.tenant),
-                upstream_name,
-                Some(arguments),
-                forwarded,
-            )
-            .await;
+        let result = match self
+            .with_identity(upstream, &caller.principal, forwarded)
+            .await
+        {
+            Ok(forwarded) => {
+                upstream
+                    .call_tool(
+                        Some(&caller.principal.tenant),
+                        upstream_name,
+                        Some(arguments),
+                        forwarded,
+                    )
+                    .await
+            }
+            Err(error) => Err(error),
+        };
         let outcome = match &result {
             Ok(answer) if answer.is_error == Some(true) => {
                 event(AuditKind::ToolOutcome, Outcome::Error).reason("upstream_tool_error")

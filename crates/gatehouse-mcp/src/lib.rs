@@ -9,6 +9,7 @@ mod caller;
 mod gate1;
 mod gateway;
 pub mod http;
+pub mod identity;
 mod refusal;
 pub mod routes;
 mod sdk;

@@ -423,6 +423,25 @@ impl AuthorizationServer {
         Ok(records)
     }
 
+    /// Signs a JWT that is not an access token (its `typ` says what it is)
+    /// with the key that signs now, so it verifies against this server's
+    /// JWKS: e.g. the caller's identity forwarded to an upstream server.
+    pub async fn sign_assertion<C: serde::Serialize + Sync>(
+        &self,
+        claims: &C,
+        typ: &str,
+        now: Timestamp,
+    ) -> Result<String, OAuthError> {
+        self.signer(now)
+            .await?
+            .sign_typed(claims, typ)
+            .map_err(|e| OAuthError::ServerError(e.to_string()))
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
     /// The key that signs now (it changes when a rotated key activates).
     async fn signer(&self, now: Timestamp) -> Result<Arc<SigningKey>, OAuthError> {
         let records = self.key_records().await?;

@@ -84,8 +84,14 @@ impl SigningKey {
 
     /// A compact JWS with header `{"alg":"ES256","typ":"at+jwt","kid":…}`.
     pub fn sign<C: Serialize>(&self, claims: &C) -> Result<String, KeyError> {
+        self.sign_typed(claims, ACCESS_TOKEN_TYP)
+    }
+
+    /// A compact JWS of another type than an access token (`typ`), so no
+    /// validator of access tokens takes it for one.
+    pub fn sign_typed<C: Serialize>(&self, claims: &C, typ: &str) -> Result<String, KeyError> {
         let mut header = Header::new(Algorithm::ES256);
-        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.typ = Some(typ.to_owned());
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.encoding_key).map_err(|_| KeyError::Sign)
     }

@@ -107,6 +107,11 @@ pub struct UpstreamConfig {
     /// What a tool whose definition changed since it was pinned becomes.
     #[serde(default)]
     pub pin: PinMode,
+    /// Send who is calling with each call, as a short-lived JWT signed by
+    /// Gatehouse in `_meta["io.gatehouse/identity"]` (audience: this
+    /// upstream), verifiable against Gatehouse's JWKS.
+    #[serde(default)]
+    pub forward_identity: bool,
 }
 
 /// What happens to an upstream tool whose definition (description,
@@ -265,6 +270,7 @@ impl UpstreamConfig {
             prefix: None,
             auth: UpstreamAuth::None,
             pin: PinMode::Block,
+            forward_identity: false,
         }
     }
 
@@ -280,6 +286,15 @@ impl UpstreamConfig {
     /// The prefix of this upstream's tools in the catalogue (may be empty).
     pub fn effective_prefix(&self) -> &str {
         self.prefix.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The audience of the identity JWT sent to this upstream: its URL, or
+    /// for a child process a name no other upstream has.
+    pub fn identity_audience(&self) -> String {
+        match self.transport() {
+            TransportKind::Http { url } => url.to_owned(),
+            TransportKind::Stdio { .. } => format!("urn:gatehouse:upstream:{}", self.name),
+        }
     }
 
     /// Whether calls need a tenant (their credential is per tenant).

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use url::Url;
 
 use anyhow::Context as _;
+use futures::future::BoxFuture;
 use gatehouse_audit::{AuditLog, AuditWriterHandle, Redactor};
 use gatehouse_authn::{AuthMode, Authenticator, TokenSettings};
 use gatehouse_authz::{ApprovalSettings, Approvals, SharedPolicy, TaskGrants};
+use gatehouse_core::Timestamp;
 use gatehouse_core::{
     Clock, CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, SystemClock,
 };
+use gatehouse_mcp::identity::{IDENTITY_TYP, IdentityClaims, IdentitySigner};
 use gatehouse_mcp::{Gateway, ToolPins};
 use gatehouse_oauth::http::AsState;
 use gatehouse_oauth::{
@@ -167,10 +170,20 @@ impl Runtime {
                 policy,
                 token_minutes: ApprovalSettings::default().token_ttl_ms / 60_000,
             });
-            oauth = Some(Arc::new(AsState {
+            let state = Arc::new(AsState {
                 server,
                 clock: Arc::clone(&clock),
-            }));
+            });
+            gateway.set_identity_signer(Arc::new(AsIdentity(Arc::clone(&state))));
+            oauth = Some(state);
+        }
+        if oauth.is_none()
+            && let Some(entry) = ctx.config.upstreams.iter().find(|u| u.forward_identity)
+        {
+            anyhow::bail!(
+                "upstream {:?} has forward_identity = true, which needs the embedded authorization server (its keys sign the identity): enable [oauth]",
+                entry.name
+            );
         }
         Ok(Runtime {
             store,
@@ -257,4 +270,28 @@ fn as_config(
         cookies: CookiePolicy::for_public_url(public_url),
         password_concurrency: oauth.password_hash_concurrency,
     })
+}
+
+/// Identity JWTs for upstreams, signed with the authorization server's
+/// current key (the one its JWKS publishes).
+struct AsIdentity(Arc<AsState>);
+
+impl IdentitySigner for AsIdentity {
+    fn issuer(&self) -> &str {
+        self.0.server.issuer()
+    }
+
+    fn sign<'a>(
+        &'a self,
+        claims: &'a IdentityClaims,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            self.0
+                .server
+                .sign_assertion(claims, IDENTITY_TYP, now)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }

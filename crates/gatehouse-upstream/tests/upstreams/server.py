@@ -84,6 +84,17 @@ def request_headers(ctx: Context) -> dict:
     return {k.lower(): v for k, v in dict(ctx.headers or {}).items()}
 
 
+@server.tool()
+def request_meta(ctx: Context) -> dict:
+    """The request's _meta as it arrived (a spy: what did the gateway add?)."""
+    meta = ctx.request_context.meta
+    if meta is None:
+        return {}
+    if hasattr(meta, "model_dump"):
+        return meta.model_dump(by_alias=True, exclude_none=True)
+    return dict(meta)
+
+
 @server.resource("memo://team/note")
 def note() -> str:
     """A resource the gateway routes by its URI."""

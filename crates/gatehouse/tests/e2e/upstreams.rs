@@ -718,3 +718,63 @@ async fn an_oauth_upstream_gets_gatehouses_own_client_credentials_token() {
     assert!(!log.contains("not-the-secret"));
     assert!(log.contains("invalid_client"), "the log says why");
 }
+
+#[tokio::test]
+async fn forward_identity_sends_a_short_lived_jwt_signed_by_gatehouse() {
+    let Some(python) = python() else { return };
+    let server = server_with_upstream_entry(
+        &python,
+        "[upstreams.py]\nscope = \"tools:read\"\nroles = [\"reader\"]\n",
+        "call_timeout = \"30s\"\nforward_identity = true\n",
+    );
+    let (reader_id, reader) = server.create_key("reader", "reader", &[]);
+    tools_when_ready(&server, &reader, "py__request_meta").await;
+    // The caller tries to pass an identity of its own choosing.
+    let (_, body) = server
+        .rpc(
+            Some(&reader),
+            "tools/call",
+            json!({"name": "py__request_meta", "arguments": {},
+                   "_meta": {"io.gatehouse/identity": "forged", "trace": "kept"}}),
+        )
+        .await;
+    assert!(body["error"].is_null(), "{body}");
+    let meta: Value =
+        serde_json::from_str(body["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(meta["trace"], "kept", "{body}");
+    let token = meta["io.gatehouse/identity"].as_str().unwrap();
+    assert_ne!(token, "forged");
+
+    // It verifies against Gatehouse's JWKS, is for this upstream only, and
+    // says who is calling.
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("gatehouse-identity+jwt"));
+    let jwks = server.get_json("/oauth/jwks.json").await;
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"].as_str() == header.kid.as_deref())
+        .unwrap();
+    let key = jsonwebtoken::DecodingKey::from_ec_components(
+        jwk["x"].as_str().unwrap(),
+        jwk["y"].as_str().unwrap(),
+    )
+    .unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&["urn:gatehouse:upstream:py"]);
+    validation.set_issuer(&[server.base.as_str()]);
+    let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .unwrap()
+        .claims;
+    assert_eq!(claims["tenant"], "default");
+    assert_eq!(claims["roles"], json!(["reader"]));
+    assert!(claims.to_string().contains(&reader_id), "{claims}");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        60
+    );
+    // Not an access token: Gatehouse itself refuses it.
+    let (status, _) = server.rpc(Some(token), "tools/list", json!({})).await;
+    assert_eq!(status, 401);
+}
