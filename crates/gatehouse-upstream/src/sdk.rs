@@ -152,16 +152,30 @@ where
     let filter = info
         .filter(|i| !i.protocol_version.has_initialize())
         .and_then(|i| listen_filter(&i.capabilities));
+    let listener = filter.map(|filter| {
+        let (acknowledged, subscribed) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(listen(
+            upstream.clone(),
+            peer.clone(),
+            filter,
+            handler,
+            acknowledged,
+        ));
+        (task, subscribed)
+    });
     // Subscribed before the connection counts as ready, so no change made
-    // after that is missed.
-    let listener = match filter {
-        Some(filter) => match peer.listen(filter).await {
-            Ok(subscription) => Some(tokio::spawn(forward_changes(subscription, handler))),
-            Err(e) => {
-                tracing::debug!(upstream = %upstream, error = %e, "no subscriptions/listen stream");
-                None
+    // after that is missed; but only for a moment: a server whose listen
+    // stream never acknowledges must not keep the connection from being used.
+    let listener = match listener {
+        Some((task, subscribed)) => {
+            if tokio::time::timeout(LISTEN_ACK_WAIT, subscribed)
+                .await
+                .is_err()
+            {
+                tracing::debug!(upstream = %upstream, "subscriptions/listen not acknowledged yet; going on without waiting");
             }
-        },
+            Some(task)
+        }
         None => None,
     };
     let stop = running.cancellation_token();
@@ -244,6 +258,29 @@ fn listen_filter(capabilities: &rmcp::model::ServerCapabilities) -> Option<Subsc
         builder = builder.resources_list_changed();
     }
     Some(builder.build())
+}
+
+/// How long the handshake waits for a `subscriptions/listen` stream to be
+/// acknowledged before the connection is used anyway.
+const LISTEN_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the `subscriptions/listen` stream, says when it is acknowledged
+/// (or failed), then forwards its notifications.
+async fn listen(
+    upstream: Arc<str>,
+    peer: Peer<RoleClient>,
+    filter: SubscriptionFilter,
+    handler: Handler,
+    acknowledged: tokio::sync::oneshot::Sender<()>,
+) {
+    let subscription = peer.listen(filter).await;
+    let _ = acknowledged.send(());
+    match subscription {
+        Ok(subscription) => forward_changes(subscription, handler).await,
+        Err(e) => {
+            tracing::debug!(upstream = %upstream, error = %e, "no subscriptions/listen stream");
+        }
+    }
 }
 
 async fn forward_changes(mut subscription: rmcp::service::Subscription, handler: Handler) {
