@@ -104,7 +104,18 @@ pub struct UpstreamConfig {
     /// HTTP only: the credential Gatehouse presents to the upstream.
     #[serde(default)]
     pub auth: UpstreamAuth,
+    /// The protocol revision to speak: `"2026-07-28"` (stateless) or
+    /// `"2025-11-25"` (`initialize` and a session). Default: 2026-07-28
+    /// when the server offers it, else 2025-11-25. One connection speaks
+    /// one revision, and some servers serve some features on one only
+    /// (resource subscriptions, sampling and elicitation requests need a
+    /// 2025-11-25 session).
+    #[serde(default)]
+    pub protocol_version: Option<String>,
 }
+
+/// Protocol revisions `protocol_version` may name.
+pub const PROTOCOL_VERSIONS: &[&str] = &["2025-11-25", "2026-07-28"];
 
 /// The outbound credential of an HTTP upstream: Gatehouse's own, never
 /// the caller's.
@@ -204,6 +215,7 @@ impl UpstreamConfig {
             enabled: true,
             prefix: None,
             auth: UpstreamAuth::None,
+            protocol_version: None,
         }
     }
 
@@ -300,6 +312,14 @@ fn check_entry(entry: &UpstreamConfig) -> Result<(), String> {
     }
     if entry.breaker_failures == 0 {
         return Err("breaker_failures must be at least 1".into());
+    }
+    if let Some(version) = &entry.protocol_version
+        && !PROTOCOL_VERSIONS.contains(&version.as_str())
+    {
+        return Err(format!(
+            "protocol_version must be one of {}",
+            PROTOCOL_VERSIONS.join(", ")
+        ));
     }
     Ok(())
 }

@@ -3,8 +3,9 @@
 //
 // Usage: node compare.mjs REQUIREMENTS DIRECT_DIR GATEWAY_DIR
 // Prints both pass counts and every check whose status differs; exits 1
-// when a check passes directly but not through Gatehouse (or fails only
-// through Gatehouse), unless EXPECTED below lists it with the reason. A
+// when a check that does not fail directly fails (or does not run) through
+// Gatehouse, unless EXPECTED below lists it with the reason. A status
+// change between SUCCESS and WARNING, INFO or SKIPPED is listed as a note. A
 // check that fails directly but passes through Gatehouse is listed, not
 // failed: Gatehouse re-encodes every message (rmcp's types), which can
 // repair an upstream's wire format.
@@ -14,7 +15,13 @@ import path from 'node:path';
 // Differences that real relaying cannot remove, keyed by
 // "scenario:check-id", with the reason. Nothing that relaying could fix
 // belongs here.
-const EXPECTED = {};
+const EXPECTED = {
+  'server-stateless:sep-2575-http-server-no-independent-requests-on-stream':
+    "the reference server answers its tool test_streaming_elicitation with two JSON documents in one " +
+    "application/json body (newline-delimited), which is no Streamable HTTP response: Gatehouse's client " +
+    "refuses it as an invalid message (-32603), so the suite cannot look at the stream. Gatehouse itself " +
+    "sends no independent request on a response stream.",
+};
 
 const [requirements, directDir, gatewayDir] = process.argv.slice(2);
 
@@ -52,8 +59,9 @@ const a = count(direct), b = count(gateway);
 console.log(`conformance ${requirements}: directly ${a.passed} passed, ${a.failed} failed (${a.scenarios} scenarios); ` +
   `through Gatehouse ${b.passed} passed, ${b.failed} failed (${b.scenarios} scenarios)`);
 
-const outcome = (status) => (status === 'FAILURE' ? 'fails' : status === undefined ? 'did not run' : 'passes');
-const unexpected = [], expected = [], better = [];
+const outcome = (status) =>
+  ({ SUCCESS: 'passes', FAILURE: 'fails', undefined: 'did not run' })[status] ?? `is ${status}`;
+const unexpected = [], expected = [], better = [], notes = [];
 for (const scenario of new Set([...direct.keys(), ...gateway.keys()])) {
   const d = direct.get(scenario) ?? new Map(), g = gateway.get(scenario) ?? new Map();
   for (const id of new Set([...d.keys(), ...g.keys()])) {
@@ -63,14 +71,18 @@ for (const scenario of new Set([...direct.keys(), ...gateway.keys()])) {
     const line = `${key}: ${was} directly, ${is} through Gatehouse`;
     if (EXPECTED[key]) expected.push(`${line} (expected: ${EXPECTED[key]})`);
     else if (was === 'fails' && is !== 'fails') better.push(line);
+    // Neither side failed: a WARNING, INFO or SKIPPED on one side (the
+    // suite does not count those as failures either). Listed, not failed.
+    else if (was !== 'fails' && is !== 'fails' && is !== 'did not run') notes.push(line);
     else unexpected.push(line);
   }
 }
 for (const line of better) console.log(`  better through Gatehouse: ${line}`);
+for (const line of notes) console.log(`  note: ${line}`);
 for (const line of expected) console.log(`  ${line}`);
 for (const line of unexpected) console.error(`  DIFFERENT: ${line}`);
 if (unexpected.length) {
   console.error(`conformance ${requirements}: ${unexpected.length} check(s) differ through Gatehouse`);
   process.exit(1);
 }
-console.log(`conformance ${requirements}: the same checks pass through Gatehouse as directly`);
+console.log(`conformance ${requirements}: no check passes directly and not through Gatehouse but those listed`);

@@ -88,7 +88,16 @@ cat >>"$work/policy.toml" <<'EOF'
 scope = "tools:read"
 roles = ["reader"]
 EOF
-cat >"$work/gatehouse.toml" <<EOF
+
+# start_gatehouse REVISION: a fresh Gatehouse whose connection to the
+# upstream speaks that protocol revision, and sets $gateway. One
+# connection speaks one revision, and the reference server serves
+# sampling, elicitation, resource subscriptions and logging levels only in
+# a 2025-11-25 session, input-required results only statelessly.
+start_gatehouse() {
+  stop_gatehouse
+  rm -rf "$work/data" && mkdir "$work/data"
+  cat >"$work/gatehouse.toml" <<EOF
 version = 1
 [server]
 allowed_origins = ["http://localhost:*"]
@@ -103,25 +112,37 @@ file = "policy.toml"
 name = "ref"
 url = "$upstream"
 prefix = ""
+protocol_version = "$1"
 EOF
-mkdir "$work/data"
-"$bin" serve --json --config "$work/gatehouse.toml" --data-dir "$work/data" --listen 127.0.0.1:0 \
-  >"$work/gatehouse.out" 2>"$work/gatehouse.err" &
-gatehouse_pid=$!
-for _ in $(seq 1 100); do
-  grep -q '"listening"' "$work/gatehouse.out" 2>/dev/null && break
-  sleep 0.1
-done
-grep -q '"listening"' "$work/gatehouse.out" || { cat "$work/gatehouse.err" >&2; echo "conformance: Gatehouse did not start" >&2; exit 1; }
-# The suite's DNS-rebinding scenario needs a localhost URL.
-address="$(sed -n 's/.*"address":"\([^"]*\)".*/\1/p' "$work/gatehouse.out" | head -n1)"
-gateway="http://localhost:${address##*:}/mcp"
+  : >"$work/gatehouse.out"
+  "$bin" serve --json --config "$work/gatehouse.toml" --data-dir "$work/data" --listen 127.0.0.1:0 \
+    >"$work/gatehouse.out" 2>>"$work/gatehouse.err" &
+  gatehouse_pid=$!
+  for _ in $(seq 1 100); do
+    grep -q '"listening"' "$work/gatehouse.out" 2>/dev/null && break
+    sleep 0.1
+  done
+  grep -q '"listening"' "$work/gatehouse.out" || { cat "$work/gatehouse.err" >&2; echo "conformance: Gatehouse did not start" >&2; exit 1; }
+  # The suite's DNS-rebinding scenario needs a localhost URL.
+  local address
+  address="$(sed -n 's/.*"address":"\([^"]*\)".*/\1/p' "$work/gatehouse.out" | head -n1)"
+  gateway="http://localhost:${address##*:}/mcp"
+}
+stop_gatehouse() {
+  if [ -n "${gatehouse_pid:-}" ]; then
+    kill "$gatehouse_pid" 2>/dev/null || true
+    wait "$gatehouse_pid" 2>/dev/null || true
+    gatehouse_pid=""
+  fi
+}
 
 status=0
 for requirements in 2025-11-25 2026-07-28; do
+  start_gatehouse "$requirements"
   run gatehouse "$gateway" "$requirements"
   node "$here/compare.mjs" "$requirements" "$work/direct-$requirements" "$work/gatehouse-$requirements" || status=1
 done
+stop_gatehouse
 if [ "$status" != 0 ]; then
   echo "conformance: Gatehouse's log:" >&2
   grep -v ' DEBUG \| TRACE ' "$work/gatehouse.err" | tail -n 40 >&2

@@ -10,11 +10,11 @@ use serde_json::{Value, json};
 
 use super::harness::Server;
 
-const DEFAULT: &str = include_str!("../../../gatehouse-policy/src/default_policy.toml");
+pub(super) const DEFAULT: &str = include_str!("../../../gatehouse-policy/src/default_policy.toml");
 /// The version the Python interop tests pin (tests/interop/python/run.sh).
 const MCP_VERSION: &str = "2.3.0";
 
-fn root() -> PathBuf {
+pub(super) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
@@ -32,7 +32,7 @@ fn has_sdk(python: &Path) -> bool {
 /// The shared test venv's python with the MCP SDK (made as the upstream
 /// client's tests and the Python interop tests make it). Missing: skipped
 /// loudly, or a failure with CI=true.
-fn python() -> Option<PathBuf> {
+pub(super) fn python() -> Option<PathBuf> {
     let venv = root().join(".tools/pyvenv");
     let python = venv.join("bin/python");
     if !has_sdk(&python) {
@@ -105,7 +105,7 @@ async fn tools_when_ready(server: &Server, key: &str, expected: &str) -> Vec<Str
     }
 }
 
-fn reason(body: &Value) -> &str {
+pub(super) fn reason(body: &Value) -> &str {
     body["error"]["data"]["reason"].as_str().unwrap_or_default()
 }
 
