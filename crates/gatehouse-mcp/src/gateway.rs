@@ -16,9 +16,10 @@ use gatehouse_core::{AuditKind, Clock, CredentialKind, Outcome, Principal, Times
 use gatehouse_store::{StoreError, TaskGrantRecord};
 use gatehouse_tools::{BuiltinTools, ToolDefinition, ToolError, ToolOutput};
 use gatehouse_upstream::model::{
-    CallToolResult, GetPromptResult, Prompt, ReadResourceResult, Resource, ResourceTemplate, Tool,
+    CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult, GetPromptResponse,
+    Prompt, ReadResourceResponse, Resource, ResourceTemplate, Tool,
 };
-use gatehouse_upstream::{UpstreamError, UpstreamSet};
+use gatehouse_upstream::{CallContext, UpstreamError, UpstreamInput, UpstreamSet};
 use serde_json::{Map, Value};
 
 use crate::Caller;
@@ -48,8 +49,9 @@ pub enum CallResult {
     /// A built-in tool's output, or its failure as a tool result.
     Builtin(Result<ToolOutput, ToolError>),
     /// An upstream's answer, passed through as it came (content,
-    /// structured content, `isError`).
-    Upstream(CallToolResult),
+    /// structured content, `isError`; or, 2026-07-28, the input it needs
+    /// before it can answer).
+    Upstream(CallToolResponse),
 }
 
 /// The `_meta` keys that are Gatehouse's own (operation token, task) and
@@ -156,6 +158,24 @@ fn without_upstream_protocol_meta(mut answer: CallToolResult) -> CallToolResult 
         }
     }
     answer
+}
+
+/// Whether `uri` is one of the URIs an RFC 6570 template names, reading
+/// each `{expression}` as one or more characters other than `/` (the
+/// level-1 templates resource templates use).
+fn template_matches(template: &str, uri: &str) -> bool {
+    let Some((literal, rest)) = template.split_once('{') else {
+        return template == uri;
+    };
+    let Some(uri) = uri.strip_prefix(literal) else {
+        return false;
+    };
+    let Some((_, after)) = rest.split_once('}') else {
+        return false;
+    };
+    // The expression takes 1..n characters up to the next '/'; try each end.
+    let limit = uri.find('/').unwrap_or(uri.len());
+    (1..=limit).any(|end| template_matches(after, &uri[end..]))
 }
 
 fn micros_since(start: Instant) -> u64 {
@@ -694,21 +714,49 @@ impl Gateway {
             .error(self.redactor.redact_text(&error.to_string()))
     }
 
-    /// Authorizes and audits `resources/read` (see `read_only`) and reads
-    /// the resource from the upstream that lists it.
-    pub async fn read_resource(
-        &self,
-        caller: &Caller,
+    /// The upstream serving a resource URI: the first (in routing order)
+    /// that lists it, else the first with a resource template naming it.
+    async fn resource_upstream<'a>(
+        &'a self,
+        caller: &'a Caller,
         uri: &str,
-    ) -> Result<ReadResourceResult, CallError> {
-        let started = Instant::now();
+    ) -> Option<&'a gatehouse_upstream::Upstream> {
         let tenant = Some(caller.principal.tenant.as_str());
-        let serving = self
+        let listed = self
             .listed_by_upstreams("resources", |u| Box::pin(u.list_resources(tenant)))
             .await
             .into_iter()
             .find(|(_, resources)| resources.iter().any(|r| r.uri == uri))
             .map(|(upstream, _)| upstream);
+        if listed.is_some() {
+            return listed;
+        }
+        self.listed_by_upstreams("resource templates", |u| {
+            Box::pin(u.list_resource_templates(tenant))
+        })
+        .await
+        .into_iter()
+        .find(|(_, templates)| {
+            templates
+                .iter()
+                .any(|t| t.uri_template == uri || template_matches(&t.uri_template, uri))
+        })
+        .map(|(upstream, _)| upstream)
+    }
+
+    /// Authorizes and audits `resources/read` (see `read_only`) and reads
+    /// the resource from the upstream that lists it (or a template of
+    /// which names it).
+    pub async fn read_resource(
+        &self,
+        caller: &Caller,
+        uri: &str,
+        input: UpstreamInput,
+        call: CallContext,
+    ) -> Result<ReadResourceResponse, CallError> {
+        let started = Instant::now();
+        let tenant = Some(caller.principal.tenant.as_str());
+        let serving = self.resource_upstream(caller, uri).await;
         let target = Target {
             kind: Kind::Resource,
             name: uri,
@@ -726,10 +774,109 @@ impl Gateway {
             match serving {
                 Some(upstream) => {
                     let meta = self.identity_for(upstream, &caller.principal).await?;
-                    upstream.read_resource(tenant, uri, meta).await
+                    upstream
+                        .read_resource_with(tenant, uri, meta, input, call)
+                        .await
                 }
                 // Named in the policy, but no upstream lists it.
                 None => Err(UpstreamError::Unknown(uri.to_string())),
+            }
+        };
+        self.read_only(caller, &target, &args, decision, started, fetch)
+            .await
+    }
+
+    /// `resources/subscribe` (`subscribe`) and `resources/unsubscribe`:
+    /// under the same gate 2 and audit as reading the resource (a caller
+    /// who may not read it may not watch it either), then at its upstream.
+    pub async fn resource_subscription(
+        &self,
+        caller: &Caller,
+        uri: &str,
+        subscribe: bool,
+    ) -> Result<(), CallError> {
+        let started = Instant::now();
+        let tenant = Some(caller.principal.tenant.as_str());
+        let serving = self.resource_upstream(caller, uri).await;
+        let target = Target {
+            kind: Kind::Resource,
+            name: uri,
+            upstream: serving.map(|u| u.name()),
+        };
+        let none = Value::Object(Map::new());
+        let args = CallArgs {
+            exact: &none,
+            redact_fields: &[],
+            redacted: none.clone(),
+            sha256: None,
+        };
+        let decision = self.policy().authorize_target(&caller.principal, &target);
+        let fetch = async {
+            match serving {
+                Some(upstream) => upstream.subscription(tenant, uri, subscribe).await,
+                None => Err(UpstreamError::Unknown(uri.to_string())),
+            }
+        };
+        self.read_only(caller, &target, &args, decision, started, fetch)
+            .await
+    }
+
+    /// `completion/complete` for a prompt's or a resource template's
+    /// argument: under the same gate 2 and audit as getting the prompt or
+    /// reading the resource, at the upstream that serves it (under its
+    /// own name for the prompt).
+    pub async fn complete(
+        &self,
+        caller: &Caller,
+        mut params: CompleteRequestParams,
+    ) -> Result<CompleteResult, CallError> {
+        use gatehouse_upstream::model::Reference;
+        let started = Instant::now();
+        let tenant = Some(caller.principal.tenant.as_str());
+        // The caller's `_meta` stays here, as for every request.
+        params.meta = None;
+        let (kind, name, upstream) = match &mut params.r#ref {
+            Reference::Prompt(prompt) => {
+                let name = prompt.name.clone();
+                let route = self
+                    .upstreams
+                    .as_deref()
+                    .and_then(|u| u.route(&name))
+                    .map(|(upstream, upstream_name)| (upstream, upstream_name.to_string()));
+                let upstream = route.map(|(upstream, upstream_name)| {
+                    prompt.name = upstream_name;
+                    upstream
+                });
+                (Kind::Prompt, name, upstream)
+            }
+            Reference::Resource(resource) => {
+                let uri = resource.uri.clone();
+                let upstream = self.resource_upstream(caller, &uri).await;
+                (Kind::Resource, uri, upstream)
+            }
+            _ => {
+                return Err(CallError::Upstream(UpstreamError::Unknown(
+                    "a completion reference of an unknown kind".into(),
+                )));
+            }
+        };
+        let target = Target {
+            kind,
+            name: &name,
+            upstream: upstream.map(|u| u.name()),
+        };
+        let none = Value::Object(Map::new());
+        let args = CallArgs {
+            exact: &none,
+            redact_fields: &[],
+            redacted: none.clone(),
+            sha256: None,
+        };
+        let decision = self.policy().authorize_target(&caller.principal, &target);
+        let fetch = async {
+            match upstream {
+                Some(upstream) => upstream.complete(tenant, params).await,
+                None => Err(UpstreamError::Unknown(name.clone())),
             }
         };
         self.read_only(caller, &target, &args, decision, started, fetch)
@@ -743,7 +890,9 @@ impl Gateway {
         caller: &Caller,
         name: &str,
         arguments: Option<Map<String, Value>>,
-    ) -> Result<GetPromptResult, CallError> {
+        input: UpstreamInput,
+        call: CallContext,
+    ) -> Result<GetPromptResponse, CallError> {
         let started = Instant::now();
         let route = self.upstreams.as_deref().and_then(|u| u.route(name));
         let target = Target {
@@ -768,7 +917,7 @@ impl Gateway {
                 Some((upstream, upstream_name)) => {
                     let meta = self.identity_for(upstream, &caller.principal).await?;
                     upstream
-                        .get_prompt(tenant, upstream_name, Some(arguments), meta)
+                        .get_prompt_with(tenant, upstream_name, Some(arguments), meta, input, call)
                         .await
                 }
                 // Named in the policy, but no upstream serves it.
@@ -977,13 +1126,17 @@ impl Gateway {
     /// Authorizes, records the decision, runs the tool (built-in, or at the
     /// upstream that serves it) and records the outcome. A tool failure is
     /// a tool result, not a protocol error. `meta` is the request's `_meta`
-    /// (operation token).
+    /// (operation token). `input` carries a 2026-07-28 caller's answers to
+    /// the upstream's earlier `InputRequiredResult`; `call` relays what the
+    /// upstream sends during the call and carries the caller's cancellation.
     pub async fn call_tool(
         &self,
         caller: &Caller,
         name: &str,
         arguments: Option<Map<String, Value>>,
         meta: Option<&Map<String, Value>>,
+        input: UpstreamInput,
+        call: CallContext,
     ) -> Result<CallResult, CallError> {
         let started = Instant::now();
         let route = self.route(name);
@@ -1112,24 +1265,31 @@ impl Gateway {
         {
             Ok(forwarded) => {
                 upstream
-                    .call_tool(
+                    .call_tool_with(
                         Some(&caller.principal.tenant),
                         upstream_name,
                         Some(arguments),
                         forwarded,
+                        input,
+                        call,
                     )
                     .await
             }
             Err(error) => Err(error),
         };
         let outcome = match &result {
-            Ok(answer) if answer.is_error == Some(true) => {
+            Ok(CallToolResponse::Complete(answer)) if answer.is_error == Some(true) => {
                 event(AuditKind::ToolOutcome, Outcome::Error).reason("upstream_tool_error")
             }
-            Ok(answer) => event(AuditKind::ToolOutcome, Outcome::Success).result_bytes(
-                u64::try_from(serde_json::to_vec(answer).map_or(0, |b| b.len()))
-                    .unwrap_or(u64::MAX),
-            ),
+            Ok(CallToolResponse::Complete(answer)) => {
+                event(AuditKind::ToolOutcome, Outcome::Success).result_bytes(
+                    u64::try_from(serde_json::to_vec(answer).map_or(0, |b| b.len()))
+                        .unwrap_or(u64::MAX),
+                )
+            }
+            // The upstream needs the caller's input first; the call that
+            // brings it is decided and recorded again.
+            Ok(_) => event(AuditKind::ToolOutcome, Outcome::Success).reason("input_required"),
             Err(error) => {
                 self.upstream_failure(event(AuditKind::ToolOutcome, Outcome::Error), error)
             }
@@ -1138,7 +1298,12 @@ impl Gateway {
             .record(outcome.latency_us(micros_since(started)).build())
             .await?;
         result
-            .map(|answer| CallResult::Upstream(without_upstream_protocol_meta(answer)))
+            .map(|answer| match answer {
+                CallToolResponse::Complete(answer) => CallResult::Upstream(
+                    CallToolResponse::Complete(without_upstream_protocol_meta(answer)),
+                ),
+                other => CallResult::Upstream(other),
+            })
             .map_err(CallError::Upstream)
     }
 }

@@ -10,6 +10,7 @@ use gatehouse_tools::{BuiltinTools, ToolsConfig};
 use serde_json::json;
 
 use super::*;
+use gatehouse_upstream::{CallContext, UpstreamInput};
 
 fn caller(role: &str) -> Caller {
     Caller {
@@ -63,6 +64,8 @@ async fn no_audit_no_call() {
             "write_file",
             args.as_object().cloned(),
             None,
+            UpstreamInput::default(),
+            CallContext::default(),
         )
         .await;
     assert!(matches!(result, Err(CallError::Audit(_))));
@@ -84,12 +87,21 @@ async fn decisions_and_outcomes_are_recorded_with_redacted_arguments() {
             "search_database",
             args.as_object().cloned(),
             None,
+            UpstreamInput::default(),
+            CallContext::default(),
         )
         .await
         .unwrap();
     assert!(matches!(result, CallResult::Builtin(Ok(_))), "{result:?}");
     let denied = gateway
-        .call_tool(&caller("reader"), "execute_code", None, None)
+        .call_tool(
+            &caller("reader"),
+            "execute_code",
+            None,
+            None,
+            UpstreamInput::default(),
+            CallContext::default(),
+        )
         .await;
     assert!(matches!(denied, Err(CallError::Denied(_))));
     let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
@@ -146,7 +158,14 @@ async fn an_approval_tool_runs_once_per_human_approval() {
     let executor = caller("executor");
     let args = json!({"to": "bob@example.com", "subject": "hi", "body": "hello"});
     let first = gateway
-        .call_tool(&executor, "send_email", args.as_object().cloned(), None)
+        .call_tool(
+            &executor,
+            "send_email",
+            args.as_object().cloned(),
+            None,
+            UpstreamInput::default(),
+            CallContext::default(),
+        )
         .await;
     let Err(CallError::ApprovalRequired(pending)) = first else {
         panic!("expected approval_required, got {first:?}");
@@ -177,6 +196,8 @@ async fn an_approval_tool_runs_once_per_human_approval() {
             "send_email",
             other.as_object().cloned(),
             Some(meta),
+            UpstreamInput::default(),
+            CallContext::default(),
         )
         .await;
     assert!(
@@ -189,6 +210,8 @@ async fn an_approval_tool_runs_once_per_human_approval() {
             "send_email",
             args.as_object().cloned(),
             Some(meta),
+            UpstreamInput::default(),
+            CallContext::default(),
         )
         .await
         .unwrap();
@@ -199,6 +222,8 @@ async fn an_approval_tool_runs_once_per_human_approval() {
             "send_email",
             args.as_object().cloned(),
             Some(meta),
+            UpstreamInput::default(),
+            CallContext::default(),
         )
         .await;
     assert!(

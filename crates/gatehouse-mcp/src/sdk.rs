@@ -1,19 +1,31 @@
 //! Everything that touches rmcp, the MCP SDK: the server handler, the
 //! Streamable HTTP service and the stdio transport.
 
+// Logging, sampling and resources/subscribe are deprecated by SEP-2577
+// (2026-07-28), and still the 2025-11-25 protocol the gateway relays.
+#![allow(deprecated)]
+
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_authz::{Access, Deny, DenyReason, OPERATION_TOKEN_META};
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use gatehouse_tools::{ToolError, ToolOutput};
-use gatehouse_upstream::ChangeKind;
+use gatehouse_upstream::{
+    Accepts, CallContext, ChangeKind, Relay, Relayed, UpstreamError, UpstreamInput,
+};
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage,
-    ContentBlock, ErrorCode, ErrorData, GetPromptRequestParams, GetPromptResponse, Implementation,
-    InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
-    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
-    ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
+    CompleteRequestParams, CompleteResult, ContentBlock, ErrorCode, ErrorData,
+    GetPromptRequestParams, GetPromptResponse, Implementation, InitializeResult, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
+    PaginatedRequestParams, ProgressToken, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, SetLevelRequestParams,
+    SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -63,6 +75,12 @@ struct McpHandler {
     gateway: Arc<Gateway>,
     identity: Identity,
     sessions: SessionPeers,
+    /// The level `logging/setLevel` set for this session (each session
+    /// gets its own handler): upstream log messages below it are not
+    /// relayed. Gatehouse does not pass the level on: one upstream
+    /// connection serves every caller, so one caller's level would become
+    /// everybody's.
+    log_level: Arc<Mutex<Option<LoggingLevel>>>,
 }
 
 /// The clients of live sessions, told when an upstream's catalogue
@@ -108,6 +126,119 @@ impl SessionPeers {
     }
 }
 
+impl McpHandler {
+    /// A handler; with upstreams, its sessions hear of catalogue changes.
+    fn new(gateway: Arc<Gateway>, identity: Identity) -> McpHandler {
+        let sessions = SessionPeers::default();
+        follow_upstream_changes(&gateway, sessions.clone());
+        McpHandler {
+            gateway,
+            identity,
+            sessions,
+            log_level: Arc::default(),
+        }
+    }
+
+    /// The same handler for a new session, with its own log level.
+    fn for_session(&self) -> McpHandler {
+        McpHandler {
+            gateway: self.gateway.clone(),
+            identity: self.identity.clone(),
+            sessions: self.sessions.clone(),
+            log_level: Arc::default(),
+        }
+    }
+
+    fn logs(&self, level: LoggingLevel) -> bool {
+        let wanted = *self
+            .log_level
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Variants run from Debug to Emergency.
+        wanted.is_none_or(|wanted| level as u8 >= wanted as u8)
+    }
+
+    /// Whether the client can answer requests during its call: a session
+    /// (stdio, or Streamable HTTP with `Mcp-Session-Id`). A 2026-07-28
+    /// request stands alone, and its stream takes no answers.
+    fn in_session(&self, context: &RequestContext<RoleServer>) -> bool {
+        match self.identity {
+            Identity::Stdio(_) => true,
+            Identity::Http => context
+                .extensions
+                .get::<http::request::Parts>()
+                .is_some_and(|parts| parts.headers.contains_key("mcp-session-id")),
+        }
+    }
+
+    /// What this client takes during a call, and its progress token.
+    fn relay_for(
+        &self,
+        context: &RequestContext<RoleServer>,
+    ) -> (
+        Relay,
+        tokio::sync::mpsc::Receiver<Relayed>,
+        Option<ProgressToken>,
+    ) {
+        let token = context.meta.get_progress_token();
+        let session = self.in_session(context);
+        let declared = declared_capabilities(context).unwrap_or_default();
+        let accepts = Accepts {
+            progress: token.is_some(),
+            logs: true,
+            sampling: session && declared.sampling.is_some(),
+            elicitation: session && declared.elicitation.is_some(),
+        };
+        let (relay, relayed) = Relay::channel(accepts);
+        (relay, relayed, token)
+    }
+
+    /// Runs `work` (a call at an upstream) while forwarding what the
+    /// upstream sends during it to this client. Forwarded from within the
+    /// request's own task, so a Streamable HTTP response carries them on
+    /// the request's stream.
+    async fn relaying<T>(
+        &self,
+        work: impl Future<Output = T>,
+        mut relayed: tokio::sync::mpsc::Receiver<Relayed>,
+        context: &RequestContext<RoleServer>,
+        token: Option<ProgressToken>,
+    ) -> T {
+        let mut work = std::pin::pin!(work);
+        let mut answers = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                result = &mut work => {
+                    // Progress and log messages that came just before the
+                    // answer are queued already.
+                    while let Ok(message) = relayed.try_recv() {
+                        self.notify(message, context, token.as_ref()).await;
+                    }
+                    return result;
+                }
+                Some(message) = relayed.recv() => match message {
+                    Relayed::Sampling { params, reply } => {
+                        let peer = context.peer.clone();
+                        answers.push(Box::pin(async move {
+                            let answer = peer.create_message(params).await.map_err(client_failed);
+                            let _ = reply.send(answer);
+                        }) as futures::future::BoxFuture<'static, ()>);
+                    }
+                    Relayed::Elicitation { params, reply } => {
+                        let peer = context.peer.clone();
+                        answers.push(Box::pin(async move {
+                            let answer = peer.create_elicitation(params).await.map_err(client_failed);
+                            let _ = reply.send(answer);
+                        }));
+                    }
+                    other => self.notify(other, context, token.as_ref()).await,
+                },
+                Some(()) = answers.next(), if !answers.is_empty() => {}
+            }
+        }
+    }
+}
+
 /// Follows the upstreams' catalogue changes for as long as the gateway
 /// lives: refreshes what the gateway knows (pins), then tells the sessions.
 fn follow_upstream_changes(gateway: &Arc<Gateway>, sessions: SessionPeers) {
@@ -132,6 +263,57 @@ fn follow_upstream_changes(gateway: &Arc<Gateway>, sessions: SessionPeers) {
             sessions.announce(kind).await;
         }
     });
+}
+
+impl McpHandler {
+    /// Forwards a progress or log message to this client (requests are
+    /// answered in `relaying`; one left at the end of the call is dropped,
+    /// which fails it at the upstream).
+    async fn notify(
+        &self,
+        message: Relayed,
+        context: &RequestContext<RoleServer>,
+        token: Option<&ProgressToken>,
+    ) {
+        match message {
+            Relayed::Progress(mut progress) => {
+                if let Some(token) = token {
+                    // The caller's own token, never the one the upstream saw.
+                    progress.progress_token = token.clone();
+                    let _ = context.peer.notify_progress(progress).await;
+                }
+            }
+            Relayed::Log(message) if self.logs(message.level) => {
+                let _ = context.peer.notify_logging_message(message).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The capabilities the client declared: in the request's `_meta`
+/// (2026-07-28), else at `initialize`.
+fn declared_capabilities(
+    context: &RequestContext<RoleServer>,
+) -> Option<rmcp::model::ClientCapabilities> {
+    context.meta.client_capabilities().or_else(|| {
+        context
+            .peer
+            .peer_info()
+            .map(|info| info.capabilities.clone())
+    })
+}
+
+/// The client's failure to answer a relayed request, as the upstream gets it.
+fn client_failed(error: rmcp::service::ServiceError) -> ErrorData {
+    match error {
+        rmcp::service::ServiceError::McpError(error) => error,
+        other => ErrorData::new(
+            ErrorCode::INTERNAL_ERROR,
+            format!("the client did not answer: {other}"),
+            None,
+        ),
+    }
 }
 
 fn server_config() -> ServerConfig {
@@ -242,6 +424,14 @@ fn call_error(error: CallError, url_elicitation: bool) -> ErrorData {
             tracing::error!(error = %e, "tool call refused: audit unavailable");
             internal_error("the audit log is unavailable, so the call was not run")
         }
+        // The upstream's own JSON-RPC error is its answer to the caller's
+        // request: relayed as it came (code, message, data).
+        CallError::Upstream(UpstreamError::Rpc {
+            code,
+            message,
+            data,
+            ..
+        }) => ErrorData::new(ErrorCode(code), message, data),
         // The upstream's failure with the audit record's reason code, said
         // without internal reasons (the record and the log have those).
         CallError::Upstream(e) => ErrorData::new(
@@ -304,7 +494,10 @@ impl ServerHandler for McpHandler {
     fn get_info(&self) -> ServerConfig {
         let mut info = server_config();
         // Upstreams may serve prompts; Gatehouse itself has none. Their
-        // catalogues change, and sessions are told.
+        // catalogues change, and sessions are told. `resources.subscribe`
+        // is not claimed: to a 2026-07-28 client it promises
+        // `subscriptions/listen`, which Gatehouse does not serve; a
+        // 2025-11-25 client's `resources/subscribe` is still relayed.
         if self.gateway.has_upstreams() {
             let offered = ServerCapabilities::builder()
                 .enable_tools()
@@ -313,10 +506,14 @@ impl ServerHandler for McpHandler {
                 .enable_prompts_list_changed()
                 .enable_resources()
                 .enable_resources_list_changed()
+                .enable_completions()
+                .enable_logging()
                 .build();
             info.capabilities.tools = offered.tools;
             info.capabilities.prompts = offered.prompts;
             info.capabilities.resources = offered.resources;
+            info.capabilities.completions = offered.completions;
+            info.capabilities.logging = offered.logging;
         }
         info
     }
@@ -325,6 +522,55 @@ impl ServerHandler for McpHandler {
         if self.gateway.has_upstreams() {
             self.sessions.add(context.peer);
         }
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.caller(&context).await?;
+        *self
+            .log_level
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(request.level);
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let caller = self.caller(&context).await?;
+        self.gateway
+            .complete(&caller, request)
+            .await
+            .map_err(|e| call_error(e, false))
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let caller = self.caller(&context).await?;
+        self.gateway
+            .resource_subscription(&caller, &request.uri, true)
+            .await
+            .map_err(|e| call_error(e, false))
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let caller = self.caller(&context).await?;
+        self.gateway
+            .resource_subscription(&caller, &request.uri, false)
+            .await
+            .map_err(|e| call_error(e, false))
     }
 
     async fn list_resources(
@@ -355,10 +601,18 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let caller = self.caller(&context).await?;
+        let input = UpstreamInput {
+            input_responses: request.input_responses,
+            request_state: request.request_state,
+        };
+        let call = CallContext {
+            relay: None,
+            cancel: context.ct.clone(),
+            capabilities: declared_capabilities(&context),
+        };
         self.gateway
-            .read_resource(&caller, &request.uri)
+            .read_resource(&caller, &request.uri, input, call)
             .await
-            .map(Into::into)
             .map_err(|e| call_error(e, false))
     }
 
@@ -379,10 +633,18 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let caller = self.caller(&context).await?;
+        let input = UpstreamInput {
+            input_responses: request.input_responses,
+            request_state: request.request_state,
+        };
+        let call = CallContext {
+            relay: None,
+            cancel: context.ct.clone(),
+            capabilities: declared_capabilities(&context),
+        };
         self.gateway
-            .get_prompt(&caller, &request.name, request.arguments)
+            .get_prompt(&caller, &request.name, request.arguments, input, call)
             .await
-            .map(Into::into)
             .map_err(|e| call_error(e, false))
     }
 
@@ -449,14 +711,26 @@ impl ServerHandler for McpHandler {
             .as_ref()
             .map(|m| &m.0.0)
             .or(Some(&context.meta.0.0));
+        let input = UpstreamInput {
+            input_responses: request.input_responses,
+            request_state: request.request_state,
+        };
+        let (relay, relayed, token) = self.relay_for(&context);
+        let call = CallContext {
+            relay: Some(relay),
+            cancel: context.ct.clone(),
+            capabilities: declared_capabilities(&context),
+        };
+        let work =
+            self.gateway
+                .call_tool(&caller, &request.name, request.arguments, meta, input, call);
         let result = self
-            .gateway
-            .call_tool(&caller, &request.name, request.arguments, meta)
+            .relaying(work, relayed, &context, token)
             .await
             .map_err(|e| call_error(e, url_elicitation))?;
         Ok(match result {
             CallResult::Builtin(result) => tool_result(result).into(),
-            CallResult::Upstream(answer) => answer.into(),
+            CallResult::Upstream(answer) => answer,
         })
     }
 }
@@ -544,14 +818,13 @@ pub fn streamable_http_service(
     session_config.keep_alive = Some(options.session_idle_timeout);
     sessions.session_config = session_config;
     let sessions = Arc::new(sessions);
-    let handler = McpHandler {
-        gateway,
-        identity: Identity::Http,
-        sessions: SessionPeers::default(),
-    };
-    follow_upstream_changes(&handler.gateway, handler.sessions.clone());
+    let handler = McpHandler::new(gateway, Identity::Http);
     (
-        StreamableHttpService::new(move || Ok(handler.clone()), Arc::clone(&sessions), config),
+        StreamableHttpService::new(
+            move || Ok(handler.for_session()),
+            Arc::clone(&sessions),
+            config,
+        ),
         SdkSessions(sessions),
     )
 }
@@ -561,12 +834,7 @@ pub(crate) async fn serve(
     gateway: Arc<Gateway>,
     authenticator: Arc<StdioAuthenticator>,
 ) -> Result<(), std::io::Error> {
-    let handler = McpHandler {
-        gateway,
-        identity: Identity::Stdio(authenticator),
-        sessions: SessionPeers::default(),
-    };
-    follow_upstream_changes(&handler.gateway, handler.sessions.clone());
+    let handler = McpHandler::new(gateway, Identity::Stdio(authenticator));
     let running = handler
         .serve(rmcp::transport::stdio())
         .await

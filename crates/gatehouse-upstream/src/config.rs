@@ -112,6 +112,14 @@ pub struct UpstreamConfig {
     /// upstream), verifiable against Gatehouse's JWKS.
     #[serde(default)]
     pub forward_identity: bool,
+    /// The protocol revision to speak: `"2026-07-28"` (stateless) or
+    /// `"2025-11-25"` (`initialize` and a session). Default: 2026-07-28
+    /// when the server offers it, else 2025-11-25. One connection speaks
+    /// one revision, and some servers serve some features on one only
+    /// (resource subscriptions, sampling and elicitation requests need a
+    /// 2025-11-25 session).
+    #[serde(default)]
+    pub protocol_version: Option<String>,
 }
 
 /// What happens to an upstream tool whose definition (description,
@@ -140,6 +148,9 @@ impl PinMode {
         }
     }
 }
+
+/// Protocol revisions `protocol_version` may name.
+pub const PROTOCOL_VERSIONS: &[&str] = &["2025-11-25", "2026-07-28"];
 
 /// The outbound credential of an HTTP upstream: Gatehouse's own, never
 /// the caller's.
@@ -271,6 +282,7 @@ impl UpstreamConfig {
             auth: UpstreamAuth::None,
             pin: PinMode::Block,
             forward_identity: false,
+            protocol_version: None,
         }
     }
 
@@ -376,6 +388,14 @@ fn check_entry(entry: &UpstreamConfig) -> Result<(), String> {
     }
     if entry.breaker_failures == 0 {
         return Err("breaker_failures must be at least 1".into());
+    }
+    if let Some(version) = &entry.protocol_version
+        && !PROTOCOL_VERSIONS.contains(&version.as_str())
+    {
+        return Err(format!(
+            "protocol_version must be one of {}",
+            PROTOCOL_VERSIONS.join(", ")
+        ));
     }
     Ok(())
 }

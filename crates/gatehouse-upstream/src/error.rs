@@ -44,6 +44,9 @@ pub enum UpstreamError {
     Credentials { upstream: Arc<str>, reason: String },
     #[error("upstream {upstream} is disabled")]
     Disabled { upstream: Arc<str> },
+    /// The caller cancelled the call; the upstream was told.
+    #[error("upstream {upstream}: the caller cancelled the request")]
+    Cancelled { upstream: Arc<str> },
     #[error("no upstream is called {0:?}")]
     Unknown(String),
 }
@@ -61,6 +64,7 @@ impl UpstreamError {
             UpstreamError::Rpc { .. } => "upstream_error",
             UpstreamError::Credentials { .. } => "upstream_credentials",
             UpstreamError::Disabled { .. } => "upstream_disabled",
+            UpstreamError::Cancelled { .. } => "cancelled",
             UpstreamError::Unknown(_) => "upstream_unknown",
         }
     }

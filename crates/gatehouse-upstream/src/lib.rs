@@ -20,6 +20,7 @@ mod error;
 mod health;
 mod http_client;
 mod line_cap;
+mod relay;
 mod scrub;
 mod sdk;
 mod secret;
@@ -36,6 +37,8 @@ pub use config::{
 };
 pub use error::UpstreamError;
 pub use health::{Health, HealthState, LastError};
+pub use relay::{Accepts, CallContext, RELAY_CAPACITY, Relay, Relayed};
+pub use sdk::UpstreamInput;
 pub use secret::{Secret, SecretError, SecretRef, TenantSecrets};
 pub use set::UpstreamSet;
 pub use upstream::{JsonObject, MAX_PAGES, Upstream};
@@ -44,7 +47,8 @@ pub use upstream::{JsonObject, MAX_PAGES, Upstream};
 /// depend on rmcp's version themselves.
 pub mod model {
     pub use rmcp::model::{
-        CallToolResult, ContentBlock, GetPromptResult, Prompt, ReadResourceResult, Resource,
-        ResourceTemplate, Tool,
+        CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult, ContentBlock,
+        GetPromptResponse, GetPromptResult, InputResponses, Prompt, ReadResourceResponse,
+        ReadResourceResult, Reference, Resource, ResourceTemplate, Tool,
     };
 }

@@ -3,18 +3,33 @@
 //! rmcp's errors into [`UpstreamError`]. rmcp changes often; its client API
 //! is used only here, so an upgrade touches this file.
 
+// Sampling, logging and resources/subscribe are deprecated by SEP-2577
+// (2026-07-28), and still the 2025-11-25 protocol the gateway relays.
+#![allow(deprecated)]
+
 use std::sync::Arc;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use std::future::Future;
+
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
-    GetPromptRequestParams, GetPromptResponse, GetPromptResult, Implementation,
-    PaginatedRequestParams, Prompt, ProtocolVersion, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, RequestMetaObject, Resource, ResourceTemplate,
-    ServerNotification, SubscriptionFilter, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CancelledNotificationParam,
+    ClientCapabilities, ClientConfig, ClientRequest, CompleteRequest, CompleteRequestParams,
+    CompleteResult, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
+    ElicitResult, ElicitationCapability, ErrorCode, ErrorData, FormElicitationCapability,
+    GetPromptRequest, GetPromptRequestParams, GetPromptResponse, Implementation, InputResponses,
+    PaginatedRequestParams, ProgressToken, Prompt, ProtocolVersion, ReadResourceRequest,
+    ReadResourceRequestParams, ReadResourceResponse, RequestId, RequestMetaObject, Resource,
+    ResourceTemplate, SamplingCapability, ServerNotification, ServerResult, SubscribeRequest,
+    SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequest, UnsubscribeRequestParams,
+    UrlElicitationCapability,
 };
 use rmcp::service::{
-    ClientInitializeError, ClientLifecycleMode, ClientServiceExt, NotificationContext, Peer,
-    QuitReason, RunningService, ServiceError,
+    ClientInitializeError, ClientLifecycleMode, ClientServiceExt, InboundStreamOrigin,
+    NotificationContext, Peer, PeerRequestOptions, QuitReason, RequestContext, RunningService,
+    ServiceError,
 };
 use rmcp::transport::async_rw::AsyncRwTransport;
 use rmcp::transport::streamable_http_client::{
@@ -29,28 +44,232 @@ use tokio::task::JoinHandle;
 use crate::changes::{ChangeKind, ListChanged};
 use crate::error::UpstreamError;
 use crate::line_cap::{TOO_LARGE_CODE, TOO_LARGE_MARKER};
+use crate::relay::{CallContext, Relay, Relayed};
 
 /// The protocol revision preferred: 2026-07-28 (stateless, `server/discover`),
 /// falling back to 2025-11-25 (`initialize`, sessions) when the server
 /// answers discovery with an error, as the 2026-07-28 backward-compatibility
 /// rules describe.
-fn lifecycle() -> ClientLifecycleMode {
-    ClientLifecycleMode::Auto {
-        preferred_versions: vec![ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_11_25],
-        legacy_version: Some(ProtocolVersion::V_2025_11_25),
+/// `pinned` (the entry's `protocol_version`, validated) speaks that
+/// revision only.
+fn lifecycle(pinned: Option<&str>) -> ClientLifecycleMode {
+    match pinned {
+        // The version itself is in the client's `initialize` (`get_info`).
+        Some("2025-11-25") => ClientLifecycleMode::Initialize,
+        Some("2026-07-28") => ClientLifecycleMode::Discover {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+        },
+        _ => ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28, ProtocolVersion::V_2025_11_25],
+            legacy_version: Some(ProtocolVersion::V_2025_11_25),
+        },
     }
 }
 
-/// Receives the upstream's notifications.
+/// The requests in flight on one connection (by the id rmcp gave each),
+/// with where the upstream's messages about each go.
+#[derive(Default)]
+pub(crate) struct InFlight(Mutex<HashMap<RequestId, Entry>>);
+
+struct Entry {
+    progress_token: ProgressToken,
+    relay: Option<Relay>,
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RequestId, Entry>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn register(self: &Arc<Self>, id: RequestId, entry: Entry) -> Registered {
+        self.lock().insert(id.clone(), entry);
+        Registered {
+            in_flight: self.clone(),
+            id,
+        }
+    }
+
+    /// The call a progress token was given to. rmcp gives every request its
+    /// own token, so the upstream can only name the call it was given.
+    fn by_token(&self, token: &ProgressToken) -> Option<Relay> {
+        self.lock()
+            .values()
+            .find(|e| e.progress_token == *token)
+            .and_then(|e| e.relay.clone())
+    }
+
+    /// The call a message that names no request belongs to, when that is
+    /// unambiguous: the one request in flight. `Err` when there are
+    /// several (or none).
+    fn only(&self) -> Result<Option<Relay>, usize> {
+        let calls = self.lock();
+        match calls.len() {
+            1 => Ok(calls.values().next().and_then(|e| e.relay.clone())),
+            n => Err(n),
+        }
+    }
+
+    fn by_id(&self, id: &RequestId) -> Option<Option<Relay>> {
+        self.lock().get(id).map(|e| e.relay.clone())
+    }
+}
+
+impl InFlight {
+    /// Relays a progress or log message to the call it belongs to. Progress
+    /// names its call by the token; a log message names none, so it goes
+    /// to the caller only when exactly one request is in flight (else it
+    /// stays in Gatehouse's log).
+    fn relay(&self, notification: &ServerNotification) {
+        match notification {
+            ServerNotification::ProgressNotification(progress) => {
+                if let Some(relay) = self.by_token(&progress.params.progress_token)
+                    && relay.accepts.progress
+                {
+                    // Advisory: dropped rather than waited for.
+                    let _ = relay
+                        .sender
+                        .try_send(Relayed::Progress(progress.params.clone()));
+                }
+            }
+            ServerNotification::LoggingMessageNotification(log) => match self.only() {
+                Ok(Some(relay)) if relay.accepts.logs => {
+                    let _ = relay.sender.try_send(Relayed::Log(log.params.clone()));
+                }
+                _ => tracing::debug!(level = ?log.params.level, "upstream log message not relayed"),
+            },
+            _ => {}
+        }
+    }
+}
+
+/// The upstream's transport, read by the gateway first: progress and log
+/// messages are relayed as they arrive, in the order they came. rmcp hands
+/// notifications to the handler on tasks of their own, which could run
+/// after the answer that followed them had ended the call.
+struct Tap<T> {
+    inner: T,
+    in_flight: Arc<InFlight>,
+}
+
+impl<T: Transport<RoleClient>> Transport<RoleClient> for Tap<T> {
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: rmcp::service::TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    // The trait asks for a `Send` future, which `async fn` cannot promise.
+    #[allow(clippy::manual_async_fn)]
+    fn receive(
+        &mut self,
+    ) -> impl Future<Output = Option<rmcp::service::RxJsonRpcMessage<RoleClient>>> + Send {
+        async move {
+            let message = self.inner.receive().await?;
+            if let rmcp::model::JsonRpcMessage::Notification(notification) = &message {
+                self.in_flight.relay(&notification.notification);
+            }
+            Some(message)
+        }
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
+    }
+}
+
+/// Removes its request from [`InFlight`] when the request ends.
+struct Registered {
+    in_flight: Arc<InFlight>,
+    id: RequestId,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.in_flight.lock().remove(&self.id);
+    }
+}
+
+/// Tells the upstream to stop a request nobody waits for any more (the
+/// caller cancelled, or the call timed out), unless disarmed.
+struct Abandoned {
+    peer: Peer<RoleClient>,
+    id: Option<RequestId>,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let (Some(id), Ok(runtime)) = (self.id.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let peer = self.peer.clone();
+        runtime.spawn(async move {
+            let params =
+                CancelledNotificationParam::new(Some(id), Some("cancelled by the caller".into()));
+            let _ = peer.notify_cancelled(params).await;
+        });
+    }
+}
+
+fn refused(message: String) -> ErrorData {
+    ErrorData::new(ErrorCode::METHOD_NOT_FOUND, message, None)
+}
+
+/// Receives the upstream's notifications and requests.
 #[derive(Clone)]
 pub(crate) struct Handler {
     upstream: Arc<str>,
     changes: broadcast::Sender<ListChanged>,
+    in_flight: Arc<InFlight>,
+    /// The entry's `protocol_version`, when it pins one.
+    pinned: Option<String>,
 }
 
 impl Handler {
-    pub(crate) fn new(upstream: Arc<str>, changes: broadcast::Sender<ListChanged>) -> Handler {
-        Handler { upstream, changes }
+    pub(crate) fn new(
+        upstream: Arc<str>,
+        changes: broadcast::Sender<ListChanged>,
+        pinned: Option<String>,
+    ) -> Handler {
+        Handler {
+            upstream,
+            changes,
+            in_flight: Arc::default(),
+            pinned,
+        }
+    }
+
+    /// The relay of the call an upstream's request was sent during. Over
+    /// Streamable HTTP the request arrives on the response stream of that
+    /// call (rmcp marks it); otherwise (stdio, the standalone stream) it is
+    /// attributed only when one request is in flight. A request nobody can
+    /// be sure about is refused: it must never reach another caller.
+    fn requester(
+        &self,
+        context: &RequestContext<RoleClient>,
+        what: &str,
+    ) -> Result<Relay, ErrorData> {
+        let relay = match context.extensions.get::<InboundStreamOrigin>() {
+            Some(InboundStreamOrigin::OutboundRequest(id)) => self.in_flight.by_id(id).ok_or(1),
+            _ => self.in_flight.only(),
+        };
+        match relay {
+            Ok(Some(relay)) => Ok(relay),
+            Ok(None) => Err(refused(format!(
+                "the gateway cannot relay {what} for this request"
+            ))),
+            Err(calls) => {
+                tracing::debug!(upstream = %self.upstream, calls, what, "cannot tell which call an upstream request belongs to");
+                Err(refused(format!(
+                    "the gateway relays {what} only during the call it belongs to"
+                )))
+            }
+        }
     }
 
     fn changed(&self, kind: ChangeKind) {
@@ -65,12 +284,69 @@ impl Handler {
 
 impl ClientHandler for Handler {
     fn get_info(&self) -> ClientConfig {
-        // No sampling, roots or elicitation: the gateway does not relay
-        // server-to-client requests, so it must not advertise them.
-        ClientConfig::new(
-            ClientCapabilities::default(),
+        // Sampling and elicitation are relayed to the client whose call
+        // the upstream is serving, when that client declared them (else the
+        // upstream's request is refused). Roots are not relayed: the
+        // gateway's clients' file systems are not the upstream's business.
+        let mut capabilities = ClientCapabilities::default();
+        capabilities.sampling = Some(SamplingCapability::default());
+        capabilities.elicitation = Some(
+            ElicitationCapability::new()
+                .with_form(FormElicitationCapability::default())
+                .with_url(UrlElicitationCapability::default()),
+        );
+        let config = ClientConfig::new(
+            capabilities,
             Implementation::new("gatehouse", env!("CARGO_PKG_VERSION")),
-        )
+        );
+        match self.pinned.as_deref() {
+            Some("2025-11-25") => config.with_protocol_version(ProtocolVersion::V_2025_11_25),
+            _ => config,
+        }
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let relay = self.requester(&context, "sampling")?;
+        if !relay.accepts.sampling {
+            return Err(refused(
+                "the calling client does not accept sampling requests".into(),
+            ));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        relay
+            .sender
+            .send(Relayed::Sampling { params, reply })
+            .await
+            .map_err(|_| refused("the call has ended".into()))?;
+        answer
+            .await
+            .map_err(|_| refused("the call has ended".into()))?
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let relay = self.requester(&context, "elicitation")?;
+        if !relay.accepts.elicitation {
+            return Err(refused(
+                "the calling client does not accept elicitation requests".into(),
+            ));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        relay
+            .sender
+            .send(Relayed::Elicitation { params, reply })
+            .await
+            .map_err(|_| refused("the call has ended".into()))?;
+        answer
+            .await
+            .map_err(|_| refused("the call has ended".into()))?
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
@@ -90,7 +366,12 @@ impl ClientHandler for Handler {
 pub(crate) struct Connection {
     upstream: Arc<str>,
     peer: Peer<RoleClient>,
+    /// Shared with the connection's handler, which attributes the
+    /// upstream's messages to these requests.
+    in_flight: Arc<InFlight>,
     protocol_version: String,
+    /// 2026-07-28 or later: no session, every request self-contained.
+    modern: bool,
     /// Values of the secrets this connection sent, scrubbed from error texts.
     secrets: Vec<String>,
 }
@@ -137,9 +418,14 @@ where
     T: IntoTransport<RoleClient, E, A>,
     E: std::error::Error + Send + Sync + 'static,
 {
+    let in_flight = handler.in_flight.clone();
+    let transport = Tap {
+        inner: transport.into_transport(),
+        in_flight: in_flight.clone(),
+    };
     let running: RunningService<RoleClient, Handler> = handler
         .clone()
-        .serve_with_lifecycle(transport, lifecycle())
+        .serve_with_lifecycle(transport, lifecycle(handler.pinned.as_deref()))
         .await
         .map_err(|e| init_error(upstream, e).scrubbed(&secrets))?;
     let peer = running.peer().clone();
@@ -148,20 +434,37 @@ where
         .as_ref()
         .map(|i| i.protocol_version.to_string())
         .unwrap_or_default();
+    let modern = info
+        .as_ref()
+        .is_some_and(|i| !i.protocol_version.has_initialize());
     tracing::info!(upstream = %upstream, protocol_version, "upstream connected");
     let filter = info
         .filter(|i| !i.protocol_version.has_initialize())
         .and_then(|i| listen_filter(&i.capabilities));
+    let listener = filter.map(|filter| {
+        let (acknowledged, subscribed) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(listen(
+            upstream.clone(),
+            peer.clone(),
+            filter,
+            handler,
+            acknowledged,
+        ));
+        (task, subscribed)
+    });
     // Subscribed before the connection counts as ready, so no change made
-    // after that is missed.
-    let listener = match filter {
-        Some(filter) => match peer.listen(filter).await {
-            Ok(subscription) => Some(tokio::spawn(forward_changes(subscription, handler))),
-            Err(e) => {
-                tracing::debug!(upstream = %upstream, error = %e, "no subscriptions/listen stream");
-                None
+    // after that is missed; but only for a moment: a server whose listen
+    // stream never acknowledges must not keep the connection from being used.
+    let listener = match listener {
+        Some((task, subscribed)) => {
+            if tokio::time::timeout(LISTEN_ACK_WAIT, subscribed)
+                .await
+                .is_err()
+            {
+                tracing::debug!(upstream = %upstream, "subscriptions/listen not acknowledged yet; going on without waiting");
             }
-        },
+            Some(task)
+        }
         None => None,
     };
     let stop = running.cancellation_token();
@@ -176,7 +479,9 @@ where
         connection: Arc::new(Connection {
             upstream: upstream.clone(),
             peer,
+            in_flight,
             protocol_version,
+            modern,
             secrets,
         }),
         ended,
@@ -244,6 +549,29 @@ fn listen_filter(capabilities: &rmcp::model::ServerCapabilities) -> Option<Subsc
         builder = builder.resources_list_changed();
     }
     Some(builder.build())
+}
+
+/// How long the handshake waits for a `subscriptions/listen` stream to be
+/// acknowledged before the connection is used anyway.
+const LISTEN_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the `subscriptions/listen` stream, says when it is acknowledged
+/// (or failed), then forwards its notifications.
+async fn listen(
+    upstream: Arc<str>,
+    peer: Peer<RoleClient>,
+    filter: SubscriptionFilter,
+    handler: Handler,
+    acknowledged: tokio::sync::oneshot::Sender<()>,
+) {
+    let subscription = peer.listen(filter).await;
+    let _ = acknowledged.send(());
+    match subscription {
+        Ok(subscription) => forward_changes(subscription, handler).await,
+        Err(e) => {
+            tracing::debug!(upstream = %upstream, error = %e, "no subscriptions/listen stream");
+        }
+    }
 }
 
 async fn forward_changes(mut subscription: rmcp::service::Subscription, handler: Handler) {
@@ -351,26 +679,81 @@ impl Connection {
         Ok((page.resource_templates, page.next_cursor))
     }
 
+    /// Sends one request and waits for its answer, relaying what the
+    /// upstream sends about it meanwhile to `call`'s relay, and telling the
+    /// upstream to stop when the caller cancels (or the call is dropped).
+    async fn send(
+        &self,
+        request: ClientRequest,
+        call: &CallContext,
+    ) -> Result<ServerResult, UpstreamError> {
+        let mut options = PeerRequestOptions::no_options();
+        // A 2026-07-28 request carries its client's capabilities, and the
+        // upstream decides what to ask for by them: the caller's own (what
+        // it can answer itself), not Gatehouse's. A session's were fixed at
+        // `initialize`.
+        if let Some(capabilities) = &call.capabilities
+            && self.modern
+        {
+            let mut declared = ClientCapabilities::default();
+            declared.sampling = capabilities.sampling.clone();
+            declared.elicitation = capabilities.elicitation.clone();
+            declared.roots = capabilities.roots.clone();
+            let mut meta = RequestMetaObject::new();
+            meta.set_client_capabilities(declared);
+            options.meta = Some(meta);
+        }
+        let handle = self
+            .peer
+            .send_request_with_option(request, options)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let _registered = self.in_flight.register(
+            handle.id.clone(),
+            Entry {
+                progress_token: handle.progress_token.clone(),
+                relay: call.relay.clone(),
+            },
+        );
+        let mut abandoned = Abandoned {
+            peer: self.peer.clone(),
+            id: Some(handle.id.clone()),
+        };
+        let result = tokio::select! {
+            result = handle.await_response() => result.map_err(|e| self.fail(e)),
+            () = call.cancel.cancelled() => return Err(UpstreamError::Cancelled {
+                upstream: self.upstream.clone(),
+            }),
+        };
+        abandoned.id = None;
+        result
+    }
+
+    /// `tools/call`. An upstream's `InputRequiredResult` (2026-07-28) is
+    /// returned as it came, for the caller to answer and call again with
+    /// `input_responses` and `request_state`.
     pub(crate) async fn call_tool(
         &self,
         name: String,
         arguments: Option<Map<String, Value>>,
         meta: Option<Map<String, Value>>,
-    ) -> Result<CallToolResult, UpstreamError> {
+        input: UpstreamInput,
+        call: &CallContext,
+    ) -> Result<CallToolResponse, UpstreamError> {
         let mut params = CallToolRequestParams::new(name);
         params.arguments = arguments;
         params.meta = caller_meta(meta);
-        match self
-            .peer
-            .call_tool_once(params)
-            .await
-            .map_err(|e| self.fail(e))?
-        {
-            CallToolResponse::Complete(result) => Ok(result),
-            CallToolResponse::InputRequired(_) => {
-                Err(self.unexpected("the upstream asked for input"))
+        params.input_responses = input.input_responses;
+        params.request_state = input.request_state;
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        match self.send(request, call).await? {
+            ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
+            ServerResult::InputRequiredResult(result) => {
+                Ok(CallToolResponse::InputRequired(result))
             }
-            CallToolResponse::Task(_) => Err(self.unexpected("the upstream started a task")),
+            ServerResult::CreateTaskResult(_) => {
+                Err(self.unexpected("the upstream started a task"))
+            }
             _ => Err(self.unexpected("the upstream answered with an unknown result")),
         }
     }
@@ -380,18 +763,21 @@ impl Connection {
         name: String,
         arguments: Option<Map<String, Value>>,
         meta: Option<Map<String, Value>>,
-    ) -> Result<GetPromptResult, UpstreamError> {
+        input: UpstreamInput,
+        call: &CallContext,
+    ) -> Result<GetPromptResponse, UpstreamError> {
         let mut params = GetPromptRequestParams::new(name);
         params.arguments = arguments;
         params.meta = caller_meta(meta);
-        match self
-            .peer
-            .get_prompt_once(params)
-            .await
-            .map_err(|e| self.fail(e))?
-        {
-            GetPromptResponse::Complete(result) => Ok(result),
-            _ => Err(self.unexpected("the upstream asked for input")),
+        params.input_responses = input.input_responses;
+        params.request_state = input.request_state;
+        let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(params));
+        match self.send(request, call).await? {
+            ServerResult::GetPromptResult(result) => Ok(GetPromptResponse::Complete(result)),
+            ServerResult::InputRequiredResult(result) => {
+                Ok(GetPromptResponse::InputRequired(result))
+            }
+            _ => Err(self.unexpected("the upstream answered with an unknown result")),
         }
     }
 
@@ -399,19 +785,61 @@ impl Connection {
         &self,
         uri: String,
         meta: Option<Map<String, Value>>,
-    ) -> Result<ReadResourceResult, UpstreamError> {
+        input: UpstreamInput,
+        call: &CallContext,
+    ) -> Result<ReadResourceResponse, UpstreamError> {
         let mut params = ReadResourceRequestParams::new(uri);
         params.meta = caller_meta(meta);
-        match self
-            .peer
-            .read_resource_once(params)
-            .await
-            .map_err(|e| self.fail(e))?
-        {
-            ReadResourceResponse::Complete(result) => Ok(result),
-            _ => Err(self.unexpected("the upstream asked for input")),
+        params.input_responses = input.input_responses;
+        params.request_state = input.request_state;
+        let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params));
+        match self.send(request, call).await? {
+            ServerResult::ReadResourceResult(result) => Ok(ReadResourceResponse::Complete(result)),
+            ServerResult::InputRequiredResult(result) => {
+                Ok(ReadResourceResponse::InputRequired(result))
+            }
+            _ => Err(self.unexpected("the upstream answered with an unknown result")),
         }
     }
+
+    /// `completion/complete`, with the reference already in the upstream's names.
+    pub(crate) async fn complete(
+        &self,
+        params: CompleteRequestParams,
+    ) -> Result<CompleteResult, UpstreamError> {
+        let request = ClientRequest::CompleteRequest(CompleteRequest::new(params));
+        match self.send(request, &CallContext::default()).await? {
+            ServerResult::CompleteResult(result) => Ok(result),
+            _ => Err(self.unexpected("the upstream answered with an unknown result")),
+        }
+    }
+
+    /// `resources/subscribe` (`subscribe = true`) or `resources/unsubscribe`.
+    pub(crate) async fn subscription(
+        &self,
+        uri: String,
+        subscribe: bool,
+    ) -> Result<(), UpstreamError> {
+        let request = if subscribe {
+            ClientRequest::SubscribeRequest(SubscribeRequest::new(SubscribeRequestParams::new(uri)))
+        } else {
+            ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(
+                UnsubscribeRequestParams::new(uri),
+            ))
+        };
+        match self.send(request, &CallContext::default()).await? {
+            ServerResult::EmptyResult(_) => Ok(()),
+            _ => Err(self.unexpected("the upstream answered with an unknown result")),
+        }
+    }
+}
+
+/// A 2026-07-28 caller's answers to an upstream's `InputRequiredResult`,
+/// passed back to the upstream as they came.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamInput {
+    pub input_responses: Option<InputResponses>,
+    pub request_state: Option<String>,
 }
 
 fn service_error(upstream: &Arc<str>, error: ServiceError) -> UpstreamError {

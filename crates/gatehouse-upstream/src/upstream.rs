@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rmcp::model::{
-    CallToolResult, GetPromptResult, Prompt, ReadResourceResult, Resource, ResourceTemplate, Tool,
+    CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult, GetPromptResponse,
+    GetPromptResult, Prompt, ReadResourceResponse, ReadResourceResult, Resource, ResourceTemplate,
+    Tool,
 };
 use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, broadcast, watch};
@@ -30,7 +32,8 @@ use crate::error::UpstreamError;
 use crate::health::{Health, HealthState, LastError};
 use crate::http_client::{CappedClient, TokenSource, build_reqwest};
 use crate::line_cap::LineCap;
-use crate::sdk::{self, Connection, Established, Handler, Page};
+use crate::relay::CallContext;
+use crate::sdk::{self, Connection, Established, Handler, Page, UpstreamInput};
 use crate::secret::{Secret, TenantSecrets};
 use crate::stderr_log;
 
@@ -128,7 +131,11 @@ impl Shared {
         &self,
         tenant: Option<&str>,
     ) -> Result<(Established, Option<Child>), UpstreamError> {
-        let handler = Handler::new(self.name.clone(), self.changes.clone());
+        let handler = Handler::new(
+            self.name.clone(),
+            self.changes.clone(),
+            self.config.protocol_version.clone(),
+        );
         let limit = self.config.max_message_bytes;
         match self.config.transport() {
             TransportKind::Stdio { command } => {
@@ -645,10 +652,8 @@ impl Upstream {
         .await
     }
 
-    /// Calls `name` (the upstream's own name, without prefix). `meta` is
-    /// the request's `_meta`; protocol keys (`io.modelcontextprotocol/…`)
-    /// and `progressToken` are dropped. Nothing else of the caller's
-    /// request reaches the upstream: no headers, no credential.
+    /// [`Upstream::call_tool_with`] without a caller to relay to: the
+    /// final result only.
     pub async fn call_tool(
         &self,
         tenant: Option<&str>,
@@ -656,11 +661,20 @@ impl Upstream {
         arguments: Option<JsonObject>,
         meta: Option<JsonObject>,
     ) -> Result<CallToolResult, UpstreamError> {
-        let name = name.to_owned();
-        self.request(tenant, |c| async move {
-            c.call_tool(name, arguments, meta).await
-        })
-        .await
+        let answer = self
+            .call_tool_with(
+                tenant,
+                name,
+                arguments,
+                meta,
+                UpstreamInput::default(),
+                CallContext::default(),
+            )
+            .await?;
+        match answer {
+            CallToolResponse::Complete(result) => Ok(result),
+            _ => Err(self.asked_for_input()),
+        }
     }
 
     pub async fn get_prompt(
@@ -670,11 +684,20 @@ impl Upstream {
         arguments: Option<JsonObject>,
         meta: Option<JsonObject>,
     ) -> Result<GetPromptResult, UpstreamError> {
-        let name = name.to_owned();
-        self.request(tenant, |c| async move {
-            c.get_prompt(name, arguments, meta).await
-        })
-        .await
+        let answer = self
+            .get_prompt_with(
+                tenant,
+                name,
+                arguments,
+                meta,
+                UpstreamInput::default(),
+                CallContext::default(),
+            )
+            .await?;
+        match answer {
+            GetPromptResponse::Complete(result) => Ok(result),
+            _ => Err(self.asked_for_input()),
+        }
     }
 
     pub async fn read_resource(
@@ -683,8 +706,104 @@ impl Upstream {
         uri: &str,
         meta: Option<JsonObject>,
     ) -> Result<ReadResourceResult, UpstreamError> {
+        let answer = self
+            .read_resource_with(
+                tenant,
+                uri,
+                meta,
+                UpstreamInput::default(),
+                CallContext::default(),
+            )
+            .await?;
+        match answer {
+            ReadResourceResponse::Complete(result) => Ok(result),
+            _ => Err(self.asked_for_input()),
+        }
+    }
+
+    fn asked_for_input(&self) -> UpstreamError {
+        UpstreamError::Protocol {
+            upstream: self.inner.shared.name.clone(),
+            reason: "the upstream asked for input, and there is nobody to ask".into(),
+        }
+    }
+
+    /// Calls `name` (the upstream's own name, without prefix). `meta` is
+    /// the request's `_meta`; protocol keys (`io.modelcontextprotocol/…`)
+    /// and `progressToken` are dropped (the upstream gets a token of the
+    /// gateway's own, unique on its connection, and `call`'s relay gets the
+    /// progress). Nothing else of the caller's request reaches the
+    /// upstream: no headers, no credential.
+    pub async fn call_tool_with(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        arguments: Option<JsonObject>,
+        meta: Option<JsonObject>,
+        input: UpstreamInput,
+        call: CallContext,
+    ) -> Result<CallToolResponse, UpstreamError> {
+        let name = name.to_owned();
+        self.request(tenant, |c| async move {
+            c.call_tool(name, arguments, meta, input, &call).await
+        })
+        .await
+    }
+
+    pub async fn get_prompt_with(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        arguments: Option<JsonObject>,
+        meta: Option<JsonObject>,
+        input: UpstreamInput,
+        call: CallContext,
+    ) -> Result<GetPromptResponse, UpstreamError> {
+        let name = name.to_owned();
+        self.request(tenant, |c| async move {
+            c.get_prompt(name, arguments, meta, input, &call).await
+        })
+        .await
+    }
+
+    pub async fn read_resource_with(
+        &self,
+        tenant: Option<&str>,
+        uri: &str,
+        meta: Option<JsonObject>,
+        input: UpstreamInput,
+        call: CallContext,
+    ) -> Result<ReadResourceResponse, UpstreamError> {
         let uri = uri.to_owned();
-        self.request(tenant, |c| async move { c.read_resource(uri, meta).await })
+        self.request(tenant, |c| async move {
+            c.read_resource(uri, meta, input, &call).await
+        })
+        .await
+    }
+
+    /// `completion/complete`; `params` names the prompt or resource as the
+    /// upstream does.
+    pub async fn complete(
+        &self,
+        tenant: Option<&str>,
+        params: CompleteRequestParams,
+    ) -> Result<CompleteResult, UpstreamError> {
+        self.request(tenant, |c| async move { c.complete(params).await })
             .await
+    }
+
+    /// `resources/subscribe` (`subscribe`) or `resources/unsubscribe`.
+    pub async fn subscription(
+        &self,
+        tenant: Option<&str>,
+        uri: &str,
+        subscribe: bool,
+    ) -> Result<(), UpstreamError> {
+        let uri = uri.to_owned();
+        self.request(
+            tenant,
+            |c| async move { c.subscription(uri, subscribe).await },
+        )
+        .await
     }
 }

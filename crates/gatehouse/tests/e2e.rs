@@ -27,6 +27,7 @@ mod e2e {
     mod policy;
     mod postgres;
     mod registration;
+    mod relay;
     mod secrets_hygiene;
     mod sessions;
     mod signing_keys;

@@ -24,7 +24,8 @@ import socket
 import sys
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import ListToolsResult
+from mcp_types import ListToolsResult, SamplingMessage, TextContent
+from pydantic import BaseModel
 
 parser = argparse.ArgumentParser()
 parser.add_argument("transport", choices=["stdio", "http"])
@@ -152,6 +153,46 @@ async def add_tool(ctx: Context) -> str:
     except Exception as exc:  # noqa: BLE001
         sys.stderr.write(f"send_tool_list_changed: {exc}\n")
     return "ok"
+
+
+@server.tool()
+async def progress_steps(steps: int, ctx: Context) -> str:
+    """Reports `steps` progress notifications, then answers."""
+    for i in range(1, steps + 1):
+        await ctx.report_progress(i, steps, f"step {i}")
+    return "done"
+
+
+@server.tool()
+async def log_lines(ctx: Context) -> str:
+    """Logs one message at debug, one at info and one at error."""
+    await ctx.debug("a debug line")
+    await ctx.info("an info line")
+    await ctx.error("an error line")
+    return "logged"
+
+
+@server.tool()
+async def ask_model(question: str, ctx: Context) -> str:
+    """Asks the client's model (sampling) and returns its answer."""
+    result = await ctx.session.create_message(
+        messages=[SamplingMessage(role="user", content=TextContent(type="text", text=question))],
+        max_tokens=50,
+        related_request_id=ctx.request_id,
+    )
+    return f"model said: {result.content.text}"
+
+
+class Name(BaseModel):
+    name: str
+
+
+@server.tool()
+async def ask_user(ctx: Context) -> str:
+    """Asks the client's user for a name (elicitation)."""
+    result = await ctx.elicit("What is your name?", Name)
+    name = result.data.name if getattr(result, "data", None) else ""
+    return f"{result.action}: {name}"
 
 
 for i in range(options.tools):

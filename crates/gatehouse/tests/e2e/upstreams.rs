@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::harness::Server;
 
-const DEFAULT: &str = include_str!("../../../gatehouse-policy/src/default_policy.toml");
+pub(super) const DEFAULT: &str = include_str!("../../../gatehouse-policy/src/default_policy.toml");
 /// The version the Python interop tests pin (tests/interop/python/run.sh).
 const MCP_VERSION: &str = "2.3.0";
 

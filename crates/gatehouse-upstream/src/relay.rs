@@ -1,0 +1,89 @@
+//! What an upstream sends during one call, on its way to the client that
+//! made the call: progress, log messages, and the sampling and elicitation
+//! requests it asks that client to answer.
+//!
+//! The caller's side holds the receiving end and forwards each message
+//! from within its own request (so a Streamable HTTP transport delivers it
+//! on that request's stream); this crate only attributes each message to
+//! the call it belongs to (see `sdk.rs`), and never to another caller.
+
+// Sampling, logging and resources/subscribe are deprecated by SEP-2577
+// (2026-07-28), and still the 2025-11-25 protocol the gateway relays.
+#![allow(deprecated)]
+
+use rmcp::model::{
+    ClientCapabilities, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
+    ElicitResult, ErrorData, LoggingMessageNotificationParam, ProgressNotificationParam,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Messages queued per call before progress and log messages are dropped
+/// (a slow client must not hold up the upstream connection).
+pub const RELAY_CAPACITY: usize = 64;
+
+/// One message of the upstream, for the calling client.
+#[derive(Debug)]
+pub enum Relayed {
+    /// `notifications/progress`; the token is the gateway's own (the caller
+    /// side puts the caller's token back).
+    Progress(ProgressNotificationParam),
+    /// `notifications/message` (logging).
+    Log(LoggingMessageNotificationParam),
+    /// `sampling/createMessage`: the answer goes back through `reply`.
+    Sampling {
+        params: CreateMessageRequestParams,
+        reply: oneshot::Sender<Result<CreateMessageResult, ErrorData>>,
+    },
+    /// `elicitation/create`: the answer goes back through `reply`.
+    Elicitation {
+        params: ElicitRequestParams,
+        reply: oneshot::Sender<Result<ElicitResult, ErrorData>>,
+    },
+}
+
+/// What the calling client takes during its call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Accepts {
+    /// It gave a progress token.
+    pub progress: bool,
+    /// It receives log messages (it may have raised the level; the caller
+    /// side filters).
+    pub logs: bool,
+    /// It declared sampling and can answer server requests (a session).
+    pub sampling: bool,
+    /// It declared elicitation and can answer server requests (a session).
+    pub elicitation: bool,
+}
+
+/// The caller's side of one call: where the upstream's messages go.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    pub(crate) sender: mpsc::Sender<Relayed>,
+    pub(crate) accepts: Accepts,
+}
+
+impl Relay {
+    /// A relay and its receiving end.
+    pub fn channel(accepts: Accepts) -> (Relay, mpsc::Receiver<Relayed>) {
+        let (sender, receiver) = mpsc::channel(RELAY_CAPACITY);
+        (Relay { sender, accepts }, receiver)
+    }
+}
+
+/// How one call reaches back to its caller, and how the caller stops it.
+#[derive(Debug, Clone, Default)]
+pub struct CallContext {
+    /// Where the upstream's messages go; without one they are dropped and
+    /// the upstream's requests refused.
+    pub relay: Option<Relay>,
+    /// Cancelled when the caller cancels the call: the upstream is told
+    /// (`notifications/cancelled`) and the call ends with
+    /// [`crate::UpstreamError::Cancelled`].
+    pub cancel: CancellationToken,
+    /// The capabilities the caller declared (at `initialize`, or in the
+    /// request's `_meta`): its sampling, elicitation and roots are what a
+    /// 2026-07-28 upstream is told, so that it asks only for input the
+    /// caller can give.
+    pub capabilities: Option<ClientCapabilities>,
+}

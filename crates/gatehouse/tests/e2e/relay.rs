@@ -1,0 +1,408 @@
+//! The protocol beyond request and answer, through the gateway: what an
+//! upstream sends during a call (progress, log messages, sampling and
+//! elicitation requests) reaches the client that made the call, and only
+//! it; resource subscriptions and completions are authorized like reads.
+//! The upstream is the Python test server (tests/upstreams/server.py) over
+//! stdio, in a 2025-11-25 session (`protocol_version`), where it may send
+//! requests during a call.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::harness::{LEGACY, Server};
+use super::upstreams::{DEFAULT, python, reason, root};
+
+fn server(python: &Path) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!(
+            "{DEFAULT}\n[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n\
+             [resources.\"memo://team/note\"]\nscope = \"tools:read\"\nroles = [\"admin\"]\n"
+        ),
+    )
+    .unwrap();
+    let script = root().join("crates/gatehouse-upstream/tests/upstreams/server.py");
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\ncommand = {:?}\n\
+         args = [{:?}, \"stdio\"]\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\nprotocol_version = \"2025-11-25\"\n",
+        python.display().to_string(),
+        script.display().to_string(),
+    );
+    Server::start_in(dir, Some(&config))
+}
+
+/// The JSON-RPC messages of an SSE response, one at a time.
+struct Events {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    async fn next(&mut self) -> Option<Value> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let event: String = self.buffer.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                    .collect();
+                match serde_json::from_str(&data) {
+                    Ok(message) => return Some(message),
+                    Err(_) => continue,
+                }
+            }
+            let chunk = self.response.chunk().await.ok()??;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Every message up to and including the answer to request `id`.
+    async fn until_answer(&mut self, id: i64) -> Vec<Value> {
+        let mut seen = Vec::new();
+        while let Some(message) = self.next().await {
+            let done = message["id"] == json!(id) && message.get("method").is_none();
+            seen.push(message);
+            if done {
+                break;
+            }
+        }
+        seen
+    }
+}
+
+/// A 2025-11-25 session of `key` declaring `capabilities`.
+async fn session(server: &Server, key: &str, capabilities: Value) -> String {
+    let response = server
+        .post_legacy(
+            key,
+            None,
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": LEGACY, "capabilities": capabilities,
+                "clientInfo": {"name": "relay-test", "version": "1"}}}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = response.text().await;
+    server
+        .post_legacy(
+            key,
+            Some(&id),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await;
+    id
+}
+
+async fn call(server: &Server, key: &str, session: &str, id: i64, params: Value) -> Events {
+    let response = server
+        .post_legacy(
+            key,
+            Some(session),
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    Events {
+        response,
+        buffer: String::new(),
+    }
+}
+
+/// Waits until the upstream's tools are listed (it starts in the background).
+async fn ready(server: &Server, key: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !server
+        .tool_names(key)
+        .await
+        .iter()
+        .any(|n| n == "py__ask_model")
+    {
+        assert!(std::time::Instant::now() < deadline, "no upstream tools");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn text(answer: &Value) -> String {
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn progress_and_log_messages_reach_the_caller_under_its_own_token_and_level() {
+    let Some(python) = python() else { return };
+    let server = server(&python);
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    ready(&server, &analyst).await;
+    let id = session(&server, &analyst, json!({})).await;
+
+    let mut events = call(
+        &server,
+        &analyst,
+        &id,
+        1,
+        json!({"name": "py__progress_steps", "arguments": {"steps": 3},
+               "_meta": {"progressToken": "caller-token"}}),
+    )
+    .await;
+    let seen = tokio::time::timeout(Duration::from_secs(30), events.until_answer(1))
+        .await
+        .unwrap();
+    let progress: Vec<&Value> = seen
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .collect();
+    assert_eq!(progress.len(), 3, "{seen:?}");
+    // The caller's own token; the one the upstream saw stays inside.
+    assert!(
+        progress
+            .iter()
+            .all(|p| p["params"]["progressToken"] == "caller-token"),
+        "{progress:?}"
+    );
+    assert_eq!(progress[2]["params"]["progress"], json!(3.0));
+    assert_eq!(text(seen.last().unwrap()), "done");
+
+    // Without a token, no progress.
+    let mut events = call(
+        &server,
+        &analyst,
+        &id,
+        2,
+        json!({"name": "py__progress_steps", "arguments": {"steps": 2}}),
+    )
+    .await;
+    let seen = events.until_answer(2).await;
+    assert!(
+        !seen.iter().any(|m| m["method"] == "notifications/progress"),
+        "{seen:?}"
+    );
+
+    // Log messages at or above the session's level. A 2025-11-25 session
+    // gets them on its standalone stream (rmcp's session layer sends
+    // notifications without a progress token there).
+    let response = server
+        .post_legacy(
+            &analyst,
+            Some(&id),
+            json!({"jsonrpc": "2.0", "id": 3, "method": "logging/setLevel", "params": {"level": "info"}}),
+        )
+        .await;
+    assert!(response.text().await.unwrap().contains("\"result\""));
+    let standalone = server
+        .http
+        .get(server.mcp_url())
+        .bearer_auth(&analyst)
+        .header("accept", "text/event-stream")
+        .header("mcp-protocol-version", LEGACY)
+        .header("mcp-session-id", &id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(standalone.status(), 200);
+    let mut standalone = Events {
+        response: standalone,
+        buffer: String::new(),
+    };
+    let mut events = call(
+        &server,
+        &analyst,
+        &id,
+        4,
+        json!({"name": "py__log_lines", "arguments": {}}),
+    )
+    .await;
+    let seen = events.until_answer(4).await;
+    assert_eq!(text(seen.last().unwrap()), "logged", "{seen:?}");
+    let mut logs = seen
+        .iter()
+        .filter(|m| m["method"] == "notifications/message")
+        .map(|m| m["params"]["data"].clone())
+        .collect::<Vec<_>>();
+    while logs.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(30), standalone.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if message["method"] == "notifications/message" {
+            logs.push(message["params"]["data"].clone());
+        }
+    }
+    // The debug line is below the level; the info and error lines pass.
+    assert_eq!(logs, [json!("an info line"), json!("an error line")]);
+}
+
+#[tokio::test]
+async fn sampling_and_elicitation_go_to_the_session_client_that_made_the_call() {
+    let Some(python) = python() else { return };
+    let server = server(&python);
+    let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
+    ready(&server, &analyst).await;
+    let id = session(
+        &server,
+        &analyst,
+        json!({"sampling": {}, "elicitation": {"form": {}}}),
+    )
+    .await;
+
+    // The upstream asks for a completion; the client answers on the session.
+    let mut events = call(
+        &server,
+        &analyst,
+        &id,
+        1,
+        json!({"name": "py__ask_model", "arguments": {"question": "6 x 7?"}}),
+    )
+    .await;
+    let request = tokio::time::timeout(Duration::from_secs(30), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(request["method"], "sampling/createMessage", "{request}");
+    assert!(request.to_string().contains("6 x 7?"), "{request}");
+    server
+        .post_legacy(
+            &analyst,
+            Some(&id),
+            json!({"jsonrpc": "2.0", "id": request["id"], "result": {
+                "role": "assistant", "model": "test-model",
+                "content": {"type": "text", "text": "42"}}}),
+        )
+        .await;
+    let seen = events.until_answer(1).await;
+    assert_eq!(text(seen.last().unwrap()), "model said: 42", "{seen:?}");
+
+    let mut events = call(
+        &server,
+        &analyst,
+        &id,
+        2,
+        json!({"name": "py__ask_user", "arguments": {}}),
+    )
+    .await;
+    let request = events.next().await.unwrap();
+    assert_eq!(request["method"], "elicitation/create", "{request}");
+    server
+        .post_legacy(
+            &analyst,
+            Some(&id),
+            json!({"jsonrpc": "2.0", "id": request["id"], "result": {
+                "action": "accept", "content": {"name": "Ada"}}}),
+        )
+        .await;
+    let seen = events.until_answer(2).await;
+    assert_eq!(text(seen.last().unwrap()), "accept: Ada", "{seen:?}");
+    // Each call is audited as before.
+    let records = server.audit(&["--principal", &analyst_id, "--tool", "py__ask_user"]);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "tool_outcome" && r["outcome"] == "success"),
+        "{records:?}"
+    );
+
+    // A session that declared no sampling: the upstream's request is
+    // refused, never sent to anyone else.
+    let plain = session(&server, &analyst, json!({})).await;
+    let mut events = call(
+        &server,
+        &analyst,
+        &plain,
+        3,
+        json!({"name": "py__ask_model", "arguments": {"question": "?"}}),
+    )
+    .await;
+    let seen = events.until_answer(3).await;
+    assert!(
+        !seen.iter().any(|m| m["method"] == "sampling/createMessage"),
+        "{seen:?}"
+    );
+    let answer = seen.last().unwrap();
+    assert!(
+        answer["result"]["isError"] == json!(true) || answer.get("error").is_some(),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_call_is_cancelled_at_the_upstream_and_audited() {
+    let Some(python) = python() else { return };
+    let server = server(&python);
+    let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
+    ready(&server, &analyst).await;
+    let id = session(&server, &analyst, json!({})).await;
+    let events = call(
+        &server,
+        &analyst,
+        &id,
+        7,
+        json!({"name": "py__sleep_forever", "arguments": {}}),
+    )
+    .await;
+    server
+        .post_legacy(
+            &analyst,
+            Some(&id),
+            json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}}),
+        )
+        .await;
+    drop(events);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let records = server.audit(&["--principal", &analyst_id, "--tool", "py__sleep_forever"]);
+        if records
+            .iter()
+            .any(|r| r["kind"] == "tool_outcome" && r["reason"] == "cancelled")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no cancelled outcome: {records:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn subscribing_to_a_resource_needs_the_right_to_read_it() {
+    let Some(python) = python() else { return };
+    let server = server(&python);
+    let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
+    let (_, admin) = server.create_key("admin", "admin", &[]);
+    ready(&server, &analyst).await;
+    for (key, allowed) in [(&analyst, false), (&admin, true)] {
+        let id = session(&server, key, json!({})).await;
+        let response = server
+            .post_legacy(
+                key,
+                Some(&id),
+                json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe",
+                       "params": {"uri": "memo://team/note"}}),
+            )
+            .await;
+        let body = super::harness::parse_body(&response.text().await.unwrap());
+        if allowed {
+            // Refused or served by the upstream, but past gate 2.
+            assert_ne!(reason(&body), "role_not_allowed", "{body}");
+        } else {
+            assert_eq!(reason(&body), "role_not_allowed", "{body}");
+        }
+    }
+    let denied = server.audit(&["--principal", &analyst_id, "--tool", "memo://team/note"]);
+    assert!(
+        denied
+            .iter()
+            .any(|r| r["decision"] == "deny" && r["reason"] == "role_not_allowed"),
+        "{denied:?}"
+    );
+}
