@@ -1,0 +1,59 @@
+-- wrk script for bench/gateway.sh: MCP 2025-11-25 `tools/call echo` inside
+-- sessions opened beforehand (bench/mcp_sessions.py), one session per request
+-- in turn, each request with its own JSON-RPC id.
+--   GW_SESSIONS  Mcp-Session-Id values, separated by spaces
+--   GW_TOOL      the tool's name on this path (echo, bench__echo, bench/echo)
+--   GW_KEY       the bearer credential (absent or empty: no Authorization)
+local sessions = {}
+for s in string.gmatch(os.getenv("GW_SESSIONS") or "", "%S+") do
+  sessions[#sessions + 1] = s
+end
+if #sessions == 0 then
+  io.stderr:write("GW_SESSIONS is empty\n")
+  os.exit(2)
+end
+local tool = os.getenv("GW_TOOL") or "echo"
+local marker = "gatehouse-bench-echo"
+local headers = {
+  ["Content-Type"] = "application/json",
+  ["Accept"] = "application/json, text/event-stream",
+  ["MCP-Protocol-Version"] = "2025-11-25",
+}
+local key = os.getenv("GW_KEY")
+if key and key ~= "" then
+  headers["Authorization"] = "Bearer " .. key
+end
+local body_format = '{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"' .. tool ..
+  '","arguments":{"text":"' .. marker .. '"}}}'
+local n = 0
+
+request = function()
+  n = n + 1
+  headers["Mcp-Session-Id"] = sessions[(n % #sessions) + 1]
+  return wrk.format("POST", nil, headers, string.format(body_format, n))
+end
+
+-- Correct only when: HTTP 200, a JSON-RPC result (plain JSON or one SSE
+-- event), the echoed text in it, and no error or isError = true.
+local bad = 0
+local first_bad = nil
+response = function(status, headers, body)
+  if status ~= 200
+    or not string.find(body, '"result"', 1, true)
+    or not string.find(body, '"text":"' .. marker .. '"', 1, true)
+    or string.find(body, '"isError":true', 1, true)
+    or string.find(body, '"error":{', 1, true) then
+    bad = bad + 1
+    if first_bad == nil then first_bad = status .. " " .. string.sub(body, 1, 300) end
+  end
+end
+
+done = function(summary, latency, requests)
+  if first_bad ~= nil then io.stderr:write("first bad response: " .. first_bad .. "\n") end
+  io.write(string.format(
+    "RESULT rps=%.1f requests=%d errors=%d non2xx_or_bad=%d p50_us=%d p90_us=%d p99_us=%d\n",
+    summary.requests / (summary.duration / 1e6), summary.requests,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
+      + summary.errors.status,
+    bad, latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+end
