@@ -49,6 +49,12 @@ pub async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        // A streamed answer goes out in several small writes (headers and
+        // a priming event, then the result); with Nagle's algorithm the
+        // last one waits for the client's delayed ACK, about 40 ms a call.
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
         let service = router
             .clone()
             .map_request(move |mut request: hyper::Request<Incoming>| {
