@@ -21,11 +21,11 @@ use gatehouse_upstream::{
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage,
     CompleteRequestParams, CompleteResult, ContentBlock, ErrorCode, ErrorData,
-    GetPromptRequestParams, GetPromptResponse, Implementation, InitializeResult, ListPromptsResult,
-    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
-    PaginatedRequestParams, ProgressToken, ProtocolVersion, ReadResourceRequestParams,
-    ReadResourceResponse, ServerCapabilities, ServerConfig, SetLevelRequestParams,
-    SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+    GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams,
+    InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, LoggingLevel, PaginatedRequestParams, ProgressToken, ProtocolVersion,
+    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
+    SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext};
 use rmcp::transport::streamable_http_server::session::SessionManager;
@@ -493,19 +493,17 @@ impl McpHandler {
 impl ServerHandler for McpHandler {
     fn get_info(&self) -> ServerConfig {
         let mut info = server_config();
-        // Upstreams may serve prompts; Gatehouse itself has none. Their
-        // catalogues change, and sessions are told. `resources.subscribe`
-        // is not claimed: to a 2026-07-28 client it promises
-        // `subscriptions/listen`, which Gatehouse does not serve; a
-        // 2025-11-25 client's `resources/subscribe` is still relayed.
+        // Upstreams may serve prompts; Gatehouse itself has none.
+        // `resources.subscribe` and `listChanged` are not claimed here: to a
+        // 2026-07-28 client they promise `subscriptions/listen`, which
+        // Gatehouse does not serve. A 2025-11-25 session is told of list
+        // changes (see `initialize`), and its `resources/subscribe` is
+        // still relayed.
         if self.gateway.has_upstreams() {
             let offered = ServerCapabilities::builder()
                 .enable_tools()
-                .enable_tool_list_changed()
                 .enable_prompts()
-                .enable_prompts_list_changed()
                 .enable_resources()
-                .enable_resources_list_changed()
                 .enable_completions()
                 .enable_logging()
                 .build();
@@ -516,6 +514,31 @@ impl ServerHandler for McpHandler {
             info.capabilities.logging = offered.logging;
         }
         info
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        context.peer.set_peer_info(request.clone());
+        let mut info = self.negotiate_initialize(&request)?;
+        // A session hears of the upstreams' catalogue changes
+        // (`on_initialized` registers it).
+        if self.gateway.has_upstreams() {
+            let changing = ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .enable_prompts()
+                .enable_prompts_list_changed()
+                .enable_resources()
+                .enable_resources_list_changed()
+                .build();
+            info.capabilities.tools = changing.tools;
+            info.capabilities.prompts = changing.prompts;
+            info.capabilities.resources = changing.resources;
+        }
+        Ok(info)
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
