@@ -687,4 +687,39 @@ mod tests {
         }
         assert!(seen >= 1, "no examples found in {}", dir.display());
     }
+
+    /// The gateway example: its configuration validates (both upstreams),
+    /// and its policy loads and says what the README says it does.
+    #[test]
+    fn the_gateway_example_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/gateway");
+        let config = Config::load(&dir.join("gatehouse.toml")).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["files", "crm"]);
+        assert!(config.upstreams[1].needs_tenant());
+        assert!(config.upstreams[1].forward_identity);
+        let text = std::fs::read_to_string(dir.join("policy.toml")).unwrap();
+        let policy = gatehouse_authz::Policy::from_toml(&text).unwrap_or_else(|e| panic!("{e}"));
+        let reader = gatehouse_core::Principal {
+            tenant: "acme".into(),
+            human: None,
+            agent: "a".into(),
+            credential: gatehouse_core::CredentialRef {
+                kind: gatehouse_core::CredentialKind::ApiKey,
+                id: "a".into(),
+            },
+            roles: vec!["reader".into()],
+            scopes: None,
+            expires_at: None,
+            task: None,
+        };
+        let allowed = |name: &str| {
+            let target =
+                gatehouse_authz::Target::upstream(gatehouse_authz::Kind::Tool, name, "files");
+            policy.visibility(&reader, &target) == gatehouse_authz::Access::Allow
+        };
+        assert!(allowed("files__read_text_file"));
+        assert!(!allowed("files__write_file"));
+        assert!(!allowed("files__search_files"));
+    }
 }
