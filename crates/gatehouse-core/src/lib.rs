@@ -10,6 +10,7 @@ pub mod peer;
 pub mod principal;
 pub mod public_address;
 pub mod rate_limit;
+pub mod secret_cipher;
 pub mod source;
 
 pub use audit::{AuditEvent, AuditKind, Outcome};
@@ -19,4 +20,5 @@ pub use peer::PeerAddr;
 pub use principal::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, TaskGrant};
 pub use public_address::is_public;
 pub use rate_limit::{RateLimiter, retry_after_secs};
+pub use secret_cipher::{SEALED_PREFIX, SecretCipher, secret_binding};
 pub use source::source_network;

@@ -116,3 +116,69 @@ impl fmt::Debug for MasterKey {
 #[cfg(test)]
 #[path = "master_key_tests.rs"]
 mod tests;
+
+/// Tenant secrets sealed with the master key (AES-256-GCM, bound to tenant
+/// and name), stored as `sealed:v1:` and base64url.
+impl gatehouse_core::SecretCipher for MasterKey {
+    fn seal(&self, tenant: &str, name: &str, value: &str) -> Result<String, String> {
+        let sealed = MasterKey::seal(
+            self,
+            value.as_bytes(),
+            &gatehouse_core::secret_binding(tenant, name),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(format!(
+            "{}{}",
+            gatehouse_core::SEALED_PREFIX,
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sealed)
+        ))
+    }
+
+    fn open(&self, tenant: &str, name: &str, stored: &str) -> Result<String, String> {
+        let Some(encoded) = stored.strip_prefix(gatehouse_core::SEALED_PREFIX) else {
+            return Ok(stored.to_string());
+        };
+        let sealed =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, encoded)
+                .map_err(|_| "the sealed secret is not valid base64url".to_string())?;
+        let plain = MasterKey::open(self, &sealed, &gatehouse_core::secret_binding(tenant, name))
+            .map_err(|_| {
+            "the sealed secret does not open with this master key for this tenant and name"
+                .to_string()
+        })?;
+        String::from_utf8(plain).map_err(|_| "the sealed secret is not UTF-8".to_string())
+    }
+}
+
+#[cfg(test)]
+mod secret_cipher_tests {
+    use gatehouse_core::SecretCipher;
+
+    use super::MasterKey;
+
+    #[test]
+    fn secrets_are_sealed_bound_to_tenant_and_name_and_legacy_values_pass() {
+        let key = MasterKey::generate().unwrap();
+        let stored = SecretCipher::seal(&key, "acme", "crm_token", "s3cret").unwrap();
+        assert!(stored.starts_with(gatehouse_core::SEALED_PREFIX));
+        assert!(!stored.contains("s3cret"));
+        assert_eq!(
+            SecretCipher::open(&key, "acme", "crm_token", &stored).unwrap(),
+            "s3cret"
+        );
+        // Moved to another tenant or name, or opened with another key: refused.
+        assert!(SecretCipher::open(&key, "globex", "crm_token", &stored).is_err());
+        assert!(SecretCipher::open(&key, "acme", "other", &stored).is_err());
+        let other = MasterKey::generate().unwrap();
+        assert!(SecretCipher::open(&other, "acme", "crm_token", &stored).is_err());
+        let mut altered = stored.clone();
+        altered.pop();
+        altered.push(if stored.ends_with('A') { 'B' } else { 'A' });
+        assert!(SecretCipher::open(&key, "acme", "crm_token", &altered).is_err());
+        // A value stored before sealing is returned as it is.
+        assert_eq!(
+            SecretCipher::open(&key, "acme", "old", "plain").unwrap(),
+            "plain"
+        );
+    }
+}

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gatehouse_authz::Permit;
-use gatehouse_core::{Clock, SystemClock};
+use gatehouse_core::{Clock, SecretCipher, SystemClock};
 use gatehouse_store::Store;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -85,6 +85,8 @@ pub struct BuiltinTools {
     dataset: Dataset,
     evaluator: Evaluator,
     clock: Arc<dyn Clock>,
+    /// Opens sealed tenant secrets; without it they are returned as stored.
+    secrets: Option<Arc<dyn SecretCipher>>,
 }
 
 impl fmt::Debug for BuiltinTools {
@@ -97,6 +99,13 @@ impl fmt::Debug for BuiltinTools {
 }
 
 impl BuiltinTools {
+    /// Opens the tenant secrets `access_secrets` returns (they are stored
+    /// sealed).
+    pub fn with_secret_cipher(mut self, cipher: Arc<dyn SecretCipher>) -> Self {
+        self.secrets = Some(cipher);
+        self
+    }
+
     /// Creates the sandbox directories and the demo dataset if missing.
     pub async fn open(config: ToolsConfig, store: Arc<dyn Store>) -> Result<Self, ToolError> {
         let tenants = config.sandbox_dir.join("tenants");
@@ -122,6 +131,7 @@ impl BuiltinTools {
             dataset,
             evaluator: Evaluator::new(),
             clock: Arc::new(SystemClock),
+            secrets: None,
         })
     }
 
@@ -238,7 +248,13 @@ impl BuiltinTools {
             }
             names::EXECUTE_CODE => self.evaluator.evaluate(args.str("expression")?).await,
             names::ACCESS_SECRETS => {
-                secrets::access(store, tenant, args.optional_str("name")?).await
+                secrets::access(
+                    store,
+                    self.secrets.as_deref(),
+                    tenant,
+                    args.optional_str("name")?,
+                )
+                .await
             }
             names::MODIFY_MCP_CONFIG => {
                 settings::modify(

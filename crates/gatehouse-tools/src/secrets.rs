@@ -2,6 +2,7 @@
 //! at call time. The tenant always comes from the permit, never from the
 //! arguments, so one tenant cannot name another's secrets.
 
+use gatehouse_core::SecretCipher;
 use gatehouse_store::Store;
 use serde_json::json;
 
@@ -12,6 +13,7 @@ const MAX_NAME_LEN: usize = 128;
 
 pub(crate) async fn access(
     store: &dyn Store,
+    cipher: Option<&dyn SecretCipher>,
     tenant: &str,
     name: Option<&str>,
 ) -> Result<ToolOutput, ToolError> {
@@ -28,7 +30,16 @@ pub(crate) async fn access(
         });
     };
     check_name(name)?;
-    match store.secret(tenant, name).await? {
+    let stored = store.secret(tenant, name).await?;
+    let opened = match (stored, cipher) {
+        (Some(stored), Some(cipher)) => Some(
+            cipher
+                .open(tenant, name, &stored)
+                .map_err(|e| ToolError::Failed(format!("secret '{name}': {e}")))?,
+        ),
+        (stored, _) => stored,
+    };
+    match opened {
         Some(value) => Ok(ToolOutput {
             text: value.clone(),
             structured: Some(json!({ "name": name, "value": value })),

@@ -10,10 +10,10 @@ use futures::future::BoxFuture;
 use gatehouse_audit::{AuditLog, AuditWriterHandle, Redactor};
 use gatehouse_authn::{AuthMode, Authenticator, TokenSettings};
 use gatehouse_authz::{ApprovalSettings, Approvals, SharedPolicy, TaskGrants};
-use gatehouse_core::Timestamp;
 use gatehouse_core::{
     Clock, CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, SystemClock,
 };
+use gatehouse_core::{SecretCipher, Timestamp};
 use gatehouse_mcp::identity::{IDENTITY_TYP, IdentityClaims, IdentitySigner};
 use gatehouse_mcp::{Gateway, ToolPins};
 use gatehouse_oauth::http::AsState;
@@ -81,9 +81,12 @@ impl Runtime {
             web_fetch_allow_private: ctx.config.tools.web_fetch_allow_private,
             max_file_bytes: ctx.config.tools.max_file_bytes,
         };
+        // Tenant secrets are stored sealed with the master key.
+        let secret_cipher: Arc<dyn SecretCipher> = Arc::new(ctx.master_key()?);
         let tools = BuiltinTools::open(tools_config, Arc::clone(&store))
             .await
-            .context("cannot prepare the built-in tools")?;
+            .context("cannot prepare the built-in tools")?
+            .with_secret_cipher(Arc::clone(&secret_cipher));
         let policy = Arc::new(SharedPolicy::new(crate::policy_file::load(ctx)?));
         let mode = match ctx.config.auth.mode {
             AuthModeName::ApiKey => AuthMode::Required,
@@ -136,7 +139,7 @@ impl Runtime {
         } else {
             let set = UpstreamSet::start(
                 ctx.config.upstreams.clone(),
-                Some(Arc::new(StoreSecrets(Arc::clone(&store)))),
+                Some(Arc::new(StoreSecrets(Arc::clone(&store), secret_cipher))),
             )
             .context("invalid [[upstreams]]")?;
             Some(Arc::new(set))

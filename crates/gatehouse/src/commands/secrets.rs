@@ -22,7 +22,11 @@ pub async fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<()> {
             if value.is_empty() || value.len() > MAX_SECRET_BYTES {
                 bail!("the secret must be 1 to {MAX_SECRET_BYTES} bytes, read from standard input");
             }
-            store.put_secret(&tenant, &name, value).await?;
+            // Sealed with the master key: the database never holds the value.
+            let sealed =
+                gatehouse_core::SecretCipher::seal(&ctx.master_key()?, &tenant, &name, value)
+                    .map_err(|e| anyhow::anyhow!("cannot seal the secret: {e}"))?;
+            store.put_secret(&tenant, &name, &sealed).await?;
             output::line(&format!("Stored secret {name:?} for tenant {tenant:?}."));
         }
         SecretsCommand::List { tenant, json } => {

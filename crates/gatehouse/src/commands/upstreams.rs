@@ -144,7 +144,10 @@ async fn status(ctx: &Context, tenant: Option<String>, json_out: bool) -> anyhow
     let pins = store.tool_pins(None).await?;
     let set = UpstreamSet::start(
         ctx.config.upstreams.clone(),
-        Some(Arc::new(StoreSecrets(Arc::clone(&store)))),
+        Some(Arc::new(StoreSecrets(
+            Arc::clone(&store),
+            Arc::new(ctx.master_key()?),
+        ))),
     )
     .context("invalid [[upstreams]]")?;
     let mut report = Vec::new();

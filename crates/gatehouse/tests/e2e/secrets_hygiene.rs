@@ -51,6 +51,22 @@ async fn no_secret_reaches_logs_or_audit() {
     let status = server.stop();
     assert!(status.success(), "graceful shutdown: {status:?}");
 
+    // At rest the tenant secret is sealed: no database file holds its value
+    // (e2e::tenants reads sealed secrets back through access_secrets).
+    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("gatehouse.db") {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes
+                    .windows(tenant_secret.len())
+                    .any(|w| w == tenant_secret.as_bytes()),
+                "{name} holds the tenant secret in the clear"
+            );
+        }
+    }
+
     // The server's own secrets: the pepper and the master key.
     let pepper = std::fs::read_to_string(server.data_dir().join("pepper")).unwrap();
     let master = std::fs::read_to_string(server.data_dir().join("master.key")).unwrap();
