@@ -270,3 +270,79 @@ async fn a_reflected_credential_appears_in_no_error_and_no_log() {
         "the credential is in the log:\n{logs}"
     );
 }
+
+/// The base URL of the metadata server below, and whether anything asked
+/// it for a token.
+static METADATA_BASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static TOKEN_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Serves an OAuth upstream's metadata: the protected resource metadata
+/// names another resource for `/bad/mcp`; for `/good/mcp` it names the
+/// right one, and the authorization server's metadata another issuer.
+fn lying_metadata(request: &str) -> Option<String> {
+    let base = METADATA_BASE.get().cloned().unwrap_or_default();
+    let path = request.split_whitespace().nth(1).unwrap_or_default();
+    let json =
+        |body: serde_json::Value| Some(response("200 OK", "application/json", &body.to_string()));
+    match path {
+        "/.well-known/oauth-protected-resource/bad/mcp" => json(json!({
+            "resource": "https://evil.example/mcp",
+            "authorization_servers": [base],
+        })),
+        "/.well-known/oauth-protected-resource/good/mcp" => json(json!({
+            "resource": format!("{base}/good/mcp"),
+            "authorization_servers": [base],
+        })),
+        "/.well-known/oauth-authorization-server" => json(json!({
+            "issuer": "https://evil.example",
+            "token_endpoint": format!("{base}/token"),
+        })),
+        "/token" => {
+            TOKEN_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
+            json(json!({"access_token": "x", "token_type": "Bearer"}))
+        }
+        _ => Some(response("404 Not Found", "text/plain", "")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_oauth_metadata_gets_no_secret() {
+    let url = raw_server(lying_metadata).await;
+    let base = url.trim_end_matches("/mcp").to_string();
+    METADATA_BASE.set(base.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, "never-sent-3c9e\n").unwrap();
+    let oauth = || UpstreamAuth::OAuth {
+        client_id: "gatehouse".into(),
+        client_secret: SecretRef::File(secret_file.clone()),
+        scope: None,
+    };
+    let mut bad = quick("bad", &format!("{base}/bad/mcp"));
+    bad.auth = oauth();
+    let mut good = quick("good", &format!("{base}/good/mcp"));
+    good.auth = oauth();
+    let set = UpstreamSet::start(vec![bad, good], None).unwrap();
+    for (name, expected) in [
+        (
+            "bad",
+            "protected resource metadata is for \"https://evil.example/mcp\"",
+        ),
+        ("good", "names issuer \"https://evil.example\""),
+    ] {
+        let health = settled(&set, name).await;
+        let error = health.last_error.unwrap();
+        assert_eq!(error.code, "upstream_credentials", "{name}: {error:?}");
+        assert!(
+            error.message.contains(expected),
+            "{name}: {}",
+            error.message
+        );
+        assert!(!error.message.contains("never-sent-3c9e"));
+    }
+    assert!(
+        !TOKEN_REQUESTED.load(std::sync::atomic::Ordering::SeqCst),
+        "the token endpoint of a server that lied was asked"
+    );
+    set.shutdown().await;
+}
