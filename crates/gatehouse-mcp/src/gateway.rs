@@ -261,16 +261,6 @@ impl Gateway {
         }
     }
 
-    /// The `_meta` of a prompt or resource request: only the identity JWT,
-    /// when the upstream asks for it.
-    async fn identity_for(
-        &self,
-        upstream: &gatehouse_upstream::Upstream,
-        principal: &Principal,
-    ) -> Result<Option<Map<String, Value>>, UpstreamError> {
-        self.with_identity(upstream, principal, None).await
-    }
-
     /// Pins the definitions of the upstreams' tools (see `tool_pins`).
     pub fn with_tool_pins(mut self, pins: Arc<ToolPins>) -> Self {
         self.pins = Some(pins);
@@ -744,18 +734,19 @@ impl Gateway {
         .map(|(upstream, _)| upstream)
     }
 
-    /// Authorizes and audits `resources/read` (see `read_only`) and reads
-    /// the resource from the upstream that lists it (or a template of
-    /// which names it).
-    pub async fn read_resource(
-        &self,
-        caller: &Caller,
-        uri: &str,
-        input: UpstreamInput,
-        call: CallContext,
-    ) -> Result<ReadResourceResponse, CallError> {
+    /// Gate 2 and audit for a request about one upstream resource (read,
+    /// subscribe, unsubscribe), as for reading it (see `read_only`); `fetch`
+    /// runs at the upstream that lists the resource (or a template naming it).
+    async fn resource_request<'a, R, Fut>(
+        &'a self,
+        caller: &'a Caller,
+        uri: &'a str,
+        fetch: impl FnOnce(&'a gatehouse_upstream::Upstream) -> Fut,
+    ) -> Result<R, CallError>
+    where
+        Fut: Future<Output = Result<R, UpstreamError>>,
+    {
         let started = Instant::now();
-        let tenant = Some(caller.principal.tenant.as_str());
         let serving = self.resource_upstream(caller, uri).await;
         let target = Target {
             kind: Kind::Resource,
@@ -772,18 +763,34 @@ impl Gateway {
         let decision = self.policy().authorize_target(&caller.principal, &target);
         let fetch = async {
             match serving {
-                Some(upstream) => {
-                    let meta = self.identity_for(upstream, &caller.principal).await?;
-                    upstream
-                        .read_resource_with(tenant, uri, meta, input, call)
-                        .await
-                }
+                Some(upstream) => fetch(upstream).await,
                 // Named in the policy, but no upstream lists it.
                 None => Err(UpstreamError::Unknown(uri.to_string())),
             }
         };
         self.read_only(caller, &target, &args, decision, started, fetch)
             .await
+    }
+
+    /// Authorizes and audits `resources/read` and reads the resource from
+    /// the upstream that lists it (or a template of which names it).
+    pub async fn read_resource(
+        &self,
+        caller: &Caller,
+        uri: &str,
+        input: UpstreamInput,
+        call: CallContext,
+    ) -> Result<ReadResourceResponse, CallError> {
+        let tenant = Some(caller.principal.tenant.as_str());
+        self.resource_request(caller, uri, |upstream| async move {
+            let meta = self
+                .with_identity(upstream, &caller.principal, None)
+                .await?;
+            upstream
+                .read_resource_with(tenant, uri, meta, input, call)
+                .await
+        })
+        .await
     }
 
     /// `resources/subscribe` (`subscribe`) and `resources/unsubscribe`:
@@ -795,30 +802,11 @@ impl Gateway {
         uri: &str,
         subscribe: bool,
     ) -> Result<(), CallError> {
-        let started = Instant::now();
         let tenant = Some(caller.principal.tenant.as_str());
-        let serving = self.resource_upstream(caller, uri).await;
-        let target = Target {
-            kind: Kind::Resource,
-            name: uri,
-            upstream: serving.map(|u| u.name()),
-        };
-        let none = Value::Object(Map::new());
-        let args = CallArgs {
-            exact: &none,
-            redact_fields: &[],
-            redacted: none.clone(),
-            sha256: None,
-        };
-        let decision = self.policy().authorize_target(&caller.principal, &target);
-        let fetch = async {
-            match serving {
-                Some(upstream) => upstream.subscription(tenant, uri, subscribe).await,
-                None => Err(UpstreamError::Unknown(uri.to_string())),
-            }
-        };
-        self.read_only(caller, &target, &args, decision, started, fetch)
-            .await
+        self.resource_request(caller, uri, |upstream| {
+            upstream.subscription(tenant, uri, subscribe)
+        })
+        .await
     }
 
     /// `completion/complete` for a prompt's or a resource template's
@@ -915,7 +903,9 @@ impl Gateway {
         let fetch = async {
             match route {
                 Some((upstream, upstream_name)) => {
-                    let meta = self.identity_for(upstream, &caller.principal).await?;
+                    let meta = self
+                        .with_identity(upstream, &caller.principal, None)
+                        .await?;
                     upstream
                         .get_prompt_with(tenant, upstream_name, Some(arguments), meta, input, call)
                         .await
@@ -1259,24 +1249,22 @@ impl Gateway {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect::<Map<String, Value>>()
         });
-        let result = match self
-            .with_identity(upstream, &caller.principal, forwarded)
-            .await
-        {
-            Ok(forwarded) => {
-                upstream
-                    .call_tool_with(
-                        Some(&caller.principal.tenant),
-                        upstream_name,
-                        Some(arguments),
-                        forwarded,
-                        input,
-                        call,
-                    )
-                    .await
-            }
-            Err(error) => Err(error),
-        };
+        let result = async {
+            let forwarded = self
+                .with_identity(upstream, &caller.principal, forwarded)
+                .await?;
+            upstream
+                .call_tool_with(
+                    Some(&caller.principal.tenant),
+                    upstream_name,
+                    Some(arguments),
+                    forwarded,
+                    input,
+                    call,
+                )
+                .await
+        }
+        .await;
         let outcome = match &result {
             Ok(CallToolResponse::Complete(answer)) if answer.is_error == Some(true) => {
                 event(AuditKind::ToolOutcome, Outcome::Error).reason("upstream_tool_error")

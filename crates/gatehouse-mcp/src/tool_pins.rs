@@ -118,13 +118,17 @@ impl ToolPins {
         }
     }
 
-    /// The cache, emptied first if the store changed since it was filled
-    /// (an approval elsewhere).
-    fn cache(&self) -> MutexGuard<'_, Cache> {
-        let mut cache = self
-            .cache
+    fn lock(&self) -> MutexGuard<'_, Cache> {
+        self.cache
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The cache, emptied first if the store changed since it was filled
+    /// (an approval elsewhere). Reading the change counter may cost a
+    /// `stat`, so a listing does it once, not once per tool.
+    fn cache(&self) -> MutexGuard<'_, Cache> {
+        let mut cache = self.lock();
         let generation = self.store.credential_generation();
         if cache.generation != generation || generation.is_none() {
             cache.verdicts.clear();
@@ -158,11 +162,13 @@ impl ToolPins {
         // catalogue is "pinned", a tool appearing later is "added".
         let mut had_pins: Option<bool> = None;
         let mut served = Vec::with_capacity(tools.len());
+        // Forgets what an approval elsewhere made stale, once per listing.
+        drop(self.cache());
         for tool in tools {
             let seen = fingerprint(&tool);
             let key = (upstream.name().to_string(), tool.name.to_string());
             let cached = self
-                .cache()
+                .lock()
                 .verdicts
                 .get(&key)
                 .filter(|(sha256, _)| *sha256 == seen.sha256)
@@ -173,7 +179,7 @@ impl ToolPins {
                     let verdict = self
                         .judge(upstream, &tool.name, &seen, mode, &mut had_pins)
                         .await?;
-                    self.cache()
+                    self.lock()
                         .verdicts
                         .insert(key, (seen.sha256.clone(), verdict));
                     verdict

@@ -300,6 +300,15 @@ impl UpstreamConfig {
         self.prefix.as_deref().unwrap_or(&self.name)
     }
 
+    /// The gateway's name for one of this upstream's tools (or prompts):
+    /// `prefix__tool`, or the bare name without a prefix.
+    pub fn gateway_name(&self, tool: &str) -> String {
+        match self.effective_prefix() {
+            "" => tool.to_owned(),
+            prefix => format!("{prefix}{PREFIX_SEPARATOR}{tool}"),
+        }
+    }
+
     /// The audience of the identity JWT sent to this upstream: its URL, or
     /// for a child process a name no other upstream has.
     pub fn identity_audience(&self) -> String {

@@ -75,10 +75,7 @@ impl UpstreamSet {
 
     /// The gateway's name for an upstream's tool.
     pub fn tool_name(upstream: &Upstream, tool: &str) -> String {
-        match upstream.config().effective_prefix() {
-            "" => tool.to_owned(),
-            prefix => format!("{prefix}{PREFIX_SEPARATOR}{tool}"),
-        }
+        upstream.config().gateway_name(tool)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ListChanged> {

@@ -28,14 +28,6 @@ fn configured<'a>(ctx: &'a Context, name: &str) -> anyhow::Result<&'a UpstreamCo
         .with_context(|| format!("no upstream named {name:?} in the configuration"))
 }
 
-/// The gateway's name of an upstream tool (`prefix__tool`).
-fn gateway_name(config: &UpstreamConfig, tool: &str) -> String {
-    match config.effective_prefix() {
-        "" => tool.to_string(),
-        prefix => format!("{prefix}{}{tool}", gatehouse_upstream::PREFIX_SEPARATOR),
-    }
-}
-
 fn endpoint(config: &UpstreamConfig) -> String {
     match config.transport() {
         TransportKind::Stdio { command } => {
@@ -59,7 +51,7 @@ fn pin_json(config: Option<&UpstreamConfig>, pin: &ToolPinRecord) -> Value {
     json!({
         "upstream": pin.upstream,
         "tool": pin.tool,
-        "name": config.map(|c| gateway_name(c, &pin.tool)),
+        "name": config.map(|c| c.gateway_name(&pin.tool)),
         "state": pin_state(pin),
         "sha256": pin.pinned.sha256,
         "pinned_at": pin.pinned_at.to_rfc3339(),
@@ -109,7 +101,7 @@ async fn list(ctx: &Context, json_out: bool) -> anyhow::Result<()> {
             .filter(|p| p.upstream == u.name)
             .map(|p| {
                 vec![
-                    gateway_name(u, &p.tool),
+                    u.gateway_name(&p.tool),
                     pin_state(p).to_string(),
                     p.pinned_at.to_rfc3339(),
                     p.pinned_by.clone().unwrap_or_else(|| "first seen".into()),
@@ -181,12 +173,12 @@ async fn status(ctx: &Context, tenant: Option<String>, json_out: bool) -> anyhow
                     }
                     Some(_) => "changed: served (pin = alert)",
                 };
-                rows.push((gateway_name(config, &tool.name), state.to_string()));
+                rows.push((config.gateway_name(&tool.name), state.to_string()));
             }
             for pin in &ours {
                 if !tools.iter().any(|t| t.name == pin.tool) {
                     rows.push((
-                        gateway_name(config, &pin.tool),
+                        config.gateway_name(&pin.tool),
                         "pinned, not listed now".into(),
                     ));
                 }
@@ -281,7 +273,7 @@ fn print_diff(config: &UpstreamConfig, pin: &ToolPinRecord) {
     );
     output::line(&output::escape(&format!(
         "{} (upstream {}, tool {}): changed {}",
-        gateway_name(config, &pin.tool),
+        config.gateway_name(&pin.tool),
         pin.upstream,
         pin.tool,
         pending.since.to_rfc3339()
@@ -390,7 +382,7 @@ async fn approve(
             .record(
                 EventBuilder::new(AuditKind::Upstream, Outcome::Success, now)
                     .human(decider.name())
-                    .tool(&gateway_name(config, &pin.tool))
+                    .tool(&config.gateway_name(&pin.tool))
                     .decision("allow")
                     .reason(APPROVED)
                     .source(Some("cli".into()))
@@ -415,7 +407,7 @@ async fn approve(
                 .map(|(pin, fields)| json!({
                     "upstream": pin.upstream,
                     "tool": pin.tool,
-                    "name": gateway_name(config, &pin.tool),
+                    "name": config.gateway_name(&pin.tool),
                     "sha256": pin.pending.as_ref().map(|p| p.definition.sha256.clone()),
                     "changed_fields": fields,
                 }))
@@ -429,7 +421,7 @@ async fn approve(
     for (pin, fields) in &approved {
         output::line(&output::escape(&format!(
             "Approved the new definition of {} ({}). It is served again from the next request on, on every instance.",
-            gateway_name(config, &pin.tool),
+            config.gateway_name(&pin.tool),
             fields.join(", ")
         )));
     }

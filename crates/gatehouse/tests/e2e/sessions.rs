@@ -114,21 +114,26 @@ async fn calls_in_a_session_are_authorized_and_audited_with_the_session() {
     assert_eq!(records[0]["session"], session.as_str());
 }
 
+/// The session's own event stream (GET /mcp).
+pub(super) async fn open_stream(server: &Server, key: &str, session: &str) -> Response {
+    server
+        .http
+        .get(server.mcp_url())
+        .bearer_auth(key)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", session)
+        .header("mcp-protocol-version", LEGACY)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn get_opens_a_stream_for_the_session() {
     let server = Server::start(None);
     let admin = server.admin_key.clone().unwrap();
     let session = initialize(&server, &admin).await;
-    let response = server
-        .http
-        .get(server.mcp_url())
-        .bearer_auth(&admin)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", LEGACY)
-        .send()
-        .await
-        .unwrap();
+    let response = open_stream(&server, &admin, &session).await;
     assert_eq!(response.status(), 200);
     assert!(
         response.headers()["content-type"]

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::harness::{LEGACY, Server};
-use super::sessions::initialize;
+use super::harness::Server;
+use super::sessions::{initialize, open_stream};
 use super::upstreams::{python, reason, root, tools_when_ready};
 
 const DEFAULT: &str = include_str!("../../../gatehouse-policy/src/default_policy.toml");
@@ -259,16 +259,7 @@ async fn a_tool_added_later_is_recorded_refused_until_covered_and_announced() {
 
     // A session with its event stream open.
     let session = initialize(&server, &reader).await;
-    let stream = server
-        .http
-        .get(server.mcp_url())
-        .bearer_auth(&reader)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", LEGACY)
-        .send()
-        .await
-        .unwrap();
+    let stream = open_stream(&server, &reader, &session).await;
     assert_eq!(stream.status(), 200);
 
     // The upstream grows a tool and says so.
