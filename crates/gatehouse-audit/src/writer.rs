@@ -295,7 +295,11 @@ mod tests {
         log.enqueue(event(1)).unwrap();
         let mut written = 0;
         for _ in 0..1000 {
-            written = store.query_audit(&AuditQuery::default()).await.unwrap().len();
+            written = store
+                .query_audit(&AuditQuery::default())
+                .await
+                .unwrap()
+                .len();
             if written == 1 {
                 break;
             }

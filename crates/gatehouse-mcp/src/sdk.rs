@@ -582,9 +582,12 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let caller = self.caller(&context).await?;
-        Box::pin(self.gateway.resource_subscription(&caller, &request.uri, true))
-            .await
-            .map_err(|e| call_error(e, false))
+        Box::pin(
+            self.gateway
+                .resource_subscription(&caller, &request.uri, true),
+        )
+        .await
+        .map_err(|e| call_error(e, false))
     }
 
     async fn unsubscribe(
@@ -593,9 +596,12 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let caller = self.caller(&context).await?;
-        Box::pin(self.gateway.resource_subscription(&caller, &request.uri, false))
-            .await
-            .map_err(|e| call_error(e, false))
+        Box::pin(
+            self.gateway
+                .resource_subscription(&caller, &request.uri, false),
+        )
+        .await
+        .map_err(|e| call_error(e, false))
     }
 
     async fn list_resources(
@@ -635,9 +641,12 @@ impl ServerHandler for McpHandler {
             cancel: context.ct.clone(),
             capabilities: declared_capabilities(&context),
         };
-        Box::pin(self.gateway.read_resource(&caller, &request.uri, input, call))
-            .await
-            .map_err(|e| call_error(e, false))
+        Box::pin(
+            self.gateway
+                .read_resource(&caller, &request.uri, input, call),
+        )
+        .await
+        .map_err(|e| call_error(e, false))
     }
 
     async fn list_prompts(
@@ -671,7 +680,7 @@ impl ServerHandler for McpHandler {
                 .get_prompt(&caller, &request.name, request.arguments, input, call),
         )
         .await
-            .map_err(|e| call_error(e, false))
+        .map_err(|e| call_error(e, false))
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
