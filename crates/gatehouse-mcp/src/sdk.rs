@@ -25,9 +25,13 @@ use rmcp::model::{
     InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
     ListToolsResult, LoggingLevel, PaginatedRequestParams, ProgressToken, ProtocolVersion,
     ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
-    SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+    SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+    UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, Peer, RequestContext};
+use rmcp::service::{
+    NotificationContext, Peer, RequestContext, SubscriptionContext, SubscriptionSendError,
+    SubscriptionSink,
+};
 use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -83,29 +87,55 @@ struct McpHandler {
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
 }
 
-/// The clients of live sessions, told when an upstream's catalogue
-/// changed (`notifications/*/list_changed`). The notice carries nothing
-/// but "list again", so every session gets it; each then lists what it
-/// may see.
+/// Who is told when an upstream's catalogue changed
+/// (`notifications/*/list_changed`): the clients of live 2025-11-25
+/// sessions, and the open 2026-07-28 `subscriptions/listen` streams (each
+/// gets the kinds its filter accepted). The notice carries nothing but
+/// "list again", so everyone gets it; each then lists what it may see.
 #[derive(Clone, Default)]
-struct SessionPeers(Arc<std::sync::Mutex<Vec<Peer<RoleServer>>>>);
+struct SessionPeers(Arc<std::sync::Mutex<Audience>>);
+
+#[derive(Default)]
+struct Audience {
+    peers: Vec<Peer<RoleServer>>,
+    listeners: Vec<Listener>,
+}
+
+/// One open `subscriptions/listen` stream.
+#[derive(Clone)]
+struct Listener {
+    sink: SubscriptionSink,
+    /// Cancelled when the stream ends (its `listen` returns).
+    open: CancellationToken,
+}
 
 impl SessionPeers {
-    fn live(&self) -> std::sync::MutexGuard<'_, Vec<Peer<RoleServer>>> {
-        let mut peers = self
+    fn live(&self) -> std::sync::MutexGuard<'_, Audience> {
+        let mut audience = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        peers.retain(|peer| !peer.is_transport_closed());
-        peers
+        audience.peers.retain(|peer| !peer.is_transport_closed());
+        audience
+            .listeners
+            .retain(|listener| !listener.open.is_cancelled());
+        audience
     }
 
     fn add(&self, peer: Peer<RoleServer>) {
-        self.live().push(peer);
+        self.live().peers.push(peer);
+    }
+
+    /// Adds a listen stream, told of changes until `open` is cancelled.
+    fn add_listener(&self, sink: SubscriptionSink, open: CancellationToken) {
+        self.live().listeners.push(Listener { sink, open });
     }
 
     async fn announce(&self, kind: ChangeKind) {
-        let peers = self.live().clone();
+        let (peers, listeners) = {
+            let audience = self.live();
+            (audience.peers.clone(), audience.listeners.clone())
+        };
         for peer in peers {
             let sent = match kind {
                 ChangeKind::Tools => peer.notify_tool_list_changed().await,
@@ -123,6 +153,35 @@ impl SessionPeers {
                 tracing::debug!(error = %e, "could not tell a session that a list changed");
             }
         }
+        for listener in listeners {
+            let (tools, prompts, resources) = match kind {
+                ChangeKind::Tools => (true, false, false),
+                ChangeKind::Prompts => (false, true, false),
+                ChangeKind::Resources => (false, false, true),
+                ChangeKind::Reconnected => (true, true, true),
+            };
+            let sink = &listener.sink;
+            let accepted = sink.accepted();
+            // The sink refuses what its filter did not accept; asked only
+            // for what it did.
+            if tools && accepted.tools_list_changed == Some(true) {
+                listened(sink.notify_tool_list_changed().await);
+            }
+            if prompts && accepted.prompts_list_changed == Some(true) {
+                listened(sink.notify_prompt_list_changed().await);
+            }
+            if resources && accepted.resources_list_changed == Some(true) {
+                listened(sink.notify_resource_list_changed().await);
+            }
+        }
+    }
+}
+
+/// Logs a notification a listen stream could not take (it may just have
+/// ended: it is forgotten at the next change).
+fn listened(sent: Result<(), SubscriptionSendError>) {
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "could not tell a listen stream that a list changed");
     }
 }
 
@@ -442,6 +501,29 @@ fn call_error(error: CallError, url_elicitation: bool) -> ErrorData {
     }
 }
 
+/// The error of a request about one resource. A resource nothing serves,
+/// or that the policy does not cover (the same to the caller: neither is
+/// listed), is not found (SEP-2164): -32602 with the URI in `data`, and
+/// Gatehouse's reason kept beside it. Any other refusal is as for a tool.
+fn resource_error(error: CallError, uri: &str) -> ErrorData {
+    let not_found = match &error {
+        CallError::Denied(deny) => deny.reason == DenyReason::UnknownTool,
+        CallError::Upstream(UpstreamError::Unknown(_)) => true,
+        _ => false,
+    };
+    let mut answer = call_error(error, false);
+    if not_found {
+        answer.code = ErrorCode::INVALID_PARAMS;
+        let mut data = match answer.data.take() {
+            Some(serde_json::Value::Object(data)) => data,
+            _ => serde_json::Map::new(),
+        };
+        data.insert("uri".into(), json!(uri));
+        answer.data = Some(serde_json::Value::Object(data));
+    }
+    answer
+}
+
 fn tool_result(result: Result<ToolOutput, ToolError>) -> CallToolResult {
     match result {
         Ok(output) => {
@@ -493,17 +575,17 @@ impl McpHandler {
 impl ServerHandler for McpHandler {
     fn get_info(&self) -> ServerConfig {
         let mut info = server_config();
-        // Upstreams may serve prompts; Gatehouse itself has none.
-        // `resources.subscribe` and `listChanged` are not claimed here: to a
-        // 2026-07-28 client they promise `subscriptions/listen`, which
-        // Gatehouse does not serve. A 2025-11-25 session is told of list
-        // changes (see `initialize`), and its `resources/subscribe` is
-        // still relayed.
+        // Upstreams may serve prompts; Gatehouse itself has none. Their
+        // catalogue changes are told to 2025-11-25 sessions and to
+        // 2026-07-28 `subscriptions/listen` streams.
         if self.gateway.has_upstreams() {
             let offered = ServerCapabilities::builder()
                 .enable_tools()
+                .enable_tool_list_changed()
                 .enable_prompts()
+                .enable_prompts_list_changed()
                 .enable_resources()
+                .enable_resources_list_changed()
                 .enable_completions()
                 .enable_logging()
                 .build();
@@ -522,29 +604,45 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
         context.peer.set_peer_info(request.clone());
-        let mut info = self.negotiate_initialize(&request)?;
         // A session hears of the upstreams' catalogue changes
-        // (`on_initialized` registers it).
-        if self.gateway.has_upstreams() {
-            let changing = ServerCapabilities::builder()
-                .enable_tools()
-                .enable_tool_list_changed()
-                .enable_prompts()
-                .enable_prompts_list_changed()
-                .enable_resources()
-                .enable_resources_list_changed()
-                .build();
-            info.capabilities.tools = changing.tools;
-            info.capabilities.prompts = changing.prompts;
-            info.capabilities.resources = changing.resources;
-        }
-        Ok(info)
+        // (`on_initialized` registers it; `get_info` says so).
+        self.negotiate_initialize(&request)
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         if self.gateway.has_upstreams() {
             self.sessions.add(context.peer);
         }
+    }
+
+    /// 2026-07-28 `subscriptions/listen`: the upstreams' list changes, as
+    /// 2025-11-25 sessions get them. Without upstreams nothing changes, and
+    /// the method is not offered.
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        if !self.gateway.has_upstreams() {
+            return None;
+        }
+        // rmcp narrows this to what was requested and `get_info` offers.
+        Some(
+            SubscriptionFilter::builder()
+                .tools_list_changed()
+                .prompts_list_changed()
+                .resources_list_changed()
+                .build(),
+        )
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        self.caller(context.request_context()).await?;
+        let open = CancellationToken::new();
+        // Forgotten by `SessionPeers` as soon as this returns.
+        let _open = open.clone().drop_guard();
+        self.sessions.add_listener(context.sink().clone(), open);
+        context.cancelled().await;
+        Ok(())
     }
 
     async fn set_level(
@@ -581,7 +679,7 @@ impl ServerHandler for McpHandler {
         self.gateway
             .resource_subscription(&caller, &request.uri, true)
             .await
-            .map_err(|e| call_error(e, false))
+            .map_err(|e| resource_error(e, &request.uri))
     }
 
     async fn unsubscribe(
@@ -593,7 +691,7 @@ impl ServerHandler for McpHandler {
         self.gateway
             .resource_subscription(&caller, &request.uri, false)
             .await
-            .map_err(|e| call_error(e, false))
+            .map_err(|e| resource_error(e, &request.uri))
     }
 
     async fn list_resources(
@@ -636,7 +734,7 @@ impl ServerHandler for McpHandler {
         self.gateway
             .read_resource(&caller, &request.uri, input, call)
             .await
-            .map_err(|e| call_error(e, false))
+            .map_err(|e| resource_error(e, &request.uri))
     }
 
     async fn list_prompts(
@@ -864,4 +962,47 @@ pub(crate) async fn serve(
         .map_err(std::io::Error::other)?;
     running.waiting().await.map_err(std::io::Error::other)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_authz::{Kind, Target};
+
+    fn denied(reason: DenyReason) -> CallError {
+        let target = Target {
+            kind: Kind::Resource,
+            name: "memo://gone",
+            upstream: None,
+        };
+        CallError::Denied(Deny::new(&target, reason))
+    }
+
+    #[test]
+    fn a_resource_nothing_serves_is_not_found_with_its_uri() {
+        let error = resource_error(denied(DenyReason::UnknownTool), "memo://gone");
+        assert_eq!(error.code, ErrorCode::INVALID_PARAMS);
+        let data = error.data.unwrap_or_default();
+        assert_eq!(data["uri"], "memo://gone");
+        assert_eq!(data["reason"], "unknown_tool");
+
+        let error = resource_error(
+            CallError::Upstream(UpstreamError::Unknown("memo://gone".into())),
+            "memo://gone",
+        );
+        assert_eq!(error.code, ErrorCode::INVALID_PARAMS);
+        assert_eq!(error.data.unwrap_or_default()["uri"], "memo://gone");
+    }
+
+    #[test]
+    fn a_resource_the_role_may_not_read_stays_a_refusal() {
+        let reason = DenyReason::RoleNotAllowed {
+            roles: vec!["reader".into()],
+        };
+        let error = resource_error(denied(reason), "memo://gone");
+        assert_eq!(error.code, ErrorCode(DENIED_ERROR_CODE));
+        let data = error.data.unwrap_or_default();
+        assert_eq!(data["reason"], "role_not_allowed");
+        assert!(data.get("uri").is_none(), "{data}");
+    }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::harness::{LEGACY, Server};
+use super::harness::{LEGACY, MODERN, Server};
 use super::upstreams::{DEFAULT, python, reason, root};
 
 fn server(python: &Path) -> Server {
@@ -405,4 +405,87 @@ async fn subscribing_to_a_resource_needs_the_right_to_read_it() {
             .any(|r| r["decision"] == "deny" && r["reason"] == "role_not_allowed"),
         "{denied:?}"
     );
+}
+
+/// A 2026-07-28 `subscriptions/listen` stream of `key` through the gateway.
+async fn listen(server: &Server, key: &str, id: i64, notifications: Value) -> Events {
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "relay-test", "version": "1"},
+    });
+    let response = server
+        .http
+        .post(server.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "subscriptions/listen")
+        .bearer_auth(key)
+        .json(
+            &json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen",
+                      "params": {"_meta": meta, "notifications": notifications}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    Events {
+        response,
+        buffer: String::new(),
+    }
+}
+
+/// The next message of a stream, if one comes within `wait`.
+async fn within(events: &mut Events, wait: Duration) -> Option<Value> {
+    tokio::time::timeout(wait, events.next())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test]
+async fn a_listen_stream_hears_the_upstream_list_changes_it_asked_for() {
+    let Some(python) = python() else { return };
+    let server = server(&python);
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    ready(&server, &analyst).await;
+    let mut tools = listen(&server, &analyst, 7, json!({"toolsListChanged": true})).await;
+    let ack = within(&mut tools, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true}),
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 7,
+        "{ack}"
+    );
+    let mut prompts = listen(&server, &analyst, 8, json!({"promptsListChanged": true})).await;
+    let ack = within(&mut prompts, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"promptsListChanged": true}),
+        "{ack}"
+    );
+
+    // The upstream adds a tool and says so.
+    let answer = server.call_tool(&analyst, "py__add_tool", json!({})).await;
+    assert!(answer["error"].is_null(), "{answer}");
+    let change = within(&mut tools, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        change["method"], "notifications/tools/list_changed",
+        "{change}"
+    );
+    assert_eq!(
+        change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 7,
+        "{change}"
+    );
+    // The stream that asked for prompt changes only hears nothing of it.
+    let heard = within(&mut prompts, Duration::from_secs(1)).await;
+    assert!(heard.is_none(), "{heard:?}");
 }
