@@ -24,20 +24,23 @@ use rmcp::model::{
     GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams,
     InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
     ListToolsResult, LoggingLevel, PaginatedRequestParams, ProgressToken, ProtocolVersion,
-    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
-    SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+    ReadResourceRequestParams, ReadResourceResponse, RequestId, ServerCapabilities, ServerConfig,
+    ServerJsonRpcMessage, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
     UnsubscribeRequestParams,
 };
 use rmcp::service::{
     NotificationContext, Peer, RequestContext, SubscriptionContext, SubscriptionSendError,
     SubscriptionSink,
 };
-use rmcp::transport::streamable_http_server::session::SessionManager;
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
+use rmcp::transport::streamable_http_server::session::{
+    EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
+};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{RoleServer, ServerHandler, ServiceExt};
 use serde_json::json;
-use tokio::sync::broadcast;
+use std::collections::HashMap;
+use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::PendingApproval;
@@ -85,6 +88,9 @@ struct McpHandler {
     /// connection serves every caller, so one caller's level would become
     /// everybody's.
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
+    /// The response streams of session requests (HTTP only), to close one
+    /// mid-call as its upstream did.
+    pauses: Option<StreamPauses>,
 }
 
 /// Who is told when an upstream's catalogue changed
@@ -187,7 +193,7 @@ fn listened(sent: Result<(), SubscriptionSendError>) {
 
 impl McpHandler {
     /// A handler; with upstreams, its sessions hear of catalogue changes.
-    fn new(gateway: Arc<Gateway>, identity: Identity) -> McpHandler {
+    fn new(gateway: Arc<Gateway>, identity: Identity, pauses: Option<StreamPauses>) -> McpHandler {
         let sessions = SessionPeers::default();
         follow_upstream_changes(&gateway, sessions.clone());
         McpHandler {
@@ -195,6 +201,7 @@ impl McpHandler {
             identity,
             sessions,
             log_level: Arc::default(),
+            pauses,
         }
     }
 
@@ -205,6 +212,7 @@ impl McpHandler {
             identity: self.identity.clone(),
             sessions: self.sessions.clone(),
             log_level: Arc::default(),
+            pauses: self.pauses.clone(),
         }
     }
 
@@ -290,10 +298,29 @@ impl McpHandler {
                             let _ = reply.send(answer);
                         }));
                     }
+                    Relayed::Paused => self.pause(context),
                     other => self.notify(other, context, token.as_ref()).await,
                 },
                 Some(()) = answers.next(), if !answers.is_empty() => {}
             }
+        }
+    }
+}
+
+impl McpHandler {
+    /// The upstream closed its response stream mid-call (SEP-1699): this
+    /// session request's stream to the client is closed likewise, so that
+    /// the client resumes it with `Last-Event-ID` and gets the rest (the
+    /// SDK keeps what is sent meanwhile). A 2026-07-28 request has no
+    /// session to resume in: its stream stays open.
+    fn pause(&self, context: &RequestContext<RoleServer>) {
+        let session = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.headers.get("mcp-session-id"))
+            .and_then(|value| value.to_str().ok());
+        if let (Some(pauses), Some(session)) = (&self.pauses, session) {
+            pauses.pause(session, &context.id);
         }
     }
 }
@@ -889,10 +916,183 @@ pub(crate) fn inspect_message(bytes: &[u8]) -> Result<(), MalformedMessage> {
     }
 }
 
+/// The response streams of session requests still open, by session and
+/// JSON-RPC request id: each can be closed mid-call (SEP-1699) while its
+/// request runs on.
+#[derive(Clone, Default)]
+struct StreamPauses(Arc<Mutex<PauseTable>>);
+
+/// The sender that closes each open stream, by session and request id.
+type PauseTable = HashMap<(SessionId, RequestId), oneshot::Sender<()>>;
+
+impl StreamPauses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PauseTable> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a request's stream; the entry leaves with the stream.
+    fn open(&self, session: SessionId, request: RequestId) -> (oneshot::Receiver<()>, PauseEntry) {
+        let (pause, paused) = oneshot::channel();
+        let key = (session, request);
+        self.lock().insert(key.clone(), pause);
+        (
+            paused,
+            PauseEntry {
+                pauses: self.clone(),
+                key,
+            },
+        )
+    }
+
+    /// Closes the stream of `request` in `session`, if it is still open.
+    fn pause(&self, session: &str, request: &RequestId) {
+        let key = (SessionId::from(session), request.clone());
+        if let Some(pause) = self.lock().remove(&key) {
+            let _ = pause.send(());
+        }
+    }
+}
+
+/// Removes its stream from [`StreamPauses`] when the stream ends.
+struct PauseEntry {
+    pauses: StreamPauses,
+    key: (SessionId, RequestId),
+}
+
+impl Drop for PauseEntry {
+    fn drop(&mut self) {
+        self.pauses.lock().remove(&self.key);
+    }
+}
+
+/// A request's response stream that ends early when paused.
+struct Pausable<S> {
+    inner: std::pin::Pin<Box<S>>,
+    paused: Option<oneshot::Receiver<()>>,
+    _entry: Option<PauseEntry>,
+}
+
+impl<S: futures::Stream> futures::Stream for Pausable<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let this = self.get_mut();
+        if let Some(paused) = this.paused.as_mut() {
+            match std::pin::Pin::new(paused).poll(cx) {
+                std::task::Poll::Ready(Ok(())) => return std::task::Poll::Ready(None),
+                // Never paused now: read on.
+                std::task::Poll::Ready(Err(_)) => this.paused = None,
+                std::task::Poll::Pending => {}
+            }
+        }
+        this.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// rmcp's local sessions, with request streams that can be closed mid-call
+/// (rmcp keeps what is sent on a closed stream for the client's
+/// resumption with `Last-Event-ID`, and answers that resumption).
+pub(crate) struct PausableSessions {
+    inner: LocalSessionManager,
+    pauses: StreamPauses,
+}
+
+type LocalError = <LocalSessionManager as SessionManager>::Error;
+type LocalTransport = <LocalSessionManager as SessionManager>::Transport;
+
+impl SessionManager for PausableSessions {
+    type Error = LocalError;
+    type Transport = LocalTransport;
+
+    async fn create_session(&self) -> Result<(SessionId, LocalTransport), LocalError> {
+        self.inner.create_session().await
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, LocalError> {
+        self.inner.initialize_session(id, message).await
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, LocalError> {
+        self.inner.has_session(id).await
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), LocalError> {
+        self.inner.close_session(id).await
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, LocalError>
+    {
+        // Registered before the request reaches the handler, which may
+        // pause it at once.
+        let (paused, entry) = match &message {
+            rmcp::model::JsonRpcMessage::Request(request) => {
+                let (paused, entry) = self.pauses.open(id.clone(), request.id.clone());
+                (Some(paused), Some(entry))
+            }
+            _ => (None, None),
+        };
+        let stream = self.inner.create_stream(id, message).await?;
+        Ok(Pausable {
+            inner: Box::pin(stream),
+            paused,
+            _entry: entry,
+        })
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), LocalError> {
+        self.inner.accept_message(id, message).await
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, LocalError>
+    {
+        self.inner.create_standalone_stream(id).await
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, LocalError>
+    {
+        self.inner.resume(id, last_event_id).await
+    }
+
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<LocalTransport>, LocalError> {
+        self.inner.restore_session(id).await
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.inner.event_store()
+    }
+}
+
 /// The SDK's sessions, so that the transport can end one it refused to
 /// bind to a principal (a refused session must not live on unbound).
 #[derive(Clone)]
-pub struct SdkSessions(Arc<LocalSessionManager>);
+pub struct SdkSessions(Arc<PausableSessions>);
 
 impl SdkSessions {
     pub async fn close(&self, id: &str) {
@@ -904,7 +1104,7 @@ impl SdkSessions {
     /// Sessions the SDK holds (for tests).
     #[cfg(test)]
     pub async fn count(&self) -> usize {
-        self.0.sessions.read().await.len()
+        self.0.inner.sessions.read().await.len()
     }
 }
 
@@ -923,7 +1123,7 @@ pub fn streamable_http_service(
     gateway: Arc<Gateway>,
     options: HttpServiceOptions,
 ) -> (
-    StreamableHttpService<impl ServerHandler, LocalSessionManager>,
+    StreamableHttpService<impl ServerHandler, PausableSessions>,
     SdkSessions,
 ) {
     let mut config = StreamableHttpServerConfig::default()
@@ -938,8 +1138,12 @@ pub fn streamable_http_service(
     let mut session_config = SessionConfig::default();
     session_config.keep_alive = Some(options.session_idle_timeout);
     sessions.session_config = session_config;
-    let sessions = Arc::new(sessions);
-    let handler = McpHandler::new(gateway, Identity::Http);
+    let pauses = StreamPauses::default();
+    let sessions = Arc::new(PausableSessions {
+        inner: sessions,
+        pauses: pauses.clone(),
+    });
+    let handler = McpHandler::new(gateway, Identity::Http, Some(pauses));
     (
         StreamableHttpService::new(
             move || Ok(handler.for_session()),
@@ -955,7 +1159,7 @@ pub(crate) async fn serve(
     gateway: Arc<Gateway>,
     authenticator: Arc<StdioAuthenticator>,
 ) -> Result<(), std::io::Error> {
-    let handler = McpHandler::new(gateway, Identity::Stdio(authenticator));
+    let handler = McpHandler::new(gateway, Identity::Stdio(authenticator), None);
     let running = handler
         .serve(rmcp::transport::stdio())
         .await
@@ -976,6 +1180,33 @@ mod tests {
             upstream: None,
         };
         CallError::Denied(Deny::new(&target, reason))
+    }
+
+    #[tokio::test]
+    async fn a_paused_request_stream_ends_and_the_others_go_on() {
+        use futures::StreamExt;
+        let pauses = StreamPauses::default();
+        let stream = |request: i64| {
+            let (paused, entry) = pauses.open(SessionId::from("s1"), RequestId::Number(request));
+            Pausable {
+                inner: Box::pin(futures::stream::iter([1, 2]).chain(futures::stream::pending())),
+                paused: Some(paused),
+                _entry: Some(entry),
+            }
+        };
+        let mut first = stream(1);
+        let mut second = stream(2);
+        assert_eq!(first.next().await, Some(1));
+        pauses.pause("s1", &RequestId::Number(1));
+        assert_eq!(first.next().await, None);
+        // Another session's request of the same id, or another request, is
+        // not this one.
+        pauses.pause("s2", &RequestId::Number(2));
+        assert_eq!(second.next().await, Some(1));
+        assert_eq!(second.next().await, Some(2));
+        // A stream forgets its entry when it goes.
+        drop(second);
+        assert!(pauses.lock().is_empty());
     }
 
     #[test]

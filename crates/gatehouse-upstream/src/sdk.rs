@@ -114,6 +114,24 @@ impl InFlight {
     fn by_id(&self, id: &RequestId) -> Option<Option<Relay>> {
         self.lock().get(id).map(|e| e.relay.clone())
     }
+
+    /// Tracks request `id` as in flight for `relay`, until the guard drops.
+    #[cfg(test)]
+    pub(crate) fn track(self: &Arc<Self>, id: RequestId, relay: Relay) -> impl Sized + use<> {
+        let entry = Entry {
+            progress_token: ProgressToken(rmcp::model::NumberOrString::Number(0)),
+            relay: Some(relay),
+        };
+        self.register(id, entry)
+    }
+
+    /// The upstream closed the response stream of request `id` before
+    /// answering it: its caller is told (advisory, never waited for).
+    pub(crate) fn paused(&self, id: &RequestId) {
+        if let Some(Some(relay)) = self.by_id(id) {
+            let _ = relay.sender.try_send(Relayed::Paused);
+        }
+    }
 }
 
 impl InFlight {
@@ -270,6 +288,11 @@ impl Handler {
                 )))
             }
         }
+    }
+
+    /// The requests in flight on this handler's connection.
+    pub(crate) fn in_flight(&self) -> Arc<InFlight> {
+        self.in_flight.clone()
     }
 
     fn changed(&self, kind: ChangeKind) {

@@ -174,8 +174,8 @@ impl Shared {
                         (headers, secrets, None)
                     }
                 };
-                let transport =
-                    sdk::http_transport(CappedClient::new(http, limit, token), url, headers, limit);
+                let client = CappedClient::new(http, limit, token).watching(handler.in_flight());
+                let transport = sdk::http_transport(client, url, headers, limit);
                 let established = sdk::handshake(&self.name, handler, transport, secrets).await?;
                 Ok((established, None))
             }
