@@ -9,14 +9,14 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_authz::{Access, Deny, DenyReason, OPERATION_TOKEN_META};
+use gatehouse_authz::{Access, Deny, DenyReason, Kind, OPERATION_TOKEN_META, Policy, Target};
 use std::sync::Mutex;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use gatehouse_tools::{ToolError, ToolOutput};
 use gatehouse_upstream::{
-    Accepts, CallContext, ChangeKind, Relay, Relayed, UpstreamError, UpstreamInput,
+    Accepts, CallContext, ChangeKind, ListChanged, Relay, Relayed, UpstreamError, UpstreamInput,
 };
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage,
@@ -98,6 +98,9 @@ struct McpHandler {
 /// sessions, and the open 2026-07-28 `subscriptions/listen` streams (each
 /// gets the kinds its filter accepted). The notice carries nothing but
 /// "list again", so everyone gets it; each then lists what it may see.
+/// A resource's update (`notifications/resources/updated`) names the
+/// resource: it goes only to the listen streams watching it whose
+/// principal the policy (as it is now) lets see it.
 #[derive(Clone, Default)]
 struct SessionPeers(Arc<std::sync::Mutex<Audience>>);
 
@@ -113,6 +116,10 @@ struct Listener {
     sink: SubscriptionSink,
     /// Cancelled when the stream ends (its `listen` returns).
     open: CancellationToken,
+    /// Who listens, for the policy's say on each resource update.
+    principal: Arc<gatehouse_core::Principal>,
+    /// The upstream resources it watches (upstream, URI), admitted by gate 2.
+    watched: Vec<(Arc<str>, String)>,
 }
 
 impl SessionPeers {
@@ -132,12 +139,19 @@ impl SessionPeers {
         self.live().peers.push(peer);
     }
 
-    /// Adds a listen stream, told of changes until `open` is cancelled.
-    fn add_listener(&self, sink: SubscriptionSink, open: CancellationToken) {
-        self.live().listeners.push(Listener { sink, open });
+    /// Adds a listen stream, told of changes until its `open` is cancelled.
+    fn add_listener(&self, listener: Listener) {
+        self.live().listeners.push(listener);
     }
 
-    async fn announce(&self, kind: ChangeKind) {
+    async fn announce(&self, change: &ListChanged, policy: &Policy) {
+        if change.kind == ChangeKind::ResourceUpdated {
+            if let Some(uri) = &change.uri {
+                self.resource_updated(&change.upstream, uri, policy).await;
+            }
+            return;
+        }
+        let kind = change.kind;
         let (peers, listeners) = {
             let audience = self.live();
             (audience.peers.clone(), audience.listeners.clone())
@@ -154,6 +168,7 @@ impl SessionPeers {
                         .and(prompts)
                         .and(peer.notify_resource_list_changed().await)
                 }
+                ChangeKind::ResourceUpdated => Ok(()),
             };
             if let Err(e) = sent {
                 tracing::debug!(error = %e, "could not tell a session that a list changed");
@@ -165,6 +180,7 @@ impl SessionPeers {
                 ChangeKind::Prompts => (false, true, false),
                 ChangeKind::Resources => (false, false, true),
                 ChangeKind::Reconnected => (true, true, true),
+                ChangeKind::ResourceUpdated => (false, false, false),
             };
             let sink = &listener.sink;
             let accepted = sink.accepted();
@@ -178,6 +194,25 @@ impl SessionPeers {
             }
             if resources && accepted.resources_list_changed == Some(true) {
                 listened(sink.notify_resource_list_changed().await);
+            }
+        }
+    }
+}
+
+impl SessionPeers {
+    /// Tells the listen streams watching `uri` of `upstream` that it
+    /// changed, each only if the policy lets its principal see it now (a
+    /// reloaded policy may have taken it away since the stream began).
+    async fn resource_updated(&self, upstream: &Arc<str>, uri: &str, policy: &Policy) {
+        let listeners = self.live().listeners.clone();
+        let target = Target::upstream(Kind::Resource, uri, upstream);
+        for listener in listeners {
+            let watching = listener
+                .watched
+                .iter()
+                .any(|(from, watched)| from == upstream && watched == uri);
+            if watching && policy.visibility(&listener.principal, &target) == Access::Allow {
+                listened(listener.sink.notify_resource_updated(uri).await);
             }
         }
     }
@@ -334,19 +369,21 @@ fn follow_upstream_changes(gateway: &Arc<Gateway>, sessions: SessionPeers) {
     let gateway = Arc::downgrade(gateway);
     tokio::spawn(async move {
         loop {
-            let kind = match changes.recv().await {
-                Ok(change) => {
-                    let Some(gateway) = gateway.upgrade() else {
-                        break;
-                    };
-                    gateway.upstream_changed(&change).await;
-                    change.kind
-                }
+            let change = match changes.recv().await {
+                Ok(change) => change,
                 // Changes were missed: anything may have changed.
-                Err(broadcast::error::RecvError::Lagged(_)) => ChangeKind::Reconnected,
+                Err(broadcast::error::RecvError::Lagged(_)) => ListChanged {
+                    upstream: Arc::from(""),
+                    kind: ChangeKind::Reconnected,
+                    uri: None,
+                },
                 Err(broadcast::error::RecvError::Closed) => break,
             };
-            sessions.announce(kind).await;
+            let Some(gateway) = gateway.upgrade() else {
+                break;
+            };
+            gateway.upstream_changed(&change).await;
+            sessions.announce(&change, &gateway.policy()).await;
         }
     });
 }
@@ -613,6 +650,7 @@ impl ServerHandler for McpHandler {
                 .enable_prompts_list_changed()
                 .enable_resources()
                 .enable_resources_list_changed()
+                .enable_resources_subscribe()
                 .enable_completions()
                 .enable_logging()
                 .build();
@@ -632,8 +670,14 @@ impl ServerHandler for McpHandler {
     ) -> Result<InitializeResult, ErrorData> {
         context.peer.set_peer_info(request.clone());
         // A session hears of the upstreams' catalogue changes
-        // (`on_initialized` registers it; `get_info` says so).
-        self.negotiate_initialize(&request)
+        // (`on_initialized` registers it; `get_info` says so). Its
+        // `resources/subscribe` is relayed, but the updates reach only
+        // 2026-07-28 listen streams, so a session is not promised them.
+        let mut info = self.negotiate_initialize(&request)?;
+        if let Some(resources) = info.capabilities.resources.as_mut() {
+            resources.subscribe = None;
+        }
+        Ok(info)
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
@@ -647,28 +691,52 @@ impl ServerHandler for McpHandler {
     /// the method is not offered.
     fn accepted_subscription_filter(
         &self,
-        _requested: &SubscriptionFilter,
+        requested: &SubscriptionFilter,
     ) -> Option<SubscriptionFilter> {
         if !self.gateway.has_upstreams() {
             return None;
         }
         // rmcp narrows this to what was requested and `get_info` offers.
-        Some(
-            SubscriptionFilter::builder()
-                .tools_list_changed()
-                .prompts_list_changed()
-                .resources_list_changed()
-                .build(),
-        )
+        // Resources are accepted as asked and pass gate 2 in `listen`,
+        // where the caller is known.
+        let mut accepted = SubscriptionFilter::builder()
+            .tools_list_changed()
+            .prompts_list_changed()
+            .resources_list_changed()
+            .build();
+        accepted.resource_subscriptions = requested.resource_subscriptions.clone();
+        Some(accepted)
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
-        self.caller(context.request_context()).await?;
+        let caller = self.caller(context.request_context()).await?;
+        // Each resource is watched under the gate of reading it; one the
+        // caller may not read ends the stream with the refusal (the
+        // acknowledgement went first: rmcp sends it before this runs).
+        let mut watches = Vec::new();
+        for uri in context.accepted().resource_subscriptions.iter().flatten() {
+            let watch = self
+                .gateway
+                .watch_resource(&caller, uri)
+                .await
+                .map_err(|e| resource_error(e, uri))?;
+            watches.push(watch);
+        }
         let open = CancellationToken::new();
-        // Forgotten by `SessionPeers` as soon as this returns.
+        // Forgotten by `SessionPeers` as soon as this returns; the watches
+        // end with it.
         let _open = open.clone().drop_guard();
-        self.sessions.add_listener(context.sink().clone(), open);
+        self.sessions.add_listener(Listener {
+            sink: context.sink().clone(),
+            open,
+            principal: caller.principal.clone(),
+            watched: watches
+                .iter()
+                .map(|watch| (watch.upstream().clone(), watch.uri().to_string()))
+                .collect(),
+        });
         context.cancelled().await;
+        drop(watches);
         Ok(())
     }
 
@@ -1171,7 +1239,6 @@ pub(crate) async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gatehouse_authz::{Kind, Target};
 
     fn denied(reason: DenyReason) -> CallError {
         let target = Target {

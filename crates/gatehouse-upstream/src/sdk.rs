@@ -22,9 +22,9 @@ use rmcp::model::{
     GetPromptRequest, GetPromptRequestParams, GetPromptResponse, Implementation, InputResponses,
     PaginatedRequestParams, ProgressToken, Prompt, ProtocolVersion, ReadResourceRequest,
     ReadResourceRequestParams, ReadResourceResponse, RequestId, RequestMetaObject, Resource,
-    ResourceTemplate, SamplingCapability, ServerNotification, ServerResult, SubscribeRequest,
-    SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequest, UnsubscribeRequestParams,
-    UrlElicitationCapability,
+    ResourceTemplate, ResourceUpdatedNotificationParam, SamplingCapability, ServerNotification,
+    ServerResult, SubscribeRequest, SubscribeRequestParams, SubscriptionFilter, Tool,
+    UnsubscribeRequest, UnsubscribeRequestParams, UrlElicitationCapability,
 };
 use rmcp::service::{
     ClientInitializeError, ClientLifecycleMode, ClientServiceExt, InboundStreamOrigin,
@@ -301,6 +301,17 @@ impl Handler {
         let _ = self.changes.send(ListChanged {
             upstream: self.upstream.clone(),
             kind,
+            uri: None,
+        });
+    }
+
+    /// A resource the gateway subscribed to changed; the gateway tells
+    /// whoever watches it and may see it.
+    fn resource_updated(&self, uri: String) {
+        let _ = self.changes.send(ListChanged {
+            upstream: self.upstream.clone(),
+            kind: ChangeKind::ResourceUpdated,
+            uri: Some(uri.into()),
         });
     }
 }
@@ -383,6 +394,14 @@ impl ClientHandler for Handler {
     async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
         self.changed(ChangeKind::Resources);
     }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.resource_updated(params.uri);
+    }
 }
 
 /// One established MCP connection, shared by the calls that use it.
@@ -397,6 +416,23 @@ pub(crate) struct Connection {
     modern: bool,
     /// Values of the secrets this connection sent, scrubbed from error texts.
     secrets: Vec<String>,
+    /// Receives what the watch streams below carry.
+    handler: Handler,
+    /// 2026-07-28: one `subscriptions/listen` stream per resource the
+    /// gateway subscribed to (the revision has no `resources/subscribe`).
+    watches: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let watches = self
+            .watches
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (_, task) in watches.drain() {
+            task.abort();
+        }
+    }
 }
 
 /// The parts of a connection its owner (the supervisor) keeps.
@@ -464,6 +500,7 @@ where
     let filter = info
         .filter(|i| !i.protocol_version.has_initialize())
         .and_then(|i| listen_filter(&i.capabilities));
+    let watch_handler = handler.clone();
     let listener = filter.map(|filter| {
         let (acknowledged, subscribed) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(listen(
@@ -506,6 +543,8 @@ where
             protocol_version,
             modern,
             secrets,
+            handler: watch_handler,
+            watches: Mutex::default(),
         }),
         ended,
         stop: Some(stop),
@@ -608,6 +647,9 @@ async fn forward_changes(mut subscription: rmcp::service::Subscription, handler:
             }
             ServerNotification::ResourceListChangedNotification(_) => {
                 handler.changed(ChangeKind::Resources)
+            }
+            ServerNotification::ResourceUpdatedNotification(update) => {
+                handler.resource_updated(update.params.uri)
             }
             _ => {}
         }
@@ -837,12 +879,17 @@ impl Connection {
         }
     }
 
-    /// `resources/subscribe` (`subscribe = true`) or `resources/unsubscribe`.
+    /// `resources/subscribe` (`subscribe = true`) or `resources/unsubscribe`;
+    /// on a 2026-07-28 connection, a `subscriptions/listen` stream for the
+    /// resource opened or ended.
     pub(crate) async fn subscription(
         &self,
         uri: String,
         subscribe: bool,
     ) -> Result<(), UpstreamError> {
+        if self.modern {
+            return self.watch(uri, subscribe).await;
+        }
         let request = if subscribe {
             ClientRequest::SubscribeRequest(SubscribeRequest::new(SubscribeRequestParams::new(uri)))
         } else {
@@ -854,6 +901,44 @@ impl Connection {
             ServerResult::EmptyResult(_) => Ok(()),
             _ => Err(self.unexpected("the upstream answered with an unknown result")),
         }
+    }
+}
+
+impl Connection {
+    fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<String, JoinHandle<()>>> {
+        self.watches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens (or ends) the listen stream that carries `uri`'s updates.
+    async fn watch(&self, uri: String, subscribe: bool) -> Result<(), UpstreamError> {
+        if !subscribe {
+            if let Some(task) = self.watches().remove(&uri) {
+                task.abort();
+            }
+            return Ok(());
+        }
+        if self.watches().contains_key(&uri) {
+            return Ok(());
+        }
+        let filter = SubscriptionFilter::builder()
+            .resource_subscription(uri.clone())
+            .build();
+        let subscription = self.peer.listen(filter).await.map_err(|e| self.fail(e))?;
+        let accepted = subscription
+            .acknowledged()
+            .resource_subscriptions
+            .as_ref()
+            .is_some_and(|uris| uris.contains(&uri));
+        if !accepted {
+            return Err(self.unexpected("the upstream does not send updates of this resource"));
+        }
+        let task = tokio::spawn(forward_changes(subscription, self.handler.clone()));
+        if let Some(earlier) = self.watches().insert(uri, task) {
+            earlier.abort();
+        }
+        Ok(())
     }
 }
 

@@ -283,6 +283,7 @@ async fn supervise(shared: Arc<Shared>, tenant: Option<String>, state: watch::Se
                     let _ = shared.changes.send(ListChanged {
                         upstream: shared.name.clone(),
                         kind: ChangeKind::Reconnected,
+                        uri: None,
                     });
                 }
                 connected_before = true;

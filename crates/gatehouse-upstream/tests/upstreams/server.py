@@ -24,7 +24,14 @@ import socket
 import sys
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import ListToolsResult, SamplingMessage, TextContent
+from mcp_types import (
+    EmptyResult,
+    ListToolsResult,
+    SamplingMessage,
+    SubscribeRequestParams,
+    TextContent,
+    UnsubscribeRequestParams,
+)
 from pydantic import BaseModel
 
 parser = argparse.ArgumentParser()
@@ -100,6 +107,36 @@ def request_meta(ctx: Context) -> dict:
 def note() -> str:
     """A resource the gateway routes by its URI."""
     return "the team note"
+
+
+# 2025-11-25 `resources/subscribe`: the URIs the client subscribed to.
+subscribed = set()
+
+
+async def subscribe(ctx, params: SubscribeRequestParams) -> EmptyResult:
+    subscribed.add(str(params.uri))
+    return EmptyResult()
+
+
+async def unsubscribe(ctx, params: UnsubscribeRequestParams) -> EmptyResult:
+    subscribed.discard(str(params.uri))
+    return EmptyResult()
+
+
+server._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+server._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+
+@server.tool()
+async def touch(uri: str, ctx: Context) -> str:
+    """Says that the resource `uri` changed, to whoever subscribed to it."""
+    if uri in subscribed:
+        await ctx.session.send_resource_updated(uri)
+    try:
+        await ctx.notify_resource_updated(uri)
+    except Exception as exc:  # noqa: BLE001 - best effort, either era
+        sys.stderr.write(f"notify_resource_updated: {exc}\n")
+    return "subscribed" if uri in subscribed else "not subscribed"
 
 
 @server.prompt()

@@ -15,6 +15,11 @@ use super::harness::{LEGACY, MODERN, Server};
 use super::upstreams::{DEFAULT, python, reason, root};
 
 fn server(python: &Path) -> Server {
+    server_speaking(python, LEGACY)
+}
+
+/// The gateway, its connection to the upstream pinned to `protocol`.
+fn server_speaking(python: &Path, protocol: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("policy.toml"),
@@ -27,7 +32,7 @@ fn server(python: &Path) -> Server {
     let script = root().join("crates/gatehouse-upstream/tests/upstreams/server.py");
     let config = format!(
         "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\ncommand = {:?}\n\
-         args = [{:?}, \"stdio\"]\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\nprotocol_version = \"2025-11-25\"\n",
+         args = [{:?}, \"stdio\"]\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\nprotocol_version = {protocol:?}\n",
         python.display().to_string(),
         script.display().to_string(),
     );
@@ -488,4 +493,90 @@ async fn a_listen_stream_hears_the_upstream_list_changes_it_asked_for() {
     // The stream that asked for prompt changes only hears nothing of it.
     let heard = within(&mut prompts, Duration::from_secs(1)).await;
     assert!(heard.is_none(), "{heard:?}");
+}
+
+#[tokio::test]
+async fn a_listen_stream_hears_of_the_resources_it_may_read_and_of_no_other() {
+    resource_updates_through(LEGACY).await;
+}
+
+#[tokio::test]
+async fn a_listen_stream_hears_of_a_2026_upstream_resource_it_may_read() {
+    resource_updates_through(MODERN).await;
+}
+
+/// Resource updates through a gateway whose upstream speaks `protocol`
+/// (2025-11-25: `resources/subscribe`; 2026-07-28: a listen stream).
+async fn resource_updates_through(protocol: &str) {
+    let Some(python) = python() else { return };
+    let server = server_speaking(&python, protocol);
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    let (_, admin) = server.create_key("admin", "admin", &[]);
+    ready(&server, &analyst).await;
+    let note = json!({"resourceSubscriptions": ["memo://team/note"]});
+    let wait = Duration::from_secs(10);
+
+    // Only admins may read the note: the analyst's stream is refused.
+    let mut refused = listen(&server, &analyst, 5, note.clone()).await;
+    let ack = within(&mut refused, wait).await.unwrap();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    let answer = within(&mut refused, wait).await.unwrap();
+    assert_eq!(answer["id"], 5, "{answer}");
+    assert_eq!(reason(&answer), "role_not_allowed", "{answer}");
+
+    let mut watching = listen(&server, &admin, 6, note.clone()).await;
+    let ack = within(&mut watching, wait).await.unwrap();
+    assert_eq!(ack["params"]["notifications"], note, "{ack}");
+    let mut other = listen(&server, &admin, 7, json!({"toolsListChanged": true})).await;
+    within(&mut other, wait).await.unwrap();
+
+    // The upstream says the note changed (the gateway subscribed to it for
+    // the admin's stream, which registers just after: told again until heard).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let update = loop {
+        let answer = server
+            .call_tool(&analyst, "py__touch", json!({"uri": "memo://team/note"}))
+            .await;
+        assert!(answer["error"].is_null(), "{answer}");
+        if let Some(update) = within(&mut watching, Duration::from_secs(1)).await {
+            break update;
+        }
+        assert!(std::time::Instant::now() < deadline, "no update: {answer}");
+    };
+    assert_eq!(
+        update["method"], "notifications/resources/updated",
+        "{update}"
+    );
+    assert_eq!(update["params"]["uri"], "memo://team/note", "{update}");
+    assert_eq!(
+        update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 6,
+        "{update}"
+    );
+    // A stream that did not ask for the note hears nothing of it.
+    let heard = within(&mut other, Duration::from_secs(1)).await;
+    assert!(heard.is_none(), "{heard:?}");
+
+    // When the last stream watching it ends, the gateway unsubscribes (the
+    // upstream counts 2025-11-25 subscriptions only).
+    drop(watching);
+    if protocol == MODERN {
+        return;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = server
+            .call_tool(&analyst, "py__touch", json!({"uri": "memo://team/note"}))
+            .await;
+        if text(&answer) == "not subscribed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still subscribed: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
