@@ -559,6 +559,49 @@ async fn resource_updates_through(protocol: &str) {
     let heard = within(&mut other, Duration::from_secs(1)).await;
     assert!(heard.is_none(), "{heard:?}");
 
+    // The policy gives the note to a role of its own (admins inherit every
+    // other), while the admin's stream is open.
+    let path = server.data_dir().join("policy.toml");
+    let policy = std::fs::read_to_string(&path).unwrap();
+    let taken = policy.replace(
+        "[resources.\"memo://team/note\"]\nscope = \"tools:read\"\nroles = [\"admin\"]",
+        "[roles.curator]\n\n[resources.\"memo://team/note\"]\nscope = \"tools:read\"\nroles = [\"curator\"]",
+    );
+    assert_ne!(taken, policy);
+    let reloads = || {
+        std::fs::read_to_string(server.stderr_path())
+            .unwrap()
+            .matches("policy reloaded")
+            .count()
+    };
+    let before = reloads();
+    std::fs::write(&path, taken).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reloads() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the policy was not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The admin may no longer read it, and hears no more of it.
+    let (_, read) = server
+        .rpc(
+            Some(&admin),
+            "resources/read",
+            json!({"uri": "memo://team/note"}),
+        )
+        .await;
+    assert_eq!(reason(&read), "role_not_allowed", "{read}");
+    for _ in 0..3 {
+        let answer = server
+            .call_tool(&analyst, "py__touch", json!({"uri": "memo://team/note"}))
+            .await;
+        assert!(answer["error"].is_null(), "{answer}");
+        let heard = within(&mut watching, Duration::from_secs(1)).await;
+        assert!(heard.is_none(), "{heard:?}");
+    }
+
     // When the last stream watching it ends, the gateway unsubscribes (the
     // upstream counts 2025-11-25 subscriptions only).
     drop(watching);
