@@ -222,7 +222,7 @@ impl SessionPeers {
 /// ended: it is forgotten at the next change).
 fn listened(sent: Result<(), SubscriptionSendError>) {
     if let Err(e) = sent {
-        tracing::debug!(error = %e, "could not tell a listen stream that a list changed");
+        tracing::debug!(error = %e, "could not notify a listen stream");
     }
 }
 
@@ -687,8 +687,9 @@ impl ServerHandler for McpHandler {
     }
 
     /// 2026-07-28 `subscriptions/listen`: the upstreams' list changes, as
-    /// 2025-11-25 sessions get them. Without upstreams nothing changes, and
-    /// the method is not offered.
+    /// 2025-11-25 sessions get them, and updates of the upstream resources
+    /// named (see `listen`). Without upstreams nothing changes, and the
+    /// method is not offered.
     fn accepted_subscription_filter(
         &self,
         requested: &SubscriptionFilter,
