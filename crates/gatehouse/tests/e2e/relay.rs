@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::harness::{LEGACY, MODERN, Server};
-use super::upstreams::{DEFAULT, python, reason, root};
+use super::upstreams::{DEFAULT, PyHttp, python, reason, root};
 
 fn server(python: &Path) -> Server {
     server_speaking(python, LEGACY)
@@ -622,4 +622,73 @@ async fn resource_updates_through(protocol: &str) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn a_response_stream_the_upstream_closes_mid_call_is_closed_and_resumed_likewise() {
+    let Some(python) = python() else { return };
+    // An HTTP upstream that keeps its streams' events (SEP-1699).
+    let upstream = PyHttp::start_with(&python, &["--legacy", "--resumable"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("{DEFAULT}\n[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\nurl = {:?}\n\
+         connect_timeout = \"30s\"\ncall_timeout = \"30s\"\nprotocol_version = \"2025-11-25\"\n",
+        upstream.url
+    );
+    let server = Server::start_in(dir, Some(&config));
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    ready(&server, &analyst).await;
+    let id = session(&server, &analyst, json!({})).await;
+
+    // The upstream closes its stream before answering: so does the gateway.
+    let response = server
+        .post_legacy(
+            &analyst,
+            Some(&id),
+            json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                   "params": {"name": "py__pause", "arguments": {}}}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let stream = tokio::time::timeout(Duration::from_secs(20), response.text())
+        .await
+        .expect("the gateway kept the stream open")
+        .unwrap();
+    assert!(!stream.contains("answered after the pause"), "{stream}");
+    let last_event = stream
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("id:"))
+        .map(str::trim)
+        .expect("no event id to resume from")
+        .to_string();
+
+    // The client resumes the stream, and the answer comes on it.
+    let resumed = server
+        .http
+        .get(server.mcp_url())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &id)
+        .header("mcp-protocol-version", LEGACY)
+        .header("last-event-id", &last_event)
+        .bearer_auth(&analyst)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let mut events = Events {
+        response: resumed,
+        buffer: String::new(),
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(20), events.until_answer(9))
+        .await
+        .expect("no answer on the resumed stream");
+    let answer = answer.last().cloned().unwrap_or_default();
+    assert_eq!(answer["id"], 9, "{answer}");
+    assert_eq!(text(&answer), "answered after the pause", "{answer}");
 }
