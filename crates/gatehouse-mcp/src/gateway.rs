@@ -135,6 +135,8 @@ pub struct Gateway {
     upstreams: Option<Arc<UpstreamSet>>,
     /// Their tools' pinned definitions; without them nothing is pinned.
     pins: Option<Arc<ToolPins>>,
+    /// The upstream resources watched by `subscriptions/listen` streams.
+    watches: ResourceWatches,
     /// Signs the identity JWT for upstreams with `forward_identity`.
     identity: IdentitySlot,
 }
@@ -191,6 +193,92 @@ fn result_size(output: &ToolOutput) -> u64 {
     u64::try_from(output.text.len() + structured).unwrap_or(u64::MAX)
 }
 
+/// One upstream resource, as one connection to the upstream (one tenant's)
+/// subscribes to it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct WatchKey {
+    upstream: Arc<str>,
+    tenant: Option<String>,
+    uri: Arc<str>,
+}
+
+/// How many watches each upstream resource has.
+#[derive(Clone, Default)]
+struct ResourceWatches(Arc<std::sync::Mutex<std::collections::HashMap<WatchKey, usize>>>);
+
+impl ResourceWatches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<WatchKey, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts a watch; true for the first (the gateway subscribes then).
+    fn acquire(&self, key: &WatchKey) -> bool {
+        let mut watches = self.lock();
+        let count = watches.entry(key.clone()).or_insert(0);
+        *count += 1;
+        *count == 1
+    }
+
+    /// Counts a watch off; true for the last (the gateway unsubscribes then).
+    fn release(&self, key: &WatchKey) -> bool {
+        let mut watches = self.lock();
+        let Some(count) = watches.get_mut(key) else {
+            return false;
+        };
+        *count = count.saturating_sub(1);
+        if *count > 0 {
+            return false;
+        }
+        watches.remove(key);
+        true
+    }
+}
+
+/// One listen stream's watch of one upstream resource; the last one to go
+/// ends the gateway's subscription at the upstream.
+pub struct ResourceWatch {
+    key: WatchKey,
+    watches: ResourceWatches,
+    upstreams: Arc<UpstreamSet>,
+}
+
+impl ResourceWatch {
+    /// The upstream whose resource is watched.
+    pub fn upstream(&self) -> &Arc<str> {
+        &self.key.upstream
+    }
+
+    pub fn uri(&self) -> &str {
+        &self.key.uri
+    }
+}
+
+impl Drop for ResourceWatch {
+    fn drop(&mut self) {
+        if !self.watches.release(&self.key) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let upstreams = self.upstreams.clone();
+        let key = self.key.clone();
+        runtime.spawn(async move {
+            let Ok(upstream) = upstreams.get(&key.upstream) else {
+                return;
+            };
+            if let Err(e) = upstream
+                .subscription(key.tenant.as_deref(), &key.uri, false)
+                .await
+            {
+                tracing::debug!(upstream = %key.upstream, reason = e.code(), "could not unsubscribe from an upstream resource nobody watches");
+            }
+        });
+    }
+}
+
 impl Gateway {
     pub fn new(
         policy: Arc<SharedPolicy>,
@@ -210,6 +298,7 @@ impl Gateway {
             limits: CallLimits::default(),
             upstreams: None,
             pins: None,
+            watches: ResourceWatches::default(),
             identity: IdentitySlot::default(),
         }
     }
@@ -809,6 +898,41 @@ impl Gateway {
         .await
     }
 
+    /// Watches an upstream resource for a `subscriptions/listen` stream:
+    /// under the same gate 2 and audit as reading it (a caller who may not
+    /// read it may not watch it either). The gateway subscribes at the
+    /// upstream for the first watcher; the subscription ends with the last
+    /// (the returned watch ends when dropped).
+    pub async fn watch_resource(
+        &self,
+        caller: &Caller,
+        uri: &str,
+    ) -> Result<ResourceWatch, CallError> {
+        let tenant = Some(caller.principal.tenant.as_str());
+        self.resource_request(caller, uri, |upstream| async move {
+            let Some(upstreams) = self.upstreams.clone() else {
+                return Err(UpstreamError::Unknown(uri.to_string()));
+            };
+            let key = WatchKey {
+                upstream: upstream.name().into(),
+                tenant: tenant.map(str::to_string),
+                uri: uri.into(),
+            };
+            if self.watches.acquire(&key)
+                && let Err(e) = upstream.subscription(tenant, uri, true).await
+            {
+                self.watches.release(&key);
+                return Err(e);
+            }
+            Ok(ResourceWatch {
+                key,
+                watches: self.watches.clone(),
+                upstreams,
+            })
+        })
+        .await
+    }
+
     /// `completion/complete` for a prompt's or a resource template's
     /// argument: under the same gate 2 and audit as getting the prompt or
     /// reading the resource, at the upstream that serves it (under its
@@ -1189,7 +1313,24 @@ impl Gateway {
                     return Err(CallError::Upstream(error));
                 }
                 Err(PinError::Audit(e)) => return Err(CallError::Audit(e)),
+                // Refused like any other call that cannot be checked, and
+                // audited: the file sink takes the record even when the
+                // database behind the pins is what failed.
                 Err(e @ PinError::Store(_)) => {
+                    let event = self
+                        .tool_event(
+                            caller,
+                            name,
+                            &args,
+                            AuditKind::ToolDecision,
+                            Outcome::Denied,
+                        )
+                        .decision("deny")
+                        .reason("pins_unavailable")
+                        .error(self.redactor.redact_text(&e.to_string()))
+                        .latency_us(micros_since(started))
+                        .build();
+                    self.audit.record(event).await?;
                     return Err(CallError::PinsUnavailable(e.to_string()));
                 }
             }

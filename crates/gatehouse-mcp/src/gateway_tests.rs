@@ -239,3 +239,23 @@ async fn an_approval_tool_runs_once_per_human_approval() {
     assert!(reasons.contains(&"operation_token_mismatch"), "{reasons:?}");
     assert!(reasons.contains(&"operation_token_used"), "{reasons:?}");
 }
+
+#[test]
+fn an_upstream_resource_is_subscribed_for_its_first_watcher_and_left_by_its_last() {
+    let watches = ResourceWatches::default();
+    let key = |tenant: Option<&str>| WatchKey {
+        upstream: "py".into(),
+        tenant: tenant.map(str::to_string),
+        uri: "memo://team/note".into(),
+    };
+    assert!(watches.acquire(&key(None)));
+    assert!(!watches.acquire(&key(None)));
+    // Another tenant's connection subscribes on its own.
+    assert!(watches.acquire(&key(Some("acme"))));
+    assert!(!watches.release(&key(None)));
+    assert!(watches.release(&key(None)));
+    // Released once too often: nothing left to end.
+    assert!(!watches.release(&key(None)));
+    assert!(watches.release(&key(Some("acme"))));
+    assert!(watches.lock().is_empty());
+}

@@ -9,14 +9,14 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_authz::{Access, Deny, DenyReason, OPERATION_TOKEN_META};
+use gatehouse_authz::{Access, Deny, DenyReason, Kind, OPERATION_TOKEN_META, Policy, Target};
 use std::sync::Mutex;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use gatehouse_tools::{ToolError, ToolOutput};
 use gatehouse_upstream::{
-    Accepts, CallContext, ChangeKind, Relay, Relayed, UpstreamError, UpstreamInput,
+    Accepts, CallContext, ChangeKind, ListChanged, Relay, Relayed, UpstreamError, UpstreamInput,
 };
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage,
@@ -24,16 +24,23 @@ use rmcp::model::{
     GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams,
     InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
     ListToolsResult, LoggingLevel, PaginatedRequestParams, ProgressToken, ProtocolVersion,
-    ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig,
-    SetLevelRequestParams, SubscribeRequestParams, Tool, UnsubscribeRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, RequestId, ServerCapabilities, ServerConfig,
+    ServerJsonRpcMessage, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+    UnsubscribeRequestParams,
 };
-use rmcp::service::{NotificationContext, Peer, RequestContext};
-use rmcp::transport::streamable_http_server::session::SessionManager;
+use rmcp::service::{
+    NotificationContext, Peer, RequestContext, SubscriptionContext, SubscriptionSendError,
+    SubscriptionSink,
+};
 use rmcp::transport::streamable_http_server::session::local::{LocalSessionManager, SessionConfig};
+use rmcp::transport::streamable_http_server::session::{
+    EventStore, RestoreOutcome, ServerSseMessage, SessionId, SessionManager,
+};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{RoleServer, ServerHandler, ServiceExt};
 use serde_json::json;
-use tokio::sync::broadcast;
+use std::collections::HashMap;
+use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::PendingApproval;
@@ -81,31 +88,74 @@ struct McpHandler {
     /// connection serves every caller, so one caller's level would become
     /// everybody's.
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
+    /// The response streams of session requests (HTTP only), to close one
+    /// mid-call as its upstream did.
+    pauses: Option<StreamPauses>,
 }
 
-/// The clients of live sessions, told when an upstream's catalogue
-/// changed (`notifications/*/list_changed`). The notice carries nothing
-/// but "list again", so every session gets it; each then lists what it
-/// may see.
+/// Who is told when an upstream's catalogue changed
+/// (`notifications/*/list_changed`): the clients of live 2025-11-25
+/// sessions, and the open 2026-07-28 `subscriptions/listen` streams (each
+/// gets the kinds its filter accepted). The notice carries nothing but
+/// "list again", so everyone gets it; each then lists what it may see.
+/// A resource's update (`notifications/resources/updated`) names the
+/// resource: it goes only to the listen streams watching it whose
+/// principal the policy (as it is now) lets see it.
 #[derive(Clone, Default)]
-struct SessionPeers(Arc<std::sync::Mutex<Vec<Peer<RoleServer>>>>);
+struct SessionPeers(Arc<std::sync::Mutex<Audience>>);
+
+#[derive(Default)]
+struct Audience {
+    peers: Vec<Peer<RoleServer>>,
+    listeners: Vec<Listener>,
+}
+
+/// One open `subscriptions/listen` stream.
+#[derive(Clone)]
+struct Listener {
+    sink: SubscriptionSink,
+    /// Cancelled when the stream ends (its `listen` returns).
+    open: CancellationToken,
+    /// Who listens, for the policy's say on each resource update.
+    principal: Arc<gatehouse_core::Principal>,
+    /// The upstream resources it watches (upstream, URI), admitted by gate 2.
+    watched: Vec<(Arc<str>, String)>,
+}
 
 impl SessionPeers {
-    fn live(&self) -> std::sync::MutexGuard<'_, Vec<Peer<RoleServer>>> {
-        let mut peers = self
+    fn live(&self) -> std::sync::MutexGuard<'_, Audience> {
+        let mut audience = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        peers.retain(|peer| !peer.is_transport_closed());
-        peers
+        audience.peers.retain(|peer| !peer.is_transport_closed());
+        audience
+            .listeners
+            .retain(|listener| !listener.open.is_cancelled());
+        audience
     }
 
     fn add(&self, peer: Peer<RoleServer>) {
-        self.live().push(peer);
+        self.live().peers.push(peer);
     }
 
-    async fn announce(&self, kind: ChangeKind) {
-        let peers = self.live().clone();
+    /// Adds a listen stream, told of changes until its `open` is cancelled.
+    fn add_listener(&self, listener: Listener) {
+        self.live().listeners.push(listener);
+    }
+
+    async fn announce(&self, change: &ListChanged, policy: &Policy) {
+        if change.kind == ChangeKind::ResourceUpdated {
+            if let Some(uri) = &change.uri {
+                self.resource_updated(&change.upstream, uri, policy).await;
+            }
+            return;
+        }
+        let kind = change.kind;
+        let (peers, listeners) = {
+            let audience = self.live();
+            (audience.peers.clone(), audience.listeners.clone())
+        };
         for peer in peers {
             let sent = match kind {
                 ChangeKind::Tools => peer.notify_tool_list_changed().await,
@@ -118,17 +168,67 @@ impl SessionPeers {
                         .and(prompts)
                         .and(peer.notify_resource_list_changed().await)
                 }
+                ChangeKind::ResourceUpdated => Ok(()),
             };
             if let Err(e) = sent {
                 tracing::debug!(error = %e, "could not tell a session that a list changed");
             }
         }
+        for listener in listeners {
+            let (tools, prompts, resources) = match kind {
+                ChangeKind::Tools => (true, false, false),
+                ChangeKind::Prompts => (false, true, false),
+                ChangeKind::Resources => (false, false, true),
+                ChangeKind::Reconnected => (true, true, true),
+                ChangeKind::ResourceUpdated => (false, false, false),
+            };
+            let sink = &listener.sink;
+            let accepted = sink.accepted();
+            // The sink refuses what its filter did not accept; asked only
+            // for what it did.
+            if tools && accepted.tools_list_changed == Some(true) {
+                listened(sink.notify_tool_list_changed().await);
+            }
+            if prompts && accepted.prompts_list_changed == Some(true) {
+                listened(sink.notify_prompt_list_changed().await);
+            }
+            if resources && accepted.resources_list_changed == Some(true) {
+                listened(sink.notify_resource_list_changed().await);
+            }
+        }
+    }
+}
+
+impl SessionPeers {
+    /// Tells the listen streams watching `uri` of `upstream` that it
+    /// changed, each only if the policy lets its principal see it now (a
+    /// reloaded policy may have taken it away since the stream began).
+    async fn resource_updated(&self, upstream: &Arc<str>, uri: &str, policy: &Policy) {
+        let listeners = self.live().listeners.clone();
+        let target = Target::upstream(Kind::Resource, uri, upstream);
+        for listener in listeners {
+            let watching = listener
+                .watched
+                .iter()
+                .any(|(from, watched)| from == upstream && watched == uri);
+            if watching && policy.visibility(&listener.principal, &target) == Access::Allow {
+                listened(listener.sink.notify_resource_updated(uri).await);
+            }
+        }
+    }
+}
+
+/// Logs a notification a listen stream could not take (it may just have
+/// ended: it is forgotten at the next change).
+fn listened(sent: Result<(), SubscriptionSendError>) {
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "could not notify a listen stream");
     }
 }
 
 impl McpHandler {
     /// A handler; with upstreams, its sessions hear of catalogue changes.
-    fn new(gateway: Arc<Gateway>, identity: Identity) -> McpHandler {
+    fn new(gateway: Arc<Gateway>, identity: Identity, pauses: Option<StreamPauses>) -> McpHandler {
         let sessions = SessionPeers::default();
         follow_upstream_changes(&gateway, sessions.clone());
         McpHandler {
@@ -136,6 +236,7 @@ impl McpHandler {
             identity,
             sessions,
             log_level: Arc::default(),
+            pauses,
         }
     }
 
@@ -146,6 +247,7 @@ impl McpHandler {
             identity: self.identity.clone(),
             sessions: self.sessions.clone(),
             log_level: Arc::default(),
+            pauses: self.pauses.clone(),
         }
     }
 
@@ -231,10 +333,29 @@ impl McpHandler {
                             let _ = reply.send(answer);
                         }));
                     }
+                    Relayed::Paused => self.pause(context),
                     other => self.notify(other, context, token.as_ref()).await,
                 },
                 Some(()) = answers.next(), if !answers.is_empty() => {}
             }
+        }
+    }
+}
+
+impl McpHandler {
+    /// The upstream closed its response stream mid-call (SEP-1699): this
+    /// session request's stream to the client is closed likewise, so that
+    /// the client resumes it with `Last-Event-ID` and gets the rest (the
+    /// SDK keeps what is sent meanwhile). A 2026-07-28 request has no
+    /// session to resume in: its stream stays open.
+    fn pause(&self, context: &RequestContext<RoleServer>) {
+        let session = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.headers.get("mcp-session-id"))
+            .and_then(|value| value.to_str().ok());
+        if let (Some(pauses), Some(session)) = (&self.pauses, session) {
+            pauses.pause(session, &context.id);
         }
     }
 }
@@ -248,19 +369,21 @@ fn follow_upstream_changes(gateway: &Arc<Gateway>, sessions: SessionPeers) {
     let gateway = Arc::downgrade(gateway);
     tokio::spawn(async move {
         loop {
-            let kind = match changes.recv().await {
-                Ok(change) => {
-                    let Some(gateway) = gateway.upgrade() else {
-                        break;
-                    };
-                    gateway.upstream_changed(&change).await;
-                    change.kind
-                }
+            let change = match changes.recv().await {
+                Ok(change) => change,
                 // Changes were missed: anything may have changed.
-                Err(broadcast::error::RecvError::Lagged(_)) => ChangeKind::Reconnected,
+                Err(broadcast::error::RecvError::Lagged(_)) => ListChanged {
+                    upstream: Arc::from(""),
+                    kind: ChangeKind::Reconnected,
+                    uri: None,
+                },
                 Err(broadcast::error::RecvError::Closed) => break,
             };
-            sessions.announce(kind).await;
+            let Some(gateway) = gateway.upgrade() else {
+                break;
+            };
+            gateway.upstream_changed(&change).await;
+            sessions.announce(&change, &gateway.policy()).await;
         }
     });
 }
@@ -442,6 +565,29 @@ fn call_error(error: CallError, url_elicitation: bool) -> ErrorData {
     }
 }
 
+/// The error of a request about one resource. A resource nothing serves,
+/// or that the policy does not cover (the same to the caller: neither is
+/// listed), is not found (SEP-2164): -32602 with the URI in `data`, and
+/// Gatehouse's reason kept beside it. Any other refusal is as for a tool.
+fn resource_error(error: CallError, uri: &str) -> ErrorData {
+    let not_found = match &error {
+        CallError::Denied(deny) => deny.reason == DenyReason::UnknownTool,
+        CallError::Upstream(UpstreamError::Unknown(_)) => true,
+        _ => false,
+    };
+    let mut answer = call_error(error, false);
+    if not_found {
+        answer.code = ErrorCode::INVALID_PARAMS;
+        let mut data = match answer.data.take() {
+            Some(serde_json::Value::Object(data)) => data,
+            _ => serde_json::Map::new(),
+        };
+        data.insert("uri".into(), json!(uri));
+        answer.data = Some(serde_json::Value::Object(data));
+    }
+    answer
+}
+
 fn tool_result(result: Result<ToolOutput, ToolError>) -> CallToolResult {
     match result {
         Ok(output) => {
@@ -498,17 +644,18 @@ impl McpHandler {
 impl ServerHandler for McpHandler {
     fn get_info(&self) -> ServerConfig {
         let mut info = server_config();
-        // Upstreams may serve prompts; Gatehouse itself has none.
-        // `resources.subscribe` and `listChanged` are not claimed here: to a
-        // 2026-07-28 client they promise `subscriptions/listen`, which
-        // Gatehouse does not serve. A 2025-11-25 session is told of list
-        // changes (see `initialize`), and its `resources/subscribe` is
-        // still relayed.
+        // Upstreams may serve prompts; Gatehouse itself has none. Their
+        // catalogue changes are told to 2025-11-25 sessions and to
+        // 2026-07-28 `subscriptions/listen` streams.
         if self.gateway.has_upstreams() {
             let offered = ServerCapabilities::builder()
                 .enable_tools()
+                .enable_tool_list_changed()
                 .enable_prompts()
+                .enable_prompts_list_changed()
                 .enable_resources()
+                .enable_resources_list_changed()
+                .enable_resources_subscribe()
                 .enable_completions()
                 .enable_logging()
                 .build();
@@ -527,21 +674,13 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
         context.peer.set_peer_info(request.clone());
-        let mut info = self.negotiate_initialize(&request)?;
         // A session hears of the upstreams' catalogue changes
-        // (`on_initialized` registers it).
-        if self.gateway.has_upstreams() {
-            let changing = ServerCapabilities::builder()
-                .enable_tools()
-                .enable_tool_list_changed()
-                .enable_prompts()
-                .enable_prompts_list_changed()
-                .enable_resources()
-                .enable_resources_list_changed()
-                .build();
-            info.capabilities.tools = changing.tools;
-            info.capabilities.prompts = changing.prompts;
-            info.capabilities.resources = changing.resources;
+        // (`on_initialized` registers it; `get_info` says so). Its
+        // `resources/subscribe` is relayed, but the updates reach only
+        // 2026-07-28 listen streams, so a session is not promised them.
+        let mut info = self.negotiate_initialize(&request)?;
+        if let Some(resources) = info.capabilities.resources.as_mut() {
+            resources.subscribe = None;
         }
         Ok(info)
     }
@@ -550,6 +689,61 @@ impl ServerHandler for McpHandler {
         if self.gateway.has_upstreams() {
             self.sessions.add(context.peer);
         }
+    }
+
+    /// 2026-07-28 `subscriptions/listen`: the upstreams' list changes, as
+    /// 2025-11-25 sessions get them, and updates of the upstream resources
+    /// named (see `listen`). Without upstreams nothing changes, and the
+    /// method is not offered.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        if !self.gateway.has_upstreams() {
+            return None;
+        }
+        // rmcp narrows this to what was requested and `get_info` offers.
+        // Resources are accepted as asked and pass gate 2 in `listen`,
+        // where the caller is known.
+        let mut accepted = SubscriptionFilter::builder()
+            .tools_list_changed()
+            .prompts_list_changed()
+            .resources_list_changed()
+            .build();
+        accepted.resource_subscriptions = requested.resource_subscriptions.clone();
+        Some(accepted)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let caller = self.caller(context.request_context()).await?;
+        // Each resource is watched under the gate of reading it; one the
+        // caller may not read ends the stream with the refusal (the
+        // acknowledgement went first: rmcp sends it before this runs).
+        let mut watches = Vec::new();
+        for uri in context.accepted().resource_subscriptions.iter().flatten() {
+            let watch = self
+                .gateway
+                .watch_resource(&caller, uri)
+                .await
+                .map_err(|e| resource_error(e, uri))?;
+            watches.push(watch);
+        }
+        let open = CancellationToken::new();
+        // Forgotten by `SessionPeers` as soon as this returns; the watches
+        // end with it.
+        let _open = open.clone().drop_guard();
+        self.sessions.add_listener(Listener {
+            sink: context.sink().clone(),
+            open,
+            principal: caller.principal.clone(),
+            watched: watches
+                .iter()
+                .map(|watch| (watch.upstream().clone(), watch.uri().to_string()))
+                .collect(),
+        });
+        context.cancelled().await;
+        drop(watches);
+        Ok(())
     }
 
     async fn set_level(
@@ -587,7 +781,7 @@ impl ServerHandler for McpHandler {
                 .resource_subscription(&caller, &request.uri, true),
         )
         .await
-        .map_err(|e| call_error(e, false))
+        .map_err(|e| resource_error(e, &request.uri))
     }
 
     async fn unsubscribe(
@@ -601,7 +795,7 @@ impl ServerHandler for McpHandler {
                 .resource_subscription(&caller, &request.uri, false),
         )
         .await
-        .map_err(|e| call_error(e, false))
+        .map_err(|e| resource_error(e, &request.uri))
     }
 
     async fn list_resources(
@@ -646,7 +840,7 @@ impl ServerHandler for McpHandler {
                 .read_resource(&caller, &request.uri, input, call),
         )
         .await
-        .map_err(|e| call_error(e, false))
+        .map_err(|e| resource_error(e, &request.uri))
     }
 
     async fn list_prompts(
@@ -807,10 +1001,183 @@ pub(crate) fn inspect_message(bytes: &[u8]) -> Result<(), MalformedMessage> {
     }
 }
 
+/// The response streams of session requests still open, by session and
+/// JSON-RPC request id: each can be closed mid-call (SEP-1699) while its
+/// request runs on.
+#[derive(Clone, Default)]
+struct StreamPauses(Arc<Mutex<PauseTable>>);
+
+/// The sender that closes each open stream, by session and request id.
+type PauseTable = HashMap<(SessionId, RequestId), oneshot::Sender<()>>;
+
+impl StreamPauses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PauseTable> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a request's stream; the entry leaves with the stream.
+    fn open(&self, session: SessionId, request: RequestId) -> (oneshot::Receiver<()>, PauseEntry) {
+        let (pause, paused) = oneshot::channel();
+        let key = (session, request);
+        self.lock().insert(key.clone(), pause);
+        (
+            paused,
+            PauseEntry {
+                pauses: self.clone(),
+                key,
+            },
+        )
+    }
+
+    /// Closes the stream of `request` in `session`, if it is still open.
+    fn pause(&self, session: &str, request: &RequestId) {
+        let key = (SessionId::from(session), request.clone());
+        if let Some(pause) = self.lock().remove(&key) {
+            let _ = pause.send(());
+        }
+    }
+}
+
+/// Removes its stream from [`StreamPauses`] when the stream ends.
+struct PauseEntry {
+    pauses: StreamPauses,
+    key: (SessionId, RequestId),
+}
+
+impl Drop for PauseEntry {
+    fn drop(&mut self) {
+        self.pauses.lock().remove(&self.key);
+    }
+}
+
+/// A request's response stream that ends early when paused.
+struct Pausable<S> {
+    inner: std::pin::Pin<Box<S>>,
+    paused: Option<oneshot::Receiver<()>>,
+    _entry: Option<PauseEntry>,
+}
+
+impl<S: futures::Stream> futures::Stream for Pausable<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let this = self.get_mut();
+        if let Some(paused) = this.paused.as_mut() {
+            match std::pin::Pin::new(paused).poll(cx) {
+                std::task::Poll::Ready(Ok(())) => return std::task::Poll::Ready(None),
+                // Never paused now: read on.
+                std::task::Poll::Ready(Err(_)) => this.paused = None,
+                std::task::Poll::Pending => {}
+            }
+        }
+        this.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// rmcp's local sessions, with request streams that can be closed mid-call
+/// (rmcp keeps what is sent on a closed stream for the client's
+/// resumption with `Last-Event-ID`, and answers that resumption).
+pub(crate) struct PausableSessions {
+    inner: LocalSessionManager,
+    pauses: StreamPauses,
+}
+
+type LocalError = <LocalSessionManager as SessionManager>::Error;
+type LocalTransport = <LocalSessionManager as SessionManager>::Transport;
+
+impl SessionManager for PausableSessions {
+    type Error = LocalError;
+    type Transport = LocalTransport;
+
+    async fn create_session(&self) -> Result<(SessionId, LocalTransport), LocalError> {
+        self.inner.create_session().await
+    }
+
+    async fn initialize_session(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<ServerJsonRpcMessage, LocalError> {
+        self.inner.initialize_session(id, message).await
+    }
+
+    async fn has_session(&self, id: &SessionId) -> Result<bool, LocalError> {
+        self.inner.has_session(id).await
+    }
+
+    async fn close_session(&self, id: &SessionId) -> Result<(), LocalError> {
+        self.inner.close_session(id).await
+    }
+
+    async fn create_stream(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, LocalError>
+    {
+        // Registered before the request reaches the handler, which may
+        // pause it at once.
+        let (paused, entry) = match &message {
+            rmcp::model::JsonRpcMessage::Request(request) => {
+                let (paused, entry) = self.pauses.open(id.clone(), request.id.clone());
+                (Some(paused), Some(entry))
+            }
+            _ => (None, None),
+        };
+        let stream = self.inner.create_stream(id, message).await?;
+        Ok(Pausable {
+            inner: Box::pin(stream),
+            paused,
+            _entry: entry,
+        })
+    }
+
+    async fn accept_message(
+        &self,
+        id: &SessionId,
+        message: ClientJsonRpcMessage,
+    ) -> Result<(), LocalError> {
+        self.inner.accept_message(id, message).await
+    }
+
+    async fn create_standalone_stream(
+        &self,
+        id: &SessionId,
+    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, LocalError>
+    {
+        self.inner.create_standalone_stream(id).await
+    }
+
+    async fn resume(
+        &self,
+        id: &SessionId,
+        last_event_id: String,
+    ) -> Result<impl futures::Stream<Item = ServerSseMessage> + Send + Sync + 'static, LocalError>
+    {
+        self.inner.resume(id, last_event_id).await
+    }
+
+    async fn restore_session(
+        &self,
+        id: SessionId,
+    ) -> Result<RestoreOutcome<LocalTransport>, LocalError> {
+        self.inner.restore_session(id).await
+    }
+
+    fn event_store(&self) -> Option<Arc<dyn EventStore>> {
+        self.inner.event_store()
+    }
+}
+
 /// The SDK's sessions, so that the transport can end one it refused to
 /// bind to a principal (a refused session must not live on unbound).
 #[derive(Clone)]
-pub struct SdkSessions(Arc<LocalSessionManager>);
+pub struct SdkSessions(Arc<PausableSessions>);
 
 impl SdkSessions {
     pub async fn close(&self, id: &str) {
@@ -822,7 +1189,7 @@ impl SdkSessions {
     /// Sessions the SDK holds (for tests).
     #[cfg(test)]
     pub async fn count(&self) -> usize {
-        self.0.sessions.read().await.len()
+        self.0.inner.sessions.read().await.len()
     }
 }
 
@@ -841,7 +1208,7 @@ pub struct HttpServiceOptions {
 /// `Arc` both clones are a reference count (measured: 4 % of the CPU of an
 /// upstream call, bench/README.md).
 #[derive(Clone)]
-pub struct McpService(Arc<StreamableHttpService<McpHandler, LocalSessionManager>>);
+pub struct McpService(Arc<StreamableHttpService<McpHandler, PausableSessions>>);
 
 impl tower::Service<axum::extract::Request> for McpService {
     type Response = axum::response::Response;
@@ -882,8 +1249,12 @@ pub fn streamable_http_service(
     let mut session_config = SessionConfig::default();
     session_config.keep_alive = Some(options.session_idle_timeout);
     sessions.session_config = session_config;
-    let sessions = Arc::new(sessions);
-    let handler = McpHandler::new(gateway, Identity::Http);
+    let pauses = StreamPauses::default();
+    let sessions = Arc::new(PausableSessions {
+        inner: sessions,
+        pauses: pauses.clone(),
+    });
+    let handler = McpHandler::new(gateway, Identity::Http, Some(pauses));
     (
         McpService(Arc::new(StreamableHttpService::new(
             move || Ok(handler.for_session()),
@@ -899,11 +1270,80 @@ pub(crate) async fn serve(
     gateway: Arc<Gateway>,
     authenticator: Arc<StdioAuthenticator>,
 ) -> Result<(), std::io::Error> {
-    let handler = McpHandler::new(gateway, Identity::Stdio(authenticator));
+    let handler = McpHandler::new(gateway, Identity::Stdio(authenticator), None);
     let running = handler
         .serve(rmcp::transport::stdio())
         .await
         .map_err(std::io::Error::other)?;
     running.waiting().await.map_err(std::io::Error::other)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denied(reason: DenyReason) -> CallError {
+        let target = Target {
+            kind: Kind::Resource,
+            name: "memo://gone",
+            upstream: None,
+        };
+        CallError::Denied(Deny::new(&target, reason))
+    }
+
+    #[tokio::test]
+    async fn a_paused_request_stream_ends_and_the_others_go_on() {
+        use futures::StreamExt;
+        let pauses = StreamPauses::default();
+        let stream = |request: i64| {
+            let (paused, entry) = pauses.open(SessionId::from("s1"), RequestId::Number(request));
+            Pausable {
+                inner: Box::pin(futures::stream::iter([1, 2]).chain(futures::stream::pending())),
+                paused: Some(paused),
+                _entry: Some(entry),
+            }
+        };
+        let mut first = stream(1);
+        let mut second = stream(2);
+        assert_eq!(first.next().await, Some(1));
+        pauses.pause("s1", &RequestId::Number(1));
+        assert_eq!(first.next().await, None);
+        // Another session's request of the same id, or another request, is
+        // not this one.
+        pauses.pause("s2", &RequestId::Number(2));
+        assert_eq!(second.next().await, Some(1));
+        assert_eq!(second.next().await, Some(2));
+        // A stream forgets its entry when it goes.
+        drop(second);
+        assert!(pauses.lock().is_empty());
+    }
+
+    #[test]
+    fn a_resource_nothing_serves_is_not_found_with_its_uri() {
+        let error = resource_error(denied(DenyReason::UnknownTool), "memo://gone");
+        assert_eq!(error.code, ErrorCode::INVALID_PARAMS);
+        let data = error.data.unwrap_or_default();
+        assert_eq!(data["uri"], "memo://gone");
+        assert_eq!(data["reason"], "unknown_tool");
+
+        let error = resource_error(
+            CallError::Upstream(UpstreamError::Unknown("memo://gone".into())),
+            "memo://gone",
+        );
+        assert_eq!(error.code, ErrorCode::INVALID_PARAMS);
+        assert_eq!(error.data.unwrap_or_default()["uri"], "memo://gone");
+    }
+
+    #[test]
+    fn a_resource_the_role_may_not_read_stays_a_refusal() {
+        let reason = DenyReason::RoleNotAllowed {
+            roles: vec!["reader".into()],
+        };
+        let error = resource_error(denied(reason), "memo://gone");
+        assert_eq!(error.code, ErrorCode(DENIED_ERROR_CODE));
+        let data = error.data.unwrap_or_default();
+        assert_eq!(data["reason"], "role_not_allowed");
+        assert!(data.get("uri").is_none(), "{data}");
+    }
 }

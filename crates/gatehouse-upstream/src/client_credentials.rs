@@ -82,7 +82,15 @@ pub(crate) struct ClientCredentials {
     scope: Option<String>,
     tenant: Option<String>,
     cached: Mutex<Option<Cached>>,
+    /// The last tokens this grant obtained, newest last: an upstream may
+    /// echo the token it was sent in an error, and a renewed token must be
+    /// scrubbed from error texts like the first one.
+    issued: std::sync::Mutex<std::collections::VecDeque<String>>,
 }
+
+/// Tokens remembered for scrubbing: the current one and those before it
+/// that a slow request may still carry.
+const ISSUED_REMEMBERED: usize = 4;
 
 /// Plain http is accepted only on loopback (a local test or sidecar).
 fn check_transport(url: &Url, what: &str) -> Result<(), GrantError> {
@@ -141,7 +149,29 @@ impl ClientCredentials {
             scope,
             tenant,
             cached: Mutex::new(None),
+            issued: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
+    }
+
+    /// The tokens obtained lately (see `issued`), for scrubbing.
+    pub(crate) fn issued(&self) -> Vec<String> {
+        self.issued
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn remember_issued(&self, token: &Secret) {
+        let mut issued = self
+            .issued
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if issued.len() == ISSUED_REMEMBERED {
+            issued.pop_front();
+        }
+        issued.push_back(token.expose().to_owned());
     }
 
     /// The current token: the cached one while it is fresh, else a new grant.
@@ -156,6 +186,7 @@ impl ClientCredentials {
             return Ok(current.token.clone());
         }
         let (token, lifetime) = self.grant(tenants).await?;
+        self.remember_issued(&token);
         let renew_at = Instant::now() + lifetime.saturating_sub(RENEW_BEFORE).max(lifetime / 2);
         *cached = Some(Cached {
             token: token.clone(),
@@ -364,6 +395,22 @@ mod tests {
         );
         let root = Url::parse("https://as.example").unwrap();
         assert_eq!(well_known(&root, "openid-configuration").len(), 1);
+    }
+
+    #[test]
+    fn the_last_tokens_are_remembered_for_scrubbing() {
+        let grant = ClientCredentials::new(
+            reqwest::Client::new(),
+            Url::parse("https://crm.example/mcp").unwrap(),
+            "gatehouse".into(),
+            SecretRef::Env("UNUSED".into()),
+            None,
+            None,
+        );
+        for n in 0..6 {
+            grant.remember_issued(&Secret::new(format!("token-{n}")));
+        }
+        assert_eq!(grant.issued(), ["token-2", "token-3", "token-4", "token-5"]);
     }
 
     #[test]

@@ -17,13 +17,14 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
-use rmcp::model::ClientJsonRpcMessage;
+use rmcp::model::{ClientJsonRpcMessage, RequestId};
 use rmcp::transport::streamable_http_client::{
     SseError, StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
 };
 use sse_stream::Sse;
 
 use crate::client_credentials::ClientCredentials;
+use crate::sdk::InFlight;
 use crate::secret::TenantSecrets;
 
 /// Builds the reqwest client of one upstream.
@@ -48,6 +49,9 @@ pub(crate) struct CappedClient {
     inner: reqwest::Client,
     limit: usize,
     token: Option<TokenSource>,
+    /// The connection's requests in flight, told when the upstream closes
+    /// a request's response stream before answering it.
+    in_flight: Option<Arc<InFlight>>,
 }
 
 impl CappedClient {
@@ -60,7 +64,15 @@ impl CappedClient {
             inner,
             limit,
             token,
+            in_flight: None,
         }
+    }
+
+    /// Tells `in_flight` of every response stream the upstream closes
+    /// before answering.
+    pub(crate) fn watching(mut self, in_flight: Arc<InFlight>) -> CappedClient {
+        self.in_flight = Some(in_flight);
+        self
     }
 
     /// The bearer token for one request: the grant's current one (renewed
@@ -141,6 +153,10 @@ impl StreamableHttpClient for CappedClient {
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         let auth_header = self.bearer(auth_header).await?;
+        let request = match &message {
+            ClientJsonRpcMessage::Request(request) => Some(request.id.clone()),
+            _ => None,
+        };
         let response = self
             .refused(
                 self.inner
@@ -162,7 +178,18 @@ impl StreamableHttpClient for CappedClient {
                 max_size: self.limit,
             });
         }
-        Ok(response)
+        Ok(match (response, request, &self.in_flight) {
+            (StreamableHttpPostResponse::Sse(stream, session), Some(id), Some(in_flight)) => {
+                let stream = Watched {
+                    inner: stream,
+                    id,
+                    answered: false,
+                    in_flight: in_flight.clone(),
+                };
+                StreamableHttpPostResponse::Sse(Box::pin(stream), session)
+            }
+            (response, _, _) => response,
+        })
     }
 
     async fn delete_session(
@@ -222,9 +249,107 @@ impl StreamableHttpClient for CappedClient {
     }
 }
 
+/// A request's response stream, watched for its end: an end before the
+/// answer is the upstream closing the stream mid-call (SEP-1699), which
+/// rmcp resumes with `Last-Event-ID`; the call's caller is told.
+struct Watched {
+    inner: BoxStream<'static, Result<Sse, SseError>>,
+    id: RequestId,
+    answered: bool,
+    in_flight: Arc<InFlight>,
+}
+
+impl futures::Stream for Watched {
+    type Item = Result<Sse, SseError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let next = this.inner.as_mut().poll_next(cx);
+        match &next {
+            std::task::Poll::Ready(Some(Ok(event))) if !this.answered => {
+                this.answered = answers(event, &this.id);
+            }
+            std::task::Poll::Ready(None) if !this.answered => {
+                // Told once: a stream is not polled after its end.
+                this.answered = true;
+                this.in_flight.paused(&this.id);
+            }
+            _ => {}
+        }
+        next
+    }
+}
+
+/// Whether an SSE event is the answer (result or error) to request `id`.
+fn answers(event: &Sse, id: &RequestId) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        id: Option<RequestId>,
+        result: Option<serde::de::IgnoredAny>,
+        error: Option<serde::de::IgnoredAny>,
+    }
+    let Some(data) = event.data.as_deref() else {
+        return false;
+    };
+    match serde_json::from_str::<Answer>(data) {
+        Ok(answer) => {
+            answer.id.as_ref() == Some(id) && (answer.result.is_some() || answer.error.is_some())
+        }
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::relay::{Accepts, Relay, Relayed};
+    use futures::StreamExt;
+
+    fn event(data: &str) -> Result<Sse, SseError> {
+        Ok(Sse {
+            event: None,
+            data: Some(data.to_string()),
+            id: Some("1".into()),
+            retry: None,
+        })
+    }
+
+    /// Reads a watched stream of `events` for request 3 to its end; says
+    /// whether the call was told the stream paused.
+    async fn paused(events: Vec<Result<Sse, SseError>>) -> bool {
+        let in_flight = Arc::new(InFlight::default());
+        let (relay, mut relayed) = Relay::channel(Accepts::default());
+        let _tracked = in_flight.track(RequestId::Number(3), relay);
+        let mut watched = Watched {
+            inner: Box::pin(futures::stream::iter(events)),
+            id: RequestId::Number(3),
+            answered: false,
+            in_flight,
+        };
+        while watched.next().await.is_some() {}
+        matches!(relayed.try_recv(), Ok(Relayed::Paused))
+    }
+
+    #[tokio::test]
+    async fn a_stream_closed_before_its_answer_pauses_the_call() {
+        let progress = r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#;
+        assert!(paused(vec![event(""), event(progress)]).await);
+        // Another request's answer is not this one's.
+        let other = r#"{"jsonrpc":"2.0","id":4,"result":{}}"#;
+        assert!(paused(vec![event(""), event(other)]).await);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_carried_its_answer_is_simply_done() {
+        let answer = r#"{"jsonrpc":"2.0","id":3,"result":{"content":[]}}"#;
+        assert!(!paused(vec![event(""), event(answer)]).await);
+        let error = r#"{"jsonrpc":"2.0","id":3,"error":{"code":-1,"message":"no"}}"#;
+        assert!(!paused(vec![event(error)]).await);
+    }
 
     #[test]
     fn json_len_matches_the_serialised_length() {

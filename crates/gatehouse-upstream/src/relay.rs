@@ -40,6 +40,11 @@ pub enum Relayed {
         params: ElicitRequestParams,
         reply: oneshot::Sender<Result<ElicitResult, ErrorData>>,
     },
+    /// The upstream closed the call's response stream before answering
+    /// (SEP-1699: a server may, and the client resumes it with
+    /// `Last-Event-ID`). The gateway resumes its side; the caller's side
+    /// may close the caller's stream likewise, for the caller to resume.
+    Paused,
 }
 
 /// What the calling client takes during its call.

@@ -22,9 +22,9 @@ use rmcp::model::{
     GetPromptRequest, GetPromptRequestParams, GetPromptResponse, Implementation, InputResponses,
     PaginatedRequestParams, ProgressToken, Prompt, ProtocolVersion, ReadResourceRequest,
     ReadResourceRequestParams, ReadResourceResponse, RequestId, RequestMetaObject, Resource,
-    ResourceTemplate, SamplingCapability, ServerNotification, ServerResult, SubscribeRequest,
-    SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequest, UnsubscribeRequestParams,
-    UrlElicitationCapability,
+    ResourceTemplate, ResourceUpdatedNotificationParam, SamplingCapability, ServerNotification,
+    ServerResult, SubscribeRequest, SubscribeRequestParams, SubscriptionFilter, Tool,
+    UnsubscribeRequest, UnsubscribeRequestParams, UrlElicitationCapability,
 };
 use rmcp::service::{
     ClientInitializeError, ClientLifecycleMode, ClientServiceExt, InboundStreamOrigin,
@@ -42,6 +42,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::changes::{ChangeKind, ListChanged};
+use crate::client_credentials::ClientCredentials;
 use crate::error::UpstreamError;
 use crate::line_cap::{TOO_LARGE_CODE, TOO_LARGE_MARKER};
 use crate::relay::{CallContext, Relay, Relayed};
@@ -113,6 +114,24 @@ impl InFlight {
 
     fn by_id(&self, id: &RequestId) -> Option<Option<Relay>> {
         self.lock().get(id).map(|e| e.relay.clone())
+    }
+
+    /// Tracks request `id` as in flight for `relay`, until the guard drops.
+    #[cfg(test)]
+    pub(crate) fn track(self: &Arc<Self>, id: RequestId, relay: Relay) -> impl Sized + use<> {
+        let entry = Entry {
+            progress_token: ProgressToken(rmcp::model::NumberOrString::Number(0)),
+            relay: Some(relay),
+        };
+        self.register(id, entry)
+    }
+
+    /// The upstream closed the response stream of request `id` before
+    /// answering it: its caller is told (advisory, never waited for).
+    pub(crate) fn paused(&self, id: &RequestId) {
+        if let Some(Some(relay)) = self.by_id(id) {
+            let _ = relay.sender.try_send(Relayed::Paused);
+        }
     }
 }
 
@@ -272,12 +291,28 @@ impl Handler {
         }
     }
 
+    /// The requests in flight on this handler's connection.
+    pub(crate) fn in_flight(&self) -> Arc<InFlight> {
+        self.in_flight.clone()
+    }
+
     fn changed(&self, kind: ChangeKind) {
         tracing::debug!(upstream = %self.upstream, ?kind, "upstream list changed");
         // Nobody listening is fine: the catalogue is refreshed on demand.
         let _ = self.changes.send(ListChanged {
             upstream: self.upstream.clone(),
             kind,
+            uri: None,
+        });
+    }
+
+    /// A resource the gateway subscribed to changed; the gateway tells
+    /// whoever watches it and may see it.
+    fn resource_updated(&self, uri: String) {
+        let _ = self.changes.send(ListChanged {
+            upstream: self.upstream.clone(),
+            kind: ChangeKind::ResourceUpdated,
+            uri: Some(uri.into()),
         });
     }
 }
@@ -360,6 +395,49 @@ impl ClientHandler for Handler {
     async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
         self.changed(ChangeKind::Resources);
     }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.resource_updated(params.uri);
+    }
+}
+
+/// The secret values a connection sends (a static token or header, a
+/// child's secret environment) and, with the client-credentials grant,
+/// every token the grant obtains later: an upstream may echo any of them in
+/// an error, and none may reach a caller or a log.
+#[derive(Clone, Default)]
+pub(crate) struct SentSecrets {
+    fixed: Vec<String>,
+    grant: Option<Arc<ClientCredentials>>,
+}
+
+impl SentSecrets {
+    pub(crate) fn fixed(values: Vec<String>) -> SentSecrets {
+        SentSecrets {
+            fixed: values,
+            grant: None,
+        }
+    }
+
+    pub(crate) fn granted(grant: Arc<ClientCredentials>) -> SentSecrets {
+        SentSecrets {
+            fixed: Vec::new(),
+            grant: Some(grant),
+        }
+    }
+
+    /// The values as they are now.
+    pub(crate) fn values(&self) -> Vec<String> {
+        let mut values = self.fixed.clone();
+        if let Some(grant) = &self.grant {
+            values.extend(grant.issued());
+        }
+        values
+    }
 }
 
 /// One established MCP connection, shared by the calls that use it.
@@ -372,8 +450,25 @@ pub(crate) struct Connection {
     protocol_version: String,
     /// 2026-07-28 or later: no session, every request self-contained.
     modern: bool,
-    /// Values of the secrets this connection sent, scrubbed from error texts.
-    secrets: Vec<String>,
+    /// The secrets this connection sends, scrubbed from error texts.
+    secrets: SentSecrets,
+    /// Receives what the watch streams below carry.
+    handler: Handler,
+    /// 2026-07-28: one `subscriptions/listen` stream per resource the
+    /// gateway subscribed to (the revision has no `resources/subscribe`).
+    watches: Mutex<HashMap<String, JoinHandle<()>>>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let watches = self
+            .watches
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (_, task) in watches.drain() {
+            task.abort();
+        }
+    }
 }
 
 /// The parts of a connection its owner (the supervisor) keeps.
@@ -412,7 +507,7 @@ pub(crate) async fn handshake<T, E, A>(
     upstream: &Arc<str>,
     handler: Handler,
     transport: T,
-    secrets: Vec<String>,
+    secrets: SentSecrets,
 ) -> Result<Established, UpstreamError>
 where
     T: IntoTransport<RoleClient, E, A>,
@@ -427,7 +522,7 @@ where
         .clone()
         .serve_with_lifecycle(transport, lifecycle(handler.pinned.as_deref()))
         .await
-        .map_err(|e| init_error(upstream, e).scrubbed(&secrets))?;
+        .map_err(|e| init_error(upstream, e).scrubbed(&secrets.values()))?;
     let peer = running.peer().clone();
     let info = peer.peer_info();
     let protocol_version = info
@@ -441,6 +536,7 @@ where
     let filter = info
         .filter(|i| !i.protocol_version.has_initialize())
         .and_then(|i| listen_filter(&i.capabilities));
+    let watch_handler = handler.clone();
     let listener = filter.map(|filter| {
         let (acknowledged, subscribed) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(listen(
@@ -483,6 +579,8 @@ where
             protocol_version,
             modern,
             secrets,
+            handler: watch_handler,
+            watches: Mutex::default(),
         }),
         ended,
         stop: Some(stop),
@@ -586,6 +684,9 @@ async fn forward_changes(mut subscription: rmcp::service::Subscription, handler:
             ServerNotification::ResourceListChangedNotification(_) => {
                 handler.changed(ChangeKind::Resources)
             }
+            ServerNotification::ResourceUpdatedNotification(update) => {
+                handler.resource_updated(update.params.uri)
+            }
             _ => {}
         }
     }
@@ -621,7 +722,7 @@ impl Connection {
     }
 
     fn fail(&self, error: ServiceError) -> UpstreamError {
-        service_error(&self.upstream, error).scrubbed(&self.secrets)
+        service_error(&self.upstream, error).scrubbed(&self.secrets.values())
     }
 
     fn unexpected(&self, what: &str) -> UpstreamError {
@@ -814,12 +915,17 @@ impl Connection {
         }
     }
 
-    /// `resources/subscribe` (`subscribe = true`) or `resources/unsubscribe`.
+    /// `resources/subscribe` (`subscribe = true`) or `resources/unsubscribe`;
+    /// on a 2026-07-28 connection, a `subscriptions/listen` stream for the
+    /// resource opened or ended.
     pub(crate) async fn subscription(
         &self,
         uri: String,
         subscribe: bool,
     ) -> Result<(), UpstreamError> {
+        if self.modern {
+            return self.watch(uri, subscribe).await;
+        }
         let request = if subscribe {
             ClientRequest::SubscribeRequest(SubscribeRequest::new(SubscribeRequestParams::new(uri)))
         } else {
@@ -831,6 +937,44 @@ impl Connection {
             ServerResult::EmptyResult(_) => Ok(()),
             _ => Err(self.unexpected("the upstream answered with an unknown result")),
         }
+    }
+}
+
+impl Connection {
+    fn watches(&self) -> std::sync::MutexGuard<'_, HashMap<String, JoinHandle<()>>> {
+        self.watches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Opens (or ends) the listen stream that carries `uri`'s updates.
+    async fn watch(&self, uri: String, subscribe: bool) -> Result<(), UpstreamError> {
+        if !subscribe {
+            if let Some(task) = self.watches().remove(&uri) {
+                task.abort();
+            }
+            return Ok(());
+        }
+        if self.watches().contains_key(&uri) {
+            return Ok(());
+        }
+        let filter = SubscriptionFilter::builder()
+            .resource_subscription(uri.clone())
+            .build();
+        let subscription = self.peer.listen(filter).await.map_err(|e| self.fail(e))?;
+        let accepted = subscription
+            .acknowledged()
+            .resource_subscriptions
+            .as_ref()
+            .is_some_and(|uris| uris.contains(&uri));
+        if !accepted {
+            return Err(self.unexpected("the upstream does not send updates of this resource"));
+        }
+        let task = tokio::spawn(forward_changes(subscription, self.handler.clone()));
+        if let Some(earlier) = self.watches().insert(uri, task) {
+            earlier.abort();
+        }
+        Ok(())
     }
 }
 

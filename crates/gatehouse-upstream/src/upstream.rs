@@ -33,7 +33,7 @@ use crate::health::{Health, HealthState, LastError};
 use crate::http_client::{CappedClient, TokenSource, build_reqwest};
 use crate::line_cap::LineCap;
 use crate::relay::CallContext;
-use crate::sdk::{self, Connection, Established, Handler, Page, UpstreamInput};
+use crate::sdk::{self, Connection, Established, Handler, Page, SentSecrets, UpstreamInput};
 use crate::secret::{Secret, TenantSecrets};
 use crate::stderr_log;
 
@@ -147,10 +147,12 @@ impl Shared {
                         .map_err(|e| self.credentials(format!("secret_env.{key}: {e}")))?;
                     secret_env.push((key.clone(), secret));
                 }
-                let secrets = secret_env
-                    .iter()
-                    .map(|(_, s)| s.expose().to_owned())
-                    .collect();
+                let secrets = SentSecrets::fixed(
+                    secret_env
+                        .iter()
+                        .map(|(_, s)| s.expose().to_owned())
+                        .collect(),
+                );
                 let spawned = child::spawn(&self.name, &self.config, command, &secret_env)
                     .map_err(|e| self.unavailable(format!("cannot start {command:?}: {e}")))?;
                 tokio::spawn(stderr_log::forward(self.name.clone(), spawned.stderr));
@@ -166,16 +168,18 @@ impl Shared {
                     .ok_or_else(|| self.unavailable("no HTTP client"))?;
                 let (headers, secrets, token) = match &self.config.auth {
                     UpstreamAuth::OAuth { .. } => {
-                        let (source, first) = self.token_source(http.clone(), url, tenant).await?;
-                        (HashMap::new(), vec![first], Some(source))
+                        // The first token is among those the grant remembers.
+                        let (source, _first) = self.token_source(http.clone(), url, tenant).await?;
+                        let secrets = SentSecrets::granted(Arc::clone(&source.grant));
+                        (HashMap::new(), secrets, Some(source))
                     }
                     _ => {
                         let (headers, secrets) = self.auth_headers(tenant).await?;
-                        (headers, secrets, None)
+                        (headers, SentSecrets::fixed(secrets), None)
                     }
                 };
-                let transport =
-                    sdk::http_transport(CappedClient::new(http, limit, token), url, headers, limit);
+                let client = CappedClient::new(http, limit, token).watching(handler.in_flight());
+                let transport = sdk::http_transport(client, url, headers, limit);
                 let established = sdk::handshake(&self.name, handler, transport, secrets).await?;
                 Ok((established, None))
             }
@@ -283,6 +287,7 @@ async fn supervise(shared: Arc<Shared>, tenant: Option<String>, state: watch::Se
                     let _ = shared.changes.send(ListChanged {
                         upstream: shared.name.clone(),
                         kind: ChangeKind::Reconnected,
+                        uri: None,
                     });
                 }
                 connected_before = true;

@@ -4,7 +4,7 @@ Used by the gatehouse-upstream tests as a real upstream, over stdio or
 Streamable HTTP:
 
     server.py stdio [--legacy] [--tools N] [--page-size K] [--definitions FILE]
-    server.py http PORT_FILE [--legacy] [--tools N] [--page-size K] [--definitions FILE]
+    server.py http PORT_FILE [--legacy] [--resumable] [--tools N] [--page-size K] [--definitions FILE]
 
 `http` binds 127.0.0.1 on a free port and writes the port to PORT_FILE.
 `--legacy` removes `server/discover`, so the server behaves like a
@@ -13,7 +13,9 @@ Streamable HTTP:
 FILE` is read at every tools/list when it exists: a JSON object
 {tool: {field: value}} whose fields (wire names: description, inputSchema,
 ...) replace the listed ones, as a server changing its tools after review
-would.
+would. `--resumable` (http) keeps the events of each response stream, so
+that the tool `pause` can close its stream mid-call (SEP-1699) and the
+client resumes it with Last-Event-ID.
 """
 
 import argparse
@@ -24,13 +26,22 @@ import socket
 import sys
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import ListToolsResult, SamplingMessage, TextContent
+from mcp.server.streamable_http import EventMessage, EventStore
+from mcp_types import (
+    EmptyResult,
+    ListToolsResult,
+    SamplingMessage,
+    SubscribeRequestParams,
+    TextContent,
+    UnsubscribeRequestParams,
+)
 from pydantic import BaseModel
 
 parser = argparse.ArgumentParser()
 parser.add_argument("transport", choices=["stdio", "http"])
 parser.add_argument("port_file", nargs="?")
 parser.add_argument("--legacy", action="store_true")
+parser.add_argument("--resumable", action="store_true")
 parser.add_argument("--tools", type=int, default=0)
 parser.add_argument("--page-size", type=int, default=0)
 parser.add_argument("--definitions")
@@ -100,6 +111,36 @@ def request_meta(ctx: Context) -> dict:
 def note() -> str:
     """A resource the gateway routes by its URI."""
     return "the team note"
+
+
+# 2025-11-25 `resources/subscribe`: the URIs the client subscribed to.
+subscribed = set()
+
+
+async def subscribe(ctx, params: SubscribeRequestParams) -> EmptyResult:
+    subscribed.add(str(params.uri))
+    return EmptyResult()
+
+
+async def unsubscribe(ctx, params: UnsubscribeRequestParams) -> EmptyResult:
+    subscribed.discard(str(params.uri))
+    return EmptyResult()
+
+
+server._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
+server._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+
+
+@server.tool()
+async def touch(uri: str, ctx: Context) -> str:
+    """Says that the resource `uri` changed, to whoever subscribed to it."""
+    if uri in subscribed:
+        await ctx.session.send_resource_updated(uri)
+    try:
+        await ctx.notify_resource_updated(uri)
+    except Exception as exc:  # noqa: BLE001 - best effort, either era
+        sys.stderr.write(f"notify_resource_updated: {exc}\n")
+    return "subscribed" if uri in subscribed else "not subscribed"
 
 
 @server.prompt()
@@ -205,6 +246,36 @@ if options.legacy:
     server._lowlevel_server._request_handlers.pop("server/discover", None)
 
 
+class MemoryEventStore(EventStore):
+    """Every event of every stream, in order (a test server lives briefly)."""
+
+    def __init__(self):
+        self.events = []  # (event id, stream id, message)
+
+    async def store_event(self, stream_id, message):
+        event_id = str(len(self.events))
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id, send_callback):
+        known = [i for i, (event_id, _, _) in enumerate(self.events) if event_id == last_event_id]
+        if not known:
+            return None
+        stream = self.events[known[0]][1]
+        for event_id, stream_id, message in self.events[known[0] + 1 :]:
+            if stream_id == stream and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream
+
+
+@server.tool()
+async def pause(ctx: Context) -> str:
+    """Closes this call's response stream, then answers (on the resumed stream)."""
+    await ctx.close_sse_stream()
+    await asyncio.sleep(0.5)
+    return "answered after the pause"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -218,4 +289,13 @@ else:
     with open(options.port_file + ".tmp", "w") as f:
         f.write(str(port))
     os.rename(options.port_file + ".tmp", options.port_file)
-    server.run("streamable-http", host="127.0.0.1", port=port)
+    if options.resumable:
+        server.run(
+            "streamable-http",
+            host="127.0.0.1",
+            port=port,
+            event_store=MemoryEventStore(),
+            retry_interval=100,
+        )
+    else:
+        server.run("streamable-http", host="127.0.0.1", port=port)

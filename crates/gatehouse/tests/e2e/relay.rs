@@ -11,10 +11,15 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::harness::{LEGACY, Server};
-use super::upstreams::{DEFAULT, python, reason, root};
+use super::harness::{LEGACY, MODERN, Server};
+use super::upstreams::{DEFAULT, PyHttp, python, reason, root};
 
 fn server(python: &Path) -> Server {
+    server_speaking(python, LEGACY)
+}
+
+/// The gateway, its connection to the upstream pinned to `protocol`.
+fn server_speaking(python: &Path, protocol: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("policy.toml"),
@@ -27,7 +32,7 @@ fn server(python: &Path) -> Server {
     let script = root().join("crates/gatehouse-upstream/tests/upstreams/server.py");
     let config = format!(
         "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\ncommand = {:?}\n\
-         args = [{:?}, \"stdio\"]\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\nprotocol_version = \"2025-11-25\"\n",
+         args = [{:?}, \"stdio\"]\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\nprotocol_version = {protocol:?}\n",
         python.display().to_string(),
         script.display().to_string(),
     );
@@ -405,4 +410,285 @@ async fn subscribing_to_a_resource_needs_the_right_to_read_it() {
             .any(|r| r["decision"] == "deny" && r["reason"] == "role_not_allowed"),
         "{denied:?}"
     );
+}
+
+/// A 2026-07-28 `subscriptions/listen` stream of `key` through the gateway.
+async fn listen(server: &Server, key: &str, id: i64, notifications: Value) -> Events {
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "relay-test", "version": "1"},
+    });
+    let response = server
+        .http
+        .post(server.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "subscriptions/listen")
+        .bearer_auth(key)
+        .json(
+            &json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen",
+                      "params": {"_meta": meta, "notifications": notifications}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    Events {
+        response,
+        buffer: String::new(),
+    }
+}
+
+/// The next message of a stream, if one comes within `wait`.
+async fn within(events: &mut Events, wait: Duration) -> Option<Value> {
+    tokio::time::timeout(wait, events.next())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test]
+async fn a_listen_stream_hears_the_upstream_list_changes_it_asked_for() {
+    let Some(python) = python() else { return };
+    let server = server(&python);
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    ready(&server, &analyst).await;
+    let mut tools = listen(&server, &analyst, 7, json!({"toolsListChanged": true})).await;
+    let ack = within(&mut tools, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"toolsListChanged": true}),
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 7,
+        "{ack}"
+    );
+    let mut prompts = listen(&server, &analyst, 8, json!({"promptsListChanged": true})).await;
+    let ack = within(&mut prompts, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        ack["params"]["notifications"],
+        json!({"promptsListChanged": true}),
+        "{ack}"
+    );
+
+    // The upstream adds a tool and says so.
+    let answer = server.call_tool(&analyst, "py__add_tool", json!({})).await;
+    assert!(answer["error"].is_null(), "{answer}");
+    let change = within(&mut tools, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        change["method"], "notifications/tools/list_changed",
+        "{change}"
+    );
+    assert_eq!(
+        change["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 7,
+        "{change}"
+    );
+    // The stream that asked for prompt changes only hears nothing of it.
+    let heard = within(&mut prompts, Duration::from_secs(1)).await;
+    assert!(heard.is_none(), "{heard:?}");
+}
+
+#[tokio::test]
+async fn a_listen_stream_hears_of_the_resources_it_may_read_and_of_no_other() {
+    resource_updates_through(LEGACY).await;
+}
+
+#[tokio::test]
+async fn a_listen_stream_hears_of_a_2026_upstream_resource_it_may_read() {
+    resource_updates_through(MODERN).await;
+}
+
+/// Resource updates through a gateway whose upstream speaks `protocol`
+/// (2025-11-25: `resources/subscribe`; 2026-07-28: a listen stream).
+async fn resource_updates_through(protocol: &str) {
+    let Some(python) = python() else { return };
+    let server = server_speaking(&python, protocol);
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    let (_, admin) = server.create_key("admin", "admin", &[]);
+    ready(&server, &analyst).await;
+    let note = json!({"resourceSubscriptions": ["memo://team/note"]});
+    let wait = Duration::from_secs(10);
+
+    // Only admins may read the note: the analyst's stream is refused.
+    let mut refused = listen(&server, &analyst, 5, note.clone()).await;
+    let ack = within(&mut refused, wait).await.unwrap();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    let answer = within(&mut refused, wait).await.unwrap();
+    assert_eq!(answer["id"], 5, "{answer}");
+    assert_eq!(reason(&answer), "role_not_allowed", "{answer}");
+
+    let mut watching = listen(&server, &admin, 6, note.clone()).await;
+    let ack = within(&mut watching, wait).await.unwrap();
+    assert_eq!(ack["params"]["notifications"], note, "{ack}");
+    let mut other = listen(&server, &admin, 7, json!({"toolsListChanged": true})).await;
+    within(&mut other, wait).await.unwrap();
+
+    // The upstream says the note changed (the gateway subscribed to it for
+    // the admin's stream, which registers just after: told again until heard).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let update = loop {
+        let answer = server
+            .call_tool(&analyst, "py__touch", json!({"uri": "memo://team/note"}))
+            .await;
+        assert!(answer["error"].is_null(), "{answer}");
+        if let Some(update) = within(&mut watching, Duration::from_secs(1)).await {
+            break update;
+        }
+        assert!(std::time::Instant::now() < deadline, "no update: {answer}");
+    };
+    assert_eq!(
+        update["method"], "notifications/resources/updated",
+        "{update}"
+    );
+    assert_eq!(update["params"]["uri"], "memo://team/note", "{update}");
+    assert_eq!(
+        update["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], 6,
+        "{update}"
+    );
+    // A stream that did not ask for the note hears nothing of it.
+    let heard = within(&mut other, Duration::from_secs(1)).await;
+    assert!(heard.is_none(), "{heard:?}");
+
+    // The policy gives the note to a role of its own (admins inherit every
+    // other), while the admin's stream is open.
+    let path = server.data_dir().join("policy.toml");
+    let policy = std::fs::read_to_string(&path).unwrap();
+    let taken = policy.replace(
+        "[resources.\"memo://team/note\"]\nscope = \"tools:read\"\nroles = [\"admin\"]",
+        "[roles.curator]\n\n[resources.\"memo://team/note\"]\nscope = \"tools:read\"\nroles = [\"curator\"]",
+    );
+    assert_ne!(taken, policy);
+    let reloads = || {
+        std::fs::read_to_string(server.stderr_path())
+            .unwrap()
+            .matches("policy reloaded")
+            .count()
+    };
+    let before = reloads();
+    std::fs::write(&path, taken).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while reloads() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the policy was not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The admin may no longer read it, and hears no more of it.
+    let (_, read) = server
+        .rpc(
+            Some(&admin),
+            "resources/read",
+            json!({"uri": "memo://team/note"}),
+        )
+        .await;
+    assert_eq!(reason(&read), "role_not_allowed", "{read}");
+    for _ in 0..3 {
+        let answer = server
+            .call_tool(&analyst, "py__touch", json!({"uri": "memo://team/note"}))
+            .await;
+        assert!(answer["error"].is_null(), "{answer}");
+        let heard = within(&mut watching, Duration::from_secs(1)).await;
+        assert!(heard.is_none(), "{heard:?}");
+    }
+
+    // When the last stream watching it ends, the gateway unsubscribes (the
+    // upstream counts 2025-11-25 subscriptions only).
+    drop(watching);
+    if protocol == MODERN {
+        return;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = server
+            .call_tool(&analyst, "py__touch", json!({"uri": "memo://team/note"}))
+            .await;
+        if text(&answer) == "not subscribed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still subscribed: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_response_stream_the_upstream_closes_mid_call_is_closed_and_resumed_likewise() {
+    let Some(python) = python() else { return };
+    // An HTTP upstream that keeps its streams' events (SEP-1699).
+    let upstream = PyHttp::start_with(&python, &["--legacy", "--resumable"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("{DEFAULT}\n[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\nurl = {:?}\n\
+         connect_timeout = \"30s\"\ncall_timeout = \"30s\"\nprotocol_version = \"2025-11-25\"\n",
+        upstream.url
+    );
+    let server = Server::start_in(dir, Some(&config));
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    ready(&server, &analyst).await;
+    let id = session(&server, &analyst, json!({})).await;
+
+    // The upstream closes its stream before answering: so does the gateway.
+    let response = server
+        .post_legacy(
+            &analyst,
+            Some(&id),
+            json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                   "params": {"name": "py__pause", "arguments": {}}}),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let stream = tokio::time::timeout(Duration::from_secs(20), response.text())
+        .await
+        .expect("the gateway kept the stream open")
+        .unwrap();
+    assert!(!stream.contains("answered after the pause"), "{stream}");
+    let last_event = stream
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("id:"))
+        .map(str::trim)
+        .expect("no event id to resume from")
+        .to_string();
+
+    // The client resumes the stream, and the answer comes on it.
+    let resumed = server
+        .http
+        .get(server.mcp_url())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &id)
+        .header("mcp-protocol-version", LEGACY)
+        .header("last-event-id", &last_event)
+        .bearer_auth(&analyst)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let mut events = Events {
+        response: resumed,
+        buffer: String::new(),
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(20), events.until_answer(9))
+        .await
+        .expect("no answer on the resumed stream");
+    let answer = answer.last().cloned().unwrap_or_default();
+    assert_eq!(answer["id"], 9, "{answer}");
+    assert_eq!(text(&answer), "answered after the pause", "{answer}");
 }

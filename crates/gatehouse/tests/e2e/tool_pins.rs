@@ -286,3 +286,60 @@ async fn a_tool_added_later_is_recorded_refused_until_covered_and_announced() {
     let body = server.call_tool(&admin, "demo__added", json!({})).await;
     assert!(body["error"].is_null(), "{body}");
 }
+
+/// The pins live in the database; when they cannot be read or written the
+/// call is refused (fail closed) and the refusal is audited like any other.
+#[tokio::test]
+async fn a_pin_store_outage_refuses_the_call_and_is_audited() {
+    let Some(python) = python() else { return };
+    let server = server(&python, "block");
+    let (_, reader) = server.create_key("reader", "reader", &[]);
+    // Before any tool was seen (nothing pinned, nothing cached), the table
+    // of pins disappears under the running server.
+    let database = server.data_dir().join("gatehouse.db");
+    let dropped = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); \
+             c.execute('DROP TABLE upstream_tool_pins'); c.commit()",
+        )
+        .arg(&database)
+        .status()
+        .unwrap();
+    assert!(dropped.success());
+
+    // The child may still be starting: until it answers, the call is
+    // refused for that reason instead.
+    let mut attempts = 0;
+    loop {
+        let (_, body) = server
+            .rpc(
+                Some(&reader),
+                "tools/call",
+                json!({"name": "demo__echo", "arguments": {"text": "x"}}),
+            )
+            .await;
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        if message.contains("pinned definition") {
+            break;
+        }
+        assert!(
+            body["result"].is_null(),
+            "the call ran without its pin check: {body}"
+        );
+        attempts += 1;
+        assert!(attempts < 150, "never refused for the pins: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refusals = records(&server, "tool_decision", "demo__echo");
+    assert!(
+        refusals
+            .iter()
+            .any(|r| r["reason"] == "pins_unavailable" && r["decision"] == "deny"),
+        "{refusals:?}"
+    );
+    assert!(
+        records(&server, "tool_outcome", "demo__echo").is_empty(),
+        "the tool ran"
+    );
+}

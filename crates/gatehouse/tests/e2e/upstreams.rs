@@ -306,20 +306,26 @@ async fn an_upstream_that_cannot_start_is_a_json_rpc_error_with_its_reason() {
 }
 
 /// The test server over Streamable HTTP on a free port, stopped on drop.
-struct PyHttp {
+pub(super) struct PyHttp {
     child: std::process::Child,
-    url: String,
+    pub(super) url: String,
     _dir: tempfile::TempDir,
 }
 
 impl PyHttp {
     fn start(python: &Path) -> PyHttp {
+        PyHttp::start_with(python, &[])
+    }
+
+    /// The server started with extra options (`--legacy`, `--resumable`).
+    pub(super) fn start_with(python: &Path, options: &[&str]) -> PyHttp {
         let dir = tempfile::tempdir().unwrap();
         let port_file = dir.path().join("port");
         let child = Command::new(python)
             .arg(root().join("crates/gatehouse-upstream/tests/upstreams/server.py"))
             .arg("http")
             .arg(&port_file)
+            .args(options)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
