@@ -882,23 +882,8 @@ impl Gateway {
         .await
     }
 
-    /// `resources/subscribe` (`subscribe`) and `resources/unsubscribe`:
-    /// under the same gate 2 and audit as reading the resource (a caller
-    /// who may not read it may not watch it either), then at its upstream.
-    pub async fn resource_subscription(
-        &self,
-        caller: &Caller,
-        uri: &str,
-        subscribe: bool,
-    ) -> Result<(), CallError> {
-        let tenant = Some(caller.principal.tenant.as_str());
-        self.resource_request(caller, uri, |upstream| {
-            upstream.subscription(tenant, uri, subscribe)
-        })
-        .await
-    }
-
-    /// Watches an upstream resource for a `subscriptions/listen` stream:
+    /// Watches an upstream resource for a `subscriptions/listen` stream or
+    /// a session's `resources/subscribe`:
     /// under the same gate 2 and audit as reading it (a caller who may not
     /// read it may not watch it either). The gateway subscribes at the
     /// upstream for the first watcher; the subscription ends with the last

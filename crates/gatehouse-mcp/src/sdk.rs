@@ -24,9 +24,9 @@ use rmcp::model::{
     GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams,
     InitializeResult, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
     ListToolsResult, LoggingLevel, PaginatedRequestParams, ProgressToken, ProtocolVersion,
-    ReadResourceRequestParams, ReadResourceResponse, RequestId, ServerCapabilities, ServerConfig,
-    ServerJsonRpcMessage, SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
-    UnsubscribeRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, RequestId, ResourceUpdatedNotificationParam,
+    ServerCapabilities, ServerConfig, ServerJsonRpcMessage, SetLevelRequestParams,
+    SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::{
     NotificationContext, Peer, RequestContext, SubscriptionContext, SubscriptionSendError,
@@ -91,6 +91,9 @@ struct McpHandler {
     /// The response streams of session requests (HTTP only), to close one
     /// mid-call as its upstream did.
     pauses: Option<StreamPauses>,
+    /// Names this handler's session among the resource watches of all
+    /// sessions (each session gets its own handler).
+    session: Arc<()>,
 }
 
 /// Who is told when an upstream's catalogue changed
@@ -99,8 +102,8 @@ struct McpHandler {
 /// gets the kinds its filter accepted). The notice carries nothing but
 /// "list again", so everyone gets it; each then lists what it may see.
 /// A resource's update (`notifications/resources/updated`) names the
-/// resource: it goes only to the listen streams watching it whose
-/// principal the policy (as it is now) lets see it.
+/// resource: it goes only to the listen streams and the sessions watching
+/// it whose principal the policy (as it is now) lets see it.
 #[derive(Clone, Default)]
 struct SessionPeers(Arc<std::sync::Mutex<Audience>>);
 
@@ -108,6 +111,17 @@ struct SessionPeers(Arc<std::sync::Mutex<Audience>>);
 struct Audience {
     peers: Vec<Peer<RoleServer>>,
     listeners: Vec<Listener>,
+    session_watches: Vec<SessionWatch>,
+}
+
+/// A 2025-11-25 session's `resources/subscribe`, admitted by gate 2; the
+/// gateway's subscription at the upstream lasts while any watch does.
+struct SessionWatch {
+    session: Arc<()>,
+    peer: Peer<RoleServer>,
+    /// Who subscribed, for the policy's say on each update.
+    principal: Arc<gatehouse_core::Principal>,
+    watch: crate::gateway::ResourceWatch,
 }
 
 /// One open `subscriptions/listen` stream.
@@ -132,7 +146,32 @@ impl SessionPeers {
         audience
             .listeners
             .retain(|listener| !listener.open.is_cancelled());
+        // An ended session's watches end with it.
         audience
+            .session_watches
+            .retain(|watch| !watch.peer.is_transport_closed());
+        audience
+    }
+
+    /// Adds a session's watch; a second `resources/subscribe` of the same
+    /// resource by the same session changes nothing.
+    fn add_session_watch(&self, watch: SessionWatch) {
+        let mut audience = self.live();
+        let known = audience.session_watches.iter().any(|w| {
+            Arc::ptr_eq(&w.session, &watch.session)
+                && w.watch.upstream() == watch.watch.upstream()
+                && w.watch.uri() == watch.watch.uri()
+        });
+        if !known {
+            audience.session_watches.push(watch);
+        }
+    }
+
+    /// Ends a session's watch of `uri` (its `resources/unsubscribe`).
+    fn remove_session_watch(&self, session: &Arc<()>, uri: &str) {
+        self.live()
+            .session_watches
+            .retain(|w| !(Arc::ptr_eq(&w.session, session) && w.watch.uri() == uri));
     }
 
     fn add(&self, peer: Peer<RoleServer>) {
@@ -204,8 +243,26 @@ impl SessionPeers {
     /// changed, each only if the policy lets its principal see it now (a
     /// reloaded policy may have taken it away since the stream began).
     async fn resource_updated(&self, upstream: &Arc<str>, uri: &str, policy: &Policy) {
-        let listeners = self.live().listeners.clone();
+        let (listeners, sessions) = {
+            let audience = self.live();
+            let sessions: Vec<_> = audience
+                .session_watches
+                .iter()
+                .filter(|w| w.watch.upstream() == upstream && w.watch.uri() == uri)
+                .map(|w| (w.peer.clone(), w.principal.clone()))
+                .collect();
+            (audience.listeners.clone(), sessions)
+        };
         let target = Target::upstream(Kind::Resource, uri, upstream);
+        for (peer, principal) in sessions {
+            if policy.visibility(&principal, &target) == Access::Allow
+                && let Err(e) = peer
+                    .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
+                    .await
+            {
+                tracing::debug!(error = %e, "could not tell a session that a resource changed");
+            }
+        }
         for listener in listeners {
             let watching = listener
                 .watched
@@ -237,6 +294,7 @@ impl McpHandler {
             sessions,
             log_level: Arc::default(),
             pauses,
+            session: Arc::default(),
         }
     }
 
@@ -248,6 +306,7 @@ impl McpHandler {
             sessions: self.sessions.clone(),
             log_level: Arc::default(),
             pauses: self.pauses.clone(),
+            session: Arc::default(),
         }
     }
 
@@ -675,14 +734,9 @@ impl ServerHandler for McpHandler {
     ) -> Result<InitializeResult, ErrorData> {
         context.peer.set_peer_info(request.clone());
         // A session hears of the upstreams' catalogue changes
-        // (`on_initialized` registers it; `get_info` says so). Its
-        // `resources/subscribe` is relayed, but the updates reach only
-        // 2026-07-28 listen streams, so a session is not promised them.
-        let mut info = self.negotiate_initialize(&request)?;
-        if let Some(resources) = info.capabilities.resources.as_mut() {
-            resources.subscribe = None;
-        }
-        Ok(info)
+        // (`on_initialized` registers it; `get_info` says so) and of the
+        // resources it subscribed to.
+        self.negotiate_initialize(&request)
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
@@ -776,12 +830,16 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let caller = self.caller(&context).await?;
-        Box::pin(
-            self.gateway
-                .resource_subscription(&caller, &request.uri, true),
-        )
-        .await
-        .map_err(|e| resource_error(e, &request.uri))
+        let watch = Box::pin(self.gateway.watch_resource(&caller, &request.uri))
+            .await
+            .map_err(|e| resource_error(e, &request.uri))?;
+        self.sessions.add_session_watch(SessionWatch {
+            session: self.session.clone(),
+            peer: context.peer.clone(),
+            principal: caller.principal.clone(),
+            watch,
+        });
+        Ok(())
     }
 
     async fn unsubscribe(
@@ -789,13 +847,12 @@ impl ServerHandler for McpHandler {
         request: UnsubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let caller = self.caller(&context).await?;
-        Box::pin(
-            self.gateway
-                .resource_subscription(&caller, &request.uri, false),
-        )
-        .await
-        .map_err(|e| resource_error(e, &request.uri))
+        // Authenticated like every request; ending one's own watch needs
+        // no permission (and a watch that does not exist is no error).
+        self.caller(&context).await?;
+        self.sessions
+            .remove_session_watch(&self.session, &request.uri);
+        Ok(())
     }
 
     async fn list_resources(

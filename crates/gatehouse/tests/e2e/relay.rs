@@ -412,6 +412,96 @@ async fn subscribing_to_a_resource_needs_the_right_to_read_it() {
     );
 }
 
+/// A 2025-11-25 session that subscribed to a resource hears of its updates
+/// on its stream while the policy lets it read the resource, and the
+/// gateway's subscription at the upstream ends with the session's.
+#[tokio::test]
+async fn a_session_hears_of_the_resource_it_subscribed_to() {
+    let Some(python) = python() else { return };
+    let server = server(&python);
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    let (_, admin) = server.create_key("admin", "admin", &[]);
+    ready(&server, &analyst).await;
+    let wait = Duration::from_secs(10);
+
+    let session_id = session(&server, &admin, json!({})).await;
+    // The session is promised updates.
+    let init = server
+        .post_legacy(
+            &admin,
+            None,
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": LEGACY, "capabilities": {},
+                "clientInfo": {"name": "relay-test", "version": "1"}}}),
+        )
+        .await;
+    let init = super::harness::parse_body(&init.text().await.unwrap());
+    assert_eq!(
+        init["result"]["capabilities"]["resources"]["subscribe"], true,
+        "{init}"
+    );
+    let mut stream = Events {
+        response: super::sessions::open_stream(&server, &admin, &session_id).await,
+        buffer: String::new(),
+    };
+    let subscribe = |method: &'static str| {
+        server.post_legacy(
+            &admin,
+            Some(&session_id),
+            json!({"jsonrpc": "2.0", "id": 1, "method": method,
+                   "params": {"uri": "memo://team/note"}}),
+        )
+    };
+    let answer =
+        super::harness::parse_body(&subscribe("resources/subscribe").await.text().await.unwrap());
+    assert!(answer["error"].is_null(), "{answer}");
+
+    let answer = server
+        .call_tool(&analyst, "py__touch", json!({"uri": "memo://team/note"}))
+        .await;
+    assert!(answer["error"].is_null(), "{answer}");
+    assert_ne!(text(&answer), "not subscribed", "{answer}");
+    // (Other notices, such as a catalogue change, may come first.)
+    let update = loop {
+        let message = within(&mut stream, wait).await.expect("no update");
+        if message["method"] == "notifications/resources/updated" {
+            break message;
+        }
+    };
+    assert_eq!(update["params"]["uri"], "memo://team/note", "{update}");
+
+    // Unsubscribed: the session hears no more, and the gateway (its only
+    // watcher) unsubscribes at the upstream.
+    let answer = super::harness::parse_body(
+        &subscribe("resources/unsubscribe")
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert!(answer["error"].is_null(), "{answer}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = server
+            .call_tool(&analyst, "py__touch", json!({"uri": "memo://team/note"}))
+            .await;
+        if text(&answer) == "not subscribed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still subscribed: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    while let Some(heard) = within(&mut stream, Duration::from_secs(1)).await {
+        assert_ne!(
+            heard["method"], "notifications/resources/updated",
+            "{heard}"
+        );
+    }
+}
+
 /// A 2026-07-28 `subscriptions/listen` stream of `key` through the gateway.
 async fn listen(server: &Server, key: &str, id: i64, notifications: Value) -> Events {
     let meta = json!({
