@@ -213,6 +213,15 @@ impl ResourceWatches {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The resources of `upstream` watched now.
+    fn keys_of(&self, upstream: &str) -> Vec<WatchKey> {
+        self.lock()
+            .keys()
+            .filter(|key| &*key.upstream == upstream)
+            .cloned()
+            .collect()
+    }
+
     /// Counts a watch; true for the first (the gateway subscribes then).
     fn acquire(&self, key: &WatchKey) -> bool {
         let mut watches = self.lock();
@@ -619,6 +628,9 @@ impl Gateway {
     /// listing instead.
     pub async fn upstream_changed(&self, change: &gatehouse_upstream::ListChanged) {
         use gatehouse_upstream::ChangeKind;
+        if change.kind == ChangeKind::Reconnected {
+            self.resubscribe(&change.upstream).await;
+        }
         if !matches!(change.kind, ChangeKind::Tools | ChangeKind::Reconnected)
             || self.pins.is_none()
         {
@@ -636,6 +648,24 @@ impl Gateway {
         }
         if let Err(e) = self.reviewed_tools(upstream, None).await {
             tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the tools of an upstream that changed");
+        }
+    }
+
+    /// A reconnected upstream (a restarted child, a new session) has
+    /// forgotten the gateway's subscriptions: every resource still watched
+    /// is subscribed to again, or its watchers would wait for updates that
+    /// never come.
+    async fn resubscribe(&self, name: &str) {
+        let Some(upstream) = self.upstreams.as_deref().and_then(|set| set.get(name).ok()) else {
+            return;
+        };
+        for key in self.watches.keys_of(name) {
+            if let Err(e) = upstream
+                .subscription(key.tenant.as_deref(), &key.uri, true)
+                .await
+            {
+                tracing::warn!(upstream = name, reason = e.code(), error = %e, "could not subscribe again to a watched resource after the upstream reconnected");
+            }
         }
     }
 

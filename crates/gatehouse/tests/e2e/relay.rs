@@ -470,6 +470,32 @@ async fn a_session_hears_of_the_resource_it_subscribed_to() {
     };
     assert_eq!(update["params"]["uri"], "memo://team/note", "{update}");
 
+    // The upstream crashes and is restarted: the gateway subscribes again
+    // for the session, which keeps hearing of the note.
+    let crashed = server.call_tool(&analyst, "py__crash", json!({})).await;
+    assert!(!crashed["error"].is_null(), "{crashed}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let update = 'heard: loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no update after the upstream restarted"
+        );
+        let answer = server
+            .call_tool(&analyst, "py__touch", json!({"uri": "memo://team/note"}))
+            .await;
+        if !answer["error"].is_null() {
+            // Still restarting.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        while let Some(message) = within(&mut stream, Duration::from_secs(1)).await {
+            if message["method"] == "notifications/resources/updated" {
+                break 'heard message;
+            }
+        }
+    };
+    assert_eq!(update["params"]["uri"], "memo://team/note", "{update}");
+
     // Unsubscribed: the session hears no more, and the gateway (its only
     // watcher) unsubscribes at the upstream.
     let answer = super::harness::parse_body(
