@@ -114,6 +114,19 @@ struct Audience {
     session_watches: Vec<SessionWatch>,
 }
 
+/// Resources one session, or one listen stream, may watch at once. Each
+/// watch costs a gate-2 decision, an audit record and possibly an upstream
+/// subscription: without a bound, one caller could make the gateway hold
+/// any number of them.
+const MAX_WATCHES: usize = 64;
+
+fn too_many_watches() -> ErrorData {
+    ErrorData::invalid_params(
+        format!("at most {MAX_WATCHES} resources may be watched by one session or listen stream"),
+        Some(json!({"reason": "too_many_subscriptions"})),
+    )
+}
+
 /// A 2025-11-25 session's `resources/subscribe`, admitted by gate 2; the
 /// gateway's subscription at the upstream lasts while any watch does.
 struct SessionWatch {
@@ -153,18 +166,39 @@ impl SessionPeers {
         audience
     }
 
+    /// Whether `session` may subscribe to `uri`: it watches it already, or
+    /// fewer than `MAX_WATCHES` resources.
+    fn session_may_watch(&self, session: &Arc<()>, uri: &str) -> bool {
+        let audience = self.live();
+        let mine: Vec<_> = audience
+            .session_watches
+            .iter()
+            .filter(|w| Arc::ptr_eq(&w.session, session))
+            .collect();
+        mine.len() < MAX_WATCHES || mine.iter().any(|w| w.watch.uri() == uri)
+    }
+
     /// Adds a session's watch; a second `resources/subscribe` of the same
-    /// resource by the same session changes nothing.
-    fn add_session_watch(&self, watch: SessionWatch) {
+    /// resource by the same session changes nothing. Refused beyond
+    /// `MAX_WATCHES` (checked again here: subscriptions may run at once).
+    fn add_session_watch(&self, watch: SessionWatch) -> Result<(), ErrorData> {
         let mut audience = self.live();
-        let known = audience.session_watches.iter().any(|w| {
-            Arc::ptr_eq(&w.session, &watch.session)
-                && w.watch.upstream() == watch.watch.upstream()
-                && w.watch.uri() == watch.watch.uri()
-        });
-        if !known {
-            audience.session_watches.push(watch);
+        let mut count = 0;
+        for w in audience
+            .session_watches
+            .iter()
+            .filter(|w| Arc::ptr_eq(&w.session, &watch.session))
+        {
+            if w.watch.upstream() == watch.watch.upstream() && w.watch.uri() == watch.watch.uri() {
+                return Ok(());
+            }
+            count += 1;
         }
+        if count >= MAX_WATCHES {
+            return Err(too_many_watches());
+        }
+        audience.session_watches.push(watch);
+        Ok(())
     }
 
     /// Ends a session's watch of `uri` (its `resources/unsubscribe`).
@@ -770,6 +804,14 @@ impl ServerHandler for McpHandler {
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
         let caller = self.caller(context.request_context()).await?;
+        if context
+            .accepted()
+            .resource_subscriptions
+            .as_ref()
+            .is_some_and(|uris| uris.len() > MAX_WATCHES)
+        {
+            return Err(too_many_watches());
+        }
         // Each resource is watched under the gate of reading it; one the
         // caller may not read ends the stream with the refusal (the
         // acknowledgement went first: rmcp sends it before this runs).
@@ -830,6 +872,9 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let caller = self.caller(&context).await?;
+        if !self.sessions.session_may_watch(&self.session, &request.uri) {
+            return Err(too_many_watches());
+        }
         let watch = Box::pin(self.gateway.watch_resource(&caller, &request.uri))
             .await
             .map_err(|e| resource_error(e, &request.uri))?;
@@ -838,8 +883,7 @@ impl ServerHandler for McpHandler {
             peer: context.peer.clone(),
             principal: caller.principal.clone(),
             watch,
-        });
-        Ok(())
+        })
     }
 
     async fn unsubscribe(

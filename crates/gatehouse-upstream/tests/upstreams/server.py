@@ -113,6 +113,12 @@ def note() -> str:
     return "the team note"
 
 
+@server.resource("memo://items/{n}")
+def item(n: str) -> str:
+    """Any number of resources (one template), for limits on watching them."""
+    return f"item {n}"
+
+
 # 2025-11-25 `resources/subscribe`: the URIs the client subscribed to.
 subscribed = set()
 

@@ -528,6 +528,52 @@ async fn a_session_hears_of_the_resource_it_subscribed_to() {
     }
 }
 
+/// One session, or one listen stream, watches at most 64 resources: each
+/// watch costs a decision, an audit record and an upstream subscription.
+#[tokio::test]
+async fn watching_resources_is_bounded_per_session_and_listen_stream() {
+    let Some(python) = python() else { return };
+    let server = server(&python);
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    ready(&server, &analyst).await;
+    let session_id = session(&server, &analyst, json!({})).await;
+    let subscribe = |n: usize| {
+        server.post_legacy(
+            &analyst,
+            Some(&session_id),
+            json!({"jsonrpc": "2.0", "id": n, "method": "resources/subscribe",
+                   "params": {"uri": format!("memo://items/{n}")}}),
+        )
+    };
+    for n in 0..64 {
+        let answer = super::harness::parse_body(&subscribe(n).await.text().await.unwrap());
+        assert!(answer["error"].is_null(), "subscription {n}: {answer}");
+    }
+    let answer = super::harness::parse_body(&subscribe(64).await.text().await.unwrap());
+    assert_eq!(
+        answer["error"]["data"]["reason"], "too_many_subscriptions",
+        "{answer}"
+    );
+    // Subscribing again to one it watches is no new watch.
+    let answer = super::harness::parse_body(&subscribe(3).await.text().await.unwrap());
+    assert!(answer["error"].is_null(), "{answer}");
+
+    let uris: Vec<String> = (0..65).map(|n| format!("memo://items/{n}")).collect();
+    let mut stream = listen(&server, &analyst, 9, json!({"resourceSubscriptions": uris})).await;
+    let answer = loop {
+        let message = within(&mut stream, Duration::from_secs(10))
+            .await
+            .expect("the listen stream said nothing");
+        if message["id"] == 9 {
+            break message;
+        }
+    };
+    assert_eq!(
+        answer["error"]["data"]["reason"], "too_many_subscriptions",
+        "{answer}"
+    );
+}
+
 /// A 2026-07-28 `subscriptions/listen` stream of `key` through the gateway.
 async fn listen(server: &Server, key: &str, id: i64, notifications: Value) -> Events {
     let meta = json!({
