@@ -202,15 +202,63 @@ struct WatchKey {
     uri: Arc<str>,
 }
 
-/// How many watches each upstream resource has.
+type SettlingLocks = std::collections::HashMap<WatchKey, Arc<tokio::sync::Mutex<()>>>;
+
+/// How many watches each upstream resource has, and one lock per resource
+/// held across each subscribe or unsubscribe at the upstream: a second
+/// watcher counts on the first's subscription only once it is settled (and
+/// subscribes itself if it failed), and an unsubscribe never overtakes a
+/// later subscribe. Other resources and upstreams do not wait.
 #[derive(Clone, Default)]
-struct ResourceWatches(Arc<std::sync::Mutex<std::collections::HashMap<WatchKey, usize>>>);
+struct ResourceWatches {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<WatchKey, usize>>>,
+    settling: Arc<std::sync::Mutex<SettlingLocks>>,
+}
+
+/// The right to change one resource's subscription at its upstream.
+struct Settling {
+    key: WatchKey,
+    watches: ResourceWatches,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Settling {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        // Clones of a lock are made only under this mutex: one left only in
+        // the map has nobody waiting for it.
+        let mut locks = self.watches.settling_locks();
+        if locks
+            .get(&self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            locks.remove(&self.key);
+        }
+    }
+}
 
 impl ResourceWatches {
     fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<WatchKey, usize>> {
-        self.0
+        self.counts
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn settling_locks(&self) -> std::sync::MutexGuard<'_, SettlingLocks> {
+        self.settling
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until nobody else changes `key`'s subscription.
+    async fn settling(&self, key: &WatchKey) -> Settling {
+        let lock = Arc::clone(self.settling_locks().entry(key.clone()).or_default());
+        let guard = lock.lock_owned().await;
+        Settling {
+            key: key.clone(),
+            watches: self.clone(),
+            guard: Some(guard),
+        }
     }
 
     /// The resources of `upstream` watched now.
@@ -266,15 +314,18 @@ impl ResourceWatch {
 
 impl Drop for ResourceWatch {
     fn drop(&mut self) {
-        if !self.watches.release(&self.key) {
-            return;
-        }
+        // Without a runtime the process is ending: nothing to unsubscribe.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let watches = self.watches.clone();
         let upstreams = self.upstreams.clone();
         let key = self.key.clone();
         runtime.spawn(async move {
+            let _settling = watches.settling(&key).await;
+            if !watches.release(&key) {
+                return;
+            }
             let Ok(upstream) = upstreams.get(&key.upstream) else {
                 return;
             };
@@ -660,6 +711,11 @@ impl Gateway {
             return;
         };
         for key in self.watches.keys_of(name) {
+            let _settling = self.watches.settling(&key).await;
+            // Its last watcher may have gone meanwhile.
+            if !self.watches.lock().contains_key(&key) {
+                continue;
+            }
             if let Err(e) = upstream
                 .subscription(key.tenant.as_deref(), &key.uri, true)
                 .await
@@ -933,6 +989,7 @@ impl Gateway {
                 tenant: tenant.map(str::to_string),
                 uri: uri.into(),
             };
+            let _settling = self.watches.settling(&key).await;
             if self.watches.acquire(&key)
                 && let Err(e) = upstream.subscription(tenant, uri, true).await
             {
@@ -1082,6 +1139,26 @@ impl Gateway {
     }
 
     /// The record of a refused call; the same wherever the refusal surfaces.
+    /// The decision record of a call refused because it could not be
+    /// checked (its upstream or the pin store unreachable): `reason` is the
+    /// code, `error` the text, redacted.
+    fn unchecked_event(
+        &self,
+        caller: &Caller,
+        name: &str,
+        args: &CallArgs<'_>,
+        reason: &str,
+        error: &str,
+        started: Instant,
+    ) -> gatehouse_core::AuditEvent {
+        self.tool_event(caller, name, args, AuditKind::ToolDecision, Outcome::Denied)
+            .decision("deny")
+            .reason(reason)
+            .error(self.redactor.redact_text(error))
+            .latency_us(micros_since(started))
+            .build()
+    }
+
     fn denial_event(
         &self,
         caller: &Caller,
@@ -1309,22 +1386,15 @@ impl Gateway {
                 // The call could not have run either: refused with the
                 // upstream's own reason.
                 Ok(Err(PinRefusal::Unreachable(error))) => {
-                    let event = self
-                        .tool_event(
-                            caller,
-                            name,
-                            &args,
-                            AuditKind::ToolDecision,
-                            Outcome::Denied,
-                        )
-                        .decision("deny");
-                    self.audit
-                        .record(
-                            self.upstream_failure(event, &error)
-                                .latency_us(micros_since(started))
-                                .build(),
-                        )
-                        .await?;
+                    let event = self.unchecked_event(
+                        caller,
+                        name,
+                        &args,
+                        error.code(),
+                        &error.to_string(),
+                        started,
+                    );
+                    self.audit.record(event).await?;
                     return Err(CallError::Upstream(error));
                 }
                 Err(PinError::Audit(e)) => return Err(CallError::Audit(e)),
@@ -1332,19 +1402,14 @@ impl Gateway {
                 // audited: the file sink takes the record even when the
                 // database behind the pins is what failed.
                 Err(e @ PinError::Store(_)) => {
-                    let event = self
-                        .tool_event(
-                            caller,
-                            name,
-                            &args,
-                            AuditKind::ToolDecision,
-                            Outcome::Denied,
-                        )
-                        .decision("deny")
-                        .reason("pins_unavailable")
-                        .error(self.redactor.redact_text(&e.to_string()))
-                        .latency_us(micros_since(started))
-                        .build();
+                    let event = self.unchecked_event(
+                        caller,
+                        name,
+                        &args,
+                        "pins_unavailable",
+                        &e.to_string(),
+                        started,
+                    );
                     self.audit.record(event).await?;
                     return Err(CallError::PinsUnavailable(e.to_string()));
                 }

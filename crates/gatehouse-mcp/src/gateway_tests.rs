@@ -259,3 +259,27 @@ fn an_upstream_resource_is_subscribed_for_its_first_watcher_and_left_by_its_last
     assert!(watches.release(&key(Some("acme"))));
     assert!(watches.lock().is_empty());
 }
+
+/// Subscribe and unsubscribe of one resource at its upstream never run at
+/// once (the second watcher counts on a settled subscription; an
+/// unsubscribe never overtakes a later subscribe); other resources do not
+/// wait, and nothing is left behind.
+#[test]
+fn one_resource_settles_one_subscription_change_at_a_time() {
+    use futures::FutureExt;
+    let watches = ResourceWatches::default();
+    let key = |uri: &str| WatchKey {
+        upstream: "py".into(),
+        tenant: None,
+        uri: uri.into(),
+    };
+    let first = watches
+        .settling(&key("memo://a"))
+        .now_or_never()
+        .expect("nothing settles memo://a yet");
+    assert!(watches.settling(&key("memo://a")).now_or_never().is_none());
+    assert!(watches.settling(&key("memo://b")).now_or_never().is_some());
+    drop(first);
+    assert!(watches.settling(&key("memo://a")).now_or_never().is_some());
+    assert!(watches.settling_locks().is_empty());
+}

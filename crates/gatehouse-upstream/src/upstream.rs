@@ -168,8 +168,7 @@ impl Shared {
                     .ok_or_else(|| self.unavailable("no HTTP client"))?;
                 let (headers, secrets, token) = match &self.config.auth {
                     UpstreamAuth::OAuth { .. } => {
-                        // The first token is among those the grant remembers.
-                        let (source, _first) = self.token_source(http.clone(), url, tenant).await?;
+                        let source = self.token_source(http.clone(), url, tenant).await?;
                         let secrets = SentSecrets::granted(Arc::clone(&source.grant));
                         (HashMap::new(), secrets, Some(source))
                     }
@@ -186,15 +185,16 @@ impl Shared {
         }
     }
 
-    /// The client-credentials grant of this connection, and its first
-    /// token (got now, so a wrong secret or an unreachable authorization
-    /// server fails the connection with a credentials error).
+    /// The client-credentials grant of this connection. Its first token is
+    /// got now, so a wrong secret or an unreachable authorization server
+    /// fails the connection with a credentials error (the grant remembers
+    /// it, for scrubbing).
     async fn token_source(
         &self,
         http: reqwest::Client,
         url: &str,
         tenant: Option<&str>,
-    ) -> Result<(TokenSource, String), UpstreamError> {
+    ) -> Result<TokenSource, UpstreamError> {
         let UpstreamAuth::OAuth {
             client_id,
             client_secret,
@@ -212,17 +212,14 @@ impl Shared {
             scope.clone(),
             tenant.map(str::to_owned),
         ));
-        let first = grant
+        grant
             .token(self.tenants.as_deref())
             .await
             .map_err(|e| self.credentials(e))?;
-        Ok((
-            TokenSource {
-                grant,
-                tenants: self.tenants.clone(),
-            },
-            first.expose().to_owned(),
-        ))
+        Ok(TokenSource {
+            grant,
+            tenants: self.tenants.clone(),
+        })
     }
 
     async fn auth_headers(
