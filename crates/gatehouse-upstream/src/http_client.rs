@@ -24,7 +24,7 @@ use rmcp::transport::streamable_http_client::{
 use sse_stream::Sse;
 
 use crate::client_credentials::ClientCredentials;
-use crate::sdk::InFlight;
+use crate::in_flight::InFlight;
 use crate::secret::TenantSecrets;
 
 /// Builds the reqwest client of one upstream.
@@ -321,7 +321,7 @@ mod tests {
     /// Reads a watched stream of `events` for request 3 to its end; says
     /// whether the call was told the stream paused.
     async fn paused(events: Vec<Result<Sse, SseError>>) -> bool {
-        let in_flight = Arc::new(InFlight::default());
+        let in_flight = Arc::new(InFlight::new(Duration::from_secs(30)));
         let (relay, mut relayed) = Relay::channel(Accepts::default());
         let _tracked = in_flight.track(RequestId::Number(3), relay);
         let mut watched = Watched {

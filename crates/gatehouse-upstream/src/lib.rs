@@ -19,6 +19,7 @@ mod config;
 mod error;
 mod health;
 mod http_client;
+mod in_flight;
 mod line_cap;
 mod relay;
 mod scrub;

@@ -19,8 +19,8 @@ use rmcp::model::{
     ClientCapabilities, ClientConfig, ClientRequest, CompleteRequest, CompleteRequestParams,
     CompleteResult, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
     ElicitResult, ElicitationCapability, ErrorCode, ErrorData, FormElicitationCapability,
-    GetPromptRequest, GetPromptRequestParams, GetPromptResponse, Implementation, InputResponses,
-    PaginatedRequestParams, ProgressToken, Prompt, ProtocolVersion, ReadResourceRequest,
+    GetExtensions, GetPromptRequest, GetPromptRequestParams, GetPromptResponse, Implementation,
+    InputResponses, PaginatedRequestParams, Prompt, ProtocolVersion, ReadResourceRequest,
     ReadResourceRequestParams, ReadResourceResponse, RequestId, RequestMetaObject, Resource,
     ResourceTemplate, ResourceUpdatedNotificationParam, SamplingCapability, ServerNotification,
     ServerResult, SubscribeRequest, SubscribeRequestParams, SubscriptionFilter, Tool,
@@ -44,6 +44,7 @@ use tokio::task::JoinHandle;
 use crate::changes::{ChangeKind, ListChanged};
 use crate::client_credentials::ClientCredentials;
 use crate::error::UpstreamError;
+use crate::in_flight::InFlight;
 use crate::line_cap::{TOO_LARGE_CODE, TOO_LARGE_MARKER};
 use crate::relay::{CallContext, Relay, Relayed};
 
@@ -67,102 +68,6 @@ fn lifecycle(pinned: Option<&str>) -> ClientLifecycleMode {
     }
 }
 
-/// The requests in flight on one connection (by the id rmcp gave each),
-/// with where the upstream's messages about each go.
-#[derive(Default)]
-pub(crate) struct InFlight(Mutex<HashMap<RequestId, Entry>>);
-
-struct Entry {
-    progress_token: ProgressToken,
-    relay: Option<Relay>,
-}
-
-impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RequestId, Entry>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn register(self: &Arc<Self>, id: RequestId, entry: Entry) -> Registered {
-        self.lock().insert(id.clone(), entry);
-        Registered {
-            in_flight: self.clone(),
-            id,
-        }
-    }
-
-    /// The call a progress token was given to. rmcp gives every request its
-    /// own token, so the upstream can only name the call it was given.
-    fn by_token(&self, token: &ProgressToken) -> Option<Relay> {
-        self.lock()
-            .values()
-            .find(|e| e.progress_token == *token)
-            .and_then(|e| e.relay.clone())
-    }
-
-    /// The call a message that names no request belongs to, when that is
-    /// unambiguous: the one request in flight. `Err` when there are
-    /// several (or none).
-    fn only(&self) -> Result<Option<Relay>, usize> {
-        let calls = self.lock();
-        match calls.len() {
-            1 => Ok(calls.values().next().and_then(|e| e.relay.clone())),
-            n => Err(n),
-        }
-    }
-
-    fn by_id(&self, id: &RequestId) -> Option<Option<Relay>> {
-        self.lock().get(id).map(|e| e.relay.clone())
-    }
-
-    /// Tracks request `id` as in flight for `relay`, until the guard drops.
-    #[cfg(test)]
-    pub(crate) fn track(self: &Arc<Self>, id: RequestId, relay: Relay) -> impl Sized + use<> {
-        let entry = Entry {
-            progress_token: ProgressToken(rmcp::model::NumberOrString::Number(0)),
-            relay: Some(relay),
-        };
-        self.register(id, entry)
-    }
-
-    /// The upstream closed the response stream of request `id` before
-    /// answering it: its caller is told (advisory, never waited for).
-    pub(crate) fn paused(&self, id: &RequestId) {
-        if let Some(Some(relay)) = self.by_id(id) {
-            let _ = relay.sender.try_send(Relayed::Paused);
-        }
-    }
-}
-
-impl InFlight {
-    /// Relays a progress or log message to the call it belongs to. Progress
-    /// names its call by the token; a log message names none, so it goes
-    /// to the caller only when exactly one request is in flight (else it
-    /// stays in Gatehouse's log).
-    fn relay(&self, notification: &ServerNotification) {
-        match notification {
-            ServerNotification::ProgressNotification(progress) => {
-                if let Some(relay) = self.by_token(&progress.params.progress_token)
-                    && relay.accepts.progress
-                {
-                    // Advisory: dropped rather than waited for.
-                    let _ = relay
-                        .sender
-                        .try_send(Relayed::Progress(progress.params.clone()));
-                }
-            }
-            ServerNotification::LoggingMessageNotification(log) => match self.only() {
-                Ok(Some(relay)) if relay.accepts.logs => {
-                    let _ = relay.sender.try_send(Relayed::Log(log.params.clone()));
-                }
-                _ => tracing::debug!(level = ?log.params.level, "upstream log message not relayed"),
-            },
-            _ => {}
-        }
-    }
-}
-
 /// The upstream's transport, read by the gateway first: progress and log
 /// messages are relayed as they arrive, in the order they came. rmcp hands
 /// notifications to the handler on tasks of their own, which could run
@@ -179,6 +84,9 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for Tap<T> {
         &mut self,
         item: rmcp::service::TxJsonRpcMessage<RoleClient>,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        if let rmcp::model::JsonRpcMessage::Request(request) = &item {
+            self.in_flight.on_the_wire(&request.id, &request.request);
+        }
         self.inner.send(item)
     }
 
@@ -189,8 +97,19 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for Tap<T> {
     ) -> impl Future<Output = Option<rmcp::service::RxJsonRpcMessage<RoleClient>>> + Send {
         async move {
             let message = self.inner.receive().await?;
-            if let rmcp::model::JsonRpcMessage::Notification(notification) = &message {
-                self.in_flight.relay(&notification.notification);
+            match &message {
+                rmcp::model::JsonRpcMessage::Notification(notification) => {
+                    self.in_flight.relay(&notification.notification);
+                }
+                rmcp::model::JsonRpcMessage::Response(response) => {
+                    self.in_flight.answered(&response.id);
+                }
+                rmcp::model::JsonRpcMessage::Error(error) => {
+                    if let Some(id) = &error.id {
+                        self.in_flight.answered(id);
+                    }
+                }
+                rmcp::model::JsonRpcMessage::Request(_) => {}
             }
             Some(message)
         }
@@ -198,18 +117,6 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for Tap<T> {
 
     fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
         self.inner.close()
-    }
-}
-
-/// Removes its request from [`InFlight`] when the request ends.
-struct Registered {
-    in_flight: Arc<InFlight>,
-    id: RequestId,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.in_flight.lock().remove(&self.id);
     }
 }
 
@@ -254,11 +161,14 @@ impl Handler {
         upstream: Arc<str>,
         changes: broadcast::Sender<ListChanged>,
         pinned: Option<String>,
+        call_timeout: std::time::Duration,
     ) -> Handler {
         Handler {
             upstream,
             changes,
-            in_flight: Arc::default(),
+            // A call the gateway abandons may go on at the upstream for as
+            // long as a call may take.
+            in_flight: Arc::new(InFlight::new(call_timeout)),
             pinned,
         }
     }
@@ -785,7 +695,7 @@ impl Connection {
     /// upstream to stop when the caller cancels (or the call is dropped).
     async fn send(
         &self,
-        request: ClientRequest,
+        mut request: ClientRequest,
         call: &CallContext,
     ) -> Result<ServerResult, UpstreamError> {
         let mut options = PeerRequestOptions::no_options();
@@ -804,18 +714,13 @@ impl Connection {
             meta.set_client_capabilities(declared);
             options.meta = Some(meta);
         }
+        let mut ticket = self.in_flight.ticket(call.relay.clone());
+        request.extensions_mut().insert(ticket.tag());
         let handle = self
             .peer
             .send_request_with_option(request, options)
             .await
             .map_err(|e| self.fail(e))?;
-        let _registered = self.in_flight.register(
-            handle.id.clone(),
-            Entry {
-                progress_token: handle.progress_token.clone(),
-                relay: call.relay.clone(),
-            },
-        );
         let mut abandoned = Abandoned {
             peer: self.peer.clone(),
             id: Some(handle.id.clone()),
@@ -826,6 +731,9 @@ impl Connection {
                 upstream: self.upstream.clone(),
             }),
         };
+        // Answered, or the connection is gone: nothing more will come
+        // about this request.
+        ticket.answered();
         abandoned.id = None;
         result
     }

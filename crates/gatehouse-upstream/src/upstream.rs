@@ -135,6 +135,7 @@ impl Shared {
             self.name.clone(),
             self.changes.clone(),
             self.config.protocol_version.clone(),
+            self.config.call_timeout,
         );
         let limit = self.config.max_message_bytes;
         match self.config.transport() {

@@ -13,7 +13,8 @@ Streamable HTTP:
 FILE` is read at every tools/list when it exists: a JSON object
 {tool: {field: value}} whose fields (wire names: description, inputSchema,
 ...) replace the listed ones, as a server changing its tools after review
-would. `--resumable` (http) keeps the events of each response stream, so
+would. `--cancel-signal` lets a cancelled call run to its end (unanswered), as a
+server that does not stop work on cancellation would. `--resumable` (http) keeps the events of each response stream, so
 that the tool `pause` can close its stream mid-call (SEP-1699) and the
 client resumes it with Last-Event-ID.
 """
@@ -45,7 +46,21 @@ parser.add_argument("--resumable", action="store_true")
 parser.add_argument("--tools", type=int, default=0)
 parser.add_argument("--page-size", type=int, default=0)
 parser.add_argument("--definitions")
+parser.add_argument("--cancel-signal", action="store_true")
 options = parser.parse_args()
+
+if options.cancel_signal:
+    # A server that, told a call is cancelled, finishes it anyway and (as
+    # the spec asks) never answers it: the SDK's "signal" cancel mode.
+    from mcp.shared import jsonrpc_dispatcher
+
+    _dispatcher_init = jsonrpc_dispatcher.JSONRPCDispatcher.__init__
+
+    def _signal_mode(self, *args, **kwargs):
+        kwargs["peer_cancel_mode"] = "signal"
+        _dispatcher_init(self, *args, **kwargs)
+
+    jsonrpc_dispatcher.JSONRPCDispatcher.__init__ = _signal_mode
 
 
 def overridden(tools):
@@ -160,6 +175,37 @@ async def sleep_forever() -> str:
     """Never answers."""
     await asyncio.sleep(3600)
     return "woke up"
+
+
+stubborn_released = asyncio.Event()
+stubborn_asked = asyncio.Event()
+
+
+@server.tool()
+async def stubborn(ctx: Context) -> str:
+    """Waits for release_stubborn, then asks the client's model (sampling)
+    whatever became of the call, and answers with what it heard."""
+    await stubborn_released.wait()
+    try:
+        result = await ctx.session.create_message(
+            messages=[SamplingMessage(role="user", content=TextContent(type="text", text="a question of the stubborn call"))],
+            max_tokens=50,
+            related_request_id=ctx.request_id,
+        )
+        heard = f"model said: {result.content.text}"
+    except Exception as exc:  # noqa: BLE001 - the refusal is the expected outcome
+        heard = f"refused: {exc}"
+    finally:
+        stubborn_asked.set()
+    return heard
+
+
+@server.tool()
+async def release_stubborn() -> str:
+    """Lets stubborn go on; answers once stubborn has had its answer."""
+    stubborn_released.set()
+    await stubborn_asked.wait()
+    return "released"
 
 
 @server.tool()

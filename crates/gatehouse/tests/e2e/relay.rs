@@ -20,6 +20,11 @@ fn server(python: &Path) -> Server {
 
 /// The gateway, its connection to the upstream pinned to `protocol`.
 fn server_speaking(python: &Path, protocol: &str) -> Server {
+    server_with(python, protocol, &[])
+}
+
+/// The gateway, its upstream started with `extra` arguments.
+fn server_with(python: &Path, protocol: &str, extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("policy.toml"),
@@ -32,9 +37,10 @@ fn server_speaking(python: &Path, protocol: &str) -> Server {
     let script = root().join("crates/gatehouse-upstream/tests/upstreams/server.py");
     let config = format!(
         "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\ncommand = {:?}\n\
-         args = [{:?}, \"stdio\"]\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\nprotocol_version = {protocol:?}\n",
+         args = [{:?}, \"stdio\"{}]\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\nprotocol_version = {protocol:?}\n",
         python.display().to_string(),
         script.display().to_string(),
+        extra.iter().map(|a| format!(", {a:?}")).collect::<String>(),
     );
     Server::start_in(dir, Some(&config))
 }
@@ -375,6 +381,72 @@ async fn a_cancelled_call_is_cancelled_at_the_upstream_and_audited() {
             "no cancelled outcome: {records:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An upstream may finish a cancelled call anyway (without answering it,
+/// as the spec allows). A sampling request it sends meanwhile over stdio
+/// names no call: it must not reach the caller whose call happens to be
+/// the only other one in flight.
+#[tokio::test]
+async fn what_an_abandoned_call_asks_later_reaches_no_other_caller() {
+    let Some(python) = python() else { return };
+    let server = server_with(&python, LEGACY, &["--cancel-signal"]);
+    let (alice_id, alice) = server.create_key("alice", "analyst", &[]);
+    let (_, bob) = server.create_key("bob", "analyst", &[]);
+    ready(&server, &alice).await;
+
+    // Alice starts a call, then cancels it; the gateway stops waiting.
+    let first = session(&server, &alice, json!({"sampling": {}})).await;
+    let events = call(
+        &server,
+        &alice,
+        &first,
+        1,
+        json!({"name": "py__stubborn", "arguments": {}}),
+    )
+    .await;
+    server
+        .post_legacy(
+            &alice,
+            Some(&first),
+            json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 1}}),
+        )
+        .await;
+    drop(events);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !server
+        .audit(&["--principal", &alice_id, "--tool", "py__stubborn"])
+        .iter()
+        .any(|r| r["kind"] == "tool_outcome" && r["reason"] == "cancelled")
+    {
+        assert!(std::time::Instant::now() < deadline, "not cancelled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Bob's call lets Alice's go on, and is in flight while it asks.
+    let second = session(&server, &bob, json!({"sampling": {}})).await;
+    let mut events = call(
+        &server,
+        &bob,
+        &second,
+        2,
+        json!({"name": "py__release_stubborn", "arguments": {}}),
+    )
+    .await;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("no answer")
+            .expect("stream ended");
+        assert_ne!(
+            message["method"], "sampling/createMessage",
+            "another caller's sampling request reached Bob: {message}"
+        );
+        if message["id"] == json!(2) && message.get("method").is_none() {
+            assert_eq!(text(&message), "released", "{message}");
+            break;
+        }
     }
 }
 
