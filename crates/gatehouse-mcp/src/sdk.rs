@@ -520,6 +520,16 @@ fn declared_capabilities(
     })
 }
 
+/// Whether the caller speaks 2026-07-28 or later, and so answers an
+/// upstream's input-required result itself (a 2025-11-25 caller is asked
+/// by the gateway, mid-call).
+fn takes_input_required(context: &RequestContext<RoleServer>) -> bool {
+    // ISO dates compare as strings.
+    context
+        .protocol_version()
+        .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str())
+}
+
 /// The client's failure to answer a relayed request, as the upstream gets it.
 fn client_failed(error: rmcp::service::ServiceError) -> ErrorData {
     match error {
@@ -935,6 +945,7 @@ impl ServerHandler for McpHandler {
             relay: None,
             cancel: context.ct.clone(),
             capabilities: declared_capabilities(&context),
+            takes_input_required: takes_input_required(&context),
         };
         Box::pin(
             self.gateway
@@ -969,6 +980,7 @@ impl ServerHandler for McpHandler {
             relay: None,
             cancel: context.ct.clone(),
             capabilities: declared_capabilities(&context),
+            takes_input_required: takes_input_required(&context),
         };
         Box::pin(
             self.gateway
@@ -1049,6 +1061,7 @@ impl ServerHandler for McpHandler {
             relay: Some(relay),
             cancel: context.ct.clone(),
             capabilities: declared_capabilities(&context),
+            takes_input_required: takes_input_required(&context),
         };
         let work = Box::pin(self.gateway.call_tool(
             &caller,

@@ -44,6 +44,13 @@ pub enum UpstreamError {
     Credentials { upstream: Arc<str>, reason: String },
     #[error("upstream {upstream} is disabled")]
     Disabled { upstream: Arc<str> },
+    /// The upstream asked for input (a 2026-07-28 input-required result)
+    /// that the gateway asked a 2025-11-25 caller for and did not get: the
+    /// caller did not declare the capability or answered with an error, or
+    /// the upstream asked for something never relayed (roots), or for
+    /// input round after round.
+    #[error("upstream {upstream} asked the caller for input it did not give: {reason}")]
+    InputNotGiven { upstream: Arc<str>, reason: String },
     /// The caller cancelled the call; the upstream was told.
     #[error("upstream {upstream}: the caller cancelled the request")]
     Cancelled { upstream: Arc<str> },
@@ -64,6 +71,7 @@ impl UpstreamError {
             UpstreamError::Rpc { .. } => "upstream_error",
             UpstreamError::Credentials { .. } => "upstream_credentials",
             UpstreamError::Disabled { .. } => "upstream_disabled",
+            UpstreamError::InputNotGiven { .. } => "upstream_input_not_given",
             UpstreamError::Cancelled { .. } => "cancelled",
             UpstreamError::Unknown(_) => "upstream_unknown",
         }

@@ -20,6 +20,7 @@ mod error;
 mod health;
 mod http_client;
 mod in_flight;
+mod input_rounds;
 mod line_cap;
 mod relay;
 mod scrub;

@@ -91,4 +91,9 @@ pub struct CallContext {
     /// 2026-07-28 upstream is told, so that it asks only for input the
     /// caller can give.
     pub capabilities: Option<ClientCapabilities>,
+    /// The caller speaks 2026-07-28 or later: an upstream's input-required
+    /// result goes to it, and it calls again with the answers. Otherwise
+    /// (a 2025-11-25 caller) the gateway asks the caller itself through
+    /// `relay`, as a 2025-11-25 upstream would have, and calls again.
+    pub takes_input_required: bool,
 }

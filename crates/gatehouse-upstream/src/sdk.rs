@@ -45,6 +45,7 @@ use crate::changes::{ChangeKind, ListChanged};
 use crate::client_credentials::ClientCredentials;
 use crate::error::UpstreamError;
 use crate::in_flight::InFlight;
+use crate::input_rounds::{MAX_INPUT_ROUNDS, ask_caller};
 use crate::line_cap::{TOO_LARGE_CODE, TOO_LARGE_MARKER};
 use crate::relay::{CallContext, Relay, Relayed};
 
@@ -754,17 +755,44 @@ impl Connection {
         params.meta = caller_meta(meta);
         params.input_responses = input.input_responses;
         params.request_state = input.request_state;
-        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
-        match self.send(request, call).await? {
-            ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
-            ServerResult::InputRequiredResult(result) => {
-                Ok(CallToolResponse::InputRequired(result))
+        for _ in 0..MAX_INPUT_ROUNDS {
+            let request = ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()));
+            match self.send(request, call).await? {
+                ServerResult::CallToolResult(result) => {
+                    return Ok(CallToolResponse::Complete(result));
+                }
+                ServerResult::InputRequiredResult(result) if call.takes_input_required => {
+                    return Ok(CallToolResponse::InputRequired(result));
+                }
+                ServerResult::InputRequiredResult(result) => {
+                    let input = ask_caller(&self.upstream, result, call).await?;
+                    params.input_responses = input.input_responses;
+                    params.request_state = input.request_state;
+                }
+                ServerResult::CreateTaskResult(_) => {
+                    return Err(self.unexpected("the upstream started a task"));
+                }
+                _ => return Err(self.unexpected("the upstream answered with an unknown result")),
             }
-            ServerResult::CreateTaskResult(_) => {
-                Err(self.unexpected("the upstream started a task"))
-            }
-            _ => Err(self.unexpected("the upstream answered with an unknown result")),
         }
+        Err(self.input_rounds_exceeded())
+    }
+
+    fn input_rounds_exceeded(&self) -> UpstreamError {
+        UpstreamError::InputNotGiven {
+            upstream: self.upstream.clone(),
+            reason: format!("the upstream asked for input more than {MAX_INPUT_ROUNDS} times"),
+        }
+    }
+
+    /// An input-required result for a caller that cannot take one and
+    /// cannot be asked during this request (prompts and resources get no
+    /// relay).
+    fn cannot_ask(&self, call: &CallContext) -> Option<UpstreamError> {
+        (!call.takes_input_required).then(|| UpstreamError::InputNotGiven {
+            upstream: self.upstream.clone(),
+            reason: "the caller cannot be asked during this request".into(),
+        })
     }
 
     pub(crate) async fn get_prompt(
@@ -783,9 +811,10 @@ impl Connection {
         let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(params));
         match self.send(request, call).await? {
             ServerResult::GetPromptResult(result) => Ok(GetPromptResponse::Complete(result)),
-            ServerResult::InputRequiredResult(result) => {
-                Ok(GetPromptResponse::InputRequired(result))
-            }
+            ServerResult::InputRequiredResult(result) => match self.cannot_ask(call) {
+                Some(error) => Err(error),
+                None => Ok(GetPromptResponse::InputRequired(result)),
+            },
             _ => Err(self.unexpected("the upstream answered with an unknown result")),
         }
     }
@@ -804,9 +833,10 @@ impl Connection {
         let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(params));
         match self.send(request, call).await? {
             ServerResult::ReadResourceResult(result) => Ok(ReadResourceResponse::Complete(result)),
-            ServerResult::InputRequiredResult(result) => {
-                Ok(ReadResourceResponse::InputRequired(result))
-            }
+            ServerResult::InputRequiredResult(result) => match self.cannot_ask(call) {
+                Some(error) => Err(error),
+                None => Ok(ReadResourceResponse::InputRequired(result)),
+            },
             _ => Err(self.unexpected("the upstream answered with an unknown result")),
         }
     }

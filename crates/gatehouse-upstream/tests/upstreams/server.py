@@ -26,7 +26,9 @@ import os
 import socket
 import sys
 
-from mcp.server.mcpserver import Context, MCPServer
+from typing import Annotated
+
+from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
 from mcp.server.streamable_http import EventMessage, EventStore
 from mcp_types import (
     EmptyResult,
@@ -286,6 +288,17 @@ async def ask_user(ctx: Context) -> str:
     result = await ctx.elicit("What is your name?", Name)
     name = result.data.name if getattr(result, "data", None) else ""
     return f"{result.action}: {name}"
+
+
+def ask_name() -> Elicit[Name]:
+    return Elicit("What is your name?", Name)
+
+
+@server.tool()
+async def greet(name: Annotated[Name, Resolve(ask_name)]) -> str:
+    """Greets the user, asking for their name in the caller's era: mid-call
+    (2025-11-25) or with an input-required result (2026-07-28)."""
+    return f"hello, {name.name}"
 
 
 for i in range(options.tools):

@@ -236,10 +236,9 @@ impl Server {
             "io.modelcontextprotocol/protocolVersion".into(),
             json!(MODERN),
         );
-        meta.insert(
-            "io.modelcontextprotocol/clientCapabilities".into(),
-            json!({}),
-        );
+        // Capabilities the caller declared stay too.
+        meta.entry("io.modelcontextprotocol/clientCapabilities")
+            .or_insert(json!({}));
         params["_meta"] = Value::Object(meta);
         let mut request = self
             .http

@@ -450,6 +450,111 @@ async fn what_an_abandoned_call_asks_later_reaches_no_other_caller() {
     }
 }
 
+/// A 2026-07-28 upstream asks for input with an input-required result.
+/// A 2025-11-25 session cannot take one: the gateway asks its client
+/// mid-call, as a 2025-11-25 upstream would, and calls again. A 2026-07-28
+/// caller gets the result itself and calls again with the answers.
+#[tokio::test]
+async fn an_upstream_asking_for_input_is_answered_in_the_callers_own_era() {
+    let Some(python) = python() else { return };
+    let server = server_speaking(&python, "2026-07-28");
+    let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
+    ready(&server, &analyst).await;
+
+    // A 2025-11-25 session that declared elicitation is asked mid-call.
+    let id = session(&server, &analyst, json!({"elicitation": {"form": {}}})).await;
+    let mut events = call(
+        &server,
+        &analyst,
+        &id,
+        1,
+        json!({"name": "py__greet", "arguments": {}}),
+    )
+    .await;
+    let request = tokio::time::timeout(Duration::from_secs(30), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(request["method"], "elicitation/create", "{request}");
+    assert_eq!(
+        request["params"]["message"], "What is your name?",
+        "{request}"
+    );
+    server
+        .post_legacy(
+            &analyst,
+            Some(&id),
+            json!({"jsonrpc": "2.0", "id": request["id"], "result": {
+                "action": "accept", "content": {"name": "Ada"}}}),
+        )
+        .await;
+    let seen = events.until_answer(1).await;
+    assert_eq!(text(seen.last().unwrap()), "hello, Ada", "{seen:?}");
+    let records = server.audit(&["--principal", &analyst_id, "--tool", "py__greet"]);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "tool_outcome" && r["outcome"] == "success"),
+        "{records:?}"
+    );
+
+    // A session that declared no elicitation: nobody is asked, and the
+    // call fails (the upstream, told the caller's capabilities, refuses).
+    let plain = session(&server, &analyst, json!({})).await;
+    let mut events = call(
+        &server,
+        &analyst,
+        &plain,
+        2,
+        json!({"name": "py__greet", "arguments": {}}),
+    )
+    .await;
+    let seen = events.until_answer(2).await;
+    assert!(
+        !seen.iter().any(|m| m["method"] == "elicitation/create"),
+        "{seen:?}"
+    );
+    let answer = seen.last().unwrap();
+    assert!(
+        answer.get("error").is_some() || answer["result"]["isError"] == json!(true),
+        "{answer}"
+    );
+    assert!(answer.to_string().contains("elicitation"), "{answer}");
+
+    // A 2026-07-28 caller gets the input-required result as the upstream
+    // gave it, and answers it on its next call.
+    let capabilities =
+        json!({"io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}}});
+    let (status, body) = server
+        .rpc(
+            Some(&analyst),
+            "tools/call",
+            json!({"name": "py__greet", "arguments": {}, "_meta": capabilities}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let result = &body["result"];
+    assert_eq!(result["resultType"], "input_required", "{body}");
+    let (key, question) = result["inputRequests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .next()
+        .unwrap();
+    assert_eq!(question["method"], "elicitation/create", "{body}");
+    let (status, body) = server
+        .rpc(
+            Some(&analyst),
+            "tools/call",
+            json!({"name": "py__greet", "arguments": {}, "_meta": capabilities,
+                   "inputResponses": {key.clone(): {"action": "accept", "content": {"name": "Grace"}}},
+                   "requestState": result["requestState"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(text(&body), "hello, Grace", "{body}");
+}
+
 #[tokio::test]
 async fn subscribing_to_a_resource_needs_the_right_to_read_it() {
     let Some(python) = python() else { return };
