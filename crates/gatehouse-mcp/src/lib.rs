@@ -8,6 +8,7 @@ mod call_limits;
 mod caller;
 mod gate1;
 mod gateway;
+mod held_calls;
 pub mod http;
 pub mod identity;
 mod refusal;

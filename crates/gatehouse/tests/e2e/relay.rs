@@ -555,6 +555,107 @@ async fn an_upstream_asking_for_input_is_answered_in_the_callers_own_era() {
     assert_eq!(text(&body), "hello, Grace", "{body}");
 }
 
+/// A 2025-11-25 upstream asks mid-call; a 2026-07-28 caller cannot be
+/// asked mid-call. Gatehouse answers the caller with the questions (an
+/// input-required result), holds the upstream's call open, and resumes it
+/// when the caller calls again with the answers and the request state.
+#[tokio::test]
+async fn a_2026_caller_answers_a_2025_upstreams_questions_on_its_next_call() {
+    let Some(python) = python() else { return };
+    let server = server(&python);
+    let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
+    let (_, other) = server.create_key("other", "analyst", &[]);
+    ready(&server, &analyst).await;
+    let meta = json!({"io.modelcontextprotocol/clientCapabilities": {
+        "elicitation": {"form": {}}, "sampling": {}}});
+    let call_tool = |key: &str, params: Value| {
+        let mut params = params;
+        params["_meta"] = meta.clone();
+        let key = key.to_string();
+        let server = &server;
+        async move {
+            let (status, body) = server.rpc(Some(&key), "tools/call", params).await;
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+
+    let body = call_tool(&analyst, json!({"name": "py__ask_user", "arguments": {}})).await;
+    let result = &body["result"];
+    assert_eq!(result["resultType"], "input_required", "{body}");
+    assert_eq!(
+        result["inputRequests"]["q1"]["method"], "elicitation/create",
+        "{body}"
+    );
+    assert_eq!(
+        result["inputRequests"]["q1"]["params"]["message"], "What is your name?",
+        "{body}"
+    );
+    let state = result["requestState"].clone();
+    let answer = json!({"q1": {"action": "accept", "content": {"name": "Ada"}}});
+
+    // Another caller cannot resume the call, or tell that it exists.
+    let body = call_tool(
+        &other,
+        json!({"name": "py__ask_user", "arguments": {},
+               "inputResponses": answer, "requestState": state}),
+    )
+    .await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown or expired request state"),
+        "{body}"
+    );
+
+    // Its caller answers, and the upstream's call goes on to its result.
+    let body = call_tool(
+        &analyst,
+        json!({"name": "py__ask_user", "arguments": {},
+               "inputResponses": answer, "requestState": state}),
+    )
+    .await;
+    assert_eq!(text(&body), "accept: Ada", "{body}");
+    // A request state resumes once.
+    let body = call_tool(
+        &analyst,
+        json!({"name": "py__ask_user", "arguments": {},
+               "inputResponses": answer, "requestState": state}),
+    )
+    .await;
+    assert!(body.get("error").is_some(), "{body}");
+    let records = server.audit(&["--principal", &analyst_id, "--tool", "py__ask_user"]);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "tool_outcome" && r["outcome"] == "success"),
+        "{records:?}"
+    );
+
+    // Sampling likewise.
+    let body = call_tool(
+        &analyst,
+        json!({"name": "py__ask_model", "arguments": {"question": "6 x 7?"}}),
+    )
+    .await;
+    let result = &body["result"];
+    assert_eq!(
+        result["inputRequests"]["q1"]["method"], "sampling/createMessage",
+        "{body}"
+    );
+    assert!(result.to_string().contains("6 x 7?"), "{body}");
+    let body = call_tool(
+        &analyst,
+        json!({"name": "py__ask_model", "arguments": {"question": "6 x 7?"},
+               "inputResponses": {"q1": {"role": "assistant", "model": "test-model",
+                                         "content": {"type": "text", "text": "42"}}},
+               "requestState": result["requestState"]}),
+    )
+    .await;
+    assert_eq!(text(&body), "model said: 42", "{body}");
+}
+
 #[tokio::test]
 async fn subscribing_to_a_resource_needs_the_right_to_read_it() {
     let Some(python) = python() else { return };
