@@ -666,6 +666,14 @@ impl Gateway {
     }
 
     /// The upstreams' catalogue changes, when there are upstreams.
+    /// The names of the configured upstreams.
+    pub fn upstream_names(&self) -> Vec<Arc<str>> {
+        self.upstreams
+            .as_deref()
+            .map(|set| set.iter().map(|u| Arc::from(u.name())).collect())
+            .unwrap_or_default()
+    }
+
     pub fn upstream_changes(
         &self,
     ) -> Option<tokio::sync::broadcast::Receiver<gatehouse_upstream::ListChanged>> {

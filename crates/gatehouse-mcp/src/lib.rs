@@ -1,7 +1,7 @@
 //! The MCP side of Gatehouse: the gateway core (authorize → dispatch →
 //! audit), the Streamable HTTP front door with gate 1, and stdio.
 //!
-//! rmcp, the MCP SDK, is used only inside `sdk.rs`, so SDK upgrades touch one
+//! rmcp, the MCP SDK, is used only inside `sdk/`, so SDK upgrades touch one
 //! file.
 
 mod call_limits;

@@ -1,0 +1,335 @@
+//! Who hears of what changed at the upstreams: the clients of live
+//! 2025-11-25 sessions and the open 2026-07-28 `subscriptions/listen`
+//! streams (catalogue changes), and those watching a resource (its
+//! updates, each only while the policy lets its caller see it).
+
+// Logging, sampling and resources/subscribe are deprecated by SEP-2577
+// (2026-07-28), and still the 2025-11-25 protocol the gateway relays.
+#![allow(deprecated)]
+
+// One module split into files: the parent's names are this file's.
+use super::*;
+
+/// Who is told when an upstream's catalogue changed
+/// (`notifications/*/list_changed`): the clients of live 2025-11-25
+/// sessions, and the open 2026-07-28 `subscriptions/listen` streams (each
+/// gets the kinds its filter accepted). The notice carries nothing but
+/// "list again", so everyone gets it; each then lists what it may see.
+/// A resource's update (`notifications/resources/updated`) names the
+/// resource: it goes only to the listen streams and the sessions watching
+/// it whose principal the policy (as it is now) lets see it.
+#[derive(Clone, Default)]
+pub(super) struct SessionPeers(Arc<std::sync::Mutex<Audience>>);
+
+#[derive(Default)]
+struct Audience {
+    peers: Vec<Peer<RoleServer>>,
+    listeners: Vec<Listener>,
+    session_watches: Vec<SessionWatch>,
+}
+
+/// Resources one session, or one listen stream, may watch at once. Each
+/// watch costs a gate-2 decision, an audit record and possibly an upstream
+/// subscription: without a bound, one caller could make the gateway hold
+/// any number of them.
+pub(super) const MAX_WATCHES: usize = 64;
+
+pub(super) fn too_many_watches() -> ErrorData {
+    ErrorData::invalid_params(
+        format!("at most {MAX_WATCHES} resources may be watched by one session or listen stream"),
+        Some(json!({"reason": "too_many_subscriptions"})),
+    )
+}
+
+/// A 2025-11-25 session's `resources/subscribe`, admitted by gate 2; the
+/// gateway's subscription at the upstream lasts while any watch does.
+pub(super) struct SessionWatch {
+    pub(super) session: Arc<()>,
+    pub(super) peer: Peer<RoleServer>,
+    /// Who subscribed, for the policy's say on each update.
+    pub(super) principal: Arc<gatehouse_core::Principal>,
+    pub(super) watch: crate::gateway::ResourceWatch,
+}
+
+/// One open `subscriptions/listen` stream.
+#[derive(Clone)]
+pub(super) struct Listener {
+    pub(super) sink: SubscriptionSink,
+    /// Cancelled when the stream ends (its `listen` returns).
+    pub(super) open: CancellationToken,
+    /// Who listens, for the policy's say on each resource update.
+    pub(super) principal: Arc<gatehouse_core::Principal>,
+    /// The upstream resources it watches (upstream, URI), admitted by gate 2.
+    pub(super) watched: Vec<(Arc<str>, String)>,
+}
+
+impl SessionPeers {
+    fn live(&self) -> std::sync::MutexGuard<'_, Audience> {
+        let mut audience = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        audience.peers.retain(|peer| !peer.is_transport_closed());
+        audience
+            .listeners
+            .retain(|listener| !listener.open.is_cancelled());
+        // An ended session's watches end with it.
+        audience
+            .session_watches
+            .retain(|watch| !watch.peer.is_transport_closed());
+        audience
+    }
+
+    /// Whether `session` may subscribe to `uri`: it watches it already, or
+    /// fewer than `MAX_WATCHES` resources.
+    pub(super) fn session_may_watch(&self, session: &Arc<()>, uri: &str) -> bool {
+        let audience = self.live();
+        let mine: Vec<_> = audience
+            .session_watches
+            .iter()
+            .filter(|w| Arc::ptr_eq(&w.session, session))
+            .collect();
+        mine.len() < MAX_WATCHES || mine.iter().any(|w| w.watch.uri() == uri)
+    }
+
+    /// Adds a session's watch; a second `resources/subscribe` of the same
+    /// resource by the same session changes nothing. Refused beyond
+    /// `MAX_WATCHES` (checked again here: subscriptions may run at once).
+    pub(super) fn add_session_watch(&self, watch: SessionWatch) -> Result<(), ErrorData> {
+        let mut audience = self.live();
+        let mut count = 0;
+        for w in audience
+            .session_watches
+            .iter()
+            .filter(|w| Arc::ptr_eq(&w.session, &watch.session))
+        {
+            if w.watch.upstream() == watch.watch.upstream() && w.watch.uri() == watch.watch.uri() {
+                return Ok(());
+            }
+            count += 1;
+        }
+        if count >= MAX_WATCHES {
+            return Err(too_many_watches());
+        }
+        audience.session_watches.push(watch);
+        Ok(())
+    }
+
+    /// Ends a session's watch of `uri` (its `resources/unsubscribe`).
+    pub(super) fn remove_session_watch(&self, session: &Arc<()>, uri: &str) {
+        self.live()
+            .session_watches
+            .retain(|w| !(Arc::ptr_eq(&w.session, session) && w.watch.uri() == uri));
+    }
+
+    /// Every resource someone watches (upstream, URI), once.
+    pub(super) fn watched(&self) -> Vec<(Arc<str>, String)> {
+        let audience = self.live();
+        let mut watched: Vec<(Arc<str>, String)> = audience
+            .session_watches
+            .iter()
+            .map(|w| (w.watch.upstream().clone(), w.watch.uri().to_string()))
+            .chain(
+                audience
+                    .listeners
+                    .iter()
+                    .flat_map(|l| l.watched.iter().cloned()),
+            )
+            .collect();
+        watched.sort();
+        watched.dedup();
+        watched
+    }
+
+    pub(super) fn add(&self, peer: Peer<RoleServer>) {
+        self.live().peers.push(peer);
+    }
+
+    /// Adds a listen stream, told of changes until its `open` is cancelled.
+    pub(super) fn add_listener(&self, listener: Listener) {
+        self.live().listeners.push(listener);
+    }
+
+    async fn announce(&self, change: &ListChanged, policy: &Policy) {
+        if change.kind == ChangeKind::ResourceUpdated {
+            if let Some(uri) = &change.uri {
+                self.resource_updated(&change.upstream, uri, policy).await;
+            }
+            return;
+        }
+        let kind = change.kind;
+        let (peers, listeners) = {
+            let audience = self.live();
+            (audience.peers.clone(), audience.listeners.clone())
+        };
+        for peer in peers {
+            let sent = match kind {
+                ChangeKind::Tools => peer.notify_tool_list_changed().await,
+                ChangeKind::Prompts => peer.notify_prompt_list_changed().await,
+                ChangeKind::Resources => peer.notify_resource_list_changed().await,
+                ChangeKind::Reconnected => {
+                    let tools = peer.notify_tool_list_changed().await;
+                    let prompts = peer.notify_prompt_list_changed().await;
+                    tools
+                        .and(prompts)
+                        .and(peer.notify_resource_list_changed().await)
+                }
+                ChangeKind::ResourceUpdated => Ok(()),
+            };
+            if let Err(e) = sent {
+                tracing::debug!(error = %e, "could not tell a session that a list changed");
+            }
+        }
+        for listener in listeners {
+            let (tools, prompts, resources) = match kind {
+                ChangeKind::Tools => (true, false, false),
+                ChangeKind::Prompts => (false, true, false),
+                ChangeKind::Resources => (false, false, true),
+                ChangeKind::Reconnected => (true, true, true),
+                ChangeKind::ResourceUpdated => (false, false, false),
+            };
+            let sink = &listener.sink;
+            let accepted = sink.accepted();
+            // The sink refuses what its filter did not accept; asked only
+            // for what it did.
+            if tools && accepted.tools_list_changed == Some(true) {
+                listened(sink.notify_tool_list_changed().await);
+            }
+            if prompts && accepted.prompts_list_changed == Some(true) {
+                listened(sink.notify_prompt_list_changed().await);
+            }
+            if resources && accepted.resources_list_changed == Some(true) {
+                listened(sink.notify_resource_list_changed().await);
+            }
+        }
+    }
+}
+
+impl SessionPeers {
+    /// Tells the listen streams watching `uri` of `upstream` that it
+    /// changed, each only if the policy lets its principal see it now (a
+    /// reloaded policy may have taken it away since the stream began).
+    async fn resource_updated(&self, upstream: &Arc<str>, uri: &str, policy: &Policy) {
+        let (listeners, sessions) = {
+            let audience = self.live();
+            let sessions: Vec<_> = audience
+                .session_watches
+                .iter()
+                .filter(|w| w.watch.upstream() == upstream && w.watch.uri() == uri)
+                .map(|w| (w.peer.clone(), w.principal.clone()))
+                .collect();
+            (audience.listeners.clone(), sessions)
+        };
+        let target = Target::upstream(Kind::Resource, uri, upstream);
+        for (peer, principal) in sessions {
+            if policy.visibility(&principal, &target) == Access::Allow
+                && let Err(e) = peer
+                    .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
+                    .await
+            {
+                tracing::debug!(error = %e, "could not tell a session that a resource changed");
+            }
+        }
+        for listener in listeners {
+            let watching = listener
+                .watched
+                .iter()
+                .any(|(from, watched)| from == upstream && watched == uri);
+            if watching && policy.visibility(&listener.principal, &target) == Access::Allow {
+                listened(listener.sink.notify_resource_updated(uri).await);
+            }
+        }
+    }
+}
+
+/// Logs a notification a listen stream could not take (it may just have
+/// ended: it is forgotten at the next change).
+fn listened(sent: Result<(), SubscriptionSendError>) {
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "could not notify a listen stream");
+    }
+}
+
+/// Follows the upstreams' catalogue changes for as long as the gateway
+/// lives: refreshes what the gateway knows (pins), then tells the sessions.
+pub(super) fn follow_upstream_changes(gateway: &Arc<Gateway>, sessions: SessionPeers) {
+    let Some(mut changes) = gateway.upstream_changes() else {
+        return;
+    };
+    let gateway = Arc::downgrade(gateway);
+    tokio::spawn(async move {
+        loop {
+            let received = changes.recv().await;
+            let Some(gateway) = gateway.upgrade() else {
+                break;
+            };
+            let changes = match received {
+                Ok(change) => vec![change],
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "missed upstream changes: every upstream counts as reconnected and every watched resource as updated"
+                    );
+                    after_a_gap(gateway.upstream_names(), sessions.watched())
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            };
+            for change in changes {
+                gateway.upstream_changed(&change).await;
+                sessions.announce(&change, &gateway.policy()).await;
+            }
+        }
+    });
+}
+
+/// What may have happened while changes were missed: any upstream may
+/// have reconnected (and forgotten the gateway's subscriptions) or changed
+/// its lists, and any watched resource may have changed.
+fn after_a_gap(upstreams: Vec<Arc<str>>, watched: Vec<(Arc<str>, String)>) -> Vec<ListChanged> {
+    let reconnected = upstreams.into_iter().map(|upstream| ListChanged {
+        upstream,
+        kind: ChangeKind::Reconnected,
+        uri: None,
+    });
+    let updated = watched.into_iter().map(|(upstream, uri)| ListChanged {
+        upstream,
+        kind: ChangeKind::ResourceUpdated,
+        uri: Some(uri.into()),
+    });
+    reconnected.chain(updated).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_a_gap_every_upstream_reconnects_and_every_watched_resource_is_updated() {
+        let changes = after_a_gap(
+            vec![Arc::from("files"), Arc::from("crm")],
+            vec![(Arc::from("crm"), "crm://contacts/1".to_string())],
+        );
+        let seen: Vec<_> = changes
+            .iter()
+            .map(|c| {
+                (
+                    c.upstream.to_string(),
+                    c.kind,
+                    c.uri.as_deref().map(str::to_string),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("files".to_string(), ChangeKind::Reconnected, None),
+                ("crm".to_string(), ChangeKind::Reconnected, None),
+                (
+                    "crm".to_string(),
+                    ChangeKind::ResourceUpdated,
+                    Some("crm://contacts/1".to_string())
+                ),
+            ]
+        );
+    }
+}

@@ -1,0 +1,162 @@
+//! Gatehouse's refusals and failures as the MCP client reads them:
+//! JSON-RPC errors (with the audit reason in `data`) and tool results.
+
+// Logging, sampling and resources/subscribe are deprecated by SEP-2577
+// (2026-07-28), and still the 2025-11-25 protocol the gateway relays.
+#![allow(deprecated)]
+
+// One module split into files: the parent's names are this file's.
+use super::*;
+
+/// The client's failure to answer a relayed request, as the upstream gets it.
+pub(super) fn client_failed(error: rmcp::service::ServiceError) -> ErrorData {
+    match error {
+        rmcp::service::ServiceError::McpError(error) => error,
+        other => ErrorData::new(
+            ErrorCode::INTERNAL_ERROR,
+            format!("the client did not answer: {other}"),
+            None,
+        ),
+    }
+}
+
+pub(super) fn internal_error(message: &'static str) -> ErrorData {
+    ErrorData::new(ErrorCode::INTERNAL_ERROR, message, None)
+}
+
+/// The JSON-RPC form of a refusal (stdio; HTTP answers in `http/errors.rs`).
+pub(super) fn refusal_error(refusal: &Refusal) -> ErrorData {
+    ErrorData::new(
+        ErrorCode(DENIED_ERROR_CODE),
+        refusal.to_string(),
+        Some(json!({ "reason": refusal.code() })),
+    )
+}
+
+/// The JSON-RPC error for a refused call: names the reason so the client
+/// (and its user) can see why.
+pub(super) fn deny_error(deny: &Deny) -> ErrorData {
+    let mut data = json!({
+        "reason": deny.reason.code(),
+        "tool": deny.tool,
+    });
+    if let Some(scope) = deny.required_scope() {
+        data["required_scope"] = json!(scope);
+    }
+    // The JSON-RPC form of HTTP 429's Retry-After.
+    if let DenyReason::RateLimited { retry_after_secs } = deny.reason {
+        data["retry_after"] = json!(retry_after_secs);
+    }
+    ErrorData::new(ErrorCode(DENIED_ERROR_CODE), deny.message(), Some(data))
+}
+
+/// The refusal of a call that needs a human's approval. Every client gets
+/// the approval id and URL in `data`; a client that declared URL-mode
+/// elicitation gets the MCP error that asks it to open the URL.
+pub(super) fn approval_error(pending: &PendingApproval, url_elicitation: bool) -> ErrorData {
+    let expires_at = pending.expires_at.as_secs();
+    let mut data = json!({
+        "reason": pending.deny.reason.code(),
+        "tool": pending.deny.tool,
+        "approval_id": pending.approval_id,
+        "approval_url": pending.url,
+        "expires_at": expires_at,
+        "operation_token_meta": OPERATION_TOKEN_META,
+    });
+    let message = format!(
+        "tool '{}' needs a human's approval: open {} to approve, then retry the same call with \
+         the operation token in params._meta[\"{OPERATION_TOKEN_META}\"]",
+        pending.deny.tool,
+        pending
+            .url
+            .as_deref()
+            .unwrap_or("`gatehouse approvals list`"),
+    );
+    match (&pending.url, url_elicitation) {
+        (Some(url), true) => {
+            data["elicitations"] = json!([{
+                "mode": "url",
+                "elicitationId": pending.approval_id,
+                "url": url,
+                "message": format!("Approve the call of {} in your browser.", pending.deny.tool),
+            }]);
+            ErrorData::new(
+                ErrorCode(URL_ELICITATION_REQUIRED_CODE),
+                message,
+                Some(data),
+            )
+        }
+        _ => ErrorData::new(ErrorCode(DENIED_ERROR_CODE), message, Some(data)),
+    }
+}
+
+pub(super) fn call_error(error: CallError, url_elicitation: bool) -> ErrorData {
+    match error {
+        CallError::Denied(deny) => deny_error(&deny),
+        CallError::ApprovalRequired(pending) => approval_error(&pending, url_elicitation),
+        CallError::Unavailable(e) => {
+            tracing::error!(error = %e, "tool call refused: approvals unavailable");
+            internal_error("approvals are unavailable, so the call was not run")
+        }
+        CallError::PinsUnavailable(e) => {
+            tracing::error!(error = %e, "tool call refused: tool pins unavailable");
+            internal_error(
+                "the upstream tool could not be checked against its pinned definition, so the call was not run",
+            )
+        }
+        CallError::Audit(e) => {
+            tracing::error!(error = %e, "tool call refused: audit unavailable");
+            internal_error("the audit log is unavailable, so the call was not run")
+        }
+        // The upstream's own JSON-RPC error is its answer to the caller's
+        // request: relayed as it came (code, message, data).
+        CallError::Upstream(UpstreamError::Rpc {
+            code,
+            message,
+            data,
+            ..
+        }) => ErrorData::new(ErrorCode(code), message, data),
+        // The upstream's failure with the audit record's reason code, said
+        // without internal reasons (the record and the log have those).
+        CallError::Upstream(e) => ErrorData::new(
+            ErrorCode::INTERNAL_ERROR,
+            e.public_message(),
+            Some(json!({ "reason": e.code() })),
+        ),
+    }
+}
+
+/// The error of a request about one resource. A resource nothing serves,
+/// or that the policy does not cover (the same to the caller: neither is
+/// listed), is not found (SEP-2164): -32602 with the URI in `data`, and
+/// Gatehouse's reason kept beside it. Any other refusal is as for a tool.
+pub(super) fn resource_error(error: CallError, uri: &str) -> ErrorData {
+    let not_found = match &error {
+        CallError::Denied(deny) => deny.reason == DenyReason::UnknownTool,
+        CallError::Upstream(UpstreamError::Unknown(_)) => true,
+        _ => false,
+    };
+    let mut answer = call_error(error, false);
+    if not_found {
+        answer.code = ErrorCode::INVALID_PARAMS;
+        let mut data = match answer.data.take() {
+            Some(serde_json::Value::Object(data)) => data,
+            _ => serde_json::Map::new(),
+        };
+        data.insert("uri".into(), json!(uri));
+        answer.data = Some(serde_json::Value::Object(data));
+    }
+    answer
+}
+
+pub(super) fn tool_result(result: Result<ToolOutput, ToolError>) -> CallToolResult {
+    match result {
+        Ok(output) => {
+            let mut result = CallToolResult::success(vec![ContentBlock::text(output.text)]);
+            result.structured_content = output.structured;
+            result
+        }
+        // The error's text already starts with what went wrong ("refused: …").
+        Err(error) => CallToolResult::error(vec![ContentBlock::text(error.to_string())]),
+    }
+}
