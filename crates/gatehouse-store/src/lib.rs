@@ -140,6 +140,19 @@ pub trait Store: AuthorizationStore + GatingStore + PinStore + Send + Sync + 'st
     async fn secret(&self, tenant: &str, name: &str) -> StoreResult<Option<String>>;
     async fn secret_names(&self, tenant: &str) -> StoreResult<Vec<String>>;
     async fn delete_secret(&self, tenant: &str, name: &str) -> StoreResult<bool>;
+    /// Secrets stored before secrets were sealed (a value without
+    /// `gatehouse_core::SEALED_PREFIX`), as (tenant, name, value): sealed
+    /// at start-up.
+    async fn unsealed_secrets(&self) -> StoreResult<Vec<(String, String, String)>>;
+    /// Stores `value` only if the stored value is still `expected` (an
+    /// operator may have set the secret meanwhile): whether it did.
+    async fn replace_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        expected: &str,
+        value: &str,
+    ) -> StoreResult<bool>;
 
     // --- Runtime settings (changed by `modify_mcp_config`) ---------------
     async fn put_setting(&self, tenant: &str, key: &str, value: &str) -> StoreResult<()>;

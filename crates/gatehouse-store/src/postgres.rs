@@ -859,6 +859,35 @@ impl Store for PostgresStore {
         Ok(result.rows_affected() == 1)
     }
 
+    async fn unsealed_secrets(&self) -> StoreResult<Vec<(String, String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT tenant, name, value FROM tenant_secrets \
+             WHERE NOT starts_with(value, $1) ORDER BY tenant COLLATE \"C\", name COLLATE \"C\"",
+        )
+        .bind(gatehouse_core::SEALED_PREFIX)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn replace_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        expected: &str,
+        value: &str,
+    ) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "UPDATE tenant_secrets SET value = $4 WHERE tenant = $1 AND name = $2 AND value = $3",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(expected)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     async fn put_setting(&self, tenant: &str, key: &str, value: &str) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO runtime_settings (tenant, key, value) VALUES ($1, $2, $3) \

@@ -704,6 +704,49 @@ impl Store for SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
+    async fn unsealed_secrets(&self) -> StoreResult<Vec<(String, String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT tenant, name, value FROM tenant_secrets \
+             WHERE substr(value, 1, length($1)) <> $1 ORDER BY tenant, name",
+        )
+        .bind(gatehouse_core::SEALED_PREFIX)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn replace_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        expected: &str,
+        value: &str,
+    ) -> StoreResult<bool> {
+        // The old value must not linger in the file's free space.
+        let mut connection = self.pool.acquire().await?;
+        sqlx::query("PRAGMA secure_delete = ON")
+            .execute(&mut *connection)
+            .await?;
+        let result = sqlx::query(
+            "UPDATE tenant_secrets SET value = $4 WHERE tenant = $1 AND name = $2 AND value = $3",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(expected)
+        .bind(value)
+        .execute(&mut *connection)
+        .await;
+        sqlx::query("PRAGMA secure_delete = OFF")
+            .execute(&mut *connection)
+            .await?;
+        // Nor in the write-ahead log.
+        if result.as_ref().is_ok_and(|r| r.rows_affected() == 1) {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *connection)
+                .await?;
+        }
+        Ok(result?.rows_affected() == 1)
+    }
+
     async fn put_setting(&self, tenant: &str, key: &str, value: &str) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO runtime_settings (tenant, key, value) VALUES ($1, $2, $3) \

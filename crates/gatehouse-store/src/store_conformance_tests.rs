@@ -31,6 +31,7 @@ macro_rules! conformance_tests {
             audit_batch_is_all_or_nothing,
             large_audit_batches_span_several_inserts,
             secrets_are_tenant_scoped,
+            unsealed_secrets_are_found_and_replaced_only_if_unchanged,
             settings_round_trip,
             clients_round_trip_and_revoke_once,
             signing_keys_round_trip_in_order,
@@ -502,6 +503,59 @@ pub(crate) async fn secrets_are_tenant_scoped(store: TestStore) {
     assert_eq!(store.secret_names("a").await.unwrap(), vec!["B", "db"]);
     assert!(store.delete_secret("a", "db").await.unwrap());
     assert!(!store.delete_secret("a", "db").await.unwrap());
+}
+
+pub(crate) async fn unsealed_secrets_are_found_and_replaced_only_if_unchanged(store: TestStore) {
+    let sealed = format!("{}abc", gatehouse_core::SEALED_PREFIX);
+    store.put_secret("a", "old", "plain-1").await.unwrap();
+    store.put_secret("a", "new", &sealed).await.unwrap();
+    store.put_secret("b", "old", "plain-2").await.unwrap();
+    // Nearly the prefix is not the prefix.
+    store.put_secret("b", "odd", "sealed:v1").await.unwrap();
+    let unsealed = store.unsealed_secrets().await.unwrap();
+    let found: Vec<_> = unsealed
+        .iter()
+        .map(|(t, n, v)| (t.as_str(), n.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("a", "old", "plain-1"),
+            ("b", "odd", "sealed:v1"),
+            ("b", "old", "plain-2")
+        ]
+    );
+    assert!(
+        store
+            .replace_secret("a", "old", "plain-1", &sealed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.secret("a", "old").await.unwrap(),
+        Some(sealed.clone())
+    );
+    // Set meanwhile by an operator: left as it is.
+    store.put_secret("b", "old", "set-meanwhile").await.unwrap();
+    assert!(
+        !store
+            .replace_secret("b", "old", "plain-2", &sealed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.secret("b", "old").await.unwrap().as_deref(),
+        Some("set-meanwhile")
+    );
+    // Deleted meanwhile: not brought back.
+    store.delete_secret("b", "odd").await.unwrap();
+    assert!(
+        !store
+            .replace_secret("b", "odd", "sealed:v1", &sealed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.secret("b", "odd").await.unwrap(), None);
 }
 
 pub(crate) async fn settings_round_trip(store: TestStore) {

@@ -98,6 +98,12 @@ impl Store for DownStore {
     async fn delete_secret(&self, _: &str, _: &str) -> StoreResult<bool> {
         down()
     }
+    async fn unsealed_secrets(&self) -> StoreResult<Vec<(String, String, String)>> {
+        down()
+    }
+    async fn replace_secret(&self, _: &str, _: &str, _: &str, _: &str) -> StoreResult<bool> {
+        down()
+    }
     async fn put_setting(&self, _: &str, _: &str, _: &str) -> StoreResult<()> {
         down()
     }

@@ -7,6 +7,7 @@ mod context;
 mod output;
 mod policy_file;
 mod runtime;
+mod secret_sealing;
 mod upstream_secrets;
 
 use std::io::IsTerminal;

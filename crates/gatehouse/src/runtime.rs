@@ -83,6 +83,9 @@ impl Runtime {
         };
         // Tenant secrets are stored sealed with the master key.
         let secret_cipher: Arc<dyn SecretCipher> = Arc::new(ctx.master_key()?);
+        crate::secret_sealing::seal_stored_secrets(&*store, &*secret_cipher)
+            .await
+            .context("cannot seal the tenant secrets stored before secrets were sealed")?;
         let tools = BuiltinTools::open(tools_config, Arc::clone(&store))
             .await
             .context("cannot prepare the built-in tools")?

@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use gatehouse_store::Store;
+
 use super::harness::Server;
 
 #[tokio::test]
@@ -113,4 +115,44 @@ async fn no_secret_reaches_logs_or_audit() {
     assert!(audit_file.contains(&reader_id));
     assert!(audit_file.contains(&revoked_id));
     assert!(audit_file.contains("[REDACTED]"));
+}
+
+/// A tenant secret stored before secrets were sealed (its value as it is)
+/// is sealed when the server starts: no database file holds it afterwards.
+#[tokio::test]
+async fn a_secret_stored_before_sealing_is_sealed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = "legacy-PLAIN-9c1e55aa0b7d4f03e1";
+    {
+        let store = gatehouse_store::SqliteStore::open(&dir.path().join("gatehouse.db"))
+            .await
+            .unwrap();
+        store.put_secret("acme", "crm_token", legacy).await.unwrap();
+    }
+    let mut server = Server::start_in(dir, None);
+    let status = server.stop();
+    assert!(status.success(), "graceful shutdown: {status:?}");
+    let log = std::fs::read_to_string(server.stderr_path()).unwrap();
+    assert!(log.contains("now sealed with the master key"), "{log}");
+    assert!(!log.contains(legacy));
+
+    for entry in std::fs::read_dir(server.data_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("gatehouse.db") {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(legacy.len()).any(|w| w == legacy.as_bytes()),
+                "{name} still holds the old secret in the clear"
+            );
+        }
+    }
+    let store = gatehouse_store::SqliteStore::open(&server.data_dir().join("gatehouse.db"))
+        .await
+        .unwrap();
+    let stored = store.secret("acme", "crm_token").await.unwrap().unwrap();
+    assert!(
+        stored.starts_with(gatehouse_core::SEALED_PREFIX),
+        "{stored}"
+    );
 }
