@@ -112,12 +112,13 @@ total=$(callgrind_annotate "$dump" 2>/dev/null | sed -n 's/^ *\([0-9,]*\) .*PROG
 [ -n "$total" ] || { echo "could not read the instruction total of $dump" >&2; exit 1; }
 echo "calls=$calls instructions=$total"
 echo "instructions_per_call=$((total / calls))"
-echo
-echo "Most instructions, inclusive, per call (callgrind_annotate --inclusive=yes):"
-callgrind_annotate --inclusive=yes --threshold=99 "$dump" 2>/dev/null \
-  | grep -E '^ *[0-9,]+ ' | grep -v 'PROGRAM TOTALS' | head -40 \
-  | awk -v calls="$calls" '{n=$1; gsub(",","",n); $1=""; printf "%10d %s\n", n/calls, $0}'
 if [ -n "${GATEHOUSE_PROFILE_KEEP:-}" ]; then
   mkdir -p "$GATEHOUSE_PROFILE_KEEP"; cp "$dump" "$GATEHOUSE_PROFILE_KEEP/"
   echo "kept $(basename "$dump") in $GATEHOUSE_PROFILE_KEEP"
 fi
+echo
+echo "Most instructions, inclusive, per call (callgrind_annotate --inclusive=yes):"
+callgrind_annotate --inclusive=yes --threshold=99 "$dump" 2>/dev/null \
+  | grep -E '^ *[0-9,]+ ' | grep -v 'PROGRAM TOTALS' | head -40 \
+  | awk -v calls="$calls" '{n=$1; gsub(",","",n); $1=""; printf "%10d %s\n", n/calls, $0}' \
+  || true  # head stops reading early

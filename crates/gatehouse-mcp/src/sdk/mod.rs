@@ -364,6 +364,9 @@ impl McpHandler {
 // awaits inline, so an unboxed gateway call (policy, audit, upstream client)
 // made every spawn copy kilobytes (measured: 4.7 % of the CPU of an upstream
 // call, bench/README.md). A box costs one allocation.
+// Every handler's body is boxed: rmcp spawns each request's handler future
+// as a task, and that future is as large as the largest handler's state
+// (it was ~19 KB, copied twice per request: bench/profile.sh).
 impl ServerHandler for McpHandler {
     fn get_info(&self) -> ServerConfig {
         let mut info = server_config();
@@ -396,17 +399,23 @@ impl ServerHandler for McpHandler {
         request: InitializeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
-        context.peer.set_peer_info(request.clone());
-        // A session hears of the upstreams' catalogue changes
-        // (`on_initialized` registers it; `get_info` says so) and of the
-        // resources it subscribed to.
-        self.negotiate_initialize(&request)
+        Box::pin(async move {
+            context.peer.set_peer_info(request.clone());
+            // A session hears of the upstreams' catalogue changes
+            // (`on_initialized` registers it; `get_info` says so) and of the
+            // resources it subscribed to.
+            self.negotiate_initialize(&request)
+        })
+        .await
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
-        if self.gateway.has_upstreams() {
-            self.sessions.add(context.peer);
-        }
+        Box::pin(async move {
+            if self.gateway.has_upstreams() {
+                self.sessions.add(context.peer);
+            }
+        })
+        .await
     }
 
     /// 2026-07-28 `subscriptions/listen`: the upstreams' list changes, as
@@ -433,43 +442,46 @@ impl ServerHandler for McpHandler {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
-        let caller = self.caller(context.request_context()).await?;
-        if context
-            .accepted()
-            .resource_subscriptions
-            .as_ref()
-            .is_some_and(|uris| uris.len() > MAX_WATCHES)
-        {
-            return Err(too_many_watches());
-        }
-        // Each resource is watched under the gate of reading it; one the
-        // caller may not read ends the stream with the refusal (the
-        // acknowledgement went first: rmcp sends it before this runs).
-        let mut watches = Vec::new();
-        for uri in context.accepted().resource_subscriptions.iter().flatten() {
-            let watch = self
-                .gateway
-                .watch_resource(&caller, uri)
-                .await
-                .map_err(|e| resource_error(e, uri))?;
-            watches.push(watch);
-        }
-        let open = CancellationToken::new();
-        // Forgotten by `SessionPeers` as soon as this returns; the watches
-        // end with it.
-        let _open = open.clone().drop_guard();
-        self.sessions.add_listener(Listener {
-            sink: context.sink().clone(),
-            open,
-            principal: caller.principal.clone(),
-            watched: watches
-                .iter()
-                .map(|watch| (watch.upstream().clone(), watch.uri().to_string()))
-                .collect(),
-        });
-        context.cancelled().await;
-        drop(watches);
-        Ok(())
+        Box::pin(async move {
+            let caller = self.caller(context.request_context()).await?;
+            if context
+                .accepted()
+                .resource_subscriptions
+                .as_ref()
+                .is_some_and(|uris| uris.len() > MAX_WATCHES)
+            {
+                return Err(too_many_watches());
+            }
+            // Each resource is watched under the gate of reading it; one the
+            // caller may not read ends the stream with the refusal (the
+            // acknowledgement went first: rmcp sends it before this runs).
+            let mut watches = Vec::new();
+            for uri in context.accepted().resource_subscriptions.iter().flatten() {
+                let watch = self
+                    .gateway
+                    .watch_resource(&caller, uri)
+                    .await
+                    .map_err(|e| resource_error(e, uri))?;
+                watches.push(watch);
+            }
+            let open = CancellationToken::new();
+            // Forgotten by `SessionPeers` as soon as this returns; the watches
+            // end with it.
+            let _open = open.clone().drop_guard();
+            self.sessions.add_listener(Listener {
+                sink: context.sink().clone(),
+                open,
+                principal: caller.principal.clone(),
+                watched: watches
+                    .iter()
+                    .map(|watch| (watch.upstream().clone(), watch.uri().to_string()))
+                    .collect(),
+            });
+            context.cancelled().await;
+            drop(watches);
+            Ok(())
+        })
+        .await
     }
 
     async fn set_level(
@@ -477,12 +489,15 @@ impl ServerHandler for McpHandler {
         request: SetLevelRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.caller(&context).await?;
-        *self
-            .log_level
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(request.level);
-        Ok(())
+        Box::pin(async move {
+            self.caller(&context).await?;
+            *self
+                .log_level
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(request.level);
+            Ok(())
+        })
+        .await
     }
 
     async fn complete(
@@ -490,10 +505,13 @@ impl ServerHandler for McpHandler {
         request: CompleteRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CompleteResult, ErrorData> {
-        let caller = self.caller(&context).await?;
-        Box::pin(self.gateway.complete(&caller, request))
-            .await
-            .map_err(|e| call_error(e, false))
+        Box::pin(async move {
+            let caller = self.caller(&context).await?;
+            Box::pin(self.gateway.complete(&caller, request))
+                .await
+                .map_err(|e| call_error(e, false))
+        })
+        .await
     }
 
     async fn subscribe(
@@ -501,19 +519,22 @@ impl ServerHandler for McpHandler {
         request: SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let caller = self.caller(&context).await?;
-        if !self.sessions.session_may_watch(&self.session, &request.uri) {
-            return Err(too_many_watches());
-        }
-        let watch = Box::pin(self.gateway.watch_resource(&caller, &request.uri))
-            .await
-            .map_err(|e| resource_error(e, &request.uri))?;
-        self.sessions.add_session_watch(SessionWatch {
-            session: self.session.clone(),
-            peer: context.peer.clone(),
-            principal: caller.principal.clone(),
-            watch,
+        Box::pin(async move {
+            let caller = self.caller(&context).await?;
+            if !self.sessions.session_may_watch(&self.session, &request.uri) {
+                return Err(too_many_watches());
+            }
+            let watch = Box::pin(self.gateway.watch_resource(&caller, &request.uri))
+                .await
+                .map_err(|e| resource_error(e, &request.uri))?;
+            self.sessions.add_session_watch(SessionWatch {
+                session: self.session.clone(),
+                peer: context.peer.clone(),
+                principal: caller.principal.clone(),
+                watch,
+            })
         })
+        .await
     }
 
     async fn unsubscribe(
@@ -521,12 +542,15 @@ impl ServerHandler for McpHandler {
         request: UnsubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        // Authenticated like every request; ending one's own watch needs
-        // no permission (and a watch that does not exist is no error).
-        self.caller(&context).await?;
-        self.sessions
-            .remove_session_watch(&self.session, &request.uri);
-        Ok(())
+        Box::pin(async move {
+            // Authenticated like every request; ending one's own watch needs
+            // no permission (and a watch that does not exist is no error).
+            self.caller(&context).await?;
+            self.sessions
+                .remove_session_watch(&self.session, &request.uri);
+            Ok(())
+        })
+        .await
     }
 
     async fn list_resources(
@@ -534,10 +558,16 @@ impl ServerHandler for McpHandler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        let caller = self.caller(&context).await?;
-        let resources = Box::pin(self.gateway.list_upstream_resources(&caller)).await;
-        // The list depends on who asks: it must never be shared between users.
-        Ok(ListResourcesResult::with_all_items(resources).with_cache_scope(CacheScope::Private))
+        Box::pin(async move {
+            let caller = self.caller(&context).await?;
+            let resources = Box::pin(self.gateway.list_upstream_resources(&caller)).await;
+            // The list depends on who asks: it must never be shared between users.
+            Ok(
+                ListResourcesResult::with_all_items(resources)
+                    .with_cache_scope(CacheScope::Private),
+            )
+        })
+        .await
     }
 
     async fn list_resource_templates(
@@ -545,10 +575,13 @@ impl ServerHandler for McpHandler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        let caller = self.caller(&context).await?;
-        let templates = Box::pin(self.gateway.list_upstream_resource_templates(&caller)).await;
-        Ok(ListResourceTemplatesResult::with_all_items(templates)
-            .with_cache_scope(CacheScope::Private))
+        Box::pin(async move {
+            let caller = self.caller(&context).await?;
+            let templates = Box::pin(self.gateway.list_upstream_resource_templates(&caller)).await;
+            Ok(ListResourceTemplatesResult::with_all_items(templates)
+                .with_cache_scope(CacheScope::Private))
+        })
+        .await
     }
 
     async fn read_resource(
@@ -556,23 +589,26 @@ impl ServerHandler for McpHandler {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        let caller = self.caller(&context).await?;
-        let input = UpstreamInput {
-            input_responses: request.input_responses,
-            request_state: request.request_state,
-        };
-        let call = CallContext {
-            relay: None,
-            cancel: context.ct.clone(),
-            capabilities: declared_capabilities(&context),
-            takes_input_required: takes_input_required(&context),
-        };
-        Box::pin(
-            self.gateway
-                .read_resource(&caller, &request.uri, input, call),
-        )
+        Box::pin(async move {
+            let caller = self.caller(&context).await?;
+            let input = UpstreamInput {
+                input_responses: request.input_responses,
+                request_state: request.request_state,
+            };
+            let call = CallContext {
+                relay: None,
+                cancel: context.ct.clone(),
+                capabilities: declared_capabilities(&context),
+                takes_input_required: takes_input_required(&context),
+            };
+            Box::pin(
+                self.gateway
+                    .read_resource(&caller, &request.uri, input, call),
+            )
+            .await
+            .map_err(|e| resource_error(e, &request.uri))
+        })
         .await
-        .map_err(|e| resource_error(e, &request.uri))
     }
 
     async fn list_prompts(
@@ -580,10 +616,13 @@ impl ServerHandler for McpHandler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
-        let caller = self.caller(&context).await?;
-        let prompts = Box::pin(self.gateway.list_upstream_prompts(&caller)).await;
-        // The list depends on who asks: it must never be shared between users.
-        Ok(ListPromptsResult::with_all_items(prompts).with_cache_scope(CacheScope::Private))
+        Box::pin(async move {
+            let caller = self.caller(&context).await?;
+            let prompts = Box::pin(self.gateway.list_upstream_prompts(&caller)).await;
+            // The list depends on who asks: it must never be shared between users.
+            Ok(ListPromptsResult::with_all_items(prompts).with_cache_scope(CacheScope::Private))
+        })
+        .await
     }
 
     async fn get_prompt(
@@ -591,23 +630,29 @@ impl ServerHandler for McpHandler {
         request: GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        let caller = self.caller(&context).await?;
-        let input = UpstreamInput {
-            input_responses: request.input_responses,
-            request_state: request.request_state,
-        };
-        let call = CallContext {
-            relay: None,
-            cancel: context.ct.clone(),
-            capabilities: declared_capabilities(&context),
-            takes_input_required: takes_input_required(&context),
-        };
-        Box::pin(
-            self.gateway
-                .get_prompt(&caller, &request.name, request.arguments, input, call),
-        )
+        Box::pin(async move {
+            let caller = self.caller(&context).await?;
+            let input = UpstreamInput {
+                input_responses: request.input_responses,
+                request_state: request.request_state,
+            };
+            let call = CallContext {
+                relay: None,
+                cancel: context.ct.clone(),
+                capabilities: declared_capabilities(&context),
+                takes_input_required: takes_input_required(&context),
+            };
+            Box::pin(self.gateway.get_prompt(
+                &caller,
+                &request.name,
+                request.arguments,
+                input,
+                call,
+            ))
+            .await
+            .map_err(|e| call_error(e, false))
+        })
         .await
-        .map_err(|e| call_error(e, false))
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
@@ -619,39 +664,43 @@ impl ServerHandler for McpHandler {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let caller = self.caller(&context).await?;
-        let tools = self
-            .gateway
-            .list_tools(&caller.principal)
-            .into_iter()
-            .map(|listed| {
-                let description = described(listed.definition.description, listed.access);
-                let schema = match listed.definition.input_schema {
-                    serde_json::Value::Object(map) => map,
-                    _ => serde_json::Map::new(),
-                };
-                let mut tool = Tool::new(listed.definition.name, description, Arc::new(schema));
-                tool.title = Some(listed.definition.title.to_string());
-                tool
-            })
-            .chain(
-                Box::pin(self.gateway.list_upstream_tools(&caller))
-                    .await
-                    .into_iter()
-                    .map(|listed| {
-                        let mut tool = listed.tool;
-                        // A description the upstream left out stays out,
-                        // unless there is something to say.
-                        if listed.access == Access::NeedsApproval {
-                            let description = tool.description.as_deref().unwrap_or_default();
-                            tool.description = Some(described(description, listed.access).into());
-                        }
-                        tool
-                    }),
-            )
-            .collect();
-        // The list depends on who asks: it must never be shared between users.
-        Ok(ListToolsResult::with_all_items(tools).with_cache_scope(CacheScope::Private))
+        Box::pin(async move {
+            let caller = self.caller(&context).await?;
+            let tools = self
+                .gateway
+                .list_tools(&caller.principal)
+                .into_iter()
+                .map(|listed| {
+                    let description = described(listed.definition.description, listed.access);
+                    let schema = match listed.definition.input_schema {
+                        serde_json::Value::Object(map) => map,
+                        _ => serde_json::Map::new(),
+                    };
+                    let mut tool = Tool::new(listed.definition.name, description, Arc::new(schema));
+                    tool.title = Some(listed.definition.title.to_string());
+                    tool
+                })
+                .chain(
+                    Box::pin(self.gateway.list_upstream_tools(&caller))
+                        .await
+                        .into_iter()
+                        .map(|listed| {
+                            let mut tool = listed.tool;
+                            // A description the upstream left out stays out,
+                            // unless there is something to say.
+                            if listed.access == Access::NeedsApproval {
+                                let description = tool.description.as_deref().unwrap_or_default();
+                                tool.description =
+                                    Some(described(description, listed.access).into());
+                            }
+                            tool
+                        }),
+                )
+                .collect();
+            // The list depends on who asks: it must never be shared between users.
+            Ok(ListToolsResult::with_all_items(tools).with_cache_scope(CacheScope::Private))
+        })
+        .await
     }
 
     async fn call_tool(
@@ -659,56 +708,60 @@ impl ServerHandler for McpHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let caller = self.caller(&context).await?;
-        let url_elicitation = context.peer.peer_info().is_some_and(|info| {
-            info.capabilities
-                .elicitation
+        Box::pin(async move {
+            let caller = self.caller(&context).await?;
+            let url_elicitation = context.peer.peer_info().is_some_and(|info| {
+                info.capabilities
+                    .elicitation
+                    .as_ref()
+                    .is_some_and(|e| e.url.is_some())
+            });
+            let declared = declared_capabilities(&context).unwrap_or_default();
+            let resumes = request
+                .request_state
+                .as_deref()
+                .is_some_and(|state| state.starts_with(HELD_STATE_PREFIX));
+            if takes_input_required(&context)
+                && (resumes || declared.sampling.is_some() || declared.elicitation.is_some())
+            {
+                return Box::pin(self.call_tool_held(caller, request, &context, url_elicitation))
+                    .await;
+            }
+            // rmcp moves a request's `_meta` into the context as it dispatches.
+            let meta = request
+                .meta
                 .as_ref()
-                .is_some_and(|e| e.url.is_some())
-        });
-        let declared = declared_capabilities(&context).unwrap_or_default();
-        let resumes = request
-            .request_state
-            .as_deref()
-            .is_some_and(|state| state.starts_with(HELD_STATE_PREFIX));
-        if takes_input_required(&context)
-            && (resumes || declared.sampling.is_some() || declared.elicitation.is_some())
-        {
-            return Box::pin(self.call_tool_held(caller, request, &context, url_elicitation)).await;
-        }
-        // rmcp moves a request's `_meta` into the context as it dispatches.
-        let meta = request
-            .meta
-            .as_ref()
-            .map(|m| &m.0.0)
-            .or(Some(&context.meta.0.0));
-        let input = UpstreamInput {
-            input_responses: request.input_responses,
-            request_state: request.request_state,
-        };
-        let (relay, relayed, token) = self.relay_for(&context);
-        let call = CallContext {
-            relay: Some(relay),
-            cancel: context.ct.clone(),
-            capabilities: declared_capabilities(&context),
-            takes_input_required: takes_input_required(&context),
-        };
-        let work = Box::pin(self.gateway.call_tool(
-            &caller,
-            &request.name,
-            request.arguments,
-            meta,
-            input,
-            call,
-        ));
-        let result = self
-            .relaying(work, relayed, &context, token)
-            .await
-            .map_err(|e| call_error(e, url_elicitation))?;
-        Ok(match result {
-            CallResult::Builtin(result) => tool_result(result).into(),
-            CallResult::Upstream(answer) => answer,
+                .map(|m| &m.0.0)
+                .or(Some(&context.meta.0.0));
+            let input = UpstreamInput {
+                input_responses: request.input_responses,
+                request_state: request.request_state,
+            };
+            let (relay, relayed, token) = self.relay_for(&context);
+            let call = CallContext {
+                relay: Some(relay),
+                cancel: context.ct.clone(),
+                capabilities: declared_capabilities(&context),
+                takes_input_required: takes_input_required(&context),
+            };
+            let work = Box::pin(self.gateway.call_tool(
+                &caller,
+                &request.name,
+                request.arguments,
+                meta,
+                input,
+                call,
+            ));
+            let result = self
+                .relaying(work, relayed, &context, token)
+                .await
+                .map_err(|e| call_error(e, url_elicitation))?;
+            Ok(match result {
+                CallResult::Builtin(result) => tool_result(result).into(),
+                CallResult::Upstream(answer) => answer,
+            })
         })
+        .await
     }
 }
 
