@@ -314,3 +314,24 @@ async fn signing_keys_round_trip_in_order() {
     );
     assert_eq!(keys[0].sealed_pkcs8, vec![1, 2, 3]);
 }
+
+#[tokio::test]
+async fn writes_never_checkpoint_the_log_and_the_stores_task_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("g.db")).await.unwrap();
+    // No commit copies the log into the database file on the write path.
+    let automatic: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(automatic, 0);
+    assert!(store._checkpoints.is_some());
+    let events = (0..200)
+        .map(|n| event(&format!("e{n}"), n, "read_file", Outcome::Success))
+        .collect();
+    store.append_audit(events).await.unwrap();
+    // What the background task runs: everything written is copied.
+    let (log, checkpointed) = store.checkpoint().await.unwrap();
+    assert!(log > 0);
+    assert_eq!(log, checkpointed);
+}
