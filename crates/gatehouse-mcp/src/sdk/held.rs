@@ -27,6 +27,7 @@ impl McpHandler {
         caller: Caller,
         request: CallToolRequestParams,
         context: &RequestContext<RoleServer>,
+        declared: &ClientCapabilities,
         url_elicitation: bool,
     ) -> Result<CallToolResponse, ErrorData> {
         let owner = Owner::of(&caller.principal);
@@ -54,14 +55,12 @@ impl McpHandler {
                 held
             }
             None => {
-                let (relay, relayed, _) = self.relay_for(context);
+                let (relay, relayed, _) = self.relay_for(context, declared);
                 // The call outlives this request: its own token stops it.
                 let cancel = CancellationToken::new();
                 let call = CallContext {
-                    relay: Some(relay),
                     cancel: cancel.clone(),
-                    capabilities: declared_capabilities(context),
-                    takes_input_required: true,
+                    ..call_context(context, Some(relay))
                 };
                 let input = UpstreamInput {
                     input_responses: request.input_responses,

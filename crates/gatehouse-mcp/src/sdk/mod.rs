@@ -19,9 +19,9 @@ use gatehouse_upstream::{
     Accepts, CallContext, ChangeKind, ListChanged, Relay, Relayed, UpstreamError, UpstreamInput,
 };
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientJsonRpcMessage,
-    CompleteRequestParams, CompleteResult, ContentBlock, ErrorCode, ErrorData,
-    GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams,
+    CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
+    ClientJsonRpcMessage, CompleteRequestParams, CompleteResult, ContentBlock, ErrorCode,
+    ErrorData, GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams,
     InitializeResult, InputRequiredResult, ListPromptsResult, ListResourceTemplatesResult,
     ListResourcesResult, ListToolsResult, LoggingLevel, PaginatedRequestParams, ProgressToken,
     ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, RequestId,
@@ -169,6 +169,7 @@ impl McpHandler {
     fn relay_for(
         &self,
         context: &RequestContext<RoleServer>,
+        declared: &ClientCapabilities,
     ) -> (
         Relay,
         tokio::sync::mpsc::Receiver<Relayed>,
@@ -178,7 +179,6 @@ impl McpHandler {
         // A session's client is asked mid-call; a 2026-07-28 caller by an
         // input-required result (see `held_calls`).
         let asks = self.in_session(context) || takes_input_required(context);
-        let declared = declared_capabilities(context).unwrap_or_default();
         let accepts = Accepts {
             progress: token.is_some(),
             logs: true,
@@ -282,15 +282,24 @@ impl McpHandler {
 
 /// The capabilities the client declared: in the request's `_meta`
 /// (2026-07-28), else at `initialize`.
-fn declared_capabilities(
-    context: &RequestContext<RoleServer>,
-) -> Option<rmcp::model::ClientCapabilities> {
+fn declared_capabilities(context: &RequestContext<RoleServer>) -> Option<ClientCapabilities> {
     context.meta.client_capabilities().or_else(|| {
         context
             .peer
             .peer_info()
             .map(|info| info.capabilities.clone())
     })
+}
+
+/// How a call made by this request reaches back to its caller: `relay`
+/// (only `tools/call` has one), cancelled with the request.
+fn call_context(context: &RequestContext<RoleServer>, relay: Option<Relay>) -> CallContext {
+    CallContext {
+        relay,
+        cancel: context.ct.clone(),
+        capabilities: declared_capabilities(context),
+        takes_input_required: takes_input_required(context),
+    }
 }
 
 /// Whether the caller speaks 2026-07-28 or later, and so answers an
@@ -595,12 +604,7 @@ impl ServerHandler for McpHandler {
                 input_responses: request.input_responses,
                 request_state: request.request_state,
             };
-            let call = CallContext {
-                relay: None,
-                cancel: context.ct.clone(),
-                capabilities: declared_capabilities(&context),
-                takes_input_required: takes_input_required(&context),
-            };
+            let call = call_context(&context, None);
             Box::pin(
                 self.gateway
                     .read_resource(&caller, &request.uri, input, call),
@@ -636,12 +640,7 @@ impl ServerHandler for McpHandler {
                 input_responses: request.input_responses,
                 request_state: request.request_state,
             };
-            let call = CallContext {
-                relay: None,
-                cancel: context.ct.clone(),
-                capabilities: declared_capabilities(&context),
-                takes_input_required: takes_input_required(&context),
-            };
+            let call = call_context(&context, None);
             Box::pin(self.gateway.get_prompt(
                 &caller,
                 &request.name,
@@ -724,8 +723,14 @@ impl ServerHandler for McpHandler {
             if takes_input_required(&context)
                 && (resumes || declared.sampling.is_some() || declared.elicitation.is_some())
             {
-                return Box::pin(self.call_tool_held(caller, request, &context, url_elicitation))
-                    .await;
+                return Box::pin(self.call_tool_held(
+                    caller,
+                    request,
+                    &context,
+                    &declared,
+                    url_elicitation,
+                ))
+                .await;
             }
             // rmcp moves a request's `_meta` into the context as it dispatches.
             let meta = request
@@ -737,13 +742,8 @@ impl ServerHandler for McpHandler {
                 input_responses: request.input_responses,
                 request_state: request.request_state,
             };
-            let (relay, relayed, token) = self.relay_for(&context);
-            let call = CallContext {
-                relay: Some(relay),
-                cancel: context.ct.clone(),
-                capabilities: declared_capabilities(&context),
-                takes_input_required: takes_input_required(&context),
-            };
+            let (relay, relayed, token) = self.relay_for(&context, &declared);
+            let call = call_context(&context, Some(relay));
             let work = Box::pin(self.gateway.call_tool(
                 &caller,
                 &request.name,
