@@ -4,7 +4,12 @@ use subtle::ConstantTimeEq;
 
 /// The server-side secret that keys the hashes of stored credentials. A copy
 /// of the database without the pepper cannot be used to check guesses.
-pub struct Pepper(Vec<u8>);
+pub struct Pepper {
+    bytes: Vec<u8>,
+    /// HMAC keyed once: every request that presents an API key needs a MAC,
+    /// and keying costs as much as the MAC of a short secret itself.
+    keyed: Hmac<Sha256>,
+}
 
 impl Pepper {
     pub const MIN_BYTES: usize = 32;
@@ -18,18 +23,27 @@ impl Pepper {
                 bytes.len()
             ));
         }
-        Ok(Pepper(bytes))
+        Ok(Pepper::keyed(bytes))
+    }
+
+    fn keyed(bytes: Vec<u8>) -> Self {
+        // HMAC accepts keys of any length, so this cannot fail; an empty
+        // key (never reached: `new` and `generate` give 32 bytes or more)
+        // would only make every check fail against stored hashes.
+        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(&bytes)
+            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
+        Pepper { bytes, keyed }
     }
 
     /// A fresh random pepper.
     pub fn generate() -> Result<Self, getrandom::Error> {
         let mut bytes = vec![0u8; 32];
         getrandom::fill(&mut bytes)?;
-        Ok(Pepper(bytes))
+        Ok(Pepper::keyed(bytes))
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 
     /// Hex of HMAC-SHA256(pepper, secret).
@@ -37,23 +51,19 @@ impl Pepper {
         hex::encode(self.mac(secret))
     }
 
-    fn mac(&self, secret: &[u8]) -> Vec<u8> {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0) {
-            Ok(mac) => mac,
-            Err(_) => return Vec::new(),
-        };
+    fn mac(&self, secret: &[u8]) -> [u8; 32] {
+        let mut mac = self.keyed.clone();
         mac.update(secret);
-        mac.finalize().into_bytes().to_vec()
+        mac.finalize().into_bytes().into()
     }
 
     /// Constant-time check of `secret` against a stored hex hash.
     pub fn verify(&self, secret: &[u8], stored_hex: &str) -> bool {
-        let Ok(stored) = hex::decode(stored_hex) else {
+        let mut stored = [0u8; 32];
+        if hex::decode_to_slice(stored_hex, &mut stored).is_err() {
             return false;
-        };
-        let computed = self.mac(secret);
-        computed.len() == stored.len() && bool::from(computed.ct_eq(&stored))
+        }
+        bool::from(self.mac(secret).ct_eq(&stored))
     }
 }
 
