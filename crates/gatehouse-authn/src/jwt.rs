@@ -76,6 +76,13 @@ pub enum JwtError {
     /// A configured verification key is unusable (construction only).
     #[error("the verification key is invalid")]
     InvalidKey,
+    /// The token names an issuer that is not configured.
+    #[error("the token's issuer is not trusted")]
+    UnknownIssuer,
+    /// The issuer's keys could not be fetched and none are usable: the
+    /// token is refused (fail closed). An outage, not the caller's doing.
+    #[error("the issuer's keys are unavailable")]
+    KeysUnavailable,
 }
 
 impl JwtError {
@@ -91,7 +98,8 @@ impl JwtError {
             | JwtError::IssuedInFuture
             | JwtError::WrongIssuer
             | JwtError::WrongAudience
-            | JwtError::MissingClaim(_) => true,
+            | JwtError::MissingClaim(_)
+            | JwtError::KeysUnavailable => true,
             JwtError::TooLarge
             | JwtError::Malformed
             | JwtError::UnsupportedAlgorithm
@@ -101,7 +109,8 @@ impl JwtError {
             | JwtError::MissingKeyId
             | JwtError::UnknownKey
             | JwtError::BadSignature
-            | JwtError::InvalidKey => false,
+            | JwtError::InvalidKey
+            | JwtError::UnknownIssuer => false,
         }
     }
 
@@ -124,6 +133,8 @@ impl JwtError {
             JwtError::WrongAudience => "wrong_audience",
             JwtError::MissingClaim(_) => "missing_claim",
             JwtError::InvalidKey => "invalid_key",
+            JwtError::UnknownIssuer => "unknown_issuer",
+            JwtError::KeysUnavailable => "issuer_keys_unavailable",
         }
     }
 }
@@ -282,18 +293,72 @@ struct RawClaims {
 
 /// The header members we look at. Derived `Deserialize` rejects duplicates.
 #[derive(Deserialize)]
-struct RawHeader {
-    alg: Option<String>,
-    typ: Option<String>,
-    kid: Option<String>,
+pub(crate) struct RawHeader {
+    pub(crate) alg: Option<String>,
+    pub(crate) typ: Option<String>,
+    pub(crate) kid: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    crit: bool,
+    pub(crate) crit: bool,
     #[serde(default, deserialize_with = "present")]
-    b64: bool,
+    pub(crate) b64: bool,
     #[serde(default, deserialize_with = "present")]
-    zip: bool,
+    pub(crate) zip: bool,
     #[serde(default, deserialize_with = "present")]
-    enc: bool,
+    pub(crate) enc: bool,
+}
+
+impl RawHeader {
+    /// `crit` (RFC 7515 §4.1.11: an unknown one must be refused, and we know
+    /// none), `b64`, `zip` and `enc` refuse the token; a `kid` is required.
+    pub(crate) fn checked_kid(self) -> Result<String, JwtError> {
+        if self.crit {
+            return Err(JwtError::CriticalHeader);
+        }
+        if self.b64 || self.zip || self.enc {
+            return Err(JwtError::UnsupportedHeader);
+        }
+        let kid = self.kid.ok_or(JwtError::MissingKeyId)?;
+        if kid.len() > MAX_KID_BYTES {
+            return Err(JwtError::UnknownKey);
+        }
+        Ok(kid)
+    }
+}
+
+/// The three segments of a compact JWS, after the size cap and a check of
+/// the alphabet, before anything is decoded.
+pub(crate) fn split_compact(token: &str, max_bytes: usize) -> Result<[&str; 3], JwtError> {
+    if token.len() > max_bytes {
+        return Err(JwtError::TooLarge);
+    }
+    if !token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(JwtError::Malformed);
+    }
+    let mut segments = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return Err(JwtError::Malformed);
+    };
+    if header.is_empty() || payload.is_empty() || signature.is_empty() {
+        return Err(JwtError::Malformed);
+    }
+    Ok([header, payload, signature])
+}
+
+/// The decoded header, which must be a JSON object without duplicate members.
+pub(crate) fn decode_header(segment: &str) -> Result<RawHeader, JwtError> {
+    let json = decode_segment(segment)?;
+    if !is_json_object(&json) {
+        return Err(JwtError::Malformed);
+    }
+    serde_json::from_slice(&json).map_err(|_| JwtError::Malformed)
 }
 
 /// True whenever the member exists, whatever its value (even `null`).
@@ -352,51 +417,18 @@ impl AccessTokenValidator {
     /// Full validation of a compact JWS access token at time `now`.
     pub fn validate(&self, token: &str, now: Timestamp) -> Result<AccessTokenClaims, JwtError> {
         // 1. Size and shape, before any decoding.
-        if token.len() > self.config.max_token_bytes {
-            return Err(JwtError::TooLarge);
-        }
-        if !token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        {
-            return Err(JwtError::Malformed);
-        }
-        let mut segments = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (
-            segments.next(),
-            segments.next(),
-            segments.next(),
-            segments.next(),
-        ) else {
-            return Err(JwtError::Malformed);
-        };
-        if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
-            return Err(JwtError::Malformed);
-        }
+        let [header_b64, payload_b64, signature_b64] =
+            split_compact(token, self.config.max_token_bytes)?;
 
         // 2. Header: alg, typ, crit and friends, kid.
-        let header_json = decode_segment(header_b64)?;
-        if !is_json_object(&header_json) {
-            return Err(JwtError::Malformed);
-        }
-        let header: RawHeader =
-            serde_json::from_slice(&header_json).map_err(|_| JwtError::Malformed)?;
+        let header = decode_header(header_b64)?;
         if header.alg.as_deref() != Some(ALG) {
             return Err(JwtError::UnsupportedAlgorithm);
         }
         if !header.typ.as_deref().is_some_and(is_access_token_type) {
             return Err(JwtError::WrongType);
         }
-        if header.crit {
-            return Err(JwtError::CriticalHeader);
-        }
-        if header.b64 || header.zip || header.enc {
-            return Err(JwtError::UnsupportedHeader);
-        }
-        let kid = header.kid.ok_or(JwtError::MissingKeyId)?;
-        if kid.len() > MAX_KID_BYTES {
-            return Err(JwtError::UnknownKey);
-        }
+        let kid = header.checked_kid()?;
         let key = self.keys.get(&kid).ok_or(JwtError::UnknownKey)?;
 
         // The payload must be a JSON object (serde would also accept an
@@ -454,38 +486,49 @@ impl AccessTokenValidator {
         iat: i64,
         now: Timestamp,
     ) -> Result<(), JwtError> {
-        let now_ms = now.as_millis();
-        let leeway_ms = i64::try_from(self.config.leeway_secs.min(MAX_LEEWAY_SECS))
-            .unwrap_or(0)
-            .saturating_mul(1000);
-        let earliest = now_ms.saturating_sub(leeway_ms);
-        let latest = now_ms.saturating_add(leeway_ms);
-
-        if exp.saturating_mul(1000) <= earliest {
-            return Err(JwtError::Expired);
-        }
-        if nbf.is_some_and(|nbf| nbf.saturating_mul(1000) > latest) {
-            return Err(JwtError::NotYetValid);
-        }
-        if iat.saturating_mul(1000) > latest {
-            return Err(JwtError::IssuedInFuture);
-        }
-        Ok(())
+        check_times(exp, nbf, Some(iat), self.config.leeway_secs, now)
     }
 }
 
+/// `exp`, `nbf` and `iat` against `now`, with `leeway_secs` (clamped to
+/// [`MAX_LEEWAY_SECS`]) either way.
+pub(crate) fn check_times(
+    exp: i64,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+    leeway_secs: u64,
+    now: Timestamp,
+) -> Result<(), JwtError> {
+    let now_ms = now.as_millis();
+    let leeway_ms = i64::try_from(leeway_secs.min(MAX_LEEWAY_SECS))
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    let earliest = now_ms.saturating_sub(leeway_ms);
+    let latest = now_ms.saturating_add(leeway_ms);
+    if exp.saturating_mul(1000) <= earliest {
+        return Err(JwtError::Expired);
+    }
+    if nbf.is_some_and(|nbf| nbf.saturating_mul(1000) > latest) {
+        return Err(JwtError::NotYetValid);
+    }
+    if iat.is_some_and(|iat| iat.saturating_mul(1000) > latest) {
+        return Err(JwtError::IssuedInFuture);
+    }
+    Ok(())
+}
+
 /// RFC 9068 §4: `at+jwt`, or the full media type; compared case-insensitively.
-fn is_access_token_type(typ: &str) -> bool {
+pub(crate) fn is_access_token_type(typ: &str) -> bool {
     typ.eq_ignore_ascii_case("at+jwt") || typ.eq_ignore_ascii_case("application/at+jwt")
 }
 
-fn decode_segment(segment: &str) -> Result<Vec<u8>, JwtError> {
+pub(crate) fn decode_segment(segment: &str) -> Result<Vec<u8>, JwtError> {
     URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| JwtError::Malformed)
 }
 
-fn is_json_object(json: &[u8]) -> bool {
+pub(crate) fn is_json_object(json: &[u8]) -> bool {
     json.iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| *b == b'{')
@@ -500,7 +543,7 @@ fn non_empty(value: Option<String>, claim: &'static str) -> Result<String, JwtEr
 
 /// Maps jsonwebtoken's errors without carrying over any of their text
 /// (which can quote token contents).
-fn map_jwt_error(kind: &ErrorKind) -> JwtError {
+pub(crate) fn map_jwt_error(kind: &ErrorKind) -> JwtError {
     match kind {
         ErrorKind::InvalidSignature | ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidKeyFormat => {
             JwtError::BadSignature

@@ -10,6 +10,7 @@ mod api_key;
 mod authenticator;
 mod credentials;
 mod error;
+pub mod external;
 pub mod jwt;
 mod key_cache;
 mod lockout;

@@ -14,6 +14,8 @@ pub enum CredentialKind {
     ApiKey,
     /// A bearer JWT from the embedded authorization server.
     AccessToken,
+    /// A bearer JWT from an external issuer (`[[issuers]]`).
+    ExternalToken,
     /// Authentication is switched off (`auth.mode = "none"`): a fixed local principal.
     Anonymous,
 }
@@ -23,6 +25,7 @@ impl CredentialKind {
         match self {
             CredentialKind::ApiKey => "api_key",
             CredentialKind::AccessToken => "access_token",
+            CredentialKind::ExternalToken => "external_token",
             CredentialKind::Anonymous => "anonymous",
         }
     }

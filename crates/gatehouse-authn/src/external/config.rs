@@ -1,0 +1,352 @@
+//! `[[issuers]]`: identity providers whose access tokens Gatehouse accepts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde::{Deserialize, Deserializer};
+use url::Url;
+
+use super::jwk::accepted_algorithm;
+use crate::jwt::MAX_LEEWAY_SECS;
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+}
+
+/// One external issuer, as written in the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The exact `iss` of its tokens; also where discovery starts.
+    pub issuer: String,
+    /// Its key set; found through discovery when absent.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Accepted `aud` values; the canonical resource URL when empty.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Subset of RS256, PS256, ES256, EdDSA; all four when absent.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// `at+jwt` (RFC 9068, the default) or `JWT`, for a provider that cannot
+    /// type its access tokens (the audience then tells them from ID tokens).
+    #[serde(default = "default_token_type")]
+    pub token_type: String,
+    #[serde(default = "default_leeway", deserialize_with = "duration")]
+    pub leeway: Duration,
+    /// The claim naming the user (or the client, for a machine token).
+    #[serde(default = "default_subject_claim")]
+    pub subject_claim: String,
+    /// Claims naming the calling client, first present wins.
+    #[serde(default = "default_agent_claims")]
+    pub agent_claims: Vec<String>,
+    /// A claim (dotted path) holding the tenant; see also `tenant`.
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
+    /// Every token of this issuer belongs to this tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// A claim (dotted path, e.g. `realm_access.roles`) holding the roles
+    /// or groups; its values go through `role_map`.
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    /// Provider value -> Gatehouse role. Unmapped values are ignored; a
+    /// token with no mapped role is authenticated but may call nothing.
+    #[serde(default)]
+    pub role_map: BTreeMap<String, String>,
+    /// On a private network or loopback: no public-address guard on its
+    /// fetches, and `http` allowed.
+    #[serde(default)]
+    pub internal: bool,
+    /// Bounds on how long a fetched key set is trusted without a refetch,
+    /// whatever its `Cache-Control` says.
+    #[serde(default = "default_cache_min", deserialize_with = "duration")]
+    pub jwks_cache_min: Duration,
+    #[serde(default = "default_cache_max", deserialize_with = "duration")]
+    pub jwks_cache_max: Duration,
+    /// At most one refetch per this interval for tokens naming an unknown `kid`.
+    #[serde(default = "default_cooldown", deserialize_with = "duration")]
+    pub jwks_refetch_cooldown: Duration,
+    /// How long keys are still used after their lifetime while the
+    /// provider cannot be reached; then tokens are refused (fail closed).
+    #[serde(default = "default_stale", deserialize_with = "duration")]
+    pub jwks_stale_for: Duration,
+    #[serde(default = "default_fetch_timeout", deserialize_with = "duration")]
+    pub fetch_timeout: Duration,
+}
+
+fn default_token_type() -> String {
+    "at+jwt".into()
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_subject_claim() -> String {
+    "sub".into()
+}
+fn default_agent_claims() -> Vec<String> {
+    ["azp", "client_id", "appid"].map(String::from).to_vec()
+}
+fn default_cache_min() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+fn default_cache_max() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_cooldown() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_stale() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Which `typ` header an issuer's access tokens carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenType {
+    /// `at+jwt` (or `application/at+jwt`) only.
+    AccessTokenJwt,
+    /// `JWT`, `at+jwt`, or none: the provider does not type its tokens.
+    Untyped,
+}
+
+/// Where the tenant of a token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantSource {
+    Fixed(String),
+    Claim(String),
+    Default,
+}
+
+/// A checked issuer entry, ready to validate tokens.
+#[derive(Debug, Clone)]
+pub struct Issuer {
+    pub issuer: String,
+    pub jwks_uri: Option<Url>,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub token_type: TokenType,
+    pub leeway_secs: u64,
+    pub subject_claim: String,
+    pub agent_claims: Vec<String>,
+    pub tenant: TenantSource,
+    pub roles_claim: Option<String>,
+    pub role_map: BTreeMap<String, String>,
+    pub internal: bool,
+    pub cache_min: Duration,
+    pub cache_max: Duration,
+    pub refetch_cooldown: Duration,
+    pub stale_for: Duration,
+    pub fetch_timeout: Duration,
+}
+
+/// An issuer or key-set URL: https (http only for an internal issuer), a
+/// host, no user information, no fragment.
+fn checked_url(text: &str, internal: bool, what: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("{what} is not a URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if internal => {}
+        "http" => {
+            return Err(format!(
+                "{what} must use https (http only with internal = true)"
+            ));
+        }
+        other => return Err(format!("{what} has the unsupported scheme {other:?}")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{what} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{what} must not contain user information"));
+    }
+    if url.fragment().is_some() {
+        return Err(format!("{what} must not contain a fragment"));
+    }
+    Ok(url)
+}
+
+impl IssuerConfig {
+    /// Checks the entry; `resource` is the canonical resource URL, the
+    /// audience when none is configured. The error names the field.
+    pub fn compile(&self, resource: &str) -> Result<Issuer, String> {
+        checked_url(&self.issuer, self.internal, "issuer")?;
+        let jwks_uri = self
+            .jwks_uri
+            .as_deref()
+            .map(|u| checked_url(u, self.internal, "jwks_uri"))
+            .transpose()?;
+        let audiences = if self.audiences.is_empty() {
+            vec![resource.to_owned()]
+        } else {
+            self.audiences.clone()
+        };
+        if audiences.iter().any(String::is_empty) {
+            return Err("audiences must not contain an empty value".into());
+        }
+        let algorithms = if self.algorithms.is_empty() {
+            super::jwk::ACCEPTED_ALGORITHMS.to_vec()
+        } else {
+            self.algorithms
+                .iter()
+                .map(|name| {
+                    accepted_algorithm(name).ok_or_else(|| {
+                        format!(
+                            "algorithms: {name:?} is not accepted (RS256, PS256, ES256 or EdDSA)"
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let token_type = match self.token_type.as_str() {
+            "at+jwt" => TokenType::AccessTokenJwt,
+            "JWT" => TokenType::Untyped,
+            other => {
+                return Err(format!(
+                    "token_type: {other:?} is neither \"at+jwt\" nor \"JWT\""
+                ));
+            }
+        };
+        if self.leeway.as_secs() > MAX_LEEWAY_SECS {
+            return Err(format!("leeway: at most {MAX_LEEWAY_SECS}s"));
+        }
+        let tenant = match (&self.tenant, &self.tenant_claim) {
+            (Some(_), Some(_)) => {
+                return Err("tenant and tenant_claim exclude each other".into());
+            }
+            (Some(fixed), None) if !fixed.is_empty() => TenantSource::Fixed(fixed.clone()),
+            (None, Some(claim)) if !claim.is_empty() => TenantSource::Claim(claim.clone()),
+            (None, None) => TenantSource::Default,
+            _ => return Err("tenant / tenant_claim must not be empty".into()),
+        };
+        if self.subject_claim.is_empty() || self.agent_claims.iter().any(String::is_empty) {
+            return Err("subject_claim and agent_claims must name claims".into());
+        }
+        if self.roles_claim.as_deref() == Some("") {
+            return Err("roles_claim must name a claim".into());
+        }
+        if self.role_map.values().any(String::is_empty) {
+            return Err("role_map: a role must not be empty".into());
+        }
+        if self.jwks_cache_min > self.jwks_cache_max {
+            return Err("jwks_cache_min must not exceed jwks_cache_max".into());
+        }
+        if self.fetch_timeout.is_zero() {
+            return Err("fetch_timeout must be positive".into());
+        }
+        Ok(Issuer {
+            issuer: self.issuer.clone(),
+            jwks_uri,
+            audiences,
+            algorithms,
+            token_type,
+            leeway_secs: self.leeway.as_secs(),
+            subject_claim: self.subject_claim.clone(),
+            agent_claims: self.agent_claims.clone(),
+            tenant,
+            roles_claim: self.roles_claim.clone(),
+            role_map: self.role_map.clone(),
+            internal: self.internal,
+            cache_min: self.jwks_cache_min,
+            cache_max: self.jwks_cache_max,
+            refetch_cooldown: self.jwks_refetch_cooldown,
+            stale_for: self.jwks_stale_for,
+            fetch_timeout: self.fetch_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> IssuerConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    const RESOURCE: &str = "https://mcp.example.com/mcp";
+
+    #[test]
+    fn the_documented_shape_parses_with_safe_defaults() {
+        let issuer = parse(
+            r#"
+            issuer = "https://login.example.com/realms/acme"
+            audiences = ["https://mcp.example.com/mcp"]
+            roles_claim = "realm_access.roles"
+            role_map = { "mcp-readers" = "reader", "mcp-ops" = "executor" }
+            "#,
+        )
+        .compile(RESOURCE)
+        .unwrap();
+        assert_eq!(issuer.token_type, TokenType::AccessTokenJwt);
+        assert_eq!(issuer.algorithms.len(), 4);
+        assert_eq!(issuer.tenant, TenantSource::Default);
+        assert_eq!(issuer.role_map["mcp-ops"], "executor");
+        assert!(!issuer.internal);
+        let defaulted = parse(r#"issuer = "https://idp.example.com""#)
+            .compile(RESOURCE)
+            .unwrap();
+        assert_eq!(defaulted.audiences, vec![RESOURCE.to_string()]);
+        assert_eq!(defaulted.agent_claims, ["azp", "client_id", "appid"]);
+    }
+
+    #[test]
+    fn bad_entries_are_refused_naming_the_field() {
+        let cases = [
+            (r#"issuer = "http://idp.example.com""#, "https"),
+            (
+                r#"issuer = "https://user:pw@idp.example.com""#,
+                "user information",
+            ),
+            (r#"issuer = "ftp://idp.example.com""#, "scheme"),
+            (
+                "issuer = \"https://idp.example.com\"\nalgorithms = [\"HS256\"]",
+                "HS256",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\nalgorithms = [\"none\"]",
+                "none",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\ntoken_type = \"id\"",
+                "token_type",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\nleeway = \"5m\"",
+                "leeway",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\ntenant = \"a\"\ntenant_claim = \"t\"",
+                "exclude",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\njwks_uri = \"http://idp.example.com/keys\"",
+                "jwks_uri",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = parse(text).compile(RESOURCE).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn an_internal_issuer_may_use_http() {
+        let issuer = parse("issuer = \"http://127.0.0.1:8080/realms/acme\"\ninternal = true")
+            .compile(RESOURCE)
+            .unwrap();
+        assert!(issuer.internal);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let result: Result<IssuerConfig, _> =
+            toml::from_str("issuer = \"https://idp.example.com\"\naudience = \"x\"");
+        assert!(result.is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! Delegated mode: access tokens minted by the organisation's identity
+//! provider (`[[issuers]]`), validated here and mapped to the same
+//! `Principal` as every other credential.
+//!
+//! A token is routed to its issuer by `iss` before any key is looked up; an
+//! issuer that is not configured is refused. Keys come only from that
+//! issuer's JWKS (`key_set.rs`), never from the token's headers.
+
+mod config;
+mod fetch;
+mod jwk;
+mod key_set;
+#[cfg(test)]
+pub(crate) mod test_keys;
+#[cfg(test)]
+mod tests;
+mod token;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gatehouse_core::{Principal, Timestamp};
+
+pub use config::{Issuer, IssuerConfig, TenantSource, TokenType};
+pub use fetch::FetchError;
+pub use jwk::ACCEPTED_ALGORITHMS;
+pub use key_set::KeySet;
+
+use crate::jwt::{DEFAULT_MAX_TOKEN_BYTES, JwtError};
+
+/// Every configured external issuer, by `iss`.
+pub struct ExternalIssuers {
+    by_issuer: HashMap<String, (Arc<Issuer>, Arc<KeySet>)>,
+    /// In configuration order, for the protected resource metadata.
+    order: Vec<String>,
+}
+
+impl ExternalIssuers {
+    /// Checks every entry (`resource` is the default audience); the error
+    /// names the entry by position and issuer.
+    pub fn new(configs: &[IssuerConfig], resource: &str) -> Result<ExternalIssuers, String> {
+        let mut by_issuer = HashMap::new();
+        let mut order = Vec::new();
+        for (n, config) in configs.iter().enumerate() {
+            let issuer = config
+                .compile(resource)
+                .map_err(|e| format!("issuers[{n}] ({}): {e}", config.issuer))?;
+            let issuer = Arc::new(issuer);
+            let keys = KeySet::new(Arc::clone(&issuer));
+            if by_issuer
+                .insert(issuer.issuer.clone(), (issuer, keys))
+                .is_some()
+            {
+                return Err(format!(
+                    "issuers[{n}] ({}): configured twice",
+                    config.issuer
+                ));
+            }
+            order.push(config.issuer.clone());
+        }
+        Ok(ExternalIssuers { by_issuer, order })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// The configured issuers, in configuration order.
+    pub fn issuers(&self) -> &[String] {
+        &self.order
+    }
+
+    /// The key set of `issuer`, if configured (tests count its fetches).
+    pub fn key_set(&self, issuer: &str) -> Option<&Arc<KeySet>> {
+        self.by_issuer.get(issuer).map(|(_, keys)| keys)
+    }
+
+    /// Whether this token names a configured issuer (unverified; only to
+    /// route it here rather than to the embedded authorization server).
+    pub fn claims_issuer(&self, token: &str) -> bool {
+        token::parse(token, DEFAULT_MAX_TOKEN_BYTES)
+            .is_ok_and(|parsed| self.by_issuer.contains_key(&parsed.iss))
+    }
+
+    /// Validates `token` at `now` and maps it to a principal.
+    pub async fn authenticate(&self, token: &str, now: Timestamp) -> Result<Principal, JwtError> {
+        let parsed = token::parse(token, DEFAULT_MAX_TOKEN_BYTES)?;
+        let (issuer, keys) = self
+            .by_issuer
+            .get(&parsed.iss)
+            .ok_or(JwtError::UnknownIssuer)?;
+        // The algorithm must be allowed for this issuer before anything is
+        // fetched for it.
+        if !issuer.algorithms.contains(&parsed.alg) {
+            return Err(JwtError::UnsupportedAlgorithm);
+        }
+        let key = keys.key(&parsed.kid, now).await?;
+        token::verify(&parsed, &key, issuer, now)
+    }
+}

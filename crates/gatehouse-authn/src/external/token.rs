@@ -1,0 +1,216 @@
+//! An external issuer's access token: checked the way our own are (size and
+//! shape first, `crit`/`zip`/`b64`/`enc` refused, key by `kid` from the
+//! issuer's set only, algorithm pinned by the key, `exp`/`nbf`/`iat` against
+//! the caller's clock) and then mapped to a `Principal` by the issuer's
+//! claim settings.
+
+use gatehouse_core::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, Timestamp};
+use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::config::{Issuer, TenantSource, TokenType};
+use super::jwk::{ExternalKey, accepted_algorithm};
+use crate::jwt::{
+    Audience, JwtError, RawHeader, check_times, decode_header, decode_segment,
+    is_access_token_type, is_json_object, map_jwt_error,
+};
+
+/// A token split and its header checked, before its key is looked up.
+pub(crate) struct Parsed<'a> {
+    pub(crate) token: &'a str,
+    pub(crate) kid: String,
+    pub(crate) alg: Algorithm,
+    pub(crate) typ: Option<String>,
+    /// The unverified `iss`, only to choose the issuer whose keys decide.
+    pub(crate) iss: String,
+}
+
+#[derive(Deserialize)]
+struct IssuerOnly {
+    iss: Option<String>,
+}
+
+/// Header checks that need no issuer, and the `iss` that routes the token.
+pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, JwtError> {
+    let [header_b64, payload_b64, _] = crate::jwt::split_compact(token, max_bytes)?;
+    let header: RawHeader = decode_header(header_b64)?;
+    let alg = header
+        .alg
+        .as_deref()
+        .and_then(accepted_algorithm)
+        .ok_or(JwtError::UnsupportedAlgorithm)?;
+    let typ = header.typ.clone();
+    let kid = header.checked_kid()?;
+    let payload = decode_segment(payload_b64)?;
+    if !is_json_object(&payload) {
+        return Err(JwtError::Malformed);
+    }
+    // Derived `Deserialize` refuses a duplicate `iss`.
+    let iss = serde_json::from_slice::<IssuerOnly>(&payload)
+        .map_err(|_| JwtError::Malformed)?
+        .iss
+        .ok_or(JwtError::MissingClaim("iss"))?;
+    Ok(Parsed {
+        token,
+        kid,
+        alg,
+        // Checked per issuer, in `verify`.
+        typ,
+        iss,
+    })
+}
+
+fn type_accepted(issuer: &Issuer, typ: Option<&str>) -> bool {
+    match issuer.token_type {
+        TokenType::AccessTokenJwt => typ.is_some_and(is_access_token_type),
+        TokenType::Untyped => {
+            typ.is_none_or(|t| t.eq_ignore_ascii_case("JWT") || is_access_token_type(t))
+        }
+    }
+}
+
+/// The value at a dotted path (`realm_access.roles`); a claim whose own
+/// name contains a dot (`https://example.com/roles`) is tried whole first.
+fn claim_at<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(value) = claims.get(path) {
+        return Some(value);
+    }
+    let mut parts = path.split('.');
+    let mut value = claims.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_object()?.get(part)?;
+    }
+    Some(value)
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => s
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn string_claim(claims: &Map<String, Value>, path: &str) -> Option<String> {
+    claim_at(claims, path)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+}
+
+/// Verifies `parsed` with `key` for `issuer` at `now` and maps its claims.
+pub(crate) fn verify(
+    parsed: &Parsed<'_>,
+    key: &ExternalKey,
+    issuer: &Issuer,
+    now: Timestamp,
+) -> Result<Principal, JwtError> {
+    if !key.algorithms.contains(&parsed.alg) {
+        return Err(JwtError::UnsupportedAlgorithm);
+    }
+    if !type_accepted(issuer, parsed.typ.as_deref()) {
+        return Err(JwtError::WrongType);
+    }
+    let mut validation = Validation::new(parsed.alg);
+    validation.set_issuer(&[issuer.issuer.as_str()]);
+    validation.set_audience(&issuer.audiences);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    // Times are checked against `now` below, not the system clock.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = true;
+    let claims = jsonwebtoken::decode::<Map<String, Value>>(parsed.token, &key.key, &validation)
+        .map_err(|e| map_jwt_error(e.kind()))?
+        .claims;
+
+    let int = |name: &'static str| -> Result<Option<i64>, JwtError> {
+        match claims.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_i64().map(Some).ok_or(JwtError::Malformed),
+        }
+    };
+    let exp = int("exp")?.ok_or(JwtError::MissingClaim("exp"))?;
+    check_times(exp, int("nbf")?, int("iat")?, issuer.leeway_secs, now)?;
+    // Defence in depth: iss and aud once more, exactly.
+    if claims.get("iss").and_then(Value::as_str) != Some(issuer.issuer.as_str()) {
+        return Err(JwtError::WrongIssuer);
+    }
+    let aud: Audience = claims
+        .get("aud")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or(JwtError::MissingClaim("aud"))?;
+    if !issuer.audiences.iter().any(|a| aud.contains(a)) {
+        return Err(JwtError::WrongAudience);
+    }
+    principal(&claims, issuer, parsed.token, exp)
+}
+
+fn principal(
+    claims: &Map<String, Value>,
+    issuer: &Issuer,
+    token: &str,
+    exp: i64,
+) -> Result<Principal, JwtError> {
+    let subject =
+        string_claim(claims, &issuer.subject_claim).ok_or(JwtError::MissingClaim("sub"))?;
+    let agent = issuer
+        .agent_claims
+        .iter()
+        .find_map(|claim| string_claim(claims, claim))
+        .unwrap_or_else(|| subject.clone());
+    let tenant = match &issuer.tenant {
+        TenantSource::Fixed(tenant) => tenant.clone(),
+        TenantSource::Claim(claim) => {
+            string_claim(claims, claim).ok_or(JwtError::MissingClaim("tenant"))?
+        }
+        TenantSource::Default => DEFAULT_TENANT.to_owned(),
+    };
+    let mut roles: Vec<String> = issuer
+        .roles_claim
+        .as_deref()
+        .and_then(|path| claim_at(claims, path))
+        .map(strings)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|value| issuer.role_map.get(value).cloned())
+        .collect();
+    roles.sort();
+    roles.dedup();
+    let scopes = claims
+        .get("scope")
+        .or_else(|| claims.get("scp"))
+        .map(strings);
+    // The credential is named by its `jti`, or else by a digest of the
+    // token: never by the token itself.
+    let id = match string_claim(claims, "jti") {
+        Some(jti) => jti,
+        None => {
+            let digest = Sha256::digest(token.as_bytes());
+            format!("sha256:{}", hex::encode(&digest[..16]))
+        }
+    };
+    Ok(Principal {
+        tenant,
+        human: (subject != agent).then_some(subject),
+        agent,
+        credential: CredentialRef {
+            kind: CredentialKind::ExternalToken,
+            id,
+        },
+        roles,
+        scopes,
+        expires_at: Some(Timestamp::from_secs(exp)),
+        task: None,
+    })
+}
