@@ -125,6 +125,11 @@ impl AccessTokens {
         }
     }
 
+    /// The embedded authorization server's issuer.
+    pub fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+
     /// The validator and revocation list for the current generation.
     async fn current(&self, store: &Arc<dyn Store>, now: Timestamp) -> Result<Current, AuthnError> {
         let generation = store.credential_generation();

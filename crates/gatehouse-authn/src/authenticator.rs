@@ -5,6 +5,7 @@ use gatehouse_core::{CredentialKind, CredentialRef, Principal, Timestamp};
 use gatehouse_store::{ApiKeyRecord, Store};
 
 use crate::access_token::{AccessTokens, TokenSettings, principal_for_token};
+use crate::external::ExternalIssuers;
 use crate::jwt::AccessTokenClaims;
 use crate::key_cache::KeyCache;
 use crate::lockout::{LockoutPolicy, Lockouts, NewLock};
@@ -31,6 +32,8 @@ pub struct Authenticator {
     mode: AuthMode,
     /// Bearer JWTs are accepted only when an authorization server is configured.
     tokens: Option<AccessTokens>,
+    /// Identity providers whose tokens are accepted (`[[issuers]]`).
+    external: Option<Arc<ExternalIssuers>>,
     last_touch: Mutex<HashMap<String, Timestamp>>,
     cache: KeyCache,
     /// Counts failures and holds the view of active locks; gate 1 consults
@@ -49,6 +52,7 @@ impl Authenticator {
             pepper,
             mode,
             tokens: None,
+            external: None,
             last_touch: Mutex::new(HashMap::new()),
             cache: KeyCache::default(),
             revoked: Mutex::new(None),
@@ -59,6 +63,20 @@ impl Authenticator {
     pub fn with_access_tokens(mut self, settings: TokenSettings) -> Self {
         self.tokens = Some(AccessTokens::new(settings));
         self
+    }
+
+    /// Also accept access tokens of these external issuers.
+    pub fn with_external_issuers(mut self, issuers: Arc<ExternalIssuers>) -> Self {
+        self.external = (!issuers.is_empty()).then_some(issuers);
+        self
+    }
+
+    /// The external issuers, for the protected resource metadata.
+    pub fn external_issuers(&self) -> &[String] {
+        self.external
+            .as_deref()
+            .map(ExternalIssuers::issuers)
+            .unwrap_or_default()
     }
 
     pub fn mode(&self) -> &AuthMode {
@@ -86,9 +104,24 @@ impl Authenticator {
         }
         let credential = credential.ok_or(AuthnError::Missing)?;
         // Our API keys have a fixed prefix; anything else shaped like a JWS
-        // compact serialisation is treated as an access token.
-        if !credential.starts_with(KEY_PREFIX) && credential.contains('.') && self.tokens.is_some()
+        // compact serialisation is treated as an access token: ours when
+        // its `iss` is the embedded authorization server (or cannot be
+        // read: ours then reports why), else an external issuer's, which
+        // refuses an issuer it does not know.
+        let token_shaped = !credential.starts_with(KEY_PREFIX) && credential.contains('.');
+        let ours = |tokens: &AccessTokens| {
+            ExternalIssuers::issuer_of(credential).is_none_or(|iss| iss == tokens.issuer())
+        };
+        if token_shaped
+            && let Some(external) = &self.external
+            && !self.tokens.as_ref().is_some_and(ours)
         {
+            return external
+                .authenticate(credential, now)
+                .await
+                .map_err(|e| AuthnError::from_jwt(&e));
+        }
+        if token_shaped && self.tokens.is_some() {
             return self
                 .access_token(credential, now)
                 .await

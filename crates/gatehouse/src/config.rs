@@ -57,6 +57,9 @@ pub struct Config {
     /// MCP servers Gatehouse stands in front of (`[[upstreams]]`).
     #[serde(default)]
     pub upstreams: Vec<gatehouse_upstream::UpstreamConfig>,
+    /// Identity providers whose access tokens are accepted (`[[issuers]]`).
+    #[serde(default)]
+    pub issuers: Vec<gatehouse_authn::external::IssuerConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -291,6 +294,7 @@ impl Default for Config {
             oauth: OAuthConfig::default(),
             policy: PolicyConfig::default(),
             upstreams: Vec::new(),
+            issuers: Vec::new(),
         }
     }
 }
@@ -335,6 +339,10 @@ impl Config {
         // Names the entry: `upstreams[1] ("files"): …`.
         gatehouse_upstream::validate(&self.upstreams)
             .map_err(|e| invalid("upstreams", &e.to_string()))?;
+        // Names the entry: `issuers[0] (https://…): …`. The audience
+        // default is filled in at start, from the public URL.
+        gatehouse_authn::external::ExternalIssuers::new(&self.issuers, "https://localhost/mcp")
+            .map_err(|e| invalid("issuers", &e))?;
         if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 64 * 1024 * 1024 {
             return Err(invalid(
                 "server.max_body_bytes",
@@ -501,7 +509,9 @@ mod tests {
     fn known_fields(section: Option<&str>) -> Vec<String> {
         let text = match section {
             // An array of tables.
-            Some("upstreams") => "version = 1\n[[upstreams]]\nzz_not_a_key = 1\n".to_string(),
+            Some(name @ ("upstreams" | "issuers")) => {
+                format!("version = 1\n[[{name}]]\nzz_not_a_key = 1\n")
+            }
             Some(name) => format!("version = 1\n[{name}]\nzz_not_a_key = 1\n"),
             None => "version = 1\nzz_not_a_key = 1\n".to_string(),
         };

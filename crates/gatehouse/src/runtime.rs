@@ -8,6 +8,7 @@ use url::Url;
 use anyhow::Context as _;
 use futures::future::BoxFuture;
 use gatehouse_audit::{AuditLog, AuditWriterHandle, Redactor};
+use gatehouse_authn::external::ExternalIssuers;
 use gatehouse_authn::{AuthMode, Authenticator, TokenSettings};
 use gatehouse_authz::{ApprovalSettings, Approvals, SharedPolicy, TaskGrants};
 use gatehouse_core::{
@@ -108,6 +109,20 @@ impl Runtime {
                 issuer: issuer.clone(),
                 audiences: vec![format!("{issuer}{}", gatehouse_mcp::routes::MCP)],
             });
+        }
+        // External issuers' tokens are for the HTTP endpoint with
+        // authentication on; their default audience is the resource URL.
+        if let Some(url) = public_url.filter(|_| auth_required)
+            && !ctx.config.issuers.is_empty()
+        {
+            let resource = format!(
+                "{}{}",
+                url.origin().ascii_serialization(),
+                gatehouse_mcp::routes::MCP
+            );
+            let external = ExternalIssuers::new(&ctx.config.issuers, &resource)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+            authenticator = authenticator.with_external_issuers(Arc::new(external));
         }
         let authenticator = Arc::new(authenticator);
         let approvals = Arc::new(Approvals::new(

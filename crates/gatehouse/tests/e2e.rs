@@ -17,6 +17,7 @@ mod e2e {
     mod cli_output;
     mod config;
     mod device;
+    mod external_issuers;
     mod filesystem;
     mod identity;
     mod introspection;

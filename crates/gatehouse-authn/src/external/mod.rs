@@ -75,11 +75,12 @@ impl ExternalIssuers {
         self.by_issuer.get(issuer).map(|(_, keys)| keys)
     }
 
-    /// Whether this token names a configured issuer (unverified; only to
-    /// route it here rather than to the embedded authorization server).
-    pub fn claims_issuer(&self, token: &str) -> bool {
+    /// The `iss` a token names, unverified: only to route it to the
+    /// embedded authorization server or here.
+    pub fn issuer_of(token: &str) -> Option<String> {
         token::parse(token, DEFAULT_MAX_TOKEN_BYTES)
-            .is_ok_and(|parsed| self.by_issuer.contains_key(&parsed.iss))
+            .ok()
+            .map(|parsed| parsed.iss)
     }
 
     /// Validates `token` at `now` and maps it to a principal.

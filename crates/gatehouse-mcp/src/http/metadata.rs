@@ -15,8 +15,22 @@ fn document(resource: &str, state: &AppState) -> serde_json::Value {
         "bearer_methods_supported": ["header"],
         "scopes_supported": state.gateway.policy().scopes(),
     });
-    if let Some(issuer) = &state.authorization_server {
-        doc["authorization_servers"] = json!([issuer]);
+    // The embedded authorization server first, then every external issuer,
+    // so an MCP client can discover any of them.
+    let servers: Vec<&str> = state
+        .authorization_server
+        .iter()
+        .map(String::as_str)
+        .chain(
+            state
+                .authenticator
+                .external_issuers()
+                .iter()
+                .map(String::as_str),
+        )
+        .collect();
+    if !servers.is_empty() {
+        doc["authorization_servers"] = json!(servers);
     }
     doc
 }
