@@ -109,17 +109,17 @@ impl Authenticator {
         // read: ours then reports why), else an external issuer's, which
         // refuses an issuer it does not know.
         let token_shaped = !credential.starts_with(KEY_PREFIX) && credential.contains('.');
-        let ours = |tokens: &AccessTokens| {
-            ExternalIssuers::issuer_of(credential).is_none_or(|iss| iss == tokens.issuer())
-        };
         if token_shaped
             && let Some(external) = &self.external
-            && !self.tokens.as_ref().is_some_and(ours)
-        {
-            return external
-                .authenticate(credential, now)
+            && let Some(result) = external
+                .authenticate_unless_own(
+                    credential,
+                    self.tokens.as_ref().map(AccessTokens::issuer),
+                    now,
+                )
                 .await
-                .map_err(|e| AuthnError::from_jwt(&e));
+        {
+            return result.map_err(|e| AuthnError::from_jwt(&e));
         }
         if token_shaped && self.tokens.is_some() {
             return self

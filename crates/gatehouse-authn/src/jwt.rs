@@ -154,30 +154,33 @@ impl VerificationKey {
         if kid.is_empty() || kid.len() > MAX_KID_BYTES {
             return Err(JwtError::InvalidKey);
         }
-        let x = URL_SAFE_NO_PAD
-            .decode(x)
-            .map_err(|_| JwtError::InvalidKey)?;
-        let y = URL_SAFE_NO_PAD
-            .decode(y)
-            .map_err(|_| JwtError::InvalidKey)?;
-        if x.len() != P256_COORDINATE_BYTES || y.len() != P256_COORDINATE_BYTES {
-            return Err(JwtError::InvalidKey);
-        }
-        let mut point = Vec::with_capacity(1 + 2 * P256_COORDINATE_BYTES);
-        point.push(0x04);
-        point.extend_from_slice(&x);
-        point.extend_from_slice(&y);
-        // Validates the point (on the curve, not the identity).
-        aws_lc_rs::signature::ParsedPublicKey::new(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
-            &point,
-        )
-        .map_err(|_| JwtError::InvalidKey)?;
+        let point = p256_point(x, y).ok_or(JwtError::InvalidKey)?;
         Ok(VerificationKey {
             kid: kid.to_owned(),
             decoding_key: DecodingKey::from_ec_der(&point),
         })
     }
+}
+
+/// The uncompressed point 0x04 ‖ X ‖ Y from the base64url `x` and `y` of a
+/// P-256 JWK, if both are 32 bytes and the point is on the curve (and not
+/// the identity).
+pub(crate) fn p256_point(x: &str, y: &str) -> Option<Vec<u8>> {
+    let x = URL_SAFE_NO_PAD.decode(x).ok()?;
+    let y = URL_SAFE_NO_PAD.decode(y).ok()?;
+    if x.len() != P256_COORDINATE_BYTES || y.len() != P256_COORDINATE_BYTES {
+        return None;
+    }
+    let mut point = Vec::with_capacity(1 + 2 * P256_COORDINATE_BYTES);
+    point.push(0x04);
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    aws_lc_rs::signature::ParsedPublicKey::new(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+        &point,
+    )
+    .ok()?;
+    Some(point)
 }
 
 impl fmt::Debug for VerificationKey {

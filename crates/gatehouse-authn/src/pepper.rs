@@ -23,23 +23,18 @@ impl Pepper {
                 bytes.len()
             ));
         }
-        Ok(Pepper::keyed(bytes))
-    }
-
-    fn keyed(bytes: Vec<u8>) -> Self {
-        // HMAC accepts keys of any length, so this cannot fail; an empty
-        // key (never reached: `new` and `generate` give 32 bytes or more)
-        // would only make every check fail against stored hashes.
+        // HMAC takes keys of any length, so this error is never expected;
+        // it is reported rather than replaced by some other key.
         let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(&bytes)
-            .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
-        Pepper { bytes, keyed }
+            .map_err(|e| format!("the pepper cannot key HMAC-SHA256: {e}"))?;
+        Ok(Pepper { bytes, keyed })
     }
 
     /// A fresh random pepper.
-    pub fn generate() -> Result<Self, getrandom::Error> {
+    pub fn generate() -> Result<Self, String> {
         let mut bytes = vec![0u8; 32];
-        getrandom::fill(&mut bytes)?;
-        Ok(Pepper::keyed(bytes))
+        getrandom::fill(&mut bytes).map_err(|e| format!("no randomness for the pepper: {e}"))?;
+        Pepper::new(bytes)
     }
 
     pub fn as_bytes(&self) -> &[u8] {

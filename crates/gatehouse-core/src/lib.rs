@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod clock;
 pub mod display_text;
+pub mod duration_setting;
 pub mod peer;
 pub mod principal;
 pub mod public_address;

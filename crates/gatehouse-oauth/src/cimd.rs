@@ -513,17 +513,7 @@ async fn fetch(
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    gatehouse_authn::external::is_json(headers.get(CONTENT_TYPE))
 }
 
 /// Seconds the document may be cached for, from `Cache-Control`.

@@ -24,11 +24,7 @@ pub const MAX_NAME_LEN: usize = 32;
 /// The separator between prefix and tool name in the gateway's catalogue.
 pub const PREFIX_SEPARATOR: &str = "__";
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
-}
+use gatehouse_core::duration_setting::parse as duration;
 
 fn default_connect_timeout() -> Duration {
     DEFAULT_CONNECT_TIMEOUT

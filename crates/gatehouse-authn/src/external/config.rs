@@ -4,17 +4,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use url::Url;
 
 use super::jwk::accepted_algorithm;
 use crate::jwt::MAX_LEEWAY_SECS;
 
-fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(d)?;
-    humantime::parse_duration(&text)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
-}
+use gatehouse_core::duration_setting::parse as duration;
 
 /// One external issuer, as written in the configuration file.
 #[derive(Debug, Clone, Deserialize)]

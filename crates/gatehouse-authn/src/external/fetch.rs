@@ -60,7 +60,9 @@ async fn addresses(url: &Url, internal: bool) -> Result<Vec<SocketAddr>, FetchEr
     Ok(found)
 }
 
-fn is_json(value: Option<&http::HeaderValue>) -> bool {
+/// Whether a `Content-Type` is JSON: `application/json` or any
+/// `application/…+json` (`jwk-set+json`, `problem+json`…).
+pub fn is_json(value: Option<&http::HeaderValue>) -> bool {
     let Some(value) = value.and_then(|v| v.to_str().ok()) else {
         return false;
     };

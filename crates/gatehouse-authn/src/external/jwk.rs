@@ -15,7 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
-use crate::jwt::MAX_KID_BYTES;
+use crate::jwt::{MAX_KID_BYTES, p256_point};
 
 /// The algorithms an external issuer may use; HMAC and `none` never.
 pub const ACCEPTED_ALGORITHMS: [Algorithm; 4] = [
@@ -27,7 +27,6 @@ pub const ACCEPTED_ALGORITHMS: [Algorithm; 4] = [
 
 /// RSA keys shorter than this are refused (NIST SP 800-131A).
 const MIN_RSA_MODULUS_BYTES: usize = 256;
-const P256_COORDINATE_BYTES: usize = 32;
 const ED25519_KEY_BYTES: usize = 32;
 
 /// Parses an algorithm name of the accepted set (case-sensitive, as JWA).
@@ -171,22 +170,7 @@ fn rsa_key(n: &str, e: &str) -> Option<DecodingKey> {
 }
 
 fn p256_key(x: &str, y: &str) -> Option<DecodingKey> {
-    let x = decode(x)?;
-    let y = decode(y)?;
-    if x.len() != P256_COORDINATE_BYTES || y.len() != P256_COORDINATE_BYTES {
-        return None;
-    }
-    let mut point = Vec::with_capacity(1 + 2 * P256_COORDINATE_BYTES);
-    point.push(0x04);
-    point.extend_from_slice(&x);
-    point.extend_from_slice(&y);
-    // On the curve and not the identity.
-    aws_lc_rs::signature::ParsedPublicKey::new(
-        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
-        &point,
-    )
-    .ok()?;
-    Some(DecodingKey::from_ec_der(&point))
+    p256_point(x, y).map(|point| DecodingKey::from_ec_der(&point))
 }
 
 fn ed25519_key(x: &str) -> Option<DecodingKey> {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use gatehouse_core::{Principal, Timestamp};
 
 pub use config::{Issuer, IssuerConfig, TenantSource, TokenType};
-pub use fetch::FetchError;
+pub use fetch::{FetchError, is_json};
 pub use jwk::ACCEPTED_ALGORITHMS;
 pub use key_set::KeySet;
 
@@ -75,17 +75,37 @@ impl ExternalIssuers {
         self.by_issuer.get(issuer).map(|(_, keys)| keys)
     }
 
-    /// The `iss` a token names, unverified: only to route it to the
-    /// embedded authorization server or here.
-    pub fn issuer_of(token: &str) -> Option<String> {
-        token::parse(token, DEFAULT_MAX_TOKEN_BYTES)
-            .ok()
-            .map(|parsed| parsed.iss)
-    }
-
     /// Validates `token` at `now` and maps it to a principal.
     pub async fn authenticate(&self, token: &str, now: Timestamp) -> Result<Principal, JwtError> {
         let parsed = token::parse(token, DEFAULT_MAX_TOKEN_BYTES)?;
+        self.verify(&parsed, now).await
+    }
+
+    /// [`ExternalIssuers::authenticate`] for a token that is not the
+    /// embedded authorization server's: `None` when its unverified `iss` is
+    /// `own`, or when it cannot be read and `own` exists (that validator
+    /// then says why). The token is parsed once either way.
+    pub async fn authenticate_unless_own(
+        &self,
+        token: &str,
+        own: Option<&str>,
+        now: Timestamp,
+    ) -> Option<Result<Principal, JwtError>> {
+        let parsed = match token::parse(token, DEFAULT_MAX_TOKEN_BYTES) {
+            Ok(parsed) => parsed,
+            Err(error) => return own.is_none().then_some(Err(error)),
+        };
+        if own == Some(parsed.iss.as_str()) {
+            return None;
+        }
+        Some(self.verify(&parsed, now).await)
+    }
+
+    async fn verify(
+        &self,
+        parsed: &token::Parsed<'_>,
+        now: Timestamp,
+    ) -> Result<Principal, JwtError> {
         let (issuer, keys) = self
             .by_issuer
             .get(&parsed.iss)
@@ -96,6 +116,6 @@ impl ExternalIssuers {
             return Err(JwtError::UnsupportedAlgorithm);
         }
         let key = keys.key(&parsed.kid, now).await?;
-        token::verify(&parsed, &key, issuer, now)
+        token::verify(parsed, &key, issuer, now)
     }
 }
