@@ -44,6 +44,14 @@ pub struct Authenticator {
     revoked: Mutex<Option<(u64, HashSet<String>)>>,
 }
 
+/// Whether `credential` has the shape of a Gatehouse secret (`ghk_` API
+/// keys, `ghr_` refresh tokens, `gho_` operation tokens...): such a string
+/// is never sent to an identity provider, even when presented by mistake.
+fn is_gatehouse_credential(credential: &str) -> bool {
+    let bytes = credential.as_bytes();
+    bytes.len() > 4 && bytes.starts_with(b"gh") && bytes[2].is_ascii_lowercase() && bytes[3] == b'_'
+}
+
 impl Authenticator {
     pub fn new(store: Arc<dyn Store>, pepper: Pepper, mode: AuthMode) -> Self {
         Authenticator {
@@ -108,7 +116,8 @@ impl Authenticator {
         // its `iss` is the embedded authorization server (or cannot be
         // read: ours then reports why), else an external issuer's, which
         // refuses an issuer it does not know.
-        let token_shaped = !credential.starts_with(KEY_PREFIX) && credential.contains('.');
+        let token_shaped =
+            !credential.starts_with(KEY_PREFIX) && credential.split('.').count() == 3;
         if token_shaped
             && let Some(external) = &self.external
             && let Some(result) = external
@@ -126,6 +135,16 @@ impl Authenticator {
                 .access_token(credential, now)
                 .await
                 .map(principal_for_token);
+        }
+        // Anything else that is not one of our own credentials is an
+        // opaque token, for the one issuer that introspects (if any).
+        if !is_gatehouse_credential(credential)
+            && let Some(introspector) = self.external.as_ref().and_then(|e| e.introspector())
+        {
+            return introspector
+                .authenticate(credential, now)
+                .await
+                .map_err(|e| AuthnError::from_jwt(&e));
         }
         let parts = parse_api_key(credential)?;
         let record = self.key_record(parts.id).await?;

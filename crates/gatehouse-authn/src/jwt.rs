@@ -83,6 +83,14 @@ pub enum JwtError {
     /// token is refused (fail closed). An outage, not the caller's doing.
     #[error("the issuer's keys are unavailable")]
     KeysUnavailable,
+    /// An opaque token its issuer's introspection endpoint calls inactive
+    /// (unknown, expired or revoked there).
+    #[error("the token is not active")]
+    Inactive,
+    /// The issuer's introspection endpoint could not answer: the token is
+    /// refused (fail closed). An outage, not the caller's doing.
+    #[error("the issuer cannot check the token now")]
+    IntrospectionUnavailable,
 }
 
 impl JwtError {
@@ -99,7 +107,8 @@ impl JwtError {
             | JwtError::WrongIssuer
             | JwtError::WrongAudience
             | JwtError::MissingClaim(_)
-            | JwtError::KeysUnavailable => true,
+            | JwtError::KeysUnavailable
+            | JwtError::IntrospectionUnavailable => true,
             JwtError::TooLarge
             | JwtError::Malformed
             | JwtError::UnsupportedAlgorithm
@@ -110,7 +119,8 @@ impl JwtError {
             | JwtError::UnknownKey
             | JwtError::BadSignature
             | JwtError::InvalidKey
-            | JwtError::UnknownIssuer => false,
+            | JwtError::UnknownIssuer
+            | JwtError::Inactive => false,
         }
     }
 
@@ -135,6 +145,8 @@ impl JwtError {
             JwtError::InvalidKey => "invalid_key",
             JwtError::UnknownIssuer => "unknown_issuer",
             JwtError::KeysUnavailable => "issuer_keys_unavailable",
+            JwtError::Inactive => "token_inactive",
+            JwtError::IntrospectionUnavailable => "introspection_unavailable",
         }
     }
 }

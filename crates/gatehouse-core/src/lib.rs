@@ -1,7 +1,9 @@
 //! Gatehouse domain types shared by every stage of the request path.
 //!
-//! No I/O lives here: the types describe who is calling (`Principal`), what
-//! is recorded about it (`AuditEvent`) and what time it is (`Clock`).
+//! No I/O lives here, with one exception: a secret reference reads its
+//! environment variable or file when resolved (`secret_ref`). The types
+//! describe who is calling (`Principal`), what is recorded about it
+//! (`AuditEvent`) and what time it is (`Clock`).
 
 pub mod audit;
 pub mod clock;
@@ -12,6 +14,7 @@ pub mod principal;
 pub mod public_address;
 pub mod rate_limit;
 pub mod secret_cipher;
+pub mod secret_ref;
 pub mod source;
 
 pub use audit::{AuditEvent, AuditKind, Outcome};
@@ -22,4 +25,5 @@ pub use principal::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, Ta
 pub use public_address::is_public;
 pub use rate_limit::{RateLimiter, retry_after_secs};
 pub use secret_cipher::{SEALED_PREFIX, SecretCipher, secret_binding};
+pub use secret_ref::{Secret, SecretError, SecretRef, TenantSecrets};
 pub use source::source_network;

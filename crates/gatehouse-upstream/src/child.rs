@@ -14,7 +14,7 @@ use process_wrap::tokio::{ChildWrapper, CommandWrap, KillOnDrop, ProcessGroup};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 
 use crate::config::UpstreamConfig;
-use crate::secret::Secret;
+use gatehouse_core::secret_ref::Secret;
 
 /// POSIX SIGTERM (15 on every Unix Gatehouse runs on).
 const SIGTERM: i32 = 15;

@@ -16,7 +16,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::secret::{Secret, SecretRef, TenantSecrets};
+use gatehouse_core::secret_ref::{Secret, SecretRef, TenantSecrets};
 
 /// A token is renewed this long before it expires, so a call never
 /// starts with one that runs out on the way.

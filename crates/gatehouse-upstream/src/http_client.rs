@@ -25,7 +25,7 @@ use sse_stream::Sse;
 
 use crate::client_credentials::ClientCredentials;
 use crate::in_flight::InFlight;
-use crate::secret::TenantSecrets;
+use gatehouse_core::secret_ref::TenantSecrets;
 
 /// Builds the reqwest client of one upstream.
 pub(crate) fn build_reqwest(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {

@@ -25,7 +25,6 @@ mod line_cap;
 mod relay;
 mod scrub;
 mod sdk;
-mod secret;
 mod set;
 mod stderr_log;
 mod upstream;
@@ -38,10 +37,10 @@ pub use config::{
     UpstreamConfig, validate,
 };
 pub use error::UpstreamError;
+pub use gatehouse_core::secret_ref::{Secret, SecretError, SecretRef, TenantSecrets};
 pub use health::{Health, HealthState, LastError};
 pub use relay::{Accepts, CallContext, RELAY_CAPACITY, Relay, Relayed};
 pub use sdk::UpstreamInput;
-pub use secret::{Secret, SecretError, SecretRef, TenantSecrets};
 pub use set::UpstreamSet;
 pub use upstream::{JsonObject, MAX_PAGES, Upstream};
 

@@ -10,8 +10,8 @@ use crate::changes::{CHANNEL_CAPACITY, ListChanged};
 use crate::config::{ConfigError, PREFIX_SEPARATOR, UpstreamConfig, validate};
 use crate::error::UpstreamError;
 use crate::health::Health;
-use crate::secret::TenantSecrets;
 use crate::upstream::Upstream;
+use gatehouse_core::secret_ref::TenantSecrets;
 
 pub struct UpstreamSet {
     upstreams: BTreeMap<String, Upstream>,

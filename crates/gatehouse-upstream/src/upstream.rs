@@ -34,8 +34,8 @@ use crate::http_client::{CappedClient, TokenSource, build_reqwest};
 use crate::line_cap::LineCap;
 use crate::relay::CallContext;
 use crate::sdk::{self, Connection, Established, Handler, Page, SentSecrets, UpstreamInput};
-use crate::secret::{Secret, TenantSecrets};
 use crate::stderr_log;
+use gatehouse_core::secret_ref::{Secret, TenantSecrets};
 
 /// Listing more pages than this is refused: a server that never stops
 /// paginating must not keep the gateway busy.

@@ -295,12 +295,28 @@ impl Default for Config {
     }
 }
 
+/// Where and what, without quoting the offending line: a secret written
+/// into the file by mistake (where a reference belongs) must not be echoed
+/// to a terminal or a log.
+fn parse_message(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message.to_string(),
+    }
+}
+
 impl Config {
     /// Parses and validates a configuration document; `path` is for messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: parse_message(text, &e),
         })?;
         config.validate(path)?;
         Ok(config)
@@ -677,6 +693,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_written_into_the_file_is_not_echoed() {
+        let err = parse(
+            "version = 1\n[[issuers]]\nissuer = \"https://idp.example.com\"\n\
+             introspection = { client_id = \"gh\", client_secret = \"hunter2-live\" }",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("env:NAME"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     /// Every shipped example parses and validates.

@@ -10,6 +10,7 @@ use url::Url;
 use super::jwk::accepted_algorithm;
 use crate::jwt::MAX_LEEWAY_SECS;
 
+use gatehouse_core::SecretRef;
 use gatehouse_core::duration_setting::parse as duration;
 
 /// One external issuer, as written in the configuration file.
@@ -72,6 +73,54 @@ pub struct IssuerConfig {
     pub jwks_stale_for: Duration,
     #[serde(default = "default_fetch_timeout", deserialize_with = "duration")]
     pub fetch_timeout: Duration,
+    /// Opaque access tokens, checked at the issuer's RFC 7662 introspection
+    /// endpoint with Gatehouse's own client credentials there.
+    #[serde(default)]
+    pub introspection: Option<IntrospectionConfig>,
+}
+
+/// `introspection = { client_id = "...", client_secret = "env:NAME" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// Found through discovery (`introspection_endpoint`) when absent.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Gatehouse's client at the issuer.
+    pub client_id: String,
+    /// Where its secret is: `env:NAME` or `file:PATH`.
+    pub client_secret: SecretRef,
+    /// `client_secret_basic` (the default) or `client_secret_post`.
+    #[serde(default = "default_auth_method")]
+    pub auth_method: String,
+    /// An active answer is reused this long at most, and never past the
+    /// token's `exp`; a token revoked at the provider may work this long.
+    #[serde(default = "default_introspection_cache", deserialize_with = "duration")]
+    pub cache_for: Duration,
+    /// Introspection requests in flight at once; more wait their turn
+    /// (within `fetch_timeout`).
+    #[serde(default = "default_introspection_concurrency")]
+    pub max_concurrent: usize,
+}
+
+/// How Gatehouse authenticates to the introspection endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    /// HTTP Basic with the form-encoded id and secret (RFC 6749 §2.3.1).
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+/// A checked `introspection` entry.
+#[derive(Debug, Clone)]
+pub struct Introspection {
+    pub endpoint: Option<Url>,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    pub auth_method: ClientAuthMethod,
+    pub cache_for: Duration,
+    pub max_concurrent: usize,
 }
 
 fn default_token_type() -> String {
@@ -101,6 +150,18 @@ fn default_stale() -> Duration {
 fn default_fetch_timeout() -> Duration {
     Duration::from_secs(5)
 }
+fn default_auth_method() -> String {
+    "client_secret_basic".into()
+}
+fn default_introspection_cache() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_introspection_concurrency() -> usize {
+    16
+}
+/// A longer positive cache would let a token revoked at the provider work
+/// for too long.
+const MAX_INTROSPECTION_CACHE: Duration = Duration::from_secs(5 * 60);
 
 /// Which `typ` header an issuer's access tokens carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +200,7 @@ pub struct Issuer {
     pub refetch_cooldown: Duration,
     pub stale_for: Duration,
     pub fetch_timeout: Duration,
+    pub introspection: Option<Introspection>,
 }
 
 /// An issuer or key-set URL: https (http only for an internal issuer), a
@@ -235,6 +297,11 @@ impl IssuerConfig {
         if self.fetch_timeout.is_zero() {
             return Err("fetch_timeout must be positive".into());
         }
+        let introspection = self
+            .introspection
+            .as_ref()
+            .map(|i| i.compile(self.internal))
+            .transpose()?;
         Ok(Issuer {
             issuer: self.issuer.clone(),
             jwks_uri,
@@ -253,6 +320,52 @@ impl IssuerConfig {
             refetch_cooldown: self.jwks_refetch_cooldown,
             stale_for: self.jwks_stale_for,
             fetch_timeout: self.fetch_timeout,
+            introspection,
+        })
+    }
+}
+
+impl IntrospectionConfig {
+    fn compile(&self, internal: bool) -> Result<Introspection, String> {
+        let endpoint = self
+            .endpoint
+            .as_deref()
+            .map(|u| checked_url(u, internal, "introspection.endpoint"))
+            .transpose()?;
+        if self.client_id.is_empty() {
+            return Err("introspection.client_id must not be empty".into());
+        }
+        if self.client_secret.is_tenant() {
+            return Err(
+                "introspection.client_secret: use env:NAME or file:PATH (a tenant: secret needs a caller, and there is none yet)"
+                    .into(),
+            );
+        }
+        let auth_method = match self.auth_method.as_str() {
+            "client_secret_basic" => ClientAuthMethod::Basic,
+            "client_secret_post" => ClientAuthMethod::Post,
+            other => {
+                return Err(format!(
+                    "introspection.auth_method: {other:?} is neither \"client_secret_basic\" nor \"client_secret_post\""
+                ));
+            }
+        };
+        if self.cache_for > MAX_INTROSPECTION_CACHE {
+            return Err(format!(
+                "introspection.cache_for: at most {}s",
+                MAX_INTROSPECTION_CACHE.as_secs()
+            ));
+        }
+        if self.max_concurrent == 0 {
+            return Err("introspection.max_concurrent must be positive".into());
+        }
+        Ok(Introspection {
+            endpoint,
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            auth_method,
+            cache_for: self.cache_for,
+            max_concurrent: self.max_concurrent,
         })
     }
 }
@@ -323,6 +436,22 @@ mod tests {
             (
                 "issuer = \"https://idp.example.com\"\njwks_uri = \"http://idp.example.com/keys\"",
                 "jwks_uri",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\nintrospection = { client_id = \"gh\", client_secret = \"env:S\", endpoint = \"http://idp.example.com/i\" }",
+                "introspection.endpoint",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\nintrospection = { client_id = \"gh\", client_secret = \"tenant:x\" }",
+                "introspection.client_secret",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\nintrospection = { client_id = \"gh\", client_secret = \"env:S\", cache_for = \"1h\" }",
+                "cache_for",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\nintrospection = { client_id = \"gh\", client_secret = \"env:S\", auth_method = \"none\" }",
+                "auth_method",
             ),
         ];
         for (text, expected) in cases {

@@ -1,4 +1,5 @@
-//! One GET of a provider's metadata or key set, guarded: no redirects, no
+//! One request to an identity provider (a GET of its metadata or key set,
+//! a POST to its introspection endpoint), guarded: no redirects, no
 //! proxy, a deadline, a size cap, JSON only, and (unless the issuer is
 //! marked internal) every address the host resolves to must be public,
 //! with the connection pinned to those addresses so a second lookup cannot
@@ -96,12 +97,13 @@ fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
     age
 }
 
-/// GETs `url` as JSON.
-pub async fn fetch_json(
+/// A client for one request to `url`: no redirects, no proxy, the
+/// deadline, and the connection pinned to the checked addresses.
+async fn guarded_client(
     url: &Url,
     internal: bool,
     timeout: Duration,
-) -> Result<Fetched, FetchError> {
+) -> Result<reqwest::Client, FetchError> {
     let addrs = addresses(url, internal).await?;
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -112,15 +114,13 @@ pub async fn fetch_json(
     if let Some(Host::Domain(domain)) = url.host() {
         builder = builder.resolve_to_addrs(domain, &addrs);
     }
-    let client = builder
+    builder
         .build()
-        .map_err(|e| FetchError::Http(e.without_url().to_string()))?;
-    let mut response = client
-        .get(url.clone())
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| FetchError::Http(e.without_url().to_string()))?;
+        .map_err(|e| FetchError::Http(e.without_url().to_string()))
+}
+
+/// The answer's JSON body, if the status is 200 and it fits the cap.
+async fn read_json(mut response: reqwest::Response) -> Result<Fetched, FetchError> {
     let status = response.status();
     if status != reqwest::StatusCode::OK {
         return Err(FetchError::Status(status.as_u16()));
@@ -141,6 +141,54 @@ pub async fn fetch_json(
         body.extend_from_slice(&chunk);
     }
     Ok(Fetched { body, max_age })
+}
+
+/// GETs `url` as JSON.
+pub async fn fetch_json(
+    url: &Url,
+    internal: bool,
+    timeout: Duration,
+) -> Result<Fetched, FetchError> {
+    let client = guarded_client(url, internal, timeout).await?;
+    let response = client
+        .get(url.clone())
+        .header(ACCEPT, "application/json")
+        .send()
+        .await
+        .map_err(|e| FetchError::Http(e.without_url().to_string()))?;
+    read_json(response).await
+}
+
+/// POSTs an `application/x-www-form-urlencoded` body to `url` and reads a
+/// JSON answer. `authorization` is a complete header value (it may hold a
+/// secret: it is never logged, and errors never include it).
+pub async fn post_form_json(
+    url: &Url,
+    internal: bool,
+    timeout: Duration,
+    form: &[(&str, &str)],
+    authorization: Option<&str>,
+) -> Result<Fetched, FetchError> {
+    let client = guarded_client(url, internal, timeout).await?;
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let mut request = client
+        .post(url.clone())
+        .header(ACCEPT, "application/json")
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some(value) = authorization {
+        let mut value = http::HeaderValue::from_str(value)
+            .map_err(|_| FetchError::Http("invalid authorization header".into()))?;
+        value.set_sensitive(true);
+        request = request.header(http::header::AUTHORIZATION, value);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| FetchError::Http(e.without_url().to_string()))?;
+    read_json(response).await
 }
 
 #[cfg(test)]

@@ -19,12 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use gatehouse_core::Timestamp;
-use serde::Deserialize;
 use url::Url;
 
 use super::config::Issuer;
 use super::fetch::{FetchError, fetch_json};
 use super::jwk::{ExternalKey, parse_jwks};
+use super::metadata::discover;
 use crate::jwt::JwtError;
 
 #[derive(Default)]
@@ -57,12 +57,6 @@ enum Lookup {
     Unknown,
     /// No usable keys: never fetched, or stale beyond the bound.
     NoKeys,
-}
-
-#[derive(Deserialize)]
-struct Metadata {
-    issuer: String,
-    jwks_uri: String,
 }
 
 impl KeySet {
@@ -191,7 +185,10 @@ impl KeySet {
         let uri = match known {
             Some(uri) => uri,
             None => {
-                let uri = self.discover().await?;
+                let uri = discover(&self.issuer)
+                    .await?
+                    .jwks_uri
+                    .ok_or_else(|| FetchError::Http("the metadata names no jwks_uri".into()))?;
                 self.write().jwks_uri = Some(uri.clone());
                 uri
             }
@@ -200,42 +197,5 @@ impl KeySet {
         let keys = parse_jwks(&fetched.body, &self.issuer.algorithms)
             .map_err(|e| FetchError::Http(e.to_string()))?;
         Ok((keys, fetched.max_age))
-    }
-
-    /// The `jwks_uri` from the issuer's OpenID configuration, else its
-    /// RFC 8414 metadata. The document must name exactly this issuer.
-    async fn discover(&self) -> Result<Url, FetchError> {
-        let issuer = Url::parse(&self.issuer.issuer).map_err(|_| FetchError::Resolve)?;
-        let path = issuer.path().trim_end_matches('/');
-        let mut oidc = issuer.clone();
-        oidc.set_path(&format!("{path}/.well-known/openid-configuration"));
-        let mut rfc8414 = issuer.clone();
-        rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
-        let mut last = FetchError::Resolve;
-        for url in [oidc, rfc8414] {
-            match fetch_json(&url, self.issuer.internal, self.issuer.fetch_timeout).await {
-                Ok(fetched) => {
-                    let Ok(metadata) = serde_json::from_slice::<Metadata>(&fetched.body) else {
-                        last = FetchError::NotJson;
-                        continue;
-                    };
-                    if metadata.issuer != self.issuer.issuer {
-                        tracing::warn!(issuer = %self.issuer.issuer, named = %metadata.issuer,
-                            "the provider's metadata names another issuer; ignored");
-                        last = FetchError::Http("metadata names another issuer".into());
-                        continue;
-                    }
-                    let uri = Url::parse(&metadata.jwks_uri)
-                        .map_err(|_| FetchError::Http("jwks_uri is not a URL".into()))?;
-                    if uri.scheme() != "https" && !(self.issuer.internal && uri.scheme() == "http")
-                    {
-                        return Err(FetchError::Http("jwks_uri must use https".into()));
-                    }
-                    return Ok(uri);
-                }
-                Err(error) => last = error,
-            }
-        }
-        Err(last)
     }
 }

@@ -8,8 +8,12 @@
 
 mod config;
 mod fetch;
+mod introspection;
+#[cfg(test)]
+mod introspection_tests;
 mod jwk;
 mod key_set;
+mod metadata;
 #[cfg(test)]
 pub(crate) mod test_keys;
 #[cfg(test)]
@@ -21,8 +25,12 @@ use std::sync::Arc;
 
 use gatehouse_core::{Principal, Timestamp};
 
-pub use config::{Issuer, IssuerConfig, TenantSource, TokenType};
+pub use config::{
+    ClientAuthMethod, Introspection, IntrospectionConfig, Issuer, IssuerConfig, TenantSource,
+    TokenType,
+};
 pub use fetch::{FetchError, is_json};
+pub use introspection::{Introspector, MAX_OPAQUE_TOKEN_BYTES};
 pub use jwk::ACCEPTED_ALGORITHMS;
 pub use key_set::KeySet;
 
@@ -33,6 +41,10 @@ pub struct ExternalIssuers {
     by_issuer: HashMap<String, (Arc<Issuer>, Arc<KeySet>)>,
     /// In configuration order, for the protected resource metadata.
     order: Vec<String>,
+    /// The one issuer whose opaque tokens are introspected. An opaque token
+    /// does not say who issued it, so it could only be tried at each
+    /// provider in turn, showing one provider's token to the others.
+    introspector: Option<Arc<Introspector>>,
 }
 
 impl ExternalIssuers {
@@ -41,11 +53,22 @@ impl ExternalIssuers {
     pub fn new(configs: &[IssuerConfig], resource: &str) -> Result<ExternalIssuers, String> {
         let mut by_issuer = HashMap::new();
         let mut order = Vec::new();
+        let mut introspector: Option<Arc<Introspector>> = None;
         for (n, config) in configs.iter().enumerate() {
             let issuer = config
                 .compile(resource)
                 .map_err(|e| format!("issuers[{n}] ({}): {e}", config.issuer))?;
             let issuer = Arc::new(issuer);
+            if let Some(found) = Introspector::new(Arc::clone(&issuer)) {
+                if let Some(first) = &introspector {
+                    return Err(format!(
+                        "issuers[{n}] ({}): only one issuer may introspect opaque tokens ({} does already): an opaque token does not name its issuer, so it would be shown to a provider that did not issue it",
+                        config.issuer,
+                        first.issuer()
+                    ));
+                }
+                introspector = Some(found);
+            }
             let keys = KeySet::new(Arc::clone(&issuer));
             if by_issuer
                 .insert(issuer.issuer.clone(), (issuer, keys))
@@ -58,7 +81,11 @@ impl ExternalIssuers {
             }
             order.push(config.issuer.clone());
         }
-        Ok(ExternalIssuers { by_issuer, order })
+        Ok(ExternalIssuers {
+            by_issuer,
+            order,
+            introspector,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -73,6 +100,11 @@ impl ExternalIssuers {
     /// The key set of `issuer`, if configured (tests count its fetches).
     pub fn key_set(&self, issuer: &str) -> Option<&Arc<KeySet>> {
         self.by_issuer.get(issuer).map(|(_, keys)| keys)
+    }
+
+    /// The issuer that introspects opaque tokens, if one does.
+    pub fn introspector(&self) -> Option<&Arc<Introspector>> {
+        self.introspector.as_ref()
     }
 
     /// Validates `token` at `now` and maps it to a principal.

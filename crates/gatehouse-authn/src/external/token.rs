@@ -156,7 +156,7 @@ pub(crate) fn verify(
     principal(&claims, issuer, parsed.token, exp)
 }
 
-fn principal(
+pub(crate) fn principal(
     claims: &Map<String, Value>,
     issuer: &Issuer,
     token: &str,

@@ -1,11 +1,16 @@
 //! Delegated mode against the real binary: tokens from an identity
 //! provider on loopback (discovery document and JWKS served by a small
-//! HTTP thread here), accepted, mapped and audited like any credential.
+//! HTTP thread here), accepted, mapped and audited like any credential;
+//! opaque tokens through the provider's introspection endpoint; and a
+//! purely delegated deployment with the embedded authorization server off.
 
-use std::io::{BufRead, BufReader, Write};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
 
 use gatehouse_core::{Clock, SystemClock};
 use gatehouse_oauth::SigningKey;
@@ -13,15 +18,39 @@ use serde_json::{Value, json};
 
 use super::harness::Server;
 
-/// Serves `/.well-known/openid-configuration` and `/keys` for `key`;
-/// returns the issuer URL and the count of key-set fetches.
-fn provider(key: &SigningKey) -> (String, Arc<AtomicU64>) {
+/// What the provider on loopback saw and answers.
+#[derive(Default)]
+struct Seen {
+    key_fetches: AtomicU64,
+    introspections: AtomicU64,
+    /// Opaque token -> its introspection answer (absent: inactive).
+    opaque: Mutex<HashMap<String, Value>>,
+    /// The `Authorization` header of every introspection request.
+    introspection_auth: Mutex<Vec<String>>,
+    /// Every token sent for introspection.
+    introspected: Mutex<Vec<String>>,
+}
+
+const IDP_CLIENT: &str = "gatehouse";
+const IDP_SECRET: &str = "e2e-idp-secret";
+
+/// Serves `/.well-known/openid-configuration`, `/keys` for `key` and an
+/// RFC 7662 `/introspect` that expects Gatehouse's client credentials.
+fn provider(key: &SigningKey) -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
     let jwks = json!({ "keys": [key.public_jwk()] }).to_string();
-    let metadata = json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/keys") }).to_string();
-    let fetches = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&fetches);
+    let metadata = json!({
+        "issuer": issuer, "jwks_uri": format!("{issuer}/keys"),
+        "introspection_endpoint": format!("{issuer}/introspect"),
+    })
+    .to_string();
+    let seen = Arc::new(Seen::default());
+    let state = Arc::clone(&seen);
+    let expected_auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{IDP_CLIENT}:{IDP_SECRET}"))
+    );
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
@@ -30,18 +59,53 @@ fn provider(key: &SigningKey) -> (String, Arc<AtomicU64>) {
             if reader.read_line(&mut request_line).is_err() {
                 continue;
             }
-            // Skip the headers.
+            let mut content_length = 0;
+            let mut authorization = String::new();
             loop {
                 let mut line = String::new();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
                     break;
                 }
+                let (name, value) = line.split_once(':').unwrap_or_default();
+                match name.to_ascii_lowercase().as_str() {
+                    "content-length" => content_length = value.trim().parse().unwrap_or(0),
+                    "authorization" => authorization = value.trim().to_owned(),
+                    _ => {}
+                }
             }
-            let body = if request_line.contains(" /keys ") {
-                counted.fetch_add(1, Ordering::SeqCst);
-                jwks.clone()
+            let mut body = vec![0; content_length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let (status, body) = if request_line.contains(" /keys ") {
+                state.key_fetches.fetch_add(1, Ordering::SeqCst);
+                ("200 OK", jwks.clone())
             } else if request_line.contains(" /.well-known/openid-configuration ") {
-                metadata.clone()
+                ("200 OK", metadata.clone())
+            } else if request_line.starts_with("POST /introspect ") {
+                state.introspections.fetch_add(1, Ordering::SeqCst);
+                state
+                    .introspection_auth
+                    .lock()
+                    .unwrap()
+                    .push(authorization.clone());
+                let token = url::form_urlencoded::parse(&body)
+                    .find(|(k, _)| k == "token")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                state.introspected.lock().unwrap().push(token.clone());
+                if authorization != expected_auth {
+                    (
+                        "401 Unauthorized",
+                        json!({"error": "invalid_client"}).to_string(),
+                    )
+                } else {
+                    let answer = state.opaque.lock().unwrap().get(&token).cloned();
+                    (
+                        "200 OK",
+                        answer.unwrap_or(json!({"active": false})).to_string(),
+                    )
+                }
             } else {
                 let _ = stream.write_all(
                     b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
@@ -50,13 +114,13 @@ fn provider(key: &SigningKey) -> (String, Arc<AtomicU64>) {
             };
             let _ = write!(
                 stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncache-control: max-age=300\r\n\
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncache-control: max-age=300\r\n\
                  content-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
     });
-    (issuer, fetches)
+    (issuer, seen)
 }
 
 fn now() -> i64 {
@@ -87,7 +151,7 @@ fn config(issuer: &str) -> String {
 #[tokio::test]
 async fn an_identity_providers_token_calls_a_tool_as_its_user() {
     let key = SigningKey::generate().unwrap();
-    let (issuer, fetches) = provider(&key);
+    let (issuer, seen) = provider(&key);
     let server = Server::start(Some(&config(&issuer)));
 
     // MCP clients discover the provider next to the embedded server.
@@ -103,7 +167,7 @@ async fn an_identity_providers_token_calls_a_tool_as_its_user() {
     assert!(text.contains("claude-desktop"), "{text}");
     // A second call is served from the cached key set.
     server.call_tool(&reader, "whoami", json!({})).await;
-    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    assert_eq!(seen.key_fetches.load(Ordering::SeqCst), 1);
 
     // A token whose groups map to no role authenticates and may call nothing.
     let nobody = token(&key, claims(&issuer, &server, &["staff"]));
@@ -182,5 +246,104 @@ fn a_bad_issuer_entry_stops_start_up_naming_it() {
     assert!(
         stderr.contains("issuers[0]") && stderr.contains("https"),
         "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_purely_delegated_deployment_accepts_jwt_and_opaque_tokens() {
+    let key = SigningKey::generate().unwrap();
+    let (issuer, seen) = provider(&key);
+    let config = format!(
+        "{}introspection = {{ client_id = \"{IDP_CLIENT}\", client_secret = \"env:GATEHOUSE_E2E_IDP_SECRET\" }}\n\
+         [oauth]\nenabled = false\n",
+        config(&issuer)
+    );
+    let server = Server::start_with_env(
+        tempfile::tempdir().unwrap(),
+        Some(&config),
+        &[("GATEHOUSE_E2E_IDP_SECRET", IDP_SECRET)],
+    );
+
+    // Only the provider is offered to MCP clients, and the embedded
+    // authorization server does not answer.
+    let prm = server
+        .get_json("/.well-known/oauth-protected-resource/mcp")
+        .await;
+    assert_eq!(prm["authorization_servers"], json!([issuer]));
+    for path in ["/.well-known/oauth-authorization-server", "/oauth/token"] {
+        let status = server
+            .http
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        // Unknown paths fall to the authenticated endpoint: refused.
+        assert!(status == 404 || status == 401, "{path}: {status}");
+    }
+
+    // The provider's JWT works.
+    let jwt = token(&key, claims(&issuer, &server, &["mcp-readers"]));
+    server.call_tool(&jwt, "whoami", json!({})).await;
+
+    // An opaque token, checked at the provider with Gatehouse's own
+    // credentials, calls a tool as its user; the answer is cached.
+    let now = now();
+    seen.opaque.lock().unwrap().insert(
+        "opaque-e2e-token".into(),
+        json!({
+            "active": true, "iss": issuer, "sub": "bob@example.com", "client_id": "vscode",
+            "aud": server.mcp_url(), "exp": now + 300, "iat": now, "groups": ["mcp-readers"],
+            "jti": "opaque-1", "token_type": "Bearer",
+        }),
+    );
+    let body = server
+        .call_tool("opaque-e2e-token", "whoami", json!({}))
+        .await;
+    let text = body["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(
+        text.contains("bob@example.com") && text.contains("vscode"),
+        "{text}"
+    );
+    server
+        .call_tool("opaque-e2e-token", "whoami", json!({}))
+        .await;
+    assert_eq!(seen.introspections.load(Ordering::SeqCst), 1);
+    assert!(
+        seen.introspection_auth
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|a| a.starts_with("Basic ")),
+    );
+
+    // A made-up token is refused with its reason, and audited.
+    let (status, _) = server
+        .rpc(Some("made-up-opaque-token"), "tools/list", json!({}))
+        .await;
+    assert_eq!(status, 401);
+    // Gatehouse's own credentials are never shown to the provider, even
+    // when they are wrong.
+    for own in [
+        "ghk_aaaaaaaaaaaa_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+        "ghr_some-refresh-token",
+    ] {
+        let (status, _) = server.rpc(Some(own), "tools/list", json!({})).await;
+        assert_eq!(status, 401, "{own}");
+    }
+    let sent = seen.introspected.lock().unwrap().clone();
+    assert!(sent.iter().all(|t| !t.starts_with("gh")), "{sent:?}");
+    let failures = server.audit(&["--kind", "authentication", "--outcome", "failure"]);
+    assert!(
+        failures.iter().any(|r| r["reason"] == "token_inactive"),
+        "{failures:?}"
+    );
+    let decisions = server.audit(&["--kind", "tool_decision"]);
+    assert!(
+        decisions.iter().any(|r| r["human"] == "bob@example.com"
+            && r["credential"]
+                .as_str()
+                .is_some_and(|c| c.contains("opaque-1"))),
+        "{decisions:?}"
     );
 }

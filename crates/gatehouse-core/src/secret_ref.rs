@@ -1,4 +1,5 @@
-//! Where an upstream credential comes from, and the resolved value.
+//! Where a credential Gatehouse presents comes from (an upstream's token,
+//! the client secret it uses at an identity provider), and the resolved value.
 //!
 //! The configuration names a secret (`env:NAME`, `file:PATH`,
 //! `tenant:NAME`), never contains it. The resolved [`Secret`] prints as
