@@ -421,6 +421,8 @@ mod tests {
                 registered_by: "operator".into(),
                 last_used_at: None,
                 may_introspect: false,
+                jwks: None,
+                jwks_uri: None,
             })
             .await
             .unwrap();

@@ -91,6 +91,13 @@ pub enum JwtError {
     /// refused (fail closed). An outage, not the caller's doing.
     #[error("the issuer cannot check the token now")]
     IntrospectionUnavailable,
+    /// A signed assertion whose `sub` is not the one required (a client
+    /// assertion: the client's own id).
+    #[error("the token's subject is not accepted")]
+    WrongSubject,
+    /// A signed assertion valid for longer than assertions may be.
+    #[error("the token is valid for too long")]
+    LifetimeTooLong,
 }
 
 impl JwtError {
@@ -108,7 +115,9 @@ impl JwtError {
             | JwtError::WrongAudience
             | JwtError::MissingClaim(_)
             | JwtError::KeysUnavailable
-            | JwtError::IntrospectionUnavailable => true,
+            | JwtError::IntrospectionUnavailable
+            | JwtError::WrongSubject
+            | JwtError::LifetimeTooLong => true,
             JwtError::TooLarge
             | JwtError::Malformed
             | JwtError::UnsupportedAlgorithm
@@ -147,6 +156,8 @@ impl JwtError {
             JwtError::KeysUnavailable => "issuer_keys_unavailable",
             JwtError::Inactive => "token_inactive",
             JwtError::IntrospectionUnavailable => "introspection_unavailable",
+            JwtError::WrongSubject => "wrong_subject",
+            JwtError::LifetimeTooLong => "lifetime_too_long",
         }
     }
 }
@@ -326,17 +337,27 @@ impl RawHeader {
     /// `crit` (RFC 7515 §4.1.11: an unknown one must be refused, and we know
     /// none), `b64`, `zip` and `enc` refuse the token; a `kid` is required.
     pub(crate) fn checked_kid(self) -> Result<String, JwtError> {
+        self.checked_optional_kid()?
+            .filter(|kid| !kid.is_empty())
+            .ok_or(JwtError::MissingKeyId)
+    }
+
+    /// The same checks, for a signed assertion, which may name no key.
+    pub(crate) fn checked_optional_kid(self) -> Result<Option<String>, JwtError> {
         if self.crit {
             return Err(JwtError::CriticalHeader);
         }
         if self.b64 || self.zip || self.enc {
             return Err(JwtError::UnsupportedHeader);
         }
-        let kid = self.kid.ok_or(JwtError::MissingKeyId)?;
-        if kid.len() > MAX_KID_BYTES {
+        if self
+            .kid
+            .as_ref()
+            .is_some_and(|kid| kid.len() > MAX_KID_BYTES)
+        {
             return Err(JwtError::UnknownKey);
         }
-        Ok(kid)
+        Ok(self.kid)
     }
 }
 

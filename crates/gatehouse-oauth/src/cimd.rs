@@ -21,6 +21,8 @@ use reqwest::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, Heade
 use serde_json::{Map, Value};
 use url::{Host, Url};
 
+use crate::clients::PRIVATE_KEY_JWT;
+
 /// How long a failed fetch is remembered before the URL is tried again.
 pub const CIMD_NEGATIVE_TTL_SECS: i64 = 30;
 /// Longest `client_id` URL considered at all.
@@ -89,8 +91,11 @@ pub struct ClientMetadataDocument {
     pub client_name: Option<String>,
     pub redirect_uris: Vec<String>,
     pub grant_types: Vec<String>,
-    /// Always `none` today: documents asking for anything else are refused.
+    /// `none`, or `private_key_jwt` with the keys below.
     pub token_endpoint_auth_method: String,
+    /// For `private_key_jwt`: the published JWKS document, or its URL.
+    pub jwks: Option<String>,
+    pub jwks_uri: Option<String>,
 }
 
 /// Why a client metadata document could not be used. Messages are safe to
@@ -572,8 +577,9 @@ fn parse_document(body: &[u8], url: &str) -> Result<ClientMetadataDocument, Cimd
         ));
     }
 
-    // A document is public, so a secret in it is no secret; and signed
-    // assertions (private_key_jwt) are not supported.
+    // A document is public, so a secret in it is no secret; a client that
+    // wants to authenticate signs assertions with a key it publishes
+    // (private_key_jwt).
     if object.contains_key("client_secret") {
         return Err(CimdError::InvalidDocument(
             "it must not contain a client_secret",
@@ -581,12 +587,19 @@ fn parse_document(body: &[u8], url: &str) -> Result<ClientMetadataDocument, Cimd
     }
     let token_endpoint_auth_method = match object.get("token_endpoint_auth_method") {
         None | Some(Value::Null) => "none".to_string(),
-        Some(Value::String(method)) if method == "none" => method.clone(),
+        Some(Value::String(method)) if method == "none" || method == PRIVATE_KEY_JWT => {
+            method.clone()
+        }
         Some(_) => {
             return Err(CimdError::InvalidDocument(
-                "token_endpoint_auth_method must be \"none\"",
+                "token_endpoint_auth_method must be \"none\" or \"private_key_jwt\"",
             ));
         }
+    };
+    let (jwks, jwks_uri) = if token_endpoint_auth_method == PRIVATE_KEY_JWT {
+        published_keys(&object)?
+    } else {
+        (None, None)
     };
 
     let client_name = match object.get("client_name") {
@@ -619,7 +632,41 @@ fn parse_document(body: &[u8], url: &str) -> Result<ClientMetadataDocument, Cimd
         redirect_uris,
         grant_types,
         token_endpoint_auth_method,
+        jwks,
+        jwks_uri,
     })
+}
+
+/// The keys a `private_key_jwt` document publishes: exactly one of `jwks`
+/// (checked here) and `jwks_uri` (checked by the caller, which knows the
+/// development hosts).
+fn published_keys(
+    object: &Map<String, Value>,
+) -> Result<(Option<String>, Option<String>), CimdError> {
+    let jwks = match object.get("jwks") {
+        None | Some(Value::Null) => None,
+        Some(value @ Value::Object(_)) => Some(value.to_string()),
+        Some(_) => return Err(CimdError::InvalidDocument("jwks is not an object")),
+    };
+    let jwks_uri = match object.get("jwks_uri") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(uri)) => Some(uri.clone()),
+        Some(_) => return Err(CimdError::InvalidDocument("jwks_uri is not a string")),
+    };
+    match (&jwks, &jwks_uri) {
+        (Some(document), None) => {
+            crate::client_assertion::validate_jwks(document).map_err(|_| {
+                CimdError::InvalidDocument("jwks holds no usable public signing key")
+            })?;
+        }
+        (None, Some(_)) => {}
+        _ => {
+            return Err(CimdError::InvalidDocument(
+                "private_key_jwt needs exactly one of jwks and jwks_uri",
+            ));
+        }
+    }
+    Ok((jwks, jwks_uri))
 }
 
 /// `None` when absent; an error when present but not an array of strings.

@@ -138,6 +138,27 @@ fn respond(url: &str, name: &str) -> Vec<u8> {
             doc["token_endpoint_auth_method"] = "private_key_jwt".into();
             json_ok(&doc, &[])
         }
+        "private-key-jwt-keys" => {
+            let mut doc = document(url);
+            doc["token_endpoint_auth_method"] = "private_key_jwt".into();
+            doc["jwks"] = serde_json::json!({ "keys": [
+                crate::SigningKey::generate().unwrap().public_jwk()
+            ] });
+            json_ok(&doc, &[])
+        }
+        "private-key-jwt-uri" => {
+            let mut doc = document(url);
+            doc["token_endpoint_auth_method"] = "private_key_jwt".into();
+            doc["jwks_uri"] = "https://app.example.com/jwks.json".into();
+            json_ok(&doc, &[])
+        }
+        "private-key-jwt-secret-key" => {
+            let mut doc = document(url);
+            doc["token_endpoint_auth_method"] = "private_key_jwt".into();
+            doc["jwks"] =
+                serde_json::json!({ "keys": [{ "kty": "oct", "kid": "s", "k": "c2VjcmV0" }] });
+            json_ok(&doc, &[])
+        }
         "with-secret" => {
             let mut doc = document(url);
             doc["client_secret"] = "s3cret".into();
@@ -240,6 +261,25 @@ async fn fetches_and_validates_a_document() {
     assert_eq!(doc.grant_types, vec!["authorization_code"]);
     assert_eq!(doc.token_endpoint_auth_method, "none");
     assert_eq!(server.hits("/client"), 1);
+}
+
+#[tokio::test]
+async fn a_private_key_jwt_client_publishes_its_keys() {
+    let server = TestServer::start().await;
+    let doc = dev_resolver()
+        .resolve(&server.url("/private-key-jwt-keys"), T0)
+        .await
+        .unwrap();
+    assert_eq!(doc.token_endpoint_auth_method, "private_key_jwt");
+    assert!(doc.jwks.as_deref().is_some_and(|j| j.contains("\"kty\"")));
+    let doc = dev_resolver()
+        .resolve(&server.url("/private-key-jwt-uri"), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        doc.jwks_uri.as_deref(),
+        Some("https://app.example.com/jwks.json")
+    );
 }
 
 #[tokio::test]
@@ -462,12 +502,21 @@ async fn missing_or_bad_redirect_uris_are_refused() {
 
 #[tokio::test]
 async fn confidential_client_auth_is_refused() {
-    for path in ["/secret-auth", "/private-key-jwt"] {
-        assert_eq!(
-            refused(path).await,
-            CimdError::InvalidDocument("token_endpoint_auth_method must be \"none\"")
-        );
-    }
+    assert_eq!(
+        refused("/secret-auth").await,
+        CimdError::InvalidDocument(
+            "token_endpoint_auth_method must be \"none\" or \"private_key_jwt\""
+        )
+    );
+    // private_key_jwt needs published public keys, and nothing secret.
+    assert_eq!(
+        refused("/private-key-jwt").await,
+        CimdError::InvalidDocument("private_key_jwt needs exactly one of jwks and jwks_uri")
+    );
+    assert_eq!(
+        refused("/private-key-jwt-secret-key").await,
+        CimdError::InvalidDocument("jwks holds no usable public signing key")
+    );
     assert_eq!(
         refused("/with-secret").await,
         CimdError::InvalidDocument("it must not contain a client_secret")

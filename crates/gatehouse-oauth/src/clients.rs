@@ -10,6 +10,9 @@ use gatehouse_store::ClientRecord;
 use crate::OAuthError;
 
 /// Client ids look like `ghc_<16 symbols>`: recognisable, never a secret.
+/// The `token_endpoint_auth_method` of a client that signs assertions.
+pub const PRIVATE_KEY_JWT: &str = "private_key_jwt";
+
 pub const CLIENT_ID_PREFIX: &str = "ghc_";
 const ID_ALPHABET: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
@@ -34,6 +37,9 @@ pub struct ClientSpec {
     pub registered_by: String,
     /// May introspect other clients' tokens (operator clients only).
     pub may_introspect: bool,
+    /// For `private_key_jwt`: the client's public keys, or where they are.
+    pub jwks: Option<String>,
+    pub jwks_uri: Option<String>,
 }
 
 impl std::fmt::Debug for IssuedClient {
@@ -60,7 +66,9 @@ pub fn issue_client(
         .iter()
         .map(|b| char::from(ID_ALPHABET[usize::from(b & 0x1f)]))
         .collect();
-    let secret = if spec.auth_method == "none" {
+    // A public client has no secret, and a private_key_jwt client proves
+    // itself with its key instead.
+    let secret = if spec.auth_method == "none" || spec.auth_method == PRIVATE_KEY_JWT {
         None
     } else {
         Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random(32)?))
@@ -81,6 +89,8 @@ pub fn issue_client(
             registered_by: spec.registered_by,
             last_used_at: None,
             may_introspect: spec.may_introspect,
+            jwks: spec.jwks,
+            jwks_uri: spec.jwks_uri,
         },
         secret,
     })
@@ -103,6 +113,8 @@ mod tests {
             auth_method: "client_secret_basic".into(),
             registered_by: "operator".into(),
             may_introspect: false,
+            jwks: None,
+            jwks_uri: None,
         };
         let issued = issue_client(&pepper, spec.clone(), Timestamp(1)).unwrap();
         assert!(issued.record.id.starts_with(CLIENT_ID_PREFIX));

@@ -67,6 +67,8 @@ impl AuthorizationServer {
                 auth_method: request.token_endpoint_auth_method.as_str().to_string(),
                 registered_by: REGISTERED_BY_DYNAMIC.to_string(),
                 may_introspect: false,
+                jwks: None,
+                jwks_uri: None,
             },
             now,
         )?;

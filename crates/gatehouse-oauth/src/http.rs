@@ -17,9 +17,11 @@ use gatehouse_core::Clock;
 use gatehouse_core::PeerAddr;
 use serde_json::json;
 
+use crate::client_assertion::CLIENT_ASSERTION_TYPE;
 use crate::server::{AuthorizationServer, ClientAuth, TokenRequest};
 use crate::token_exchange::{ExchangeParams, GRANT_TOKEN_EXCHANGE};
 use crate::{OAuthError, routes};
+use gatehouse_authn::external::unverified_issuer;
 
 pub struct AsState {
     pub server: AuthorizationServer,
@@ -181,6 +183,11 @@ fn form_body(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, 
 /// the form, never both; a public client sends `client_id` alone.
 fn client_auth(headers: &HeaderMap, form: &[(String, String)]) -> Result<ClientAuth, OAuthError> {
     let basic = basic_credentials(headers)?;
+    let assertion_type = param(form, "client_assertion_type");
+    let assertion = param(form, "client_assertion");
+    if assertion_type.is_some() || assertion.is_some() {
+        return assertion_auth(basic.is_some(), form, assertion_type, assertion);
+    }
     let posted = (param(form, "client_id"), param(form, "client_secret"));
     match (basic, posted) {
         (Some(_), (_, Some(_))) => Err(OAuthError::InvalidRequest(
@@ -196,15 +203,48 @@ fn client_auth(headers: &HeaderMap, form: &[(String, String)]) -> Result<ClientA
                 id,
                 secret: Some(secret),
                 basic: true,
+                assertion: None,
             })
         }
         (None, (Some(id), secret)) if !id.is_empty() => Ok(ClientAuth {
             id,
             secret,
             basic: false,
+            assertion: None,
         }),
         (None, _) => Err(OAuthError::InvalidClient { basic: false }),
     }
+}
+
+/// `private_key_jwt` (RFC 7523 §2.2): the assertion alone authenticates;
+/// the client is the one it names (`client_id`, when also sent, must agree).
+fn assertion_auth(
+    with_basic: bool,
+    form: &[(String, String)],
+    assertion_type: Option<String>,
+    assertion: Option<String>,
+) -> Result<ClientAuth, OAuthError> {
+    if with_basic || param(form, "client_secret").is_some() {
+        return Err(OAuthError::InvalidRequest(
+            "use one client authentication method, not two".into(),
+        ));
+    }
+    if assertion_type.as_deref() != Some(CLIENT_ASSERTION_TYPE) {
+        return Err(OAuthError::InvalidClient { basic: false });
+    }
+    let assertion = assertion.filter(|a| !a.is_empty()).ok_or_else(|| {
+        OAuthError::InvalidRequest("client_assertion is required with client_assertion_type".into())
+    })?;
+    let named = unverified_issuer(&assertion).ok_or(OAuthError::InvalidClient { basic: false })?;
+    if param(form, "client_id").is_some_and(|id| id != named) {
+        return Err(OAuthError::InvalidClient { basic: false });
+    }
+    Ok(ClientAuth {
+        id: named,
+        secret: None,
+        basic: false,
+        assertion: Some(assertion),
+    })
 }
 
 fn token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuthError> {

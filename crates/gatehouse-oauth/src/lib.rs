@@ -5,7 +5,9 @@
 //!   stores), or named by a Client ID Metadata Document URL (`cimd.rs`).
 //! - Grants: authorization code with PKCE (`authorize.rs`, `pkce.rs`,
 //!   `redirect_uri.rs`), refresh with rotation, client credentials and the
-//!   device grant (`grants.rs`, `device.rs`).
+//!   device grant (`grants.rs`, `device.rs`). Clients authenticate with a
+//!   secret or, with `private_key_jwt`, a signed assertion
+//!   (`client_assertion.rs`).
 //! - People: local users with Argon2id passwords (`login.rs`,
 //!   `password.rs`), lockout per name and source (`login_lockout.rs`),
 //!   server-rendered pages (`pages.rs`, `browser.rs`) and login cookies
@@ -23,6 +25,7 @@ mod approval_pages;
 mod authorize;
 mod browser;
 mod cimd;
+mod client_assertion;
 mod clients;
 mod cookies;
 mod device;
@@ -50,7 +53,11 @@ pub use cimd::{
     CIMD_NEGATIVE_TTL_SECS, CimdConfig, CimdError, CimdResolver, ClientMetadataDocument,
     is_client_id_url,
 };
-pub use clients::{CLIENT_ID_PREFIX, ClientSpec, IssuedClient, issue_client};
+pub use client_assertion::{
+    CLIENT_ASSERTION_TYPE, ClientKeySets, MAX_ASSERTION_LIFETIME_SECS, validate_jwks,
+    validate_jwks_uri,
+};
+pub use clients::{CLIENT_ID_PREFIX, ClientSpec, IssuedClient, PRIVATE_KEY_JWT, issue_client};
 pub use cookies::{CookieError, CookiePolicy, read_cookie};
 pub use device::{DeviceAuthorizationResponse, normalize_user_code};
 pub use error::KeyError;

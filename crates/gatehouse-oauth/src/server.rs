@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::approval_pages::ApprovalPages;
 use crate::cimd::{CimdConfig, CimdError, CimdResolver};
+use crate::client_assertion::ClientKeySets;
 use crate::token_exchange::{ExchangeParams, GRANT_TOKEN_EXCHANGE, TaskExchange};
 use crate::{
     CookiePolicy, Jwks, MasterKey, OAuthError, PasswordHasher, PublicJwk, RateLimiter, SigningKey,
@@ -89,6 +90,8 @@ pub struct ClientAuth {
     pub secret: Option<String>,
     /// HTTP Basic (true) or form parameters (false).
     pub basic: bool,
+    /// A `private_key_jwt` client assertion (RFC 7523), instead of a secret.
+    pub assertion: Option<String>,
 }
 
 impl std::fmt::Debug for ClientAuth {
@@ -97,6 +100,7 @@ impl std::fmt::Debug for ClientAuth {
             .field("id", &self.id)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("basic", &self.basic)
+            .field("assertion", &self.assertion.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -223,6 +227,8 @@ pub struct AuthorizationServer {
     key_records: Mutex<Option<(u64, Arc<Vec<SigningKeyRecord>>)>>,
     pub(crate) passwords: PasswordHasher,
     pub(crate) client_metadata: Option<CimdResolver>,
+    /// Key sets of `private_key_jwt` clients that registered a `jwks_uri`.
+    client_keys: ClientKeySets,
     /// Dynamic registrations per source address (IPv6 by /64, as every
     /// per-address limit here).
     pub(crate) registrations: RateLimiter,
@@ -380,7 +386,15 @@ impl AuthorizationServer {
         let passwords = PasswordHasher::new(config.password_concurrency.max(1))
             .map_err(|e| OAuthError::ServerError(e.to_string()))?;
         let client_metadata = config.client_metadata.clone().map(CimdResolver::new);
+        let client_keys = ClientKeySets::new(
+            config
+                .client_metadata
+                .as_ref()
+                .map(|c| c.dev_http_hosts.clone())
+                .unwrap_or_default(),
+        );
         Ok(AuthorizationServer {
+            client_keys,
             authenticator,
             config,
             store,
@@ -477,7 +491,12 @@ impl AuthorizationServer {
 
     /// RFC 8414 metadata: only what is implemented is advertised.
     pub fn metadata(&self) -> serde_json::Value {
-        let client_auth = ["client_secret_basic", "client_secret_post", "none"];
+        let client_auth = [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt",
+            "none",
+        ];
         let mut metadata = json!({
             "issuer": self.config.issuer,
             "authorization_endpoint": self.url(routes::AUTHORIZE),
@@ -499,7 +518,8 @@ impl AuthorizationServer {
             "revocation_endpoint": self.url(routes::REVOKE),
             "revocation_endpoint_auth_methods_supported": client_auth,
             "introspection_endpoint": self.url(routes::INTROSPECT),
-            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256", "EdDSA"],
             "scopes_supported": self.known_scopes(),
             "authorization_response_iss_parameter_supported": true,
             "client_id_metadata_document_supported": self.client_metadata.is_some(),
@@ -689,6 +709,10 @@ impl AuthorizationServer {
             crate::redirect_uri::validate_registered(uri)
                 .map_err(|e| MetadataClientError::Refused(format!("redirect URI refused: {e}")))?;
         }
+        if let Some(uri) = &document.jwks_uri {
+            crate::client_assertion::validate_jwks_uri(uri, &resolver.config().dev_http_hosts)
+                .map_err(MetadataClientError::Refused)?;
+        }
         let record = ClientRecord {
             id: url.to_string(),
             name: document
@@ -703,10 +727,12 @@ impl AuthorizationServer {
             revoked_at: None,
             redirect_uris: document.redirect_uris.clone(),
             grant_types: vec![GRANT_AUTHORIZATION_CODE.into(), GRANT_REFRESH_TOKEN.into()],
-            auth_method: "none".into(),
+            auth_method: document.token_endpoint_auth_method.clone(),
             registered_by: REGISTERED_BY_METADATA_DOCUMENT.into(),
             last_used_at: stored.as_ref().and_then(|c| c.last_used_at),
             may_introspect: false,
+            jwks: document.jwks.clone(),
+            jwks_uri: document.jwks_uri.clone(),
         };
         if is_new {
             self.insert_metadata_document_client(&record, resolver.config().max_clients, now)
@@ -758,6 +784,36 @@ impl AuthorizationServer {
     ) -> Result<ClientRecord, OAuthError> {
         let invalid_client = OAuthError::InvalidClient { basic: auth.basic };
         let client = self.find_client(&auth.id, now).await?;
+        // A client registered with keys proves itself with a signed
+        // assertion, and only so; no other client may send one.
+        if let Some(client) = &client
+            && client.signs_assertions()
+        {
+            let Some(assertion) = &auth.assertion else {
+                return Err(invalid_client);
+            };
+            return match self
+                .client_keys
+                .verify(
+                    client,
+                    assertion,
+                    &self.config.issuer,
+                    now,
+                    self.store.as_ref(),
+                )
+                .await
+            {
+                Ok(()) => Ok(client.clone()),
+                Err(error) => {
+                    tracing::info!(client_id = %client.id, reason = error.code(), %error,
+                        "client assertion refused");
+                    Err(invalid_client)
+                }
+            };
+        }
+        if auth.assertion.is_some() {
+            return Err(invalid_client);
+        }
         let Some(client) = client else {
             // Same work as for a known client: no timing hint about ids.
             if let Some(secret) = &auth.secret {

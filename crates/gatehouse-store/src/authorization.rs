@@ -355,4 +355,33 @@ pub trait AuthorizationStore: Send + Sync {
     /// refresh tokens, and (a day after they ended) task grants, approvals
     /// and authentication failure records.
     async fn purge_expired(&self, now: Timestamp) -> StoreResult<()>;
+
+    // --- People of identity providers ---------------------------------------
+    /// The user linked to `subject` at `issuer`, if any.
+    async fn federated_user(&self, issuer: &str, subject: &str) -> StoreResult<Option<String>>;
+    /// Creates `user` linked to `subject` at `issuer`, in one transaction;
+    /// `Conflict` (and nothing stored) when the name or the link exists.
+    async fn insert_federated_user(
+        &self,
+        user: &UserRecord,
+        issuer: &str,
+        subject: &str,
+    ) -> StoreResult<()>;
+    /// Replaces a user's roles (the provider's groups changed). False when
+    /// there is no such user.
+    async fn set_user_roles(&self, username: &str, roles: &[String]) -> StoreResult<bool>;
+    /// Stores a grant made without a code or device (an identity assertion).
+    async fn insert_grant(&self, grant: &GrantRecord) -> StoreResult<()>;
+
+    // --- Single-use assertions ----------------------------------------------
+    /// Remembers the `jti` of a signed assertion from `issuer` until
+    /// `expires_at`. True the first time; false, in one atomic statement,
+    /// while an earlier use is remembered (a replay, however concurrent).
+    async fn use_assertion(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
 }

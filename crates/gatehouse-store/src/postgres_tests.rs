@@ -172,6 +172,8 @@ async fn a_revocation_on_one_instance_moves_the_generation_on_another() {
                 registered_by: "operator".into(),
                 last_used_at: None,
                 may_introspect: false,
+                jwks: None,
+                jwks_uri: None,
             })
             .await
             .unwrap();

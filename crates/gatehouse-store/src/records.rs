@@ -71,7 +71,7 @@ pub struct ClientRecord {
     pub revoked_at: Option<Timestamp>,
     pub redirect_uris: Vec<String>,
     pub grant_types: Vec<String>,
-    /// `none`, `client_secret_basic` or `client_secret_post`.
+    /// `none`, `client_secret_basic`, `client_secret_post` or `private_key_jwt`.
     pub auth_method: String,
     /// `operator` or `dynamic`.
     pub registered_by: String,
@@ -80,11 +80,21 @@ pub struct ClientRecord {
     /// `gatehouse clients create --introspect`. Without it a client learns
     /// only about its own tokens.
     pub may_introspect: bool,
+    /// For `private_key_jwt`: the client's public keys (a JWKS document)...
+    pub jwks: Option<String>,
+    /// ...or where to fetch them.
+    pub jwks_uri: Option<String>,
 }
 
 impl ClientRecord {
+    /// No secret and no key: anyone may claim to be it.
     pub fn is_public(&self) -> bool {
-        self.secret_hash.is_none()
+        self.secret_hash.is_none() && !self.signs_assertions()
+    }
+
+    /// Authenticates with `private_key_jwt` (RFC 7523).
+    pub fn signs_assertions(&self) -> bool {
+        self.auth_method == "private_key_jwt"
     }
 
     pub fn allows_grant(&self, grant_type: &str) -> bool {

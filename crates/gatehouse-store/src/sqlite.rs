@@ -46,6 +46,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../migrations/sqlite/0008_upstream_tool_pins.sql"),
     ),
+    (
+        9,
+        include_str!("../migrations/sqlite/0009_client_keys_and_used_assertions.sql"),
+    ),
+    (
+        10,
+        include_str!("../migrations/sqlite/0010_federated_identities.sql"),
+    ),
 ];
 
 /// Versions may leave gaps (a branch numbers its migration ahead of one
@@ -269,6 +277,8 @@ fn client_from_row(row: &SqliteRow) -> StoreResult<ClientRecord> {
         registered_by: row.try_get("registered_by")?,
         last_used_at: opt_ts(row, "last_used_at")?,
         may_introspect: row.try_get("may_introspect")?,
+        jwks: row.try_get("jwks")?,
+        jwks_uri: row.try_get("jwks_uri")?,
     })
 }
 
@@ -475,8 +485,9 @@ impl Store for SqliteStore {
     async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO oauth_clients (id, name, tenant, role, scopes, secret_hash, created_at, revoked_at, \
-             redirect_uris, grant_types, auth_method, registered_by, last_used_at, may_introspect) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             redirect_uris, grant_types, auth_method, registered_by, last_used_at, may_introspect, \
+             jwks, jwks_uri) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&client.id)
         .bind(&client.name)
@@ -492,6 +503,8 @@ impl Store for SqliteStore {
         .bind(&client.registered_by)
         .bind(client.last_used_at.map(|t| t.0))
         .bind(client.may_introspect)
+        .bind(&client.jwks)
+        .bind(&client.jwks_uri)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -505,8 +518,8 @@ impl Store for SqliteStore {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let result = sqlx::query(
             "INSERT INTO oauth_clients (id, name, tenant, role, scopes, secret_hash, created_at, revoked_at, \
-             redirect_uris, grant_types, auth_method, registered_by, last_used_at) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+             redirect_uris, grant_types, auth_method, registered_by, last_used_at, jwks, jwks_uri) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $15, $16 \
              WHERE (SELECT COUNT(*) FROM oauth_clients \
                     WHERE registered_by = $12 AND revoked_at IS NULL) < $14",
         )
@@ -524,6 +537,8 @@ impl Store for SqliteStore {
         .bind(&client.registered_by)
         .bind(client.last_used_at.map(|t| t.0))
         .bind(max)
+        .bind(&client.jwks)
+        .bind(&client.jwks_uri)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)

@@ -67,6 +67,9 @@ macro_rules! conformance_tests {
             auth_failures_count_within_a_window_lock_and_clear,
             purge_removes_gating_records_a_day_after_they_end,
             tool_pins_record_a_change_once_and_approve_only_what_was_reviewed,
+            an_assertion_is_used_once_until_it_expires,
+            federated_users_are_created_with_their_link_and_nothing_half,
+            a_grant_without_a_code_is_revoked_with_its_user,
         );
         $crate::store_conformance_tests::conformance_tests!(@tests $concurrent;
             concurrent_redemptions_of_one_code_let_exactly_one_through,
@@ -83,6 +86,7 @@ macro_rules! conformance_tests {
             concurrent_auth_failures_each_count,
             concurrent_login_failures_each_count,
             concurrent_sightings_of_one_change_record_it_once,
+            concurrent_uses_of_one_assertion_let_exactly_one_through,
         );
     };
     (@tests $run:path; $($name:ident),* $(,)?) => {
@@ -155,6 +159,8 @@ fn client(id: &str) -> ClientRecord {
         registered_by: "operator".into(),
         last_used_at: None,
         may_introspect: false,
+        jwks: None,
+        jwks_uri: None,
     }
 }
 
@@ -587,11 +593,31 @@ pub(crate) async fn clients_round_trip_and_revoke_once(store: TestStore) {
     introspector.may_introspect = true;
     store.insert_client(&introspector).await.unwrap();
     assert_eq!(store.client("c2").await.unwrap(), Some(introspector));
+    let mut signer = client("c3");
+    signer.secret_hash = None;
+    signer.auth_method = "private_key_jwt".into();
+    signer.jwks = Some(r#"{"keys":[]}"#.into());
+    store.insert_client(&signer).await.unwrap();
+    let stored = store.client("c3").await.unwrap().unwrap();
+    assert_eq!(stored, signer);
+    assert!(!stored.is_public() && stored.signs_assertions());
+    let mut fetched = client("c4");
+    fetched.secret_hash = None;
+    fetched.auth_method = "private_key_jwt".into();
+    fetched.jwks_uri = Some("https://app.example.com/jwks.json".into());
+    assert!(
+        store
+            .insert_client_within_limit(&fetched, 10)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.client("c4").await.unwrap(), Some(fetched));
+
     assert!(matches!(
         store.insert_client(&client("c1")).await,
         Err(StoreError::Conflict)
     ));
-    assert_eq!(store.list_clients().await.unwrap().len(), 3);
+    assert_eq!(store.list_clients().await.unwrap().len(), 5);
     let before = store.credential_generation();
     assert!(store.revoke_client("c1", Timestamp(20)).await.unwrap());
     assert_ne!(store.credential_generation(), before);
@@ -2457,6 +2483,115 @@ pub(crate) async fn concurrent_issue_and_revoke_never_leave_a_token_unlisted(sto
             }
         }
     }
+}
+
+pub(crate) async fn an_assertion_is_used_once_until_it_expires(store: TestStore) {
+    assert!(
+        store
+            .use_assertion("ghc_a", "j1", Timestamp(100), Timestamp(0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_assertion("ghc_a", "j1", Timestamp(100), Timestamp(50))
+            .await
+            .unwrap()
+    );
+    // The same jti from another issuer is another assertion.
+    assert!(
+        store
+            .use_assertion("ghc_b", "j1", Timestamp(100), Timestamp(50))
+            .await
+            .unwrap()
+    );
+    // Once expired, the old use protects nothing (and the assertion itself
+    // is refused for its exp before the store is asked).
+    assert!(
+        store
+            .use_assertion("ghc_a", "j1", Timestamp(300), Timestamp(100))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_assertion("ghc_a", "j1", Timestamp(300), Timestamp(200))
+            .await
+            .unwrap()
+    );
+    store.purge_expired(Timestamp(300)).await.unwrap();
+    assert!(
+        store
+            .use_assertion("ghc_a", "j1", Timestamp(400), Timestamp(300))
+            .await
+            .unwrap()
+    );
+}
+
+pub(crate) async fn federated_users_are_created_with_their_link_and_nothing_half(store: TestStore) {
+    const IDP: &str = "https://login.acme.example";
+    store
+        .insert_federated_user(&user("acme:u1"), IDP, "U1")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.federated_user(IDP, "U1").await.unwrap().as_deref(),
+        Some("acme:u1")
+    );
+    assert_eq!(
+        store
+            .federated_user("https://other.example", "U1")
+            .await
+            .unwrap(),
+        None
+    );
+    // The same identity again, under another name: refused, and the other
+    // name not created.
+    assert!(matches!(
+        store
+            .insert_federated_user(&user("acme:again"), IDP, "U1")
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.user("acme:again").await.unwrap(), None);
+    // A taken name for a new identity: refused, and no link made.
+    store.insert_user(&user("alice")).await.unwrap();
+    assert!(matches!(
+        store.insert_federated_user(&user("alice"), IDP, "U2").await,
+        Err(StoreError::Conflict)
+    ));
+    assert_eq!(store.federated_user(IDP, "U2").await.unwrap(), None);
+    let roles = vec!["executor".to_string(), "reader".to_string()];
+    assert!(store.set_user_roles("acme:u1", &roles).await.unwrap());
+    assert_eq!(store.user("acme:u1").await.unwrap().unwrap().roles, roles);
+    assert!(!store.set_user_roles("nobody", &roles).await.unwrap());
+}
+
+pub(crate) async fn a_grant_without_a_code_is_revoked_with_its_user(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
+    store.insert_grant(&grant("g-assert")).await.unwrap();
+    assert!(
+        store
+            .record_issued("g-assert", "jti-a", Timestamp(900_000), None)
+            .await
+            .unwrap()
+    );
+    assert!(store.disable_user("alice", Timestamp(100)).await.unwrap());
+    assert_eq!(
+        store.revoked_tokens(Timestamp(200)).await.unwrap(),
+        vec!["jti-a".to_string()]
+    );
+}
+
+pub(crate) async fn concurrent_uses_of_one_assertion_let_exactly_one_through(store: TestStore) {
+    let results = race(&store, 8, |store, _| async move {
+        store
+            .use_assertion("ghc_a", "race", Timestamp(100), Timestamp(10))
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(results.iter().filter(|used| **used).count(), 1);
 }
 
 pub(crate) async fn concurrent_takes_of_a_request_succeed_once(store: TestStore) {

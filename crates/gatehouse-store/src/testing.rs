@@ -267,6 +267,27 @@ impl AuthorizationStore for DownStore {
     async fn purge_expired(&self, _: Timestamp) -> StoreResult<()> {
         down()
     }
+    async fn use_assertion(
+        &self,
+        _: &str,
+        _: &str,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
+        down()
+    }
+    async fn federated_user(&self, _: &str, _: &str) -> StoreResult<Option<String>> {
+        down()
+    }
+    async fn insert_federated_user(&self, _: &UserRecord, _: &str, _: &str) -> StoreResult<()> {
+        down()
+    }
+    async fn set_user_roles(&self, _: &str, _: &[String]) -> StoreResult<bool> {
+        down()
+    }
+    async fn insert_grant(&self, _: &GrantRecord) -> StoreResult<()> {
+        down()
+    }
 }
 
 #[async_trait]

@@ -379,6 +379,15 @@ pub struct ClientCreateArgs {
     /// client learns only about its own tokens.
     #[arg(long, conflicts_with = "public")]
     pub introspect: bool,
+    /// Authenticate with private_key_jwt (RFC 7523) instead of a secret:
+    /// a file holding the client's public keys as a JWKS document. No
+    /// secret is issued.
+    #[arg(long, conflicts_with_all = ["public", "jwks_uri"])]
+    pub jwks: Option<std::path::PathBuf>,
+    /// Like --jwks, with the keys fetched from this https URL (and
+    /// refetched when the client rotates them).
+    #[arg(long, conflicts_with = "public")]
+    pub jwks_uri: Option<String>,
     /// Print machine-readable JSON.
     #[arg(long)]
     pub json: bool,

@@ -27,6 +27,7 @@ mod e2e {
     mod oauth;
     mod policy;
     mod postgres;
+    mod private_key_jwt;
     mod registration;
     mod relay;
     mod secrets_hygiene;

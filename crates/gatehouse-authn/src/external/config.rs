@@ -325,6 +325,34 @@ impl IssuerConfig {
     }
 }
 
+impl Issuer {
+    /// A key set and nothing else (a client's `jwks_uri`): fetched with the
+    /// same guard, cache bounds and cooldown as an issuer's, under `name`
+    /// in the log. `internal` lifts the public-address guard.
+    pub fn key_set_only(name: &str, jwks_uri: Url, internal: bool) -> Issuer {
+        Issuer {
+            issuer: name.to_owned(),
+            jwks_uri: Some(jwks_uri),
+            audiences: Vec::new(),
+            algorithms: super::jwk::ACCEPTED_ALGORITHMS.to_vec(),
+            token_type: TokenType::AccessTokenJwt,
+            leeway_secs: default_leeway().as_secs(),
+            subject_claim: default_subject_claim(),
+            agent_claims: Vec::new(),
+            tenant: TenantSource::Default,
+            roles_claim: None,
+            role_map: BTreeMap::new(),
+            internal,
+            cache_min: default_cache_min(),
+            cache_max: default_cache_max(),
+            refetch_cooldown: default_cooldown(),
+            stale_for: default_stale(),
+            fetch_timeout: default_fetch_timeout(),
+            introspection: None,
+        }
+    }
+}
+
 impl IntrospectionConfig {
     fn compile(&self, internal: bool) -> Result<Introspection, String> {
         let endpoint = self

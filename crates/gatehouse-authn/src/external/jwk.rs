@@ -1,10 +1,13 @@
 //! Verification keys of an external issuer, read from its JWKS document.
 //!
 //! Only signing keys of the four accepted algorithms survive: `oct` keys,
-//! encryption keys (`use` other than `sig`, `key_ops` without `verify`), keys
-//! without a `kid`, short RSA moduli and points off the curve are dropped, and
-//! two keys sharing a `kid` are both dropped (which one a token means would be
-//! a guess). Every key is pinned to the algorithms it may verify: its own
+//! encryption keys (`use` other than `sig`, `key_ops` without `verify`),
+//! short RSA moduli and points off the curve are dropped, and two keys
+//! sharing a `kid` are both dropped (which one a token means would be a
+//! guess). A key without a `kid` is kept only when it is the document's one
+//! usable key; the one usable key of a document is also found under
+//! [`SOLE_KEY`], for a client assertion that names no key (an issuer's
+//! tokens must always name theirs). Every key is pinned to the algorithms it may verify: its own
 //! `alg` when it states one, else its family's, in both cases narrowed to the
 //! issuer's allowed list. The token header's `alg` only selects among those.
 
@@ -24,6 +27,9 @@ pub const ACCEPTED_ALGORITHMS: [Algorithm; 4] = [
     Algorithm::ES256,
     Algorithm::EdDSA,
 ];
+
+/// Where the one usable key of a document is also found.
+pub const SOLE_KEY: &str = "";
 
 /// RSA keys shorter than this are refused (NIST SP 800-131A).
 const MIN_RSA_MODULUS_BYTES: usize = 256;
@@ -92,6 +98,8 @@ pub fn parse_jwks(
     let document: Document = serde_json::from_slice(body).map_err(|_| JwksError::NotAJwks)?;
     let mut keys: HashMap<String, ExternalKey> = HashMap::new();
     let mut ambiguous: Vec<String> = Vec::new();
+    let mut unnamed: Vec<ExternalKey> = Vec::new();
+    let mut usable_count = 0;
     for value in document.keys {
         let Ok(raw) = serde_json::from_value::<RawJwk>(value) else {
             continue;
@@ -99,20 +107,38 @@ pub fn parse_jwks(
         let Some((kid, key)) = usable(raw, allowed) else {
             continue;
         };
-        if keys.insert(kid.clone(), key).is_some() {
-            ambiguous.push(kid);
+        usable_count += 1;
+        match kid {
+            None => unnamed.push(key),
+            Some(kid) => {
+                if keys.insert(kid.clone(), key).is_some() {
+                    ambiguous.push(kid);
+                }
+            }
         }
     }
     for kid in ambiguous {
         keys.remove(&kid);
     }
+    if usable_count == 1 {
+        let sole = match unnamed.pop() {
+            Some(key) => Some(key),
+            None => keys.values().next().cloned(),
+        };
+        if let Some(key) = sole {
+            keys.insert(SOLE_KEY.to_owned(), key);
+        }
+    }
     Ok(keys)
 }
 
-fn usable(raw: RawJwk, allowed: &[Algorithm]) -> Option<(String, ExternalKey)> {
-    let kid = raw
-        .kid
-        .filter(|k| !k.is_empty() && k.len() <= MAX_KID_BYTES)?;
+/// The key and its `kid` (`None` when it has none), if it is usable.
+fn usable(raw: RawJwk, allowed: &[Algorithm]) -> Option<(Option<String>, ExternalKey)> {
+    let kid = match raw.kid.clone() {
+        None => None,
+        Some(k) if !k.is_empty() && k.len() <= MAX_KID_BYTES => Some(k),
+        Some(_) => return None,
+    };
     if raw.usage.as_deref().is_some_and(|u| u != "sig") {
         return None;
     }
@@ -232,8 +258,6 @@ mod tests {
         enc["use"] = "enc".into();
         let mut wrap = TestKey::es256("wrap").jwk();
         wrap["key_ops"] = serde_json::json!(["wrapKey"]);
-        let mut no_kid = TestKey::es256("x").jwk();
-        no_kid.as_object_mut().unwrap().remove("kid");
         let mut long_kid = TestKey::es256("x").jwk();
         long_kid["kid"] = "k".repeat(MAX_KID_BYTES + 1).into();
         let mut off_curve = TestKey::es256("off").jwk();
@@ -243,11 +267,29 @@ mod tests {
         let body = serde_json::json!({ "keys": [
             { "kty": "oct", "kid": "secret", "k": "c2VjcmV0" },
             { "kty": "RSA", "kid": "short", "n": URL_SAFE_NO_PAD.encode([0xffu8; 128]), "e": "AQAB" },
-            enc, wrap, no_kid, long_kid, off_curve, p384,
+            enc, wrap, long_kid, off_curve, p384,
             "not an object",
         ]})
         .to_string();
         assert!(parse_jwks(body.as_bytes(), ALL).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_kid_less_key_is_usable_only_as_the_sole_key() {
+        let mut no_kid = TestKey::es256("x").jwk();
+        no_kid.as_object_mut().unwrap().remove("kid");
+        let alone = serde_json::json!({ "keys": [no_kid.clone()] }).to_string();
+        let parsed = parse_jwks(alone.as_bytes(), ALL).unwrap();
+        assert_eq!(parsed.keys().collect::<Vec<_>>(), [SOLE_KEY]);
+        // Beside another key, which one it is would be a guess.
+        let named = TestKey::ed25519("d").jwk();
+        let both = serde_json::json!({ "keys": [no_kid, named] }).to_string();
+        let parsed = parse_jwks(both.as_bytes(), ALL).unwrap();
+        assert_eq!(parsed.keys().collect::<Vec<_>>(), ["d"]);
+        // A named sole key is found under its kid and as the sole key.
+        let one = jwks(&[TestKey::es256("e")]).to_string();
+        let parsed = parse_jwks(one.as_bytes(), ALL).unwrap();
+        assert!(parsed.contains_key("e") && parsed.contains_key(SOLE_KEY));
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! issuer that is not configured is refused. Keys come only from that
 //! issuer's JWKS (`key_set.rs`), never from the token's headers.
 
+mod assertion;
+#[cfg(test)]
+mod assertion_tests;
 mod config;
 mod fetch;
 mod introspection;
@@ -25,13 +28,16 @@ use std::sync::Arc;
 
 use gatehouse_core::{Principal, Timestamp};
 
+pub use assertion::{
+    Assertion, AssertionKeys, AssertionRules, AssertionType, unverified_issuer, verify_assertion,
+};
 pub use config::{
     ClientAuthMethod, Introspection, IntrospectionConfig, Issuer, IssuerConfig, TenantSource,
     TokenType,
 };
 pub use fetch::{FetchError, is_json};
 pub use introspection::{Introspector, MAX_OPAQUE_TOKEN_BYTES};
-pub use jwk::ACCEPTED_ALGORITHMS;
+pub use jwk::{ACCEPTED_ALGORITHMS, ExternalKey, JwksError, SOLE_KEY, parse_jwks};
 pub use key_set::KeySet;
 
 use crate::jwt::{DEFAULT_MAX_TOKEN_BYTES, JwtError};

@@ -1,8 +1,9 @@
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use gatehouse_core::{Clock, SystemClock};
 use gatehouse_oauth::{
     ClientSpec, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE,
-    GRANT_REFRESH_TOKEN, REGISTERED_BY_OPERATOR, issue_client, redirect_uri,
+    GRANT_REFRESH_TOKEN, PRIVATE_KEY_JWT, REGISTERED_BY_OPERATOR, issue_client, redirect_uri,
+    validate_jwks, validate_jwks_uri,
 };
 use gatehouse_store::ClientRecord;
 use serde_json::json;
@@ -20,6 +21,8 @@ fn client_json(client: &ClientRecord) -> serde_json::Value {
         "role": client.role,
         "scopes": client.scopes,
         "type": if client.is_public() { "public" } else { "confidential" },
+        "auth_method": client.auth_method,
+        "jwks_uri": client.jwks_uri,
         "registered_by": client.registered_by,
         "redirect_uris": client.redirect_uris,
         "grant_types": client.grant_types,
@@ -56,6 +59,22 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
     if !args.public {
         grant_types.push(GRANT_CLIENT_CREDENTIALS.to_string());
     }
+    // Keys instead of a secret: checked now, so a typo is found here and
+    // not at the client's first token request.
+    let jwks = match &args.jwks {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --jwks {}", path.display()))?;
+            validate_jwks(&text).map_err(|e| anyhow::anyhow!("--jwks {}: {e}", path.display()))?;
+            Some(text)
+        }
+        None => None,
+    };
+    if let Some(uri) = &args.jwks_uri {
+        validate_jwks_uri(uri, &ctx.config.oauth.client_metadata_dev_hosts)
+            .map_err(|e| anyhow::anyhow!("--jwks-uri: {e}"))?;
+    }
+    let signs = jwks.is_some() || args.jwks_uri.is_some();
     let store = ctx.open_store().await?;
     let pepper = ctx.pepper()?;
     let issued = issue_client(
@@ -69,11 +88,15 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
             grant_types,
             auth_method: if args.public {
                 "none".into()
+            } else if signs {
+                PRIVATE_KEY_JWT.into()
             } else {
                 "client_secret_basic".into()
             },
             registered_by: REGISTERED_BY_OPERATOR.into(),
             may_introspect: args.introspect,
+            jwks,
+            jwks_uri: args.jwks_uri.clone(),
         },
         SystemClock.now(),
     )?;
@@ -110,6 +133,25 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
         output::line(&format!(
             "  curl -s -u '{}:<secret>' -d grant_type=client_credentials {}/oauth/token",
             record.id,
+            ctx.public_origin()
+        ));
+    }
+    if record.signs_assertions() {
+        output::line("");
+        output::line(
+            "It authenticates with private_key_jwt: a JWT signed with one of its keys, with",
+        );
+        output::line(&format!(
+            "iss = sub = {}, aud = {}, a unique jti and exp at most 5 minutes ahead, sent as",
+            record.id,
+            ctx.public_origin()
+        ));
+        output::line(&format!(
+            "  curl -s -d grant_type=client_credentials -d client_assertion_type={} \\",
+            gatehouse_oauth::CLIENT_ASSERTION_TYPE
+        ));
+        output::line(&format!(
+            "       -d client_assertion=<jwt> {}/oauth/token",
             ctx.public_origin()
         ));
     }
