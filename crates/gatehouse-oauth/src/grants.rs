@@ -7,6 +7,7 @@ use gatehouse_store::{
     ClientRecord, CodeRedemption, DevicePoll, GrantRecord, RefreshRotation, RefreshTokenRecord,
 };
 
+use crate::identity_assertion::GRANT_JWT_BEARER;
 use crate::server::{
     AccessTokenFor, AuthorizationServer, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS,
     GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN, TokenRequest, TokenResponse, random_token, unavailable,
@@ -62,6 +63,7 @@ impl AuthorizationServer {
             | GRANT_AUTHORIZATION_CODE
             | GRANT_REFRESH_TOKEN
             | GRANT_DEVICE_CODE => {}
+            GRANT_JWT_BEARER if self.identity_providers.accept_identity_assertions() => {}
             "password" | "implicit" => {
                 return Err(OAuthError::UnsupportedGrantType(format!(
                     "grant_type {} is not supported (OAuth 2.1)",
@@ -79,6 +81,15 @@ impl AuthorizationServer {
             .as_ref()
             .ok_or(OAuthError::InvalidClient { basic: false })?;
         let client = self.authenticate_client(auth, now).await?;
+        // Which clients may exchange identity assertions is the identity
+        // provider's decision (it names the client in each one); here the
+        // client only has to authenticate.
+        if request.grant_type == GRANT_JWT_BEARER {
+            self.check_resource(&request.resource)?;
+            return self
+                .identity_assertion(&client, &request, attempt, now)
+                .await;
+        }
         if !client.allows_grant(&request.grant_type) {
             return Err(OAuthError::UnauthorizedClient(format!(
                 "this client may not use the {} grant",

@@ -281,6 +281,7 @@ fn token_request(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, OAuth
         code_verifier: param(&form, "code_verifier"),
         refresh_token: param(&form, "refresh_token"),
         device_code: param(&form, "device_code"),
+        assertion: param(&form, "assertion"),
         exchange,
     })
 }

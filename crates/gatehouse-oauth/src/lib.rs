@@ -7,7 +7,9 @@
 //!   `redirect_uri.rs`), refresh with rotation, client credentials and the
 //!   device grant (`grants.rs`, `device.rs`). Clients authenticate with a
 //!   secret or, with `private_key_jwt`, a signed assertion
-//!   (`client_assertion.rs`).
+//!   (`client_assertion.rs`). The organisation's identity providers
+//!   (`identity_providers.rs`) vouch for people with identity assertions,
+//!   exchanged for tokens (`identity_assertion.rs`).
 //! - People: local users with Argon2id passwords (`login.rs`,
 //!   `password.rs`), lockout per name and source (`login_lockout.rs`),
 //!   server-rendered pages (`pages.rs`, `browser.rs`) and login cookies
@@ -33,6 +35,8 @@ mod dynamic_registration;
 mod error;
 mod grants;
 pub mod http;
+mod identity_assertion;
+mod identity_providers;
 mod login;
 mod login_lockout;
 mod master_key;
@@ -62,6 +66,10 @@ pub use cookies::{CookieError, CookiePolicy, read_cookie};
 pub use device::{DeviceAuthorizationResponse, normalize_user_code};
 pub use error::KeyError;
 pub use gatehouse_core::RateLimiter;
+pub use identity_assertion::{GRANT_JWT_BEARER, ID_JAG_TYPE};
+pub use identity_providers::{
+    IdentityProvider, IdentityProviderConfig, IdentityProviders, NO_PASSWORD,
+};
 pub use login::normalize_username;
 pub use login_lockout::{
     FAILURE_WINDOW_MS, LoginLock, NAME_LOCK_AFTER_FAILURES, SOURCE_LOCK_AFTER_FAILURES, lockout_ms,

@@ -18,6 +18,8 @@ use serde_json::json;
 use crate::approval_pages::ApprovalPages;
 use crate::cimd::{CimdConfig, CimdError, CimdResolver};
 use crate::client_assertion::ClientKeySets;
+use crate::identity_assertion::GRANT_JWT_BEARER;
+use crate::identity_providers::{IdentityProviderConfig, IdentityProviders};
 use crate::token_exchange::{ExchangeParams, GRANT_TOKEN_EXCHANGE, TaskExchange};
 use crate::{
     CookiePolicy, Jwks, MasterKey, OAuthError, PasswordHasher, PublicJwk, RateLimiter, SigningKey,
@@ -61,6 +63,8 @@ pub struct AsConfig {
     pub cookies: CookiePolicy,
     /// Concurrent password hashes (each is ~20 MiB and tens of ms of CPU).
     pub password_concurrency: usize,
+    /// `[[oauth.identity_providers]]`: providers trusted to say who a person is.
+    pub identity_providers: Vec<IdentityProviderConfig>,
 }
 
 /// Who may use dynamic client registration (RFC 7591).
@@ -117,6 +121,8 @@ pub struct TokenRequest {
     pub code_verifier: Option<String>,
     pub refresh_token: Option<String>,
     pub device_code: Option<String>,
+    /// The JWT bearer grant's `assertion` (an identity assertion).
+    pub assertion: Option<String>,
     pub exchange: ExchangeParams,
 }
 
@@ -229,6 +235,7 @@ pub struct AuthorizationServer {
     pub(crate) client_metadata: Option<CimdResolver>,
     /// Key sets of `private_key_jwt` clients that registered a `jwks_uri`.
     client_keys: ClientKeySets,
+    pub(crate) identity_providers: IdentityProviders,
     /// Dynamic registrations per source address (IPv6 by /64, as every
     /// per-address limit here).
     pub(crate) registrations: RateLimiter,
@@ -393,8 +400,11 @@ impl AuthorizationServer {
                 .map(|c| c.dev_http_hosts.clone())
                 .unwrap_or_default(),
         );
+        let identity_providers =
+            IdentityProviders::new(&config.identity_providers).map_err(OAuthError::ServerError)?;
         Ok(AuthorizationServer {
             client_keys,
+            identity_providers,
             authenticator,
             config,
             store,
@@ -526,6 +536,12 @@ impl AuthorizationServer {
         });
         if self.config.registration != RegistrationPolicy::Disabled {
             metadata["registration_endpoint"] = json!(self.url(routes::REGISTER));
+        }
+        // The MCP enterprise-managed authorization extension.
+        if self.identity_providers.accept_identity_assertions()
+            && let Some(grants) = metadata["grant_types_supported"].as_array_mut()
+        {
+            grants.push(json!(GRANT_JWT_BEARER));
         }
         metadata
     }

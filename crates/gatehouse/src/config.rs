@@ -103,6 +103,9 @@ pub struct OAuthConfig {
     pub client_metadata_max_clients: u64,
     /// Password hashes computed at once (each takes ~19 MiB and tens of ms).
     pub password_hash_concurrency: usize,
+    /// The organisation's identity providers (`[[oauth.identity_providers]]`),
+    /// trusted to say who a person is (identity assertions).
+    pub identity_providers: Vec<gatehouse_oauth::IdentityProviderConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -129,6 +132,7 @@ impl Default for OAuthConfig {
             client_metadata_dev_hosts: Vec::new(),
             client_metadata_max_clients: 10_000,
             password_hash_concurrency: 4,
+            identity_providers: Vec::new(),
         }
     }
 }
@@ -355,6 +359,8 @@ impl Config {
         // default is filled in at start, from the public URL.
         gatehouse_authn::external::ExternalIssuers::new(&self.issuers, "https://localhost/mcp")
             .map_err(|e| invalid("issuers", &e))?;
+        gatehouse_oauth::IdentityProviders::new(&self.oauth.identity_providers)
+            .map_err(|e| invalid("oauth.identity_providers", &e))?;
         if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 64 * 1024 * 1024 {
             return Err(invalid(
                 "server.max_body_bytes",
@@ -521,7 +527,7 @@ mod tests {
     fn known_fields(section: Option<&str>) -> Vec<String> {
         let text = match section {
             // An array of tables.
-            Some(name @ ("upstreams" | "issuers")) => {
+            Some(name @ ("upstreams" | "issuers" | "oauth.identity_providers")) => {
                 format!("version = 1\n[[{name}]]\nzz_not_a_key = 1\n")
             }
             Some(name) => format!("version = 1\n[{name}]\nzz_not_a_key = 1\n"),
@@ -566,7 +572,9 @@ mod tests {
                 documented.push((section.clone(), key.to_string()));
             }
         }
-        let sections = known_fields(None);
+        let mut sections = known_fields(None);
+        // Arrays of tables inside a section.
+        sections.push("oauth.identity_providers".into());
         for name in &sections {
             if name == "version" {
                 continue;

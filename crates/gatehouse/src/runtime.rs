@@ -290,6 +290,7 @@ fn as_config(
         client_metadata,
         cookies: CookiePolicy::for_public_url(public_url),
         password_concurrency: oauth.password_hash_concurrency,
+        identity_providers: oauth.identity_providers.clone(),
     })
 }
 

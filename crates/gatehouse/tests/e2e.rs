@@ -20,6 +20,7 @@ mod e2e {
     mod external_issuers;
     mod filesystem;
     mod identity;
+    mod identity_assertions;
     mod introspection;
     mod keys;
     mod lockout;

@@ -205,7 +205,7 @@ pub struct Issuer {
 
 /// An issuer or key-set URL: https (http only for an internal issuer), a
 /// host, no user information, no fragment.
-fn checked_url(text: &str, internal: bool, what: &str) -> Result<Url, String> {
+pub fn checked_url(text: &str, internal: bool, what: &str) -> Result<Url, String> {
     let url = Url::parse(text).map_err(|e| format!("{what} is not a URL: {e}"))?;
     match url.scheme() {
         "https" => {}
@@ -229,6 +229,21 @@ fn checked_url(text: &str, internal: bool, what: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// The configured `algorithms` (all four accepted ones when empty).
+pub fn algorithm_list(names: &[String]) -> Result<Vec<Algorithm>, String> {
+    if names.is_empty() {
+        return Ok(super::jwk::ACCEPTED_ALGORITHMS.to_vec());
+    }
+    names
+        .iter()
+        .map(|name| {
+            accepted_algorithm(name).ok_or_else(|| {
+                format!("algorithms: {name:?} is not accepted (RS256, PS256, ES256 or EdDSA)")
+            })
+        })
+        .collect()
+}
+
 impl IssuerConfig {
     /// Checks the entry; `resource` is the canonical resource URL, the
     /// audience when none is configured. The error names the field.
@@ -247,20 +262,7 @@ impl IssuerConfig {
         if audiences.iter().any(String::is_empty) {
             return Err("audiences must not contain an empty value".into());
         }
-        let algorithms = if self.algorithms.is_empty() {
-            super::jwk::ACCEPTED_ALGORITHMS.to_vec()
-        } else {
-            self.algorithms
-                .iter()
-                .map(|name| {
-                    accepted_algorithm(name).ok_or_else(|| {
-                        format!(
-                            "algorithms: {name:?} is not accepted (RS256, PS256, ES256 or EdDSA)"
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?
-        };
+        let algorithms = algorithm_list(&self.algorithms)?;
         let token_type = match self.token_type.as_str() {
             "at+jwt" => TokenType::AccessTokenJwt,
             "JWT" => TokenType::Untyped,
@@ -330,11 +332,28 @@ impl Issuer {
     /// same guard, cache bounds and cooldown as an issuer's, under `name`
     /// in the log. `internal` lifts the public-address guard.
     pub fn key_set_only(name: &str, jwks_uri: Url, internal: bool) -> Issuer {
+        Issuer::keys_only(
+            name,
+            Some(jwks_uri),
+            internal,
+            super::jwk::ACCEPTED_ALGORITHMS.to_vec(),
+        )
+    }
+
+    /// An issuer whose keys verify assertions rather than access tokens (an
+    /// identity provider's ID-JAGs): its key set (from `jwks_uri`, or from
+    /// discovery at `issuer`) with the usual guard, cache and cooldown.
+    pub fn keys_only(
+        issuer: &str,
+        jwks_uri: Option<Url>,
+        internal: bool,
+        algorithms: Vec<Algorithm>,
+    ) -> Issuer {
         Issuer {
-            issuer: name.to_owned(),
-            jwks_uri: Some(jwks_uri),
+            issuer: issuer.to_owned(),
+            jwks_uri,
             audiences: Vec::new(),
-            algorithms: super::jwk::ACCEPTED_ALGORITHMS.to_vec(),
+            algorithms,
             token_type: TokenType::AccessTokenJwt,
             leeway_secs: default_leeway().as_secs(),
             subject_claim: default_subject_claim(),

@@ -33,12 +33,13 @@ pub use assertion::{
 };
 pub use config::{
     ClientAuthMethod, Introspection, IntrospectionConfig, Issuer, IssuerConfig, TenantSource,
-    TokenType,
+    TokenType, algorithm_list, checked_url,
 };
 pub use fetch::{FetchError, is_json};
 pub use introspection::{Introspector, MAX_OPAQUE_TOKEN_BYTES};
 pub use jwk::{ACCEPTED_ALGORITHMS, ExternalKey, JwksError, SOLE_KEY, parse_jwks};
 pub use key_set::KeySet;
+pub use token::mapped_roles;
 
 use crate::jwt::{DEFAULT_MAX_TOKEN_BYTES, JwtError};
 

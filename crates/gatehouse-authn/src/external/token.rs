@@ -108,6 +108,25 @@ fn string_claim(claims: &Map<String, Value>, path: &str) -> Option<String> {
         .map(String::from)
 }
 
+/// The Gatehouse roles the values at `roles_claim` map to through
+/// `role_map` (sorted, no duplicates); unmapped values are ignored.
+pub fn mapped_roles(
+    claims: &Map<String, Value>,
+    roles_claim: Option<&str>,
+    role_map: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut roles: Vec<String> = roles_claim
+        .and_then(|path| claim_at(claims, path))
+        .map(strings)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|value| role_map.get(value).cloned())
+        .collect();
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
 /// Verifies `parsed` with `key` for `issuer` at `now` and maps its claims.
 pub(crate) fn verify(
     parsed: &Parsed<'_>,
@@ -176,17 +195,7 @@ pub(crate) fn principal(
         }
         TenantSource::Default => DEFAULT_TENANT.to_owned(),
     };
-    let mut roles: Vec<String> = issuer
-        .roles_claim
-        .as_deref()
-        .and_then(|path| claim_at(claims, path))
-        .map(strings)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|value| issuer.role_map.get(value).cloned())
-        .collect();
-    roles.sort();
-    roles.dedup();
+    let roles = mapped_roles(claims, issuer.roles_claim.as_deref(), &issuer.role_map);
     let scopes = claims
         .get("scope")
         .or_else(|| claims.get("scp"))

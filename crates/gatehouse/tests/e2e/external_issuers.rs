@@ -20,7 +20,7 @@ use super::harness::Server;
 
 /// What the provider on loopback saw and answers.
 #[derive(Default)]
-struct Seen {
+pub(super) struct Seen {
     key_fetches: AtomicU64,
     introspections: AtomicU64,
     /// Opaque token -> its introspection answer (absent: inactive).
@@ -36,7 +36,7 @@ const IDP_SECRET: &str = "e2e-idp-secret";
 
 /// Serves `/.well-known/openid-configuration`, `/keys` for `key` and an
 /// RFC 7662 `/introspect` that expects Gatehouse's client credentials.
-fn provider(key: &SigningKey) -> (String, Arc<Seen>) {
+pub(super) fn provider(key: &SigningKey) -> (String, Arc<Seen>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
     let jwks = json!({ "keys": [key.public_jwk()] }).to_string();

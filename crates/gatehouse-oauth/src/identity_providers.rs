@@ -1,0 +1,397 @@
+//! `[[oauth.identity_providers]]`: the organisation's OpenID providers,
+//! trusted by the embedded authorization server to say who a person is.
+//!
+//! Today a provider may vouch for a person with an identity assertion
+//! (ID-JAG, `identity_assertion.rs`). The person is the Gatehouse user
+//! linked to the provider's `iss` + `sub`; with `create_users = true` the
+//! user is created on first arrival (named `<provider name>:<sub>`), with
+//! roles from the provider's groups through `role_map`, or
+//! `default_role`. For such a user the provider stays authoritative: the
+//! roles follow its groups on every arrival. A user disabled in Gatehouse
+//! stays refused whatever the provider says.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use gatehouse_audit::EventBuilder;
+use gatehouse_authn::external::{Issuer, KeySet, algorithm_list, checked_url, mapped_roles};
+use gatehouse_core::{AuditKind, DEFAULT_TENANT, Outcome, Timestamp};
+use gatehouse_store::{StoreError, UserRecord};
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::OAuthError;
+use crate::server::{AuthorizationServer, unavailable};
+
+/// The password hash of a user an identity provider created: no password
+/// verifies against it (it is not a PHC string), so such a user signs in
+/// only through the provider until an operator sets a password.
+pub const NO_PASSWORD: &str = "!identity-provider";
+
+/// Longest provider name (it prefixes user names).
+const MAX_NAME_CHARS: usize = 32;
+/// Longest `sub` accepted into a user name.
+const MAX_SUBJECT_CHARS: usize = 200;
+
+/// One provider, as written in the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityProviderConfig {
+    /// A short name (lower-case letters, digits, `-`): in audit records and
+    /// in the names of the users it creates.
+    pub name: String,
+    /// The exact `iss` of what it signs; where discovery starts.
+    pub issuer: String,
+    /// Its key set; found through discovery when absent.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Subset of RS256, PS256, ES256, EdDSA; all four when absent.
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    /// On a private network or loopback: no public-address guard, http allowed.
+    #[serde(default)]
+    pub internal: bool,
+    /// Accept its identity assertions (`oauth-id-jag+jwt`) at the token
+    /// endpoint: the MCP enterprise-managed authorization extension.
+    #[serde(default)]
+    pub identity_assertions: bool,
+    /// Create a Gatehouse user the first time one of its people arrives;
+    /// otherwise only people already linked are let in.
+    #[serde(default)]
+    pub create_users: bool,
+    /// The tenant of the users it creates (default: the default tenant).
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// A claim (dotted path, e.g. `groups`) whose values map to roles.
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+    /// Provider value -> Gatehouse role; unmapped values are ignored.
+    #[serde(default)]
+    pub role_map: BTreeMap<String, String>,
+    /// The role of a person none of whose groups is mapped.
+    #[serde(default)]
+    pub default_role: Option<String>,
+}
+
+/// A checked provider entry.
+pub struct IdentityProvider {
+    pub name: String,
+    pub issuer: String,
+    pub algorithms: Vec<Algorithm>,
+    pub keys: Arc<KeySet>,
+    pub identity_assertions: bool,
+    pub create_users: bool,
+    pub tenant: String,
+    pub roles_claim: Option<String>,
+    pub role_map: BTreeMap<String, String>,
+    pub default_role: Option<String>,
+}
+
+impl IdentityProviderConfig {
+    fn compile(&self) -> Result<IdentityProvider, String> {
+        let valid_name = !self.name.is_empty()
+            && self.name.chars().count() <= MAX_NAME_CHARS
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid_name {
+            return Err(format!(
+                "name must be 1 to {MAX_NAME_CHARS} lower-case letters, digits or '-'"
+            ));
+        }
+        checked_url(&self.issuer, self.internal, "issuer")?;
+        let jwks_uri = self
+            .jwks_uri
+            .as_deref()
+            .map(|u| checked_url(u, self.internal, "jwks_uri"))
+            .transpose()?;
+        let algorithms = algorithm_list(&self.algorithms)?;
+        if !self.identity_assertions {
+            return Err(
+                "identity_assertions = false leaves nothing for this provider to do (sign-in through providers is not available yet)"
+                    .into(),
+            );
+        }
+        if self.roles_claim.as_deref() == Some("") {
+            return Err("roles_claim must name a claim".into());
+        }
+        if self
+            .role_map
+            .values()
+            .chain(&self.default_role)
+            .any(String::is_empty)
+        {
+            return Err("role_map and default_role must name roles".into());
+        }
+        if self.tenant.as_deref() == Some("") {
+            return Err("tenant must not be empty".into());
+        }
+        let keys = KeySet::new(Arc::new(Issuer::keys_only(
+            &self.issuer,
+            jwks_uri,
+            self.internal,
+            algorithms.clone(),
+        )));
+        Ok(IdentityProvider {
+            name: self.name.clone(),
+            issuer: self.issuer.clone(),
+            algorithms,
+            keys,
+            identity_assertions: self.identity_assertions,
+            create_users: self.create_users,
+            tenant: self
+                .tenant
+                .clone()
+                .unwrap_or_else(|| DEFAULT_TENANT.to_owned()),
+            roles_claim: self.roles_claim.clone(),
+            role_map: self.role_map.clone(),
+            default_role: self.default_role.clone(),
+        })
+    }
+}
+
+/// Every configured provider, by issuer.
+#[derive(Default)]
+pub struct IdentityProviders {
+    by_issuer: HashMap<String, Arc<IdentityProvider>>,
+}
+
+impl IdentityProviders {
+    /// Checks every entry; the error names it by position and name.
+    pub fn new(configs: &[IdentityProviderConfig]) -> Result<IdentityProviders, String> {
+        let mut by_issuer = HashMap::new();
+        let mut names = Vec::new();
+        for (n, config) in configs.iter().enumerate() {
+            let at = || format!("oauth.identity_providers[{n}] ({})", config.name);
+            let provider = config.compile().map_err(|e| format!("{}: {e}", at()))?;
+            if names.contains(&provider.name) {
+                return Err(format!("{}: the name is used twice", at()));
+            }
+            names.push(provider.name.clone());
+            if by_issuer
+                .insert(provider.issuer.clone(), Arc::new(provider))
+                .is_some()
+            {
+                return Err(format!("{}: the issuer is configured twice", at()));
+            }
+        }
+        Ok(IdentityProviders { by_issuer })
+    }
+
+    pub fn by_issuer(&self, issuer: &str) -> Option<&Arc<IdentityProvider>> {
+        self.by_issuer.get(issuer)
+    }
+
+    /// Whether the token endpoint takes identity assertions at all.
+    pub fn accept_identity_assertions(&self) -> bool {
+        self.by_issuer.values().any(|p| p.identity_assertions)
+    }
+}
+
+impl IdentityProvider {
+    /// The roles `claims` give a person: mapped groups, else the default.
+    fn roles(&self, claims: &Map<String, Value>) -> Vec<String> {
+        let mapped = mapped_roles(claims, self.roles_claim.as_deref(), &self.role_map);
+        if mapped.is_empty() {
+            self.default_role.iter().cloned().collect()
+        } else {
+            mapped
+        }
+    }
+}
+
+impl AuthorizationServer {
+    /// The Gatehouse user `provider` vouches for with `claims` (verified by
+    /// the caller): the one linked to its `iss` + `sub`, created now when
+    /// the provider may create users. Refused when unknown and not
+    /// creatable, or disabled.
+    pub(crate) async fn provider_user(
+        &self,
+        provider: &IdentityProvider,
+        claims: &Map<String, Value>,
+        now: Timestamp,
+    ) -> Result<UserRecord, OAuthError> {
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| OAuthError::InvalidGrant("the assertion names no subject".into()))?;
+        let roles = provider.roles(claims);
+        let linked = self
+            .store
+            .federated_user(&provider.issuer, subject)
+            .await
+            .map_err(unavailable)?;
+        let user = match linked {
+            Some(username) => self.linked_user(provider, &username, roles).await?,
+            None if provider.create_users => {
+                self.create_provider_user(provider, subject, roles, now)
+                    .await?
+            }
+            None => {
+                return Err(OAuthError::InvalidGrant(
+                    "this person has no Gatehouse user (the provider does not create users)".into(),
+                ));
+            }
+        };
+        if user.disabled_at.is_some() {
+            return Err(OAuthError::InvalidGrant("the user is disabled".into()));
+        }
+        Ok(user)
+    }
+
+    /// A linked user, with the roles the provider gives now when it maps
+    /// groups (the provider is authoritative for its people).
+    async fn linked_user(
+        &self,
+        provider: &IdentityProvider,
+        username: &str,
+        roles: Vec<String>,
+    ) -> Result<UserRecord, OAuthError> {
+        let mut user = self
+            .store
+            .user(username)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| OAuthError::InvalidGrant("the linked user no longer exists".into()))?;
+        let follows_groups = provider.roles_claim.is_some() || provider.default_role.is_some();
+        if follows_groups && user.roles != roles {
+            self.store
+                .set_user_roles(username, &roles)
+                .await
+                .map_err(unavailable)?;
+            user.roles = roles;
+        }
+        Ok(user)
+    }
+
+    async fn create_provider_user(
+        &self,
+        provider: &IdentityProvider,
+        subject: &str,
+        roles: Vec<String>,
+        now: Timestamp,
+    ) -> Result<UserRecord, OAuthError> {
+        let usable = subject.chars().count() <= MAX_SUBJECT_CHARS
+            && !subject.chars().any(gatehouse_core::is_unsafe_to_show);
+        if !usable {
+            return Err(OAuthError::InvalidGrant(
+                "the subject cannot name a user".into(),
+            ));
+        }
+        let user = UserRecord {
+            username: format!("{}:{}", provider.name, subject.to_lowercase()),
+            tenant: provider.tenant.clone(),
+            roles,
+            password_hash: NO_PASSWORD.to_owned(),
+            created_at: now,
+            disabled_at: None,
+        };
+        match self
+            .store
+            .insert_federated_user(&user, &provider.issuer, subject)
+            .await
+        {
+            Ok(()) => {}
+            // Created meanwhile by a concurrent request for the same person.
+            Err(StoreError::Conflict) => {
+                return match self
+                    .store
+                    .federated_user(&provider.issuer, subject)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    Some(username) => self.linked_user(provider, &username, user.roles).await,
+                    None => Err(OAuthError::InvalidGrant(format!(
+                        "the user name {} is taken by another user",
+                        user.username
+                    ))),
+                };
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
+        let event = EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)
+            .human(&user.username)
+            .tool("oauth/user_created")
+            .decision("allow")
+            .reason("created_by_identity_provider")
+            .error(format!(
+                "user created for {} (provider {}), roles [{}]",
+                provider.issuer,
+                provider.name,
+                user.roles.join(", ")
+            ))
+            .build();
+        self.record(event).await?;
+        Ok(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn providers(text: &str) -> Result<IdentityProviders, String> {
+        #[derive(Deserialize)]
+        struct File {
+            identity_providers: Vec<IdentityProviderConfig>,
+        }
+        let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        IdentityProviders::new(&file.identity_providers)
+    }
+
+    const GOOD: &str = "[[identity_providers]]\nname = \"acme\"\n\
+        issuer = \"https://login.acme.example\"\nidentity_assertions = true\n";
+
+    #[test]
+    fn a_provider_entry_is_checked_and_named_in_errors() {
+        let ok = providers(GOOD).unwrap();
+        assert!(ok.accept_identity_assertions());
+        assert!(ok.by_issuer("https://login.acme.example").is_some());
+        let cases = [
+            (GOOD.replace("\"acme\"", "\"Acme Corp\""), "name must be"),
+            (GOOD.replace("https://", "http://"), "https"),
+            (
+                GOOD.replace("identity_assertions = true", "identity_assertions = false"),
+                "nothing for this provider to do",
+            ),
+            (format!("{GOOD}algorithms = [\"HS256\"]\n"), "HS256"),
+            (format!("{GOOD}default_role = \"\"\n"), "must name roles"),
+            (format!("{GOOD}{GOOD}"), "used twice"),
+            (
+                format!("{GOOD}{}", GOOD.replace("\"acme\"", "\"other\"")),
+                "issuer is configured twice",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = providers(&text).err().unwrap_or_default();
+            assert!(error.contains(expected), "{text}: {error}");
+            assert!(
+                error.contains("oauth.identity_providers[") || error.contains("unknown"),
+                "{error}"
+            );
+        }
+        assert!(providers(&format!("{GOOD}client_secret = \"x\"\n")).is_err());
+    }
+
+    #[test]
+    fn roles_come_from_mapped_groups_or_the_default() {
+        let set = providers(&format!(
+            "{GOOD}roles_claim = \"groups\"\nrole_map = {{ \"ops\" = \"executor\" }}\ndefault_role = \"reader\"\n"
+        ))
+        .unwrap();
+        let provider = set.by_issuer("https://login.acme.example").unwrap();
+        let claims = |v: serde_json::Value| v.as_object().unwrap().clone();
+        assert_eq!(
+            provider.roles(&claims(serde_json::json!({ "groups": ["ops", "x"] }))),
+            ["executor"]
+        );
+        assert_eq!(
+            provider.roles(&claims(serde_json::json!({ "groups": ["x"] }))),
+            ["reader"]
+        );
+        assert_eq!(provider.roles(&claims(serde_json::json!({}))), ["reader"]);
+    }
+}
