@@ -98,6 +98,9 @@ pub enum JwtError {
     /// A signed assertion valid for longer than assertions may be.
     #[error("the token is valid for too long")]
     LifetimeTooLong,
+    /// An ID token whose `nonce` is not the one sent with this sign-in.
+    #[error("the token's nonce does not match")]
+    WrongNonce,
 }
 
 impl JwtError {
@@ -117,7 +120,8 @@ impl JwtError {
             | JwtError::KeysUnavailable
             | JwtError::IntrospectionUnavailable
             | JwtError::WrongSubject
-            | JwtError::LifetimeTooLong => true,
+            | JwtError::LifetimeTooLong
+            | JwtError::WrongNonce => true,
             JwtError::TooLarge
             | JwtError::Malformed
             | JwtError::UnsupportedAlgorithm
@@ -158,6 +162,7 @@ impl JwtError {
             JwtError::IntrospectionUnavailable => "introspection_unavailable",
             JwtError::WrongSubject => "wrong_subject",
             JwtError::LifetimeTooLong => "lifetime_too_long",
+            JwtError::WrongNonce => "wrong_nonce",
         }
     }
 }

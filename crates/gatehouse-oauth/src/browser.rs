@@ -35,6 +35,11 @@ pub(crate) fn router() -> Router<Arc<AsState>> {
         .route(routes::AUTHORIZE, get(authorize))
         .route(routes::AUTHORIZE_CONTINUE, get(authorize_continue))
         .route(routes::LOGIN, axum::routing::post(login))
+        .route(routes::FEDERATED_START, get(crate::federated_pages::start))
+        .route(
+            routes::FEDERATED_CALLBACK,
+            get(crate::federated_pages::callback),
+        )
         .route(routes::CONSENT, axum::routing::post(consent))
         .route(routes::LOGOUT, get(logout_page).post(logout))
         .route(routes::DEVICE, get(device_page).post(device_entry))
@@ -137,7 +142,7 @@ fn continue_path(txn: &str) -> String {
 
 /// Where the login form may send the browser afterwards: only our own
 /// pages, never an absolute or protocol-relative URL (no open redirect).
-fn safe_continue(path: &str) -> bool {
+pub(crate) fn safe_continue(path: &str) -> bool {
     let own = path.starts_with(&format!("{}?txn=", routes::AUTHORIZE_CONTINUE))
         || path == routes::DEVICE
         || path.starts_with(&format!("{}?", routes::DEVICE))
@@ -181,12 +186,15 @@ pub(crate) fn login_form(
     let csrf = state
         .server
         .csrf_token(&browser.csrf_secret, &login_purpose(continue_to));
+    let providers = state.server.identity_providers.sign_in_providers();
     let page = login_page(&LoginPage {
         csrf: &csrf,
         continue_to,
         client_name,
         error,
         username,
+        providers: &providers,
+        local_login: state.server.config().local_login,
     });
     with_csrf_cookie(state, browser, html_response(status, page))
 }
@@ -381,6 +389,15 @@ async fn login(
     body: Bytes,
 ) -> Response {
     let now = state.clock.now();
+    if !state.server.config().local_login {
+        return html_response(
+            StatusCode::FORBIDDEN,
+            message_page(
+                "Password sign-in is off",
+                "Sign in through your organisation's identity provider instead.",
+            ),
+        );
+    }
     let form = form(&body);
     let continue_to = param(&form, "continue").unwrap_or_default();
     if !safe_continue(&continue_to) {
@@ -409,28 +426,7 @@ async fn login(
         .login(&username, &password, source(peer), now)
         .await
     {
-        Ok(user) => {
-            let session = match state
-                .server
-                .create_browser_session(&user.username, now)
-                .await
-            {
-                Ok(session) => session,
-                Err(e) => return failure_page(&e),
-            };
-            let cookie = match state
-                .server
-                .config()
-                .cookies
-                .set_session(&session, u64::try_from(SESSION_TTL_MS / 1000).unwrap_or(0))
-            {
-                Ok(cookie) => cookie,
-                Err(_) => return server_error_page(),
-            };
-            let mut response = see_other(&continue_to);
-            response.headers_mut().append(header::SET_COOKIE, cookie);
-            response
-        }
+        Ok(user) => signed_in(&state, &user.username, &continue_to, now).await,
         Err(LoginError::Invalid) => login_form(
             &state,
             &browser,
@@ -473,6 +469,32 @@ async fn login(
         }
         Err(LoginError::Server(e)) => failure_page(&e),
     }
+}
+
+/// A browser session for `username` (its cookie set), and on to
+/// `continue_to`: the end of every successful sign-in.
+pub(crate) async fn signed_in(
+    state: &AsState,
+    username: &str,
+    continue_to: &str,
+    now: Timestamp,
+) -> Response {
+    let session = match state.server.create_browser_session(username, now).await {
+        Ok(session) => session,
+        Err(e) => return failure_page(&e),
+    };
+    let cookie = match state
+        .server
+        .config()
+        .cookies
+        .set_session(&session, u64::try_from(SESSION_TTL_MS / 1000).unwrap_or(0))
+    {
+        Ok(cookie) => cookie,
+        Err(_) => return server_error_page(),
+    };
+    let mut response = see_other(continue_to);
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
 }
 
 /// "30 seconds", "2 minutes": rounded up, so the user never retries early.

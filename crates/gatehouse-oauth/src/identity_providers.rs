@@ -1,8 +1,10 @@
 //! `[[oauth.identity_providers]]`: the organisation's OpenID providers,
 //! trusted by the embedded authorization server to say who a person is.
 //!
-//! Today a provider may vouch for a person with an identity assertion
-//! (ID-JAG, `identity_assertion.rs`). The person is the Gatehouse user
+//! A provider vouches for a person in two ways: an identity assertion
+//! (ID-JAG, `identity_assertion.rs`) a client exchanges at the token
+//! endpoint, or a sign-in through the provider from Gatehouse's own login
+//! page (`federated_sign_in.rs`). The person is the Gatehouse user
 //! linked to the provider's `iss` + `sub`; with `create_users = true` the
 //! user is created on first arrival (named `<provider name>:<sub>`), with
 //! roles from the provider's groups through `role_map`, or
@@ -14,8 +16,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use gatehouse_audit::EventBuilder;
-use gatehouse_authn::external::{Issuer, KeySet, algorithm_list, checked_url, mapped_roles};
-use gatehouse_core::{AuditKind, DEFAULT_TENANT, Outcome, Timestamp};
+use gatehouse_authn::external::{
+    Endpoints, Issuer, KeySet, algorithm_list, checked_url, mapped_roles,
+};
+use gatehouse_core::{AuditKind, DEFAULT_TENANT, Outcome, SecretRef, Timestamp};
 use gatehouse_store::{StoreError, UserRecord};
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
@@ -72,6 +76,32 @@ pub struct IdentityProviderConfig {
     /// The role of a person none of whose groups is mapped.
     #[serde(default)]
     pub default_role: Option<String>,
+    /// Offer "Sign in with …" on the login page: Gatehouse's client at the
+    /// provider (authorization code with PKCE, `state` and `nonce`).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Where its secret is: `env:NAME` or `file:PATH`.
+    #[serde(default)]
+    pub client_secret: Option<SecretRef>,
+    /// The button's text: "Sign in with <display_name>" (default: the name).
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Scopes asked for at sign-in; `openid` is always among them.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// A person not yet linked whose provider says `email_verified: true`
+    /// is linked to the existing user named by that email. Off by default:
+    /// it trusts the provider's verification of every address.
+    #[serde(default)]
+    pub link_by_email: bool,
+}
+
+/// Sign-in through a provider: Gatehouse's client there.
+pub struct SignIn {
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    pub display_name: String,
+    pub scopes: String,
 }
 
 /// A checked provider entry.
@@ -86,6 +116,11 @@ pub struct IdentityProvider {
     pub roles_claim: Option<String>,
     pub role_map: BTreeMap<String, String>,
     pub default_role: Option<String>,
+    pub sign_in: Option<SignIn>,
+    pub link_by_email: bool,
+    pub internal: bool,
+    /// The provider's endpoints, discovered on first use.
+    pub(crate) endpoints: tokio::sync::RwLock<Option<Endpoints>>,
 }
 
 impl IdentityProviderConfig {
@@ -108,9 +143,10 @@ impl IdentityProviderConfig {
             .map(|u| checked_url(u, self.internal, "jwks_uri"))
             .transpose()?;
         let algorithms = algorithm_list(&self.algorithms)?;
-        if !self.identity_assertions {
+        let sign_in = self.sign_in()?;
+        if !self.identity_assertions && sign_in.is_none() {
             return Err(
-                "identity_assertions = false leaves nothing for this provider to do (sign-in through providers is not available yet)"
+                "nothing for this provider to do: set identity_assertions = true, or client_id and client_secret for sign-in"
                     .into(),
             );
         }
@@ -148,7 +184,54 @@ impl IdentityProviderConfig {
             roles_claim: self.roles_claim.clone(),
             role_map: self.role_map.clone(),
             default_role: self.default_role.clone(),
+            sign_in,
+            link_by_email: self.link_by_email,
+            internal: self.internal,
+            endpoints: tokio::sync::RwLock::new(None),
         })
+    }
+
+    fn sign_in(&self) -> Result<Option<SignIn>, String> {
+        let (client_id, client_secret) = match (&self.client_id, &self.client_secret) {
+            (None, None) => return Ok(None),
+            (Some(id), Some(secret)) if !id.is_empty() => (id.clone(), secret.clone()),
+            _ => return Err("sign-in needs both client_id and client_secret".into()),
+        };
+        if client_secret.is_tenant() {
+            return Err("client_secret: use env:NAME or file:PATH".into());
+        }
+        let display_name = self
+            .display_name
+            .clone()
+            .unwrap_or_else(|| self.name.clone());
+        let displayable = !display_name.trim().is_empty()
+            && display_name.chars().count() <= 60
+            && !crate::registration::has_deceptive_characters(&display_name);
+        if !displayable {
+            return Err(
+                "display_name must be 1 to 60 characters without control or formatting characters"
+                    .into(),
+            );
+        }
+        let mut scopes = vec!["openid".to_string()];
+        for scope in &self.scopes {
+            let valid = !scope.is_empty()
+                && scope
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\');
+            if !valid {
+                return Err(format!("scopes: {scope:?} is not a scope"));
+            }
+            if !scopes.contains(scope) {
+                scopes.push(scope.clone());
+            }
+        }
+        Ok(Some(SignIn {
+            client_id,
+            client_secret,
+            display_name,
+            scopes: scopes.join(" "),
+        }))
     }
 }
 
@@ -182,6 +265,25 @@ impl IdentityProviders {
 
     pub fn by_issuer(&self, issuer: &str) -> Option<&Arc<IdentityProvider>> {
         self.by_issuer.get(issuer)
+    }
+
+    /// The providers offered on the login page, by name.
+    pub fn sign_in_providers(&self) -> Vec<(String, String)> {
+        let mut offered: Vec<(String, String)> = self
+            .by_issuer
+            .values()
+            .filter_map(|p| {
+                p.sign_in
+                    .as_ref()
+                    .map(|s| (p.name.clone(), s.display_name.clone()))
+            })
+            .collect();
+        offered.sort();
+        offered
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<IdentityProvider>> {
+        self.by_issuer.values().find(|p| p.name == name)
     }
 
     /// Whether the token endpoint takes identity assertions at all.
@@ -224,6 +326,10 @@ impl AuthorizationServer {
             .federated_user(&provider.issuer, subject)
             .await
             .map_err(unavailable)?;
+        let linked = match linked {
+            Some(username) => Some(username),
+            None => self.link_by_email(provider, subject, claims, now).await?,
+        };
         let user = match linked {
             Some(username) => self.linked_user(provider, &username, roles).await?,
             None if provider.create_users => {
@@ -240,6 +346,59 @@ impl AuthorizationServer {
             return Err(OAuthError::InvalidGrant("the user is disabled".into()));
         }
         Ok(user)
+    }
+
+    /// The existing user named by the person's verified email, now linked
+    /// to them, when the provider may link by email.
+    async fn link_by_email(
+        &self,
+        provider: &IdentityProvider,
+        subject: &str,
+        claims: &Map<String, Value>,
+        now: Timestamp,
+    ) -> Result<Option<String>, OAuthError> {
+        if !provider.link_by_email
+            || claims.get("email_verified").and_then(Value::as_bool) != Some(true)
+        {
+            return Ok(None);
+        }
+        let Some(email) = claims.get("email").and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        let username = crate::login::normalize_username(email);
+        if self
+            .store
+            .user(&username)
+            .await
+            .map_err(unavailable)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        match self
+            .store
+            .link_federated_user(&provider.issuer, subject, &username, now)
+            .await
+        {
+            Ok(()) | Err(StoreError::Conflict) => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+        let event = EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)
+            .human(&username)
+            .tool("oauth/user_linked")
+            .decision("allow")
+            .reason("linked_by_verified_email")
+            .error(format!(
+                "user linked to {} (provider {}) by its verified email",
+                provider.issuer, provider.name
+            ))
+            .build();
+        self.record(event).await?;
+        // Whoever won a concurrent link, the link decides.
+        self.store
+            .federated_user(&provider.issuer, subject)
+            .await
+            .map_err(unavailable)
     }
 
     /// A linked user, with the roles the provider gives now when it maps
@@ -357,6 +516,16 @@ mod tests {
                 GOOD.replace("identity_assertions = true", "identity_assertions = false"),
                 "nothing for this provider to do",
             ),
+            (
+                format!("{GOOD}client_id = \"gatehouse\"\n"),
+                "both client_id and client_secret",
+            ),
+            (
+                format!(
+                    "{GOOD}client_id = \"g\"\nclient_secret = \"env:S\"\ndisplay_name = \"Acme\u{202E}moc\"\n"
+                ),
+                "display_name",
+            ),
             (format!("{GOOD}algorithms = [\"HS256\"]\n"), "HS256"),
             (format!("{GOOD}default_role = \"\"\n"), "must name roles"),
             (format!("{GOOD}{GOOD}"), "used twice"),
@@ -374,6 +543,16 @@ mod tests {
             );
         }
         assert!(providers(&format!("{GOOD}client_secret = \"x\"\n")).is_err());
+        let signing_in = providers(&format!(
+            "{GOOD}client_id = \"g\"\nclient_secret = \"env:S\"\ndisplay_name = \"Acme SSO\"\nscopes = [\"email\", \"openid\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            signing_in.sign_in_providers(),
+            [("acme".to_string(), "Acme SSO".to_string())]
+        );
+        let acme = signing_in.by_name("acme").unwrap();
+        assert_eq!(acme.sign_in.as_ref().unwrap().scopes, "openid email");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   secret or, with `private_key_jwt`, a signed assertion
 //!   (`client_assertion.rs`). The organisation's identity providers
 //!   (`identity_providers.rs`) vouch for people with identity assertions,
-//!   exchanged for tokens (`identity_assertion.rs`).
+//!   exchanged for tokens (`identity_assertion.rs`), or sign people in from
+//!   the login page (`federated_sign_in.rs`, `federated_pages.rs`).
 //! - People: local users with Argon2id passwords (`login.rs`,
 //!   `password.rs`), lockout per name and source (`login_lockout.rs`),
 //!   server-rendered pages (`pages.rs`, `browser.rs`) and login cookies
@@ -33,6 +34,8 @@ mod cookies;
 mod device;
 mod dynamic_registration;
 mod error;
+mod federated_pages;
+mod federated_sign_in;
 mod grants;
 pub mod http;
 mod identity_assertion;
@@ -65,6 +68,7 @@ pub use clients::{CLIENT_ID_PREFIX, ClientSpec, IssuedClient, PRIVATE_KEY_JWT, i
 pub use cookies::{CookieError, CookiePolicy, read_cookie};
 pub use device::{DeviceAuthorizationResponse, normalize_user_code};
 pub use error::KeyError;
+pub use federated_sign_in::{Callback, SignInError};
 pub use gatehouse_core::RateLimiter;
 pub use identity_assertion::{GRANT_JWT_BEARER, ID_JAG_TYPE};
 pub use identity_providers::{

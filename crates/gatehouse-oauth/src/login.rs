@@ -121,7 +121,7 @@ impl AuthorizationServer {
         }
     }
 
-    async fn audit_login(
+    pub(crate) async fn audit_login(
         &self,
         username: &str,
         reason: &str,

@@ -142,6 +142,10 @@ pub struct LoginPage<'a> {
     pub error: Option<&'a str>,
     /// Prefilled after a failed attempt so only the password is retyped.
     pub username: Option<&'a str>,
+    /// Identity providers offered as "Sign in with …": (name, display name).
+    pub providers: &'a [(String, String)],
+    /// Whether the username and password form is shown at all.
+    pub local_login: bool,
 }
 
 pub fn login_page(p: &LoginPage) -> String {
@@ -156,8 +160,33 @@ pub fn login_page(p: &LoginPage) -> String {
         Some(_) => ("", " autofocus"),
         None => (" autofocus", ""),
     };
+    // One link per provider: the sign-in starts with a GET, so a page of
+    // ours never posts a form that redirects off-site.
+    let providers: String = p
+        .providers
+        .iter()
+        .map(|(name, display)| {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("provider", name)
+                .append_pair("continue", p.continue_to)
+                .finish();
+            format!(
+                "<p><a class=\"button\" href=\"{}?{}\">Sign in with {}</a></p>\n",
+                escape(routes::FEDERATED_START),
+                escape(&query),
+                escape(display)
+            )
+        })
+        .collect();
+    if !p.local_login {
+        let body = format!(
+            "<h1>Sign in to Gatehouse</h1>\n{subtitle}{error}{providers}",
+            error = error_block(p.error),
+        );
+        return document("Sign in", &body);
+    }
     let body = format!(
-        "<h1>Sign in to Gatehouse</h1>\n{subtitle}{error}\
+        "<h1>Sign in to Gatehouse</h1>\n{subtitle}{error}{providers}\
          <form method=\"post\" action=\"{action}\">\n{csrf}{cont}\
          <label for=\"username\">Username</label>\n\
          <input id=\"username\" name=\"username\" type=\"text\" autocomplete=\"username\" \

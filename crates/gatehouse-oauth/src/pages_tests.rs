@@ -47,6 +47,8 @@ fn login_page_escapes_and_has_its_fields() {
         client_name: Some(HOSTILE),
         error: Some(HOSTILE),
         username: Some(HOSTILE),
+        providers: &[(HOSTILE.to_string(), HOSTILE.to_string())],
+        local_login: true,
     });
     assert_safe(&page);
     assert!(page.contains("Sign in to Gatehouse"));
@@ -70,6 +72,8 @@ fn login_page_without_client_or_error() {
         client_name: None,
         error: None,
         username: None,
+        providers: &[],
+        local_login: true,
     });
     assert!(!page.contains("to continue to"));
     assert!(!page.contains("class=\"error\""));
@@ -191,7 +195,24 @@ fn pages_load_nothing_external() {
         client_name: None,
         error: None,
         username: None,
+        providers: &[],
+        local_login: true,
     });
+    // Password sign-in off: only the providers are offered.
+    let only_providers = login_page(&LoginPage {
+        csrf: "c",
+        continue_to: "/authorize/continue?txn=t",
+        client_name: None,
+        error: None,
+        username: None,
+        providers: &[("acme".to_string(), "Acme SSO".to_string())],
+        local_login: false,
+    });
+    assert!(!only_providers.contains("type=\"password\""));
+    assert!(only_providers.contains("Sign in with Acme SSO"));
+    assert!(only_providers.contains(
+        "/oauth/federated/start?provider=acme&amp;continue=%2Fauthorize%2Fcontinue%3Ftxn%3Dt"
+    ));
     for needle in ["<script", "<link", "<img", "<iframe", "src=", "href="] {
         assert!(!page.contains(needle), "{needle}");
     }

@@ -35,3 +35,7 @@ pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
 pub const APPROVAL: &str = "/approvals/{id}";
 /// The prefix of approval page URLs.
 pub const APPROVALS_PREFIX: &str = "/approvals/";
+/// Sign-in through an identity provider starts here (`?provider=&continue=`).
+pub const FEDERATED_START: &str = "/oauth/federated/start";
+/// Where an identity provider sends the browser back (`/oauth/federated/{name}/callback`).
+pub const FEDERATED_CALLBACK: &str = "/oauth/federated/{name}/callback";

@@ -65,6 +65,9 @@ pub struct AsConfig {
     pub password_concurrency: usize,
     /// `[[oauth.identity_providers]]`: providers trusted to say who a person is.
     pub identity_providers: Vec<IdentityProviderConfig>,
+    /// Whether people may sign in with a Gatehouse password (else only
+    /// through an identity provider).
+    pub local_login: bool,
 }
 
 /// Who may use dynamic client registration (RFC 7591).

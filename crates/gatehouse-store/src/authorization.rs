@@ -367,6 +367,15 @@ pub trait AuthorizationStore: Send + Sync {
         issuer: &str,
         subject: &str,
     ) -> StoreResult<()>;
+    /// Links an existing user to `subject` at `issuer` (matched by verified
+    /// email); `Conflict` when that identity is linked already.
+    async fn link_federated_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+        username: &str,
+        now: Timestamp,
+    ) -> StoreResult<()>;
     /// Replaces a user's roles (the provider's groups changed). False when
     /// there is no such user.
     async fn set_user_roles(&self, username: &str, roles: &[String]) -> StoreResult<bool>;

@@ -867,6 +867,26 @@ impl AuthorizationStore for SqliteStore {
         Ok(())
     }
 
+    async fn link_federated_user(
+        &self,
+        issuer: &str,
+        subject: &str,
+        username: &str,
+        now: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO federated_identities (issuer, subject, username, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .bind(username)
+        .bind(now.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn set_user_roles(&self, username: &str, roles: &[String]) -> StoreResult<bool> {
         let result = sqlx::query("UPDATE users SET roles = $2 WHERE username = $1")
             .bind(username)

@@ -2561,6 +2561,21 @@ pub(crate) async fn federated_users_are_created_with_their_link_and_nothing_half
         Err(StoreError::Conflict)
     ));
     assert_eq!(store.federated_user(IDP, "U2").await.unwrap(), None);
+    // An existing user linked to a new identity, once.
+    store
+        .link_federated_user(IDP, "U3", "alice", Timestamp(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.federated_user(IDP, "U3").await.unwrap().as_deref(),
+        Some("alice")
+    );
+    assert!(matches!(
+        store
+            .link_federated_user(IDP, "U3", "acme:u1", Timestamp(6))
+            .await,
+        Err(StoreError::Conflict)
+    ));
     let roles = vec!["executor".to_string(), "reader".to_string()];
     assert!(store.set_user_roles("acme:u1", &roles).await.unwrap());
     assert_eq!(store.user("acme:u1").await.unwrap().unwrap().roles, roles);

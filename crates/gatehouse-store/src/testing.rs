@@ -285,6 +285,15 @@ impl AuthorizationStore for DownStore {
     async fn set_user_roles(&self, _: &str, _: &[String]) -> StoreResult<bool> {
         down()
     }
+    async fn link_federated_user(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Timestamp,
+    ) -> StoreResult<()> {
+        down()
+    }
     async fn insert_grant(&self, _: &GrantRecord) -> StoreResult<()> {
         down()
     }

@@ -106,6 +106,9 @@ pub struct OAuthConfig {
     /// The organisation's identity providers (`[[oauth.identity_providers]]`),
     /// trusted to say who a person is (identity assertions).
     pub identity_providers: Vec<gatehouse_oauth::IdentityProviderConfig>,
+    /// Offer sign-in with a Gatehouse password; false leaves only the
+    /// identity providers' "Sign in with …".
+    pub local_login: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -133,6 +136,7 @@ impl Default for OAuthConfig {
             client_metadata_max_clients: 10_000,
             password_hash_concurrency: 4,
             identity_providers: Vec::new(),
+            local_login: true,
         }
     }
 }
@@ -359,8 +363,14 @@ impl Config {
         // default is filled in at start, from the public URL.
         gatehouse_authn::external::ExternalIssuers::new(&self.issuers, "https://localhost/mcp")
             .map_err(|e| invalid("issuers", &e))?;
-        gatehouse_oauth::IdentityProviders::new(&self.oauth.identity_providers)
+        let providers = gatehouse_oauth::IdentityProviders::new(&self.oauth.identity_providers)
             .map_err(|e| invalid("oauth.identity_providers", &e))?;
+        if !self.oauth.local_login && providers.sign_in_providers().is_empty() {
+            return Err(invalid(
+                "oauth.local_login",
+                "false needs an identity provider with client_id and client_secret, or nobody could sign in",
+            ));
+        }
         if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 64 * 1024 * 1024 {
             return Err(invalid(
                 "server.max_body_bytes",

@@ -291,6 +291,7 @@ fn as_config(
         cookies: CookiePolicy::for_public_url(public_url),
         password_concurrency: oauth.password_hash_concurrency,
         identity_providers: oauth.identity_providers.clone(),
+        local_login: oauth.local_login,
     })
 }
 

@@ -18,6 +18,7 @@ mod e2e {
     mod config;
     mod device;
     mod external_issuers;
+    mod federated_sign_in;
     mod filesystem;
     mod identity;
     mod identity_assertions;

@@ -93,22 +93,26 @@ fn type_accepted(rule: AssertionType, typ: Option<&str>) -> bool {
     }
 }
 
-/// Verifies `token` under `rules` with a key from `keys`, at `now`.
-pub async fn verify_assertion(
+/// The claims of `token` once its header passes (`typ` judged by
+/// `typ_ok`), its algorithm is allowed and pinned by the key, and its
+/// signature verifies with a key from `keys`. Nothing in the claims is
+/// judged yet.
+pub(crate) async fn signed_claims(
     token: &str,
     keys: AssertionKeys<'_>,
-    rules: &AssertionRules<'_>,
+    algorithms: &[Algorithm],
+    typ_ok: impl Fn(Option<&str>) -> bool,
     now: Timestamp,
-) -> Result<Assertion, JwtError> {
+) -> Result<Map<String, Value>, JwtError> {
     let [header_b64, payload_b64, _] = crate::jwt::split_compact(token, DEFAULT_MAX_TOKEN_BYTES)?;
     let header = decode_header(header_b64)?;
     let alg = header
         .alg
         .as_deref()
         .and_then(accepted_algorithm)
-        .filter(|alg| rules.algorithms.contains(alg))
+        .filter(|alg| algorithms.contains(alg))
         .ok_or(JwtError::UnsupportedAlgorithm)?;
-    if !type_accepted(rules.typ, header.typ.as_deref()) {
+    if !typ_ok(header.typ.as_deref()) {
         return Err(JwtError::WrongType);
     }
     let kid = header.checked_optional_kid()?;
@@ -129,14 +133,32 @@ pub async fn verify_assertion(
     }
     let mut validation = Validation::new(alg);
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    // Checked below, exactly and against `now`.
+    // The caller checks these, exactly and against `now`.
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
-    let claims = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
-        .map_err(|e| map_jwt_error(e.kind()))?
-        .claims;
+    Ok(
+        jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+            .map_err(|e| map_jwt_error(e.kind()))?
+            .claims,
+    )
+}
 
+/// Verifies `token` under `rules` with a key from `keys`, at `now`.
+pub async fn verify_assertion(
+    token: &str,
+    keys: AssertionKeys<'_>,
+    rules: &AssertionRules<'_>,
+    now: Timestamp,
+) -> Result<Assertion, JwtError> {
+    let claims = signed_claims(
+        token,
+        keys,
+        rules.algorithms,
+        |typ| type_accepted(rules.typ, typ),
+        now,
+    )
+    .await?;
     if claims.get("iss").and_then(Value::as_str) != Some(rules.issuer) {
         return Err(JwtError::WrongIssuer);
     }

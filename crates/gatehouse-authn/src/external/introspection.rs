@@ -196,7 +196,7 @@ impl Introspector {
         if !issuer.audiences.iter().any(|a| aud.contains(a)) {
             return Err(JwtError::WrongAudience);
         }
-        Ok((principal(claims, issuer, token, exp)?, exp))
+        Ok((principal(claims, issuer, token, exp, true)?, exp))
     }
 
     /// One introspection request; any failure is an outage to the caller.

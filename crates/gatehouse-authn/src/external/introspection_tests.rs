@@ -378,3 +378,23 @@ fn a_literal_client_secret_is_refused() {
     assert!(error.contains("env:NAME"), "{error}");
     assert!(!error.contains("hunter2"), "{error}");
 }
+
+#[tokio::test]
+async fn a_machine_token_without_sub_is_its_clients_own() {
+    let s = setup(CLIENT_SECRET, "").await;
+    let mut answer = active(&s.issuer);
+    answer.as_object_mut().unwrap().remove("sub");
+    s.issue("machine-token", answer);
+    let principal = s.check("machine-token", NOW).await.unwrap();
+    assert_eq!(principal.agent, "vscode");
+    assert_eq!(principal.human, None);
+    // Neither a subject nor a client: refused.
+    let mut nameless = active(&s.issuer);
+    nameless.as_object_mut().unwrap().remove("sub");
+    nameless.as_object_mut().unwrap().remove("client_id");
+    s.issue("nameless-token", nameless);
+    assert_eq!(
+        s.check("nameless-token", NOW).await.unwrap_err(),
+        JwtError::MissingClaim("sub")
+    );
+}

@@ -14,6 +14,8 @@ use super::fetch::{FetchError, fetch_json};
 pub struct Endpoints {
     pub jwks_uri: Option<Url>,
     pub introspection_endpoint: Option<Url>,
+    pub authorization_endpoint: Option<Url>,
+    pub token_endpoint: Option<Url>,
 }
 
 #[derive(Deserialize)]
@@ -23,6 +25,10 @@ struct Document {
     jwks_uri: Option<String>,
     #[serde(default)]
     introspection_endpoint: Option<String>,
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint: Option<String>,
 }
 
 fn endpoint(issuer: &Issuer, value: Option<String>, what: &str) -> Result<Option<Url>, FetchError> {
@@ -65,6 +71,12 @@ pub async fn discover(issuer: &Issuer) -> Result<Endpoints, FetchError> {
                         document.introspection_endpoint,
                         "introspection_endpoint",
                     )?,
+                    authorization_endpoint: endpoint(
+                        issuer,
+                        document.authorization_endpoint,
+                        "authorization_endpoint",
+                    )?,
+                    token_endpoint: endpoint(issuer, document.token_endpoint, "token_endpoint")?,
                 });
             }
             Err(error) => last = error,

@@ -11,6 +11,7 @@ mod assertion;
 mod assertion_tests;
 mod config;
 mod fetch;
+mod id_token;
 mod introspection;
 #[cfg(test)]
 mod introspection_tests;
@@ -35,10 +36,12 @@ pub use config::{
     ClientAuthMethod, Introspection, IntrospectionConfig, Issuer, IssuerConfig, TenantSource,
     TokenType, algorithm_list, checked_url,
 };
-pub use fetch::{FetchError, is_json};
+pub use fetch::{FetchError, Fetched, is_json, post_form_json};
+pub use id_token::{IdTokenRules, verify_id_token};
 pub use introspection::{Introspector, MAX_OPAQUE_TOKEN_BYTES};
 pub use jwk::{ACCEPTED_ALGORITHMS, ExternalKey, JwksError, SOLE_KEY, parse_jwks};
 pub use key_set::KeySet;
+pub use metadata::{Endpoints, discover};
 pub use token::mapped_roles;
 
 use crate::jwt::{DEFAULT_MAX_TOKEN_BYTES, JwtError};

@@ -172,7 +172,7 @@ pub(crate) fn verify(
     if !issuer.audiences.iter().any(|a| aud.contains(a)) {
         return Err(JwtError::WrongAudience);
     }
-    principal(&claims, issuer, parsed.token, exp)
+    principal(&claims, issuer, parsed.token, exp, false)
 }
 
 pub(crate) fn principal(
@@ -180,14 +180,19 @@ pub(crate) fn principal(
     issuer: &Issuer,
     token: &str,
     exp: i64,
+    subject_may_be_client: bool,
 ) -> Result<Principal, JwtError> {
-    let subject =
-        string_claim(claims, &issuer.subject_claim).ok_or(JwtError::MissingClaim("sub"))?;
     let agent = issuer
         .agent_claims
         .iter()
-        .find_map(|claim| string_claim(claims, claim))
-        .unwrap_or_else(|| subject.clone());
+        .find_map(|claim| string_claim(claims, claim));
+    // An introspection answer need not carry `sub` (RFC 7662): a machine
+    // token may name only its client, which is then the subject. A JWT
+    // access token always has one (RFC 9068).
+    let subject = string_claim(claims, &issuer.subject_claim)
+        .or_else(|| agent.clone().filter(|_| subject_may_be_client))
+        .ok_or(JwtError::MissingClaim("sub"))?;
+    let agent = agent.unwrap_or_else(|| subject.clone());
     let tenant = match &issuer.tenant {
         TenantSource::Fixed(tenant) => tenant.clone(),
         TenantSource::Claim(claim) => {

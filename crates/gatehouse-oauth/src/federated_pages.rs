@@ -1,0 +1,112 @@
+//! The browser side of sign-in through an identity provider: the link on
+//! the login page (`GET /oauth/federated/start`) and the provider's
+//! redirect back (`GET /oauth/federated/{name}/callback`). The work is in
+//! `federated_sign_in.rs`.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use gatehouse_core::PeerAddr;
+use serde::Deserialize;
+
+use crate::browser::{browser, safe_continue, signed_in, with_csrf_cookie};
+use crate::federated_sign_in::{Callback, SignInError};
+use crate::http::{AsState, source};
+use crate::pages::{html_response, message_page, see_other};
+use crate::read_cookie;
+
+#[derive(Deserialize)]
+pub(crate) struct Start {
+    provider: Option<String>,
+    #[serde(rename = "continue")]
+    continue_to: Option<String>,
+}
+
+fn refused_page(error: &SignInError) -> Response {
+    let status = match error {
+        SignInError::Unavailable => StatusCode::BAD_GATEWAY,
+        SignInError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        SignInError::Refused(_) => StatusCode::FORBIDDEN,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    html_response(status, message_page("Sign-in failed", &error.to_string()))
+}
+
+/// Sends the browser to the provider, remembering the sign-in.
+pub(crate) async fn start(
+    State(state): State<Arc<AsState>>,
+    headers: HeaderMap,
+    Query(query): Query<Start>,
+) -> Response {
+    let now = state.clock.now();
+    let continue_to = query.continue_to.unwrap_or_default();
+    if !safe_continue(&continue_to) {
+        return html_response(
+            StatusCode::BAD_REQUEST,
+            message_page("Request refused", "The sign-in link was altered."),
+        );
+    }
+    let Ok(browser) = browser(&state, &headers) else {
+        return refused_page(&SignInError::Unavailable);
+    };
+    let provider = query.provider.unwrap_or_default();
+    match state
+        .server
+        .begin_federated_sign_in(&provider, &continue_to, &browser.csrf_secret, now)
+        .await
+    {
+        // The browser's cookie is what the callback is bound to: set it
+        // now if it is new.
+        Ok(url) => with_csrf_cookie(&state, &browser, see_other(&url)),
+        Err(error) => refused_page(&error),
+    }
+}
+
+/// The provider's answer: the person signed in, or told why not.
+pub(crate) async fn callback(
+    State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(callback): Query<Callback>,
+) -> Response {
+    let now = state.clock.now();
+    let secret = read_cookie(&headers, state.server.config().cookies.csrf_cookie_name());
+    let source = source(peer);
+    match state
+        .server
+        .finish_federated_sign_in(&name, &callback, secret.as_deref(), now)
+        .await
+    {
+        Ok((user, continue_to)) => {
+            if let Err(e) = state
+                .server
+                .audit_login(
+                    &user.username,
+                    &format!("identity_provider:{name}"),
+                    true,
+                    source,
+                    now,
+                )
+                .await
+            {
+                return crate::browser::failure_page(&e);
+            }
+            signed_in(&state, &user.username, &continue_to, now).await
+        }
+        Err(error) => {
+            tracing::info!(provider = %name, reason = error.code(), "sign-in through an identity provider refused");
+            if let Err(e) = state
+                .server
+                .audit_federated_failure(&name, error.code(), source, now)
+                .await
+            {
+                return crate::browser::failure_page(&e);
+            }
+            refused_page(&error)
+        }
+    }
+}
