@@ -18,7 +18,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use gatehouse_authn::external::{
-    AssertionKeys, Endpoints, IdTokenRules, Issuer, discover, post_form_json, verify_id_token,
+    AssertionKeys, Endpoints, IdTokenRules, Issuer, discover, get_json, post_form_json,
+    verify_id_token,
 };
 use gatehouse_core::Timestamp;
 use gatehouse_store::UserRecord;
@@ -340,6 +341,38 @@ impl AuthorizationServer {
                 "the identity provider's ID token was refused");
             SignInError::Untrusted(e.code().into())
         })?;
+        // Many providers give groups and email only at the userinfo
+        // endpoint (OpenID Connect Core §5.3), for the access token just
+        // received; it is used for that one request and dropped.
+        let mut claims = claims;
+        if let (Some(userinfo), Some(access_token)) = (
+            endpoints.userinfo_endpoint.as_ref(),
+            answer.get("access_token").and_then(Value::as_str),
+        ) {
+            let info = get_json(
+                userinfo,
+                provider.internal,
+                PROVIDER_TIMEOUT,
+                Some(&format!("Bearer {access_token}")),
+            )
+            .await
+            .map_err(|e| {
+                tracing::warn!(provider = %provider.name, error = %e,
+                    "the identity provider's userinfo endpoint did not answer");
+                SignInError::Unavailable
+            })?;
+            let info: serde_json::Map<String, Value> = serde_json::from_slice(&info.body)
+                .map_err(|_| SignInError::Untrusted("userinfo is not a JSON object".into()))?;
+            // The same person, or nothing from it (OpenID Connect Core §5.3.4).
+            if info.get("sub") != claims.get("sub") {
+                return Err(SignInError::Untrusted(
+                    "userinfo names another person".into(),
+                ));
+            }
+            for (name, value) in info {
+                claims.entry(name).or_insert(value);
+            }
+        }
         let user = self
             .provider_user(&provider, &claims, now)
             .await

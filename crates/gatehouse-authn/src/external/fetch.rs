@@ -149,10 +149,25 @@ pub async fn fetch_json(
     internal: bool,
     timeout: Duration,
 ) -> Result<Fetched, FetchError> {
+    get_json(url, internal, timeout, None).await
+}
+
+/// GETs `url` as JSON, with an `Authorization` header (never logged).
+pub async fn get_json(
+    url: &Url,
+    internal: bool,
+    timeout: Duration,
+    authorization: Option<&str>,
+) -> Result<Fetched, FetchError> {
     let client = guarded_client(url, internal, timeout).await?;
-    let response = client
-        .get(url.clone())
-        .header(ACCEPT, "application/json")
+    let mut request = client.get(url.clone()).header(ACCEPT, "application/json");
+    if let Some(value) = authorization {
+        let mut value = http::HeaderValue::from_str(value)
+            .map_err(|_| FetchError::Http("invalid authorization header".into()))?;
+        value.set_sensitive(true);
+        request = request.header(http::header::AUTHORIZATION, value);
+    }
+    let response = request
         .send()
         .await
         .map_err(|e| FetchError::Http(e.without_url().to_string()))?;

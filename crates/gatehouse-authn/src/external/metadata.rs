@@ -16,6 +16,7 @@ pub struct Endpoints {
     pub introspection_endpoint: Option<Url>,
     pub authorization_endpoint: Option<Url>,
     pub token_endpoint: Option<Url>,
+    pub userinfo_endpoint: Option<Url>,
 }
 
 #[derive(Deserialize)]
@@ -29,6 +30,8 @@ struct Document {
     authorization_endpoint: Option<String>,
     #[serde(default)]
     token_endpoint: Option<String>,
+    #[serde(default)]
+    userinfo_endpoint: Option<String>,
 }
 
 fn endpoint(issuer: &Issuer, value: Option<String>, what: &str) -> Result<Option<Url>, FetchError> {
@@ -77,6 +80,11 @@ pub async fn discover(issuer: &Issuer) -> Result<Endpoints, FetchError> {
                         "authorization_endpoint",
                     )?,
                     token_endpoint: endpoint(issuer, document.token_endpoint, "token_endpoint")?,
+                    userinfo_endpoint: endpoint(
+                        issuer,
+                        document.userinfo_endpoint,
+                        "userinfo_endpoint",
+                    )?,
                 });
             }
             Err(error) => last = error,
