@@ -347,3 +347,302 @@ async fn a_purely_delegated_deployment_accepts_jwt_and_opaque_tokens() {
         "{decisions:?}"
     );
 }
+
+/// A compact JWS with exactly this header and payload text (duplicates,
+/// odd types and all), signed with `key` (ES256).
+fn raw(key: &SigningKey, header: &str, payload: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    let der = jsonwebtoken::EncodingKey::from_ec_der(key.pkcs8());
+    let signature =
+        jsonwebtoken::crypto::sign(input.as_bytes(), &der, jsonwebtoken::Algorithm::ES256).unwrap();
+    format!("{input}.{signature}")
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+/// `tools/list` with `token` from the loopback `address`; the status.
+async fn tools_list_from(server: &Server, address: &str, token: &str) -> u16 {
+    let client = reqwest::Client::builder()
+        .local_address(address.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    client
+        .post(server.mcp_url())
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The JWT attack table (J1–J22) sent to a running server whose only
+/// issuer is the provider on loopback; every case must be refused, and
+/// the one valid variation (an `aud` array holding ours) accepted.
+#[tokio::test]
+async fn the_jwt_attack_table_is_refused_by_a_running_server() {
+    let key = SigningKey::generate().unwrap();
+    let (issuer, _) = provider(&key);
+    let server = Server::start(Some(&format!(
+        "{}\nleeway = \"30s\"\n",
+        config(&issuer).replace(
+            "role_map = { \"mcp-readers\" = \"reader\" }",
+            "role_map = { \"mcp-readers\" = \"reader\", \"mcp-analysts\" = \"analyst\" }"
+        )
+    )));
+    let now = now();
+    let kid = key.kid().to_string();
+    let mcp = server.mcp_url();
+    let good = json!({
+        "iss": issuer, "sub": "alice", "aud": mcp, "groups": ["mcp-readers"],
+        "iat": now, "exp": now + 300,
+    });
+    let header = |extra: Value| {
+        let mut h = json!({ "alg": "ES256", "typ": "at+jwt", "kid": kid });
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                h.as_object_mut().unwrap().remove(k);
+            } else {
+                h[k] = v.clone();
+            }
+        }
+        h.to_string()
+    };
+    let claims = |extra: Value| {
+        let mut c = good.clone();
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c.to_string()
+    };
+    let signed = |h: Value, c: Value| raw(&key, &header(h), &claims(c));
+    let attacker = SigningKey::generate().unwrap();
+    let public_jwk = serde_json::to_string(&key.public_jwk()).unwrap();
+    let hs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            kid: Some(kid.clone()),
+            typ: Some("at+jwt".into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256)
+        },
+        &good,
+        &jsonwebtoken::EncodingKey::from_secret(public_jwk.as_bytes()),
+    )
+    .unwrap();
+    let valid = signed(json!({}), json!({}));
+    let unsigned = |alg: &str| {
+        format!(
+            "{}.{}.",
+            b64(&header(json!({ "alg": alg }))),
+            b64(&claims(json!({})))
+        )
+    };
+    let [h, p, _] = <[&str; 3]>::try_from(valid.split('.').collect::<Vec<_>>()).unwrap();
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+
+    let cases: Vec<(&str, String)> = vec![
+        ("J1 alg none", unsigned("none")),
+        ("J1 alg None", unsigned("None")),
+        ("J1 alg NONE", unsigned("NONE")),
+        ("J1 alg nOnE", unsigned("nOnE")),
+        ("J1 no signature segment", format!("{h}.{p}")),
+        ("J2 HS256 keyed with the public JWK", hs256),
+        (
+            "J3 ES256 signature r = s = 0",
+            format!("{h}.{p}.{}", b64(&"\0".repeat(64))),
+        ),
+        (
+            "J4 attacker key in jwk, its kid",
+            raw(
+                &attacker,
+                &json!({ "alg": "ES256", "typ": "at+jwt", "kid": attacker.kid(),
+                         "jwk": attacker.public_jwk() })
+                .to_string(),
+                &claims(json!({})),
+            ),
+        ),
+        (
+            "J4 jku/x5u to the attacker, the provider's kid",
+            raw(
+                &attacker,
+                &header(
+                    json!({ "jku": "https://evil.example.com/keys", "x5u": "https://evil.example.com/cert" }),
+                ),
+                &claims(json!({})),
+            ),
+        ),
+        (
+            "J5 kid traversal",
+            signed(json!({ "kid": "../../dev/null" }), json!({})),
+        ),
+        (
+            "J5 kid SQL",
+            signed(json!({ "kid": "' OR 1=1 --" }), json!({})),
+        ),
+        (
+            "J5 10 KB kid",
+            signed(json!({ "kid": "k".repeat(10_000) }), json!({})),
+        ),
+        ("J5 no kid", signed(json!({ "kid": null }), json!({}))),
+        ("J7 crit", signed(json!({ "crit": ["exp"] }), json!({}))),
+        ("J7 b64 false", signed(json!({ "b64": false }), json!({}))),
+        (
+            "J8 typ JWT where at+jwt is required",
+            signed(json!({ "typ": "JWT" }), json!({})),
+        ),
+        (
+            "J8 no typ (an ID token)",
+            signed(json!({ "typ": null }), json!({})),
+        ),
+        ("J9 zip", signed(json!({ "zip": "DEF" }), json!({}))),
+        ("J9 JWE, five parts", format!("{h}.{p}.x.y.z")),
+        (
+            "J10 expired beyond the leeway",
+            signed(json!({}), json!({ "exp": now - 120 })),
+        ),
+        ("J10 no exp", signed(json!({}), json!({ "exp": null }))),
+        (
+            "J10 exp as text",
+            signed(json!({}), json!({ "exp": (now + 300).to_string() })),
+        ),
+        ("J10 negative exp", signed(json!({}), json!({ "exp": -1 }))),
+        (
+            "J11 nbf in the future",
+            signed(json!({}), json!({ "nbf": now + 600 })),
+        ),
+        (
+            "J12 iat in the future",
+            signed(json!({}), json!({ "iat": now + 600 })),
+        ),
+        (
+            "J13 iss with a trailing slash",
+            signed(json!({}), json!({ "iss": format!("{issuer}/") })),
+        ),
+        (
+            "J13 iss in capitals",
+            signed(json!({}), json!({ "iss": issuer.to_uppercase() })),
+        ),
+        (
+            "J13 another audience",
+            signed(
+                json!({}),
+                json!({ "aud": "https://elsewhere.example.com/mcp" }),
+            ),
+        ),
+        ("J13 no audience", signed(json!({}), json!({ "aud": null }))),
+        (
+            "J14 duplicate alg",
+            raw(
+                &key,
+                &format!(r#"{{"alg":"ES256","alg":"none","typ":"at+jwt","kid":"{kid}"}}"#),
+                &claims(json!({})),
+            ),
+        ),
+        (
+            "J14 duplicate sub",
+            raw(
+                &key,
+                &header(json!({})),
+                &claims(json!({})).replacen('{', r#"{"sub":"mallory","#, 1),
+            ),
+        ),
+        (
+            "J15 a 200-deep claim",
+            raw(
+                &key,
+                &header(json!({})),
+                &claims(json!({})).replacen('{', &format!(r#"{{"deep":{deep},"#), 1),
+            ),
+        ),
+    ];
+    // Each case from its own loopback address: more than 20 failures from
+    // one address lock it (that lock is tested elsewhere).
+    for (n, (name, token)) in cases.iter().enumerate() {
+        let status = tools_list_from(&server, &format!("127.0.3.{}", n + 1), token).await;
+        assert!(status == 401 || status == 400, "{name}: {status}");
+    }
+    // J13: an `aud` array holding ours is accepted (the control case).
+    let array = signed(
+        json!({}),
+        json!({ "aud": ["https://other.example.com", mcp] }),
+    );
+    let (status, body) = server.rpc(Some(&array), "tools/list", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        server.rpc(Some(&valid), "tools/list", json!({})).await.0,
+        200
+    );
+
+    // J16: a 100 KB token is refused before it is decoded.
+    let huge = signed(json!({}), json!({ "pad": "x".repeat(100_000) }));
+    let (status, _) = server.rpc(Some(&huge), "tools/list", json!({})).await;
+    assert!([400, 401, 431].contains(&status), "J16: {status}");
+    // J17: a token in the query string is not a credential.
+    let response = server
+        .http
+        .post(format!("{mcp}?access_token={valid}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!([400, 401].contains(&response.status().as_u16()), "J17");
+    // J18: two Authorization headers.
+    let response = server
+        .http
+        .post(&mcp)
+        .header("authorization", format!("Bearer {valid}"))
+        .header("authorization", format!("Bearer {array}"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/list")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!([400, 401].contains(&response.status().as_u16()), "J18");
+    // J20: a valid token whose role could, but whose scope does not cover
+    // the tool, is refused for that call.
+    let narrow = signed(
+        json!({}),
+        json!({ "groups": ["mcp-analysts"], "scope": "tools:read" }),
+    );
+    let (status, body) = server
+        .rpc(
+            Some(&narrow),
+            "tools/call",
+            json!({"name": "web_fetch", "arguments": {"url": "https://example.com/"}}),
+        )
+        .await;
+    assert!(
+        status == 403 || body["error"].is_object(),
+        "J20: {status} {body}"
+    );
+    // Every refusal was audited with its reason.
+    let failures = server.audit(&["--kind", "authentication", "--outcome", "failure"]);
+    assert!(
+        failures.len() >= cases.len(),
+        "{} < {}",
+        failures.len(),
+        cases.len()
+    );
+}
