@@ -365,6 +365,12 @@ impl Config {
             .map_err(|e| invalid("issuers", &e))?;
         let providers = gatehouse_oauth::IdentityProviders::new(&self.oauth.identity_providers)
             .map_err(|e| invalid("oauth.identity_providers", &e))?;
+        if !self.oauth.enabled && !self.oauth.identity_providers.is_empty() {
+            return Err(invalid(
+                "oauth.identity_providers",
+                "needs the embedded authorization server ([oauth] enabled = true): sign-in and identity assertions end in its tokens",
+            ));
+        }
         if !self.oauth.local_login && providers.sign_in_providers().is_empty() {
             return Err(invalid(
                 "oauth.local_login",
@@ -711,6 +717,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn identity_providers_need_the_authorization_server_and_someone_must_sign_in() {
+        let provider = "[[oauth.identity_providers]]\nname = \"acme\"\n\
+            issuer = \"https://login.acme.example\"\nidentity_assertions = true\n";
+        let err = parse(&format!(
+            "version = 1\n[oauth]\nenabled = false\n{provider}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("oauth.identity_providers"), "{err}");
+        let err = parse(&format!(
+            "version = 1\n[oauth]\nlocal_login = false\n{provider}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("oauth.local_login"), "{err}");
+        assert!(parse(&format!("version = 1\n{provider}")).is_ok());
     }
 
     #[test]

@@ -66,6 +66,8 @@ const provider = new Provider(issuer, {
   pkce: { required: () => true },
 });
 provider.proxy = false;
+// Its own failures go to its log (run.sh prints the log when a test fails).
+provider.on('server_error', (_ctx, error) => console.error('server_error:', error));
 const server = provider.listen(Number(port), '127.0.0.1', () => {
   console.log(JSON.stringify({ event: 'listening', issuer }));
 });

@@ -48,6 +48,9 @@ pub struct KeySet {
     /// Single flight: one fetch at a time for this issuer.
     fetching: tokio::sync::Mutex<()>,
     fetches: AtomicU64,
+    /// Moves with every successful fetch: validations made with older keys
+    /// are not reused.
+    version: AtomicU64,
 }
 
 /// What a lookup found.
@@ -69,7 +72,13 @@ impl KeySet {
             issuer,
             fetching: tokio::sync::Mutex::new(()),
             fetches: AtomicU64::new(0),
+            version: AtomicU64::new(0),
         })
+    }
+
+    /// The version of the keys held now (see `version`).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// Fetches of the key set so far (attempts, successful or not).
@@ -171,6 +180,7 @@ impl KeySet {
                 state.fetched = true;
                 state.fetched_at = now;
                 state.fresh_until = now.saturating_add(lifetime);
+                self.version.fetch_add(1, Ordering::AcqRel);
             }
             Err(error) => {
                 tracing::warn!(issuer = %self.issuer.issuer, %error, "could not fetch the issuer's keys");

@@ -23,6 +23,7 @@ pub(crate) mod test_keys;
 #[cfg(test)]
 mod tests;
 mod token;
+mod validated;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub struct ExternalIssuers {
     /// does not say who issued it, so it could only be tried at each
     /// provider in turn, showing one provider's token to the others.
     introspector: Option<Arc<Introspector>>,
+    validated: validated::ValidatedTokens,
 }
 
 impl ExternalIssuers {
@@ -95,6 +97,7 @@ impl ExternalIssuers {
             by_issuer,
             order,
             introspector,
+            validated: validated::ValidatedTokens::default(),
         })
     }
 
@@ -157,7 +160,14 @@ impl ExternalIssuers {
         if !issuer.algorithms.contains(&parsed.alg) {
             return Err(JwtError::UnsupportedAlgorithm);
         }
+        let digest = validated::digest(parsed.token);
+        let version = keys.version();
+        if let Some(principal) = self.validated.get(&digest, version, now) {
+            return Ok(principal);
+        }
         let key = keys.key(&parsed.kid, now).await?;
-        token::verify(parsed, &key, issuer, now)
+        let principal = token::verify(parsed, &key, issuer, now)?;
+        self.validated.put(digest, &principal, version, now);
+        Ok(principal)
     }
 }
