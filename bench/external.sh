@@ -8,6 +8,9 @@
 #
 #   bench/external.sh [ROUNDS] [SECONDS] [CONNECTIONS]      (defaults: 3 10 32)
 #
+# Arms rotate their order each round; use a multiple of 3 rounds so each
+# arm runs first, second and third equally often.
+#
 # Needs wrk (installed with apt-get if missing and running as root), node
 # (the provider and the flood, bench/external_idp.mjs and bench/flood.mjs)
 # and python3.
@@ -80,6 +83,10 @@ start_server es256 "$external_config"; arm_url[es256]=$url; arm_key[es256]="$(ca
 arms=(off rs256 es256)
 
 load() { # url key -> RESULT line
+  # Every server shares CPU 0: let the previous run's background work (the
+  # audit writer, the log checkpoint) finish first, or the arm that runs
+  # next in a round pays for it.
+  sleep 2
   GATEHOUSE_KEY="$2" pin "$client_cpu" wrk -t1 -c"$conns" -d"${seconds}s" --latency \
     -s bench/whoami.lua "$1" | grep '^RESULT'
 }

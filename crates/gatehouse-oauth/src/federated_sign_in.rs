@@ -16,10 +16,10 @@
 //! the provider sends one, must be the provider (RFC 9207, against mix-up).
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_authn::external::{
-    AssertionKeys, Endpoints, IdTokenRules, Issuer, discover, get_json, post_form_json,
-    verify_id_token,
+    AssertionKeys, Endpoints, IdTokenRules, Issuer, basic_authorization, discover, get_json,
+    post_form_json, verify_id_token,
 };
 use gatehouse_core::Timestamp;
 use gatehouse_store::UserRecord;
@@ -97,10 +97,6 @@ impl SignInError {
 
 fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
-}
-
-fn form_encoded(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
 impl AuthorizationServer {
@@ -287,14 +283,7 @@ impl AuthorizationServer {
                 "the client secret for the identity provider is not available");
                 SignInError::Unavailable
             })?;
-        let basic = format!(
-            "Basic {}",
-            STANDARD.encode(format!(
-                "{}:{}",
-                form_encoded(&sign_in.client_id),
-                form_encoded(secret.expose())
-            ))
-        );
+        let basic = basic_authorization(&sign_in.client_id, secret.expose());
         let redirect_uri = self.federated_callback_url(&provider.name);
         let answer = post_form_json(
             &token_endpoint,

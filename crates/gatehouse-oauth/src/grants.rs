@@ -18,6 +18,15 @@ use crate::{OAuthError, pkce};
 /// Refresh tokens carry this prefix so secret scanners recognise them.
 const REFRESH_TOKEN_PREFIX: &str = "ghr_";
 
+/// Whether a grant's tokens come with a refresh token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refresh {
+    /// When the client may use the refresh grant.
+    IfAllowed,
+    /// Never (an identity assertion: the client asks the provider again).
+    Never,
+}
+
 /// What the audit record of a token request names.
 pub(crate) struct Attempt<'a> {
     pub(crate) grant_type: &'a str,
@@ -241,7 +250,7 @@ impl AuthorizationServer {
                 "the resource differs from the one authorized".into(),
             ));
         }
-        self.issue_for_grant(client, &grant, &grant.scope, now)
+        self.issue_for_grant(client, &grant, &grant.scope, Refresh::IfAllowed, now)
             .await
     }
 
@@ -313,7 +322,8 @@ impl AuthorizationServer {
         attempt.grant_id = Some(grant.id.clone());
         attempt.human = Some(grant.username.clone());
         let scope = scope.unwrap_or(token.scope);
-        self.issue_for_grant(client, &grant, &scope, now).await
+        self.issue_for_grant(client, &grant, &scope, Refresh::IfAllowed, now)
+            .await
     }
 
     /// RFC 8628 §3.4–3.5: the device polls until the user decides.
@@ -344,18 +354,19 @@ impl AuthorizationServer {
         };
         attempt.grant_id = Some(grant.id.clone());
         attempt.human = Some(grant.username.clone());
-        self.issue_for_grant(client, &grant, &grant.scope, now)
+        self.issue_for_grant(client, &grant, &grant.scope, Refresh::IfAllowed, now)
             .await
     }
 
     /// An access token and a fresh refresh token for a user's grant. The
     /// store records both only if the grant is still live, so a grant
     /// revoked concurrently (a replayed code) hands out nothing.
-    async fn issue_for_grant(
+    pub(crate) async fn issue_for_grant(
         &self,
         client: &ClientRecord,
         grant: &GrantRecord,
         scope: &str,
+        refresh: Refresh,
         now: Timestamp,
     ) -> Result<TokenResponse, OAuthError> {
         let signed = self
@@ -371,11 +382,12 @@ impl AuthorizationServer {
                 now,
             )
             .await?;
-        let refresh_token = if client.allows_grant(GRANT_REFRESH_TOKEN) {
-            Some(format!("{REFRESH_TOKEN_PREFIX}{}", random_token(32)?))
-        } else {
-            None
-        };
+        let refresh_token =
+            if refresh == Refresh::IfAllowed && client.allows_grant(GRANT_REFRESH_TOKEN) {
+                Some(format!("{REFRESH_TOKEN_PREFIX}{}", random_token(32)?))
+            } else {
+                None
+            };
         let refresh_record = refresh_token.as_ref().map(|token| RefreshTokenRecord {
             token_hash: self.pepper.hash(token.as_bytes()),
             grant_id: grant.id.clone(),

@@ -21,10 +21,8 @@ use gatehouse_store::{ClientRecord, GrantRecord};
 use serde_json::Value;
 
 use crate::OAuthError;
-use crate::grants::Attempt;
-use crate::server::{
-    AccessTokenFor, AuthorizationServer, TokenRequest, TokenResponse, random_token, unavailable,
-};
+use crate::grants::{Attempt, Refresh};
+use crate::server::{AuthorizationServer, TokenRequest, TokenResponse, random_token, unavailable};
 
 /// RFC 7523 §2.1.
 pub const GRANT_JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -138,40 +136,8 @@ impl AuthorizationServer {
         };
         self.store.insert_grant(&grant).await.map_err(unavailable)?;
         attempt.grant_id = Some(grant.id.clone());
-        let signed = self
-            .sign_access_token(
-                AccessTokenFor {
-                    sub: &grant.username,
-                    client_id: &client.id,
-                    scope: Some(&scope),
-                    tenant: &grant.tenant,
-                    roles: &grant.roles,
-                    resource: &grant.resource,
-                },
-                now,
-            )
-            .await?;
         // Recorded under the grant, so disabling the user revokes it.
-        let recorded = self
-            .store
-            .record_issued(&grant.id, &signed.jti, signed.expires_at, None)
+        self.issue_for_grant(client, &grant, &scope, Refresh::Never, now)
             .await
-            .map_err(unavailable)?;
-        if !recorded {
-            return Err(OAuthError::invalid_grant());
-        }
-        self.store
-            .touch_client(&client.id, now)
-            .await
-            .map_err(unavailable)?;
-        Ok(TokenResponse {
-            access_token: signed.token,
-            token_type: "Bearer",
-            expires_in: signed.ttl_secs,
-            scope: Some(scope),
-            refresh_token: None,
-            issued_token_type: None,
-            authorization_details: None,
-        })
     }
 }

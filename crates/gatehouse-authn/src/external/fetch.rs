@@ -160,18 +160,8 @@ pub async fn get_json(
     authorization: Option<&str>,
 ) -> Result<Fetched, FetchError> {
     let client = guarded_client(url, internal, timeout).await?;
-    let mut request = client.get(url.clone()).header(ACCEPT, "application/json");
-    if let Some(value) = authorization {
-        let mut value = http::HeaderValue::from_str(value)
-            .map_err(|_| FetchError::Http("invalid authorization header".into()))?;
-        value.set_sensitive(true);
-        request = request.header(http::header::AUTHORIZATION, value);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| FetchError::Http(e.without_url().to_string()))?;
-    read_json(response).await
+    let request = client.get(url.clone()).header(ACCEPT, "application/json");
+    send(request, authorization).await
 }
 
 /// POSTs an `application/x-www-form-urlencoded` body to `url` and reads a
@@ -188,11 +178,20 @@ pub async fn post_form_json(
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(form)
         .finish();
-    let mut request = client
+    let request = client
         .post(url.clone())
         .header(ACCEPT, "application/json")
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(body);
+    send(request, authorization).await
+}
+
+/// Sends `request` (with `authorization`, marked sensitive so no log shows
+/// it) and reads its JSON answer.
+async fn send(
+    mut request: reqwest::RequestBuilder,
+    authorization: Option<&str>,
+) -> Result<Fetched, FetchError> {
     if let Some(value) = authorization {
         let mut value = http::HeaderValue::from_str(value)
             .map_err(|_| FetchError::Http("invalid authorization header".into()))?;
@@ -204,6 +203,20 @@ pub async fn post_form_json(
         .await
         .map_err(|e| FetchError::Http(e.without_url().to_string()))?;
     read_json(response).await
+}
+
+/// HTTP Basic client authentication as OAuth defines it (RFC 6749
+/// §2.3.1): the id and secret form-encoded before they are joined.
+pub fn basic_authorization(client_id: &str, secret: &str) -> String {
+    use base64::Engine;
+    let encode = |value: &str| -> String {
+        url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+    };
+    let pair = format!("{}:{}", encode(client_id), encode(secret));
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(pair)
+    )
 }
 
 #[cfg(test)]
@@ -231,6 +244,15 @@ mod tests {
         );
         assert_eq!(max_age(&headers(&[])), None);
         assert_eq!(max_age(&headers(&["max-age=soon"])), None);
+    }
+
+    #[test]
+    fn basic_credentials_are_form_encoded_first() {
+        // "gh:client/1" and "s3cret+/" encoded, then joined and base64'd.
+        assert_eq!(
+            basic_authorization("gh:client/1", "s3cret+/"),
+            "Basic Z2glM0FjbGllbnQlMkYxOnMzY3JldCUyQiUyRg=="
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ pub use config::{
     ClientAuthMethod, Introspection, IntrospectionConfig, Issuer, IssuerConfig, TenantSource,
     TokenType, algorithm_list, checked_url,
 };
-pub use fetch::{FetchError, Fetched, get_json, is_json, post_form_json};
+pub use fetch::{FetchError, Fetched, basic_authorization, get_json, is_json, post_form_json};
 pub use id_token::{IdTokenRules, verify_id_token};
 pub use introspection::{Introspector, MAX_OPAQUE_TOKEN_BYTES};
 pub use jwk::{ACCEPTED_ALGORITHMS, ExternalKey, JwksError, SOLE_KEY, parse_jwks};
