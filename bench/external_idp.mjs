@@ -5,8 +5,9 @@
 //   node bench/external_idp.mjs OUT_DIR AUDIENCE
 //
 // Writes OUT_DIR/issuer, OUT_DIR/rs256.token, OUT_DIR/es256.token (access
-// tokens valid for two hours) and OUT_DIR/unknown_kid.tokens (2,000 tokens
-// naming key ids the JWKS does not have, one per line), then serves until
+// tokens valid for two hours), OUT_DIR/es256_distinct.tokens (5,000
+// distinct valid ES256 tokens) and OUT_DIR/unknown_kid.tokens (2,000 tokens
+// naming key ids the JWKS does not have), one per line, then serves until
 // killed. GET /count answers the number of JWKS fetches so far.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -60,5 +61,11 @@ server.listen(0, '127.0.0.1', () => {
     unknown.push(sign({ alg: 'ES256', typ: 'at+jwt', kid: `rotated-${crypto.randomUUID()}` }, claims(`x-${i}`), ec));
   }
   fs.writeFileSync(`${out}/unknown_kid.tokens`, unknown.join('\n') + '\n');
+  // Distinct valid tokens, so that no validation can be reused.
+  const many = [];
+  for (let i = 0; i < 5000; i += 1) {
+    many.push(sign({ alg: 'ES256', typ: 'at+jwt', kid: 'bench-ec' }, claims(`many-${i}`), ec));
+  }
+  fs.writeFileSync(`${out}/es256_distinct.tokens`, many.join('\n') + '\n');
   fs.writeFileSync(`${out}/issuer`, issuer);
 });

@@ -122,6 +122,9 @@ impl ExternalIssuers {
 
     /// Validates `token` at `now` and maps it to a principal.
     pub async fn authenticate(&self, token: &str, now: Timestamp) -> Result<Principal, JwtError> {
+        if let Some(principal) = self.recently_validated(token, now) {
+            return Ok(principal);
+        }
         let parsed = token::parse(token, DEFAULT_MAX_TOKEN_BYTES)?;
         self.verify(&parsed, now).await
     }
@@ -136,6 +139,10 @@ impl ExternalIssuers {
         own: Option<&str>,
         now: Timestamp,
     ) -> Option<Result<Principal, JwtError>> {
+        // Only external tokens are ever remembered, so a hit is one.
+        if let Some(principal) = self.recently_validated(token, now) {
+            return Some(Ok(principal));
+        }
         let parsed = match token::parse(token, DEFAULT_MAX_TOKEN_BYTES) {
             Ok(parsed) => parsed,
             Err(error) => return own.is_none().then_some(Err(error)),
@@ -144,6 +151,14 @@ impl ExternalIssuers {
             return None;
         }
         Some(self.verify(&parsed, now).await)
+    }
+
+    /// The principal of `token` if it was validated in the last minute with
+    /// the keys its issuer holds now; checked before the token is parsed.
+    fn recently_validated(&self, token: &str, now: Timestamp) -> Option<Principal> {
+        self.validated.get(token, now, |issuer| {
+            self.by_issuer.get(issuer).map(|(_, keys)| keys.version())
+        })
     }
 
     async fn verify(
@@ -160,14 +175,11 @@ impl ExternalIssuers {
         if !issuer.algorithms.contains(&parsed.alg) {
             return Err(JwtError::UnsupportedAlgorithm);
         }
-        let digest = validated::digest(parsed.token);
         let version = keys.version();
-        if let Some(principal) = self.validated.get(&digest, version, now) {
-            return Ok(principal);
-        }
         let key = keys.key(&parsed.kid, now).await?;
         let principal = token::verify(parsed, &key, issuer, now)?;
-        self.validated.put(digest, &principal, version, now);
+        self.validated
+            .put(parsed.token, &issuer.issuer, &principal, version, now);
         Ok(principal)
     }
 }
