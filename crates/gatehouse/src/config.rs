@@ -303,6 +303,41 @@ impl Default for Config {
     }
 }
 
+/// Roles an identity provider's people or tokens are mapped to must exist
+/// in `policy`: a misspelt role would grant nothing, silently. Named by
+/// entry and value.
+pub fn check_mapped_roles(config: &Config, policy: &gatehouse_authz::Policy) -> Result<(), String> {
+    for (n, issuer) in config.issuers.iter().enumerate() {
+        for (value, role) in &issuer.role_map {
+            if !policy.is_known_role(role) {
+                return Err(format!(
+                    "issuers[{n}] ({}): role_map: {value:?} maps to {role:?}, which the policy does not define",
+                    issuer.issuer
+                ));
+            }
+        }
+    }
+    for (n, provider) in config.oauth.identity_providers.iter().enumerate() {
+        let mapped = provider
+            .role_map
+            .iter()
+            .map(|(v, r)| (format!("role_map: {v:?}"), r));
+        let default = provider
+            .default_role
+            .iter()
+            .map(|r| ("default_role".to_string(), r));
+        for (what, role) in mapped.chain(default) {
+            if !policy.is_known_role(role) {
+                return Err(format!(
+                    "oauth.identity_providers[{n}] ({}): {what} names the role {role:?}, which the policy does not define",
+                    provider.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where and what, without quoting the offending line: a secret written
 /// into the file by mistake (where a reference belongs) must not be echoed
 /// to a terminal or a log.
@@ -736,6 +771,38 @@ mod tests {
         .to_string();
         assert!(err.contains("oauth.local_login"), "{err}");
         assert!(parse(&format!("version = 1\n{provider}")).is_ok());
+    }
+
+    #[test]
+    fn mapped_roles_must_exist_in_the_policy() {
+        let policy = gatehouse_authz::Policy::default_matrix();
+        let ok = parse(
+            "version = 1\n[[issuers]]\nissuer = \"https://idp.example.com\"\n\
+             role_map = { \"g\" = \"reader\" }\n",
+        )
+        .unwrap();
+        assert!(check_mapped_roles(&ok, &policy).is_ok());
+        let typo = parse(
+            "version = 1\n[[issuers]]\nissuer = \"https://idp.example.com\"\n\
+             role_map = { \"g\" = \"raeder\" }\n",
+        )
+        .unwrap();
+        let err = check_mapped_roles(&typo, &policy).unwrap_err();
+        assert!(
+            err.contains("issuers[0]") && err.contains("raeder"),
+            "{err}"
+        );
+        let provider = parse(
+            "version = 1\n[[oauth.identity_providers]]\nname = \"acme\"\n\
+             issuer = \"https://login.acme.example\"\nidentity_assertions = true\n\
+             default_role = \"superuser\"\n",
+        )
+        .unwrap();
+        let err = check_mapped_roles(&provider, &policy).unwrap_err();
+        assert!(
+            err.contains("default_role") && err.contains("superuser"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -59,10 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approvals(command) => commands::approvals::run(&ctx, command).await,
         Command::Grants(command) => commands::grants::run(&ctx, command).await,
         Command::Upstreams(command) => commands::upstreams::run(&ctx, command).await,
-        Command::CheckConfig(flag) => {
-            commands::check_config::run(&ctx, &flag);
-            Ok(())
-        }
+        Command::CheckConfig(flag) => commands::check_config::run(&ctx, &flag),
     };
     done.map(|()| ExitCode::SUCCESS)
 }

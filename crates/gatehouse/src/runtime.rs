@@ -91,7 +91,10 @@ impl Runtime {
             .await
             .context("cannot prepare the built-in tools")?
             .with_secret_cipher(Arc::clone(&secret_cipher));
-        let policy = Arc::new(SharedPolicy::new(crate::policy_file::load(ctx)?));
+        let loaded = crate::policy_file::load(ctx)?;
+        crate::config::check_mapped_roles(&ctx.config, &loaded)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        let policy = Arc::new(SharedPolicy::new(loaded));
         let mode = match ctx.config.auth.mode {
             AuthModeName::ApiKey => AuthMode::Required,
             AuthModeName::None => AuthMode::Disabled {

@@ -16,7 +16,7 @@
 //!   is refused (fail closed), and the operator's log says why.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gatehouse_core::{Principal, Timestamp};
@@ -55,7 +55,12 @@ pub struct Introspector {
     cache: Mutex<HashMap<[u8; 32], Cached>>,
     in_flight: Semaphore,
     requests: AtomicU64,
+    /// When discovery last failed (`NEVER` if it has not).
+    discovery_failed_at: AtomicI64,
+    discoveries: AtomicU64,
 }
+
+const NEVER: i64 = i64::MIN;
 
 /// RFC 6750 `b64token`: what a bearer token may be made of.
 fn is_bearer_token(token: &str) -> bool {
@@ -81,6 +86,8 @@ impl Introspector {
             issuer,
             cache: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
+            discovery_failed_at: AtomicI64::new(NEVER),
+            discoveries: AtomicU64::new(0),
         }))
     }
 
@@ -128,7 +135,7 @@ impl Introspector {
                 Answer::Inactive => Err(JwtError::Inactive),
             };
         }
-        let claims = self.ask(token).await?;
+        let claims = self.ask(token, now_ms).await?;
         let cache_for = millis(self.settings.cache_for);
         let active = claims.get("active").and_then(Value::as_bool) == Some(true);
         if !active {
@@ -194,7 +201,7 @@ impl Introspector {
     }
 
     /// One introspection request; any failure is an outage to the caller.
-    async fn ask(&self, token: &str) -> Result<Map<String, Value>, JwtError> {
+    async fn ask(&self, token: &str, now_ms: i64) -> Result<Map<String, Value>, JwtError> {
         let unavailable = |why: &dyn std::fmt::Display| {
             tracing::warn!(issuer = %self.issuer.issuer, reason = %why,
                 "token introspection failed; the token is refused");
@@ -204,7 +211,7 @@ impl Introspector {
             .await
             .map_err(|_| unavailable(&"too many introspection requests in flight"))?
             .map_err(|_| unavailable(&"closed"))?;
-        let endpoint = self.endpoint().await.map_err(|e| unavailable(&e))?;
+        let endpoint = self.endpoint(now_ms).await.map_err(|e| unavailable(&e))?;
         let secret = self
             .settings
             .client_secret
@@ -244,7 +251,10 @@ impl Introspector {
             .map_err(|_| unavailable(&"the answer is not a JSON object"))
     }
 
-    async fn endpoint(&self) -> Result<Url, FetchError> {
+    /// The endpoint, discovered once. A failed discovery is not tried
+    /// again within the issuer's refetch cooldown, so a provider that is
+    /// down is not asked once per token.
+    async fn endpoint(&self, now_ms: i64) -> Result<Url, FetchError> {
         if let Some(url) = self.endpoint.read().await.clone() {
             return Ok(url);
         }
@@ -252,14 +262,34 @@ impl Introspector {
         if let Some(url) = slot.clone() {
             return Ok(url);
         }
-        let url = discover(&self.issuer)
-            .await?
-            .introspection_endpoint
-            .ok_or_else(|| {
+        let cooldown = i64::try_from(self.issuer.refetch_cooldown.as_millis()).unwrap_or(i64::MAX);
+        let failed_at = self.discovery_failed_at.load(Ordering::Relaxed);
+        if failed_at != NEVER && now_ms < failed_at.saturating_add(cooldown) {
+            return Err(FetchError::Http(
+                "discovery failed moments ago; not asking again yet".into(),
+            ));
+        }
+        self.discoveries.fetch_add(1, Ordering::Relaxed);
+        let found = discover(&self.issuer).await.and_then(|endpoints| {
+            endpoints.introspection_endpoint.ok_or_else(|| {
                 FetchError::Http("the metadata names no introspection_endpoint".into())
-            })?;
-        *slot = Some(url.clone());
-        Ok(url)
+            })
+        });
+        match found {
+            Ok(url) => {
+                *slot = Some(url.clone());
+                Ok(url)
+            }
+            Err(error) => {
+                self.discovery_failed_at.store(now_ms, Ordering::Relaxed);
+                Err(error)
+            }
+        }
+    }
+
+    /// Discovery attempts so far (tests count them).
+    pub fn discovery_count(&self) -> u64 {
+        self.discoveries.load(Ordering::Relaxed)
     }
 }
 

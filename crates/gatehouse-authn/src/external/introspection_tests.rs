@@ -35,7 +35,9 @@ struct Provider {
 
 async fn metadata(State(p): State<Arc<Provider>>, headers: HeaderMap) -> Response {
     let host = headers["host"].to_str().unwrap().to_owned();
-    let _ = p;
+    if !p.up.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     axum::Json(json!({
         "issuer": format!("http://{host}"),
         "introspection_endpoint": format!("http://{host}/introspect"),
@@ -321,9 +323,9 @@ async fn the_endpoint_down_or_refusing_gatehouse_fails_closed() {
     );
     // An outage is not the caller's doing: no lockout count.
     assert!(JwtError::IntrospectionUnavailable.signature_was_valid());
-    // Not cached: back up, the token works.
+    // Not cached: back up (and past the discovery cooldown), the token works.
     s.provider.up.store(true, Ordering::SeqCst);
-    assert!(s.check("opaque-abc", NOW).await.is_ok());
+    assert!(s.check("opaque-abc", NOW + 31).await.is_ok());
 }
 
 #[tokio::test]
@@ -397,4 +399,23 @@ async fn a_machine_token_without_sub_is_its_clients_own() {
         s.check("nameless-token", NOW).await.unwrap_err(),
         JwtError::MissingClaim("sub")
     );
+}
+
+#[tokio::test]
+async fn a_provider_that_is_down_is_not_asked_once_per_token() {
+    let s = setup(CLIENT_SECRET, "").await;
+    s.issue("opaque-abc", active(&s.issuer));
+    s.provider.up.store(false, Ordering::SeqCst);
+    let introspector = s.external.introspector().unwrap();
+    for n in 0..20 {
+        assert_eq!(
+            s.check(&format!("token-{n}"), NOW + n).await.unwrap_err(),
+            JwtError::IntrospectionUnavailable
+        );
+    }
+    // One discovery attempt within the 30 s cooldown, then one more after it.
+    assert_eq!(introspector.discovery_count(), 1);
+    s.provider.up.store(true, Ordering::SeqCst);
+    assert!(s.check("opaque-abc", NOW + 31).await.is_ok());
+    assert_eq!(introspector.discovery_count(), 2);
 }

@@ -4,8 +4,13 @@ use crate::cli::JsonFlag;
 use crate::context::Context;
 use crate::output;
 
-/// Loading the context already validated the file; print what is in effect.
-pub fn run(ctx: &Context, flag: &JsonFlag) {
+/// Loading the context already validated the file; the roles it maps
+/// identity providers' people to are checked against the policy; then
+/// what is in effect is printed.
+pub fn run(ctx: &Context, flag: &JsonFlag) -> anyhow::Result<()> {
+    let policy = crate::policy_file::load(ctx)?;
+    crate::config::check_mapped_roles(&ctx.config, &policy)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let c = &ctx.config;
     let value = json!({
         "config_file": ctx.config_path.as_ref().map(|p| p.display().to_string()),
@@ -26,4 +31,5 @@ pub fn run(ctx: &Context, flag: &JsonFlag) {
             }
         }
     }
+    Ok(())
 }

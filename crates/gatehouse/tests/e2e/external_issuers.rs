@@ -646,3 +646,28 @@ async fn the_jwt_attack_table_is_refused_by_a_running_server() {
         cases.len()
     );
 }
+
+#[test]
+fn a_role_the_policy_does_not_define_stops_check_config_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &path,
+        "version = 1\n[[issuers]]\nissuer = \"https://idp.example.com\"\n\
+         roles_claim = \"groups\"\nrole_map = { \"mcp-readers\" = \"raeder\" }\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(super::harness::BIN)
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("issuers[0]") && stderr.contains("raeder"),
+        "{stderr}"
+    );
+}
