@@ -470,6 +470,12 @@ impl AuthorizationServer {
     }
 
     /// The key that signs now (it changes when a rotated key activates).
+    /// Whether a key signs tokens now (readiness: without one no token can
+    /// be issued).
+    pub async fn can_sign(&self, now: Timestamp) -> bool {
+        self.signer(now).await.is_ok()
+    }
+
     async fn signer(&self, now: Timestamp) -> Result<Arc<SigningKey>, OAuthError> {
         let records = self.key_records().await?;
         let schedule = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS);

@@ -15,5 +15,5 @@ mod sessions;
 mod upstreams_status;
 
 pub use listener::{ListenerLimits, PeerAddr, serve};
-pub use router::{HttpConfig, build_router};
+pub use router::{HttpConfig, ReadinessProbe, build_router};
 pub use sessions::{MAX_SESSIONS, MAX_SESSIONS_PER_PRINCIPAL, SessionBindings};

@@ -41,6 +41,17 @@ pub struct HttpConfig {
     /// Issuer of the authorization server that issues tokens for this
     /// resource, listed in the protected resource metadata.
     pub authorization_server: Option<String>,
+    /// Further readiness checks (the authorization server: a key that
+    /// signs now), each reported by name on /readyz.
+    pub readiness: Vec<Arc<dyn ReadinessProbe>>,
+}
+
+/// A readiness check a component adds to /readyz.
+pub trait ReadinessProbe: Send + Sync + std::fmt::Debug {
+    /// Its name in the /readyz answer.
+    fn name(&self) -> &'static str;
+    /// Whether it is ready now.
+    fn check(&self) -> futures::future::BoxFuture<'_, bool>;
 }
 
 /// URLs derived from the public URL, computed once.
@@ -76,6 +87,7 @@ pub struct AppState {
     pub hosts: HostAllowlist,
     pub origins: OriginAllowlist,
     pub urls: PublicUrls,
+    pub readiness: Vec<Arc<dyn ReadinessProbe>>,
 }
 
 fn allowed_hosts(config: &HttpConfig) -> HostAllowlist {
@@ -106,17 +118,17 @@ async fn health() -> &'static str {
     "ok"
 }
 
-/// Ready when the store answers and the audit log takes records: without
-/// either every request would be refused. Upstreams are counted by state,
+/// Ready when the store answers, the audit log takes records and every
+/// added probe passes (the authorization server has a key that signs now):
+/// without them every request would be refused. Upstreams are counted by state,
 /// never named (the probe is unauthenticated).
 async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
     let store = state.authenticator.store_reachable().await;
     let audit = state.gateway.audit().is_running();
     let upstreams = state.gateway.upstream_health();
     let count = |wanted: HealthState| upstreams.iter().filter(|h| h.state == wanted).count();
-    let ready = store && audit;
-    let body = serde_json::json!({
-        "ready": ready,
+    let mut ready = store && audit;
+    let mut body = serde_json::json!({
         "store": if store { "ok" } else { "unreachable" },
         "audit": if audit { "ok" } else { "stopped" },
         "upstreams": {
@@ -126,6 +138,12 @@ async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_js
             "disabled": count(HealthState::Disabled),
         },
     });
+    for probe in &state.readiness {
+        let ok = probe.check().await;
+        ready &= ok;
+        body[probe.name()] = serde_json::json!(if ok { "ok" } else { "failing" });
+    }
+    body["ready"] = serde_json::json!(ready);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -184,6 +202,7 @@ fn build(
         hosts,
         origins,
         urls: PublicUrls::new(&config.public_url),
+        readiness: config.readiness.clone(),
     });
     // Layers run outside-in: guard, then gate 1, then reading the body
     // (only for authenticated callers), then rmcp.

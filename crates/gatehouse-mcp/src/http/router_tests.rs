@@ -51,6 +51,24 @@ async fn app_with(
     max_sessions_per_principal: usize,
     authn_store: Option<Arc<dyn Store>>,
 ) -> (Router, SdkSessions) {
+    app_full(
+        dir,
+        max_sessions,
+        max_sessions_per_principal,
+        authn_store,
+        Vec::new(),
+    )
+    .await
+}
+
+/// `app_with`, and readiness probes.
+async fn app_full(
+    dir: &std::path::Path,
+    max_sessions: usize,
+    max_sessions_per_principal: usize,
+    authn_store: Option<Arc<dyn Store>>,
+    readiness: Vec<Arc<dyn crate::http::ReadinessProbe>>,
+) -> (Router, SdkSessions) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
     let tools = BuiltinTools::open(
         ToolsConfig {
@@ -87,6 +105,7 @@ async fn app_with(
         max_sessions_per_principal,
         initialize_per_minute: 100,
         authorization_server: None,
+        readiness,
     };
     build(
         gateway,
@@ -197,6 +216,65 @@ async fn readiness_is_refused_while_the_store_is_down() {
     assert_eq!(
         (&body["ready"], &body["store"], &body["audit"]),
         (&json!(false), &json!("unreachable"), &json!("ok")),
+        "{body}"
+    );
+}
+
+/// A probe that answers what it was told.
+#[derive(Debug)]
+struct Fixed(&'static str, bool);
+
+impl crate::http::ReadinessProbe for Fixed {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn check(&self) -> futures::future::BoxFuture<'_, bool> {
+        Box::pin(async move { self.1 })
+    }
+}
+
+/// An added probe (the authorization server's signing key) is reported by
+/// name and makes the server unready when it fails.
+#[tokio::test]
+async fn readiness_reports_added_probes_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let get = |router: Router| async move {
+        let response = router
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+    };
+    let (router, _) = app_full(
+        dir.path(),
+        8,
+        8,
+        None,
+        vec![Arc::new(Fixed("signing_key", true))],
+    )
+    .await;
+    let (status, body) = get(router).await;
+    assert_eq!(
+        (status, &body["signing_key"]),
+        (200, &json!("ok")),
+        "{body}"
+    );
+    let (router, _) = app_full(
+        dir.path(),
+        8,
+        8,
+        None,
+        vec![Arc::new(Fixed("signing_key", false))],
+    )
+    .await;
+    let (status, body) = get(router).await;
+    assert_eq!(
+        (status, &body["ready"], &body["signing_key"]),
+        (503, &json!(false), &json!("failing")),
         "{body}"
     );
 }

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use gatehouse_mcp::http::{HttpConfig, ListenerLimits, build_router, serve};
+use gatehouse_mcp::http::{HttpConfig, ListenerLimits, ReadinessProbe, build_router, serve};
 use gatehouse_mcp::routes;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -143,6 +143,11 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         max_sessions_per_principal: server.max_sessions_per_principal,
         initialize_per_minute: server.initialize_per_minute,
         authorization_server: runtime.oauth.as_ref().map(|_| origin.clone()),
+        readiness: runtime
+            .oauth
+            .iter()
+            .map(|oauth| Arc::new(SigningKeyProbe(Arc::clone(oauth))) as Arc<dyn ReadinessProbe>)
+            .collect(),
     };
     // The authorization server's routes go in before the body limits and
     // the Host guard are applied, so they get the same ones as /mcp.
@@ -207,4 +212,23 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     runtime.finish().await;
     tracing::info!("stopped; audit log flushed");
     Ok(())
+}
+
+/// Ready only while the authorization server has a key that signs now.
+struct SigningKeyProbe(Arc<gatehouse_oauth::http::AsState>);
+
+impl std::fmt::Debug for SigningKeyProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKeyProbe")
+    }
+}
+
+impl ReadinessProbe for SigningKeyProbe {
+    fn name(&self) -> &'static str {
+        "signing_key"
+    }
+
+    fn check(&self) -> futures::future::BoxFuture<'_, bool> {
+        Box::pin(async move { self.0.server.can_sign(self.0.clock.now()).await })
+    }
 }

@@ -272,6 +272,8 @@ async fn an_upstream_that_cannot_start_is_a_json_rpc_error_with_its_reason() {
         (&json!(true), &json!("ok"), &json!("ok")),
         "{ready}"
     );
+    // The authorization server runs, and has a key that signs now.
+    assert_eq!(ready["signing_key"], "ok", "{ready}");
     let upstreams = &ready["upstreams"];
     assert_eq!(
         upstreams["connecting"].as_u64().unwrap() + upstreams["failing"].as_u64().unwrap(),
