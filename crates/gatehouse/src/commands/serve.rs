@@ -161,6 +161,10 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
             .as_ref()
             .map(|oauth| gatehouse_oauth::http::router(Arc::clone(oauth))),
     );
+    // Its readiness probes hold the authorization server (and so an audit
+    // sender): only the router may keep them, or the audit log could not be
+    // flushed and closed at shutdown.
+    drop(http_config);
 
     if ctx.config.auth.mode == AuthModeName::None {
         tracing::warn!(
