@@ -15,8 +15,6 @@
 //! browser, a login CSRF) is refused. The callback's `iss` parameter, when
 //! the provider sends one, must be the provider (RFC 9207, against mix-up).
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_authn::external::{
     AssertionKeys, Endpoints, IdTokenRules, Issuer, basic_authorization, discover, get_json,
     post_form_json, verify_id_token,
@@ -25,7 +23,6 @@ use gatehouse_core::Timestamp;
 use gatehouse_store::UserRecord;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 use url::Url;
 
@@ -93,10 +90,6 @@ impl SignInError {
             SignInError::Server(_) => "server_error",
         }
     }
-}
-
-fn challenge(verifier: &str) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
 impl AuthorizationServer {
@@ -211,7 +204,7 @@ impl AuthorizationServer {
             .append_pair("scope", &sign_in.scopes)
             .append_pair("state", &state)
             .append_pair("nonce", &nonce)
-            .append_pair("code_challenge", &challenge(&verifier))
+            .append_pair("code_challenge", &crate::pkce::s256_challenge(&verifier))
             .append_pair("code_challenge_method", "S256");
         Ok(url.to_string())
     }

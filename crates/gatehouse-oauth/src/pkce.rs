@@ -48,6 +48,11 @@ pub fn validate_challenge(method: Option<&str>, challenge: &str) -> Result<(), P
     }
 }
 
+/// The S256 challenge of a verifier (RFC 7636 §4.2).
+pub fn s256_challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
 /// Checks a token request's `code_verifier` against the stored challenge.
 pub fn verify(verifier: &str, challenge: &str) -> Result<(), PkceError> {
     let well_formed = (MIN_VERIFIER_LEN..=MAX_VERIFIER_LEN).contains(&verifier.len())
@@ -57,7 +62,7 @@ pub fn verify(verifier: &str, challenge: &str) -> Result<(), PkceError> {
     if !well_formed {
         return Err(PkceError::MalformedVerifier);
     }
-    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let computed = s256_challenge(verifier);
     // The challenge is not secret, but a timing oracle on the comparison
     // would let an attacker holding a stolen code search for a verifier
     // prefix by prefix; constant time costs nothing here.

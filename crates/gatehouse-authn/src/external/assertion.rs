@@ -17,14 +17,13 @@ use std::sync::Arc;
 
 use gatehouse_core::Timestamp;
 use jsonwebtoken::{Algorithm, Validation};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::jwk::{ExternalKey, SOLE_KEY, accepted_algorithm};
 use super::key_set::KeySet;
+use super::token::{checked_times, int_claim, payload_issuer};
 use crate::jwt::{
-    DEFAULT_MAX_TOKEN_BYTES, JwtError, check_times, decode_header, decode_segment, is_json_object,
-    map_jwt_error,
+    DEFAULT_MAX_TOKEN_BYTES, JwtError, decode_header, decode_segment, is_json_object, map_jwt_error,
 };
 
 /// Longest `jti` remembered.
@@ -71,17 +70,12 @@ pub struct Assertion {
     pub exp: i64,
 }
 
-#[derive(Deserialize)]
-struct IssuerOnly {
-    iss: Option<String>,
-}
-
 /// The unverified `iss` of an assertion, only to find who claims to have
 /// made it (whose keys then decide).
 pub fn unverified_issuer(token: &str) -> Option<String> {
     let [_, payload, _] = crate::jwt::split_compact(token, DEFAULT_MAX_TOKEN_BYTES).ok()?;
     let payload = decode_segment(payload).ok()?;
-    serde_json::from_slice::<IssuerOnly>(&payload).ok()?.iss
+    payload_issuer(&payload).ok()?
 }
 
 fn type_accepted(rule: AssertionType, typ: Option<&str>) -> bool {
@@ -180,15 +174,8 @@ pub async fn verify_assertion(
     if !aud.is_some_and(|aud| rules.audiences.iter().any(|a| a == aud)) {
         return Err(JwtError::WrongAudience);
     }
-    let int = |name: &'static str| -> Result<Option<i64>, JwtError> {
-        match claims.get(name) {
-            None => Ok(None),
-            Some(v) => v.as_i64().map(Some).ok_or(JwtError::Malformed),
-        }
-    };
-    let exp = int("exp")?.ok_or(JwtError::MissingClaim("exp"))?;
-    let iat = int("iat")?;
-    check_times(exp, int("nbf")?, iat, rules.leeway_secs, now)?;
+    let exp = checked_times(&claims, rules.leeway_secs, now)?;
+    let iat = int_claim(&claims, "iat")?;
     let leeway = i64::try_from(rules.leeway_secs).unwrap_or(0);
     let too_long = exp.saturating_sub(now.as_secs()) > rules.max_lifetime_secs + leeway
         || iat.is_some_and(|iat| exp.saturating_sub(iat) > rules.max_lifetime_secs);

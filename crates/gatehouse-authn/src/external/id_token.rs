@@ -11,7 +11,8 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use super::assertion::{AssertionKeys, signed_claims};
-use crate::jwt::{JwtError, check_times};
+use super::token::{checked_times, int_claim};
+use crate::jwt::JwtError;
 
 /// What the ID token must say.
 pub struct IdTokenRules<'a> {
@@ -58,15 +59,10 @@ pub async fn verify_id_token(
     {
         return Err(JwtError::WrongAudience);
     }
-    let int = |name: &'static str| -> Result<Option<i64>, JwtError> {
-        match claims.get(name) {
-            None => Ok(None),
-            Some(v) => v.as_i64().map(Some).ok_or(JwtError::Malformed),
-        }
-    };
-    let exp = int("exp")?.ok_or(JwtError::MissingClaim("exp"))?;
-    let iat = int("iat")?.ok_or(JwtError::MissingClaim("iat"))?;
-    check_times(exp, int("nbf")?, Some(iat), rules.leeway_secs, now)?;
+    if int_claim(&claims, "iat")?.is_none() {
+        return Err(JwtError::MissingClaim("iat"));
+    }
+    checked_times(&claims, rules.leeway_secs, now)?;
     if claims.get("nonce").and_then(Value::as_str) != Some(rules.nonce) {
         return Err(JwtError::WrongNonce);
     }

@@ -28,8 +28,8 @@ use url::Url;
 use super::config::{ClientAuthMethod, Introspection, Issuer};
 use super::fetch::{FetchError, basic_authorization, post_form_json};
 use super::metadata::discover;
-use super::token::principal;
-use crate::jwt::{Audience, JwtError, check_times};
+use super::token::{check_audience, checked_times, principal};
+use crate::jwt::JwtError;
 
 /// Longest opaque token sent to a provider.
 pub const MAX_OPAQUE_TOKEN_BYTES: usize = 4096;
@@ -181,22 +181,8 @@ impl Introspector {
                 return Err(JwtError::WrongType);
             }
         }
-        let int = |name: &'static str| -> Result<Option<i64>, JwtError> {
-            match claims.get(name) {
-                None => Ok(None),
-                Some(v) => v.as_i64().map(Some).ok_or(JwtError::Malformed),
-            }
-        };
-        let exp = int("exp")?.ok_or(JwtError::MissingClaim("exp"))?;
-        check_times(exp, int("nbf")?, int("iat")?, issuer.leeway_secs, now)?;
-        let aud: Audience = claims
-            .get("aud")
-            .cloned()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .ok_or(JwtError::MissingClaim("aud"))?;
-        if !issuer.audiences.iter().any(|a| aud.contains(a)) {
-            return Err(JwtError::WrongAudience);
-        }
+        let exp = checked_times(claims, issuer.leeway_secs, now)?;
+        check_audience(claims, &issuer.audiences)?;
         Ok((principal(claims, issuer, token, exp, true)?, exp))
     }
 

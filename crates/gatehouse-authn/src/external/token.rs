@@ -32,6 +32,56 @@ struct IssuerOnly {
     iss: Option<String>,
 }
 
+/// The unverified `iss` of a decoded payload (derived `Deserialize`
+/// refuses a duplicate `iss`); `None` when it has none.
+pub(crate) fn payload_issuer(payload: &[u8]) -> Result<Option<String>, JwtError> {
+    Ok(serde_json::from_slice::<IssuerOnly>(payload)
+        .map_err(|_| JwtError::Malformed)?
+        .iss)
+}
+
+/// An integer claim; present but not an integer is malformed.
+pub(crate) fn int_claim(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, JwtError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v.as_i64().map(Some).ok_or(JwtError::Malformed),
+    }
+}
+
+/// `exp` (required), `nbf` and `iat` against `now`; returns `exp`.
+pub(crate) fn checked_times(
+    claims: &Map<String, Value>,
+    leeway_secs: u64,
+    now: Timestamp,
+) -> Result<i64, JwtError> {
+    let exp = int_claim(claims, "exp")?.ok_or(JwtError::MissingClaim("exp"))?;
+    check_times(
+        exp,
+        int_claim(claims, "nbf")?,
+        int_claim(claims, "iat")?,
+        leeway_secs,
+        now,
+    )?;
+    Ok(exp)
+}
+
+/// `aud` (a string or an array) names one of `audiences`.
+pub(crate) fn check_audience(
+    claims: &Map<String, Value>,
+    audiences: &[String],
+) -> Result<(), JwtError> {
+    let aud: Audience = claims
+        .get("aud")
+        .cloned()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .ok_or(JwtError::MissingClaim("aud"))?;
+    if audiences.iter().any(|a| aud.contains(a)) {
+        Ok(())
+    } else {
+        Err(JwtError::WrongAudience)
+    }
+}
+
 /// Header checks that need no issuer, and the `iss` that routes the token.
 pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, JwtError> {
     let [header_b64, payload_b64, _] = crate::jwt::split_compact(token, max_bytes)?;
@@ -47,11 +97,7 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, JwtErro
     if !is_json_object(&payload) {
         return Err(JwtError::Malformed);
     }
-    // Derived `Deserialize` refuses a duplicate `iss`.
-    let iss = serde_json::from_slice::<IssuerOnly>(&payload)
-        .map_err(|_| JwtError::Malformed)?
-        .iss
-        .ok_or(JwtError::MissingClaim("iss"))?;
+    let iss = payload_issuer(&payload)?.ok_or(JwtError::MissingClaim("iss"))?;
     Ok(Parsed {
         token,
         kid,
@@ -152,26 +198,12 @@ pub(crate) fn verify(
         .map_err(|e| map_jwt_error(e.kind()))?
         .claims;
 
-    let int = |name: &'static str| -> Result<Option<i64>, JwtError> {
-        match claims.get(name) {
-            None => Ok(None),
-            Some(v) => v.as_i64().map(Some).ok_or(JwtError::Malformed),
-        }
-    };
-    let exp = int("exp")?.ok_or(JwtError::MissingClaim("exp"))?;
-    check_times(exp, int("nbf")?, int("iat")?, issuer.leeway_secs, now)?;
+    let exp = checked_times(&claims, issuer.leeway_secs, now)?;
     // Defence in depth: iss and aud once more, exactly.
     if claims.get("iss").and_then(Value::as_str) != Some(issuer.issuer.as_str()) {
         return Err(JwtError::WrongIssuer);
     }
-    let aud: Audience = claims
-        .get("aud")
-        .cloned()
-        .and_then(|v| serde_json::from_value(v).ok())
-        .ok_or(JwtError::MissingClaim("aud"))?;
-    if !issuer.audiences.iter().any(|a| aud.contains(a)) {
-        return Err(JwtError::WrongAudience);
-    }
+    check_audience(&claims, &issuer.audiences)?;
     principal(&claims, issuer, parsed.token, exp, false)
 }
 
