@@ -132,6 +132,18 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         housekeeping(Arc::clone(oauth), shutdown.clone());
     }
     crate::policy_file::watch(ctx, Arc::clone(&runtime.gateway), shutdown.clone());
+    // Checkpoints of the audit chain; the last one is signed after the
+    // listener has drained, before the audit log closes.
+    let checkpoints_stop = CancellationToken::new();
+    let checkpoints = runtime.oauth.as_ref().map(|oauth| {
+        gatehouse_audit::spawn_checkpoints(
+            runtime.gateway.audit().clone(),
+            Arc::new(crate::runtime::AsCheckpoints(Arc::clone(oauth))),
+            Arc::clone(&runtime.clock),
+            ctx.config.audit.checkpoint_interval,
+            checkpoints_stop.clone(),
+        )
+    });
     let http_config = HttpConfig {
         public_url,
         allowed_hosts: server.allowed_hosts.clone(),
@@ -213,6 +225,10 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         shutdown,
     )
     .await;
+    checkpoints_stop.cancel();
+    if let Some(checkpoints) = checkpoints {
+        let _ = checkpoints.await;
+    }
     runtime.finish().await;
     tracing::info!("stopped; audit log flushed");
     Ok(())
