@@ -6,6 +6,7 @@ pub mod checkpoint;
 mod event;
 mod redact;
 mod rotation;
+mod syslog;
 mod writer;
 
 pub use chain::{Chain, GENESIS_HASH, Tamper, Verifier, record_hash};
@@ -13,4 +14,5 @@ pub use checkpoint::{CHECKPOINT_TYP, CheckpointClaims, CheckpointSigner, spawn_c
 pub use event::EventBuilder;
 pub use redact::{REDACTED, Redactor, SECRET_NAME_WORDS, is_listed_field};
 pub use rotation::Rotation;
+pub use syslog::{SyslogSettings, SyslogTarget, system_hostname};
 pub use writer::{AuditError, AuditLog, AuditOptions, AuditWriterHandle, ChainHead};

@@ -13,12 +13,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use gatehouse_core::AuditEvent;
 use gatehouse_store::{AuditCheckpoint, Store};
 
 use crate::chain::Chain;
 use crate::rotation::{AuditFile, Rotation};
+use crate::syslog::{SyslogSettings, SyslogSink};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -81,12 +83,16 @@ pub struct AuditOptions {
     /// When the file is rotated (`None`: never, as for commands that
     /// append to the server's file).
     pub rotation: Option<Rotation>,
+    /// Also send every record to this syslog receiver.
+    pub syslog: Option<SyslogSettings>,
 }
 
 /// Cheap to clone; every clone feeds the same writer.
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Job>,
+    /// Whether the last batch reached every sink.
+    healthy: Arc<AtomicBool>,
 }
 
 /// Finishes when every `AuditLog` clone is dropped and the queue is drained.
@@ -123,6 +129,8 @@ struct CheckpointFields<'a> {
 
 struct Sinks {
     store: Arc<dyn Store>,
+    /// RFC 5424 messages to a syslog receiver (SIEM).
+    syslog: Option<SyslogSink>,
     /// A slow disk or a `sync_data` must never hold up a runtime worker.
     file: Option<FileWriter>,
 }
@@ -167,18 +175,32 @@ impl Sinks {
         batch: Vec<AuditEvent>,
         checkpoints: &[AuditCheckpoint],
     ) -> Result<(), (AuditError, bool)> {
-        let lines = match &self.file {
+        let Sinks {
+            store,
+            syslog,
+            file,
+        } = self;
+        let lines = match file {
             Some(_) => Some(file_lines(&batch, checkpoints).map_err(|e| (e, false))?),
             None => None,
         };
         let to_file = async {
-            match (&self.file, lines) {
+            match (&*file, lines) {
                 (Some(file), Some(lines)) if !lines.is_empty() => file.write(lines).await,
                 _ => Ok(()),
             }
         };
-        let store = &self.store;
-        let to_store = async move {
+        let rendered = match syslog {
+            Some(syslog) => Some(syslog.render(&batch).map_err(|e| (e, false))?),
+            None => None,
+        };
+        let to_syslog = async {
+            match (syslog, rendered) {
+                (Some(syslog), Some(rendered)) => syslog.send(rendered).await,
+                _ => Ok(()),
+            }
+        };
+        let to_store = async {
             store
                 .append_audit(batch)
                 .await
@@ -191,8 +213,8 @@ impl Sinks {
             }
             Ok::<(), AuditError>(())
         };
-        let (file, store) = tokio::join!(to_file, to_store);
-        match (file, store) {
+        let (file, syslog, store) = tokio::join!(to_file, to_syslog, to_store);
+        match (file.and(syslog), store) {
             (Ok(()), Ok(())) => Ok(()),
             (Err(e), Ok(())) => Err((e, true)),
             (_, Err(e)) => Err((e, false)),
@@ -248,6 +270,7 @@ impl AuditLog {
                 fsync,
                 chain: Chain::for_run(),
                 rotation: None,
+                syslog: None,
             },
         )
     }
@@ -265,9 +288,14 @@ impl AuditLog {
             .map(|f| FileWriter::start(f, options.fsync))
             .transpose()?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let sinks = Sinks { store, file };
-        let handle = tokio::spawn(run_writer(rx, sinks, options.chain));
-        Ok((AuditLog { tx }, AuditWriterHandle(handle)))
+        let sinks = Sinks {
+            store,
+            syslog: options.syslog.map(SyslogSink::new),
+            file,
+        };
+        let healthy = Arc::new(AtomicBool::new(true));
+        let handle = tokio::spawn(run_writer(rx, sinks, options.chain, Arc::clone(&healthy)));
+        Ok((AuditLog { tx, healthy }, AuditWriterHandle(handle)))
     }
 
     /// The chain's head once every record enqueued before is durable.
@@ -288,6 +316,12 @@ impl AuditLog {
             .await
             .map_err(|_| AuditError::Stopped)?;
         done.await.map_err(|_| AuditError::Stopped)?
+    }
+
+    /// Whether the last batch reached every sink (a sink that is down makes
+    /// new requests wait outside: 503 until a batch goes through again).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.tx.is_closed()
     }
 
     /// Whether the writer still takes records (it stops only when every
@@ -321,7 +355,12 @@ impl AuditLog {
     }
 }
 
-async fn run_writer(mut rx: mpsc::Receiver<Job>, mut sinks: Sinks, mut chain: Chain) {
+async fn run_writer(
+    mut rx: mpsc::Receiver<Job>,
+    mut sinks: Sinks,
+    mut chain: Chain,
+    healthy: Arc<AtomicBool>,
+) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut acks = Vec::with_capacity(MAX_BATCH);
@@ -358,6 +397,7 @@ async fn run_writer(mut rx: mpsc::Receiver<Job>, mut sinks: Sinks, mut chain: Ch
                 Err(e)
             }
         };
+        healthy.store(result.is_ok(), Ordering::Relaxed);
         checkpoints.clear();
         for ack in acks.drain(..) {
             let _ = ack.send(result.clone());
@@ -573,6 +613,7 @@ mod tests {
                 fsync: false,
                 chain,
                 rotation: None,
+                syslog: None,
             };
             let (log, handle) = AuditLog::start_with(Arc::clone(&store), options).unwrap();
             log.enqueue(event(run * 10 + 1)).unwrap();
@@ -630,5 +671,11 @@ mod tests {
             log.record(e).await,
             Err(AuditError::WriteFailed(_))
         ));
+        assert!(!log.is_healthy(), "a failed batch leaves the log unhealthy");
+        log.record(event(6)).await.unwrap();
+        assert!(
+            log.is_healthy(),
+            "the next batch that goes through heals it"
+        );
     }
 }

@@ -263,6 +263,47 @@ pub struct AuditConfig {
     /// ... or once it is this old (0s: never by age).
     #[serde(deserialize_with = "duration")]
     pub rotate_after: Duration,
+    /// Also send every record to a syslog receiver (a SIEM).
+    pub syslog: Option<SyslogConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// `udp://host:port` or `tcp://host:port`.
+    pub address: String,
+    /// RFC 5424 facility, 0–23 (13: log audit).
+    #[serde(default = "default_syslog_facility")]
+    pub facility: u8,
+    #[serde(default = "default_syslog_app_name")]
+    pub app_name: String,
+    /// The HOSTNAME field; the machine's name when absent.
+    pub hostname: Option<String>,
+}
+
+fn default_syslog_facility() -> u8 {
+    13
+}
+
+fn default_syslog_app_name() -> String {
+    "gatehouse".into()
+}
+
+impl SyslogConfig {
+    pub fn settings(&self) -> Result<gatehouse_audit::SyslogSettings, String> {
+        if self.facility > 23 {
+            return Err(format!("facility {} is not 0-23", self.facility));
+        }
+        Ok(gatehouse_audit::SyslogSettings {
+            target: gatehouse_audit::SyslogTarget::parse(&self.address)?,
+            facility: self.facility,
+            app_name: self.app_name.clone(),
+            hostname: self
+                .hostname
+                .clone()
+                .unwrap_or_else(gatehouse_audit::system_hostname),
+        })
+    }
 }
 
 impl Default for AuditConfig {
@@ -274,6 +315,7 @@ impl Default for AuditConfig {
             checkpoint_interval: Duration::from_secs(60),
             rotate_bytes: 100 * 1024 * 1024,
             rotate_after: Duration::from_secs(24 * 3600),
+            syslog: None,
         }
     }
 }
@@ -423,6 +465,9 @@ impl Config {
                 "oauth.local_login",
                 "false needs an identity provider with client_id and client_secret, or nobody could sign in",
             ));
+        }
+        if let Some(syslog) = &self.audit.syslog {
+            syslog.settings().map_err(|e| invalid("audit.syslog", &e))?;
         }
         if self.audit.checkpoint_interval < Duration::from_secs(1) {
             return Err(invalid("audit.checkpoint_interval", "must be at least 1s"));
@@ -641,6 +686,7 @@ mod tests {
         let mut sections = known_fields(None);
         // Arrays of tables inside a section.
         sections.push("oauth.identity_providers".into());
+        sections.push("audit.syslog".into());
         for name in &sections {
             if name == "version" {
                 continue;
