@@ -1,7 +1,7 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use gatehouse_core::{CredentialKind, CredentialRef, Principal, Timestamp};
+use gatehouse_core::{CredentialKind, CredentialRef, LastUse, Principal, Timestamp};
 use gatehouse_store::{ApiKeyRecord, Store};
 
 use crate::access_token::{AccessTokens, TokenSettings, principal_for_token};
@@ -10,10 +10,6 @@ use crate::jwt::AccessTokenClaims;
 use crate::key_cache::KeyCache;
 use crate::lockout::{LockoutPolicy, Lockouts, NewLock};
 use crate::{AuthnError, KEY_PREFIX, Pepper, parse_api_key};
-
-/// `last_used_at` is written at most this often per key, so a busy key does
-/// not turn every request into a database write.
-const TOUCH_INTERVAL_MS: i64 = 60_000;
 
 /// Whether requests must authenticate.
 #[derive(Debug, Clone)]
@@ -34,7 +30,9 @@ pub struct Authenticator {
     tokens: Option<AccessTokens>,
     /// Identity providers whose tokens are accepted (`[[issuers]]`).
     external: Option<Arc<ExternalIssuers>>,
-    last_touch: Mutex<HashMap<String, Timestamp>>,
+    /// `last_used_at` is written at most once a minute per key, so a busy
+    /// key does not turn every request into a database write.
+    last_use: LastUse,
     cache: KeyCache,
     /// Counts failures and holds the view of active locks; gate 1 consults
     /// it around `authenticate`, where the source address is known.
@@ -61,7 +59,7 @@ impl Authenticator {
             mode,
             tokens: None,
             external: None,
-            last_touch: Mutex::new(HashMap::new()),
+            last_use: LastUse::new(),
             cache: KeyCache::default(),
             revoked: Mutex::new(None),
         }
@@ -234,7 +232,12 @@ impl Authenticator {
             None => Err(AuthnError::TokenNotAccepted("unknown_base_credential")),
             Some(record) if record.is_revoked() => Err(AuthnError::Revoked),
             Some(record) if record.is_expired(now) => Err(AuthnError::Expired),
-            Some(_) => Ok(()),
+            Some(record) => {
+                // A task token is the key at work: it keeps the key in use
+                // for the lifecycle's unused-credential rules.
+                self.touch(&record.id, now);
+                Ok(())
+            }
         }
     }
 
@@ -288,19 +291,7 @@ impl Authenticator {
     }
 
     fn touch(&self, id: &str, now: Timestamp) {
-        let due = {
-            let Ok(mut last) = self.last_touch.lock() else {
-                return;
-            };
-            let due = last
-                .get(id)
-                .is_none_or(|at| now.as_millis() - at.as_millis() >= TOUCH_INTERVAL_MS);
-            if due {
-                last.insert(id.to_string(), now);
-            }
-            due
-        };
-        if due {
+        if self.last_use.due(id, now) {
             let store = Arc::clone(&self.store);
             let id = id.to_string();
             // Bookkeeping only: a failure here must not fail the request.

@@ -55,6 +55,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../migrations/postgres/0010_federated_identities.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/postgres/0011_credential_lifecycle.sql"),
+    ),
 ];
 
 /// See `sqlite::NEWEST_MIGRATION`: versions may leave gaps.

@@ -54,6 +54,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../migrations/sqlite/0010_federated_identities.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/sqlite/0011_credential_lifecycle.sql"),
+    ),
 ];
 
 /// Versions may leave gaps (a branch numbers its migration ahead of one
