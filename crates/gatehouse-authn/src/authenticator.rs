@@ -365,6 +365,75 @@ mod tests {
         assert!(key.contains(&p.credential.id));
     }
 
+    /// The stored last use of the key behind `key`, once the spawned write
+    /// (if any) has landed.
+    async fn stored_last_use(store: &Arc<dyn Store>, key: &str, want: Option<i64>) -> Option<i64> {
+        let id = parse_api_key(key).unwrap().id.to_string();
+        for _ in 0..200 {
+            let used = store
+                .api_key(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at
+                .map(|t| t.0);
+            if used == want {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        store
+            .api_key(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at
+            .map(|t| t.0)
+    }
+
+    #[tokio::test]
+    async fn last_use_is_written_at_most_once_a_minute_per_key() {
+        let (auth, store) = setup().await;
+        let key = issue(&auth, &store, None).await;
+        auth.authenticate(Some(&key), Timestamp(1_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            stored_last_use(&store, &key, Some(1_000)).await,
+            Some(1_000)
+        );
+        // Within the minute: no write (the stored use stays the first).
+        for at in [2_000, 30_000, 60_999] {
+            auth.authenticate(Some(&key), Timestamp(at)).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(
+            stored_last_use(&store, &key, Some(1_000)).await,
+            Some(1_000)
+        );
+        // A minute after the last write: written again.
+        auth.authenticate(Some(&key), Timestamp(61_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            stored_last_use(&store, &key, Some(61_000)).await,
+            Some(61_000)
+        );
+        // A failed authentication is no use.
+        let last = if key.ends_with('x') { "y" } else { "x" };
+        let wrong = format!("{}{last}", &key[..key.len() - 1]);
+        assert!(
+            auth.authenticate(Some(&wrong), Timestamp(200_000))
+                .await
+                .is_err()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(
+            stored_last_use(&store, &key, Some(61_000)).await,
+            Some(61_000)
+        );
+    }
+
     #[tokio::test]
     async fn failures_have_distinct_reasons() {
         let (auth, store) = setup().await;

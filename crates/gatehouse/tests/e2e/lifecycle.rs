@@ -314,3 +314,72 @@ async fn lifecycle_housekeeping_acts_once_across_two_instances_on_postgres() {
         200
     );
 }
+
+/// `last_used_at` of the entry `id` in `keys list` / `clients list`.
+fn last_used(server: &Server, listing: &str, field: &str, id: &str) -> Value {
+    let listed = server.cli_json(&[listing, "list"]);
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry[field] == id)
+        .unwrap_or_else(|| panic!("{id} not in {listed}"))["last_used_at"]
+        .clone()
+}
+
+#[tokio::test]
+async fn lifecycle_last_use_of_keys_and_clients_is_stored_and_survives_a_restart() {
+    let mut server = Server::start(None);
+    let (key_id, key) = server.create_key("agent", "reader", &[]);
+    let client = server.cli_json(&["clients", "create", "--name", "bot"]);
+    let client_id = client["client_id"].as_str().unwrap().to_string();
+    assert_eq!(last_used(&server, "keys", "id", &key_id), Value::Null);
+    assert_eq!(
+        last_used(&server, "clients", "client_id", &client_id),
+        Value::Null
+    );
+
+    assert_eq!(server.rpc(Some(&key), "tools/list", json!({})).await.0, 200);
+    let token = server
+        .http
+        .post(format!("{}/oauth/token", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .basic_auth(&client_id, client["client_secret"].as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status().as_u16(), 200);
+    // The key's use is written off the request path: wait for it.
+    let start = Instant::now();
+    let key_used = loop {
+        let used = last_used(&server, "keys", "id", &key_id);
+        if used.is_string() {
+            break used;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the key's use was not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let client_used = last_used(&server, "clients", "client_id", &client_id);
+    assert!(client_used.is_string(), "{client_used}");
+
+    // More uses within the minute write nothing new.
+    for _ in 0..3 {
+        assert_eq!(server.rpc(Some(&key), "tools/list", json!({})).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(last_used(&server, "keys", "id", &key_id), key_used);
+
+    // Stored, so a restart keeps it.
+    assert!(server.stop().success());
+    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().unwrap());
+    let restarted = Server::start_in(dir, None);
+    assert_eq!(last_used(&restarted, "keys", "id", &key_id), key_used);
+    assert_eq!(
+        last_used(&restarted, "clients", "client_id", &client_id),
+        client_used
+    );
+}
