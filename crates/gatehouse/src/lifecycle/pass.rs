@@ -304,6 +304,7 @@ pub async fn apply(
             Step::RevokeMaxAge | Step::RevokeUnused { .. } => revoke(store, subject, now).await?,
             Step::Rotate { activates_at } => match signing {
                 Some(signing) => {
+                    check_master_opens(store, signing.master, &subject.id).await?;
                     let record =
                         gatehouse_oauth::new_signing_key(signing.master, now, activates_at)
                             .map_err(|e| PassError::SigningKey(e.to_string()))?;
@@ -328,6 +329,30 @@ pub async fn apply(
         });
     }
     Ok(applied)
+}
+
+/// A successor sealed under another master key than the servers' would
+/// leave them unable to sign once it takes over (a CLI run without the
+/// servers' `GATEHOUSE_MASTER_KEY` would otherwise create a new key file and
+/// use it): the key at hand must open the key it replaces.
+async fn check_master_opens(
+    store: &Arc<dyn Store>,
+    master: &MasterKey,
+    kid: &str,
+) -> Result<(), PassError> {
+    let records = store.signing_keys().await?;
+    let opens = records
+        .iter()
+        .find(|k| k.kid == kid)
+        .is_some_and(|k| master.open(&k.sealed_pkcs8, k.kid.as_bytes()).is_ok());
+    if opens {
+        Ok(())
+    } else {
+        Err(PassError::SigningKey(format!(
+            "the master key at hand does not open signing key {kid}; not adding a successor \
+             the servers could not use (is this the servers' master key?)"
+        )))
+    }
 }
 
 fn event(action: &Action, new_kid: Option<&str>, now: Timestamp) -> gatehouse_core::AuditEvent {

@@ -532,3 +532,33 @@ async fn the_signing_key_is_replaced_at_its_maximum_age_with_the_overlap() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn no_successor_is_added_under_a_master_key_that_cannot_open_the_signing_key() {
+    on_both(|store| async move {
+        let policy = policy("");
+        let master = MasterKey::generate().unwrap();
+        let other = MasterKey::generate().unwrap();
+        gatehouse_oauth::add_signing_key(&store, &master, day(0), day(0))
+            .await
+            .unwrap();
+        let actions = plan(&store, &policy, true, day(89)).await.unwrap();
+        let (audit, writer) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
+        let signing = SigningKeys { master: &other };
+        let error = apply(&store, &audit, Some(&signing), actions, day(89))
+            .await
+            .unwrap_err();
+        drop(audit);
+        writer.wait().await;
+        assert!(error.to_string().contains("does not open"), "{error}");
+        assert_eq!(store.signing_keys().await.unwrap().len(), 1);
+        assert!(
+            store
+                .query_audit(&AuditQuery::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    })
+    .await;
+}

@@ -182,6 +182,26 @@ pub fn signing_key_steps(
     Vec::new()
 }
 
+/// When the lifecycle replaces the signing key that signs now: its
+/// successor is published at `(at)` and signs from `activates_at`. `None`
+/// when a successor is already published or the rule is off.
+pub fn signing_key_rotation(
+    active: &Subject,
+    has_successor: bool,
+    t: &Thresholds,
+) -> Option<(Timestamp, Step)> {
+    if has_successor {
+        return None;
+    }
+    let expires_at = at(active.created_at, t.max_age)?;
+    Some((
+        expires_at.plus_millis(-t.rotation_overlap),
+        Step::Rotate {
+            activates_at: expires_at,
+        },
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +380,16 @@ mod tests {
         );
         // A successor already published (by hand or an earlier pass): nothing.
         assert!(signing_key_steps(&active, true, &t, day(100)).is_empty());
+        // What the listing shows.
+        assert_eq!(
+            signing_key_rotation(&active, false, &t),
+            Some((
+                day(89),
+                Step::Rotate {
+                    activates_at: day(90)
+                }
+            ))
+        );
+        assert_eq!(signing_key_rotation(&active, true, &t), None);
     }
 }

@@ -230,6 +230,19 @@ async fn lifecycle_check_config_reports_the_policy_and_refuses_nonsense() {
     assert_eq!(lifecycle["client_secrets"]["max_age_secs"], 0);
     assert_eq!(lifecycle["signing_keys"]["unused_revoke_secs"], Value::Null);
 
+    // The signing key that signs now has its replacement date: published a
+    // day (the overlap) before its 90 days are up.
+    let signing = server.cli_json(&["keys", "list-signing"]);
+    let active = signing
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "active")
+        .unwrap_or_else(|| panic!("{signing}"));
+    let rotation = active["lifecycle_rotation_at"].as_str().unwrap();
+    let created = active["created_at"].as_str().unwrap();
+    assert!(rotation > created, "{active}");
+
     let bad = tempfile::tempdir().unwrap();
     let path = bad.path().join("bad.toml");
     std::fs::write(
