@@ -40,6 +40,7 @@ impl EventBuilder {
                 error: None,
                 latency_us: None,
                 result_bytes: None,
+                link: None,
             },
         }
     }

@@ -1,10 +1,16 @@
 //! The audit log: redaction of arguments, and a writer that makes every
 //! record durable (database and JSON-lines file) before the caller goes on.
 
+pub mod chain;
+pub mod checkpoint;
 mod event;
 mod redact;
+mod rotation;
 mod writer;
 
+pub use chain::{Chain, GENESIS_HASH, Tamper, Verifier, record_hash};
+pub use checkpoint::{CHECKPOINT_TYP, CheckpointClaims, CheckpointSigner, spawn_checkpoints};
 pub use event::EventBuilder;
 pub use redact::{REDACTED, Redactor, SECRET_NAME_WORDS, is_listed_field};
-pub use writer::{AuditError, AuditLog, AuditWriterHandle};
+pub use rotation::Rotation;
+pub use writer::{AuditError, AuditLog, AuditOptions, AuditWriterHandle, ChainHead};

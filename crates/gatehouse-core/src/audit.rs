@@ -136,4 +136,26 @@ pub struct AuditEvent {
     pub error: Option<String>,
     pub latency_us: Option<u64>,
     pub result_bytes: Option<u64>,
+    /// Where the record sits in its instance's hash chain; set by the audit
+    /// writer as it writes the record (`None` for records written before
+    /// the chain existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<ChainLink>,
+}
+
+/// A record's place in the hash chain of the instance that wrote it: each
+/// record carries the hash of the one before, so an edited, deleted,
+/// reordered or inserted record breaks the chain (`gatehouse audit verify`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainLink {
+    /// The chain (one per instance, named by a random id kept in its data
+    /// directory).
+    pub chain: String,
+    /// Position in the chain, from 1, without gaps.
+    pub seq: u64,
+    /// Hex SHA-256 of the record before (64 zeros for the first).
+    pub prev_hash: String,
+    /// Hex SHA-256 of this record: chain, seq, prev_hash and the record's
+    /// other fields (see `gatehouse_audit::chain`).
+    pub hash: String,
 }

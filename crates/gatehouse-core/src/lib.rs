@@ -18,7 +18,7 @@ pub mod secret_cipher;
 pub mod secret_ref;
 pub mod source;
 
-pub use audit::{AuditEvent, AuditKind, Outcome};
+pub use audit::{AuditEvent, AuditKind, ChainLink, Outcome};
 pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
 pub use display_text::{escape_for_display, is_unsafe_to_show};
 pub use last_use::{LAST_USE_INTERVAL_MS, LastUse};

@@ -7,13 +7,14 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+use gatehouse_core::{AuditEvent, AuditKind, ChainLink, Outcome, Timestamp};
 
 use crate::{
-    ApiKeyRecord, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuditQuery, AuthCodeRecord,
-    AuthLock, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus, GrantRecord,
-    LoginCounter, LoginThrottle, OperationBinding, RefreshRotation, RefreshTokenRecord,
-    SigningKeyRecord, Store, StoreError, TaskGrantRecord, ToolDefinitionRecord, UserRecord,
+    ApiKeyRecord, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuditCheckpoint, AuditQuery,
+    AuthCodeRecord, AuthLock, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
+    GrantRecord, LoginCounter, LoginThrottle, OperationBinding, RefreshRotation,
+    RefreshTokenRecord, SigningKeyRecord, Store, StoreError, TaskGrantRecord, ToolDefinitionRecord,
+    UserRecord,
 };
 
 pub(crate) type TestStore = Arc<dyn Store>;
@@ -29,6 +30,7 @@ macro_rules! conformance_tests {
             api_key_rotate_never_extends_an_earlier_expiry,
             audit_append_and_filter,
             audit_batch_is_all_or_nothing,
+            audit_chain_links_and_checkpoints_round_trip,
             large_audit_batches_span_several_inserts,
             secrets_are_tenant_scoped,
             unsealed_secrets_are_found_and_replaced_only_if_unchanged,
@@ -147,6 +149,7 @@ fn event(id: &str, ts: i64, tool: &str, outcome: Outcome) -> AuditEvent {
         error: None,
         latency_us: Some(12),
         result_bytes: Some(3),
+        link: None,
     }
 }
 
@@ -329,6 +332,66 @@ pub(crate) async fn api_key_rotate_never_extends_an_earlier_expiry(store: TestSt
     );
     let old = store.api_key("k1").await.unwrap().unwrap();
     assert_eq!(old.expires_at, Some(Timestamp(2_000)));
+}
+
+/// A record's chain link and the chain's checkpoints come back exactly as
+/// written (`audit verify` recomputes hashes over what it reads), the head
+/// of a chain is its highest seq, and pages run oldest first.
+pub(crate) async fn audit_chain_links_and_checkpoints_round_trip(store: TestStore) {
+    let linked = |id: &str, chain: &str, seq: u64| {
+        let mut e = event(id, 100 + seq as i64, "read_file", Outcome::Success);
+        e.arguments = Some(serde_json::json!({"b": [1.5, -2, "x"], "a": {"z": null}}));
+        e.link = Some(ChainLink {
+            chain: chain.into(),
+            seq,
+            prev_hash: format!("{:064}", seq - 1),
+            hash: format!("{seq:064}"),
+        });
+        e
+    };
+    assert_eq!(store.audit_chain_head("i-a").await.unwrap(), None);
+    let mut unlinked = event("u0", 50, "read_file", Outcome::Success);
+    unlinked.link = None;
+    let written = vec![
+        unlinked,
+        linked("a1", "i-a", 1),
+        linked("b1", "i-b", 1),
+        linked("a2", "i-a", 2),
+        linked("a3", "i-a", 3),
+    ];
+    store.append_audit(written.clone()).await.unwrap();
+    assert_eq!(
+        store.audit_chain_head("i-a").await.unwrap(),
+        Some((3, format!("{:064}", 3)))
+    );
+    assert_eq!(
+        store.audit_chain_head("i-b").await.unwrap(),
+        Some((1, format!("{:064}", 1)))
+    );
+    let first = store.audit_page(0, 2).await.unwrap();
+    let rest = store.audit_page(first[1].seq, 10).await.unwrap();
+    let read: Vec<AuditEvent> = first.into_iter().chain(rest).map(|r| r.event).collect();
+    assert_eq!(read, written);
+
+    let checkpoint = AuditCheckpoint {
+        chain: "i-a".into(),
+        seq: 3,
+        hash: format!("{:064}", 3),
+        ts: Timestamp(9_000),
+        jws: "h.p.s".into(),
+    };
+    let earlier = AuditCheckpoint {
+        seq: 1,
+        ..checkpoint.clone()
+    };
+    store.append_audit_checkpoint(&checkpoint).await.unwrap();
+    store.append_audit_checkpoint(&earlier).await.unwrap();
+    // One checkpoint per chain and seq.
+    assert!(store.append_audit_checkpoint(&earlier).await.is_err());
+    assert_eq!(
+        store.audit_checkpoints().await.unwrap(),
+        vec![earlier, checkpoint]
+    );
 }
 
 pub(crate) async fn audit_append_and_filter(store: TestStore) {

@@ -293,6 +293,24 @@ pub enum AuditCommand {
     },
     /// Search the audit log.
     Query(AuditQueryArgs),
+    /// Check the audit trail for tampering: every record's hash, the hash
+    /// chain that links the records of each instance, and the signed
+    /// checkpoints of each chain. Names the first edited, deleted,
+    /// reordered or inserted record; exits with status 1 when it finds one.
+    Verify {
+        /// Start at this record (the `seq` that `audit query --json`
+        /// shows) instead of the first; each chain may start mid-way there.
+        #[arg(long)]
+        from: Option<i64>,
+        /// Check these JSON-lines files (oldest first) instead of the
+        /// database; with --from (any value), they need not start at the
+        /// beginning of the trail.
+        #[arg(long = "file", value_name = "PATH")]
+        files: Vec<std::path::PathBuf>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -257,6 +257,15 @@ pub struct AuditConfig {
     pub fsync: bool,
     /// Argument names redacted in addition to the built-in list.
     pub redact_fields: Vec<String>,
+    /// How often the head of the audit chain is signed (while it moves).
+    #[serde(deserialize_with = "duration")]
+    pub checkpoint_interval: Duration,
+    /// The server starts a new file once the current one holds this many
+    /// bytes (0: never by size).
+    pub rotate_bytes: u64,
+    /// ... or once it is this old (0s: never by age).
+    #[serde(deserialize_with = "duration")]
+    pub rotate_after: Duration,
 }
 
 impl Default for AuditConfig {
@@ -265,6 +274,9 @@ impl Default for AuditConfig {
             file: PathBuf::from("audit.jsonl"),
             fsync: false,
             redact_fields: Vec::new(),
+            checkpoint_interval: Duration::from_secs(60),
+            rotate_bytes: 100 * 1024 * 1024,
+            rotate_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -418,6 +430,9 @@ impl Config {
                 "oauth.local_login",
                 "false needs an identity provider with client_id and client_secret, or nobody could sign in",
             ));
+        }
+        if self.audit.checkpoint_interval < Duration::from_secs(1) {
+            return Err(invalid("audit.checkpoint_interval", "must be at least 1s"));
         }
         if self.server.max_body_bytes < 1024 || self.server.max_body_bytes > 64 * 1024 * 1024 {
             return Err(invalid(

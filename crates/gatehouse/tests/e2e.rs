@@ -10,6 +10,8 @@ mod e2e {
     pub mod harness;
 
     mod approvals;
+    mod audit_chain;
+    mod audit_durability;
     mod audit_output;
     mod auth;
     mod authorization_code;

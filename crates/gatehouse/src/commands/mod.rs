@@ -1,5 +1,6 @@
 pub mod approvals;
 pub mod audit;
+pub mod audit_verify;
 pub mod check_config;
 pub mod clients;
 pub mod grants;

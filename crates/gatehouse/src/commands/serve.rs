@@ -150,6 +150,18 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Checkpoints of the audit chain; the last one is signed after the
+    // listener has drained, before the audit log closes.
+    let checkpoints_stop = CancellationToken::new();
+    let checkpoints = runtime.oauth.as_ref().map(|oauth| {
+        gatehouse_audit::spawn_checkpoints(
+            runtime.gateway.audit().clone(),
+            Arc::new(crate::runtime::AsCheckpoints(Arc::clone(oauth))),
+            Arc::clone(&runtime.clock),
+            ctx.config.audit.checkpoint_interval,
+            checkpoints_stop.clone(),
+        )
+    });
     let http_config = HttpConfig {
         public_url,
         allowed_hosts: server.allowed_hosts.clone(),
@@ -236,6 +248,10 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         && let Err(e) = lifecycle.await
     {
         tracing::warn!(error = %e, "lifecycle housekeeping task failed");
+    }
+    checkpoints_stop.cancel();
+    if let Some(checkpoints) = checkpoints {
+        let _ = checkpoints.await;
     }
     runtime.finish().await;
     tracing::info!("stopped; audit log flushed");
