@@ -29,6 +29,10 @@ pub enum AuditKind {
     /// first sight, or an operator approved a changed one. (A changed
     /// definition itself is an `Anomaly`.)
     Upstream,
+    /// The credential lifecycle acted on its own: it revoked a credential
+    /// (maximum age, unused) or rotated a signing key. (Its warnings, a
+    /// credential nearing its maximum age or unused, are `Anomaly`.)
+    Lifecycle,
 }
 
 impl AuditKind {
@@ -42,6 +46,7 @@ impl AuditKind {
             AuditKind::Anomaly => "anomaly",
             AuditKind::Grant => "grant",
             AuditKind::Upstream => "upstream",
+            AuditKind::Lifecycle => "lifecycle",
         }
     }
 
@@ -55,6 +60,7 @@ impl AuditKind {
             "anomaly" => Some(AuditKind::Anomaly),
             "grant" => Some(AuditKind::Grant),
             "upstream" => Some(AuditKind::Upstream),
+            "lifecycle" => Some(AuditKind::Lifecycle),
             _ => None,
         }
     }

@@ -6,16 +6,19 @@
 mod authorization;
 mod gating;
 mod generation;
+mod lifecycle;
 mod pins;
 mod postgres;
 mod postgres_authorization;
 mod postgres_gating;
+mod postgres_lifecycle;
 mod postgres_pins;
 mod records;
 mod signing_schedule;
 mod sqlite;
 mod sqlite_authorization;
 mod sqlite_gating;
+mod sqlite_lifecycle;
 mod sqlite_pins;
 #[cfg(test)]
 mod store_conformance_tests;
@@ -33,6 +36,7 @@ pub use gating::{
     ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore, OperationBinding,
     TaskGrantRecord,
 };
+pub use lifecycle::{GRANT_TOUCH_INTERVAL_MS, GrantUse, LifecycleStore, SIGNING_KEY_ROTATED};
 pub use pins::{PendingDefinition, PinStore, ToolDefinitionRecord, ToolPinRecord};
 pub use postgres::PostgresStore;
 pub use records::{
@@ -67,7 +71,9 @@ impl From<sqlx::Error> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: AuthorizationStore + GatingStore + PinStore + Send + Sync + 'static {
+pub trait Store:
+    AuthorizationStore + GatingStore + PinStore + LifecycleStore + Send + Sync + 'static
+{
     // --- API keys -------------------------------------------------------
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
     async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;

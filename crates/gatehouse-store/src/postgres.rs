@@ -56,6 +56,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0010_federated_identities.sql"),
     ),
     (
+        11,
+        include_str!("../migrations/postgres/0011_credential_lifecycle.sql"),
+    ),
+    (
         12,
         include_str!("../migrations/postgres/0012_audit_chain.sql"),
     ),

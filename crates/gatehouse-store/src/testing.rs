@@ -7,9 +7,9 @@ use gatehouse_core::{AuditEvent, Timestamp};
 use crate::{
     ApiKeyRecord, ApprovalDecision, ApprovalRecord, AuditCheckpoint, AuditQuery, AuditRow,
     AuthCodeRecord, AuthLock, AuthorizationStore, ClientRecord, CodeRedemption, DevicePoll,
-    DeviceRecord, GatingStore, GrantRecord, LoginCounter, LoginThrottle, OperationBinding,
-    PinStore, RefreshRotation, RefreshTokenRecord, SigningKeyRecord, Store, StoreError,
-    StoreResult, TaskGrantRecord, ToolDefinitionRecord, ToolPinRecord, UserRecord,
+    DeviceRecord, GatingStore, GrantRecord, GrantUse, LifecycleStore, LoginCounter, LoginThrottle,
+    OperationBinding, PinStore, RefreshRotation, RefreshTokenRecord, SigningKeyRecord, Store,
+    StoreError, StoreResult, TaskGrantRecord, ToolDefinitionRecord, ToolPinRecord, UserRecord,
 };
 
 /// A store whose every call fails, to check that tools fail closed.
@@ -412,6 +412,46 @@ impl PinStore for DownStore {
         _: &str,
         _: &str,
         _: &str,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
+        down()
+    }
+}
+
+#[async_trait]
+impl LifecycleStore for DownStore {
+    async fn take_lease(&self, _: &str, _: &str, _: Timestamp, _: Timestamp) -> StoreResult<bool> {
+        down()
+    }
+    async fn release_lease(&self, _: &str, _: &str) -> StoreResult<()> {
+        down()
+    }
+    async fn record_lifecycle_notice(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
+        down()
+    }
+    async fn lifecycle_notice_given(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
+        down()
+    }
+    async fn live_grants(&self) -> StoreResult<Vec<GrantUse>> {
+        down()
+    }
+    async fn add_successor_signing_key(
+        &self,
+        _: &str,
+        _: &SigningKeyRecord,
         _: Timestamp,
     ) -> StoreResult<bool> {
         down()

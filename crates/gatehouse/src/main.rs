@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod config;
 mod context;
+mod lifecycle;
 mod output;
 mod policy_file;
 mod runtime;
@@ -59,6 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Approvals(command) => commands::approvals::run(&ctx, command).await,
         Command::Grants(command) => commands::grants::run(&ctx, command).await,
         Command::Upstreams(command) => commands::upstreams::run(&ctx, command).await,
+        Command::Lifecycle(command) => commands::lifecycle::run(&ctx, command).await,
         Command::CheckConfig(flag) => commands::check_config::run(&ctx, &flag),
     };
     done.map(|()| ExitCode::SUCCESS)

@@ -26,11 +26,12 @@ mod e2e {
     mod identity_assertions;
     mod introspection;
     mod keys;
+    mod lifecycle;
     mod lockout;
     mod matrix;
     mod oauth;
     mod policy;
-    mod postgres;
+    pub mod postgres;
     mod private_key_jwt;
     mod registration;
     mod relay;

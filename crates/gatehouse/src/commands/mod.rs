@@ -5,6 +5,7 @@ pub mod check_config;
 pub mod clients;
 pub mod grants;
 pub mod keys;
+pub mod lifecycle;
 pub mod policy;
 pub mod secrets;
 pub mod serve;

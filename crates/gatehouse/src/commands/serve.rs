@@ -13,6 +13,7 @@ use crate::commands::users::create_user;
 use crate::commands::welcome::{FirstRun, print_welcome};
 use crate::config::{AuthModeName, validate_public_url};
 use crate::context::Context;
+use crate::lifecycle::housekeeping::Housekeeping;
 use crate::output;
 use crate::runtime::Runtime;
 
@@ -132,6 +133,23 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         housekeeping(Arc::clone(oauth), shutdown.clone());
     }
     crate::policy_file::watch(ctx, Arc::clone(&runtime.gateway), shutdown.clone());
+    let lifecycle = if ctx.config.lifecycle.enabled {
+        let housekeeping = Housekeeping {
+            store: Arc::clone(&runtime.store),
+            audit: runtime.gateway.audit().clone(),
+            // Signing keys are rotated only where the authorization server runs.
+            master: match &runtime.oauth {
+                Some(_) => Some(ctx.master_key()?),
+                None => None,
+            },
+            policy: ctx.config.lifecycle.policy(),
+            interval: ctx.config.lifecycle.interval,
+            clock: Arc::clone(&runtime.clock),
+        };
+        Some(housekeeping.spawn(shutdown.clone()))
+    } else {
+        None
+    };
     // Checkpoints of the audit chain; the last one is signed after the
     // listener has drained, before the audit log closes.
     let checkpoints_stop = CancellationToken::new();
@@ -225,6 +243,12 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         shutdown,
     )
     .await;
+    // The task holds an audit sender: it must be gone before the log closes.
+    if let Some(lifecycle) = lifecycle
+        && let Err(e) = lifecycle.await
+    {
+        tracing::warn!(error = %e, "lifecycle housekeeping task failed");
+    }
     checkpoints_stop.cancel();
     if let Some(checkpoints) = checkpoints {
         let _ = checkpoints.await;
