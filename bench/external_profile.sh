@@ -49,7 +49,8 @@ off_config=$'version = 1\n[auth]\nmode = "none"\nanonymous_role = "reader"'
 measure() {
   local name="$1" config="$2" lua="$3"; shift 3
   local dir="$work/$name"; mkdir -p "$dir"
-  printf '%s\n' "$config" > "$dir/gatehouse.toml"
+  # The count reads audit.jsonl: it must not be rotated meanwhile.
+  printf '%s\n[audit]\nrotate_bytes = 0\nrotate_after = "0s"\n' "$config" > "$dir/gatehouse.toml"
   (export GATEHOUSE_LOG=warn TOKIO_WORKER_THREADS=1
    exec valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \
      "$bin" serve --json --config "$dir/gatehouse.toml" --data-dir "$dir" \

@@ -64,6 +64,10 @@ max_sessions_per_principal = 1000
 initialize_per_minute = 6000
 [policy]
 file = "policy.toml"
+[audit]
+# The count below reads audit.jsonl: it must not be rotated meanwhile.
+rotate_bytes = 0
+rotate_after = "0s"
 [[upstreams]]
 name = "bench"
 url = "$upstream_url"
