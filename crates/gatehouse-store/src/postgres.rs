@@ -839,8 +839,11 @@ impl Store for PostgresStore {
 
     async fn audit_chain_head(&self, chain: &str) -> StoreResult<Option<(u64, String)>> {
         let row = sqlx::query(
+            // No index on the chain: every audit insert would pay for it,
+            // while this runs once, at start-up, and finds the instance's
+            // own last record near the end of the table.
             "SELECT chain_seq, hash FROM audit_events WHERE chain = $1 \
-             ORDER BY chain_seq DESC LIMIT 1",
+             ORDER BY seq DESC LIMIT 1",
         )
         .bind(chain)
         .fetch_optional(&self.pool)

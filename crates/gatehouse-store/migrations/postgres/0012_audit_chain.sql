@@ -5,7 +5,6 @@ ALTER TABLE audit_events ADD COLUMN chain TEXT;
 ALTER TABLE audit_events ADD COLUMN chain_seq BIGINT;
 ALTER TABLE audit_events ADD COLUMN prev_hash TEXT;
 ALTER TABLE audit_events ADD COLUMN hash TEXT;
-CREATE INDEX audit_events_chain ON audit_events (chain, chain_seq);
 
 CREATE TABLE audit_checkpoints (
     chain  TEXT NOT NULL,
