@@ -3,8 +3,10 @@
 
 mod event;
 mod redact;
+mod request_scope;
 mod writer;
 
 pub use event::EventBuilder;
 pub use redact::{REDACTED, Redactor, SECRET_NAME_WORDS, is_listed_field};
-pub use writer::{AuditError, AuditLog, AuditWriterHandle};
+pub use request_scope::{current_request_id, in_request};
+pub use writer::{AuditError, AuditLog, AuditQueueProbe, AuditWriterHandle};

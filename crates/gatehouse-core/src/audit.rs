@@ -130,4 +130,8 @@ pub struct AuditEvent {
     pub error: Option<String>,
     pub latency_us: Option<u64>,
     pub result_bytes: Option<u64>,
+    /// The HTTP request the record belongs to: the id its log lines and its
+    /// `X-Request-Id` response header show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }

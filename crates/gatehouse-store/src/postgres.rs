@@ -55,12 +55,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../migrations/postgres/0010_federated_identities.sql"),
     ),
+    (
+        13,
+        include_str!("../migrations/postgres/0013_audit_request_id.sql"),
+    ),
 ];
 
 /// See `sqlite::NEWEST_MIGRATION`: versions may leave gaps.
 const NEWEST_MIGRATION: i64 = newest_migration(MIGRATIONS);
 
-/// 19 bound values per row; PostgreSQL allows 65535 per statement.
+/// 20 bound values per row; PostgreSQL allows 65535 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 3_000;
 
 /// The channel every instance listens on for credential changes.
@@ -400,6 +404,7 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditRow> {
             error: row.try_get("error")?,
             latency_us: latency.map(|v| v.max(0) as u64),
             result_bytes: result_bytes.map(|v| v.max(0) as u64),
+            request_id: row.try_get("request_id")?,
         },
     })
 }
@@ -409,7 +414,7 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::P
     let mut insert = QueryBuilder::<sqlx::Postgres>::new(
         "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
          source, tool, arguments, args_sha256, approval, decision, reason, outcome, error, \
-         latency_us, result_bytes) ",
+         latency_us, result_bytes, request_id) ",
     );
     insert.push_values(rows, |mut row, (event, arguments)| {
         row.push_bind(event.id)
@@ -438,7 +443,8 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::P
                 event
                     .result_bytes
                     .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-            );
+            )
+            .push_bind(event.request_id);
     });
     insert
 }
@@ -818,6 +824,9 @@ impl Store for PostgresStore {
         }
         if let Some(outcome) = query.outcome {
             sql.push(" AND outcome = ").push_bind(outcome.as_str());
+        }
+        if let Some(request_id) = &query.request_id {
+            sql.push(" AND request_id = ").push_bind(request_id.clone());
         }
         // Newest first inside the limit, then returned oldest first.
         sql.push(" ORDER BY seq DESC");

@@ -22,7 +22,7 @@ use crate::{
 
 /// Schema migrations, applied in order, each once. The SQL is embedded so the
 /// binary needs no files next to it.
-/// 18 bound values per row; SQLite allows 32766 per statement.
+/// 20 bound values per row; SQLite allows 32766 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 500;
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -53,6 +53,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         10,
         include_str!("../migrations/sqlite/0010_federated_identities.sql"),
+    ),
+    (
+        13,
+        include_str!("../migrations/sqlite/0013_audit_request_id.sql"),
     ),
 ];
 
@@ -319,6 +323,7 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRow> {
             error: row.try_get("error")?,
             latency_us: latency.map(|v| v.max(0) as u64),
             result_bytes: result_bytes.map(|v| v.max(0) as u64),
+            request_id: row.try_get("request_id")?,
         },
     })
 }
@@ -336,7 +341,7 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::S
     let mut insert = QueryBuilder::<sqlx::Sqlite>::new(
         "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
          source, tool, arguments, args_sha256, approval, decision, reason, outcome, error, \
-         latency_us, result_bytes) ",
+         latency_us, result_bytes, request_id) ",
     );
     insert.push_values(rows, |mut row, (event, arguments)| {
         row.push_bind(event.id)
@@ -365,7 +370,8 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::S
                 event
                     .result_bytes
                     .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-            );
+            )
+            .push_bind(event.request_id);
     });
     insert
 }
@@ -716,6 +722,9 @@ impl Store for SqliteStore {
         }
         if let Some(outcome) = query.outcome {
             sql.push(" AND outcome = ").push_bind(outcome.as_str());
+        }
+        if let Some(request_id) = &query.request_id {
+            sql.push(" AND request_id = ").push_bind(request_id.clone());
         }
         // Newest first inside the limit, then returned oldest first.
         sql.push(" ORDER BY seq DESC");

@@ -50,6 +50,8 @@ pub struct Config {
     pub oauth: OAuthConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// MCP servers Gatehouse stands in front of (`[[upstreams]]`).
     #[serde(default)]
     pub upstreams: Vec<gatehouse_upstream::UpstreamConfig>,
@@ -183,6 +185,19 @@ impl Default for ServerConfig {
     }
 }
 
+/// The admin listener that serves `/metrics` (Prometheus text format).
+/// Off unless `listen` is set: a second port is opened only when asked for,
+/// and never the public listener's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the admin listener, e.g. "127.0.0.1:9464".
+    pub listen: Option<SocketAddr>,
+    /// `/metrics` has no authentication: an address other than loopback is
+    /// refused unless this is true (then restrict who reaches the port).
+    pub allow_remote: bool,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
@@ -297,6 +312,7 @@ impl Default for Config {
             tools: ToolsConfig::default(),
             oauth: OAuthConfig::default(),
             policy: PolicyConfig::default(),
+            metrics: MetricsConfig::default(),
             upstreams: Vec::new(),
             issuers: Vec::new(),
         }
@@ -390,6 +406,22 @@ impl Config {
         }
         if let Some(url) = &self.server.public_url {
             validate_public_url(url).map_err(|r| invalid("server.public_url", &r))?;
+        }
+        if let Some(listen) = self.metrics.listen {
+            if !listen.ip().is_loopback() && !self.metrics.allow_remote {
+                return Err(invalid(
+                    "metrics.listen",
+                    &format!(
+                        "{listen} is not a loopback address and /metrics has no authentication: set metrics.allow_remote = true to serve it there anyway"
+                    ),
+                ));
+            }
+            if listen == self.server.listen {
+                return Err(invalid(
+                    "metrics.listen",
+                    "must differ from server.listen: /metrics is never served on the public listener",
+                ));
+            }
         }
         // Names the entry: `upstreams[1] ("files"): …`.
         gatehouse_upstream::validate(&self.upstreams)
@@ -681,6 +713,23 @@ mod tests {
             );
             assert_eq!(parse(&text).unwrap().auth.mode.as_str(), name);
         }
+    }
+
+    #[test]
+    fn metrics_stay_off_the_network_unless_asked() {
+        assert!(parse("version = 1").unwrap().metrics.listen.is_none());
+        let on = parse("version = 1\n[metrics]\nlisten = \"127.0.0.1:9464\"").unwrap();
+        assert_eq!(on.metrics.listen.map(|a| a.port()), Some(9464));
+        let remote = "version = 1\n[metrics]\nlisten = \"0.0.0.0:9464\"";
+        let error = parse(remote).unwrap_err().to_string();
+        assert!(
+            error.contains("metrics.listen") && error.contains("allow_remote"),
+            "{error}"
+        );
+        assert!(parse(&format!("{remote}\nallow_remote = true")).is_ok());
+        let same = "version = 1\n[server]\nlisten = \"127.0.0.1:8787\"\n[metrics]\nlisten = \"127.0.0.1:8787\"";
+        let error = parse(same).unwrap_err().to_string();
+        assert!(error.contains("public listener"), "{error}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LogFormat};
 use crate::context::Context;
 
 /// The MCP SDK logs whole messages (tool arguments, request headers) at
@@ -26,7 +26,7 @@ use crate::context::Context;
 /// module logs errors only.
 const QUIET_SDK: [&str; 2] = ["rmcp=warn", "rmcp::service=error"];
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     // Logs go to stderr: stdout carries command output and, for `stdio`, the protocol.
     let mut filter =
         EnvFilter::try_from_env("GATEHOUSE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -35,13 +35,22 @@ fn init_logging() {
             filter = filter.add_directive(directive);
         }
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
         // Colour codes only for a person at a terminal, never into files and pipes.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The fields of the enclosing spans (the request's `request_id`)
+        // go into every line, flattened, so a collector can index them.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -73,7 +82,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.global.log_format);
     match run(cli).await {
         Ok(code) => code,
         Err(error) => {

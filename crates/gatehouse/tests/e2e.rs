@@ -26,6 +26,7 @@ mod e2e {
     mod keys;
     mod lockout;
     mod matrix;
+    mod metrics;
     mod oauth;
     mod policy;
     mod postgres;

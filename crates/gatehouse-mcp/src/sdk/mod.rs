@@ -46,10 +46,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::gateway::PendingApproval;
 use crate::held_calls::{HELD_STATE_PREFIX, HeldCall, HeldCalls, Incoming, Owner, ResumeError};
+use crate::http::RequestId as HttpRequestId;
 use crate::refusal::Refusal;
 use crate::{CallError, CallResult, Caller, Gateway};
 use crate::{Gate1Error, StdioAuthenticator};
 use gatehouse_authn::AuthnError;
+use tracing::Instrument;
 
 mod audience;
 mod errors;
@@ -329,6 +331,28 @@ fn described(description: &str, access: Access) -> String {
             format!("{description} Requires a human-approved operation token.")
         }
         _ => description.to_string(),
+    }
+}
+
+/// The id of the HTTP request behind a handler's context (none on stdio).
+fn request_id_of(context: &RequestContext<RoleServer>) -> Option<Arc<str>> {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<HttpRequestId>())
+        .map(|id| Arc::clone(&id.0))
+}
+
+/// Runs a handler as part of its HTTP request: rmcp spawns each handler as
+/// a task of its own, which would lose the request's span (its log lines'
+/// `request_id`) and the id its audit records carry (approvals, grants).
+async fn in_request_scope<F: Future>(request_id: Option<Arc<str>>, work: F) -> F::Output {
+    match request_id {
+        Some(id) => {
+            let span = tracing::info_span!("request", request_id = %id);
+            gatehouse_audit::in_request(id, work.instrument(span)).await
+        }
+        None => work.await,
     }
 }
 
@@ -707,7 +731,8 @@ impl ServerHandler for McpHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        Box::pin(async move {
+        let request_id = request_id_of(&context);
+        let work = Box::pin(async move {
             let caller = self.caller(&context).await?;
             let url_elicitation = context.peer.peer_info().is_some_and(|info| {
                 info.capabilities
@@ -760,8 +785,8 @@ impl ServerHandler for McpHandler {
                 CallResult::Builtin(result) => tool_result(result).into(),
                 CallResult::Upstream(answer) => answer,
             })
-        })
-        .await
+        });
+        in_request_scope(request_id, work).await
     }
 }
 

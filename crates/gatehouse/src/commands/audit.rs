@@ -61,6 +61,9 @@ fn row_text(row: &AuditRow) -> String {
     if let Some(hash) = &e.args_sha256 {
         text.push_str(&format!(" args_sha256={}", output::escape(hash)));
     }
+    if let Some(id) = &e.request_id {
+        text.push_str(&format!(" request_id={}", output::escape(id)));
+    }
     text
 }
 
@@ -101,6 +104,7 @@ fn query_from_args(args: &AuditQueryArgs) -> anyhow::Result<AuditQuery> {
         tool: args.tool.clone(),
         kind,
         outcome,
+        request_id: args.request_id.clone(),
         limit: Some(args.limit),
     })
 }
