@@ -1517,12 +1517,19 @@ impl Gateway {
         };
         // With Gatehouse's own credential for the caller's tenant, never the
         // caller's; Gatehouse's `_meta` keys stay here.
-        let forwarded = meta.map(|m| {
+        let mut forwarded = meta.map(|m| {
             m.iter()
                 .filter(|(k, _)| !k.starts_with(GATEHOUSE_META_PREFIX))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect::<Map<String, Value>>()
         });
+        // The upstream's work is a child of this call's span (when spans
+        // are exported): W3C trace context in its `_meta` (SEP-414).
+        {
+            let mut with_trace = forwarded.take().unwrap_or_default();
+            crate::trace_context::inject_into_meta(&mut with_trace);
+            forwarded = (!with_trace.is_empty()).then_some(with_trace);
+        }
         let dispatched = Instant::now();
         let result = async {
             let forwarded = self

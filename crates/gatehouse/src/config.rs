@@ -52,6 +52,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub traces: TracesConfig,
     /// MCP servers Gatehouse stands in front of (`[[upstreams]]`).
     #[serde(default)]
     pub upstreams: Vec<gatehouse_upstream::UpstreamConfig>,
@@ -198,6 +200,25 @@ pub struct MetricsConfig {
     pub allow_remote: bool,
 }
 
+/// OpenTelemetry spans over OTLP/HTTP. Off unless `otlp_endpoint` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesConfig {
+    /// The collector's OTLP/HTTP traces URL, e.g. "http://127.0.0.1:4318/v1/traces".
+    pub otlp_endpoint: Option<Url>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        TracesConfig {
+            otlp_endpoint: None,
+            service_name: "gatehouse".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
@@ -313,6 +334,7 @@ impl Default for Config {
             oauth: OAuthConfig::default(),
             policy: PolicyConfig::default(),
             metrics: MetricsConfig::default(),
+            traces: TracesConfig::default(),
             upstreams: Vec::new(),
             issuers: Vec::new(),
         }
@@ -406,6 +428,14 @@ impl Config {
         }
         if let Some(url) = &self.server.public_url {
             validate_public_url(url).map_err(|r| invalid("server.public_url", &r))?;
+        }
+        if let Some(url) = &self.traces.otlp_endpoint
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return Err(invalid(
+                "traces.otlp_endpoint",
+                "must be an http or https URL (OTLP over HTTP)",
+            ));
         }
         if let Some(listen) = self.metrics.listen {
             if !listen.ip().is_loopback() && !self.metrics.allow_remote {
@@ -730,6 +760,18 @@ mod tests {
         let same = "version = 1\n[server]\nlisten = \"127.0.0.1:8787\"\n[metrics]\nlisten = \"127.0.0.1:8787\"";
         let error = parse(same).unwrap_err().to_string();
         assert!(error.contains("public listener"), "{error}");
+    }
+
+    #[test]
+    fn traces_are_off_unless_an_otlp_http_endpoint_is_named() {
+        let config = parse("version = 1").unwrap();
+        assert!(config.traces.otlp_endpoint.is_none());
+        assert_eq!(config.traces.service_name, "gatehouse");
+        let on = "version = 1\n[traces]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"";
+        assert!(parse(on).unwrap().traces.otlp_endpoint.is_some());
+        let grpc = "version = 1\n[traces]\notlp_endpoint = \"grpc://127.0.0.1:4317\"";
+        let error = parse(grpc).unwrap_err().to_string();
+        assert!(error.contains("traces.otlp_endpoint"), "{error}");
     }
 
     #[test]

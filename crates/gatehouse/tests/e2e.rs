@@ -41,6 +41,7 @@ mod e2e {
     mod tenants;
     mod tool_pins;
     mod tools;
+    mod traces;
     mod transport;
     mod upstreams;
 }

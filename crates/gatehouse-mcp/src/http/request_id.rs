@@ -31,6 +31,11 @@ const MAX_CLIENT_ID: usize = 64;
 #[derive(Debug, Clone)]
 pub struct RequestId(pub Arc<str>);
 
+/// The request's span, in its extensions: the parent of the spans the MCP
+/// SDK's handlers open in tasks of their own.
+#[derive(Debug, Clone)]
+pub struct RequestSpan(pub tracing::Span);
+
 /// Ids are a random prefix per process and a counter: unique across
 /// instances and restarts without a random draw per request.
 struct IdSource {
@@ -101,11 +106,16 @@ pub async fn observe(
         client_request_id = tracing::field::Empty,
         method = %request.method(),
         route,
+        trace_id = tracing::field::Empty,
     );
     if let Some(client) = client_request_id(request.headers()) {
         span.record("client_request_id", client);
     }
+    if let Some(trace_id) = crate::trace_context::adopt_from_headers(&span, request.headers()) {
+        span.record("trace_id", trace_id);
+    }
     request.extensions_mut().insert(RequestId(Arc::clone(&id)));
+    request.extensions_mut().insert(RequestSpan(span.clone()));
     let scope = Arc::clone(&id);
     let mut response = async move {
         let response = gatehouse_audit::in_request(scope, next.run(request)).await;

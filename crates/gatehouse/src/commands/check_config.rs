@@ -21,6 +21,7 @@ pub fn run(ctx: &Context, flag: &JsonFlag) -> anyhow::Result<()> {
         "audit_file": ctx.in_data_dir(&c.audit.file).display().to_string(),
         "web_fetch_allowlist": c.tools.web_fetch_allowlist,
         "metrics_listen": c.metrics.listen.map(|a| a.to_string()),
+        "traces_otlp_endpoint": c.traces.otlp_endpoint.as_ref().map(|u| u.to_string()),
     });
     if flag.json {
         output::json(&value);
