@@ -175,3 +175,54 @@ async fn a_forwarded_call_carries_gatehouses_span_to_the_upstream() {
     assert!(!forwarded.contains(parent), "{forwarded}");
     assert_eq!(forwarded.len(), 55, "{forwarded}");
 }
+
+#[tokio::test]
+async fn an_http_upstream_also_gets_the_trace_context_as_headers() {
+    let Some(python) = super::upstreams::python() else {
+        return;
+    };
+    let spy = super::upstreams::PyHttp::start_with(&python, &[]);
+    let (endpoint, _) = receiver();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!(
+            "{}\n[upstreams.spy]\nscope = \"tools:read\"\nroles = [\"reader\"]\n",
+            super::upstreams::DEFAULT
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n[traces]\notlp_endpoint = \"{endpoint}\"\n\n\
+         [[upstreams]]\nname = \"spy\"\nurl = {:?}\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\n",
+        spy.url
+    );
+    let server = Server::start_in(dir, Some(&config));
+    let (_, reader) = server.create_key("reader", "reader", &[]);
+    super::upstreams::tools_when_ready(&server, &reader, "spy__request_headers").await;
+    let trace = "6bf92f3577b34da6a3ce929d0e0e4738";
+    let request = server
+        .http
+        .post(server.mcp_url())
+        .bearer_auth(&reader)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "spy__request_headers")
+        .header("traceparent", format!("00-{trace}-20f067aa0ba902b9-01"))
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "spy__request_headers", "arguments": {}, "_meta": {
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            }},
+        }));
+    let text = request.send().await.unwrap().text().await.unwrap();
+    let body = super::harness::parse_body(&text);
+    assert!(body["error"].is_null(), "{body}");
+    let seen: serde_json::Value =
+        serde_json::from_str(body["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    let header = seen["traceparent"].as_str().unwrap_or_default();
+    assert!(header.starts_with(&format!("00-{trace}-")), "{seen}");
+    assert!(!header.contains("20f067aa0ba902b9"), "{seen}");
+}
