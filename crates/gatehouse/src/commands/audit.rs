@@ -61,9 +61,6 @@ fn row_text(row: &AuditRow) -> String {
     if let Some(hash) = &e.args_sha256 {
         text.push_str(&format!(" args_sha256={}", output::escape(hash)));
     }
-    if let Some(id) = &e.request_id {
-        text.push_str(&format!(" request_id={}", output::escape(id)));
-    }
     text
 }
 
