@@ -64,9 +64,15 @@ fn ids() -> &'static IdSource {
 /// A new request id: 16 hex digits of the process's prefix, a dash, the
 /// request's number in hex.
 pub fn new_request_id() -> Arc<str> {
+    use std::io::Write as _;
     let source = ids();
     let n = source.next.fetch_add(1, Ordering::Relaxed);
-    Arc::from(format!("{:016x}-{n:x}", source.prefix))
+    // Written on the stack, so the id costs one allocation (the `Arc`).
+    let mut buf = [0u8; 40];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{:016x}-{n:x}", source.prefix);
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    Arc::from(std::str::from_utf8(&buf[..len]).unwrap_or_default())
 }
 
 /// A client's `X-Request-Id`, when it is short and plain enough to log.
