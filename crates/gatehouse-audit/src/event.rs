@@ -41,6 +41,7 @@ impl EventBuilder {
                 latency_us: None,
                 result_bytes: None,
                 request_id: crate::current_request_id().map(|id| id.to_string()),
+                link: None,
             },
         }
     }

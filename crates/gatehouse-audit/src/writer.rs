@@ -5,13 +5,22 @@
 //! delays only the records waiting for it, never other tasks. (A thread
 //! that lives as long as the log costs less per batch than a hop to
 //! Tokio's blocking pool, which the writer would take twice per call.)
+//! The file and the database are written at the same time: a batch waits
+//! for the slower of the two, not for both in turn.
+//!
+//! The writer also links every record into the instance's hash chain
+//! (`chain.rs`) as it writes it, in the order written.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use gatehouse_core::AuditEvent;
-use gatehouse_store::Store;
+use gatehouse_store::{AuditCheckpoint, Store};
+
+use crate::chain::Chain;
+use crate::rotation::{AuditFile, Rotation};
+use crate::syslog::{SyslogSettings, SyslogSink};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -35,15 +44,55 @@ pub enum AuditError {
     Stopped,
 }
 
-struct Job {
-    event: AuditEvent,
-    ack: Option<oneshot::Sender<Result<(), AuditError>>>,
+type Ack = oneshot::Sender<Result<(), AuditError>>;
+
+/// The chain's durable head: its id, the last seq and its hash.
+pub type ChainHead = (String, u64, String);
+
+// Records are nearly every job and the hot path: boxing them would cost an
+// allocation per record to save queue space for the rare small variants.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    /// A record; `ack` is told once it is durable.
+    Record { event: AuditEvent, ack: Option<Ack> },
+    /// A signed checkpoint, written after the records before it.
+    Checkpoint {
+        checkpoint: AuditCheckpoint,
+        ack: Ack,
+    },
+    /// Asks for the chain's head once everything before is durable.
+    Head(oneshot::Sender<Result<ChainHead, AuditError>>),
+}
+
+impl Job {
+    /// Whether somebody waits for this job (then the batch is written
+    /// without lingering).
+    fn awaited(&self) -> bool {
+        !matches!(self, Job::Record { ack: None, .. })
+    }
+}
+
+/// Where and how the log writes.
+pub struct AuditOptions {
+    /// The JSON-lines file (appended to).
+    pub file: Option<PathBuf>,
+    /// `sync_data` the file after every batch.
+    pub fsync: bool,
+    /// The chain the records are linked into.
+    pub chain: Chain,
+    /// When the file is rotated (`None`: never, as for commands that
+    /// append to the server's file).
+    pub rotation: Option<Rotation>,
+    /// Also send every record to this syslog receiver.
+    pub syslog: Option<SyslogSettings>,
 }
 
 /// Cheap to clone; every clone feeds the same writer.
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Job>,
+    /// Whether the last batch reached every sink.
+    healthy: Arc<AtomicBool>,
 }
 
 /// See [`AuditLog::queue_probe`].
@@ -76,8 +125,25 @@ struct FileLine<'a> {
     event: &'a AuditEvent,
 }
 
+/// A checkpoint's line in the JSON-lines file.
+#[derive(Serialize)]
+struct CheckpointLine<'a> {
+    time: String,
+    checkpoint: CheckpointFields<'a>,
+}
+
+#[derive(Serialize)]
+struct CheckpointFields<'a> {
+    chain: &'a str,
+    seq: u64,
+    hash: &'a str,
+    jws: &'a str,
+}
+
 struct Sinks {
     store: Arc<dyn Store>,
+    /// RFC 5424 messages to a syslog receiver (SIEM).
+    syslog: Option<SyslogSink>,
     /// A slow disk or a `sync_data` must never hold up a runtime worker.
     file: Option<FileWriter>,
 }
@@ -92,13 +158,13 @@ struct FileWriter {
 }
 
 impl FileWriter {
-    fn start(mut file: std::fs::File, fsync: bool) -> Result<FileWriter, AuditError> {
+    fn start(mut file: AuditFile, fsync: bool) -> Result<FileWriter, AuditError> {
         let (jobs, incoming) = std::sync::mpsc::channel::<FileJob>();
         std::thread::Builder::new()
             .name("gatehouse-audit-file".into())
             .spawn(move || {
                 for (lines, done) in incoming {
-                    let _ = done.send(append_lines(&mut file, &lines, fsync));
+                    let _ = done.send(file.append(&lines, fsync));
                 }
             })
             .map_err(|e| AuditError::WriteFailed(format!("audit file thread: {e}")))?;
@@ -113,77 +179,162 @@ impl FileWriter {
     }
 }
 
-/// Appends `lines` with one write, then syncs if asked. Blocking.
-fn append_lines(file: &mut std::fs::File, lines: &[u8], fsync: bool) -> Result<(), AuditError> {
-    // One write per batch: with O_APPEND, lines from several processes
-    // sharing the file never interleave within a line.
-    file.write_all(lines)
-        .map_err(|e| AuditError::WriteFailed(format!("audit file: {e}")))?;
-    if fsync {
-        file.sync_data()
-            .map_err(|e| AuditError::WriteFailed(format!("audit file sync: {e}")))?;
-    }
-    Ok(())
-}
-
 impl Sinks {
-    /// Both sinks hold the batch when this returns `Ok`: the file first,
-    /// then the store.
-    async fn write(&mut self, batch: Vec<AuditEvent>) -> Result<(), AuditError> {
-        if let Some(file) = &self.file {
-            let mut buf = Vec::with_capacity(batch.len() * 256);
-            for event in &batch {
-                let line = FileLine {
-                    time: event.ts.to_rfc3339(),
-                    event,
-                };
-                serde_json::to_writer(&mut buf, &line)
-                    .map_err(|e| AuditError::WriteFailed(e.to_string()))?;
-                buf.push(b'\n');
+    /// Both sinks hold the batch when this returns `Ok`. The two are
+    /// written at the same time. `Err` names whether the store has the
+    /// batch (a chain must not go on past records the store lacks).
+    async fn write(
+        &mut self,
+        batch: Vec<AuditEvent>,
+        checkpoints: &[AuditCheckpoint],
+    ) -> Result<(), (AuditError, bool)> {
+        let Sinks {
+            store,
+            syslog,
+            file,
+        } = self;
+        let lines = match file {
+            Some(_) => Some(file_lines(&batch, checkpoints).map_err(|e| (e, false))?),
+            None => None,
+        };
+        let to_file = async {
+            match (&*file, lines) {
+                (Some(file), Some(lines)) if !lines.is_empty() => file.write(lines).await,
+                _ => Ok(()),
             }
-            file.write(buf).await?;
+        };
+        let rendered = match syslog {
+            Some(syslog) => Some(syslog.render(&batch).map_err(|e| (e, false))?),
+            None => None,
+        };
+        let to_syslog = async {
+            match (syslog, rendered) {
+                (Some(syslog), Some(rendered)) => syslog.send(rendered).await,
+                _ => Ok(()),
+            }
+        };
+        let to_store = async {
+            store
+                .append_audit(batch)
+                .await
+                .map_err(|e| AuditError::WriteFailed(format!("audit store: {e}")))?;
+            for checkpoint in checkpoints {
+                store
+                    .append_audit_checkpoint(checkpoint)
+                    .await
+                    .map_err(|e| AuditError::WriteFailed(format!("audit checkpoint: {e}")))?;
+            }
+            Ok::<(), AuditError>(())
+        };
+        let (file, syslog, store) = tokio::join!(to_file, to_syslog, to_store);
+        match (file.and(syslog), store) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(e), Ok(())) => Err((e, true)),
+            (_, Err(e)) => Err((e, false)),
         }
-        self.store
-            .append_audit(batch)
-            .await
-            .map_err(|e| AuditError::WriteFailed(format!("audit store: {e}")))
     }
 }
 
-fn open_append(path: &Path) -> Result<std::fs::File, AuditError> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| AuditError::WriteFailed(format!("{}: {e}", parent.display())))?;
+/// The batch's lines for the JSON-lines file.
+fn file_lines(
+    batch: &[AuditEvent],
+    checkpoints: &[AuditCheckpoint],
+) -> Result<Vec<u8>, AuditError> {
+    let mut buf = Vec::with_capacity(batch.len() * 384);
+    for event in batch {
+        let line = FileLine {
+            time: event.ts.to_rfc3339(),
+            event,
+        };
+        serde_json::to_writer(&mut buf, &line)
+            .map_err(|e| AuditError::WriteFailed(e.to_string()))?;
+        buf.push(b'\n');
     }
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+    for checkpoint in checkpoints {
+        let line = CheckpointLine {
+            time: checkpoint.ts.to_rfc3339(),
+            checkpoint: CheckpointFields {
+                chain: &checkpoint.chain,
+                seq: checkpoint.seq,
+                hash: &checkpoint.hash,
+                jws: &checkpoint.jws,
+            },
+        };
+        serde_json::to_writer(&mut buf, &line)
+            .map_err(|e| AuditError::WriteFailed(e.to_string()))?;
+        buf.push(b'\n');
     }
-    options
-        .open(path)
-        .map_err(|e| AuditError::WriteFailed(format!("{}: {e}", path.display())))
+    Ok(buf)
 }
 
 impl AuditLog {
     /// Starts the writer task. `file` is the JSON-lines file (appended to).
+    /// The records form a chain of their own (a command's records); a
+    /// server continues its instance's chain with [`AuditLog::start_with`].
     pub fn start(
         store: Arc<dyn Store>,
         file: Option<PathBuf>,
         fsync: bool,
     ) -> Result<(AuditLog, AuditWriterHandle), AuditError> {
-        let file = file
+        AuditLog::start_with(
+            store,
+            AuditOptions {
+                file,
+                fsync,
+                chain: Chain::for_run(),
+                rotation: None,
+                syslog: None,
+            },
+        )
+    }
+
+    /// Starts the writer task with these options.
+    pub fn start_with(
+        store: Arc<dyn Store>,
+        options: AuditOptions,
+    ) -> Result<(AuditLog, AuditWriterHandle), AuditError> {
+        let file = options
+            .file
             .as_deref()
-            .map(open_append)
+            .map(|path| AuditFile::open(path, options.rotation))
             .transpose()?
-            .map(|f| FileWriter::start(f, fsync))
+            .map(|f| FileWriter::start(f, options.fsync))
             .transpose()?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let sinks = Sinks { store, file };
-        let handle = tokio::spawn(run_writer(rx, sinks));
-        Ok((AuditLog { tx }, AuditWriterHandle(handle)))
+        let sinks = Sinks {
+            store,
+            syslog: options.syslog.map(SyslogSink::new),
+            file,
+        };
+        let healthy = Arc::new(AtomicBool::new(true));
+        let handle = tokio::spawn(run_writer(rx, sinks, options.chain, Arc::clone(&healthy)));
+        Ok((AuditLog { tx, healthy }, AuditWriterHandle(handle)))
+    }
+
+    /// The chain's head once every record enqueued before is durable.
+    pub async fn durable_head(&self) -> Result<ChainHead, AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job::Head(ack))
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        done.await.map_err(|_| AuditError::Stopped)?
+    }
+
+    /// Writes a signed checkpoint after the records enqueued before it.
+    pub async fn record_checkpoint(&self, checkpoint: AuditCheckpoint) -> Result<(), AuditError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job::Checkpoint { checkpoint, ack })
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        done.await.map_err(|_| AuditError::Stopped)?
+    }
+
+    /// Whether the last batch reached every sink (a sink that is down makes
+    /// new requests wait outside: 503 until a batch goes through again).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed) && !self.tx.is_closed()
     }
 
     /// Whether the writer still takes records (it stops only when every
@@ -202,7 +353,7 @@ impl AuditLog {
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
         self.tx
-            .send(Job {
+            .send(Job::Record {
                 event,
                 ack: Some(ack),
             })
@@ -215,7 +366,7 @@ impl AuditLog {
     /// record enqueued after it and awaited with `record`.
     pub fn enqueue(&self, event: AuditEvent) -> Result<(), AuditError> {
         self.tx
-            .try_send(Job { event, ack: None })
+            .try_send(Job::Record { event, ack: None })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => AuditError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => AuditError::Stopped,
@@ -223,23 +374,57 @@ impl AuditLog {
     }
 }
 
-async fn run_writer(mut rx: mpsc::Receiver<Job>, mut sinks: Sinks) {
+async fn run_writer(
+    mut rx: mpsc::Receiver<Job>,
+    mut sinks: Sinks,
+    mut chain: Chain,
+    healthy: Arc<AtomicBool>,
+) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut acks = Vec::with_capacity(MAX_BATCH);
+    let mut checkpoints = Vec::new();
+    let mut heads = Vec::new();
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         gather_until_awaited(&mut rx, &mut jobs).await;
+        // Linked in the order enqueued, which is the order written.
+        let before = chain.clone();
         for job in jobs.drain(..) {
-            batch.push(job.event);
-            acks.extend(job.ack);
+            match job {
+                Job::Record { mut event, ack } => {
+                    chain.link(&mut event);
+                    batch.push(event);
+                    acks.extend(ack);
+                }
+                Job::Checkpoint { checkpoint, ack } => {
+                    checkpoints.push(checkpoint);
+                    acks.push(ack);
+                }
+                Job::Head(ack) => heads.push(ack),
+            }
         }
         let records = batch.len();
-        let result = sinks.write(std::mem::take(&mut batch)).await;
-        if let Err(e) = &result {
-            tracing::error!(error = %e, records, "audit write failed; the affected calls are refused");
-        }
+        let result = match sinks.write(std::mem::take(&mut batch), &checkpoints).await {
+            Ok(()) => Ok(()),
+            Err((e, stored)) => {
+                tracing::error!(error = %e, records, "audit write failed; the affected calls are refused");
+                // Records the store does not have are not part of the
+                // chain: the next batch links to the last stored one.
+                if !stored {
+                    chain = before;
+                }
+                Err(e)
+            }
+        };
+        healthy.store(result.is_ok(), Ordering::Relaxed);
+        checkpoints.clear();
         for ack in acks.drain(..) {
             let _ = ack.send(result.clone());
+        }
+        for ack in heads.drain(..) {
+            let (seq, hash) = chain.head();
+            let head = (chain.id().to_string(), seq, hash.to_string());
+            let _ = ack.send(result.clone().map(|()| head));
         }
     }
 }
@@ -250,7 +435,7 @@ async fn run_writer(mut rx: mpsc::Receiver<Job>, mut sinks: Sinks) {
 /// its batch: one write to each sink instead of two. Order is kept, so an
 /// awaited record still covers everything enqueued before it.
 async fn gather_until_awaited(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
-    let awaited = |jobs: &[Job]| jobs.iter().any(|job| job.ack.is_some());
+    let awaited = |jobs: &[Job]| jobs.iter().any(Job::awaited);
     if awaited(jobs) {
         return;
     }
@@ -272,7 +457,7 @@ async fn gather_until_awaited(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EventBuilder;
+    use crate::{Chain, EventBuilder};
     use gatehouse_core::{AuditKind, Outcome, Timestamp};
     use gatehouse_store::{AuditQuery, SqliteStore};
 
@@ -431,6 +616,68 @@ mod tests {
         assert!(reader.join().unwrap() > 256 * 1024);
     }
 
+    /// Records are linked into the chain as written, in the store and the
+    /// file alike; the instance's chain goes on after a restart; a
+    /// checkpoint lands after the records before it.
+    #[tokio::test]
+    async fn records_are_chained_in_store_and_file_and_the_chain_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let path = dir.path().join("audit.jsonl");
+        let id_file = dir.path().join("audit-chain");
+        for run in 0..2 {
+            let chain = Chain::for_instance(store.as_ref(), &id_file).await.unwrap();
+            let options = AuditOptions {
+                file: Some(path.clone()),
+                fsync: false,
+                chain,
+                rotation: None,
+                syslog: None,
+            };
+            let (log, handle) = AuditLog::start_with(Arc::clone(&store), options).unwrap();
+            log.enqueue(event(run * 10 + 1)).unwrap();
+            log.record(event(run * 10 + 2)).await.unwrap();
+            let (chain, seq, hash) = log.durable_head().await.unwrap();
+            assert_eq!(seq, 2 * (run as u64 + 1));
+            log.record_checkpoint(AuditCheckpoint {
+                chain,
+                seq,
+                hash,
+                ts: Timestamp(run),
+                jws: "h.p.s".into(),
+            })
+            .await
+            .unwrap();
+            drop(log);
+            handle.wait().await;
+        }
+        let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
+        let mut verifier = crate::Verifier::from_start();
+        for row in &rows {
+            verifier.check(&row.event).unwrap();
+        }
+        assert_eq!(verifier.counts(), (4, 0));
+        assert_eq!(verifier.heads().len(), 1, "one chain across restarts");
+        assert_eq!(store.audit_checkpoints().await.unwrap().len(), 2);
+        // The file holds the same records, chained, and the checkpoint lines.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 6);
+        assert_eq!(lines[2]["checkpoint"]["seq"], 2);
+        let events: Vec<AuditEvent> = [0, 1, 3, 4]
+            .iter()
+            .map(|&i| serde_json::from_value(lines[i].clone()).unwrap())
+            .collect();
+        let mut verifier = crate::Verifier::from_start();
+        for event in &events {
+            verifier.check(event).unwrap();
+        }
+        assert_eq!(events[3].link.as_ref().unwrap().seq, 4);
+    }
+
     #[tokio::test]
     async fn a_failing_sink_fails_the_caller() {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
@@ -443,5 +690,11 @@ mod tests {
             log.record(e).await,
             Err(AuditError::WriteFailed(_))
         ));
+        assert!(!log.is_healthy(), "a failed batch leaves the log unhealthy");
+        log.record(event(6)).await.unwrap();
+        assert!(
+            log.is_healthy(),
+            "the next batch that goes through heals it"
+        );
     }
 }

@@ -51,7 +51,8 @@ struct PublicJwk {
     y: String,
 }
 
-fn verification_key(record: &SigningKeyRecord) -> Result<VerificationKey, AuthnError> {
+/// The verification key of a stored signing key (its public JWK).
+pub fn verification_key(record: &SigningKeyRecord) -> Result<VerificationKey, AuthnError> {
     let jwk: PublicJwk = serde_json::from_str(&record.public_jwk)
         .map_err(|e| AuthnError::Internal(format!("stored JWK {}: {e}", record.kid)))?;
     if jwk.kty != "EC" || jwk.crv != "P-256" {

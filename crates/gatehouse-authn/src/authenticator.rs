@@ -1,7 +1,7 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use gatehouse_core::{CredentialKind, CredentialRef, Principal, Timestamp};
+use gatehouse_core::{CredentialKind, CredentialRef, LastUse, Principal, Timestamp};
 use gatehouse_metrics::Metrics;
 use gatehouse_store::{ApiKeyRecord, Store};
 
@@ -11,10 +11,6 @@ use crate::jwt::AccessTokenClaims;
 use crate::key_cache::KeyCache;
 use crate::lockout::{LockoutPolicy, Lockouts, NewLock};
 use crate::{AuthnError, KEY_PREFIX, Pepper, parse_api_key};
-
-/// `last_used_at` is written at most this often per key, so a busy key does
-/// not turn every request into a database write.
-const TOUCH_INTERVAL_MS: i64 = 60_000;
 
 /// Whether requests must authenticate.
 #[derive(Debug, Clone)]
@@ -35,7 +31,9 @@ pub struct Authenticator {
     tokens: Option<AccessTokens>,
     /// Identity providers whose tokens are accepted (`[[issuers]]`).
     external: Option<Arc<ExternalIssuers>>,
-    last_touch: Mutex<HashMap<String, Timestamp>>,
+    /// `last_used_at` is written at most once a minute per key, so a busy
+    /// key does not turn every request into a database write.
+    last_use: LastUse,
     cache: KeyCache,
     /// Counts failures and holds the view of active locks; gate 1 consults
     /// it around `authenticate`, where the source address is known.
@@ -64,7 +62,7 @@ impl Authenticator {
             mode,
             tokens: None,
             external: None,
-            last_touch: Mutex::new(HashMap::new()),
+            last_use: LastUse::new(),
             cache: KeyCache::default(),
             revoked: Mutex::new(None),
             metrics: Arc::default(),
@@ -249,7 +247,12 @@ impl Authenticator {
             None => Err(AuthnError::TokenNotAccepted("unknown_base_credential")),
             Some(record) if record.is_revoked() => Err(AuthnError::Revoked),
             Some(record) if record.is_expired(now) => Err(AuthnError::Expired),
-            Some(_) => Ok(()),
+            Some(record) => {
+                // A task token is the key at work: it keeps the key in use
+                // for the lifecycle's unused-credential rules.
+                self.touch(&record.id, now);
+                Ok(())
+            }
         }
     }
 
@@ -305,19 +308,7 @@ impl Authenticator {
     }
 
     fn touch(&self, id: &str, now: Timestamp) {
-        let due = {
-            let Ok(mut last) = self.last_touch.lock() else {
-                return;
-            };
-            let due = last
-                .get(id)
-                .is_none_or(|at| now.as_millis() - at.as_millis() >= TOUCH_INTERVAL_MS);
-            if due {
-                last.insert(id.to_string(), now);
-            }
-            due
-        };
-        if due {
+        if self.last_use.due(id, now) {
             let store = Arc::clone(&self.store);
             let id = id.to_string();
             // Bookkeeping only: a failure here must not fail the request.
@@ -389,6 +380,75 @@ mod tests {
         assert_eq!(p.scopes, Some(vec!["tools:read".to_string()]));
         assert_eq!(p.credential.kind, CredentialKind::ApiKey);
         assert!(key.contains(&p.credential.id));
+    }
+
+    /// The stored last use of the key behind `key`, once the spawned write
+    /// (if any) has landed.
+    async fn stored_last_use(store: &Arc<dyn Store>, key: &str, want: Option<i64>) -> Option<i64> {
+        let id = parse_api_key(key).unwrap().id.to_string();
+        for _ in 0..200 {
+            let used = store
+                .api_key(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at
+                .map(|t| t.0);
+            if used == want {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        store
+            .api_key(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at
+            .map(|t| t.0)
+    }
+
+    #[tokio::test]
+    async fn last_use_is_written_at_most_once_a_minute_per_key() {
+        let (auth, store) = setup().await;
+        let key = issue(&auth, &store, None).await;
+        auth.authenticate(Some(&key), Timestamp(1_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            stored_last_use(&store, &key, Some(1_000)).await,
+            Some(1_000)
+        );
+        // Within the minute: no write (the stored use stays the first).
+        for at in [2_000, 30_000, 60_999] {
+            auth.authenticate(Some(&key), Timestamp(at)).await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(
+            stored_last_use(&store, &key, Some(1_000)).await,
+            Some(1_000)
+        );
+        // A minute after the last write: written again.
+        auth.authenticate(Some(&key), Timestamp(61_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            stored_last_use(&store, &key, Some(61_000)).await,
+            Some(61_000)
+        );
+        // A failed authentication is no use.
+        let last = if key.ends_with('x') { "y" } else { "x" };
+        let wrong = format!("{}{last}", &key[..key.len() - 1]);
+        assert!(
+            auth.authenticate(Some(&wrong), Timestamp(200_000))
+                .await
+                .is_err()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(
+            stored_last_use(&store, &key, Some(61_000)).await,
+            Some(61_000)
+        );
     }
 
     #[tokio::test]

@@ -408,6 +408,46 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error>
     Ok(true)
 }
 
+/// Verifies a compact JWS that is not an access token, signed with one of
+/// `keys` (ES256 only, the algorithm from the key), whose header `typ` is
+/// exactly `typ`, and returns its payload. No registered claim is required
+/// or checked: the caller checks what its claims mean (e.g. an audit
+/// checkpoint, which stays valid for as long as the audit trail is kept).
+pub fn verify_signed<T: serde::de::DeserializeOwned>(
+    token: &str,
+    typ: &str,
+    keys: &[VerificationKey],
+) -> Result<T, JwtError> {
+    const MAX_SIGNED_BYTES: usize = 16 * 1024;
+    let [header_b64, payload_b64, signature_b64] = split_compact(token, MAX_SIGNED_BYTES)?;
+    let header = decode_header(header_b64)?;
+    if header.alg.as_deref() != Some(ALG) {
+        return Err(JwtError::UnsupportedAlgorithm);
+    }
+    if header.typ.as_deref() != Some(typ) {
+        return Err(JwtError::WrongType);
+    }
+    let kid = header.checked_kid()?;
+    let key = keys
+        .iter()
+        .find(|k| k.kid == kid)
+        .ok_or(JwtError::UnknownKey)?;
+    if !is_json_object(&decode_segment(payload_b64)?) {
+        return Err(JwtError::Malformed);
+    }
+    if decode_segment(signature_b64)?.len() != ES256_SIGNATURE_BYTES {
+        return Err(JwtError::BadSignature);
+    }
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_required_spec_claims::<&str>(&[]);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    jsonwebtoken::decode::<T>(token, &key.decoding_key, &validation)
+        .map(|data| data.claims)
+        .map_err(|e| map_jwt_error(e.kind()))
+}
+
 /// Validates access tokens against a fixed issuer, audiences and key set.
 pub struct AccessTokenValidator {
     config: ValidatorConfig,

@@ -22,6 +22,7 @@ mod test_key;
 
 pub use access_token::{
     AccessTokens, MAX_ACCESS_TOKEN_LIFETIME_SECS, REPLACED_KEY_TRUST_MS, TokenSettings,
+    verification_key,
 };
 pub use api_key::{ApiKeyParts, IssuedApiKey, KEY_PREFIX, issue_api_key, parse_api_key};
 pub use authenticator::{AuthMode, Authenticator};

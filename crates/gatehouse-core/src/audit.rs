@@ -29,6 +29,10 @@ pub enum AuditKind {
     /// first sight, or an operator approved a changed one. (A changed
     /// definition itself is an `Anomaly`.)
     Upstream,
+    /// The credential lifecycle acted on its own: it revoked a credential
+    /// (maximum age, unused) or rotated a signing key. (Its warnings, a
+    /// credential nearing its maximum age or unused, are `Anomaly`.)
+    Lifecycle,
 }
 
 impl AuditKind {
@@ -42,6 +46,7 @@ impl AuditKind {
             AuditKind::Anomaly => "anomaly",
             AuditKind::Grant => "grant",
             AuditKind::Upstream => "upstream",
+            AuditKind::Lifecycle => "lifecycle",
         }
     }
 
@@ -55,6 +60,7 @@ impl AuditKind {
             "anomaly" => Some(AuditKind::Anomaly),
             "grant" => Some(AuditKind::Grant),
             "upstream" => Some(AuditKind::Upstream),
+            "lifecycle" => Some(AuditKind::Lifecycle),
             _ => None,
         }
     }
@@ -134,4 +140,26 @@ pub struct AuditEvent {
     /// `X-Request-Id` response header show.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Where the record sits in its instance's hash chain; set by the audit
+    /// writer as it writes the record (`None` for records written before
+    /// the chain existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<ChainLink>,
+}
+
+/// A record's place in the hash chain of the instance that wrote it: each
+/// record carries the hash of the one before, so an edited, deleted,
+/// reordered or inserted record breaks the chain (`gatehouse audit verify`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainLink {
+    /// The chain (one per instance, named by a random id kept in its data
+    /// directory).
+    pub chain: String,
+    /// Position in the chain, from 1, without gaps.
+    pub seq: u64,
+    /// Hex SHA-256 of the record before (64 zeros for the first).
+    pub prev_hash: String,
+    /// Hex SHA-256 of this record: chain, seq, prev_hash and the record's
+    /// other fields (see `gatehouse_audit::chain`).
+    pub hash: String,
 }

@@ -172,10 +172,6 @@ impl AuthorizationServer {
                 now,
             )
             .await?;
-        self.store
-            .touch_client(&client.id, now)
-            .await
-            .map_err(unavailable)?;
         Ok(TokenResponse {
             access_token: signed.token,
             token_type: "Bearer",
@@ -409,10 +405,6 @@ impl AuthorizationServer {
         if !recorded {
             return Err(OAuthError::invalid_grant());
         }
-        self.store
-            .touch_client(&client.id, now)
-            .await
-            .map_err(unavailable)?;
         Ok(TokenResponse {
             access_token: signed.token,
             token_type: "Bearer",

@@ -10,7 +10,7 @@ use gatehouse_authn::{
     REPLACED_KEY_TRUST_MS,
 };
 use gatehouse_authz::SharedPolicy;
-use gatehouse_core::{AuditEvent, AuditKind, DEFAULT_TENANT, Outcome, Timestamp};
+use gatehouse_core::{AuditEvent, AuditKind, DEFAULT_TENANT, LastUse, Outcome, Timestamp};
 use gatehouse_store::{ClientRecord, SigningKeyRecord, Store, TaskGrantRecord, signing_schedule};
 use serde::Serialize;
 use serde_json::json;
@@ -252,6 +252,8 @@ pub struct AuthorizationServer {
     /// Document URLs a source may introduce as new metadata-document
     /// clients (each is fetched and stored).
     pub(crate) new_metadata_clients: RateLimiter,
+    /// Which client uses to write to `last_used_at` (once a minute each).
+    client_use: LastUse,
     /// Task grants by token exchange; `None` until the binary enables them.
     pub(crate) task_exchange: Option<TaskExchange>,
     /// Approval pages; `None` until the binary enables them.
@@ -329,6 +331,21 @@ pub async fn add_signing_key(
     now: Timestamp,
     activates_at: Timestamp,
 ) -> Result<SigningKeyRecord, OAuthError> {
+    let record = new_signing_key(master, now, activates_at)?;
+    store
+        .insert_signing_key(&record)
+        .await
+        .map_err(unavailable)?;
+    Ok(record)
+}
+
+/// A fresh signing key, sealed under the master key, not yet stored (the
+/// lifecycle stores it only if no other instance added a successor first).
+pub fn new_signing_key(
+    master: &MasterKey,
+    now: Timestamp,
+    activates_at: Timestamp,
+) -> Result<SigningKeyRecord, OAuthError> {
     let key = SigningKey::generate().map_err(|e| OAuthError::ServerError(e.to_string()))?;
     let sealed = master
         .seal(key.pkcs8(), key.kid().as_bytes())
@@ -343,10 +360,6 @@ pub async fn add_signing_key(
         activates_at,
         revoked_at: None,
     };
-    store
-        .insert_signing_key(&record)
-        .await
-        .map_err(unavailable)?;
     Ok(record)
 }
 
@@ -416,6 +429,7 @@ impl AuthorizationServer {
             master,
             unsealed: Mutex::new(HashMap::new()),
             key_records: Mutex::new(None),
+            client_use: LastUse::new(),
             passwords,
             client_metadata,
             registrations: RateLimiter::per_source(20, 60_000, 10_000),
@@ -802,7 +816,29 @@ impl AuthorizationServer {
     /// Checks a client at the token, revocation or introspection endpoint.
     /// Unknown, wrong and revoked look alike. A public client must not
     /// send a secret; a confidential one must.
+    /// A client that authenticated has used its credential: its
+    /// `last_used_at` moves (at most once a minute).
     pub async fn authenticate_client(
+        &self,
+        auth: &ClientAuth,
+        now: Timestamp,
+    ) -> Result<ClientRecord, OAuthError> {
+        let client = self.check_client(auth, now).await?;
+        self.note_client_use(&client.id, now).await;
+        Ok(client)
+    }
+
+    /// Records a client's use, coalesced. Bookkeeping: a store failure
+    /// is logged, the request goes on.
+    async fn note_client_use(&self, id: &str, now: Timestamp) {
+        if self.client_use.due(id, now)
+            && let Err(e) = self.store.touch_client(id, now).await
+        {
+            tracing::warn!(client_id = %id, error = %e, "could not record client use");
+        }
+    }
+
+    async fn check_client(
         &self,
         auth: &ClientAuth,
         now: Timestamp,

@@ -6,16 +6,19 @@
 mod authorization;
 mod gating;
 mod generation;
+mod lifecycle;
 mod pins;
 mod postgres;
 mod postgres_authorization;
 mod postgres_gating;
+mod postgres_lifecycle;
 mod postgres_pins;
 mod records;
 mod signing_schedule;
 mod sqlite;
 mod sqlite_authorization;
 mod sqlite_gating;
+mod sqlite_lifecycle;
 mod sqlite_pins;
 #[cfg(test)]
 mod store_conformance_tests;
@@ -33,9 +36,12 @@ pub use gating::{
     ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore, OperationBinding,
     TaskGrantRecord,
 };
+pub use lifecycle::{GRANT_TOUCH_INTERVAL_MS, GrantUse, LifecycleStore, SIGNING_KEY_ROTATED};
 pub use pins::{PendingDefinition, PinStore, ToolDefinitionRecord, ToolPinRecord};
 pub use postgres::PostgresStore;
-pub use records::{ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord};
+pub use records::{
+    ApiKeyRecord, AuditCheckpoint, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord,
+};
 pub use signing_schedule::{ScheduledKey, SigningKeyState, SigningSchedule, signing_schedule};
 pub use sqlite::SqliteStore;
 
@@ -65,7 +71,9 @@ impl From<sqlx::Error> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
-pub trait Store: AuthorizationStore + GatingStore + PinStore + Send + Sync + 'static {
+pub trait Store:
+    AuthorizationStore + GatingStore + PinStore + LifecycleStore + Send + Sync + 'static
+{
     // --- API keys -------------------------------------------------------
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
     async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;
@@ -134,6 +142,14 @@ pub trait Store: AuthorizationStore + GatingStore + PinStore + Send + Sync + 'st
     /// the events by value so they are moved, not copied, into the statement.
     async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()>;
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>>;
+    /// Up to `limit` records after `after_seq`, oldest first: the whole
+    /// trail page by page (`audit verify`).
+    async fn audit_page(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>>;
+    /// The seq and hash of the last record of `chain`, to go on from.
+    async fn audit_chain_head(&self, chain: &str) -> StoreResult<Option<(u64, String)>>;
+    async fn append_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()>;
+    /// Every checkpoint, by chain and seq.
+    async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>>;
 
     // --- Tenant secrets (read by tools at call time) --------------------
     async fn put_secret(&self, tenant: &str, name: &str, value: &str) -> StoreResult<()>;

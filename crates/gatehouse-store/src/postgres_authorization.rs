@@ -79,6 +79,22 @@ async fn insert_grant(conn: &mut sqlx::PgConnection, grant: &GrantRecord) -> Sto
 
 impl PostgresStore {
     /// The grant if it is still live; a revoked grant is as good as none.
+    /// A grant was used (its code or a refresh token redeemed): its
+    /// `last_used_at` moves, at most once per `GRANT_TOUCH_INTERVAL_MS`,
+    /// for the lifecycle's unused-grant rules.
+    async fn touch_grant(&self, id: &str, now: Timestamp) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE grants SET last_used_at = $2 WHERE id = $1 AND revoked_at IS NULL \
+             AND (last_used_at IS NULL OR last_used_at <= $3)",
+        )
+        .bind(id)
+        .bind(now.0)
+        .bind(now.0 - crate::GRANT_TOUCH_INTERVAL_MS)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn live_grant(&self, id: &str) -> StoreResult<Option<GrantRecord>> {
         let row = sqlx::query("SELECT * FROM grants WHERE id = $1 AND revoked_at IS NULL")
             .bind(id)
@@ -489,7 +505,10 @@ impl AuthorizationStore for PostgresStore {
             };
             // A revocation after this read is caught by `record_issued`.
             return Ok(match self.live_grant(&code.grant_id).await? {
-                Some(grant) => CodeRedemption::Redeemed(code, grant),
+                Some(grant) => {
+                    self.touch_grant(&grant.id, now).await?;
+                    CodeRedemption::Redeemed(code, grant)
+                }
                 None => CodeRedemption::Invalid,
             });
         }
@@ -578,7 +597,10 @@ impl AuthorizationStore for PostgresStore {
                 expires_at: Timestamp(row.try_get("expires_at")?),
             };
             return Ok(match self.live_grant(&token.grant_id).await? {
-                Some(grant) => RefreshRotation::Rotated(token, grant),
+                Some(grant) => {
+                    self.touch_grant(&grant.id, now).await?;
+                    RefreshRotation::Rotated(token, grant)
+                }
                 None => RefreshRotation::Invalid,
             });
         }

@@ -56,6 +56,20 @@ pub struct AuditRow {
     pub event: AuditEvent,
 }
 
+/// A signed statement of one audit chain's head: record `seq` of `chain`
+/// has hash `hash`. A chain rewritten after the checkpoint no longer
+/// matches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditCheckpoint {
+    pub chain: String,
+    pub seq: u64,
+    pub hash: String,
+    pub ts: Timestamp,
+    /// Compact JWS of the checkpoint's claims, by the authorization
+    /// server's signing key.
+    pub jws: String,
+}
+
 /// An OAuth client: registered by an operator (`gatehouse clients create`)
 /// or dynamically (RFC 7591). Only the keyed hash of its secret is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]

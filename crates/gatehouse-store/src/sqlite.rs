@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+use gatehouse_core::{AuditEvent, AuditKind, ChainLink, Outcome, Timestamp};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -16,13 +16,13 @@ use sqlx::{QueryBuilder, Row};
 
 use crate::generation::CredentialGeneration;
 use crate::{
-    ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord, Store, StoreError,
-    StoreResult,
+    ApiKeyRecord, AuditCheckpoint, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord, Store,
+    StoreError, StoreResult,
 };
 
 /// Schema migrations, applied in order, each once. The SQL is embedded so the
 /// binary needs no files next to it.
-/// 20 bound values per row; SQLite allows 32766 per statement.
+/// 24 bound values per row; SQLite allows 32766 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 500;
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -53,6 +53,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         10,
         include_str!("../migrations/sqlite/0010_federated_identities.sql"),
+    ),
+    (
+        11,
+        include_str!("../migrations/sqlite/0011_credential_lifecycle.sql"),
+    ),
+    (
+        12,
+        include_str!("../migrations/sqlite/0012_audit_chain.sql"),
     ),
     (
         13,
@@ -324,8 +332,29 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRow> {
             latency_us: latency.map(|v| v.max(0) as u64),
             result_bytes: result_bytes.map(|v| v.max(0) as u64),
             request_id: row.try_get("request_id")?,
+            link: audit_link(row)?,
         },
     })
+}
+
+/// A record's place in its hash chain; `None` for records written before
+/// the chain existed. A row with a chain but no seq or hash reads as seq 0
+/// or an empty hash, which `audit verify` reports.
+fn audit_link(row: &SqliteRow) -> StoreResult<Option<ChainLink>> {
+    let Some(chain) = row.try_get::<Option<String>, _>("chain")? else {
+        return Ok(None);
+    };
+    let seq: Option<i64> = row.try_get("chain_seq")?;
+    Ok(Some(ChainLink {
+        chain,
+        seq: seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+        prev_hash: row
+            .try_get::<Option<String>, _>("prev_hash")?
+            .unwrap_or_default(),
+        hash: row
+            .try_get::<Option<String>, _>("hash")?
+            .unwrap_or_default(),
+    }))
 }
 
 fn scopes_json(scopes: &Option<Vec<String>>) -> StoreResult<Option<String>> {
@@ -341,7 +370,7 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::S
     let mut insert = QueryBuilder::<sqlx::Sqlite>::new(
         "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
          source, tool, arguments, args_sha256, approval, decision, reason, outcome, error, \
-         latency_us, result_bytes, request_id) ",
+         latency_us, result_bytes, request_id, chain, chain_seq, prev_hash, hash) ",
     );
     insert.push_values(rows, |mut row, (event, arguments)| {
         row.push_bind(event.id)
@@ -371,7 +400,16 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::S
                     .result_bytes
                     .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
             )
-            .push_bind(event.request_id);
+            .push_bind(event.request_id)
+            .push_bind(event.link.as_ref().map(|l| l.chain.clone()))
+            .push_bind(
+                event
+                    .link
+                    .as_ref()
+                    .map(|l| i64::try_from(l.seq).unwrap_or(i64::MAX)),
+            )
+            .push_bind(event.link.as_ref().map(|l| l.prev_hash.clone()))
+            .push_bind(event.link.map(|l| l.hash));
     });
     insert
 }
@@ -692,6 +730,65 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn audit_page(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>> {
+        let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+
+    async fn audit_chain_head(&self, chain: &str) -> StoreResult<Option<(u64, String)>> {
+        let row = sqlx::query(
+            "SELECT chain_seq, hash FROM audit_events WHERE chain = $1 \
+             ORDER BY chain_seq DESC LIMIT 1",
+        )
+        .bind(chain)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let seq: i64 = row.try_get("chain_seq")?;
+        let seq = u64::try_from(seq)
+            .map_err(|_| StoreError::Corrupt(format!("audit chain {chain}: seq {seq}")))?;
+        Ok(Some((seq, row.try_get("hash")?)))
+    }
+
+    async fn append_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (chain, seq, hash, ts, jws) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&checkpoint.chain)
+        .bind(i64::try_from(checkpoint.seq).unwrap_or(i64::MAX))
+        .bind(&checkpoint.hash)
+        .bind(checkpoint.ts.0)
+        .bind(&checkpoint.jws)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
+        let rows = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY chain, seq")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = row.try_get("seq")?;
+                Ok(AuditCheckpoint {
+                    chain: row.try_get("chain")?,
+                    seq: u64::try_from(seq)
+                        .map_err(|_| StoreError::Corrupt(format!("audit checkpoint seq {seq}")))?,
+                    hash: row.try_get("hash")?,
+                    ts: Timestamp(row.try_get("ts")?),
+                    jws: row.try_get("jws")?,
+                })
+            })
+            .collect()
     }
 
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>> {

@@ -110,6 +110,22 @@ impl SqliteStore {
     }
 
     /// The grant if it is still live; a revoked grant is as good as none.
+    /// A grant was used (its code or a refresh token redeemed): its
+    /// `last_used_at` moves, at most once per `GRANT_TOUCH_INTERVAL_MS`,
+    /// for the lifecycle's unused-grant rules.
+    async fn touch_grant(&self, id: &str, now: Timestamp) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE grants SET last_used_at = $2 WHERE id = $1 AND revoked_at IS NULL \
+             AND (last_used_at IS NULL OR last_used_at <= $3)",
+        )
+        .bind(id)
+        .bind(now.0)
+        .bind(now.0 - crate::GRANT_TOUCH_INTERVAL_MS)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn live_grant(&self, id: &str) -> StoreResult<Option<GrantRecord>> {
         Ok(self.grant(id).await?.filter(|g| g.revoked_at.is_none()))
     }
@@ -477,7 +493,10 @@ impl AuthorizationStore for SqliteStore {
                 expires_at: Timestamp(row.try_get("expires_at")?),
             };
             return Ok(match self.live_grant(&code.grant_id).await? {
-                Some(grant) => CodeRedemption::Redeemed(code, grant),
+                Some(grant) => {
+                    self.touch_grant(&grant.id, now).await?;
+                    CodeRedemption::Redeemed(code, grant)
+                }
                 None => CodeRedemption::Invalid,
             });
         }
@@ -559,7 +578,10 @@ impl AuthorizationStore for SqliteStore {
                 expires_at: Timestamp(row.try_get("expires_at")?),
             };
             return Ok(match self.live_grant(&token.grant_id).await? {
-                Some(grant) => RefreshRotation::Rotated(token, grant),
+                Some(grant) => {
+                    self.touch_grant(&grant.id, now).await?;
+                    RefreshRotation::Rotated(token, grant)
+                }
                 None => RefreshRotation::Invalid,
             });
         }

@@ -7,13 +7,14 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+use gatehouse_core::{AuditEvent, AuditKind, ChainLink, Outcome, Timestamp};
 
 use crate::{
-    ApiKeyRecord, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuditQuery, AuthCodeRecord,
-    AuthLock, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus, GrantRecord,
-    LoginCounter, LoginThrottle, OperationBinding, RefreshRotation, RefreshTokenRecord,
-    SigningKeyRecord, Store, StoreError, TaskGrantRecord, ToolDefinitionRecord, UserRecord,
+    ApiKeyRecord, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuditCheckpoint, AuditQuery,
+    AuthCodeRecord, AuthLock, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
+    GrantRecord, LoginCounter, LoginThrottle, OperationBinding, RefreshRotation,
+    RefreshTokenRecord, SigningKeyRecord, Store, StoreError, TaskGrantRecord, ToolDefinitionRecord,
+    UserRecord,
 };
 
 pub(crate) type TestStore = Arc<dyn Store>;
@@ -29,6 +30,7 @@ macro_rules! conformance_tests {
             api_key_rotate_never_extends_an_earlier_expiry,
             audit_append_and_filter,
             audit_batch_is_all_or_nothing,
+            audit_chain_links_and_checkpoints_round_trip,
             large_audit_batches_span_several_inserts,
             secrets_are_tenant_scoped,
             unsealed_secrets_are_found_and_replaced_only_if_unchanged,
@@ -70,6 +72,10 @@ macro_rules! conformance_tests {
             an_assertion_is_used_once_until_it_expires,
             federated_users_are_created_with_their_link_and_nothing_half,
             a_grant_without_a_code_is_revoked_with_its_user,
+            a_lease_is_held_until_it_expires_and_then_taken_over,
+            a_lifecycle_notice_is_recorded_once_per_basis,
+            grant_use_is_recorded_coalesced_and_only_live_grants_are_listed,
+            a_signing_key_gets_one_automatic_successor,
         );
         $crate::store_conformance_tests::conformance_tests!(@tests $concurrent;
             concurrent_redemptions_of_one_code_let_exactly_one_through,
@@ -87,6 +93,9 @@ macro_rules! conformance_tests {
             concurrent_login_failures_each_count,
             concurrent_sightings_of_one_change_record_it_once,
             concurrent_uses_of_one_assertion_let_exactly_one_through,
+            concurrent_lease_takers_get_it_once,
+            concurrent_notices_are_recorded_once,
+            concurrent_signing_key_successors_are_added_once,
         );
     };
     (@tests $run:path; $($name:ident),* $(,)?) => {
@@ -141,6 +150,7 @@ fn event(id: &str, ts: i64, tool: &str, outcome: Outcome) -> AuditEvent {
         latency_us: Some(12),
         result_bytes: Some(3),
         request_id: Some("0197a1b2-req".into()),
+        link: None,
     }
 }
 
@@ -323,6 +333,66 @@ pub(crate) async fn api_key_rotate_never_extends_an_earlier_expiry(store: TestSt
     );
     let old = store.api_key("k1").await.unwrap().unwrap();
     assert_eq!(old.expires_at, Some(Timestamp(2_000)));
+}
+
+/// A record's chain link and the chain's checkpoints come back exactly as
+/// written (`audit verify` recomputes hashes over what it reads), the head
+/// of a chain is its highest seq, and pages run oldest first.
+pub(crate) async fn audit_chain_links_and_checkpoints_round_trip(store: TestStore) {
+    let linked = |id: &str, chain: &str, seq: u64| {
+        let mut e = event(id, 100 + seq as i64, "read_file", Outcome::Success);
+        e.arguments = Some(serde_json::json!({"b": [1.5, -2, "x"], "a": {"z": null}}));
+        e.link = Some(ChainLink {
+            chain: chain.into(),
+            seq,
+            prev_hash: format!("{:064}", seq - 1),
+            hash: format!("{seq:064}"),
+        });
+        e
+    };
+    assert_eq!(store.audit_chain_head("i-a").await.unwrap(), None);
+    let mut unlinked = event("u0", 50, "read_file", Outcome::Success);
+    unlinked.link = None;
+    let written = vec![
+        unlinked,
+        linked("a1", "i-a", 1),
+        linked("b1", "i-b", 1),
+        linked("a2", "i-a", 2),
+        linked("a3", "i-a", 3),
+    ];
+    store.append_audit(written.clone()).await.unwrap();
+    assert_eq!(
+        store.audit_chain_head("i-a").await.unwrap(),
+        Some((3, format!("{:064}", 3)))
+    );
+    assert_eq!(
+        store.audit_chain_head("i-b").await.unwrap(),
+        Some((1, format!("{:064}", 1)))
+    );
+    let first = store.audit_page(0, 2).await.unwrap();
+    let rest = store.audit_page(first[1].seq, 10).await.unwrap();
+    let read: Vec<AuditEvent> = first.into_iter().chain(rest).map(|r| r.event).collect();
+    assert_eq!(read, written);
+
+    let checkpoint = AuditCheckpoint {
+        chain: "i-a".into(),
+        seq: 3,
+        hash: format!("{:064}", 3),
+        ts: Timestamp(9_000),
+        jws: "h.p.s".into(),
+    };
+    let earlier = AuditCheckpoint {
+        seq: 1,
+        ..checkpoint.clone()
+    };
+    store.append_audit_checkpoint(&checkpoint).await.unwrap();
+    store.append_audit_checkpoint(&earlier).await.unwrap();
+    // One checkpoint per chain and seq.
+    assert!(store.append_audit_checkpoint(&earlier).await.is_err());
+    assert_eq!(
+        store.audit_checkpoints().await.unwrap(),
+        vec![earlier, checkpoint]
+    );
 }
 
 pub(crate) async fn audit_append_and_filter(store: TestStore) {
@@ -2972,4 +3042,322 @@ pub(crate) async fn concurrent_sightings_of_one_change_record_it_once(store: Tes
     })
     .await;
     assert_eq!(recorded.iter().filter(|r| **r).count(), 1);
+}
+
+// --- credential lifecycle ---------------------------------------------------
+
+fn lifecycle_signing_key(kid: &str, at: i64) -> SigningKeyRecord {
+    SigningKeyRecord {
+        kid: kid.into(),
+        sealed_pkcs8: vec![7],
+        public_jwk: "{}".into(),
+        created_at: Timestamp(at),
+        activates_at: Timestamp(at),
+        revoked_at: None,
+    }
+}
+
+pub(crate) async fn a_lease_is_held_until_it_expires_and_then_taken_over(store: TestStore) {
+    let lease = "lifecycle";
+    assert!(
+        store
+            .take_lease(lease, "a", Timestamp(1_000), Timestamp(61_000))
+            .await
+            .unwrap()
+    );
+    // Another instance cannot take it while it runs...
+    assert!(
+        !store
+            .take_lease(lease, "b", Timestamp(60_999), Timestamp(120_999))
+            .await
+            .unwrap()
+    );
+    // ...its holder renews it...
+    assert!(
+        store
+            .take_lease(lease, "a", Timestamp(30_000), Timestamp(90_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_lease(lease, "b", Timestamp(89_999), Timestamp(150_000))
+            .await
+            .unwrap()
+    );
+    // ...and once the holder stops renewing (a dead instance), it is taken over.
+    assert!(
+        store
+            .take_lease(lease, "b", Timestamp(90_000), Timestamp(150_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .take_lease(lease, "a", Timestamp(100_000), Timestamp(160_000))
+            .await
+            .unwrap()
+    );
+    // Leases of other names are independent.
+    assert!(
+        store
+            .take_lease("other", "a", Timestamp(100_000), Timestamp(160_000))
+            .await
+            .unwrap()
+    );
+    // A released lease is free at once; releasing someone else's does nothing.
+    store.release_lease(lease, "a").await.unwrap();
+    assert!(
+        !store
+            .take_lease(lease, "c", Timestamp(100_000), Timestamp(160_000))
+            .await
+            .unwrap()
+    );
+    store.release_lease(lease, "b").await.unwrap();
+    assert!(
+        store
+            .take_lease(lease, "c", Timestamp(100_000), Timestamp(160_000))
+            .await
+            .unwrap()
+    );
+}
+
+pub(crate) async fn a_lifecycle_notice_is_recorded_once_per_basis(store: TestStore) {
+    let give = |id: &'static str, code: &'static str, basis: i64| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .record_lifecycle_notice("api_key", id, code, Timestamp(basis), Timestamp(9))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        !store
+            .lifecycle_notice_given("api_key", "k1", "credential_unused", Timestamp(5))
+            .await
+            .unwrap()
+    );
+    assert!(give("k1", "credential_unused", 5).await);
+    assert!(!give("k1", "credential_unused", 5).await);
+    assert!(
+        store
+            .lifecycle_notice_given("api_key", "k1", "credential_unused", Timestamp(5))
+            .await
+            .unwrap()
+    );
+    // A new basis (the key was used again, then left unused) is a new notice;
+    // so is another code or another credential.
+    assert!(give("k1", "credential_unused", 7).await);
+    assert!(give("k1", "credential_expiring", 5).await);
+    assert!(give("k2", "credential_unused", 5).await);
+    assert!(
+        store
+            .record_lifecycle_notice(
+                "grant",
+                "k1",
+                "credential_unused",
+                Timestamp(5),
+                Timestamp(9)
+            )
+            .await
+            .unwrap()
+    );
+}
+
+pub(crate) async fn grant_use_is_recorded_coalesced_and_only_live_grants_are_listed(
+    store: TestStore,
+) {
+    store
+        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .await
+        .unwrap();
+    store
+        .insert_code_grant(&grant("g2"), &code("h2", "g2"))
+        .await
+        .unwrap();
+    let used = |grants: &[crate::GrantUse], id: &str| {
+        grants
+            .iter()
+            .find(|g| g.id == id)
+            .map(|g| g.last_used_at)
+            .unwrap()
+    };
+    let listed = store.live_grants().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].username, "alice");
+    assert_eq!(listed[0].tenant, "acme");
+    assert_eq!(listed[0].client_id, "ghc_app");
+    assert_eq!(listed[0].created_at, Timestamp(1_000));
+    assert_eq!(used(&listed, "g1"), None);
+
+    // Redeeming the code is the first use.
+    assert!(matches!(
+        store.redeem_code("h1", Timestamp(2_000)).await.unwrap(),
+        CodeRedemption::Redeemed(..)
+    ));
+    assert_eq!(
+        used(&store.live_grants().await.unwrap(), "g1"),
+        Some(Timestamp(2_000))
+    );
+    store
+        .record_issued(
+            "g1",
+            "jti-1",
+            Timestamp(900_000),
+            Some(&refresh("r1", "g1")),
+        )
+        .await
+        .unwrap();
+    store
+        .record_issued(
+            "g1",
+            "jti-2",
+            Timestamp(900_000),
+            Some(&refresh("r2", "g1")),
+        )
+        .await
+        .unwrap();
+    // A refresh within a minute of the last recorded use writes nothing...
+    assert!(matches!(
+        store
+            .rotate_refresh_token("r1", Timestamp(61_999))
+            .await
+            .unwrap(),
+        RefreshRotation::Rotated(..)
+    ));
+    assert_eq!(
+        used(&store.live_grants().await.unwrap(), "g1"),
+        Some(Timestamp(2_000))
+    );
+    // ...one a minute later does.
+    assert!(matches!(
+        store
+            .rotate_refresh_token("r2", Timestamp(62_000))
+            .await
+            .unwrap(),
+        RefreshRotation::Rotated(..)
+    ));
+    assert_eq!(
+        used(&store.live_grants().await.unwrap(), "g1"),
+        Some(Timestamp(62_000))
+    );
+    // A reused refresh token is no use of the grant.
+    store
+        .rotate_refresh_token("r2", Timestamp(900_000))
+        .await
+        .unwrap();
+    // Revoked grants are not listed.
+    assert!(store.revoke_grant("g2", Timestamp(3_000)).await.unwrap());
+    let listed = store.live_grants().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, "g1");
+    assert_eq!(listed[0].last_used_at, Some(Timestamp(62_000)));
+}
+
+pub(crate) async fn a_signing_key_gets_one_automatic_successor(store: TestStore) {
+    store
+        .insert_signing_key(&lifecycle_signing_key("old", 1))
+        .await
+        .unwrap();
+    let before = store.credential_generation();
+    assert!(
+        store
+            .add_successor_signing_key("old", &lifecycle_signing_key("new-1", 5), Timestamp(5))
+            .await
+            .unwrap()
+    );
+    if let (Some(before), Some(after)) = (before, store.credential_generation()) {
+        assert!(after > before, "a new signing key moves the generation");
+    }
+    // A second pass (or another instance) adds nothing.
+    assert!(
+        !store
+            .add_successor_signing_key("old", &lifecycle_signing_key("new-2", 6), Timestamp(6))
+            .await
+            .unwrap()
+    );
+    let kids: Vec<String> = store
+        .signing_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(kids, ["old", "new-1"]);
+    // The successor, replaced in its turn, gets its own.
+    assert!(
+        store
+            .add_successor_signing_key("new-1", &lifecycle_signing_key("new-3", 7), Timestamp(7))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.signing_keys().await.unwrap().len(), 3);
+}
+
+pub(crate) async fn concurrent_lease_takers_get_it_once(store: TestStore) {
+    let taken = race(&store, 8, |store, i| async move {
+        store
+            .take_lease(
+                "lifecycle",
+                &format!("instance-{i}"),
+                Timestamp(1_000),
+                Timestamp(61_000),
+            )
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(taken.iter().filter(|t| **t).count(), 1);
+    // Expired: again exactly one of the racers takes it over.
+    let taken = race(&store, 8, |store, i| async move {
+        store
+            .take_lease(
+                "lifecycle",
+                &format!("successor-{i}"),
+                Timestamp(61_000),
+                Timestamp(121_000),
+            )
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(taken.iter().filter(|t| **t).count(), 1);
+}
+
+pub(crate) async fn concurrent_notices_are_recorded_once(store: TestStore) {
+    let recorded = race(&store, 8, |store, i| async move {
+        store
+            .record_lifecycle_notice(
+                "client_secret",
+                "ghc_1",
+                "credential_expiring",
+                Timestamp(1_000),
+                Timestamp(i as i64),
+            )
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(recorded.iter().filter(|r| **r).count(), 1);
+}
+
+pub(crate) async fn concurrent_signing_key_successors_are_added_once(store: TestStore) {
+    store
+        .insert_signing_key(&lifecycle_signing_key("old", 1))
+        .await
+        .unwrap();
+    let added = race(&store, 8, |store, i| async move {
+        store
+            .add_successor_signing_key(
+                "old",
+                &lifecycle_signing_key(&format!("new-{i}"), 5),
+                Timestamp(5),
+            )
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(added.iter().filter(|a| **a).count(), 1);
+    assert_eq!(store.signing_keys().await.unwrap().len(), 2);
 }

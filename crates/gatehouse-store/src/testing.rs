@@ -5,11 +5,11 @@ use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, Timestamp};
 
 use crate::{
-    ApiKeyRecord, ApprovalDecision, ApprovalRecord, AuditQuery, AuditRow, AuthCodeRecord, AuthLock,
-    AuthorizationStore, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, GatingStore,
-    GrantRecord, LoginCounter, LoginThrottle, OperationBinding, PinStore, RefreshRotation,
-    RefreshTokenRecord, SigningKeyRecord, Store, StoreError, StoreResult, TaskGrantRecord,
-    ToolDefinitionRecord, ToolPinRecord, UserRecord,
+    ApiKeyRecord, ApprovalDecision, ApprovalRecord, AuditCheckpoint, AuditQuery, AuditRow,
+    AuthCodeRecord, AuthLock, AuthorizationStore, ClientRecord, CodeRedemption, DevicePoll,
+    DeviceRecord, GatingStore, GrantRecord, GrantUse, LifecycleStore, LoginCounter, LoginThrottle,
+    OperationBinding, PinStore, RefreshRotation, RefreshTokenRecord, SigningKeyRecord, Store,
+    StoreError, StoreResult, TaskGrantRecord, ToolDefinitionRecord, ToolPinRecord, UserRecord,
 };
 
 /// A store whose every call fails, to check that tools fail closed.
@@ -84,6 +84,18 @@ impl Store for DownStore {
         down()
     }
     async fn query_audit(&self, _: &AuditQuery) -> StoreResult<Vec<AuditRow>> {
+        down()
+    }
+    async fn audit_page(&self, _: i64, _: u32) -> StoreResult<Vec<AuditRow>> {
+        down()
+    }
+    async fn audit_chain_head(&self, _: &str) -> StoreResult<Option<(u64, String)>> {
+        down()
+    }
+    async fn append_audit_checkpoint(&self, _: &AuditCheckpoint) -> StoreResult<()> {
+        down()
+    }
+    async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
         down()
     }
     async fn put_secret(&self, _: &str, _: &str, _: &str) -> StoreResult<()> {
@@ -400,6 +412,46 @@ impl PinStore for DownStore {
         _: &str,
         _: &str,
         _: &str,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
+        down()
+    }
+}
+
+#[async_trait]
+impl LifecycleStore for DownStore {
+    async fn take_lease(&self, _: &str, _: &str, _: Timestamp, _: Timestamp) -> StoreResult<bool> {
+        down()
+    }
+    async fn release_lease(&self, _: &str, _: &str) -> StoreResult<()> {
+        down()
+    }
+    async fn record_lifecycle_notice(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
+        down()
+    }
+    async fn lifecycle_notice_given(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
+        down()
+    }
+    async fn live_grants(&self) -> StoreResult<Vec<GrantUse>> {
+        down()
+    }
+    async fn add_successor_signing_key(
+        &self,
+        _: &str,
+        _: &SigningKeyRecord,
         _: Timestamp,
     ) -> StoreResult<bool> {
         down()

@@ -72,8 +72,26 @@ pub enum Command {
     /// Upstream MCP servers: their tools' pinned definitions, status and review.
     #[command(subcommand)]
     Upstreams(UpstreamsCommand),
+    /// The credential lifecycle: apply the `[lifecycle]` policy now.
+    #[command(subcommand)]
+    Lifecycle(LifecycleCommand),
     /// Validate the configuration and print the effective settings.
     CheckConfig(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LifecycleCommand {
+    /// Apply the policy now: warn about credentials near their maximum age
+    /// or unused, revoke those past it or unused too long, rotate the
+    /// signing key. Every action is audited. (`serve` does this on its own
+    /// every `lifecycle.interval`.)
+    Run {
+        /// Only show what would be done now; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,9 +243,10 @@ pub enum KeysCommand {
     Rotate {
         /// The key id (the part after ghk_).
         id: String,
-        /// How long the old key keeps working (e.g. 24h, 30m, 0s).
-        #[arg(long, default_value = "24h")]
-        overlap: humantime::Duration,
+        /// How long the old key keeps working (e.g. 24h, 30m, 0s). Default:
+        /// the key's tenant's `lifecycle` rotation_overlap (24h unless configured).
+        #[arg(long)]
+        overlap: Option<humantime::Duration>,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -289,6 +308,24 @@ pub enum AuditCommand {
     },
     /// Search the audit log.
     Query(AuditQueryArgs),
+    /// Check the audit trail for tampering: every record's hash, the hash
+    /// chain that links the records of each instance, and the signed
+    /// checkpoints of each chain. Names the first edited, deleted,
+    /// reordered or inserted record; exits with status 1 when it finds one.
+    Verify {
+        /// Start at this record (the `seq` that `audit query --json`
+        /// shows) instead of the first; each chain may start mid-way there.
+        #[arg(long)]
+        from: Option<i64>,
+        /// Check these JSON-lines files (oldest first) instead of the
+        /// database; with --from (any value), they need not start at the
+        /// beginning of the trail.
+        #[arg(long = "file", value_name = "PATH")]
+        files: Vec<std::path::PathBuf>,
+        /// Print the result as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod config;
 mod context;
+mod lifecycle;
 mod output;
 mod policy_file;
 mod runtime;
@@ -96,6 +97,7 @@ async fn run_command(ctx: &Context, command: Command) -> anyhow::Result<ExitCode
         Command::Approvals(command) => commands::approvals::run(ctx, command).await,
         Command::Grants(command) => commands::grants::run(ctx, command).await,
         Command::Upstreams(command) => commands::upstreams::run(ctx, command).await,
+        Command::Lifecycle(command) => commands::lifecycle::run(ctx, command).await,
         Command::CheckConfig(flag) => commands::check_config::run(ctx, &flag),
     };
     done.map(|()| ExitCode::SUCCESS)

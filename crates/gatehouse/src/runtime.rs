@@ -7,7 +7,10 @@ use url::Url;
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
-use gatehouse_audit::{AuditLog, AuditWriterHandle, Redactor};
+use gatehouse_audit::{
+    AuditLog, AuditOptions, AuditWriterHandle, CHECKPOINT_TYP, Chain, CheckpointClaims,
+    CheckpointSigner, Redactor, Rotation,
+};
 use gatehouse_authn::external::ExternalIssuers;
 use gatehouse_authn::{AuthMode, Authenticator, TokenSettings};
 use gatehouse_authz::{ApprovalSettings, Approvals, SharedPolicy, TaskGrants};
@@ -46,6 +49,8 @@ pub struct Runtime {
 }
 
 pub const SANDBOX_DIR: &str = "sandbox";
+/// Names the server's audit chain, in the data directory.
+pub const AUDIT_CHAIN_FILE: &str = "audit-chain";
 
 fn anonymous(role: &str) -> Principal {
     Principal {
@@ -71,10 +76,34 @@ impl Runtime {
         let store = ctx.open_store().await?;
         let pepper = ctx.pepper()?;
         let audit_path = ctx.in_data_dir(&ctx.config.audit.file);
-        let (audit, audit_writer) = AuditLog::start(
+        // A server continues its instance's hash chain; `gatehouse stdio`
+        // (several may run on one data directory) gets a chain per run.
+        let chain = match public_url {
+            Some(_) => Chain::for_instance(&*store, &ctx.data_dir.join(AUDIT_CHAIN_FILE))
+                .await
+                .context("cannot read the audit chain")?,
+            None => Chain::for_run(),
+        };
+        let (audit, audit_writer) = AuditLog::start_with(
             Arc::clone(&store),
-            Some(audit_path.clone()),
-            ctx.config.audit.fsync,
+            AuditOptions {
+                file: Some(audit_path.clone()),
+                fsync: ctx.config.audit.fsync,
+                chain,
+                // Only the server rotates the file it shares with commands.
+                rotation: public_url.map(|_| Rotation {
+                    max_bytes: ctx.config.audit.rotate_bytes,
+                    max_age: ctx.config.audit.rotate_after,
+                }),
+                syslog: ctx
+                    .config
+                    .audit
+                    .syslog
+                    .as_ref()
+                    .map(|s| s.settings())
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("invalid configuration: audit.syslog: {e}"))?,
+            },
         )
         .with_context(|| format!("cannot open the audit file {}", audit_path.display()))?;
         let metrics = Arc::new(Metrics::default());
@@ -306,6 +335,29 @@ fn as_config(
         identity_providers: oauth.identity_providers.clone(),
         local_login: oauth.local_login,
     })
+}
+
+/// Audit checkpoints, signed with the authorization server's current key.
+pub struct AsCheckpoints(pub Arc<AsState>);
+
+impl CheckpointSigner for AsCheckpoints {
+    fn issuer(&self) -> &str {
+        self.0.server.issuer()
+    }
+
+    fn sign<'a>(
+        &'a self,
+        claims: &'a CheckpointClaims,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            self.0
+                .server
+                .sign_assertion(claims, CHECKPOINT_TYP, now)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// Identity JWTs for upstreams, signed with the authorization server's

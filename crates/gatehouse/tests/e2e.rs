@@ -10,6 +10,8 @@ mod e2e {
     pub mod harness;
 
     mod approvals;
+    mod audit_chain;
+    mod audit_durability;
     mod audit_output;
     mod auth;
     mod authorization_code;
@@ -24,12 +26,13 @@ mod e2e {
     mod identity_assertions;
     mod introspection;
     mod keys;
+    mod lifecycle;
     mod lockout;
     mod matrix;
     mod metrics;
     mod oauth;
     mod policy;
-    mod postgres;
+    pub mod postgres;
     mod private_key_jwt;
     mod registration;
     mod relay;

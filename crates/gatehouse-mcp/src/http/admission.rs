@@ -137,6 +137,14 @@ pub(super) async fn admit(
     let null = Value::Null;
     let id = message.map_or(&null, Message::id);
 
+    // A sink that is down (the database, the file, a syslog receiver) holds
+    // new requests off (503, Retry-After) rather than let them run into it;
+    // the request's authentication record, already queued, is the next
+    // attempt to write.
+    if !state.gateway.audit().is_healthy() {
+        return Err(NotAdmitted::AuditUnavailable);
+    }
+
     // What every transport checks first (the caller's tenant).
     match state.gateway.admit_caller(&caller).await {
         Ok(Ok(())) => {}

@@ -126,13 +126,13 @@ async fn health() -> &'static str {
 /// never named (the probe is unauthenticated).
 async fn ready(State(state): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
     let store = state.authenticator.store_reachable().await;
-    let audit = state.gateway.audit().is_running();
+    let audit = state.gateway.audit().is_healthy();
     let upstreams = state.gateway.upstream_health();
     let count = |wanted: HealthState| upstreams.iter().filter(|h| h.state == wanted).count();
     let mut ready = store && audit;
     let mut body = serde_json::json!({
         "store": if store { "ok" } else { "unreachable" },
-        "audit": if audit { "ok" } else { "stopped" },
+        "audit": if audit { "ok" } else { "failing" },
         "upstreams": {
             "ready": count(HealthState::Ready),
             "connecting": count(HealthState::Connecting),

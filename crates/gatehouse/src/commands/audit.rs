@@ -5,6 +5,7 @@ use gatehouse_core::{AuditEvent, AuditKind, Clock, Outcome, SystemClock};
 use gatehouse_store::{AuditQuery, AuditRow};
 use serde_json::json;
 
+use super::audit_verify;
 use crate::cli::{AuditCommand, AuditQueryArgs};
 use crate::context::Context;
 use crate::output;
@@ -146,8 +147,71 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<()> {
             let rows = store.query_audit(&query_from_args(&args)?).await?;
             print_rows(&rows, args.json);
         }
+        AuditCommand::Verify { from, files, json } => {
+            let keys = audit_verify::checkpoint_keys(&*store).await?;
+            let result = if files.is_empty() {
+                audit_verify::verify_store(&*store, &keys, from).await?
+            } else {
+                let stored = store.audit_checkpoints().await?;
+                audit_verify::verify_files(&files, &keys, &stored, from.is_some())?
+            };
+            return report(result, json);
+        }
     }
     Ok(())
+}
+
+/// Prints the verification's result; a finding is an error (exit status 1).
+fn report(
+    result: Result<audit_verify::Summary, audit_verify::Finding>,
+    json: bool,
+) -> anyhow::Result<()> {
+    match result {
+        Ok(s) => {
+            if json {
+                output::json(&json!({
+                    "verified": true,
+                    "chained_records": s.chained,
+                    "unchained_records": s.unchained,
+                    "chains": s.chains,
+                    "checkpoints": s.checkpoints,
+                    "records_after_last_checkpoint": s.after_last_checkpoint,
+                }));
+            } else {
+                output::line(&format!(
+                    "audit trail verified: {} chained records in {} chain(s), {} signed checkpoint(s) matching",
+                    s.chained, s.chains, s.checkpoints
+                ));
+                if s.unchained > 0 {
+                    output::line(&format!(
+                        "{} earlier record(s) were written before records were chained and cannot be checked",
+                        s.unchained
+                    ));
+                }
+                if s.after_last_checkpoint > 0 {
+                    output::line(&format!(
+                        "{} record(s) after the last checkpoint are protected by the chain only",
+                        s.after_last_checkpoint
+                    ));
+                }
+            }
+            Ok(())
+        }
+        Err(finding) => {
+            if json {
+                output::json(&json!({
+                    "verified": false,
+                    "at": finding.at,
+                    "problem": finding.problem,
+                }));
+            }
+            bail!(
+                "audit trail TAMPERED at {}: {}",
+                finding.at,
+                finding.problem
+            )
+        }
+    }
 }
 
 #[cfg(test)]

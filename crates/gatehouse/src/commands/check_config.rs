@@ -22,6 +22,7 @@ pub fn run(ctx: &Context, flag: &JsonFlag) -> anyhow::Result<()> {
         "web_fetch_allowlist": c.tools.web_fetch_allowlist,
         "metrics_listen": c.metrics.listen.map(|a| a.to_string()),
         "traces_otlp_endpoint": c.traces.otlp_endpoint.as_ref().map(|u| u.to_string()),
+        "lifecycle": lifecycle_json(&c.lifecycle),
     });
     if flag.json {
         output::json(&value);
@@ -34,4 +35,49 @@ pub fn run(ctx: &Context, flag: &JsonFlag) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The lifecycle policy in effect per kind (and per overriding tenant),
+/// durations in seconds, `null` for a rule switched off.
+fn lifecycle_json(config: &crate::lifecycle::settings::LifecycleConfig) -> serde_json::Value {
+    use crate::lifecycle::policy::{CredentialKind, Thresholds};
+    let secs = |ms: i64| ms / 1000;
+    let kind = |t: Thresholds, kind: CredentialKind| {
+        let mut value = json!({
+            "max_age_secs": t.max_age.map(secs),
+            "warn_before_secs": secs(t.warn_before),
+        });
+        if matches!(kind, CredentialKind::ApiKey | CredentialKind::SigningKey) {
+            value["rotation_overlap_secs"] = json!(secs(t.rotation_overlap));
+        }
+        if kind != CredentialKind::SigningKey {
+            value["unused_alert_secs"] = json!(t.unused_alert.map(secs));
+            value["unused_revoke_secs"] = json!(t.unused_revoke.map(secs));
+        }
+        value
+    };
+    let policy = config.policy();
+    let tenants: serde_json::Map<String, serde_json::Value> = policy
+        .tenants
+        .iter()
+        .map(|(name, [keys, clients, grants])| {
+            (
+                name.clone(),
+                json!({
+                    "api_keys": kind(*keys, CredentialKind::ApiKey),
+                    "client_secrets": kind(*clients, CredentialKind::ClientSecret),
+                    "grants": kind(*grants, CredentialKind::Grant),
+                }),
+            )
+        })
+        .collect();
+    json!({
+        "enabled": config.enabled,
+        "interval_secs": config.interval.as_secs(),
+        "api_keys": kind(policy.api_keys, CredentialKind::ApiKey),
+        "client_secrets": kind(policy.client_secrets, CredentialKind::ClientSecret),
+        "grants": kind(policy.grants, CredentialKind::Grant),
+        "signing_keys": kind(policy.signing_keys, CredentialKind::SigningKey),
+        "tenants": tenants,
+    })
 }

@@ -9,8 +9,12 @@ use gatehouse_store::ClientRecord;
 use serde_json::json;
 
 use crate::cli::{ClientCreateArgs, ClientsCommand};
-use crate::commands::keys::{validate_name, validate_role, validate_scopes, validate_tenant};
+use crate::commands::keys::{
+    ts_text, validate_name, validate_role, validate_scopes, validate_tenant,
+};
+use crate::commands::lifecycle::Status;
 use crate::context::Context;
+use crate::lifecycle::pass::client_subject;
 use crate::output;
 
 fn client_json(client: &ClientRecord) -> serde_json::Value {
@@ -177,13 +181,32 @@ pub async fn run(ctx: &Context, command: ClientsCommand) -> anyhow::Result<()> {
         ClientsCommand::List(flag) => {
             let store = ctx.open_store().await?;
             let clients = store.list_clients().await?;
+            let policy = ctx.config.lifecycle.policy();
+            let now = SystemClock.now();
+            let mut statuses = Vec::with_capacity(clients.len());
+            for client in &clients {
+                let subject = client_subject(client);
+                statuses.push(Status::of(&store, subject, client.created_at, &policy, now).await?);
+            }
             if flag.json {
-                output::json(&json!(clients.iter().map(client_json).collect::<Vec<_>>()));
+                output::json(&json!(
+                    clients
+                        .iter()
+                        .zip(&statuses)
+                        .map(|(c, status)| {
+                            let mut value = client_json(c);
+                            value["lifecycle"] = status.json(now);
+                            value
+                        })
+                        .collect::<Vec<_>>()
+                ));
             } else {
                 let rows: Vec<Vec<String>> = clients
                     .iter()
-                    .map(|c| {
+                    .zip(&statuses)
+                    .map(|(c, status)| {
                         let v = client_json(c);
+                        let [age, next] = status.columns(now);
                         vec![
                             c.id.clone(),
                             c.name.clone(),
@@ -192,6 +215,9 @@ pub async fn run(ctx: &Context, command: ClientsCommand) -> anyhow::Result<()> {
                             v["status"].as_str().unwrap_or_default().to_string(),
                             if c.may_introspect { "yes" } else { "no" }.to_string(),
                             c.created_at.to_rfc3339(),
+                            age,
+                            ts_text(c.last_used_at),
+                            next,
                         ]
                     })
                     .collect();
@@ -204,6 +230,9 @@ pub async fn run(ctx: &Context, command: ClientsCommand) -> anyhow::Result<()> {
                         "STATUS",
                         "INTROSPECT",
                         "CREATED",
+                        "AGE",
+                        "LAST USED",
+                        "NEXT (LIFECYCLE)",
                     ],
                     &rows,
                 );

@@ -6,7 +6,9 @@ use gatehouse_store::{ApiKeyRecord, AuthLock};
 use serde_json::json;
 
 use crate::cli::{KeyCreateArgs, KeysCommand};
+use crate::commands::lifecycle::{Status, default_overlap};
 use crate::context::Context;
+use crate::lifecycle::pass::api_key_subject;
 use crate::output;
 
 fn millis(duration: std::time::Duration) -> i64 {
@@ -65,6 +67,15 @@ pub fn ts_text(ts: Option<Timestamp>) -> String {
 }
 
 fn key_json(record: &ApiKeyRecord, now: Timestamp) -> serde_json::Value {
+    key_json_with(record, now, None)
+}
+
+/// With its lifecycle status, also its age and what the policy does next.
+fn key_json_with(
+    record: &ApiKeyRecord,
+    now: Timestamp,
+    lifecycle: Option<&Status>,
+) -> serde_json::Value {
     let status = if record.is_revoked() {
         "revoked"
     } else if record.is_expired(now) {
@@ -74,7 +85,7 @@ fn key_json(record: &ApiKeyRecord, now: Timestamp) -> serde_json::Value {
     } else {
         "active"
     };
-    json!({
+    let mut value = json!({
         "id": record.id,
         "name": record.name,
         "tenant": record.tenant,
@@ -87,7 +98,11 @@ fn key_json(record: &ApiKeyRecord, now: Timestamp) -> serde_json::Value {
         "revoked_at": record.revoked_at.map(|t| t.to_rfc3339()),
         "last_used_at": record.last_used_at.map(|t| t.to_rfc3339()),
         "rotated_to": record.rotated_to,
-    })
+    });
+    if let Some(status) = lifecycle {
+        value["lifecycle"] = status.json(now);
+    }
+    value
 }
 
 fn print_issued(issued: &IssuedApiKey, json: bool, now: Timestamp) {
@@ -235,15 +250,26 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List(flag) => {
             let store = ctx.open_store().await?;
             let keys = store.list_api_keys().await?;
+            let policy = ctx.config.lifecycle.policy();
+            let mut statuses = Vec::with_capacity(keys.len());
+            for key in &keys {
+                let subject = api_key_subject(key, now);
+                statuses.push(Status::of(&store, subject, key.created_at, &policy, now).await?);
+            }
             if flag.json {
                 output::json(&json!(
-                    keys.iter().map(|k| key_json(k, now)).collect::<Vec<_>>()
+                    keys.iter()
+                        .zip(&statuses)
+                        .map(|(k, status)| key_json_with(k, now, Some(status)))
+                        .collect::<Vec<_>>()
                 ));
             } else {
                 let rows: Vec<Vec<String>> = keys
                     .iter()
-                    .map(|k| {
+                    .zip(&statuses)
+                    .map(|(k, status)| {
                         let v = key_json(k, now);
+                        let [age, next] = status.columns(now);
                         vec![
                             k.id.clone(),
                             k.name.clone(),
@@ -251,8 +277,10 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
                             k.role.clone(),
                             v["status"].as_str().unwrap_or_default().to_string(),
                             k.created_at.to_rfc3339(),
+                            age,
                             ts_text(k.expires_at),
                             ts_text(k.last_used_at),
+                            next,
                         ]
                     })
                     .collect();
@@ -264,8 +292,10 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
                         "ROLE",
                         "STATUS",
                         "CREATED",
+                        "AGE",
                         "EXPIRES",
                         "LAST USED",
+                        "NEXT (LIFECYCLE)",
                     ],
                     &rows,
                 );
@@ -339,7 +369,11 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
                 // The new key keeps the old one's remaining lifetime, if any.
                 remaining.map(|ms| now.plus_millis(ms.max(0))),
             )?;
-            let old_valid_until = now.plus_millis(millis(overlap.into()));
+            let overlap = match overlap {
+                Some(overlap) => overlap.into(),
+                None => default_overlap(&ctx.config.lifecycle.policy(), &old.tenant),
+            };
+            let old_valid_until = now.plus_millis(millis(overlap));
             if !store
                 .rotate_api_key(&id, &issued.record, old_valid_until)
                 .await?

@@ -1,9 +1,11 @@
 pub mod approvals;
 pub mod audit;
+pub mod audit_verify;
 pub mod check_config;
 pub mod clients;
 pub mod grants;
 pub mod keys;
+pub mod lifecycle;
 pub mod policy;
 pub mod secrets;
 pub mod serve;

@@ -15,6 +15,7 @@ use crate::commands::users::create_user;
 use crate::commands::welcome::{FirstRun, print_welcome};
 use crate::config::{AuthModeName, validate_public_url};
 use crate::context::Context;
+use crate::lifecycle::housekeeping::Housekeeping;
 use crate::output;
 use crate::runtime::Runtime;
 
@@ -154,6 +155,35 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         housekeeping(Arc::clone(oauth), shutdown.clone());
     }
     crate::policy_file::watch(ctx, Arc::clone(&runtime.gateway), shutdown.clone());
+    let lifecycle = if ctx.config.lifecycle.enabled {
+        let housekeeping = Housekeeping {
+            store: Arc::clone(&runtime.store),
+            audit: runtime.gateway.audit().clone(),
+            // Signing keys are rotated only where the authorization server runs.
+            master: match &runtime.oauth {
+                Some(_) => Some(ctx.master_key()?),
+                None => None,
+            },
+            policy: ctx.config.lifecycle.policy(),
+            interval: ctx.config.lifecycle.interval,
+            clock: Arc::clone(&runtime.clock),
+        };
+        Some(housekeeping.spawn(shutdown.clone()))
+    } else {
+        None
+    };
+    // Checkpoints of the audit chain; the last one is signed after the
+    // listener has drained, before the audit log closes.
+    let checkpoints_stop = CancellationToken::new();
+    let checkpoints = runtime.oauth.as_ref().map(|oauth| {
+        gatehouse_audit::spawn_checkpoints(
+            runtime.gateway.audit().clone(),
+            Arc::new(crate::runtime::AsCheckpoints(Arc::clone(oauth))),
+            Arc::clone(&runtime.clock),
+            ctx.config.audit.checkpoint_interval,
+            checkpoints_stop.clone(),
+        )
+    });
     let http_config = HttpConfig {
         public_url,
         allowed_hosts: server.allowed_hosts.clone(),
@@ -244,6 +274,16 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     serve(listener, router, limits, shutdown).await;
     if let Some(metrics_server) = metrics_server {
         let _ = metrics_server.await;
+    }
+    // The task holds an audit sender: it must be gone before the log closes.
+    if let Some(lifecycle) = lifecycle
+        && let Err(e) = lifecycle.await
+    {
+        tracing::warn!(error = %e, "lifecycle housekeeping task failed");
+    }
+    checkpoints_stop.cancel();
+    if let Some(checkpoints) = checkpoints {
+        let _ = checkpoints.await;
     }
     runtime.finish().await;
     tracing::info!("stopped; audit log flushed");

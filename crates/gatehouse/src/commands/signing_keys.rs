@@ -11,6 +11,8 @@ use serde_json::json;
 use crate::commands::approvals::operator;
 use crate::commands::keys::ts_text;
 use crate::context::Context;
+use crate::lifecycle::plan::{Subject, signing_key_rotation};
+use crate::lifecycle::policy::{CredentialKind, LifecyclePolicy};
 use crate::output;
 
 /// The tool name of the audit records written here.
@@ -29,13 +31,48 @@ fn key_json(key: &ScheduledKey<'_>) -> serde_json::Value {
     })
 }
 
+/// When the lifecycle replaces the key that signs now (its successor is
+/// published then), for the listing; `None` for every other key.
+fn lifecycle_rotation(
+    key: &ScheduledKey<'_>,
+    has_successor: bool,
+    policy: &LifecyclePolicy,
+) -> Option<Timestamp> {
+    if key.state != SigningKeyState::Active {
+        return None;
+    }
+    let subject = Subject {
+        kind: CredentialKind::SigningKey,
+        id: key.record.kid.clone(),
+        tenant: None,
+        human: None,
+        created_at: key.record.created_at,
+        last_used_at: None,
+    };
+    signing_key_rotation(&subject, has_successor, &policy.signing_keys).map(|(at, _)| at)
+}
+
 pub async fn list(ctx: &Context, now: Timestamp, json_out: bool) -> anyhow::Result<()> {
     let store = ctx.open_store().await?;
     let records = store.signing_keys().await?;
     let schedule = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS);
+    let policy = ctx.config.lifecycle.policy();
+    let has_successor = schedule
+        .keys
+        .iter()
+        .any(|k| k.state == SigningKeyState::Next);
+    let rotation = |k: &ScheduledKey<'_>| lifecycle_rotation(k, has_successor, &policy);
     if json_out {
         output::json(&json!(
-            schedule.keys.iter().map(key_json).collect::<Vec<_>>()
+            schedule
+                .keys
+                .iter()
+                .map(|k| {
+                    let mut value = key_json(k);
+                    value["lifecycle_rotation_at"] = json!(rotation(k).map(|t| t.to_rfc3339()));
+                    value
+                })
+                .collect::<Vec<_>>()
         ));
         return Ok(());
     }
@@ -50,6 +87,7 @@ pub async fn list(ctx: &Context, now: Timestamp, json_out: bool) -> anyhow::Resu
                 ts_text(k.replaced_at),
                 ts_text(k.retires_at),
                 ts_text(k.record.revoked_at),
+                ts_text(rotation(k)),
             ]
         })
         .collect();
@@ -61,6 +99,7 @@ pub async fn list(ctx: &Context, now: Timestamp, json_out: bool) -> anyhow::Resu
             "REPLACED AT",
             "RETIRES AT",
             "REVOKED AT",
+            "LIFECYCLE ROTATES AT",
         ],
         &rows,
     );

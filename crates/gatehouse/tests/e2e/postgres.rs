@@ -31,10 +31,10 @@ fn psql(sql: &str) -> Result<(), String> {
 }
 
 /// A fresh schema, dropped when the test ends.
-struct Schema(String);
+pub(super) struct Schema(String);
 
 impl Schema {
-    fn create() -> Option<Schema> {
+    pub(super) fn create() -> Option<Schema> {
         let mut bytes = [0u8; 6];
         getrandom::fill(&mut bytes).unwrap();
         let name = format!("gh_e2e_{}", hex::encode(bytes));
@@ -56,7 +56,7 @@ impl Schema {
         }
     }
 
-    fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         let separator = if base_url().contains('?') { '&' } else { '?' };
         format!(
             "{}{separator}options=-c%20search_path%3D{}",

@@ -1,0 +1,445 @@
+//! The hash chain that makes the audit trail tamper-evident.
+//!
+//! Every record written by one instance carries its place in that
+//! instance's chain (`ChainLink`): a sequence number without gaps, the hash
+//! of the record before it and its own hash, taken over the chain id, the
+//! sequence number, the previous hash and every other field of the record.
+//! An edited record no longer matches its hash; a deleted one leaves a gap;
+//! a reordered or inserted one does not follow its predecessor. Someone who
+//! can write the database could recompute every hash after an edit, which is
+//! why the writer also signs the chain's head at intervals
+//! (`checkpoint.rs`): a rewritten chain no longer matches its checkpoints.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use gatehouse_core::{AuditEvent, ChainLink};
+use gatehouse_store::Store;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::AuditError;
+
+/// The previous hash of a chain's first record.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What a record's hash is taken over. The record is serialized with its
+/// fields in declaration order and `arguments` with sorted keys, so the same
+/// record read back from the database or the JSON-lines file gives the same
+/// bytes.
+#[derive(Serialize)]
+struct Hashed<'a> {
+    chain: &'a str,
+    seq: u64,
+    prev_hash: &'a str,
+    record: &'a AuditEvent,
+}
+
+/// Hex SHA-256 of a record at `seq` in `chain` after `prev_hash`. `event`'s
+/// own link is left out of what is hashed.
+pub fn record_hash(chain: &str, seq: u64, prev_hash: &str, event: &AuditEvent) -> String {
+    let unlinked;
+    let record = if event.link.is_some() {
+        unlinked = AuditEvent {
+            link: None,
+            ..event.clone()
+        };
+        &unlinked
+    } else {
+        event
+    };
+    let hashed = Hashed {
+        chain,
+        seq,
+        prev_hash,
+        record,
+    };
+    let mut hasher = Sha256::new();
+    // Serializing a struct of strings, numbers and a JSON value cannot fail.
+    let _ = serde_json::to_writer(HashWriter(&mut hasher), &hashed);
+    hex::encode(hasher.finalize())
+}
+
+/// Feeds serialized bytes into the hasher without a buffer.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The head of one instance's chain, as the writer extends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    id: String,
+    seq: u64,
+    head: String,
+}
+
+impl Chain {
+    /// A chain that goes on after `last` (its last record's seq and hash),
+    /// or starts when there is none.
+    pub fn resume(id: String, last: Option<(u64, String)>) -> Chain {
+        let (seq, head) = last.unwrap_or((0, GENESIS_HASH.to_string()));
+        Chain { id, seq, head }
+    }
+
+    /// A chain of its own for one run of a command (`gatehouse approvals
+    /// decide`, …), which may run beside the server: its records never
+    /// take seq numbers from the server's chain.
+    pub fn for_run() -> Chain {
+        Chain::resume(format!("run-{}", uuid::Uuid::now_v7()), None)
+    }
+
+    /// The instance's chain: its id is kept in the file `id_file` (made on
+    /// the first start), and it goes on from its last stored record.
+    pub async fn for_instance(store: &dyn Store, id_file: &Path) -> Result<Chain, AuditError> {
+        let id = instance_chain_id(id_file)?;
+        let last = store
+            .audit_chain_head(&id)
+            .await
+            .map_err(|e| AuditError::WriteFailed(format!("audit chain {id}: {e}")))?;
+        Ok(Chain::resume(id, last))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The last record's seq (0 before the first) and hash.
+    pub fn head(&self) -> (u64, &str) {
+        (self.seq, &self.head)
+    }
+
+    /// Puts `event` at the end of the chain.
+    pub fn link(&mut self, event: &mut AuditEvent) {
+        let seq = self.seq + 1;
+        let hash = record_hash(&self.id, seq, &self.head, event);
+        event.link = Some(ChainLink {
+            chain: self.id.clone(),
+            seq,
+            prev_hash: std::mem::replace(&mut self.head, hash.clone()),
+            hash,
+        });
+        self.seq = seq;
+    }
+}
+
+/// The id in `path`, or a new one written there. Ids are `i-` and a UUID;
+/// anything else in the file stops start-up rather than start a chain
+/// under a name nobody chose.
+fn instance_chain_id(path: &Path) -> Result<String, AuditError> {
+    let failed = |e: std::io::Error| AuditError::WriteFailed(format!("{}: {e}", path.display()));
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let id = text.trim();
+            let valid = id
+                .strip_prefix("i-")
+                .is_some_and(|uuid| uuid::Uuid::parse_str(uuid).is_ok());
+            if valid {
+                Ok(id.to_string())
+            } else {
+                Err(AuditError::WriteFailed(format!(
+                    "{}: not an audit chain id (expected i-<uuid>)",
+                    path.display()
+                )))
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = format!("i-{}", uuid::Uuid::now_v7());
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(failed)?;
+            }
+            std::fs::write(path, format!("{id}\n")).map_err(failed)?;
+            Ok(id)
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// What is wrong with a record, as `gatehouse audit verify` names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Tamper {
+    #[error("its contents do not match its hash: it was edited")]
+    Edited,
+    #[error("records {first}..={last} of chain {chain} are missing: deleted")]
+    Missing {
+        chain: String,
+        first: u64,
+        last: u64,
+    },
+    #[error(
+        "it is record {seq} of chain {chain}, which came already (up to {seen}): reordered or copied"
+    )]
+    OutOfOrder { chain: String, seq: u64, seen: u64 },
+    #[error(
+        "it does not follow record {previous} of chain {chain} (its previous hash differs): inserted or replaced"
+    )]
+    Unlinked { chain: String, previous: u64 },
+    #[error(
+        "it has no chain link, after chained records: inserted (every record is chained since the chain began)"
+    )]
+    Unchained,
+    #[error(
+        "the first record seen of chain {chain} is {seq}, not 1: the chain's beginning is missing"
+    )]
+    Headless { chain: String, seq: u64 },
+}
+
+/// Where the chains stand while records are checked in order.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    /// Per chain: the last seq and hash seen.
+    heads: HashMap<String, (u64, String)>,
+    /// Records may start mid-chain (`--from`): the first of each chain is
+    /// then taken as it is.
+    partial: bool,
+    chained: u64,
+    unchained: u64,
+}
+
+impl Verifier {
+    /// Checks from the very first record: each chain must start at 1.
+    pub fn from_start() -> Verifier {
+        Verifier::default()
+    }
+
+    /// Checks a window of the trail: each chain may start anywhere.
+    pub fn partial() -> Verifier {
+        Verifier {
+            partial: true,
+            ..Verifier::default()
+        }
+    }
+
+    /// Records checked that carry a link, and that do not (written before
+    /// the chain existed).
+    pub fn counts(&self) -> (u64, u64) {
+        (self.chained, self.unchained)
+    }
+
+    /// The last seq and hash seen of each chain.
+    pub fn heads(&self) -> &HashMap<String, (u64, String)> {
+        &self.heads
+    }
+
+    /// Checks the next record in the order it was written.
+    pub fn check(&mut self, event: &AuditEvent) -> Result<(), Tamper> {
+        let Some(link) = &event.link else {
+            if self.chained > 0 {
+                return Err(Tamper::Unchained);
+            }
+            self.unchained += 1;
+            return Ok(());
+        };
+        if record_hash(&link.chain, link.seq, &link.prev_hash, event) != link.hash {
+            return Err(Tamper::Edited);
+        }
+        match self.heads.get(&link.chain) {
+            None => {
+                let first_is_genesis = link.seq == 1 && link.prev_hash == GENESIS_HASH;
+                if !self.partial && !first_is_genesis {
+                    return Err(Tamper::Headless {
+                        chain: link.chain.clone(),
+                        seq: link.seq,
+                    });
+                }
+            }
+            Some((seq, hash)) => {
+                if link.seq <= *seq {
+                    return Err(Tamper::OutOfOrder {
+                        chain: link.chain.clone(),
+                        seq: link.seq,
+                        seen: *seq,
+                    });
+                }
+                if link.seq > seq + 1 {
+                    return Err(Tamper::Missing {
+                        chain: link.chain.clone(),
+                        first: seq + 1,
+                        last: link.seq - 1,
+                    });
+                }
+                if &link.prev_hash != hash {
+                    return Err(Tamper::Unlinked {
+                        chain: link.chain.clone(),
+                        previous: *seq,
+                    });
+                }
+            }
+        }
+        self.heads
+            .insert(link.chain.clone(), (link.seq, link.hash.clone()));
+        self.chained += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EventBuilder;
+    use gatehouse_core::{AuditKind, Outcome, Timestamp};
+
+    fn chained(n: usize) -> Vec<AuditEvent> {
+        let mut chain = Chain::resume("c1".into(), None);
+        (0..n)
+            .map(|i| {
+                let mut event = EventBuilder::new(
+                    AuditKind::ToolDecision,
+                    Outcome::Success,
+                    Timestamp(i as i64),
+                )
+                .tool("read_file")
+                .arguments(serde_json::json!({"path": format!("/f{i}"), "z": 1, "a": [1.5, "x"]}))
+                .build();
+                chain.link(&mut event);
+                event
+            })
+            .collect()
+    }
+
+    fn verify(events: &[AuditEvent]) -> Result<(), (usize, Tamper)> {
+        let mut verifier = Verifier::from_start();
+        for (i, event) in events.iter().enumerate() {
+            verifier.check(event).map_err(|t| (i, t))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies_and_survives_a_round_trip_through_json() {
+        let events = chained(5);
+        assert_eq!(verify(&events), Ok(()));
+        let reread: Vec<AuditEvent> = events
+            .iter()
+            .map(|e| serde_json::from_str(&serde_json::to_string(e).unwrap()).unwrap())
+            .collect();
+        assert_eq!(verify(&reread), Ok(()));
+        assert_eq!(events[0].link.as_ref().unwrap().prev_hash, GENESIS_HASH);
+        assert_eq!(
+            events[1].link.as_ref().unwrap().prev_hash,
+            events[0].link.as_ref().unwrap().hash
+        );
+    }
+
+    #[test]
+    fn an_edited_record_is_named() {
+        let mut events = chained(5);
+        events[2].outcome = Outcome::Denied;
+        assert_eq!(verify(&events), Err((2, Tamper::Edited)));
+        let mut events = chained(5);
+        events[3].arguments = Some(serde_json::json!({"path": "/etc/shadow"}));
+        assert_eq!(verify(&events), Err((3, Tamper::Edited)));
+    }
+
+    #[test]
+    fn a_deleted_record_leaves_a_gap() {
+        let mut events = chained(5);
+        events.remove(2);
+        let missing = Tamper::Missing {
+            chain: "c1".into(),
+            first: 3,
+            last: 3,
+        };
+        assert_eq!(verify(&events), Err((2, missing)));
+        // The first record deleted: the chain has no beginning.
+        let mut events = chained(3);
+        events.remove(0);
+        assert!(matches!(verify(&events), Err((0, Tamper::Headless { .. }))));
+        // A window may start mid-chain.
+        let mut verifier = Verifier::partial();
+        assert_eq!(verifier.check(&events[0]), Ok(()));
+    }
+
+    #[test]
+    fn reordered_records_are_out_of_order() {
+        let mut events = chained(5);
+        events.swap(1, 3);
+        // Record 4 comes right after 1: 2 and 3 look missing.
+        assert!(matches!(verify(&events), Err((1, Tamper::Missing { .. }))));
+        let mut events = chained(5);
+        let copy = events[1].clone();
+        events.insert(3, copy);
+        assert!(matches!(
+            verify(&events),
+            Err((3, Tamper::OutOfOrder { .. }))
+        ));
+    }
+
+    #[test]
+    fn an_inserted_record_does_not_follow_its_predecessor() {
+        let mut events = chained(5);
+        // A forged record with a valid hash of its own, at the place of 3,
+        // but linked to the wrong predecessor (what an insert must fake).
+        let mut forged = events[2].clone();
+        forged.tool = Some("delete_everything".into());
+        let link = forged.link.take().unwrap();
+        let prev = events[0].link.as_ref().unwrap().hash.clone();
+        let hash = record_hash(&link.chain, link.seq, &prev, &forged);
+        forged.link = Some(ChainLink {
+            prev_hash: prev,
+            hash,
+            ..link
+        });
+        events[2] = forged;
+        assert_eq!(
+            verify(&events),
+            Err((
+                2,
+                Tamper::Unlinked {
+                    chain: "c1".into(),
+                    previous: 2
+                }
+            ))
+        );
+        // A record without a link after chained ones.
+        let mut events = chained(3);
+        let mut bare = events[1].clone();
+        bare.link = None;
+        events.insert(2, bare);
+        assert_eq!(verify(&events), Err((2, Tamper::Unchained)));
+    }
+
+    #[test]
+    fn chains_of_several_instances_interleave() {
+        let mut a = Chain::resume("a".into(), None);
+        let mut b = Chain::resume("b".into(), None);
+        let mut events = Vec::new();
+        for i in 0..6 {
+            let mut event =
+                EventBuilder::new(AuditKind::ToolOutcome, Outcome::Success, Timestamp(i)).build();
+            if i % 2 == 0 {
+                a.link(&mut event);
+            } else {
+                b.link(&mut event);
+            }
+            events.push(event);
+        }
+        assert_eq!(verify(&events), Ok(()));
+        let mut verifier = Verifier::from_start();
+        for e in &events {
+            verifier.check(e).unwrap();
+        }
+        assert_eq!(verifier.heads().len(), 2);
+        assert_eq!(verifier.counts(), (6, 0));
+    }
+
+    #[test]
+    fn a_resumed_chain_goes_on_from_its_last_record() {
+        let events = chained(2);
+        let last = events[1].link.clone().unwrap();
+        let mut chain = Chain::resume("c1".into(), Some((last.seq, last.hash)));
+        let mut next =
+            EventBuilder::new(AuditKind::ToolOutcome, Outcome::Success, Timestamp(9)).build();
+        chain.link(&mut next);
+        let mut all = events;
+        all.push(next);
+        assert_eq!(verify(&all), Ok(()));
+    }
+}
