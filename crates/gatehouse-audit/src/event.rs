@@ -40,6 +40,7 @@ impl EventBuilder {
                 error: None,
                 latency_us: None,
                 result_bytes: None,
+                request_id: crate::current_request_id().map(|id| id.to_string()),
                 link: None,
             },
         }
@@ -134,6 +135,16 @@ impl EventBuilder {
 
     pub fn result_bytes(mut self, bytes: u64) -> Self {
         self.event.result_bytes = Some(bytes);
+        self
+    }
+
+    /// The request the record belongs to, when the task making it does
+    /// not serve that request itself (see `request_scope`). `None` keeps
+    /// the id of the request the task serves.
+    pub fn request_id(mut self, id: Option<&str>) -> Self {
+        if let Some(id) = id {
+            self.event.request_id = Some(id.to_string());
+        }
         self
     }
 

@@ -5,6 +5,7 @@ pub mod chain;
 pub mod checkpoint;
 mod event;
 mod redact;
+mod request_scope;
 mod rotation;
 mod syslog;
 mod writer;
@@ -13,6 +14,9 @@ pub use chain::{Chain, GENESIS_HASH, Tamper, Verifier, record_hash};
 pub use checkpoint::{CHECKPOINT_TYP, CheckpointClaims, CheckpointSigner, spawn_checkpoints};
 pub use event::EventBuilder;
 pub use redact::{REDACTED, Redactor, SECRET_NAME_WORDS, is_listed_field};
+pub use request_scope::{current_request_id, in_request};
 pub use rotation::Rotation;
 pub use syslog::{SyslogSettings, SyslogTarget, system_hostname};
-pub use writer::{AuditError, AuditLog, AuditOptions, AuditWriterHandle, ChainHead};
+pub use writer::{
+    AuditError, AuditLog, AuditOptions, AuditQueueProbe, AuditWriterHandle, ChainHead,
+};

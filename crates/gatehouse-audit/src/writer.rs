@@ -95,6 +95,19 @@ pub struct AuditLog {
     healthy: Arc<AtomicBool>,
 }
 
+/// See [`AuditLog::queue_probe`].
+#[derive(Clone)]
+pub struct AuditQueueProbe(mpsc::WeakSender<Job>);
+
+impl AuditQueueProbe {
+    /// Records waiting to be written; 0 once the writer has stopped.
+    pub fn depth(&self) -> usize {
+        self.0
+            .upgrade()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity())
+    }
+}
+
 /// Finishes when every `AuditLog` clone is dropped and the queue is drained.
 pub struct AuditWriterHandle(JoinHandle<()>);
 
@@ -328,6 +341,12 @@ impl AuditLog {
     /// sender is gone or it panicked).
     pub fn is_running(&self) -> bool {
         !self.tx.is_closed()
+    }
+
+    /// Reads the queue's depth (for metrics) without keeping the writer
+    /// open: the log still closes when every `AuditLog` is dropped.
+    pub fn queue_probe(&self) -> AuditQueueProbe {
+        AuditQueueProbe(self.tx.downgrade())
     }
 
     /// Records `event` and waits until it is durable.

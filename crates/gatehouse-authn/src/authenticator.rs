@@ -2,6 +2,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use gatehouse_core::{CredentialKind, CredentialRef, LastUse, Principal, Timestamp};
+use gatehouse_metrics::Metrics;
 use gatehouse_store::{ApiKeyRecord, Store};
 
 use crate::access_token::{AccessTokens, TokenSettings, principal_for_token};
@@ -40,6 +41,8 @@ pub struct Authenticator {
     /// The revocation list by credential generation, when there are no
     /// access tokens (whose cache holds it otherwise).
     revoked: Mutex<Option<(u64, HashSet<String>)>>,
+    /// Gate 1's counters (outcomes, lockouts, cache hits) and its latency.
+    metrics: Arc<Metrics>,
 }
 
 /// Whether `credential` has the shape of a Gatehouse secret (`ghk_` API
@@ -62,7 +65,19 @@ impl Authenticator {
             last_use: LastUse::new(),
             cache: KeyCache::default(),
             revoked: Mutex::new(None),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Records gate 1's metrics in `metrics` (shared with the rest of the
+    /// request path) instead of a registry of its own.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Also accept access tokens from the embedded authorization server.
@@ -277,8 +292,10 @@ impl Authenticator {
     async fn key_record(&self, id: &str) -> Result<Option<ApiKeyRecord>, AuthnError> {
         let generation = self.store.credential_generation();
         if let Some(record) = generation.and_then(|g| self.cache.get(id, g)) {
+            self.metrics.cache("api_key", true);
             return Ok(Some(record));
         }
+        self.metrics.cache("api_key", false);
         let record = self
             .store
             .api_key(id)

@@ -136,6 +136,10 @@ pub struct AuditEvent {
     pub error: Option<String>,
     pub latency_us: Option<u64>,
     pub result_bytes: Option<u64>,
+    /// The HTTP request the record belongs to: the id its log lines and its
+    /// `X-Request-Id` response header show.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// Where the record sits in its instance's hash chain; set by the audit
     /// writer as it writes the record (`None` for records written before
     /// the chain existed).

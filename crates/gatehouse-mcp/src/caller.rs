@@ -11,4 +11,7 @@ pub struct Caller {
     pub session: Option<String>,
     /// The peer address, or `stdio`.
     pub source: Option<String>,
+    /// The HTTP request's id (`X-Request-Id`), for its audit records made
+    /// outside the request's own task (the SDK runs handlers as tasks).
+    pub request_id: Option<Arc<str>>,
 }

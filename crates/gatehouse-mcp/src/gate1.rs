@@ -2,10 +2,12 @@
 //! the outcome.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder};
 use gatehouse_authn::{AuthMode, Authenticator, AuthnError, LockSubject, parse_api_key};
 use gatehouse_core::{AuditKind, Clock, Outcome, Principal};
+use gatehouse_metrics::{NO_REASON, Stage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Gate1Error {
@@ -56,6 +58,7 @@ pub async fn authenticate(
         Ok(Some(value)) => parse_api_key(value).ok().map(|p| p.id.to_string()),
         _ => None,
     };
+    let started = Instant::now();
     let (result, new_locks) = match &presented {
         Ok(Some(credential)) => {
             authenticator
@@ -65,6 +68,18 @@ pub async fn authenticate(
         Ok(None) => (authenticator.authenticate(None, now).await, Vec::new()),
         Err(e) => (Err(e.clone()), Vec::new()),
     };
+    let metrics = authenticator.metrics();
+    metrics.observe(Stage::Authenticate, started.elapsed());
+    match &result {
+        Ok(_) => metrics.authentication(true, NO_REASON),
+        Err(error) => metrics.authentication(false, error.code()),
+    }
+    for lock in &new_locks {
+        metrics.lockout(match lock.subject {
+            LockSubject::Key(_) => "credential",
+            LockSubject::Source(_) => "source",
+        });
+    }
     let event = |outcome| {
         EventBuilder::new(AuditKind::Authentication, outcome, now)
             .source(origin.source.clone())

@@ -12,7 +12,8 @@ use gatehouse_authz::{
     OPERATION_TOKEN_META, Permit, Policy, SharedPolicy, Target, TaskGrantError, TaskGrants,
     arguments_hash,
 };
-use gatehouse_core::{AuditKind, Clock, CredentialKind, Outcome, Principal, Timestamp};
+use gatehouse_core::{AuditEvent, AuditKind, Clock, CredentialKind, Outcome, Principal, Timestamp};
+use gatehouse_metrics::{Metrics, NO_REASON, Stage};
 use gatehouse_store::{StoreError, TaskGrantRecord};
 use gatehouse_tools::{BuiltinTools, ToolDefinition, ToolError, ToolOutput};
 use gatehouse_upstream::model::{
@@ -139,6 +140,8 @@ pub struct Gateway {
     watches: ResourceWatches,
     /// Signs the identity JWT for upstreams with `forward_identity`.
     identity: IdentitySlot,
+    /// Decisions, outcomes and the latency of each stage, for /metrics.
+    metrics: Arc<Metrics>,
 }
 
 /// Enabled upstreams in the order names are routed: prefixed ones before
@@ -360,7 +363,46 @@ impl Gateway {
             pins: None,
             watches: ResourceWatches::default(),
             identity: IdentitySlot::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Counts decisions, outcomes and stage latencies in `metrics` (shared
+    /// with gate 1 and /metrics) instead of a registry of its own.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Writes an audit record and counts it: decisions, outcomes and
+    /// anomalies by reason code, and the time spent waiting for the record
+    /// to be durable. Every record of the gateway goes through here.
+    async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
+        let reason = event.reason.as_deref().unwrap_or(NO_REASON);
+        match event.kind {
+            AuditKind::ToolDecision if event.outcome == Outcome::Success => {
+                // The reason of a permit is the rule's text (it can name an
+                // approval id): never a label.
+                let reason = if event.approval.is_some() {
+                    "approved"
+                } else {
+                    "permitted"
+                };
+                self.metrics.decision("allow", reason);
+            }
+            AuditKind::ToolDecision => self.metrics.decision("deny", reason),
+            AuditKind::ToolOutcome => self.metrics.tool_outcome(event.outcome.as_str(), reason),
+            AuditKind::Anomaly => self.metrics.anomaly(reason),
+            _ => {}
+        }
+        let started = Instant::now();
+        let written = self.audit.record(event).await;
+        self.metrics.observe(Stage::Audit, started.elapsed());
+        written
     }
 
     /// Signs the identity JWTs of `forward_identity` upstreams (set once,
@@ -519,18 +561,18 @@ impl Gateway {
         reason: &str,
         detail: String,
     ) -> Result<(), AuditError> {
-        self.audit
-            .record(
-                EventBuilder::new(AuditKind::Anomaly, Outcome::Denied, self.clock.now())
-                    .principal(&caller.principal)
-                    .session(caller.session.clone())
-                    .source(caller.source.clone())
-                    .decision("deny")
-                    .reason(reason)
-                    .error(detail)
-                    .build(),
-            )
-            .await
+        self.record(
+            EventBuilder::new(AuditKind::Anomaly, Outcome::Denied, self.clock.now())
+                .request_id(caller.request_id.as_deref())
+                .principal(&caller.principal)
+                .session(caller.session.clone())
+                .source(caller.source.clone())
+                .decision("deny")
+                .reason(reason)
+                .error(detail)
+                .build(),
+        )
+        .await
     }
 
     pub fn redactor(&self) -> &Redactor {
@@ -851,21 +893,23 @@ impl Gateway {
             let deny = Deny::new(target, DenyReason::RateLimited { retry_after_secs });
             return Err(self.refuse(caller, name, args, deny, None, started).await);
         }
-        self.audit
-            .record(
-                self.tool_event(
-                    caller,
-                    name,
-                    args,
-                    AuditKind::ToolDecision,
-                    Outcome::Success,
-                )
-                .decision("allow")
-                .reason(permit.rule())
-                .build(),
+        self.metrics.observe(Stage::Authorize, started.elapsed());
+        self.record(
+            self.tool_event(
+                caller,
+                name,
+                args,
+                AuditKind::ToolDecision,
+                Outcome::Success,
             )
-            .await?;
+            .decision("allow")
+            .reason(permit.rule())
+            .build(),
+        )
+        .await?;
+        let dispatched = Instant::now();
         let result = fetch.await;
+        self.metrics.observe(Stage::Dispatch, dispatched.elapsed());
         let outcome = match &result {
             Ok(_) => self.tool_event(caller, name, args, AuditKind::ToolOutcome, Outcome::Success),
             Err(error) => self.upstream_failure(
@@ -873,8 +917,7 @@ impl Gateway {
                 error,
             ),
         };
-        self.audit
-            .record(outcome.latency_us(micros_since(started)).build())
+        self.record(outcome.latency_us(micros_since(started)).build())
             .await?;
         result.map_err(CallError::Upstream)
     }
@@ -1138,6 +1181,7 @@ impl Gateway {
             None => caller.session.clone(),
         };
         EventBuilder::new(kind, outcome, self.clock.now())
+            .request_id(caller.request_id.as_deref())
             .principal(&caller.principal)
             .session(session_or_grant)
             .source(caller.source.clone())
@@ -1209,8 +1253,7 @@ impl Gateway {
                 .redact_arguments(&exact, policy.redact_fields(name)),
             sha256: None,
         };
-        self.audit
-            .record(self.denial_event(caller, name, &args, &deny).build())
+        self.record(self.denial_event(caller, name, &args, &deny).build())
             .await?;
         Ok(Some(deny))
     }
@@ -1240,6 +1283,7 @@ impl Gateway {
         approval: Option<&str>,
         started: Instant,
     ) -> CallError {
+        self.metrics.observe(Stage::Authorize, started.elapsed());
         let mut event = self
             .denial_event(caller, name, args, &deny)
             .latency_us(micros_since(started));
@@ -1249,7 +1293,7 @@ impl Gateway {
         if let Some(approval) = approval {
             event = event.approval(approval);
         }
-        match self.audit.record(event.build()).await {
+        match self.record(event.build()).await {
             Ok(()) => CallError::Denied(deny),
             Err(e) => CallError::Audit(e),
         }
@@ -1402,7 +1446,7 @@ impl Gateway {
                         &error.to_string(),
                         started,
                     );
-                    self.audit.record(event).await?;
+                    self.record(event).await?;
                     return Err(CallError::Upstream(error));
                 }
                 Err(PinError::Audit(e)) => return Err(CallError::Audit(e)),
@@ -1418,7 +1462,7 @@ impl Gateway {
                         &e.to_string(),
                         started,
                     );
-                    self.audit.record(event).await?;
+                    self.record(event).await?;
                     return Err(CallError::PinsUnavailable(e.to_string()));
                 }
             }
@@ -1448,16 +1492,18 @@ impl Gateway {
             }
         };
         // The decision is durable before the tool has any effect.
-        self.audit
-            .record(
-                event(AuditKind::ToolDecision, Outcome::Success)
-                    .decision("allow")
-                    .reason(permit.rule())
-                    .build(),
-            )
-            .await?;
+        self.metrics.observe(Stage::Authorize, started.elapsed());
+        self.record(
+            event(AuditKind::ToolDecision, Outcome::Success)
+                .decision("allow")
+                .reason(permit.rule())
+                .build(),
+        )
+        .await?;
         let Some((upstream, upstream_name)) = route else {
+            let dispatched = Instant::now();
             let result = self.tools.call(&permit, arguments).await;
+            self.metrics.observe(Stage::Dispatch, dispatched.elapsed());
             let outcome = match &result {
                 Ok(output) => event(AuditKind::ToolOutcome, Outcome::Success)
                     .result_bytes(result_size(output)),
@@ -1465,19 +1511,26 @@ impl Gateway {
                     .reason(error.code())
                     .error(self.redactor.redact_text(&error.to_string())),
             };
-            self.audit
-                .record(outcome.latency_us(micros_since(started)).build())
+            self.record(outcome.latency_us(micros_since(started)).build())
                 .await?;
             return Ok(CallResult::Builtin(result));
         };
         // With Gatehouse's own credential for the caller's tenant, never the
         // caller's; Gatehouse's `_meta` keys stay here.
-        let forwarded = meta.map(|m| {
+        let mut forwarded = meta.map(|m| {
             m.iter()
                 .filter(|(k, _)| !k.starts_with(GATEHOUSE_META_PREFIX))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect::<Map<String, Value>>()
         });
+        // The upstream's work is a child of this call's span (when spans
+        // are exported): W3C trace context in its `_meta` (SEP-414).
+        {
+            let mut with_trace = forwarded.take().unwrap_or_default();
+            crate::trace_context::inject_into_meta(&mut with_trace);
+            forwarded = (!with_trace.is_empty()).then_some(with_trace);
+        }
+        let dispatched = Instant::now();
         let result = async {
             let forwarded = self
                 .with_identity(upstream, &caller.principal, forwarded)
@@ -1494,6 +1547,7 @@ impl Gateway {
                 .await
         }
         .await;
+        self.metrics.observe(Stage::Dispatch, dispatched.elapsed());
         let outcome = match &result {
             Ok(CallToolResponse::Complete(answer)) if answer.is_error == Some(true) => {
                 event(AuditKind::ToolOutcome, Outcome::Error).reason("upstream_tool_error")
@@ -1511,8 +1565,7 @@ impl Gateway {
                 self.upstream_failure(event(AuditKind::ToolOutcome, Outcome::Error), error)
             }
         };
-        self.audit
-            .record(outcome.latency_us(micros_since(started)).build())
+        self.record(outcome.latency_us(micros_since(started)).build())
             .await?;
         result
             .map(|answer| match answer {

@@ -29,6 +29,7 @@ fn caller(role: &str) -> Caller {
         }),
         session: Some("s-1".into()),
         source: Some("127.0.0.1".into()),
+        request_id: Some(Arc::from("req-1")),
     }
 }
 
@@ -122,6 +123,23 @@ async fn decisions_and_outcomes_are_recorded_with_redacted_arguments() {
     assert_eq!(first.session.as_deref(), Some("s-1"));
     assert_eq!(rows[2].event.reason.as_deref(), Some("role_not_allowed"));
     assert!(rows[1].event.result_bytes.is_some());
+    // Each record names the request (the caller's), and each is counted.
+    assert!(
+        rows.iter()
+            .all(|r| r.event.request_id.as_deref() == Some("req-1"))
+    );
+    let metrics = gateway.metrics();
+    assert_eq!(metrics.decisions("allow", "permitted"), 1);
+    assert_eq!(metrics.decisions("deny", "role_not_allowed"), 1);
+    let text = metrics.render();
+    for line in [
+        "gatehouse_tool_outcomes_total{outcome=\"success\",reason=\"none\"} 1",
+        "gatehouse_stage_duration_seconds_count{stage=\"authorize\"} 2",
+        "gatehouse_stage_duration_seconds_count{stage=\"dispatch\"} 1",
+        "gatehouse_stage_duration_seconds_count{stage=\"audit\"} 3",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+    }
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ pub mod routes;
 mod sdk;
 mod stdio;
 pub mod tool_pins;
+pub mod trace_context;
 
 pub use caller::Caller;
 pub use gate1::Gate1Error;

@@ -11,6 +11,8 @@ pub const HEALTH: &str = "/healthz";
 /// Readiness: the store answers, the audit log takes records; upstream
 /// health is counted (one upstream down does not make Gatehouse unready).
 pub const READY: &str = "/readyz";
+/// Prometheus metrics, served only on the admin listener (`[metrics]`).
+pub const METRICS: &str = "/metrics";
 /// Explains a policy decision (admins only): the HTTP form of
 /// `gatehouse policy check`.
 pub const POLICY_CHECK: &str = "/admin/policy/check";

@@ -51,6 +51,8 @@ impl StdioAuthenticator {
             principal: Arc::new(principal),
             session: None,
             source: Some("stdio".into()),
+            // stdio has no HTTP requests to name.
+            request_id: None,
         })
     }
 }

@@ -63,12 +63,16 @@ const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("../migrations/postgres/0012_audit_chain.sql"),
     ),
+    (
+        13,
+        include_str!("../migrations/postgres/0013_audit_request_id.sql"),
+    ),
 ];
 
 /// See `sqlite::NEWEST_MIGRATION`: versions may leave gaps.
 const NEWEST_MIGRATION: i64 = newest_migration(MIGRATIONS);
 
-/// 23 bound values per row; PostgreSQL allows 65535 per statement.
+/// 24 bound values per row; PostgreSQL allows 65535 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 2_000;
 
 /// The channel every instance listens on for credential changes.
@@ -408,6 +412,7 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditRow> {
             error: row.try_get("error")?,
             latency_us: latency.map(|v| v.max(0) as u64),
             result_bytes: result_bytes.map(|v| v.max(0) as u64),
+            request_id: row.try_get("request_id")?,
             link: audit_link(row)?,
         },
     })
@@ -438,7 +443,7 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::P
     let mut insert = QueryBuilder::<sqlx::Postgres>::new(
         "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
          source, tool, arguments, args_sha256, approval, decision, reason, outcome, error, \
-         latency_us, result_bytes, chain, chain_seq, prev_hash, hash) ",
+         latency_us, result_bytes, request_id, chain, chain_seq, prev_hash, hash) ",
     );
     insert.push_values(rows, |mut row, (event, arguments)| {
         row.push_bind(event.id)
@@ -468,6 +473,7 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::P
                     .result_bytes
                     .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
             )
+            .push_bind(event.request_id)
             .push_bind(event.link.as_ref().map(|l| l.chain.clone()))
             .push_bind(
                 event
@@ -918,6 +924,9 @@ impl Store for PostgresStore {
         }
         if let Some(outcome) = query.outcome {
             sql.push(" AND outcome = ").push_bind(outcome.as_str());
+        }
+        if let Some(request_id) = &query.request_id {
+            sql.push(" AND request_id = ").push_bind(request_id.clone());
         }
         // Newest first inside the limit, then returned oldest first.
         sql.push(" ORDER BY seq DESC");

@@ -43,6 +43,8 @@ pub struct AuditQuery {
     pub tool: Option<String>,
     pub kind: Option<AuditKind>,
     pub outcome: Option<Outcome>,
+    /// Only the records of one HTTP request (its `X-Request-Id`).
+    pub request_id: Option<String>,
     /// Maximum number of rows; the newest rows are kept when the limit cuts.
     pub limit: Option<u32>,
 }

@@ -22,7 +22,7 @@ use crate::{
 
 /// Schema migrations, applied in order, each once. The SQL is embedded so the
 /// binary needs no files next to it.
-/// 18 bound values per row; SQLite allows 32766 per statement.
+/// 24 bound values per row; SQLite allows 32766 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 500;
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -61,6 +61,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         12,
         include_str!("../migrations/sqlite/0012_audit_chain.sql"),
+    ),
+    (
+        13,
+        include_str!("../migrations/sqlite/0013_audit_request_id.sql"),
     ),
 ];
 
@@ -327,6 +331,7 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRow> {
             error: row.try_get("error")?,
             latency_us: latency.map(|v| v.max(0) as u64),
             result_bytes: result_bytes.map(|v| v.max(0) as u64),
+            request_id: row.try_get("request_id")?,
             link: audit_link(row)?,
         },
     })
@@ -365,7 +370,7 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::S
     let mut insert = QueryBuilder::<sqlx::Sqlite>::new(
         "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
          source, tool, arguments, args_sha256, approval, decision, reason, outcome, error, \
-         latency_us, result_bytes, chain, chain_seq, prev_hash, hash) ",
+         latency_us, result_bytes, request_id, chain, chain_seq, prev_hash, hash) ",
     );
     insert.push_values(rows, |mut row, (event, arguments)| {
         row.push_bind(event.id)
@@ -395,6 +400,7 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::S
                     .result_bytes
                     .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
             )
+            .push_bind(event.request_id)
             .push_bind(event.link.as_ref().map(|l| l.chain.clone()))
             .push_bind(
                 event
@@ -816,6 +822,9 @@ impl Store for SqliteStore {
         }
         if let Some(outcome) = query.outcome {
             sql.push(" AND outcome = ").push_bind(outcome.as_str());
+        }
+        if let Some(request_id) = &query.request_id {
+            sql.push(" AND request_id = ").push_bind(request_id.clone());
         }
         // Newest first inside the limit, then returned oldest first.
         sql.push(" ORDER BY seq DESC");

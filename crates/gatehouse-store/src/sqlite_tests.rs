@@ -39,6 +39,7 @@ fn event(id: &str, ts: i64, tool: &str, outcome: Outcome) -> AuditEvent {
         error: None,
         latency_us: Some(12),
         result_bytes: Some(3),
+        request_id: None,
         link: None,
     }
 }

@@ -149,6 +149,7 @@ fn event(id: &str, ts: i64, tool: &str, outcome: Outcome) -> AuditEvent {
         error: None,
         latency_us: Some(12),
         result_bytes: Some(3),
+        request_id: Some("0197a1b2-req".into()),
         link: None,
     }
 }
@@ -402,6 +403,8 @@ pub(crate) async fn audit_append_and_filter(store: TestStore) {
     other.kind = AuditKind::Authentication;
     other.arguments = None;
     other.latency_us = None;
+    // A record made outside any HTTP request (the CLI) has no request id.
+    other.request_id = None;
     store
         .append_audit(vec![
             event("e1", 100, "read_file", Outcome::Success),
@@ -512,6 +515,15 @@ pub(crate) async fn audit_append_and_filter(store: TestStore) {
         })
         .await
         .is_empty()
+    );
+    // The records of one request (e4 was made outside any).
+    assert_eq!(
+        query(AuditQuery {
+            request_id: Some("0197a1b2-req".into()),
+            ..Default::default()
+        })
+        .await,
+        ["e1", "e2", "e3"]
     );
 }
 

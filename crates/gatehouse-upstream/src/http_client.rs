@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use http::{HeaderName, HeaderValue};
-use rmcp::model::{ClientJsonRpcMessage, RequestId};
+use rmcp::model::{ClientJsonRpcMessage, ClientRequest, GetMeta, RequestId};
 use rmcp::transport::streamable_http_client::{
     SseError, StreamableHttpClient, StreamableHttpError, StreamableHttpPostResponse,
 };
@@ -121,6 +121,56 @@ fn json_len(message: &impl serde::Serialize) -> usize {
     count.0
 }
 
+/// The W3C trace context a call carries in `_meta` (SEP-414; the gateway
+/// puts its own span there) is repeated as HTTP headers, for an upstream or
+/// a proxy in front of it that reads the transport's. Only well-formed
+/// values of the two names, so a caller's `_meta` adds no other header.
+fn with_trace_headers(
+    message: &ClientJsonRpcMessage,
+    mut headers: HashMap<HeaderName, HeaderValue>,
+) -> HashMap<HeaderName, HeaderValue> {
+    let ClientJsonRpcMessage::Request(request) = message else {
+        return headers;
+    };
+    let ClientRequest::CallToolRequest(call) = &request.request else {
+        return headers;
+    };
+    // In the parameters as the gateway sets it; in the extensions once rmcp
+    // has parsed a message.
+    let meta = match &call.params.meta {
+        Some(meta) => &meta.0.0,
+        None => &request.request.get_meta().0.0,
+    };
+    let value = |name: &str| meta.get(name).and_then(serde_json::Value::as_str);
+    let Some(parent) = value("traceparent").filter(|v| is_traceparent(v)) else {
+        return headers;
+    };
+    if let Ok(parent) = HeaderValue::from_str(parent) {
+        headers.insert(HeaderName::from_static("traceparent"), parent);
+        if let Some(state) = value("tracestate").filter(|v| v.len() <= 512)
+            && let Ok(state) = HeaderValue::from_str(state)
+        {
+            headers.insert(HeaderName::from_static("tracestate"), state);
+        }
+    }
+    headers
+}
+
+/// `00-` + 32 hex + `-` + 16 hex + `-` + 2 hex (W3C Trace Context, version 00).
+fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+}
+
 impl StreamableHttpClient for CappedClient {
     type Error = reqwest::Error;
 
@@ -153,6 +203,7 @@ impl StreamableHttpClient for CappedClient {
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         let auth_header = self.bearer(auth_header).await?;
+        let custom_headers = with_trace_headers(&message, custom_headers);
         let request = match &message {
             ClientJsonRpcMessage::Request(request) => Some(request.id.clone()),
             _ => None,
@@ -305,6 +356,37 @@ fn answers(event: &Sse, id: &RequestId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_well_formed_trace_context_becomes_headers() {
+        let call = |meta: serde_json::Value| -> ClientJsonRpcMessage {
+            serde_json::from_value(serde_json::json!({
+                "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                "params": {"name": "t", "arguments": {}, "_meta": meta},
+            }))
+            .unwrap()
+        };
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let headers = with_trace_headers(
+            &call(serde_json::json!({"traceparent": parent, "tracestate": "k=v", "x": "y"})),
+            HashMap::new(),
+        );
+        assert_eq!(headers.len(), 2, "{headers:?}");
+        assert_eq!(headers[&HeaderName::from_static("traceparent")], parent);
+        assert_eq!(headers[&HeaderName::from_static("tracestate")], "k=v");
+        for bad in [
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nx: y",
+            "garbage",
+        ] {
+            let headers = with_trace_headers(
+                &call(serde_json::json!({"traceparent": bad, "tracestate": "k=v"})),
+                HashMap::new(),
+            );
+            assert!(headers.is_empty(), "{bad}: {headers:?}");
+        }
+    }
 
     use crate::relay::{Accepts, Relay, Relayed};
     use futures::StreamExt;

@@ -22,6 +22,21 @@ pub struct GlobalArgs {
     /// Data directory: database, audit file, pepper and tool sandbox.
     #[arg(long, global = true, env = "GATEHOUSE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Log lines on stderr: "text" for people, "json" (one object a line,
+    /// with the request's id and span fields) for log collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "GATEHOUSE_LOG_FORMAT",
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,6 +348,9 @@ pub struct AuditQueryArgs {
     /// Only records of this tenant.
     #[arg(long)]
     pub tenant: Option<String>,
+    /// Only the records of one HTTP request (the X-Request-Id it was answered with).
+    #[arg(long)]
+    pub request_id: Option<String>,
     /// At most this many records, the newest.
     #[arg(long, default_value_t = 100)]
     pub limit: u32,

@@ -50,6 +50,10 @@ pub struct Config {
     pub oauth: OAuthConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub traces: TracesConfig,
     /// MCP servers Gatehouse stands in front of (`[[upstreams]]`).
     #[serde(default)]
     pub upstreams: Vec<gatehouse_upstream::UpstreamConfig>,
@@ -182,6 +186,38 @@ impl Default for ServerConfig {
             max_sessions_per_principal: gatehouse_mcp::http::MAX_SESSIONS_PER_PRINCIPAL,
             initialize_per_minute: 30,
             shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The admin listener that serves `/metrics` (Prometheus text format).
+/// Off unless `listen` is set: a second port is opened only when asked for,
+/// and never the public listener's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of the admin listener, e.g. "127.0.0.1:9464".
+    pub listen: Option<SocketAddr>,
+    /// `/metrics` has no authentication: an address other than loopback is
+    /// refused unless this is true (then restrict who reaches the port).
+    pub allow_remote: bool,
+}
+
+/// OpenTelemetry spans over OTLP/HTTP. Off unless `otlp_endpoint` is set.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesConfig {
+    /// The collector's OTLP/HTTP traces URL, e.g. "http://127.0.0.1:4318/v1/traces".
+    pub otlp_endpoint: Option<Url>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        TracesConfig {
+            otlp_endpoint: None,
+            service_name: "gatehouse".into(),
         }
     }
 }
@@ -354,6 +390,8 @@ impl Default for Config {
             tools: ToolsConfig::default(),
             oauth: OAuthConfig::default(),
             policy: PolicyConfig::default(),
+            metrics: MetricsConfig::default(),
+            traces: TracesConfig::default(),
             upstreams: Vec::new(),
             issuers: Vec::new(),
             lifecycle: crate::lifecycle::settings::LifecycleConfig::default(),
@@ -448,6 +486,30 @@ impl Config {
         }
         if let Some(url) = &self.server.public_url {
             validate_public_url(url).map_err(|r| invalid("server.public_url", &r))?;
+        }
+        if let Some(url) = &self.traces.otlp_endpoint
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            return Err(invalid(
+                "traces.otlp_endpoint",
+                "must be an http or https URL (OTLP over HTTP)",
+            ));
+        }
+        if let Some(listen) = self.metrics.listen {
+            if !listen.ip().is_loopback() && !self.metrics.allow_remote {
+                return Err(invalid(
+                    "metrics.listen",
+                    &format!(
+                        "{listen} is not a loopback address and /metrics has no authentication: set metrics.allow_remote = true to serve it there anyway"
+                    ),
+                ));
+            }
+            if listen == self.server.listen {
+                return Err(invalid(
+                    "metrics.listen",
+                    "must differ from server.listen: /metrics is never served on the public listener",
+                ));
+            }
         }
         self.lifecycle
             .validate()
@@ -775,6 +837,35 @@ mod tests {
             );
             assert_eq!(parse(&text).unwrap().auth.mode.as_str(), name);
         }
+    }
+
+    #[test]
+    fn metrics_stay_off_the_network_unless_asked() {
+        assert!(parse("version = 1").unwrap().metrics.listen.is_none());
+        let on = parse("version = 1\n[metrics]\nlisten = \"127.0.0.1:9464\"").unwrap();
+        assert_eq!(on.metrics.listen.map(|a| a.port()), Some(9464));
+        let remote = "version = 1\n[metrics]\nlisten = \"0.0.0.0:9464\"";
+        let error = parse(remote).unwrap_err().to_string();
+        assert!(
+            error.contains("metrics.listen") && error.contains("allow_remote"),
+            "{error}"
+        );
+        assert!(parse(&format!("{remote}\nallow_remote = true")).is_ok());
+        let same = "version = 1\n[server]\nlisten = \"127.0.0.1:8787\"\n[metrics]\nlisten = \"127.0.0.1:8787\"";
+        let error = parse(same).unwrap_err().to_string();
+        assert!(error.contains("public listener"), "{error}");
+    }
+
+    #[test]
+    fn traces_are_off_unless_an_otlp_http_endpoint_is_named() {
+        let config = parse("version = 1").unwrap();
+        assert!(config.traces.otlp_endpoint.is_none());
+        assert_eq!(config.traces.service_name, "gatehouse");
+        let on = "version = 1\n[traces]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"";
+        assert!(parse(on).unwrap().traces.otlp_endpoint.is_some());
+        let grpc = "version = 1\n[traces]\notlp_endpoint = \"grpc://127.0.0.1:4317\"";
+        let error = parse(grpc).unwrap_err().to_string();
+        assert!(error.contains("traces.otlp_endpoint"), "{error}");
     }
 
     #[test]

@@ -9,15 +9,19 @@ mod output;
 mod policy_file;
 mod runtime;
 mod secret_sealing;
+mod telemetry;
 mod upstream_secrets;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use opentelemetry_sdk::trace::SdkTracer;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LogFormat};
 use crate::context::Context;
 
 /// The MCP SDK logs whole messages (tool arguments, request headers) at
@@ -27,7 +31,8 @@ use crate::context::Context;
 /// module logs errors only.
 const QUIET_SDK: [&str; 2] = ["rmcp=warn", "rmcp::service=error"];
 
-fn init_logging() {
+/// `tracer`: spans are exported too (`[traces]`).
+fn init_logging(format: LogFormat, tracer: Option<SdkTracer>) {
     // Logs go to stderr: stdout carries command output and, for `stdio`, the protocol.
     let mut filter =
         EnvFilter::try_from_env("GATEHOUSE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
@@ -36,32 +41,64 @@ fn init_logging() {
             filter = filter.add_directive(directive);
         }
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // The filter applies to both: no span below its level is exported.
+    let base = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracer.map(|tracer| tracing_opentelemetry::layer().with_tracer(tracer)));
+    let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
         // Colour codes only for a person at a terminal, never into files and pipes.
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        LogFormat::Text => base
+            .with(logs.with_ansi(std::io::stderr().is_terminal()))
+            .init(),
+        // The fields of the enclosing spans (the request's `request_id`)
+        // go into every line, flattened, so a collector can index them.
+        LogFormat::Json => base
+            .with(
+                logs.json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(true),
+            )
+            .init(),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = Context::load(&cli.global)?;
-    let done = match cli.command {
-        Command::Serve(args) => commands::serve::run(&ctx, &args).await,
-        Command::Stdio => commands::stdio::run(&ctx).await,
-        Command::Keys(command) => commands::keys::run(&ctx, command).await,
-        Command::Clients(command) => commands::clients::run(&ctx, command).await,
-        Command::Audit(command) => commands::audit::run(&ctx, command).await,
-        Command::Secrets(command) => commands::secrets::run(&ctx, command).await,
-        Command::Users(command) => commands::users::run(&ctx, command).await,
+    telemetry::install_propagator();
+    // Spans are exported by the servers only, never by a CLI command.
+    let telemetry = match cli.command {
+        Command::Serve(_) | Command::Stdio => telemetry::start(&ctx.config.traces)?,
+        _ => None,
+    };
+    let (telemetry, tracer) = telemetry.unzip();
+    init_logging(cli.global.log_format, tracer);
+    let done = run_command(&ctx, cli.command).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    done
+}
+
+async fn run_command(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
+    let done = match command {
+        Command::Serve(args) => commands::serve::run(ctx, &args).await,
+        Command::Stdio => commands::stdio::run(ctx).await,
+        Command::Keys(command) => commands::keys::run(ctx, command).await,
+        Command::Clients(command) => commands::clients::run(ctx, command).await,
+        Command::Audit(command) => commands::audit::run(ctx, command).await,
+        Command::Secrets(command) => commands::secrets::run(ctx, command).await,
+        Command::Users(command) => commands::users::run(ctx, command).await,
         // The one command whose exit status carries its answer.
-        Command::Policy(command) => return commands::policy::run(&ctx, command).await,
-        Command::Approvals(command) => commands::approvals::run(&ctx, command).await,
-        Command::Grants(command) => commands::grants::run(&ctx, command).await,
-        Command::Upstreams(command) => commands::upstreams::run(&ctx, command).await,
-        Command::Lifecycle(command) => commands::lifecycle::run(&ctx, command).await,
-        Command::CheckConfig(flag) => commands::check_config::run(&ctx, &flag),
+        Command::Policy(command) => return commands::policy::run(ctx, command).await,
+        Command::Approvals(command) => commands::approvals::run(ctx, command).await,
+        Command::Grants(command) => commands::grants::run(ctx, command).await,
+        Command::Upstreams(command) => commands::upstreams::run(ctx, command).await,
+        Command::Lifecycle(command) => commands::lifecycle::run(ctx, command).await,
+        Command::CheckConfig(flag) => commands::check_config::run(ctx, &flag),
     };
     done.map(|()| ExitCode::SUCCESS)
 }
@@ -75,7 +112,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     match run(cli).await {
         Ok(code) => code,
         Err(error) => {

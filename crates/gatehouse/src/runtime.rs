@@ -20,6 +20,7 @@ use gatehouse_core::{
 use gatehouse_core::{SecretCipher, Timestamp};
 use gatehouse_mcp::identity::{IDENTITY_TYP, IdentityClaims, IdentitySigner};
 use gatehouse_mcp::{Gateway, ToolPins};
+use gatehouse_metrics::Metrics;
 use gatehouse_oauth::http::AsState;
 use gatehouse_oauth::{
     ApprovalPages, AsConfig, AuthorizationServer, CimdConfig, CookiePolicy,
@@ -43,6 +44,8 @@ pub struct Runtime {
     pub clock: Arc<dyn Clock>,
     /// The upstream MCP servers, when the configuration names any.
     pub upstreams: Option<Arc<UpstreamSet>>,
+    /// What /metrics shows; gate 1 and the gateway count into it.
+    pub metrics: Arc<Metrics>,
 }
 
 pub const SANDBOX_DIR: &str = "sandbox";
@@ -103,6 +106,9 @@ impl Runtime {
             },
         )
         .with_context(|| format!("cannot open the audit file {}", audit_path.display()))?;
+        let metrics = Arc::new(Metrics::default());
+        let queue = audit.queue_probe();
+        metrics.set_audit_queue_depth(move || u64::try_from(queue.depth()).unwrap_or(u64::MAX));
         let redactor =
             Redactor::new(&ctx.config.audit.redact_fields).context("invalid redaction pattern")?;
         let tools_config = ToolsConfig {
@@ -130,7 +136,8 @@ impl Runtime {
                 anonymous: Box::new(anonymous(&ctx.config.auth.anonymous_role)),
             },
         };
-        let mut authenticator = Authenticator::new(Arc::clone(&store), pepper, mode);
+        let mut authenticator =
+            Authenticator::new(Arc::clone(&store), pepper, mode).with_metrics(Arc::clone(&metrics));
         let auth_required = ctx.config.auth.mode == AuthModeName::ApiKey;
         // The authorization server runs for HTTP with authentication on.
         let issuer = public_url
@@ -153,7 +160,8 @@ impl Runtime {
                 gatehouse_mcp::routes::MCP
             );
             let external = ExternalIssuers::new(&ctx.config.issuers, &resource)
-                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?
+                .with_metrics(Arc::clone(&metrics));
             authenticator = authenticator.with_external_issuers(Arc::new(external));
         }
         let authenticator = Arc::new(authenticator);
@@ -181,7 +189,8 @@ impl Runtime {
             Arc::clone(&clock),
         )
         .with_approvals(Arc::clone(&approvals))
-        .with_task_grants(Arc::clone(&task_grants));
+        .with_task_grants(Arc::clone(&task_grants))
+        .with_metrics(Arc::clone(&metrics));
         // Children are started (and HTTP upstreams connected) in the
         // background; a call waits for its connection up to its timeouts.
         let upstreams = if ctx.config.upstreams.is_empty() {
@@ -246,6 +255,7 @@ impl Runtime {
             audit_writer,
             clock,
             upstreams,
+            metrics,
         })
     }
 

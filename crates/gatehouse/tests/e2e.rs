@@ -29,6 +29,7 @@ mod e2e {
     mod lifecycle;
     mod lockout;
     mod matrix;
+    mod metrics;
     mod oauth;
     mod policy;
     pub mod postgres;
@@ -43,6 +44,7 @@ mod e2e {
     mod tenants;
     mod tool_pins;
     mod tools;
+    mod traces;
     mod transport;
     mod upstreams;
 }

@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use gatehouse_core::{Principal, Timestamp};
+use gatehouse_metrics::Metrics;
 
 pub use assertion::{
     Assertion, AssertionKeys, AssertionRules, AssertionType, unverified_issuer, verify_assertion,
@@ -47,6 +48,9 @@ pub use token::mapped_roles;
 
 use crate::jwt::{DEFAULT_MAX_TOKEN_BYTES, JwtError};
 
+/// The metrics label of the validated-token cache.
+const EXTERNAL_TOKEN_CACHE: &str = "external_token";
+
 /// Every configured external issuer, by `iss`.
 pub struct ExternalIssuers {
     by_issuer: HashMap<String, (Arc<Issuer>, Arc<KeySet>)>,
@@ -57,6 +61,8 @@ pub struct ExternalIssuers {
     /// provider in turn, showing one provider's token to the others.
     introspector: Option<Arc<Introspector>>,
     validated: validated::ValidatedTokens,
+    /// Hits and misses of `validated`.
+    metrics: Arc<Metrics>,
 }
 
 impl ExternalIssuers {
@@ -98,7 +104,14 @@ impl ExternalIssuers {
             order,
             introspector,
             validated: validated::ValidatedTokens::default(),
+            metrics: Arc::default(),
         })
+    }
+
+    /// Counts the validated-token cache's hits and misses in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -141,6 +154,7 @@ impl ExternalIssuers {
     ) -> Option<Result<Principal, JwtError>> {
         // Only external tokens are ever remembered, so a hit is one.
         if let Some(principal) = self.recently_validated(token, now) {
+            self.metrics.cache(EXTERNAL_TOKEN_CACHE, true);
             return Some(Ok(principal));
         }
         let parsed = match token::parse(token, DEFAULT_MAX_TOKEN_BYTES) {
@@ -150,6 +164,7 @@ impl ExternalIssuers {
         if own == Some(parsed.iss.as_str()) {
             return None;
         }
+        self.metrics.cache(EXTERNAL_TOKEN_CACHE, false);
         Some(self.verify(&parsed, now).await)
     }
 

@@ -13,6 +13,7 @@ use gatehouse_core::TaskGrant;
 
 use super::errors::{audit_unavailable, gate1_failure, jsonrpc_refusal, refusal};
 use super::listener::PeerAddr;
+use super::request_id::RequestId;
 use super::router::AppState;
 use super::sessions::SessionCheck;
 use crate::Caller;
@@ -79,6 +80,10 @@ pub async fn authenticate(
         principal: Arc::new(principal),
         session: session.clone(),
         source,
+        request_id: request
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| Arc::clone(&id.0)),
     };
     request.extensions_mut().insert(caller.clone());
     let response = next.run(request).await;

@@ -15,7 +15,9 @@ use url::Url;
 
 use super::guard::{HostAllowlist, OriginAllowlist};
 use super::sessions::{MAX_SESSIONS, SessionBindings, SessionLimits};
-use super::{admin, authenticate, body, guard, metadata, policy_check, upstreams_status};
+use super::{
+    admin, authenticate, body, guard, metadata, policy_check, request_id, upstreams_status,
+};
 use crate::sdk::{HttpServiceOptions, SdkSessions, streamable_http_service};
 use crate::{Gateway, routes};
 use gatehouse_upstream::HealthState;
@@ -178,6 +180,7 @@ fn build(
 ) -> (Router, SdkSessions) {
     let hosts = allowed_hosts(config);
     let origins = allowed_origins(config);
+    let metrics = Arc::clone(gateway.metrics());
     let (mcp, sdk_sessions) = streamable_http_service(
         Arc::clone(&gateway),
         HttpServiceOptions {
@@ -266,7 +269,10 @@ fn build(
         .merge(mcp_routes)
         .merge(admin_routes)
         .layer(RequestBodyLimitLayer::new(config.max_body_bytes))
-        .layer(RequestBodyDeadlineLayer::new(config.body_timeout));
+        .layer(RequestBodyDeadlineLayer::new(config.body_timeout))
+        // Outermost: every answer, refusals by any layer included, carries
+        // the request's id and is counted.
+        .layer(from_fn_with_state(metrics, request_id::observe));
     (router, sdk_sessions)
 }
 

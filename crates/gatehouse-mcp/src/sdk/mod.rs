@@ -46,10 +46,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::gateway::PendingApproval;
 use crate::held_calls::{HELD_STATE_PREFIX, HeldCall, HeldCalls, Incoming, Owner, ResumeError};
+use crate::http::{RequestId as HttpRequestId, RequestSpan};
 use crate::refusal::Refusal;
+use crate::trace_context;
 use crate::{CallError, CallResult, Caller, Gateway};
 use crate::{Gate1Error, StdioAuthenticator};
 use gatehouse_authn::AuthnError;
+use tracing::Instrument;
 
 mod audience;
 mod errors;
@@ -329,6 +332,44 @@ fn described(description: &str, access: Access) -> String {
             format!("{description} Requires a human-approved operation token.")
         }
         _ => description.to_string(),
+    }
+}
+
+/// The span of a `tools/call`: a child of its HTTP request's span (none on
+/// stdio), or of the remote span its `_meta.traceparent` names (SEP-414),
+/// and the request's id for its audit records.
+fn call_scope(context: &RequestContext<RoleServer>) -> (tracing::Span, Option<Arc<str>>) {
+    let parts = context.extensions.get::<http::request::Parts>();
+    let request_id = parts
+        .and_then(|parts| parts.extensions.get::<HttpRequestId>())
+        .map(|id| Arc::clone(&id.0));
+    let parent = parts.and_then(|parts| parts.extensions.get::<RequestSpan>());
+    let span = match parent {
+        Some(parent) => tracing::info_span!(
+            parent: &parent.0,
+            "tools/call",
+            trace_id = tracing::field::Empty
+        ),
+        None => tracing::info_span!("tools/call", trace_id = tracing::field::Empty),
+    };
+    if let Some(trace_id) = trace_context::adopt_from_meta(&span, &context.meta.0.0) {
+        span.record("trace_id", trace_id);
+    }
+    (span, request_id)
+}
+
+/// Runs a handler as part of its HTTP request: rmcp spawns each handler as
+/// a task of its own, which would lose the request's span (its log lines'
+/// `request_id`, the trace) and the id its audit records carry (approvals,
+/// grants).
+async fn in_request_scope<F: Future>(
+    (span, request_id): (tracing::Span, Option<Arc<str>>),
+    work: F,
+) -> F::Output {
+    let work = work.instrument(span);
+    match request_id {
+        Some(id) => gatehouse_audit::in_request(id, work).await,
+        None => work.await,
     }
 }
 
@@ -707,7 +748,8 @@ impl ServerHandler for McpHandler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        Box::pin(async move {
+        let scope = call_scope(&context);
+        let work = Box::pin(async move {
             let caller = self.caller(&context).await?;
             let url_elicitation = context.peer.peer_info().is_some_and(|info| {
                 info.capabilities
@@ -760,8 +802,8 @@ impl ServerHandler for McpHandler {
                 CallResult::Builtin(result) => tool_result(result).into(),
                 CallResult::Upstream(answer) => answer,
             })
-        })
-        .await
+        });
+        in_request_scope(scope, work).await
     }
 }
 

@@ -102,6 +102,7 @@ fn query_from_args(args: &AuditQueryArgs) -> anyhow::Result<AuditQuery> {
         tool: args.tool.clone(),
         kind,
         outcome,
+        request_id: args.request_id.clone(),
         limit: Some(args.limit),
     })
 }

@@ -20,6 +20,8 @@ pub fn run(ctx: &Context, flag: &JsonFlag) -> anyhow::Result<()> {
         "auth_mode": c.auth.mode.as_str(),
         "audit_file": ctx.in_data_dir(&c.audit.file).display().to_string(),
         "web_fetch_allowlist": c.tools.web_fetch_allowlist,
+        "metrics_listen": c.metrics.listen.map(|a| a.to_string()),
+        "traces_otlp_endpoint": c.traces.otlp_endpoint.as_ref().map(|u| u.to_string()),
         "lifecycle": lifecycle_json(&c.lifecycle),
     });
     if flag.json {

@@ -1,7 +1,9 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use gatehouse_mcp::http::{HttpConfig, ListenerLimits, ReadinessProbe, build_router, serve};
+use gatehouse_mcp::http::{
+    HttpConfig, ListenerLimits, ReadinessProbe, build_router, metrics_router, serve,
+};
 use gatehouse_mcp::routes;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -109,6 +111,26 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
+    let metrics_listener = match ctx.config.metrics.listen {
+        // Checked again with the address `--listen` may have changed.
+        Some(address) if address == bound => {
+            anyhow::bail!("metrics.listen must differ from the public listener {bound}")
+        }
+        Some(address) => {
+            let metrics = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (metrics.listen)"))?;
+            Some(metrics)
+        }
+        None => None,
+    };
+    let metrics_url = metrics_listener
+        .as_ref()
+        .map(|l| {
+            l.local_addr()
+                .map(|a| format!("http://{a}{}", routes::METRICS))
+        })
+        .transpose()?;
     let public_url = match args
         .public_url
         .clone()
@@ -202,6 +224,20 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
             "AUTHENTICATION IS OFF: every request runs as the anonymous principal"
         );
     }
+    let limits = ListenerLimits {
+        header_read_timeout: server.header_read_timeout,
+        shutdown_grace: server.shutdown_grace,
+    };
+    // The admin listener stops with the public one; its router holds no
+    // audit sender, so it never keeps the audit log from closing.
+    let metrics_server = metrics_listener.map(|metrics_listener| {
+        tokio::spawn(serve(
+            metrics_listener,
+            metrics_router(Arc::clone(&runtime.metrics)),
+            limits,
+            shutdown.clone(),
+        ))
+    });
     if args.json {
         if first_key.is_some() || first_user.is_some() {
             let mut event = json!({"event": "first_run"});
@@ -218,6 +254,7 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
             "event": "listening",
             "address": bound.to_string(),
             "mcp_url": mcp_url,
+            "metrics_url": metrics_url,
             "data_dir": ctx.data_dir.display().to_string(),
         }));
     } else {
@@ -227,22 +264,17 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
                 key: first_key.as_deref(),
                 user: first_user.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
                 authorization_server: runtime.oauth.as_ref().map(|_| origin.as_str()),
+                metrics_url: metrics_url.as_deref(),
             },
             ctx,
         );
     }
-    tracing::info!(address = %bound, "listening");
+    tracing::info!(address = %bound, metrics = metrics_url.as_deref(), "listening");
 
-    serve(
-        listener,
-        router,
-        ListenerLimits {
-            header_read_timeout: server.header_read_timeout,
-            shutdown_grace: server.shutdown_grace,
-        },
-        shutdown,
-    )
-    .await;
+    serve(listener, router, limits, shutdown).await;
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     // The task holds an audit sender: it must be gone before the log closes.
     if let Some(lifecycle) = lifecycle
         && let Err(e) = lifecycle.await

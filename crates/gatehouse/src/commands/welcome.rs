@@ -12,6 +12,8 @@ pub struct FirstRun<'a> {
     pub user: Option<(&'a str, &'a str)>,
     /// The issuer, when the embedded authorization server runs.
     pub authorization_server: Option<&'a str>,
+    /// Where Prometheus scrapes, when `[metrics]` is on.
+    pub metrics_url: Option<&'a str>,
 }
 
 fn shell_quote(text: &str) -> String {
@@ -23,7 +25,7 @@ pub fn print_welcome(mcp_url: &str, first: &FirstRun<'_>, ctx: &Context) {
     let key = first.key;
     let header_key = key.unwrap_or("<your API key>");
     let list_body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
-    let lines = [
+    let mut lines = vec![
         String::new(),
         "Gatehouse is running.".into(),
         format!("  MCP endpoint:   {mcp_url}"),
@@ -32,8 +34,11 @@ pub fn print_welcome(mcp_url: &str, first: &FirstRun<'_>, ctx: &Context) {
             "  Audit log:      {} (or: gatehouse audit tail --follow)",
             ctx.in_data_dir(&ctx.config.audit.file).display()
         ),
-        String::new(),
     ];
+    if let Some(url) = first.metrics_url {
+        lines.push(format!("  Metrics:        {url}"));
+    }
+    lines.push(String::new());
     for line in lines {
         output::line(&line);
     }

@@ -16,6 +16,8 @@ pub struct Server {
     pub child: Child,
     pub base: String,
     pub admin_key: Option<String>,
+    /// The admin listener's `/metrics` URL, when `[metrics]` is on.
+    pub metrics_url: Option<String>,
     pub http: reqwest::Client,
     config: Option<PathBuf>,
     /// Extra environment for the server and its CLI commands.
@@ -80,7 +82,7 @@ impl Server {
         let mut child = command.spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut admin_key = None;
-        let base = loop {
+        let (base, metrics_url) = loop {
             let mut line = String::new();
             if stdout.read_line(&mut line).unwrap() == 0 {
                 let log =
@@ -93,7 +95,10 @@ impl Server {
                     admin_key = event["api_key"].as_str().map(str::to_string);
                 }
                 Some("listening") => {
-                    break format!("http://{}", event["address"].as_str().unwrap());
+                    break (
+                        format!("http://{}", event["address"].as_str().unwrap()),
+                        event["metrics_url"].as_str().map(str::to_string),
+                    );
                 }
                 _ => {}
             }
@@ -105,6 +110,7 @@ impl Server {
             child,
             base,
             admin_key,
+            metrics_url,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()

@@ -73,7 +73,7 @@ fn server_with_upstream(python: &Path, policy_extra: &str) -> Server {
 }
 
 /// `entry` ends the `[[upstreams]]` entry (timeouts, limits).
-fn server_with_upstream_entry(python: &Path, policy_extra: &str, entry: &str) -> Server {
+pub(super) fn server_with_upstream_entry(python: &Path, policy_extra: &str, entry: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("policy.toml"),
