@@ -6,7 +6,8 @@
 # server sends its records there; the test finds an allowed and a denied
 # call's records, parses them as RFC 5424 with the record's JSON as MSG, and
 # (TCP) checks back-pressure: with rsyslog stopped a call is refused, not
-# answered unrecorded, and once rsyslog is back the next call goes through.
+# answered unrecorded, and once rsyslog is back the next call goes through;
+# a CLI command's record (keys revoke-signing) arrives too.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -125,6 +126,9 @@ pri, _, record = denied[-1]
 assert pri == 13 * 8 + 4, f"{transport}: PRI {pri} is not log audit / warning"
 assert allowed[-1][0] == 13 * 8 + 6, f"{transport}: PRI {allowed[-1][0]} is not log audit / informational"
 assert record["link"]["hash"] and record["link"]["seq"] >= 1, record
+command = [r for r in records if r[2].get("tool") == "keys/revoke-signing"]
+assert command, f"{transport}: no record of the keys revoke-signing command"
+assert command[-1][2]["link"]["chain"].startswith("run-"), command[-1]
 print(f"syslog test ({transport}): rsyslog received {len(records)} RFC 5424 records, the allowed and the denied call among them")
 PY
 }
@@ -150,6 +154,11 @@ for transport in tcp udp; do
     echo "syslog test (tcp): with rsyslog down a call was refused; once it was back calls went through"
   fi
   kill -TERM "$gh_pid"; wait "$gh_pid" 2>/dev/null || true; gh_pid=""
+  # A command's records go to syslog too: revoking the signing key.
+  dir="$work/gh-$transport"
+  kid=$("$bin" keys list-signing --json --config "$dir/gatehouse.toml" --data-dir "$dir" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["kid"])')
+  "$bin" keys revoke-signing "$kid" --force --config "$dir/gatehouse.toml" --data-dir "$dir" >/dev/null
   # rsyslog writes asynchronously: give it a moment to flush.
   for _ in $(seq 1 50); do
     check_received "$transport" >/dev/null 2>&1 && break

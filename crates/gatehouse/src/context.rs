@@ -76,6 +76,38 @@ impl Context {
         }
     }
 
+    /// The audit log of a command (`approvals decide`, `grants revoke`, …):
+    /// the database, the JSON-lines file and, when configured, syslog; its
+    /// records form a chain of their own for this run.
+    pub fn command_audit_log(
+        &self,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<(
+        gatehouse_audit::AuditLog,
+        gatehouse_audit::AuditWriterHandle,
+    )> {
+        let path = self.in_data_dir(&self.config.audit.file);
+        let syslog = self
+            .config
+            .audit
+            .syslog
+            .as_ref()
+            .map(|s| s.settings())
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: audit.syslog: {e}"))?;
+        gatehouse_audit::AuditLog::start_with(
+            store,
+            gatehouse_audit::AuditOptions {
+                file: Some(path.clone()),
+                fsync: self.config.audit.fsync,
+                chain: gatehouse_audit::Chain::for_run(),
+                rotation: None,
+                syslog,
+            },
+        )
+        .with_context(|| format!("cannot open the audit file {}", path.display()))
+    }
+
     pub fn in_data_dir(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
             path.to_path_buf()

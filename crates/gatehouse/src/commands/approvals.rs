@@ -4,8 +4,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
-use gatehouse_audit::AuditLog;
+use anyhow::bail;
 use gatehouse_authz::{ApprovalError, ApprovalSettings, Approvals, Decider, decision_event};
 use gatehouse_core::{Clock, SystemClock, Timestamp};
 use gatehouse_store::ApprovalRecord;
@@ -76,9 +75,7 @@ async fn decide(ctx: &Context, id: &str, approve: bool, json_out: bool) -> anyho
         Err(e) => return Err(e.into()),
     };
     let approval = &decided.approval;
-    let audit_path = ctx.in_data_dir(&ctx.config.audit.file);
-    let (audit, writer) = AuditLog::start(store, Some(audit_path.clone()), ctx.config.audit.fsync)
-        .with_context(|| format!("cannot open the audit file {}", audit_path.display()))?;
+    let (audit, writer) = ctx.command_audit_log(store)?;
     audit
         .record(decision_event(
             approval,

@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
-use gatehouse_audit::AuditLog;
+use anyhow::bail;
 use gatehouse_authz::TaskGrants;
 use gatehouse_core::{Clock, SystemClock, Timestamp};
 use gatehouse_store::TaskGrantRecord;
@@ -29,13 +28,7 @@ fn grant_json(g: &TaskGrantRecord) -> serde_json::Value {
 
 async fn revoke(ctx: &Context, id: &str, now: Timestamp) -> anyhow::Result<bool> {
     let store = ctx.open_store().await?;
-    let audit_path = ctx.in_data_dir(&ctx.config.audit.file);
-    let (audit, writer) = AuditLog::start(
-        Arc::clone(&store),
-        Some(audit_path.clone()),
-        ctx.config.audit.fsync,
-    )
-    .with_context(|| format!("cannot open the audit file {}", audit_path.display()))?;
+    let (audit, writer) = ctx.command_audit_log(Arc::clone(&store))?;
     let grants = TaskGrants::new(store, audit);
     let revoked = grants.revoke(id, "operator", now).await?;
     drop(grants);

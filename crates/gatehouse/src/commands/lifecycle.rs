@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use gatehouse_audit::AuditLog;
 use gatehouse_core::{Clock, SystemClock, Timestamp};
 use gatehouse_store::Store;
 use serde_json::{Value, json};
@@ -172,13 +170,7 @@ async fn run_now(ctx: &Context, dry_run: bool, json_out: bool) -> anyhow::Result
     } else {
         None
     };
-    let audit_path = ctx.in_data_dir(&ctx.config.audit.file);
-    let (audit, writer) = AuditLog::start(
-        Arc::clone(&store),
-        Some(audit_path.clone()),
-        ctx.config.audit.fsync,
-    )
-    .with_context(|| format!("cannot open the audit file {}", audit_path.display()))?;
+    let (audit, writer) = ctx.command_audit_log(Arc::clone(&store))?;
     let signing_keys = master.as_ref().map(|master| SigningKeys { master });
     let result = apply(&store, &audit, signing_keys.as_ref(), actions, now).await;
     drop(audit);

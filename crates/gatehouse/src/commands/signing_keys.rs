@@ -2,7 +2,7 @@
 //! token-signing keys. (`keys rotate-signing` adds one; see `keys.rs`.)
 
 use anyhow::{Context as _, bail};
-use gatehouse_audit::{AuditLog, EventBuilder};
+use gatehouse_audit::EventBuilder;
 use gatehouse_authn::REPLACED_KEY_TRUST_MS;
 use gatehouse_core::{AuditKind, Outcome, Timestamp};
 use gatehouse_store::{ScheduledKey, SigningKeyState, signing_schedule};
@@ -145,9 +145,7 @@ pub async fn revoke(
         bail!("signing key {kid} was revoked meanwhile");
     }
 
-    let audit_path = ctx.in_data_dir(&ctx.config.audit.file);
-    let (audit, writer) = AuditLog::start(store, Some(audit_path.clone()), ctx.config.audit.fsync)
-        .with_context(|| format!("cannot open the audit file {}", audit_path.display()))?;
+    let (audit, writer) = ctx.command_audit_log(store)?;
     let operator = operator();
     let event = |kid: &str, reason: &str| {
         EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)

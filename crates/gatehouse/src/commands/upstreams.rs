@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use gatehouse_audit::{AuditLog, EventBuilder};
+use gatehouse_audit::EventBuilder;
 use gatehouse_core::{AuditKind, Clock, Outcome, SystemClock};
 use gatehouse_mcp::tool_pins::{APPROVED, changed_fields, fingerprint};
 use gatehouse_store::{Store, ToolPinRecord};
@@ -356,13 +356,7 @@ async fn approve(
     }
     let now = SystemClock.now();
     let decider = operator();
-    let audit_path = ctx.in_data_dir(&ctx.config.audit.file);
-    let (audit, writer) = AuditLog::start(
-        Arc::clone(&store),
-        Some(audit_path.clone()),
-        ctx.config.audit.fsync,
-    )
-    .with_context(|| format!("cannot open the audit file {}", audit_path.display()))?;
+    let (audit, writer) = ctx.command_audit_log(Arc::clone(&store))?;
     let mut approved = Vec::new();
     for pin in &pins {
         let Some(pending) = &pin.pending else {
