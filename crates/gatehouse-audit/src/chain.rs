@@ -56,6 +56,8 @@ pub fn record_hash(chain: &str, seq: u64, prev_hash: &str, event: &AuditEvent) -
     // Serialized whole, then hashed in one call: serde writes a record in
     // dozens of small pieces, and a digest update per piece cost more than
     // the hashing itself. aws-lc's SHA-256 uses the CPU's SHA extensions.
+    // (Strings, numbers and a JSON value always serialize; the writer and
+    // the verifier would hash the same bytes even if they did not.)
     let bytes = serde_json::to_vec(&hashed).unwrap_or_default();
     hex::encode(aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,

@@ -438,6 +438,22 @@ fn audit_link(row: &PgRow) -> StoreResult<Option<ChainLink>> {
     }))
 }
 
+/// The insert of a signing key (the operator's and the lifecycle's).
+pub(crate) fn signing_key_insert(
+    key: &SigningKeyRecord,
+) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, sealed_pkcs8, public_jwk, created_at, activates_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&key.kid)
+    .bind(&key.sealed_pkcs8)
+    .bind(&key.public_jwk)
+    .bind(key.created_at.0)
+    .bind(key.activates_at.0)
+    .bind(key.revoked_at.map(|t| t.0))
+}
+
 /// A multi-row INSERT of audit events (with their serialized arguments).
 fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::Postgres> {
     let mut insert = QueryBuilder::<sqlx::Postgres>::new(
@@ -748,18 +764,7 @@ impl Store for PostgresStore {
 
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, sealed_pkcs8, public_jwk, created_at, activates_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&key.kid)
-        .bind(&key.sealed_pkcs8)
-        .bind(&key.public_jwk)
-        .bind(key.created_at.0)
-        .bind(key.activates_at.0)
-        .bind(key.revoked_at.map(|t| t.0))
-        .execute(&mut *tx)
-        .await?;
+        signing_key_insert(key).execute(&mut *tx).await?;
         let generation = bump_generation(&mut tx).await?;
         tx.commit().await?;
         self.note_bump(generation);

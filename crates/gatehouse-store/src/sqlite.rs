@@ -365,6 +365,22 @@ fn scopes_json(scopes: &Option<Vec<String>>) -> StoreResult<Option<String>> {
         .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// The insert of a signing key (the operator's and the lifecycle's).
+pub(crate) fn signing_key_insert(
+    key: &SigningKeyRecord,
+) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, sealed_pkcs8, public_jwk, created_at, activates_at, revoked_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&key.kid)
+    .bind(&key.sealed_pkcs8)
+    .bind(&key.public_jwk)
+    .bind(key.created_at.0)
+    .bind(key.activates_at.0)
+    .bind(key.revoked_at.map(|t| t.0))
+}
+
 /// A multi-row INSERT of audit events (with their serialized arguments).
 fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::Sqlite> {
     let mut insert = QueryBuilder::<sqlx::Sqlite>::new(
@@ -654,18 +670,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, sealed_pkcs8, public_jwk, created_at, activates_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&key.kid)
-        .bind(&key.sealed_pkcs8)
-        .bind(&key.public_jwk)
-        .bind(key.created_at.0)
-        .bind(key.activates_at.0)
-        .bind(key.revoked_at.map(|t| t.0))
-        .execute(&self.pool)
-        .await?;
+        signing_key_insert(key).execute(&self.pool).await?;
         self.bump_generation();
         Ok(())
     }

@@ -5,6 +5,7 @@ use gatehouse_core::Timestamp;
 use sqlx::Row;
 
 use crate::lifecycle::{GrantUse, LifecycleStore, SIGNING_KEY_ROTATED};
+use crate::sqlite::signing_key_insert;
 use crate::{SigningKeyRecord, SqliteStore, StoreResult};
 
 #[async_trait]
@@ -129,18 +130,7 @@ impl LifecycleStore for SqliteStore {
         if !claimed {
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, sealed_pkcs8, public_jwk, created_at, activates_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&successor.kid)
-        .bind(&successor.sealed_pkcs8)
-        .bind(&successor.public_jwk)
-        .bind(successor.created_at.0)
-        .bind(successor.activates_at.0)
-        .bind(successor.revoked_at.map(|t| t.0))
-        .execute(&mut *tx)
-        .await?;
+        signing_key_insert(successor).execute(&mut *tx).await?;
         tx.commit().await?;
         self.bump_generation();
         Ok(true)

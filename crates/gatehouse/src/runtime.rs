@@ -236,7 +236,7 @@ impl Runtime {
                 server,
                 clock: Arc::clone(&clock),
             });
-            gateway.set_identity_signer(Arc::new(AsIdentity(Arc::clone(&state))));
+            gateway.set_identity_signer(Arc::new(AsSigner(Arc::clone(&state))));
             oauth = Some(state);
         }
         if oauth.is_none()
@@ -337,10 +337,27 @@ fn as_config(
     })
 }
 
-/// Audit checkpoints, signed with the authorization server's current key.
-pub struct AsCheckpoints(pub Arc<AsState>);
+/// What Gatehouse signs besides tokens, with the authorization server's
+/// current key (the one its JWKS publishes): audit checkpoints, and the
+/// identity JWTs of upstreams with `forward_identity`.
+pub struct AsSigner(pub Arc<AsState>);
 
-impl CheckpointSigner for AsCheckpoints {
+impl AsSigner {
+    async fn sign_typed<C: serde::Serialize + Sync>(
+        &self,
+        claims: &C,
+        typ: &str,
+        now: Timestamp,
+    ) -> Result<String, String> {
+        self.0
+            .server
+            .sign_assertion(claims, typ, now)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+impl CheckpointSigner for AsSigner {
     fn issuer(&self) -> &str {
         self.0.server.issuer()
     }
@@ -350,21 +367,11 @@ impl CheckpointSigner for AsCheckpoints {
         claims: &'a CheckpointClaims,
         now: Timestamp,
     ) -> BoxFuture<'a, Result<String, String>> {
-        Box::pin(async move {
-            self.0
-                .server
-                .sign_assertion(claims, CHECKPOINT_TYP, now)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        Box::pin(self.sign_typed(claims, CHECKPOINT_TYP, now))
     }
 }
 
-/// Identity JWTs for upstreams, signed with the authorization server's
-/// current key (the one its JWKS publishes).
-struct AsIdentity(Arc<AsState>);
-
-impl IdentitySigner for AsIdentity {
+impl IdentitySigner for AsSigner {
     fn issuer(&self) -> &str {
         self.0.server.issuer()
     }
@@ -374,12 +381,6 @@ impl IdentitySigner for AsIdentity {
         claims: &'a IdentityClaims,
         now: Timestamp,
     ) -> BoxFuture<'a, Result<String, String>> {
-        Box::pin(async move {
-            self.0
-                .server
-                .sign_assertion(claims, IDENTITY_TYP, now)
-                .await
-                .map_err(|e| e.to_string())
-        })
+        Box::pin(self.sign_typed(claims, IDENTITY_TYP, now))
     }
 }

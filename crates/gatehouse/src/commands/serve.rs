@@ -178,7 +178,7 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     let checkpoints = runtime.oauth.as_ref().map(|oauth| {
         gatehouse_audit::spawn_checkpoints(
             runtime.gateway.audit().clone(),
-            Arc::new(crate::runtime::AsCheckpoints(Arc::clone(oauth))),
+            Arc::new(crate::runtime::AsSigner(Arc::clone(oauth))),
             Arc::clone(&runtime.clock),
             ctx.config.audit.checkpoint_interval,
             checkpoints_stop.clone(),
