@@ -4,6 +4,7 @@
 pub mod chain;
 pub mod checkpoint;
 mod event;
+mod observer;
 mod redact;
 mod request_scope;
 mod rotation;
@@ -13,6 +14,7 @@ mod writer;
 pub use chain::{Chain, GENESIS_HASH, Tamper, Verifier, record_hash};
 pub use checkpoint::{CHECKPOINT_TYP, CheckpointClaims, CheckpointSigner, spawn_checkpoints};
 pub use event::EventBuilder;
+pub use observer::AuditObserver;
 pub use redact::{REDACTED, Redactor, SECRET_NAME_WORDS, is_listed_field};
 pub use request_scope::{current_request_id, in_request};
 pub use rotation::Rotation;

@@ -85,9 +85,11 @@ struct Message<'a> {
     arguments_truncated: bool,
 }
 
-/// RFC 5424 severity: refusals and failures are warnings, anomalies errors.
+/// RFC 5424 severity: refusals and failures are warnings, anomalies
+/// errors, alerts "alert" (action must be taken immediately).
 fn severity(event: &AuditEvent) -> u8 {
     match (event.kind, event.outcome) {
+        (AuditKind::Alert, _) => 1,
         (AuditKind::Anomaly, _) => 3,
         (_, Outcome::Success) => 6,
         _ => 4,

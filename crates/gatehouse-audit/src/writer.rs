@@ -19,6 +19,7 @@ use gatehouse_core::AuditEvent;
 use gatehouse_store::{AuditCheckpoint, Store};
 
 use crate::chain::Chain;
+use crate::observer::{AuditObserver, ObserverSlot};
 use crate::rotation::{AuditFile, Rotation};
 use crate::syslog::{SyslogSettings, SyslogSink};
 use serde::Serialize;
@@ -93,6 +94,8 @@ pub struct AuditLog {
     tx: mpsc::Sender<Job>,
     /// Whether the last batch reached every sink.
     healthy: Arc<AtomicBool>,
+    /// Sees every record as it is queued (the alert detectors).
+    observer: ObserverSlot,
 }
 
 /// See [`AuditLog::queue_probe`].
@@ -308,7 +311,14 @@ impl AuditLog {
         };
         let healthy = Arc::new(AtomicBool::new(true));
         let handle = tokio::spawn(run_writer(rx, sinks, options.chain, Arc::clone(&healthy)));
-        Ok((AuditLog { tx, healthy }, AuditWriterHandle(handle)))
+        Ok((
+            AuditLog {
+                tx,
+                healthy,
+                observer: ObserverSlot::default(),
+            },
+            AuditWriterHandle(handle),
+        ))
     }
 
     /// The chain's head once every record enqueued before is durable.
@@ -337,6 +347,12 @@ impl AuditLog {
         self.healthy.load(Ordering::Relaxed) && !self.tx.is_closed()
     }
 
+    /// Installs the observer that sees every record recorded through this
+    /// log and its clones from now on. Once: false if one was installed.
+    pub fn set_observer(&self, observer: Arc<dyn AuditObserver>) -> bool {
+        self.observer.set(observer)
+    }
+
     /// Whether the writer still takes records (it stops only when every
     /// sender is gone or it panicked).
     pub fn is_running(&self) -> bool {
@@ -351,6 +367,7 @@ impl AuditLog {
 
     /// Records `event` and waits until it is durable.
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.observer.observe(&event, self);
         let (ack, done) = oneshot::channel();
         self.tx
             .send(Job::Record {
@@ -365,6 +382,7 @@ impl AuditLog {
     /// Enqueues `event` without waiting. It is durable no later than any
     /// record enqueued after it and awaited with `record`.
     pub fn enqueue(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.observer.observe(&event, self);
         self.tx
             .try_send(Job::Record { event, ack: None })
             .map_err(|e| match e {

@@ -356,6 +356,7 @@ pub(crate) fn principal_for_token(claims: AccessTokenClaims) -> Principal {
                 task: task.name,
                 tools: task.tools,
                 expires_at,
+                issued_at: Some(Timestamp::from_secs(claims.iat)),
             }),
         ),
     };

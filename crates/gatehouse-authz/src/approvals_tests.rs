@@ -160,6 +160,7 @@ async fn an_operation_token_runs_exactly_the_approved_call_once() {
         task: "outreach".into(),
         tools: vec!["send_email".into()],
         expires_at: Timestamp(i64::MAX),
+        issued_at: None,
     });
     assert_eq!(
         redeem(in_task, "send_email", args.clone(), token.clone()).await,

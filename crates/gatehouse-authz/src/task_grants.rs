@@ -54,6 +54,7 @@ pub fn grant_of(record: &TaskGrantRecord) -> TaskGrant {
         task: record.task.clone(),
         tools: record.tools.clone(),
         expires_at: record.expires_at,
+        issued_at: Some(record.created_at),
     }
 }
 

@@ -84,6 +84,7 @@ async fn refusals_are_recorded_as_anomalies() {
         task: "research".into(),
         tools: vec!["read_file".into()],
         expires_at: Timestamp(i64::MAX),
+        issued_at: None,
     });
     let escalation = grants
         .grant(&policy, &in_task, "outreach", origin(), T0)

@@ -27,12 +27,19 @@ pub enum AuditKind {
     Grant,
     /// An upstream server's catalogue: a tool definition was pinned on
     /// first sight, or an operator approved a changed one. (A changed
-    /// definition itself is an `Anomaly`.)
+    /// definition itself is an `Alert`.)
     Upstream,
     /// The credential lifecycle acted on its own: it revoked a credential
     /// (maximum age, unused) or rotated a signing key. (Its warnings, a
-    /// credential nearing its maximum age or unused, are `Anomaly`.)
+    /// credential nearing its maximum age or unused, are `Alert`s.)
     Lifecycle,
+    /// Something the security team should look at, raised by Gatehouse's
+    /// detectors (a burst of failed authentications, repeated policy
+    /// violations, a task overrunning, an unused or expiring credential, a
+    /// changed tool definition), with a stable code in `reason`. Also in
+    /// `gatehouse alerts list`, on /metrics and, when configured, sent to a
+    /// webhook.
+    Alert,
 }
 
 impl AuditKind {
@@ -47,6 +54,7 @@ impl AuditKind {
             AuditKind::Grant => "grant",
             AuditKind::Upstream => "upstream",
             AuditKind::Lifecycle => "lifecycle",
+            AuditKind::Alert => "alert",
         }
     }
 
@@ -61,6 +69,7 @@ impl AuditKind {
             "grant" => Some(AuditKind::Grant),
             "upstream" => Some(AuditKind::Upstream),
             "lifecycle" => Some(AuditKind::Lifecycle),
+            "alert" => Some(AuditKind::Alert),
             _ => None,
         }
     }

@@ -68,6 +68,10 @@ pub struct TaskGrant {
     pub task: String,
     pub tools: Vec<String>,
     pub expires_at: Timestamp,
+    /// When it was granted, when known: a grant used past its task's
+    /// expected duration raises an alert.
+    #[serde(default)]
+    pub issued_at: Option<Timestamp>,
 }
 
 impl TaskGrant {

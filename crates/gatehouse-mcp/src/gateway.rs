@@ -26,6 +26,7 @@ use serde_json::{Map, Value};
 use crate::Caller;
 use crate::call_limits::CallLimits;
 use crate::identity::{IDENTITY_META, IdentityClaims, IdentitySigner, IdentitySlot};
+use crate::incidents::Incidents;
 use crate::refusal::Refusal;
 use crate::tool_pins::{PinError, PinVerdict, ToolPins};
 
@@ -142,6 +143,8 @@ pub struct Gateway {
     identity: IdentitySlot,
     /// Decisions, outcomes and the latency of each stage, for /metrics.
     metrics: Arc<Metrics>,
+    /// Violations adding up to incidents, task grants overrunning.
+    incidents: Option<Arc<Incidents>>,
 }
 
 /// Enabled upstreams in the order names are routed: prefixed ones before
@@ -364,6 +367,7 @@ impl Gateway {
             watches: ResourceWatches::default(),
             identity: IdentitySlot::default(),
             metrics: Arc::default(),
+            incidents: None,
         }
     }
 
@@ -376,6 +380,42 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Watches refusals and task grants for alerts (`[alerts]`).
+    pub fn with_incidents(mut self, incidents: Arc<Incidents>) -> Self {
+        self.incidents = Some(incidents);
+        self
+    }
+
+    pub fn incidents(&self) -> Option<&Arc<Incidents>> {
+        self.incidents.as_ref()
+    }
+
+    /// After a refusal is recorded: a violation may make an incident.
+    async fn watch_refusal(&self, caller: &Caller, reason: &str) {
+        if let Some(incidents) = &self.incidents {
+            incidents
+                .refused(
+                    &self.audit,
+                    self.task_grants.as_deref(),
+                    caller,
+                    reason,
+                    self.clock.now(),
+                )
+                .await;
+        }
+    }
+
+    /// After a permit is recorded: a task grant may have overrun.
+    async fn watch_permit(&self, caller: &Caller, policy: &Policy) {
+        if let Some(incidents) = &self.incidents
+            && caller.principal.task.is_some()
+        {
+            incidents
+                .permitted(&self.audit, policy, caller, self.clock.now())
+                .await;
+        }
     }
 
     /// Writes an audit record and counts it: decisions, outcomes and
@@ -907,6 +947,7 @@ impl Gateway {
             .build(),
         )
         .await?;
+        self.watch_permit(caller, &self.policy()).await;
         let dispatched = Instant::now();
         let result = fetch.await;
         self.metrics.observe(Stage::Dispatch, dispatched.elapsed());
@@ -1294,7 +1335,10 @@ impl Gateway {
             event = event.approval(approval);
         }
         match self.record(event.build()).await {
-            Ok(()) => CallError::Denied(deny),
+            Ok(()) => {
+                self.watch_refusal(caller, deny.reason.code()).await;
+                CallError::Denied(deny)
+            }
             Err(e) => CallError::Audit(e),
         }
     }
@@ -1500,6 +1544,7 @@ impl Gateway {
                 .build(),
         )
         .await?;
+        self.watch_permit(caller, &policy).await;
         let Some((upstream, upstream_name)) = route else {
             let dispatched = Instant::now();
             let result = self.tools.call(&permit, arguments).await;

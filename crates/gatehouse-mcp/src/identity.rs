@@ -129,6 +129,7 @@ mod tests {
                 task: "review".into(),
                 tools: vec![],
                 expires_at: Timestamp(0),
+                issued_at: None,
             }),
         };
         let now = Timestamp::from_secs(1_000);

@@ -11,6 +11,7 @@ mod gateway;
 mod held_calls;
 pub mod http;
 pub mod identity;
+pub mod incidents;
 mod refusal;
 pub mod routes;
 mod sdk;

@@ -4,8 +4,8 @@
 //! upstream that was reviewed can change them later ("rug pull", tool
 //! poisoning), so Gatehouse pins each upstream tool's definition the first
 //! time it sees it and compares every later listing with the pin. A
-//! definition that differs is recorded as an anomaly and, with
-//! `pin = "block"` (the default), withheld — hidden from lists, its calls
+//! definition that differs raises an alert and, with
+//! `pin = "block"` (the default), is withheld — hidden from lists, its calls
 //! refused — until an operator approves it (`gatehouse upstreams approve`).
 //!
 //! Pins live in the store, so every instance judges alike and a restart
@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use gatehouse_alerts::{Alert, AlertCode, AlertError, Alerts};
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder};
 use gatehouse_authz::canonical_json;
 use gatehouse_core::{AuditKind, Clock, Outcome};
@@ -36,7 +37,7 @@ pub const PINNED_FIELDS: &[&str] = &[
     "annotations",
 ];
 
-/// Audit reason of a changed definition (an anomaly) and of a call of a
+/// Alert code of a changed definition and audit reason of a call of a
 /// withheld tool.
 pub const CHANGED: &str = "tool_definition_changed";
 /// Audit reason of a tool pinned with its upstream's first catalogue.
@@ -106,16 +107,26 @@ pub struct ToolPins {
     audit: AuditLog,
     clock: Arc<dyn Clock>,
     cache: Mutex<Cache>,
+    /// A changed definition is an alert.
+    alerts: Alerts,
 }
 
 impl ToolPins {
     pub fn new(store: Arc<dyn Store>, audit: AuditLog, clock: Arc<dyn Clock>) -> ToolPins {
         ToolPins {
+            alerts: Alerts::new(Arc::clone(&store)),
             store,
             audit,
             clock,
             cache: Mutex::new(Cache::default()),
         }
+    }
+
+    /// Raises changed definitions through these alerts (counted on
+    /// /metrics, sent to the webhook) rather than plain ones.
+    pub fn with_alerts(mut self, alerts: Alerts) -> ToolPins {
+        self.alerts = alerts;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Cache> {
@@ -250,9 +261,9 @@ impl ToolPins {
                 .await?;
             if first_report {
                 let fields = changed_fields(&pin.pinned.definition, &seen.definition).join(", ");
-                let (outcome, decision, consequence) = match mode {
-                    PinMode::Block => (Outcome::Denied, "withhold", "withheld until approved"),
-                    _ => (Outcome::Success, "alert", "still served (pin = \"alert\")"),
+                let consequence = match mode {
+                    PinMode::Block => "withheld until approved",
+                    _ => "still served (pin = \"alert\")",
                 };
                 tracing::warn!(
                     upstream = name,
@@ -260,20 +271,23 @@ impl ToolPins {
                     fields,
                     "an upstream tool's definition changed"
                 );
-                self.audit
-                    .record(
-                        EventBuilder::new(AuditKind::Anomaly, outcome, now)
-                            .tool(&gateway_name)
-                            .decision(decision)
-                            .reason(CHANGED)
-                            .error(format!(
-                                "upstream {name:?} changed tool {tool:?} ({fields}) since it was pinned \
-                                 (sha256 {} → {}); {consequence}; review: gatehouse upstreams diff {name}",
-                                pin.pinned.sha256, seen.sha256
-                            ))
-                            .build(),
-                    )
-                    .await?;
+                let mut alert = Alert::new(
+                    AlertCode::ToolDefinitionChanged,
+                    format!("tool {gateway_name}"),
+                    format!(
+                        "upstream {name:?} changed tool {tool:?} ({fields}) since it was pinned \
+                         (sha256 {} → {}); {consequence}; review: gatehouse upstreams diff {name}",
+                        pin.pinned.sha256, seen.sha256
+                    ),
+                );
+                alert.tool = Some(gateway_name.clone());
+                self.alerts
+                    .raise(&self.audit, &alert, now)
+                    .await
+                    .map_err(|e| match e {
+                        AlertError::Audit(e) => PinError::Audit(e),
+                        AlertError::Store(e) => PinError::Store(e),
+                    })?;
             }
             return Ok(match mode {
                 PinMode::Block => PinVerdict::Withhold,
@@ -389,7 +403,7 @@ mod tests {
             reasons(&store).await,
             [
                 "upstream upstream_tool_pinned",
-                "anomaly tool_definition_changed"
+                "alert tool_definition_changed"
             ]
         );
     }
@@ -426,7 +440,7 @@ mod tests {
             reasons(&store).await,
             [
                 "upstream upstream_tool_pinned",
-                "anomaly tool_definition_changed",
+                "alert tool_definition_changed",
                 "upstream upstream_tool_added"
             ]
         );

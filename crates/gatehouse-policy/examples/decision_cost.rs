@@ -92,6 +92,7 @@ fn main() {
             task: "everything".into(),
             tools: tools.clone(),
             expires_at: Timestamp(i64::MAX),
+            issued_at: None,
         }),
         ..(*principal).clone()
     });

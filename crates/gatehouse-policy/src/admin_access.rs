@@ -120,6 +120,7 @@ mod tests {
             task: "research".into(),
             tools: vec!["whoami".into()],
             expires_at: Timestamp(1),
+            issued_at: None,
         });
         assert_eq!(
             policy.admin_api_access(&tasked),

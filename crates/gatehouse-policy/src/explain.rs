@@ -66,6 +66,7 @@ impl Policy {
                         task: task.to_string(),
                         tools: tools.clone(),
                         expires_at: now.plus_millis(lifetime),
+                        issued_at: None,
                     });
                     task_tools = Some(tools);
                 }

@@ -52,6 +52,7 @@ fn explains_task_grants_and_constraints() {
         task: "outreach".into(),
         tools: vec!["send_email".into()],
         expires_at: Timestamp(i64::MAX),
+        issued_at: None,
     });
     let outside = explain(&policy, p.clone(), "read_file", json!({}));
     assert_eq!(outside.decision, "deny");

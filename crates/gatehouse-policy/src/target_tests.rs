@@ -167,6 +167,7 @@ fn a_task_lists_upstream_tools_and_refuses_everything_else() {
         task: "triage".into(),
         tools,
         expires_at: Timestamp(i64::MAX),
+        issued_at: None,
     });
     let p = Arc::new(p);
     let decide = |target| match policy.authorize_target(&p, &target) {

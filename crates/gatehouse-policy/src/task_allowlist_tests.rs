@@ -16,6 +16,7 @@ fn granted(policy: &Policy, role: &str, task: &str) -> Arc<Principal> {
         task: task.into(),
         tools,
         expires_at: Timestamp(i64::MAX),
+        issued_at: None,
     });
     Arc::new(p)
 }
@@ -112,6 +113,7 @@ fn outside_task_comes_before_every_other_check() {
         task: "research".into(),
         tools: vec!["web_fetch".into()],
         expires_at: Timestamp(i64::MAX),
+        issued_at: None,
     });
     let p = Arc::new(p);
     assert_eq!(outcome(&policy, &p, "web_fetch"), "role_not_allowed");

@@ -3,6 +3,7 @@
 //! statement or one transaction, so it stays atomic when several Gatehouse
 //! processes (a server and the CLI) share one database.
 
+mod alerts;
 mod authorization;
 mod gating;
 mod generation;
@@ -28,6 +29,7 @@ pub mod testing;
 use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, Timestamp};
 
+pub use alerts::{AckOutcome, AlertRecord, AlertStore, DeliveryResult, DeliveryState};
 pub use authorization::{
     AuthCodeRecord, AuthorizationStore, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
     GrantRecord, LoginCounter, LoginThrottle, RefreshRotation, RefreshTokenRecord, UserRecord,
@@ -72,7 +74,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
 pub trait Store:
-    AuthorizationStore + GatingStore + PinStore + LifecycleStore + Send + Sync + 'static
+    AuthorizationStore + GatingStore + PinStore + LifecycleStore + AlertStore + Send + Sync + 'static
 {
     // --- API keys -------------------------------------------------------
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;

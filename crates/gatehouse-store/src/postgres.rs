@@ -67,6 +67,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         13,
         include_str!("../migrations/postgres/0013_audit_request_id.sql"),
     ),
+    (14, include_str!("../migrations/postgres/0014_alerts.sql")),
 ];
 
 /// See `sqlite::NEWEST_MIGRATION`: versions may leave gaps.

@@ -66,6 +66,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         13,
         include_str!("../migrations/sqlite/0013_audit_request_id.sql"),
     ),
+    (14, include_str!("../migrations/sqlite/0014_alerts.sql")),
 ];
 
 /// Versions may leave gaps (a branch numbers its migration ahead of one

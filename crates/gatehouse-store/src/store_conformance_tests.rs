@@ -10,11 +10,11 @@ use std::sync::Arc;
 use gatehouse_core::{AuditEvent, AuditKind, ChainLink, Outcome, Timestamp};
 
 use crate::{
-    ApiKeyRecord, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuditCheckpoint, AuditQuery,
-    AuthCodeRecord, AuthLock, ClientRecord, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
-    GrantRecord, LoginCounter, LoginThrottle, OperationBinding, RefreshRotation,
-    RefreshTokenRecord, SigningKeyRecord, Store, StoreError, TaskGrantRecord, ToolDefinitionRecord,
-    UserRecord,
+    AckOutcome, AlertRecord, ApiKeyRecord, ApprovalDecision, ApprovalRecord, ApprovalStatus,
+    AuditCheckpoint, AuditQuery, AuthCodeRecord, AuthLock, ClientRecord, CodeRedemption,
+    DeliveryResult, DeliveryState, DevicePoll, DeviceRecord, DeviceStatus, GrantRecord,
+    LoginCounter, LoginThrottle, OperationBinding, RefreshRotation, RefreshTokenRecord,
+    SigningKeyRecord, Store, StoreError, TaskGrantRecord, ToolDefinitionRecord, UserRecord,
 };
 
 pub(crate) type TestStore = Arc<dyn Store>;
@@ -76,6 +76,8 @@ macro_rules! conformance_tests {
             a_lifecycle_notice_is_recorded_once_per_basis,
             grant_use_is_recorded_coalesced_and_only_live_grants_are_listed,
             a_signing_key_gets_one_automatic_successor,
+            alerts_are_listed_newest_first_and_acknowledged_once,
+            alert_deliveries_are_claimed_when_due_retried_and_finished,
         );
         $crate::store_conformance_tests::conformance_tests!(@tests $concurrent;
             concurrent_redemptions_of_one_code_let_exactly_one_through,
@@ -96,6 +98,8 @@ macro_rules! conformance_tests {
             concurrent_lease_takers_get_it_once,
             concurrent_notices_are_recorded_once,
             concurrent_signing_key_successors_are_added_once,
+            concurrent_claims_of_one_alert_deliver_it_once,
+            concurrent_acks_of_one_alert_ack_it_once,
         );
     };
     (@tests $run:path; $($name:ident),* $(,)?) => {
@@ -3360,4 +3364,206 @@ pub(crate) async fn concurrent_signing_key_successors_are_added_once(store: Test
     .await;
     assert_eq!(added.iter().filter(|a| **a).count(), 1);
     assert_eq!(store.signing_keys().await.unwrap().len(), 2);
+}
+
+// --- alerts -------------------------------------------------------------------
+
+fn alert(id: &str, raised_at: i64, state: DeliveryState) -> AlertRecord {
+    AlertRecord {
+        id: id.into(),
+        raised_at: Timestamp(raised_at),
+        code: "auth_failure_burst".into(),
+        tenant: Some("default".into()),
+        subject: format!("source 203.0.113.{raised_at}"),
+        detail: "4 failed authentications within 60 s".into(),
+        acked_at: None,
+        acked_by: None,
+        delivery_state: state,
+        delivery_attempts: 0,
+        next_delivery_at: (state == DeliveryState::Pending).then_some(Timestamp(raised_at)),
+        last_delivery_error: None,
+    }
+}
+
+pub(crate) async fn alerts_are_listed_newest_first_and_acknowledged_once(store: TestStore) {
+    store
+        .insert_alert(&alert("a1", 10, DeliveryState::None))
+        .await
+        .unwrap();
+    store
+        .insert_alert(&alert("a2", 20, DeliveryState::Pending))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .insert_alert(&alert("a1", 30, DeliveryState::None))
+            .await
+            .err()
+            .map(|e| e.to_string()),
+        Some(StoreError::Conflict.to_string()),
+        "an alert id is its audit record's: never two",
+    );
+    let listed = store.alerts(false, 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["a2", "a1"]
+    );
+    assert_eq!(listed[1], alert("a1", 10, DeliveryState::None));
+    assert_eq!(store.alerts(false, 1).await.unwrap().len(), 1);
+
+    assert_eq!(
+        store.ack_alert("a1", "alice", Timestamp(40)).await.unwrap(),
+        AckOutcome::Acked
+    );
+    assert_eq!(
+        store.ack_alert("a1", "bob", Timestamp(50)).await.unwrap(),
+        AckOutcome::AlreadyAcked {
+            at: Timestamp(40),
+            by: "alice".into()
+        }
+    );
+    assert_eq!(
+        store.ack_alert("nope", "bob", Timestamp(50)).await.unwrap(),
+        AckOutcome::NotFound
+    );
+    let open = store.alerts(false, 10).await.unwrap();
+    assert_eq!(
+        open.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+        ["a2"]
+    );
+    let all = store.alerts(true, 10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let acked = store.alert("a1").await.unwrap().unwrap();
+    assert_eq!(acked.acked_at, Some(Timestamp(40)));
+    assert_eq!(acked.acked_by.as_deref(), Some("alice"));
+}
+
+pub(crate) async fn alert_deliveries_are_claimed_when_due_retried_and_finished(store: TestStore) {
+    store
+        .insert_alert(&alert("none", 1, DeliveryState::None))
+        .await
+        .unwrap();
+    store
+        .insert_alert(&alert("p5", 5, DeliveryState::Pending))
+        .await
+        .unwrap();
+    store
+        .insert_alert(&alert("p7", 7, DeliveryState::Pending))
+        .await
+        .unwrap();
+    // Nothing is due before its time; an alert without a webhook never is.
+    assert_eq!(
+        store
+            .claim_alert_delivery(Timestamp(4), Timestamp(100))
+            .await
+            .unwrap(),
+        None
+    );
+    // The longest due first; claimed until 100, so not claimed again before.
+    let first = store
+        .claim_alert_delivery(Timestamp(10), Timestamp(100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.id, "p5");
+    assert_eq!(first.next_delivery_at, Some(Timestamp(100)));
+    let second = store
+        .claim_alert_delivery(Timestamp(10), Timestamp(100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.id, "p7");
+    assert_eq!(
+        store
+            .claim_alert_delivery(Timestamp(10), Timestamp(100))
+            .await
+            .unwrap(),
+        None
+    );
+    store
+        .finish_alert_delivery(
+            "p5",
+            &DeliveryResult::Retry {
+                next_at: Timestamp(20),
+                error: "HTTP 500".into(),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .finish_alert_delivery("p7", &DeliveryResult::Delivered)
+        .await
+        .unwrap();
+    let p7 = store.alert("p7").await.unwrap().unwrap();
+    assert_eq!(p7.delivery_state, DeliveryState::Delivered);
+    assert_eq!(p7.delivery_attempts, 1);
+    assert_eq!(p7.next_delivery_at, None);
+    // The retry is due at 20, not before.
+    assert_eq!(
+        store
+            .claim_alert_delivery(Timestamp(19), Timestamp(200))
+            .await
+            .unwrap(),
+        None
+    );
+    let again = store
+        .claim_alert_delivery(Timestamp(20), Timestamp(200))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.id, "p5");
+    assert_eq!(again.delivery_attempts, 1);
+    assert_eq!(again.last_delivery_error.as_deref(), Some("HTTP 500"));
+    store
+        .finish_alert_delivery(
+            "p5",
+            &DeliveryResult::Failed {
+                error: "HTTP 503".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let p5 = store.alert("p5").await.unwrap().unwrap();
+    assert_eq!(p5.delivery_state, DeliveryState::Failed);
+    assert_eq!(p5.delivery_attempts, 2);
+    assert_eq!(p5.last_delivery_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(
+        store
+            .claim_alert_delivery(Timestamp(1_000), Timestamp(2_000))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+pub(crate) async fn concurrent_claims_of_one_alert_deliver_it_once(store: TestStore) {
+    store
+        .insert_alert(&alert("p1", 1, DeliveryState::Pending))
+        .await
+        .unwrap();
+    let claimed = race(&store, 8, |store, _| async move {
+        store
+            .claim_alert_delivery(Timestamp(10), Timestamp(100))
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    assert_eq!(claimed.iter().filter(|c| **c).count(), 1);
+}
+
+pub(crate) async fn concurrent_acks_of_one_alert_ack_it_once(store: TestStore) {
+    store
+        .insert_alert(&alert("a1", 1, DeliveryState::None))
+        .await
+        .unwrap();
+    let acked = race(&store, 8, |store, i| async move {
+        store
+            .ack_alert("a1", &format!("user{i}"), Timestamp(10))
+            .await
+            .unwrap()
+            == AckOutcome::Acked
+    })
+    .await;
+    assert_eq!(acked.iter().filter(|a| **a).count(), 1);
 }

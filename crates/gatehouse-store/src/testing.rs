@@ -5,11 +5,12 @@ use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, Timestamp};
 
 use crate::{
-    ApiKeyRecord, ApprovalDecision, ApprovalRecord, AuditCheckpoint, AuditQuery, AuditRow,
-    AuthCodeRecord, AuthLock, AuthorizationStore, ClientRecord, CodeRedemption, DevicePoll,
-    DeviceRecord, GatingStore, GrantRecord, GrantUse, LifecycleStore, LoginCounter, LoginThrottle,
-    OperationBinding, PinStore, RefreshRotation, RefreshTokenRecord, SigningKeyRecord, Store,
-    StoreError, StoreResult, TaskGrantRecord, ToolDefinitionRecord, ToolPinRecord, UserRecord,
+    AckOutcome, AlertRecord, AlertStore, ApiKeyRecord, ApprovalDecision, ApprovalRecord,
+    AuditCheckpoint, AuditQuery, AuditRow, AuthCodeRecord, AuthLock, AuthorizationStore,
+    ClientRecord, CodeRedemption, DeliveryResult, DevicePoll, DeviceRecord, GatingStore,
+    GrantRecord, GrantUse, LifecycleStore, LoginCounter, LoginThrottle, OperationBinding, PinStore,
+    RefreshRotation, RefreshTokenRecord, SigningKeyRecord, Store, StoreError, StoreResult,
+    TaskGrantRecord, ToolDefinitionRecord, ToolPinRecord, UserRecord,
 };
 
 /// A store whose every call fails, to check that tools fail closed.
@@ -454,6 +455,32 @@ impl LifecycleStore for DownStore {
         _: &SigningKeyRecord,
         _: Timestamp,
     ) -> StoreResult<bool> {
+        down()
+    }
+}
+
+#[async_trait]
+impl AlertStore for DownStore {
+    async fn insert_alert(&self, _: &AlertRecord) -> StoreResult<()> {
+        down()
+    }
+    async fn alerts(&self, _: bool, _: u32) -> StoreResult<Vec<AlertRecord>> {
+        down()
+    }
+    async fn alert(&self, _: &str) -> StoreResult<Option<AlertRecord>> {
+        down()
+    }
+    async fn ack_alert(&self, _: &str, _: &str, _: Timestamp) -> StoreResult<AckOutcome> {
+        down()
+    }
+    async fn claim_alert_delivery(
+        &self,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> StoreResult<Option<AlertRecord>> {
+        down()
+    }
+    async fn finish_alert_delivery(&self, _: &str, _: &DeliveryResult) -> StoreResult<()> {
         down()
     }
 }

@@ -75,8 +75,36 @@ pub enum Command {
     /// The credential lifecycle: apply the `[lifecycle]` policy now.
     #[command(subcommand)]
     Lifecycle(LifecycleCommand),
+    /// Alerts raised by Gatehouse's detectors: list and acknowledge them.
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
     /// Validate the configuration and print the effective settings.
     CheckConfig(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// Alerts not yet acknowledged, newest first (with --all, every alert).
+    List {
+        /// Acknowledged alerts too.
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Acknowledge an alert: it leaves the default list (audited, with who).
+    Ack {
+        /// The alert's id (its audit record's id, as `alerts list` shows it).
+        id: String,
+        /// Who acknowledges it (default: $USER, or "operator").
+        #[arg(long)]
+        by: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -63,6 +63,9 @@ pub struct Config {
     /// The credential lifecycle policy and its housekeeping task.
     #[serde(default)]
     pub lifecycle: crate::lifecycle::settings::LifecycleConfig,
+    /// Alert detectors, the response to an incident, the webhook.
+    #[serde(default)]
+    pub alerts: crate::alerts_config::AlertsConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -395,6 +398,7 @@ impl Default for Config {
             upstreams: Vec::new(),
             issuers: Vec::new(),
             lifecycle: crate::lifecycle::settings::LifecycleConfig::default(),
+            alerts: crate::alerts_config::AlertsConfig::default(),
         }
     }
 }
@@ -538,6 +542,9 @@ impl Config {
         if let Some(syslog) = &self.audit.syslog {
             syslog.settings().map_err(|e| invalid("audit.syslog", &e))?;
         }
+        self.alerts
+            .check()
+            .map_err(|(key, reason)| invalid(key, &reason))?;
         if self.audit.checkpoint_interval < Duration::from_secs(1) {
             return Err(invalid("audit.checkpoint_interval", "must be at least 1s"));
         }
@@ -761,6 +768,7 @@ mod tests {
             sections.push(format!("lifecycle.{kind}"));
         }
         sections.push("audit.syslog".into());
+        sections.push("alerts.webhook".into());
         // (`[lifecycle.tenants.acme.api_keys]` documents `lifecycle.tenants`.)
         let subsections: Vec<(String, String)> = documented
             .iter()

@@ -108,6 +108,18 @@ impl Context {
         .with_context(|| format!("cannot open the audit file {}", path.display()))
     }
 
+    /// Raises alerts from a command (the lifecycle's warnings): listed,
+    /// and queued for the webhook when one is configured (a server
+    /// delivers it; the command does not wait for that).
+    pub fn command_alerts(&self, store: Arc<dyn Store>) -> gatehouse_alerts::Alerts {
+        let alerts = gatehouse_alerts::Alerts::new(store);
+        if self.config.alerts.webhook.is_some() {
+            alerts.with_webhook(Arc::new(tokio::sync::Notify::new()))
+        } else {
+            alerts
+        }
+    }
+
     pub fn in_data_dir(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
             path.to_path_buf()

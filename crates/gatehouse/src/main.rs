@@ -1,5 +1,6 @@
 //! The `gatehouse` binary: command line, configuration and wiring.
 
+mod alerts_config;
 mod cli;
 mod commands;
 mod config;
@@ -98,6 +99,7 @@ async fn run_command(ctx: &Context, command: Command) -> anyhow::Result<ExitCode
         Command::Grants(command) => commands::grants::run(ctx, command).await,
         Command::Upstreams(command) => commands::upstreams::run(ctx, command).await,
         Command::Lifecycle(command) => commands::lifecycle::run(ctx, command).await,
+        Command::Alerts(command) => commands::alerts::run(ctx, command).await,
         Command::CheckConfig(flag) => commands::check_config::run(ctx, &flag),
     };
     done.map(|()| ExitCode::SUCCESS)

@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use url::Url;
 
 use anyhow::Context as _;
 use futures::future::BoxFuture;
+use gatehouse_alerts::{Alerts, AuthBurstObserver, AuthBursts, spawn_webhook};
 use gatehouse_audit::{
     AuditLog, AuditOptions, AuditWriterHandle, CHECKPOINT_TYP, Chain, CheckpointClaims,
     CheckpointSigner, Redactor, Rotation,
@@ -19,6 +22,7 @@ use gatehouse_core::{
 };
 use gatehouse_core::{SecretCipher, Timestamp};
 use gatehouse_mcp::identity::{IDENTITY_TYP, IdentityClaims, IdentitySigner};
+use gatehouse_mcp::incidents::Incidents;
 use gatehouse_mcp::{Gateway, ToolPins};
 use gatehouse_metrics::Metrics;
 use gatehouse_oauth::http::AsState;
@@ -46,6 +50,10 @@ pub struct Runtime {
     pub upstreams: Option<Arc<UpstreamSet>>,
     /// What /metrics shows; gate 1 and the gateway count into it.
     pub metrics: Arc<Metrics>,
+    /// Raises alerts (the detectors, the lifecycle's warnings).
+    pub alerts: Alerts,
+    /// Delivers alerts to the webhook (`serve` with `[alerts.webhook]`).
+    pub alert_webhook: Option<JoinHandle<()>>,
 }
 
 pub const SANDBOX_DIR: &str = "sandbox";
@@ -109,6 +117,8 @@ impl Runtime {
         let metrics = Arc::new(Metrics::default());
         let queue = audit.queue_probe();
         metrics.set_audit_queue_depth(move || u64::try_from(queue.depth()).unwrap_or(u64::MAX));
+        let (alerts, alert_webhook) =
+            start_alerts(ctx, &store, &audit, &metrics, &clock, public_url.is_some()).await?;
         let redactor =
             Redactor::new(&ctx.config.audit.redact_fields).context("invalid redaction pattern")?;
         let tools_config = ToolsConfig {
@@ -176,11 +186,11 @@ impl Runtime {
             },
         ));
         let task_grants = Arc::new(TaskGrants::new(Arc::clone(&store), audit.clone()));
-        let pins = Arc::new(ToolPins::new(
-            Arc::clone(&store),
-            audit.clone(),
-            Arc::clone(&clock),
-        ));
+        let pins = Arc::new(
+            ToolPins::new(Arc::clone(&store), audit.clone(), Arc::clone(&clock))
+                .with_alerts(alerts.clone()),
+        );
+        let incidents = Arc::new(Incidents::new(alerts.clone(), ctx.config.alerts.settings()));
         let mut gateway = Gateway::new(
             Arc::clone(&policy),
             tools,
@@ -190,7 +200,8 @@ impl Runtime {
         )
         .with_approvals(Arc::clone(&approvals))
         .with_task_grants(Arc::clone(&task_grants))
-        .with_metrics(Arc::clone(&metrics));
+        .with_metrics(Arc::clone(&metrics))
+        .with_incidents(incidents);
         // Children are started (and HTTP upstreams connected) in the
         // background; a call waits for its connection up to its timeouts.
         let upstreams = if ctx.config.upstreams.is_empty() {
@@ -256,6 +267,8 @@ impl Runtime {
             clock,
             upstreams,
             metrics,
+            alerts,
+            alert_webhook,
         })
     }
 
@@ -267,8 +280,13 @@ impl Runtime {
             audit_writer,
             oauth,
             upstreams,
+            alert_webhook,
             ..
         } = self;
+        // Undelivered alerts stay in the store's outbox for the next start.
+        if let Some(webhook) = alert_webhook {
+            webhook.abort();
+        }
         // Children are stopped, not left behind.
         if let Some(upstreams) = upstreams {
             upstreams.shutdown().await;
@@ -278,6 +296,40 @@ impl Runtime {
         drop(gateway);
         audit_writer.wait().await;
     }
+}
+
+/// The alerts of a process: counted on /metrics, bursts of failed
+/// authentications watched on the audit log, and (for a server with a
+/// webhook) the webhook's sender started.
+async fn start_alerts(
+    ctx: &Context,
+    store: &Arc<dyn Store>,
+    audit: &AuditLog,
+    metrics: &Arc<Metrics>,
+    clock: &Arc<dyn Clock>,
+    serving: bool,
+) -> anyhow::Result<(Alerts, Option<JoinHandle<()>>)> {
+    let config = &ctx.config.alerts;
+    let settings = config.settings();
+    let mut alerts = Alerts::new(Arc::clone(store)).with_metrics(Arc::clone(metrics));
+    let mut sender = None;
+    if config.webhook.is_some() {
+        let wake = Arc::new(Notify::new());
+        alerts = alerts.with_webhook(Arc::clone(&wake));
+        // Only a server sends; `gatehouse stdio` queues for it.
+        if serving && let Some(webhook) = config.webhook_settings().await? {
+            let handle = spawn_webhook(Arc::clone(store), webhook, Arc::clone(clock), wake)
+                .map_err(|e| anyhow::anyhow!("invalid configuration: alerts.webhook: {e}"))?;
+            sender = Some(handle);
+        }
+    }
+    let bursts = AuthBursts::new(settings.auth_failures, settings.auth_failure_window);
+    audit.set_observer(Arc::new(AuthBurstObserver::new(
+        bursts,
+        alerts.clone(),
+        settings.auth_failure_window,
+    )));
+    Ok((alerts, sender))
 }
 
 fn secs(d: std::time::Duration) -> i64 {

@@ -9,6 +9,7 @@
 mod e2e {
     pub mod harness;
 
+    mod alerts;
     mod approvals;
     mod audit_chain;
     mod audit_durability;

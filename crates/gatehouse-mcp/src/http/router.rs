@@ -18,6 +18,7 @@ use super::sessions::{MAX_SESSIONS, SessionBindings, SessionLimits};
 use super::{
     admin, authenticate, body, guard, metadata, policy_check, request_id, upstreams_status,
 };
+use crate::incidents::SessionControl;
 use crate::sdk::{HttpServiceOptions, SdkSessions, streamable_http_service};
 use crate::{Gateway, routes};
 use gatehouse_upstream::HealthState;
@@ -81,7 +82,7 @@ pub struct AppState {
     pub authorization_server: Option<String>,
     pub gateway: Arc<Gateway>,
     pub authenticator: Arc<Authenticator>,
-    pub sessions: SessionBindings,
+    pub sessions: Arc<SessionBindings>,
     /// The SDK's side of the sessions, to end one that could not be bound.
     pub sdk_sessions: SdkSessions,
     /// `initialize` requests per principal (subject key) and minute.
@@ -191,15 +192,23 @@ fn build(
             shutdown,
         },
     );
+    let sessions = Arc::new(SessionBindings::new(SessionLimits {
+        idle_timeout: config.session_idle_timeout,
+        max_total: config.max_sessions,
+        max_per_principal: config.max_sessions_per_principal,
+    }));
+    // An incident in a session without a task grant ends the session.
+    if let Some(incidents) = gateway.incidents() {
+        incidents.set_session_control(Arc::new(EndSession {
+            bindings: Arc::clone(&sessions),
+            sdk: sdk_sessions.clone(),
+        }));
+    }
     let state = Arc::new(AppState {
         authorization_server: config.authorization_server.clone(),
         gateway,
         authenticator,
-        sessions: SessionBindings::new(SessionLimits {
-            idle_timeout: config.session_idle_timeout,
-            max_total: config.max_sessions,
-            max_per_principal: config.max_sessions_per_principal,
-        }),
+        sessions: Arc::clone(&sessions),
         sdk_sessions: sdk_sessions.clone(),
         session_starts: RateLimiter::new(config.initialize_per_minute, 60_000, MAX_SESSIONS),
         hosts,
@@ -279,3 +288,30 @@ fn build(
 #[cfg(test)]
 #[path = "router_tests.rs"]
 mod tests;
+
+/// Ends a session for the incident response: unbound at once (its id
+/// answers 404 from the next request on), and closed in the SDK (its
+/// streams end) a moment later, once the refusal that made the incident
+/// has been answered on the stream the close would cut.
+struct EndSession {
+    bindings: Arc<SessionBindings>,
+    sdk: SdkSessions,
+}
+
+/// How long the SDK's side of an ended session stays open for the answer
+/// in flight.
+const END_SESSION_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl SessionControl for EndSession {
+    fn end<'a>(&'a self, session: &'a str) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.bindings.unbind(session);
+            let sdk = self.sdk.clone();
+            let session = session.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep(END_SESSION_GRACE).await;
+                sdk.close(&session).await;
+            });
+        })
+    }
+}

@@ -252,6 +252,7 @@ mod tests {
             task: "research".into(),
             tools: vec!["read_file".into()],
             expires_at: gatehouse_core::Timestamp(1),
+            issued_at: None,
         };
         assert_eq!(bindings.bind("s1", "alice", Some(grant.clone())), Ok(()));
         assert_eq!(

@@ -23,6 +23,7 @@ pub fn run(ctx: &Context, flag: &JsonFlag) -> anyhow::Result<()> {
         "metrics_listen": c.metrics.listen.map(|a| a.to_string()),
         "traces_otlp_endpoint": c.traces.otlp_endpoint.as_ref().map(|u| u.to_string()),
         "lifecycle": lifecycle_json(&c.lifecycle),
+        "alerts": alerts_json(&c.alerts),
     });
     if flag.json {
         output::json(&value);
@@ -79,5 +80,25 @@ fn lifecycle_json(config: &crate::lifecycle::settings::LifecycleConfig) -> serde
         "grants": kind(policy.grants, CredentialKind::Grant),
         "signing_keys": kind(policy.signing_keys, CredentialKind::SigningKey),
         "tenants": tenants,
+    })
+}
+
+/// The detectors' thresholds and the webhook (its URL and where its secret
+/// comes from, never the secret).
+fn alerts_json(config: &crate::alerts_config::AlertsConfig) -> serde_json::Value {
+    let settings = config.settings();
+    json!({
+        "auth_failures": settings.auth_failures,
+        "auth_failure_window_secs": settings.auth_failure_window.as_secs(),
+        "violations": settings.violations,
+        "violation_window_secs": settings.violation_window.as_secs(),
+        "on_incident": settings.on_incident.as_str(),
+        "task_overrun": settings.task_overrun,
+        "webhook": config.webhook.as_ref().map(|hook| json!({
+            "url": hook.url.as_str(),
+            "max_attempts": hook.max_attempts,
+            "first_retry_secs": hook.first_retry.as_secs(),
+            "max_retry_secs": hook.max_retry.as_secs(),
+        })),
     })
 }

@@ -172,7 +172,8 @@ async fn run_now(ctx: &Context, dry_run: bool, json_out: bool) -> anyhow::Result
     };
     let (audit, writer) = ctx.command_audit_log(Arc::clone(&store))?;
     let signing_keys = master.as_ref().map(|master| SigningKeys { master });
-    let result = apply(&store, &audit, signing_keys.as_ref(), actions, now).await;
+    let alerts = ctx.command_alerts(Arc::clone(&store));
+    let result = apply(&store, &audit, &alerts, signing_keys.as_ref(), actions, now).await;
     drop(audit);
     writer.wait().await;
     let applied = result?;

@@ -159,6 +159,7 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         let housekeeping = Housekeeping {
             store: Arc::clone(&runtime.store),
             audit: runtime.gateway.audit().clone(),
+            alerts: runtime.alerts.clone(),
             // Signing keys are rotated only where the authorization server runs.
             master: match &runtime.oauth {
                 Some(_) => Some(ctx.master_key()?),

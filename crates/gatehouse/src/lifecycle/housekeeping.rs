@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_alerts::Alerts;
 use gatehouse_audit::AuditLog;
 use gatehouse_core::Clock;
 use gatehouse_oauth::MasterKey;
@@ -20,6 +21,8 @@ pub const LEASE: &str = "lifecycle";
 pub struct Housekeeping {
     pub store: Arc<dyn Store>,
     pub audit: AuditLog,
+    /// Its warnings are alerts.
+    pub alerts: Alerts,
     /// Present when the authorization server (and so signing keys) is on.
     pub master: Option<MasterKey>,
     pub policy: LifecyclePolicy,
@@ -92,7 +95,16 @@ impl Housekeeping {
         if actions.is_empty() {
             return;
         }
-        match apply(&self.store, &self.audit, signing.as_ref(), actions, now).await {
+        match apply(
+            &self.store,
+            &self.audit,
+            &self.alerts,
+            signing.as_ref(),
+            actions,
+            now,
+        )
+        .await
+        {
             Ok(applied) => {
                 let done = applied.iter().filter(|a| a.done).count();
                 tracing::info!(done, "lifecycle: housekeeping pass applied the policy");

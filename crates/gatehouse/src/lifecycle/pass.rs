@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_alerts::{Alert, AlertCode, AlertError, Alerts};
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder};
 use gatehouse_authn::REPLACED_KEY_TRUST_MS;
 use gatehouse_core::{AuditKind, Outcome, Timestamp};
@@ -33,6 +34,8 @@ pub enum PassError {
     Audit(#[from] AuditError),
     #[error("cannot make a signing key: {0}")]
     SigningKey(String),
+    #[error(transparent)]
+    Alert(#[from] AlertError),
 }
 
 /// One thing the pass does (or, in a dry run, would do) now.
@@ -276,6 +279,7 @@ async fn revoke(
 pub async fn apply(
     store: &Arc<dyn Store>,
     audit: &AuditLog,
+    alerts: &Alerts,
     signing: Option<&SigningKeys<'_>>,
     actions: Vec<Action>,
     now: Timestamp,
@@ -318,9 +322,16 @@ pub async fn apply(
             },
         };
         if done {
-            audit
-                .record(event(&action, new_kid.as_deref(), now))
-                .await?;
+            match alert(&action) {
+                Some(alert) => {
+                    alerts.raise(audit, &alert, now).await?;
+                }
+                None => {
+                    audit
+                        .record(event(&action, new_kid.as_deref(), now))
+                        .await?
+                }
+            }
         }
         applied.push(Applied {
             action,
@@ -355,19 +366,37 @@ async fn check_master_opens(
     }
 }
 
+/// A warning (a credential nearing its maximum age, or unused) is an alert
+/// for people to act on.
+fn alert(action: &Action) -> Option<Alert> {
+    let code = match action.step {
+        Step::WarnExpiring { .. } => AlertCode::CredentialExpiring,
+        Step::AlertUnused { .. } => AlertCode::CredentialUnused,
+        _ => return None,
+    };
+    let subject = &action.subject;
+    let mut alert = Alert::new(
+        code,
+        format!("{} {}", subject.kind.as_str(), subject.id),
+        action.detail.clone(),
+    );
+    alert.tenant = subject.tenant.clone();
+    alert.human = subject.human.clone();
+    alert.agent = Some(LIFECYCLE_AGENT.to_string());
+    alert.credential = Some(subject.id.clone());
+    alert.tool = Some(format!("lifecycle/{}", subject.kind.as_str()));
+    Some(alert)
+}
+
+/// The record of what the lifecycle did by itself (a revocation, a
+/// rotation).
 fn event(action: &Action, new_kid: Option<&str>, now: Timestamp) -> gatehouse_core::AuditEvent {
     let subject = &action.subject;
-    // Warnings are for people to act on (like other anomalies); what the
-    // lifecycle did by itself is its own kind.
-    let kind = match action.step {
-        Step::WarnExpiring { .. } | Step::AlertUnused { .. } => AuditKind::Anomaly,
-        _ => AuditKind::Lifecycle,
-    };
     let mut detail = action.detail.clone();
     if let Some(kid) = new_kid {
         detail.push_str(&format!(" (new key {kid})"));
     }
-    let mut event = EventBuilder::new(kind, Outcome::Success, now)
+    let mut event = EventBuilder::new(AuditKind::Lifecycle, Outcome::Success, now)
         .agent(LIFECYCLE_AGENT)
         .credential(Some(subject.id.clone()))
         .tool(&format!("lifecycle/{}", subject.kind.as_str()))

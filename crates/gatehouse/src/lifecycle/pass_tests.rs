@@ -169,7 +169,8 @@ async fn pass(
     let actions = plan(store, policy, master.is_some(), now).await.unwrap();
     let (audit, writer) = AuditLog::start(Arc::clone(store), None, false).unwrap();
     let signing = master.map(|master| SigningKeys { master });
-    let applied = apply(store, &audit, signing.as_ref(), actions, now)
+    let alerts = Alerts::new(Arc::clone(store));
+    let applied = apply(store, &audit, &alerts, signing.as_ref(), actions, now)
         .await
         .unwrap();
     drop(audit);
@@ -205,10 +206,17 @@ async fn a_credential_near_its_maximum_age_is_warned_once() {
         assert!(pass(&store, &policy, None, day(75)).await.is_empty());
         let applied = pass(&store, &policy, None, day(76)).await;
         assert_eq!(codes(&applied), [("k1".into(), CREDENTIAL_EXPIRING, true)]);
-        let records = audit(&store, AuditKind::Anomaly).await;
+        let records = audit(&store, AuditKind::Alert).await;
         assert_eq!(records.len(), 1);
         let event = &records[0].event;
         assert_eq!(event.reason.as_deref(), Some(CREDENTIAL_EXPIRING));
+        // The warning is an alert: in the alert list too, under the
+        // record's id.
+        let listed = store.alerts(false, 10).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, records[0].event.id);
+        assert_eq!(listed[0].code, CREDENTIAL_EXPIRING);
+        assert_eq!(listed[0].subject, "api_key k1");
         assert_eq!(event.credential.as_deref(), Some("k1"));
         assert_eq!(event.human.as_deref(), Some("alice"));
         assert_eq!(event.tool.as_deref(), Some("lifecycle/api_key"));
@@ -222,7 +230,7 @@ async fn a_credential_near_its_maximum_age_is_warned_once() {
         );
         // Once: later passes (on this instance or another) say nothing more.
         assert!(pass(&store, &policy, None, day(80)).await.is_empty());
-        assert_eq!(audit(&store, AuditKind::Anomaly).await.len(), 1);
+        assert_eq!(audit(&store, AuditKind::Alert).await.len(), 1);
         assert!(
             store
                 .api_key("k1")
@@ -297,6 +305,7 @@ async fn a_credential_at_its_maximum_age_is_revoked_and_audited() {
         let again = apply(
             &store,
             &AuditLog::start(Arc::clone(&store), None, false).unwrap().0,
+            &Alerts::new(Arc::clone(&store)),
             None,
             planned,
             day(90),
@@ -397,7 +406,7 @@ async fn a_credential_used_again_is_alerted_again_after_new_disuse() {
             codes(&pass(&store, &policy, None, day(35)).await),
             [("k1".into(), CREDENTIAL_UNUSED, true)]
         );
-        assert_eq!(audit(&store, AuditKind::Anomaly).await.len(), 2);
+        assert_eq!(audit(&store, AuditKind::Alert).await.len(), 2);
     })
     .await;
 }
@@ -545,7 +554,8 @@ async fn no_successor_is_added_under_a_master_key_that_cannot_open_the_signing_k
         let actions = plan(&store, &policy, true, day(89)).await.unwrap();
         let (audit, writer) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
         let signing = SigningKeys { master: &other };
-        let error = apply(&store, &audit, Some(&signing), actions, day(89))
+        let alerts = Alerts::new(Arc::clone(&store));
+        let error = apply(&store, &audit, &alerts, Some(&signing), actions, day(89))
             .await
             .unwrap_err();
         drop(audit);

@@ -158,12 +158,22 @@ async fn lifecycle_run_dry_run_shows_and_run_acts_with_audit_records() {
         revoked.iter().any(|r| r["credential"] == client_id.as_str()
             && r["reason"] == "credential_revoked_max_age")
     );
-    let alerts = server.audit(&["--kind", "anomaly"]);
+    let alerts = server.audit(&["--kind", "alert"]);
+    let unused = alerts
+        .iter()
+        .find(|r| r["credential"] == plain_id.as_str() && r["reason"] == "credential_unused")
+        .unwrap_or_else(|| panic!("{alerts:?}"));
+    // The same alert in the alert list, under its record's id.
+    let listed = server.cli_json(&["alerts", "list"]);
     assert!(
-        alerts
+        listed
+            .as_array()
+            .unwrap()
             .iter()
-            .any(|r| r["credential"] == plain_id.as_str() && r["reason"] == "credential_unused"),
-        "{alerts:?}"
+            .any(|a| a["id"] == unused["id"]
+                && a["code"] == "credential_unused"
+                && a["subject"] == format!("api_key {plain_id}").as_str()),
+        "{listed}"
     );
     // The client's secret no longer gets tokens.
     let secret = client["client_secret"].as_str().unwrap();

@@ -99,12 +99,12 @@ async fn a_changed_definition_is_withheld_until_approved() {
         )
         .await;
     assert_eq!(reason(&body), "tool_definition_changed", "{body}");
-    // One anomaly naming the upstream, the tool and what changed, however
+    // One alert naming the upstream, the tool and what changed, however
     // often it is seen.
     server.tool_names(&reader).await;
-    let anomalies = records(&server, "anomaly", "demo__echo");
-    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
-    let detail = anomalies[0]["error"].as_str().unwrap();
+    let alerts = records(&server, "alert", "demo__echo");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let detail = alerts[0]["error"].as_str().unwrap();
     assert!(
         detail.contains("\"demo\"")
             && detail.contains("\"echo\"")
@@ -206,9 +206,27 @@ async fn alert_mode_serves_the_change_and_records_it() {
         .call_tool(&reader, "demo__echo", json!({"text": "x"}))
         .await;
     assert!(body["error"].is_null(), "{body}");
-    let anomalies = records(&server, "anomaly", "demo__echo");
-    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
-    assert_eq!(anomalies[0]["decision"], "alert");
+    let alerts = records(&server, "alert", "demo__echo");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["reason"], "tool_definition_changed");
+    assert!(
+        alerts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("still served"),
+        "{alerts:?}"
+    );
+    let listed = server.cli_json(&["alerts", "list"]);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == alerts[0]["id"]
+                && a["code"] == "tool_definition_changed"
+                && a["subject"] == "tool demo__echo"),
+        "{listed}"
+    );
 
     // `status` connects itself and compares what is listed now with the pins.
     let status = server.cli_json(&["upstreams", "status"]);

@@ -1,0 +1,275 @@
+//! Bursts of failed authentications: more than `threshold` failures within
+//! the window for one credential, one user or one source raise one alert
+//! (and no more for that subject while the burst goes on within the
+//! window). Lockout is separate and unchanged: this is for people to look.
+//!
+//! Counted in memory by each instance, from the audit records of failed
+//! authentications wherever they are made (MCP requests, the sign-in form,
+//! the token endpoint). With several instances behind a balancer each
+//! counts what it sees.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use gatehouse_audit::{AuditLog, AuditObserver};
+use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+
+use crate::{Alert, AlertCode, Alerts};
+
+/// Failure reasons that are not a caller guessing: no credential at all
+/// (every MCP client's first request, to discover the authorization
+/// server), a device-flow client polling as it must, the notices of a lock
+/// being set, and Gatehouse's own trouble.
+pub const BENIGN_FAILURES: [&str; 10] = [
+    "missing_credential",
+    "authorization_pending",
+    "slow_down",
+    "credential_locked",
+    "source_locked",
+    "name_locked",
+    "store_unavailable",
+    "internal_error",
+    "introspection_unavailable",
+    "jwks_unavailable",
+];
+
+/// Subjects tracked at most: beyond it (a spray from very many sources),
+/// subjects whose failures are all older than the window are dropped, and
+/// new subjects are not tracked until there is room.
+const MAX_SUBJECTS: usize = 100_000;
+
+struct Track {
+    /// Times of the latest failures, at most `threshold + 1`.
+    failures: VecDeque<i64>,
+    /// No second alert for this subject before this time.
+    quiet_until: i64,
+}
+
+/// The counting, apart from where failures come from (unit-testable with
+/// any timestamps).
+pub struct AuthBursts {
+    threshold: u32,
+    window_ms: i64,
+    subjects: Mutex<HashMap<String, Track>>,
+}
+
+/// A subject whose failures passed the threshold, and how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Burst {
+    pub subject: String,
+    pub failures: usize,
+}
+
+impl AuthBursts {
+    /// `threshold` 0 switches the detector off.
+    pub fn new(threshold: u32, window: Duration) -> AuthBursts {
+        AuthBursts {
+            threshold,
+            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
+            subjects: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one failure against each subject; returns those that passed
+    /// the threshold with it.
+    pub fn failed(&self, subjects: &[String], at: Timestamp) -> Vec<Burst> {
+        if self.threshold == 0 || subjects.is_empty() {
+            return Vec::new();
+        }
+        let keep = usize::try_from(self.threshold).unwrap_or(usize::MAX - 1) + 1;
+        let mut map = self.subjects.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= MAX_SUBJECTS {
+            let oldest_kept = at.0.saturating_sub(self.window_ms);
+            map.retain(|_, track| {
+                track.quiet_until > at.0 || track.failures.back().is_some_and(|t| *t > oldest_kept)
+            });
+        }
+        let mut bursts = Vec::new();
+        for subject in subjects {
+            if !map.contains_key(subject) && map.len() >= MAX_SUBJECTS {
+                continue;
+            }
+            let track = map.entry(subject.clone()).or_insert_with(|| Track {
+                failures: VecDeque::new(),
+                quiet_until: i64::MIN,
+            });
+            track.failures.push_back(at.0);
+            while track.failures.len() > keep {
+                track.failures.pop_front();
+            }
+            let window_start = at.0.saturating_sub(self.window_ms);
+            let within = track.failures.iter().filter(|t| **t > window_start).count();
+            if within >= keep && at.0 >= track.quiet_until {
+                track.quiet_until = at.0.saturating_add(self.window_ms);
+                bursts.push(Burst {
+                    subject: subject.clone(),
+                    failures: within,
+                });
+            }
+        }
+        bursts
+    }
+}
+
+/// What a failed authentication counts against: its credential, its user
+/// and its source (an IPv6 address by its /64).
+pub fn subjects_of(event: &AuditEvent) -> Vec<String> {
+    let mut subjects = Vec::new();
+    if let Some(credential) = &event.credential {
+        subjects.push(format!("credential {credential}"));
+    }
+    if let Some(human) = &event.human {
+        subjects.push(format!("user {human}"));
+    }
+    if let Some(network) = event
+        .source
+        .as_deref()
+        .and_then(gatehouse_core::source_network)
+    {
+        subjects.push(format!("source {network}"));
+    }
+    subjects
+}
+
+/// Watches the audit log for failed authentications.
+pub struct AuthBurstObserver {
+    bursts: AuthBursts,
+    alerts: Alerts,
+    window_secs: u64,
+}
+
+impl AuthBurstObserver {
+    pub fn new(bursts: AuthBursts, alerts: Alerts, window: Duration) -> AuthBurstObserver {
+        AuthBurstObserver {
+            bursts,
+            alerts,
+            window_secs: window.as_secs(),
+        }
+    }
+}
+
+impl AuditObserver for AuthBurstObserver {
+    fn observe(&self, event: &AuditEvent, log: &AuditLog) {
+        if event.kind != AuditKind::Authentication || event.outcome != Outcome::Failure {
+            return;
+        }
+        if event
+            .reason
+            .as_deref()
+            .is_some_and(|reason| BENIGN_FAILURES.contains(&reason))
+        {
+            return;
+        }
+        for burst in self.bursts.failed(&subjects_of(event), event.ts) {
+            let mut alert = Alert::new(
+                AlertCode::AuthFailureBurst,
+                burst.subject.clone(),
+                format!(
+                    "{} failed authentications within {} s (the latest: {})",
+                    burst.failures,
+                    self.window_secs,
+                    event.reason.as_deref().unwrap_or("unknown reason")
+                ),
+            );
+            alert.tenant = event.tenant.clone();
+            alert.human = event.human.clone();
+            alert.agent = event.agent.clone();
+            alert.credential = event.credential.clone();
+            alert.source = event.source.clone();
+            alert.tool = event.tool.clone();
+            self.alerts
+                .raise_in_background(log.clone(), alert, event.ts);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subjects(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_fourth_failure_within_the_window_alerts_once() {
+        let bursts = AuthBursts::new(3, Duration::from_secs(60));
+        let key = subjects(&["credential gk_1"]);
+        for t in [0, 10_000, 20_000] {
+            assert!(bursts.failed(&key, Timestamp(t)).is_empty());
+        }
+        assert_eq!(
+            bursts.failed(&key, Timestamp(30_000)),
+            vec![Burst {
+                subject: "credential gk_1".into(),
+                failures: 4
+            }]
+        );
+        // The burst goes on: no second alert within the window.
+        assert!(bursts.failed(&key, Timestamp(31_000)).is_empty());
+        assert!(bursts.failed(&key, Timestamp(89_000)).is_empty());
+        // A window after the alert, four more within 60 s: another alert.
+        let later: usize = [90_000, 91_000, 92_000]
+            .iter()
+            .map(|t| bursts.failed(&key, Timestamp(*t)).len())
+            .sum();
+        assert_eq!(later, 1);
+    }
+
+    #[test]
+    fn failures_spread_beyond_the_window_do_not_alert() {
+        let bursts = AuthBursts::new(3, Duration::from_secs(60));
+        let key = subjects(&["user alice"]);
+        for t in (0..20).map(|i| i * 21_000) {
+            assert!(bursts.failed(&key, Timestamp(t)).is_empty(), "at {t}");
+        }
+    }
+
+    #[test]
+    fn each_subject_counts_on_its_own() {
+        let bursts = AuthBursts::new(3, Duration::from_secs(60));
+        // One source trying four keys: the source alerts, no key does.
+        let mut alerted = Vec::new();
+        for (i, t) in [0, 1, 2, 3].iter().enumerate() {
+            let subjects = vec![format!("credential gk_{i}"), "source 192.0.2.1".into()];
+            alerted.extend(bursts.failed(&subjects, Timestamp(*t)));
+        }
+        assert_eq!(alerted.len(), 1);
+        assert_eq!(alerted[0].subject, "source 192.0.2.1");
+    }
+
+    #[test]
+    fn a_threshold_of_zero_is_off() {
+        let bursts = AuthBursts::new(0, Duration::from_secs(60));
+        let key = subjects(&["credential gk_1"]);
+        for t in 0..10 {
+            assert!(bursts.failed(&key, Timestamp(t)).is_empty());
+        }
+    }
+
+    #[test]
+    fn subjects_are_the_credential_the_user_and_the_network() {
+        let event = gatehouse_audit::EventBuilder::new(
+            AuditKind::Authentication,
+            Outcome::Failure,
+            Timestamp(1),
+        )
+        .credential(Some("gk_1".into()))
+        .human("alice")
+        .source(Some("2001:db8:1:2:3:4:5:6".into()))
+        .build();
+        assert_eq!(
+            subjects_of(&event),
+            ["credential gk_1", "user alice", "source 2001:db8:1:2::/64"]
+        );
+        let stdio = gatehouse_audit::EventBuilder::new(
+            AuditKind::Authentication,
+            Outcome::Failure,
+            Timestamp(1),
+        )
+        .source(Some("stdio".into()))
+        .build();
+        assert!(subjects_of(&stdio).is_empty());
+    }
+}

@@ -1,0 +1,181 @@
+//! The gateway's part of alerting: refusals by role or outside a task
+//! grant add up to an incident, answered by revoking the grant or ending
+//! the session (`alerts.on_incident`); a task grant used past its task's
+//! expected duration is reported. Both are watched where gate 2 decides,
+//! which knows the grant and the session a call ran under.
+
+use std::sync::{Arc, OnceLock};
+
+use futures::future::BoxFuture;
+use gatehouse_alerts::{
+    Alert, AlertCode, AlertSettings, Alerts, IncidentScope, OnIncident, Overruns,
+    VIOLATION_REASONS, Violations,
+};
+use gatehouse_audit::AuditLog;
+use gatehouse_authz::{Policy, TaskGrants};
+use gatehouse_core::Timestamp;
+
+use crate::Caller;
+
+/// Ends an MCP session (the HTTP transport's table and the SDK's session).
+pub trait SessionControl: Send + Sync {
+    fn end<'a>(&'a self, session: &'a str) -> BoxFuture<'a, ()>;
+}
+
+/// Who a response names as its actor in the audit trail.
+const RESPONDER: &str = "gatehouse (incident response)";
+
+pub struct Incidents {
+    alerts: Alerts,
+    violations: Violations,
+    overruns: Overruns,
+    settings: AlertSettings,
+    sessions: OnceLock<Arc<dyn SessionControl>>,
+}
+
+impl Incidents {
+    pub fn new(alerts: Alerts, settings: AlertSettings) -> Incidents {
+        Incidents {
+            alerts,
+            violations: Violations::new(settings.violations, settings.violation_window),
+            overruns: Overruns::default(),
+            settings,
+            sessions: OnceLock::new(),
+        }
+    }
+
+    /// Installs how sessions are ended (the HTTP transport, once built).
+    pub fn set_session_control(&self, control: Arc<dyn SessionControl>) {
+        let _ = self.sessions.set(control);
+    }
+
+    /// A call was refused for `reason`: counts it when it is a violation,
+    /// and answers the incident it makes. Errors are logged: the refusal
+    /// stands whatever happens here.
+    pub async fn refused(
+        &self,
+        audit: &AuditLog,
+        grants: Option<&TaskGrants>,
+        caller: &Caller,
+        reason: &str,
+        now: Timestamp,
+    ) {
+        if !VIOLATION_REASONS.contains(&reason) {
+            return;
+        }
+        let principal = &caller.principal;
+        let scope = match (&principal.task, &caller.session) {
+            (Some(grant), _) => IncidentScope::Grant(grant.id.clone()),
+            (None, Some(session)) => IncidentScope::Session(session.clone()),
+            (None, None) => IncidentScope::Principal(principal.credential.id.clone()),
+        };
+        let Some(count) = self.violations.violated(&scope, now) else {
+            return;
+        };
+        let response = match self.settings.on_incident {
+            OnIncident::Alert => "reported only (alerts.on_incident = \"alert\")".to_string(),
+            OnIncident::Revoke => self.respond(&scope, grants, now).await,
+        };
+        let window_mins = self.settings.violation_window.as_secs() / 60;
+        let mut alert = Alert::new(
+            AlertCode::PolicyIncident,
+            scope.to_string(),
+            format!(
+                "{count} calls refused by role or outside the task grant within {window_mins} min \
+                 (the latest: {reason}); {response}"
+            ),
+        );
+        fill_caller(&mut alert, caller);
+        if let Err(e) = self.alerts.raise(audit, &alert, now).await {
+            tracing::error!(error = %e, "cannot raise a policy incident alert");
+        }
+    }
+
+    async fn respond(
+        &self,
+        scope: &IncidentScope,
+        grants: Option<&TaskGrants>,
+        now: Timestamp,
+    ) -> String {
+        match scope {
+            IncidentScope::Grant(id) => {
+                let Some(grants) = grants else {
+                    return "the grant could not be revoked (task grants are not enabled)".into();
+                };
+                match grants.revoke(id, RESPONDER, now).await {
+                    Ok(true) => "the grant was revoked".into(),
+                    Ok(false) => "the grant was revoked already".into(),
+                    Err(e) => {
+                        tracing::error!(grant = %id, error = %e, "incident response: cannot revoke the grant");
+                        format!(
+                            "REVOKING THE GRANT FAILED ({e}); revoke it by hand: gatehouse grants revoke {id}"
+                        )
+                    }
+                }
+            }
+            IncidentScope::Session(id) => match self.sessions.get() {
+                Some(control) => {
+                    control.end(id).await;
+                    "the session was ended".into()
+                }
+                None => "the session could not be ended here (stdio)".into(),
+            },
+            IncidentScope::Principal(_) => {
+                "no grant or session to revoke; revoking the credential is left to a person".into()
+            }
+        }
+    }
+
+    /// A call under a task grant was permitted: reports the grant once if
+    /// its task's expected duration has passed.
+    pub async fn permitted(
+        &self,
+        audit: &AuditLog,
+        policy: &Policy,
+        caller: &Caller,
+        now: Timestamp,
+    ) {
+        if !self.settings.task_overrun {
+            return;
+        }
+        let Some(grant) = &caller.principal.task else {
+            return;
+        };
+        let Some(issued_at) = grant.issued_at else {
+            return;
+        };
+        let Some(expected) = policy.task(&grant.task).and_then(|t| t.expected_duration()) else {
+            return;
+        };
+        if !self
+            .overruns
+            .first_overrun(&grant.id, issued_at, expected, now)
+        {
+            return;
+        }
+        let mut alert = Alert::new(
+            AlertCode::TaskOverrun,
+            format!("grant {}", grant.id),
+            format!(
+                "task {:?} is expected to take {} s; its grant, issued {}, is still in use",
+                grant.task,
+                expected.as_secs(),
+                issued_at.to_rfc3339()
+            ),
+        );
+        fill_caller(&mut alert, caller);
+        if let Err(e) = self.alerts.raise(audit, &alert, now).await {
+            tracing::error!(error = %e, "cannot raise a task overrun alert");
+        }
+    }
+}
+
+fn fill_caller(alert: &mut Alert, caller: &Caller) {
+    let principal = &caller.principal;
+    alert.tenant = Some(principal.tenant.clone());
+    alert.human = principal.human.clone();
+    alert.agent = Some(principal.agent.clone());
+    alert.credential = Some(principal.credential.id.clone());
+    alert.session = caller.session.clone();
+    alert.source = caller.source.clone();
+}
