@@ -62,11 +62,14 @@ impl Alerts {
     ) -> Result<String, AlertError> {
         let event = alert.event(now);
         let id = event.id.clone();
+        // Debug formatting: a subject can hold a name anyone typed (a user
+        // name at the sign-in form), whose control characters must not
+        // forge log lines.
         tracing::warn!(
             alert = %id,
             code = alert.code.as_str(),
-            subject = %alert.subject,
-            detail = %alert.detail,
+            subject = ?alert.subject,
+            detail = ?alert.detail,
             "alert raised"
         );
         audit.record(event).await?;
