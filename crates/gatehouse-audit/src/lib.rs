@@ -18,7 +18,9 @@ pub use observer::AuditObserver;
 pub use redact::{REDACTED, Redactor, SECRET_NAME_WORDS, is_listed_field};
 pub use request_scope::{current_request_id, in_request};
 pub use rotation::Rotation;
-pub use syslog::{SyslogSettings, SyslogTarget, system_hostname};
+pub use syslog::{
+    SyslogSettings, SyslogTarget, SyslogTls, SyslogTlsError, SyslogTlsFiles, system_hostname,
+};
 pub use writer::{
     AuditError, AuditLog, AuditOptions, AuditQueueProbe, AuditWriterHandle, ChainHead,
 };

@@ -2,11 +2,13 @@
 //!
 //! Over UDP (RFC 5426: one message per datagram, best effort: a datagram
 //! can be lost without anyone knowing, so UDP is for collectors on the same
-//! host or network) or TCP (RFC 6587 octet-counting framing). Over TCP a
-//! batch counts as written once the kernel took every byte; a receiver that
-//! is down, refuses or stalls fails the batch, so the calls waiting for it
-//! are refused (back-pressure) rather than answered without their records.
-//! A closed or broken connection is opened again with the next batch.
+//! host or network), TCP (RFC 6587 octet-counting framing) or TLS (RFC 5425:
+//! the same framing inside TLS, the receiver's certificate verified; see
+//! `tls.rs`). Over TCP and TLS a batch counts as written once the kernel
+//! took every byte; a receiver that is down, refuses, fails the handshake
+//! or stalls fails the batch, so the calls waiting for it are refused
+//! (back-pressure) rather than answered without their records. A closed or
+//! broken connection is opened again with the next batch.
 //! Plain syslog has no acknowledgement: records the receiver's kernel took
 //! just before the receiver died are lost to it (the database and the file
 //! keep them); RELP would be needed to know.
@@ -15,17 +17,31 @@
 //! so a SIEM can verify the chain too: `<PRI>1 TIMESTAMP HOST gatehouse PID
 //! KIND - BOM{json}`.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use gatehouse_core::{AuditEvent, AuditKind, Outcome};
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 use crate::AuditError;
 
+mod tls;
+
+pub use tls::{SyslogTls, SyslogTlsError, SyslogTlsFiles};
+
 /// How long a write (or a connection) may take before the batch fails.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A receiver that refuses a TLS client after the handshake closes the
+/// connection within a round trip; one still open this long after its
+/// handshake was accepted.
+const REFUSAL_WAIT: Duration = Duration::from_secs(1);
+/// How long the close_notify at the end may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The largest datagram sent; a larger record is sent without its
 /// arguments (marked `"arguments_truncated": true`).
 const MAX_DATAGRAM: usize = 60 * 1024;
@@ -37,29 +53,53 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 pub enum SyslogTarget {
     Udp(String),
     Tcp(String),
+    Tls(String),
 }
 
 impl SyslogTarget {
-    /// `udp://host:port` or `tcp://host:port`.
+    /// `udp://host:port`, `tcp://host:port` or `tls://host:port`.
     pub fn parse(address: &str) -> Result<SyslogTarget, String> {
-        let (scheme, rest) = address
-            .split_once("://")
-            .ok_or_else(|| format!("{address:?}: expected udp://host:port or tcp://host:port"))?;
-        if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
+        let (scheme, rest) = address.split_once("://").ok_or_else(|| {
+            format!("{address:?}: expected udp://host:port, tcp://host:port or tls://host:port")
+        })?;
+        let valid = !rest.contains('/')
+            && matches!(rest.rsplit_once(':'), Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
             return Err(format!("{address:?}: expected host:port after {scheme}://"));
         }
         match scheme {
             "udp" => Ok(SyslogTarget::Udp(rest.to_string())),
             "tcp" => Ok(SyslogTarget::Tcp(rest.to_string())),
-            _ => Err(format!(
-                "{address:?}: the scheme must be udp or tcp (tls is not supported yet)"
-            )),
+            "tls" => Ok(SyslogTarget::Tls(rest.to_string())),
+            _ => Err(format!("{address:?}: the scheme must be udp, tcp or tls")),
         }
+    }
+
+    /// `udp`, `tcp` or `tls`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            SyslogTarget::Udp(_) => "udp",
+            SyslogTarget::Tcp(_) => "tcp",
+            SyslogTarget::Tls(_) => "tls",
+        }
+    }
+
+    /// The address's host, without the port or an IPv6 address's brackets:
+    /// the name a TLS receiver's certificate is verified against by default.
+    pub fn host(&self) -> &str {
+        let (SyslogTarget::Udp(address) | SyslogTarget::Tcp(address) | SyslogTarget::Tls(address)) =
+            self;
+        let host = address
+            .rsplit_once(':')
+            .map_or(address.as_str(), |(host, _)| host);
+        host.strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
     }
 }
 
 /// The sink's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SyslogSettings {
     pub target: SyslogTarget,
     /// 0–23; 13 is "log audit".
@@ -67,6 +107,8 @@ pub struct SyslogSettings {
     pub app_name: String,
     /// The HOSTNAME field (the machine's name when not configured).
     pub hostname: String,
+    /// The TLS client for a `tls://` target (loaded with the configuration).
+    pub tls: Option<SyslogTls>,
 }
 
 pub(crate) struct SyslogSink {
@@ -74,6 +116,17 @@ pub(crate) struct SyslogSink {
     pid: u32,
     udp: Option<UdpSocket>,
     tcp: Option<TcpStream>,
+    tls: Option<TlsStream<TcpStream>>,
+    /// When the current TLS connection's handshake ended.
+    tls_opened: Instant,
+    /// The current TLS connection was seen open `refusal_wait` after its
+    /// handshake: the receiver accepted it.
+    tls_accepted: bool,
+    /// The receiver seemed to refuse the last TLS connection: the next one
+    /// is watched for `refusal_wait` before it is given a batch.
+    tls_watch: bool,
+    /// `REFUSAL_WAIT` (shorter in tests).
+    refusal_wait: Duration,
 }
 
 #[derive(Serialize)]
@@ -121,6 +174,11 @@ impl SyslogSink {
             pid: std::process::id(),
             udp: None,
             tcp: None,
+            tls: None,
+            tls_opened: Instant::now(),
+            tls_accepted: false,
+            tls_watch: false,
+            refusal_wait: REFUSAL_WAIT,
         }
     }
 
@@ -172,7 +230,7 @@ impl SyslogSink {
                 }
                 Ok(Rendered::Datagrams(datagrams))
             }
-            SyslogTarget::Tcp(_) => {
+            SyslogTarget::Tcp(_) | SyslogTarget::Tls(_) => {
                 let mut framed = Vec::with_capacity(batch.len() * 512);
                 for event in batch {
                     let message = self.message(event, false)?;
@@ -225,32 +283,104 @@ impl SyslogSink {
                 {
                     self.tcp = None;
                 }
-                let result = tokio::time::timeout(WRITE_TIMEOUT, async {
-                    if self.tcp.is_none() {
+                let connection = &mut self.tcp;
+                let result = within_timeout(async {
+                    if connection.is_none() {
                         let stream = TcpStream::connect(&address).await?;
                         stream.set_nodelay(true)?;
-                        self.tcp = Some(stream);
+                        *connection = Some(stream);
                     }
-                    match &mut self.tcp {
-                        Some(stream) => {
-                            stream.write_all(&framed).await?;
-                            stream.flush().await
-                        }
-                        None => Ok(()),
-                    }
+                    write_batch(connection.as_mut(), &framed).await
                 })
-                .await
-                .unwrap_or_else(|_| {
-                    Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "the receiver did not take the records in time",
-                    ))
-                });
+                .await;
                 if let Err(e) = result {
                     // A part of the batch may have been sent: the receiver
                     // may see some records twice after the retry, never
                     // fewer.
                     self.tcp = None;
+                    return Err(failed(e));
+                }
+                Ok(())
+            }
+            (SyslogTarget::Tls(address), Rendered::Stream(framed)) => {
+                if framed.is_empty() {
+                    return Ok(());
+                }
+                let Some(tls) = &self.settings.tls else {
+                    return Err(AuditError::WriteFailed(
+                        "syslog: a tls:// address without TLS settings".into(),
+                    ));
+                };
+                // As over TCP, but the check must go through TLS: the
+                // receiver does send TLS records after the handshake (TLS
+                // 1.3 session tickets), which a read on the socket would
+                // take from under the TLS layer. A TLS read consumes those
+                // and completes only with data (never sent by a syslog
+                // receiver), the end of the stream or an error (a TLS
+                // alert).
+                if let Some(stream) = &mut self.tls {
+                    match stream.read(&mut [0u8; 64]).now_or_never() {
+                        None => {
+                            if self.tls_opened.elapsed() >= self.refusal_wait {
+                                self.tls_accepted = true;
+                            }
+                        }
+                        Some(ended) => {
+                            self.tls = None;
+                            // A receiver that refuses the client certificate
+                            // (or the lack of one) can say so only after the
+                            // client's side of the handshake is done under
+                            // TLS 1.3, and rsyslog checks it only then under
+                            // any version: it closes the connection at once,
+                            // and what was written on it, which the kernel
+                            // took, is lost. A connection closed before it
+                            // was seen open a while after its handshake is
+                            // taken for such a refusal, so that the calls are
+                            // refused rather than answered while every batch
+                            // is lost this way. (A receiver that restarted
+                            // just after a new connection costs one batch.)
+                            if !self.tls_accepted {
+                                self.tls_watch = true;
+                                return Err(failed(refused(ended.err())));
+                            }
+                        }
+                    }
+                }
+                let connection = &mut self.tls;
+                let opened = &mut self.tls_opened;
+                let accepted = &mut self.tls_accepted;
+                let watch = &mut self.tls_watch;
+                let refusal_wait = self.refusal_wait;
+                let result = within_timeout(async {
+                    if connection.is_none() {
+                        let stream = TcpStream::connect(&address).await?;
+                        stream.set_nodelay(true)?;
+                        // A receiver whose certificate does not verify fails
+                        // here, before a byte of the batch is sent.
+                        let mut stream = TlsConnector::from(Arc::clone(&tls.config))
+                            .connect(tls.server_name.clone(), stream)
+                            .await?;
+                        *opened = Instant::now();
+                        *accepted = false;
+                        if *watch {
+                            // The last connection seemed refused: this one
+                            // gets a batch only once it outlived a refusal.
+                            let verdict =
+                                tokio::time::timeout(refusal_wait, stream.read(&mut [0u8; 64]))
+                                    .await;
+                            if let Ok(ended) = verdict {
+                                return Err(refused(ended.err()));
+                            }
+                            *accepted = true;
+                            *watch = false;
+                        }
+                        *connection = Some(stream);
+                    }
+                    write_batch(connection.as_mut(), &framed).await
+                })
+                .await;
+                if let Err(e) = result {
+                    self.tls = None;
                     return Err(failed(e));
                 }
                 Ok(())
@@ -261,11 +391,60 @@ impl SyslogSink {
         }
     }
 
+    /// Ends a TLS connection with close_notify once everything is written:
+    /// without it, the receiver takes every stop of the server (and every
+    /// CLI command) for a truncated connection and logs an error.
+    pub(crate) async fn close(&mut self) {
+        if let Some(mut stream) = self.tls.take() {
+            // Best effort: the records are written; a receiver that does not
+            // take the alert in time is left to notice the closed socket.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
+        }
+    }
+
     /// Renders and sends (tests).
     #[cfg(test)]
     async fn write(&mut self, batch: &[AuditEvent]) -> Result<(), AuditError> {
         let rendered = self.render(batch)?;
         self.send(rendered).await
+    }
+}
+
+/// The error for a TLS connection the receiver closed right after it was
+/// opened; `cause`: how it ended, when it was not a plain close.
+fn refused(cause: Option<std::io::Error>) -> std::io::Error {
+    let mut message = "the receiver closed the TLS connection right after it was opened \
+        (does it refuse the client certificate, or the lack of one?)"
+        .to_string();
+    if let Some(cause) = cause {
+        message.push_str(&format!(": {cause}"));
+    }
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, message)
+}
+
+/// Bounds a connection (with its handshake) and a write together.
+async fn within_timeout(work: impl Future<Output = std::io::Result<()>>) -> std::io::Result<()> {
+    tokio::time::timeout(WRITE_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the receiver did not take the records in time",
+            ))
+        })
+}
+
+/// Writes a framed batch and flushes it (through TLS: into the socket).
+async fn write_batch<S: AsyncWrite + Unpin>(
+    stream: Option<&mut S>,
+    framed: &[u8],
+) -> std::io::Result<()> {
+    match stream {
+        Some(stream) => {
+            stream.write_all(framed).await?;
+            stream.flush().await
+        }
+        None => Ok(()),
     }
 }
 
@@ -280,7 +459,11 @@ mod tests {
     use super::*;
     use crate::EventBuilder;
     use gatehouse_core::Timestamp;
-    use tokio::io::AsyncReadExt;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tls::testdata;
+    use tokio::io::AsyncRead;
+    use tokio_rustls::TlsAcceptor;
 
     fn settings(target: SyslogTarget) -> SyslogSettings {
         SyslogSettings {
@@ -288,7 +471,113 @@ mod tests {
             facility: 13,
             app_name: "gatehouse".into(),
             hostname: "gate house\n1".into(),
+            tls: None,
         }
+    }
+
+    /// A sink to a TLS receiver at `address`, trusting `ca` and presenting
+    /// the test client certificate (unless `anonymous`).
+    fn tls_sink(address: String, ca: &str, server_name: Option<&str>) -> SyslogSink {
+        tls_sink_as(address, ca, server_name, false)
+    }
+
+    fn tls_sink_as(
+        address: String,
+        ca: &str,
+        server_name: Option<&str>,
+        anonymous: bool,
+    ) -> SyslogSink {
+        let target = SyslogTarget::Tls(address);
+        let tls = SyslogTls::load(
+            target.host(),
+            &SyslogTlsFiles {
+                ca_file: Some(testdata(ca)),
+                client_cert_file: (!anonymous).then(|| testdata("client.pem")),
+                client_key_file: (!anonymous).then(|| testdata("client.key")),
+                server_name: server_name.map(String::from),
+            },
+        )
+        .unwrap();
+        SyslogSink::new(SyslogSettings {
+            tls: Some(tls),
+            ..settings(target)
+        })
+    }
+
+    /// A TLS receiver with the test certificate for 127.0.0.1 that requires
+    /// a client certificate signed by the test CA. `tickets`: the TLS 1.3
+    /// session tickets it sends after each handshake.
+    async fn tls_receiver(tickets: usize) -> (tokio::net::TcpListener, TlsAcceptor, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        (listener, tls_acceptor(tickets, true), address)
+    }
+
+    fn tls_acceptor(tickets: usize, client_certificate: bool) -> TlsAcceptor {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(testdata("ca.pem")).unwrap())
+            .unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .unwrap();
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if client_certificate {
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder
+            .with_single_cert(
+                CertificateDer::pem_file_iter(testdata("server.pem"))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(testdata("server.key")).unwrap(),
+            )
+            .unwrap();
+        config.send_tls13_tickets = tickets;
+        TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// Reads from a TLS stream until the peer closes it (with or without
+    /// close_notify).
+    async fn read_until_closed<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+        read_to_the_end(stream).await.0
+    }
+
+    /// What the peer sent, and whether it ended with close_notify.
+    async fn read_to_the_end<S: AsyncRead + Unpin>(stream: &mut S) -> (Vec<u8>, bool) {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => return (all, true),
+                Err(_) => return (all, false),
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// The messages of an octet-counted stream.
+    fn frames(mut rest: &[u8]) -> Vec<&[u8]> {
+        let mut messages = Vec::new();
+        while !rest.is_empty() {
+            let space = rest.iter().position(|&b| b == b' ').unwrap();
+            let len: usize = std::str::from_utf8(&rest[..space])
+                .unwrap()
+                .parse()
+                .unwrap();
+            messages.push(&rest[space + 1..space + 1 + len]);
+            rest = &rest[space + 1 + len..];
+        }
+        messages
     }
 
     fn denied() -> AuditEvent {
@@ -308,15 +597,198 @@ mod tests {
             SyslogTarget::parse("tcp://siem.example:601"),
             Ok(SyslogTarget::Tcp("siem.example:601".into()))
         );
+        assert_eq!(
+            SyslogTarget::parse("tls://siem.example:6514"),
+            Ok(SyslogTarget::Tls("siem.example:6514".into()))
+        );
         for bad in [
             "siem:514",
             "http://siem:514",
             "tcp://",
             "udp://siem",
             "tcp://a:1/x",
+            "tls://:6514",
+            "tls://siem:port",
+            "tls://siem:65536",
+            "tls://siem:6514/",
+            "ssl://siem:6514",
         ] {
             assert!(SyslogTarget::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_host_is_the_address_without_port_or_brackets() {
+        for (address, host) in [
+            ("tls://siem.example:6514", "siem.example"),
+            ("tls://127.0.0.1:6514", "127.0.0.1"),
+            ("tls://[::1]:6514", "::1"),
+            ("udp://[fe80::1]:514", "fe80::1"),
+        ] {
+            let target = SyslogTarget::parse(address).unwrap();
+            assert_eq!(target.host(), host, "{address}");
+        }
+        assert_eq!(SyslogTarget::parse("tls://h:1").unwrap().scheme(), "tls");
+        assert_eq!(SyslogTarget::parse("tcp://h:1").unwrap().scheme(), "tcp");
+        assert_eq!(SyslogTarget::parse("udp://h:1").unwrap().scheme(), "udp");
+    }
+
+    #[tokio::test]
+    async fn tls_frames_each_message_inside_tls_with_the_client_certificate() {
+        let (listener, acceptor, address) = tls_receiver(2).await;
+        let mut sink = tls_sink(address, "ca.pem", None);
+        let received = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut stream = acceptor.accept(stream).await.unwrap();
+            let client_certs = stream.get_ref().1.peer_certificates().map(<[_]>::len);
+            (read_to_the_end(&mut stream).await, client_certs)
+        });
+        sink.write(&[denied(), denied()]).await.unwrap();
+        // The session tickets the receiver sent after the handshake are
+        // not mistaken for a closed connection: the second batch goes over
+        // the same one.
+        sink.tls
+            .as_ref()
+            .unwrap()
+            .get_ref()
+            .0
+            .readable()
+            .await
+            .unwrap();
+        sink.write(&[denied()]).await.unwrap();
+        // At the end, close_notify: the receiver sees a proper end.
+        sink.close().await;
+        let ((all, clean), client_certs) = received.await.unwrap();
+        assert!(clean);
+        assert_eq!(client_certs, Some(1));
+        let messages = frames(&all);
+        assert_eq!(messages.len(), 3);
+        for message in messages {
+            assert!(message.starts_with(b"<108>1 "));
+        }
+    }
+
+    /// Verification is real: a receiver whose certificate another CA signed,
+    /// or whose certificate does not name what the sink expects, gets
+    /// nothing, and the batch fails (the calls waiting for it are refused).
+    #[tokio::test]
+    async fn a_receiver_that_does_not_verify_fails_the_batch() {
+        let (listener, acceptor, address) = tls_receiver(2).await;
+        let accepted = tokio::spawn(async move {
+            let mut results = Vec::new();
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().await.unwrap();
+                results.push(match acceptor.accept(stream).await {
+                    Ok(mut stream) => read_until_closed(&mut stream).await.len(),
+                    Err(_) => 0,
+                });
+            }
+            results
+        });
+        let mut sink = tls_sink(address.clone(), "other-ca.pem", None);
+        let err = sink.write(&[denied()]).await.unwrap_err().to_string();
+        assert!(err.contains("UnknownIssuer"), "{err}");
+        let mut sink = tls_sink(address, "ca.pem", Some("siem.example"));
+        let err = sink.write(&[denied()]).await.unwrap_err().to_string();
+        assert!(err.contains("not valid for name \"siem.example\""), "{err}");
+        assert_eq!(accepted.await.unwrap(), vec![0, 0]);
+    }
+
+    /// A receiver that restarted: as over TCP, the next batch goes over a
+    /// new connection instead of into the closed one.
+    #[tokio::test]
+    async fn a_closed_tls_connection_is_replaced_before_a_batch_is_lost_in_it() {
+        // No session tickets: the socket turns readable only when the
+        // receiver closes.
+        let (listener, acceptor, address) = tls_receiver(0).await;
+        let mut sink = tls_sink(address, "ca.pem", None);
+        let acceptor2 = acceptor.clone();
+        let (restart, restarted) = tokio::sync::oneshot::channel::<()>();
+        let first = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut stream = acceptor.accept(stream).await.unwrap();
+            let mut buf = [0u8; 1];
+            stream.read_exact(&mut buf).await.unwrap();
+            restarted.await.unwrap();
+            stream.shutdown().await.unwrap();
+            listener
+        });
+        // Seen open after the time a refusal takes (a connection closed
+        // sooner looks like one: the next test).
+        sink.refusal_wait = Duration::from_millis(20);
+        sink.write(&[denied()]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        sink.write(&[denied()]).await.unwrap();
+        assert!(sink.tls_accepted);
+        restart.send(()).unwrap();
+        let listener = first.await.unwrap();
+        sink.tls
+            .as_ref()
+            .unwrap()
+            .get_ref()
+            .0
+            .readable()
+            .await
+            .unwrap();
+        let second = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut stream = acceptor2.accept(stream).await.unwrap();
+            read_until_closed(&mut stream).await
+        });
+        sink.write(&[denied()]).await.unwrap();
+        drop(sink);
+        let received = tokio::time::timeout(Duration::from_secs(10), second)
+            .await
+            .expect("the second batch went into the closed connection")
+            .unwrap();
+        let messages = frames(&received);
+        assert_eq!(messages.len(), 1);
+        assert!(messages[0].starts_with(b"<108>1 "));
+    }
+
+    /// A receiver that refuses the client after the handshake (as TLS 1.3
+    /// lets it, and rsyslog does under any version) takes the first batch
+    /// and closes: the next batch fails, and so does every one after it
+    /// while each new connection is refused, until one is not.
+    #[tokio::test]
+    async fn a_receiver_that_refuses_the_client_after_the_handshake_fails_the_batches() {
+        let (listener, acceptor, address) = tls_receiver(2).await;
+        let mut sink = tls_sink_as(address, "ca.pem", None, true);
+        sink.refusal_wait = Duration::from_millis(200);
+        let receiver = tokio::spawn(async move {
+            // Two connections refused, then one accepted without a client
+            // certificate.
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().await.unwrap();
+                assert!(acceptor.accept(stream).await.is_err());
+            }
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut stream = tls_acceptor(2, false).accept(stream).await.unwrap();
+            read_until_closed(&mut stream).await
+        });
+        // Lost: nobody can tell yet.
+        sink.write(&[denied()]).await.unwrap();
+        // However late the next batch comes, a connection that closed
+        // before it was seen open past the refusal wait was refused.
+        sink.tls
+            .as_ref()
+            .unwrap()
+            .get_ref()
+            .0
+            .readable()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let err = sink.write(&[denied()]).await.unwrap_err().to_string();
+        assert!(err.contains("refuse the client certificate"), "{err}");
+        assert!(err.contains("CertificateRequired"), "{err}");
+        let err = sink.write(&[denied()]).await.unwrap_err().to_string();
+        assert!(err.contains("refuse the client certificate"), "{err}");
+        assert!(sink.tls_watch);
+        sink.write(&[denied()]).await.unwrap();
+        assert!(!sink.tls_watch);
+        drop(sink);
+        assert_eq!(frames(&receiver.await.unwrap()).len(), 1);
     }
 
     #[test]

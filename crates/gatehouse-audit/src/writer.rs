@@ -445,6 +445,9 @@ async fn run_writer(
             let _ = ack.send(result.clone().map(|()| head));
         }
     }
+    if let Some(syslog) = &mut sinks.syslog {
+        syslog.close().await;
+    }
 }
 
 /// Records nobody waits for (a request's authentication record) need not be

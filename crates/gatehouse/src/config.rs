@@ -312,7 +312,7 @@ pub struct AuditConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyslogConfig {
-    /// `udp://host:port` or `tcp://host:port`.
+    /// `udp://host:port`, `tcp://host:port` or `tls://host:port`.
     pub address: String,
     /// RFC 5424 facility, 0–23 (13: log audit).
     #[serde(default = "default_syslog_facility")]
@@ -321,6 +321,18 @@ pub struct SyslogConfig {
     pub app_name: String,
     /// The HOSTNAME field; the machine's name when absent.
     pub hostname: Option<String>,
+    /// tls:// only. PEM: the CA certificate(s) to verify the receiver with;
+    /// the system's roots when absent. Relative paths (all three files) are
+    /// relative to this configuration file.
+    pub ca_file: Option<PathBuf>,
+    /// tls:// only. PEM: a client certificate for mutual TLS (with
+    /// `client_key_file`).
+    pub client_cert_file: Option<PathBuf>,
+    /// tls:// only. PEM: the client certificate's key.
+    pub client_key_file: Option<PathBuf>,
+    /// tls:// only. The name the receiver's certificate must carry; the
+    /// address's host when absent.
+    pub server_name: Option<String>,
 }
 
 fn default_syslog_facility() -> u8 {
@@ -332,20 +344,63 @@ fn default_syslog_app_name() -> String {
 }
 
 impl SyslogConfig {
-    pub fn settings(&self) -> Result<gatehouse_audit::SyslogSettings, String> {
+    /// The sink's settings, TLS files loaded and checked. `config_dir` is
+    /// the configuration file's directory, which relative paths start from
+    /// (as `policy.file`'s do).
+    pub fn settings(&self, config_dir: &Path) -> Result<gatehouse_audit::SyslogSettings, String> {
         if self.facility > 23 {
             return Err(format!("facility {} is not 0-23", self.facility));
         }
+        let target = gatehouse_audit::SyslogTarget::parse(&self.address)?;
+        let tls_keys = [
+            ("ca_file", self.ca_file.is_some()),
+            ("client_cert_file", self.client_cert_file.is_some()),
+            ("client_key_file", self.client_key_file.is_some()),
+            ("server_name", self.server_name.is_some()),
+        ];
+        let tls = match target {
+            gatehouse_audit::SyslogTarget::Tls(_) => {
+                let resolve = |path: &Option<PathBuf>| path.as_ref().map(|p| config_dir.join(p));
+                let files = gatehouse_audit::SyslogTlsFiles {
+                    ca_file: resolve(&self.ca_file),
+                    client_cert_file: resolve(&self.client_cert_file),
+                    client_key_file: resolve(&self.client_key_file),
+                    server_name: self.server_name.clone(),
+                };
+                Some(
+                    gatehouse_audit::SyslogTls::load(target.host(), &files)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            _ => {
+                // Set on a plain address, they would leave the records
+                // unencrypted while the file says otherwise.
+                if let Some((key, _)) = tls_keys.iter().find(|(_, set)| *set) {
+                    return Err(format!(
+                        "{key} is only for a tls:// address, and this one is {}://",
+                        target.scheme()
+                    ));
+                }
+                None
+            }
+        };
         Ok(gatehouse_audit::SyslogSettings {
-            target: gatehouse_audit::SyslogTarget::parse(&self.address)?,
+            target,
             facility: self.facility,
             app_name: self.app_name.clone(),
             hostname: self
                 .hostname
                 .clone()
                 .unwrap_or_else(gatehouse_audit::system_hostname),
+            tls,
         })
     }
+}
+
+/// The directory of the configuration file at `path`, which relative paths
+/// in it start from.
+pub fn config_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new(""))
 }
 
 impl Default for AuditConfig {
@@ -540,7 +595,9 @@ impl Config {
             ));
         }
         if let Some(syslog) = &self.audit.syslog {
-            syslog.settings().map_err(|e| invalid("audit.syslog", &e))?;
+            syslog
+                .settings(config_dir(path))
+                .map_err(|e| invalid("audit.syslog", &e))?;
         }
         self.alerts
             .check()
@@ -1009,6 +1066,126 @@ mod tests {
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("env:NAME"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    /// The syslog TLS test certificates (gatehouse-audit's testdata).
+    fn syslog_testdata() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../gatehouse-audit/src/syslog/testdata")
+    }
+
+    #[test]
+    fn syslog_tls_settings_are_checked_with_the_configuration() {
+        let dir = syslog_testdata();
+        let d = dir.display();
+        let ok = parse(&format!(
+            "version = 1\n[audit.syslog]\naddress = \"tls://127.0.0.1:6514\"\n\
+             ca_file = \"{d}/ca.pem\"\nclient_cert_file = \"{d}/client.pem\"\n\
+             client_key_file = \"{d}/client.key\"\nserver_name = \"localhost\"\n"
+        ))
+        .unwrap();
+        let settings = ok.audit.syslog.unwrap().settings(Path::new("")).unwrap();
+        assert_eq!(
+            settings.target,
+            gatehouse_audit::SyslogTarget::Tls("127.0.0.1:6514".into())
+        );
+        assert!(settings.tls.is_some());
+        let key_text = std::fs::read_to_string(dir.join("client.key")).unwrap();
+        let cases = [
+            // TLS keys on a plain address.
+            (
+                format!("address = \"tcp://127.0.0.1:601\"\nca_file = \"{d}/ca.pem\""),
+                "audit.syslog: ca_file is only for a tls:// address, and this one is tcp://",
+            ),
+            (
+                "address = \"udp://127.0.0.1:514\"\nserver_name = \"siem\"".into(),
+                "audit.syslog: server_name is only for a tls:// address, and this one is udp://",
+            ),
+            (
+                format!(
+                    "address = \"tcp://127.0.0.1:601\"\nclient_cert_file = \"{d}/client.pem\"\n\
+                     client_key_file = \"{d}/client.key\""
+                ),
+                "audit.syslog: client_cert_file is only for a tls:// address",
+            ),
+            // Bad files, named by path.
+            (
+                format!("address = \"tls://127.0.0.1:6514\"\nca_file = \"{d}/nope.pem\""),
+                "nope.pem: cannot be read",
+            ),
+            (
+                format!(
+                    "address = \"tls://127.0.0.1:6514\"\nca_file = \"{d}/ca.pem\"\n\
+                     client_cert_file = \"{d}/client.pem\""
+                ),
+                "audit.syslog: client_cert_file is set without client_key_file",
+            ),
+            (
+                format!(
+                    "address = \"tls://127.0.0.1:6514\"\nca_file = \"{d}/ca.pem\"\n\
+                     client_cert_file = \"{d}/client.key\"\nclient_key_file = \"{d}/client.key\""
+                ),
+                "client.key: is not PEM: it holds no CERTIFICATE",
+            ),
+            (
+                format!(
+                    "address = \"tls://127.0.0.1:6514\"\nca_file = \"{d}/ca.pem\"\n\
+                     client_cert_file = \"{d}/client.pem\"\nclient_key_file = \"{d}/server.key\""
+                ),
+                "server.key: is not the key of the certificate in client_cert_file",
+            ),
+            (
+                "address = \"tls://siem:6514\"\nserver_name = \"a b\"".into(),
+                "audit.syslog: server_name \"a b\" is not a DNS name or an IP address",
+            ),
+            (
+                "address = \"tls://siem\"".into(),
+                "expected host:port after tls://",
+            ),
+        ];
+        for (section, want) in cases {
+            let err = parse(&format!("version = 1\n[audit.syslog]\n{section}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{section}: {err}");
+            assert!(err.starts_with("test.toml: audit.syslog: "), "{err}");
+            for line in key_text.lines().filter(|l| !l.starts_with("-----")) {
+                assert!(!err.contains(line), "{err}");
+            }
+        }
+        // Without ca_file the system's roots are trusted; where a system has
+        // none, ca_file is required.
+        match parse("version = 1\n[audit.syslog]\naddress = \"tls://siem:6514\"\n") {
+            Ok(_) => {}
+            Err(e) => assert!(e.to_string().contains("ca_file is required"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn syslog_tls_files_are_relative_to_the_configuration_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tls")).unwrap();
+        std::fs::copy(
+            syslog_testdata().join("ca.pem"),
+            dir.path().join("tls/ca.pem"),
+        )
+        .unwrap();
+        let path = dir.path().join("gatehouse.toml");
+        std::fs::write(
+            &path,
+            "version = 1\n[audit.syslog]\naddress = \"tls://127.0.0.1:6514\"\nca_file = \"tls/ca.pem\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert!(
+            config
+                .audit
+                .syslog
+                .unwrap()
+                .settings(config_dir(&path))
+                .unwrap()
+                .tls
+                .is_some()
+        );
     }
 
     /// Every shipped example parses and validates.

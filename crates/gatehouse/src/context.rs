@@ -87,14 +87,7 @@ impl Context {
         gatehouse_audit::AuditWriterHandle,
     )> {
         let path = self.in_data_dir(&self.config.audit.file);
-        let syslog = self
-            .config
-            .audit
-            .syslog
-            .as_ref()
-            .map(|s| s.settings())
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("invalid configuration: audit.syslog: {e}"))?;
+        let syslog = self.syslog_settings()?;
         gatehouse_audit::AuditLog::start_with(
             store,
             gatehouse_audit::AuditOptions {
@@ -118,6 +111,23 @@ impl Context {
         } else {
             alerts
         }
+    }
+
+    /// The syslog sink's settings, when `[audit.syslog]` is configured
+    /// (its TLS files read again: they may have been replaced since the
+    /// configuration was checked).
+    pub fn syslog_settings(&self) -> anyhow::Result<Option<gatehouse_audit::SyslogSettings>> {
+        let dir = self
+            .config_path
+            .as_deref()
+            .map_or(Path::new(""), crate::config::config_dir);
+        self.config
+            .audit
+            .syslog
+            .as_ref()
+            .map(|s| s.settings(dir))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: audit.syslog: {e}"))
     }
 
     pub fn in_data_dir(&self, path: &Path) -> PathBuf {

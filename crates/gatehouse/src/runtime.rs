@@ -103,14 +103,7 @@ impl Runtime {
                     max_bytes: ctx.config.audit.rotate_bytes,
                     max_age: ctx.config.audit.rotate_after,
                 }),
-                syslog: ctx
-                    .config
-                    .audit
-                    .syslog
-                    .as_ref()
-                    .map(|s| s.settings())
-                    .transpose()
-                    .map_err(|e| anyhow::anyhow!("invalid configuration: audit.syslog: {e}"))?,
+                syslog: ctx.syslog_settings()?,
             },
         )
         .with_context(|| format!("cannot open the audit file {}", audit_path.display()))?;
