@@ -98,8 +98,10 @@ run_server() { # name [[audit.syslog] settings: address first]
   local syslog="${2:-}"
   if [ -z "$syslog" ]; then
     local port="$tcp_port"; [ "$1" = udp ] && port="$udp_port"
+    # Each transport its own HOSTNAME: rsyslog writes both to one file, and
+    # the UDP check must not be passed by the TCP server's records.
     syslog="address = \"$1://127.0.0.1:$port\"
-hostname = \"gatehouse-test\""
+hostname = \"gatehouse-test-$1\""
   fi
   cat >"$dir/gatehouse.toml" <<CONF
 version = 1
@@ -134,7 +136,7 @@ line_re = re.compile(r'^<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) (-|\[.*?\]) (
 records = []
 for line in open(path, encoding="utf-8"):
     m = line_re.match(line.rstrip("\n"))
-    if not m or m.group(3) != "gatehouse-test" or m.group(4) != "gatehouse":
+    if not m or m.group(3) != "gatehouse-test-" + transport or m.group(4) != "gatehouse":
         continue
     msg = m.group(8).lstrip("\ufeff")
     record = json.loads(msg)
@@ -217,7 +219,7 @@ start_rsyslog "$work/rsyslog-tls.conf" "$tls_port"
 # Verified by name (the address is an IP), with the client certificate.
 run_server tls "address = \"tls://127.0.0.1:$tls_port\"
 server_name = \"localhost\"
-hostname = \"gatehouse-test\"
+hostname = \"gatehouse-test-tls\"
 ca_file = \"$tls/ca.pem\"
 client_cert_file = \"$tls/client.pem\"
 client_key_file = \"$tls/client.key\""
