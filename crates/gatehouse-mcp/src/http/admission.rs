@@ -28,6 +28,9 @@ pub(super) struct Message {
     id: Value,
     method: Option<String>,
     params: Option<Map<String, Value>>,
+    /// `"jsonrpc": "2.0"` and no member but `jsonrpc`, `id`, `method` and
+    /// `params`: a request the fast path may answer itself.
+    plain: bool,
 }
 
 impl Message {
@@ -37,7 +40,12 @@ impl Message {
         let Value::Object(mut object) = serde_json::from_slice(bytes).ok()? else {
             return None;
         };
+        let plain = object.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
+            && object
+                .keys()
+                .all(|k| matches!(k.as_str(), "jsonrpc" | "id" | "method" | "params"));
         Some(Message {
+            plain,
             id: object.remove("id").unwrap_or(Value::Null),
             method: match object.remove("method") {
                 Some(Value::String(method)) => Some(method),
@@ -55,8 +63,16 @@ impl Message {
         &self.id
     }
 
-    fn method(&self) -> Option<&str> {
+    pub(super) fn method(&self) -> Option<&str> {
         self.method.as_deref()
+    }
+
+    pub(super) fn is_plain(&self) -> bool {
+        self.plain
+    }
+
+    pub(super) fn params(&self) -> Option<&Map<String, Value>> {
+        self.params.as_ref()
     }
 
     fn is_initialize(&self) -> bool {

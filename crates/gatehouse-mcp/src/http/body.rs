@@ -23,6 +23,7 @@ use serde_json::Value;
 use super::admission::{Message, admit};
 use super::authenticate::SessionGrant;
 use super::errors::{jsonrpc_refusal, malformed_message, not_admitted};
+use super::fast_call;
 use super::router::AppState;
 use crate::Caller;
 use crate::sdk::{MalformedMessage, inspect_message};
@@ -137,6 +138,14 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
                 Ok(admitted) => admitted,
                 Err(refused) => return not_admitted(refused, &state.urls.resource_metadata),
             };
+            // A plain stateless call of a built-in tool needs nothing of the
+            // SDK: answered here (`fast_call.rs`).
+            if let Some(call) = message
+                .as_ref()
+                .and_then(|m| fast_call::eligible(&parts, m, &admitted.caller))
+            {
+                return fast_call::answer(&state, &parts, admitted.caller, call).await;
+            }
             parts.extensions.insert(admitted.caller);
             let mut response = next
                 .run(Request::from_parts(parts, Body::from(bytes.clone())))

@@ -6,6 +6,7 @@ mod admission;
 mod authenticate;
 mod body;
 mod errors;
+mod fast_call;
 mod guard;
 mod listener;
 mod metadata;

@@ -90,7 +90,7 @@ pub(super) fn approval_error(pending: &PendingApproval, url_elicitation: bool) -
     }
 }
 
-pub(super) fn call_error(error: CallError, url_elicitation: bool) -> ErrorData {
+pub(crate) fn call_error(error: CallError, url_elicitation: bool) -> ErrorData {
     match error {
         CallError::Denied(deny) => deny_error(&deny),
         CallError::ApprovalRequired(pending) => approval_error(&pending, url_elicitation),
@@ -149,7 +149,7 @@ pub(super) fn resource_error(error: CallError, uri: &str) -> ErrorData {
     answer
 }
 
-pub(super) fn tool_result(result: Result<ToolOutput, ToolError>) -> CallToolResult {
+pub(crate) fn tool_result(result: Result<ToolOutput, ToolError>) -> CallToolResult {
     match result {
         Ok(output) => {
             let mut result = CallToolResult::success(vec![ContentBlock::text(output.text)]);

@@ -62,9 +62,8 @@ mod stream_pauses;
 use audience::{
     Listener, MAX_WATCHES, SessionPeers, SessionWatch, follow_upstream_changes, too_many_watches,
 };
-use errors::{
-    call_error, client_failed, internal_error, refusal_error, resource_error, tool_result,
-};
+pub(crate) use errors::{call_error, tool_result};
+use errors::{client_failed, internal_error, refusal_error, resource_error};
 pub use stream_pauses::SdkSessions;
 use stream_pauses::{PausableSessions, StreamPauses};
 

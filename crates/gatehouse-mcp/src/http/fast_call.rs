@@ -1,0 +1,182 @@
+//! A stateless `tools/call` of a built-in tool, answered here rather than
+//! by the MCP SDK.
+//!
+//! For such a call the SDK adds only framing — a second parse of the body,
+//! a task per request, its stateless session machinery — and that is a
+//! large share of the call's cost (see bench/PROFILE.md). The call itself is
+//! the same: `Gateway::call_tool` decides, runs and audits it, as for every
+//! other path, and the answer is built by the same functions the SDK
+//! handler uses (`tool_result`, `call_error`).
+//!
+//! Only the plainest request is taken: MCP 2026-07-28 without a session,
+//! every header present and matching the body, no progress token, no
+//! capability that lets the server ask the client anything (sampling,
+//! elicitation), nothing but `name`, `arguments` and `_meta` in `params`,
+//! and a built-in tool (an upstream's call can stream progress and
+//! questions back, which the SDK relays). Everything else goes to the SDK,
+//! which answers edge cases (a mismatched header, an old protocol version)
+//! with its own errors.
+
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use gatehouse_tools::BuiltinTools;
+use gatehouse_upstream::{CallContext, UpstreamInput};
+use serde_json::{Map, Value, json};
+use tracing::Instrument;
+
+use super::admission::Message;
+use super::request_id::{RequestId, RequestSpan};
+use super::router::AppState;
+use crate::sdk::{call_error, tool_result};
+use crate::{CallResult, Caller, trace_context};
+
+/// The protocol version whose requests carry everything in themselves.
+const STATELESS: &str = "2026-07-28";
+const PROTOCOL_META: &str = "io.modelcontextprotocol/protocolVersion";
+const CAPABILITIES_META: &str = "io.modelcontextprotocol/clientCapabilities";
+
+/// A call the fast path answers.
+pub(super) struct FastCall {
+    id: Value,
+    name: String,
+    arguments: Option<Map<String, Value>>,
+    meta: Map<String, Value>,
+}
+
+fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The call, when this request is one the fast path answers exactly as the
+/// SDK would; `None` sends it to the SDK.
+pub(super) fn eligible(parts: &Parts, message: &Message, caller: &Caller) -> Option<FastCall> {
+    if caller.session.is_some()
+        || !message.is_plain()
+        || message.method() != Some("tools/call")
+        || !matches!(message.id(), Value::Number(_) | Value::String(_))
+        || header(parts, "mcp-protocol-version") != Some(STATELESS)
+        || header(parts, "mcp-method") != Some("tools/call")
+        || !header(parts, header::ACCEPT.as_str()).is_some_and(|a| a.contains("application/json"))
+    {
+        return None;
+    }
+    let params = message.params()?;
+    if !params
+        .keys()
+        .all(|k| matches!(k.as_str(), "name" | "arguments" | "_meta"))
+    {
+        return None;
+    }
+    let name = params.get("name")?.as_str()?;
+    if header(parts, "mcp-name") != Some(name) || BuiltinTools::definition(name).is_none() {
+        return None;
+    }
+    let arguments = match params.get("arguments") {
+        None => None,
+        Some(Value::Object(arguments)) => Some(arguments.clone()),
+        Some(_) => return None,
+    };
+    let meta = params.get("_meta")?.as_object()?;
+    let capabilities = meta.get(CAPABILITIES_META)?.as_object()?;
+    if meta.get(PROTOCOL_META).and_then(Value::as_str) != Some(STATELESS)
+        || meta.contains_key("progressToken")
+        || capabilities.contains_key("sampling")
+        || capabilities.contains_key("elicitation")
+    {
+        return None;
+    }
+    Some(FastCall {
+        id: message.id().clone(),
+        name: name.to_string(),
+        arguments,
+        meta: meta.clone(),
+    })
+}
+
+/// Runs the call and answers it as the SDK would.
+pub(super) async fn answer(
+    state: &AppState,
+    parts: &Parts,
+    caller: Caller,
+    call: FastCall,
+) -> Response {
+    let span = match parts.extensions.get::<RequestSpan>() {
+        Some(parent) => {
+            tracing::info_span!(parent: &parent.0, "tools/call", trace_id = tracing::field::Empty)
+        }
+        None => tracing::info_span!("tools/call", trace_id = tracing::field::Empty),
+    };
+    if let Some(trace_id) = trace_context::adopt_from_meta(&span, &call.meta) {
+        span.record("trace_id", trace_id);
+    }
+    let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone());
+    let gateway = state.gateway.clone();
+    let FastCall {
+        id,
+        name,
+        arguments,
+        meta,
+    } = call;
+    // A task of its own, like the SDK's handlers: a client that goes away
+    // mid-call does not cut the call short between its decision and its
+    // outcome record.
+    let work = async move {
+        gateway
+            .call_tool(
+                &caller,
+                &name,
+                arguments,
+                Some(&meta),
+                UpstreamInput::default(),
+                CallContext {
+                    takes_input_required: true,
+                    ..CallContext::default()
+                },
+            )
+            .await
+    }
+    .instrument(span);
+    let task = match request_id {
+        Some(request_id) => tokio::spawn(gatehouse_audit::in_request(request_id, work)),
+        None => tokio::spawn(work),
+    };
+    let body = match task.await {
+        Ok(Ok(CallResult::Builtin(result))) => {
+            let mut result = match serde_json::to_value(tool_result(result)) {
+                Ok(Value::Object(result)) => result,
+                _ => return internal(id),
+            };
+            result.insert("resultType".into(), json!("complete"));
+            json!({"jsonrpc": "2.0", "id": id, "result": result})
+        }
+        // Eligibility admits built-in tools only.
+        Ok(Ok(CallResult::Upstream(_))) => return internal(id),
+        Ok(Err(error)) => {
+            let error = call_error(error, false);
+            json!({"jsonrpc": "2.0", "id": id, "error": error})
+        }
+        Err(join) => {
+            tracing::error!(error = %join, "a tool call's task failed");
+            return internal(id);
+        }
+    };
+    json_response(&body)
+}
+
+fn json_response(body: &Value) -> Response {
+    let mut response = (StatusCode::OK, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn internal(id: Value) -> Response {
+    json_response(&json!({
+        "jsonrpc": "2.0",
+        "id": id,
+        "error": {"code": -32603, "message": "internal error"},
+    }))
+}
