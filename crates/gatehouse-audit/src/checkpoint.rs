@@ -3,7 +3,7 @@
 //! A hash chain alone shows edits only to someone who cannot recompute it;
 //! whoever can write the database can. At intervals the head of the
 //! instance's chain (seq and hash of its last durable record) is signed
-//! with the authorization server's signing key and kept beside the records
+//! with the store's signing key (the authorization server's) and kept beside the records
 //! (the `audit_checkpoints` table and a line of the JSON-lines file). A
 //! chain rewritten before a checkpoint no longer matches it, and records
 //! cut from the end of a chain are missing below its last checkpoint.
@@ -34,7 +34,7 @@ pub struct CheckpointClaims {
     pub iat: i64,
 }
 
-/// Signs checkpoints (the authorization server's key that signs now).
+/// Signs checkpoints (the store's signing key that signs now).
 pub trait CheckpointSigner: Send + Sync {
     fn issuer(&self) -> &str;
     /// A compact JWS of `claims` with `typ` = [`CHECKPOINT_TYP`].

@@ -40,6 +40,7 @@ mod grants;
 pub mod http;
 mod identity_assertion;
 mod identity_providers;
+mod key_ring;
 mod login;
 mod login_lockout;
 mod master_key;
@@ -74,6 +75,7 @@ pub use identity_assertion::{GRANT_JWT_BEARER, ID_JAG_TYPE};
 pub use identity_providers::{
     IdentityProvider, IdentityProviderConfig, IdentityProviders, NO_PASSWORD,
 };
+pub use key_ring::KeyRing;
 pub use login::normalize_username;
 pub use login_lockout::{
     FAILURE_WINDOW_MS, LoginLock, NAME_LOCK_AFTER_FAILURES, SOURCE_LOCK_AFTER_FAILURES, lockout_ms,

@@ -1,8 +1,7 @@
 //! The embedded authorization server's domain logic: signing keys, the
 //! client-credentials grant, metadata and JWKS. No HTTP here.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use gatehouse_audit::{AuditLog, EventBuilder};
 use gatehouse_authn::{
@@ -20,6 +19,7 @@ use crate::cimd::{CimdConfig, CimdError, CimdResolver};
 use crate::client_assertion::ClientKeySets;
 use crate::identity_assertion::GRANT_JWT_BEARER;
 use crate::identity_providers::{IdentityProviderConfig, IdentityProviders};
+use crate::key_ring::KeyRing;
 use crate::token_exchange::{ExchangeParams, GRANT_TOKEN_EXCHANGE, TaskExchange};
 use crate::{
     CookiePolicy, Jwks, MasterKey, OAuthError, PasswordHasher, PublicJwk, RateLimiter, SigningKey,
@@ -228,12 +228,8 @@ pub struct AuthorizationServer {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) pepper: Pepper,
     audit: AuditLog,
-    master: MasterKey,
-    /// Unsealed signing keys by kid, so each is unsealed once.
-    unsealed: Mutex<HashMap<String, Arc<SigningKey>>>,
-    /// Stored key records, read again only when the credential generation
-    /// moves (a key was added), not on every token or JWKS request.
-    key_records: Mutex<Option<(u64, Arc<Vec<SigningKeyRecord>>)>>,
+    /// The signing keys: which signs now, unsealed once each.
+    keys: KeyRing,
     pub(crate) passwords: PasswordHasher,
     pub(crate) client_metadata: Option<CimdResolver>,
     /// Key sets of `private_key_jwt` clients that registered a `jwks_uri`.
@@ -363,20 +359,6 @@ pub fn new_signing_key(
     Ok(record)
 }
 
-fn unseal(master: &MasterKey, record: &SigningKeyRecord) -> Result<SigningKey, OAuthError> {
-    let pkcs8 = zeroize::Zeroizing::new(
-        master
-            .open(&record.sealed_pkcs8, record.kid.as_bytes())
-            .map_err(|e| {
-                OAuthError::ServerError(format!(
-                    "signing key {} cannot be unsealed with this master key: {e}",
-                    record.kid
-                ))
-            })?,
-    );
-    SigningKey::from_pkcs8(&pkcs8).map_err(|e| OAuthError::ServerError(e.to_string()))
-}
-
 impl AuthorizationServer {
     /// Enables task grants by token exchange (RFC 8693).
     pub fn with_task_exchange(mut self, exchange: TaskExchange) -> Self {
@@ -399,13 +381,8 @@ impl AuthorizationServer {
         authenticator: Arc<Authenticator>,
         now: Timestamp,
     ) -> Result<Self, OAuthError> {
-        let records = store.signing_keys().await.map_err(unavailable)?;
-        if signing_schedule(&records, now, REPLACED_KEY_TRUST_MS)
-            .signer
-            .is_none()
-        {
-            add_signing_key(&store, &master, now, now).await?;
-        }
+        let keys = KeyRing::new(Arc::clone(&store), master);
+        keys.ensure_signer(now).await?;
         let passwords = PasswordHasher::new(config.password_concurrency.max(1))
             .map_err(|e| OAuthError::ServerError(e.to_string()))?;
         let client_metadata = config.client_metadata.clone().map(CimdResolver::new);
@@ -426,9 +403,7 @@ impl AuthorizationServer {
             store,
             pepper,
             audit,
-            master,
-            unsealed: Mutex::new(HashMap::new()),
-            key_records: Mutex::new(None),
+            keys,
             client_use: LastUse::new(),
             passwords,
             client_metadata,
@@ -444,24 +419,6 @@ impl AuthorizationServer {
             task_exchange: None,
             approvals: None,
         })
-    }
-
-    async fn key_records(&self) -> Result<Arc<Vec<SigningKeyRecord>>, OAuthError> {
-        let generation = self.store.credential_generation();
-        if let Some(g) = generation
-            && let Ok(cache) = self.key_records.lock()
-            && let Some((cached, records)) = cache.as_ref()
-            && *cached == g
-        {
-            return Ok(Arc::clone(records));
-        }
-        let records = Arc::new(self.store.signing_keys().await.map_err(unavailable)?);
-        if let Some(g) = generation
-            && let Ok(mut cache) = self.key_records.lock()
-        {
-            *cache = Some((g, Arc::clone(&records)));
-        }
-        Ok(records)
     }
 
     /// Signs a JWT that is not an access token (its `typ` says what it is)
@@ -491,27 +448,7 @@ impl AuthorizationServer {
     }
 
     async fn signer(&self, now: Timestamp) -> Result<Arc<SigningKey>, OAuthError> {
-        let records = self.key_records().await?;
-        let schedule = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS);
-        let record = schedule
-            .signer
-            // A replaced key never signs again: fail closed until an
-            // operator adds one (`keys revoke-signing` never leaves this).
-            .ok_or_else(|| {
-                OAuthError::ServerError(
-                    "no signing key is active; add one with `gatehouse keys rotate-signing --publish-ahead 0s`".into(),
-                )
-            })?;
-        if let Ok(unsealed) = self.unsealed.lock()
-            && let Some(key) = unsealed.get(&record.kid)
-        {
-            return Ok(Arc::clone(key));
-        }
-        let key = Arc::new(unseal(&self.master, record)?);
-        if let Ok(mut unsealed) = self.unsealed.lock() {
-            unsealed.insert(record.kid.clone(), Arc::clone(&key));
-        }
-        Ok(key)
+        self.keys.signer(now).await
     }
 
     pub fn config(&self) -> &AsConfig {
@@ -582,7 +519,7 @@ impl AuthorizationServer {
     /// The keys to publish now: the signer, the next one, and replaced ones
     /// until their tokens have expired.
     pub async fn jwks(&self, now: Timestamp) -> Result<Jwks, OAuthError> {
-        let records = self.key_records().await?;
+        let records = self.keys.records().await?;
         let keys = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS)
             .published
             .into_iter()

@@ -429,3 +429,32 @@ impl IdentitySigner for AsSigner {
         Box::pin(self.sign_typed(claims, IDENTITY_TYP, now))
     }
 }
+
+/// Signs audit checkpoints where the authorization server does not run
+/// (authentication off, or `[oauth] enabled = false`): the store's signing
+/// key, as the authorization server would use it, so `audit verify` checks
+/// both alike.
+pub struct KeyRingSigner {
+    pub keys: gatehouse_oauth::KeyRing,
+    /// The server's public origin.
+    pub issuer: String,
+}
+
+impl CheckpointSigner for KeyRingSigner {
+    fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    fn sign<'a>(
+        &'a self,
+        claims: &'a CheckpointClaims,
+        now: Timestamp,
+    ) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            self.keys
+                .sign_typed(claims, CHECKPOINT_TYP, now)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}

@@ -176,15 +176,28 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     // Checkpoints of the audit chain; the last one is signed after the
     // listener has drained, before the audit log closes.
     let checkpoints_stop = CancellationToken::new();
-    let checkpoints = runtime.oauth.as_ref().map(|oauth| {
-        gatehouse_audit::spawn_checkpoints(
-            runtime.gateway.audit().clone(),
-            Arc::new(crate::runtime::AsSigner(Arc::clone(oauth))),
-            Arc::clone(&runtime.clock),
-            ctx.config.audit.checkpoint_interval,
-            checkpoints_stop.clone(),
-        )
-    });
+    // Signed with the authorization server's key, or, where it does not
+    // run, with a key of the same store kept for this (made on first use).
+    let signer: Arc<dyn gatehouse_audit::CheckpointSigner> = match &runtime.oauth {
+        Some(oauth) => Arc::new(crate::runtime::AsSigner(Arc::clone(oauth))),
+        None => {
+            let keys = gatehouse_oauth::KeyRing::new(Arc::clone(&runtime.store), ctx.master_key()?);
+            keys.ensure_signer(runtime.clock.now())
+                .await
+                .context("cannot prepare the key that signs audit checkpoints")?;
+            Arc::new(crate::runtime::KeyRingSigner {
+                keys,
+                issuer: origin.clone(),
+            })
+        }
+    };
+    let checkpoints = gatehouse_audit::spawn_checkpoints(
+        runtime.gateway.audit().clone(),
+        signer,
+        Arc::clone(&runtime.clock),
+        ctx.config.audit.checkpoint_interval,
+        checkpoints_stop.clone(),
+    );
     let http_config = HttpConfig {
         public_url,
         allowed_hosts: server.allowed_hosts.clone(),
@@ -283,9 +296,7 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "lifecycle housekeeping task failed");
     }
     checkpoints_stop.cancel();
-    if let Some(checkpoints) = checkpoints {
-        let _ = checkpoints.await;
-    }
+    let _ = checkpoints.await;
     runtime.finish().await;
     tracing::info!("stopped; audit log flushed");
     Ok(())

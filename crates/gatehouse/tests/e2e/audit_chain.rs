@@ -367,3 +367,26 @@ async fn rotated_files_verify_together_and_a_missing_one_is_a_gap() {
     }
     refused(server.data_dir(), &args, &files[2], "missing");
 }
+
+#[tokio::test]
+async fn without_the_authorization_server_checkpoints_are_signed_too() {
+    let mut server = Server::start(Some("version = 1\n[oauth]\nenabled = false\n"));
+    let (_, reader) = server.create_key("r", "reader", &[]);
+    for _ in 0..3 {
+        let body = server.call_tool(&reader, "whoami", json!({})).await;
+        assert!(body["result"].is_object(), "{body}");
+    }
+    // No authorization server: no JWKS, but a key of the store signs.
+    let jwks = server
+        .http
+        .get(format!("{}/oauth/jwks.json", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(jwks.status(), 200);
+    assert!(server.stop().success());
+    let (ok, json, stderr) = verify(server.data_dir(), &[]);
+    assert!(ok, "{json} {stderr}");
+    assert!(json["checkpoints"].as_u64().unwrap() >= 1, "{json}");
+    assert_eq!(json["records_after_last_checkpoint"], 0, "{json}");
+}
