@@ -120,11 +120,34 @@ async fn checkpoints(pool: SqlitePool) {
     }
 }
 
+/// Above this many frames in the write-ahead log (about 128 MiB of 4 KiB
+/// pages) a checkpoint makes the log start over (`RESTART`). Each restart
+/// holds writers back for its database fsync (several milliseconds on a
+/// busy disk), so it should be rare: at saturation, about once in ten
+/// seconds.
+const RESTART_ABOVE_FRAMES: i64 = 32_768;
+
+/// A `PASSIVE` checkpoint copies what it can without waiting for anyone,
+/// but under a steady stream of writes the log never starts over: that
+/// happens only when a write begins with everything copied and no reader
+/// in the log, and the next audit batch is always already there. The log
+/// then grows without bound (a gigabyte after a minute at saturation) and
+/// every read and checkpoint slows down with it. So once the log is long,
+/// a `RESTART` checkpoint waits for the readers in it to finish and holds
+/// writers back meanwhile (what is left to copy is small: the passive
+/// checkpoints copied the rest), and the next write starts the log over.
 async fn checkpoint(pool: &SqlitePool) -> StoreResult<(i64, i64)> {
     let (_busy, log, checkpointed): (i64, i64, i64) =
         sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(pool)
             .await?;
+    if log > RESTART_ABOVE_FRAMES {
+        let (_busy, log, checkpointed): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
+                .fetch_one(pool)
+                .await?;
+        return Ok((log, checkpointed));
+    }
     Ok((log, checkpointed))
 }
 
@@ -142,6 +165,9 @@ impl SqliteStore {
             // wait for the copy and its fsync, several milliseconds. A task
             // of the store's own does it instead (`checkpoint`).
             .pragma("wal_autocheckpoint", "0")
+            // A log that grew long (a burst) is cut back to this size when
+            // it starts over, rather than keeping its largest size on disk.
+            .pragma("journal_size_limit", "134217728")
             .foreign_keys(true);
         let mut store = Self::connect(options, 8, CredentialGeneration::for_database(path)).await?;
         store._checkpoints = tokio::runtime::Handle::try_current()
