@@ -527,3 +527,52 @@ async fn foreign_host_and_origin_are_forbidden_on_every_route() {
         }
     }
 }
+
+/// The fast path (a plain stateless call of a built-in tool, answered
+/// without the SDK) and the SDK answer alike: the same call sent both ways
+/// (a progress token sends it to the SDK) gets the same result or error,
+/// and both leave the same audit records.
+#[tokio::test]
+async fn the_fast_path_answers_like_the_sdk() {
+    let server = Server::start(None);
+    let (id, reader) = server.create_key("r", "reader", &[]);
+    let call = |tool: &'static str, arguments: serde_json::Value, progress: bool| {
+        let mut meta = json!({});
+        if progress {
+            meta["progressToken"] = json!("p1");
+        }
+        let server = &server;
+        let reader = reader.clone();
+        async move {
+            server
+                .rpc(
+                    Some(&reader),
+                    "tools/call",
+                    json!({"name": tool, "arguments": arguments, "_meta": meta}),
+                )
+                .await
+        }
+    };
+    for (tool, arguments) in [
+        ("whoami", json!({})),
+        ("read_file", json!({"path": "missing.txt"})),
+        ("web_fetch", json!({"url": "https://example.com/"})),
+        (
+            "send_email",
+            json!({"to": "a@example.com", "subject": "s", "body": "b"}),
+        ),
+    ] {
+        let (fast_status, fast) = call(tool, arguments.clone(), false).await;
+        let (sdk_status, sdk) = call(tool, arguments, true).await;
+        assert_eq!(fast_status, sdk_status, "{tool}");
+        assert_eq!(fast, sdk, "{tool}: the fast path and the SDK differ");
+    }
+    // Two decision records per tool (one per path), alike but for ids and times.
+    let records = server.audit(&["--principal", &id, "--kind", "tool_decision"]);
+    for tool in ["whoami", "read_file", "web_fetch", "send_email"] {
+        let decisions: Vec<_> = records.iter().filter(|r| r["tool"] == tool).collect();
+        assert_eq!(decisions.len(), 2, "{tool}: {records:?}");
+        assert_eq!(decisions[0]["reason"], decisions[1]["reason"], "{tool}");
+        assert_eq!(decisions[0]["decision"], decisions[1]["decision"], "{tool}");
+    }
+}
