@@ -81,9 +81,13 @@ wait_quiet() {
 }
 # After a run: a compiler or profiler that started meanwhile makes it not
 # quiet (wrk is not checked: this script's own may still be exiting).
-check_quiet() {
-  local p
+# So does another process's using more than 10 % of a CPU during the run
+# (`others_cpu=` of the run's RESULT line, given as the argument).
+check_quiet() { # [result line]
+  local p others
   for p in rustc cc1 perf valgrind; do pgrep -x "$p" >/dev/null && quiet=no; done
+  others=$(sed -nE 's/.* others_cpu=([0-9]+)%.*/\1/p' <<<"${1:-}")
+  [ -n "$others" ] && [ "$others" -gt 10 ] && quiet=no
   return 0
 }
 
@@ -120,33 +124,58 @@ for l in open(sys.argv[1]):
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 }
 
-declare -A arm_url=() arm_key=() arm_expect=() served=()
-start_bench echo "$echo_bin"; arm_url[echo]=$url; arm_key[echo]=""; arm_expect[echo]='"result":'
-start_bench rmcp "$rmcp_bin"; arm_url[rmcp]=$url; arm_key[rmcp]=""; arm_expect[rmcp]='"result":'
+declare -A arm_url=() arm_key=() arm_expect=() arm_pid=() served=()
+start_bench echo "$echo_bin"; arm_url[echo]=$url; arm_key[echo]=""; arm_expect[echo]='"result":'; arm_pid[echo]=$pid
+start_bench rmcp "$rmcp_bin"; arm_url[rmcp]=$url; arm_key[rmcp]=""; arm_expect[rmcp]='"result":'; arm_pid[rmcp]=$pid
 start_gatehouse gatehouse 1; arm_url[gatehouse]=$url; arm_key[gatehouse]=$key
-arm_expect[gatehouse]='"structuredContent"'; gh_pid=$pid
+arm_expect[gatehouse]='"structuredContent"'; gh_pid=$pid; arm_pid[gatehouse]=$pid
 arms=(echo rmcp gatehouse)
 for arm in "${arms[@]}"; do served[$arm]=0; done
 
 # One wrk run; prints its RESULT line. Every answer is checked (HTTP 200,
 # the expected body; bench/fastpath.lua): any other answer stops the run.
 # CPU: "pinned" puts wrk on CPU 1, "free" lets it run anywhere.
-load() { # url key expect seconds cpu [rate]
-  local line cmd=(wrk -t1 -c"$conns" -d"$4s" --latency -s bench/fastpath.lua "$1")
+# CPU ticks: the whole machine's busy time, the time the hypervisor gave to
+# other guests (steal), and one process's (all threads).
+ticks() { # pid
+  echo "$(awk '/^cpu /{print $2+$3+$4+$7+$8, $9}' /proc/stat) $(awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0)"
+}
+# One wrk run; prints its RESULT line plus `others_cpu=`: the CPU that
+# processes other than the server and wrk used meanwhile, in % of one CPU
+# (other builds, benchmarks, this script's idle servers' background work),
+# and `steal=`: CPU time the hypervisor gave to other guests (a VM).
+# Every answer is checked (HTTP 200, the expected body; bench/fastpath.lua):
+# any other answer stops the run. CPU: "pinned" puts wrk on CPU 1, "free"
+# lets it run anywhere.
+load() { # url key expect seconds cpu server-pid [rate]
+  local line before after cmd=(wrk -t1 -c"$conns" -d"$4s" --latency -s bench/fastpath.lua "$1")
   [ "$5" = pinned ] && cmd=(taskset -c "$client_cpu" "${cmd[@]}")
-  line=$(GATEHOUSE_KEY="$2" FASTPATH_EXPECT="$3" FASTPATH_RATE="${6:-}" "${cmd[@]}" 2> "$work/wrk.err" | grep '^RESULT') \
+  rm -f "$work/wrk.time"
+  [ -x /usr/bin/time ] && cmd=(/usr/bin/time -f '%U %S' -o "$work/wrk.time" "${cmd[@]}")
+  before=$(ticks "$6")
+  line=$(GATEHOUSE_KEY="$2" FASTPATH_EXPECT="$3" FASTPATH_RATE="${7:-}" "${cmd[@]}" 2> "$work/wrk.err" | grep '^RESULT') \
     || { cat "$work/wrk.err" >&2; echo "wrk failed" >&2; exit 1; }
+  after=$(ticks "$6")
   case "$line" in
     *" errors=0 non2xx_or_bad=0 "*) ;;
     *) cat "$work/wrk.err" >&2; echo "answers were not all correct: $line" >&2; exit 1 ;;
   esac
-  echo "$line"
+  echo "$line others_cpu=$(python3 -c 'import os, sys
+b, a, secs = sys.argv[1].split(), sys.argv[2].split(), float(sys.argv[3])
+hz = os.sysconf("SC_CLK_TCK")
+try:
+    wrk = sum(float(x) for x in open(sys.argv[4]).read().split()[-2:]) * hz
+except (OSError, ValueError):
+    print("unknown"); sys.exit()
+others = (int(a[0]) - int(b[0])) - (int(a[2]) - int(b[2])) - wrk
+steal = int(a[1]) - int(b[1])
+print(f"{max(0.0, 100 * others / (secs * hz)):.0f}% steal={100 * steal / (secs * hz):.0f}%")' "$before" "$after" "$4" "$work/wrk.time")"
 }
-run_arm() { # arm seconds -> RESULT line; counts the answered calls
-  local line
-  line=$(load "${arm_url[$1]}" "${arm_key[$1]}" "${arm_expect[$1]}" "$2" pinned)
+# Sets $line to the RESULT line and counts the answered calls (not in a
+# command substitution: a subshell would lose the count).
+run_arm() { # arm seconds
+  line=$(load "${arm_url[$1]}" "${arm_key[$1]}" "${arm_expect[$1]}" "$2" pinned "${arm_pid[$1]}")
   served[$1]=$((served[$1] + $(field requests "$line")))
-  echo "$line"
 }
 field() { sed -E "s/.* $1=([0-9.]+).*/\\1/" <<<"$2"; }
 ratio() { python3 -c "print(f'{float(\"$1\") / float(\"$2\"):.3f}')"; }
@@ -158,7 +187,7 @@ echo "build: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff
 echo
 echo "warm-up, 2 s per arm (discarded)"
 wait_quiet
-for arm in "${arms[@]}"; do run_arm "$arm" 2 > /dev/null; done
+for arm in "${arms[@]}"; do run_arm "$arm" 2; done
 
 declare -A rps_list=() ratio_list=()
 not_quiet=0
@@ -171,8 +200,8 @@ for r in $(seq 1 "$rounds"); do
     if [ $((r % 2)) = 1 ]; then arm=${arms[$(( (i + r) % 3 ))]}; else arm=${arms[$(( (2 - i + r) % 3 ))]}; fi
     order+=" $arm"
     wait_quiet
-    result[$arm]=$(run_arm "$arm" "$seconds")
-    check_quiet; [ "$quiet" = yes ] || { not_quiet=$((not_quiet + 1)); result[$arm]+=" (NOT QUIET)"; }
+    run_arm "$arm" "$seconds"; result[$arm]=$line
+    check_quiet "$line"; [ "$quiet" = yes ] || { not_quiet=$((not_quiet + 1)); result[$arm]+=" (NOT QUIET)"; }
   done
   echo "round $r (order:$order; load average $(cut -d' ' -f1-3 /proc/loadavg))"
   for arm in "${arms[@]}"; do
@@ -230,13 +259,13 @@ echo "    before it (same age of audit log) and with the one-core median above."
 start_gatehouse one_core_fresh 1; fresh1_url=$url; fresh1_key=$key; fresh1_pid=$pid
 start_gatehouse two_cores 2; two_url=$url; two_key=$key; two_pid=$pid
 wait_quiet
-load "$fresh1_url" "$fresh1_key" '"structuredContent"' 2 pinned > /dev/null
-one=$(load "$fresh1_url" "$fresh1_key" '"structuredContent"' "$seconds" pinned)
-check_quiet; q1=$quiet
+load "$fresh1_url" "$fresh1_key" '"structuredContent"' 2 pinned "$fresh1_pid" > /dev/null
+one=$(load "$fresh1_url" "$fresh1_key" '"structuredContent"' "$seconds" pinned "$fresh1_pid")
+check_quiet "$one"; q1=$quiet
 wait_quiet
-load "$two_url" "$two_key" '"structuredContent"' 2 free > /dev/null
-two=$(load "$two_url" "$two_key" '"structuredContent"' "$seconds" free)
-check_quiet; q2=$quiet
+load "$two_url" "$two_key" '"structuredContent"' 2 free "$two_pid" > /dev/null
+two=$(load "$two_url" "$two_key" '"structuredContent"' "$seconds" free "$two_pid")
+check_quiet "$two"; q2=$quiet
 echo "  one core (fresh server, pinned, wrk on CPU 1): $one (quiet: $q1)"
 echo "  two cores (fresh server, unpinned, wrk unpinned): $two (quiet: $q2)"
 echo "  two cores / one core (fresh server): $(ratio "$(field rps "$two")" "$(field rps "$one")") (target >= 1.7)"
@@ -248,13 +277,36 @@ half=$(python3 -c "print(round($one_core / 2))")
 echo "(b) Gatehouse (the one-core server of the rounds) paced at half of its one-core saturation:"
 echo "    target $half requests/s in all over $conns connections (bench/fastpath.lua, FASTPATH_RATE)"
 wait_quiet
-paced=$(load "${arm_url[gatehouse]}" "${arm_key[gatehouse]}" '"structuredContent"' "$seconds" pinned "$half")
-check_quiet
+paced=$(load "${arm_url[gatehouse]}" "${arm_key[gatehouse]}" '"structuredContent"' "$seconds" pinned "$gh_pid" "$half")
+check_quiet "$paced"
 served[gatehouse]=$((served[gatehouse] + $(field requests "$paced")))
 echo "  achieved $(field rps "$paced") requests/s (target $half): p50=$(field p50_us "$paced") us" \
   "p90=$(field p90_us "$paced") us p99=$(field p99_us "$paced") us (target < 2000 us)" \
   "p99.9=$(field p999_us "$paced") us max=$(field max_us "$paced") us (quiet: $quiet)"
 echo "  $paced"
+
+# CPU time of a process's threads, summed by thread name (Tokio workers,
+# SQLite connection threads, the audit-file thread), in clock ticks.
+cpu_snapshot() { # pid file
+  python3 -c 'import glob, json, os, sys
+ticks = {}
+for t in glob.glob(f"/proc/{sys.argv[1]}/task/*"):
+    try:
+        name = open(f"{t}/comm").read().strip()
+        stat = open(f"{t}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    ticks[name] = ticks.get(name, 0) + int(stat[11]) + int(stat[12])
+json.dump(ticks, open(sys.argv[2], "w"))' "$1" "$2"
+}
+cpu_per_call() { # before after calls
+  python3 -c 'import json, os, sys
+a, b, calls = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), int(sys.argv[3])
+hz = os.sysconf("SC_CLK_TCK")
+per = {k: (b.get(k, 0) - a.get(k, 0)) * 1e6 / hz / max(1, calls) for k in b}
+total = sum(per.values())
+print(f"CPU per call {total:.0f} us: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]) if v > 0))' "$1" "$2" "$3"
+}
 
 echo
 decline_rounds="${FASTPATH_DECLINE_ROUNDS:-2}"
@@ -264,10 +316,14 @@ echo "  before: $(sizes decline)"
 wait_quiet
 decline_served=0
 for r in $(seq 1 "$decline_rounds"); do
-  line=$(load "$decline_url" "$decline_key" '"structuredContent"' "$seconds" pinned)
-  check_quiet
+  cpu_snapshot "$decline_pid" "$work/cpu.before"
+  line=$(load "$decline_url" "$decline_key" '"structuredContent"' "$seconds" pinned "$decline_pid")
+  cpu_snapshot "$decline_pid" "$work/cpu.after"
+  quiet=yes; check_quiet "$line"
   decline_served=$((decline_served + $(field requests "$line")))
-  echo "  round $r: rps=$(field rps "$line") p50=$(field p50_us "$line") us p99=$(field p99_us "$line") us (quiet: $quiet)"
+  echo "  round $r: rps=$(field rps "$line") p50=$(field p50_us "$line") us p99=$(field p99_us "$line") us" \
+    "(others_cpu=$(sed -E 's/.* others_cpu=//' <<<"$line"), quiet: $quiet)"
+  echo "    $(cpu_per_call "$work/cpu.before" "$work/cpu.after" "$(field requests "$line")")"
   echo "    after: $(sizes decline)"
 done
 
