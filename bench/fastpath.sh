@@ -10,10 +10,13 @@
 #   bench/fastpath.sh [ROUNDS] [SECONDS] [CONNECTIONS]      (defaults: 3 8 32)
 #
 # Environment: CARGO_TARGET_DIR (where the release binaries are built);
-# FASTPATH_WAIT_QUIET=0 skips waiting, before each timed run, until no
-# compiler (rustc, cc1) runs on the machine (the wait is the default; at most
-# FASTPATH_QUIET_MAX seconds, default 1800, then the run goes ahead and is
-# marked as not quiet); FASTPATH_DECLINE_ROUNDS (default 2) rounds in part (c).
+# FASTPATH_WAIT_QUIET=0 skips waiting, before each timed run, until the
+# machine is quiet (no rustc, cc1, wrk, perf or valgrind; CPUs under 20 %
+# busy); the wait is the default, at most FASTPATH_QUIET_MAX seconds (1800),
+# then the run goes ahead and is marked NOT QUIET, as is a run during which
+# other processes used more than 10 % of a CPU (`others_cpu=` on its line);
+# FASTPATH_DECLINE_ROUNDS (default 2) is the number of rounds in part (c).
+# See bench/README.md and bench/PROFILE.md.
 #
 # Needs wrk (installed with apt-get if missing and running as root), taskset
 # (util-linux) and python3.
