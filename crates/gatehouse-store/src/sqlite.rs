@@ -152,6 +152,27 @@ async fn checkpoint(pool: &SqlitePool) -> StoreResult<(i64, i64)> {
     Ok((log, checkpointed))
 }
 
+/// Empties the write-ahead log into the database and truncates it, so no
+/// old page lingers in it. A `TRUNCATE` checkpoint cannot run beside
+/// another one (the store's own, once a second) nor while a reader is in
+/// the log: it says "busy" then and is tried again, for up to two seconds.
+async fn truncate_wal(connection: &mut sqlx::SqliteConnection) -> StoreResult<()> {
+    for _ in 0..100 {
+        let (busy, _log, _checkpointed): (i64, i64, i64) =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&mut *connection)
+                .await?;
+        if busy == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(StoreError::Unavailable(
+        "the write-ahead log stayed busy: it could not be truncated after replacing a secret"
+            .into(),
+    ))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path) -> StoreResult<Self> {
@@ -954,9 +975,7 @@ impl Store for SqliteStore {
             .await?;
         // Nor in the write-ahead log.
         if result.as_ref().is_ok_and(|r| r.rows_affected() == 1) {
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&mut *connection)
-                .await?;
+            truncate_wal(&mut connection).await?;
         }
         Ok(result?.rows_affected() == 1)
     }
