@@ -35,8 +35,24 @@ end
 
 -- Correct only when: HTTP 200, a JSON-RPC result (plain JSON or one SSE
 -- event), the echoed text in it, and no error or isError = true.
-local bad = 0
-local first_bad = nil
+-- Counted in each thread's own Lua state (response() runs there); done()
+-- runs in wrk's main state and adds them up through setup()'s handles (a
+-- local read in done() would always be 0).
+bad = 0
+first_bad = nil
+local threads = {}
+setup = function(thread)
+  table.insert(threads, thread)
+end
+local function bad_total(summary)
+  local total = 0
+  for _, thread in ipairs(threads) do
+    total = total + (thread:get("bad") or 0)
+    local first = thread:get("first_bad")
+    if first ~= nil then io.stderr:write("first bad response: " .. first .. "\n") end
+  end
+  return total
+end
 response = function(status, headers, body)
   if status ~= 200
     or not string.find(body, '"result"', 1, true)
@@ -49,11 +65,10 @@ response = function(status, headers, body)
 end
 
 done = function(summary, latency, requests)
-  if first_bad ~= nil then io.stderr:write("first bad response: " .. first_bad .. "\n") end
   io.write(string.format(
     "RESULT rps=%.1f requests=%d errors=%d non2xx_or_bad=%d p50_us=%d p90_us=%d p99_us=%d\n",
     summary.requests / (summary.duration / 1e6), summary.requests,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
       + summary.errors.status,
-    bad, latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+    bad_total(summary), latency:percentile(50), latency:percentile(90), latency:percentile(99)))
 end
