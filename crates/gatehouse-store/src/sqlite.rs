@@ -89,6 +89,11 @@ pub(crate) const fn newest_migration(migrations: &[(i64, &str)]) -> i64 {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
+    /// The audit log's writes, on a connection of their own (a file
+    /// database; the same pool otherwise): always the same connection, so
+    /// its page cache stays warm from one batch to the next instead of
+    /// being read again by whichever pooled connection comes next.
+    audit_pool: SqlitePool,
     generation: Arc<CredentialGeneration>,
     /// Checkpoints the write-ahead log off the request path while any
     /// clone of the store lives (a file database only).
@@ -191,7 +196,14 @@ impl SqliteStore {
             // it starts over, rather than keeping its largest size on disk.
             .pragma("journal_size_limit", "134217728")
             .foreign_keys(true);
-        let mut store = Self::connect(options, 8, CredentialGeneration::for_database(path)).await?;
+        let mut store =
+            Self::connect(options.clone(), 8, CredentialGeneration::for_database(path)).await?;
+        store.audit_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
         store._checkpoints = tokio::runtime::Handle::try_current()
             .ok()
             .map(|runtime| Arc::new(Checkpointer(runtime.spawn(checkpoints(store.pool.clone())))));
@@ -223,6 +235,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         let store = SqliteStore {
+            audit_pool: pool.clone(),
             pool,
             generation: Arc::new(generation),
             _checkpoints: None,
@@ -777,10 +790,10 @@ impl Store for SqliteStore {
         // statement is atomic by itself, so the common case (one chunk) needs
         // no explicit transaction and costs one round trip.
         if rows.len() <= AUDIT_ROWS_PER_INSERT {
-            audit_insert(rows).build().execute(&self.pool).await?;
+            audit_insert(rows).build().execute(&self.audit_pool).await?;
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.audit_pool.begin().await?;
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<_> = rows.by_ref().take(AUDIT_ROWS_PER_INSERT).collect();
@@ -828,7 +841,7 @@ impl Store for SqliteStore {
         .bind(&checkpoint.hash)
         .bind(checkpoint.ts.0)
         .bind(&checkpoint.jws)
-        .execute(&self.pool)
+        .execute(&self.audit_pool)
         .await?;
         Ok(())
     }
