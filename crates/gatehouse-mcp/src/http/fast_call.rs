@@ -23,13 +23,11 @@ use axum::response::{IntoResponse, Response};
 use gatehouse_tools::BuiltinTools;
 use gatehouse_upstream::{CallContext, UpstreamInput};
 use serde_json::{Map, Value, json};
-use tracing::Instrument;
 
 use super::admission::Message;
-use super::request_id::{RequestId, RequestSpan};
 use super::router::AppState;
-use crate::sdk::{call_error, tool_result};
-use crate::{CallResult, Caller, trace_context};
+use crate::sdk::{call_error, in_request_scope, request_scope, tool_result};
+use crate::{CallResult, Caller};
 
 /// The protocol version whose requests carry everything in themselves.
 const STATELESS: &str = "2026-07-28";
@@ -101,16 +99,7 @@ pub(super) async fn answer(
     caller: Caller,
     call: FastCall,
 ) -> Response {
-    let span = match parts.extensions.get::<RequestSpan>() {
-        Some(parent) => {
-            tracing::info_span!(parent: &parent.0, "tools/call", trace_id = tracing::field::Empty)
-        }
-        None => tracing::info_span!("tools/call", trace_id = tracing::field::Empty),
-    };
-    if let Some(trace_id) = trace_context::adopt_from_meta(&span, &call.meta) {
-        span.record("trace_id", trace_id);
-    }
-    let request_id = parts.extensions.get::<RequestId>().map(|id| id.0.clone());
+    let scope = request_scope(Some(parts), &call.meta);
     let gateway = state.gateway.clone();
     let FastCall {
         id,
@@ -121,7 +110,7 @@ pub(super) async fn answer(
     // A task of its own, like the SDK's handlers: a client that goes away
     // mid-call does not cut the call short between its decision and its
     // outcome record.
-    let work = async move {
+    let task = tokio::spawn(in_request_scope(scope, async move {
         gateway
             .call_tool(
                 &caller,
@@ -135,12 +124,7 @@ pub(super) async fn answer(
                 },
             )
             .await
-    }
-    .instrument(span);
-    let task = match request_id {
-        Some(request_id) => tokio::spawn(gatehouse_audit::in_request(request_id, work)),
-        None => tokio::spawn(work),
-    };
+    }));
     let body = match task.await {
         Ok(Ok(CallResult::Builtin(result))) => {
             let mut result = match serde_json::to_value(tool_result(result)) {

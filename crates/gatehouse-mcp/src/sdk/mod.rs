@@ -338,7 +338,18 @@ fn described(description: &str, access: Access) -> String {
 /// stdio), or of the remote span its `_meta.traceparent` names (SEP-414),
 /// and the request's id for its audit records.
 fn call_scope(context: &RequestContext<RoleServer>) -> (tracing::Span, Option<Arc<str>>) {
-    let parts = context.extensions.get::<http::request::Parts>();
+    request_scope(
+        context.extensions.get::<http::request::Parts>(),
+        &context.meta.0.0,
+    )
+}
+
+/// `call_scope` from the HTTP request's parts and the call's `_meta` (the
+/// HTTP fast path has no SDK context).
+pub(crate) fn request_scope(
+    parts: Option<&http::request::Parts>,
+    meta: &serde_json::Map<String, serde_json::Value>,
+) -> (tracing::Span, Option<Arc<str>>) {
     let request_id = parts
         .and_then(|parts| parts.extensions.get::<HttpRequestId>())
         .map(|id| Arc::clone(&id.0));
@@ -351,7 +362,7 @@ fn call_scope(context: &RequestContext<RoleServer>) -> (tracing::Span, Option<Ar
         ),
         None => tracing::info_span!("tools/call", trace_id = tracing::field::Empty),
     };
-    if let Some(trace_id) = trace_context::adopt_from_meta(&span, &context.meta.0.0) {
+    if let Some(trace_id) = trace_context::adopt_from_meta(&span, meta) {
         span.record("trace_id", trace_id);
     }
     (span, request_id)
@@ -361,7 +372,7 @@ fn call_scope(context: &RequestContext<RoleServer>) -> (tracing::Span, Option<Ar
 /// a task of its own, which would lose the request's span (its log lines'
 /// `request_id`, the trace) and the id its audit records carry (approvals,
 /// grants).
-async fn in_request_scope<F: Future>(
+pub(crate) async fn in_request_scope<F: Future>(
     (span, request_id): (tracing::Span, Option<Arc<str>>),
     work: F,
 ) -> F::Output {
