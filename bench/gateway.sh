@@ -14,7 +14,8 @@
 # first time). MCP_PROXY_VERSION picks the version (default below, the one
 # the README's numbers are from); GATEHOUSE_BENCH_MCP_PROXY=/path/to/mcp-proxy
 # uses a binary already built. Every path speaks MCP 2025-11-25 with sessions
-# (see bench/README.md for why).
+# (see bench/README.md for why); one more arm, gatehouse-2026, sends the same
+# calls to the same Gatehouse as MCP 2026-07-28 requests without a session.
 set -euo pipefail
 rounds="${1:-3}"; seconds="${2:-10}"; conns="${3:-32}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -161,7 +162,11 @@ declare -A tool=([direct]="echo" [gatehouse]="bench__echo" [mcp-proxy]="bench/ec
 declare -A key=([direct]="" [gatehouse]="$gh1_key" [mcp-proxy]="$mp_key")
 declare -A pid=([direct]="$up_pid" [gatehouse]="$gh1_pid" [mcp-proxy]="$mp_pid")
 declare -A sessions=()
-arms=(direct gatehouse mcp-proxy)
+arms=(direct gatehouse mcp-proxy gatehouse-2026)
+# The same Gatehouse, called as MCP 2026-07-28 without sessions: the path
+# its own fast path answers (no SDK on the caller's side).
+url[gatehouse-2026]="$gh1_url"; tool[gatehouse-2026]="bench__echo"
+key[gatehouse-2026]="$gh1_key"; pid[gatehouse-2026]="$gh1_pid"
 # Diagnostic arm (GATEHOUSE_BENCH_NODELAY=1): a second Gatehouse whose
 # accepted sockets get TCP_NODELAY from an LD_PRELOAD shim (bench/nodelay.c,
 # built with cc), to show what Nagle's algorithm costs on its answers. Not a
@@ -175,6 +180,7 @@ if [ "${GATEHOUSE_BENCH_NODELAY:-0}" = 1 ]; then
   arms+=(gatehouse-nodelay)
 fi
 for arm in "${arms[@]}"; do
+  if [ "$arm" = gatehouse-2026 ]; then sessions[$arm]=stateless; continue; fi
   # The gateways connect to the upstream in the background: wait (one
   # session per try) until the tool answers, then open the sessions.
   for attempt in $(seq 1 50); do
@@ -257,6 +263,19 @@ m = {k: statistics.median(v) for k, v in cols.items()}
 print(f"{'median':>5} | {m['rps_direct']:>16.0f} {m['rps_gh']:>10.0f} {m['rps_mp']:>10.0f} | "
       f"{m['p50_direct']:>13.0f} {m['p50_gh']:>10.0f} {m['p50_mp']:>10.0f} | "
       f"{m['added_gh']:>12.0f} {m['added_mp']:>12.0f} | {m['ratio']:>9.3f} | {m['cpu_gh']:>14.1f} {m['cpu_mp']:>6.1f}")
+print()
+print("Gatehouse called as MCP 2026-07-28 without sessions (its fast path), same rounds")
+st_added, st_ratio = [], []
+for r in rounds:
+    st = rows[(r, "gatehouse-2026", "c" + conns)]
+    st1 = rows[(r, "gatehouse-2026", "c1")]
+    added = st1["p50_us"] - rows[(r, "direct", "c1")]["p50_us"]
+    ratio = st["rps"] / rows[(r, "mcp-proxy", "c" + conns)]["rps"]
+    st_added.append(added); st_ratio.append(ratio)
+    print(f"  round {r}: RPS c{conns} {st['rps']:.0f}, p50 c1 {st1['p50_us']:.0f} us (added {added:.0f} us), "
+          f"p99 c1 {st1['p99_us']:.0f} us, RPS / mcp-proxy {ratio:.3f}, CPU {st['cpu_us']:.1f} us/call")
+m["added_st"] = statistics.median(st_added); m["ratio_st"] = statistics.median(st_ratio)
+print(f"  median: added p50 {m['added_st']:.0f} us, RPS / mcp-proxy {m['ratio_st']:.3f}")
 if any(k[1] == "gatehouse-nodelay" for k in rows):
     print()
     print("diagnostic: Gatehouse with TCP_NODELAY forced (LD_PRELOAD shim), same rounds")
@@ -278,6 +297,9 @@ print(f"Gatehouse added p50 (median): {m['added_gh']:.0f} us (target <= 150 us):
 print(f"mcp-proxy added p50 (median): {m['added_mp']:.0f} us")
 print(f"RPS Gatehouse / mcp-proxy (median): {m['ratio']:.3f} (min {min(cols['ratio']):.3f}, max {max(cols['ratio']):.3f}; "
       f"target >= 1.5): {'met' if ok_ratio else 'MISSED'}")
+print(f"Gatehouse 2026-07-28 (median): added p50 {m['added_st']:.0f} us "
+      f"({'met' if m['added_st'] <= 150 else 'MISSED'}), RPS / mcp-proxy {m['ratio_st']:.3f} "
+      f"({'met' if m['ratio_st'] >= 1.5 else 'MISSED'})")
 EOF
 
 # Gatehouse audited every call it answered (outcome records), as in bench/run.sh.

@@ -138,8 +138,8 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
                 Ok(admitted) => admitted,
                 Err(refused) => return not_admitted(refused, &state.urls.resource_metadata),
             };
-            // A plain stateless call of a built-in tool needs nothing of the
-            // SDK: answered here (`fast_call.rs`).
+            // A plain stateless tool call needs nothing of the SDK:
+            // answered here (`fast_call.rs`).
             if let Some(call) = message
                 .as_ref()
                 .and_then(|m| fast_call::eligible(&parts, m, &admitted.caller))

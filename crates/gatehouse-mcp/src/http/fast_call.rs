@@ -1,5 +1,5 @@
-//! A stateless `tools/call` of a built-in tool, answered here rather than
-//! by the MCP SDK.
+//! A stateless `tools/call`, of a built-in or an upstream tool, answered
+//! here rather than by the MCP SDK.
 //!
 //! For such a call the SDK adds only framing — a second parse of the body,
 //! a task per request, its stateless session machinery — and that is a
@@ -11,18 +11,24 @@
 //! Only the plainest request is taken: MCP 2026-07-28 without a session,
 //! every header present and matching the body, no progress token, no
 //! capability that lets the server ask the client anything (sampling,
-//! elicitation), nothing but `name`, `arguments` and `_meta` in `params`,
-//! and a built-in tool (an upstream's call can stream progress and
-//! questions back, which the SDK relays). Everything else goes to the SDK,
-//! which answers edge cases (a mismatched header, an old protocol version)
-//! with its own errors.
+//! elicitation), nothing but `name`, `arguments` and `_meta` in `params`.
+//! Everything else goes to the SDK, which answers edge cases (a mismatched
+//! header, an old protocol version) with its own errors.
+//!
+//! An upstream's call gets what the SDK gives such a caller: a relay that
+//! takes nothing (no progress token, no sampling or elicitation declared,
+//! and a JSON answer cannot carry log messages), so the upstream's
+//! requests are refused as they would be; an input-required result of a
+//! 2026-07-28 upstream goes back to the caller; and a caller that goes
+//! away cancels the call at the upstream, as the SDK's request token does.
 
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use gatehouse_tools::BuiltinTools;
-use gatehouse_upstream::{CallContext, UpstreamInput};
+use gatehouse_upstream::{Accepts, CallContext, Relay, UpstreamInput};
+use rmcp::model::{CallToolResponse, ClientCapabilities, ErrorCode, ServerResult};
 use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::admission::Message;
 use super::router::AppState;
@@ -40,6 +46,8 @@ pub(super) struct FastCall {
     name: String,
     arguments: Option<Map<String, Value>>,
     meta: Map<String, Value>,
+    /// What the caller declared in `_meta`, for a 2026-07-28 upstream.
+    capabilities: Option<ClientCapabilities>,
 }
 
 fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
@@ -67,7 +75,7 @@ pub(super) fn eligible(parts: &Parts, message: &Message, caller: &Caller) -> Opt
         return None;
     }
     let name = params.get("name")?.as_str()?;
-    if header(parts, "mcp-name") != Some(name) || BuiltinTools::definition(name).is_none() {
+    if header(parts, "mcp-name") != Some(name) {
         return None;
     }
     let arguments = match params.get("arguments") {
@@ -84,11 +92,14 @@ pub(super) fn eligible(parts: &Parts, message: &Message, caller: &Caller) -> Opt
     {
         return None;
     }
+    // The SDK reads them leniently too: what it cannot read, it ignores.
+    let capabilities = serde_json::from_value(Value::Object(capabilities.clone())).ok();
     Some(FastCall {
         id: message.id().clone(),
         name: name.to_string(),
         arguments,
         meta: meta.clone(),
+        capabilities,
     })
 }
 
@@ -106,24 +117,37 @@ pub(super) async fn answer(
         name,
         arguments,
         meta,
+        capabilities,
     } = call;
+    // A relay that takes nothing (see the module's comment); its receiving
+    // end lives as long as the call, so nothing sent to it fails.
+    let (relay, relayed) = Relay::channel(Accepts::default());
+    let cancel = CancellationToken::new();
+    // Dropped with this future when the client goes away: the upstream is
+    // told to stop, as the SDK tells it when its request is dropped.
+    let _cancel_on_drop = cancel.clone().drop_guard();
+    let context = CallContext {
+        relay: Some(relay),
+        cancel,
+        capabilities,
+        takes_input_required: true,
+    };
     // A task of its own, like the SDK's handlers: a client that goes away
     // mid-call does not cut the call short between its decision and its
     // outcome record.
     let task = tokio::spawn(in_request_scope(scope, async move {
-        gateway
+        let result = gateway
             .call_tool(
                 &caller,
                 &name,
                 arguments,
                 Some(&meta),
                 UpstreamInput::default(),
-                CallContext {
-                    takes_input_required: true,
-                    ..CallContext::default()
-                },
+                context,
             )
-            .await
+            .await;
+        drop(relayed);
+        result
     }));
     let body = match task.await {
         Ok(Ok(CallResult::Builtin(result))) => {
@@ -134,11 +158,17 @@ pub(super) async fn answer(
             result.insert("resultType".into(), json!("complete"));
             json!({"jsonrpc": "2.0", "id": id, "result": result})
         }
-        // Eligibility admits built-in tools only.
-        Ok(Ok(CallResult::Upstream(_))) => return internal(id),
+        Ok(Ok(CallResult::Upstream(answer))) => match upstream_result(answer) {
+            Some(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            None => return internal(id),
+        },
         Ok(Err(error)) => {
             let error = call_error(error, false);
-            json!({"jsonrpc": "2.0", "id": id, "error": error})
+            let status = error_status(error.code);
+            let body = json!({"jsonrpc": "2.0", "id": id, "error": error});
+            let mut response = json_response(&body);
+            *response.status_mut() = status;
+            return response;
         }
         Err(join) => {
             tracing::error!(error = %join, "a tool call's task failed");
@@ -146,6 +176,30 @@ pub(super) async fn answer(
         }
     };
     json_response(&body)
+}
+
+/// The HTTP status the SDK gives a 2026-07-28 request's JSON-RPC error
+/// (an upstream's error passes through with its code, so any may come).
+fn error_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::UNSUPPORTED_PROTOCOL_VERSION
+        | ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY
+        | ErrorCode::HEADER_MISMATCH => StatusCode::BAD_REQUEST,
+        ErrorCode::METHOD_NOT_FOUND => StatusCode::NOT_FOUND,
+        _ => StatusCode::OK,
+    }
+}
+
+/// An upstream's answer as the SDK puts it on the wire for a 2026-07-28
+/// caller: the result as it came (rmcp's own serialisation), an
+/// input-required result included.
+fn upstream_result(answer: CallToolResponse) -> Option<Value> {
+    // The gateway refuses a task result from an upstream (the caller never
+    // declared the tasks extension), so none arrives here.
+    if matches!(answer, CallToolResponse::Task(_)) {
+        return None;
+    }
+    serde_json::to_value(ServerResult::from(answer)).ok()
 }
 
 fn json_response(body: &Value) -> Response {

@@ -1132,3 +1132,114 @@ async fn a_response_stream_the_upstream_closes_mid_call_is_closed_and_resumed_li
     assert_eq!(answer["id"], 9, "{answer}");
     assert_eq!(text(&answer), "answered after the pause", "{answer}");
 }
+
+/// A plain 2026-07-28 call of an upstream tool is answered by Gatehouse's
+/// own fast path (no progress token, nothing the caller could be asked);
+/// the same call with a progress token goes through the SDK. Both must
+/// answer alike, whatever the upstream does: answer, log, ask for input
+/// the caller cannot give, or not exist; in either era of the upstream.
+#[tokio::test]
+async fn the_fast_path_answers_upstream_calls_like_the_sdk() {
+    let Some(python) = python() else { return };
+    for protocol in [LEGACY, MODERN] {
+        let server = server_speaking(&python, protocol);
+        let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
+        let (_, reader) = server.create_key("reader", "reader", &[]);
+        ready(&server, &analyst).await;
+        let call = |key: &str, tool: &str, arguments: Value, progress: bool| {
+            let mut params = json!({"name": tool, "arguments": arguments});
+            if progress {
+                params["_meta"] = json!({"progressToken": "p1"});
+            }
+            let key = key.to_string();
+            let server = &server;
+            async move { server.rpc(Some(&key), "tools/call", params).await }
+        };
+        for (key, tool, arguments) in [
+            (&analyst, "py__echo", json!({"text": "hello"})),
+            (&analyst, "py__log_lines", json!({})),
+            (&analyst, "py__ask_model", json!({"question": "why?"})),
+            (&analyst, "py__ask_user", json!({})),
+            (&analyst, "py__echo", json!({"text": 5})),
+            (&analyst, "py__nope", json!({})),
+            (&reader, "py__echo", json!({"text": "hello"})),
+        ] {
+            let (fast_status, fast) = call(key, tool, arguments.clone(), false).await;
+            let (sdk_status, sdk) = call(key, tool, arguments, true).await;
+            assert_eq!(fast_status, sdk_status, "{protocol} {tool}: {fast} / {sdk}");
+            assert_eq!(
+                fast, sdk,
+                "{protocol} {tool}: the fast path and the SDK differ"
+            );
+        }
+        assert_eq!(
+            text(
+                &call(&analyst, "py__echo", json!({"text": "hi"}), false)
+                    .await
+                    .1
+            ),
+            "hi"
+        );
+        // Each path wrote its own outcome: "hello" twice, "hi" once.
+        let records = server.audit(&["--principal", &analyst_id, "--tool", "py__echo"]);
+        let successes = records
+            .iter()
+            .filter(|r| r["kind"] == "tool_outcome" && r["outcome"] == "success")
+            .count();
+        assert_eq!(successes, 3, "{protocol}: {records:?}");
+    }
+}
+
+/// A caller that goes away during a fast-path call cancels it at the
+/// upstream, and the outcome is audited as cancelled (as the SDK does).
+#[tokio::test]
+async fn a_fast_path_caller_that_goes_away_cancels_the_upstream_call() {
+    let Some(python) = python() else { return };
+    let server = server_speaking(&python, MODERN);
+    let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
+    ready(&server, &analyst).await;
+    let request = server
+        .http
+        .post(server.mcp_url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "py__sleep_forever")
+        .bearer_auth(&analyst)
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "py__sleep_forever", "arguments": {},
+            "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
+                      "io.modelcontextprotocol/clientCapabilities": {}}}}),
+        );
+    let call = tokio::spawn(request.send());
+    let records = |server: &Server| {
+        server.audit(&["--principal", &analyst_id, "--tool", "py__sleep_forever"])
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !records(&server)
+        .iter()
+        .any(|r| r["kind"] == "tool_decision" && r["decision"] == "allow")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never started"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The client goes away: its connection closes.
+    call.abort();
+    let _ = call.await;
+    while !records(&server)
+        .iter()
+        .any(|r| r["kind"] == "tool_outcome" && r["reason"] == "cancelled")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no cancelled outcome: {:?}",
+            records(&server)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
