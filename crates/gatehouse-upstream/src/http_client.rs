@@ -44,6 +44,19 @@ pub(crate) struct TokenSource {
     pub(crate) tenants: Option<Arc<dyn TenantSecrets>>,
 }
 
+/// What rmcp's transport last sent with a message of the established
+/// session: its id and the headers (the configured credential headers and
+/// the negotiated `MCP-Protocol-Version`). The direct path
+/// (`direct_call.rs`) sends its requests with the same.
+#[derive(Clone)]
+pub(crate) struct SessionHeaders {
+    pub(crate) session_id: Option<Arc<str>>,
+    pub(crate) headers: HashMap<HeaderName, HeaderValue>,
+}
+
+/// Shared by the clones of one connection's client.
+pub(crate) type SeenSession = Arc<std::sync::Mutex<Option<SessionHeaders>>>;
+
 #[derive(Clone)]
 pub(crate) struct CappedClient {
     inner: reqwest::Client,
@@ -52,6 +65,7 @@ pub(crate) struct CappedClient {
     /// The connection's requests in flight, told when the upstream closes
     /// a request's response stream before answering it.
     in_flight: Option<Arc<InFlight>>,
+    seen: SeenSession,
 }
 
 impl CappedClient {
@@ -65,6 +79,42 @@ impl CappedClient {
             limit,
             token,
             in_flight: None,
+            seen: SeenSession::default(),
+        }
+    }
+
+    /// The session rmcp's transport last used, once it has sent a message
+    /// after `initialize`.
+    pub(crate) fn seen(&self) -> SeenSession {
+        self.seen.clone()
+    }
+
+    fn remember(
+        &self,
+        message: &ClientJsonRpcMessage,
+        session_id: &Option<Arc<str>>,
+        headers: &HashMap<HeaderName, HeaderValue>,
+    ) {
+        let initialize = matches!(
+            message,
+            ClientJsonRpcMessage::Request(request)
+                if matches!(request.request, ClientRequest::InitializeRequest(_))
+        );
+        if initialize {
+            return;
+        }
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let same = seen
+            .as_ref()
+            .is_some_and(|s| &s.session_id == session_id && &s.headers == headers);
+        if !same {
+            *seen = Some(SessionHeaders {
+                session_id: session_id.clone(),
+                headers: headers.clone(),
+            });
         }
     }
 
@@ -203,6 +253,7 @@ impl StreamableHttpClient for CappedClient {
         max_sse_event_size: usize,
     ) -> Result<StreamableHttpPostResponse, StreamableHttpError<Self::Error>> {
         let auth_header = self.bearer(auth_header).await?;
+        self.remember(&message, &session_id, &custom_headers);
         let custom_headers = with_trace_headers(&message, custom_headers);
         let request = match &message {
             ClientJsonRpcMessage::Request(request) => Some(request.id.clone()),

@@ -16,6 +16,7 @@ mod changes;
 mod child;
 mod client_credentials;
 mod config;
+mod direct_call;
 mod error;
 mod health;
 mod http_client;

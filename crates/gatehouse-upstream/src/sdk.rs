@@ -43,6 +43,7 @@ use tokio::task::JoinHandle;
 
 use crate::changes::{ChangeKind, ListChanged};
 use crate::client_credentials::ClientCredentials;
+use crate::direct_call::Direct;
 use crate::error::UpstreamError;
 use crate::in_flight::InFlight;
 use crate::input_rounds::{MAX_INPUT_ROUNDS, ask_caller};
@@ -123,9 +124,20 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for Tap<T> {
 
 /// Tells the upstream to stop a request nobody waits for any more (the
 /// caller cancelled, or the call timed out), unless disarmed.
-struct Abandoned {
+pub(crate) struct Abandoned {
     peer: Peer<RoleClient>,
     id: Option<RequestId>,
+}
+
+impl Abandoned {
+    pub(crate) fn new(peer: Peer<RoleClient>, id: RequestId) -> Abandoned {
+        Abandoned { peer, id: Some(id) }
+    }
+
+    /// Answered (or never sent): nothing to tell the upstream.
+    pub(crate) fn disarm(&mut self) {
+        self.id = None;
+    }
 }
 
 impl Drop for Abandoned {
@@ -215,6 +227,24 @@ impl Handler {
             kind,
             uri: None,
         });
+    }
+
+    /// A notification that came on the direct path's stream, where rmcp's
+    /// service loop (which calls the `on_…` methods below) does not see it.
+    pub(crate) fn notified(&self, notification: ServerNotification) {
+        match notification {
+            ServerNotification::ToolListChangedNotification(_) => self.changed(ChangeKind::Tools),
+            ServerNotification::PromptListChangedNotification(_) => {
+                self.changed(ChangeKind::Prompts)
+            }
+            ServerNotification::ResourceListChangedNotification(_) => {
+                self.changed(ChangeKind::Resources)
+            }
+            ServerNotification::ResourceUpdatedNotification(updated) => {
+                self.resource_updated(updated.params.uri)
+            }
+            _ => {}
+        }
     }
 
     /// A resource the gateway subscribed to changed; the gateway tells
@@ -353,18 +383,21 @@ impl SentSecrets {
 
 /// One established MCP connection, shared by the calls that use it.
 pub(crate) struct Connection {
-    upstream: Arc<str>,
-    peer: Peer<RoleClient>,
+    pub(crate) upstream: Arc<str>,
+    pub(crate) peer: Peer<RoleClient>,
     /// Shared with the connection's handler, which attributes the
     /// upstream's messages to these requests.
-    in_flight: Arc<InFlight>,
+    pub(crate) in_flight: Arc<InFlight>,
     protocol_version: String,
     /// 2026-07-28 or later: no session, every request self-contained.
-    modern: bool,
+    pub(crate) modern: bool,
     /// The secrets this connection sends, scrubbed from error texts.
-    secrets: SentSecrets,
-    /// Receives what the watch streams below carry.
-    handler: Handler,
+    pub(crate) secrets: SentSecrets,
+    /// Receives what the watch streams below carry, and what the upstream
+    /// sends on the direct path's streams.
+    pub(crate) handler: Handler,
+    /// HTTP: posts `tools/call` without rmcp's client (`direct_call.rs`).
+    pub(crate) direct: Option<Direct>,
     /// 2026-07-28: one `subscriptions/listen` stream per resource the
     /// gateway subscribed to (the revision has no `resources/subscribe`).
     watches: Mutex<HashMap<String, JoinHandle<()>>>,
@@ -419,6 +452,7 @@ pub(crate) async fn handshake<T, E, A>(
     handler: Handler,
     transport: T,
     secrets: SentSecrets,
+    direct: Option<Direct>,
 ) -> Result<Established, UpstreamError>
 where
     T: IntoTransport<RoleClient, E, A>,
@@ -491,6 +525,7 @@ where
             modern,
             secrets,
             handler: watch_handler,
+            direct,
             watches: Mutex::default(),
         }),
         ended,
@@ -632,7 +667,7 @@ impl Connection {
         self.peer.is_transport_closed()
     }
 
-    fn fail(&self, error: ServiceError) -> UpstreamError {
+    pub(crate) fn fail(&self, error: ServiceError) -> UpstreamError {
         service_error(&self.upstream, error).scrubbed(&self.secrets.values())
     }
 
@@ -756,8 +791,15 @@ impl Connection {
         params.input_responses = input.input_responses;
         params.request_state = input.request_state;
         for _ in 0..MAX_INPUT_ROUNDS {
-            let request = ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()));
-            match self.send(request, call).await? {
+            let answer = match self.call_direct(&params, call).await {
+                Some(answer) => answer?,
+                None => {
+                    let request =
+                        ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()));
+                    self.send(request, call).await?
+                }
+            };
+            match answer {
                 ServerResult::CallToolResult(result) => {
                     return Ok(CallToolResponse::Complete(result));
                 }
@@ -994,6 +1036,12 @@ fn init_error(upstream: &Arc<str>, error: ClientInitializeError) -> UpstreamErro
 type HttpError = StreamableHttpError<reqwest::Error>;
 
 /// Classifies a transport failure by walking its error chain.
+/// A failure of the direct path's own posting (`direct_call.rs`), read as
+/// rmcp's would be.
+pub(crate) fn transport_failure(upstream: &Arc<str>, error: &HttpError) -> UpstreamError {
+    http_error(upstream.clone(), error)
+}
+
 fn transport_error(
     upstream: Arc<str>,
     error: &(dyn std::error::Error + Send + Sync + 'static),

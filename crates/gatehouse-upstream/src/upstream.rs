@@ -28,6 +28,7 @@ use crate::changes::{ChangeKind, ListChanged};
 use crate::child::{self, Child};
 use crate::client_credentials::ClientCredentials;
 use crate::config::{TransportKind, UpstreamAuth, UpstreamConfig};
+use crate::direct_call::Direct;
 use crate::error::UpstreamError;
 use crate::health::{Health, HealthState, LastError};
 use crate::http_client::{CappedClient, TokenSource, build_reqwest};
@@ -159,7 +160,8 @@ impl Shared {
                 tokio::spawn(stderr_log::forward(self.name.clone(), spawned.stderr));
                 let transport =
                     sdk::stdio_transport(LineCap::new(spawned.stdout, limit), spawned.stdin, limit);
-                let established = sdk::handshake(&self.name, handler, transport, secrets).await?;
+                let established =
+                    sdk::handshake(&self.name, handler, transport, secrets, None).await?;
                 Ok((established, Some(spawned.child)))
             }
             TransportKind::Http { url } => {
@@ -179,8 +181,10 @@ impl Shared {
                     }
                 };
                 let client = CappedClient::new(http, limit, token).watching(handler.in_flight());
+                let direct = Direct::new(&client, url);
                 let transport = sdk::http_transport(client, url, headers, limit);
-                let established = sdk::handshake(&self.name, handler, transport, secrets).await?;
+                let established =
+                    sdk::handshake(&self.name, handler, transport, secrets, Some(direct)).await?;
                 Ok((established, None))
             }
         }

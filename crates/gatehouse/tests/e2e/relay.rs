@@ -45,6 +45,22 @@ fn server_with(python: &Path, protocol: &str, extra: &[&str]) -> Server {
     Server::start_in(dir, Some(&config))
 }
 
+/// The gateway in front of `upstream` (HTTP, 2025-11-25 sessions).
+fn server_over_http(upstream: &PyHttp) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("{DEFAULT}\n[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\nurl = {:?}\n\
+         connect_timeout = \"30s\"\ncall_timeout = \"30s\"\nprotocol_version = \"2025-11-25\"\n",
+        upstream.url
+    );
+    Server::start_in(dir, Some(&config))
+}
+
 /// The JSON-RPC messages of an SSE response, one at a time.
 struct Events {
     response: reqwest::Response,
@@ -151,13 +167,25 @@ fn text(answer: &Value) -> String {
 #[tokio::test]
 async fn progress_and_log_messages_reach_the_caller_under_its_own_token_and_level() {
     let Some(python) = python() else { return };
-    let server = server(&python);
+    progress_and_logs(&server(&python)).await;
+}
+
+/// The same through an HTTP upstream, whose calls the gateway posts itself
+/// (`direct_call.rs`), without rmcp's client.
+#[tokio::test]
+async fn progress_and_log_messages_of_an_http_upstream_reach_the_caller_likewise() {
+    let Some(python) = python() else { return };
+    let upstream = PyHttp::start_with(&python, &["--legacy", "--resumable"]);
+    progress_and_logs(&server_over_http(&upstream)).await;
+}
+
+async fn progress_and_logs(server: &Server) {
     let (_, analyst) = server.create_key("analyst", "analyst", &[]);
-    ready(&server, &analyst).await;
-    let id = session(&server, &analyst, json!({})).await;
+    ready(server, &analyst).await;
+    let id = session(server, &analyst, json!({})).await;
 
     let mut events = call(
-        &server,
+        server,
         &analyst,
         &id,
         1,
@@ -185,7 +213,7 @@ async fn progress_and_log_messages_reach_the_caller_under_its_own_token_and_leve
 
     // Without a token, no progress.
     let mut events = call(
-        &server,
+        server,
         &analyst,
         &id,
         2,
@@ -225,7 +253,7 @@ async fn progress_and_log_messages_reach_the_caller_under_its_own_token_and_leve
         buffer: String::new(),
     };
     let mut events = call(
-        &server,
+        server,
         &analyst,
         &id,
         4,
@@ -255,11 +283,22 @@ async fn progress_and_log_messages_reach_the_caller_under_its_own_token_and_leve
 #[tokio::test]
 async fn sampling_and_elicitation_go_to_the_session_client_that_made_the_call() {
     let Some(python) = python() else { return };
-    let server = server(&python);
+    sampling_and_elicitation(&server(&python)).await;
+}
+
+/// The same through an HTTP upstream, whose calls the gateway posts itself.
+#[tokio::test]
+async fn sampling_and_elicitation_of_an_http_upstream_go_to_the_caller_likewise() {
+    let Some(python) = python() else { return };
+    let upstream = PyHttp::start_with(&python, &["--legacy", "--resumable"]);
+    sampling_and_elicitation(&server_over_http(&upstream)).await;
+}
+
+async fn sampling_and_elicitation(server: &Server) {
     let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
-    ready(&server, &analyst).await;
+    ready(server, &analyst).await;
     let id = session(
-        &server,
+        server,
         &analyst,
         json!({"sampling": {}, "elicitation": {"form": {}}}),
     )
@@ -267,7 +306,7 @@ async fn sampling_and_elicitation_go_to_the_session_client_that_made_the_call() 
 
     // The upstream asks for a completion; the client answers on the session.
     let mut events = call(
-        &server,
+        server,
         &analyst,
         &id,
         1,
@@ -293,7 +332,7 @@ async fn sampling_and_elicitation_go_to_the_session_client_that_made_the_call() 
     assert_eq!(text(seen.last().unwrap()), "model said: 42", "{seen:?}");
 
     let mut events = call(
-        &server,
+        server,
         &analyst,
         &id,
         2,
@@ -323,9 +362,9 @@ async fn sampling_and_elicitation_go_to_the_session_client_that_made_the_call() 
 
     // A session that declared no sampling: the upstream's request is
     // refused, never sent to anyone else.
-    let plain = session(&server, &analyst, json!({})).await;
+    let plain = session(server, &analyst, json!({})).await;
     let mut events = call(
-        &server,
+        server,
         &analyst,
         &plain,
         3,
@@ -1242,4 +1281,52 @@ async fn a_fast_path_caller_that_goes_away_cancels_the_upstream_call() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Calls of a 2025-11-25 HTTP upstream are posted by the gateway itself
+/// (`direct_call.rs`): the upstream sees the gateway's own request ids and
+/// progress tokens (strings, where rmcp's are numbers), answers come back
+/// as through rmcp, and a response stream the upstream closes before
+/// answering is resumed by the gateway for a caller that cannot resume it.
+#[tokio::test]
+async fn calls_of_an_http_upstream_are_posted_directly_and_resumed() {
+    let Some(python) = python() else { return };
+    let upstream = PyHttp::start_with(&python, &["--legacy", "--resumable"]);
+    let server = server_over_http(&upstream);
+    let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
+    ready(&server, &analyst).await;
+
+    let body = server
+        .call_tool(&analyst, "py__request_meta", json!({}))
+        .await;
+    assert!(body["error"].is_null(), "{body}");
+    assert!(
+        body.to_string().contains("gatehouse-"),
+        "not posted directly: {body}"
+    );
+
+    // A 2026-07-28 caller cannot resume a stream: the gateway resumes the
+    // upstream's and answers in one response.
+    let body = server.call_tool(&analyst, "py__pause", json!({})).await;
+    assert_eq!(text(&body), "answered after the pause", "{body}");
+
+    // An upstream error comes back as through rmcp; the outcome is audited.
+    let (_, body) = server
+        .rpc(
+            Some(&analyst),
+            "tools/call",
+            json!({"name": "py__echo", "arguments": {"text": 5}}),
+        )
+        .await;
+    assert!(
+        body.get("error").is_some() || body["result"]["isError"] == json!(true),
+        "{body}"
+    );
+    let records = server.audit(&["--principal", &analyst_id, "--tool", "py__pause"]);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["kind"] == "tool_outcome" && r["outcome"] == "success"),
+        "{records:?}"
+    );
 }
