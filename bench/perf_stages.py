@@ -33,6 +33,8 @@ STAGES = [
     ("audit: hash chain (chain.rs, SHA-256)", r"gatehouse_audit::chain|sha256_block_data_order|aws_lc_\d+_\d+_\d+_SHA256"),
     ("audit: records, writer task, JSON lines (gatehouse-audit)", r"gatehouse_audit::"),
     ("SQLite: sqlx's async side (statements, pool, channel to the connection thread)", r"sqlx_core::|sqlx_sqlite::|flume::"),
+    ("upstream call: the client (gatehouse-upstream, reqwest, hyper's client)",
+     r"gatehouse_upstream::|reqwest::|hyper_util::client::|hyper::client::"),
     ("rmcp: per-request machinery (transport, service, (de)serialization)", r"rmcp::"),
     ("Gatehouse MCP handler and gateway (sdk/mod.rs, gateway.rs)", r"gatehouse_mcp::(?!http::)"),
     ("tracing spans and metrics", r"tracing_subscriber::|tracing_core::|tracing::span::|gatehouse_metrics::|opentelemetry"),
