@@ -250,10 +250,12 @@ impl Connection {
             let message = match serde_json::from_str::<ServerJsonRpcMessage>(&data) {
                 Ok(message) => message,
                 Err(e) => {
+                    // serde's text may quote what the upstream sent.
                     return Read::Answered(Box::new(Err(UpstreamError::Protocol {
                         upstream: self.upstream.clone(),
                         reason: format!("an event of the response stream is not a message: {e}"),
-                    })));
+                    }
+                    .scrubbed(&self.secrets.values()))));
                 }
             };
             if let Some(result) = self.take(direct, session, id, message).await {

@@ -485,6 +485,35 @@ mod tests {
     }
 
     #[test]
+    fn the_session_is_remembered_from_any_message_but_initialize() {
+        let client = CappedClient::new(build_reqwest(Duration::from_secs(1)).unwrap(), 1024, None);
+        let message = |value: serde_json::Value| -> ClientJsonRpcMessage {
+            serde_json::from_value(value).unwrap()
+        };
+        let initialize = message(serde_json::json!({
+            "jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": "2025-11-25", "capabilities": {},
+                "clientInfo": {"name": "t", "version": "1"}}}));
+        let initialized =
+            message(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        let mut headers = HashMap::new();
+        headers.insert(
+            HeaderName::from_static("mcp-protocol-version"),
+            HeaderValue::from_static("2025-11-25"),
+        );
+        client.remember(&initialize, &None, &HashMap::new());
+        assert!(client.seen().lock().unwrap().is_none());
+        client.remember(&initialized, &Some("s-1".into()), &headers);
+        let seen = client.seen().lock().unwrap().clone().unwrap();
+        assert_eq!(seen.session_id.as_deref(), Some("s-1"));
+        assert_eq!(seen.headers, headers);
+        // A new session (rmcp started over after a 404) replaces it.
+        client.remember(&initialized, &Some("s-2".into()), &headers);
+        let seen = client.seen().lock().unwrap().clone().unwrap();
+        assert_eq!(seen.session_id.as_deref(), Some("s-2"));
+    }
+
+    #[test]
     fn json_len_matches_the_serialised_length() {
         let value = serde_json::json!({"a": [1, 2, "three"], "b": null});
         assert_eq!(json_len(&value), serde_json::to_vec(&value).unwrap().len());
