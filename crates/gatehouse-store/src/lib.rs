@@ -80,6 +80,10 @@ pub trait Store:
     async fn insert_api_key(&self, key: &ApiKeyRecord) -> StoreResult<()>;
     async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Up to `limit` keys whose id sorts after `after` (`""`: from the
+    /// first), in id order: every key once, page by page, for a pass over
+    /// all keys that should not hold them all at once.
+    async fn api_keys_page(&self, after: &str, limit: u32) -> StoreResult<Vec<ApiKeyRecord>>;
     async fn count_api_keys(&self) -> StoreResult<u64>;
     /// Marks the key revoked. Returns false when it does not exist or was
     /// already revoked.

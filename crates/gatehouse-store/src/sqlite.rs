@@ -545,6 +545,17 @@ impl Store for SqliteStore {
         rows.iter().map(api_key_from_row).collect()
     }
 
+    async fn api_keys_page(&self, after: &str, limit: u32) -> StoreResult<Vec<ApiKeyRecord>> {
+        // Keyset paging on the primary key: each page is one index range,
+        // however many keys there are.
+        let rows = sqlx::query("SELECT * FROM api_keys WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
     async fn count_api_keys(&self) -> StoreResult<u64> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
             .fetch_one(&self.pool)

@@ -25,6 +25,7 @@ macro_rules! conformance_tests {
     (serial: $serial:path, concurrent: $concurrent:path $(,)?) => {
         $crate::store_conformance_tests::conformance_tests!(@tests $serial;
             api_key_round_trip,
+            api_keys_are_paged_in_id_order_each_once,
             api_key_revoke_is_once,
             api_key_rotate_limits_old_key_and_happens_once,
             api_key_rotate_never_extends_an_earlier_expiry,
@@ -258,6 +259,23 @@ where
 }
 
 // --- API keys, audit, secrets, settings --------------------------------------
+
+pub(crate) async fn api_keys_are_paged_in_id_order_each_once(store: TestStore) {
+    for id in ["k07", "k03", "k11", "k01", "k05", "k09", "k02"] {
+        store.insert_api_key(&key(id)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let page = store.api_keys_page(&after, 3).await.unwrap();
+        assert!(page.len() <= 3, "{page:?}");
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        seen.extend(page.into_iter().map(|k| k.id));
+    }
+    assert_eq!(seen, ["k01", "k02", "k03", "k05", "k07", "k09", "k11"]);
+    assert!(store.api_keys_page("k11", 3).await.unwrap().is_empty());
+}
 
 pub(crate) async fn api_key_round_trip(store: TestStore) {
     assert_eq!(store.count_api_keys().await.unwrap(), 0);

@@ -33,6 +33,9 @@ impl Store for DownStore {
     async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>> {
         down()
     }
+    async fn api_keys_page(&self, _: &str, _: u32) -> StoreResult<Vec<ApiKeyRecord>> {
+        down()
+    }
     async fn count_api_keys(&self) -> StoreResult<u64> {
         down()
     }
