@@ -1108,18 +1108,7 @@ async fn a_response_stream_the_upstream_closes_mid_call_is_closed_and_resumed_li
     let Some(python) = python() else { return };
     // An HTTP upstream that keeps its streams' events (SEP-1699).
     let upstream = PyHttp::start_with(&python, &["--legacy", "--resumable"]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        format!("{DEFAULT}\n[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n"),
-    )
-    .unwrap();
-    let config = format!(
-        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\nurl = {:?}\n\
-         connect_timeout = \"30s\"\ncall_timeout = \"30s\"\nprotocol_version = \"2025-11-25\"\n",
-        upstream.url
-    );
-    let server = Server::start_in(dir, Some(&config));
+    let server = server_over_http(&upstream);
     let (_, analyst) = server.create_key("analyst", "analyst", &[]);
     ready(&server, &analyst).await;
     let id = session(&server, &analyst, json!({})).await;
