@@ -96,7 +96,7 @@ fn normalize_origin(origin: &str) -> String {
 }
 
 /// The `Host` of a request (HTTP/2 carries it as the URI's authority).
-fn request_host(request: &Request) -> Option<&str> {
+pub(crate) fn request_host(request: &Request) -> Option<&str> {
     request
         .headers()
         .get(header::HOST)

@@ -18,7 +18,7 @@ mod sessions;
 mod upstreams_status;
 
 pub use listener::{ListenerLimits, PeerAddr, serve};
-pub use metrics_endpoint::metrics_router;
+pub use metrics_endpoint::{metrics_hosts, metrics_router};
 pub use request_id::{REQUEST_ID_HEADER, RequestId, RequestSpan, new_request_id, route_class};
 pub use router::{HttpConfig, ReadinessProbe, build_router};
 pub use sessions::{MAX_SESSIONS, MAX_SESSIONS_PER_PRINCIPAL, SessionBindings};

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use gatehouse_mcp::http::{
-    HttpConfig, ListenerLimits, ReadinessProbe, build_router, metrics_router, serve,
+    HttpConfig, ListenerLimits, ReadinessProbe, build_router, metrics_hosts, metrics_router, serve,
 };
 use gatehouse_mcp::routes;
 use serde_json::json;
@@ -245,9 +245,12 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     // The admin listener stops with the public one; its router holds no
     // audit sender, so it never keeps the audit log from closing.
     let metrics_server = metrics_listener.map(|metrics_listener| {
+        // From the configured address, which start-up checked (loopback
+        // unless `allow_remote`).
+        let hosts = ctx.config.metrics.listen.and_then(metrics_hosts);
         tokio::spawn(serve(
             metrics_listener,
-            metrics_router(Arc::clone(&runtime.metrics)),
+            metrics_router(Arc::clone(&runtime.metrics), hosts),
             limits,
             shutdown.clone(),
         ))

@@ -88,6 +88,17 @@ async fn metrics_count_allowed_and_denied_calls_on_the_admin_listener() {
         .unwrap();
     assert_ne!(public.status(), 200);
     assert!(!public.text().await.unwrap().contains("gatehouse_"));
+    // A page on another name that resolves to the loopback (DNS rebinding)
+    // cannot read it from a browser.
+    let rebound = server
+        .http
+        .get(&metrics_url)
+        .header("host", "rebind.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    assert!(!rebound.text().await.unwrap().contains("gatehouse_"));
 
     let allow = "gatehouse_decisions_total{decision=\"allow\",reason=\"permitted\"}";
     let deny = "gatehouse_decisions_total{decision=\"deny\",reason=\"role_not_allowed\"}";
