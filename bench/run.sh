@@ -26,7 +26,7 @@ if ! command -v wrk >/dev/null 2>&1; then
   fi
 fi
 cargo build --release --quiet --bin gatehouse
-bin="$root/target/release/gatehouse"
+bin="${CARGO_TARGET_DIR:-$root/target}/release/gatehouse"
 
 cpus=$(nproc)
 # Server on CPU 0, load generator on the others (or shared on a 1-CPU box).

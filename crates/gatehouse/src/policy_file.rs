@@ -20,9 +20,9 @@ pub fn policy_path(ctx: &Context) -> Option<PathBuf> {
     }
     let base = ctx
         .config_path
-        .as_ref()
-        .and_then(|p| p.parent().map(PathBuf::from))
-        .unwrap_or_default();
+        .as_deref()
+        .map(crate::config::config_dir)
+        .unwrap_or(std::path::Path::new(""));
     Some(base.join(file))
 }
 
