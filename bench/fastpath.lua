@@ -68,41 +68,19 @@ if rate and rate > 0 then
   end
 end
 
--- Counted in each thread's own Lua state (response() runs there); done()
--- runs in wrk's main state, so it adds them up through setup()'s handles.
--- (A plain upvalue read in done() would always be 0 there.)
-bad = 0
-first_bad = nil
-local threads = {}
-setup = function(thread)
-  table.insert(threads, thread)
-end
-
-response = function(status, headers, body)
-  if status ~= 200 or not string.find(body, expect, 1, true)
-    or string.find(body, '"isError":true', 1, true) then
-    bad = bad + 1
-    if first_bad == nil then
-      first_bad = status .. " " .. string.sub(body, 1, 300)
-    end
-  end
-end
+local answers = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "") .. "answers.lua")
+local bad_total = answers.check(function(status, body)
+  return status == 200 and string.find(body, expect, 1, true) ~= nil
+    and not string.find(body, '"isError":true', 1, true)
+end)
 
 done = function(summary, latency, requests)
-  local bad_total = 0
-  for _, thread in ipairs(threads) do
-    bad_total = bad_total + (thread:get("bad") or 0)
-    local first = thread:get("first_bad")
-    if first then
-      io.stderr:write("first bad response: " .. first .. "\n")
-    end
-  end
   -- Machine-readable last line for fastpath.sh. wrk counts non-2xx/3xx
   -- answers in errors.status.
   io.write(string.format(
     "RESULT rps=%.1f requests=%d errors=%d non2xx_or_bad=%d p50_us=%d p90_us=%d p99_us=%d p999_us=%d max_us=%d\n",
     summary.requests / (summary.duration / 1e6), summary.requests,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    bad_total + summary.errors.status, latency:percentile(50), latency:percentile(90),
+    bad_total() + summary.errors.status, latency:percentile(50), latency:percentile(90),
     latency:percentile(99), latency:percentile(99.9), latency.max))
 end

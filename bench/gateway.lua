@@ -48,34 +48,14 @@ end
 
 -- Correct only when: HTTP 200, a JSON-RPC result (plain JSON or one SSE
 -- event), the echoed text in it, and no error or isError = true.
--- Counted in each thread's own Lua state (response() runs there); done()
--- runs in wrk's main state and adds them up through setup()'s handles (a
--- local read in done() would always be 0).
-bad = 0
-first_bad = nil
-local threads = {}
-setup = function(thread)
-  table.insert(threads, thread)
-end
-local function bad_total(summary)
-  local total = 0
-  for _, thread in ipairs(threads) do
-    total = total + (thread:get("bad") or 0)
-    local first = thread:get("first_bad")
-    if first ~= nil then io.stderr:write("first bad response: " .. first .. "\n") end
-  end
-  return total
-end
-response = function(status, headers, body)
-  if status ~= 200
-    or not string.find(body, '"result"', 1, true)
-    or not string.find(body, '"text":"' .. marker .. '"', 1, true)
-    or string.find(body, '"isError":true', 1, true)
-    or string.find(body, '"error":{', 1, true) then
-    bad = bad + 1
-    if first_bad == nil then first_bad = status .. " " .. string.sub(body, 1, 300) end
-  end
-end
+local answers = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "") .. "answers.lua")
+local bad_total = answers.check(function(status, body)
+  return status == 200
+    and string.find(body, '"result"', 1, true) ~= nil
+    and string.find(body, '"text":"' .. marker .. '"', 1, true) ~= nil
+    and not string.find(body, '"isError":true', 1, true)
+    and not string.find(body, '"error":{', 1, true)
+end)
 
 done = function(summary, latency, requests)
   io.write(string.format(
@@ -83,5 +63,5 @@ done = function(summary, latency, requests)
     summary.requests / (summary.duration / 1e6), summary.requests,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout
       + summary.errors.status,
-    bad_total(summary), latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+    bad_total(), latency:percentile(50), latency:percentile(90), latency:percentile(99)))
 end

@@ -430,10 +430,7 @@ impl AuthorizationServer {
         typ: &str,
         now: Timestamp,
     ) -> Result<String, OAuthError> {
-        self.signer(now)
-            .await?
-            .sign_typed(claims, typ)
-            .map_err(|e| OAuthError::ServerError(e.to_string()))
+        self.keys.sign_typed(claims, typ, now).await
     }
 
     pub fn issuer(&self) -> &str {

@@ -35,9 +35,9 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use rmcp::Service;
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, ClientJsonRpcMessage, ClientRequest, ErrorData,
-    GetExtensions, GetMeta, JsonRpcError, JsonRpcResponse, JsonRpcVersion2_0, NumberOrString,
-    ProgressToken, RequestId, ServerJsonRpcMessage, ServerResult,
+    CallToolRequest, CallToolRequestParams, ClientJsonRpcMessage, ClientRequest, GetExtensions,
+    GetMeta, JsonRpcError, JsonRpcResponse, JsonRpcVersion2_0, NumberOrString, ProgressToken,
+    RequestId, ServerJsonRpcMessage, ServerResult,
 };
 use rmcp::service::{InboundStreamOrigin, RequestContext, ServiceError};
 use rmcp::transport::streamable_http_client::{
@@ -80,6 +80,23 @@ impl Direct {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
+
+    /// Posts `message` in `session`, as rmcp's transport posts its own.
+    async fn post(
+        &self,
+        message: ClientJsonRpcMessage,
+        session: &SessionHeaders,
+    ) -> Result<StreamableHttpPostResponse, StreamableHttpError<reqwest::Error>> {
+        self.client
+            .post_message(
+                self.uri.clone(),
+                message,
+                session.session_id.clone(),
+                None,
+                session.headers.clone(),
+            )
+            .await
+    }
 }
 
 /// How reading the call's response went.
@@ -104,31 +121,20 @@ impl Connection {
         }
         let session = direct.session()?;
         let number = direct.next.fetch_add(1, Ordering::Relaxed);
-        // rmcp numbers its requests; a string cannot be taken for one of them.
-        let id = RequestId::String(format!("gatehouse-{number}").into());
+        // rmcp numbers its requests and progress tokens; a string cannot be
+        // taken for one of them. The request's id serves as its token too.
+        let id: RequestId = NumberOrString::String(format!("gatehouse-{number}").into());
         let mut request = ClientRequest::CallToolRequest(CallToolRequest::new(params.clone()));
         request
             .get_meta_mut()
-            .set_progress_token(ProgressToken(NumberOrString::String(
-                format!("gatehouse-{number}").into(),
-            )));
+            .set_progress_token(ProgressToken(id.clone()));
         let mut ticket = self.in_flight.ticket(call.relay.clone());
         request.extensions_mut().insert(ticket.tag());
         self.in_flight.on_the_wire(&id, &request);
         let message = ClientJsonRpcMessage::request(request, id.clone());
         let mut abandoned = Abandoned::new(self.peer.clone(), id.clone());
         let exchange = async {
-            let posted = direct
-                .client
-                .post_message(
-                    direct.uri.clone(),
-                    message,
-                    session.session_id.clone(),
-                    None,
-                    session.headers.clone(),
-                )
-                .await;
-            match posted {
+            match direct.post(message, &session).await {
                 Err(StreamableHttpError::SessionExpired) => None,
                 Err(e) => Some(Err(self.transport_failed(&e))),
                 Ok(response) => Some(self.answer(direct, &session, &id, response).await),
@@ -140,20 +146,13 @@ impl Connection {
                 upstream: self.upstream.clone(),
             })),
         };
-        match &result {
-            // Cancelled: the upstream is told (the guard), and the request
-            // stays known, abandoned, in case it goes on.
-            Some(Err(UpstreamError::Cancelled { .. })) => {}
-            // Never processed (the session is gone): rmcp takes the call.
-            None => {
-                abandoned.disarm();
-                ticket.answered();
-            }
-            Some(_) => {
-                abandoned.disarm();
-                ticket.answered();
-                self.in_flight.answered(&id);
-            }
+        // Cancelled: the upstream is told (the guard), and the request stays
+        // known, abandoned, in case it goes on. Otherwise it was answered,
+        // its stream failed for good, or it never reached the upstream (the
+        // session is gone, and rmcp takes the call): nothing more will come.
+        if !matches!(result, Some(Err(UpstreamError::Cancelled { .. }))) {
+            abandoned.disarm();
+            ticket.answered();
         }
         result
     }
@@ -302,19 +301,11 @@ impl Connection {
                         id: request.id,
                         result,
                     }),
-                    Err(error) => ClientJsonRpcMessage::Error(reply_error(request.id, error)),
+                    Err(error) => {
+                        ClientJsonRpcMessage::Error(JsonRpcError::new(Some(request.id), error))
+                    }
                 };
-                let sent = direct
-                    .client
-                    .post_message(
-                        direct.uri.clone(),
-                        reply,
-                        session.session_id.clone(),
-                        None,
-                        session.headers.clone(),
-                    )
-                    .await;
-                if let Err(e) = sent {
+                if let Err(e) = direct.post(reply, session).await {
                     tracing::debug!(upstream = %self.upstream, error = %self.transport_failed(&e), "could not answer the upstream's request");
                 }
                 None
@@ -328,8 +319,4 @@ impl Connection {
             reason: format!("the upstream {what}"),
         }
     }
-}
-
-fn reply_error(id: RequestId, error: ErrorData) -> JsonRpcError {
-    JsonRpcError::new(Some(id), error)
 }

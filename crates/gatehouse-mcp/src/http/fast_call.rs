@@ -27,6 +27,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gatehouse_upstream::{Accepts, CallContext, Relay, UpstreamInput};
 use rmcp::model::{CallToolResponse, ClientCapabilities, ErrorCode, ServerResult};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -84,16 +85,17 @@ pub(super) fn eligible(parts: &Parts, message: &Message, caller: &Caller) -> Opt
         Some(_) => return None,
     };
     let meta = params.get("_meta")?.as_object()?;
-    let capabilities = meta.get(CAPABILITIES_META)?.as_object()?;
+    let declared = meta.get(CAPABILITIES_META)?;
+    let keys = declared.as_object()?;
     if meta.get(PROTOCOL_META).and_then(Value::as_str) != Some(STATELESS)
         || meta.contains_key("progressToken")
-        || capabilities.contains_key("sampling")
-        || capabilities.contains_key("elicitation")
+        || keys.contains_key("sampling")
+        || keys.contains_key("elicitation")
     {
         return None;
     }
     // The SDK reads them leniently too: what it cannot read, it ignores.
-    let capabilities = serde_json::from_value(Value::Object(capabilities.clone())).ok();
+    let capabilities = ClientCapabilities::deserialize(declared).ok();
     Some(FastCall {
         id: message.id().clone(),
         name: name.to_string(),
