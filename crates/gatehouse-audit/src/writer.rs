@@ -1,39 +1,45 @@
-//! One task owns the audit sinks and writes records in batches (group
+//! One thread owns the audit sinks and writes records in batches (group
 //! commit). A caller that awaits `record` knows its record — and every record
-//! enqueued before it — is in the database and the JSON-lines file. The
-//! file is written (and synced) by a thread of its own, so a slow disk
-//! delays only the records waiting for it, never other tasks. (A thread
-//! that lives as long as the log costs less per batch than a hop to
-//! Tokio's blocking pool, which the writer would take twice per call.)
-//! The file and the database are written at the same time: a batch waits
-//! for the slower of the two, not for both in turn.
+//! enqueued before it — is in the database and the JSON-lines file.
+//!
+//! The writer is a thread, not a Tokio task: it writes the file and (on a
+//! SQLite database file) the database itself, through a connection of its
+//! own (`Store::audit_appender`), so a batch costs one hand-off (the
+//! request's worker to this thread and back) where a task that handed the
+//! file to a thread and the insert to sqlx's connection thread cost two
+//! round trips more (bench/PROFILE.md). A slow disk or a `sync_data` delays
+//! only the records waiting for it, never a runtime worker. What only exists
+//! as async code (the PostgreSQL store, a syslog receiver) the thread runs
+//! with the runtime's handle (`Handle::block_on`).
 //!
 //! The writer also links every record into the instance's hash chain
 //! (`chain.rs`) as it writes it, in the order written.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
 
 use gatehouse_core::AuditEvent;
-use gatehouse_store::{AuditCheckpoint, Store};
+use gatehouse_store::{AuditAppender, AuditCheckpoint, Store};
 
 use crate::chain::Chain;
 use crate::observer::{AuditObserver, ObserverSlot};
 use crate::rotation::{AuditFile, Rotation};
 use crate::syslog::{SyslogSettings, SyslogSink};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 
-/// Records waiting to be written before new ones apply back-pressure.
+/// Records waiting to be written before new ones are refused
+/// (`Overloaded`: the caller gets 503, the writer is far behind).
 const QUEUE_CAPACITY: usize = 8192;
-/// Records written in one batch at most (the store writes up to 500 in a
-/// single statement).
+/// Records written in one batch at most.
 const MAX_BATCH: usize = 500;
 /// How long a record nobody waits for may wait for company before it is
 /// written anyway.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+const LINGER: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuditError {
@@ -88,34 +94,46 @@ pub struct AuditOptions {
     pub syslog: Option<SyslogSettings>,
 }
 
+/// What the senders and the writer thread both see.
+struct WriterState {
+    /// Whether the last batch reached every sink.
+    healthy: AtomicBool,
+    /// False once the writer thread has ended (or panicked).
+    running: AtomicBool,
+    /// Jobs sent and not yet taken by the writer.
+    queued: AtomicUsize,
+}
+
 /// Cheap to clone; every clone feeds the same writer.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Job>,
-    /// Whether the last batch reached every sink.
-    healthy: Arc<AtomicBool>,
+    tx: SyncSender<Job>,
+    state: Arc<WriterState>,
     /// Sees every record as it is queued (the alert detectors).
     observer: ObserverSlot,
 }
 
 /// See [`AuditLog::queue_probe`].
 #[derive(Clone)]
-pub struct AuditQueueProbe(mpsc::WeakSender<Job>);
+pub struct AuditQueueProbe(Arc<WriterState>);
 
 impl AuditQueueProbe {
     /// Records waiting to be written; 0 once the writer has stopped.
     pub fn depth(&self) -> usize {
-        self.0
-            .upgrade()
-            .map_or(0, |tx| tx.max_capacity() - tx.capacity())
+        if self.0.running.load(Ordering::Relaxed) {
+            self.0.queued.load(Ordering::Relaxed)
+        } else {
+            0
+        }
     }
 }
 
 /// Finishes when every `AuditLog` clone is dropped and the queue is drained.
-pub struct AuditWriterHandle(JoinHandle<()>);
+pub struct AuditWriterHandle(oneshot::Receiver<()>);
 
 impl AuditWriterHandle {
     pub async fn wait(self) {
+        // The thread drops the sender as it ends (or unwinds).
         let _ = self.0.await;
     }
 }
@@ -143,98 +161,89 @@ struct CheckpointFields<'a> {
     jws: &'a str,
 }
 
+/// Where the records are stored.
+enum StoreSink {
+    /// The writer's own connection, used on its thread (a SQLite file).
+    Own(Box<dyn AuditAppender>),
+    /// The store's async API, run on the writer's thread with the
+    /// runtime's handle (PostgreSQL, an in-memory SQLite database).
+    Shared(Arc<dyn Store>),
+}
+
+impl StoreSink {
+    fn append(
+        &mut self,
+        batch: Vec<AuditEvent>,
+        checkpoints: &[AuditCheckpoint],
+        runtime: &Handle,
+    ) -> Result<(), AuditError> {
+        let failed = |what: &str, e: gatehouse_store::StoreError| {
+            AuditError::WriteFailed(format!("audit {what}: {e}"))
+        };
+        match self {
+            StoreSink::Own(appender) => appender
+                .append(batch, checkpoints)
+                .map_err(|e| failed("store", e)),
+            StoreSink::Shared(store) => runtime.block_on(async {
+                if !batch.is_empty() {
+                    store
+                        .append_audit(batch)
+                        .await
+                        .map_err(|e| failed("store", e))?;
+                }
+                for checkpoint in checkpoints {
+                    store
+                        .append_audit_checkpoint(checkpoint)
+                        .await
+                        .map_err(|e| failed("checkpoint", e))?;
+                }
+                Ok(())
+            }),
+        }
+    }
+}
+
 struct Sinks {
-    store: Arc<dyn Store>,
+    store: StoreSink,
     /// RFC 5424 messages to a syslog receiver (SIEM).
     syslog: Option<SyslogSink>,
-    /// A slow disk or a `sync_data` must never hold up a runtime worker.
-    file: Option<FileWriter>,
-}
-
-/// One batch of lines for the file thread, and where to say it is written.
-type FileJob = (Vec<u8>, oneshot::Sender<Result<(), AuditError>>);
-
-/// The thread that owns the JSON-lines file. It ends when the writer (the
-/// only sender) is dropped.
-struct FileWriter {
-    jobs: std::sync::mpsc::Sender<FileJob>,
-}
-
-impl FileWriter {
-    fn start(mut file: AuditFile, fsync: bool) -> Result<FileWriter, AuditError> {
-        let (jobs, incoming) = std::sync::mpsc::channel::<FileJob>();
-        std::thread::Builder::new()
-            .name("gatehouse-audit-file".into())
-            .spawn(move || {
-                for (lines, done) in incoming {
-                    let _ = done.send(file.append(&lines, fsync));
-                }
-            })
-            .map_err(|e| AuditError::WriteFailed(format!("audit file thread: {e}")))?;
-        Ok(FileWriter { jobs })
-    }
-
-    async fn write(&self, lines: Vec<u8>) -> Result<(), AuditError> {
-        let stopped = || AuditError::WriteFailed("audit file: the file thread has stopped".into());
-        let (done, written) = oneshot::channel();
-        self.jobs.send((lines, done)).map_err(|_| stopped())?;
-        written.await.map_err(|_| stopped())?
-    }
+    /// The JSON-lines file.
+    file: Option<AuditFile>,
+    /// `sync_data` the file after every batch.
+    fsync: bool,
+    runtime: Handle,
 }
 
 impl Sinks {
-    /// Both sinks hold the batch when this returns `Ok`. The two are
-    /// written at the same time. `Err` names whether the store has the
-    /// batch (a chain must not go on past records the store lacks).
-    async fn write(
+    /// Every sink holds the batch when this returns `Ok`. The store is
+    /// written first, then the file, then syslog. `Err` names whether the
+    /// store has the batch (a chain must not go on past records the store
+    /// lacks).
+    fn write(
         &mut self,
         batch: Vec<AuditEvent>,
         checkpoints: &[AuditCheckpoint],
     ) -> Result<(), (AuditError, bool)> {
-        let Sinks {
-            store,
-            syslog,
-            file,
-        } = self;
-        let lines = match file {
+        let lines = match self.file {
             Some(_) => Some(file_lines(&batch, checkpoints).map_err(|e| (e, false))?),
             None => None,
         };
-        let to_file = async {
-            match (&*file, lines) {
-                (Some(file), Some(lines)) if !lines.is_empty() => file.write(lines).await,
-                _ => Ok(()),
-            }
-        };
-        let rendered = match syslog {
+        let rendered = match &self.syslog {
             Some(syslog) => Some(syslog.render(&batch).map_err(|e| (e, false))?),
             None => None,
         };
-        let to_syslog = async {
-            match (syslog, rendered) {
-                (Some(syslog), Some(rendered)) => syslog.send(rendered).await,
-                _ => Ok(()),
-            }
+        self.store
+            .append(batch, checkpoints, &self.runtime)
+            .map_err(|e| (e, false))?;
+        let to_file = match (&mut self.file, lines) {
+            (Some(file), Some(lines)) if !lines.is_empty() => file.append(&lines, self.fsync),
+            _ => Ok(()),
         };
-        let to_store = async {
-            store
-                .append_audit(batch)
-                .await
-                .map_err(|e| AuditError::WriteFailed(format!("audit store: {e}")))?;
-            for checkpoint in checkpoints {
-                store
-                    .append_audit_checkpoint(checkpoint)
-                    .await
-                    .map_err(|e| AuditError::WriteFailed(format!("audit checkpoint: {e}")))?;
-            }
-            Ok::<(), AuditError>(())
+        let to_syslog = match (&mut self.syslog, rendered) {
+            (Some(syslog), Some(rendered)) => self.runtime.block_on(syslog.send(rendered)),
+            _ => Ok(()),
         };
-        let (file, syslog, store) = tokio::join!(to_file, to_syslog, to_store);
-        match (file.and(syslog), store) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(e), Ok(())) => Err((e, true)),
-            (_, Err(e)) => Err((e, false)),
-        }
+        to_file.and(to_syslog).map_err(|e| (e, true))
     }
 }
 
@@ -271,7 +280,7 @@ fn file_lines(
 }
 
 impl AuditLog {
-    /// Starts the writer task. `file` is the JSON-lines file (appended to).
+    /// Starts the writer. `file` is the JSON-lines file (appended to).
     /// The records form a chain of their own (a command's records); a
     /// server continues its instance's chain with [`AuditLog::start_with`].
     pub fn start(
@@ -291,60 +300,76 @@ impl AuditLog {
         )
     }
 
-    /// Starts the writer task with these options.
+    /// Starts the writer thread with these options. Must be called within
+    /// a Tokio runtime (the thread uses its handle for async sinks).
     pub fn start_with(
         store: Arc<dyn Store>,
         options: AuditOptions,
     ) -> Result<(AuditLog, AuditWriterHandle), AuditError> {
+        let runtime = Handle::try_current()
+            .map_err(|e| AuditError::WriteFailed(format!("audit writer: {e}")))?;
         let file = options
             .file
             .as_deref()
             .map(|path| AuditFile::open(path, options.rotation))
-            .transpose()?
-            .map(|f| FileWriter::start(f, options.fsync))
             .transpose()?;
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let store = match store.audit_appender() {
+            Ok(Some(appender)) => StoreSink::Own(appender),
+            Ok(None) => StoreSink::Shared(store),
+            Err(e) => return Err(AuditError::WriteFailed(format!("audit store: {e}"))),
+        };
         let sinks = Sinks {
             store,
             syslog: options.syslog.map(SyslogSink::new),
             file,
+            fsync: options.fsync,
+            runtime,
         };
-        let healthy = Arc::new(AtomicBool::new(true));
-        let handle = tokio::spawn(run_writer(rx, sinks, options.chain, Arc::clone(&healthy)));
+        let state = Arc::new(WriterState {
+            healthy: AtomicBool::new(true),
+            running: AtomicBool::new(true),
+            queued: AtomicUsize::new(0),
+        });
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        let (finished, finished_rx) = oneshot::channel::<()>();
+        let chain = options.chain;
+        let thread_state = Arc::clone(&state);
+        std::thread::Builder::new()
+            .name("gatehouse-audit".into())
+            .spawn(move || {
+                let _finished = finished;
+                let _stopped = Stopped(Arc::clone(&thread_state));
+                run_writer(rx, sinks, chain, &thread_state);
+            })
+            .map_err(|e| AuditError::WriteFailed(format!("audit writer thread: {e}")))?;
         Ok((
             AuditLog {
                 tx,
-                healthy,
+                state,
                 observer: ObserverSlot::default(),
             },
-            AuditWriterHandle(handle),
+            AuditWriterHandle(finished_rx),
         ))
     }
 
     /// The chain's head once every record enqueued before is durable.
     pub async fn durable_head(&self) -> Result<ChainHead, AuditError> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Job::Head(ack))
-            .await
-            .map_err(|_| AuditError::Stopped)?;
+        self.send(Job::Head(ack))?;
         done.await.map_err(|_| AuditError::Stopped)?
     }
 
     /// Writes a signed checkpoint after the records enqueued before it.
     pub async fn record_checkpoint(&self, checkpoint: AuditCheckpoint) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Job::Checkpoint { checkpoint, ack })
-            .await
-            .map_err(|_| AuditError::Stopped)?;
+        self.send(Job::Checkpoint { checkpoint, ack })?;
         done.await.map_err(|_| AuditError::Stopped)?
     }
 
     /// Whether the last batch reached every sink (a sink that is down makes
     /// new requests wait outside: 503 until a batch goes through again).
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.tx.is_closed()
+        self.state.healthy.load(Ordering::Relaxed) && self.is_running()
     }
 
     /// Installs the observer that sees every record recorded through this
@@ -356,26 +381,23 @@ impl AuditLog {
     /// Whether the writer still takes records (it stops only when every
     /// sender is gone or it panicked).
     pub fn is_running(&self) -> bool {
-        !self.tx.is_closed()
+        self.state.running.load(Ordering::Relaxed)
     }
 
     /// Reads the queue's depth (for metrics) without keeping the writer
     /// open: the log still closes when every `AuditLog` is dropped.
     pub fn queue_probe(&self) -> AuditQueueProbe {
-        AuditQueueProbe(self.tx.downgrade())
+        AuditQueueProbe(Arc::clone(&self.state))
     }
 
     /// Records `event` and waits until it is durable.
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
         self.observer.observe(&event, self);
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Job::Record {
-                event,
-                ack: Some(ack),
-            })
-            .await
-            .map_err(|_| AuditError::Stopped)?;
+        self.send(Job::Record {
+            event,
+            ack: Some(ack),
+        })?;
         done.await.map_err(|_| AuditError::Stopped)?
     }
 
@@ -383,28 +405,42 @@ impl AuditLog {
     /// record enqueued after it and awaited with `record`.
     pub fn enqueue(&self, event: AuditEvent) -> Result<(), AuditError> {
         self.observer.observe(&event, self);
-        self.tx
-            .try_send(Job::Record { event, ack: None })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => AuditError::Overloaded,
-                mpsc::error::TrySendError::Closed(_) => AuditError::Stopped,
-            })
+        self.send(Job::Record { event, ack: None })
+    }
+
+    /// Queues a job without waiting: a full queue means the writer is far
+    /// behind, and the caller is refused (503) rather than parked.
+    fn send(&self, job: Job) -> Result<(), AuditError> {
+        // Counted before it is sent, so the writer never takes more than
+        // was counted.
+        self.state.queued.fetch_add(1, Ordering::Relaxed);
+        self.tx.try_send(job).map_err(|e| {
+            self.state.queued.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(_) => AuditError::Overloaded,
+                TrySendError::Disconnected(_) => AuditError::Stopped,
+            }
+        })
     }
 }
 
-async fn run_writer(
-    mut rx: mpsc::Receiver<Job>,
-    mut sinks: Sinks,
-    mut chain: Chain,
-    healthy: Arc<AtomicBool>,
-) {
+/// Marks the writer stopped when its thread ends, panicking or not.
+struct Stopped(Arc<WriterState>);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::Relaxed);
+    }
+}
+
+fn run_writer(rx: Receiver<Job>, mut sinks: Sinks, mut chain: Chain, state: &WriterState) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut acks = Vec::with_capacity(MAX_BATCH);
     let mut checkpoints = Vec::new();
     let mut heads = Vec::new();
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        gather_until_awaited(&mut rx, &mut jobs).await;
+    while receive(&rx, &mut jobs) {
+        state.queued.fetch_sub(jobs.len(), Ordering::Relaxed);
         // Linked in the order enqueued, which is the order written.
         let before = chain.clone();
         for job in jobs.drain(..) {
@@ -422,7 +458,7 @@ async fn run_writer(
             }
         }
         let records = batch.len();
-        let result = match sinks.write(std::mem::take(&mut batch), &checkpoints).await {
+        let result = match sinks.write(std::mem::take(&mut batch), &checkpoints) {
             Ok(()) => Ok(()),
             Err((e, stored)) => {
                 tracing::error!(error = %e, records, "audit write failed; the affected calls are refused");
@@ -434,7 +470,7 @@ async fn run_writer(
                 Err(e)
             }
         };
-        healthy.store(result.is_ok(), Ordering::Relaxed);
+        state.healthy.store(result.is_ok(), Ordering::Relaxed);
         checkpoints.clear();
         for ack in acks.drain(..) {
             let _ = ack.send(result.clone());
@@ -446,31 +482,44 @@ async fn run_writer(
         }
     }
     if let Some(syslog) = &mut sinks.syslog {
-        syslog.close().await;
+        sinks.runtime.block_on(syslog.close());
     }
 }
 
+/// Waits for the next batch of jobs: blocks for the first, takes what else
+/// is queued. False once every sender is gone and nothing is left.
+///
 /// Records nobody waits for (a request's authentication record) need not be
 /// written alone: they wait, at most `LINGER`, for a record somebody awaits
 /// (the same request's tool decision, usually microseconds later) and go into
 /// its batch: one write to each sink instead of two. Order is kept, so an
 /// awaited record still covers everything enqueued before it.
-async fn gather_until_awaited(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
-    let awaited = |jobs: &[Job]| jobs.iter().any(Job::awaited);
-    if awaited(jobs) {
-        return;
-    }
-    let deadline = tokio::time::sleep(LINGER);
-    tokio::pin!(deadline);
-    while !awaited(jobs) && jobs.len() < MAX_BATCH {
-        tokio::select! {
-            () = &mut deadline => return,
-            received = rx.recv_many(jobs, MAX_BATCH - jobs.len()) => {
-                // Every sender is gone: write what there is.
-                if received == 0 {
-                    return;
-                }
+fn receive(rx: &Receiver<Job>, jobs: &mut Vec<Job>) -> bool {
+    let Ok(first) = rx.recv() else {
+        return false;
+    };
+    jobs.push(first);
+    take_queued(rx, jobs);
+    let deadline = Instant::now() + LINGER;
+    while !jobs.iter().any(Job::awaited) && jobs.len() < MAX_BATCH {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(job) => {
+                jobs.push(job);
+                take_queued(rx, jobs);
             }
+            // Time is up, or every sender is gone: write what there is.
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    true
+}
+
+/// Moves what is queued now into `jobs`, up to a batch.
+fn take_queued(rx: &Receiver<Job>, jobs: &mut Vec<Job>) {
+    while jobs.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => jobs.push(job),
+            Err(_) => return,
         }
     }
 }
@@ -702,7 +751,45 @@ mod tests {
     #[tokio::test]
     async fn a_failing_sink_fails_the_caller() {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-        let (log, _handle) = AuditLog::start(store, None, false).unwrap();
+        a_failing_store_fails_the_caller(store).await;
+    }
+
+    /// On a database file the writer stores through a connection of its
+    /// own (`Store::audit_appender`): the same records, the same chain,
+    /// the same refusal of a batch the store rejects.
+    #[tokio::test]
+    async fn on_a_database_file_the_writer_uses_its_own_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("g.db")).await.unwrap());
+        assert!(store.audit_appender().unwrap().is_some());
+        let (log, handle) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
+        log.enqueue(event(1)).unwrap();
+        log.record(event(2)).await.unwrap();
+        let (chain, seq, hash) = log.durable_head().await.unwrap();
+        log.record_checkpoint(AuditCheckpoint {
+            chain,
+            seq,
+            hash,
+            ts: Timestamp(3),
+            jws: "h.p.s".into(),
+        })
+        .await
+        .unwrap();
+        drop(log);
+        handle.wait().await;
+        let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
+        let mut verifier = crate::Verifier::from_start();
+        for row in &rows {
+            verifier.check(&row.event).unwrap();
+        }
+        assert_eq!(verifier.counts(), (2, 0));
+        assert_eq!(store.audit_checkpoints().await.unwrap().len(), 1);
+        a_failing_store_fails_the_caller(store).await;
+    }
+
+    async fn a_failing_store_fails_the_caller(store: Arc<dyn Store>) {
+        let (log, _handle) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
         let e = event(5);
         log.record(e.clone()).await.unwrap();
         // The same id again violates the unique key: the write fails and the
@@ -717,5 +804,11 @@ mod tests {
             log.is_healthy(),
             "the next batch that goes through heals it"
         );
+        // The refused record took no place in the chain: no gap after it.
+        let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
+        let mut verifier = crate::Verifier::from_start();
+        for row in &rows {
+            verifier.check(&row.event).unwrap();
+        }
     }
 }

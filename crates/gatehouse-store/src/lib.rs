@@ -17,6 +17,7 @@ mod postgres_pins;
 mod records;
 mod signing_schedule;
 mod sqlite;
+mod sqlite_audit_appender;
 mod sqlite_authorization;
 mod sqlite_gating;
 mod sqlite_lifecycle;
@@ -71,6 +72,17 @@ impl From<sqlx::Error> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Writes audit batches synchronously, on the thread of the one writer
+/// that owns it (see [`Store::audit_appender`]).
+pub trait AuditAppender: Send {
+    /// Stores the events, then the checkpoints, atomically: all or none.
+    fn append(
+        &mut self,
+        events: Vec<AuditEvent>,
+        checkpoints: &[AuditCheckpoint],
+    ) -> StoreResult<()>;
+}
 
 #[async_trait]
 pub trait Store:
@@ -156,6 +168,13 @@ pub trait Store:
     async fn append_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()>;
     /// Every checkpoint, by chain and seq.
     async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>>;
+    /// A connection of the audit writer's own that it uses synchronously
+    /// on its thread, where the store has one (a SQLite database file);
+    /// `None`: the writer goes through `append_audit` and
+    /// `append_audit_checkpoint`. Opened at start-up (a blocking call).
+    fn audit_appender(&self) -> StoreResult<Option<Box<dyn AuditAppender>>> {
+        Ok(None)
+    }
 
     // --- Tenant secrets (read by tools at call time) --------------------
     async fn put_secret(&self, tenant: &str, name: &str, value: &str) -> StoreResult<()>;

@@ -1,7 +1,7 @@
 //! The SQLite store: one file, WAL mode, shared safely by a running server
 //! and the CLI.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +15,10 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row};
 
 use crate::generation::CredentialGeneration;
+use crate::sqlite_audit_appender::SqliteAuditAppender;
 use crate::{
-    ApiKeyRecord, AuditCheckpoint, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord, Store,
-    StoreError, StoreResult,
+    ApiKeyRecord, AuditAppender, AuditCheckpoint, AuditQuery, AuditRow, ClientRecord,
+    SigningKeyRecord, Store, StoreError, StoreResult,
 };
 
 /// Schema migrations, applied in order, each once. The SQL is embedded so the
@@ -89,11 +90,11 @@ pub(crate) const fn newest_migration(migrations: &[(i64, &str)]) -> i64 {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
-    /// The audit log's writes, on a connection of their own (a file
-    /// database; the same pool otherwise): always the same connection, so
-    /// its page cache stays warm from one batch to the next instead of
-    /// being read again by whichever pooled connection comes next.
-    audit_pool: SqlitePool,
+    /// The database file (`None`: a private in-memory database). The audit
+    /// writer opens a connection of its own to it (`audit_appender`):
+    /// always the same connection, so its page cache stays warm from one
+    /// batch to the next, used on the writer's own thread.
+    path: Option<PathBuf>,
     generation: Arc<CredentialGeneration>,
     /// Checkpoints the write-ahead log off the request path while any
     /// clone of the store lives (a file database only).
@@ -196,14 +197,8 @@ impl SqliteStore {
             // it starts over, rather than keeping its largest size on disk.
             .pragma("journal_size_limit", "134217728")
             .foreign_keys(true);
-        let mut store =
-            Self::connect(options.clone(), 8, CredentialGeneration::for_database(path)).await?;
-        store.audit_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(10))
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
+        let mut store = Self::connect(options, 8, CredentialGeneration::for_database(path)).await?;
+        store.path = Some(path.to_path_buf());
         store._checkpoints = tokio::runtime::Handle::try_current()
             .ok()
             .map(|runtime| Arc::new(Checkpointer(runtime.spawn(checkpoints(store.pool.clone())))));
@@ -235,8 +230,8 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         let store = SqliteStore {
-            audit_pool: pool.clone(),
             pool,
+            path: None,
             generation: Arc::new(generation),
             _checkpoints: None,
         };
@@ -801,10 +796,10 @@ impl Store for SqliteStore {
         // statement is atomic by itself, so the common case (one chunk) needs
         // no explicit transaction and costs one round trip.
         if rows.len() <= AUDIT_ROWS_PER_INSERT {
-            audit_insert(rows).build().execute(&self.audit_pool).await?;
+            audit_insert(rows).build().execute(&self.pool).await?;
             return Ok(());
         }
-        let mut tx = self.audit_pool.begin().await?;
+        let mut tx = self.pool.begin().await?;
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {
             let chunk: Vec<_> = rows.by_ref().take(AUDIT_ROWS_PER_INSERT).collect();
@@ -852,9 +847,16 @@ impl Store for SqliteStore {
         .bind(&checkpoint.hash)
         .bind(checkpoint.ts.0)
         .bind(&checkpoint.jws)
-        .execute(&self.audit_pool)
+        .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    fn audit_appender(&self) -> StoreResult<Option<Box<dyn AuditAppender>>> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        Ok(Some(Box::new(SqliteAuditAppender::open(path)?)))
     }
 
     async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {

@@ -345,3 +345,56 @@ async fn writes_never_checkpoint_the_log_and_the_stores_task_does() {
         .unwrap();
     assert_eq!(stored, 200);
 }
+
+/// The audit writer's own connection stores exactly what `append_audit`
+/// stores: every column, the chain link, the checkpoints; a batch with a
+/// duplicate id is refused whole (`Conflict`) and leaves nothing behind.
+#[tokio::test]
+async fn the_audit_appender_stores_what_append_audit_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("g.db")).await.unwrap();
+    let mut appender = store.audit_appender().unwrap().expect("a file database");
+    let linked = |id: &str, seq: u64| {
+        let mut event = event(id, seq as i64, "read_file", Outcome::Error);
+        event.tenant = None;
+        event.args_sha256 = Some("ab".repeat(32));
+        event.approval = Some("apr_1".into());
+        event.reason = Some("upstream_failed".into());
+        event.error = Some("boom".into());
+        event.latency_us = Some(987_654);
+        event.request_id = Some(format!("req-{id}"));
+        event.link = Some(ChainLink {
+            chain: "c1".into(),
+            seq,
+            prev_hash: "0".repeat(64),
+            hash: format!("{seq:064}"),
+        });
+        event
+    };
+    let through_sqlx = vec![linked("a1", 1), linked("a2", 2)];
+    store.append_audit(through_sqlx.clone()).await.unwrap();
+    let own = vec![linked("b1", 3), linked("b2", 4)];
+    let checkpoint = AuditCheckpoint {
+        chain: "c1".into(),
+        seq: 4,
+        hash: format!("{:064}", 4),
+        ts: Timestamp(9),
+        jws: "h.p.s".into(),
+    };
+    appender
+        .append(own.clone(), std::slice::from_ref(&checkpoint))
+        .unwrap();
+    let rows = store.audit_page(0, 10).await.unwrap();
+    let stored: Vec<AuditEvent> = rows.into_iter().map(|r| r.event).collect();
+    let mut expected = through_sqlx;
+    expected.extend(own);
+    assert_eq!(stored, expected);
+    assert_eq!(store.audit_checkpoints().await.unwrap(), vec![checkpoint]);
+
+    let refused = appender.append(vec![linked("b3", 5), linked("b1", 6)], &[]);
+    assert!(matches!(refused, Err(StoreError::Conflict)), "{refused:?}");
+    assert_eq!(store.audit_page(0, 10).await.unwrap().len(), 4);
+    // An in-memory database has no file for a second connection.
+    let memory = SqliteStore::in_memory().await.unwrap();
+    assert!(memory.audit_appender().unwrap().is_none());
+}

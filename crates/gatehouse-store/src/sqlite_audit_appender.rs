@@ -1,0 +1,164 @@
+//! The audit log's own connection to a SQLite database file, used
+//! synchronously by the audit writer's thread.
+//!
+//! Why not sqlx here: sqlx runs every SQLite connection on a thread of its
+//! own and talks to it through channels, so each audit batch cost two
+//! thread hand-offs on top of the writer's, and a multi-row INSERT whose
+//! text changes with the batch size (a statement prepared again for most
+//! batches). The writer already has a thread of its own; owning the
+//! connection there makes a batch one transaction of a prepared single-row
+//! INSERT, with no hand-off at all (bench/PROFILE.md). rusqlite links the
+//! same bundled SQLite as sqlx (one `libsqlite3-sys`), so both see the
+//! same locks on the same file.
+
+use std::path::Path;
+use std::time::Duration;
+
+use gatehouse_core::AuditEvent;
+use rusqlite::{Connection, OpenFlags, params};
+
+use crate::{AuditAppender, AuditCheckpoint, StoreError, StoreResult};
+
+const INSERT_EVENT: &str = "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, \
+     credential, session, source, tool, arguments, args_sha256, approval, decision, reason, \
+     outcome, error, latency_us, result_bytes, request_id, chain, chain_seq, prev_hash, hash) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22, ?23, ?24)";
+
+const INSERT_CHECKPOINT: &str =
+    "INSERT INTO audit_checkpoints (chain, seq, hash, ts, jws) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+/// One connection to the store's database file, for the audit writer only.
+pub struct SqliteAuditAppender {
+    connection: Connection,
+}
+
+impl SqliteAuditAppender {
+    /// Opens the database file the store opened (and migrated). The same
+    /// settings as the store's connections: WAL (a property of the file),
+    /// `synchronous = NORMAL`, no automatic checkpoint inside a commit (the
+    /// store's checkpoint task does it), a 10 s busy timeout.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let connection = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(unavailable)?;
+        connection
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(unavailable)?;
+        for (pragma, value) in [
+            ("synchronous", "NORMAL"),
+            ("wal_autocheckpoint", "0"),
+            ("journal_size_limit", "134217728"),
+            ("foreign_keys", "ON"),
+        ] {
+            connection
+                .pragma_update(None, pragma, value)
+                .map_err(unavailable)?;
+        }
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .map_err(unavailable)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Unavailable(format!(
+                "the audit connection found journal mode {mode}, not WAL"
+            )));
+        }
+        Ok(SqliteAuditAppender { connection })
+    }
+}
+
+impl AuditAppender for SqliteAuditAppender {
+    fn append(
+        &mut self,
+        events: Vec<AuditEvent>,
+        checkpoints: &[AuditCheckpoint],
+    ) -> StoreResult<()> {
+        if events.is_empty() && checkpoints.is_empty() {
+            return Ok(());
+        }
+        // Immediate: the write lock is taken at BEGIN, so a busy database
+        // waits (busy timeout) there rather than failing half-way.
+        let tx = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(store_error)?;
+        {
+            let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(store_error)?;
+            for event in events {
+                let arguments = event
+                    .arguments
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let link = event.link.as_ref();
+                insert
+                    .execute(params![
+                        event.id,
+                        event.ts.0,
+                        event.kind.as_str(),
+                        event.tenant,
+                        event.human,
+                        event.agent,
+                        event.credential,
+                        event.session,
+                        event.source,
+                        event.tool,
+                        arguments,
+                        event.args_sha256,
+                        event.approval,
+                        event.decision,
+                        event.reason,
+                        event.outcome.as_str(),
+                        event.error,
+                        event.latency_us.map(saturating_i64),
+                        event.result_bytes.map(saturating_i64),
+                        event.request_id,
+                        link.map(|l| l.chain.as_str()),
+                        link.map(|l| saturating_i64(l.seq)),
+                        link.map(|l| l.prev_hash.as_str()),
+                        link.map(|l| l.hash.as_str()),
+                    ])
+                    .map_err(store_error)?;
+            }
+            let mut insert = tx.prepare_cached(INSERT_CHECKPOINT).map_err(store_error)?;
+            for checkpoint in checkpoints {
+                insert
+                    .execute(params![
+                        checkpoint.chain,
+                        saturating_i64(checkpoint.seq),
+                        checkpoint.hash,
+                        checkpoint.ts.0,
+                        checkpoint.jws,
+                    ])
+                    .map_err(store_error)?;
+            }
+        }
+        // Dropped without commit (an error above), the transaction rolls
+        // back: a batch is stored whole or not at all.
+        tx.commit().map_err(store_error)
+    }
+}
+
+fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn unavailable(err: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("audit database: {err}"))
+}
+
+/// A unique-key violation is a `Conflict`, as sqlx's errors map.
+fn store_error(err: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(failure, _) = &err
+        && matches!(
+            failure.extended_code,
+            rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        )
+    {
+        return StoreError::Conflict;
+    }
+    unavailable(err)
+}
