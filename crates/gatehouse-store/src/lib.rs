@@ -19,9 +19,11 @@ mod signing_schedule;
 mod sqlite;
 mod sqlite_audit_appender;
 mod sqlite_authorization;
+mod sqlite_checkpointer;
 mod sqlite_gating;
 mod sqlite_lifecycle;
 mod sqlite_pins;
+mod sqlite_sync;
 #[cfg(test)]
 mod store_conformance_tests;
 #[cfg(feature = "testing")]

@@ -16,6 +16,8 @@ use sqlx::{QueryBuilder, Row};
 
 use crate::generation::CredentialGeneration;
 use crate::sqlite_audit_appender::SqliteAuditAppender;
+use crate::sqlite_checkpointer::Checkpointer;
+use crate::sqlite_sync;
 use crate::{
     ApiKeyRecord, AuditAppender, AuditCheckpoint, AuditQuery, AuditRow, ClientRecord,
     SigningKeyRecord, Store, StoreError, StoreResult,
@@ -101,66 +103,9 @@ pub struct SqliteStore {
     _checkpoints: Option<Arc<Checkpointer>>,
 }
 
-/// How often the write-ahead log is checkpointed.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-
-/// The task that checkpoints the write-ahead log; stopped when dropped.
-#[derive(Debug)]
-struct Checkpointer(tokio::task::JoinHandle<()>);
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Checkpoints the log every `CHECKPOINT_EVERY`.
-async fn checkpoints(pool: SqlitePool) {
-    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        every.tick().await;
-        if let Err(e) = checkpoint(&pool).await {
-            tracing::warn!(error = %e, "cannot checkpoint the database's write-ahead log");
-        }
-    }
-}
-
-/// Above this many frames in the write-ahead log (about 128 MiB of 4 KiB
-/// pages) a checkpoint makes the log start over (`RESTART`). Each restart
-/// holds writers back for its database fsync (several milliseconds on a
-/// busy disk), so it should be rare: at saturation, about once in ten
-/// seconds.
-const RESTART_ABOVE_FRAMES: i64 = 32_768;
-
-/// A `PASSIVE` checkpoint copies what it can without waiting for anyone,
-/// but under a steady stream of writes the log rarely starts over: that
-/// happens only when a write begins with everything copied and no reader
-/// in the log, and the next audit batch is usually already there. The log
-/// file then grows without bound (2.6 GB after 100 s at saturation; reads
-/// do not slow down, SQLite searches only frames not yet copied, but the
-/// disk fills: bench/PROFILE.md). So once the log is long, a `RESTART`
-/// checkpoint waits for the readers in it to finish and holds writers back
-/// meanwhile (what is left to copy is small: the passive checkpoints
-/// copied the rest), and the next write starts the log over.
-async fn checkpoint(pool: &SqlitePool) -> StoreResult<(i64, i64)> {
-    let (_busy, log, checkpointed): (i64, i64, i64) =
-        sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(pool)
-            .await?;
-    if log > RESTART_ABOVE_FRAMES {
-        let (_busy, log, checkpointed): (i64, i64, i64) =
-            sqlx::query_as("PRAGMA wal_checkpoint(RESTART)")
-                .fetch_one(pool)
-                .await?;
-        return Ok((log, checkpointed));
-    }
-    Ok((log, checkpointed))
-}
-
 /// Empties the write-ahead log into the database and truncates it, so no
 /// old page lingers in it. A `TRUNCATE` checkpoint cannot run beside
-/// another one (the store's own, once a second) nor while a reader is in
+/// another one (the store's own, every 20 ms) nor while a reader is in
 /// the log: it says "busy" then and is tried again, for up to two seconds.
 async fn truncate_wal(connection: &mut sqlx::SqliteConnection) -> StoreResult<()> {
     for _ in 0..100 {
@@ -190,18 +135,16 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             // SQLite checkpoints the log inside the commit that fills it:
             // every thousandth audit write (and the call awaiting it) would
-            // wait for the copy and its fsync, several milliseconds. A task
-            // of the store's own does it instead (`checkpoint`).
+            // wait for the copy and its fsync, several milliseconds. A
+            // thread of the store's own does it instead (`Checkpointer`).
             .pragma("wal_autocheckpoint", "0")
             // A log that grew long (a burst) is cut back to this size when
             // it starts over, rather than keeping its largest size on disk.
-            .pragma("journal_size_limit", "134217728")
+            .pragma("journal_size_limit", sqlite_sync::JOURNAL_SIZE_LIMIT)
             .foreign_keys(true);
         let mut store = Self::connect(options, 8, CredentialGeneration::for_database(path)).await?;
         store.path = Some(path.to_path_buf());
-        store._checkpoints = tokio::runtime::Handle::try_current()
-            .ok()
-            .map(|runtime| Arc::new(Checkpointer(runtime.spawn(checkpoints(store.pool.clone())))));
+        store._checkpoints = Some(Arc::new(Checkpointer::start(path)?));
         if store.generation.current().is_none() {
             store.bump_generation();
         }
@@ -237,14 +180,6 @@ impl SqliteStore {
         };
         store.migrate().await?;
         Ok(store)
-    }
-
-    /// Copies what the write-ahead log holds into the database file
-    /// (`PASSIVE`: writers and readers go on meanwhile), so that the log
-    /// starts over at the next write. Returns the frames in the log and
-    /// how many of them are now in the database file.
-    pub async fn checkpoint(&self) -> StoreResult<(i64, i64)> {
-        checkpoint(&self.pool).await
     }
 
     /// After a committed key change. If the marker cannot be written, other

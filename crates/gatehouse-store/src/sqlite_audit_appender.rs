@@ -7,16 +7,14 @@
 //! text changes with the batch size (a statement prepared again for most
 //! batches). The writer already has a thread of its own; owning the
 //! connection there makes a batch one transaction of a prepared single-row
-//! INSERT, with no hand-off at all (bench/PROFILE.md). rusqlite links the
-//! same bundled SQLite as sqlx (one `libsqlite3-sys`), so both see the
-//! same locks on the same file.
+//! INSERT, with no hand-off at all (bench/PROFILE.md).
 
 use std::path::Path;
-use std::time::Duration;
 
 use gatehouse_core::AuditEvent;
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, params};
 
+use crate::sqlite_sync::{self, unavailable};
 use crate::{AuditAppender, AuditCheckpoint, StoreError, StoreResult};
 
 const INSERT_EVENT: &str = "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, \
@@ -34,38 +32,12 @@ pub struct SqliteAuditAppender {
 }
 
 impl SqliteAuditAppender {
-    /// Opens the database file the store opened (and migrated). The same
-    /// settings as the store's connections: WAL (a property of the file),
-    /// `synchronous = NORMAL`, no automatic checkpoint inside a commit (the
-    /// store's checkpoint task does it), a 10 s busy timeout.
+    /// Opens a connection of its own to the database file the store
+    /// opened (`sqlite_sync::open`).
     pub fn open(path: &Path) -> StoreResult<Self> {
-        let connection = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(unavailable)?;
-        connection
-            .busy_timeout(Duration::from_secs(10))
-            .map_err(unavailable)?;
-        for (pragma, value) in [
-            ("synchronous", "NORMAL"),
-            ("wal_autocheckpoint", "0"),
-            ("journal_size_limit", "134217728"),
-            ("foreign_keys", "ON"),
-        ] {
-            connection
-                .pragma_update(None, pragma, value)
-                .map_err(unavailable)?;
-        }
-        let mode: String = connection
-            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
-            .map_err(unavailable)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Unavailable(format!(
-                "the audit connection found journal mode {mode}, not WAL"
-            )));
-        }
-        Ok(SqliteAuditAppender { connection })
+        Ok(SqliteAuditAppender {
+            connection: sqlite_sync::open(path)?,
+        })
     }
 }
 
@@ -144,10 +116,6 @@ impl AuditAppender for SqliteAuditAppender {
 
 fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-fn unavailable(err: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(format!("audit database: {err}"))
 }
 
 /// A unique-key violation is a `Conflict`, as sqlx's errors map.
