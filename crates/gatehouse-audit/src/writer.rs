@@ -1,25 +1,27 @@
-//! One thread owns the audit sinks and writes records in batches (group
-//! commit). A caller that awaits `record` knows its record — and every record
-//! enqueued before it — is in the database and the JSON-lines file.
+//! The audit log writes records in batches (group commit). A caller that
+//! awaits `record` knows its record — and every record enqueued before it —
+//! is in the database and the JSON-lines file.
 //!
-//! The writer is a thread, not a Tokio task: it writes the file and (on a
-//! SQLite database file) the database itself, through a connection of its
-//! own (`Store::audit_appender`), so a batch costs one hand-off (the
-//! request's worker to this thread and back) where a task that handed the
+//! Two parts: a Tokio task gathers the queued records into a batch, and a
+//! thread writes it. The task runs on the runtime's workers, so while they
+//! are busy with requests, records pile up and go out together: one
+//! hand-off to the thread per batch, not per record. The thread does the
+//! blocking work itself: it appends the file and, on a SQLite database
+//! file, writes through a connection of its own (`Store::audit_appender`),
+//! so a batch costs one hand-off and one back, where a task that handed the
 //! file to a thread and the insert to sqlx's connection thread cost two
-//! round trips more (bench/PROFILE.md). A slow disk or a `sync_data` delays
-//! only the records waiting for it, never a runtime worker. What only exists
-//! as async code (the PostgreSQL store, a syslog receiver) the thread runs
-//! with the runtime's handle (`Handle::block_on`).
+//! round trips more (bench/PROFILE.md). A slow disk or a `sync_data`
+//! delays only the records waiting for it, never a runtime worker. What
+//! exists only as async code (the PostgreSQL store, a syslog receiver) the
+//! thread runs with the runtime's handle (`Handle::block_on`).
 //!
 //! The writer also links every record into the instance's hash chain
 //! (`chain.rs`) as it writes it, in the order written.
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use gatehouse_core::AuditEvent;
 use gatehouse_store::{AuditAppender, AuditCheckpoint, Store};
@@ -30,10 +32,9 @@ use crate::rotation::{AuditFile, Rotation};
 use crate::syslog::{SyslogSettings, SyslogSink};
 use serde::Serialize;
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-/// Records waiting to be written before new ones are refused
-/// (`Overloaded`: the caller gets 503, the writer is far behind).
+/// Records waiting to be written before new ones apply back-pressure.
 const QUEUE_CAPACITY: usize = 8192;
 /// Records written in one batch at most.
 const MAX_BATCH: usize = 500;
@@ -94,37 +95,26 @@ pub struct AuditOptions {
     pub syslog: Option<SyslogSettings>,
 }
 
-/// What the senders and the writer thread both see.
-struct WriterState {
-    /// Whether the last batch reached every sink.
-    healthy: AtomicBool,
-    /// False once the writer thread has ended (or panicked).
-    running: AtomicBool,
-    /// Jobs sent and not yet taken by the writer.
-    queued: AtomicUsize,
-}
-
 /// Cheap to clone; every clone feeds the same writer.
 #[derive(Clone)]
 pub struct AuditLog {
-    tx: SyncSender<Job>,
-    state: Arc<WriterState>,
+    tx: mpsc::Sender<Job>,
+    /// Whether the last batch reached every sink.
+    healthy: Arc<AtomicBool>,
     /// Sees every record as it is queued (the alert detectors).
     observer: ObserverSlot,
 }
 
 /// See [`AuditLog::queue_probe`].
 #[derive(Clone)]
-pub struct AuditQueueProbe(Arc<WriterState>);
+pub struct AuditQueueProbe(mpsc::WeakSender<Job>);
 
 impl AuditQueueProbe {
     /// Records waiting to be written; 0 once the writer has stopped.
     pub fn depth(&self) -> usize {
-        if self.0.running.load(Ordering::Relaxed) {
-            self.0.queued.load(Ordering::Relaxed)
-        } else {
-            0
-        }
+        self.0
+            .upgrade()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity())
     }
 }
 
@@ -300,8 +290,8 @@ impl AuditLog {
         )
     }
 
-    /// Starts the writer thread with these options. Must be called within
-    /// a Tokio runtime (the thread uses its handle for async sinks).
+    /// Starts the writer (its task and its thread) with these options.
+    /// Must be called within a Tokio runtime.
     pub fn start_with(
         store: Arc<dyn Store>,
         options: AuditOptions,
@@ -318,6 +308,9 @@ impl AuditLog {
             Ok(None) => StoreSink::Shared(store),
             Err(e) => return Err(AuditError::WriteFailed(format!("audit store: {e}"))),
         };
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (batches, to_write) = std::sync::mpsc::channel::<Batch>();
+        runtime.spawn(gather_batches(rx, batches));
         let sinks = Sinks {
             store,
             syslog: options.syslog.map(SyslogSink::new),
@@ -325,27 +318,21 @@ impl AuditLog {
             fsync: options.fsync,
             runtime,
         };
-        let state = Arc::new(WriterState {
-            healthy: AtomicBool::new(true),
-            running: AtomicBool::new(true),
-            queued: AtomicUsize::new(0),
-        });
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
+        let healthy = Arc::new(AtomicBool::new(true));
         let (finished, finished_rx) = oneshot::channel::<()>();
         let chain = options.chain;
-        let thread_state = Arc::clone(&state);
+        let thread_healthy = Arc::clone(&healthy);
         std::thread::Builder::new()
             .name("gatehouse-audit".into())
             .spawn(move || {
                 let _finished = finished;
-                let _stopped = Stopped(Arc::clone(&thread_state));
-                run_writer(rx, sinks, chain, &thread_state);
+                write_batches(to_write, sinks, chain, &thread_healthy);
             })
             .map_err(|e| AuditError::WriteFailed(format!("audit writer thread: {e}")))?;
         Ok((
             AuditLog {
                 tx,
-                state,
+                healthy,
                 observer: ObserverSlot::default(),
             },
             AuditWriterHandle(finished_rx),
@@ -355,21 +342,27 @@ impl AuditLog {
     /// The chain's head once every record enqueued before is durable.
     pub async fn durable_head(&self) -> Result<ChainHead, AuditError> {
         let (ack, done) = oneshot::channel();
-        self.send(Job::Head(ack))?;
+        self.tx
+            .send(Job::Head(ack))
+            .await
+            .map_err(|_| AuditError::Stopped)?;
         done.await.map_err(|_| AuditError::Stopped)?
     }
 
     /// Writes a signed checkpoint after the records enqueued before it.
     pub async fn record_checkpoint(&self, checkpoint: AuditCheckpoint) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
-        self.send(Job::Checkpoint { checkpoint, ack })?;
+        self.tx
+            .send(Job::Checkpoint { checkpoint, ack })
+            .await
+            .map_err(|_| AuditError::Stopped)?;
         done.await.map_err(|_| AuditError::Stopped)?
     }
 
     /// Whether the last batch reached every sink (a sink that is down makes
     /// new requests wait outside: 503 until a batch goes through again).
     pub fn is_healthy(&self) -> bool {
-        self.state.healthy.load(Ordering::Relaxed) && self.is_running()
+        self.healthy.load(Ordering::Relaxed) && self.is_running()
     }
 
     /// Installs the observer that sees every record recorded through this
@@ -381,23 +374,26 @@ impl AuditLog {
     /// Whether the writer still takes records (it stops only when every
     /// sender is gone or it panicked).
     pub fn is_running(&self) -> bool {
-        self.state.running.load(Ordering::Relaxed)
+        !self.tx.is_closed()
     }
 
     /// Reads the queue's depth (for metrics) without keeping the writer
     /// open: the log still closes when every `AuditLog` is dropped.
     pub fn queue_probe(&self) -> AuditQueueProbe {
-        AuditQueueProbe(Arc::clone(&self.state))
+        AuditQueueProbe(self.tx.downgrade())
     }
 
     /// Records `event` and waits until it is durable.
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
         self.observer.observe(&event, self);
         let (ack, done) = oneshot::channel();
-        self.send(Job::Record {
-            event,
-            ack: Some(ack),
-        })?;
+        self.tx
+            .send(Job::Record {
+                event,
+                ack: Some(ack),
+            })
+            .await
+            .map_err(|_| AuditError::Stopped)?;
         done.await.map_err(|_| AuditError::Stopped)?
     }
 
@@ -405,42 +401,51 @@ impl AuditLog {
     /// record enqueued after it and awaited with `record`.
     pub fn enqueue(&self, event: AuditEvent) -> Result<(), AuditError> {
         self.observer.observe(&event, self);
-        self.send(Job::Record { event, ack: None })
-    }
-
-    /// Queues a job without waiting: a full queue means the writer is far
-    /// behind, and the caller is refused (503) rather than parked.
-    fn send(&self, job: Job) -> Result<(), AuditError> {
-        // Counted before it is sent, so the writer never takes more than
-        // was counted.
-        self.state.queued.fetch_add(1, Ordering::Relaxed);
-        self.tx.try_send(job).map_err(|e| {
-            self.state.queued.fetch_sub(1, Ordering::Relaxed);
-            match e {
-                TrySendError::Full(_) => AuditError::Overloaded,
-                TrySendError::Disconnected(_) => AuditError::Stopped,
-            }
-        })
+        self.tx
+            .try_send(Job::Record { event, ack: None })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => AuditError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => AuditError::Stopped,
+            })
     }
 }
 
-/// Marks the writer stopped when its thread ends, panicking or not.
-struct Stopped(Arc<WriterState>);
+/// A batch for the thread, and where it says the batch is done.
+type Batch = (Vec<Job>, oneshot::Sender<()>);
 
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        self.0.running.store(false, Ordering::Relaxed);
-    }
-}
-
-fn run_writer(rx: Receiver<Job>, mut sinks: Sinks, mut chain: Chain, state: &WriterState) {
+/// The task: gathers what is queued into a batch, hands it to the thread
+/// and waits until it is written before gathering the next (meanwhile the
+/// queue fills: the next batch is larger when the disk is slow). Ends when
+/// every sender is gone and the queue is drained, or the thread is gone.
+async fn gather_batches(mut rx: mpsc::Receiver<Job>, batches: std::sync::mpsc::Sender<Batch>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        gather_until_awaited(&mut rx, &mut jobs).await;
+        let (done, written) = oneshot::channel();
+        let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
+        if batches.send((batch, done)).is_err() {
+            return;
+        }
+        // Err: the thread ended (or panicked) with the batch.
+        if written.await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The thread: writes each batch, answers its callers. Ends when the task
+/// is gone.
+fn write_batches(
+    batches: std::sync::mpsc::Receiver<Batch>,
+    mut sinks: Sinks,
+    mut chain: Chain,
+    healthy: &AtomicBool,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut acks = Vec::with_capacity(MAX_BATCH);
     let mut checkpoints = Vec::new();
     let mut heads = Vec::new();
-    while receive(&rx, &mut jobs) {
-        state.queued.fetch_sub(jobs.len(), Ordering::Relaxed);
+    for (mut jobs, done) in batches {
         // Linked in the order enqueued, which is the order written.
         let before = chain.clone();
         for job in jobs.drain(..) {
@@ -470,7 +475,7 @@ fn run_writer(rx: Receiver<Job>, mut sinks: Sinks, mut chain: Chain, state: &Wri
                 Err(e)
             }
         };
-        state.healthy.store(result.is_ok(), Ordering::Relaxed);
+        healthy.store(result.is_ok(), Ordering::Relaxed);
         checkpoints.clear();
         for ack in acks.drain(..) {
             let _ = ack.send(result.clone());
@@ -480,46 +485,34 @@ fn run_writer(rx: Receiver<Job>, mut sinks: Sinks, mut chain: Chain, state: &Wri
             let head = (chain.id().to_string(), seq, hash.to_string());
             let _ = ack.send(result.clone().map(|()| head));
         }
+        let _ = done.send(());
     }
     if let Some(syslog) = &mut sinks.syslog {
         sinks.runtime.block_on(syslog.close());
     }
 }
 
-/// Waits for the next batch of jobs: blocks for the first, takes what else
-/// is queued. False once every sender is gone and nothing is left.
-///
 /// Records nobody waits for (a request's authentication record) need not be
 /// written alone: they wait, at most `LINGER`, for a record somebody awaits
 /// (the same request's tool decision, usually microseconds later) and go into
 /// its batch: one write to each sink instead of two. Order is kept, so an
 /// awaited record still covers everything enqueued before it.
-fn receive(rx: &Receiver<Job>, jobs: &mut Vec<Job>) -> bool {
-    let Ok(first) = rx.recv() else {
-        return false;
-    };
-    jobs.push(first);
-    take_queued(rx, jobs);
-    let deadline = Instant::now() + LINGER;
-    while !jobs.iter().any(Job::awaited) && jobs.len() < MAX_BATCH {
-        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(job) => {
-                jobs.push(job);
-                take_queued(rx, jobs);
-            }
-            // Time is up, or every sender is gone: write what there is.
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-        }
+async fn gather_until_awaited(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+    let awaited = |jobs: &[Job]| jobs.iter().any(Job::awaited);
+    if awaited(jobs) {
+        return;
     }
-    true
-}
-
-/// Moves what is queued now into `jobs`, up to a batch.
-fn take_queued(rx: &Receiver<Job>, jobs: &mut Vec<Job>) {
-    while jobs.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(job) => jobs.push(job),
-            Err(_) => return,
+    let deadline = tokio::time::sleep(LINGER);
+    tokio::pin!(deadline);
+    while !awaited(jobs) && jobs.len() < MAX_BATCH {
+        tokio::select! {
+            () = &mut deadline => return,
+            received = rx.recv_many(jobs, MAX_BATCH - jobs.len()) => {
+                // Every sender is gone: write what there is.
+                if received == 0 {
+                    return;
+                }
+            }
         }
     }
 }
