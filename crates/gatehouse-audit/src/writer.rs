@@ -698,27 +698,12 @@ mod tests {
                 syslog: None,
             };
             let (log, handle) = AuditLog::start_with(Arc::clone(&store), options).unwrap();
-            log.enqueue(event(run * 10 + 1)).unwrap();
-            log.record(event(run * 10 + 2)).await.unwrap();
-            let (chain, seq, hash) = log.durable_head().await.unwrap();
+            let seq = two_records_and_a_checkpoint(&log, run * 10).await;
             assert_eq!(seq, 2 * (run as u64 + 1));
-            log.record_checkpoint(AuditCheckpoint {
-                chain,
-                seq,
-                hash,
-                ts: Timestamp(run),
-                jws: "h.p.s".into(),
-            })
-            .await
-            .unwrap();
             drop(log);
             handle.wait().await;
         }
-        let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
-        let mut verifier = crate::Verifier::from_start();
-        for row in &rows {
-            verifier.check(&row.event).unwrap();
-        }
+        let verifier = verified(store.as_ref()).await;
         assert_eq!(verifier.counts(), (4, 0));
         assert_eq!(verifier.heads().len(), 1, "one chain across restarts");
         assert_eq!(store.audit_checkpoints().await.unwrap().len(), 2);
@@ -757,26 +742,10 @@ mod tests {
             Arc::new(SqliteStore::open(&dir.path().join("g.db")).await.unwrap());
         assert!(store.audit_appender().unwrap().is_some());
         let (log, handle) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
-        log.enqueue(event(1)).unwrap();
-        log.record(event(2)).await.unwrap();
-        let (chain, seq, hash) = log.durable_head().await.unwrap();
-        log.record_checkpoint(AuditCheckpoint {
-            chain,
-            seq,
-            hash,
-            ts: Timestamp(3),
-            jws: "h.p.s".into(),
-        })
-        .await
-        .unwrap();
+        two_records_and_a_checkpoint(&log, 0).await;
         drop(log);
         handle.wait().await;
-        let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
-        let mut verifier = crate::Verifier::from_start();
-        for row in &rows {
-            verifier.check(&row.event).unwrap();
-        }
-        assert_eq!(verifier.counts(), (2, 0));
+        assert_eq!(verified(store.as_ref()).await.counts(), (2, 0));
         assert_eq!(store.audit_checkpoints().await.unwrap().len(), 1);
         a_failing_store_fails_the_caller(store).await;
     }
@@ -798,10 +767,34 @@ mod tests {
             "the next batch that goes through heals it"
         );
         // The refused record took no place in the chain: no gap after it.
+        verified(store.as_ref()).await;
+    }
+
+    /// An enqueued and an awaited record (`ts` after `base`), then a
+    /// checkpoint of the durable head; returns the head's seq.
+    async fn two_records_and_a_checkpoint(log: &AuditLog, base: i64) -> u64 {
+        log.enqueue(event(base + 1)).unwrap();
+        log.record(event(base + 2)).await.unwrap();
+        let (chain, seq, hash) = log.durable_head().await.unwrap();
+        log.record_checkpoint(AuditCheckpoint {
+            chain,
+            seq,
+            hash,
+            ts: Timestamp(base + 3),
+            jws: "h.p.s".into(),
+        })
+        .await
+        .unwrap();
+        seq
+    }
+
+    /// Checks every stored record's link (panics at the first bad one).
+    async fn verified(store: &dyn Store) -> crate::Verifier {
         let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
         let mut verifier = crate::Verifier::from_start();
         for row in &rows {
             verifier.check(&row.event).unwrap();
         }
+        verifier
     }
 }
