@@ -377,13 +377,32 @@ pub(crate) fn signing_key_insert(
     .bind(key.revoked_at.map(|t| t.0))
 }
 
+/// The columns an audit record is inserted into, in the order both of its
+/// writers bind them (`audit_insert`, `SqliteAuditAppender`).
+pub(crate) const AUDIT_EVENT_COLUMNS: &str = "id, ts, kind, tenant, human, agent, credential, \
+     session, source, tool, arguments, args_sha256, approval, decision, reason, outcome, error, \
+     latency_us, result_bytes, request_id, chain, chain_seq, prev_hash, hash";
+
+/// A record's arguments as stored: JSON text.
+pub(crate) fn arguments_json(event: &AuditEvent) -> StoreResult<Option<String>> {
+    event
+        .arguments
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// SQLite integers are signed: a count beyond `i64::MAX` is stored as it.
+pub(crate) fn saturating_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 /// A multi-row INSERT of audit events (with their serialized arguments).
 fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::Sqlite> {
-    let mut insert = QueryBuilder::<sqlx::Sqlite>::new(
-        "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
-         source, tool, arguments, args_sha256, approval, decision, reason, outcome, error, \
-         latency_us, result_bytes, request_id, chain, chain_seq, prev_hash, hash) ",
-    );
+    let mut insert = QueryBuilder::<sqlx::Sqlite>::new(format!(
+        "INSERT INTO audit_events ({AUDIT_EVENT_COLUMNS}) "
+    ));
     insert.push_values(rows, |mut row, (event, arguments)| {
         row.push_bind(event.id)
             .push_bind(event.ts.0)
@@ -402,24 +421,11 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::S
             .push_bind(event.reason)
             .push_bind(event.outcome.as_str())
             .push_bind(event.error)
-            .push_bind(
-                event
-                    .latency_us
-                    .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-            )
-            .push_bind(
-                event
-                    .result_bytes
-                    .map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
-            )
+            .push_bind(event.latency_us.map(saturating_i64))
+            .push_bind(event.result_bytes.map(saturating_i64))
             .push_bind(event.request_id)
             .push_bind(event.link.as_ref().map(|l| l.chain.clone()))
-            .push_bind(
-                event
-                    .link
-                    .as_ref()
-                    .map(|l| i64::try_from(l.seq).unwrap_or(i64::MAX)),
-            )
+            .push_bind(event.link.as_ref().map(|l| saturating_i64(l.seq)))
             .push_bind(event.link.as_ref().map(|l| l.prev_hash.clone()))
             .push_bind(event.link.map(|l| l.hash));
     });
@@ -718,12 +724,8 @@ impl Store for SqliteStore {
         }
         let mut rows = Vec::with_capacity(events.len());
         for mut event in events {
-            let arguments = event
-                .arguments
-                .take()
-                .map(|a| serde_json::to_string(&a))
-                .transpose()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let arguments = arguments_json(&event)?;
+            event.arguments = None;
             rows.push((event, arguments));
         }
         // One multi-row INSERT per chunk: a round trip per record to the
@@ -778,7 +780,7 @@ impl Store for SqliteStore {
             "INSERT INTO audit_checkpoints (chain, seq, hash, ts, jws) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&checkpoint.chain)
-        .bind(i64::try_from(checkpoint.seq).unwrap_or(i64::MAX))
+        .bind(saturating_i64(checkpoint.seq))
         .bind(&checkpoint.hash)
         .bind(checkpoint.ts.0)
         .bind(&checkpoint.jws)

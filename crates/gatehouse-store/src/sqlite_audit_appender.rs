@@ -14,14 +14,9 @@ use std::path::Path;
 use gatehouse_core::AuditEvent;
 use rusqlite::{Connection, params};
 
+use crate::sqlite::{AUDIT_EVENT_COLUMNS, arguments_json, saturating_i64};
 use crate::sqlite_sync::{self, unavailable};
 use crate::{AuditAppender, AuditCheckpoint, StoreError, StoreResult};
-
-const INSERT_EVENT: &str = "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, \
-     credential, session, source, tool, arguments, args_sha256, approval, decision, reason, \
-     outcome, error, latency_us, result_bytes, request_id, chain, chain_seq, prev_hash, hash) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23, ?24)";
 
 const INSERT_CHECKPOINT: &str =
     "INSERT INTO audit_checkpoints (chain, seq, hash, ts, jws) VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -29,14 +24,24 @@ const INSERT_CHECKPOINT: &str =
 /// One connection to the store's database file, for the audit writer only.
 pub struct SqliteAuditAppender {
     connection: Connection,
+    /// The single-row INSERT of a record (built once; prepared once, then
+    /// taken from the connection's statement cache).
+    insert_event: String,
 }
 
 impl SqliteAuditAppender {
     /// Opens a connection of its own to the database file the store
     /// opened (`sqlite_sync::open`).
     pub fn open(path: &Path) -> StoreResult<Self> {
+        let placeholders: Vec<String> = (1..=AUDIT_EVENT_COLUMNS.split(',').count())
+            .map(|n| format!("?{n}"))
+            .collect();
         Ok(SqliteAuditAppender {
             connection: sqlite_sync::open(path)?,
+            insert_event: format!(
+                "INSERT INTO audit_events ({AUDIT_EVENT_COLUMNS}) VALUES ({})",
+                placeholders.join(", ")
+            ),
         })
     }
 }
@@ -57,14 +62,9 @@ impl AuditAppender for SqliteAuditAppender {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(store_error)?;
         {
-            let mut insert = tx.prepare_cached(INSERT_EVENT).map_err(store_error)?;
+            let mut insert = tx.prepare_cached(&self.insert_event).map_err(store_error)?;
             for event in events {
-                let arguments = event
-                    .arguments
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                let arguments = arguments_json(&event)?;
                 let link = event.link.as_ref();
                 insert
                     .execute(params![
@@ -112,10 +112,6 @@ impl AuditAppender for SqliteAuditAppender {
         // back: a batch is stored whole or not at all.
         tx.commit().map_err(store_error)
     }
-}
-
-fn saturating_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// A unique-key violation is a `Conflict`, as sqlx's errors map.
