@@ -63,6 +63,9 @@ pub type ChainHead = (String, u64, String);
 enum Job {
     /// A record; `ack` is told once it is durable.
     Record { event: AuditEvent, ack: Option<Ack> },
+    /// Records written in one batch, in this order, all or none; `ack` is
+    /// told once they are durable.
+    Records { events: Vec<AuditEvent>, ack: Ack },
     /// A signed checkpoint, written after the records before it.
     Checkpoint {
         checkpoint: AuditCheckpoint,
@@ -397,6 +400,20 @@ impl AuditLog {
         done.await.map_err(|_| AuditError::Stopped)?
     }
 
+    /// Records `events` in this order, all in one batch (so all or none
+    /// of them), and waits until they are durable.
+    pub async fn record_all(&self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
+        for event in &events {
+            self.observer.observe(event, self);
+        }
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job::Records { events, ack })
+            .await
+            .map_err(|_| AuditError::Stopped)?;
+        done.await.map_err(|_| AuditError::Stopped)?
+    }
+
     /// Enqueues `event` without waiting. It is durable no later than any
     /// record enqueued after it and awaited with `record`.
     pub fn enqueue(&self, event: AuditEvent) -> Result<(), AuditError> {
@@ -454,6 +471,13 @@ fn write_batches(
                     chain.link(&mut event);
                     batch.push(event);
                     acks.extend(ack);
+                }
+                Job::Records { events, ack } => {
+                    for mut event in events {
+                        chain.link(&mut event);
+                        batch.push(event);
+                    }
+                    acks.push(ack);
                 }
                 Job::Checkpoint { checkpoint, ack } => {
                     checkpoints.push(checkpoint);
@@ -767,6 +791,31 @@ mod tests {
             "the next batch that goes through heals it"
         );
         // The refused record took no place in the chain: no gap after it.
+        verified(store.as_ref()).await;
+    }
+
+    /// Records written together land next to each other, in their order,
+    /// or not at all: one that the store refuses takes the other with it.
+    #[tokio::test]
+    async fn records_written_together_are_written_all_or_none() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let (log, handle) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
+        let stored = event(1);
+        log.record(stored.clone()).await.unwrap();
+        log.record_all(vec![event(2), event(3)]).await.unwrap();
+        // The second one's id is taken: neither goes in, and the caller learns it.
+        let refused = log.record_all(vec![event(4), stored]).await;
+        assert!(matches!(refused, Err(AuditError::WriteFailed(_))));
+        drop(log);
+        handle.wait().await;
+        let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
+        let times: Vec<i64> = rows.iter().map(|r| r.event.ts.0).collect();
+        assert_eq!(times, [1, 2, 3]);
+        let seqs: Vec<u64> = rows
+            .iter()
+            .map(|r| r.event.link.as_ref().unwrap().seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3]);
         verified(store.as_ref()).await;
     }
 

@@ -422,6 +422,26 @@ impl Gateway {
     /// anomalies by reason code, and the time spent waiting for the record
     /// to be durable. Every record of the gateway goes through here.
     async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.count(&event);
+        let started = Instant::now();
+        let written = self.audit.record(event).await;
+        self.metrics.observe(Stage::Audit, started.elapsed());
+        written
+    }
+
+    /// Writes records together, in this order, all or none (see `record`).
+    async fn record_all(&self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
+        for event in &events {
+            self.count(event);
+        }
+        let started = Instant::now();
+        let written = self.audit.record_all(events).await;
+        self.metrics.observe(Stage::Audit, started.elapsed());
+        written
+    }
+
+    /// Counts a record in the metrics, by kind, outcome and reason.
+    fn count(&self, event: &AuditEvent) {
         let reason = event.reason.as_deref().unwrap_or(NO_REASON);
         match event.kind {
             AuditKind::ToolDecision if event.outcome == Outcome::Success => {
@@ -439,10 +459,6 @@ impl Gateway {
             AuditKind::Anomaly => self.metrics.anomaly(reason),
             _ => {}
         }
-        let started = Instant::now();
-        let written = self.audit.record(event).await;
-        self.metrics.observe(Stage::Audit, started.elapsed());
-        written
     }
 
     /// Signs the identity JWTs of `forward_identity` upstreams (set once,
@@ -1535,15 +1551,21 @@ impl Gateway {
                 None => event,
             }
         };
-        // The decision is durable before the tool has any effect.
+        // The decision is durable before the tool has any effect. A
+        // built-in tool whose only effect is its answer has none before the
+        // answer is sent: its decision is written with its outcome, in one
+        // batch (both or neither), one wait instead of two.
         self.metrics.observe(Stage::Authorize, started.elapsed());
-        self.record(
-            event(AuditKind::ToolDecision, Outcome::Success)
-                .decision("allow")
-                .reason(permit.rule())
-                .build(),
-        )
-        .await?;
+        let decision = event(AuditKind::ToolDecision, Outcome::Success)
+            .decision("allow")
+            .reason(permit.rule())
+            .build();
+        let decision = if route.is_none() && BuiltinTools::is_answer_only(name) {
+            Some(decision)
+        } else {
+            self.record(decision).await?;
+            None
+        };
         self.watch_permit(caller, &policy).await;
         let Some((upstream, upstream_name)) = route else {
             let dispatched = Instant::now();
@@ -1556,8 +1578,11 @@ impl Gateway {
                     .reason(error.code())
                     .error(self.redactor.redact_text(&error.to_string())),
             };
-            self.record(outcome.latency_us(micros_since(started)).build())
-                .await?;
+            let outcome = outcome.latency_us(micros_since(started)).build();
+            match decision {
+                Some(decision) => self.record_all(vec![decision, outcome]).await?,
+                None => self.record(outcome).await?,
+            }
             return Ok(CallResult::Builtin(result));
         };
         // With Gatehouse's own credential for the caller's tenant, never the

@@ -14,6 +14,12 @@ pub struct ToolDefinition {
     /// A JSON Schema object: `type: object`, `properties`, `required`,
     /// `additionalProperties: false`.
     pub input_schema: Value,
+    /// The tool's only effect is its answer: it reads, computes and
+    /// returns, and changes nothing, anywhere (no file, setting, message
+    /// or request leaves it). Such a call's decision record may be written
+    /// together with its outcome record, before the answer is sent (see
+    /// `Gateway::call_tool`).
+    pub answer_only: bool,
 }
 
 pub(crate) const WHOAMI: &str = "whoami";
@@ -39,6 +45,7 @@ pub(crate) static DEFINITIONS: LazyLock<Vec<ToolDefinition>> = LazyLock::new(|| 
     vec![
         ToolDefinition {
             name: WHOAMI,
+            answer_only: true,
             title: "Who am I",
             description: "Shows the identity Gatehouse authenticated for this call: tenant, human, \
                           agent, credential id, roles and scopes. Never shows a secret.",
@@ -46,6 +53,7 @@ pub(crate) static DEFINITIONS: LazyLock<Vec<ToolDefinition>> = LazyLock::new(|| 
         },
         ToolDefinition {
             name: READ_FILE,
+            answer_only: false,
             title: "Read file",
             description: "Reads a UTF-8 text file from your tenant's sandboxed file area. \
                           Paths are relative to that area; `..`, absolute paths and links leading out of it are refused.",
@@ -63,6 +71,7 @@ pub(crate) static DEFINITIONS: LazyLock<Vec<ToolDefinition>> = LazyLock::new(|| 
         },
         ToolDefinition {
             name: WRITE_FILE,
+            answer_only: false,
             title: "Write file",
             description: "Writes (creates or replaces) a UTF-8 text file in your tenant's sandboxed file area, \
                           creating missing folders. Returns the number of bytes written.",
@@ -84,6 +93,7 @@ pub(crate) static DEFINITIONS: LazyLock<Vec<ToolDefinition>> = LazyLock::new(|| 
         },
         ToolDefinition {
             name: SEARCH_DATABASE,
+            answer_only: true,
             title: "Search demo database",
             description: "Searches the bundled demo dataset (products and customers) for a plain search term \
                           and returns the matching rows. The term is matched literally; it is not SQL.",
@@ -108,6 +118,7 @@ pub(crate) static DEFINITIONS: LazyLock<Vec<ToolDefinition>> = LazyLock::new(|| 
         },
         ToolDefinition {
             name: WEB_FETCH,
+            answer_only: false,
             title: "Fetch web page",
             description: "Fetches an http(s) URL with GET from a host the operator has allowlisted and returns \
                           status, content type and up to 256 KiB of body text. Redirects are reported, not followed.",
@@ -125,6 +136,7 @@ pub(crate) static DEFINITIONS: LazyLock<Vec<ToolDefinition>> = LazyLock::new(|| 
         },
         ToolDefinition {
             name: SEND_EMAIL,
+            answer_only: false,
             title: "Send email",
             description: "Queues a plain-text email in your tenant's outbox for the operator to review; \
                           nothing is delivered. Returns the outbox file name.",
@@ -157,6 +169,7 @@ pub(crate) static DEFINITIONS: LazyLock<Vec<ToolDefinition>> = LazyLock::new(|| 
         },
         ToolDefinition {
             name: EXECUTE_CODE,
+            answer_only: true,
             title: "Evaluate expression",
             description: "Evaluates one arithmetic, comparison or string expression such as `2 + 3 * 4` \
                           in a restricted evaluator with no functions, variables, files or network.",
@@ -174,6 +187,7 @@ pub(crate) static DEFINITIONS: LazyLock<Vec<ToolDefinition>> = LazyLock::new(|| 
         },
         ToolDefinition {
             name: ACCESS_SECRETS,
+            answer_only: false,
             title: "Access tenant secrets",
             description: "Returns the value of one of your tenant's secrets by name; \
                           without a name, lists the secret names only.",
@@ -191,6 +205,7 @@ pub(crate) static DEFINITIONS: LazyLock<Vec<ToolDefinition>> = LazyLock::new(|| 
         },
         ToolDefinition {
             name: MODIFY_MCP_CONFIG,
+            answer_only: false,
             title: "Modify runtime settings",
             description: "Changes one allowlisted runtime setting for your tenant and returns its previous and new value. \
                           Give only `key` to read one setting, or neither `key` nor `value` to list all settings.",
@@ -222,6 +237,18 @@ pub(crate) fn find(name: &str) -> Option<&'static ToolDefinition> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_tools_that_change_nothing_are_answer_only() {
+        // A tool on this list has its decision written with its outcome,
+        // after it ran: adding one is a security decision (see the field).
+        let answer_only: Vec<&str> = DEFINITIONS
+            .iter()
+            .filter(|d| d.answer_only)
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(answer_only, [WHOAMI, SEARCH_DATABASE, EXECUTE_CODE]);
+    }
 
     #[test]
     fn nine_tools_with_closed_object_schemas() {

@@ -150,6 +150,12 @@ impl BuiltinTools {
         definitions::find(name).cloned()
     }
 
+    /// Whether `name` is a built-in tool whose only effect is its answer
+    /// (`ToolDefinition::answer_only`).
+    pub fn is_answer_only(name: &str) -> bool {
+        definitions::find(name).is_some_and(|d| d.answer_only)
+    }
+
     pub fn config(&self) -> &ToolsConfig {
         &self.config
     }
