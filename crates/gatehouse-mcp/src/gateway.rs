@@ -191,12 +191,31 @@ fn micros_since(start: Instant) -> u64 {
 }
 
 fn result_size(output: &ToolOutput) -> u64 {
-    let structured = output
-        .structured
-        .as_ref()
-        .map(|v| v.to_string().len())
-        .unwrap_or(0);
+    let structured = output.structured.as_ref().map_or(0, serialized_len);
     u64::try_from(output.text.len() + structured).unwrap_or(u64::MAX)
+}
+
+/// The length of `value` as JSON, counted without building the text.
+fn serialized_len<T: serde::Serialize>(value: &T) -> usize {
+    let mut count = ByteCount(0);
+    // Writing to a counter cannot fail; a value that cannot serialize
+    // counts what was written of it.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+/// Counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One upstream resource, as one connection to the upstream (one tenant's)
@@ -1623,10 +1642,8 @@ impl Gateway {
                 event(AuditKind::ToolOutcome, Outcome::Error).reason("upstream_tool_error")
             }
             Ok(CallToolResponse::Complete(answer)) => {
-                event(AuditKind::ToolOutcome, Outcome::Success).result_bytes(
-                    u64::try_from(serde_json::to_vec(answer).map_or(0, |b| b.len()))
-                        .unwrap_or(u64::MAX),
-                )
+                event(AuditKind::ToolOutcome, Outcome::Success)
+                    .result_bytes(u64::try_from(serialized_len(answer)).unwrap_or(u64::MAX))
             }
             // The upstream needs the caller's input first; the call that
             // brings it is decided and recorded again.

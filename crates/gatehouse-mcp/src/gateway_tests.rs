@@ -331,3 +331,15 @@ fn one_resource_settles_one_subscription_change_at_a_time() {
     assert!(watches.settling(&key("memo://a")).now_or_never().is_some());
     assert!(watches.settling_locks().is_empty());
 }
+
+#[test]
+fn a_results_size_is_its_texts_and_its_serialized_structure() {
+    let structured = json!({"tenant": "t\u{e9}", "quote": "\"", "n": [1, 2.5, null]});
+    let output = ToolOutput {
+        text: "caf\u{e9}".into(),
+        structured: Some(structured.clone()),
+    };
+    let expected = "caf\u{e9}".len() + structured.to_string().len();
+    assert_eq!(result_size(&output), u64::try_from(expected).unwrap());
+    assert_eq!(serialized_len(&structured), structured.to_string().len());
+}

@@ -205,7 +205,10 @@ fn upstream_result(answer: CallToolResponse) -> Option<Value> {
 }
 
 fn json_response(body: &Value) -> Response {
-    let mut response = (StatusCode::OK, body.to_string()).into_response();
+    // Straight into bytes (`to_string` goes through `fmt::Write`, piece by
+    // piece); a `Value` always serializes.
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = (StatusCode::OK, bytes).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
