@@ -355,11 +355,8 @@ impl AuditLog {
     /// Writes a signed checkpoint after the records enqueued before it.
     pub async fn record_checkpoint(&self, checkpoint: AuditCheckpoint) -> Result<(), AuditError> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Job::Checkpoint { checkpoint, ack })
+        self.send_and_wait(Job::Checkpoint { checkpoint, ack }, done)
             .await
-            .map_err(|_| AuditError::Stopped)?;
-        done.await.map_err(|_| AuditError::Stopped)?
     }
 
     /// Whether the last batch reached every sink (a sink that is down makes
@@ -390,13 +387,20 @@ impl AuditLog {
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
         self.observer.observe(&event, self);
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Job::Record {
-                event,
-                ack: Some(ack),
-            })
-            .await
-            .map_err(|_| AuditError::Stopped)?;
+        let job = Job::Record {
+            event,
+            ack: Some(ack),
+        };
+        self.send_and_wait(job, done).await
+    }
+
+    /// Queues `job` (waiting for room) and waits for the writer's answer.
+    async fn send_and_wait(
+        &self,
+        job: Job,
+        done: oneshot::Receiver<Result<(), AuditError>>,
+    ) -> Result<(), AuditError> {
+        self.tx.send(job).await.map_err(|_| AuditError::Stopped)?;
         done.await.map_err(|_| AuditError::Stopped)?
     }
 
@@ -407,11 +411,7 @@ impl AuditLog {
             self.observer.observe(event, self);
         }
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Job::Records { events, ack })
-            .await
-            .map_err(|_| AuditError::Stopped)?;
-        done.await.map_err(|_| AuditError::Stopped)?
+        self.send_and_wait(Job::Records { events, ack }, done).await
     }
 
     /// Enqueues `event` without waiting. It is durable no later than any

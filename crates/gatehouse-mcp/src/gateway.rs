@@ -12,7 +12,9 @@ use gatehouse_authz::{
     OPERATION_TOKEN_META, Permit, Policy, SharedPolicy, Target, TaskGrantError, TaskGrants,
     arguments_hash,
 };
-use gatehouse_core::{AuditEvent, AuditKind, Clock, CredentialKind, Outcome, Principal, Timestamp};
+use gatehouse_core::{
+    AuditEvent, AuditKind, Clock, CredentialKind, Outcome, Principal, Timestamp, json_len,
+};
 use gatehouse_metrics::{Metrics, NO_REASON, Stage};
 use gatehouse_store::{StoreError, TaskGrantRecord};
 use gatehouse_tools::{BuiltinTools, ToolDefinition, ToolError, ToolOutput};
@@ -191,31 +193,8 @@ fn micros_since(start: Instant) -> u64 {
 }
 
 fn result_size(output: &ToolOutput) -> u64 {
-    let structured = output.structured.as_ref().map_or(0, serialized_len);
+    let structured = output.structured.as_ref().map_or(0, json_len);
     u64::try_from(output.text.len() + structured).unwrap_or(u64::MAX)
-}
-
-/// The length of `value` as JSON, counted without building the text.
-fn serialized_len<T: serde::Serialize>(value: &T) -> usize {
-    let mut count = ByteCount(0);
-    // Writing to a counter cannot fail; a value that cannot serialize
-    // counts what was written of it.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
-}
-
-/// Counts the bytes written to it.
-struct ByteCount(usize);
-
-impl std::io::Write for ByteCount {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0 += bytes.len();
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// One upstream resource, as one connection to the upstream (one tenant's)
@@ -1643,7 +1622,7 @@ impl Gateway {
             }
             Ok(CallToolResponse::Complete(answer)) => {
                 event(AuditKind::ToolOutcome, Outcome::Success)
-                    .result_bytes(u64::try_from(serialized_len(answer)).unwrap_or(u64::MAX))
+                    .result_bytes(u64::try_from(json_len(answer)).unwrap_or(u64::MAX))
             }
             // The upstream needs the caller's input first; the call that
             // brings it is decided and recorded again.

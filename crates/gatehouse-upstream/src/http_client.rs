@@ -25,6 +25,7 @@ use sse_stream::Sse;
 
 use crate::client_credentials::ClientCredentials;
 use crate::in_flight::InFlight;
+use gatehouse_core::json_len;
 use gatehouse_core::secret_ref::TenantSecrets;
 
 /// Builds the reqwest client of one upstream.
@@ -152,23 +153,6 @@ impl CappedClient {
         }
         result
     }
-}
-
-/// Serialised size of a message, counted without allocating it.
-fn json_len(message: &impl serde::Serialize) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    let _ = serde_json::to_writer(&mut count, message);
-    count.0
 }
 
 /// The W3C trace context a call carries in `_meta` (SEP-414; the gateway
@@ -511,11 +495,5 @@ mod tests {
         client.remember(&initialized, &Some("s-2".into()), &headers);
         let seen = client.seen().lock().unwrap().clone().unwrap();
         assert_eq!(seen.session_id.as_deref(), Some("s-2"));
-    }
-
-    #[test]
-    fn json_len_matches_the_serialised_length() {
-        let value = serde_json::json!({"a": [1, 2, "three"], "b": null});
-        assert_eq!(json_len(&value), serde_json::to_vec(&value).unwrap().len());
     }
 }
