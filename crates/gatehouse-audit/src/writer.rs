@@ -345,11 +345,7 @@ impl AuditLog {
     /// The chain's head once every record enqueued before is durable.
     pub async fn durable_head(&self) -> Result<ChainHead, AuditError> {
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Job::Head(ack))
-            .await
-            .map_err(|_| AuditError::Stopped)?;
-        done.await.map_err(|_| AuditError::Stopped)?
+        self.send_and_wait(Job::Head(ack), done).await
     }
 
     /// Writes a signed checkpoint after the records enqueued before it.
@@ -395,11 +391,11 @@ impl AuditLog {
     }
 
     /// Queues `job` (waiting for room) and waits for the writer's answer.
-    async fn send_and_wait(
+    async fn send_and_wait<T>(
         &self,
         job: Job,
-        done: oneshot::Receiver<Result<(), AuditError>>,
-    ) -> Result<(), AuditError> {
+        done: oneshot::Receiver<Result<T, AuditError>>,
+    ) -> Result<T, AuditError> {
         self.tx.send(job).await.map_err(|_| AuditError::Stopped)?;
         done.await.map_err(|_| AuditError::Stopped)?
     }

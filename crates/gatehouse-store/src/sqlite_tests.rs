@@ -320,7 +320,7 @@ async fn signing_keys_round_trip_in_order() {
 }
 
 #[tokio::test]
-async fn writes_never_checkpoint_the_log_and_the_stores_task_does() {
+async fn writes_never_checkpoint_the_log_and_the_stores_thread_does() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("g.db")).await.unwrap();
     // No commit copies the log into the database file on the write path.
