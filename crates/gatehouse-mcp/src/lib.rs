@@ -4,6 +4,7 @@
 //! rmcp, the MCP SDK, is used only inside `sdk/`, so SDK upgrades touch one
 //! file.
 
+mod authentication_record;
 mod call_limits;
 mod caller;
 mod gate1;
@@ -19,6 +20,7 @@ mod stdio;
 pub mod tool_pins;
 pub mod trace_context;
 
+pub use authentication_record::AuthenticationRecord;
 pub use caller::Caller;
 pub use gate1::Gate1Error;
 pub use gateway::{

@@ -36,7 +36,7 @@ impl StdioAuthenticator {
 
     /// Authenticates the environment's key now (and audits the outcome).
     pub async fn caller(&self) -> Result<Caller, Gate1Error> {
-        let principal = gate1::authenticate(
+        let authenticated = gate1::authenticate(
             &self.authenticator,
             self.gateway.audit(),
             self.gateway.clock(),
@@ -48,11 +48,12 @@ impl StdioAuthenticator {
         )
         .await?;
         Ok(Caller {
-            principal: Arc::new(principal),
+            principal: Arc::new(authenticated.principal),
             session: None,
             source: Some("stdio".into()),
             // stdio has no HTTP requests to name.
             request_id: None,
+            authentication: Arc::new(authenticated.record),
         })
     }
 }
