@@ -22,5 +22,5 @@ pub use syslog::{
     SyslogSettings, SyslogTarget, SyslogTls, SyslogTlsError, SyslogTlsFiles, system_hostname,
 };
 pub use writer::{
-    AuditError, AuditLog, AuditOptions, AuditQueueProbe, AuditWriterHandle, ChainHead, Reserved,
+    AuditError, AuditLog, AuditOptions, AuditQueueProbe, AuditWriterHandle, ChainHead,
 };

@@ -410,22 +410,6 @@ impl AuditLog {
         self.send_and_wait(Job::Records { events, ack }, done).await
     }
 
-    /// Reserves room in the queue for one record that is written later
-    /// without waiting (`Reserved::write`), or not at all (dropped): a
-    /// record held back until it is known whether it is needed cannot then
-    /// be refused for want of room. A full queue refuses the reservation,
-    /// as it refuses `enqueue`.
-    pub fn reserve(&self) -> Result<Reserved, AuditError> {
-        let permit = self.tx.clone().try_reserve_owned().map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => AuditError::Overloaded,
-            mpsc::error::TrySendError::Closed(_) => AuditError::Stopped,
-        })?;
-        Ok(Reserved {
-            permit,
-            log: self.clone(),
-        })
-    }
-
     /// Enqueues `event` without waiting. It is durable no later than any
     /// record enqueued after it and awaited with `record`.
     pub fn enqueue(&self, event: AuditEvent) -> Result<(), AuditError> {
@@ -436,23 +420,6 @@ impl AuditLog {
                 mpsc::error::TrySendError::Full(_) => AuditError::Overloaded,
                 mpsc::error::TrySendError::Closed(_) => AuditError::Stopped,
             })
-    }
-}
-
-/// Room for one record in the audit queue (`AuditLog::reserve`). Dropped
-/// unused, the room is given back.
-pub struct Reserved {
-    permit: mpsc::OwnedPermit<Job>,
-    /// Its observer sees the record as it is written.
-    log: AuditLog,
-}
-
-impl Reserved {
-    /// Enqueues `event` in the reserved room, without waiting: it is
-    /// durable no later than any record enqueued after it and awaited.
-    pub fn write(self, event: AuditEvent) {
-        self.log.observer.observe(&event, &self.log);
-        self.permit.send(Job::Record { event, ack: None });
     }
 }
 
@@ -602,31 +569,6 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["tool"], "read_file");
         assert_eq!(lines[1]["time"], "1970-01-01T00:00:00.002Z");
-        drop(log);
-        handle.wait().await;
-    }
-
-    /// Reserved room is held until it is used or dropped: a full queue
-    /// refuses the next reservation (and `enqueue`), a dropped one gives its
-    /// room back, and a used one writes its record in queue order.
-    #[tokio::test]
-    async fn reserved_room_is_kept_for_its_record() {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-        let (log, handle) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
-        let mut rooms: Vec<Reserved> = (0..QUEUE_CAPACITY)
-            .map(|_| log.reserve().unwrap())
-            .collect();
-        assert!(matches!(log.reserve(), Err(AuditError::Overloaded)));
-        assert!(matches!(log.enqueue(event(0)), Err(AuditError::Overloaded)));
-        rooms.truncate(QUEUE_CAPACITY - 2);
-        let first = rooms.pop().unwrap();
-        log.enqueue(event(1)).unwrap();
-        first.write(event(2));
-        drop(rooms);
-        log.record(event(3)).await.unwrap();
-        let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
-        let times: Vec<i64> = rows.iter().map(|r| r.event.ts.0).collect();
-        assert_eq!(times, [1, 2, 3]);
         drop(log);
         handle.wait().await;
     }

@@ -2,8 +2,6 @@ use std::sync::Arc;
 
 use gatehouse_core::Principal;
 
-use crate::AuthenticationRecord;
-
 /// Who is calling, and over which connection: what gate 1 hands on to the
 /// rest of the request path.
 #[derive(Debug, Clone)]
@@ -16,7 +14,4 @@ pub struct Caller {
     /// The HTTP request's id (`X-Request-Id`), for its audit records made
     /// outside the request's own task (the SDK runs handlers as tasks).
     pub request_id: Option<Arc<str>>,
-    /// Gate 1's record of this request, until its decision record takes
-    /// its place or it is written (`authentication_record.rs`).
-    pub authentication: Arc<AuthenticationRecord>,
 }

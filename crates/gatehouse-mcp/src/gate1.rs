@@ -9,8 +9,6 @@ use gatehouse_authn::{AuthMode, Authenticator, AuthnError, LockSubject, parse_ap
 use gatehouse_core::{AuditKind, Clock, Outcome, Principal};
 use gatehouse_metrics::{NO_REASON, Stage};
 
-use crate::AuthenticationRecord;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Gate1Error {
     #[error(transparent)]
@@ -34,13 +32,6 @@ pub struct RequestOrigin {
     pub session: Option<String>,
 }
 
-/// Who gate 1 let in, and its record of it, held until the request's
-/// decision record takes its place or it is written.
-pub struct Authenticated {
-    pub principal: Principal,
-    pub record: AuthenticationRecord,
-}
-
 /// `presented` is the credential extraction result (`Err` when the request
 /// presented credentials in a refused way).
 ///
@@ -53,16 +44,13 @@ pub async fn authenticate(
     clock: &Arc<dyn Clock>,
     presented: Result<Option<&str>, AuthnError>,
     origin: RequestOrigin,
-) -> Result<Authenticated, Gate1Error> {
+) -> Result<Principal, Gate1Error> {
     let now = clock.now();
     // With authentication switched off there is nothing to lock and no
     // outcome to record.
     if matches!(authenticator.mode(), AuthMode::Disabled { .. }) {
         let credential = presented?;
-        return Ok(Authenticated {
-            principal: authenticator.authenticate(credential, now).await?,
-            record: AuthenticationRecord::default(),
-        });
+        return Ok(authenticator.authenticate(credential, now).await?);
     }
     // Only the public key id is used (lockout, audit), never the presented
     // value.
@@ -99,19 +87,16 @@ pub async fn authenticate(
     };
     match result {
         Ok(principal) => {
-            // Held, in reserved room of the queue: a decision record of the
-            // request takes its place, else it is written, not awaited (it
-            // is durable before any later awaited record, and a request
-            // that records nothing else only reads).
-            let room = audit.reserve()?;
-            let record = event(Outcome::Success)
-                .principal(&principal)
-                .decision("allow")
-                .build();
-            Ok(Authenticated {
-                principal,
-                record: AuthenticationRecord::held(room, record),
-            })
+            // Not awaited: it is durable before any later awaited record of
+            // this request (the tool decision), and a request that records
+            // nothing else only reads.
+            audit.enqueue(
+                event(Outcome::Success)
+                    .principal(&principal)
+                    .decision("allow")
+                    .build(),
+            )?;
+            Ok(principal)
         }
         Err(error) => {
             let failed = event(Outcome::Failure)

@@ -416,12 +416,10 @@ impl Gateway {
         }
     }
 
-    /// Writes an audit record of `caller`'s request and counts it:
-    /// decisions, outcomes and anomalies by reason code, and the time spent
-    /// waiting for the record to be durable. Every record of the gateway
-    /// goes through here.
-    async fn record(&self, caller: &Caller, event: AuditEvent) -> Result<(), AuditError> {
-        Self::after_authentication(caller, &event);
+    /// Writes an audit record and counts it: decisions, outcomes and
+    /// anomalies by reason code, and the time spent waiting for the record
+    /// to be durable. Every record of the gateway goes through here.
+    async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
         self.count(&event);
         let started = Instant::now();
         let written = self.audit.record(event).await;
@@ -430,10 +428,7 @@ impl Gateway {
     }
 
     /// Writes records together, in this order, all or none (see `record`).
-    async fn record_all(&self, caller: &Caller, events: Vec<AuditEvent>) -> Result<(), AuditError> {
-        if let Some(first) = events.first() {
-            Self::after_authentication(caller, first);
-        }
+    async fn record_all(&self, events: Vec<AuditEvent>) -> Result<(), AuditError> {
         for event in &events {
             self.count(event);
         }
@@ -441,18 +436,6 @@ impl Gateway {
         let written = self.audit.record_all(events).await;
         self.metrics.observe(Stage::Audit, started.elapsed());
         written
-    }
-
-    /// The request's first decision record takes the place of its held
-    /// authentication record (it names the same credential, principal,
-    /// source and request); any other record comes after it, so the
-    /// authentication is written first (`authentication_record.rs`).
-    fn after_authentication(caller: &Caller, first: &AuditEvent) {
-        if first.kind == AuditKind::ToolDecision {
-            caller.authentication.fold();
-        } else {
-            caller.authentication.write();
-        }
     }
 
     /// Counts a record in the metrics, by kind, outcome and reason.
@@ -591,8 +574,6 @@ impl Gateway {
                 "task grants are not enabled".into(),
             )));
         };
-        // The grant's records come after the request's authentication.
-        caller.authentication.write();
         let origin = GrantOrigin {
             via: "initialize",
             source: caller.source.clone(),
@@ -635,7 +616,6 @@ impl Gateway {
         detail: String,
     ) -> Result<(), AuditError> {
         self.record(
-            caller,
             EventBuilder::new(AuditKind::Anomaly, Outcome::Denied, self.clock.now())
                 .request_id(caller.request_id.as_deref())
                 .principal(&caller.principal)
@@ -969,7 +949,6 @@ impl Gateway {
         }
         self.metrics.observe(Stage::Authorize, started.elapsed());
         self.record(
-            caller,
             self.tool_event(
                 caller,
                 name,
@@ -993,7 +972,7 @@ impl Gateway {
                 error,
             ),
         };
-        self.record(caller, outcome.latency_us(micros_since(started)).build())
+        self.record(outcome.latency_us(micros_since(started)).build())
             .await?;
         result.map_err(CallError::Upstream)
     }
@@ -1329,11 +1308,8 @@ impl Gateway {
                 .redact_arguments(&exact, policy.redact_fields(name)),
             sha256: None,
         };
-        self.record(
-            caller,
-            self.denial_event(caller, name, &args, &deny).build(),
-        )
-        .await?;
+        self.record(self.denial_event(caller, name, &args, &deny).build())
+            .await?;
         Ok(Some(deny))
     }
 
@@ -1372,7 +1348,7 @@ impl Gateway {
         if let Some(approval) = approval {
             event = event.approval(approval);
         }
-        match self.record(caller, event.build()).await {
+        match self.record(event.build()).await {
             Ok(()) => {
                 self.watch_refusal(caller, deny.reason.code()).await;
                 CallError::Denied(deny)
@@ -1392,8 +1368,6 @@ impl Gateway {
         meta: Option<&Map<String, Value>>,
         started: Instant,
     ) -> Result<(Permit, String), CallError> {
-        // The approval's records come after the request's authentication.
-        caller.authentication.write();
         let name = needed.tool().to_string();
         let approval_required = Deny::tool(&name, DenyReason::ApprovalRequired);
         let Some(approvals) = &self.approvals else {
@@ -1530,7 +1504,7 @@ impl Gateway {
                         &error.to_string(),
                         started,
                     );
-                    self.record(caller, event).await?;
+                    self.record(event).await?;
                     return Err(CallError::Upstream(error));
                 }
                 Err(PinError::Audit(e)) => return Err(CallError::Audit(e)),
@@ -1546,7 +1520,7 @@ impl Gateway {
                         &e.to_string(),
                         started,
                     );
-                    self.record(caller, event).await?;
+                    self.record(event).await?;
                     return Err(CallError::PinsUnavailable(e.to_string()));
                 }
             }
@@ -1587,7 +1561,7 @@ impl Gateway {
         let decision = if route.is_none() && BuiltinTools::is_answer_only(name) {
             Some(decision)
         } else {
-            self.record(caller, decision).await?;
+            self.record(decision).await?;
             None
         };
         self.watch_permit(caller, &policy).await;
@@ -1604,8 +1578,8 @@ impl Gateway {
             };
             let outcome = outcome.latency_us(micros_since(started)).build();
             match decision {
-                Some(decision) => self.record_all(caller, vec![decision, outcome]).await?,
-                None => self.record(caller, outcome).await?,
+                Some(decision) => self.record_all(vec![decision, outcome]).await?,
+                None => self.record(outcome).await?,
             }
             return Ok(CallResult::Builtin(result));
         };
@@ -1657,7 +1631,7 @@ impl Gateway {
                 self.upstream_failure(event(AuditKind::ToolOutcome, Outcome::Error), error)
             }
         };
-        self.record(caller, outcome.latency_us(micros_since(started)).build())
+        self.record(outcome.latency_us(micros_since(started)).build())
             .await?;
         result
             .map(|answer| match answer {

@@ -1,19 +1,15 @@
 use std::sync::Arc;
 
-use gatehouse_audit::EventBuilder;
 use gatehouse_audit::{AuditLog, Redactor};
 use gatehouse_authn::Pepper;
 use gatehouse_authz::{ApprovalSettings, Approvals, Decider, Policy, SharedPolicy};
-use gatehouse_core::{
-    AuditKind, CredentialKind, CredentialRef, FixedClock, Outcome, Principal, Timestamp,
-};
+use gatehouse_core::{CredentialKind, CredentialRef, FixedClock, Principal, Timestamp};
 use gatehouse_store::testing::DownStore;
 use gatehouse_store::{AuditQuery, SqliteStore, Store};
 use gatehouse_tools::{BuiltinTools, ToolsConfig};
 use serde_json::json;
 
 use super::*;
-use crate::AuthenticationRecord;
 use gatehouse_upstream::{CallContext, UpstreamInput};
 
 fn caller(role: &str) -> Caller {
@@ -34,7 +30,6 @@ fn caller(role: &str) -> Caller {
         session: Some("s-1".into()),
         source: Some("127.0.0.1".into()),
         request_id: Some(Arc::from("req-1")),
-        authentication: Default::default(),
     }
 }
 
@@ -175,82 +170,6 @@ async fn decisions_and_outcomes_are_recorded_with_redacted_arguments() {
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
     }
-}
-
-/// A caller whose gate-1 record is held, as gate 1 hands it on.
-fn authenticated(gateway: &Gateway, role: &str) -> Caller {
-    let mut caller = caller(role);
-    let record = EventBuilder::new(AuditKind::Authentication, Outcome::Success, Timestamp(1))
-        .principal(&caller.principal)
-        .decision("allow")
-        .build();
-    caller.authentication = Arc::new(AuthenticationRecord::held(
-        gateway.audit().reserve().unwrap(),
-        record,
-    ));
-    caller
-}
-
-async fn kinds(store: &Arc<dyn Store>) -> Vec<String> {
-    let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
-    rows.iter()
-        .map(|r| r.event.kind.as_str().to_string())
-        .collect()
-}
-
-#[tokio::test]
-async fn a_decision_takes_the_place_of_the_requests_authentication_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-    let gateway = gateway(Arc::clone(&store), dir.path()).await;
-    let call = |caller: Caller, tool: &'static str| {
-        let gateway = &gateway;
-        async move {
-            gateway
-                .call_tool(
-                    &caller,
-                    tool,
-                    None,
-                    None,
-                    UpstreamInput::default(),
-                    CallContext::default(),
-                )
-                .await
-        }
-    };
-
-    // Allowed and refused calls: their decision names the credential, so
-    // no authentication record is written beside it, now or later.
-    let allowed = authenticated(&gateway, "reader");
-    assert!(call(allowed.clone(), "whoami").await.is_ok());
-    drop(allowed);
-    let refused = authenticated(&gateway, "reader");
-    assert!(call(refused.clone(), "execute_code").await.is_err());
-    drop(refused);
-    gateway.audit().durable_head().await.unwrap();
-    assert_eq!(
-        kinds(&store).await,
-        ["tool_decision", "tool_outcome", "tool_decision"]
-    );
-
-    // Another record of the request comes after the authentication.
-    let anomalous = authenticated(&gateway, "reader");
-    gateway
-        .record_anomaly(&anomalous, "task_switch", "x".into())
-        .await
-        .unwrap();
-    // A request that records nothing: written when it ends.
-    let listing = authenticated(&gateway, "reader");
-    drop(listing);
-    gateway.audit().durable_head().await.unwrap();
-    assert_eq!(
-        kinds(&store).await[3..],
-        ["authentication", "anomaly", "authentication"]
-    );
-    // Written once: the anomaly's caller ending writes nothing more.
-    drop(anomalous);
-    gateway.audit().durable_head().await.unwrap();
-    assert_eq!(kinds(&store).await.len(), 6);
 }
 
 #[tokio::test]

@@ -4,7 +4,6 @@
 //! rmcp, the MCP SDK, is used only inside `sdk/`, so SDK upgrades touch one
 //! file.
 
-mod authentication_record;
 mod call_limits;
 mod caller;
 mod gate1;
@@ -20,7 +19,6 @@ mod stdio;
 pub mod tool_pins;
 pub mod trace_context;
 
-pub use authentication_record::AuthenticationRecord;
 pub use caller::Caller;
 pub use gate1::Gate1Error;
 pub use gateway::{

@@ -36,7 +36,7 @@ impl StdioAuthenticator {
 
     /// Authenticates the environment's key now (and audits the outcome).
     pub async fn caller(&self) -> Result<Caller, Gate1Error> {
-        let authenticated = gate1::authenticate(
+        let principal = gate1::authenticate(
             &self.authenticator,
             self.gateway.audit(),
             self.gateway.clock(),
@@ -48,12 +48,11 @@ impl StdioAuthenticator {
         )
         .await?;
         Ok(Caller {
-            principal: Arc::new(authenticated.principal),
+            principal: Arc::new(principal),
             session: None,
             source: Some("stdio".into()),
             // stdio has no HTTP requests to name.
             request_id: None,
-            authentication: Arc::new(authenticated.record),
         })
     }
 }

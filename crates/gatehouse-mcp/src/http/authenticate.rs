@@ -16,8 +16,8 @@ use super::listener::PeerAddr;
 use super::request_id::RequestId;
 use super::router::AppState;
 use super::sessions::SessionCheck;
+use crate::Caller;
 use crate::gate1::{self, RequestOrigin};
-use crate::{AuthenticationRecord, Caller};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -35,17 +35,6 @@ pub struct DeclaredTask(pub TaskGrant);
 #[derive(Clone)]
 pub struct SessionGrant(pub TaskGrant);
 
-/// Writes a request's held authentication record when the middleware
-/// returns, on every path (the `Caller` clones in a response's stream may
-/// outlive it).
-struct WrittenAtEnd(Arc<AuthenticationRecord>);
-
-impl Drop for WrittenAtEnd {
-    fn drop(&mut self) {
-        self.0.write();
-    }
-}
-
 pub async fn authenticate(
     State(state): State<Arc<AppState>>,
     mut request: Request,
@@ -57,7 +46,7 @@ pub async fn authenticate(
         .map(|peer| peer.0.ip().to_string());
     let session = session_id(request.headers().get(SESSION_HEADER));
     let presented = presented_credential(request.headers(), request.uri().query());
-    let authenticated = match gate1::authenticate(
+    let principal = match gate1::authenticate(
         &state.authenticator,
         state.gateway.audit(),
         state.gateway.clock(),
@@ -69,13 +58,9 @@ pub async fn authenticate(
     )
     .await
     {
-        Ok(authenticated) => authenticated,
+        Ok(principal) => principal,
         Err(error) => return gate1_failure(&error, &state.urls.resource_metadata),
     };
-    let principal = authenticated.principal;
-    // Written when this request ends, at the latest (a response that
-    // streams may record its decision after that, and then writes both).
-    let authentication = WrittenAtEnd(Arc::new(authenticated.record));
 
     // Authentication runs on every request (sessions are not credentials);
     // the session must also belong to this principal. Every session Gatehouse
@@ -99,7 +84,6 @@ pub async fn authenticate(
             .extensions()
             .get::<RequestId>()
             .map(|id| Arc::clone(&id.0)),
-        authentication: Arc::clone(&authentication.0),
     };
     request.extensions_mut().insert(caller.clone());
     let response = next.run(request).await;

@@ -198,19 +198,18 @@ async fn a_request_id_names_the_response_its_audit_records_and_its_log_lines() {
         .iter()
         .map(|r| r["kind"].as_str().unwrap())
         .collect();
-    // The decision names the credential: no authentication record beside it.
-    assert_eq!(kinds, ["tool_decision", "tool_outcome"]);
+    assert_eq!(kinds, ["authentication", "tool_decision", "tool_outcome"]);
     assert!(
         records
             .iter()
             .all(|r| r["request_id"] == allowed_id.as_str())
     );
     let denied = server.audit(&["--request-id", &denied_id]);
-    assert_eq!(denied.len(), 1, "{denied:?}");
-    assert_eq!(denied[0]["reason"], "role_not_allowed");
+    assert_eq!(denied.len(), 2, "{denied:?}");
+    assert_eq!(denied[1]["reason"], "role_not_allowed");
     // The text form filters the same way (it shows no id: --json does).
     let out = server.cli(&["audit", "query", "--request-id", &denied_id]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 
     // A refusal before gate 2 is named as well.
     let (status, refused_id, _) = call(&server, Some("ghk_not.a-key"), "whoami").await;
