@@ -38,5 +38,10 @@ mod tests {
         });
         assert_eq!(json_len(&value), serde_json::to_vec(&value).unwrap().len());
         assert_eq!(json_len(&"plain"), 7);
+        let message = serde_json::json!({"a": [1, 2, "three"], "b": null});
+        assert_eq!(
+            json_len(&message),
+            serde_json::to_vec(&message).unwrap().len()
+        );
     }
 }

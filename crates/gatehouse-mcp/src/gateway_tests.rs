@@ -341,4 +341,5 @@ fn a_results_size_is_its_texts_and_its_serialized_structure() {
     };
     let expected = "caf\u{e9}".len() + structured.to_string().len();
     assert_eq!(result_size(&output), u64::try_from(expected).unwrap());
+    assert_eq!(json_len(&structured), structured.to_string().len());
 }
