@@ -12,7 +12,10 @@ mod syslog;
 mod writer;
 
 pub use chain::{Chain, GENESIS_HASH, Tamper, Verifier, record_hash};
-pub use checkpoint::{CHECKPOINT_TYP, CheckpointClaims, CheckpointSigner, spawn_checkpoints};
+pub use checkpoint::{
+    CHECKPOINT_TYP, CheckpointClaims, CheckpointSigner, checkpoint as sign_checkpoint,
+    spawn_checkpoints,
+};
 pub use event::EventBuilder;
 pub use observer::AuditObserver;
 pub use redact::{REDACTED, Redactor, SECRET_NAME_WORDS, is_listed_field};

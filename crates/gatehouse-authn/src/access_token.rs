@@ -425,6 +425,8 @@ mod tests {
                 may_introspect: false,
                 jwks: None,
                 jwks_uri: None,
+                secret_issued_at: None,
+                previous_secret: None,
             })
             .await
             .unwrap();

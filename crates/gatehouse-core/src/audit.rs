@@ -33,6 +33,12 @@ pub enum AuditKind {
     /// (maximum age, unused) or rotated a signing key. (Its warnings, a
     /// credential nearing its maximum age or unused, are `Alert`s.)
     Lifecycle,
+    /// An operator changed a credential or a secret from the command line:
+    /// an API key or client issued, rotated or revoked, a lock cleared, a
+    /// user added, disabled, enabled or given a new password, a tenant
+    /// secret stored or deleted. `human` names who ran the command; no
+    /// secret is ever in the record.
+    Operator,
     /// Something the security team should look at, raised by Gatehouse's
     /// detectors (a burst of failed authentications, repeated policy
     /// violations, a task overrunning, an unused or expiring credential, a
@@ -54,6 +60,7 @@ impl AuditKind {
             AuditKind::Grant => "grant",
             AuditKind::Upstream => "upstream",
             AuditKind::Lifecycle => "lifecycle",
+            AuditKind::Operator => "operator",
             AuditKind::Alert => "alert",
         }
     }
@@ -69,6 +76,7 @@ impl AuditKind {
             "grant" => Some(AuditKind::Grant),
             "upstream" => Some(AuditKind::Upstream),
             "lifecycle" => Some(AuditKind::Lifecycle),
+            "operator" => Some(AuditKind::Operator),
             "alert" => Some(AuditKind::Alert),
             _ => None,
         }

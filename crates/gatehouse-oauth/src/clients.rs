@@ -57,6 +57,27 @@ fn random(n: usize) -> Result<Vec<u8>, OAuthError> {
     Ok(bytes)
 }
 
+/// A client secret just made: shown once, stored only as its hash.
+pub struct NewClientSecret {
+    pub secret: String,
+    /// Hex of HMAC-SHA256(pepper, secret).
+    pub hash: String,
+}
+
+impl std::fmt::Debug for NewClientSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewClientSecret(<redacted>)")
+    }
+}
+
+/// 32 random bytes, base64url: the secret of a confidential client, at
+/// registration and at each rotation.
+pub fn new_client_secret(pepper: &Pepper) -> Result<NewClientSecret, OAuthError> {
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random(32)?);
+    let hash = pepper.hash(secret.as_bytes());
+    Ok(NewClientSecret { secret, hash })
+}
+
 pub fn issue_client(
     pepper: &Pepper,
     spec: ClientSpec,
@@ -71,7 +92,7 @@ pub fn issue_client(
     let secret = if spec.auth_method == "none" || spec.auth_method == PRIVATE_KEY_JWT {
         None
     } else {
-        Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random(32)?))
+        Some(new_client_secret(pepper)?)
     };
     Ok(IssuedClient {
         record: ClientRecord {
@@ -80,7 +101,7 @@ pub fn issue_client(
             tenant: spec.tenant,
             role: spec.role,
             scopes: spec.scopes,
-            secret_hash: secret.as_ref().map(|s| pepper.hash(s.as_bytes())),
+            secret_hash: secret.as_ref().map(|s| s.hash.clone()),
             created_at: now,
             revoked_at: None,
             redirect_uris: spec.redirect_uris,
@@ -91,8 +112,10 @@ pub fn issue_client(
             may_introspect: spec.may_introspect,
             jwks: spec.jwks,
             jwks_uri: spec.jwks_uri,
+            secret_issued_at: None,
+            previous_secret: None,
         },
-        secret,
+        secret: secret.map(|s| s.secret),
     })
 }
 

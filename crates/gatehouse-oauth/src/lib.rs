@@ -65,7 +65,10 @@ pub use client_assertion::{
     CLIENT_ASSERTION_TYPE, ClientKeySets, MAX_ASSERTION_LIFETIME_SECS, validate_jwks,
     validate_jwks_uri,
 };
-pub use clients::{CLIENT_ID_PREFIX, ClientSpec, IssuedClient, PRIVATE_KEY_JWT, issue_client};
+pub use clients::{
+    CLIENT_ID_PREFIX, ClientSpec, IssuedClient, NewClientSecret, PRIVATE_KEY_JWT, issue_client,
+    new_client_secret,
+};
 pub use cookies::{CookieError, CookiePolicy, read_cookie};
 pub use device::{DeviceAuthorizationResponse, normalize_user_code};
 pub use error::KeyError;

@@ -706,6 +706,8 @@ impl AuthorizationServer {
             may_introspect: false,
             jwks: document.jwks.clone(),
             jwks_uri: document.jwks_uri.clone(),
+            secret_issued_at: None,
+            previous_secret: None,
         };
         if is_new {
             self.insert_metadata_document_client(&record, resolver.config().max_clients, now)
@@ -818,7 +820,24 @@ impl AuthorizationServer {
         };
         match (&client.secret_hash, &auth.secret) {
             (None, None) => Ok(client),
-            (Some(hash), Some(secret)) if self.pepper.verify(secret.as_bytes(), hash) => Ok(client),
+            (Some(hash), Some(secret)) => {
+                let current = self.pepper.verify(secret.as_bytes(), hash);
+                // During a rotation's overlap the replaced secret still
+                // works; both are always checked, so the time taken does
+                // not say which one matched.
+                let previous = client
+                    .previous_secret_hash(now)
+                    .is_some_and(|old| self.pepper.verify(secret.as_bytes(), old));
+                if previous && !current {
+                    tracing::info!(client_id = %client.id,
+                        "client authenticated with its previous secret; it stops working when the rotation overlap ends");
+                }
+                if current || previous {
+                    Ok(client)
+                } else {
+                    Err(invalid_client)
+                }
+            }
             _ => Err(invalid_client),
         }
     }

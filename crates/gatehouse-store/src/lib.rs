@@ -45,7 +45,8 @@ pub use lifecycle::{GRANT_TOUCH_INTERVAL_MS, GrantUse, LifecycleStore, SIGNING_K
 pub use pins::{PendingDefinition, PinStore, ToolDefinitionRecord, ToolPinRecord};
 pub use postgres::PostgresStore;
 pub use records::{
-    ApiKeyRecord, AuditCheckpoint, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord,
+    ApiKeyRecord, AuditCheckpoint, AuditQuery, AuditRow, ClientRecord, PreviousSecret,
+    SigningKeyRecord,
 };
 pub use signing_schedule::{ScheduledKey, SigningKeyState, SigningSchedule, signing_schedule};
 pub use sqlite::SqliteStore;
@@ -134,6 +135,21 @@ pub trait Store:
     /// Returns false when the client does not exist or was already revoked.
     /// Moves the credential generation, like a key revocation.
     async fn revoke_client(&self, id: &str, at: Timestamp) -> StoreResult<bool>;
+    /// Replaces a confidential client's secret: `new_hash` becomes its
+    /// secret, issued `at`, and the one it replaces is still accepted until
+    /// `old_valid_until` (an older previous secret stops at once). Only
+    /// when the current secret's hash is still `expected_hash`, so of two
+    /// concurrent rotations one wins. Returns false (and changes nothing)
+    /// when the client does not exist, is revoked, has no secret, or its
+    /// secret changed meanwhile.
+    async fn rotate_client_secret(
+        &self,
+        id: &str,
+        expected_hash: &str,
+        new_hash: &str,
+        at: Timestamp,
+        old_valid_until: Timestamp,
+    ) -> StoreResult<bool>;
 
     /// Adds an access token's id to the revocation list until it would have
     /// expired anyway. Moves the credential generation.

@@ -19,7 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use sqlx::{PgConnection, QueryBuilder, Row};
 use tokio::task::JoinHandle;
 
-use crate::sqlite::{json_list, list_json, newest_migration};
+use crate::sqlite::{json_list, list_json, newest_migration, previous_secret};
 use crate::{
     ApiKeyRecord, AuditCheckpoint, AuditQuery, AuditRow, ClientRecord, SigningKeyRecord, Store,
     StoreError, StoreResult,
@@ -68,6 +68,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/postgres/0013_audit_request_id.sql"),
     ),
     (14, include_str!("../migrations/postgres/0014_alerts.sql")),
+    (
+        15,
+        include_str!("../migrations/postgres/0015_client_secret_rotation.sql"),
+    ),
 ];
 
 /// See `sqlite::NEWEST_MIGRATION`: versions may leave gaps.
@@ -373,6 +377,11 @@ fn client_from_row(row: &PgRow) -> StoreResult<ClientRecord> {
         may_introspect: row.try_get("may_introspect")?,
         jwks: row.try_get("jwks")?,
         jwks_uri: row.try_get("jwks_uri")?,
+        secret_issued_at: opt_ts(row, "secret_issued_at")?,
+        previous_secret: previous_secret(
+            row.try_get("previous_secret_hash")?,
+            opt_ts(row, "previous_secret_valid_until")?,
+        ),
     })
 }
 
@@ -733,6 +742,35 @@ impl Store for PostgresStore {
         tx.commit().await?;
         self.note_bump(generation);
         Ok(true)
+    }
+
+    async fn rotate_client_secret(
+        &self,
+        id: &str,
+        expected_hash: &str,
+        new_hash: &str,
+        at: Timestamp,
+        old_valid_until: Timestamp,
+    ) -> StoreResult<bool> {
+        if expected_hash.is_empty() {
+            return Ok(false);
+        }
+        // One conditional update: the right-hand sides read the row as it
+        // was, so the old hash moves to `previous_secret_hash` as the new
+        // one takes its place.
+        let result = sqlx::query(
+            "UPDATE oauth_clients SET previous_secret_hash = secret_hash, \
+             previous_secret_valid_until = $1, secret_hash = $2, secret_issued_at = $3 \
+             WHERE id = $4 AND revoked_at IS NULL AND secret_hash = $5",
+        )
+        .bind(old_valid_until.0)
+        .bind(new_hash)
+        .bind(at.0)
+        .bind(id)
+        .bind(expected_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
     }
 
     async fn revoke_token(

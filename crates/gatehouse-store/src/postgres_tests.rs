@@ -174,6 +174,8 @@ async fn a_revocation_on_one_instance_moves_the_generation_on_another() {
                 may_introspect: false,
                 jwks: None,
                 jwks_uri: None,
+                secret_issued_at: None,
+                previous_secret: None,
             })
             .await
             .unwrap();

@@ -100,9 +100,38 @@ pub struct ClientRecord {
     pub jwks: Option<String>,
     /// ...or where to fetch them.
     pub jwks_uri: Option<String>,
+    /// When the current secret was issued, if it was rotated since the
+    /// client was created (`None`: at `created_at`). Set only by
+    /// `Store::rotate_client_secret`.
+    pub secret_issued_at: Option<Timestamp>,
+    /// The secret the current one replaced, still accepted during the
+    /// rotation overlap. Set only by `Store::rotate_client_secret`.
+    pub previous_secret: Option<PreviousSecret>,
+}
+
+/// A client's replaced secret, accepted until `valid_until` so its holders
+/// can switch to the new one without a gap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreviousSecret {
+    /// Hex of HMAC-SHA256(pepper, secret), like `ClientRecord::secret_hash`.
+    pub hash: String,
+    pub valid_until: Timestamp,
 }
 
 impl ClientRecord {
+    /// When the secret it authenticates with now was issued.
+    pub fn secret_issued_at(&self) -> Timestamp {
+        self.secret_issued_at.unwrap_or(self.created_at)
+    }
+
+    /// The replaced secret's hash while it is still accepted at `now`.
+    pub fn previous_secret_hash(&self, now: Timestamp) -> Option<&str> {
+        self.previous_secret
+            .as_ref()
+            .filter(|p| now < p.valid_until)
+            .map(|p| p.hash.as_str())
+    }
+
     /// No secret and no key: anyone may claim to be it.
     pub fn is_public(&self) -> bool {
         self.secret_hash.is_none() && !self.signs_assertions()

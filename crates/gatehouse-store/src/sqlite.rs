@@ -20,7 +20,7 @@ use crate::sqlite_checkpointer::Checkpointer;
 use crate::sqlite_sync;
 use crate::{
     ApiKeyRecord, AuditAppender, AuditCheckpoint, AuditQuery, AuditRow, ClientRecord,
-    SigningKeyRecord, Store, StoreError, StoreResult,
+    PreviousSecret, SigningKeyRecord, Store, StoreError, StoreResult,
 };
 
 /// Schema migrations, applied in order, each once. The SQL is embedded so the
@@ -70,6 +70,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0013_audit_request_id.sql"),
     ),
     (14, include_str!("../migrations/sqlite/0014_alerts.sql")),
+    (
+        15,
+        include_str!("../migrations/sqlite/0015_client_secret_rotation.sql"),
+    ),
 ];
 
 /// Versions may leave gaps (a branch numbers its migration ahead of one
@@ -261,6 +265,19 @@ pub(crate) fn list_json(list: &[String]) -> StoreResult<String> {
     serde_json::to_string(list).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
+/// Both columns, or no previous secret.
+pub(crate) fn previous_secret(
+    hash: Option<String>,
+    valid_until: Option<Timestamp>,
+) -> Option<PreviousSecret> {
+    match (hash, valid_until) {
+        (Some(hash), Some(valid_until)) if !hash.is_empty() => {
+            Some(PreviousSecret { hash, valid_until })
+        }
+        _ => None,
+    }
+}
+
 fn client_from_row(row: &SqliteRow) -> StoreResult<ClientRecord> {
     let secret_hash: String = row.try_get("secret_hash")?;
     Ok(ClientRecord {
@@ -287,6 +304,11 @@ fn client_from_row(row: &SqliteRow) -> StoreResult<ClientRecord> {
         may_introspect: row.try_get("may_introspect")?,
         jwks: row.try_get("jwks")?,
         jwks_uri: row.try_get("jwks_uri")?,
+        secret_issued_at: opt_ts(row, "secret_issued_at")?,
+        previous_secret: previous_secret(
+            row.try_get("previous_secret_hash")?,
+            opt_ts(row, "previous_secret_valid_until")?,
+        ),
     })
 }
 
@@ -641,6 +663,35 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         self.bump_generation();
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn rotate_client_secret(
+        &self,
+        id: &str,
+        expected_hash: &str,
+        new_hash: &str,
+        at: Timestamp,
+        old_valid_until: Timestamp,
+    ) -> StoreResult<bool> {
+        if expected_hash.is_empty() {
+            return Ok(false);
+        }
+        // One conditional update: the right-hand sides read the row as it
+        // was, so the old hash moves to `previous_secret_hash` as the new
+        // one takes its place.
+        let result = sqlx::query(
+            "UPDATE oauth_clients SET previous_secret_hash = secret_hash, \
+             previous_secret_valid_until = $1, secret_hash = $2, secret_issued_at = $3 \
+             WHERE id = $4 AND revoked_at IS NULL AND secret_hash = $5",
+        )
+        .bind(old_valid_until.0)
+        .bind(new_hash)
+        .bind(at.0)
+        .bind(id)
+        .bind(expected_hash)
+        .execute(&self.pool)
+        .await?;
         Ok(result.rows_affected() == 1)
     }
 

@@ -276,6 +276,8 @@ pub(super) fn client(id: &str) -> ClientRecord {
         may_introspect: false,
         jwks: None,
         jwks_uri: None,
+        secret_issued_at: None,
+        previous_secret: None,
     }
 }
 

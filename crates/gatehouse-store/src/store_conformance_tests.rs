@@ -13,8 +13,9 @@ use crate::{
     AckOutcome, AlertRecord, ApiKeyRecord, ApprovalDecision, ApprovalRecord, ApprovalStatus,
     AuditCheckpoint, AuditQuery, AuthCodeRecord, AuthLock, ClientRecord, CodeRedemption,
     DeliveryResult, DeliveryState, DevicePoll, DeviceRecord, DeviceStatus, GrantRecord,
-    LoginCounter, LoginThrottle, OperationBinding, RefreshRotation, RefreshTokenRecord,
-    SigningKeyRecord, Store, StoreError, TaskGrantRecord, ToolDefinitionRecord, UserRecord,
+    LoginCounter, LoginThrottle, OperationBinding, PreviousSecret, RefreshRotation,
+    RefreshTokenRecord, SigningKeyRecord, Store, StoreError, TaskGrantRecord, ToolDefinitionRecord,
+    UserRecord,
 };
 
 pub(crate) type TestStore = Arc<dyn Store>;
@@ -37,6 +38,7 @@ macro_rules! conformance_tests {
             unsealed_secrets_are_found_and_replaced_only_if_unchanged,
             settings_round_trip,
             clients_round_trip_and_revoke_once,
+            a_client_secret_rotation_keeps_one_previous_secret,
             signing_keys_round_trip_in_order,
             a_signing_key_is_revoked_once,
             revoked_tokens_are_listed_until_they_expire,
@@ -89,6 +91,7 @@ macro_rules! conformance_tests {
             concurrent_device_decisions_decide_once,
             concurrent_key_rotations_rotate_once,
             concurrent_revocations_revoke_once,
+            concurrent_client_secret_rotations_rotate_once,
             concurrent_redemptions_of_one_operation_token_let_exactly_one_through,
             concurrent_decisions_of_one_approval_decide_once,
             concurrent_task_grant_revocations_revoke_once,
@@ -177,6 +180,8 @@ fn client(id: &str) -> ClientRecord {
         may_introspect: false,
         jwks: None,
         jwks_uri: None,
+        secret_issued_at: None,
+        previous_secret: None,
     }
 }
 
@@ -729,6 +734,95 @@ pub(crate) async fn clients_round_trip_and_revoke_once(store: TestStore) {
     assert_eq!(
         store.client("c1").await.unwrap().unwrap().revoked_at,
         Some(Timestamp(20))
+    );
+}
+
+pub(crate) async fn a_client_secret_rotation_keeps_one_previous_secret(store: TestStore) {
+    let (first, second, third) = ("ab".repeat(32), "cd".repeat(32), "ef".repeat(32));
+    store.insert_client(&client("c1")).await.unwrap();
+    let stored = store.client("c1").await.unwrap().unwrap();
+    assert_eq!(stored.secret_issued_at(), Timestamp(10));
+    assert_eq!(stored.previous_secret, None);
+
+    // Not the current hash: nothing changes.
+    assert!(
+        !store
+            .rotate_client_secret("c1", &third, &second, Timestamp(20), Timestamp(120))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .rotate_client_secret("c1", &first, &second, Timestamp(20), Timestamp(120))
+            .await
+            .unwrap()
+    );
+    let rotated = store.client("c1").await.unwrap().unwrap();
+    assert_eq!(rotated.secret_hash.as_deref(), Some(second.as_str()));
+    assert_eq!(rotated.secret_issued_at, Some(Timestamp(20)));
+    assert_eq!(rotated.created_at, Timestamp(10));
+    assert_eq!(
+        rotated.previous_secret,
+        Some(PreviousSecret {
+            hash: first.clone(),
+            valid_until: Timestamp(120),
+        })
+    );
+    assert_eq!(
+        rotated.previous_secret_hash(Timestamp(119)),
+        Some(first.as_str())
+    );
+    assert_eq!(rotated.previous_secret_hash(Timestamp(120)), None);
+    assert_eq!(
+        store.list_clients().await.unwrap()[0].previous_secret,
+        rotated.previous_secret
+    );
+
+    // A second rotation keeps only the secret it replaces.
+    assert!(
+        store
+            .rotate_client_secret("c1", &second, &third, Timestamp(30), Timestamp(40))
+            .await
+            .unwrap()
+    );
+    let again = store.client("c1").await.unwrap().unwrap();
+    assert_eq!(again.secret_hash.as_deref(), Some(third.as_str()));
+    assert_eq!(
+        again.previous_secret.map(|p| (p.hash, p.valid_until)),
+        Some((second.clone(), Timestamp(40)))
+    );
+
+    // Revoked, unknown or public clients are not rotated.
+    assert!(store.revoke_client("c1", Timestamp(50)).await.unwrap());
+    assert!(
+        !store
+            .rotate_client_secret("c1", &third, &first, Timestamp(60), Timestamp(70))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .rotate_client_secret("nobody", &first, &second, Timestamp(60), Timestamp(70))
+            .await
+            .unwrap()
+    );
+    store
+        .insert_client(&ClientRecord {
+            secret_hash: None,
+            auth_method: "none".into(),
+            ..client("public")
+        })
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .rotate_client_secret("public", "", &first, Timestamp(60), Timestamp(70))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.client("public").await.unwrap().unwrap().secret_hash,
+        None
     );
 }
 
@@ -2834,6 +2928,27 @@ pub(crate) async fn concurrent_revocations_revoke_once(store: TestStore) {
     })
     .await;
     assert_eq!(clients.iter().filter(|r| **r).count(), 1);
+}
+
+pub(crate) async fn concurrent_client_secret_rotations_rotate_once(store: TestStore) {
+    store.insert_client(&client("c1")).await.unwrap();
+    let first = "ab".repeat(32);
+    let rotated = race(&store, 8, move |store, i| {
+        let first = first.clone();
+        async move {
+            let new = format!("{i:02}").repeat(32);
+            store
+                .rotate_client_secret("c1", &first, &new, Timestamp(20), Timestamp(120))
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(rotated.iter().filter(|r| **r).count(), 1);
+    let winner = rotated.iter().position(|r| *r).unwrap();
+    let stored = store.client("c1").await.unwrap().unwrap();
+    assert_eq!(stored.secret_hash, Some(format!("{winner:02}").repeat(32)));
+    assert_eq!(stored.previous_secret.unwrap().hash, "ab".repeat(32));
 }
 
 pub(crate) async fn concurrent_redemptions_of_one_operation_token_let_exactly_one_through(

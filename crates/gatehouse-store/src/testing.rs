@@ -63,6 +63,16 @@ impl Store for DownStore {
     async fn revoke_client(&self, _: &str, _: Timestamp) -> StoreResult<bool> {
         down()
     }
+    async fn rotate_client_secret(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
+        down()
+    }
     async fn revoke_token(&self, _: &str, _: Timestamp, _: Timestamp) -> StoreResult<()> {
         down()
     }

@@ -432,6 +432,19 @@ pub enum ClientsCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Issue a new secret for a confidential client (same client id, same
+    /// grants); the old secret keeps working for the overlap.
+    RotateSecret {
+        /// The client id (ghc_...).
+        id: String,
+        /// How long the old secret keeps working (e.g. 24h, 30m, 0s: at
+        /// once, for a leaked secret). Default: the client's tenant's
+        /// `lifecycle` client_secrets rotation_overlap (24h unless configured).
+        #[arg(long)]
+        overlap: Option<humantime::Duration>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -848,10 +848,8 @@ mod tests {
                 // keys where they mean nothing, so they are not documented there.
                 let refused = matches!(
                     (name.as_str(), key.as_str()),
-                    (
-                        "lifecycle.client_secrets" | "lifecycle.grants",
-                        "rotation_overlap"
-                    ) | ("lifecycle.signing_keys", "unused_alert" | "unused_revoke")
+                    ("lifecycle.grants", "rotation_overlap")
+                        | ("lifecycle.signing_keys", "unused_alert" | "unused_revoke")
                 );
                 if refused {
                     continue;

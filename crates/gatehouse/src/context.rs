@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use gatehouse_authn::Pepper;
+use gatehouse_core::{Clock, SystemClock};
 use gatehouse_oauth::MasterKey;
 use gatehouse_store::{PostgresStore, SqliteStore, Store};
 
@@ -99,6 +100,40 @@ impl Context {
             },
         )
         .with_context(|| format!("cannot open the audit file {}", path.display()))
+    }
+
+    /// Ends a command's audit log: signs a checkpoint of the chain it
+    /// wrote (without one, a chain's records could be rewritten and
+    /// re-hashed unnoticed) and waits until everything is written. A
+    /// command that cannot sign (no signing key yet, or a master key that
+    /// cannot open it) says so and goes on: its records are chained, only
+    /// not signed.
+    pub async fn close_command_audit_log(
+        &self,
+        store: &Arc<dyn Store>,
+        audit: gatehouse_audit::AuditLog,
+        writer: gatehouse_audit::AuditWriterHandle,
+    ) {
+        if let Err(e) = self.sign_command_checkpoint(store, &audit).await {
+            tracing::warn!(error = %e, "this command's audit records are chained but not signed");
+        }
+        drop(audit);
+        writer.wait().await;
+    }
+
+    async fn sign_command_checkpoint(
+        &self,
+        store: &Arc<dyn Store>,
+        audit: &gatehouse_audit::AuditLog,
+    ) -> anyhow::Result<()> {
+        let signer = crate::runtime::KeyRingSigner {
+            keys: gatehouse_oauth::KeyRing::new(Arc::clone(store), self.master_key()?),
+            issuer: self.public_origin(),
+        };
+        gatehouse_audit::sign_checkpoint(audit, &signer, SystemClock.now(), 0)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        Ok(())
     }
 
     /// Raises alerts from a command (the lifecycle's warnings): listed,

@@ -94,8 +94,7 @@ async fn ack(ctx: &Context, id: &str, by: &str, now: Timestamp) -> anyhow::Resul
             event = event.tenant(tenant);
         }
         let written = audit.record(event.build()).await;
-        drop(audit);
-        writer.wait().await;
+        ctx.close_command_audit_log(&store, audit, writer).await;
         written?;
     }
     Ok(outcome)

@@ -50,12 +50,8 @@ fn masked_text(a: &ApprovalRecord) -> String {
 }
 
 pub(crate) fn operator() -> Decider {
-    let name = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "operator".to_string());
     Decider::Operator {
-        name: format!("operator:{name}"),
+        name: crate::commands::operator_audit::operator_name(),
     }
 }
 
@@ -75,8 +71,8 @@ async fn decide(ctx: &Context, id: &str, approve: bool, json_out: bool) -> anyho
         Err(e) => return Err(e.into()),
     };
     let approval = &decided.approval;
-    let (audit, writer) = ctx.command_audit_log(store)?;
-    audit
+    let (audit, writer) = ctx.command_audit_log(Arc::clone(&store))?;
+    let written = audit
         .record(decision_event(
             approval,
             decider.name(),
@@ -84,9 +80,9 @@ async fn decide(ctx: &Context, id: &str, approve: bool, json_out: bool) -> anyho
             Some("cli".to_string()),
             now,
         ))
-        .await?;
-    drop(audit);
-    writer.wait().await;
+        .await;
+    ctx.close_command_audit_log(&store, audit, writer).await;
+    written?;
     if json_out {
         let mut value = approval_json(approval, now);
         if let Some(token) = &decided.token {

@@ -92,7 +92,8 @@ impl Checkpoints {
 
     /// After every record: a checkpoint beyond a chain's last record means
     /// records were cut from its end. With `partial`, checkpoints before
-    /// the window are not looked for.
+    /// the window, and those of chains with no record in it, are not
+    /// looked for.
     /// With `seen_chains_only`, checkpoints of chains the source does not
     /// hold at all are not looked for (a file holds one instance's records,
     /// the store every instance's checkpoints).
@@ -108,8 +109,10 @@ impl Checkpoints {
                 continue;
             }
             let Some(head) = verifier.heads().get(chain).map(|(s, _)| *s).or(
-                // A chain with no record left at all: every one was deleted.
-                (!seen_chains_only).then_some(0),
+                // A chain with no record left at all: every one was deleted
+                // (unless the window starts after all of them: a short
+                // chain of a CLI command made before `--from`).
+                (!seen_chains_only && !partial).then_some(0),
             ) else {
                 continue;
             };

@@ -12,9 +12,11 @@ use crate::cli::{ClientCreateArgs, ClientsCommand};
 use crate::commands::keys::{
     ts_text, validate_name, validate_role, validate_scopes, validate_tenant,
 };
-use crate::commands::lifecycle::Status;
+use crate::commands::lifecycle::{Status, default_overlap};
+use crate::commands::operator_audit::OperatorAction;
 use crate::context::Context;
 use crate::lifecycle::pass::client_subject;
+use crate::lifecycle::policy::CredentialKind;
 use crate::output;
 
 fn client_json(client: &ClientRecord) -> serde_json::Value {
@@ -35,7 +37,104 @@ fn client_json(client: &ClientRecord) -> serde_json::Value {
         "status": if client.revoked_at.is_some() { "revoked" } else { "active" },
         "created_at": client.created_at.to_rfc3339(),
         "revoked_at": client.revoked_at.map(|t| t.to_rfc3339()),
+        "secret_issued_at": client.secret_hash.as_ref().map(|_| client.secret_issued_at().to_rfc3339()),
+        "previous_secret_valid_until": client.previous_secret.as_ref().map(|p| p.valid_until.to_rfc3339()),
     })
+}
+
+/// `clients rotate-secret`: a new secret under the same client id; the
+/// old one is accepted until the overlap ends.
+async fn rotate_secret(
+    ctx: &Context,
+    id: &str,
+    overlap: Option<std::time::Duration>,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let store = ctx.open_store().await?;
+    let now = SystemClock.now();
+    let client = store
+        .client(id)
+        .await?
+        .filter(|c| c.revoked_at.is_none())
+        .with_context(|| format!("no active client with id {id:?}"))?;
+    let Some(current_hash) = client.secret_hash.clone() else {
+        if client.signs_assertions() {
+            bail!(
+                "client {id} authenticates with private_key_jwt and has no secret; \
+                 it rotates its keys itself (publish the new key in its JWKS first)"
+            );
+        }
+        bail!("client {id} is public and has no secret to rotate");
+    };
+    let overlap = overlap.unwrap_or_else(|| {
+        default_overlap(
+            &ctx.config.lifecycle.policy(),
+            CredentialKind::ClientSecret,
+            &client.tenant,
+        )
+    });
+    let old_valid_until = now.plus_millis(i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX));
+    let new = gatehouse_oauth::new_client_secret(&ctx.pepper()?)?;
+    if !store
+        .rotate_client_secret(id, &current_hash, &new.hash, now, old_valid_until)
+        .await?
+    {
+        bail!("client {id} was revoked or its secret rotated meanwhile; nothing changed");
+    }
+    // A secret replaced by an earlier rotation whose overlap is still
+    // running stops working now: say so, in the record and on screen.
+    let dropped = client
+        .previous_secret_hash(now)
+        .is_some()
+        .then(|| client.previous_secret.as_ref().map(|p| p.valid_until))
+        .flatten();
+    OperatorAction {
+        command: "clients/rotate-secret",
+        reason: "client_secret_rotated",
+        subject: id.to_string(),
+        tenant: Some(client.tenant.clone()),
+        detail: format!(
+            "secret of OAuth client {id} ({}) rotated; the old secret works until {}{}",
+            client.name,
+            old_valid_until.to_rfc3339(),
+            if dropped.is_some() {
+                "; the secret replaced by the previous rotation stopped working"
+            } else {
+                ""
+            }
+        ),
+    }
+    .record(ctx, &store, now)
+    .await?;
+    if json_out {
+        output::json(&json!({
+            "client_id": id,
+            "client_secret": new.secret,
+            "secret_issued_at": now.to_rfc3339(),
+            "old_secret_valid_until": old_valid_until.to_rfc3339(),
+            "earlier_secret_ended": dropped.is_some(),
+        }));
+        return Ok(());
+    }
+    output::line(&format!(
+        "New secret for OAuth client {id} ({}).",
+        client.name
+    ));
+    output::line("");
+    output::line(&format!("  client_secret: {}", new.secret));
+    output::line("");
+    output::line("The client secret is shown only this once; store it now.");
+    output::line(&format!(
+        "The old secret keeps working until {}.",
+        old_valid_until.to_rfc3339()
+    ));
+    if let Some(until) = dropped {
+        output::line(&format!(
+            "The secret replaced by the previous rotation (valid until {}) stopped working now.",
+            until.to_rfc3339()
+        ));
+    }
+    Ok(())
 }
 
 async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
@@ -105,6 +204,23 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
         SystemClock.now(),
     )?;
     store.insert_client(&issued.record).await?;
+    let record = &issued.record;
+    OperatorAction {
+        command: "clients/create",
+        reason: "client_created",
+        subject: record.id.clone(),
+        tenant: Some(record.tenant.clone()),
+        detail: format!(
+            "OAuth client {} ({}) registered: {}, role {}, grants {}",
+            record.id,
+            record.name,
+            record.auth_method,
+            record.role,
+            record.grant_types.join(" ")
+        ),
+    }
+    .record(ctx, &store, record.created_at)
+    .await?;
     if args.json {
         let mut value = client_json(&issued.record);
         if let Some(secret) = &issued.secret {
@@ -113,7 +229,6 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
         output::json(&value);
         return Ok(());
     }
-    let record = &issued.record;
     output::line(&format!(
         "Created OAuth client {} ({}, {}).",
         record.id,
@@ -186,7 +301,8 @@ pub async fn run(ctx: &Context, command: ClientsCommand) -> anyhow::Result<()> {
             let mut statuses = Vec::with_capacity(clients.len());
             for client in &clients {
                 let subject = client_subject(client);
-                statuses.push(Status::of(&store, subject, client.created_at, &policy, now).await?);
+                let issued = client.secret_issued_at();
+                statuses.push(Status::of(&store, subject, issued, &policy, now).await?);
             }
             if flag.json {
                 output::json(&json!(
@@ -241,9 +357,22 @@ pub async fn run(ctx: &Context, command: ClientsCommand) -> anyhow::Result<()> {
         ClientsCommand::Revoke { id, json } => {
             let store = ctx.open_store().await?;
             let now = SystemClock.now();
+            let client = store.client(&id).await?;
             if !store.revoke_client(&id, now).await? {
                 bail!("no active client with id {id:?}");
             }
+            OperatorAction {
+                command: "clients/revoke",
+                reason: "client_revoked",
+                subject: id.clone(),
+                tenant: client.as_ref().map(|c| c.tenant.clone()),
+                detail: format!(
+                    "OAuth client {id} ({}) revoked",
+                    client.as_ref().map_or("?", |c| c.name.as_str())
+                ),
+            }
+            .record(ctx, &store, now)
+            .await?;
             if json.json {
                 output::json(
                     &json!({"client_id": id, "status": "revoked", "revoked_at": now.to_rfc3339()}),
@@ -253,6 +382,9 @@ pub async fn run(ctx: &Context, command: ClientsCommand) -> anyhow::Result<()> {
                     "Revoked client {id}. Its access tokens are refused from the next request on."
                 ));
             }
+        }
+        ClientsCommand::RotateSecret { id, overlap, json } => {
+            rotate_secret(ctx, &id, overlap.map(Into::into), json.json).await?
         }
     }
     Ok(())

@@ -29,11 +29,11 @@ fn grant_json(g: &TaskGrantRecord) -> serde_json::Value {
 async fn revoke(ctx: &Context, id: &str, now: Timestamp) -> anyhow::Result<bool> {
     let store = ctx.open_store().await?;
     let (audit, writer) = ctx.command_audit_log(Arc::clone(&store))?;
-    let grants = TaskGrants::new(store, audit);
-    let revoked = grants.revoke(id, "operator", now).await?;
+    let grants = TaskGrants::new(Arc::clone(&store), audit.clone());
+    let revoked = grants.revoke(id, "operator", now).await;
     drop(grants);
-    writer.wait().await;
-    Ok(revoked)
+    ctx.close_command_audit_log(&store, audit, writer).await;
+    revoked.map_err(Into::into)
 }
 
 pub async fn run(ctx: &Context, command: GrantsCommand) -> anyhow::Result<()> {

@@ -7,8 +7,10 @@ use serde_json::json;
 
 use crate::cli::{KeyCreateArgs, KeysCommand};
 use crate::commands::lifecycle::{Status, default_overlap};
+use crate::commands::operator_audit::OperatorAction;
 use crate::context::Context;
 use crate::lifecycle::pass::api_key_subject;
+use crate::lifecycle::policy::CredentialKind;
 use crate::output;
 
 fn millis(duration: std::time::Duration) -> i64 {
@@ -160,6 +162,17 @@ async fn unlock(
     let store = ctx.open_store().await?;
     let cleared = store.clear_auth_lock(&stored).await?;
     let (kind, target) = lock_target(&stored);
+    if cleared {
+        OperatorAction {
+            command: "keys/unlock",
+            reason: "lock_cleared",
+            subject: stored.clone(),
+            tenant: None,
+            detail: format!("lock and failure count of {kind} {target} cleared"),
+        }
+        .record(ctx, &store, SystemClock.now())
+        .await?;
+    }
     if json {
         output::json(&json!({
             "subject": stored,
@@ -208,6 +221,29 @@ async fn list_locks(ctx: &Context, now: Timestamp, json: bool) -> anyhow::Result
     Ok(())
 }
 
+/// The audit record of a key issued.
+pub fn key_created(record: &ApiKeyRecord) -> OperatorAction {
+    OperatorAction {
+        command: "keys/create",
+        reason: "api_key_created",
+        subject: record.id.clone(),
+        tenant: Some(record.tenant.clone()),
+        detail: format!(
+            "API key {} ({}) issued: role {}, scopes {}, expires {}",
+            record.id,
+            record.name,
+            record.role,
+            record
+                .scopes
+                .as_ref()
+                .map_or_else(|| "those of its role".to_string(), |s| s.join(" ")),
+            record
+                .expires_at
+                .map_or_else(|| "never".to_string(), |t| t.to_rfc3339())
+        ),
+    }
+}
+
 /// Creates and stores a key. Shared with the first-run admin key.
 pub async fn create_key(
     ctx: &Context,
@@ -245,6 +281,9 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Create(args) => {
             validate_tenant(&crate::policy_file::load(ctx)?, &args.tenant)?;
             let issued = create_key(ctx, &args, now).await?;
+            key_created(&issued.record)
+                .record(ctx, &ctx.open_store().await?, now)
+                .await?;
             print_issued(&issued, args.json, now);
         }
         KeysCommand::List(flag) => {
@@ -303,9 +342,22 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::Revoke { id, json } => {
             let store = ctx.open_store().await?;
+            let key = store.api_key(&id).await?;
             if !store.revoke_api_key(&id, now).await? {
                 bail!("no active key with id {id:?}");
             }
+            OperatorAction {
+                command: "keys/revoke",
+                reason: "api_key_revoked",
+                subject: id.clone(),
+                tenant: key.as_ref().map(|k| k.tenant.clone()),
+                detail: format!(
+                    "API key {id} ({}) revoked",
+                    key.as_ref().map_or("?", |k| k.name.as_str())
+                ),
+            }
+            .record(ctx, &store, now)
+            .await?;
             if json.json {
                 output::json(
                     &json!({"id": id, "status": "revoked", "revoked_at": now.to_rfc3339()}),
@@ -327,6 +379,19 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
             let activates_at = now.plus_millis(millis(publish_ahead.into()));
             let record =
                 gatehouse_oauth::add_signing_key(&store, &master, now, activates_at).await?;
+            OperatorAction {
+                command: "keys/rotate-signing",
+                reason: "signing_key_added",
+                subject: record.kid.clone(),
+                tenant: None,
+                detail: format!(
+                    "signing key {} added: published now, signs from {}",
+                    record.kid,
+                    activates_at.to_rfc3339()
+                ),
+            }
+            .record(ctx, &store, now)
+            .await?;
             if json.json {
                 output::json(&json!({
                     "kid": record.kid,
@@ -371,7 +436,11 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
             )?;
             let overlap = match overlap {
                 Some(overlap) => overlap.into(),
-                None => default_overlap(&ctx.config.lifecycle.policy(), &old.tenant),
+                None => default_overlap(
+                    &ctx.config.lifecycle.policy(),
+                    CredentialKind::ApiKey,
+                    &old.tenant,
+                ),
             };
             let old_valid_until = now.plus_millis(millis(overlap));
             if !store
@@ -380,6 +449,20 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
             {
                 bail!("key {id:?} is revoked or was already rotated");
             }
+            OperatorAction {
+                command: "keys/rotate",
+                reason: "api_key_rotated",
+                subject: id.clone(),
+                tenant: Some(old.tenant.clone()),
+                detail: format!(
+                    "API key {id} ({}) replaced by {}; the old key works until {}",
+                    old.name,
+                    issued.record.id,
+                    old_valid_until.to_rfc3339()
+                ),
+            }
+            .record(ctx, &store, now)
+            .await?;
             if json.json {
                 let mut value = key_json(&issued.record, now);
                 value["key"] = serde_json::json!(issued.key);

@@ -174,8 +174,7 @@ async fn run_now(ctx: &Context, dry_run: bool, json_out: bool) -> anyhow::Result
     let signing_keys = master.as_ref().map(|master| SigningKeys { master });
     let alerts = ctx.command_alerts(Arc::clone(&store));
     let result = apply(&store, &audit, &alerts, signing_keys.as_ref(), actions, now).await;
-    drop(audit);
-    writer.wait().await;
+    ctx.close_command_audit_log(&store, audit, writer).await;
     let applied = result?;
     if json_out {
         output::json(&json!({
@@ -207,10 +206,12 @@ pub async fn run(ctx: &Context, command: LifecycleCommand) -> anyhow::Result<()>
     }
 }
 
-/// `--overlap` of `keys rotate` when not given.
-pub fn default_overlap(policy: &LifecyclePolicy, tenant: &str) -> Duration {
-    let ms = policy
-        .thresholds(crate::lifecycle::policy::CredentialKind::ApiKey, tenant)
-        .rotation_overlap;
+/// `--overlap` of `keys rotate` and `clients rotate-secret` when not given.
+pub fn default_overlap(
+    policy: &LifecyclePolicy,
+    kind: crate::lifecycle::policy::CredentialKind,
+    tenant: &str,
+) -> Duration {
+    let ms = policy.thresholds(kind, tenant).rotation_overlap;
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }

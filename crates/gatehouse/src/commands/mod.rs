@@ -7,6 +7,7 @@ pub mod clients;
 pub mod grants;
 pub mod keys;
 pub mod lifecycle;
+pub mod operator_audit;
 pub mod policy;
 pub mod secrets;
 pub mod serve;

@@ -3,7 +3,10 @@ use std::io::Read;
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
+use gatehouse_core::{Clock, SystemClock};
+
 use crate::cli::SecretsCommand;
+use crate::commands::operator_audit::OperatorAction;
 use crate::context::Context;
 use crate::output;
 
@@ -27,6 +30,15 @@ pub async fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<()> {
                 gatehouse_core::SecretCipher::seal(&ctx.master_key()?, &tenant, &name, value)
                     .map_err(|e| anyhow::anyhow!("cannot seal the secret: {e}"))?;
             store.put_secret(&tenant, &name, &sealed).await?;
+            OperatorAction {
+                command: "secrets/set",
+                reason: "tenant_secret_stored",
+                subject: name.clone(),
+                tenant: Some(tenant.clone()),
+                detail: format!("secret {name:?} of tenant {tenant:?} stored"),
+            }
+            .record(ctx, &store, SystemClock.now())
+            .await?;
             output::line(&format!("Stored secret {name:?} for tenant {tenant:?}."));
         }
         SecretsCommand::List { tenant, json } => {
@@ -43,6 +55,15 @@ pub async fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<()> {
             if !store.delete_secret(&tenant, &name).await? {
                 bail!("no secret {name:?} for tenant {tenant:?}");
             }
+            OperatorAction {
+                command: "secrets/delete",
+                reason: "tenant_secret_deleted",
+                subject: name.clone(),
+                tenant: Some(tenant.clone()),
+                detail: format!("secret {name:?} of tenant {tenant:?} deleted"),
+            }
+            .record(ctx, &store, SystemClock.now())
+            .await?;
             output::line(&format!("Deleted secret {name:?} of tenant {tenant:?}."));
         }
     }

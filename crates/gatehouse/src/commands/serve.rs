@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::cli::{KeyCreateArgs, ServeArgs};
-use crate::commands::keys::create_key;
-use crate::commands::users::create_user;
+use crate::commands::keys::{create_key, key_created};
+use crate::commands::users::{create_user, user_added};
 use crate::commands::welcome::{FirstRun, print_welcome};
 use crate::config::{AuthModeName, validate_public_url};
 use crate::context::Context;
@@ -33,7 +33,11 @@ async fn first_run_key(ctx: &Context, runtime: &Runtime) -> anyhow::Result<Optio
         expires: None,
         json: false,
     };
-    let issued = create_key(ctx, &args, runtime.clock.now()).await?;
+    let now = runtime.clock.now();
+    let issued = create_key(ctx, &args, now).await?;
+    key_created(&issued.record)
+        .record_in(runtime.gateway.audit(), now)
+        .await?;
     Ok(Some(issued.key))
 }
 
@@ -44,15 +48,19 @@ async fn first_run_user(runtime: &Runtime) -> anyhow::Result<Option<(String, Str
         return Ok(None);
     }
     let password = gatehouse_oauth::generate_password()?;
+    let now = runtime.clock.now();
     let user = create_user(
         runtime.store.as_ref(),
         "admin",
         gatehouse_core::DEFAULT_TENANT,
         &["admin".to_string()],
         &password,
-        runtime.clock.now(),
+        now,
     )
     .await?;
+    user_added(&user)
+        .record_in(runtime.gateway.audit(), now)
+        .await?;
     Ok(Some((user.username, password)))
 }
 

@@ -1,6 +1,8 @@
 //! `gatehouse keys list-signing|revoke-signing`: the authorization server's
 //! token-signing keys. (`keys rotate-signing` adds one; see `keys.rs`.)
 
+use std::sync::Arc;
+
 use anyhow::{Context as _, bail};
 use gatehouse_audit::EventBuilder;
 use gatehouse_authn::REPLACED_KEY_TRUST_MS;
@@ -145,7 +147,7 @@ pub async fn revoke(
         bail!("signing key {kid} was revoked meanwhile");
     }
 
-    let (audit, writer) = ctx.command_audit_log(store)?;
+    let (audit, writer) = ctx.command_audit_log(Arc::clone(&store))?;
     let operator = operator();
     let event = |kid: &str, reason: &str| {
         EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)
@@ -156,12 +158,15 @@ pub async fn revoke(
             .tool(AUDIT_TOOL)
             .build()
     };
+    let mut written = Ok(());
     if let Some(new) = &replacement {
-        audit.record(event(&new.kid, "signing_key_added")).await?;
+        written = audit.record(event(&new.kid, "signing_key_added")).await;
     }
-    audit.record(event(kid, "signing_key_revoked")).await?;
-    drop(audit);
-    writer.wait().await;
+    if written.is_ok() {
+        written = audit.record(event(kid, "signing_key_revoked")).await;
+    }
+    ctx.close_command_audit_log(&store, audit, writer).await;
+    written?;
 
     let replaced_by = replacement.as_ref().map(|r| r.kid.clone());
     if json_out {

@@ -392,8 +392,7 @@ async fn approve(
             .await?;
         approved.push((pin, fields));
     }
-    drop(audit);
-    writer.wait().await;
+    ctx.close_command_audit_log(&store, audit, writer).await;
     if json_out {
         output::json(&json!(
             approved

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::cli::{UserAddArgs, UsersCommand};
 use crate::commands::keys::{validate_name, validate_role, validate_tenant};
+use crate::commands::operator_audit::OperatorAction;
 use crate::context::Context;
 use crate::output;
 
@@ -49,6 +50,37 @@ fn validate_username(name: &str) -> anyhow::Result<String> {
     Ok(normalized)
 }
 
+/// The audit record of a user added.
+pub fn user_added(user: &UserRecord) -> OperatorAction {
+    OperatorAction {
+        command: "users/add",
+        reason: "user_added",
+        subject: user.username.clone(),
+        tenant: Some(user.tenant.clone()),
+        detail: format!(
+            "user {} added: roles {}",
+            user.username,
+            user.roles.join(", ")
+        ),
+    }
+}
+
+/// A change to an existing user.
+fn user_changed(
+    command: &'static str,
+    reason: &'static str,
+    username: &str,
+    detail: String,
+) -> OperatorAction {
+    OperatorAction {
+        command,
+        reason,
+        subject: username.to_string(),
+        tenant: None,
+        detail,
+    }
+}
+
 /// Creates a user; shared with the first start, which creates `admin`.
 pub async fn create_user(
     store: &dyn Store,
@@ -83,15 +115,17 @@ async fn add(ctx: &Context, args: &UserAddArgs) -> anyhow::Result<()> {
     }
     let (password, generated) = password(args.password_stdin)?;
     let store = ctx.open_store().await?;
+    let now = SystemClock.now();
     let user = create_user(
         store.as_ref(),
         &username,
         &args.tenant,
         &args.roles,
         &password,
-        SystemClock.now(),
+        now,
     )
     .await?;
+    user_added(&user).record(ctx, &store, now).await?;
     if args.json {
         let mut value = user_json(&user);
         if generated {
@@ -147,6 +181,14 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
             if !store.disable_user(&username, now).await? {
                 bail!("no active user {username:?}");
             }
+            user_changed(
+                "users/disable",
+                "user_disabled",
+                &username,
+                format!("user {username} disabled: sessions ended, authorized tokens revoked"),
+            )
+            .record(ctx, &store, now)
+            .await?;
             if json.json {
                 output::json(&json!({"username": username, "status": "disabled"}));
             } else {
@@ -161,6 +203,14 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
             if !store.enable_user(&username).await? {
                 bail!("no disabled user {username:?}");
             }
+            user_changed(
+                "users/enable",
+                "user_enabled",
+                &username,
+                format!("user {username} enabled"),
+            )
+            .record(ctx, &store, now)
+            .await?;
             if json.json {
                 output::json(&json!({"username": username, "status": "active"}));
             } else {
@@ -185,6 +235,17 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
             {
                 bail!("no user {username:?}");
             }
+            user_changed(
+                "users/passwd",
+                "user_password_changed",
+                &username,
+                format!(
+                    "password of {username} changed; sessions ended; authorized tokens {}",
+                    if keep_grants { "kept" } else { "revoked" }
+                ),
+            )
+            .record(ctx, &store, now)
+            .await?;
             if json.json {
                 let mut value = json!({
                     "username": username,
@@ -212,6 +273,14 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
         UsersCommand::Unlock { username, json } => {
             let username = normalize_username(&username);
             store.clear_login_failures(&username).await?;
+            user_changed(
+                "users/unlock",
+                "user_logins_cleared",
+                &username,
+                format!("failed logins and sign-in locks of {username} cleared"),
+            )
+            .record(ctx, &store, now)
+            .await?;
             if json.json {
                 output::json(&json!({"username": username, "unlocked": true}));
             } else {

@@ -171,7 +171,9 @@ pub fn client_subject(client: &ClientRecord) -> Option<Subject> {
         id: client.id.clone(),
         tenant: Some(client.tenant.clone()),
         human: None,
-        created_at: client.created_at,
+        // The secret's age: a rotation starts it again (and its warning
+        // is given again, for the new secret).
+        created_at: client.secret_issued_at(),
         last_used_at: client.last_used_at,
     })
 }

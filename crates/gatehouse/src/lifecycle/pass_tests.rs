@@ -136,6 +136,8 @@ fn client(id: &str, created: Timestamp, secret: bool) -> ClientRecord {
         may_introspect: false,
         jwks: None,
         jwks_uri: None,
+        secret_issued_at: None,
+        previous_secret: None,
     }
 }
 
@@ -569,6 +571,62 @@ async fn no_successor_is_added_under_a_master_key_that_cannot_open_the_signing_k
                 .unwrap()
                 .is_empty()
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rotated_client_secret_is_aged_from_its_rotation_and_warned_again() {
+    on_both(|store| async move {
+        let policy = policy("");
+        store
+            .insert_client(&client("ghc_1", day(0), true))
+            .await
+            .unwrap();
+        store.touch_client("ghc_1", day(76)).await.unwrap();
+        let applied = pass(&store, &policy, None, day(76)).await;
+        assert_eq!(
+            codes(&applied),
+            [("ghc_1".into(), CREDENTIAL_EXPIRING, true)]
+        );
+
+        // Rotated before its maximum age: the new secret is 0 days old,
+        // so day 90 revokes nothing and the next warning is the new
+        // secret's own, 14 days before its maximum age.
+        let issued = store.client("ghc_1").await.unwrap().unwrap();
+        assert!(
+            store
+                .rotate_client_secret(
+                    "ghc_1",
+                    issued.secret_hash.as_deref().unwrap(),
+                    &"cd".repeat(32),
+                    day(80),
+                    day(81),
+                )
+                .await
+                .unwrap()
+        );
+        store.touch_client("ghc_1", day(100)).await.unwrap();
+        assert!(pass(&store, &policy, None, day(100)).await.is_empty());
+        assert!(
+            store
+                .client("ghc_1")
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_none()
+        );
+        store.touch_client("ghc_1", day(156)).await.unwrap();
+        let applied = pass(&store, &policy, None, day(156)).await;
+        assert_eq!(
+            codes(&applied),
+            [("ghc_1".into(), CREDENTIAL_EXPIRING, true)]
+        );
+        assert_eq!(audit(&store, AuditKind::Alert).await.len(), 2);
+        store.touch_client("ghc_1", day(170)).await.unwrap();
+        let applied = pass(&store, &policy, None, day(170)).await;
+        assert_eq!(codes(&applied), [("ghc_1".into(), REVOKED_MAX_AGE, true)]);
     })
     .await;
 }

@@ -103,11 +103,9 @@ impl Default for LifecycleConfig {
 /// Rejects keys that mean nothing for a kind, so a setting that would be
 /// silently ignored stops start-up instead.
 fn check_kind(settings: &KindSettings, kind: CredentialKind) -> Result<(), String> {
-    let overlap_means_something =
-        matches!(kind, CredentialKind::ApiKey | CredentialKind::SigningKey);
-    if settings.rotation_overlap.is_some() && !overlap_means_something {
+    if settings.rotation_overlap.is_some() && kind == CredentialKind::Grant {
         return Err(format!(
-            "rotation_overlap applies to api_keys and signing_keys only ({} are not rotated with an overlap)",
+            "rotation_overlap applies to api_keys, client_secrets and signing_keys only ({} are not rotated with an overlap)",
             kind.section()
         ));
     }
@@ -307,10 +305,6 @@ mod tests {
     #[test]
     fn keys_that_mean_nothing_for_a_kind_are_refused() {
         for (text, key) in [
-            (
-                "[client_secrets]\nrotation_overlap = \"1h\"\n",
-                "lifecycle.client_secrets",
-            ),
             ("[grants]\nrotation_overlap = \"1h\"\n", "lifecycle.grants"),
             (
                 "[signing_keys]\nunused_revoke = \"1d\"\n",
@@ -329,6 +323,16 @@ mod tests {
             let config = parse(text).unwrap();
             assert_eq!(config.validate().unwrap_err().0, key, "{text}");
         }
+        // A client's secret is rotated with an overlap, like a key.
+        let config = parse("[client_secrets]\nrotation_overlap = \"1h\"\n").unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config
+                .policy()
+                .thresholds(CredentialKind::ClientSecret, "acme")
+                .rotation_overlap,
+            3_600_000
+        );
         // Signing keys belong to no tenant; unknown keys are refused by serde.
         assert!(parse("[tenants.acme.signing_keys]\nmax_age = \"1d\"\n").is_err());
         assert!(parse("[api_keys]\nmax_agee = \"1d\"\n").is_err());

@@ -232,6 +232,20 @@ async fn tampering_with_the_database_is_named() {
     );
     refused(copy.path(), &[], &instance, "deleted from its end");
 
+    // A CLI command's whole chain deleted (the record of the key made
+    // with `keys create`): the command signed its head, so it is missed.
+    let copy = copy_of(dir);
+    let made = query(
+        copy.path(),
+        "SELECT chain FROM audit_events WHERE reason = 'api_key_created' AND agent = 'gatehouse-cli'",
+    );
+    assert!(made.starts_with("run-"), "{made}");
+    sql(
+        copy.path(),
+        &format!("DELETE FROM audit_events WHERE chain = '{made}'"),
+    );
+    refused(copy.path(), &[], &made, "deleted from its end");
+
     // A checkpoint altered to match a rewritten chain: its signature no
     // longer covers it.
     let copy = copy_of(dir);

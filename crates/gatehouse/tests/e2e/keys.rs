@@ -124,3 +124,97 @@ async fn expired_key_is_refused() {
     let (status, _) = server.rpc(Some(&key), "tools/list", json!({})).await;
     assert_eq!(status, 401);
 }
+
+/// Who the CLI names in its records: `operator:$USER`.
+fn operator() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "operator".into());
+    format!("operator:{user}")
+}
+
+#[tokio::test]
+async fn operator_changes_to_credentials_are_audited_with_who_made_them() {
+    let server = Server::start(None);
+    // The first start's admin key is recorded too.
+    let first = server.audit(&["--kind", "operator"]);
+    assert_eq!(first.len(), 2, "{first:?}");
+    assert_eq!(first[0]["reason"], "api_key_created");
+    assert_eq!(first[1]["reason"], "user_added");
+    for record in &first {
+        assert_eq!(record["agent"], "gatehouse-first-start");
+        assert_eq!(record["human"], operator().as_str());
+    }
+
+    let (id, key) = server.create_key("ci", "reader", &["--tenant", "default"]);
+    let rotated = server.cli_json(&["keys", "rotate", &id, "--overlap", "1h"]);
+    let new_id = rotated["id"].as_str().unwrap().to_string();
+    server.cli_json(&["keys", "revoke", &new_id]);
+    server.cli_json(&["keys", "unlock", "--source", "192.0.2.7"]);
+    let client = server.cli_json(&["clients", "create", "--name", "bot"]);
+    let client_id = client["client_id"].as_str().unwrap();
+    server.cli_json(&["clients", "revoke", client_id]);
+    let added = server.cli_json(&["users", "add", "carol", "--role", "reader"]);
+    server.cli_json(&["users", "disable", "carol"]);
+    server.cli_json(&["users", "enable", "carol"]);
+    let out = server.cli_with_stdin(
+        &["secrets", "set", "crm_token", "--tenant", "default"],
+        Some("s3cr3t-value-for-the-crm\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        server
+            .cli(&["secrets", "delete", "crm_token"])
+            .status
+            .success()
+    );
+
+    let records = server.audit(&["--kind", "operator"]);
+    let reasons: Vec<&str> = records[2..]
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "api_key_created",
+            "api_key_rotated",
+            "api_key_revoked",
+            // Nothing was locked: nothing cleared, nothing recorded.
+            "client_created",
+            "client_revoked",
+            "user_added",
+            "user_disabled",
+            "user_enabled",
+            "tenant_secret_stored",
+            "tenant_secret_deleted",
+        ]
+    );
+    let by_reason = |reason: &str| records.iter().find(|r| r["reason"] == reason).unwrap();
+    assert_eq!(by_reason("api_key_rotated")["credential"], id.as_str());
+    assert_eq!(by_reason("api_key_revoked")["credential"], new_id.as_str());
+    assert_eq!(by_reason("client_revoked")["credential"], client_id);
+    assert_eq!(by_reason("user_disabled")["credential"], "carol");
+    assert_eq!(by_reason("tenant_secret_stored")["tenant"], "default");
+    for record in &records[2..] {
+        assert_eq!(record["human"], operator().as_str(), "{record}");
+        assert_eq!(record["agent"], "gatehouse-cli");
+        assert_eq!(record["outcome"], "success");
+    }
+    // No secret of any kind reaches the trail.
+    let all = serde_json::to_string(&records).unwrap();
+    for secret in [
+        key.as_str(),
+        rotated["key"].as_str().unwrap(),
+        client["client_secret"].as_str().unwrap(),
+        added["password"].as_str().unwrap(),
+        "s3cr3t-value-for-the-crm",
+    ] {
+        assert!(!all.contains(secret), "{secret} in the audit trail");
+    }
+}

@@ -514,3 +514,75 @@ async fn a_token_without_the_tools_scope_gets_a_403_step_up_challenge() {
         .await;
     assert_eq!(denied["error"]["data"]["reason"], "insufficient_scope");
 }
+
+#[tokio::test]
+async fn a_rotated_client_secret_overlaps_then_only_the_new_one_works() {
+    let server = Server::start(None);
+    let (id, first) = create_client(&server, "reader", &[]);
+    let rotated = server.cli_json(&["clients", "rotate-secret", &id, "--overlap", "1h"]);
+    let second = rotated["client_secret"].as_str().unwrap().to_string();
+    assert_ne!(second, first);
+    assert_eq!(rotated["client_id"], id.as_str());
+    assert_eq!(rotated["earlier_secret_ended"], false);
+    // During the overlap both secrets get tokens, for the same client.
+    for secret in [&first, &second] {
+        let token = client_token(&server, &id, secret).await;
+        let who = server.call_tool(&token, "whoami", json!({})).await;
+        assert_eq!(who["result"]["structuredContent"]["agent"], id.as_str());
+    }
+    let listed = server.cli_json(&["clients", "list"]);
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert!(entry["previous_secret_valid_until"].is_string());
+    assert_ne!(entry["secret_issued_at"], entry["created_at"]);
+    assert!(!listed.to_string().contains(&second));
+
+    // Rotating again with no overlap (a leaked secret): the secret it
+    // replaces stops at once, and so does the one replaced before it.
+    let rotated = server.cli_json(&["clients", "rotate-secret", &id, "--overlap", "0s"]);
+    assert_eq!(rotated["earlier_secret_ended"], true);
+    let third = rotated["client_secret"].as_str().unwrap().to_string();
+    for old in [&first, &second] {
+        let (status, _, body) = token_request(
+            &server,
+            &[("grant_type", "client_credentials")],
+            Some((&id, old)),
+        )
+        .await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"], "invalid_client");
+    }
+    client_token(&server, &id, &third).await;
+
+    // Each rotation is in the audit trail, never with a secret.
+    let records = server.audit(&["--kind", "operator"]);
+    let rotations: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["reason"] == "client_secret_rotated")
+        .collect();
+    assert_eq!(rotations.len(), 2);
+    assert_eq!(rotations[0]["credential"], id.as_str());
+    let all = serde_json::to_string(&records).unwrap();
+    for secret in [&first, &second, &third] {
+        assert!(!all.contains(secret.as_str()));
+    }
+
+    // A public client has no secret to rotate; a revoked one is refused.
+    let public = server.cli_json(&["clients", "create", "--name", "app", "--public"]);
+    let out = server.cli(&[
+        "clients",
+        "rotate-secret",
+        public["client_id"].as_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no secret"));
+    server.cli_json(&["clients", "revoke", &id]);
+    let out = server.cli(&["clients", "rotate-secret", &id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no active client"));
+}

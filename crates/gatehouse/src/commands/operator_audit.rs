@@ -1,0 +1,127 @@
+//! Operator actions in the audit trail. What `gatehouse keys`, `clients`,
+//! `users` and `secrets` change (a credential issued, rotated, revoked or
+//! unlocked, a user added, disabled or given a new password, a tenant
+//! secret stored or deleted) is as much a security event as a refused
+//! call: a SIEM must be able to see who made the admin key. Each is one
+//! record of kind `operator`, written after the change and before the
+//! command reports success; it names the command's user, never a secret.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gatehouse_audit::{AuditLog, EventBuilder};
+use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+use gatehouse_store::Store;
+
+use crate::context::Context;
+
+/// The `agent` of an operator record: the command line...
+pub const CLI_AGENT: &str = "gatehouse-cli";
+/// ...or the server's first start (its admin key and user).
+pub const FIRST_START_AGENT: &str = "gatehouse-first-start";
+
+/// Who runs the command, as audit records and approvals name them:
+/// `operator:<$USER>`, or `operator:operator` when `$USER` is unset.
+pub fn operator_name() -> String {
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "operator".to_string());
+    format!("operator:{user}")
+}
+
+/// One change an operator made.
+pub struct OperatorAction {
+    /// The command, as `tool` in the record: `keys/revoke`, `users/add`, ...
+    pub command: &'static str,
+    /// A stable code for what happened (`api_key_revoked`, ...).
+    pub reason: &'static str,
+    /// The credential (key id, client id, username, secret name) acted on.
+    pub subject: String,
+    pub tenant: Option<String>,
+    /// What changed, for a person reading the record (never a secret).
+    pub detail: String,
+}
+
+impl OperatorAction {
+    /// The audit record, as `who` made the change through `agent` at `now`.
+    pub fn event(&self, who: &str, agent: &str, now: Timestamp) -> AuditEvent {
+        let verb = self
+            .command
+            .rsplit_once('/')
+            .map_or(self.command, |(_, verb)| verb);
+        let mut event = EventBuilder::new(AuditKind::Operator, Outcome::Success, now)
+            .agent(agent)
+            .human(who)
+            .credential(Some(self.subject.clone()))
+            .tool(self.command)
+            .decision(verb)
+            .reason(self.reason)
+            .error(self.detail.clone());
+        if let Some(tenant) = &self.tenant {
+            event = event.tenant(tenant);
+        }
+        event.build()
+    }
+
+    /// Writes the record to a running server's audit log (a credential
+    /// made on the first start).
+    pub async fn record_in(&self, audit: &AuditLog, now: Timestamp) -> anyhow::Result<()> {
+        audit
+            .record(self.event(&operator_name(), FIRST_START_AGENT, now))
+            .await
+            .with_context(|| self.unrecorded())
+    }
+
+    /// Writes the record from a command, through the command's own audit
+    /// log (the database, the JSON-lines file and syslog when configured),
+    /// and waits until it is written.
+    pub async fn record(
+        &self,
+        ctx: &Context,
+        store: &Arc<dyn Store>,
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        let (audit, writer) = ctx
+            .command_audit_log(Arc::clone(store))
+            .with_context(|| self.unrecorded())?;
+        let written = audit
+            .record(self.event(&operator_name(), CLI_AGENT, now))
+            .await;
+        ctx.close_command_audit_log(store, audit, writer).await;
+        written.with_context(|| self.unrecorded())
+    }
+
+    fn unrecorded(&self) -> String {
+        format!(
+            "{} {} was done, but its audit record could not be written",
+            self.command, self.subject
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_names_the_command_the_operator_and_the_subject() {
+        let action = OperatorAction {
+            command: "keys/revoke",
+            reason: "api_key_revoked",
+            subject: "7hq2c0k1m3xv".into(),
+            tenant: Some("acme".into()),
+            detail: "API key 7hq2c0k1m3xv revoked".into(),
+        };
+        let event = action.event("operator:alice", CLI_AGENT, Timestamp(1_000));
+        assert_eq!(event.kind, AuditKind::Operator);
+        assert_eq!(event.outcome, Outcome::Success);
+        assert_eq!(event.agent.as_deref(), Some(CLI_AGENT));
+        assert_eq!(event.human.as_deref(), Some("operator:alice"));
+        assert_eq!(event.tool.as_deref(), Some("keys/revoke"));
+        assert_eq!(event.decision.as_deref(), Some("revoke"));
+        assert_eq!(event.reason.as_deref(), Some("api_key_revoked"));
+        assert_eq!(event.credential.as_deref(), Some("7hq2c0k1m3xv"));
+        assert_eq!(event.tenant.as_deref(), Some("acme"));
+    }
+}
