@@ -88,7 +88,7 @@ async fn rotate_secret(
         .is_some()
         .then(|| client.previous_secret.as_ref().map(|p| p.valid_until))
         .flatten();
-    OperatorAction {
+    let action = OperatorAction {
         command: "clients/rotate-secret",
         reason: "client_secret_rotated",
         subject: id.to_string(),
@@ -103,9 +103,7 @@ async fn rotate_secret(
                 ""
             }
         ),
-    }
-    .record(ctx, &store, now)
-    .await?;
+    };
     if json_out {
         output::json(&json!({
             "client_id": id,
@@ -114,14 +112,24 @@ async fn rotate_secret(
             "old_secret_valid_until": old_valid_until.to_rfc3339(),
             "earlier_secret_ended": dropped.is_some(),
         }));
-        return Ok(());
+    } else {
+        print_rotated(id, &client.name, &new.secret, old_valid_until, dropped);
     }
-    output::line(&format!(
-        "New secret for OAuth client {id} ({}).",
-        client.name
-    ));
+    // After the new secret is shown: should its record fail, the secret
+    // still works and its holder has it (the command fails).
+    action.record(ctx, &store, now).await
+}
+
+fn print_rotated(
+    id: &str,
+    name: &str,
+    secret: &str,
+    old_valid_until: gatehouse_core::Timestamp,
+    dropped: Option<gatehouse_core::Timestamp>,
+) {
+    output::line(&format!("New secret for OAuth client {id} ({name})."));
     output::line("");
-    output::line(&format!("  client_secret: {}", new.secret));
+    output::line(&format!("  client_secret: {secret}"));
     output::line("");
     output::line("The client secret is shown only this once; store it now.");
     output::line(&format!(
@@ -134,7 +142,6 @@ async fn rotate_secret(
             until.to_rfc3339()
         ));
     }
-    Ok(())
 }
 
 async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
@@ -204,6 +211,9 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
         SystemClock.now(),
     )?;
     store.insert_client(&issued.record).await?;
+    // Shown first: should its record fail, the client still exists and
+    // its secret must not be lost (the command fails).
+    print_created(ctx, &issued, args.json);
     let record = &issued.record;
     OperatorAction {
         command: "clients/create",
@@ -220,14 +230,18 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
         ),
     }
     .record(ctx, &store, record.created_at)
-    .await?;
-    if args.json {
-        let mut value = client_json(&issued.record);
+    .await
+}
+
+fn print_created(ctx: &Context, issued: &gatehouse_oauth::IssuedClient, json_out: bool) {
+    let record = &issued.record;
+    if json_out {
+        let mut value = client_json(record);
         if let Some(secret) = &issued.secret {
             value["client_secret"] = json!(secret);
         }
         output::json(&value);
-        return Ok(());
+        return;
     }
     output::line(&format!(
         "Created OAuth client {} ({}, {}).",
@@ -287,7 +301,6 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
             record.redirect_uris.join(", ")
         ));
     }
-    Ok(())
 }
 
 pub async fn run(ctx: &Context, command: ClientsCommand) -> anyhow::Result<()> {

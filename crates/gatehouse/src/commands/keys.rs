@@ -281,10 +281,12 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Create(args) => {
             validate_tenant(&crate::policy_file::load(ctx)?, &args.tenant)?;
             let issued = create_key(ctx, &args, now).await?;
+            // Shown first: a key whose record cannot be written still
+            // exists, and its holder must not lose it (the command fails).
+            print_issued(&issued, args.json, now);
             key_created(&issued.record)
                 .record(ctx, &ctx.open_store().await?, now)
                 .await?;
-            print_issued(&issued, args.json, now);
         }
         KeysCommand::List(flag) => {
             let store = ctx.open_store().await?;
@@ -449,20 +451,6 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
             {
                 bail!("key {id:?} is revoked or was already rotated");
             }
-            OperatorAction {
-                command: "keys/rotate",
-                reason: "api_key_rotated",
-                subject: id.clone(),
-                tenant: Some(old.tenant.clone()),
-                detail: format!(
-                    "API key {id} ({}) replaced by {}; the old key works until {}",
-                    old.name,
-                    issued.record.id,
-                    old_valid_until.to_rfc3339()
-                ),
-            }
-            .record(ctx, &store, now)
-            .await?;
             if json.json {
                 let mut value = key_json(&issued.record, now);
                 value["key"] = serde_json::json!(issued.key);
@@ -477,6 +465,21 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
                     old_valid_until.to_rfc3339()
                 ));
             }
+            // After the new key is shown, as for `keys create`.
+            OperatorAction {
+                command: "keys/rotate",
+                reason: "api_key_rotated",
+                subject: id.clone(),
+                tenant: Some(old.tenant.clone()),
+                detail: format!(
+                    "API key {id} ({}) replaced by {}; the old key works until {}",
+                    old.name,
+                    issued.record.id,
+                    old_valid_until.to_rfc3339()
+                ),
+            }
+            .record(ctx, &store, now)
+            .await?;
         }
     }
     Ok(())

@@ -64,13 +64,17 @@ impl OperatorAction {
         event.build()
     }
 
-    /// Writes the record to a running server's audit log (a credential
-    /// made on the first start).
-    pub async fn record_in(&self, audit: &AuditLog, now: Timestamp) -> anyhow::Result<()> {
-        audit
+    /// Writes the record to a starting server's audit log (a credential
+    /// made on the first start). A failure is logged, not returned: the
+    /// server starts anyway (and refuses calls while its audit sink is
+    /// down), so the credential it prints is not lost.
+    pub async fn record_in(&self, audit: &AuditLog, now: Timestamp) {
+        if let Err(e) = audit
             .record(self.event(&operator_name(), FIRST_START_AGENT, now))
             .await
-            .with_context(|| self.unrecorded())
+        {
+            tracing::error!(error = %e, "{}", self.unrecorded());
+        }
     }
 
     /// Writes the record from a command, through the command's own audit

@@ -37,7 +37,7 @@ async fn first_run_key(ctx: &Context, runtime: &Runtime) -> anyhow::Result<Optio
     let issued = create_key(ctx, &args, now).await?;
     key_created(&issued.record)
         .record_in(runtime.gateway.audit(), now)
-        .await?;
+        .await;
     Ok(Some(issued.key))
 }
 
@@ -60,7 +60,7 @@ async fn first_run_user(runtime: &Runtime) -> anyhow::Result<Option<(String, Str
     .await?;
     user_added(&user)
         .record_in(runtime.gateway.audit(), now)
-        .await?;
+        .await;
     Ok(Some((user.username, password)))
 }
 

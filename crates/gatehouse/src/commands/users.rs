@@ -125,7 +125,6 @@ async fn add(ctx: &Context, args: &UserAddArgs) -> anyhow::Result<()> {
         now,
     )
     .await?;
-    user_added(&user).record(ctx, &store, now).await?;
     if args.json {
         let mut value = user_json(&user);
         if generated {
@@ -144,7 +143,9 @@ async fn add(ctx: &Context, args: &UserAddArgs) -> anyhow::Result<()> {
             output::line("The password is shown only this once.");
         }
     }
-    Ok(())
+    // After the password is shown: should the record fail, the user
+    // exists and the password must not be lost (the command fails).
+    user_added(&user).record(ctx, &store, now).await
 }
 
 pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
@@ -235,17 +236,6 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
             {
                 bail!("no user {username:?}");
             }
-            user_changed(
-                "users/passwd",
-                "user_password_changed",
-                &username,
-                format!(
-                    "password of {username} changed; sessions ended; authorized tokens {}",
-                    if keep_grants { "kept" } else { "revoked" }
-                ),
-            )
-            .record(ctx, &store, now)
-            .await?;
             if json.json {
                 let mut value = json!({
                     "username": username,
@@ -269,6 +259,17 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
                     output::line(&format!("  password: {password}"));
                 }
             }
+            user_changed(
+                "users/passwd",
+                "user_password_changed",
+                &username,
+                format!(
+                    "password of {username} changed; sessions ended; authorized tokens {}",
+                    if keep_grants { "kept" } else { "revoked" }
+                ),
+            )
+            .record(ctx, &store, now)
+            .await?;
         }
         UsersCommand::Unlock { username, json } => {
             let username = normalize_username(&username);
