@@ -105,8 +105,14 @@ impl AuthorizationServer {
         }
         if let Some(secret) = &issued.secret {
             response["client_secret"] = json!(secret);
-            // The secret does not expire; the registration does when unused.
-            response["client_secret_expires_at"] = json!(0);
+            // RFC 7591: when the secret expires, 0 for never. The lifecycle
+            // revokes the client at the secret's maximum age (an unused
+            // registration goes earlier, `dynamic_client_ttl`).
+            let expires_at = self
+                .config
+                .client_secret_max_age_secs
+                .map_or(0, |age| record.created_at.as_secs().saturating_add(age));
+            response["client_secret_expires_at"] = json!(expires_at);
         }
         debug_assert!(
             issued.secret.is_some() != (request.token_endpoint_auth_method == AuthMethod::None)

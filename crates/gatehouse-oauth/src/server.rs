@@ -57,6 +57,10 @@ pub struct AsConfig {
     pub registration: RegistrationPolicy,
     /// Dynamically registered clients unused this long are deleted.
     pub dynamic_client_ttl_secs: i64,
+    /// The credential lifecycle revokes a client whose secret is this old
+    /// (`lifecycle.client_secrets.max_age`), so a registration's
+    /// `client_secret_expires_at` says when; `None`: never.
+    pub client_secret_max_age_secs: Option<i64>,
     /// Client ID Metadata Documents; `None` turns them off.
     pub client_metadata: Option<CimdConfig>,
     /// How login cookies are set (Secure and `__Host-` outside loopback dev).

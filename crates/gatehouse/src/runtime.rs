@@ -374,6 +374,14 @@ fn as_config(
             .collect(),
         registration,
         dynamic_client_ttl_secs: secs(oauth.dynamic_client_ttl),
+        // Dynamic clients belong to no tenant: the global threshold.
+        client_secret_max_age_secs: ctx
+            .config
+            .lifecycle
+            .policy()
+            .thresholds(crate::lifecycle::policy::CredentialKind::ClientSecret, "")
+            .max_age
+            .map(|ms| ms / 1000),
         client_metadata,
         cookies: CookiePolicy::for_public_url(public_url),
         password_concurrency: oauth.password_hash_concurrency,

@@ -61,6 +61,12 @@ async fn clients_register_public_or_confidential_and_the_secret_is_shown_once() 
         "client_secret_basic"
     );
     assert!(confidential["client_secret"].as_str().unwrap().len() >= 40);
+    // The secret expires when the lifecycle revokes the client: at its
+    // maximum age (90 days unless configured), not "never" (0).
+    assert_eq!(
+        confidential["client_secret_expires_at"].as_i64().unwrap(),
+        confidential["client_id_issued_at"].as_i64().unwrap() + 90 * 86_400
+    );
     let listed = server.cli_json(&["clients", "list"]);
     let dynamic: Vec<_> = listed
         .as_array()
@@ -268,6 +274,28 @@ async fn a12_a_hostile_client_name_is_shown_escaped_on_the_consent_page() {
             .body
             .contains("&lt;script&gt;alert(1)&lt;/script&gt;")
     );
+}
+
+#[tokio::test]
+async fn a_registered_secret_expires_at_the_configured_maximum_age_or_never() {
+    let body = r#"{"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"client_secret_basic"}"#;
+    for (config, age_secs) in [
+        (
+            "version = 1\n[lifecycle.client_secrets]\nmax_age = \"7d\"\n",
+            7 * 86_400,
+        ),
+        (
+            "version = 1\n[lifecycle.client_secrets]\nmax_age = \"off\"\n",
+            0,
+        ),
+    ] {
+        let server = Server::start(Some(config));
+        let (status, _, answer) = register(&server, body, None).await;
+        assert_eq!(status, 201, "{answer}");
+        let issued = answer["client_id_issued_at"].as_i64().unwrap();
+        let expected = if age_secs == 0 { 0 } else { issued + age_secs };
+        assert_eq!(answer["client_secret_expires_at"], expected, "{config}");
+    }
 }
 
 #[tokio::test]
