@@ -126,13 +126,25 @@ impl Context {
         store: &Arc<dyn Store>,
         audit: &gatehouse_audit::AuditLog,
     ) -> anyhow::Result<()> {
+        let now = SystemClock.now();
+        // Said plainly, since the key ring's own error is deliberately vague.
+        let keys = store.signing_keys().await?;
+        let schedule =
+            gatehouse_store::signing_schedule(&keys, now, gatehouse_authn::REPLACED_KEY_TRUST_MS);
+        if schedule.signer.is_none() {
+            bail!("no signing key is active yet (a server makes one when it first starts)");
+        }
         let signer = crate::runtime::KeyRingSigner {
             keys: gatehouse_oauth::KeyRing::new(Arc::clone(store), self.master_key()?),
             issuer: self.public_origin(),
         };
-        gatehouse_audit::sign_checkpoint(audit, &signer, SystemClock.now(), 0)
+        gatehouse_audit::sign_checkpoint(audit, &signer, now, 0)
             .await
-            .map_err(anyhow::Error::msg)?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot sign with the store's signing key ({e}); is this the servers' master key?"
+                )
+            })?;
         Ok(())
     }
 
