@@ -79,21 +79,14 @@ impl OperatorAction {
 
     /// Writes the record from a command, through the command's own audit
     /// log (the database, the JSON-lines file and syslog when configured),
-    /// and waits until it is written.
+    /// and waits until it is written and its chain signed.
     pub async fn record(
         &self,
         ctx: &Context,
         store: &Arc<dyn Store>,
         now: Timestamp,
     ) -> anyhow::Result<()> {
-        let (audit, writer) = ctx
-            .command_audit_log(Arc::clone(store))
-            .with_context(|| self.unrecorded())?;
-        let written = audit
-            .record(self.event(&operator_name(), CLI_AGENT, now))
-            .await;
-        ctx.close_command_audit_log(store, audit, writer).await;
-        written.with_context(|| self.unrecorded())
+        record_all(ctx, store, std::slice::from_ref(self), now).await
     }
 
     fn unrecorded(&self) -> String {
@@ -102,6 +95,30 @@ impl OperatorAction {
             self.command, self.subject
         )
     }
+}
+
+/// Writes the records of one command's changes, in order, in one chain;
+/// stops at the first that cannot be written.
+pub async fn record_all(
+    ctx: &Context,
+    store: &Arc<dyn Store>,
+    actions: &[OperatorAction],
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    let (audit, writer) = ctx.command_audit_log(Arc::clone(store))?;
+    let who = operator_name();
+    let mut written = Ok(());
+    for action in actions {
+        written = audit
+            .record(action.event(&who, CLI_AGENT, now))
+            .await
+            .with_context(|| action.unrecorded());
+        if written.is_err() {
+            break;
+        }
+    }
+    ctx.close_command_audit_log(store, audit, writer).await;
+    written
 }
 
 #[cfg(test)]

@@ -1,17 +1,14 @@
 //! `gatehouse keys list-signing|revoke-signing`: the authorization server's
 //! token-signing keys. (`keys rotate-signing` adds one; see `keys.rs`.)
 
-use std::sync::Arc;
-
 use anyhow::{Context as _, bail};
-use gatehouse_audit::EventBuilder;
 use gatehouse_authn::REPLACED_KEY_TRUST_MS;
-use gatehouse_core::{AuditKind, Outcome, Timestamp};
+use gatehouse_core::Timestamp;
 use gatehouse_store::{ScheduledKey, SigningKeyState, signing_schedule};
 use serde_json::json;
 
-use crate::commands::approvals::operator;
 use crate::commands::keys::ts_text;
+use crate::commands::operator_audit::{OperatorAction, record_all};
 use crate::context::Context;
 use crate::lifecycle::plan::{Subject, signing_key_rotation};
 use crate::lifecycle::policy::{CredentialKind, LifecyclePolicy};
@@ -147,26 +144,27 @@ pub async fn revoke(
         bail!("signing key {kid} was revoked meanwhile");
     }
 
-    let (audit, writer) = ctx.command_audit_log(Arc::clone(&store))?;
-    let operator = operator();
-    let event = |kid: &str, reason: &str| {
-        EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)
-            .agent(operator.name())
-            .credential(Some(kid.to_string()))
-            .decision("revoke")
-            .reason(reason)
-            .tool(AUDIT_TOOL)
-            .build()
-    };
-    let mut written = Ok(());
+    let mut changes = Vec::new();
     if let Some(new) = &replacement {
-        written = audit.record(event(&new.kid, "signing_key_added")).await;
+        changes.push(OperatorAction {
+            command: AUDIT_TOOL,
+            reason: "signing_key_added",
+            subject: new.kid.clone(),
+            tenant: None,
+            detail: format!(
+                "signing key {} added: signs from now, replacing {kid}",
+                new.kid
+            ),
+        });
     }
-    if written.is_ok() {
-        written = audit.record(event(kid, "signing_key_revoked")).await;
-    }
-    ctx.close_command_audit_log(&store, audit, writer).await;
-    written?;
+    changes.push(OperatorAction {
+        command: AUDIT_TOOL,
+        reason: "signing_key_revoked",
+        subject: kid.to_string(),
+        tenant: None,
+        detail: format!("signing key {kid} revoked: its tokens are refused and it leaves the JWKS"),
+    });
+    record_all(ctx, &store, &changes, now).await?;
 
     let replaced_by = replacement.as_ref().map(|r| r.kid.clone());
     if json_out {

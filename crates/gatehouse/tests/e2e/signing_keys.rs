@@ -122,6 +122,8 @@ async fn a_signing_key_revoked_with_revoke_signing_is_refused_at_once_and_leaves
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["credential"], old_kid.as_str());
     assert_eq!(records[0]["reason"], "signing_key_revoked");
+    assert_eq!(records[0]["kind"], "operator");
+    assert_eq!(records[0]["agent"], "gatehouse-cli");
 }
 
 #[tokio::test]
