@@ -307,6 +307,7 @@ impl AccessTokens {
         {
             None => Err(AuthnError::TokenNotAccepted("unknown_client")),
             Some(client) if client.revoked_at.is_some() => Err(AuthnError::Revoked),
+            Some(client) if machine_token_cut_off(&client, &claims) => Err(AuthnError::Revoked),
             Some(_) => Ok(claims),
         }
     }
@@ -321,6 +322,16 @@ impl AccessTokens {
     ) -> Result<bool, AuthnError> {
         Ok(self.current(store, now).await?.revoked.contains(id))
     }
+}
+
+/// A token the client obtained for itself (client credentials: its own
+/// id as `sub`) before the cut set when its secret was rotated as leaked.
+/// The cut is a whole second, as `iat` is.
+fn machine_token_cut_off(client: &ClientRecord, claims: &AccessTokenClaims) -> bool {
+    claims.sub == claims.client_id
+        && client
+            .machine_tokens_not_before
+            .is_some_and(|cut| claims.iat.saturating_mul(1000) < cut.as_millis())
 }
 
 struct Current {
@@ -427,6 +438,7 @@ mod tests {
                 jwks_uri: None,
                 secret_issued_at: None,
                 previous_secret: None,
+                machine_tokens_not_before: None,
             })
             .await
             .unwrap();
@@ -509,6 +521,59 @@ mod tests {
         store.revoke_client("ghc_bot", at).await.unwrap();
         assert_eq!(
             tokens.authenticate(&store, &t, at).await,
+            Err(AuthnError::Revoked)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_secret_rotated_as_leaked_cuts_off_the_clients_own_earlier_tokens_only() {
+        let (store, tokens, key) = setup().await;
+        let own = token(&key, 5000); // iat 1000 s
+        let users = key.encode(&json!({
+            "iss": ISSUER, "sub": "alice", "aud": RESOURCE, "client_id": "ghc_bot",
+            "scope": "tools:read", "tenant": "acme", "roles": ["reader"], "jti": "j2",
+            "iat": 1000, "exp": 5000
+        }));
+        let later = key.encode(&json!({
+            "iss": ISSUER, "sub": "ghc_bot", "aud": RESOURCE, "client_id": "ghc_bot",
+            "scope": "tools:read", "tenant": "acme", "roles": ["reader"], "jti": "j3",
+            "iat": 1501, "exp": 5000
+        }));
+        let at = Timestamp::from_secs(1500);
+        assert!(tokens.authenticate(&store, &own, at).await.is_ok());
+        // The rotation at 1500.5 s, cutting off the client's own tokens
+        // issued before 1501 s.
+        let (rotated_at, cut) = (Timestamp(1_500_500), Timestamp::from_secs(1501));
+        assert!(
+            store
+                .rotate_client_secret(
+                    "ghc_bot",
+                    &"00".repeat(32),
+                    &"11".repeat(32),
+                    rotated_at,
+                    rotated_at,
+                    Some(cut),
+                )
+                .await
+                .unwrap()
+        );
+        // Its own earlier token stops (cached or not), a user's token of
+        // the same client stays, and one issued from the cut on works.
+        let now = Timestamp::from_secs(1502);
+        assert_eq!(
+            tokens.authenticate(&store, &own, now).await,
+            Err(AuthnError::Revoked)
+        );
+        assert!(tokens.authenticate(&store, &users, now).await.is_ok());
+        assert!(tokens.authenticate(&store, &later, now).await.is_ok());
+        // A token of the second before the cut is refused too.
+        let same_second = key.encode(&json!({
+            "iss": ISSUER, "sub": "ghc_bot", "aud": RESOURCE, "client_id": "ghc_bot",
+            "scope": "tools:read", "tenant": "acme", "roles": ["reader"], "jti": "j4",
+            "iat": 1500, "exp": 5000
+        }));
+        assert_eq!(
+            tokens.authenticate(&store, &same_second, now).await,
             Err(AuthnError::Revoked)
         );
     }

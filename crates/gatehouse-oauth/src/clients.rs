@@ -114,6 +114,7 @@ pub fn issue_client(
             jwks_uri: spec.jwks_uri,
             secret_issued_at: None,
             previous_secret: None,
+            machine_tokens_not_before: None,
         },
         secret: secret.map(|s| s.secret),
     })

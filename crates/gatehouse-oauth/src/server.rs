@@ -712,6 +712,7 @@ impl AuthorizationServer {
             jwks_uri: document.jwks_uri.clone(),
             secret_issued_at: None,
             previous_secret: None,
+            machine_tokens_not_before: None,
         };
         if is_new {
             self.insert_metadata_document_client(&record, resolver.config().max_clients, now)

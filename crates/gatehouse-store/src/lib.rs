@@ -137,7 +137,10 @@ pub trait Store:
     async fn revoke_client(&self, id: &str, at: Timestamp) -> StoreResult<bool>;
     /// Replaces a confidential client's secret: `new_hash` becomes its
     /// secret, issued `at`, and the one it replaces is still accepted until
-    /// `old_valid_until` (an older previous secret stops at once). Only
+    /// `old_valid_until` (an older previous secret stops at once). With
+    /// `machine_tokens_not_before`, the client-credentials tokens it
+    /// obtained before then are refused (moves the credential generation).
+    /// Only
     /// when the current secret's hash is still `expected_hash`, so of two
     /// concurrent rotations one wins. Returns false (and changes nothing)
     /// when the client does not exist, is revoked, has no secret, or its
@@ -149,6 +152,7 @@ pub trait Store:
         new_hash: &str,
         at: Timestamp,
         old_valid_until: Timestamp,
+        machine_tokens_not_before: Option<Timestamp>,
     ) -> StoreResult<bool>;
 
     /// Adds an access token's id to the revocation list until it would have

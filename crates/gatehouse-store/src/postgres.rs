@@ -382,6 +382,7 @@ fn client_from_row(row: &PgRow) -> StoreResult<ClientRecord> {
             row.try_get("previous_secret_hash")?,
             opt_ts(row, "previous_secret_valid_until")?,
         ),
+        machine_tokens_not_before: opt_ts(row, "machine_tokens_not_before")?,
     })
 }
 
@@ -751,6 +752,7 @@ impl Store for PostgresStore {
         new_hash: &str,
         at: Timestamp,
         old_valid_until: Timestamp,
+        machine_tokens_not_before: Option<Timestamp>,
     ) -> StoreResult<bool> {
         if expected_hash.is_empty() {
             return Ok(false);
@@ -758,9 +760,11 @@ impl Store for PostgresStore {
         // One conditional update: the right-hand sides read the row as it
         // was, so the old hash moves to `previous_secret_hash` as the new
         // one takes its place.
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE oauth_clients SET previous_secret_hash = secret_hash, \
-             previous_secret_valid_until = $1, secret_hash = $2, secret_issued_at = $3 \
+             previous_secret_valid_until = $1, secret_hash = $2, secret_issued_at = $3, \
+             machine_tokens_not_before = COALESCE($6, machine_tokens_not_before) \
              WHERE id = $4 AND revoked_at IS NULL AND secret_hash = $5",
         )
         .bind(old_valid_until.0)
@@ -768,9 +772,23 @@ impl Store for PostgresStore {
         .bind(at.0)
         .bind(id)
         .bind(expected_hash)
-        .execute(&self.pool)
+        .bind(machine_tokens_not_before.map(|t| t.0))
+        .execute(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        if result.rows_affected() != 1 {
+            return Ok(false);
+        }
+        // Token caches on every instance look at the client again.
+        let generation = if machine_tokens_not_before.is_some() {
+            Some(bump_generation(&mut tx).await?)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        if let Some(generation) = generation {
+            self.note_bump(generation);
+        }
+        Ok(true)
     }
 
     async fn revoke_token(

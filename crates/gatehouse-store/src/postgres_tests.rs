@@ -176,6 +176,7 @@ async fn a_revocation_on_one_instance_moves_the_generation_on_another() {
                 jwks_uri: None,
                 secret_issued_at: None,
                 previous_secret: None,
+                machine_tokens_not_before: None,
             })
             .await
             .unwrap();

@@ -107,6 +107,10 @@ pub struct ClientRecord {
     /// The secret the current one replaced, still accepted during the
     /// rotation overlap. Set only by `Store::rotate_client_secret`.
     pub previous_secret: Option<PreviousSecret>,
+    /// Access tokens the client obtained for itself (client credentials,
+    /// `sub` = its id) issued before this are refused: set when a leaked
+    /// secret is rotated with its tokens revoked.
+    pub machine_tokens_not_before: Option<Timestamp>,
 }
 
 /// A client's replaced secret, accepted until `valid_until` so its holders

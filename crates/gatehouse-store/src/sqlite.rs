@@ -309,6 +309,7 @@ fn client_from_row(row: &SqliteRow) -> StoreResult<ClientRecord> {
             row.try_get("previous_secret_hash")?,
             opt_ts(row, "previous_secret_valid_until")?,
         ),
+        machine_tokens_not_before: opt_ts(row, "machine_tokens_not_before")?,
     })
 }
 
@@ -673,6 +674,7 @@ impl Store for SqliteStore {
         new_hash: &str,
         at: Timestamp,
         old_valid_until: Timestamp,
+        machine_tokens_not_before: Option<Timestamp>,
     ) -> StoreResult<bool> {
         if expected_hash.is_empty() {
             return Ok(false);
@@ -682,7 +684,8 @@ impl Store for SqliteStore {
         // one takes its place.
         let result = sqlx::query(
             "UPDATE oauth_clients SET previous_secret_hash = secret_hash, \
-             previous_secret_valid_until = $1, secret_hash = $2, secret_issued_at = $3 \
+             previous_secret_valid_until = $1, secret_hash = $2, secret_issued_at = $3, \
+             machine_tokens_not_before = COALESCE($6, machine_tokens_not_before) \
              WHERE id = $4 AND revoked_at IS NULL AND secret_hash = $5",
         )
         .bind(old_valid_until.0)
@@ -690,9 +693,15 @@ impl Store for SqliteStore {
         .bind(at.0)
         .bind(id)
         .bind(expected_hash)
+        .bind(machine_tokens_not_before.map(|t| t.0))
         .execute(&self.pool)
         .await?;
-        Ok(result.rows_affected() == 1)
+        let rotated = result.rows_affected() == 1;
+        if rotated && machine_tokens_not_before.is_some() {
+            // Token caches on every instance look at the client again.
+            self.bump_generation();
+        }
+        Ok(rotated)
     }
 
     async fn revoke_token(

@@ -278,6 +278,7 @@ pub(super) fn client(id: &str) -> ClientRecord {
         jwks_uri: None,
         secret_issued_at: None,
         previous_secret: None,
+        machine_tokens_not_before: None,
     }
 }
 

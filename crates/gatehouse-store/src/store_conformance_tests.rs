@@ -182,6 +182,7 @@ fn client(id: &str) -> ClientRecord {
         jwks_uri: None,
         secret_issued_at: None,
         previous_secret: None,
+        machine_tokens_not_before: None,
     }
 }
 
@@ -747,13 +748,13 @@ pub(crate) async fn a_client_secret_rotation_keeps_one_previous_secret(store: Te
     // Not the current hash: nothing changes.
     assert!(
         !store
-            .rotate_client_secret("c1", &third, &second, Timestamp(20), Timestamp(120))
+            .rotate_client_secret("c1", &third, &second, Timestamp(20), Timestamp(120), None)
             .await
             .unwrap()
     );
     assert!(
         store
-            .rotate_client_secret("c1", &first, &second, Timestamp(20), Timestamp(120))
+            .rotate_client_secret("c1", &first, &second, Timestamp(20), Timestamp(120), None)
             .await
             .unwrap()
     );
@@ -778,14 +779,27 @@ pub(crate) async fn a_client_secret_rotation_keeps_one_previous_secret(store: Te
         rotated.previous_secret
     );
 
-    // A second rotation keeps only the secret it replaces.
+    assert_eq!(rotated.machine_tokens_not_before, None);
+
+    // A second rotation keeps only the secret it replaces; this one also
+    // cuts off the client's own tokens, which every instance must see.
+    let before = store.credential_generation();
     assert!(
         store
-            .rotate_client_secret("c1", &second, &third, Timestamp(30), Timestamp(40))
+            .rotate_client_secret(
+                "c1",
+                &second,
+                &third,
+                Timestamp(30),
+                Timestamp(40),
+                Some(Timestamp(2_000))
+            )
             .await
             .unwrap()
     );
+    assert_ne!(store.credential_generation(), before);
     let again = store.client("c1").await.unwrap().unwrap();
+    assert_eq!(again.machine_tokens_not_before, Some(Timestamp(2_000)));
     assert_eq!(again.secret_hash.as_deref(), Some(third.as_str()));
     assert_eq!(
         again.previous_secret.map(|p| (p.hash, p.valid_until)),
@@ -796,13 +810,20 @@ pub(crate) async fn a_client_secret_rotation_keeps_one_previous_secret(store: Te
     assert!(store.revoke_client("c1", Timestamp(50)).await.unwrap());
     assert!(
         !store
-            .rotate_client_secret("c1", &third, &first, Timestamp(60), Timestamp(70))
+            .rotate_client_secret("c1", &third, &first, Timestamp(60), Timestamp(70), None)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .rotate_client_secret("nobody", &first, &second, Timestamp(60), Timestamp(70))
+            .rotate_client_secret(
+                "nobody",
+                &first,
+                &second,
+                Timestamp(60),
+                Timestamp(70),
+                None
+            )
             .await
             .unwrap()
     );
@@ -816,7 +837,7 @@ pub(crate) async fn a_client_secret_rotation_keeps_one_previous_secret(store: Te
         .unwrap();
     assert!(
         !store
-            .rotate_client_secret("public", "", &first, Timestamp(60), Timestamp(70))
+            .rotate_client_secret("public", "", &first, Timestamp(60), Timestamp(70), None)
             .await
             .unwrap()
     );
@@ -2938,7 +2959,7 @@ pub(crate) async fn concurrent_client_secret_rotations_rotate_once(store: TestSt
         async move {
             let new = format!("{i:02}").repeat(32);
             store
-                .rotate_client_secret("c1", &first, &new, Timestamp(20), Timestamp(120))
+                .rotate_client_secret("c1", &first, &new, Timestamp(20), Timestamp(120), None)
                 .await
                 .unwrap()
         }

@@ -70,6 +70,7 @@ impl Store for DownStore {
         _: &str,
         _: Timestamp,
         _: Timestamp,
+        _: Option<Timestamp>,
     ) -> StoreResult<bool> {
         down()
     }

@@ -438,10 +438,16 @@ pub enum ClientsCommand {
         /// The client id (ghc_...).
         id: String,
         /// How long the old secret keeps working (e.g. 24h, 30m, 0s: at
-        /// once, for a leaked secret). Default: the client's tenant's
-        /// `lifecycle` client_secrets rotation_overlap (24h unless configured).
+        /// once). Default: the client's tenant's `lifecycle` client_secrets
+        /// rotation_overlap (24h unless configured).
         #[arg(long)]
         overlap: Option<humantime::Duration>,
+        /// For a leaked secret: the old secret stops at once, and so does
+        /// every access token the client obtained for itself (client
+        /// credentials) until now, on every instance. Tokens people
+        /// authorized for the client stay.
+        #[arg(long, conflicts_with = "overlap")]
+        revoke_tokens: bool,
         #[command(flatten)]
         json: JsonFlag,
     },

@@ -1,5 +1,5 @@
 use anyhow::{Context as _, bail};
-use gatehouse_core::{Clock, SystemClock};
+use gatehouse_core::{Clock, SystemClock, Timestamp};
 use gatehouse_oauth::{
     ClientSpec, GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE,
     GRANT_REFRESH_TOKEN, PRIVATE_KEY_JWT, REGISTERED_BY_OPERATOR, issue_client, redirect_uri,
@@ -48,6 +48,7 @@ async fn rotate_secret(
     ctx: &Context,
     id: &str,
     overlap: Option<std::time::Duration>,
+    revoke_tokens: bool,
     json_out: bool,
 ) -> anyhow::Result<()> {
     let store = ctx.open_store().await?;
@@ -74,12 +75,25 @@ async fn rotate_secret(
         )
     });
     let old_valid_until = now.plus_millis(i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX));
+    // The client's own tokens are cut off at a whole second (as `iat` is)
+    // one to two seconds ahead: an instance that read the old secret just
+    // before the rotation committed may still be signing a token with it.
+    // The new secret is shown only once the cut has passed, so no token
+    // made with it falls under the cut.
+    let cut = revoke_tokens.then(|| Timestamp::from_secs(now.as_secs() + 2));
     let new = gatehouse_oauth::new_client_secret(&ctx.pepper()?)?;
     if !store
-        .rotate_client_secret(id, &current_hash, &new.hash, now, old_valid_until)
+        .rotate_client_secret(id, &current_hash, &new.hash, now, old_valid_until, cut)
         .await?
     {
         bail!("client {id} was revoked or its secret rotated meanwhile; nothing changed");
+    }
+    if let Some(cut) = cut {
+        let wait = cut.as_millis() - SystemClock.now().as_millis();
+        tokio::time::sleep(std::time::Duration::from_millis(
+            u64::try_from(wait).unwrap_or(0),
+        ))
+        .await;
     }
     // A secret replaced by an earlier rotation whose overlap is still
     // running stops working now: say so, in the record and on screen.
@@ -94,13 +108,21 @@ async fn rotate_secret(
         subject: id.to_string(),
         tenant: Some(client.tenant.clone()),
         detail: format!(
-            "secret of OAuth client {id} ({}) rotated; the old secret works until {}{}",
+            "secret of OAuth client {id} ({}) rotated; the old secret works until {}{}{}",
             client.name,
             old_valid_until.to_rfc3339(),
             if dropped.is_some() {
                 "; the secret replaced by the previous rotation stopped working"
             } else {
                 ""
+            },
+            if let Some(cut) = cut {
+                format!(
+                    "; the tokens it obtained for itself before {} are revoked",
+                    cut.to_rfc3339()
+                )
+            } else {
+                String::new()
             }
         ),
     };
@@ -111,9 +133,17 @@ async fn rotate_secret(
             "secret_issued_at": now.to_rfc3339(),
             "old_secret_valid_until": old_valid_until.to_rfc3339(),
             "earlier_secret_ended": dropped.is_some(),
+            "tokens_revoked_before": cut.map(|t| t.to_rfc3339()),
         }));
     } else {
         print_rotated(id, &client.name, &new.secret, old_valid_until, dropped);
+        if let Some(cut) = cut {
+            output::line(&format!(
+                "Every access token it obtained for itself before {} is refused from the next \
+                 request on, on every instance (tokens people authorized for it stay).",
+                cut.to_rfc3339()
+            ));
+        }
     }
     // After the new secret is shown: should its record fail, the secret
     // still works and its holder has it (the command fails).
@@ -124,8 +154,8 @@ fn print_rotated(
     id: &str,
     name: &str,
     secret: &str,
-    old_valid_until: gatehouse_core::Timestamp,
-    dropped: Option<gatehouse_core::Timestamp>,
+    old_valid_until: Timestamp,
+    dropped: Option<Timestamp>,
 ) {
     output::line(&format!("New secret for OAuth client {id} ({name})."));
     output::line("");
@@ -396,8 +426,17 @@ pub async fn run(ctx: &Context, command: ClientsCommand) -> anyhow::Result<()> {
                 ));
             }
         }
-        ClientsCommand::RotateSecret { id, overlap, json } => {
-            rotate_secret(ctx, &id, overlap.map(Into::into), json.json).await?
+        ClientsCommand::RotateSecret {
+            id,
+            overlap,
+            revoke_tokens,
+            json,
+        } => {
+            let overlap = match (revoke_tokens, overlap) {
+                (true, _) => Some(std::time::Duration::ZERO),
+                (false, overlap) => overlap.map(Into::into),
+            };
+            rotate_secret(ctx, &id, overlap, revoke_tokens, json.json).await?
         }
     }
     Ok(())

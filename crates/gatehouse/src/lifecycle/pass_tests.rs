@@ -138,6 +138,7 @@ fn client(id: &str, created: Timestamp, secret: bool) -> ClientRecord {
         jwks_uri: None,
         secret_issued_at: None,
         previous_secret: None,
+        machine_tokens_not_before: None,
     }
 }
 
@@ -602,6 +603,7 @@ async fn a_rotated_client_secret_is_aged_from_its_rotation_and_warned_again() {
                     &"cd".repeat(32),
                     day(80),
                     day(81),
+                    None,
                 )
                 .await
                 .unwrap()

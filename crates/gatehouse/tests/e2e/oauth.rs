@@ -542,11 +542,21 @@ async fn a_rotated_client_secret_overlaps_then_only_the_new_one_works() {
     assert_ne!(entry["secret_issued_at"], entry["created_at"]);
     assert!(!listed.to_string().contains(&second));
 
-    // Rotating again with no overlap (a leaked secret): the secret it
-    // replaces stops at once, and so does the one replaced before it.
-    let rotated = server.cli_json(&["clients", "rotate-secret", &id, "--overlap", "0s"]);
+    // A token the client got for itself with the second secret, in use.
+    let minted = client_token(&server, &id, &second).await;
+    let who = server.call_tool(&minted, "whoami", json!({})).await;
+    assert!(who["result"].is_object(), "{who}");
+
+    // The second secret leaked: rotated with --revoke-tokens, it stops at
+    // once, so does the one replaced before it, and so does every token
+    // the client obtained for itself until then.
+    let rotated = server.cli_json(&["clients", "rotate-secret", &id, "--revoke-tokens"]);
     assert_eq!(rotated["earlier_secret_ended"], true);
+    assert!(rotated["tokens_revoked_before"].is_string(), "{rotated}");
     let third = rotated["client_secret"].as_str().unwrap().to_string();
+    let (status, body) = server.rpc(Some(&minted), "tools/list", json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error_description"], "the credential has been revoked");
     for old in [&first, &second] {
         let (status, _, body) = token_request(
             &server,
@@ -557,7 +567,10 @@ async fn a_rotated_client_secret_overlaps_then_only_the_new_one_works() {
         assert_eq!(status, 401, "{body}");
         assert_eq!(body["error"], "invalid_client");
     }
-    client_token(&server, &id, &third).await;
+    // The new secret's tokens work at once.
+    let fresh = client_token(&server, &id, &third).await;
+    let who = server.call_tool(&fresh, "whoami", json!({})).await;
+    assert!(who["result"].is_object(), "{who}");
 
     // Each rotation is in the audit trail, never with a secret.
     let records = server.audit(&["--kind", "operator"]);
