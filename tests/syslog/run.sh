@@ -249,10 +249,14 @@ sent_by() { # HOSTNAME -> how many records rsyslog wrote from it
 }
 
 # Verification is real: trusting another CA, the handshake fails, the call
-# is refused and the next request gets 503; rsyslog gets nothing.
+# is refused and the next request gets 503; rsyslog gets nothing. Then the
+# right CA file is put in place and the server told (SIGHUP): calls go
+# through again without a restart.
+mkdir -p "$work/gh-tls-untrusted"
+cp "$tls/other-ca.pem" "$work/gh-tls-untrusted/ca.pem"
 run_server tls-untrusted "address = \"tls://127.0.0.1:$tls_port\"
 hostname = \"gatehouse-untrusted\"
-ca_file = \"$tls/other-ca.pem\"
+ca_file = \"$work/gh-tls-untrusted/ca.pem\"
 client_cert_file = \"$tls/client.pem\"
 client_key_file = \"$tls/client.key\""
 body=$(call whoami || true)
@@ -263,9 +267,22 @@ grep -q 'its audit record could not be written' "$work/gh-tls-untrusted/keys-cre
   || { echo "keys create did not fail on its unwritable audit record:" >&2; cat "$work/gh-tls-untrusted/keys-create.err" >&2; exit 1; }
 grep -q 'UnknownIssuer' "$work/gh-tls-untrusted/err" \
   || { echo "the server did not log why the handshake failed:" >&2; cat "$work/gh-tls-untrusted/err" >&2; exit 1; }
-kill -TERM "$gh_pid"; wait "$gh_pid" 2>/dev/null || true; gh_pid=""
 [ "$(sent_by gatehouse-untrusted)" = 0 ] || { echo "records reached rsyslog from a server that trusts another CA" >&2; exit 1; }
 echo "syslog test (tls): trusting another CA, the handshake failed and calls were refused (HTTP 503)"
+cp "$tls/ca.pem" "$work/gh-tls-untrusted/ca.pem"
+kill -HUP "$gh_pid"
+answered=""
+for _ in $(seq 1 50); do
+  if call whoami | grep -q '"structuredContent"'; then answered=1; break; fi
+  sleep 0.2
+done
+[ -n "$answered" ] || { echo "with the right CA file in place and SIGHUP sent, calls were still refused:" >&2; cat "$work/gh-tls-untrusted/err" >&2; exit 1; }
+grep -q 'syslog TLS files reloaded' "$work/gh-tls-untrusted/err" \
+  || { echo "the server did not log the reload:" >&2; cat "$work/gh-tls-untrusted/err" >&2; exit 1; }
+kill -TERM "$gh_pid"; wait "$gh_pid" 2>/dev/null || true; gh_pid=""
+for _ in $(seq 1 50); do [ "$(sent_by gatehouse-untrusted)" != 0 ] && break; sleep 0.1; done
+[ "$(sent_by gatehouse-untrusted)" != 0 ] || { echo "after the reload no record reached rsyslog" >&2; exit 1; }
+echo "syslog test (tls): the right CA file put in place and SIGHUP sent, calls went through again without a restart"
 
 # Without a client certificate rsyslog completes the handshake, then drops
 # the connection: the records of that first connection are lost, and the

@@ -17,7 +17,6 @@
 //! so a SIEM can verify the chain too: `<PRI>1 TIMESTAMP HOST gatehouse PID
 //! KIND - BOM{json}`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -357,7 +356,7 @@ impl SyslogSink {
                         stream.set_nodelay(true)?;
                         // A receiver whose certificate does not verify fails
                         // here, before a byte of the batch is sent.
-                        let mut stream = TlsConnector::from(Arc::clone(&tls.config))
+                        let mut stream = TlsConnector::from(tls.config())
                             .connect(tls.server_name.clone(), stream)
                             .await?;
                         *opened = Instant::now();
@@ -461,6 +460,7 @@ mod tests {
     use gatehouse_core::Timestamp;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
     use tls::testdata;
     use tokio::io::AsyncRead;
     use tokio_rustls::TlsAcceptor;
@@ -692,6 +692,63 @@ mod tests {
         let err = sink.write(&[denied()]).await.unwrap_err().to_string();
         assert!(err.contains("not valid for name \"siem.example\""), "{err}");
         assert_eq!(accepted.await.unwrap(), vec![0, 0]);
+    }
+
+    /// A renewed certificate is used without a restart: the CA file is
+    /// replaced, the server reloads (a clone of the sink's TLS settings),
+    /// and the next connection verifies with it. A broken file is refused
+    /// and the configuration in use stays.
+    #[tokio::test]
+    async fn reloaded_tls_files_are_used_from_the_next_connection() {
+        let (listener, acceptor, address) = tls_receiver(2).await;
+        let received = tokio::spawn(async move {
+            let mut results = Vec::new();
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().await.unwrap();
+                results.push(match acceptor.accept(stream).await {
+                    Ok(mut stream) => read_until_closed(&mut stream).await.len(),
+                    Err(_) => 0,
+                });
+            }
+            results
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::copy(testdata("other-ca.pem"), &ca).unwrap();
+        let target = SyslogTarget::Tls(address);
+        let tls = SyslogTls::load(
+            target.host(),
+            &SyslogTlsFiles {
+                ca_file: Some(ca.clone()),
+                client_cert_file: Some(testdata("client.pem")),
+                client_key_file: Some(testdata("client.key")),
+                server_name: None,
+            },
+        )
+        .unwrap();
+        let server_copy = tls.clone();
+        let mut sink = SyslogSink::new(SyslogSettings {
+            tls: Some(tls),
+            ..settings(target)
+        });
+        let err = sink.write(&[denied()]).await.unwrap_err().to_string();
+        assert!(err.contains("UnknownIssuer"), "{err}");
+
+        // A file that is not PEM: refused, nothing changes.
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let refused = server_copy.reload().unwrap_err();
+        assert!(
+            matches!(refused, SyslogTlsError::CaFile { .. }),
+            "{refused}"
+        );
+
+        std::fs::copy(testdata("ca.pem"), &ca).unwrap();
+        server_copy.reload().unwrap();
+        sink.write(&[denied()]).await.unwrap();
+        sink.close().await;
+        let results = received.await.unwrap();
+        assert_eq!(results[0], 0);
+        assert!(results[1] > 0, "{results:?}");
     }
 
     /// A receiver that restarted: as over TCP, the next batch goes over a

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod config;
 mod context;
+mod file_watch;
 mod lifecycle;
 mod output;
 mod policy_file;

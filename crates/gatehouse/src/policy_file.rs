@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use gatehouse_authz::Policy;
@@ -40,11 +39,6 @@ fn read(path: &PathBuf) -> anyhow::Result<Policy> {
     Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))
 }
 
-fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
 /// Reloads the policy on SIGHUP and when the file changes (checked every
 /// second). Requests in flight keep the policy they started with; an
 /// invalid file is reported and the running policy stays.
@@ -52,49 +46,18 @@ pub fn watch(ctx: &Context, gateway: Arc<Gateway>, shutdown: CancellationToken) 
     let Some(path) = policy_path(ctx) else {
         return;
     };
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(signal) => Some(signal),
+    crate::file_watch::watch(
+        "policy file",
+        vec![path.clone()],
+        shutdown,
+        move || match read(&path) {
+            Ok(policy) => {
+                gateway.replace_policy(policy);
+                tracing::info!(path = %path.display(), "policy reloaded");
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; the policy file is still watched");
-                None
+                tracing::error!(error = %format!("{e:#}"), "the new policy is invalid; keeping the previous one");
             }
-        };
-        let mut last = stamp(&path);
-        let mut interval = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            #[cfg(unix)]
-            let signalled = async {
-                match hangup.as_mut() {
-                    Some(signal) => {
-                        signal.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            #[cfg(not(unix))]
-            let signalled = std::future::pending::<()>();
-            let forced = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = signalled => true,
-                _ = interval.tick() => false,
-            };
-            let current = stamp(&path);
-            if !forced && current == last {
-                continue;
-            }
-            last = current;
-            match read(&path) {
-                Ok(policy) => {
-                    gateway.replace_policy(policy);
-                    tracing::info!(path = %path.display(), "policy reloaded");
-                }
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "the new policy is invalid; keeping the previous one");
-                }
-            }
-        }
-    });
+        },
+    );
 }

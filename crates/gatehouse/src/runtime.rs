@@ -54,6 +54,9 @@ pub struct Runtime {
     pub alerts: Alerts,
     /// Delivers alerts to the webhook (`serve` with `[alerts.webhook]`).
     pub alert_webhook: Option<JoinHandle<()>>,
+    /// The syslog sink's TLS client, shared with the sink: `serve` reloads
+    /// its files on SIGHUP and when they change.
+    pub syslog_tls: Option<gatehouse_audit::SyslogTls>,
 }
 
 pub const SANDBOX_DIR: &str = "sandbox";
@@ -92,6 +95,9 @@ impl Runtime {
                 .context("cannot read the audit chain")?,
             None => Chain::for_run(),
         };
+        let syslog = ctx.syslog_settings()?;
+        // Kept to reload the TLS files while the sink runs (they share it).
+        let syslog_tls = syslog.as_ref().and_then(|s| s.tls.clone());
         let (audit, audit_writer) = AuditLog::start_with(
             Arc::clone(&store),
             AuditOptions {
@@ -103,7 +109,7 @@ impl Runtime {
                     max_bytes: ctx.config.audit.rotate_bytes,
                     max_age: ctx.config.audit.rotate_after,
                 }),
-                syslog: ctx.syslog_settings()?,
+                syslog,
             },
         )
         .with_context(|| format!("cannot open the audit file {}", audit_path.display()))?;
@@ -262,6 +268,7 @@ impl Runtime {
             metrics,
             alerts,
             alert_webhook,
+            syslog_tls,
         })
     }
 

@@ -7,10 +7,15 @@
 //! certificate stops start-up instead of failing the first batch. Errors
 //! name the setting and the file, never what the file holds: a key file's
 //! content must not reach a terminal or a log.
+//!
+//! A running server loads the files again on request (`SyslogTls::reload`,
+//! on SIGHUP and when a file changes): certificates expire, and a sink that
+//! cannot connect refuses every call, so renewing a certificate must not
+//! need a restart. New connections use the reloaded files.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -57,11 +62,14 @@ pub enum SyslogTlsError {
 }
 
 /// A client ready to connect: the verified-receiver configuration and the
-/// name to verify.
+/// name to verify. Clones share the configuration, so a clone kept by the
+/// server reloads the one the sink connects with.
 #[derive(Clone)]
 pub struct SyslogTls {
-    pub(crate) config: Arc<ClientConfig>,
+    config: Arc<RwLock<Arc<ClientConfig>>>,
     pub(crate) server_name: ServerName<'static>,
+    host: String,
+    files: SyslogTlsFiles,
 }
 
 // The configuration holds the client's private key: only the name is shown.
@@ -127,9 +135,38 @@ impl SyslogTls {
             }
         };
         Ok(SyslogTls {
-            config: Arc::new(config),
+            config: Arc::new(RwLock::new(Arc::new(config))),
             server_name,
+            host: host.to_string(),
+            files: files.clone(),
         })
+    }
+
+    /// The configuration a new connection uses.
+    pub(crate) fn config(&self) -> Arc<ClientConfig> {
+        Arc::clone(&self.config.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Loads the files again and, when they are usable, connects with them
+    /// from the next connection on. When they are not, the error says why
+    /// and the configuration in use stays.
+    pub fn reload(&self) -> Result<(), SyslogTlsError> {
+        let fresh = SyslogTls::load(&self.host, &self.files)?;
+        let config = fresh.config();
+        *self.config.write().unwrap_or_else(PoisonError::into_inner) = config;
+        Ok(())
+    }
+
+    /// The files it is loaded from (to watch them).
+    pub fn files(&self) -> impl Iterator<Item = &Path> {
+        [
+            &self.files.ca_file,
+            &self.files.client_cert_file,
+            &self.files.client_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
     }
 }
 
@@ -247,10 +284,10 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(tls.server_name, ServerName::IpAddress(_)));
-        assert!(tls.config.client_auth_cert_resolver.has_certs());
+        assert!(tls.config().client_auth_cert_resolver.has_certs());
         let tls = SyslogTls::load("siem.example", &files(Some("ca.pem"), None, None)).unwrap();
         assert_eq!(tls.server_name.to_str(), "siem.example");
-        assert!(!tls.config.client_auth_cert_resolver.has_certs());
+        assert!(!tls.config().client_auth_cert_resolver.has_certs());
     }
 
     #[test]

@@ -163,6 +163,21 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         housekeeping(Arc::clone(oauth), shutdown.clone());
     }
     crate::policy_file::watch(ctx, Arc::clone(&runtime.gateway), shutdown.clone());
+    if let Some(tls) = runtime.syslog_tls.clone() {
+        // A renewed certificate or CA must not need a restart: while the
+        // sink cannot connect, every call is refused.
+        let files = tls.files().map(std::path::Path::to_path_buf).collect();
+        crate::file_watch::watch(
+            "syslog TLS files",
+            files,
+            shutdown.clone(),
+            move || match tls.reload() {
+                Ok(()) => tracing::info!("syslog TLS files reloaded; new connections use them"),
+                Err(e) => tracing::error!(error = %e,
+                    "the syslog TLS files cannot be used; keeping the ones loaded before"),
+            },
+        );
+    }
     let lifecycle = if ctx.config.lifecycle.enabled {
         let housekeeping = Housekeeping {
             store: Arc::clone(&runtime.store),
