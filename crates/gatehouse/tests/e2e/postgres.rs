@@ -283,3 +283,75 @@ async fn a_signing_key_revoked_through_one_instance_stops_its_tokens_on_both() {
     let fresh = body["access_token"].as_str().unwrap();
     assert_eq!(first.rpc(Some(fresh), "tools/list", json!({})).await.0, 200);
 }
+
+#[tokio::test]
+async fn a_client_secret_rotated_as_leaked_through_one_instance_stops_its_tokens_on_both() {
+    let Some(schema) = Schema::create() else {
+        return;
+    };
+    let url = schema.url();
+    let env = [
+        ("GH_TEST_DATABASE_URL", url.as_str()),
+        ("GATEHOUSE_PEPPER", &"ab".repeat(32)),
+        ("GATEHOUSE_MASTER_KEY", &"cd".repeat(32)),
+    ];
+    let config = format!("{CONFIG}[server]\npublic_url = \"http://127.0.0.1:9\"\n");
+    let first = Server::start_with_env(tempfile::tempdir().unwrap(), Some(&config), &env);
+    let second = Server::start_with_env(tempfile::tempdir().unwrap(), Some(&config), &env);
+    let client = first.cli_json(&["clients", "create", "--name", "bot", "--role", "reader"]);
+    let (id, leaked) = (
+        client["client_id"].as_str().unwrap(),
+        client["client_secret"].as_str().unwrap(),
+    );
+    // A token minted with the secret on one instance, in use on both
+    // (so cached on both).
+    let (status, token) = token_with(&first, id, leaked).await;
+    assert_eq!(status, 200);
+    let token = token.unwrap();
+    assert_eq!(
+        first.rpc(Some(&token), "tools/list", json!({})).await.0,
+        200
+    );
+    assert_eq!(
+        second.rpc(Some(&token), "tools/list", json!({})).await.0,
+        200
+    );
+
+    // The secret leaked: rotated through the other instance's data.
+    let rotated = second.cli_json(&["clients", "rotate-secret", id, "--revoke-tokens"]);
+    let fresh_secret = rotated["client_secret"].as_str().unwrap();
+    wait_for_status(&first, &token, 401, "the cut-off token still works here").await;
+    wait_for_status(
+        &second,
+        &token,
+        401,
+        "the cut-off token still works on the other instance",
+    )
+    .await;
+    // The leaked secret gets nothing on either; the new one works on both.
+    for server in [&first, &second] {
+        assert_eq!(token_with(server, id, leaked).await.0, 401);
+        let (status, fresh) = token_with(server, id, fresh_secret).await;
+        assert_eq!(status, 200);
+        let fresh = fresh.unwrap();
+        assert_eq!(
+            first.rpc(Some(&fresh), "tools/list", json!({})).await.0,
+            200
+        );
+        assert_eq!(
+            second.rpc(Some(&fresh), "tools/list", json!({})).await.0,
+            200
+        );
+    }
+}
+
+/// A client-credentials grant at `server`: (status, the access token).
+async fn token_with(server: &Server, id: &str, secret: &str) -> (u16, Option<String>) {
+    let (status, _, body) = super::oauth::token_request(
+        server,
+        &[("grant_type", "client_credentials")],
+        Some((id, secret)),
+    )
+    .await;
+    (status, body["access_token"].as_str().map(String::from))
+}
