@@ -136,7 +136,8 @@ async fn rotate_secret(
             "tokens_revoked_before": cut.map(|t| t.to_rfc3339()),
         }));
     } else {
-        print_rotated(id, &client.name, &new.secret, old_valid_until, dropped);
+        let old_ends = (old_valid_until > now).then_some(old_valid_until);
+        print_rotated(id, &client.name, &new.secret, old_ends, dropped);
         if let Some(cut) = cut {
             output::line(&format!(
                 "Every access token it obtained for itself before {} is refused from the next \
@@ -154,7 +155,7 @@ fn print_rotated(
     id: &str,
     name: &str,
     secret: &str,
-    old_valid_until: Timestamp,
+    old_ends: Option<Timestamp>,
     dropped: Option<Timestamp>,
 ) {
     output::line(&format!("New secret for OAuth client {id} ({name})."));
@@ -162,10 +163,10 @@ fn print_rotated(
     output::line(&format!("  client_secret: {secret}"));
     output::line("");
     output::line("The client secret is shown only this once; store it now.");
-    output::line(&format!(
-        "The old secret keeps working until {}.",
-        old_valid_until.to_rfc3339()
-    ));
+    output::line(&match old_ends {
+        Some(at) => format!("The old secret keeps working until {}.", at.to_rfc3339()),
+        None => "The old secret no longer works.".to_string(),
+    });
     if let Some(until) = dropped {
         output::line(&format!(
             "The secret replaced by the previous rotation (valid until {}) stopped working now.",
