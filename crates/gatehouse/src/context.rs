@@ -135,7 +135,7 @@ impl Context {
             bail!("no signing key is active yet (a server makes one when it first starts)");
         }
         let signer = crate::runtime::KeyRingSigner {
-            keys: gatehouse_oauth::KeyRing::new(Arc::clone(store), self.master_key()?),
+            keys: gatehouse_oauth::KeyRing::new(Arc::clone(store), self.existing_master_key()?),
             issuer: self.public_origin(),
         };
         gatehouse_audit::sign_checkpoint(audit, &signer, now, 0)
@@ -219,6 +219,7 @@ impl Context {
             PEPPER_ENV_DEFAULT,
             auth.pepper_file.as_deref(),
             PEPPER_FILE,
+            Create::IfMissing,
         )?;
         let bytes = hex::decode(hex_text.trim()).context("the pepper must be hex")?;
         Pepper::new(bytes).map_err(anyhow::Error::msg)
@@ -226,12 +227,24 @@ impl Context {
 
     /// The master key that seals the authorization server's signing keys.
     pub fn master_key(&self) -> anyhow::Result<MasterKey> {
+        self.master_key_with(Create::IfMissing)
+    }
+
+    /// The master key, only where one already is: never makes the default
+    /// file (a command signing its audit chain must not leave a stray key
+    /// next to servers that take theirs from the environment).
+    fn existing_master_key(&self) -> anyhow::Result<MasterKey> {
+        self.master_key_with(Create::Never)
+    }
+
+    fn master_key_with(&self, create: Create) -> anyhow::Result<MasterKey> {
         let oauth = &self.config.oauth;
         let hex_text = self.secret_hex(
             oauth.master_key_env.as_deref(),
             MASTER_KEY_ENV_DEFAULT,
             oauth.master_key_file.as_deref(),
             MASTER_KEY_FILE,
+            create,
         )?;
         MasterKey::from_hex(&hex_text).map_err(|e| anyhow::anyhow!("master key: {e}"))
     }
@@ -245,6 +258,7 @@ impl Context {
         default_env: &str,
         file: Option<&Path>,
         default_file: &str,
+        create: Create,
     ) -> anyhow::Result<String> {
         let env_name = env.unwrap_or(default_env);
         if let Ok(value) = std::env::var(env_name) {
@@ -258,10 +272,20 @@ impl Context {
         }
         let path = self.data_dir.join(default_file);
         if !path.exists() {
+            if create == Create::Never {
+                bail!("{env_name} is not set and there is no {}", path.display());
+            }
             create_secret_file(&path)?;
         }
         read_secret_file(&path)
     }
+}
+
+/// Whether a missing default secret file is made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Create {
+    IfMissing,
+    Never,
 }
 
 fn read_secret_file(path: &Path) -> anyhow::Result<String> {

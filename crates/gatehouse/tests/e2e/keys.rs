@@ -218,3 +218,54 @@ async fn operator_changes_to_credentials_are_audited_with_who_made_them() {
         assert!(!all.contains(secret), "{secret} in the audit trail");
     }
 }
+
+#[tokio::test]
+async fn a_command_signs_its_records_only_with_a_master_key_that_is_already_there() {
+    // Before any server ran: the key is made and recorded, the record is
+    // left unsigned (no signing key yet).
+    let dir = tempfile::tempdir().unwrap();
+    let cli = |dir: &std::path::Path| {
+        std::process::Command::new(super::harness::BIN)
+            .args([
+                "keys", "create", "--name", "cli", "--role", "reader", "--json",
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .env_remove("GATEHOUSE_CONFIG")
+            .env_remove("GATEHOUSE_MASTER_KEY")
+            .output()
+            .unwrap()
+    };
+    let out = cli(dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("no signing key is active yet"), "{stderr}");
+
+    // A server that takes its master key from the environment: a command
+    // run without it cannot sign, says so, and leaves no master key file
+    // of its own behind (a later start without the variable would use it).
+    let mut server = Server::start_with_env(
+        tempfile::tempdir().unwrap(),
+        None,
+        &[("GATEHOUSE_MASTER_KEY", &"cd".repeat(32))],
+    );
+    let out = cli(server.data_dir());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("chained but not signed"), "{stderr}");
+    assert!(
+        stderr.contains("GATEHOUSE_MASTER_KEY is not set"),
+        "{stderr}"
+    );
+    assert!(!server.data_dir().join("master.key").exists());
+    // With the variable, the same command signs: once the server has
+    // signed its own chain at shutdown, only the unsigned run is left over.
+    server.create_key("signed", "reader", &[]);
+    assert!(server.stop().success());
+    let verified = server.cli_json(&["audit", "verify"]);
+    assert_eq!(
+        verified["records_after_last_checkpoint"].as_u64(),
+        Some(1),
+        "{verified}"
+    );
+}
