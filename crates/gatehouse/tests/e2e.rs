@@ -9,6 +9,7 @@
 mod e2e {
     pub mod harness;
 
+    mod admin_api;
     mod alerts;
     mod approvals;
     mod audit_chain;
@@ -20,6 +21,7 @@ mod e2e {
     mod cli_output;
     mod config;
     mod device;
+    mod docs;
     mod external_issuers;
     mod federated_sign_in;
     mod filesystem;
