@@ -546,6 +546,26 @@ mod tests {
         TlsAcceptor::from(Arc::new(config))
     }
 
+    /// Accepts `n` connections one after the other; for each, how many
+    /// bytes arrived before it closed (0: the handshake failed).
+    fn receive_tls(
+        listener: tokio::net::TcpListener,
+        acceptor: TlsAcceptor,
+        n: usize,
+    ) -> tokio::task::JoinHandle<Vec<usize>> {
+        tokio::spawn(async move {
+            let mut results = Vec::new();
+            for _ in 0..n {
+                let (stream, _) = listener.accept().await.unwrap();
+                results.push(match acceptor.accept(stream).await {
+                    Ok(mut stream) => read_until_closed(&mut stream).await.len(),
+                    Err(_) => 0,
+                });
+            }
+            results
+        })
+    }
+
     /// Reads from a TLS stream until the peer closes it (with or without
     /// close_notify).
     async fn read_until_closed<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
@@ -674,17 +694,7 @@ mod tests {
     #[tokio::test]
     async fn a_receiver_that_does_not_verify_fails_the_batch() {
         let (listener, acceptor, address) = tls_receiver(2).await;
-        let accepted = tokio::spawn(async move {
-            let mut results = Vec::new();
-            for _ in 0..2 {
-                let (stream, _) = listener.accept().await.unwrap();
-                results.push(match acceptor.accept(stream).await {
-                    Ok(mut stream) => read_until_closed(&mut stream).await.len(),
-                    Err(_) => 0,
-                });
-            }
-            results
-        });
+        let accepted = receive_tls(listener, acceptor, 2);
         let mut sink = tls_sink(address.clone(), "other-ca.pem", None);
         let err = sink.write(&[denied()]).await.unwrap_err().to_string();
         assert!(err.contains("UnknownIssuer"), "{err}");
@@ -701,17 +711,7 @@ mod tests {
     #[tokio::test]
     async fn reloaded_tls_files_are_used_from_the_next_connection() {
         let (listener, acceptor, address) = tls_receiver(2).await;
-        let received = tokio::spawn(async move {
-            let mut results = Vec::new();
-            for _ in 0..2 {
-                let (stream, _) = listener.accept().await.unwrap();
-                results.push(match acceptor.accept(stream).await {
-                    Ok(mut stream) => read_until_closed(&mut stream).await.len(),
-                    Err(_) => 0,
-                });
-            }
-            results
-        });
+        let received = receive_tls(listener, acceptor, 2);
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("ca.pem");
         std::fs::copy(testdata("other-ca.pem"), &ca).unwrap();

@@ -300,14 +300,7 @@ async fn lifecycle_housekeeping_acts_once_across_two_instances_on_postgres() {
     let Some(schema) = Schema::create() else {
         return;
     };
-    let url = schema.url();
-    let env = [
-        ("GH_TEST_DATABASE_URL", url.as_str()),
-        ("GATEHOUSE_PEPPER", &"ab".repeat(32)),
-        ("GATEHOUSE_MASTER_KEY", &"cd".repeat(32)),
-    ];
-    let first = Server::start_with_env(tempfile::tempdir().unwrap(), Some(SERVE_CONFIG), &env);
-    let second = Server::start_with_env(tempfile::tempdir().unwrap(), Some(SERVE_CONFIG), &env);
+    let (first, second) = super::postgres::two_instances(&schema, SERVE_CONFIG);
     let mut keys = Vec::new();
     for i in 0..3 {
         keys.push(first.create_key(&format!("acme-{i}"), "reader", &["--tenant", "acme"]));

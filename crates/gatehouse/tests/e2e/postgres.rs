@@ -75,20 +75,29 @@ impl Drop for Schema {
 const CONFIG: &str =
     "version = 1\n[storage]\nbackend = \"postgres\"\npostgres_url_env = \"GH_TEST_DATABASE_URL\"\n";
 
-#[tokio::test]
-async fn a_revocation_on_one_instance_stops_the_key_on_the_other() {
-    let Some(schema) = Schema::create() else {
-        return;
-    };
+/// Both instances behind one load balancer: one public URL, which is the
+/// issuer and the audience of every token.
+const BEHIND_ONE_URL: &str = "[server]\npublic_url = \"http://127.0.0.1:9\"\n";
+
+/// Two instances on `schema` with `config`, sharing the database, the
+/// pepper and the master key (as a deployment's instances do).
+pub(super) fn two_instances(schema: &Schema, config: &str) -> (Server, Server) {
     let url = schema.url();
-    // Instances share the database, the pepper and the master key.
     let env = [
         ("GH_TEST_DATABASE_URL", url.as_str()),
         ("GATEHOUSE_PEPPER", &"ab".repeat(32)),
         ("GATEHOUSE_MASTER_KEY", &"cd".repeat(32)),
     ];
-    let first = Server::start_with_env(tempfile::tempdir().unwrap(), Some(CONFIG), &env);
-    let second = Server::start_with_env(tempfile::tempdir().unwrap(), Some(CONFIG), &env);
+    let start = || Server::start_with_env(tempfile::tempdir().unwrap(), Some(config), &env);
+    (start(), start())
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_instance_stops_the_key_on_the_other() {
+    let Some(schema) = Schema::create() else {
+        return;
+    };
+    let (first, second) = two_instances(&schema, CONFIG);
     assert!(first.admin_key.is_some());
     assert!(
         second.admin_key.is_none(),
@@ -139,17 +148,7 @@ async fn task_grants_and_operation_tokens_hold_across_instances() {
     let Some(schema) = Schema::create() else {
         return;
     };
-    let url = schema.url();
-    let env = [
-        ("GH_TEST_DATABASE_URL", url.as_str()),
-        ("GATEHOUSE_PEPPER", &"ab".repeat(32)),
-        ("GATEHOUSE_MASTER_KEY", &"cd".repeat(32)),
-    ];
-    // Behind one load balancer both instances have one public URL, which
-    // is the issuer and the audience of every token.
-    let config = format!("{CONFIG}[server]\npublic_url = \"http://127.0.0.1:9\"\n");
-    let first = Server::start_with_env(tempfile::tempdir().unwrap(), Some(&config), &env);
-    let second = Server::start_with_env(tempfile::tempdir().unwrap(), Some(&config), &env);
+    let (first, second) = two_instances(&schema, &format!("{CONFIG}{BEHIND_ONE_URL}"));
     first.cli_json(&["users", "add", "alice", "--role", "executor"]);
     let (_, key) = first.create_key("mailer", "executor", &["--owner", "alice"]);
 
@@ -222,15 +221,7 @@ async fn a_signing_key_revoked_through_one_instance_stops_its_tokens_on_both() {
     let Some(schema) = Schema::create() else {
         return;
     };
-    let url = schema.url();
-    let env = [
-        ("GH_TEST_DATABASE_URL", url.as_str()),
-        ("GATEHOUSE_PEPPER", &"ab".repeat(32)),
-        ("GATEHOUSE_MASTER_KEY", &"cd".repeat(32)),
-    ];
-    let config = format!("{CONFIG}[server]\npublic_url = \"http://127.0.0.1:9\"\n");
-    let first = Server::start_with_env(tempfile::tempdir().unwrap(), Some(&config), &env);
-    let second = Server::start_with_env(tempfile::tempdir().unwrap(), Some(&config), &env);
+    let (first, second) = two_instances(&schema, &format!("{CONFIG}{BEHIND_ONE_URL}"));
     let client = first.cli_json(&["clients", "create", "--name", "bot", "--role", "reader"]);
     let (id, secret) = (
         client["client_id"].as_str().unwrap(),
@@ -289,15 +280,7 @@ async fn a_client_secret_rotated_as_leaked_through_one_instance_stops_its_tokens
     let Some(schema) = Schema::create() else {
         return;
     };
-    let url = schema.url();
-    let env = [
-        ("GH_TEST_DATABASE_URL", url.as_str()),
-        ("GATEHOUSE_PEPPER", &"ab".repeat(32)),
-        ("GATEHOUSE_MASTER_KEY", &"cd".repeat(32)),
-    ];
-    let config = format!("{CONFIG}[server]\npublic_url = \"http://127.0.0.1:9\"\n");
-    let first = Server::start_with_env(tempfile::tempdir().unwrap(), Some(&config), &env);
-    let second = Server::start_with_env(tempfile::tempdir().unwrap(), Some(&config), &env);
+    let (first, second) = two_instances(&schema, &format!("{CONFIG}{BEHIND_ONE_URL}"));
     let client = first.cli_json(&["clients", "create", "--name", "bot", "--role", "reader"]);
     let (id, leaked) = (
         client["client_id"].as_str().unwrap(),
