@@ -39,6 +39,41 @@ pub fn json(value: &serde_json::Value) {
     line(&value.to_string());
 }
 
+/// A JSON array written element by element, so a long listing is never
+/// held whole: the same text `json` would print for the whole array.
+pub struct JsonArray<W: Write> {
+    out: W,
+    empty: bool,
+}
+
+impl JsonArray<std::io::BufWriter<std::io::Stdout>> {
+    /// An array on standard output.
+    pub fn start() -> Self {
+        JsonArray::to(std::io::BufWriter::new(std::io::stdout()))
+    }
+}
+
+impl<W: Write> JsonArray<W> {
+    fn to(mut out: W) -> Self {
+        let _ = out.write_all(b"[");
+        JsonArray { out, empty: true }
+    }
+
+    pub fn push(&mut self, value: &serde_json::Value) {
+        if !self.empty {
+            let _ = self.out.write_all(b",");
+        }
+        self.empty = false;
+        let _ = serde_json::to_writer(&mut self.out, value);
+    }
+
+    pub fn finish(mut self) -> W {
+        let _ = self.out.write_all(b"]\n");
+        let _ = self.out.flush();
+        self.out
+    }
+}
+
 /// Left-aligned columns. Cells hold stored strings that callers may have
 /// chosen (names, tools, arguments), so each is escaped: no cell can break
 /// the line, move the cursor or reorder the text around it.
@@ -78,6 +113,26 @@ fn table_lines(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_array_written_element_by_element_is_the_array_as_one_value() {
+        for values in [
+            vec![],
+            vec![serde_json::json!({"id": "a", "n": 1})],
+            vec![
+                serde_json::json!({"id": "a"}),
+                serde_json::json!("b\"c"),
+                serde_json::json!(null),
+            ],
+        ] {
+            let mut array = JsonArray::to(Vec::new());
+            for value in &values {
+                array.push(value);
+            }
+            let written = String::from_utf8(array.finish()).unwrap();
+            assert_eq!(written, format!("{}\n", serde_json::Value::Array(values)));
+        }
+    }
+
     use super::*;
 
     #[test]
