@@ -3,8 +3,10 @@
 //! unlocked, a user added, disabled or given a new password, a tenant
 //! secret stored or deleted) is as much a security event as a refused
 //! call: a SIEM must be able to see who made the admin key. Each is one
-//! record of kind `operator`, written after the change and before the
-//! command reports success; it names the command's user, never a secret.
+//! record of kind `operator`, written after the change (and after a new
+//! key, secret or password is shown, so a failing sink cannot lose it);
+//! a command whose record cannot be written fails. It names the command's
+//! user, never a secret.
 
 use std::sync::Arc;
 
@@ -105,7 +107,15 @@ pub async fn record_all(
     actions: &[OperatorAction],
     now: Timestamp,
 ) -> anyhow::Result<()> {
-    let (audit, writer) = ctx.command_audit_log(Arc::clone(store))?;
+    let unrecorded = || {
+        actions
+            .first()
+            .map(OperatorAction::unrecorded)
+            .unwrap_or_default()
+    };
+    let (audit, writer) = ctx
+        .command_audit_log(Arc::clone(store))
+        .with_context(unrecorded)?;
     let who = operator_name();
     let mut written = Ok(());
     for action in actions {
