@@ -349,17 +349,15 @@ pub async fn run(ctx: &Context, command: ClientsCommand) -> anyhow::Result<()> {
                 statuses.push(Status::of(&store, subject, issued, &policy, now).await?);
             }
             if flag.json {
-                output::json(&json!(
-                    clients
-                        .iter()
-                        .zip(&statuses)
-                        .map(|(c, status)| {
-                            let mut value = client_json(c);
-                            value["lifecycle"] = status.json(now);
-                            value
-                        })
-                        .collect::<Vec<_>>()
-                ));
+                // Client by client, as `keys list`: open registration can
+                // make many.
+                let mut array = output::JsonArray::start();
+                for (client, status) in clients.iter().zip(&statuses) {
+                    let mut value = client_json(client);
+                    value["lifecycle"] = status.json(now);
+                    array.push(&value);
+                }
+                array.finish();
             } else {
                 let rows: Vec<Vec<String>> = clients
                     .iter()
