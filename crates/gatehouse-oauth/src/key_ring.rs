@@ -50,16 +50,22 @@ impl KeyRing {
         }
     }
 
-    /// Adds a key that signs from now when none does (a first start).
-    pub async fn ensure_signer(&self, now: Timestamp) -> Result<(), OAuthError> {
+    /// Adds a key that signs from now when none does (a first start);
+    /// returns the key it added, for the caller's audit record.
+    pub async fn ensure_signer(
+        &self,
+        now: Timestamp,
+    ) -> Result<Option<SigningKeyRecord>, OAuthError> {
         let records = self.store.signing_keys().await.map_err(unavailable)?;
         if signing_schedule(&records, now, REPLACED_KEY_TRUST_MS)
             .signer
-            .is_none()
+            .is_some()
         {
-            add_signing_key(&self.store, &self.master, now, now).await?;
+            return Ok(None);
         }
-        Ok(())
+        add_signing_key(&self.store, &self.master, now, now)
+            .await
+            .map(Some)
     }
 
     pub(crate) async fn records(&self) -> Result<Arc<Vec<SigningKeyRecord>>, OAuthError> {

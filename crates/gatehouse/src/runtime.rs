@@ -221,6 +221,18 @@ impl Runtime {
         if let Some((url, issuer)) = issuer {
             let resource = format!("{issuer}{}", gatehouse_mcp::routes::MCP);
             let config = as_config(ctx, url, issuer, resource, &gateway)?;
+            // Made here rather than inside the server, so a first start
+            // records it with its admin key and user.
+            let now = clock.now();
+            let made = gatehouse_oauth::KeyRing::new(Arc::clone(&store), ctx.master_key()?)
+                .ensure_signer(now)
+                .await
+                .context("cannot prepare the authorization server's signing key")?;
+            if let Some(key) = made {
+                crate::commands::keys::first_signing_key(&key)
+                    .record_in(gateway.audit(), now)
+                    .await;
+            }
             let server = AuthorizationServer::start(
                 config,
                 Arc::clone(&store),

@@ -244,6 +244,17 @@ pub fn key_created(record: &ApiKeyRecord) -> OperatorAction {
     }
 }
 
+/// The audit record of the signing key a first start makes (none signed).
+pub fn first_signing_key(record: &gatehouse_store::SigningKeyRecord) -> OperatorAction {
+    OperatorAction {
+        command: "serve/first-start",
+        reason: "signing_key_added",
+        subject: record.kid.clone(),
+        tenant: None,
+        detail: format!("signing key {} made: no key signed yet", record.kid),
+    }
+}
+
 /// Creates and stores a key. Shared with the first-run admin key.
 pub async fn create_key(
     ctx: &Context,

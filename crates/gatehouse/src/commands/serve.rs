@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::cli::{KeyCreateArgs, ServeArgs};
-use crate::commands::keys::{create_key, key_created};
+use crate::commands::keys::{create_key, first_signing_key, key_created};
 use crate::commands::users::{create_user, user_added};
 use crate::commands::welcome::{FirstRun, print_welcome};
 use crate::config::{AuthModeName, validate_public_url};
@@ -205,9 +205,16 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         Some(oauth) => Arc::new(crate::runtime::AsSigner(Arc::clone(oauth))),
         None => {
             let keys = gatehouse_oauth::KeyRing::new(Arc::clone(&runtime.store), ctx.master_key()?);
-            keys.ensure_signer(runtime.clock.now())
+            let now = runtime.clock.now();
+            let made = keys
+                .ensure_signer(now)
                 .await
                 .context("cannot prepare the key that signs audit checkpoints")?;
+            if let Some(key) = made {
+                first_signing_key(&key)
+                    .record_in(runtime.gateway.audit(), now)
+                    .await;
+            }
             Arc::new(crate::runtime::KeyRingSigner {
                 keys,
                 issuer: origin.clone(),

@@ -137,11 +137,17 @@ fn operator() -> String {
 #[tokio::test]
 async fn operator_changes_to_credentials_are_audited_with_who_made_them() {
     let server = Server::start(None);
-    // The first start's admin key is recorded too.
+    // The first start's signing key, admin key and admin user are
+    // recorded too.
     let first = server.audit(&["--kind", "operator"]);
-    assert_eq!(first.len(), 2, "{first:?}");
-    assert_eq!(first[0]["reason"], "api_key_created");
-    assert_eq!(first[1]["reason"], "user_added");
+    let reasons: Vec<&str> = first
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["signing_key_added", "api_key_created", "user_added"]
+    );
     for record in &first {
         assert_eq!(record["agent"], "gatehouse-first-start");
         assert_eq!(record["human"], operator().as_str());
@@ -175,7 +181,7 @@ async fn operator_changes_to_credentials_are_audited_with_who_made_them() {
     );
 
     let records = server.audit(&["--kind", "operator"]);
-    let reasons: Vec<&str> = records[2..]
+    let reasons: Vec<&str> = records[3..]
         .iter()
         .map(|r| r["reason"].as_str().unwrap())
         .collect();
@@ -201,7 +207,7 @@ async fn operator_changes_to_credentials_are_audited_with_who_made_them() {
     assert_eq!(by_reason("client_revoked")["credential"], client_id);
     assert_eq!(by_reason("user_disabled")["credential"], "carol");
     assert_eq!(by_reason("tenant_secret_stored")["tenant"], "default");
-    for record in &records[2..] {
+    for record in &records[3..] {
         assert_eq!(record["human"], operator().as_str(), "{record}");
         assert_eq!(record["agent"], "gatehouse-cli");
         assert_eq!(record["outcome"], "success");
