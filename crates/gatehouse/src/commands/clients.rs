@@ -99,9 +99,7 @@ async fn rotate_secret(
     // running stops working now: say so, in the record and on screen.
     let dropped = client
         .previous_secret_hash(now)
-        .is_some()
-        .then(|| client.previous_secret.as_ref().map(|p| p.valid_until))
-        .flatten();
+        .and(client.previous_secret.as_ref().map(|p| p.valid_until));
     let action = OperatorAction {
         command: "clients/rotate-secret",
         reason: "client_secret_rotated",

@@ -1,8 +1,10 @@
+use std::sync::Arc;
+
 use anyhow::{Context as _, bail};
 use gatehouse_authn::{IssuedApiKey, LockSubject, issue_api_key};
 use gatehouse_authz::Policy;
 use gatehouse_core::{Clock, SystemClock, Timestamp};
-use gatehouse_store::{ApiKeyRecord, AuthLock};
+use gatehouse_store::{ApiKeyRecord, AuthLock, Store};
 use serde_json::json;
 
 use crate::cli::{KeyCreateArgs, KeysCommand};
@@ -258,6 +260,7 @@ pub fn first_signing_key(record: &gatehouse_store::SigningKeyRecord) -> Operator
 /// Creates and stores a key. Shared with the first-run admin key.
 pub async fn create_key(
     ctx: &Context,
+    store: &Arc<dyn Store>,
     args: &KeyCreateArgs,
     now: Timestamp,
 ) -> anyhow::Result<IssuedApiKey> {
@@ -269,7 +272,6 @@ pub async fn create_key(
     let policy = crate::policy_file::load(ctx)?;
     validate_role(&policy, &args.role)?;
     validate_scopes(&policy, &args.scopes)?;
-    let store = ctx.open_store().await?;
     let pepper = ctx.pepper()?;
     let expires_at = args.expires.map(|d| now.plus_millis(millis(d.into())));
     let issued = issue_api_key(
@@ -291,13 +293,12 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Create(args) => {
             validate_tenant(&crate::policy_file::load(ctx)?, &args.tenant)?;
-            let issued = create_key(ctx, &args, now).await?;
+            let store = ctx.open_store().await?;
+            let issued = create_key(ctx, &store, &args, now).await?;
             // Shown first: a key whose record cannot be written still
             // exists, and its holder must not lose it (the command fails).
             print_issued(&issued, args.json, now);
-            key_created(&issued.record)
-                .record(ctx, &ctx.open_store().await?, now)
-                .await?;
+            key_created(&issued.record).record(ctx, &store, now).await?;
         }
         KeysCommand::List(flag) => {
             let store = ctx.open_store().await?;

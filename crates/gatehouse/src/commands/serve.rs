@@ -34,7 +34,7 @@ async fn first_run_key(ctx: &Context, runtime: &Runtime) -> anyhow::Result<Optio
         json: false,
     };
     let now = runtime.clock.now();
-    let issued = create_key(ctx, &args, now).await?;
+    let issued = create_key(ctx, &runtime.store, &args, now).await?;
     key_created(&issued.record)
         .record_in(runtime.gateway.audit(), now)
         .await;

@@ -10,7 +10,7 @@ use super::harness::Server;
 const CHECK: &str = "/admin/policy/check";
 
 /// POSTs a policy question; returns (status, `WWW-Authenticate`, body).
-async fn ask(server: &Server, key: &str, body: Value) -> (u16, Option<String>, Value) {
+pub(super) async fn ask(server: &Server, key: &str, body: Value) -> (u16, Option<String>, Value) {
     let response = server
         .http
         .post(format!("{}{CHECK}", server.base))

@@ -239,16 +239,8 @@ async fn admins_can_explain_decisions_over_http_and_nobody_else_can() {
     let check = |key: String, body: Value| {
         let server = &server;
         async move {
-            let response = server
-                .http
-                .post(format!("{}/admin/policy/check", server.base))
-                .bearer_auth(key)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap())
+            let (status, _, body) = super::admin_api::ask(server, &key, body).await;
+            (status, body)
         }
     };
     let (status, v) = check(
