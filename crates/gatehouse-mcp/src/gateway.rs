@@ -10,7 +10,7 @@ use gatehouse_audit::{AuditError, AuditLog, EventBuilder, Redactor};
 use gatehouse_authz::{
     Access, ApprovalNeeded, Approvals, Decision, Deny, DenyReason, GrantOrigin, Kind,
     OPERATION_TOKEN_META, Permit, Policy, SharedPolicy, Target, TaskGrantError, TaskGrants,
-    arguments_hash,
+    arguments_hash, uri_template,
 };
 use gatehouse_core::{
     AuditEvent, AuditKind, Clock, CredentialKind, Outcome, Principal, Timestamp, json_len,
@@ -168,24 +168,6 @@ fn without_upstream_protocol_meta(mut answer: CallToolResult) -> CallToolResult 
         }
     }
     answer
-}
-
-/// Whether `uri` is one of the URIs an RFC 6570 template names, reading
-/// each `{expression}` as one or more characters other than `/` (the
-/// level-1 templates resource templates use).
-fn template_matches(template: &str, uri: &str) -> bool {
-    let Some((literal, rest)) = template.split_once('{') else {
-        return template == uri;
-    };
-    let Some(uri) = uri.strip_prefix(literal) else {
-        return false;
-    };
-    let Some((_, after)) = rest.split_once('}') else {
-        return false;
-    };
-    // The expression takes 1..n characters up to the next '/'; try each end.
-    let limit = uri.find('/').unwrap_or(uri.len());
-    (1..=limit).any(|end| template_matches(after, &uri[end..]))
 }
 
 fn micros_since(start: Instant) -> u64 {
@@ -516,6 +498,18 @@ impl Gateway {
     pub fn with_upstreams(mut self, upstreams: Arc<UpstreamSet>) -> Self {
         self.upstreams = Some(upstreams);
         self
+    }
+
+    /// What the policy decides on for a tool: an upstream's tool under its
+    /// upstream (whose section may cover it), else a built-in tool.
+    fn tool_target<'a>(
+        name: &'a str,
+        route: Option<(&'a gatehouse_upstream::Upstream, &'a str)>,
+    ) -> Target<'a> {
+        match route {
+            Some((upstream, _)) => Target::upstream(Kind::Tool, name, upstream.name()),
+            None => Target::tool(name),
+        }
     }
 
     /// Where a tool name leads: a built-in tool (they win over an upstream
@@ -985,34 +979,49 @@ impl Gateway {
             .error(self.redactor.redact_text(&error.to_string()))
     }
 
-    /// The upstream serving a resource URI: the first (in routing order)
-    /// that lists it, else the first with a resource template naming it.
+    /// The upstream serving a resource URI: the one that lists it or has a
+    /// template naming it. A URI that more than one upstream claims is
+    /// refused, not routed to the first: an upstream must not be able to
+    /// take over another's resources (and the caller's identity sent with
+    /// the read) by listing their URIs. `Unknown` when none serves it.
     async fn resource_upstream<'a>(
         &'a self,
         caller: &'a Caller,
         uri: &str,
-    ) -> Option<&'a gatehouse_upstream::Upstream> {
+    ) -> Result<&'a gatehouse_upstream::Upstream, UpstreamError> {
         let tenant = Some(caller.principal.tenant.as_str());
-        let listed = self
+        let mut claims: Vec<&gatehouse_upstream::Upstream> = self
             .listed_by_upstreams("resources", |u| Box::pin(u.list_resources(tenant)))
             .await
             .into_iter()
-            .find(|(_, resources)| resources.iter().any(|r| r.uri == uri))
+            .filter(|(_, resources)| resources.iter().any(|r| r.uri == uri))
+            .map(|(upstream, _)| upstream)
+            .collect();
+        let by_template = self
+            .listed_by_upstreams("resource templates", |u| {
+                Box::pin(u.list_resource_templates(tenant))
+            })
+            .await
+            .into_iter()
+            .filter(|(_, templates)| {
+                templates.iter().any(|t| {
+                    t.uri_template == uri || uri_template::template_matches(&t.uri_template, uri)
+                })
+            })
             .map(|(upstream, _)| upstream);
-        if listed.is_some() {
-            return listed;
+        for upstream in by_template {
+            if !claims.iter().any(|c| c.name() == upstream.name()) {
+                claims.push(upstream);
+            }
         }
-        self.listed_by_upstreams("resource templates", |u| {
-            Box::pin(u.list_resource_templates(tenant))
-        })
-        .await
-        .into_iter()
-        .find(|(_, templates)| {
-            templates
-                .iter()
-                .any(|t| t.uri_template == uri || template_matches(&t.uri_template, uri))
-        })
-        .map(|(upstream, _)| upstream)
+        match claims.as_slice() {
+            [] => Err(UpstreamError::Unknown(uri.to_string())),
+            [one] => Ok(*one),
+            several => Err(UpstreamError::Ambiguous {
+                uri: uri.to_string(),
+                upstreams: several.iter().map(|u| Arc::from(u.name())).collect(),
+            }),
+        }
     }
 
     /// Gate 2 and audit for a request about one upstream resource (read,
@@ -1032,7 +1041,7 @@ impl Gateway {
         let target = Target {
             kind: Kind::Resource,
             name: uri,
-            upstream: serving.map(|u| u.name()),
+            upstream: serving.as_ref().ok().map(|u| u.name()),
         };
         let none = Value::Object(Map::new());
         let args = CallArgs {
@@ -1041,12 +1050,24 @@ impl Gateway {
             redacted: none.clone(),
             sha256: None,
         };
+        // Refused for what it is, whatever the policy would say: the read
+        // cannot go to either claimant.
+        if let Err(ambiguous @ UpstreamError::Ambiguous { .. }) = serving {
+            let refused = self
+                .tool_event(caller, uri, &args, AuditKind::ToolDecision, Outcome::Denied)
+                .decision("deny")
+                .reason(ambiguous.code())
+                .error(ambiguous.to_string())
+                .build();
+            self.record(refused).await?;
+            return Err(CallError::Upstream(ambiguous));
+        }
         let decision = self.policy().authorize_target(&caller.principal, &target);
         let fetch = async {
             match serving {
-                Some(upstream) => fetch(upstream).await,
-                // Named in the policy, but no upstream lists it.
-                None => Err(UpstreamError::Unknown(uri.to_string())),
+                Ok(upstream) => fetch(upstream).await,
+                // Named in the policy, but no upstream serves it.
+                Err(e) => Err(e),
             }
         };
         self.read_only(caller, &target, &args, decision, started, fetch)
@@ -1133,10 +1154,13 @@ impl Gateway {
                     .as_deref()
                     .and_then(|u| u.route(&name))
                     .map(|(upstream, upstream_name)| (upstream, upstream_name.to_string()));
-                let upstream = route.map(|(upstream, upstream_name)| {
-                    prompt.name = upstream_name;
-                    upstream
-                });
+                let upstream = match route {
+                    Some((upstream, upstream_name)) => {
+                        prompt.name = upstream_name;
+                        Ok(upstream)
+                    }
+                    None => Err(UpstreamError::Unknown(name.clone())),
+                };
                 (Kind::Prompt, name, upstream)
             }
             Reference::Resource(resource) => {
@@ -1153,7 +1177,7 @@ impl Gateway {
         let target = Target {
             kind,
             name: &name,
-            upstream: upstream.map(|u| u.name()),
+            upstream: upstream.as_ref().ok().map(|u| u.name()),
         };
         let none = Value::Object(Map::new());
         let args = CallArgs {
@@ -1165,8 +1189,8 @@ impl Gateway {
         let decision = self.policy().authorize_target(&caller.principal, &target);
         let fetch = async {
             match upstream {
-                Some(upstream) => upstream.complete(tenant, params).await,
-                None => Err(UpstreamError::Unknown(name.clone())),
+                Ok(upstream) => upstream.complete(tenant, params).await,
+                Err(e) => Err(e),
             }
         };
         self.read_only(caller, &target, &args, decision, started, fetch)
@@ -1293,19 +1317,21 @@ impl Gateway {
             return Ok(None);
         }
         let policy = self.policy();
-        let Decision::Deny(deny) = policy.authorize(&caller.principal, name) else {
+        // The rule `call_tool` will apply: an upstream tool's section, not
+        // the built-in tools' rule for an unnamed tool.
+        let target = Self::tool_target(name, self.route(name));
+        let Decision::Deny(deny) = policy.authorize_target(&caller.principal, &target) else {
             return Ok(None);
         };
         if deny.required_scope().is_none() {
             return Ok(None);
         }
         let exact = Value::Object(arguments.cloned().unwrap_or_default());
+        let redact_fields = policy.redact_fields_for(&target);
         let args = CallArgs {
             exact: &exact,
-            redact_fields: policy.redact_fields(name),
-            redacted: self
-                .redactor
-                .redact_arguments(&exact, policy.redact_fields(name)),
+            redact_fields,
+            redacted: self.redactor.redact_arguments(&exact, redact_fields),
             sha256: None,
         };
         self.record(self.denial_event(caller, name, &args, &deny).build())
@@ -1456,10 +1482,7 @@ impl Gateway {
     ) -> Result<CallResult, CallError> {
         let started = Instant::now();
         let route = self.route(name);
-        let target = match route {
-            Some((upstream, _)) => Target::upstream(Kind::Tool, name, upstream.name()),
-            None => Target::tool(name),
-        };
+        let target = Self::tool_target(name, route);
         // One snapshot for the whole call: a reload in between cannot mix policies.
         let policy = self.policy();
         let arguments = arguments.unwrap_or_default();

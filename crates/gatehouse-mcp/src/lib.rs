@@ -4,6 +4,7 @@
 //! rmcp, the MCP SDK, is used only inside `sdk/`, so SDK upgrades touch one
 //! file.
 
+mod bound_grant;
 mod call_limits;
 mod caller;
 mod gate1;

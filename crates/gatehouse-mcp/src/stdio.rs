@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use gatehouse_authn::Authenticator;
+use gatehouse_authz::{TaskGrantError, grant_of};
+use gatehouse_core::TaskGrant;
 
+use crate::bound_grant::{self, GrantRefused};
 use crate::gate1::{self, Gate1Error, RequestOrigin};
 use crate::{Caller, Gateway};
 
@@ -13,6 +16,10 @@ pub struct StdioAuthenticator {
     authenticator: Arc<Authenticator>,
     gateway: Arc<Gateway>,
     key: Option<String>,
+    /// The task grant the client declared at `initialize` (one connection
+    /// per process): every later request runs under it, as an HTTP
+    /// session's requests run under the grant it declared.
+    declared: std::sync::Mutex<Option<TaskGrant>>,
 }
 
 impl std::fmt::Debug for StdioAuthenticator {
@@ -31,7 +38,46 @@ impl StdioAuthenticator {
             authenticator,
             gateway,
             key,
+            declared: std::sync::Mutex::new(None),
         }
+    }
+
+    fn declared(&self) -> Option<TaskGrant> {
+        self.declared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Grants `task` to the connection (asked at `initialize`), refused by
+    /// the task grants as over HTTP (a caller already under a grant, the
+    /// connection's or its token's, may not claim another).
+    pub(crate) async fn declare_task(
+        &self,
+        caller: &Caller,
+        task: &str,
+    ) -> Result<(), TaskGrantError> {
+        let record = self.gateway.declare_task(caller, task).await?;
+        *self
+            .declared
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(grant_of(&record));
+        Ok(())
+    }
+
+    /// The caller under the connection's declared grant, while it is live
+    /// (`bound_grant::check`); the caller unchanged without one.
+    pub(crate) async fn under_declared_task(&self, caller: Caller) -> Result<Caller, GrantRefused> {
+        let Some(grant) = self.declared() else {
+            return Ok(caller);
+        };
+        bound_grant::check(&self.authenticator, &self.gateway, &caller, &grant).await?;
+        let mut principal = (*caller.principal).clone();
+        principal.task = Some(grant);
+        Ok(Caller {
+            principal: Arc::new(principal),
+            ..caller
+        })
     }
 
     /// Authenticates the environment's key now (and audits the outcome).

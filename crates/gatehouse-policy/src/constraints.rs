@@ -499,10 +499,30 @@ impl Check {
     }
 }
 
+/// Whether `raw` starts with `scheme://`, in any case.
+fn starts_with_scheme(raw: &str, scheme: &str) -> bool {
+    raw.get(..scheme.len() + 3)
+        .is_some_and(|start| start.eq_ignore_ascii_case(&format!("{scheme}://")))
+}
+
 fn check_url(raw: &str, entries: &[NameEntry]) -> Result<(), &'static str> {
+    // The host checked here must be the host the tool will fetch, and the
+    // tool gets the raw string: shapes that URL parsers read differently are
+    // refused. The WHATWG parser reads `\` as `/` (`http://ok.com\@evil.com`
+    // is ok.com to it, evil.com to Python's urllib), drops tabs and
+    // newlines, and takes `http:evil.com` for a host.
+    if raw
+        .chars()
+        .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+    {
+        return Err("URL contains a backslash, whitespace or a control character");
+    }
     let url = url::Url::parse(raw).map_err(|_| "not a valid URL")?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err("URL scheme must be http or https");
+    }
+    if !starts_with_scheme(raw, url.scheme()) {
+        return Err("URL must start with http:// or https://");
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err("URL carries userinfo");

@@ -236,6 +236,28 @@ fn userinfo_is_refused() {
 }
 
 #[test]
+fn urls_that_parsers_read_differently_are_refused() {
+    let c = constraint(r#"{ hosts = ["example.com"] }"#);
+    // Each names example.com to the WHATWG parser, another host (or none)
+    // to others.
+    for bad in [
+        "http://example.com\\@evil.com/",
+        "http://example.com\\\\evil.com/",
+        "http://exa\tmple.com/",
+        "http://example.com/\n",
+        " http://example.com/",
+        "http:example.com/x",
+        "http:/example.com/x",
+        "https:\\\\example.com/",
+    ] {
+        assert!(check(&c, json!(bad)).is_err(), "{bad:?}");
+    }
+    for good in ["http://example.com/a?b=c#d", "HTTPS://EXAMPLE.com/"] {
+        assert_eq!(check(&c, json!(good)), Ok(()), "{good}");
+    }
+}
+
+#[test]
 fn idn_hosts_compare_in_punycode() {
     let c = constraint(r#"{ hosts = ["bücher.de"] }"#);
     assert!(passes(&c, "https://xn--bcher-kva.de/"));

@@ -24,6 +24,7 @@ mod task_allowlist;
 mod tenants;
 #[cfg(test)]
 mod test_support;
+pub mod uri_template;
 
 pub use admin_access::{ADMIN_SCOPE, AdminRefusal};
 pub use canonical::{arguments_hash, canonical_json};

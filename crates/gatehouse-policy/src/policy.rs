@@ -16,6 +16,7 @@ use crate::constraints::{self, ArgConstraint, ConstraintViolation, ToolConstrain
 use crate::policy_file::{RateLimit, TaskSpec};
 use crate::target::{Kind, Target};
 use crate::tenants::TenantSpec;
+use crate::uri_template;
 use crate::{ApprovalNeeded, Decision, Deny, DenyReason, Permit};
 
 /// The built-in roles, each including what the one before it may do.
@@ -133,7 +134,7 @@ impl Policy {
                 .get(target.name)
                 .map(|rule| (rule, self.extras.get(target.name).unwrap_or(&NO_EXTRAS))),
             Kind::Prompt => self.prompts.get(target.name).map(|(r, e)| (r, e)),
-            Kind::Resource => self.resources.get(target.name).map(|(r, e)| (r, e)),
+            Kind::Resource => self.resource_entry(target.name).map(|(r, e)| (r, e)),
         };
         named.or_else(|| {
             target
@@ -446,8 +447,32 @@ impl Policy {
         match target.kind {
             Kind::Tool => self.tools.contains_key(target.name),
             Kind::Prompt => self.prompts.contains_key(target.name),
-            Kind::Resource => self.resources.contains_key(target.name),
+            Kind::Resource => self.resource_entry(target.name).is_some(),
         }
+    }
+
+    /// The `[resources.*]` entry governing a URI: its own, else that of the
+    /// most specific template naming it (most literal characters; the
+    /// first in order among equals). A template's entry governs what the
+    /// template names, so reading a URI cannot fall through to the looser
+    /// upstream section that a template entry narrows.
+    fn resource_entry(&self, uri: &str) -> Option<&(ToolRule, ToolExtras)> {
+        if let Some(entry) = self.resources.get(uri) {
+            return Some(entry);
+        }
+        let mut best: Option<(usize, &(ToolRule, ToolExtras))> = None;
+        for (template, entry) in &self.resources {
+            if !uri_template::is_template(template)
+                || !uri_template::template_matches(template, uri)
+            {
+                continue;
+            }
+            let specificity = uri_template::literal_len(template);
+            if best.is_none_or(|(most, _)| specificity > most) {
+                best = Some((specificity, entry));
+            }
+        }
+        best.map(|(_, entry)| entry)
     }
 
     /// A target the policy does not cover: deny by default. Only a built-in

@@ -157,6 +157,44 @@ fn prompts_and_resources_are_authorized_like_tools() {
 }
 
 #[test]
+fn a_template_entry_governs_every_uri_the_template_names() {
+    let policy = Policy::from_toml(&format!(
+        r#"{POLICY}
+[resources."crm://contacts/{{id}}"]
+scope = "crm:read"
+roles = ["admin"]
+rate_limit = "2/min"
+[resources."crm://{{kind}}/{{id}}"]
+scope = "crm:read"
+roles = ["executor"]
+[resources."crm://contacts/7"]
+scope = "crm:read"
+roles = ["reader"]
+"#
+    ))
+    .unwrap();
+    // Not the section's (analyst): the most specific template's (admin).
+    let contact = crm(Kind::Resource, "crm://contacts/42");
+    assert_eq!(decide(&policy, "executor", contact).0, "role_not_allowed");
+    assert_eq!(decide(&policy, "admin", contact).0, "allow");
+    assert_eq!(
+        policy.visibility(&principal("executor"), &contact),
+        Access::Deny
+    );
+    assert_eq!(policy.rate_limit_for(&contact).map(|l| l.limit), Some(2));
+    // A less specific template covers what the first does not name.
+    let deal = crm(Kind::Resource, "crm://deals/9");
+    assert_eq!(decide(&policy, "executor", deal).0, "allow");
+    assert_eq!(decide(&policy, "analyst", deal).0, "role_not_allowed");
+    // A URI's own entry outranks every template.
+    let seven = crm(Kind::Resource, "crm://contacts/7");
+    assert_eq!(decide(&policy, "reader", seven).0, "allow");
+    // What no template names still follows the section.
+    let nested = crm(Kind::Resource, "crm://contacts/42/notes");
+    assert_eq!(decide(&policy, "analyst", nested).0, "allow");
+}
+
+#[test]
 fn a_task_lists_upstream_tools_and_refuses_everything_else() {
     let policy = Policy::from_toml(POLICY).unwrap();
     let mut p = principal("analyst");

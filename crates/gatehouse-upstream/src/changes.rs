@@ -23,6 +23,11 @@ pub struct ListChanged {
     pub kind: ChangeKind,
     /// The resource that changed, for [`ChangeKind::ResourceUpdated`].
     pub uri: Option<Arc<str>>,
+    /// The tenant whose connection said so, for an upstream with a
+    /// credential per tenant (each tenant its own connection, and maybe its
+    /// own data behind the same URI); `None`: the connection every tenant
+    /// shares. A resource's update is told to that tenant's watchers only.
+    pub tenant: Option<Arc<str>>,
 }
 
 /// Events kept for a slow receiver; beyond that it sees `Lagged` and

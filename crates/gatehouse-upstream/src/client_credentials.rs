@@ -80,6 +80,8 @@ pub(crate) struct ClientCredentials {
     client_id: String,
     client_secret: SecretRef,
     scope: Option<String>,
+    /// The configured authorization server: the secret goes there only.
+    issuer: String,
     tenant: Option<String>,
     cached: Mutex<Option<Cached>>,
     /// The last tokens this grant obtained, newest last: an upstream may
@@ -91,6 +93,16 @@ pub(crate) struct ClientCredentials {
 /// Tokens remembered for scrubbing: the current one and those before it
 /// that a slow request may still carry.
 const ISSUED_REMEMBERED: usize = 4;
+
+/// The longest one metadata fetch or token request may take, reading the
+/// answer included: the client has only a connect timeout, and a server
+/// that trickles its answer would otherwise hold the grant (and every call
+/// waiting for a token) indefinitely.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest a token is used before a new one is asked for, whatever
+/// its `expires_in` says.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Plain http is accepted only on loopback (a local test or sidecar).
 fn check_transport(url: &Url, what: &str) -> Result<(), GrantError> {
@@ -139,6 +151,7 @@ impl ClientCredentials {
         client_id: String,
         client_secret: SecretRef,
         scope: Option<String>,
+        issuer: String,
         tenant: Option<String>,
     ) -> ClientCredentials {
         ClientCredentials {
@@ -147,6 +160,7 @@ impl ClientCredentials {
             client_id,
             client_secret,
             scope,
+            issuer,
             tenant,
             cached: Mutex::new(None),
             issued: std::sync::Mutex::new(std::collections::VecDeque::new()),
@@ -208,6 +222,7 @@ impl ClientCredentials {
             .http
             .get(url.clone())
             .header("accept", "application/json")
+            .timeout(EXCHANGE_TIMEOUT)
             .send()
             .await
             .map_err(|e| {
@@ -247,10 +262,19 @@ impl ClientCredentials {
                 resource_metadata.resource, self.resource
             )));
         }
-        let issuer = resource_metadata
+        // The upstream says which servers it trusts, but never where the
+        // secret goes: a hostile upstream would name its own.
+        let issuer = self.issuer.as_str();
+        let trusted = resource_metadata
             .authorization_servers
-            .first()
-            .ok_or_else(|| GrantError::Discovery("no authorization server is named".into()))?;
+            .iter()
+            .any(|named| named.trim_end_matches('/') == issuer.trim_end_matches('/'));
+        if !trusted {
+            return Err(GrantError::Discovery(format!(
+                "the protected resource metadata does not name the configured issuer {issuer} (it names {:?})",
+                resource_metadata.authorization_servers
+            )));
+        }
         let issuer_url = Url::parse(issuer)
             .map_err(|e| GrantError::Discovery(format!("authorization server {issuer:?}: {e}")))?;
         check_transport(&issuer_url, "the authorization server")?;
@@ -295,7 +319,8 @@ impl ClientCredentials {
         let mut request = self
             .http
             .post(endpoint.clone())
-            .header("accept", "application/json");
+            .header("accept", "application/json")
+            .timeout(EXCHANGE_TIMEOUT);
         let in_body = if basic {
             // RFC 6749 §2.3.1: both parts form-encoded before Basic.
             let encode = |text: &str| {
@@ -336,10 +361,14 @@ impl ClientCredentials {
                 "the token is not a bearer token".into(),
             ));
         }
+        // Capped: the server's number is untrusted, and a token is asked
+        // for again at least daily (an `Instant` past the clock's range
+        // would also panic).
         let lifetime = answer
             .expires_in
             .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_LIFETIME);
+            .unwrap_or(DEFAULT_LIFETIME)
+            .min(MAX_LIFETIME);
         Ok((Secret::new(answer.access_token), lifetime))
     }
 }
@@ -405,6 +434,7 @@ mod tests {
             "gatehouse".into(),
             SecretRef::Env("UNUSED".into()),
             None,
+            "https://login.example".into(),
             None,
         );
         for n in 0..6 {

@@ -158,13 +158,16 @@ pub enum UpstreamAuth {
     Bearer(SecretRef),
     /// `<header>: <secret>`, e.g. `X-Api-Key`.
     Header { name: String, value: SecretRef },
-    /// An access token from the upstream's own authorization server (found
-    /// from its protected resource metadata) by the client-credentials
-    /// grant, for the upstream as `resource`; renewed before it expires.
+    /// An access token from the upstream's authorization server by the
+    /// client-credentials grant, for the upstream as `resource`; renewed
+    /// before it expires. `issuer` is the server the client is registered
+    /// at, and the only one the secret is ever sent to: the upstream's
+    /// protected resource metadata must name it, but cannot choose another.
     OAuth {
         client_id: String,
         client_secret: SecretRef,
         scope: Option<String>,
+        issuer: String,
     },
 }
 
@@ -199,6 +202,7 @@ struct OAuthFields {
     client_secret: SecretRef,
     #[serde(default)]
     scope: Option<String>,
+    issuer: String,
 }
 
 #[derive(Deserialize)]
@@ -210,7 +214,7 @@ struct OAuthRepr {
 #[derive(Deserialize)]
 #[serde(
     untagged,
-    expecting = "auth = \"none\", { bearer = \"env:NAME\" }, { header = \"X-Api-Key\", value = \"file:PATH\" } or { oauth = { client_id = \"ID\", client_secret = \"env:NAME\" } }"
+    expecting = "auth = \"none\", { bearer = \"env:NAME\" }, { header = \"X-Api-Key\", value = \"file:PATH\" } or { oauth = { issuer = \"https://AS\", client_id = \"ID\", client_secret = \"env:NAME\" } }"
 )]
 enum AuthRepr {
     Keyword(String),
@@ -235,6 +239,7 @@ impl<'de> Deserialize<'de> for UpstreamAuth {
                 client_id: o.oauth.client_id,
                 client_secret: o.oauth.client_secret,
                 scope: o.oauth.scope,
+                issuer: o.oauth.issuer,
             }),
         }
     }
@@ -337,6 +342,8 @@ fn valid_name(name: &str) -> bool {
     first_ok
         && name.len() <= MAX_NAME_LEN
         && !name.contains(PREFIX_SEPARATOR)
+        // `a_` + `__` + `x` would read as `a` + `__` + `_x`: upstream `a`'s.
+        && !name.ends_with('_')
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
@@ -361,7 +368,7 @@ const RESERVED_HEADERS: &[&str] = &[
 fn check_entry(entry: &UpstreamConfig) -> Result<(), String> {
     if !valid_name(&entry.name) {
         return Err(format!(
-            "name must match ^[a-z0-9][a-z0-9_-]*$, have at most {MAX_NAME_LEN} characters and no \"__\""
+            "name must match ^[a-z0-9][a-z0-9_-]*$, have at most {MAX_NAME_LEN} characters, no \"__\" and not end with \"_\""
         ));
     }
     if let Some(prefix) = &entry.prefix
@@ -436,6 +443,31 @@ fn check_stdio(entry: &UpstreamConfig, command: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The authorization server the client secret goes to: an https URL
+/// (plain http only on loopback, for a local test or sidecar), with no
+/// user name, query or fragment (RFC 8414 §2).
+fn check_issuer(issuer: &str) -> Result<(), String> {
+    let parsed =
+        url::Url::parse(issuer).map_err(|e| format!("auth.oauth.issuer is not a URL: {e}"))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(host)) => host == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if !(parsed.scheme() == "https" || (parsed.scheme() == "http" && loopback)) {
+        return Err("auth.oauth.issuer must be https (plain http only on loopback)".into());
+    }
+    if !parsed.username().is_empty()
+        || parsed.password().is_some()
+        || parsed.query().is_some()
+        || parsed.fragment().is_some()
+    {
+        return Err("auth.oauth.issuer must have no user name, query or fragment".into());
+    }
+    Ok(())
+}
+
 fn check_http(entry: &UpstreamConfig, url: &str) -> Result<(), String> {
     if !entry.args.is_empty() || !entry.env.is_empty() || !entry.secret_env.is_empty() {
         return Err("args, env and secret_env apply to command upstreams only".into());
@@ -460,10 +492,14 @@ fn check_http(entry: &UpstreamConfig, url: &str) -> Result<(), String> {
     if parsed.fragment().is_some() {
         return Err("url must not have a #fragment".into());
     }
-    if let UpstreamAuth::OAuth { client_id, .. } = &entry.auth
-        && client_id.trim().is_empty()
+    if let UpstreamAuth::OAuth {
+        client_id, issuer, ..
+    } = &entry.auth
     {
-        return Err("auth.oauth.client_id is empty".into());
+        if client_id.trim().is_empty() {
+            return Err("auth.oauth.client_id is empty".into());
+        }
+        check_issuer(issuer)?;
     }
     if let UpstreamAuth::Header { name, .. } = &entry.auth {
         let lower = name.to_ascii_lowercase();
@@ -614,7 +650,7 @@ mod tests {
         assert_eq!(err.index, 1);
         assert!(err.to_string().contains("same name"), "{err}");
 
-        for bad in ["Files", "_x", "a b", "a__b", "", &"x".repeat(33)] {
+        for bad in ["Files", "_x", "a b", "a__b", "a_", "", &"x".repeat(33)] {
             let entry = UpstreamConfig::http(bad, "https://x.example/");
             assert!(reason(&[entry]).contains("name must match"), "{bad}");
         }
@@ -699,7 +735,7 @@ mod tests {
     fn oauth_client_credentials_parse_and_need_a_client_id() {
         let entries = parse(
             "[[upstreams]]\nname = \"crm\"\nurl = \"https://crm.example/mcp\"\n\
-             auth = { oauth = { client_id = \"gw\", client_secret = \"tenant:crm_secret\", scope = \"mcp\" } }\n",
+             auth = { oauth = { issuer = \"https://login.example\", client_id = \"gw\", client_secret = \"tenant:crm_secret\", scope = \"mcp\" } }\n",
         )
         .unwrap();
         let UpstreamAuth::OAuth {
@@ -716,11 +752,35 @@ mod tests {
             client_id: " ".into(),
             client_secret: SecretRef::Env("X".into()),
             scope: None,
+            issuer: "https://login.example".into(),
         };
         assert!(reason(&[empty]).contains("client_id"));
+        // The secret's destination is configured, and only https.
+        let no_issuer = parse(
+            "[[upstreams]]\nname = \"crm\"\nurl = \"https://crm.example/mcp\"\n\
+             auth = { oauth = { client_id = \"gw\", client_secret = \"env:X\" } }\n",
+        );
+        assert!(no_issuer.is_err());
+        for (issuer, ok) in [
+            ("http://login.example", false),
+            ("https://login.example?x=1", false),
+            ("https://u:p@login.example", false),
+            ("not a url", false),
+            ("http://127.0.0.1:9000", true),
+            ("https://login.example/tenant-1", true),
+        ] {
+            let mut entry = entries[0].clone();
+            entry.auth = UpstreamAuth::OAuth {
+                client_id: "gw".into(),
+                client_secret: SecretRef::Env("X".into()),
+                scope: None,
+                issuer: issuer.into(),
+            };
+            assert_eq!(validate(&[entry]).is_ok(), ok, "{issuer}");
+        }
         let unknown = parse(
             "[[upstreams]]\nname = \"crm\"\nurl = \"https://crm.example/mcp\"\n\
-             auth = { oauth = { client_id = \"gw\", client_secret = \"env:X\", audience = \"x\" } }\n",
+             auth = { oauth = { issuer = \"https://login.example\", client_id = \"gw\", client_secret = \"env:X\", audience = \"x\" } }\n",
         );
         assert!(unknown.is_err());
     }

@@ -56,6 +56,13 @@ pub enum UpstreamError {
     Cancelled { upstream: Arc<str> },
     #[error("no upstream is called {0:?}")]
     Unknown(String),
+    /// More than one upstream serves a resource URI (lists it, or has a
+    /// template naming it): refused rather than sent to either.
+    #[error("more than one upstream serves {uri:?} ({})", .upstreams.join(", "))]
+    Ambiguous {
+        uri: String,
+        upstreams: Vec<Arc<str>>,
+    },
 }
 
 impl UpstreamError {
@@ -74,6 +81,7 @@ impl UpstreamError {
             UpstreamError::InputNotGiven { .. } => "upstream_input_not_given",
             UpstreamError::Cancelled { .. } => "cancelled",
             UpstreamError::Unknown(_) => "upstream_unknown",
+            UpstreamError::Ambiguous { .. } => "upstream_ambiguous",
         }
     }
 
@@ -211,6 +219,13 @@ mod tests {
                     data: None,
                 },
                 "upstream_error",
+            ),
+            (
+                UpstreamError::Ambiguous {
+                    uri: "mem://x".into(),
+                    upstreams: vec![Arc::from("a"), Arc::from("b")],
+                },
+                "upstream_ambiguous",
             ),
         ];
         for (error, code) in cases {

@@ -163,6 +163,8 @@ fn refused(message: String) -> ErrorData {
 #[derive(Clone)]
 pub(crate) struct Handler {
     upstream: Arc<str>,
+    /// The tenant of this connection, when the upstream has one per tenant.
+    tenant: Option<Arc<str>>,
     changes: broadcast::Sender<ListChanged>,
     in_flight: Arc<InFlight>,
     /// The entry's `protocol_version`, when it pins one.
@@ -172,12 +174,14 @@ pub(crate) struct Handler {
 impl Handler {
     pub(crate) fn new(
         upstream: Arc<str>,
+        tenant: Option<Arc<str>>,
         changes: broadcast::Sender<ListChanged>,
         pinned: Option<String>,
         call_timeout: std::time::Duration,
     ) -> Handler {
         Handler {
             upstream,
+            tenant,
             changes,
             // A call the gateway abandons may go on at the upstream for as
             // long as a call may take.
@@ -226,6 +230,7 @@ impl Handler {
             upstream: self.upstream.clone(),
             kind,
             uri: None,
+            tenant: self.tenant.clone(),
         });
     }
 
@@ -254,6 +259,7 @@ impl Handler {
             upstream: self.upstream.clone(),
             kind: ChangeKind::ResourceUpdated,
             uri: Some(uri.into()),
+            tenant: self.tenant.clone(),
         });
     }
 }

@@ -69,7 +69,20 @@ async fn read_line<R: AsyncRead + Unpin>(
     }
 }
 
-pub(crate) async fn forward<R: AsyncRead + Unpin>(upstream: Arc<str>, stderr: R) {
+/// A line as logged: its trailing newline gone, and the secrets the child
+/// was given (`secret_env`) replaced, since a child may print its own
+/// token (in a debug line, an error echoing its request).
+fn shown(line: &[u8], secrets: &[String]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches(['\n', '\r']).to_owned();
+    crate::scrub::scrub(text, secrets)
+}
+
+pub(crate) async fn forward<R: AsyncRead + Unpin>(
+    upstream: Arc<str>,
+    stderr: R,
+    secrets: Vec<String>,
+) {
     let mut reader = BufReader::new(stderr);
     let mut line = Vec::with_capacity(256);
     let mut budget = Budget::new(Instant::now());
@@ -87,8 +100,7 @@ pub(crate) async fn forward<R: AsyncRead + Unpin>(upstream: Arc<str>, stderr: R)
             tracing::warn!(upstream = %upstream, dropped, "upstream stderr: lines dropped (rate limit)");
         }
         if log {
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end_matches(['\n', '\r']);
+            let text = shown(&line, &secrets);
             tracing::info!(
                 target: "gatehouse_upstream::stderr",
                 upstream = %upstream,
@@ -103,6 +115,17 @@ pub(crate) async fn forward<R: AsyncRead + Unpin>(upstream: Arc<str>, stderr: R)
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_secret_the_child_prints_is_not_logged() {
+        let secrets = vec!["tok-child-5e2a91c7".to_string()];
+        let text = shown(
+            b"debug: Authorization: Bearer tok-child-5e2a91c7\r\n",
+            &secrets,
+        );
+        assert_eq!(text, "debug: Authorization: Bearer [redacted]");
+        assert_eq!(shown(b"plain line\n", &secrets), "plain line");
+    }
 
     #[tokio::test]
     async fn long_lines_are_cut_without_buffering_them() {

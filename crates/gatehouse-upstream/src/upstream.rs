@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, BreakerState};
 use crate::changes::{ChangeKind, ListChanged};
 use crate::child::{self, Child};
 use crate::client_credentials::ClientCredentials;
@@ -134,6 +134,7 @@ impl Shared {
     ) -> Result<(Established, Option<Child>), UpstreamError> {
         let handler = Handler::new(
             self.name.clone(),
+            tenant.map(Arc::from),
             self.changes.clone(),
             self.config.protocol_version.clone(),
             self.config.call_timeout,
@@ -149,15 +150,18 @@ impl Shared {
                         .map_err(|e| self.credentials(format!("secret_env.{key}: {e}")))?;
                     secret_env.push((key.clone(), secret));
                 }
-                let secrets = SentSecrets::fixed(
-                    secret_env
-                        .iter()
-                        .map(|(_, s)| s.expose().to_owned())
-                        .collect(),
-                );
+                let values: Vec<String> = secret_env
+                    .iter()
+                    .map(|(_, s)| s.expose().to_owned())
+                    .collect();
+                let secrets = SentSecrets::fixed(values.clone());
                 let spawned = child::spawn(&self.name, &self.config, command, &secret_env)
                     .map_err(|e| self.unavailable(format!("cannot start {command:?}: {e}")))?;
-                tokio::spawn(stderr_log::forward(self.name.clone(), spawned.stderr));
+                tokio::spawn(stderr_log::forward(
+                    self.name.clone(),
+                    spawned.stderr,
+                    values,
+                ));
                 let transport =
                     sdk::stdio_transport(LineCap::new(spawned.stdout, limit), spawned.stdin, limit);
                 let established =
@@ -204,6 +208,7 @@ impl Shared {
             client_id,
             client_secret,
             scope,
+            issuer,
         } = &self.config.auth
         else {
             return Err(self.credentials("not an OAuth upstream"));
@@ -215,6 +220,7 @@ impl Shared {
             client_id.clone(),
             client_secret.clone(),
             scope.clone(),
+            issuer.clone(),
             tenant.map(str::to_owned),
         ));
         grant
@@ -290,6 +296,7 @@ async fn supervise(shared: Arc<Shared>, tenant: Option<String>, state: watch::Se
                         upstream: shared.name.clone(),
                         kind: ChangeKind::Reconnected,
                         uri: None,
+                        tenant: tenant.as_deref().map(Arc::from),
                     });
                 }
                 connected_before = true;
@@ -343,7 +350,11 @@ async fn supervise(shared: Arc<Shared>, tenant: Option<String>, state: watch::Se
 struct Inner {
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
-    breaker: Mutex<Breaker>,
+    /// One per connection, keyed like `slots`: with a credential per tenant
+    /// each tenant has its own connection, and one tenant's failures (a
+    /// missing secret, a refused grant) must not shut the upstream for the
+    /// others.
+    breakers: Mutex<HashMap<Option<String>, Breaker>>,
     slots: Mutex<HashMap<Option<String>, Slot>>,
 }
 
@@ -391,10 +402,7 @@ impl Upstream {
         let upstream = Upstream {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(shared.config.max_concurrent_calls)),
-                breaker: Mutex::new(Breaker::new(
-                    shared.config.breaker_failures,
-                    shared.config.breaker_cooldown,
-                )),
+                breakers: Mutex::new(HashMap::new()),
                 slots: Mutex::new(HashMap::new()),
                 shared,
             }),
@@ -436,7 +444,7 @@ impl Upstream {
             last_error: status.last_error.clone(),
             restarts: status.restarts,
             protocol_version: status.protocol_version.clone(),
-            breaker: lock(&self.inner.breaker).state(std::time::Instant::now()),
+            breaker: self.breaker_state(),
             in_flight: shared
                 .config
                 .max_concurrent_calls
@@ -459,6 +467,34 @@ impl Upstream {
         self.inner.shared.set_state(HealthState::Disabled);
     }
 
+    /// The breaker state shown in health: the most severe of the
+    /// connections' (one tenant's open breaker shows).
+    fn breaker_state(&self) -> BreakerState {
+        let now = std::time::Instant::now();
+        let breakers = lock(&self.inner.breakers);
+        let states: Vec<BreakerState> = breakers.values().map(|b| b.state(now)).collect();
+        if states.contains(&BreakerState::Open) {
+            BreakerState::Open
+        } else if states.contains(&BreakerState::HalfOpen) {
+            BreakerState::HalfOpen
+        } else {
+            BreakerState::Closed
+        }
+    }
+
+    /// The key of a tenant's connection: the tenant for an upstream whose
+    /// credential is per tenant, else the one shared connection's.
+    fn slot_key(&self, tenant: Option<&str>) -> Result<Option<String>, UpstreamError> {
+        let shared = &self.inner.shared;
+        if !shared.config.needs_tenant() {
+            return Ok(None);
+        }
+        tenant.map(|t| Some(t.to_owned())).ok_or_else(|| {
+            shared
+                .credentials("this upstream's credential is per tenant, and the call has no tenant")
+        })
+    }
+
     fn slot(&self, tenant: Option<&str>) -> Result<watch::Receiver<SlotState>, UpstreamError> {
         let shared = &self.inner.shared;
         if !shared.config.enabled {
@@ -469,19 +505,7 @@ impl Upstream {
         if shared.shutdown.is_cancelled() {
             return Err(shared.unavailable("shut down"));
         }
-        let key = if shared.config.needs_tenant() {
-            Some(
-                tenant
-                    .ok_or_else(|| {
-                        shared.credentials(
-                            "this upstream's credential is per tenant, and the call has no tenant",
-                        )
-                    })?
-                    .to_owned(),
-            )
-        } else {
-            None
-        };
+        let key = self.slot_key(tenant)?;
         let mut slots = lock(&self.inner.slots);
         if let Some(slot) = slots.get(&key) {
             return Ok(slot.state.clone());
@@ -545,7 +569,17 @@ impl Upstream {
                 upstream: shared.name.clone(),
             });
         }
-        if let Err(remaining) = lock(&self.inner.breaker).admit(std::time::Instant::now()) {
+        let key = self.slot_key(tenant)?;
+        let admitted = lock(&self.inner.breakers)
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Breaker::new(
+                    shared.config.breaker_failures,
+                    shared.config.breaker_cooldown,
+                )
+            })
+            .admit(std::time::Instant::now());
+        if let Err(remaining) = admitted {
             return Err(shared.unavailable(format!(
                 "circuit breaker open after repeated failures; next try in {}s",
                 remaining.as_secs().max(1)
@@ -570,7 +604,10 @@ impl Upstream {
             }
         }
         .await;
-        let mut breaker = lock(&self.inner.breaker);
+        let mut breakers = lock(&self.inner.breakers);
+        let Some(breaker) = breakers.get_mut(&key) else {
+            return result;
+        };
         match &result {
             Err(error) if error.is_upstream_failure() => {
                 breaker.record_failure(std::time::Instant::now());

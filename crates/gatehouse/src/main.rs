@@ -9,6 +9,7 @@ mod file_watch;
 mod lifecycle;
 mod output;
 mod policy_file;
+mod process_hardening;
 mod runtime;
 mod secret_sealing;
 mod telemetry;
@@ -114,6 +115,13 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before anything reads a secret or starts a child.
+    if let Err(error) = process_hardening::keep_memory_private() {
+        output::error(&format!(
+            "cannot keep this process's memory private from other processes of its user: {error}"
+        ));
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,

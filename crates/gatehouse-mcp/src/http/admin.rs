@@ -18,7 +18,7 @@ use axum::response::Response;
 use gatehouse_audit::EventBuilder;
 use gatehouse_core::{AuditKind, Outcome};
 
-use super::errors::{admin_refusal, audit_unavailable};
+use super::errors::{admin_forbidden, admin_refusal, audit_unavailable};
 use super::router::AppState;
 use crate::Caller;
 
@@ -40,20 +40,35 @@ pub async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Ne
         return next.run(request).await;
     };
     let endpoint = request.uri().path().to_string();
-    let (response, refused) = match state.gateway.policy().admin_api_access(&caller.principal) {
-        Err(refusal) => (
-            admin_refusal(refusal, &state.urls.resource_metadata),
-            Some(AdminRefused {
-                reason: refusal.code(),
-                message: refusal.to_string(),
-            }),
-        ),
-        Ok(()) => {
-            let response = next.run(request).await;
-            let refused = response.extensions().get::<AdminRefused>().cloned();
-            (response, refused)
-        }
+    // A tenant the policy does not declare reaches no admin endpoint, as
+    // it reaches nothing at /mcp (the refusal is an anomaly record too).
+    let tenant = match state.gateway.admit_caller(&caller).await {
+        Ok(tenant) => tenant,
+        Err(_) => return audit_unavailable(),
     };
+    let access = tenant.map_err(|refusal| AdminRefused {
+        reason: refusal.code(),
+        message: refusal.to_string(),
+    });
+    let (response, refused) =
+        match access.map(|()| state.gateway.policy().admin_api_access(&caller.principal)) {
+            Err(refused) => (
+                admin_forbidden(refused.reason, &refused.message),
+                Some(refused),
+            ),
+            Ok(Err(refusal)) => (
+                admin_refusal(refusal, &state.urls.resource_metadata),
+                Some(AdminRefused {
+                    reason: refusal.code(),
+                    message: refusal.to_string(),
+                }),
+            ),
+            Ok(Ok(())) => {
+                let response = next.run(request).await;
+                let refused = response.extensions().get::<AdminRefused>().cloned();
+                (response, refused)
+            }
+        };
     let event = EventBuilder::new(
         AuditKind::ToolDecision,
         if refused.is_some() {

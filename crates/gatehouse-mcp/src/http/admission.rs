@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 use super::authenticate::DeclaredTask;
 use super::router::AppState;
+use crate::bound_grant::{self, GrantRefused};
 use crate::refusal::Refusal;
 use crate::{Caller, Gate1Error};
 
@@ -225,24 +226,13 @@ async fn check_session_grant(
     grant: &TaskGrant,
     id: &Value,
 ) -> Result<(), NotAdmitted> {
-    let now = state.gateway.clock().now();
-    if caller
-        .principal
-        .task
-        .as_ref()
-        .is_some_and(|t| t.id != grant.id)
-    {
-        return Err(refused(Refusal::SessionOfAnotherTask, id));
-    }
-    if now >= grant.expires_at {
-        return Err(refused(Refusal::TaskGrantExpired, id));
-    }
-    match state.authenticator.is_revoked(&grant.id, now).await {
-        Ok(false) => Ok(()),
-        Ok(true) => Err(refused(Refusal::TaskGrantRevoked, id)),
-        // Fail closed: without the revocation list the grant cannot be trusted.
-        Err(e) => Err(NotAdmitted::Gate1(Gate1Error::Authn(e))),
-    }
+    bound_grant::check(&state.authenticator, &state.gateway, caller, grant)
+        .await
+        .map_err(|error| match error {
+            GrantRefused::Refused(refusal) => refused(refusal, id),
+            GrantRefused::Unavailable(e) => NotAdmitted::Gate1(e),
+            GrantRefused::AuditUnavailable => NotAdmitted::AuditUnavailable,
+        })
 }
 
 /// Before the SDK makes a session: the principal's `initialize` budget,

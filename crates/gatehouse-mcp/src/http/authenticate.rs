@@ -21,6 +21,14 @@ use crate::gate1::{self, RequestOrigin};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
+/// The anomaly code of a request naming another principal's session (a
+/// leaked or guessed session id).
+pub const FOREIGN_SESSION: &str = "foreign_session";
+
+fn session_not_found() -> Response {
+    jsonrpc_refusal(StatusCode::NOT_FOUND, "Not Found: Session not found")
+}
+
 fn session_id(value: Option<&HeaderValue>) -> Option<String> {
     value.and_then(|v| v.to_str().ok()).map(str::to_string)
 }
@@ -66,16 +74,6 @@ pub async fn authenticate(
     // the session must also belong to this principal. Every session Gatehouse
     // created is bound, so an unbound id is unknown or expired.
     let subject = principal.subject_key();
-    if let Some(id) = &session {
-        let SessionCheck::Owned(grant) = state.sessions.check(id, &subject) else {
-            return jsonrpc_refusal(StatusCode::NOT_FOUND, "Not Found: Session not found");
-        };
-        if let Some(grant) = grant {
-            request.extensions_mut().insert(SessionGrant(grant));
-        }
-    }
-
-    let is_delete = request.method() == Method::DELETE;
     let caller = Caller {
         principal: Arc::new(principal),
         session: session.clone(),
@@ -85,6 +83,32 @@ pub async fn authenticate(
             .get::<RequestId>()
             .map(|id| Arc::clone(&id.0)),
     };
+    if let Some(id) = &session {
+        match state.sessions.check(id, &subject) {
+            SessionCheck::Owned(grant) => {
+                if let Some(grant) = grant {
+                    request.extensions_mut().insert(SessionGrant(grant));
+                }
+            }
+            // Answered as an unknown session (nothing says it exists), but
+            // someone holds another principal's session id: an anomaly.
+            SessionCheck::Foreign => {
+                let detail = "a request named a session of another principal".to_string();
+                if state
+                    .gateway
+                    .record_anomaly(&caller, FOREIGN_SESSION, detail)
+                    .await
+                    .is_err()
+                {
+                    return audit_unavailable();
+                }
+                return session_not_found();
+            }
+            SessionCheck::Unbound => return session_not_found(),
+        }
+    }
+
+    let is_delete = request.method() == Method::DELETE;
     request.extensions_mut().insert(caller.clone());
     let response = next.run(request).await;
 

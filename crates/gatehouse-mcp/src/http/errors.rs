@@ -164,12 +164,17 @@ pub fn admin_refusal(refusal: AdminRefusal, resource_metadata: &str) -> Response
             ),
             json!({"error": "insufficient_scope", "error_description": description, "scope": scope}),
         ),
-        None => (
-            StatusCode::FORBIDDEN,
-            Json(json!({"error": "forbidden", "error_description": description, "reason": refusal.code()})),
-        )
-            .into_response(),
+        None => admin_forbidden(refusal.code(), &description),
     }
+}
+
+/// An admin endpoint refused for a reason no scope would change.
+pub fn admin_forbidden(reason: &str, description: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        Json(json!({"error": "forbidden", "error_description": description, "reason": reason})),
+    )
+        .into_response()
 }
 
 /// Nothing runs without its audit record: answer 503 and let the client retry.

@@ -153,7 +153,8 @@ impl SessionPeers {
     async fn announce(&self, change: &ListChanged, policy: &Policy) {
         if change.kind == ChangeKind::ResourceUpdated {
             if let Some(uri) = &change.uri {
-                self.resource_updated(&change.upstream, uri, policy).await;
+                self.resource_updated(&change.upstream, uri, change.tenant.as_deref(), policy)
+                    .await;
             }
             return;
         }
@@ -208,8 +209,15 @@ impl SessionPeers {
 impl SessionPeers {
     /// Tells the listen streams watching `uri` of `upstream` that it
     /// changed, each only if the policy lets its principal see it now (a
-    /// reloaded policy may have taken it away since the stream began).
-    async fn resource_updated(&self, upstream: &Arc<str>, uri: &str, policy: &Policy) {
+    /// reloaded policy may have taken it away since the stream began), and,
+    /// when one tenant's connection said so, only that tenant's.
+    async fn resource_updated(
+        &self,
+        upstream: &Arc<str>,
+        uri: &str,
+        tenant: Option<&str>,
+        policy: &Policy,
+    ) {
         let (listeners, sessions) = {
             let audience = self.live();
             let sessions: Vec<_> = audience
@@ -222,7 +230,8 @@ impl SessionPeers {
         };
         let target = Target::upstream(Kind::Resource, uri, upstream);
         for (peer, principal) in sessions {
-            if policy.visibility(&principal, &target) == Access::Allow
+            if hears(&principal, tenant)
+                && policy.visibility(&principal, &target) == Access::Allow
                 && let Err(e) = peer
                     .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
                     .await
@@ -235,11 +244,20 @@ impl SessionPeers {
                 .watched
                 .iter()
                 .any(|(from, watched)| from == upstream && watched == uri);
-            if watching && policy.visibility(&listener.principal, &target) == Access::Allow {
+            if watching
+                && hears(&listener.principal, tenant)
+                && policy.visibility(&listener.principal, &target) == Access::Allow
+            {
                 listened(listener.sink.notify_resource_updated(uri).await);
             }
         }
     }
+}
+
+/// Whether a principal hears of what a connection said: every tenant of
+/// the shared connection, only its own tenant of a tenant's.
+fn hears(principal: &gatehouse_core::Principal, tenant: Option<&str>) -> bool {
+    tenant.is_none_or(|tenant| principal.tenant == tenant)
 }
 
 /// Logs a notification a listen stream could not take (it may just have
@@ -290,11 +308,13 @@ fn after_a_gap(upstreams: Vec<Arc<str>>, watched: Vec<(Arc<str>, String)>) -> Ve
         upstream,
         kind: ChangeKind::Reconnected,
         uri: None,
+        tenant: None,
     });
     let updated = watched.into_iter().map(|(upstream, uri)| ListChanged {
         upstream,
         kind: ChangeKind::ResourceUpdated,
         uri: Some(uri.into()),
+        tenant: None,
     });
     reconnected.chain(updated).collect()
 }
@@ -302,6 +322,26 @@ fn after_a_gap(upstreams: Vec<Arc<str>>, watched: Vec<(Arc<str>, String)>) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenants_connection_is_heard_by_that_tenant_only() {
+        let acme = gatehouse_core::Principal {
+            tenant: "acme".into(),
+            human: None,
+            agent: "agent".into(),
+            credential: gatehouse_core::CredentialRef {
+                kind: gatehouse_core::CredentialKind::ApiKey,
+                id: "k".into(),
+            },
+            roles: vec!["reader".into()],
+            scopes: None,
+            expires_at: None,
+            task: None,
+        };
+        assert!(hears(&acme, None));
+        assert!(hears(&acme, Some("acme")));
+        assert!(!hears(&acme, Some("globex")));
+    }
 
     #[test]
     fn after_a_gap_every_upstream_reconnects_and_every_watched_resource_is_updated() {

@@ -38,19 +38,36 @@ impl McpHandler {
             .filter(|state| state.starts_with(HELD_STATE_PREFIX));
         let mut held = match resumed {
             Some(state) => {
-                let mut held =
-                    self.held
-                        .resume(state, &owner, &request.name)
-                        .map_err(|e| match e {
-                            ResumeError::Unknown => ErrorData::invalid_params(
+                let mut held = match self.held.resume(state, &owner, &request.name) {
+                    Ok(held) => held,
+                    Err(e) => {
+                        // Expired, used, another caller's or another tool's:
+                        // recorded, since replaying or probing request
+                        // states looks exactly like this.
+                        let (reason, message) = match e {
+                            ResumeError::Unknown => (
+                                "held_call_unknown",
                                 "unknown or expired request state: call the tool again without it",
-                                None,
                             ),
-                            ResumeError::OtherTool => ErrorData::invalid_params(
+                            ResumeError::OtherTool => (
+                                "held_call_other_tool",
                                 "the request state belongs to a call of another tool",
-                                None,
                             ),
-                        })?;
+                        };
+                        let detail = format!("tools/call {} resumed: {message}", request.name);
+                        if self
+                            .gateway
+                            .record_anomaly(&caller, reason, detail)
+                            .await
+                            .is_err()
+                        {
+                            return Err(internal_error(
+                                "the audit log is unavailable, so the request was not run",
+                            ));
+                        }
+                        return Err(ErrorData::invalid_params(message, None));
+                    }
+                };
                 held.answer(request.input_responses.as_ref());
                 held
             }

@@ -9,7 +9,9 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_authz::{Access, Deny, DenyReason, Kind, OPERATION_TOKEN_META, Policy, Target};
+use gatehouse_authz::{
+    Access, Deny, DenyReason, Kind, OPERATION_TOKEN_META, Policy, TASK_META, Target, TaskGrantError,
+};
 use std::sync::Mutex;
 
 use futures::StreamExt;
@@ -44,6 +46,7 @@ use std::collections::HashMap;
 use tokio::sync::{broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::bound_grant::GrantRefused;
 use crate::gateway::PendingApproval;
 use crate::held_calls::{HELD_STATE_PREFIX, HeldCall, HeldCalls, Incoming, Owner, ResumeError};
 use crate::http::{RequestId as HttpRequestId, RequestSpan};
@@ -383,6 +386,19 @@ pub(crate) async fn in_request_scope<F: Future>(
     }
 }
 
+/// The task a client declares with `initialize` (`_meta`, which rmcp
+/// moves from the parameters into the context as it dispatches).
+fn declared_task(
+    request: &InitializeRequestParams,
+    context: &RequestContext<RoleServer>,
+) -> Option<String> {
+    let in_params = request.meta.as_ref().and_then(|m| m.0.0.get(TASK_META));
+    in_params
+        .or_else(|| context.meta.0.0.get(TASK_META))?
+        .as_str()
+        .map(str::to_owned)
+}
+
 impl McpHandler {
     async fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
         match &self.identity {
@@ -407,12 +423,23 @@ impl McpHandler {
                 })?;
                 // The admission HTTP requests get in `http/admission.rs`,
                 // as far as it applies without sessions or tokens.
+                let unaudited =
+                    || internal_error("the audit log is unavailable, so the request was not run");
                 match self.gateway.admit_caller(&caller).await {
-                    Ok(Ok(())) => Ok(caller),
-                    Ok(Err(refusal)) => Err(refusal_error(&refusal)),
-                    Err(_) => Err(internal_error(
-                        "the audit log is unavailable, so the request was not run",
+                    Ok(Ok(())) => {}
+                    Ok(Err(refusal)) => return Err(refusal_error(&refusal)),
+                    Err(_) => return Err(unaudited()),
+                }
+                // A task declared at `initialize` binds every later request.
+                match auth.under_declared_task(caller).await {
+                    Ok(caller) => Ok(caller),
+                    Err(GrantRefused::Refused(refusal)) => Err(refusal_error(&refusal)),
+                    Err(GrantRefused::Unavailable(e)) => Err(ErrorData::new(
+                        ErrorCode(UNAUTHENTICATED_ERROR_CODE),
+                        format!("authentication failed: {e}"),
+                        Some(json!({ "reason": e.code() })),
                     )),
+                    Err(GrantRefused::AuditUnavailable) => Err(unaudited()),
                 }
             }
         }
@@ -460,6 +487,26 @@ impl ServerHandler for McpHandler {
         context: RequestContext<RoleServer>,
     ) -> Result<InitializeResult, ErrorData> {
         Box::pin(async move {
+            // Over stdio, a task declared here binds the connection (over
+            // HTTP admission binds the session before the SDK runs).
+            if let Identity::Stdio(auth) = &self.identity
+                && let Some(task) = declared_task(&request, &context)
+            {
+                let caller = self.caller(&context).await?;
+                auth.declare_task(&caller, &task)
+                    .await
+                    .map_err(|e| match e {
+                        // Recorded as an anomaly by the grants.
+                        TaskGrantError::Refused(refusal) => refusal_error(&Refusal::Task(refusal)),
+                        TaskGrantError::Audit(_) => internal_error(
+                            "the audit log is unavailable, so the request was not run",
+                        ),
+                        other => {
+                            tracing::error!(error = %other, "task grant failed");
+                            internal_error("task grants are unavailable")
+                        }
+                    })?;
+            }
             context.peer.set_peer_info(request.clone());
             // A session hears of the upstreams' catalogue changes
             // (`on_initialized` registers it; `get_info` says so) and of the

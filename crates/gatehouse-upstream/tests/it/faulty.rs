@@ -180,6 +180,53 @@ async fn the_circuit_breaker_opens_after_repeated_failures() {
     set.shutdown().await;
 }
 
+/// One tenant's failures (here: no secret for it) open that tenant's
+/// breaker only; another tenant still reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_failures_do_not_open_the_breaker_for_another() {
+    struct AcmeOnly;
+    #[async_trait::async_trait]
+    impl gatehouse_upstream::TenantSecrets for AcmeOnly {
+        async fn resolve(
+            &self,
+            tenant: &str,
+            _name: &str,
+        ) -> Result<Option<gatehouse_upstream::Secret>, gatehouse_upstream::SecretError> {
+            Ok((tenant == "acme").then(|| gatehouse_upstream::Secret::new("acme-token")))
+        }
+    }
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/mcp", listener.local_addr().unwrap())
+    };
+    let mut config = quick("crm", &closed);
+    config.auth = UpstreamAuth::Bearer(SecretRef::Tenant("crm".into()));
+    config.breaker_failures = 2;
+    config.breaker_cooldown = Duration::from_secs(3600);
+    let set = UpstreamSet::start(vec![config], Some(Arc::new(AcmeOnly))).unwrap();
+    let crm = set.get("crm").unwrap();
+    for _ in 0..3 {
+        let _ = crm.call_tool(Some("globex"), "x", None, None).await;
+    }
+    let error = crm
+        .call_tool(Some("globex"), "x", None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("circuit breaker open"),
+        "{error}"
+    );
+    assert_eq!(crm.health().breaker, gatehouse_upstream::BreakerState::Open);
+    // acme's own connection fails on its own (nobody listens), never on
+    // globex's breaker.
+    let error = crm
+        .call_tool(Some("acme"), "x", None, None)
+        .await
+        .unwrap_err();
+    assert!(!error.to_string().contains("circuit"), "{error}");
+    set.shutdown().await;
+}
+
 /// Collects everything logged, to search it for the secret.
 #[derive(Clone, Default)]
 struct LogBuffer(Arc<Mutex<Vec<u8>>>);
@@ -293,6 +340,15 @@ fn lying_metadata(request: &str) -> Option<String> {
             "resource": format!("{base}/good/mcp"),
             "authorization_servers": [base],
         })),
+        // The upstream names an authorization server of its choosing.
+        "/.well-known/oauth-protected-resource/chooser/mcp" => json(json!({
+            "resource": format!("{base}/chooser/mcp"),
+            "authorization_servers": [format!("{base}/attacker")],
+        })),
+        "/.well-known/oauth-authorization-server/attacker" => json(json!({
+            "issuer": format!("{base}/attacker"),
+            "token_endpoint": format!("{base}/token"),
+        })),
         "/.well-known/oauth-authorization-server" => json(json!({
             "issuer": "https://evil.example",
             "token_endpoint": format!("{base}/token"),
@@ -317,18 +373,22 @@ async fn lying_oauth_metadata_gets_no_secret() {
         client_id: "gatehouse".into(),
         client_secret: SecretRef::File(secret_file.clone()),
         scope: None,
+        issuer: base.clone(),
     };
     let mut bad = quick("bad", &format!("{base}/bad/mcp"));
     bad.auth = oauth();
     let mut good = quick("good", &format!("{base}/good/mcp"));
     good.auth = oauth();
-    let set = UpstreamSet::start(vec![bad, good], None).unwrap();
+    let mut chooser = quick("chooser", &format!("{base}/chooser/mcp"));
+    chooser.auth = oauth();
+    let set = UpstreamSet::start(vec![bad, good, chooser], None).unwrap();
     for (name, expected) in [
         (
             "bad",
             "protected resource metadata is for \"https://evil.example/mcp\"",
         ),
         ("good", "names issuer \"https://evil.example\""),
+        ("chooser", "does not name the configured issuer"),
     ] {
         let health = settled(&set, name).await;
         let error = health.last_error.unwrap();
@@ -344,5 +404,65 @@ async fn lying_oauth_metadata_gets_no_secret() {
         !TOKEN_REQUESTED.load(std::sync::atomic::Ordering::SeqCst),
         "the token endpoint of a server that lied was asked"
     );
+    set.shutdown().await;
+}
+
+/// The base URL of the server below.
+static HUGE_BASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// An OAuth upstream whose authorization server gives a token that never
+/// expires (`expires_in` = u64::MAX), and whose MCP endpoint is missing.
+fn huge_lifetime(request: &str) -> Option<String> {
+    let base = HUGE_BASE.get().cloned().unwrap_or_default();
+    let path = request.split_whitespace().nth(1).unwrap_or_default();
+    let json =
+        |body: serde_json::Value| Some(response("200 OK", "application/json", &body.to_string()));
+    match path {
+        "/.well-known/oauth-protected-resource/mcp" => json(json!({
+            "resource": format!("{base}/mcp"),
+            "authorization_servers": [base],
+        })),
+        "/.well-known/oauth-authorization-server" => json(json!({
+            "issuer": base,
+            "token_endpoint": format!("{base}/token"),
+        })),
+        "/token" => json(json!({
+            "access_token": "x", "token_type": "Bearer", "expires_in": u64::MAX,
+        })),
+        _ => Some(response("404 Not Found", "text/plain", "")),
+    }
+}
+
+/// A lifetime past the clock's range once panicked the connection's
+/// supervisor, which then never tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_that_never_expires_does_not_stop_the_connection() {
+    // A subscriber of its own, as `a_reflected_credential_appears_in_no_error_and_no_log`
+    // has: a log line this test's connection writes first, with no
+    // subscriber, could leave tracing's per-callsite cache saying "nobody
+    // listens" while that test listens on its thread.
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(LogBuffer::default())
+            .with_max_level(tracing::Level::TRACE)
+            .finish(),
+    );
+    let url = raw_server(huge_lifetime).await;
+    HUGE_BASE
+        .set(url.trim_end_matches("/mcp").to_string())
+        .unwrap();
+    let mut config = quick("huge", &url);
+    config.auth = UpstreamAuth::OAuth {
+        client_id: "gatehouse".into(),
+        client_secret: SecretRef::Env("PATH".into()),
+        scope: None,
+        issuer: HUGE_BASE.get().unwrap().clone(),
+    };
+    let set = UpstreamSet::start(vec![config], None).unwrap();
+    // The token is taken; the connection then fails on the missing endpoint
+    // (and is retried), instead of hanging in "connecting" forever.
+    let health = settled(&set, "huge").await;
+    let error = health.last_error.unwrap();
+    assert_ne!(error.code, "upstream_credentials", "{error:?}");
     set.shutdown().await;
 }

@@ -603,7 +603,7 @@ async fn a_2026_caller_answers_a_2025_upstreams_questions_on_its_next_call() {
     let Some(python) = python() else { return };
     let server = server(&python);
     let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
-    let (_, other) = server.create_key("other", "analyst", &[]);
+    let (other_id, other) = server.create_key("other", "analyst", &[]);
     ready(&server, &analyst).await;
     let meta = json!({"io.modelcontextprotocol/clientCapabilities": {
         "elicitation": {"form": {}}, "sampling": {}}});
@@ -646,6 +646,12 @@ async fn a_2026_caller_answers_a_2025_upstreams_questions_on_its_next_call() {
             .unwrap_or_default()
             .contains("unknown or expired request state"),
         "{body}"
+    );
+    // ...and the attempt is on record.
+    let probes = server.audit(&["--kind", "anomaly", "--principal", &other_id]);
+    assert!(
+        probes.iter().any(|r| r["reason"] == "held_call_unknown"),
+        "{probes:?}"
     );
 
     // Its caller answers, and the upstream's call goes on to its result.

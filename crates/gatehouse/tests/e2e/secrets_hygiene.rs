@@ -1,5 +1,7 @@
 //! No key, token or secret value ever appears in logs or audit output.
 
+use std::path::Path;
+
 use serde_json::json;
 
 use gatehouse_store::Store;
@@ -155,4 +157,101 @@ async fn a_secret_stored_before_sealing_is_sealed_at_start() {
         stored.starts_with(gatehouse_core::SEALED_PREFIX),
         "{stored}"
     );
+}
+
+/// A stdio upstream runs as Gatehouse's user; it must not read Gatehouse's
+/// environment (master key, pepper, other upstreams' `env:` secrets)
+/// through `/proc/<parent>/environ`. As root the child could read anything,
+/// so under root the server (and so its child) runs as `nobody`.
+#[tokio::test]
+async fn a_stdio_upstream_cannot_read_gatehouses_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+
+    let root = is_root();
+    if root && !Path::new("/usr/bin/setpriv").exists() {
+        let reason = "setpriv (util-linux) is needed to run the server as nobody under root";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
+        eprintln!("\n!!! SKIPPING a_stdio_upstream_cannot_read_gatehouses_environment: {reason}\n");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    if root {
+        // The server restricts its data directory, which it must own.
+        std::os::unix::fs::chown(&data, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    // The child reports what it could read of its parent's environment.
+    let config = dir.path().join("gatehouse.toml");
+    std::fs::write(
+        &config,
+        r#"version = 1
+[[upstreams]]
+name = "snoop"
+command = "sh"
+args = ["-c", "tr '\\000' '\\n' < /proc/$PPID/environ >&2 || echo environ-unreadable >&2; echo snoop-done >&2; sleep 60"]
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let log = dir.path().join("stderr.log");
+    let stderr = std::fs::File::create(&log).unwrap();
+    std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let mut command = if root {
+        let mut c = Command::new("/usr/bin/setpriv");
+        c.arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .args(["--clear-groups", "--", super::harness::BIN]);
+        c
+    } else {
+        Command::new(super::harness::BIN)
+    };
+    let mut child = command
+        .args(["serve", "--json", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&config)
+        .env_remove("GATEHOUSE_CONFIG")
+        .env("GATEHOUSE_LOG", "info")
+        .env(
+            "GATEHOUSE_PEPPER",
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        )
+        .env("GATEHOUSE_E2E_CANARY", "environ-canary-do-not-leak")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("snoop-done") {
+            break text;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            panic!("the upstream never reported:\n{text}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !text.contains("environ-canary-do-not-leak")
+            && !text.contains("0123456789abcdef0123456789abcdef"),
+        "the child read Gatehouse's environment:\n{text}"
+    );
+    assert!(text.contains("environ-unreadable"), "{text}");
+}
+
+/// The uid and gid of `nobody` on Debian and most Linux systems.
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }

@@ -44,7 +44,7 @@ pub(super) async fn initialize(server: &Server, key: &str) -> String {
 async fn session_belongs_to_the_principal_that_created_it() {
     let server = Server::start(None);
     let (_, alice) = server.create_key("alice", "reader", &[]);
-    let (_, mallory) = server.create_key("mallory", "admin", &[]);
+    let (mallory_id, mallory) = server.create_key("mallory", "admin", &[]);
     let session = initialize(&server, &alice).await;
     assert!(session.bytes().all(|b| (0x21..=0x7e).contains(&b)));
     assert!(session.len() >= 16);
@@ -58,6 +58,20 @@ async fn session_belongs_to_the_principal_that_created_it() {
     // Another principal presenting the session id: as if it did not exist.
     let stolen = post(&server, &mallory, Some(&session), list.clone()).await;
     assert_eq!(stolen.status(), 404);
+    // ...and an anomaly on record, naming who tried (not a plain miss: an
+    // id that was never issued records nothing).
+    let unknown = post(
+        &server,
+        &mallory,
+        Some("no-such-session-0000"),
+        list.clone(),
+    )
+    .await;
+    assert_eq!(unknown.status(), 404);
+    let anomalies = server.audit(&["--kind", "anomaly", "--principal", &mallory_id]);
+    assert_eq!(anomalies.len(), 1, "{anomalies:?}");
+    assert_eq!(anomalies[0]["reason"], "foreign_session");
+    assert_eq!(anomalies[0]["session"], session.as_str());
 
     // A session is not a credential: without the key the request is refused.
     let anonymous = server

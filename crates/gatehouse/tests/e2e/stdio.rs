@@ -165,3 +165,47 @@ async fn stdio_refuses_a_principal_of_an_undeclared_tenant_like_http() {
         "{anomalies:?}"
     );
 }
+
+#[tokio::test]
+async fn a_task_declared_at_initialize_binds_a_stdio_connection() {
+    let server = Server::start(None);
+    let (id, key) = server.create_key("local", "analyst", &[]);
+    let messages = vec![
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"},
+            "_meta": {"io.gatehouse/task": "outreach"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        // In the task.
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "search_database", "arguments": {"query": "acme"}}}),
+        // The analyst's role allows it, the task does not.
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}}),
+    ];
+    let (_, responses, stderr) = stdio_session(&server, Some(&key), &messages);
+    assert_eq!(responses.len(), 3, "{stderr}");
+    assert!(responses[0]["error"].is_null(), "{}", responses[0]);
+    assert!(responses[1]["error"].is_null(), "{}", responses[1]);
+    assert_eq!(
+        responses[2]["error"]["data"]["reason"], "outside_task",
+        "{}",
+        responses[2]
+    );
+    let denied = server.audit(&["--principal", &id, "--tool", "read_file"]);
+    assert!(
+        denied.iter().any(|r| r["reason"] == "outside_task"),
+        "{denied:?}"
+    );
+
+    // A task the policy does not declare is refused at initialize.
+    let mut unknown = messages.clone();
+    unknown[0]["params"]["_meta"]["io.gatehouse/task"] = json!("exfiltrate");
+    unknown.truncate(1);
+    let (_, responses, stderr) = stdio_session(&server, Some(&key), &unknown);
+    assert_eq!(responses.len(), 1, "{stderr}");
+    assert_eq!(
+        responses[0]["error"]["data"]["reason"], "unknown_task",
+        "{}",
+        responses[0]
+    );
+}

@@ -295,6 +295,13 @@ async fn a_task_declared_at_initialize_binds_the_session() {
     assert_eq!(reason(&body), "task_grant_revoked");
     let anomalies = server.audit(&["--kind", "anomaly"]);
     assert!(anomalies.iter().any(|r| r["reason"] == "task_escalation"));
+    // The use of a revoked grant is an anomaly on record too.
+    assert!(
+        anomalies
+            .iter()
+            .any(|r| r["reason"] == "task_grant_revoked" && r["session"] == session.as_str()),
+        "{anomalies:?}"
+    );
 }
 
 #[tokio::test]

@@ -54,6 +54,28 @@ async fn a_principal_of_an_undeclared_tenant_is_refused() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert_eq!(reason(&body), "unknown_tenant");
+    // The admin API refuses it too (it is an admin of its tenant).
+    for path in ["/admin/upstreams", "/admin/policy/check"] {
+        let request = if path.ends_with("check") {
+            server
+                .http
+                .post(format!("{}{path}", server.base))
+                .json(&json!({"roles": ["reader"], "tool": "whoami"}))
+        } else {
+            server.http.get(format!("{}{path}", server.base))
+        };
+        let response = request.bearer_auth(&stray).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 403, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["reason"], "unknown_tenant", "{path}: {body}");
+    }
+    let refused = server.audit(&["--kind", "tool_decision", "--tool", "/admin/upstreams"]);
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["decision"] == "deny" && r["reason"] == "unknown_tenant"),
+        "{refused:?}"
+    );
     let anomalies = server.audit(&["--kind", "anomaly"]);
     assert!(anomalies.iter().any(|r| r["reason"] == "unknown_tenant"));
     // And the CLI refuses to make credentials for an undeclared tenant.
