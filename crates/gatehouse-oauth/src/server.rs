@@ -20,6 +20,7 @@ use crate::client_assertion::ClientKeySets;
 use crate::identity_assertion::GRANT_JWT_BEARER;
 use crate::identity_providers::{IdentityProviderConfig, IdentityProviders};
 use crate::key_ring::KeyRing;
+use crate::login_lockout::LoginTurns;
 use crate::token_exchange::{ExchangeParams, GRANT_TOKEN_EXCHANGE, TaskExchange};
 use crate::{
     CookiePolicy, Jwks, MasterKey, OAuthError, PasswordHasher, PublicJwk, RateLimiter, SigningKey,
@@ -246,6 +247,8 @@ pub struct AuthorizationServer {
     pub(crate) user_code_attempts: RateLimiter,
     /// Login attempts per source address, on top of the per-name lockout.
     pub(crate) login_attempts: RateLimiter,
+    /// One login attempt at a time per name and source (see `LoginTurns`).
+    pub(crate) login_turns: LoginTurns,
     /// Requests to `/authorize` per source address: each stores a pending
     /// authorization for ten minutes.
     pub(crate) authorize_attempts: RateLimiter,
@@ -414,6 +417,7 @@ impl AuthorizationServer {
             registrations: RateLimiter::per_source(20, 60_000, 10_000),
             user_code_attempts: RateLimiter::per_source(10, 300_000, 10_000),
             login_attempts: RateLimiter::per_source(30, 300_000, 10_000),
+            login_turns: LoginTurns::default(),
             authorize_attempts: RateLimiter::per_source(AUTHORIZE_PER_MINUTE, 60_000, 10_000),
             new_metadata_clients: RateLimiter::per_source(
                 NEW_METADATA_CLIENTS_PER_HOUR,
