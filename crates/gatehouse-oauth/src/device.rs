@@ -90,8 +90,19 @@ impl AuthorizationServer {
         auth: &ClientAuth,
         scope: Option<&str>,
         resource: &[String],
+        source: Option<&str>,
         now: Timestamp,
     ) -> Result<DeviceAuthorizationResponse, OAuthError> {
+        // Each call stores a pending authorization, so a source gets a
+        // budget, counted before the client is even authenticated.
+        if let Err(wait_ms) = self
+            .device_authorizations
+            .attempt(source.unwrap_or("unknown"), now)
+        {
+            return Err(OAuthError::TooManyRequests {
+                retry_after_secs: gatehouse_core::retry_after_secs(wait_ms),
+            });
+        }
         let client = self.authenticate_client(auth, now).await?;
         if !client.allows_grant(GRANT_DEVICE_CODE) {
             return Err(OAuthError::UnauthorizedClient(

@@ -44,6 +44,16 @@ impl AuthorizationServer {
         source: Option<String>,
         now: Timestamp,
     ) -> Result<TokenResponse, OAuthError> {
+        // Before anything is looked up or audited: a flood costs a counter,
+        // not a store write per request.
+        if let Err(wait_ms) = self
+            .token_requests
+            .attempt(source.as_deref().unwrap_or("unknown"), now)
+        {
+            return Err(OAuthError::TooManyRequests {
+                retry_after_secs: gatehouse_core::retry_after_secs(wait_ms),
+            });
+        }
         let grant_type = request.grant_type.clone();
         let mut attempt = Attempt {
             grant_type: &grant_type,

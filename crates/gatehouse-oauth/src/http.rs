@@ -353,6 +353,7 @@ async fn token(
 /// RFC 8628 §3.1: the client authenticates as at the token endpoint.
 async fn device_authorization(
     State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -371,7 +372,13 @@ async fn device_authorization(
     };
     match state
         .server
-        .device_authorization(&client, scope.as_deref(), &resource, state.clock.now())
+        .device_authorization(
+            &client,
+            scope.as_deref(),
+            &resource,
+            source(peer).as_deref(),
+            state.clock.now(),
+        )
         .await
     {
         Ok(response) => no_store(Json(response).into_response()),

@@ -331,7 +331,7 @@ impl AuthorizationServer {
             None => self.link_by_email(provider, subject, claims, now).await?,
         };
         let user = match linked {
-            Some(username) => self.linked_user(provider, &username, roles).await?,
+            Some(username) => self.linked_user(provider, &username, roles, now).await?,
             None if provider.create_users => {
                 self.create_provider_user(provider, subject, roles, now)
                     .await?
@@ -402,12 +402,16 @@ impl AuthorizationServer {
     }
 
     /// A linked user, with the roles the provider gives now when it maps
-    /// groups (the provider is authoritative for its people).
+    /// groups (the provider is authoritative for its people). A role taken
+    /// away also revokes everything the user authorized: each grant carries
+    /// the roles it was made with, and a refresh signs those, so without
+    /// this a demoted user would keep the role for as long as they refresh.
     async fn linked_user(
         &self,
         provider: &IdentityProvider,
         username: &str,
         roles: Vec<String>,
+        now: Timestamp,
     ) -> Result<UserRecord, OAuthError> {
         let mut user = self
             .store
@@ -417,10 +421,41 @@ impl AuthorizationServer {
             .ok_or_else(|| OAuthError::InvalidGrant("the linked user no longer exists".into()))?;
         let follows_groups = provider.roles_claim.is_some() || provider.default_role.is_some();
         if follows_groups && user.roles != roles {
-            self.store
-                .set_user_roles(username, &roles)
+            let removed = user.roles.iter().any(|old| !roles.contains(old));
+            let changed = self
+                .store
+                .set_user_roles(username, &roles, removed, now)
                 .await
                 .map_err(unavailable)?;
+            if !changed {
+                return Err(OAuthError::InvalidGrant(
+                    "the linked user no longer exists".into(),
+                ));
+            }
+            let reason = if removed {
+                "roles_removed_by_provider"
+            } else {
+                "roles_from_provider"
+            };
+            let event = EventBuilder::new(AuditKind::Authentication, Outcome::Success, now)
+                .human(username)
+                .tool("oauth/user_roles_changed")
+                .decision("allow")
+                .reason(reason)
+                .error(format!(
+                    "roles changed by {} (provider {}) from [{}] to [{}]{}",
+                    provider.issuer,
+                    provider.name,
+                    user.roles.join(", "),
+                    roles.join(", "),
+                    if removed {
+                        "; everything the user authorized is revoked"
+                    } else {
+                        ""
+                    }
+                ))
+                .build();
+            self.record(event).await?;
             user.roles = roles;
         }
         Ok(user)
@@ -462,7 +497,7 @@ impl AuthorizationServer {
                     .await
                     .map_err(unavailable)?
                 {
-                    Some(username) => self.linked_user(provider, &username, user.roles).await,
+                    Some(username) => self.linked_user(provider, &username, user.roles, now).await,
                     None => Err(OAuthError::InvalidGrant(format!(
                         "the user name {} is taken by another user",
                         user.username

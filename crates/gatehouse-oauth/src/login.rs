@@ -6,7 +6,7 @@ use gatehouse_core::{AuditKind, Outcome, Timestamp};
 use gatehouse_store::UserRecord;
 
 use crate::OAuthError;
-use crate::login_lockout::{self, LoginLock};
+use crate::login_lockout::{self, Attempt, LoginLock};
 use crate::server::{AuthorizationServer, random_token, unavailable};
 
 /// A browser stays logged in this long.
@@ -64,33 +64,46 @@ impl AuthorizationServer {
         }
         let counted_source = login_lockout::login_source(source.as_deref());
         let store = self.store.as_ref();
-        if let Some(lock) = login_lockout::check(store, &username, &counted_source, now)
-            .await
-            .map_err(unavailable)?
-        {
-            self.audit_login(&username, lock.reason(), false, source, now)
-                .await?;
-            return Err(LoginError::Locked(lock));
-        }
-        let user = self.store.user(&username).await.map_err(unavailable)?;
-        let matches = self
-            .passwords
-            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
-            .await
-            .unwrap_or(false);
-        match user {
-            Some(user) if matches && user.disabled_at.is_none() => {
-                login_lockout::record_success(store, &username, &counted_source)
-                    .await
-                    .map_err(unavailable)?;
+        // The user is looked up and the password hashed even when the name
+        // is unknown or disabled, so the answer takes the same time.
+        let verify = async {
+            let user = store.user(&username).await?;
+            let matches = self
+                .passwords
+                .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+                .await
+                .unwrap_or(false);
+            Ok::<_, gatehouse_store::StoreError>(
+                user.filter(|u| matches && u.disabled_at.is_none()),
+            )
+        };
+        let attempt = login_lockout::attempt(
+            store,
+            &self.login_turns,
+            &username,
+            &counted_source,
+            now,
+            verify,
+        )
+        .await
+        .map_err(unavailable)?;
+        match attempt {
+            None => {
+                self.audit_login(&username, "rate_limited", false, source, now)
+                    .await?;
+                Err(LoginError::RateLimited)
+            }
+            Some(Attempt::Locked(lock)) => {
+                self.audit_login(&username, lock.reason(), false, source, now)
+                    .await?;
+                Err(LoginError::Locked(lock))
+            }
+            Some(Attempt::Verified(user)) => {
                 self.audit_login(&username, "login", true, source, now)
                     .await?;
                 Ok(user)
             }
-            _ => {
-                let locks = login_lockout::record_failure(store, &username, &counted_source, now)
-                    .await
-                    .map_err(unavailable)?;
+            Some(Attempt::Failed(locks)) => {
                 self.audit_login(&username, "invalid_credentials", false, source.clone(), now)
                     .await?;
                 if let Some((until, failures)) = locks.name {

@@ -12,9 +12,14 @@
 //! locked exactly like real ones, so a lock reveals nothing. The
 //! per-address rate limit of the login form stays on top.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use gatehouse_authn::LockSubject;
 use gatehouse_core::Timestamp;
 use gatehouse_store::{AuthorizationStore, LoginCounter, StoreResult};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 /// Failures count within this window, from the first one.
 pub const FAILURE_WINDOW_MS: i64 = 15 * 60_000;
@@ -162,6 +167,137 @@ pub async fn record_success(
         .await
 }
 
+/// Names and sources with an attempt in flight at most; beyond, an attempt
+/// is refused as rate limited. Each entry lives only while its attempts
+/// run, and the per-source rate limit keeps each source to a few.
+const MAX_TURNS_IN_FLIGHT: usize = 10_000;
+
+/// One attempt at a time per (name, source) on this instance.
+///
+/// The lock is checked before the (slow) password hash and the failure
+/// counted after it, so attempts sent together would all pass the check
+/// before the first failure is counted: thirty at once would be thirty
+/// guesses, not five. Taking turns makes each attempt see the failures of
+/// the ones before it. Counting the attempt as a failure before hashing
+/// would also do it, but would count every good sign-in towards the lock
+/// of the name (which a success does not clear). Other instances are not
+/// serialized with this one; they add at most their own few guesses each.
+#[derive(Default)]
+pub struct LoginTurns {
+    waiting: Mutex<HashMap<(String, String), Queue>>,
+}
+
+/// The attempts of one (name, source): whoever holds the lock has the turn.
+type Queue = Arc<AsyncMutex<()>>;
+
+/// A place in the queue of one (name, source); leaving it removes the
+/// queue when nobody else is in it, even if the attempt was cancelled
+/// while it waited.
+struct Place<'a> {
+    turns: &'a LoginTurns,
+    key: (String, String),
+    queue: Option<Queue>,
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        let mut waiting = self
+            .turns
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.queue = None;
+        // Every holder clones the queue under this mutex, so the count
+        // cannot grow while it is read here.
+        if waiting
+            .get(&self.key)
+            .is_some_and(|queue| Arc::strong_count(queue) == 1)
+        {
+            waiting.remove(&self.key);
+        }
+    }
+}
+
+/// The turn of one attempt; the next one starts when it is dropped.
+pub struct Turn<'a> {
+    // Declared first, so dropped before the place is left.
+    _guard: OwnedMutexGuard<()>,
+    _place: Place<'a>,
+}
+
+impl LoginTurns {
+    /// Waits for the turn of `username` from `source`; `None` when too
+    /// many names and sources have attempts in flight.
+    pub async fn take(&self, username: &str, source: &str) -> Option<Turn<'_>> {
+        let key = (username.to_string(), source.to_string());
+        let queue = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            match waiting.get(&key) {
+                Some(queue) => Arc::clone(queue),
+                None if waiting.len() >= MAX_TURNS_IN_FLIGHT => return None,
+                None => Arc::clone(waiting.entry(key.clone()).or_default()),
+            }
+        };
+        let place = Place {
+            turns: self,
+            key,
+            queue: Some(Arc::clone(&queue)),
+        };
+        let guard = queue.lock_owned().await;
+        Some(Turn {
+            _guard: guard,
+            _place: place,
+        })
+    }
+
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// What one login attempt came to.
+#[derive(Debug)]
+pub enum Attempt<T> {
+    /// Refused by a lock; the password was not checked.
+    Locked(LoginLock),
+    /// The password was right (and the source's failures forgotten).
+    Verified(T),
+    /// Wrong: counted, with the locks the failure set.
+    Failed(NewLocks),
+}
+
+/// One login attempt of `username` from `source`, in its turn: the lock
+/// check, then `verify` (the password hash; `Some` when right), then the
+/// count. `None` when no turn could be had (see `LoginTurns::take`).
+pub async fn attempt<T>(
+    store: &dyn AuthorizationStore,
+    turns: &LoginTurns,
+    username: &str,
+    source: &str,
+    now: Timestamp,
+    verify: impl Future<Output = StoreResult<Option<T>>>,
+) -> StoreResult<Option<Attempt<T>>> {
+    let Some(_turn) = turns.take(username, source).await else {
+        return Ok(None);
+    };
+    if let Some(lock) = check(store, username, source, now).await? {
+        return Ok(Some(Attempt::Locked(lock)));
+    }
+    match verify.await? {
+        Some(verified) => {
+            record_success(store, username, source).await?;
+            Ok(Some(Attempt::Verified(verified)))
+        }
+        None => Ok(Some(Attempt::Failed(
+            record_failure(store, username, source, now).await?,
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +328,52 @@ mod tests {
         assert_eq!(login_source(Some("2001:db8:1:2::9")), "2001:db8:1:2::/64");
         assert_eq!(login_source(None), "unknown");
         assert_eq!(login_source(Some("not an address")), "unknown");
+    }
+
+    #[tokio::test]
+    async fn attempts_sent_together_get_no_more_guesses_than_the_lock_allows() {
+        let store = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let turns = Arc::new(LoginTurns::default());
+        let mut attempts = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let store = Arc::clone(&store);
+            let turns = Arc::clone(&turns);
+            attempts.spawn(async move {
+                // A wrong password, slow to check as Argon2 is.
+                let verify = async {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    Ok(None::<()>)
+                };
+                attempt(store.as_ref(), &turns, "admin", "192.0.2.1", NOW, verify).await
+            });
+        }
+        let (mut failed, mut locked) = (0, 0);
+        while let Some(done) = attempts.join_next().await {
+            match done.unwrap().unwrap().unwrap() {
+                Attempt::Failed(_) => failed += 1,
+                Attempt::Locked(LoginLock::Source { .. }) => locked += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!((failed, locked), (SOURCE_LOCK_AFTER_FAILURES, 15));
+        // Nothing stays behind once the attempts are done.
+        assert_eq!(turns.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_attempt_leaves_no_queue_behind() {
+        let turns = LoginTurns::default();
+        let first = turns.take("admin", "192.0.2.1").await.unwrap();
+        // The second waits behind the first and is given up.
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(10),
+            turns.take("admin", "192.0.2.1"),
+        )
+        .await;
+        assert!(waiting.is_err());
+        assert_eq!(turns.in_flight(), 1);
+        drop(first);
+        assert_eq!(turns.in_flight(), 0);
     }
 
     #[tokio::test]

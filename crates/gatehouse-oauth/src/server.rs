@@ -20,6 +20,7 @@ use crate::client_assertion::ClientKeySets;
 use crate::identity_assertion::GRANT_JWT_BEARER;
 use crate::identity_providers::{IdentityProviderConfig, IdentityProviders};
 use crate::key_ring::KeyRing;
+use crate::login_lockout::LoginTurns;
 use crate::token_exchange::{ExchangeParams, GRANT_TOKEN_EXCHANGE, TaskExchange};
 use crate::{
     CookiePolicy, Jwks, MasterKey, OAuthError, PasswordHasher, PublicJwk, RateLimiter, SigningKey,
@@ -28,6 +29,14 @@ use crate::{
 
 /// Requests to `/authorize` one source address may send per minute.
 pub const AUTHORIZE_PER_MINUTE: u32 = 30;
+/// Device authorizations one source address may start per minute: each
+/// stores a pending authorization for its lifetime. A device signs in
+/// once; thirty a minute is far beyond any real client.
+pub const DEVICE_AUTHORIZATIONS_PER_MINUTE: u32 = 30;
+/// Requests to the token endpoint one source address may send per minute:
+/// each (refused ones too) writes an audit record. Ten a second leaves room
+/// for many clients behind one address polling and refreshing.
+pub const TOKEN_REQUESTS_PER_MINUTE: u32 = 600;
 /// New Client ID Metadata Document URLs one source address may introduce
 /// per hour (each is fetched, and stored when acceptable).
 pub const NEW_METADATA_CLIENTS_PER_HOUR: u32 = 10;
@@ -246,9 +255,17 @@ pub struct AuthorizationServer {
     pub(crate) user_code_attempts: RateLimiter,
     /// Login attempts per source address, on top of the per-name lockout.
     pub(crate) login_attempts: RateLimiter,
+    /// One login attempt at a time per name and source (see `LoginTurns`).
+    pub(crate) login_turns: LoginTurns,
     /// Requests to `/authorize` per source address: each stores a pending
     /// authorization for ten minutes.
     pub(crate) authorize_attempts: RateLimiter,
+    /// Requests to `/oauth/device_authorization` per source address: each
+    /// stores a pending device authorization.
+    pub(crate) device_authorizations: RateLimiter,
+    /// Requests to `/oauth/token` per source address: each writes an audit
+    /// record.
+    pub(crate) token_requests: RateLimiter,
     /// Document URLs a source may introduce as new metadata-document
     /// clients (each is fetched and stored).
     pub(crate) new_metadata_clients: RateLimiter,
@@ -414,7 +431,14 @@ impl AuthorizationServer {
             registrations: RateLimiter::per_source(20, 60_000, 10_000),
             user_code_attempts: RateLimiter::per_source(10, 300_000, 10_000),
             login_attempts: RateLimiter::per_source(30, 300_000, 10_000),
+            login_turns: LoginTurns::default(),
             authorize_attempts: RateLimiter::per_source(AUTHORIZE_PER_MINUTE, 60_000, 10_000),
+            device_authorizations: RateLimiter::per_source(
+                DEVICE_AUTHORIZATIONS_PER_MINUTE,
+                60_000,
+                10_000,
+            ),
+            token_requests: RateLimiter::per_source(TOKEN_REQUESTS_PER_MINUTE, 60_000, 10_000),
             new_metadata_clients: RateLimiter::per_source(
                 NEW_METADATA_CLIENTS_PER_HOUR,
                 3_600_000,

@@ -376,9 +376,21 @@ pub trait AuthorizationStore: Send + Sync {
         username: &str,
         now: Timestamp,
     ) -> StoreResult<()>;
-    /// Replaces a user's roles (the provider's groups changed). False when
-    /// there is no such user.
-    async fn set_user_roles(&self, username: &str, roles: &[String]) -> StoreResult<bool>;
+    /// Replaces a user's roles (the provider's groups changed). With
+    /// `revoke_grants` (the provider took a role away) it also, in the same
+    /// transaction, revokes everything the user authorized, as
+    /// `change_user_password` with `revoke_grants` does: grants copy the
+    /// roles they were made with, so a refresh would otherwise keep signing
+    /// the removed role. The credential generation then moves, so every
+    /// instance refuses the access tokens already issued at once. Returns
+    /// false, changing nothing, when there is no such user.
+    async fn set_user_roles(
+        &self,
+        username: &str,
+        roles: &[String],
+        revoke_grants: bool,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
     /// Stores a grant made without a code or device (an identity assertion).
     async fn insert_grant(&self, grant: &GrantRecord) -> StoreResult<()>;
 

@@ -922,14 +922,37 @@ impl AuthorizationStore for PostgresStore {
         Ok(())
     }
 
-    async fn set_user_roles(&self, username: &str, roles: &[String]) -> StoreResult<bool> {
-        let result = sqlx::query("UPDATE users SET roles = $2 WHERE username = $1")
+    async fn set_user_roles(
+        &self,
+        username: &str,
+        roles: &[String],
+        revoke_grants: bool,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query("UPDATE users SET roles = $2 WHERE username = $1")
             .bind(username)
             .bind(list_json(roles)?)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !changed {
+            return Ok(false);
+        }
+        let generation = if revoke_grants {
+            revoke_user_authorizations(&mut tx, username, at).await?;
+            Some(bump_generation(&mut tx).await?)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        if let Some(generation) = generation {
+            self.note_bump(generation);
+        }
+        Ok(true)
     }
+
     async fn insert_grant(&self, grant: &GrantRecord) -> StoreResult<()> {
         let mut conn = self.pool.acquire().await?;
         insert_grant(&mut conn, grant).await

@@ -909,14 +909,34 @@ impl AuthorizationStore for SqliteStore {
         Ok(())
     }
 
-    async fn set_user_roles(&self, username: &str, roles: &[String]) -> StoreResult<bool> {
-        let result = sqlx::query("UPDATE users SET roles = $2 WHERE username = $1")
+    async fn set_user_roles(
+        &self,
+        username: &str,
+        roles: &[String],
+        revoke_grants: bool,
+        at: Timestamp,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query("UPDATE users SET roles = $2 WHERE username = $1")
             .bind(username)
             .bind(list_json(roles)?)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !changed {
+            return Ok(false);
+        }
+        if revoke_grants {
+            revoke_user_authorizations(&mut tx, username, at).await?;
+        }
+        tx.commit().await?;
+        if revoke_grants {
+            self.bump_generation();
+        }
+        Ok(true)
     }
+
     async fn insert_grant(&self, grant: &GrantRecord) -> StoreResult<()> {
         sqlx::query(INSERT_GRANT)
             .bind(&grant.id)

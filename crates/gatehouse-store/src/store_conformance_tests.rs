@@ -75,6 +75,7 @@ macro_rules! conformance_tests {
             an_assertion_is_used_once_until_it_expires,
             federated_users_are_created_with_their_link_and_nothing_half,
             a_grant_without_a_code_is_revoked_with_its_user,
+            a_role_taken_away_revokes_what_the_user_authorized,
             a_lease_is_held_until_it_expires_and_then_taken_over,
             a_lifecycle_notice_is_recorded_once_per_basis,
             grant_use_is_recorded_coalesced_and_only_live_grants_are_listed,
@@ -2796,9 +2797,85 @@ pub(crate) async fn federated_users_are_created_with_their_link_and_nothing_half
         Err(StoreError::Conflict)
     ));
     let roles = vec!["executor".to_string(), "reader".to_string()];
-    assert!(store.set_user_roles("acme:u1", &roles).await.unwrap());
+    assert!(
+        store
+            .set_user_roles("acme:u1", &roles, false, Timestamp(7))
+            .await
+            .unwrap()
+    );
     assert_eq!(store.user("acme:u1").await.unwrap().unwrap().roles, roles);
-    assert!(!store.set_user_roles("nobody", &roles).await.unwrap());
+    assert!(
+        !store
+            .set_user_roles("nobody", &roles, true, Timestamp(7))
+            .await
+            .unwrap()
+    );
+}
+
+pub(crate) async fn a_role_taken_away_revokes_what_the_user_authorized(store: TestStore) {
+    users_with_sessions_and_grants(&store).await;
+    let at = Timestamp(3_000);
+    // A role only added: every grant and token lives on.
+    let before = store.credential_generation();
+    let more = vec!["admin".to_string(), "reader".to_string()];
+    assert!(
+        store
+            .set_user_roles("alice", &more, false, at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.user("alice").await.unwrap().unwrap().roles, more);
+    assert_eq!(store.credential_generation(), before);
+    assert_eq!(
+        store.revoked_tokens(at).await.unwrap(),
+        Vec::<String>::new()
+    );
+    assert!(
+        store
+            .record_issued("g-alice", "jti-alice-2", Timestamp(900_000), None)
+            .await
+            .unwrap()
+    );
+    // A role taken away: the roles change and everything she authorized
+    // ends with them, and the generation moves for the other instances.
+    let fewer = vec!["reader".to_string()];
+    assert!(
+        store
+            .set_user_roles("alice", &fewer, true, at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.user("alice").await.unwrap().unwrap().roles, fewer);
+    assert_ne!(store.credential_generation(), before);
+    let mut revoked = store.revoked_tokens(at).await.unwrap();
+    revoked.sort();
+    assert_eq!(
+        revoked,
+        vec!["jti-alice".to_string(), "jti-alice-2".to_string()]
+    );
+    assert!(
+        !store
+            .record_issued("g-alice", "jti-new", Timestamp(900_000), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.rotate_refresh_token("r-alice", at).await.unwrap(),
+        RefreshRotation::Invalid
+    );
+    assert_eq!(
+        store.redeem_code("c-alice", at).await.unwrap(),
+        CodeRedemption::Invalid
+    );
+    assert_eq!(store.consent("alice", "ghc_app").await.unwrap(), None);
+    // Bob keeps everything.
+    assert!(
+        store
+            .record_issued("g-bob", "jti-bob-2", Timestamp(900_000), None)
+            .await
+            .unwrap()
+    );
+    assert!(store.consent("bob", "ghc_app").await.unwrap().is_some());
 }
 
 pub(crate) async fn a_grant_without_a_code_is_revoked_with_its_user(store: TestStore) {

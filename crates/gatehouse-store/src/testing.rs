@@ -309,7 +309,13 @@ impl AuthorizationStore for DownStore {
     async fn insert_federated_user(&self, _: &UserRecord, _: &str, _: &str) -> StoreResult<()> {
         down()
     }
-    async fn set_user_roles(&self, _: &str, _: &[String]) -> StoreResult<bool> {
+    async fn set_user_roles(
+        &self,
+        _: &str,
+        _: &[String],
+        _: bool,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
         down()
     }
     async fn link_federated_user(

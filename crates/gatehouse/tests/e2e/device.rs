@@ -246,3 +246,75 @@ async fn user_code_guessing_is_rate_limited_and_unknown_clients_are_refused() {
         "then the source is slowed down"
     );
 }
+
+/// A raw POST of `form` to `path`: (status, Retry-After, body).
+async fn post_form(
+    server: &Server,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, Option<u64>, Value) {
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let response = server
+        .http
+        .post(format!("{}{path}", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (status, retry_after, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn device_authorizations_and_token_requests_are_rate_limited_per_source() {
+    let server = Server::start(None);
+    let password = add_user(&server, "alice", "reader");
+    let client = public_client(&server, "tv");
+    // A whole flow within the limits, as a real device does it.
+    let (status, body) = approved_device_poll(&server, &client, ("alice", &password)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Each start stores a pending authorization: 30 a minute per address,
+    // the flow's own included.
+    let start = [("client_id", client.as_str()), ("scope", "tools:read")];
+    for i in 1..30 {
+        let (status, body) = device_authorization(&server, &start).await;
+        assert_eq!(status, 200, "request {i}: {body}");
+    }
+    let (status, retry_after, body) =
+        post_form(&server, "/oauth/device_authorization", &start).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(retry_after.is_some_and(|s| (1..=60).contains(&s)));
+    assert!(body["error"].is_string(), "{body}");
+
+    // Each token request is audited, refused ones too: 600 a minute per
+    // address, the flow's poll included.
+    let refused = [("grant_type", "password"), ("client_id", client.as_str())];
+    for batch in 0..23 {
+        let answers = futures::future::join_all(
+            (0..26).map(|_| post_form(&server, "/oauth/token", &refused)),
+        )
+        .await;
+        for (status, _, body) in answers {
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (400, Some("unsupported_grant_type")),
+                "batch {batch}: {body}"
+            );
+        }
+    }
+    // 1 + 23 * 26 = 599 so far.
+    let (status, _, body) = post_form(&server, "/oauth/token", &refused).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, retry_after, body) = post_form(&server, "/oauth/token", &refused).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(retry_after.is_some_and(|s| (1..=60).contains(&s)));
+    assert!(body["error"].is_string(), "{body}");
+}

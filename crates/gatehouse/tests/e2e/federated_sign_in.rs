@@ -19,7 +19,7 @@ use gatehouse_oauth::SigningKey;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use super::browser::{Browser, Page, authorize_url, pkce, public_client, query, redeem};
+use super::browser::{Browser, Page, authorize_url, pkce, public_client, query, redeem, token};
 use super::harness::Server;
 
 const CLIENT_ID: &str = "gatehouse-at-acme";
@@ -291,6 +291,61 @@ async fn a_person_signs_in_through_the_provider_and_gets_gatehouse_tokens() {
     let refused = again.get(&callback).await;
     assert_eq!(refused.status, 403, "{}", refused.body);
     assert!(refused.body.contains("disabled"), "{}", refused.body);
+}
+
+#[tokio::test]
+async fn a_role_the_provider_takes_away_ends_the_tokens_that_carried_it() {
+    let (issuer, idp) = provider(SigningKey::generate().unwrap());
+    *idp.person.lock().unwrap() = json!({ "sub": "u-frank", "groups": ["mcp-ops"] });
+    let server = start(&issuer, "");
+    let client = public_client(&server, "app");
+    let (verifier, challenge) = pkce();
+    let mut browser = Browser::new(&server);
+    let callback = to_provider_and_back(&mut browser, &server, &client, &challenge).await;
+    let consent = browser.visit(&callback).await;
+    let decided = browser.decide(&consent, "approve").await;
+    let code = query(&decided.location().unwrap())["code"].clone();
+    let (status, tokens) = redeem(&server, &client, &code, &verifier).await;
+    assert_eq!(status, 200, "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let whoami = server.call_tool(access, "whoami", json!({})).await;
+    let text = whoami["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains("executor"), "{text}");
+
+    // The provider drops the group; the person signs in again.
+    *idp.person.lock().unwrap() = json!({ "sub": "u-frank", "groups": ["mcp-readers"] });
+    let mut again = Browser::new(&server);
+    let callback = to_provider_and_back(&mut again, &server, &client, &challenge).await;
+    again.visit(&callback).await;
+
+    // What the old grant carried is dead: its refresh token and its
+    // access token alike.
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", client.as_str()),
+            ("refresh_token", refresh),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    let (status, _) = server
+        .rpc(
+            Some(access),
+            "tools/call",
+            json!({"name": "whoami", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let changed = server.audit(&["--tool", "oauth/user_roles_changed"]);
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0]["reason"], "roles_removed_by_provider");
 }
 
 #[tokio::test]
