@@ -320,6 +320,43 @@ mod tests {
         );
     }
 
+    /// Numbers a caller sends (a denied call's arguments are recorded too)
+    /// must read back as the same number, or the record would look edited
+    /// and `audit verify` would stop there (serde_json's default parser is
+    /// not exact for every number; the workspace enables float_roundtrip).
+    #[test]
+    fn a_record_with_any_number_reads_back_with_its_hash() {
+        let mut chain = Chain::resume("c1".into(), None);
+        let texts = [
+            "1.5e-30",
+            "0.1",
+            "2.2250738585072014e-308",
+            "1.7976931348623157e308",
+            "9007199254740993",
+            "123456789.98765432",
+            "5e-324",
+            "0.30000000000000004",
+        ];
+        let events: Vec<AuditEvent> = texts
+            .iter()
+            .map(|text| {
+                let arguments: serde_json::Value =
+                    serde_json::from_str(&format!("{{\"x\": {text}}}")).unwrap();
+                let mut event =
+                    EventBuilder::new(AuditKind::ToolDecision, Outcome::Denied, Timestamp(1))
+                        .arguments(arguments)
+                        .build();
+                chain.link(&mut event);
+                event
+            })
+            .collect();
+        let reread: Vec<AuditEvent> = events
+            .iter()
+            .map(|e| serde_json::from_str(&serde_json::to_string(e).unwrap()).unwrap())
+            .collect();
+        assert_eq!(verify(&reread), Ok(()));
+    }
+
     #[test]
     fn an_edited_record_is_named() {
         let mut events = chained(5);

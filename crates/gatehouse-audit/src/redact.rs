@@ -11,17 +11,26 @@ pub const REDACTED: &str = "[REDACTED]";
 ///
 /// Matching inside names means `max_tokens` or `tokenizer` are redacted too:
 /// when in doubt the audit record loses a detail rather than keeping a secret.
-pub const SECRET_NAME_WORDS: [&str; 10] = [
+pub const SECRET_NAME_WORDS: [&str; 19] = [
     "password",
     "passwd",
+    "passphrase",
+    "pwd",
     "secret",
     "token",
     "apikey",
+    "accesskey",
     "credential",
     "privatekey",
+    "privkey",
+    "sshkey",
+    "signingkey",
     "authorization",
+    "bearer",
     "cookie",
     "session",
+    "otp",
+    "mnemonic",
 ];
 
 /// Patterns of values that look like keys or tokens wherever they appear.
@@ -224,6 +233,13 @@ mod tests {
                     {"set_cookie": "cookie-value"},
                     {"session_id": "session-value"},
                     {"clientApiKey": "client-key"},
+                    {"passphrase": "correct horse battery staple"},
+                    {"pwd": "hunter2"},
+                    {"ssh_key": "ssh-plain"},
+                    {"signing_key": "signing-plain"},
+                    {"totp_code": "123456"},
+                    {"wallet_mnemonic": "abandon ability able"},
+                    {"aws_access_key_id": "AKIA-plain"},
                 ],
             },
             "path": "notes.txt",
@@ -245,6 +261,13 @@ mod tests {
             "cookie-value",
             "session-value",
             "client-key",
+            "correct horse",
+            "hunter2\"",
+            "ssh-plain",
+            "signing-plain",
+            "123456",
+            "abandon ability",
+            "AKIA-plain",
         ] {
             assert!(!text.contains(clear), "{clear} in {text}");
         }

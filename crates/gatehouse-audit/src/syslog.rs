@@ -129,12 +129,38 @@ pub(crate) struct SyslogSink {
 }
 
 #[derive(Serialize)]
-struct Message<'a> {
+struct Message<'a, E: Serialize> {
     time: String,
     #[serde(flatten)]
-    event: &'a AuditEvent,
+    event: &'a E,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     arguments_truncated: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    fields_truncated: bool,
+}
+
+/// In a datagram still too large without its arguments (a caller can make
+/// a tool name or an error text as long as the body allows), each text is
+/// cut to this many bytes: a record over UDP is always sent, shortened,
+/// rather than failing its whole batch (and holding calls off).
+const DATAGRAM_FIELD_LIMIT: usize = 1024;
+
+/// `value` with every string longer than [`DATAGRAM_FIELD_LIMIT`] cut (at a
+/// character boundary) and marked.
+fn shorten_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) if text.len() > DATAGRAM_FIELD_LIMIT => {
+            let mut end = DATAGRAM_FIELD_LIMIT;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push_str("…[truncated]");
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(shorten_strings),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(shorten_strings),
+        _ => {}
+    }
 }
 
 /// RFC 5424 severity: refusals and failures are warnings, anomalies
@@ -208,10 +234,38 @@ impl SyslogSink {
             time: event.ts.to_rfc3339(),
             event: body,
             arguments_truncated: truncate && event.arguments.is_some(),
+            fields_truncated: false,
         };
         serde_json::to_writer(&mut out, &message)
             .map_err(|e| AuditError::WriteFailed(format!("syslog: {e}")))?;
         Ok(out)
+    }
+
+    /// [`SyslogSink::message`] without arguments and with every long text
+    /// cut: the last resort for a datagram.
+    fn shortened_message(&self, event: &AuditEvent) -> Result<Vec<u8>, AuditError> {
+        let failed = |e: serde_json::Error| AuditError::WriteFailed(format!("syslog: {e}"));
+        let mut full = self.message(event, true)?;
+        let stripped = AuditEvent {
+            arguments: None,
+            ..event.clone()
+        };
+        let mut body = serde_json::to_value(&stripped).map_err(failed)?;
+        shorten_strings(&mut body);
+        let message = Message {
+            time: event.ts.to_rfc3339(),
+            event: &body,
+            arguments_truncated: event.arguments.is_some(),
+            fields_truncated: true,
+        };
+        // The header as rendered, then the shortened body.
+        let header_end = full
+            .windows(BOM.len())
+            .position(|w| w == BOM)
+            .map_or(0, |i| i + BOM.len());
+        full.truncate(header_end);
+        serde_json::to_writer(&mut full, &message).map_err(failed)?;
+        Ok(full)
     }
 
     /// A batch's messages, ready to send: rendered before the sinks are
@@ -224,6 +278,9 @@ impl SyslogSink {
                     let mut message = self.message(event, false)?;
                     if message.len() > MAX_DATAGRAM {
                         message = self.message(event, true)?;
+                    }
+                    if message.len() > MAX_DATAGRAM {
+                        message = self.shortened_message(event)?;
                     }
                     datagrams.push(message);
                 }
@@ -953,5 +1010,36 @@ mod tests {
         assert!(text.starts_with("<110>1 "), "{text}");
         assert!(text.contains("\"arguments_truncated\":true"), "{text}");
         assert!(!text.contains("xxxx"));
+    }
+
+    /// A caller can make a record too large for a datagram without its
+    /// arguments (a 70 KB tool name in a denied call): it is sent shortened,
+    /// not failed with its batch (which would refuse every call in it).
+    #[tokio::test]
+    async fn udp_shortens_a_record_too_large_even_without_arguments() {
+        let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let address = receiver.local_addr().unwrap().to_string();
+        let mut sink = SyslogSink::new(settings(SyslogTarget::Udp(address)));
+        let huge = EventBuilder::new(AuditKind::ToolDecision, Outcome::Denied, Timestamp(5))
+            .tool(&format!("é{}", "x".repeat(70 * 1024)))
+            .error("y".repeat(70 * 1024))
+            .reason("unknown_tool")
+            .arguments(serde_json::json!({"a": 1}))
+            .build();
+        sink.write(&[huge, denied()]).await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = receiver.recv(&mut buf).await.unwrap();
+        let text = String::from_utf8(buf[..n].to_vec()).unwrap();
+        assert!(n <= MAX_DATAGRAM, "{n}");
+        assert!(text.starts_with("<108>1 "), "{text}");
+        let json: serde_json::Value =
+            serde_json::from_str(text.split('\u{feff}').nth(1).unwrap()).unwrap();
+        assert_eq!(json["fields_truncated"], true);
+        assert_eq!(json["arguments_truncated"], true);
+        assert_eq!(json["reason"], "unknown_tool");
+        assert!(json["tool"].as_str().unwrap().ends_with("…[truncated]"));
+        // The rest of the batch follows.
+        let n = receiver.recv(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"<108>1 "));
     }
 }

@@ -391,6 +391,7 @@ pub(crate) fn principal_for_token(claims: AccessTokenClaims) -> Principal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jwt::MAX_LEEWAY_SECS;
     use crate::test_key::TestKey;
     use gatehouse_store::SqliteStore;
     use serde_json::json;
@@ -591,6 +592,37 @@ mod tests {
         assert_eq!(
             tokens.authenticate(&store, &t, at).await,
             Err(AuthnError::Revoked)
+        );
+    }
+
+    /// A token is accepted up to the leeway past its `exp`; its revocation
+    /// must outlive that, even when the revocation list is read again (here:
+    /// another revocation moves the generation and purges the list).
+    #[tokio::test]
+    async fn a_revoked_token_stays_refused_within_the_leeway_after_it_expires() {
+        let (store, tokens, key) = setup().await;
+        let t = token(&key, 2000);
+        store
+            .revoke_token("j1", Timestamp::from_secs(2000), Timestamp::from_secs(1500))
+            .await
+            .unwrap();
+        store
+            .revoke_token(
+                "other",
+                Timestamp::from_secs(9999),
+                Timestamp::from_secs(2005),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            tokens
+                .authenticate(&store, &t, Timestamp::from_secs(2010))
+                .await,
+            Err(AuthnError::Revoked)
+        );
+        assert!(
+            gatehouse_store::REVOCATION_GRACE_MS >= i64::try_from(MAX_LEEWAY_SECS).unwrap() * 1000,
+            "revocations must be kept for at least the longest leeway"
         );
     }
 

@@ -76,6 +76,13 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// How long a revoked token stays on the revocation list after it expires.
+/// Tokens are accepted up to the verifier's clock-skew leeway past `exp`
+/// (at most 60 s), so a revocation dropped at `exp` would let a revoked
+/// token back in for that long, once a cache re-reads the list. Issued
+/// tokens are remembered as long, so revoking a grant lists them too.
+pub const REVOCATION_GRACE_MS: i64 = 60_000;
+
 /// Writes audit batches synchronously, on the thread of the one writer
 /// that owns it (see [`Store::audit_appender`]).
 pub trait AuditAppender: Send {
@@ -163,7 +170,8 @@ pub trait Store:
         expires_at: Timestamp,
         now: Timestamp,
     ) -> StoreResult<()>;
-    /// Ids of revoked tokens that have not expired yet.
+    /// Ids of revoked tokens that may still be accepted: not expired, or
+    /// expired less than [`REVOCATION_GRACE_MS`] ago.
     async fn revoked_tokens(&self, now: Timestamp) -> StoreResult<Vec<String>>;
     /// A round trip to the database, for readiness probes.
     async fn ping(&self) -> StoreResult<()>;

@@ -798,9 +798,9 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        // Entries past their token's expiry protect nothing any more.
+        // Entries past their token's acceptance protect nothing any more.
         sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
-            .bind(now.0)
+            .bind(now.0 - crate::REVOCATION_GRACE_MS)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
@@ -825,7 +825,7 @@ impl Store for PostgresStore {
         Ok(sqlx::query_scalar(
             "SELECT jti FROM revoked_tokens WHERE expires_at > $1 ORDER BY jti COLLATE \"C\"",
         )
-        .bind(now.0)
+        .bind(now.0 - crate::REVOCATION_GRACE_MS)
         .fetch_all(&self.pool)
         .await?)
     }

@@ -130,7 +130,7 @@ async fn revoke_user_authorizations(
          ON CONFLICT (jti) DO NOTHING",
     )
     .bind(username)
-    .bind(at.0)
+    .bind(at.0 - crate::REVOCATION_GRACE_MS)
     .execute(&mut *conn)
     .await?;
     sqlx::query("DELETE FROM consents WHERE username = $1")
@@ -636,7 +636,7 @@ impl AuthorizationStore for PostgresStore {
              ON CONFLICT (jti) DO NOTHING",
         )
         .bind(grant_id)
-        .bind(now.0)
+        .bind(now.0 - crate::REVOCATION_GRACE_MS)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -837,8 +837,6 @@ impl AuthorizationStore for PostgresStore {
             // Used codes are kept a day past expiry, so a late replay is
             // still recognised and revokes what the code produced.
             "DELETE FROM authorization_codes WHERE expires_at <= $1 - 86400000",
-            "DELETE FROM issued_tokens WHERE expires_at <= $1",
-            "DELETE FROM revoked_tokens WHERE expires_at <= $1",
             // Expired refresh tokens protect nothing any more.
             "DELETE FROM refresh_tokens WHERE expires_at <= $1",
             // Gating records are kept a day past their end, so a late
@@ -854,6 +852,17 @@ impl AuthorizationStore for PostgresStore {
             "DELETE FROM used_assertions WHERE expires_at <= $1",
         ] {
             sqlx::query(sql).bind(now.0).execute(&mut *tx).await?;
+        }
+        // Kept past expiry while an expired token may still be accepted
+        // (the verifier's leeway).
+        for sql in [
+            "DELETE FROM issued_tokens WHERE expires_at <= $1",
+            "DELETE FROM revoked_tokens WHERE expires_at <= $1",
+        ] {
+            sqlx::query(sql)
+                .bind(now.0 - crate::REVOCATION_GRACE_MS)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())

@@ -711,9 +711,9 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        // Entries past their token's expiry protect nothing any more.
+        // Entries past their token's acceptance protect nothing any more.
         sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
-            .bind(now.0)
+            .bind(now.0 - crate::REVOCATION_GRACE_MS)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
@@ -736,7 +736,7 @@ impl Store for SqliteStore {
     async fn revoked_tokens(&self, now: Timestamp) -> StoreResult<Vec<String>> {
         Ok(
             sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE expires_at > $1 ORDER BY jti")
-                .bind(now.0)
+                .bind(now.0 - crate::REVOCATION_GRACE_MS)
                 .fetch_all(&self.pool)
                 .await?,
         )

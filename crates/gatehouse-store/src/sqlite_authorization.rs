@@ -77,7 +77,7 @@ async fn revoke_user_authorizations(
          ON CONFLICT (jti) DO NOTHING",
     )
     .bind(username)
-    .bind(at.0)
+    .bind(at.0 - crate::REVOCATION_GRACE_MS)
     .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE grants SET revoked_at = $2 WHERE username = $1 AND revoked_at IS NULL")
@@ -615,7 +615,7 @@ impl AuthorizationStore for SqliteStore {
              ON CONFLICT (jti) DO NOTHING",
         )
         .bind(grant_id)
-        .bind(now.0)
+        .bind(now.0 - crate::REVOCATION_GRACE_MS)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -820,8 +820,6 @@ impl AuthorizationStore for SqliteStore {
             // Used codes are kept a day past expiry, so a late replay is
             // still recognised and revokes what the code produced.
             "DELETE FROM authorization_codes WHERE expires_at <= $1 - 86400000",
-            "DELETE FROM issued_tokens WHERE expires_at <= $1",
-            "DELETE FROM revoked_tokens WHERE expires_at <= $1",
             // Gating records are kept a day past their end, so a late
             // request is still told what happened rather than "unknown".
             "DELETE FROM task_grants WHERE expires_at <= $1 - 86400000",
@@ -835,6 +833,17 @@ impl AuthorizationStore for SqliteStore {
             "DELETE FROM used_assertions WHERE expires_at <= $1",
         ] {
             sqlx::query(sql).bind(now.0).execute(&mut *tx).await?;
+        }
+        // Kept past expiry while an expired token may still be accepted
+        // (the verifier's leeway).
+        for sql in [
+            "DELETE FROM issued_tokens WHERE expires_at <= $1",
+            "DELETE FROM revoked_tokens WHERE expires_at <= $1",
+        ] {
+            sqlx::query(sql)
+                .bind(now.0 - crate::REVOCATION_GRACE_MS)
+                .execute(&mut *tx)
+                .await?;
         }
         // A used refresh token is kept while its successors may live, so a
         // reuse is still recognised as one; expired ones protect nothing.

@@ -41,7 +41,7 @@ macro_rules! conformance_tests {
             a_client_secret_rotation_keeps_one_previous_secret,
             signing_keys_round_trip_in_order,
             a_signing_key_is_revoked_once,
-            revoked_tokens_are_listed_until_they_expire,
+            revoked_tokens_are_listed_until_past_the_leeway,
             a_code_is_redeemed_once_and_a_replay_names_its_grant,
             an_expired_code_is_invalid,
             revoking_a_grant_revokes_its_access_tokens_and_refresh_tokens,
@@ -901,18 +901,18 @@ pub(crate) async fn a_signing_key_is_revoked_once(store: TestStore) {
     assert_eq!(keys[1].revoked_at, None);
 }
 
-pub(crate) async fn revoked_tokens_are_listed_until_they_expire(store: TestStore) {
+pub(crate) async fn revoked_tokens_are_listed_until_past_the_leeway(store: TestStore) {
     let before = store.credential_generation();
     store
-        .revoke_token("j1", Timestamp(100), Timestamp(10))
+        .revoke_token("j1", Timestamp(100_000), Timestamp(10))
         .await
         .unwrap();
     store
-        .revoke_token("j1", Timestamp(100), Timestamp(10))
+        .revoke_token("j1", Timestamp(100_000), Timestamp(10))
         .await
         .unwrap();
     store
-        .revoke_token("j2", Timestamp(50), Timestamp(10))
+        .revoke_token("j2", Timestamp(50_000), Timestamp(10))
         .await
         .unwrap();
     assert_ne!(store.credential_generation(), before);
@@ -920,13 +920,27 @@ pub(crate) async fn revoked_tokens_are_listed_until_they_expire(store: TestStore
         store.revoked_tokens(Timestamp(20)).await.unwrap(),
         vec!["j1", "j2"]
     );
+    // An expired token may still be accepted within the verifier's
+    // leeway: it stays listed (and survives a purge) until that is over.
+    store.purge_expired(Timestamp(80_000)).await.unwrap();
     assert_eq!(
-        store.revoked_tokens(Timestamp(60)).await.unwrap(),
+        store.revoked_tokens(Timestamp(80_000)).await.unwrap(),
+        vec!["j1", "j2"]
+    );
+    assert_eq!(
+        store
+            .revoked_tokens(Timestamp(50_000 + crate::REVOCATION_GRACE_MS + 1))
+            .await
+            .unwrap(),
         vec!["j1"]
     );
-    // Expired entries are dropped on the next revocation.
+    // Entries past that are dropped on the next revocation.
     store
-        .revoke_token("j3", Timestamp(200), Timestamp(150))
+        .revoke_token(
+            "j3",
+            Timestamp(900_000),
+            Timestamp(100_000 + crate::REVOCATION_GRACE_MS),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1858,12 +1872,21 @@ pub(crate) async fn purge_removes_only_expired_records(store: TestStore) {
             .unwrap(),
         None
     );
+    // An expired token's revocation outlives it by the verifier's leeway.
+    assert_eq!(
+        store.revoked_tokens(Timestamp(0)).await.unwrap(),
+        vec!["j-new", "j-old"]
+    );
+    // A used code survives its expiry by a day, so a replay is recognised.
+    store.redeem_code("h1", Timestamp(2_000)).await.unwrap();
+    store
+        .purge_expired(Timestamp(100 + crate::REVOCATION_GRACE_MS))
+        .await
+        .unwrap();
     assert_eq!(
         store.revoked_tokens(Timestamp(0)).await.unwrap(),
         vec!["j-new"]
     );
-    // A used code survives its expiry by a day, so a replay is recognised.
-    store.redeem_code("h1", Timestamp(2_000)).await.unwrap();
     store.purge_expired(Timestamp(70_000)).await.unwrap();
     assert!(matches!(
         store.redeem_code("h1", Timestamp(70_000)).await.unwrap(),
@@ -2017,7 +2040,10 @@ pub(crate) async fn revoking_a_task_grant_revokes_its_token_once(store: TestStor
         vec!["tg_1"]
     );
     assert_eq!(
-        store.revoked_tokens(Timestamp(100_000)).await.unwrap(),
+        store
+            .revoked_tokens(Timestamp(100_000 + crate::REVOCATION_GRACE_MS))
+            .await
+            .unwrap(),
         Vec::<String>::new()
     );
     assert_eq!(
