@@ -233,7 +233,7 @@ impl Context {
     /// The master key, only where one already is: never makes the default
     /// file (a command signing its audit chain must not leave a stray key
     /// next to servers that take theirs from the environment).
-    fn existing_master_key(&self) -> anyhow::Result<MasterKey> {
+    pub fn existing_master_key(&self) -> anyhow::Result<MasterKey> {
         self.master_key_with(Create::Never)
     }
 

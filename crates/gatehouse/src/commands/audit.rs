@@ -148,12 +148,18 @@ pub async fn run(ctx: &Context, command: AuditCommand) -> anyhow::Result<()> {
             print_rows(&rows, args.json);
         }
         AuditCommand::Verify { from, files, json } => {
-            let keys = audit_verify::checkpoint_keys(&*store).await?;
+            // Where the master key is (the server's host), the checkpoint
+            // keys are proven by it; elsewhere they are taken as stored,
+            // and the report says so.
+            let master = ctx.existing_master_key().ok();
+            let keys = audit_verify::checkpoint_keys(&*store, master.as_ref()).await?;
+            let span = (!keys.keys.is_empty())
+                .then(|| audit_verify::max_unsigned_span(ctx.config.audit.checkpoint_interval));
             let result = if files.is_empty() {
-                audit_verify::verify_store(&*store, &keys, from).await?
+                audit_verify::verify_store(&*store, &keys, from, span).await?
             } else {
                 let stored = store.audit_checkpoints().await?;
-                audit_verify::verify_files(&files, &keys, &stored, from.is_some())?
+                audit_verify::verify_files(&files, &keys, &stored, from.is_some(), span)?
             };
             return report(result, json);
         }
@@ -176,6 +182,7 @@ fn report(
                     "chains": s.chains,
                     "checkpoints": s.checkpoints,
                     "records_after_last_checkpoint": s.after_last_checkpoint,
+                    "keys_authenticated": s.keys_authenticated,
                 }));
             } else {
                 output::line(&format!(
@@ -193,6 +200,11 @@ fn report(
                         "{} record(s) after the last checkpoint are protected by the chain only",
                         s.after_last_checkpoint
                     ));
+                }
+                if !s.keys_authenticated {
+                    output::line(
+                        "the checkpoint keys were taken from the database unproven (no master key here): run verify where the master key is to rule out a key added there",
+                    );
                 }
             }
             Ok(())

@@ -33,6 +33,35 @@ pub struct Summary {
     /// Per chain: records after its last checkpoint (covered by the chain
     /// only).
     pub after_last_checkpoint: u64,
+    /// Whether the checkpoint keys were authenticated with the master key
+    /// (without it, a key added to the database would be believed).
+    pub keys_authenticated: bool,
+}
+
+/// The keys checkpoints are verified with.
+pub struct CheckpointKeys {
+    pub keys: Vec<VerificationKey>,
+    /// Each key was proven by its private half, sealed with the master key.
+    pub authenticated: bool,
+}
+
+/// The longest a chain's records may go without a signed checkpoint: an
+/// instance signs one every `audit.checkpoint_interval` while records
+/// arrive (and at shutdown), so only the last interval's records of one
+/// that stopped without signing may be unsigned. Three intervals leave
+/// room for a busy writer.
+pub fn max_unsigned_span(checkpoint_interval: std::time::Duration) -> i64 {
+    i64::try_from(checkpoint_interval.as_millis())
+        .unwrap_or(i64::MAX / 3)
+        .saturating_mul(3)
+}
+
+/// The first and last time of a chain's records after its last checkpoint.
+#[derive(Clone, Copy)]
+struct Unsigned {
+    first_seq: u64,
+    earliest: i64,
+    latest: i64,
 }
 
 /// Signed checkpoints, checked as the records go by.
@@ -40,12 +69,22 @@ struct Checkpoints {
     /// (chain, seq) → the hash it signed.
     signed: HashMap<(String, u64), String>,
     seen: HashSet<(String, u64)>,
+    /// Per chain: the last record a checkpoint signed.
+    last_signed: HashMap<String, u64>,
+    /// Per chain: its records after that, by time.
+    unsigned: HashMap<String, Unsigned>,
+    /// See [`max_unsigned_span`]; `None`: not checked.
+    max_unsigned_span: Option<i64>,
 }
 
 impl Checkpoints {
     /// Verifies each checkpoint's signature and that its claims are the
     /// stored ones; a forged or altered checkpoint is a finding.
-    fn new(list: &[AuditCheckpoint], keys: &[VerificationKey]) -> Result<Checkpoints, Finding> {
+    fn new(
+        list: &[AuditCheckpoint],
+        keys: &[VerificationKey],
+        max_unsigned_span: Option<i64>,
+    ) -> Result<Checkpoints, Finding> {
         let mut signed = HashMap::new();
         for checkpoint in list {
             let at = || {
@@ -70,10 +109,66 @@ impl Checkpoints {
             }
             signed.insert((claims.chain, claims.seq), claims.hash);
         }
+        let mut last_signed: HashMap<String, u64> = HashMap::new();
+        for (chain, seq) in signed.keys() {
+            let last = last_signed.entry(chain.clone()).or_default();
+            *last = (*last).max(*seq);
+        }
         Ok(Checkpoints {
             signed,
             seen: HashSet::new(),
+            last_signed,
+            unsigned: HashMap::new(),
+            max_unsigned_span,
         })
+    }
+
+    /// Notes the time of a record no checkpoint signs.
+    fn note_time(&mut self, link: &ChainLink, ts: i64) {
+        if self
+            .last_signed
+            .get(&link.chain)
+            .is_some_and(|l| link.seq <= *l)
+        {
+            return;
+        }
+        self.unsigned
+            .entry(link.chain.clone())
+            .and_modify(|u| {
+                u.earliest = u.earliest.min(ts);
+                u.latest = u.latest.max(ts);
+            })
+            .or_insert(Unsigned {
+                first_seq: link.seq,
+                earliest: ts,
+                latest: ts,
+            });
+    }
+
+    /// A chain whose unsigned records span more than an instance lets pass
+    /// without signing: its checkpoints were deleted (and the chain maybe
+    /// rewritten under them), or the instance could not sign.
+    fn unsigned_too_long(&self) -> Result<(), Finding> {
+        let Some(limit) = self.max_unsigned_span else {
+            return Ok(());
+        };
+        let mut chains: Vec<_> = self.unsigned.iter().collect();
+        chains.sort_by(|a, b| a.0.cmp(b.0));
+        for (chain, unsigned) in chains {
+            let span = unsigned.latest.saturating_sub(unsigned.earliest);
+            if span > limit {
+                return Err(Finding {
+                    at: format!("chain {chain}"),
+                    problem: format!(
+                        "its records from {} on span {} s without a signed checkpoint, though an instance signs one at least every {} s: its checkpoints were deleted (or it could not sign them)",
+                        unsigned.first_seq,
+                        span / 1000,
+                        limit / 3000
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn observe(&mut self, link: &ChainLink) -> Result<(), String> {
@@ -140,13 +235,42 @@ impl Checkpoints {
 }
 
 /// The public keys that may have signed checkpoints: every signing key the
-/// store holds (retired ones too: old checkpoints stay valid).
-pub async fn checkpoint_keys(store: &dyn Store) -> anyhow::Result<Vec<VerificationKey>> {
+/// store holds (retired ones too: old checkpoints stay valid). With the
+/// master key, a key counts only when its sealed private half opens with
+/// the master key and is the stored public key's: a database writer could
+/// otherwise add a key of their own (or swap one's public half) and sign
+/// checkpoints over a rewritten trail. A key that fails is left out, so
+/// whatever it signed fails to verify.
+pub async fn checkpoint_keys(
+    store: &dyn Store,
+    master: Option<&gatehouse_oauth::MasterKey>,
+) -> anyhow::Result<CheckpointKeys> {
     let mut keys = Vec::new();
     for record in store.signing_keys().await? {
+        if let Some(master) = master
+            && !proven(master, &record)
+        {
+            continue;
+        }
         keys.push(gatehouse_authn::verification_key(&record)?);
     }
-    Ok(keys)
+    Ok(CheckpointKeys {
+        keys,
+        authenticated: master.is_some(),
+    })
+}
+
+/// Whether the record's public key is the one its sealed private key has.
+fn proven(master: &gatehouse_oauth::MasterKey, record: &gatehouse_store::SigningKeyRecord) -> bool {
+    let Ok(pkcs8) = master.open(&record.sealed_pkcs8, record.kid.as_bytes()) else {
+        return false;
+    };
+    let pkcs8 = zeroize::Zeroizing::new(pkcs8);
+    let Ok(key) = gatehouse_oauth::SigningKey::from_pkcs8(&pkcs8) else {
+        return false;
+    };
+    serde_json::from_str::<gatehouse_oauth::PublicJwk>(&record.public_jwk)
+        .is_ok_and(|stored| stored == key.public_jwk() && key.kid() == record.kid)
 }
 
 fn at_record(seq: i64, event: &AuditEvent) -> String {
@@ -167,6 +291,7 @@ fn check(
         checkpoints
             .observe(link)
             .map_err(|problem| Finding { at: at(), problem })?;
+        checkpoints.note_time(link, event.ts.0);
     }
     Ok(())
 }
@@ -175,11 +300,12 @@ fn check(
 /// `from` (the `seq` that `audit query --json` shows).
 pub async fn verify_store(
     store: &dyn Store,
-    keys: &[VerificationKey],
+    keys: &CheckpointKeys,
     from: Option<i64>,
+    max_unsigned_span: Option<i64>,
 ) -> anyhow::Result<Result<Summary, Finding>> {
     let list = store.audit_checkpoints().await?;
-    let mut checkpoints = match Checkpoints::new(&list, keys) {
+    let mut checkpoints = match Checkpoints::new(&list, &keys.keys, max_unsigned_span) {
         Ok(c) => c,
         Err(finding) => return Ok(Err(finding)),
     };
@@ -206,19 +332,21 @@ pub async fn verify_store(
         &verifier,
         &checkpoints,
         list.len(),
-        from.is_some(),
-        false,
+        (from.is_some(), false),
+        keys.authenticated,
     ))
 }
 
+/// `(partial, seen_chains_only)`: see [`Checkpoints::finish`].
 fn summary(
     verifier: &Verifier,
     checkpoints: &Checkpoints,
     count: usize,
-    partial: bool,
-    seen_chains_only: bool,
+    (partial, seen_chains_only): (bool, bool),
+    keys_authenticated: bool,
 ) -> Result<Summary, Finding> {
     let after_last_checkpoint = checkpoints.finish(verifier, partial, seen_chains_only)?;
+    checkpoints.unsigned_too_long()?;
     let (chained, unchained) = verifier.counts();
     Ok(Summary {
         chained,
@@ -226,6 +354,7 @@ fn summary(
         chains: verifier.heads().len(),
         checkpoints: count,
         after_last_checkpoint,
+        keys_authenticated,
     })
 }
 
@@ -282,9 +411,10 @@ fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
 /// the checkpoints in the files and in `stored`.
 pub fn verify_files(
     paths: &[PathBuf],
-    keys: &[VerificationKey],
+    keys: &CheckpointKeys,
     stored: &[AuditCheckpoint],
     partial: bool,
+    max_unsigned_span: Option<i64>,
 ) -> anyhow::Result<Result<Summary, Finding>> {
     let mut files = Vec::new();
     for path in paths {
@@ -314,7 +444,7 @@ pub fn verify_files(
         }
     }
     // A chain and seq signed twice with different hashes cannot both hold.
-    let mut checkpoints = match Checkpoints::new(&list, keys) {
+    let mut checkpoints = match Checkpoints::new(&list, &keys.keys, max_unsigned_span) {
         Ok(c) => c,
         Err(finding) => return Ok(Err(finding)),
     };
@@ -334,5 +464,11 @@ pub fn verify_files(
             }
         }
     }
-    Ok(summary(&verifier, &checkpoints, list.len(), partial, true))
+    Ok(summary(
+        &verifier,
+        &checkpoints,
+        list.len(),
+        (partial, true),
+        keys.authenticated,
+    ))
 }

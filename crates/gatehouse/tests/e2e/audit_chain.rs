@@ -406,3 +406,118 @@ async fn without_the_authorization_server_checkpoints_are_signed_too() {
     assert!(json["checkpoints"].as_u64().unwrap() >= 1, "{json}");
     assert_eq!(json["records_after_last_checkpoint"], 0, "{json}");
 }
+
+/// A database writer adds a signing key of their own (its private half not
+/// sealed with the master key) and signs the checkpoints anew with it, as
+/// they would over a rewritten chain: where the master key is, `verify`
+/// does not believe that key.
+#[tokio::test]
+async fn checkpoints_signed_by_a_key_added_to_the_database_are_refused() {
+    use gatehouse_core::Timestamp;
+    use gatehouse_oauth::SigningKey;
+    use gatehouse_store::{SigningKeyRecord, SqliteStore, Store};
+
+    let server = finished_trail().await;
+    let copy = copy_of(server.data_dir());
+    let attacker = SigningKey::generate().unwrap();
+    let mut updates = String::new();
+    {
+        let store = SqliteStore::open(&copy.path().join("gatehouse.db"))
+            .await
+            .unwrap();
+        store
+            .insert_signing_key(&SigningKeyRecord {
+                kid: attacker.kid().to_string(),
+                // Nothing the master key opens: the attacker has none.
+                sealed_pkcs8: vec![7; 64],
+                public_jwk: serde_json::to_string(&attacker.public_jwk()).unwrap(),
+                created_at: Timestamp(0),
+                activates_at: Timestamp(0),
+                // Withdrawn, so the server itself never tries to sign with it.
+                revoked_at: Some(Timestamp(1)),
+            })
+            .await
+            .unwrap();
+        let checkpoints = store.audit_checkpoints().await.unwrap();
+        assert!(!checkpoints.is_empty());
+        for c in checkpoints {
+            let claims =
+                json!({"iss": "forger", "chain": c.chain, "seq": c.seq, "hash": c.hash, "iat": 0});
+            let jws = attacker
+                .sign_typed(&claims, gatehouse_audit::CHECKPOINT_TYP)
+                .unwrap();
+            updates.push_str(&format!(
+                "UPDATE audit_checkpoints SET jws = '{jws}' WHERE chain = '{}' AND seq = {};",
+                c.chain, c.seq
+            ));
+        }
+    }
+    sql(copy.path(), &updates);
+    refused(copy.path(), &[], "checkpoint", "does not verify");
+
+    // Without the master key the keys cannot be proven: the trail verifies
+    // as far as the stored keys go, and the report says they are unproven.
+    std::fs::remove_file(copy.path().join("master.key")).unwrap();
+    let (ok, json, stderr) = verify(copy.path(), &[]);
+    assert!(ok, "{json} {stderr}");
+    assert_eq!(json["keys_authenticated"], false, "{json}");
+    // The untouched trail, with its master key, is proven.
+    let (ok, json, stderr) = verify(server.data_dir(), &[]);
+    assert!(ok, "{json} {stderr}");
+    assert_eq!(json["keys_authenticated"], true, "{json}");
+}
+
+/// A database writer edits a record, re-hashes the chain after it and
+/// deletes the chain's checkpoints (which sit in the same database): the
+/// chain alone is consistent again. But an instance signs a checkpoint
+/// every `audit.checkpoint_interval` while it writes, so a chain whose
+/// records span longer than that without one is named.
+#[tokio::test]
+async fn a_rewritten_chain_whose_checkpoints_were_deleted_is_named() {
+    use gatehouse_core::{Outcome, Timestamp};
+    use gatehouse_store::{SqliteStore, Store};
+
+    let server = finished_trail().await;
+    let instance = std::fs::read_to_string(server.data_dir().join("audit-chain"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let copy = copy_of(server.data_dir());
+    let mut updates = String::new();
+    {
+        let store = SqliteStore::open(&copy.path().join("gatehouse.db"))
+            .await
+            .unwrap();
+        let rows = store.audit_page(0, 1000).await.unwrap();
+        let mut chain = gatehouse_audit::Chain::resume(instance.clone(), None);
+        let mut rewritten = 0;
+        for row in rows
+            .iter()
+            .filter(|r| r.event.link.as_ref().is_some_and(|l| l.chain == instance))
+        {
+            let mut event = row.event.clone();
+            // A real trail spans hours: ten minutes between records.
+            event.ts = Timestamp(1_700_000_000_000 + rewritten * 600_000);
+            rewritten += 1;
+            let outcome = if event.outcome == Outcome::Denied {
+                event.outcome = Outcome::Success;
+                "success"
+            } else {
+                event.outcome.as_str()
+            };
+            event.link = None;
+            chain.link(&mut event);
+            let link = event.link.as_ref().unwrap();
+            updates.push_str(&format!(
+                "UPDATE audit_events SET ts = {}, outcome = '{outcome}', prev_hash = '{}', hash = '{}' WHERE id = '{}';",
+                event.ts.0, link.prev_hash, link.hash, event.id
+            ));
+        }
+        assert!(rewritten > 3, "{rewritten}");
+    }
+    updates.push_str(&format!(
+        "DELETE FROM audit_checkpoints WHERE chain = '{instance}';"
+    ));
+    sql(copy.path(), &updates);
+    refused(copy.path(), &[], &instance, "without a signed checkpoint");
+}
