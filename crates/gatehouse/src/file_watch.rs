@@ -13,14 +13,17 @@ fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
 }
 
 /// Calls `reload` on SIGHUP and whenever a file of `paths` changed, until
-/// `shutdown`. `what` names the files in the warning when SIGHUP cannot be
-/// listened for.
-pub fn watch(
+/// `shutdown`, one reload at a time (each awaited before the next, so they
+/// take effect in the order the files were read). `what` names the files
+/// in the warning when SIGHUP cannot be listened for.
+pub fn watch<F>(
     what: &'static str,
     paths: Vec<PathBuf>,
     shutdown: CancellationToken,
-    mut reload: impl FnMut() + Send + 'static,
-) {
+    mut reload: impl FnMut() -> F + Send + 'static,
+) where
+    F: std::future::Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
         #[cfg(unix)]
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -56,7 +59,7 @@ pub fn watch(
                 continue;
             }
             last = current;
-            reload();
+            reload().await;
         }
     });
 }

@@ -167,16 +167,14 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         // A renewed certificate or CA must not need a restart: while the
         // sink cannot connect, every call is refused.
         let files = tls.files().map(std::path::Path::to_path_buf).collect();
-        crate::file_watch::watch(
-            "syslog TLS files",
-            files,
-            shutdown.clone(),
-            move || match tls.reload() {
+        crate::file_watch::watch("syslog TLS files", files, shutdown.clone(), move || {
+            match tls.reload() {
                 Ok(()) => tracing::info!("syslog TLS files reloaded; new connections use them"),
                 Err(e) => tracing::error!(error = %e,
-                    "the syslog TLS files cannot be used; keeping the ones loaded before"),
-            },
-        );
+                        "the syslog TLS files cannot be used; keeping the ones loaded before"),
+            }
+            std::future::ready(())
+        });
     }
     let lifecycle = if ctx.config.lifecycle.enabled {
         let housekeeping = Housekeeping {

@@ -54,6 +54,19 @@ async fn a_principal_of_an_undeclared_tenant_is_refused() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
     assert_eq!(reason(&body), "unknown_tenant");
+    // The reload itself is on record, with the digest of the file it read
+    // (a policy widened for one call and put back leaves a trace).
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(tenants_policy().as_bytes()))
+    };
+    let reloads = server.audit(&["--kind", "operator", "--tool", "policy/reload"]);
+    assert!(
+        reloads.iter().any(|r| r["reason"] == "policy_reloaded"
+            && r["agent"] == "gatehouse-server"
+            && r["error"].as_str().is_some_and(|e| e.contains(&digest))),
+        "{reloads:?}"
+    );
     // The admin API refuses it too (it is an admin of its tenant).
     for path in ["/admin/upstreams", "/admin/policy/check"] {
         let request = if path.ends_with("check") {
