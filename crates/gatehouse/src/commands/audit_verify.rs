@@ -75,6 +75,9 @@ struct Checkpoints {
     unsigned: HashMap<String, Unsigned>,
     /// See [`max_unsigned_span`]; `None`: not checked.
     max_unsigned_span: Option<i64>,
+    /// When the first checkpoint was signed (its signed `iat`, in ms):
+    /// records were chained from then on.
+    first_signed_ms: Option<i64>,
 }
 
 impl Checkpoints {
@@ -86,6 +89,7 @@ impl Checkpoints {
         max_unsigned_span: Option<i64>,
     ) -> Result<Checkpoints, Finding> {
         let mut signed = HashMap::new();
+        let mut first_signed_ms = None;
         for checkpoint in list {
             let at = || {
                 format!(
@@ -107,6 +111,8 @@ impl Checkpoints {
                     problem: "it differs from what its signature covers: altered".into(),
                 });
             }
+            first_signed_ms =
+                Some(first_signed_ms.map_or(claims.iat * 1000, |f: i64| f.min(claims.iat * 1000)));
             signed.insert((claims.chain, claims.seq), claims.hash);
         }
         let mut last_signed: HashMap<String, u64> = HashMap::new();
@@ -120,7 +126,21 @@ impl Checkpoints {
             last_signed,
             unsigned: HashMap::new(),
             max_unsigned_span,
+            first_signed_ms,
         })
+    }
+
+    /// A record without a chain link is one written before records were
+    /// chained; one written after the first checkpoint was signed had its
+    /// link removed (to pass as such a record).
+    fn unchained(&self, ts: i64) -> Result<(), String> {
+        match self.first_signed_ms {
+            Some(first) if ts > first => Err(format!(
+                "it has no chain link, but it was written after the trail was chained and signed (first checkpoint at {}): its link was removed",
+                gatehouse_core::Timestamp(first).to_rfc3339()
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Notes the time of a record no checkpoint signs.
@@ -287,6 +307,11 @@ fn check(
         at: at(),
         problem: t.to_string(),
     })?;
+    if event.link.is_none() {
+        checkpoints
+            .unchained(event.ts.0)
+            .map_err(|problem| Finding { at: at(), problem })?;
+    }
     if let Some(link) = &event.link {
         checkpoints
             .observe(link)
@@ -393,9 +418,18 @@ fn parse_line(text: &str) -> Result<Line, String> {
             jws: c.jws,
         }));
     }
-    serde_json::from_value(value)
-        .map(|e| Line::Record(Box::new(e)))
-        .map_err(|e| format!("not an audit record ({e}): damaged"))
+    let shown = value
+        .get("time")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let event: AuditEvent =
+        serde_json::from_value(value).map_err(|e| format!("not an audit record ({e}): damaged"))?;
+    // `time` repeats the record's `ts` for people and tools reading the
+    // file; the hash covers `ts` only, so a changed `time` is checked here.
+    if shown.is_some_and(|time| time != event.ts.to_rfc3339()) {
+        return Err("its time is not the time its hash covers: edited".into());
+    }
+    Ok(Line::Record(Box::new(event)))
 }
 
 fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {

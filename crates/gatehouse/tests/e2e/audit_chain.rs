@@ -311,6 +311,14 @@ async fn tampering_with_the_file_is_named() {
     edited[i] = edited[i].replace("\"denied\"", "\"success\"");
     check(edited, &format!("line {}", i + 1), "edited");
 
+    // Edited where the hash does not look: the `time` shown beside `ts`.
+    let i = record_lines[2];
+    let record: Value = serde_json::from_str(&lines[i]).unwrap();
+    let time = record["time"].as_str().unwrap().to_string();
+    let mut edited = lines.clone();
+    edited[i] = edited[i].replace(&time, "2020-01-01T00:00:00.000Z");
+    check(edited, &format!("line {}", i + 1), "time");
+
     // Deleted.
     let gone = record_lines[3];
     let mut edited = lines.clone();
@@ -340,6 +348,23 @@ async fn tampering_with_the_file_is_named() {
     let mut edited: Vec<String> = lines[..record_lines[5]].to_vec();
     edited.push(lines[last_checkpoint].clone());
     check(edited, "chain", "deleted from its end");
+
+    // Every link stripped and the checkpoint lines dropped, as if the file
+    // came from before records were chained: the records are newer than
+    // the trail's first signed checkpoint, so their links were removed.
+    let stripped: Vec<String> = lines
+        .iter()
+        .filter(|l| !l.contains("\"checkpoint\""))
+        .map(|l| {
+            let mut record: Value = serde_json::from_str(l).unwrap();
+            record.as_object_mut().unwrap().remove("link");
+            if l.contains("role_not_allowed") {
+                record["outcome"] = json!("success");
+            }
+            record.to_string()
+        })
+        .collect();
+    check(stripped, "line ", "no chain link");
 }
 
 /// A rotated file stays verifiable: the chain runs on across files, and a
