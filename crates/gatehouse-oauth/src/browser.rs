@@ -426,7 +426,7 @@ async fn login(
         .login(&username, &password, source(peer), now)
         .await
     {
-        Ok(user) => signed_in(&state, &user.username, &continue_to, now).await,
+        Ok(user) => signed_in(&state, &user, &continue_to, now).await,
         Err(LoginError::Invalid) => login_form(
             &state,
             &browser,
@@ -471,15 +471,15 @@ async fn login(
     }
 }
 
-/// A browser session for `username` (its cookie set), and on to
-/// `continue_to`: the end of every successful sign-in.
+/// A browser session for `user` as the sign-in found it (its cookie set),
+/// and on to `continue_to`: the end of every successful sign-in.
 pub(crate) async fn signed_in(
     state: &AsState,
-    username: &str,
+    user: &gatehouse_store::UserRecord,
     continue_to: &str,
     now: Timestamp,
 ) -> Response {
-    let session = match state.server.create_browser_session(username, now).await {
+    let session = match state.server.create_browser_session(user, now).await {
         Ok(session) => session,
         Err(e) => return failure_page(&e),
     };

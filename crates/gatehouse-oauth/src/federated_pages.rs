@@ -95,7 +95,7 @@ pub(crate) async fn callback(
             {
                 return crate::browser::failure_page(&e);
             }
-            signed_in(&state, &user.username, &continue_to, now).await
+            signed_in(&state, &user, &continue_to, now).await
         }
         Err(error) => {
             tracing::info!(provider = %name, reason = error.code(), "sign-in through an identity provider refused");

@@ -157,23 +157,31 @@ impl AuthorizationServer {
         self.record(event).await
     }
 
-    /// Starts a browser session; returns the cookie value. Only its keyed
-    /// hash is stored.
+    /// Starts a browser session for the user as the sign-in found it;
+    /// returns the cookie value. Only its keyed hash is stored. A password
+    /// changed (or the user disabled) while the sign-in ran starts none.
     pub async fn create_browser_session(
         &self,
-        username: &str,
+        user: &UserRecord,
         now: Timestamp,
     ) -> Result<String, OAuthError> {
         let id = random_token(32)?;
-        self.store
+        let started = self
+            .store
             .insert_browser_session(
                 &self.pepper.hash(id.as_bytes()),
-                username,
+                &user.username,
+                &user.password_hash,
                 now,
                 now.plus_millis(SESSION_TTL_MS),
             )
             .await
             .map_err(unavailable)?;
+        if !started {
+            return Err(OAuthError::InvalidGrant(
+                "the account changed while you were signing in (a new password, or disabled); sign in again".into(),
+            ));
+        }
         Ok(id)
     }
 

@@ -249,13 +249,19 @@ pub trait AuthorizationStore: Send + Sync {
     async fn clear_login_failures(&self, username: &str) -> StoreResult<()>;
 
     // --- Browser sessions -------------------------------------------------
+    /// Starts a browser session for a user whose password hash is still
+    /// `password_hash` (the one the sign-in checked) and who is not
+    /// disabled, in one statement: a `users passwd` or `users disable` that
+    /// commits while the sign-in runs leaves no session behind. False when
+    /// it was not started.
     async fn insert_browser_session(
         &self,
         id_hash: &str,
         username: &str,
+        password_hash: &str,
         now: Timestamp,
         expires_at: Timestamp,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// The user of a live session.
     async fn browser_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<String>>;
     /// Deletes a session (logout); returns the user it belonged to.

@@ -328,19 +328,24 @@ impl AuthorizationStore for SqliteStore {
         &self,
         id_hash: &str,
         username: &str,
+        password_hash: &str,
         now: Timestamp,
         expires_at: Timestamp,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO browser_sessions (id_hash, username, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+    ) -> StoreResult<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO browser_sessions (id_hash, username, created_at, expires_at) \
+             SELECT $1, username, $3, $4 FROM users \
+             WHERE username = $2 AND password_hash = $5 AND disabled_at IS NULL",
         )
         .bind(id_hash)
         .bind(username)
         .bind(now.0)
         .bind(expires_at.0)
+        .bind(password_hash)
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
     }
 
     async fn browser_session(&self, id_hash: &str, now: Timestamp) -> StoreResult<Option<String>> {

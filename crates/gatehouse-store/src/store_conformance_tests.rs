@@ -55,6 +55,7 @@ macro_rules! conformance_tests {
             a_password_change_may_keep_the_grants_but_never_the_sessions,
             an_enabled_user_signs_in_again_without_what_the_disable_revoked,
             a_browser_session_is_deleted_once,
+            a_session_starts_only_under_the_password_the_sign_in_checked,
             device_polls_pending_slow_down_approved_once,
             a_denied_device_authorization_reports_denied,
             unused_dynamic_clients_are_deleted,
@@ -222,12 +223,15 @@ fn refresh(hash: &str, grant_id: &str) -> RefreshTokenRecord {
     }
 }
 
+/// The password hash of [`user`].
+const STUB_HASH: &str = "$argon2id$stub";
+
 fn user(name: &str) -> UserRecord {
     UserRecord {
         username: name.into(),
         tenant: "acme".into(),
         roles: vec!["reader".into()],
-        password_hash: "$argon2id$stub".into(),
+        password_hash: STUB_HASH.into(),
         created_at: Timestamp(0),
         disabled_at: None,
     }
@@ -1346,7 +1350,7 @@ pub(crate) async fn disabling_a_user_ends_sessions_and_grants(store: TestStore) 
     store.insert_user(&user("alice")).await.unwrap();
     assert!(!format!("{:?}", user("alice")).contains("argon2"));
     store
-        .insert_browser_session("s1", "alice", Timestamp(0), Timestamp(10_000))
+        .insert_browser_session("s1", "alice", STUB_HASH, Timestamp(0), Timestamp(10_000))
         .await
         .unwrap();
     assert_eq!(
@@ -1403,6 +1407,7 @@ async fn users_with_sessions_and_grants(store: &TestStore) {
                 .insert_browser_session(
                     &format!("s-{name}-{n}"),
                     name,
+                    STUB_HASH,
                     Timestamp(0),
                     Timestamp(100_000),
                 )
@@ -1595,7 +1600,7 @@ pub(crate) async fn an_enabled_user_signs_in_again_without_what_the_disable_revo
         RefreshRotation::Invalid
     );
     store
-        .insert_browser_session("s-alice-3", "alice", at, Timestamp(100_000))
+        .insert_browser_session("s-alice-3", "alice", STUB_HASH, at, Timestamp(100_000))
         .await
         .unwrap();
     assert_eq!(
@@ -1604,11 +1609,52 @@ pub(crate) async fn an_enabled_user_signs_in_again_without_what_the_disable_revo
     );
 }
 
+/// A sign-in checks the password, then starts the session: a password
+/// change or a disable that commits in between must leave no session
+/// (the session insert is bound to the hash the sign-in checked).
+pub(crate) async fn a_session_starts_only_under_the_password_the_sign_in_checked(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
+    let start = |id: &'static str, hash: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .insert_browser_session(id, "alice", hash, Timestamp(0), Timestamp(10_000))
+                .await
+                .unwrap()
+        }
+    };
+    assert!(!start("s0", "$argon2id$other").await);
+    assert!(start("s1", STUB_HASH).await);
+    // `users passwd` commits while another sign-in (with the old password,
+    // already checked) is under way: that sign-in starts nothing.
+    assert!(
+        store
+            .change_user_password("alice", "$argon2id$new", true, Timestamp(5))
+            .await
+            .unwrap()
+    );
+    assert!(!start("s2", STUB_HASH).await);
+    assert_eq!(
+        store.browser_session("s2", Timestamp(6)).await.unwrap(),
+        None
+    );
+    assert!(start("s3", "$argon2id$new").await);
+    // Disabled meanwhile: nothing either.
+    assert!(store.disable_user("alice", Timestamp(7)).await.unwrap());
+    assert!(!start("s4", "$argon2id$new").await);
+    assert!(
+        !store
+            .insert_browser_session("s5", "nobody", STUB_HASH, Timestamp(0), Timestamp(10_000))
+            .await
+            .unwrap()
+    );
+}
+
 pub(crate) async fn a_browser_session_is_deleted_once(store: TestStore) {
     store.insert_user(&user("alice")).await.unwrap();
     for id in ["s1", "s2"] {
         store
-            .insert_browser_session(id, "alice", Timestamp(0), Timestamp(10_000))
+            .insert_browser_session(id, "alice", STUB_HASH, Timestamp(0), Timestamp(10_000))
             .await
             .unwrap();
     }

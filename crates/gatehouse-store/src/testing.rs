@@ -200,9 +200,10 @@ impl AuthorizationStore for DownStore {
         &self,
         _: &str,
         _: &str,
+        _: &str,
         _: Timestamp,
         _: Timestamp,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         down()
     }
     async fn browser_session(&self, _: &str, _: Timestamp) -> StoreResult<Option<String>> {
