@@ -9,19 +9,8 @@ use super::harness::Server;
 const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 async fn device_authorization(server: &Server, form: &[(&str, &str)]) -> (u16, Value) {
-    let body: String = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(form)
-        .finish();
-    let response = server
-        .http
-        .post(format!("{}/oauth/device_authorization", server.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+    let (status, _, body) = post_form(server, "/oauth/device_authorization", form).await;
+    (status, body)
 }
 
 async fn poll(server: &Server, client: &str, device_code: &str) -> (u16, Value) {
