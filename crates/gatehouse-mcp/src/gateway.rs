@@ -10,7 +10,7 @@ use gatehouse_audit::{AuditError, AuditLog, EventBuilder, Redactor};
 use gatehouse_authz::{
     Access, ApprovalNeeded, Approvals, Decision, Deny, DenyReason, GrantOrigin, Kind,
     OPERATION_TOKEN_META, Permit, Policy, SharedPolicy, Target, TaskGrantError, TaskGrants,
-    arguments_hash, uri_template,
+    arguments_hash,
 };
 use gatehouse_core::{
     AuditEvent, AuditKind, Clock, CredentialKind, Outcome, Principal, Timestamp, json_len,
@@ -30,6 +30,7 @@ use crate::call_limits::CallLimits;
 use crate::identity::{IDENTITY_META, IdentityClaims, IdentitySigner, IdentitySlot};
 use crate::incidents::Incidents;
 use crate::refusal::Refusal;
+use crate::resource_routes::{self, ResourceRoutes};
 use crate::tool_pins::{PinError, PinVerdict, ToolPins};
 
 /// A tool as `tools/list` shows it to one principal.
@@ -141,6 +142,8 @@ pub struct Gateway {
     pins: Option<Arc<ToolPins>>,
     /// The upstream resources watched by `subscriptions/listen` streams.
     watches: ResourceWatches,
+    /// Which upstream serves which resource URI, kept for a moment.
+    resource_routes: ResourceRoutes,
     /// Signs the identity JWT for upstreams with `forward_identity`.
     identity: IdentitySlot,
     /// Decisions, outcomes and the latency of each stage, for /metrics.
@@ -345,6 +348,7 @@ impl Gateway {
             upstreams: None,
             pins: None,
             watches: ResourceWatches::default(),
+            resource_routes: ResourceRoutes::default(),
             identity: IdentitySlot::default(),
             metrics: Arc::default(),
             incidents: None,
@@ -777,6 +781,9 @@ impl Gateway {
     /// listing instead.
     pub async fn upstream_changed(&self, change: &gatehouse_upstream::ListChanged) {
         use gatehouse_upstream::ChangeKind;
+        if matches!(change.kind, ChangeKind::Resources | ChangeKind::Reconnected) {
+            self.resource_routes.forget();
+        }
         if change.kind == ChangeKind::Reconnected {
             self.resubscribe(&change.upstream).await;
         }
@@ -983,44 +990,60 @@ impl Gateway {
     /// template naming it. A URI that more than one upstream claims is
     /// refused, not routed to the first: an upstream must not be able to
     /// take over another's resources (and the caller's identity sent with
-    /// the read) by listing their URIs. `Unknown` when none serves it.
+    /// the read) by listing their URIs. `Unknown` when none serves it. The
+    /// listings are kept for a moment (`resource_routes.rs`).
     async fn resource_upstream<'a>(
         &'a self,
         caller: &'a Caller,
         uri: &str,
     ) -> Result<&'a gatehouse_upstream::Upstream, UpstreamError> {
-        let tenant = Some(caller.principal.tenant.as_str());
-        let mut claims: Vec<&gatehouse_upstream::Upstream> = self
+        let tenant = caller.principal.tenant.as_str();
+        let listing = self
+            .resource_routes
+            .listing(tenant, || self.routing_listing(tenant))
+            .await;
+        let upstreams = self.upstreams.as_deref();
+        match listing.claims(uri).as_slice() {
+            [] => Err(UpstreamError::Unknown(uri.to_string())),
+            [one] => upstreams
+                .ok_or_else(|| UpstreamError::Unknown(uri.to_string()))?
+                .get(one),
+            several => Err(UpstreamError::Ambiguous {
+                uri: uri.to_string(),
+                upstreams: several.iter().map(|name| Arc::from(*name)).collect(),
+            }),
+        }
+    }
+
+    /// Every upstream's resource URIs and templates, for routing.
+    async fn routing_listing(&self, tenant: &str) -> resource_routes::Listing {
+        let tenant = Some(tenant);
+        let resources = self
             .listed_by_upstreams("resources", |u| Box::pin(u.list_resources(tenant)))
             .await
             .into_iter()
-            .filter(|(_, resources)| resources.iter().any(|r| r.uri == uri))
-            .map(|(upstream, _)| upstream)
+            .map(|(upstream, resources)| {
+                let uris = resources.into_iter().map(|r| r.uri.to_string()).collect();
+                (upstream.name().to_string(), uris)
+            })
             .collect();
-        let by_template = self
+        let templates = self
             .listed_by_upstreams("resource templates", |u| {
                 Box::pin(u.list_resource_templates(tenant))
             })
             .await
             .into_iter()
-            .filter(|(_, templates)| {
-                templates.iter().any(|t| {
-                    t.uri_template == uri || uri_template::template_matches(&t.uri_template, uri)
-                })
+            .map(|(upstream, templates)| {
+                let names = templates
+                    .into_iter()
+                    .map(|t| t.uri_template.to_string())
+                    .collect();
+                (upstream.name().to_string(), names)
             })
-            .map(|(upstream, _)| upstream);
-        for upstream in by_template {
-            if !claims.iter().any(|c| c.name() == upstream.name()) {
-                claims.push(upstream);
-            }
-        }
-        match claims.as_slice() {
-            [] => Err(UpstreamError::Unknown(uri.to_string())),
-            [one] => Ok(*one),
-            several => Err(UpstreamError::Ambiguous {
-                uri: uri.to_string(),
-                upstreams: several.iter().map(|u| Arc::from(u.name())).collect(),
-            }),
+            .collect();
+        resource_routes::Listing {
+            resources,
+            templates,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod http;
 pub mod identity;
 pub mod incidents;
 mod refusal;
+mod resource_routes;
 pub mod routes;
 mod sdk;
 mod stdio;

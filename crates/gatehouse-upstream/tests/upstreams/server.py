@@ -90,6 +90,13 @@ class PagedServer(MCPServer):
             next_cursor=str(end) if end < len(tools) else None,
         )
 
+    async def _handle_list_resources(self, ctx, params):
+        # On stderr (which the gateway logs), so a test can count how often
+        # the gateway lists the resources.
+        sys.stderr.write("upstream listed its resources\n")
+        sys.stderr.flush()
+        return await super()._handle_list_resources(ctx, params)
+
 
 server = PagedServer("gatehouse-test-upstream")
 

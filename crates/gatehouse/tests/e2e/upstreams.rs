@@ -941,3 +941,54 @@ async fn an_upstream_tools_scope_is_checked_against_its_section_at_admission() {
     assert_eq!(reason(&body), "insufficient_scope", "{body}");
     assert!(body.to_string().contains("tools:write"), "{body}");
 }
+
+/// Routing a read needs every upstream's resources, before the policy and
+/// the rate limits: a caller's burst of reads must not make Gatehouse list
+/// the upstreams once per read (the listing is kept for a moment).
+#[tokio::test]
+async fn a_burst_of_reads_lists_the_upstreams_resources_a_few_times_not_once_per_read() {
+    let Some(python) = python() else { return };
+    let server = server_with_upstream(
+        &python,
+        "[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n",
+    );
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    resources_when_ready(&server, &analyst).await;
+    // The upstream says on stderr each time it lists (Gatehouse logs it).
+    let listed = || {
+        std::fs::read_to_string(server.stderr_path())
+            .unwrap_or_default()
+            .matches("upstream listed its resources")
+            .count()
+    };
+    let settled = || async {
+        // The child's stderr reaches the log a moment after its answer.
+        let mut count = listed();
+        for _ in 0..25 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = listed();
+            if now == count {
+                break;
+            }
+            count = now;
+        }
+        count
+    };
+    let before = settled().await;
+    let reads = 20;
+    for _ in 0..reads {
+        let (_, body) = server
+            .rpc(
+                Some(&analyst),
+                "resources/read",
+                json!({"uri": "memo://team/note"}),
+            )
+            .await;
+        assert!(body["error"].is_null(), "{body}");
+    }
+    let listings = settled().await - before;
+    assert!(
+        listings <= reads / 4,
+        "{listings} listings of the upstream's resources for {reads} reads"
+    );
+}

@@ -1,0 +1,137 @@
+//! Which upstream serves a resource URI, as routing a `resources/read`
+//! (or a watch, or a completion) needs it: every upstream's resources and
+//! resource templates, listed per tenant and kept for a moment.
+//!
+//! Routing runs before the policy and the rate limits (the policy decides
+//! on the upstream that serves the URI), so without the cache each read
+//! would list every upstream's whole catalogue, up to its page limit: a
+//! caller could make Gatehouse list every upstream once per request. Kept
+//! for [`LISTING_TTL`], and forgotten when an upstream says its resources
+//! changed or reconnects; one listing per tenant at a time (the others
+//! wait for it).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gatehouse_authz::uri_template;
+
+/// How long a listing serves routing when no upstream says it changed.
+const LISTING_TTL: Duration = Duration::from_secs(2);
+/// Tenants whose listing is kept at most; beyond, the cache starts over.
+const MAX_TENANTS: usize = 10_000;
+
+/// What the upstreams serve, in routing order: each upstream's name with
+/// its resources' URIs, and with its templates.
+#[derive(Debug, Default)]
+pub(crate) struct Listing {
+    pub(crate) resources: Vec<(String, Vec<String>)>,
+    pub(crate) templates: Vec<(String, Vec<String>)>,
+}
+
+impl Listing {
+    /// The upstreams that serve `uri` (list it, or have a template naming
+    /// it), in routing order, each once.
+    pub(crate) fn claims(&self, uri: &str) -> Vec<&str> {
+        let mut claims: Vec<&str> = self
+            .resources
+            .iter()
+            .filter(|(_, uris)| uris.iter().any(|u| u == uri))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        for (name, templates) in &self.templates {
+            let names_it = templates
+                .iter()
+                .any(|t| t == uri || uri_template::template_matches(t, uri));
+            if names_it && !claims.contains(&name.as_str()) {
+                claims.push(name);
+            }
+        }
+        claims
+    }
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<Listing>)>>>;
+
+#[derive(Default)]
+pub(crate) struct ResourceRoutes {
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl ResourceRoutes {
+    /// The tenant's listing: the kept one while fresh, else `list`'s.
+    pub(crate) async fn listing<F, Fut>(&self, tenant: &str, list: F) -> Arc<Listing>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Listing>,
+    {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            if slots.len() >= MAX_TENANTS && !slots.contains_key(tenant) {
+                slots.clear();
+            }
+            Arc::clone(slots.entry(tenant.to_string()).or_default())
+        };
+        let mut kept = slot.lock().await;
+        if let Some((at, listing)) = kept.as_ref()
+            && at.elapsed() < LISTING_TTL
+        {
+            return Arc::clone(listing);
+        }
+        let listing = Arc::new(list().await);
+        *kept = Some((Instant::now(), Arc::clone(&listing)));
+        listing
+    }
+
+    /// Forgets every listing (an upstream's resources changed).
+    pub(crate) fn forget(&self) {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing() -> Listing {
+        Listing {
+            resources: vec![
+                ("a".into(), vec!["mem://x".into()]),
+                ("b".into(), vec!["mem://y".into()]),
+            ],
+            templates: vec![
+                ("a".into(), vec!["mem://{id}".into()]),
+                ("c".into(), vec!["file:///{path}".into()]),
+            ],
+        }
+    }
+
+    #[test]
+    fn every_upstream_that_lists_or_templates_a_uri_claims_it_once() {
+        let l = listing();
+        assert_eq!(l.claims("mem://x"), ["a"]);
+        assert_eq!(l.claims("mem://y"), ["b", "a"]);
+        assert_eq!(l.claims("file:///etc"), ["c"]);
+        assert!(l.claims("other://z").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_listing_is_kept_until_forgotten() {
+        let routes = ResourceRoutes::default();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let list = || async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            listing()
+        };
+        for _ in 0..5 {
+            routes.listing("acme", list).await;
+        }
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Each tenant has its own.
+        routes.listing("globex", list).await;
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        routes.forget();
+        routes.listing("acme", list).await;
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+}
