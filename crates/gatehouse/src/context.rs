@@ -291,7 +291,26 @@ enum Create {
 fn read_secret_file(path: &Path) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(warning) = permission_warning(meta.permissions().mode()) {
+            tracing::warn!(path = %path.display(), "{warning}");
+        }
+    }
     Ok(text.trim().to_string())
+}
+
+/// What is wrong with a secret file's mode, if anything: readable or
+/// writable by every user of the machine (group access is left alone: a
+/// secret mounted for a service group is common). Gatehouse makes its own
+/// files owner-only; this is for one configured by hand.
+fn permission_warning(mode: u32) -> Option<&'static str> {
+    if mode & 0o006 != 0 {
+        Some("this secret file can be read or written by every user of this machine; chmod o-rw it")
+    } else {
+        None
+    }
 }
 
 /// Writes 32 random bytes as hex to a new owner-only file.
@@ -317,5 +336,18 @@ fn create_secret_file(path: &Path) -> anyhow::Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod secret_file_tests {
+    use super::permission_warning;
+
+    #[test]
+    fn a_secret_file_open_to_everyone_is_named() {
+        assert!(permission_warning(0o100644).is_some());
+        assert!(permission_warning(0o100602).is_some());
+        assert!(permission_warning(0o100600).is_none());
+        assert!(permission_warning(0o100640).is_none());
     }
 }
