@@ -11,7 +11,7 @@ pub const REDACTED: &str = "[REDACTED]";
 ///
 /// Matching inside names means `max_tokens` or `tokenizer` are redacted too:
 /// when in doubt the audit record loses a detail rather than keeping a secret.
-pub const SECRET_NAME_WORDS: [&str; 19] = [
+pub const SECRET_NAME_WORDS: [&str; 20] = [
     "password",
     "passwd",
     "passphrase",
@@ -29,7 +29,8 @@ pub const SECRET_NAME_WORDS: [&str; 19] = [
     "bearer",
     "cookie",
     "session",
-    "otp",
+    "totp",
+    "hotp",
     "mnemonic",
 ];
 

@@ -197,28 +197,7 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     // Checkpoints of the audit chain; the last one is signed after the
     // listener has drained, before the audit log closes.
     let checkpoints_stop = CancellationToken::new();
-    // Signed with the authorization server's key, or, where it does not
-    // run, with a key of the same store kept for this (made on first use).
-    let signer: Arc<dyn gatehouse_audit::CheckpointSigner> = match &runtime.oauth {
-        Some(oauth) => Arc::new(crate::runtime::AsSigner(Arc::clone(oauth))),
-        None => {
-            let keys = gatehouse_oauth::KeyRing::new(Arc::clone(&runtime.store), ctx.master_key()?);
-            let now = runtime.clock.now();
-            let made = keys
-                .ensure_signer(now)
-                .await
-                .context("cannot prepare the key that signs audit checkpoints")?;
-            if let Some(key) = made {
-                first_signing_key(&key)
-                    .record_in(runtime.gateway.audit(), now)
-                    .await;
-            }
-            Arc::new(crate::runtime::KeyRingSigner {
-                keys,
-                issuer: origin.clone(),
-            })
-        }
-    };
+    let signer = checkpoint_signer(ctx, &runtime, &origin).await?;
     let checkpoints = gatehouse_audit::spawn_checkpoints(
         runtime.gateway.audit().clone(),
         signer,
@@ -350,4 +329,35 @@ impl ReadinessProbe for SigningKeyProbe {
     fn check(&self) -> futures::future::BoxFuture<'_, bool> {
         Box::pin(async move { self.0.server.can_sign(self.0.clock.now()).await })
     }
+}
+
+/// What signs the audit chain's checkpoints: the authorization server's
+/// key, or, where it does not run, a key of the same store kept for this
+/// (made on first use, and then an operator record). `issuer` names the
+/// signer in the checkpoints.
+pub(crate) async fn checkpoint_signer(
+    ctx: &Context,
+    runtime: &Runtime,
+    issuer: &str,
+) -> anyhow::Result<Arc<dyn gatehouse_audit::CheckpointSigner>> {
+    Ok(match &runtime.oauth {
+        Some(oauth) => Arc::new(crate::runtime::AsSigner(Arc::clone(oauth))),
+        None => {
+            let keys = gatehouse_oauth::KeyRing::new(Arc::clone(&runtime.store), ctx.master_key()?);
+            let now = runtime.clock.now();
+            let made = keys
+                .ensure_signer(now)
+                .await
+                .context("cannot prepare the key that signs audit checkpoints")?;
+            if let Some(key) = made {
+                first_signing_key(&key)
+                    .record_in(runtime.gateway.audit(), now)
+                    .await;
+            }
+            Arc::new(crate::runtime::KeyRingSigner {
+                keys,
+                issuer: issuer.to_string(),
+            })
+        }
+    })
 }

@@ -2,14 +2,30 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use gatehouse_mcp::{StdioAuthenticator, serve_stdio};
+use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
 use crate::runtime::Runtime;
 
 pub const API_KEY_ENV: &str = "GATEHOUSE_API_KEY";
 
+/// The issuer named in the checkpoints a stdio run signs.
+const STDIO_ISSUER: &str = "gatehouse-stdio";
+
 pub async fn run(ctx: &Context) -> anyhow::Result<()> {
     let runtime = Runtime::start(ctx, None).await?;
+    // A stdio run's records form a chain of their own, which may live for
+    // hours (a desktop client's session): it is signed at intervals and at
+    // the end, as a server's is, so `audit verify` can vouch for it.
+    let signer = crate::commands::serve::checkpoint_signer(ctx, &runtime, STDIO_ISSUER).await?;
+    let checkpoints_stop = CancellationToken::new();
+    let checkpoints = gatehouse_audit::spawn_checkpoints(
+        runtime.gateway.audit().clone(),
+        signer,
+        Arc::clone(&runtime.clock),
+        ctx.config.audit.checkpoint_interval,
+        checkpoints_stop.clone(),
+    );
     let key = std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty());
     let auth = Arc::new(StdioAuthenticator::new(
         Arc::clone(&runtime.authenticator),
@@ -19,6 +35,9 @@ pub async fn run(ctx: &Context) -> anyhow::Result<()> {
     let result = serve_stdio(Arc::clone(&runtime.gateway), auth)
         .await
         .with_context(|| format!("set {API_KEY_ENV} to a valid Gatehouse API key"));
+    // The last checkpoint, before the audit log closes.
+    checkpoints_stop.cancel();
+    let _ = checkpoints.await;
     runtime.finish().await;
     result
 }

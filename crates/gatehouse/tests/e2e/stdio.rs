@@ -64,7 +64,7 @@ fn handshake() -> Vec<Value> {
 
 #[tokio::test]
 async fn stdio_lists_calls_and_denies_under_the_same_policy() {
-    let server = Server::start(None);
+    let mut server = Server::start(None);
     let (id, key) = server.create_key("local", "reader", &[]);
     let mut messages = handshake();
     messages.push(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}));
@@ -84,6 +84,16 @@ async fn stdio_lists_calls_and_denies_under_the_same_policy() {
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0]["source"], "stdio");
     assert_eq!(audit[0]["outcome"], "denied");
+    // The stdio run signed its chain (at the end, and at intervals while
+    // it runs), so once the server has stopped (and signed its own), the
+    // trail is vouched for to its last record.
+    assert!(server.stop().success());
+    let verified = server.cli_json(&["audit", "verify"]);
+    assert_eq!(verified["verified"], true, "{verified}");
+    assert_eq!(
+        verified["records_after_last_checkpoint"], 0,
+        "{verified} {stderr}"
+    );
 }
 
 #[tokio::test]
