@@ -152,6 +152,9 @@ pub struct Gateway {
     incidents: Option<Arc<Incidents>>,
 }
 
+/// An upstream and what it listed, or `Err(())` when its listing failed.
+type ListedOrFailed<'a, T> = (&'a gatehouse_upstream::Upstream, Result<Vec<T>, ()>);
+
 /// Enabled upstreams in the order names are routed: prefixed ones before
 /// one without a prefix (see `UpstreamSet::route`).
 fn routing_order(upstreams: &UpstreamSet) -> Vec<&gatehouse_upstream::Upstream> {
@@ -651,15 +654,30 @@ impl Gateway {
         what: &'static str,
         list: impl Fn(&'a gatehouse_upstream::Upstream) -> BoxFuture<'a, Result<Vec<T>, UpstreamError>>,
     ) -> Vec<(&'a gatehouse_upstream::Upstream, Vec<T>)> {
+        self.listed_or_failed(what, list)
+            .await
+            .into_iter()
+            .filter_map(|(upstream, listed)| listed.ok().map(|items| (upstream, items)))
+            .collect()
+    }
+
+    /// Each enabled upstream (in routing order) with what it listed, or
+    /// `Err(())` when it could not (logged).
+    async fn listed_or_failed<'a, T>(
+        &'a self,
+        what: &'static str,
+        list: impl Fn(&'a gatehouse_upstream::Upstream) -> BoxFuture<'a, Result<Vec<T>, UpstreamError>>,
+    ) -> Vec<ListedOrFailed<'a, T>> {
         let Some(upstreams) = &self.upstreams else {
             return Vec::new();
         };
         let mut all = Vec::new();
         for upstream in routing_order(upstreams) {
             match list(upstream).await {
-                Ok(items) => all.push((upstream, items)),
+                Ok(items) => all.push((upstream, Ok(items))),
                 Err(e) => {
                     tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the {what} of an upstream");
+                    all.push((upstream, Err(())));
                 }
             }
         }
@@ -1000,7 +1018,7 @@ impl Gateway {
         let tenant = caller.principal.tenant.as_str();
         let listing = self
             .resource_routes
-            .listing(tenant, || self.routing_listing(tenant))
+            .listing(tenant, |before| self.routing_listing(tenant, before))
             .await;
         let upstreams = self.upstreams.as_deref();
         match listing.claims(uri).as_slice() {
@@ -1015,35 +1033,47 @@ impl Gateway {
         }
     }
 
-    /// Every upstream's resource URIs and templates, for routing.
-    async fn routing_listing(&self, tenant: &str) -> resource_routes::Listing {
+    /// Every upstream's resource URIs and templates, for routing; one
+    /// whose listing fails keeps what `before` says it listed.
+    async fn routing_listing(
+        &self,
+        tenant: &str,
+        before: Option<Arc<resource_routes::Listing>>,
+    ) -> resource_routes::Listing {
         let tenant = Some(tenant);
         let resources = self
-            .listed_by_upstreams("resources", |u| Box::pin(u.list_resources(tenant)))
+            .listed_or_failed("resources", |u| Box::pin(u.list_resources(tenant)))
             .await
             .into_iter()
-            .map(|(upstream, resources)| {
-                let uris = resources.into_iter().map(|r| r.uri.to_string()).collect();
+            .map(|(upstream, listed)| {
+                let uris = listed.map(|all| all.into_iter().map(|r| r.uri.to_string()).collect());
                 (upstream.name().to_string(), uris)
             })
             .collect();
         let templates = self
-            .listed_by_upstreams("resource templates", |u| {
+            .listed_or_failed("resource templates", |u| {
                 Box::pin(u.list_resource_templates(tenant))
             })
             .await
             .into_iter()
-            .map(|(upstream, templates)| {
-                let names = templates
-                    .into_iter()
-                    .map(|t| t.uri_template.to_string())
-                    .collect();
+            .map(|(upstream, listed)| {
+                let names = listed.map(|all| {
+                    all.into_iter()
+                        .map(|t| t.uri_template.to_string())
+                        .collect()
+                });
                 (upstream.name().to_string(), names)
             })
             .collect();
         resource_routes::Listing {
-            resources,
-            templates,
+            resources: resource_routes::merged(
+                resources,
+                before.as_ref().map(|b| &b.resources[..]),
+            ),
+            templates: resource_routes::merged(
+                templates,
+                before.as_ref().map(|b| &b.templates[..]),
+            ),
         }
     }
 

@@ -6,11 +6,17 @@
 //! on the upstream that serves the URI), so without the cache each read
 //! would list every upstream's whole catalogue, up to its page limit: a
 //! caller could make Gatehouse list every upstream once per request. Kept
-//! for [`LISTING_TTL`], and forgotten when an upstream says its resources
+//! for [`LISTING_TTL`], and refreshed when an upstream says its resources
 //! changed or reconnects; one listing per tenant at a time (the others
 //! wait for it).
+//!
+//! An upstream whose listing fails (restarting, its breaker open) keeps
+//! what it listed last: dropping it from routing for that moment would let
+//! another upstream that copies its URIs be their only claimant, and get
+//! their reads.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,18 +57,42 @@ impl Listing {
     }
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<(Instant, Arc<Listing>)>>>;
+/// Each upstream's names (URIs or templates) as listed now: `Err` for one
+/// whose listing failed, which keeps what it listed before (if anything).
+pub(crate) fn merged(
+    fresh: Vec<(String, Result<Vec<String>, ()>)>,
+    before: Option<&[(String, Vec<String>)]>,
+) -> Vec<(String, Vec<String>)> {
+    fresh
+        .into_iter()
+        .filter_map(|(name, listed)| match listed {
+            Ok(names) => Some((name, names)),
+            Err(()) => before?
+                .iter()
+                .find(|(known, _)| *known == name)
+                .map(|(_, names)| (name, names.clone())),
+        })
+        .collect()
+}
+
+/// When a listing was made, under which epoch, and the listing.
+type Kept = Option<(Instant, u64, Arc<Listing>)>;
+type Slot = Arc<tokio::sync::Mutex<Kept>>;
 
 #[derive(Default)]
 pub(crate) struct ResourceRoutes {
     slots: Mutex<HashMap<String, Slot>>,
+    /// Moved when an upstream's resources change: listings of an earlier
+    /// epoch are stale (but still what a failing upstream listed last).
+    epoch: AtomicU64,
 }
 
 impl ResourceRoutes {
-    /// The tenant's listing: the kept one while fresh, else `list`'s.
+    /// The tenant's listing: the kept one while fresh, else `list`'s,
+    /// which is given the one before (for upstreams that fail to list).
     pub(crate) async fn listing<F, Fut>(&self, tenant: &str, list: F) -> Arc<Listing>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Option<Arc<Listing>>) -> Fut,
         Fut: Future<Output = Listing>,
     {
         let slot = {
@@ -72,20 +102,24 @@ impl ResourceRoutes {
             }
             Arc::clone(slots.entry(tenant.to_string()).or_default())
         };
+        let epoch = self.epoch.load(Ordering::SeqCst);
         let mut kept = slot.lock().await;
-        if let Some((at, listing)) = kept.as_ref()
+        if let Some((at, made_in, listing)) = kept.as_ref()
+            && *made_in == epoch
             && at.elapsed() < LISTING_TTL
         {
             return Arc::clone(listing);
         }
-        let listing = Arc::new(list().await);
-        *kept = Some((Instant::now(), Arc::clone(&listing)));
+        let before = kept.as_ref().map(|(_, _, listing)| Arc::clone(listing));
+        let listing = Arc::new(list(before).await);
+        *kept = Some((Instant::now(), epoch, Arc::clone(&listing)));
         listing
     }
 
-    /// Forgets every listing (an upstream's resources changed).
+    /// Makes every listing stale (an upstream's resources changed): the
+    /// next read lists again.
     pub(crate) fn forget(&self) {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -119,7 +153,7 @@ mod tests {
     async fn a_listing_is_kept_until_forgotten() {
         let routes = ResourceRoutes::default();
         let calls = std::sync::atomic::AtomicUsize::new(0);
-        let list = || async {
+        let list = |_| async {
             calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             listing()
         };
@@ -133,5 +167,45 @@ mod tests {
         routes.forget();
         routes.listing("acme", list).await;
         assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refresh_is_given_the_listing_before_it() {
+        let routes = ResourceRoutes::default();
+        routes.listing("acme", |_| async { listing() }).await;
+        routes.forget();
+        let before = std::sync::Mutex::new(None);
+        routes
+            .listing("acme", |previous| async {
+                *before.lock().unwrap() = previous.map(|p| p.resources.len());
+                Listing::default()
+            })
+            .await;
+        assert_eq!(*before.lock().unwrap(), Some(2));
+    }
+
+    #[test]
+    fn an_upstream_that_fails_to_list_keeps_what_it_listed_before() {
+        let before = vec![
+            ("a".to_string(), vec!["mem://x".to_string()]),
+            ("b".to_string(), vec!["mem://y".to_string()]),
+        ];
+        let fresh = vec![
+            ("a".to_string(), Err(())),
+            ("b".to_string(), Ok(vec!["mem://z".to_string()])),
+            ("c".to_string(), Err(())),
+        ];
+        assert_eq!(
+            merged(fresh, Some(&before)),
+            vec![
+                ("a".to_string(), vec!["mem://x".to_string()]),
+                ("b".to_string(), vec!["mem://z".to_string()]),
+            ]
+        );
+        // Without a listing before, a failing upstream claims nothing.
+        assert_eq!(
+            merged(vec![("a".to_string(), Err(()))], None),
+            Vec::<(String, Vec<String>)>::new()
+        );
     }
 }
