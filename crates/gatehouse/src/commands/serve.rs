@@ -197,14 +197,7 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     // Checkpoints of the audit chain; the last one is signed after the
     // listener has drained, before the audit log closes.
     let checkpoints_stop = CancellationToken::new();
-    let signer = checkpoint_signer(ctx, &runtime, &origin).await?;
-    let checkpoints = gatehouse_audit::spawn_checkpoints(
-        runtime.gateway.audit().clone(),
-        signer,
-        Arc::clone(&runtime.clock),
-        ctx.config.audit.checkpoint_interval,
-        checkpoints_stop.clone(),
-    );
+    let checkpoints = start_checkpoints(ctx, &runtime, &origin, checkpoints_stop.clone()).await?;
     let http_config = HttpConfig {
         public_url,
         allowed_hosts: server.allowed_hosts.clone(),
@@ -331,11 +324,30 @@ impl ReadinessProbe for SigningKeyProbe {
     }
 }
 
+/// Signs the head of the run's audit chain every `audit.checkpoint_interval`
+/// while records arrive, and once more when `stop` is cancelled (await the
+/// task before the audit log closes). `issuer` names the signer.
+pub(crate) async fn start_checkpoints(
+    ctx: &Context,
+    runtime: &Runtime,
+    issuer: &str,
+    stop: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let signer = checkpoint_signer(ctx, runtime, issuer).await?;
+    Ok(gatehouse_audit::spawn_checkpoints(
+        runtime.gateway.audit().clone(),
+        signer,
+        Arc::clone(&runtime.clock),
+        ctx.config.audit.checkpoint_interval,
+        stop,
+    ))
+}
+
 /// What signs the audit chain's checkpoints: the authorization server's
 /// key, or, where it does not run, a key of the same store kept for this
 /// (made on first use, and then an operator record). `issuer` names the
 /// signer in the checkpoints.
-pub(crate) async fn checkpoint_signer(
+async fn checkpoint_signer(
     ctx: &Context,
     runtime: &Runtime,
     issuer: &str,

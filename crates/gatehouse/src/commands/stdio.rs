@@ -17,15 +17,14 @@ pub async fn run(ctx: &Context) -> anyhow::Result<()> {
     // A stdio run's records form a chain of their own, which may live for
     // hours (a desktop client's session): it is signed at intervals and at
     // the end, as a server's is, so `audit verify` can vouch for it.
-    let signer = crate::commands::serve::checkpoint_signer(ctx, &runtime, STDIO_ISSUER).await?;
     let checkpoints_stop = CancellationToken::new();
-    let checkpoints = gatehouse_audit::spawn_checkpoints(
-        runtime.gateway.audit().clone(),
-        signer,
-        Arc::clone(&runtime.clock),
-        ctx.config.audit.checkpoint_interval,
+    let checkpoints = crate::commands::serve::start_checkpoints(
+        ctx,
+        &runtime,
+        STDIO_ISSUER,
         checkpoints_stop.clone(),
-    );
+    )
+    .await?;
     let key = std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty());
     let auth = Arc::new(StdioAuthenticator::new(
         Arc::clone(&runtime.authenticator),
