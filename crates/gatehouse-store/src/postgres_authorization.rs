@@ -78,6 +78,29 @@ async fn insert_grant(conn: &mut sqlx::PgConnection, grant: &GrantRecord) -> Sto
 }
 
 impl PostgresStore {
+    /// Commits a change to a user; with `revoke`, what they authorized ends
+    /// and the credential generation moves in the same transaction, so
+    /// every instance drops their tokens.
+    async fn commit_user_change(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        username: &str,
+        revoke: bool,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let generation = if revoke {
+            revoke_user_authorizations(&mut tx, username, at).await?;
+            Some(bump_generation(&mut tx).await?)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        if let Some(generation) = generation {
+            self.note_bump(generation);
+        }
+        Ok(())
+    }
+
     /// The grant if it is still live; a revoked grant is as good as none.
     /// A grant was used (its code or a refresh token redeemed): its
     /// `last_used_at` moves, at most once per `GRANT_TOUCH_INTERVAL_MS`,
@@ -203,10 +226,7 @@ impl AuthorizationStore for PostgresStore {
             .bind(username)
             .execute(&mut *tx)
             .await?;
-        revoke_user_authorizations(&mut tx, username, at).await?;
-        let generation = bump_generation(&mut tx).await?;
-        tx.commit().await?;
-        self.note_bump(generation);
+        self.commit_user_change(tx, username, true, at).await?;
         Ok(changed)
     }
 
@@ -244,16 +264,8 @@ impl AuthorizationStore for PostgresStore {
         ] {
             sqlx::query(sql).bind(username).execute(&mut *tx).await?;
         }
-        let generation = if revoke_grants {
-            revoke_user_authorizations(&mut tx, username, at).await?;
-            Some(bump_generation(&mut tx).await?)
-        } else {
-            None
-        };
-        tx.commit().await?;
-        if let Some(generation) = generation {
-            self.note_bump(generation);
-        }
+        self.commit_user_change(tx, username, revoke_grants, at)
+            .await?;
         Ok(true)
     }
 
@@ -957,16 +969,8 @@ impl AuthorizationStore for PostgresStore {
         if !changed {
             return Ok(false);
         }
-        let generation = if revoke_grants {
-            revoke_user_authorizations(&mut tx, username, at).await?;
-            Some(bump_generation(&mut tx).await?)
-        } else {
-            None
-        };
-        tx.commit().await?;
-        if let Some(generation) = generation {
-            self.note_bump(generation);
-        }
+        self.commit_user_change(tx, username, revoke_grants, at)
+            .await?;
         Ok(true)
     }
 

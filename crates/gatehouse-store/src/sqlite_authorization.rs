@@ -101,6 +101,26 @@ async fn revoke_user_authorizations(
 }
 
 impl SqliteStore {
+    /// Commits a change to a user; with `revoke`, what they authorized ends
+    /// in the same transaction and the credential generation moves after
+    /// it, so every instance drops their tokens.
+    async fn commit_user_change(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+        username: &str,
+        revoke: bool,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        if revoke {
+            revoke_user_authorizations(&mut tx, username, at).await?;
+        }
+        tx.commit().await?;
+        if revoke {
+            self.bump_generation();
+        }
+        Ok(())
+    }
+
     async fn grant(&self, id: &str) -> StoreResult<Option<GrantRecord>> {
         let row = sqlx::query("SELECT * FROM grants WHERE id = $1")
             .bind(id)
@@ -186,9 +206,7 @@ impl AuthorizationStore for SqliteStore {
             .bind(username)
             .execute(&mut *tx)
             .await?;
-        revoke_user_authorizations(&mut tx, username, at).await?;
-        tx.commit().await?;
-        self.bump_generation();
+        self.commit_user_change(tx, username, true, at).await?;
         Ok(changed)
     }
 
@@ -226,13 +244,8 @@ impl AuthorizationStore for SqliteStore {
         ] {
             sqlx::query(sql).bind(username).execute(&mut *tx).await?;
         }
-        if revoke_grants {
-            revoke_user_authorizations(&mut tx, username, at).await?;
-        }
-        tx.commit().await?;
-        if revoke_grants {
-            self.bump_generation();
-        }
+        self.commit_user_change(tx, username, revoke_grants, at)
+            .await?;
         Ok(true)
     }
 
@@ -941,13 +954,8 @@ impl AuthorizationStore for SqliteStore {
         if !changed {
             return Ok(false);
         }
-        if revoke_grants {
-            revoke_user_authorizations(&mut tx, username, at).await?;
-        }
-        tx.commit().await?;
-        if revoke_grants {
-            self.bump_generation();
-        }
+        self.commit_user_change(tx, username, revoke_grants, at)
+            .await?;
         Ok(true)
     }
 

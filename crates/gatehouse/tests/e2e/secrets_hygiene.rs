@@ -250,8 +250,5 @@ args = ["-c", "tr '\\000' '\\n' < /proc/$PPID/environ >&2 || echo environ-unread
 const NOBODY: u32 = 65534;
 
 fn is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    rustix::process::geteuid().is_root()
 }

@@ -526,21 +526,7 @@ async fn upstream_resources_keep_their_uri_and_are_read_under_the_policy() {
             })
             .unwrap_or_default()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, body) = server
-            .rpc(Some(&analyst), "resources/list", json!({}))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        if uris(&body).iter().any(|u| u == "memo://team/note") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no upstream resources: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    resources_when_ready(&server, &analyst).await;
     let (_, body) = server
         .rpc(
             Some(&analyst),
