@@ -46,29 +46,38 @@ pub async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Ne
         Ok(tenant) => tenant,
         Err(_) => return audit_unavailable(),
     };
-    let access = tenant.map_err(|refusal| AdminRefused {
-        reason: refusal.code(),
-        message: refusal.to_string(),
-    });
-    let (response, refused) =
-        match access.map(|()| state.gateway.policy().admin_api_access(&caller.principal)) {
-            Err(refused) => (
-                admin_forbidden(refused.reason, &refused.message),
-                Some(refused),
-            ),
-            Ok(Err(refusal)) => (
-                admin_refusal(refusal, &state.urls.resource_metadata),
-                Some(AdminRefused {
+    let refused_here = match tenant {
+        Err(refusal) => {
+            let refused = AdminRefused {
+                reason: refusal.code(),
+                message: refusal.to_string(),
+            };
+            Some((admin_forbidden(refused.reason, &refused.message), refused))
+        }
+        Ok(()) => state
+            .gateway
+            .policy()
+            .admin_api_access(&caller.principal)
+            .err()
+            .map(|refusal| {
+                let refused = AdminRefused {
                     reason: refusal.code(),
                     message: refusal.to_string(),
-                }),
-            ),
-            Ok(Ok(())) => {
-                let response = next.run(request).await;
-                let refused = response.extensions().get::<AdminRefused>().cloned();
-                (response, refused)
-            }
-        };
+                };
+                (
+                    admin_refusal(refusal, &state.urls.resource_metadata),
+                    refused,
+                )
+            }),
+    };
+    let (response, refused) = match refused_here {
+        Some((response, refused)) => (response, Some(refused)),
+        None => {
+            let response = next.run(request).await;
+            let refused = response.extensions().get::<AdminRefused>().cloned();
+            (response, refused)
+        }
+    };
     let event = EventBuilder::new(
         AuditKind::ToolDecision,
         if refused.is_some() {
