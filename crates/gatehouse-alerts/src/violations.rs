@@ -1,9 +1,11 @@
 //! Policy violations that add up to an incident: calls refused by role or
 //! outside a task grant's allowlist, counted per grant, per session (a
-//! caller without a grant) or per principal (neither). The call that
-//! reaches the threshold makes the incident; the caller (the gateway)
-//! decides the response. Also: task grants used past their task's
-//! expected duration, reported once each.
+//! caller without a grant), and per principal across all of its grants,
+//! sessions and tokens (so that starting a new session or asking for a new
+//! grant every few refusals does not keep every count under the
+//! threshold). The call that reaches a threshold makes the incident; the
+//! caller (the gateway) decides the response. Also: task grants used past
+//! their task's expected duration, reported once each.
 //!
 //! Counted in memory by each instance. A grant's calls may reach several
 //! instances; each counts its own, so a grant spread over them can take
@@ -31,10 +33,10 @@ pub enum IncidentScope {
     Grant(String),
     /// An MCP session without a grant: ended.
     Session(String),
-    /// A caller with neither (a stateless call with an API key or an
-    /// access token): only reported; revoking the credential is for a
-    /// person to decide.
-    Principal(String),
+    /// A principal across its grants, sessions and tokens: only reported;
+    /// revoking its credential is for a person to decide. `key` tells
+    /// principals apart (`Principal::subject_key`); `name` is for people.
+    Principal { key: String, name: String },
 }
 
 impl fmt::Display for IncidentScope {
@@ -42,7 +44,7 @@ impl fmt::Display for IncidentScope {
         match self {
             IncidentScope::Grant(id) => write!(f, "grant {id}"),
             IncidentScope::Session(id) => write!(f, "session {id}"),
-            IncidentScope::Principal(id) => write!(f, "credential {id}"),
+            IncidentScope::Principal { name, .. } => write!(f, "caller {name}"),
         }
     }
 }
@@ -165,7 +167,10 @@ mod tests {
     #[test]
     fn a_threshold_of_zero_is_off() {
         let violations = Violations::new(0, Duration::from_secs(60));
-        let scope = IncidentScope::Principal("gk_1".into());
+        let scope = IncidentScope::Principal {
+            key: "gk_1".into(),
+            name: "gk_1".into(),
+        };
         for t in 0..10 {
             assert_eq!(violations.violated(&scope, Timestamp(t)), None);
         }

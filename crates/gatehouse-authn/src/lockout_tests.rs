@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use async_trait::async_trait;
 use gatehouse_core::Timestamp;
 use gatehouse_store::{
-    ApprovalDecision, ApprovalRecord, AuthLock, GatingStore, OperationBinding, SqliteStore,
-    StoreError, StoreResult, TaskGrantRecord,
+    AccountSeen, ApprovalDecision, ApprovalRecord, AuthLock, GatingStore, OperationBinding,
+    SqliteStore, StoreError, StoreResult, TaskGrantRecord,
 };
 use tokio::sync::Notify;
 
@@ -88,10 +88,11 @@ impl GatingStore for TestStore {
         id: &str,
         decision: &ApprovalDecision,
         decided_by: &str,
+        account: Option<&AccountSeen>,
         now: Timestamp,
     ) -> StoreResult<Option<ApprovalRecord>> {
         self.inner
-            .decide_approval(id, decision, decided_by, now)
+            .decide_approval(id, decision, decided_by, account, now)
             .await
     }
     async fn redeem_operation_token(

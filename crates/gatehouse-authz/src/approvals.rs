@@ -18,7 +18,8 @@ use gatehouse_audit::{EventBuilder, REDACTED, is_listed_field};
 use gatehouse_authn::Pepper;
 use gatehouse_core::{AuditEvent, AuditKind, Outcome, Principal, Timestamp};
 use gatehouse_store::{
-    ApprovalDecision, ApprovalRecord, ApprovalStatus, OperationBinding, Store, StoreError,
+    AccountSeen, ApprovalDecision, ApprovalRecord, ApprovalStatus, OperationBinding, Store,
+    StoreError,
 };
 use serde_json::Value;
 
@@ -62,6 +63,9 @@ pub enum Decider {
         tenant: String,
         /// Holds an admin role (of the policy) in that tenant.
         admin: bool,
+        /// The account as the decision saw it: the decision counts only
+        /// while it is still so (see `GatingStore::decide_approval`).
+        account: AccountSeen,
     },
     /// Someone with shell access to the server (`gatehouse approvals`).
     Operator { name: String },
@@ -84,6 +88,7 @@ impl Decider {
                 username,
                 tenant,
                 admin,
+                ..
             } => {
                 *tenant == approval.tenant
                     && (*admin || approval.human.as_deref() == Some(username.as_str()))
@@ -106,6 +111,10 @@ pub enum ApprovalError {
     Forbidden,
     #[error("the approval was already decided or has expired")]
     NotPending,
+    /// The deciding user's password or roles changed, or they were
+    /// disabled, while they decided: nothing was decided.
+    #[error("your account changed while you decided; sign in again")]
+    AccountChanged,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("no randomness available: {0}")]
@@ -365,11 +374,24 @@ impl Approvals {
         } else {
             (ApprovalDecision::Deny, None)
         };
-        let decided = self
+        let account = match decider {
+            Decider::User { account, .. } => Some(account),
+            Decider::Operator { .. } => None,
+        };
+        let Some(decided) = self
             .store
-            .decide_approval(id, &decision, decider.name(), now)
+            .decide_approval(id, &decision, decider.name(), account, now)
             .await?
-            .ok_or(ApprovalError::NotPending)?;
+        else {
+            // Still pending: the decider's account changed (password,
+            // roles, disabled) while they decided.
+            return match self.store.approval(id).await? {
+                Some(a) if a.status == ApprovalStatus::Pending && now < a.expires_at => {
+                    Err(ApprovalError::AccountChanged)
+                }
+                _ => Err(ApprovalError::NotPending),
+            };
+        };
         Ok(Decided {
             approval: decided,
             token,

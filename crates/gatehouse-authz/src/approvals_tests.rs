@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use gatehouse_authn::Pepper;
 use gatehouse_core::{CredentialKind, CredentialRef, Principal, TaskGrant, Timestamp};
-use gatehouse_store::{ApprovalStatus, SqliteStore, Store};
+use gatehouse_store::{ApprovalStatus, SqliteStore, Store, UserRecord};
 use serde_json::json;
 
 use super::*;
@@ -23,16 +23,49 @@ fn principal(tenant: &str, human: &str, agent: &str) -> Principal {
     }
 }
 
-fn alice(tenant: &str) -> Decider {
+const STUB_HASH: &str = "$argon2id$stub";
+
+/// A user signed in at the approval page, with the account stored for them
+/// by `approvals()`.
+fn user(username: &str, tenant: &str, admin: bool) -> Decider {
     Decider::User {
-        username: "alice".into(),
+        username: username.into(),
         tenant: tenant.into(),
-        admin: false,
+        admin,
+        account: AccountSeen {
+            password_hash: STUB_HASH.into(),
+            roles: vec!["reader".into()],
+        },
     }
 }
 
+fn alice(tenant: &str) -> Decider {
+    user("alice", tenant, false)
+}
+
 async fn approvals() -> Approvals {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    approvals_in(Arc::new(SqliteStore::in_memory().await.unwrap())).await
+}
+
+async fn approvals_in(store: Arc<dyn Store>) -> Approvals {
+    for (name, tenant) in [
+        ("alice", "acme"),
+        ("bob", "acme"),
+        ("carol", "acme"),
+        ("root", "globex"),
+    ] {
+        store
+            .insert_user(&UserRecord {
+                username: name.into(),
+                tenant: tenant.into(),
+                roles: vec!["reader".into()],
+                password_hash: STUB_HASH.into(),
+                created_at: Timestamp(0),
+                disabled_at: None,
+            })
+            .await
+            .unwrap();
+    }
     Approvals::new(
         store,
         Pepper::new(vec![7; 32]).unwrap(),
@@ -72,32 +105,20 @@ async fn only_the_human_an_admin_of_the_tenant_or_the_operator_may_decide() {
     let p = principal("acme", "alice", "ghk_bot");
     let args = json!({"to": "x@example.com"});
     let req = a.request(&p, "send_email", &args, &[], T0).await.unwrap();
-    let bob = Decider::User {
-        username: "bob".into(),
-        tenant: "acme".into(),
-        admin: false,
-    };
+    let bob = user("bob", "acme", false);
     assert!(matches!(
         a.decide(&req.id, true, &bob, T0).await,
         Err(ApprovalError::Forbidden)
     ));
     // Another tenant's admin does not even learn that it exists.
-    let other_admin = Decider::User {
-        username: "root".into(),
-        tenant: "globex".into(),
-        admin: true,
-    };
+    let other_admin = user("root", "globex", true);
     assert!(matches!(
         a.decide(&req.id, true, &other_admin, T0).await,
         Err(ApprovalError::NotFound)
     ));
     assert!(a.pending(&other_admin, T0).await.unwrap().is_empty());
     assert_eq!(a.pending(&alice("acme"), T0).await.unwrap().len(), 1);
-    let admin = Decider::User {
-        username: "carol".into(),
-        tenant: "acme".into(),
-        admin: true,
-    };
+    let admin = user("carol", "acme", true);
     let decided = a.decide(&req.id, false, &admin, T0).await.unwrap();
     assert_eq!(decided.approval.status, ApprovalStatus::Denied);
     assert!(decided.token.is_none());
@@ -248,4 +269,43 @@ async fn the_record_shows_the_exact_arguments_but_masks_the_policys_fields() {
     assert!(!req.arguments.contains("the numbers"));
     // The binding is still the hash of the exact arguments.
     assert_eq!(req.arguments_hash, crate::arguments_hash(&args));
+}
+
+#[tokio::test]
+async fn a_decision_made_as_an_account_that_changed_decides_nothing() {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+    let a = approvals_in(Arc::clone(&store)).await;
+    let p = principal("acme", "alice", "ghk_bot");
+    let req = a
+        .request(&p, "send_email", &json!({"to": "x@example.com"}), &[], T0)
+        .await
+        .unwrap();
+    // `users passwd alice` committed while her approval page was posted.
+    assert!(
+        store
+            .change_user_password("alice", "$argon2id$new", true, T0)
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        a.decide(&req.id, true, &alice("acme"), T0).await,
+        Err(ApprovalError::AccountChanged)
+    ));
+    assert_eq!(
+        store.approval(&req.id).await.unwrap().unwrap().status,
+        ApprovalStatus::Pending
+    );
+    // Signed in again (the account as it is now): decided.
+    let now_alice = Decider::User {
+        username: "alice".into(),
+        tenant: "acme".into(),
+        admin: false,
+        account: AccountSeen {
+            password_hash: "$argon2id$new".into(),
+            roles: vec!["reader".into()],
+        },
+    };
+    let decided = a.decide(&req.id, true, &now_alice, T0).await.unwrap();
+    assert_eq!(decided.approval.status, ApprovalStatus::Approved);
+    assert!(decided.token.is_some());
 }

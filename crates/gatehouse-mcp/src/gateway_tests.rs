@@ -223,10 +223,25 @@ async fn an_approval_tool_runs_once_per_human_approval() {
         pending.url.as_deref(),
         Some(format!("http://127.0.0.1:1/approvals/{}", pending.approval_id).as_str())
     );
+    store
+        .insert_user(&gatehouse_store::UserRecord {
+            username: "alice".into(),
+            tenant: "default".into(),
+            roles: vec!["executor".into()],
+            password_hash: "$argon2id$stub".into(),
+            created_at: Timestamp(0),
+            disabled_at: None,
+        })
+        .await
+        .unwrap();
     let alice = Decider::User {
         username: "alice".into(),
         tenant: "default".into(),
         admin: false,
+        account: gatehouse_store::AccountSeen {
+            password_hash: "$argon2id$stub".into(),
+            roles: vec!["executor".into()],
+        },
     };
     let token = approvals
         .decide(&pending.approval_id, true, &alice, Timestamp(1_000))

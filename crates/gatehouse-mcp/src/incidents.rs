@@ -25,6 +25,17 @@ pub trait SessionControl: Send + Sync {
 /// Who a response names as its actor in the audit trail.
 const RESPONDER: &str = "gatehouse (incident response)";
 
+/// A principal as people read it in an alert's subject.
+fn principal_name(principal: &gatehouse_core::Principal) -> String {
+    match &principal.human {
+        Some(human) => format!(
+            "{human} via {} (tenant {})",
+            principal.agent, principal.tenant
+        ),
+        None => format!("{} (tenant {})", principal.agent, principal.tenant),
+    }
+}
+
 pub struct Incidents {
     alerts: Alerts,
     violations: Violations,
@@ -64,13 +75,27 @@ impl Incidents {
             return;
         }
         let principal = &caller.principal;
-        let scope = match (&principal.task, &caller.session) {
-            (Some(grant), _) => IncidentScope::Grant(grant.id.clone()),
-            (None, Some(session)) => IncidentScope::Session(session.clone()),
-            (None, None) => IncidentScope::Principal(principal.credential.id.clone()),
+        let narrow = match (&principal.task, &caller.session) {
+            (Some(grant), _) => Some(IncidentScope::Grant(grant.id.clone())),
+            (None, Some(session)) => Some(IncidentScope::Session(session.clone())),
+            (None, None) => None,
         };
-        let Some(count) = self.violations.violated(&scope, now) else {
-            return;
+        // Every violation also counts for the principal as a whole: a
+        // caller that starts a new session, asks for a new grant or
+        // refreshes its token every few refusals still makes an incident.
+        let whole = IncidentScope::Principal {
+            key: principal.subject_key(),
+            name: principal_name(principal),
+        };
+        let narrow_count = narrow
+            .as_ref()
+            .and_then(|scope| self.violations.violated(scope, now));
+        let whole_count = self.violations.violated(&whole, now);
+        // One alert per call: the grant's or session's, which has a response.
+        let (scope, count) = match (narrow, narrow_count, whole_count) {
+            (Some(scope), Some(count), _) => (scope, count),
+            (_, None, Some(count)) => (whole, count),
+            _ => return,
         };
         let response = match self.settings.on_incident {
             OnIncident::Alert => "reported only (alerts.on_incident = \"alert\")".to_string(),
@@ -120,8 +145,10 @@ impl Incidents {
                 }
                 None => "the session could not be ended here (stdio)".into(),
             },
-            IncidentScope::Principal(_) => {
-                "no grant or session to revoke; revoking the credential is left to a person".into()
+            IncidentScope::Principal { .. } => {
+                "counted across the caller's grants, sessions and tokens; revoking its \
+                 credential is left to a person"
+                    .into()
             }
         }
     }

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use gatehouse_authz::{ApprovalError, Approvals, Decider, SharedPolicy, decision_event};
 use gatehouse_core::{PeerAddr, Timestamp};
-use gatehouse_store::{ApprovalRecord, UserRecord};
+use gatehouse_store::{AccountSeen, ApprovalRecord, UserRecord};
 
 use crate::browser::{
     Browser, browser, current_user, failure_page, forged_form_page, form, login_form,
@@ -55,6 +55,10 @@ fn decider(pages: &ApprovalPages, user: &UserRecord) -> Decider {
         username: user.username.clone(),
         tenant: user.tenant.clone(),
         admin: pages.policy.current().is_tenant_admin(&user.roles),
+        account: AccountSeen {
+            password_hash: user.password_hash.clone(),
+            roles: user.roles.clone(),
+        },
     }
 }
 
@@ -83,6 +87,13 @@ fn approval_error_page(error: &ApprovalError) -> Response {
             message_page(
                 "Already decided",
                 "This request was already decided, or it expired. Nothing was changed.",
+            ),
+        ),
+        ApprovalError::AccountChanged => html_response(
+            StatusCode::CONFLICT,
+            message_page(
+                "Sign in again",
+                "Your account changed (its password, roles or access) while you decided. Nothing was decided.",
             ),
         ),
         ApprovalError::Store(e) => failure_page(&crate::server::unavailable(e)),

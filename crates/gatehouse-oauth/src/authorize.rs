@@ -9,7 +9,7 @@
 
 use gatehouse_audit::EventBuilder;
 use gatehouse_core::{AuditKind, Outcome, Timestamp};
-use gatehouse_store::{AuthCodeRecord, ClientRecord, GrantRecord, UserRecord};
+use gatehouse_store::{AuthCodeRecord, ClientRecord, GrantRecord, NewGrant, UserRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::server::{
@@ -480,10 +480,22 @@ impl AuthorizationServer {
             code_challenge: request.code_challenge.clone(),
             expires_at: now.plus_millis(CODE_TTL_MS),
         };
-        self.store
-            .insert_code_grant(&grant, &record)
+        let stored = self
+            .store
+            .insert_code_grant(
+                NewGrant {
+                    grant: &grant,
+                    password_hash: &user.password_hash,
+                },
+                &record,
+            )
             .await
             .map_err(unavailable)?;
+        if !stored {
+            tracing::warn!(user = %user.username, client = %request.client_id,
+                "no code issued: the user's password, roles or access changed while the request was decided");
+            return Err(user_changed());
+        }
         response_url(
             &request.redirect_uri,
             &self.config.issuer,
@@ -505,6 +517,16 @@ impl AuthorizationServer {
         };
         self.issue_code(&request, user, now).await.map(Some)
     }
+}
+
+/// The refusal when a user's password, roles or access changed while a
+/// consent, device approval or assertion was being decided (see
+/// `NewGrant`): what was decided under the old account is not stored.
+pub(crate) fn user_changed() -> OAuthError {
+    OAuthError::InvalidGrant(
+        "the account changed (password, roles or access) while this was being decided; sign in again"
+            .into(),
+    )
 }
 
 #[cfg(test)]

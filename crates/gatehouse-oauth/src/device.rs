@@ -4,7 +4,9 @@
 
 use gatehouse_audit::EventBuilder;
 use gatehouse_core::{AuditKind, Outcome, Timestamp};
-use gatehouse_store::{ClientRecord, DeviceRecord, DeviceStatus, GrantRecord, UserRecord};
+use gatehouse_store::{
+    ClientRecord, DeviceDecision, DeviceRecord, DeviceStatus, GrantRecord, NewGrant, UserRecord,
+};
 use serde::Serialize;
 
 use crate::server::{
@@ -212,11 +214,27 @@ impl AuthorizationServer {
                 })
             })
             .transpose()?;
-        let decided = self
+        let decision = self
             .store
-            .decide_device(&device.user_code, grant.as_ref(), now)
+            .decide_device(
+                &device.user_code,
+                grant.as_ref().map(|grant| NewGrant {
+                    grant,
+                    password_hash: &user.password_hash,
+                }),
+                now,
+            )
             .await
             .map_err(unavailable)?;
+        let decided = match decision {
+            DeviceDecision::Decided => true,
+            DeviceDecision::NotPending => false,
+            DeviceDecision::UserChanged => {
+                tracing::warn!(user = %user.username, client = %device.client_id,
+                    "device not approved: the user's password, roles or access changed while it was decided");
+                return Err(crate::authorize::user_changed());
+            }
+        };
         if decided {
             let event = EventBuilder::new(
                 AuditKind::Authorization,

@@ -17,7 +17,7 @@
 use gatehouse_authn::external::{AssertionKeys, AssertionRules, AssertionType, verify_assertion};
 use gatehouse_authn::jwt::JwtError;
 use gatehouse_core::Timestamp;
-use gatehouse_store::{ClientRecord, GrantRecord};
+use gatehouse_store::{ClientRecord, GrantRecord, NewGrant};
 use serde_json::Value;
 
 use crate::OAuthError;
@@ -134,7 +134,17 @@ impl AuthorizationServer {
             created_at: now,
             revoked_at: None,
         };
-        self.store.insert_grant(&grant).await.map_err(unavailable)?;
+        let stored = self
+            .store
+            .insert_grant(NewGrant {
+                grant: &grant,
+                password_hash: &user.password_hash,
+            })
+            .await
+            .map_err(unavailable)?;
+        if !stored {
+            return Err(crate::authorize::user_changed());
+        }
         attempt.grant_id = Some(grant.id.clone());
         // Recorded under the grant, so disabling the user revokes it.
         self.issue_for_grant(client, &grant, &scope, Refresh::Never, now)

@@ -11,6 +11,32 @@ use gatehouse_core::Timestamp;
 
 use crate::StoreResult;
 
+/// A grant about to be stored, with the password hash its user had when
+/// the grant was decided. It is stored only while the user still has that
+/// hash, the grant's tenant and roles, and is not disabled, checked in the
+/// statement that stores it (on PostgreSQL it also waits for a change to the
+/// user's row in flight). Otherwise a `users passwd`, a `users disable` or a
+/// role the identity provider took away, committed while a consent or a
+/// device approval was being decided, would revoke everything the user had
+/// authorized and then see the new grant appear after it.
+#[derive(Clone, Copy)]
+pub struct NewGrant<'a> {
+    pub grant: &'a GrantRecord,
+    pub password_hash: &'a str,
+}
+
+/// What deciding a device authorization did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceDecision {
+    /// Approved (the grant is stored) or denied, as asked.
+    Decided,
+    /// It was no longer pending (decided in another tab) or had expired.
+    NotPending,
+    /// An approval whose user changed while it was decided (see
+    /// [`NewGrant`]); nothing was stored and the code is still pending.
+    UserChanged,
+}
+
 /// A local user who can log in at the embedded authorization server.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UserRecord {
@@ -296,12 +322,14 @@ pub trait AuthorizationStore: Send + Sync {
     ) -> StoreResult<()>;
 
     // --- Grants, codes, refresh tokens -----------------------------------
-    /// Stores a new grant and its authorization code together.
+    /// Stores a new grant and its authorization code together, while the
+    /// grant's user is still as the decision saw them (see [`NewGrant`]).
+    /// False, storing nothing, when the user changed in the meantime.
     async fn insert_code_grant(
         &self,
-        grant: &GrantRecord,
+        grant: NewGrant<'_>,
         code: &AuthCodeRecord,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     async fn redeem_code(&self, code_hash: &str, now: Timestamp) -> StoreResult<CodeRedemption>;
     /// Records an access token (and optionally a new refresh token) issued
     /// from a grant. Returns false, storing nothing, when the grant was
@@ -331,14 +359,14 @@ pub trait AuthorizationStore: Send + Sync {
         user_code: &str,
         now: Timestamp,
     ) -> StoreResult<Option<DeviceRecord>>;
-    /// Approves (storing the grant) or denies a pending, live device
-    /// authorization. Returns false when it was not pending any more.
+    /// Approves (storing the grant, see [`NewGrant`]) or denies a pending,
+    /// live device authorization.
     async fn decide_device(
         &self,
         user_code: &str,
-        grant: Option<&GrantRecord>,
+        grant: Option<NewGrant<'_>>,
         now: Timestamp,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<DeviceDecision>;
     async fn poll_device(
         &self,
         device_code_hash: &str,
@@ -397,8 +425,10 @@ pub trait AuthorizationStore: Send + Sync {
         revoke_grants: bool,
         at: Timestamp,
     ) -> StoreResult<bool>;
-    /// Stores a grant made without a code or device (an identity assertion).
-    async fn insert_grant(&self, grant: &GrantRecord) -> StoreResult<()>;
+    /// Stores a grant made without a code or device (an identity
+    /// assertion), while its user is still as the decision saw them (see
+    /// [`NewGrant`]). False, storing nothing, when the user changed.
+    async fn insert_grant(&self, grant: NewGrant<'_>) -> StoreResult<bool>;
 
     // --- Single-use assertions ----------------------------------------------
     /// Remembers the `jti` of a signed assertion from `issuer` until

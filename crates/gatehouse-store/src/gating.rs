@@ -165,6 +165,23 @@ pub struct AuthLock {
     pub locked_until: Timestamp,
 }
 
+/// A user's account as a decision made by them saw it (their browser
+/// session's user, read when the decision was posted).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccountSeen {
+    pub password_hash: String,
+    pub roles: Vec<String>,
+}
+
+impl std::fmt::Debug for AccountSeen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountSeen")
+            .field("password_hash", &"[redacted]")
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
 #[async_trait]
 pub trait GatingStore: Send + Sync {
     // --- Task grants ------------------------------------------------------
@@ -193,12 +210,17 @@ pub trait GatingStore: Send + Sync {
         now: Timestamp,
     ) -> StoreResult<Vec<ApprovalRecord>>;
     /// Decides a pending, unexpired approval (one conditional update) and
-    /// returns it as decided; `None` when it was not pending any more.
+    /// returns it as decided; `None` when it was not pending any more, or
+    /// when the deciding user (`account`, for a user named `decided_by`)
+    /// no longer has the password hash and roles the decision saw, or was
+    /// disabled meanwhile: a `users passwd` or `users disable` that commits
+    /// while the decision is made ends its operation token too.
     async fn decide_approval(
         &self,
         id: &str,
         decision: &ApprovalDecision,
         decided_by: &str,
+        account: Option<&AccountSeen>,
         now: Timestamp,
     ) -> StoreResult<Option<ApprovalRecord>>;
     /// Marks the approval whose token and binding match, approved and

@@ -160,6 +160,13 @@ impl CredentialGeneration {
 
     /// Announces a change. Called after the change is committed. Blocks
     /// briefly while another process announces one.
+    ///
+    /// When the next value cannot be written (no file descriptor left, a
+    /// full disk), the marker is removed instead: a reader that finds no
+    /// marker trusts none of its caches and reads the database, until a
+    /// later change writes a marker again. Without that, a revocation
+    /// would be committed and every cache, this process's too, would keep
+    /// the revoked credential. Errs only when neither could be done.
     pub fn bump(&self) -> std::io::Result<()> {
         match self {
             CredentialGeneration::Counter(n) => {
@@ -167,30 +174,48 @@ impl CredentialGeneration {
                 Ok(())
             }
             CredentialGeneration::File { marker, lock, .. } => {
-                let lock_path = lock;
-                let mut lock = owner_only().truncate(false).open(lock_path)?;
-                // Released when `lock` is closed, also on an early return.
-                lock.lock()?;
-                // The lock file keeps the last value too, so a lost marker
-                // continues from it; only when both are gone does the
-                // counter restart from the clock.
-                let previous = read_counter(marker).or_else(|| read_counter(lock_path));
-                let next = match previous {
-                    Some(value) => value.checked_add(1).ok_or_else(|| {
-                        std::io::Error::other("the credential generation counter is exhausted")
-                    })?,
-                    None => first_value(),
+                let Err(error) = write_next(marker, lock) else {
+                    return Ok(());
                 };
-                lock.set_len(0)?;
-                lock.write_all(next.to_string().as_bytes())?;
-                let temp = beside(marker, &format!(".{}", std::process::id()));
-                let mut file = owner_only().truncate(true).open(&temp)?;
-                file.write_all(next.to_string().as_bytes())?;
-                drop(file);
-                std::fs::rename(&temp, marker)
+                match std::fs::remove_file(marker) {
+                    Ok(()) => {}
+                    Err(removal) if removal.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(_) => return Err(error),
+                }
+                tracing::error!(
+                    %error,
+                    "cannot write the next credential generation: the marker is removed, so \
+                     every process reads credentials from the database until a later change \
+                     writes one"
+                );
+                Ok(())
             }
         }
     }
+}
+
+/// Writes the next counter value into place (see the module's comment).
+fn write_next(marker: &Path, lock_path: &Path) -> std::io::Result<()> {
+    let mut lock = owner_only().truncate(false).open(lock_path)?;
+    // Released when `lock` is closed, also on an early return.
+    lock.lock()?;
+    // The lock file keeps the last value too, so a lost marker continues
+    // from it; only when both are gone does the counter restart from the
+    // clock.
+    let previous = read_counter(marker).or_else(|| read_counter(lock_path));
+    let next = match previous {
+        Some(value) => value.checked_add(1).ok_or_else(|| {
+            std::io::Error::other("the credential generation counter is exhausted")
+        })?,
+        None => first_value(),
+    };
+    lock.set_len(0)?;
+    lock.write_all(next.to_string().as_bytes())?;
+    let temp = beside(marker, &format!(".{}", std::process::id()));
+    let mut file = owner_only().truncate(true).open(&temp)?;
+    file.write_all(next.to_string().as_bytes())?;
+    drop(file);
+    std::fs::rename(&temp, marker)
 }
 
 #[cfg(test)]
@@ -247,6 +272,29 @@ mod tests {
             assert_eq!(reader.current(), Some(now), "a repeated read agrees");
             last = now;
         }
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_announced_leaves_no_cache_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("g.db");
+        let writer = CredentialGeneration::for_database(&db);
+        let reader = CredentialGeneration::for_database(&db);
+        writer.bump().unwrap();
+        let before = reader.current().unwrap();
+        assert_eq!(writer.current(), Some(before));
+        // The next value cannot be written: a directory where the file
+        // holding it would be made.
+        let temp = beside(&db, &format!("-credentials.{}", std::process::id()));
+        std::fs::create_dir(&temp).unwrap();
+        writer.bump().unwrap();
+        assert_eq!(reader.current(), None, "the other process trusts no cache");
+        assert_eq!(writer.current(), None, "nor does this one");
+        // The next change that can be written restores the marker, above
+        // every earlier value.
+        std::fs::remove_dir(&temp).unwrap();
+        writer.bump().unwrap();
+        assert!(reader.current().unwrap() > before);
     }
 
     #[test]

@@ -34,12 +34,13 @@ use gatehouse_core::{AuditEvent, Timestamp};
 
 pub use alerts::{AckOutcome, AlertRecord, AlertStore, DeliveryResult, DeliveryState};
 pub use authorization::{
-    AuthCodeRecord, AuthorizationStore, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
-    GrantRecord, LoginCounter, LoginThrottle, RefreshRotation, RefreshTokenRecord, UserRecord,
+    AuthCodeRecord, AuthorizationStore, CodeRedemption, DeviceDecision, DevicePoll, DeviceRecord,
+    DeviceStatus, GrantRecord, LoginCounter, LoginThrottle, NewGrant, RefreshRotation,
+    RefreshTokenRecord, UserRecord,
 };
 pub use gating::{
-    ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore, OperationBinding,
-    TaskGrantRecord,
+    AccountSeen, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore,
+    OperationBinding, TaskGrantRecord,
 };
 pub use lifecycle::{GRANT_TOUCH_INTERVAL_MS, GrantUse, LifecycleStore, SIGNING_KEY_ROTATED};
 pub use pins::{PendingDefinition, PinStore, ToolDefinitionRecord, ToolPinRecord};

@@ -11,7 +11,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, AuditKind, ChainLink, Outcome, Timestamp};
@@ -94,19 +94,63 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
+/// How long after the listener last read the counter it is trusted. A
+/// connection that died without a word (a partition) is otherwise noticed
+/// only when the next read times out, `HEARTBEAT + HEARTBEAT_TIMEOUT` later,
+/// and revocations made meanwhile on other instances would be missed.
+const TRUSTED_FOR: Duration = Duration::from_secs(2);
+
 /// The generation as last seen by this store's listener. 0 means unknown:
 /// the counter in the database starts at 1 and only grows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct GenerationState {
     value: AtomicU64,
     /// Backend pid of the listening connection (0 while down); lets tests
     /// cut the connection.
     listener_pid: AtomicI32,
+    /// When the listener last read the counter, in milliseconds since
+    /// `started` (monotonic).
+    confirmed_ms: AtomicU64,
+    started: Instant,
+    /// The highest value ever seen: caches may hold entries stamped with
+    /// it, so the counter must never again take a value at or below it.
+    highest: AtomicU64,
+}
+
+impl Default for GenerationState {
+    fn default() -> Self {
+        GenerationState {
+            value: AtomicU64::new(0),
+            listener_pid: AtomicI32::new(0),
+            confirmed_ms: AtomicU64::new(0),
+            started: Instant::now(),
+            highest: AtomicU64::new(0),
+        }
+    }
 }
 
 impl GenerationState {
     fn current(&self) -> Option<u64> {
-        Some(self.value.load(Ordering::SeqCst)).filter(|v| *v != 0)
+        self.current_at(Instant::now())
+    }
+
+    /// Unknown also when the listener has not read the counter within
+    /// `TRUSTED_FOR`: it may be cut off without knowing it yet.
+    fn current_at(&self, now: Instant) -> Option<u64> {
+        let value = Some(self.value.load(Ordering::SeqCst)).filter(|v| *v != 0)?;
+        let confirmed = self.confirmed_ms.load(Ordering::SeqCst);
+        let age = self.millis_at(now).saturating_sub(confirmed);
+        (u128::from(age) <= TRUSTED_FOR.as_millis()).then_some(value)
+    }
+
+    fn millis_at(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.started).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The listener read the counter (it is connected and was answered).
+    fn confirm_at(&self, at: Instant) {
+        self.confirmed_ms
+            .store(self.millis_at(at), Ordering::SeqCst);
     }
 
     fn set_unknown(&self) {
@@ -118,6 +162,7 @@ impl GenerationState {
     /// only the listener knows whether it missed changes.
     fn advance(&self, seen: i64) {
         let seen = u64::try_from(seen).unwrap_or(0);
+        self.highest.fetch_max(seen, Ordering::SeqCst);
         let _ = self
             .value
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |current| {
@@ -126,10 +171,20 @@ impl GenerationState {
     }
 
     /// The listener is (back) up and has read the counter after LISTEN.
-    fn resume(&self, value: i64, pid: i32) {
+    fn resume(&self, value: i64, pid: i32, at: Instant) {
+        let value = u64::try_from(value).unwrap_or(0);
+        self.highest.fetch_max(value, Ordering::SeqCst);
         self.listener_pid.store(pid, Ordering::SeqCst);
-        self.value
-            .store(u64::try_from(value).unwrap_or(0), Ordering::SeqCst);
+        self.confirm_at(at);
+        self.value.store(value, Ordering::SeqCst);
+    }
+
+    /// The highest value seen so far. Taken before a read of the counter:
+    /// every value seen was committed, so a read that starts later and
+    /// returns less means the counter went back (a failover that lost
+    /// commits, a restored backup).
+    fn highest(&self) -> i64 {
+        i64::try_from(self.highest.load(Ordering::SeqCst)).unwrap_or(i64::MAX)
     }
 }
 
@@ -262,10 +317,33 @@ async fn subscribe(
     // A lost connection is handled here (by starting over), not inside.
     listener.eager_reconnect(false);
     listener.listen(CHANNEL).await?;
+    let highest = state.highest();
     let row = sqlx::query("SELECT value, pg_backend_pid() AS pid FROM credential_generation")
         .fetch_one(&mut listener)
         .await?;
-    state.resume(row.try_get("value")?, row.try_get("pid")?);
+    let mut value: i64 = row.try_get("value")?;
+    if value < highest {
+        // Caches here (and on other instances) hold entries stamped with
+        // values the counter would reach again, and would trust them after
+        // the revocations that bring it there. Above all of them, and told.
+        tracing::warn!(
+            read = value,
+            highest,
+            "the credential counter went back (a failover or a restored database?); moving it above every value seen"
+        );
+        value = sqlx::query_scalar(
+            "UPDATE credential_generation SET value = GREATEST(value, $1) + 1 WHERE id RETURNING value",
+        )
+        .bind(highest)
+        .fetch_one(&mut listener)
+        .await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(value.to_string())
+            .execute(&mut listener)
+            .await?;
+    }
+    state.resume(value, row.try_get("pid")?, Instant::now());
     Ok(listener)
 }
 
@@ -313,9 +391,16 @@ async fn listen_until_lost(listener: &mut PgListener, state: &GenerationState) -
             Ok(Err(e)) => return e.to_string(),
             Err(_heartbeat) => {}
         }
+        let highest = state.highest();
         let read = sqlx::query_scalar::<_, i64>("SELECT value FROM credential_generation");
         match tokio::time::timeout(HEARTBEAT_TIMEOUT, read.fetch_one(&mut *listener)).await {
-            Ok(Ok(value)) => state.advance(value),
+            Ok(Ok(value)) if value < highest => {
+                return "the credential counter went back".into();
+            }
+            Ok(Ok(value)) => {
+                state.confirm_at(Instant::now());
+                state.advance(value);
+            }
             Ok(Err(e)) => return e.to_string(),
             Err(_) => return "the database did not answer in time".into(),
         }

@@ -11,9 +11,9 @@ use sqlx::postgres::{PgConnection, PgRow};
 use crate::postgres::{bump_generation, opt_ts};
 use crate::sqlite::{json_list, list_json};
 use crate::{
-    AuthCodeRecord, AuthorizationStore, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
-    GrantRecord, LoginCounter, LoginThrottle, PostgresStore, RefreshRotation, RefreshTokenRecord,
-    StoreError, StoreResult, UserRecord,
+    AuthCodeRecord, AuthorizationStore, CodeRedemption, DeviceDecision, DevicePoll, DeviceRecord,
+    DeviceStatus, GrantRecord, LoginCounter, LoginThrottle, NewGrant, PostgresStore,
+    RefreshRotation, RefreshTokenRecord, StoreError, StoreResult, UserRecord,
 };
 
 fn user_from_row(row: &PgRow) -> StoreResult<UserRecord> {
@@ -58,23 +58,33 @@ fn device_from_row(row: &PgRow) -> StoreResult<DeviceRecord> {
     })
 }
 
-const INSERT_GRANT: &str = "INSERT INTO grants (id, client_id, username, tenant, roles, scope, resource, created_at, revoked_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-
-async fn insert_grant(conn: &mut sqlx::PgConnection, grant: &GrantRecord) -> StoreResult<()> {
-    sqlx::query(INSERT_GRANT)
-        .bind(&grant.id)
-        .bind(&grant.client_id)
-        .bind(&grant.username)
-        .bind(&grant.tenant)
-        .bind(list_json(&grant.roles)?)
-        .bind(&grant.scope)
-        .bind(&grant.resource)
-        .bind(grant.created_at.0)
-        .bind(grant.revoked_at.map(|t| t.0))
-        .execute(conn)
-        .await?;
-    Ok(())
+/// Stores a grant while its user is as the decision saw them (see
+/// `NewGrant`). FOR SHARE: a password change, disable or role change in
+/// flight (its UPDATE holds the user's row) is waited for, and the row is
+/// then read as it committed; a change that begins later waits for this
+/// transaction and then revokes the grant with the rest.
+async fn insert_grant_for_user(conn: &mut PgConnection, new: NewGrant<'_>) -> StoreResult<bool> {
+    let grant = new.grant;
+    let inserted = sqlx::query(
+        "INSERT INTO grants (id, client_id, username, tenant, roles, scope, resource, created_at, revoked_at) \
+         SELECT $1, $2, username, tenant, roles, $6, $7, $8, $9 FROM users \
+         WHERE username = $3 AND tenant = $4 AND roles = $5 AND password_hash = $10 \
+         AND disabled_at IS NULL FOR SHARE",
+    )
+    .bind(&grant.id)
+    .bind(&grant.client_id)
+    .bind(&grant.username)
+    .bind(&grant.tenant)
+    .bind(list_json(&grant.roles)?)
+    .bind(&grant.scope)
+    .bind(&grant.resource)
+    .bind(grant.created_at.0)
+    .bind(grant.revoked_at.map(|t| t.0))
+    .bind(new.password_hash)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
 }
 
 impl PostgresStore {
@@ -485,11 +495,14 @@ impl AuthorizationStore for PostgresStore {
 
     async fn insert_code_grant(
         &self,
-        grant: &GrantRecord,
+        grant: NewGrant<'_>,
         code: &AuthCodeRecord,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        insert_grant(&mut tx, grant).await?;
+        if !insert_grant_for_user(&mut tx, grant).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO authorization_codes (code_hash, grant_id, redirect_uri, code_challenge, expires_at, used_at) \
              VALUES ($1, $2, $3, $4, $5, NULL)",
@@ -502,7 +515,7 @@ impl AuthorizationStore for PostgresStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn redeem_code(&self, code_hash: &str, now: Timestamp) -> StoreResult<CodeRedemption> {
@@ -721,12 +734,12 @@ impl AuthorizationStore for PostgresStore {
     async fn decide_device(
         &self,
         user_code: &str,
-        grant: Option<&GrantRecord>,
+        grant: Option<NewGrant<'_>>,
         now: Timestamp,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<DeviceDecision> {
         let mut tx = self.pool.begin().await?;
         let (status, grant_id) = match grant {
-            Some(g) => (DeviceStatus::Approved, Some(g.id.as_str())),
+            Some(g) => (DeviceStatus::Approved, Some(g.grant.id.as_str())),
             None => (DeviceStatus::Denied, None),
         };
         // Of two concurrent decisions, the second waits for the row lock
@@ -745,13 +758,16 @@ impl AuthorizationStore for PostgresStore {
             == 1;
         if !decided {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(DeviceDecision::NotPending);
         }
-        if let Some(grant) = grant {
-            insert_grant(&mut tx, grant).await?;
+        if let Some(grant) = grant
+            && !insert_grant_for_user(&mut tx, grant).await?
+        {
+            tx.rollback().await?;
+            return Ok(DeviceDecision::UserChanged);
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(DeviceDecision::Decided)
     }
 
     async fn poll_device(
@@ -974,9 +990,9 @@ impl AuthorizationStore for PostgresStore {
         Ok(true)
     }
 
-    async fn insert_grant(&self, grant: &GrantRecord) -> StoreResult<()> {
+    async fn insert_grant(&self, grant: NewGrant<'_>) -> StoreResult<bool> {
         let mut conn = self.pool.acquire().await?;
-        insert_grant(&mut conn, grant).await
+        insert_grant_for_user(&mut conn, grant).await
     }
 
     async fn use_assertion(

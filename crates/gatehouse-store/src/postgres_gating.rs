@@ -13,8 +13,8 @@ use crate::gating::{masked_fields_from_json, masked_fields_json};
 use crate::postgres::{bump_generation, opt_ts};
 use crate::sqlite::{json_list, list_json};
 use crate::{
-    ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore, OperationBinding,
-    PostgresStore, StoreError, StoreResult, TaskGrantRecord,
+    AccountSeen, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore,
+    OperationBinding, PostgresStore, StoreError, StoreResult, TaskGrantRecord,
 };
 
 fn task_grant_from_row(row: &PgRow) -> StoreResult<TaskGrantRecord> {
@@ -205,6 +205,7 @@ impl GatingStore for PostgresStore {
         id: &str,
         decision: &ApprovalDecision,
         decided_by: &str,
+        account: Option<&AccountSeen>,
         now: Timestamp,
     ) -> StoreResult<Option<ApprovalRecord>> {
         let (status, token_hash, token_expires_at) = match decision {
@@ -218,6 +219,27 @@ impl GatingStore for PostgresStore {
             ),
             ApprovalDecision::Deny => (ApprovalStatus::Denied, None, None),
         };
+        let mut tx = self.pool.begin().await?;
+        // A user decides only as the account the decision saw. FOR SHARE:
+        // a password change or disable in flight is waited for and its
+        // result read; one that starts later waits for this transaction
+        // and then ends the token with the user's others.
+        if let Some(account) = account {
+            let unchanged = sqlx::query(
+                "SELECT 1 FROM users WHERE username = $1 AND password_hash = $2 AND roles = $3 \
+                 AND disabled_at IS NULL FOR SHARE",
+            )
+            .bind(decided_by)
+            .bind(&account.password_hash)
+            .bind(list_json(&account.roles)?)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+            if !unchanged {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
         let row = sqlx::query(
             "UPDATE approvals SET status = $1, token_hash = $2, token_expires_at = $3, \
              decided_by = $4, decided_at = $5 \
@@ -230,8 +252,9 @@ impl GatingStore for PostgresStore {
         .bind(decided_by)
         .bind(now.0)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         row.as_ref().map(approval_from_row).transpose()
     }
 

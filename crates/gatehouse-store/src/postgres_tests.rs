@@ -237,23 +237,77 @@ async fn a_lost_listener_makes_the_generation_unknown_until_it_has_caught_up() {
         .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_counter_that_went_back_is_moved_above_every_value_seen() {
+    let Some(schema) = TestSchema::create().await else {
+        return;
+    };
+    let watcher = schema.store().await;
+    let admin = schema.admin.clone();
+    let table = format!("{}.credential_generation", schema.name);
+    schema
+        .run(async move {
+            watcher.insert_api_key(&key("k1")).await.unwrap();
+            assert!(watcher.revoke_api_key("k1", Timestamp(2)).await.unwrap());
+            let seen = watcher.generation.highest();
+            assert!(seen > 1);
+            // A restored backup (or a failover that lost commits): the
+            // counter is back where it started. Caches stamped with the
+            // values it would reach again must not be trusted then.
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("UPDATE {table} SET value = 1")))
+                .execute(&admin)
+                .await
+                .unwrap();
+            assert!(
+                eventually(|| watcher
+                    .credential_generation()
+                    .is_some_and(|g| g > u64::try_from(seen).unwrap()))
+                .await,
+                "the watcher never moved the counter above what it had seen"
+            );
+            let stored: i64 =
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT value FROM {table}")))
+                    .fetch_one(&admin)
+                    .await
+                    .unwrap();
+            assert!(stored > seen, "{stored} <= {seen}");
+        })
+        .await;
+}
+
 #[tokio::test]
 async fn the_generation_is_unknown_while_the_listener_is_down() {
     let state = GenerationState::default();
-    assert_eq!(state.current(), None);
-    state.resume(7, 42);
-    assert_eq!(state.current(), Some(7));
+    let t0 = state.started;
+    assert_eq!(state.current_at(t0), None);
+    state.resume(7, 42, t0);
+    assert_eq!(state.current_at(t0), Some(7));
     // Local changes and notifications only move it forward.
     state.advance(9);
     state.advance(8);
-    assert_eq!(state.current(), Some(9));
+    assert_eq!(state.current_at(t0), Some(9));
     state.set_unknown();
-    assert_eq!(state.current(), None);
+    assert_eq!(state.current_at(t0), None);
     // A local change while down does not make it known again.
     state.advance(10);
-    assert_eq!(state.current(), None);
-    state.resume(10, 43);
-    assert_eq!(state.current(), Some(10));
+    assert_eq!(state.current_at(t0), None);
+    state.resume(10, 43, t0);
+    assert_eq!(state.current_at(t0), Some(10));
+}
+
+#[tokio::test]
+async fn a_listener_that_has_not_read_the_counter_lately_is_not_trusted() {
+    let state = GenerationState::default();
+    let t0 = state.started;
+    state.resume(7, 42, t0);
+    assert_eq!(state.current_at(t0 + TRUSTED_FOR), Some(7));
+    // Silent longer than that (a connection cut without a word): unknown,
+    // before the read that would notice it has timed out.
+    let later = t0 + TRUSTED_FOR + Duration::from_millis(1);
+    assert_eq!(state.current_at(later), None);
+    // Each read of the counter renews the trust.
+    state.confirm_at(later);
+    assert_eq!(state.current_at(later + TRUSTED_FOR), Some(7));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

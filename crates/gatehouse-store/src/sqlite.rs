@@ -186,11 +186,15 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// After a committed key change. If the marker cannot be written, other
-    /// processes keep stale caches, so this is logged as an error.
+    /// After a committed key change. When the marker can be neither moved
+    /// nor removed, other processes keep stale caches: logged as an error.
     pub(crate) fn bump_generation(&self) {
         if let Err(e) = self.generation.bump() {
-            tracing::error!(error = %e, "cannot announce a credential change to other processes");
+            tracing::error!(
+                error = %e,
+                "cannot announce a credential change to other processes: they may keep \
+                 accepting what it revoked until the next change; restart them"
+            );
         }
     }
 

@@ -9,9 +9,9 @@ use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
 use crate::sqlite::{json_list, list_json, opt_ts};
 use crate::{
-    AuthCodeRecord, AuthorizationStore, CodeRedemption, DevicePoll, DeviceRecord, DeviceStatus,
-    GrantRecord, LoginCounter, LoginThrottle, RefreshRotation, RefreshTokenRecord, SqliteStore,
-    StoreError, StoreResult, UserRecord,
+    AuthCodeRecord, AuthorizationStore, CodeRedemption, DeviceDecision, DevicePoll, DeviceRecord,
+    DeviceStatus, GrantRecord, LoginCounter, LoginThrottle, NewGrant, RefreshRotation,
+    RefreshTokenRecord, SqliteStore, StoreError, StoreResult, UserRecord,
 };
 
 fn user_from_row(row: &SqliteRow) -> StoreResult<UserRecord> {
@@ -56,8 +56,35 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<DeviceRecord> {
     })
 }
 
-const INSERT_GRANT: &str = "INSERT INTO grants (id, client_id, username, tenant, roles, scope, resource, created_at, revoked_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+/// Stores a grant while its user is as the decision saw them (see
+/// `NewGrant`). SQLite runs one write transaction at a time, so a password
+/// change or role removal commits wholly before or wholly after this.
+async fn insert_grant_for_user(
+    conn: &mut SqliteConnection,
+    new: NewGrant<'_>,
+) -> StoreResult<bool> {
+    let grant = new.grant;
+    let inserted = sqlx::query(
+        "INSERT INTO grants (id, client_id, username, tenant, roles, scope, resource, created_at, revoked_at) \
+         SELECT $1, $2, username, tenant, roles, $6, $7, $8, $9 FROM users \
+         WHERE username = $3 AND tenant = $4 AND roles = $5 AND password_hash = $10 \
+         AND disabled_at IS NULL",
+    )
+    .bind(&grant.id)
+    .bind(&grant.client_id)
+    .bind(&grant.username)
+    .bind(&grant.tenant)
+    .bind(list_json(&grant.roles)?)
+    .bind(&grant.scope)
+    .bind(&grant.resource)
+    .bind(grant.created_at.0)
+    .bind(grant.revoked_at.map(|t| t.0))
+    .bind(new.password_hash)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
 
 /// Ends what a user authorized, inside the caller's transaction (the
 /// caller bumps the credential generation after commit): their grants, with
@@ -461,22 +488,14 @@ impl AuthorizationStore for SqliteStore {
 
     async fn insert_code_grant(
         &self,
-        grant: &GrantRecord,
+        grant: NewGrant<'_>,
         code: &AuthCodeRecord,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(INSERT_GRANT)
-            .bind(&grant.id)
-            .bind(&grant.client_id)
-            .bind(&grant.username)
-            .bind(&grant.tenant)
-            .bind(list_json(&grant.roles)?)
-            .bind(&grant.scope)
-            .bind(&grant.resource)
-            .bind(grant.created_at.0)
-            .bind(grant.revoked_at.map(|t| t.0))
-            .execute(&mut *tx)
-            .await?;
+        if !insert_grant_for_user(&mut tx, grant).await? {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         sqlx::query(
             "INSERT INTO authorization_codes (code_hash, grant_id, redirect_uri, code_challenge, expires_at, used_at) \
              VALUES ($1, $2, $3, $4, $5, NULL)",
@@ -489,7 +508,7 @@ impl AuthorizationStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     async fn redeem_code(&self, code_hash: &str, now: Timestamp) -> StoreResult<CodeRedemption> {
@@ -697,12 +716,12 @@ impl AuthorizationStore for SqliteStore {
     async fn decide_device(
         &self,
         user_code: &str,
-        grant: Option<&GrantRecord>,
+        grant: Option<NewGrant<'_>>,
         now: Timestamp,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<DeviceDecision> {
         let mut tx = self.pool.begin().await?;
         let (status, grant_id) = match grant {
-            Some(g) => (DeviceStatus::Approved, Some(g.id.as_str())),
+            Some(g) => (DeviceStatus::Approved, Some(g.grant.id.as_str())),
             None => (DeviceStatus::Denied, None),
         };
         let decided = sqlx::query(
@@ -718,24 +737,16 @@ impl AuthorizationStore for SqliteStore {
         .rows_affected()
             == 1;
         if !decided {
-            return Ok(false);
+            return Ok(DeviceDecision::NotPending);
         }
-        if let Some(grant) = grant {
-            sqlx::query(INSERT_GRANT)
-                .bind(&grant.id)
-                .bind(&grant.client_id)
-                .bind(&grant.username)
-                .bind(&grant.tenant)
-                .bind(list_json(&grant.roles)?)
-                .bind(&grant.scope)
-                .bind(&grant.resource)
-                .bind(grant.created_at.0)
-                .bind(grant.revoked_at.map(|t| t.0))
-                .execute(&mut *tx)
-                .await?;
+        if let Some(grant) = grant
+            && !insert_grant_for_user(&mut tx, grant).await?
+        {
+            tx.rollback().await?;
+            return Ok(DeviceDecision::UserChanged);
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(DeviceDecision::Decided)
     }
 
     async fn poll_device(
@@ -959,20 +970,9 @@ impl AuthorizationStore for SqliteStore {
         Ok(true)
     }
 
-    async fn insert_grant(&self, grant: &GrantRecord) -> StoreResult<()> {
-        sqlx::query(INSERT_GRANT)
-            .bind(&grant.id)
-            .bind(&grant.client_id)
-            .bind(&grant.username)
-            .bind(&grant.tenant)
-            .bind(list_json(&grant.roles)?)
-            .bind(&grant.scope)
-            .bind(&grant.resource)
-            .bind(grant.created_at.0)
-            .bind(grant.revoked_at.map(|t| t.0))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    async fn insert_grant(&self, grant: NewGrant<'_>) -> StoreResult<bool> {
+        let mut conn = self.pool.acquire().await?;
+        insert_grant_for_user(&mut conn, grant).await
     }
 
     async fn use_assertion(

@@ -11,8 +11,8 @@ use sqlx::{QueryBuilder, Row};
 use crate::gating::{masked_fields_from_json, masked_fields_json};
 use crate::sqlite::{json_list, list_json, opt_ts};
 use crate::{
-    ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore, OperationBinding,
-    SqliteStore, StoreError, StoreResult, TaskGrantRecord,
+    AccountSeen, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore,
+    OperationBinding, SqliteStore, StoreError, StoreResult, TaskGrantRecord,
 };
 
 fn task_grant_from_row(row: &SqliteRow) -> StoreResult<TaskGrantRecord> {
@@ -203,6 +203,7 @@ impl GatingStore for SqliteStore {
         id: &str,
         decision: &ApprovalDecision,
         decided_by: &str,
+        account: Option<&AccountSeen>,
         now: Timestamp,
     ) -> StoreResult<Option<ApprovalRecord>> {
         let (status, token_hash, token_expires_at) = match decision {
@@ -216,10 +217,15 @@ impl GatingStore for SqliteStore {
             ),
             ApprovalDecision::Deny => (ApprovalStatus::Denied, None, None),
         };
+        // A user decides only as the account the decision saw; SQLite runs
+        // one write at a time, so a password change or disable commits
+        // wholly before (no match here) or after (it ends the token).
         let row = sqlx::query(
             "UPDATE approvals SET status = $1, token_hash = $2, token_expires_at = $3, \
              decided_by = $4, decided_at = $5 \
              WHERE id = $6 AND status = 'pending' AND expires_at > $5 \
+             AND ($7 IS NULL OR EXISTS (SELECT 1 FROM users WHERE username = $4 \
+             AND password_hash = $7 AND roles = $8 AND disabled_at IS NULL)) \
              RETURNING *",
         )
         .bind(status.as_str())
@@ -228,6 +234,8 @@ impl GatingStore for SqliteStore {
         .bind(decided_by)
         .bind(now.0)
         .bind(id)
+        .bind(account.map(|a| a.password_hash.as_str()))
+        .bind(account.map(|a| list_json(&a.roles)).transpose()?)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(approval_from_row).transpose()

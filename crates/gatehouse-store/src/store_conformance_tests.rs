@@ -10,12 +10,12 @@ use std::sync::Arc;
 use gatehouse_core::{AuditEvent, AuditKind, ChainLink, Outcome, Timestamp};
 
 use crate::{
-    AckOutcome, AlertRecord, ApiKeyRecord, ApprovalDecision, ApprovalRecord, ApprovalStatus,
-    AuditCheckpoint, AuditQuery, AuthCodeRecord, AuthLock, ClientRecord, CodeRedemption,
-    DeliveryResult, DeliveryState, DevicePoll, DeviceRecord, DeviceStatus, GrantRecord,
-    LoginCounter, LoginThrottle, OperationBinding, PreviousSecret, RefreshRotation,
-    RefreshTokenRecord, SigningKeyRecord, Store, StoreError, TaskGrantRecord, ToolDefinitionRecord,
-    UserRecord,
+    AccountSeen, AckOutcome, AlertRecord, ApiKeyRecord, ApprovalDecision, ApprovalRecord,
+    ApprovalStatus, AuditCheckpoint, AuditQuery, AuthCodeRecord, AuthLock, ClientRecord,
+    CodeRedemption, DeliveryResult, DeliveryState, DeviceDecision, DevicePoll, DeviceRecord,
+    DeviceStatus, GrantRecord, LoginCounter, LoginThrottle, NewGrant, OperationBinding,
+    PreviousSecret, RefreshRotation, RefreshTokenRecord, SigningKeyRecord, Store, StoreError,
+    TaskGrantRecord, ToolDefinitionRecord, UserRecord,
 };
 
 pub(crate) type TestStore = Arc<dyn Store>;
@@ -56,6 +56,8 @@ macro_rules! conformance_tests {
             an_enabled_user_signs_in_again_without_what_the_disable_revoked,
             a_browser_session_is_deleted_once,
             a_session_starts_only_under_the_password_the_sign_in_checked,
+            an_approval_is_decided_only_by_the_account_the_decision_saw,
+            a_grant_is_stored_only_for_the_user_its_decision_saw,
             device_polls_pending_slow_down_approved_once,
             a_denied_device_authorization_reports_denied,
             unused_dynamic_clients_are_deleted,
@@ -91,6 +93,7 @@ macro_rules! conformance_tests {
             concurrent_takes_of_a_request_succeed_once,
             concurrent_device_polls_are_slowed_down,
             concurrent_device_decisions_decide_once,
+            concurrent_consents_and_a_password_change_leave_no_live_grant,
             concurrent_key_rotations_rotate_once,
             concurrent_revocations_revoke_once,
             concurrent_client_secret_rotations_rotate_once,
@@ -199,6 +202,15 @@ fn grant(id: &str) -> GrantRecord {
         resource: "https://gh.example/mcp".into(),
         created_at: Timestamp(1_000),
         revoked_at: None,
+    }
+}
+
+/// A grant to store as a decision made under the user's current password
+/// hash would (`user(..)` has `STUB_HASH`).
+fn decided(grant: &GrantRecord) -> NewGrant<'_> {
+    NewGrant {
+        grant,
+        password_hash: STUB_HASH,
     }
 }
 
@@ -956,8 +968,9 @@ pub(crate) async fn revoked_tokens_are_listed_until_past_the_leeway(store: TestS
 // --- Authorization --------------------------------------------------------
 
 pub(crate) async fn a_code_is_redeemed_once_and_a_replay_names_its_grant(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
     store
-        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .insert_code_grant(decided(&grant("g1")), &code("h1", "g1"))
         .await
         .unwrap();
     match store.redeem_code("h1", Timestamp(2_000)).await.unwrap() {
@@ -980,7 +993,7 @@ pub(crate) async fn a_code_is_redeemed_once_and_a_replay_names_its_grant(store: 
     // A grant and code are stored together or not at all.
     assert!(
         store
-            .insert_code_grant(&grant("g2"), &code("h1", "g2"))
+            .insert_code_grant(decided(&grant("g2")), &code("h1", "g2"))
             .await
             .is_err()
     );
@@ -993,8 +1006,9 @@ pub(crate) async fn a_code_is_redeemed_once_and_a_replay_names_its_grant(store: 
 }
 
 pub(crate) async fn an_expired_code_is_invalid(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
     store
-        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .insert_code_grant(decided(&grant("g1")), &code("h1", "g1"))
         .await
         .unwrap();
     assert_eq!(
@@ -1003,7 +1017,7 @@ pub(crate) async fn an_expired_code_is_invalid(store: TestStore) {
     );
     // A code of a revoked grant is no good either.
     store
-        .insert_code_grant(&grant("g2"), &code("h2", "g2"))
+        .insert_code_grant(decided(&grant("g2")), &code("h2", "g2"))
         .await
         .unwrap();
     store.revoke_grant("g2", Timestamp(1_500)).await.unwrap();
@@ -1016,8 +1030,9 @@ pub(crate) async fn an_expired_code_is_invalid(store: TestStore) {
 pub(crate) async fn revoking_a_grant_revokes_its_access_tokens_and_refresh_tokens(
     store: TestStore,
 ) {
+    store.insert_user(&user("alice")).await.unwrap();
     store
-        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .insert_code_grant(decided(&grant("g1")), &code("h1", "g1"))
         .await
         .unwrap();
     assert!(
@@ -1063,8 +1078,9 @@ pub(crate) async fn revoking_a_grant_revokes_its_access_tokens_and_refresh_token
 }
 
 pub(crate) async fn refresh_rotation_and_its_grant(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
     store
-        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .insert_code_grant(decided(&grant("g1")), &code("h1", "g1"))
         .await
         .unwrap();
     store
@@ -1365,7 +1381,7 @@ pub(crate) async fn disabling_a_user_ends_sessions_and_grants(store: TestStore) 
         None
     );
     store
-        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .insert_code_grant(decided(&grant("g1")), &code("h1", "g1"))
         .await
         .unwrap();
     store
@@ -1417,7 +1433,7 @@ async fn users_with_sessions_and_grants(store: &TestStore) {
         let mut g = grant(&format!("g-{name}"));
         g.username = name.into();
         store
-            .insert_code_grant(&g, &code(&format!("c-{name}"), &g.id))
+            .insert_code_grant(decided(&g), &code(&format!("c-{name}"), &g.id))
             .await
             .unwrap();
         assert!(
@@ -1441,7 +1457,13 @@ async fn users_with_sessions_and_grants(store: &TestStore) {
             .await
             .unwrap();
         store
-            .decide_approval(&id, &approve(&format!("h-{name}")), name, Timestamp(2_000))
+            .decide_approval(
+                &id,
+                &approve(&format!("h-{name}")),
+                name,
+                None,
+                Timestamp(2_000),
+            )
             .await
             .unwrap()
             .unwrap();
@@ -1650,6 +1672,180 @@ pub(crate) async fn a_session_starts_only_under_the_password_the_sign_in_checked
     );
 }
 
+pub(crate) async fn a_grant_is_stored_only_for_the_user_its_decision_saw(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
+    store
+        .insert_device(&device("d1", "BCDFGHJK"))
+        .await
+        .unwrap();
+    let stale = |grant| NewGrant {
+        grant,
+        password_hash: "$argon2id$old",
+    };
+    // A consent decided under another password hash stores nothing.
+    let g1 = grant("g1");
+    assert!(
+        !store
+            .insert_code_grant(stale(&g1), &code("h1", "g1"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.redeem_code("h1", Timestamp(2_000)).await.unwrap(),
+        CodeRedemption::Invalid
+    );
+    // Another tenant or other roles than the user has now: nothing either
+    // (the provider took a role away while the consent page was open).
+    let mut other_roles = grant("g2");
+    other_roles.roles = vec!["reader".into(), "admin".into()];
+    assert!(
+        !store
+            .insert_code_grant(decided(&other_roles), &code("h2", "g2"))
+            .await
+            .unwrap()
+    );
+    let mut other_tenant = grant("g3");
+    other_tenant.tenant = "globex".into();
+    assert!(!store.insert_grant(decided(&other_tenant)).await.unwrap());
+    // A device approved under the old password stays pending, grantless.
+    let mut g4 = grant("g4");
+    g4.client_id = "ghc_tv".into();
+    assert_eq!(
+        store
+            .decide_device("BCDFGHJK", Some(stale(&g4)), Timestamp(1_000))
+            .await
+            .unwrap(),
+        DeviceDecision::UserChanged
+    );
+    assert_eq!(
+        store
+            .device_by_user_code("BCDFGHJK", Timestamp(1_000))
+            .await
+            .unwrap()
+            .map(|d| (d.status, d.grant_id)),
+        Some((DeviceStatus::Pending, None))
+    );
+    // Under the user as they are, everything is stored.
+    assert!(
+        store
+            .insert_code_grant(decided(&grant("g5")), &code("h5", "g5"))
+            .await
+            .unwrap()
+    );
+    assert!(store.insert_grant(decided(&grant("g6"))).await.unwrap());
+    assert_eq!(
+        store
+            .decide_device("BCDFGHJK", Some(decided(&g4)), Timestamp(1_000))
+            .await
+            .unwrap(),
+        DeviceDecision::Decided
+    );
+    // A disabled user gets nothing, whatever the hash.
+    assert!(store.disable_user("alice", Timestamp(3_000)).await.unwrap());
+    assert!(!store.insert_grant(decided(&grant("g7"))).await.unwrap());
+    assert!(
+        !store
+            .insert_grant(decided(&GrantRecord {
+                username: "nobody".into(),
+                ..grant("g8")
+            }))
+            .await
+            .unwrap()
+    );
+    for id in ["g1", "g2", "g3", "g7", "g8"] {
+        assert!(
+            !store
+                .record_issued(id, &format!("jti-{id}"), Timestamp(900_000), None)
+                .await
+                .unwrap(),
+            "{id} must not exist"
+        );
+    }
+}
+
+pub(crate) async fn an_approval_is_decided_only_by_the_account_the_decision_saw(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
+    for id in ["apr_1", "apr_2", "apr_3"] {
+        store
+            .insert_approval(&approval(id, "acme", 1_000))
+            .await
+            .unwrap();
+    }
+    let seen = AccountSeen {
+        password_hash: STUB_HASH.into(),
+        roles: vec!["reader".into()],
+    };
+    let stale = AccountSeen {
+        password_hash: "$argon2id$old".into(),
+        ..seen.clone()
+    };
+    let demoted = AccountSeen {
+        roles: vec!["reader".into(), "admin".into()],
+        ..seen.clone()
+    };
+    for account in [&stale, &demoted] {
+        assert_eq!(
+            store
+                .decide_approval(
+                    "apr_1",
+                    &approve("h1"),
+                    "alice",
+                    Some(account),
+                    Timestamp(2_000)
+                )
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        store.approval("apr_1").await.unwrap().unwrap().status,
+        ApprovalStatus::Pending,
+        "an account that changed decides nothing"
+    );
+    let decided = store
+        .decide_approval(
+            "apr_1",
+            &approve("h1"),
+            "alice",
+            Some(&seen),
+            Timestamp(2_000),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(decided.status, ApprovalStatus::Approved);
+    // Another user's name with alice's account: nothing.
+    assert_eq!(
+        store
+            .decide_approval(
+                "apr_2",
+                &approve("h2"),
+                "bob",
+                Some(&seen),
+                Timestamp(2_000)
+            )
+            .await
+            .unwrap(),
+        None
+    );
+    // Disabled meanwhile: nothing either.
+    assert!(store.disable_user("alice", Timestamp(3_000)).await.unwrap());
+    assert_eq!(
+        store
+            .decide_approval(
+                "apr_3",
+                &approve("h3"),
+                "alice",
+                Some(&seen),
+                Timestamp(3_500)
+            )
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 pub(crate) async fn a_browser_session_is_deleted_once(store: TestStore) {
     store.insert_user(&user("alice")).await.unwrap();
     for id in ["s1", "s2"] {
@@ -1674,6 +1870,7 @@ pub(crate) async fn a_browser_session_is_deleted_once(store: TestStore) {
 }
 
 pub(crate) async fn device_polls_pending_slow_down_approved_once(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
     store
         .insert_device(&device("d1", "BCDFGHJK"))
         .await
@@ -1724,18 +1921,20 @@ pub(crate) async fn device_polls_pending_slow_down_approved_once(store: TestStor
     );
     let mut g = grant("g-dev");
     g.client_id = "ghc_tv".into();
-    assert!(
+    assert_eq!(
         store
-            .decide_device("BCDFGHJK", Some(&g), Timestamp(40_000))
+            .decide_device("BCDFGHJK", Some(decided(&g)), Timestamp(40_000))
             .await
-            .unwrap()
+            .unwrap(),
+        DeviceDecision::Decided
     );
     // A decision is final.
-    assert!(
-        !store
+    assert_eq!(
+        store
             .decide_device("BCDFGHJK", None, Timestamp(41_000))
             .await
-            .unwrap()
+            .unwrap(),
+        DeviceDecision::NotPending
     );
     assert_eq!(poll(100_000).await, DevicePoll::Approved(g));
     assert_eq!(poll(200_000).await, DevicePoll::Invalid);
@@ -1754,11 +1953,12 @@ pub(crate) async fn a_denied_device_authorization_reports_denied(store: TestStor
         .insert_device(&device("d1", "BCDFGHJK"))
         .await
         .unwrap();
-    assert!(
+    assert_eq!(
         store
             .decide_device("BCDFGHJK", None, Timestamp(1_000))
             .await
-            .unwrap()
+            .unwrap(),
+        DeviceDecision::Decided
     );
     assert_eq!(
         store
@@ -1772,11 +1972,12 @@ pub(crate) async fn a_denied_device_authorization_reports_denied(store: TestStor
         .insert_device(&device("d2", "XXXXYYYY"))
         .await
         .unwrap();
-    assert!(
-        !store
+    assert_eq!(
+        store
             .decide_device("XXXXYYYY", None, Timestamp(600_000))
             .await
-            .unwrap()
+            .unwrap(),
+        DeviceDecision::NotPending
     );
 }
 
@@ -1883,6 +2084,7 @@ pub(crate) async fn metadata_document_clients_are_capped_and_unused_ones_deleted
 }
 
 pub(crate) async fn purge_removes_only_expired_records(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
     store
         .insert_authorization_request("old", "c", "{}", Timestamp(0), Timestamp(100))
         .await
@@ -1900,7 +2102,7 @@ pub(crate) async fn purge_removes_only_expired_records(store: TestStore) {
         .await
         .unwrap();
     store
-        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .insert_code_grant(decided(&grant("g1")), &code("h1", "g1"))
         .await
         .unwrap();
     store.purge_expired(Timestamp(5_000)).await.unwrap();
@@ -2187,7 +2389,7 @@ pub(crate) async fn an_approval_is_decided_once(store: TestStore) {
         .await
         .unwrap();
     let decided = store
-        .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(2_000))
+        .decide_approval("apr_1", &approve("h1"), "alice", None, Timestamp(2_000))
         .await
         .unwrap()
         .unwrap();
@@ -2209,14 +2411,20 @@ pub(crate) async fn an_approval_is_decided_once(store: TestStore) {
     // Neither a second approval nor a late denial changes it.
     assert_eq!(
         store
-            .decide_approval("apr_1", &approve("h2"), "bob", Timestamp(2_500))
+            .decide_approval("apr_1", &approve("h2"), "bob", None, Timestamp(2_500))
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         store
-            .decide_approval("apr_1", &ApprovalDecision::Deny, "bob", Timestamp(2_500))
+            .decide_approval(
+                "apr_1",
+                &ApprovalDecision::Deny,
+                "bob",
+                None,
+                Timestamp(2_500)
+            )
             .await
             .unwrap(),
         None
@@ -2225,7 +2433,7 @@ pub(crate) async fn an_approval_is_decided_once(store: TestStore) {
     assert_eq!(store.approval_by_token("h2").await.unwrap(), None);
     assert_eq!(
         store
-            .decide_approval("missing", &approve("h3"), "alice", Timestamp(2_000))
+            .decide_approval("missing", &approve("h3"), "alice", None, Timestamp(2_000))
             .await
             .unwrap(),
         None
@@ -2238,7 +2446,13 @@ pub(crate) async fn a_denied_approval_is_final_and_issues_no_token(store: TestSt
         .await
         .unwrap();
     let denied = store
-        .decide_approval("apr_1", &ApprovalDecision::Deny, "alice", Timestamp(2_000))
+        .decide_approval(
+            "apr_1",
+            &ApprovalDecision::Deny,
+            "alice",
+            None,
+            Timestamp(2_000),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -2249,7 +2463,7 @@ pub(crate) async fn a_denied_approval_is_final_and_issues_no_token(store: TestSt
     assert_eq!(denied, expected);
     assert_eq!(
         store
-            .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(2_500))
+            .decide_approval("apr_1", &approve("h1"), "alice", None, Timestamp(2_500))
             .await
             .unwrap(),
         None
@@ -2272,14 +2486,20 @@ pub(crate) async fn an_expired_approval_cannot_be_decided(store: TestStore) {
     // It expires at 60 000, inclusive.
     assert_eq!(
         store
-            .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(60_000))
+            .decide_approval("apr_1", &approve("h1"), "alice", None, Timestamp(60_000))
             .await
             .unwrap(),
         None
     );
     assert_eq!(
         store
-            .decide_approval("apr_1", &ApprovalDecision::Deny, "alice", Timestamp(70_000))
+            .decide_approval(
+                "apr_1",
+                &ApprovalDecision::Deny,
+                "alice",
+                None,
+                Timestamp(70_000)
+            )
             .await
             .unwrap(),
         None
@@ -2297,7 +2517,7 @@ pub(crate) async fn an_operation_token_is_redeemed_once(store: TestStore) {
         .await
         .unwrap();
     store
-        .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(2_000))
+        .decide_approval("apr_1", &approve("h1"), "alice", None, Timestamp(2_000))
         .await
         .unwrap()
         .unwrap();
@@ -2331,7 +2551,7 @@ pub(crate) async fn a_mismatching_binding_redeems_nothing(store: TestStore) {
         .await
         .unwrap();
     let approved = store
-        .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(2_000))
+        .decide_approval("apr_1", &approve("h1"), "alice", None, Timestamp(2_000))
         .await
         .unwrap()
         .unwrap();
@@ -2422,7 +2642,7 @@ pub(crate) async fn a_mismatching_binding_redeems_nothing(store: TestStore) {
     outside.task_grant = None;
     store.insert_approval(&outside).await.unwrap();
     store
-        .decide_approval("apr_2", &approve("h2"), "alice", Timestamp(2_000))
+        .decide_approval("apr_2", &approve("h2"), "alice", None, Timestamp(2_000))
         .await
         .unwrap()
         .unwrap();
@@ -2451,7 +2671,7 @@ pub(crate) async fn only_an_approved_unexpired_token_is_redeemed(store: TestStor
         .await
         .unwrap();
     store
-        .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(2_000))
+        .decide_approval("apr_1", &approve("h1"), "alice", None, Timestamp(2_000))
         .await
         .unwrap()
         .unwrap();
@@ -2492,7 +2712,13 @@ pub(crate) async fn only_an_approved_unexpired_token_is_redeemed(store: TestStor
         .await
         .unwrap();
     store
-        .decide_approval("apr_4", &ApprovalDecision::Deny, "alice", Timestamp(2_000))
+        .decide_approval(
+            "apr_4",
+            &ApprovalDecision::Deny,
+            "alice",
+            None,
+            Timestamp(2_000),
+        )
         .await
         .unwrap()
         .unwrap();
@@ -2625,6 +2851,7 @@ pub(crate) async fn purge_removes_gating_records_a_day_after_they_end(store: Tes
                 token_expires_at: Timestamp(60_000 + DAY),
             },
             "alice",
+            None,
             Timestamp(1_000),
         )
         .await
@@ -2663,8 +2890,9 @@ pub(crate) async fn purge_removes_gating_records_a_day_after_they_end(store: Tes
 // --- Concurrency ----------------------------------------------------------
 
 pub(crate) async fn concurrent_redemptions_of_one_code_let_exactly_one_through(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
     store
-        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .insert_code_grant(decided(&grant("g1")), &code("h1", "g1"))
         .await
         .unwrap();
     let results = race(&store, 8, |store, _| async move {
@@ -2683,8 +2911,9 @@ pub(crate) async fn concurrent_redemptions_of_one_code_let_exactly_one_through(s
 }
 
 pub(crate) async fn concurrent_refreshes_rotate_exactly_once(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
     store
-        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .insert_code_grant(decided(&grant("g1")), &code("h1", "g1"))
         .await
         .unwrap();
     store
@@ -2719,10 +2948,14 @@ pub(crate) async fn concurrent_refreshes_rotate_exactly_once(store: TestStore) {
 }
 
 pub(crate) async fn concurrent_issue_and_revoke_never_leave_a_token_unlisted(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
     for round in 0..20 {
         let grant_id = format!("g{round}");
         store
-            .insert_code_grant(&grant(&grant_id), &code(&format!("h{round}"), &grant_id))
+            .insert_code_grant(
+                decided(&grant(&grant_id)),
+                &code(&format!("h{round}"), &grant_id),
+            )
             .await
             .unwrap();
         // Seven issuers and one revoker (index 3) race on one grant.
@@ -2952,7 +3185,10 @@ pub(crate) async fn a_role_taken_away_revokes_what_the_user_authorized(store: Te
 
 pub(crate) async fn a_grant_without_a_code_is_revoked_with_its_user(store: TestStore) {
     store.insert_user(&user("alice")).await.unwrap();
-    store.insert_grant(&grant("g-assert")).await.unwrap();
+    store
+        .insert_grant(decided(&grant("g-assert")))
+        .await
+        .unwrap();
     assert!(
         store
             .record_issued("g-assert", "jti-a", Timestamp(900_000), None)
@@ -3031,7 +3267,43 @@ pub(crate) async fn concurrent_device_polls_are_slowed_down(store: TestStore) {
     );
 }
 
+/// `users passwd` (revoking) races consents decided under the old password:
+/// whichever order the database puts them in, no grant made under the old
+/// password is left live.
+pub(crate) async fn concurrent_consents_and_a_password_change_leave_no_live_grant(
+    store: TestStore,
+) {
+    store.insert_user(&user("alice")).await.unwrap();
+    let results = race(&store, 12, |store, i| async move {
+        if i == 6 {
+            store
+                .change_user_password("alice", "$argon2id$new", true, Timestamp(5_000))
+                .await
+                .unwrap();
+            return None;
+        }
+        let id = format!("g{i}");
+        let stored = store
+            .insert_code_grant(decided(&grant(&id)), &code(&format!("h{i}"), &id))
+            .await
+            .unwrap();
+        Some((id, stored))
+    })
+    .await;
+    for (id, stored) in results.into_iter().flatten() {
+        let live = store
+            .record_issued(&id, &format!("jti-{id}"), Timestamp(900_000), None)
+            .await
+            .unwrap();
+        assert!(
+            !live,
+            "grant {id} (stored: {stored}) outlived the password change"
+        );
+    }
+}
+
 pub(crate) async fn concurrent_device_decisions_decide_once(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
     store
         .insert_device(&device("d1", "BCDFGHJK"))
         .await
@@ -3041,9 +3313,10 @@ pub(crate) async fn concurrent_device_decisions_decide_once(store: TestStore) {
         g.client_id = "ghc_tv".into();
         let approve = i % 2 == 0;
         let decided = store
-            .decide_device("BCDFGHJK", approve.then_some(&g), Timestamp(1_000))
+            .decide_device("BCDFGHJK", approve.then(|| decided(&g)), Timestamp(1_000))
             .await
-            .unwrap();
+            .unwrap()
+            == DeviceDecision::Decided;
         (decided, approve.then_some(g))
     })
     .await;
@@ -3129,7 +3402,7 @@ pub(crate) async fn concurrent_redemptions_of_one_operation_token_let_exactly_on
         .await
         .unwrap();
     store
-        .decide_approval("apr_1", &approve("h1"), "alice", Timestamp(2_000))
+        .decide_approval("apr_1", &approve("h1"), "alice", None, Timestamp(2_000))
         .await
         .unwrap()
         .unwrap();
@@ -3159,7 +3432,13 @@ pub(crate) async fn concurrent_decisions_of_one_approval_decide_once(store: Test
             ApprovalDecision::Deny
         };
         store
-            .decide_approval("apr_1", &decision, &format!("admin-{i}"), Timestamp(2_000))
+            .decide_approval(
+                "apr_1",
+                &decision,
+                &format!("admin-{i}"),
+                None,
+                Timestamp(2_000),
+            )
             .await
             .unwrap()
     })
@@ -3475,12 +3754,13 @@ pub(crate) async fn a_lifecycle_notice_is_recorded_once_per_basis(store: TestSto
 pub(crate) async fn grant_use_is_recorded_coalesced_and_only_live_grants_are_listed(
     store: TestStore,
 ) {
+    store.insert_user(&user("alice")).await.unwrap();
     store
-        .insert_code_grant(&grant("g1"), &code("h1", "g1"))
+        .insert_code_grant(decided(&grant("g1")), &code("h1", "g1"))
         .await
         .unwrap();
     store
-        .insert_code_grant(&grant("g2"), &code("h2", "g2"))
+        .insert_code_grant(decided(&grant("g2")), &code("h2", "g2"))
         .await
         .unwrap();
     let used = |grants: &[crate::GrantUse], id: &str| {

@@ -5,12 +5,13 @@ use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, Timestamp};
 
 use crate::{
-    AckOutcome, AlertRecord, AlertStore, ApiKeyRecord, ApprovalDecision, ApprovalRecord,
-    AuditCheckpoint, AuditQuery, AuditRow, AuthCodeRecord, AuthLock, AuthorizationStore,
-    ClientRecord, CodeRedemption, DeliveryResult, DevicePoll, DeviceRecord, GatingStore,
-    GrantRecord, GrantUse, LifecycleStore, LoginCounter, LoginThrottle, OperationBinding, PinStore,
-    RefreshRotation, RefreshTokenRecord, SigningKeyRecord, Store, StoreError, StoreResult,
-    TaskGrantRecord, ToolDefinitionRecord, ToolPinRecord, UserRecord,
+    AccountSeen, AckOutcome, AlertRecord, AlertStore, ApiKeyRecord, ApprovalDecision,
+    ApprovalRecord, AuditCheckpoint, AuditQuery, AuditRow, AuthCodeRecord, AuthLock,
+    AuthorizationStore, ClientRecord, CodeRedemption, DeliveryResult, DeviceDecision, DevicePoll,
+    DeviceRecord, GatingStore, GrantRecord, GrantUse, LifecycleStore, LoginCounter, LoginThrottle,
+    NewGrant, OperationBinding, PinStore, RefreshRotation, RefreshTokenRecord, SigningKeyRecord,
+    Store, StoreError, StoreResult, TaskGrantRecord, ToolDefinitionRecord, ToolPinRecord,
+    UserRecord,
 };
 
 /// A store whose every call fails, to check that tools fail closed.
@@ -238,7 +239,7 @@ impl AuthorizationStore for DownStore {
     async fn put_consent(&self, _: &str, _: &str, _: &str, _: Timestamp) -> StoreResult<()> {
         down()
     }
-    async fn insert_code_grant(&self, _: &GrantRecord, _: &AuthCodeRecord) -> StoreResult<()> {
+    async fn insert_code_grant(&self, _: NewGrant<'_>, _: &AuthCodeRecord) -> StoreResult<bool> {
         down()
     }
     async fn redeem_code(&self, _: &str, _: Timestamp) -> StoreResult<CodeRedemption> {
@@ -275,9 +276,9 @@ impl AuthorizationStore for DownStore {
     async fn decide_device(
         &self,
         _: &str,
-        _: Option<&GrantRecord>,
+        _: Option<NewGrant<'_>>,
         _: Timestamp,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<DeviceDecision> {
         down()
     }
     async fn poll_device(&self, _: &str, _: &str, _: Timestamp) -> StoreResult<DevicePoll> {
@@ -328,7 +329,7 @@ impl AuthorizationStore for DownStore {
     ) -> StoreResult<()> {
         down()
     }
-    async fn insert_grant(&self, _: &GrantRecord) -> StoreResult<()> {
+    async fn insert_grant(&self, _: NewGrant<'_>) -> StoreResult<bool> {
         down()
     }
 }
@@ -370,6 +371,7 @@ impl GatingStore for DownStore {
         _: &str,
         _: &ApprovalDecision,
         _: &str,
+        _: Option<&AccountSeen>,
         _: Timestamp,
     ) -> StoreResult<Option<ApprovalRecord>> {
         down()

@@ -10,7 +10,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
 use crate::config::TracesConfig;
 
@@ -42,6 +42,10 @@ pub fn start(config: &TracesConfig) -> anyhow::Result<Option<(Telemetry, SdkTrac
         .build()
         .context("cannot start the OTLP exporter (traces.otlp_endpoint)")?;
     let provider = SdkTracerProvider::builder()
+        // Every request is exported. The SDK's default follows a remote
+        // parent's "not sampled" flag, which would let any caller, before
+        // authentication, keep its requests out of the traces.
+        .with_sampler(Sampler::AlwaysOn)
         .with_batch_exporter(exporter)
         .with_resource(
             Resource::builder()

@@ -7,6 +7,7 @@ use std::time::Duration;
 use gatehouse_core::{Clock, SystemClock, Timestamp};
 use gatehouse_store::Store;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::LifecycleCommand;
 use crate::context::Context;
@@ -173,7 +174,16 @@ async fn run_now(ctx: &Context, dry_run: bool, json_out: bool) -> anyhow::Result
     let (audit, writer) = ctx.command_audit_log(Arc::clone(&store))?;
     let signing_keys = master.as_ref().map(|master| SigningKeys { master });
     let alerts = ctx.command_alerts(Arc::clone(&store));
-    let result = apply(&store, &audit, &alerts, signing_keys.as_ref(), actions, now).await;
+    let result = apply(
+        &store,
+        &audit,
+        &alerts,
+        signing_keys.as_ref(),
+        actions,
+        now,
+        &CancellationToken::new(),
+    )
+    .await;
     ctx.close_command_audit_log(&store, audit, writer).await;
     let applied = result?;
     if json_out {

@@ -72,9 +72,12 @@ impl Housekeeping {
                         continue;
                     }
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = self.pass(now) => {}
+                // Not raced against shutdown: a pass cut between an action
+                // and its audit record would leave the action unaudited.
+                // It stops between actions instead.
+                self.pass(now, &shutdown).await;
+                if shutdown.is_cancelled() {
+                    break;
                 }
             }
             if let Err(e) = self.store.release_lease(LEASE, &holder).await {
@@ -83,9 +86,14 @@ impl Housekeeping {
         })
     }
 
-    async fn pass(&self, now: gatehouse_core::Timestamp) {
+    async fn pass(&self, now: gatehouse_core::Timestamp, shutdown: &CancellationToken) {
         let signing = self.master.as_ref().map(|master| SigningKeys { master });
-        let actions = match plan(&self.store, &self.policy, signing.is_some(), now).await {
+        // Planning only reads: a shutdown may cut it.
+        let planned = tokio::select! {
+            () = shutdown.cancelled() => return,
+            planned = plan(&self.store, &self.policy, signing.is_some(), now) => planned,
+        };
+        let actions = match planned {
             Ok(actions) => actions,
             Err(e) => {
                 tracing::warn!(error = %e, "lifecycle: cannot read the credentials");
@@ -102,6 +110,7 @@ impl Housekeeping {
             signing.as_ref(),
             actions,
             now,
+            shutdown,
         )
         .await
         {

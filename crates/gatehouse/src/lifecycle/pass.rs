@@ -19,6 +19,7 @@ use gatehouse_oauth::MasterKey;
 use gatehouse_store::{
     ApiKeyRecord, ClientRecord, SigningKeyState, Store, StoreError, signing_schedule,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::plan::{Step, Subject, due_steps, signing_key_steps};
 use crate::lifecycle::policy::{CredentialKind, LifecyclePolicy};
@@ -295,8 +296,9 @@ async fn revoke(
 }
 
 /// Does the planned actions, each with its audit record (written before
-/// the next action starts). Stops at the first error: what was done is
-/// audited, what was not is planned again by the next pass.
+/// the next action starts). Stops at the first error, and before the next
+/// action once `stop` is cancelled (never in the middle of one): what was
+/// done is audited, what was not is planned again by the next pass.
 pub async fn apply(
     store: &Arc<dyn Store>,
     audit: &AuditLog,
@@ -304,27 +306,18 @@ pub async fn apply(
     signing: Option<&SigningKeys<'_>>,
     actions: Vec<Action>,
     now: Timestamp,
+    stop: &CancellationToken,
 ) -> Result<Vec<Applied>, PassError> {
     let mut applied = Vec::with_capacity(actions.len());
     for action in actions {
+        if stop.is_cancelled() {
+            break;
+        }
         let subject = &action.subject;
         let mut new_kid = None;
         let done = match action.step {
             Step::WarnExpiring { .. } | Step::AlertUnused { .. } => {
-                match notice(action.step, subject) {
-                    Some((code, basis)) => {
-                        store
-                            .record_lifecycle_notice(
-                                subject.kind.as_str(),
-                                &subject.id,
-                                code,
-                                basis,
-                                now,
-                            )
-                            .await?
-                    }
-                    None => false,
-                }
+                warn(store, audit, alerts, &action, now).await?
             }
             Step::RevokeMaxAge | Step::RevokeUnused { .. } => revoke(store, subject, now).await?,
             Step::Rotate { activates_at } => match signing {
@@ -342,17 +335,23 @@ pub async fn apply(
                 None => false,
             },
         };
-        if done {
-            match alert(&action) {
-                Some(alert) => {
-                    alerts.raise(audit, &alert, now).await?;
-                }
-                None => {
-                    audit
-                        .record(event(&action, new_kid.as_deref(), now))
-                        .await?
-                }
-            }
+        let acted = matches!(
+            action.step,
+            Step::RevokeMaxAge | Step::RevokeUnused { .. } | Step::Rotate { .. }
+        );
+        if done
+            && acted
+            && let Err(e) = audit.record(event(&action, new_kid.as_deref(), now)).await
+        {
+            // Done, and its record lost: the operator's log says what.
+            tracing::error!(
+                credential = %subject.id,
+                action = action.step.code(),
+                detail = %action.detail,
+                error = %e,
+                "lifecycle: an action was done but its audit record could not be written"
+            );
+            return Err(e.into());
         }
         applied.push(Applied {
             action,
@@ -361,6 +360,30 @@ pub async fn apply(
         });
     }
     Ok(applied)
+}
+
+/// A warning: the alert first, then the notice that keeps later passes from
+/// raising it again. A pass that stops between the two (an error, a
+/// shutdown, a crash) raises the alert again next time, rather than never.
+async fn warn(
+    store: &Arc<dyn Store>,
+    audit: &AuditLog,
+    alerts: &Alerts,
+    action: &Action,
+    now: Timestamp,
+) -> Result<bool, PassError> {
+    let subject = &action.subject;
+    let (Some((code, basis)), Some(alert)) = (notice(action.step, subject), alert(action)) else {
+        return Ok(false);
+    };
+    alerts.raise(audit, &alert, now).await?;
+    let first = store
+        .record_lifecycle_notice(subject.kind.as_str(), &subject.id, code, basis, now)
+        .await?;
+    if !first {
+        tracing::debug!(credential = %subject.id, code, "lifecycle: another pass gave this notice too");
+    }
+    Ok(true)
 }
 
 /// A successor sealed under another master key than the servers' would

@@ -10,9 +10,12 @@ use gatehouse_audit::AuditLog;
 use gatehouse_core::{AuditKind, Timestamp};
 use gatehouse_oauth::MasterKey;
 use gatehouse_store::{
-    ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, GrantRecord, PostgresStore, SigningKeyState,
-    SqliteStore, Store, signing_schedule,
+    ApiKeyRecord, AuditQuery, AuditRow, ClientRecord, GrantRecord, NewGrant, PostgresStore,
+    SigningKeyState, SqliteStore, Store, UserRecord, signing_schedule,
 };
+
+use gatehouse_store::testing::DownStore;
+use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::lifecycle::plan::{
@@ -156,6 +159,29 @@ fn grant(id: &str, created: Timestamp) -> GrantRecord {
     }
 }
 
+/// Stores a grant of bob's as a consent would: bob exists, and the grant
+/// is stored under his password hash.
+async fn insert_bobs_grant(store: &dyn Store, grant: &GrantRecord) {
+    let bob = UserRecord {
+        username: grant.username.clone(),
+        tenant: grant.tenant.clone(),
+        roles: grant.roles.clone(),
+        password_hash: "$argon2id$stub".into(),
+        created_at: Timestamp(0),
+        disabled_at: None,
+    };
+    store.insert_user(&bob).await.unwrap();
+    assert!(
+        store
+            .insert_grant(NewGrant {
+                grant,
+                password_hash: &bob.password_hash,
+            })
+            .await
+            .unwrap()
+    );
+}
+
 fn policy(toml_text: &str) -> LifecyclePolicy {
     let config: LifecycleConfig = toml::from_str(toml_text).unwrap();
     config.validate().unwrap();
@@ -173,9 +199,17 @@ async fn pass(
     let (audit, writer) = AuditLog::start(Arc::clone(store), None, false).unwrap();
     let signing = master.map(|master| SigningKeys { master });
     let alerts = Alerts::new(Arc::clone(store));
-    let applied = apply(store, &audit, &alerts, signing.as_ref(), actions, now)
-        .await
-        .unwrap();
+    let applied = apply(
+        store,
+        &audit,
+        &alerts,
+        signing.as_ref(),
+        actions,
+        now,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     drop(audit);
     writer.wait().await;
     applied
@@ -260,7 +294,7 @@ async fn a_credential_at_its_maximum_age_is_revoked_and_audited() {
             .await
             .unwrap();
         store.touch_client("ghc_1", day(89)).await.unwrap();
-        store.insert_grant(&grant("g1", day(0))).await.unwrap();
+        insert_bobs_grant(store.as_ref(), &grant("g1", day(0))).await;
         // A dry run (the plan alone) changes nothing.
         let planned = plan(&store, &policy, false, day(90)).await.unwrap();
         assert_eq!(planned.len(), 3);
@@ -312,6 +346,7 @@ async fn a_credential_at_its_maximum_age_is_revoked_and_audited() {
             None,
             planned,
             day(90),
+            &CancellationToken::new(),
         )
         .await
         .unwrap();
@@ -339,7 +374,7 @@ async fn an_unused_credential_is_alerted_then_revoked() {
             .insert_client(&client("ghc_1", day(0), true))
             .await
             .unwrap();
-        store.insert_grant(&grant("g1", day(0))).await.unwrap();
+        insert_bobs_grant(store.as_ref(), &grant("g1", day(0))).await;
         store.touch_client("ghc_1", day(10)).await.unwrap();
 
         assert!(
@@ -558,9 +593,17 @@ async fn no_successor_is_added_under_a_master_key_that_cannot_open_the_signing_k
         let (audit, writer) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
         let signing = SigningKeys { master: &other };
         let alerts = Alerts::new(Arc::clone(&store));
-        let error = apply(&store, &audit, &alerts, Some(&signing), actions, day(89))
-            .await
-            .unwrap_err();
+        let error = apply(
+            &store,
+            &audit,
+            &alerts,
+            Some(&signing),
+            actions,
+            day(89),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
         drop(audit);
         writer.wait().await;
         assert!(error.to_string().contains("does not open"), "{error}");
@@ -572,6 +615,88 @@ async fn no_successor_is_added_under_a_master_key_that_cannot_open_the_signing_k
                 .unwrap()
                 .is_empty()
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_warning_whose_alert_cannot_be_raised_is_raised_by_the_next_pass() {
+    on_both(|store| async move {
+        let policy = policy("");
+        store
+            .insert_api_key(&key("k1", "default", day(0), Some(day(75))))
+            .await
+            .unwrap();
+        let actions = plan(&store, &policy, false, day(76)).await.unwrap();
+        assert_eq!(actions.len(), 1);
+        // The audit log cannot write (its database is down): the alert
+        // cannot be raised, so the notice that would silence it is not
+        // recorded either.
+        let down: Arc<dyn Store> = Arc::new(DownStore);
+        let (down_audit, writer) = AuditLog::start(Arc::clone(&down), None, false).unwrap();
+        let alerts = Alerts::new(Arc::clone(&down));
+        let error = apply(
+            &store,
+            &down_audit,
+            &alerts,
+            None,
+            actions,
+            day(76),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+        drop(down_audit);
+        writer.wait().await;
+        assert!(matches!(error, PassError::Alert(_)), "{error}");
+        let applied = pass(&store, &policy, None, day(77)).await;
+        assert_eq!(codes(&applied), [("k1".into(), CREDENTIAL_EXPIRING, true)]);
+        assert_eq!(audit(&store, AuditKind::Alert).await.len(), 1);
+        assert!(pass(&store, &policy, None, day(78)).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stopped_pass_does_nothing_more() {
+    on_both(|store| async move {
+        let policy = policy("");
+        store
+            .insert_api_key(&key("k1", "default", day(0), Some(day(89))))
+            .await
+            .unwrap();
+        let actions = plan(&store, &policy, false, day(90)).await.unwrap();
+        assert_eq!(actions.len(), 1);
+        let (log, writer) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let applied = apply(
+            &store,
+            &log,
+            &Alerts::new(Arc::clone(&store)),
+            None,
+            actions,
+            day(90),
+            &stop,
+        )
+        .await
+        .unwrap();
+        drop(log);
+        writer.wait().await;
+        assert!(applied.is_empty());
+        assert!(
+            store
+                .api_key("k1")
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_none()
+        );
+        // The next pass does it, with its record.
+        let applied = pass(&store, &policy, None, day(90)).await;
+        assert_eq!(codes(&applied), [("k1".into(), REVOKED_MAX_AGE, true)]);
+        assert_eq!(audit(&store, AuditKind::Lifecycle).await.len(), 1);
     })
     .await;
 }

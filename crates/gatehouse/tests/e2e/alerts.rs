@@ -310,6 +310,39 @@ async fn repeated_role_refusals_in_a_session_end_it() {
 }
 
 #[tokio::test]
+async fn refusals_spread_over_new_sessions_still_make_an_incident() {
+    let server = Server::start(Some("version = 1\n[alerts]\nviolations = 3\n"));
+    let (id, reader) = server.create_key("agent", "reader", &[]);
+    for i in 1..=3 {
+        // A new session for every refusal: no session reaches the threshold.
+        let session = super::sessions::initialize(&server, &reader).await;
+        let response = server
+            .post_legacy(
+                &reader,
+                Some(&session),
+                json!({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                       "params": {"name": "send_email", "arguments": {"to": "a@example.com", "subject": "s", "body": "b"}}}),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let text = response.text().await.unwrap();
+        assert_eq!(reason(&parse_body(&text)), "role_not_allowed", "{text}");
+    }
+    let listed = server.cli_json(&["alerts", "list"]);
+    let incidents = with_code(listed.as_array().unwrap(), "policy_incident");
+    assert_eq!(incidents.len(), 1, "{listed}");
+    assert_eq!(
+        incidents[0]["subject"],
+        format!("caller {id} (tenant default)")
+    );
+    let detail = incidents[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("3 calls refused") && detail.contains("across the caller's"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
 async fn a_task_grant_used_past_its_expected_duration_is_reported_once() {
     let dir = tempfile::tempdir().unwrap();
     let policy = DEFAULT_POLICY.replace(

@@ -134,6 +134,11 @@ impl Server {
     }
 
     pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.cli_with_env(args, &[], stdin)
+    }
+
+    /// Runs a CLI subcommand with `env` set on top of the server's.
+    pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
         let mut command = Command::new(BIN);
         command
             .args(args)
@@ -142,6 +147,7 @@ impl Server {
             .env_remove("GATEHOUSE_CONFIG")
             .env_remove("GATEHOUSE_PEPPER")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -252,3 +252,51 @@ const NOBODY: u32 = 65534;
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// `secrets set` from a shell without the servers' master key (another key
+/// in the environment, or none where the servers take theirs from the
+/// environment) refuses and stores nothing: a secret sealed under a key the
+/// servers do not have would fail every call that needs it.
+#[tokio::test]
+async fn a_secret_is_never_sealed_under_a_key_the_servers_do_not_have() {
+    let server = Server::start(None);
+    // The embedded authorization server's signing key is sealed under
+    // <data-dir>/master.key.
+    let other = "ab".repeat(32);
+    let out = server.cli_with_env(
+        &["secrets", "set", "db_password"],
+        &[("GATEHOUSE_MASTER_KEY", &other)],
+        Some("value-1"),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("opens none of the keys"), "{stderr}");
+    assert!(
+        !stderr.contains(&other) && !stderr.contains("value-1"),
+        "{stderr}"
+    );
+    let listed = server.cli(&["secrets", "list"]);
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains("db_password"),
+        "nothing is stored"
+    );
+
+    // The servers' key file gone from this shell's view: no new one is made.
+    let key_file = server.data_dir().join("master.key");
+    let kept = server.data_dir().join("master.key.kept");
+    std::fs::rename(&key_file, &kept).unwrap();
+    let out = server.cli_with_stdin(&["secrets", "set", "db_password"], Some("value-1"));
+    assert!(!out.status.success());
+    assert!(!key_file.exists(), "no stray master key was made");
+    std::fs::rename(&kept, &key_file).unwrap();
+
+    // With the servers' key it is stored.
+    let out = server.cli_with_stdin(&["secrets", "set", "db_password"], Some("value-1"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = server.cli(&["secrets", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("db_password"));
+}

@@ -121,6 +121,24 @@ async fn spans_are_exported_over_otlp_with_the_callers_parent() {
         Some(&format!("00-{meta_trace}-b7ad6b7169203331-01")),
     )
     .await;
+    // A caller cannot switch the export of its requests off: a parent marked
+    // "not sampled" (trace flags 00) is followed, and the spans exported.
+    let unsampled_header_trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let unsampled_meta_trace = "1af7651916cd43dd8448eb211c80319d";
+    call(
+        &server,
+        &reader,
+        Some(&format!("00-{unsampled_header_trace}-00f067aa0ba902b8-00")),
+        None,
+    )
+    .await;
+    call(
+        &server,
+        &reader,
+        None,
+        Some(&format!("00-{unsampled_meta_trace}-b7ad6b7169203332-00")),
+    )
+    .await;
     // Shutting down exports what is still batched: nothing here waits on a
     // timer.
     assert!(server.stop().success());
@@ -129,7 +147,13 @@ async fn spans_are_exported_over_otlp_with_the_callers_parent() {
     assert!(contains(&bodies, b"gatehouse-e2e"), "service.name");
     assert!(contains(&bodies, b"tools/call"), "the tools/call span");
     // Trace and parent ids are raw bytes in the protobuf.
-    for id in [header_trace, header_parent, meta_trace] {
+    for id in [
+        header_trace,
+        header_parent,
+        meta_trace,
+        unsampled_header_trace,
+        unsampled_meta_trace,
+    ] {
         assert!(
             contains(&bodies, &hex::decode(id).unwrap()),
             "{id} is not in the exported spans"
