@@ -301,6 +301,11 @@ pub struct TaskClaim {
     pub base_kind: String,
     /// The base credential's id: an API key id, or an access token's `jti`.
     pub base_id: String,
+    /// The key that signed the base access token: the task token stands
+    /// only while that key is trusted (withdrawing a key stops the task
+    /// tokens made from the tokens it signed). Absent for an API key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_kid: Option<String>,
 }
 
 /// The payload as signed: every claim optional so that a missing one is
@@ -489,6 +494,11 @@ impl AccessTokenValidator {
             keys,
             validation,
         }
+    }
+
+    /// Whether a key with this id verifies tokens here.
+    pub fn has_key(&self, kid: &str) -> bool {
+        self.keys.contains_key(kid)
     }
 
     pub fn config(&self) -> &ValidatorConfig {

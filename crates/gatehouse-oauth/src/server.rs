@@ -198,6 +198,9 @@ pub(crate) struct TaskClaims<'a> {
     pub tenant: &'a str,
     pub roles: &'a [String],
     pub grant: &'a TaskGrantRecord,
+    /// The key that signed the subject access token (none for an API key):
+    /// the task token stands only while that key is trusted.
+    pub base_kid: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -206,6 +209,8 @@ struct TaskClaim<'a> {
     tools: &'a [String],
     base_kind: &'a str,
     base_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    base_kid: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -939,6 +944,7 @@ impl AuthorizationServer {
                 tools: &token.grant.tools,
                 base_kind: &token.grant.credential_kind,
                 base_id: &token.grant.credential_id,
+                base_kid: token.base_kid,
             }),
         };
         let signed = self

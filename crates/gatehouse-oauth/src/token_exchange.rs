@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use gatehouse_authn::{Authenticator, AuthnError};
 use gatehouse_authz::{GrantOrigin, SharedPolicy, TaskGrantError, TaskGrants};
-use gatehouse_core::{Principal, Timestamp};
+use gatehouse_core::{CredentialKind, Principal, Timestamp};
 use gatehouse_store::TaskGrantRecord;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -167,6 +167,16 @@ impl AuthorizationServer {
         };
         attempt.human = principal.human.clone();
         attempt.client_id = Some(principal.agent.clone());
+        // Our own access token (verified above): the task token names the
+        // key that signed it, so that withdrawing that key also stops the
+        // task token, signed by whatever key signs now.
+        let base_kid = (principal.credential.kind == CredentialKind::AccessToken)
+            .then(|| {
+                jsonwebtoken::decode_header(subject)
+                    .ok()
+                    .and_then(|h| h.kid)
+            })
+            .flatten();
         if let Some(auth) = &request.client {
             let client = self.authenticate_client(auth, now).await?;
             if client.id != principal.agent {
@@ -196,13 +206,15 @@ impl AuthorizationServer {
             Err(e) => return Err(unavailable(e)),
         };
         attempt.grant_id = Some(grant.id.clone());
-        self.sign_task_token(&principal, &grant, now).await
+        self.sign_task_token(&principal, &grant, base_kid.as_deref(), now)
+            .await
     }
 
     async fn sign_task_token(
         &self,
         principal: &Principal,
         grant: &TaskGrantRecord,
+        base_kid: Option<&str>,
         now: Timestamp,
     ) -> Result<TokenResponse, OAuthError> {
         let scope = principal.scopes.as_ref().map(|s| s.join(" "));
@@ -216,6 +228,7 @@ impl AuthorizationServer {
                     tenant: &principal.tenant,
                     roles: &principal.roles,
                     grant,
+                    base_kid,
                 },
                 now,
             )

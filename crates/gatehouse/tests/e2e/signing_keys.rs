@@ -234,3 +234,51 @@ async fn a_replaced_key_is_refused_once_every_token_it_signed_has_expired() {
     assert_eq!(state_of(&server, old.kid()), "retired");
     assert_eq!(state_of(&server, new.kid()), "active");
 }
+
+#[tokio::test]
+async fn a_task_token_made_from_a_token_of_a_revoked_key_is_refused_too() {
+    let server = Server::start(None);
+    let (id, secret) = create_client(&server, "analyst");
+    let old_token = client_token(&server, &id, &secret).await;
+    let old_kid = header_kid(&old_token);
+    let rotated = server.cli_json(&["keys", "rotate-signing", "--publish-ahead", "0s"]);
+    let new_kid = rotated["kid"].as_str().unwrap().to_string();
+    let exchange = |subject: String| {
+        let server = &server;
+        let (id, secret) = (id.clone(), secret.clone());
+        async move {
+            let (status, _, body) = token_request(
+                server,
+                &[
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:token-exchange",
+                    ),
+                    ("subject_token", &subject),
+                    (
+                        "subject_token_type",
+                        "urn:ietf:params:oauth:token-type:access_token",
+                    ),
+                    ("task", "outreach"),
+                ],
+                Some((&id, &secret)),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            body["access_token"].as_str().unwrap().to_string()
+        }
+    };
+    // Exchanged while the replaced key is still trusted: the task token is
+    // signed by the new key, but stands on the old key's token.
+    let task_token = exchange(old_token.clone()).await;
+    assert_eq!(header_kid(&task_token), new_kid);
+    assert_eq!(status_of(&server, &task_token).await, 200);
+    let new_task_token = exchange(client_token(&server, &id, &secret).await).await;
+
+    server.cli_json(&["keys", "revoke-signing", &old_kid]);
+    let (status, body) = server.rpc(Some(&task_token), "tools/list", json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error_description"], "the credential has been revoked");
+    // A task token made from a token of the current key is untouched.
+    assert_eq!(status_of(&server, &new_task_token).await, 200);
+}
