@@ -286,9 +286,15 @@ impl AccessTokens {
             return Err(AuthnError::Revoked);
         }
         if let Some(task) = &claims.task {
-            // The token it was exchanged for must still stand.
+            // The token it was exchanged for must still stand: not revoked,
+            // and its signing key still trusted.
             if task.base_kind == CredentialKind::AccessToken.as_str()
                 && current.revoked.contains(&task.base_id)
+            {
+                return Err(AuthnError::Revoked);
+            }
+            if let Some(kid) = &task.base_kid
+                && !current.verifiers.trusted.has_key(kid)
             {
                 return Err(AuthnError::Revoked);
             }
