@@ -400,7 +400,46 @@ fn declared_task(
 }
 
 impl McpHandler {
+    /// The caller of a request other than `initialize`. Over stdio, a task
+    /// named in the request's `_meta` must be the one the connection holds:
+    /// naming another (or one without having declared it at `initialize`)
+    /// is an attempt to switch tasks, refused and recorded as over HTTP
+    /// (`http/admission.rs`), not ignored.
     async fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
+        let caller = self.transport_caller(context).await?;
+        if let Identity::Stdio(_) = &self.identity
+            && let Some(task) = context.meta.0.0.get(TASK_META)
+        {
+            let current = caller.principal.task.as_ref().map(|t| t.task.as_str());
+            if current != task.as_str() {
+                let detail = format!(
+                    "a request named task {task} while holding {}",
+                    current.map_or("no task grant".to_string(), |t| format!("task {t:?}"))
+                );
+                let refusal = Refusal::TaskSwitch;
+                if self
+                    .gateway
+                    .record_anomaly(&caller, refusal.code(), detail)
+                    .await
+                    .is_err()
+                {
+                    return Err(internal_error(
+                        "the audit log is unavailable, so the request was not run",
+                    ));
+                }
+                return Err(refusal_error(&refusal));
+            }
+        }
+        Ok(caller)
+    }
+
+    /// The authenticated caller as the transport knows it: HTTP's from gate
+    /// 1's layer; stdio's from the environment's key, admitted and bound to
+    /// the task declared at `initialize`.
+    async fn transport_caller(
+        &self,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Caller, ErrorData> {
         match &self.identity {
             Identity::Http => context
                 .extensions
@@ -425,6 +464,9 @@ impl McpHandler {
                 // as far as it applies without sessions or tokens.
                 let unaudited =
                     || internal_error("the audit log is unavailable, so the request was not run");
+                if !self.gateway.audit().is_healthy() {
+                    return Err(unaudited());
+                }
                 match self.gateway.admit_caller(&caller).await {
                     Ok(Ok(())) => {}
                     Ok(Err(refusal)) => return Err(refusal_error(&refusal)),
@@ -492,7 +534,7 @@ impl ServerHandler for McpHandler {
             if let Identity::Stdio(auth) = &self.identity
                 && let Some(task) = declared_task(&request, &context)
             {
-                let caller = self.caller(&context).await?;
+                let caller = self.transport_caller(&context).await?;
                 auth.declare_task(&caller, &task)
                     .await
                     .map_err(|e| match e {

@@ -25,6 +25,11 @@ pub async fn run(ctx: &Context) -> anyhow::Result<()> {
         checkpoints_stop.clone(),
     )
     .await?;
+    // A stdio process may live for days (a desktop client's): it follows
+    // the policy file as a server does, or it would go on enforcing a policy
+    // the operator has narrowed (and the audit trail says is replaced).
+    let policy_stop = CancellationToken::new();
+    crate::policy_file::watch(ctx, Arc::clone(&runtime.gateway), policy_stop.clone());
     let key = std::env::var(API_KEY_ENV).ok().filter(|k| !k.is_empty());
     let auth = Arc::new(StdioAuthenticator::new(
         Arc::clone(&runtime.authenticator),
@@ -34,6 +39,7 @@ pub async fn run(ctx: &Context) -> anyhow::Result<()> {
     let result = serve_stdio(Arc::clone(&runtime.gateway), auth)
         .await
         .with_context(|| format!("set {API_KEY_ENV} to a valid Gatehouse API key"));
+    policy_stop.cancel();
     // The last checkpoint, before the audit log closes.
     checkpoints_stop.cancel();
     let _ = checkpoints.await;

@@ -219,3 +219,133 @@ async fn a_task_declared_at_initialize_binds_a_stdio_connection() {
         responses[0]
     );
 }
+
+#[tokio::test]
+async fn a_task_named_on_a_later_stdio_request_is_refused_as_a_switch() {
+    let server = Server::start(None);
+    let (id, key) = server.create_key("local", "analyst", &[]);
+    let mut messages = handshake();
+    // No task declared at initialize: naming one on a call does not narrow
+    // the connection, and it must not be ignored either.
+    messages.push(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "search_database", "arguments": {"query": "acme"},
+                   "_meta": {"io.gatehouse/task": "outreach"}}}));
+    let (_, responses, stderr) = stdio_session(&server, Some(&key), &messages);
+    assert_eq!(responses.len(), 2, "{stderr}");
+    assert_eq!(
+        responses[1]["error"]["data"]["reason"], "task_escalation",
+        "{}",
+        responses[1]
+    );
+    let anomalies = server.audit(&["--principal", &id, "--kind", "anomaly"]);
+    assert!(
+        anomalies.iter().any(|r| r["reason"] == "task_escalation"),
+        "{anomalies:?}"
+    );
+
+    // Declared at initialize, the same task on a call is fine; another is a
+    // switch.
+    let messages = vec![
+        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"},
+            "_meta": {"io.gatehouse/task": "outreach"}}}),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "search_database", "arguments": {"query": "acme"},
+                       "_meta": {"io.gatehouse/task": "outreach"}}}),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "search_database", "arguments": {"query": "acme"},
+                       "_meta": {"io.gatehouse/task": "triage"}}}),
+    ];
+    let (_, responses, stderr) = stdio_session(&server, Some(&key), &messages);
+    assert_eq!(responses.len(), 3, "{stderr}");
+    assert!(responses[1]["error"].is_null(), "{}", responses[1]);
+    assert_eq!(
+        responses[2]["error"]["data"]["reason"], "task_escalation",
+        "{}",
+        responses[2]
+    );
+}
+
+/// A stdio connection kept open while the operator changes the policy file
+/// follows the change, as a server does.
+#[tokio::test]
+async fn a_long_stdio_connection_follows_the_policy_file() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    const POLICY: &str = include_str!("../../../gatehouse-policy/src/default_policy.toml");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    let server = Server::start_in(dir, Some("version = 1\n[policy]\nfile = \"policy.toml\"\n"));
+    let (_, key) = server.create_key("local", "reader", &[]);
+    let mut child = Command::new(BIN)
+        .arg("stdio")
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .arg("--config")
+        .arg(server.config_path().unwrap())
+        .env("GATEHOUSE_API_KEY", &key)
+        .env("GATEHOUSE_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let mut ask = move |message: Value| -> Option<Value> {
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+        message.get("id")?;
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        Some(serde_json::from_str(&line).unwrap())
+    };
+    for message in handshake() {
+        ask(message);
+    }
+    let fetch = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "web_fetch", "arguments": {"url": "http://127.0.0.1:9/"}}})
+    };
+    let before = ask(fetch(1)).unwrap();
+    assert_eq!(
+        before["error"]["data"]["reason"], "role_not_allowed",
+        "{before}"
+    );
+
+    let opened = POLICY.replace(
+        "[tools.web_fetch]\nscope = \"tools:web\"\nroles = [\"analyst\"]",
+        "[tools.web_fetch]\nscope = \"tools:web\"\nroles = [\"reader\"]",
+    );
+    assert_ne!(opened, POLICY);
+    std::fs::write(server.data_dir().join("policy.toml"), opened).unwrap();
+    let start = Instant::now();
+    while !log.lock().unwrap().contains("policy reloaded") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the stdio process did not reload the policy:\n{}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = ask(fetch(2)).unwrap();
+    assert_ne!(
+        after["error"]["data"]["reason"], "role_not_allowed",
+        "{after}"
+    );
+    // Closing stdin ends the connection.
+    drop(ask);
+    assert!(child.wait().unwrap().success());
+}
