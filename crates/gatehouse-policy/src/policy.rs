@@ -167,6 +167,11 @@ impl Policy {
         }
     }
 
+    /// The names of the `[tools.*]` entries.
+    pub fn tool_names(&self) -> impl Iterator<Item = &str> {
+        self.tools.keys().map(String::as_str)
+    }
+
     /// The shipped default policy, built from `default_policy.toml` so the
     /// file operators copy and the built-in behaviour cannot drift apart.
     pub fn default_matrix() -> Self {

@@ -8,6 +8,8 @@ use gatehouse_audit::EventBuilder;
 use gatehouse_authz::Policy;
 use gatehouse_core::{AuditKind, Outcome};
 use gatehouse_mcp::Gateway;
+use gatehouse_tools::BuiltinTools;
+use gatehouse_upstream::UpstreamConfig;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -32,21 +34,73 @@ pub fn policy_path(ctx: &Context) -> Option<PathBuf> {
 pub fn load(ctx: &Context) -> anyhow::Result<Policy> {
     match policy_path(ctx) {
         None => Ok(Policy::default_matrix()),
-        Some(path) => read(&path),
+        Some(path) => read_with_digest(&path, &ctx.config.upstreams).map(|(policy, _)| policy),
     }
 }
 
-fn read(path: &PathBuf) -> anyhow::Result<Policy> {
-    read_with_digest(path).map(|(policy, _)| policy)
-}
-
 /// The policy in the file, and the SHA-256 of the text it was read from.
-fn read_with_digest(path: &PathBuf) -> anyhow::Result<(Policy, String)> {
+fn read_with_digest(
+    path: &PathBuf,
+    upstreams: &[UpstreamConfig],
+) -> anyhow::Result<(Policy, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the policy file {}", path.display()))?;
     let policy = Policy::from_toml(&text)
         .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?;
+    check_tool_names(&policy, upstreams)
+        .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?;
     Ok((policy, hex::encode(Sha256::digest(text.as_bytes()))))
+}
+
+/// Every `[tools.NAME]` entry must name a tool that can exist: a built-in
+/// one, or one of a configured upstream (`<prefix>__…`). A misspelt name
+/// (`[tools.access_secret]`) would leave the real tool without its rule:
+/// no approval, constraints, rate limit or redaction, and, for an admin
+/// role, callable as a tool the policy does not name. With an upstream
+/// whose tools keep their bare names (`prefix = ""`) any name may be one
+/// of its tools, so only then are other names let through.
+pub fn check_tool_names(policy: &Policy, upstreams: &[UpstreamConfig]) -> anyhow::Result<()> {
+    let enabled = || upstreams.iter().filter(|u| u.enabled);
+    if enabled().any(|u| u.effective_prefix().is_empty()) {
+        return Ok(());
+    }
+    let built_in = BuiltinTools::definitions();
+    let unknown: Vec<&str> = policy
+        .tool_names()
+        .filter(|name| !built_in.iter().any(|d| d.name == *name))
+        .filter(|name| {
+            !upstreams.iter().any(|u| {
+                name.strip_prefix(u.effective_prefix())
+                    .and_then(|rest| rest.strip_prefix("__"))
+                    .is_some_and(|tool| !tool.is_empty())
+            })
+        })
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let prefixes: Vec<String> = upstreams
+        .iter()
+        .map(|u| format!("{}__", u.effective_prefix()))
+        .collect();
+    anyhow::bail!(
+        "[tools.{}] names no tool: not a built-in tool ({}){}; a misspelt name would leave the real \
+         tool without its rule",
+        unknown.join("], [tools."),
+        built_in
+            .iter()
+            .map(|d| d.name)
+            .collect::<Vec<_>>()
+            .join(", "),
+        if prefixes.is_empty() {
+            " and no upstream is configured".to_string()
+        } else {
+            format!(
+                " nor a tool of a configured upstream ({})",
+                prefixes.join(", ")
+            )
+        }
+    )
 }
 
 /// The agent of a policy reload's audit record.
@@ -65,11 +119,13 @@ pub fn watch(ctx: &Context, gateway: Arc<Gateway>, shutdown: CancellationToken) 
     let Some(path) = policy_path(ctx) else {
         return;
     };
+    let upstreams = Arc::new(ctx.config.upstreams.clone());
     crate::file_watch::watch("policy file", vec![path.clone()], shutdown, move || {
         let gateway = Arc::clone(&gateway);
         let path = path.clone();
+        let upstreams = Arc::clone(&upstreams);
         async move {
-            let (policy, digest) = match read_with_digest(&path) {
+            let (policy, digest) = match read_with_digest(&path, &upstreams) {
                 Ok(read) => read,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "the new policy is invalid; keeping the previous one");

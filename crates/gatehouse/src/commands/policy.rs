@@ -36,7 +36,13 @@ pub async fn run(ctx: &Context, command: PolicyCommand) -> anyhow::Result<ExitCo
                 .context("no policy file given and none configured (policy.file)")?;
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
-            match Policy::from_toml(&text) {
+            let checked = Policy::from_toml(&text)
+                .map_err(anyhow::Error::msg)
+                .and_then(|policy| {
+                    crate::policy_file::check_tool_names(&policy, &ctx.config.upstreams)?;
+                    Ok(policy)
+                });
+            match checked {
                 Ok(policy) => {
                     let tools = policy.scopes().len();
                     if json.json {

@@ -92,3 +92,72 @@ fn auth_off_is_refused_on_a_public_address() {
     assert!(!ok);
     assert!(stderr.contains("auth.mode"), "{stderr}");
 }
+
+/// A `[tools.NAME]` entry that names no tool (a typo) would leave the real
+/// tool without its rule: approval, constraints, limits, redaction, and
+/// callable by an admin role as a tool the policy does not name.
+#[test]
+fn a_policy_entry_that_names_no_tool_is_refused_by_check_config_and_validate() {
+    let policy = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../gatehouse-policy/src/default_policy.toml"
+    );
+    let misspelt = std::fs::read_to_string(policy)
+        .unwrap()
+        .replace("[tools.access_secrets]", "[tools.access_secret]");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), &misspelt).unwrap();
+    let config = dir.path().join("gatehouse.toml");
+    std::fs::write(&config, "version = 1\n[policy]\nfile = \"policy.toml\"\n").unwrap();
+    // `check-config` loads the policy as `serve` does at start (and as a
+    // reload does), and exits.
+    let check = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!check.status.success());
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        stderr.contains("[tools.access_secret] names no tool"),
+        "{stderr}"
+    );
+    let validate = Command::new(BIN)
+        .args(["policy", "validate", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!validate.status.success());
+    assert!(
+        String::from_utf8_lossy(&validate.stderr).contains("[tools.access_secret] names no tool"),
+        "{}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    // An upstream's tool is a tool: named by its prefix.
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        misspelt.replace("[tools.access_secret]", "[tools.files__read_text_file]"),
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"files\"\ncommand = \"true\"\nenabled = false\n",
+    )
+    .unwrap();
+    let validate = Command::new(BIN)
+        .args(["policy", "validate", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        validate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validate.stderr)
+    );
+}
