@@ -461,7 +461,23 @@ impl Default for Config {
 /// Roles an identity provider's people or tokens are mapped to must exist
 /// in `policy`: a misspelt role would grant nothing, silently. Named by
 /// entry and value.
-pub fn check_mapped_roles(config: &Config, policy: &gatehouse_authz::Policy) -> Result<(), String> {
+pub fn check_against_policy(
+    config: &Config,
+    policy: &gatehouse_authz::Policy,
+) -> Result<(), String> {
+    // A lifecycle override for a tenant the policy does not declare (a typo)
+    // would apply to nobody and leave the real tenant on the defaults.
+    if policy.tenancy_enabled()
+        && let Some(tenant) = config
+            .lifecycle
+            .tenants
+            .keys()
+            .find(|t| !policy.tenant_allowed(t))
+    {
+        return Err(format!(
+            "lifecycle.tenants.{tenant}: the policy declares no tenant {tenant:?}, so these settings would apply to nobody"
+        ));
+    }
     for (n, issuer) in config.issuers.iter().enumerate() {
         for (value, role) in &issuer.role_map {
             if !policy.is_known_role(role) {
@@ -739,6 +755,28 @@ impl Config {
 }
 
 /// An absolute http(s) URL with no path, query or fragment.
+/// Why a public URL sends credentials in clear text, when it does: plain
+/// `http` to a host other than this machine. (Behind a proxy that ends
+/// TLS, the public URL is the proxy's `https` one.)
+pub fn cleartext_warning(url: &Url) -> Option<String> {
+    if url.scheme() != "http" {
+        return None;
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    (!loopback).then(|| {
+        format!(
+            "the public URL {url} is plain http to another host: API keys, bearer tokens and sign-in \
+             passwords would cross the network unencrypted; serve behind a proxy that ends TLS and \
+             set server.public_url (or --public-url) to its https URL"
+        )
+    })
+}
+
 pub fn validate_public_url(url: &Url) -> Result<(), String> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http or https URL".into());
@@ -1022,6 +1060,48 @@ mod tests {
     }
 
     #[test]
+    fn a_public_url_in_clear_text_to_another_host_is_named() {
+        for quiet in [
+            "http://127.0.0.1:8787",
+            "http://localhost:8787",
+            "http://[::1]:8787",
+            "https://mcp.example.com",
+        ] {
+            assert_eq!(
+                cleartext_warning(&Url::parse(quiet).unwrap()),
+                None,
+                "{quiet}"
+            );
+        }
+        for loud in [
+            "http://0.0.0.0:8787",
+            "http://mcp.example.com",
+            "http://10.0.0.5",
+        ] {
+            let warning = cleartext_warning(&Url::parse(loud).unwrap()).unwrap();
+            assert!(warning.contains("unencrypted"), "{warning}");
+        }
+    }
+
+    #[test]
+    fn lifecycle_tenants_must_exist_in_the_policy() {
+        let policy = gatehouse_authz::Policy::from_toml(&format!(
+            "{}\n[tenants.acme]\n",
+            gatehouse_authz::DEFAULT_POLICY_TOML
+        ))
+        .unwrap();
+        let ok =
+            parse("version = 1\n[lifecycle.tenants.acme.api_keys]\nmax_age = \"7d\"\n").unwrap();
+        assert!(check_against_policy(&ok, &policy).is_ok());
+        let typo =
+            parse("version = 1\n[lifecycle.tenants.acmee.api_keys]\nmax_age = \"7d\"\n").unwrap();
+        let err = check_against_policy(&typo, &policy).unwrap_err();
+        assert!(err.contains("lifecycle.tenants.acmee"), "{err}");
+        // Without tenants in the policy, nothing to check against.
+        assert!(check_against_policy(&typo, &gatehouse_authz::Policy::default_matrix()).is_ok());
+    }
+
+    #[test]
     fn mapped_roles_must_exist_in_the_policy() {
         let policy = gatehouse_authz::Policy::default_matrix();
         let ok = parse(
@@ -1029,13 +1109,13 @@ mod tests {
              role_map = { \"g\" = \"reader\" }\n",
         )
         .unwrap();
-        assert!(check_mapped_roles(&ok, &policy).is_ok());
+        assert!(check_against_policy(&ok, &policy).is_ok());
         let typo = parse(
             "version = 1\n[[issuers]]\nissuer = \"https://idp.example.com\"\n\
              role_map = { \"g\" = \"raeder\" }\n",
         )
         .unwrap();
-        let err = check_mapped_roles(&typo, &policy).unwrap_err();
+        let err = check_against_policy(&typo, &policy).unwrap_err();
         assert!(
             err.contains("issuers[0]") && err.contains("raeder"),
             "{err}"
@@ -1046,7 +1126,7 @@ mod tests {
              default_role = \"superuser\"\n",
         )
         .unwrap();
-        let err = check_mapped_roles(&provider, &policy).unwrap_err();
+        let err = check_against_policy(&provider, &policy).unwrap_err();
         assert!(
             err.contains("default_role") && err.contains("superuser"),
             "{err}"

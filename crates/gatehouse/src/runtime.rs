@@ -136,7 +136,7 @@ impl Runtime {
             .context("cannot prepare the built-in tools")?
             .with_secret_cipher(Arc::clone(&secret_cipher));
         let loaded = crate::policy_file::load(ctx)?;
-        crate::config::check_mapped_roles(&ctx.config, &loaded)
+        crate::config::check_against_policy(&ctx.config, &loaded)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let policy = Arc::new(SharedPolicy::new(loaded));
         let mode = match ctx.config.auth.mode {

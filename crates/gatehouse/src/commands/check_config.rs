@@ -9,7 +9,7 @@ use crate::output;
 /// what is in effect is printed.
 pub fn run(ctx: &Context, flag: &JsonFlag) -> anyhow::Result<()> {
     let policy = crate::policy_file::load(ctx)?;
-    crate::config::check_mapped_roles(&ctx.config, &policy)
+    crate::config::check_against_policy(&ctx.config, &policy)
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let c = &ctx.config;
     let value = json!({

@@ -150,6 +150,9 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         }
         None => Url::parse(&format!("http://{bound}")).context("listen address as URL")?,
     };
+    if let Some(warning) = crate::config::cleartext_warning(&public_url) {
+        tracing::warn!("{warning}");
+    }
     let runtime = Runtime::start(ctx, Some(&public_url)).await?;
     let first_key = first_run_key(ctx, &runtime).await?;
     let first_user = first_run_user(&runtime).await?;
