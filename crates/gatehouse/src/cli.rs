@@ -584,7 +584,8 @@ pub struct PolicyCheckArgs {
     /// The caller's roles (repeat or list several).
     #[arg(long = "role", num_args = 1.., conflicts_with_all = ["key", "user"])]
     pub roles: Vec<String>,
-    /// Decide as this API key (its role and scopes).
+    /// Decide as the API key with this id (its role and scopes). A whole
+    /// key pasted here is cut to its id; the secret is neither used nor shown.
     #[arg(long, conflicts_with = "user")]
     pub key: Option<String>,
     /// Decide as this local user (their roles).

@@ -9,6 +9,7 @@ use gatehouse_store::TaskGrantRecord;
 use serde_json::json;
 
 use crate::cli::GrantsCommand;
+use crate::commands::operator_audit::operator_name;
 use crate::context::Context;
 use crate::output;
 
@@ -30,7 +31,7 @@ async fn revoke(ctx: &Context, id: &str, now: Timestamp) -> anyhow::Result<bool>
     let store = ctx.open_store().await?;
     let (audit, writer) = ctx.command_audit_log(Arc::clone(&store))?;
     let grants = TaskGrants::new(Arc::clone(&store), audit.clone());
-    let revoked = grants.revoke(id, "operator", now).await;
+    let revoked = grants.revoke(id, &operator_name(), now).await;
     drop(grants);
     ctx.close_command_audit_log(&store, audit, writer).await;
     revoked.map_err(Into::into)

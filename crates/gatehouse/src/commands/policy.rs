@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
+use gatehouse_authn::parse_api_key;
 use gatehouse_authz::{DEFAULT_POLICY_TOML, Policy};
 use gatehouse_core::{
     Clock, CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, SystemClock,
@@ -78,7 +79,10 @@ async fn principal(ctx: &Context, args: &PolicyCheckArgs) -> anyhow::Result<Prin
         expires_at: None,
         task: None,
     };
-    if let Some(id) = &args.key {
+    if let Some(given) = &args.key {
+        // An id, or a whole key pasted by mistake: only its id is used, so
+        // the secret is never echoed in an error (or a terminal's log).
+        let id = parse_api_key(given).map_or(given.as_str(), |parts| parts.id);
         let store = ctx.open_store().await?;
         let key = store
             .api_key(id)

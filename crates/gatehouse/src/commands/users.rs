@@ -65,20 +65,23 @@ pub fn user_added(user: &UserRecord) -> OperatorAction {
     }
 }
 
-/// A change to an existing user.
-fn user_changed(
+/// A change to an existing user, under the user's tenant (so that
+/// `audit query --tenant` finds a tenant's password resets and disables).
+async fn user_changed(
+    store: &dyn Store,
     command: &'static str,
     reason: &'static str,
     username: &str,
     detail: String,
-) -> OperatorAction {
-    OperatorAction {
+) -> anyhow::Result<OperatorAction> {
+    let tenant = store.user(username).await?.map(|user| user.tenant);
+    Ok(OperatorAction {
         command,
         reason,
         subject: username.to_string(),
-        tenant: None,
+        tenant,
         detail,
-    }
+    })
 }
 
 /// Creates a user; shared with the first start, which creates `admin`.
@@ -183,11 +186,13 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
                 bail!("no active user {username:?}");
             }
             user_changed(
+                store.as_ref(),
                 "users/disable",
                 "user_disabled",
                 &username,
                 format!("user {username} disabled: sessions ended, authorized tokens revoked"),
             )
+            .await?
             .record(ctx, &store, now)
             .await?;
             if json.json {
@@ -205,11 +210,13 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
                 bail!("no disabled user {username:?}");
             }
             user_changed(
+                store.as_ref(),
                 "users/enable",
                 "user_enabled",
                 &username,
                 format!("user {username} enabled"),
             )
+            .await?
             .record(ctx, &store, now)
             .await?;
             if json.json {
@@ -260,6 +267,7 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
                 }
             }
             user_changed(
+                store.as_ref(),
                 "users/passwd",
                 "user_password_changed",
                 &username,
@@ -268,6 +276,7 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
                     if keep_grants { "kept" } else { "revoked" }
                 ),
             )
+            .await?
             .record(ctx, &store, now)
             .await?;
         }
@@ -275,11 +284,13 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
             let username = normalize_username(&username);
             store.clear_login_failures(&username).await?;
             user_changed(
+                store.as_ref(),
                 "users/unlock",
                 "user_logins_cleared",
                 &username,
                 format!("failed logins and sign-in locks of {username} cleared"),
             )
+            .await?
             .record(ctx, &store, now)
             .await?;
             if json.json {

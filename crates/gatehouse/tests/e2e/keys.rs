@@ -181,6 +181,13 @@ async fn operator_changes_to_credentials_are_audited_with_who_made_them() {
     );
 
     let records = server.audit(&["--kind", "operator"]);
+    // A change to a user is recorded under the user's tenant.
+    for record in records
+        .iter()
+        .filter(|r| r["reason"] == "user_disabled" || r["reason"] == "user_enabled")
+    {
+        assert_eq!(record["tenant"], "default", "{record}");
+    }
     let reasons: Vec<&str> = records[3..]
         .iter()
         .map(|r| r["reason"].as_str().unwrap())

@@ -71,9 +71,22 @@ async fn policy_check_explains_decisions_with_the_audit_reason_codes() {
     let v = check(&["--role", "admin", "--tool", "rm_rf"]);
     assert_eq!(v["reason"], "unknown_tool");
     // As a stored key: its role and scopes decide.
-    let (id, _) = server.create_key("agent", "analyst", &[]);
+    let (id, key) = server.create_key("agent", "analyst", &[]);
     let v = check(&["--key", &id, "--tool", "web_fetch"]);
     assert_eq!(v["decision"], "allow");
+    // A whole key pasted instead of its id: only the id is used, and the
+    // secret is never shown, not even in an error.
+    let v = check(&["--key", &key, "--tool", "web_fetch"]);
+    assert_eq!(v["decision"], "allow");
+    // `ghk_<12-character id>_<secret>`: an unknown id, the same secret.
+    let mut unknown = key.clone();
+    unknown.replace_range(4..8, "zzzz");
+    let secret = &key[4 + 12 + 1..];
+    let out = server.cli(&["policy", "check", "--key", &unknown, "--tool", "whoami"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no API key"), "{stderr}");
+    assert!(!stderr.contains(secret), "{stderr}");
     let out = server.cli(&["policy", "check", "--tool", "read_file"]);
     assert_eq!(out.status.code(), Some(1), "a caller must be named");
 }
