@@ -91,6 +91,13 @@ impl FromStr for SecretRef {
                 }
                 Ok(SecretRef::Env(rest.to_owned()))
             }
+            // A relative path would be read from whatever directory the
+            // process started in (a desktop client starts `gatehouse stdio`
+            // anywhere), perhaps a file someone else put there.
+            "file" if !std::path::Path::new(rest).is_absolute() => Err(format!(
+                "file:{rest}: use an absolute path (a relative one would be read from whatever \
+                 directory Gatehouse was started in)"
+            )),
             "file" => Ok(SecretRef::File(PathBuf::from(rest))),
             "tenant" => Ok(SecretRef::Tenant(rest.to_owned())),
             _ => Err(format!(
@@ -197,6 +204,15 @@ mod tests {
         assert!("env:".parse::<SecretRef>().is_err());
         assert!("env:A-B".parse::<SecretRef>().is_err());
         assert!("vault:x".parse::<SecretRef>().is_err());
+    }
+
+    #[test]
+    fn a_file_must_be_named_by_an_absolute_path() {
+        for relative in ["file:token", "file:./token", "file:../secrets/token"] {
+            let err = relative.parse::<SecretRef>().unwrap_err();
+            assert!(err.contains("absolute path"), "{relative}: {err}");
+        }
+        assert!("file:/run/secrets/token".parse::<SecretRef>().is_ok());
     }
 
     #[test]
