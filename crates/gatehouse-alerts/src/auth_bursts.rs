@@ -36,8 +36,14 @@ pub const BENIGN_FAILURES: [&str; 10] = [
 
 /// Subjects tracked at most: beyond it (a spray from very many sources),
 /// subjects whose failures are all older than the window are dropped, and
-/// new subjects are not tracked until there is room.
+/// failures of new subjects are counted together under
+/// [`UNTRACKED_SUBJECTS`] until there is room.
 const MAX_SUBJECTS: usize = 100_000;
+
+/// Where failures of subjects that find no room are counted: a spray over
+/// more subjects than the detector follows (which would otherwise hide a
+/// real burst among them) is itself a burst, and its alert says so.
+pub const UNTRACKED_SUBJECTS: &str = "untracked subjects (more credentials, users or sources fail at once than the detector follows)";
 
 struct Track {
     /// Times of the latest failures, at most `threshold + 1`.
@@ -51,6 +57,7 @@ struct Track {
 pub struct AuthBursts {
     threshold: u32,
     window_ms: i64,
+    capacity: usize,
     subjects: Mutex<HashMap<String, Track>>,
 }
 
@@ -64,9 +71,14 @@ pub struct Burst {
 impl AuthBursts {
     /// `threshold` 0 switches the detector off.
     pub fn new(threshold: u32, window: Duration) -> AuthBursts {
+        AuthBursts::with_capacity(threshold, window, MAX_SUBJECTS)
+    }
+
+    fn with_capacity(threshold: u32, window: Duration, capacity: usize) -> AuthBursts {
         AuthBursts {
             threshold,
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
+            capacity,
             subjects: Mutex::new(HashMap::new()),
         }
     }
@@ -79,18 +91,26 @@ impl AuthBursts {
         }
         let keep = usize::try_from(self.threshold).unwrap_or(usize::MAX - 1) + 1;
         let mut map = self.subjects.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= MAX_SUBJECTS {
+        if map.len() >= self.capacity {
             let oldest_kept = at.0.saturating_sub(self.window_ms);
             map.retain(|_, track| {
                 track.quiet_until > at.0 || track.failures.back().is_some_and(|t| *t > oldest_kept)
             });
         }
         let mut bursts = Vec::new();
+        let mut counted_untracked = false;
         for subject in subjects {
-            if !map.contains_key(subject) && map.len() >= MAX_SUBJECTS {
+            let subject = if map.contains_key(subject) || map.len() < self.capacity {
+                subject.as_str()
+            } else if counted_untracked {
                 continue;
-            }
-            let track = map.entry(subject.clone()).or_insert_with(|| Track {
+            } else {
+                // Counted once per failure, whatever it names; kept even
+                // when the table is full.
+                counted_untracked = true;
+                UNTRACKED_SUBJECTS
+            };
+            let track = map.entry(subject.to_string()).or_insert_with(|| Track {
                 failures: VecDeque::new(),
                 quiet_until: i64::MIN,
             });
@@ -103,7 +123,7 @@ impl AuthBursts {
             if within >= keep && at.0 >= track.quiet_until {
                 track.quiet_until = at.0.saturating_add(self.window_ms);
                 bursts.push(Burst {
-                    subject: subject.clone(),
+                    subject: subject.to_string(),
                     failures: within,
                 });
             }
@@ -237,6 +257,29 @@ mod tests {
         }
         assert_eq!(alerted.len(), 1);
         assert_eq!(alerted[0].subject, "source 192.0.2.1");
+    }
+
+    #[test]
+    fn a_spray_over_more_subjects_than_are_followed_is_a_burst_itself() {
+        let bursts = AuthBursts::with_capacity(3, Duration::from_secs(60), 4);
+        let mut alerted = Vec::new();
+        // Each failure from a new source with a new key: the table fills,
+        // then every further failure counts under one subject.
+        for i in 0..10 {
+            let subjects = vec![format!("credential gk_{i}"), format!("source 192.0.2.{i}")];
+            alerted.extend(bursts.failed(&subjects, Timestamp(i)));
+        }
+        assert_eq!(alerted.len(), 1, "{alerted:?}");
+        assert_eq!(alerted[0].subject, UNTRACKED_SUBJECTS);
+        assert_eq!(alerted[0].failures, 4);
+        // Subjects already followed still count on their own.
+        let tracked = subjects(&["credential gk_0"]);
+        let mut again = Vec::new();
+        for t in 10..13 {
+            again.extend(bursts.failed(&tracked, Timestamp(t)));
+        }
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].subject, "credential gk_0");
     }
 
     #[test]
