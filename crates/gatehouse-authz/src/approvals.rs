@@ -383,8 +383,11 @@ impl Approvals {
             .decide_approval(id, &decision, decider.name(), account, now)
             .await?
         else {
-            // Still pending: the decider's account changed (password,
-            // roles, disabled) while they decided.
+            // A user's decision on an approval still pending: their account
+            // changed (password, roles, disabled) while they decided.
+            if account.is_none() {
+                return Err(ApprovalError::NotPending);
+            }
             return match self.store.approval(id).await? {
                 Some(a) if a.status == ApprovalStatus::Pending && now < a.expires_at => {
                     Err(ApprovalError::AccountChanged)

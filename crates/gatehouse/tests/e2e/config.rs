@@ -111,26 +111,24 @@ fn a_policy_entry_that_names_no_tool_is_refused_by_check_config_and_validate() {
     std::fs::write(&config, "version = 1\n[policy]\nfile = \"policy.toml\"\n").unwrap();
     // `check-config` loads the policy as `serve` does at start (and as a
     // reload does), and exits.
-    let check = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let run = |command: &[&str]| {
+        Command::new(BIN)
+            .args(command)
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let check = run(&["check-config"]);
     assert!(!check.status.success());
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert!(
         stderr.contains("[tools.access_secret] names no tool"),
         "{stderr}"
     );
-    let validate = Command::new(BIN)
-        .args(["policy", "validate", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let validate = run(&["policy", "validate"]);
     assert!(!validate.status.success());
     assert!(
         String::from_utf8_lossy(&validate.stderr).contains("[tools.access_secret] names no tool"),
@@ -148,13 +146,7 @@ fn a_policy_entry_that_names_no_tool_is_refused_by_check_config_and_validate() {
         "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"files\"\ncommand = \"true\"\nenabled = false\n",
     )
     .unwrap();
-    let validate = Command::new(BIN)
-        .args(["policy", "validate", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let validate = run(&["policy", "validate"]);
     assert!(
         validate.status.success(),
         "{}",

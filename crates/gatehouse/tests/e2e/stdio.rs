@@ -54,6 +54,13 @@ fn stdio_session(
     )
 }
 
+/// `initialize` declaring `task` in its `_meta`.
+fn initialize_with_task(task: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"},
+        "_meta": {"io.gatehouse/task": task}}})
+}
+
 fn handshake() -> Vec<Value> {
     vec![
         json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
@@ -181,9 +188,7 @@ async fn a_task_declared_at_initialize_binds_a_stdio_connection() {
     let server = Server::start(None);
     let (id, key) = server.create_key("local", "analyst", &[]);
     let messages = vec![
-        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"},
-            "_meta": {"io.gatehouse/task": "outreach"}}}),
+        initialize_with_task("outreach"),
         json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
         // In the task.
         json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
@@ -246,9 +251,7 @@ async fn a_task_named_on_a_later_stdio_request_is_refused_as_a_switch() {
     // Declared at initialize, the same task on a call is fine; another is a
     // switch.
     let messages = vec![
-        json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"},
-            "_meta": {"io.gatehouse/task": "outreach"}}}),
+        initialize_with_task("outreach"),
         json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
         json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
             "params": {"name": "search_database", "arguments": {"query": "acme"},
