@@ -549,6 +549,15 @@ impl Gateway {
     }
 
     /// The current policy: one snapshot per request.
+    /// The tenant whose share of an upstream's slots a call of `caller`
+    /// takes: its own with tenancy on; with tenancy off every caller is in
+    /// the one tenant, and only the upstream's limit applies.
+    fn tenant_share(&self, caller: &Caller) -> Option<Arc<str>> {
+        self.policy()
+            .tenancy_enabled()
+            .then(|| Arc::from(caller.principal.tenant.as_str()))
+    }
+
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.current()
     }
@@ -1134,9 +1143,10 @@ impl Gateway {
         caller: &Caller,
         uri: &str,
         input: UpstreamInput,
-        call: CallContext,
+        mut call: CallContext,
     ) -> Result<ReadResourceResponse, CallError> {
         let tenant = Some(caller.principal.tenant.as_str());
+        call.tenant_share = self.tenant_share(caller);
         self.resource_request(caller, uri, |upstream| async move {
             let meta = self
                 .with_identity(upstream, &caller.principal, None)
@@ -1258,7 +1268,7 @@ impl Gateway {
         name: &str,
         arguments: Option<Map<String, Value>>,
         input: UpstreamInput,
-        call: CallContext,
+        mut call: CallContext,
     ) -> Result<GetPromptResponse, CallError> {
         let started = Instant::now();
         let route = self.upstreams.as_deref().and_then(|u| u.route(name));
@@ -1279,6 +1289,7 @@ impl Gateway {
         };
         let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);
         let tenant = Some(caller.principal.tenant.as_str());
+        call.tenant_share = self.tenant_share(caller);
         let fetch = async {
             match route {
                 Some((upstream, upstream_name)) => {
@@ -1538,6 +1549,10 @@ impl Gateway {
         let target = Self::tool_target(name, route);
         // One snapshot for the whole call: a reload in between cannot mix policies.
         let policy = self.policy();
+        let mut call = call;
+        call.tenant_share = policy
+            .tenancy_enabled()
+            .then(|| Arc::from(caller.principal.tenant.as_str()));
         let arguments = arguments.unwrap_or_default();
         let as_value = Value::Object(arguments.clone());
         let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);

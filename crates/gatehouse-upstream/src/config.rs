@@ -82,6 +82,12 @@ pub struct UpstreamConfig {
     /// at most its `call_timeout`, then fails with `upstream_busy`.
     #[serde(default = "default_max_concurrent_calls")]
     pub max_concurrent_calls: usize,
+    /// Of those, how many one tenant's calls may hold at once (default:
+    /// half, rounded up), so that one tenant cannot take every slot and
+    /// leave the others `upstream_busy`. Calls without a tenant are held
+    /// only to `max_concurrent_calls`.
+    #[serde(default)]
+    pub max_concurrent_calls_per_tenant: Option<usize>,
     /// Largest single message accepted from the upstream.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
@@ -275,6 +281,7 @@ impl UpstreamConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
+            max_concurrent_calls_per_tenant: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             breaker_failures: DEFAULT_BREAKER_FAILURES,
             breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
@@ -285,6 +292,13 @@ impl UpstreamConfig {
             forward_identity: false,
             protocol_version: None,
         }
+    }
+
+    /// How many calls in flight one tenant may hold.
+    pub fn tenant_share(&self) -> usize {
+        self.max_concurrent_calls_per_tenant
+            .unwrap_or_else(|| self.max_concurrent_calls.div_ceil(2))
+            .max(1)
     }
 
     /// Only meaningful after [`validate`]: exactly one of the two is set.
@@ -394,6 +408,14 @@ fn check_entry(entry: &UpstreamConfig) -> Result<(), String> {
     }
     if entry.max_concurrent_calls == 0 {
         return Err("max_concurrent_calls must be at least 1".into());
+    }
+    if let Some(share) = entry.max_concurrent_calls_per_tenant
+        && (share == 0 || share > entry.max_concurrent_calls)
+    {
+        return Err(format!(
+            "max_concurrent_calls_per_tenant must be from 1 to max_concurrent_calls ({})",
+            entry.max_concurrent_calls
+        ));
     }
     if entry.max_message_bytes < 1024 {
         return Err("max_message_bytes must be at least 1024".into());
@@ -582,6 +604,7 @@ mod tests {
             call_timeout = "20s"
             connect_timeout = "2s"
             max_concurrent_calls = 16
+            max_concurrent_calls_per_tenant = 4
             enabled = true
             prefix = "crm"
             auth = { bearer = "env:CRM_TOKEN" }
@@ -602,6 +625,8 @@ mod tests {
         validate(&entries).unwrap();
         assert_eq!(entries[0].call_timeout, DEFAULT_CALL_TIMEOUT);
         assert_eq!(entries[0].max_concurrent_calls, 32);
+        assert_eq!(entries[0].tenant_share(), 16);
+        assert_eq!(entries[1].tenant_share(), 4);
         assert_eq!(entries[0].env["FOO"], "bar");
         assert_eq!(entries[1].call_timeout, Duration::from_secs(20));
         assert_eq!(entries[1].connect_timeout, Duration::from_secs(2));
@@ -683,6 +708,14 @@ mod tests {
         let mut zero = UpstreamConfig::http("zero", "https://x.example/");
         zero.max_concurrent_calls = 0;
         assert!(reason(&[zero]).contains("max_concurrent_calls"));
+        for share in [0, 33] {
+            let mut entry = UpstreamConfig::http("share", "https://x.example/");
+            entry.max_concurrent_calls_per_tenant = Some(share);
+            assert!(reason(&[entry]).contains("max_concurrent_calls_per_tenant"));
+        }
+        let mut one = UpstreamConfig::http("one", "https://x.example/");
+        one.max_concurrent_calls = 1;
+        assert_eq!(one.tenant_share(), 1);
     }
 
     #[test]

@@ -31,6 +31,10 @@ pub enum UpstreamError {
     /// `max_concurrent_calls` calls were in flight for the whole call timeout.
     #[error("upstream {upstream} is busy ({limit} calls in flight)")]
     Busy { upstream: Arc<str>, limit: usize },
+    /// The calling tenant's `max_concurrent_calls_per_tenant` calls were in
+    /// flight for the whole call timeout (other tenants' calls go on).
+    #[error("upstream {upstream} is busy with this tenant's calls ({limit} in flight)")]
+    TenantBusy { upstream: Arc<str>, limit: usize },
     /// The upstream answered with a JSON-RPC error.
     #[error("upstream {upstream} answered with error {code}: {message}")]
     Rpc {
@@ -75,6 +79,7 @@ impl UpstreamError {
             UpstreamError::Protocol { .. } => "upstream_protocol_error",
             UpstreamError::MessageTooLarge { .. } => "upstream_message_too_large",
             UpstreamError::Busy { .. } => "upstream_busy",
+            UpstreamError::TenantBusy { .. } => "upstream_tenant_busy",
             UpstreamError::Rpc { .. } => "upstream_error",
             UpstreamError::Credentials { .. } => "upstream_credentials",
             UpstreamError::Disabled { .. } => "upstream_disabled",
@@ -203,6 +208,13 @@ mod tests {
                     limit: 2,
                 },
                 "upstream_busy",
+            ),
+            (
+                UpstreamError::TenantBusy {
+                    upstream: u.clone(),
+                    limit: 1,
+                },
+                "upstream_tenant_busy",
             ),
             (
                 UpstreamError::MessageTooLarge {

@@ -28,6 +28,7 @@ mod scrub;
 mod sdk;
 mod set;
 mod stderr_log;
+mod tenant_shares;
 mod upstream;
 
 pub use breaker::BreakerState;

@@ -15,6 +15,8 @@ use rmcp::model::{
     ClientCapabilities, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
     ElicitResult, ErrorData, LoggingMessageNotificationParam, ProgressNotificationParam,
 };
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -96,4 +98,8 @@ pub struct CallContext {
     /// (a 2025-11-25 caller) the gateway asks the caller itself through
     /// `relay`, as a 2025-11-25 upstream would have, and calls again.
     pub takes_input_required: bool,
+    /// The tenant whose share of the upstream's slots the call takes
+    /// (`max_concurrent_calls_per_tenant`); `None` (no tenancy): only the
+    /// upstream's slots.
+    pub tenant_share: Option<Arc<str>>,
 }

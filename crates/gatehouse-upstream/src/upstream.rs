@@ -36,6 +36,7 @@ use crate::line_cap::LineCap;
 use crate::relay::CallContext;
 use crate::sdk::{self, Connection, Established, Handler, Page, SentSecrets, UpstreamInput};
 use crate::stderr_log;
+use crate::tenant_shares::TenantShares;
 use gatehouse_core::secret_ref::{Secret, TenantSecrets};
 
 /// Listing more pages than this is refused: a server that never stops
@@ -350,6 +351,8 @@ async fn supervise(shared: Arc<Shared>, tenant: Option<String>, state: watch::Se
 struct Inner {
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
+    /// Each tenant's part of `permits` (`tenant_shares.rs`).
+    tenant_shares: Arc<TenantShares>,
     /// One per connection, keyed like `slots`: with a credential per tenant
     /// each tenant has its own connection, and one tenant's failures (a
     /// missing secret, a refused grant) must not shut the upstream for the
@@ -402,6 +405,7 @@ impl Upstream {
         let upstream = Upstream {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(shared.config.max_concurrent_calls)),
+                tenant_shares: TenantShares::new(shared.config.tenant_share()),
                 breakers: Mutex::new(HashMap::new()),
                 slots: Mutex::new(HashMap::new()),
                 shared,
@@ -561,6 +565,21 @@ impl Upstream {
         F: FnOnce(Arc<Connection>) -> Fut,
         Fut: Future<Output = Result<T, UpstreamError>>,
     {
+        self.request_as(tenant, None, op).await
+    }
+
+    /// [`Upstream::request`] taking one of `share`'s slots first (a
+    /// caller's tool call, prompt or resource read; `tenant_shares.rs`).
+    async fn request_as<T, F, Fut>(
+        &self,
+        tenant: Option<&str>,
+        share: Option<&str>,
+        op: F,
+    ) -> Result<T, UpstreamError>
+    where
+        F: FnOnce(Arc<Connection>) -> Fut,
+        Fut: Future<Output = Result<T, UpstreamError>>,
+    {
         let shared = &self.inner.shared;
         let timeout = shared.config.call_timeout;
         let deadline = Instant::now() + timeout;
@@ -585,6 +604,23 @@ impl Upstream {
                 remaining.as_secs().max(1)
             )));
         }
+        // The tenant's slot first: a tenant whose share is taken waits
+        // without holding one of the upstream's slots meanwhile.
+        let _tenant_slot = match share {
+            Some(tenant) => {
+                let shares = &self.inner.tenant_shares;
+                match shares.acquire(tenant, deadline).await {
+                    Some(slot) => Some(slot),
+                    None => {
+                        return Err(UpstreamError::TenantBusy {
+                            upstream: shared.name.clone(),
+                            limit: shares.share(),
+                        });
+                    }
+                }
+            }
+            None => None,
+        };
         let Ok(Ok(_permit)) =
             tokio::time::timeout_at(deadline, self.inner.permits.clone().acquire_owned()).await
         else {
@@ -788,7 +824,8 @@ impl Upstream {
         call: CallContext,
     ) -> Result<CallToolResponse, UpstreamError> {
         let name = name.to_owned();
-        self.request(tenant, |c| async move {
+        let share = call.tenant_share.clone();
+        self.request_as(tenant, share.as_deref(), |c| async move {
             c.call_tool(name, arguments, meta, input, &call).await
         })
         .await
@@ -804,7 +841,8 @@ impl Upstream {
         call: CallContext,
     ) -> Result<GetPromptResponse, UpstreamError> {
         let name = name.to_owned();
-        self.request(tenant, |c| async move {
+        let share = call.tenant_share.clone();
+        self.request_as(tenant, share.as_deref(), |c| async move {
             c.get_prompt(name, arguments, meta, input, &call).await
         })
         .await
@@ -819,7 +857,8 @@ impl Upstream {
         call: CallContext,
     ) -> Result<ReadResourceResponse, UpstreamError> {
         let uri = uri.to_owned();
-        self.request(tenant, |c| async move {
+        let share = call.tenant_share.clone();
+        self.request_as(tenant, share.as_deref(), |c| async move {
             c.read_resource(uri, meta, input, &call).await
         })
         .await

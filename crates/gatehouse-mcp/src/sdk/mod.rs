@@ -304,6 +304,8 @@ fn call_context(context: &RequestContext<RoleServer>, relay: Option<Relay>) -> C
         cancel: context.ct.clone(),
         capabilities: declared_capabilities(context),
         takes_input_required: takes_input_required(context),
+        // The gateway sets it, from the policy's tenancy.
+        tenant_share: None,
     }
 }
 

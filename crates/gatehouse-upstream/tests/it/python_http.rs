@@ -2,8 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use gatehouse_upstream::model::CallToolResponse;
 use gatehouse_upstream::{
-    ChangeKind, HealthState, SecretRef, UpstreamAuth, UpstreamConfig, UpstreamError,
+    CallContext, ChangeKind, HealthState, SecretRef, UpstreamAuth, UpstreamConfig, UpstreamError,
+    UpstreamInput,
 };
 use serde_json::json;
 
@@ -150,5 +152,67 @@ async fn tenant_credentials_need_a_tenant() {
     let crm = set.get("crm").unwrap();
     let error = crm.call_tool(None, "echo", None, None).await.unwrap_err();
     assert_eq!(error.code(), "upstream_credentials", "{error:?}");
+    set.shutdown().await;
+}
+
+/// One tenant's calls cannot take every slot of an upstream: with two slots
+/// and one per tenant, tenant a's two calls that never answer leave the
+/// second slot to tenant b, whose call goes through (the attack: a tenant
+/// floods a shared upstream with slow calls so the others get `upstream_busy`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenant_cannot_take_every_slot_of_an_upstream() {
+    let Some(python) = python("HTTP tenant share test") else {
+        return;
+    };
+    let server = PyHttp::start(&python, &[]);
+    let mut config = http("web", &server.url);
+    config.max_concurrent_calls = 2;
+    assert_eq!(config.tenant_share(), 1);
+    let set = start(vec![config]);
+    let web = set.get("web").unwrap().clone();
+    // A call as the gateway makes it with tenancy on: in its tenant's share.
+    let call = |web: gatehouse_upstream::Upstream, tenant: &'static str, tool: &'static str| async move {
+        let context = CallContext {
+            tenant_share: Some(tenant.into()),
+            ..CallContext::default()
+        };
+        let arguments = args(json!({"text": tenant}));
+        web.call_tool_with(
+            Some(tenant),
+            tool,
+            arguments,
+            None,
+            UpstreamInput::default(),
+            context,
+        )
+        .await
+    };
+    // Ready first, so the calls below are waiting on slots, not on the connection.
+    call(web.clone(), "b", "echo").await.unwrap();
+    let hog = |web: gatehouse_upstream::Upstream| tokio::spawn(call(web, "a", "sleep_forever"));
+    let first = hog(web.clone());
+    for _ in 0..200 {
+        if web.health().in_flight == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(web.health().in_flight, 1);
+    let second = hog(web.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Tenant a's second call waits for its own share, not holding the
+    // upstream's second slot.
+    assert_eq!(web.health().in_flight, 1);
+    let echoed = tokio::time::timeout(Duration::from_secs(10), call(web.clone(), "b", "echo"))
+        .await
+        .expect("tenant b's call waited behind tenant a's")
+        .unwrap();
+    let CallToolResponse::Complete(echoed) = echoed else {
+        panic!("not a complete result");
+    };
+    assert_eq!(text(&echoed), "b");
+    assert!(!first.is_finished() && !second.is_finished());
+    first.abort();
+    second.abort();
     set.shutdown().await;
 }
