@@ -134,4 +134,17 @@ pub trait PinStore {
         by: &str,
         now: Timestamp,
     ) -> StoreResult<bool>;
+
+    /// Replaces a pin recorded before some fields were pinned (`old_sha256`,
+    /// whose pinned fields the tool still has) by `extended`, the same
+    /// definition with those fields too, keeping who pinned it and when;
+    /// a recorded change is forgotten (the tool is as reviewed). `false`:
+    /// the pin is no longer `old_sha256` (another instance was quicker).
+    async fn extend_tool_pin(
+        &self,
+        upstream: &str,
+        tool: &str,
+        old_sha256: &str,
+        extended: &ToolDefinitionRecord,
+    ) -> StoreResult<bool>;
 }

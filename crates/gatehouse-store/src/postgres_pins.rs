@@ -145,4 +145,36 @@ impl PinStore for PostgresStore {
         self.note_bump(generation);
         Ok(true)
     }
+
+    async fn extend_tool_pin(
+        &self,
+        upstream: &str,
+        tool: &str,
+        old_sha256: &str,
+        extended: &ToolDefinitionRecord,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE upstream_tool_pins \
+             SET sha256 = $4, definition = $5, \
+                 pending_sha256 = NULL, pending_definition = NULL, pending_since = NULL \
+             WHERE upstream = $1 AND tool = $2 AND sha256 = $3",
+        )
+        .bind(upstream)
+        .bind(tool)
+        .bind(old_sha256)
+        .bind(&extended.sha256)
+        .bind(&extended.definition)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !updated {
+            return Ok(false);
+        }
+        let generation = bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        self.note_bump(generation);
+        Ok(true)
+    }
 }

@@ -140,4 +140,32 @@ impl PinStore for SqliteStore {
         }
         Ok(updated)
     }
+
+    async fn extend_tool_pin(
+        &self,
+        upstream: &str,
+        tool: &str,
+        old_sha256: &str,
+        extended: &ToolDefinitionRecord,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE upstream_tool_pins \
+             SET sha256 = $4, definition = $5, \
+                 pending_sha256 = NULL, pending_definition = NULL, pending_since = NULL \
+             WHERE upstream = $1 AND tool = $2 AND sha256 = $3",
+        )
+        .bind(upstream)
+        .bind(tool)
+        .bind(old_sha256)
+        .bind(&extended.sha256)
+        .bind(&extended.definition)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        if updated {
+            self.bump_generation();
+        }
+        Ok(updated)
+    }
 }

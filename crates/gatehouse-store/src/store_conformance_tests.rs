@@ -103,6 +103,7 @@ macro_rules! conformance_tests {
             concurrent_auth_failures_each_count,
             concurrent_login_failures_each_count,
             concurrent_sightings_of_one_change_record_it_once,
+            a_pin_is_extended_only_from_the_definition_it_holds,
             concurrent_uses_of_one_assertion_let_exactly_one_through,
             concurrent_lease_takers_get_it_once,
             concurrent_notices_are_recorded_once,
@@ -3628,6 +3629,45 @@ pub(crate) async fn concurrent_sightings_of_one_change_record_it_once(store: Tes
     })
     .await;
     assert_eq!(recorded.iter().filter(|r| **r).count(), 1);
+}
+
+pub(crate) async fn a_pin_is_extended_only_from_the_definition_it_holds(store: TestStore) {
+    let (a, b, extended) = (definition("a"), definition("b"), definition("a+"));
+    store
+        .insert_tool_pin("files", "read", &a, Timestamp(1))
+        .await
+        .unwrap();
+    store
+        .set_pending_tool_definition("files", "read", "sha-a", &b, Timestamp(2))
+        .await
+        .unwrap();
+    // Not from another definition than the pinned one.
+    assert!(
+        !store
+            .extend_tool_pin("files", "read", "sha-b", &extended)
+            .await
+            .unwrap()
+    );
+    let before = store.credential_generation();
+    assert!(
+        store
+            .extend_tool_pin("files", "read", "sha-a", &extended)
+            .await
+            .unwrap()
+    );
+    // Once: a second instance finds it done.
+    assert!(
+        !store
+            .extend_tool_pin("files", "read", "sha-a", &extended)
+            .await
+            .unwrap()
+    );
+    let pin = store.tool_pin("files", "read").await.unwrap().unwrap();
+    assert_eq!(pin.pinned, extended);
+    // Who pinned it and when stay; the stale change is forgotten.
+    assert_eq!((pin.pinned_at, pin.pinned_by), (Timestamp(1), None));
+    assert_eq!(pin.pending, None);
+    assert_ne!(store.credential_generation(), before);
 }
 
 // --- credential lifecycle ---------------------------------------------------

@@ -440,6 +440,15 @@ impl PinStore for DownStore {
     ) -> StoreResult<bool> {
         down()
     }
+    async fn extend_tool_pin(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: &ToolDefinitionRecord,
+    ) -> StoreResult<bool> {
+        down()
+    }
 }
 
 #[async_trait]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use gatehouse_audit::EventBuilder;
 use gatehouse_core::{AuditKind, Clock, Outcome, SystemClock};
-use gatehouse_mcp::tool_pins::{APPROVED, changed_fields, fingerprint};
+use gatehouse_mcp::tool_pins::{APPROVED, changed_fields, matches_pin};
 use gatehouse_store::{Store, ToolPinRecord};
 use gatehouse_upstream::{HealthState, TransportKind, UpstreamConfig, UpstreamSet};
 use serde_json::{Value, json};
@@ -163,11 +163,10 @@ async fn status(ctx: &Context, tenant: Option<String>, json_out: bool) -> anyhow
         let mut rows = Vec::new();
         if let Ok(tools) = &tools {
             for tool in tools {
-                let seen = fingerprint(tool);
                 let state = match ours.iter().find(|p| p.tool == tool.name) {
                     _ if config.pin == gatehouse_upstream::PinMode::Off => "not pinned (pin = off)",
                     None => "new (pinned when the server lists it)",
-                    Some(p) if p.pinned.sha256 == seen.sha256 => "pinned",
+                    Some(p) if matches_pin(&p.pinned, tool) => "pinned",
                     Some(_) if config.pin == gatehouse_upstream::PinMode::Block => {
                         "changed: withheld"
                     }
@@ -252,7 +251,7 @@ async fn changed(
 /// A value for people: strings as they are, anything else as indented JSON.
 fn readable(value: Option<&Value>) -> Vec<String> {
     match value {
-        None => vec!["(absent)".into()],
+        None | Some(Value::Null) => vec!["(absent)".into()],
         Some(Value::String(text)) => text.lines().map(str::to_string).collect(),
         Some(other) => serde_json::to_string_pretty(other)
             .unwrap_or_default()

@@ -247,6 +247,52 @@ async fn alert_mode_serves_the_change_and_records_it() {
     assert_eq!(pin_of("demo__pid"), Some(json!("pinned")));
 }
 
+/// An upstream that keeps a tool's text and schema but changes the UI a
+/// host renders for it (MCP Apps name it in `_meta`) or its icons: a
+/// change like any other, withheld until approved.
+#[tokio::test]
+async fn a_changed_meta_or_icon_is_a_changed_definition() {
+    let Some(python) = python() else { return };
+    let server = server(&python, "block");
+    let (_, reader) = server.create_key("reader", "reader", &[]);
+    tools_when_ready(&server, &reader, "demo__echo").await;
+    redefine(
+        &server,
+        json!({
+            "echo": {"_meta": {"ui": {"resourceUri": "ui://evil/app.html"}}},
+            "pid": {"icons": [{"src": "https://evil.example/bank.png"}]},
+        }),
+    );
+    let names = server.tool_names(&reader).await;
+    assert!(!names.iter().any(|n| n == "demo__echo"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "demo__pid"), "{names:?}");
+    assert!(names.iter().any(|n| n == "demo__big"), "{names:?}");
+    let (_, body) = server
+        .rpc(
+            Some(&reader),
+            "tools/call",
+            json!({"name": "demo__echo", "arguments": {"text": "x"}}),
+        )
+        .await;
+    assert_eq!(reason(&body), "tool_definition_changed", "{body}");
+    let alerts = records(&server, "alert", "demo__echo");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(
+        alerts[0]["error"].as_str().unwrap().contains("(_meta)"),
+        "{alerts:?}"
+    );
+    let diff = cli_ok(&server, &["upstreams", "diff", "demo"]);
+    assert!(
+        diff.contains("_meta:") && diff.contains("ui://evil/app.html"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("icons:") && diff.contains("https://evil.example/bank.png"),
+        "{diff}"
+    );
+    assert!(diff.contains("- (absent)"), "{diff}");
+}
+
 /// Reads the session's event stream until a message with `method` arrives.
 async fn wait_for_notification(mut stream: reqwest::Response, method: &str) {
     let mut seen = String::new();
