@@ -321,10 +321,17 @@ async fn diff(ctx: &Context, name: &str, tool: Option<&str>, json_out: bool) -> 
         print_diff(config, pin);
     }
     output::line("");
-    output::line(&output::escape(&format!(
-        "Accept with: gatehouse upstreams approve {name}{}",
-        tool.map(|t| format!(" {t}")).unwrap_or_default()
-    )));
+    // Each command names the hash shown above: a definition that changes
+    // again between this review and the approval is not approved unseen.
+    output::line("Accept exactly what is shown, tool by tool:");
+    for pin in &pins {
+        if let Some(pending) = &pin.pending {
+            output::line(&output::escape(&format!(
+                "  gatehouse upstreams approve {name} {} --sha256 {}",
+                pin.tool, pending.definition.sha256
+            )));
+        }
+    }
     Ok(())
 }
 

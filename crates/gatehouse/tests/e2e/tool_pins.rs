@@ -131,6 +131,13 @@ async fn a_changed_definition_is_withheld_until_approved() {
     assert!(!wrong.status.success());
     let shown = server.cli_json(&["upstreams", "diff", "demo", "echo"]);
     let sha = shown[0]["pending_sha256"].as_str().unwrap().to_string();
+    // The command the diff suggests approves exactly the definition shown.
+    assert!(
+        diff.contains(&format!(
+            "gatehouse upstreams approve demo echo --sha256 {sha}"
+        )),
+        "{diff}"
+    );
     let approved = cli_ok(
         &server,
         &["upstreams", "approve", "demo", "echo", "--sha256", &sha],
