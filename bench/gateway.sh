@@ -9,6 +9,7 @@
 #
 # Targets (gateway issue): added p50 <= 150 us, Gatehouse / mcp-proxy RPS >= 1.5.
 #
+# CARGO_TARGET_DIR, when set, is where the release binaries are built and run from.
 # Installs what it lacks: wrk (apt-get, when root on Debian/Ubuntu) and
 # mcp-proxy (cargo install --locked into .tools/mcp-proxy; takes minutes the
 # first time). MCP_PROXY_VERSION picks the version (default below, the one
@@ -47,8 +48,9 @@ fi
 [ -x "$mcp_proxy" ] || missing "mcp-proxy at $mcp_proxy"
 cargo build --release --quiet --bin gatehouse
 cargo build --release --quiet -p bench-echo-upstream
-gatehouse="$root/target/release/gatehouse"
-upstream_bin="$root/target/release/bench-echo-upstream"
+target="${CARGO_TARGET_DIR:-$root/target}"
+gatehouse="$target/release/gatehouse"
+upstream_bin="$target/release/bench-echo-upstream"
 
 # --- pinning -----------------------------------------------------------------
 # Two CPUs: the gateway under test alone on CPU 0 (one Tokio worker, so each

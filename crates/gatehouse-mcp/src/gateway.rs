@@ -176,6 +176,16 @@ fn without_upstream_protocol_meta(mut answer: CallToolResult) -> CallToolResult 
     answer
 }
 
+/// The tenant whose share of an upstream's slots a call of `caller` takes
+/// (`tenant_shares.rs` in gatehouse-upstream): its own with tenancy on;
+/// with tenancy off every caller is in the one tenant, and only the
+/// upstream's limit applies.
+fn tenant_share(policy: &Policy, caller: &Caller) -> Option<Arc<str>> {
+    policy
+        .tenancy_enabled()
+        .then(|| Arc::from(caller.principal.tenant.as_str()))
+}
+
 fn micros_since(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
@@ -549,15 +559,6 @@ impl Gateway {
     }
 
     /// The current policy: one snapshot per request.
-    /// The tenant whose share of an upstream's slots a call of `caller`
-    /// takes: its own with tenancy on; with tenancy off every caller is in
-    /// the one tenant, and only the upstream's limit applies.
-    fn tenant_share(&self, caller: &Caller) -> Option<Arc<str>> {
-        self.policy()
-            .tenancy_enabled()
-            .then(|| Arc::from(caller.principal.tenant.as_str()))
-    }
-
     pub fn policy(&self) -> Arc<Policy> {
         self.policy.current()
     }
@@ -1146,7 +1147,7 @@ impl Gateway {
         mut call: CallContext,
     ) -> Result<ReadResourceResponse, CallError> {
         let tenant = Some(caller.principal.tenant.as_str());
-        call.tenant_share = self.tenant_share(caller);
+        call.tenant_share = tenant_share(&self.policy(), caller);
         self.resource_request(caller, uri, |upstream| async move {
             let meta = self
                 .with_identity(upstream, &caller.principal, None)
@@ -1289,7 +1290,7 @@ impl Gateway {
         };
         let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);
         let tenant = Some(caller.principal.tenant.as_str());
-        call.tenant_share = self.tenant_share(caller);
+        call.tenant_share = tenant_share(&policy, caller);
         let fetch = async {
             match route {
                 Some((upstream, upstream_name)) => {
@@ -1550,9 +1551,7 @@ impl Gateway {
         // One snapshot for the whole call: a reload in between cannot mix policies.
         let policy = self.policy();
         let mut call = call;
-        call.tenant_share = policy
-            .tenancy_enabled()
-            .then(|| Arc::from(caller.principal.tenant.as_str()));
+        call.tenant_share = tenant_share(&policy, caller);
         let arguments = arguments.unwrap_or_default();
         let as_value = Value::Object(arguments.clone());
         let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);

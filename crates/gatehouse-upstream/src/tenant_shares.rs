@@ -6,8 +6,10 @@
 //! fail with `upstream_busy`: one tenant denying service to the others. So
 //! a call that names a tenant first takes one of its tenant's
 //! `max_concurrent_calls_per_tenant` slots, then one of the upstream's.
-//! Calls without a tenant (a deployment without tenancy) take only the
-//! upstream's.
+//! Calls without a tenant (a deployment without tenancy), and the requests
+//! that are not a caller's tool call, prompt or resource read (listings,
+//! completions, subscriptions: quick, and not made slow at the caller's
+//! will), take only the upstream's.
 //!
 //! A tenant's entry exists while one of its calls holds or waits for a
 //! slot, so the map stays as small as the set of tenants calling now.
@@ -28,7 +30,10 @@ pub(crate) struct TenantShares {
 pub(crate) struct TenantSlot {
     shares: Arc<TenantShares>,
     tenant: Arc<str>,
-    semaphore: Arc<Semaphore>,
+    /// Taken (and dropped) under the map's lock in `drop`, so two slots of
+    /// one tenant ending at once cannot each see the other's reference and
+    /// leave the entry behind.
+    semaphore: Option<Arc<Semaphore>>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -74,7 +79,7 @@ impl TenantShares {
         let mut slot = TenantSlot {
             shares: self.clone(),
             tenant,
-            semaphore: semaphore.clone(),
+            semaphore: Some(semaphore.clone()),
             permit: None,
         };
         let permit = tokio::time::timeout_at(deadline, semaphore.acquire_owned()).await;
@@ -96,14 +101,18 @@ impl TenantShares {
 
 impl Drop for TenantSlot {
     fn drop(&mut self) {
-        drop(self.permit.take());
         let mut tenants = self.shares.lock();
+        // Dropped before the guard (declared after it): every slot's
+        // references come and go under the lock.
+        let semaphore = self.semaphore.take();
+        drop(self.permit.take());
         // Only the map and this slot hold the semaphore: no call of this
         // tenant holds or waits for a slot any more.
-        if Arc::strong_count(&self.semaphore) == 2
+        if let Some(semaphore) = &semaphore
+            && Arc::strong_count(semaphore) == 2
             && tenants
                 .get(&self.tenant)
-                .is_some_and(|s| Arc::ptr_eq(s, &self.semaphore))
+                .is_some_and(|s| Arc::ptr_eq(s, semaphore))
         {
             tenants.remove(&self.tenant);
         }

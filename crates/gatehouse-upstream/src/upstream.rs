@@ -348,16 +348,22 @@ async fn supervise(shared: Arc<Shared>, tenant: Option<String>, state: watch::Se
     state.send_replace(SlotState::Stopped);
 }
 
+/// A breaker's connection (`slots`' key) and the tenant whose share of
+/// the slots its calls take (`None`: calls without one).
+type BreakerKey = (Option<String>, Option<String>);
+
 struct Inner {
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
     /// Each tenant's part of `permits` (`tenant_shares.rs`).
     tenant_shares: Arc<TenantShares>,
-    /// One per connection, keyed like `slots`: with a credential per tenant
+    /// One per connection (keyed like `slots`: with a credential per tenant
     /// each tenant has its own connection, and one tenant's failures (a
     /// missing secret, a refused grant) must not shut the upstream for the
-    /// others.
-    breakers: Mutex<HashMap<Option<String>, Breaker>>,
+    /// others) and, with tenancy on, per tenant calling through it: one
+    /// tenant's calls that time out (a flood of calls that never answer)
+    /// open its own breaker, not everyone's.
+    breakers: Mutex<HashMap<BreakerKey, Breaker>>,
     slots: Mutex<HashMap<Option<String>, Slot>>,
 }
 
@@ -588,7 +594,7 @@ impl Upstream {
                 upstream: shared.name.clone(),
             });
         }
-        let key = self.slot_key(tenant)?;
+        let key = (self.slot_key(tenant)?, share.map(str::to_owned));
         let admitted = lock(&self.inner.breakers)
             .entry(key.clone())
             .or_insert_with(|| {

@@ -155,6 +155,29 @@ async fn tenant_credentials_need_a_tenant() {
     set.shutdown().await;
 }
 
+/// A call as the gateway makes it with tenancy on: in its tenant's share
+/// of the upstream's slots.
+async fn call_as(
+    web: gatehouse_upstream::Upstream,
+    tenant: &'static str,
+    tool: &'static str,
+) -> Result<CallToolResponse, UpstreamError> {
+    let context = CallContext {
+        tenant_share: Some(tenant.into()),
+        ..CallContext::default()
+    };
+    let arguments = args(json!({"text": tenant}));
+    web.call_tool_with(
+        Some(tenant),
+        tool,
+        arguments,
+        None,
+        UpstreamInput::default(),
+        context,
+    )
+    .await
+}
+
 /// One tenant's calls cannot take every slot of an upstream: with two slots
 /// and one per tenant, tenant a's two calls that never answer leave the
 /// second slot to tenant b, whose call goes through (the attack: a tenant
@@ -170,26 +193,9 @@ async fn one_tenant_cannot_take_every_slot_of_an_upstream() {
     assert_eq!(config.tenant_share(), 1);
     let set = start(vec![config]);
     let web = set.get("web").unwrap().clone();
-    // A call as the gateway makes it with tenancy on: in its tenant's share.
-    let call = |web: gatehouse_upstream::Upstream, tenant: &'static str, tool: &'static str| async move {
-        let context = CallContext {
-            tenant_share: Some(tenant.into()),
-            ..CallContext::default()
-        };
-        let arguments = args(json!({"text": tenant}));
-        web.call_tool_with(
-            Some(tenant),
-            tool,
-            arguments,
-            None,
-            UpstreamInput::default(),
-            context,
-        )
-        .await
-    };
     // Ready first, so the calls below are waiting on slots, not on the connection.
-    call(web.clone(), "b", "echo").await.unwrap();
-    let hog = |web: gatehouse_upstream::Upstream| tokio::spawn(call(web, "a", "sleep_forever"));
+    call_as(web.clone(), "b", "echo").await.unwrap();
+    let hog = |web: gatehouse_upstream::Upstream| tokio::spawn(call_as(web, "a", "sleep_forever"));
     let first = hog(web.clone());
     for _ in 0..200 {
         if web.health().in_flight == 1 {
@@ -203,7 +209,7 @@ async fn one_tenant_cannot_take_every_slot_of_an_upstream() {
     // Tenant a's second call waits for its own share, not holding the
     // upstream's second slot.
     assert_eq!(web.health().in_flight, 1);
-    let echoed = tokio::time::timeout(Duration::from_secs(10), call(web.clone(), "b", "echo"))
+    let echoed = tokio::time::timeout(Duration::from_secs(10), call_as(web.clone(), "b", "echo"))
         .await
         .expect("tenant b's call waited behind tenant a's")
         .unwrap();
@@ -214,5 +220,41 @@ async fn one_tenant_cannot_take_every_slot_of_an_upstream() {
     assert!(!first.is_finished() && !second.is_finished());
     first.abort();
     second.abort();
+    set.shutdown().await;
+}
+
+/// A tenant whose calls time out (a flood of calls that never answer)
+/// opens its own circuit breaker, not the one of every tenant calling the
+/// upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tenants_timeouts_do_not_open_the_breaker_for_another() {
+    let Some(python) = python("HTTP tenant breaker test") else {
+        return;
+    };
+    let server = PyHttp::start(&python, &[]);
+    let mut config = http("web", &server.url);
+    config.call_timeout = Duration::from_millis(500);
+    config.breaker_failures = 1;
+    let set = start(vec![config]);
+    let web = set.get("web").unwrap().clone();
+    for _ in 0..200 {
+        if web.health().state == HealthState::Ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let error = call_as(web.clone(), "a", "sleep_forever")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, UpstreamError::Timeout { .. }), "{error:?}");
+    // Tenant a's breaker is open: its next call is refused at once.
+    let error = call_as(web.clone(), "a", "echo").await.unwrap_err();
+    assert!(error.to_string().contains("circuit breaker"), "{error:?}");
+    // Tenant b's calls go on.
+    let CallToolResponse::Complete(echoed) = call_as(web.clone(), "b", "echo").await.unwrap()
+    else {
+        panic!("not a complete result");
+    };
+    assert_eq!(text(&echoed), "b");
     set.shutdown().await;
 }
