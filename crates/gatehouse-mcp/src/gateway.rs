@@ -1250,10 +1250,12 @@ impl Gateway {
             redacted: none.clone(),
             sha256: None,
         };
-        let decision = self.policy().authorize_target(&caller.principal, &target);
+        let policy = self.policy();
+        let decision = policy.authorize_target(&caller.principal, &target);
+        let share = tenant_share(&policy, caller);
         let fetch = async {
             match upstream {
-                Ok(upstream) => upstream.complete(tenant, params).await,
+                Ok(upstream) => upstream.complete(tenant, share.as_deref(), params).await,
                 Err(e) => Err(e),
             }
         };

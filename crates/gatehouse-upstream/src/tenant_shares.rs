@@ -7,9 +7,9 @@
 //! a call that names a tenant first takes one of its tenant's
 //! `max_concurrent_calls_per_tenant` slots, then one of the upstream's.
 //! Calls without a tenant (a deployment without tenancy), and the requests
-//! that are not a caller's tool call, prompt or resource read (listings,
-//! completions, subscriptions: quick, and not made slow at the caller's
-//! will), take only the upstream's.
+//! that are not a caller's tool call, prompt, resource read or completion
+//! (listings, kept for a while per tenant, and subscriptions, one per
+//! resource watched), take only the upstream's.
 //!
 //! A tenant's entry exists while one of its calls holds or waits for a
 //! slot, so the map stays as small as the set of tenants calling now.

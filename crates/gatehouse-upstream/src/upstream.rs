@@ -872,12 +872,14 @@ impl Upstream {
 
     /// `completion/complete`; `params` names the prompt or resource as the
     /// upstream does.
+    /// `completion/complete`, in `share`'s slots (see [`CallContext::tenant_share`]).
     pub async fn complete(
         &self,
         tenant: Option<&str>,
+        share: Option<&str>,
         params: CompleteRequestParams,
     ) -> Result<CompleteResult, UpstreamError> {
-        self.request(tenant, |c| async move { c.complete(params).await })
+        self.request_as(tenant, share, |c| async move { c.complete(params).await })
             .await
     }
 
