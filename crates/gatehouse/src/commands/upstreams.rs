@@ -327,12 +327,13 @@ async fn diff(ctx: &Context, name: &str, tool: Option<&str>, json_out: bool) -> 
     for pin in &pins {
         if let Some(pending) = &pin.pending {
             // Quoted: the tool's name is the upstream's choice, and this
-            // line is made to be pasted into a shell.
+            // line is made to be pasted into a shell. After `--`, so a name
+            // that starts with `-` is the tool, not an option.
             output::line(&output::escape(&format!(
-                "  gatehouse upstreams approve {} {} --sha256 {}",
+                "  gatehouse upstreams approve --sha256 {} {} -- {}",
+                pending.definition.sha256,
                 shell_word(name),
                 shell_word(&pin.tool),
-                pending.definition.sha256
             )));
         }
     }

@@ -140,10 +140,14 @@ impl Server {
     /// Runs a CLI subcommand with `env` set on top of the server's.
     pub fn cli_with_env(&self, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
         let mut command = Command::new(BIN);
+        // `--data-dir` and `--config` are global: first, so that a command
+        // ending in `-- TOOL` reads as written.
+        command.arg("--data-dir").arg(self.data_dir());
+        if let Some(path) = &self.config {
+            command.arg("--config").arg(path);
+        }
         command
             .args(args)
-            .arg("--data-dir")
-            .arg(self.data_dir())
             .env_remove("GATEHOUSE_CONFIG")
             .env_remove("GATEHOUSE_PEPPER")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -151,9 +155,6 @@ impl Server {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(path) = &self.config {
-            command.arg("--config").arg(path);
-        }
         let mut child = command.spawn().unwrap();
         {
             use std::io::Write;

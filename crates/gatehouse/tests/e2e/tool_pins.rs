@@ -131,17 +131,12 @@ async fn a_changed_definition_is_withheld_until_approved() {
     assert!(!wrong.status.success());
     let shown = server.cli_json(&["upstreams", "diff", "demo", "echo"]);
     let sha = shown[0]["pending_sha256"].as_str().unwrap().to_string();
-    // The command the diff suggests approves exactly the definition shown.
-    assert!(
-        diff.contains(&format!(
-            "gatehouse upstreams approve demo echo --sha256 {sha}"
-        )),
-        "{diff}"
-    );
-    let approved = cli_ok(
-        &server,
-        &["upstreams", "approve", "demo", "echo", "--sha256", &sha],
-    );
+    // The command the diff suggests approves exactly the definition shown;
+    // it is run as printed.
+    let suggested = format!("gatehouse upstreams approve --sha256 {sha} demo -- echo");
+    assert!(diff.contains(&suggested), "{diff}");
+    let words: Vec<&str> = suggested.split_whitespace().skip(1).collect();
+    let approved = cli_ok(&server, &words);
     assert!(approved.contains("demo__echo"), "{approved}");
     let names = server.tool_names(&reader).await;
     assert!(names.iter().any(|n| n == "demo__echo"), "{names:?}");
