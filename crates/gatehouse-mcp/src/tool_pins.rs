@@ -29,7 +29,9 @@ use sha2::{Digest, Sha256};
 /// The parts of a tool definition that are pinned: everything the model
 /// reads, a client shows or a host acts on — its icons (shown beside the
 /// tool) and `_meta` (where MCP Apps name the UI a host renders for it) too.
-/// Every field is in the pinned JSON, `null` when the tool has none.
+/// Every field is in the pinned JSON, `null` when the tool has none. The
+/// first six are what pins covered before (`LEGACY_PINNED_FIELDS`): new
+/// fields go at the end.
 pub const PINNED_FIELDS: &[&str] = &[
     "name",
     "title",
@@ -41,16 +43,9 @@ pub const PINNED_FIELDS: &[&str] = &[
     "_meta",
 ];
 
-/// What a pin recorded before icons and `_meta` were pinned covers: only
-/// the fields the tool had among these.
-const LEGACY_PINNED_FIELDS: &[&str] = &[
-    "name",
-    "title",
-    "description",
-    "inputSchema",
-    "outputSchema",
-    "annotations",
-];
+/// What a pin recorded before icons and `_meta` were pinned covers: these
+/// fields, those the tool had.
+const LEGACY_PINNED_FIELDS: &[&str] = PINNED_FIELDS.split_at(6).0;
 
 /// Alert code of a changed definition and audit reason of a call of a
 /// withheld tool.
@@ -66,7 +61,23 @@ pub const APPROVED: &str = "tool_definition_approved";
 /// covering them too (the fields it covered had not changed).
 pub const EXTENDED: &str = "upstream_tool_pin_extended";
 
-fn record_of(pinned: Map<String, Value>) -> ToolDefinitionRecord {
+/// `fields` of `tool` as canonical JSON, and its SHA-256. A field the tool
+/// lacks is `null` with `absent_as_null` (every pin since icons and
+/// `_meta` are pinned), else left out (the pins before).
+fn record_of(tool: &Tool, fields: &[&str], absent_as_null: bool) -> ToolDefinitionRecord {
+    let whole = serde_json::to_value(tool).unwrap_or(Value::Null);
+    let mut pinned = Map::new();
+    for field in fields {
+        match whole.get(*field) {
+            Some(value) => {
+                pinned.insert((*field).to_string(), value.clone());
+            }
+            None if absent_as_null => {
+                pinned.insert((*field).to_string(), Value::Null);
+            }
+            None => {}
+        }
+    }
     let definition = canonical_json(&Value::Object(pinned));
     ToolDefinitionRecord {
         sha256: hex::encode(Sha256::digest(definition.as_bytes())),
@@ -76,27 +87,12 @@ fn record_of(pinned: Map<String, Value>) -> ToolDefinitionRecord {
 
 /// The pinned parts of `tool` as canonical JSON, and its SHA-256.
 pub fn fingerprint(tool: &Tool) -> ToolDefinitionRecord {
-    let whole = serde_json::to_value(tool).unwrap_or(Value::Null);
-    let pinned = PINNED_FIELDS
-        .iter()
-        .map(|field| {
-            let value = whole.get(*field).cloned().unwrap_or(Value::Null);
-            ((*field).to_string(), value)
-        })
-        .collect();
-    record_of(pinned)
+    record_of(tool, PINNED_FIELDS, true)
 }
 
 /// `tool` as a pin recorded before icons and `_meta` were pinned saw it.
 fn legacy_fingerprint(tool: &Tool) -> ToolDefinitionRecord {
-    let whole = serde_json::to_value(tool).unwrap_or(Value::Null);
-    let mut pinned = Map::new();
-    for field in LEGACY_PINNED_FIELDS {
-        if let Some(value) = whole.get(*field) {
-            pinned.insert((*field).to_string(), value.clone());
-        }
-    }
-    record_of(pinned)
+    record_of(tool, LEGACY_PINNED_FIELDS, false)
 }
 
 /// Whether a stored definition was pinned before icons and `_meta` were:
@@ -230,7 +226,6 @@ impl ToolPins {
         drop(self.cache());
         for tool in tools {
             let seen = fingerprint(&tool);
-            let legacy = legacy_fingerprint(&tool);
             let key = (upstream.name().to_string(), tool.name.to_string());
             let cached = self
                 .lock()
@@ -242,7 +237,7 @@ impl ToolPins {
                 Some(verdict) => verdict,
                 None => {
                     let verdict = self
-                        .judge(upstream, &tool.name, &seen, &legacy, mode, &mut had_pins)
+                        .judge(upstream, &tool, &seen, mode, &mut had_pins)
                         .await?;
                     self.lock()
                         .verdicts
@@ -262,12 +257,12 @@ impl ToolPins {
     async fn judge(
         &self,
         upstream: &Upstream,
-        tool: &str,
+        definition: &Tool,
         seen: &ToolDefinitionRecord,
-        legacy: &ToolDefinitionRecord,
         mode: PinMode,
         had_pins: &mut Option<bool>,
     ) -> Result<PinVerdict, PinError> {
+        let tool: &str = &definition.name;
         let name = upstream.name();
         let now = self.clock.now();
         let gateway_name = UpstreamSet::tool_name(upstream, tool);
@@ -310,7 +305,9 @@ impl ToolPins {
                 }
                 return Ok(PinVerdict::Serve);
             }
-            if is_legacy(&pin.pinned.definition) && pin.pinned.sha256 == legacy.sha256 {
+            // Not the same definition (above): as the pin holds it, only
+            // if it is an older pin the tool still matches.
+            if matches_pin(&pin.pinned, definition) {
                 // Pinned before icons and `_meta` were, and unchanged in
                 // what was pinned: the pin now covers them as they are (as
                 // a first sighting would). Done once, by one instance.

@@ -82,10 +82,10 @@ pub struct UpstreamConfig {
     /// at most its `call_timeout`, then fails with `upstream_busy`.
     #[serde(default = "default_max_concurrent_calls")]
     pub max_concurrent_calls: usize,
-    /// Of those, how many one tenant's calls may hold at once (default:
-    /// half, rounded up), so that one tenant cannot take every slot and
-    /// leave the others `upstream_busy`. Calls without a tenant are held
-    /// only to `max_concurrent_calls`.
+    /// Of those, how many one tenant's calls may hold at once with tenancy
+    /// on (default: half, rounded up), so that one tenant cannot take every
+    /// slot and leave the others `upstream_busy`. Without tenancy only
+    /// `max_concurrent_calls` applies.
     #[serde(default)]
     pub max_concurrent_calls_per_tenant: Option<usize>,
     /// Largest single message accepted from the upstream.
@@ -322,6 +322,20 @@ impl UpstreamConfig {
             "" => tool.to_owned(),
             prefix => format!("{prefix}{PREFIX_SEPARATOR}{tool}"),
         }
+    }
+
+    /// The upstream's own name of the tool (or prompt) the gateway calls
+    /// `gateway_name`, when that is `prefix__tool` with this upstream's
+    /// prefix; `None` otherwise, and always for an upstream without one.
+    pub fn own_name<'a>(&self, gateway_name: &'a str) -> Option<&'a str> {
+        let prefix = self.effective_prefix();
+        if prefix.is_empty() {
+            return None;
+        }
+        gateway_name
+            .strip_prefix(prefix)?
+            .strip_prefix(PREFIX_SEPARATOR)
+            .filter(|rest| !rest.is_empty())
     }
 
     /// The audience of the identity JWT sent to this upstream: its URL, or
@@ -716,6 +730,19 @@ mod tests {
         let mut one = UpstreamConfig::http("one", "https://x.example/");
         one.max_concurrent_calls = 1;
         assert_eq!(one.tenant_share(), 1);
+    }
+
+    #[test]
+    fn a_gateway_name_is_split_only_at_its_own_prefix() {
+        let crm = UpstreamConfig::http("crm", "https://x.example/");
+        assert_eq!(crm.own_name("crm__find"), Some("find"));
+        assert_eq!(crm.own_name("crm__a__b"), Some("a__b"));
+        for other in ["crm__", "crm_find", "crmx__find", "files__find", "find"] {
+            assert_eq!(crm.own_name(other), None, "{other}");
+        }
+        let mut bare = UpstreamConfig::http("bare", "https://x.example/");
+        bare.prefix = Some(String::new());
+        assert_eq!(bare.own_name("__find"), None);
     }
 
     #[test]

@@ -11,12 +11,12 @@
 // (2026-07-28), and still the 2025-11-25 protocol the gateway relays.
 #![allow(deprecated)]
 
+use std::sync::Arc;
+
 use rmcp::model::{
     ClientCapabilities, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
     ElicitResult, ErrorData, LoggingMessageNotificationParam, ProgressNotificationParam,
 };
-use std::sync::Arc;
-
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::changes::{CHANNEL_CAPACITY, ListChanged};
-use crate::config::{ConfigError, PREFIX_SEPARATOR, UpstreamConfig, validate};
+use crate::config::{ConfigError, UpstreamConfig, validate};
 use crate::error::UpstreamError;
 use crate::health::Health;
 use crate::upstream::Upstream;
@@ -54,16 +54,7 @@ impl UpstreamSet {
     /// name at that upstream. A prefixed upstream wins over an unprefixed one.
     pub fn route<'a>(&self, tool: &'a str) -> Option<(&Upstream, &'a str)> {
         let enabled = || self.upstreams.values().filter(|u| u.config().enabled);
-        let prefixed = enabled().find_map(|u| {
-            let prefix = u.config().effective_prefix();
-            if prefix.is_empty() {
-                return None;
-            }
-            tool.strip_prefix(prefix)
-                .and_then(|rest| rest.strip_prefix(PREFIX_SEPARATOR))
-                .filter(|rest| !rest.is_empty())
-                .map(|rest| (u, rest))
-        });
+        let prefixed = enabled().find_map(|u| u.config().own_name(tool).map(|rest| (u, rest)));
         prefixed.or_else(|| {
             let mut bare = enabled().filter(|u| u.config().effective_prefix().is_empty());
             match (bare.next(), bare.next()) {

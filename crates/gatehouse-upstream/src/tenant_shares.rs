@@ -23,17 +23,20 @@ use tokio::time::Instant;
 /// The per-tenant slots of one upstream.
 pub(crate) struct TenantShares {
     share: usize,
-    tenants: Mutex<HashMap<Arc<str>, Arc<Semaphore>>>,
+    tenants: Mutex<HashMap<Arc<str>, Entry>>,
+}
+
+/// A tenant's slots, and how many of its calls hold or wait for one (the
+/// entry goes when that falls to zero).
+struct Entry {
+    slots: Arc<Semaphore>,
+    users: usize,
 }
 
 /// One of a tenant's slots, given back when dropped.
 pub(crate) struct TenantSlot {
     shares: Arc<TenantShares>,
     tenant: Arc<str>,
-    /// Taken (and dropped) under the map's lock in `drop`, so two slots of
-    /// one tenant ending at once cannot each see the other's reference and
-    /// leave the entry behind.
-    semaphore: Option<Arc<Semaphore>>,
     permit: Option<OwnedSemaphorePermit>,
 }
 
@@ -49,7 +52,7 @@ impl TenantShares {
         self.share
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Semaphore>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Entry>> {
         self.tenants
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -62,34 +65,30 @@ impl TenantShares {
         tenant: &str,
         deadline: Instant,
     ) -> Option<TenantSlot> {
-        let (tenant, semaphore) = {
+        let (tenant, slots) = {
             let mut tenants = self.lock();
-            match tenants.get_key_value(tenant) {
-                Some((name, semaphore)) => (name.clone(), semaphore.clone()),
-                None => {
-                    let name: Arc<str> = Arc::from(tenant);
-                    let semaphore = Arc::new(Semaphore::new(self.share));
-                    tenants.insert(name.clone(), semaphore.clone());
-                    (name, semaphore)
-                }
-            }
+            // The map's own name, when there is one: no allocation per call.
+            let name = match tenants.get_key_value(tenant) {
+                Some((name, _)) => name.clone(),
+                None => Arc::from(tenant),
+            };
+            let entry = tenants.entry(name.clone()).or_insert_with(|| Entry {
+                slots: Arc::new(Semaphore::new(self.share)),
+                users: 0,
+            });
+            entry.users += 1;
+            (name, entry.slots.clone())
         };
-        // Held from here on, so the entry is not forgotten while this call
-        // waits, and is forgotten (on drop) if the wait fails.
+        // Counted from here on, so the entry stays while this call waits,
+        // and goes (on drop) if the wait fails and nobody else uses it.
         let mut slot = TenantSlot {
             shares: self.clone(),
             tenant,
-            semaphore: Some(semaphore.clone()),
             permit: None,
         };
-        let permit = tokio::time::timeout_at(deadline, semaphore.acquire_owned()).await;
-        match permit {
-            Ok(Ok(permit)) => {
-                slot.permit = Some(permit);
-                Some(slot)
-            }
-            _ => None,
-        }
+        let permit = tokio::time::timeout_at(deadline, slots.acquire_owned()).await;
+        slot.permit = Some(permit.ok()?.ok()?);
+        Some(slot)
     }
 
     /// Tenants with an entry now (calls holding or waiting for a slot).
@@ -101,20 +100,13 @@ impl TenantShares {
 
 impl Drop for TenantSlot {
     fn drop(&mut self) {
-        let mut tenants = self.shares.lock();
-        // Dropped before the guard (declared after it): every slot's
-        // references come and go under the lock.
-        let semaphore = self.semaphore.take();
         drop(self.permit.take());
-        // Only the map and this slot hold the semaphore: no call of this
-        // tenant holds or waits for a slot any more.
-        if let Some(semaphore) = &semaphore
-            && Arc::strong_count(semaphore) == 2
-            && tenants
-                .get(&self.tenant)
-                .is_some_and(|s| Arc::ptr_eq(s, semaphore))
-        {
-            tenants.remove(&self.tenant);
+        let mut tenants = self.shares.lock();
+        if let Some(entry) = tenants.get_mut(&self.tenant) {
+            entry.users -= 1;
+            if entry.users == 0 {
+                tenants.remove(&self.tenant);
+            }
         }
     }
 }

@@ -575,7 +575,8 @@ impl Upstream {
     }
 
     /// [`Upstream::request`] taking one of `share`'s slots first (a
-    /// caller's tool call, prompt or resource read; `tenant_shares.rs`).
+    /// caller's tool call, prompt, resource read or completion;
+    /// `tenant_shares.rs`).
     async fn request_as<T, F, Fut>(
         &self,
         tenant: Option<&str>,
@@ -612,19 +613,14 @@ impl Upstream {
         }
         // The tenant's slot first: a tenant whose share is taken waits
         // without holding one of the upstream's slots meanwhile.
+        let shares = &self.inner.tenant_shares;
         let _tenant_slot = match share {
-            Some(tenant) => {
-                let shares = &self.inner.tenant_shares;
-                match shares.acquire(tenant, deadline).await {
-                    Some(slot) => Some(slot),
-                    None => {
-                        return Err(UpstreamError::TenantBusy {
-                            upstream: shared.name.clone(),
-                            limit: shares.share(),
-                        });
-                    }
+            Some(tenant) => Some(shares.acquire(tenant, deadline).await.ok_or_else(|| {
+                UpstreamError::TenantBusy {
+                    upstream: shared.name.clone(),
+                    limit: shares.share(),
                 }
-            }
+            })?),
             None => None,
         };
         let Ok(Ok(_permit)) =
@@ -870,9 +866,9 @@ impl Upstream {
         .await
     }
 
-    /// `completion/complete`; `params` names the prompt or resource as the
-    /// upstream does.
-    /// `completion/complete`, in `share`'s slots (see [`CallContext::tenant_share`]).
+    /// `completion/complete`, in `share`'s slots (see
+    /// [`CallContext::tenant_share`]); `params` names the prompt or resource
+    /// as the upstream does.
     pub async fn complete(
         &self,
         tenant: Option<&str>,

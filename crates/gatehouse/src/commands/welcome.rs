@@ -16,10 +16,6 @@ pub struct FirstRun<'a> {
     pub metrics_url: Option<&'a str>,
 }
 
-fn shell_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
 /// What a new user needs for a first authenticated call.
 pub fn print_welcome(mcp_url: &str, first: &FirstRun<'_>, ctx: &Context) {
     let key = first.key;
@@ -81,8 +77,8 @@ pub fn print_welcome(mcp_url: &str, first: &FirstRun<'_>, ctx: &Context) {
     }
     let curl = format!(
         "curl -s {mcp_url} \\\n    -H {} \\\n    -H 'Content-Type: application/json' \\\n    -H 'Accept: application/json, text/event-stream' \\\n    -H 'MCP-Protocol-Version: 2026-07-28' \\\n    -H 'Mcp-Method: tools/list' \\\n    -d {}",
-        shell_quote(&format!("Authorization: Bearer {header_key}")),
-        shell_quote(list_body),
+        output::shell_word(&format!("Authorization: Bearer {header_key}")),
+        output::shell_word(list_body),
     );
     let binary = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -121,7 +117,7 @@ pub fn print_welcome(mcp_url: &str, first: &FirstRun<'_>, ctx: &Context) {
         "MCP Inspector:".into(),
         format!(
             "  npx @modelcontextprotocol/inspector --cli {mcp_url} --transport http --header {} --method tools/list",
-            shell_quote(&format!("Authorization: Bearer {header_key}"))
+            output::shell_word(&format!("Authorization: Bearer {header_key}"))
         ),
         String::new(),
     ] {
