@@ -13,6 +13,7 @@ use gatehouse_upstream::{PREFIX_SEPARATOR, UpstreamConfig};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::context::Context;
 
 /// The configured policy file, resolved against the configuration file's
@@ -34,22 +35,30 @@ pub fn policy_path(ctx: &Context) -> Option<PathBuf> {
 pub fn load(ctx: &Context) -> anyhow::Result<Policy> {
     match policy_path(ctx) {
         None => Ok(Policy::default_matrix()),
-        Some(path) => read_with_digest(&path, &ctx.config.upstreams).map(|(policy, _)| policy),
+        Some(path) => read_with_digest(&path, &ctx.config).map(|(policy, _)| policy),
     }
 }
 
 /// The policy in the file, and the SHA-256 of the text it was read from.
-fn read_with_digest(
-    path: &PathBuf,
-    upstreams: &[UpstreamConfig],
-) -> anyhow::Result<(Policy, String)> {
+/// Start-up and every reload read it here, so a reload is held to what
+/// start-up is: a file the server would refuse to start with is not
+/// applied while it runs.
+fn read_with_digest(path: &PathBuf, config: &Config) -> anyhow::Result<(Policy, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the policy file {}", path.display()))?;
     let policy = Policy::from_toml(&text)
         .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?;
-    check_tool_names(&policy, upstreams)
+    check_against_config(&policy, config)
         .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?;
     Ok((policy, hex::encode(Sha256::digest(text.as_bytes()))))
+}
+
+/// What the policy and the configuration must agree on: the tools the
+/// policy names exist, and the roles and tenants the configuration names
+/// are the policy's.
+pub fn check_against_config(policy: &Policy, config: &Config) -> anyhow::Result<()> {
+    check_tool_names(policy, &config.upstreams)?;
+    crate::config::check_against_policy(config, policy).map_err(anyhow::Error::msg)
 }
 
 /// Every `[tools.NAME]` entry must name a tool that can exist: a built-in
@@ -113,13 +122,13 @@ pub fn watch(ctx: &Context, gateway: Arc<Gateway>, shutdown: CancellationToken) 
     let Some(path) = policy_path(ctx) else {
         return;
     };
-    let upstreams = Arc::new(ctx.config.upstreams.clone());
+    let config = Arc::new(ctx.config.clone());
     crate::file_watch::watch("policy file", vec![path.clone()], shutdown, move || {
         let gateway = Arc::clone(&gateway);
         let path = path.clone();
-        let upstreams = Arc::clone(&upstreams);
+        let config = Arc::clone(&config);
         async move {
-            let (policy, digest) = match read_with_digest(&path, &upstreams) {
+            let (policy, digest) = match read_with_digest(&path, &config) {
                 Ok(read) => read,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "the new policy is invalid; keeping the previous one");

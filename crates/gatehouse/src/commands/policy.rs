@@ -40,7 +40,7 @@ pub async fn run(ctx: &Context, command: PolicyCommand) -> anyhow::Result<ExitCo
             let checked = Policy::from_toml(&text)
                 .map_err(anyhow::Error::msg)
                 .and_then(|policy| {
-                    crate::policy_file::check_tool_names(&policy, &ctx.config.upstreams)?;
+                    crate::policy_file::check_against_config(&policy, &ctx.config)?;
                     Ok(policy)
                 });
             match checked {

@@ -197,6 +197,51 @@ async fn the_policy_reloads_when_the_file_changes_and_an_invalid_file_keeps_the_
     assert!(stderr.contains("tools.web_fetch"), "{stderr}");
 }
 
+/// Start-up refuses a policy that disagrees with the configuration (here:
+/// a lifecycle override for a tenant the policy does not declare, which
+/// would leave that tenant's keys on the defaults). A reload is held to the
+/// same check: the disagreeing file is not applied and the running policy
+/// stays.
+#[tokio::test]
+async fn a_reload_the_configuration_disagrees_with_keeps_the_old_policy() {
+    let with_acme = format!("{DEFAULT}\n[tenants.acme]\n\n[tenants.globex]\n");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), &with_acme).unwrap();
+    let server = Server::start_in(
+        dir,
+        Some(
+            "version = 1\n[policy]\nfile = \"policy.toml\"\n\
+             [lifecycle.tenants.acme.api_keys]\nunused_alert = \"20d\"\n",
+        ),
+    );
+    let (_, acme) = server.create_key("a", "reader", &["--tenant", "acme"]);
+
+    let without_acme = format!("{DEFAULT}\n[tenants.globex]\n");
+    std::fs::write(server.data_dir().join("policy.toml"), &without_acme).unwrap();
+    let start = Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(server.stderr_path()).unwrap();
+        if log.contains("keeping the previous one") {
+            break log;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the disagreeing policy was not refused:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(log.contains("lifecycle.tenants.acme"), "{log}");
+    assert!(!log.contains("policy reloaded"), "{log}");
+    // acme is still a tenant of the running policy: its key still works.
+    let body = server.call_tool(&acme, "whoami", json!({})).await;
+    assert!(error_of(&body).is_null(), "{body}");
+
+    let out = server.cli(&["policy", "validate"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("lifecycle.tenants.acme"), "{stderr}");
+}
+
 #[tokio::test]
 async fn rate_limits_per_principal_and_tool_and_per_role() {
     let policy = DEFAULT.replace(
