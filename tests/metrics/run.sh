@@ -65,7 +65,9 @@ grep -q '"listening"' "$out" || { cat "$data/serve.err" >&2; echo "server did no
 field() { grep "\"$1\"" "$out" | sed -e "s/.*\"$2\":\"\\([^\"]*\\)\".*/\\1/" | head -n 1; }
 mcp_url="$(field listening mcp_url)"
 metrics_url="$(field listening metrics_url)"
-key="$(field first_run api_key)"
+# The first start's secrets are in the file the event names (standard
+# output is not a terminal, so they are not printed).
+key="$(sed -n -e 's/.*"api_key": *"\([^"]*\)".*/\1/p' "$(field first_run credentials_file)")"
 [ -n "$metrics_url" ] && [ -n "$key" ] || { cat "$out" >&2; echo "no metrics_url or key" >&2; exit 1; }
 reader="$("$bin" keys create --name reader --role reader --data-dir "$data" --config "$data/gatehouse.toml" --json \
   | sed -e 's/.*"key":"\([^"]*\)".*/\1/')"

@@ -54,7 +54,9 @@ for line in open(sys.argv[1]):
     if event.get('event') == sys.argv[2]:
         print(event[sys.argv[3]])" "$out" "$1" "$2"; }
 url="$(field listening mcp_url)"
-admin_key="$(field first_run api_key)"
+# The first start's secrets are in the file the event names (standard
+# output is not a terminal, so they are not printed).
+admin_key="$("$venv/bin/python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["api_key"])' "$(field first_run credentials_file)")"
 reader_key="$("$bin" keys create --data-dir "$data" --name py-reader --role reader --json | "$venv/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
 
 "$venv/bin/python" tests/interop/python/client.py "$url" "$admin_key" "$reader_key"

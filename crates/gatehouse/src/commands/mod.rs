@@ -4,6 +4,7 @@ pub mod audit;
 pub mod audit_verify;
 pub mod check_config;
 pub mod clients;
+pub mod first_credentials;
 pub mod grants;
 pub mod keys;
 pub mod lifecycle;

@@ -10,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::cli::{KeyCreateArgs, ServeArgs};
+use crate::commands::first_credentials;
 use crate::commands::keys::{create_key, first_signing_key, key_created};
 use crate::commands::users::{create_user, user_added};
-use crate::commands::welcome::{FirstRun, print_welcome};
+use crate::commands::welcome::{FirstRun, Withheld, print_welcome};
 use crate::config::{AuthModeName, validate_public_url};
 use crate::context::Context;
 use crate::lifecycle::housekeeping::Housekeeping;
@@ -156,6 +157,23 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     let runtime = Runtime::start(ctx, Some(&public_url)).await?;
     let first_key = first_run_key(ctx, &runtime).await?;
     let first_user = first_run_user(&runtime).await?;
+    let first_shown = first_credentials::stdout_is_terminal();
+    let withheld = !first_shown && (first_key.is_some() || first_user.is_some());
+    let credentials_file = if withheld {
+        let user = first_user.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        match first_credentials::write(&ctx.data_dir, first_key.as_deref(), user) {
+            Ok(path) => Some(path),
+            Err(e) => {
+                tracing::error!(
+                    error = %format!("{e:#}"),
+                    "the first start's credentials could not be written to a file (they are not printed: standard output is not a terminal); make new ones with `gatehouse keys create --name admin-2 --role admin` and `gatehouse users passwd admin`"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     let origin = public_url.origin().ascii_serialization();
     let mcp_url = format!("{origin}{}", routes::MCP);
@@ -262,11 +280,19 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         if first_key.is_some() || first_user.is_some() {
             let mut event = json!({"event": "first_run"});
             if let Some(key) = &first_key {
-                event["api_key"] = json!(key);
+                if first_shown {
+                    event["api_key"] = json!(key);
+                }
                 event["role"] = json!("admin");
             }
             if let Some((username, password)) = &first_user {
-                event["user"] = json!({"username": username, "password": password});
+                event["user"] = json!({"username": username});
+                if first_shown {
+                    event["user"]["password"] = json!(password);
+                }
+            }
+            if let Some(path) = &credentials_file {
+                event["credentials_file"] = json!(path.display().to_string());
             }
             output::json(&event);
         }
@@ -281,8 +307,16 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         print_welcome(
             &mcp_url,
             &FirstRun {
-                key: first_key.as_deref(),
-                user: first_user.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+                key: first_key.as_deref().filter(|_| first_shown),
+                user: first_user
+                    .as_ref()
+                    .filter(|_| first_shown)
+                    .map(|(u, p)| (u.as_str(), p.as_str())),
+                withheld: withheld.then(|| Withheld {
+                    key: first_key.is_some(),
+                    user: first_user.is_some(),
+                    file: credentials_file.as_deref(),
+                }),
                 authorization_server: runtime.oauth.as_ref().map(|_| origin.as_str()),
                 metrics_url: metrics_url.as_deref(),
             },

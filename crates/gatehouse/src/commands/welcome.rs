@@ -1,6 +1,8 @@
 //! The banner `serve` prints: what a new user needs for a first
 //! authenticated call, with a key or by signing in.
 
+use std::path::Path;
+
 use serde_json::json;
 
 use crate::context::Context;
@@ -10,10 +12,21 @@ use crate::output;
 pub struct FirstRun<'a> {
     pub key: Option<&'a str>,
     pub user: Option<(&'a str, &'a str)>,
+    /// Credentials created but not printed (standard output is not a
+    /// terminal).
+    pub withheld: Option<Withheld<'a>>,
     /// The issuer, when the embedded authorization server runs.
     pub authorization_server: Option<&'a str>,
     /// Where Prometheus scrapes, when `[metrics]` is on.
     pub metrics_url: Option<&'a str>,
+}
+
+/// What the first start created and did not print, and where it is.
+pub struct Withheld<'a> {
+    pub key: bool,
+    pub user: bool,
+    /// The file they were written to, if that worked.
+    pub file: Option<&'a Path>,
 }
 
 /// What a new user needs for a first authenticated call.
@@ -37,6 +50,9 @@ pub fn print_welcome(mcp_url: &str, first: &FirstRun<'_>, ctx: &Context) {
     lines.push(String::new());
     for line in lines {
         output::line(&line);
+    }
+    if let Some(withheld) = &first.withheld {
+        print_withheld(withheld);
     }
     if let Some(key) = key {
         output::line(
@@ -123,4 +139,35 @@ pub fn print_welcome(mcp_url: &str, first: &FirstRun<'_>, ctx: &Context) {
     ] {
         output::line(&line);
     }
+}
+
+/// Says where the first start's credentials are, without printing them.
+fn print_withheld(withheld: &Withheld<'_>) {
+    let what = match (withheld.key, withheld.user) {
+        (true, true) => "an admin API key and the admin login",
+        (true, false) => "an admin API key",
+        _ => "the admin login",
+    };
+    output::line(&format!("First start: created {what}."));
+    output::line(
+        "No secret is printed: standard output is not a terminal, and a journal or log may keep it.",
+    );
+    match withheld.file {
+        Some(path) => {
+            output::line(&format!(
+                "They are in {} (readable only by this user): store them, then delete that file.",
+                path.display()
+            ));
+        }
+        None => {
+            output::line("Writing them to a file failed (see the log). Make new ones:");
+            if withheld.key {
+                output::line("  gatehouse keys create --name admin-2 --role admin");
+            }
+            if withheld.user {
+                output::line("  gatehouse users passwd admin");
+            }
+        }
+    }
+    output::line("");
 }

@@ -300,3 +300,99 @@ async fn a_secret_is_never_sealed_under_a_key_the_servers_do_not_have() {
     let listed = server.cli(&["secrets", "list"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("db_password"));
 }
+
+/// `serve` under a service manager or in a container: its standard output
+/// is a journal or `docker logs`, kept and read by others. The first start's
+/// admin key and password were printed there. Now they go to an owner-only
+/// file in the data directory, the banner names the file, and neither
+/// output holds them.
+#[tokio::test]
+async fn the_first_starts_secrets_are_not_printed_where_a_log_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let stdout_path = dir.path().join("stdout.log");
+    let stderr_path = dir.path().join("stderr.log");
+    let data_dir = dir.path().join("data");
+    let mut child = std::process::Command::new(super::harness::BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env_remove("GATEHOUSE_CONFIG")
+        .env_remove("GATEHOUSE_PEPPER")
+        .env("GATEHOUSE_LOG", "debug")
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    // The banner ends with the MCP Inspector line.
+    let start = std::time::Instant::now();
+    let banner = loop {
+        let text = std::fs::read_to_string(&stdout_path).unwrap();
+        if text.contains("npx @modelcontextprotocol/inspector") {
+            break text;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no banner:\n{text}\n{}",
+            std::fs::read_to_string(&stderr_path).unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+
+    let file = data_dir.join("first-start-credentials.json");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let key = written["api_key"].as_str().unwrap();
+    let password = written["user"]["password"].as_str().unwrap();
+    assert_eq!(written["user"]["username"], "admin");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the file must be the owner's alone");
+    }
+    assert!(banner.contains(&file.display().to_string()), "{banner}");
+    // The ready-to-paste commands hold a placeholder instead of the key.
+    assert!(banner.contains("<your API key>"), "{banner}");
+
+    // The file holds the real key: it authenticates.
+    let mcp_url = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MCP endpoint:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let listed = reqwest::Client::new()
+        .post(&mcp_url)
+        .bearer_auth(key)
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", super::harness::MODERN)
+        .header("Mcp-Method", "tools/list")
+        .json(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": super::harness::MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {}}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let secret_part = key.rsplit('_').next().unwrap();
+    for path in [&stdout_path, &stderr_path] {
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            !text.contains(secret_part),
+            "the key is in {}",
+            path.display()
+        );
+        assert!(
+            !text.contains(password),
+            "the password is in {}",
+            path.display()
+        );
+    }
+}
