@@ -108,9 +108,9 @@ pub async fn run(ctx: &Context, command: AlertsCommand) -> anyhow::Result<()> {
             list(&alerts, json.json, all);
         }
         AlertsCommand::Ack { id, by, json } => {
-            let by = by
-                .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
-                .unwrap_or_else(|| "operator".into());
+            // Without --by, the account running the command, as every
+            // other operator record names it.
+            let by = by.unwrap_or_else(crate::commands::operator_audit::operator_name);
             let now = SystemClock.now();
             match ack(ctx, &id, &by, now).await? {
                 AckOutcome::Acked => {

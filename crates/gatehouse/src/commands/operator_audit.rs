@@ -23,13 +23,50 @@ pub const CLI_AGENT: &str = "gatehouse-cli";
 pub const FIRST_START_AGENT: &str = "gatehouse-first-start";
 
 /// Who runs the command, as audit records and approvals name them:
-/// `operator:<$USER>`, or `operator:operator` when `$USER` is unset.
+/// `operator:<account>`, the system account of the process's real user id.
+/// `$USER` is whatever the shell was given (`USER=alice gatehouse keys
+/// revoke …` would put the change on alice), so it only annotates the
+/// account when it names another one: `operator:root (USER=alice)`; under
+/// `sudo`, the account that ran it: `operator:root (sudo by alice)`.
+/// Without an account name (a container's bare uid): `operator:uid-1000`.
 pub fn operator_name() -> String {
-    let user = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "operator".to_string());
-    format!("operator:{user}")
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    describe_operator(
+        os_account().as_deref(),
+        env("USER").as_deref(),
+        env("SUDO_USER").as_deref(),
+    )
+}
+
+fn describe_operator(account: Option<&str>, user: Option<&str>, sudo_user: Option<&str>) -> String {
+    let Some(account) = account else {
+        // No way to know the account: the claim is all there is.
+        return format!("operator:{}", user.unwrap_or("operator"));
+    };
+    match (sudo_user, user) {
+        (Some(by), _) if by != account => format!("operator:{account} (sudo by {by})"),
+        (_, Some(claimed)) if claimed != account => format!("operator:{account} (USER={claimed})"),
+        _ => format!("operator:{account}"),
+    }
+}
+
+/// The name `/etc/passwd` gives the real user id, or `uid-N`.
+#[cfg(target_os = "linux")]
+fn os_account() -> Option<String> {
+    let uid = rustix::process::getuid().as_raw();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?;
+        (id.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    });
+    Some(name.unwrap_or_else(|| format!("uid-{uid}")))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn os_account() -> Option<String> {
+    None
 }
 
 /// One change an operator made.
@@ -134,6 +171,35 @@ pub async fn record_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_account_is_named_and_a_different_claim_only_annotates_it() {
+        assert_eq!(
+            describe_operator(Some("alice"), Some("alice"), None),
+            "operator:alice"
+        );
+        assert_eq!(
+            describe_operator(Some("alice"), None, None),
+            "operator:alice"
+        );
+        assert_eq!(
+            describe_operator(Some("mallory"), Some("alice"), None),
+            "operator:mallory (USER=alice)"
+        );
+        assert_eq!(
+            describe_operator(Some("root"), Some("root"), Some("alice")),
+            "operator:root (sudo by alice)"
+        );
+        assert_eq!(
+            describe_operator(Some("uid-1000"), None, None),
+            "operator:uid-1000"
+        );
+        assert_eq!(
+            describe_operator(None, Some("alice"), None),
+            "operator:alice"
+        );
+        assert_eq!(describe_operator(None, None, None), "operator:operator");
+    }
 
     #[test]
     fn the_record_names_the_command_the_operator_and_the_subject() {

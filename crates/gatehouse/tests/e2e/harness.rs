@@ -72,6 +72,8 @@ impl Server {
             .arg("127.0.0.1:0")
             .env_remove("GATEHOUSE_CONFIG")
             .env_remove("GATEHOUSE_PEPPER")
+            .env_remove("USER")
+            .env_remove("SUDO_USER")
             .env("GATEHOUSE_LOG", "debug")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -157,6 +159,10 @@ impl Server {
             .args(args)
             .env_remove("GATEHOUSE_CONFIG")
             .env_remove("GATEHOUSE_PEPPER")
+            // The operator is the account of the user id; a USER or
+            // SUDO_USER the test run happens to have would annotate it.
+            .env_remove("USER")
+            .env_remove("SUDO_USER")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().copied())
             .stdin(Stdio::piped())

@@ -125,13 +125,20 @@ async fn expired_key_is_refused() {
     assert_eq!(status, 401);
 }
 
-/// Who the CLI names in its records: `operator:$USER`.
+/// Who the CLI names in its records: the account of the test's own user id
+/// (the CLI runs as the same user), as `/etc/passwd` names it. The tests
+/// run the CLI with `USER` unset or set to that account, so no annotation.
 fn operator() -> String {
-    let user = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "operator".into());
-    format!("operator:{user}")
+    let uid = rustix::process::getuid().as_raw();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let account = passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.get(2)?.parse::<u32>().ok()? == uid).then(|| fields[0].to_string())
+        })
+        .unwrap_or_else(|| format!("uid-{uid}"));
+    format!("operator:{account}")
 }
 
 #[tokio::test]
@@ -180,7 +187,30 @@ async fn operator_changes_to_credentials_are_audited_with_who_made_them() {
             .success()
     );
 
-    let records = server.audit(&["--kind", "operator"]);
+    // USER is the shell's claim, not who runs the command: it cannot put
+    // a change on someone else, only annotate the account's name.
+    let claimed = server.cli_with_env(
+        &[
+            "keys", "create", "--name", "framed", "--role", "reader", "--json",
+        ],
+        &[("USER", "alice-was-here")],
+        None,
+    );
+    assert!(claimed.status.success());
+    let framed: serde_json::Value = serde_json::from_slice(&claimed.stdout).unwrap();
+    let framed_id = framed["id"].as_str().unwrap();
+
+    let mut records = server.audit(&["--kind", "operator"]);
+    let framed_at = records
+        .iter()
+        .position(|r| r["credential"] == framed_id)
+        .unwrap();
+    let framed_record = records.remove(framed_at);
+    assert_eq!(
+        framed_record["human"],
+        format!("{} (USER=alice-was-here)", operator()),
+        "{framed_record}"
+    );
     // A change to a user is recorded under the user's tenant.
     for record in records
         .iter()
