@@ -153,8 +153,12 @@ pub enum UpstreamsCommand {
         /// Only this tool (its name at the upstream, without the prefix).
         tool: Option<String>,
         /// Approve only if the changed definition still has this SHA-256 (as diff printed it).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "all_pending")]
         sha256: Option<String>,
+        /// Approve every changed definition as it is now, unreviewed: one that changed again
+        /// since your diff is approved too. Without it, --sha256 is required.
+        #[arg(long)]
+        all_pending: bool,
         #[command(flatten)]
         json: JsonFlag,
     },

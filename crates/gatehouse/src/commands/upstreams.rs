@@ -340,11 +340,19 @@ async fn diff(ctx: &Context, name: &str, tool: Option<&str>, json_out: bool) -> 
     Ok(())
 }
 
+/// Which changed definitions an approval accepts.
+enum Reviewed<'a> {
+    /// The one tool's definition with this SHA-256, as `diff` showed it.
+    Exactly(&'a str),
+    /// Whatever is pending when the command runs (`--all-pending`).
+    AllPending,
+}
+
 async fn approve(
     ctx: &Context,
     name: &str,
     tool: Option<&str>,
-    sha256: Option<&str>,
+    reviewed: Reviewed<'_>,
     json_out: bool,
 ) -> anyhow::Result<()> {
     let config = configured(ctx, name)?;
@@ -353,7 +361,7 @@ async fn approve(
     if pins.is_empty() {
         bail!("nothing to approve: no changed tool definitions of {name:?}");
     }
-    if let Some(sha256) = sha256 {
+    if let Reviewed::Exactly(sha256) = reviewed {
         let [pin] = pins.as_slice() else {
             bail!("--sha256 approves one tool: name it");
         };
@@ -443,7 +451,20 @@ pub async fn run(ctx: &Context, command: UpstreamsCommand) -> anyhow::Result<()>
             name,
             tool,
             sha256,
+            all_pending,
             json,
-        } => approve(ctx, &name, tool.as_deref(), sha256.as_deref(), json.json).await,
+        } => {
+            let reviewed = match (sha256.as_deref(), all_pending) {
+                (Some(sha256), _) => Reviewed::Exactly(sha256),
+                (None, true) => Reviewed::AllPending,
+                (None, false) => bail!(
+                    "name the definition you reviewed: run `gatehouse upstreams diff {}` and the \
+                     command it prints for each tool (--sha256 HASH); --all-pending approves every \
+                     change as it is now, including one made after your review",
+                    output::shell_word(&name)
+                ),
+            };
+            approve(ctx, &name, tool.as_deref(), reviewed, json.json).await
+        }
     }
 }

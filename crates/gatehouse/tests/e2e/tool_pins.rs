@@ -129,6 +129,22 @@ async fn a_changed_definition_is_withheld_until_approved() {
     assert!(diff.contains(&format!("+ {poisoned}")), "{diff}");
     let wrong = server.cli(&["upstreams", "approve", "demo", "echo", "--sha256", "00"]);
     assert!(!wrong.status.success());
+    // Without the hash of what was reviewed nothing is approved: a
+    // definition changed again after the review would be approved unseen.
+    let blind = server.cli(&["upstreams", "approve", "demo", "echo"]);
+    assert!(!blind.status.success());
+    let said = String::from_utf8_lossy(&blind.stderr);
+    assert!(
+        said.contains("--sha256") && said.contains("--all-pending"),
+        "{said}"
+    );
+    assert!(
+        !server
+            .tool_names(&reader)
+            .await
+            .iter()
+            .any(|n| n == "demo__echo")
+    );
     let shown = server.cli_json(&["upstreams", "diff", "demo", "echo"]);
     let sha = shown[0]["pending_sha256"].as_str().unwrap().to_string();
     // The command the diff suggests approves exactly the definition shown;
@@ -184,9 +200,31 @@ async fn a_changed_definition_is_withheld_until_approved() {
     assert!(diff.contains("No changed tool definitions"), "{diff}");
     assert!(
         !server
-            .cli(&["upstreams", "approve", "demo"])
+            .cli(&["upstreams", "approve", "demo", "--all-pending"])
             .status
             .success()
+    );
+
+    // Asked for in so many words, everything pending is approved as it is.
+    redefine(
+        &server,
+        json!({"echo": {"description": "Echoes, unreviewed."}}),
+    );
+    assert!(
+        !server
+            .tool_names(&reader)
+            .await
+            .iter()
+            .any(|n| n == "demo__echo")
+    );
+    let all = cli_ok(&server, &["upstreams", "approve", "demo", "--all-pending"]);
+    assert!(all.contains("demo__echo"), "{all}");
+    assert!(
+        server
+            .tool_names(&reader)
+            .await
+            .iter()
+            .any(|n| n == "demo__echo")
     );
 }
 
