@@ -56,12 +56,14 @@ Where the replay stands in for a person (and only there):
 
 import json
 import os
+import pty
 import re
 import shlex
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -390,16 +392,38 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def copy_terminal(master, path):
+    """Appends what the server writes to its terminal to `path`, without
+    the terminal's carriage returns, until the server closes it."""
+    with open(path, "w", encoding="utf-8") as out:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the server closed its end
+                break
+            if not data:
+                break
+            out.write(data.decode("utf-8", "replace").replace("\r\n", "\n"))
+            out.flush()
+    os.close(master)
+
+
 def start_server(binary, step, env, workdir, bindings):
     out = os.path.join(workdir, "serve.out")
     err = os.path.join(workdir, "serve.err")
+    # The README's reader starts the server in a terminal, where it prints
+    # the first start's key (to output that is not one, it prints no secret).
+    master, slave = pty.openpty()
     proc = subprocess.Popen(
         [binary, "serve"],
         env=env,
-        stdout=open(out, "w"),
+        stdout=slave,
         stderr=open(err, "w"),
         stdin=subprocess.DEVNULL,
     )
+    os.close(slave)
+    open(out, "w").close()
+    threading.Thread(target=copy_terminal, args=(master, out), daemon=True).start()
     deadline = time.monotonic() + 30
     address = None
     why = "the server printed nothing"

@@ -99,7 +99,8 @@ pub enum AlertsCommand {
     Ack {
         /// The alert's id (its audit record's id, as `alerts list` shows it).
         id: String,
-        /// Who acknowledges it (default: $USER, or "operator").
+        /// Who acknowledges it, as stored with the alert (default: the account running the
+        /// command). The audit record names that account either way.
         #[arg(long)]
         by: Option<String>,
         #[command(flatten)]

@@ -35,27 +35,29 @@ pub fn policy_path(ctx: &Context) -> Option<PathBuf> {
 pub fn load(ctx: &Context) -> anyhow::Result<Policy> {
     match policy_path(ctx) {
         None => Ok(Policy::default_matrix()),
-        Some(path) => read_with_digest(&path, &ctx.config).map(|(policy, _)| policy),
+        Some(path) => read_with_digest(&path, &ctx.config.upstreams).map(|(policy, _)| policy),
     }
 }
 
 /// The policy in the file, and the SHA-256 of the text it was read from.
-/// Start-up and every reload read it here, so a reload is held to what
-/// start-up is: a file the server would refuse to start with is not
-/// applied while it runs.
-fn read_with_digest(path: &PathBuf, config: &Config) -> anyhow::Result<(Policy, String)> {
+fn read_with_digest(
+    path: &PathBuf,
+    upstreams: &[UpstreamConfig],
+) -> anyhow::Result<(Policy, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the policy file {}", path.display()))?;
     let policy = Policy::from_toml(&text)
         .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?;
-    check_against_config(&policy, config)
+    check_tool_names(&policy, upstreams)
         .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?;
     Ok((policy, hex::encode(Sha256::digest(text.as_bytes()))))
 }
 
 /// What the policy and the configuration must agree on: the tools the
 /// policy names exist, and the roles and tenants the configuration names
-/// are the policy's.
+/// are the policy's. Start-up checks it (`runtime.rs`), and so do every
+/// reload and `policy validate`: a file the server would refuse to start
+/// with is not applied while it runs.
 pub fn check_against_config(policy: &Policy, config: &Config) -> anyhow::Result<()> {
     check_tool_names(policy, &config.upstreams)?;
     crate::config::check_against_policy(config, policy).map_err(anyhow::Error::msg)
@@ -128,7 +130,12 @@ pub fn watch(ctx: &Context, gateway: Arc<Gateway>, shutdown: CancellationToken) 
         let path = path.clone();
         let config = Arc::clone(&config);
         async move {
-            let (policy, digest) = match read_with_digest(&path, &config) {
+            let read = read_with_digest(&path, &config.upstreams).and_then(|(policy, digest)| {
+                crate::config::check_against_policy(&config, &policy)
+                    .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?;
+                Ok((policy, digest))
+            });
+            let (policy, digest) = match read {
                 Ok(read) => read,
                 Err(e) => {
                     tracing::error!(error = %format!("{e:#}"), "the new policy is invalid; keeping the previous one");

@@ -73,7 +73,11 @@ fn list(alerts: &[AlertRecord], json_out: bool, all: bool) {
     );
 }
 
+/// `by` is the name the operator gave (`--by`, stored with the alert);
+/// the audit record names the account that ran the command, which a flag
+/// cannot change.
 async fn ack(ctx: &Context, id: &str, by: &str, now: Timestamp) -> anyhow::Result<AckOutcome> {
+    let operator = crate::commands::operator_audit::operator_name();
     let store = ctx.open_store().await?;
     let outcome = store.ack_alert(id, by, now).await?;
     if outcome == AckOutcome::Acked {
@@ -84,11 +88,11 @@ async fn ack(ctx: &Context, id: &str, by: &str, now: Timestamp) -> anyhow::Resul
             .map(|a| (a.code.as_str(), a.subject.as_str()))
             .unwrap_or(("?", "?"));
         let mut event = EventBuilder::new(AuditKind::Alert, Outcome::Success, now)
-            .human(by)
+            .human(&operator)
             .decision("ack")
             .reason("alert_acknowledged")
             .error(format!(
-                "alert {id} ({code}, {subject}) acknowledged by {by}"
+                "alert {id} ({code}, {subject}) acknowledged by {by} (the command ran as {operator})"
             ));
         if let Some(tenant) = alert.as_ref().and_then(|a| a.tenant.as_deref()) {
             event = event.tenant(tenant);

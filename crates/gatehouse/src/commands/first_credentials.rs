@@ -23,6 +23,13 @@ pub fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal()
 }
 
+/// The credentials file, when a first start left it in the data
+/// directory: it should be stored elsewhere and deleted.
+pub fn left_behind(data_dir: &Path) -> Option<PathBuf> {
+    let path = data_dir.join(FILE_NAME);
+    path.exists().then_some(path)
+}
+
 /// Writes the first start's admin key and user to the data directory's
 /// credentials file, readable and writable by its owner only, and returns
 /// its path.

@@ -26,9 +26,11 @@ pub const FIRST_START_AGENT: &str = "gatehouse-first-start";
 /// `operator:<account>`, the system account of the process's real user id.
 /// `$USER` is whatever the shell was given (`USER=alice gatehouse keys
 /// revoke …` would put the change on alice), so it only annotates the
-/// account when it names another one: `operator:root (USER=alice)`; under
-/// `sudo`, the account that ran it: `operator:root (sudo by alice)`.
-/// Without an account name (a container's bare uid): `operator:uid-1000`.
+/// account when it names another one: `operator:root (USER=alice)`. So
+/// does `SUDO_USER`, which is just as easy to set (`operator:root
+/// (SUDO_USER=alice)`). An id `/etc/passwd` does not name (a container's
+/// bare uid, an LDAP account): `operator:uid-1000`. Off Linux, where the
+/// id is not read, `$USER` is all there is.
 pub fn operator_name() -> String {
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     describe_operator(
@@ -44,7 +46,7 @@ fn describe_operator(account: Option<&str>, user: Option<&str>, sudo_user: Optio
         return format!("operator:{}", user.unwrap_or("operator"));
     };
     match (sudo_user, user) {
-        (Some(by), _) if by != account => format!("operator:{account} (sudo by {by})"),
+        (Some(by), _) if by != account => format!("operator:{account} (SUDO_USER={by})"),
         (_, Some(claimed)) if claimed != account => format!("operator:{account} (USER={claimed})"),
         _ => format!("operator:{account}"),
     }
@@ -188,7 +190,7 @@ mod tests {
         );
         assert_eq!(
             describe_operator(Some("root"), Some("root"), Some("alice")),
-            "operator:root (sudo by alice)"
+            "operator:root (SUDO_USER=alice)"
         );
         assert_eq!(
             describe_operator(Some("uid-1000"), None, None),

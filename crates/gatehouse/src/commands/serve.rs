@@ -172,6 +172,12 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
             }
         }
     } else {
+        if let Some(path) = first_credentials::left_behind(&ctx.data_dir) {
+            tracing::warn!(
+                path = %path.display(),
+                "the first start's admin key and password are still in this file: store them elsewhere and delete it"
+            );
+        }
         None
     };
 

@@ -97,6 +97,7 @@ impl Server {
                 // secrets are in the file the event names, never printed.
                 Some("first_run") => {
                     assert!(event.get("api_key").is_none(), "{event}");
+                    assert!(event["user"].get("password").is_none(), "{event}");
                     if let Some(file) = event["credentials_file"].as_str() {
                         let written: Value =
                             serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();

@@ -128,7 +128,7 @@ async fn expired_key_is_refused() {
 /// Who the CLI names in its records: the account of the test's own user id
 /// (the CLI runs as the same user), as `/etc/passwd` names it. The tests
 /// run the CLI with `USER` unset or set to that account, so no annotation.
-fn operator() -> String {
+pub(super) fn operator() -> String {
     let uid = rustix::process::getuid().as_raw();
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
     let account = passwd

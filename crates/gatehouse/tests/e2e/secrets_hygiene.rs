@@ -381,6 +381,36 @@ async fn the_first_starts_secrets_are_not_printed_where_a_log_keeps_them() {
 
     child.kill().unwrap();
     child.wait().unwrap();
+
+    // Each later start says the file is still there, until it is deleted.
+    let restarted_err = dir.path().join("restarted.err");
+    let mut again = std::process::Command::new(super::harness::BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env_remove("GATEHOUSE_CONFIG")
+        .env_remove("GATEHOUSE_PEPPER")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&restarted_err).unwrap())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&restarted_err).unwrap();
+        if log.contains("first-start-credentials.json") && log.contains("delete it") {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no warning about the file left behind:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    again.kill().unwrap();
+    again.wait().unwrap();
+
     let secret_part = key.rsplit('_').next().unwrap();
     for path in [&stdout_path, &stderr_path] {
         let text = std::fs::read_to_string(path).unwrap();
