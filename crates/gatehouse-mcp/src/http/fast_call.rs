@@ -27,7 +27,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gatehouse_upstream::{Accepts, CallContext, Relay, UpstreamInput};
 use rmcp::model::{CallToolResponse, ClientCapabilities, ErrorCode, ServerResult};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -154,12 +154,16 @@ pub(super) async fn answer(
     }));
     let body = match task.await {
         Ok(Ok(CallResult::Builtin(result))) => {
-            let mut result = match serde_json::to_value(tool_result(result)) {
-                Ok(Value::Object(result)) => result,
-                _ => return internal(id),
-            };
-            result.insert("resultType".into(), json!("complete"));
-            json!({"jsonrpc": "2.0", "id": id, "result": result})
+            // Serialized straight into the answer's bytes: no tree of
+            // `Value`s built and dropped for each call.
+            return json_response(&Answer {
+                jsonrpc: "2.0",
+                id: &id,
+                result: Complete {
+                    result: tool_result(result),
+                    result_type: "complete",
+                },
+            });
         }
         Ok(Ok(CallResult::Upstream(answer))) => match upstream_result(answer) {
             Some(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
@@ -205,9 +209,26 @@ fn upstream_result(answer: CallToolResponse) -> Option<Value> {
     serde_json::to_value(ServerResult::from(answer)).ok()
 }
 
-fn json_response(body: &Value) -> Response {
+/// A JSON-RPC answer with a result.
+#[derive(Serialize)]
+struct Answer<'a, R: Serialize> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: R,
+}
+
+/// A 2026-07-28 tool result: the result's fields and its `resultType`.
+#[derive(Serialize)]
+struct Complete<R: Serialize> {
+    #[serde(flatten)]
+    result: R,
+    #[serde(rename = "resultType")]
+    result_type: &'static str,
+}
+
+fn json_response(body: &impl Serialize) -> Response {
     // Straight into bytes (`to_string` goes through `fmt::Write`, piece by
-    // piece); a `Value` always serializes.
+    // piece); what is answered here always serializes.
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = (StatusCode::OK, bytes).into_response();
     response.headers_mut().insert(
