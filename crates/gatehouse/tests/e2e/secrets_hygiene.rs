@@ -301,6 +301,25 @@ async fn a_secret_is_never_sealed_under_a_key_the_servers_do_not_have() {
     assert!(String::from_utf8_lossy(&listed.stdout).contains("db_password"));
 }
 
+/// `serve` (human output) with its standard output and error in files, as a
+/// service manager or a container runtime would keep them.
+fn serve_into_files(data_dir: &Path, stdout: &Path, stderr: &Path) -> std::process::Child {
+    std::process::Command::new(super::harness::BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env_remove("GATEHOUSE_CONFIG")
+        .env_remove("GATEHOUSE_PEPPER")
+        // Everything it logs is searched for the secrets.
+        .env("GATEHOUSE_LOG", "debug")
+        .stdout(std::fs::File::create(stdout).unwrap())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 /// `serve` under a service manager or in a container: its standard output
 /// is a journal or `docker logs`, kept and read by others. The first start's
 /// admin key and password were printed there. Now they go to an owner-only
@@ -312,19 +331,7 @@ async fn the_first_starts_secrets_are_not_printed_where_a_log_keeps_them() {
     let stdout_path = dir.path().join("stdout.log");
     let stderr_path = dir.path().join("stderr.log");
     let data_dir = dir.path().join("data");
-    let mut child = std::process::Command::new(super::harness::BIN)
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .env_remove("GATEHOUSE_CONFIG")
-        .env_remove("GATEHOUSE_PEPPER")
-        .env("GATEHOUSE_LOG", "debug")
-        .stdout(std::fs::File::create(&stdout_path).unwrap())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = serve_into_files(&data_dir, &stdout_path, &stderr_path);
     // The banner ends with the MCP Inspector line.
     let start = std::time::Instant::now();
     let banner = loop {
@@ -384,18 +391,7 @@ async fn the_first_starts_secrets_are_not_printed_where_a_log_keeps_them() {
 
     // Each later start says the file is still there, until it is deleted.
     let restarted_err = dir.path().join("restarted.err");
-    let mut again = std::process::Command::new(super::harness::BIN)
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .env_remove("GATEHOUSE_CONFIG")
-        .env_remove("GATEHOUSE_PEPPER")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&restarted_err).unwrap())
-        .spawn()
-        .unwrap();
+    let mut again = serve_into_files(&data_dir, &dir.path().join("restarted.out"), &restarted_err);
     let start = std::time::Instant::now();
     loop {
         let log = std::fs::read_to_string(&restarted_err).unwrap();

@@ -49,6 +49,15 @@ fn records(server: &Server, kind: &str, tool: &str) -> Vec<Value> {
     server.audit(&["--kind", kind, "--tool", tool])
 }
 
+/// Whether the reader's `tools/list` has the upstream's echo tool.
+async fn lists_echo(server: &Server, reader: &str) -> bool {
+    server
+        .tool_names(reader)
+        .await
+        .iter()
+        .any(|n| n == "demo__echo")
+}
+
 fn cli_ok(server: &Server, args: &[&str]) -> String {
     let out = server.cli(args);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -138,13 +147,7 @@ async fn a_changed_definition_is_withheld_until_approved() {
         said.contains("--sha256") && said.contains("--all-pending"),
         "{said}"
     );
-    assert!(
-        !server
-            .tool_names(&reader)
-            .await
-            .iter()
-            .any(|n| n == "demo__echo")
-    );
+    assert!(!lists_echo(&server, &reader).await);
     let shown = server.cli_json(&["upstreams", "diff", "demo", "echo"]);
     let sha = shown[0]["pending_sha256"].as_str().unwrap().to_string();
     // The command the diff suggests approves exactly the definition shown;
@@ -177,25 +180,13 @@ async fn a_changed_definition_is_withheld_until_approved() {
             "required": ["text"]
         }}}),
     );
-    assert!(
-        !server
-            .tool_names(&reader)
-            .await
-            .iter()
-            .any(|n| n == "demo__echo")
-    );
+    assert!(!lists_echo(&server, &reader).await);
     let diff = cli_ok(&server, &["upstreams", "diff", "demo"]);
     assert!(diff.contains("inputSchema:"), "{diff}");
     assert!(!diff.contains("description:"), "{diff}");
     // Back to what was approved: served again, nothing left to review.
     redefine(&server, json!({"echo": {"description": poisoned}}));
-    assert!(
-        server
-            .tool_names(&reader)
-            .await
-            .iter()
-            .any(|n| n == "demo__echo")
-    );
+    assert!(lists_echo(&server, &reader).await);
     let diff = cli_ok(&server, &["upstreams", "diff", "demo"]);
     assert!(diff.contains("No changed tool definitions"), "{diff}");
     assert!(
@@ -210,22 +201,10 @@ async fn a_changed_definition_is_withheld_until_approved() {
         &server,
         json!({"echo": {"description": "Echoes, unreviewed."}}),
     );
-    assert!(
-        !server
-            .tool_names(&reader)
-            .await
-            .iter()
-            .any(|n| n == "demo__echo")
-    );
+    assert!(!lists_echo(&server, &reader).await);
     let all = cli_ok(&server, &["upstreams", "approve", "demo", "--all-pending"]);
     assert!(all.contains("demo__echo"), "{all}");
-    assert!(
-        server
-            .tool_names(&reader)
-            .await
-            .iter()
-            .any(|n| n == "demo__echo")
-    );
+    assert!(lists_echo(&server, &reader).await);
 }
 
 #[tokio::test]
@@ -235,13 +214,7 @@ async fn alert_mode_serves_the_change_and_records_it() {
     let (_, reader) = server.create_key("reader", "reader", &[]);
     tools_when_ready(&server, &reader, "demo__echo").await;
     redefine(&server, json!({"echo": {"description": "Something else."}}));
-    assert!(
-        server
-            .tool_names(&reader)
-            .await
-            .iter()
-            .any(|n| n == "demo__echo")
-    );
+    assert!(lists_echo(&server, &reader).await);
     let body = server
         .call_tool(&reader, "demo__echo", json!({"text": "x"}))
         .await;
