@@ -301,10 +301,20 @@ async fn a_secret_is_never_sealed_under_a_key_the_servers_do_not_have() {
     assert!(String::from_utf8_lossy(&listed.stdout).contains("db_password"));
 }
 
+/// A server process that is killed when the test ends, passed or failed.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `serve` (human output) with its standard output and error in files, as a
 /// service manager or a container runtime would keep them.
-fn serve_into_files(data_dir: &Path, stdout: &Path, stderr: &Path) -> std::process::Child {
-    std::process::Command::new(super::harness::BIN)
+fn serve_into_files(data_dir: &Path, stdout: &Path, stderr: &Path) -> Running {
+    let child = std::process::Command::new(super::harness::BIN)
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
@@ -317,7 +327,8 @@ fn serve_into_files(data_dir: &Path, stdout: &Path, stderr: &Path) -> std::proce
         .stdout(std::fs::File::create(stdout).unwrap())
         .stderr(std::fs::File::create(stderr).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Running(child)
 }
 
 /// `serve` under a service manager or in a container: its standard output
@@ -331,7 +342,7 @@ async fn the_first_starts_secrets_are_not_printed_where_a_log_keeps_them() {
     let stdout_path = dir.path().join("stdout.log");
     let stderr_path = dir.path().join("stderr.log");
     let data_dir = dir.path().join("data");
-    let mut child = serve_into_files(&data_dir, &stdout_path, &stderr_path);
+    let child = serve_into_files(&data_dir, &stdout_path, &stderr_path);
     // The banner ends with the MCP Inspector line.
     let start = std::time::Instant::now();
     let banner = loop {
@@ -386,12 +397,12 @@ async fn the_first_starts_secrets_are_not_printed_where_a_log_keeps_them() {
         .unwrap();
     assert_eq!(listed.status(), 200);
 
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // Stopped before its output is searched: nothing more is written.
+    drop(child);
 
     // Each later start says the file is still there, until it is deleted.
     let restarted_err = dir.path().join("restarted.err");
-    let mut again = serve_into_files(&data_dir, &dir.path().join("restarted.out"), &restarted_err);
+    let again = serve_into_files(&data_dir, &dir.path().join("restarted.out"), &restarted_err);
     let start = std::time::Instant::now();
     loop {
         let log = std::fs::read_to_string(&restarted_err).unwrap();
@@ -404,8 +415,7 @@ async fn the_first_starts_secrets_are_not_printed_where_a_log_keeps_them() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    again.kill().unwrap();
-    again.wait().unwrap();
+    drop(again);
 
     let secret_part = key.rsplit('_').next().unwrap();
     for path in [&stdout_path, &stderr_path] {
