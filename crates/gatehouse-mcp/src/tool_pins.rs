@@ -106,8 +106,14 @@ fn is_legacy(definition: &str) -> bool {
 /// pin made before icons and `_meta` were pinned) the same in every field
 /// that pin covers.
 pub fn matches_pin(pinned: &ToolDefinitionRecord, tool: &Tool) -> bool {
-    pinned.sha256 == fingerprint(tool).sha256
-        || (is_legacy(&pinned.definition) && pinned.sha256 == legacy_fingerprint(tool).sha256)
+    pinned.sha256 == fingerprint(tool).sha256 || matches_older_pin(pinned, tool)
+}
+
+/// Whether `pinned` is a pin of the older form (before icons and `_meta`
+/// were pinned) that `tool` matches in every field it covers. The older
+/// fingerprint is computed only for such a pin.
+fn matches_older_pin(pinned: &ToolDefinitionRecord, tool: &Tool) -> bool {
+    is_legacy(&pinned.definition) && pinned.sha256 == legacy_fingerprint(tool).sha256
 }
 
 /// The pinned fields whose values differ between two stored definitions
@@ -305,9 +311,10 @@ impl ToolPins {
                 }
                 return Ok(PinVerdict::Serve);
             }
-            // Not the same definition (above): as the pin holds it, only
-            // if it is an older pin the tool still matches.
-            if matches_pin(&pin.pinned, definition) {
+            // Not the same definition (above, with the fingerprint already
+            // made): as the pin holds it, only if it is an older pin the
+            // tool still matches.
+            if matches_older_pin(&pin.pinned, definition) {
                 // Pinned before icons and `_meta` were, and unchanged in
                 // what was pinned: the pin now covers them as they are (as
                 // a first sighting would). Done once, by one instance.

@@ -85,6 +85,23 @@ impl TryFrom<PinColumns> for ToolPinRecord {
     }
 }
 
+/// Accepts a pin's recorded change, if it is still the one reviewed.
+/// Binds: upstream, tool, the reviewed pending SHA-256, when, by whom. The
+/// same text serves SQLite and PostgreSQL.
+pub(crate) const APPROVE_PENDING: &str = "UPDATE upstream_tool_pins \
+     SET sha256 = pending_sha256, definition = pending_definition, \
+         pinned_at = $4, pinned_by = $5, \
+         pending_sha256 = NULL, pending_definition = NULL, pending_since = NULL \
+     WHERE upstream = $1 AND tool = $2 AND pending_sha256 = $3";
+
+/// Replaces a pin of the older form by its extended form, if it is still
+/// the older one. Binds: upstream, tool, the old SHA-256, the new SHA-256,
+/// the new definition.
+pub(crate) const EXTEND_PIN: &str = "UPDATE upstream_tool_pins \
+     SET sha256 = $4, definition = $5, \
+         pending_sha256 = NULL, pending_definition = NULL, pending_since = NULL \
+     WHERE upstream = $1 AND tool = $2 AND sha256 = $3";
+
 #[async_trait]
 pub trait PinStore {
     async fn tool_pin(&self, upstream: &str, tool: &str) -> StoreResult<Option<ToolPinRecord>>;

@@ -5,7 +5,9 @@ use gatehouse_core::Timestamp;
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use crate::pins::{PinColumns, PinStore, ToolDefinitionRecord, ToolPinRecord};
+use crate::pins::{
+    APPROVE_PENDING, EXTEND_PIN, PinColumns, PinStore, ToolDefinitionRecord, ToolPinRecord,
+};
 use crate::postgres::bump_generation;
 use crate::{PostgresStore, StoreResult};
 
@@ -120,30 +122,15 @@ impl PinStore for PostgresStore {
         by: &str,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE upstream_tool_pins \
-             SET sha256 = pending_sha256, definition = pending_definition, \
-                 pinned_at = $4, pinned_by = $5, \
-                 pending_sha256 = NULL, pending_definition = NULL, pending_since = NULL \
-             WHERE upstream = $1 AND tool = $2 AND pending_sha256 = $3",
+        self.update_one_pin(
+            sqlx::query(APPROVE_PENDING)
+                .bind(upstream)
+                .bind(tool)
+                .bind(pending_sha256)
+                .bind(now.0)
+                .bind(by),
         )
-        .bind(upstream)
-        .bind(tool)
-        .bind(pending_sha256)
-        .bind(now.0)
-        .bind(by)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !updated {
-            return Ok(false);
-        }
-        let generation = bump_generation(&mut tx).await?;
-        tx.commit().await?;
-        self.note_bump(generation);
-        Ok(true)
+        .await
     }
 
     async fn extend_tool_pin(
@@ -153,23 +140,29 @@ impl PinStore for PostgresStore {
         old_sha256: &str,
         extended: &ToolDefinitionRecord,
     ) -> StoreResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE upstream_tool_pins \
-             SET sha256 = $4, definition = $5, \
-                 pending_sha256 = NULL, pending_definition = NULL, pending_since = NULL \
-             WHERE upstream = $1 AND tool = $2 AND sha256 = $3",
+        self.update_one_pin(
+            sqlx::query(EXTEND_PIN)
+                .bind(upstream)
+                .bind(tool)
+                .bind(old_sha256)
+                .bind(&extended.sha256)
+                .bind(&extended.definition),
         )
-        .bind(upstream)
-        .bind(tool)
-        .bind(old_sha256)
-        .bind(&extended.sha256)
-        .bind(&extended.definition)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !updated {
+        .await
+    }
+}
+
+impl PostgresStore {
+    /// Runs a conditional UPDATE of one pin; when it changed the pin, the
+    /// credential generation is bumped in the same transaction, so every
+    /// instance judges by the new pin from its next request. `false`: the
+    /// pin was not as the statement required (another instance was quicker).
+    async fn update_one_pin(
+        &self,
+        update: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        if update.execute(&mut *tx).await?.rows_affected() != 1 {
             return Ok(false);
         }
         let generation = bump_generation(&mut tx).await?;

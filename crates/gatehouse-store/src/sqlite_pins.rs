@@ -5,7 +5,9 @@ use gatehouse_core::Timestamp;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use crate::pins::{PinColumns, PinStore, ToolDefinitionRecord, ToolPinRecord};
+use crate::pins::{
+    APPROVE_PENDING, EXTEND_PIN, PinColumns, PinStore, ToolDefinitionRecord, ToolPinRecord,
+};
 use crate::{SqliteStore, StoreResult};
 
 fn pin_from_row(row: &SqliteRow) -> StoreResult<ToolPinRecord> {
@@ -119,26 +121,15 @@ impl PinStore for SqliteStore {
         by: &str,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let updated = sqlx::query(
-            "UPDATE upstream_tool_pins \
-             SET sha256 = pending_sha256, definition = pending_definition, \
-                 pinned_at = $4, pinned_by = $5, \
-                 pending_sha256 = NULL, pending_definition = NULL, pending_since = NULL \
-             WHERE upstream = $1 AND tool = $2 AND pending_sha256 = $3",
+        self.update_one_pin(
+            sqlx::query(APPROVE_PENDING)
+                .bind(upstream)
+                .bind(tool)
+                .bind(pending_sha256)
+                .bind(now.0)
+                .bind(by),
         )
-        .bind(upstream)
-        .bind(tool)
-        .bind(pending_sha256)
-        .bind(now.0)
-        .bind(by)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1;
-        if updated {
-            self.bump_generation();
-        }
-        Ok(updated)
+        .await
     }
 
     async fn extend_tool_pin(
@@ -148,21 +139,28 @@ impl PinStore for SqliteStore {
         old_sha256: &str,
         extended: &ToolDefinitionRecord,
     ) -> StoreResult<bool> {
-        let updated = sqlx::query(
-            "UPDATE upstream_tool_pins \
-             SET sha256 = $4, definition = $5, \
-                 pending_sha256 = NULL, pending_definition = NULL, pending_since = NULL \
-             WHERE upstream = $1 AND tool = $2 AND sha256 = $3",
+        self.update_one_pin(
+            sqlx::query(EXTEND_PIN)
+                .bind(upstream)
+                .bind(tool)
+                .bind(old_sha256)
+                .bind(&extended.sha256)
+                .bind(&extended.definition),
         )
-        .bind(upstream)
-        .bind(tool)
-        .bind(old_sha256)
-        .bind(&extended.sha256)
-        .bind(&extended.definition)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1;
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Runs a conditional UPDATE of one pin; when it changed the pin, the
+    /// credential generation is bumped, so every process judges by the new
+    /// pin from its next request. `false`: the pin was not as the statement
+    /// required (another instance was quicker).
+    async fn update_one_pin(
+        &self,
+        update: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    ) -> StoreResult<bool> {
+        let updated = update.execute(&self.pool).await?.rows_affected() == 1;
         if updated {
             self.bump_generation();
         }

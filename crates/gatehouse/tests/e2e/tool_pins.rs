@@ -49,6 +49,18 @@ fn records(server: &Server, kind: &str, tool: &str) -> Vec<Value> {
     server.audit(&["--kind", kind, "--tool", tool])
 }
 
+/// A call of the upstream's echo tool is refused as a changed definition.
+async fn assert_echo_withheld(server: &Server, reader: &str) {
+    let (_, body) = server
+        .rpc(
+            Some(reader),
+            "tools/call",
+            json!({"name": "demo__echo", "arguments": {"text": "x"}}),
+        )
+        .await;
+    assert_eq!(reason(&body), "tool_definition_changed", "{body}");
+}
+
 /// Whether the reader's `tools/list` has the upstream's echo tool.
 async fn lists_echo(server: &Server, reader: &str) -> bool {
     server
@@ -100,14 +112,7 @@ async fn a_changed_definition_is_withheld_until_approved() {
     let names = server.tool_names(&reader).await;
     assert!(!names.iter().any(|n| n == "demo__echo"), "{names:?}");
     assert!(names.iter().any(|n| n == "demo__pid"), "{names:?}");
-    let (_, body) = server
-        .rpc(
-            Some(&reader),
-            "tools/call",
-            json!({"name": "demo__echo", "arguments": {"text": "x"}}),
-        )
-        .await;
-    assert_eq!(reason(&body), "tool_definition_changed", "{body}");
+    assert_echo_withheld(&server, &reader).await;
     // One alert naming the upstream, the tool and what changed, however
     // often it is seen.
     server.tool_names(&reader).await;
@@ -280,14 +285,7 @@ async fn a_changed_meta_or_icon_is_a_changed_definition() {
     assert!(!names.iter().any(|n| n == "demo__echo"), "{names:?}");
     assert!(!names.iter().any(|n| n == "demo__pid"), "{names:?}");
     assert!(names.iter().any(|n| n == "demo__big"), "{names:?}");
-    let (_, body) = server
-        .rpc(
-            Some(&reader),
-            "tools/call",
-            json!({"name": "demo__echo", "arguments": {"text": "x"}}),
-        )
-        .await;
-    assert_eq!(reason(&body), "tool_definition_changed", "{body}");
+    assert_echo_withheld(&server, &reader).await;
     let alerts = records(&server, "alert", "demo__echo");
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert!(
