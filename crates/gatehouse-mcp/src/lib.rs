@@ -17,6 +17,7 @@ mod refusal;
 mod resource_routes;
 pub mod routes;
 mod sdk;
+mod session_lane;
 mod stdio;
 pub mod tool_pins;
 pub mod trace_context;

@@ -25,6 +25,7 @@ use super::authenticate::SessionGrant;
 use super::errors::{jsonrpc_refusal, malformed_message, not_admitted};
 use super::fast_call;
 use super::router::AppState;
+use super::session_call;
 use crate::Caller;
 use crate::sdk::{MalformedMessage, inspect_message};
 
@@ -138,13 +139,35 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
                 Ok(admitted) => admitted,
                 Err(refused) => return not_admitted(refused, &state.urls.resource_metadata),
             };
-            // A plain stateless tool call needs nothing of the SDK:
-            // answered here (`fast_call.rs`).
-            if let Some(call) = message
-                .as_ref()
-                .and_then(|m| fast_call::eligible(&parts, m, &admitted.caller))
-            {
-                return fast_call::answer(&state, &parts, admitted.caller, call).await;
+            // A plain tool call needs nothing of the SDK: answered here,
+            // without a session (`fast_call.rs`) or in one
+            // (`session_call.rs`).
+            if let Some(message) = &message {
+                if let Some(call) = fast_call::eligible(&parts, message, &admitted.caller) {
+                    return fast_call::answer(&state, &parts, admitted.caller, call).await;
+                }
+                if let Some(session) = &admitted.caller.session
+                    && let Some(open) = state.sessions.lane(session)
+                {
+                    if open.takes_calls
+                        && let Some(call) =
+                            session_call::eligible(&parts, message, Arc::clone(&open.lane))
+                    {
+                        return session_call::answer(&state, &parts, admitted.caller, call).await;
+                    }
+                    // The SDK cancels the calls it runs; the lane, those
+                    // answered here.
+                    if message.method() == Some("notifications/cancelled")
+                        && let Some(id) = message.params().and_then(|p| p.get("requestId"))
+                    {
+                        open.lane.cancel(id);
+                    }
+                }
+            }
+            // The SDK ends a session whose requests it has not seen for a
+            // while (`sessions.rs`).
+            if let Some(session) = &admitted.caller.session {
+                state.sessions.sdk_saw(session);
             }
             parts.extensions.insert(admitted.caller);
             let mut response = next

@@ -51,20 +51,22 @@ pub(super) struct FastCall {
     capabilities: Option<ClientCapabilities>,
 }
 
-fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+pub(super) fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The call, when this request is one the fast path answers exactly as the
-/// SDK would; `None` sends it to the SDK.
-pub(super) fn eligible(parts: &Parts, message: &Message, caller: &Caller) -> Option<FastCall> {
-    if caller.session.is_some()
-        || !message.is_plain()
+/// A `tools/call` with nothing but a name, arguments and `_meta` (no task,
+/// no other member), as both fast paths take it.
+pub(super) struct PlainCall<'a> {
+    pub name: &'a str,
+    pub arguments: Option<Map<String, Value>>,
+    pub meta: Option<&'a Map<String, Value>>,
+}
+
+pub(super) fn plain_call(message: &Message) -> Option<PlainCall<'_>> {
+    if !message.is_plain()
         || message.method() != Some("tools/call")
         || !matches!(message.id(), Value::Number(_) | Value::String(_))
-        || header(parts, "mcp-protocol-version") != Some(STATELESS)
-        || header(parts, "mcp-method") != Some("tools/call")
-        || !header(parts, header::ACCEPT.as_str()).is_some_and(|a| a.contains("application/json"))
     {
         return None;
     }
@@ -75,16 +77,42 @@ pub(super) fn eligible(parts: &Parts, message: &Message, caller: &Caller) -> Opt
     {
         return None;
     }
-    let name = params.get("name")?.as_str()?;
-    if header(parts, "mcp-name") != Some(name) {
-        return None;
-    }
     let arguments = match params.get("arguments") {
         None => None,
         Some(Value::Object(arguments)) => Some(arguments.clone()),
         Some(_) => return None,
     };
-    let meta = params.get("_meta")?.as_object()?;
+    let meta = match params.get("_meta") {
+        None => None,
+        Some(Value::Object(meta)) => Some(meta),
+        Some(_) => return None,
+    };
+    Some(PlainCall {
+        name: params.get("name")?.as_str()?,
+        arguments,
+        meta,
+    })
+}
+
+/// The call, when this request is one the fast path answers exactly as the
+/// SDK would; `None` sends it to the SDK.
+pub(super) fn eligible(parts: &Parts, message: &Message, caller: &Caller) -> Option<FastCall> {
+    if caller.session.is_some()
+        || header(parts, "mcp-protocol-version") != Some(STATELESS)
+        || header(parts, "mcp-method") != Some("tools/call")
+        || !header(parts, header::ACCEPT.as_str()).is_some_and(|a| a.contains("application/json"))
+    {
+        return None;
+    }
+    let PlainCall {
+        name,
+        arguments,
+        meta,
+    } = plain_call(message)?;
+    if header(parts, "mcp-name") != Some(name) {
+        return None;
+    }
+    let meta = meta?;
     let declared = meta.get(CAPABILITIES_META)?;
     let keys = declared.as_object()?;
     if meta.get(PROTOCOL_META).and_then(Value::as_str) != Some(STATELESS)
@@ -215,10 +243,10 @@ fn upstream_result(answer: CallToolResponse) -> Option<Value> {
 
 /// A JSON-RPC answer with a result.
 #[derive(Serialize)]
-struct Answer<'a, R: Serialize> {
-    jsonrpc: &'static str,
-    id: &'a Value,
-    result: R,
+pub(super) struct Answer<'a, R: Serialize> {
+    pub jsonrpc: &'static str,
+    pub id: &'a Value,
+    pub result: R,
 }
 
 /// A 2026-07-28 tool result: the result's fields and its `resultType`.
@@ -230,10 +258,14 @@ struct Complete<R: Serialize> {
     result_type: &'static str,
 }
 
-fn json_response(body: &impl Serialize) -> Response {
+pub(super) fn json_response(body: &impl Serialize) -> Response {
     // Straight into bytes (`to_string` goes through `fmt::Write`, piece by
     // piece); what is answered here always serializes.
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    json_bytes(serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// An answer already serialized.
+pub(super) fn json_bytes(bytes: Vec<u8>) -> Response {
     let mut response = (StatusCode::OK, bytes).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -14,6 +14,7 @@ mod metrics_endpoint;
 mod policy_check;
 mod request_id;
 mod router;
+mod session_call;
 mod sessions;
 mod upstreams_status;
 

@@ -182,6 +182,11 @@ fn build(
     let hosts = allowed_hosts(config);
     let origins = allowed_origins(config);
     let metrics = Arc::clone(gateway.metrics());
+    let sessions = Arc::new(SessionBindings::new(SessionLimits {
+        idle_timeout: config.session_idle_timeout,
+        max_total: config.max_sessions,
+        max_per_principal: config.max_sessions_per_principal,
+    }));
     let (mcp, sdk_sessions) = streamable_http_service(
         Arc::clone(&gateway),
         HttpServiceOptions {
@@ -190,13 +195,9 @@ fn build(
             max_body_bytes: config.max_body_bytes,
             session_idle_timeout: config.session_idle_timeout,
             shutdown,
+            bindings: Arc::clone(&sessions),
         },
     );
-    let sessions = Arc::new(SessionBindings::new(SessionLimits {
-        idle_timeout: config.session_idle_timeout,
-        max_total: config.max_sessions,
-        max_per_principal: config.max_sessions_per_principal,
-    }));
     // An incident in a session without a task grant ends the session.
     if let Some(incidents) = gateway.incidents() {
         incidents.set_session_control(Arc::new(EndSession {

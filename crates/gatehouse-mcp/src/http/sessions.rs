@@ -6,14 +6,24 @@
 //! credential cannot take every slot (each session also costs the SDK a
 //! worker and its buffers). Sessions idle longer than the idle timeout do
 //! not count: the SDK ends them after the same time.
+//!
+//! A binding also holds the session's lane (`session_lane.rs`), once the
+//! SDK has opened one, and when the SDK last saw a request of the session:
+//! the SDK ends a session it has not seen for the idle timeout, whatever
+//! the fast path answered meanwhile, so the lane is offered only while the
+//! SDK saw the session within half of it, and a request of the session
+//! goes to the SDK otherwise.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use gatehouse_core::TaskGrant;
 
 use crate::refusal::Refusal;
+use crate::session_lane::SessionLane;
 
 /// Above this many bindings, idle ones are pruned on insert.
 const PRUNE_ABOVE: usize = 1024;
@@ -26,6 +36,18 @@ struct Binding {
     subject: String,
     last_seen: Instant,
     grant: Option<TaskGrant>,
+    /// When a request of the session last went to the SDK.
+    sdk_seen: Instant,
+    lane: Option<Arc<SessionLane>>,
+}
+
+/// A session's lane, and whether the fast path may answer its calls now:
+/// only while the SDK keeps the session alive without seeing them (see the
+/// module's comment). Calls already running on it are cancelled through
+/// it either way.
+pub(crate) struct OpenLane {
+    pub lane: Arc<SessionLane>,
+    pub takes_calls: bool,
 }
 
 /// How many sessions may exist.
@@ -48,6 +70,9 @@ impl Table {
         let Some(binding) = self.bindings.remove(session) else {
             return;
         };
+        if let Some(lane) = &binding.lane {
+            lane.cancel_all();
+        }
         if let Some(sessions) = self.by_subject.get_mut(&binding.subject) {
             sessions.remove(session);
             if sessions.is_empty() {
@@ -204,6 +229,8 @@ impl SessionBindings {
                 subject: subject.to_string(),
                 last_seen: Instant::now(),
                 grant,
+                sdk_seen: Instant::now(),
+                lane: None,
             },
         );
         table
@@ -217,6 +244,34 @@ impl SessionBindings {
     pub fn unbind(&self, session: &str) {
         if let Some(mut table) = self.table() {
             table.remove(session);
+        }
+    }
+
+    /// The SDK opened the session's lane (its `initialized` notification).
+    pub(crate) fn open_lane(&self, session: &str, lane: SessionLane) {
+        if let Some(mut table) = self.table()
+            && let Some(binding) = table.bindings.get_mut(session)
+        {
+            binding.lane = Some(Arc::new(lane));
+        }
+    }
+
+    /// The session's lane, if the SDK opened one.
+    pub(crate) fn lane(&self, session: &str) -> Option<OpenLane> {
+        let table = self.table()?;
+        let binding = table.bindings.get(session)?;
+        Some(OpenLane {
+            lane: binding.lane.clone()?,
+            takes_calls: binding.sdk_seen.elapsed() < self.limits.idle_timeout / 2,
+        })
+    }
+
+    /// A request of the session goes to the SDK.
+    pub(crate) fn sdk_saw(&self, session: &str) {
+        if let Some(mut table) = self.table()
+            && let Some(binding) = table.bindings.get_mut(session)
+        {
+            binding.sdk_seen = Instant::now();
         }
     }
 }
@@ -285,6 +340,42 @@ mod tests {
             bindings.bind("c1", "carol", None),
             Err(SessionRefusal::TableFull)
         );
+    }
+
+    fn lane() -> SessionLane {
+        crate::session_lane::tests::lane_keeping(Default::default(), Default::default())
+    }
+
+    #[test]
+    fn a_lane_is_offered_once_opened_and_ends_with_the_binding() {
+        let bindings = bindings(10, 10);
+        bindings.open_lane("s1", lane());
+        assert!(bindings.lane("s1").is_none(), "no binding, no lane");
+        assert_eq!(bindings.bind("s1", "alice", None), Ok(()));
+        assert!(bindings.lane("s1").is_none(), "not opened yet");
+        bindings.open_lane("s1", lane());
+        let open = bindings.lane("s1").unwrap();
+        assert!(open.takes_calls);
+        let running = open.lane.start(&serde_json::json!(1)).unwrap();
+        bindings.unbind("s1");
+        assert!(bindings.lane("s1").is_none());
+        // A call still running when the session ends is cancelled.
+        assert!(running.token().is_cancelled());
+    }
+
+    #[test]
+    fn a_lane_is_not_offered_once_the_sdk_may_end_the_session() {
+        // Half of a zero idle timeout has passed at once: every request of
+        // the session goes to the SDK, which keeps it alive.
+        let bindings = SessionBindings::new(SessionLimits {
+            idle_timeout: Duration::ZERO,
+            max_total: 10,
+            max_per_principal: 10,
+        });
+        assert_eq!(bindings.bind("s1", "alice", None), Ok(()));
+        bindings.open_lane("s1", lane());
+        bindings.sdk_saw("s1");
+        assert!(!bindings.lane("s1").unwrap().takes_calls);
     }
 
     #[test]

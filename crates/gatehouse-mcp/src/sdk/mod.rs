@@ -25,11 +25,11 @@ use rmcp::model::{
     ClientJsonRpcMessage, CompleteRequestParams, CompleteResult, ContentBlock, ErrorCode,
     ErrorData, GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams,
     InitializeResult, InputRequiredResult, ListPromptsResult, ListResourceTemplatesResult,
-    ListResourcesResult, ListToolsResult, LoggingLevel, PaginatedRequestParams, ProgressToken,
-    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, RequestId,
-    ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, ServerJsonRpcMessage,
-    SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
-    UnsubscribeRequestParams,
+    ListResourcesResult, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
+    PaginatedRequestParams, ProgressToken, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, RequestId, ResourceUpdatedNotificationParam, ServerCapabilities,
+    ServerConfig, ServerJsonRpcMessage, SetLevelRequestParams, SubscribeRequestParams,
+    SubscriptionFilter, Tool, UnsubscribeRequestParams,
 };
 use rmcp::service::{
     NotificationContext, Peer, RequestContext, SubscriptionContext, SubscriptionSendError,
@@ -49,8 +49,10 @@ use tokio_util::sync::CancellationToken;
 use crate::bound_grant::GrantRefused;
 use crate::gateway::PendingApproval;
 use crate::held_calls::{HELD_STATE_PREFIX, HeldCall, HeldCalls, Incoming, Owner, ResumeError};
+use crate::http::SessionBindings;
 use crate::http::{RequestId as HttpRequestId, RequestSpan};
 use crate::refusal::Refusal;
+use crate::session_lane::{LogLevel, LogSink, SessionLane};
 use crate::trace_context;
 use crate::{CallError, CallResult, Caller, Gateway};
 use crate::{Gate1Error, StdioAuthenticator};
@@ -108,7 +110,10 @@ struct McpHandler {
     /// relayed. Gatehouse does not pass the level on: one upstream
     /// connection serves every caller, so one caller's level would become
     /// everybody's.
-    log_level: Arc<Mutex<Option<LoggingLevel>>>,
+    log_level: LogLevel,
+    /// The session bindings (HTTP only), where a session's lane for the
+    /// fast path is opened.
+    bindings: Option<Arc<SessionBindings>>,
     /// The response streams of session requests (HTTP only), to close one
     /// mid-call as its upstream did.
     pauses: Option<StreamPauses>,
@@ -121,14 +126,20 @@ struct McpHandler {
 
 impl McpHandler {
     /// A handler; with upstreams, its sessions hear of catalogue changes.
-    fn new(gateway: Arc<Gateway>, identity: Identity, pauses: Option<StreamPauses>) -> McpHandler {
+    fn new(
+        gateway: Arc<Gateway>,
+        identity: Identity,
+        pauses: Option<StreamPauses>,
+        bindings: Option<Arc<SessionBindings>>,
+    ) -> McpHandler {
         let sessions = SessionPeers::default();
         follow_upstream_changes(&gateway, sessions.clone());
         McpHandler {
             gateway,
             identity,
             sessions,
-            log_level: Arc::default(),
+            log_level: LogLevel::default(),
+            bindings,
             pauses,
             session: Arc::default(),
             held: HeldCalls::default(),
@@ -141,7 +152,8 @@ impl McpHandler {
             gateway: self.gateway.clone(),
             identity: self.identity.clone(),
             sessions: self.sessions.clone(),
-            log_level: Arc::default(),
+            log_level: LogLevel::default(),
+            bindings: self.bindings.clone(),
             pauses: self.pauses.clone(),
             session: Arc::default(),
             held: self.held.clone(),
@@ -149,12 +161,40 @@ impl McpHandler {
     }
 
     fn logs(&self, level: LoggingLevel) -> bool {
-        let wanted = *self
-            .log_level
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        // Variants run from Debug to Emergency.
-        wanted.is_none_or(|wanted| level as u8 >= wanted as u8)
+        self.log_level.admits(level)
+    }
+
+    /// Opens the fast path's lane for this session (see `session_lane.rs`),
+    /// unless its client may be asked something mid-call, which only the
+    /// SDK's streams can carry.
+    fn open_lane(&self, context: &NotificationContext<RoleServer>) {
+        let Some(bindings) = &self.bindings else {
+            return;
+        };
+        let Some(session) = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.headers.get("mcp-session-id"))
+            .and_then(|value| value.to_str().ok())
+        else {
+            return;
+        };
+        let Some(info) = context.peer.peer_info() else {
+            return;
+        };
+        let declared = &info.capabilities;
+        if declared.sampling.is_some() || declared.elicitation.is_some() {
+            return;
+        }
+        bindings.open_lane(
+            session,
+            SessionLane::new(
+                info.protocol_version.as_str().to_string(),
+                declared.clone(),
+                self.log_level.clone(),
+                Box::new(SessionLogs(context.peer.clone())),
+            ),
+        );
     }
 
     /// Whether the client can answer requests during its call: a session
@@ -282,6 +322,19 @@ impl McpHandler {
             }
             _ => {}
         }
+    }
+}
+
+/// A session's log messages, sent as the handler sends them (`notify`).
+#[derive(Debug)]
+struct SessionLogs(Peer<RoleServer>);
+
+impl LogSink for SessionLogs {
+    fn send(&self, message: LoggingMessageNotificationParam) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // A session that has ended takes nothing; the call goes on.
+            let _ = self.0.notify_logging_message(message).await;
+        })
     }
 }
 
@@ -562,6 +615,7 @@ impl ServerHandler for McpHandler {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         Box::pin(async move {
+            self.open_lane(&context);
             if self.gateway.has_upstreams() {
                 self.sessions.add(context.peer);
             }
@@ -642,10 +696,7 @@ impl ServerHandler for McpHandler {
     ) -> Result<(), ErrorData> {
         Box::pin(async move {
             self.caller(&context).await?;
-            *self
-                .log_level
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(request.level);
+            self.log_level.set(request.level);
             Ok(())
         })
         .await
@@ -948,6 +999,8 @@ pub struct HttpServiceOptions {
     pub max_body_bytes: usize,
     pub session_idle_timeout: Duration,
     pub shutdown: CancellationToken,
+    /// Where the sessions' lanes for the fast path are kept.
+    pub bindings: Arc<SessionBindings>,
 }
 
 /// rmcp's Streamable HTTP service, shared. Its `call` clones the whole
@@ -1002,7 +1055,12 @@ pub fn streamable_http_service(
         inner: sessions,
         pauses: pauses.clone(),
     });
-    let handler = McpHandler::new(gateway, Identity::Http, Some(pauses));
+    let handler = McpHandler::new(
+        gateway,
+        Identity::Http,
+        Some(pauses),
+        Some(options.bindings),
+    );
     (
         McpService(Arc::new(StreamableHttpService::new(
             move || Ok(handler.for_session()),
@@ -1018,7 +1076,7 @@ pub(crate) async fn serve(
     gateway: Arc<Gateway>,
     authenticator: Arc<StdioAuthenticator>,
 ) -> Result<(), std::io::Error> {
-    let handler = McpHandler::new(gateway, Identity::Stdio(authenticator), None);
+    let handler = McpHandler::new(gateway, Identity::Stdio(authenticator), None, None);
     let running = handler
         .serve(rmcp::transport::stdio())
         .await

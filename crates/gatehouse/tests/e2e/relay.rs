@@ -61,14 +61,26 @@ fn server_over_http(upstream: &PyHttp) -> Server {
     Server::start_in(dir, Some(&config))
 }
 
-/// The JSON-RPC messages of an SSE response, one at a time.
+/// The JSON-RPC messages of an SSE response, one at a time (a JSON
+/// response is one message).
 struct Events {
     response: reqwest::Response,
     buffer: String,
 }
 
 impl Events {
+    fn is_json(&self) -> bool {
+        content_type(&self.response).starts_with("application/json")
+    }
+
     async fn next(&mut self) -> Option<Value> {
+        if self.is_json() {
+            while let Some(chunk) = self.response.chunk().await.ok()? {
+                self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            let whole = std::mem::take(&mut self.buffer);
+            return serde_json::from_str(&whole).ok();
+        }
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let event: String = self.buffer.drain(..end + 2).collect();
@@ -99,6 +111,15 @@ impl Events {
         }
         seen
     }
+}
+
+fn content_type(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A 2025-11-25 session of `key` declaring `capabilities`.
@@ -383,43 +404,75 @@ async fn sampling_and_elicitation(server: &Server) {
     );
 }
 
+/// A session's client cancels its call: the call is cancelled at the
+/// upstream and audited so, whether Gatehouse answered it itself (no
+/// progress token: the session fast path) or through the SDK.
 #[tokio::test]
 async fn a_cancelled_call_is_cancelled_at_the_upstream_and_audited() {
     let Some(python) = python() else { return };
     let server = server(&python);
     let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
     ready(&server, &analyst).await;
-    let id = session(&server, &analyst, json!({})).await;
-    let events = call(
-        &server,
-        &analyst,
-        &id,
-        7,
-        json!({"name": "py__sleep_forever", "arguments": {}}),
-    )
-    .await;
-    server
-        .post_legacy(
-            &analyst,
-            Some(&id),
-            json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 7}}),
-        )
-        .await;
-    drop(events);
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let records = server.audit(&["--principal", &analyst_id, "--tool", "py__sleep_forever"]);
-        if records
-            .iter()
-            .any(|r| r["kind"] == "tool_outcome" && r["reason"] == "cancelled")
-        {
-            break;
+    for (request, progress) in [(7, false), (8, true)] {
+        let id = session(&server, &analyst, json!({})).await;
+        let mut params = json!({"name": "py__sleep_forever", "arguments": {}});
+        if progress {
+            params["_meta"] = json!({"progressToken": "p"});
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no cancelled outcome: {records:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The fast path answers when the call ends, so the call is sent
+        // from a task of its own.
+        let posted = {
+            let body =
+                json!({"jsonrpc": "2.0", "id": request, "method": "tools/call", "params": params});
+            let request = server
+                .http
+                .post(server.mcp_url())
+                .bearer_auth(&analyst)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", LEGACY)
+                .header("mcp-session-id", &id)
+                .json(&body);
+            tokio::spawn(async move { request.send().await })
+        };
+        // Cancelled once it runs: its decision is recorded before the
+        // upstream is called.
+        let count = |kind: &str, reason: Option<&str>| {
+            server
+                .audit(&["--principal", &analyst_id, "--tool", "py__sleep_forever"])
+                .iter()
+                .filter(|r| r["kind"] == kind && reason.is_none_or(|reason| r["reason"] == reason))
+                .count()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while count("tool_decision", None) < request - 6 {
+            assert!(std::time::Instant::now() < deadline, "the call never ran");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+            .post_legacy(
+                &analyst,
+                Some(&id),
+                json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request}}),
+            )
+            .await;
+        while count("tool_outcome", Some("cancelled")) < request - 6 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no cancelled outcome (progress token: {progress})"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if !progress {
+            // The fast path's answer ends with the call.
+            let answered = tokio::time::timeout(Duration::from_secs(30), posted)
+                .await
+                .expect("the cancelled call was never answered")
+                .unwrap()
+                .unwrap();
+            assert_eq!(answered.status(), 200);
+            assert!(content_type(&answered).starts_with("application/json"));
+        }
     }
 }
 
@@ -1119,13 +1172,31 @@ async fn a_response_stream_the_upstream_closes_mid_call_is_closed_and_resumed_li
     ready(&server, &analyst).await;
     let id = session(&server, &analyst, json!({})).await;
 
-    // The upstream closes its stream before answering: so does the gateway.
+    // A call the session fast path answers has no stream to close: its
+    // JSON answer comes once the gateway has resumed its own side.
+    let mut answered = call(
+        &server,
+        &analyst,
+        &id,
+        8,
+        json!({"name": "py__pause", "arguments": {}}),
+    )
+    .await;
+    assert!(answered.is_json());
+    let answer = tokio::time::timeout(Duration::from_secs(20), answered.next())
+        .await
+        .expect("no answer after the pause")
+        .unwrap();
+    assert_eq!(text(&answer), "answered after the pause", "{answer}");
+
+    // Through the SDK (a progress token): the upstream closes its stream
+    // before answering, and so does the gateway.
     let response = server
         .post_legacy(
             &analyst,
             Some(&id),
             json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
-                   "params": {"name": "py__pause", "arguments": {}}}),
+                   "params": {"name": "py__pause", "arguments": {}, "_meta": {"progressToken": "p"}}}),
         )
         .await;
     assert_eq!(response.status(), 200);
@@ -1221,6 +1292,113 @@ async fn the_fast_path_answers_upstream_calls_like_the_sdk() {
             .filter(|r| r["kind"] == "tool_outcome" && r["outcome"] == "success")
             .count();
         assert_eq!(successes, 3, "{protocol}: {records:?}");
+    }
+}
+
+/// A plain call in a 2025-11-25 session is answered by Gatehouse's
+/// session fast path (a JSON answer); the same call with a progress token
+/// goes through the SDK (an SSE stream). Both must answer alike, whatever
+/// the upstream does, in either era of the upstream. A session whose
+/// client declared sampling (it may be asked mid-call) always goes to the
+/// SDK.
+#[tokio::test]
+async fn the_session_fast_path_answers_upstream_calls_like_the_sdk() {
+    let Some(python) = python() else { return };
+    for protocol in [LEGACY, MODERN] {
+        let server = server_speaking(&python, protocol);
+        let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
+        let (_, reader) = server.create_key("reader", "reader", &[]);
+        ready(&server, &analyst).await;
+        let analyst_session = session(&server, &analyst, json!({})).await;
+        let reader_session = session(&server, &reader, json!({})).await;
+        let mut request = 10;
+        let mut answer =
+            |key: &str, session: &str, tool: &str, arguments: Value, progress: bool| {
+                request += 1;
+                let mut params = json!({"name": tool, "arguments": arguments});
+                if progress {
+                    params["_meta"] = json!({"progressToken": "p1"});
+                }
+                let (key, session, id) = (key.to_string(), session.to_string(), request);
+                let server = &server;
+                async move {
+                    let mut events = call(server, &key, &session, id, params).await;
+                    let json = events.is_json();
+                    let seen =
+                        tokio::time::timeout(Duration::from_secs(30), events.until_answer(id))
+                            .await
+                            .expect("no answer");
+                    let mut answer = seen.last().cloned().unwrap_or_default();
+                    // The ids differ by construction.
+                    answer["id"] = Value::Null;
+                    (json, answer)
+                }
+            };
+        for (key, session, tool, arguments) in [
+            (
+                &analyst,
+                &analyst_session,
+                "py__echo",
+                json!({"text": "hello"}),
+            ),
+            (&analyst, &analyst_session, "py__log_lines", json!({})),
+            (
+                &analyst,
+                &analyst_session,
+                "py__ask_model",
+                json!({"question": "why?"}),
+            ),
+            (&analyst, &analyst_session, "py__ask_user", json!({})),
+            (&analyst, &analyst_session, "py__echo", json!({"text": 5})),
+            (&analyst, &analyst_session, "py__nope", json!({})),
+            (
+                &reader,
+                &reader_session,
+                "py__echo",
+                json!({"text": "hello"}),
+            ),
+        ] {
+            let (fast_json, fast) = answer(key, session, tool, arguments.clone(), false).await;
+            let (sdk_json, sdk) = answer(key, session, tool, arguments, true).await;
+            assert!(
+                fast_json,
+                "{protocol} {tool}: not answered by the fast path"
+            );
+            assert!(!sdk_json, "{protocol} {tool}: not answered by the SDK");
+            assert_eq!(
+                fast, sdk,
+                "{protocol} {tool}: the fast path and the SDK differ"
+            );
+        }
+        let (_, hi) = answer(
+            &analyst,
+            &analyst_session,
+            "py__echo",
+            json!({"text": "hi"}),
+            false,
+        )
+        .await;
+        assert_eq!(text(&hi), "hi");
+        // Each path wrote its own outcome, with the session: "hello" twice
+        // for the analyst, "hi" once.
+        let records = server.audit(&["--principal", &analyst_id, "--tool", "py__echo"]);
+        let successes: Vec<_> = records
+            .iter()
+            .filter(|r| r["kind"] == "tool_outcome" && r["outcome"] == "success")
+            .collect();
+        assert_eq!(successes.len(), 3, "{protocol}: {records:?}");
+        assert!(
+            successes
+                .iter()
+                .all(|r| r["session"] == analyst_session.as_str()),
+            "{records:?}"
+        );
+        // A client that may be asked something mid-call gets the SDK.
+        let asked = session(&server, &analyst, json!({"sampling": {}})).await;
+        let (json, echoed) =
+            answer(&analyst, &asked, "py__echo", json!({"text": "sdk"}), false).await;
+        assert!(!json, "{protocol}: a sampling client took the fast path");
+        assert_eq!(text(&echoed), "sdk");
     }
 }
 

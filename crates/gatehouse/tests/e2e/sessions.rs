@@ -279,3 +279,120 @@ async fn initialize_is_rate_limited_per_principal() {
         "{records:?}"
     );
 }
+
+/// A plain call in a session is answered by Gatehouse's session fast path
+/// (a JSON answer), the same call with a progress token by the SDK (an SSE
+/// stream): both answer alike and leave alike decision records, with the
+/// session.
+#[tokio::test]
+async fn the_session_fast_path_answers_built_in_tools_like_the_sdk() {
+    let server = Server::start(None);
+    let (id, reader) = server.create_key("r", "reader", &[]);
+    let session = initialize(&server, &reader).await;
+    let mut request = 0;
+    for (tool, arguments) in [
+        ("whoami", json!({})),
+        ("read_file", json!({"path": "missing.txt"})),
+        ("web_fetch", json!({"url": "https://example.com/"})),
+        (
+            "send_email",
+            json!({"to": "a@example.com", "subject": "s", "body": "b"}),
+        ),
+    ] {
+        let mut answers = Vec::new();
+        for progress in [false, true] {
+            request += 1;
+            let mut params = json!({"name": tool, "arguments": arguments});
+            if progress {
+                params["_meta"] = json!({"progressToken": "p1"});
+            }
+            let response = post(
+                &server,
+                &reader,
+                Some(&session),
+                json!({"jsonrpc": "2.0", "id": request, "method": "tools/call", "params": params}),
+            )
+            .await;
+            assert_eq!(response.status(), 200, "{tool}");
+            let kind = response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let expected = if progress {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            assert!(
+                kind.starts_with(expected),
+                "{tool}, progress {progress}: {kind}"
+            );
+            let mut answer = parse_body(&response.text().await.unwrap());
+            assert_eq!(answer["id"], request, "{tool}");
+            answer["id"] = Value::Null;
+            answers.push(answer);
+        }
+        assert_eq!(
+            answers[0], answers[1],
+            "{tool}: the fast path and the SDK differ"
+        );
+    }
+    let records = server.audit(&["--principal", &id, "--kind", "tool_decision"]);
+    for tool in ["whoami", "read_file", "web_fetch", "send_email"] {
+        let decisions: Vec<_> = records.iter().filter(|r| r["tool"] == tool).collect();
+        assert_eq!(decisions.len(), 2, "{tool}: {records:?}");
+        assert_eq!(decisions[0]["reason"], decisions[1]["reason"], "{tool}");
+        assert_eq!(decisions[0]["decision"], decisions[1]["decision"], "{tool}");
+        assert!(
+            decisions.iter().all(|d| d["session"] == session.as_str()),
+            "{tool}: {decisions:?}"
+        );
+    }
+    // Another principal's request naming the session is still refused
+    // before any path answers it.
+    let (_, other) = server.create_key("o", "reader", &[]);
+    let foreign = post(
+        &server,
+        &other,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
+               "params": {"name": "whoami", "arguments": {}}}),
+    )
+    .await;
+    assert_eq!(foreign.status(), 404);
+}
+
+/// The SDK ends a session it has not seen for the idle timeout. A session
+/// whose calls the fast path answers stays alive in the SDK as long as it
+/// is used: after more than the idle timeout of nothing but fast-path
+/// calls, a request only the SDK answers still finds the session.
+#[tokio::test]
+async fn a_session_used_only_through_the_fast_path_stays_alive() {
+    let server = Server::start(Some(
+        "version = 1\n[server]\nsession_idle_timeout = \"2s\"\n",
+    ));
+    let (_, reader) = server.create_key("r", "reader", &[]);
+    let session = initialize(&server, &reader).await;
+    for request in 1..=16 {
+        let response = post(
+            &server,
+            &reader,
+            Some(&session),
+            json!({"jsonrpc": "2.0", "id": request, "method": "tools/call",
+                   "params": {"name": "whoami", "arguments": {}}}),
+        )
+        .await;
+        assert_eq!(response.status(), 200, "call {request}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let listed = post(
+        &server,
+        &reader,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 100, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(listed.status(), 200);
+    let body = parse_body(&listed.text().await.unwrap());
+    assert!(body["result"]["tools"].is_array(), "{body}");
+}
