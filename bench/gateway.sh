@@ -181,8 +181,22 @@ if [ "${GATEHOUSE_BENCH_NODELAY:-0}" = 1 ]; then
   key[gatehouse-nodelay]="$gh_key"; pid[gatehouse-nodelay]="$gh_pid"
   arms+=(gatehouse-nodelay)
 fi
+# Comparison arms (GATEHOUSE_BENCH_COMPARE=/path/to/another/gatehouse): the
+# same configuration served by another build (the commit before a change,
+# say), called with and without sessions in the same rounds: a change's
+# effect measured side by side rather than across runs.
+if [ -n "${GATEHOUSE_BENCH_COMPARE:-}" ]; then
+  [ -x "$GATEHOUSE_BENCH_COMPARE" ] || missing "an executable at GATEHOUSE_BENCH_COMPARE=$GATEHOUSE_BENCH_COMPARE"
+  this_build="$gatehouse"; gatehouse="$GATEHOUSE_BENCH_COMPARE"
+  start_gatehouse gatehouse-compare
+  gatehouse="$this_build"
+  for arm in gatehouse-compare gatehouse-compare-2026; do
+    url[$arm]="$gh_url"; tool[$arm]="bench__echo"; key[$arm]="$gh_key"; pid[$arm]="$gh_pid"
+  done
+  arms+=(gatehouse-compare gatehouse-compare-2026)
+fi
 for arm in "${arms[@]}"; do
-  if [ "$arm" = gatehouse-2026 ]; then sessions[$arm]=stateless; continue; fi
+  case "$arm" in *-2026) sessions[$arm]=stateless; continue ;; esac
   # The gateways connect to the upstream in the background: wait (one
   # session per try) until the tool answers, then open the sessions.
   for attempt in $(seq 1 50); do
@@ -278,20 +292,27 @@ for r in rounds:
           f"p99 c1 {st1['p99_us']:.0f} us, RPS / mcp-proxy {ratio:.3f}, CPU {st['cpu_us']:.1f} us/call")
 m["added_st"] = statistics.median(st_added); m["ratio_st"] = statistics.median(st_ratio)
 print(f"  median: added p50 {m['added_st']:.0f} us, RPS / mcp-proxy {m['ratio_st']:.3f}")
-if any(k[1] == "gatehouse-nodelay" for k in rows):
+diagnostics = [
+    ("gatehouse-nodelay", "diagnostic: Gatehouse with TCP_NODELAY forced (LD_PRELOAD shim), same rounds"),
+    ("gatehouse-compare", "comparison: the other build (GATEHOUSE_BENCH_COMPARE), in sessions, same rounds"),
+    ("gatehouse-compare-2026", "comparison: the other build, MCP 2026-07-28 without sessions, same rounds"),
+]
+for arm, title in diagnostics:
+    if not any(k[1] == arm for k in rows):
+        continue
     print()
-    print("diagnostic: Gatehouse with TCP_NODELAY forced (LD_PRELOAD shim), same rounds")
-    nd_added, nd_rps, nd_ratio, nd_cpu = [], [], [], []
+    print(title)
+    d_added, d_rps, d_ratio, d_cpu = [], [], [], []
     for r in rounds:
-        nd = rows[(r, "gatehouse-nodelay", "c" + conns)]
-        nd1 = rows[(r, "gatehouse-nodelay", "c1")]
-        added = nd1["p50_us"] - rows[(r, "direct", "c1")]["p50_us"]
-        ratio = nd["rps"] / rows[(r, "mcp-proxy", "c" + conns)]["rps"]
-        nd_added.append(added); nd_rps.append(nd["rps"]); nd_ratio.append(ratio); nd_cpu.append(nd["cpu_us"])
-        print(f"  round {r}: RPS c{conns} {nd['rps']:.0f}, p50 c1 {nd1['p50_us']:.0f} us (added {added:.0f} us), "
-              f"RPS / mcp-proxy {ratio:.3f}, CPU {nd['cpu_us']:.1f} us/call")
-    print(f"  median: RPS {statistics.median(nd_rps):.0f}, added p50 {statistics.median(nd_added):.0f} us, "
-          f"RPS / mcp-proxy {statistics.median(nd_ratio):.3f}, CPU {statistics.median(nd_cpu):.1f} us/call")
+        d = rows[(r, arm, "c" + conns)]
+        d1 = rows[(r, arm, "c1")]
+        added = d1["p50_us"] - rows[(r, "direct", "c1")]["p50_us"]
+        ratio = d["rps"] / rows[(r, "mcp-proxy", "c" + conns)]["rps"]
+        d_added.append(added); d_rps.append(d["rps"]); d_ratio.append(ratio); d_cpu.append(d["cpu_us"])
+        print(f"  round {r}: RPS c{conns} {d['rps']:.0f}, p50 c1 {d1['p50_us']:.0f} us (added {added:.0f} us), "
+              f"RPS / mcp-proxy {ratio:.3f}, CPU {d['cpu_us']:.1f} us/call")
+    print(f"  median: RPS {statistics.median(d_rps):.0f}, added p50 {statistics.median(d_added):.0f} us, "
+          f"RPS / mcp-proxy {statistics.median(d_ratio):.3f}, CPU {statistics.median(d_cpu):.1f} us/call")
 print()
 ok_p50 = m["added_gh"] <= 150
 ok_ratio = m["ratio"] >= 1.5
