@@ -61,9 +61,39 @@ pub struct SessionLane {
     capabilities: ClientCapabilities,
     log_level: LogLevel,
     logs: Box<dyn LogSink>,
-    /// The fast path's calls in flight, by request id (its JSON text:
-    /// `1` and `"1"` are different ids).
-    in_flight: Mutex<HashMap<String, CancellationToken>>,
+    /// The fast path's calls in flight.
+    in_flight: Mutex<Calls>,
+}
+
+/// A lane's calls in flight, by request id (`request_key`), and whether
+/// the lane still takes new ones.
+#[derive(Debug, Default)]
+struct Calls {
+    by_id: HashMap<String, CancellationToken>,
+    /// Closed when the session ends, or when its client initializes it
+    /// again (what it declared may have changed): no call starts on it
+    /// from then on, and those running can still be cancelled.
+    closed: bool,
+}
+
+/// A request id as rmcp reads it: a string, or an integer (`1.0` is `1`);
+/// `None` for an id rmcp refuses (a fraction, out of range, anything else).
+/// `1` and `"1"` are different ids.
+pub(crate) fn request_key(id: &Value) -> Option<String> {
+    match id {
+        Value::String(text) => Some(format!("{text:?}")),
+        Value::Number(number) => match number.as_i64() {
+            Some(integer) => Some(integer.to_string()),
+            None => {
+                let float = number.as_f64()?;
+                // Exactly an integer within i64's range, as rmcp accepts it.
+                let in_range =
+                    (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&float);
+                (float.fract() == 0.0 && in_range).then(|| (float as i64).to_string())
+            }
+        },
+        _ => None,
+    }
 }
 
 impl SessionLane {
@@ -99,7 +129,7 @@ impl SessionLane {
         }
     }
 
-    fn calls(&self) -> MutexGuard<'_, HashMap<String, CancellationToken>> {
+    fn calls(&self) -> MutexGuard<'_, Calls> {
         // Entries are inserted and removed whole.
         self.in_flight
             .lock()
@@ -107,16 +137,17 @@ impl SessionLane {
     }
 
     /// Registers a call with request id `id`, cancelled when the client
-    /// cancels that id; `None` when a call with that id is in flight
-    /// already (the SDK answers such a request as it sees fit).
+    /// cancels that id; `None` when the lane is closed, or a call with that
+    /// id is in flight already (the SDK answers such a request as it sees
+    /// fit).
     pub(crate) fn start(self: &Arc<Self>, id: &Value) -> Option<InFlight> {
-        let key = id.to_string();
+        let key = request_key(id)?;
         let cancel = CancellationToken::new();
         let mut calls = self.calls();
-        if calls.contains_key(&key) {
+        if calls.closed || calls.by_id.contains_key(&key) {
             return None;
         }
-        calls.insert(key.clone(), cancel.clone());
+        calls.by_id.insert(key.clone(), cancel.clone());
         Some(InFlight {
             lane: Arc::clone(self),
             key,
@@ -127,15 +158,26 @@ impl SessionLane {
     /// The client cancelled request `id`: the fast path's call with that
     /// id, if there is one, is cancelled.
     pub(crate) fn cancel(&self, id: &Value) {
-        if let Some(cancel) = self.calls().get(&id.to_string()) {
+        let Some(key) = request_key(id) else {
+            return;
+        };
+        if let Some(cancel) = self.calls().by_id.get(&key) {
             cancel.cancel();
         }
     }
 
-    /// The session ended: every call of it still running is cancelled, as
-    /// the SDK cancels its own when it closes a session.
+    /// No call starts on the lane any more (see `Calls::closed`).
+    pub(crate) fn close(&self) {
+        self.calls().closed = true;
+    }
+
+    /// The session ended: the lane is closed, and every call of it still
+    /// running is cancelled, as the SDK cancels its own when it closes a
+    /// session.
     pub(crate) fn cancel_all(&self) {
-        for cancel in self.calls().values() {
+        let mut calls = self.calls();
+        calls.closed = true;
+        for cancel in calls.by_id.values() {
             cancel.cancel();
         }
     }
@@ -157,7 +199,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.lane.calls().remove(&self.key);
+        self.lane.calls().by_id.remove(&self.key);
     }
 }
 
@@ -229,7 +271,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_session_that_ends_cancels_every_call_of_it() {
+    fn a_session_that_ends_cancels_every_call_of_it_and_starts_no_other() {
         let lane = lane();
         let calls = [
             lane.start(&json!(1)).unwrap(),
@@ -237,6 +279,33 @@ pub(crate) mod tests {
         ];
         lane.cancel_all();
         assert!(calls.iter().all(|call| call.token().is_cancelled()));
+        // A request that passed gate 1 just before the end takes the SDK's
+        // path, which answers for an ended session.
+        assert!(lane.start(&json!(3)).is_none());
+    }
+
+    #[test]
+    fn a_closed_lane_starts_no_call_and_still_cancels_those_running() {
+        let lane = lane();
+        let running = lane.start(&json!(1)).unwrap();
+        lane.close();
+        assert!(lane.start(&json!(2)).is_none());
+        lane.cancel(&json!(1));
+        assert!(running.token().is_cancelled());
+    }
+
+    #[test]
+    fn ids_are_keyed_as_the_sdk_reads_them() {
+        assert_eq!(request_key(&json!(1)), request_key(&json!(1.0)));
+        assert_ne!(request_key(&json!(1)), request_key(&json!("1")));
+        for refused in [json!(1.5), json!(1e30), json!(null), json!([1]), json!({})] {
+            assert_eq!(request_key(&refused), None, "{refused}");
+        }
+        let lane = lane();
+        let running = lane.start(&json!(4)).unwrap();
+        lane.cancel(&json!(4.0));
+        assert!(running.token().is_cancelled());
+        assert!(lane.start(&json!(0.5)).is_none());
     }
 
     #[test]

@@ -147,32 +147,38 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
                     return fast_call::answer(&state, &parts, admitted.caller, call).await;
                 }
                 if let Some(session) = &admitted.caller.session
-                    && let Some(open) = state.sessions.lane(session)
+                    && let Some(lane) = state.sessions.lane(session)
                 {
-                    if open.takes_calls
-                        && let Some(call) =
-                            session_call::eligible(&parts, message, Arc::clone(&open.lane))
-                    {
+                    if let Some(call) = session_call::eligible(&parts, message, Arc::clone(&lane)) {
                         return session_call::answer(&state, &parts, admitted.caller, call).await;
+                    }
+                    // The client initializes its session again: what it
+                    // declares now is the SDK's to know, not the lane's.
+                    if message.method() == Some("initialize") {
+                        lane.close();
                     }
                     // The SDK cancels the calls it runs; the lane, those
                     // answered here.
                     if message.method() == Some("notifications/cancelled")
                         && let Some(id) = message.params().and_then(|p| p.get("requestId"))
                     {
-                        open.lane.cancel(id);
+                        lane.cancel(id);
                     }
                 }
             }
-            // The SDK ends a session whose requests it has not seen for a
-            // while (`sessions.rs`).
-            if let Some(session) = &admitted.caller.session {
-                state.sessions.sdk_saw(session);
-            }
+            let session = admitted.caller.session.clone();
             parts.extensions.insert(admitted.caller);
             let mut response = next
                 .run(Request::from_parts(parts, Body::from(bytes.clone())))
                 .await;
+            // The SDK ends a session it has not seen for a while
+            // (`sessions.rs`); one it refused before its session saw the
+            // request (406, 400) does not count.
+            if let Some(session) = &session
+                && response.status().is_success()
+            {
+                state.sessions.sdk_saw(session);
+            }
             // The SDK answers a JSON body it cannot read with 415 and its
             // deserializer's text: answer with the JSON-RPC error instead.
             // (Checking every body here first would parse it a third time.)

@@ -64,9 +64,11 @@ pub(super) struct PlainCall<'a> {
 }
 
 pub(super) fn plain_call(message: &Message) -> Option<PlainCall<'_>> {
+    // An id the SDK would read differently (`1.0`) or refuse goes to it.
     if !message.is_plain()
         || message.method() != Some("tools/call")
-        || !matches!(message.id(), Value::Number(_) | Value::String(_))
+        || !matches!(message.id(), Value::String(_))
+            && !matches!(message.id(), Value::Number(n) if n.is_i64())
     {
         return None;
     }

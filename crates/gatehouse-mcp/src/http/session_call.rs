@@ -1,5 +1,6 @@
-//! A plain `tools/call` inside a 2025-11-25 session, answered here rather
-//! than by the MCP SDK, as `fast_call.rs` answers one without a session.
+//! A plain `tools/call` inside a session (MCP 2025-11-25 and earlier),
+//! answered here rather than by the MCP SDK, as `fast_call.rs` answers one
+//! without a session.
 //!
 //! In a session the SDK adds more than framing: a task per request, the
 //! session's worker and its channels, the untagged parse, and an SSE answer
@@ -20,7 +21,9 @@
 //! either); an upstream's log messages go where the SDK sends them, through
 //! the session's peer to its standalone stream. A `notifications/cancelled`
 //! for the call reaches it through the lane (`body.rs`); a client that goes
-//! away cancels it too.
+//! away cancels it too. The call is answered even when cancelled (the SDK
+//! sends nothing then; a client ignores an answer to a request it
+//! cancelled).
 
 use std::sync::Arc;
 
@@ -59,8 +62,8 @@ pub(super) fn eligible(
 ) -> Option<SessionCall> {
     let accept = header(parts, ACCEPT.as_str())?;
     if header(parts, "mcp-protocol-version") != Some(lane.protocol_version())
-        || !accept.contains("application/json")
-        || !accept.contains("text/event-stream")
+        || !accepts(accept, "application/json")
+        || !accepts(accept, "text/event-stream")
     {
         return None;
     }
@@ -86,6 +89,21 @@ pub(super) fn eligible(
         meta,
         lane,
         in_flight,
+    })
+}
+
+/// Whether an `Accept` header names `media` without refusing it (`q=0`).
+/// Wildcards are left to the SDK: the fast path takes only the plain
+/// header every client sends.
+fn accepts(accept: &str, media: &str) -> bool {
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        parts.next().is_some_and(|m| m.eq_ignore_ascii_case(media))
+            && !parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            })
     })
 }
 
@@ -125,6 +143,8 @@ pub(super) async fn answer(
     };
     // A task of its own, like the SDK's handlers (see `fast_call.rs`); the
     // call's future boxed where it is made, for the same reason.
+    let session = caller.session.clone();
+    keep_sdk_session(state, session.as_deref()).await;
     let task = tokio::spawn(in_request_scope(scope, async move {
         let _in_flight = in_flight;
         let call = Box::pin(gateway.call_tool(
@@ -137,7 +157,20 @@ pub(super) async fn answer(
         ));
         relay_logs(call, relayed, &lane).await
     }));
-    json_bytes(final_message(task.await, &id))
+    let answer = final_message(task.await, &id);
+    // A call's answer is an event for the SDK's session as well.
+    keep_sdk_session(state, session.as_deref()).await;
+    json_bytes(answer)
+}
+
+/// Shows the SDK the session when it is due (`sessions.rs`), so that the
+/// SDK does not end a session the fast path keeps busy.
+async fn keep_sdk_session(state: &AppState, session: Option<&str>) {
+    if let Some(session) = session
+        && state.sessions.touch_due(session)
+    {
+        state.sdk_sessions.touch(session).await;
+    }
 }
 
 /// Runs `call`, sending the upstream's log messages to the session; every

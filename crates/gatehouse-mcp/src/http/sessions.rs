@@ -8,11 +8,12 @@
 //! not count: the SDK ends them after the same time.
 //!
 //! A binding also holds the session's lane (`session_lane.rs`), once the
-//! SDK has opened one, and when the SDK last saw a request of the session:
-//! the SDK ends a session it has not seen for the idle timeout, whatever
-//! the fast path answered meanwhile, so the lane is offered only while the
-//! SDK saw the session within half of it, and a request of the session
-//! goes to the SDK otherwise.
+//! SDK has opened one, and when the SDK last saw the session. The SDK ends
+//! a session it has not seen for the idle timeout, whatever the fast path
+//! answered meanwhile, so the fast path shows it the session (`touch`)
+//! when a call starts or ends and the SDK has not seen the session for an
+//! eighth of that time: the session then lives as long as on the SDK's
+//! own path, within that eighth.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -39,15 +40,6 @@ struct Binding {
     /// When a request of the session last went to the SDK.
     sdk_seen: Instant,
     lane: Option<Arc<SessionLane>>,
-}
-
-/// A session's lane, and whether the fast path may answer its calls now:
-/// only while the SDK keeps the session alive without seeing them (see the
-/// module's comment). Calls already running on it are cancelled through
-/// it either way.
-pub(crate) struct OpenLane {
-    pub lane: Arc<SessionLane>,
-    pub takes_calls: bool,
 }
 
 /// How many sessions may exist.
@@ -248,25 +240,40 @@ impl SessionBindings {
     }
 
     /// The SDK opened the session's lane (its `initialized` notification).
+    /// Once only: a lane closed when the client initialized the session
+    /// again is not replaced, so the session's calls stay with the SDK,
+    /// and those still running on the old lane can still be cancelled.
     pub(crate) fn open_lane(&self, session: &str, lane: SessionLane) {
         if let Some(mut table) = self.table()
             && let Some(binding) = table.bindings.get_mut(session)
+            && binding.lane.is_none()
         {
             binding.lane = Some(Arc::new(lane));
         }
     }
 
     /// The session's lane, if the SDK opened one.
-    pub(crate) fn lane(&self, session: &str) -> Option<OpenLane> {
-        let table = self.table()?;
-        let binding = table.bindings.get(session)?;
-        Some(OpenLane {
-            lane: binding.lane.clone()?,
-            takes_calls: binding.sdk_seen.elapsed() < self.limits.idle_timeout / 2,
-        })
+    pub(crate) fn lane(&self, session: &str) -> Option<Arc<SessionLane>> {
+        self.table()?.bindings.get(session)?.lane.clone()
     }
 
-    /// A request of the session goes to the SDK.
+    /// Whether the SDK should be shown the session now (see the module's
+    /// comment); if so, it counts as seen from now.
+    pub(crate) fn touch_due(&self, session: &str) -> bool {
+        let Some(mut table) = self.table() else {
+            return false;
+        };
+        let Some(binding) = table.bindings.get_mut(session) else {
+            return false;
+        };
+        if binding.sdk_seen.elapsed() < self.limits.idle_timeout / 8 {
+            return false;
+        }
+        binding.sdk_seen = Instant::now();
+        true
+    }
+
+    /// The SDK answered a request of the session.
     pub(crate) fn sdk_saw(&self, session: &str) {
         if let Some(mut table) = self.table()
             && let Some(binding) = table.bindings.get_mut(session)
@@ -355,8 +362,10 @@ mod tests {
         assert!(bindings.lane("s1").is_none(), "not opened yet");
         bindings.open_lane("s1", lane());
         let open = bindings.lane("s1").unwrap();
-        assert!(open.takes_calls);
-        let running = open.lane.start(&serde_json::json!(1)).unwrap();
+        let running = open.start(&serde_json::json!(1)).unwrap();
+        // A second `initialized` does not replace it.
+        bindings.open_lane("s1", lane());
+        assert!(Arc::ptr_eq(&open, &bindings.lane("s1").unwrap()));
         bindings.unbind("s1");
         assert!(bindings.lane("s1").is_none());
         // A call still running when the session ends is cancelled.
@@ -364,18 +373,19 @@ mod tests {
     }
 
     #[test]
-    fn a_lane_is_not_offered_once_the_sdk_may_end_the_session() {
-        // Half of a zero idle timeout has passed at once: every request of
-        // the session goes to the SDK, which keeps it alive.
-        let bindings = SessionBindings::new(SessionLimits {
+    fn the_sdk_is_shown_a_session_once_per_eighth_of_the_idle_timeout() {
+        let bindings = bindings(10, 10);
+        assert_eq!(bindings.bind("s1", "alice", None), Ok(()));
+        // Just bound (the SDK saw its `initialize`): not due.
+        assert!(!bindings.touch_due("s1"));
+        assert!(!bindings.touch_due("unknown"));
+        let quick = SessionBindings::new(SessionLimits {
             idle_timeout: Duration::ZERO,
             max_total: 10,
             max_per_principal: 10,
         });
-        assert_eq!(bindings.bind("s1", "alice", None), Ok(()));
-        bindings.open_lane("s1", lane());
-        bindings.sdk_saw("s1");
-        assert!(!bindings.lane("s1").unwrap().takes_calls);
+        assert_eq!(quick.bind("s1", "alice", None), Ok(()));
+        assert!(quick.touch_due("s1"));
     }
 
     #[test]

@@ -22,14 +22,15 @@ use gatehouse_upstream::{
 };
 use rmcp::model::{
     CacheScope, CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities,
-    ClientJsonRpcMessage, CompleteRequestParams, CompleteResult, ContentBlock, ErrorCode,
-    ErrorData, GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams,
-    InitializeResult, InputRequiredResult, ListPromptsResult, ListResourceTemplatesResult,
-    ListResourcesResult, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
-    PaginatedRequestParams, ProgressToken, ProtocolVersion, ReadResourceRequestParams,
-    ReadResourceResponse, RequestId, ResourceUpdatedNotificationParam, ServerCapabilities,
-    ServerConfig, ServerJsonRpcMessage, SetLevelRequestParams, SubscribeRequestParams,
-    SubscriptionFilter, Tool, UnsubscribeRequestParams,
+    ClientJsonRpcMessage, ClientNotification, CompleteRequestParams, CompleteResult, ContentBlock,
+    CustomNotification, ErrorCode, ErrorData, GetPromptRequestParams, GetPromptResponse,
+    Implementation, InitializeRequestParams, InitializeResult, InputRequiredResult,
+    ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    LoggingLevel, LoggingMessageNotificationParam, PaginatedRequestParams, ProgressToken,
+    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, RequestId,
+    ResourceUpdatedNotificationParam, ServerCapabilities, ServerConfig, ServerJsonRpcMessage,
+    SetLevelRequestParams, SubscribeRequestParams, SubscriptionFilter, Tool,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::{
     NotificationContext, Peer, RequestContext, SubscriptionContext, SubscriptionSendError,
@@ -1054,6 +1055,7 @@ pub fn streamable_http_service(
     let sessions = Arc::new(PausableSessions {
         inner: sessions,
         pauses: pauses.clone(),
+        bindings: Arc::clone(&options.bindings),
     });
     let handler = McpHandler::new(
         gateway,

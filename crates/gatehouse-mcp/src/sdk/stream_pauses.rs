@@ -94,7 +94,14 @@ impl<S: futures::Stream> futures::Stream for Pausable<S> {
 pub(crate) struct PausableSessions {
     pub(super) inner: LocalSessionManager,
     pub(super) pauses: StreamPauses,
+    /// Gatehouse's bindings of the sessions: a session the SDK ends is
+    /// unbound (its lane closed, the fast path's calls in it cancelled).
+    pub(super) bindings: Arc<SessionBindings>,
 }
+
+/// The notification `SdkSessions::touch` sends; no client sends it (it is
+/// put in the session's queue directly), and the handler ignores it.
+const KEEP_ALIVE: &str = "notifications/gatehouse/keep_alive";
 
 type LocalError = <LocalSessionManager as SessionManager>::Error;
 type LocalTransport = <LocalSessionManager as SessionManager>::Transport;
@@ -120,6 +127,9 @@ impl SessionManager for PausableSessions {
     }
 
     async fn close_session(&self, id: &SessionId) -> Result<(), LocalError> {
+        // Whatever ends it: a DELETE, the idle timeout, its worker failing,
+        // the incident response, shutdown.
+        self.bindings.unbind(id);
         self.inner.close_session(id).await
     }
 
@@ -189,6 +199,23 @@ impl SessionManager for PausableSessions {
 pub struct SdkSessions(pub(super) Arc<PausableSessions>);
 
 impl SdkSessions {
+    /// Shows the SDK a session whose calls the fast path answers: the
+    /// SDK's idle timer starts again, as for a request it answered. A
+    /// session the SDK no longer has is unbound.
+    pub(crate) async fn touch(&self, id: &str) {
+        let message = ClientJsonRpcMessage::notification(ClientNotification::CustomNotification(
+            CustomNotification::new(KEEP_ALIVE, None),
+        ));
+        if self
+            .0
+            .accept_message(&Arc::from(id), message)
+            .await
+            .is_err()
+        {
+            self.0.bindings.unbind(id);
+        }
+    }
+
     pub async fn close(&self, id: &str) {
         if let Err(e) = self.0.close_session(&Arc::from(id)).await {
             tracing::warn!(error = %e, "could not end a refused MCP session");

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::harness::{LEGACY, MODERN, Server};
+use super::sessions::await_fast_path;
 use super::upstreams::{DEFAULT, PyHttp, python, reason, root};
 
 fn server(python: &Path) -> Server {
@@ -415,6 +416,7 @@ async fn a_cancelled_call_is_cancelled_at_the_upstream_and_audited() {
     ready(&server, &analyst).await;
     for (request, progress) in [(7, false), (8, true)] {
         let id = session(&server, &analyst, json!({})).await;
+        await_fast_path(&server, &analyst, &id).await;
         let mut params = json!({"name": "py__sleep_forever", "arguments": {}});
         if progress {
             params["_meta"] = json!({"progressToken": "p"});
@@ -1171,6 +1173,7 @@ async fn a_response_stream_the_upstream_closes_mid_call_is_closed_and_resumed_li
     let (_, analyst) = server.create_key("analyst", "analyst", &[]);
     ready(&server, &analyst).await;
     let id = session(&server, &analyst, json!({})).await;
+    await_fast_path(&server, &analyst, &id).await;
 
     // A call the session fast path answers has no stream to close: its
     // JSON answer comes once the gateway has resumed its own side.
@@ -1311,6 +1314,8 @@ async fn the_session_fast_path_answers_upstream_calls_like_the_sdk() {
         ready(&server, &analyst).await;
         let analyst_session = session(&server, &analyst, json!({})).await;
         let reader_session = session(&server, &reader, json!({})).await;
+        await_fast_path(&server, &analyst, &analyst_session).await;
+        await_fast_path(&server, &reader, &reader_session).await;
         let mut request = 10;
         let mut answer =
             |key: &str, session: &str, tool: &str, arguments: Value, progress: bool| {
