@@ -55,6 +55,21 @@ pub(super) fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
     parts.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Whether an `Accept` header names `media` without refusing it (`q=0`).
+/// Wildcards are left to the SDK: the fast path takes only the plain
+/// header every client sends.
+pub(super) fn accepts(accept: &str, media: &str) -> bool {
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        parts.next().is_some_and(|m| m.eq_ignore_ascii_case(media))
+            && !parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            })
+    })
+}
+
 /// A `tools/call` with nothing but a name, arguments and `_meta` (no task,
 /// no other member), as both fast paths take it.
 pub(super) struct PlainCall<'a> {
@@ -102,7 +117,7 @@ pub(super) fn eligible(parts: &Parts, message: &Message, caller: &Caller) -> Opt
     if caller.session.is_some()
         || header(parts, "mcp-protocol-version") != Some(STATELESS)
         || header(parts, "mcp-method") != Some("tools/call")
-        || !header(parts, header::ACCEPT.as_str()).is_some_and(|a| a.contains("application/json"))
+        || !header(parts, header::ACCEPT.as_str()).is_some_and(|a| accepts(a, "application/json"))
     {
         return None;
     }
@@ -282,4 +297,28 @@ fn internal(id: Value) -> Response {
         "id": id,
         "error": {"code": -32603, "message": "internal error"},
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts;
+
+    #[test]
+    fn accept_is_read_by_media_type_and_quality() {
+        assert!(accepts(
+            "application/json, text/event-stream",
+            "application/json"
+        ));
+        assert!(accepts(
+            "text/event-stream;q=0.5, Application/JSON",
+            "application/json"
+        ));
+        assert!(!accepts(
+            "application/json;q=0, text/event-stream",
+            "application/json"
+        ));
+        assert!(!accepts("application/json-seq", "application/json"));
+        // Wildcards are left to the SDK.
+        assert!(!accepts("*/*", "application/json"));
+    }
 }

@@ -37,7 +37,7 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::admission::Message;
-use super::fast_call::{Answer, PlainCall, header, json_bytes, plain_call};
+use super::fast_call::{Answer, PlainCall, accepts, header, json_bytes, plain_call};
 use super::router::AppState;
 use crate::sdk::{call_error, in_request_scope, request_scope, tool_result};
 use crate::session_lane::{InFlight, SessionLane};
@@ -89,21 +89,6 @@ pub(super) fn eligible(
         meta,
         lane,
         in_flight,
-    })
-}
-
-/// Whether an `Accept` header names `media` without refusing it (`q=0`).
-/// Wildcards are left to the SDK: the fast path takes only the plain
-/// header every client sends.
-fn accepts(accept: &str, media: &str) -> bool {
-    accept.split(',').any(|range| {
-        let mut parts = range.split(';').map(str::trim);
-        parts.next().is_some_and(|m| m.eq_ignore_ascii_case(media))
-            && !parts.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            })
     })
 }
 
