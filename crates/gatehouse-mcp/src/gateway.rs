@@ -700,8 +700,9 @@ impl Gateway {
         &self,
         upstream: &gatehouse_upstream::Upstream,
         tenant: Option<&str>,
+        share: Option<&str>,
     ) -> Result<Vec<Tool>, UpstreamError> {
-        let tools = upstream.list_tools(tenant).await?;
+        let tools = upstream.list_tools(tenant, share).await?;
         let Some(pins) = &self.pins else {
             return Ok(tools);
         };
@@ -722,6 +723,7 @@ impl Gateway {
         upstream: &gatehouse_upstream::Upstream,
         tool: &str,
         tenant: Option<&str>,
+        share: Option<&str>,
     ) -> Result<Result<(), PinRefusal>, PinError> {
         let Some(pins) = &self.pins else {
             return Ok(Ok(()));
@@ -731,7 +733,7 @@ impl Gateway {
         }
         let verdict = match pins.verdict(upstream.name(), tool) {
             Some(verdict) => Some(verdict),
-            None => match upstream.list_tools(tenant).await {
+            None => match upstream.list_tools(tenant, share).await {
                 Ok(tools) => {
                     pins.review(upstream, tools).await?;
                     pins.verdict(upstream.name(), tool)
@@ -761,10 +763,13 @@ impl Gateway {
     pub async fn list_upstream_tools(&self, caller: &Caller) -> Vec<ListedUpstreamTool> {
         let tenant = Some(caller.principal.tenant.as_str());
         let policy = self.policy();
+        // A caller's listings wait for its tenant's share, as its calls do.
+        let share = tenant_share(&policy, caller);
+        let share = share.as_deref();
         let mut listed = Vec::new();
         let mut seen = HashSet::new();
         for (upstream, tools) in self
-            .listed_by_upstreams("tools", |u| Box::pin(self.reviewed_tools(u, tenant)))
+            .listed_by_upstreams("tools", |u| Box::pin(self.reviewed_tools(u, tenant, share)))
             .await
         {
             for mut tool in tools {
@@ -830,7 +835,7 @@ impl Gateway {
         if !upstream.config().enabled || upstream.config().needs_tenant() {
             return;
         }
-        if let Err(e) = self.reviewed_tools(upstream, None).await {
+        if let Err(e) = self.reviewed_tools(upstream, None, None).await {
             tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the tools of an upstream that changed");
         }
     }
@@ -877,10 +882,12 @@ impl Gateway {
     pub async fn list_upstream_prompts(&self, caller: &Caller) -> Vec<Prompt> {
         let tenant = Some(caller.principal.tenant.as_str());
         let policy = self.policy();
+        let share = tenant_share(&policy, caller);
+        let share = share.as_deref();
         let mut listed = Vec::new();
         let mut seen = HashSet::new();
         for (upstream, prompts) in self
-            .listed_by_upstreams("prompts", |u| Box::pin(u.list_prompts(tenant)))
+            .listed_by_upstreams("prompts", |u| Box::pin(u.list_prompts(tenant, share)))
             .await
         {
             for mut prompt in prompts {
@@ -904,9 +911,11 @@ impl Gateway {
     pub async fn list_upstream_resources(&self, caller: &Caller) -> Vec<Resource> {
         let tenant = Some(caller.principal.tenant.as_str());
         let policy = self.policy();
+        let share = tenant_share(&policy, caller);
+        let share = share.as_deref();
         let mut listed = Vec::new();
         for (upstream, resources) in self
-            .listed_by_upstreams("resources", |u| Box::pin(u.list_resources(tenant)))
+            .listed_by_upstreams("resources", |u| Box::pin(u.list_resources(tenant, share)))
             .await
         {
             listed.extend(resources.into_iter().filter(|resource| {
@@ -923,10 +932,12 @@ impl Gateway {
     pub async fn list_upstream_resource_templates(&self, caller: &Caller) -> Vec<ResourceTemplate> {
         let tenant = Some(caller.principal.tenant.as_str());
         let policy = self.policy();
+        let share = tenant_share(&policy, caller);
+        let share = share.as_deref();
         let mut listed = Vec::new();
         for (upstream, templates) in self
             .listed_by_upstreams("resource templates", |u| {
-                Box::pin(u.list_resource_templates(tenant))
+                Box::pin(u.list_resource_templates(tenant, share))
             })
             .await
         {
@@ -1026,9 +1037,12 @@ impl Gateway {
         uri: &str,
     ) -> Result<&'a gatehouse_upstream::Upstream, UpstreamError> {
         let tenant = caller.principal.tenant.as_str();
+        let share = tenant_share(&self.policy(), caller);
         let listing = self
             .resource_routes
-            .listing(tenant, |before| self.routing_listing(tenant, before))
+            .listing(tenant, |before| {
+                self.routing_listing(tenant, share.as_deref(), before)
+            })
             .await;
         let upstreams = self.upstreams.as_deref();
         match listing.claims(uri).as_slice() {
@@ -1048,11 +1062,12 @@ impl Gateway {
     async fn routing_listing(
         &self,
         tenant: &str,
+        share: Option<&str>,
         before: Option<Arc<resource_routes::Listing>>,
     ) -> resource_routes::Listing {
         let tenant = Some(tenant);
         let resources = self
-            .listed_or_failed("resources", |u| Box::pin(u.list_resources(tenant)))
+            .listed_or_failed("resources", |u| Box::pin(u.list_resources(tenant, share)))
             .await
             .into_iter()
             .map(|(upstream, listed)| {
@@ -1062,7 +1077,7 @@ impl Gateway {
             .collect();
         let templates = self
             .listed_or_failed("resource templates", |u| {
-                Box::pin(u.list_resource_templates(tenant))
+                Box::pin(u.list_resource_templates(tenant, share))
             })
             .await
             .into_iter()
@@ -1577,7 +1592,8 @@ impl Gateway {
         // whoever asks.
         if let Some((upstream, upstream_name)) = route {
             let tenant = Some(caller.principal.tenant.as_str());
-            match self.pinned(upstream, upstream_name, tenant).await {
+            let share = call.tenant_share.as_deref();
+            match self.pinned(upstream, upstream_name, tenant, share).await {
                 Ok(Ok(())) => {}
                 Ok(Err(PinRefusal::Refused(reason, detail))) => {
                     let deny = Deny::new(&target, reason);

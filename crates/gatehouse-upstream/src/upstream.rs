@@ -660,9 +660,13 @@ impl Upstream {
         result
     }
 
+    /// Every page of a listing, as one request taking one of `share`'s
+    /// slots (a caller's listing waits for its tenant's slot like its
+    /// calls; the gateway's own listings take none).
     async fn paginate<T, F, Fut>(
         &self,
         tenant: Option<&str>,
+        share: Option<&str>,
         page: F,
     ) -> Result<Vec<T>, UpstreamError>
     where
@@ -670,7 +674,7 @@ impl Upstream {
         Fut: Future<Output = Result<Page<T>, UpstreamError>>,
     {
         let name = self.inner.shared.name.clone();
-        self.request(tenant, |connection| async move {
+        self.request_as(tenant, share, |connection| async move {
             let mut items = Vec::new();
             let mut cursor = None;
             let mut seen = HashSet::new();
@@ -696,39 +700,47 @@ impl Upstream {
         .await
     }
 
-    /// Every tool, all pages (at most [`MAX_PAGES`]) within one call timeout.
-    pub async fn list_tools(&self, tenant: Option<&str>) -> Result<Vec<Tool>, UpstreamError> {
-        self.paginate(
-            tenant,
-            |c, cursor| async move { c.tools_page(cursor).await },
-        )
+    /// Every tool, all pages (at most [`MAX_PAGES`]) within one call
+    /// timeout. `share` is the calling tenant's (see `paginate`).
+    pub async fn list_tools(
+        &self,
+        tenant: Option<&str>,
+        share: Option<&str>,
+    ) -> Result<Vec<Tool>, UpstreamError> {
+        self.paginate(tenant, share, |c, cursor| async move {
+            c.tools_page(cursor).await
+        })
         .await
     }
 
-    pub async fn list_prompts(&self, tenant: Option<&str>) -> Result<Vec<Prompt>, UpstreamError> {
-        self.paginate(
-            tenant,
-            |c, cursor| async move { c.prompts_page(cursor).await },
-        )
+    pub async fn list_prompts(
+        &self,
+        tenant: Option<&str>,
+        share: Option<&str>,
+    ) -> Result<Vec<Prompt>, UpstreamError> {
+        self.paginate(tenant, share, |c, cursor| async move {
+            c.prompts_page(cursor).await
+        })
         .await
     }
 
     pub async fn list_resources(
         &self,
         tenant: Option<&str>,
+        share: Option<&str>,
     ) -> Result<Vec<Resource>, UpstreamError> {
-        self.paginate(
-            tenant,
-            |c, cursor| async move { c.resources_page(cursor).await },
-        )
+        self.paginate(tenant, share, |c, cursor| async move {
+            c.resources_page(cursor).await
+        })
         .await
     }
 
     pub async fn list_resource_templates(
         &self,
         tenant: Option<&str>,
+        share: Option<&str>,
     ) -> Result<Vec<ResourceTemplate>, UpstreamError> {
-        self.paginate(tenant, |c, cursor| async move {
+        self.paginate(tenant, share, |c, cursor| async move {
             c.resource_templates_page(cursor).await
         })
         .await

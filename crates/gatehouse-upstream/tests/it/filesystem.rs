@@ -26,7 +26,7 @@ async fn lists_and_reads_a_directory() {
     let set = start(vec![config]);
     let files = set.get("files").unwrap();
 
-    let tools = files.list_tools(None).await.unwrap();
+    let tools = files.list_tools(None, None).await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     assert!(names.contains(&"list_directory"), "{names:?}");
     assert!(names.contains(&"read_text_file"), "{names:?}");

@@ -66,11 +66,11 @@ async fn list_changed_arrives(extra: &[&str]) {
     let set = start(vec![http("web", &server.url)]);
     let web = set.get("web").unwrap();
     let mut changes = set.subscribe();
-    web.list_tools(None).await.unwrap();
+    web.list_tools(None, None).await.unwrap();
     web.call_tool(None, "add_tool", None, None).await.unwrap();
     wait_change(&mut changes, |e| e.kind == ChangeKind::Tools).await;
     assert!(
-        web.list_tools(None)
+        web.list_tools(None, None)
             .await
             .unwrap()
             .iter()

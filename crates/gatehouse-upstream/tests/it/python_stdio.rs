@@ -40,7 +40,7 @@ async fn calls_tools_and_hides_the_gateway_environment() {
     let set = start(vec![config]);
     let py = set.get("py").unwrap();
 
-    let tools = py.list_tools(None).await.unwrap();
+    let tools = py.list_tools(None, None).await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     assert!(
         names.contains(&"echo") && names.contains(&"env_dump"),
@@ -185,7 +185,7 @@ async fn tool_list_changes_are_broadcast() {
     let py = set.get("py").unwrap();
     let mut changes = set.subscribe();
     assert!(
-        !py.list_tools(None)
+        !py.list_tools(None, None)
             .await
             .unwrap()
             .iter()
@@ -195,7 +195,7 @@ async fn tool_list_changes_are_broadcast() {
     let event = wait_change(&mut changes, |e| e.kind == ChangeKind::Tools).await;
     assert_eq!(&*event.upstream, "py");
     assert!(
-        py.list_tools(None)
+        py.list_tools(None, None)
             .await
             .unwrap()
             .iter()
@@ -215,7 +215,7 @@ async fn listings_follow_every_page() {
         &["--tools", "45", "--page-size", "7"],
     )]);
     let py = set.get("py").unwrap();
-    let tools = py.list_tools(None).await.unwrap();
+    let tools = py.list_tools(None, None).await.unwrap();
     let fillers = tools
         .iter()
         .filter(|t| t.name.starts_with("filler_"))

@@ -49,6 +49,8 @@ parser.add_argument("--tools", type=int, default=0)
 parser.add_argument("--page-size", type=int, default=0)
 parser.add_argument("--definitions")
 parser.add_argument("--cancel-signal", action="store_true")
+# While this file exists, tools/list does not answer (a slow listing).
+parser.add_argument("--hang-listings-while")
 options = parser.parse_args()
 
 if options.cancel_signal:
@@ -80,6 +82,8 @@ def overridden(tools):
 
 class PagedServer(MCPServer):
     async def _handle_list_tools(self, ctx, params):
+        while options.hang_listings_while and os.path.exists(options.hang_listings_while):
+            await asyncio.sleep(0.05)
         tools = overridden(await self.list_tools())
         if options.page_size <= 0:
             return ListToolsResult(tools=tools)

@@ -147,9 +147,11 @@ async fn status(ctx: &Context, tenant: Option<String>, json_out: bool) -> anyhow
         let config = upstream.config();
         let tools = if config.enabled {
             // Listing waits for the connection (up to its timeouts).
-            let listed =
-                tokio::time::timeout(settle_time(config), upstream.list_tools(tenant.as_deref()))
-                    .await;
+            let listed = tokio::time::timeout(
+                settle_time(config),
+                upstream.list_tools(tenant.as_deref(), None),
+            )
+            .await;
             match listed {
                 Ok(Ok(tools)) => Ok(tools),
                 Ok(Err(e)) => Err(format!("{} ({})", e.public_message(), e.code())),
