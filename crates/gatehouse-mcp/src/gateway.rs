@@ -332,7 +332,7 @@ impl Drop for ResourceWatch {
                 return;
             };
             if let Err(e) = upstream
-                .subscription(key.tenant.as_deref(), &key.uri, false)
+                .subscription(key.tenant.as_deref(), None, &key.uri, false)
                 .await
             {
                 tracing::debug!(upstream = %key.upstream, reason = e.code(), "could not unsubscribe from an upstream resource nobody watches");
@@ -855,7 +855,7 @@ impl Gateway {
                 continue;
             }
             if let Err(e) = upstream
-                .subscription(key.tenant.as_deref(), &key.uri, true)
+                .subscription(key.tenant.as_deref(), None, &key.uri, true)
                 .await
             {
                 tracing::warn!(upstream = name, reason = e.code(), error = %e, "could not subscribe again to a watched resource after the upstream reconnected");
@@ -1186,6 +1186,10 @@ impl Gateway {
         uri: &str,
     ) -> Result<ResourceWatch, CallError> {
         let tenant = Some(caller.principal.tenant.as_str());
+        // The caller's subscription waits for its tenant's share, as its
+        // reads do.
+        let share = tenant_share(&self.policy(), caller);
+        let share = share.as_deref();
         self.resource_request(caller, uri, |upstream| async move {
             let Some(upstreams) = self.upstreams.clone() else {
                 return Err(UpstreamError::Unknown(uri.to_string()));
@@ -1197,7 +1201,7 @@ impl Gateway {
             };
             let _settling = self.watches.settling(&key).await;
             if self.watches.acquire(&key)
-                && let Err(e) = upstream.subscription(tenant, uri, true).await
+                && let Err(e) = upstream.subscription(tenant, share, uri, true).await
             {
                 self.watches.release(&key);
                 return Err(e);

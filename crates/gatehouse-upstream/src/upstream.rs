@@ -564,19 +564,10 @@ impl Upstream {
     }
 
     /// Runs one request under the breaker, the concurrency limit and the
-    /// call timeout. The timeout covers everything, waiting for a slot and
-    /// for the connection included.
-    async fn request<T, F, Fut>(&self, tenant: Option<&str>, op: F) -> Result<T, UpstreamError>
-    where
-        F: FnOnce(Arc<Connection>) -> Fut,
-        Fut: Future<Output = Result<T, UpstreamError>>,
-    {
-        self.request_as(tenant, None, op).await
-    }
-
-    /// [`Upstream::request`] taking one of `share`'s slots first (a
-    /// caller's tool call, prompt, resource read or completion;
-    /// `tenant_shares.rs`).
+    /// call timeout, taking one of `share`'s slots first when a caller's
+    /// request makes it (`tenant_shares.rs`); the gateway's own requests
+    /// take none. The timeout covers everything, waiting for a slot and for
+    /// the connection included.
     async fn request_as<T, F, Fut>(
         &self,
         tenant: Option<&str>,
@@ -891,18 +882,20 @@ impl Upstream {
             .await
     }
 
-    /// `resources/subscribe` (`subscribe`) or `resources/unsubscribe`.
+    /// `resources/subscribe` (`subscribe`) or `resources/unsubscribe`, in
+    /// `share`'s slots when a caller's request makes it (the gateway's own,
+    /// when the last watcher goes or the upstream reconnects, take none).
     pub async fn subscription(
         &self,
         tenant: Option<&str>,
+        share: Option<&str>,
         uri: &str,
         subscribe: bool,
     ) -> Result<(), UpstreamError> {
         let uri = uri.to_owned();
-        self.request(
-            tenant,
-            |c| async move { c.subscription(uri, subscribe).await },
-        )
+        self.request_as(tenant, share, |c| async move {
+            c.subscription(uri, subscribe).await
+        })
         .await
     }
 }

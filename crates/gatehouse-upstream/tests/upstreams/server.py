@@ -49,8 +49,9 @@ parser.add_argument("--tools", type=int, default=0)
 parser.add_argument("--page-size", type=int, default=0)
 parser.add_argument("--definitions")
 parser.add_argument("--cancel-signal", action="store_true")
-# While this file exists, tools/list does not answer (a slow listing).
+# While this file exists, tools/list (resources/subscribe) does not answer.
 parser.add_argument("--hang-listings-while")
+parser.add_argument("--hang-subscriptions-while")
 options = parser.parse_args()
 
 if options.cancel_signal:
@@ -152,6 +153,8 @@ subscribed = set()
 
 
 async def subscribe(ctx, params: SubscribeRequestParams) -> EmptyResult:
+    while options.hang_subscriptions_while and os.path.exists(options.hang_subscriptions_while):
+        await asyncio.sleep(0.05)
     subscribed.add(str(params.uri))
     return EmptyResult()
 

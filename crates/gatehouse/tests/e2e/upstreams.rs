@@ -982,6 +982,104 @@ async fn a_burst_of_reads_lists_the_upstreams_resources_a_few_times_not_once_per
 /// With tenancy on, one tenant's calls hold at most their share of an
 /// upstream's slots: acme's two calls that never answer (the flood) leave
 /// the upstream's second slot to globex, whose call is answered at once.
+/// A caller's `resources/subscribe` takes its tenant's share of the
+/// upstream's slots like a read: one tenant's subscriptions, stuck at an
+/// upstream whose subscribe does not answer, cannot hold every slot while
+/// another tenant's calls wait.
+#[tokio::test]
+async fn one_tenants_hanging_subscriptions_leave_room_for_another_tenant() {
+    let Some(python) = python() else { return };
+    let hang = tempfile::tempdir().unwrap();
+    let hanging = hang.path().join("hang");
+    let upstream = PyHttp::start_with(
+        &python,
+        &[
+            "--legacy",
+            "--hang-subscriptions-while",
+            hanging.to_str().unwrap(),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!(
+            "{DEFAULT}\n[upstreams.py]\nscope = \"tools:read\"\nroles = [\"reader\"]\n\
+             [tenants.default]\n[tenants.acme]\n[tenants.globex]\n"
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\nurl = {:?}\n\
+         max_concurrent_calls = 2\nconnect_timeout = \"30s\"\ncall_timeout = \"60s\"\n",
+        upstream.url
+    );
+    let server = Server::start_in(dir, Some(&config));
+    let admin = server.admin_key.clone().unwrap();
+    let (_, acme) = server.create_key("acme-agent", "reader", &["--tenant", "acme"]);
+    let (_, globex) = server.create_key("globex-agent", "reader", &["--tenant", "globex"]);
+    tools_when_ready(&server, &globex, "py__echo").await;
+    let session = super::sessions::initialize(&server, &acme).await;
+    std::fs::write(&hanging, "").unwrap();
+    let in_flight = || async {
+        let response = server
+            .http
+            .get(format!("{}/admin/upstreams", server.base))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        body["upstreams"][0]["in_flight"]
+            .as_u64()
+            .unwrap_or(u64::MAX)
+    };
+    let subscribe = |n: u32| {
+        let server = &server;
+        let (acme, session) = (&acme, &session);
+        async move {
+            let response = server
+                .post_legacy(
+                    acme,
+                    Some(session),
+                    json!({"jsonrpc": "2.0", "id": n, "method": "resources/subscribe",
+                           "params": {"uri": format!("memo://items/{n}")}}),
+                )
+                .await;
+            response.text().await.unwrap()
+        }
+    };
+    let first = subscribe(1);
+    let second = subscribe(2);
+    let globex_call = async {
+        for _ in 0..200 {
+            if in_flight().await >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        // Both subscriptions are sent by now; the second waits for acme's
+        // own slot, not the upstream's last one.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(in_flight().await, 1);
+        server
+            .call_tool(&globex, "py__echo", json!({"text": "not starved"}))
+            .await
+    };
+    let body = tokio::select! {
+        answer = first => panic!("acme's subscription that never answers was answered: {answer}"),
+        answer = second => panic!("acme's subscription that never answers was answered: {answer}"),
+        body = tokio::time::timeout(Duration::from_secs(20), globex_call) => {
+            body.expect("globex's call waited behind acme's subscriptions")
+        }
+    };
+    assert!(body["error"].is_null(), "{body}");
+    assert_eq!(
+        body["result"]["content"][0]["text"], "not starved",
+        "{body}"
+    );
+    std::fs::remove_file(&hanging).unwrap();
+}
+
 /// Listings take a tenant's share of an upstream's slots like calls: one
 /// tenant's `tools/list` requests, stuck at an upstream whose listing does
 /// not answer, cannot hold every slot while another tenant's calls wait.
