@@ -141,15 +141,13 @@ pub async fn authenticate(
                 );
             }
         }
-        (Some(ended), _) if is_delete && response.status().is_success() => {
-            state.sessions.unbind(ended);
-            // rmcp answers 202; clients (the Python SDK among them) expect
-            // 200 or 204 for an ended session.
-            if response.status() == StatusCode::ACCEPTED {
-                let mut ended = Response::new(axum::body::Body::empty());
-                *ended.status_mut() = StatusCode::NO_CONTENT;
-                return ended;
-            }
+        // An ended session: the SDK unbound it as it closed it
+        // (`sdk/stream_pauses.rs`). rmcp answers 202; clients (the Python
+        // SDK among them) expect 200 or 204.
+        (Some(_), _) if is_delete && response.status() == StatusCode::ACCEPTED => {
+            let mut ended = Response::new(axum::body::Body::empty());
+            *ended.status_mut() = StatusCode::NO_CONTENT;
+            return ended;
         }
         (Some(unknown), _) if response.status() == StatusCode::NOT_FOUND => {
             state.sessions.unbind(unknown);

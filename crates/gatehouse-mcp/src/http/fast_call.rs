@@ -26,7 +26,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use gatehouse_upstream::{Accepts, CallContext, Relay, UpstreamInput};
-use rmcp::model::{CallToolResponse, ClientCapabilities, ErrorCode, ServerResult};
+use rmcp::model::{CallToolResponse, ClientCapabilities, ErrorCode, ErrorData, ServerResult};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
@@ -221,8 +221,11 @@ pub(super) async fn answer(
         Ok(Err(error)) => {
             let error = call_error(error, false);
             let status = error_status(error.code);
-            let body = json!({"jsonrpc": "2.0", "id": id, "error": error});
-            let mut response = json_response(&body);
+            let mut response = json_response(&Failure {
+                jsonrpc: "2.0",
+                id: &id,
+                error,
+            });
             *response.status_mut() = status;
             return response;
         }
@@ -266,6 +269,14 @@ pub(super) struct Answer<'a, R: Serialize> {
     pub result: R,
 }
 
+/// A JSON-RPC answer with an error.
+#[derive(Serialize)]
+pub(super) struct Failure<'a> {
+    pub jsonrpc: &'static str,
+    pub id: &'a Value,
+    pub error: ErrorData,
+}
+
 /// A 2026-07-28 tool result: the result's fields and its `resultType`.
 #[derive(Serialize)]
 struct Complete<R: Serialize> {
@@ -278,11 +289,7 @@ struct Complete<R: Serialize> {
 pub(super) fn json_response(body: &impl Serialize) -> Response {
     // Straight into bytes (`to_string` goes through `fmt::Write`, piece by
     // piece); what is answered here always serializes.
-    json_bytes(serde_json::to_vec(body).unwrap_or_default())
-}
-
-/// An answer already serialized.
-pub(super) fn json_bytes(bytes: Vec<u8>) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = (StatusCode::OK, bytes).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

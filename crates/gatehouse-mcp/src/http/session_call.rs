@@ -32,12 +32,11 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use gatehouse_upstream::{Accepts, CallContext, Relay, Relayed, UpstreamInput};
 use rmcp::model::{CallToolResponse, ErrorData, ServerResult};
-use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::admission::Message;
-use super::fast_call::{Answer, PlainCall, accepts, header, json_bytes, plain_call};
+use super::fast_call::{Answer, Failure, PlainCall, accepts, header, json_response, plain_call};
 use super::router::AppState;
 use crate::sdk::{call_error, in_request_scope, request_scope, tool_result};
 use crate::session_lane::{InFlight, SessionLane};
@@ -142,10 +141,10 @@ pub(super) async fn answer(
         ));
         relay_logs(call, relayed, &lane).await
     }));
-    let answer = final_message(task.await, &id);
+    let answer = final_answer(task.await, &id);
     // A call's answer is an event for the SDK's session as well.
     keep_sdk_session(state, session.as_deref()).await;
-    json_bytes(answer)
+    answer
 }
 
 /// Shows the SDK the session when it is due (`sessions.rs`), so that the
@@ -188,18 +187,18 @@ async fn relay_log(message: Relayed, lane: &SessionLane) {
 }
 
 /// The call's answer as the SDK puts it for a 2025-11-25 session.
-fn final_message(
+fn final_answer(
     joined: Result<Result<CallResult, CallError>, tokio::task::JoinError>,
     id: &Value,
-) -> Vec<u8> {
+) -> Response {
     let error = |error: ErrorData| {
-        serde_json::to_vec(&Failure {
+        json_response(&Failure {
             jsonrpc: "2.0",
             id,
             error,
         })
     };
-    let bytes = match joined {
+    match joined {
         Ok(Ok(result)) => {
             let response: CallToolResponse = match result {
                 CallResult::Builtin(result) => tool_result(result).into(),
@@ -208,33 +207,23 @@ fn final_message(
             let mut result = ServerResult::from(response);
             if matches!(result, ServerResult::InputRequiredResult(_)) {
                 // The SDK's words for a result this protocol lacks.
-                error(ErrorData::invalid_request(
+                return error(ErrorData::invalid_request(
                     "InputRequiredResult requires negotiated protocol version 2026-07-28 or newer",
                     None,
-                ))
-            } else {
-                // Older protocols have no `resultType`.
-                result.strip_result_type_for_legacy_peer();
-                serde_json::to_vec(&Answer {
-                    jsonrpc: "2.0",
-                    id,
-                    result,
-                })
+                ));
             }
+            // Older protocols have no `resultType`.
+            result.strip_result_type_for_legacy_peer();
+            json_response(&Answer {
+                jsonrpc: "2.0",
+                id,
+                result,
+            })
         }
         Ok(Err(failure)) => error(call_error(failure, false)),
         Err(join) => {
             tracing::error!(error = %join, "a tool call's task failed");
             error(ErrorData::internal_error("internal error", None))
         }
-    };
-    bytes.unwrap_or_default()
-}
-
-/// A JSON-RPC answer with an error.
-#[derive(Serialize)]
-struct Failure<'a> {
-    jsonrpc: &'static str,
-    id: &'a Value,
-    error: ErrorData,
+    }
 }

@@ -316,15 +316,7 @@ async fn the_session_fast_path_answers_built_in_tools_like_the_sdk() {
     let session = initialize(&server, &reader).await;
     await_fast_path(&server, &reader, &session).await;
     let mut request = 0;
-    for (tool, arguments) in [
-        ("whoami", json!({})),
-        ("read_file", json!({"path": "missing.txt"})),
-        ("web_fetch", json!({"url": "https://example.com/"})),
-        (
-            "send_email",
-            json!({"to": "a@example.com", "subject": "s", "body": "b"}),
-        ),
-    ] {
+    for (tool, arguments) in super::transport::built_in_cases() {
         let mut answers = Vec::new();
         for progress in [false, true] {
             request += 1;

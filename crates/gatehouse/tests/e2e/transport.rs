@@ -528,6 +528,20 @@ async fn foreign_host_and_origin_are_forbidden_on_every_route() {
     }
 }
 
+/// A reader's calls of built-in tools, for comparing the fast paths with
+/// the SDK: an answer, a tool error, and two tools the role may not call.
+pub(super) fn built_in_cases() -> [(&'static str, serde_json::Value); 4] {
+    [
+        ("whoami", json!({})),
+        ("read_file", json!({"path": "missing.txt"})),
+        ("web_fetch", json!({"url": "https://example.com/"})),
+        (
+            "send_email",
+            json!({"to": "a@example.com", "subject": "s", "body": "b"}),
+        ),
+    ]
+}
+
 /// The fast path (a plain stateless call of a built-in tool, answered
 /// without the SDK) and the SDK answer alike: the same call sent both ways
 /// (a progress token sends it to the SDK) gets the same result or error,
@@ -553,15 +567,7 @@ async fn the_fast_path_answers_like_the_sdk() {
                 .await
         }
     };
-    for (tool, arguments) in [
-        ("whoami", json!({})),
-        ("read_file", json!({"path": "missing.txt"})),
-        ("web_fetch", json!({"url": "https://example.com/"})),
-        (
-            "send_email",
-            json!({"to": "a@example.com", "subject": "s", "body": "b"}),
-        ),
-    ] {
+    for (tool, arguments) in built_in_cases() {
         let (fast_status, fast) = call(tool, arguments.clone(), false).await;
         let (sdk_status, sdk) = call(tool, arguments, true).await;
         assert_eq!(fast_status, sdk_status, "{tool}");

@@ -979,52 +979,55 @@ async fn a_burst_of_reads_lists_the_upstreams_resources_a_few_times_not_once_per
     );
 }
 
-/// With tenancy on, one tenant's calls hold at most their share of an
-/// upstream's slots: acme's two calls that never answer (the flood) leave
-/// the upstream's second slot to globex, whose call is answered at once.
-/// A caller's `resources/subscribe` takes its tenant's share of the
-/// upstream's slots like a read: one tenant's subscriptions, stuck at an
-/// upstream whose subscribe does not answer, cannot hold every slot while
-/// another tenant's calls wait.
-#[tokio::test]
-async fn one_tenants_hanging_subscriptions_leave_room_for_another_tenant() {
-    let Some(python) = python() else { return };
-    let hang = tempfile::tempdir().unwrap();
-    let hanging = hang.path().join("hang");
-    let upstream = PyHttp::start_with(
-        &python,
-        &[
-            "--legacy",
-            "--hang-subscriptions-while",
-            hanging.to_str().unwrap(),
-        ],
-    );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        format!(
-            "{DEFAULT}\n[upstreams.py]\nscope = \"tools:read\"\nroles = [\"reader\"]\n\
-             [tenants.default]\n[tenants.acme]\n[tenants.globex]\n"
-        ),
-    )
-    .unwrap();
-    let config = format!(
-        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\nurl = {:?}\n\
-         max_concurrent_calls = 2\nconnect_timeout = \"30s\"\ncall_timeout = \"60s\"\n",
-        upstream.url
-    );
-    let server = Server::start_in(dir, Some(&config));
-    let admin = server.admin_key.clone().unwrap();
-    let (_, acme) = server.create_key("acme-agent", "reader", &["--tenant", "acme"]);
-    let (_, globex) = server.create_key("globex-agent", "reader", &["--tenant", "globex"]);
-    tools_when_ready(&server, &globex, "py__echo").await;
-    let session = super::sessions::initialize(&server, &acme).await;
-    std::fs::write(&hanging, "").unwrap();
-    let in_flight = || async {
-        let response = server
+/// Two tenants, acme and globex, at one HTTP upstream with two slots (a
+/// tenant's share is one): the setup of the tests below.
+struct TwoTenants {
+    _upstream: PyHttp,
+    server: Server,
+    admin: String,
+    acme: String,
+    globex: String,
+}
+
+impl TwoTenants {
+    /// The upstream started with `options`; ready once globex sees its tools.
+    async fn start(python: &Path, options: &[&str]) -> TwoTenants {
+        let upstream = PyHttp::start_with(python, options);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("policy.toml"),
+            format!(
+                "{DEFAULT}\n[upstreams.py]\nscope = \"tools:read\"\nroles = [\"reader\"]\n\
+                 [tenants.default]\n[tenants.acme]\n[tenants.globex]\n"
+            ),
+        )
+        .unwrap();
+        let config = format!(
+            "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\nurl = {:?}\n\
+             max_concurrent_calls = 2\nconnect_timeout = \"30s\"\ncall_timeout = \"60s\"\n",
+            upstream.url
+        );
+        let server = Server::start_in(dir, Some(&config));
+        let admin = server.admin_key.clone().unwrap();
+        let (_, acme) = server.create_key("acme-agent", "reader", &["--tenant", "acme"]);
+        let (_, globex) = server.create_key("globex-agent", "reader", &["--tenant", "globex"]);
+        tools_when_ready(&server, &globex, "py__echo").await;
+        TwoTenants {
+            _upstream: upstream,
+            server,
+            admin,
+            acme,
+            globex,
+        }
+    }
+
+    /// The upstream's slots in use.
+    async fn in_flight(&self) -> u64 {
+        let response = self
+            .server
             .http
-            .get(format!("{}/admin/upstreams", server.base))
-            .bearer_auth(&admin)
+            .get(format!("{}/admin/upstreams", self.server.base))
+            .bearer_auth(&self.admin)
             .send()
             .await
             .unwrap();
@@ -1032,52 +1035,61 @@ async fn one_tenants_hanging_subscriptions_leave_room_for_another_tenant() {
         body["upstreams"][0]["in_flight"]
             .as_u64()
             .unwrap_or(u64::MAX)
-    };
-    let subscribe = |n: u32| {
-        let server = &server;
-        let (acme, session) = (&acme, &session);
-        async move {
-            let response = server
-                .post_legacy(
-                    acme,
-                    Some(session),
-                    json!({"jsonrpc": "2.0", "id": n, "method": "resources/subscribe",
-                           "params": {"uri": format!("memo://items/{n}")}}),
-                )
-                .await;
-            response.text().await.unwrap()
-        }
-    };
-    let first = subscribe(1);
-    let second = subscribe(2);
-    let globex_call = async {
-        for _ in 0..200 {
-            if in_flight().await >= 1 {
-                break;
+    }
+
+    /// acme's `first` and `second` requests never answer (`what`); while
+    /// they wait, they hold one slot, not both, and globex's call is
+    /// answered at once.
+    async fn globex_is_not_starved<A: std::fmt::Debug, B: std::fmt::Debug>(
+        &self,
+        what: &str,
+        first: impl std::future::Future<Output = A>,
+        second: impl std::future::Future<Output = B>,
+    ) {
+        let globex_call = async {
+            for _ in 0..200 {
+                if self.in_flight().await >= 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        // Both subscriptions are sent by now; the second waits for acme's
-        // own slot, not the upstream's last one.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(in_flight().await, 1);
-        server
-            .call_tool(&globex, "py__echo", json!({"text": "not starved"}))
-            .await
-    };
-    let body = tokio::select! {
-        answer = first => panic!("acme's subscription that never answers was answered: {answer}"),
-        answer = second => panic!("acme's subscription that never answers was answered: {answer}"),
-        body = tokio::time::timeout(Duration::from_secs(20), globex_call) => {
-            body.expect("globex's call waited behind acme's subscriptions")
-        }
-    };
-    assert!(body["error"].is_null(), "{body}");
-    assert_eq!(
-        body["result"]["content"][0]["text"], "not starved",
-        "{body}"
-    );
-    std::fs::remove_file(&hanging).unwrap();
+            // Both of acme's requests are sent by now; its second waits
+            // for acme's own slot, not the upstream's last one.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(self.in_flight().await, 1, "acme's {what} hold every slot");
+            self.server
+                .call_tool(&self.globex, "py__echo", json!({"text": "not starved"}))
+                .await
+        };
+        let body = tokio::select! {
+            answer = first => panic!("acme's {what} that never answer were answered: {answer:?}"),
+            answer = second => panic!("acme's {what} that never answer were answered: {answer:?}"),
+            body = tokio::time::timeout(Duration::from_secs(20), globex_call) => {
+                body.unwrap_or_else(|_| panic!("globex's call waited behind acme's {what}"))
+            }
+        };
+        assert!(body["error"].is_null(), "{body}");
+        assert_eq!(
+            body["result"]["content"][0]["text"], "not starved",
+            "{body}"
+        );
+    }
+}
+
+/// With tenancy on, one tenant's calls hold at most their share of an
+/// upstream's slots: acme's two calls that never answer (the flood) leave
+/// the upstream's second slot to globex, whose call is answered at once.
+#[tokio::test]
+async fn one_tenants_hanging_calls_leave_room_for_another_tenant() {
+    let Some(python) = python() else { return };
+    let at = TwoTenants::start(&python, &[]).await;
+    let first = at
+        .server
+        .call_tool(&at.acme, "py__sleep_forever", json!({}));
+    let second = at
+        .server
+        .call_tool(&at.acme, "py__sleep_forever", json!({}));
+    at.globex_is_not_starved("calls", first, second).await;
 }
 
 /// Listings take a tenant's share of an upstream's slots like calls: one
@@ -1088,140 +1100,56 @@ async fn one_tenants_hanging_listings_leave_room_for_another_tenant() {
     let Some(python) = python() else { return };
     let hang = tempfile::tempdir().unwrap();
     let hanging = hang.path().join("hang");
-    let upstream = PyHttp::start_with(
+    let at = TwoTenants::start(
         &python,
         &["--hang-listings-while", hanging.to_str().unwrap()],
-    );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        format!(
-            "{DEFAULT}\n[upstreams.py]\nscope = \"tools:read\"\nroles = [\"reader\"]\n\
-             [tenants.default]\n[tenants.acme]\n[tenants.globex]\n"
-        ),
     )
-    .unwrap();
-    let config = format!(
-        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\nurl = {:?}\n\
-         max_concurrent_calls = 2\nconnect_timeout = \"30s\"\ncall_timeout = \"60s\"\n",
-        upstream.url
-    );
-    let server = Server::start_in(dir, Some(&config));
-    let admin = server.admin_key.clone().unwrap();
-    let (_, acme) = server.create_key("acme-agent", "reader", &["--tenant", "acme"]);
-    let (_, globex) = server.create_key("globex-agent", "reader", &["--tenant", "globex"]);
-    tools_when_ready(&server, &globex, "py__echo").await;
+    .await;
     std::fs::write(&hanging, "").unwrap();
-    let in_flight = || async {
-        let response = server
-            .http
-            .get(format!("{}/admin/upstreams", server.base))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
-        let body: Value = response.json().await.unwrap();
-        body["upstreams"][0]["in_flight"]
-            .as_u64()
-            .unwrap_or(u64::MAX)
-    };
-    let first = server.rpc(Some(&acme), "tools/list", json!({}));
-    let second = server.rpc(Some(&acme), "tools/list", json!({}));
-    let globex_call = async {
-        for _ in 0..200 {
-            if in_flight().await >= 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        // Both of acme's listings are sent by now; its second waits for
-        // acme's own slot, not the upstream's last one.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(in_flight().await, 1);
-        server
-            .call_tool(&globex, "py__echo", json!({"text": "not starved"}))
-            .await
-    };
-    let body = tokio::select! {
-        listed = first => panic!("acme's listing that never answers was answered: {listed:?}"),
-        listed = second => panic!("acme's listing that never answers was answered: {listed:?}"),
-        body = tokio::time::timeout(Duration::from_secs(20), globex_call) => {
-            body.expect("globex's call waited behind acme's listings")
-        }
-    };
-    assert!(body["error"].is_null(), "{body}");
-    assert_eq!(
-        body["result"]["content"][0]["text"], "not starved",
-        "{body}"
-    );
+    let first = at.server.rpc(Some(&at.acme), "tools/list", json!({}));
+    let second = at.server.rpc(Some(&at.acme), "tools/list", json!({}));
+    at.globex_is_not_starved("listings", first, second).await;
     // The upstream answers listings again: nothing is left waiting.
     std::fs::remove_file(&hanging).unwrap();
 }
 
+/// A caller's `resources/subscribe` takes its tenant's share of the
+/// upstream's slots like a read: one tenant's subscriptions, stuck at an
+/// upstream whose subscribe does not answer, cannot hold every slot while
+/// another tenant's calls wait.
 #[tokio::test]
-async fn one_tenants_hanging_calls_leave_room_for_another_tenant() {
+async fn one_tenants_hanging_subscriptions_leave_room_for_another_tenant() {
     let Some(python) = python() else { return };
-    let upstream = PyHttp::start(&python);
-    let dir = tempfile::tempdir().unwrap();
-    let default = DEFAULT;
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        format!(
-            "{default}\n[upstreams.py]\nscope = \"tools:read\"\nroles = [\"reader\"]\n\
-             [tenants.default]\n[tenants.acme]\n[tenants.globex]\n"
-        ),
+    let hang = tempfile::tempdir().unwrap();
+    let hanging = hang.path().join("hang");
+    let at = TwoTenants::start(
+        &python,
+        &[
+            "--legacy",
+            "--hang-subscriptions-while",
+            hanging.to_str().unwrap(),
+        ],
     )
-    .unwrap();
-    let config = format!(
-        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\nurl = {:?}\n\
-         max_concurrent_calls = 2\nconnect_timeout = \"30s\"\ncall_timeout = \"60s\"\n",
-        upstream.url
-    );
-    let server = Server::start_in(dir, Some(&config));
-    let admin = server.admin_key.clone().unwrap();
-    let (_, acme) = server.create_key("acme-agent", "reader", &["--tenant", "acme"]);
-    let (_, globex) = server.create_key("globex-agent", "reader", &["--tenant", "globex"]);
-    tools_when_ready(&server, &globex, "py__echo").await;
-    let in_flight = || async {
-        let response = server
-            .http
-            .get(format!("{}/admin/upstreams", server.base))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
-        let body: Value = response.json().await.unwrap();
-        body["upstreams"][0]["in_flight"]
-            .as_u64()
-            .unwrap_or(u64::MAX)
-    };
-    let first = server.call_tool(&acme, "py__sleep_forever", json!({}));
-    let second = server.call_tool(&acme, "py__sleep_forever", json!({}));
-    let globex_call = async {
-        for _ in 0..200 {
-            if in_flight().await == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        // Both of acme's calls are sent by now; its second waits for
-        // acme's own slot, not the upstream's last one.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(in_flight().await, 1);
-        server
-            .call_tool(&globex, "py__echo", json!({"text": "not starved"}))
-            .await
-    };
-    let body = tokio::select! {
-        body = first => panic!("acme's call that never answers was answered: {body}"),
-        body = second => panic!("acme's call that never answers was answered: {body}"),
-        body = tokio::time::timeout(Duration::from_secs(20), globex_call) => {
-            body.expect("globex's call waited behind acme's")
+    .await;
+    let session = super::sessions::initialize(&at.server, &at.acme).await;
+    std::fs::write(&hanging, "").unwrap();
+    let subscribe = |n: u32| {
+        let at = &at;
+        let session = &session;
+        async move {
+            let response = at
+                .server
+                .post_legacy(
+                    &at.acme,
+                    Some(session),
+                    json!({"jsonrpc": "2.0", "id": n, "method": "resources/subscribe",
+                           "params": {"uri": format!("memo://items/{n}")}}),
+                )
+                .await;
+            response.text().await.unwrap()
         }
     };
-    assert!(body["error"].is_null(), "{body}");
-    assert_eq!(
-        body["result"]["content"][0]["text"], "not starved",
-        "{body}"
-    );
+    at.globex_is_not_starved("subscriptions", subscribe(1), subscribe(2))
+        .await;
+    std::fs::remove_file(&hanging).unwrap();
 }
