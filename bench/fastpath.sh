@@ -15,7 +15,10 @@
 # busy); the wait is the default, at most FASTPATH_QUIET_MAX seconds (1800),
 # then the run goes ahead and is marked NOT QUIET, as is a run during which
 # other processes used more than 10 % of a CPU (`others_cpu=` on its line);
-# FASTPATH_DECLINE_ROUNDS (default 2) is the number of rounds in part (c).
+# FASTPATH_DECLINE_ROUNDS (default 2) is the number of rounds in part (c);
+# GATEHOUSE_BENCH_COMPARE=/path/to/another/gatehouse adds that build as a
+# fourth arm of the one-core rounds (same settings, same rounds), so that a
+# change's effect is a ratio measured side by side.
 # See bench/README.md and bench/PROFILE.md.
 #
 # Needs wrk (installed with apt-get if missing and running as root), taskset
@@ -109,8 +112,8 @@ start_bench() { # name binary
 # Starts Gatehouse (default configuration: audit to SQLite and audit.jsonl,
 # rotated at 100 MB) with a reader API key; sets $url, $pid and $key.
 # WORKERS=1 pins it to CPU 0; more runs it unpinned.
-start_gatehouse() { # name workers
-  local dir="$work/$1" workers="$2"; mkdir -p "$dir"
+start_gatehouse() { # name workers [binary]
+  local dir="$work/$1" workers="$2" gatehouse="${3:-$gatehouse}"; mkdir -p "$dir"
   printf 'version = 1\n' > "$dir/gatehouse.toml"
   local pin_server=()
   [ "$workers" = 1 ] && pin_server=(taskset -c "$server_cpu")
@@ -133,6 +136,14 @@ start_bench rmcp "$rmcp_bin"; arm_url[rmcp]=$url; arm_key[rmcp]=""; arm_expect[r
 start_gatehouse gatehouse 1; arm_url[gatehouse]=$url; arm_key[gatehouse]=$key
 arm_expect[gatehouse]='"structuredContent"'; gh_pid=$pid; arm_pid[gatehouse]=$pid
 arms=(echo rmcp gatehouse)
+compare="${GATEHOUSE_BENCH_COMPARE:-}"
+if [ -n "$compare" ]; then
+  [ -x "$compare" ] || { echo "fastpath.sh: no executable at GATEHOUSE_BENCH_COMPARE=$compare" >&2; exit 1; }
+  start_gatehouse compare 1 "$compare"; arm_url[compare]=$url; arm_key[compare]=$key
+  arm_expect[compare]='"structuredContent"'; arm_pid[compare]=$pid
+  arms+=(compare)
+fi
+narms=${#arms[@]}
 for arm in "${arms[@]}"; do served[$arm]=0; done
 
 # One wrk run; prints its RESULT line. Every answer is checked (HTTP 200,
@@ -197,10 +208,10 @@ not_quiet=0
 for r in $(seq 1 "$rounds"); do
   declare -A result=()
   order=""
-  for i in 0 1 2; do
+  for i in $(seq 0 $((narms - 1))); do
     # Alternate the order (forwards in odd rounds, backwards in even ones,
     # rotated) so drift does not favour one arm.
-    if [ $((r % 2)) = 1 ]; then arm=${arms[$(( (i + r) % 3 ))]}; else arm=${arms[$(( (2 - i + r) % 3 ))]}; fi
+    if [ $((r % 2)) = 1 ]; then arm=${arms[$(( (i + r) % narms ))]}; else arm=${arms[$(( (narms - 1 - i + r) % narms ))]}; fi
     order+=" $arm"
     wait_quiet
     run_arm "$arm" "$seconds"; result[$arm]=$line
@@ -217,6 +228,10 @@ for r in $(seq 1 "$rounds"); do
   re=$(ratio "$(field rps "${result[rmcp]}")" "$(field rps "${result[echo]}")")
   ratio_list[ge]+=" $ge"; ratio_list[gr]+=" $gr"; ratio_list[re]+=" $re"
   echo "  gatehouse/echo=$ge  gatehouse/rmcp=$gr  rmcp/echo=$re"
+  if [ -n "$compare" ]; then
+    gc=$(ratio "$(field rps "${result[gatehouse]}")" "$(field rps "${result[compare]}")")
+    ratio_list[gc]+=" $gc"; echo "  gatehouse/compare=$gc (this build / GATEHOUSE_BENCH_COMPARE)"
+  fi
 done
 echo
 echo "medians over $rounds rounds (one core each, $conns connections):"
@@ -230,6 +245,8 @@ echo "  gatehouse/echo: median $(median ${ratio_list[ge]}) (per round:${ratio_li
 echo "  gatehouse/rmcp: median $(median ${ratio_list[gr]}) (per round:${ratio_list[gr]})"
 # shellcheck disable=SC2086
 echo "  rmcp/echo:      median $(median ${ratio_list[re]}) (per round:${ratio_list[re]})"
+# shellcheck disable=SC2086
+[ -z "$compare" ] || echo "  gatehouse/compare: median $(median ${ratio_list[gc]}) (per round:${ratio_list[gc]}; this build / $compare)"
 [ "$not_quiet" = 0 ] || echo "  WARNING: $not_quiet timed runs overlapped a compiler run (marked NOT QUIET above)"
 # shellcheck disable=SC2086
 one_core=$(median ${rps_list[gatehouse]})
