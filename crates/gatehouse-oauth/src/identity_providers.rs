@@ -20,7 +20,7 @@ use gatehouse_authn::external::{
     Endpoints, Issuer, KeySet, algorithm_list, checked_url, mapped_roles,
 };
 use gatehouse_core::{AuditKind, DEFAULT_TENANT, Outcome, SecretRef, Timestamp};
-use gatehouse_store::{StoreError, UserRecord};
+use gatehouse_store::{RolesChange, StoreError, UserRecord};
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -321,6 +321,12 @@ impl AuthorizationServer {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| OAuthError::InvalidGrant("the assertion names no subject".into()))?;
         let roles = provider.roles(claims);
+        // Both ways in (an ID token, an identity assertion) require `iat`.
+        let issued_at = claims
+            .get("iat")
+            .and_then(Value::as_i64)
+            .map(Timestamp::from_secs)
+            .ok_or_else(|| OAuthError::InvalidGrant("the assertion has no issue time".into()))?;
         let linked = self
             .store
             .federated_user(&provider.issuer, subject)
@@ -331,9 +337,12 @@ impl AuthorizationServer {
             None => self.link_by_email(provider, subject, claims, now).await?,
         };
         let user = match linked {
-            Some(username) => self.linked_user(provider, &username, roles, now).await?,
+            Some(username) => {
+                self.linked_user(provider, &username, roles, issued_at, now)
+                    .await?
+            }
             None if provider.create_users => {
-                self.create_provider_user(provider, subject, roles, now)
+                self.create_provider_user(provider, subject, roles, issued_at, now)
                     .await?
             }
             None => {
@@ -406,32 +415,47 @@ impl AuthorizationServer {
     /// away also revokes everything the user authorized: each grant carries
     /// the roles it was made with, and a refresh signs those, so without
     /// this a demoted user would keep the role for as long as they refresh.
+    /// The linked user, with the roles of the provider's claims (issued at
+    /// `issued_at`) when the provider decides the roles.
     async fn linked_user(
         &self,
         provider: &IdentityProvider,
         username: &str,
         roles: Vec<String>,
+        issued_at: Timestamp,
         now: Timestamp,
     ) -> Result<UserRecord, OAuthError> {
+        let gone = || OAuthError::InvalidGrant("the linked user no longer exists".into());
         let mut user = self
             .store
             .user(username)
             .await
             .map_err(unavailable)?
-            .ok_or_else(|| OAuthError::InvalidGrant("the linked user no longer exists".into()))?;
+            .ok_or_else(gone)?;
         let follows_groups = provider.roles_claim.is_some() || provider.default_role.is_some();
-        if follows_groups && user.roles != roles {
-            let removed = user.roles.iter().any(|old| !roles.contains(old));
-            let changed = self
-                .store
-                .set_user_roles(username, &roles, removed, now)
-                .await
-                .map_err(unavailable)?;
-            if !changed {
+        if !follows_groups {
+            return Ok(user);
+        }
+        // Written even when the roles stay: the claims' time moves on, so
+        // that a sign-in still carrying claims from before this one cannot
+        // bring back a role they lack (`set_user_roles`).
+        let removed = user.roles.iter().any(|old| !roles.contains(old));
+        match self
+            .store
+            .set_user_roles(username, &roles, removed, issued_at, now)
+            .await
+            .map_err(unavailable)?
+        {
+            RolesChange::Applied => {}
+            RolesChange::Superseded => {
                 return Err(OAuthError::InvalidGrant(
-                    "the linked user no longer exists".into(),
+                    "the identity provider said something newer about this person meanwhile; sign in again"
+                        .into(),
                 ));
             }
+            RolesChange::NoSuchUser => return Err(gone()),
+        }
+        if user.roles != roles {
             let reason = if removed {
                 "roles_removed_by_provider"
             } else {
@@ -466,6 +490,7 @@ impl AuthorizationServer {
         provider: &IdentityProvider,
         subject: &str,
         roles: Vec<String>,
+        issued_at: Timestamp,
         now: Timestamp,
     ) -> Result<UserRecord, OAuthError> {
         let usable = subject.chars().count() <= MAX_SUBJECT_CHARS
@@ -497,7 +522,10 @@ impl AuthorizationServer {
                     .await
                     .map_err(unavailable)?
                 {
-                    Some(username) => self.linked_user(provider, &username, user.roles, now).await,
+                    Some(username) => {
+                        self.linked_user(provider, &username, user.roles, issued_at, now)
+                            .await
+                    }
                     None => Err(OAuthError::InvalidGrant(format!(
                         "the user name {} is taken by another user",
                         user.username
@@ -519,7 +547,10 @@ impl AuthorizationServer {
             ))
             .build();
         self.record(event).await?;
-        Ok(user)
+        // The claims' time, for sign-ins racing this one (`linked_user`):
+        // one that applied older claims meanwhile is overruled here.
+        self.linked_user(provider, &user.username, user.roles, issued_at, now)
+            .await
     }
 }
 

@@ -150,6 +150,17 @@ pub enum RefreshRotation {
     Invalid,
 }
 
+/// What [`AuthorizationStore::set_user_roles`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolesChange {
+    /// The roles are the provider's claims', issued at the time given.
+    Applied,
+    /// Claims issued later were applied already: nothing changed.
+    Superseded,
+    /// There is no such user: nothing changed.
+    NoSuchUser,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceStatus {
     Pending,
@@ -416,15 +427,24 @@ pub trait AuthorizationStore: Send + Sync {
     /// `change_user_password` with `revoke_grants` does: grants copy the
     /// roles they were made with, so a refresh would otherwise keep signing
     /// the removed role. The credential generation then moves, so every
-    /// instance refuses the access tokens already issued at once. Returns
-    /// false, changing nothing, when there is no such user.
+    /// instance refuses the access tokens already issued at once.
+    ///
+    /// `claims_issued_at` is when the provider issued the claims the roles
+    /// come from (the ID token's or assertion's `iat`). Two sign-ins racing
+    /// with claims from before and after a change at the provider must not
+    /// let the older claims win because they were written last: the roles
+    /// change only when no claims issued later were applied (claims issued
+    /// in the same second still apply, the last written winning), and the
+    /// time is kept. Callers pass the roles even when they are unchanged,
+    /// so that the time moves on.
     async fn set_user_roles(
         &self,
         username: &str,
         roles: &[String],
         revoke_grants: bool,
+        claims_issued_at: Timestamp,
         at: Timestamp,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<RolesChange>;
     /// Stores a grant made without a code or device (an identity
     /// assertion), while its user is still as the decision saw them (see
     /// [`NewGrant`]). False, storing nothing, when the user changed.

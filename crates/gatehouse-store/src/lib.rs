@@ -36,7 +36,7 @@ pub use alerts::{AckOutcome, AlertRecord, AlertStore, DeliveryResult, DeliverySt
 pub use authorization::{
     AuthCodeRecord, AuthorizationStore, CodeRedemption, DeviceDecision, DevicePoll, DeviceRecord,
     DeviceStatus, GrantRecord, LoginCounter, LoginThrottle, NewGrant, RefreshRotation,
-    RefreshTokenRecord, UserRecord,
+    RefreshTokenRecord, RolesChange, UserRecord,
 };
 pub use gating::{
     AccountSeen, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore,

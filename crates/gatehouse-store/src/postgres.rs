@@ -72,6 +72,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("../migrations/postgres/0015_client_secret_rotation.sql"),
     ),
+    (
+        16,
+        include_str!("../migrations/postgres/0016_roles_claims_issued_at.sql"),
+    ),
 ];
 
 /// See `sqlite::NEWEST_MIGRATION`: versions may leave gaps.

@@ -13,7 +13,7 @@ use crate::sqlite::{json_list, list_json};
 use crate::{
     AuthCodeRecord, AuthorizationStore, CodeRedemption, DeviceDecision, DevicePoll, DeviceRecord,
     DeviceStatus, GrantRecord, LoginCounter, LoginThrottle, NewGrant, PostgresStore,
-    RefreshRotation, RefreshTokenRecord, StoreError, StoreResult, UserRecord,
+    RefreshRotation, RefreshTokenRecord, RolesChange, StoreError, StoreResult, UserRecord,
 };
 
 fn user_from_row(row: &PgRow) -> StoreResult<UserRecord> {
@@ -972,22 +972,38 @@ impl AuthorizationStore for PostgresStore {
         username: &str,
         roles: &[String],
         revoke_grants: bool,
+        claims_issued_at: Timestamp,
         at: Timestamp,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<RolesChange> {
         let mut tx = self.pool.begin().await?;
-        let changed = sqlx::query("UPDATE users SET roles = $2 WHERE username = $1")
-            .bind(username)
-            .bind(list_json(roles)?)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
+        // One statement decides: claims issued later, applied meanwhile by
+        // another sign-in, make it change nothing.
+        let changed = sqlx::query(
+            "UPDATE users SET roles = $2, roles_claims_issued_at = $3 WHERE username = $1 \
+             AND (roles_claims_issued_at IS NULL OR roles_claims_issued_at <= $3)",
+        )
+        .bind(username)
+        .bind(list_json(roles)?)
+        .bind(claims_issued_at.0)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
             == 1;
         if !changed {
-            return Ok(false);
+            let exists = sqlx::query("SELECT 1 FROM users WHERE username = $1")
+                .bind(username)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            return Ok(if exists {
+                RolesChange::Superseded
+            } else {
+                RolesChange::NoSuchUser
+            });
         }
         self.commit_user_change(tx, username, revoke_grants, at)
             .await?;
-        Ok(true)
+        Ok(RolesChange::Applied)
     }
 
     async fn insert_grant(&self, grant: NewGrant<'_>) -> StoreResult<bool> {

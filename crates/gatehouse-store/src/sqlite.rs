@@ -74,6 +74,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("../migrations/sqlite/0015_client_secret_rotation.sql"),
     ),
+    (
+        16,
+        include_str!("../migrations/sqlite/0016_roles_claims_issued_at.sql"),
+    ),
 ];
 
 /// Versions may leave gaps (a branch numbers its migration ahead of one

@@ -14,8 +14,8 @@ use crate::{
     ApprovalStatus, AuditCheckpoint, AuditQuery, AuthCodeRecord, AuthLock, ClientRecord,
     CodeRedemption, DeliveryResult, DeliveryState, DeviceDecision, DevicePoll, DeviceRecord,
     DeviceStatus, GrantRecord, LoginCounter, LoginThrottle, NewGrant, OperationBinding,
-    PreviousSecret, RefreshRotation, RefreshTokenRecord, SigningKeyRecord, Store, StoreError,
-    TaskGrantRecord, ToolDefinitionRecord, UserRecord,
+    PreviousSecret, RefreshRotation, RefreshTokenRecord, RolesChange, SigningKeyRecord, Store,
+    StoreError, TaskGrantRecord, ToolDefinitionRecord, UserRecord,
 };
 
 pub(crate) type TestStore = Arc<dyn Store>;
@@ -79,6 +79,7 @@ macro_rules! conformance_tests {
             federated_users_are_created_with_their_link_and_nothing_half,
             a_grant_without_a_code_is_revoked_with_its_user,
             a_role_taken_away_revokes_what_the_user_authorized,
+            roles_from_older_claims_do_not_replace_newer_ones,
             a_lease_is_held_until_it_expires_and_then_taken_over,
             a_lifecycle_notice_is_recorded_once_per_basis,
             grant_use_is_recorded_coalesced_and_only_live_grants_are_listed,
@@ -3103,18 +3104,61 @@ pub(crate) async fn federated_users_are_created_with_their_link_and_nothing_half
         Err(StoreError::Conflict)
     ));
     let roles = vec!["executor".to_string(), "reader".to_string()];
-    assert!(
+    assert_eq!(
         store
-            .set_user_roles("acme:u1", &roles, false, Timestamp(7))
+            .set_user_roles("acme:u1", &roles, false, Timestamp(6), Timestamp(7))
             .await
-            .unwrap()
+            .unwrap(),
+        RolesChange::Applied
     );
     assert_eq!(store.user("acme:u1").await.unwrap().unwrap().roles, roles);
-    assert!(
-        !store
-            .set_user_roles("nobody", &roles, true, Timestamp(7))
+    assert_eq!(
+        store
+            .set_user_roles("nobody", &roles, true, Timestamp(6), Timestamp(7))
             .await
-            .unwrap()
+            .unwrap(),
+        RolesChange::NoSuchUser
+    );
+}
+
+/// Two sign-ins race: one carries the provider's claims from before a role
+/// was taken away, one from after. Whichever is written last, the roles are
+/// those of the claims issued last, and the time of those claims is kept
+/// even by a sign-in that changes no role.
+pub(crate) async fn roles_from_older_claims_do_not_replace_newer_ones(store: TestStore) {
+    users_with_sessions_and_grants(&store).await;
+    let at = Timestamp(3_000);
+    let ops = vec!["executor".to_string(), "reader".to_string()];
+    let readers = vec!["reader".to_string()];
+    let set = |roles: &[String], revoke: bool, issued: i64| {
+        let (store, roles) = (&store, roles.to_vec());
+        async move {
+            store
+                .set_user_roles("alice", &roles, revoke, Timestamp(issued), at)
+                .await
+                .unwrap()
+        }
+    };
+    let roles = || async { store.user("alice").await.unwrap().unwrap().roles };
+    // The role taken away, by claims issued at 2 s.
+    assert_eq!(set(&readers, true, 2_000).await, RolesChange::Applied);
+    // Claims issued at 1 s, written after: nothing changes.
+    assert_eq!(set(&ops, false, 1_000).await, RolesChange::Superseded);
+    assert_eq!(roles().await, readers);
+    // Claims issued in the same second apply, and later ones.
+    assert_eq!(set(&ops, false, 2_000).await, RolesChange::Applied);
+    assert_eq!(roles().await, ops);
+    assert_eq!(set(&readers, true, 5_000).await, RolesChange::Applied);
+    // Unchanged roles still move the time on: claims from before it lose.
+    assert_eq!(set(&readers, false, 9_000).await, RolesChange::Applied);
+    assert_eq!(set(&ops, false, 8_000).await, RolesChange::Superseded);
+    assert_eq!(roles().await, readers);
+    assert_eq!(
+        store
+            .set_user_roles("nobody", &ops, false, Timestamp(9_500), at)
+            .await
+            .unwrap(),
+        RolesChange::NoSuchUser
     );
 }
 
@@ -3124,11 +3168,12 @@ pub(crate) async fn a_role_taken_away_revokes_what_the_user_authorized(store: Te
     // A role only added: every grant and token lives on.
     let before = store.credential_generation();
     let more = vec!["admin".to_string(), "reader".to_string()];
-    assert!(
+    assert_eq!(
         store
-            .set_user_roles("alice", &more, false, at)
+            .set_user_roles("alice", &more, false, Timestamp(1_000), at)
             .await
-            .unwrap()
+            .unwrap(),
+        RolesChange::Applied
     );
     assert_eq!(store.user("alice").await.unwrap().unwrap().roles, more);
     assert_eq!(store.credential_generation(), before);
@@ -3145,11 +3190,12 @@ pub(crate) async fn a_role_taken_away_revokes_what_the_user_authorized(store: Te
     // A role taken away: the roles change and everything she authorized
     // ends with them, and the generation moves for the other instances.
     let fewer = vec!["reader".to_string()];
-    assert!(
+    assert_eq!(
         store
-            .set_user_roles("alice", &fewer, true, at)
+            .set_user_roles("alice", &fewer, true, Timestamp(2_000), at)
             .await
-            .unwrap()
+            .unwrap(),
+        RolesChange::Applied
     );
     assert_eq!(store.user("alice").await.unwrap().unwrap().roles, fewer);
     assert_ne!(store.credential_generation(), before);

@@ -317,7 +317,8 @@ impl AuthorizationStore for DownStore {
         _: &[String],
         _: bool,
         _: Timestamp,
-    ) -> StoreResult<bool> {
+        _: Timestamp,
+    ) -> StoreResult<crate::RolesChange> {
         down()
     }
     async fn link_federated_user(

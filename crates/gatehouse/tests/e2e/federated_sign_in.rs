@@ -158,7 +158,10 @@ fn provider(key: SigningKey) -> (String, Arc<Idp>) {
                     let mut claims = state.person.lock().unwrap().clone();
                     claims["iss"] = json!(iss);
                     claims["aud"] = json!(CLIENT_ID);
-                    claims["iat"] = json!(now);
+                    // A test may say when the claims were issued.
+                    if claims.get("iat").is_none() {
+                        claims["iat"] = json!(now);
+                    }
                     claims["exp"] = json!(now + 300);
                     claims["nonce"] = if state.wrong_nonce.load(Ordering::SeqCst) {
                         json!("another-sign-in")
@@ -346,6 +349,74 @@ async fn a_role_the_provider_takes_away_ends_the_tokens_that_carried_it() {
     let changed = server.audit(&["--tool", "oauth/user_roles_changed"]);
     assert_eq!(changed.len(), 1, "{changed:?}");
     assert_eq!(changed[0]["reason"], "roles_removed_by_provider");
+}
+
+/// Two sign-ins race a role change at the provider: the one whose ID token
+/// was issued before the change finishes after the one whose token was
+/// issued after it. Written last, its older claims used to decide the
+/// roles and bring the removed role back. Now the sign-in is refused ("sign
+/// in again") and the person keeps the roles of the newer claims. The time
+/// of the claims applied moves on with every sign-in, also one that changes
+/// no role, and is set when the user is created.
+#[tokio::test]
+async fn a_sign_in_with_claims_older_than_those_applied_cannot_bring_a_role_back() {
+    let (issuer, idp) = provider(SigningKey::generate().unwrap());
+    let now = SystemClock.now().as_secs();
+    let server = start(&issuer, "");
+    let client = public_client(&server, "app");
+    let (_, challenge) = pkce();
+    // Signs `sub` in with claims issued `ago` seconds ago; the status of
+    // the page the callback leads to, and its body.
+    let sign_in = |sub: &'static str, groups: &'static [&'static str], ago: i64| {
+        let (idp, server, client, challenge) = (&idp, &server, &client, &challenge);
+        async move {
+            *idp.person.lock().unwrap() = json!({ "sub": sub, "groups": groups, "iat": now - ago });
+            let mut browser = Browser::new(server);
+            let callback = to_provider_and_back(&mut browser, server, client, challenge).await;
+            let page = browser.visit(&callback).await;
+            (page.status, page.body)
+        }
+    };
+    let roles = |username: &str| {
+        let users = server.cli_json(&["users", "list"]);
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == username)
+            .unwrap_or_else(|| panic!("{users}"))["roles"]
+            .clone()
+    };
+    let refused = |(status, body): (u16, String)| {
+        assert_eq!(status, 403, "{body}");
+        assert!(body.contains("sign in again"), "{body}");
+    };
+
+    assert_eq!(sign_in("u-gina", &["mcp-ops"], 20).await.0, 200);
+    assert_eq!(roles("acme:u-gina"), json!(["executor"]));
+    // The provider takes the group away; a sign-in with its new word, and
+    // another that changes nothing.
+    assert_eq!(sign_in("u-gina", &["mcp-readers"], 10).await.0, 200);
+    assert_eq!(sign_in("u-gina", &["mcp-readers"], 5).await.0, 200);
+    assert_eq!(roles("acme:u-gina"), json!(["reader"]));
+    // A sign-in whose ID token was issued before the last one, still with
+    // the group, finishes now.
+    refused(sign_in("u-gina", &["mcp-ops"], 7).await);
+    assert_eq!(
+        roles("acme:u-gina"),
+        json!(["reader"]),
+        "the older claims brought the role back"
+    );
+    let changed = server.audit(&["--tool", "oauth/user_roles_changed"]);
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    // Signing in again gets the provider's current word.
+    assert_eq!(sign_in("u-gina", &["mcp-readers"], 0).await.0, 200);
+    assert_eq!(roles("acme:u-gina"), json!(["reader"]));
+
+    // The user created by a sign-in keeps that sign-in's time.
+    assert_eq!(sign_in("u-hank", &["mcp-readers"], 5).await.0, 200);
+    refused(sign_in("u-hank", &["mcp-ops"], 10).await);
+    assert_eq!(roles("acme:u-hank"), json!(["reader"]));
 }
 
 #[tokio::test]
