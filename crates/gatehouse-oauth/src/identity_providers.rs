@@ -415,8 +415,8 @@ impl AuthorizationServer {
     /// away also revokes everything the user authorized: each grant carries
     /// the roles it was made with, and a refresh signs those, so without
     /// this a demoted user would keep the role for as long as they refresh.
-    /// The linked user, with the roles of the provider's claims (issued at
-    /// `issued_at`) when the provider decides the roles.
+    /// The claims were issued at `issued_at`: older than those the roles
+    /// last came from, they decide nothing (`set_user_roles`).
     async fn linked_user(
         &self,
         provider: &IdentityProvider,
@@ -438,24 +438,30 @@ impl AuthorizationServer {
         }
         // Written even when the roles stay: the claims' time moves on, so
         // that a sign-in still carrying claims from before this one cannot
-        // bring back a role they lack (`set_user_roles`).
-        let removed = user.roles.iter().any(|old| !roles.contains(old));
-        match self
+        // bring back a role they lack. The store decides on the roles it
+        // replaces, and revokes when one is taken away.
+        let previous = match self
             .store
-            .set_user_roles(username, &roles, removed, issued_at, now)
+            .set_user_roles(username, &roles, issued_at, now)
             .await
             .map_err(unavailable)?
         {
-            RolesChange::Applied => {}
-            RolesChange::Superseded => {
+            RolesChange::Applied { previous } => previous,
+            // Newer claims agree with these: nothing to decide.
+            RolesChange::Superseded { current } if current == roles => {
+                user.roles = current;
+                return Ok(user);
+            }
+            RolesChange::Superseded { .. } => {
                 return Err(OAuthError::InvalidGrant(
                     "the identity provider said something newer about this person meanwhile; sign in again"
                         .into(),
                 ));
             }
             RolesChange::NoSuchUser => return Err(gone()),
-        }
-        if user.roles != roles {
+        };
+        let removed = previous.iter().any(|old| !roles.contains(old));
+        if previous != roles {
             let reason = if removed {
                 "roles_removed_by_provider"
             } else {
@@ -470,7 +476,7 @@ impl AuthorizationServer {
                     "roles changed by {} (provider {}) from [{}] to [{}]{}",
                     provider.issuer,
                     provider.name,
-                    user.roles.join(", "),
+                    previous.join(", "),
                     roles.join(", "),
                     if removed {
                         "; everything the user authorized is revoked"
@@ -480,8 +486,8 @@ impl AuthorizationServer {
                 ))
                 .build();
             self.record(event).await?;
-            user.roles = roles;
         }
+        user.roles = roles;
         Ok(user)
     }
 
@@ -510,7 +516,7 @@ impl AuthorizationServer {
         };
         match self
             .store
-            .insert_federated_user(&user, &provider.issuer, subject)
+            .insert_federated_user(&user, &provider.issuer, subject, issued_at)
             .await
         {
             Ok(()) => {}
@@ -547,10 +553,7 @@ impl AuthorizationServer {
             ))
             .build();
         self.record(event).await?;
-        // The claims' time, for sign-ins racing this one (`linked_user`):
-        // one that applied older claims meanwhile is overruled here.
-        self.linked_user(provider, &user.username, user.roles, issued_at, now)
-            .await
+        Ok(user)
     }
 }
 

@@ -151,15 +151,45 @@ pub enum RefreshRotation {
 }
 
 /// What [`AuthorizationStore::set_user_roles`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RolesChange {
-    /// The roles are the provider's claims', issued at the time given.
-    Applied,
-    /// Claims issued later were applied already: nothing changed.
-    Superseded,
+    /// The roles are the claims', and `previous` are the roles they
+    /// replaced (the same ones when nothing changed but the time).
+    Applied { previous: Vec<String> },
+    /// Claims issued later were applied already (or in the same second,
+    /// and these would only add roles): nothing changed. `current` are the
+    /// roles stored.
+    Superseded { current: Vec<String> },
     /// There is no such user: nothing changed.
     NoSuchUser,
 }
+
+/// Whether claims issued at `issued` (ms) that give `roles` may replace
+/// the roles `previous`, which came from claims issued at `stored` (`None`:
+/// no claims applied yet). Later claims may. Of claims issued in the same
+/// second (`iat` has one-second steps) it cannot be told which is newer:
+/// they may, unless they only add roles to the stored ones, which could be
+/// an older sign-in giving back a role the newer one took away. (A removal
+/// is always safe to apply; the refused arrival signs in again.)
+pub(crate) fn claims_may_replace(
+    stored: Option<i64>,
+    previous: &[String],
+    issued: i64,
+    roles: &[String],
+) -> bool {
+    let only_adds = previous.iter().all(|role| roles.contains(role))
+        && roles.iter().any(|role| !previous.contains(role));
+    match stored {
+        None => true,
+        Some(stored) if issued > stored => true,
+        Some(stored) if issued == stored => !only_adds,
+        Some(_) => false,
+    }
+}
+
+/// How often `set_user_roles` reads and swaps again when another writer
+/// changed the roles between its read and its write.
+pub(crate) const ROLES_SWAP_ATTEMPTS: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceStatus {
@@ -406,11 +436,14 @@ pub trait AuthorizationStore: Send + Sync {
     async fn federated_user(&self, issuer: &str, subject: &str) -> StoreResult<Option<String>>;
     /// Creates `user` linked to `subject` at `issuer`, in one transaction;
     /// `Conflict` (and nothing stored) when the name or the link exists.
+    /// Its roles came from claims issued at `claims_issued_at` (see
+    /// `set_user_roles`).
     async fn insert_federated_user(
         &self,
         user: &UserRecord,
         issuer: &str,
         subject: &str,
+        claims_issued_at: Timestamp,
     ) -> StoreResult<()>;
     /// Links an existing user to `subject` at `issuer` (matched by verified
     /// email); `Conflict` when that identity is linked already.
@@ -421,27 +454,27 @@ pub trait AuthorizationStore: Send + Sync {
         username: &str,
         now: Timestamp,
     ) -> StoreResult<()>;
-    /// Replaces a user's roles (the provider's groups changed). With
-    /// `revoke_grants` (the provider took a role away) it also, in the same
-    /// transaction, revokes everything the user authorized, as
-    /// `change_user_password` with `revoke_grants` does: grants copy the
-    /// roles they were made with, so a refresh would otherwise keep signing
-    /// the removed role. The credential generation then moves, so every
-    /// instance refuses the access tokens already issued at once.
+    /// Sets a user's roles to those of an identity provider's claims,
+    /// issued at `claims_issued_at` (the ID token's or assertion's `iat`),
+    /// and keeps that time. Two sign-ins racing a change at the provider
+    /// must not let the older claims win because they were written last:
+    /// the roles change only as `claims_may_replace` allows, decided
+    /// against the stored row and swapped only while it is unchanged (read,
+    /// then a conditional UPDATE; again when another writer came between).
+    /// Callers pass the roles even when they are unchanged, so that the
+    /// time moves on.
     ///
-    /// `claims_issued_at` is when the provider issued the claims the roles
-    /// come from (the ID token's or assertion's `iat`). Two sign-ins racing
-    /// with claims from before and after a change at the provider must not
-    /// let the older claims win because they were written last: the roles
-    /// change only when no claims issued later were applied (claims issued
-    /// in the same second still apply, the last written winning), and the
-    /// time is kept. Callers pass the roles even when they are unchanged,
-    /// so that the time moves on.
+    /// When a role of the replaced ones is missing from the new ones (the
+    /// provider took it away), the same transaction revokes everything the
+    /// user authorized, as `change_user_password` with `revoke_grants`
+    /// does: grants copy the roles they were made with, so a refresh would
+    /// otherwise keep signing the removed role. The credential generation
+    /// then moves, so every instance refuses the access tokens already
+    /// issued at once.
     async fn set_user_roles(
         &self,
         username: &str,
         roles: &[String],
-        revoke_grants: bool,
         claims_issued_at: Timestamp,
         at: Timestamp,
     ) -> StoreResult<RolesChange>;

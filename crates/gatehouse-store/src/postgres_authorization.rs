@@ -8,6 +8,7 @@ use gatehouse_core::Timestamp;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgRow};
 
+use crate::authorization::{ROLES_SWAP_ATTEMPTS, claims_may_replace};
 use crate::postgres::{bump_generation, opt_ts};
 use crate::sqlite::{json_list, list_json};
 use crate::{
@@ -919,11 +920,12 @@ impl AuthorizationStore for PostgresStore {
         user: &UserRecord,
         issuer: &str,
         subject: &str,
+        claims_issued_at: Timestamp,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO users (username, tenant, roles, password_hash, created_at, disabled_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO users (username, tenant, roles, password_hash, created_at, disabled_at, \
+             roles_claims_issued_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&user.username)
         .bind(&user.tenant)
@@ -931,6 +933,7 @@ impl AuthorizationStore for PostgresStore {
         .bind(&user.password_hash)
         .bind(user.created_at.0)
         .bind(user.disabled_at.map(|t| t.0))
+        .bind(claims_issued_at.0)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -971,39 +974,51 @@ impl AuthorizationStore for PostgresStore {
         &self,
         username: &str,
         roles: &[String],
-        revoke_grants: bool,
         claims_issued_at: Timestamp,
         at: Timestamp,
     ) -> StoreResult<RolesChange> {
-        let mut tx = self.pool.begin().await?;
-        // One statement decides: claims issued later, applied meanwhile by
-        // another sign-in, make it change nothing.
-        let changed = sqlx::query(
-            "UPDATE users SET roles = $2, roles_claims_issued_at = $3 WHERE username = $1 \
-             AND (roles_claims_issued_at IS NULL OR roles_claims_issued_at <= $3)",
-        )
-        .bind(username)
-        .bind(list_json(roles)?)
-        .bind(claims_issued_at.0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !changed {
-            let exists = sqlx::query("SELECT 1 FROM users WHERE username = $1")
-                .bind(username)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-            return Ok(if exists {
-                RolesChange::Superseded
-            } else {
-                RolesChange::NoSuchUser
-            });
+        let new_roles = list_json(roles)?;
+        for _ in 0..ROLES_SWAP_ATTEMPTS {
+            let Some(row) =
+                sqlx::query("SELECT roles, roles_claims_issued_at FROM users WHERE username = $1")
+                    .bind(username)
+                    .fetch_optional(&self.pool)
+                    .await?
+            else {
+                return Ok(RolesChange::NoSuchUser);
+            };
+            let stored: String = row.try_get("roles")?;
+            let stored_at: Option<i64> = row.try_get("roles_claims_issued_at")?;
+            let previous = json_list(&stored, "users.roles")?;
+            if !claims_may_replace(stored_at, &previous, claims_issued_at.0, roles) {
+                return Ok(RolesChange::Superseded { current: previous });
+            }
+            // Swapped only while the row is as read: the revocation below
+            // is decided on the roles this replaces.
+            let mut tx = self.pool.begin().await?;
+            let swapped = sqlx::query(
+                "UPDATE users SET roles = $2, roles_claims_issued_at = $3 \
+                 WHERE username = $1 AND roles = $4 AND roles_claims_issued_at IS NOT DISTINCT FROM $5",
+            )
+            .bind(username)
+            .bind(&new_roles)
+            .bind(claims_issued_at.0)
+            .bind(&stored)
+            .bind(stored_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !swapped {
+                continue;
+            }
+            let removed = previous.iter().any(|role| !roles.contains(role));
+            self.commit_user_change(tx, username, removed, at).await?;
+            return Ok(RolesChange::Applied { previous });
         }
-        self.commit_user_change(tx, username, revoke_grants, at)
-            .await?;
-        Ok(RolesChange::Applied)
+        Err(StoreError::Unavailable(
+            "the user's roles kept changing while they were being set".into(),
+        ))
     }
 
     async fn insert_grant(&self, grant: NewGrant<'_>) -> StoreResult<bool> {

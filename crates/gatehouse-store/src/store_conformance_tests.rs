@@ -106,6 +106,7 @@ macro_rules! conformance_tests {
             concurrent_sightings_of_one_change_record_it_once,
             a_pin_is_extended_only_from_the_definition_it_holds,
             concurrent_uses_of_one_assertion_let_exactly_one_through,
+            concurrent_role_settings_end_with_the_latest_claims,
             concurrent_lease_takers_get_it_once,
             concurrent_notices_are_recorded_once,
             concurrent_signing_key_successors_are_added_once,
@@ -3058,7 +3059,7 @@ pub(crate) async fn an_assertion_is_used_once_until_it_expires(store: TestStore)
 pub(crate) async fn federated_users_are_created_with_their_link_and_nothing_half(store: TestStore) {
     const IDP: &str = "https://login.acme.example";
     store
-        .insert_federated_user(&user("acme:u1"), IDP, "U1")
+        .insert_federated_user(&user("acme:u1"), IDP, "U1", Timestamp(5))
         .await
         .unwrap();
     assert_eq!(
@@ -3076,7 +3077,7 @@ pub(crate) async fn federated_users_are_created_with_their_link_and_nothing_half
     // name not created.
     assert!(matches!(
         store
-            .insert_federated_user(&user("acme:again"), IDP, "U1")
+            .insert_federated_user(&user("acme:again"), IDP, "U1", Timestamp(5))
             .await,
         Err(StoreError::Conflict)
     ));
@@ -3084,7 +3085,9 @@ pub(crate) async fn federated_users_are_created_with_their_link_and_nothing_half
     // A taken name for a new identity: refused, and no link made.
     store.insert_user(&user("alice")).await.unwrap();
     assert!(matches!(
-        store.insert_federated_user(&user("alice"), IDP, "U2").await,
+        store
+            .insert_federated_user(&user("alice"), IDP, "U2", Timestamp(5))
+            .await,
         Err(StoreError::Conflict)
     ));
     assert_eq!(store.federated_user(IDP, "U2").await.unwrap(), None);
@@ -3104,17 +3107,28 @@ pub(crate) async fn federated_users_are_created_with_their_link_and_nothing_half
         Err(StoreError::Conflict)
     ));
     let roles = vec!["executor".to_string(), "reader".to_string()];
+    let created = store.user("acme:u1").await.unwrap().unwrap().roles;
+    // Claims issued before the creation's decide nothing.
     assert_eq!(
         store
-            .set_user_roles("acme:u1", &roles, false, Timestamp(6), Timestamp(7))
+            .set_user_roles("acme:u1", &roles, Timestamp(4), Timestamp(7))
             .await
             .unwrap(),
-        RolesChange::Applied
+        RolesChange::Superseded {
+            current: created.clone()
+        }
+    );
+    assert_eq!(
+        store
+            .set_user_roles("acme:u1", &roles, Timestamp(6), Timestamp(7))
+            .await
+            .unwrap(),
+        RolesChange::Applied { previous: created }
     );
     assert_eq!(store.user("acme:u1").await.unwrap().unwrap().roles, roles);
     assert_eq!(
         store
-            .set_user_roles("nobody", &roles, true, Timestamp(6), Timestamp(7))
+            .set_user_roles("nobody", &roles, Timestamp(6), Timestamp(7))
             .await
             .unwrap(),
         RolesChange::NoSuchUser
@@ -3123,39 +3137,56 @@ pub(crate) async fn federated_users_are_created_with_their_link_and_nothing_half
 
 /// Two sign-ins race: one carries the provider's claims from before a role
 /// was taken away, one from after. Whichever is written last, the roles are
-/// those of the claims issued last, and the time of those claims is kept
-/// even by a sign-in that changes no role.
+/// those of the claims issued last; the time of those claims is kept even
+/// by a sign-in that changes no role; claims of the same second that only
+/// add roles decide nothing; claims that decide nothing revoke nothing.
 pub(crate) async fn roles_from_older_claims_do_not_replace_newer_ones(store: TestStore) {
     users_with_sessions_and_grants(&store).await;
     let at = Timestamp(3_000);
     let ops = vec!["executor".to_string(), "reader".to_string()];
     let readers = vec!["reader".to_string()];
-    let set = |roles: &[String], revoke: bool, issued: i64| {
+    let set = |roles: &[String], issued: i64| {
         let (store, roles) = (&store, roles.to_vec());
         async move {
             store
-                .set_user_roles("alice", &roles, revoke, Timestamp(issued), at)
+                .set_user_roles("alice", &roles, Timestamp(issued), at)
                 .await
                 .unwrap()
         }
     };
+    let applied = |previous: &[String]| RolesChange::Applied {
+        previous: previous.to_vec(),
+    };
+    let superseded = |current: &[String]| RolesChange::Superseded {
+        current: current.to_vec(),
+    };
     let roles = || async { store.user("alice").await.unwrap().unwrap().roles };
+    assert_eq!(set(&ops, 1_000).await, applied(&readers));
     // The role taken away, by claims issued at 2 s.
-    assert_eq!(set(&readers, true, 2_000).await, RolesChange::Applied);
-    // Claims issued at 1 s, written after: nothing changes.
-    assert_eq!(set(&ops, false, 1_000).await, RolesChange::Superseded);
+    assert_eq!(set(&readers, 2_000).await, applied(&ops));
+    // Claims issued at 1.5 s, written after: nothing changes, and nothing
+    // is revoked (the generation stays).
+    let generation = store.credential_generation();
+    assert_eq!(set(&ops, 1_500).await, superseded(&readers));
     assert_eq!(roles().await, readers);
-    // Claims issued in the same second apply, and later ones.
-    assert_eq!(set(&ops, false, 2_000).await, RolesChange::Applied);
-    assert_eq!(roles().await, ops);
-    assert_eq!(set(&readers, true, 5_000).await, RolesChange::Applied);
+    assert_eq!(store.credential_generation(), generation);
+    // The same second: only a role more decides nothing; the same roles,
+    // fewer or others do.
+    assert_eq!(set(&ops, 2_000).await, superseded(&readers));
+    assert_eq!(set(&readers, 2_000).await, applied(&readers));
+    let admins = vec!["admin".to_string()];
+    assert_eq!(set(&admins, 2_000).await, applied(&readers));
+    assert_eq!(set(&readers, 2_000).await, applied(&admins));
+    // Later claims apply, with the role and without it.
+    assert_eq!(set(&ops, 5_000).await, applied(&readers));
+    assert_eq!(set(&readers, 5_000).await, applied(&ops));
     // Unchanged roles still move the time on: claims from before it lose.
-    assert_eq!(set(&readers, false, 9_000).await, RolesChange::Applied);
-    assert_eq!(set(&ops, false, 8_000).await, RolesChange::Superseded);
+    assert_eq!(set(&readers, 9_000).await, applied(&readers));
+    assert_eq!(set(&ops, 8_000).await, superseded(&readers));
     assert_eq!(roles().await, readers);
     assert_eq!(
         store
-            .set_user_roles("nobody", &ops, false, Timestamp(9_500), at)
+            .set_user_roles("nobody", &ops, Timestamp(9_500), at)
             .await
             .unwrap(),
         RolesChange::NoSuchUser
@@ -3170,10 +3201,12 @@ pub(crate) async fn a_role_taken_away_revokes_what_the_user_authorized(store: Te
     let more = vec!["admin".to_string(), "reader".to_string()];
     assert_eq!(
         store
-            .set_user_roles("alice", &more, false, Timestamp(1_000), at)
+            .set_user_roles("alice", &more, Timestamp(1_000), at)
             .await
             .unwrap(),
-        RolesChange::Applied
+        RolesChange::Applied {
+            previous: vec!["reader".to_string()]
+        }
     );
     assert_eq!(store.user("alice").await.unwrap().unwrap().roles, more);
     assert_eq!(store.credential_generation(), before);
@@ -3192,10 +3225,10 @@ pub(crate) async fn a_role_taken_away_revokes_what_the_user_authorized(store: Te
     let fewer = vec!["reader".to_string()];
     assert_eq!(
         store
-            .set_user_roles("alice", &fewer, true, Timestamp(2_000), at)
+            .set_user_roles("alice", &fewer, Timestamp(2_000), at)
             .await
             .unwrap(),
-        RolesChange::Applied
+        RolesChange::Applied { previous: more }
     );
     assert_eq!(store.user("alice").await.unwrap().unwrap().roles, fewer);
     assert_ne!(store.credential_generation(), before);
@@ -3258,6 +3291,55 @@ pub(crate) async fn concurrent_uses_of_one_assertion_let_exactly_one_through(sto
     })
     .await;
     assert_eq!(results.iter().filter(|used| **used).count(), 1);
+}
+
+/// Sign-ins racing with claims issued at different times, some with a
+/// role and some without: whatever the order of their writes, the roles
+/// end as the latest claims say, and the claims' time is the latest.
+pub(crate) async fn concurrent_role_settings_end_with_the_latest_claims(store: TestStore) {
+    store.insert_user(&user("alice")).await.unwrap();
+    let roles = |n: usize| -> Vec<String> {
+        if n.is_multiple_of(2) {
+            vec!["executor".into(), "reader".into()]
+        } else {
+            vec!["reader".into()]
+        }
+    };
+    for round in 0..8 {
+        let base = 1_000_000 * (round + 1);
+        // Spawned newest first, so that the older claims tend to be
+        // written last. Fewer racers than `ROLES_SWAP_ATTEMPTS`: each
+        // failed swap is another racer's success, so none runs out.
+        let n = 8;
+        race(&store, n, move |store, i| async move {
+            let issued = n - 1 - i;
+            store
+                .set_user_roles(
+                    "alice",
+                    &roles(issued + round),
+                    Timestamp((base + issued * 1_000) as i64),
+                    Timestamp(10),
+                )
+                .await
+                .unwrap()
+        })
+        .await;
+        let user = store.user("alice").await.unwrap().unwrap();
+        assert_eq!(user.roles, roles(n - 1 + round), "round {round}");
+        // Claims of the round's start no longer apply.
+        assert!(matches!(
+            store
+                .set_user_roles(
+                    "alice",
+                    &roles(round + 1),
+                    Timestamp(base as i64),
+                    Timestamp(10)
+                )
+                .await
+                .unwrap(),
+            RolesChange::Superseded { .. }
+        ));
+    }
 }
 
 pub(crate) async fn concurrent_takes_of_a_request_succeed_once(store: TestStore) {

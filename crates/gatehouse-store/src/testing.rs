@@ -308,14 +308,19 @@ impl AuthorizationStore for DownStore {
     async fn federated_user(&self, _: &str, _: &str) -> StoreResult<Option<String>> {
         down()
     }
-    async fn insert_federated_user(&self, _: &UserRecord, _: &str, _: &str) -> StoreResult<()> {
+    async fn insert_federated_user(
+        &self,
+        _: &UserRecord,
+        _: &str,
+        _: &str,
+        _: Timestamp,
+    ) -> StoreResult<()> {
         down()
     }
     async fn set_user_roles(
         &self,
         _: &str,
         _: &[String],
-        _: bool,
         _: Timestamp,
         _: Timestamp,
     ) -> StoreResult<crate::RolesChange> {
