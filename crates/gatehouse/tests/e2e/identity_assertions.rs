@@ -276,6 +276,63 @@ async fn bad_identity_assertions_are_refused() {
     assert!(failures.len() >= 10, "{failures:?}");
 }
 
+/// Assertions minted before and after a role was taken away at the
+/// provider, exchanged in the other order: the older one cannot bring the
+/// role back (refused, and its token never issued); an older one that says
+/// what the newer one said is exchanged.
+#[tokio::test]
+async fn an_older_assertion_cannot_bring_back_a_role_the_provider_took_away() {
+    let s = setup();
+    let now = now();
+    let assertion = |jti: &str, groups: Value, ago: i64| {
+        let mut claims = s.claims("U77", jti);
+        claims["groups"] = groups;
+        claims["iat"] = json!(now - ago);
+        s.id_jag(&claims)
+    };
+    let roles = || {
+        let users = s.server.cli_json(&["users", "list"]);
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == "acme:u77")
+            .unwrap_or_else(|| panic!("{users}"))["roles"]
+            .clone()
+    };
+    let ops = assertion("old-ops", json!(["mcp-ops"]), 20);
+    let stale_ops = assertion("stale-ops", json!(["mcp-ops"]), 10);
+    let stale_same = assertion("stale-same", json!([]), 8);
+    let removed = assertion("removed", json!([]), 5);
+
+    let (status, body) = s.exchange(&ops).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(roles(), json!(["executor"]));
+    let (status, body) = s.exchange(&removed).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(roles(), json!(["reader"]));
+    let (status, body) = s.exchange(&stale_ops).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("newer")),
+        "{body}"
+    );
+    assert_eq!(
+        roles(),
+        json!(["reader"]),
+        "the older assertion brought the role back"
+    );
+    let (status, body) = s.exchange(&stale_same).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(roles(), json!(["reader"]));
+}
+
 /// A unique suffix per call, so each bad assertion has its own `jti`.
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
