@@ -50,6 +50,11 @@ impl AuthorizationServer {
             .token_requests
             .attempt(source.as_deref().unwrap_or("unknown"), now)
         {
+            // A device polling too fast is told what RFC 8628 tells it (it
+            // then polls 5 s slower); any other client, when to come back.
+            if request.grant_type == GRANT_DEVICE_CODE {
+                return Err(OAuthError::SlowDown);
+            }
             return Err(OAuthError::TooManyRequests {
                 retry_after_secs: gatehouse_core::retry_after_secs(wait_ms),
             });

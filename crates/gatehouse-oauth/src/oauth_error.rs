@@ -70,8 +70,13 @@ impl OAuthError {
             OAuthError::InvalidRedirectUri(_) => "invalid_redirect_uri",
             OAuthError::InvalidClientMetadata(_) => "invalid_client_metadata",
             OAuthError::InvalidAuthorizationDetails(_) => "invalid_authorization_details",
-            // RFC 6749 has no code for this; RFC 6585 429 carries it.
-            OAuthError::TooManyRequests { .. } => "slow_down",
+            // RFC 6749 has no code for a rate limit; the 429 status (RFC
+            // 6585) and `Retry-After` carry it. Of the registered codes,
+            // `temporarily_unavailable` ("temporary overloading", RFC 6749
+            // §4.1.2.1) says "later". `slow_down` is the device flow's
+            // polling signal (RFC 8628 §3.5), meaningless to other
+            // clients: a device-code poll over the limit gets `SlowDown`.
+            OAuthError::TooManyRequests { .. } => "temporarily_unavailable",
             OAuthError::TemporarilyUnavailable(_) => "temporarily_unavailable",
             OAuthError::ServerError(_) => "server_error",
         }

@@ -305,5 +305,18 @@ async fn device_authorizations_and_token_requests_are_rate_limited_per_source() 
     let (status, retry_after, body) = post_form(&server, "/oauth/token", &refused).await;
     assert_eq!(status, 429, "{body}");
     assert!(retry_after.is_some_and(|s| (1..=60).contains(&s)));
-    assert!(body["error"].is_string(), "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    // A device polling over the limit is told what RFC 8628 §3.5 tells a
+    // device polling too fast (`slow_down` is meaningless to the others).
+    let poll = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("client_id", client.as_str()),
+        ("device_code", "any"),
+    ];
+    let (status, _, body) = post_form(&server, "/oauth/token", &poll).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("slow_down")),
+        "{body}"
+    );
 }

@@ -246,7 +246,7 @@ async fn a12_registration_is_rate_limited_per_source() {
     let (_, headers, body) = register(&server, body, None).await;
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
-    assert_eq!(body["error"], "slow_down");
+    assert_eq!(body["error"], "temporarily_unavailable");
 }
 
 #[tokio::test]
