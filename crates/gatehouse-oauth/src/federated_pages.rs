@@ -29,7 +29,7 @@ fn refused_page(error: &SignInError) -> Response {
     let status = match error {
         SignInError::Unavailable => StatusCode::BAD_GATEWAY,
         SignInError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        SignInError::Refused(_) => StatusCode::FORBIDDEN,
+        SignInError::Refused(_) | SignInError::Superseded => StatusCode::FORBIDDEN,
         _ => StatusCode::BAD_REQUEST,
     };
     html_response(status, message_page("Sign-in failed", &error.to_string()))

@@ -71,6 +71,10 @@ pub enum SignInError {
     Untrusted(String),
     #[error("{0}")]
     Refused(String),
+    #[error(
+        "The identity provider said something newer about you while you signed in; sign in again."
+    )]
+    Superseded,
     #[error("The identity provider cannot be reached now. Try again in a moment.")]
     Unavailable,
     #[error("Sign-in is temporarily unavailable.")]
@@ -86,6 +90,7 @@ impl SignInError {
             SignInError::Provider(_) => "provider_error",
             SignInError::Untrusted(_) => "provider_answer_refused",
             SignInError::Refused(_) => "user_refused",
+            SignInError::Superseded => "claims_superseded",
             SignInError::Unavailable => "provider_unavailable",
             SignInError::Server(_) => "server_error",
         }
@@ -360,6 +365,7 @@ impl AuthorizationServer {
             .await
             .map_err(|e| match e {
                 OAuthError::InvalidGrant(message) => SignInError::Refused(sentence(&message)),
+                OAuthError::ClaimsSuperseded => SignInError::Superseded,
                 other => SignInError::Server(other),
             })?;
         Ok((user, pending.continue_to))

@@ -452,12 +452,7 @@ impl AuthorizationServer {
                 user.roles = current;
                 return Ok(user);
             }
-            RolesChange::Superseded { .. } => {
-                return Err(OAuthError::InvalidGrant(
-                    "the identity provider said something newer about this person meanwhile; sign in again"
-                        .into(),
-                ));
-            }
+            RolesChange::Superseded { .. } => return Err(OAuthError::ClaimsSuperseded),
             RolesChange::NoSuchUser => return Err(gone()),
         };
         let removed = previous.iter().any(|old| !roles.contains(old));

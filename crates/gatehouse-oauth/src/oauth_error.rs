@@ -42,6 +42,13 @@ pub enum OAuthError {
     /// cannot be granted.
     #[error("{0}")]
     InvalidAuthorizationDetails(String),
+    /// An identity provider's claims older than those the user's roles last
+    /// came from, saying otherwise (a sign-in racing a newer one): an
+    /// `invalid_grant` with a reason of its own in the audit log.
+    #[error(
+        "the identity provider said something newer about this person meanwhile; sign in again"
+    )]
+    ClaimsSuperseded,
     /// Rate-limited or locked out; answered with 429 and `Retry-After`.
     #[error("too many requests; try again in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
@@ -57,7 +64,7 @@ impl OAuthError {
         match self {
             OAuthError::InvalidRequest(_) => "invalid_request",
             OAuthError::InvalidClient { .. } => "invalid_client",
-            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::InvalidGrant(_) | OAuthError::ClaimsSuperseded => "invalid_grant",
             OAuthError::UnauthorizedClient(_) => "unauthorized_client",
             OAuthError::UnsupportedGrantType(_) => "unsupported_grant_type",
             OAuthError::UnsupportedResponseType(_) => "unsupported_response_type",

@@ -411,6 +411,9 @@ async fn a_sign_in_with_claims_older_than_those_applied_cannot_bring_a_role_back
     );
     let changed = server.audit(&["--tool", "oauth/user_roles_changed"]);
     assert_eq!(changed.len(), 1, "{changed:?}");
+    let refusals = server.audit(&["--tool", "oauth/login", "--outcome", "failure"]);
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0]["reason"], "claims_superseded");
     // Signing in again gets the provider's current word.
     assert_eq!(sign_in("u-gina", &["mcp-readers"], 0).await.0, 200);
     assert_eq!(roles("acme:u-gina"), json!(["reader"]));
