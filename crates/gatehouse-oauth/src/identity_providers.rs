@@ -440,13 +440,13 @@ impl AuthorizationServer {
         // that a sign-in still carrying claims from before this one cannot
         // bring back a role they lack. The store decides on the roles it
         // replaces, and revokes when one is taken away.
-        let previous = match self
+        let (previous, revoked) = match self
             .store
             .set_user_roles(username, &roles, issued_at, now)
             .await
             .map_err(unavailable)?
         {
-            RolesChange::Applied { previous } => previous,
+            RolesChange::Applied { previous, revoked } => (previous, revoked),
             // Newer claims agree with these: nothing to decide.
             RolesChange::Superseded { current } if current == roles => {
                 user.roles = current;
@@ -455,9 +455,8 @@ impl AuthorizationServer {
             RolesChange::Superseded { .. } => return Err(OAuthError::ClaimsSuperseded),
             RolesChange::NoSuchUser => return Err(gone()),
         };
-        let removed = previous.iter().any(|old| !roles.contains(old));
         if previous != roles {
-            let reason = if removed {
+            let reason = if revoked {
                 "roles_removed_by_provider"
             } else {
                 "roles_from_provider"
@@ -473,7 +472,7 @@ impl AuthorizationServer {
                     provider.name,
                     previous.join(", "),
                     roles.join(", "),
-                    if removed {
+                    if revoked {
                         "; everything the user authorized is revoked"
                     } else {
                         ""

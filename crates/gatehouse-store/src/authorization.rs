@@ -154,8 +154,13 @@ pub enum RefreshRotation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RolesChange {
     /// The roles are the claims', and `previous` are the roles they
-    /// replaced (the same ones when nothing changed but the time).
-    Applied { previous: Vec<String> },
+    /// replaced (the same ones when nothing changed but the time). With
+    /// `revoked`, a role was taken away, and everything the user authorized
+    /// was revoked with it.
+    Applied {
+        previous: Vec<String>,
+        revoked: bool,
+    },
     /// Claims issued later were applied already (or in the same second,
     /// and these would only add roles): nothing changed. `current` are the
     /// roles stored.
@@ -185,6 +190,12 @@ pub(crate) fn claims_may_replace(
         Some(stored) if issued == stored => !only_adds,
         Some(_) => false,
     }
+}
+
+/// Whether `roles` lack one of `previous`: a role taken away, which revokes
+/// what the user authorized (`set_user_roles`).
+pub(crate) fn takes_a_role_away(previous: &[String], roles: &[String]) -> bool {
+    previous.iter().any(|role| !roles.contains(role))
 }
 
 /// How often `set_user_roles` reads and swaps again when another writer

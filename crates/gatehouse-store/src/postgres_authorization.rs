@@ -8,7 +8,7 @@ use gatehouse_core::Timestamp;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgRow};
 
-use crate::authorization::{ROLES_SWAP_ATTEMPTS, claims_may_replace};
+use crate::authorization::{ROLES_SWAP_ATTEMPTS, claims_may_replace, takes_a_role_away};
 use crate::postgres::{bump_generation, opt_ts};
 use crate::sqlite::{json_list, list_json};
 use crate::{
@@ -1012,9 +1012,9 @@ impl AuthorizationStore for PostgresStore {
             if !swapped {
                 continue;
             }
-            let removed = previous.iter().any(|role| !roles.contains(role));
-            self.commit_user_change(tx, username, removed, at).await?;
-            return Ok(RolesChange::Applied { previous });
+            let revoked = takes_a_role_away(&previous, roles);
+            self.commit_user_change(tx, username, revoked, at).await?;
+            return Ok(RolesChange::Applied { previous, revoked });
         }
         Err(StoreError::Unavailable(
             "the user's roles kept changing while they were being set".into(),

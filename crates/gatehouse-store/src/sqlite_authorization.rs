@@ -7,7 +7,7 @@ use gatehouse_core::Timestamp;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
 
-use crate::authorization::{ROLES_SWAP_ATTEMPTS, claims_may_replace};
+use crate::authorization::{ROLES_SWAP_ATTEMPTS, claims_may_replace, takes_a_role_away};
 use crate::sqlite::{json_list, list_json, opt_ts};
 use crate::{
     AuthCodeRecord, AuthorizationStore, CodeRedemption, DeviceDecision, DevicePoll, DeviceRecord,
@@ -992,9 +992,9 @@ impl AuthorizationStore for SqliteStore {
             if !swapped {
                 continue;
             }
-            let removed = previous.iter().any(|role| !roles.contains(role));
-            self.commit_user_change(tx, username, removed, at).await?;
-            return Ok(RolesChange::Applied { previous });
+            let revoked = takes_a_role_away(&previous, roles);
+            self.commit_user_change(tx, username, revoked, at).await?;
+            return Ok(RolesChange::Applied { previous, revoked });
         }
         Err(StoreError::Unavailable(
             "the user's roles kept changing while they were being set".into(),

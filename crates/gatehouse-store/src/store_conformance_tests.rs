@@ -3123,7 +3123,10 @@ pub(crate) async fn federated_users_are_created_with_their_link_and_nothing_half
             .set_user_roles("acme:u1", &roles, Timestamp(6), Timestamp(7))
             .await
             .unwrap(),
-        RolesChange::Applied { previous: created }
+        RolesChange::Applied {
+            previous: created,
+            revoked: false
+        }
     );
     assert_eq!(store.user("acme:u1").await.unwrap().unwrap().roles, roles);
     assert_eq!(
@@ -3154,16 +3157,17 @@ pub(crate) async fn roles_from_older_claims_do_not_replace_newer_ones(store: Tes
                 .unwrap()
         }
     };
-    let applied = |previous: &[String]| RolesChange::Applied {
+    let applied = |previous: &[String], revoked: bool| RolesChange::Applied {
         previous: previous.to_vec(),
+        revoked,
     };
     let superseded = |current: &[String]| RolesChange::Superseded {
         current: current.to_vec(),
     };
     let roles = || async { store.user("alice").await.unwrap().unwrap().roles };
-    assert_eq!(set(&ops, 1_000).await, applied(&readers));
+    assert_eq!(set(&ops, 1_000).await, applied(&readers, false));
     // The role taken away, by claims issued at 2 s.
-    assert_eq!(set(&readers, 2_000).await, applied(&ops));
+    assert_eq!(set(&readers, 2_000).await, applied(&ops, true));
     // Claims issued at 1.5 s, written after: nothing changes, and nothing
     // is revoked (the generation stays).
     let generation = store.credential_generation();
@@ -3173,15 +3177,15 @@ pub(crate) async fn roles_from_older_claims_do_not_replace_newer_ones(store: Tes
     // The same second: only a role more decides nothing; the same roles,
     // fewer or others do.
     assert_eq!(set(&ops, 2_000).await, superseded(&readers));
-    assert_eq!(set(&readers, 2_000).await, applied(&readers));
+    assert_eq!(set(&readers, 2_000).await, applied(&readers, false));
     let admins = vec!["admin".to_string()];
-    assert_eq!(set(&admins, 2_000).await, applied(&readers));
-    assert_eq!(set(&readers, 2_000).await, applied(&admins));
+    assert_eq!(set(&admins, 2_000).await, applied(&readers, true));
+    assert_eq!(set(&readers, 2_000).await, applied(&admins, true));
     // Later claims apply, with the role and without it.
-    assert_eq!(set(&ops, 5_000).await, applied(&readers));
-    assert_eq!(set(&readers, 5_000).await, applied(&ops));
+    assert_eq!(set(&ops, 5_000).await, applied(&readers, false));
+    assert_eq!(set(&readers, 5_000).await, applied(&ops, true));
     // Unchanged roles still move the time on: claims from before it lose.
-    assert_eq!(set(&readers, 9_000).await, applied(&readers));
+    assert_eq!(set(&readers, 9_000).await, applied(&readers, false));
     assert_eq!(set(&ops, 8_000).await, superseded(&readers));
     assert_eq!(roles().await, readers);
     assert_eq!(
@@ -3205,7 +3209,8 @@ pub(crate) async fn a_role_taken_away_revokes_what_the_user_authorized(store: Te
             .await
             .unwrap(),
         RolesChange::Applied {
-            previous: vec!["reader".to_string()]
+            previous: vec!["reader".to_string()],
+            revoked: false
         }
     );
     assert_eq!(store.user("alice").await.unwrap().unwrap().roles, more);
@@ -3228,7 +3233,10 @@ pub(crate) async fn a_role_taken_away_revokes_what_the_user_authorized(store: Te
             .set_user_roles("alice", &fewer, Timestamp(2_000), at)
             .await
             .unwrap(),
-        RolesChange::Applied { previous: more }
+        RolesChange::Applied {
+            previous: more,
+            revoked: true
+        }
     );
     assert_eq!(store.user("alice").await.unwrap().unwrap().roles, fewer);
     assert_ne!(store.credential_generation(), before);
