@@ -113,6 +113,11 @@ pub enum CallError {
     /// No record could be written, so the call is refused: no audit, no call.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The tool ran (it may have had its effect) and its outcome record
+    /// could not be written: its answer is withheld, and the caller is told
+    /// it ran, so that it does not retry as if nothing had happened.
+    #[error("the call ran, but its outcome could not be recorded: {0}")]
+    OutcomeUnrecorded(AuditError),
     /// The upstream serving the tool failed (down, slow, garbage); the
     /// call was permitted and audited with this error's code.
     #[error(transparent)]
@@ -1013,7 +1018,8 @@ impl Gateway {
             ),
         };
         self.record(outcome.latency_us(micros_since(started)).build())
-            .await?;
+            .await
+            .map_err(CallError::OutcomeUnrecorded)?;
         result.map_err(CallError::Upstream)
     }
 
@@ -1690,8 +1696,13 @@ impl Gateway {
             };
             let outcome = outcome.latency_us(micros_since(started)).build();
             match decision {
+                // Written together before the answer: nothing of the call
+                // reached anyone, so "not run" is what the caller is told.
                 Some(decision) => self.record_all(vec![decision, outcome]).await?,
-                None => self.record(outcome).await?,
+                None => self
+                    .record(outcome)
+                    .await
+                    .map_err(CallError::OutcomeUnrecorded)?,
             }
             return Ok(CallResult::Builtin(result));
         };
@@ -1744,7 +1755,8 @@ impl Gateway {
             }
         };
         self.record(outcome.latency_us(micros_since(started)).build())
-            .await?;
+            .await
+            .map_err(CallError::OutcomeUnrecorded)?;
         result
             .map(|answer| match answer {
                 CallToolResponse::Complete(answer) => CallResult::Upstream(

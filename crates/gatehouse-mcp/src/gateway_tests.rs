@@ -75,6 +75,40 @@ async fn no_audit_no_call() {
     assert!(!written.exists());
 }
 
+/// A tool that ran but whose outcome could not be recorded: the caller is
+/// told that it ran (so it does not retry a write as if nothing happened),
+/// not that it was refused.
+#[tokio::test]
+async fn an_outcome_that_cannot_be_recorded_is_not_reported_as_a_call_not_run() {
+    use gatehouse_store::testing::AuditTakesBatches;
+    let dir = tempfile::tempdir().unwrap();
+    // The decision's batch is written, the outcome's is not.
+    let gateway = gateway(Arc::new(AuditTakesBatches::new(1)), dir.path()).await;
+    let args = json!({"path": "ran.txt", "content": "x"});
+    let result = gateway
+        .call_tool(
+            &caller("admin"),
+            "write_file",
+            args.as_object().cloned(),
+            None,
+            UpstreamInput::default(),
+            CallContext::default(),
+        )
+        .await;
+    let Err(error) = result else {
+        panic!("answered without its outcome record: {result:?}");
+    };
+    assert!(
+        matches!(error, CallError::OutcomeUnrecorded(_)),
+        "{error:?}"
+    );
+    let written = dir.path().join("sandbox/tenants/default/files/ran.txt");
+    assert!(written.exists(), "the tool did run");
+    let answer = crate::sdk::call_error(error, false);
+    assert!(answer.message.contains("the call ran"), "{answer:?}");
+    assert!(!answer.message.contains("not run"), "{answer:?}");
+}
+
 /// A tool whose only effect is its answer writes its decision with its
 /// outcome: when they cannot be written, there is no answer either.
 #[tokio::test]

@@ -17,6 +17,40 @@ use crate::{
 /// A store whose every call fails, to check that tools fail closed.
 pub struct DownStore;
 
+/// A store that is down (every call fails) except, perhaps, for writing
+/// audit records: [`DownStore`] and [`AuditTakesBatches`] are such stores.
+pub trait FailingStore: Send + Sync + 'static {
+    /// Whether a batch of audit records is written; by default it fails.
+    fn takes_audit_batch(&self) -> StoreResult<()> {
+        down()
+    }
+}
+
+impl FailingStore for DownStore {}
+
+/// A down store whose audit log takes its first `n` batches and then
+/// fails: a call whose decision is written and whose outcome is not.
+pub struct AuditTakesBatches(std::sync::atomic::AtomicUsize);
+
+impl AuditTakesBatches {
+    pub fn new(batches: usize) -> Self {
+        AuditTakesBatches(std::sync::atomic::AtomicUsize::new(batches))
+    }
+}
+
+impl FailingStore for AuditTakesBatches {
+    fn takes_audit_batch(&self) -> StoreResult<()> {
+        use std::sync::atomic::Ordering;
+        match self
+            .0
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        {
+            Ok(_) => Ok(()),
+            Err(_) => down(),
+        }
+    }
+}
+
 fn down<T>() -> StoreResult<T> {
     Err(StoreError::Unavailable(
         "database is locked at /var/lib/gatehouse/db".into(),
@@ -24,7 +58,7 @@ fn down<T>() -> StoreResult<T> {
 }
 
 #[async_trait]
-impl Store for DownStore {
+impl<T: FailingStore> Store for T {
     async fn insert_api_key(&self, _: &ApiKeyRecord) -> StoreResult<()> {
         down()
     }
@@ -97,7 +131,7 @@ impl Store for DownStore {
         None
     }
     async fn append_audit(&self, _: Vec<AuditEvent>) -> StoreResult<()> {
-        down()
+        self.takes_audit_batch()
     }
     async fn query_audit(&self, _: &AuditQuery) -> StoreResult<Vec<AuditRow>> {
         down()
@@ -144,7 +178,7 @@ impl Store for DownStore {
 }
 
 #[async_trait]
-impl AuthorizationStore for DownStore {
+impl<T: FailingStore> AuthorizationStore for T {
     async fn insert_user(&self, _: &UserRecord) -> StoreResult<()> {
         down()
     }
@@ -341,7 +375,7 @@ impl AuthorizationStore for DownStore {
 }
 
 #[async_trait]
-impl GatingStore for DownStore {
+impl<T: FailingStore> GatingStore for T {
     async fn insert_task_grant(&self, _: &TaskGrantRecord) -> StoreResult<()> {
         down()
     }
@@ -407,7 +441,7 @@ impl GatingStore for DownStore {
 }
 
 #[async_trait]
-impl PinStore for DownStore {
+impl<T: FailingStore> PinStore for T {
     async fn tool_pin(&self, _: &str, _: &str) -> StoreResult<Option<ToolPinRecord>> {
         down()
     }
@@ -458,7 +492,7 @@ impl PinStore for DownStore {
 }
 
 #[async_trait]
-impl LifecycleStore for DownStore {
+impl<T: FailingStore> LifecycleStore for T {
     async fn take_lease(&self, _: &str, _: &str, _: Timestamp, _: Timestamp) -> StoreResult<bool> {
         down()
     }
@@ -498,7 +532,7 @@ impl LifecycleStore for DownStore {
 }
 
 #[async_trait]
-impl AlertStore for DownStore {
+impl<T: FailingStore> AlertStore for T {
     async fn insert_alert(&self, _: &AlertRecord) -> StoreResult<()> {
         down()
     }
