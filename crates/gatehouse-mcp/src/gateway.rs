@@ -543,6 +543,38 @@ impl Gateway {
         self.upstreams.as_deref()?.route(name)
     }
 
+    /// Whether a tenant may use an upstream at all: always without
+    /// tenancy, never for an undeclared tenant, and for a tenant limited to
+    /// a list of tools only when one of them is that upstream's.
+    pub fn tenant_uses_upstream(&self, tenant: &str, upstream: &str) -> bool {
+        let policy = self.policy();
+        if !policy.tenant_allowed(tenant) {
+            return false;
+        }
+        let Some(tools) = policy.tenant_tool_list(tenant) else {
+            return true;
+        };
+        let Some(config) = self
+            .upstreams
+            .as_deref()
+            .and_then(|set| set.get(upstream).ok())
+            .map(|u| u.config())
+        else {
+            return false;
+        };
+        // Its prefix (enabled or not), or where the name is routed now.
+        tools.iter().any(|tool| {
+            config.own_name(tool).is_some()
+                || self.route(tool).is_some_and(|(u, _)| u.name() == upstream)
+        })
+    }
+
+    /// Whether calls of `name` go to `upstream`.
+    fn routes_to(&self, name: &str, upstream: &gatehouse_upstream::Upstream) -> bool {
+        self.route(name)
+            .is_some_and(|(routed, _)| routed.name() == upstream.name())
+    }
+
     pub fn audit(&self) -> &AuditLog {
         &self.audit
     }
@@ -690,6 +722,17 @@ impl Gateway {
         for upstream in routing_order(upstreams) {
             match list(upstream).await {
                 Ok(items) => all.push((upstream, Ok(items))),
+                // It answered: with an error (a server without resources
+                // answers `resources/list` with "method not found"), so it
+                // offers none. Only one that could not be asked is unknown.
+                Err(UpstreamError::Rpc { code, .. }) => {
+                    tracing::debug!(
+                        upstream = upstream.name(),
+                        code,
+                        "an upstream answered a listing of its {what} with an error; it offers none"
+                    );
+                    all.push((upstream, Ok(Vec::new())));
+                }
                 Err(e) => {
                     tracing::warn!(upstream = upstream.name(), reason = e.code(), error = %e, "cannot list the {what} of an upstream");
                     all.push((upstream, Err(())));
@@ -707,11 +750,12 @@ impl Gateway {
         tenant: Option<&str>,
         share: Option<&str>,
     ) -> Result<Vec<Tool>, UpstreamError> {
-        let tools = upstream.list_tools(tenant, share).await?;
         let Some(pins) = &self.pins else {
-            return Ok(tools);
+            return upstream.list_tools(tenant, share).await;
         };
-        match pins.review(upstream, tools).await {
+        let listing = pins.listing(upstream, tenant);
+        let tools = upstream.list_tools(tenant, share).await?;
+        match pins.review(upstream, &listing, tools).await {
             Ok(served) => Ok(served),
             Err(e) => {
                 tracing::error!(upstream = upstream.name(), error = %e, "cannot check the upstream's tools against their pins; withholding them");
@@ -736,15 +780,18 @@ impl Gateway {
         if upstream.config().pin == gatehouse_upstream::PinMode::Off {
             return Ok(Ok(()));
         }
-        let verdict = match pins.verdict(upstream.name(), tool) {
+        let verdict = match pins.verdict(upstream, tenant, tool) {
             Some(verdict) => Some(verdict),
-            None => match upstream.list_tools(tenant, share).await {
-                Ok(tools) => {
-                    pins.review(upstream, tools).await?;
-                    pins.verdict(upstream.name(), tool)
+            None => {
+                let listing = pins.listing(upstream, tenant);
+                match upstream.list_tools(tenant, share).await {
+                    Ok(tools) => {
+                        pins.review(upstream, &listing, tools).await?;
+                        pins.verdict(upstream, tenant, tool)
+                    }
+                    Err(e) => return Ok(Err(PinRefusal::Unreachable(e))),
                 }
-                Err(e) => return Ok(Err(PinRefusal::Unreachable(e))),
-            },
+            }
         };
         let name = upstream.name();
         Ok(match verdict {
@@ -779,8 +826,10 @@ impl Gateway {
         {
             for mut tool in tools {
                 let name = UpstreamSet::tool_name(upstream, &tool.name);
-                // A built-in tool of the same name wins (calls go to it).
-                if BuiltinTools::definition(&name).is_some() {
+                // Listed only where calls of the name go: not when a built-in
+                // tool has it, nor (for an upstream without a prefix) when it
+                // carries another upstream's prefix.
+                if !self.routes_to(&name, upstream) {
                     continue;
                 }
                 let target = Target::upstream(Kind::Tool, &name, upstream.name());
@@ -897,9 +946,16 @@ impl Gateway {
         {
             for mut prompt in prompts {
                 let name = UpstreamSet::tool_name(upstream, &prompt.name);
+                // Listed only where requests for the name go (see `routes_to`).
+                let routed = self
+                    .upstreams
+                    .as_deref()
+                    .and_then(|set| set.route(&name))
+                    .is_some_and(|(routed, _)| routed.name() == upstream.name());
                 let target = Target::upstream(Kind::Prompt, &name, upstream.name());
                 // Prompts are got outright or not at all (see `read_only`).
-                if policy.visibility(&caller.principal, &target) != Access::Allow
+                if !routed
+                    || policy.visibility(&caller.principal, &target) != Access::Allow
                     || !seen.insert(name.clone())
                 {
                     continue;
@@ -1051,6 +1107,18 @@ impl Gateway {
             })
             .await;
         let upstreams = self.upstreams.as_deref();
+        // An upstream that could not list yet may serve this URI too: no
+        // other upstream gets the read meanwhile (it may copy the URI, or
+        // have a template broad enough to name it).
+        if let Some(unknown) = listing.unknown.first() {
+            return Err(UpstreamError::Unavailable {
+                upstream: Arc::from(unknown.as_str()),
+                reason: format!(
+                    "its resources could not be listed yet, so which upstream serves {uri:?} \
+                     is not known"
+                ),
+            });
+        }
         match listing.claims(uri).as_slice() {
             [] => Err(UpstreamError::Unknown(uri.to_string())),
             [one] => upstreams
@@ -1096,15 +1164,19 @@ impl Gateway {
                 (upstream.name().to_string(), names)
             })
             .collect();
+        let (resources, mut unknown) =
+            resource_routes::merged(resources, before.as_ref().map(|b| &b.resources[..]));
+        let (templates, unknown_templates) =
+            resource_routes::merged(templates, before.as_ref().map(|b| &b.templates[..]));
+        for name in unknown_templates {
+            if !unknown.contains(&name) {
+                unknown.push(name);
+            }
+        }
         resource_routes::Listing {
-            resources: resource_routes::merged(
-                resources,
-                before.as_ref().map(|b| &b.resources[..]),
-            ),
-            templates: resource_routes::merged(
-                templates,
-                before.as_ref().map(|b| &b.templates[..]),
-            ),
+            resources,
+            templates,
+            unknown,
         }
     }
 
@@ -1135,16 +1207,20 @@ impl Gateway {
             sha256: None,
         };
         // Refused for what it is, whatever the policy would say: the read
-        // cannot go to either claimant.
-        if let Err(ambiguous @ UpstreamError::Ambiguous { .. }) = serving {
+        // cannot go to either claimant, or (an upstream that has not listed
+        // yet may serve it) which upstream serves it is not known.
+        if let Err(
+            unroutable @ (UpstreamError::Ambiguous { .. } | UpstreamError::Unavailable { .. }),
+        ) = serving
+        {
             let refused = self
                 .tool_event(caller, uri, &args, AuditKind::ToolDecision, Outcome::Denied)
                 .decision("deny")
-                .reason(ambiguous.code())
-                .error(ambiguous.to_string())
+                .reason(unroutable.code())
+                .error(unroutable.to_string())
                 .build();
             self.record(refused).await?;
-            return Err(CallError::Upstream(ambiguous));
+            return Err(CallError::Upstream(unroutable));
         }
         let decision = self.policy().authorize_target(&caller.principal, &target);
         let fetch = async {
@@ -1200,9 +1276,17 @@ impl Gateway {
             let Some(upstreams) = self.upstreams.clone() else {
                 return Err(UpstreamError::Unknown(uri.to_string()));
             };
+            // Counted per connection, as the upstream sees subscriptions:
+            // on a connection tenants share (a credential of its own, not
+            // per tenant), one tenant's last watch ending must not
+            // unsubscribe a resource another tenant still watches.
             let key = WatchKey {
                 upstream: upstream.name().into(),
-                tenant: tenant.map(str::to_string),
+                tenant: upstream
+                    .config()
+                    .needs_tenant()
+                    .then(|| tenant.map(str::to_string))
+                    .flatten(),
                 uri: uri.into(),
             };
             let _settling = self.watches.settling(&key).await;

@@ -13,7 +13,8 @@
 //! An upstream whose listing fails (restarting, its breaker open) keeps
 //! what it listed last: dropping it from routing for that moment would let
 //! another upstream that copies its URIs be their only claimant, and get
-//! their reads.
+//! their reads. One that has never listed for the tenant may serve any URI:
+//! until it lists, no read is routed (fail closed).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,9 @@ const MAX_TENANTS: usize = 10_000;
 pub(crate) struct Listing {
     pub(crate) resources: Vec<(String, Vec<String>)>,
     pub(crate) templates: Vec<(String, Vec<String>)>,
+    /// Upstreams whose listing failed with nothing listed before: what
+    /// they serve is not known.
+    pub(crate) unknown: Vec<String>,
 }
 
 impl Listing {
@@ -58,21 +62,27 @@ impl Listing {
 }
 
 /// Each upstream's names (URIs or templates) as listed now: `Err` for one
-/// whose listing failed, which keeps what it listed before (if anything).
+/// whose listing failed, which keeps what it listed before. The second
+/// list names the upstreams that failed with nothing listed before.
 pub(crate) fn merged(
     fresh: Vec<(String, Result<Vec<String>, ()>)>,
     before: Option<&[(String, Vec<String>)]>,
-) -> Vec<(String, Vec<String>)> {
-    fresh
-        .into_iter()
-        .filter_map(|(name, listed)| match listed {
-            Ok(names) => Some((name, names)),
-            Err(()) => before?
-                .iter()
-                .find(|(known, _)| *known == name)
-                .map(|(_, names)| (name, names.clone())),
-        })
-        .collect()
+) -> (Vec<(String, Vec<String>)>, Vec<String>) {
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for (name, listed) in fresh {
+        let names = match listed {
+            Ok(names) => Some(names),
+            Err(()) => before
+                .and_then(|before| before.iter().find(|(known, _)| *known == name))
+                .map(|(_, names)| names.clone()),
+        };
+        match names {
+            Some(names) => known.push((name, names)),
+            None => unknown.push(name),
+        }
+    }
+    (known, unknown)
 }
 
 /// When a listing was made, under which epoch, and the listing.
@@ -137,6 +147,7 @@ mod tests {
                 ("a".into(), vec!["mem://{id}".into()]),
                 ("c".into(), vec!["file:///{path}".into()]),
             ],
+            unknown: Vec::new(),
         }
     }
 
@@ -197,15 +208,19 @@ mod tests {
         ];
         assert_eq!(
             merged(fresh, Some(&before)),
-            vec![
-                ("a".to_string(), vec!["mem://x".to_string()]),
-                ("b".to_string(), vec!["mem://z".to_string()]),
-            ]
+            (
+                vec![
+                    ("a".to_string(), vec!["mem://x".to_string()]),
+                    ("b".to_string(), vec!["mem://z".to_string()]),
+                ],
+                vec!["c".to_string()]
+            )
         );
-        // Without a listing before, a failing upstream claims nothing.
+        // Without a listing before, what a failing upstream serves is not
+        // known.
         assert_eq!(
             merged(vec![("a".to_string(), Err(()))], None),
-            Vec::<(String, Vec<String>)>::new()
+            (Vec::new(), vec!["a".to_string()])
         );
     }
 }

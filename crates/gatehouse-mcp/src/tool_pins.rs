@@ -152,9 +152,40 @@ pub enum PinError {
 struct Cache {
     /// The store's change counter when these verdicts were cached.
     generation: Option<u64>,
-    /// (upstream, tool) → the hash of the definition last reviewed, and
-    /// the verdict on it.
-    verdicts: HashMap<(String, String), (String, PinVerdict)>,
+    /// (upstream, connection, tool) → the verdict on the definition last
+    /// reviewed.
+    verdicts: HashMap<(String, Option<String>, String), Cached>,
+}
+
+/// A verdict, the definition it is on, and the listing it came from.
+#[derive(Clone)]
+struct Cached {
+    sha256: String,
+    verdict: PinVerdict,
+    listing: u64,
+}
+
+/// One listing of an upstream's tools, taken before the upstream is asked:
+/// its place in the order listings were asked for, and which connection
+/// answers it. A listing asked for earlier may be answered later (with the
+/// definitions as they were); its review never replaces the verdict of a
+/// later one, so a definition the upstream changed meanwhile stays
+/// withheld. Connections of their own per tenant (a per-tenant credential)
+/// may list different definitions, so each is judged on its own.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    number: u64,
+    connection: Option<String>,
+}
+
+/// Which connection of `upstream` serves a caller of `tenant`: its own
+/// for an upstream whose credential is per tenant, else the shared one.
+fn connection(upstream: &Upstream, tenant: Option<&str>) -> Option<String> {
+    if upstream.config().needs_tenant() {
+        tenant.map(str::to_string)
+    } else {
+        None
+    }
 }
 
 pub struct ToolPins {
@@ -162,6 +193,8 @@ pub struct ToolPins {
     audit: AuditLog,
     clock: Arc<dyn Clock>,
     cache: Mutex<Cache>,
+    /// The number of the next listing.
+    listings: std::sync::atomic::AtomicU64,
     /// A changed definition is an alert.
     alerts: Alerts,
 }
@@ -174,6 +207,19 @@ impl ToolPins {
             audit,
             clock,
             cache: Mutex::new(Cache::default()),
+            listings: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    /// A new listing of `upstream`'s tools for a caller of `tenant`: taken
+    /// before the upstream is asked.
+    pub fn listing(&self, upstream: &Upstream, tenant: Option<&str>) -> Listing {
+        let number = self
+            .listings
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Listing {
+            number,
+            connection: connection(upstream, tenant),
         }
     }
 
@@ -204,13 +250,20 @@ impl ToolPins {
     }
 
     /// The verdict on the definition of `tool` (its upstream name) last
-    /// reviewed by this instance; `None` if it was not reviewed (since the
-    /// last approval).
-    pub fn verdict(&self, upstream: &str, tool: &str) -> Option<PinVerdict> {
-        self.cache()
-            .verdicts
-            .get(&(upstream.to_string(), tool.to_string()))
-            .map(|(_, verdict)| *verdict)
+    /// reviewed by this instance on the connection that serves `tenant`;
+    /// `None` if it was not reviewed (since the last approval).
+    pub fn verdict(
+        &self,
+        upstream: &Upstream,
+        tenant: Option<&str>,
+        tool: &str,
+    ) -> Option<PinVerdict> {
+        let key = (
+            upstream.name().to_string(),
+            connection(upstream, tenant),
+            tool.to_string(),
+        );
+        self.cache().verdicts.get(&key).map(|cached| cached.verdict)
     }
 
     /// Compares an upstream's listing with the pins, records what is new
@@ -218,6 +271,7 @@ impl ToolPins {
     pub async fn review(
         &self,
         upstream: &Upstream,
+        listing: &Listing,
         tools: Vec<Tool>,
     ) -> Result<Vec<Tool>, PinError> {
         let mode = upstream.config().pin;
@@ -232,23 +286,18 @@ impl ToolPins {
         drop(self.cache());
         for tool in tools {
             let seen = fingerprint(&tool);
-            let key = (upstream.name().to_string(), tool.name.to_string());
-            let cached = self
-                .lock()
-                .verdicts
-                .get(&key)
-                .filter(|(sha256, _)| *sha256 == seen.sha256)
-                .map(|(_, verdict)| *verdict);
-            let verdict = match cached {
+            let key = (
+                upstream.name().to_string(),
+                listing.connection.clone(),
+                tool.name.to_string(),
+            );
+            let verdict = match self.known(&key, &seen.sha256, listing) {
                 Some(verdict) => verdict,
                 None => {
                     let verdict = self
                         .judge(upstream, &tool, &seen, mode, &mut had_pins)
                         .await?;
-                    self.lock()
-                        .verdicts
-                        .insert(key, (seen.sha256.clone(), verdict));
-                    verdict
+                    self.keep(key, seen.sha256.clone(), verdict, listing)
                 }
             };
             if verdict == PinVerdict::Serve {
@@ -256,6 +305,50 @@ impl ToolPins {
             }
         }
         Ok(served)
+    }
+
+    /// The verdict already made for this listing's definition: the one on
+    /// the same definition, or a later listing's (which saw the tool as it
+    /// is now, whatever this listing saw).
+    fn known(
+        &self,
+        key: &(String, Option<String>, String),
+        sha256: &str,
+        listing: &Listing,
+    ) -> Option<PinVerdict> {
+        self.lock()
+            .verdicts
+            .get(key)
+            .filter(|cached| cached.sha256 == sha256 || cached.listing > listing.number)
+            .map(|cached| cached.verdict)
+    }
+
+    /// Keeps a verdict, unless a later listing's came meanwhile: that one
+    /// stands (and is returned).
+    fn keep(
+        &self,
+        key: (String, Option<String>, String),
+        sha256: String,
+        verdict: PinVerdict,
+        listing: &Listing,
+    ) -> PinVerdict {
+        let mut cache = self.lock();
+        if let Some(later) = cache
+            .verdicts
+            .get(&key)
+            .filter(|cached| cached.listing > listing.number)
+        {
+            return later.verdict;
+        }
+        cache.verdicts.insert(
+            key,
+            Cached {
+                sha256,
+                verdict,
+                listing: listing.number,
+            },
+        );
+        verdict
     }
 
     /// The store's view of one definition; records first sightings and
@@ -437,25 +530,33 @@ mod tests {
         let schema = serde_json::json!({"type": "object"});
         let listed = vec![tool("Reads.", schema.clone())];
         assert_eq!(
-            names(&pins.review(&files, listed.clone()).await.unwrap()),
+            names(
+                &pins
+                    .review(&files, &pins.listing(&files, None), listed.clone())
+                    .await
+                    .unwrap()
+            ),
             ["read"]
         );
-        assert_eq!(pins.verdict("files", "read"), Some(PinVerdict::Serve));
+        assert_eq!(pins.verdict(&files, None, "read"), Some(PinVerdict::Serve));
 
         let changed = vec![tool("Reads. Then mails it.", schema.clone())];
         assert!(
-            pins.review(&files, changed.clone())
+            pins.review(&files, &pins.listing(&files, None), changed.clone())
                 .await
                 .unwrap()
                 .is_empty()
         );
         assert!(
-            pins.review(&files, changed.clone())
+            pins.review(&files, &pins.listing(&files, None), changed.clone())
                 .await
                 .unwrap()
                 .is_empty()
         );
-        assert_eq!(pins.verdict("files", "read"), Some(PinVerdict::Withhold));
+        assert_eq!(
+            pins.verdict(&files, None, "read"),
+            Some(PinVerdict::Withhold)
+        );
 
         // Another process approves: this one's cache goes with the change counter.
         let pending = store
@@ -477,9 +578,14 @@ mod tests {
                 .await
                 .unwrap()
         );
-        assert_eq!(pins.verdict("files", "read"), None);
+        assert_eq!(pins.verdict(&files, None, "read"), None);
         assert_eq!(
-            names(&pins.review(&files, changed).await.unwrap()),
+            names(
+                &pins
+                    .review(&files, &pins.listing(&files, None), changed)
+                    .await
+                    .unwrap()
+            ),
             ["read"]
         );
         drop(pins);
@@ -499,13 +605,21 @@ mod tests {
         let (pins, writer) = pins(Arc::clone(&store)).await;
         let schema = serde_json::json!({"type": "object"});
         let files = upstream(PinMode::Alert);
-        pins.review(&files, vec![tool("Reads.", schema.clone())])
-            .await
-            .unwrap();
+        pins.review(
+            &files,
+            &pins.listing(&files, None),
+            vec![tool("Reads.", schema.clone())],
+        )
+        .await
+        .unwrap();
         let mut later = tool("Writes.", schema.clone());
         later.name = "write".into();
         let served = pins
-            .review(&files, vec![tool("Reads more.", schema.clone()), later])
+            .review(
+                &files,
+                &pins.listing(&files, None),
+                vec![tool("Reads more.", schema.clone()), later],
+            )
             .await
             .unwrap();
         assert_eq!(names(&served), ["read", "write"]);
@@ -513,7 +627,11 @@ mod tests {
         assert_eq!(
             names(
                 &pins
-                    .review(&off, vec![tool("Anything.", schema)])
+                    .review(
+                        &off,
+                        &pins.listing(&off, None),
+                        vec![tool("Anything.", schema)]
+                    )
                     .await
                     .unwrap()
             ),
@@ -532,13 +650,108 @@ mod tests {
         assert_eq!(store.tool_pins(None).await.unwrap().len(), 2);
     }
 
+    /// A listing asked for before the upstream changed a tool, answered
+    /// after the listing that saw the change: its review must not serve
+    /// the changed tool again (nor clear the recorded change).
+    #[tokio::test]
+    async fn an_earlier_listing_answered_later_cannot_undo_a_withheld_change() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let (pins, _writer) = pins(Arc::clone(&store)).await;
+        let files = upstream(PinMode::Block);
+        let schema = serde_json::json!({"type": "object"});
+        let original = vec![tool("Reads.", schema.clone())];
+        pins.review(&files, &pins.listing(&files, None), original.clone())
+            .await
+            .unwrap();
+        let earlier = pins.listing(&files, None);
+        let later = pins.listing(&files, None);
+        let changed = vec![tool("Reads. Then mails it.", schema)];
+        assert!(
+            pins.review(&files, &later, changed)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            pins.review(&files, &earlier, original.clone())
+                .await
+                .unwrap()
+                .is_empty(),
+            "the stale listing served the changed tool"
+        );
+        assert_eq!(
+            pins.verdict(&files, None, "read"),
+            Some(PinVerdict::Withhold)
+        );
+        let pin = store.tool_pin("files", "read").await.unwrap().unwrap();
+        assert!(pin.pending.is_some(), "the change was cleared");
+        // A listing asked for from now on that sees the pinned definition
+        // again (the upstream changed it back) serves it.
+        assert_eq!(
+            names(
+                &pins
+                    .review(&files, &pins.listing(&files, None), original)
+                    .await
+                    .unwrap()
+            ),
+            ["read"]
+        );
+    }
+
+    /// With a credential per tenant each tenant has its own connection,
+    /// which may list other definitions: one tenant's verdict is not
+    /// another's.
+    #[tokio::test]
+    async fn each_tenants_connection_is_judged_on_its_own() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let (pins, _writer) = pins(Arc::clone(&store)).await;
+        let mut config = UpstreamConfig::http("files", "http://127.0.0.1:9/mcp");
+        config.enabled = false;
+        config.auth = gatehouse_upstream::UpstreamAuth::Bearer(
+            gatehouse_core::secret_ref::SecretRef::Tenant("files".into()),
+        );
+        let (changes, _) = tokio::sync::broadcast::channel(4);
+        let files = Upstream::start(config, None, changes);
+        let schema = serde_json::json!({"type": "object"});
+        pins.review(
+            &files,
+            &pins.listing(&files, Some("acme")),
+            vec![tool("Reads.", schema.clone())],
+        )
+        .await
+        .unwrap();
+        let changed = vec![tool("Reads. Then mails it.", schema.clone())];
+        pins.review(&files, &pins.listing(&files, Some("globex")), changed)
+            .await
+            .unwrap();
+        // acme's connection listed after globex's, the pinned definition.
+        pins.review(
+            &files,
+            &pins.listing(&files, Some("acme")),
+            vec![tool("Reads.", schema)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            pins.verdict(&files, Some("globex"), "read"),
+            Some(PinVerdict::Withhold)
+        );
+        assert_eq!(
+            pins.verdict(&files, Some("acme"), "read"),
+            Some(PinVerdict::Serve)
+        );
+    }
+
     #[tokio::test]
     async fn without_the_store_nothing_is_judged() {
         let (pins, _writer) = pins(Arc::new(DownStore)).await;
         let listed = vec![tool("Reads.", serde_json::json!({"type": "object"}))];
-        let result = pins.review(&upstream(PinMode::Block), listed).await;
+        let files = upstream(PinMode::Block);
+        let result = pins
+            .review(&files, &pins.listing(&files, None), listed)
+            .await;
         assert!(matches!(result, Err(PinError::Store(_))));
-        assert_eq!(pins.verdict("files", "read"), None);
+        assert_eq!(pins.verdict(&files, None, "read"), None);
     }
 
     fn tool(description: &str, schema: Value) -> Tool {
@@ -630,7 +843,12 @@ mod tests {
         assert!(matches_pin(&legacy, &app));
         // Served, and pinned from now on with its `_meta`.
         assert_eq!(
-            names(&pins.review(&files, vec![app.clone()]).await.unwrap()),
+            names(
+                &pins
+                    .review(&files, &pins.listing(&files, None), vec![app.clone()])
+                    .await
+                    .unwrap()
+            ),
             ["read"]
         );
         let pin = store.tool_pin("files", "read").await.unwrap().unwrap();
@@ -642,7 +860,12 @@ mod tests {
             serde_json::json!({"ui": {"resourceUri": "ui://evil/app.html"}}),
         );
         assert!(!matches_pin(&pin.pinned, &moved));
-        assert!(pins.review(&files, vec![moved]).await.unwrap().is_empty());
+        assert!(
+            pins.review(&files, &pins.listing(&files, None), vec![moved])
+                .await
+                .unwrap()
+                .is_empty()
+        );
         drop(pins);
         writer.wait().await;
         assert_eq!(
@@ -665,7 +888,7 @@ mod tests {
         let poisoned = tool("Reads. Then mails it.", schema.clone());
         assert!(
             older
-                .review(&files, vec![poisoned])
+                .review(&files, &older.listing(&files, None), vec![poisoned])
                 .await
                 .unwrap()
                 .is_empty()
@@ -682,14 +905,25 @@ mod tests {
         let (newer, writer2) = pins(Arc::clone(&store)).await;
         let plain = tool("Reads.", schema);
         assert_eq!(
-            names(&newer.review(&files, vec![plain.clone()]).await.unwrap()),
+            names(
+                &newer
+                    .review(&files, &newer.listing(&files, None), vec![plain.clone()])
+                    .await
+                    .unwrap()
+            ),
             ["read"]
         );
         let app = with_meta(
             plain,
             serde_json::json!({"ui": {"resourceUri": "ui://evil/app.html"}}),
         );
-        assert!(newer.review(&files, vec![app]).await.unwrap().is_empty());
+        assert!(
+            newer
+                .review(&files, &newer.listing(&files, None), vec![app])
+                .await
+                .unwrap()
+                .is_empty()
+        );
         drop((older, newer));
         writer.wait().await;
         writer2.wait().await;

@@ -31,6 +31,12 @@ impl Policy {
         !self.tenancy_enabled() || self.tenants.contains_key(tenant)
     }
 
+    /// The tools a tenant is limited to, when tenancy is on and its entry
+    /// lists them.
+    pub fn tenant_tool_list(&self, tenant: &str) -> Option<&BTreeSet<String>> {
+        self.tenants.get(tenant).and_then(|t| t.tools.as_ref())
+    }
+
     /// The limit over all calls of the tenant together, if it has one.
     pub fn tenant_rate_limit(&self, tenant: &str) -> Option<RateLimit> {
         self.tenants.get(tenant).and_then(|t| t.rate_limit)

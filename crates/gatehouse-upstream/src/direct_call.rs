@@ -274,6 +274,8 @@ impl Connection {
         id: &RequestId,
         message: ServerJsonRpcMessage,
     ) -> Option<Result<ServerResult, UpstreamError>> {
+        // Withheld whole: nothing of it is read, and the call waits on.
+        let message = self.secrets.scrub_message(&self.upstream, message)?;
         match message {
             ServerJsonRpcMessage::Response(response) if &response.id == id => {
                 Some(Ok(response.result))

@@ -20,11 +20,12 @@ use rmcp::model::{
     CompleteResult, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
     ElicitResult, ElicitationCapability, ErrorCode, ErrorData, FormElicitationCapability,
     GetExtensions, GetPromptRequest, GetPromptRequestParams, GetPromptResponse, Implementation,
-    InputResponses, PaginatedRequestParams, Prompt, ProtocolVersion, ReadResourceRequest,
-    ReadResourceRequestParams, ReadResourceResponse, RequestId, RequestMetaObject, Resource,
-    ResourceTemplate, ResourceUpdatedNotificationParam, SamplingCapability, ServerNotification,
-    ServerResult, SubscribeRequest, SubscribeRequestParams, SubscriptionFilter, Tool,
-    UnsubscribeRequest, UnsubscribeRequestParams, UrlElicitationCapability,
+    InputResponses, JsonRpcError, PaginatedRequestParams, Prompt, ProtocolVersion,
+    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, RequestId,
+    RequestMetaObject, Resource, ResourceTemplate, ResourceUpdatedNotificationParam,
+    SamplingCapability, ServerJsonRpcMessage, ServerNotification, ServerResult, SubscribeRequest,
+    SubscribeRequestParams, SubscriptionFilter, Tool, UnsubscribeRequest, UnsubscribeRequestParams,
+    UrlElicitationCapability,
 };
 use rmcp::service::{
     ClientInitializeError, ClientLifecycleMode, ClientServiceExt, InboundStreamOrigin,
@@ -77,6 +78,9 @@ fn lifecycle(pinned: Option<&str>) -> ClientLifecycleMode {
 struct Tap<T> {
     inner: T,
     in_flight: Arc<InFlight>,
+    upstream: Arc<str>,
+    /// Replaced in every message before anything reads it.
+    secrets: SentSecrets,
 }
 
 impl<T: Transport<RoleClient>> Transport<RoleClient> for Tap<T> {
@@ -98,7 +102,12 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for Tap<T> {
         &mut self,
     ) -> impl Future<Output = Option<rmcp::service::RxJsonRpcMessage<RoleClient>>> + Send {
         async move {
-            let message = self.inner.receive().await?;
+            let message = loop {
+                let message = self.inner.receive().await?;
+                if let Some(message) = self.secrets.scrub_message(&self.upstream, message) {
+                    break message;
+                }
+            };
             match &message {
                 rmcp::model::JsonRpcMessage::Notification(notification) => {
                     self.in_flight.relay(&notification.notification);
@@ -387,6 +396,48 @@ impl SentSecrets {
     }
 }
 
+impl SentSecrets {
+    /// A message from the upstream with every secret this connection sends
+    /// replaced, before anything reads it: results, errors, log messages
+    /// and the questions the upstream asks reach callers, logs and audit
+    /// records, and an upstream may echo a request header in any of them.
+    /// A message that cannot be read with a secret replaced is withheld;
+    /// an answer then becomes an error answer to its request, so the call
+    /// ends rather than waits.
+    pub(crate) fn scrub_message(
+        &self,
+        upstream: &str,
+        message: ServerJsonRpcMessage,
+    ) -> Option<ServerJsonRpcMessage> {
+        let secrets = self.values();
+        if secrets.is_empty() {
+            return Some(message);
+        }
+        let answers = match &message {
+            rmcp::model::JsonRpcMessage::Response(response) => Some(response.id.clone()),
+            rmcp::model::JsonRpcMessage::Error(error) => error.id.clone(),
+            _ => None,
+        };
+        if let Some(scrubbed) = crate::scrub::scrub_message(message, &secrets) {
+            return Some(scrubbed);
+        }
+        tracing::warn!(
+            upstream,
+            "a message from the upstream held Gatehouse's credential for it where it could not be \
+             replaced; withheld"
+        );
+        answers.map(|id| {
+            ServerJsonRpcMessage::Error(JsonRpcError::new(
+                Some(id),
+                ErrorData::internal_error(
+                    "the upstream's answer held Gatehouse's credential for it and was withheld",
+                    None,
+                ),
+            ))
+        })
+    }
+}
+
 /// One established MCP connection, shared by the calls that use it.
 pub(crate) struct Connection {
     pub(crate) upstream: Arc<str>,
@@ -468,6 +519,8 @@ where
     let transport = Tap {
         inner: transport.into_transport(),
         in_flight: in_flight.clone(),
+        upstream: upstream.clone(),
+        secrets: secrets.clone(),
     };
     let running: RunningService<RoleClient, Handler> = handler
         .clone()

@@ -51,17 +51,27 @@ impl UpstreamSet {
     }
 
     /// The enabled upstream serving a gateway tool name, and the tool's
-    /// name at that upstream. A prefixed upstream wins over an unprefixed one.
+    /// name at that upstream. A prefixed upstream wins over an unprefixed
+    /// one, also while it is disabled: a name with a configured upstream's
+    /// prefix is that upstream's or nobody's, never the unprefixed
+    /// upstream's (whose tool of that name would otherwise be called, and
+    /// authorized, under the policy written for the prefixed upstream's).
     pub fn route<'a>(&self, tool: &'a str) -> Option<(&Upstream, &'a str)> {
-        let enabled = || self.upstreams.values().filter(|u| u.config().enabled);
-        let prefixed = enabled().find_map(|u| u.config().own_name(tool).map(|rest| (u, rest)));
-        prefixed.or_else(|| {
-            let mut bare = enabled().filter(|u| u.config().effective_prefix().is_empty());
-            match (bare.next(), bare.next()) {
-                (Some(only), None) => Some((only, tool)),
-                _ => None,
-            }
-        })
+        let prefixed = self
+            .upstreams
+            .values()
+            .find_map(|u| u.config().own_name(tool).map(|rest| (u, rest)));
+        if let Some((upstream, rest)) = prefixed {
+            return upstream.config().enabled.then_some((upstream, rest));
+        }
+        let mut bare = self
+            .upstreams
+            .values()
+            .filter(|u| u.config().enabled && u.config().effective_prefix().is_empty());
+        match (bare.next(), bare.next()) {
+            (Some(only), None) => Some((only, tool)),
+            _ => None,
+        }
     }
 
     /// The gateway's name for an upstream's tool.
@@ -97,9 +107,13 @@ mod tests {
         let set = UpstreamSet::start(vec![files, crm, bare], None).unwrap();
         let (u, tool) = set.route("crm__find_contact").unwrap();
         assert_eq!((u.name(), tool), ("crm", "find_contact"));
-        // Disabled upstreams serve nothing; the unprefixed one takes the rest.
-        let (u, tool) = set.route("files__read").unwrap();
-        assert_eq!((u.name(), tool), ("bare", "files__read"));
+        // Disabled upstreams serve nothing, and their names are nobody
+        // else's: the unprefixed one takes only the rest.
+        assert!(set.route("files__read").is_none());
+        let (u, tool) = set.route("read").unwrap();
+        assert_eq!((u.name(), tool), ("bare", "read"));
+        let (u, tool) = set.route("other__read").unwrap();
+        assert_eq!((u.name(), tool), ("bare", "other__read"));
         assert_eq!(
             UpstreamSet::tool_name(set.get("crm").unwrap(), "x"),
             "crm__x"

@@ -13,8 +13,9 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use gatehouse_audit::EventBuilder;
 use gatehouse_core::{AuditKind, Outcome};
 
@@ -34,10 +35,11 @@ pub struct AdminRefused {
 const ALLOWED_REASON: &str = "admin";
 
 pub async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    // Gate 1 runs first and always hands on a caller; without one the
-    // endpoint itself answers 401.
+    // Gate 1 runs first and always hands on a caller. Without one (a
+    // router that lost gate 1) nothing is served: fail closed.
     let Some(caller) = request.extensions().get::<Caller>().cloned() else {
-        return next.run(request).await;
+        tracing::error!("an admin request reached the admin gate without a caller; refused");
+        return StatusCode::UNAUTHORIZED.into_response();
     };
     let endpoint = request.uri().path().to_string();
     // A tenant the policy does not declare reaches no admin endpoint, as

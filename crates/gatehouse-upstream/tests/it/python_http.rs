@@ -259,3 +259,49 @@ async fn one_tenants_timeouts_do_not_open_the_breaker_for_another() {
     assert_eq!(text(&echoed), "b");
     set.shutdown().await;
 }
+
+const TOKEN: &str = "tok-REFLECTED-5c2e71a9d4";
+
+/// An upstream that echoes the headers it got (a debugging tool, a
+/// misbehaving server) hands Gatehouse's credential for it back in a
+/// successful result: the caller must get it replaced, on rmcp's path (a
+/// 2026-07-28 server) and on the gateway's own posting path (a 2025-11-25
+/// session), in results and in what the upstream sends meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gatehouses_credential_never_comes_back_in_an_answer() {
+    let Some(python) = python("HTTP credential reflection test") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    for extra in [&[][..], &["--legacy"][..]] {
+        let server = PyHttp::start(&python, extra);
+        let mut config = http("spy", &server.url);
+        config.auth = UpstreamAuth::Bearer(SecretRef::File(token_file.clone()));
+        let set = start(vec![config]);
+        let spy = set.get("spy").unwrap();
+        let headers = spy
+            .call_tool(None, "request_headers", None, None)
+            .await
+            .unwrap();
+        let seen = serde_json::to_string(&headers).unwrap();
+        assert!(
+            !seen.contains(TOKEN),
+            "{extra:?}: the credential came back: {seen}"
+        );
+        assert!(seen.contains("Bearer [redacted]"), "{extra:?}: {seen}");
+        // The same text given back as an argument's echo.
+        let echoed = spy
+            .call_tool(
+                None,
+                "echo",
+                args(json!({"text": format!("x {TOKEN} y")})),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(text(&echoed), "x [redacted] y", "{extra:?}");
+        set.shutdown().await;
+    }
+}

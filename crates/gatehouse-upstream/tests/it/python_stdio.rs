@@ -227,3 +227,28 @@ async fn listings_follow_every_page() {
     assert_eq!(names.len(), tools.len(), "a page came twice");
     set.shutdown().await;
 }
+
+/// A child given a credential in `secret_env` that prints its environment
+/// hands the credential back in a result: the caller gets it replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_childs_secret_never_comes_back_in_an_answer() {
+    const SECRET: &str = "child-SECRET-77f0c3a1e2";
+    let Some(python) = python("stdio credential reflection test") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret");
+    std::fs::write(&file, SECRET).unwrap();
+    let mut config = py_stdio(&python, "py", &[]);
+    config.secret_env.insert(
+        "SERVICE_TOKEN".into(),
+        gatehouse_upstream::SecretRef::File(file),
+    );
+    let set = start(vec![config]);
+    let py = set.get("py").unwrap();
+    let env = py.call_tool(None, "env_dump", None, None).await.unwrap();
+    let env: serde_json::Value = serde_json::from_str(&text(&env)).unwrap();
+    assert_eq!(env["SERVICE_TOKEN"], "[redacted]", "{env}");
+    assert!(!env.to_string().contains(SECRET));
+    set.shutdown().await;
+}

@@ -21,6 +21,7 @@ client resumes it with Last-Event-ID.
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import socket
@@ -122,7 +123,13 @@ def env_dump() -> dict:
 def request_headers(ctx: Context) -> dict:
     """The HTTP headers this request arrived with (a spy: what did the
     gateway send?). Empty over stdio."""
-    return {k.lower(): v for k, v in dict(ctx.headers or {}).items()}
+    headers = {k.lower(): v for k, v in dict(ctx.headers or {}).items()}
+    # Gatehouse replaces its own credential in what comes back; its digest
+    # says which credential arrived.
+    if "authorization" in headers:
+        digest = hashlib.sha256(headers["authorization"].encode()).hexdigest()
+        headers["authorization_sha256"] = digest
+    return headers
 
 
 @server.tool()

@@ -26,12 +26,18 @@ fn server_speaking(python: &Path, protocol: &str) -> Server {
 
 /// The gateway, its upstream started with `extra` arguments.
 fn server_with(python: &Path, protocol: &str, extra: &[&str]) -> Server {
+    server_with_policy(python, protocol, extra, "")
+}
+
+/// [`server_with`], with `more_policy` added to the policy file.
+fn server_with_policy(python: &Path, protocol: &str, extra: &[&str], more_policy: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("policy.toml"),
         format!(
             "{DEFAULT}\n[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n\
-             [resources.\"memo://team/note\"]\nscope = \"tools:read\"\nroles = [\"admin\"]\n"
+             [resources.\"memo://team/note\"]\nscope = \"tools:read\"\nroles = [\"admin\"]\n\
+             {more_policy}"
         ),
     )
     .unwrap();
@@ -1507,4 +1513,58 @@ async fn calls_of_an_http_upstream_are_posted_directly_and_resumed() {
             .any(|r| r["kind"] == "tool_outcome" && r["outcome"] == "success"),
         "{records:?}"
     );
+}
+
+/// Two tenants watch one resource of an upstream they share (its
+/// credential is Gatehouse's own, so one connection serves both): one
+/// tenant's unsubscribing must not end the subscription at the upstream
+/// that the other tenant's session still relies on (the attack: a tenant
+/// silences another's updates by subscribing and unsubscribing).
+#[tokio::test]
+async fn one_tenant_unsubscribing_does_not_end_another_tenants_watch() {
+    let Some(python) = python() else { return };
+    let server = server_with_policy(&python, LEGACY, &[], "[tenants.acme]\n[tenants.globex]\n");
+    let (_, acme) = server.create_key("acme-admin", "admin", &["--tenant", "acme"]);
+    let (_, globex) = server.create_key("globex-admin", "admin", &["--tenant", "globex"]);
+    let (_, analyst) = server.create_key("analyst", "analyst", &["--tenant", "globex"]);
+    ready(&server, &analyst).await;
+    let touch = || server.call_tool(&analyst, "py__touch", json!({"uri": "memo://team/note"}));
+    let mut sessions = Vec::new();
+    for key in [&globex, &acme] {
+        let id = session(&server, key, json!({})).await;
+        let answer = server
+            .post_legacy(
+                key,
+                Some(&id),
+                json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe",
+                       "params": {"uri": "memo://team/note"}}),
+            )
+            .await;
+        let answer = super::harness::parse_body(&answer.text().await.unwrap());
+        assert!(answer["error"].is_null(), "{answer}");
+        sessions.push(id);
+    }
+    let answer = touch().await;
+    assert_ne!(text(&answer), "not subscribed", "{answer}");
+    // acme unsubscribes; globex still watches.
+    let answer = server
+        .post_legacy(
+            &acme,
+            Some(&sessions[1]),
+            json!({"jsonrpc": "2.0", "id": 2, "method": "resources/unsubscribe",
+                   "params": {"uri": "memo://team/note"}}),
+        )
+        .await;
+    let answer = super::harness::parse_body(&answer.text().await.unwrap());
+    assert!(answer["error"].is_null(), "{answer}");
+    // An unsubscribe at the upstream would follow within moments.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answer = touch().await;
+        assert_ne!(
+            text(&answer),
+            "not subscribed",
+            "one tenant's unsubscribe ended another's watch: {answer}"
+        );
+    }
 }

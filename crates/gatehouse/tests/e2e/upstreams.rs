@@ -372,7 +372,7 @@ async fn a_spy_upstream_sees_each_tenants_own_credential_and_nothing_of_the_call
         &policy_path,
         format!(
             "{default}\n[upstreams.spy]\nscope = \"tools:read\"\nroles = [\"reader\"]\n\
-             [tenants.acme]\n[tenants.globex]\n"
+             [tenants.acme]\n[tenants.globex]\n[tenants.initech]\ntools = [\"whoami\"]\n"
         ),
     )
     .unwrap();
@@ -414,13 +414,18 @@ async fn a_spy_upstream_sees_each_tenants_own_credential_and_nothing_of_the_call
                 .unwrap_or("{}"),
         )
         .unwrap();
-        // The tenant's own credential, as Gatehouse's.
+        // The tenant's own credential, as Gatehouse's: the spy got it (its
+        // digest says so), and the caller never sees it (Gatehouse replaces
+        // it in what comes back).
+        use sha2::Digest as _;
+        let sent = hex::encode(sha2::Sha256::digest(format!("Bearer {own}")));
         assert_eq!(
-            seen["authorization"],
-            format!("Bearer {own}"),
+            seen["authorization_sha256"], sent,
             "the spy saw {seen}: {body}"
         );
-        let text = seen.to_string();
+        assert_eq!(seen["authorization"], "Bearer [redacted]", "{body}");
+        let text = body.to_string();
+        assert!(!text.contains(own), "the credential came back: {text}");
         assert!(!text.contains(other), "another tenant's credential: {text}");
         // Nothing of the caller: its key, Gatehouse's cookies or session.
         assert!(
@@ -430,6 +435,28 @@ async fn a_spy_upstream_sees_each_tenants_own_credential_and_nothing_of_the_call
         assert!(!text.contains("ghk_"), "{text}");
         assert!(seen.get("cookie").is_none(), "{text}");
         assert!(seen.get("x-api-key").is_none(), "{text}");
+    }
+    // An admin sees the health of the upstreams its tenant may use, and
+    // of no other tenant's.
+    let (_, acme_admin) = server.create_key("acme-admin", "admin", &["--tenant", "acme"]);
+    let (_, initech_admin) = server.create_key("initech-admin", "admin", &["--tenant", "initech"]);
+    for (key, expected) in [(&acme_admin, json!(["spy"])), (&initech_admin, json!([]))] {
+        let response = server
+            .http
+            .get(format!("{}/admin/upstreams", server.base))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let body: Value = response.json().await.unwrap();
+        let names: Vec<&Value> = body["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| &u["name"])
+            .collect();
+        assert_eq!(json!(names), expected, "{body}");
     }
 }
 
@@ -1152,4 +1179,36 @@ async fn one_tenants_hanging_subscriptions_leave_room_for_another_tenant() {
     at.globex_is_not_starved("subscriptions", subscribe(1), subscribe(2))
         .await;
     std::fs::remove_file(&hanging).unwrap();
+}
+
+/// An upstream that has not listed its resources yet (down since start,
+/// restarting) may serve any URI: no read is routed to another upstream
+/// meanwhile, which could copy its URIs or have a template broad enough
+/// to name them (and would get the read, and the caller's identity).
+#[tokio::test]
+async fn no_resource_read_is_routed_while_an_upstream_has_never_listed() {
+    let Some(python) = python() else { return };
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let server = server_with_upstream_entry(
+        &python,
+        "[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n",
+        &format!(
+            "call_timeout = \"30s\"\n\n[[upstreams]]\nname = \"crm\"\n\
+             url = \"http://127.0.0.1:{closed}/mcp\"\nconnect_timeout = \"1s\"\ncall_timeout = \"2s\"\n"
+        ),
+    );
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    tools_when_ready(&server, &analyst, "py__echo").await;
+    let (_, body) = server
+        .rpc(
+            Some(&analyst),
+            "resources/read",
+            json!({"uri": "memo://team/note"}),
+        )
+        .await;
+    assert_eq!(reason(&body), "upstream_unavailable", "{body}");
+    assert!(!body.to_string().contains("the team note"), "{body}");
 }
