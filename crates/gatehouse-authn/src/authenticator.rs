@@ -46,7 +46,8 @@ pub struct Authenticator {
 }
 
 /// Whether `credential` has the shape of a Gatehouse secret (`ghk_` API
-/// keys, `ghr_` refresh tokens, `gho_` operation tokens...): such a string
+/// keys, `ghr_` refresh tokens, `gho_` operation tokens, `ghs_` client
+/// secrets...): such a string
 /// is never sent to an identity provider, even when presented by mistake.
 fn is_gatehouse_credential(credential: &str) -> bool {
     let bytes = credential.as_bytes();
@@ -110,6 +111,12 @@ impl Authenticator {
 
     /// Whether the store answers now (readiness: gate 1 fails closed
     /// without it).
+    /// The store's credential generation (see `gatehouse_store::Store`):
+    /// it moves whenever a credential changes; `None` when unknown.
+    pub fn credential_generation(&self) -> Option<u64> {
+        self.store.credential_generation()
+    }
+
     pub async fn store_reachable(&self) -> bool {
         self.store.ping().await.is_ok()
     }

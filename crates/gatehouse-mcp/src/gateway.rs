@@ -677,6 +677,33 @@ impl Gateway {
         .await
     }
 
+    /// Records that a long-lived stream (a listen stream) was ended because
+    /// the credential it was opened with no longer holds (`lapse`).
+    pub async fn record_stream_lapsed(
+        &self,
+        caller: &Caller,
+        lapse: &str,
+    ) -> Result<(), AuditError> {
+        self.record(
+            EventBuilder::new(
+                AuditKind::Authentication,
+                Outcome::Failure,
+                self.clock.now(),
+            )
+            .request_id(caller.request_id.as_deref())
+            .principal(&caller.principal)
+            .source(caller.source.clone())
+            .decision("deny")
+            .reason(lapse)
+            .error(format!(
+                "a subscriptions/listen stream was ended: the credential it was opened with \
+                     no longer holds ({lapse})"
+            ))
+            .build(),
+        )
+        .await
+    }
+
     pub fn redactor(&self) -> &Redactor {
         &self.redactor
     }

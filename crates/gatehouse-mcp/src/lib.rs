@@ -19,6 +19,7 @@ pub mod routes;
 mod sdk;
 mod session_lane;
 mod stdio;
+mod stream_credential;
 pub mod tool_pins;
 pub mod trace_context;
 

@@ -70,10 +70,19 @@ impl std::fmt::Debug for NewClientSecret {
     }
 }
 
-/// 32 random bytes, base64url: the secret of a confidential client, at
-/// registration and at each rotation.
+/// Marks a string as a Gatehouse client secret, like `ghk_` an API key:
+/// a secret presented as a bearer token by mistake is then known for one of
+/// Gatehouse's own and never sent to an identity provider's introspection
+/// endpoint. Secrets made before it (without it) are still accepted.
+pub const CLIENT_SECRET_PREFIX: &str = "ghs_";
+
+/// `ghs_` and 32 random bytes, base64url: the secret of a confidential
+/// client, at registration and at each rotation.
 pub fn new_client_secret(pepper: &Pepper) -> Result<NewClientSecret, OAuthError> {
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random(32)?);
+    let secret = format!(
+        "{CLIENT_SECRET_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random(32)?)
+    );
     let hash = pepper.hash(secret.as_bytes());
     Ok(NewClientSecret { secret, hash })
 }
@@ -143,6 +152,10 @@ mod tests {
         let issued = issue_client(&pepper, spec.clone(), Timestamp(1)).unwrap();
         assert!(issued.record.id.starts_with(CLIENT_ID_PREFIX));
         let secret = issued.secret.clone().unwrap();
+        // Known for Gatehouse's own (never introspected elsewhere), and as
+        // long as before after the mark.
+        assert!(secret.starts_with(CLIENT_SECRET_PREFIX), "{secret}");
+        assert_eq!(secret.len(), CLIENT_SECRET_PREFIX.len() + 43);
         let hash = issued.record.secret_hash.clone().unwrap();
         assert!(pepper.verify(secret.as_bytes(), &hash));
         assert!(!format!("{:?}", issued.record).contains(&secret));

@@ -196,6 +196,7 @@ fn build(
             session_idle_timeout: config.session_idle_timeout,
             shutdown,
             bindings: Arc::clone(&sessions),
+            authenticator: Arc::clone(&authenticator),
         },
     );
     // An incident in a session without a task grant ends the session.

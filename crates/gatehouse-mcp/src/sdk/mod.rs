@@ -54,10 +54,11 @@ use crate::http::SessionBindings;
 use crate::http::{RequestId as HttpRequestId, RequestSpan};
 use crate::refusal::Refusal;
 use crate::session_lane::{LogLevel, LogSink, SessionLane};
+use crate::stream_credential::StreamCredential;
 use crate::trace_context;
 use crate::{CallError, CallResult, Caller, Gateway};
 use crate::{Gate1Error, StdioAuthenticator};
-use gatehouse_authn::AuthnError;
+use gatehouse_authn::{Authenticator, AuthnError};
 use tracing::Instrument;
 
 mod audience;
@@ -94,8 +95,9 @@ pub const URL_ELICITATION_REQUIRED_CODE: i32 = -32042;
 /// How the handler learns who is calling.
 #[derive(Clone)]
 enum Identity {
-    /// Gate 1 ran in the HTTP middleware and left a `Caller` in the request.
-    Http,
+    /// Gate 1 ran in the HTTP middleware and left a `Caller` in the request;
+    /// its authenticator checks a long-lived stream's credential again.
+    Http(Arc<Authenticator>),
     /// stdio: the key from the environment is checked again on every request,
     /// so a revocation takes effect on the next call.
     Stdio(Arc<StdioAuthenticator>),
@@ -204,7 +206,7 @@ impl McpHandler {
     fn in_session(&self, context: &RequestContext<RoleServer>) -> bool {
         match self.identity {
             Identity::Stdio(_) => true,
-            Identity::Http => context
+            Identity::Http(_) => context
                 .extensions
                 .get::<http::request::Parts>()
                 .is_some_and(|parts| parts.headers.contains_key("mcp-session-id")),
@@ -489,6 +491,25 @@ impl McpHandler {
         Ok(caller)
     }
 
+    /// The credential an HTTP request was authenticated with, to check it
+    /// again while its stream is open (`stream_credential.rs`).
+    fn stream_credential(
+        &self,
+        context: &RequestContext<RoleServer>,
+        caller: &Caller,
+    ) -> Option<StreamCredential> {
+        let Identity::Http(authenticator) = &self.identity else {
+            return None;
+        };
+        let parts = context.extensions.get::<http::request::Parts>()?;
+        StreamCredential::presented(
+            Arc::clone(authenticator),
+            Arc::clone(self.gateway.clock()),
+            parts,
+            Arc::clone(&caller.principal),
+        )
+    }
+
     /// The authenticated caller as the transport knows it: HTTP's from gate
     /// 1's layer; stdio's from the environment's key, admitted and bound to
     /// the task declared at `initialize`.
@@ -497,7 +518,7 @@ impl McpHandler {
         context: &RequestContext<RoleServer>,
     ) -> Result<Caller, ErrorData> {
         match &self.identity {
-            Identity::Http => context
+            Identity::Http(_) => context
                 .extensions
                 .get::<http::request::Parts>()
                 .and_then(|parts| parts.extensions.get::<Caller>())
@@ -683,9 +704,39 @@ impl ServerHandler for McpHandler {
                     .map(|watch| (watch.upstream().clone(), watch.uri().to_string()))
                     .collect(),
             });
-            context.cancelled().await;
+            let lapsed = match self.stream_credential(context.request_context(), &caller) {
+                Some(credential) => tokio::select! {
+                    () = context.cancelled() => None,
+                    lapse = credential.lapsed() => Some(lapse),
+                },
+                None => {
+                    context.cancelled().await;
+                    None
+                }
+            };
             drop(watches);
-            Ok(())
+            let Some(lapse) = lapsed else {
+                return Ok(());
+            };
+            if self
+                .gateway
+                .record_stream_lapsed(&caller, lapse)
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    reason = lapse,
+                    "a listen stream ended, and its record could not be written"
+                );
+            }
+            Err(ErrorData::new(
+                ErrorCode(UNAUTHENTICATED_ERROR_CODE),
+                format!(
+                    "the credential this stream was opened with no longer holds ({lapse}); \
+                     connect again"
+                ),
+                Some(json!({ "reason": lapse })),
+            ))
         })
         .await
     }
@@ -1002,6 +1053,8 @@ pub struct HttpServiceOptions {
     pub shutdown: CancellationToken,
     /// Where the sessions' lanes for the fast path are kept.
     pub bindings: Arc<SessionBindings>,
+    /// Gate 1's, to check a listen stream's credential while it is open.
+    pub authenticator: Arc<Authenticator>,
 }
 
 /// rmcp's Streamable HTTP service, shared. Its `call` clones the whole
@@ -1059,7 +1112,7 @@ pub fn streamable_http_service(
     });
     let handler = McpHandler::new(
         gateway,
-        Identity::Http,
+        Identity::Http(options.authenticator),
         Some(pauses),
         Some(options.bindings),
     );

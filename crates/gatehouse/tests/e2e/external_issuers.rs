@@ -323,16 +323,27 @@ async fn a_purely_delegated_deployment_accepts_jwt_and_opaque_tokens() {
         .await;
     assert_eq!(status, 401);
     // Gatehouse's own credentials are never shown to the provider, even
-    // when they are wrong.
+    // when they are wrong: a client secret presented as a bearer token by
+    // mistake included.
+    let client = server.cli_json(&["clients", "create", "--name", "svc", "--role", "reader"]);
+    let client_secret = client["client_secret"].as_str().unwrap().to_string();
+    assert!(client_secret.starts_with("ghs_"), "{client}");
+    let introspected_before = seen.introspections.load(Ordering::SeqCst);
     for own in [
         "ghk_aaaaaaaaaaaa_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
         "ghr_some-refresh-token",
+        client_secret.as_str(),
     ] {
         let (status, _) = server.rpc(Some(own), "tools/list", json!({})).await;
         assert_eq!(status, 401, "{own}");
     }
+    assert_eq!(
+        seen.introspections.load(Ordering::SeqCst),
+        introspected_before
+    );
     let sent = seen.introspected.lock().unwrap().clone();
     assert!(sent.iter().all(|t| !t.starts_with("gh")), "{sent:?}");
+    assert!(!sent.contains(&client_secret), "{sent:?}");
     let failures = server.audit(&["--kind", "authentication", "--outcome", "failure"]);
     assert!(
         failures.iter().any(|r| r["reason"] == "token_inactive"),

@@ -1568,3 +1568,46 @@ async fn one_tenant_unsubscribing_does_not_end_another_tenants_watch() {
         );
     }
 }
+
+/// A listen stream outlives the request that opened it: its credential is
+/// checked again while it is open, so revoking the key ends the stream
+/// (with the reason, on record), rather than leaving a revoked caller to
+/// hear of changes for as long as it keeps the stream open.
+#[tokio::test]
+async fn a_listen_stream_ends_when_its_key_is_revoked() {
+    let Some(python) = python() else { return };
+    let server = server(&python);
+    let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
+    ready(&server, &analyst).await;
+    let mut stream = listen(&server, &analyst, 9, json!({"toolsListChanged": true})).await;
+    let ack = within(&mut stream, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    // Still open while nothing changes.
+    assert!(within(&mut stream, Duration::from_secs(2)).await.is_none());
+    let out = server.cli(&["keys", "revoke", &analyst_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ended = loop {
+        let message = within(&mut stream, Duration::from_secs(15))
+            .await
+            .expect("the stream of a revoked key went on");
+        if message.get("id").is_some() {
+            break message;
+        }
+    };
+    assert_eq!(ended["id"], 9, "{ended}");
+    assert_eq!(reason(&ended), "revoked", "{ended}");
+    let records = server.audit(&["--kind", "authentication", "--outcome", "failure"]);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["reason"] == "revoked" && r["credential"] == analyst_id.as_str()),
+        "{records:?}"
+    );
+}
