@@ -28,6 +28,7 @@ fn record(i: usize) -> gatehouse_core::AuditEvent {
         scopes: None,
         expires_at: None,
         task: None,
+        issuer: None,
     };
     EventBuilder::new(
         AuditKind::ToolDecision,

@@ -391,6 +391,7 @@ pub(crate) fn principal_for_token(claims: AccessTokenClaims) -> Principal {
         }),
         expires_at: Some(expires_at),
         task,
+        issuer: None,
     }
 }
 

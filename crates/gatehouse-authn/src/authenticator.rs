@@ -341,6 +341,7 @@ fn principal_for_key(record: &ApiKeyRecord) -> Principal {
         scopes: record.scopes.clone(),
         expires_at: record.expires_at,
         task: None,
+        issuer: None,
     }
 }
 
@@ -558,6 +559,7 @@ mod tests {
             scopes: None,
             expires_at: None,
             task: None,
+            issuer: None,
         };
         let auth = Authenticator::new(
             store,

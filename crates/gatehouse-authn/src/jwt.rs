@@ -73,6 +73,10 @@ pub enum JwtError {
     WrongAudience,
     #[error("the token lacks the required claim `{0}`")]
     MissingClaim(&'static str),
+    /// A claim that names the caller holds a control character (which the
+    /// names Gatehouse keys principals by must not contain).
+    #[error("the token's claim `{0}` holds a control character")]
+    UnusableClaim(&'static str),
     /// A configured verification key is unusable (construction only).
     #[error("the verification key is invalid")]
     InvalidKey,
@@ -117,6 +121,7 @@ impl JwtError {
             | JwtError::WrongIssuer
             | JwtError::WrongAudience
             | JwtError::MissingClaim(_)
+            | JwtError::UnusableClaim(_)
             | JwtError::KeysUnavailable
             | JwtError::IntrospectionUnavailable
             | JwtError::WrongSubject
@@ -155,6 +160,7 @@ impl JwtError {
             JwtError::WrongIssuer => "wrong_issuer",
             JwtError::WrongAudience => "wrong_audience",
             JwtError::MissingClaim(_) => "missing_claim",
+            JwtError::UnusableClaim(_) => "unusable_claim",
             JwtError::InvalidKey => "invalid_key",
             JwtError::UnknownIssuer => "unknown_issuer",
             JwtError::KeysUnavailable => "issuer_keys_unavailable",

@@ -20,6 +20,7 @@ fn principal(tenant: &str, human: &str, agent: &str) -> Principal {
         scopes: None,
         expires_at: None,
         task: None,
+        issuer: None,
     }
 }
 

@@ -19,6 +19,7 @@ fn reader() -> Principal {
         scopes: None,
         expires_at: None,
         task: None,
+        issuer: None,
     }
 }
 

@@ -56,6 +56,11 @@ pub struct Principal {
     /// tools, whatever its roles allow.
     #[serde(default)]
     pub task: Option<TaskGrant>,
+    /// The external issuer (`[[issuers]]`) whose token named this caller:
+    /// the same subject at two identity providers is two principals (an
+    /// account at a weaker provider must not pass for one at another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
 }
 
 /// A task grant as gate 2 sees it: an allowlist (role ∩ task) fixed when
@@ -81,14 +86,22 @@ impl TaskGrant {
 }
 
 impl Principal {
-    /// A stable key naming this principal, used to bind sessions to it.
+    /// A stable key naming this principal, used to bind sessions to it and
+    /// to count its sessions, calls and violations. Fields are separated by
+    /// a control character that the names cannot contain (credential and
+    /// claim values with one are refused at gate 1).
     pub fn subject_key(&self) -> String {
-        format!(
+        let mut key = format!(
             "{}\u{1f}{}\u{1f}{}",
             self.tenant,
             self.human.as_deref().unwrap_or(""),
             self.agent
-        )
+        );
+        if let Some(issuer) = &self.issuer {
+            key.push('\u{1f}');
+            key.push_str(issuer);
+        }
+        key
     }
 
     pub fn has_role(&self, role: &str) -> bool {
@@ -113,7 +126,24 @@ mod tests {
             scopes: None,
             expires_at: None,
             task: None,
+            issuer: None,
         }
+    }
+
+    /// The same subject named by two identity providers is two principals.
+    #[test]
+    fn the_issuer_is_part_of_the_subject() {
+        let mut one = principal("default", Some("victim@corp.example"), "vscode");
+        let mut two = one.clone();
+        one.issuer = Some("https://login.corp.example".into());
+        two.issuer = Some("https://weak-idp.example".into());
+        assert_ne!(one.subject_key(), two.subject_key());
+        // Without an issuer (API keys, Gatehouse's own tokens) as before.
+        let three = principal("default", Some("victim@corp.example"), "vscode");
+        assert_eq!(
+            three.subject_key(),
+            "default\u{1f}victim@corp.example\u{1f}vscode"
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ fn caller(role: &str) -> Caller {
             scopes: None,
             expires_at: None,
             task: None,
+            issuer: None,
         }),
         session: Some("s-1".into()),
         source: Some("127.0.0.1".into()),

@@ -289,6 +289,7 @@ mod tests {
             scopes: None,
             expires_at: None,
             task: None,
+            issuer: None,
         }
     }
 

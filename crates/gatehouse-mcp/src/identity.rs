@@ -131,6 +131,7 @@ mod tests {
                 expires_at: Timestamp(0),
                 issued_at: None,
             }),
+            issuer: None,
         };
         let now = Timestamp::from_secs(1_000);
         let claims = IdentityClaims::new(

@@ -111,6 +111,7 @@ mod tests {
             scopes: None,
             expires_at: None,
             task: None,
+            issuer: None,
         }
     }
 

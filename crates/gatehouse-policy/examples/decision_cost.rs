@@ -79,6 +79,7 @@ fn main() {
         scopes: None,
         expires_at: None,
         task: None,
+        issuer: None,
     });
     let tools: Vec<String> = (0..TOOLS).map(|i| format!("tool_{i:02}")).collect();
     let args = json!({"path": "reports/2026/q3.txt", "url": "https://api.example.org/v1/data"});

@@ -79,6 +79,7 @@ mod tests {
             scopes: scopes.map(|s| s.iter().map(|x| x.to_string()).collect()),
             expires_at: None,
             task: None,
+            issuer: None,
         }
     }
 

@@ -519,6 +519,7 @@ fn nobody_principal() -> gatehouse_core::Principal {
         scopes: None,
         expires_at: None,
         task: None,
+        issuer: None,
     }
 }
 

@@ -17,5 +17,6 @@ pub(crate) fn principal(role: &str) -> Principal {
         scopes: None,
         expires_at: None,
         task: None,
+        issuer: None,
     }
 }

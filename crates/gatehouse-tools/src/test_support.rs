@@ -54,6 +54,7 @@ pub(crate) fn principal(tenant: &str) -> Arc<Principal> {
         scopes: None,
         expires_at: None,
         task: None,
+        issuer: None,
     })
 }
 

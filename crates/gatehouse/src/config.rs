@@ -1306,6 +1306,7 @@ mod tests {
             scopes: None,
             expires_at: None,
             task: None,
+            issuer: None,
         };
         let allowed = |name: &str| {
             let target =

@@ -76,6 +76,7 @@ fn anonymous(role: &str) -> Principal {
         scopes: None,
         expires_at: None,
         task: None,
+        issuer: None,
     }
 }
 

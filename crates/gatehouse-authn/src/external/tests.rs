@@ -307,6 +307,11 @@ async fn claims_are_checked_against_the_callers_clock() {
             JwtError::MissingClaim("aud"),
         ),
         (
+            "a control character in sub (the principal's key separator)",
+            with(&|c| c["sub"] = json!("alice\u{1f}x")),
+            JwtError::UnusableClaim("sub"),
+        ),
+        (
             "no sub",
             with(&|c| {
                 c.as_object_mut().unwrap().remove("sub");

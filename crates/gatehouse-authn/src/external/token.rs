@@ -232,6 +232,11 @@ pub(crate) fn principal(
         }
         TenantSource::Default => DEFAULT_TENANT.to_owned(),
     };
+    for (claim, value) in [("sub", &subject), ("agent", &agent), ("tenant", &tenant)] {
+        if value.chars().any(char::is_control) {
+            return Err(JwtError::UnusableClaim(claim));
+        }
+    }
     let roles = mapped_roles(claims, issuer.roles_claim.as_deref(), &issuer.role_map);
     let scopes = claims
         .get("scope")
@@ -258,5 +263,6 @@ pub(crate) fn principal(
         scopes,
         expires_at: Some(Timestamp::from_secs(exp)),
         task: None,
+        issuer: Some(issuer.issuer.clone()),
     })
 }

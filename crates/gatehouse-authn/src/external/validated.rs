@@ -100,6 +100,7 @@ mod tests {
             scopes: None,
             expires_at: Some(Timestamp::from_secs(exp_secs)),
             task: None,
+            issuer: None,
         }
     }
 

@@ -108,6 +108,7 @@ pub async fn check(
         scopes: request.scopes,
         expires_at: None,
         task: None,
+        issuer: None,
     };
     // The same answer as `gatehouse policy check --json`.
     let now = state.gateway.clock().now();

@@ -30,6 +30,7 @@ fn anonymous() -> Principal {
         scopes: None,
         expires_at: None,
         task: None,
+        issuer: None,
     }
 }
 

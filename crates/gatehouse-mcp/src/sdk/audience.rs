@@ -337,6 +337,7 @@ mod tests {
             scopes: None,
             expires_at: None,
             task: None,
+            issuer: None,
         };
         assert!(hears(&acme, None));
         assert!(hears(&acme, Some("acme")));

@@ -78,6 +78,7 @@ async fn principal(ctx: &Context, args: &PolicyCheckArgs) -> anyhow::Result<Prin
         scopes: args.scopes.clone(),
         expires_at: None,
         task: None,
+        issuer: None,
     };
     if let Some(given) = &args.key {
         // An id, or a whole key pasted by mistake: only its id is used, so

@@ -682,3 +682,50 @@ fn a_role_the_policy_does_not_define_stops_check_config_naming_it() {
         "{stderr}"
     );
 }
+
+/// The same subject at two identity providers is two principals: with two
+/// `[[issuers]]` in one tenant, an account at one provider that claims the
+/// subject of a user at the other (a weaker provider, the same email)
+/// cannot use that user's session, nor share its limits.
+#[tokio::test]
+async fn the_same_subject_at_two_providers_is_two_principals() {
+    let key_a = SigningKey::generate().unwrap();
+    let key_b = SigningKey::generate().unwrap();
+    let (issuer_a, _) = provider(&key_a);
+    let (issuer_b, _) = provider(&key_b);
+    let config = format!(
+        "{}[[issuers]]\nissuer = \"{issuer_b}\"\ninternal = true\n\
+         roles_claim = \"groups\"\nrole_map = {{ \"mcp-readers\" = \"reader\" }}\n",
+        config(&issuer_a)
+    );
+    let server = Server::start(Some(&config));
+    let a = token(&key_a, claims(&issuer_a, &server, &["mcp-readers"]));
+    let b = token(&key_b, claims(&issuer_b, &server, &["mcp-readers"]));
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": super::harness::LEGACY, "capabilities": {},
+        "clientInfo": {"name": "two-providers", "version": "1"}}});
+    let response = server.post_legacy(&a, None, init).await;
+    assert_eq!(response.status(), 200);
+    let session = response.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = response.text().await;
+    server
+        .post_legacy(
+            &a,
+            Some(&session),
+            json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        )
+        .await;
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+    let response = server.post_legacy(&b, Some(&session), list.clone()).await;
+    assert_eq!(response.status(), 404, "B's token reached A's session");
+    let anomalies = server.audit(&["--kind", "anomaly"]);
+    assert!(
+        anomalies.iter().any(|r| r["reason"] == "foreign_session"),
+        "{anomalies:?}"
+    );
+    let response = server.post_legacy(&a, Some(&session), list).await;
+    assert_eq!(response.status(), 200);
+}
