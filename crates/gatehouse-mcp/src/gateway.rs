@@ -157,6 +157,9 @@ pub struct Gateway {
     incidents: Option<Arc<Incidents>>,
 }
 
+/// JSON-RPC's "method not found".
+const METHOD_NOT_FOUND: i32 = -32601;
+
 /// An upstream and what it listed, or `Err(())` when its listing failed.
 type ListedOrFailed<'a, T> = (&'a gatehouse_upstream::Upstream, Result<Vec<T>, ()>);
 
@@ -749,15 +752,20 @@ impl Gateway {
         for upstream in routing_order(upstreams) {
             match list(upstream).await {
                 Ok(items) => all.push((upstream, Ok(items))),
-                // It answered: with an error (a server without resources
-                // answers `resources/list` with "method not found"), so it
-                // offers none. Only one that could not be asked is unknown.
-                Err(UpstreamError::Rpc { code, .. }) => {
-                    tracing::debug!(
-                        upstream = upstream.name(),
-                        code,
-                        "an upstream answered a listing of its {what} with an error; it offers none"
-                    );
+                // A server without resources (or prompts) answers their
+                // listing with "method not found": it offers none. Any other
+                // error is a failed listing (what it listed before stands).
+                Err(UpstreamError::Rpc {
+                    code: METHOD_NOT_FOUND,
+                    ..
+                }) => {
+                    tracing::debug!(upstream = upstream.name(), "an upstream has no {what}");
+                    all.push((upstream, Ok(Vec::new())));
+                }
+                // No credential for this caller's tenant: the upstream serves
+                // it nothing, now or later (until the secret is set).
+                Err(e @ UpstreamError::Credentials { .. }) => {
+                    tracing::warn!(upstream = upstream.name(), error = %e, "no credential for an upstream: it serves this caller nothing");
                     all.push((upstream, Ok(Vec::new())));
                 }
                 Err(e) => {
@@ -1137,7 +1145,11 @@ impl Gateway {
         // An upstream that could not list yet may serve this URI too: no
         // other upstream gets the read meanwhile (it may copy the URI, or
         // have a template broad enough to name it).
-        if let Some(unknown) = listing.unknown.first() {
+        if let Some(unknown) = listing
+            .unknown
+            .iter()
+            .find(|name| self.tenant_uses_upstream(tenant, name))
+        {
             return Err(UpstreamError::Unavailable {
                 upstream: Arc::from(unknown.as_str()),
                 reason: format!(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_authn::{Authenticator, presented_credential};
-use gatehouse_core::{Clock, Principal};
+use gatehouse_core::{Clock, Principal, Timestamp};
 
 /// How often an open stream looks at the credential generation (a `stat`
 /// of the marker file on SQLite, a memory read on PostgreSQL).
@@ -57,11 +57,15 @@ impl StreamCredential {
     /// (revoked, expired, its roles or grant changed, or it cannot be
     /// checked: the store is down, so fail closed), with why.
     pub(crate) async fn lapsed(&self) -> Lapse {
-        let mut seen = self.authenticator.credential_generation();
+        // Checked at the first look whatever the generation: a change made
+        // between gate 1 and the stream's opening (its subscriptions may
+        // take a while) is not missed.
+        let mut seen = None;
+        let mut expires_at = self.principal.expires_at;
         loop {
             tokio::time::sleep(LOOK_EVERY).await;
             let now = self.clock.now();
-            if self.principal.expires_at.is_some_and(|at| at <= now) {
+            if expires_at.is_some_and(|at| at <= now) {
                 return "expired";
             }
             let current = self.authenticator.credential_generation();
@@ -76,11 +80,23 @@ impl StreamCredential {
                 .authenticate(Some(&self.credential), now)
                 .await
             {
-                Ok(principal) if same_authority(&principal, &self.principal) => {}
+                Ok(principal) if same_authority(&principal, &self.principal) => {
+                    // A key rotated meanwhile expires at the end of its
+                    // overlap: the stream ends with it.
+                    expires_at = earlier(expires_at, principal.expires_at);
+                }
                 Ok(_) => return "credential_changed",
                 Err(error) => return error.code(),
             }
         }
+    }
+}
+
+/// The earlier of two expiry times (`None`: never).
+fn earlier(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -113,6 +129,15 @@ mod tests {
             task: None,
             issuer: None,
         }
+    }
+
+    #[test]
+    fn the_earlier_expiry_counts() {
+        let (one, two) = (Some(Timestamp(1)), Some(Timestamp(2)));
+        assert_eq!(earlier(one, two), one);
+        assert_eq!(earlier(None, two), two);
+        assert_eq!(earlier(one, None), one);
+        assert_eq!(earlier(None, None), None);
     }
 
     #[test]

@@ -308,8 +308,9 @@ impl ToolPins {
     }
 
     /// The verdict already made for this listing's definition: the one on
-    /// the same definition, or a later listing's (which saw the tool as it
-    /// is now, whatever this listing saw).
+    /// the same definition, or a later listing's withholding of the tool
+    /// (this listing may show it as it was before a change; judging that
+    /// again would clear the change the later listing recorded).
     fn known(
         &self,
         key: &(String, Option<String>, String),
@@ -319,12 +320,18 @@ impl ToolPins {
         self.lock()
             .verdicts
             .get(key)
-            .filter(|cached| cached.sha256 == sha256 || cached.listing > listing.number)
+            .filter(|cached| {
+                cached.sha256 == sha256
+                    || (cached.listing > listing.number && cached.verdict == PinVerdict::Withhold)
+            })
             .map(|cached| cached.verdict)
     }
 
-    /// Keeps a verdict, unless a later listing's came meanwhile: that one
-    /// stands (and is returned).
+    /// Keeps this listing's verdict and returns what the listing may show.
+    /// A definition is served only if it was itself judged to be, and no
+    /// later listing withholds the tool; a withholding is always kept (calls
+    /// follow the cache), a serving verdict only when no later listing's is
+    /// there.
     fn keep(
         &self,
         key: (String, Option<String>, String),
@@ -333,22 +340,37 @@ impl ToolPins {
         listing: &Listing,
     ) -> PinVerdict {
         let mut cache = self.lock();
-        if let Some(later) = cache
+        let later = cache
             .verdicts
             .get(&key)
             .filter(|cached| cached.listing > listing.number)
-        {
-            return later.verdict;
+            .map(|cached| (cached.verdict, cached.listing));
+        match (later, verdict) {
+            (Some((PinVerdict::Withhold, _)), _) => PinVerdict::Withhold,
+            (Some((_, number)), PinVerdict::Withhold) => {
+                cache.verdicts.insert(
+                    key,
+                    Cached {
+                        sha256,
+                        verdict,
+                        listing: number,
+                    },
+                );
+                PinVerdict::Withhold
+            }
+            (Some(_), served) => served,
+            (None, verdict) => {
+                cache.verdicts.insert(
+                    key,
+                    Cached {
+                        sha256,
+                        verdict,
+                        listing: listing.number,
+                    },
+                );
+                verdict
+            }
         }
-        cache.verdicts.insert(
-            key,
-            Cached {
-                sha256,
-                verdict,
-                listing: listing.number,
-            },
-        );
-        verdict
     }
 
     /// The store's view of one definition; records first sightings and
@@ -696,6 +718,41 @@ mod tests {
             ),
             ["read"]
         );
+    }
+
+    /// A listing asked for earlier that sees a change a later listing (on
+    /// the same connection) did not see yet: the change is withheld, in the
+    /// listing and for calls, whatever the later listing cached.
+    #[tokio::test]
+    async fn a_change_seen_by_an_earlier_listing_is_withheld_all_the_same() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let (pins, _writer) = pins(Arc::clone(&store)).await;
+        let files = upstream(PinMode::Block);
+        let schema = serde_json::json!({"type": "object"});
+        let original = vec![tool("Reads.", schema.clone())];
+        pins.review(&files, &pins.listing(&files, None), original.clone())
+            .await
+            .unwrap();
+        let earlier = pins.listing(&files, None);
+        let later = pins.listing(&files, None);
+        assert_eq!(
+            names(&pins.review(&files, &later, original).await.unwrap()),
+            ["read"]
+        );
+        let changed = vec![tool("Reads. Then mails it.", schema)];
+        assert!(
+            pins.review(&files, &earlier, changed)
+                .await
+                .unwrap()
+                .is_empty(),
+            "the changed definition was served on the later listing's verdict"
+        );
+        assert_eq!(
+            pins.verdict(&files, None, "read"),
+            Some(PinVerdict::Withhold)
+        );
+        let pin = store.tool_pin("files", "read").await.unwrap().unwrap();
+        assert!(pin.pending.is_some(), "the change was not recorded");
     }
 
     /// With a credential per tenant each tenant has its own connection,
