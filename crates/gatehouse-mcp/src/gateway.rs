@@ -680,8 +680,9 @@ impl Gateway {
         .await
     }
 
-    /// Records that a long-lived stream (a listen stream) was ended because
-    /// the credential it was opened with no longer holds (`lapse`).
+    /// Records that a long-lived stream (a listen stream, or a session and
+    /// its stream) was ended because the credential it was opened with no
+    /// longer holds (`lapse`).
     pub async fn record_stream_lapsed(
         &self,
         caller: &Caller,
@@ -695,12 +696,17 @@ impl Gateway {
             )
             .request_id(caller.request_id.as_deref())
             .principal(&caller.principal)
+            .session(caller.session.clone())
             .source(caller.source.clone())
             .decision("deny")
             .reason(lapse)
             .error(format!(
-                "a subscriptions/listen stream was ended: the credential it was opened with \
-                     no longer holds ({lapse})"
+                "{} was ended: the credential it was opened with no longer holds ({lapse})",
+                if caller.session.is_some() {
+                    "a session"
+                } else {
+                    "a subscriptions/listen stream"
+                }
             ))
             .build(),
         )

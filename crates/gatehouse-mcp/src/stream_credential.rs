@@ -102,7 +102,7 @@ fn earlier(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
 
 /// Whether a fresh authentication gives the stream's principal the same
 /// authority: the same subject, roles, scopes and task grant.
-fn same_authority(fresh: &Principal, opened: &Principal) -> bool {
+pub(crate) fn same_authority(fresh: &Principal, opened: &Principal) -> bool {
     fresh.subject_key() == opened.subject_key()
         && fresh.roles == opened.roles
         && fresh.scopes == opened.scopes

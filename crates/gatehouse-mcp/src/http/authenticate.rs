@@ -86,6 +86,15 @@ pub async fn authenticate(
     if let Some(id) = &session {
         match state.sessions.check(id, &subject) {
             SessionCheck::Owned(grant) => {
+                // Checked again when credentials change, while the session's
+                // stream stays open (`session_rechecks.rs`).
+                if let Ok(Some(credential)) =
+                    presented_credential(request.headers(), request.uri().query())
+                {
+                    state
+                        .sessions
+                        .note_presented(id, credential, &caller.principal);
+                }
                 if let Some(grant) = grant {
                     request.extensions_mut().insert(SessionGrant(grant));
                 }

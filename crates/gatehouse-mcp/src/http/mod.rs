@@ -15,6 +15,7 @@ mod policy_check;
 mod request_id;
 mod router;
 mod session_call;
+mod session_rechecks;
 mod sessions;
 mod upstreams_status;
 

@@ -194,7 +194,7 @@ fn build(
             allowed_origins: origins.entries().to_vec(),
             max_body_bytes: config.max_body_bytes,
             session_idle_timeout: config.session_idle_timeout,
-            shutdown,
+            shutdown: shutdown.clone(),
             bindings: Arc::clone(&sessions),
             authenticator: Arc::clone(&authenticator),
         },
@@ -218,6 +218,8 @@ fn build(
         urls: PublicUrls::new(&config.public_url),
         readiness: config.readiness.clone(),
     });
+    // A session whose credential no longer holds is ended.
+    super::session_rechecks::spawn(Arc::clone(&state), shutdown);
     // Layers run outside-in: guard, then gate 1, then reading the body
     // (only for authenticated callers), then rmcp.
     let mcp_routes = Router::new()

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use gatehouse_core::TaskGrant;
+use gatehouse_core::{Principal, TaskGrant};
 
 use crate::refusal::Refusal;
 use crate::session_lane::SessionLane;
@@ -40,6 +40,18 @@ struct Binding {
     /// When a request of the session last went to the SDK.
     sdk_seen: Instant,
     lane: Option<Arc<SessionLane>>,
+    /// The credential the session's requests last presented, and the
+    /// principal gate 1 made of it: checked again when credentials change,
+    /// since the session's stream stays open between requests
+    /// (`session_rechecks.rs`). Kept in memory only.
+    presented: Option<Presented>,
+}
+
+/// A credential a session's request presented, and its principal.
+#[derive(Clone)]
+pub(crate) struct Presented {
+    pub(crate) credential: String,
+    pub(crate) principal: Arc<Principal>,
 }
 
 /// How many sessions may exist.
@@ -223,6 +235,7 @@ impl SessionBindings {
                 grant,
                 sdk_seen: Instant::now(),
                 lane: None,
+                presented: None,
             },
         );
         table
@@ -237,6 +250,45 @@ impl SessionBindings {
         if let Some(mut table) = self.table() {
             table.remove(session);
         }
+    }
+
+    /// Notes the credential a request of the session presented (a client
+    /// refreshes its token: the newest counts). Copied only when it changed.
+    pub(crate) fn note_presented(
+        &self,
+        session: &str,
+        credential: &str,
+        principal: &Arc<Principal>,
+    ) {
+        let Some(mut table) = self.table() else {
+            return;
+        };
+        let Some(binding) = table.bindings.get_mut(session) else {
+            return;
+        };
+        if binding
+            .presented
+            .as_ref()
+            .is_some_and(|p| p.credential == credential && p.principal == *principal)
+        {
+            return;
+        }
+        binding.presented = Some(Presented {
+            credential: credential.to_string(),
+            principal: Arc::clone(principal),
+        });
+    }
+
+    /// Every session with the credential its requests last presented.
+    pub(crate) fn presented(&self) -> Vec<(String, Presented)> {
+        let Some(table) = self.table() else {
+            return Vec::new();
+        };
+        table
+            .bindings
+            .iter()
+            .filter_map(|(id, b)| b.presented.clone().map(|p| (id.clone(), p)))
+            .collect()
     }
 
     /// The SDK opened the session's lane (its `initialized` notification).
@@ -293,6 +345,38 @@ mod tests {
             max_total,
             max_per_principal,
         })
+    }
+
+    /// The newest credential a session's requests presented is the one
+    /// checked again; a session never given one is not listed.
+    #[test]
+    fn the_newest_credential_a_session_presented_is_kept() {
+        let b = bindings(10, 10);
+        b.bind("s1", "alice", None).unwrap();
+        b.bind("s2", "alice", None).unwrap();
+        let principal = Arc::new(Principal {
+            tenant: "default".into(),
+            human: None,
+            agent: "alice".into(),
+            credential: gatehouse_core::CredentialRef {
+                kind: gatehouse_core::CredentialKind::ApiKey,
+                id: "k".into(),
+            },
+            roles: vec!["reader".into()],
+            scopes: None,
+            expires_at: None,
+            task: None,
+            issuer: None,
+        });
+        b.note_presented("s1", "old-token", &principal);
+        b.note_presented("s1", "new-token", &principal);
+        b.note_presented("gone", "x", &principal);
+        let presented = b.presented();
+        assert_eq!(presented.len(), 1);
+        assert_eq!(presented[0].0, "s1");
+        assert_eq!(presented[0].1.credential, "new-token");
+        b.unbind("s1");
+        assert!(b.presented().is_empty());
     }
 
     #[test]

@@ -1611,3 +1611,46 @@ async fn a_listen_stream_ends_when_its_key_is_revoked() {
         "{records:?}"
     );
 }
+
+/// A 2025-11-25 session's stream stays open between requests: when the
+/// session's key is revoked, the session is ended (its stream closes, its
+/// id is forgotten) and recorded, rather than hearing on until it idles out.
+#[tokio::test]
+async fn a_session_ends_when_its_key_is_revoked() {
+    let Some(python) = python() else { return };
+    let server = server(&python);
+    let (admin_id, admin) = server.create_key("admin", "admin", &[]);
+    ready(&server, &admin).await;
+    let session_id = session(&server, &admin, json!({})).await;
+    let mut stream = Events {
+        response: super::sessions::open_stream(&server, &admin, &session_id).await,
+        buffer: String::new(),
+    };
+    // Open while nothing changes (catalogue notices may come).
+    let quiet = tokio::time::timeout(Duration::from_secs(2), async {
+        while stream.next().await.is_some() {}
+    })
+    .await;
+    assert!(quiet.is_err(), "the session's stream ended by itself");
+    let out = server.cli(&["keys", "revoke", &admin_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while stream.next().await.is_some() {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stream of a revoked key's session went on"
+    );
+    let records = server.audit(&["--kind", "authentication", "--outcome", "failure"]);
+    assert!(
+        records.iter().any(|r| r["reason"] == "revoked"
+            && r["session"] == session_id.as_str()
+            && r["credential"] == admin_id.as_str()),
+        "{records:?}"
+    );
+}
