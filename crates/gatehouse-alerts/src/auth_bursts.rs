@@ -20,8 +20,10 @@ use crate::{Alert, AlertCode, Alerts};
 /// Failure reasons that are not a caller guessing: no credential at all
 /// (every MCP client's first request, to discover the authorization
 /// server), a device-flow client polling as it must, the notices of a lock
-/// being set, and Gatehouse's own trouble.
-pub const BENIGN_FAILURES: [&str; 10] = [
+/// being set, Gatehouse's own trouble, and an open stream or session ended
+/// because its credential was revoked or changed (one revocation ends all
+/// of a key's sessions at once: no guessing).
+pub const BENIGN_FAILURES: [&str; 12] = [
     "missing_credential",
     "authorization_pending",
     "slow_down",
@@ -32,7 +34,13 @@ pub const BENIGN_FAILURES: [&str; 10] = [
     "internal_error",
     "introspection_unavailable",
     "jwks_unavailable",
+    "issuer_keys_unavailable",
+    CREDENTIAL_LAPSED,
 ];
+
+/// The reason of the record of a stream or session ended because the
+/// credential it was opened with no longer holds (the why is in its text).
+pub const CREDENTIAL_LAPSED: &str = "credential_lapsed";
 
 /// Subjects tracked at most: beyond it (a spray from very many sources),
 /// subjects whose failures are all older than the window are dropped, and

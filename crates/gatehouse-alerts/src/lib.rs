@@ -16,7 +16,7 @@ mod violations;
 pub mod webhook;
 
 pub use alert::Alert;
-pub use auth_bursts::{AuthBurstObserver, AuthBursts, BENIGN_FAILURES};
+pub use auth_bursts::{AuthBurstObserver, AuthBursts, BENIGN_FAILURES, CREDENTIAL_LAPSED};
 pub use code::AlertCode;
 pub use raise::{AlertError, Alerts};
 pub use settings::{AlertSettings, OnIncident};

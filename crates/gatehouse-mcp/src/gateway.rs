@@ -699,7 +699,7 @@ impl Gateway {
             .session(caller.session.clone())
             .source(caller.source.clone())
             .decision("deny")
-            .reason(lapse)
+            .reason(gatehouse_alerts::CREDENTIAL_LAPSED)
             .error(format!(
                 "{} was ended: the credential it was opened with no longer holds ({lapse})",
                 if caller.session.is_some() {

@@ -84,17 +84,14 @@ pub async fn authenticate(
             .map(|id| Arc::clone(&id.0)),
     };
     if let Some(id) = &session {
-        match state.sessions.check(id, &subject) {
+        // Noted with the session, to be checked again when credentials
+        // change while its stream stays open (`session_rechecks.rs`).
+        let credential = presented_credential(request.headers(), request.uri().query())
+            .ok()
+            .flatten();
+        let presented = credential.map(|c| (c, &caller.principal));
+        match state.sessions.check(id, &subject, presented) {
             SessionCheck::Owned(grant) => {
-                // Checked again when credentials change, while the session's
-                // stream stays open (`session_rechecks.rs`).
-                if let Ok(Some(credential)) =
-                    presented_credential(request.headers(), request.uri().query())
-                {
-                    state
-                        .sessions
-                        .note_presented(id, credential, &caller.principal);
-                }
                 if let Some(grant) = grant {
                     request.extensions_mut().insert(SessionGrant(grant));
                 }

@@ -4,17 +4,27 @@
 //! (its `GET`) stays open between requests and carries what the session
 //! hears (catalogue changes, updates of the resources it subscribed to).
 //! So when credentials change anywhere (the credential generation moves:
-//! a key or token revoked, a user disabled, a role taken away), the
-//! credential each session's requests last presented is checked again; a
-//! session whose credential no longer authenticates the same principal is
-//! ended: unbound (its id answers 404 from the next request on), closed in
-//! the SDK (its stream ends), and recorded. Its client must authenticate
-//! and start a new session. A token that merely expired ends nothing: the
-//! session's next request must bring a fresh one anyway.
+//! a key or token revoked, a user disabled, a role taken away, a task
+//! grant revoked), the credential each session's requests last presented,
+//! and the task grant the session was declared with, are checked again; a
+//! session whose credential no longer authenticates the same principal, or
+//! whose grant was revoked or ran out, is ended: unbound (its id answers
+//! 404 from the next request on), closed in the SDK (its stream ends), and
+//! recorded. Its client must authenticate and start a new session.
+//!
+//! What ends nothing: a token that merely expired (the session's next
+//! request must bring a fresh one anyway), and a check that could not be
+//! made (the store, the identity provider's keys or its introspection
+//! endpoint unavailable): gate 1 refuses the session's requests meanwhile,
+//! and ending every session on a database blip would make every client
+//! start over. Such a session is checked again at the next look.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gatehouse_authn::AuthnError;
+use gatehouse_core::Principal;
 use tokio_util::sync::CancellationToken;
 
 use super::router::AppState;
@@ -23,47 +33,102 @@ use crate::stream_credential::same_authority;
 
 /// How often the credential generation is looked at.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// How often sessions are checked while checks cannot be made, or the
+/// generation is unknown (each check then reads the store).
+const LOOK_WHILE_UNSURE: Duration = Duration::from_secs(5);
 
 /// Runs until `shutdown`.
 pub(super) fn spawn(state: Arc<AppState>, shutdown: CancellationToken) {
     tokio::spawn(async move {
         let mut seen = state.authenticator.credential_generation();
+        let mut wait = LOOK_EVERY;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(LOOK_EVERY) => {}
+                () = tokio::time::sleep(wait) => {}
             }
             let current = state.authenticator.credential_generation();
-            // Unknown (the marker unreadable, notifications lost): check.
             if current.is_some() && current == seen {
                 continue;
             }
-            seen = current;
-            check_sessions(&state).await;
+            let decided = check_sessions(&state, &shutdown).await;
+            // Unknown, or undecided for some: looked at again, less often.
+            (seen, wait) = match (current, decided) {
+                (Some(_), true) => (current, LOOK_EVERY),
+                _ => (None, LOOK_WHILE_UNSURE),
+            };
         }
     });
 }
 
-/// Checks every session's credential once; ends those that no longer hold.
-async fn check_sessions(state: &AppState) {
+/// What checking a credential or a grant said.
+#[derive(Clone, Copy)]
+enum Verdict {
+    Holds,
+    /// Ended, with the reason.
+    Lapsed(&'static str),
+    /// Could not be checked now.
+    Unsure,
+}
+
+/// Checks every session once; ends those whose credential or grant no
+/// longer holds. `false` when some could not be checked.
+async fn check_sessions(state: &AppState, shutdown: &CancellationToken) -> bool {
+    let mut decided = true;
+    // A key may back many sessions: each credential is checked once.
+    let mut checked: HashMap<Arc<str>, Result<Principal, AuthnError>> = HashMap::new();
     for (session, presented) in state.sessions.presented() {
+        if shutdown.is_cancelled() {
+            return decided;
+        }
         let now = state.gateway.clock().now();
-        // A token that merely expired is no revocation: the session's next
-        // request brings a fresh one (its client refreshes), and gate 1
-        // checks that. Ending the session would make the client start over.
         if presented.principal.expires_at.is_some_and(|at| at <= now) {
             continue;
         }
-        let lapse = match state
-            .authenticator
-            .authenticate(Some(&presented.credential), now)
-            .await
-        {
-            Ok(principal) if same_authority(&principal, &presented.principal) => continue,
-            Ok(_) => "credential_changed",
-            Err(error) => error.code(),
+        let fresh = match checked.get(&presented.credential) {
+            Some(fresh) => fresh.clone(),
+            None => {
+                let fresh = state
+                    .authenticator
+                    .authenticate(Some(&presented.credential), now)
+                    .await;
+                checked.insert(Arc::clone(&presented.credential), fresh.clone());
+                fresh
+            }
         };
-        state.sessions.unbind(&session);
+        let mut verdict = match fresh {
+            Ok(principal) if same_authority(&principal, &presented.principal) => Verdict::Holds,
+            Ok(_) => Verdict::Lapsed("credential_changed"),
+            Err(error) if could_not_check(&error) => Verdict::Unsure,
+            Err(error) => Verdict::Lapsed(error.code()),
+        };
+        if let (Verdict::Holds, Some(grant)) = (verdict, &presented.grant) {
+            verdict = if grant.expires_at <= now {
+                Verdict::Lapsed("task_grant_expired")
+            } else {
+                match state.authenticator.is_revoked(&grant.id, now).await {
+                    Ok(false) => Verdict::Holds,
+                    Ok(true) => Verdict::Lapsed("task_grant_revoked"),
+                    Err(_) => Verdict::Unsure,
+                }
+            };
+        }
+        let lapse = match verdict {
+            Verdict::Holds => continue,
+            Verdict::Unsure => {
+                decided = false;
+                continue;
+            }
+            Verdict::Lapsed(lapse) => lapse,
+        };
+        // Only if the session still rests on what was checked: a request
+        // may have brought a newer credential meanwhile, or ended it.
+        if !state
+            .sessions
+            .unbind_if_presented(&session, &presented.credential)
+        {
+            continue;
+        }
         state.sdk_sessions.close(&session).await;
         let caller = Caller {
             principal: presented.principal,
@@ -83,4 +148,15 @@ async fn check_sessions(state: &AppState) {
             );
         }
     }
+    decided
+}
+
+/// Whether a failure says the check could not be made, rather than that
+/// the credential does not hold.
+fn could_not_check(error: &AuthnError) -> bool {
+    matches!(error, AuthnError::Unavailable(_) | AuthnError::Internal(_))
+        || matches!(
+            error.code(),
+            "introspection_unavailable" | "issuer_keys_unavailable" | "jwks_unavailable"
+        )
 }

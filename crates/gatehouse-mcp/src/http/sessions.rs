@@ -47,11 +47,13 @@ struct Binding {
     presented: Option<Presented>,
 }
 
-/// A credential a session's request presented, and its principal.
+/// A credential a session's request presented, and its principal; with
+/// the task grant the session was declared with, when read back.
 #[derive(Clone)]
 pub(crate) struct Presented {
-    pub(crate) credential: String,
+    pub(crate) credential: Arc<str>,
     pub(crate) principal: Arc<Principal>,
+    pub(crate) grant: Option<TaskGrant>,
 }
 
 /// How many sessions may exist.
@@ -143,6 +145,22 @@ pub enum SessionRefusal {
     TableFull,
 }
 
+/// Keeps the credential a request of the session presented.
+fn note(binding: &mut Binding, credential: &str, principal: &Arc<Principal>) {
+    if binding
+        .presented
+        .as_ref()
+        .is_some_and(|p| &*p.credential == credential && p.principal == *principal)
+    {
+        return;
+    }
+    binding.presented = Some(Presented {
+        credential: Arc::from(credential),
+        principal: Arc::clone(principal),
+        grant: None,
+    });
+}
+
 impl SessionBindings {
     pub fn new(limits: SessionLimits) -> Self {
         SessionBindings {
@@ -175,7 +193,15 @@ impl SessionBindings {
         self.table.lock().ok()
     }
 
-    pub fn check(&self, session: &str, subject: &str) -> SessionCheck {
+    /// What `session` means for `subject`. For its owner, notes the
+    /// credential the request presented, with its principal (a client
+    /// refreshes its token: the newest counts; copied only when it changed).
+    pub fn check(
+        &self,
+        session: &str,
+        subject: &str,
+        presented: Option<(&str, &Arc<Principal>)>,
+    ) -> SessionCheck {
         let Some(mut table) = self.table() else {
             return SessionCheck::Foreign;
         };
@@ -183,6 +209,9 @@ impl SessionBindings {
             None => SessionCheck::Unbound,
             Some(b) if b.subject == subject => {
                 b.last_seen = Instant::now();
+                if let Some((credential, principal)) = presented {
+                    note(b, credential, principal);
+                }
                 SessionCheck::Owned(b.grant.clone())
             }
             Some(_) => SessionCheck::Foreign,
@@ -252,34 +281,8 @@ impl SessionBindings {
         }
     }
 
-    /// Notes the credential a request of the session presented (a client
-    /// refreshes its token: the newest counts). Copied only when it changed.
-    pub(crate) fn note_presented(
-        &self,
-        session: &str,
-        credential: &str,
-        principal: &Arc<Principal>,
-    ) {
-        let Some(mut table) = self.table() else {
-            return;
-        };
-        let Some(binding) = table.bindings.get_mut(session) else {
-            return;
-        };
-        if binding
-            .presented
-            .as_ref()
-            .is_some_and(|p| p.credential == credential && p.principal == *principal)
-        {
-            return;
-        }
-        binding.presented = Some(Presented {
-            credential: credential.to_string(),
-            principal: Arc::clone(principal),
-        });
-    }
-
-    /// Every session with the credential its requests last presented.
+    /// Every session with the credential its requests last presented, and
+    /// the task grant it was declared with.
     pub(crate) fn presented(&self) -> Vec<(String, Presented)> {
         let Some(table) = self.table() else {
             return Vec::new();
@@ -287,8 +290,36 @@ impl SessionBindings {
         table
             .bindings
             .iter()
-            .filter_map(|(id, b)| b.presented.clone().map(|p| (id.clone(), p)))
+            .filter_map(|(id, b)| {
+                let presented = b.presented.as_ref()?;
+                Some((
+                    id.clone(),
+                    Presented {
+                        credential: Arc::clone(&presented.credential),
+                        principal: Arc::clone(&presented.principal),
+                        grant: b.grant.clone(),
+                    },
+                ))
+            })
             .collect()
+    }
+
+    /// Ends a session's binding if it still rests on `credential` (a
+    /// request may have brought a newer one since it was checked); whether
+    /// it did.
+    pub(crate) fn unbind_if_presented(&self, session: &str, credential: &str) -> bool {
+        let Some(mut table) = self.table() else {
+            return false;
+        };
+        let rests_on_it = table
+            .bindings
+            .get(session)
+            .and_then(|b| b.presented.as_ref())
+            .is_some_and(|p| &*p.credential == credential);
+        if rests_on_it {
+            table.remove(session);
+        }
+        rests_on_it
     }
 
     /// The SDK opened the session's lane (its `initialized` notification).
@@ -368,26 +399,32 @@ mod tests {
             task: None,
             issuer: None,
         });
-        b.note_presented("s1", "old-token", &principal);
-        b.note_presented("s1", "new-token", &principal);
-        b.note_presented("gone", "x", &principal);
+        b.check("s1", "alice", Some(("old-token", &principal)));
+        b.check("s1", "alice", Some(("new-token", &principal)));
+        b.check("gone", "alice", Some(("x", &principal)));
         let presented = b.presented();
         assert_eq!(presented.len(), 1);
         assert_eq!(presented[0].0, "s1");
-        assert_eq!(presented[0].1.credential, "new-token");
-        b.unbind("s1");
+        assert_eq!(&*presented[0].1.credential, "new-token");
+        // Checked with the old token, the session is not ended for it.
+        assert!(!b.unbind_if_presented("s1", "old-token"));
+        assert_eq!(b.presented().len(), 1);
+        assert!(b.unbind_if_presented("s1", "new-token"));
         assert!(b.presented().is_empty());
     }
 
     #[test]
     fn a_session_belongs_to_its_creator() {
         let bindings = bindings(10, 10);
-        assert_eq!(bindings.check("s1", "alice"), SessionCheck::Unbound);
+        assert_eq!(bindings.check("s1", "alice", None), SessionCheck::Unbound);
         assert_eq!(bindings.bind("s1", "alice", None), Ok(()));
-        assert_eq!(bindings.check("s1", "alice"), SessionCheck::Owned(None));
-        assert_eq!(bindings.check("s1", "bob"), SessionCheck::Foreign);
+        assert_eq!(
+            bindings.check("s1", "alice", None),
+            SessionCheck::Owned(None)
+        );
+        assert_eq!(bindings.check("s1", "bob", None), SessionCheck::Foreign);
         bindings.unbind("s1");
-        assert_eq!(bindings.check("s1", "bob"), SessionCheck::Unbound);
+        assert_eq!(bindings.check("s1", "bob", None), SessionCheck::Unbound);
     }
 
     #[test]
@@ -402,7 +439,7 @@ mod tests {
         };
         assert_eq!(bindings.bind("s1", "alice", Some(grant.clone())), Ok(()));
         assert_eq!(
-            bindings.check("s1", "alice"),
+            bindings.check("s1", "alice", None),
             SessionCheck::Owned(Some(grant))
         );
     }
@@ -415,7 +452,7 @@ mod tests {
         let full = Err(SessionRefusal::PrincipalFull { limit: 2 });
         assert_eq!(bindings.may_start("alice"), full);
         assert_eq!(bindings.bind("a3", "alice", None), full);
-        assert_eq!(bindings.check("a3", "alice"), SessionCheck::Unbound);
+        assert_eq!(bindings.check("a3", "alice", None), SessionCheck::Unbound);
         assert_eq!(bindings.may_start("bob"), Ok(()));
         assert_eq!(bindings.bind("b1", "bob", None), Ok(()));
         bindings.unbind("a1");
@@ -482,6 +519,6 @@ mod tests {
         assert_eq!(bindings.bind("a1", "alice", None), Ok(()));
         // Idle at once: forgotten when alice starts another.
         assert_eq!(bindings.bind("a2", "alice", None), Ok(()));
-        assert_eq!(bindings.check("a1", "alice"), SessionCheck::Unbound);
+        assert_eq!(bindings.check("a1", "alice", None), SessionCheck::Unbound);
     }
 }

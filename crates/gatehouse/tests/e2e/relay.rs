@@ -1605,9 +1605,9 @@ async fn a_listen_stream_ends_when_its_key_is_revoked() {
     assert_eq!(reason(&ended), "revoked", "{ended}");
     let records = server.audit(&["--kind", "authentication", "--outcome", "failure"]);
     assert!(
-        records
-            .iter()
-            .any(|r| r["reason"] == "revoked" && r["credential"] == analyst_id.as_str()),
+        records.iter().any(|r| r["reason"] == "credential_lapsed"
+            && r["error"].as_str().is_some_and(|e| e.contains("(revoked)"))
+            && r["credential"] == analyst_id.as_str()),
         "{records:?}"
     );
 }
@@ -1648,7 +1648,8 @@ async fn a_session_ends_when_its_key_is_revoked() {
     );
     let records = server.audit(&["--kind", "authentication", "--outcome", "failure"]);
     assert!(
-        records.iter().any(|r| r["reason"] == "revoked"
+        records.iter().any(|r| r["reason"] == "credential_lapsed"
+            && r["error"].as_str().is_some_and(|e| e.contains("(revoked)"))
             && r["session"] == session_id.as_str()
             && r["credential"] == admin_id.as_str()),
         "{records:?}"
