@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use gatehouse_alerts::{Alert, AlertCode, AlertError, Alerts};
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder};
 use gatehouse_authz::canonical_json;
-use gatehouse_core::{AuditKind, Clock, Outcome};
+use gatehouse_core::{AuditKind, Clock, Outcome, Timestamp};
 use gatehouse_store::{Store, StoreError, ToolDefinitionRecord};
 use gatehouse_upstream::model::Tool;
 use gatehouse_upstream::{PinMode, Upstream, UpstreamSet};
@@ -176,7 +176,14 @@ struct Cached {
 pub struct Listing {
     number: u64,
     connection: Option<String>,
+    /// When it was asked for: a change recorded since (by any instance)
+    /// may be newer than what it shows.
+    asked_at: Timestamp,
 }
+
+/// Whether a verdict holds for the definition (and is cached), or only
+/// for the listing that asked (one that may be older than a change).
+type Lasting = bool;
 
 /// Which connection of `upstream` serves a caller of `tenant`: its own
 /// for an upstream whose credential is per tenant, else the shared one.
@@ -220,6 +227,7 @@ impl ToolPins {
         Listing {
             number,
             connection: connection(upstream, tenant),
+            asked_at: self.clock.now(),
         }
     }
 
@@ -294,10 +302,14 @@ impl ToolPins {
             let verdict = match self.known(&key, &seen.sha256, listing) {
                 Some(verdict) => verdict,
                 None => {
-                    let verdict = self
-                        .judge(upstream, &tool, &seen, mode, &mut had_pins)
+                    let (verdict, lasting) = self
+                        .judge(upstream, &tool, &seen, mode, listing, &mut had_pins)
                         .await?;
-                    self.keep(key, seen.sha256.clone(), verdict, listing)
+                    if lasting {
+                        self.keep(key, seen.sha256.clone(), verdict, listing)
+                    } else {
+                        verdict
+                    }
                 }
             };
             if verdict == PinVerdict::Serve {
@@ -381,8 +393,9 @@ impl ToolPins {
         definition: &Tool,
         seen: &ToolDefinitionRecord,
         mode: PinMode,
+        listing: &Listing,
         had_pins: &mut Option<bool>,
-    ) -> Result<PinVerdict, PinError> {
+    ) -> Result<(PinVerdict, Lasting), PinError> {
         let tool: &str = &definition.name;
         let name = upstream.name();
         let now = self.clock.now();
@@ -415,16 +428,30 @@ impl ToolPins {
                             .build(),
                     )
                     .await?;
-                return Ok(PinVerdict::Serve);
+                return Ok((PinVerdict::Serve, true));
             };
             if pin.pinned.sha256 == seen.sha256 {
-                if pin.pending.is_some() {
+                if let Some(pending) = &pin.pending {
+                    // A change recorded after this listing was asked for (or
+                    // in the same millisecond) may be newer than what it
+                    // shows: it stays withheld for this listing, and a later
+                    // listing that still sees the pinned definition clears
+                    // it. (Instances' clocks differ a little: an instance
+                    // behind waits that much longer.)
+                    if pending.since >= listing.asked_at {
+                        let verdict = match mode {
+                            PinMode::Block => PinVerdict::Withhold,
+                            _ => PinVerdict::Serve,
+                        };
+                        // For this listing only: not what the tool is.
+                        return Ok((verdict, false));
+                    }
                     // Back to what was reviewed: nothing waits any more.
                     self.store
                         .clear_pending_tool_definition(name, tool, &pin.pinned.sha256)
                         .await?;
                 }
-                return Ok(PinVerdict::Serve);
+                return Ok((PinVerdict::Serve, true));
             }
             // Not the same definition (above, with the fingerprint already
             // made): as the pin holds it, only if it is an older pin the
@@ -453,7 +480,7 @@ impl ToolPins {
                             .build(),
                     )
                     .await?;
-                return Ok(PinVerdict::Serve);
+                return Ok((PinVerdict::Serve, true));
             }
             let first_report = self
                 .store
@@ -489,10 +516,11 @@ impl ToolPins {
                         AlertError::Store(e) => PinError::Store(e),
                     })?;
             }
-            return Ok(match mode {
+            let verdict = match mode {
                 PinMode::Block => PinVerdict::Withhold,
                 _ => PinVerdict::Serve,
-            });
+            };
+            return Ok((verdict, true));
         }
         Err(PinError::Store(StoreError::Unavailable(format!(
             "the pin of {name}/{tool} keeps changing"
@@ -519,8 +547,14 @@ mod tests {
     }
 
     async fn pins(store: Arc<dyn Store>) -> (ToolPins, gatehouse_audit::AuditWriterHandle) {
+        pins_at(store, Arc::new(FixedClock::new(Timestamp(1_000)))).await
+    }
+
+    async fn pins_at(
+        store: Arc<dyn Store>,
+        clock: Arc<FixedClock>,
+    ) -> (ToolPins, gatehouse_audit::AuditWriterHandle) {
         let (audit, writer) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
-        let clock = Arc::new(FixedClock::new(Timestamp(1_000)));
         (ToolPins::new(store, audit, clock), writer)
     }
 
@@ -678,7 +712,8 @@ mod tests {
     #[tokio::test]
     async fn an_earlier_listing_answered_later_cannot_undo_a_withheld_change() {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
-        let (pins, _writer) = pins(Arc::clone(&store)).await;
+        let clock = Arc::new(FixedClock::new(Timestamp(1_000)));
+        let (pins, _writer) = pins_at(Arc::clone(&store), Arc::clone(&clock)).await;
         let files = upstream(PinMode::Block);
         let schema = serde_json::json!({"type": "object"});
         let original = vec![tool("Reads.", schema.clone())];
@@ -707,8 +742,9 @@ mod tests {
         );
         let pin = store.tool_pin("files", "read").await.unwrap().unwrap();
         assert!(pin.pending.is_some(), "the change was cleared");
-        // A listing asked for from now on that sees the pinned definition
-        // again (the upstream changed it back) serves it.
+        // A listing asked for after the change was recorded that sees the
+        // pinned definition again (the upstream changed it back) serves it.
+        clock.advance_millis(1);
         assert_eq!(
             names(
                 &pins
@@ -753,6 +789,55 @@ mod tests {
         );
         let pin = store.tool_pin("files", "read").await.unwrap().unwrap();
         assert!(pin.pending.is_some(), "the change was not recorded");
+    }
+
+    /// The same race across instances (or after this instance's cache was
+    /// emptied by a credential change): a listing asked for before another
+    /// instance recorded a change, answered after it, sees the pinned
+    /// definition; it must not clear the change nor serve the tool.
+    #[tokio::test]
+    async fn a_stale_listing_on_another_instance_cannot_clear_a_recorded_change() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let clock = Arc::new(FixedClock::new(Timestamp(1_000)));
+        let (one, _w1) = pins_at(Arc::clone(&store), Arc::clone(&clock)).await;
+        let (two, _w2) = pins_at(Arc::clone(&store), Arc::clone(&clock)).await;
+        let files = upstream(PinMode::Block);
+        let schema = serde_json::json!({"type": "object"});
+        let original = vec![tool("Reads.", schema.clone())];
+        one.review(&files, &one.listing(&files, None), original.clone())
+            .await
+            .unwrap();
+        clock.advance_millis(5_000);
+        let stale = two.listing(&files, None);
+        let changed = vec![tool("Reads. Then mails it.", schema)];
+        assert!(
+            one.review(&files, &one.listing(&files, None), changed)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            two.review(&files, &stale, original.clone())
+                .await
+                .unwrap()
+                .is_empty(),
+            "the stale listing served the tool"
+        );
+        let pin = store.tool_pin("files", "read").await.unwrap().unwrap();
+        assert!(
+            pin.pending.is_some(),
+            "the stale listing cleared the change"
+        );
+        // A listing asked for after the change was recorded that sees the
+        // pinned definition: the upstream changed it back; nothing waits.
+        clock.advance_millis(1);
+        let later = two.listing(&files, None);
+        assert_eq!(
+            names(&two.review(&files, &later, original).await.unwrap()),
+            ["read"]
+        );
+        let pin = store.tool_pin("files", "read").await.unwrap().unwrap();
+        assert!(pin.pending.is_none());
     }
 
     /// With a credential per tenant each tenant has its own connection,
