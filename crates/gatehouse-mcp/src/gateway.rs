@@ -574,8 +574,11 @@ impl Gateway {
 
     /// Whether calls of `name` go to `upstream`.
     fn routes_to(&self, name: &str, upstream: &gatehouse_upstream::Upstream) -> bool {
-        self.route(name)
-            .is_some_and(|(routed, _)| routed.name() == upstream.name())
+        BuiltinTools::definition(name).is_none()
+            && self
+                .upstreams
+                .as_deref()
+                .is_some_and(|set| set.routes_to(name, upstream))
     }
 
     pub fn audit(&self) -> &AuditLog {
@@ -683,34 +686,39 @@ impl Gateway {
     /// Records that a long-lived stream (a listen stream, or a session and
     /// its stream) was ended because the credential it was opened with no
     /// longer holds (`lapse`).
-    pub async fn record_stream_lapsed(
-        &self,
-        caller: &Caller,
-        lapse: &str,
-    ) -> Result<(), AuditError> {
-        self.record(
-            EventBuilder::new(
-                AuditKind::Authentication,
-                Outcome::Failure,
-                self.clock.now(),
+    /// A record that cannot be written is logged: the stream ends anyway.
+    pub async fn record_stream_lapsed(&self, caller: &Caller, lapse: &str) {
+        let written = self
+            .record(
+                EventBuilder::new(
+                    AuditKind::Authentication,
+                    Outcome::Failure,
+                    self.clock.now(),
+                )
+                .request_id(caller.request_id.as_deref())
+                .principal(&caller.principal)
+                .session(caller.session.clone())
+                .source(caller.source.clone())
+                .decision("deny")
+                .reason(gatehouse_alerts::CREDENTIAL_LAPSED)
+                .error(format!(
+                    "{} was ended: the credential it was opened with no longer holds ({lapse})",
+                    if caller.session.is_some() {
+                        "a session"
+                    } else {
+                        "a subscriptions/listen stream"
+                    }
+                ))
+                .build(),
             )
-            .request_id(caller.request_id.as_deref())
-            .principal(&caller.principal)
-            .session(caller.session.clone())
-            .source(caller.source.clone())
-            .decision("deny")
-            .reason(gatehouse_alerts::CREDENTIAL_LAPSED)
-            .error(format!(
-                "{} was ended: the credential it was opened with no longer holds ({lapse})",
-                if caller.session.is_some() {
-                    "a session"
-                } else {
-                    "a subscriptions/listen stream"
-                }
-            ))
-            .build(),
-        )
-        .await
+            .await;
+        if written.is_err() {
+            tracing::error!(
+                reason = lapse,
+                session = caller.session.is_some(),
+                "a stream or session ended, and its record could not be written"
+            );
+        }
     }
 
     pub fn redactor(&self) -> &Redactor {
@@ -991,8 +999,7 @@ impl Gateway {
                 let routed = self
                     .upstreams
                     .as_deref()
-                    .and_then(|set| set.route(&name))
-                    .is_some_and(|(routed, _)| routed.name() == upstream.name());
+                    .is_some_and(|set| set.routes_to(&name, upstream));
                 let target = Target::upstream(Kind::Prompt, &name, upstream.name());
                 // Prompts are got outright or not at all (see `read_only`).
                 if !routed

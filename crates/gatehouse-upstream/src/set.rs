@@ -74,6 +74,13 @@ impl UpstreamSet {
         }
     }
 
+    /// Whether calls of the gateway name `name` go to `upstream` (listings
+    /// show a tool or prompt only where its calls go).
+    pub fn routes_to(&self, name: &str, upstream: &Upstream) -> bool {
+        self.route(name)
+            .is_some_and(|(routed, _)| routed.name() == upstream.name())
+    }
+
     /// The gateway's name for an upstream's tool.
     pub fn tool_name(upstream: &Upstream, tool: &str) -> String {
         upstream.config().gateway_name(tool)
@@ -114,6 +121,10 @@ mod tests {
         assert_eq!((u.name(), tool), ("bare", "read"));
         let (u, tool) = set.route("other__read").unwrap();
         assert_eq!((u.name(), tool), ("bare", "other__read"));
+        let bare = set.get("bare").unwrap();
+        assert!(set.routes_to("read", bare));
+        assert!(!set.routes_to("files__read", bare));
+        assert!(!set.routes_to("crm__find_contact", bare));
         assert_eq!(
             UpstreamSet::tool_name(set.get("crm").unwrap(), "x"),
             "crm__x"

@@ -145,12 +145,18 @@ pub enum SessionRefusal {
     TableFull,
 }
 
+/// Whether two credentials are the same, in constant time (they are
+/// secrets, even if both were verified already).
+fn same_secret(a: &str, b: &str) -> bool {
+    subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()).into()
+}
+
 /// Keeps the credential a request of the session presented.
 fn note(binding: &mut Binding, credential: &str, principal: &Arc<Principal>) {
     if binding
         .presented
         .as_ref()
-        .is_some_and(|p| &*p.credential == credential && p.principal == *principal)
+        .is_some_and(|p| same_secret(&p.credential, credential) && p.principal == *principal)
     {
         return;
     }
@@ -315,7 +321,7 @@ impl SessionBindings {
             .bindings
             .get(session)
             .and_then(|b| b.presented.as_ref())
-            .is_some_and(|p| &*p.credential == credential);
+            .is_some_and(|p| same_secret(&p.credential, credential));
         if rests_on_it {
             table.remove(session);
         }

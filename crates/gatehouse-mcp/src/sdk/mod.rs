@@ -718,17 +718,7 @@ impl ServerHandler for McpHandler {
             let Some(lapse) = lapsed else {
                 return Ok(());
             };
-            if self
-                .gateway
-                .record_stream_lapsed(&caller, lapse)
-                .await
-                .is_err()
-            {
-                tracing::error!(
-                    reason = lapse,
-                    "a listen stream ended, and its record could not be written"
-                );
-            }
+            self.gateway.record_stream_lapsed(&caller, lapse).await;
             Err(ErrorData::new(
                 ErrorCode(UNAUTHENTICATED_ERROR_CODE),
                 format!(
