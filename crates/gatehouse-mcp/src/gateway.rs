@@ -705,6 +705,8 @@ impl Gateway {
                     "{} was ended: the credential it was opened with no longer holds ({lapse})",
                     if caller.session.is_some() {
                         "a session"
+                    } else if caller.source.as_deref() == Some("stdio") {
+                        "the stdio connection"
                     } else {
                         "a subscriptions/listen stream"
                     }

@@ -1,16 +1,25 @@
 //! MCP over stdio for local clients. The credential comes from the
 //! environment; it is checked before the first message and again on every
-//! request.
+//! request, and while the connection lasts: once the key no longer holds
+//! (revoked, expired, its roles changed) or the declared task grant was
+//! revoked or ran out, the connection ends, as an HTTP session would.
+//! Without this, a client that subscribed to resources would go on hearing
+//! about them on a key that was revoked.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use gatehouse_authn::Authenticator;
 use gatehouse_authz::{TaskGrantError, grant_of};
-use gatehouse_core::TaskGrant;
+use gatehouse_core::{Principal, TaskGrant};
 
 use crate::bound_grant::{self, GrantRefused};
 use crate::gate1::{self, Gate1Error, RequestOrigin};
+use crate::stream_credential::{could_not_check, same_authority};
 use crate::{Caller, Gateway};
+
+/// How often the connection looks at the credential generation.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 pub struct StdioAuthenticator {
     authenticator: Arc<Authenticator>,
@@ -103,25 +112,85 @@ impl StdioAuthenticator {
     }
 }
 
+impl StdioAuthenticator {
+    /// Returns, with why, once the environment's key no longer gives
+    /// `opened` the same authority, or the declared task grant was revoked
+    /// or ran out. Looked at whenever credentials change anywhere (the
+    /// credential generation moves) and at the key's expiry. A check that
+    /// cannot be made now (the store unavailable) ends nothing: requests
+    /// are refused meanwhile, and it is made again a second later.
+    async fn lapsed(&self, opened: &Principal) -> &'static str {
+        let mut seen = None;
+        loop {
+            tokio::time::sleep(LOOK_EVERY).await;
+            let now = self.gateway.clock().now();
+            if opened.expires_at.is_some_and(|at| at <= now) {
+                return "expired";
+            }
+            let current = self.authenticator.credential_generation();
+            if current.is_some() && current == seen {
+                continue;
+            }
+            match self
+                .authenticator
+                .authenticate(self.key.as_deref(), now)
+                .await
+            {
+                Ok(fresh) if same_authority(&fresh, opened) => {}
+                Ok(_) => return "credential_changed",
+                Err(error) if could_not_check(&error) => continue,
+                Err(error) => return error.code(),
+            }
+            if let Some(grant) = self.declared() {
+                if grant.expires_at <= now {
+                    return "task_grant_expired";
+                }
+                match self.authenticator.is_revoked(&grant.id, now).await {
+                    Ok(false) => {}
+                    Ok(true) => return "task_grant_revoked",
+                    Err(_) => continue,
+                }
+            }
+            seen = current;
+        }
+    }
+}
+
 /// Verifies the key, then serves MCP on stdin/stdout until the client
-/// closes it. Fails before reading any message when the key is not valid.
+/// closes it or the key no longer holds. Fails before reading any message
+/// when the key is not valid.
 pub async fn serve_stdio(
     gateway: Arc<Gateway>,
     authenticator: Arc<StdioAuthenticator>,
 ) -> Result<(), StdioError> {
-    authenticator
+    let caller = authenticator
         .caller()
         .await
         .map_err(StdioError::Unauthenticated)?;
-    crate::sdk::serve(gateway, authenticator)
-        .await
-        .map_err(StdioError::Transport)
+    // With authentication off there is no key to lapse.
+    if authenticator.key.is_none() {
+        return crate::sdk::serve(gateway, authenticator)
+            .await
+            .map_err(StdioError::Transport);
+    }
+    let watcher = Arc::clone(&authenticator);
+    tokio::select! {
+        served = crate::sdk::serve(Arc::clone(&gateway), authenticator) => {
+            served.map_err(StdioError::Transport)
+        }
+        lapse = watcher.lapsed(&caller.principal) => {
+            gateway.record_stream_lapsed(&caller, lapse).await;
+            Err(StdioError::Lapsed(lapse))
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StdioError {
     #[error("GATEHOUSE_API_KEY was not accepted: {0}")]
     Unauthenticated(Gate1Error),
+    #[error("the connection was ended: GATEHOUSE_API_KEY no longer holds ({0})")]
+    Lapsed(&'static str),
     #[error("stdio transport failed: {0}")]
     Transport(std::io::Error),
 }

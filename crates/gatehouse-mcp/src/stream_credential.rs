@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_authn::{Authenticator, presented_credential};
+use gatehouse_authn::{Authenticator, AuthnError, presented_credential};
 use gatehouse_core::{Clock, Principal, Timestamp};
 
 /// How often an open stream looks at the credential generation (a `stat`
@@ -98,6 +98,17 @@ fn earlier(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// Whether a failure says the check could not be made (the store, the
+/// introspection endpoint or the issuer's keys unavailable), rather than
+/// that the credential does not hold.
+pub(crate) fn could_not_check(error: &AuthnError) -> bool {
+    matches!(error, AuthnError::Unavailable(_) | AuthnError::Internal(_))
+        || matches!(
+            error.code(),
+            "introspection_unavailable" | "issuer_keys_unavailable" | "jwks_unavailable"
+        )
 }
 
 /// Whether a fresh authentication gives the stream's principal the same

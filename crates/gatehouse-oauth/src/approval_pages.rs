@@ -101,11 +101,38 @@ fn approval_error_page(error: &ApprovalError) -> Response {
     }
 }
 
+/// The arguments as the approver reads them: pretty JSON in which every
+/// character that is invisible or reorders the text around it (bidi
+/// overrides and isolates, zero-width characters, line separators) is
+/// written as its JSON escape (`\u202e`). The text still reads as the same
+/// JSON value, but a string can no longer show the human one thing while
+/// the call runs another ("Trojan Source").
 fn pretty(arguments: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(arguments)
+    match serde_json::from_str::<serde_json::Value>(arguments)
         .ok()
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
-        .unwrap_or_else(|| arguments.to_string())
+    {
+        Some(json) => visible_json(&json),
+        None => gatehouse_core::escape_for_display(arguments).into_owned(),
+    }
+}
+
+fn visible_json(json: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        // Inside strings serde_json escapes the C0 controls itself, so a
+        // raw newline is the pretty printer's own.
+        if c != '\n' && gatehouse_core::is_unsafe_to_show(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn page(
@@ -247,5 +274,36 @@ pub(crate) async fn decide(
                 "The call was denied; the agent's retry will be refused. You may close this window.",
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    #[test]
+    fn arguments_show_reordering_and_invisible_characters_as_escapes() {
+        let arguments = json!({
+            "sql": "SELECT 1 /* \u{202e} ; DROP TABLE users \u{2066}*/",
+            "n\u{200b}ame": "a\u{2028}b\u{e0041}",
+            "plain": "é 日本 😀",
+        })
+        .to_string();
+        let shown = super::pretty(&arguments);
+        assert!(
+            !shown
+                .chars()
+                .any(|c| c != '\n' && gatehouse_core::is_unsafe_to_show(c)),
+            "{shown}"
+        );
+        for escape in ["\\u202e", "\\u2066", "\\u200b", "\\u2028", "\\udb40\\udc41"] {
+            assert!(shown.contains(escape), "{escape}: {shown}");
+        }
+        assert!(shown.contains("é 日本 😀"), "{shown}");
+        // What the human reads is still the value that runs.
+        let read: Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(read, serde_json::from_str::<Value>(&arguments).unwrap());
+        // Arguments that are not JSON are escaped as the CLI escapes them.
+        assert_eq!(super::pretty("x \u{202e} y"), "x \\u{202e} y");
     }
 }

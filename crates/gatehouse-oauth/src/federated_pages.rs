@@ -38,10 +38,36 @@ fn refused_page(error: &SignInError) -> Response {
 /// Sends the browser to the provider, remembering the sign-in.
 pub(crate) async fn start(
     State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
     headers: HeaderMap,
     Query(query): Query<Start>,
 ) -> Response {
     let now = state.clock.now();
+    // Each start stores a pending sign-in: limited per source before
+    // anything is stored, as `/authorize` is.
+    let source = source(peer);
+    if let Err(wait_ms) = state
+        .server
+        .federated_starts
+        .attempt(source.as_deref().unwrap_or("unknown"), now)
+    {
+        let retry_after_secs = gatehouse_core::retry_after_secs(wait_ms);
+        let mut response = html_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            message_page(
+                "Too many requests",
+                &format!(
+                    "Too many sign-ins were started from your network just now. Try again in \
+                     {retry_after_secs} seconds."
+                ),
+            ),
+        );
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(retry_after_secs),
+        );
+        return response;
+    }
     let continue_to = query.continue_to.unwrap_or_default();
     if !safe_continue(&continue_to) {
         return html_response(

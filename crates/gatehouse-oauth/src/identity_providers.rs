@@ -375,13 +375,26 @@ impl AuthorizationServer {
             return Ok(None);
         };
         let username = crate::login::normalize_username(email);
-        if self
-            .store
-            .user(&username)
-            .await
-            .map_err(unavailable)?
-            .is_none()
-        {
+        let Some(user) = self.store.user(&username).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        // A provider vouches for its own tenant's people only: a tenant's
+        // provider (administered by that tenant) that may link by email
+        // would otherwise hand its people any other tenant's user of the
+        // same address, and write its roles onto them.
+        if user.tenant != provider.tenant {
+            let event = EventBuilder::new(AuditKind::Authentication, Outcome::Failure, now)
+                .human(&username)
+                .tenant(&provider.tenant)
+                .tool("oauth/user_linked")
+                .decision("deny")
+                .reason("link_refused_other_tenant")
+                .error(format!(
+                    "not linked to {} (provider {}): the user belongs to another tenant than the provider",
+                    provider.issuer, provider.name
+                ))
+                .build();
+            self.record(event).await?;
             return Ok(None);
         }
         match self
@@ -432,6 +445,13 @@ impl AuthorizationServer {
             .await
             .map_err(unavailable)?
             .ok_or_else(gone)?;
+        // However the link came about, a provider signs in and sets the
+        // roles of its own tenant's users only.
+        if user.tenant != provider.tenant {
+            return Err(OAuthError::InvalidGrant(
+                "the linked user belongs to another tenant than the provider".into(),
+            ));
+        }
         let follows_groups = provider.roles_claim.is_some() || provider.default_role.is_some();
         if !follows_groups {
             return Ok(user);

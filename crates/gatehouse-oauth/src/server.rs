@@ -265,6 +265,9 @@ pub struct AuthorizationServer {
     /// Requests to `/authorize` per source address: each stores a pending
     /// authorization for ten minutes.
     pub(crate) authorize_attempts: RateLimiter,
+    /// Sign-ins started at an identity provider per source address: each
+    /// stores a pending sign-in for ten minutes, like `/authorize`.
+    pub(crate) federated_starts: RateLimiter,
     /// Requests to `/oauth/device_authorization` per source address: each
     /// stores a pending device authorization.
     pub(crate) device_authorizations: RateLimiter,
@@ -438,6 +441,7 @@ impl AuthorizationServer {
             login_attempts: RateLimiter::per_source(30, 300_000, 10_000),
             login_turns: LoginTurns::default(),
             authorize_attempts: RateLimiter::per_source(AUTHORIZE_PER_MINUTE, 60_000, 10_000),
+            federated_starts: RateLimiter::per_source(AUTHORIZE_PER_MINUTE, 60_000, 10_000),
             device_authorizations: RateLimiter::per_source(
                 DEVICE_AUTHORIZATIONS_PER_MINUTE,
                 60_000,

@@ -18,6 +18,7 @@ mod decision;
 mod explain;
 mod policy;
 mod policy_file;
+mod resource_readings;
 mod shared_policy;
 mod target;
 mod task_allowlist;

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::admin_access::ADMIN_SCOPE;
 use crate::constraints::{self, ArgConstraint, ConstraintViolation, ToolConstraints};
 use crate::policy_file::{RateLimit, TaskSpec};
+use crate::resource_readings;
 use crate::target::{Kind, Target};
 use crate::tenants::TenantSpec;
 use crate::uri_template;
@@ -379,8 +380,39 @@ impl Policy {
 
     /// Decides a tool call, a prompt or a resource read: task grant, tenant,
     /// the rule that covers the target (its own, else its upstream's),
-    /// role, scope.
+    /// role, scope. A resource must be allowed under every reading of its
+    /// URI an upstream might make (`resource_readings.rs`): the strictest
+    /// decision stands, for the URI as the caller sent it.
     pub fn authorize_target(&self, principal: &Arc<Principal>, target: &Target<'_>) -> Decision {
+        let decision = self.authorize_as_written(principal, target);
+        if target.kind != Kind::Resource || matches!(decision, Decision::Deny(_)) {
+            return decision;
+        }
+        let mut decision = decision;
+        for reading in resource_readings::readings(target.name).iter().skip(1) {
+            let read = Target {
+                name: reading,
+                ..*target
+            };
+            match self.authorize_as_written(principal, &read) {
+                Decision::Deny(deny) => {
+                    return Decision::Deny(Deny::new(target, deny.reason));
+                }
+                Decision::NeedsApproval(needed) if matches!(decision, Decision::Permit(_)) => {
+                    decision = Decision::NeedsApproval(ApprovalNeeded::new(
+                        Arc::clone(principal),
+                        target,
+                        needed.rule().to_string(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        decision
+    }
+
+    /// [`Policy::authorize_target`] for the target's name as written.
+    fn authorize_as_written(&self, principal: &Arc<Principal>, target: &Target<'_>) -> Decision {
         let deny = |reason| Decision::Deny(Deny::new(target, reason));
         // A grant is a ceiling whatever the roles allow, so it comes first.
         // Grants list tools only: under one, prompts and resources are
@@ -573,7 +605,23 @@ impl Policy {
         {
             return Access::Deny;
         }
-        self.access_outside_task(principal, target)
+        if target.kind != Kind::Resource {
+            return self.access_outside_task(principal, target);
+        }
+        // The strictest of the URI's readings, as for a read.
+        resource_readings::readings(target.name)
+            .iter()
+            .map(|reading| {
+                self.access_outside_task(
+                    principal,
+                    &Target {
+                        name: reading,
+                        ..*target
+                    },
+                )
+            })
+            .min()
+            .unwrap_or(Access::Deny)
     }
 }
 

@@ -194,6 +194,64 @@ roles = ["reader"]
     assert_eq!(decide(&policy, "analyst", nested).0, "allow");
 }
 
+/// An upstream may read `crm://contacts/ceo?`, `…/x/../ceo` or `…/%63eo`
+/// as `crm://contacts/ceo` (the TypeScript SDK parses URIs as URLs and
+/// matches templates without the query): each is decided as that URI too,
+/// so no spelling walks round its entry or a template entry that narrows
+/// the section.
+#[test]
+fn a_uri_is_decided_under_every_reading_an_upstream_may_make() {
+    let policy = Policy::from_toml(&format!(
+        r#"{POLICY}
+[resources."crm://contacts/ceo"]
+scope = "crm:read"
+roles = ["admin"]
+[resources."crm://deals/{{id}}"]
+scope = "crm:read"
+roles = ["admin"]
+[resources."crm://notes/{{id}}"]
+scope = "crm:read"
+roles = ["admin"]
+approval_roles = ["analyst"]
+"#
+    ))
+    .unwrap();
+    for uri in [
+        "crm://contacts/ceo?",
+        "crm://contacts/ceo?x=1",
+        "crm://contacts/ceo#x",
+        "crm://contacts/x/../ceo",
+        "crm://contacts/x/%2E%2E/ceo",
+        "crm://contacts/%63eo",
+        "CRM://contacts/ceo",
+        // Claimed through another template by the `/` in its query.
+        "crm://deals/42?x=/y",
+    ] {
+        let target = crm(Kind::Resource, uri);
+        assert_eq!(
+            decide(&policy, "analyst", target).0,
+            "role_not_allowed",
+            "{uri}"
+        );
+        assert_eq!(
+            policy.visibility(&principal("analyst"), &target),
+            Access::Deny,
+            "{uri}"
+        );
+        assert_eq!(decide(&policy, "admin", target).0, "allow", "{uri}");
+    }
+    // What the section allows stays allowed however it is written.
+    let other = crm(Kind::Resource, "crm://contacts/42?x=1");
+    assert_eq!(decide(&policy, "analyst", other).0, "allow");
+    // A reading that needs approval makes the request need it.
+    let note = crm(Kind::Resource, "crm://notes/x/../1");
+    assert_eq!(decide(&policy, "analyst", note).0, "approval");
+    assert_eq!(
+        policy.visibility(&principal("analyst"), &note),
+        Access::NeedsApproval
+    );
+}
+
 #[test]
 fn a_task_lists_upstream_tools_and_refuses_everything_else() {
     let policy = Policy::from_toml(POLICY).unwrap();

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::router::AppState;
 use crate::Caller;
-use crate::stream_credential::same_authority;
+use crate::stream_credential::{could_not_check, same_authority};
 
 /// How often the credential generation is looked at.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
@@ -139,14 +139,4 @@ async fn check_sessions(state: &AppState, shutdown: &CancellationToken) -> bool 
         state.gateway.record_stream_lapsed(&caller, lapse).await;
     }
     decided
-}
-
-/// Whether a failure says the check could not be made, rather than that
-/// the credential does not hold.
-fn could_not_check(error: &AuthnError) -> bool {
-    matches!(error, AuthnError::Unavailable(_) | AuthnError::Internal(_))
-        || matches!(
-            error.code(),
-            "introspection_unavailable" | "issuer_keys_unavailable" | "jwks_unavailable"
-        )
 }

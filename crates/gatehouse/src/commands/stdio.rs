@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use gatehouse_mcp::{StdioAuthenticator, serve_stdio};
+use gatehouse_mcp::{StdioAuthenticator, StdioError, serve_stdio};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
@@ -36,13 +36,23 @@ pub async fn run(ctx: &Context) -> anyhow::Result<()> {
         Arc::clone(&runtime.gateway),
         key,
     ));
-    let result = serve_stdio(Arc::clone(&runtime.gateway), auth)
-        .await
-        .with_context(|| format!("set {API_KEY_ENV} to a valid Gatehouse API key"));
+    let served = serve_stdio(Arc::clone(&runtime.gateway), auth).await;
+    let lapsed = matches!(served, Err(StdioError::Lapsed(_)));
+    let result = served.with_context(|| format!("set {API_KEY_ENV} to a valid Gatehouse API key"));
     policy_stop.cancel();
     // The last checkpoint, before the audit log closes.
     checkpoints_stop.cancel();
     let _ = checkpoints.await;
     runtime.finish().await;
+    if lapsed {
+        // The SDK reads stdin on a blocking thread that only the client
+        // closing stdin ends, and the runtime would wait for that thread on
+        // shutdown: with everything written and the audit log closed, the
+        // process ends here.
+        if let Err(error) = &result {
+            crate::output::error(&crate::output::error_message(error));
+        }
+        std::process::exit(1);
+    }
     result
 }

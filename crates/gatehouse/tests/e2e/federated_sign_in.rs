@@ -559,6 +559,78 @@ async fn a_verified_email_links_the_existing_user_when_allowed() {
         "{}",
         consent.body
     );
-    let linked = server.audit(&["--tool", "oauth/user_linked"]);
+    let linked = server.audit(&["--tool", "oauth/user_linked", "--outcome", "success"]);
     assert_eq!(linked.len(), 1, "{linked:?}");
+}
+
+/// A provider (here of the default tenant) that may link by email never
+/// links a user of another tenant, however verified the address: that
+/// tenant's user keeps its roles, and the person gets a user of the
+/// provider's own tenant.
+#[tokio::test]
+async fn a_verified_email_never_links_a_user_of_another_tenant() {
+    let (issuer, idp) = provider(SigningKey::generate().unwrap());
+    let server = Server::start_with_env(
+        tempfile::tempdir().unwrap(),
+        Some(&format!("{}link_by_email = true\n", config(&issuer, ""))),
+        &[("GATEHOUSE_E2E_OIDC_SECRET", CLIENT_SECRET)],
+    );
+    server.cli_json(&[
+        "users",
+        "add",
+        "ceo@globex.example",
+        "--role",
+        "reader",
+        "--tenant",
+        "globex",
+    ]);
+    let client = public_client(&server, "app");
+    let (_, challenge) = pkce();
+    *idp.person.lock().unwrap() = json!({ "sub": "u-mallory", "email": "ceo@globex.example", "email_verified": true, "groups": ["mcp-ops"] });
+    let mut browser = Browser::new(&server);
+    let callback = to_provider_and_back(&mut browser, &server, &client, &challenge).await;
+    let consent = browser.visit(&callback).await;
+    assert!(consent.body.contains("acme:u-mallory"), "{}", consent.body);
+    assert!(
+        !consent.body.contains("ceo@globex.example"),
+        "{}",
+        consent.body
+    );
+    let users = server.cli_json(&["users", "list"]);
+    let ceo = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "ceo@globex.example")
+        .unwrap()
+        .clone();
+    assert_eq!(ceo["roles"], json!(["reader"]), "{ceo}");
+    assert_eq!(ceo["tenant"], "globex", "{ceo}");
+    let refused = server.audit(&["--tool", "oauth/user_linked", "--outcome", "failure"]);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["reason"], "link_refused_other_tenant");
+    assert!(
+        server
+            .audit(&["--tool", "oauth/user_linked", "--outcome", "success"])
+            .is_empty()
+    );
+}
+
+/// Each start of a sign-in at the provider stores a pending sign-in for ten
+/// minutes: 30 a minute per address, then a 429 page before anything is
+/// stored.
+#[tokio::test]
+async fn starting_sign_ins_is_rate_limited_per_source() {
+    let (issuer, _idp) = provider(SigningKey::generate().unwrap());
+    let server = start(&issuer, "");
+    let mut browser = Browser::new(&server);
+    let link = "/oauth/federated/start?provider=acme&continue=/device";
+    for i in 0..30 {
+        let page = browser.get(link).await;
+        assert_eq!(page.status, 303, "start {i}: {}", page.body);
+    }
+    let page = browser.get(link).await;
+    assert_eq!(page.status, 429, "{}", page.body);
+    assert!(page.headers.contains_key("retry-after"));
+    assert!(page.location().is_none());
 }

@@ -1,6 +1,6 @@
 //! `gatehouse stdio`: the same tools and policy for local clients.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
@@ -146,10 +146,74 @@ async fn stdio_checks_the_key_on_every_request() {
     .unwrap();
     line.clear();
     stdout.read_line(&mut line).unwrap();
-    let response: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(response["error"]["data"]["reason"], "revoked", "{response}");
+    // Refused, unless the connection saw the revocation first and ended
+    // (`a_revoked_key_ends_the_stdio_connection`).
+    if !line.is_empty() {
+        let response: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(response["error"]["data"]["reason"], "revoked", "{response}");
+    }
     drop(stdin);
     let _ = child.wait();
+}
+
+/// A connection that only listens (a client subscribed to resources hears
+/// of them between its requests) ends once its key is revoked, without a
+/// request of its own, and the ending is recorded.
+#[tokio::test]
+async fn a_revoked_key_ends_the_stdio_connection() {
+    let server = Server::start(None);
+    let (id, key) = server.create_key("local", "reader", &[]);
+    let mut child = Command::new(BIN)
+        .arg("stdio")
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .env("GATEHOUSE_API_KEY", &key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for m in handshake() {
+        writeln!(stdin, "{m}").unwrap();
+    }
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("\"result\""), "{line}");
+    server.cli_json(&["keys", "revoke", &id]);
+    // stdin stays open: only the revocation can end the process.
+    let mut status = None;
+    for _ in 0..600 {
+        if let Some(exited) = child.try_wait().unwrap() {
+            status = Some(exited);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("the stdio connection outlived its revoked key");
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("no longer holds (revoked)"), "{stderr}");
+    drop(stdin);
+    let records = server.audit(&["--principal", &id]);
+    assert!(
+        records.iter().any(|r| r["reason"] == "credential_lapsed"
+            && r["source"] == "stdio"
+            && r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("the stdio connection"))),
+        "{records:?}"
+    );
 }
 
 #[tokio::test]

@@ -871,6 +871,50 @@ async fn a_resource_template_entry_governs_every_uri_it_names() {
     );
 }
 
+/// A URI's own entry holds however the URI is spelt: an upstream may read
+/// `memo://items/5?` or `memo://items/%35` as `memo://items/5` (the
+/// TypeScript SDK matches templates without the query; servers decode
+/// escaped letters), so each is decided as that URI too.
+#[tokio::test]
+async fn a_resource_entry_holds_however_its_uri_is_spelt() {
+    let Some(python) = python() else { return };
+    let server = server_with_upstream(
+        &python,
+        "[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n\
+         [resources.\"memo://items/5\"]\nscope = \"tools:read\"\nroles = [\"admin\"]\n",
+    );
+    let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
+    resources_when_ready(&server, &analyst).await;
+    for uri in [
+        "memo://items/5",
+        "memo://items/5?",
+        "memo://items/5?x=1",
+        "memo://items/%35",
+    ] {
+        let (_, body) = server
+            .rpc(Some(&analyst), "resources/read", json!({"uri": uri}))
+            .await;
+        assert_eq!(reason(&body), "role_not_allowed", "{uri}: {body}");
+        assert!(body["result"].is_null(), "{uri}: {body}");
+    }
+    // Another item, however spelt, still follows the section.
+    let (_, body) = server
+        .rpc(
+            Some(&analyst),
+            "resources/read",
+            json!({"uri": "memo://items/%36"}),
+        )
+        .await;
+    assert!(body["error"].is_null(), "{body}");
+    let denied = server.audit(&["--principal", &analyst_id, "--tool", "memo://items/5?"]);
+    assert!(
+        denied
+            .iter()
+            .any(|r| r["decision"] == "deny" && r["reason"] == "role_not_allowed"),
+        "{denied:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_resource_uri_two_upstreams_serve_is_refused_not_routed_to_either() {
     let Some(python) = python() else { return };
