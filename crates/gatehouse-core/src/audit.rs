@@ -164,6 +164,74 @@ pub struct AuditEvent {
     pub link: Option<ChainLink>,
 }
 
+/// What a NUL character in a record is written as: U+2400, the visible
+/// symbol for it.
+pub const NUL_SHOWN_AS: char = '\u{2400}';
+
+impl AuditEvent {
+    /// Replaces every NUL character (U+0000) in the record's texts and
+    /// arguments (keys and strings) with [`NUL_SHOWN_AS`].
+    ///
+    /// Callers choose much of what a record holds (a user name typed at
+    /// the login page, a tool name, arguments), and PostgreSQL can store
+    /// no NUL in a text or JSON column: one such record failed the whole
+    /// batch it was written in, and with it other callers' records and
+    /// calls. The writer applies this to every record before it is hashed,
+    /// so every sink holds the same text and the chain still verifies.
+    pub fn replace_nul(&mut self) {
+        replace_nul(&mut self.id);
+        for text in [
+            &mut self.tenant,
+            &mut self.human,
+            &mut self.agent,
+            &mut self.credential,
+            &mut self.session,
+            &mut self.source,
+            &mut self.tool,
+            &mut self.args_sha256,
+            &mut self.approval,
+            &mut self.decision,
+            &mut self.reason,
+            &mut self.error,
+            &mut self.request_id,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            replace_nul(text);
+        }
+        if let Some(arguments) = &mut self.arguments {
+            replace_nul_in_value(arguments);
+        }
+    }
+}
+
+fn replace_nul(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', &NUL_SHOWN_AS.to_string());
+    }
+}
+
+fn replace_nul_in_value(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => replace_nul(text),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(replace_nul_in_value),
+        serde_json::Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries = std::mem::take(map);
+                for (mut key, mut item) in entries {
+                    replace_nul(&mut key);
+                    replace_nul_in_value(&mut item);
+                    map.insert(key, item);
+                }
+            } else {
+                map.values_mut().for_each(replace_nul_in_value);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A record's place in the hash chain of the instance that wrote it: each
 /// record carries the hash of the one before, so an edited, deleted,
 /// reordered or inserted record breaks the chain (`gatehouse audit verify`).
@@ -179,4 +247,45 @@ pub struct ChainLink {
     /// Hex SHA-256 of this record: chain, seq, prev_hash and the record's
     /// other fields (see `gatehouse_audit::chain`).
     pub hash: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_are_replaced_everywhere_callers_reach() {
+        let mut event = AuditEvent {
+            id: "id".into(),
+            ts: crate::Timestamp(1),
+            kind: AuditKind::ToolDecision,
+            tenant: None,
+            human: Some("a\0b".into()),
+            agent: Some("agent".into()),
+            credential: None,
+            session: Some("s\0".into()),
+            source: None,
+            tool: Some("x\0".into()),
+            arguments: Some(serde_json::json!({"k\0": ["v\0", {"n": "\0"}], "plain": 1})),
+            args_sha256: None,
+            approval: None,
+            decision: Some("deny".into()),
+            reason: None,
+            outcome: Outcome::Denied,
+            error: Some("unknown tool x\0".into()),
+            latency_us: None,
+            result_bytes: None,
+            request_id: None,
+            link: None,
+        };
+        event.replace_nul();
+        let text = serde_json::to_string(&event).unwrap();
+        assert!(!text.contains("\\u0000"), "{text}");
+        assert_eq!(event.human.as_deref(), Some("a\u{2400}b"));
+        assert_eq!(event.tool.as_deref(), Some("x\u{2400}"));
+        assert_eq!(
+            event.arguments.unwrap(),
+            serde_json::json!({"k\u{2400}": ["v\u{2400}", {"n": "\u{2400}"}], "plain": 1})
+        );
+    }
 }

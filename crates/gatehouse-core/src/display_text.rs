@@ -64,6 +64,31 @@ pub fn escape_for_display(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// JSON text with every character of [`is_unsafe_to_show`] inside it
+/// written as a JSON escape (`\u202e`; a pair of them above U+FFFF): the
+/// same JSON value, but nothing in it can move a terminal's cursor or
+/// reorder the text around it when shown. A raw newline is kept: serde_json
+/// escapes the controls inside strings itself, so one is a pretty printer's
+/// line break.
+pub fn escape_json_for_display(json: &str) -> Cow<'_, str> {
+    use std::fmt::Write as _;
+    if !json.chars().any(|c| c != '\n' && is_unsafe_to_show(c)) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 12);
+    for c in json.chars() {
+        if c != '\n' && is_unsafe_to_show(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +177,33 @@ mod tests {
         let escaped = escape_for_display(&all);
         assert!(!escaped.chars().any(is_unsafe_to_show));
         assert!(!escaped.contains('\n'));
+    }
+
+    #[test]
+    fn json_keeps_its_value_and_shows_every_unsafe_character_as_an_escape() {
+        let value =
+            serde_json::json!({"tool": "a\u{202e}b\u{9b}c\u{e0041}", "k\u{2066}": [1, "é😀"]});
+        for text in [
+            value.to_string(),
+            serde_json::to_string_pretty(&value).unwrap(),
+        ] {
+            let shown = escape_json_for_display(&text);
+            assert!(
+                !shown.chars().any(|c| c != '\n' && is_unsafe_to_show(c)),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("\\u202e") && shown.contains("\\udb40\\udc41"),
+                "{shown}"
+            );
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&shown).unwrap(),
+                value
+            );
+        }
+        assert!(matches!(
+            escape_json_for_display("{\"a\":1}"),
+            Cow::Borrowed(_)
+        ));
     }
 }

@@ -21,7 +21,7 @@ pub mod source;
 
 pub use audit::{AuditEvent, AuditKind, ChainLink, Outcome};
 pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
-pub use display_text::{escape_for_display, is_unsafe_to_show};
+pub use display_text::{escape_for_display, escape_json_for_display, is_unsafe_to_show};
 pub use json_len::json_len;
 pub use last_use::{LAST_USE_INTERVAL_MS, LastUse};
 pub use peer::PeerAddr;

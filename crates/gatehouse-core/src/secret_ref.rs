@@ -158,6 +158,14 @@ impl fmt::Debug for Secret {
 pub trait TenantSecrets: Send + Sync {
     /// `Ok(None)` when the tenant has no such secret.
     async fn resolve(&self, tenant: &str, name: &str) -> Result<Option<Secret>, SecretError>;
+
+    /// A number that changes whenever a tenant's secret may have changed
+    /// (the store's credential generation), so that a connection made with
+    /// a secret can tell when to read it again; `None` when unknown, and
+    /// then it is read again at every use.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Why a secret could not be resolved. Names the reference, never a value.

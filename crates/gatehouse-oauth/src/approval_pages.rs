@@ -112,27 +112,9 @@ fn pretty(arguments: &str) -> String {
         .ok()
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
     {
-        Some(json) => visible_json(&json),
+        Some(json) => gatehouse_core::escape_json_for_display(&json).into_owned(),
         None => gatehouse_core::escape_for_display(arguments).into_owned(),
     }
-}
-
-fn visible_json(json: &str) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(json.len());
-    for c in json.chars() {
-        // Inside strings serde_json escapes the C0 controls itself, so a
-        // raw newline is the pretty printer's own.
-        if c != '\n' && gatehouse_core::is_unsafe_to_show(c) {
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                let _ = write!(out, "\\u{unit:04x}");
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn page(

@@ -1105,6 +1105,7 @@ impl Store for PostgresStore {
     }
 
     async fn put_secret(&self, tenant: &str, name: &str, value: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO tenant_secrets (tenant, name, value) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant, name) DO UPDATE SET value = excluded.value",
@@ -1112,8 +1113,13 @@ impl Store for PostgresStore {
         .bind(tenant)
         .bind(name)
         .bind(value)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        // An upstream connection made with the old value ends, on every
+        // instance (a tenant's secret is an upstream credential).
+        let generation = bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        self.note_bump(generation);
         Ok(())
     }
 
@@ -1137,12 +1143,19 @@ impl Store for PostgresStore {
     }
 
     async fn delete_secret(&self, tenant: &str, name: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query("DELETE FROM tenant_secrets WHERE tenant = $1 AND name = $2")
             .bind(tenant)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(result.rows_affected() == 1)
+        if result.rows_affected() != 1 {
+            return Ok(false);
+        }
+        let generation = bump_generation(&mut tx).await?;
+        tx.commit().await?;
+        self.note_bump(generation);
+        Ok(true)
     }
 
     async fn unsealed_secrets(&self) -> StoreResult<Vec<(String, String, String)>> {

@@ -939,6 +939,9 @@ impl Store for SqliteStore {
         .bind(value)
         .execute(&self.pool)
         .await?;
+        // An upstream connection made with the old value ends (a tenant's
+        // secret is an upstream credential).
+        self.bump_generation();
         Ok(())
     }
 
@@ -967,7 +970,11 @@ impl Store for SqliteStore {
             .bind(name)
             .execute(&self.pool)
             .await?;
-        Ok(result.rows_affected() == 1)
+        let deleted = result.rows_affected() == 1;
+        if deleted {
+            self.bump_generation();
+        }
+        Ok(deleted)
     }
 
     async fn unsealed_secrets(&self) -> StoreResult<Vec<(String, String, String)>> {

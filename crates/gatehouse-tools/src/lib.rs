@@ -87,6 +87,9 @@ pub struct BuiltinTools {
     clock: Arc<dyn Clock>,
     /// Opens sealed tenant secrets; without it they are returned as stored.
     secrets: Option<Arc<dyn SecretCipher>>,
+    /// Tenant secrets that are Gatehouse's credentials for upstreams
+    /// (`tenant:NAME` references): never handed to a caller.
+    reserved_secrets: std::collections::BTreeSet<String>,
 }
 
 impl fmt::Debug for BuiltinTools {
@@ -103,6 +106,15 @@ impl BuiltinTools {
     /// sealed).
     pub fn with_secret_cipher(mut self, cipher: Arc<dyn SecretCipher>) -> Self {
         self.secrets = Some(cipher);
+        self
+    }
+
+    /// Names of tenant secrets that are Gatehouse's own credentials for
+    /// upstreams: `access_secrets` neither lists nor returns them, or a
+    /// caller could take the credential and use the upstream past the
+    /// gateway (its policy, its audit).
+    pub fn with_reserved_secrets(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.reserved_secrets.extend(names);
         self
     }
 
@@ -132,6 +144,7 @@ impl BuiltinTools {
             evaluator: Evaluator::new(),
             clock: Arc::new(SystemClock),
             secrets: None,
+            reserved_secrets: std::collections::BTreeSet::new(),
         })
     }
 
@@ -257,6 +270,7 @@ impl BuiltinTools {
                 secrets::access(
                     store,
                     self.secrets.as_deref(),
+                    &self.reserved_secrets,
                     tenant,
                     args.optional_str("name")?,
                 )

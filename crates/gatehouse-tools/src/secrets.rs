@@ -2,6 +2,8 @@
 //! at call time. The tenant always comes from the permit, never from the
 //! arguments, so one tenant cannot name another's secrets.
 
+use std::collections::BTreeSet;
+
 use gatehouse_core::SecretCipher;
 use gatehouse_store::Store;
 use serde_json::json;
@@ -14,11 +16,13 @@ const MAX_NAME_LEN: usize = 128;
 pub(crate) async fn access(
     store: &dyn Store,
     cipher: Option<&dyn SecretCipher>,
+    reserved: &BTreeSet<String>,
     tenant: &str,
     name: Option<&str>,
 ) -> Result<ToolOutput, ToolError> {
     let Some(name) = name else {
-        let names = store.secret_names(tenant).await?;
+        let mut names = store.secret_names(tenant).await?;
+        names.retain(|name| !reserved.contains(name));
         let text = if names.is_empty() {
             "no secrets are stored for this tenant".to_string()
         } else {
@@ -30,6 +34,11 @@ pub(crate) async fn access(
         });
     };
     check_name(name)?;
+    if reserved.contains(name) {
+        return Err(ToolError::Refused(format!(
+            "secret '{name}' is Gatehouse's credential for an upstream and is never handed to callers"
+        )));
+    }
     let stored = store.secret(tenant, name).await?;
     let opened = match (stored, cipher) {
         (Some(stored), Some(cipher)) => Some(

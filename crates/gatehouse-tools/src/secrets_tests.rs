@@ -54,3 +54,27 @@ async fn secrets_are_tenant_scoped() {
         .await;
     assert_eq!(code(&result), "invalid_arguments");
 }
+
+/// A tenant secret an upstream uses as Gatehouse's credential (`tenant:NAME`)
+/// is never handed to a caller: a caller holding it could use the upstream
+/// past the gateway's policy and audit.
+#[tokio::test]
+async fn an_upstreams_credential_is_neither_listed_nor_returned() {
+    let mut h = harness().await;
+    h.tools = h.tools.with_reserved_secrets(["crm_token".to_string()]);
+    h.store
+        .put_secret("acme", "crm_token", "upstream-s3cr3t")
+        .await
+        .unwrap();
+    h.store
+        .put_secret("acme", "api_token", "acme-s3cr3t")
+        .await
+        .unwrap();
+    let result = h
+        .call("acme", "access_secrets", json!({"name": "crm_token"}))
+        .await;
+    assert_eq!(code(&result), "refused");
+    assert!(!format!("{result:?}").contains("upstream-s3cr3t"));
+    let listing = ok(h.call("acme", "access_secrets", json!({})).await);
+    assert_eq!(listing.structured, Some(json!({"names": ["api_token"]})));
+}

@@ -88,6 +88,10 @@ pub(crate) struct ClientCredentials {
     /// echo the token it was sent in an error, and a renewed token must be
     /// scrubbed from error texts like the first one.
     issued: std::sync::Mutex<std::collections::VecDeque<String>>,
+    /// The SHA-256 of the client secret the last token was asked for with
+    /// (`None` before the first): a connection whose tenant's secret
+    /// changed since is ended (`Upstream::secret_changed`).
+    secret_used: std::sync::Mutex<Option<[u8; 32]>>,
 }
 
 /// Tokens remembered for scrubbing: the current one and those before it
@@ -138,6 +142,11 @@ fn well_known(base: &Url, name: &str) -> Vec<Url> {
     candidates
 }
 
+fn digest_of(secret: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret.as_bytes()).into()
+}
+
 /// Two URLs name the same resource (RFC 8707: compared without a
 /// trailing slash difference).
 fn same_resource(a: &str, b: &Url) -> bool {
@@ -164,7 +173,18 @@ impl ClientCredentials {
             tenant,
             cached: Mutex::new(None),
             issued: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            secret_used: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Whether `secret` is the client secret the last token was asked for
+    /// with (true before the first: nothing was sent with another).
+    pub(crate) fn last_used_secret_is(&self, secret: &str) -> bool {
+        let used = *self
+            .secret_used
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        used.is_none_or(|digest| digest == digest_of(secret))
     }
 
     /// The tokens obtained lately (see `issued`), for scrubbing.
@@ -311,6 +331,10 @@ impl ClientCredentials {
             .resolve(self.tenant.as_deref(), tenants)
             .await
             .map_err(|e| GrantError::Secret(e.to_string()))?;
+        *self
+            .secret_used
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(digest_of(secret.expose()));
         // RFC 8414: without a list, client_secret_basic is what is supported.
         let basic = metadata
             .token_endpoint_auth_methods_supported

@@ -504,6 +504,34 @@ fn check_issuer(issuer: &str) -> Result<(), String> {
     Ok(())
 }
 
+impl UpstreamConfig {
+    /// A warning when Gatehouse's credential for this upstream would cross
+    /// the network unencrypted: plain http to a host other than this one,
+    /// with an `auth` that sends something. (Not refused: a service mesh
+    /// may encrypt what leaves the pod; the operator should know.)
+    pub fn cleartext_warning(&self) -> Option<String> {
+        let url = url::Url::parse(self.url.as_deref()?).ok()?;
+        if url.scheme() != "http" || matches!(self.auth, UpstreamAuth::None) {
+            return None;
+        }
+        let loopback = match url.host() {
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        (!loopback).then(|| {
+            format!(
+                "upstream {:?} is plain http to another host ({}): Gatehouse's credential for it \
+                 (and the answers) cross the network unencrypted, for anyone on the path to read \
+                 and use; use https",
+                self.name,
+                url.host_str().unwrap_or_default()
+            )
+        })
+    }
+}
+
 fn check_http(entry: &UpstreamConfig, url: &str) -> Result<(), String> {
     if !entry.args.is_empty() || !entry.env.is_empty() || !entry.secret_env.is_empty() {
         return Err("args, env and secret_env apply to command upstreams only".into());
@@ -599,6 +627,27 @@ mod tests {
         toml::from_str::<File>(text)
             .map(|f| f.upstreams)
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_credential_sent_over_plain_http_to_another_host_is_warned_of() {
+        let warned = |text: &str| parse(text).unwrap()[0].cleartext_warning();
+        let warning = warned(
+            "[[upstreams]]\nname = \"crm\"\nurl = \"http://crm.internal/mcp\"\nauth = { bearer = \"env:T\" }\n",
+        )
+        .unwrap();
+        assert!(
+            warning.contains("crm.internal") && warning.contains("https"),
+            "{warning}"
+        );
+        for quiet in [
+            "[[upstreams]]\nname = \"crm\"\nurl = \"https://crm.internal/mcp\"\nauth = { bearer = \"env:T\" }\n",
+            "[[upstreams]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/mcp\"\nauth = { bearer = \"env:T\" }\n",
+            "[[upstreams]]\nname = \"crm\"\nurl = \"http://crm.internal/mcp\"\n",
+            "[[upstreams]]\nname = \"files\"\ncommand = \"npx\"\n",
+        ] {
+            assert_eq!(warned(quiet), None, "{quiet}");
+        }
     }
 
     #[test]

@@ -386,6 +386,15 @@ impl SentSecrets {
         }
     }
 
+    /// Whether `secret` is the credential these values were made from: the
+    /// fixed header's value, or the client secret the grant last used.
+    pub(crate) fn made_with(&self, secret: &str) -> bool {
+        match &self.grant {
+            Some(grant) => grant.last_used_secret_is(secret),
+            None => self.fixed.iter().any(|value| value == secret),
+        }
+    }
+
     /// The values as they are now.
     pub(crate) fn values(&self) -> Vec<String> {
         let mut values = self.fixed.clone();
@@ -718,6 +727,12 @@ fn page_params(cursor: Option<String>) -> Option<PaginatedRequestParams> {
 }
 
 impl Connection {
+    /// Whether `secret` is the credential this connection sends (see
+    /// [`SentSecrets::made_with`]).
+    pub(crate) fn made_with(&self, secret: &str) -> bool {
+        self.secrets.made_with(secret)
+    }
+
     pub(crate) fn protocol_version(&self) -> &str {
         &self.protocol_version
     }

@@ -60,6 +60,12 @@ enum SlotState {
 struct Slot {
     state: watch::Receiver<SlotState>,
     task: JoinHandle<()>,
+    /// Ends this slot's connection (a child of the shutdown token).
+    stop: CancellationToken,
+    /// The tenant secrets' generation at which the secret this slot's
+    /// connection was made with was last found unchanged
+    /// (`Upstream::secret_changed`).
+    checked: Option<u64>,
 }
 
 #[derive(Default)]
@@ -272,9 +278,15 @@ impl Shared {
     }
 }
 
-/// Keeps one connection up until shutdown: connects, waits for the end,
-/// stops what is left of it, waits (0.5 s doubling to 30 s), connects again.
-async fn supervise(shared: Arc<Shared>, tenant: Option<String>, state: watch::Sender<SlotState>) {
+/// Keeps one connection up until `stop` (shutdown, or the slot ended):
+/// connects, waits for the end, stops what is left of it, waits (0.5 s
+/// doubling to 30 s), connects again.
+async fn supervise(
+    shared: Arc<Shared>,
+    tenant: Option<String>,
+    state: watch::Sender<SlotState>,
+    stop: CancellationToken,
+) {
     let mut backoff = Backoff::new();
     let mut connected_before = false;
     loop {
@@ -283,7 +295,7 @@ async fn supervise(shared: Arc<Shared>, tenant: Option<String>, state: watch::Se
         let connect_timeout = shared.config.connect_timeout;
         let attempt = tokio::select! {
             attempt = tokio::time::timeout(connect_timeout, shared.connect(tenant.as_deref())) => attempt,
-            () = shared.shutdown.cancelled() => break,
+            () = stop.cancelled() => break,
         };
         let lived = match attempt {
             Ok(Ok((mut established, mut child))) => {
@@ -303,7 +315,7 @@ async fn supervise(shared: Arc<Shared>, tenant: Option<String>, state: watch::Se
                 connected_before = true;
                 let stopping = tokio::select! {
                     _ = &mut established.ended => false,
-                    () = shared.shutdown.cancelled() => true,
+                    () = stop.cancelled() => true,
                 };
                 let lost = UpstreamError::Disconnected {
                     upstream: shared.name.clone(),
@@ -342,7 +354,7 @@ async fn supervise(shared: Arc<Shared>, tenant: Option<String>, state: watch::Se
         let delay = backoff.next_delay(lived);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = shared.shutdown.cancelled() => break,
+            () = stop.cancelled() => break,
         }
     }
     state.send_replace(SlotState::Stopped);
@@ -521,20 +533,94 @@ impl Upstream {
             return Ok(slot.state.clone());
         }
         let (sender, receiver) = watch::channel(SlotState::Connecting);
-        let task = tokio::spawn(supervise(shared.clone(), key.clone(), sender));
+        let stop = shared.shutdown.child_token();
+        let task = tokio::spawn(supervise(shared.clone(), key.clone(), sender, stop.clone()));
         slots.insert(
             key,
             Slot {
                 state: receiver.clone(),
                 task,
+                stop,
+                checked: None,
             },
         );
         Ok(receiver)
     }
 
+    /// Whether the tenant's secret is no longer the one `connection` was
+    /// made with: rotated (`gatehouse secrets set`), deleted, or unreadable
+    /// now. Read again only when the tenant secrets' generation moved
+    /// since it was last found unchanged (or the generation is unknown).
+    async fn secret_changed(
+        &self,
+        tenant: Option<&str>,
+        connection: &Connection,
+    ) -> Result<bool, UpstreamError> {
+        let shared = &self.inner.shared;
+        let (Some(tenants), Some(reference)) = (&shared.tenants, shared.config.auth.secret())
+        else {
+            return Ok(false);
+        };
+        if !reference.is_tenant() {
+            return Ok(false);
+        }
+        let key = self.slot_key(tenant)?;
+        let generation = tenants.generation();
+        let checked = lock(&self.inner.slots).get(&key).and_then(|s| s.checked);
+        if generation.is_some() && checked == generation {
+            return Ok(false);
+        }
+        let changed = match reference.resolve(tenant, Some(tenants.as_ref())).await {
+            Ok(secret) => !connection.made_with(secret.expose()),
+            // Deleted, or not readable now: no call goes out on a
+            // credential that may have been withdrawn.
+            Err(_) => true,
+        };
+        if !changed && let Some(slot) = lock(&self.inner.slots).get_mut(&key) {
+            slot.checked = generation;
+        }
+        Ok(changed)
+    }
+
+    /// Ends the slot of `tenant` if it still holds `connection` (another
+    /// call may have replaced it already): its connection is closed, and
+    /// the next call makes a new one.
+    fn end_slot(
+        &self,
+        tenant: Option<&str>,
+        connection: &Arc<Connection>,
+    ) -> Result<(), UpstreamError> {
+        let key = self.slot_key(tenant)?;
+        let mut slots = lock(&self.inner.slots);
+        let holds = slots.get(&key).is_some_and(|slot| {
+            matches!(&*slot.state.borrow(), SlotState::Ready(c) if Arc::ptr_eq(c, connection))
+        });
+        if holds && let Some(slot) = slots.remove(&key) {
+            slot.stop.cancel();
+        }
+        Ok(())
+    }
+
     /// The connection to use, waiting for one being established (at most
-    /// `connect_timeout`, and not past `deadline`).
+    /// `connect_timeout`, and not past `deadline`). A tenant's connection
+    /// made with a secret the tenant no longer has is ended first, and a new
+    /// one made: a rotated or deleted upstream credential is used no more
+    /// from the next call on.
     async fn connection(
+        &self,
+        tenant: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Arc<Connection>, UpstreamError> {
+        let connection = self.settled_connection(tenant, deadline).await?;
+        if !self.secret_changed(tenant, &connection).await? {
+            return Ok(connection);
+        }
+        tracing::info!(upstream = %self.inner.shared.name, "the tenant's secret for this upstream changed: connecting again");
+        self.end_slot(tenant, &connection)?;
+        self.settled_connection(tenant, deadline).await
+    }
+
+    async fn settled_connection(
         &self,
         tenant: Option<&str>,
         deadline: Instant,

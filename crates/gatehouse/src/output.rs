@@ -35,8 +35,13 @@ pub fn error_message(error: &anyhow::Error) -> String {
     message
 }
 
+/// A value as one line of JSON. Values hold what callers chose (tool
+/// names, arguments, agent names), and serde_json escapes only the C0
+/// controls: bidi overrides, C1 controls and invisible characters are
+/// written as JSON escapes too, so the same value cannot drive the
+/// operator's terminal.
 pub fn json(value: &serde_json::Value) {
-    line(&value.to_string());
+    line(&gatehouse_core::escape_json_for_display(&value.to_string()));
 }
 
 /// A JSON array written element by element, so a long listing is never
@@ -64,7 +69,10 @@ impl<W: Write> JsonArray<W> {
             let _ = self.out.write_all(b",");
         }
         self.empty = false;
-        let _ = serde_json::to_writer(&mut self.out, value);
+        let text = value.to_string();
+        let _ = self
+            .out
+            .write_all(gatehouse_core::escape_json_for_display(&text).as_bytes());
     }
 
     pub fn finish(mut self) -> W {
@@ -145,6 +153,24 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn json_listings_cannot_reorder_or_drive_the_terminal() {
+        let value = serde_json::json!({"tool": "x\u{202E}gpj.exe", "agent": "a\u{9b}2J"});
+        let mut array = JsonArray::to(Vec::new());
+        array.push(&value);
+        let written = String::from_utf8(array.finish()).unwrap();
+        assert!(
+            !written.contains('\u{202E}') && !written.contains('\u{9b}'),
+            "{written}"
+        );
+        assert!(
+            written.contains("\\u202e") && written.contains("\\u009b"),
+            "{written}"
+        );
+        let read: serde_json::Value = serde_json::from_str(&written).unwrap();
+        assert_eq!(read, serde_json::Value::Array(vec![value]));
+    }
 
     #[test]
     fn table_cells_cannot_break_lines_or_hide_text() {

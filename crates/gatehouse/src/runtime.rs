@@ -135,7 +135,8 @@ impl Runtime {
         let tools = BuiltinTools::open(tools_config, Arc::clone(&store))
             .await
             .context("cannot prepare the built-in tools")?
-            .with_secret_cipher(Arc::clone(&secret_cipher));
+            .with_secret_cipher(Arc::clone(&secret_cipher))
+            .with_reserved_secrets(upstream_secret_names(&ctx.config.upstreams));
         let loaded = crate::policy_file::load(ctx)?;
         crate::config::check_against_policy(&ctx.config, &loaded)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -485,4 +486,17 @@ impl CheckpointSigner for KeyRingSigner {
                 .map_err(|e| e.to_string())
         })
     }
+}
+
+/// The tenant secrets the upstreams use as Gatehouse's credentials
+/// (`tenant:NAME` in an `auth` or a `secret_env`).
+fn upstream_secret_names(upstreams: &[gatehouse_upstream::UpstreamConfig]) -> Vec<String> {
+    upstreams
+        .iter()
+        .flat_map(|u| u.auth.secret().into_iter().chain(u.secret_env.values()))
+        .filter_map(|reference| match reference {
+            gatehouse_core::secret_ref::SecretRef::Tenant(name) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
 }

@@ -1,7 +1,9 @@
 //! `tenant:NAME` upstream credentials, read from the tenant's secrets in
-//! the store (`gatehouse secrets set`), at call time: a rotated secret is
-//! used from the next call on, and each tenant reaches an upstream with
-//! its own credential.
+//! the store (`gatehouse secrets set`): each tenant reaches an upstream
+//! with its own credential, and a rotated or deleted secret is used no
+//! more from the next call on (a change moves the credential generation,
+//! and a tenant's connection made with another value is ended:
+//! `gatehouse_upstream`'s `Upstream::connection`).
 
 use std::sync::Arc;
 
@@ -30,5 +32,11 @@ impl TenantSecrets for StoreSecrets {
                     .map_err(SecretError::Lookup)
             })
             .transpose()
+    }
+
+    /// `gatehouse secrets set` and `delete` move the store's credential
+    /// generation, on every instance.
+    fn generation(&self) -> Option<u64> {
+        self.0.credential_generation()
     }
 }

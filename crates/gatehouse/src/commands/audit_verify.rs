@@ -275,11 +275,23 @@ pub async fn checkpoint_keys(
         Some(master) => records.iter().filter(|r| proven(master, r)).collect(),
         None => Vec::new(),
     };
-    // A master key that proves none of the keys is not the servers' (one
-    // a command made beside servers that take theirs from the
-    // environment): the keys are then used unproven, and the report says
-    // so, rather than calling every checkpoint forged.
-    let authenticated = !proven_records.is_empty() || (records.is_empty() && master.is_some());
+    // A master key that proves none of the stored keys is either not the
+    // servers' (one a command made beside servers that take theirs from
+    // the environment) or the servers' with every key record replaced
+    // (a database writer junking the sealed halves so that the keys,
+    // theirs included, would be used unproven). The two cannot be told
+    // apart, so nothing is vouched for: verify where the servers' master
+    // key is. Without a master key at all, the keys are used unproven and
+    // the report says so.
+    if master.is_some() && !records.is_empty() && proven_records.is_empty() {
+        anyhow::bail!(
+            "cannot verify the checkpoints: none of the {} signing key(s) in the store opens with the \
+             master key here. Either it is not the servers' master key (run verify where theirs is, \
+             or set GATEHOUSE_MASTER_KEY to it), or the stored keys were replaced",
+            records.len()
+        );
+    }
+    let authenticated = master.is_some();
     let used: Vec<_> = if authenticated {
         proven_records
     } else {
@@ -398,13 +410,19 @@ fn summary(
     })
 }
 
-/// A checkpoint line of the JSON-lines file.
+/// A checkpoint line of the JSON-lines file: nothing else. (A record line
+/// that also carried a copied `checkpoint` member would otherwise be read
+/// as that checkpoint, and the record in it never checked.)
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CheckpointLine {
+    #[serde(rename = "time")]
+    _time: Option<serde::de::IgnoredAny>,
     checkpoint: FileCheckpoint,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FileCheckpoint {
     chain: String,
     seq: u64,
@@ -419,6 +437,12 @@ enum Line {
 }
 
 fn parse_line(text: &str) -> Result<Line, String> {
+    // A JSON parser keeps the last of two equal keys, a person or another
+    // tool may read the first: `"outcome":"success",…,"outcome":"denied"`
+    // must not verify as the denial while it reads as a success.
+    if serde_json::from_str::<NoDuplicateKeys>(text).is_err() {
+        return Err("not JSON, or a member named twice: edited".into());
+    }
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not JSON ({e}): damaged"))?;
     if value.get("checkpoint").is_some() {
@@ -437,14 +461,89 @@ fn parse_line(text: &str) -> Result<Line, String> {
         .get("time")
         .and_then(serde_json::Value::as_str)
         .map(str::to_owned);
-    let event: AuditEvent =
-        serde_json::from_value(value).map_err(|e| format!("not an audit record ({e}): damaged"))?;
+    let event: AuditEvent = serde_json::from_value(value.clone())
+        .map_err(|e| format!("not an audit record ({e}): damaged"))?;
+    // Every member is one the hash covers (or `time`, checked below): a
+    // member added to a line would be shown by readers and checked by
+    // nothing.
+    let covered = serde_json::to_value(&event).unwrap_or_default();
+    if let Some(members) = value.as_object()
+        && let Some(extra) = members.iter().find(|(name, v)| {
+            *name != "time" && covered.get(name.as_str()).is_none() && !v.is_null()
+        })
+    {
+        return Err(format!(
+            "it holds a member no record has ({}): edited",
+            extra.0
+        ));
+    }
     // `time` repeats the record's `ts` for people and tools reading the
     // file; the hash covers `ts` only, so a changed `time` is checked here.
     if shown.is_some_and(|time| time != event.ts.to_rfc3339()) {
         return Err("its time is not the time its hash covers: edited".into());
     }
     Ok(Line::Record(Box::new(event)))
+}
+
+/// Parses any JSON value, refusing an object that names a member twice
+/// (at any depth).
+struct NoDuplicateKeys;
+
+impl<'de> Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NoDuplicateKeysVisitor)
+    }
+}
+
+struct NoDuplicateKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeysVisitor {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+    fn visit_unit<E>(self) -> Result<NoDuplicateKeys, E> {
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut items: A,
+    ) -> Result<NoDuplicateKeys, A::Error> {
+        while items.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(NoDuplicateKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut members: A,
+    ) -> Result<NoDuplicateKeys, A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(name) = members.next_key::<String>()? {
+            if !seen.insert(name) {
+                return Err(serde::de::Error::custom("a member named twice"));
+            }
+            members.next_value::<NoDuplicateKeys>()?;
+        }
+        Ok(NoDuplicateKeys)
+    }
 }
 
 fn read_lines(path: &Path) -> anyhow::Result<Vec<String>> {
@@ -520,4 +619,65 @@ pub fn verify_files(
         (partial, true),
         keys.authenticated,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_core::{AuditKind, Outcome, Timestamp};
+
+    fn record_line() -> serde_json::Value {
+        let event = gatehouse_audit::EventBuilder::new(
+            AuditKind::ToolDecision,
+            Outcome::Denied,
+            Timestamp(1_700_000_000_000),
+        )
+        .tool("write_file")
+        .decision("deny")
+        .build();
+        let mut line = serde_json::to_value(&event).unwrap();
+        line["time"] = json_str(&event.ts.to_rfc3339());
+        line
+    }
+
+    fn json_str(s: &str) -> serde_json::Value {
+        serde_json::Value::String(s.to_string())
+    }
+
+    #[test]
+    fn genuine_lines_parse() {
+        assert!(matches!(
+            parse_line(&record_line().to_string()),
+            Ok(Line::Record(_))
+        ));
+        let checkpoint = r#"{"time":"2023-11-14T22:13:20Z","checkpoint":{"chain":"i-1","seq":3,"hash":"ab","jws":"x.y.z"}}"#;
+        assert!(matches!(parse_line(checkpoint), Ok(Line::Checkpoint(_))));
+    }
+
+    #[test]
+    fn a_record_dressed_as_a_checkpoint_is_refused() {
+        let mut line = record_line();
+        line["checkpoint"] =
+            serde_json::json!({"chain": "i-1", "seq": 3, "hash": "ab", "jws": "x.y.z"});
+        assert!(parse_line(&line.to_string()).is_err());
+        let extra = r#"{"time":"t","checkpoint":{"chain":"i-1","seq":3,"hash":"ab","jws":"x.y.z","note":1}}"#;
+        assert!(parse_line(extra).is_err());
+    }
+
+    #[test]
+    fn a_member_named_twice_or_unknown_is_refused() {
+        let line = record_line().to_string();
+        let twice = line.replacen("{", r#"{"outcome":"success","#, 1);
+        assert!(parse_line(&twice).is_err(), "{twice}");
+        assert!(line.contains(r#""arguments":null"#), "{line}");
+        let nested = line.replacen(r#""arguments":null"#, r#""arguments":{"a":1,"a":2}"#, 1);
+        assert!(parse_line(&nested).is_err(), "{nested}");
+        let mut extra = record_line();
+        extra["shown_to_readers"] = json_str("success");
+        assert!(parse_line(&extra.to_string()).is_err());
+        // A member the record leaves out when empty may be written as null.
+        let mut null = record_line();
+        null["approval"] = serde_json::Value::Null;
+        assert!(parse_line(&null.to_string()).is_ok());
+    }
 }

@@ -154,6 +154,14 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(warning) = crate::config::cleartext_warning(&public_url) {
         tracing::warn!("{warning}");
     }
+    for warning in ctx
+        .config
+        .upstreams
+        .iter()
+        .filter_map(|u| u.cleartext_warning())
+    {
+        tracing::warn!("{warning}");
+    }
     let runtime = Runtime::start(ctx, Some(&public_url)).await?;
     let first_key = first_run_key(ctx, &runtime).await?;
     let first_user = first_run_user(&runtime).await?;

@@ -494,17 +494,33 @@ async fn checkpoints_signed_by_a_key_added_to_the_database_are_refused() {
     let (ok, json, stderr) = verify(copy.path(), &[]);
     assert!(ok, "{json} {stderr}");
     assert_eq!(json["keys_authenticated"], false, "{json}");
-    // Nor with a master key that is not the servers' (one a command made
-    // beside servers that take theirs from the environment): it proves no
-    // key, so the keys are unproven rather than every checkpoint forged.
+    // A master key that proves no stored key (not the servers', or the
+    // servers' with their keys replaced) vouches for nothing: verify
+    // refuses rather than fall back to the stored keys, the forger's too.
     std::fs::write(copy.path().join("master.key"), "ab".repeat(32)).unwrap();
     let (ok, json, stderr) = verify(copy.path(), &[]);
-    assert!(ok, "{json} {stderr}");
-    assert_eq!(json["keys_authenticated"], false, "{json}");
+    assert!(!ok, "{json} {stderr}");
+    assert!(stderr.contains("opens with the master key"), "{stderr}");
     // The untouched trail, with its master key, is proven.
     let (ok, json, stderr) = verify(server.data_dir(), &[]);
     assert!(ok, "{json} {stderr}");
     assert_eq!(json["keys_authenticated"], true, "{json}");
+}
+
+/// The same forger also junks the sealed private half of every genuine
+/// key, so that no key proves with the servers' master key and verify
+/// would fall back to every stored key, the forger's included.
+#[tokio::test]
+async fn junking_the_genuine_keys_does_not_make_the_forgers_key_count() {
+    let server = finished_trail().await;
+    let copy = copy_of(server.data_dir());
+    sql(
+        copy.path(),
+        "UPDATE signing_keys SET sealed_pkcs8 = X'0707070707070707';",
+    );
+    let (ok, json, stderr) = verify(copy.path(), &[]);
+    assert!(!ok, "{json} {stderr}");
+    assert!(stderr.contains("opens with the master key"), "{stderr}");
 }
 
 /// A database writer edits a record, re-hashes the chain after it and

@@ -338,3 +338,62 @@ async fn token_with(server: &Server, id: &str, secret: &str) -> (u16, Option<Str
     .await;
     (status, body["access_token"].as_str().map(String::from))
 }
+
+/// PostgreSQL stores no NUL character in a text or JSON column. A caller
+/// who put one in a tool name (or a user name at the login page, or an
+/// argument) failed the whole audit batch its record was written in: other
+/// callers' records, and so their calls, failed with it, for as long as the
+/// requests kept coming. The record is written with the NUL shown as U+2400,
+/// and everyone else's calls go on.
+#[tokio::test]
+async fn a_nul_character_in_a_request_fails_no_audit_batch() {
+    let Some(schema) = Schema::create() else {
+        return;
+    };
+    let url = schema.url();
+    let server = Server::start_with_env(
+        tempfile::tempdir().unwrap(),
+        Some(CONFIG),
+        &[
+            ("GH_TEST_DATABASE_URL", url.as_str()),
+            ("GATEHOUSE_PEPPER", &"ab".repeat(32)),
+            ("GATEHOUSE_MASTER_KEY", &"cd".repeat(32)),
+        ],
+    );
+    let (id, key) = server.create_key("caller", "reader", &[]);
+    // In a 2025-11-25 session: a 2026-07-28 request repeats the name in a
+    // header, which cannot hold a NUL.
+    let session = super::sessions::initialize(&server, &key).await;
+    for i in 0..3 {
+        let response = server
+            .post_legacy(
+                &key,
+                Some(&session),
+                json!({"jsonrpc": "2.0", "id": 10 + i, "method": "tools/call",
+                       "params": {"name": "x\u{0}y", "arguments": {"a\u{0}": "b\u{0}"}}}),
+            )
+            .await;
+        assert_eq!(response.status().as_u16(), 200);
+        let body = super::harness::parse_body(&response.text().await.unwrap());
+        assert!(body["error"].is_object(), "{body}");
+        let (status, body) = server
+            .rpc(
+                Some(&key),
+                "tools/call",
+                json!({"name": "whoami", "arguments": {}}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body["result"].is_object(), "{body}");
+    }
+    let records = server.audit(&["--principal", &id, "--tool", "x\u{2400}y"]);
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert!(
+        server
+            .audit(&["--principal", &id, "--tool", "whoami"])
+            .len()
+            >= 3
+    );
+    let verified = server.cli_json(&["audit", "verify"]);
+    assert_eq!(verified["verified"], true, "{verified}");
+}

@@ -360,6 +360,91 @@ impl Drop for PyHttp {
     }
 }
 
+/// `gatehouse secrets set` (a leaked upstream token replaced) and `delete`
+/// (a tenant cut off from an upstream) take effect from the next call: the
+/// tenant's connection made with the old value is ended, not kept until
+/// the upstream drops it.
+#[tokio::test]
+async fn a_rotated_or_deleted_tenant_secret_is_used_no_more() {
+    let Some(python) = python() else { return };
+    let spy = PyHttp::start(&python);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!(
+            "{DEFAULT}\n[upstreams.spy]\nscope = \"tools:read\"\nroles = [\"reader\"]\n[tenants.acme]\n"
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"spy\"\nurl = {:?}\n\
+         auth = {{ bearer = \"tenant:spy_token\" }}\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\n",
+        spy.url
+    );
+    let server = Server::start_in(dir, Some(&config));
+    let set = |token: &str| {
+        let out = server.cli_with_stdin(
+            &["secrets", "set", "spy_token", "--tenant", "acme"],
+            Some(token),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    set("acme-token-1");
+    let (_, key) = server.create_key("acme-agent", "reader", &["--tenant", "acme"]);
+    tools_when_ready(&server, &key, "spy__request_headers").await;
+    let seen = |body: &Value| -> String {
+        assert!(body["error"].is_null(), "{body}");
+        let headers: Value = serde_json::from_str(
+            body["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap_or("{}"),
+        )
+        .unwrap();
+        headers["authorization_sha256"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let digest = |token: &str| {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(format!("Bearer {token}")))
+    };
+    let body = server
+        .call_tool(&key, "spy__request_headers", json!({}))
+        .await;
+    assert_eq!(seen(&body), digest("acme-token-1"));
+    set("acme-token-2");
+    let body = server
+        .call_tool(&key, "spy__request_headers", json!({}))
+        .await;
+    assert_eq!(
+        seen(&body),
+        digest("acme-token-2"),
+        "the rotated-out token was sent"
+    );
+    let out = server.cli(&["secrets", "delete", "spy_token", "--tenant", "acme"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = server
+        .call_tool(&key, "spy__request_headers", json!({}))
+        .await;
+    assert!(
+        body["result"].is_null(),
+        "a deleted secret was still used: {body}"
+    );
+    assert_eq!(
+        body["error"]["data"]["reason"], "upstream_unavailable",
+        "{body}"
+    );
+}
+
 #[tokio::test]
 async fn a_spy_upstream_sees_each_tenants_own_credential_and_nothing_of_the_caller() {
     let Some(python) = python() else { return };
