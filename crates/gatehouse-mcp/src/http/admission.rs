@@ -248,10 +248,14 @@ async fn may_start_session(
         Err(wait_ms) => Refusal::SessionStartsLimited {
             retry_after_secs: gatehouse_core::retry_after_secs(wait_ms),
         },
-        Ok(()) => match state.sessions.may_start(&subject) {
-            Ok(()) => return Ok(()),
-            Err(refusal) => state.sessions.refusal_for(refusal),
-        },
+        Ok(()) => {
+            let room = state.sessions.may_start(&subject);
+            super::authenticate::end_forgotten_sessions(state);
+            match room {
+                Ok(()) => return Ok(()),
+                Err(refusal) => state.sessions.refusal_for(refusal),
+            }
+        }
     };
     let detail = format!("initialize refused: {refusal}");
     Err(refuse_audited(state, caller, refusal, detail, id).await)

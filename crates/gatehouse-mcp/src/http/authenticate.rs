@@ -43,6 +43,22 @@ pub struct DeclaredTask(pub TaskGrant);
 #[derive(Clone)]
 pub struct SessionGrant(pub TaskGrant);
 
+/// Ends in the SDK the sessions the bindings forgot for idleness (asked
+/// where sessions start, the only place they are forgotten). Not awaited:
+/// the request that made room goes on.
+pub(super) fn end_forgotten_sessions(state: &AppState) {
+    let forgotten = state.sessions.take_forgotten();
+    if forgotten.is_empty() {
+        return;
+    }
+    let sdk = state.sdk_sessions.clone();
+    tokio::spawn(async move {
+        for session in forgotten {
+            sdk.close(&session).await;
+        }
+    });
+}
+
 pub async fn authenticate(
     State(state): State<Arc<AppState>>,
     mut request: Request,
@@ -127,7 +143,9 @@ pub async fn authenticate(
                 .extensions()
                 .get::<DeclaredTask>()
                 .map(|d| d.0.clone());
-            if let Err(refused) = state.sessions.bind(&created, &subject, grant) {
+            let bound = state.sessions.bind(&created, &subject, grant);
+            end_forgotten_sessions(&state);
+            if let Err(refused) = bound {
                 // Unbound, the session would be unreachable but alive.
                 state.sdk_sessions.close(&created).await;
                 let refused = state.sessions.refusal_for(refused);

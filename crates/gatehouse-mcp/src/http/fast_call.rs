@@ -51,8 +51,16 @@ pub(super) struct FastCall {
     capabilities: Option<ClientCapabilities>,
 }
 
+/// The header's value, when it is named exactly once. A header named twice
+/// is the SDK's to refuse (400): read here, the first value would decide,
+/// while a proxy in front may have routed or filtered on the other.
 pub(super) fn header<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts.headers.get(name).and_then(|v| v.to_str().ok())
+    let mut values = parts.headers.get_all(name).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    value.to_str().ok()
 }
 
 /// Whether an `Accept` header names `media` without refusing it (`q=0`).
@@ -308,6 +316,20 @@ fn internal(id: Value) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_header_named_twice_is_not_read() {
+        let request = axum::http::Request::builder()
+            .header("mcp-name", "write_file")
+            .header("mcp-name", "whoami")
+            .header("mcp-method", "tools/call")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        assert_eq!(super::header(&parts, "mcp-name"), None);
+        assert_eq!(super::header(&parts, "mcp-method"), Some("tools/call"));
+        assert_eq!(super::header(&parts, "mcp-protocol-version"), None);
+    }
+
     use super::accepts;
 
     #[test]

@@ -1,6 +1,15 @@
 //! The accept loop: hyper with a header-read timeout (slowloris), the peer
 //! address in every request, and graceful shutdown.
+//!
+//! Connections are capped (`max_connections`: past it, new ones wait in the
+//! kernel's backlog rather than take the descriptors the database and the
+//! audit log need), and one that has not made a request within the
+//! header-read timeout is closed. hyper's own timeout starts only once a
+//! connection is known to speak HTTP/1, so a client that sends nothing, or
+//! a part of the HTTP/2 preface, or opens HTTP/2 and goes quiet, would
+//! otherwise hold its connection for good.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +27,8 @@ pub use gatehouse_core::PeerAddr;
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerLimits {
     pub header_read_timeout: Duration,
+    /// Connections held at once.
+    pub max_connections: usize,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
 }
@@ -35,8 +46,16 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
 
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = shutdown.cancelled() => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -55,9 +74,12 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
+        let first_request = Arc::new(tokio::sync::Notify::new());
+        let requested = Arc::clone(&first_request);
         let service = router
             .clone()
             .map_request(move |mut request: hyper::Request<Incoming>| {
+                requested.notify_one();
                 request.extensions_mut().insert(PeerAddr(peer));
                 request
             });
@@ -65,7 +87,27 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
+        let wait_for_request = limits.header_read_timeout;
         tokio::spawn(async move {
+            let _slot = slot;
+            tokio::pin!(connection);
+            // Until its first request, a connection has the header-read
+            // timeout to make one (`notify_one` keeps the signal of a
+            // request made before this waits).
+            tokio::select! {
+                ended = &mut connection => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                waited = tokio::time::timeout(wait_for_request, first_request.notified()) => {
+                    if waited.is_err() {
+                        tracing::debug!("no request in time; connection closed");
+                        return;
+                    }
+                }
+            }
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }

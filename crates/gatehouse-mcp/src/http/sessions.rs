@@ -5,7 +5,11 @@
 //! The table is capped twice: in total, and per principal, so that one
 //! credential cannot take every slot (each session also costs the SDK a
 //! worker and its buffers). Sessions idle longer than the idle timeout do
-//! not count: the SDK ends them after the same time.
+//! not count: they are forgotten here and ended in the SDK too
+//! (`take_forgotten`). The SDK does not end them by itself: its idle timer
+//! starts again with every notification the session is sent, so a
+//! subscribed session would outlive its binding, its count and the
+//! rechecks of its credential.
 //!
 //! A binding also holds the session's lane (`session_lane.rs`), once the
 //! SDK has opened one, and when the SDK last saw the session. The SDK ends
@@ -69,6 +73,9 @@ struct Table {
     bindings: HashMap<String, Binding>,
     /// The sessions of each subject, for the per-principal cap.
     by_subject: HashMap<String, HashSet<String>>,
+    /// Sessions forgotten for idleness, for the SDK to end
+    /// (`SessionBindings::take_forgotten`).
+    forgotten: Vec<String>,
 }
 
 impl Table {
@@ -104,6 +111,7 @@ impl Table {
         for id in &idle {
             self.remove(id);
         }
+        self.forgotten.extend(idle);
         self.by_subject.get(subject).map_or(0, HashSet::len)
     }
 
@@ -117,6 +125,7 @@ impl Table {
         for id in &idle {
             self.remove(id);
         }
+        self.forgotten.extend(idle);
     }
 }
 
@@ -191,6 +200,14 @@ impl SessionBindings {
                 Refusal::SessionTableFull
             }
         }
+    }
+
+    /// The sessions forgotten for idleness since the last call, for the
+    /// caller to end in the SDK (`authenticate::end_forgotten_sessions`).
+    pub fn take_forgotten(&self) -> Vec<String> {
+        self.table()
+            .map(|mut table| std::mem::take(&mut table.forgotten))
+            .unwrap_or_default()
     }
 
     fn table(&self) -> Option<MutexGuard<'_, Table>> {
@@ -526,5 +543,8 @@ mod tests {
         // Idle at once: forgotten when alice starts another.
         assert_eq!(bindings.bind("a2", "alice", None), Ok(()));
         assert_eq!(bindings.check("a1", "alice", None), SessionCheck::Unbound);
+        // And handed over to be ended in the SDK, once.
+        assert_eq!(bindings.take_forgotten(), ["a1"]);
+        assert!(bindings.take_forgotten().is_empty());
     }
 }

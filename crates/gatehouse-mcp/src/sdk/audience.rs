@@ -10,6 +10,14 @@
 // One module split into files: the parent's names are this file's.
 use super::*;
 
+/// How long one session or listen stream may take to accept a
+/// notification. One task tells everyone of every change, so a client that
+/// does not read its stream (its buffers full) would otherwise hold up
+/// every other session's and stream's notifications, of every tenant, for
+/// good. Everyone is told at once, each within this time; a listen stream
+/// that does not take it is ended (its client may listen again).
+const TAKE_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Who is told when an upstream's catalogue changed
 /// (`notifications/*/list_changed`): the clients of live 2025-11-25
 /// sessions, and the open 2026-07-28 `subscriptions/listen` streams (each
@@ -163,25 +171,32 @@ impl SessionPeers {
             let audience = self.live();
             (audience.peers.clone(), audience.listeners.clone())
         };
-        for peer in peers {
-            let sent = match kind {
-                ChangeKind::Tools => peer.notify_tool_list_changed().await,
-                ChangeKind::Prompts => peer.notify_prompt_list_changed().await,
-                ChangeKind::Resources => peer.notify_resource_list_changed().await,
-                ChangeKind::Reconnected => {
-                    let tools = peer.notify_tool_list_changed().await;
-                    let prompts = peer.notify_prompt_list_changed().await;
-                    tools
-                        .and(prompts)
-                        .and(peer.notify_resource_list_changed().await)
+        let sessions = peers.iter().map(|peer| async move {
+            let sent = tokio::time::timeout(TAKE_WITHIN, async {
+                match kind {
+                    ChangeKind::Tools => peer.notify_tool_list_changed().await,
+                    ChangeKind::Prompts => peer.notify_prompt_list_changed().await,
+                    ChangeKind::Resources => peer.notify_resource_list_changed().await,
+                    ChangeKind::Reconnected => {
+                        let tools = peer.notify_tool_list_changed().await;
+                        let prompts = peer.notify_prompt_list_changed().await;
+                        tools
+                            .and(prompts)
+                            .and(peer.notify_resource_list_changed().await)
+                    }
+                    ChangeKind::ResourceUpdated => Ok(()),
                 }
-                ChangeKind::ResourceUpdated => Ok(()),
-            };
-            if let Err(e) = sent {
-                tracing::debug!(error = %e, "could not tell a session that a list changed");
+            })
+            .await;
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "could not tell a session that a list changed");
+                }
+                Err(_) => tracing::warn!("a session did not take a list change in time; skipped"),
             }
-        }
-        for listener in listeners {
+        });
+        let streams = listeners.iter().map(|listener| async move {
             let (tools, prompts, resources) = match kind {
                 ChangeKind::Tools => (true, false, false),
                 ChangeKind::Prompts => (false, true, false),
@@ -193,16 +208,27 @@ impl SessionPeers {
             let accepted = sink.accepted();
             // The sink refuses what its filter did not accept; asked only
             // for what it did.
-            if tools && accepted.tools_list_changed == Some(true) {
-                listened(sink.notify_tool_list_changed().await);
+            let told = tokio::time::timeout(TAKE_WITHIN, async {
+                if tools && accepted.tools_list_changed == Some(true) {
+                    listened(sink.notify_tool_list_changed().await);
+                }
+                if prompts && accepted.prompts_list_changed == Some(true) {
+                    listened(sink.notify_prompt_list_changed().await);
+                }
+                if resources && accepted.resources_list_changed == Some(true) {
+                    listened(sink.notify_resource_list_changed().await);
+                }
+            })
+            .await;
+            if told.is_err() {
+                not_taken(listener);
             }
-            if prompts && accepted.prompts_list_changed == Some(true) {
-                listened(sink.notify_prompt_list_changed().await);
-            }
-            if resources && accepted.resources_list_changed == Some(true) {
-                listened(sink.notify_resource_list_changed().await);
-            }
-        }
+        });
+        futures::future::join(
+            futures::future::join_all(sessions),
+            futures::future::join_all(streams),
+        )
+        .await;
     }
 }
 
@@ -229,28 +255,51 @@ impl SessionPeers {
             (audience.listeners.clone(), sessions)
         };
         let target = Target::upstream(Kind::Resource, uri, upstream);
-        for (peer, principal) in sessions {
-            if hears(&principal, tenant)
-                && policy.visibility(&principal, &target) == Access::Allow
-                && let Err(e) = peer
-                    .notify_resource_updated(ResourceUpdatedNotificationParam::new(uri))
-                    .await
-            {
-                tracing::debug!(error = %e, "could not tell a session that a resource changed");
-            }
-        }
-        for listener in listeners {
-            let watching = listener
-                .watched
-                .iter()
-                .any(|(from, watched)| from == upstream && watched == uri);
-            if watching
-                && hears(&listener.principal, tenant)
-                && policy.visibility(&listener.principal, &target) == Access::Allow
-            {
-                listened(listener.sink.notify_resource_updated(uri).await);
-            }
-        }
+        let sessions = sessions
+            .iter()
+            .filter(|(_, principal)| {
+                hears(principal, tenant) && policy.visibility(principal, &target) == Access::Allow
+            })
+            .map(|(peer, _)| async move {
+                let sent = tokio::time::timeout(
+                    TAKE_WITHIN,
+                    peer.notify_resource_updated(ResourceUpdatedNotificationParam::new(uri)),
+                )
+                .await;
+                match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "could not tell a session that a resource changed");
+                    }
+                    Err(_) => {
+                        tracing::warn!("a session did not take a resource update in time; skipped");
+                    }
+                }
+            });
+        let streams = listeners
+            .iter()
+            .filter(|listener| {
+                listener
+                    .watched
+                    .iter()
+                    .any(|(from, watched)| from == upstream && watched == uri)
+                    && hears(&listener.principal, tenant)
+                    && policy.visibility(&listener.principal, &target) == Access::Allow
+            })
+            .map(|listener| async move {
+                let told =
+                    tokio::time::timeout(TAKE_WITHIN, listener.sink.notify_resource_updated(uri))
+                        .await;
+                match told {
+                    Ok(sent) => listened(sent),
+                    Err(_) => not_taken(listener),
+                }
+            });
+        futures::future::join(
+            futures::future::join_all(sessions),
+            futures::future::join_all(streams),
+        )
+        .await;
     }
 }
 
@@ -258,6 +307,12 @@ impl SessionPeers {
 /// the shared connection, only its own tenant of a tenant's.
 fn hears(principal: &gatehouse_core::Principal, tenant: Option<&str>) -> bool {
     tenant.is_none_or(|tenant| principal.tenant == tenant)
+}
+
+/// Ends a listen stream that did not take a notification in time.
+fn not_taken(listener: &Listener) {
+    tracing::warn!("a listen stream did not take a notification in time; ended");
+    listener.open.cancel();
 }
 
 /// Logs a notification a listen stream could not take (it may just have

@@ -123,6 +123,11 @@ struct McpHandler {
     /// Names this handler's session among the resource watches of all
     /// sessions (each session gets its own handler).
     session: Arc<()>,
+    /// Whether this session was added to those told of catalogue changes:
+    /// once, however often its client repeats `notifications/initialized`
+    /// (each repetition added it again, so one client could make every
+    /// change be sent to it thousands of times, ahead of everyone else).
+    announced: Arc<std::sync::atomic::AtomicBool>,
     /// Upstream calls waiting for a 2026-07-28 caller's answers.
     held: HeldCalls,
 }
@@ -145,6 +150,7 @@ impl McpHandler {
             bindings,
             pauses,
             session: Arc::default(),
+            announced: Arc::default(),
             held: HeldCalls::default(),
         }
     }
@@ -159,6 +165,7 @@ impl McpHandler {
             bindings: self.bindings.clone(),
             pauses: self.pauses.clone(),
             session: Arc::default(),
+            announced: Arc::default(),
             held: self.held.clone(),
         }
     }
@@ -261,6 +268,15 @@ impl McpHandler {
                     return result;
                 }
                 Some(message) = relayed.recv() => match message {
+                    // An upstream cannot pile up questions (each waits for
+                    // the client, holding up to a message's size): past
+                    // a few at once, it is told no at once.
+                    Relayed::Sampling { reply, .. } if answers.len() >= MAX_QUESTIONS_AT_ONCE => {
+                        let _ = reply.send(Err(too_many_questions()));
+                    }
+                    Relayed::Elicitation { reply, .. } if answers.len() >= MAX_QUESTIONS_AT_ONCE => {
+                        let _ = reply.send(Err(too_many_questions()));
+                    }
                     Relayed::Sampling { params, reply } => {
                         let peer = context.peer.clone();
                         answers.push(Box::pin(async move {
@@ -282,6 +298,21 @@ impl McpHandler {
             }
         }
     }
+}
+
+/// Questions (sampling, elicitation) one upstream call may have waiting for
+/// the client at once.
+const MAX_QUESTIONS_AT_ONCE: usize = 4;
+
+fn too_many_questions() -> ErrorData {
+    ErrorData::new(
+        ErrorCode::INVALID_REQUEST,
+        format!(
+            "the gateway relays at most {MAX_QUESTIONS_AT_ONCE} questions of one call at a time; \
+             ask again once one is answered"
+        ),
+        None,
+    )
 }
 
 impl McpHandler {
@@ -638,7 +669,11 @@ impl ServerHandler for McpHandler {
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         Box::pin(async move {
             self.open_lane(&context);
-            if self.gateway.has_upstreams() {
+            if self.gateway.has_upstreams()
+                && !self
+                    .announced
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
                 self.sessions.add(context.peer);
             }
         })
@@ -693,7 +728,9 @@ impl ServerHandler for McpHandler {
             }
             let open = CancellationToken::new();
             // Forgotten by `SessionPeers` as soon as this returns; the watches
-            // end with it.
+            // end with it. `SessionPeers` cancels it too, for a stream that
+            // does not take its notifications (`audience::not_taken`).
+            let ended = open.clone();
             let _open = open.clone().drop_guard();
             self.sessions.add_listener(Listener {
                 sink: context.sink().clone(),
@@ -707,10 +744,14 @@ impl ServerHandler for McpHandler {
             let lapsed = match self.stream_credential(context.request_context(), &caller) {
                 Some(credential) => tokio::select! {
                     () = context.cancelled() => None,
+                    () = ended.cancelled() => None,
                     lapse = credential.lapsed() => Some(lapse),
                 },
                 None => {
-                    context.cancelled().await;
+                    tokio::select! {
+                        () = context.cancelled() => {}
+                        () = ended.cancelled() => {}
+                    }
                     None
                 }
             };

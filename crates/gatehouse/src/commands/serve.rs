@@ -275,6 +275,7 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     }
     let limits = ListenerLimits {
         header_read_timeout: server.header_read_timeout,
+        max_connections: max_connections(),
         shutdown_grace: server.shutdown_grace,
     };
     // The admin listener stops with the public one; its router holds no
@@ -423,4 +424,30 @@ async fn checkpoint_signer(
             })
         }
     })
+}
+
+/// Descriptors kept back from client connections: the database, the audit
+/// files and sinks, upstream connections and children, the listeners.
+const RESERVED_DESCRIPTORS: u64 = 256;
+
+/// How many client connections the listener holds at once: what the
+/// process's open-file limit leaves after `RESERVED_DESCRIPTORS`. The soft
+/// limit is raised to the hard one first (often 1,024 against 524,288), as
+/// servers commonly do, so a busy server is not capped at a few hundred.
+fn max_connections() -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit = raised,
+            Err(e) => tracing::debug!(error = %e, "cannot raise the open-file limit"),
+        }
+    }
+    let open_files = limit.current.unwrap_or(1 << 20).min(1 << 20);
+    let connections = open_files.saturating_sub(RESERVED_DESCRIPTORS).max(64);
+    usize::try_from(connections).unwrap_or(usize::MAX)
 }

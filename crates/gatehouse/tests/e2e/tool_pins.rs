@@ -324,6 +324,53 @@ async fn wait_for_notification(mut stream: reqwest::Response, method: &str) {
     );
 }
 
+/// A client repeating `notifications/initialized` is still told of each
+/// change once: every repetition used to add its session again to those
+/// told, so one client could have each change sent to it thousands of
+/// times, one after another, ahead of every other session.
+#[tokio::test]
+async fn a_repeated_initialized_notification_does_not_repeat_the_changes() {
+    let Some(python) = python() else { return };
+    let server = server(&python, "block");
+    let (_, reader) = server.create_key("reader", "reader", &[]);
+    tools_when_ready(&server, &reader, "demo__echo").await;
+    let session = initialize(&server, &reader).await;
+    for _ in 0..5 {
+        let response = server
+            .post_legacy(
+                &reader,
+                Some(&session),
+                json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+            )
+            .await;
+        assert_eq!(response.status().as_u16(), 202);
+    }
+    let mut stream = open_stream(&server, &reader, &session).await;
+    assert_eq!(stream.status(), 200);
+    let body = server.call_tool(&reader, "demo__add_tool", json!({})).await;
+    assert!(body["error"].is_null(), "{body}");
+    let method = "notifications/tools/list_changed";
+    let mut seen = String::new();
+    let first = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains(method) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(first.is_ok(), "no {method}: {seen}");
+    // Whatever else comes in the next two seconds.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await;
+    assert_eq!(seen.matches(method).count(), 1, "{seen}");
+}
+
 #[tokio::test]
 async fn a_tool_added_later_is_recorded_refused_until_covered_and_announced() {
     let Some(python) = python() else { return };

@@ -234,6 +234,33 @@ async fn slow_headers_are_cut_off() {
     );
 }
 
+/// A connection that sends nothing, a part of the HTTP/2 preface, or the
+/// whole preface and then no request: hyper's header-read timeout starts
+/// only once a connection is known to speak HTTP/1, so each of these held
+/// its connection (and a descriptor) for good.
+#[tokio::test]
+async fn connections_that_make_no_request_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start(Some(
+        "version = 1\n[server]\nheader_read_timeout = \"1s\"\n",
+    ));
+    let address = server.base.trim_start_matches("http://").to_string();
+    let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    for sent in [&b""[..], &preface[..8], preface] {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            read_until_closed(&mut stream),
+        )
+        .await;
+        assert!(
+            answer.is_ok(),
+            "a connection that sent {sent:?} was kept open"
+        );
+    }
+}
+
 #[tokio::test]
 async fn slow_bodies_are_cut_off() {
     use tokio::io::AsyncWriteExt;
