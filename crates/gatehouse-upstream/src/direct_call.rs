@@ -60,6 +60,8 @@ const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
 pub(crate) struct Direct {
     client: CappedClient,
     uri: Arc<str>,
+    /// `uri`, parsed once (`direct_post.rs`).
+    url: Option<reqwest::Url>,
     seen: SeenSession,
     next: AtomicU64,
 }
@@ -69,8 +71,21 @@ impl Direct {
         Direct {
             client: client.clone(),
             uri: uri.into(),
+            url: reqwest::Url::parse(uri).ok(),
             seen: client.seen(),
             next: AtomicU64::new(1),
+        }
+    }
+
+    /// Posts the call itself (`direct_post.rs`).
+    async fn post_call(
+        &self,
+        message: ClientJsonRpcMessage,
+        session: &SessionHeaders,
+    ) -> Result<StreamableHttpPostResponse, StreamableHttpError<reqwest::Error>> {
+        match &self.url {
+            Some(url) => self.client.post_direct(url, &message, session).await,
+            None => self.post(message, session).await,
         }
     }
 
@@ -134,7 +149,7 @@ impl Connection {
         let message = ClientJsonRpcMessage::request(request, id.clone());
         let mut abandoned = Abandoned::new(self.peer.clone(), id.clone());
         let exchange = async {
-            match direct.post(message, &session).await {
+            match direct.post_call(message, &session).await {
                 Err(StreamableHttpError::SessionExpired) => None,
                 Err(e) => Some(Err(self.transport_failed(&e))),
                 Ok(response) => Some(self.answer(direct, &session, &id, response).await),

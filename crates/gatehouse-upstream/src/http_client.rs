@@ -60,8 +60,8 @@ pub(crate) type SeenSession = Arc<std::sync::Mutex<Option<SessionHeaders>>>;
 
 #[derive(Clone)]
 pub(crate) struct CappedClient {
-    inner: reqwest::Client,
-    limit: usize,
+    pub(crate) inner: reqwest::Client,
+    pub(crate) limit: usize,
     token: Option<TokenSource>,
     /// The connection's requests in flight, told when the upstream closes
     /// a request's response stream before answering it.
@@ -128,7 +128,7 @@ impl CappedClient {
 
     /// The bearer token for one request: the grant's current one (renewed
     /// before it expires), else what the transport was given.
-    async fn bearer(
+    pub(crate) async fn bearer(
         &self,
         given: Option<String>,
     ) -> Result<Option<String>, StreamableHttpError<reqwest::Error>> {
@@ -143,8 +143,26 @@ impl CappedClient {
         }
     }
 
+    /// Request `id`'s response stream, watched for an end before its answer
+    /// when the connection's requests are tracked (`Watched`).
+    pub(crate) fn watched(
+        &self,
+        stream: BoxStream<'static, Result<Sse, SseError>>,
+        id: RequestId,
+    ) -> BoxStream<'static, Result<Sse, SseError>> {
+        match &self.in_flight {
+            Some(in_flight) => Box::pin(Watched {
+                inner: stream,
+                id,
+                answered: false,
+                in_flight: in_flight.clone(),
+            }),
+            None => stream,
+        }
+    }
+
     /// The upstream refused the token: the next request asks for a new one.
-    async fn refused<T>(
+    pub(crate) async fn refused<T>(
         &self,
         result: Result<T, StreamableHttpError<reqwest::Error>>,
     ) -> Result<T, StreamableHttpError<reqwest::Error>> {
@@ -159,7 +177,7 @@ impl CappedClient {
 /// puts its own span there) is repeated as HTTP headers, for an upstream or
 /// a proxy in front of it that reads the transport's. Only well-formed
 /// values of the two names, so a caller's `_meta` adds no other header.
-fn with_trace_headers(
+pub(crate) fn with_trace_headers(
     message: &ClientJsonRpcMessage,
     mut headers: HashMap<HeaderName, HeaderValue>,
 ) -> HashMap<HeaderName, HeaderValue> {
@@ -264,17 +282,11 @@ impl StreamableHttpClient for CappedClient {
                 max_size: self.limit,
             });
         }
-        Ok(match (response, request, &self.in_flight) {
-            (StreamableHttpPostResponse::Sse(stream, session), Some(id), Some(in_flight)) => {
-                let stream = Watched {
-                    inner: stream,
-                    id,
-                    answered: false,
-                    in_flight: in_flight.clone(),
-                };
-                StreamableHttpPostResponse::Sse(Box::pin(stream), session)
+        Ok(match (response, request) {
+            (StreamableHttpPostResponse::Sse(stream, session), Some(id)) => {
+                StreamableHttpPostResponse::Sse(self.watched(stream, id), session)
             }
-            (response, _, _) => response,
+            (response, _) => response,
         })
     }
 

@@ -17,6 +17,7 @@ mod child;
 mod client_credentials;
 mod config;
 mod direct_call;
+mod direct_post;
 mod error;
 mod health;
 mod http_client;
