@@ -71,20 +71,11 @@ pub fn check_url(url: &Url) -> Result<(), String> {
     }
     match url.scheme() {
         "https" => Ok(()),
-        "http" if is_loopback(url) => Ok(()),
+        "http" if gatehouse_core::is_loopback_url(url) => Ok(()),
         "http" => {
             Err("the webhook URL must be https (plain http only to a loopback address)".into())
         }
         other => Err(format!("the webhook URL's scheme {other:?} is not http(s)")),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
     }
 }
 

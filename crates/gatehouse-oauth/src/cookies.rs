@@ -6,8 +6,6 @@
 //! overwrite them. A developer on `http://localhost` gets the same cookies
 //! without prefix and `Secure`, since browsers would drop them otherwise.
 
-use std::net::IpAddr;
-
 use axum::http::{HeaderMap, HeaderValue, header};
 
 const SESSION: &str = "gh_session";
@@ -25,15 +23,6 @@ pub struct CookiePolicy {
     secure: bool,
 }
 
-fn is_loopback(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
-}
-
 /// RFC 6265 §4.1.1 cookie-octet; excludes `;`, `,`, spaces, quotes and
 /// backslashes, so nothing can break out of the value.
 fn is_cookie_octet(b: u8) -> bool {
@@ -46,7 +35,7 @@ impl CookiePolicy {
     /// cookies will not be set, and logins fail rather than travel in clear.
     pub fn for_public_url(url: &url::Url) -> CookiePolicy {
         CookiePolicy {
-            secure: !(url.scheme() == "http" && is_loopback(url)),
+            secure: !(url.scheme() == "http" && gatehouse_core::is_loopback_url(url)),
         }
     }
 

@@ -110,13 +110,7 @@ const MAX_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Plain http is accepted only on loopback (a local test or sidecar).
 fn check_transport(url: &Url, what: &str) -> Result<(), GrantError> {
-    let loopback = match url.host() {
-        Some(url::Host::Domain(host)) => host == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
+    if url.scheme() == "https" || (url.scheme() == "http" && gatehouse_core::is_loopback_url(url)) {
         Ok(())
     } else {
         Err(GrantError::Discovery(format!(
@@ -184,7 +178,10 @@ impl ClientCredentials {
             .secret_used
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        used.is_none_or(|digest| digest == digest_of(secret))
+        used.is_none_or(|digest| {
+            use subtle::ConstantTimeEq as _;
+            bool::from(digest.ct_eq(&digest_of(secret)))
+        })
     }
 
     /// The tokens obtained lately (see `issued`), for scrubbing.

@@ -514,13 +514,7 @@ impl UpstreamConfig {
         if url.scheme() != "http" || matches!(self.auth, UpstreamAuth::None) {
             return None;
         }
-        let loopback = match url.host() {
-            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => false,
-        };
-        (!loopback).then(|| {
+        (!gatehouse_core::is_loopback_url(&url)).then(|| {
             format!(
                 "upstream {:?} is plain http to another host ({}): Gatehouse's credential for it \
                  (and the answers) cross the network unencrypted, for anyone on the path to read \

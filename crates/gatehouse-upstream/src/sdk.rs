@@ -391,7 +391,10 @@ impl SentSecrets {
     pub(crate) fn made_with(&self, secret: &str) -> bool {
         match &self.grant {
             Some(grant) => grant.last_used_secret_is(secret),
-            None => self.fixed.iter().any(|value| value == secret),
+            None => self.fixed.iter().any(|value| {
+                use subtle::ConstantTimeEq as _;
+                bool::from(value.as_bytes().ct_eq(secret.as_bytes()))
+            }),
         }
     }
 

@@ -762,13 +762,7 @@ pub fn cleartext_warning(url: &Url) -> Option<String> {
     if url.scheme() != "http" {
         return None;
     }
-    let loopback = match url.host() {
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    (!loopback).then(|| {
+    (!gatehouse_core::is_loopback_url(url)).then(|| {
         format!(
             "the public URL {url} is plain http to another host: API keys, bearer tokens and sign-in \
              passwords would cross the network unencrypted; serve behind a proxy that ends TLS and \

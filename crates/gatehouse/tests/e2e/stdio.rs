@@ -54,6 +54,21 @@ fn stdio_session(
     )
 }
 
+/// `gatehouse stdio` on `server`'s data directory with `key`, its stdin
+/// and stdout piped for the test to drive.
+fn spawn_with_key(server: &Server, key: &str, stderr: Stdio) -> std::process::Child {
+    Command::new(BIN)
+        .arg("stdio")
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .env("GATEHOUSE_API_KEY", key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 /// `initialize` declaring `task` in its `_meta`.
 fn initialize_with_task(task: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
@@ -120,16 +135,7 @@ async fn stdio_checks_the_key_on_every_request() {
     let server = Server::start(None);
     let (id, key) = server.create_key("local", "reader", &[]);
     // Revoke between start and the call: the next request is refused.
-    let mut child = Command::new(BIN)
-        .arg("stdio")
-        .arg("--data-dir")
-        .arg(server.data_dir())
-        .env("GATEHOUSE_API_KEY", &key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with_key(&server, &key, Stdio::null());
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     for m in handshake() {
@@ -163,16 +169,7 @@ async fn stdio_checks_the_key_on_every_request() {
 async fn a_revoked_key_ends_the_stdio_connection() {
     let server = Server::start(None);
     let (id, key) = server.create_key("local", "reader", &[]);
-    let mut child = Command::new(BIN)
-        .arg("stdio")
-        .arg("--data-dir")
-        .arg(server.data_dir())
-        .env("GATEHOUSE_API_KEY", &key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with_key(&server, &key, Stdio::piped());
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     for m in handshake() {
