@@ -65,6 +65,10 @@ pub fn record_hash(chain: &str, seq: u64, prev_hash: &str, event: &AuditEvent) -
     ))
 }
 
+/// How the chain of one run of a command or of `gatehouse stdio` is named
+/// (then a UUID); a server's chain is `i-` and a UUID.
+pub const RUN_CHAIN_PREFIX: &str = "run-";
+
 /// The head of one instance's chain, as the writer extends it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
@@ -85,7 +89,7 @@ impl Chain {
     /// decide`, …), which may run beside the server: its records never
     /// take seq numbers from the server's chain.
     pub fn for_run() -> Chain {
-        Chain::resume(format!("run-{}", uuid::Uuid::now_v7()), None)
+        Chain::resume(format!("{RUN_CHAIN_PREFIX}{}", uuid::Uuid::now_v7()), None)
     }
 
     /// The instance's chain: its id is kept in the file `id_file` (made on

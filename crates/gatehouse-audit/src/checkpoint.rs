@@ -17,7 +17,7 @@ use gatehouse_core::{Clock, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::AuditLog;
+use crate::{AuditLog, Witness};
 
 /// The JWS `typ` of a checkpoint, so no other signed object is taken for
 /// one, nor a checkpoint for anything else.
@@ -47,12 +47,15 @@ pub trait CheckpointSigner: Send + Sync {
 
 /// Signs the chain's head every `interval` while it moves, and once more
 /// when `shutdown` is cancelled (after the last records are written, the
-/// caller awaits the returned task before closing the log).
+/// caller awaits the returned task before closing the log). With a
+/// `witness`, each round first records the checkpoints other processes
+/// signed meanwhile (see `witness.rs`), so they are signed with the head.
 pub fn spawn_checkpoints(
     audit: AuditLog,
     signer: Arc<dyn CheckpointSigner>,
     clock: Arc<dyn Clock>,
     interval: Duration,
+    mut witness: Option<Witness>,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -65,6 +68,11 @@ pub fn spawn_checkpoints(
                 _ = ticks.tick() => false,
                 () = shutdown.cancelled() => true,
             };
+            if let Some(witness) = witness.as_mut()
+                && let Err(e) = witness.round(&audit, clock.now()).await
+            {
+                tracing::error!(error = %e, "could not witness other processes' audit chains");
+            }
             match checkpoint(&audit, signer.as_ref(), clock.now(), signed).await {
                 Ok(Some(seq)) => signed = seq,
                 Ok(None) => {}

@@ -9,9 +9,10 @@ mod redact;
 mod request_scope;
 mod rotation;
 mod syslog;
+mod witness;
 mod writer;
 
-pub use chain::{Chain, GENESIS_HASH, Tamper, Verifier, record_hash};
+pub use chain::{Chain, GENESIS_HASH, RUN_CHAIN_PREFIX, Tamper, Verifier, record_hash};
 pub use checkpoint::{
     CHECKPOINT_TYP, CheckpointClaims, CheckpointSigner, checkpoint as sign_checkpoint,
     spawn_checkpoints,
@@ -24,6 +25,7 @@ pub use rotation::Rotation;
 pub use syslog::{
     SyslogSettings, SyslogTarget, SyslogTls, SyslogTlsError, SyslogTlsFiles, system_hostname,
 };
+pub use witness::{Witness, WitnessedCheckpoint};
 pub use writer::{
     AuditError, AuditLog, AuditOptions, AuditQueueProbe, AuditWriterHandle, ChainHead,
 };

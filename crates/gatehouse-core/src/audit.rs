@@ -46,9 +46,31 @@ pub enum AuditKind {
     /// `gatehouse alerts list`, on /metrics and, when configured, sent to a
     /// webhook.
     Alert,
+    /// A server saw another process's audit chain (a command's, or a
+    /// `gatehouse stdio` run's) signed up to a record: `arguments` holds
+    /// that checkpoint's chain, seq and hash. Such a chain ends with its
+    /// process, so without this nothing would show that it existed once
+    /// it was deleted whole, checkpoints included.
+    Witness,
 }
 
 impl AuditKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [AuditKind; 12] = [
+        AuditKind::Authentication,
+        AuditKind::ToolDecision,
+        AuditKind::ToolOutcome,
+        AuditKind::Authorization,
+        AuditKind::Registration,
+        AuditKind::Anomaly,
+        AuditKind::Grant,
+        AuditKind::Upstream,
+        AuditKind::Lifecycle,
+        AuditKind::Operator,
+        AuditKind::Alert,
+        AuditKind::Witness,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AuditKind::Authentication => "authentication",
@@ -62,6 +84,7 @@ impl AuditKind {
             AuditKind::Lifecycle => "lifecycle",
             AuditKind::Operator => "operator",
             AuditKind::Alert => "alert",
+            AuditKind::Witness => "witness",
         }
     }
 
@@ -78,6 +101,7 @@ impl AuditKind {
             "lifecycle" => Some(AuditKind::Lifecycle),
             "operator" => Some(AuditKind::Operator),
             "alert" => Some(AuditKind::Alert),
+            "witness" => Some(AuditKind::Witness),
             _ => None,
         }
     }
@@ -252,6 +276,16 @@ pub struct ChainLink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_kind_reads_back_from_its_name() {
+        for kind in AuditKind::ALL {
+            assert_eq!(AuditKind::parse(kind.as_str()), Some(kind));
+        }
+        let names: std::collections::HashSet<_> =
+            AuditKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), AuditKind::ALL.len());
+    }
 
     #[test]
     fn nul_characters_are_replaced_everywhere_callers_reach() {

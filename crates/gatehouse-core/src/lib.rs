@@ -19,6 +19,7 @@ pub mod rate_limit;
 pub mod secret_cipher;
 pub mod secret_ref;
 pub mod source;
+pub mod trusted_proxies;
 
 pub use audit::{AuditEvent, AuditKind, ChainLink, Outcome};
 pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
@@ -33,3 +34,4 @@ pub use rate_limit::{RateLimiter, retry_after_secs};
 pub use secret_cipher::{SEALED_PREFIX, SecretCipher, secret_binding};
 pub use secret_ref::{Secret, SecretError, SecretRef, TenantSecrets};
 pub use source::source_network;
+pub use trusted_proxies::TrustedProxies;

@@ -206,7 +206,22 @@ impl AuthorizationServer {
         };
         let redirect = self.verified_redirect_uri(&client, single(query, "redirect_uri"))?;
         let state = single(query, "state").map_err(AuthorizeError::Page)?;
+        // Anyone can register a client (or publish a metadata document)
+        // whose redirect URI is theirs. Redirecting its malformed requests
+        // there at once, before anyone signed in, would make Gatehouse an
+        // open redirector: a link under Gatehouse's name that lands on the
+        // attacker's page (RFC 9700 §4.11.2). Such a client's request
+        // errors are shown here; an operator's clients get them as RFC
+        // 6749 says, at their redirect URI.
+        let operator_client = client.registered_by == crate::REGISTERED_BY_OPERATOR;
         let fail = |error: OAuthError| -> AuthorizeError {
+            if !operator_client {
+                return AuthorizeError::Page(format!(
+                    "The application's sign-in request is invalid ({}: {error}). Nothing was \
+                     sent to the application; it needs to be fixed.",
+                    error.code()
+                ));
+            }
             match self.error_url(&redirect, state, &error) {
                 Ok(redirect) => redirect,
                 Err(e) => AuthorizeError::Server(e),

@@ -114,14 +114,26 @@ impl AuthorizationServer {
         attempt.human = Some(user.username.clone());
         // Asked for, else what the assertion carries, else everything;
         // then only what the client may have and the user's roles can use.
+        // The provider's scope is its decision about this client: a request
+        // may narrow it, never widen it (there is no consent step here).
+        let asserted = claims.get("scope").and_then(Value::as_str);
         let requested = request
             .scope
             .as_deref()
             .filter(|s| !s.trim().is_empty())
-            .or_else(|| claims.get("scope").and_then(Value::as_str))
+            .or(asserted)
             .map(str::to_owned)
             .unwrap_or_else(|| self.known_scopes().join(" "));
         let requested = self.check_scope(&requested, &client.scopes)?;
+        if let Some(asserted) = asserted
+            && let Some(beyond) = requested
+                .iter()
+                .find(|scope| !asserted.split(' ').any(|a| a == scope.as_str()))
+        {
+            return Err(OAuthError::InvalidScope(format!(
+                "scope {beyond:?} is not in the identity assertion"
+            )));
+        }
         let scope = self.scopes_for_user(&requested, &user.roles).join(" ");
         let grant = GrantRecord {
             id: format!("grant_{}", random_token(16)?),

@@ -1021,6 +1021,12 @@ impl AuthorizationServer {
                     "the token was issued to another client".into(),
                 ));
             }
+            // Revoked already: nothing to do, nothing to record (a client
+            // repeating this must not cost a store write and an audit
+            // record each time).
+            if grant.revoked_at.is_some() {
+                return Ok(());
+            }
             self.store
                 .revoke_grant(&grant.id, now)
                 .await

@@ -199,6 +199,15 @@ pub trait Store:
     async fn append_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()>;
     /// Every checkpoint, by chain and seq.
     async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>>;
+    /// Up to `limit` checkpoints stored with a time at or after `since`,
+    /// oldest first (then by chain and seq): what a server witnesses.
+    async fn audit_checkpoints_since(
+        &self,
+        since: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditCheckpoint>>;
+    /// The checkpoint of `chain` with the highest seq.
+    async fn audit_last_checkpoint(&self, chain: &str) -> StoreResult<Option<AuditCheckpoint>>;
     /// A connection of the audit writer's own that it uses synchronously
     /// on its thread, where the store has one (a SQLite database file);
     /// `None`: the writer goes through `append_audit` and

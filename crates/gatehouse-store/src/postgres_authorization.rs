@@ -664,7 +664,7 @@ impl AuthorizationStore for PostgresStore {
                 .await?
                 .rows_affected()
                 == 1;
-        sqlx::query(
+        let listed = sqlx::query(
             "INSERT INTO revoked_tokens (jti, expires_at) \
              SELECT jti, expires_at FROM issued_tokens WHERE grant_id = $1 AND expires_at > $2 \
              ON CONFLICT (jti) DO NOTHING",
@@ -672,17 +672,26 @@ impl AuthorizationStore for PostgresStore {
         .bind(grant_id)
         .bind(now.0 - crate::REVOCATION_GRACE_MS)
         .execute(&mut *tx)
-        .await?;
-        sqlx::query(
+        .await?
+        .rows_affected();
+        let ended = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $2 WHERE grant_id = $1 AND used_at IS NULL",
         )
         .bind(grant_id)
         .bind(now.0)
         .execute(&mut *tx)
-        .await?;
-        let generation = bump_generation(&mut tx).await?;
-        tx.commit().await?;
-        self.note_bump(generation);
+        .await?
+        .rows_affected();
+        // Every instance reloads its revocation list when the generation
+        // moves: a grant revoked again (a client repeating /oauth/revoke)
+        // must not make them all do so each time.
+        if changed || listed > 0 || ended > 0 {
+            let generation = bump_generation(&mut tx).await?;
+            tx.commit().await?;
+            self.note_bump(generation);
+        } else {
+            tx.commit().await?;
+        }
         Ok(changed)
     }
 

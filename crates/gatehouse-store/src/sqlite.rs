@@ -78,6 +78,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         16,
         include_str!("../migrations/sqlite/0016_roles_claims_issued_at.sql"),
     ),
+    (
+        17,
+        include_str!("../migrations/sqlite/0017_audit_checkpoints_by_time.sql"),
+    ),
 ];
 
 /// Versions may leave gaps (a branch numbers its migration ahead of one
@@ -868,19 +872,32 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT * FROM audit_checkpoints ORDER BY chain, seq")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let seq: i64 = row.try_get("seq")?;
-                Ok(AuditCheckpoint {
-                    chain: row.try_get("chain")?,
-                    seq: u64::try_from(seq)
-                        .map_err(|_| StoreError::Corrupt(format!("audit checkpoint seq {seq}")))?,
-                    hash: row.try_get("hash")?,
-                    ts: Timestamp(row.try_get("ts")?),
-                    jws: row.try_get("jws")?,
-                })
-            })
-            .collect()
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    async fn audit_checkpoints_since(
+        &self,
+        since: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditCheckpoint>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_checkpoints WHERE ts >= $1 ORDER BY ts, chain, seq LIMIT $2",
+        )
+        .bind(since.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_from_row).collect()
+    }
+
+    async fn audit_last_checkpoint(&self, chain: &str) -> StoreResult<Option<AuditCheckpoint>> {
+        let row = sqlx::query(
+            "SELECT * FROM audit_checkpoints WHERE chain = $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(chain)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(checkpoint_from_row).transpose()
     }
 
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>> {
@@ -1051,6 +1068,18 @@ impl Store for SqliteStore {
             .map(|row| Ok((row.try_get("key")?, row.try_get("value")?)))
             .collect()
     }
+}
+
+fn checkpoint_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<AuditCheckpoint> {
+    let seq: i64 = row.try_get("seq")?;
+    Ok(AuditCheckpoint {
+        chain: row.try_get("chain")?,
+        seq: u64::try_from(seq)
+            .map_err(|_| StoreError::Corrupt(format!("audit checkpoint seq {seq}")))?,
+        hash: row.try_get("hash")?,
+        ts: Timestamp(row.try_get("ts")?),
+        jws: row.try_get("jws")?,
+    })
 }
 
 #[cfg(test)]

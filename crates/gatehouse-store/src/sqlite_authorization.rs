@@ -647,7 +647,7 @@ impl AuthorizationStore for SqliteStore {
                 .await?
                 .rows_affected()
                 == 1;
-        sqlx::query(
+        let listed = sqlx::query(
             "INSERT INTO revoked_tokens (jti, expires_at) \
              SELECT jti, expires_at FROM issued_tokens WHERE grant_id = $1 AND expires_at > $2 \
              ON CONFLICT (jti) DO NOTHING",
@@ -655,16 +655,23 @@ impl AuthorizationStore for SqliteStore {
         .bind(grant_id)
         .bind(now.0 - crate::REVOCATION_GRACE_MS)
         .execute(&mut *tx)
-        .await?;
-        sqlx::query(
+        .await?
+        .rows_affected();
+        let ended = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $2 WHERE grant_id = $1 AND used_at IS NULL",
         )
         .bind(grant_id)
         .bind(now.0)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
         tx.commit().await?;
-        self.bump_generation();
+        // Every instance reloads its revocation list when the generation
+        // moves: a grant revoked again (a client repeating /oauth/revoke)
+        // must not make them all do so each time.
+        if changed || listed > 0 || ended > 0 {
+            self.bump_generation();
+        }
         Ok(changed)
     }
 

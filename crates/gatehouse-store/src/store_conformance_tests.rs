@@ -439,8 +439,43 @@ pub(crate) async fn audit_chain_links_and_checkpoints_round_trip(store: TestStor
     assert!(store.append_audit_checkpoint(&earlier).await.is_err());
     assert_eq!(
         store.audit_checkpoints().await.unwrap(),
-        vec![earlier, checkpoint]
+        vec![earlier.clone(), checkpoint.clone()]
     );
+    // By time, for the servers that witness other processes' chains.
+    let run = AuditCheckpoint {
+        chain: "run-b".into(),
+        seq: 2,
+        hash: format!("{:064}", 2),
+        ts: Timestamp(8_000),
+        jws: "h.p.s".into(),
+    };
+    store.append_audit_checkpoint(&run).await.unwrap();
+    assert_eq!(
+        store
+            .audit_checkpoints_since(Timestamp(8_000), 10)
+            .await
+            .unwrap(),
+        vec![run.clone(), earlier.clone(), checkpoint.clone()]
+    );
+    assert_eq!(
+        store
+            .audit_checkpoints_since(Timestamp(8_001), 10)
+            .await
+            .unwrap(),
+        vec![earlier, checkpoint.clone()]
+    );
+    assert_eq!(
+        store
+            .audit_checkpoints_since(Timestamp(0), 1)
+            .await
+            .unwrap(),
+        vec![run]
+    );
+    assert_eq!(
+        store.audit_last_checkpoint("i-a").await.unwrap(),
+        Some(checkpoint)
+    );
+    assert_eq!(store.audit_last_checkpoint("i-z").await.unwrap(), None);
 }
 
 pub(crate) async fn audit_append_and_filter(store: TestStore) {
@@ -1052,7 +1087,10 @@ pub(crate) async fn revoking_a_grant_revokes_its_access_tokens_and_refresh_token
     let before = store.credential_generation();
     assert!(store.revoke_grant("g1", Timestamp(5_000)).await.unwrap());
     assert_ne!(store.credential_generation(), before);
+    // Revoked again: nothing changes, and no instance is made to reload.
+    let revoked = store.credential_generation();
     assert!(!store.revoke_grant("g1", Timestamp(5_001)).await.unwrap());
+    assert_eq!(store.credential_generation(), revoked);
     assert_eq!(
         store.revoked_tokens(Timestamp(5_000)).await.unwrap(),
         vec!["jti-1".to_string()]

@@ -148,6 +148,16 @@ impl<T: FailingStore> Store for T {
     async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
         down()
     }
+    async fn audit_checkpoints_since(
+        &self,
+        _: Timestamp,
+        _: u32,
+    ) -> StoreResult<Vec<AuditCheckpoint>> {
+        down()
+    }
+    async fn audit_last_checkpoint(&self, _: &str) -> StoreResult<Option<AuditCheckpoint>> {
+        down()
+    }
     async fn put_secret(&self, _: &str, _: &str, _: &str) -> StoreResult<()> {
         down()
     }

@@ -62,10 +62,7 @@ pub(crate) async fn ask_caller(
                     ));
                 }
                 let (reply, answer) = oneshot::channel();
-                let sent = relay.sender.send(Relayed::Sampling {
-                    params: request.params,
-                    reply,
-                });
+                let sent = relay.sender.send(Relayed::sampling(request.params, reply));
                 answered(sent.await.is_ok(), answer.await)
             }
             InputRequest::ListRoots(_) => {

@@ -49,6 +49,21 @@ pub enum Relayed {
     Paused,
 }
 
+impl Relayed {
+    /// A sampling request for the calling client, without
+    /// `includeContext`: to that client, "this server" is Gatehouse, so an
+    /// upstream asking for it would be sent what the other upstreams put
+    /// into the conversation. (Gatehouse declares no `sampling.context` to
+    /// upstreams, so none should ask.)
+    pub(crate) fn sampling(
+        mut params: CreateMessageRequestParams,
+        reply: oneshot::Sender<Result<CreateMessageResult, ErrorData>>,
+    ) -> Relayed {
+        params.include_context = None;
+        Relayed::Sampling { params, reply }
+    }
+}
+
 /// What the calling client takes during its call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Accepts {
@@ -102,4 +117,22 @@ pub struct CallContext {
     /// (`max_concurrent_calls_per_tenant`); `None` (no tenancy): only the
     /// upstream's slots.
     pub tenant_share: Option<Arc<str>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::{ContextInclusion, SamplingMessage};
+
+    #[test]
+    fn a_sampling_request_reaches_the_client_without_context() {
+        let params = CreateMessageRequestParams::new(vec![SamplingMessage::user_text("hi")], 10)
+            .with_include_context(ContextInclusion::AllServers);
+        let (reply, _answer) = oneshot::channel();
+        let Relayed::Sampling { params, .. } = Relayed::sampling(params, reply) else {
+            panic!("not a sampling request");
+        };
+        assert_eq!(params.include_context, None);
+        assert_eq!(params.max_tokens, 10);
+    }
 }

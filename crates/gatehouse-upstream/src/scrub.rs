@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 /// Secrets shorter than this are not searched for: replacing every "a" in
 /// an error text would destroy it and protect nothing.
 const MIN_SECRET_LEN: usize = 6;

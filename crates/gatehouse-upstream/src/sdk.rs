@@ -310,7 +310,7 @@ impl ClientHandler for Handler {
         let (reply, answer) = tokio::sync::oneshot::channel();
         relay
             .sender
-            .send(Relayed::Sampling { params, reply })
+            .send(Relayed::sampling(params, reply))
             .await
             .map_err(|_| refused("the call has ended".into()))?;
         answer

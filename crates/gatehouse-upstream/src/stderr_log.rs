@@ -71,11 +71,35 @@ async fn read_line<R: AsyncRead + Unpin>(
 
 /// A line as logged: its trailing newline gone, and the secrets the child
 /// was given (`secret_env`) replaced, since a child may print its own
-/// token (in a debug line, an error echoing its request).
-fn shown(line: &[u8], secrets: &[String]) -> String {
+/// token (in a debug line, an error echoing its request). A line cut at
+/// `MAX_LINE` may end in the first part of a secret, which no longer
+/// matches it: that part is replaced too.
+fn shown(line: &[u8], secrets: &[String], truncated: bool) -> String {
     let text = String::from_utf8_lossy(line);
     let text = text.trim_end_matches(['\n', '\r']).to_owned();
-    crate::scrub::scrub(text, secrets)
+    let mut text = crate::scrub::scrub(text, secrets);
+    if truncated {
+        let cut = secrets
+            .iter()
+            .filter_map(|secret| secret_begun_at_end(&text, secret))
+            .min();
+        if let Some(start) = cut {
+            text.truncate(start);
+            text.push_str(crate::scrub::REDACTED);
+        }
+    }
+    text
+}
+
+/// Where `text` ends with the beginning of `secret` (at least
+/// `MIN_SECRET_PART` bytes of it; fewer say nothing of a secret).
+fn secret_begun_at_end(text: &str, secret: &str) -> Option<usize> {
+    const MIN_SECRET_PART: usize = 4;
+    (MIN_SECRET_PART..secret.len())
+        .rev()
+        .filter(|len| secret.is_char_boundary(*len))
+        .find(|len| text.ends_with(&secret[..*len]))
+        .map(|len| text.len() - len)
 }
 
 pub(crate) async fn forward<R: AsyncRead + Unpin>(
@@ -100,7 +124,7 @@ pub(crate) async fn forward<R: AsyncRead + Unpin>(
             tracing::warn!(upstream = %upstream, dropped, "upstream stderr: lines dropped (rate limit)");
         }
         if log {
-            let text = shown(&line, &secrets);
+            let text = shown(&line, &secrets, truncated);
             tracing::info!(
                 target: "gatehouse_upstream::stderr",
                 upstream = %upstream,
@@ -122,9 +146,35 @@ mod tests {
         let text = shown(
             b"debug: Authorization: Bearer tok-child-5e2a91c7\r\n",
             &secrets,
+            false,
         );
         assert_eq!(text, "debug: Authorization: Bearer [redacted]");
-        assert_eq!(shown(b"plain line\n", &secrets), "plain line");
+        assert_eq!(shown(b"plain line\n", &secrets, false), "plain line");
+    }
+
+    /// A secret that straddles the cut at `MAX_LINE` leaves no part of it.
+    #[tokio::test]
+    async fn a_secret_cut_with_its_line_is_not_logged_in_part() {
+        let secret = "tok-child-5e2a91c7";
+        let mut input = vec![b'x'; MAX_LINE - 14];
+        input.extend_from_slice(format!("Bearer {secret} more\n").as_bytes());
+        let mut reader = BufReader::new(&input[..]);
+        let mut line = Vec::new();
+        let truncated = read_line(&mut reader, &mut line).await.unwrap().unwrap();
+        assert!(truncated);
+        let text = shown(&line, &[secret.to_string()], truncated);
+        assert!(!text.contains("tok-c"), "{}", &text[text.len() - 40..]);
+        assert!(
+            text.ends_with("Bearer [redacted]"),
+            "{}",
+            &text[text.len() - 40..]
+        );
+        // An untruncated line that happens to end like a secret begins is
+        // left alone.
+        assert_eq!(
+            shown(b"see tok-child\n", &[secret.to_string()], false),
+            "see tok-child"
+        );
     }
 
     #[tokio::test]

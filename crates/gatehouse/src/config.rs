@@ -173,6 +173,11 @@ pub struct ServerConfig {
     pub initialize_per_minute: u32,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Reverse proxies (addresses or networks) whose `X-Forwarded-For`
+    /// names the caller: lockouts, rate limits and audit records then
+    /// count the caller, not the proxy. Empty: every connection is its
+    /// own caller, whatever it sends.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -189,6 +194,7 @@ impl Default for ServerConfig {
             max_sessions_per_principal: gatehouse_mcp::http::MAX_SESSIONS_PER_PRINCIPAL,
             initialize_per_minute: 30,
             shutdown_grace: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -649,6 +655,8 @@ impl Config {
                 "must be between 1 and 10000",
             ));
         }
+        gatehouse_core::TrustedProxies::parse(&self.server.trusted_proxies)
+            .map_err(|reason| invalid("server.trusted_proxies", &reason))?;
         if self.server.initialize_per_minute == 0 {
             return Err(invalid(
                 "server.initialize_per_minute",
@@ -659,6 +667,17 @@ impl Config {
             return Err(invalid(
                 "auth.mode",
                 "\"none\" is only allowed when server.listen is a loopback address",
+            ));
+        }
+        // A loopback listener published through a proxy is public all the
+        // same: every caller would arrive unauthenticated, as the proxy.
+        if self.auth.mode == AuthModeName::None
+            && let Some(url) = &self.server.public_url
+            && !gatehouse_core::is_loopback_url(url)
+        {
+            return Err(invalid(
+                "auth.mode",
+                "\"none\" is not allowed with a server.public_url on another host: a proxy would publish the gateway without authentication",
             ));
         }
         if !gatehouse_authz::ROLES.contains(&self.auth.anonymous_role.as_str()) {

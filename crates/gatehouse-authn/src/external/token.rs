@@ -97,7 +97,10 @@ pub(crate) fn parse(token: &str, max_bytes: usize) -> Result<Parsed<'_>, JwtErro
     if !is_json_object(&payload) {
         return Err(JwtError::Malformed);
     }
-    let iss = payload_issuer(&payload)?.ok_or(JwtError::MissingClaim("iss"))?;
+    // Without `iss` no key is looked for and no signature checked: anyone
+    // can send such a token, so it is malformed (and counts toward a
+    // lockout), not a claim missing from a token some issuer signed.
+    let iss = payload_issuer(&payload)?.ok_or(JwtError::Malformed)?;
     Ok(Parsed {
         token,
         kid,

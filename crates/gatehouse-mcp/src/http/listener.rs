@@ -9,10 +9,12 @@
 //! a part of the HTTP/2 preface, or opens HTTP/2 and goes quiet, would
 //! otherwise hold its connection for good.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use gatehouse_core::TrustedProxies;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -24,19 +26,42 @@ use tower::ServiceExt;
 
 pub use gatehouse_core::PeerAddr;
 
-#[derive(Debug, Clone, Copy)]
-pub struct ListenerLimits {
+#[derive(Debug, Clone)]
+pub struct ListenerSettings {
     pub header_read_timeout: Duration,
     /// Connections held at once.
     pub max_connections: usize,
     /// How long in-flight requests may run after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Whose `X-Forwarded-For` names the caller (`PeerAddr`).
+    pub trusted_proxies: Arc<TrustedProxies>,
+}
+
+/// Who sent `request`: the connection's peer, or behind a trusted proxy
+/// the caller it names (with no port: the proxy's connection has it).
+fn caller(
+    proxies: &TrustedProxies,
+    peer: SocketAddr,
+    request: &hyper::Request<Incoming>,
+) -> SocketAddr {
+    if proxies.is_empty() {
+        return peer;
+    }
+    let forwarded = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok());
+    match proxies.caller(peer.ip(), forwarded) {
+        ip if ip == peer.ip() => peer,
+        ip => SocketAddr::new(ip, 0),
+    }
 }
 
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: ListenerLimits,
+    limits: ListenerSettings,
     shutdown: CancellationToken,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -76,11 +101,13 @@ pub async fn serve(
         }
         let first_request = Arc::new(tokio::sync::Notify::new());
         let requested = Arc::clone(&first_request);
+        let proxies = Arc::clone(&limits.trusted_proxies);
         let service = router
             .clone()
             .map_request(move |mut request: hyper::Request<Incoming>| {
                 requested.notify_one();
-                request.extensions_mut().insert(PeerAddr(peer));
+                let caller = caller(&proxies, peer, &request);
+                request.extensions_mut().insert(PeerAddr(caller));
                 request
             });
         let connection = builder

@@ -19,7 +19,7 @@ mod session_rechecks;
 mod sessions;
 mod upstreams_status;
 
-pub use listener::{ListenerLimits, PeerAddr, serve};
+pub use listener::{ListenerSettings, PeerAddr, serve};
 pub use metrics_endpoint::{metrics_hosts, metrics_router};
 pub use request_id::{REQUEST_ID_HEADER, RequestId, RequestSpan, new_request_id, route_class};
 pub use router::{HttpConfig, ReadinessProbe, build_router};

@@ -86,7 +86,10 @@ fn query_from_args(args: &AuditQueryArgs) -> anyhow::Result<AuditQuery> {
     let kind = match &args.kind {
         Some(text) => match AuditKind::parse(text) {
             Some(k) => Some(k),
-            None => bail!("unknown kind {text:?} (authentication, tool_decision, tool_outcome)"),
+            None => bail!(
+                "unknown kind {text:?} ({})",
+                AuditKind::ALL.map(AuditKind::as_str).join(", ")
+            ),
         },
         None => None,
     };
@@ -187,6 +190,7 @@ fn report(
                     "checkpoints": s.checkpoints,
                     "records_after_last_checkpoint": s.after_last_checkpoint,
                     "keys_authenticated": s.keys_authenticated,
+                    "unsigned_chains": s.unsigned_chains,
                 }));
             } else {
                 output::line(&format!(
@@ -203,6 +207,24 @@ fn report(
                     output::line(&format!(
                         "{} record(s) after the last checkpoint are protected by the chain only",
                         s.after_last_checkpoint
+                    ));
+                }
+                if !s.unsigned_chains.is_empty() {
+                    let shown: Vec<&str> = s
+                        .unsigned_chains
+                        .iter()
+                        .take(5)
+                        .map(String::as_str)
+                        .collect();
+                    output::line(&format!(
+                        "{} chain(s) have records no checkpoint signs ({}{}): a process killed before it signed, one still in its first checkpoint interval, or records inserted by someone without the signing key",
+                        s.unsigned_chains.len(),
+                        shown.join(", "),
+                        if s.unsigned_chains.len() > shown.len() {
+                            ", …"
+                        } else {
+                            ""
+                        }
                     ));
                 }
                 if !s.keys_authenticated {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use gatehouse_audit::{CHECKPOINT_TYP, CheckpointClaims, Tamper, Verifier};
+use gatehouse_audit::{CHECKPOINT_TYP, CheckpointClaims, Tamper, Verifier, WitnessedCheckpoint};
 use gatehouse_authn::jwt::{VerificationKey, verify_signed};
 use gatehouse_core::{AuditEvent, ChainLink};
 use gatehouse_store::{AuditCheckpoint, Store};
@@ -36,6 +36,10 @@ pub struct Summary {
     /// Whether the checkpoint keys were authenticated with the master key
     /// (without it, a key added to the database would be believed).
     pub keys_authenticated: bool,
+    /// Chains with records and no checkpoint at all: a process that
+    /// stopped without signing (killed), one still in its first interval,
+    /// or records inserted by someone without the signing key.
+    pub unsigned_chains: Vec<String>,
 }
 
 /// The keys checkpoints are verified with.
@@ -83,6 +87,8 @@ struct Checkpoints {
     /// When the first checkpoint was signed (its signed `iat`, in ms):
     /// records were chained from then on.
     first_signed_ms: Option<i64>,
+    /// The checkpoints servers witnessed (`witness` records), and where.
+    witnessed: Vec<(WitnessedCheckpoint, String)>,
 }
 
 impl Checkpoints {
@@ -132,7 +138,32 @@ impl Checkpoints {
             unsigned: HashMap::new(),
             max_unsigned_span,
             first_signed_ms,
+            witnessed: Vec::new(),
         })
+    }
+
+    /// Every checkpoint a server witnessed must still be in the trail, as
+    /// witnessed: a command's or a stdio run's chain deleted whole,
+    /// checkpoints included, leaves nothing else behind.
+    fn witnessed_present(&self) -> Result<(), Finding> {
+        for (w, at) in &self.witnessed {
+            let problem = match self.signed.get(&(w.chain.clone(), w.seq)) {
+                Some(hash) if *hash == w.hash => continue,
+                Some(_) => format!(
+                    "it witnessed checkpoint {} of chain {} with another hash than the stored one: that checkpoint was replaced",
+                    w.seq, w.chain
+                ),
+                None => format!(
+                    "it witnessed a signed checkpoint of record {} of chain {}, which the trail no longer holds: that chain was deleted (its checkpoints too)",
+                    w.seq, w.chain
+                ),
+            };
+            return Err(Finding {
+                at: at.clone(),
+                problem,
+            });
+        }
+        Ok(())
     }
 
     /// A record without a chain link is one written before records were
@@ -223,6 +254,7 @@ impl Checkpoints {
         partial: bool,
         seen_chains_only: bool,
     ) -> Result<u64, Finding> {
+        self.witnessed_present()?;
         let mut after_last = 0;
         for (chain, seq) in self.signed.keys() {
             if self.seen.contains(&(chain.clone(), *seq)) {
@@ -345,6 +377,16 @@ fn check(
             .map_err(|problem| Finding { at: at(), problem })?;
         checkpoints.note_time(link, event.ts.0);
     }
+    match WitnessedCheckpoint::of(event) {
+        None => {}
+        Some(Ok(witnessed)) => checkpoints.witnessed.push((witnessed, at())),
+        Some(Err(problem)) => {
+            return Err(Finding {
+                at: at(),
+                problem: format!("{problem}: edited"),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -400,6 +442,13 @@ fn summary(
     let after_last_checkpoint = checkpoints.finish(verifier, partial, seen_chains_only)?;
     checkpoints.unsigned_too_long()?;
     let (chained, unchained) = verifier.counts();
+    let mut unsigned_chains: Vec<String> = verifier
+        .heads()
+        .keys()
+        .filter(|chain| !checkpoints.last_signed.contains_key(*chain))
+        .cloned()
+        .collect();
+    unsigned_chains.sort();
     Ok(Summary {
         chained,
         unchained,
@@ -407,6 +456,7 @@ fn summary(
         checkpoints: count,
         after_last_checkpoint,
         keys_authenticated,
+        unsigned_chains,
     })
 }
 
@@ -642,6 +692,69 @@ mod tests {
 
     fn json_str(s: &str) -> serde_json::Value {
         serde_json::Value::String(s.to_string())
+    }
+
+    /// Records linked into `chain`, as the writer links them.
+    fn chained(chain: &str, events: Vec<AuditEvent>) -> Vec<AuditEvent> {
+        let mut chain = gatehouse_audit::Chain::resume(chain.into(), None);
+        events
+            .into_iter()
+            .map(|mut event| {
+                chain.link(&mut event);
+                event
+            })
+            .collect()
+    }
+
+    fn witness_record(chain: &str, seq: u64) -> AuditEvent {
+        gatehouse_audit::EventBuilder::new(
+            AuditKind::Witness,
+            Outcome::Success,
+            Timestamp(1_700_000_000_000),
+        )
+        .arguments(serde_json::json!({"chain": chain, "seq": seq, "hash": "ab"}))
+        .build()
+    }
+
+    fn verify_lines(events: &[AuditEvent], stored: &[AuditCheckpoint]) -> Result<Summary, Finding> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let text: String = events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap() + "\n")
+            .collect();
+        std::fs::write(&path, text).unwrap();
+        let keys = CheckpointKeys {
+            keys: Vec::new(),
+            authenticated: false,
+        };
+        verify_files(&[path], &keys, stored, false, None).unwrap()
+    }
+
+    #[test]
+    fn a_witnessed_checkpoint_that_is_gone_is_named() {
+        let events = chained("i-server", vec![witness_record("run-gone", 3)]);
+        let finding = verify_lines(&events, &[]).unwrap_err();
+        assert!(finding.at.starts_with("line 1 "), "{finding:?}");
+        assert!(
+            finding.problem.contains("that chain was deleted"),
+            "{finding:?}"
+        );
+        // A witness record that names no checkpoint is no witness.
+        let mut bare = witness_record("run-gone", 3);
+        bare.arguments = Some(serde_json::json!({"chain": "run-gone"}));
+        let finding = verify_lines(&chained("i-server", vec![bare]), &[]).unwrap_err();
+        assert!(finding.problem.contains("edited"), "{finding:?}");
+    }
+
+    #[test]
+    fn chains_no_checkpoint_signs_are_listed() {
+        let denial = || serde_json::from_value::<AuditEvent>(record_line()).unwrap();
+        let mut events = chained("run-b", vec![denial()]);
+        events.extend(chained("run-a", vec![denial()]));
+        assert_ne!(events[0].id, events[1].id);
+        let summary = verify_lines(&events, &[]).unwrap();
+        assert_eq!(summary.unsigned_chains, ["run-a", "run-b"]);
     }
 
     #[test]

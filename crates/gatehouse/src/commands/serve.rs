@@ -2,7 +2,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use gatehouse_mcp::http::{
-    HttpConfig, ListenerLimits, ReadinessProbe, build_router, metrics_hosts, metrics_router, serve,
+    HttpConfig, ListenerSettings, ReadinessProbe, build_router, metrics_hosts, metrics_router,
+    serve,
 };
 use gatehouse_mcp::routes;
 use serde_json::json;
@@ -151,6 +152,11 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         }
         None => Url::parse(&format!("http://{bound}")).context("listen address as URL")?,
     };
+    if ctx.config.auth.mode == AuthModeName::None && !gatehouse_core::is_loopback_url(&public_url) {
+        anyhow::bail!(
+            "auth.mode = \"none\" is not allowed with the public URL {public_url}: a proxy would publish the gateway without authentication"
+        );
+    }
     if let Some(warning) = crate::config::cleartext_warning(&public_url) {
         tracing::warn!("{warning}");
     }
@@ -273,10 +279,14 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
             "AUTHENTICATION IS OFF: every request runs as the anonymous principal"
         );
     }
-    let limits = ListenerLimits {
+    let limits = ListenerSettings {
         header_read_timeout: server.header_read_timeout,
         max_connections: max_connections(),
         shutdown_grace: server.shutdown_grace,
+        trusted_proxies: Arc::new(
+            gatehouse_core::TrustedProxies::parse(&server.trusted_proxies)
+                .map_err(|reason| anyhow::anyhow!("server.trusted_proxies: {reason}"))?,
+        ),
     };
     // The admin listener stops with the public one; its router holds no
     // audit sender, so it never keeps the audit log from closing.
@@ -287,7 +297,7 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(serve(
             metrics_listener,
             metrics_router(Arc::clone(&runtime.metrics), hosts),
-            limits,
+            limits.clone(),
             shutdown.clone(),
         ))
     });
@@ -391,6 +401,9 @@ pub(crate) async fn start_checkpoints(
         signer,
         Arc::clone(&runtime.clock),
         ctx.config.audit.checkpoint_interval,
+        // Only a server's chain witnesses (a stdio run's is itself one
+        // that servers witness).
+        Some(gatehouse_audit::Witness::new(Arc::clone(&runtime.store))),
         stop,
     ))
 }

@@ -577,3 +577,57 @@ async fn a_rewritten_chain_whose_checkpoints_were_deleted_is_named() {
     sql(copy.path(), &updates);
     refused(copy.path(), &[], &instance, "without a signed checkpoint");
 }
+
+/// A command's chain (here the one that made the reader's key) ends with
+/// the command, and nothing in it points to another chain: a database
+/// writer could delete it whole, checkpoints included, and the trail
+/// stayed consistent. The server witnesses it in its own chain (a
+/// `witness` record, signed with the server's next checkpoint), so the
+/// deletion is named at that record, in the database and in the file.
+#[tokio::test]
+async fn a_commands_chain_deleted_whole_is_named_where_the_server_witnessed_it() {
+    let server = finished_trail().await;
+    let dir = server.data_dir();
+    let runs = query(
+        dir,
+        "SELECT DISTINCT chain FROM audit_checkpoints WHERE chain LIKE 'run-%'",
+    );
+    assert!(!runs.is_empty(), "the key command signed no chain");
+    let witnessed = server.audit(&["--kind", "witness"]);
+    assert!(
+        witnessed
+            .iter()
+            .any(|w| runs.contains(w["arguments"]["chain"].as_str().unwrap())),
+        "{witnessed:?}"
+    );
+    let (ok, json, stderr) = verify(dir, &[]);
+    assert!(ok, "{json} {stderr}");
+    assert_eq!(json["unsigned_chains"], json!([]), "{json}");
+
+    let copy = copy_of(dir);
+    sql(
+        copy.path(),
+        "DELETE FROM audit_events WHERE chain LIKE 'run-%'; \
+         DELETE FROM audit_checkpoints WHERE chain LIKE 'run-%';",
+    );
+    refused(copy.path(), &[], "record", "that chain was deleted");
+
+    // The same in the file: its lines of the command's chain gone too.
+    let file = copy.path().join("audit.jsonl");
+    let kept: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .filter(|line| {
+            !line.contains("\"link\":{\"chain\":\"run-")
+                && !line.contains("\"checkpoint\":{\"chain\":\"run-")
+        })
+        .map(str::to_owned)
+        .collect();
+    std::fs::write(&file, kept.join("\n") + "\n").unwrap();
+    refused(
+        copy.path(),
+        &["--file", file.to_str().unwrap()],
+        "line",
+        "that chain was deleted",
+    );
+}

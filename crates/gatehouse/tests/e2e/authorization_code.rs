@@ -614,20 +614,27 @@ async fn revoking_a_refresh_token_revokes_the_grant() {
         "token={}&client_id={client}",
         tokens["refresh_token"].as_str().unwrap()
     );
-    let response = server
-        .http
-        .post(format!("{}/oauth/revoke", server.base))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let revoke = || {
+        server
+            .http
+            .post(format!("{}/oauth/revoke", server.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.clone())
+            .send()
+    };
+    assert_eq!(revoke().await.unwrap().status(), 200);
     let access = tokens["access_token"].as_str().unwrap();
     assert_eq!(
         server.rpc(Some(access), "tools/list", json!({})).await.0,
         401
     );
+    // Revoking it again changes nothing, so it writes nothing: a client
+    // repeating it costs no audit record (and moves no instance's caches).
+    for _ in 0..3 {
+        assert_eq!(revoke().await.unwrap().status(), 200);
+    }
+    let revocations = server.audit(&["--tool", "oauth/revoke"]);
+    assert_eq!(revocations.len(), 1, "{revocations:?}");
 }
 
 #[tokio::test]

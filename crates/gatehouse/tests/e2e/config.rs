@@ -91,6 +91,13 @@ fn auth_off_is_refused_on_a_public_address() {
         serve_with("version = 1\n[server]\nlisten = \"0.0.0.0:0\"\n[auth]\nmode = \"none\"\n");
     assert!(!ok);
     assert!(stderr.contains("auth.mode"), "{stderr}");
+    // A loopback listener that a proxy publishes is public all the same.
+    let (ok, stderr) = serve_with(
+        "version = 1\n[server]\nlisten = \"127.0.0.1:0\"\n\
+         public_url = \"https://mcp.example.com\"\n[auth]\nmode = \"none\"\n",
+    );
+    assert!(!ok);
+    assert!(stderr.contains("public_url"), "{stderr}");
 }
 
 /// A `[tools.NAME]` entry that names no tool (a typo) would leave the real

@@ -339,3 +339,40 @@ fn rand_suffix() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::SeqCst)
 }
+
+/// The provider's `scope` in the assertion is its decision about the
+/// client: a request may narrow it, never widen it.
+#[tokio::test]
+async fn a_request_cannot_widen_the_scope_the_assertion_carries() {
+    let s = setup();
+    let mut claims = s.claims("U88", "scoped-1");
+    claims["groups"] = json!(["mcp-ops"]);
+    claims["scope"] = json!("tools:read");
+    let exchange = |assertion: String, scope: &'static str| {
+        let server = &s.server;
+        let client = s.client.clone();
+        async move {
+            let (status, _, body) = token_request(
+                server,
+                &[
+                    ("grant_type", JWT_BEARER),
+                    ("assertion", &assertion),
+                    ("scope", scope),
+                ],
+                Some((&client.0, &client.1)),
+            )
+            .await;
+            (status, body)
+        }
+    };
+    let (status, body) = exchange(s.id_jag(&claims), "tools:read tools:write").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "{body}"
+    );
+    claims["jti"] = json!("scoped-2");
+    let (status, body) = exchange(s.id_jag(&claims), "tools:read").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scope"], "tools:read", "{body}");
+}

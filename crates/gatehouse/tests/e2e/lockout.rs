@@ -12,6 +12,15 @@ use super::harness::{MODERN, Server};
 
 /// A stateless `tools/list`; returns (status, Retry-After, body).
 async fn tools_list(server: &Server, key: Option<&str>) -> (u16, Option<u64>, Value) {
+    tools_list_for(server, key, None).await
+}
+
+/// The same, through a proxy that says it came from `forwarded_for`.
+async fn tools_list_for(
+    server: &Server,
+    key: Option<&str>,
+    forwarded_for: Option<&str>,
+) -> (u16, Option<u64>, Value) {
     let mut request = server
         .http
         .post(server.mcp_url())
@@ -21,6 +30,9 @@ async fn tools_list(server: &Server, key: Option<&str>) -> (u16, Option<u64>, Va
         .header("mcp-method", "tools/list");
     if let Some(key) = key {
         request = request.bearer_auth(key);
+    }
+    if let Some(address) = forwarded_for {
+        request = request.header("x-forwarded-for", address);
     }
     let body = json!({
         "jsonrpc": "2.0",
@@ -171,6 +183,51 @@ async fn garbage_from_one_address_locks_it_for_every_credential() {
     assert_eq!(unlocked["cleared"], true);
     assert_eq!(unlocked["subject"], "source:127.0.0.1");
     until_accepted(&server, &admin).await;
+}
+
+/// Behind a reverse proxy every connection comes from the proxy: counting
+/// failures by its address let 20 garbage requests lock every caller out.
+/// With the proxy trusted (`server.trusted_proxies`), the caller it names
+/// in `X-Forwarded-For` is locked, and only that caller; without it, the
+/// header is nobody's word and is ignored.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_caller_it_names_is_locked_not_the_proxy() {
+    let server = Server::start(Some(
+        "version = 1\n[server]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n",
+    ));
+    let admin = server.admin_key.clone().unwrap();
+    let attacker = Some("198.51.100.66, 203.0.113.5");
+    for attempt in 1..=20 {
+        let garbage = format!("not-a-gatehouse-key-{attempt}");
+        let (status, _, body) = tools_list_for(&server, Some(&garbage), attacker).await;
+        assert_eq!(status, 401, "attempt {attempt}: {body}");
+    }
+    let (status, retry_after, body) = tools_list_for(&server, Some(&admin), attacker).await;
+    assert_locked(status, retry_after, &body);
+    // Another caller through the same proxy, and the proxy itself, go on.
+    let other = Some("198.51.100.7");
+    assert_eq!(tools_list_for(&server, Some(&admin), other).await.0, 200);
+    assert_eq!(tools_list(&server, Some(&admin)).await.0, 200);
+    // The records name the caller the proxy saw, not what it was told.
+    let failures = server.audit(&["--kind", "authentication", "--outcome", "failure"]);
+    let lock = failures
+        .iter()
+        .find(|r| r["reason"] == "source_locked")
+        .expect("a source_locked record");
+    assert_eq!(lock["source"], "203.0.113.5");
+    let locks = server.cli_json(&["keys", "locks"]);
+    assert_eq!(locks[0]["target"], "203.0.113.5", "{locks}");
+
+    // Not trusted: the header changes nothing.
+    let untrusted = Server::start(None);
+    let admin = untrusted.admin_key.clone().unwrap();
+    for attempt in 1..=20 {
+        let garbage = format!("not-a-gatehouse-key-{attempt}");
+        let from = format!("203.0.113.{attempt}");
+        tools_list_for(&untrusted, Some(&garbage), Some(&from)).await;
+    }
+    let (status, retry_after, body) = tools_list_for(&untrusted, Some(&admin), other).await;
+    assert_locked(status, retry_after, &body);
 }
 
 #[tokio::test]

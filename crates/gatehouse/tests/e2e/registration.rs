@@ -276,6 +276,41 @@ async fn a12_a_hostile_client_name_is_shown_escaped_on_the_consent_page() {
     );
 }
 
+/// Anyone can register a client whose redirect URI is theirs: its
+/// malformed requests are shown as an error page, never redirected before
+/// anyone signed in, so `/authorize?client_id=…` is no open redirector
+/// (RFC 9700 §4.11.2). An operator's client gets them at its redirect URI.
+#[tokio::test]
+async fn a_registered_clients_bad_requests_are_not_redirected_to_it() {
+    let server = Server::start(None);
+    let (_, _, client) = register(
+        &server,
+        r#"{"redirect_uris":["https://evil.example/login"],"token_endpoint_auth_method":"none"}"#,
+        None,
+    )
+    .await;
+    let client_id = client["client_id"].as_str().unwrap();
+    let (_, challenge) = pkce();
+    let mut browser = Browser::new(&server);
+    let extra = [
+        ("redirect_uri", "https://evil.example/login"),
+        ("response_type", ""),
+    ];
+    let page = browser
+        .get(&authorize_url(&server, client_id, &challenge, &extra))
+        .await;
+    assert_eq!((page.status, page.location()), (400, None), "{}", page.body);
+    assert!(page.body.contains("invalid_request"), "{}", page.body);
+    let extra = [
+        ("redirect_uri", "https://evil.example/login"),
+        ("code_challenge_method", "plain"),
+    ];
+    let page = browser
+        .get(&authorize_url(&server, client_id, &challenge, &extra))
+        .await;
+    assert_eq!((page.status, page.location()), (400, None), "{}", page.body);
+}
+
 #[tokio::test]
 async fn a_registered_secret_expires_at_the_configured_maximum_age_or_never() {
     let body = r#"{"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"client_secret_basic"}"#;
