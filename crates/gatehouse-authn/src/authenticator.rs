@@ -7,6 +7,7 @@ use gatehouse_store::{ApiKeyRecord, Store};
 
 use crate::access_token::{AccessTokens, TokenSettings, principal_for_token};
 use crate::external::ExternalIssuers;
+use crate::failure_records::FailureRecords;
 use crate::jwt::AccessTokenClaims;
 use crate::key_cache::KeyCache;
 use crate::lockout::{LockoutPolicy, Lockouts, NewLock};
@@ -43,6 +44,8 @@ pub struct Authenticator {
     revoked: Mutex<Option<(u64, HashSet<String>)>>,
     /// Gate 1's counters (outcomes, lockouts, cache hits) and its latency.
     metrics: Arc<Metrics>,
+    /// How many failures per source gate 1 records one by one.
+    failure_records: FailureRecords,
 }
 
 /// Whether `credential` has the shape of a Gatehouse secret (`ghk_` API
@@ -67,7 +70,14 @@ impl Authenticator {
             cache: KeyCache::default(),
             revoked: Mutex::new(None),
             metrics: Arc::default(),
+            failure_records: FailureRecords::default(),
         }
+    }
+
+    /// How many failures per source are recorded one by one (see
+    /// `failure_records.rs`).
+    pub fn failure_records(&self) -> &FailureRecords {
+        &self.failure_records
     }
 
     /// Records gate 1's metrics in `metrics` (shared with the rest of the

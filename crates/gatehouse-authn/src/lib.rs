@@ -11,6 +11,7 @@ mod authenticator;
 mod credentials;
 mod error;
 pub mod external;
+mod failure_records;
 pub mod jwt;
 mod key_cache;
 mod lockout;
@@ -28,5 +29,6 @@ pub use api_key::{ApiKeyParts, IssuedApiKey, KEY_PREFIX, issue_api_key, parse_ap
 pub use authenticator::{AuthMode, Authenticator};
 pub use credentials::{MAX_CREDENTIAL_BYTES, presented_credential};
 pub use error::AuthnError;
+pub use failure_records::{FAILURE_RECORDS_PER_MINUTE, FailureRecord, FailureRecords};
 pub use lockout::{LockSubject, LockoutPolicy, Lockouts, NewLock};
 pub use pepper::Pepper;

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder};
-use gatehouse_authn::{AuthMode, Authenticator, AuthnError, LockSubject, parse_api_key};
+use gatehouse_authn::{
+    AuthMode, Authenticator, AuthnError, FAILURE_RECORDS_PER_MINUTE, FailureRecord, LockSubject,
+    parse_api_key,
+};
 use gatehouse_core::{AuditKind, Clock, Outcome, Principal};
 use gatehouse_metrics::{NO_REASON, Stage};
 
@@ -102,10 +105,26 @@ pub async fn authenticate(
             let failed = event(Outcome::Failure)
                 .credential(key_id)
                 .decision("deny")
-                .reason(error.code())
-                .error(error.to_string())
-                .build();
-            audit.record(failed).await?;
+                .reason(error.code());
+            match authenticator
+                .failure_records()
+                .take(origin.source.as_deref(), now)
+            {
+                FailureRecord::Record => {
+                    audit
+                        .record(failed.error(error.to_string()).build())
+                        .await?;
+                }
+                FailureRecord::RecordLimitReached => {
+                    let note = format!(
+                        "{error}; more than {FAILURE_RECORDS_PER_MINUTE} authentication failures \
+                         from this source within a minute: the rest of this minute's are counted \
+                         in metrics, not recorded one by one"
+                    );
+                    audit.record(failed.error(note).build()).await?;
+                }
+                FailureRecord::Skip => {}
+            }
             for lock in &new_locks {
                 let credential = match &lock.subject {
                     LockSubject::Key(id) => Some(id.clone()),

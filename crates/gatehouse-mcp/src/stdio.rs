@@ -121,10 +121,11 @@ impl StdioAuthenticator {
     /// are refused meanwhile, and it is made again a second later.
     async fn lapsed(&self, opened: &Principal) -> &'static str {
         let mut seen = None;
+        let mut expires_at = opened.expires_at;
         loop {
             tokio::time::sleep(LOOK_EVERY).await;
             let now = self.gateway.clock().now();
-            if opened.expires_at.is_some_and(|at| at <= now) {
+            if expires_at.is_some_and(|at| at <= now) {
                 return "expired";
             }
             let current = self.authenticator.credential_generation();
@@ -136,7 +137,11 @@ impl StdioAuthenticator {
                 .authenticate(self.key.as_deref(), now)
                 .await
             {
-                Ok(fresh) if same_authority(&fresh, opened) => {}
+                Ok(fresh) if same_authority(&fresh, opened) => {
+                    // A key rotated meanwhile expires at the end of its
+                    // overlap: the connection ends with it.
+                    expires_at = crate::stream_credential::earlier(expires_at, fresh.expires_at);
+                }
                 Ok(_) => return "credential_changed",
                 Err(error) if could_not_check(&error) => continue,
                 Err(error) => return error.code(),

@@ -54,16 +54,19 @@ impl AuthorizationRequest {
         }
     }
 
-    /// The host the user is sent back to, shown on the consent page.
+    /// Where the user is sent back to, shown on the consent page: the
+    /// host of a web address; for a native app's own scheme
+    /// (`com.example.app:/cb`), whichever app handles that scheme, never
+    /// the host part such a URI may carry (`com.evil.app://gatehouse.corp`
+    /// does not go to gatehouse.corp).
     pub fn redirect_host(&self) -> String {
-        url::Url::parse(&self.redirect_uri)
-            .ok()
-            .and_then(|u| {
-                u.host_str()
-                    .map(str::to_string)
-                    .or_else(|| Some(u.scheme().to_string()))
-            })
-            .unwrap_or_default()
+        let Ok(url) = url::Url::parse(&self.redirect_uri) else {
+            return String::new();
+        };
+        match (url.scheme(), url.host_str()) {
+            ("http" | "https", Some(host)) => host.to_string(),
+            (scheme, _) => format!("the app that opens {scheme}: links"),
+        }
     }
 }
 
@@ -461,10 +464,14 @@ impl AuthorizationServer {
             )
             .map(Some);
         }
-        self.store
-            .put_consent(&user.username, &request.consent_key(), &scope, now)
+        let remembered = self
+            .store
+            .put_consent(user, &request.consent_key(), &scope, now)
             .await
             .map_err(unavailable)?;
+        if !remembered {
+            return Err(user_changed());
+        }
         self.issue_code(&request, user, now).await.map(Some)
     }
 
@@ -560,6 +567,36 @@ mod tests {
         assert_eq!(
             url,
             "https://app.example/cb?x=1&code=abc&state=s+t&iss=https%3A%2F%2Fgh.example"
+        );
+    }
+
+    #[test]
+    fn the_consent_page_names_an_apps_scheme_not_the_host_it_carries() {
+        let request = |redirect_uri: &str| AuthorizationRequest {
+            client_id: "c".into(),
+            client_name: "app".into(),
+            redirect_uri: redirect_uri.into(),
+            state: None,
+            scope: Vec::new(),
+            resource: "r".into(),
+            code_challenge: "x".into(),
+            public_client: true,
+        };
+        assert_eq!(
+            request("https://app.example/cb").redirect_host(),
+            "app.example"
+        );
+        assert_eq!(
+            request("http://127.0.0.1:4711/cb").redirect_host(),
+            "127.0.0.1"
+        );
+        assert_eq!(
+            request("com.evil.app://gatehouse.corp/cb").redirect_host(),
+            "the app that opens com.evil.app: links"
+        );
+        assert_eq!(
+            request("com.example.app:/cb").redirect_host(),
+            "the app that opens com.example.app: links"
         );
     }
 

@@ -283,14 +283,7 @@ fn validate_client_name(name: &str) -> Result<Option<String>, RegistrationError>
 /// characters that can make a name display as another. Client names from
 /// registration and from metadata documents are checked alike.
 pub(crate) fn has_deceptive_characters(name: &str) -> bool {
-    name.chars().any(|c| {
-        c.is_control()
-            || matches!(c,
-                '\u{200B}'..='\u{200F}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2060}'..='\u{2069}'
-                | '\u{FEFF}')
-    })
+    name.chars().any(gatehouse_core::is_unsafe_to_show)
 }
 
 /// RFC 6749 §3.3: scope tokens are `%x21 / %x23-5B / %x5D-7E`, separated by
@@ -331,6 +324,29 @@ mod tests {
             Ok(req) => panic!("accepted: {req:?}"),
             Err(e) => e,
         }
+    }
+
+    /// Every character the project will not show raw (bidi controls,
+    /// separators, invisible fillers, tag characters) is refused in a
+    /// client's name.
+    #[test]
+    fn names_with_characters_that_hide_or_reorder_text_are_refused() {
+        for c in [
+            '\u{202E}',
+            '\u{061C}',
+            '\u{2028}',
+            '\u{00AD}',
+            '\u{3164}',
+            '\u{E0041}',
+            '\u{206A}',
+        ] {
+            assert!(
+                has_deceptive_characters(&format!("Claude{c}")),
+                "{:x}",
+                c as u32
+            );
+        }
+        assert!(!has_deceptive_characters("Claude Desktop (Beta) – Ünïcode"));
     }
 
     #[test]

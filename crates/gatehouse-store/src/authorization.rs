@@ -365,13 +365,19 @@ pub trait AuthorizationStore: Send + Sync {
 
     // --- Consents ---------------------------------------------------------
     async fn consent(&self, username: &str, client_id: &str) -> StoreResult<Option<String>>;
+    /// Remembers `user`'s consent to `client_id`, only while the account is
+    /// as `user` shows it (tenant, roles, password, not disabled), in one
+    /// statement: a consent decided while an operator changed the account
+    /// (a password reset that revokes grants, a disable, a role taken
+    /// away) is not written after the change removed the others. `false`:
+    /// the account changed, nothing was written.
     async fn put_consent(
         &self,
-        username: &str,
+        user: &UserRecord,
         client_id: &str,
         scope: &str,
         now: Timestamp,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
 
     // --- Grants, codes, refresh tokens -----------------------------------
     /// Stores a new grant and its authorization code together, while the

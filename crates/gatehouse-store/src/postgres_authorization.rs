@@ -476,22 +476,29 @@ impl AuthorizationStore for PostgresStore {
 
     async fn put_consent(
         &self,
-        username: &str,
+        user: &UserRecord,
         client_id: &str,
         scope: &str,
         now: Timestamp,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO consents (username, client_id, scope, granted_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (username, client_id) DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at",
+    ) -> StoreResult<bool> {
+        let written = sqlx::query(
+            "INSERT INTO consents (username, client_id, scope, granted_at) \
+             SELECT username, $2, $3, $4 FROM users \
+             WHERE username = $1 AND tenant = $5 AND roles = $6 AND password_hash = $7 \
+             AND disabled_at IS NULL FOR SHARE \
+             ON CONFLICT (username, client_id) DO UPDATE SET scope = $3, granted_at = $4",
         )
-        .bind(username)
+        .bind(&user.username)
         .bind(client_id)
         .bind(scope)
         .bind(now.0)
+        .bind(&user.tenant)
+        .bind(list_json(&user.roles)?)
+        .bind(&user.password_hash)
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(written == 1)
     }
 
     async fn insert_code_grant(

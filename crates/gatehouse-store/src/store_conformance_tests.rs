@@ -1262,20 +1262,66 @@ pub(crate) async fn users_round_trip(store: TestStore) {
 }
 
 pub(crate) async fn consents_round_trip(store: TestStore) {
+    let alice = user("alice");
+    store.insert_user(&alice).await.unwrap();
     assert_eq!(store.consent("alice", "ghc_app").await.unwrap(), None);
-    store
-        .put_consent("alice", "ghc_app", "tools:read", Timestamp(1))
-        .await
-        .unwrap();
-    store
-        .put_consent("alice", "ghc_app", "tools:read tools:write", Timestamp(2))
-        .await
-        .unwrap();
+    assert!(
+        store
+            .put_consent(&alice, "ghc_app", "tools:read", Timestamp(1))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_consent(&alice, "ghc_app", "tools:read tools:write", Timestamp(2))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.consent("alice", "ghc_app").await.unwrap().as_deref(),
         Some("tools:read tools:write")
     );
     assert_eq!(store.consent("bob", "ghc_app").await.unwrap(), None);
+
+    // A consent decided on the account as it was before an operator reset
+    // its password (revoking what it authorized), disabled it or took a
+    // role away is not written: it would come back after the reset.
+    assert!(
+        store
+            .change_user_password("alice", "$reset", true, Timestamp(3))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.consent("alice", "ghc_app").await.unwrap(), None);
+    assert!(
+        !store
+            .put_consent(&alice, "ghc_app", "tools:read", Timestamp(4))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.consent("alice", "ghc_app").await.unwrap(), None);
+    let reset = store.user("alice").await.unwrap().unwrap();
+    let mut fewer_roles = reset.clone();
+    fewer_roles.roles = vec!["admin".into()];
+    assert!(
+        !store
+            .put_consent(&fewer_roles, "ghc_app", "tools:read", Timestamp(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_consent(&reset, "ghc_app", "tools:read", Timestamp(6))
+            .await
+            .unwrap()
+    );
+    assert!(store.disable_user("alice", Timestamp(7)).await.unwrap());
+    assert!(
+        !store
+            .put_consent(&reset, "other_app", "tools:read", Timestamp(8))
+            .await
+            .unwrap()
+    );
 }
 
 pub(crate) async fn login_failures_count_per_source_and_per_name(store: TestStore) {
@@ -1488,10 +1534,13 @@ async fn users_with_sessions_and_grants(store: &TestStore) {
                 .await
                 .unwrap()
         );
-        store
-            .put_consent(name, "ghc_app", "tools:read", Timestamp(1))
-            .await
-            .unwrap();
+        let account = store.user(name).await.unwrap().unwrap();
+        assert!(
+            store
+                .put_consent(&account, "ghc_app", "tools:read", Timestamp(1))
+                .await
+                .unwrap()
+        );
         let id = format!("apr-{name}");
         store
             .insert_approval(&approval(&id, "acme", 1_000))

@@ -280,7 +280,13 @@ impl<T: FailingStore> AuthorizationStore for T {
     async fn consent(&self, _: &str, _: &str) -> StoreResult<Option<String>> {
         down()
     }
-    async fn put_consent(&self, _: &str, _: &str, _: &str, _: Timestamp) -> StoreResult<()> {
+    async fn put_consent(
+        &self,
+        _: &UserRecord,
+        _: &str,
+        _: &str,
+        _: Timestamp,
+    ) -> StoreResult<bool> {
         down()
     }
     async fn insert_code_grant(&self, _: NewGrant<'_>, _: &AuthCodeRecord) -> StoreResult<bool> {

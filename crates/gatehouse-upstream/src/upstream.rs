@@ -42,6 +42,11 @@ use gatehouse_core::secret_ref::{Secret, TenantSecrets};
 /// Listing more pages than this is refused: a server that never stops
 /// paginating must not keep the gateway busy.
 pub const MAX_PAGES: usize = 100;
+/// A listing with more items than this is refused: pages are bounded in
+/// size, but 100 pages of tiny entries would still be millions of them,
+/// each held in memory, sent to every caller who lists, and (tools) pinned
+/// with a store write and an audit record.
+pub const MAX_LISTED_ITEMS: usize = 10_000;
 /// How long a child has to exit after its stdin closed (and again after
 /// SIGTERM) before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -758,6 +763,12 @@ impl Upstream {
             for _ in 0..MAX_PAGES {
                 let (mut batch, next) = page(connection.clone(), cursor.take()).await?;
                 items.append(&mut batch);
+                if items.len() > MAX_LISTED_ITEMS {
+                    return Err(UpstreamError::Protocol {
+                        upstream: name,
+                        reason: format!("the listing has more than {MAX_LISTED_ITEMS} items"),
+                    });
+                }
                 match next {
                     None => return Ok(items),
                     Some(next) if !seen.insert(next.clone()) => {

@@ -228,6 +228,25 @@ async fn listings_follow_every_page() {
     set.shutdown().await;
 }
 
+/// 100 pages of tiny entries are millions of items: a listing past
+/// `MAX_LISTED_ITEMS` is refused, not held, served and pinned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_past_the_item_limit_is_refused() {
+    let Some(python) = python("stdio listing limit test") else {
+        return;
+    };
+    let over = gatehouse_upstream::MAX_LISTED_ITEMS.to_string();
+    let set = start(vec![py_stdio(
+        &python,
+        "py",
+        &["--listed-only", &over, "--page-size", "500"],
+    )]);
+    let py = set.get("py").unwrap();
+    let error = py.list_tools(None, None).await.unwrap_err();
+    assert!(error.to_string().contains("items"), "{error}");
+    set.shutdown().await;
+}
+
 /// A child given a credential in `secret_env` that prints its environment
 /// hands the credential back in a result: the caller gets it replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,8 @@ parser.add_argument("--legacy", action="store_true")
 parser.add_argument("--resumable", action="store_true")
 parser.add_argument("--tools", type=int, default=0)
 parser.add_argument("--page-size", type=int, default=0)
+# Listed only (never registered, so cheap): N more tools in tools/list.
+parser.add_argument("--listed-only", type=int, default=0)
 parser.add_argument("--definitions")
 parser.add_argument("--cancel-signal", action="store_true")
 # While this file exists, tools/list (resources/subscribe) does not answer.
@@ -87,6 +89,12 @@ class PagedServer(MCPServer):
         while options.hang_listings_while and os.path.exists(options.hang_listings_while):
             await asyncio.sleep(0.05)
         tools = overridden(await self.list_tools())
+        if options.listed_only:
+            template = tools[0]
+            tools = tools + [
+                template.model_copy(update={"name": f"listed_{i:05d}"})
+                for i in range(options.listed_only)
+            ]
         if options.page_size <= 0:
             return ListToolsResult(tools=tools)
         start = int(params.cursor) if params is not None and params.cursor else 0

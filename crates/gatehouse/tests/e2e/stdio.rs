@@ -213,6 +213,47 @@ async fn a_revoked_key_ends_the_stdio_connection() {
     );
 }
 
+/// A key rotated with an overlap expires at the end of it: a connection
+/// opened with the old key ends then, not when something else next
+/// changes (it went on hearing notifications for good).
+#[tokio::test]
+async fn a_stdio_connection_ends_when_its_rotated_keys_overlap_ends() {
+    let server = Server::start(None);
+    let (id, key) = server.create_key("local", "reader", &[]);
+    let mut child = spawn_with_key(&server, &key, Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for m in handshake() {
+        writeln!(stdin, "{m}").unwrap();
+    }
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("\"result\""), "{line}");
+    server.cli_json(&["keys", "rotate", &id, "--overlap", "2s"]);
+    let mut status = None;
+    for _ in 0..300 {
+        if let Some(exited) = child.try_wait().unwrap() {
+            status = Some(exited);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("the stdio connection outlived its rotated key's overlap");
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(stderr.contains("expired"), "{stderr}");
+    drop(stdin);
+}
+
 #[tokio::test]
 async fn stdio_refuses_a_principal_of_an_undeclared_tenant_like_http() {
     // A key of tenant "default", then a policy that declares other tenants.
