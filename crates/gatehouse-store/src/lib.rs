@@ -84,6 +84,14 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// tokens are remembered as long, so revoking a grant lists them too.
 pub const REVOCATION_GRACE_MS: i64 = 60_000;
 
+/// How much longer entries are kept before they are trimmed (revoked and
+/// issued tokens, used assertion ids): instances sharing a PostgreSQL
+/// database check against their own clocks, and one running ahead would
+/// otherwise trim an entry that another still needs (a revoked token
+/// accepted again there, an assertion replayed there). Reads use the exact
+/// times; only trimming waits.
+pub const TRIM_CLOCK_SKEW_MS: i64 = 5 * 60_000;
+
 /// Writes audit batches synchronously, on the thread of the one writer
 /// that owns it (see [`Store::audit_appender`]).
 pub trait AuditAppender: Send {

@@ -893,7 +893,7 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await?;
         // Entries past their token's acceptance protect nothing any more.
         sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
-            .bind(now.0 - crate::REVOCATION_GRACE_MS)
+            .bind(now.0 - crate::REVOCATION_GRACE_MS - crate::TRIM_CLOCK_SKEW_MS)
             .execute(&mut *tx)
             .await?;
         sqlx::query(

@@ -902,18 +902,25 @@ impl AuthorizationStore for PostgresStore {
              AND locked_until <= $1 - 86400000",
             "DELETE FROM login_failures WHERE window_start <= $1 - 86400000 \
              AND locked_until <= $1 - 86400000",
-            "DELETE FROM used_assertions WHERE expires_at <= $1",
         ] {
             sqlx::query(sql).bind(now.0).execute(&mut *tx).await?;
         }
-        // Kept past expiry while an expired token may still be accepted
-        // (the verifier's leeway).
-        for sql in [
-            "DELETE FROM issued_tokens WHERE expires_at <= $1",
-            "DELETE FROM revoked_tokens WHERE expires_at <= $1",
+        // Kept past expiry while an expired token (or assertion) may still
+        // be accepted (the verifier's leeway), and as long again as
+        // instances' clocks may differ (`TRIM_CLOCK_SKEW_MS`).
+        for (sql, kept) in [
+            (
+                "DELETE FROM issued_tokens WHERE expires_at <= $1",
+                crate::REVOCATION_GRACE_MS,
+            ),
+            (
+                "DELETE FROM revoked_tokens WHERE expires_at <= $1",
+                crate::REVOCATION_GRACE_MS,
+            ),
+            ("DELETE FROM used_assertions WHERE expires_at <= $1", 0),
         ] {
             sqlx::query(sql)
-                .bind(now.0 - crate::REVOCATION_GRACE_MS)
+                .bind(now.0 - kept - crate::TRIM_CLOCK_SKEW_MS)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -136,6 +136,30 @@ async fn truncate_wal(connection: &mut sqlx::SqliteConnection) -> StoreResult<()
     ))
 }
 
+/// See [`SqliteStore::announce_change`].
+pub(crate) struct ChangeAnnouncement<'a> {
+    store: &'a SqliteStore,
+    armed: bool,
+}
+
+impl ChangeAnnouncement<'_> {
+    /// Announces now (the change is committed).
+    pub(crate) fn announce(self) {}
+
+    /// The write changed nothing: no announcement.
+    pub(crate) fn nothing_changed(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ChangeAnnouncement<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.store.bump_generation();
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path) -> StoreResult<Self> {
@@ -143,7 +167,15 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            // Every commit of credential state is on stable storage before
+            // it is answered: with NORMAL, a power loss or an OS crash could
+            // undo the last commits, and with them a redeemed operation
+            // token, a used code or a rotated refresh token (single use
+            // again after the reboot). Requests read here; they write only
+            // rarely (last use at most once a minute per key). The audit
+            // writer's own connection keeps NORMAL: `audit.fsync` is its
+            // durability setting.
+            .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             // SQLite checkpoints the log inside the commit that fills it:
             // every thousandth audit write (and the call awaiting it) would
@@ -192,6 +224,20 @@ impl SqliteStore {
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// A credential change about to be written: announced (the generation
+    /// moved) when the returned value is dropped or `announce`d, unless
+    /// `nothing_changed` says so. A write whose caller's future is dropped
+    /// mid-way (a client that disconnects while its refresh token's reuse
+    /// revokes the grant) may still be completed by the driver's worker;
+    /// an announcement too many only makes caches read the database again,
+    /// one too few would keep a revoked credential accepted everywhere.
+    pub(crate) fn announce_change(&self) -> ChangeAnnouncement<'_> {
+        ChangeAnnouncement {
+            store: self,
+            armed: true,
+        }
     }
 
     /// After a committed key change. When the marker can be neither moved
@@ -535,13 +581,14 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_api_key(&self, id: &str, at: Timestamp) -> StoreResult<bool> {
+        let change = self.announce_change();
         let result =
             sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(at.0)
                 .bind(id)
                 .execute(&self.pool)
                 .await?;
-        self.bump_generation();
+        change.announce();
         Ok(result.rows_affected() == 1)
     }
 
@@ -551,6 +598,7 @@ impl Store for SqliteStore {
         new_key: &ApiKeyRecord,
         old_valid_until: Timestamp,
     ) -> StoreResult<bool> {
+        let change = self.announce_change();
         let scopes = scopes_json(&new_key.scopes)?;
         let mut tx = self.pool.begin().await?;
         // The conditional update is the atomic step: of two concurrent
@@ -573,7 +621,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        self.bump_generation();
+        change.announce();
         Ok(true)
     }
 
@@ -668,6 +716,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_client(&self, id: &str, at: Timestamp) -> StoreResult<bool> {
+        let change = self.announce_change();
         let result = sqlx::query(
             "UPDATE oauth_clients SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
         )
@@ -675,7 +724,7 @@ impl Store for SqliteStore {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        self.bump_generation();
+        change.announce();
         Ok(result.rows_affected() == 1)
     }
 
@@ -688,6 +737,7 @@ impl Store for SqliteStore {
         old_valid_until: Timestamp,
         machine_tokens_not_before: Option<Timestamp>,
     ) -> StoreResult<bool> {
+        let change = self.announce_change();
         if expected_hash.is_empty() {
             return Ok(false);
         }
@@ -711,7 +761,9 @@ impl Store for SqliteStore {
         let rotated = result.rows_affected() == 1;
         if rotated && machine_tokens_not_before.is_some() {
             // Token caches on every instance look at the client again.
-            self.bump_generation();
+            change.announce();
+        } else {
+            change.nothing_changed();
         }
         Ok(rotated)
     }
@@ -722,10 +774,11 @@ impl Store for SqliteStore {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> StoreResult<()> {
+        let change = self.announce_change();
         let mut tx = self.pool.begin().await?;
         // Entries past their token's acceptance protect nothing any more.
         sqlx::query("DELETE FROM revoked_tokens WHERE expires_at <= $1")
-            .bind(now.0 - crate::REVOCATION_GRACE_MS)
+            .bind(now.0 - crate::REVOCATION_GRACE_MS - crate::TRIM_CLOCK_SKEW_MS)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
@@ -736,7 +789,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.bump_generation();
+        change.announce();
         Ok(())
     }
 
@@ -755,8 +808,9 @@ impl Store for SqliteStore {
     }
 
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()> {
+        let change = self.announce_change();
         signing_key_insert(key).execute(&self.pool).await?;
-        self.bump_generation();
+        change.announce();
         Ok(())
     }
 
@@ -779,6 +833,7 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_signing_key(&self, kid: &str, at: Timestamp) -> StoreResult<bool> {
+        let change = self.announce_change();
         let result = sqlx::query(
             "UPDATE signing_keys SET revoked_at = $1 WHERE kid = $2 AND revoked_at IS NULL",
         )
@@ -786,7 +841,7 @@ impl Store for SqliteStore {
         .bind(kid)
         .execute(&self.pool)
         .await?;
-        self.bump_generation();
+        change.announce();
         Ok(result.rows_affected() == 1)
     }
 
@@ -947,6 +1002,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_secret(&self, tenant: &str, name: &str, value: &str) -> StoreResult<()> {
+        let change = self.announce_change();
         sqlx::query(
             "INSERT INTO tenant_secrets (tenant, name, value) VALUES ($1, $2, $3) \
              ON CONFLICT (tenant, name) DO UPDATE SET value = excluded.value",
@@ -958,7 +1014,7 @@ impl Store for SqliteStore {
         .await?;
         // An upstream connection made with the old value ends (a tenant's
         // secret is an upstream credential).
-        self.bump_generation();
+        change.announce();
         Ok(())
     }
 
@@ -982,6 +1038,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_secret(&self, tenant: &str, name: &str) -> StoreResult<bool> {
+        let change = self.announce_change();
         let result = sqlx::query("DELETE FROM tenant_secrets WHERE tenant = $1 AND name = $2")
             .bind(tenant)
             .bind(name)
@@ -989,7 +1046,9 @@ impl Store for SqliteStore {
             .await?;
         let deleted = result.rows_affected() == 1;
         if deleted {
-            self.bump_generation();
+            change.announce();
+        } else {
+            change.nothing_changed();
         }
         Ok(deleted)
     }

@@ -139,13 +139,13 @@ impl SqliteStore {
         revoke: bool,
         at: Timestamp,
     ) -> StoreResult<()> {
+        // Announced however this ends (see `announce_change`).
+        let change = revoke.then(|| self.announce_change());
         if revoke {
             revoke_user_authorizations(&mut tx, username, at).await?;
         }
         tx.commit().await?;
-        if revoke {
-            self.bump_generation();
-        }
+        drop(change);
         Ok(())
     }
 
@@ -645,6 +645,7 @@ impl AuthorizationStore for SqliteStore {
     }
 
     async fn revoke_grant(&self, grant_id: &str, now: Timestamp) -> StoreResult<bool> {
+        let change = self.announce_change();
         let mut tx = self.pool.begin().await?;
         let changed =
             sqlx::query("UPDATE grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
@@ -677,7 +678,9 @@ impl AuthorizationStore for SqliteStore {
         // moves: a grant revoked again (a client repeating /oauth/revoke)
         // must not make them all do so each time.
         if changed || listed > 0 || ended > 0 {
-            self.bump_generation();
+            change.announce();
+        } else {
+            change.nothing_changed();
         }
         Ok(changed)
     }
@@ -874,18 +877,25 @@ impl AuthorizationStore for SqliteStore {
              AND locked_until <= $1 - 86400000",
             "DELETE FROM login_failures WHERE window_start <= $1 - 86400000 \
              AND locked_until <= $1 - 86400000",
-            "DELETE FROM used_assertions WHERE expires_at <= $1",
         ] {
             sqlx::query(sql).bind(now.0).execute(&mut *tx).await?;
         }
-        // Kept past expiry while an expired token may still be accepted
-        // (the verifier's leeway).
-        for sql in [
-            "DELETE FROM issued_tokens WHERE expires_at <= $1",
-            "DELETE FROM revoked_tokens WHERE expires_at <= $1",
+        // Kept past expiry while an expired token (or assertion) may still
+        // be accepted (the verifier's leeway), and as long again as
+        // instances' clocks may differ (`TRIM_CLOCK_SKEW_MS`).
+        for (sql, kept) in [
+            (
+                "DELETE FROM issued_tokens WHERE expires_at <= $1",
+                crate::REVOCATION_GRACE_MS,
+            ),
+            (
+                "DELETE FROM revoked_tokens WHERE expires_at <= $1",
+                crate::REVOCATION_GRACE_MS,
+            ),
+            ("DELETE FROM used_assertions WHERE expires_at <= $1", 0),
         ] {
             sqlx::query(sql)
-                .bind(now.0 - crate::REVOCATION_GRACE_MS)
+                .bind(now.0 - kept - crate::TRIM_CLOCK_SKEW_MS)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -109,6 +109,7 @@ impl GatingStore for SqliteStore {
     }
 
     async fn revoke_task_grant(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        let change = self.announce_change();
         let mut tx = self.pool.begin().await?;
         // Starts with the write, so the transaction holds the write lock
         // from its first statement and a concurrent revocation finds the
@@ -135,7 +136,7 @@ impl GatingStore for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.bump_generation();
+        change.announce();
         Ok(true)
     }
 

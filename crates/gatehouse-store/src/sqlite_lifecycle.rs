@@ -115,6 +115,7 @@ impl LifecycleStore for SqliteStore {
         successor: &SigningKeyRecord,
         now: Timestamp,
     ) -> StoreResult<bool> {
+        let change = self.announce_change();
         let mut tx = self.pool.begin().await?;
         let claimed = sqlx::query(
             "INSERT INTO lifecycle_notices (credential_kind, credential_id, code, basis, given_at) \
@@ -132,7 +133,7 @@ impl LifecycleStore for SqliteStore {
         }
         signing_key_insert(successor).execute(&mut *tx).await?;
         tx.commit().await?;
-        self.bump_generation();
+        change.announce();
         Ok(true)
     }
 }

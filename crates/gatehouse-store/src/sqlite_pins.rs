@@ -160,9 +160,12 @@ impl SqliteStore {
         &self,
         update: sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
     ) -> StoreResult<bool> {
+        let change = self.announce_change();
         let updated = update.execute(&self.pool).await?.rows_affected() == 1;
         if updated {
-            self.bump_generation();
+            change.announce();
+        } else {
+            change.nothing_changed();
         }
         Ok(updated)
     }

@@ -1,5 +1,6 @@
 use super::*;
 use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+use std::future::Future;
 
 fn key(id: &str) -> ApiKeyRecord {
     ApiKeyRecord {
@@ -207,6 +208,43 @@ async fn key_changes_move_the_generation_for_every_handle() {
         .await
         .unwrap();
     assert_ne!(server.credential_generation().unwrap(), after_revoke);
+}
+
+/// A revocation whose caller's future is dropped mid-write (a client that
+/// disconnects) may still be completed by the driver's worker: it must be
+/// announced all the same, or every cache keeps the revoked key.
+#[tokio::test]
+async fn a_revocation_dropped_mid_write_is_announced_if_it_lands() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("g.db")).await.unwrap();
+    for polls in 0..40 {
+        let id = format!("k{polls}");
+        store.insert_api_key(&key(&id)).await.unwrap();
+        let before = store.credential_generation();
+        {
+            let mut revoke = std::pin::pin!(store.revoke_api_key(&id, Timestamp(5)));
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            for _ in 0..polls {
+                if revoke.as_mut().poll(&mut cx).is_ready() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            }
+        }
+        // Whatever the worker still completes lands within this.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let revoked = store.api_key(&id).await.unwrap().unwrap().is_revoked();
+        if revoked {
+            assert_ne!(store.credential_generation(), before, "after {polls} polls");
+        }
+    }
+    // Nothing changed, nothing announced.
+    let before = store.credential_generation();
+    store.announce_change().nothing_changed();
+    assert_eq!(store.credential_generation(), before);
+    store.announce_change().announce();
+    assert_ne!(store.credential_generation(), before);
 }
 
 /// Issue 9 item 16: the generation was the marker file's inode XOR its

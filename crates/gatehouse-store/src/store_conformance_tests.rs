@@ -988,12 +988,25 @@ pub(crate) async fn revoked_tokens_are_listed_until_past_the_leeway(store: TestS
             .unwrap(),
         vec!["j1"]
     );
-    // Entries past that are dropped on the next revocation.
+    // Entries past that are dropped on the next revocation, once no
+    // instance's clock can be behind enough to still accept the token.
     store
         .revoke_token(
             "j3",
             Timestamp(900_000),
             Timestamp(100_000 + crate::REVOCATION_GRACE_MS),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.revoked_tokens(Timestamp(0)).await.unwrap(),
+        vec!["j1", "j2", "j3"]
+    );
+    store
+        .revoke_token(
+            "j3",
+            Timestamp(900_000),
+            Timestamp(100_000 + crate::REVOCATION_GRACE_MS + crate::TRIM_CLOCK_SKEW_MS),
         )
         .await
         .unwrap();
@@ -2219,6 +2232,17 @@ pub(crate) async fn purge_removes_only_expired_records(store: TestStore) {
     store.redeem_code("h1", Timestamp(2_000)).await.unwrap();
     store
         .purge_expired(Timestamp(100 + crate::REVOCATION_GRACE_MS))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.revoked_tokens(Timestamp(0)).await.unwrap(),
+        vec!["j-new", "j-old"],
+        "trimmed while another instance's clock may still accept it"
+    );
+    store
+        .purge_expired(Timestamp(
+            100 + crate::REVOCATION_GRACE_MS + crate::TRIM_CLOCK_SKEW_MS,
+        ))
         .await
         .unwrap();
     assert_eq!(
