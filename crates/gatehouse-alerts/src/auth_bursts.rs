@@ -13,23 +13,26 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use gatehouse_audit::{AuditLog, AuditObserver};
-use gatehouse_core::{AuditEvent, AuditKind, Outcome, Timestamp};
+use gatehouse_core::{AuditEvent, AuditKind, Outcome, RateLimiter, Timestamp};
 
 use crate::{Alert, AlertCode, Alerts};
 
 /// Failure reasons that are not a caller guessing: no credential at all
 /// (every MCP client's first request, to discover the authorization
 /// server), a device-flow client polling as it must, the notices of a lock
-/// being set, Gatehouse's own trouble, and an open stream or session ended
-/// because its credential was revoked or changed (one revocation ends all
-/// of a key's sessions at once: no guessing).
-pub const BENIGN_FAILURES: [&str; 12] = [
+/// being set, requests refused while a lock holds (the burst that set it
+/// was alerted; counting the refusals would name whoever retries, the
+/// locked key's owner too), Gatehouse's own trouble, and an open stream or
+/// session ended because its credential was revoked or changed (one
+/// revocation ends all of a key's sessions at once: no guessing).
+pub const BENIGN_FAILURES: [&str; 13] = [
     "missing_credential",
     "authorization_pending",
     "slow_down",
     "credential_locked",
     "source_locked",
     "name_locked",
+    "locked",
     "store_unavailable",
     "internal_error",
     "introspection_unavailable",
@@ -141,10 +144,15 @@ impl AuthBursts {
 }
 
 /// What a failed authentication counts against: its credential, its user
-/// and its source (an IPv6 address by its /64).
+/// and its source (an IPv6 address by its /64). A key id that names no key
+/// (`unknown_credential`) is the caller's invention, not a credential: a
+/// fresh id per request would otherwise be a fresh subject, and an alert,
+/// every four requests.
 pub fn subjects_of(event: &AuditEvent) -> Vec<String> {
     let mut subjects = Vec::new();
-    if let Some(credential) = &event.credential {
+    if let Some(credential) = &event.credential
+        && event.reason.as_deref() != Some("unknown_credential")
+    {
         subjects.push(format!("credential {credential}"));
     }
     if let Some(human) = &event.human {
@@ -160,11 +168,54 @@ pub fn subjects_of(event: &AuditEvent) -> Vec<String> {
     subjects
 }
 
+/// Burst alerts raised one by one per minute (each instance): many sources
+/// failing at once (a spray from a whole IPv6 /48) would otherwise be as
+/// many alerts, rows and webhook deliveries, and the alerts that matter
+/// would wait behind them.
+pub const BURST_ALERTS_PER_MINUTE: u32 = 20;
+
+/// What to do with one more burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BurstAlert {
+    Raise,
+    /// Raise one alert saying that further bursts this minute are not.
+    RaiseLimitReached,
+    Skip,
+}
+
+/// Counts the burst alerts of each minute.
+pub struct BurstAlertBudget {
+    each: RateLimiter,
+    limit_reached: RateLimiter,
+}
+
+impl Default for BurstAlertBudget {
+    fn default() -> Self {
+        BurstAlertBudget {
+            each: RateLimiter::new(BURST_ALERTS_PER_MINUTE, 60_000, 1),
+            limit_reached: RateLimiter::new(1, 60_000, 1),
+        }
+    }
+}
+
+impl BurstAlertBudget {
+    pub fn take(&self, now: Timestamp) -> BurstAlert {
+        if self.each.check("bursts", now) {
+            BurstAlert::Raise
+        } else if self.limit_reached.check("bursts", now) {
+            BurstAlert::RaiseLimitReached
+        } else {
+            BurstAlert::Skip
+        }
+    }
+}
+
 /// Watches the audit log for failed authentications.
 pub struct AuthBurstObserver {
     bursts: AuthBursts,
     alerts: Alerts,
     window_secs: u64,
+    budget: BurstAlertBudget,
 }
 
 impl AuthBurstObserver {
@@ -173,6 +224,7 @@ impl AuthBurstObserver {
             bursts,
             alerts,
             window_secs: window.as_secs(),
+            budget: BurstAlertBudget::default(),
         }
     }
 }
@@ -190,16 +242,22 @@ impl AuditObserver for AuthBurstObserver {
             return;
         }
         for burst in self.bursts.failed(&subjects_of(event), event.ts) {
-            let mut alert = Alert::new(
-                AlertCode::AuthFailureBurst,
-                burst.subject.clone(),
-                format!(
-                    "{} failed authentications within {} s (the latest: {})",
-                    burst.failures,
-                    self.window_secs,
-                    event.reason.as_deref().unwrap_or("unknown reason")
-                ),
+            let mut text = format!(
+                "{} failed authentications within {} s (the latest: {})",
+                burst.failures,
+                self.window_secs,
+                event.reason.as_deref().unwrap_or("unknown reason")
             );
+            match self.budget.take(event.ts) {
+                BurstAlert::Raise => {}
+                BurstAlert::RaiseLimitReached => text.push_str(&format!(
+                    "; more than {BURST_ALERTS_PER_MINUTE} bursts within a minute: the rest of \
+                     this minute's are not raised one by one (see the authentication failures \
+                     in the audit trail and on /metrics)"
+                )),
+                BurstAlert::Skip => continue,
+            }
+            let mut alert = Alert::new(AlertCode::AuthFailureBurst, burst.subject.clone(), text);
             alert.tenant = event.tenant.clone();
             alert.human = event.human.clone();
             alert.agent = event.agent.clone();
@@ -243,6 +301,38 @@ mod tests {
             .map(|t| bursts.failed(&key, Timestamp(*t)).len())
             .sum();
         assert_eq!(later, 1);
+    }
+
+    #[test]
+    fn an_invented_key_id_is_no_subject_and_refusals_under_a_lock_are_benign() {
+        let mut event = gatehouse_audit::EventBuilder::new(
+            AuditKind::Authentication,
+            Outcome::Failure,
+            Timestamp(1),
+        )
+        .credential(Some("random123".into()))
+        .source(Some("192.0.2.9".into()))
+        .reason("unknown_credential")
+        .build();
+        assert_eq!(subjects_of(&event), ["source 192.0.2.9"]);
+        event.reason = Some("invalid_secret".into());
+        assert_eq!(
+            subjects_of(&event),
+            ["credential random123", "source 192.0.2.9"]
+        );
+        assert!(BENIGN_FAILURES.contains(&"locked"));
+    }
+
+    #[test]
+    fn past_twenty_bursts_a_minute_one_alert_says_so_then_none() {
+        let budget = BurstAlertBudget::default();
+        let t = Timestamp(1_000_000);
+        for _ in 0..BURST_ALERTS_PER_MINUTE {
+            assert_eq!(budget.take(t), BurstAlert::Raise);
+        }
+        assert_eq!(budget.take(t), BurstAlert::RaiseLimitReached);
+        assert_eq!(budget.take(t), BurstAlert::Skip);
+        assert_eq!(budget.take(t.plus_millis(60_000)), BurstAlert::Raise);
     }
 
     #[test]

@@ -23,6 +23,42 @@ impl AuthorizationServer {
         }
     }
 
+    /// Stores a registered client while fewer than `max_dynamic_clients`
+    /// exist; when full, unused ones (`dynamic_client_ttl`) are removed
+    /// first, and if none is, the registration is refused (503).
+    async fn insert_within_limit(
+        &self,
+        record: &gatehouse_store::ClientRecord,
+        now: Timestamp,
+    ) -> Result<(), OAuthError> {
+        let max = self.config.max_dynamic_clients;
+        for attempt in 0..2 {
+            if self
+                .store
+                .insert_client_within_limit(record, max)
+                .await
+                .map_err(unavailable)?
+            {
+                return Ok(());
+            }
+            if attempt == 0 {
+                let unused_since =
+                    now.plus_millis(-self.config.dynamic_client_ttl_secs.saturating_mul(1000));
+                self.store
+                    .delete_unused_dynamic_clients(unused_since)
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        tracing::warn!(
+            max,
+            "dynamically registered client table full (oauth.registration_max_clients); registration refused"
+        );
+        Err(OAuthError::TemporarilyUnavailable(format!(
+            "{max} dynamically registered clients are kept already (oauth.registration_max_clients)"
+        )))
+    }
+
     /// RFC 7591 §3.1–3.2. Returns the client information response.
     pub async fn register(
         &self,
@@ -72,10 +108,7 @@ impl AuthorizationServer {
             },
             now,
         )?;
-        self.store
-            .insert_client(&issued.record)
-            .await
-            .map_err(unavailable)?;
+        self.insert_within_limit(&issued.record, now).await?;
         let event = EventBuilder::new(AuditKind::Registration, Outcome::Success, now)
             .agent(&issued.record.id)
             .source(source)

@@ -66,6 +66,10 @@ pub struct AsConfig {
     pub registration: RegistrationPolicy,
     /// Dynamically registered clients unused this long are deleted.
     pub dynamic_client_ttl_secs: i64,
+    /// Most dynamically registered clients kept at once: registration is
+    /// open to anyone (20 a minute per address), so without a cap one
+    /// IPv6 /56 could add millions of rows a day.
+    pub max_dynamic_clients: u64,
     /// The credential lifecycle revokes a client whose secret is this old
     /// (`lifecycle.client_secrets.max_age`), so a registration's
     /// `client_secret_expires_at` says when; `None`: never.

@@ -111,6 +111,9 @@ pub struct OAuthConfig {
     /// Most metadata-document clients kept at once; new ones are refused
     /// beyond it (unused ones expire after `dynamic_client_ttl`).
     pub client_metadata_max_clients: u64,
+    /// Most dynamically registered clients kept at once; registrations are
+    /// refused (503) beyond it, after unused ones are removed.
+    pub registration_max_clients: u64,
     /// Password hashes computed at once (each takes ~19 MiB and tens of ms).
     pub password_hash_concurrency: usize,
     /// The organisation's identity providers (`[[oauth.identity_providers]]`),
@@ -144,6 +147,7 @@ impl Default for OAuthConfig {
             client_metadata_domains: Vec::new(),
             client_metadata_dev_hosts: Vec::new(),
             client_metadata_max_clients: 10_000,
+            registration_max_clients: 10_000,
             password_hash_concurrency: 4,
             identity_providers: Vec::new(),
             local_login: true,
@@ -759,6 +763,12 @@ impl Config {
             return Err(invalid(
                 "oauth.client_metadata_max_clients",
                 "must be greater than zero (to refuse metadata documents, set client_metadata_documents = false)",
+            ));
+        }
+        if self.oauth.registration_max_clients == 0 {
+            return Err(invalid(
+                "oauth.registration_max_clients",
+                "must be greater than zero (to refuse registrations, set registration = \"closed\")",
             ));
         }
         if !(1..=64).contains(&self.oauth.password_hash_concurrency) {

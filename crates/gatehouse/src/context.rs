@@ -237,6 +237,35 @@ impl Context {
         self.master_key_with(Create::Never)
     }
 
+    /// The servers' master key, for a command that seals a signing key the
+    /// servers must open (`keys rotate-signing`, `revoke-signing --force`):
+    /// the one at hand (never a new file), and only if it opens a signing
+    /// key the store holds. A shell without the servers'
+    /// `GATEHOUSE_MASTER_KEY` would otherwise seal the key that signs next
+    /// with a key nobody else has, and every server would stop issuing
+    /// tokens and report itself not ready. A store with no signing key yet
+    /// (no server has started) takes the master key as `master_key` does.
+    pub async fn servers_master_key(&self, store: &Arc<dyn Store>) -> anyhow::Result<MasterKey> {
+        let keys = store.signing_keys().await?;
+        if keys.is_empty() {
+            return self.master_key();
+        }
+        let master = self.existing_master_key().context(
+            "a signing key sealed now must open with the servers' master key, and there is none here",
+        )?;
+        if !keys
+            .iter()
+            .any(|k| master.open(&k.sealed_pkcs8, k.kid.as_bytes()).is_ok())
+        {
+            bail!(
+                "the master key here opens none of the store's signing keys, so the servers could not \
+                 use a key sealed with it; run this where the servers' master key is (or set \
+                 GATEHOUSE_MASTER_KEY to it)"
+            );
+        }
+        Ok(master)
+    }
+
     fn master_key_with(&self, create: Create) -> anyhow::Result<MasterKey> {
         let oauth = &self.config.oauth;
         let hex_text = self.secret_hex(

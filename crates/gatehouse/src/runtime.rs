@@ -395,6 +395,7 @@ fn as_config(
             .collect(),
         registration,
         dynamic_client_ttl_secs: secs(oauth.dynamic_client_ttl),
+        max_dynamic_clients: oauth.registration_max_clients,
         // Dynamic clients belong to no tenant: the global threshold.
         client_secret_max_age_secs: ctx
             .config

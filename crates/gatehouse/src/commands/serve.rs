@@ -111,6 +111,9 @@ fn shutdown_signal(token: CancellationToken) {
     });
 }
 
+/// Connections the admin listener (`/metrics`) holds at once.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
 pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     let server = &ctx.config.server;
     let listen = args.listen.unwrap_or(server.listen);
@@ -297,7 +300,12 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(serve(
             metrics_listener,
             metrics_router(Arc::clone(&runtime.metrics), hosts),
-            limits.clone(),
+            // A few scrapers at most: a cap of its own that leaves the
+            // descriptors kept for the database and the audit log alone.
+            ListenerSettings {
+                max_connections: ADMIN_MAX_CONNECTIONS,
+                ..limits.clone()
+            },
             shutdown.clone(),
         ))
     });
@@ -461,6 +469,10 @@ fn max_connections() -> usize {
         }
     }
     let open_files = limit.current.unwrap_or(1 << 20).min(1 << 20);
-    let connections = open_files.saturating_sub(RESERVED_DESCRIPTORS).max(64);
+    // The admin listener's connections come out of the same limit.
+    let admin = u64::try_from(ADMIN_MAX_CONNECTIONS).unwrap_or(64);
+    let connections = open_files
+        .saturating_sub(RESERVED_DESCRIPTORS + admin)
+        .max(64);
     usize::try_from(connections).unwrap_or(usize::MAX)
 }

@@ -311,6 +311,30 @@ async fn a_registered_clients_bad_requests_are_not_redirected_to_it() {
     assert_eq!((page.status, page.location()), (400, None), "{}", page.body);
 }
 
+/// Registration is open to anyone (20 a minute per address): the table of
+/// registered clients is capped, and a registration past the cap is refused
+/// (503) rather than stored.
+#[tokio::test]
+async fn registered_clients_are_capped() {
+    let server = Server::start(Some("version = 1\n[oauth]\nregistration_max_clients = 2\n"));
+    let body = r#"{"redirect_uris":["http://127.0.0.1:9/cb"],"token_endpoint_auth_method":"none"}"#;
+    for _ in 0..2 {
+        let (status, _, client) = register(&server, body, None).await;
+        assert_eq!(status, 201, "{client}");
+    }
+    let (status, _, refused) = register(&server, body, None).await;
+    assert_eq!(status, 503, "{refused}");
+    assert_eq!(refused["error"], "temporarily_unavailable");
+    let clients = server.cli_json(&["clients", "list"]);
+    let dynamic = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["registered_by"] == "dynamic")
+        .count();
+    assert_eq!(dynamic, 2, "{clients}");
+}
+
 #[tokio::test]
 async fn a_registered_secret_expires_at_the_configured_maximum_age_or_never() {
     let body = r#"{"redirect_uris":["http://127.0.0.1/cb"],"token_endpoint_auth_method":"client_secret_basic"}"#;

@@ -126,6 +126,34 @@ async fn a_signing_key_revoked_with_revoke_signing_is_refused_at_once_and_leaves
     assert_eq!(records[0]["agent"], "gatehouse-cli");
 }
 
+/// Run from a shell without the servers' master key, rotating (or a
+/// forced revocation, which rotates first) sealed the key that signs next
+/// with a new key file of its own: every server then failed to sign and
+/// reported itself not ready. Refused now, with nothing stored or made.
+#[tokio::test]
+async fn signing_keys_are_not_sealed_with_a_master_key_the_servers_lack() {
+    let server = Server::start(None);
+    let (id, secret) = create_client(&server, "reader");
+    let token = client_token(&server, &id, &secret).await;
+    let kid = header_kid(&token);
+    let foreign = "ab".repeat(32);
+    for args in [
+        &["keys", "rotate-signing", "--publish-ahead", "0s"][..],
+        &["keys", "revoke-signing", &kid, "--force"][..],
+    ] {
+        let out = server.cli_with_env(args, &[("GATEHOUSE_MASTER_KEY", &foreign)], None);
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("master key"), "{stderr}");
+    }
+    assert_eq!(jwks_kids(&server).await, std::slice::from_ref(&kid));
+    assert_eq!(state_of(&server, &kid), "active");
+    assert_eq!(status_of(&server, &token).await, 200);
+    // With the servers' key (the data directory's), it works as before.
+    let rotated = server.cli_json(&["keys", "rotate-signing", "--publish-ahead", "0s"]);
+    assert_ne!(rotated["kid"].as_str().unwrap(), kid);
+}
+
 #[tokio::test]
 async fn the_only_signing_key_is_revoked_only_with_force_which_rotates_first() {
     let server = Server::start(None);
