@@ -161,10 +161,17 @@ impl Authenticator {
             return result.map_err(|e| AuthnError::from_jwt(&e));
         }
         if token_shaped && self.tokens.is_some() {
-            return self
+            let principal = self
                 .access_token(credential, now)
                 .await
-                .map(principal_for_token);
+                .map(principal_for_token)?;
+            // Tokens are accepted a little past `exp` (clocks differ); a
+            // task token's `exp` is its grant's end, and the task's
+            // duration is a limit the policy sets, not a hint.
+            if principal.task.as_ref().is_some_and(|t| t.expires_at <= now) {
+                return Err(AuthnError::Expired);
+            }
+            return Ok(principal);
         }
         // Anything else that is not one of our own credentials is an
         // opaque token, for the one issuer that introspects (if any).

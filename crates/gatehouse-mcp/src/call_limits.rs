@@ -53,9 +53,9 @@ impl CallLimits {
         now: Timestamp,
     ) -> Result<(), u64> {
         // Most policies set no limits: then nothing is allocated or locked.
-        if let Some(limit) = policy.rate_limit_for(target) {
-            let tool = target.name;
-            let key = format!("{}\u{1f}tool\u{1f}{tool}", principal.subject_key());
+        let (limits, counted) = policy.rate_limits_for(target);
+        for limit in limits {
+            let key = format!("{}\u{1f}tool\u{1f}{counted}", principal.subject_key());
             self.attempt(limit, &key, now)?;
         }
         // A tenant's budget is shared by all of its callers.

@@ -1066,10 +1066,13 @@ impl Gateway {
     /// refused — there are no side effects to approve one by one, so a role
     /// allowed only with approval gets `approval_required` and no approval
     /// is filed), the rate limits, the decision recorded before `fetch`
-    /// runs and its outcome after.
+    /// runs and its outcome after. `policy` is the snapshot `decision` was
+    /// made under: one request is decided under one policy.
+    #[allow(clippy::too_many_arguments)]
     async fn read_only<R>(
         &self,
         caller: &Caller,
+        policy: &Policy,
         target: &Target<'_>,
         args: &CallArgs<'_>,
         decision: Decision,
@@ -1093,7 +1096,7 @@ impl Gateway {
         };
         if let Err(retry_after_secs) =
             self.limits
-                .check(&self.policy(), &caller.principal, target, self.clock.now())
+                .check(policy, &caller.principal, target, self.clock.now())
         {
             let deny = Deny::new(target, DenyReason::RateLimited { retry_after_secs });
             return Err(self.refuse(caller, name, args, deny, None, started).await);
@@ -1112,7 +1115,7 @@ impl Gateway {
             .build(),
         )
         .await?;
-        self.watch_permit(caller, &self.policy()).await;
+        self.watch_permit(caller, policy).await;
         let dispatched = Instant::now();
         let result = fetch.await;
         self.metrics.observe(Stage::Dispatch, dispatched.elapsed());
@@ -1276,7 +1279,8 @@ impl Gateway {
             self.record(refused).await?;
             return Err(CallError::Upstream(unroutable));
         }
-        let decision = self.policy().authorize_target(&caller.principal, &target);
+        let policy = self.policy();
+        let decision = policy.authorize_target(&caller.principal, &target);
         let fetch = async {
             match serving {
                 Ok(upstream) => fetch(upstream).await,
@@ -1284,7 +1288,7 @@ impl Gateway {
                 Err(e) => Err(e),
             }
         };
-        self.read_only(caller, &target, &args, decision, started, fetch)
+        self.read_only(caller, &policy, &target, &args, decision, started, fetch)
             .await
     }
 
@@ -1422,7 +1426,7 @@ impl Gateway {
                 Err(e) => Err(e),
             }
         };
-        self.read_only(caller, &target, &args, decision, started, fetch)
+        self.read_only(caller, &policy, &target, &args, decision, started, fetch)
             .await
     }
 
@@ -1470,7 +1474,7 @@ impl Gateway {
                 None => Err(UpstreamError::Unknown(name.to_string())),
             }
         };
-        self.read_only(caller, &target, &args, decision, started, fetch)
+        self.read_only(caller, &policy, &target, &args, decision, started, fetch)
             .await
     }
 

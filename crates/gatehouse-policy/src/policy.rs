@@ -224,6 +224,32 @@ impl Policy {
         self.covering(target).and_then(|(_, e)| e.rate_limit)
     }
 
+    /// Every rate limit a call or read counts against, and the name it is
+    /// counted under. A resource is counted under its canonical URI against
+    /// the limit of each rule any reading of it falls under (as it is
+    /// authorized under every reading): spelt otherwise (`?1`, `#a`,
+    /// `%65`), a URI would otherwise fall under no entry's limit, or start
+    /// a counter of its own each time.
+    pub fn rate_limits_for(&self, target: &Target<'_>) -> (Vec<RateLimit>, String) {
+        if target.kind != Kind::Resource {
+            let limits = self.rate_limit_for(target).into_iter().collect();
+            return (limits, target.name.to_string());
+        }
+        let mut limits: Vec<RateLimit> = Vec::new();
+        for reading in resource_readings::readings(target.name) {
+            let read = Target {
+                name: &reading,
+                ..*target
+            };
+            if let Some(limit) = self.rate_limit_for(&read)
+                && !limits.contains(&limit)
+            {
+                limits.push(limit);
+            }
+        }
+        (limits, resource_readings::canonical(target.name))
+    }
+
     /// The per-role limit over all tools together. Not inherited: a role
     /// gets only the limit written for it.
     pub fn role_rate_limit(&self, role: &str) -> Option<RateLimit> {

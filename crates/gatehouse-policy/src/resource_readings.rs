@@ -40,6 +40,31 @@ pub(crate) fn readings(uri: &str) -> Vec<String> {
     readings
 }
 
+/// The one reading every spelling of a URI comes to (parsed as a URL,
+/// without query or fragment, plain characters decoded, until nothing
+/// changes): what per-URI counters (rate limits) are kept under, so that
+/// `crm://reports/export?1`, `?2` and `%65xport` all count as `export`.
+pub(crate) fn canonical(uri: &str) -> String {
+    let mut current = uri.to_string();
+    for _ in 0..MAX_READINGS {
+        let mut next = current.clone();
+        for step in [
+            as_url,
+            without_query_or_fragment,
+            with_plain_characters_decoded,
+        ] {
+            if let Some(changed) = step(&next) {
+                next = changed;
+            }
+        }
+        if next == current {
+            break;
+        }
+        current = next;
+    }
+    current
+}
+
 /// The URI as a WHATWG URL parser writes it back.
 fn as_url(uri: &str) -> Option<String> {
     url::Url::parse(uri).ok().map(String::from)

@@ -182,6 +182,20 @@ roles = ["reader"]
         Access::Deny
     );
     assert_eq!(policy.rate_limit_for(&contact).map(|l| l.limit), Some(2));
+    // Spelt otherwise, the URI counts against the same limit, under one name.
+    for spelt in [
+        "crm://contacts/42?1",
+        "crm://contacts/42#a",
+        "crm://contacts/%342",
+    ] {
+        let (limits, counted) = policy.rate_limits_for(&crm(Kind::Resource, spelt));
+        assert_eq!(
+            limits.iter().map(|l| l.limit).collect::<Vec<_>>(),
+            [2],
+            "{spelt}"
+        );
+        assert_eq!(counted, "crm://contacts/42", "{spelt}");
+    }
     // A less specific template covers what the first does not name.
     let deal = crm(Kind::Resource, "crm://deals/9");
     assert_eq!(decide(&policy, "executor", deal).0, "allow");

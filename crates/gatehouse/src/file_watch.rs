@@ -1,6 +1,13 @@
 //! Reading files again while the server runs: on SIGHUP, and when one of
-//! them changes (size or modification time, checked every second). The
-//! policy file and the syslog sink's TLS files are reloaded this way.
+//! them changed (size or modification time, checked every second) and then
+//! stayed the same for a whole second. The policy file and the syslog
+//! sink's TLS files are reloaded this way.
+//!
+//! A file rewritten in place (`cat > policy.toml`, an editor that writes
+//! in several steps) is read only once it stopped changing: a prefix cut
+//! at a line is often valid TOML, and a policy that lost its last lines
+//! (an `approval = true`, a constraint) must not be in force even for a
+//! second. Replacing the file by a rename is still the safe way.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -35,7 +42,7 @@ pub fn watch<F>(
             }
         };
         let stamps = |paths: &[PathBuf]| paths.iter().map(stamp).collect::<Vec<_>>();
-        let mut last = stamps(&paths);
+        let mut changes = Settled::new(stamps(&paths));
         let mut interval = tokio::time::interval(Duration::from_secs(1));
         loop {
             #[cfg(unix)]
@@ -55,11 +62,68 @@ pub fn watch<F>(
                 _ = interval.tick() => false,
             };
             let current = stamps(&paths);
-            if !forced && current == last {
+            let read_now = if forced {
+                changes.reloaded(current);
+                true
+            } else {
+                changes.settled(current)
+            };
+            if !read_now {
                 continue;
             }
-            last = current;
             reload().await;
         }
     });
+}
+
+/// When a watched file's change has settled: it differs from what was last
+/// read, and is the same as one poll earlier.
+struct Settled<T> {
+    last_read: T,
+    last_seen: T,
+}
+
+impl<T: PartialEq + Clone> Settled<T> {
+    fn new(read: T) -> Settled<T> {
+        Settled {
+            last_seen: read.clone(),
+            last_read: read,
+        }
+    }
+
+    /// Whether to read the files now (they are then taken as read).
+    fn settled(&mut self, current: T) -> bool {
+        if current != self.last_seen {
+            self.last_seen = current;
+            return false;
+        }
+        if current == self.last_read {
+            return false;
+        }
+        self.last_read = current;
+        true
+    }
+
+    /// Read now whatever the stamps (SIGHUP).
+    fn reloaded(&mut self, current: T) {
+        self.last_seen = current.clone();
+        self.last_read = current;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_read_once_it_stayed_the_same_for_a_poll() {
+        let mut changes = Settled::new(1);
+        assert!(!changes.settled(1), "nothing changed");
+        assert!(!changes.settled(2), "changed: not yet");
+        assert!(!changes.settled(3), "still changing");
+        assert!(changes.settled(3), "the same for a poll: read");
+        assert!(!changes.settled(3), "read already");
+        changes.reloaded(4);
+        assert!(!changes.settled(4), "read on SIGHUP");
+    }
 }

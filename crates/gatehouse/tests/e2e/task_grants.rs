@@ -122,6 +122,37 @@ async fn the_task_can_be_named_with_authorization_details() {
     );
 }
 
+/// A task token is accepted a little past `exp` like any token (clocks
+/// differ), but its `exp` is the task's end: past it, it is refused.
+#[tokio::test]
+async fn a_task_token_stops_at_its_tasks_end_not_after_the_clock_leeway() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "{DEFAULT}\n[tasks.brief]\ntools = [\"whoami\"]\nroles = [\"reader\"]\nmax_duration = \"2s\"\n"
+    );
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    let server = Server::start_in(dir, Some("version = 1\n[policy]\nfile = \"policy.toml\"\n"));
+    let (_, reader) = server.create_key("agent", "reader", &[]);
+    let (status, body) = exchange(&server, &reader, "brief").await;
+    assert_eq!(status, 200, "{body}");
+    let token = task_token(&body);
+    let expires_in = body["expires_in"].as_u64().unwrap();
+    assert!(expires_in <= 2, "{body}");
+    assert_eq!(
+        server.rpc(Some(&token), "tools/list", json!({})).await.0,
+        200
+    );
+    std::thread::sleep(std::time::Duration::from_millis(expires_in * 1000 + 1100));
+    let (status, body) = server
+        .rpc(
+            Some(&token),
+            "tools/call",
+            json!({"name": "whoami", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+}
+
 #[tokio::test]
 async fn escalation_attempts_are_refused_and_recorded_as_anomalies() {
     let dir = tempfile::tempdir().unwrap();
