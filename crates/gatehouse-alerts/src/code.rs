@@ -21,16 +21,21 @@ pub enum AlertCode {
     CredentialExpiring,
     /// An upstream changed a pinned tool definition.
     ToolDefinitionChanged,
+    /// An upstream offers tools it did not offer in its first catalogue
+    /// (served as the policy covers them: a new tool with a poisoned
+    /// description is the other way to pull the rug).
+    UpstreamToolAdded,
 }
 
 impl AlertCode {
-    pub const ALL: [AlertCode; 6] = [
+    pub const ALL: [AlertCode; 7] = [
         AlertCode::AuthFailureBurst,
         AlertCode::PolicyIncident,
         AlertCode::TaskOverrun,
         AlertCode::CredentialUnused,
         AlertCode::CredentialExpiring,
         AlertCode::ToolDefinitionChanged,
+        AlertCode::UpstreamToolAdded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +46,7 @@ impl AlertCode {
             AlertCode::CredentialUnused => "credential_unused",
             AlertCode::CredentialExpiring => "credential_expiring",
             AlertCode::ToolDefinitionChanged => "tool_definition_changed",
+            AlertCode::UpstreamToolAdded => "upstream_tool_added",
         }
     }
 

@@ -181,6 +181,16 @@ pub struct Listing {
     asked_at: Timestamp,
 }
 
+/// What one listing's review found as it went.
+#[derive(Default)]
+struct Review {
+    /// Whether the upstream had pins before this listing (read once): its
+    /// first catalogue is "pinned", a tool appearing later is "added".
+    had_pins: Option<bool>,
+    /// The gateway names of the tools this listing added.
+    added: Vec<String>,
+}
+
 /// Whether a verdict holds for the definition (and is cached), or only
 /// for the listing that asked (one that may be older than a change).
 type Lasting = bool;
@@ -286,9 +296,7 @@ impl ToolPins {
         if mode == PinMode::Off {
             return Ok(tools);
         }
-        // Whether the upstream had pins before this listing: its first
-        // catalogue is "pinned", a tool appearing later is "added".
-        let mut had_pins: Option<bool> = None;
+        let mut review = Review::default();
         let mut served = Vec::with_capacity(tools.len());
         // Forgets what an approval elsewhere made stale, once per listing.
         drop(self.cache());
@@ -303,7 +311,7 @@ impl ToolPins {
                 Some(verdict) => verdict,
                 None => {
                     let (verdict, lasting) = self
-                        .judge(upstream, &tool, &seen, mode, listing, &mut had_pins)
+                        .judge(upstream, &tool, &seen, mode, listing, &mut review)
                         .await?;
                     if lasting {
                         self.keep(key, seen.sha256.clone(), verdict, listing)
@@ -316,7 +324,47 @@ impl ToolPins {
                 served.push(tool);
             }
         }
+        if !review.added.is_empty() {
+            self.tools_added(upstream, &review.added).await?;
+        }
         Ok(served)
+    }
+
+    /// One alert for the tools a listing shows that the upstream did not
+    /// offer in its first catalogue: served as the policy covers them (an
+    /// `[upstreams.NAME]` section covers every one), so a new tool with a
+    /// poisoned description, the other way to pull the rug, is in front of
+    /// the security team at once. One per listing, however many it adds.
+    async fn tools_added(&self, upstream: &Upstream, added: &[String]) -> Result<(), PinError> {
+        let name = upstream.name();
+        let shown: Vec<&str> = added.iter().take(10).map(String::as_str).collect();
+        let more = added.len() - shown.len();
+        let mut alert = Alert::new(
+            AlertCode::UpstreamToolAdded,
+            format!("upstream {name}"),
+            format!(
+                "upstream {name:?} offers {} tool(s) it did not offer at first: {}{}; served as the \
+                 policy covers them; review: gatehouse upstreams list",
+                added.len(),
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        if let [one] = added {
+            alert.tool = Some(one.clone());
+        }
+        self.alerts
+            .raise(&self.audit, &alert, self.clock.now())
+            .await
+            .map_err(|e| match e {
+                AlertError::Audit(e) => PinError::Audit(e),
+                AlertError::Store(e) => PinError::Store(e),
+            })?;
+        Ok(())
     }
 
     /// The verdict already made for this listing's definition: the one on
@@ -394,7 +442,7 @@ impl ToolPins {
         seen: &ToolDefinitionRecord,
         mode: PinMode,
         listing: &Listing,
-        had_pins: &mut Option<bool>,
+        review: &mut Review,
     ) -> Result<(PinVerdict, Lasting), PinError> {
         let tool: &str = &definition.name;
         let name = upstream.name();
@@ -404,11 +452,11 @@ impl ToolPins {
         // earlier is judged against that pin.
         for _ in 0..2 {
             let Some(pin) = self.store.tool_pin(name, tool).await? else {
-                let first_catalogue = match *had_pins {
+                let first_catalogue = match review.had_pins {
                     Some(had) => !had,
                     None => {
                         let had = !self.store.tool_pins(Some(name)).await?.is_empty();
-                        *had_pins = Some(had);
+                        review.had_pins = Some(had);
                         !had
                     }
                 };
@@ -416,6 +464,9 @@ impl ToolPins {
                     continue;
                 }
                 let reason = if first_catalogue { PINNED } else { ADDED };
+                if !first_catalogue {
+                    review.added.push(gateway_name.clone());
+                }
                 self.audit
                     .record(
                         EventBuilder::new(AuditKind::Upstream, Outcome::Success, now)

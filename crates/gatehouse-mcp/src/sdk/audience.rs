@@ -158,7 +158,7 @@ impl SessionPeers {
         self.live().listeners.push(listener);
     }
 
-    async fn announce(&self, change: &ListChanged, policy: &Policy) {
+    pub(super) async fn announce(&self, change: &ListChanged, policy: &Policy) {
         if change.kind == ChangeKind::ResourceUpdated {
             if let Some(uri) = &change.uri {
                 self.resource_updated(&change.upstream, uri, change.tenant.as_deref(), policy)
@@ -323,57 +323,6 @@ fn listened(sent: Result<(), SubscriptionSendError>) {
     }
 }
 
-/// Follows the upstreams' catalogue changes for as long as the gateway
-/// lives: refreshes what the gateway knows (pins), then tells the sessions.
-pub(super) fn follow_upstream_changes(gateway: &Arc<Gateway>, sessions: SessionPeers) {
-    let Some(mut changes) = gateway.upstream_changes() else {
-        return;
-    };
-    let gateway = Arc::downgrade(gateway);
-    tokio::spawn(async move {
-        loop {
-            let received = changes.recv().await;
-            let Some(gateway) = gateway.upgrade() else {
-                break;
-            };
-            let changes = match received {
-                Ok(change) => vec![change],
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(
-                        missed,
-                        "missed upstream changes: every upstream counts as reconnected and every watched resource as updated"
-                    );
-                    after_a_gap(gateway.upstream_names(), sessions.watched())
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            };
-            for change in changes {
-                gateway.upstream_changed(&change).await;
-                sessions.announce(&change, &gateway.policy()).await;
-            }
-        }
-    });
-}
-
-/// What may have happened while changes were missed: any upstream may
-/// have reconnected (and forgotten the gateway's subscriptions) or changed
-/// its lists, and any watched resource may have changed.
-fn after_a_gap(upstreams: Vec<Arc<str>>, watched: Vec<(Arc<str>, String)>) -> Vec<ListChanged> {
-    let reconnected = upstreams.into_iter().map(|upstream| ListChanged {
-        upstream,
-        kind: ChangeKind::Reconnected,
-        uri: None,
-        tenant: None,
-    });
-    let updated = watched.into_iter().map(|(upstream, uri)| ListChanged {
-        upstream,
-        kind: ChangeKind::ResourceUpdated,
-        uri: Some(uri.into()),
-        tenant: None,
-    });
-    reconnected.chain(updated).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,35 +346,5 @@ mod tests {
         assert!(hears(&acme, None));
         assert!(hears(&acme, Some("acme")));
         assert!(!hears(&acme, Some("globex")));
-    }
-
-    #[test]
-    fn after_a_gap_every_upstream_reconnects_and_every_watched_resource_is_updated() {
-        let changes = after_a_gap(
-            vec![Arc::from("files"), Arc::from("crm")],
-            vec![(Arc::from("crm"), "crm://contacts/1".to_string())],
-        );
-        let seen: Vec<_> = changes
-            .iter()
-            .map(|c| {
-                (
-                    c.upstream.to_string(),
-                    c.kind,
-                    c.uri.as_deref().map(str::to_string),
-                )
-            })
-            .collect();
-        assert_eq!(
-            seen,
-            [
-                ("files".to_string(), ChangeKind::Reconnected, None),
-                ("crm".to_string(), ChangeKind::Reconnected, None),
-                (
-                    "crm".to_string(),
-                    ChangeKind::ResourceUpdated,
-                    Some("crm://contacts/1".to_string())
-                ),
-            ]
-        );
     }
 }

@@ -65,14 +65,14 @@ mod audience;
 mod errors;
 mod held;
 mod stream_pauses;
+mod upstream_changes;
 
-use audience::{
-    Listener, MAX_WATCHES, SessionPeers, SessionWatch, follow_upstream_changes, too_many_watches,
-};
+use audience::{Listener, MAX_WATCHES, SessionPeers, SessionWatch, too_many_watches};
 pub(crate) use errors::{call_error, tool_result};
 use errors::{client_failed, internal_error, refusal_error, resource_error};
 pub use stream_pauses::SdkSessions;
 use stream_pauses::{PausableSessions, StreamPauses};
+use upstream_changes::follow_upstream_changes;
 
 /// Protocol revisions Gatehouse serves (2026-07-28 statelessly, the older
 /// ones with `initialize` and sessions).

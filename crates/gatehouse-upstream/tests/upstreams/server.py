@@ -54,6 +54,9 @@ parser.add_argument("--definitions")
 parser.add_argument("--cancel-signal", action="store_true")
 # While this file exists, tools/list (resources/subscribe) does not answer.
 parser.add_argument("--hang-listings-while")
+# No resources at all (two of these servers behind one gateway would
+# otherwise both claim the same URIs).
+parser.add_argument("--no-resources", action="store_true")
 parser.add_argument("--hang-subscriptions-while")
 options = parser.parse_args()
 
@@ -151,16 +154,19 @@ def request_meta(ctx: Context) -> dict:
     return dict(meta)
 
 
-@server.resource("memo://team/note")
 def note() -> str:
     """A resource the gateway routes by its URI."""
     return "the team note"
 
 
-@server.resource("memo://items/{n}")
 def item(n: str) -> str:
     """Any number of resources (one template), for limits on watching them."""
     return f"item {n}"
+
+
+if not options.no_resources:
+    server.resource("memo://team/note")(note)
+    server.resource("memo://items/{n}")(item)
 
 
 # 2025-11-25 `resources/subscribe`: the URIs the client subscribed to.

@@ -1041,6 +1041,87 @@ async fn a_listen_stream_hears_the_upstream_list_changes_it_asked_for() {
     assert!(heard.is_none(), "{heard:?}");
 }
 
+/// Each upstream's changes are followed on their own: one that announced a
+/// change and then never answers its listing held up every other
+/// upstream's resource updates (and catalogue changes) for its call
+/// timeout, each time it did so.
+#[tokio::test]
+async fn an_upstream_stuck_in_its_listing_holds_up_no_other_upstreams_updates() {
+    let Some(python) = python() else { return };
+    let hang = tempfile::tempdir().unwrap();
+    let hanging = hang.path().join("hang");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!(
+            "{DEFAULT}\n[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n\
+             [upstreams.stuck]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n\
+             [resources.\"memo://team/note\"]\nscope = \"tools:read\"\nroles = [\"admin\"]\n"
+        ),
+    )
+    .unwrap();
+    let script = root().join("crates/gatehouse-upstream/tests/upstreams/server.py");
+    let upstream = |name: &str, extra: &[&str]| {
+        format!(
+            "[[upstreams]]\nname = {name:?}\ncommand = {:?}\nargs = [{:?}, \"stdio\"{}]\n\
+             connect_timeout = \"30s\"\ncall_timeout = \"30s\"\nprotocol_version = {LEGACY:?}\n",
+            python.display().to_string(),
+            script.display().to_string(),
+            extra.iter().map(|a| format!(", {a:?}")).collect::<String>(),
+        )
+    };
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n{}\n{}",
+        upstream("py", &[]),
+        upstream(
+            "stuck",
+            &[
+                "--no-resources",
+                "--hang-listings-while",
+                hanging.to_str().unwrap()
+            ]
+        ),
+    );
+    let server = Server::start_in(dir, Some(&config));
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    let (_, admin) = server.create_key("admin", "admin", &[]);
+    ready(&server, &analyst).await;
+    let note = json!({"resourceSubscriptions": ["memo://team/note"]});
+    let mut watching = listen(&server, &admin, 6, note.clone()).await;
+    let ack = within(&mut watching, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(ack["params"]["notifications"], note, "{ack}");
+
+    // `stuck` says its tools changed; the gateway's listing of them hangs
+    // (for the call timeout, 30 s).
+    std::fs::write(&hanging, "").unwrap();
+    let answer = server
+        .call_tool(&analyst, "stuck__add_tool", json!({}))
+        .await;
+    assert!(answer["error"].is_null(), "{answer}");
+    // `py`'s note changes meanwhile: its watcher hears of it long before.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let update = loop {
+        let answer = server
+            .call_tool(&analyst, "py__touch", json!({"uri": "memo://team/note"}))
+            .await;
+        assert!(answer["error"].is_null(), "{answer}");
+        if let Some(update) = within(&mut watching, Duration::from_secs(1)).await {
+            break update;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "py's update waited behind stuck's listing"
+        );
+    };
+    assert_eq!(
+        update["method"], "notifications/resources/updated",
+        "{update}"
+    );
+    std::fs::remove_file(&hanging).unwrap();
+}
+
 #[tokio::test]
 async fn a_listen_stream_hears_of_the_resources_it_may_read_and_of_no_other() {
     resource_updates_through(LEGACY).await;

@@ -395,6 +395,18 @@ async fn a_tool_added_later_is_recorded_refused_until_covered_and_announced() {
         added.iter().any(|r| r["reason"] == "upstream_tool_added"),
         "{added:?}"
     );
+    // And an alert, for people to review the new tool.
+    let alerts = server.cli_json(&["alerts", "list"]);
+    let alert = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["code"] == "upstream_tool_added")
+        .unwrap_or_else(|| panic!("{alerts}"));
+    assert!(
+        alert["detail"].as_str().unwrap().contains("demo__added"),
+        "{alert}"
+    );
     // The policy gives it to admins only: the reader is refused as for any
     // tool the policy does not give them.
     let (_, body) = server
