@@ -751,7 +751,8 @@ mod tests {
             [
                 "upstream upstream_tool_pinned",
                 "alert tool_definition_changed",
-                "upstream upstream_tool_added"
+                "upstream upstream_tool_added",
+                "alert upstream_tool_added"
             ]
         );
         assert_eq!(store.tool_pins(None).await.unwrap().len(), 2);

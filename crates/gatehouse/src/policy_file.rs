@@ -50,7 +50,27 @@ fn read_with_digest(
         .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?;
     check_tool_names(&policy, upstreams)
         .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?;
+    let unnamed = unnamed_built_in_tools(&policy);
+    if !unnamed.is_empty() {
+        tracing::warn!(
+            tools = %unnamed.join(", "),
+            "the policy file names not every built-in tool: admin roles may call the ones it leaves \
+             out, without approval, constraints or limits, and no listing shows them; give each a \
+             [tools.NAME] entry"
+        );
+    }
     Ok((policy, hex::encode(Sha256::digest(text.as_bytes()))))
+}
+
+/// Built-in tools the policy does not name. An `admin = true` role may
+/// call them (as Gatehouse's own tools), but with no rule: no approval, no
+/// constraint, no limit, and no listing shows them.
+pub fn unnamed_built_in_tools(policy: &Policy) -> Vec<&'static str> {
+    BuiltinTools::definitions()
+        .iter()
+        .map(|d| d.name)
+        .filter(|name| !policy.tool_names().any(|named| named == *name))
+        .collect()
 }
 
 /// What the policy and the configuration must agree on: the tools the
@@ -165,4 +185,23 @@ pub fn watch(ctx: &Context, gateway: Arc<Gateway>, shutdown: CancellationToken) 
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_tools_the_policy_leaves_out_are_named() {
+        assert!(unnamed_built_in_tools(&Policy::default_matrix()).is_empty());
+        // The default policy without its `[tools.access_secrets]` table.
+        let text = gatehouse_authz::DEFAULT_POLICY_TOML;
+        let start = text.find("[tools.access_secrets]").unwrap();
+        let end = text[start + 1..]
+            .find("\n[")
+            .map_or(text.len(), |i| start + 1 + i + 1);
+        let without = format!("{}{}", &text[..start], &text[end..]);
+        let policy = Policy::from_toml(&without).unwrap();
+        assert_eq!(unnamed_built_in_tools(&policy), ["access_secrets"]);
+    }
 }

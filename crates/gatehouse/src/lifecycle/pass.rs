@@ -281,6 +281,33 @@ pub async fn plan(
     Ok(planned)
 }
 
+/// Whether a credential is still as the plan saw it when its revocation
+/// comes (a pass over many credentials writes each warning's records
+/// first, which can take minutes): one used since, or a client whose
+/// secret was rotated since, is left to the next pass, which plans it
+/// again from what it is then. Grants are not read one by one; their
+/// revocation is as planned.
+async fn as_planned(
+    store: &Arc<dyn Store>,
+    subject: &Subject,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let fresh = match subject.kind {
+        CredentialKind::ApiKey => store
+            .api_key(&subject.id)
+            .await?
+            .and_then(|key| api_key_subject(&key, now)),
+        CredentialKind::ClientSecret => store
+            .client(&subject.id)
+            .await?
+            .and_then(|client| client_subject(&client)),
+        CredentialKind::Grant | CredentialKind::SigningKey => return Ok(true),
+    };
+    Ok(fresh.is_some_and(|fresh| {
+        fresh.last_used_at == subject.last_used_at && fresh.created_at == subject.created_at
+    }))
+}
+
 async fn revoke(
     store: &Arc<dyn Store>,
     subject: &Subject,
@@ -319,7 +346,13 @@ pub async fn apply(
             Step::WarnExpiring { .. } | Step::AlertUnused { .. } => {
                 warn(store, audit, alerts, &action, now).await?
             }
-            Step::RevokeMaxAge | Step::RevokeUnused { .. } => revoke(store, subject, now).await?,
+            Step::RevokeMaxAge | Step::RevokeUnused { .. } => {
+                if as_planned(store, subject, now).await? {
+                    revoke(store, subject, now).await?
+                } else {
+                    false
+                }
+            }
             Step::Rotate { activates_at } => match signing {
                 Some(signing) => {
                     check_master_opens(store, signing.master, &subject.id).await?;

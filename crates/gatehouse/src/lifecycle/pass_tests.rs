@@ -425,6 +425,87 @@ async fn an_unused_credential_is_alerted_then_revoked() {
     .await;
 }
 
+/// A pass plans, then writes each warning's records before it reaches the
+/// revocations (minutes over many credentials): a key used, or a client's
+/// secret rotated, in between is not revoked by the stale plan.
+#[tokio::test]
+async fn a_credential_used_or_rotated_after_the_plan_is_not_revoked_by_it() {
+    on_both(|store| async move {
+        let policy = policy("");
+        store
+            .insert_api_key(&key("k1", "default", day(0), Some(day(1))))
+            .await
+            .unwrap();
+        store
+            .insert_client(&client("ghc_1", day(0), true))
+            .await
+            .unwrap();
+        store.touch_client("ghc_1", day(1)).await.unwrap();
+        let now = day(40);
+        let actions = plan(&store, &policy, false, now).await.unwrap();
+        assert!(
+            actions
+                .iter()
+                .any(|a| a.step.code() == REVOKED_UNUSED && a.subject.id == "k1"),
+            "{:?}",
+            actions
+                .iter()
+                .map(|a| (&a.subject.id, a.step.code()))
+                .collect::<Vec<_>>()
+        );
+        // Meanwhile: the key is used, the client's secret rotated.
+        store.touch_api_key("k1", day(39)).await.unwrap();
+        let record = store.client("ghc_1").await.unwrap().unwrap();
+        assert!(
+            store
+                .rotate_client_secret(
+                    "ghc_1",
+                    record.secret_hash.as_deref().unwrap(),
+                    "new-hash",
+                    day(39),
+                    day(39),
+                    None,
+                )
+                .await
+                .unwrap()
+        );
+        let (audit_log, writer) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
+        let applied = apply(
+            &store,
+            &audit_log,
+            &Alerts::new(Arc::clone(&store)),
+            None,
+            actions,
+            now,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        drop(audit_log);
+        writer.wait().await;
+        assert!(
+            applied
+                .iter()
+                .filter(|a| a.action.step.code() == REVOKED_UNUSED)
+                .all(|a| !a.done),
+            "{:?}",
+            codes(&applied)
+        );
+        assert!(!store.api_key("k1").await.unwrap().unwrap().is_revoked());
+        assert!(
+            store
+                .client("ghc_1")
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_none()
+        );
+        assert!(audit(&store, AuditKind::Lifecycle).await.is_empty());
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_credential_used_again_is_alerted_again_after_new_disuse() {
     on_both(|store| async move {
