@@ -25,6 +25,12 @@ use crate::clients::PRIVATE_KEY_JWT;
 
 /// How long a failed fetch is remembered before the URL is tried again.
 pub const CIMD_NEGATIVE_TTL_SECS: i64 = 30;
+
+/// How long past its cache lifetime a document that was fetched fine is
+/// still served when its host's fetch budget is spent: anyone can spend a
+/// popular host's budget with made-up URLs on it, and every client whose
+/// document expired meanwhile (its token refreshes too) would be refused.
+pub const CIMD_STALE_WHILE_LIMITED_SECS: i64 = 3600;
 /// Longest `client_id` URL considered at all.
 const MAX_URL_LEN: usize = 2048;
 const MAX_REDIRECT_URIS: usize = 10;
@@ -249,8 +255,16 @@ impl CimdResolver {
             return hit;
         }
 
-        // Not cached: the refusal says nothing about the document.
+        // Not cached: the refusal says nothing about the document. One
+        // fetched fine a little while ago is served instead.
         if let Err(wait_ms) = self.inner.fetches_per_host.attempt(&target.host, now) {
+            if let Some(stale) = self.stale(client_id, now) {
+                tracing::info!(
+                    client_id,
+                    "host fetch budget spent; serving the last document"
+                );
+                return Ok(stale);
+            }
             return Err(CimdError::HostRateLimited(retry_after_secs(wait_ms)));
         }
         let config = &self.inner.config;
@@ -287,6 +301,20 @@ impl CimdResolver {
             .get(key)
             .filter(|entry| now < entry.expires_at)
             .map(|entry| entry.outcome.clone())
+    }
+
+    /// A document fetched fine whose cache lifetime ended less than
+    /// [`CIMD_STALE_WHILE_LIMITED_SECS`] ago.
+    fn stale(&self, key: &str, now: Timestamp) -> Option<Arc<ClientMetadataDocument>> {
+        let cache = self.cache();
+        let entry = cache.entries.get(key)?;
+        let until = entry
+            .expires_at
+            .plus_millis(CIMD_STALE_WHILE_LIMITED_SECS.saturating_mul(1000));
+        match &entry.outcome {
+            Ok(document) if now < until => Some(Arc::clone(document)),
+            _ => None,
+        }
     }
 
     fn store(&self, key: &str, outcome: Outcome, now: Timestamp, ttl_secs: i64) {

@@ -577,6 +577,35 @@ async fn fetches_from_one_host_are_rate_limited() {
     assert_eq!(server.hits("/app3/client"), 1);
 }
 
+/// Anyone can spend a host's fetch budget with made-up URLs on it: a
+/// document fetched fine is still served for a while after its cache
+/// lifetime while the budget is spent, rather than refusing its client.
+#[tokio::test]
+async fn a_spent_host_budget_serves_the_last_good_document() {
+    let server = TestServer::start().await;
+    let resolver = CimdResolver::new(CimdConfig {
+        max_fetches_per_host_per_minute: 1,
+        ..dev_config()
+    });
+    let known = server.url("/app0/client");
+    resolver.resolve(&known, T0).await.unwrap();
+    // Its cache lifetime (300 s) is over; someone spends the host's budget.
+    let later = T0.plus_millis(400_000);
+    resolver
+        .resolve(&server.url("/app1/client"), later)
+        .await
+        .unwrap();
+    let served = resolver.resolve(&known, later.plus_millis(1_000)).await;
+    assert!(served.is_ok(), "{served:?}");
+    assert_eq!(server.hits("/app0/client"), 1);
+    // A document never fetched is refused as before.
+    let err = resolver
+        .resolve(&server.url("/app2/client"), later.plus_millis(2_000))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CimdError::HostRateLimited(_)), "{err:?}");
+}
+
 #[tokio::test]
 async fn oversize_bodies_are_refused() {
     assert_eq!(refused("/oversize").await, CimdError::TooLarge(16 * 1024));

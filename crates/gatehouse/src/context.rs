@@ -213,16 +213,54 @@ impl Context {
     /// The pepper from the configured environment variable or file; the
     /// default file is created (owner-only) on first use.
     pub fn pepper(&self) -> anyhow::Result<Pepper> {
+        self.pepper_with(Create::IfMissing)
+    }
+
+    fn pepper_with(&self, create: Create) -> anyhow::Result<Pepper> {
         let auth = &self.config.auth;
         let hex_text = self.secret_hex(
             auth.pepper_env.as_deref(),
             PEPPER_ENV_DEFAULT,
             auth.pepper_file.as_deref(),
             PEPPER_FILE,
-            Create::IfMissing,
+            create,
         )?;
         let bytes = hex::decode(hex_text.trim()).context("the pepper must be hex")?;
         Pepper::new(bytes).map_err(anyhow::Error::msg)
+    }
+
+    /// The pepper, checked against the one the store's credentials are
+    /// hashed with (a keyed hash of a fixed text, kept in the store by the
+    /// first server or command that hashes anything). A command run from a
+    /// shell without the servers' `GATEHOUSE_PEPPER` would otherwise make a
+    /// pepper file of its own and issue keys and secrets that never work,
+    /// or rotate a leaked client secret to one that never validates; a
+    /// server started with another pepper would refuse every credential.
+    /// Refused with a clear error instead, before anything is written.
+    pub async fn servers_pepper(&self, store: &Arc<dyn Store>) -> anyhow::Result<Pepper> {
+        let stored = store.setting(PEPPER_CHECK_TENANT, PEPPER_CHECK_KEY).await?;
+        let Some(stored) = stored else {
+            let pepper = self.pepper()?;
+            store
+                .put_setting(
+                    PEPPER_CHECK_TENANT,
+                    PEPPER_CHECK_KEY,
+                    &pepper.hash(PEPPER_CHECK_TEXT),
+                )
+                .await?;
+            return Ok(pepper);
+        };
+        let pepper = self
+            .pepper_with(Create::Never)
+            .context("the store's credentials are hashed with a pepper, and there is none here")?;
+        if !pepper.verify(PEPPER_CHECK_TEXT, &stored) {
+            bail!(
+                "the pepper here is not the one the store's credentials are hashed with: run this \
+                 where the servers' pepper is (or set the variable auth.pepper_env names, \
+                 GATEHOUSE_PEPPER by default, to it)"
+            );
+        }
+        Ok(pepper)
     }
 
     /// The master key that seals the authorization server's signing keys.
@@ -309,6 +347,13 @@ impl Context {
         read_secret_file(&path)
     }
 }
+
+/// Where the pepper's check is kept: a settings row under a tenant name no
+/// tenant can have (names are refused with control characters).
+const PEPPER_CHECK_TENANT: &str = "\u{1f}gatehouse";
+const PEPPER_CHECK_KEY: &str = "pepper_check";
+/// What the check is a keyed hash of.
+const PEPPER_CHECK_TEXT: &[u8] = b"gatehouse pepper check v1";
 
 /// Whether a missing default secret file is made.
 #[derive(Clone, Copy, PartialEq, Eq)]

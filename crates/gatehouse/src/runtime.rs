@@ -86,7 +86,7 @@ impl Runtime {
     pub async fn start(ctx: &Context, public_url: Option<&Url>) -> anyhow::Result<Runtime> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let store = ctx.open_store().await?;
-        let pepper = ctx.pepper()?;
+        let pepper = ctx.servers_pepper(&store).await?;
         let audit_path = ctx.in_data_dir(&ctx.config.audit.file);
         // A server continues its instance's hash chain; `gatehouse stdio`
         // (several may run on one data directory) gets a chain per run.

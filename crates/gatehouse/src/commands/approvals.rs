@@ -60,7 +60,11 @@ async fn decide(ctx: &Context, id: &str, approve: bool, json_out: bool) -> anyho
     let store = ctx.open_store().await?;
     let settings = ApprovalSettings::default();
     let token_minutes = settings.token_ttl_ms / 60_000;
-    let approvals = Approvals::new(Arc::clone(&store), ctx.pepper()?, settings);
+    let approvals = Approvals::new(
+        Arc::clone(&store),
+        ctx.servers_pepper(&store).await?,
+        settings,
+    );
     let decider = operator();
     let decided = match approvals.decide(id, approve, &decider, now).await {
         Ok(decided) => decided,

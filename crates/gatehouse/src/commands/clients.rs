@@ -81,7 +81,7 @@ async fn rotate_secret(
     // The new secret is shown only once the cut has passed, so no token
     // made with it falls under the cut.
     let cut = revoke_tokens.then(|| Timestamp::from_secs(now.as_secs() + 2));
-    let new = gatehouse_oauth::new_client_secret(&ctx.pepper()?)?;
+    let new = gatehouse_oauth::new_client_secret(&ctx.servers_pepper(&store).await?)?;
     if !store
         .rotate_client_secret(id, &current_hash, &new.hash, now, old_valid_until, cut)
         .await?
@@ -215,7 +215,7 @@ async fn create(ctx: &Context, args: &ClientCreateArgs) -> anyhow::Result<()> {
     }
     let signs = jwks.is_some() || args.jwks_uri.is_some();
     let store = ctx.open_store().await?;
-    let pepper = ctx.pepper()?;
+    let pepper = ctx.servers_pepper(&store).await?;
     let issued = issue_client(
         &pepper,
         ClientSpec {

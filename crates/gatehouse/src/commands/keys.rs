@@ -272,7 +272,7 @@ pub async fn create_key(
     let policy = crate::policy_file::load(ctx)?;
     validate_role(&policy, &args.role)?;
     validate_scopes(&policy, &args.scopes)?;
-    let pepper = ctx.pepper()?;
+    let pepper = ctx.servers_pepper(store).await?;
     let expires_at = args.expires.map(|d| now.plus_millis(millis(d.into())));
     let issued = issue_api_key(
         &pepper,
@@ -436,7 +436,7 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
                 .api_key(&id)
                 .await?
                 .with_context(|| format!("no key with id {id:?}"))?;
-            let pepper = ctx.pepper()?;
+            let pepper = ctx.servers_pepper(&store).await?;
             let remaining = old.expires_at.map(|at| at.as_millis() - now.as_millis());
             let issued = issue_api_key(
                 &pepper,

@@ -87,6 +87,45 @@ async fn revoked_key_is_refused_on_the_next_request() {
     assert!(!server.cli(&["keys", "revoke", &id]).status.success());
 }
 
+/// A command run from a shell without the servers' pepper made a pepper
+/// file of its own and issued keys (and secrets) that never work; a client
+/// secret rotated after a leak then never validated. Refused now, with
+/// nothing issued or changed.
+#[tokio::test]
+async fn credentials_are_not_issued_under_another_pepper() {
+    let server = Server::start(None);
+    let other = [("GATEHOUSE_PEPPER", "cd".repeat(32))];
+    let env: Vec<(&str, &str)> = other.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = server.cli_with_env(
+        &["keys", "create", "--name", "bot", "--role", "reader"],
+        &env,
+        None,
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pepper"), "{stderr}");
+    let client = server.cli_json(&["clients", "create", "--name", "app", "--role", "reader"]);
+    let id = client["client_id"].as_str().unwrap();
+    let out = server.cli_with_env(&["clients", "rotate-secret", id], &env, None);
+    assert!(!out.status.success());
+    // Nothing was issued, and the client's secret is the one it had.
+    let keys = server.cli_json(&["keys", "list"]);
+    assert!(
+        keys.as_array().unwrap().iter().all(|k| k["name"] != "bot"),
+        "{keys}"
+    );
+    let secret = client["client_secret"].as_str().unwrap();
+    let (status, _, body) = super::oauth::token_request(
+        &server,
+        &[("grant_type", "client_credentials")],
+        Some((id, secret)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // With the servers' pepper (the data directory's) it works as before.
+    server.create_key("bot", "reader", &[]);
+}
+
 #[tokio::test]
 async fn rotated_key_overlaps_then_the_old_one_stops() {
     let server = Server::start(None);
