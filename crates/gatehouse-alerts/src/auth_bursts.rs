@@ -215,7 +215,11 @@ pub struct AuthBurstObserver {
     bursts: AuthBursts,
     alerts: Alerts,
     window_secs: u64,
-    budget: BurstAlertBudget,
+    /// Sources are cheap to have many of (an IPv6 /48 holds 65,536 /64s);
+    /// credentials and users are not. Each has its own budget, so a spray
+    /// of source bursts cannot use up the minute's alerts for a real key.
+    sources_budget: BurstAlertBudget,
+    subjects_budget: BurstAlertBudget,
 }
 
 impl AuthBurstObserver {
@@ -224,7 +228,8 @@ impl AuthBurstObserver {
             bursts,
             alerts,
             window_secs: window.as_secs(),
-            budget: BurstAlertBudget::default(),
+            sources_budget: BurstAlertBudget::default(),
+            subjects_budget: BurstAlertBudget::default(),
         }
     }
 }
@@ -248,7 +253,13 @@ impl AuditObserver for AuthBurstObserver {
                 self.window_secs,
                 event.reason.as_deref().unwrap_or("unknown reason")
             );
-            match self.budget.take(event.ts) {
+            let budget =
+                if burst.subject.starts_with("source ") || burst.subject == UNTRACKED_SUBJECTS {
+                    &self.sources_budget
+                } else {
+                    &self.subjects_budget
+                };
+            match budget.take(event.ts) {
                 BurstAlert::Raise => {}
                 BurstAlert::RaiseLimitReached => text.push_str(&format!(
                     "; more than {BURST_ALERTS_PER_MINUTE} bursts within a minute: the rest of \

@@ -83,6 +83,9 @@ impl WitnessedCheckpoint {
 /// witness records are signed with it).
 pub struct Witness {
     store: Arc<dyn Store>,
+    /// When the server started: a chain with no checkpoint yet (a new
+    /// server) witnesses from then on, not every run chain ever stored.
+    started: Timestamp,
     /// The server's own chain and the time checkpoints are next read
     /// from; `None` until the first round.
     position: Option<(String, Timestamp)>,
@@ -92,9 +95,10 @@ pub struct Witness {
 }
 
 impl Witness {
-    pub fn new(store: Arc<dyn Store>) -> Witness {
+    pub fn new(store: Arc<dyn Store>, started: Timestamp) -> Witness {
         Witness {
             store,
+            started,
             position: None,
             witnessed: HashMap::new(),
         }
@@ -164,9 +168,12 @@ impl Witness {
     }
 
     /// Where a server's first round reads from: a restart goes on from
-    /// its chain's last checkpoint (less the clock skew), a new server
-    /// from the beginning. What the chain witnessed in that window is
-    /// noted, so a restart does not witness it again.
+    /// its chain's last checkpoint, a new chain from the server's start
+    /// (each less the clock skew; the run chains before a new server's
+    /// start are the other servers' to witness, and a new chain per start,
+    /// where the instance's id file is not kept, must not witness every run
+    /// chain ever stored again). What the chain witnessed in that window
+    /// is noted, so a restart does not witness it again.
     async fn start(&mut self, own: &str) -> Result<Timestamp, String> {
         let last = self
             .store
@@ -174,7 +181,7 @@ impl Witness {
             .await
             .map_err(|e| format!("cannot read the chain's last checkpoint: {e}"))?;
         let Some(last) = last else {
-            return Ok(Timestamp(0));
+            return Ok(self.started.plus_millis(-CLOCK_SKEW_MS));
         };
         let since = last.ts.plus_millis(-CLOCK_SKEW_MS);
         let rows = self
@@ -245,17 +252,22 @@ mod tests {
     #[tokio::test]
     async fn a_server_witnesses_each_runs_latest_checkpoint_once() {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let now = Timestamp(10_000_000);
+        // Long before the server started: the other servers' to witness.
+        store
+            .append_audit_checkpoint(&checkpoint("run-old", 1, 1_000))
+            .await
+            .unwrap();
         for c in [
-            checkpoint("run-a", 3, 1_000),
-            checkpoint("run-a", 5, 2_000),
-            checkpoint("run-b", 1, 3_000),
-            checkpoint("i-other", 7, 3_000),
+            checkpoint("run-a", 3, 9_900_000),
+            checkpoint("run-a", 5, 9_910_000),
+            checkpoint("run-b", 1, 9_920_000),
+            checkpoint("i-other", 7, 9_920_000),
         ] {
             store.append_audit_checkpoint(&c).await.unwrap();
         }
         let (log, _handle) = server_log(&store, "i-me");
-        let mut witness = Witness::new(Arc::clone(&store));
-        let now = Timestamp(10_000_000);
+        let mut witness = Witness::new(Arc::clone(&store), Timestamp(9_950_000));
         assert_eq!(witness.round(&log, now).await.unwrap(), 2);
         let seen = witnessed(&store).await;
         let names: Vec<(&str, u64)> = seen.iter().map(|w| (w.chain.as_str(), w.seq)).collect();
@@ -280,7 +292,7 @@ mod tests {
             .append_audit_checkpoint(&checkpoint("run-c", 4, 9_999_500))
             .await
             .unwrap();
-        let mut restarted = Witness::new(Arc::clone(&store));
+        let mut restarted = Witness::new(Arc::clone(&store), now.plus_millis(3));
         assert_eq!(restarted.round(&log, now.plus_millis(3)).await.unwrap(), 1);
         let last = witnessed(&store).await.pop().unwrap();
         assert_eq!((last.chain.as_str(), last.seq), ("run-c", 4));
@@ -295,7 +307,7 @@ mod tests {
             .await
             .unwrap();
         let (log, _handle) = server_log(&store, "run-me");
-        let mut witness = Witness::new(Arc::clone(&store));
+        let mut witness = Witness::new(Arc::clone(&store), Timestamp(1_000));
         assert_eq!(witness.round(&log, Timestamp(5_000)).await.unwrap(), 0);
         assert!(witnessed(&store).await.is_empty());
     }

@@ -7,9 +7,10 @@
 //! a locked source is refused before anything is checked, so a flood of
 //! either cost nothing to send and one record each: the disk filled, and
 //! the audit queue that every authorized call needs was kept busy. Past
-//! `PER_MINUTE` failures from one source in a minute, a failure is counted
+//! `PER_MINUTE` such failures from one source in a minute, one is counted
 //! (metrics) but not recorded; the first one past the limit is recorded
-//! saying so.
+//! saying so. Failures that count toward a lockout (guesses) are always
+//! recorded: the lockout bounds them, and the burst alerts read them.
 
 use gatehouse_core::{RateLimiter, Timestamp};
 
@@ -84,7 +85,14 @@ mod tests {
         assert_eq!(records.take(Some("192.0.2.2"), t), FailureRecord::Record);
         assert_eq!(records.take(None, t), FailureRecord::Record);
         // The same /64 is one source.
-        assert_eq!(records.take(Some("2001:db8::1"), t), FailureRecord::Record);
+        for i in 0..FAILURE_RECORDS_PER_MINUTE {
+            let address = format!("2001:db8::{:x}", i + 1);
+            assert_eq!(records.take(Some(&address), t), FailureRecord::Record);
+        }
+        assert_eq!(
+            records.take(Some("2001:db8::ffff"), t),
+            FailureRecord::RecordLimitReached
+        );
         // A minute later it starts over.
         let later = t.plus_millis(WINDOW_MS);
         assert_eq!(

@@ -56,18 +56,26 @@ impl TrustedProxies {
     /// nothing but trusted proxies, or an entry that is not an address
     /// before reaching one (a proxy wrote it, so this is a misconfigured
     /// proxy, not the caller), the last trusted hop is the caller.
+    ///
+    /// Values are bytes, each hop read on its own: a caller's own part of
+    /// the list may hold anything (bytes that are no UTF-8 included), and
+    /// must not make the hops the proxies added unreadable.
     pub fn caller<'a>(
         &self,
         peer: IpAddr,
-        forwarded_for: impl DoubleEndedIterator<Item = &'a str>,
+        forwarded_for: impl DoubleEndedIterator<Item = &'a [u8]>,
     ) -> IpAddr {
         if !self.trusts(peer) {
             return peer;
         }
         let mut caller = peer;
-        let hops: Vec<&str> = forwarded_for.collect();
-        for hop in hops.iter().rev().flat_map(|value| value.rsplit(',')) {
-            let Some(address) = parse_hop(hop) else {
+        let hops: Vec<&[u8]> = forwarded_for.collect();
+        for hop in hops
+            .iter()
+            .rev()
+            .flat_map(|value| value.rsplit(|b| *b == b','))
+        {
+            let Some(address) = std::str::from_utf8(hop).ok().and_then(parse_hop) else {
                 return caller;
             };
             caller = address.to_canonical();
@@ -111,57 +119,91 @@ mod tests {
         let p = proxies();
         // Not a proxy: whatever it claims, it is itself.
         assert_eq!(
-            p.caller(ip("203.0.113.9"), ["198.51.100.1"].into_iter()),
+            p.caller(
+                ip("203.0.113.9"),
+                ["198.51.100.1"].map(str::as_bytes).into_iter()
+            ),
             ip("203.0.113.9")
         );
         // A proxy: the address it appended.
         assert_eq!(
-            p.caller(ip("10.1.2.3"), ["198.51.100.1"].into_iter()),
+            p.caller(
+                ip("10.1.2.3"),
+                ["198.51.100.1"].map(str::as_bytes).into_iter()
+            ),
             ip("198.51.100.1")
         );
         // The caller's own entries (left of the proxy's) are not believed.
         assert_eq!(
-            p.caller(ip("10.1.2.3"), ["1.2.3.4, 198.51.100.1"].into_iter()),
+            p.caller(
+                ip("10.1.2.3"),
+                ["1.2.3.4, 198.51.100.1"].map(str::as_bytes).into_iter()
+            ),
             ip("198.51.100.1")
         );
         // Two proxies in a row, in one header or two.
         assert_eq!(
             p.caller(
                 ip("10.1.2.3"),
-                ["1.2.3.4, 198.51.100.1, 192.0.2.7"].into_iter()
+                ["1.2.3.4, 198.51.100.1, 192.0.2.7"]
+                    .map(str::as_bytes)
+                    .into_iter()
             ),
             ip("198.51.100.1")
         );
         assert_eq!(
             p.caller(
                 ip("10.1.2.3"),
-                ["1.2.3.4, 198.51.100.1", "10.9.9.9"].into_iter()
+                ["1.2.3.4, 198.51.100.1", "10.9.9.9"]
+                    .map(str::as_bytes)
+                    .into_iter()
             ),
             ip("198.51.100.1")
         );
         // No header: the proxy itself. Only proxies: the left-most of them.
-        assert_eq!(p.caller(ip("10.1.2.3"), [].into_iter()), ip("10.1.2.3"));
+        assert_eq!(p.caller(ip("10.1.2.3"), std::iter::empty()), ip("10.1.2.3"));
         assert_eq!(
-            p.caller(ip("10.1.2.3"), ["10.4.4.4, 192.0.2.7"].into_iter()),
+            p.caller(
+                ip("10.1.2.3"),
+                ["10.4.4.4, 192.0.2.7"].map(str::as_bytes).into_iter()
+            ),
             ip("10.4.4.4")
         );
         // A hop that is no address stops the walk at the last trusted one.
         assert_eq!(
-            p.caller(ip("10.1.2.3"), ["198.51.100.1, unknown"].into_iter()),
+            p.caller(
+                ip("10.1.2.3"),
+                ["198.51.100.1, unknown"].map(str::as_bytes).into_iter()
+            ),
             ip("10.1.2.3")
         );
         // Ports, brackets and IPv4-mapped peers.
         assert_eq!(
-            p.caller(ip("::ffff:10.1.2.3"), ["[2001:db8::5]:443"].into_iter()),
+            p.caller(
+                ip("::ffff:10.1.2.3"),
+                ["[2001:db8::5]:443"].map(str::as_bytes).into_iter()
+            ),
             ip("2001:db8::5")
         );
         assert_eq!(
-            p.caller(ip("fd00::1"), ["198.51.100.1:5000"].into_iter()),
+            p.caller(
+                ip("fd00::1"),
+                ["198.51.100.1:5000"].map(str::as_bytes).into_iter()
+            ),
+            ip("198.51.100.1")
+        );
+        // Bytes that are no UTF-8 in the caller's own part of the value
+        // hide nothing the proxy added.
+        assert_eq!(
+            p.caller(ip("10.1.2.3"), [&b"\xff\xfe, 198.51.100.1"[..]].into_iter()),
             ip("198.51.100.1")
         );
         // Nobody trusted: nothing is read.
         assert_eq!(
-            TrustedProxies::default().caller(ip("10.1.2.3"), ["198.51.100.1"].into_iter()),
+            TrustedProxies::default().caller(
+                ip("10.1.2.3"),
+                ["198.51.100.1"].map(str::as_bytes).into_iter()
+            ),
             ip("10.1.2.3")
         );
     }

@@ -52,7 +52,7 @@ impl CallLimits {
         target: &Target<'_>,
         now: Timestamp,
     ) -> Result<(), u64> {
-        // Most policies set no limits: then nothing is allocated or locked.
+        // Most policies set no limits: then no limiter is made or locked.
         let (limits, counted) = policy.rate_limits_for(target);
         for limit in limits {
             let key = format!("{}\u{1f}tool\u{1f}{counted}", principal.subject_key());

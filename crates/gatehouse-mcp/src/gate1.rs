@@ -106,10 +106,18 @@ pub async fn authenticate(
                 .credential(key_id)
                 .decision("deny")
                 .reason(error.code());
-            match authenticator
-                .failure_records()
-                .take(origin.source.as_deref(), now)
-            {
+            // Failures that look like guessing are bounded by the lockout
+            // and always recorded (the burst alerts read them); only those
+            // that cost a caller nothing (no credential, a locked source)
+            // are limited per source.
+            let budget = if error.counts_toward_lockout() {
+                FailureRecord::Record
+            } else {
+                authenticator
+                    .failure_records()
+                    .take(origin.source.as_deref(), now)
+            };
+            match budget {
                 FailureRecord::Record => {
                     audit
                         .record(failed.error(error.to_string()).build())

@@ -324,8 +324,12 @@ impl ToolPins {
                 served.push(tool);
             }
         }
-        if !review.added.is_empty() {
-            self.tools_added(upstream, &review.added).await?;
+        if !review.added.is_empty()
+            && let Err(e) = self.tools_added(upstream, &review.added).await
+        {
+            // Each added tool's audit record is written already; the
+            // listing is not refused for the alert.
+            tracing::error!(upstream = upstream.name(), error = %e, "could not raise the upstream_tool_added alert");
         }
         Ok(served)
     }

@@ -116,7 +116,12 @@ impl AuthorizationServer {
         // then only what the client may have and the user's roles can use.
         // The provider's scope is its decision about this client: a request
         // may narrow it, never widen it (there is no consent step here).
-        let asserted = claims.get("scope").and_then(Value::as_str);
+        let asserted = match claims.get("scope") {
+            None => None,
+            Some(Value::String(scope)) => Some(scope.as_str()),
+            // A scope claim that is no string cannot be narrowed to.
+            Some(_) => return Err(refused("its scope claim is not a string")),
+        };
         let requested = request
             .scope
             .as_deref()

@@ -113,6 +113,10 @@ impl AuthorizationServer {
         let exchange = self.task_exchange.as_ref().ok_or_else(|| {
             OAuthError::UnsupportedGrantType("token exchange is not enabled".into())
         })?;
+        // RFC 8707: a task token is for this server's resource only; a
+        // request naming another is refused, not answered with a token for
+        // something it did not ask for.
+        self.check_resource(&request.resource)?;
         let params = &request.exchange;
         match params.subject_token_type.as_deref() {
             Some(TOKEN_TYPE_ACCESS_TOKEN) => {}

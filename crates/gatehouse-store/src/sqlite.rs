@@ -136,26 +136,60 @@ async fn truncate_wal(connection: &mut sqlx::SqliteConnection) -> StoreResult<()
     ))
 }
 
+/// Moves the credential generation. When the marker can be neither moved
+/// nor removed, other processes keep stale caches: logged as an error.
+fn bump(generation: &CredentialGeneration) {
+    if let Err(e) = generation.bump() {
+        tracing::error!(
+            error = %e,
+            "cannot announce a credential change to other processes: they may keep \
+             accepting what it revoked until the next change; restart them"
+        );
+    }
+}
+
 /// See [`SqliteStore::announce_change`].
 pub(crate) struct ChangeAnnouncement<'a> {
     store: &'a SqliteStore,
-    armed: bool,
+    /// Neither `announce`d nor `nothing_changed`: the write failed, or the
+    /// caller's future was dropped while the driver may still be writing.
+    pending: bool,
 }
+
+/// After a write whose caller went away, the change is announced again
+/// this long after (the driver's worker finishes it meanwhile, fsync and
+/// busy waits included): a cache that read the database between the first
+/// announcement and the commit would otherwise keep the old state under
+/// the new generation.
+const ANNOUNCE_AGAIN_AFTER: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(11)];
 
 impl ChangeAnnouncement<'_> {
     /// Announces now (the change is committed).
-    pub(crate) fn announce(self) {}
+    pub(crate) fn announce(mut self) {
+        self.pending = false;
+        self.store.bump_generation();
+    }
 
     /// The write changed nothing: no announcement.
     pub(crate) fn nothing_changed(mut self) {
-        self.armed = false;
+        self.pending = false;
     }
 }
 
 impl Drop for ChangeAnnouncement<'_> {
     fn drop(&mut self) {
-        if self.armed {
-            self.store.bump_generation();
+        if !self.pending {
+            return;
+        }
+        self.store.bump_generation();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let generation = Arc::clone(&self.store.generation);
+            runtime.spawn(async move {
+                for wait in ANNOUNCE_AGAIN_AFTER {
+                    tokio::time::sleep(wait).await;
+                    bump(&generation);
+                }
+            });
         }
     }
 }
@@ -236,20 +270,13 @@ impl SqliteStore {
     pub(crate) fn announce_change(&self) -> ChangeAnnouncement<'_> {
         ChangeAnnouncement {
             store: self,
-            armed: true,
+            pending: true,
         }
     }
 
-    /// After a committed key change. When the marker can be neither moved
-    /// nor removed, other processes keep stale caches: logged as an error.
+    /// After a committed key change.
     pub(crate) fn bump_generation(&self) {
-        if let Err(e) = self.generation.bump() {
-            tracing::error!(
-                error = %e,
-                "cannot announce a credential change to other processes: they may keep \
-                 accepting what it revoked until the next change; restart them"
-            );
-        }
+        bump(&self.generation);
     }
 
     async fn migrate(&self) -> StoreResult<()> {
@@ -737,10 +764,10 @@ impl Store for SqliteStore {
         old_valid_until: Timestamp,
         machine_tokens_not_before: Option<Timestamp>,
     ) -> StoreResult<bool> {
-        let change = self.announce_change();
         if expected_hash.is_empty() {
             return Ok(false);
         }
+        let change = self.announce_change();
         // One conditional update: the right-hand sides read the row as it
         // was, so the old hash moves to `previous_secret_hash` as the new
         // one takes its place.

@@ -145,7 +145,9 @@ impl SqliteStore {
             revoke_user_authorizations(&mut tx, username, at).await?;
         }
         tx.commit().await?;
-        drop(change);
+        if let Some(change) = change {
+            change.announce();
+        }
         Ok(())
     }
 

@@ -51,7 +51,7 @@ fn caller(
         .headers()
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|value| value.to_str().ok());
+        .map(hyper::header::HeaderValue::as_bytes);
     match proxies.caller(peer.ip(), forwarded) {
         ip if ip == peer.ip() => peer,
         ip => SocketAddr::new(ip, 0),

@@ -127,6 +127,10 @@ pub(super) fn follow_upstream_changes(gateway: &Arc<Gateway>, sessions: SessionP
                 Err(broadcast::error::RecvError::Closed) => break,
             }
         }
+        // Each upstream's task wakes, finds the gateway gone, and ends.
+        for queue in queues.values() {
+            queue.queued.notify_one();
+        }
     });
 }
 

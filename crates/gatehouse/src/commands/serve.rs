@@ -411,7 +411,10 @@ pub(crate) async fn start_checkpoints(
         ctx.config.audit.checkpoint_interval,
         // Only a server's chain witnesses (a stdio run's is itself one
         // that servers witness).
-        Some(gatehouse_audit::Witness::new(Arc::clone(&runtime.store))),
+        Some(gatehouse_audit::Witness::new(
+            Arc::clone(&runtime.store),
+            runtime.clock.now(),
+        )),
         stop,
     ))
 }

@@ -283,13 +283,15 @@ pub async fn plan(
 
 /// Whether a credential is still as the plan saw it when its revocation
 /// comes (a pass over many credentials writes each warning's records
-/// first, which can take minutes): one used since, or a client whose
-/// secret was rotated since, is left to the next pass, which plans it
-/// again from what it is then. Grants are not read one by one; their
-/// revocation is as planned.
+/// first, which can take minutes): a client whose secret was rotated
+/// since, or (for a revocation for disuse) a key or client used since, is
+/// left to the next pass, which plans it again from what it is then. Use
+/// says nothing against the maximum age: a busy key over it is revoked.
+/// Grants are not read one by one; their revocation is as planned.
 async fn as_planned(
     store: &Arc<dyn Store>,
     subject: &Subject,
+    step: Step,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
     let fresh = match subject.kind {
@@ -303,9 +305,11 @@ async fn as_planned(
             .and_then(|client| client_subject(&client)),
         CredentialKind::Grant | CredentialKind::SigningKey => return Ok(true),
     };
-    Ok(fresh.is_some_and(|fresh| {
-        fresh.last_used_at == subject.last_used_at && fresh.created_at == subject.created_at
-    }))
+    let unused_as_planned = |fresh: &Subject| {
+        !matches!(step, Step::RevokeUnused { .. }) || fresh.last_used_at == subject.last_used_at
+    };
+    Ok(fresh
+        .is_some_and(|fresh| fresh.created_at == subject.created_at && unused_as_planned(&fresh)))
 }
 
 async fn revoke(
@@ -347,7 +351,7 @@ pub async fn apply(
                 warn(store, audit, alerts, &action, now).await?
             }
             Step::RevokeMaxAge | Step::RevokeUnused { .. } => {
-                if as_planned(store, subject, now).await? {
+                if as_planned(store, subject, action.step, now).await? {
                     revoke(store, subject, now).await?
                 } else {
                     false

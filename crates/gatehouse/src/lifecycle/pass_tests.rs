@@ -506,6 +506,43 @@ async fn a_credential_used_or_rotated_after_the_plan_is_not_revoked_by_it() {
     .await;
 }
 
+/// Use says nothing against the maximum age: a key in constant use (a
+/// stolen one, say) past it is revoked though it was used after the plan.
+#[tokio::test]
+async fn a_busy_key_past_its_maximum_age_is_revoked_all_the_same() {
+    on_both(|store| async move {
+        let policy = policy("");
+        store
+            .insert_api_key(&key("busy", "default", day(0), Some(day(99))))
+            .await
+            .unwrap();
+        let now = day(100);
+        let actions = plan(&store, &policy, false, now).await.unwrap();
+        assert!(
+            actions
+                .iter()
+                .any(|a| a.step.code() == REVOKED_MAX_AGE && a.subject.id == "busy")
+        );
+        store.touch_api_key("busy", now).await.unwrap();
+        let (audit_log, writer) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
+        apply(
+            &store,
+            &audit_log,
+            &Alerts::new(Arc::clone(&store)),
+            None,
+            actions,
+            now,
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+        drop(audit_log);
+        writer.wait().await;
+        assert!(store.api_key("busy").await.unwrap().unwrap().is_revoked());
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_credential_used_again_is_alerted_again_after_new_disuse() {
     on_both(|store| async move {

@@ -122,6 +122,40 @@ async fn the_task_can_be_named_with_authorization_details() {
     );
 }
 
+/// RFC 8707: a task token is for this server only; asking for one for
+/// another resource is refused, not answered with one for this server.
+#[tokio::test]
+async fn a_task_token_for_another_resource_is_refused() {
+    let server = Server::start(None);
+    let (_, analyst) = server.create_key("agent", "analyst", &[]);
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &analyst),
+            ("subject_token_type", ACCESS_TOKEN),
+            ("task", "outreach"),
+            ("resource", "https://elsewhere.example/mcp"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_target", "{body}");
+    let mcp = server.mcp_url();
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &analyst),
+            ("subject_token_type", ACCESS_TOKEN),
+            ("task", "outreach"),
+            ("resource", &mcp),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// A task token is accepted a little past `exp` like any token (clocks
 /// differ), but its `exp` is the task's end: past it, it is refused.
 #[tokio::test]
