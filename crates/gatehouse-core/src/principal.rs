@@ -104,6 +104,24 @@ impl Principal {
         key
     }
 
+    /// Who a per-caller rate limit counts: the person, across every agent
+    /// (OAuth client, key) acting for them; else the principal itself. A
+    /// person who registers another client (open to anyone) would
+    /// otherwise get another budget with each.
+    pub fn limit_key(&self) -> String {
+        match &self.human {
+            Some(human) => {
+                let mut key = format!("{}\u{1f}{human}\u{1f}", self.tenant);
+                if let Some(issuer) = &self.issuer {
+                    key.push('\u{1f}');
+                    key.push_str(issuer);
+                }
+                key
+            }
+            None => self.subject_key(),
+        }
+    }
+
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
@@ -128,6 +146,24 @@ mod tests {
             task: None,
             issuer: None,
         }
+    }
+
+    /// A person's limits are theirs across agents; an agent without a
+    /// person counts on its own; people of two issuers stay apart.
+    #[test]
+    fn limits_count_the_person_across_agents() {
+        let desktop = principal("default", Some("alice"), "ghc_desktop");
+        let vscode = principal("default", Some("alice"), "ghc_vscode");
+        assert_eq!(desktop.limit_key(), vscode.limit_key());
+        assert_ne!(desktop.subject_key(), vscode.subject_key());
+        let bot = principal("default", None, "ghk_bot");
+        let other_bot = principal("default", None, "ghk_other");
+        assert_ne!(bot.limit_key(), other_bot.limit_key());
+        let mut elsewhere = desktop.clone();
+        elsewhere.issuer = Some("https://weak-idp.example".into());
+        assert_ne!(desktop.limit_key(), elsewhere.limit_key());
+        let other_tenant = principal("globex", Some("alice"), "ghc_desktop");
+        assert_ne!(desktop.limit_key(), other_tenant.limit_key());
     }
 
     /// The same subject named by two identity providers is two principals.

@@ -55,7 +55,7 @@ impl CallLimits {
         // Most policies set no limits: then no limiter is made or locked.
         let (limits, counted) = policy.rate_limits_for(target);
         for limit in limits {
-            let key = format!("{}\u{1f}tool\u{1f}{counted}", principal.subject_key());
+            let key = format!("{}\u{1f}tool\u{1f}{counted}", principal.limit_key());
             self.attempt(limit, &key, now)?;
         }
         // A tenant's budget is shared by all of its callers.
@@ -65,7 +65,7 @@ impl CallLimits {
         }
         for role in &principal.roles {
             if let Some(limit) = policy.role_rate_limit(role) {
-                let key = format!("{}\u{1f}role\u{1f}{role}", principal.subject_key());
+                let key = format!("{}\u{1f}role\u{1f}{role}", principal.limit_key());
                 self.attempt(limit, &key, now)?;
             }
         }

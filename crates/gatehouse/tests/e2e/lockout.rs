@@ -218,6 +218,38 @@ async fn behind_a_trusted_proxy_the_caller_it_names_is_locked_not_the_proxy() {
     let locks = server.cli_json(&["keys", "locks"]);
     assert_eq!(locks[0]["target"], "203.0.113.5", "{locks}");
 
+    // A caller's own part of the value may hold bytes that are no UTF-8:
+    // the proxy's hop after them is still read (it is the one locked).
+    for attempt in 1..=20 {
+        let value = reqwest::header::HeaderValue::from_bytes(b"\xff\xfe, 198.51.100.99").unwrap();
+        let status = server
+            .http
+            .post(server.mcp_url())
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", MODERN)
+            .header("mcp-method", "tools/list")
+            .header("x-forwarded-for", value)
+            .bearer_auth(format!("not-a-gatehouse-key-{attempt}"))
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert!(matches!(status, 401 | 429), "attempt {attempt}: {status}");
+    }
+    let locks = server.cli_json(&["keys", "locks"]);
+    assert!(
+        locks
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["target"] == "198.51.100.99"),
+        "{locks}"
+    );
+    assert_eq!(tools_list_for(&server, Some(&admin), other).await.0, 200);
+
     // Not trusted: the header changes nothing.
     let untrusted = Server::start(None);
     let admin = untrusted.admin_key.clone().unwrap();

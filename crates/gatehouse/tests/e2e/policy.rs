@@ -262,6 +262,20 @@ async fn rate_limits_per_principal_and_tool_and_per_role() {
     assert!((1..=60).contains(&retry), "{retry}");
     // Another principal has its own budget, and other tools are not limited.
     assert!(error_of(&server.call_tool(&second, "whoami", json!({})).await).is_null());
+    // A person's budget is theirs across every agent acting for them: a
+    // second key (or OAuth client) of the same person gets no new one.
+    let (_, alices) = server.create_key("alice-1", "reader", &["--owner", "alice"]);
+    let (_, alices_other) = server.create_key("alice-2", "reader", &["--owner", "alice"]);
+    for _ in 0..2 {
+        let body = server.call_tool(&alices, "whoami", json!({})).await;
+        assert!(error_of(&body).is_null(), "{body}");
+    }
+    let limited = server.call_tool(&alices_other, "whoami", json!({})).await;
+    assert_eq!(
+        error_of(&limited)["data"]["reason"],
+        "rate_limited",
+        "{limited}"
+    );
     let other_tool = server
         .call_tool(&first, "search_database", json!({"query": "x"}))
         .await;
@@ -285,7 +299,7 @@ async fn rate_limits_per_principal_and_tool_and_per_role() {
             .iter()
             .filter(|d| d["reason"] == "rate_limited")
             .count(),
-        2
+        3
     );
 }
 
