@@ -151,10 +151,33 @@ impl Redactor {
                     .collect(),
             ),
             Value::Array(items) => Value::Array(items.iter().map(|v| self.redact(v)).collect()),
-            Value::String(s) => Value::String(self.redact_text(s)),
+            Value::String(s) => Value::String(shortened(self.redact_text(s))),
             other => other.clone(),
         }
     }
+}
+
+/// The longest string an audit record keeps of an argument. A call's
+/// arguments are recorded twice (decision and outcome), in the database and
+/// the file: a megabyte of `write_file` content would be four megabytes of
+/// audit trail each time. (Approvals bind to the exact arguments' hash,
+/// `args_sha256`, not to this copy.)
+pub const MAX_RECORDED_STRING_BYTES: usize = 16 * 1024;
+
+/// `text`, cut at [`MAX_RECORDED_STRING_BYTES`] (on a character boundary)
+/// with what was left out said.
+fn shortened(mut text: String) -> String {
+    if text.len() <= MAX_RECORDED_STRING_BYTES {
+        return text;
+    }
+    let mut cut = MAX_RECORDED_STRING_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let left_out = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!("… [{left_out} more bytes not recorded]"));
+    text
 }
 
 /// Whether the argument `name` is one of `fields` (a tool's `redact` list
@@ -179,6 +202,28 @@ fn looks_random(candidate: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn long_strings_are_recorded_in_part() {
+        let r = Redactor::new(&[]).unwrap();
+        let long = "é".repeat(MAX_RECORDED_STRING_BYTES);
+        let out = r.redact(&json!({"content": long, "path": "a.txt"}));
+        let kept = out["content"].as_str().unwrap();
+        assert!(
+            kept.len() < MAX_RECORDED_STRING_BYTES + 64,
+            "{}",
+            kept.len()
+        );
+        assert!(
+            kept.ends_with(&format!(
+                "… [{} more bytes not recorded]",
+                2 * MAX_RECORDED_STRING_BYTES - MAX_RECORDED_STRING_BYTES
+            )),
+            "{}",
+            &kept[kept.len() - 60..]
+        );
+        assert_eq!(out["path"], "a.txt");
+    }
 
     #[test]
     fn a_tools_own_fields_are_redacted_at_the_top_level() {

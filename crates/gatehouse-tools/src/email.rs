@@ -61,6 +61,23 @@ pub(crate) struct Message<'a> {
     pub(crate) body: &'a str,
 }
 
+/// Messages one tenant's outbox may hold: nothing sends or removes them
+/// but the operator, and the outbox shares its volume with the database
+/// and the audit log (a full volume stops every tenant's calls).
+pub(crate) const MAX_QUEUED: usize = 1000;
+
+/// How many messages the outbox holds (counting stops at `MAX_QUEUED`).
+async fn count_queued(outbox: &std::path::Path) -> Result<usize, ToolError> {
+    let outbox = outbox.to_path_buf();
+    tokio::task::spawn_blocking(move || match std::fs::read_dir(&outbox) {
+        Ok(listing) => Ok(listing.take(MAX_QUEUED).count()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(_) => Err(ToolError::failed("could not read the outbox")),
+    })
+    .await
+    .map_err(|_| ToolError::failed("reading the outbox was interrupted"))?
+}
+
 /// Writes the message into `outbox` and returns the tool output naming the file.
 pub(crate) async fn queue(
     outbox: std::path::PathBuf,
@@ -80,6 +97,13 @@ pub(crate) async fn queue(
     if message.body.len() > MAX_BODY_BYTES {
         return Err(ToolError::invalid(format!(
             "'body' is larger than {MAX_BODY_BYTES} bytes"
+        )));
+    }
+    let queued = count_queued(&outbox).await?;
+    if queued >= MAX_QUEUED {
+        return Err(ToolError::refused(format!(
+            "your outbox holds {queued} messages, the most it may; ask the operator to deliver or \
+             remove them"
         )));
     }
     let id = uuid::Uuid::new_v4();

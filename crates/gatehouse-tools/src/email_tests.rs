@@ -137,3 +137,36 @@ fn compact_time_sorts() {
         Some("20231114T221320123Z")
     );
 }
+
+/// Nothing but the operator empties the outbox, and it shares its volume
+/// with the database and the audit log: it holds at most `MAX_QUEUED`.
+#[tokio::test]
+async fn a_full_outbox_refuses_more() {
+    let h = harness().await;
+    ok(h.call(
+        "acme",
+        "send_email",
+        json!({"to": ["bob@example.com"], "subject": "first", "body": "x"}),
+    )
+    .await);
+    let outbox = h.tools.outbox_dir("acme");
+    for i in 1..MAX_QUEUED {
+        std::fs::write(outbox.join(format!("filler-{i}.eml")), "x").unwrap();
+    }
+    let refused = h
+        .call(
+            "acme",
+            "send_email",
+            json!({"to": ["bob@example.com"], "subject": "one too many", "body": "x"}),
+        )
+        .await;
+    assert_eq!(code(&refused), "refused");
+    assert_eq!(outbox_files(&h, "acme").len(), MAX_QUEUED);
+    // Another tenant's outbox is its own.
+    ok(h.call(
+        "globex",
+        "send_email",
+        json!({"to": ["bob@example.com"], "subject": "hi", "body": "x"}),
+    )
+    .await);
+}

@@ -27,6 +27,21 @@ pub(crate) async fn read(
     })
 }
 
+/// What one tenant's file area may hold. The sandbox shares its volume
+/// with the database and the audit log: a tenant that filled it (or its
+/// inodes) would stop every tenant's calls, since no call runs without its
+/// audit record.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Quota {
+    pub(crate) bytes: u64,
+    pub(crate) entries: u64,
+}
+
+pub(crate) const TENANT_QUOTA: Quota = Quota {
+    bytes: 100 * 1024 * 1024,
+    entries: 10_000,
+};
+
 pub(crate) async fn write(
     root: PathBuf,
     path: RelativePath,
@@ -34,7 +49,8 @@ pub(crate) async fn write(
     limit: u64,
 ) -> Result<ToolOutput, ToolError> {
     let shown = path.display();
-    let bytes = blocking(move || write_text(&root, &path, content.as_bytes(), limit)).await?;
+    let bytes =
+        blocking(move || write_text(&root, &path, content.as_bytes(), limit, TENANT_QUOTA)).await?;
     Ok(ToolOutput {
         text: format!("wrote {bytes} bytes to {shown}"),
         structured: Some(json!({ "path": shown, "bytes": bytes })),
@@ -108,6 +124,7 @@ fn write_text(
     path: &RelativePath,
     content: &[u8],
     limit: u64,
+    quota: Quota,
 ) -> Result<u64, ToolError> {
     let size = content.len() as u64;
     if size > limit {
@@ -116,6 +133,7 @@ fn write_text(
         )));
     }
     let (dirs, name) = path.split();
+    within_quota(root, dirs, name, size, quota)?;
     let parent = prepare_parent(root, dirs)?;
     let target = parent.join(name);
     match fs::symlink_metadata(&target) {
@@ -143,6 +161,81 @@ fn write_text(
     }
     replace_atomically(&parent, &target, content)?;
     Ok(size)
+}
+
+/// Refuses a write that would take the file area past its quota: its
+/// bytes with this file's new size (less what it replaces), its entries
+/// with the folders and the file it adds.
+fn within_quota(
+    root: &Path,
+    dirs: &[String],
+    name: &str,
+    size: u64,
+    quota: Quota,
+) -> Result<(), ToolError> {
+    let (bytes, entries) = usage(root, quota.entries)?;
+    let mut current = root.to_path_buf();
+    let mut added = 0u64;
+    for dir in dirs {
+        current.push(dir);
+        if added > 0 || fs::symlink_metadata(&current).is_err() {
+            added += 1;
+        }
+    }
+    current.push(name);
+    let replaced = match fs::symlink_metadata(&current) {
+        Ok(meta) if added == 0 => meta.len(),
+        _ => {
+            added += 1;
+            0
+        }
+    };
+    let full = |what: &str| {
+        ToolError::refused(format!(
+            "your file area is full ({what}); delete files, or ask the operator"
+        ))
+    };
+    if bytes.saturating_sub(replaced).saturating_add(size) > quota.bytes {
+        return Err(full(&format!("at most {} bytes", quota.bytes)));
+    }
+    if entries.saturating_add(added) > quota.entries {
+        return Err(full(&format!(
+            "at most {} files and folders",
+            quota.entries
+        )));
+    }
+    Ok(())
+}
+
+/// The bytes and entries (files and folders) under `root`, links not
+/// followed; counting stops past `max_entries`.
+fn usage(root: &Path, max_entries: u64) -> Result<(u64, u64), ToolError> {
+    let mut bytes = 0u64;
+    let mut entries = 0u64;
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let listing = match fs::read_dir(&dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_failure("measure the file area", &e)),
+        };
+        for entry in listing {
+            let entry = entry.map_err(|e| io_failure("measure the file area", &e))?;
+            let meta = entry
+                .metadata()
+                .map_err(|e| io_failure("measure the file area", &e))?;
+            entries += 1;
+            if entries > max_entries {
+                return Ok((bytes, entries));
+            }
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else {
+                bytes = bytes.saturating_add(meta.len());
+            }
+        }
+    }
+    Ok((bytes, entries))
 }
 
 /// Walks the folders one by one, creating missing ones only after the part

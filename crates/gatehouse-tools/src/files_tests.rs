@@ -312,3 +312,38 @@ async fn arguments_are_checked_strictly() {
     let empty = h.call("acme", "read_file", json!({"path": ""})).await;
     assert_eq!(code(&empty), "invalid_arguments");
 }
+
+/// A tenant's file area shares its volume with the database and the audit
+/// log: its bytes and entries are capped (a replaced file frees what it
+/// held), and a refused write creates nothing.
+#[test]
+fn a_tenants_file_area_has_a_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let quota = super::Quota {
+        bytes: 10,
+        entries: 3,
+    };
+    let path = |p: &str| crate::sandbox::RelativePath::parse(p).unwrap();
+    let write = |p: &str, content: &[u8]| super::write_text(root, &path(p), content, 100, quota);
+    assert_eq!(write("a.txt", b"12345").unwrap(), 5);
+    assert_eq!(write("a.txt", b"1234567890").unwrap(), 10);
+    let full = write("b.txt", b"1").unwrap_err();
+    assert_eq!(full.code(), "refused");
+    assert!(full.to_string().contains("10 bytes"), "{full}");
+    assert!(!root.join("b.txt").exists());
+    write("a.txt", b"").unwrap();
+    write("d/e.txt", b"").unwrap();
+    let full = write("f/g.txt", b"").unwrap_err();
+    assert!(full.to_string().contains("files and folders"), "{full}");
+    assert!(!root.join("f").exists());
+}
+
+#[test]
+fn paths_go_down_at_most_sixteen_folders() {
+    let deep = "a/".repeat(16) + "f.txt";
+    let error = crate::sandbox::RelativePath::parse(&deep).unwrap_err();
+    assert_eq!(error.code(), "invalid_arguments");
+    let fine = "a/".repeat(15) + "f.txt";
+    assert!(crate::sandbox::RelativePath::parse(&fine).is_ok());
+}

@@ -84,6 +84,8 @@ pub struct BuiltinTools {
     store: Arc<dyn Store>,
     dataset: Dataset,
     evaluator: Evaluator,
+    /// `web_fetch` calls in flight at once (see `web::CONCURRENCY`).
+    web_slots: Arc<tokio::sync::Semaphore>,
     clock: Arc<dyn Clock>,
     /// Opens sealed tenant secrets; without it they are returned as stored.
     secrets: Option<Arc<dyn SecretCipher>>,
@@ -142,6 +144,7 @@ impl BuiltinTools {
             store,
             dataset,
             evaluator: Evaluator::new(),
+            web_slots: Arc::new(tokio::sync::Semaphore::new(web::CONCURRENCY)),
             clock: Arc::new(SystemClock),
             secrets: None,
             reserved_secrets: std::collections::BTreeSet::new(),
@@ -252,7 +255,15 @@ impl BuiltinTools {
                 }
                 self.dataset.search(query, limit).await
             }
-            names::WEB_FETCH => web::fetch(&self.config, args.str("url")?).await,
+            names::WEB_FETCH => {
+                let Ok(_slot) = Arc::clone(&self.web_slots).try_acquire_owned() else {
+                    return Err(ToolError::failed(format!(
+                        "web_fetch is busy ({} fetches in flight); try again",
+                        web::CONCURRENCY
+                    )));
+                };
+                web::fetch(&self.config, args.str("url")?).await
+            }
             names::SEND_EMAIL => {
                 let to = args
                     .value("to")

@@ -9,6 +9,9 @@ use crate::error::ToolError;
 const MAX_TENANT_LEN: usize = 64;
 const MAX_PATH_LEN: usize = 1024;
 const MAX_COMPONENT_LEN: usize = 255;
+/// Folders a path may go down: each missing one is created, and 500 of
+/// them in one 1 KiB path cost inodes and directory blocks for nothing.
+const MAX_DEPTH: usize = 16;
 
 /// Checks a tenant name before it becomes a path component: only
 /// `[A-Za-z0-9_-]`, 1..=64 characters, so it can never be `..`, contain a
@@ -104,6 +107,11 @@ impl RelativePath {
             return Err(ToolError::invalid(
                 "'path' names the file area itself, not a file",
             ));
+        }
+        if components.len() > MAX_DEPTH {
+            return Err(ToolError::invalid(format!(
+                "'path' has more than {MAX_DEPTH} segments"
+            )));
         }
         Ok(RelativePath { components })
     }

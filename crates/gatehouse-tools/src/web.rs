@@ -15,6 +15,13 @@ use crate::error::ToolError;
 use crate::{ToolOutput, ToolsConfig};
 
 pub(crate) const BODY_LIMIT: usize = 256 * 1024;
+/// Fetches in flight at once, for every caller together. Each holds a
+/// socket (a descriptor out of the process's limit, which the database and
+/// the audit log need too) for up to `TIMEOUT`, and its body a few times
+/// over: without a bound, many calls to a host that holds connections open
+/// (or serves large bodies) would take the server's memory and descriptors.
+/// Past it a call fails at once ("busy").
+pub(crate) const CONCURRENCY: usize = 16;
 const MAX_URL_LEN: usize = 2048;
 const TIMEOUT: Duration = Duration::from_secs(10);
 const DNS_TIMEOUT: Duration = Duration::from_secs(5);

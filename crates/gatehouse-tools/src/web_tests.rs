@@ -307,3 +307,42 @@ async fn connection_failures_are_reported_as_failed() {
         .await;
     assert_eq!(code(&result), "failed");
 }
+
+/// Fetches in flight are bounded: past `CONCURRENCY` (each holding a
+/// socket and its body for up to the timeout) a call fails at once.
+#[tokio::test]
+async fn fetches_in_flight_are_bounded() {
+    // Accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let h = harness_with(|c| {
+        c.web_fetch_allowlist = vec!["127.0.0.1".into()];
+        c.web_fetch_allow_private = true;
+    })
+    .await;
+    let url = format!("http://127.0.0.1:{port}/slow");
+    let hanging: Vec<_> = (0..crate::web::CONCURRENCY)
+        .map(|_| h.call("acme", "web_fetch", json!({"url": url})))
+        .collect();
+    let mut hanging = futures::future::join_all(hanging);
+    // Every one of them is started (and holds its slot) meanwhile.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(1), &mut hanging)
+            .await
+            .is_err()
+    );
+    let busy = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        h.call("acme", "web_fetch", json!({"url": url})),
+    )
+    .await
+    .expect("the call past the bound waited instead of failing at once");
+    assert_eq!(code(&busy), "failed");
+    assert!(busy.err().is_some_and(|e| e.to_string().contains("busy")));
+}
