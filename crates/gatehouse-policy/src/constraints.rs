@@ -437,6 +437,15 @@ impl Check {
         match self {
             Check::Prefix { prefixes, .. } => {
                 let path = value.as_str().ok_or("expected a string")?;
+                // The readings are normalized (NFC), but the tool opens the
+                // path as sent, and on most file systems another spelling
+                // is another name: `\u{212A}eys/x` reads as `Keys/x`, and
+                // `re\u{301}ports/x` as `r\u{e9}ports/x`, while each opens
+                // a folder of its own beside the allowed one. Only a path
+                // already in NFC is judged.
+                if !unicode_normalization::is_nfc(path) {
+                    return Err("path is not in Unicode normalization form C (NFC)");
+                }
                 let readings = path_readings(path).map_err(PathError::as_str)?;
                 let inside = readings
                     .iter()
@@ -458,16 +467,19 @@ impl Check {
                 }),
                 _ => Err("expected an address or an array of addresses"),
             },
+            // The tool gets the string as sent: it and its NFC form must
+            // both match (`O\u{212A}` is `OK` only in NFC), and its length
+            // is the longer of the two (30 conjoining jamo are 10 in NFC).
             Check::Pattern { regex, .. } => {
-                let s: String = value.as_str().ok_or("expected a string")?.nfc().collect();
-                regex
-                    .is_match(&s)
+                let raw = value.as_str().ok_or("expected a string")?;
+                let nfc: String = raw.nfc().collect();
+                (regex.is_match(raw) && regex.is_match(&nfc))
                     .then_some(())
                     .ok_or("value does not match")
             }
             Check::MaxLength(n) => {
                 let s = value.as_str().ok_or("expected a string")?;
-                let len = s.nfc().count() as u64;
+                let len = s.chars().count().max(s.nfc().count()) as u64;
                 (len <= *n).then_some(()).ok_or("value is too long")
             }
             Check::Min(lo) => {
@@ -480,10 +492,9 @@ impl Check {
             }
             Check::OneOf(allowed) => {
                 let found = match value {
-                    Value::String(s) => {
-                        let nfc: String = s.nfc().collect();
-                        allowed.iter().any(|a| a.as_str() == Some(nfc.as_str()))
-                    }
+                    // As sent (the allowed values are in NFC): the tool gets
+                    // the string as it is.
+                    Value::String(s) => allowed.iter().any(|a| a.as_str() == Some(s.as_str())),
                     Value::Number(n) => {
                         let x = n.as_f64();
                         allowed.iter().any(|a| a.is_number() && a.as_f64() == x)

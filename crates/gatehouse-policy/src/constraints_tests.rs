@@ -131,13 +131,20 @@ fn nul_is_refused_raw_and_encoded() {
     );
 }
 
+/// A prefix written in either form is the same prefix, but a path is
+/// judged only in NFC: the tool opens the path as sent, and another
+/// spelling (NFD, a Kelvin sign for K) is another folder beside the
+/// allowed one on most file systems.
 #[test]
-fn nfd_and_nfc_paths_are_the_same_path() {
+fn paths_are_judged_only_in_nfc() {
     let nfc = constraint("{ prefix = [\"r\u{e9}ports/\"] }");
     let nfd = constraint("{ prefix = [\"re\u{301}ports/\"] }");
     for c in [&nfc, &nfd] {
         assert!(passes(c, "r\u{e9}ports/q1.csv"));
-        assert!(passes(c, "re\u{301}ports/q1.csv"));
+        assert_eq!(
+            check(c, json!("re\u{301}ports/q1.csv")),
+            Err("path is not in Unicode normalization form C (NFC)".into())
+        );
         // Percent-encoded NFD: decoded it is inside, literally it is not.
         assert!(!passes(c, "re%CC%81ports/q1.csv"));
         assert!(!passes(c, "reports/q1.csv"));
@@ -392,7 +399,7 @@ fn non_ascii_entries_allow_their_own_domain_in_any_form() {
 // ---- scalar rules ------------------------------------------------------
 
 #[test]
-fn patterns_are_anchored_and_compared_in_nfc() {
+fn patterns_are_anchored_and_match_as_sent_and_in_nfc() {
     let c = constraint(r#"{ pattern = "[a-z]+" }"#);
     assert!(passes(&c, "abc"));
     assert!(!passes(&c, "abc1"));
@@ -402,16 +409,24 @@ fn patterns_are_anchored_and_compared_in_nfc() {
     assert!(!passes(&c, "ab"));
     assert!(passes(&c, "b"));
     let c = constraint("{ pattern = \"caf\u{e9}\" }");
-    assert!(passes(&c, "cafe\u{301}"));
+    assert!(passes(&c, "caf\u{e9}"));
+    // The tool gets the string as sent: it must match too, not only its NFC.
+    assert!(!passes(&c, "cafe\u{301}"));
+    let c = constraint(r#"{ pattern = "[A-Z]+" }"#);
+    assert!(!passes(&c, "O\u{212A}"));
     assert_eq!(check(&c, json!(1)), Err("expected a string".into()));
 }
 
 #[test]
-fn max_length_counts_characters_in_nfc() {
+fn max_length_counts_the_longer_of_as_sent_and_nfc() {
     let c = constraint("{ max_length = 4 }");
     assert!(passes(&c, "café"));
-    assert!(passes(&c, "cafe\u{301}"));
+    // As sent it is five characters (the accent apart).
+    assert!(!passes(&c, "cafe\u{301}"));
     assert_eq!(check(&c, json!("cafés")), Err("value is too long".into()));
+    // Conjoining jamo: fewer characters in NFC than as sent.
+    let c = constraint("{ max_length = 2 }");
+    assert!(!passes(&c, "\u{1100}\u{1161}\u{1100}\u{1161}"));
 }
 
 #[test]
