@@ -167,23 +167,37 @@ impl Witness {
         Ok(latest.len())
     }
 
-    /// Where a server's first round reads from: a restart goes on from
-    /// its chain's last checkpoint, a new chain from the server's start
-    /// (each less the clock skew; the run chains before a new server's
-    /// start are the other servers' to witness, and a new chain per start,
-    /// where the instance's id file is not kept, must not witness every run
-    /// chain ever stored again). What the chain witnessed in that window
-    /// is noted, so a restart does not witness it again.
+    /// Where a server's first round reads from (less the clock skew): a
+    /// restart goes on from its chain's last checkpoint; a new chain from
+    /// the newest witness record of any server (a server whose instance id
+    /// file is not kept starts a new chain each time, and what came while
+    /// it was down must still be witnessed), else from its own start. What
+    /// was witnessed in that window, by any server, is noted, so it is not
+    /// witnessed again.
     async fn start(&mut self, own: &str) -> Result<Timestamp, String> {
         let last = self
             .store
             .audit_last_checkpoint(own)
             .await
             .map_err(|e| format!("cannot read the chain's last checkpoint: {e}"))?;
-        let Some(last) = last else {
-            return Ok(self.started.plus_millis(-CLOCK_SKEW_MS));
+        let from = match last {
+            Some(last) => last.ts,
+            None => {
+                let newest = self
+                    .store
+                    .query_audit(&AuditQuery {
+                        kind: Some(AuditKind::Witness),
+                        limit: Some(1),
+                        ..AuditQuery::default()
+                    })
+                    .await
+                    .map_err(|e| format!("cannot read the latest witness record: {e}"))?;
+                newest
+                    .first()
+                    .map_or(self.started, |row| row.event.ts.min(self.started))
+            }
         };
-        let since = last.ts.plus_millis(-CLOCK_SKEW_MS);
+        let since = from.plus_millis(-CLOCK_SKEW_MS);
         let rows = self
             .store
             .query_audit(&AuditQuery {
@@ -193,11 +207,8 @@ impl Witness {
                 ..AuditQuery::default()
             })
             .await
-            .map_err(|e| format!("cannot read the chain's witness records: {e}"))?;
+            .map_err(|e| format!("cannot read the witness records: {e}"))?;
         for row in rows {
-            if row.event.link.as_ref().is_none_or(|l| l.chain != own) {
-                continue;
-            }
             if let Some(Ok(w)) = WitnessedCheckpoint::of(&row.event) {
                 let entry = self.witnessed.entry(w.chain).or_insert((0, row.event.ts));
                 entry.0 = entry.0.max(w.seq);
@@ -296,6 +307,30 @@ mod tests {
         assert_eq!(restarted.round(&log, now.plus_millis(3)).await.unwrap(), 1);
         let last = witnessed(&store).await.pop().unwrap();
         assert_eq!((last.chain.as_str(), last.seq), ("run-c", 4));
+    }
+
+    /// A server whose id file is not kept starts a new chain each time:
+    /// what came while it was down is witnessed all the same.
+    #[tokio::test]
+    async fn a_new_chain_goes_on_from_the_last_witness_of_any_server() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        store
+            .append_audit_checkpoint(&checkpoint("run-a", 1, 1_000_000))
+            .await
+            .unwrap();
+        let (old, _h1) = server_log(&store, "i-old");
+        let mut before = Witness::new(Arc::clone(&store), Timestamp(999_000));
+        assert_eq!(before.round(&old, Timestamp(1_000_500)).await.unwrap(), 1);
+        // Down for an hour; a command signs meanwhile.
+        store
+            .append_audit_checkpoint(&checkpoint("run-b", 1, 2_000_000))
+            .await
+            .unwrap();
+        let (new, _h2) = server_log(&store, "i-new");
+        let mut after = Witness::new(Arc::clone(&store), Timestamp(4_600_000));
+        assert_eq!(after.round(&new, Timestamp(4_600_500)).await.unwrap(), 1);
+        let last = witnessed(&store).await.pop().unwrap();
+        assert_eq!(last.chain, "run-b");
     }
 
     /// A run's own chain (a stdio run, a command) witnesses nothing.

@@ -108,9 +108,13 @@ impl Principal {
     /// (OAuth client, key) acting for them; else the principal itself. A
     /// person who registers another client (open to anyone) would
     /// otherwise get another budget with each.
+    ///
+    /// A task token counts as the principal itself: its person may come
+    /// from an external issuer whose name the token no longer carries, and
+    /// must not share a budget with a local person of the same name.
     pub fn limit_key(&self) -> String {
         match &self.human {
-            Some(human) => {
+            Some(human) if self.task.is_none() => {
                 let mut key = format!("{}\u{1f}{human}\u{1f}", self.tenant);
                 if let Some(issuer) = &self.issuer {
                     key.push('\u{1f}');
@@ -118,7 +122,7 @@ impl Principal {
                 }
                 key
             }
-            None => self.subject_key(),
+            _ => self.subject_key(),
         }
     }
 

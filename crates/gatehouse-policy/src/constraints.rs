@@ -11,13 +11,13 @@
 //!
 //! | kind | value | check |
 //! |---|---|---|
-//! | `prefix = ["reports/", …]` | path string | every reading of the path (literal, and percent-decoded layer by layer) is NFC-normalized, `\` becomes `/`, `.`/`..` collapse lexically; it must not contain NUL nor climb above its root, and must start, segment by segment, with one of the prefixes (an absolute path only matches an absolute prefix). Case-sensitive: on a case-insensitive file system this can only refuse more, never less. |
+//! | `prefix = ["reports/", …]` | path string | the path must be in NFC as sent (the tool opens it as sent; another spelling is another name); every reading of it (literal, and percent-decoded layer by layer) is NFC-normalized, `\` becomes `/`, `.`/`..` collapse lexically; it must not contain NUL nor climb above its root, and must start, segment by segment, with one of the prefixes (an absolute path only matches an absolute prefix). Case-sensitive: on a case-insensitive file system this can only refuse more, never less. |
 //! | `hosts = ["example.com", "*.example.org"]` | URL string | parsed with the WHATWG parser (`url`): scheme `http`/`https`, no userinfo, host lowercased and IDNA-encoded, one trailing dot ignored; equal to an entry, or a strict subdomain of a `*.` entry. Ports are not constrained. |
 //! | `domains = ["example.com", "*.example.org"]` | address string or array of them | each a bare `local@domain` (exactly one `@`; no display name, list separators, quotes, brackets, whitespace or control characters); the domain, NFC-normalized and lowercased, one trailing dot ignored, must equal an entry or be a strict subdomain of a `*.` entry. Homoglyphs: a non-ASCII domain only matches an entry that is itself written in non-ASCII, so `exаmple.com` (Cyrillic `а`) or full-width `ｅxample.com` never match `example.com`. |
-//! | `pattern = "regex"` | string | the NFC form matches the whole regex (anchored). |
-//! | `max_length = N` | string | the NFC form has at most N characters. |
+//! | `pattern = "regex"` | string | the string as sent and its NFC form both match the whole regex (anchored). |
+//! | `max_length = N` | string | the string as sent and its NFC form each have at most N characters. |
 //! | `min = x`, `max = y` | number | within the bounds (inclusive). |
-//! | `one_of = [..]` | string, number or bool | equal to one entry (strings compared in NFC, case-sensitively). |
+//! | `one_of = [..]` | string, number or bool | equal to one entry (strings as sent, against the entries in NFC, case-sensitively). |
 //!
 //! An absent argument (or JSON `null`) violates its constraint unless the
 //! constraint says `optional = true`.

@@ -642,6 +642,7 @@ impl Store for SqliteStore {
         .await?;
         if updated.rows_affected() != 1 {
             tx.rollback().await?;
+            change.nothing_changed();
             return Ok(false);
         }
         bind_api_key(sqlx::query(INSERT_API_KEY), new_key, scopes)

@@ -37,6 +37,10 @@ pub(crate) struct Quota {
     pub(crate) entries: u64,
 }
 
+/// Held from a write's quota check to its end (every tenant's writes one
+/// at a time: they are small, rare, and often need an approval anyway).
+static QUOTA_WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub(crate) const TENANT_QUOTA: Quota = Quota {
     bytes: 100 * 1024 * 1024,
     entries: 10_000,
@@ -133,6 +137,11 @@ fn write_text(
         )));
     }
     let (dirs, name) = path.split();
+    // Checked and written under one lock, so that writes side by side
+    // cannot each pass the quota against the same usage.
+    let _writing = QUOTA_WRITES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     within_quota(root, dirs, name, size, quota)?;
     let parent = prepare_parent(root, dirs)?;
     let target = parent.join(name);
@@ -221,9 +230,13 @@ fn usage(root: &Path, max_entries: u64) -> Result<(u64, u64), ToolError> {
         };
         for entry in listing {
             let entry = entry.map_err(|e| io_failure("measure the file area", &e))?;
-            let meta = entry
-                .metadata()
-                .map_err(|e| io_failure("measure the file area", &e))?;
+            // Gone since it was listed (another write's temporary file,
+            // renamed into place): nothing to count.
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_failure("measure the file area", &e)),
+            };
             entries += 1;
             if entries > max_entries {
                 return Ok((bytes, entries));

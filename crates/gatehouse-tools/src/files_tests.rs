@@ -341,9 +341,9 @@ fn a_tenants_file_area_has_a_quota() {
 
 #[test]
 fn paths_go_down_at_most_sixteen_folders() {
-    let deep = "a/".repeat(16) + "f.txt";
+    let deep = "a/".repeat(17) + "f.txt";
     let error = crate::sandbox::RelativePath::parse(&deep).unwrap_err();
     assert_eq!(error.code(), "invalid_arguments");
-    let fine = "a/".repeat(15) + "f.txt";
+    let fine = "a/".repeat(16) + "f.txt";
     assert!(crate::sandbox::RelativePath::parse(&fine).is_ok());
 }

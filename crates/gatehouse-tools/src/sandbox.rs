@@ -9,8 +9,9 @@ use crate::error::ToolError;
 const MAX_TENANT_LEN: usize = 64;
 const MAX_PATH_LEN: usize = 1024;
 const MAX_COMPONENT_LEN: usize = 255;
-/// Folders a path may go down: each missing one is created, and 500 of
-/// them in one 1 KiB path cost inodes and directory blocks for nothing.
+/// Folders a path may go down (its file name aside): each missing one is
+/// created, and 500 of them in one 1 KiB path cost inodes and directory
+/// blocks for nothing.
 const MAX_DEPTH: usize = 16;
 
 /// Checks a tenant name before it becomes a path component: only
@@ -108,9 +109,9 @@ impl RelativePath {
                 "'path' names the file area itself, not a file",
             ));
         }
-        if components.len() > MAX_DEPTH {
+        if components.len() > MAX_DEPTH + 1 {
             return Err(ToolError::invalid(format!(
-                "'path' has more than {MAX_DEPTH} segments"
+                "'path' goes down more than {MAX_DEPTH} folders"
             )));
         }
         Ok(RelativePath { components })
