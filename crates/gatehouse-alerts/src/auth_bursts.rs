@@ -215,11 +215,13 @@ pub struct AuthBurstObserver {
     bursts: AuthBursts,
     alerts: Alerts,
     window_secs: u64,
-    /// Sources are cheap to have many of (an IPv6 /48 holds 65,536 /64s);
-    /// credentials and users are not. Each has its own budget, so a spray
-    /// of source bursts cannot use up the minute's alerts for a real key.
-    sources_budget: BurstAlertBudget,
-    subjects_budget: BurstAlertBudget,
+    /// Sources are cheap to have many of (an IPv6 /48 holds 65,536 /64s),
+    /// and so are user names (any name can be typed at the sign-in form);
+    /// credentials (real keys and tokens: a made-up key id is no subject)
+    /// are not. Each kind has its own budget, so a spray of cheap bursts
+    /// cannot use up the minute's alerts for a real key.
+    cheap_subjects_budget: BurstAlertBudget,
+    credentials_budget: BurstAlertBudget,
 }
 
 impl AuthBurstObserver {
@@ -228,8 +230,8 @@ impl AuthBurstObserver {
             bursts,
             alerts,
             window_secs: window.as_secs(),
-            sources_budget: BurstAlertBudget::default(),
-            subjects_budget: BurstAlertBudget::default(),
+            cheap_subjects_budget: BurstAlertBudget::default(),
+            credentials_budget: BurstAlertBudget::default(),
         }
     }
 }
@@ -253,12 +255,14 @@ impl AuditObserver for AuthBurstObserver {
                 self.window_secs,
                 event.reason.as_deref().unwrap_or("unknown reason")
             );
-            let budget =
-                if burst.subject.starts_with("source ") || burst.subject == UNTRACKED_SUBJECTS {
-                    &self.sources_budget
-                } else {
-                    &self.subjects_budget
-                };
+            let cheap = burst.subject.starts_with("source ")
+                || burst.subject.starts_with("user ")
+                || burst.subject == UNTRACKED_SUBJECTS;
+            let budget = if cheap {
+                &self.cheap_subjects_budget
+            } else {
+                &self.credentials_budget
+            };
             match budget.take(event.ts) {
                 BurstAlert::Raise => {}
                 BurstAlert::RaiseLimitReached => text.push_str(&format!(

@@ -17,7 +17,7 @@
 //! | `pattern = "regex"` | string | the string as sent and its NFC form both match the whole regex (anchored). |
 //! | `max_length = N` | string | the string as sent and its NFC form each have at most N characters. |
 //! | `min = x`, `max = y` | number | within the bounds (inclusive). |
-//! | `one_of = [..]` | string, number or bool | equal to one entry (strings as sent, against the entries in NFC, case-sensitively). |
+//! | `one_of = [..]` | string, number or bool | equal to one entry (strings byte for byte: as sent against the entry as written). |
 //!
 //! An absent argument (or JSON `null`) violates its constraint unless the
 //! constraint says `optional = true`.
@@ -279,9 +279,11 @@ fn name_entry(key: &str, written: &str, allow_ip: bool) -> Result<NameEntry, Con
     })
 }
 
+/// A `one_of` entry. A string is kept as written: a caller's string is
+/// compared as sent, byte for byte, since the tool gets it as sent.
 fn toml_to_json(key: &str, value: &toml::Value) -> Result<Value, ConstraintParseError> {
     match value {
-        toml::Value::String(s) => Ok(Value::String(s.nfc().collect())),
+        toml::Value::String(s) => Ok(Value::String(s.clone())),
         toml::Value::Integer(i) => Ok(Value::from(*i)),
         toml::Value::Float(f) if f.is_finite() => Ok(Value::from(*f)),
         toml::Value::Boolean(b) => Ok(Value::Bool(*b)),
@@ -492,8 +494,8 @@ impl Check {
             }
             Check::OneOf(allowed) => {
                 let found = match value {
-                    // As sent (the allowed values are in NFC): the tool gets
-                    // the string as it is.
+                    // As sent, against the entries as written: the tool
+                    // gets the string as it is.
                     Value::String(s) => allowed.iter().any(|a| a.as_str() == Some(s.as_str())),
                     Value::Number(n) => {
                         let x = n.as_f64();

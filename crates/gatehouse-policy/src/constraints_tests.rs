@@ -466,6 +466,18 @@ fn one_of_compares_by_type() {
     }
 }
 
+/// Strings are compared byte for byte, as sent against the entry as
+/// written: the tool gets the string as sent.
+#[test]
+fn one_of_compares_strings_as_written() {
+    let nfc = constraint("{ one_of = [\"caf\u{e9}\"] }");
+    assert_eq!(check(&nfc, json!("caf\u{e9}")), Ok(()));
+    assert!(check(&nfc, json!("cafe\u{301}")).is_err());
+    let nfd = constraint("{ one_of = [\"cafe\u{301}\"] }");
+    assert_eq!(check(&nfd, json!("cafe\u{301}")), Ok(()));
+    assert!(check(&nfd, json!("caf\u{e9}")).is_err());
+}
+
 // ---- presence and reporting ---------------------------------------------
 
 #[test]
