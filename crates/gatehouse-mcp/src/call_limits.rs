@@ -58,17 +58,62 @@ impl CallLimits {
             let key = format!("{}\u{1f}tool\u{1f}{counted}", principal.limit_key());
             self.attempt(limit, &key, now)?;
         }
-        // A tenant's budget is shared by all of its callers.
-        if let Some(limit) = policy.tenant_rate_limit(&principal.tenant) {
-            let key = format!("tenant\u{1f}{}", principal.tenant);
-            self.attempt(limit, &key, now)?;
-        }
         for role in &principal.roles {
             if let Some(limit) = policy.role_rate_limit(role) {
                 let key = format!("{}\u{1f}role\u{1f}{role}", principal.limit_key());
                 self.attempt(limit, &key, now)?;
             }
         }
+        // A tenant's budget is shared by all of its callers: counted last,
+        // so a call a caller's own limits refuse takes nothing from the
+        // others' share.
+        if let Some(limit) = policy.tenant_rate_limit(&principal.tenant) {
+            let key = format!("tenant\u{1f}{}", principal.tenant);
+            self.attempt(limit, &key, now)?;
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_core::{CredentialKind, CredentialRef};
+
+    fn member(human: &str) -> Principal {
+        Principal {
+            tenant: "acme".into(),
+            human: Some(human.into()),
+            agent: "agent".into(),
+            credential: CredentialRef {
+                kind: CredentialKind::ApiKey,
+                id: human.into(),
+            },
+            roles: vec!["reader".into()],
+            scopes: None,
+            expires_at: None,
+            task: None,
+            issuer: None,
+        }
+    }
+
+    /// One member's calls refused by their own role limit take nothing
+    /// from the tenant's budget, which every member shares.
+    #[test]
+    fn a_callers_own_refusals_spend_nothing_of_the_tenants_budget() {
+        let policy = Policy::from_toml(&format!(
+            "{}\n[role_limits.reader]\nrate_limit = \"1/min\"\n[tenants.acme]\nrate_limit = \"3/min\"\n",
+            gatehouse_authz::DEFAULT_POLICY_TOML
+        ))
+        .unwrap();
+        let limits = CallLimits::default();
+        let target = Target::tool("whoami");
+        let now = Timestamp(1_000_000);
+        let (alice, bob) = (member("alice"), member("bob"));
+        assert!(limits.check(&policy, &alice, &target, now).is_ok());
+        for _ in 0..5 {
+            assert!(limits.check(&policy, &alice, &target, now).is_err());
+        }
+        assert!(limits.check(&policy, &bob, &target, now).is_ok());
     }
 }
