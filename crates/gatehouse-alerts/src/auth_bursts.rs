@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use gatehouse_audit::{AuditLog, AuditObserver};
-use gatehouse_core::{AuditEvent, AuditKind, Outcome, RateLimiter, Timestamp};
+use gatehouse_core::{AuditEvent, AuditKind, OneByOne, OneByOneLimit, Outcome, Timestamp};
 
 use crate::{Alert, AlertCode, Alerts};
 
@@ -174,39 +174,23 @@ pub fn subjects_of(event: &AuditEvent) -> Vec<String> {
 /// would wait behind them.
 pub const BURST_ALERTS_PER_MINUTE: u32 = 20;
 
-/// What to do with one more burst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BurstAlert {
-    Raise,
-    /// Raise one alert saying that further bursts this minute are not.
-    RaiseLimitReached,
-    Skip,
-}
+/// What to do with one more burst: raise it (`Each`), raise one alert
+/// saying that further bursts this minute are not (`FirstPastLimit`), or
+/// nothing (`Past`).
+pub type BurstAlert = OneByOne;
 
 /// Counts the burst alerts of each minute.
-pub struct BurstAlertBudget {
-    each: RateLimiter,
-    limit_reached: RateLimiter,
-}
+pub struct BurstAlertBudget(OneByOneLimit);
 
 impl Default for BurstAlertBudget {
     fn default() -> Self {
-        BurstAlertBudget {
-            each: RateLimiter::new(BURST_ALERTS_PER_MINUTE, 60_000, 1),
-            limit_reached: RateLimiter::new(1, 60_000, 1),
-        }
+        BurstAlertBudget(OneByOneLimit::new(BURST_ALERTS_PER_MINUTE, 60_000, 1))
     }
 }
 
 impl BurstAlertBudget {
     pub fn take(&self, now: Timestamp) -> BurstAlert {
-        if self.each.check("bursts", now) {
-            BurstAlert::Raise
-        } else if self.limit_reached.check("bursts", now) {
-            BurstAlert::RaiseLimitReached
-        } else {
-            BurstAlert::Skip
-        }
+        self.0.take("bursts", now)
     }
 }
 
@@ -264,13 +248,13 @@ impl AuditObserver for AuthBurstObserver {
                 &self.credentials_budget
             };
             match budget.take(event.ts) {
-                BurstAlert::Raise => {}
-                BurstAlert::RaiseLimitReached => text.push_str(&format!(
+                BurstAlert::Each => {}
+                BurstAlert::FirstPastLimit => text.push_str(&format!(
                     "; more than {BURST_ALERTS_PER_MINUTE} bursts within a minute: the rest of \
                      this minute's are not raised one by one (see the authentication failures \
                      in the audit trail and on /metrics)"
                 )),
-                BurstAlert::Skip => continue,
+                BurstAlert::Past => continue,
             }
             let mut alert = Alert::new(AlertCode::AuthFailureBurst, burst.subject.clone(), text);
             alert.tenant = event.tenant.clone();
@@ -343,11 +327,11 @@ mod tests {
         let budget = BurstAlertBudget::default();
         let t = Timestamp(1_000_000);
         for _ in 0..BURST_ALERTS_PER_MINUTE {
-            assert_eq!(budget.take(t), BurstAlert::Raise);
+            assert_eq!(budget.take(t), BurstAlert::Each);
         }
-        assert_eq!(budget.take(t), BurstAlert::RaiseLimitReached);
-        assert_eq!(budget.take(t), BurstAlert::Skip);
-        assert_eq!(budget.take(t.plus_millis(60_000)), BurstAlert::Raise);
+        assert_eq!(budget.take(t), BurstAlert::FirstPastLimit);
+        assert_eq!(budget.take(t), BurstAlert::Past);
+        assert_eq!(budget.take(t.plus_millis(60_000)), BurstAlert::Each);
     }
 
     #[test]

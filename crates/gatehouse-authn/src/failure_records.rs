@@ -12,7 +12,7 @@
 //! saying so. Failures that count toward a lockout (guesses) are always
 //! recorded: the lockout bounds them, and the burst alerts read them.
 
-use gatehouse_core::{RateLimiter, Timestamp};
+use gatehouse_core::{OneByOne, OneByOneLimit, Timestamp};
 
 /// Failures from one source (an IPv4 address, an IPv6 /64) recorded one by
 /// one in each minute.
@@ -21,30 +21,22 @@ pub const FAILURE_RECORDS_PER_MINUTE: u32 = 30;
 const WINDOW_MS: i64 = 60_000;
 const MAX_SOURCES: usize = 100_000;
 
-/// What to write for one authentication failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureRecord {
-    /// Its own record, as usual.
-    Record,
-    /// A record saying that further failures from its source this minute
-    /// are not recorded one by one (once per source and minute).
-    RecordLimitReached,
-    /// Nothing (counted in metrics only).
-    Skip,
-}
+/// What to write for one authentication failure: its own record
+/// (`Each`), a record saying that further failures from its source this
+/// minute are not recorded one by one (`FirstPastLimit`), or nothing
+/// (`Past`: counted in metrics only).
+pub type FailureRecord = OneByOne;
 
 #[derive(Debug)]
-pub struct FailureRecords {
-    each: RateLimiter,
-    limit_reached: RateLimiter,
-}
+pub struct FailureRecords(OneByOneLimit);
 
 impl Default for FailureRecords {
     fn default() -> Self {
-        FailureRecords {
-            each: RateLimiter::per_source(FAILURE_RECORDS_PER_MINUTE, WINDOW_MS, MAX_SOURCES),
-            limit_reached: RateLimiter::per_source(1, WINDOW_MS, MAX_SOURCES),
-        }
+        FailureRecords(OneByOneLimit::per_source(
+            FAILURE_RECORDS_PER_MINUTE,
+            WINDOW_MS,
+            MAX_SOURCES,
+        ))
     }
 }
 
@@ -52,15 +44,9 @@ impl FailureRecords {
     /// Takes one failure from `source` (`None`: no address to count by,
     /// always recorded).
     pub fn take(&self, source: Option<&str>, now: Timestamp) -> FailureRecord {
-        let Some(source) = source else {
-            return FailureRecord::Record;
-        };
-        if self.each.check(source, now) {
-            FailureRecord::Record
-        } else if self.limit_reached.check(source, now) {
-            FailureRecord::RecordLimitReached
-        } else {
-            FailureRecord::Skip
+        match source {
+            Some(source) => self.0.take(source, now),
+            None => OneByOne::Each,
         }
     }
 }
@@ -74,30 +60,27 @@ mod tests {
         let records = FailureRecords::default();
         let t = Timestamp(1_000_000);
         for _ in 0..FAILURE_RECORDS_PER_MINUTE {
-            assert_eq!(records.take(Some("192.0.2.1"), t), FailureRecord::Record);
+            assert_eq!(records.take(Some("192.0.2.1"), t), FailureRecord::Each);
         }
         assert_eq!(
             records.take(Some("192.0.2.1"), t),
-            FailureRecord::RecordLimitReached
+            FailureRecord::FirstPastLimit
         );
-        assert_eq!(records.take(Some("192.0.2.1"), t), FailureRecord::Skip);
+        assert_eq!(records.take(Some("192.0.2.1"), t), FailureRecord::Past);
         // Other sources, and requests without one, are not affected.
-        assert_eq!(records.take(Some("192.0.2.2"), t), FailureRecord::Record);
-        assert_eq!(records.take(None, t), FailureRecord::Record);
+        assert_eq!(records.take(Some("192.0.2.2"), t), FailureRecord::Each);
+        assert_eq!(records.take(None, t), FailureRecord::Each);
         // The same /64 is one source.
         for i in 0..FAILURE_RECORDS_PER_MINUTE {
             let address = format!("2001:db8::{:x}", i + 1);
-            assert_eq!(records.take(Some(&address), t), FailureRecord::Record);
+            assert_eq!(records.take(Some(&address), t), FailureRecord::Each);
         }
         assert_eq!(
             records.take(Some("2001:db8::ffff"), t),
-            FailureRecord::RecordLimitReached
+            FailureRecord::FirstPastLimit
         );
         // A minute later it starts over.
         let later = t.plus_millis(WINDOW_MS);
-        assert_eq!(
-            records.take(Some("192.0.2.1"), later),
-            FailureRecord::Record
-        );
+        assert_eq!(records.take(Some("192.0.2.1"), later), FailureRecord::Each);
     }
 }

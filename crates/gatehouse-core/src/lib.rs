@@ -30,7 +30,7 @@ pub use loopback::is_loopback_url;
 pub use peer::PeerAddr;
 pub use principal::{CredentialKind, CredentialRef, DEFAULT_TENANT, Principal, TaskGrant};
 pub use public_address::is_public;
-pub use rate_limit::{RateLimiter, retry_after_secs};
+pub use rate_limit::{OneByOne, OneByOneLimit, RateLimiter, retry_after_secs};
 pub use secret_cipher::{SEALED_PREFIX, SecretCipher, secret_binding};
 pub use secret_ref::{Secret, SecretError, SecretRef, TenantSecrets};
 pub use source::source_network;

@@ -168,6 +168,53 @@ fn evict_coldest(windows: &mut HashMap<String, Window>, n: usize) {
     }
 }
 
+/// What one more of something limited per window is: one of the first
+/// `limit` (handled one by one), the first past the limit (handled once,
+/// saying that the rest are not), or one of the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OneByOne {
+    Each,
+    FirstPastLimit,
+    Past,
+}
+
+/// Lets the first `limit` of each window through one by one and says so
+/// once when the limit is passed: audit records of refused requests per
+/// source, burst alerts per minute.
+#[derive(Debug)]
+pub struct OneByOneLimit {
+    each: RateLimiter,
+    first_past: RateLimiter,
+}
+
+impl OneByOneLimit {
+    /// Keys counted as given.
+    pub fn new(limit: u32, window_ms: i64, max_keys: usize) -> Self {
+        OneByOneLimit {
+            each: RateLimiter::new(limit, window_ms, max_keys),
+            first_past: RateLimiter::new(1, window_ms, max_keys),
+        }
+    }
+
+    /// Keys are addresses, counted by their network ([`source_network`]).
+    pub fn per_source(limit: u32, window_ms: i64, max_keys: usize) -> Self {
+        OneByOneLimit {
+            each: RateLimiter::per_source(limit, window_ms, max_keys),
+            first_past: RateLimiter::per_source(1, window_ms, max_keys),
+        }
+    }
+
+    pub fn take(&self, key: &str, now: Timestamp) -> OneByOne {
+        if self.each.check(key, now) {
+            OneByOne::Each
+        } else if self.first_past.check(key, now) {
+            OneByOne::FirstPastLimit
+        } else {
+            OneByOne::Past
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

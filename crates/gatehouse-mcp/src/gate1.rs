@@ -111,19 +111,19 @@ pub async fn authenticate(
             // that cost a caller nothing (no credential, a locked source)
             // are limited per source.
             let budget = if error.counts_toward_lockout() {
-                FailureRecord::Record
+                FailureRecord::Each
             } else {
                 authenticator
                     .failure_records()
                     .take(origin.source.as_deref(), now)
             };
             match budget {
-                FailureRecord::Record => {
+                FailureRecord::Each => {
                     audit
                         .record(failed.error(error.to_string()).build())
                         .await?;
                 }
-                FailureRecord::RecordLimitReached => {
+                FailureRecord::FirstPastLimit => {
                     let note = format!(
                         "{error}; more than {FAILURE_RECORDS_PER_MINUTE} authentication failures \
                          from this source within a minute: the rest of this minute's are counted \
@@ -131,7 +131,7 @@ pub async fn authenticate(
                     );
                     audit.record(failed.error(note).build()).await?;
                 }
-                FailureRecord::Skip => {}
+                FailureRecord::Past => {}
             }
             for lock in &new_locks {
                 let credential = match &lock.subject {

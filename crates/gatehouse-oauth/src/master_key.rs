@@ -80,6 +80,14 @@ impl MasterKey {
         }
     }
 
+    /// Whether this master key opens the stored signing key: the check a
+    /// command makes before it seals anything the servers must open.
+    pub fn opens(&self, record: &gatehouse_store::SigningKeyRecord) -> bool {
+        self.open(&record.sealed_pkcs8, record.kid.as_bytes())
+            .map(Zeroizing::new)
+            .is_ok()
+    }
+
     /// Reverses [`MasterKey::seal`]. A wrong key, wrong `aad`, any modified
     /// byte or a truncated input all fail with [`KeyError::Open`].
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, KeyError> {

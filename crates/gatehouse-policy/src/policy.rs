@@ -230,10 +230,15 @@ impl Policy {
     /// authorized under every reading): spelt otherwise (`?1`, `#a`,
     /// `%65`), a URI would otherwise fall under no entry's limit, or start
     /// a counter of its own each time.
-    pub fn rate_limits_for(&self, target: &Target<'_>) -> (Vec<RateLimit>, String) {
+    /// Nothing is allocated for a tool without a limit (every call asks).
+    pub fn rate_limits_for<'a>(
+        &self,
+        target: &Target<'a>,
+    ) -> (Vec<RateLimit>, std::borrow::Cow<'a, str>) {
+        let as_written = std::borrow::Cow::Borrowed(target.name);
         if target.kind != Kind::Resource {
             let limits = self.rate_limit_for(target).into_iter().collect();
-            return (limits, target.name.to_string());
+            return (limits, as_written);
         }
         let mut limits: Vec<RateLimit> = Vec::new();
         for reading in resource_readings::readings(target.name) {
@@ -247,7 +252,10 @@ impl Policy {
                 limits.push(limit);
             }
         }
-        (limits, resource_readings::canonical(target.name))
+        if limits.is_empty() {
+            return (limits, as_written);
+        }
+        (limits, resource_readings::canonical(target.name).into())
     }
 
     /// The per-role limit over all tools together. Not inherited: a role

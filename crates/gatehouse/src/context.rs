@@ -291,10 +291,7 @@ impl Context {
         let master = self.existing_master_key().context(
             "a signing key sealed now must open with the servers' master key, and there is none here",
         )?;
-        if !keys
-            .iter()
-            .any(|k| master.open(&k.sealed_pkcs8, k.kid.as_bytes()).is_ok())
-        {
+        if !keys.iter().any(|k| master.opens(k)) {
             bail!(
                 "the master key here opens none of the store's signing keys, so the servers could not \
                  use a key sealed with it; run this where the servers' master key is (or set \

@@ -34,9 +34,7 @@ async fn sealing_key(ctx: &Context, store: &dyn Store, tenant: &str) -> anyhow::
     let master = ctx
         .existing_master_key()
         .context("keys or secrets sealed under a master key are already stored, so the servers' master key is needed")?;
-    let opens_a_signing_key = signing_keys
-        .iter()
-        .any(|k| master.open(&k.sealed_pkcs8, k.kid.as_bytes()).is_ok());
+    let opens_a_signing_key = signing_keys.iter().any(|k| master.opens(k));
     let opens_a_secret = secrets
         .iter()
         .any(|(name, stored)| SecretCipher::open(&master, tenant, name, stored).is_ok());

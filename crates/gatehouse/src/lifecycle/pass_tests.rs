@@ -196,6 +196,16 @@ async fn pass(
     now: Timestamp,
 ) -> Vec<Applied> {
     let actions = plan(store, policy, master.is_some(), now).await.unwrap();
+    apply_planned(store, master, actions, now).await
+}
+
+/// Applies `actions` (planned earlier) at `now` with audit records.
+async fn apply_planned(
+    store: &Arc<dyn Store>,
+    master: Option<&MasterKey>,
+    actions: Vec<Action>,
+    now: Timestamp,
+) -> Vec<Applied> {
     let (audit, writer) = AuditLog::start(Arc::clone(store), None, false).unwrap();
     let signing = master.map(|master| SigningKeys { master });
     let alerts = Alerts::new(Arc::clone(store));
@@ -469,20 +479,7 @@ async fn a_credential_used_or_rotated_after_the_plan_is_not_revoked_by_it() {
                 .await
                 .unwrap()
         );
-        let (audit_log, writer) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
-        let applied = apply(
-            &store,
-            &audit_log,
-            &Alerts::new(Arc::clone(&store)),
-            None,
-            actions,
-            now,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-        drop(audit_log);
-        writer.wait().await;
+        let applied = apply_planned(&store, None, actions, now).await;
         assert!(
             applied
                 .iter()
@@ -524,20 +521,7 @@ async fn a_busy_key_past_its_maximum_age_is_revoked_all_the_same() {
                 .any(|a| a.step.code() == REVOKED_MAX_AGE && a.subject.id == "busy")
         );
         store.touch_api_key("busy", now).await.unwrap();
-        let (audit_log, writer) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
-        apply(
-            &store,
-            &audit_log,
-            &Alerts::new(Arc::clone(&store)),
-            None,
-            actions,
-            now,
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-        drop(audit_log);
-        writer.wait().await;
+        apply_planned(&store, None, actions, now).await;
         assert!(store.api_key("busy").await.unwrap().unwrap().is_revoked());
     })
     .await;

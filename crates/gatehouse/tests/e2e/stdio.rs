@@ -70,6 +70,47 @@ fn spawn_with_key(server: &Server, key: &str, stderr: Stdio) -> std::process::Ch
 }
 
 /// `initialize` declaring `task` in its `_meta`.
+/// A `gatehouse stdio` child with `key`, initialized (its stdin kept open:
+/// dropping it would end the connection).
+fn initialized(server: &Server, key: &str) -> (std::process::Child, std::process::ChildStdin) {
+    let mut child = spawn_with_key(server, key, Stdio::piped());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for m in handshake() {
+        writeln!(stdin, "{m}").unwrap();
+    }
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("\"result\""), "{line}");
+    (child, stdin)
+}
+
+/// Waits up to `tenths` tenths of a second for `child` to end with a
+/// failure status (killing it and failing with `why` otherwise); its stderr.
+fn failed_within(child: &mut std::process::Child, tenths: u32, why: &str) -> String {
+    let mut status = None;
+    for _ in 0..tenths {
+        if let Some(exited) = child.try_wait().unwrap() {
+            status = Some(exited);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("{why}");
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
+}
+
 fn initialize_with_task(task: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "e2e", "version": "1"},
@@ -169,37 +210,14 @@ async fn stdio_checks_the_key_on_every_request() {
 async fn a_revoked_key_ends_the_stdio_connection() {
     let server = Server::start(None);
     let (id, key) = server.create_key("local", "reader", &[]);
-    let mut child = spawn_with_key(&server, &key, Stdio::piped());
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    for m in handshake() {
-        writeln!(stdin, "{m}").unwrap();
-    }
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert!(line.contains("\"result\""), "{line}");
+    let (mut child, stdin) = initialized(&server, &key);
     server.cli_json(&["keys", "revoke", &id]);
     // stdin stays open: only the revocation can end the process.
-    let mut status = None;
-    for _ in 0..600 {
-        if let Some(exited) = child.try_wait().unwrap() {
-            status = Some(exited);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let Some(status) = status else {
-        let _ = child.kill();
-        panic!("the stdio connection outlived its revoked key");
-    };
-    assert!(!status.success());
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = failed_within(
+        &mut child,
+        600,
+        "the stdio connection outlived its revoked key",
+    );
     assert!(stderr.contains("no longer holds (revoked)"), "{stderr}");
     drop(stdin);
     let records = server.audit(&["--principal", &id]);
@@ -220,36 +238,13 @@ async fn a_revoked_key_ends_the_stdio_connection() {
 async fn a_stdio_connection_ends_when_its_rotated_keys_overlap_ends() {
     let server = Server::start(None);
     let (id, key) = server.create_key("local", "reader", &[]);
-    let mut child = spawn_with_key(&server, &key, Stdio::piped());
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    for m in handshake() {
-        writeln!(stdin, "{m}").unwrap();
-    }
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert!(line.contains("\"result\""), "{line}");
+    let (mut child, stdin) = initialized(&server, &key);
     server.cli_json(&["keys", "rotate", &id, "--overlap", "2s"]);
-    let mut status = None;
-    for _ in 0..300 {
-        if let Some(exited) = child.try_wait().unwrap() {
-            status = Some(exited);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let Some(status) = status else {
-        let _ = child.kill();
-        panic!("the stdio connection outlived its rotated key's overlap");
-    };
-    assert!(!status.success());
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = failed_within(
+        &mut child,
+        300,
+        "the stdio connection outlived its rotated key's overlap",
+    );
     assert!(stderr.contains("expired"), "{stderr}");
     drop(stdin);
 }
