@@ -167,16 +167,7 @@ pub const MAX_RECORDED_STRING_BYTES: usize = 16 * 1024;
 /// `text`, cut at [`MAX_RECORDED_STRING_BYTES`] (on a character boundary)
 /// with what was left out said.
 fn shortened(mut text: String) -> String {
-    if text.len() <= MAX_RECORDED_STRING_BYTES {
-        return text;
-    }
-    let mut cut = MAX_RECORDED_STRING_BYTES;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let left_out = text.len() - cut;
-    text.truncate(cut);
-    text.push_str(&format!("… [{left_out} more bytes not recorded]"));
+    gatehouse_core::cut_text(&mut text, MAX_RECORDED_STRING_BYTES);
     text
 }
 

@@ -464,14 +464,14 @@ fn write_batches(
         for job in jobs.drain(..) {
             match job {
                 Job::Record { mut event, ack } => {
-                    event.replace_nul();
+                    event.make_storable();
                     chain.link(&mut event);
                     batch.push(event);
                     acks.extend(ack);
                 }
                 Job::Records { events, ack } => {
                     for mut event in events {
-                        event.replace_nul();
+                        event.make_storable();
                         chain.link(&mut event);
                         batch.push(event);
                     }

@@ -192,18 +192,42 @@ pub struct AuditEvent {
 /// symbol for it.
 pub const NUL_SHOWN_AS: char = '\u{2400}';
 
+/// The longest text a record keeps of any one field (a tool name, a user
+/// name, an error; arguments have their own bound, in the audit crate's
+/// redactor). Callers choose much of what a record holds: a user name
+/// typed at the login page, a grant type or client id at the token
+/// endpoint, a tool name were stored whole, so a request of a megabyte
+/// (the body limit) made a record of two.
+pub const MAX_RECORDED_TEXT_BYTES: usize = 4 * 1024;
+
+/// `text`, cut at `max` bytes (on a character boundary) with what was
+/// left out said; unchanged when it fits.
+pub fn cut_text(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let left_out = text.len() - cut;
+    text.truncate(cut);
+    text.push_str(&format!("… [{left_out} more bytes not recorded]"));
+}
+
 impl AuditEvent {
-    /// Replaces every NUL character (U+0000) in the record's texts and
-    /// arguments (keys and strings) with [`NUL_SHOWN_AS`].
+    /// Makes the record storable by every sink, the same in each:
+    /// - every NUL character (U+0000) in its texts and arguments (keys and
+    ///   strings) becomes [`NUL_SHOWN_AS`]: PostgreSQL can store no NUL in
+    ///   a text or JSON column, and one such record failed the whole batch
+    ///   it was written in, and with it other callers' records and calls;
+    /// - every text field is cut at [`MAX_RECORDED_TEXT_BYTES`].
     ///
-    /// Callers choose much of what a record holds (a user name typed at
-    /// the login page, a tool name, arguments), and PostgreSQL can store
-    /// no NUL in a text or JSON column: one such record failed the whole
-    /// batch it was written in, and with it other callers' records and
-    /// calls. The writer applies this to every record before it is hashed,
-    /// so every sink holds the same text and the chain still verifies.
-    pub fn replace_nul(&mut self) {
+    /// The writer applies this to every record before it is hashed, so
+    /// every sink holds the same text and the chain still verifies.
+    pub fn make_storable(&mut self) {
         replace_nul(&mut self.id);
+        cut_text(&mut self.id, MAX_RECORDED_TEXT_BYTES);
         for text in [
             &mut self.tenant,
             &mut self.human,
@@ -223,6 +247,7 @@ impl AuditEvent {
         .flatten()
         {
             replace_nul(text);
+            cut_text(text, MAX_RECORDED_TEXT_BYTES);
         }
         if let Some(arguments) = &mut self.arguments {
             replace_nul_in_value(arguments);
@@ -288,6 +313,48 @@ mod tests {
     }
 
     #[test]
+    fn every_text_field_is_cut_at_the_bound() {
+        let long = "é".repeat(MAX_RECORDED_TEXT_BYTES);
+        let mut event = AuditEvent {
+            id: "id".into(),
+            ts: crate::Timestamp(1),
+            kind: AuditKind::Authentication,
+            tenant: None,
+            human: Some(long.clone()),
+            agent: Some(long.clone()),
+            credential: None,
+            session: None,
+            source: None,
+            tool: Some("short".into()),
+            arguments: None,
+            args_sha256: None,
+            approval: None,
+            decision: None,
+            reason: None,
+            outcome: Outcome::Failure,
+            error: Some(long.clone()),
+            latency_us: None,
+            result_bytes: None,
+            request_id: None,
+            link: None,
+        };
+        event.make_storable();
+        for text in [&event.human, &event.agent, &event.error] {
+            let text = text.as_deref().unwrap();
+            assert!(text.len() < MAX_RECORDED_TEXT_BYTES + 64, "{}", text.len());
+            assert!(
+                text.ends_with(&format!(
+                    "… [{} more bytes not recorded]",
+                    long.len() - MAX_RECORDED_TEXT_BYTES
+                )),
+                "{}",
+                &text[text.len() - 50..]
+            );
+        }
+        assert_eq!(event.tool.as_deref(), Some("short"));
+    }
+
+    #[test]
     fn nul_characters_are_replaced_everywhere_callers_reach() {
         let mut event = AuditEvent {
             id: "id".into(),
@@ -312,7 +379,7 @@ mod tests {
             request_id: None,
             link: None,
         };
-        event.replace_nul();
+        event.make_storable();
         let text = serde_json::to_string(&event).unwrap();
         assert!(!text.contains("\\u0000"), "{text}");
         assert_eq!(event.human.as_deref(), Some("a\u{2400}b"));

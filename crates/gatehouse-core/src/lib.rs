@@ -21,7 +21,7 @@ pub mod secret_ref;
 pub mod source;
 pub mod trusted_proxies;
 
-pub use audit::{AuditEvent, AuditKind, ChainLink, Outcome};
+pub use audit::{AuditEvent, AuditKind, ChainLink, MAX_RECORDED_TEXT_BYTES, Outcome, cut_text};
 pub use clock::{Clock, FixedClock, SystemClock, Timestamp};
 pub use display_text::{escape_for_display, escape_json_for_display, is_unsafe_to_show};
 pub use json_len::json_len;

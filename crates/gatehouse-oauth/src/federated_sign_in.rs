@@ -117,7 +117,8 @@ impl AuthorizationServer {
         .decision("deny")
         .reason(reason)
         .build();
-        self.record(event).await
+        // Anyone can call the callback, with or without a pending sign-in.
+        self.record_refusal(event, now).await
     }
 
     /// Where `provider` sends the browser back.

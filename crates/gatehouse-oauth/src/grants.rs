@@ -157,6 +157,13 @@ impl AuthorizationServer {
         }
         if let Err(e) = result {
             event = event.error(format!("{}: {e}", attempt.grant_type));
+            // A refusal that reached no grant (an unknown client, a bad
+            // secret, an unknown code or refresh token) costs its sender
+            // nothing: recorded within the source's budget. One about a
+            // grant (a reused refresh token revokes it) is always recorded.
+            if attempt.grant_id.is_none() && attempt.human.is_none() {
+                return self.record_refusal(event.build(), now).await;
+            }
         }
         self.record(event.build()).await
     }

@@ -51,14 +51,14 @@ impl AuthorizationServer {
         if let Some(source) = &source
             && !self.login_attempts.check(source, now)
         {
-            self.audit_login(&username, "rate_limited", false, Some(source.clone()), now)
+            self.audit_login_refusal(&username, "rate_limited", Some(source.clone()), now)
                 .await?;
             return Err(LoginError::RateLimited);
         }
         // No user can have such a name (`users add` refuses them), and
         // printed raw it would forge lines in the audit output.
         if username.chars().any(gatehouse_core::is_unsafe_to_show) {
-            self.audit_login(&username, "invalid_username", false, source, now)
+            self.audit_login_refusal(&username, "invalid_username", source, now)
                 .await?;
             return Err(LoginError::Invalid);
         }
@@ -89,12 +89,12 @@ impl AuthorizationServer {
         .map_err(unavailable)?;
         match attempt {
             None => {
-                self.audit_login(&username, "rate_limited", false, source, now)
+                self.audit_login_refusal(&username, "rate_limited", source, now)
                     .await?;
                 Err(LoginError::RateLimited)
             }
             Some(Attempt::Locked(lock)) => {
-                self.audit_login(&username, lock.reason(), false, source, now)
+                self.audit_login_refusal(&username, lock.reason(), source, now)
                     .await?;
                 Err(LoginError::Locked(lock))
             }
@@ -132,6 +132,26 @@ impl AuthorizationServer {
                 Err(LoginError::Invalid)
             }
         }
+    }
+
+    /// A sign-in refused before any password was checked (nothing counted
+    /// toward a lockout): recorded within the source's budget
+    /// ([`AuthorizationServer::record_refusal`]).
+    async fn audit_login_refusal(
+        &self,
+        username: &str,
+        reason: &str,
+        source: Option<String>,
+        now: Timestamp,
+    ) -> Result<(), OAuthError> {
+        let event = EventBuilder::new(AuditKind::Authentication, Outcome::Failure, now)
+            .human(username)
+            .source(source)
+            .tool("oauth/login")
+            .decision("deny")
+            .reason(reason)
+            .build();
+        self.record_refusal(event, now).await
     }
 
     pub(crate) async fn audit_login(

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use gatehouse_audit::{AuditLog, EventBuilder};
 use gatehouse_authn::{
-    Authenticator, AuthnError, KEY_PREFIX, MAX_ACCESS_TOKEN_LIFETIME_SECS, Pepper,
-    REPLACED_KEY_TRUST_MS,
+    Authenticator, AuthnError, FAILURE_RECORDS_PER_MINUTE, KEY_PREFIX,
+    MAX_ACCESS_TOKEN_LIFETIME_SECS, Pepper, REPLACED_KEY_TRUST_MS,
 };
 use gatehouse_authz::SharedPolicy;
 use gatehouse_core::{AuditEvent, AuditKind, DEFAULT_TENANT, LastUse, Outcome, Timestamp};
@@ -639,6 +639,42 @@ impl AuthorizationServer {
 
     pub(crate) async fn record(&self, event: AuditEvent) -> Result<(), OAuthError> {
         self.audit.record(event).await.map_err(unavailable)
+    }
+
+    /// Records a refusal that cost its sender nothing (no guess counted
+    /// toward a lockout: a sign-in past the address's limit, a malformed
+    /// name, a locked name, a callback without a pending sign-in, a token
+    /// request that reached no grant). Such refusals share gate 1's budget
+    /// per source: the first `FAILURE_RECORDS_PER_MINUTE` a minute are
+    /// recorded one by one, the next one says that the rest are not, and
+    /// the rest are not. Without it, one address wrote a durable record per
+    /// request for as long as it liked, and every call waited behind them
+    /// in the audit queue.
+    pub(crate) async fn record_refusal(
+        &self,
+        mut event: AuditEvent,
+        now: Timestamp,
+    ) -> Result<(), OAuthError> {
+        match self
+            .authenticator
+            .failure_records()
+            .take(event.source.as_deref(), now)
+        {
+            gatehouse_core::OneByOne::Each => self.record(event).await,
+            gatehouse_core::OneByOne::FirstPastLimit => {
+                let note = format!(
+                    "more than {FAILURE_RECORDS_PER_MINUTE} refused requests from this source \
+                     within a minute: the rest of this minute's are not recorded one by one"
+                );
+                // The note first: a long error is cut at the record's bound.
+                event.error = Some(match event.error.take() {
+                    Some(error) => format!("{note}; {error}"),
+                    None => note,
+                });
+                self.record(event).await
+            }
+            gatehouse_core::OneByOne::Past => Ok(()),
+        }
     }
 
     /// A client by id: a stored one (operator or dynamic), or a Client ID

@@ -304,6 +304,63 @@ async fn a_flood_of_failures_from_one_source_is_not_recorded_one_by_one() {
     assert_eq!(tools_list(&server, Some(&admin)).await.0, 200);
 }
 
+/// The authorization server's own refusals that cost nothing to send (a
+/// token request that reaches no grant, a callback from an identity
+/// provider without a pending sign-in) were one durable record each,
+/// without limit, and held what the caller sent whole: a megabyte of
+/// `grant_type` made a record of two. They now share gate 1's budget per
+/// source, and every text field of a record is cut at 4 KiB.
+#[tokio::test]
+async fn the_authorization_servers_cheap_refusals_are_bounded_in_number_and_size() {
+    let server = Server::start(None);
+    let huge = "g".repeat(200_000);
+    for _ in 0..40 {
+        let (status, _, body) = super::oauth::token_request(
+            &server,
+            &[("grant_type", &huge), ("client_id", &huge)],
+            None,
+        )
+        .await;
+        assert!((400..500).contains(&status), "{status} {body}");
+    }
+    let provider = "p".repeat(20_000);
+    for _ in 0..10 {
+        let response = server
+            .http
+            .get(format!(
+                "{}/oauth/federated/{provider}/callback",
+                server.base
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{}", response.status());
+    }
+    let records = server.audit(&["--kind", "authentication", "--outcome", "failure"]);
+    let refused: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["tool"] == "oauth/token" || r["tool"] == "oauth/login")
+        .collect();
+    // 30 and the one that says so (more only if a minute passed meanwhile).
+    assert!((31..50).contains(&refused.len()), "{}", refused.len());
+    assert!(
+        refused.iter().any(|r| r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not recorded one by one"))),
+        "no record says the rest are not recorded"
+    );
+    for record in &refused {
+        let size = record.to_string().len();
+        assert!(size < 3 * 5 * 1024, "a record of {size} bytes");
+    }
+    assert!(
+        refused.iter().any(|r| r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("more bytes not recorded"))),
+        "the grant type was not cut"
+    );
+}
+
 /// A client-credentials access token from the server.
 async fn client_token(server: &Server) -> String {
     let client = server.cli_json(&["clients", "create", "--name", "bot", "--role", "reader"]);
