@@ -104,6 +104,20 @@ impl Principal {
         key
     }
 
+    /// Who owns the sessions this principal starts: the principal, and for
+    /// a task token also its task grant. A task token carries its base
+    /// credential's person and agent, so without the grant it could use
+    /// (resume, cancel, answer, end) its base's sessions and those of its
+    /// base's other task tokens, none of which its grant narrows.
+    pub fn session_owner_key(&self) -> String {
+        let mut key = self.subject_key();
+        if let Some(task) = &self.task {
+            key.push_str("\u{1f}task\u{1f}");
+            key.push_str(&task.id);
+        }
+        key
+    }
+
     /// Who a per-caller rate limit counts: the person, across every agent
     /// (OAuth client, key) acting for them; else the principal itself. A
     /// person who registers another client (open to anyone) would
@@ -184,6 +198,28 @@ mod tests {
             three.subject_key(),
             "default\u{1f}victim@corp.example\u{1f}vscode"
         );
+    }
+
+    /// A task token carries its base's person and agent: its sessions are
+    /// its own, and those of another grant of the same base are not.
+    #[test]
+    fn a_task_tokens_sessions_are_owned_apart_from_its_base() {
+        let base = principal("default", Some("alice"), "ghc_desktop");
+        let grant = |id: &str| TaskGrant {
+            id: id.into(),
+            task: "research".into(),
+            tools: vec!["whoami".into()],
+            expires_at: crate::Timestamp(1),
+            issued_at: None,
+        };
+        let mut one = base.clone();
+        one.task = Some(grant("tg_1"));
+        let mut two = base.clone();
+        two.task = Some(grant("tg_2"));
+        assert_eq!(base.subject_key(), one.subject_key());
+        assert_ne!(base.session_owner_key(), one.session_owner_key());
+        assert_ne!(one.session_owner_key(), two.session_owner_key());
+        assert_eq!(base.session_owner_key(), base.subject_key());
     }
 
     #[test]

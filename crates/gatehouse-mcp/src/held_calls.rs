@@ -50,6 +50,10 @@ pub(crate) struct Owner {
     tenant: String,
     credential: String,
     agent: String,
+    /// A task token's grant: its credential id is its base's, so without
+    /// it a task token could resume its base's held calls (and the other
+    /// way round).
+    task: Option<String>,
 }
 
 impl Owner {
@@ -58,6 +62,7 @@ impl Owner {
             tenant: principal.tenant.clone(),
             credential: principal.credential.id.clone(),
             agent: principal.agent.clone(),
+            task: principal.task.as_ref().map(|t| t.id.clone()),
         }
     }
 }

@@ -242,7 +242,9 @@ async fn may_start_session(
     caller: &Caller,
     id: &Value,
 ) -> Result<(), NotAdmitted> {
-    let subject = caller.principal.subject_key();
+    // Counted against the person, across every client acting for them:
+    // registering clients is open to anyone, and each had budgets of its own.
+    let subject = caller.principal.limit_key();
     let now = state.gateway.clock().now();
     let refusal = match state.session_starts.attempt(&subject, now) {
         Err(wait_ms) => Refusal::SessionStartsLimited {

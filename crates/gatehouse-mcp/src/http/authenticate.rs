@@ -89,7 +89,8 @@ pub async fn authenticate(
     // Authentication runs on every request (sessions are not credentials);
     // the session must also belong to this principal. Every session Gatehouse
     // created is bound, so an unbound id is unknown or expired.
-    let subject = principal.subject_key();
+    let owner = principal.session_owner_key();
+    let counted_as = principal.limit_key();
     let caller = Caller {
         principal: Arc::new(principal),
         session: session.clone(),
@@ -106,7 +107,7 @@ pub async fn authenticate(
             .ok()
             .flatten();
         let presented = credential.map(|c| (c, &caller.principal));
-        match state.sessions.check(id, &subject, presented) {
+        match state.sessions.check(id, &owner, presented) {
             SessionCheck::Owned(grant) => {
                 if let Some(grant) = grant {
                     request.extensions_mut().insert(SessionGrant(grant));
@@ -143,7 +144,7 @@ pub async fn authenticate(
                 .extensions()
                 .get::<DeclaredTask>()
                 .map(|d| d.0.clone());
-            let bound = state.sessions.bind(&created, &subject, grant);
+            let bound = state.sessions.bind(&created, &owner, &counted_as, grant);
             end_forgotten_sessions(&state);
             if let Err(refused) = bound {
                 // Unbound, the session would be unreachable but alive.
@@ -173,7 +174,16 @@ pub async fn authenticate(
             *ended.status_mut() = StatusCode::NO_CONTENT;
             return ended;
         }
-        (Some(unknown), _) if response.status() == StatusCode::NOT_FOUND => {
+        // rmcp answers 404 for a session it no longer has, and also for
+        // an unknown method of a request it serves statelessly (a
+        // 2026-07-28 request ignores the session id it names). Unbinding a
+        // session the SDK still holds would leave it alive, uncounted and
+        // unchecked when credentials change: only a session the SDK let go
+        // is unbound.
+        (Some(unknown), _)
+            if response.status() == StatusCode::NOT_FOUND
+                && !state.sdk_sessions.holds(unknown).await =>
+        {
             state.sessions.unbind(unknown);
         }
         _ => {}

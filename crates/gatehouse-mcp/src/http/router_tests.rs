@@ -190,6 +190,43 @@ async fn concurrent_initializes_past_the_cap_leave_no_sdk_session_behind() {
     assert_eq!(sdk.count().await, 2);
 }
 
+/// A 2026-07-28 request that names a session is served statelessly by the
+/// SDK, and an unknown method is answered 404 there. That 404 once
+/// unbound a session the SDK still held: alive, no longer counted
+/// against the caps, and no longer checked when credentials change.
+#[tokio::test]
+async fn a_stateless_404_naming_a_live_session_does_not_detach_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (router, sdk) = app(dir.path(), 100, 1).await;
+    let (status, session, _) = initialize(&router).await;
+    assert_eq!(status, 200);
+    let session = session.unwrap();
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "x/none", "params": {"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}
+    }}});
+    let response = router
+        .clone()
+        .oneshot(
+            Request::post("/mcp")
+                .header("host", "127.0.0.1")
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "x/none")
+                .header("mcp-session-id", &session)
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 404);
+    // Still bound, so still counted: a second session is refused.
+    let (status, _, body) = initialize(&router).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(sdk.count().await, 1);
+}
+
 /// Readiness fails when the store does not answer (gate 1 would refuse
 /// every request), and says which check failed.
 #[tokio::test]

@@ -38,7 +38,11 @@ pub const MAX_SESSIONS: usize = 100_000;
 pub const MAX_SESSIONS_PER_PRINCIPAL: usize = 16;
 
 struct Binding {
-    subject: String,
+    /// Who may use the session (`Principal::session_owner_key`).
+    owner: String,
+    /// Whose cap the session counts against (`Principal::limit_key`: the
+    /// person, across every client acting for them).
+    counted_as: String,
     last_seen: Instant,
     grant: Option<TaskGrant>,
     /// When a request of the session last went to the SDK.
@@ -86,10 +90,10 @@ impl Table {
         if let Some(lane) = &binding.lane {
             lane.cancel_all();
         }
-        if let Some(sessions) = self.by_subject.get_mut(&binding.subject) {
+        if let Some(sessions) = self.by_subject.get_mut(&binding.counted_as) {
             sessions.remove(session);
             if sessions.is_empty() {
-                self.by_subject.remove(&binding.subject);
+                self.by_subject.remove(&binding.counted_as);
             }
         }
     }
@@ -216,13 +220,14 @@ impl SessionBindings {
         self.table.lock().ok()
     }
 
-    /// What `session` means for `subject`. For its owner, notes the
-    /// credential the request presented, with its principal (a client
-    /// refreshes its token: the newest counts; copied only when it changed).
+    /// What `session` means for `owner` (`Principal::session_owner_key`).
+    /// For its owner, notes the credential the request presented, with its
+    /// principal (a client refreshes its token: the newest counts; copied
+    /// only when it changed).
     pub fn check(
         &self,
         session: &str,
-        subject: &str,
+        owner: &str,
         presented: Option<(&str, &Arc<Principal>)>,
     ) -> SessionCheck {
         let Some(mut table) = self.table() else {
@@ -230,7 +235,7 @@ impl SessionBindings {
         };
         match table.bindings.get_mut(session) {
             None => SessionCheck::Unbound,
-            Some(b) if b.subject == subject => {
+            Some(b) if b.owner == owner => {
                 b.last_seen = Instant::now();
                 if let Some((credential, principal)) = presented {
                     note(b, credential, principal);
@@ -241,13 +246,14 @@ impl SessionBindings {
         }
     }
 
-    /// Whether `subject` may start a session now, asked before the SDK makes
-    /// one. `bind` asks again: two requests may pass this at once.
-    pub fn may_start(&self, subject: &str) -> Result<(), SessionRefusal> {
+    /// Whether `counted_as` (`Principal::limit_key`) may start a session
+    /// now, asked before the SDK makes one. `bind` asks again: two requests
+    /// may pass this at once.
+    pub fn may_start(&self, counted_as: &str) -> Result<(), SessionRefusal> {
         let Some(mut table) = self.table() else {
             return Err(SessionRefusal::TableFull);
         };
-        self.room_for(&mut table, subject)
+        self.room_for(&mut table, counted_as)
     }
 
     fn room_for(&self, table: &mut Table, subject: &str) -> Result<(), SessionRefusal> {
@@ -266,23 +272,26 @@ impl SessionBindings {
         Ok(())
     }
 
-    /// Binds a session the SDK has just created; on a refusal the caller
-    /// must end the SDK's session.
+    /// Binds a session the SDK has just created to its `owner`, counted
+    /// against `counted_as`'s cap; on a refusal the caller must end the
+    /// SDK's session.
     pub fn bind(
         &self,
         session: &str,
-        subject: &str,
+        owner: &str,
+        counted_as: &str,
         grant: Option<TaskGrant>,
     ) -> Result<(), SessionRefusal> {
         let Some(mut table) = self.table() else {
             return Err(SessionRefusal::TableFull);
         };
-        self.room_for(&mut table, subject)?;
+        self.room_for(&mut table, counted_as)?;
         table.remove(session);
         table.bindings.insert(
             session.to_string(),
             Binding {
-                subject: subject.to_string(),
+                owner: owner.to_string(),
+                counted_as: counted_as.to_string(),
                 last_seen: Instant::now(),
                 grant,
                 sdk_seen: Instant::now(),
@@ -292,7 +301,7 @@ impl SessionBindings {
         );
         table
             .by_subject
-            .entry(subject.to_string())
+            .entry(counted_as.to_string())
             .or_default()
             .insert(session.to_string());
         Ok(())
@@ -406,8 +415,8 @@ mod tests {
     #[test]
     fn the_newest_credential_a_session_presented_is_kept() {
         let b = bindings(10, 10);
-        b.bind("s1", "alice", None).unwrap();
-        b.bind("s2", "alice", None).unwrap();
+        b.bind("s1", "alice", "alice", None).unwrap();
+        b.bind("s2", "alice", "alice", None).unwrap();
         let principal = Arc::new(Principal {
             tenant: "default".into(),
             human: None,
@@ -440,7 +449,7 @@ mod tests {
     fn a_session_belongs_to_its_creator() {
         let bindings = bindings(10, 10);
         assert_eq!(bindings.check("s1", "alice", None), SessionCheck::Unbound);
-        assert_eq!(bindings.bind("s1", "alice", None), Ok(()));
+        assert_eq!(bindings.bind("s1", "alice", "alice", None), Ok(()));
         assert_eq!(
             bindings.check("s1", "alice", None),
             SessionCheck::Owned(None)
@@ -460,7 +469,10 @@ mod tests {
             expires_at: gatehouse_core::Timestamp(1),
             issued_at: None,
         };
-        assert_eq!(bindings.bind("s1", "alice", Some(grant.clone())), Ok(()));
+        assert_eq!(
+            bindings.bind("s1", "alice", "alice", Some(grant.clone())),
+            Ok(())
+        );
         assert_eq!(
             bindings.check("s1", "alice", None),
             SessionCheck::Owned(Some(grant))
@@ -470,25 +482,44 @@ mod tests {
     #[test]
     fn each_principal_has_its_own_cap_and_ending_a_session_frees_a_slot() {
         let bindings = bindings(10, 2);
-        assert_eq!(bindings.bind("a1", "alice", None), Ok(()));
-        assert_eq!(bindings.bind("a2", "alice", None), Ok(()));
+        assert_eq!(bindings.bind("a1", "alice", "alice", None), Ok(()));
+        assert_eq!(bindings.bind("a2", "alice", "alice", None), Ok(()));
         let full = Err(SessionRefusal::PrincipalFull { limit: 2 });
         assert_eq!(bindings.may_start("alice"), full);
-        assert_eq!(bindings.bind("a3", "alice", None), full);
+        assert_eq!(bindings.bind("a3", "alice", "alice", None), full);
         assert_eq!(bindings.check("a3", "alice", None), SessionCheck::Unbound);
         assert_eq!(bindings.may_start("bob"), Ok(()));
-        assert_eq!(bindings.bind("b1", "bob", None), Ok(()));
+        assert_eq!(bindings.bind("b1", "bob", "bob", None), Ok(()));
         bindings.unbind("a1");
-        assert_eq!(bindings.bind("a3", "alice", None), Ok(()));
+        assert_eq!(bindings.bind("a3", "alice", "alice", None), Ok(()));
+    }
+
+    /// Sessions are owned by the principal (with its task grant) and
+    /// counted against the person: another client of the same person is
+    /// not the owner, and takes from the same cap.
+    #[test]
+    fn a_session_is_owned_by_its_principal_and_counted_against_its_person() {
+        let bindings = bindings(100, 2);
+        assert_eq!(bindings.bind("d1", "alice/desktop", "alice", None), Ok(()));
+        assert_eq!(
+            bindings.check("d1", "alice/desktop/task", None),
+            SessionCheck::Foreign
+        );
+        assert_eq!(bindings.bind("v1", "alice/vscode", "alice", None), Ok(()));
+        assert_eq!(
+            bindings.bind("i1", "alice/inspector", "alice", None),
+            Err(SessionRefusal::PrincipalFull { limit: 2 })
+        );
+        assert_eq!(bindings.may_start("bob"), Ok(()));
     }
 
     #[test]
     fn the_whole_table_is_capped_too() {
         let bindings = bindings(2, 5);
-        assert_eq!(bindings.bind("a1", "alice", None), Ok(()));
-        assert_eq!(bindings.bind("b1", "bob", None), Ok(()));
+        assert_eq!(bindings.bind("a1", "alice", "alice", None), Ok(()));
+        assert_eq!(bindings.bind("b1", "bob", "bob", None), Ok(()));
         assert_eq!(
-            bindings.bind("c1", "carol", None),
+            bindings.bind("c1", "carol", "carol", None),
             Err(SessionRefusal::TableFull)
         );
     }
@@ -502,7 +533,7 @@ mod tests {
         let bindings = bindings(10, 10);
         bindings.open_lane("s1", lane());
         assert!(bindings.lane("s1").is_none(), "no binding, no lane");
-        assert_eq!(bindings.bind("s1", "alice", None), Ok(()));
+        assert_eq!(bindings.bind("s1", "alice", "alice", None), Ok(()));
         assert!(bindings.lane("s1").is_none(), "not opened yet");
         bindings.open_lane("s1", lane());
         let open = bindings.lane("s1").unwrap();
@@ -519,7 +550,7 @@ mod tests {
     #[test]
     fn the_sdk_is_shown_a_session_once_per_eighth_of_the_idle_timeout() {
         let bindings = bindings(10, 10);
-        assert_eq!(bindings.bind("s1", "alice", None), Ok(()));
+        assert_eq!(bindings.bind("s1", "alice", "alice", None), Ok(()));
         // Just bound (the SDK saw its `initialize`): not due.
         assert!(!bindings.touch_due("s1"));
         assert!(!bindings.touch_due("unknown"));
@@ -528,7 +559,7 @@ mod tests {
             max_total: 10,
             max_per_principal: 10,
         });
-        assert_eq!(quick.bind("s1", "alice", None), Ok(()));
+        assert_eq!(quick.bind("s1", "alice", "alice", None), Ok(()));
         assert!(quick.touch_due("s1"));
     }
 
@@ -539,9 +570,9 @@ mod tests {
             max_total: 10,
             max_per_principal: 1,
         });
-        assert_eq!(bindings.bind("a1", "alice", None), Ok(()));
+        assert_eq!(bindings.bind("a1", "alice", "alice", None), Ok(()));
         // Idle at once: forgotten when alice starts another.
-        assert_eq!(bindings.bind("a2", "alice", None), Ok(()));
+        assert_eq!(bindings.bind("a2", "alice", "alice", None), Ok(()));
         assert_eq!(bindings.check("a1", "alice", None), SessionCheck::Unbound);
         // And handed over to be ended in the SDK, once.
         assert_eq!(bindings.take_forgotten(), ["a1"]);

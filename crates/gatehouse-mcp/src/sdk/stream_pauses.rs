@@ -222,6 +222,16 @@ impl SdkSessions {
         }
     }
 
+    /// Whether the SDK still holds the session.
+    pub(crate) async fn holds(&self, id: &str) -> bool {
+        self.0
+            .inner
+            .sessions
+            .read()
+            .await
+            .contains_key(&SessionId::from(id))
+    }
+
     /// Sessions the SDK holds (for tests).
     #[cfg(test)]
     pub async fn count(&self) -> usize {

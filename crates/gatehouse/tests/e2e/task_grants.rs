@@ -430,3 +430,63 @@ async fn guessing_subject_tokens_locks_the_source_like_any_credential() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// A task token carries its base key's person and agent. It once owned
+/// its base's sessions: a sub-agent given only the narrowed token could
+/// resume, cancel, answer or end them (none of which its grant narrows).
+/// Now a base's session is another principal's to it, and the other way
+/// round.
+#[tokio::test]
+async fn a_task_token_cannot_use_its_base_keys_session_nor_the_reverse() {
+    let server = Server::start(None);
+    let (_, analyst) = server.create_key("agent", "analyst", &[]);
+    let (status, body) = exchange(&server, &analyst, "outreach").await;
+    assert_eq!(status, 200, "{body}");
+    let task = task_token(&body);
+    let opened = |key: String| {
+        let server = &server;
+        async move {
+            let response = post(server, &key, None, initialize_with_task("outreach")).await;
+            assert_eq!(response.status(), 200);
+            response.headers()["mcp-session-id"]
+                .to_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let bases = opened(analyst.clone()).await;
+    let (status, _) = rpc_in(&server, &task, &bases, 1, "tools/list", json!({})).await;
+    assert_eq!(status, 404);
+    let tasks = {
+        let response = post(
+            &server,
+            &task,
+            None,
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+                "protocolVersion": LEGACY, "capabilities": {},
+                "clientInfo": {"name": "e2e", "version": "1"}}}),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        response.headers()["mcp-session-id"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let (status, _) = rpc_in(&server, &analyst, &tasks, 2, "tools/list", json!({})).await;
+    assert_eq!(status, 404);
+    // Each still reaches its own.
+    let (status, body) = rpc_in(&server, &analyst, &bases, 3, "ping", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rpc_in(&server, &task, &tasks, 4, "ping", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let anomalies = server.audit(&["--kind", "anomaly"]);
+    assert!(
+        anomalies
+            .iter()
+            .filter(|r| r["reason"] == "foreign_session")
+            .count()
+            >= 2,
+        "{anomalies:?}"
+    );
+}
