@@ -161,17 +161,10 @@ impl Authenticator {
             return result.map_err(|e| AuthnError::from_jwt(&e));
         }
         if token_shaped && self.tokens.is_some() {
-            let principal = self
+            return self
                 .access_token(credential, now)
                 .await
-                .map(principal_for_token)?;
-            // Tokens are accepted a little past `exp` (clocks differ); a
-            // task token's `exp` is its grant's end, and the task's
-            // duration is a limit the policy sets, not a hint.
-            if principal.task.as_ref().is_some_and(|t| t.expires_at <= now) {
-                return Err(AuthnError::Expired);
-            }
-            return Ok(principal);
+                .map(principal_for_token);
         }
         // Anything else that is not one of our own credentials is an
         // opaque token, for the one issuer that introspects (if any).
@@ -222,10 +215,17 @@ impl Authenticator {
             return Err(AuthnError::Malformed);
         };
         let claims = tokens.inspect(&self.store, token, now).await?;
-        if let Some(task) = &claims.task
-            && task.base_kind == CredentialKind::ApiKey.as_str()
-        {
-            self.check_base_key(&task.base_id, now).await?;
+        if let Some(task) = &claims.task {
+            // Tokens are accepted a little past `exp` (clocks differ); a
+            // task token's `exp` is its grant's end, and the task's
+            // duration is a limit the policy sets, not a hint. Checked
+            // here, so introspection says what `/mcp` does.
+            if Timestamp::from_secs(claims.exp) <= now {
+                return Err(AuthnError::Expired);
+            }
+            if task.base_kind == CredentialKind::ApiKey.as_str() {
+                self.check_base_key(&task.base_id, now).await?;
+            }
         }
         Ok(claims)
     }

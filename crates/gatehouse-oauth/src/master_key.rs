@@ -143,8 +143,16 @@ impl gatehouse_core::SecretCipher for MasterKey {
     }
 
     fn open(&self, tenant: &str, name: &str, stored: &str) -> Result<String, String> {
+        // Every server seals the values stored before sealing existed as it
+        // starts (`seal_stored_secrets`), so an unsealed value is one written
+        // into the database by someone without the master key: refused, as
+        // a moved or altered sealed value is.
         let Some(encoded) = stored.strip_prefix(gatehouse_core::SEALED_PREFIX) else {
-            return Ok(stored.to_string());
+            return Err(
+                "the stored secret is not sealed (it was not written by Gatehouse); set it again \
+                 with `gatehouse secrets set`"
+                    .to_string(),
+            );
         };
         let sealed =
             base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, encoded)
@@ -165,7 +173,7 @@ mod secret_cipher_tests {
     use super::MasterKey;
 
     #[test]
-    fn secrets_are_sealed_bound_to_tenant_and_name_and_legacy_values_pass() {
+    fn secrets_are_sealed_bound_to_tenant_and_name_and_unsealed_values_refused() {
         let key = MasterKey::generate().unwrap();
         let stored = SecretCipher::seal(&key, "acme", "crm_token", "s3cret").unwrap();
         assert!(stored.starts_with(gatehouse_core::SEALED_PREFIX));
@@ -183,10 +191,10 @@ mod secret_cipher_tests {
         altered.pop();
         altered.push(if stored.ends_with('A') { 'B' } else { 'A' });
         assert!(SecretCipher::open(&key, "acme", "crm_token", &altered).is_err());
-        // A value stored before sealing is returned as it is.
-        assert_eq!(
-            SecretCipher::open(&key, "acme", "old", "plain").unwrap(),
-            "plain"
-        );
+        // A value that is not sealed is refused (every server seals the
+        // values stored before sealing as it starts): whoever wrote it into
+        // the database had no master key.
+        let refused = SecretCipher::open(&key, "acme", "old", "plain").unwrap_err();
+        assert!(!refused.contains("plain"), "{refused}");
     }
 }

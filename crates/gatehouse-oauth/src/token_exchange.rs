@@ -171,6 +171,19 @@ impl AuthorizationServer {
         };
         attempt.human = principal.human.clone();
         attempt.client_id = Some(principal.agent.clone());
+        // A task token names its person and client as Gatehouse knows them,
+        // without the identity provider that vouched for them: exchanged,
+        // an external provider's token would pass for a local user of the
+        // same name (or never work, its client being unknown here). Such
+        // callers declare their task at `initialize` instead.
+        if principal.credential.kind == CredentialKind::ExternalToken || principal.issuer.is_some()
+        {
+            return Err(OAuthError::InvalidGrant(
+                "a token from an external identity provider cannot be exchanged for a task \
+                 token; declare the task at initialize instead"
+                    .into(),
+            ));
+        }
         // Our own access token (verified above): the task token names the
         // key that signed it, so that withdrawing that key also stops the
         // task token, signed by whatever key signs now.

@@ -127,8 +127,18 @@ impl Runtime {
             web_fetch_allow_private: ctx.config.tools.web_fetch_allow_private,
             max_file_bytes: ctx.config.tools.max_file_bytes,
         };
-        // Tenant secrets are stored sealed with the master key.
-        let secret_cipher: Arc<dyn SecretCipher> = Arc::new(ctx.master_key()?);
+        // Tenant secrets are stored sealed with the master key. Where the
+        // store already holds signing keys, only a master key that opens one
+        // is taken (never a new file): a process started without the
+        // servers' key (a `gatehouse stdio` run, a new instance) would
+        // otherwise seal the remaining legacy secrets with a key nobody else
+        // has, and leave a stray key file behind.
+        let secret_cipher: Arc<dyn SecretCipher> =
+            Arc::new(ctx.servers_master_key(&store).await.context(
+                "the store's signing keys and secrets are sealed with a master key: start with the \
+                 same master key as the other servers (GATEHOUSE_MASTER_KEY, or \
+                 oauth.master_key_env or oauth.master_key_file)",
+            )?);
         crate::secret_sealing::seal_stored_secrets(&*store, &*secret_cipher)
             .await
             .context("cannot seal the tenant secrets stored before secrets were sealed")?;

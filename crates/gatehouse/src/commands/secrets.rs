@@ -35,9 +35,10 @@ async fn sealing_key(ctx: &Context, store: &dyn Store, tenant: &str) -> anyhow::
         .existing_master_key()
         .context("keys or secrets sealed under a master key are already stored, so the servers' master key is needed")?;
     let opens_a_signing_key = signing_keys.iter().any(|k| master.opens(k));
-    let opens_a_secret = secrets
-        .iter()
-        .any(|(name, stored)| SecretCipher::open(&master, tenant, name, stored).is_ok());
+    let opens_a_secret = secrets.iter().any(|(name, stored)| {
+        stored.starts_with(gatehouse_core::SEALED_PREFIX)
+            && SecretCipher::open(&master, tenant, name, stored).is_ok()
+    });
     if !opens_a_signing_key && !opens_a_secret {
         bail!(
             "this master key opens none of the keys and secrets already stored, so the servers \

@@ -729,3 +729,40 @@ async fn the_same_subject_at_two_providers_is_two_principals() {
     let response = server.post_legacy(&a, Some(&session), list).await;
     assert_eq!(response.status(), 200);
 }
+
+/// A task token carries no issuer: an external provider's token exchanged
+/// for one would pass for a local user of the same name (or never work).
+/// The exchange is refused and no grant is made.
+#[tokio::test]
+async fn an_external_providers_token_is_not_exchanged_for_a_task_token() {
+    let key = SigningKey::generate().unwrap();
+    let (issuer, _seen) = provider(&key);
+    let server = Server::start(Some(&config(&issuer)));
+    let reader = token(&key, claims(&issuer, &server, &["mcp-readers"]));
+    let (status, body) = super::browser::token(
+        &server,
+        &[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", &reader),
+            (
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:access_token",
+            ),
+            ("task", "research"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    assert!(
+        server
+            .audit(&["--kind", "grant"])
+            .iter()
+            .all(|r| r["outcome"] != "success"),
+        "a grant was made"
+    );
+    assert_eq!(server.cli_json(&["grants", "list"]), json!([]));
+}

@@ -78,6 +78,41 @@ async fn introspection_refuses_a_task_token_whose_api_key_was_revoked() {
     assert_eq!(answer, json!({"active": false}), "introspection must agree");
 }
 
+/// A task token past its task's end is refused at `/mcp` at once (not
+/// after the clock leeway); introspection said `active` for the leeway's
+/// 30 s more, with an `exp` already past.
+#[tokio::test]
+async fn introspection_calls_a_task_token_inactive_at_its_tasks_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "{DEFAULT}\n[tasks.brief]\ntools = [\"whoami\"]\nroles = [\"reader\"]\nmax_duration = \"2s\"\n"
+    );
+    std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
+    let server = Server::start_in(dir, Some("version = 1\n[policy]\nfile = \"policy.toml\"\n"));
+    let (introspector, secret) = create_client(&server, "rs", &["--introspect"]);
+    let (_, key) = server.create_key("agent", "reader", &[]);
+    let (status, body) = token(
+        &server,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &key),
+            ("subject_token_type", ACCESS_TOKEN),
+            ("task", "brief"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let task_token = body["access_token"].as_str().unwrap().to_string();
+    let expires_in = body["expires_in"].as_u64().unwrap();
+    let answer = introspect(&server, &task_token, (&introspector, &secret)).await;
+    assert_eq!(answer["active"], true, "{answer}");
+    std::thread::sleep(std::time::Duration::from_millis(expires_in * 1000 + 1100));
+    let (status, _) = server.rpc(Some(&task_token), "tools/list", json!({})).await;
+    assert_eq!(status, 401, "the MCP endpoint refuses it");
+    let answer = introspect(&server, &task_token, (&introspector, &secret)).await;
+    assert_eq!(answer, json!({"active": false}), "introspection must agree");
+}
+
 #[tokio::test]
 async fn only_the_tokens_client_or_an_introspection_client_learns_about_a_token() {
     let server = Server::start(None);

@@ -436,3 +436,53 @@ async fn the_first_starts_secrets_are_not_printed_where_a_log_keeps_them() {
         );
     }
 }
+
+/// A process started without the servers' master key (a `gatehouse stdio`
+/// run from a desktop client, a new instance) made a new key file and
+/// sealed the legacy secrets it found with it: the servers could then open
+/// neither. It now refuses to start, makes no key and seals nothing.
+#[tokio::test]
+async fn a_process_without_the_servers_master_key_seals_nothing_and_makes_no_key() {
+    let mut server = Server::start(None);
+    assert!(server.stop().success());
+    let legacy = "legacy-plain-7f3a";
+    {
+        let store = gatehouse_store::SqliteStore::open(&server.data_dir().join("gatehouse.db"))
+            .await
+            .unwrap();
+        store
+            .put_secret("default", "crm_token", legacy)
+            .await
+            .unwrap();
+    }
+    let key_file = server.data_dir().join("master.key");
+    let kept = server.data_dir().join("master.key.kept");
+    std::fs::rename(&key_file, &kept).unwrap();
+    let output = std::process::Command::new(super::harness::BIN)
+        .arg("stdio")
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .env_remove("GATEHOUSE_CONFIG")
+        .env_remove("GATEHOUSE_PEPPER")
+        .env_remove("GATEHOUSE_MASTER_KEY")
+        .env_remove("GATEHOUSE_API_KEY")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("master key"), "{stderr}");
+    assert!(!key_file.exists(), "a stray master key was made");
+    let store = gatehouse_store::SqliteStore::open(&server.data_dir().join("gatehouse.db"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .secret("default", "crm_token")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(legacy),
+        "sealed with a key the servers do not have"
+    );
+}
