@@ -23,7 +23,7 @@ use gatehouse_store::{
 };
 use serde_json::Value;
 
-use gatehouse_policy::{arguments_hash, canonical_json};
+use gatehouse_policy::canonical_json;
 
 /// Prefix of approval ids.
 pub const APPROVAL_PREFIX: &str = "apr_";
@@ -175,30 +175,11 @@ pub fn decision_event(
         .build()
 }
 
-/// The arguments as the approver sees them, and the masked ones.
-///
-/// The approver is entitled to see exactly what the operation token will
-/// run, so nothing is redacted by the audit heuristics here (they would
-/// let an agent hide a random-looking path or recipient). Only the
-/// top-level fields the policy marks `redact` are masked: their value reads
-/// `[REDACTED]`, and the map gives each one's hex SHA-256 of its canonical
-/// JSON, so a person who knows the value can check it.
-pub fn shown_arguments(
-    arguments: &Value,
-    redact_fields: &[String],
-) -> (Value, BTreeMap<String, String>) {
-    let mut shown = arguments.clone();
-    let mut masked = BTreeMap::new();
-    if let Value::Object(map) = &mut shown {
-        for (name, value) in map.iter_mut() {
-            if is_listed_field(name, redact_fields) && !value.is_null() {
-                masked.insert(name.clone(), arguments_hash(value));
-                *value = Value::String(REDACTED.into());
-            }
-        }
-    }
-    (shown, masked)
-}
+/// What the arguments hash is keyed with, apart from the pepper's other
+/// uses (credential hashes).
+const ARGUMENTS_DOMAIN: &str = "gatehouse-arguments\u{1f}";
+/// What a masked field's fingerprint is keyed with.
+const MASKED_DOMAIN: &str = "gatehouse-masked\u{1f}";
 
 /// A decided approval and, when approved, the operation token (shown once).
 pub struct Decided {
@@ -236,17 +217,69 @@ struct CallBinding {
     arguments_hash: String,
 }
 
-fn binding_of(principal: &Principal, arguments: &Value) -> CallBinding {
-    CallBinding {
-        tenant: principal.tenant.clone(),
-        agent: principal.agent.clone(),
-        credential_id: principal.credential.id.clone(),
-        task_grant: principal.task.as_ref().map(|t| t.id.clone()),
-        arguments_hash: arguments_hash(arguments),
-    }
-}
-
 impl Approvals {
+    /// The hash an operation token is bound to and the audit records of a
+    /// call needing approval carry (`args_sha256`): HMAC-SHA256, keyed with
+    /// the pepper, of the canonical JSON of the exact arguments. Keyed, so
+    /// that a reader of the audit trail, who sees every argument but the
+    /// redacted ones, cannot recover a redacted PIN or password by hashing
+    /// guesses (a plain SHA-256 let them).
+    pub fn arguments_hash(&self, arguments: &Value) -> String {
+        self.pepper
+            .hash(format!("{ARGUMENTS_DOMAIN}{}", canonical_json(arguments)).as_bytes())
+    }
+
+    fn binding_of(&self, principal: &Principal, arguments: &Value) -> CallBinding {
+        CallBinding {
+            tenant: principal.tenant.clone(),
+            agent: principal.agent.clone(),
+            credential_id: principal.credential.id.clone(),
+            task_grant: principal.task.as_ref().map(|t| t.id.clone()),
+            arguments_hash: self.arguments_hash(arguments),
+        }
+    }
+
+    /// The fingerprint of the masked field `name` of approval `id` with
+    /// `value`: what the approval page and `approvals list` show for it.
+    pub fn masked_fingerprint(&self, id: &str, name: &str, value: &Value) -> String {
+        let keyed = format!(
+            "{MASKED_DOMAIN}{id}\u{1f}{name}\u{1f}{}",
+            canonical_json(value)
+        );
+        self.pepper.hash(keyed.as_bytes())
+    }
+
+    /// The arguments as the approver of approval `id` sees them, and the
+    /// masked ones.
+    ///
+    /// The approver is entitled to see exactly what the operation token
+    /// will run, so nothing is redacted by the audit heuristics here (they
+    /// would let an agent hide a random-looking path or recipient). Only
+    /// the top-level fields the policy marks `redact` are masked: their
+    /// value reads `[REDACTED]`, and the map gives each one's fingerprint,
+    /// keyed with the pepper and bound to the approval and the field, so
+    /// that two fields or two approvals can be told apart or matched by
+    /// someone holding the pepper, and a guessed value cannot be tried
+    /// against it by anyone else.
+    fn shown_arguments(
+        &self,
+        id: &str,
+        arguments: &Value,
+        redact_fields: &[String],
+    ) -> (Value, BTreeMap<String, String>) {
+        let mut shown = arguments.clone();
+        let mut masked = BTreeMap::new();
+        if let Value::Object(map) = &mut shown {
+            for (name, value) in map.iter_mut() {
+                if is_listed_field(name, redact_fields) && !value.is_null() {
+                    masked.insert(name.clone(), self.masked_fingerprint(id, name, value));
+                    *value = Value::String(REDACTED.into());
+                }
+            }
+        }
+        (shown, masked)
+    }
+
     pub fn new(store: Arc<dyn Store>, pepper: Pepper, settings: ApprovalSettings) -> Self {
         Approvals {
             store,
@@ -275,7 +308,7 @@ impl Approvals {
         redact_fields: &[String],
         now: Timestamp,
     ) -> Result<ApprovalRecord, ApprovalError> {
-        let call = binding_of(principal, arguments);
+        let call = self.binding_of(principal, arguments);
         let pending = self
             .store
             .list_approvals(Some(&principal.tenant), true, now)
@@ -289,9 +322,10 @@ impl Approvals {
         }) {
             return Ok(existing);
         }
-        let (shown, masked_fields) = shown_arguments(arguments, redact_fields);
+        let id = format!("{APPROVAL_PREFIX}{}", random_text(16)?);
+        let (shown, masked_fields) = self.shown_arguments(&id, arguments, redact_fields);
         let record = ApprovalRecord {
-            id: format!("{APPROVAL_PREFIX}{}", random_text(16)?),
+            id,
             tenant: call.tenant,
             human: principal.human.clone(),
             agent: call.agent,
@@ -415,7 +449,7 @@ impl Approvals {
             return Ok(Err(TokenRefusal::Invalid));
         }
         let token_hash = self.pepper.hash(token.as_bytes());
-        let call = binding_of(principal, arguments);
+        let call = self.binding_of(principal, arguments);
         let binding = OperationBinding {
             token_hash: token_hash.clone(),
             tenant: call.tenant,

@@ -259,17 +259,32 @@ async fn the_record_shows_the_exact_arguments_but_masks_the_policys_fields() {
     assert_eq!(shown["subject"], args["subject"]);
     assert_eq!(shown["body"], "[REDACTED]");
     assert_eq!(shown["cc"], serde_json::Value::Null);
-    assert_eq!(
-        req.masked_fields,
-        [(
-            "body".to_string(),
-            crate::arguments_hash(&json!("the numbers"))
-        )]
-        .into()
-    );
+    // The masked field's fingerprint and the binding are keyed with the
+    // pepper: a reader of the record cannot try guesses against them (a
+    // plain SHA-256 of "the numbers" or of the arguments would match).
+    let plain = |v: &serde_json::Value| {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(crate::canonical_json(v).as_bytes()))
+    };
+    let masked = &req.masked_fields["body"];
+    assert_eq!(masked.len(), 64);
+    assert_ne!(*masked, plain(&json!("the numbers")));
     assert!(!req.arguments.contains("the numbers"));
-    // The binding is still the hash of the exact arguments.
-    assert_eq!(req.arguments_hash, crate::arguments_hash(&args));
+    // The binding is the keyed hash of the exact arguments.
+    assert_eq!(req.arguments_hash, a.arguments_hash(&args));
+    assert_ne!(req.arguments_hash, plain(&args));
+    // The same value in another approval has another fingerprint.
+    let other = a
+        .request(
+            &p,
+            "send_email",
+            &json!({"to": "x@example.com", "body": "the numbers"}),
+            &["body".into()],
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_ne!(other.masked_fields["body"], *masked);
 }
 
 #[tokio::test]

@@ -10,7 +10,6 @@ use gatehouse_audit::{AuditError, AuditLog, EventBuilder, Redactor};
 use gatehouse_authz::{
     Access, ApprovalNeeded, Approvals, Decision, Deny, DenyReason, GrantOrigin, Kind,
     OPERATION_TOKEN_META, Permit, Policy, SharedPolicy, Target, TaskGrantError, TaskGrants,
-    arguments_hash,
 };
 use gatehouse_core::{
     AuditEvent, AuditKind, Clock, CredentialKind, Outcome, Principal, Timestamp, json_len,
@@ -1729,8 +1728,12 @@ impl Gateway {
             exact: &as_value,
             redact_fields,
             redacted: self.redactor.redact_arguments(&as_value, redact_fields),
-            sha256: matches!(decision, Decision::NeedsApproval(_))
-                .then(|| arguments_hash(&as_value)),
+            sha256: match (&decision, &self.approvals) {
+                (Decision::NeedsApproval(_), Some(approvals)) => {
+                    Some(approvals.arguments_hash(&as_value))
+                }
+                _ => None,
+            },
         };
         // `Ok`: permitted; `Err`: permitted once a human has approved.
         let permitted = match decision {

@@ -399,7 +399,7 @@ pub struct ApprovalPage<'a> {
     /// them, except the fields the policy marks `redact`.
     pub arguments: &'a str,
     pub arguments_hash: &'a str,
-    /// The masked fields and the SHA-256 of each one's canonical JSON.
+    /// The masked fields and each one's keyed fingerprint.
     pub masked_fields: &'a std::collections::BTreeMap<String, String>,
     /// `pending`, `approved`, `denied`, `redeemed` or `expired`.
     pub status: &'a str,
@@ -436,7 +436,8 @@ pub fn approval_page(p: &ApprovalPage) -> String {
          <li><span>Task</span><code>{task}</code></li>\n\
          <li><span>Decide before</span><code>{expires}</code></li>\n</ul>\n\
          <h2>With exactly these arguments</h2>\n<pre id=\"arguments\">{arguments}</pre>\n{masked}\
-         <p class=\"note\">SHA-256 of the canonical arguments: <code>{hash}</code></p>\n{decision}",
+         <p class=\"note\">Keyed SHA-256 of the canonical arguments (the audit records' \
+         <code>args_sha256</code>): <code>{hash}</code></p>\n{decision}",
         agent = escape(p.agent),
         tool = escape(p.tool),
         human = p.human.map_or_else(String::new, |h| format!(
@@ -455,8 +456,9 @@ pub fn approval_page(p: &ApprovalPage) -> String {
     document("Approve a tool call", &format!("{body}{sign_out}"))
 }
 
-/// The fields the policy masks, named, with the hash of each value, so the
-/// approver knows what is hidden and can check a value they know.
+/// The fields the policy masks, named, with each value's keyed fingerprint,
+/// so the approver knows what is hidden (and an operator can check a value
+/// with `gatehouse approvals hash`).
 fn masked_fields(fields: &std::collections::BTreeMap<String, String>) -> String {
     if fields.is_empty() {
         return String::new();
@@ -465,7 +467,7 @@ fn masked_fields(fields: &std::collections::BTreeMap<String, String>) -> String 
         .iter()
         .map(|(name, hash)| {
             format!(
-                "<li><code class=\"masked-field\">{}</code> SHA-256 <code class=\"masked-sha256\">{}</code></li>\n",
+                "<li><code class=\"masked-field\">{}</code> fingerprint <code class=\"masked-sha256\">{}</code></li>\n",
                 escape(name),
                 escape(hash)
             )
@@ -473,7 +475,8 @@ fn masked_fields(fields: &std::collections::BTreeMap<String, String>) -> String 
         .collect();
     format!(
         "<p>The policy masks these fields (shown as <code>\"[REDACTED]\"</code> above); the token \
-         runs with their real values, whose canonical JSON has this SHA-256:</p>\n\
+         runs with their real values, whose fingerprints (keyed: <code>gatehouse approvals hash \
+         --approval ID --field NAME</code> checks a value) are:</p>\n\
          <ul id=\"masked-fields\">\n{items}</ul>\n"
     )
 }

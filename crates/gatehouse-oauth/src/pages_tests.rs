@@ -277,7 +277,7 @@ fn approval_page_escapes_everything_and_labels_masked_fields() {
     assert_safe(&page);
     assert!(page.contains("id=\"masked-fields\""));
     assert!(page.contains(&format!(
-        "<code class=\"masked-field\">{ESCAPED}</code> SHA-256 <code class=\"masked-sha256\">{}</code>",
+        "<code class=\"masked-field\">{ESCAPED}</code> fingerprint <code class=\"masked-sha256\">{}</code>",
         "ab".repeat(32)
     )));
     let nothing_masked = approval_page(&ApprovalPage {

@@ -28,7 +28,7 @@ mod test_support;
 pub mod uri_template;
 
 pub use admin_access::{ADMIN_SCOPE, AdminRefusal};
-pub use canonical::{arguments_hash, canonical_json};
+pub use canonical::canonical_json;
 pub use constraints::{ArgConstraint, ConstraintViolation, NormalizedPath, PathError};
 pub use decision::{ApprovalNeeded, Decision, Deny, DenyReason, Permit};
 pub use explain::{Explanation, PolicyCheck};

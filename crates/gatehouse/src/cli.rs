@@ -189,6 +189,19 @@ pub enum ApprovalsCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Reads JSON from standard input and prints its keyed hash: of a call's
+    /// whole arguments (the `args_sha256` of its audit records and the
+    /// `arguments_sha256` of its approval), or with --approval and --field,
+    /// of one masked field's value (what the approval shows for it). Keyed
+    /// with the servers' pepper, so only this command can check a guess.
+    Hash {
+        /// The approval whose masked field to check (apr_...).
+        #[arg(long, requires = "field")]
+        approval: Option<String>,
+        /// The masked field's name.
+        #[arg(long, requires = "approval")]
+        field: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use gatehouse_authz::{ApprovalError, ApprovalSettings, Approvals, Decider, decision_event};
 use gatehouse_core::{Clock, SystemClock, Timestamp};
 use gatehouse_store::ApprovalRecord;
@@ -37,7 +37,7 @@ fn approval_json(a: &ApprovalRecord, now: Timestamp) -> serde_json::Value {
     })
 }
 
-/// The fields the policy masks (`name=sha256`), or `-`.
+/// The fields the policy masks (`name=fingerprint`), or `-`.
 fn masked_text(a: &ApprovalRecord) -> String {
     if a.masked_fields.is_empty() {
         return "-".into();
@@ -117,6 +117,38 @@ async fn decide(ctx: &Context, id: &str, approve: bool, json_out: bool) -> anyho
     Ok(())
 }
 
+/// The largest JSON `approvals hash` reads (a call's arguments are bounded
+/// by the request body limit, 1 MiB by default).
+const MAX_HASHED_BYTES: u64 = 16 * 1024 * 1024;
+
+/// `approvals hash`: the keyed hash of the JSON on standard input.
+async fn hash(
+    ctx: &Context,
+    approval: Option<String>,
+    field: Option<String>,
+) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::io::stdin()
+        .take(MAX_HASHED_BYTES)
+        .read_to_string(&mut text)
+        .context("cannot read JSON from standard input")?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .context("standard input is not one JSON value (a string needs its quotes: '\"text\"')")?;
+    let store = ctx.open_store().await?;
+    let approvals = Approvals::new(
+        Arc::clone(&store),
+        ctx.servers_pepper(&store).await?,
+        ApprovalSettings::default(),
+    );
+    let hash = match (approval, field) {
+        (Some(id), Some(field)) => approvals.masked_fingerprint(&id, &field, &value),
+        _ => approvals.arguments_hash(&value),
+    };
+    output::line(&hash);
+    Ok(())
+}
+
 pub async fn run(ctx: &Context, command: ApprovalsCommand) -> anyhow::Result<()> {
     match command {
         ApprovalsCommand::List { all, json } => {
@@ -168,11 +200,12 @@ pub async fn run(ctx: &Context, command: ApprovalsCommand) -> anyhow::Result<()>
                     "TASK",
                     "EXPIRES",
                     "ARGUMENTS",
-                    "MASKED (SHA-256)",
+                    "MASKED (KEYED SHA-256)",
                 ],
                 &rows,
             );
         }
+        ApprovalsCommand::Hash { approval, field } => hash(ctx, approval, field).await?,
         ApprovalsCommand::Approve { id, json } => decide(ctx, &id, true, json.json).await?,
         ApprovalsCommand::Deny { id, json } => decide(ctx, &id, false, json.json).await?,
     }

@@ -433,12 +433,48 @@ async fn the_approver_sees_exactly_what_runs_and_the_audit_proves_it() {
     let listed_write = find(&approvals[0].0);
     assert_eq!(listed_write["arguments"], write, "{listed_write}");
     assert_eq!(listed_write["masked_fields"], json!({}));
-    assert_eq!(
-        listed_write["arguments_sha256"],
-        gatehouse_authz::arguments_hash(&write)
-    );
+    // Keyed with the servers' pepper: not the plain SHA-256 a reader of the
+    // audit trail could try guesses against.
+    let plain = |v: &Value| sha256_hex(gatehouse_authz::canonical_json(v).as_bytes());
+    let write_hash = listed_write["arguments_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(write_hash.len(), 64);
+    assert_ne!(write_hash, plain(&write));
     let listed_mail = find(&approvals[1].0);
-    let body_sha256 = sha256_hex(json!(body).to_string().as_bytes());
+    let mail_hash = listed_mail["arguments_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body_sha256 = listed_mail["masked_fields"]["body"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(body_sha256.len(), 64);
+    assert_ne!(body_sha256, plain(&json!(body)));
+    // Whoever holds the servers' pepper (a shell on the server) can check.
+    let hashed = |args: &[&str], input: &Value| {
+        let out = server.cli_with_stdin(args, Some(&input.to_string()));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(hashed(&["approvals", "hash"], &write), write_hash);
+    assert_eq!(hashed(&["approvals", "hash"], &mail), mail_hash);
+    let field = [
+        "approvals",
+        "hash",
+        "--approval",
+        &approvals[1].0,
+        "--field",
+        "body",
+    ];
+    assert_eq!(hashed(&field, &json!(body)), body_sha256);
+    assert_ne!(hashed(&field, &json!("a guess")), body_sha256);
     assert_eq!(listed_mail["arguments"]["to"], recipient, "{listed_mail}");
     assert_eq!(
         listed_mail["arguments"]["subject"],
@@ -490,7 +526,11 @@ async fn the_approver_sees_exactly_what_runs_and_the_audit_proves_it() {
         let token = element(&approved, "operation-token");
         let ran = call(&server, &agent, tool, args.clone(), Some(&token)).await;
         assert!(succeeded(&ran), "{ran}");
-        let hash = gatehouse_authz::arguments_hash(args);
+        let hash = if tool == "write_file" {
+            &write_hash
+        } else {
+            &mail_hash
+        };
         let records = server.audit(&["--tool", tool]);
         let allowed: Vec<&Value> = records
             .iter()
