@@ -57,7 +57,10 @@ const MCP_VERSION = '2026-07-28';
 const OPERATION_TOKEN_META = 'io.gatehouse/operation_token';
 // Registered for the client; nothing listens on port 9, and the browser is
 // never expected to load it: we watch for the navigation request instead.
-const REDIRECT_URI = 'http://127.0.0.1:9/callback';
+// On `localhost`, another cookie host than Gatehouse's 127.0.0.1 (a client
+// on Gatehouse's own host is signed out by each redirect: see
+// sameHostRedirect).
+const REDIRECT_URI = 'http://localhost:9/callback';
 const SCOPE = 'tools:read';
 const ACTION_TIMEOUT = 15_000;
 
@@ -113,7 +116,15 @@ function authorizeUrl({ state, challenge }) {
 // http://127.0.0.1:PORT it is cross-origin but same-site (ports don't
 // make a site), so the browser still sends SameSite cookies.
 const attackerPages = new Map();
+// The Cookie header of each request to /cb: a native client's listener on
+// Gatehouse's own host, receiving the redirect.
+const callbackCookies = [];
 const attacker = createServer((req, res) => {
+  if (new URL(req.url, 'http://x').pathname === '/cb') {
+    callbackCookies.push(req.headers.cookie || '');
+    res.writeHead(200, { 'content-type': 'text/plain' }).end('callback received');
+    return;
+  }
   const html = attackerPages.get(new URL(req.url, 'http://x').pathname);
   if (!html) {
     res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
@@ -869,6 +880,54 @@ async function approvals(browser) {
   await approvalForgery();
 }
 
+// Cookies are kept apart by host, not by port: a client listening on
+// http://127.0.0.1:<port>/cb next to Gatehouse on 127.0.0.1 received the
+// person's browser session with the redirect. Gatehouse clears its cookies
+// in the redirect itself; Chromium must drop them before following it.
+async function sameHostRedirect(browser) {
+  const registered = await fetch(`${BASE}/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      client_name: 'same-host',
+      redirect_uris: [`${SAME_SITE}/cb`],
+      token_endpoint_auth_method: 'none',
+    }),
+  });
+  const client = await registered.json();
+  assertEqual(registered.status, 201, `registration (${JSON.stringify(client)})`);
+  const context = await browser.newContext();
+  context.setDefaultTimeout(ACTION_TIMEOUT);
+  const page = await context.newPage();
+  const params = new URLSearchParams({
+    response_type: 'code',
+    client_id: client.client_id,
+    redirect_uri: `${SAME_SITE}/cb`,
+    code_challenge: pkce().challenge,
+    code_challenge_method: 'S256',
+    state: 'same-host',
+    scope: SCOPE,
+    resource: MCP_URL,
+  });
+  await page.goto(`${BASE}/authorize?${params}`);
+  const login = await signIn(page, { user: USER, password: PASSWORD });
+  assertEqual(login.status(), 303, 'POST /login status');
+  await expectPage(page, 'form[action="/authorize/consent"]', 'the consent page');
+  const before = (await context.cookies(BASE)).map((c) => c.name);
+  assert(before.includes('gh_session'), `signed in, but no session cookie: ${before}`);
+  const arrived = page.waitForRequest((r) => r.url().startsWith(`${SAME_SITE}/cb`));
+  await page.getByRole('button', { name: 'Allow' }).click();
+  await arrived;
+  await page.waitForLoadState('load').catch(() => {});
+  assertEqual(callbackCookies.length, 1, 'requests to the same-host callback');
+  assert(!callbackCookies[0].includes('gh_session'), `the callback received the session: ${callbackCookies[0]}`);
+  assert(!callbackCookies[0].includes('gh_csrf'), `the callback received the CSRF cookie: ${callbackCookies[0]}`);
+  const after = (await context.cookies(BASE)).map((c) => c.name);
+  assert(!after.includes('gh_session'), `the session cookie is still set: ${after}`);
+  ok('a redirect to a client on Gatehouse\'s own host (another port) carries none of its cookies');
+  await context.close();
+}
+
 // ---------------------------------------------------------------------------
 
 const started = Date.now();
@@ -891,6 +950,7 @@ try {
   await csrf(browser);
   await deviceFlow(browser);
   await approvals(browser);
+  await sameHostRedirect(browser);
   checkFramingHeaders(htmlResponses, 'all pages');
   ok(`all ${htmlResponses.length} HTML responses from Gatehouse carried X-Frame-Options: DENY and frame-ancestors 'none'`);
 } catch (e) {

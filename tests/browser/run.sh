@@ -81,7 +81,7 @@ client_name="web-browser-test"
 password="$("$bin" users add "$user" --role reader --data-dir "$data" --json | json password)"
 user2="browser-reader-2"
 password2="$("$bin" users add "$user2" --role reader --data-dir "$data" --json | json password)"
-client_id="$("$bin" clients create --name "$client_name" --public --redirect-uri http://127.0.0.1:9/callback --data-dir "$data" --json | json client_id)"
+client_id="$("$bin" clients create --name "$client_name" --public --redirect-uri http://localhost:9/callback --data-dir "$data" --json | json client_id)"
 # The approval page: an agent key acting for alice (an executor, so the
 # default policy lets it call send_email once a human approves), and bob,
 # another executor of the same tenant who may not decide alice's calls.

@@ -220,6 +220,50 @@ fn scope_descriptions(scopes: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether a browser sent to `url` sends it the cookies Gatehouse set:
+/// cookies are kept apart by host, not by port or scheme (RFC 6265 §8.5),
+/// so every URL on Gatehouse's own host gets them.
+fn shares_our_cookies(issuer: &str, url: &str) -> bool {
+    match (url::Url::parse(issuer), url::Url::parse(url)) {
+        (Ok(ours), Ok(theirs)) => ours
+            .host_str()
+            .zip(theirs.host_str())
+            .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b)),
+        _ => false,
+    }
+}
+
+/// Sends the browser to a client's redirect URI. A native client listening
+/// on `http://127.0.0.1:<port>/callback` next to Gatehouse at
+/// `http://127.0.0.1:8787` would receive the person's browser session with
+/// that request (cookies ignore ports) and could then, as them, approve its
+/// own operation tokens or consent to more scopes. So a redirect to
+/// Gatehouse's own host ends the browser session on the server first and
+/// clears both cookies in the same answer (the browser drops them before it
+/// follows the redirect). The person signs in again next time; serving
+/// Gatehouse on the other loopback name (`localhost` where clients use
+/// `127.0.0.1`, or the other way round) keeps the sign-in.
+async fn send_to_client(
+    state: &AsState,
+    session: Option<&str>,
+    url: &str,
+    source: Option<String>,
+    now: Timestamp,
+) -> Response {
+    let mut response = see_other(url);
+    if !shares_our_cookies(&state.server.config().issuer, url) {
+        return response;
+    }
+    if let Err(e) = state.server.end_browser_session(session, source, now).await {
+        return failure_page(&e);
+    }
+    let cookies = &state.server.config().cookies;
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, cookies.clear_session());
+    headers.append(header::SET_COOKIE, cookies.clear_csrf());
+    response
+}
+
 /// After the user is known: answer at once when they already consented
 /// to this client for these scopes, otherwise show the consent page.
 async fn consent_or_code(
@@ -233,7 +277,9 @@ async fn consent_or_code(
     match state.server.has_consent(user, request).await {
         Ok(true) => {
             return match state.server.complete_with_consent(txn, user, now).await {
-                Ok(Some(url)) => see_other(&url),
+                Ok(Some(url)) => {
+                    send_to_client(state, browser.session.as_deref(), &url, None, now).await
+                }
                 Ok(None) => expired_request_page(),
                 Err(e) => failure_page(&e),
             };
@@ -345,7 +391,13 @@ async fn authorize(
                 message_page("Application not accepted", &message),
             );
         }
-        Err(AuthorizeError::Redirect(url)) => return see_other(&url),
+        Err(AuthorizeError::Redirect(url)) => {
+            let session = read_cookie(
+                &headers,
+                state.server.config().cookies.session_cookie_name(),
+            );
+            return send_to_client(&state, session.as_deref(), &url, source, now).await;
+        }
         Err(AuthorizeError::Server(e)) => return failure_page(&e),
     };
     let browser = match browser(&state, &headers) {
@@ -567,7 +619,7 @@ async fn consent(
         .decide_authorization(&txn, &user, approve, source(peer), now)
         .await
     {
-        Ok(Some(url)) => see_other(&url),
+        Ok(Some(url)) => send_to_client(&state, session.as_deref(), &url, source(peer), now).await,
         Ok(None) => expired_request_page(),
         Err(e) => failure_page(&e),
     }

@@ -18,7 +18,7 @@ import { UnauthorizedError } from '@modelcontextprotocol/sdk/client/auth.js';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import { Browser } from './browser.mjs';
 
-const REDIRECT_URI = 'http://127.0.0.1:9/callback'; // never contacted
+const REDIRECT_URI = 'http://localhost:9/callback'; // never contacted
 
 function check(condition, message) {
   if (!condition) {

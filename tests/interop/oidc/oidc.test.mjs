@@ -23,7 +23,7 @@ const BASE = process.env.GATEHOUSE_BASE;
 const MCP = `${BASE}/mcp`;
 const CLIENT_ID = process.env.GATEHOUSE_CLIENT_ID;
 const OP = process.env.OP_ISSUER;
-const REDIRECT_URI = 'http://127.0.0.1:9/callback';
+const REDIRECT_URI = 'http://localhost:9/callback';
 const TIMEOUT = 15000;
 
 let passed = 0;

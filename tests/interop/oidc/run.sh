@@ -126,7 +126,7 @@ for _ in $(seq 1 100); do
 done
 grep -q '"listening"' "$data/serve.out" || { cat "$data/serve.err" >&2; echo "Gatehouse did not start" >&2; exit 1; }
 
-client_id="$("$bin" clients create --name oidc-test-app --public --redirect-uri http://127.0.0.1:9/callback \
+client_id="$("$bin" clients create --name oidc-test-app --public --redirect-uri http://localhost:9/callback \
   --config "$config" --data-dir "$data" --json | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).client_id))')"
 
 echo "oidc-provider test: Gatehouse at $base, oidc-provider $OIDC_PROVIDER_VERSION at $op, $("$CHROMIUM" --version 2>/dev/null), node $(node -v)"

@@ -21,7 +21,7 @@ from mcp.shared.exceptions import MCPError
 
 from browser import Browser
 
-REDIRECT_URI = "http://127.0.0.1:9/callback"  # never contacted
+REDIRECT_URI = "http://localhost:9/callback"  # never contacted
 
 
 def check(condition, message):

@@ -37,7 +37,7 @@ async fn a_user_logs_in_consents_and_calls_tools_with_an_audience_bound_token() 
     assert!(consent.is_consent());
     assert!(consent.body.contains("desk-app") && consent.body.contains(&client));
     assert!(
-        consent.body.contains("127.0.0.1"),
+        consent.body.contains("localhost"),
         "the redirect host is shown"
     );
     assert!(consent.body.contains("tools:read"));
@@ -80,7 +80,7 @@ async fn a_user_logs_in_consents_and_calls_tools_with_an_audience_bound_token() 
             &server,
             &client,
             &challenge2,
-            &[("redirect_uri", "http://127.0.0.1:51234/cb")],
+            &[("redirect_uri", "http://localhost:51234/cb")],
         ))
         .await;
     assert!(other_port.is_consent(), "asked again for another port");
@@ -102,15 +102,15 @@ async fn a1_a2_unverified_redirect_uris_get_an_error_page_never_a_redirect() {
     let (_, challenge) = pkce();
     let mut browser = Browser::new(&server);
     let bad = [
-        "http://127.0.0.1:9/other",
-        "http://127.0.0.1:9/cb/extra",
-        "http://127.0.0.1:9/c",
-        "http://127.0.0.1:9/cb?x=1",
-        "http://127.0.0.1:9/cb#frag",
-        "http://127.0.0.1:9/CB",
-        "https://127.0.0.1:9/cb",
-        "http://evil@127.0.0.1:9/cb",
-        "http://localhost:9/cb",
+        "http://localhost:9/other",
+        "http://localhost:9/cb/extra",
+        "http://localhost:9/c",
+        "http://localhost:9/cb?x=1",
+        "http://localhost:9/cb#frag",
+        "http://localhost:9/CB",
+        "https://localhost:9/cb",
+        "http://evil@localhost:9/cb",
+        "http://127.0.0.1:9/cb",
         "https://evil.example/cb",
     ];
     for uri in bad {
@@ -137,7 +137,7 @@ async fn a1_a2_unverified_redirect_uris_get_an_error_page_never_a_redirect() {
             &server,
             &client,
             &challenge,
-            &[("redirect_uri", "http://127.0.0.1:51234/cb")],
+            &[("redirect_uri", "http://localhost:51234/cb")],
         ))
         .await;
     assert_eq!(page.status, 200, "{}", page.body);
@@ -303,7 +303,7 @@ async fn a6_a_code_works_only_for_its_client_and_redirect_uri() {
             ("grant_type", "authorization_code"),
             ("client_id", &client),
             ("code", &code),
-            ("redirect_uri", "http://127.0.0.1:9/other"),
+            ("redirect_uri", "http://localhost:9/other"),
             ("code_verifier", &verifier),
         ],
     )
@@ -667,4 +667,76 @@ async fn the_grant_holds_only_scopes_the_users_roles_can_use() {
     let again = browser.visit(&url).await;
     assert_eq!(again.status, 303, "consent asked again: {}", again.body);
     assert!(query(&again.location().unwrap()).contains_key("code"));
+}
+
+/// Cookies are kept apart by host, not by port: a native client listening
+/// on `http://127.0.0.1:<port>/cb` next to Gatehouse on `127.0.0.1` got the
+/// person's browser session with the redirect, and could approve its own
+/// operation tokens or consent to more scopes as them. A redirect to
+/// Gatehouse's own host now clears both cookies in the same answer (the
+/// browser drops them before following it) and ends the session on the
+/// server, so the value the client saw is worth nothing.
+#[tokio::test]
+async fn a_redirect_to_gatehouses_own_host_carries_no_live_browser_session() {
+    let server = Server::start(None);
+    let password = add_user(&server, "alice", "reader");
+    let same_host = "http://127.0.0.1:9/cb";
+    assert!(server.base.starts_with("http://127.0.0.1:"));
+    let client = server.cli_json(&[
+        "clients",
+        "create",
+        "--name",
+        "native",
+        "--public",
+        "--redirect-uri",
+        same_host,
+    ])["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, challenge) = pkce();
+    let mut browser = Browser::new(&server);
+    let url = authorize_url(&server, &client, &challenge, &[("redirect_uri", same_host)]);
+    let login = browser.visit(&url).await;
+    let consent = browser.login_then(&login, "alice", &password).await;
+    assert!(consent.is_consent());
+    // What the client's listener would receive with the redirect.
+    let leaked = browser.cookies.clone();
+    assert!(leaked.contains_key("gh_session"), "{leaked:?}");
+    let answer = browser.decide(&consent, "approve").await;
+    assert_eq!(answer.status, 303);
+    assert!(answer.location().unwrap().starts_with(same_host));
+    let cleared: Vec<&str> = answer
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .filter(|v| v.contains("Max-Age=0"))
+        .collect();
+    assert!(
+        cleared.iter().any(|c| c.starts_with("gh_session=;"))
+            && cleared.iter().any(|c| c.starts_with("gh_csrf=;")),
+        "{cleared:?}"
+    );
+    // The session the client saw is ended on the server too.
+    let mut thief = Browser::new(&server);
+    thief.cookies = leaked;
+    let page = thief.visit(&url).await;
+    assert!(page.is_login(), "{}", page.status);
+    // A client on another host keeps the person signed in (the usual case:
+    // Gatehouse on 127.0.0.1, clients on localhost, or the other way round).
+    let other = public_client(&server, "desk");
+    let (_, challenge) = pkce();
+    let login = browser
+        .visit(&authorize_url(&server, &other, &challenge, &[]))
+        .await;
+    let consent = browser.login_then(&login, "alice", &password).await;
+    let answer = browser.decide(&consent, "approve").await;
+    assert_eq!(answer.status, 303);
+    assert!(browser.cookies.contains_key("gh_session"));
+    let (_, challenge) = pkce();
+    let again = browser
+        .visit(&authorize_url(&server, &other, &challenge, &[]))
+        .await;
+    assert_eq!(again.status, 303, "signed in and consented: {}", again.body);
 }

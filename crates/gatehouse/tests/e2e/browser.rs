@@ -10,7 +10,7 @@ use sha2::Digest;
 
 use super::harness::Server;
 
-pub const REDIRECT: &str = "http://127.0.0.1:9/cb";
+pub const REDIRECT: &str = "http://localhost:9/cb";
 
 pub struct Page {
     pub status: u16,

@@ -255,7 +255,7 @@ async fn a12_a_hostile_client_name_is_shown_escaped_on_the_consent_page() {
     let password = add_user(&server, "alice", "reader");
     let (_, _, client) = register(
         &server,
-        r#"{"redirect_uris":["http://127.0.0.1:9/cb"],"token_endpoint_auth_method":"none",
+        r#"{"redirect_uris":["http://localhost:9/cb"],"token_endpoint_auth_method":"none",
             "client_name":"<script>alert(1)</script>\"'"}"#,
         None,
     )
@@ -317,7 +317,7 @@ async fn a_registered_clients_bad_requests_are_not_redirected_to_it() {
 #[tokio::test]
 async fn registered_clients_are_capped() {
     let server = Server::start(Some("version = 1\n[oauth]\nregistration_max_clients = 2\n"));
-    let body = r#"{"redirect_uris":["http://127.0.0.1:9/cb"],"token_endpoint_auth_method":"none"}"#;
+    let body = r#"{"redirect_uris":["http://localhost:9/cb"],"token_endpoint_auth_method":"none"}"#;
     for _ in 0..2 {
         let (status, _, client) = register(&server, body, None).await;
         assert_eq!(status, 201, "{client}");
@@ -415,7 +415,7 @@ async fn a_client_metadata_document_identifies_a_client_without_registration() {
         json!({
             "client_id": url,
             "client_name": "CIMD App",
-            "redirect_uris": ["http://127.0.0.1:9/cb"],
+            "redirect_uris": ["http://localhost:9/cb"],
             "token_endpoint_auth_method": "none",
         })
         .to_string()
@@ -442,7 +442,7 @@ async fn a_client_metadata_document_identifies_a_client_without_registration() {
             ("grant_type", "authorization_code"),
             ("client_id", &url),
             ("code", &code),
-            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("redirect_uri", "http://localhost:9/cb"),
             ("code_verifier", &verifier),
             ("resource", &resource),
         ],
@@ -474,7 +474,7 @@ async fn a_client_metadata_document_identifies_a_client_without_registration() {
 #[tokio::test]
 async fn a12_metadata_documents_on_internal_addresses_are_never_fetched() {
     let (url, hits) = document_server(|url| {
-        json!({"client_id": url, "redirect_uris": ["http://127.0.0.1:9/cb"]}).to_string()
+        json!({"client_id": url, "redirect_uris": ["http://localhost:9/cb"]}).to_string()
     })
     .await;
     // No dev hosts: loopback, private and metadata addresses are refused.
@@ -519,7 +519,7 @@ async fn documents_server(name: fn(&str) -> String) -> String {
                 let body = json!({
                     "client_id": format!("{origin}{path}"),
                     "client_name": name(label),
-                    "redirect_uris": ["http://127.0.0.1:9/cb"],
+                    "redirect_uris": ["http://localhost:9/cb"],
                     "token_endpoint_auth_method": "none",
                 })
                 .to_string();
@@ -592,7 +592,7 @@ async fn new_metadata_document_clients_are_limited_per_source() {
             ("grant_type", "authorization_code"),
             ("client_id", &stranger),
             ("code", "x"),
-            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("redirect_uri", "http://localhost:9/cb"),
             ("code_verifier", "x"),
         ],
     )
