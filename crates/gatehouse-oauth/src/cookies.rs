@@ -10,6 +10,11 @@ use axum::http::{HeaderMap, HeaderValue, header};
 
 const SESSION: &str = "gh_session";
 const CSRF: &str = "gh_csrf";
+const FEDERATED: &str = "gh_federated";
+
+/// How long a sign-in at an identity provider may take (its pending
+/// record lives as long).
+pub const FEDERATED_COOKIE_SECS: u64 = 10 * 60;
 
 /// A cookie value was refused: only the RFC 6265 cookie-octet characters
 /// may appear, so that no value can add attributes or other cookies.
@@ -46,8 +51,10 @@ impl CookiePolicy {
     fn name(&self, base: &'static str) -> &'static str {
         match (self.secure, base) {
             (true, SESSION) => "__Host-gh_session",
+            (true, FEDERATED) => "__Host-gh_federated",
             (true, _) => "__Host-gh_csrf",
             (false, SESSION) => SESSION,
+            (false, FEDERATED) => FEDERATED,
             (false, _) => CSRF,
         }
     }
@@ -58,6 +65,28 @@ impl CookiePolicy {
 
     pub fn csrf_cookie_name(&self) -> &'static str {
         self.name(CSRF)
+    }
+
+    pub fn federated_cookie_name(&self) -> &'static str {
+        self.name(FEDERATED)
+    }
+
+    /// What binds a sign-in at an identity provider to the browser that
+    /// started it. `Lax`, unlike the CSRF cookie: the provider's page sends
+    /// the browser back with a top-level navigation from its own site,
+    /// which carries no `Strict` cookie, so a sign-in bound to the CSRF
+    /// cookie failed with every provider on another site.
+    pub fn set_federated(&self, value: &str) -> Result<HeaderValue, CookieError> {
+        self.build(
+            self.federated_cookie_name(),
+            value,
+            Some(FEDERATED_COOKIE_SECS),
+            "Lax",
+        )
+    }
+
+    pub fn clear_federated(&self) -> HeaderValue {
+        self.cleared(self.federated_cookie_name(), "Lax")
     }
 
     fn build(

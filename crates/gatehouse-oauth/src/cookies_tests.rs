@@ -86,6 +86,27 @@ fn loopback_dev_mode_cookies() {
     );
 }
 
+/// The binding of a sign-in at an identity provider must come back with
+/// the provider's top-level redirect from its own site: `Lax`, never
+/// `Strict` (which the CSRF cookie is), and short-lived.
+#[test]
+fn the_federated_sign_in_binding_is_lax_and_short_lived() {
+    let p = policy("https://gatehouse.example.com/mcp");
+    assert_eq!(
+        p.set_federated("b1").unwrap(),
+        "__Host-gh_federated=b1; Path=/; HttpOnly; SameSite=Lax; Max-Age=600; Secure"
+    );
+    assert_eq!(
+        p.clear_federated(),
+        "__Host-gh_federated=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0; Secure"
+    );
+    let dev = policy("http://127.0.0.1:8080");
+    assert_eq!(
+        dev.set_federated("b1").unwrap(),
+        "gh_federated=b1; Path=/; HttpOnly; SameSite=Lax; Max-Age=600"
+    );
+}
+
 #[test]
 fn values_cannot_inject_attributes() {
     let p = policy("https://gatehouse.example.com");

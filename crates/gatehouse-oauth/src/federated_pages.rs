@@ -12,11 +12,12 @@ use axum::response::Response;
 use gatehouse_core::PeerAddr;
 use serde::Deserialize;
 
-use crate::browser::{browser, safe_continue, signed_in, with_csrf_cookie};
+use crate::browser::{safe_continue, signed_in};
 use crate::federated_sign_in::{Callback, SignInError};
 use crate::http::{AsState, source};
 use crate::pages::{html_response, message_page, see_other};
 use crate::read_cookie;
+use crate::server::random_token;
 
 #[derive(Deserialize)]
 pub(crate) struct Start {
@@ -39,7 +40,6 @@ fn refused_page(error: &SignInError) -> Response {
 pub(crate) async fn start(
     State(state): State<Arc<AsState>>,
     peer: Option<Extension<PeerAddr>>,
-    headers: HeaderMap,
     Query(query): Query<Start>,
 ) -> Response {
     let now = state.clock.now();
@@ -75,18 +75,27 @@ pub(crate) async fn start(
             message_page("Request refused", "The sign-in link was altered."),
         );
     }
-    let Ok(browser) = browser(&state, &headers) else {
+    let Ok(binding) = random_token(32) else {
+        return refused_page(&SignInError::Unavailable);
+    };
+    let Ok(cookie) = state.server.config().cookies.set_federated(&binding) else {
         return refused_page(&SignInError::Unavailable);
     };
     let provider = query.provider.unwrap_or_default();
     match state
         .server
-        .begin_federated_sign_in(&provider, &continue_to, &browser.csrf_secret, now)
+        .begin_federated_sign_in(&provider, &continue_to, &binding, now)
         .await
     {
-        // The browser's cookie is what the callback is bound to: set it
-        // now if it is new.
-        Ok(url) => with_csrf_cookie(&state, &browser, see_other(&url)),
+        // The callback is bound to this browser by a cookie of its own,
+        // set with the redirect to the provider.
+        Ok(url) => {
+            let mut response = see_other(&url);
+            response
+                .headers_mut()
+                .append(axum::http::header::SET_COOKIE, cookie);
+            response
+        }
         Err(error) => refused_page(&error),
     }
 }
@@ -100,9 +109,10 @@ pub(crate) async fn callback(
     Query(callback): Query<Callback>,
 ) -> Response {
     let now = state.clock.now();
-    let secret = read_cookie(&headers, state.server.config().cookies.csrf_cookie_name());
+    let cookies = &state.server.config().cookies;
+    let secret = read_cookie(&headers, cookies.federated_cookie_name());
     let source = source(peer);
-    match state
+    let mut response = match state
         .server
         .finish_federated_sign_in(&name, &callback, secret.as_deref(), now)
         .await
@@ -134,5 +144,10 @@ pub(crate) async fn callback(
             }
             refused_page(&error)
         }
-    }
+    };
+    // The binding is single use, as the pending sign-in is.
+    response
+        .headers_mut()
+        .append(axum::http::header::SET_COOKIE, cookies.clear_federated());
+    response
 }

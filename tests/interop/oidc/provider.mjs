@@ -11,7 +11,11 @@
 import Provider from 'oidc-provider';
 
 const [port, gatehouse] = process.argv.slice(2);
-const issuer = `http://127.0.0.1:${port}`;
+// On `localhost`, another site than Gatehouse's 127.0.0.1: the browser comes
+// back to Gatehouse's callback from another site, as from a real provider,
+// and carries no SameSite=Strict cookie (the listener is on 127.0.0.1;
+// clients that try ::1 first fall back to it).
+const issuer = `http://localhost:${port}`;
 const resource = `${gatehouse}/mcp`;
 const OPAQUE = 'urn:gatehouse:opaque';
 

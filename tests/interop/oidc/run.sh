@@ -79,7 +79,7 @@ read -r op_port gh_port < <(node -e '
   const net = require("net");
   const free = () => new Promise((ok) => { const s = net.createServer().listen(0, "127.0.0.1", () => { const p = s.address().port; s.close(() => ok(p)); }); });
   (async () => console.log(await free(), await free()))();')
-op="http://127.0.0.1:$op_port"
+op="http://localhost:$op_port"  # another site than Gatehouse: see provider.mjs
 base="http://127.0.0.1:$gh_port"
 export OIDC_GATEHOUSE_SECRET="oidc-test-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 
