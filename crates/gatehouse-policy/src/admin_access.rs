@@ -129,6 +129,22 @@ mod tests {
         );
     }
 
+    /// Roles the policy no longer defines are denied everything, `admin`
+    /// included: replacing it with another admin role demotes its holders.
+    #[test]
+    fn an_admin_role_the_policy_dropped_administers_nothing() {
+        let policy = Policy::from_toml(
+            "version = 1\n[roles.owner]\nadmin = true\n[tools.whoami]\nscope = \"tools:read\"\nroles = [\"owner\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            policy.admin_api_access(&principal("admin", None)),
+            Err(AdminRefusal::NotAdmin)
+        );
+        assert!(!policy.is_tenant_admin(&["admin".to_string()]));
+        assert!(policy.is_tenant_admin(&["owner".to_string()]));
+    }
+
     #[test]
     fn the_admin_scope_is_known_to_every_policy_with_an_admin() {
         let policy = Policy::from_toml(

@@ -141,6 +141,15 @@ impl Policy {
             target
                 .upstream
                 .and_then(|u| self.upstreams.get(u))
+                // A section's argument constraints narrow its tools and
+                // prompts; a resource is read without arguments, so a
+                // section with constraints does not cover its resources
+                // (a reader limited to `public/` by the tools' constraints
+                // could read everything the server lists): they need
+                // `[resources.*]` entries of their own.
+                .filter(|(_, extras)| {
+                    target.kind != Kind::Resource || extras.constraints.is_empty()
+                })
                 .map(|(r, e)| (r, e))
         })
     }
@@ -197,10 +206,14 @@ impl Policy {
     }
 
     /// Whether someone with these roles administers their tenant: they hold
-    /// the role named `admin` or one with `admin = true`. Decides who may
-    /// approve any call of the tenant and explain policy over HTTP.
+    /// the role named `admin` (while the policy defines it) or one with
+    /// `admin = true`. Decides who may approve any call of the tenant and
+    /// explain policy over HTTP. A policy that drops `admin` (say, for an
+    /// `owner` role) demotes its holders, as it does for every other right.
     pub fn is_tenant_admin(&self, roles: &[String]) -> bool {
-        roles.iter().any(|r| r == "admin" || self.is_admin_role(r))
+        roles
+            .iter()
+            .any(|r| (r == "admin" && self.is_known_role(r)) || self.is_admin_role(r))
     }
 
     /// Declared tasks in name order: what an agent may claim for a task grant.

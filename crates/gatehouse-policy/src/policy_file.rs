@@ -427,6 +427,16 @@ impl Policy {
                 if !valid(name) {
                     return Err(lines.err(spanned, path, what));
                 }
+                // A read has no arguments: a constraint written here would
+                // never be checked, and the entry would read narrower than
+                // it is.
+                if section == "resources" && !spanned.get_ref().constraints.is_empty() {
+                    return Err(lines.err(
+                        spanned,
+                        format!("{path}.constraints"),
+                        "a resource is read without arguments, so constraints cannot apply to it",
+                    ));
+                }
                 rules.insert(name.clone(), rule(&path, spanned, &ancestors, &lines)?);
             }
             sections.insert(section, rules);
@@ -612,6 +622,24 @@ fn rule(
         return Err(err(
             "approval_roles",
             format!("role \"{both}\" is also in roles"),
+        ));
+    }
+    // A role gets the best access of the roles it inherits: one that
+    // inherits a role allowed outright would never be asked for approval.
+    let cancelled = raw.approval_roles.iter().find_map(|needs| {
+        let closure = ancestors.get(needs)?;
+        raw.roles
+            .iter()
+            .find(|allowed| closure.contains(*allowed))
+            .map(|allowed| (needs, allowed))
+    });
+    if let Some((needs, allowed)) = cancelled {
+        return Err(err(
+            "approval_roles",
+            format!(
+                "role \"{needs}\" inherits \"{allowed}\", which is in roles: it would run the \
+                 target without approval"
+            ),
         ));
     }
     let rate_limit = match &raw.rate_limit {

@@ -234,6 +234,15 @@ fn every_validation_error_names_the_entry() {
             "tools.w.approval_roles: role \"admin\" is also in roles",
         ),
         (
+            // executor inherits analyst: allowed outright, never asked.
+            with("[tools.w]\nscope = \"tools:write\"\nroles = [\"analyst\"]\napproval_roles = [\"executor\"]\n"),
+            "tools.w.approval_roles: role \"executor\" inherits \"analyst\", which is in roles: it would run the target without approval",
+        ),
+        (
+            with("[resources.\"memo://x\"]\nscope = \"res:read\"\nroles = [\"reader\"]\n[resources.\"memo://x\".constraints]\nid = { one_of = [\"a\"] }\n"),
+            "resources.\"memo://x\".constraints: a resource is read without arguments, so constraints cannot apply to it",
+        ),
+        (
             "version = 1\n[roles.admin]\ninherits = [\"executor\"]\n[roles.executor]\ninherits = [\"admin\"]\n".into(),
             "roles.admin.inherits: cycle admin -> executor -> admin",
         ),

@@ -61,6 +61,51 @@ fn crm(kind: Kind, name: &str) -> Target<'_> {
     Target::upstream(kind, name, "crm")
 }
 
+/// A section's argument constraints narrow its tools; a resource has no
+/// arguments, so the section does not cover the server's resources: a
+/// reader limited by the tools' constraints read everything it listed.
+#[test]
+fn a_section_with_constraints_does_not_cover_its_resources() {
+    let policy = Policy::from_toml(&POLICY.replace(
+        "redact = [\"note\"]\n",
+        "redact = [\"note\"]\n[upstreams.crm.constraints]\npath = { prefix = [\"public/\"] }\n",
+    ))
+    .unwrap();
+    let memo = crm(Kind::Resource, "memo://team/note");
+    assert_eq!(decide(&policy, "analyst", memo).0, "unknown_tool");
+    // Its tools are still covered (with the constraints), and a resource
+    // named by an entry of its own still is.
+    assert_eq!(
+        decide(&policy, "analyst", crm(Kind::Tool, "crm__list_contacts")).0,
+        "allow"
+    );
+    assert_eq!(
+        decide(
+            &policy,
+            "analyst",
+            crm(Kind::Resource, "file:///srv/shared/report.csv")
+        )
+        .0,
+        "allow"
+    );
+    // Without constraints the section covers them.
+    let open = Policy::from_toml(POLICY).unwrap();
+    assert_eq!(decide(&open, "analyst", memo).0, "allow");
+}
+
+/// An admin-only entry written with `{+rest}` governs the whole subtree,
+/// not only the URIs one level below it.
+#[test]
+fn a_reserved_expression_entry_governs_every_uri_below_it() {
+    let policy = Policy::from_toml(&format!(
+        "{POLICY}\n[resources.\"file:///srv/hr/{{+rest}}\"]\nscope = \"files:read\"\nroles = [\"admin\"]\n"
+    ))
+    .unwrap();
+    let deep = crm(Kind::Resource, "file:///srv/hr/2024/salaries.csv");
+    assert_eq!(decide(&policy, "analyst", deep).0, "role_not_allowed");
+    assert_eq!(decide(&policy, "admin", deep).0, "allow");
+}
+
 #[test]
 fn an_upstream_section_sets_the_rule_for_every_tool_it_does_not_name() {
     let policy = Policy::from_toml(POLICY).unwrap();

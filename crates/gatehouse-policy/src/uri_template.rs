@@ -1,6 +1,8 @@
-//! Whether a resource URI is one an RFC 6570 level-1 template names: each
-//! `{expression}` stands for one or more characters other than `/`, the
-//! rest is literal. Used to route a `resources/read` to the upstream whose
+//! Whether a resource URI is one an RFC 6570 template names: a simple
+//! `{expression}` stands for one or more characters other than `/`; one
+//! whose expansion may hold a `/` (reserved `{+path}`, fragment `{#x}`,
+//! path segments `{/seg}`, or any exploded `{list*}`) stands for one or
+//! more characters of any kind; the rest is literal. Used to route a `resources/read` to the upstream whose
 //! template names the URI, and to find the policy entry of that template.
 //!
 //! Both the template (an upstream's) and the URI (a caller's) are
@@ -12,7 +14,15 @@
 #[derive(Debug, PartialEq, Eq)]
 enum Part<'a> {
     Literal(&'a str),
-    Expression,
+    /// An expression; `true` when its expansion may hold a `/`.
+    Expression(bool),
+}
+
+/// Whether an expression's expansion may hold a `/` (RFC 6570 §3.2.3,
+/// §3.2.4, §3.2.6, and explode modifiers): such an entry in the policy
+/// governs the URIs below it, as the upstream and the SDKs read it.
+fn spans_slashes(expression: &str) -> bool {
+    expression.starts_with(['+', '#', '/']) || expression.contains('*')
 }
 
 /// The template's parts; `None` for a template with an unclosed `{`.
@@ -23,8 +33,8 @@ fn parts(template: &str) -> Option<Vec<Part<'_>>> {
         if !literal.is_empty() {
             parts.push(Part::Literal(literal));
         }
-        let (_, after) = after.split_once('}')?;
-        parts.push(Part::Expression);
+        let (expression, after) = after.split_once('}')?;
+        parts.push(Part::Expression(spans_slashes(expression)));
         rest = after;
     }
     if !rest.is_empty() {
@@ -58,13 +68,14 @@ pub fn template_matches(template: &str, uri: &str) -> bool {
                     }
                 }
             }
-            Part::Expression => {
+            Part::Expression(spans) => {
                 // `end` is reachable when some reachable `start < end` has no
-                // '/' between them. One pass: `open` says such a start lies
-                // behind, since the last '/'.
+                // '/' between them (any, for an expression that spans them).
+                // One pass: `open` says such a start lies behind, since the
+                // last '/'.
                 let mut open = false;
                 for end in 0..=bytes.len() {
-                    if end > 0 && bytes[end - 1] == b'/' {
+                    if !spans && end > 0 && bytes[end - 1] == b'/' {
                         open = false;
                     }
                     next[end] = open && uri.is_char_boundary(end);
@@ -90,7 +101,7 @@ pub fn literal_len(template: &str) -> usize {
             .iter()
             .map(|p| match p {
                 Part::Literal(l) => l.len(),
-                Part::Expression => 0,
+                Part::Expression(_) => 0,
             })
             .sum()
     })
@@ -99,6 +110,30 @@ pub fn literal_len(template: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `{+rest}` (and `{#x}`, `{/seg*}`, `{list*}`) may expand to text with
+    /// slashes, so an entry written with one governs the whole subtree: a
+    /// reader once read `file:///srv/hr/2024/salaries.csv` past an
+    /// admin-only `file:///srv/hr/{+rest}`.
+    #[test]
+    fn reserved_fragment_path_and_exploded_expressions_span_slashes() {
+        let hr = "file:///srv/hr/{+rest}";
+        assert!(template_matches(hr, "file:///srv/hr/2024/salaries.csv"));
+        assert!(template_matches(hr, "file:///srv/hr/a"));
+        assert!(!template_matches(hr, "file:///srv/hr/"));
+        assert!(!template_matches(hr, "file:///srv/other/a"));
+        assert!(template_matches("doc://x{#part}", "doc://x#a/b"));
+        assert!(template_matches("doc://x{/seg*}", "doc://x/a/b/c"));
+        assert!(template_matches("doc://x/{list*}", "doc://x/a/b"));
+        // A simple expression still stops at a slash.
+        assert!(!template_matches(
+            "file:///srv/hr/{rest}",
+            "file:///srv/hr/2024/a.csv"
+        ));
+        // Linear still, with many spanning expressions in a row.
+        let long = format!("x://{}", "a/".repeat(5_000));
+        assert!(template_matches("x://{+a}{+b}{+c}{+d}", &long));
+    }
 
     #[test]
     fn expressions_take_one_or_more_characters_up_to_a_slash() {
