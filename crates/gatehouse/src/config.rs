@@ -490,6 +490,17 @@ pub fn check_against_policy(
         ));
     }
     for (n, issuer) in config.issuers.iter().enumerate() {
+        // A tenant a provider names that the policy does not declare would
+        // be refused at every call: a typo, said at start-up.
+        let named = issuer.tenant.iter().chain(&issuer.tenants);
+        if policy.tenancy_enabled()
+            && let Some(tenant) = named.into_iter().find(|t| !policy.tenant_allowed(t))
+        {
+            return Err(format!(
+                "issuers[{n}] ({}): the policy declares no tenant {tenant:?}",
+                issuer.issuer
+            ));
+        }
         for (value, role) in &issuer.role_map {
             if !policy.is_known_role(role) {
                 return Err(format!(

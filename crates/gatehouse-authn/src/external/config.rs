@@ -43,6 +43,11 @@ pub struct IssuerConfig {
     /// A claim (dotted path) holding the tenant; see also `tenant`.
     #[serde(default)]
     pub tenant_claim: Option<String>,
+    /// The tenants `tenant_claim` may name (required with it): the provider
+    /// vouches for its own organisations only, and a token naming another
+    /// tenant is refused.
+    #[serde(default)]
+    pub tenants: Vec<String>,
     /// Every token of this issuer belongs to this tenant.
     #[serde(default)]
     pub tenant: Option<String>,
@@ -176,7 +181,8 @@ pub enum TokenType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantSource {
     Fixed(String),
-    Claim(String),
+    /// The claim, and the tenants it may name.
+    Claim(String, Vec<String>),
     Default,
 }
 
@@ -280,10 +286,24 @@ impl IssuerConfig {
                 return Err("tenant and tenant_claim exclude each other".into());
             }
             (Some(fixed), None) if !fixed.is_empty() => TenantSource::Fixed(fixed.clone()),
-            (None, Some(claim)) if !claim.is_empty() => TenantSource::Claim(claim.clone()),
+            (None, Some(claim)) if !claim.is_empty() => {
+                // Without a list, whoever administers the provider (or a
+                // user who can edit the claim) could name any tenant, and
+                // get its secrets, upstream credentials and approvals.
+                if self.tenants.is_empty() || self.tenants.iter().any(String::is_empty) {
+                    return Err(
+                        "tenant_claim needs tenants = [...]: the tenants this provider may name"
+                            .into(),
+                    );
+                }
+                TenantSource::Claim(claim.clone(), self.tenants.clone())
+            }
             (None, None) => TenantSource::Default,
             _ => return Err("tenant / tenant_claim must not be empty".into()),
         };
+        if !self.tenants.is_empty() && !matches!(tenant, TenantSource::Claim(..)) {
+            return Err("tenants lists what tenant_claim may name; it needs tenant_claim".into());
+        }
         if self.subject_claim.is_empty() || self.agent_claims.iter().any(String::is_empty) {
             return Err("subject_claim and agent_claims must name claims".into());
         }
@@ -475,6 +495,14 @@ mod tests {
             (
                 "issuer = \"https://idp.example.com\"\nleeway = \"5m\"",
                 "leeway",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\ntenant_claim = \"t\"",
+                "tenant_claim needs tenants",
+            ),
+            (
+                "issuer = \"https://idp.example.com\"\ntenants = [\"a\"]",
+                "needs tenant_claim",
             ),
             (
                 "issuer = \"https://idp.example.com\"\ntenant = \"a\"\ntenant_claim = \"t\"",

@@ -136,8 +136,8 @@ async fn claim_mappings_follow_the_configuration() {
     let (_provider, issuer) = provider(std::slice::from_ref(&key)).await;
     let external = issuers(&[config(
         &issuer,
-        "tenant_claim = \"org.id\"\nroles_claim = \"groups\"\nrole_map = { \"ops\" = \"admin\" }\n\
-         token_type = \"JWT\"",
+        "tenant_claim = \"org.id\"\ntenants = [\"acme\"]\nroles_claim = \"groups\"\n\
+         role_map = { \"ops\" = \"admin\" }\ntoken_type = \"JWT\"",
     )]);
     let mut c = claims(&issuer);
     c["org"] = json!({ "id": "acme" });
@@ -154,6 +154,14 @@ async fn claim_mappings_follow_the_configuration() {
     // Without a jti the credential is named by a digest, never the token.
     assert!(principal.credential.id.starts_with("sha256:"));
     assert!(!principal.credential.id.contains(&token[..20]));
+    // A tenant the provider may not name is refused: it would otherwise
+    // get that tenant's secrets and approvals with its own role map.
+    c["org"] = json!({ "id": "globex" });
+    let token = key.sign_raw(&header, &c.to_string());
+    assert_eq!(
+        external.authenticate(&token, at(NOW)).await.unwrap_err(),
+        JwtError::UnusableClaim("tenant")
+    );
     // A required tenant claim that is missing refuses the token.
     c.as_object_mut().unwrap().remove("org");
     let token = key.sign_raw(&header, &c.to_string());

@@ -230,8 +230,12 @@ pub(crate) fn principal(
     let agent = agent.unwrap_or_else(|| subject.clone());
     let tenant = match &issuer.tenant {
         TenantSource::Fixed(tenant) => tenant.clone(),
-        TenantSource::Claim(claim) => {
-            string_claim(claims, claim).ok_or(JwtError::MissingClaim("tenant"))?
+        TenantSource::Claim(claim, allowed) => {
+            let named = string_claim(claims, claim).ok_or(JwtError::MissingClaim("tenant"))?;
+            if !allowed.contains(&named) {
+                return Err(JwtError::UnusableClaim("tenant"));
+            }
+            named
         }
         TenantSource::Default => DEFAULT_TENANT.to_owned(),
     };
