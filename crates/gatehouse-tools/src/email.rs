@@ -99,6 +99,9 @@ pub(crate) async fn queue(
             "'body' is larger than {MAX_BODY_BYTES} bytes"
         )));
     }
+    // Counted and written under the outbox's lock: calls side by side at
+    // 999 messages would each pass the count.
+    let _turn = crate::area_locks::lock(&outbox).await;
     let queued = count_queued(&outbox).await?;
     if queued >= MAX_QUEUED {
         return Err(ToolError::refused(format!(

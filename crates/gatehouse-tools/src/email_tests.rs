@@ -170,3 +170,31 @@ async fn a_full_outbox_refuses_more() {
     )
     .await);
 }
+
+/// Calls side by side near the cap each counted the same outbox and all
+/// wrote: the count and the write now happen under the outbox's lock.
+#[tokio::test]
+async fn calls_side_by_side_cannot_pass_the_outbox_cap_together() {
+    let h = harness().await;
+    ok(h.call(
+        "acme",
+        "send_email",
+        json!({"to": ["bob@example.com"], "subject": "first", "body": "x"}),
+    )
+    .await);
+    let outbox = h.tools.outbox_dir("acme");
+    for i in 1..MAX_QUEUED - 5 {
+        std::fs::write(outbox.join(format!("filler-{i}.eml")), "x").unwrap();
+    }
+    let calls = (0..40).map(|i| {
+        h.call(
+            "acme",
+            "send_email",
+            json!({"to": ["bob@example.com"], "subject": format!("n{i}"), "body": "x"}),
+        )
+    });
+    let answers = futures::future::join_all(calls).await;
+    let refused = answers.iter().filter(|a| code(a) == "refused").count();
+    assert_eq!(refused, 35);
+    assert_eq!(outbox_files(&h, "acme").len(), MAX_QUEUED);
+}

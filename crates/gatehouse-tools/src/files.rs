@@ -37,10 +37,6 @@ pub(crate) struct Quota {
     pub(crate) entries: u64,
 }
 
-/// Held from a write's quota check to its end (every tenant's writes one
-/// at a time: they are small, rare, and often need an approval anyway).
-static QUOTA_WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 pub(crate) const TENANT_QUOTA: Quota = Quota {
     bytes: 100 * 1024 * 1024,
     entries: 10_000,
@@ -53,8 +49,14 @@ pub(crate) async fn write(
     limit: u64,
 ) -> Result<ToolOutput, ToolError> {
     let shown = path.display();
-    let bytes =
-        blocking(move || write_text(&root, &path, content.as_bytes(), limit, TENANT_QUOTA)).await?;
+    // The quota is checked and the file written under the area's lock.
+    let turn = crate::area_locks::lock(&root).await;
+    let bytes = blocking(move || {
+        let written = write_text(&root, &path, content.as_bytes(), limit, TENANT_QUOTA);
+        drop(turn);
+        written
+    })
+    .await?;
     Ok(ToolOutput {
         text: format!("wrote {bytes} bytes to {shown}"),
         structured: Some(json!({ "path": shown, "bytes": bytes })),
@@ -137,11 +139,7 @@ fn write_text(
         )));
     }
     let (dirs, name) = path.split();
-    // Checked and written under one lock, so that writes side by side
-    // cannot each pass the quota against the same usage.
-    let _writing = QUOTA_WRITES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The caller holds the area's lock (`area_locks`) from here to the end.
     within_quota(root, dirs, name, size, quota)?;
     let parent = prepare_parent(root, dirs)?;
     let target = parent.join(name);

@@ -6,6 +6,7 @@
 //! authorization decision, and the tenant a tool works in is always the
 //! permit's, never something the arguments name.
 
+mod area_locks;
 mod arguments;
 mod dataset;
 mod definitions;
