@@ -64,6 +64,7 @@ use tracing::Instrument;
 mod audience;
 mod errors;
 mod held;
+mod listen_slots;
 mod stream_pauses;
 mod upstream_changes;
 
@@ -130,6 +131,8 @@ struct McpHandler {
     announced: Arc<std::sync::atomic::AtomicBool>,
     /// Upstream calls waiting for a 2026-07-28 caller's answers.
     held: HeldCalls,
+    /// The open `subscriptions/listen` streams, counted per person.
+    listen_slots: listen_slots::ListenSlots,
 }
 
 impl McpHandler {
@@ -152,6 +155,7 @@ impl McpHandler {
             session: Arc::default(),
             announced: Arc::default(),
             held: HeldCalls::default(),
+            listen_slots: listen_slots::ListenSlots::default(),
         }
     }
 
@@ -167,6 +171,7 @@ impl McpHandler {
             session: Arc::default(),
             announced: Arc::default(),
             held: self.held.clone(),
+            listen_slots: self.listen_slots.clone(),
         }
     }
 
@@ -714,6 +719,8 @@ impl ServerHandler for McpHandler {
             {
                 return Err(too_many_watches());
             }
+            // Held until the stream ends.
+            let _slot = self.listen_slots.take(caller.principal.limit_key())?;
             // Each resource is watched under the gate of reading it; one the
             // caller may not read ends the stream with the refusal (the
             // acknowledgement went first: rmcp sends it before this runs).

@@ -958,6 +958,60 @@ async fn watching_resources_is_bounded_per_session_and_listen_stream() {
     );
 }
 
+/// One person holds at most 16 open listen streams (each may watch 64
+/// resources, each watch possibly an outbound stream of its own): one
+/// reader key opened them without bound, over many connections.
+#[tokio::test]
+async fn open_listen_streams_are_bounded_per_person() {
+    let Some(python) = python() else { return };
+    let server = server(&python);
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    let (_, other) = server.create_key("other", "analyst", &[]);
+    ready(&server, &analyst).await;
+    let mut open = Vec::new();
+    for id in 0..16 {
+        let mut stream = listen(&server, &analyst, id, json!({"toolsListChanged": true})).await;
+        let ack = within(&mut stream, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(
+            ack["method"], "notifications/subscriptions/acknowledged",
+            "{ack}"
+        );
+        open.push(stream);
+    }
+    let mut refused = listen(&server, &analyst, 16, json!({"toolsListChanged": true})).await;
+    let answer = loop {
+        let message = within(&mut refused, Duration::from_secs(10))
+            .await
+            .expect("the listen stream said nothing");
+        if message["id"] == 16 {
+            break message;
+        }
+    };
+    assert_eq!(
+        answer["error"]["data"]["reason"], "too_many_subscriptions",
+        "{answer}"
+    );
+    // Another key is not held up, and a stream that ends frees a slot.
+    let mut theirs = listen(&server, &other, 1, json!({"toolsListChanged": true})).await;
+    let ack = within(&mut theirs, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    drop(open.pop());
+    let mut again = None;
+    for _ in 0..50 {
+        let mut stream = listen(&server, &analyst, 17, json!({"toolsListChanged": true})).await;
+        let first = within(&mut stream, Duration::from_secs(10)).await.unwrap();
+        if first["method"] == "notifications/subscriptions/acknowledged" {
+            again = Some(stream);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "the ended stream's slot was not freed");
+}
+
 /// A 2026-07-28 `subscriptions/listen` stream of `key` through the gateway.
 async fn listen(server: &Server, key: &str, id: i64, notifications: Value) -> Events {
     let meta = json!({
