@@ -4,10 +4,11 @@
 //! Connections are capped (`max_connections`: past it, new ones wait in the
 //! kernel's backlog rather than take the descriptors the database and the
 //! audit log need), and one that has not made a request within the
-//! header-read timeout is closed. hyper's own timeout starts only once a
+//! header-read timeout is closed, as is one with no request in flight for
+//! that long (`in_flight.rs`). hyper's own timeout starts only once a
 //! connection is known to speak HTTP/1, so a client that sends nothing, or
-//! a part of the HTTP/2 preface, or opens HTTP/2 and goes quiet, would
-//! otherwise hold its connection for good.
+//! a part of the HTTP/2 preface, or opens HTTP/2 and goes quiet (before or
+//! after a request), would otherwise hold its connection for good.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 pub use gatehouse_core::PeerAddr;
+
+use super::in_flight::{InFlight, hold_until_sent};
 
 #[derive(Debug, Clone)]
 pub struct ListenerSettings {
@@ -102,14 +105,20 @@ pub async fn serve(
         let first_request = Arc::new(tokio::sync::Notify::new());
         let requested = Arc::clone(&first_request);
         let proxies = Arc::clone(&limits.trusted_proxies);
-        let service = router
-            .clone()
-            .map_request(move |mut request: hyper::Request<Incoming>| {
-                requested.notify_one();
-                let caller = caller(&proxies, peer, &request);
-                request.extensions_mut().insert(PeerAddr(caller));
-                request
-            });
+        let in_flight = InFlight::default();
+        let counted = in_flight.clone();
+        let router = router.clone();
+        let service = tower::service_fn(move |mut request: hyper::Request<Incoming>| {
+            requested.notify_one();
+            let entered = counted.enter();
+            let caller = caller(&proxies, peer, &request);
+            request.extensions_mut().insert(PeerAddr(caller));
+            let answered = router.clone().oneshot(request);
+            async move {
+                let response = answered.await?;
+                Ok::<_, std::convert::Infallible>(hold_until_sent(response, entered))
+            }
+        });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
@@ -135,8 +144,16 @@ pub async fn serve(
                     }
                 }
             }
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+            // Then, whenever it has had no request in flight for as long.
+            tokio::select! {
+                ended = &mut connection => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                () = in_flight.idle_for(wait_for_request) => {
+                    tracing::debug!("connection idle; closed");
+                }
             }
         });
     }

@@ -8,6 +8,7 @@ mod body;
 mod errors;
 mod fast_call;
 mod guard;
+mod in_flight;
 mod listener;
 mod metadata;
 mod metrics_endpoint;

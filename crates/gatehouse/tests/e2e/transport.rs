@@ -261,6 +261,58 @@ async fn connections_that_make_no_request_are_closed() {
     }
 }
 
+/// An HTTP/2 connection that made one request and then said nothing was
+/// never closed (hyper closes idle HTTP/1 connections itself, but nothing
+/// did for HTTP/2): enough of them filled `max_connections` for good. It
+/// is now closed once no request has been in flight for the header-read
+/// timeout.
+#[tokio::test]
+async fn an_http2_connection_idle_after_a_request_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(Some(
+        "version = 1\n[server]\nheader_read_timeout = \"1s\"\n",
+    ));
+    let address = server.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // The preface, empty SETTINGS, and HEADERS (END_STREAM | END_HEADERS)
+    // for GET /healthz, its header block in HPACK: :method GET (static 2),
+    // :scheme http (6), :path literal with indexed name (4), :authority
+    // literal with indexed name (1).
+    let mut block = vec![0x82, 0x86, 0x44, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x41, address.len() as u8]);
+    block.extend_from_slice(address.as_bytes());
+    let mut frames = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    frames.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    let len = block.len();
+    frames.extend_from_slice(&[
+        (len >> 16) as u8,
+        (len >> 8) as u8,
+        len as u8,
+        0x1,
+        0x5,
+        0,
+        0,
+        0,
+        1,
+    ]);
+    frames.extend_from_slice(&block);
+    stream.write_all(&frames).await.unwrap();
+    // The answer comes (a HEADERS frame on stream 1), then nothing more is
+    // sent: the server must close the connection.
+    let mut received = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        stream.read_to_end(&mut received),
+    )
+    .await;
+    assert!(closed.is_ok(), "an idle HTTP/2 connection was kept open");
+    let answered = received
+        .windows(9)
+        .any(|frame| frame[3] == 0x1 && frame[5..9] == [0, 0, 0, 1]);
+    assert!(answered, "no answer to the request: {received:?}");
+}
+
 #[tokio::test]
 async fn slow_bodies_are_cut_off() {
     use tokio::io::AsyncWriteExt;

@@ -1,0 +1,132 @@
+//! A connection's requests in flight, for closing it once it has been idle
+//! for the header-read timeout. hyper closes an idle HTTP/1 connection
+//! itself (its header-read timeout runs between requests too); nothing did
+//! so for HTTP/2, so a client that made one request and then said nothing
+//! kept its connection, and a slot of `max_connections`, for good.
+//!
+//! A request counts from when it reaches the router until its response
+//! body ends or is dropped (a long `GET` stream counts all along), or until
+//! its handler is dropped (a client that resets the stream).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, HttpBody};
+use axum::response::Response;
+use tokio::sync::Notify;
+
+/// The requests in flight on one connection.
+#[derive(Clone, Default)]
+pub(super) struct InFlight(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    count: AtomicUsize,
+    /// Told of every request that starts or ends.
+    changed: Notify,
+}
+
+/// One request in flight; it ends when dropped.
+pub(super) struct Entered(InFlight);
+
+impl InFlight {
+    pub(super) fn enter(&self) -> Entered {
+        self.0.count.fetch_add(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+        Entered(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.0.count.load(Ordering::SeqCst)
+    }
+
+    /// Returns once no request has been in flight for `idle`.
+    pub(super) async fn idle_for(&self, idle: Duration) {
+        loop {
+            let changed = self.0.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the count is read, so no change is missed.
+            changed.as_mut().enable();
+            if self.count() == 0 {
+                if tokio::time::timeout(idle, changed).await.is_err() && self.count() == 0 {
+                    return;
+                }
+            } else {
+                changed.await;
+            }
+        }
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        (self.0).0.count.fetch_sub(1, Ordering::SeqCst);
+        (self.0).0.changed.notify_waiters();
+    }
+}
+
+/// `response` with its body holding `entered` until the body ends.
+pub(super) fn hold_until_sent(response: Response, entered: Entered) -> Response {
+    response.map(|inner| {
+        Body::new(Held {
+            inner,
+            _entered: entered,
+        })
+    })
+}
+
+struct Held {
+    inner: Body,
+    _entered: Entered,
+}
+
+impl HttpBody for Held {
+    type Data = <Body as HttpBody>::Data;
+    type Error = <Body as HttpBody>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_idle_only_with_nothing_in_flight_for_the_whole_time() {
+        let requests = InFlight::default();
+        let streaming = requests.enter();
+        let idle = tokio::spawn({
+            let requests = requests.clone();
+            async move { requests.idle_for(Duration::from_secs(10)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!idle.is_finished(), "idle while a stream was open");
+        drop(streaming);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // A request in the middle starts the wait again.
+        drop(requests.enter());
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        assert!(
+            !idle.is_finished(),
+            "idle counted from before the last request"
+        );
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(idle.is_finished());
+    }
+}
