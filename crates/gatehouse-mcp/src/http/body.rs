@@ -24,10 +24,13 @@ use super::admission::{Message, admit};
 use super::authenticate::SessionGrant;
 use super::errors::{jsonrpc_refusal, malformed_message, not_admitted};
 use super::fast_call;
+use super::in_flight::hold_until_sent;
 use super::router::AppState;
 use super::session_call;
+use super::sessions::{MAX_SDK_REQUESTS_PER_SESSION, SdkRequestRefusal};
 use crate::Caller;
 use crate::sdk::{MalformedMessage, inspect_message};
+use crate::session_lane::request_key;
 
 fn caused_by<E: Error + 'static>(error: &(dyn Error + 'static)) -> bool {
     let mut current = Some(error);
@@ -114,6 +117,30 @@ fn malformed(error: MalformedMessage) -> Response {
     }
 }
 
+/// A session's request refused before the SDK sees it.
+fn sdk_request_refused(refused: SdkRequestRefusal, id: &Value) -> Response {
+    match refused {
+        SdkRequestRefusal::IdInFlight => malformed_message(
+            false,
+            id.clone(),
+            "Invalid Request: a request of this session with this id is still being handled; use \
+             another id",
+        ),
+        SdkRequestRefusal::TooMany => {
+            let mut answer = malformed_message(
+                false,
+                id.clone(),
+                &format!(
+                    "Invalid Request: this session has {MAX_SDK_REQUESTS_PER_SESSION} requests in \
+                     flight, the most it may; wait for some to finish"
+                ),
+            );
+            *answer.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            answer
+        }
+    }
+}
+
 pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     // The size cap and the deadline are enforced by the layers around the
@@ -167,10 +194,27 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
                 }
             }
             let session = admitted.caller.session.clone();
+            // A session's request goes to the SDK only under an id none of
+            // its requests there holds (held until its answer is sent).
+            let sdk_request = match (&session, &message) {
+                (Some(session), Some(message)) if message.method().is_some() => {
+                    match request_key(message.id()) {
+                        Some(key) => match state.sessions.start_sdk_request(session, key) {
+                            Ok(taken) => taken,
+                            Err(refused) => return sdk_request_refused(refused, message.id()),
+                        },
+                        None => None,
+                    }
+                }
+                _ => None,
+            };
             parts.extensions.insert(admitted.caller);
             let mut response = next
                 .run(Request::from_parts(parts, Body::from(bytes.clone())))
                 .await;
+            if let Some(taken) = sdk_request {
+                response = hold_until_sent(response, taken);
+            }
             // The SDK ends a session it has not seen for a while
             // (`sessions.rs`); one it refused before its session saw the
             // request (406, 400) does not count.

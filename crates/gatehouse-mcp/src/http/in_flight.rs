@@ -68,22 +68,23 @@ impl Drop for Entered {
     }
 }
 
-/// `response` with its body holding `entered` until the body ends.
-pub(super) fn hold_until_sent(response: Response, entered: Entered) -> Response {
+/// `response` with its body holding `guard` until the body ends or is
+/// dropped (a request in flight, a request id taken).
+pub(super) fn hold_until_sent<G: Send + Unpin + 'static>(response: Response, guard: G) -> Response {
     response.map(|inner| {
         Body::new(Held {
             inner,
-            _entered: entered,
+            _guard: guard,
         })
     })
 }
 
-struct Held {
+struct Held<G> {
     inner: Body,
-    _entered: Entered,
+    _guard: G,
 }
 
-impl HttpBody for Held {
+impl<G: Unpin> HttpBody for Held<G> {
     type Data = <Body as HttpBody>::Data;
     type Error = <Body as HttpBody>::Error;
 

@@ -53,6 +53,41 @@ struct Binding {
     /// since the session's stream stays open between requests
     /// (`session_rechecks.rs`). Kept in memory only.
     presented: Option<Presented>,
+    /// The request ids of the session's requests the SDK is handling
+    /// (`request_key`): the SDK keeps each request's routes by id and
+    /// overwrites them for a repeated id, losing the first request's answer
+    /// and leaking its routes for the session's life.
+    sdk_requests: HashSet<String>,
+}
+
+/// Requests one session may have in the SDK's hands at once.
+pub const MAX_SDK_REQUESTS_PER_SESSION: usize = 256;
+
+/// Why a session's request is not handed to the SDK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SdkRequestRefusal {
+    /// A request of the session with this id is still being handled.
+    IdInFlight,
+    /// `MAX_SDK_REQUESTS_PER_SESSION` are.
+    TooMany,
+}
+
+/// A session's request in the SDK's hands; its id is free again when this
+/// is dropped (its answer sent, or the request dropped).
+pub(crate) struct SdkRequest {
+    bindings: Arc<SessionBindings>,
+    session: String,
+    key: String,
+}
+
+impl Drop for SdkRequest {
+    fn drop(&mut self) {
+        if let Some(mut table) = self.bindings.table()
+            && let Some(binding) = table.bindings.get_mut(&self.session)
+        {
+            binding.sdk_requests.remove(&self.key);
+        }
+    }
 }
 
 /// A credential a session's request presented, and its principal; with
@@ -297,6 +332,7 @@ impl SessionBindings {
                 sdk_seen: Instant::now(),
                 lane: None,
                 presented: None,
+                sdk_requests: HashSet::new(),
             },
         );
         table
@@ -386,6 +422,33 @@ impl SessionBindings {
         }
         binding.sdk_seen = Instant::now();
         true
+    }
+
+    /// Takes request id `key` of `session` for a request handed to the SDK.
+    /// An unbound session takes nothing (the SDK answers it 404).
+    pub(crate) fn start_sdk_request(
+        self: &Arc<Self>,
+        session: &str,
+        key: String,
+    ) -> Result<Option<SdkRequest>, SdkRequestRefusal> {
+        let Some(mut table) = self.table() else {
+            return Ok(None);
+        };
+        let Some(binding) = table.bindings.get_mut(session) else {
+            return Ok(None);
+        };
+        if binding.sdk_requests.contains(&key) {
+            return Err(SdkRequestRefusal::IdInFlight);
+        }
+        if binding.sdk_requests.len() >= MAX_SDK_REQUESTS_PER_SESSION {
+            return Err(SdkRequestRefusal::TooMany);
+        }
+        binding.sdk_requests.insert(key.clone());
+        Ok(Some(SdkRequest {
+            bindings: Arc::clone(self),
+            session: session.to_string(),
+            key,
+        }))
     }
 
     /// The SDK answered a request of the session.
@@ -511,6 +574,48 @@ mod tests {
             Err(SessionRefusal::PrincipalFull { limit: 2 })
         );
         assert_eq!(bindings.may_start("bob"), Ok(()));
+    }
+
+    /// An id the SDK is still handling in the session is refused, and free
+    /// again once that request is done; other sessions are not affected.
+    #[test]
+    fn a_request_id_in_the_sdks_hands_is_not_taken_twice() {
+        let bindings = Arc::new(bindings(100, 16));
+        bindings.bind("s1", "alice", "alice", None).unwrap();
+        bindings.bind("s2", "alice", "alice", None).unwrap();
+        let first = bindings.start_sdk_request("s1", "7".into()).unwrap();
+        assert!(first.is_some());
+        assert_eq!(
+            bindings.start_sdk_request("s1", "7".into()).err(),
+            Some(SdkRequestRefusal::IdInFlight)
+        );
+        assert!(
+            bindings
+                .start_sdk_request("s2", "7".into())
+                .unwrap()
+                .is_some()
+        );
+        drop(first);
+        assert!(
+            bindings
+                .start_sdk_request("s1", "7".into())
+                .unwrap()
+                .is_some()
+        );
+        let held: Vec<_> = (0..MAX_SDK_REQUESTS_PER_SESSION)
+            .map(|n| bindings.start_sdk_request("s1", format!("n{n}")).unwrap())
+            .collect();
+        assert_eq!(
+            bindings.start_sdk_request("s1", "one more".into()).err(),
+            Some(SdkRequestRefusal::TooMany)
+        );
+        drop(held);
+        assert!(
+            bindings
+                .start_sdk_request("gone", "7".into())
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

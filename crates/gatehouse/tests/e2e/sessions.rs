@@ -492,3 +492,67 @@ async fn a_session_the_sdk_ended_is_not_served_by_the_fast_path() {
     let after = whoami(&server, &reader, &session, 2).await;
     assert_eq!(after.status(), 404);
 }
+
+/// The SDK keeps a session's requests by id and overwrote them for a
+/// repeated id: the first request's answer was lost, and its routes stayed
+/// for the session's life (memory without bound, one request at a time).
+/// A request whose id another request of the session still holds in the
+/// SDK is now refused, and the first is answered.
+#[tokio::test]
+async fn a_request_id_still_in_flight_in_the_session_is_refused() {
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hanging.local_addr().unwrap().port();
+    let server = Server::start(Some(
+        "version = 1\n[tools]\nweb_fetch_allowlist = [\"127.0.0.1\"]\nweb_fetch_allow_private = true\n",
+    ));
+    let admin = server.admin_key.clone().unwrap();
+    let session = initialize(&server, &admin).await;
+    // A progress token keeps the call with the SDK; the fetch waits for an
+    // answer that does not come until the listener's connection is dropped.
+    let slow = post(
+        &server,
+        &admin,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": "web_fetch", "arguments": {"url": format!("http://127.0.0.1:{port}/")},
+            "_meta": {"progressToken": "p"}}}),
+    );
+    let meanwhile = async {
+        let (connection, _) = hanging.accept().await.unwrap();
+        let again = post(
+            &server,
+            &admin,
+            Some(&session),
+            json!({"jsonrpc": "2.0", "id": 7, "method": "ping"}),
+        )
+        .await;
+        assert_eq!(again.status(), 400);
+        let body: Value = again.json().await.unwrap();
+        assert_eq!(body["error"]["code"], -32600, "{body}");
+        assert_eq!(body["id"], 7, "{body}");
+        // Another id goes through meanwhile.
+        let other = post(
+            &server,
+            &admin,
+            Some(&session),
+            json!({"jsonrpc": "2.0", "id": 8, "method": "ping"}),
+        )
+        .await;
+        assert_eq!(other.status(), 200);
+        // The first request's fetch fails once its peer goes.
+        drop(connection);
+    };
+    let (answered, ()) = tokio::join!(slow, meanwhile);
+    assert_eq!(answered.status(), 200);
+    let answer = parse_body(&answered.text().await.unwrap());
+    assert_eq!(answer["id"], 7, "{answer}");
+    // And its id is free again.
+    let reused = post(
+        &server,
+        &admin,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 7, "method": "ping"}),
+    )
+    .await;
+    assert_eq!(reused.status(), 200);
+}
