@@ -91,6 +91,12 @@ pub enum JwtError {
     /// (unknown, expired or revoked there).
     #[error("the token is not active")]
     Inactive,
+    /// The same: an opaque token its issuer already called inactive
+    /// (answered from the cache). Presenting one token again tells a
+    /// guesser nothing, so it does not count toward a lockout: a client
+    /// repeating its expired token locked everyone behind its address.
+    #[error("the token is not active")]
+    StillInactive,
     /// The issuer's introspection endpoint could not answer: the token is
     /// refused (fail closed). An outage, not the caller's doing.
     #[error("the issuer cannot check the token now")]
@@ -126,7 +132,8 @@ impl JwtError {
             | JwtError::IntrospectionUnavailable
             | JwtError::WrongSubject
             | JwtError::LifetimeTooLong
-            | JwtError::WrongNonce => true,
+            | JwtError::WrongNonce
+            | JwtError::StillInactive => true,
             JwtError::TooLarge
             | JwtError::Malformed
             | JwtError::UnsupportedAlgorithm
@@ -164,7 +171,7 @@ impl JwtError {
             JwtError::InvalidKey => "invalid_key",
             JwtError::UnknownIssuer => "unknown_issuer",
             JwtError::KeysUnavailable => "issuer_keys_unavailable",
-            JwtError::Inactive => "token_inactive",
+            JwtError::Inactive | JwtError::StillInactive => "token_inactive",
             JwtError::IntrospectionUnavailable => "introspection_unavailable",
             JwtError::WrongSubject => "wrong_subject",
             JwtError::LifetimeTooLong => "lifetime_too_long",

@@ -132,7 +132,7 @@ impl Introspector {
         if let Some(answer) = self.cached(&digest, now_ms) {
             return match answer {
                 Answer::Active(principal) => Ok(*principal),
-                Answer::Inactive => Err(JwtError::Inactive),
+                Answer::Inactive => Err(JwtError::StillInactive),
             };
         }
         let claims = self.ask(token, now_ms).await?;

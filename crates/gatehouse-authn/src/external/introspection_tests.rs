@@ -234,15 +234,23 @@ async fn the_cache_never_outlives_the_token() {
 #[tokio::test]
 async fn an_inactive_token_is_refused_and_a_replay_costs_the_provider_nothing() {
     let s = setup(CLIENT_SECRET, "").await;
+    assert_eq!(
+        s.check("made-up-token", NOW).await.unwrap_err(),
+        JwtError::Inactive
+    );
     for _ in 0..5 {
         assert_eq!(
             s.check("made-up-token", NOW).await.unwrap_err(),
-            JwtError::Inactive
+            JwtError::StillInactive
         );
     }
     assert_eq!(s.requests(), 1);
-    // A guess: it counts toward the lockout.
+    // A new token is a guess: it counts toward the lockout. The same one
+    // again tells a guesser nothing, and does not: a client repeating its
+    // expired token locked everyone behind its address.
     assert!(!JwtError::Inactive.signature_was_valid());
+    assert!(JwtError::StillInactive.signature_was_valid());
+    assert_eq!(JwtError::StillInactive.code(), "token_inactive");
 }
 
 /// A change to an active answer.
