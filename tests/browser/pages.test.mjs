@@ -885,17 +885,10 @@ async function approvals(browser) {
 // person's browser session with the redirect. Gatehouse clears its cookies
 // in the redirect itself; Chromium must drop them before following it.
 async function sameHostRedirect(browser) {
-  const registered = await fetch(`${BASE}/register`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({
-      client_name: 'same-host',
-      redirect_uris: [`${SAME_SITE}/cb`],
-      token_endpoint_auth_method: 'none',
-    }),
-  });
-  const client = await registered.json();
-  assertEqual(registered.status, 201, `registration (${JSON.stringify(client)})`);
+  const client = await cliJson([
+    'clients', 'create', '--name', 'same-host', '--public', '--redirect-uri', `${SAME_SITE}/cb`,
+  ]);
+  assert(client.client_id, `no client created: ${JSON.stringify(client)}`);
   const context = await browser.newContext();
   context.setDefaultTimeout(ACTION_TIMEOUT);
   const page = await context.newPage();

@@ -118,17 +118,15 @@ impl Principal {
         key
     }
 
-    /// Who a per-caller rate limit counts: the person, across every agent
-    /// (OAuth client, key) acting for them; else the principal itself. A
-    /// person who registers another client (open to anyone) would
-    /// otherwise get another budget with each.
-    ///
-    /// A task token counts as the principal itself: its person may come
-    /// from an external issuer whose name the token no longer carries, and
-    /// must not share a budget with a local person of the same name.
+    /// Who a per-caller limit counts (rate limits, sessions, `initialize`,
+    /// listen streams): the person, across every agent (OAuth client, key)
+    /// and task token acting for them; else the principal itself. A person
+    /// who registers another client (open to anyone) or mints task tokens
+    /// would otherwise get another budget with each. (A task token's person
+    /// is Gatehouse's own: external providers' tokens are not exchanged.)
     pub fn limit_key(&self) -> String {
         match &self.human {
-            Some(human) if self.task.is_none() => {
+            Some(human) => {
                 let mut key = format!("{}\u{1f}{human}\u{1f}", self.tenant);
                 if let Some(issuer) = &self.issuer {
                     key.push('\u{1f}');
@@ -136,7 +134,7 @@ impl Principal {
                 }
                 key
             }
-            _ => self.subject_key(),
+            None => self.subject_key(),
         }
     }
 
@@ -220,6 +218,10 @@ mod tests {
         assert_ne!(base.session_owner_key(), one.session_owner_key());
         assert_ne!(one.session_owner_key(), two.session_owner_key());
         assert_eq!(base.session_owner_key(), base.subject_key());
+        // Their limits are the person's: minting task tokens (or clients)
+        // gives no budget of its own.
+        assert_eq!(one.limit_key(), base.limit_key());
+        assert_eq!(two.limit_key(), base.limit_key());
     }
 
     #[test]

@@ -57,6 +57,13 @@ pub(crate) struct Owner {
 }
 
 impl Owner {
+    /// The same caller, whatever task grant each holds.
+    fn same_caller(&self, other: &Owner) -> bool {
+        self.tenant == other.tenant
+            && self.credential == other.credential
+            && self.agent == other.agent
+    }
+
     pub(crate) fn of(principal: &Principal) -> Owner {
         Owner {
             tenant: principal.tenant.clone(),
@@ -248,7 +255,12 @@ impl HeldCalls {
         let mut held = self.lock();
         // Calls whose upstream call ended (timed out) wait for nobody.
         held.retain(|_, c| !c.work.is_finished());
-        let mine = held.values().filter(|c| c.owner == call.owner).count();
+        // Counted without the task grant: a key minting task tokens (each
+        // its own grant) must not get another share with each.
+        let mine = held
+            .values()
+            .filter(|c| c.owner.same_caller(&call.owner))
+            .count();
         if mine >= MAX_PER_CALLER || held.len() >= MAX_HELD {
             return Err(Box::new(call));
         }

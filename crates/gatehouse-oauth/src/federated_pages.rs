@@ -40,6 +40,7 @@ fn refused_page(error: &SignInError) -> Response {
 pub(crate) async fn start(
     State(state): State<Arc<AsState>>,
     peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
     Query(query): Query<Start>,
 ) -> Response {
     let now = state.clock.now();
@@ -75,7 +76,19 @@ pub(crate) async fn start(
             message_page("Request refused", "The sign-in link was altered."),
         );
     }
-    let Ok(binding) = random_token(32) else {
+    // A binding this browser already holds is kept: a second sign-in
+    // started meanwhile (another tab) must not make the first one's
+    // callback look like another browser's.
+    let held = read_cookie(
+        &headers,
+        state.server.config().cookies.federated_cookie_name(),
+    )
+    .filter(|b| {
+        b.len() == 43
+            && b.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    });
+    let Some(binding) = held.or_else(|| random_token(32).ok()) else {
         return refused_page(&SignInError::Unavailable);
     };
     let Ok(cookie) = state.server.config().cookies.set_federated(&binding) else {
@@ -112,7 +125,7 @@ pub(crate) async fn callback(
     let cookies = &state.server.config().cookies;
     let secret = read_cookie(&headers, cookies.federated_cookie_name());
     let source = source(peer);
-    let mut response = match state
+    match state
         .server
         .finish_federated_sign_in(&name, &callback, secret.as_deref(), now)
         .await
@@ -131,10 +144,19 @@ pub(crate) async fn callback(
             {
                 return crate::browser::failure_page(&e);
             }
-            signed_in(&state, &user, &continue_to, now).await
+            let mut response = signed_in(&state, &user, &continue_to, now).await;
+            // Its sign-in done, the binding goes. Only then: a callback
+            // without a pending sign-in (anyone can send a browser to one)
+            // must not end a sign-in in progress.
+            response
+                .headers_mut()
+                .append(axum::http::header::SET_COOKIE, cookies.clear_federated());
+            response
         }
         Err(error) => {
-            tracing::info!(provider = %name, reason = error.code(), "sign-in through an identity provider refused");
+            // The name as Debug and cut: anyone can put 64 KiB in the path.
+            let shown: String = name.chars().take(64).collect();
+            tracing::info!(provider = ?shown, reason = error.code(), "sign-in through an identity provider refused");
             if let Err(e) = state
                 .server
                 .audit_federated_failure(&name, error.code(), source, now)
@@ -144,10 +166,5 @@ pub(crate) async fn callback(
             }
             refused_page(&error)
         }
-    };
-    // The binding is single use, as the pending sign-in is.
-    response
-        .headers_mut()
-        .append(axum::http::header::SET_COOKIE, cookies.clear_federated());
-    response
+    }
 }

@@ -101,7 +101,7 @@ pub(crate) async fn queue(
     }
     // Counted and written under the outbox's lock: calls side by side at
     // 999 messages would each pass the count.
-    let _turn = crate::area_locks::lock(&outbox).await;
+    let turn = crate::area_locks::lock(&outbox).await;
     let queued = count_queued(&outbox).await?;
     if queued >= MAX_QUEUED {
         return Err(ToolError::refused(format!(
@@ -114,9 +114,15 @@ pub(crate) async fn queue(
     let eml = render(principal, &message, now, id)?;
     let path = outbox.join(&file_name);
     let bytes = eml.len();
-    tokio::task::spawn_blocking(move || write_new(&path, eml.as_bytes()))
-        .await
-        .map_err(|_| ToolError::failed("queuing the message was interrupted"))??;
+    // The lock goes with the write: a call cancelled meanwhile must not
+    // let another count before the file lands.
+    tokio::task::spawn_blocking(move || {
+        let written = write_new(&path, eml.as_bytes());
+        drop(turn);
+        written
+    })
+    .await
+    .map_err(|_| ToolError::failed("queuing the message was interrupted"))??;
     Ok(ToolOutput {
         text: format!(
             "queued message {file_name} for {} recipient(s) in the outbox; it was not sent",

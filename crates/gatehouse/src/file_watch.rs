@@ -22,10 +22,13 @@ fn stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
 /// Calls `reload` on SIGHUP and whenever a file of `paths` changed, until
 /// `shutdown`, one reload at a time (each awaited before the next, so they
 /// take effect in the order the files were read). `what` names the files
-/// in the warning when SIGHUP cannot be listened for.
+/// in the warning when SIGHUP cannot be listened for. With `read_first`,
+/// the files are also read at the first poll: the caller read them before
+/// this started, and a change in between would otherwise be taken as read.
 pub fn watch<F>(
     what: &'static str,
     paths: Vec<PathBuf>,
+    read_first: bool,
     shutdown: CancellationToken,
     mut reload: impl FnMut() -> F + Send + 'static,
 ) where
@@ -43,6 +46,10 @@ pub fn watch<F>(
         };
         let stamps = |paths: &[PathBuf]| paths.iter().map(stamp).collect::<Vec<_>>();
         let mut changes = Settled::new(stamps(&paths));
+        if read_first {
+            // No stamps at all: unlike any the files can have.
+            changes.last_read = Vec::new();
+        }
         let mut interval = tokio::time::interval(Duration::from_secs(1));
         loop {
             #[cfg(unix)]

@@ -33,10 +33,45 @@ pub fn policy_path(ctx: &Context) -> Option<PathBuf> {
 
 /// The policy to start with: the configured file, or the shipped default.
 pub fn load(ctx: &Context) -> anyhow::Result<Policy> {
+    load_with_digest(ctx).map(|(policy, _)| policy)
+}
+
+/// The policy to start with, and the SHA-256 of the file it was read from
+/// (`None`: the shipped default).
+pub fn load_with_digest(ctx: &Context) -> anyhow::Result<(Policy, Option<String>)> {
     match policy_path(ctx) {
-        None => Ok(Policy::default_matrix()),
-        Some(path) => read_with_digest(&path, &ctx.config.upstreams).map(|(policy, _)| policy),
+        None => Ok((Policy::default_matrix(), None)),
+        Some(path) => read_with_digest(&path, &ctx.config.upstreams)
+            .map(|(policy, digest)| (policy, Some(digest))),
     }
+}
+
+/// The audit record of the policy a server or stdio process starts with:
+/// a policy widened, the server restarted, a call made and the file put
+/// back left no digest in the trail (only reloads were recorded).
+pub async fn record_start(
+    ctx: &Context,
+    gateway: &Gateway,
+    digest: Option<&str>,
+) -> anyhow::Result<()> {
+    let what = match (policy_path(ctx), digest) {
+        (Some(path), Some(digest)) => {
+            format!("policy file {} in force (sha256 {digest})", path.display())
+        }
+        _ => "the shipped default policy in force".to_string(),
+    };
+    let record = EventBuilder::new(AuditKind::Operator, Outcome::Success, gateway.clock().now())
+        .agent(SERVER_AGENT)
+        .tool("policy/load")
+        .decision("load")
+        .reason("policy_loaded")
+        .error(what)
+        .build();
+    gateway
+        .audit()
+        .record(record)
+        .await
+        .context("cannot record the policy in force")
 }
 
 /// The policy in the file, and the SHA-256 of the text it was read from.
@@ -140,51 +175,100 @@ const SERVER_AGENT: &str = "gatehouse-server";
 /// new policy applies: a policy widened for one call and put back leaves
 /// a trace, and a reload whose record cannot be written is not applied
 /// (it is tried again at the next change or SIGHUP).
-pub fn watch(ctx: &Context, gateway: Arc<Gateway>, shutdown: CancellationToken) {
+///
+/// `loaded` is the digest of the file the process started with: the file
+/// is read again at the first poll (it may have changed since), and a file
+/// read again unchanged (touched, or SIGHUP) applies and records nothing.
+/// A file that cannot be applied is an audit record too (outcome failure,
+/// with the reason): an emergency narrowing with a typo must not leave the
+/// wider policy in force unseen.
+pub fn watch(
+    ctx: &Context,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+    loaded: Option<String>,
+) {
     let Some(path) = policy_path(ctx) else {
         return;
     };
     let config = Arc::new(ctx.config.clone());
-    crate::file_watch::watch("policy file", vec![path.clone()], shutdown, move || {
-        let gateway = Arc::clone(&gateway);
-        let path = path.clone();
-        let config = Arc::clone(&config);
-        async move {
-            let read = read_with_digest(&path, &config.upstreams).and_then(|(policy, digest)| {
-                crate::config::check_against_policy(&config, &policy)
-                    .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?;
-                Ok((policy, digest))
-            });
-            let (policy, digest) = match read {
-                Ok(read) => read,
-                Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "the new policy is invalid; keeping the previous one");
+    let applied = Arc::new(std::sync::Mutex::new(loaded));
+    crate::file_watch::watch(
+        "policy file",
+        vec![path.clone()],
+        true,
+        shutdown,
+        move || {
+            let gateway = Arc::clone(&gateway);
+            let path = path.clone();
+            let config = Arc::clone(&config);
+            let applied = Arc::clone(&applied);
+            async move {
+                let read =
+                    read_with_digest(&path, &config.upstreams).and_then(|(policy, digest)| {
+                        crate::config::check_against_policy(&config, &policy)
+                            .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?;
+                        Ok((policy, digest))
+                    });
+                let (policy, digest) = match read {
+                    Ok(read) => read,
+                    Err(e) => {
+                        let reason = format!("{e:#}");
+                        tracing::error!(error = %reason, "the new policy is invalid; keeping the previous one");
+                        let record = EventBuilder::new(
+                            AuditKind::Operator,
+                            Outcome::Failure,
+                            gateway.clock().now(),
+                        )
+                        .agent(SERVER_AGENT)
+                        .tool("policy/reload")
+                        .decision("keep")
+                        .reason("policy_reload_refused")
+                        .error(format!("the previous policy stays in force: {reason}"))
+                        .build();
+                        if let Err(e) = gateway.audit().record(record).await {
+                            tracing::error!(error = %e, "the refused policy reload could not be recorded");
+                        }
+                        return;
+                    }
+                };
+                let unchanged = applied
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_deref()
+                    == Some(digest.as_str());
+                if unchanged {
+                    tracing::debug!(path = %path.display(), "policy file read again, unchanged");
                     return;
                 }
-            };
-            let record =
-                EventBuilder::new(AuditKind::Operator, Outcome::Success, gateway.clock().now())
-                    .agent(SERVER_AGENT)
-                    .tool("policy/reload")
-                    .decision("reload")
-                    .reason("policy_reloaded")
-                    .error(format!(
-                        "policy file {} reloaded (sha256 {digest})",
-                        path.display()
-                    ))
-                    .build();
-            match gateway.audit().record(record).await {
-                Ok(()) => {
-                    gateway.replace_policy(policy);
-                    tracing::info!(path = %path.display(), sha256 = %digest, "policy reloaded");
+                let record =
+                    EventBuilder::new(AuditKind::Operator, Outcome::Success, gateway.clock().now())
+                        .agent(SERVER_AGENT)
+                        .tool("policy/reload")
+                        .decision("reload")
+                        .reason("policy_reloaded")
+                        .error(format!(
+                            "policy file {} reloaded (sha256 {digest})",
+                            path.display()
+                        ))
+                        .build();
+                match gateway.audit().record(record).await {
+                    Ok(()) => {
+                        gateway.replace_policy(policy);
+                        *applied
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some(digest.clone());
+                        tracing::info!(path = %path.display(), sha256 = %digest, "policy reloaded");
+                    }
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        "the policy reload could not be recorded, so it was not applied; it is tried again at the next change or SIGHUP"
+                    ),
                 }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "the policy reload could not be recorded, so it was not applied; it is tried again at the next change or SIGHUP"
-                ),
             }
-        }
-    });
+        },
+    );
 }
 
 #[cfg(test)]

@@ -57,6 +57,9 @@ pub struct Runtime {
     /// The syslog sink's TLS client, shared with the sink: `serve` reloads
     /// its files on SIGHUP and when they change.
     pub syslog_tls: Option<gatehouse_audit::SyslogTls>,
+    /// The SHA-256 of the policy file it started with (`None`: the shipped
+    /// default), for its audit record and the watcher.
+    pub policy_digest: Option<String>,
 }
 
 pub const SANDBOX_DIR: &str = "sandbox";
@@ -147,7 +150,7 @@ impl Runtime {
             .context("cannot prepare the built-in tools")?
             .with_secret_cipher(Arc::clone(&secret_cipher))
             .with_reserved_secrets(upstream_secret_names(&ctx.config.upstreams));
-        let loaded = crate::policy_file::load(ctx)?;
+        let (loaded, policy_digest) = crate::policy_file::load_with_digest(ctx)?;
         crate::config::check_against_policy(&ctx.config, &loaded)
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         let policy = Arc::new(SharedPolicy::new(loaded));
@@ -293,6 +296,7 @@ impl Runtime {
             alerts,
             alert_webhook,
             syslog_tls,
+            policy_digest,
         })
     }
 

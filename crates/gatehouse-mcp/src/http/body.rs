@@ -24,10 +24,10 @@ use super::admission::{Message, admit};
 use super::authenticate::SessionGrant;
 use super::errors::{jsonrpc_refusal, malformed_message, not_admitted};
 use super::fast_call;
-use super::in_flight::hold_until_sent;
+use super::in_flight::hold_then;
 use super::router::AppState;
 use super::session_call;
-use super::sessions::{MAX_SDK_REQUESTS_PER_SESSION, SdkRequestRefusal};
+use super::sessions::{MAX_SDK_REQUESTS_PER_SESSION, SdkRequest, SdkRequestRefusal};
 use crate::Caller;
 use crate::sdk::{MalformedMessage, inspect_message};
 use crate::session_lane::request_key;
@@ -213,7 +213,7 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
                 .run(Request::from_parts(parts, Body::from(bytes.clone())))
                 .await;
             if let Some(taken) = sdk_request {
-                response = hold_until_sent(response, taken);
+                response = hold_then(response, taken, SdkRequest::sent);
             }
             // The SDK ends a session it has not seen for a while
             // (`sessions.rs`); one it refused before its session saw the

@@ -69,19 +69,40 @@ impl Drop for Entered {
 }
 
 /// `response` with its body holding `guard` until the body ends or is
-/// dropped (a request in flight, a request id taken).
+/// dropped (a request in flight).
 pub(super) fn hold_until_sent<G: Send + Unpin + 'static>(response: Response, guard: G) -> Response {
+    hold_then(response, guard, drop)
+}
+
+/// `response` with its body holding `guard`: given to `sent` when the body
+/// has been sent whole, or dropped with the body if it is dropped before
+/// (the client went away).
+pub(super) fn hold_then<G: Send + Unpin + 'static>(
+    response: Response,
+    guard: G,
+    sent: fn(G),
+) -> Response {
     response.map(|inner| {
         Body::new(Held {
             inner,
-            _guard: guard,
+            guard: Some(guard),
+            sent,
         })
     })
 }
 
 struct Held<G> {
     inner: Body,
-    _guard: G,
+    guard: Option<G>,
+    sent: fn(G),
+}
+
+impl<G> Held<G> {
+    fn done(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            (self.sent)(guard);
+        }
+    }
 }
 
 impl<G: Unpin> HttpBody for Held<G> {
@@ -92,7 +113,15 @@ impl<G: Unpin> HttpBody for Held<G> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // hyper stops polling a body that says it ended after its last
+        // frame (a whole JSON answer), so that counts as sent too.
+        match &polled {
+            Poll::Ready(None) => self.done(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.done(),
+            _ => {}
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

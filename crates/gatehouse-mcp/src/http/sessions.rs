@@ -72,20 +72,54 @@ pub(crate) enum SdkRequestRefusal {
     TooMany,
 }
 
-/// A session's request in the SDK's hands; its id is free again when this
-/// is dropped (its answer sent, or the request dropped).
-pub(crate) struct SdkRequest {
+/// How long a request id stays taken after its request was dropped before
+/// its answer was sent (the client reset the stream or closed the
+/// connection): the SDK may still be handling it, and a repeated id would
+/// take its routes over. Longer than any call may run.
+pub const KEPT_AFTER_DROP: Duration = Duration::from_secs(10 * 60);
+
+/// A session's request in the SDK's hands. Its id is free again at once
+/// when its answer was sent whole (`sent`), or `KEPT_AFTER_DROP` after it
+/// is dropped otherwise.
+pub(crate) struct SdkRequest(Option<TakenId>);
+
+/// Frees the id when dropped.
+struct TakenId {
     bindings: Arc<SessionBindings>,
     session: String,
     key: String,
 }
 
-impl Drop for SdkRequest {
+impl Drop for TakenId {
     fn drop(&mut self) {
         if let Some(mut table) = self.bindings.table()
             && let Some(binding) = table.bindings.get_mut(&self.session)
         {
             binding.sdk_requests.remove(&self.key);
+        }
+    }
+}
+
+impl SdkRequest {
+    /// Its answer was sent whole: the id is free.
+    pub(crate) fn sent(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for SdkRequest {
+    fn drop(&mut self) {
+        let Some(taken) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(KEPT_AFTER_DROP).await;
+                    drop(taken);
+                });
+            }
+            Err(_) => drop(taken),
         }
     }
 }
@@ -444,11 +478,11 @@ impl SessionBindings {
             return Err(SdkRequestRefusal::TooMany);
         }
         binding.sdk_requests.insert(key.clone());
-        Ok(Some(SdkRequest {
+        Ok(Some(SdkRequest(Some(TakenId {
             bindings: Arc::clone(self),
             session: session.to_string(),
             key,
-        }))
+        }))))
     }
 
     /// The SDK answered a request of the session.
@@ -578,6 +612,27 @@ mod tests {
 
     /// An id the SDK is still handling in the session is refused, and free
     /// again once that request is done; other sessions are not affected.
+    /// A request dropped before its answer was sent (the client went away)
+    /// may still be in the SDK's hands: its id stays taken for a while.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_requests_id_stays_taken_for_a_while() {
+        let bindings = Arc::new(bindings(100, 16));
+        bindings.bind("s1", "alice", "alice", None).unwrap();
+        let dropped = bindings.start_sdk_request("s1", "7".into()).unwrap();
+        drop(dropped);
+        assert_eq!(
+            bindings.start_sdk_request("s1", "7".into()).err(),
+            Some(SdkRequestRefusal::IdInFlight)
+        );
+        tokio::time::sleep(KEPT_AFTER_DROP + Duration::from_secs(1)).await;
+        assert!(
+            bindings
+                .start_sdk_request("s1", "7".into())
+                .unwrap()
+                .is_some()
+        );
+    }
+
     #[test]
     fn a_request_id_in_the_sdks_hands_is_not_taken_twice() {
         let bindings = Arc::new(bindings(100, 16));
@@ -595,7 +650,7 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
-        drop(first);
+        first.unwrap().sent();
         assert!(
             bindings
                 .start_sdk_request("s1", "7".into())

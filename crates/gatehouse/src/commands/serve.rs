@@ -206,19 +206,32 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(oauth) = &runtime.oauth {
         housekeeping(Arc::clone(oauth), shutdown.clone());
     }
-    crate::policy_file::watch(ctx, Arc::clone(&runtime.gateway), shutdown.clone());
+    crate::policy_file::record_start(ctx, &runtime.gateway, runtime.policy_digest.as_deref())
+        .await?;
+    crate::policy_file::watch(
+        ctx,
+        Arc::clone(&runtime.gateway),
+        shutdown.clone(),
+        runtime.policy_digest.clone(),
+    );
     if let Some(tls) = runtime.syslog_tls.clone() {
         // A renewed certificate or CA must not need a restart: while the
         // sink cannot connect, every call is refused.
         let files = tls.files().map(std::path::Path::to_path_buf).collect();
-        crate::file_watch::watch("syslog TLS files", files, shutdown.clone(), move || {
-            match tls.reload() {
-                Ok(()) => tracing::info!("syslog TLS files reloaded; new connections use them"),
-                Err(e) => tracing::error!(error = %e,
+        crate::file_watch::watch(
+            "syslog TLS files",
+            files,
+            false,
+            shutdown.clone(),
+            move || {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("syslog TLS files reloaded; new connections use them"),
+                    Err(e) => tracing::error!(error = %e,
                         "the syslog TLS files cannot be used; keeping the ones loaded before"),
-            }
-            std::future::ready(())
-        });
+                }
+                std::future::ready(())
+            },
+        );
     }
     let lifecycle = if ctx.config.lifecycle.enabled {
         let housekeeping = Housekeeping {

@@ -209,3 +209,54 @@ async fn approvals_and_secrets_stay_inside_their_tenant() {
     assert!(text.contains("acme-value-1"), "{text}");
     assert!(!text.contains("globex-value-2"), "{text}");
 }
+
+/// The policy a server starts with is on record with its digest (a policy
+/// widened, the server restarted, a call made and the file put back left
+/// no trace); a file that cannot be applied is on record too (an emergency
+/// narrowing with a typo left the wider policy in force unseen); a file
+/// read again unchanged records nothing.
+#[tokio::test]
+async fn the_policy_in_force_and_a_refused_reload_are_on_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(&policy_path, DEFAULT).unwrap();
+    let server = Server::start_in(dir, Some("version = 1\n[policy]\nfile = \"policy.toml\"\n"));
+    let digest = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(DEFAULT.as_bytes()))
+    };
+    let loads = server.audit(&["--kind", "operator", "--tool", "policy/load"]);
+    assert!(
+        loads.iter().any(|r| r["reason"] == "policy_loaded"
+            && r["error"].as_str().is_some_and(|e| e.contains(&digest))),
+        "{loads:?}"
+    );
+    std::fs::write(&policy_path, format!("{DEFAULT}\n[tools.whoami\n")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let refused = loop {
+        let records = server.audit(&["--kind", "operator", "--tool", "policy/reload"]);
+        if let Some(r) = records
+            .iter()
+            .find(|r| r["reason"] == "policy_reload_refused")
+        {
+            break r.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{records:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(refused["outcome"], "failure", "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("previous policy stays")),
+        "{refused}"
+    );
+    // Put back as it was: read again, unchanged, nothing more recorded.
+    std::fs::write(&policy_path, DEFAULT).unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let reloads = server.audit(&["--kind", "operator", "--tool", "policy/reload"]);
+    assert!(
+        reloads.iter().all(|r| r["reason"] != "policy_reloaded"),
+        "{reloads:?}"
+    );
+}
