@@ -1185,6 +1185,16 @@ impl Store for PostgresStore {
         .await?)
     }
 
+    async fn a_sealed_secret(&self) -> StoreResult<Option<(String, String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT tenant, name, value FROM tenant_secrets \
+             WHERE starts_with(value, $1) ORDER BY tenant COLLATE \"C\", name COLLATE \"C\" LIMIT 1",
+        )
+        .bind(gatehouse_core::SEALED_PREFIX)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     async fn replace_secret(
         &self,
         tenant: &str,

@@ -1091,6 +1091,16 @@ impl Store for SqliteStore {
         .await?)
     }
 
+    async fn a_sealed_secret(&self) -> StoreResult<Option<(String, String, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT tenant, name, value FROM tenant_secrets \
+             WHERE substr(value, 1, length($1)) = $1 ORDER BY tenant, name LIMIT 1",
+        )
+        .bind(gatehouse_core::SEALED_PREFIX)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     async fn replace_secret(
         &self,
         tenant: &str,

@@ -683,6 +683,10 @@ pub(crate) async fn unsealed_secrets_are_found_and_replaced_only_if_unchanged(st
     store.put_secret("b", "old", "plain-2").await.unwrap();
     // Nearly the prefix is not the prefix.
     store.put_secret("b", "odd", "sealed:v1").await.unwrap();
+    assert_eq!(
+        store.a_sealed_secret().await.unwrap(),
+        Some(("a".to_string(), "new".to_string(), sealed.clone()))
+    );
     let unsealed = store.unsealed_secrets().await.unwrap();
     let found: Vec<_> = unsealed
         .iter()

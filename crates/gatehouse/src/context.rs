@@ -286,7 +286,22 @@ impl Context {
     pub async fn servers_master_key(&self, store: &Arc<dyn Store>) -> anyhow::Result<MasterKey> {
         let keys = store.signing_keys().await?;
         if keys.is_empty() {
-            return self.master_key();
+            // No signing key (no authorization server, or stdio only): a
+            // sealed tenant secret tells the servers' key just as well.
+            let Some((tenant, name, sealed)) = store.a_sealed_secret().await? else {
+                return self.master_key();
+            };
+            let master = self.existing_master_key().context(
+                "the store's tenant secrets are sealed with the servers' master key, and there is none here",
+            )?;
+            if gatehouse_core::SecretCipher::open(&master, &tenant, &name, &sealed).is_err() {
+                bail!(
+                    "the master key here opens none of the store's sealed secrets, so the servers \
+                     could not use anything sealed with it; run this where the servers' master key \
+                     is (or set GATEHOUSE_MASTER_KEY to it)"
+                );
+            }
+            return Ok(master);
         }
         let master = self.existing_master_key().context(
             "a signing key sealed now must open with the servers' master key, and there is none here",

@@ -486,3 +486,56 @@ async fn a_process_without_the_servers_master_key_seals_nothing_and_makes_no_key
         "sealed with a key the servers do not have"
     );
 }
+
+/// Where no signing key exists yet (a stdio-only deployment), a sealed
+/// tenant secret tells the servers' master key: a process without it
+/// refuses to start rather than make a new key.
+#[tokio::test]
+async fn without_signing_keys_a_sealed_secret_still_tells_the_servers_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], stdin: Option<&str>| {
+        let mut command = std::process::Command::new(super::harness::BIN);
+        command
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("GATEHOUSE_CONFIG")
+            .env_remove("GATEHOUSE_PEPPER")
+            .env_remove("GATEHOUSE_MASTER_KEY")
+            .env_remove("GATEHOUSE_API_KEY")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+        } else {
+            drop(child.stdin.take());
+        }
+        child.wait_with_output().unwrap()
+    };
+    let set = run(&["secrets", "set", "crm_token"], Some("value-1"));
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let store = gatehouse_store::SqliteStore::open(&dir.path().join("gatehouse.db"))
+        .await
+        .unwrap();
+    assert!(store.signing_keys().await.unwrap().is_empty());
+    drop(store);
+    let key_file = dir.path().join("master.key");
+    std::fs::rename(&key_file, dir.path().join("master.key.kept")).unwrap();
+    let stdio = run(&["stdio"], None);
+    assert!(!stdio.status.success());
+    let stderr = String::from_utf8_lossy(&stdio.stderr);
+    assert!(stderr.contains("master key"), "{stderr}");
+    assert!(!key_file.exists(), "a stray master key was made");
+}
