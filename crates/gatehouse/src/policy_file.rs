@@ -48,12 +48,10 @@ pub fn load_with_digest(ctx: &Context) -> anyhow::Result<(Policy, Option<String>
 
 /// The audit record of the policy a server or stdio process starts with:
 /// a policy widened, the server restarted, a call made and the file put
-/// back left no digest in the trail (only reloads were recorded).
-pub async fn record_start(
-    ctx: &Context,
-    gateway: &Gateway,
-    digest: Option<&str>,
-) -> anyhow::Result<()> {
+/// back left no digest in the trail (only reloads were recorded). A sink
+/// that is down at start does not stop the start (calls are refused until
+/// it is back, as for any record); the failure is logged.
+pub async fn record_start(ctx: &Context, gateway: &Gateway, digest: Option<&str>) {
     let what = match (policy_path(ctx), digest) {
         (Some(path), Some(digest)) => {
             format!("policy file {} in force (sha256 {digest})", path.display())
@@ -67,11 +65,9 @@ pub async fn record_start(
         .reason("policy_loaded")
         .error(what)
         .build();
-    gateway
-        .audit()
-        .record(record)
-        .await
-        .context("cannot record the policy in force")
+    if let Err(e) = gateway.audit().record(record).await {
+        tracing::error!(error = %e, "the policy in force could not be recorded");
+    }
 }
 
 /// The policy in the file, and the SHA-256 of the text it was read from.

@@ -19,7 +19,6 @@ use gatehouse_core::TrustedProxies;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -73,8 +72,12 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    // Each connection holds a slot while it lives: at shutdown, taking them
+    // all back is waiting for every connection to end.
+    let capacity = limits
+        .max_connections
+        .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+    let slots = Arc::new(tokio::sync::Semaphore::new(capacity));
 
     loop {
         let slot = tokio::select! {
@@ -122,8 +125,9 @@ pub async fn serve(
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
-        let connection = graceful.watch(connection);
         let wait_for_request = limits.header_read_timeout;
+        let shutdown_grace = limits.shutdown_grace;
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _slot = slot;
             tokio::pin!(connection);
@@ -143,23 +147,39 @@ pub async fn serve(
                         return;
                     }
                 }
+                () = shutdown.cancelled() => return,
             }
-            // Then, whenever it has had no request in flight for as long.
-            tokio::select! {
+            // Then until it has had no request in flight for as long, or
+            // the server stops: either way it is closed gracefully (HTTP/2
+            // GOAWAY, so a request crossing the close is retried elsewhere
+            // rather than reset; HTTP/1 after the answer in progress).
+            let closing_within = tokio::select! {
                 ended = &mut connection => {
                     if let Err(e) = ended {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    return;
                 }
                 () = in_flight.idle_for(wait_for_request) => {
-                    tracing::debug!("connection idle; closed");
+                    tracing::debug!("connection idle; closing");
+                    wait_for_request
                 }
+                () = shutdown.cancelled() => shutdown_grace,
+            };
+            // A client that does not take part (an HTTP/2 one that never
+            // acknowledges the closing PING) is cut off after a while.
+            connection.as_mut().graceful_shutdown();
+            match tokio::time::timeout(closing_within, connection).await {
+                Ok(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+                Ok(Ok(())) => {}
+                Err(_) => tracing::debug!("connection did not close in time; dropped"),
             }
         });
     }
     drop(listener);
+    let all = u32::try_from(capacity).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = slots.acquire_many(all) => {}
         () = tokio::time::sleep(limits.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }

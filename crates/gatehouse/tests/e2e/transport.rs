@@ -311,6 +311,11 @@ async fn an_http2_connection_idle_after_a_request_is_closed() {
         .windows(9)
         .any(|frame| frame[3] == 0x1 && frame[5..9] == [0, 0, 0, 1]);
     assert!(answered, "no answer to the request: {received:?}");
+    // Closed gracefully: a GOAWAY frame (type 0x7, on stream 0) first.
+    let goaway = received
+        .windows(9)
+        .any(|frame| frame[3] == 0x7 && frame[5..9] == [0, 0, 0, 0]);
+    assert!(goaway, "closed without GOAWAY: {received:?}");
 }
 
 #[tokio::test]
