@@ -410,6 +410,11 @@ pub struct ApprovalPage<'a> {
     pub sign_out_csrf: &'a str,
 }
 
+/// `text` with every invisible or reordering character written as an escape.
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    gatehouse_core::escape_for_display(text)
+}
+
 pub fn approval_page(p: &ApprovalPage) -> String {
     let decision = if p.status == "pending" {
         format!(
@@ -438,15 +443,18 @@ pub fn approval_page(p: &ApprovalPage) -> String {
          <h2>With exactly these arguments</h2>\n<pre id=\"arguments\">{arguments}</pre>\n{masked}\
          <p class=\"note\">Keyed SHA-256 of the canonical arguments (the audit records' \
          <code>args_sha256</code>): <code>{hash}</code></p>\n{decision}",
-        agent = escape(p.agent),
-        tool = escape(p.tool),
+        // Names a caller chose (an external issuer's subject, a client id,
+        // a tool name) with invisible and reordering characters escaped, as
+        // the arguments are: "x\u{202e}y" must not reorder the sentence.
+        agent = escape(&shown(p.agent)),
+        tool = escape(&shown(p.tool)),
         human = p.human.map_or_else(String::new, |h| format!(
             " on behalf of <strong>{}</strong>",
-            escape(h)
+            escape(&shown(h))
         )),
         id = escape(p.id),
         tenant = escape(p.tenant),
-        task = escape(p.task.unwrap_or("none declared")),
+        task = escape(&shown(p.task.unwrap_or("none declared"))),
         expires = escape(p.expires),
         arguments = escape(p.arguments),
         masked = masked_fields(p.masked_fields),

@@ -255,6 +255,31 @@ fn see_other_is_303_and_not_cached() {
 }
 
 #[test]
+fn approval_page_shows_reordering_characters_in_names_escaped() {
+    let page = approval_page(&ApprovalPage {
+        csrf: "c",
+        action: "/approvals/apr_x",
+        id: "apr_x",
+        agent: "bot\u{202e}gnp.exe",
+        human: Some("alice\u{200b}"),
+        tenant: "default",
+        tool: "send\u{2066}_email",
+        task: Some("t\u{202d}"),
+        arguments: "{}",
+        arguments_hash: "cd",
+        masked_fields: &Default::default(),
+        status: "pending",
+        expires: "2026-01-01T00:00:00Z",
+        viewer: "alice",
+        sign_out_csrf: "s",
+    });
+    for raw in ['\u{202e}', '\u{200b}', '\u{2066}', '\u{202d}'] {
+        assert!(!page.contains(raw), "{raw:?} shown raw");
+    }
+    assert!(page.contains("bot\\u{202e}gnp.exe"), "{page}");
+}
+
+#[test]
 fn approval_page_escapes_everything_and_labels_masked_fields() {
     let masked = [(HOSTILE.to_string(), "ab".repeat(32))].into();
     let page = approval_page(&ApprovalPage {
