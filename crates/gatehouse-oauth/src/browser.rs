@@ -834,6 +834,7 @@ async fn device_entry(
             client_id: &client.id,
             scopes: &scopes,
             username: &user.username,
+            self_registered: client.registered_by != crate::REGISTERED_BY_OPERATOR,
             sign_out_csrf: &sign_out_csrf(&state, &browser),
         }),
     )

@@ -283,6 +283,11 @@ pub struct DeviceConfirmPage<'a> {
     /// (scope, human description)
     pub scopes: &'a [(String, String)],
     pub username: &'a str,
+    /// The application registered itself (dynamic registration or a
+    /// metadata document): its name is its own claim. A code pushed to a
+    /// person with a reassuring name is how device-flow phishing works
+    /// (RFC 8628 §5.4).
+    pub self_registered: bool,
     /// The CSRF token of the sign-out form.
     pub sign_out_csrf: &'a str,
 }
@@ -295,7 +300,7 @@ pub fn device_confirm_page(p: &DeviceConfirmPage) -> String {
          <p class=\"note\">If it does not match, or you did not start this, choose Deny: \
          someone may be trying to get you to approve their device.</p>\n\
          <p><strong>{name}</strong> <code>{client_id}</code> asks for access to Gatehouse \
-         on behalf of <strong>{username}</strong>.</p>\n\
+         on behalf of <strong>{username}</strong>.</p>\n{unverified}\
          <h2>It will be able to</h2>\n{scopes}\
          <form method=\"post\" action=\"{action}\">\n{csrf}{code_field}{DECISION_BUTTONS}</form>\n\
          {sign_out}",
@@ -303,6 +308,13 @@ pub fn device_confirm_page(p: &DeviceConfirmPage) -> String {
         name = escape(p.client_name),
         client_id = escape(p.client_id),
         username = escape(p.username),
+        unverified = if p.self_registered {
+            "<p class=\"error\" id=\"unverified\">This application registered itself: its name \
+             is its own claim, not checked by your administrators. Allow it only if you started \
+             this on a device of your own just now.</p>\n"
+        } else {
+            ""
+        },
         scopes = scope_list(p.scopes),
         action = escape(routes::DEVICE_CONFIRM),
         csrf = hidden("csrf", p.csrf),

@@ -165,9 +165,22 @@ fn device_confirm_page_escapes_and_has_its_fields() {
         client_id: HOSTILE,
         scopes: &scopes,
         username: HOSTILE,
+        self_registered: false,
         sign_out_csrf: "sign-out-token",
     });
     assert_safe(&page);
+    assert!(!page.contains("id=\"unverified\""));
+    let self_registered = device_confirm_page(&DeviceConfirmPage {
+        csrf: "csrf-token",
+        user_code: HOSTILE,
+        client_name: HOSTILE,
+        client_id: HOSTILE,
+        scopes: &scopes,
+        username: HOSTILE,
+        self_registered: true,
+        sign_out_csrf: "sign-out-token",
+    });
+    assert!(self_registered.contains("id=\"unverified\""));
     assert_sign_out(&page, &format!("Signed in as <strong>{ESCAPED}</strong>."));
     assert!(page.contains("matches the one shown on your device"));
     assert!(page.contains(&format!("<code class=\"code\">{ESCAPED}</code>")));
