@@ -77,6 +77,7 @@ fn read_with_digest(
 ) -> anyhow::Result<(Policy, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the policy file {}", path.display()))?;
+    warn_if_others_may_write(path);
     let policy = Policy::from_toml(&text)
         .map_err(|e| anyhow::anyhow!("policy file {}: {e}", path.display()))?;
     check_tool_names(&policy, upstreams)
@@ -91,6 +92,38 @@ fn read_with_digest(
         );
     }
     Ok((policy, hex::encode(Sha256::digest(text.as_bytes()))))
+}
+
+/// The policy is reloaded within seconds of a change: a file (or folder)
+/// every user of the machine may write lets any of them widen their own
+/// role. Said at every read (start, reload, `policy validate`).
+fn warn_if_others_may_write(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+        for (what, at) in [
+            ("policy file", Some(path)),
+            ("policy file's folder", folder),
+        ] {
+            let Some(at) = at else { continue };
+            if let Ok(meta) = std::fs::metadata(at)
+                && policy_writable_by_others(meta.permissions().mode(), meta.is_dir())
+            {
+                tracing::warn!(
+                    path = %at.display(),
+                    "the {what} can be written by every user of this machine, and the policy is \
+                     reloaded when it changes: anyone could widen their own access; chmod o-w it"
+                );
+            }
+        }
+    }
+}
+
+/// Whether every user may write it (a folder with the sticky bit, like
+/// /tmp, lets nobody replace another's file).
+fn policy_writable_by_others(mode: u32, is_dir: bool) -> bool {
+    mode & 0o002 != 0 && !(is_dir && mode & 0o1000 != 0)
 }
 
 /// Built-in tools the policy does not name. An `admin = true` role may
@@ -270,6 +303,21 @@ pub fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_file_or_folder_others_may_write_is_told() {
+        assert!(policy_writable_by_others(0o100666, false));
+        assert!(policy_writable_by_others(0o40777, true));
+        assert!(
+            !policy_writable_by_others(0o41777, true),
+            "sticky, like /tmp"
+        );
+        assert!(!policy_writable_by_others(0o100644, false));
+        assert!(
+            !policy_writable_by_others(0o100664, false),
+            "group is left alone"
+        );
+    }
 
     #[test]
     fn built_in_tools_the_policy_leaves_out_are_named() {
