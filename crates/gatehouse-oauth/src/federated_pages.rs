@@ -40,7 +40,6 @@ fn refused_page(error: &SignInError) -> Response {
 pub(crate) async fn start(
     State(state): State<Arc<AsState>>,
     peer: Option<Extension<PeerAddr>>,
-    headers: HeaderMap,
     Query(query): Query<Start>,
 ) -> Response {
     let now = state.clock.now();
@@ -76,19 +75,11 @@ pub(crate) async fn start(
             message_page("Request refused", "The sign-in link was altered."),
         );
     }
-    // A binding this browser already holds is kept: a second sign-in
-    // started meanwhile (another tab) must not make the first one's
-    // callback look like another browser's.
-    let held = read_cookie(
-        &headers,
-        state.server.config().cookies.federated_cookie_name(),
-    )
-    .filter(|b| {
-        b.len() == 43
-            && b.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-    });
-    let Some(binding) = held.or_else(|| random_token(32).ok()) else {
+    // A fresh binding each time: adopting one the browser presents would
+    // let a program that can set this host's cookies (plain-http loopback)
+    // fix it in advance. (A second sign-in started in another tab takes
+    // the binding over: the first one's callback then fails.)
+    let Ok(binding) = random_token(32) else {
         return refused_page(&SignInError::Unavailable);
     };
     let Ok(cookie) = state.server.config().cookies.set_federated(&binding) else {

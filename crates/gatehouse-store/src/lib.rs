@@ -233,9 +233,9 @@ pub trait Store:
     /// `gatehouse_core::SEALED_PREFIX`), as (tenant, name, value): sealed
     /// at start-up.
     async fn unsealed_secrets(&self) -> StoreResult<Vec<(String, String, String)>>;
-    /// One sealed secret, if any, as (tenant, name, value): a master key
-    /// that opens it is the servers' key.
-    async fn a_sealed_secret(&self) -> StoreResult<Option<(String, String, String)>>;
+    /// The sealed secrets, as (tenant, name, value): a master key that
+    /// opens one is the servers' key.
+    async fn sealed_secrets(&self) -> StoreResult<Vec<(String, String, String)>>;
     /// Stores `value` only if the stored value is still `expected` (an
     /// operator may have set the secret meanwhile): whether it did.
     async fn replace_secret(

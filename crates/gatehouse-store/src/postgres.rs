@@ -1185,13 +1185,13 @@ impl Store for PostgresStore {
         .await?)
     }
 
-    async fn a_sealed_secret(&self) -> StoreResult<Option<(String, String, String)>> {
+    async fn sealed_secrets(&self) -> StoreResult<Vec<(String, String, String)>> {
         Ok(sqlx::query_as(
             "SELECT tenant, name, value FROM tenant_secrets \
-             WHERE starts_with(value, $1) ORDER BY tenant COLLATE \"C\", name COLLATE \"C\" LIMIT 1",
+             WHERE starts_with(value, $1) ORDER BY tenant COLLATE \"C\", name COLLATE \"C\"",
         )
         .bind(gatehouse_core::SEALED_PREFIX)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?)
     }
 

@@ -1091,13 +1091,13 @@ impl Store for SqliteStore {
         .await?)
     }
 
-    async fn a_sealed_secret(&self) -> StoreResult<Option<(String, String, String)>> {
+    async fn sealed_secrets(&self) -> StoreResult<Vec<(String, String, String)>> {
         Ok(sqlx::query_as(
             "SELECT tenant, name, value FROM tenant_secrets \
-             WHERE substr(value, 1, length($1)) = $1 ORDER BY tenant, name LIMIT 1",
+             WHERE substr(value, 1, length($1)) = $1 ORDER BY tenant, name",
         )
         .bind(gatehouse_core::SEALED_PREFIX)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?)
     }
 

@@ -684,8 +684,8 @@ pub(crate) async fn unsealed_secrets_are_found_and_replaced_only_if_unchanged(st
     // Nearly the prefix is not the prefix.
     store.put_secret("b", "odd", "sealed:v1").await.unwrap();
     assert_eq!(
-        store.a_sealed_secret().await.unwrap(),
-        Some(("a".to_string(), "new".to_string(), sealed.clone()))
+        store.sealed_secrets().await.unwrap(),
+        [("a".to_string(), "new".to_string(), sealed.clone())]
     );
     let unsealed = store.unsealed_secrets().await.unwrap();
     let found: Vec<_> = unsealed

@@ -173,7 +173,7 @@ impl<T: FailingStore> Store for T {
     async fn unsealed_secrets(&self) -> StoreResult<Vec<(String, String, String)>> {
         down()
     }
-    async fn a_sealed_secret(&self) -> StoreResult<Option<(String, String, String)>> {
+    async fn sealed_secrets(&self) -> StoreResult<Vec<(String, String, String)>> {
         down()
     }
     async fn replace_secret(&self, _: &str, _: &str, _: &str, _: &str) -> StoreResult<bool> {

@@ -29,6 +29,9 @@ use gatehouse_core::duration_setting::parse as duration;
 fn default_connect_timeout() -> Duration {
     DEFAULT_CONNECT_TIMEOUT
 }
+/// The longest `call_timeout` (see `KEPT_AFTER_DROP` in the HTTP layer).
+pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
 fn default_call_timeout() -> Duration {
     DEFAULT_CALL_TIMEOUT
 }
@@ -420,6 +423,14 @@ fn check_entry(entry: &UpstreamConfig) -> Result<(), String> {
             return Err(format!("{what} must be more than zero"));
         }
     }
+    // A session's request id stays taken 10 minutes after its client went
+    // away (the SDK may still run it): no call may run longer.
+    if entry.call_timeout > MAX_CALL_TIMEOUT {
+        return Err(format!(
+            "call_timeout must be at most {} minutes",
+            MAX_CALL_TIMEOUT.as_secs() / 60
+        ));
+    }
     if entry.max_concurrent_calls == 0 {
         return Err("max_concurrent_calls must be at least 1".into());
     }
@@ -716,6 +727,15 @@ mod tests {
         assert!(extra.is_err());
         let duration =
             parse("[[upstreams]]\nname = \"a\"\nurl = \"http://x/\"\ncall_timeout = \"soon\"\n");
+        let long = parse(
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\ncall_timeout = \"11m\"\n",
+        )
+        .unwrap();
+        assert!(
+            reason(&long).contains("at most 10 minutes"),
+            "{}",
+            reason(&long)
+        );
         assert!(duration.unwrap_err().contains("invalid duration"));
     }
 

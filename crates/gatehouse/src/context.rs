@@ -283,18 +283,22 @@ impl Context {
     /// with a key nobody else has, and every server would stop issuing
     /// tokens and report itself not ready. A store with no signing key yet
     /// (no server has started) takes the master key as `master_key` does.
-    pub async fn servers_master_key(&self, store: &Arc<dyn Store>) -> anyhow::Result<MasterKey> {
+    pub async fn servers_master_key(&self, store: &dyn Store) -> anyhow::Result<MasterKey> {
         let keys = store.signing_keys().await?;
         if keys.is_empty() {
-            // No signing key (no authorization server, or stdio only): a
-            // sealed tenant secret tells the servers' key just as well.
-            let Some((tenant, name, sealed)) = store.a_sealed_secret().await? else {
+            // No signing key (no authorization server, or stdio only): the
+            // sealed tenant secrets tell the servers' key just as well.
+            let sealed = store.sealed_secrets().await?;
+            if sealed.is_empty() {
                 return self.master_key();
-            };
+            }
             let master = self.existing_master_key().context(
                 "the store's tenant secrets are sealed with the servers' master key, and there is none here",
             )?;
-            if gatehouse_core::SecretCipher::open(&master, &tenant, &name, &sealed).is_err() {
+            let opens_one = sealed.iter().any(|(tenant, name, value)| {
+                gatehouse_core::SecretCipher::open(&master, tenant, name, value).is_ok()
+            });
+            if !opens_one {
                 bail!(
                     "the master key here opens none of the store's sealed secrets, so the servers \
                      could not use anything sealed with it; run this where the servers' master key \

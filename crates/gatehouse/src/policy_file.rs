@@ -50,23 +50,45 @@ pub fn load_with_digest(ctx: &Context) -> anyhow::Result<(Policy, Option<String>
 /// a policy widened, the server restarted, a call made and the file put
 /// back left no digest in the trail (only reloads were recorded). A sink
 /// that is down at start does not stop the start (calls are refused until
-/// it is back, as for any record); the failure is logged.
-pub async fn record_start(ctx: &Context, gateway: &Gateway, digest: Option<&str>) {
+/// it is back, as for any record): the record is tried again every few
+/// seconds until it is written.
+pub async fn record_start(
+    ctx: &Context,
+    gateway: Arc<Gateway>,
+    digest: Option<&str>,
+    shutdown: CancellationToken,
+) {
     let what = match (policy_path(ctx), digest) {
         (Some(path), Some(digest)) => {
             format!("policy file {} in force (sha256 {digest})", path.display())
         }
         _ => "the shipped default policy in force".to_string(),
     };
-    let record = EventBuilder::new(AuditKind::Operator, Outcome::Success, gateway.clock().now())
-        .agent(SERVER_AGENT)
-        .tool("policy/load")
-        .decision("load")
-        .reason("policy_loaded")
-        .error(what)
-        .build();
-    if let Err(e) = gateway.audit().record(record).await {
-        tracing::error!(error = %e, "the policy in force could not be recorded");
+    let record = move |gateway: &Gateway| {
+        EventBuilder::new(AuditKind::Operator, Outcome::Success, gateway.clock().now())
+            .agent(SERVER_AGENT)
+            .tool("policy/load")
+            .decision("load")
+            .reason("policy_loaded")
+            .error(what.clone())
+            .build()
+    };
+    if let Err(e) = gateway.audit().record(record(&gateway)).await {
+        tracing::error!(error = %e, "the policy in force could not be recorded; trying again");
+        // Until shutdown: the audit log is drained once every holder of it
+        // is gone.
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+                }
+                if gateway.audit().record(record(&gateway)).await.is_ok() {
+                    tracing::info!("the policy in force is recorded");
+                    return;
+                }
+            }
+        });
     }
 }
 

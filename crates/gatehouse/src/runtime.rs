@@ -137,7 +137,7 @@ impl Runtime {
         // otherwise seal the remaining legacy secrets with a key nobody else
         // has, and leave a stray key file behind.
         let secret_cipher: Arc<dyn SecretCipher> =
-            Arc::new(ctx.servers_master_key(&store).await.context(
+            Arc::new(ctx.servers_master_key(&*store).await.context(
                 "the store's signing keys and secrets are sealed with a master key: start with the \
                  same master key as the other servers (GATEHOUSE_MASTER_KEY, or \
                  oauth.master_key_env or oauth.master_key_file)",

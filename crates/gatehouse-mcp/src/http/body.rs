@@ -212,9 +212,7 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
             let mut response = next
                 .run(Request::from_parts(parts, Body::from(bytes.clone())))
                 .await;
-            if let Some(taken) = sdk_request {
-                response = hold_then(response, taken, SdkRequest::sent);
-            }
+
             // The SDK ends a session it has not seen for a while
             // (`sessions.rs`); one it refused before its session saw the
             // request (406, 400) does not count.
@@ -230,7 +228,14 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
                 && response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE
                 && let Err(error) = inspect_message(&bytes)
             {
+                // The SDK never took the request: its id is free.
+                if let Some(taken) = sdk_request {
+                    taken.sent();
+                }
                 return malformed(error);
+            }
+            if let Some(taken) = sdk_request {
+                response = hold_then(response, taken, SdkRequest::sent);
             }
             if let Some(task) = admitted.declared {
                 response.extensions_mut().insert(task);

@@ -153,7 +153,7 @@ pub async fn serve(
             // the server stops: either way it is closed gracefully (HTTP/2
             // GOAWAY, so a request crossing the close is retried elsewhere
             // rather than reset; HTTP/1 after the answer in progress).
-            let closing_within = tokio::select! {
+            let stopping = tokio::select! {
                 ended = &mut connection => {
                     if let Err(e) = ended {
                         tracing::debug!(error = %e, "connection ended with an error");
@@ -162,17 +162,29 @@ pub async fn serve(
                 }
                 () = in_flight.idle_for(wait_for_request) => {
                     tracing::debug!("connection idle; closing");
-                    wait_for_request
+                    false
                 }
-                () = shutdown.cancelled() => shutdown_grace,
+                () = shutdown.cancelled() => true,
             };
-            // A client that does not take part (an HTTP/2 one that never
-            // acknowledges the closing PING) is cut off after a while.
             connection.as_mut().graceful_shutdown();
-            match tokio::time::timeout(closing_within, connection).await {
-                Ok(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
-                Ok(Ok(())) => {}
-                Err(_) => tracing::debug!("connection did not close in time; dropped"),
+            // Requests that crossed the close (HTTP/2 takes new streams
+            // until the client acknowledges it) run to their end; a client
+            // that does not take part is cut off once nothing is in flight
+            // for as long again, or when the shutdown's grace ends.
+            let ended = if stopping {
+                tokio::time::timeout(shutdown_grace, &mut connection)
+                    .await
+                    .ok()
+            } else {
+                tokio::select! {
+                    ended = &mut connection => Some(ended),
+                    () = in_flight.idle_for(wait_for_request) => None,
+                }
+            };
+            match ended {
+                Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+                Some(Ok(())) => {}
+                None => tracing::debug!("connection did not close in time; dropped"),
             }
         });
     }

@@ -58,6 +58,9 @@ struct Binding {
     /// overwrites them for a repeated id, losing the first request's answer
     /// and leaking its routes for the session's life.
     sdk_requests: HashSet<String>,
+    /// Of those, the ones whose stream was closed mid-call (SEP-1699): the
+    /// SDK runs them on, so their ids stay taken when their streams end.
+    paused_requests: HashSet<String>,
 }
 
 /// Requests one session may have in the SDK's hands at once.
@@ -96,31 +99,42 @@ impl Drop for TakenId {
             && let Some(binding) = table.bindings.get_mut(&self.session)
         {
             binding.sdk_requests.remove(&self.key);
+            binding.paused_requests.remove(&self.key);
         }
     }
 }
 
 impl SdkRequest {
-    /// Its answer was sent whole: the id is free.
+    /// Its stream ended: the id is free, unless the stream was closed
+    /// mid-call (the SDK still runs the request).
     pub(crate) fn sent(mut self) {
-        drop(self.0.take());
+        let Some(taken) = self.0.take() else {
+            return;
+        };
+        if taken.bindings.take_paused(&taken.session, &taken.key) {
+            keep_for_a_while(taken);
+        }
     }
 }
 
 impl Drop for SdkRequest {
     fn drop(&mut self) {
-        let Some(taken) = self.0.take() else {
-            return;
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    tokio::time::sleep(KEPT_AFTER_DROP).await;
-                    drop(taken);
-                });
-            }
-            Err(_) => drop(taken),
+        if let Some(taken) = self.0.take() {
+            keep_for_a_while(taken);
         }
+    }
+}
+
+/// Frees the id `KEPT_AFTER_DROP` from now.
+fn keep_for_a_while(taken: TakenId) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                tokio::time::sleep(KEPT_AFTER_DROP).await;
+                drop(taken);
+            });
+        }
+        Err(_) => drop(taken),
     }
 }
 
@@ -367,6 +381,7 @@ impl SessionBindings {
                 lane: None,
                 presented: None,
                 sdk_requests: HashSet::new(),
+                paused_requests: HashSet::new(),
             },
         );
         table
@@ -483,6 +498,29 @@ impl SessionBindings {
             session: session.to_string(),
             key,
         }))))
+    }
+
+    /// The stream of the session's request `key` was closed mid-call: the
+    /// SDK runs it on, so its id stays taken when the stream ends.
+    pub(crate) fn request_paused(&self, session: &str, key: String) {
+        if let Some(mut table) = self.table()
+            && let Some(binding) = table.bindings.get_mut(session)
+            && binding.sdk_requests.contains(&key)
+        {
+            binding.paused_requests.insert(key);
+        }
+    }
+
+    /// Whether request `key` of `session` was paused (and forgets it).
+    fn take_paused(&self, session: &str, key: &str) -> bool {
+        self.table()
+            .and_then(|mut table| {
+                table
+                    .bindings
+                    .get_mut(session)
+                    .map(|b| b.paused_requests.remove(key))
+            })
+            .unwrap_or(false)
     }
 
     /// The SDK answered a request of the session.
@@ -651,6 +689,16 @@ mod tests {
                 .is_some()
         );
         first.unwrap().sent();
+        // A request whose stream was closed mid-call keeps its id when the
+        // stream ends (no runtime here: kept until dropped, at once).
+        let paused = bindings
+            .start_sdk_request("s2", "9".into())
+            .unwrap()
+            .unwrap();
+        bindings.request_paused("s2", "9".into());
+        assert!(bindings.take_paused("s2", "9"));
+        bindings.request_paused("s2", "9".into());
+        drop(paused);
         assert!(
             bindings
                 .start_sdk_request("s1", "7".into())

@@ -334,6 +334,12 @@ impl McpHandler {
             .and_then(|value| value.to_str().ok());
         if let (Some(pauses), Some(session)) = (&self.pauses, session) {
             pauses.pause(session, &context.id);
+            // Its request runs on in the SDK: its id stays taken.
+            if let (Some(bindings), Ok(id)) = (&self.bindings, serde_json::to_value(&context.id))
+                && let Some(key) = crate::session_lane::request_key(&id)
+            {
+                bindings.request_paused(session, key);
+            }
         }
     }
 }

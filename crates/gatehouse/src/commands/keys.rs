@@ -390,7 +390,7 @@ pub async fn run(ctx: &Context, command: KeysCommand) -> anyhow::Result<()> {
             json,
         } => {
             let store = ctx.open_store().await?;
-            let master = ctx.servers_master_key(&store).await?;
+            let master = ctx.servers_master_key(&*store).await?;
             let activates_at = now.plus_millis(millis(publish_ahead.into()));
             let record =
                 gatehouse_oauth::add_signing_key(&store, &master, now, activates_at).await?;

@@ -29,7 +29,9 @@ async fn sealing_key(ctx: &Context, store: &dyn Store, tenant: &str) -> anyhow::
         }
     }
     if signing_keys.is_empty() && secrets.is_empty() {
-        return ctx.master_key();
+        // Nothing of this tenant's: the rest of the store decides (another
+        // tenant's secrets sealed with the servers' key).
+        return ctx.servers_master_key(store).await;
     }
     let master = ctx
         .existing_master_key()

@@ -206,7 +206,13 @@ pub async fn run(ctx: &Context, args: &ServeArgs) -> anyhow::Result<()> {
     if let Some(oauth) = &runtime.oauth {
         housekeeping(Arc::clone(oauth), shutdown.clone());
     }
-    crate::policy_file::record_start(ctx, &runtime.gateway, runtime.policy_digest.as_deref()).await;
+    crate::policy_file::record_start(
+        ctx,
+        Arc::clone(&runtime.gateway),
+        runtime.policy_digest.as_deref(),
+        shutdown.clone(),
+    )
+    .await;
     crate::policy_file::watch(
         ctx,
         Arc::clone(&runtime.gateway),

@@ -137,7 +137,7 @@ pub async fn revoke(
                  (`gatehouse keys rotate-signing --publish-ahead 0s`), or pass --force to do both"
             );
         }
-        let master = ctx.servers_master_key(&store).await?;
+        let master = ctx.servers_master_key(&*store).await?;
         replacement = Some(gatehouse_oauth::add_signing_key(&store, &master, now, now).await?);
     }
     if !store.revoke_signing_key(kid, now).await? {

@@ -29,7 +29,13 @@ pub async fn run(ctx: &Context) -> anyhow::Result<()> {
     // the policy file as a server does, or it would go on enforcing a policy
     // the operator has narrowed (and the audit trail says is replaced).
     let policy_stop = CancellationToken::new();
-    crate::policy_file::record_start(ctx, &runtime.gateway, runtime.policy_digest.as_deref()).await;
+    crate::policy_file::record_start(
+        ctx,
+        Arc::clone(&runtime.gateway),
+        runtime.policy_digest.as_deref(),
+        policy_stop.clone(),
+    )
+    .await;
     crate::policy_file::watch(
         ctx,
         Arc::clone(&runtime.gateway),

@@ -538,4 +538,12 @@ async fn without_signing_keys_a_sealed_secret_still_tells_the_servers_key() {
     let stderr = String::from_utf8_lossy(&stdio.stderr);
     assert!(stderr.contains("master key"), "{stderr}");
     assert!(!key_file.exists(), "a stray master key was made");
+    // Nor does a secret for a tenant that has none yet get sealed with a
+    // new key (the other tenant's sealed secret decides).
+    let other = run(
+        &["secrets", "set", "api_token", "--tenant", "acme"],
+        Some("value-2"),
+    );
+    assert!(!other.status.success());
+    assert!(!key_file.exists(), "a stray master key was made");
 }
