@@ -57,6 +57,15 @@ pub const PINNED: &str = "upstream_tool_pinned";
 pub const ADDED: &str = "upstream_tool_added";
 /// Audit reason of an operator's approval of a changed definition.
 pub const APPROVED: &str = "tool_definition_approved";
+/// Reason code of the record saying an upstream offered tools past
+/// `MAX_PINS_PER_UPSTREAM`, withheld unpinned.
+pub const PIN_LIMIT: &str = "upstream_pin_limit";
+
+/// Tools pinned per upstream at most. Each new name is a stored pin and an
+/// audit record, and the listing cap is per listing: an upstream that
+/// renamed its 10,000 tools at every `list_changed` grew both without end.
+/// Past this, new tools are withheld unpinned (one record per listing).
+pub const MAX_PINS_PER_UPSTREAM: usize = 10_000;
 /// Audit reason of a pin made before icons and `_meta` were pinned, now
 /// covering them too (the fields it covered had not changed).
 pub const EXTENDED: &str = "upstream_tool_pin_extended";
@@ -187,8 +196,12 @@ struct Review {
     /// Whether the upstream had pins before this listing (read once): its
     /// first catalogue is "pinned", a tool appearing later is "added".
     had_pins: Option<bool>,
+    /// How many tools of the upstream are pinned (read once, counted on).
+    pinned: Option<usize>,
     /// The gateway names of the tools this listing added.
     added: Vec<String>,
+    /// New tools withheld unpinned past `MAX_PINS_PER_UPSTREAM`.
+    over_limit: usize,
 }
 
 /// Whether a verdict holds for the definition (and is cached), or only
@@ -324,6 +337,21 @@ impl ToolPins {
                 served.push(tool);
             }
         }
+        if review.over_limit > 0 {
+            self.audit
+                .record(
+                    EventBuilder::new(AuditKind::Upstream, Outcome::Failure, self.clock.now())
+                        .reason(PIN_LIMIT)
+                        .error(format!(
+                            "upstream {:?} offers {} new tools past the {MAX_PINS_PER_UPSTREAM} \
+                             it may have pinned; they are withheld unpinned",
+                            upstream.name(),
+                            review.over_limit
+                        ))
+                        .build(),
+                )
+                .await?;
+        }
         if !review.added.is_empty()
             && let Err(e) = self.tools_added(upstream, &review.added).await
         {
@@ -456,17 +484,24 @@ impl ToolPins {
         // earlier is judged against that pin.
         for _ in 0..2 {
             let Some(pin) = self.store.tool_pin(name, tool).await? else {
-                let first_catalogue = match review.had_pins {
-                    Some(had) => !had,
+                let pinned = match review.pinned {
+                    Some(pinned) => pinned,
                     None => {
-                        let had = !self.store.tool_pins(Some(name)).await?.is_empty();
-                        review.had_pins = Some(had);
-                        !had
+                        let pinned = self.store.tool_pins(Some(name)).await?.len();
+                        review.had_pins = Some(pinned > 0);
+                        review.pinned = Some(pinned);
+                        pinned
                     }
                 };
+                if pinned >= MAX_PINS_PER_UPSTREAM {
+                    review.over_limit += 1;
+                    return Ok((PinVerdict::Withhold, false));
+                }
+                let first_catalogue = review.had_pins.is_some_and(|had| !had);
                 if !self.store.insert_tool_pin(name, tool, seen, now).await? {
                     continue;
                 }
+                review.pinned = Some(pinned + 1);
                 let reason = if first_catalogue { PINNED } else { ADDED };
                 if !first_catalogue {
                     review.added.push(gateway_name.clone());
@@ -760,6 +795,41 @@ mod tests {
             ]
         );
         assert_eq!(store.tool_pins(None).await.unwrap().len(), 2);
+    }
+
+    /// An upstream that renames its tools at every listing pinned (and
+    /// recorded) each new name without end; past the cap, new tools are
+    /// withheld unpinned, with one record per listing.
+    #[tokio::test]
+    async fn new_tools_past_the_pin_limit_are_withheld_unpinned() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let schema = serde_json::json!({"type": "object"});
+        for n in 0..MAX_PINS_PER_UPSTREAM {
+            let mut pinned = tool("Reads.", schema.clone());
+            pinned.name = format!("t{n}").into();
+            store
+                .insert_tool_pin("files", &pinned.name, &fingerprint(&pinned), Timestamp(1))
+                .await
+                .unwrap();
+        }
+        let (pins, writer) = pins(Arc::clone(&store)).await;
+        let files = upstream(PinMode::Alert);
+        let mut fresh = tool("New.", schema.clone());
+        fresh.name = "brand_new".into();
+        let mut known = tool("Reads.", schema);
+        known.name = "t7".into();
+        let served = pins
+            .review(&files, &pins.listing(&files, None), vec![fresh, known])
+            .await
+            .unwrap();
+        assert_eq!(names(&served), ["t7"]);
+        assert_eq!(
+            store.tool_pins(Some("files")).await.unwrap().len(),
+            MAX_PINS_PER_UPSTREAM
+        );
+        drop(pins);
+        writer.wait().await;
+        assert_eq!(reasons(&store).await, ["upstream upstream_pin_limit"]);
     }
 
     /// A listing asked for before the upstream changed a tool, answered
