@@ -545,6 +545,12 @@ impl Gateway {
         self.upstreams.as_deref()?.route(name)
     }
 
+    /// The upstream a tool name leads to, as calls are routed (`None`: a
+    /// built-in tool, or one no upstream serves), for the policy check.
+    pub fn tool_upstream<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.route(name).map(|(upstream, _)| upstream.name())
+    }
+
     /// Whether a tenant may use an upstream at all: always without
     /// tenancy, never for an undeclared tenant, and for a tenant limited to
     /// a list of tools only when one of them is that upstream's.

@@ -6,7 +6,7 @@ use gatehouse_core::{Principal, TaskGrant, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{Decision, Policy};
+use crate::{Decision, Kind, Policy, Target};
 
 /// The answer to "may this caller make this call?", as both
 /// `gatehouse policy check --json` and `POST /admin/policy/check` give it.
@@ -46,10 +46,29 @@ impl Policy {
     /// Decides a call for `principal` as the gateway would, under the grant
     /// it would get for `task` (a refused task claim is itself the answer),
     /// and describes the outcome. `now` dates the hypothetical grant.
+    /// The tool is routed by the default naming (`<upstream>__<tool>`);
+    /// [`Policy::check_routed`] takes the gateway's routing instead.
     pub fn check(
+        &self,
+        principal: Principal,
+        tool: &str,
+        args: &Value,
+        task: Option<&str>,
+        now: Timestamp,
+    ) -> PolicyCheck {
+        let upstream = self.listed_tool(tool).upstream;
+        self.check_routed(principal, tool, upstream, args, task, now)
+    }
+
+    /// [`Policy::check`] for a tool the gateway routes to `upstream`
+    /// (`None`: a built-in tool, or one nobody serves): an upstream with
+    /// its own `prefix` names its tools otherwise than the default naming,
+    /// and the answer must be the rule the gateway applies.
+    pub fn check_routed(
         &self,
         mut principal: Principal,
         tool: &str,
+        upstream: Option<&str>,
         args: &Value,
         task: Option<&str>,
         now: Timestamp,
@@ -80,9 +99,14 @@ impl Policy {
                 reason: refusal.code(),
                 rule: refusal.to_string(),
             },
-            // Routed as a task list routes it: an upstream's tool by the
-            // default naming, so the answer is the rule the gateway applies.
-            None => self.explain_target(&principal, &self.listed_tool(tool), args),
+            None => {
+                let target = Target {
+                    kind: Kind::Tool,
+                    name: tool,
+                    upstream,
+                };
+                self.explain_target(&principal, &target, args)
+            }
         };
         PolicyCheck {
             decision: explanation.decision,

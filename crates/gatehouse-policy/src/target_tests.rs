@@ -426,6 +426,32 @@ fn every_scope_of_every_section_is_known() {
     assert!(!analyst.contains(&"crm:write".to_string()), "{analyst:?}");
 }
 
+/// An upstream with a prefix of its own (`prefix = "sales"` for `crm`)
+/// names its tools otherwise than the default naming: the check must take
+/// the gateway's routing, or it says `unknown_tool` where the gateway
+/// applies the section's rule.
+#[test]
+fn a_policy_check_of_a_prefixed_upstreams_tool_takes_the_gateways_routing() {
+    let policy = Policy::from_toml(POLICY).unwrap();
+    let now = Timestamp(0);
+    let by_naming = policy.check(principal("analyst"), "sales__list", &json!({}), None, now);
+    assert_eq!(by_naming.reason, "unknown_tool");
+    let routed = policy.check_routed(
+        principal("analyst"),
+        "sales__list",
+        Some("crm"),
+        &json!({}),
+        None,
+        now,
+    );
+    assert_eq!(routed.decision, "allow", "{}", routed.rule);
+    assert!(
+        routed.rule.contains("defaults of upstream crm"),
+        "{}",
+        routed.rule
+    );
+}
+
 #[test]
 fn a_policy_check_applies_the_upstream_rule_the_gateway_applies() {
     let policy = Policy::from_toml(POLICY).unwrap();

@@ -29,6 +29,26 @@ use gatehouse_core::duration_setting::parse as duration;
 fn default_connect_timeout() -> Duration {
     DEFAULT_CONNECT_TIMEOUT
 }
+/// The upstream (its name) a gateway tool name is routed to, from the
+/// configuration alone (`UpstreamSet::route` routes by this, and `policy
+/// check` without a running server): the upstream whose prefix the name
+/// carries, also while it is disabled (then nobody: a name with a
+/// configured upstream's prefix is never the unprefixed upstream's), else
+/// the one enabled upstream without a prefix.
+pub fn route_by_config<'a>(
+    upstreams: impl Iterator<Item = &'a UpstreamConfig> + Clone,
+    tool: &str,
+) -> Option<&'a str> {
+    if let Some(prefixed) = upstreams.clone().find(|u| u.own_name(tool).is_some()) {
+        return prefixed.enabled.then_some(prefixed.name.as_str());
+    }
+    let mut bare = upstreams.filter(|u| u.enabled && u.effective_prefix().is_empty());
+    match (bare.next(), bare.next()) {
+        (Some(only), None) => Some(only.name.as_str()),
+        _ => None,
+    }
+}
+
 /// The longest `call_timeout` (see `KEPT_AFTER_DROP` in the HTTP layer).
 pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
@@ -737,6 +757,29 @@ mod tests {
             reason(&long)
         );
         assert!(duration.unwrap_err().contains("invalid duration"));
+    }
+
+    /// A name with an upstream's prefix is that upstream's (or nobody's
+    /// while it is disabled); anything else goes to the one upstream
+    /// without a prefix, if there is exactly one.
+    #[test]
+    fn names_route_by_prefix_then_to_the_one_bare_upstream() {
+        let mut crm = UpstreamConfig::http("crm", "http://127.0.0.1/mcp");
+        crm.prefix = Some("sales".into());
+        let mut files = UpstreamConfig::http("files", "http://127.0.0.1/files");
+        files.prefix = Some(String::new());
+        let docs = UpstreamConfig::http("docs", "http://127.0.0.1/d");
+        let all = [crm.clone(), files.clone(), docs.clone()];
+        assert_eq!(route_by_config(all.iter(), "sales__list"), Some("crm"));
+        assert_eq!(route_by_config(all.iter(), "docs__find"), Some("docs"));
+        assert_eq!(route_by_config(all.iter(), "read"), Some("files"));
+        crm.enabled = false;
+        let off = [crm, files.clone()];
+        assert_eq!(route_by_config(off.iter(), "sales__list"), None);
+        let mut other = UpstreamConfig::http("other", "http://127.0.0.1/o");
+        other.prefix = Some(String::new());
+        let two_bare = [files, other];
+        assert_eq!(route_by_config(two_bare.iter(), "read"), None);
     }
 
     fn reason(entries: &[UpstreamConfig]) -> String {

@@ -37,7 +37,7 @@ pub use changes::{ChangeKind, ListChanged};
 pub use config::{
     ConfigError, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONCURRENT_CALLS,
     DEFAULT_MAX_MESSAGE_BYTES, PREFIX_SEPARATOR, PinMode, TransportKind, UpstreamAuth,
-    UpstreamConfig, validate,
+    UpstreamConfig, route_by_config, validate,
 };
 pub use error::UpstreamError;
 pub use gatehouse_core::secret_ref::{Secret, SecretError, SecretRef, TenantSecrets};

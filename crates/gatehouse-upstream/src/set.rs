@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::changes::{CHANNEL_CAPACITY, ListChanged};
-use crate::config::{ConfigError, UpstreamConfig, validate};
+use crate::config::{ConfigError, UpstreamConfig, route_by_config, validate};
 use crate::error::UpstreamError;
 use crate::health::Health;
 use crate::upstream::Upstream;
@@ -57,21 +57,9 @@ impl UpstreamSet {
     /// upstream's (whose tool of that name would otherwise be called, and
     /// authorized, under the policy written for the prefixed upstream's).
     pub fn route<'a>(&self, tool: &'a str) -> Option<(&Upstream, &'a str)> {
-        let prefixed = self
-            .upstreams
-            .values()
-            .find_map(|u| u.config().own_name(tool).map(|rest| (u, rest)));
-        if let Some((upstream, rest)) = prefixed {
-            return upstream.config().enabled.then_some((upstream, rest));
-        }
-        let mut bare = self
-            .upstreams
-            .values()
-            .filter(|u| u.config().enabled && u.config().effective_prefix().is_empty());
-        match (bare.next(), bare.next()) {
-            (Some(only), None) => Some((only, tool)),
-            _ => None,
-        }
+        let name = route_by_config(self.upstreams.values().map(Upstream::config), tool)?;
+        let upstream = self.upstreams.get(name)?;
+        Some((upstream, upstream.config().own_name(tool).unwrap_or(tool)))
     }
 
     /// Whether calls of the gateway name `name` go to `upstream` (listings

@@ -112,9 +112,10 @@ pub async fn check(
     };
     // The same answer as `gatehouse policy check --json`.
     let now = state.gateway.clock().now();
-    Json(policy.check(
+    Json(policy.check_routed(
         principal,
         &request.tool,
+        state.gateway.tool_upstream(&request.tool),
         &args,
         request.task.as_deref(),
         now,

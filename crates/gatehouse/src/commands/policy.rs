@@ -121,9 +121,17 @@ async fn check(ctx: &Context, args: &PolicyCheckArgs) -> anyhow::Result<ExitCode
     let principal = principal(ctx, args).await?;
     // Decided under the grant the caller would get for --task, as the
     // gateway would; the HTTP policy check gives the same answer.
-    let check = policy.check(
+    // Routed as the gateway routes calls: built-in tools first, then the
+    // configured upstreams' prefixes.
+    let upstream = if gatehouse_tools::BuiltinTools::definition(&args.tool).is_some() {
+        None
+    } else {
+        gatehouse_upstream::route_by_config(ctx.config.upstreams.iter(), &args.tool)
+    };
+    let check = policy.check_routed(
         principal,
         &args.tool,
+        upstream,
         &arguments,
         args.task.as_deref(),
         SystemClock.now(),
