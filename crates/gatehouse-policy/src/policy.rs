@@ -138,6 +138,14 @@ impl Policy {
             Kind::Resource => self.resource_entry(target.name).map(|(r, e)| (r, e)),
         };
         named.or_else(|| {
+            // A name that is a named entry's but for case or surrounding
+            // space (`crm__SUMMARIZE`, `crm__summarize `) is not the
+            // section's to cover: an upstream that matches names loosely
+            // would serve the entry's target under the section's looser
+            // rule.
+            if self.shadows_a_named_entry(target) {
+                return None;
+            }
             target
                 .upstream
                 .and_then(|u| self.upstreams.get(u))
@@ -152,6 +160,17 @@ impl Policy {
                 })
                 .map(|(r, e)| (r, e))
         })
+    }
+
+    /// Whether `target` names a `[tools.*]` or `[prompts.*]` entry but for
+    /// ASCII case or surrounding space (it is not that entry exactly).
+    fn shadows_a_named_entry(&self, target: &Target<'_>) -> bool {
+        let name = target.name.trim();
+        match target.kind {
+            Kind::Tool => self.tools.keys().any(|k| k.eq_ignore_ascii_case(name)),
+            Kind::Prompt => self.prompts.keys().any(|k| k.eq_ignore_ascii_case(name)),
+            Kind::Resource => false,
+        }
     }
 
     /// The upstream policy section a tool name belongs to by the default

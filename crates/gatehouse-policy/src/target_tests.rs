@@ -452,6 +452,41 @@ fn a_policy_check_of_a_prefixed_upstreams_tool_takes_the_gateways_routing() {
     );
 }
 
+/// `crm__SUMMARIZE` or `crm__summarize ` is not the admin-only prompt's
+/// name, and was covered by the section's looser rule: an upstream that
+/// matches names loosely would serve the protected prompt. Such a name is
+/// covered by nothing now.
+#[test]
+fn a_name_that_is_a_named_entrys_but_for_case_is_covered_by_nothing() {
+    let policy = Policy::from_toml(&format!(
+        "{POLICY}\n[prompts.crm__secret]\nscope = \"prompts:read\"\nroles = [\"admin\"]\n"
+    ))
+    .unwrap();
+    for spelt in ["crm__SECRET", "crm__secret ", " Crm__Secret"] {
+        assert_eq!(
+            decide(&policy, "analyst", crm(Kind::Prompt, spelt)).0,
+            "unknown_tool",
+            "{spelt:?}"
+        );
+    }
+    for spelt in ["crm__DELETE_CONTACT", "crm__delete_contact "] {
+        assert_eq!(
+            decide(&policy, "analyst", crm(Kind::Tool, spelt)).0,
+            "unknown_tool",
+            "{spelt:?}"
+        );
+    }
+    // Other names are the section's as before.
+    assert_eq!(
+        decide(&policy, "analyst", crm(Kind::Prompt, "crm__other")).0,
+        "allow"
+    );
+    assert_eq!(
+        decide(&policy, "analyst", crm(Kind::Tool, "crm__list_contacts")).0,
+        "allow"
+    );
+}
+
 #[test]
 fn a_policy_check_applies_the_upstream_rule_the_gateway_applies() {
     let policy = Policy::from_toml(POLICY).unwrap();
