@@ -82,6 +82,12 @@ pub(super) fn hold_then<G: Send + Unpin + 'static>(
     guard: G,
     sent: fn(G),
 ) -> Response {
+    // An empty body is never polled (hyper asks `is_end_stream` first):
+    // it is sent as it is.
+    if response.body().is_end_stream() {
+        sent(guard);
+        return response;
+    }
     response.map(|inner| {
         Body::new(Held {
             inner,
@@ -136,6 +142,36 @@ impl<G: Unpin> HttpBody for Held<G> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A guard is given to `sent` once the body was sent whole: at once
+    /// for an empty body (never polled), after its last frame otherwise;
+    /// a body dropped before that drops the guard instead.
+    #[tokio::test]
+    async fn a_guard_is_sent_when_its_body_was() {
+        use http_body_util::BodyExt;
+        use std::sync::atomic::AtomicBool;
+        let mark = |flag: Arc<AtomicBool>| flag.store(true, Ordering::SeqCst);
+        let empty = Arc::new(AtomicBool::new(false));
+        let _ = hold_then(Response::new(Body::empty()), Arc::clone(&empty), mark);
+        assert!(empty.load(Ordering::SeqCst));
+        let whole = Arc::new(AtomicBool::new(false));
+        let response = hold_then(
+            Response::new(Body::from("answer")),
+            Arc::clone(&whole),
+            mark,
+        );
+        assert!(!whole.load(Ordering::SeqCst));
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"answer");
+        assert!(whole.load(Ordering::SeqCst));
+        let dropped = Arc::new(AtomicBool::new(false));
+        drop(hold_then(
+            Response::new(Body::from("x")),
+            Arc::clone(&dropped),
+            mark,
+        ));
+        assert!(!dropped.load(Ordering::SeqCst));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_is_idle_only_with_nothing_in_flight_for_the_whole_time() {
