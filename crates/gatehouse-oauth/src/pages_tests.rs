@@ -158,7 +158,7 @@ fn device_entry_page_escapes_and_has_its_fields() {
 #[test]
 fn device_confirm_page_escapes_and_has_its_fields() {
     let scopes = scopes();
-    let page = device_confirm_page(&DeviceConfirmPage {
+    let fields = DeviceConfirmPage {
         csrf: "csrf-token",
         user_code: HOSTILE,
         client_name: HOSTILE,
@@ -167,18 +167,13 @@ fn device_confirm_page_escapes_and_has_its_fields() {
         username: HOSTILE,
         self_registered: false,
         sign_out_csrf: "sign-out-token",
-    });
+    };
+    let page = device_confirm_page(&fields);
     assert_safe(&page);
     assert!(!page.contains("id=\"unverified\""));
     let self_registered = device_confirm_page(&DeviceConfirmPage {
-        csrf: "csrf-token",
-        user_code: HOSTILE,
-        client_name: HOSTILE,
-        client_id: HOSTILE,
-        scopes: &scopes,
-        username: HOSTILE,
         self_registered: true,
-        sign_out_csrf: "sign-out-token",
+        ..fields
     });
     assert!(self_registered.contains("id=\"unverified\""));
     assert_sign_out(&page, &format!("Signed in as <strong>{ESCAPED}</strong>."));

@@ -138,11 +138,9 @@ fn compact_time_sorts() {
     );
 }
 
-/// Nothing but the operator empties the outbox, and it shares its volume
-/// with the database and the audit log: it holds at most `MAX_QUEUED`.
-#[tokio::test]
-async fn a_full_outbox_refuses_more() {
-    let h = harness().await;
+/// Fills acme's outbox to `messages`: one sent (which makes the folder),
+/// the rest written beside it.
+async fn outbox_holding(h: &crate::test_support::Harness, messages: usize) {
     ok(h.call(
         "acme",
         "send_email",
@@ -150,9 +148,17 @@ async fn a_full_outbox_refuses_more() {
     )
     .await);
     let outbox = h.tools.outbox_dir("acme");
-    for i in 1..MAX_QUEUED {
+    for i in 1..messages {
         std::fs::write(outbox.join(format!("filler-{i}.eml")), "x").unwrap();
     }
+}
+
+/// Nothing but the operator empties the outbox, and it shares its volume
+/// with the database and the audit log: it holds at most `MAX_QUEUED`.
+#[tokio::test]
+async fn a_full_outbox_refuses_more() {
+    let h = harness().await;
+    outbox_holding(&h, MAX_QUEUED).await;
     let refused = h
         .call(
             "acme",
@@ -176,16 +182,7 @@ async fn a_full_outbox_refuses_more() {
 #[tokio::test]
 async fn calls_side_by_side_cannot_pass_the_outbox_cap_together() {
     let h = harness().await;
-    ok(h.call(
-        "acme",
-        "send_email",
-        json!({"to": ["bob@example.com"], "subject": "first", "body": "x"}),
-    )
-    .await);
-    let outbox = h.tools.outbox_dir("acme");
-    for i in 1..MAX_QUEUED - 5 {
-        std::fs::write(outbox.join(format!("filler-{i}.eml")), "x").unwrap();
-    }
+    outbox_holding(&h, MAX_QUEUED - 5).await;
     let calls = (0..40).map(|i| {
         h.call(
             "acme",

@@ -275,46 +275,35 @@ impl Context {
         self.master_key_with(Create::Never)
     }
 
-    /// The servers' master key, for a command that seals a signing key the
-    /// servers must open (`keys rotate-signing`, `revoke-signing --force`):
-    /// the one at hand (never a new file), and only if it opens a signing
-    /// key the store holds. A shell without the servers'
-    /// `GATEHOUSE_MASTER_KEY` would otherwise seal the key that signs next
-    /// with a key nobody else has, and every server would stop issuing
-    /// tokens and report itself not ready. A store with no signing key yet
-    /// (no server has started) takes the master key as `master_key` does.
+    /// The servers' master key, for whatever seals something the servers
+    /// must open (a start, `secrets set`, `keys rotate-signing`,
+    /// `revoke-signing --force`): the one at hand (never a new file), and
+    /// only if it opens a signing key or a tenant secret the store holds. A
+    /// shell without the servers' `GATEHOUSE_MASTER_KEY` would otherwise
+    /// seal with a key nobody else has (every server would stop issuing
+    /// tokens, or fail the calls needing the secret). A store with nothing
+    /// sealed yet takes the master key as `master_key` does.
     pub async fn servers_master_key(&self, store: &dyn Store) -> anyhow::Result<MasterKey> {
+        // Signing keys and tenant secrets alike tell the servers' key (a
+        // stdio-only store has secrets and no signing key).
         let keys = store.signing_keys().await?;
-        if keys.is_empty() {
-            // No signing key (no authorization server, or stdio only): the
-            // sealed tenant secrets tell the servers' key just as well.
-            let sealed = store.sealed_secrets().await?;
-            if sealed.is_empty() {
-                return self.master_key();
-            }
-            let master = self.existing_master_key().context(
-                "the store's tenant secrets are sealed with the servers' master key, and there is none here",
-            )?;
-            let opens_one = sealed.iter().any(|(tenant, name, value)| {
-                gatehouse_core::SecretCipher::open(&master, tenant, name, value).is_ok()
-            });
-            if !opens_one {
-                bail!(
-                    "the master key here opens none of the store's sealed secrets, so the servers \
-                     could not use anything sealed with it; run this where the servers' master key \
-                     is (or set GATEHOUSE_MASTER_KEY to it)"
-                );
-            }
-            return Ok(master);
+        let sealed = store.sealed_secrets().await?;
+        if keys.is_empty() && sealed.is_empty() {
+            return self.master_key();
         }
         let master = self.existing_master_key().context(
-            "a signing key sealed now must open with the servers' master key, and there is none here",
+            "keys or secrets sealed with the servers' master key are already stored, and there is \
+             no master key here",
         )?;
-        if !keys.iter().any(|k| master.opens(k)) {
+        let opens_one = keys.iter().any(|k| master.opens(k))
+            || sealed.iter().any(|(tenant, name, value)| {
+                gatehouse_core::SecretCipher::open(&master, tenant, name, value).is_ok()
+            });
+        if !opens_one {
             bail!(
-                "the master key here opens none of the store's signing keys, so the servers could not \
-                 use a key sealed with it; run this where the servers' master key is (or set \
-                 GATEHOUSE_MASTER_KEY to it)"
+                "this master key opens none of the keys and secrets already stored, so the servers \
+                 could not use anything sealed with it: run this where the servers' master key is \
+                 (GATEHOUSE_MASTER_KEY, or the configured oauth.master_key_env or master_key_file)"
             );
         }
         Ok(master)

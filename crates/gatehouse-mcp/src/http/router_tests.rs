@@ -117,25 +117,34 @@ async fn app_full(
     )
 }
 
+/// A POST of `body` to /mcp with `headers` beside the ones every request
+/// carries.
+async fn post_mcp(
+    router: &Router,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> axum::response::Response {
+    let mut request = Request::post("/mcp")
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    router
+        .clone()
+        .oneshot(request.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap()
+}
+
 async fn initialize(router: &Router) -> (u16, Option<String>, Value) {
     let body = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": "2025-11-25",
         "capabilities": {},
         "clientInfo": {"name": "unit", "version": "1"}
     }});
-    let response = router
-        .clone()
-        .oneshot(
-            Request::post("/mcp")
-                .header("host", "127.0.0.1")
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2025-11-25")
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let response = post_mcp(router, &[("mcp-protocol-version", "2025-11-25")], &body).await;
     let status = response.status().as_u16();
     let session = response
         .headers()
@@ -205,21 +214,16 @@ async fn a_stateless_404_naming_a_live_session_does_not_detach_it() {
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
         "io.modelcontextprotocol/clientCapabilities": {}
     }}});
-    let response = router
-        .clone()
-        .oneshot(
-            Request::post("/mcp")
-                .header("host", "127.0.0.1")
-                .header("content-type", "application/json")
-                .header("accept", "application/json, text/event-stream")
-                .header("mcp-protocol-version", "2026-07-28")
-                .header("mcp-method", "x/none")
-                .header("mcp-session-id", &session)
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let response = post_mcp(
+        &router,
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "x/none"),
+            ("mcp-session-id", &session),
+        ],
+        &body,
+    )
+    .await;
     assert_eq!(response.status().as_u16(), 404);
     // Still bound, so still counted: a second session is refused.
     let (status, _, body) = initialize(&router).await;
