@@ -80,7 +80,9 @@ impl Decider {
     }
 
     /// Only the human the call is made for, an admin of the same tenant,
-    /// or the operator may decide.
+    /// or the operator may decide. A user signed in here is the human of a
+    /// call only when no external issuer named that human: an issuer's
+    /// subject `alice` is not the local user `alice`.
     pub fn may_decide(&self, approval: &ApprovalRecord) -> bool {
         match self {
             Decider::Operator { .. } => true,
@@ -91,7 +93,9 @@ impl Decider {
                 ..
             } => {
                 *tenant == approval.tenant
-                    && (*admin || approval.human.as_deref() == Some(username.as_str()))
+                    && (*admin
+                        || approval.human_issuer.is_none()
+                            && approval.human.as_deref() == Some(username.as_str()))
             }
         }
     }
@@ -328,6 +332,7 @@ impl Approvals {
             id,
             tenant: call.tenant,
             human: principal.human.clone(),
+            human_issuer: principal.issuer.clone(),
             agent: call.agent,
             credential_id: call.credential_id,
             task_grant: call.task_grant,

@@ -130,6 +130,26 @@ async fn only_the_human_an_admin_of_the_tenant_or_the_operator_may_decide() {
 }
 
 #[tokio::test]
+async fn an_external_issuers_subject_is_not_the_local_user_of_that_name() {
+    let a = approvals().await;
+    let mut p = principal("acme", "alice", "ghk_bot");
+    p.issuer = Some("https://idp.example".into());
+    let args = json!({"to": "x@example.com"});
+    let req = a.request(&p, "send_email", &args, &[], T0).await.unwrap();
+    assert_eq!(req.human_issuer.as_deref(), Some("https://idp.example"));
+    // The local alice neither sees nor decides it as her own.
+    assert!(a.pending(&alice("acme"), T0).await.unwrap().is_empty());
+    assert!(matches!(
+        a.decide(&req.id, true, &alice("acme"), T0).await,
+        Err(ApprovalError::Forbidden)
+    ));
+    // An admin of the tenant still may.
+    let admin = user("carol", "acme", true);
+    let decided = a.decide(&req.id, true, &admin, T0).await.unwrap();
+    assert_eq!(decided.approval.status, ApprovalStatus::Approved);
+}
+
+#[tokio::test]
 async fn an_operation_token_runs_exactly_the_approved_call_once() {
     let a = approvals().await;
     let p = principal("acme", "alice", "ghk_bot");

@@ -141,6 +141,7 @@ fn page(
         id: &approval.id,
         agent: &approval.agent,
         human: approval.human.as_deref(),
+        human_issuer: approval.human_issuer.as_deref(),
         tenant: &approval.tenant,
         tool: &approval.tool,
         task: approval.task.as_deref(),

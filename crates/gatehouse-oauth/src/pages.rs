@@ -404,6 +404,8 @@ pub struct ApprovalPage<'a> {
     pub id: &'a str,
     pub agent: &'a str,
     pub human: Option<&'a str>,
+    /// The external issuer that named `human`, if any.
+    pub human_issuer: Option<&'a str>,
     pub tenant: &'a str,
     pub tool: &'a str,
     pub task: Option<&'a str>,
@@ -461,8 +463,12 @@ pub fn approval_page(p: &ApprovalPage) -> String {
         agent = escape(&shown(p.agent)),
         tool = escape(&shown(p.tool)),
         human = p.human.map_or_else(String::new, |h| format!(
-            " on behalf of <strong>{}</strong>",
-            escape(&shown(h))
+            " on behalf of <strong>{}</strong>{}",
+            escape(&shown(h)),
+            p.human_issuer.map_or_else(String::new, |issuer| format!(
+                " (signed in at <code id=\"human-issuer\">{}</code>, not an account here)",
+                escape(&shown(issuer))
+            ))
         )),
         id = escape(p.id),
         tenant = escape(p.tenant),

@@ -270,6 +270,7 @@ fn approval_page_shows_reordering_characters_in_names_escaped() {
         id: "apr_x",
         agent: "bot\u{202e}gnp.exe",
         human: Some("alice\u{200b}"),
+        human_issuer: None,
         tenant: "default",
         tool: "send\u{2066}_email",
         task: Some("t\u{202d}"),
@@ -296,6 +297,7 @@ fn approval_page_escapes_everything_and_labels_masked_fields() {
         id: "apr_x",
         agent: HOSTILE,
         human: Some(HOSTILE),
+        human_issuer: Some("https://idp.example/<x>"),
         tenant: "default",
         tool: "send_email",
         task: None,
@@ -308,6 +310,10 @@ fn approval_page_escapes_everything_and_labels_masked_fields() {
         sign_out_csrf: "s",
     });
     assert_safe(&page);
+    // A human named by an external issuer is shown with that issuer.
+    assert!(page.contains(
+        "(signed in at <code id=\"human-issuer\">https://idp.example/&lt;x&gt;</code>, not an account here)"
+    ));
     assert!(page.contains("id=\"masked-fields\""));
     assert!(page.contains(&format!(
         "<code class=\"masked-field\">{ESCAPED}</code> fingerprint <code class=\"masked-sha256\">{}</code>",
@@ -321,6 +327,7 @@ fn approval_page_escapes_everything_and_labels_masked_fields() {
             id: "apr_x",
             agent: "a",
             human: None,
+            human_issuer: None,
             tenant: "default",
             tool: "send_email",
             task: None,

@@ -126,6 +126,9 @@ pub enum DenyReason {
     /// An upstream tool whose definition could not be checked against its
     /// pin: the upstream does not list it, or could not list now.
     ToolDefinitionUnreviewed,
+    /// A resource URI that a server may read as another one (an empty
+    /// path segment, a dot segment, an escaped slash): refused, not decided.
+    NonCanonicalUri,
 }
 
 impl DenyReason {
@@ -143,6 +146,7 @@ impl DenyReason {
             DenyReason::RateLimited { .. } => "rate_limited",
             DenyReason::ToolDefinitionChanged => "tool_definition_changed",
             DenyReason::ToolDefinitionUnreviewed => "tool_definition_unreviewed",
+            DenyReason::NonCanonicalUri => "non_canonical_uri",
         }
     }
 }
@@ -233,6 +237,11 @@ impl Deny {
             DenyReason::ToolDefinitionUnreviewed => format!(
                 "{kind} '{}' could not be checked against its reviewed definition \
                  (its upstream server does not list it now)",
+                self.tool
+            ),
+            DenyReason::NonCanonicalUri => format!(
+                "{kind} '{}' has an empty or dot path segment or an escaped slash, \
+                 backslash or NUL; ask for the URI as the server lists it",
                 self.tool
             ),
         }

@@ -16,6 +16,7 @@ mod canonical;
 pub mod constraints;
 mod decision;
 mod explain;
+mod loose_names;
 mod policy;
 mod policy_file;
 mod resource_readings;

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::admin_access::ADMIN_SCOPE;
 use crate::constraints::{self, ArgConstraint, ConstraintViolation, ToolConstraints};
+use crate::loose_names::LooseNames;
 use crate::policy_file::{RateLimit, TaskSpec};
 use crate::resource_readings;
 use crate::target::{Kind, Target};
@@ -86,6 +87,8 @@ pub struct Policy {
     /// `[upstreams.NAME]`: the rule for everything that upstream serves
     /// and the policy does not name itself.
     pub(crate) upstreams: BTreeMap<String, (ToolRule, ToolExtras)>,
+    /// The named tools and prompts as upstreams may read them loosely.
+    pub(crate) loose_names: LooseNames,
 }
 
 /// An empty `ToolExtras`, for targets the policy does not name.
@@ -110,6 +113,7 @@ impl Policy {
     /// tenants.
     pub fn new(tools: BTreeMap<String, ToolRule>) -> Self {
         Policy {
+            loose_names: LooseNames::new(tools.keys(), []),
             tools,
             extras: BTreeMap::new(),
             roles: ROLES
@@ -138,11 +142,11 @@ impl Policy {
             Kind::Resource => self.resource_entry(target.name).map(|(r, e)| (r, e)),
         };
         named.or_else(|| {
-            // A name that is a named entry's but for case or surrounding
-            // space (`crm__SUMMARIZE`, `crm__summarize `) is not the
-            // section's to cover: an upstream that matches names loosely
-            // would serve the entry's target under the section's looser
-            // rule.
+            // A name that is a named entry's but for case, space or
+            // invisible characters (`crm__SUMMARIZE`, `crm__summarize `,
+            // `crm__\u{17F}ummarize`) is not the section's to cover: an
+            // upstream that matches names loosely would serve the entry's
+            // target under the section's looser rule (`loose_names.rs`).
             if self.shadows_a_named_entry(target) {
                 return None;
             }
@@ -163,12 +167,11 @@ impl Policy {
     }
 
     /// Whether `target` names a `[tools.*]` or `[prompts.*]` entry but for
-    /// ASCII case or surrounding space (it is not that entry exactly).
+    /// how a loose comparison reads it (it is not that entry exactly).
     fn shadows_a_named_entry(&self, target: &Target<'_>) -> bool {
-        let name = target.name.trim();
         match target.kind {
-            Kind::Tool => self.tools.keys().any(|k| k.eq_ignore_ascii_case(name)),
-            Kind::Prompt => self.prompts.keys().any(|k| k.eq_ignore_ascii_case(name)),
+            Kind::Tool => self.loose_names.has_tool(target.name),
+            Kind::Prompt => self.loose_names.has_prompt(target.name),
             Kind::Resource => false,
         }
     }
@@ -450,6 +453,9 @@ impl Policy {
     /// URI an upstream might make (`resource_readings.rs`): the strictest
     /// decision stands, for the URI as the caller sent it.
     pub fn authorize_target(&self, principal: &Arc<Principal>, target: &Target<'_>) -> Decision {
+        if target.kind == Kind::Resource && !resource_readings::is_canonical(target.name) {
+            return Decision::Deny(Deny::new(target, DenyReason::NonCanonicalUri));
+        }
         let decision = self.authorize_as_written(principal, target);
         if target.kind != Kind::Resource || matches!(decision, Decision::Deny(_)) {
             return decision;
@@ -673,6 +679,9 @@ impl Policy {
         }
         if target.kind != Kind::Resource {
             return self.access_outside_task(principal, target);
+        }
+        if !resource_readings::is_canonical(target.name) {
+            return Access::Deny;
         }
         // The strictest of the URI's readings, as for a read.
         resource_readings::readings(target.name)

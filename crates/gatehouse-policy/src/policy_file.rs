@@ -88,6 +88,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::constraints::ArgConstraint;
+use crate::loose_names::LooseNames;
 use crate::policy::{RoleInfo, ToolExtras};
 use crate::tenants::TenantSpec;
 use crate::{Access, Policy, ToolRule};
@@ -482,6 +483,7 @@ impl Policy {
         }
 
         Ok(Policy {
+            loose_names: LooseNames::new(tools.keys(), prompts.keys()),
             tools,
             extras,
             roles,

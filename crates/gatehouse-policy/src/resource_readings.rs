@@ -13,6 +13,55 @@
 //! decided for each reading of its URI, and must be allowed under all of
 //! them (`Policy::authorize_target`).
 
+/// Whether every reading of `uri` is in the form servers read as written:
+/// no empty path segment (`file:///srv//hr/x`), no dot segment, no escaped
+/// slash, backslash or NUL, no backslash or control character. A file
+/// server opens `/srv//hr/x` as `/srv/hr/x`, and decoders (`unquote`,
+/// `decodeURIComponent`) turn `hr%2Fx` into `hr/x`, while the policy would
+/// match neither against `[resources."file:///srv/hr/{+rest}"]`; so such a
+/// URI is refused rather than decided. Clients ask for URIs as servers
+/// list them, which are in this form.
+pub(crate) fn is_canonical(uri: &str) -> bool {
+    readings(uri)
+        .iter()
+        .all(|reading| reads_as_written(reading))
+}
+
+fn reads_as_written(uri: &str) -> bool {
+    if uri.chars().any(|c| c == '\\' || c.is_control()) {
+        return false;
+    }
+    let lower = uri.to_ascii_lowercase();
+    if ["%2f", "%5c", "%00"].iter().any(|e| lower.contains(e)) {
+        return false;
+    }
+    let path = uri_path(uri);
+    // A leading slash starts the path and a trailing one names a folder;
+    // an empty segment anywhere else is `//`.
+    !path.contains("//") && !path.split('/').any(|s| s == "." || s == "..")
+}
+
+/// The path of a URI: after `scheme:` and a `//authority`, up to its query
+/// or fragment. Text without a scheme is all path.
+fn uri_path(uri: &str) -> &str {
+    let rest = match uri.split_once(':') {
+        Some((scheme, rest))
+            if scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
+        {
+            rest
+        }
+        _ => uri,
+    };
+    let rest = match rest.strip_prefix("//") {
+        Some(after) => after.find(['/', '?', '#']).map_or("", |end| &after[end..]),
+        None => rest,
+    };
+    rest.find(['?', '#']).map_or(rest, |end| &rest[..end])
+}
+
 /// At most this many readings are tried (the transformations below reach a
 /// fixed point in a few steps; this only bounds a pathological URI).
 const MAX_READINGS: usize = 16;
@@ -28,6 +77,7 @@ pub(crate) fn readings(uri: &str) -> Vec<String> {
             as_url(&reading),
             without_query_or_fragment(&reading),
             with_plain_characters_decoded(&reading),
+            file_path_lowercased(&reading),
         ]
         .into_iter()
         .flatten()
@@ -63,6 +113,13 @@ pub(crate) fn canonical(uri: &str) -> String {
         current = next;
     }
     current
+}
+
+/// A `file:` URI in lower case: on the file systems of macOS and Windows
+/// (where `gatehouse stdio` runs on a desktop) `/srv/HR/x` is `/srv/hr/x`.
+fn file_path_lowercased(uri: &str) -> Option<String> {
+    let lower = uri.to_lowercase();
+    (lower.starts_with("file:") && lower != uri).then_some(lower)
 }
 
 /// The URI as a WHATWG URL parser writes it back.
@@ -143,6 +200,44 @@ mod tests {
         // A malformed or non-ASCII escape is left alone.
         assert!(!has("x://a%zz", "x://a"));
         assert_eq!(with_plain_characters_decoded("x://%C3%A9"), None);
+    }
+
+    #[test]
+    fn a_uri_a_file_server_would_read_otherwise_is_not_canonical() {
+        for uri in [
+            "file:///srv//hr/salaries.csv",
+            "file:////srv/hr/salaries.csv",
+            "file:///srv/hr%2Fsalaries.csv",
+            "file:///srv/hr%2fsalaries.csv",
+            "file:///srv/public/..%2Fhr/x",
+            "file:///srv/public/%2e%2e/hr/x",
+            "file:///srv/public/../hr/x",
+            "file:///srv/./hr/x",
+            "file:///srv/hr\\x",
+            "file:///srv/hr%5Cx",
+            "file:///srv/hr/x%00.txt",
+            "crm://contacts//ceo",
+            "memo://a/b\u{0}",
+        ] {
+            assert!(!is_canonical(uri), "{uri}");
+        }
+        for uri in [
+            "file:///srv/hr/salaries.csv",
+            "file:///srv/hr/",
+            "crm://contacts/ceo?x=a//b",
+            "memo://notes/1#a/../b",
+            "urn:isbn:0451450523",
+            "https://example.com/a/b",
+            "memo://x",
+        ] {
+            assert!(is_canonical(uri), "{uri}");
+        }
+    }
+
+    #[test]
+    fn a_file_uri_is_also_read_in_lower_case() {
+        assert!(has("file:///srv/HR/x", "file:///srv/hr/x"));
+        assert_eq!(readings("crm://contacts/CEO"), ["crm://contacts/CEO"]);
     }
 
     #[test]

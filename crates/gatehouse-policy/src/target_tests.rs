@@ -279,8 +279,6 @@ approval_roles = ["analyst"]
         "crm://contacts/ceo?",
         "crm://contacts/ceo?x=1",
         "crm://contacts/ceo#x",
-        "crm://contacts/x/../ceo",
-        "crm://contacts/x/%2E%2E/ceo",
         "crm://contacts/%63eo",
         "CRM://contacts/ceo",
         // Claimed through another template by the `/` in its query.
@@ -302,8 +300,27 @@ approval_roles = ["analyst"]
     // What the section allows stays allowed however it is written.
     let other = crm(Kind::Resource, "crm://contacts/42?x=1");
     assert_eq!(decide(&policy, "analyst", other).0, "allow");
+    // A URI a server may read as another one is refused to everyone,
+    // whatever it would read as.
+    for uri in [
+        "crm://contacts/x/../ceo",
+        "crm://contacts/x/%2E%2E/ceo",
+        "crm://contacts//ceo",
+        "crm://contacts/42/..%2Fceo",
+        "crm://contacts/42/../43",
+    ] {
+        let target = crm(Kind::Resource, uri);
+        for role in ["analyst", "admin"] {
+            assert_eq!(
+                decide(&policy, role, target).0,
+                "non_canonical_uri",
+                "{uri}"
+            );
+            assert_eq!(policy.visibility(&principal(role), &target), Access::Deny);
+        }
+    }
     // A reading that needs approval makes the request need it.
-    let note = crm(Kind::Resource, "crm://notes/x/../1");
+    let note = crm(Kind::Resource, "crm://notes/1?x");
     assert_eq!(decide(&policy, "analyst", note).0, "approval");
     assert_eq!(
         policy.visibility(&principal("analyst"), &note),
@@ -462,14 +479,30 @@ fn a_name_that_is_a_named_entrys_but_for_case_is_covered_by_nothing() {
         "{POLICY}\n[prompts.crm__secret]\nscope = \"prompts:read\"\nroles = [\"admin\"]\n"
     ))
     .unwrap();
-    for spelt in ["crm__SECRET", "crm__secret ", " Crm__Secret"] {
+    for spelt in [
+        "crm__SECRET",
+        "crm__secret ",
+        " Crm__Secret",
+        // What Unicode-aware comparisons (casefold, toUpperCase, trim,
+        // strip) take for the same name.
+        "crm__\u{17F}ecret",
+        "crm__secret\u{200B}",
+        "crm__secret\u{FEFF}",
+        "crm__secret\u{1F}",
+        "crm__sec\u{AD}ret",
+    ] {
         assert_eq!(
             decide(&policy, "analyst", crm(Kind::Prompt, spelt)).0,
             "unknown_tool",
             "{spelt:?}"
         );
     }
-    for spelt in ["crm__DELETE_CONTACT", "crm__delete_contact "] {
+    for spelt in [
+        "crm__DELETE_CONTACT",
+        "crm__delete_contact ",
+        "crm__delete_\u{FF43}ontact",
+        "ｃｒｍ__delete_contact",
+    ] {
         assert_eq!(
             decide(&policy, "analyst", crm(Kind::Tool, spelt)).0,
             "unknown_tool",

@@ -84,6 +84,9 @@ pub struct ApprovalRecord {
     pub tenant: String,
     /// The human the caller acts for; the only non-admin who may decide.
     pub human: Option<String>,
+    /// The external issuer (`[[issuers]]`) that named `human`, if any: such
+    /// a human is not the local user of the same name.
+    pub human_issuer: Option<String>,
     pub agent: String,
     pub credential_id: String,
     /// The task grant the call was made under, if any.

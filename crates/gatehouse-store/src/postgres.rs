@@ -80,6 +80,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         17,
         include_str!("../migrations/postgres/0017_audit_checkpoints_by_time.sql"),
     ),
+    (
+        18,
+        include_str!("../migrations/postgres/0018_approval_human_issuer.sql"),
+    ),
 ];
 
 /// See `sqlite::NEWEST_MIGRATION`: versions may leave gaps.

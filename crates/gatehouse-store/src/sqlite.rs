@@ -82,6 +82,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         17,
         include_str!("../migrations/sqlite/0017_audit_checkpoints_by_time.sql"),
     ),
+    (
+        18,
+        include_str!("../migrations/sqlite/0018_approval_human_issuer.sql"),
+    ),
 ];
 
 /// Versions may leave gaps (a branch numbers its migration ahead of one

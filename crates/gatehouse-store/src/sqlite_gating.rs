@@ -38,6 +38,7 @@ fn approval_from_row(row: &SqliteRow) -> StoreResult<ApprovalRecord> {
         id: row.try_get("id")?,
         tenant: row.try_get("tenant")?,
         human: row.try_get("human")?,
+        human_issuer: row.try_get("human_issuer")?,
         agent: row.try_get("agent")?,
         credential_id: row.try_get("credential_id")?,
         task_grant: row.try_get("task_grant")?,
@@ -144,9 +145,9 @@ impl GatingStore for SqliteStore {
         sqlx::query(
             "INSERT INTO approvals (id, tenant, human, agent, credential_id, task_grant, task, tool, \
              arguments_hash, arguments, status, created_at, expires_at, decided_by, decided_at, \
-             token_hash, token_expires_at, redeemed_at, masked_fields) \
+             token_hash, token_expires_at, redeemed_at, masked_fields, human_issuer) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-             $19)",
+             $19, $20)",
         )
         .bind(&approval.id)
         .bind(&approval.tenant)
@@ -167,6 +168,7 @@ impl GatingStore for SqliteStore {
         .bind(approval.token_expires_at.map(|t| t.0))
         .bind(approval.redeemed_at.map(|t| t.0))
         .bind(masked_fields_json(&approval.masked_fields)?)
+        .bind(&approval.human_issuer)
         .execute(&self.pool)
         .await?;
         Ok(())

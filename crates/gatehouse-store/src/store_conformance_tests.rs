@@ -2292,6 +2292,7 @@ fn approval(id: &str, tenant: &str, created_at: i64) -> ApprovalRecord {
         id: id.into(),
         tenant: tenant.into(),
         human: Some("alice".into()),
+        human_issuer: Some("https://idp.example".into()),
         agent: "k1".into(),
         credential_id: "k1".into(),
         task_grant: Some("tg_1".into()),
