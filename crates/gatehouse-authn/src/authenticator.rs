@@ -50,7 +50,7 @@ pub struct Authenticator {
 
 /// Whether `credential` has the shape of a Gatehouse secret (`ghk_` API
 /// keys, `ghr_` refresh tokens, `gho_` operation tokens, `ghs_` client
-/// secrets...): such a string
+/// secrets, `gha_` authorization codes, `ghd_` device codes...): such a string
 /// is never sent to an identity provider, even when presented by mistake.
 fn is_gatehouse_credential(credential: &str) -> bool {
     let bytes = credential.as_bytes();

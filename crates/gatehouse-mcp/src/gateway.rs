@@ -1181,7 +1181,15 @@ impl Gateway {
                 ),
             });
         }
-        match listing.claims(uri).as_slice() {
+        // Only upstreams this tenant may use: another tenant's upstream
+        // neither serves this tenant's reads nor makes them ambiguous (its
+        // claims would tell which URIs it lists).
+        let claims: Vec<&str> = listing
+            .claims(uri)
+            .into_iter()
+            .filter(|name| self.tenant_uses_upstream(tenant, name))
+            .collect();
+        match claims.as_slice() {
             [] => Err(UpstreamError::Unknown(uri.to_string())),
             [one] => upstreams
                 .ok_or_else(|| UpstreamError::Unknown(uri.to_string()))?

@@ -19,6 +19,11 @@ use crate::{OAuthError, pkce, redirect_uri};
 
 /// Codes live at most this long (RFC 6749 §4.1.2 recommends ≤ 10 min; the
 /// issue asks for ≤ 60 s).
+/// Marks an authorization code as Gatehouse's, like every other secret it
+/// issues (`gh?_`): a code presented as a bearer token by mistake is never
+/// sent to an external identity provider's introspection endpoint.
+pub const AUTHORIZATION_CODE_PREFIX: &str = "gha_";
+
 pub const CODE_TTL_MS: i64 = 60_000;
 /// How long a user may take to log in and consent.
 pub const PENDING_REQUEST_TTL_MS: i64 = 10 * 60_000;
@@ -494,7 +499,7 @@ impl AuthorizationServer {
         user: &UserRecord,
         now: Timestamp,
     ) -> Result<String, OAuthError> {
-        let code = random_token(32)?;
+        let code = format!("{AUTHORIZATION_CODE_PREFIX}{}", random_token(32)?);
         let grant = GrantRecord {
             id: random_token(16)?,
             client_id: request.client_id.clone(),

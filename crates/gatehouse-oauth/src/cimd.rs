@@ -137,6 +137,28 @@ pub enum CimdError {
 
 impl CimdError {
     /// True for failures that may go away on their own (network trouble,
+    /// What the person at the browser and the client are told. Every way
+    /// the document could not be fetched reads the same: "does not resolve",
+    /// "resolves to a non-public address", "timed out" and a status told
+    /// apart let anyone map which internal host names exist and which
+    /// hosts and ports Gatehouse can reach, without signing in. The log
+    /// and the audit record keep the exact reason.
+    pub fn public_message(&self) -> String {
+        match self {
+            CimdError::NonPublicAddress
+            | CimdError::Resolve
+            | CimdError::Timeout
+            | CimdError::Unreachable
+            | CimdError::Redirect
+            | CimdError::Status(_) => {
+                "the client metadata document could not be fetched from a public address"
+                    .to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// True for failures that may go away on their own (network trouble,
     /// server errors), false when the URL or the document is unacceptable.
     pub fn is_unavailable(&self) -> bool {
         match self {

@@ -776,6 +776,36 @@ async fn non_public_message_does_not_name_the_address() {
     );
 }
 
+/// Told apart, these let anyone map internal host names ("resolves to a
+/// non-public address" against "could not be resolved") and probe what
+/// Gatehouse can reach, without signing in.
+#[tokio::test]
+async fn every_fetch_failure_reads_the_same_to_the_client() {
+    let resolver = CimdResolver::new(CimdConfig::default());
+    let internal = resolver
+        .resolve("https://localhost/client", T0)
+        .await
+        .unwrap_err();
+    let missing = resolver
+        .resolve("https://name-that-does-not-exist.invalid/client", T0)
+        .await
+        .unwrap_err();
+    assert_eq!(internal, CimdError::NonPublicAddress);
+    assert_eq!(missing, CimdError::Resolve);
+    let shown = internal.public_message();
+    for other in [
+        missing,
+        CimdError::Timeout,
+        CimdError::Unreachable,
+        CimdError::Redirect,
+        CimdError::Status(404),
+    ] {
+        assert_eq!(other.public_message(), shown, "{other:?}");
+    }
+    // A refusal of the URL or of the document itself is still explained.
+    assert_ne!(CimdError::InvalidDocument("x").public_message(), shown);
+}
+
 #[tokio::test]
 async fn domains_outside_the_allowlist_are_refused() {
     let server = TestServer::start().await;

@@ -17,6 +17,10 @@ use crate::{OAuthError, routes};
 /// RFC 8628 §6.1: consonants only (no vowels, so no words), no look-alikes.
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
 const USER_CODE_LEN: usize = 8;
+/// Marks a device code as Gatehouse's (`gh?_`): presented as a bearer token
+/// by mistake, it is never sent to an external identity provider.
+pub const DEVICE_CODE_PREFIX: &str = "ghd_";
+
 pub const DEVICE_CODE_TTL_MS: i64 = 10 * 60_000;
 pub const DEVICE_POLL_INTERVAL_SECS: i64 = 5;
 
@@ -117,7 +121,7 @@ impl AuthorizationServer {
         if scopes.is_empty() {
             scopes = client.scopes.clone().unwrap_or_else(|| self.known_scopes());
         }
-        let device_code = random_token(32)?;
+        let device_code = format!("{DEVICE_CODE_PREFIX}{}", random_token(32)?);
         let user_code = random_user_code()?;
         let record = DeviceRecord {
             device_code_hash: self.pepper.hash(device_code.as_bytes()),

@@ -296,14 +296,19 @@ fn token_management(headers: &HeaderMap, body: &[u8]) -> Result<(ClientAuth, Str
     Ok((client, token))
 }
 
-async fn revoke(State(state): State<Arc<AsState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn revoke(
+    State(state): State<Arc<AsState>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let (client, token) = match token_management(&headers, &body) {
         Ok(parts) => parts,
         Err(e) => return error_response(&e),
     };
     match state
         .server
-        .revoke(&client, &token, state.clock.now())
+        .revoke(&client, &token, source(peer).as_deref(), state.clock.now())
         .await
     {
         Ok(()) => no_store(StatusCode::OK.into_response()),

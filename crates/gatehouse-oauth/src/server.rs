@@ -37,6 +37,14 @@ pub const DEVICE_AUTHORIZATIONS_PER_MINUTE: u32 = 30;
 /// each (refused ones too) writes an audit record. Ten a second leaves room
 /// for many clients behind one address polling and refreshing.
 pub const TOKEN_REQUESTS_PER_MINUTE: u32 = 600;
+
+/// Revocations of a live token per client and per minute. Each one moves
+/// the credential generation, which empties every instance's credential
+/// and pin caches: a client minting and revoking tokens in a loop would
+/// keep every instance re-reading its store and re-listing its upstreams.
+pub const REVOCATIONS_PER_CLIENT_PER_MINUTE: u32 = 30;
+/// The same, per source address (whatever the client).
+pub const REVOCATIONS_PER_SOURCE_PER_MINUTE: u32 = 120;
 /// New Client ID Metadata Document URLs one source address may introduce
 /// per hour (each is fetched, and stored when acceptable).
 pub const NEW_METADATA_CLIENTS_PER_HOUR: u32 = 10;
@@ -275,9 +283,13 @@ pub struct AuthorizationServer {
     /// Requests to `/oauth/device_authorization` per source address: each
     /// stores a pending device authorization.
     pub(crate) device_authorizations: RateLimiter,
-    /// Requests to `/oauth/token` per source address: each writes an audit
-    /// record.
+    /// Requests to `/oauth/token` and `/oauth/revoke` per source address:
+    /// each writes an audit record.
     pub(crate) token_requests: RateLimiter,
+    /// Revocations of live tokens per client and per source
+    /// ([`REVOCATIONS_PER_CLIENT_PER_MINUTE`]).
+    revocations_per_client: RateLimiter,
+    revocations_per_source: RateLimiter,
     /// Document URLs a source may introduce as new metadata-document
     /// clients (each is fetched and stored).
     pub(crate) new_metadata_clients: RateLimiter,
@@ -452,6 +464,16 @@ impl AuthorizationServer {
                 10_000,
             ),
             token_requests: RateLimiter::per_source(TOKEN_REQUESTS_PER_MINUTE, 60_000, 10_000),
+            revocations_per_client: RateLimiter::new(
+                REVOCATIONS_PER_CLIENT_PER_MINUTE,
+                60_000,
+                10_000,
+            ),
+            revocations_per_source: RateLimiter::per_source(
+                REVOCATIONS_PER_SOURCE_PER_MINUTE,
+                60_000,
+                10_000,
+            ),
             new_metadata_clients: RateLimiter::per_source(
                 NEW_METADATA_CLIENTS_PER_HOUR,
                 3_600_000,
@@ -752,7 +774,7 @@ impl AuthorizationServer {
             }
             Err(e) => {
                 tracing::warn!(client_id = %url, error = %e, "client metadata document refused");
-                return Err(MetadataClientError::Refused(e.to_string()));
+                return Err(MetadataClientError::Refused(e.public_message()));
             }
         };
         for uri in &document.redirect_uris {
@@ -1047,9 +1069,23 @@ impl AuthorizationServer {
         &self,
         auth: &ClientAuth,
         token: &str,
+        source: Option<&str>,
         now: Timestamp,
     ) -> Result<(), OAuthError> {
+        let source = source.unwrap_or("unknown");
+        let too_many = |wait_ms| OAuthError::TooManyRequests {
+            retry_after_secs: gatehouse_core::retry_after_secs(wait_ms),
+        };
+        self.token_requests.attempt(source, now).map_err(too_many)?;
         let client = self.authenticate_client(auth, now).await?;
+        // Counted only for a token that is live (a revocation that changes
+        // something), just before the change.
+        let may_revoke = || {
+            self.revocations_per_source
+                .attempt(source, now)
+                .and_then(|()| self.revocations_per_client.attempt(&client.id, now))
+                .map_err(too_many)
+        };
         if let Some(grant) = self
             .store
             .refresh_token_grant(&self.pepper.hash(token.as_bytes()))
@@ -1067,6 +1103,7 @@ impl AuthorizationServer {
             if grant.revoked_at.is_some() {
                 return Ok(());
             }
+            may_revoke()?;
             self.store
                 .revoke_grant(&grant.id, now)
                 .await
@@ -1091,6 +1128,7 @@ impl AuthorizationServer {
                 "the token was issued to another client".into(),
             ));
         }
+        may_revoke()?;
         self.store
             .revoke_token(&claims.jti, Timestamp::from_secs(claims.exp), now)
             .await

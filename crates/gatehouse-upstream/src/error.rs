@@ -105,6 +105,11 @@ impl UpstreamError {
             UpstreamError::Credentials { upstream, .. } => {
                 format!("upstream {upstream}: Gatehouse's credential for it is unavailable")
             }
+            // The upstreams are named in the audit record, not to a caller
+            // who may have no right to know what they serve.
+            UpstreamError::Ambiguous { uri, .. } => {
+                format!("more than one upstream serves {uri:?}")
+            }
             other => other.to_string(),
         }
     }
@@ -189,6 +194,17 @@ mod tests {
                 "the full text keeps the reason"
             );
         }
+    }
+
+    #[test]
+    fn an_ambiguous_uri_does_not_name_the_upstreams_to_the_caller() {
+        let error = UpstreamError::Ambiguous {
+            uri: "crm://x".into(),
+            upstreams: vec![Arc::from("globex_crm"), Arc::from("acme_crm")],
+        };
+        let public = error.public_message();
+        assert_eq!(public, "more than one upstream serves \"crm://x\"");
+        assert!(error.to_string().contains("globex_crm"));
     }
 
     #[test]

@@ -174,10 +174,19 @@ fn holds_gatehouse_fields(data: Option<&serde_json::Value>) -> bool {
 }
 
 /// The error of a request about one resource. A resource nothing serves,
-/// or that the policy does not cover (the same to the caller: neither is
-/// listed), is not found (SEP-2164): -32602 with the URI in `data`, and
-/// Gatehouse's reason kept beside it. Any other refusal is as for a tool.
+/// that the policy does not cover, or that is not the caller's tenant's
+/// (the same to the caller: none is listed to it) is not found (SEP-2164):
+/// -32602 with the URI in `data`. Told apart, "not in your tenant" would
+/// confirm that another tenant's upstream lists the URI. The audit record
+/// keeps the reason. Any other refusal is as for a tool.
 pub(super) fn resource_error(error: CallError, uri: &str) -> ErrorData {
+    let error = match error {
+        CallError::Denied(mut deny) if deny.reason == DenyReason::NotInTenant => {
+            deny.reason = DenyReason::UnknownTool;
+            CallError::Denied(deny)
+        }
+        other => other,
+    };
     let not_found = match &error {
         CallError::Denied(deny) => deny.reason == DenyReason::UnknownTool,
         CallError::Upstream(UpstreamError::Unknown(_)) => true,

@@ -1213,6 +1213,15 @@ mod tests {
         assert_eq!(error.data.unwrap_or_default()["uri"], "memo://gone");
     }
 
+    /// Told apart, "not in your tenant" confirmed that another tenant's
+    /// upstream lists the URI.
+    #[test]
+    fn a_resource_of_another_tenant_reads_as_one_nothing_serves() {
+        let unknown = resource_error(denied(DenyReason::UnknownTool), "memo://x");
+        let foreign = resource_error(denied(DenyReason::NotInTenant), "memo://x");
+        assert_eq!(foreign, unknown);
+    }
+
     #[test]
     fn a_resource_the_role_may_not_read_stays_a_refusal() {
         let reason = DenyReason::RoleNotAllowed {

@@ -48,6 +48,9 @@ async fn a_user_logs_in_consents_and_calls_tools_with_an_audience_bound_token() 
     let params = query(&location);
     assert_eq!(params["state"], "st-123");
     assert_eq!(params["iss"], server.base, "A9: iss in the response");
+    // Marked as Gatehouse's: presented as a bearer token by mistake, it is
+    // never sent to an external provider's introspection.
+    assert!(params["code"].starts_with("gha_"), "{}", params["code"]);
 
     let (status, body) = redeem(&server, &client, &params["code"], &verifier).await;
     assert_eq!(status, 200, "{body}");

@@ -74,6 +74,7 @@ async fn a_person_approves_a_device_which_then_gets_tokens() {
         device_authorization(&server, &[("client_id", &client), ("scope", "tools:read")]).await;
     assert_eq!(status, 200, "{started}");
     let device_code = started["device_code"].as_str().unwrap();
+    assert!(device_code.starts_with("ghd_"), "{device_code}");
     let user_code = started["user_code"].as_str().unwrap();
     assert_eq!(user_code.len(), 9, "XXXX-XXXX");
     assert_eq!(

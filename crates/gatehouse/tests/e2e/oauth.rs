@@ -402,6 +402,53 @@ async fn revoked_tokens_stop_at_once_and_introspection_tells_the_state() {
     assert_eq!(revocations[0]["agent"], id.as_str());
 }
 
+/// Every revocation of a live token moves the credential generation, which
+/// empties every instance's caches (keys, tokens, pins): a client minting
+/// and revoking tokens in a loop kept every instance re-reading its store.
+/// Revocations that change something are limited per client.
+#[tokio::test]
+async fn a_client_revoking_tokens_in_a_loop_is_held_back() {
+    let server = Server::start(None);
+    let (id, secret) = create_client(&server, "reader", &[]);
+    let per_client = gatehouse_oauth::REVOCATIONS_PER_CLIENT_PER_MINUTE as usize;
+    let mut tokens = Vec::new();
+    for _ in 0..=per_client {
+        tokens.push(client_token(&server, &id, &secret).await);
+    }
+    for token in &tokens[..per_client] {
+        let (status, _) = form_post(
+            &server,
+            "/oauth/revoke",
+            &[("token", token)],
+            (&id, &secret),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let last = &tokens[per_client];
+    let (status, body) =
+        form_post(&server, "/oauth/revoke", &[("token", last)], (&id, &secret)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("temporarily_unavailable")),
+        "{body}"
+    );
+    // Not revoked (the client is told to come back), and nothing recorded
+    // for it.
+    assert_eq!(server.tool_names(last).await.len(), 3);
+    let revocations = server.audit(&["--tool", "oauth/revoke"]);
+    assert_eq!(revocations.len(), per_client);
+    // Revoking what is already revoked changes nothing and is not counted.
+    let (status, _) = form_post(
+        &server,
+        "/oauth/revoke",
+        &[("token", &tokens[0])],
+        (&id, &secret),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
 async fn jwks_kids(server: &Server) -> Vec<String> {
     let jwks = server.get_json("/oauth/jwks.json").await;
     jwks["keys"]

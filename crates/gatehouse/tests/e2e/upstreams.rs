@@ -1037,6 +1037,54 @@ async fn a_resource_uri_two_upstreams_serve_is_refused_not_routed_to_either() {
     }
 }
 
+/// A tenant that may not read an upstream's resources learned, from "not
+/// in your tenant" against "not found", which URIs that upstream lists.
+/// An upstream the tenant may not use routes none of its reads now: to it,
+/// the URI is one nothing serves.
+#[tokio::test]
+async fn a_uri_another_tenants_upstream_lists_reads_as_one_nothing_serves() {
+    let Some(python) = python() else { return };
+    let server = server_with_upstream(
+        &python,
+        "[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n\
+         [tenants.acme]\ntools = [\"whoami\"]\n[tenants.globex]\n",
+    );
+    let (_, globex) = server.create_key("globex-agent", "analyst", &["--tenant", "globex"]);
+    let (acme_id, acme) = server.create_key("acme-agent", "analyst", &["--tenant", "acme"]);
+    resources_when_ready(&server, &globex).await;
+    let read = |uri: &'static str| {
+        let server = &server;
+        let acme = &acme;
+        async move {
+            let (status, body) = server
+                .rpc(Some(acme), "resources/read", json!({"uri": uri}))
+                .await;
+            let mut error = body["error"].clone();
+            // The URI itself is the only difference allowed.
+            error["data"]["uri"] = Value::Null;
+            error["data"]["tool"] = Value::Null;
+            error["message"] = Value::String(
+                error["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .replace(uri, "URI"),
+            );
+            (status, error)
+        }
+    };
+    let listed = read("memo://team/note").await;
+    let unlisted = read("zzz://nothing/here").await;
+    assert_eq!(listed, unlisted);
+    assert_eq!(listed.1["code"], -32602, "{listed:?}");
+    let records = server.audit(&["--principal", &acme_id, "--tool", "memo://team/note"]);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["decision"] == "deny" && r["reason"] == "unknown_tool"),
+        "{records:?}"
+    );
+}
+
 /// Admission's scope check (the 403 step-up challenge) applies the rule the
 /// gateway applies to an upstream tool: its upstream's section.
 #[tokio::test]
