@@ -838,6 +838,8 @@ impl Gateway {
         }
         let verdict = match pins.verdict(upstream, tenant, tool) {
             Some(verdict) => Some(verdict),
+            // Not in a listing reviewed moments ago: refused as unlisted.
+            None if pins.recently_reviewed(upstream, tenant) => None,
             None => {
                 let listing = pins.listing(upstream, tenant);
                 match upstream.list_tools(tenant, share).await {
@@ -1431,7 +1433,42 @@ impl Gateway {
             sha256: None,
         };
         let policy = self.policy();
-        let decision = policy.authorize_target(&caller.principal, &target);
+        let mut decision = policy.authorize_target(&caller.principal, &target);
+        // The values the upstream is asked to complete from are held to the
+        // prompt's argument constraints, as `prompts/get` holds them: a
+        // completion of `path` from `/srv/hr/` would list what the
+        // constraint keeps the caller from. A partly typed value is checked
+        // as it is (it meets a `prefix` once the prefix is typed).
+        if !matches!(decision, Decision::Deny(_)) {
+            let context: Map<String, Value> = params
+                .context
+                .as_ref()
+                .and_then(|c| c.arguments.as_ref())
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            // Apart: the context may name the completed argument too.
+            let mut completed = Map::new();
+            completed.insert(
+                params.argument.name.clone(),
+                Value::String(params.argument.value.clone()),
+            );
+            let checked = policy
+                .check_given_arguments(&target, &context)
+                .and_then(|()| policy.check_given_arguments(&target, &completed));
+            if let Err(v) = checked {
+                decision = Decision::Deny(Deny::new(
+                    &target,
+                    DenyReason::ConstraintViolated {
+                        argument: v.argument,
+                        rule: v.rule,
+                    },
+                ));
+            }
+        }
         let share = tenant_share(&policy, caller);
         let fetch = async {
             match upstream {
@@ -1757,6 +1794,17 @@ impl Gateway {
             Decision::Permit(permit) => Ok(permit),
             Decision::NeedsApproval(needed) => Err(needed),
         };
+        // Limits count before an operation token is spent, so a limited
+        // retry does not burn the human's approval, and before the pins,
+        // whose check may list the upstream: a limited caller costs it
+        // nothing.
+        if let Err(retry_after_secs) =
+            self.limits
+                .check(&policy, &caller.principal, &target, self.clock.now())
+        {
+            let deny = Deny::new(&target, DenyReason::RateLimited { retry_after_secs });
+            return Err(self.refuse(caller, name, &args, deny, None, started).await);
+        }
         // A tool whose definition changed since it was reviewed is not run,
         // whoever asks.
         if let Some((upstream, upstream_name)) = route {
@@ -1801,15 +1849,6 @@ impl Gateway {
                     return Err(CallError::PinsUnavailable(e.to_string()));
                 }
             }
-        }
-        // Limits count before an operation token is spent, so a limited
-        // retry does not burn the human's approval.
-        if let Err(retry_after_secs) =
-            self.limits
-                .check(&policy, &caller.principal, &target, self.clock.now())
-        {
-            let deny = Deny::new(&target, DenyReason::RateLimited { retry_after_secs });
-            return Err(self.refuse(caller, name, &args, deny, None, started).await);
         }
         let (permit, approval) = match permitted {
             Ok(permit) => (permit, None),

@@ -164,7 +164,16 @@ struct Cache {
     /// (upstream, connection, tool) → the verdict on the definition last
     /// reviewed.
     verdicts: HashMap<(String, Option<String>, String), Cached>,
+    /// (upstream, connection) → when its last reviewed listing was asked
+    /// for: a tool it did not list is not worth listing again at once.
+    reviewed: HashMap<(String, Option<String>), Timestamp>,
 }
+
+/// A call of a tool the last listing of its connection did not show lists
+/// the upstream again only this long after that listing: otherwise every
+/// call of a made-up name (`crm__nope1`, `crm__nope2`, …) was a full
+/// listing of the upstream, and a review of every tool in it.
+const RELIST_AFTER_MS: i64 = 5_000;
 
 /// A verdict, the definition it is on, and the listing it came from.
 #[derive(Clone)]
@@ -275,6 +284,7 @@ impl ToolPins {
         let generation = self.store.credential_generation();
         if cache.generation != generation || generation.is_none() {
             cache.verdicts.clear();
+            cache.reviewed.clear();
             cache.generation = generation;
         }
         cache
@@ -359,7 +369,28 @@ impl ToolPins {
             // listing is not refused for the alert.
             tracing::error!(upstream = upstream.name(), error = %e, "could not raise the upstream_tool_added alert");
         }
+        let mut cache = self.lock();
+        let key = (upstream.name().to_string(), listing.connection.clone());
+        if cache
+            .reviewed
+            .get(&key)
+            .is_none_or(|at| *at < listing.asked_at)
+        {
+            cache.reviewed.insert(key, listing.asked_at);
+        }
+        drop(cache);
         Ok(served)
+    }
+
+    /// Whether the connection serving `tenant` had a listing reviewed in
+    /// the last [`RELIST_AFTER_MS`].
+    pub fn recently_reviewed(&self, upstream: &Upstream, tenant: Option<&str>) -> bool {
+        let key = (upstream.name().to_string(), connection(upstream, tenant));
+        let now = self.clock.now();
+        self.cache()
+            .reviewed
+            .get(&key)
+            .is_some_and(|at| now.0.saturating_sub(at.0) < RELIST_AFTER_MS)
     }
 
     /// One alert for the tools a listing shows that the upstream did not

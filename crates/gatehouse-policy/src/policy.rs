@@ -337,6 +337,26 @@ impl Policy {
         }
     }
 
+    /// [`Policy::check_target_arguments`] for the arguments given only (a
+    /// completion request names some of a prompt's arguments, one of them
+    /// partly typed): each given value must meet its constraint, and a
+    /// missing one is not refused.
+    pub fn check_given_arguments(
+        &self,
+        target: &Target<'_>,
+        args: &serde_json::Map<String, Value>,
+    ) -> Result<(), ConstraintViolation> {
+        let Some((_, extras)) = self.covering(target) else {
+            return Ok(());
+        };
+        for (name, constraint) in &extras.constraints {
+            if let Some(value) = args.get(name) {
+                constraint.check(name, Some(value))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every rule of the policy with the name of what it covers: tools,
     /// prompts, resources, and the upstream sections (under their name).
     fn all_rules(&self) -> impl Iterator<Item = (Kind, &str, &ToolRule)> {

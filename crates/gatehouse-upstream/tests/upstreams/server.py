@@ -32,6 +32,7 @@ from typing import Annotated
 from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
 from mcp.server.streamable_http import EventMessage, EventStore
 from mcp_types import (
+    Completion,
     EmptyResult,
     ListToolsResult,
     SamplingMessage,
@@ -91,6 +92,9 @@ class PagedServer(MCPServer):
     async def _handle_list_tools(self, ctx, params):
         while options.hang_listings_while and os.path.exists(options.hang_listings_while):
             await asyncio.sleep(0.05)
+        # Counted by tests, as the resource listings are (below).
+        sys.stderr.write("upstream listed its tools\n")
+        sys.stderr.flush()
         tools = overridden(await self.list_tools())
         if options.listed_only:
             template = tools[0]
@@ -205,6 +209,13 @@ async def touch(uri: str, ctx: Context) -> str:
 def summarize(topic: str) -> str:
     """A prompt with one argument."""
     return f"Summarize {topic} in three sentences."
+
+
+@server.completion()
+async def complete(ref, argument, context):
+    """Completes any argument: what was typed, then "-suggested" (so a
+    test sees which value reached the server)."""
+    return Completion(values=[f"{argument.value}-suggested"])
 
 
 @server.tool()

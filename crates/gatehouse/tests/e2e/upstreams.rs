@@ -619,6 +619,66 @@ async fn upstream_prompts_are_listed_got_and_refused_under_the_policy() {
     );
 }
 
+/// A completion of a prompt's argument reached the upstream with values
+/// the prompt's constraints forbid (`prompts/get` refuses them): a server
+/// completing `topic` from `hr/` lists what the constraint keeps the
+/// caller from.
+#[tokio::test]
+async fn a_completion_is_held_to_the_prompts_argument_constraints() {
+    let Some(python) = python() else { return };
+    let server = server_with_upstream(
+        &python,
+        "[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n\
+         [prompts.py__summarize]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n\
+         [prompts.py__summarize.constraints]\ntopic = { prefix = [\"public/\"] }\n",
+    );
+    let (analyst_id, analyst) = server.create_key("analyst", "analyst", &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let complete = |value: &'static str, context: Value| {
+        let server = &server;
+        let analyst = &analyst;
+        async move {
+            let mut params = json!({
+                "ref": {"type": "ref/prompt", "name": "py__summarize"},
+                "argument": {"name": "topic", "value": value},
+            });
+            if !context.is_null() {
+                params["context"] = json!({"arguments": context});
+            }
+            server
+                .rpc(Some(analyst), "completion/complete", params)
+                .await
+                .1
+        }
+    };
+    loop {
+        let body = complete("public/", Value::Null).await;
+        if body["error"].is_null() {
+            assert_eq!(
+                body["result"]["completion"]["values"],
+                json!(["public/-suggested"]),
+                "{body}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let body = complete("hr/", Value::Null).await;
+    assert_eq!(reason(&body), "constraint_violated", "{body}");
+    assert!(body["result"].is_null(), "{body}");
+    // A resolved value given as context is held to its constraint too.
+    let body = complete("public/a", json!({"topic": "hr/x"})).await;
+    assert_eq!(reason(&body), "constraint_violated", "{body}");
+    let records = server.audit(&["--principal", &analyst_id, "--tool", "py__summarize"]);
+    assert!(
+        records
+            .iter()
+            .any(|r| r["decision"] == "deny" && r["reason"] == "constraint_violated"),
+        "{records:?}"
+    );
+}
+
 #[tokio::test]
 async fn upstream_resources_keep_their_uri_and_are_read_under_the_policy() {
     let Some(python) = python() else { return };
@@ -1180,6 +1240,62 @@ async fn a_burst_of_reads_lists_the_upstreams_resources_a_few_times_not_once_per
     assert!(
         listings <= reads / 4,
         "{listings} listings of the upstream's resources for {reads} reads"
+    );
+}
+
+/// A call of a name the section covers but the upstream does not list
+/// (`py__nope1`, `py__nope2`, …) listed the whole upstream each time, to
+/// check its pin, before any rate limit: a caller could keep the upstream
+/// listing. A connection reviewed moments ago is not listed again (and
+/// rate limits are now checked before the pins).
+#[tokio::test]
+async fn calls_of_names_the_upstream_does_not_list_do_not_make_it_list_each_time() {
+    let Some(python) = python() else { return };
+    let server = server_with_upstream(
+        &python,
+        "[upstreams.py]\nscope = \"tools:read\"\nroles = [\"analyst\"]\n",
+    );
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    tools_when_ready(&server, &analyst, "py__echo").await;
+    let listed = || {
+        std::fs::read_to_string(server.stderr_path())
+            .unwrap_or_default()
+            .matches("upstream listed its tools")
+            .count()
+    };
+    let settled = || async {
+        let mut count = listed();
+        for _ in 0..25 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = listed();
+            if now == count {
+                break;
+            }
+            count = now;
+        }
+        count
+    };
+    let before = settled().await;
+    let calls = 30;
+    let mut reasons = Vec::new();
+    for i in 0..calls {
+        let (_, body) = server
+            .rpc(
+                Some(&analyst),
+                "tools/call",
+                json!({"name": format!("py__nope{i}"), "arguments": {}}),
+            )
+            .await;
+        reasons.push(reason(&body).to_string());
+    }
+    let listings = settled().await - before;
+    assert!(
+        listings <= 2,
+        "{listings} listings of the upstream's tools for {calls} calls: {reasons:?}"
+    );
+    assert!(
+        reasons.iter().all(|r| r == "tool_definition_unreviewed"),
+        "{reasons:?}"
     );
 }
 
