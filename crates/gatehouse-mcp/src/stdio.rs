@@ -167,6 +167,7 @@ impl StdioAuthenticator {
 pub async fn serve_stdio(
     gateway: Arc<Gateway>,
     authenticator: Arc<StdioAuthenticator>,
+    max_message_bytes: usize,
 ) -> Result<(), StdioError> {
     let caller = authenticator
         .caller()
@@ -174,13 +175,13 @@ pub async fn serve_stdio(
         .map_err(StdioError::Unauthenticated)?;
     // With authentication off there is no key to lapse.
     if authenticator.key.is_none() {
-        return crate::sdk::serve(gateway, authenticator)
+        return crate::sdk::serve(gateway, authenticator, max_message_bytes)
             .await
             .map_err(StdioError::Transport);
     }
     let watcher = Arc::clone(&authenticator);
     tokio::select! {
-        served = crate::sdk::serve(Arc::clone(&gateway), authenticator) => {
+        served = crate::sdk::serve(Arc::clone(&gateway), authenticator, max_message_bytes) => {
             served.map_err(StdioError::Transport)
         }
         lapse = watcher.lapsed(&caller.principal) => {

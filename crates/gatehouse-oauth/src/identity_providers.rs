@@ -460,13 +460,21 @@ impl AuthorizationServer {
         // that a sign-in still carrying claims from before this one cannot
         // bring back a role they lack. The store decides on the roles it
         // replaces, and revokes when one is taken away.
-        let (previous, revoked) = match self
+        let (previous, current, revoked) = match self
             .store
             .set_user_roles(username, &roles, issued_at, now)
             .await
             .map_err(unavailable)?
         {
-            RolesChange::Applied { previous, revoked } => (previous, revoked),
+            RolesChange::Applied { previous, revoked } => (previous, roles.clone(), revoked),
+            // Claims of the same second as the stored ones: only their
+            // removals were applied; recorded below, then this sign-in is
+            // refused (it signs in again with newer claims).
+            RolesChange::Narrowed {
+                previous,
+                current,
+                revoked,
+            } => (previous, current, revoked),
             // Newer claims agree with these: nothing to decide.
             RolesChange::Superseded { current } if current == roles => {
                 user.roles = current;
@@ -475,7 +483,7 @@ impl AuthorizationServer {
             RolesChange::Superseded { .. } => return Err(OAuthError::ClaimsSuperseded),
             RolesChange::NoSuchUser => return Err(gone()),
         };
-        if previous != roles {
+        if previous != current {
             let reason = if revoked {
                 "roles_removed_by_provider"
             } else {
@@ -491,7 +499,7 @@ impl AuthorizationServer {
                     provider.issuer,
                     provider.name,
                     previous.join(", "),
-                    roles.join(", "),
+                    current.join(", "),
                     if revoked {
                         "; everything the user authorized is revoked"
                     } else {
@@ -500,6 +508,9 @@ impl AuthorizationServer {
                 ))
                 .build();
             self.record(event).await?;
+        }
+        if current != roles {
+            return Err(OAuthError::ClaimsSuperseded);
         }
         user.roles = roles;
         Ok(user)

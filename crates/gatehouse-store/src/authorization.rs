@@ -165,30 +165,52 @@ pub enum RolesChange {
     /// and these would only add roles): nothing changed. `current` are the
     /// roles stored.
     Superseded { current: Vec<String> },
+    /// Claims of the same second as the stored ones, which take roles away
+    /// and add others: only the removals were applied (which of the two is
+    /// newer cannot be told, and an addition could be an older sign-in
+    /// giving back a role the newer one took away). `current` are the
+    /// roles stored now; `revoked` as for `Applied`.
+    Narrowed {
+        previous: Vec<String>,
+        current: Vec<String>,
+        revoked: bool,
+    },
     /// There is no such user: nothing changed.
     NoSuchUser,
 }
 
-/// Whether claims issued at `issued` (ms) that give `roles` may replace
-/// the roles `previous`, which came from claims issued at `stored` (`None`:
-/// no claims applied yet). Later claims may. Of claims issued in the same
-/// second (`iat` has one-second steps) it cannot be told which is newer:
-/// they may, unless they only add roles to the stored ones, which could be
-/// an older sign-in giving back a role the newer one took away. (A removal
-/// is always safe to apply; the refused arrival signs in again.)
-pub(crate) fn claims_may_replace(
+/// The roles to store when claims issued at `issued` (ms) give `roles` and
+/// the stored `previous` came from claims issued at `stored` (`None`: no
+/// claims applied yet); `None` when nothing is to change. Later claims
+/// replace the roles. Of claims issued in the same second (`iat` has
+/// one-second steps) it cannot be told which is newer: their removals are
+/// applied (a removal is always safe) and their additions are not (an
+/// addition could be an older sign-in giving back a role the newer one took
+/// away; `{admin}` after `{reader}` in one second kept `admin`). Claims
+/// that only add decide nothing; the refused arrival signs in again.
+pub(crate) fn roles_to_store(
     stored: Option<i64>,
     previous: &[String],
     issued: i64,
     roles: &[String],
-) -> bool {
-    let only_adds = previous.iter().all(|role| roles.contains(role))
-        && roles.iter().any(|role| !previous.contains(role));
+) -> Option<Vec<String>> {
     match stored {
-        None => true,
-        Some(stored) if issued > stored => true,
-        Some(stored) if issued == stored => !only_adds,
-        Some(_) => false,
+        None => Some(roles.to_vec()),
+        Some(stored) if issued > stored => Some(roles.to_vec()),
+        Some(stored) if issued == stored => {
+            let kept: Vec<String> = previous
+                .iter()
+                .filter(|role| roles.contains(role))
+                .cloned()
+                .collect();
+            let adds = roles.iter().any(|role| !previous.contains(role));
+            if adds && kept.len() == previous.len() {
+                None
+            } else {
+                Some(kept)
+            }
+        }
+        Some(_) => None,
     }
 }
 
@@ -475,7 +497,7 @@ pub trait AuthorizationStore: Send + Sync {
     /// issued at `claims_issued_at` (the ID token's or assertion's `iat`),
     /// and keeps that time. Two sign-ins racing a change at the provider
     /// must not let the older claims win because they were written last:
-    /// the roles change only as `claims_may_replace` allows, decided
+    /// the roles change only as `roles_to_store` allows, decided
     /// against the stored row and swapped only while it is unchanged (read,
     /// then a conditional UPDATE; again when another writer came between).
     /// Callers pass the roles even when they are unchanged, so that the

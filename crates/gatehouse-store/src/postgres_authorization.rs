@@ -8,7 +8,7 @@ use gatehouse_core::Timestamp;
 use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgRow};
 
-use crate::authorization::{ROLES_SWAP_ATTEMPTS, claims_may_replace, takes_a_role_away};
+use crate::authorization::{ROLES_SWAP_ATTEMPTS, roles_to_store, takes_a_role_away};
 use crate::postgres::{bump_generation, opt_ts};
 use crate::sqlite::{json_list, list_json};
 use crate::{
@@ -1000,7 +1000,6 @@ impl AuthorizationStore for PostgresStore {
         claims_issued_at: Timestamp,
         at: Timestamp,
     ) -> StoreResult<RolesChange> {
-        let new_roles = list_json(roles)?;
         for _ in 0..ROLES_SWAP_ATTEMPTS {
             let Some(row) =
                 sqlx::query("SELECT roles, roles_claims_issued_at FROM users WHERE username = $1")
@@ -1013,9 +1012,11 @@ impl AuthorizationStore for PostgresStore {
             let stored: String = row.try_get("roles")?;
             let stored_at: Option<i64> = row.try_get("roles_claims_issued_at")?;
             let previous = json_list(&stored, "users.roles")?;
-            if !claims_may_replace(stored_at, &previous, claims_issued_at.0, roles) {
+            let Some(current) = roles_to_store(stored_at, &previous, claims_issued_at.0, roles)
+            else {
                 return Ok(RolesChange::Superseded { current: previous });
-            }
+            };
+            let new_roles = list_json(&current)?;
             // Swapped only while the row is as read: the revocation below
             // is decided on the roles this replaces.
             let mut tx = self.pool.begin().await?;
@@ -1035,8 +1036,15 @@ impl AuthorizationStore for PostgresStore {
             if !swapped {
                 continue;
             }
-            let revoked = takes_a_role_away(&previous, roles);
+            let revoked = takes_a_role_away(&previous, &current);
             self.commit_user_change(tx, username, revoked, at).await?;
+            if current != roles {
+                return Ok(RolesChange::Narrowed {
+                    previous,
+                    current,
+                    revoked,
+                });
+            }
             return Ok(RolesChange::Applied { previous, revoked });
         }
         Err(StoreError::Unavailable(

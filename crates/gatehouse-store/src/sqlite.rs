@@ -779,7 +779,8 @@ impl Store for SqliteStore {
         let result = sqlx::query(
             "UPDATE oauth_clients SET previous_secret_hash = secret_hash, \
              previous_secret_valid_until = $1, secret_hash = $2, secret_issued_at = $3, \
-             machine_tokens_not_before = COALESCE($6, machine_tokens_not_before) \
+             machine_tokens_not_before = CASE WHEN machine_tokens_not_before IS NULL \
+             OR machine_tokens_not_before < $6 THEN $6 ELSE machine_tokens_not_before END \
              WHERE id = $4 AND revoked_at IS NULL AND secret_hash = $5",
         )
         .bind(old_valid_until.0)

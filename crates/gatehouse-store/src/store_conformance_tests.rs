@@ -864,6 +864,24 @@ pub(crate) async fn a_client_secret_rotation_keeps_one_previous_secret(store: Te
         again.previous_secret.map(|p| (p.hash, p.valid_until)),
         Some((second.clone(), Timestamp(40)))
     );
+    // A later rotation with an earlier cut (its operator's clock behind)
+    // does not bring back tokens the first one cut off.
+    let fourth = "12".repeat(32);
+    assert!(
+        store
+            .rotate_client_secret(
+                "c1",
+                &third,
+                &fourth,
+                Timestamp(45),
+                Timestamp(46),
+                Some(Timestamp(1_000))
+            )
+            .await
+            .unwrap()
+    );
+    let later = store.client("c1").await.unwrap().unwrap();
+    assert_eq!(later.machine_tokens_not_before, Some(Timestamp(2_000)));
 
     // Revoked, unknown or public clients are not rotated.
     assert!(store.revoke_client("c1", Timestamp(50)).await.unwrap());
@@ -3259,6 +3277,10 @@ pub(crate) async fn federated_users_are_created_with_their_link_and_nothing_half
 /// those of the claims issued last; the time of those claims is kept even
 /// by a sign-in that changes no role; claims of the same second that only
 /// add roles decide nothing; claims that decide nothing revoke nothing.
+fn admins_and_reader() -> Vec<String> {
+    vec!["admin".to_string(), "reader".to_string()]
+}
+
 pub(crate) async fn roles_from_older_claims_do_not_replace_newer_ones(store: TestStore) {
     users_with_sessions_and_grants(&store).await;
     let at = Timestamp(3_000);
@@ -3294,9 +3316,32 @@ pub(crate) async fn roles_from_older_claims_do_not_replace_newer_ones(store: Tes
     // fewer or others do.
     assert_eq!(set(&ops, 2_000).await, superseded(&readers));
     assert_eq!(set(&readers, 2_000).await, applied(&readers, false));
+    // Others in the same second: the role taken away goes, the one added
+    // does not come (`{admin}` after `{reader}` kept admin).
     let admins = vec!["admin".to_string()];
-    assert_eq!(set(&admins, 2_000).await, applied(&readers, true));
-    assert_eq!(set(&readers, 2_000).await, applied(&admins, true));
+    let writers = vec!["reader".to_string(), "writer".to_string()];
+    assert_eq!(set(&writers, 3_000).await, applied(&readers, false));
+    assert_eq!(
+        set(&admins, 3_000).await,
+        RolesChange::Narrowed {
+            previous: writers.clone(),
+            current: vec![],
+            revoked: true,
+        }
+    );
+    assert!(roles().await.is_empty());
+    assert_eq!(set(&readers, 3_000).await, superseded(&[]));
+    let four = vec!["reader".to_string(), "auditor".to_string()];
+    assert_eq!(set(&four, 4_000).await, applied(&[], false));
+    assert_eq!(
+        set(&admins_and_reader(), 4_000).await,
+        RolesChange::Narrowed {
+            previous: four.clone(),
+            current: readers.clone(),
+            revoked: true,
+        }
+    );
+    assert_eq!(roles().await, readers);
     // Later claims apply, with the role and without it.
     assert_eq!(set(&ops, 5_000).await, applied(&readers, false));
     assert_eq!(set(&readers, 5_000).await, applied(&ops, true));

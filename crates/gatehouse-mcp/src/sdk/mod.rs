@@ -1170,14 +1170,20 @@ pub fn streamable_http_service(
     )
 }
 
-/// Serves MCP over stdin/stdout until the client closes the stream.
+/// Serves MCP over stdin/stdout until the client closes the stream. A
+/// message longer than `max_message_bytes` (the server's body cap, as over
+/// HTTP) is dropped unread (the SDK's default would take 16 MiB).
 pub(crate) async fn serve(
     gateway: Arc<Gateway>,
     authenticator: Arc<StdioAuthenticator>,
+    max_message_bytes: usize,
 ) -> Result<(), std::io::Error> {
     let handler = McpHandler::new(gateway, Identity::Stdio(authenticator), None, None);
+    let (stdin, stdout) = rmcp::transport::stdio();
+    let transport = rmcp::transport::async_rw::AsyncRwTransport::new_server(stdin, stdout)
+        .with_max_line_length(max_message_bytes);
     let running = handler
-        .serve(rmcp::transport::stdio())
+        .serve(transport)
         .await
         .map_err(std::io::Error::other)?;
     running.waiting().await.map_err(std::io::Error::other)?;

@@ -48,7 +48,12 @@ pub async fn run(ctx: &Context) -> anyhow::Result<()> {
         Arc::clone(&runtime.gateway),
         key,
     ));
-    let served = serve_stdio(Arc::clone(&runtime.gateway), auth).await;
+    let served = serve_stdio(
+        Arc::clone(&runtime.gateway),
+        auth,
+        ctx.config.server.max_body_bytes,
+    )
+    .await;
     let lapsed = matches!(served, Err(StdioError::Lapsed(_)));
     let result = served.with_context(|| format!("set {API_KEY_ENV} to a valid Gatehouse API key"));
     policy_stop.cancel();

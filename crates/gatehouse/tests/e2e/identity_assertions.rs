@@ -83,6 +83,18 @@ fn whoami_text(body: &Value) -> String {
         .to_string()
 }
 
+/// The `iat` of a signed assertion (its payload read, not verified).
+fn assertion_iat(jwt: &str) -> i64 {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice::<Value>(&bytes).unwrap()["iat"]
+        .as_i64()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn an_identity_assertion_is_exchanged_for_a_token_of_its_person() {
     let s = setup();
@@ -127,6 +139,9 @@ async fn an_identity_assertion_is_exchanged_for_a_token_of_its_person() {
     // The provider's groups decide the roles, on every arrival.
     let mut ops = s.claims("U123", "jag-2");
     ops["groups"] = json!(["mcp-ops", "staff"]);
+    // Issued after the first (claims of one second that take a role away
+    // and add another apply only the removal: which is newer is unknown).
+    ops["iat"] = json!(assertion_iat(&assertion) + 1);
     let (status, body) = s.exchange(&s.id_jag(&ops)).await;
     assert_eq!(status, 200, "{body}");
     let users = s.server.cli_json(&["users", "list"]);

@@ -159,6 +159,46 @@ async fn stdio_lists_calls_and_denies_under_the_same_policy() {
     );
 }
 
+/// Over stdio the SDK took messages up to 16 MiB, sixteen times what the
+/// server takes over HTTP: a message past `server.max_body_bytes` (1 MiB by
+/// default) is dropped unread, and the connection goes on.
+#[tokio::test]
+async fn a_stdio_message_past_the_body_cap_is_dropped_unread() {
+    let server = Server::start(None);
+    let (id, key) = server.create_key("local", "reader", &[]);
+    let mut child = spawn_with_key(&server, &key, Stdio::null());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    for m in handshake() {
+        writeln!(stdin, "{m}").unwrap();
+    }
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains("\"result\""), "{line}");
+    let padding = "x".repeat(2 * 1024 * 1024);
+    let big = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "whoami", "arguments": {"padding": padding}}});
+    writeln!(stdin, "{big}").unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"jsonrpc": "2.0", "id": 2, "method": "ping"})
+    )
+    .unwrap();
+    stdin.flush().unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let answer: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(answer["id"], 2, "{answer}");
+    drop(stdin);
+    let _ = child.wait();
+    assert!(
+        server
+            .audit(&["--principal", &id, "--tool", "whoami"])
+            .is_empty()
+    );
+}
+
 #[tokio::test]
 async fn stdio_refuses_to_start_without_a_valid_key() {
     let server = Server::start(None);
