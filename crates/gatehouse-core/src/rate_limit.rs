@@ -148,6 +148,24 @@ impl RateLimiter {
         );
         Ok(())
     }
+
+    /// Gives back one attempt `attempt` let through for `key` in the
+    /// window still open: the thing counted did not happen after all
+    /// (another limit refused it).
+    pub fn refund(&self, key: &str, now: Timestamp) {
+        let key = match self.keys {
+            Keys::Exact => Cow::Borrowed(key),
+            Keys::SourceNetwork => source_network(key).map_or(Cow::Borrowed(key), Cow::Owned),
+        };
+        let Ok(mut windows) = self.windows.lock() else {
+            return;
+        };
+        if let Some(window) = windows.get_mut(key.as_ref())
+            && now.as_millis().saturating_sub(window.start) < self.window_ms
+        {
+            window.count = window.count.saturating_sub(1);
+        }
+    }
 }
 
 /// Removes the `n` coldest windows: fewest attempts first, then the oldest.
@@ -220,6 +238,20 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn a_refund_gives_one_attempt_back_in_the_open_window_only() {
+        let limiter = RateLimiter::new(1, 1_000, 10);
+        assert!(limiter.attempt("k", Timestamp(0)).is_ok());
+        assert!(limiter.attempt("k", Timestamp(10)).is_err());
+        limiter.refund("k", Timestamp(20));
+        assert!(limiter.attempt("k", Timestamp(30)).is_ok());
+        // A refund once the window has ended changes nothing, and never
+        // goes below zero.
+        limiter.refund("k", Timestamp(2_000));
+        limiter.refund("other", Timestamp(30));
+        assert!(limiter.attempt("k", Timestamp(40)).is_err());
+    }
 
     const T0: Timestamp = Timestamp(1_700_000_000_000);
 

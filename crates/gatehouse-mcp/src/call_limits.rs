@@ -36,15 +36,28 @@ impl CallLimits {
         ))
     }
 
-    fn attempt(&self, limit: RateLimit, key: &str, now: Timestamp) -> Result<(), u64> {
+    /// Counts one call under `limit` for `key`, noting it in `taken` so
+    /// that it can be given back.
+    fn attempt(
+        &self,
+        limit: RateLimit,
+        key: String,
+        now: Timestamp,
+        taken: &mut Vec<(Arc<RateLimiter>, String)>,
+    ) -> Result<(), u64> {
         // A poisoned table refuses: failing open would lift every limit.
         let limiter = self
             .limiter(limit)
             .ok_or(retry_after_secs(limit.window_ms))?;
-        limiter.attempt(key, now).map_err(retry_after_secs)
+        limiter.attempt(&key, now).map_err(retry_after_secs)?;
+        taken.push((limiter, key));
+        Ok(())
     }
 
     /// Counts one permitted call; `Err(seconds)` when a limit is exceeded.
+    /// A refused call counts under none of them: what the limits checked
+    /// before the one that refused took is given back (a per-tool limit
+    /// was spent by calls a role limit refused).
     pub fn check(
         &self,
         policy: &Policy,
@@ -52,16 +65,34 @@ impl CallLimits {
         target: &Target<'_>,
         now: Timestamp,
     ) -> Result<(), u64> {
+        let mut taken = Vec::new();
+        let checked = self.check_each(policy, principal, target, now, &mut taken);
+        if checked.is_err() {
+            for (limiter, key) in taken {
+                limiter.refund(&key, now);
+            }
+        }
+        checked
+    }
+
+    fn check_each(
+        &self,
+        policy: &Policy,
+        principal: &Principal,
+        target: &Target<'_>,
+        now: Timestamp,
+        taken: &mut Vec<(Arc<RateLimiter>, String)>,
+    ) -> Result<(), u64> {
         // Most policies set no limits: then no limiter is made or locked.
         let (limits, counted) = policy.rate_limits_for(target);
         for limit in limits {
             let key = format!("{}\u{1f}tool\u{1f}{counted}", principal.limit_key());
-            self.attempt(limit, &key, now)?;
+            self.attempt(limit, key, now, taken)?;
         }
         for role in &principal.roles {
             if let Some(limit) = policy.role_rate_limit(role) {
                 let key = format!("{}\u{1f}role\u{1f}{role}", principal.limit_key());
-                self.attempt(limit, &key, now)?;
+                self.attempt(limit, key, now, taken)?;
             }
         }
         // A tenant's budget is shared by all of its callers: counted last,
@@ -69,7 +100,7 @@ impl CallLimits {
         // others' share.
         if let Some(limit) = policy.tenant_rate_limit(&principal.tenant) {
             let key = format!("tenant\u{1f}{}", principal.tenant);
-            self.attempt(limit, &key, now)?;
+            self.attempt(limit, key, now, taken)?;
         }
         Ok(())
     }
@@ -95,6 +126,32 @@ mod tests {
             task: None,
             issuer: None,
         }
+    }
+
+    /// A call a role limit refused spent the tool's own limit (checked
+    /// first): an hour's budget went to calls that never ran.
+    #[test]
+    fn a_call_one_limit_refuses_spends_none_of_the_others() {
+        let policy = Policy::from_toml(
+            "version = 1\n[roles.reader]\n[tools.whoami]\nscope = \"tools:read\"\n\
+             roles = [\"reader\"]\nrate_limit = \"2/hour\"\n\
+             [role_limits.reader]\nrate_limit = \"1/min\"\n",
+        )
+        .unwrap();
+        let limits = CallLimits::default();
+        let target = Target::tool("whoami");
+        let alice = member("alice");
+        let now = Timestamp(1_000_000);
+        assert!(limits.check(&policy, &alice, &target, now).is_ok());
+        // Refused by the role's minute, three times.
+        for _ in 0..3 {
+            assert!(limits.check(&policy, &alice, &target, now).is_err());
+        }
+        // The next minute: the tool's hour still has its second call.
+        let later = now.plus_millis(61_000);
+        assert!(limits.check(&policy, &alice, &target, later).is_ok());
+        let after = now.plus_millis(122_000);
+        assert!(limits.check(&policy, &alice, &target, after).is_err());
     }
 
     /// One member's calls refused by their own role limit take nothing

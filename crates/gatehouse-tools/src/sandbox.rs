@@ -39,14 +39,72 @@ pub(crate) async fn tenant_area(
     area: &str,
 ) -> Result<PathBuf, ToolError> {
     let tenant = check_tenant(tenant)?;
-    let dir = root.join("tenants").join(tenant).join(area);
+    let tenant_dir = root.join("tenants").join(tenant);
+    let dir = tenant_dir.join(area);
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| io_failure("create the tenant directory", &e))?;
+    claim_tenant_dir(&tenant_dir, tenant).await?;
     // Canonical, so containment checks compare like with like.
     tokio::fs::canonicalize(&dir)
         .await
         .map_err(|e| io_failure("open the tenant directory", &e))
+}
+
+/// The file in a tenant's directory that names the tenant it belongs to.
+const TENANT_MARKER: &str = ".tenant";
+
+/// Makes sure `dir` is `tenant`'s own: the first use writes the tenant's
+/// exact name into it, and a later use by a tenant of another name is
+/// refused. On a file system that ignores case (macOS, Windows, ext4 with
+/// casefold, SMB), tenants `Acme` and `acme` would otherwise share one
+/// directory and read and write each other's files and outbox.
+async fn claim_tenant_dir(dir: &Path, tenant: &str) -> Result<(), ToolError> {
+    let marker = dir.join(TENANT_MARKER);
+    let created = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&marker)
+        .await;
+    match created {
+        Ok(mut file) => {
+            use tokio::io::AsyncWriteExt as _;
+            file.write_all(tenant.as_bytes())
+                .await
+                .map_err(|e| io_failure("claim the tenant directory", &e))?;
+            file.sync_all()
+                .await
+                .map_err(|e| io_failure("claim the tenant directory", &e))?;
+            return Ok(());
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_failure("claim the tenant directory", &e)),
+    }
+    // Another use may have created it a moment ago and be writing it: an
+    // empty marker is read again briefly.
+    for _ in 0..50 {
+        let owner = tokio::fs::read(&marker)
+            .await
+            .map_err(|e| io_failure("read the tenant directory's owner", &e))?;
+        if owner.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        }
+        if owner == tenant.as_bytes() {
+            return Ok(());
+        }
+        tracing::error!(
+            tenant,
+            directory = %dir.display(),
+            "a tenant directory belongs to another tenant (names differing only in case on a              case-insensitive file system?)"
+        );
+        return Err(ToolError::refused(
+            "the caller's tenant directory belongs to another tenant",
+        ));
+    }
+    Err(ToolError::failed(
+        "could not read the tenant directory's owner",
+    ))
 }
 
 /// A caller-supplied path that is lexically safe: relative, no `..`, no NUL,
@@ -178,6 +236,25 @@ mod tests {
             let err = check_tenant(bad).err();
             assert_eq!(err.map(|e| e.code()), Some("refused"), "{bad:?}");
         }
+    }
+
+    /// A case-insensitive file system, stood in for by a link: `acme` opens
+    /// the directory `Acme` made.
+    #[tokio::test]
+    async fn a_tenant_directory_another_tenant_made_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let own = tenant_area(root.path(), "Acme", "files").await.unwrap();
+        assert!(own.ends_with("tenants/Acme/files"));
+        assert!(tenant_area(root.path(), "Acme", "outbox").await.is_ok());
+        std::os::unix::fs::symlink(
+            root.path().join("tenants/Acme"),
+            root.path().join("tenants/acme"),
+        )
+        .unwrap();
+        let other = tenant_area(root.path(), "acme", "files").await;
+        assert_eq!(other.err().map(|e| e.code()), Some("refused"));
+        // Another tenant's own directory is its own.
+        assert!(tenant_area(root.path(), "globex", "files").await.is_ok());
     }
 
     #[test]

@@ -1191,3 +1191,37 @@ fn without_url(error: &reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request of the upstream's holding Gatehouse's credential where no
+    /// other text can stand (here, a message's role) is not dropped (the
+    /// upstream would wait for its answer until the call's timeout): with
+    /// the credential replaced it reads as a request of a method nobody
+    /// handles, which the client side answers "method not found".
+    #[test]
+    fn a_request_that_held_the_credential_is_still_answered() {
+        let secrets = SentSecrets::fixed(vec!["assistant".into()]);
+        let message: ServerJsonRpcMessage = serde_json::from_value(serde_json::json!({
+            "jsonrpc": "2.0", "id": 7, "method": "sampling/createMessage",
+            "params": {"messages": [{"role": "assistant",
+                "content": {"type": "text", "text": "hi"}}], "maxTokens": 10}
+        }))
+        .unwrap();
+        let Some(ServerJsonRpcMessage::Request(request)) = secrets.scrub_message("crm", message)
+        else {
+            panic!("not a request");
+        };
+        assert_eq!(request.id, RequestId::Number(7));
+        let rmcp::model::ServerRequest::CustomRequest(custom) = request.request else {
+            panic!("still a sampling request");
+        };
+        assert!(
+            !serde_json::to_string(&custom.params)
+                .unwrap()
+                .contains("assistant")
+        );
+    }
+}

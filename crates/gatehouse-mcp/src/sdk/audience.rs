@@ -31,7 +31,9 @@ pub(super) struct SessionPeers(Arc<std::sync::Mutex<Audience>>);
 
 #[derive(Default)]
 struct Audience {
-    peers: Vec<Peer<RoleServer>>,
+    /// Each session's peer and its principal's tenant (`None`: not known,
+    /// told only of the changes of connections every tenant shares).
+    peers: Vec<(Peer<RoleServer>, Option<Arc<str>>)>,
     listeners: Vec<Listener>,
     session_watches: Vec<SessionWatch>,
 }
@@ -77,7 +79,9 @@ impl SessionPeers {
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        audience.peers.retain(|peer| !peer.is_transport_closed());
+        audience
+            .peers
+            .retain(|(peer, _)| !peer.is_transport_closed());
         audience
             .listeners
             .retain(|listener| !listener.open.is_cancelled());
@@ -149,8 +153,8 @@ impl SessionPeers {
         watched
     }
 
-    pub(super) fn add(&self, peer: Peer<RoleServer>) {
-        self.live().peers.push(peer);
+    pub(super) fn add(&self, peer: Peer<RoleServer>, tenant: Option<Arc<str>>) {
+        self.live().peers.push((peer, tenant));
     }
 
     /// Adds a listen stream, told of changes until its `open` is cancelled.
@@ -167,9 +171,24 @@ impl SessionPeers {
             return;
         }
         let kind = change.kind;
+        // A change one tenant's own connection reported (a reconnection
+        // after its secret was rotated, its catalogue) is that tenant's:
+        // told to others, it says what that tenant does.
         let (peers, listeners) = {
             let audience = self.live();
-            (audience.peers.clone(), audience.listeners.clone())
+            let peers: Vec<Peer<RoleServer>> = audience
+                .peers
+                .iter()
+                .filter(|(_, tenant)| session_hears(tenant.as_deref(), change.tenant.as_deref()))
+                .map(|(peer, _)| peer.clone())
+                .collect();
+            let listeners: Vec<Listener> = audience
+                .listeners
+                .iter()
+                .filter(|l| hears(&l.principal, change.tenant.as_deref()))
+                .cloned()
+                .collect();
+            (peers, listeners)
         };
         let sessions = peers.iter().map(|peer| async move {
             let sent = tokio::time::timeout(TAKE_WITHIN, async {
@@ -309,6 +328,12 @@ fn hears(principal: &gatehouse_core::Principal, tenant: Option<&str>) -> bool {
     tenant.is_none_or(|tenant| principal.tenant == tenant)
 }
 
+/// [`hears`] for a session whose principal's tenant is `session` (`None`:
+/// not known, so only what every tenant hears).
+fn session_hears(session: Option<&str>, tenant: Option<&str>) -> bool {
+    tenant.is_none_or(|tenant| session == Some(tenant))
+}
+
 /// Ends a listen stream that did not take a notification in time.
 fn not_taken(listener: &Listener) {
     tracing::warn!("a listen stream did not take a notification in time; ended");
@@ -346,5 +371,17 @@ mod tests {
         assert!(hears(&acme, None));
         assert!(hears(&acme, Some("acme")));
         assert!(!hears(&acme, Some("globex")));
+    }
+
+    /// A list change one tenant's own connection reported (its catalogue,
+    /// a reconnection after its secret was rotated) was told to every
+    /// session: to others it says what that tenant does.
+    #[test]
+    fn a_session_hears_only_its_tenants_connections_and_the_shared_one() {
+        assert!(session_hears(Some("acme"), None));
+        assert!(session_hears(None, None));
+        assert!(session_hears(Some("acme"), Some("acme")));
+        assert!(!session_hears(Some("globex"), Some("acme")));
+        assert!(!session_hears(None, Some("acme")));
     }
 }

@@ -685,7 +685,19 @@ impl ServerHandler for McpHandler {
                     .announced
                     .swap(true, std::sync::atomic::Ordering::SeqCst)
             {
-                self.sessions.add(context.peer);
+                let tenant = match &self.identity {
+                    Identity::Http(_) => context
+                        .extensions
+                        .get::<http::request::Parts>()
+                        .and_then(|parts| parts.extensions.get::<Caller>())
+                        .map(|caller| Arc::from(caller.principal.tenant.as_str())),
+                    Identity::Stdio(auth) => auth
+                        .caller()
+                        .await
+                        .ok()
+                        .map(|caller| Arc::from(caller.principal.tenant.as_str())),
+                };
+                self.sessions.add(context.peer, tenant);
             }
         })
         .await
