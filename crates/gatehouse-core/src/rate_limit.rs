@@ -100,6 +100,12 @@ impl RateLimiter {
     /// window ends (for `Retry-After`). A refusal for a zero limit, or a
     /// poisoned lock, suggests one whole window.
     pub fn attempt(&self, key: &str, now: Timestamp) -> Result<(), i64> {
+        self.attempt_in_window(key, now).map(|_| ())
+    }
+
+    /// [`RateLimiter::attempt`], saying in which window it counted (its
+    /// start), for [`RateLimiter::refund`].
+    pub fn attempt_in_window(&self, key: &str, now: Timestamp) -> Result<i64, i64> {
         let key = match self.keys {
             Keys::Exact => Cow::Borrowed(key),
             Keys::SourceNetwork => source_network(key).map_or(Cow::Borrowed(key), Cow::Owned),
@@ -127,7 +133,7 @@ impl RateLimiter {
                 return Err(ends.saturating_sub(now).clamp(1, window_ms));
             }
             window.count += 1;
-            return Ok(());
+            return Ok(window.start);
         }
 
         if self.limit == 0 || self.max_keys == 0 {
@@ -146,13 +152,15 @@ impl RateLimiter {
                 count: 1,
             },
         );
-        Ok(())
+        Ok(now)
     }
 
-    /// Gives back one attempt `attempt` let through for `key` in the
-    /// window still open: the thing counted did not happen after all
-    /// (another limit refused it).
-    pub fn refund(&self, key: &str, now: Timestamp) {
+    /// Gives back one attempt counted for `key` in the window that started
+    /// at `window_start` (as [`RateLimiter::attempt_in_window`] said), if
+    /// that window is still the key's: the thing counted did not happen
+    /// after all (another limit refused it). A window opened since keeps
+    /// its count.
+    pub fn refund(&self, key: &str, window_start: i64) {
         let key = match self.keys {
             Keys::Exact => Cow::Borrowed(key),
             Keys::SourceNetwork => source_network(key).map_or(Cow::Borrowed(key), Cow::Owned),
@@ -161,7 +169,7 @@ impl RateLimiter {
             return;
         };
         if let Some(window) = windows.get_mut(key.as_ref())
-            && now.as_millis().saturating_sub(window.start) < self.window_ms
+            && window.start == window_start
         {
             window.count = window.count.saturating_sub(1);
         }
@@ -240,17 +248,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_refund_gives_one_attempt_back_in_the_open_window_only() {
+    fn a_refund_gives_one_attempt_back_in_its_own_window_only() {
         let limiter = RateLimiter::new(1, 1_000, 10);
-        assert!(limiter.attempt("k", Timestamp(0)).is_ok());
+        let start = limiter.attempt_in_window("k", Timestamp(0)).unwrap();
+        assert_eq!(start, 0);
         assert!(limiter.attempt("k", Timestamp(10)).is_err());
-        limiter.refund("k", Timestamp(20));
-        assert!(limiter.attempt("k", Timestamp(30)).is_ok());
-        // A refund once the window has ended changes nothing, and never
-        // goes below zero.
-        limiter.refund("k", Timestamp(2_000));
-        limiter.refund("other", Timestamp(30));
-        assert!(limiter.attempt("k", Timestamp(40)).is_err());
+        limiter.refund("k", start);
+        assert_eq!(limiter.attempt_in_window("k", Timestamp(30)), Ok(0));
+        // A window opened since (by a call at 1 s) keeps its count: a
+        // refund of the old one's does not reach it.
+        assert_eq!(limiter.attempt_in_window("k", Timestamp(1_000)), Ok(1_000));
+        limiter.refund("k", 0);
+        limiter.refund("other", 1_000);
+        assert!(limiter.attempt("k", Timestamp(1_040)).is_err());
     }
 
     const T0: Timestamp = Timestamp(1_700_000_000_000);

@@ -12,6 +12,9 @@ use gatehouse_core::{Principal, RateLimiter, Timestamp, retry_after_secs};
 /// keys rather than forget live windows.
 const MAX_KEYS_PER_LIMIT: usize = 100_000;
 
+/// One counted call: its limiter, key and window (its start).
+type Taken = (Arc<RateLimiter>, String, i64);
+
 /// One limiter per distinct (limit, window) in the policy, so a reload that
 /// keeps a limit keeps its counts, and the number of limiters stays as
 /// small as the policy.
@@ -43,14 +46,16 @@ impl CallLimits {
         limit: RateLimit,
         key: String,
         now: Timestamp,
-        taken: &mut Vec<(Arc<RateLimiter>, String)>,
+        taken: &mut Vec<Taken>,
     ) -> Result<(), u64> {
         // A poisoned table refuses: failing open would lift every limit.
         let limiter = self
             .limiter(limit)
             .ok_or(retry_after_secs(limit.window_ms))?;
-        limiter.attempt(&key, now).map_err(retry_after_secs)?;
-        taken.push((limiter, key));
+        let window = limiter
+            .attempt_in_window(&key, now)
+            .map_err(retry_after_secs)?;
+        taken.push((limiter, key, window));
         Ok(())
     }
 
@@ -68,8 +73,8 @@ impl CallLimits {
         let mut taken = Vec::new();
         let checked = self.check_each(policy, principal, target, now, &mut taken);
         if checked.is_err() {
-            for (limiter, key) in taken {
-                limiter.refund(&key, now);
+            for (limiter, key, window) in taken {
+                limiter.refund(&key, window);
             }
         }
         checked
@@ -81,7 +86,7 @@ impl CallLimits {
         principal: &Principal,
         target: &Target<'_>,
         now: Timestamp,
-        taken: &mut Vec<(Arc<RateLimiter>, String)>,
+        taken: &mut Vec<Taken>,
     ) -> Result<(), u64> {
         // Most policies set no limits: then no limiter is made or locked.
         let (limits, counted) = policy.rate_limits_for(target);

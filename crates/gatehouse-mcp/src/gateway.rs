@@ -944,6 +944,11 @@ impl Gateway {
         else {
             return;
         };
+        // A tool the upstream just added is listed again at its first call,
+        // not refused as unlisted for the next moments.
+        if let Some(pins) = &self.pins {
+            pins.forget_review(upstream, change.tenant.as_deref());
+        }
         if !upstream.config().enabled || upstream.config().needs_tenant() {
             return;
         }
@@ -1434,11 +1439,12 @@ impl Gateway {
         };
         let policy = self.policy();
         let mut decision = policy.authorize_target(&caller.principal, &target);
-        // The values the upstream is asked to complete from are held to the
-        // prompt's argument constraints, as `prompts/get` holds them: a
-        // completion of `path` from `/srv/hr/` would list what the
-        // constraint keeps the caller from. A partly typed value is checked
-        // as it is (it meets a `prefix` once the prefix is typed).
+        // The resolved values the upstream is asked to complete from are
+        // held to the prompt's argument constraints, as `prompts/get` holds
+        // them; the partly typed value cannot be (`py` is not yet one of
+        // `["python", "rust"]`), so what the upstream suggests for it is
+        // (below): a completion of `path` must not list what the constraint
+        // keeps the caller from.
         if !matches!(decision, Decision::Deny(_)) {
             let context: Map<String, Value> = params
                 .context
@@ -1450,16 +1456,7 @@ impl Gateway {
                         .collect()
                 })
                 .unwrap_or_default();
-            // Apart: the context may name the completed argument too.
-            let mut completed = Map::new();
-            completed.insert(
-                params.argument.name.clone(),
-                Value::String(params.argument.value.clone()),
-            );
-            let checked = policy
-                .check_given_arguments(&target, &context)
-                .and_then(|()| policy.check_given_arguments(&target, &completed));
-            if let Err(v) = checked {
+            if let Err(v) = policy.check_given_arguments(&target, &context) {
                 decision = Decision::Deny(Deny::new(
                     &target,
                     DenyReason::ConstraintViolated {
@@ -1470,14 +1467,26 @@ impl Gateway {
             }
         }
         let share = tenant_share(&policy, caller);
+        let completed = params.argument.name.clone();
         let fetch = async {
             match upstream {
                 Ok(upstream) => upstream.complete(tenant, share.as_deref(), params).await,
                 Err(e) => Err(e),
             }
         };
-        self.read_only(caller, &policy, &target, &args, decision, started, fetch)
-            .await
+        let mut result = self
+            .read_only(caller, &policy, &target, &args, decision, started, fetch)
+            .await?;
+        let suggested = result.completion.values.len();
+        result.completion.values.retain(|value| {
+            let mut one = Map::new();
+            one.insert(completed.clone(), Value::String(value.clone()));
+            policy.check_given_arguments(&target, &one).is_ok()
+        });
+        if result.completion.values.len() != suggested {
+            result.completion.total = None;
+        }
+        Ok(result)
     }
 
     /// Authorizes and audits `prompts/get` (see `read_only`) and gets the

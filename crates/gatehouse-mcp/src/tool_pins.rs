@@ -382,6 +382,13 @@ impl ToolPins {
         Ok(served)
     }
 
+    /// Forgets when the connection serving `tenant` was last reviewed (its
+    /// upstream said its tools changed).
+    pub fn forget_review(&self, upstream: &Upstream, tenant: Option<&str>) {
+        let key = (upstream.name().to_string(), connection(upstream, tenant));
+        self.lock().reviewed.remove(&key);
+    }
+
     /// Whether the connection serving `tenant` had a listing reviewed in
     /// the last [`RELIST_AFTER_MS`].
     pub fn recently_reviewed(&self, upstream: &Upstream, tenant: Option<&str>) -> bool {

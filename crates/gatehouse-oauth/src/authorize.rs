@@ -17,13 +17,13 @@ use crate::server::{
 };
 use crate::{OAuthError, pkce, redirect_uri};
 
-/// Codes live at most this long (RFC 6749 §4.1.2 recommends ≤ 10 min; the
-/// issue asks for ≤ 60 s).
 /// Marks an authorization code as Gatehouse's, like every other secret it
 /// issues (`gh?_`): a code presented as a bearer token by mistake is never
 /// sent to an external identity provider's introspection endpoint.
 pub const AUTHORIZATION_CODE_PREFIX: &str = "gha_";
 
+/// Codes live at most this long (RFC 6749 §4.1.2 recommends ≤ 10 min; the
+/// issue asks for ≤ 60 s).
 pub const CODE_TTL_MS: i64 = 60_000;
 /// How long a user may take to log in and consent.
 pub const PENDING_REQUEST_TTL_MS: i64 = 10 * 60_000;

@@ -136,7 +136,6 @@ pub enum CimdError {
 }
 
 impl CimdError {
-    /// True for failures that may go away on their own (network trouble,
     /// What the person at the browser and the client are told. Every way
     /// the document could not be fetched reads the same: "does not resolve",
     /// "resolves to a non-public address", "timed out" and a status told

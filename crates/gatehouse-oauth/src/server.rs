@@ -38,13 +38,14 @@ pub const DEVICE_AUTHORIZATIONS_PER_MINUTE: u32 = 30;
 /// for many clients behind one address polling and refreshing.
 pub const TOKEN_REQUESTS_PER_MINUTE: u32 = 600;
 
-/// Revocations of a live token per client and per minute. Each one moves
-/// the credential generation, which empties every instance's credential
-/// and pin caches: a client minting and revoking tokens in a loop would
-/// keep every instance re-reading its store and re-listing its upstreams.
+/// Revocations of a live token per client and person (the token's subject)
+/// per minute. Each one moves the credential generation, which empties
+/// every instance's credential and pin caches: a client minting and
+/// revoking tokens in a loop would keep every instance re-reading its store
+/// and re-listing its upstreams. Counted per person as well as per client,
+/// so that one user of an application every user shares (a metadata
+/// document client) cannot spend everyone's revocations.
 pub const REVOCATIONS_PER_CLIENT_PER_MINUTE: u32 = 30;
-/// The same, per source address (whatever the client).
-pub const REVOCATIONS_PER_SOURCE_PER_MINUTE: u32 = 120;
 /// New Client ID Metadata Document URLs one source address may introduce
 /// per hour (each is fetched, and stored when acceptable).
 pub const NEW_METADATA_CLIENTS_PER_HOUR: u32 = 10;
@@ -286,10 +287,9 @@ pub struct AuthorizationServer {
     /// Requests to `/oauth/token` and `/oauth/revoke` per source address:
     /// each writes an audit record.
     pub(crate) token_requests: RateLimiter,
-    /// Revocations of live tokens per client and per source
+    /// Revocations of live tokens per client and person
     /// ([`REVOCATIONS_PER_CLIENT_PER_MINUTE`]).
-    revocations_per_client: RateLimiter,
-    revocations_per_source: RateLimiter,
+    revocations: RateLimiter,
     /// Document URLs a source may introduce as new metadata-document
     /// clients (each is fetched and stored).
     pub(crate) new_metadata_clients: RateLimiter,
@@ -464,16 +464,7 @@ impl AuthorizationServer {
                 10_000,
             ),
             token_requests: RateLimiter::per_source(TOKEN_REQUESTS_PER_MINUTE, 60_000, 10_000),
-            revocations_per_client: RateLimiter::new(
-                REVOCATIONS_PER_CLIENT_PER_MINUTE,
-                60_000,
-                10_000,
-            ),
-            revocations_per_source: RateLimiter::per_source(
-                REVOCATIONS_PER_SOURCE_PER_MINUTE,
-                60_000,
-                10_000,
-            ),
+            revocations: RateLimiter::new(REVOCATIONS_PER_CLIENT_PER_MINUTE, 60_000, 10_000),
             new_metadata_clients: RateLimiter::per_source(
                 NEW_METADATA_CLIENTS_PER_HOUR,
                 3_600_000,
@@ -1078,14 +1069,7 @@ impl AuthorizationServer {
         };
         self.token_requests.attempt(source, now).map_err(too_many)?;
         let client = self.authenticate_client(auth, now).await?;
-        // Counted only for a token that is live (a revocation that changes
-        // something), just before the change.
-        let may_revoke = || {
-            self.revocations_per_source
-                .attempt(source, now)
-                .and_then(|()| self.revocations_per_client.attempt(&client.id, now))
-                .map_err(too_many)
-        };
+
         if let Some(grant) = self
             .store
             .refresh_token_grant(&self.pepper.hash(token.as_bytes()))
@@ -1103,7 +1087,8 @@ impl AuthorizationServer {
             if grant.revoked_at.is_some() {
                 return Ok(());
             }
-            may_revoke()?;
+            self.may_revoke(&client.id, &grant.username, source, now)
+                .await?;
             self.store
                 .revoke_grant(&grant.id, now)
                 .await
@@ -1128,7 +1113,8 @@ impl AuthorizationServer {
                 "the token was issued to another client".into(),
             ));
         }
-        may_revoke()?;
+        self.may_revoke(&client.id, &claims.sub, source, now)
+            .await?;
         self.store
             .revoke_token(&claims.jti, Timestamp::from_secs(claims.exp), now)
             .await
@@ -1141,6 +1127,37 @@ impl AuthorizationServer {
             .tool("oauth/revoke")
             .build();
         self.record(event).await
+    }
+
+    /// Counts one revocation of a live token (one that changes something),
+    /// just before the change; a refusal is recorded within the source's
+    /// budget of refusal records.
+    async fn may_revoke(
+        &self,
+        client_id: &str,
+        person: &str,
+        source: &str,
+        now: Timestamp,
+    ) -> Result<(), OAuthError> {
+        let key = format!("{client_id}\u{1f}{person}");
+        let Err(wait_ms) = self.revocations.attempt(&key, now) else {
+            return Ok(());
+        };
+        let event = EventBuilder::new(AuditKind::Authentication, Outcome::Failure, now)
+            .agent(client_id)
+            .source(Some(source.to_string()))
+            .decision("deny")
+            .reason("rate_limited")
+            .tool("oauth/revoke")
+            .error(format!(
+                "more than {REVOCATIONS_PER_CLIENT_PER_MINUTE} revocations a minute of this \
+                 client's tokens for one person; not revoked"
+            ))
+            .build();
+        self.record_refusal(event, now).await?;
+        Err(OAuthError::TooManyRequests {
+            retry_after_secs: gatehouse_core::retry_after_secs(wait_ms),
+        })
     }
 
     /// With tenants declared in the policy, `/mcp` refuses principals of

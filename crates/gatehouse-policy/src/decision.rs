@@ -126,8 +126,8 @@ pub enum DenyReason {
     /// An upstream tool whose definition could not be checked against its
     /// pin: the upstream does not list it, or could not list now.
     ToolDefinitionUnreviewed,
-    /// A resource URI that a server may read as another one (an empty
-    /// path segment, a dot segment, an escaped slash): refused, not decided.
+    /// A resource URI holding a NUL (`%00`) or a control character, which
+    /// a server may read as another one: refused, not decided.
     NonCanonicalUri,
 }
 
@@ -240,8 +240,8 @@ impl Deny {
                 self.tool
             ),
             DenyReason::NonCanonicalUri => format!(
-                "{kind} '{}' has an empty or dot path segment or an escaped slash, \
-                 backslash or NUL; ask for the URI as the server lists it",
+                "{kind} '{}' holds a NUL or a control character, which no server reads \
+                 as written",
                 self.tool
             ),
         }

@@ -13,75 +13,124 @@
 //! decided for each reading of its URI, and must be allowed under all of
 //! them (`Policy::authorize_target`).
 
-/// Whether every reading of `uri` is in the form servers read as written:
-/// no empty path segment (`file:///srv//hr/x`), no dot segment, no escaped
-/// slash, backslash or NUL, no backslash or control character. A file
-/// server opens `/srv//hr/x` as `/srv/hr/x`, and decoders (`unquote`,
-/// `decodeURIComponent`) turn `hr%2Fx` into `hr/x`, while the policy would
-/// match neither against `[resources."file:///srv/hr/{+rest}"]`; so such a
-/// URI is refused rather than decided. Clients ask for URIs as servers
-/// list them, which are in this form.
+/// Whether `uri` holds no NUL (`%00`) and no control character: no server
+/// reads those as written (a NUL ends a C string, so `x%00.txt` may open
+/// `x`), and no client needs them. Such a URI is refused, not decided.
 pub(crate) fn is_canonical(uri: &str) -> bool {
-    readings(uri)
-        .iter()
-        .all(|reading| reads_as_written(reading))
+    !uri.chars().any(char::is_control) && !uri.to_ascii_lowercase().contains("%00")
 }
 
-fn reads_as_written(uri: &str) -> bool {
-    if uri.chars().any(|c| c == '\\' || c.is_control()) {
-        return false;
-    }
-    let lower = uri.to_ascii_lowercase();
-    if ["%2f", "%5c", "%00"].iter().any(|e| lower.contains(e)) {
-        return false;
-    }
-    let path = uri_path(uri);
-    // A leading slash starts the path and a trailing one names a folder;
-    // an empty segment anywhere else is `//`.
-    !path.contains("//") && !path.split('/').any(|s| s == "." || s == "..")
-}
-
-/// The path of a URI: after `scheme:` and a `//authority`, up to its query
-/// or fragment. Text without a scheme is all path.
-fn uri_path(uri: &str) -> &str {
-    let rest = match uri.split_once(':') {
-        Some((scheme, rest))
+/// Where the path of a URI is: after `scheme:` and a `//authority`, up to
+/// its query or fragment. Text without a scheme is all path.
+fn path_range(uri: &str) -> (usize, usize) {
+    let mut start = match uri.split_once(':') {
+        Some((scheme, _))
             if scheme.starts_with(|c: char| c.is_ascii_alphabetic())
                 && scheme
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')) =>
         {
-            rest
+            scheme.len() + 1
         }
-        _ => uri,
+        _ => 0,
     };
-    let rest = match rest.strip_prefix("//") {
-        Some(after) => after.find(['/', '?', '#']).map_or("", |end| &after[end..]),
-        None => rest,
-    };
-    rest.find(['?', '#']).map_or(rest, |end| &rest[..end])
+    if uri[start..].starts_with("//") {
+        let authority = start + 2;
+        start = uri[authority..]
+            .find(['/', '?', '#'])
+            .map_or(uri.len(), |end| authority + end);
+    }
+    let end = uri[start..]
+        .find(['?', '#'])
+        .map_or(uri.len(), |end| start + end);
+    (start, end)
 }
+
+/// `uri` with its path replaced by `change(path)`, if that changes it.
+fn with_path(uri: &str, change: impl Fn(&str) -> String) -> Option<String> {
+    let (start, end) = path_range(uri);
+    let path = &uri[start..end];
+    let changed = change(path);
+    (changed != path).then(|| format!("{}{changed}{}", &uri[..start], &uri[end..]))
+}
+
+/// The path with escaped slashes and backslashes, and backslashes, read as
+/// separators: decoders (`unquote`, `decodeURIComponent`) turn `hr%2Fx`
+/// into `hr/x`, and Windows and WHATWG parsers read `\` as `/`.
+fn with_separators_decoded(uri: &str) -> Option<String> {
+    with_path(uri, |path| {
+        let mut out = String::with_capacity(path.len());
+        let mut rest = path;
+        while let Some(c) = rest.chars().next() {
+            let escape = rest.get(..3).map(str::to_ascii_lowercase);
+            if matches!(escape.as_deref(), Some("%2f" | "%5c")) {
+                out.push('/');
+                rest = &rest[3..];
+            } else {
+                out.push(if c == '\\' { '/' } else { c });
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+        out
+    })
+}
+
+/// The path with empty segments dropped and dot segments resolved, as a
+/// file system opens it: `/srv//hr/./x` and `/srv/public/../hr/x` are
+/// `/srv/hr/x`.
+fn with_segments_resolved(uri: &str) -> Option<String> {
+    with_path(uri, |path| {
+        let absolute = path.starts_with('/');
+        let folder = path.len() > 1 && path.ends_with('/');
+        let mut kept: Vec<&str> = Vec::new();
+        for segment in path.split('/') {
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    kept.pop();
+                }
+                other => kept.push(other),
+            }
+        }
+        let mut out = String::with_capacity(path.len());
+        if absolute {
+            out.push('/');
+        }
+        out.push_str(&kept.join("/"));
+        if folder && !kept.is_empty() {
+            out.push('/');
+        }
+        out
+    })
+}
+
+/// Every way of reading a URI below, in the order they are applied.
+const STEPS: [fn(&str) -> Option<String>; 5] = [
+    as_url,
+    without_query_or_fragment,
+    with_plain_characters_decoded,
+    with_separators_decoded,
+    with_segments_resolved,
+];
 
 /// At most this many readings are tried (the transformations below reach a
 /// fixed point in a few steps; this only bounds a pathological URI).
 const MAX_READINGS: usize = 16;
 
-/// `uri` first, then every distinct reading of it.
+/// `uri` first, then the reading every spelling of it comes to
+/// ([`canonical`], so the bound never leaves it out), then every other
+/// distinct reading of it.
 pub(crate) fn readings(uri: &str) -> Vec<String> {
     let mut readings = vec![uri.to_string()];
+    let last = canonical(uri);
+    if last != uri {
+        readings.push(last);
+    }
     let mut next = 0;
     while next < readings.len() && readings.len() < MAX_READINGS {
         let reading = readings[next].clone();
         next += 1;
-        for other in [
-            as_url(&reading),
-            without_query_or_fragment(&reading),
-            with_plain_characters_decoded(&reading),
-            file_path_lowercased(&reading),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        for other in STEPS.iter().filter_map(|step| step(&reading)) {
             if readings.len() < MAX_READINGS && !readings.contains(&other) {
                 readings.push(other);
             }
@@ -98,11 +147,7 @@ pub(crate) fn canonical(uri: &str) -> String {
     let mut current = uri.to_string();
     for _ in 0..MAX_READINGS {
         let mut next = current.clone();
-        for step in [
-            as_url,
-            without_query_or_fragment,
-            with_plain_characters_decoded,
-        ] {
+        for step in STEPS {
             if let Some(changed) = step(&next) {
                 next = changed;
             }
@@ -113,13 +158,6 @@ pub(crate) fn canonical(uri: &str) -> String {
         current = next;
     }
     current
-}
-
-/// A `file:` URI in lower case: on the file systems of macOS and Windows
-/// (where `gatehouse stdio` runs on a desktop) `/srv/HR/x` is `/srv/hr/x`.
-fn file_path_lowercased(uri: &str) -> Option<String> {
-    let lower = uri.to_lowercase();
-    (lower.starts_with("file:") && lower != uri).then_some(lower)
 }
 
 /// The URI as a WHATWG URL parser writes it back.
@@ -195,49 +233,65 @@ mod tests {
 
     #[test]
     fn reserved_escapes_stay_escaped() {
-        // `%2F` is a slash inside a segment, not a separator.
-        assert_eq!(readings("crm://contacts/a%2Fb"), ["crm://contacts/a%2Fb"]);
+        // `%2F` is a slash inside a segment to some servers and a separator
+        // to others (once decoded): both are readings.
+        assert_eq!(
+            readings("crm://contacts/a%2Fb"),
+            ["crm://contacts/a%2Fb", "crm://contacts/a/b"]
+        );
         // A malformed or non-ASCII escape is left alone.
         assert!(!has("x://a%zz", "x://a"));
         assert_eq!(with_plain_characters_decoded("x://%C3%A9"), None);
     }
 
+    /// A file server opens `/srv//hr/x`, `/srv/hr%2Fx` (once decoded) and
+    /// `/srv/public/../hr/x` as `/srv/hr/x`, which an entry for
+    /// `file:///srv/hr/{+rest}` must govern.
     #[test]
-    fn a_uri_a_file_server_would_read_otherwise_is_not_canonical() {
+    fn a_uri_is_also_read_as_a_file_system_opens_it() {
         for uri in [
             "file:///srv//hr/salaries.csv",
             "file:////srv/hr/salaries.csv",
             "file:///srv/hr%2Fsalaries.csv",
             "file:///srv/hr%2fsalaries.csv",
-            "file:///srv/public/..%2Fhr/x",
-            "file:///srv/public/%2e%2e/hr/x",
-            "file:///srv/public/../hr/x",
-            "file:///srv/./hr/x",
-            "file:///srv/hr\\x",
-            "file:///srv/hr%5Cx",
-            "file:///srv/hr/x%00.txt",
-            "crm://contacts//ceo",
-            "memo://a/b\u{0}",
+            "file:///srv/public/..%2Fhr/salaries.csv",
+            "file:///srv/public/%2e%2e/hr/salaries.csv",
+            "file:///srv/public/../hr/salaries.csv",
+            "file:///srv/./hr/salaries.csv",
+            "file:///srv/hr\\salaries.csv",
+            "file:///srv/hr%5Csalaries.csv",
+            "file:///srv/hr/salaries.csv?x=1",
         ] {
-            assert!(!is_canonical(uri), "{uri}");
+            assert!(
+                has(uri, "file:///srv/hr/salaries.csv"),
+                "{uri}: {:?}",
+                readings(uri)
+            );
+            assert_eq!(canonical(uri), "file:///srv/hr/salaries.csv", "{uri}");
         }
-        for uri in [
-            "file:///srv/hr/salaries.csv",
-            "file:///srv/hr/",
-            "crm://contacts/ceo?x=a//b",
-            "memo://notes/1#a/../b",
-            "urn:isbn:0451450523",
-            "https://example.com/a/b",
-            "memo://x",
-        ] {
-            assert!(is_canonical(uri), "{uri}");
-        }
+        // The query and the authority are not the path.
+        assert_eq!(
+            readings("crm://contacts/ceo?x=a//b%2Fc")[..2],
+            ["crm://contacts/ceo?x=a//b%2Fc", "crm://contacts/ceo"]
+        );
+        // Opaque paths and drive letters read as they are.
+        assert_eq!(readings("urn:isbn:0451450523"), ["urn:isbn:0451450523"]);
+        assert_eq!(readings("file:///C:/x"), ["file:///C:/x"]);
     }
 
     #[test]
-    fn a_file_uri_is_also_read_in_lower_case() {
-        assert!(has("file:///srv/HR/x", "file:///srv/hr/x"));
-        assert_eq!(readings("crm://contacts/CEO"), ["crm://contacts/CEO"]);
+    fn only_a_nul_or_a_control_character_is_refused() {
+        for uri in ["file:///srv/hr/x%00.txt", "memo://a/b\u{0}", "memo://a\nb"] {
+            assert!(!is_canonical(uri), "{uri:?}");
+        }
+        for uri in [
+            "file:///srv//hr/x",
+            "repo://o/r/refs/heads/feature%2Flogin/contents",
+            "crm://contacts/ceo?x=a%2Fb",
+            "https://web.archive.org/web/2024/https://x/",
+        ] {
+            assert!(is_canonical(uri), "{uri}");
+        }
     }
 
     #[test]

@@ -3272,15 +3272,16 @@ pub(crate) async fn federated_users_are_created_with_their_link_and_nothing_half
     );
 }
 
-/// Two sign-ins race: one carries the provider's claims from before a role
-/// was taken away, one from after. Whichever is written last, the roles are
-/// those of the claims issued last; the time of those claims is kept even
-/// by a sign-in that changes no role; claims of the same second that only
-/// add roles decide nothing; claims that decide nothing revoke nothing.
 fn admins_and_reader() -> Vec<String> {
     vec!["admin".to_string(), "reader".to_string()]
 }
 
+/// Two sign-ins race: one carries the provider's claims from before a role
+/// was taken away, one from after. Whichever is written last, the roles are
+/// those of the claims issued last; the time of those claims is kept even
+/// by a sign-in that changes no role; claims of the same second that only
+/// add roles decide nothing, and those that take one away and add another
+/// apply the removal only; claims that decide nothing revoke nothing.
 pub(crate) async fn roles_from_older_claims_do_not_replace_newer_ones(store: TestStore) {
     users_with_sessions_and_grants(&store).await;
     let at = Timestamp(3_000);

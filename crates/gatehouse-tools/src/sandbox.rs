@@ -61,49 +61,47 @@ const TENANT_MARKER: &str = ".tenant";
 /// directory and read and write each other's files and outbox.
 async fn claim_tenant_dir(dir: &Path, tenant: &str) -> Result<(), ToolError> {
     let marker = dir.join(TENANT_MARKER);
-    let created = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&marker)
-        .await;
-    match created {
-        Ok(mut file) => {
-            use tokio::io::AsyncWriteExt as _;
-            file.write_all(tenant.as_bytes())
-                .await
-                .map_err(|e| io_failure("claim the tenant directory", &e))?;
-            file.sync_all()
-                .await
-                .map_err(|e| io_failure("claim the tenant directory", &e))?;
-            return Ok(());
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io_failure("claim the tenant directory", &e)),
+    match tokio::fs::read(&marker).await {
+        Ok(owner) => return owned_by(&owner, tenant, dir),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_failure("read the tenant directory's owner", &e)),
     }
-    // Another use may have created it a moment ago and be writing it: an
-    // empty marker is read again briefly.
-    for _ in 0..50 {
-        let owner = tokio::fs::read(&marker)
-            .await
-            .map_err(|e| io_failure("read the tenant directory's owner", &e))?;
-        if owner.is_empty() {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            continue;
+    // Written whole under a name of its own, then linked into place: the
+    // link fails if another use claimed the directory meanwhile, and the
+    // marker is never seen half written (a crash or a full disk while
+    // writing leaves only the spare file).
+    let spare = dir.join(format!("{TENANT_MARKER}.{}", uuid::Uuid::new_v4()));
+    let written = tokio::fs::write(&spare, tenant.as_bytes()).await;
+    let linked = match written {
+        Ok(()) => tokio::fs::hard_link(&spare, &marker).await,
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_file(&spare).await;
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let owner = tokio::fs::read(&marker)
+                .await
+                .map_err(|e| io_failure("read the tenant directory's owner", &e))?;
+            owned_by(&owner, tenant, dir)
         }
-        if owner == tenant.as_bytes() {
-            return Ok(());
-        }
-        tracing::error!(
-            tenant,
-            directory = %dir.display(),
-            "a tenant directory belongs to another tenant (names differing only in case on a              case-insensitive file system?)"
-        );
-        return Err(ToolError::refused(
-            "the caller's tenant directory belongs to another tenant",
-        ));
+        Err(e) => Err(io_failure("claim the tenant directory", &e)),
     }
-    Err(ToolError::failed(
-        "could not read the tenant directory's owner",
+}
+
+/// Whether the marker's contents name `tenant`.
+fn owned_by(owner: &[u8], tenant: &str, dir: &Path) -> Result<(), ToolError> {
+    if owner == tenant.as_bytes() {
+        return Ok(());
+    }
+    tracing::error!(
+        tenant,
+        directory = %dir.display(),
+        "a tenant directory belongs to another tenant (names differing only in case on a \
+         case-insensitive file system?)"
+    );
+    Err(ToolError::refused(
+        "the caller's tenant directory belongs to another tenant",
     ))
 }
 

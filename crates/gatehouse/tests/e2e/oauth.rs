@@ -405,7 +405,7 @@ async fn revoked_tokens_stop_at_once_and_introspection_tells_the_state() {
 /// Every revocation of a live token moves the credential generation, which
 /// empties every instance's caches (keys, tokens, pins): a client minting
 /// and revoking tokens in a loop kept every instance re-reading its store.
-/// Revocations that change something are limited per client.
+/// Revocations that change something are limited per client and person.
 #[tokio::test]
 async fn a_client_revoking_tokens_in_a_loop_is_held_back() {
     let server = Server::start(None);
@@ -433,11 +433,17 @@ async fn a_client_revoking_tokens_in_a_loop_is_held_back() {
         (429, Some("temporarily_unavailable")),
         "{body}"
     );
-    // Not revoked (the client is told to come back), and nothing recorded
-    // for it.
+    // Not revoked (the client is told to come back), and the refusal is
+    // on record.
     assert_eq!(server.tool_names(last).await.len(), 3);
-    let revocations = server.audit(&["--tool", "oauth/revoke"]);
-    assert_eq!(revocations.len(), per_client);
+    let records = server.audit(&["--tool", "oauth/revoke"]);
+    let revoked = records.iter().filter(|r| r["decision"] == "revoke").count();
+    assert_eq!(revoked, per_client, "{records:?}");
+    let refused: Vec<_> = records
+        .iter()
+        .filter(|r| r["reason"] == "rate_limited")
+        .collect();
+    assert_eq!(refused.len(), 1, "{records:?}");
     // Revoking what is already revoked changes nothing and is not counted.
     let (status, _) = form_post(
         &server,
