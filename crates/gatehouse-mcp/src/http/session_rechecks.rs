@@ -129,14 +129,16 @@ async fn check_sessions(state: &AppState, shutdown: &CancellationToken) -> bool 
         {
             continue;
         }
-        state.sdk_sessions.close(&session).await;
+        // Recorded before its stream ends: whoever sees the stream end
+        // finds the reason on record.
         let caller = Caller {
             principal: presented.principal,
-            session: Some(session),
+            session: Some(session.clone()),
             source: None,
             request_id: None,
         };
         state.gateway.record_stream_lapsed(&caller, lapse).await;
+        state.sdk_sessions.close(&session).await;
     }
     decided
 }
