@@ -209,22 +209,28 @@ pub(super) async fn answer(
         drop(relayed);
         result
     }));
-    let body = match task.await {
+    match task.await {
         Ok(Ok(CallResult::Builtin(result))) => {
             // Serialized straight into the answer's bytes: no tree of
             // `Value`s built and dropped for each call.
-            return json_response(&Answer {
+            json_response(&Answer {
                 jsonrpc: "2.0",
                 id: &id,
                 result: Complete {
                     result: tool_result(result),
                     result_type: "complete",
                 },
-            });
+            })
         }
+        // As it came (rmcp's own serialisation, an input-required result
+        // included), straight into the answer's bytes.
         Ok(Ok(CallResult::Upstream(answer))) => match upstream_result(answer) {
-            Some(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
-            None => return internal(id),
+            Some(result) => json_response(&Answer {
+                jsonrpc: "2.0",
+                id: &id,
+                result,
+            }),
+            None => internal(id),
         },
         Ok(Err(error)) => {
             let error = call_error(error, false);
@@ -235,14 +241,13 @@ pub(super) async fn answer(
                 error,
             });
             *response.status_mut() = status;
-            return response;
+            response
         }
         Err(join) => {
             tracing::error!(error = %join, "a tool call's task failed");
-            return internal(id);
+            internal(id)
         }
-    };
-    json_response(&body)
+    }
 }
 
 /// The HTTP status the SDK gives a 2026-07-28 request's JSON-RPC error
@@ -258,15 +263,14 @@ fn error_status(code: ErrorCode) -> StatusCode {
 }
 
 /// An upstream's answer as the SDK puts it on the wire for a 2026-07-28
-/// caller: the result as it came (rmcp's own serialisation), an
-/// input-required result included.
-fn upstream_result(answer: CallToolResponse) -> Option<Value> {
+/// caller: the result as it came, an input-required result included.
+fn upstream_result(answer: CallToolResponse) -> Option<ServerResult> {
     // The gateway refuses a task result from an upstream (the caller never
     // declared the tasks extension), so none arrives here.
     if matches!(answer, CallToolResponse::Task(_)) {
         return None;
     }
-    serde_json::to_value(ServerResult::from(answer)).ok()
+    Some(ServerResult::from(answer))
 }
 
 /// A JSON-RPC answer with a result.
