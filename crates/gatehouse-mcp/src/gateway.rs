@@ -1478,6 +1478,12 @@ impl Gateway {
             .read_only(caller, &policy, &target, &args, decision, started, fetch)
             .await?;
         let suggested = result.completion.values.len();
+        if target.kind == Kind::Resource && policy.has_entries_within(&name) {
+            // Entries within the template may keep some of the names it
+            // completes from this caller: none is passed on.
+            result.completion.values.clear();
+            result.completion.has_more = None;
+        }
         result.completion.values.retain(|value| {
             let mut one = Map::new();
             one.insert(completed.clone(), Value::String(value.clone()));

@@ -38,14 +38,18 @@ pub const DEVICE_AUTHORIZATIONS_PER_MINUTE: u32 = 30;
 /// for many clients behind one address polling and refreshing.
 pub const TOKEN_REQUESTS_PER_MINUTE: u32 = 600;
 
-/// Revocations of a live token per client and person (the token's subject)
-/// per minute. Each one moves the credential generation, which empties
-/// every instance's credential and pin caches: a client minting and
-/// revoking tokens in a loop would keep every instance re-reading its store
-/// and re-listing its upstreams. Counted per person as well as per client,
-/// so that one user of an application every user shares (a metadata
-/// document client) cannot spend everyone's revocations.
+/// Revocations of a live token per person (the token's subject, whatever
+/// the client) per minute. Each one moves the credential generation, which
+/// empties every instance's credential and pin caches: a client minting
+/// and revoking tokens in a loop would keep every instance re-reading its
+/// store and re-listing its upstreams. Counted per person rather than per
+/// client, so that one user of an application every user shares (a
+/// metadata document client) cannot spend the others' revocations, nor
+/// get more by registering clients of their own.
 pub const REVOCATIONS_PER_CLIENT_PER_MINUTE: u32 = 30;
+/// Revocations of live tokens per source address and minute, whoever
+/// they are for.
+pub const REVOCATIONS_PER_SOURCE_PER_MINUTE: u32 = 120;
 /// New Client ID Metadata Document URLs one source address may introduce
 /// per hour (each is fetched, and stored when acceptable).
 pub const NEW_METADATA_CLIENTS_PER_HOUR: u32 = 10;
@@ -287,9 +291,10 @@ pub struct AuthorizationServer {
     /// Requests to `/oauth/token` and `/oauth/revoke` per source address:
     /// each writes an audit record.
     pub(crate) token_requests: RateLimiter,
-    /// Revocations of live tokens per client and person
+    /// Revocations of live tokens per person and per source
     /// ([`REVOCATIONS_PER_CLIENT_PER_MINUTE`]).
     revocations: RateLimiter,
+    revocations_per_source: RateLimiter,
     /// Document URLs a source may introduce as new metadata-document
     /// clients (each is fetched and stored).
     pub(crate) new_metadata_clients: RateLimiter,
@@ -465,6 +470,11 @@ impl AuthorizationServer {
             ),
             token_requests: RateLimiter::per_source(TOKEN_REQUESTS_PER_MINUTE, 60_000, 10_000),
             revocations: RateLimiter::new(REVOCATIONS_PER_CLIENT_PER_MINUTE, 60_000, 10_000),
+            revocations_per_source: RateLimiter::per_source(
+                REVOCATIONS_PER_SOURCE_PER_MINUTE,
+                60_000,
+                10_000,
+            ),
             new_metadata_clients: RateLimiter::per_source(
                 NEW_METADATA_CLIENTS_PER_HOUR,
                 3_600_000,
@@ -1139,8 +1149,11 @@ impl AuthorizationServer {
         source: &str,
         now: Timestamp,
     ) -> Result<(), OAuthError> {
-        let key = format!("{client_id}\u{1f}{person}");
-        let Err(wait_ms) = self.revocations.attempt(&key, now) else {
+        let counted = self
+            .revocations_per_source
+            .attempt(source, now)
+            .and_then(|()| self.revocations.attempt(person, now));
+        let Err(wait_ms) = counted else {
             return Ok(());
         };
         let event = EventBuilder::new(AuditKind::Authentication, Outcome::Failure, now)
@@ -1150,8 +1163,9 @@ impl AuthorizationServer {
             .reason("rate_limited")
             .tool("oauth/revoke")
             .error(format!(
-                "more than {REVOCATIONS_PER_CLIENT_PER_MINUTE} revocations a minute of this \
-                 client's tokens for one person; not revoked"
+                "more than {REVOCATIONS_PER_CLIENT_PER_MINUTE} revocations a minute of one \
+                 person's tokens, or {REVOCATIONS_PER_SOURCE_PER_MINUTE} from one address; \
+                 not revoked"
             ))
             .build();
         self.record_refusal(event, now).await?;

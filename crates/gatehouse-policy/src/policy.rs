@@ -357,6 +357,18 @@ impl Policy {
         Ok(())
     }
 
+    /// Whether some `[resources.*]` entry other than `template`'s own may
+    /// govern URIs `template` names: an entry whose URI or template begins
+    /// with the template's literal start. Completing a variable of such a
+    /// template could then suggest names those entries keep from the
+    /// caller, so its suggestions are not passed on.
+    pub fn has_entries_within(&self, template: &str) -> bool {
+        let start = template.split('{').next().unwrap_or_default();
+        self.resources
+            .keys()
+            .any(|entry| entry != template && entry.starts_with(start))
+    }
+
     /// Every rule of the policy with the name of what it covers: tools,
     /// prompts, resources, and the upstream sections (under their name).
     fn all_rules(&self) -> impl Iterator<Item = (Kind, &str, &ToolRule)> {

@@ -20,10 +20,19 @@ pub(crate) fn is_canonical(uri: &str) -> bool {
     !uri.chars().any(char::is_control) && !uri.to_ascii_lowercase().contains("%00")
 }
 
-/// Where the path of a URI is: after `scheme:` and a `//authority`, up to
-/// its query or fragment. Text without a scheme is all path.
-fn path_range(uri: &str) -> (usize, usize) {
-    let mut start = match uri.split_once(':') {
+/// Where a URI's authority and path are: after `scheme:`, up to its query
+/// or fragment. Text without a scheme is all path.
+fn hier_range(uri: &str) -> (usize, usize) {
+    let start = scheme_len(uri);
+    let end = uri[start..]
+        .find(['?', '#'])
+        .map_or(uri.len(), |end| start + end);
+    (start, end)
+}
+
+/// The length of `scheme:` at the start of `uri` (0 without one).
+fn scheme_len(uri: &str) -> usize {
+    match uri.split_once(':') {
         Some((scheme, _))
             if scheme.starts_with(|c: char| c.is_ascii_alphabetic())
                 && scheme
@@ -33,7 +42,13 @@ fn path_range(uri: &str) -> (usize, usize) {
             scheme.len() + 1
         }
         _ => 0,
-    };
+    }
+}
+
+/// Where the path of a URI is: after `scheme:` and a `//authority`, up to
+/// its query or fragment. Text without a scheme is all path.
+fn path_range(uri: &str) -> (usize, usize) {
+    let mut start = scheme_len(uri);
     if uri[start..].starts_with("//") {
         let authority = start + 2;
         start = uri[authority..]
@@ -46,19 +61,25 @@ fn path_range(uri: &str) -> (usize, usize) {
     (start, end)
 }
 
-/// `uri` with its path replaced by `change(path)`, if that changes it.
-fn with_path(uri: &str, change: impl Fn(&str) -> String) -> Option<String> {
-    let (start, end) = path_range(uri);
+/// `uri` with the text in `range` replaced by `change(text)`, if that
+/// changes it.
+fn with_part(
+    uri: &str,
+    (start, end): (usize, usize),
+    change: impl Fn(&str) -> String,
+) -> Option<String> {
     let path = &uri[start..end];
     let changed = change(path);
     (changed != path).then(|| format!("{}{changed}{}", &uri[..start], &uri[end..]))
 }
 
-/// The path with escaped slashes and backslashes, and backslashes, read as
-/// separators: decoders (`unquote`, `decodeURIComponent`) turn `hr%2Fx`
-/// into `hr/x`, and Windows and WHATWG parsers read `\` as `/`.
+/// The authority and path with escaped slashes and backslashes, and
+/// backslashes, read as separators: decoders (`unquote`,
+/// `decodeURIComponent`) turn `hr%2Fx` into `hr/x` (and a template
+/// `file://{path}` hands its server `%2Fsrv%2Fhr` to decode), and Windows
+/// and WHATWG parsers read `\` as `/`.
 fn with_separators_decoded(uri: &str) -> Option<String> {
-    with_path(uri, |path| {
+    with_part(uri, hier_range(uri), |path| {
         let mut out = String::with_capacity(path.len());
         let mut rest = path;
         while let Some(c) = rest.chars().next() {
@@ -79,7 +100,7 @@ fn with_separators_decoded(uri: &str) -> Option<String> {
 /// file system opens it: `/srv//hr/./x` and `/srv/public/../hr/x` are
 /// `/srv/hr/x`.
 fn with_segments_resolved(uri: &str) -> Option<String> {
-    with_path(uri, |path| {
+    with_part(uri, path_range(uri), |path| {
         let absolute = path.starts_with('/');
         let folder = path.len() > 1 && path.ends_with('/');
         let mut kept: Vec<&str> = Vec::new();
@@ -261,6 +282,9 @@ mod tests {
             "file:///srv/hr\\salaries.csv",
             "file:///srv/hr%5Csalaries.csv",
             "file:///srv/hr/salaries.csv?x=1",
+            // Escaped in the authority, as a template `file://{path}`
+            // expands it.
+            "file://%2Fsrv%2Fhr%2Fsalaries.csv",
         ] {
             assert!(
                 has(uri, "file:///srv/hr/salaries.csv"),
@@ -274,6 +298,7 @@ mod tests {
             readings("crm://contacts/ceo?x=a//b%2Fc")[..2],
             ["crm://contacts/ceo?x=a//b%2Fc", "crm://contacts/ceo"]
         );
+        assert!(has("crm://contacts%2Fceo", "crm://contacts/ceo"));
         // Opaque paths and drive letters read as they are.
         assert_eq!(readings("urn:isbn:0451450523"), ["urn:isbn:0451450523"]);
         assert_eq!(readings("file:///C:/x"), ["file:///C:/x"]);

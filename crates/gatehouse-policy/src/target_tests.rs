@@ -545,3 +545,20 @@ fn a_policy_check_applies_the_upstream_rule_the_gateway_applies() {
         check.rule
     );
 }
+
+/// A completion of a resource template's variable could suggest names that
+/// narrower `[resources.*]` entries keep from the caller (the reader
+/// completing `path` from `hr/`): such a template's suggestions are not
+/// passed on.
+#[test]
+fn a_template_with_narrower_entries_within_it_is_told() {
+    let policy = Policy::from_toml(&format!(
+        "{POLICY}\n[resources.\"file:///srv/{{+path}}\"]\nscope = \"crm:read\"\nroles = [\"reader\"]\n\
+         [resources.\"file:///srv/hr/{{+rest}}\"]\nscope = \"crm:read\"\nroles = [\"admin\"]\n"
+    ))
+    .unwrap();
+    assert!(policy.has_entries_within("file:///srv/{+path}"));
+    assert!(policy.has_entries_within("file:///{+path}"));
+    assert!(!policy.has_entries_within("file:///srv/hr/{+rest}"));
+    assert!(!policy.has_entries_within("memo://{id}"));
+}

@@ -61,32 +61,70 @@ const TENANT_MARKER: &str = ".tenant";
 /// directory and read and write each other's files and outbox.
 async fn claim_tenant_dir(dir: &Path, tenant: &str) -> Result<(), ToolError> {
     let marker = dir.join(TENANT_MARKER);
-    match tokio::fs::read(&marker).await {
-        Ok(owner) => return owned_by(&owner, tenant, dir),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io_failure("read the tenant directory's owner", &e)),
+    if let Some(owner) = read_marker(&marker).await? {
+        return owned_by(&owner, tenant, dir);
     }
-    // Written whole under a name of its own, then linked into place: the
-    // link fails if another use claimed the directory meanwhile, and the
-    // marker is never seen half written (a crash or a full disk while
-    // writing leaves only the spare file).
+    // Written whole (and on disk) under a name of its own, then linked into
+    // place: the link fails if another use claimed the directory meanwhile,
+    // and the marker is never seen half written. Where the file system has
+    // no hard links, the marker is made in place (exclusively) instead.
     let spare = dir.join(format!("{TENANT_MARKER}.{}", uuid::Uuid::new_v4()));
-    let written = tokio::fs::write(&spare, tenant.as_bytes()).await;
-    let linked = match written {
+    let linked = match write_synced(&spare, tenant, false).await {
         Ok(()) => tokio::fs::hard_link(&spare, &marker).await,
         Err(e) => Err(e),
     };
     let _ = tokio::fs::remove_file(&spare).await;
-    match linked {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let owner = tokio::fs::read(&marker)
-                .await
-                .map_err(|e| io_failure("read the tenant directory's owner", &e))?;
-            owned_by(&owner, tenant, dir)
+    let claimed = match linked {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            write_synced(&marker, tenant, true).await
         }
+        other => other,
+    };
+    match claimed {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match read_marker(&marker).await? {
+            Some(owner) => owned_by(&owner, tenant, dir),
+            None => Err(ToolError::failed(
+                "could not read the tenant directory's owner",
+            )),
+        },
         Err(e) => Err(io_failure("claim the tenant directory", &e)),
     }
+}
+
+/// `text` written to `path` and synced; `exclusive`: only if `path` does
+/// not exist yet.
+async fn write_synced(path: &Path, text: &str, exclusive: bool) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true);
+    if exclusive {
+        options.create_new(true);
+    } else {
+        options.create(true).truncate(true);
+    }
+    let mut file = options.open(path).await?;
+    file.write_all(text.as_bytes()).await?;
+    file.sync_all().await
+}
+
+/// The marker's contents; `None` when there is none. An empty marker is
+/// one being written by another use (where it is made in place), or one a
+/// crash cut short: read again for a moment, then taken as absent so the
+/// directory can be claimed.
+async fn read_marker(marker: &Path) -> Result<Option<Vec<u8>>, ToolError> {
+    for _ in 0..20 {
+        match tokio::fs::read(marker).await {
+            Ok(owner) if owner.is_empty() => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Ok(owner) => return Ok(Some(owner)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_failure("read the tenant directory's owner", &e)),
+        }
+    }
+    let _ = tokio::fs::remove_file(marker).await;
+    Ok(None)
 }
 
 /// Whether the marker's contents name `tenant`.

@@ -213,13 +213,12 @@ pub(super) async fn answer(
         Ok(Ok(CallResult::Builtin(result))) => {
             // Serialized straight into the answer's bytes: no tree of
             // `Value`s built and dropped for each call.
+            // `tool_result` says `resultType: "complete"` itself (a second
+            // one, from a wrapper, made a key appear twice).
             json_response(&Answer {
                 jsonrpc: "2.0",
                 id: &id,
-                result: Complete {
-                    result: tool_result(result),
-                    result_type: "complete",
-                },
+                result: tool_result(result),
             })
         }
         // As it came (rmcp's own serialisation, an input-required result
@@ -289,15 +288,6 @@ pub(super) struct Failure<'a> {
     pub error: ErrorData,
 }
 
-/// A 2026-07-28 tool result: the result's fields and its `resultType`.
-#[derive(Serialize)]
-struct Complete<R: Serialize> {
-    #[serde(flatten)]
-    result: R,
-    #[serde(rename = "resultType")]
-    result_type: &'static str,
-}
-
 pub(super) fn json_response(body: &impl Serialize) -> Response {
     // Straight into bytes (`to_string` goes through `fmt::Write`, piece by
     // piece); what is answered here always serializes.
@@ -320,6 +310,25 @@ fn internal(id: Value) -> Response {
 
 #[cfg(test)]
 mod tests {
+    /// `resultType` was written twice (once by the result, once by a
+    /// wrapper): a JSON object with a key twice.
+    #[test]
+    fn a_built_in_tools_answer_names_each_key_once() {
+        let result = crate::sdk::tool_result(Ok(gatehouse_tools::ToolOutput {
+            text: "hi".into(),
+            structured: None,
+        }));
+        let bytes = serde_json::to_vec(&super::Answer {
+            jsonrpc: "2.0",
+            id: &serde_json::json!(1),
+            result,
+        })
+        .unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert_eq!(text.matches("\"resultType\"").count(), 1, "{text}");
+        assert!(text.contains("\"resultType\":\"complete\""), "{text}");
+    }
+
     #[test]
     fn a_header_named_twice_is_not_read() {
         let request = axum::http::Request::builder()

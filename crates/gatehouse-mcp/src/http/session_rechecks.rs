@@ -31,6 +31,10 @@ use super::router::AppState;
 use crate::Caller;
 use crate::stream_credential::{could_not_check, same_authority};
 
+/// How long a lapsed session's record may take before the session is ended
+/// all the same.
+const RECORD_BEFORE_CLOSE: Duration = Duration::from_secs(2);
+
 /// How often the credential generation is looked at.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// How often sessions are checked while checks cannot be made, or the
@@ -130,14 +134,20 @@ async fn check_sessions(state: &AppState, shutdown: &CancellationToken) -> bool 
             continue;
         }
         // Recorded before its stream ends: whoever sees the stream end
-        // finds the reason on record.
+        // finds the reason on record. A stalled audit log does not keep
+        // the stream open: the session is ended after a moment anyway (the
+        // record is still written when the log takes it).
         let caller = Caller {
             principal: presented.principal,
             session: Some(session.clone()),
             source: None,
             request_id: None,
         };
-        state.gateway.record_stream_lapsed(&caller, lapse).await;
+        let gateway = Arc::clone(&state.gateway);
+        let record = tokio::spawn(async move {
+            gateway.record_stream_lapsed(&caller, lapse).await;
+        });
+        let _ = tokio::time::timeout(RECORD_BEFORE_CLOSE, record).await;
         state.sdk_sessions.close(&session).await;
     }
     decided
