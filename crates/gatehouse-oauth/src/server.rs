@@ -46,7 +46,7 @@ pub const TOKEN_REQUESTS_PER_MINUTE: u32 = 600;
 /// client, so that one user of an application every user shares (a
 /// metadata document client) cannot spend the others' revocations, nor
 /// get more by registering clients of their own.
-pub const REVOCATIONS_PER_CLIENT_PER_MINUTE: u32 = 30;
+pub const REVOCATIONS_PER_PERSON_PER_MINUTE: u32 = 30;
 /// Revocations of live tokens per source address and minute, whoever
 /// they are for.
 pub const REVOCATIONS_PER_SOURCE_PER_MINUTE: u32 = 120;
@@ -292,7 +292,7 @@ pub struct AuthorizationServer {
     /// each writes an audit record.
     pub(crate) token_requests: RateLimiter,
     /// Revocations of live tokens per person and per source
-    /// ([`REVOCATIONS_PER_CLIENT_PER_MINUTE`]).
+    /// ([`REVOCATIONS_PER_PERSON_PER_MINUTE`]).
     revocations: RateLimiter,
     revocations_per_source: RateLimiter,
     /// Document URLs a source may introduce as new metadata-document
@@ -469,7 +469,7 @@ impl AuthorizationServer {
                 10_000,
             ),
             token_requests: RateLimiter::per_source(TOKEN_REQUESTS_PER_MINUTE, 60_000, 10_000),
-            revocations: RateLimiter::new(REVOCATIONS_PER_CLIENT_PER_MINUTE, 60_000, 10_000),
+            revocations: RateLimiter::new(REVOCATIONS_PER_PERSON_PER_MINUTE, 60_000, 10_000),
             revocations_per_source: RateLimiter::per_source(
                 REVOCATIONS_PER_SOURCE_PER_MINUTE,
                 60_000,
@@ -1163,7 +1163,7 @@ impl AuthorizationServer {
             .reason("rate_limited")
             .tool("oauth/revoke")
             .error(format!(
-                "more than {REVOCATIONS_PER_CLIENT_PER_MINUTE} revocations a minute of one \
+                "more than {REVOCATIONS_PER_PERSON_PER_MINUTE} revocations a minute of one \
                  person's tokens, or {REVOCATIONS_PER_SOURCE_PER_MINUTE} from one address; \
                  not revoked"
             ))

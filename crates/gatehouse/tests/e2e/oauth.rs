@@ -410,12 +410,12 @@ async fn revoked_tokens_stop_at_once_and_introspection_tells_the_state() {
 async fn a_client_revoking_tokens_in_a_loop_is_held_back() {
     let server = Server::start(None);
     let (id, secret) = create_client(&server, "reader", &[]);
-    let per_client = gatehouse_oauth::REVOCATIONS_PER_CLIENT_PER_MINUTE as usize;
+    let per_person = gatehouse_oauth::REVOCATIONS_PER_PERSON_PER_MINUTE as usize;
     let mut tokens = Vec::new();
-    for _ in 0..=per_client {
+    for _ in 0..=per_person {
         tokens.push(client_token(&server, &id, &secret).await);
     }
-    for token in &tokens[..per_client] {
+    for token in &tokens[..per_person] {
         let (status, _) = form_post(
             &server,
             "/oauth/revoke",
@@ -425,7 +425,7 @@ async fn a_client_revoking_tokens_in_a_loop_is_held_back() {
         .await;
         assert_eq!(status, 200);
     }
-    let last = &tokens[per_client];
+    let last = &tokens[per_person];
     let (status, body) =
         form_post(&server, "/oauth/revoke", &[("token", last)], (&id, &secret)).await;
     assert_eq!(
@@ -438,7 +438,7 @@ async fn a_client_revoking_tokens_in_a_loop_is_held_back() {
     assert_eq!(server.tool_names(last).await.len(), 3);
     let records = server.audit(&["--tool", "oauth/revoke"]);
     let revoked = records.iter().filter(|r| r["decision"] == "revoke").count();
-    assert_eq!(revoked, per_client, "{records:?}");
+    assert_eq!(revoked, per_person, "{records:?}");
     let refused: Vec<_> = records
         .iter()
         .filter(|r| r["reason"] == "rate_limited")
