@@ -383,10 +383,19 @@ impl ToolPins {
     }
 
     /// Forgets when the connection serving `tenant` was last reviewed (its
-    /// upstream said its tools changed).
+    /// upstream said its tools changed); `None`: every connection of the
+    /// upstream (a change of the shared one, or changes missed whole).
     pub fn forget_review(&self, upstream: &Upstream, tenant: Option<&str>) {
-        let key = (upstream.name().to_string(), connection(upstream, tenant));
-        self.lock().reviewed.remove(&key);
+        let name = upstream.name();
+        let mut cache = self.lock();
+        match tenant {
+            Some(_) => {
+                cache
+                    .reviewed
+                    .remove(&(name.to_string(), connection(upstream, tenant)));
+            }
+            None => cache.reviewed.retain(|(upstream, _), _| upstream != name),
+        }
     }
 
     /// Whether the connection serving `tenant` had a listing reviewed in
@@ -704,6 +713,31 @@ mod tests {
 
     fn names(tools: &[Tool]) -> Vec<String> {
         tools.iter().map(|t| t.name.to_string()).collect()
+    }
+
+    /// A name the last listing did not show is not worth listing again at
+    /// once, until the upstream says its tools changed.
+    #[tokio::test]
+    async fn a_connection_reviewed_a_moment_ago_is_not_listed_again_until_it_changes() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let clock = Arc::new(FixedClock::new(Timestamp(1_000)));
+        let (pins, _writer) = pins_at(Arc::clone(&store), Arc::clone(&clock)).await;
+        let files = upstream(PinMode::Block);
+        assert!(!pins.recently_reviewed(&files, None));
+        let listed = vec![tool("Reads.", serde_json::json!({"type": "object"}))];
+        pins.review(&files, &pins.listing(&files, None), listed)
+            .await
+            .unwrap();
+        assert!(pins.recently_reviewed(&files, None));
+        pins.forget_review(&files, None);
+        assert!(!pins.recently_reviewed(&files, None));
+        // And by itself, 5 s after the listing.
+        pins.review(&files, &pins.listing(&files, None), vec![])
+            .await
+            .unwrap();
+        assert!(pins.recently_reviewed(&files, None));
+        clock.advance_millis(RELIST_AFTER_MS);
+        assert!(!pins.recently_reviewed(&files, None));
     }
 
     #[tokio::test]
