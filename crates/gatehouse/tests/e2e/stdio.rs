@@ -73,7 +73,22 @@ fn spawn_with_key(server: &Server, key: &str, stderr: Stdio) -> std::process::Ch
 /// A `gatehouse stdio` child with `key`, initialized (its stdin kept open:
 /// dropping it would end the connection).
 fn initialized(server: &Server, key: &str) -> (std::process::Child, std::process::ChildStdin) {
-    let mut child = spawn_with_key(server, key, Stdio::piped());
+    let (child, stdin, _) = initialized_with(server, key, Stdio::piped());
+    (child, stdin)
+}
+
+/// [`initialized`], its stderr as given, and its stdout kept for reading
+/// later answers.
+fn initialized_with(
+    server: &Server,
+    key: &str,
+    stderr: Stdio,
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    BufReader<std::process::ChildStdout>,
+) {
+    let mut child = spawn_with_key(server, key, stderr);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     for m in handshake() {
@@ -82,7 +97,7 @@ fn initialized(server: &Server, key: &str) -> (std::process::Child, std::process
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert!(line.contains("\"result\""), "{line}");
-    (child, stdin)
+    (child, stdin, stdout)
 }
 
 /// Waits up to `tenths` tenths of a second for `child` to end with a
@@ -166,15 +181,7 @@ async fn stdio_lists_calls_and_denies_under_the_same_policy() {
 async fn a_stdio_message_past_the_body_cap_is_dropped_unread() {
     let server = Server::start(None);
     let (id, key) = server.create_key("local", "reader", &[]);
-    let mut child = spawn_with_key(&server, &key, Stdio::null());
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    for m in handshake() {
-        writeln!(stdin, "{m}").unwrap();
-    }
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert!(line.contains("\"result\""), "{line}");
+    let (mut child, mut stdin, mut stdout) = initialized_with(&server, &key, Stdio::null());
     let padding = "x".repeat(2 * 1024 * 1024);
     let big = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
         "params": {"name": "whoami", "arguments": {"padding": padding}}});
@@ -186,7 +193,7 @@ async fn a_stdio_message_past_the_body_cap_is_dropped_unread() {
     )
     .unwrap();
     stdin.flush().unwrap();
-    line.clear();
+    let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     let answer: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(answer["id"], 2, "{answer}");

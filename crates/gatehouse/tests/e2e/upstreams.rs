@@ -1207,26 +1207,7 @@ async fn a_burst_of_reads_lists_the_upstreams_resources_a_few_times_not_once_per
     );
     let (_, analyst) = server.create_key("analyst", "analyst", &[]);
     resources_when_ready(&server, &analyst).await;
-    // The upstream says on stderr each time it lists (Gatehouse logs it).
-    let listed = || {
-        std::fs::read_to_string(server.stderr_path())
-            .unwrap_or_default()
-            .matches("upstream listed its resources")
-            .count()
-    };
-    let settled = || async {
-        // The child's stderr reaches the log a moment after its answer.
-        let mut count = listed();
-        for _ in 0..25 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = listed();
-            if now == count {
-                break;
-            }
-            count = now;
-        }
-        count
-    };
+    let settled = || said_settled(&server, "upstream listed its resources");
     let before = settled().await;
     let reads = 20;
     for _ in 0..reads {
@@ -1246,6 +1227,28 @@ async fn a_burst_of_reads_lists_the_upstreams_resources_a_few_times_not_once_per
     );
 }
 
+/// How many times the upstream has said `line` on stderr (Gatehouse logs
+/// it), once the count stops moving: the child's stderr reaches the log a
+/// moment after its answer.
+async fn said_settled(server: &Server, line: &str) -> usize {
+    let said = || {
+        std::fs::read_to_string(server.stderr_path())
+            .unwrap_or_default()
+            .matches(line)
+            .count()
+    };
+    let mut count = said();
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = said();
+        if now == count {
+            break;
+        }
+        count = now;
+    }
+    count
+}
+
 /// A call of a name the section covers but the upstream does not list
 /// (`py__nope1`, `py__nope2`, …) listed the whole upstream each time, to
 /// check its pin, before any rate limit: a caller could keep the upstream
@@ -1260,24 +1263,7 @@ async fn calls_of_names_the_upstream_does_not_list_do_not_make_it_list_each_time
     );
     let (_, analyst) = server.create_key("analyst", "analyst", &[]);
     tools_when_ready(&server, &analyst, "py__echo").await;
-    let listed = || {
-        std::fs::read_to_string(server.stderr_path())
-            .unwrap_or_default()
-            .matches("upstream listed its tools")
-            .count()
-    };
-    let settled = || async {
-        let mut count = listed();
-        for _ in 0..25 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = listed();
-            if now == count {
-                break;
-            }
-            count = now;
-        }
-        count
-    };
+    let settled = || said_settled(&server, "upstream listed its tools");
     let before = settled().await;
     let calls = 30;
     let mut reasons = Vec::new();
