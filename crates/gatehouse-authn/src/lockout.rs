@@ -1,5 +1,12 @@
-//! Lockout after repeated authentication failures, per credential (API key
-//! id) and per source address, with exponential backoff.
+//! Lockout after repeated authentication failures, per API key id from one
+//! source address and per source address, with exponential backoff.
+//!
+//! A key is locked only for the source that guessed at it. Its secret has
+//! 256 bits, so no number of guesses finds it, and a lock for every source
+//! would protect nothing while letting anyone who knows the key's public id
+//! (it appears in task tokens, identity assertions and audit records) keep
+//! the key's own agent locked out. The source lock bounds what one address
+//! may try across keys.
 //!
 //! Counts and locks live in the store, so every instance sharing it sees
 //! them. Reading the store on every request would cost a query per request,
@@ -28,7 +35,8 @@ const MAX_STALE_MS: i64 = 10_000;
 pub struct LockoutPolicy {
     /// Failures count toward a lock within this window (from the first).
     pub window_ms: i64,
-    /// Failures of one API key id that lock it. 0 switches the lock off.
+    /// Failures of one API key id from one source that lock the key for
+    /// that source. 0 switches the lock off.
     pub key_threshold: u32,
     /// Failures from one source address that lock it. Higher than the key
     /// threshold: several clients may share an address. 0 switches it off.
@@ -68,7 +76,7 @@ impl LockoutPolicy {
 
     fn threshold(&self, subject: &LockSubject) -> u32 {
         match subject {
-            LockSubject::Key(_) => self.key_threshold,
+            LockSubject::Key { .. } => self.key_threshold,
             LockSubject::Source(_) => self.source_threshold,
         }
     }
@@ -77,8 +85,9 @@ impl LockoutPolicy {
 /// What failures are counted for and what gets locked.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LockSubject {
-    /// The public id of an API key.
-    Key(String),
+    /// The public id of an API key, as presented from one source (see
+    /// `source`), or from none (stdio).
+    Key { id: String, source: Option<String> },
     /// A source address: an IPv4 address, or an IPv6 /64 network.
     Source(String),
 }
@@ -93,10 +102,20 @@ impl LockSubject {
         gatehouse_core::source_network(address).map(LockSubject::Source)
     }
 
-    /// Reads the store's form back (`key:<id>`, `source:<address>`).
+    /// Reads the store's form back (`key:<id>`, `key:<id>@<address>`,
+    /// `source:<address>`).
     pub fn parse(stored: &str) -> Option<LockSubject> {
-        if let Some(id) = stored.strip_prefix("key:") {
-            return Some(LockSubject::Key(id.to_string()));
+        if let Some(key) = stored.strip_prefix("key:") {
+            return Some(match key.split_once('@') {
+                Some((id, source)) => LockSubject::Key {
+                    id: id.to_string(),
+                    source: Some(source.to_string()),
+                },
+                None => LockSubject::Key {
+                    id: key.to_string(),
+                    source: None,
+                },
+            });
         }
         stored
             .strip_prefix("source:")
@@ -106,7 +125,7 @@ impl LockSubject {
     /// The audit reason when this subject gets locked.
     pub fn lock_reason(&self) -> &'static str {
         match self {
-            LockSubject::Key(_) => "credential_locked",
+            LockSubject::Key { .. } => "credential_locked",
             LockSubject::Source(_) => "source_locked",
         }
     }
@@ -116,7 +135,11 @@ impl LockSubject {
 impl fmt::Display for LockSubject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LockSubject::Key(id) => write!(f, "key:{id}"),
+            LockSubject::Key { id, source: None } => write!(f, "key:{id}"),
+            LockSubject::Key {
+                id,
+                source: Some(source),
+            } => write!(f, "key:{id}@{source}"),
             LockSubject::Source(source) => write!(f, "source:{source}"),
         }
     }
@@ -172,14 +195,18 @@ fn unavailable(error: StoreError) -> AuthnError {
 }
 
 /// The subjects a request counts for: its source address, when it is one,
-/// and the API key id it presented, if any.
+/// and the API key id it presented, if any, from that source.
 fn subjects(source: Option<&str>, key_id: Option<&str>) -> Vec<LockSubject> {
+    let source = source.and_then(gatehouse_core::source_network);
     let mut subjects = Vec::with_capacity(2);
     if let Some(id) = key_id {
-        subjects.push(LockSubject::Key(id.to_string()));
+        subjects.push(LockSubject::Key {
+            id: id.to_string(),
+            source: source.clone(),
+        });
     }
-    if let Some(source) = source.and_then(LockSubject::source) {
-        subjects.push(source);
+    if let Some(source) = source {
+        subjects.push(LockSubject::Source(source));
     }
     subjects
 }

@@ -203,17 +203,21 @@ fn source_addresses_are_normalised() {
 
 #[test]
 fn subjects_round_trip_through_the_store_form() {
+    let key = |source: Option<&str>| LockSubject::Key {
+        id: KEY.into(),
+        source: source.map(str::to_string),
+    };
     for subject in [
-        LockSubject::Key(KEY.into()),
+        key(None),
+        key(Some(SOURCE)),
+        key(Some("2001:db8::/64")),
         LockSubject::Source("2001:db8::/64".into()),
     ] {
         assert_eq!(LockSubject::parse(&subject.to_string()), Some(subject));
     }
+    assert_eq!(key(Some(SOURCE)).to_string(), format!("key:{KEY}@{SOURCE}"));
     assert_eq!(LockSubject::parse("user:alice"), None);
-    assert_eq!(
-        LockSubject::Key(KEY.into()).lock_reason(),
-        "credential_locked"
-    );
+    assert_eq!(key(None).lock_reason(), "credential_locked");
     assert_eq!(
         LockSubject::Source(SOURCE.into()).lock_reason(),
         "source_locked"
@@ -245,7 +249,7 @@ fn only_guessing_counts_toward_a_lockout() {
 }
 
 #[tokio::test]
-async fn five_failures_lock_the_key_for_every_source() {
+async fn five_failures_lock_the_key_for_that_source_only() {
     let store = TestStore::new().await;
     let lockouts = lockouts(&store);
     let now = Timestamp(1_000_000);
@@ -258,11 +262,19 @@ async fn five_failures_lock_the_key_for_every_source() {
 
     let set = fail(&lockouts, 1, Some(SOURCE), Some(KEY), now).await;
     assert_eq!(set.len(), 1);
-    assert_eq!(set[0].subject, LockSubject::Key(KEY.into()));
+    assert_eq!(
+        set[0].subject,
+        LockSubject::Key {
+            id: KEY.into(),
+            source: Some(SOURCE.into())
+        }
+    );
     assert_eq!(set[0].failures, 5);
     assert_eq!(set[0].locked_until, now.plus_millis(30_000));
 
-    // Refused from any address; another key from the same address is not.
+    // Refused from that address; the key from another address (its own
+    // agent's, while someone who knows its id guesses), and another key
+    // from the same address, are not.
     assert_eq!(
         lockouts.check(Some(SOURCE), Some(KEY), now).await,
         locked(30)
@@ -271,8 +283,9 @@ async fn five_failures_lock_the_key_for_every_source() {
         lockouts
             .check(Some("198.51.100.1"), Some(KEY), now.plus_millis(100))
             .await,
-        locked(30)
+        Ok(())
     );
+    assert_eq!(lockouts.check(None, Some(KEY), now).await, Ok(()));
     assert_eq!(
         lockouts.check(Some(SOURCE), Some(OTHER_KEY), now).await,
         Ok(())
@@ -280,15 +293,36 @@ async fn five_failures_lock_the_key_for_every_source() {
     // Retry-After is rounded up to whole seconds.
     assert_eq!(
         lockouts
-            .check(None, Some(KEY), now.plus_millis(29_001))
+            .check(Some(SOURCE), Some(KEY), now.plus_millis(29_001))
             .await,
         locked(1)
     );
     // The lock ends on its own.
     assert_eq!(
         lockouts
-            .check(None, Some(KEY), now.plus_millis(30_000))
+            .check(Some(SOURCE), Some(KEY), now.plus_millis(30_000))
             .await,
+        Ok(())
+    );
+}
+
+#[tokio::test]
+async fn failures_from_many_sources_do_not_lock_a_key_for_another() {
+    let store = TestStore::new().await;
+    let lockouts = lockouts(&store);
+    let now = Timestamp(0);
+    // Four failures from each of fifty addresses: two hundred guesses at
+    // one key id, none of them locking anything.
+    for host in 1..=50 {
+        let source = format!("203.0.113.{host}");
+        assert!(
+            fail(&lockouts, 4, Some(&source), Some(KEY), now)
+                .await
+                .is_empty()
+        );
+    }
+    assert_eq!(
+        lockouts.check(Some("198.51.100.1"), Some(KEY), now).await,
         Ok(())
     );
 }
@@ -387,7 +421,13 @@ async fn locks_set_and_cleared_elsewhere_are_seen_after_a_second() {
     assert!(
         store
             .inner
-            .clear_auth_lock(&LockSubject::Key(KEY.into()).to_string())
+            .clear_auth_lock(
+                &LockSubject::Key {
+                    id: KEY.into(),
+                    source: None
+                }
+                .to_string()
+            )
             .await
             .unwrap()
     );

@@ -79,7 +79,7 @@ pub async fn authenticate(
     }
     for lock in &new_locks {
         metrics.lockout(match lock.subject {
-            LockSubject::Key(_) => "credential",
+            LockSubject::Key { .. } => "credential",
             LockSubject::Source(_) => "source",
         });
     }
@@ -135,7 +135,7 @@ pub async fn authenticate(
             }
             for lock in &new_locks {
                 let credential = match &lock.subject {
-                    LockSubject::Key(id) => Some(id.clone()),
+                    LockSubject::Key { id, .. } => Some(id.clone()),
                     LockSubject::Source(_) => None,
                 };
                 let locked = event(Outcome::Failure)

@@ -30,6 +30,7 @@ use crate::identity::{IDENTITY_META, IdentityClaims, IdentitySigner, IdentitySlo
 use crate::incidents::Incidents;
 use crate::refusal::Refusal;
 use crate::resource_routes::{self, ResourceRoutes};
+use crate::stream_credential::LapsedStream;
 use crate::tool_pins::{PinError, PinVerdict, ToolPins};
 
 /// A tool as `tools/list` shows it to one principal.
@@ -688,11 +689,10 @@ impl Gateway {
         .await
     }
 
-    /// Records that a long-lived stream (a listen stream, or a session and
-    /// its stream) was ended because the credential it was opened with no
-    /// longer holds (`lapse`).
+    /// Records that a long-lived stream (`what`) was ended because the
+    /// credential it was opened with no longer holds (`lapse`).
     /// A record that cannot be written is logged: the stream ends anyway.
-    pub async fn record_stream_lapsed(&self, caller: &Caller, lapse: &str) {
+    pub async fn record_stream_lapsed(&self, caller: &Caller, what: LapsedStream, lapse: &str) {
         let written = self
             .record(
                 EventBuilder::new(
@@ -708,13 +708,7 @@ impl Gateway {
                 .reason(gatehouse_alerts::CREDENTIAL_LAPSED)
                 .error(format!(
                     "{} was ended: the credential it was opened with no longer holds ({lapse})",
-                    if caller.session.is_some() {
-                        "a session"
-                    } else if caller.source.as_deref() == Some("stdio") {
-                        "the stdio connection"
-                    } else {
-                        "a subscriptions/listen stream"
-                    }
+                    what.described()
                 ))
                 .build(),
             )

@@ -15,7 +15,7 @@ use gatehouse_core::{Principal, TaskGrant};
 
 use crate::bound_grant::{self, GrantRefused};
 use crate::gate1::{self, Gate1Error, RequestOrigin};
-use crate::stream_credential::{could_not_check, same_authority};
+use crate::stream_credential::{LapsedStream, could_not_check, same_authority};
 use crate::{Caller, Gateway};
 
 /// How often the connection looks at the credential generation.
@@ -185,7 +185,7 @@ pub async fn serve_stdio(
             served.map_err(StdioError::Transport)
         }
         lapse = watcher.lapsed(&caller.principal) => {
-            gateway.record_stream_lapsed(&caller, lapse).await;
+            gateway.record_stream_lapsed(&caller, LapsedStream::Stdio, lapse).await;
             Err(StdioError::Lapsed(lapse))
         }
     }

@@ -23,6 +23,31 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// Why a stream's credential no longer holds: the audit reason.
 pub(crate) type Lapse = &'static str;
 
+/// Which long-lived stream a lapsed credential ended, for its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LapsedStream {
+    /// A 2025-11-25 session, ended whole.
+    Session,
+    /// A session's `GET` stream; the session stays, for requests that
+    /// bring a credential that holds.
+    SessionStream,
+    /// A 2026-07-28 `subscriptions/listen` stream.
+    ListenStream,
+    /// The stdio connection.
+    Stdio,
+}
+
+impl LapsedStream {
+    pub(crate) fn described(self) -> &'static str {
+        match self {
+            LapsedStream::Session => "a session",
+            LapsedStream::SessionStream => "a session's GET stream",
+            LapsedStream::ListenStream => "a subscriptions/listen stream",
+            LapsedStream::Stdio => "the stdio connection",
+        }
+    }
+}
+
 pub(crate) struct StreamCredential {
     authenticator: Arc<Authenticator>,
     clock: Arc<dyn Clock>,
@@ -45,12 +70,27 @@ impl StreamCredential {
             .ok()
             .flatten()?
             .to_string();
-        Some(StreamCredential {
+        Some(StreamCredential::new(
             authenticator,
             clock,
             credential,
             principal,
-        })
+        ))
+    }
+
+    /// `credential`, as gate 1 read it, for the principal it made of it.
+    pub(crate) fn new(
+        authenticator: Arc<Authenticator>,
+        clock: Arc<dyn Clock>,
+        credential: String,
+        principal: Arc<Principal>,
+    ) -> StreamCredential {
+        StreamCredential {
+            authenticator,
+            clock,
+            credential,
+            principal,
+        }
     }
 
     /// Returns once the credential no longer authenticates the principal

@@ -289,8 +289,9 @@ pub trait AuthorizationStore: Send + Sync {
     async fn user(&self, username: &str) -> StoreResult<Option<UserRecord>>;
     async fn list_users(&self) -> StoreResult<Vec<UserRecord>>;
     async fn count_users(&self) -> StoreResult<u64>;
-    /// Disables the user and ends their browser sessions and everything
-    /// they authorized (as `change_user_password` with `revoke_grants`).
+    /// Disables the user and ends their browser sessions, everything they
+    /// authorized (as `change_user_password` with `revoke_grants`) and the
+    /// API keys of their tenant that name them as owner.
     /// Returns false when the user does not exist or is already disabled.
     async fn disable_user(&self, username: &str, at: Timestamp) -> StoreResult<bool>;
     /// Lets a disabled user sign in again. What the disable revoked stays

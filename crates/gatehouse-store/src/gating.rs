@@ -250,6 +250,8 @@ pub trait GatingStore: Send + Sync {
     async fn lock_auth(&self, subject: &str, until: Timestamp) -> StoreResult<()>;
     /// Locks still in force at `now`.
     async fn auth_locks(&self, now: Timestamp) -> StoreResult<Vec<AuthLock>>;
-    /// Forgets failures and lock of the subject; false when there were none.
+    /// Forgets failures and lock of the subject and of its per-source forms
+    /// (`<subject>@<source>`: a key id's locks from each address); false
+    /// when there were none.
     async fn clear_auth_lock(&self, subject: &str) -> StoreResult<bool>;
 }

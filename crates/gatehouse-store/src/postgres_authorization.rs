@@ -237,6 +237,16 @@ impl AuthorizationStore for PostgresStore {
             .bind(username)
             .execute(&mut *tx)
             .await?;
+        // The API keys issued for them (`keys create --owner`) in their
+        // tenant: a key carries its owner as the human behind its calls.
+        sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE owner = $2 AND revoked_at IS NULL \
+             AND tenant = (SELECT tenant FROM users WHERE username = $2)",
+        )
+        .bind(at.0)
+        .bind(username)
+        .execute(&mut *tx)
+        .await?;
         self.commit_user_change(tx, username, true, at).await?;
         Ok(changed)
     }

@@ -337,10 +337,15 @@ impl GatingStore for SqliteStore {
     }
 
     async fn clear_auth_lock(&self, subject: &str) -> StoreResult<bool> {
-        let result = sqlx::query("DELETE FROM auth_failures WHERE subject = $1")
-            .bind(subject)
-            .execute(&self.pool)
-            .await?;
-        Ok(result.rows_affected() == 1)
+        // A prefix compared as text, not a LIKE pattern: a subject's `_` or
+        // `%` matches only itself.
+        let result = sqlx::query(
+            "DELETE FROM auth_failures WHERE subject = $1 \
+             OR substr(subject, 1, length($1) + 1) = $1 || '@'",
+        )
+        .bind(subject)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
     }
 }

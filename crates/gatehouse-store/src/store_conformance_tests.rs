@@ -73,6 +73,7 @@ macro_rules! conformance_tests {
             a_mismatching_binding_redeems_nothing,
             only_an_approved_unexpired_token_is_redeemed,
             auth_failures_count_within_a_window_lock_and_clear,
+            clearing_a_keys_lock_clears_it_from_every_source,
             purge_removes_gating_records_a_day_after_they_end,
             tool_pins_record_a_change_once_and_approve_only_what_was_reviewed,
             an_assertion_is_used_once_until_it_expires,
@@ -1510,10 +1511,44 @@ pub(crate) async fn disabling_a_user_ends_sessions_and_grants(store: TestStore) 
         .record_issued("g1", "jti-1", Timestamp(900_000), None)
         .await
         .unwrap();
+    // Keys naming alice as owner: hers in her tenant, another tenant's
+    // alice's, and one of hers already revoked.
+    let owned = |id: &str, tenant: &str, owner: &str| ApiKeyRecord {
+        tenant: tenant.into(),
+        owner: Some(owner.into()),
+        ..key(id)
+    };
+    store
+        .insert_api_key(&owned("kalice", "acme", "alice"))
+        .await
+        .unwrap();
+    store
+        .insert_api_key(&owned("kelse", "default", "alice"))
+        .await
+        .unwrap();
+    store
+        .insert_api_key(&owned("kbob", "acme", "bob"))
+        .await
+        .unwrap();
+    store
+        .insert_api_key(&ApiKeyRecord {
+            revoked_at: Some(Timestamp(50)),
+            ..owned("kold", "acme", "alice")
+        })
+        .await
+        .unwrap();
     let before = store.credential_generation();
     assert!(store.disable_user("alice", Timestamp(100)).await.unwrap());
     assert_ne!(store.credential_generation(), before);
     assert!(!store.disable_user("alice", Timestamp(101)).await.unwrap());
+    let revoked_at = |id: &'static str| {
+        let store = &store;
+        async move { store.api_key(id).await.unwrap().unwrap().revoked_at }
+    };
+    assert_eq!(revoked_at("kalice").await, Some(Timestamp(100)));
+    assert_eq!(revoked_at("kold").await, Some(Timestamp(50)));
+    assert_eq!(revoked_at("kelse").await, None);
+    assert_eq!(revoked_at("kbob").await, None);
     assert_eq!(
         store.browser_session("s1", Timestamp(200)).await.unwrap(),
         None
@@ -2960,6 +2995,39 @@ pub(crate) async fn auth_failures_count_within_a_window_lock_and_clear(store: Te
             .unwrap(),
         1
     );
+}
+
+pub(crate) async fn clearing_a_keys_lock_clears_it_from_every_source(store: TestStore) {
+    let window = 900_000;
+    for subject in [
+        "key:k_1@10.0.0.1",
+        "key:k_1@2001:db8::/64",
+        "key:k_1",
+        "key:kx1@10.0.0.1",
+        "key:k_10@10.0.0.1",
+        "source:10.0.0.1",
+    ] {
+        store
+            .record_auth_failure(subject, Timestamp(0), window)
+            .await
+            .unwrap();
+        store.lock_auth(subject, Timestamp(5_000)).await.unwrap();
+    }
+    assert!(store.clear_auth_lock("key:k_1").await.unwrap());
+    let mut left: Vec<String> = store
+        .auth_locks(Timestamp(0))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|lock| lock.subject)
+        .collect();
+    left.sort();
+    // `_` is no wildcard, and a longer id is another key.
+    assert_eq!(
+        left,
+        ["key:k_10@10.0.0.1", "key:kx1@10.0.0.1", "source:10.0.0.1"]
+    );
+    assert!(!store.clear_auth_lock("key:k_1").await.unwrap());
 }
 
 pub(crate) async fn purge_removes_gating_records_a_day_after_they_end(store: TestStore) {

@@ -296,8 +296,9 @@ pub enum KeysCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Clear the lock (and failure count) of a key or, with --source, of a
-    /// source address, after repeated authentication failures.
+    /// Clear the locks (and failure counts) of a key, from every source, or,
+    /// with --source, of a source address, after repeated authentication
+    /// failures.
     Unlock {
         /// The key id.
         #[arg(required_unless_present = "source", conflicts_with = "source")]

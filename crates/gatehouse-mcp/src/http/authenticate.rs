@@ -15,9 +15,11 @@ use super::errors::{audit_unavailable, gate1_failure, jsonrpc_refusal, refusal};
 use super::listener::PeerAddr;
 use super::request_id::RequestId;
 use super::router::AppState;
+use super::session_stream;
 use super::sessions::SessionCheck;
 use crate::Caller;
 use crate::gate1::{self, RequestOrigin};
+use crate::stream_credential::StreamCredential;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -100,12 +102,23 @@ pub async fn authenticate(
             .get::<RequestId>()
             .map(|id| Arc::clone(&id.0)),
     };
+    // A session's GET stream is held to the credential that opens it
+    // (`session_stream.rs`).
+    let mut stream_credential = None;
     if let Some(id) = &session {
         // Noted with the session, to be checked again when credentials
         // change while its stream stays open (`session_rechecks.rs`).
         let credential = presented_credential(request.headers(), request.uri().query())
             .ok()
             .flatten();
+        if let Some(credential) = credential.filter(|_| request.method() == Method::GET) {
+            stream_credential = Some(StreamCredential::new(
+                Arc::clone(&state.authenticator),
+                Arc::clone(state.gateway.clock()),
+                credential.to_string(),
+                Arc::clone(&caller.principal),
+            ));
+        }
         let presented = credential.map(|c| (c, &caller.principal));
         match state.sessions.check(id, &owner, presented) {
             SessionCheck::Owned(grant) => {
@@ -133,7 +146,17 @@ pub async fn authenticate(
 
     let is_delete = request.method() == Method::DELETE;
     request.extensions_mut().insert(caller.clone());
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    if let Some(credential) = stream_credential
+        && session_stream::is_event_stream(response.status(), response.headers())
+    {
+        response = session_stream::end_when_lapsed(
+            response,
+            credential,
+            Arc::clone(&state.gateway),
+            caller.clone(),
+        );
+    }
 
     match (&session, session_id(response.headers().get(SESSION_HEADER))) {
         // A new session was created for this principal, with the task it

@@ -17,6 +17,7 @@ mod request_id;
 mod router;
 mod session_call;
 mod session_rechecks;
+mod session_stream;
 mod sessions;
 mod upstreams_status;
 

@@ -12,8 +12,9 @@
 //! 404 from the next request on), closed in the SDK (its stream ends), and
 //! recorded. Its client must authenticate and start a new session.
 //!
-//! What ends nothing: a token that merely expired (the session's next
-//! request must bring a fresh one anyway), and a check that could not be
+//! What ends no session: a token that merely expired (the session's next
+//! request must bring a fresh one anyway; the session's `GET` stream ends
+//! with it, `session_stream.rs`), and a check that could not be
 //! made (the store, the identity provider's keys or its introspection
 //! endpoint unavailable): gate 1 refuses the session's requests meanwhile,
 //! and ending every session on a database blip would make every client
@@ -29,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::router::AppState;
 use crate::Caller;
-use crate::stream_credential::{could_not_check, same_authority};
+use crate::stream_credential::{LapsedStream, could_not_check, same_authority};
 
 /// How long a lapsed session's record may take before the session is ended
 /// all the same.
@@ -145,7 +146,9 @@ async fn check_sessions(state: &AppState, shutdown: &CancellationToken) -> bool 
         };
         let gateway = Arc::clone(&state.gateway);
         let record = tokio::spawn(async move {
-            gateway.record_stream_lapsed(&caller, lapse).await;
+            gateway
+                .record_stream_lapsed(&caller, LapsedStream::Session, lapse)
+                .await;
         });
         let _ = tokio::time::timeout(RECORD_BEFORE_CLOSE, record).await;
         state.sdk_sessions.close(&session).await;

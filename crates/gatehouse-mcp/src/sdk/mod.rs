@@ -54,7 +54,7 @@ use crate::http::SessionBindings;
 use crate::http::{RequestId as HttpRequestId, RequestSpan};
 use crate::refusal::Refusal;
 use crate::session_lane::{LogLevel, LogSink, SessionLane};
-use crate::stream_credential::StreamCredential;
+use crate::stream_credential::{LapsedStream, StreamCredential};
 use crate::trace_context;
 use crate::{CallError, CallResult, Caller, Gateway};
 use crate::{Gate1Error, StdioAuthenticator};
@@ -784,7 +784,9 @@ impl ServerHandler for McpHandler {
             let Some(lapse) = lapsed else {
                 return Ok(());
             };
-            self.gateway.record_stream_lapsed(&caller, lapse).await;
+            self.gateway
+                .record_stream_lapsed(&caller, LapsedStream::ListenStream, lapse)
+                .await;
             Err(ErrorData::new(
                 ErrorCode(UNAUTHENTICATED_ERROR_CODE),
                 format!(

@@ -125,29 +125,32 @@ fn print_issued(issued: &IssuedApiKey, json: bool, now: Timestamp) {
     }
 }
 
-/// (kind, key id or address) of a lock, as `keys unlock` takes it back.
-fn lock_target(subject: &str) -> (&'static str, String) {
+/// (kind, key id or address, the address a key is locked for) of a lock,
+/// as `keys unlock` takes it back.
+fn lock_target(subject: &str) -> (&'static str, String, Option<String>) {
     match LockSubject::parse(subject) {
-        Some(LockSubject::Key(id)) => ("key", id),
-        Some(LockSubject::Source(source)) => ("source", source),
+        Some(LockSubject::Key { id, source }) => ("key", id, source),
+        Some(LockSubject::Source(source)) => ("source", source, None),
         // Not written by Gatehouse; shown as stored.
-        None => ("other", subject.to_string()),
+        None => ("other", subject.to_string(), None),
     }
 }
 
 fn lock_json(lock: &AuthLock) -> serde_json::Value {
-    let (kind, target) = lock_target(&lock.subject);
+    let (kind, target, from) = lock_target(&lock.subject);
     json!({
         "subject": lock.subject,
         "kind": kind,
         "target": target,
+        "from": from,
         "failures": lock.failures,
         "locked_until": lock.locked_until.to_rfc3339(),
     })
 }
 
-/// Clears the lock and failure count of a key id or a source address.
-/// Nothing to clear is not an error: the state asked for holds.
+/// Clears the lock and failure count of a key id (from every source) or of
+/// a source address. Nothing to clear is not an error: the state asked for
+/// holds.
 async fn unlock(
     ctx: &Context,
     id: Option<String>,
@@ -157,13 +160,13 @@ async fn unlock(
     let subject = match (id, source) {
         (None, Some(address)) => LockSubject::source(&address)
             .with_context(|| format!("--source {address:?} is not an IP address"))?,
-        (Some(id), None) => LockSubject::Key(id),
+        (Some(id), None) => LockSubject::Key { id, source: None },
         _ => bail!("give either a key id or --source ADDRESS"),
     };
     let stored = subject.to_string();
     let store = ctx.open_store().await?;
     let cleared = store.clear_auth_lock(&stored).await?;
-    let (kind, target) = lock_target(&stored);
+    let (kind, target, _) = lock_target(&stored);
     if cleared {
         OperatorAction {
             command: "keys/unlock",
@@ -206,10 +209,13 @@ async fn list_locks(ctx: &Context, now: Timestamp, json: bool) -> anyhow::Result
         let rows: Vec<Vec<String>> = locks
             .iter()
             .map(|lock| {
-                let (kind, target) = lock_target(&lock.subject);
+                let (kind, target, from) = lock_target(&lock.subject);
                 vec![
                     kind.to_string(),
-                    target,
+                    match from {
+                        Some(from) => format!("{target} from {from}"),
+                        None => target,
+                    },
                     lock.failures.to_string(),
                     lock.locked_until.to_rfc3339(),
                 ]

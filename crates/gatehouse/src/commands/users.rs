@@ -190,7 +190,10 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
                 "users/disable",
                 "user_disabled",
                 &username,
-                format!("user {username} disabled: sessions ended, authorized tokens revoked"),
+                format!(
+                    "user {username} disabled: sessions ended, authorized tokens and the API \
+                     keys they own revoked"
+                ),
             )
             .await?
             .record(ctx, &store, now)
@@ -199,7 +202,8 @@ pub async fn run(ctx: &Context, command: UsersCommand) -> anyhow::Result<()> {
                 output::json(&json!({"username": username, "status": "disabled"}));
             } else {
                 output::line(&format!(
-                    "Disabled {username}: sessions ended, authorized tokens revoked. \
+                    "Disabled {username}: sessions ended, authorized tokens and the API keys \
+                     they own (`keys create --owner {username}`) revoked. \
                      `gatehouse users enable {username}` lets them sign in again."
                 ));
             }

@@ -87,6 +87,29 @@ async fn revoked_key_is_refused_on_the_next_request() {
     assert!(!server.cli(&["keys", "revoke", &id]).status.success());
 }
 
+/// A key's owner is the human behind its calls: disabling that user (a
+/// departure) revokes the keys issued for them in their tenant, and no
+/// other key.
+#[tokio::test]
+async fn disabling_a_user_revokes_the_keys_they_own() {
+    let server = Server::start(None);
+    server.cli_json(&["users", "add", "dana", "--role", "reader"]);
+    let (_, owned) = server.create_key("danas-agent", "reader", &["--owner", "dana"]);
+    let (_, other) = server.create_key("team-agent", "reader", &["--owner", "erin"]);
+    assert!(!server.tool_names(&owned).await.is_empty());
+    server.cli_json(&["users", "disable", "dana"]);
+    let (status, body) = server.rpc(Some(&owned), "tools/list", json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error_description"], "the credential has been revoked");
+    assert!(!server.tool_names(&other).await.is_empty());
+    // Enabling her again does not bring the key back.
+    server.cli_json(&["users", "enable", "dana"]);
+    assert_eq!(
+        server.rpc(Some(&owned), "tools/list", json!({})).await.0,
+        401
+    );
+}
+
 /// A command run from a shell without the servers' pepper made a pepper
 /// file of its own and issued keys (and secrets) that never work; a client
 /// secret rotated after a leak then never validated. Refused now, with

@@ -197,6 +197,40 @@ async fn garbage_from_one_address_locks_it_for_every_credential() {
 
 /// Behind a reverse proxy every connection comes from the proxy: counting
 /// failures by its address let 20 garbage requests lock every caller out.
+/// A key's id is no secret (task tokens and identity assertions carry it),
+/// so guessing at its secret locks it only for the guesser's address: the
+/// key's own agent, elsewhere, goes on. `keys unlock ID` clears it for
+/// every address.
+#[tokio::test]
+async fn guessing_at_a_key_locks_it_only_for_the_guessers_address() {
+    let server = Server::start(Some(
+        "version = 1\n[server]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n",
+    ));
+    let (id, key) = server.create_key("watched", "reader", &[]);
+    let wrong = wrong_secret(&key);
+    let guesser = Some("198.51.100.66");
+    let agent = Some("198.51.100.7");
+    for attempt in 1..=5 {
+        let (status, _, body) = tools_list_for(&server, Some(&wrong), guesser).await;
+        assert_eq!(status, 401, "attempt {attempt}: {body}");
+    }
+    let (status, retry_after, body) = tools_list_for(&server, Some(&key), guesser).await;
+    assert_locked(status, retry_after, &body);
+    assert_eq!(tools_list_for(&server, Some(&key), agent).await.0, 200);
+    let locks = server.cli_json(&["keys", "locks"]);
+    assert_eq!(locks.as_array().unwrap().len(), 1, "{locks}");
+    assert_eq!(locks[0]["kind"], "key", "{locks}");
+    assert_eq!(locks[0]["target"], id.as_str(), "{locks}");
+    assert_eq!(locks[0]["from"], "198.51.100.66", "{locks}");
+    let unlocked = server.cli_json(&["keys", "unlock", &id]);
+    assert_eq!(unlocked["cleared"], true, "{unlocked}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tools_list_for(&server, Some(&key), guesser).await.0 != 200 {
+        assert!(Instant::now() < deadline, "still locked after the unlock");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// With the proxy trusted (`server.trusted_proxies`), the caller it names
 /// in `X-Forwarded-For` is locked, and only that caller; without it, the
 /// header is nobody's word and is ignored.

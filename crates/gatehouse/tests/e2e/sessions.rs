@@ -182,6 +182,43 @@ async fn get_opens_a_stream_for_the_session() {
     );
 }
 
+/// A session's `GET` stream stays open between requests, so it is held to
+/// the credential that opened it: when that credential expires (here a
+/// rotated key's overlap ends) the stream ends, on record, rather than
+/// carrying the session's notices to whoever kept it open.
+#[tokio::test]
+async fn a_sessions_stream_ends_when_the_credential_that_opened_it_expires() {
+    let server = Server::start(None);
+    let (id, key) = server.create_key("agent", "reader", &[]);
+    let session = initialize(&server, &key).await;
+    let mut stream = open_stream(&server, &key, &session).await;
+    assert_eq!(stream.status(), 200);
+    let out = server.cli(&["keys", "rotate", &id, "--overlap", "2s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the session's stream outlived the key that opened it"
+    );
+    let records = server.audit(&["--kind", "authentication", "--outcome", "failure"]);
+    assert!(
+        records.iter().any(|r| r["reason"] == "credential_lapsed"
+            && r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("GET stream") && e.contains("(expired)"))
+            && r["session"] == session.as_str()
+            && r["credential"] == id.as_str()),
+        "{records:?}"
+    );
+}
+
 fn initialize_body() -> Value {
     json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
         "protocolVersion": LEGACY,
