@@ -4,8 +4,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use async_trait::async_trait;
 use gatehouse_core::Timestamp;
 use gatehouse_store::{
-    AccountSeen, ApprovalDecision, ApprovalRecord, AuthLock, GatingStore, OperationBinding,
-    SqliteStore, StoreError, StoreResult, TaskGrantRecord,
+    AccountSeen, ApprovalCall, ApprovalDecision, ApprovalRecord, ApprovalRequester, AuthLock,
+    GatingStore, OperationBinding, SqliteStore, StoreError, StoreResult, TaskGrantRecord,
 };
 use tokio::sync::Notify;
 
@@ -82,6 +82,23 @@ impl GatingStore for TestStore {
         now: Timestamp,
     ) -> StoreResult<Vec<ApprovalRecord>> {
         self.inner.list_approvals(tenant, pending_only, now).await
+    }
+    async fn pending_approval_for(
+        &self,
+        call: &ApprovalCall<'_>,
+        now: Timestamp,
+    ) -> StoreResult<Option<ApprovalRecord>> {
+        self.inner.pending_approval_for(call, now).await
+    }
+    async fn count_pending_approvals(
+        &self,
+        tenant: &str,
+        requester: &ApprovalRequester<'_>,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        self.inner
+            .count_pending_approvals(tenant, requester, now)
+            .await
     }
     async fn decide_approval(
         &self,

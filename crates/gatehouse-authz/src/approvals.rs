@@ -18,8 +18,8 @@ use gatehouse_audit::{EventBuilder, REDACTED, is_listed_field};
 use gatehouse_authn::Pepper;
 use gatehouse_core::{AuditEvent, AuditKind, Outcome, Principal, Timestamp};
 use gatehouse_store::{
-    AccountSeen, ApprovalDecision, ApprovalRecord, ApprovalStatus, OperationBinding, Store,
-    StoreError,
+    AccountSeen, ApprovalCall, ApprovalDecision, ApprovalRecord, ApprovalRequester, ApprovalStatus,
+    OperationBinding, Store, StoreError,
 };
 use serde_json::Value;
 
@@ -31,6 +31,9 @@ pub const APPROVAL_PREFIX: &str = "apr_";
 pub const OPERATION_TOKEN_PREFIX: &str = "gho_";
 /// The `params._meta` key an agent puts its operation token under.
 pub const OPERATION_TOKEN_META: &str = "io.gatehouse/operation_token";
+/// Approvals one requester (a person, else a credential) may have pending
+/// in a tenant at once.
+pub const MAX_PENDING_PER_REQUESTER: u32 = 32;
 
 /// How long approvals and tokens live.
 #[derive(Debug, Clone)]
@@ -119,6 +122,9 @@ pub enum ApprovalError {
     /// disabled, while they decided: nothing was decided.
     #[error("your account changed while you decided; sign in again")]
     AccountChanged,
+    /// The requester has this many approvals pending already.
+    #[error("{max} approvals asked for by this requester are still pending")]
+    TooManyPending { max: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("no randomness available: {0}")]
@@ -313,18 +319,35 @@ impl Approvals {
         now: Timestamp,
     ) -> Result<ApprovalRecord, ApprovalError> {
         let call = self.binding_of(principal, arguments);
+        let asked = ApprovalCall {
+            tenant: &call.tenant,
+            agent: &call.agent,
+            credential_id: &call.credential_id,
+            task_grant: call.task_grant.as_deref(),
+            tool,
+            arguments_hash: &call.arguments_hash,
+        };
+        if let Some(existing) = self.store.pending_approval_for(&asked, now).await? {
+            return Ok(existing);
+        }
+        // Each pending approval holds its call's arguments (up to the body
+        // limit) and is listed to every approver of the tenant: one
+        // requester may not file them without end.
+        let requester = match &principal.human {
+            Some(name) => ApprovalRequester::Human {
+                name,
+                issuer: principal.issuer.as_deref(),
+            },
+            None => ApprovalRequester::Credential(&call.credential_id),
+        };
         let pending = self
             .store
-            .list_approvals(Some(&principal.tenant), true, now)
+            .count_pending_approvals(&call.tenant, &requester, now)
             .await?;
-        if let Some(existing) = pending.into_iter().find(|a| {
-            a.agent == call.agent
-                && a.credential_id == call.credential_id
-                && a.task_grant == call.task_grant
-                && a.tool == tool
-                && a.arguments_hash == call.arguments_hash
-        }) {
-            return Ok(existing);
+        if pending >= u64::from(MAX_PENDING_PER_REQUESTER) {
+            return Err(ApprovalError::TooManyPending {
+                max: MAX_PENDING_PER_REQUESTER,
+            });
         }
         let id = format!("{APPROVAL_PREFIX}{}", random_text(16)?);
         let (shown, masked_fields) = self.shown_arguments(&id, arguments, redact_fields);

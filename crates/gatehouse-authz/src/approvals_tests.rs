@@ -100,6 +100,91 @@ async fn asking_again_for_the_same_call_reuses_the_pending_approval() {
     assert_ne!(first.id, different.id);
 }
 
+/// Each pending approval holds its call's arguments and is listed to every
+/// approver: a requester may not file them without end, across its agents
+/// and credentials; another person, or the same call asked again, still
+/// may. (Each request read every pending approval of the tenant before.)
+#[tokio::test]
+async fn a_requester_may_have_only_so_many_approvals_pending() {
+    let a = approvals().await;
+    let max = usize::try_from(MAX_PENDING_PER_REQUESTER).unwrap();
+    for n in 0..max {
+        // Alice's requests through two agents count together.
+        let agent = if n % 2 == 0 { "ghk_one" } else { "ghk_two" };
+        let p = principal("acme", "alice", agent);
+        a.request(&p, "send_email", &json!({ "n": n }), &[], T0)
+            .await
+            .unwrap();
+    }
+    let alice_bot = principal("acme", "alice", "ghk_three");
+    assert!(matches!(
+        a.request(&alice_bot, "send_email", &json!({"n": "more"}), &[], T0)
+            .await,
+        Err(ApprovalError::TooManyPending { max: 32 })
+    ));
+    // Asking again for a call already filed is no new approval.
+    let again = principal("acme", "alice", "ghk_one");
+    assert!(
+        a.request(&again, "send_email", &json!({"n": 0}), &[], T0)
+            .await
+            .is_ok()
+    );
+    // Bob, or alice's namesake named by an external issuer, are others.
+    let bob = principal("acme", "bob", "ghk_one");
+    assert!(
+        a.request(&bob, "send_email", &json!({}), &[], T0)
+            .await
+            .is_ok()
+    );
+    let external = Principal {
+        issuer: Some("https://idp.example".into()),
+        ..principal("acme", "alice", "ghk_ext")
+    };
+    assert!(
+        a.request(&external, "send_email", &json!({}), &[], T0)
+            .await
+            .is_ok()
+    );
+    // Expired ones no longer count.
+    let later = T0.plus_millis(ApprovalSettings::default().pending_ttl_ms + 1);
+    assert!(
+        a.request(&alice_bot, "send_email", &json!({"n": "more"}), &[], later)
+            .await
+            .is_ok()
+    );
+}
+
+/// Without a person behind it, a credential is the requester.
+#[tokio::test]
+async fn without_a_person_each_credential_is_a_requester() {
+    let a = approvals().await;
+    let unowned = |agent: &str| Principal {
+        human: None,
+        ..principal("acme", "x", agent)
+    };
+    for n in 0..MAX_PENDING_PER_REQUESTER {
+        a.request(
+            &unowned("ghk_bot"),
+            "send_email",
+            &json!({ "n": n }),
+            &[],
+            T0,
+        )
+        .await
+        .unwrap();
+    }
+    assert!(matches!(
+        a.request(&unowned("ghk_bot"), "send_email", &json!({}), &[], T0)
+            .await,
+        Err(ApprovalError::TooManyPending { .. })
+    ));
+    assert!(
+        a.request(&unowned("ghk_other"), "send_email", &json!({}), &[], T0)
+            .await
+            .is_ok()
+    );
+}
+
 #[tokio::test]
 async fn only_the_human_an_admin_of_the_tenant_or_the_operator_may_decide() {
     let a = approvals().await;

@@ -223,7 +223,8 @@ impl AuditEvent {
     ///   it was written in, and with it other callers' records and calls;
     /// - every text field is cut at [`MAX_RECORDED_TEXT_BYTES`].
     ///
-    /// The writer applies this to every record before it is hashed, so
+    /// The audit log applies this to every record as it is recorded, before
+    /// its observers, the chain and the sinks see it, so
     /// every sink holds the same text and the chain still verifies.
     pub fn make_storable(&mut self) {
         replace_nul(&mut self.id);

@@ -8,8 +8,8 @@ use std::time::Instant;
 use futures::future::BoxFuture;
 use gatehouse_audit::{AuditError, AuditLog, EventBuilder, Redactor};
 use gatehouse_authz::{
-    Access, ApprovalNeeded, Approvals, Decision, Deny, DenyReason, GrantOrigin, Kind,
-    OPERATION_TOKEN_META, Permit, Policy, SharedPolicy, Target, TaskGrantError, TaskGrants,
+    Access, ApprovalError, ApprovalNeeded, Approvals, Decision, Deny, DenyReason, GrantOrigin,
+    Kind, OPERATION_TOKEN_META, Permit, Policy, SharedPolicy, Target, TaskGrantError, TaskGrants,
 };
 use gatehouse_core::{
     AuditEvent, AuditKind, Clock, CredentialKind, Outcome, Principal, Timestamp, json_len,
@@ -1185,11 +1185,7 @@ impl Gateway {
         // Only upstreams this tenant may use: another tenant's upstream
         // neither serves this tenant's reads nor makes them ambiguous (its
         // claims would tell which URIs it lists).
-        let claims: Vec<&str> = listing
-            .claims(uri)
-            .into_iter()
-            .filter(|name| self.tenant_uses_upstream(tenant, name))
-            .collect();
+        let claims = listing.claims(uri, |name| self.tenant_uses_upstream(tenant, name));
         match claims.as_slice() {
             [] => Err(UpstreamError::Unknown(uri.to_string())),
             [one] => upstreams
@@ -1699,7 +1695,7 @@ impl Gateway {
             .and_then(|m| m.get(OPERATION_TOKEN_META))
             .and_then(Value::as_str);
         let Some(token) = token else {
-            let pending = approvals
+            let pending = match approvals
                 .request(
                     &caller.principal,
                     &name,
@@ -1708,7 +1704,14 @@ impl Gateway {
                     now,
                 )
                 .await
-                .map_err(|e| CallError::Unavailable(e.to_string()))?;
+            {
+                Ok(pending) => pending,
+                Err(ApprovalError::TooManyPending { max }) => {
+                    let deny = Deny::tool(&name, DenyReason::TooManyPendingApprovals { max });
+                    return Err(self.refuse(caller, &name, args, deny, None, started).await);
+                }
+                Err(e) => return Err(CallError::Unavailable(e.to_string())),
+            };
             let detail = format!("{} (approval {})", approval_required.message(), pending.id);
             return match self
                 .refuse_about(

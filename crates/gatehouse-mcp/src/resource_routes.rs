@@ -39,21 +39,45 @@ pub(crate) struct Listing {
     pub(crate) unknown: Vec<String>,
 }
 
+/// Templates of one upstream that routing considers; an upstream listing
+/// more routes nothing by the rest (their URIs read as served by none).
+const MAX_ROUTED_TEMPLATES: usize = 1_000;
+/// The longest template routing considers, and the most expressions in it:
+/// matching costs up to (expressions × URI length) per template, and the
+/// templates are an upstream's to choose, matched before the policy and
+/// the rate limits run.
+const MAX_ROUTED_TEMPLATE_BYTES: usize = 2_048;
+const MAX_ROUTED_TEMPLATE_EXPRESSIONS: usize = 16;
+
+fn is_routed(template: &str) -> bool {
+    template.len() <= MAX_ROUTED_TEMPLATE_BYTES
+        && template.matches('{').count() <= MAX_ROUTED_TEMPLATE_EXPRESSIONS
+}
+
 impl Listing {
-    /// The upstreams that serve `uri` (list it, or have a template naming
-    /// it), in routing order, each once.
-    pub(crate) fn claims(&self, uri: &str) -> Vec<&str> {
+    /// The upstreams among those `uses` admits that serve `uri` (list it,
+    /// or have a template naming it), in routing order, each once. A URI
+    /// longer than the policy decides on is served by none.
+    pub(crate) fn claims(&self, uri: &str, uses: impl Fn(&str) -> bool) -> Vec<&str> {
+        if uri.len() > gatehouse_authz::MAX_RESOURCE_URI_BYTES {
+            return Vec::new();
+        }
         let mut claims: Vec<&str> = self
             .resources
             .iter()
-            .filter(|(_, uris)| uris.iter().any(|u| u == uri))
+            .filter(|(name, uris)| uses(name) && uris.iter().any(|u| u == uri))
             .map(|(name, _)| name.as_str())
             .collect();
         for (name, templates) in &self.templates {
+            if claims.contains(&name.as_str()) || !uses(name) {
+                continue;
+            }
             let names_it = templates
                 .iter()
+                .take(MAX_ROUTED_TEMPLATES)
+                .filter(|t| is_routed(t))
                 .any(|t| t == uri || uri_template::template_matches(t, uri));
-            if names_it && !claims.contains(&name.as_str()) {
+            if names_it {
                 claims.push(name);
             }
         }
@@ -154,10 +178,36 @@ mod tests {
     #[test]
     fn every_upstream_that_lists_or_templates_a_uri_claims_it_once() {
         let l = listing();
-        assert_eq!(l.claims("mem://x"), ["a"]);
-        assert_eq!(l.claims("mem://y"), ["b", "a"]);
-        assert_eq!(l.claims("file:///etc"), ["c"]);
-        assert!(l.claims("other://z").is_empty());
+        assert_eq!(l.claims("mem://x", |_| true), ["a"]);
+        assert_eq!(l.claims("mem://y", |_| true), ["b", "a"]);
+        assert_eq!(l.claims("file:///etc", |_| true), ["c"]);
+        assert!(l.claims("other://z", |_| true).is_empty());
+    }
+
+    #[test]
+    fn only_upstreams_the_tenant_uses_are_matched_and_bounds_hold() {
+        let l = listing();
+        assert_eq!(l.claims("mem://y", |name| name != "b"), ["a"]);
+        assert!(l.claims("mem://x", |name| name != "a").is_empty());
+        // A URI past the policy's bound is served by none.
+        let long = format!(
+            "mem://{}",
+            "x".repeat(gatehouse_authz::MAX_RESOURCE_URI_BYTES)
+        );
+        assert!(l.claims(&long, |_| true).is_empty());
+        // Templates an upstream made costly to match route nothing.
+        let costly = Listing {
+            templates: vec![
+                ("many".into(), vec![format!("mem://{}", "{+a}".repeat(17))]),
+                (
+                    "long".into(),
+                    vec![format!("mem://{}{{id}}", "x".repeat(2_048))],
+                ),
+                ("fine".into(), vec![format!("mem://{}", "{+a}".repeat(15))]),
+            ],
+            ..Listing::default()
+        };
+        assert_eq!(costly.claims("mem://abc", |_| true), ["fine"]);
     }
 
     #[tokio::test]

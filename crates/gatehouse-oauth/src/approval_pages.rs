@@ -96,6 +96,8 @@ fn approval_error_page(error: &ApprovalError) -> Response {
                 "Your account changed (its password, roles or access) while you decided. Nothing was decided.",
             ),
         ),
+        // Filed by callers, never by deciding on a page.
+        ApprovalError::TooManyPending { .. } => not_found(),
         ApprovalError::Store(e) => failure_page(&crate::server::unavailable(e)),
         ApprovalError::Random(e) => failure_page(&crate::OAuthError::ServerError(e.clone())),
     }

@@ -11,6 +11,9 @@ use crate::server::{AuthorizationServer, random_token, unavailable};
 
 /// A browser stays logged in this long.
 pub const SESSION_TTL_MS: i64 = 8 * 3_600_000;
+/// The longest name the sign-in form takes: local names have at most 64
+/// characters (`users add`), a provider's `name:subject` a few more.
+pub const MAX_LOGIN_NAME_BYTES: usize = 256;
 
 /// Usernames are compared case-insensitively and without surrounding space.
 pub fn normalize_username(name: &str) -> String {
@@ -56,8 +59,12 @@ impl AuthorizationServer {
             return Err(LoginError::RateLimited);
         }
         // No user can have such a name (`users add` refuses them), and
-        // printed raw it would forge lines in the audit output.
-        if username.chars().any(gatehouse_core::is_unsafe_to_show) {
+        // printed raw it would forge lines in the audit output; a name of a
+        // megabyte would be a megabyte in every failure count and alert
+        // it reaches.
+        if username.len() > MAX_LOGIN_NAME_BYTES
+            || username.chars().any(gatehouse_core::is_unsafe_to_show)
+        {
             self.audit_login_refusal(&username, "invalid_username", source, now)
                 .await?;
             return Err(LoginError::Invalid);

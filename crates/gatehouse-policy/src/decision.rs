@@ -129,6 +129,12 @@ pub enum DenyReason {
     /// A resource URI holding a NUL (`%00`) or a control character, which
     /// a server may read as another one: refused, not decided.
     NonCanonicalUri,
+    /// A resource URI longer than [`crate::MAX_RESOURCE_URI_BYTES`]:
+    /// refused, not decided (nor routed, nor counted).
+    UriTooLong,
+    /// A call that needs approval while its requester already has `max`
+    /// approvals pending: none is filed until some are decided or expire.
+    TooManyPendingApprovals { max: u32 },
 }
 
 impl DenyReason {
@@ -147,6 +153,8 @@ impl DenyReason {
             DenyReason::ToolDefinitionChanged => "tool_definition_changed",
             DenyReason::ToolDefinitionUnreviewed => "tool_definition_unreviewed",
             DenyReason::NonCanonicalUri => "non_canonical_uri",
+            DenyReason::UriTooLong => "uri_too_long",
+            DenyReason::TooManyPendingApprovals { .. } => "too_many_pending_approvals",
         }
     }
 }
@@ -242,6 +250,15 @@ impl Deny {
             DenyReason::NonCanonicalUri => format!(
                 "{kind} '{}' holds a NUL or a control character, which no server reads \
                  as written",
+                self.tool
+            ),
+            DenyReason::UriTooLong => format!(
+                "{kind} URIs may be at most {} bytes long",
+                crate::MAX_RESOURCE_URI_BYTES
+            ),
+            DenyReason::TooManyPendingApprovals { max } => format!(
+                "{kind} '{}' needs a human's approval, and {max} approvals asked for by you are \
+                 still pending: wait until they are decided or expire",
                 self.tool
             ),
         }

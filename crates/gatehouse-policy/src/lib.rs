@@ -33,7 +33,10 @@ pub use canonical::canonical_json;
 pub use constraints::{ArgConstraint, ConstraintViolation, NormalizedPath, PathError};
 pub use decision::{ApprovalNeeded, Decision, Deny, DenyReason, Permit};
 pub use explain::{Explanation, PolicyCheck};
-pub use policy::{Access, DEFAULT_POLICY_TOML, Policy, ROLES, ToolRule, UNNAMED_TOOL_SCOPE};
+pub use policy::{
+    Access, DEFAULT_POLICY_TOML, MAX_RESOURCE_URI_BYTES, Policy, ROLES, ToolRule,
+    UNNAMED_TOOL_SCOPE,
+};
 pub use policy_file::{MAX_TASK_DURATION, POLICY_VERSION, PolicyError, RateLimit, TaskSpec};
 pub use shared_policy::SharedPolicy;
 pub use target::{Kind, Target};

@@ -28,6 +28,12 @@ pub const ROLES: [&str; 4] = ["reader", "analyst", "executor", "admin"];
 /// (besides `tool:<name>`); only admins get that far.
 pub const UNNAMED_TOOL_SCOPE: &str = ADMIN_SCOPE;
 
+/// The longest resource URI decided on (8 KiB: far past any real one). A
+/// longer one is refused before anything else: each reading of it, each
+/// template it is matched against and each rate-limit key it would become
+/// costs in proportion to its length, and the caller chooses it.
+pub const MAX_RESOURCE_URI_BYTES: usize = 8 * 1024;
+
 /// What one role may do with one tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Access {
@@ -485,6 +491,9 @@ impl Policy {
     /// URI an upstream might make (`resource_readings.rs`): the strictest
     /// decision stands, for the URI as the caller sent it.
     pub fn authorize_target(&self, principal: &Arc<Principal>, target: &Target<'_>) -> Decision {
+        if target.kind == Kind::Resource && target.name.len() > MAX_RESOURCE_URI_BYTES {
+            return Decision::Deny(Deny::new(target, DenyReason::UriTooLong));
+        }
         if target.kind == Kind::Resource && !resource_readings::is_canonical(target.name) {
             return Decision::Deny(Deny::new(target, DenyReason::NonCanonicalUri));
         }
@@ -712,7 +721,9 @@ impl Policy {
         if target.kind != Kind::Resource {
             return self.access_outside_task(principal, target);
         }
-        if !resource_readings::is_canonical(target.name) {
+        if target.name.len() > MAX_RESOURCE_URI_BYTES
+            || !resource_readings::is_canonical(target.name)
+        {
             return Access::Deny;
         }
         // The strictest of the URI's readings, as for a read.

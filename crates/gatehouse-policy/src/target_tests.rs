@@ -316,6 +316,15 @@ approval_roles = ["analyst"]
             assert_eq!(policy.visibility(&principal(role), &target), Access::Deny);
         }
     }
+    // So is one longer than any a server lists, before any reading of it.
+    let long = format!(
+        "crm://contacts/42?x={}",
+        "a".repeat(crate::MAX_RESOURCE_URI_BYTES)
+    );
+    assert_eq!(
+        decide(&policy, "admin", crm(Kind::Resource, &long)).0,
+        "uri_too_long"
+    );
     // A reading that needs approval makes the request need it.
     let note = crm(Kind::Resource, "crm://notes/1?x");
     assert_eq!(decide(&policy, "analyst", note).0, "approval");

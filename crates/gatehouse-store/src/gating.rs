@@ -75,6 +75,29 @@ impl ApprovalStatus {
     }
 }
 
+/// One call asking for approval, as a pending approval for it is found.
+#[derive(Debug, Clone, Copy)]
+pub struct ApprovalCall<'a> {
+    pub tenant: &'a str,
+    pub agent: &'a str,
+    pub credential_id: &'a str,
+    pub task_grant: Option<&'a str>,
+    pub tool: &'a str,
+    pub arguments_hash: &'a str,
+}
+
+/// Whose pending approvals are counted: a person's (with the issuer that
+/// named them, if any), whatever agent or credential asked; else, with no
+/// person, one credential's.
+#[derive(Debug, Clone, Copy)]
+pub enum ApprovalRequester<'a> {
+    Human {
+        name: &'a str,
+        issuer: Option<&'a str>,
+    },
+    Credential(&'a str),
+}
+
 /// A request for a human to approve one call of a tool that needs an
 /// operation token, and (once approved) that token's binding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +235,19 @@ pub trait GatingStore: Send + Sync {
         pending_only: bool,
         now: Timestamp,
     ) -> StoreResult<Vec<ApprovalRecord>>;
+    /// The newest approval pending at `now` for exactly this call.
+    async fn pending_approval_for(
+        &self,
+        call: &ApprovalCall<'_>,
+        now: Timestamp,
+    ) -> StoreResult<Option<ApprovalRecord>>;
+    /// How many approvals are pending at `now` in `tenant` for `requester`.
+    async fn count_pending_approvals(
+        &self,
+        tenant: &str,
+        requester: &ApprovalRequester<'_>,
+        now: Timestamp,
+    ) -> StoreResult<u64>;
     /// Decides a pending, unexpired approval (one conditional update) and
     /// returns it as decided; `None` when it was not pending any more, or
     /// when the deciding user (`account`, for a user named `decided_by`)

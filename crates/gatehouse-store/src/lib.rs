@@ -39,8 +39,8 @@ pub use authorization::{
     RefreshTokenRecord, RolesChange, UserRecord,
 };
 pub use gating::{
-    AccountSeen, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore,
-    OperationBinding, TaskGrantRecord,
+    AccountSeen, ApprovalCall, ApprovalDecision, ApprovalRecord, ApprovalRequester, ApprovalStatus,
+    AuthLock, GatingStore, OperationBinding, TaskGrantRecord,
 };
 pub use lifecycle::{GRANT_TOUCH_INTERVAL_MS, GrantUse, LifecycleStore, SIGNING_KEY_ROTATED};
 pub use pins::{PendingDefinition, PinStore, ToolDefinitionRecord, ToolPinRecord};

@@ -11,8 +11,8 @@ use sqlx::{QueryBuilder, Row};
 use crate::gating::{masked_fields_from_json, masked_fields_json};
 use crate::sqlite::{json_list, list_json, opt_ts};
 use crate::{
-    AccountSeen, ApprovalDecision, ApprovalRecord, ApprovalStatus, AuthLock, GatingStore,
-    OperationBinding, SqliteStore, StoreError, StoreResult, TaskGrantRecord,
+    AccountSeen, ApprovalCall, ApprovalDecision, ApprovalRecord, ApprovalRequester, ApprovalStatus,
+    AuthLock, GatingStore, OperationBinding, SqliteStore, StoreError, StoreResult, TaskGrantRecord,
 };
 
 fn task_grant_from_row(row: &SqliteRow) -> StoreResult<TaskGrantRecord> {
@@ -199,6 +199,53 @@ impl GatingStore for SqliteStore {
         sql.push(" ORDER BY created_at DESC, id DESC");
         let rows = sql.build().fetch_all(&self.pool).await?;
         rows.iter().map(approval_from_row).collect()
+    }
+
+    async fn pending_approval_for(
+        &self,
+        call: &ApprovalCall<'_>,
+        now: Timestamp,
+    ) -> StoreResult<Option<ApprovalRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM approvals WHERE tenant = $1 AND arguments_hash = $2 \
+             AND status = 'pending' AND expires_at > $3 AND agent = $4 AND credential_id = $5 \
+             AND task_grant IS $6 AND tool = $7 ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(call.tenant)
+        .bind(call.arguments_hash)
+        .bind(now.0)
+        .bind(call.agent)
+        .bind(call.credential_id)
+        .bind(call.task_grant)
+        .bind(call.tool)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
+    async fn count_pending_approvals(
+        &self,
+        tenant: &str,
+        requester: &ApprovalRequester<'_>,
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        let query = match requester {
+            ApprovalRequester::Human { name, issuer } => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM approvals WHERE tenant = $1 AND human = $2 \
+                 AND human_issuer IS $3 AND status = 'pending' AND expires_at > $4",
+            )
+            .bind(tenant)
+            .bind(*name)
+            .bind(*issuer),
+            ApprovalRequester::Credential(id) => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM approvals WHERE tenant = $1 AND human IS NULL \
+                 AND credential_id = $2 AND status = 'pending' AND expires_at > $3",
+            )
+            .bind(tenant)
+            .bind(*id),
+        };
+        let count: i64 = query.bind(now.0).fetch_one(&self.pool).await?;
+        Ok(u64::try_from(count).unwrap_or(0))
     }
 
     async fn decide_approval(

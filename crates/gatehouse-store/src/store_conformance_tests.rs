@@ -10,12 +10,12 @@ use std::sync::Arc;
 use gatehouse_core::{AuditEvent, AuditKind, ChainLink, Outcome, Timestamp};
 
 use crate::{
-    AccountSeen, AckOutcome, AlertRecord, ApiKeyRecord, ApprovalDecision, ApprovalRecord,
-    ApprovalStatus, AuditCheckpoint, AuditQuery, AuthCodeRecord, AuthLock, ClientRecord,
-    CodeRedemption, DeliveryResult, DeliveryState, DeviceDecision, DevicePoll, DeviceRecord,
-    DeviceStatus, GrantRecord, LoginCounter, LoginThrottle, NewGrant, OperationBinding,
-    PreviousSecret, RefreshRotation, RefreshTokenRecord, RolesChange, SigningKeyRecord, Store,
-    StoreError, TaskGrantRecord, ToolDefinitionRecord, UserRecord,
+    AccountSeen, AckOutcome, AlertRecord, ApiKeyRecord, ApprovalCall, ApprovalDecision,
+    ApprovalRecord, ApprovalRequester, ApprovalStatus, AuditCheckpoint, AuditQuery, AuthCodeRecord,
+    AuthLock, ClientRecord, CodeRedemption, DeliveryResult, DeliveryState, DeviceDecision,
+    DevicePoll, DeviceRecord, DeviceStatus, GrantRecord, LoginCounter, LoginThrottle, NewGrant,
+    OperationBinding, PreviousSecret, RefreshRotation, RefreshTokenRecord, RolesChange,
+    SigningKeyRecord, Store, StoreError, TaskGrantRecord, ToolDefinitionRecord, UserRecord,
 };
 
 pub(crate) type TestStore = Arc<dyn Store>;
@@ -66,6 +66,7 @@ macro_rules! conformance_tests {
             task_grants_round_trip_and_only_live_ones_are_listed,
             revoking_a_task_grant_revokes_its_token_once,
             approvals_round_trip_and_list,
+            a_calls_pending_approval_is_found_and_requesters_counted,
             an_approval_is_decided_once,
             a_denied_approval_is_final_and_issues_no_token,
             an_expired_approval_cannot_be_decided,
@@ -2494,6 +2495,86 @@ pub(crate) async fn revoking_a_task_grant_revokes_its_token_once(store: TestStor
         store.task_grant("tg_1").await.unwrap().unwrap().revoked_at,
         Some(Timestamp(2_000))
     );
+}
+
+pub(crate) async fn a_calls_pending_approval_is_found_and_requesters_counted(store: TestStore) {
+    let no_grant = ApprovalRecord {
+        task_grant: None,
+        human_issuer: None,
+        ..approval("apr_a", "acme", 1)
+    };
+    let with_grant = approval("apr_b", "acme", 2);
+    let unowned = ApprovalRecord {
+        human: None,
+        human_issuer: None,
+        credential_id: "k9".into(),
+        agent: "k9".into(),
+        ..approval("apr_c", "acme", 3)
+    };
+    for record in [&no_grant, &with_grant, &unowned] {
+        store.insert_approval(record).await.unwrap();
+    }
+    let hash = "ab".repeat(32);
+    let found = |grant: Option<&'static str>, now: i64| {
+        let store = &store;
+        let hash = hash.clone();
+        async move {
+            let asked = ApprovalCall {
+                tenant: "acme",
+                agent: "k1",
+                credential_id: "k1",
+                task_grant: grant,
+                tool: "deploy.run",
+                arguments_hash: &hash,
+            };
+            store
+                .pending_approval_for(&asked, Timestamp(now))
+                .await
+                .unwrap()
+                .map(|a| a.id)
+        }
+    };
+    assert_eq!(found(None, 10).await.as_deref(), Some("apr_a"));
+    assert_eq!(found(Some("tg_1"), 10).await.as_deref(), Some("apr_b"));
+    assert_eq!(found(Some("tg_2"), 10).await, None);
+    // Expired: pending no more.
+    assert_eq!(found(None, 60_000).await, None);
+    let other_tool = ApprovalCall {
+        tool: "deploy.other",
+        task_grant: None,
+        tenant: "acme",
+        agent: "k1",
+        credential_id: "k1",
+        arguments_hash: &hash,
+    };
+    assert_eq!(
+        store
+            .pending_approval_for(&other_tool, Timestamp(10))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let count = |requester: ApprovalRequester<'static>, tenant: &'static str| {
+        let store = &store;
+        async move {
+            store
+                .count_pending_approvals(tenant, &requester, Timestamp(10))
+                .await
+                .unwrap()
+        }
+    };
+    let alice = |issuer| ApprovalRequester::Human {
+        name: "alice",
+        issuer,
+    };
+    assert_eq!(count(alice(None), "acme").await, 1);
+    assert_eq!(count(alice(Some("https://idp.example")), "acme").await, 1);
+    assert_eq!(count(alice(Some("https://other.example")), "acme").await, 0);
+    assert_eq!(count(alice(None), "globex").await, 0);
+    assert_eq!(count(ApprovalRequester::Credential("k9"), "acme").await, 1);
+    // A credential counts only where no person stands behind it.
+    assert_eq!(count(ApprovalRequester::Credential("k1"), "acme").await, 0);
 }
 
 pub(crate) async fn approvals_round_trip_and_list(store: TestStore) {

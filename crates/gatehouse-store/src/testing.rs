@@ -5,13 +5,13 @@ use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, Timestamp};
 
 use crate::{
-    AccountSeen, AckOutcome, AlertRecord, AlertStore, ApiKeyRecord, ApprovalDecision,
-    ApprovalRecord, AuditCheckpoint, AuditQuery, AuditRow, AuthCodeRecord, AuthLock,
-    AuthorizationStore, ClientRecord, CodeRedemption, DeliveryResult, DeviceDecision, DevicePoll,
-    DeviceRecord, GatingStore, GrantRecord, GrantUse, LifecycleStore, LoginCounter, LoginThrottle,
-    NewGrant, OperationBinding, PinStore, RefreshRotation, RefreshTokenRecord, SigningKeyRecord,
-    Store, StoreError, StoreResult, TaskGrantRecord, ToolDefinitionRecord, ToolPinRecord,
-    UserRecord,
+    AccountSeen, AckOutcome, AlertRecord, AlertStore, ApiKeyRecord, ApprovalCall, ApprovalDecision,
+    ApprovalRecord, ApprovalRequester, AuditCheckpoint, AuditQuery, AuditRow, AuthCodeRecord,
+    AuthLock, AuthorizationStore, ClientRecord, CodeRedemption, DeliveryResult, DeviceDecision,
+    DevicePoll, DeviceRecord, GatingStore, GrantRecord, GrantUse, LifecycleStore, LoginCounter,
+    LoginThrottle, NewGrant, OperationBinding, PinStore, RefreshRotation, RefreshTokenRecord,
+    SigningKeyRecord, Store, StoreError, StoreResult, TaskGrantRecord, ToolDefinitionRecord,
+    ToolPinRecord, UserRecord,
 };
 
 /// A store whose every call fails, to check that tools fail closed.
@@ -423,6 +423,21 @@ impl<T: FailingStore> GatingStore for T {
         _: bool,
         _: Timestamp,
     ) -> StoreResult<Vec<ApprovalRecord>> {
+        down()
+    }
+    async fn pending_approval_for(
+        &self,
+        _: &ApprovalCall<'_>,
+        _: Timestamp,
+    ) -> StoreResult<Option<ApprovalRecord>> {
+        down()
+    }
+    async fn count_pending_approvals(
+        &self,
+        _: &str,
+        _: &ApprovalRequester<'_>,
+        _: Timestamp,
+    ) -> StoreResult<u64> {
         down()
     }
     async fn decide_approval(

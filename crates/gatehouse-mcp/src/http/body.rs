@@ -32,6 +32,9 @@ use crate::Caller;
 use crate::sdk::{MalformedMessage, inspect_message};
 use crate::session_lane::request_key;
 
+/// The longest string a request id may be (a number is short anyway).
+pub(super) const MAX_REQUEST_ID_BYTES: usize = 256;
+
 fn caused_by<E: Error + 'static>(error: &(dyn Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(e) = current {
@@ -162,6 +165,23 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
             } else {
                 None
             };
+            // An id is the client's to choose and a session keeps it while
+            // the request is handled (and a while after an answer nobody
+            // read): one of a megabyte was kept as such.
+            if let Some(message) = &message
+                && message
+                    .id()
+                    .as_str()
+                    .is_some_and(|id| id.len() > MAX_REQUEST_ID_BYTES)
+            {
+                return malformed_message(
+                    false,
+                    Value::Null,
+                    &format!(
+                        "Invalid Request: a request id may be at most {MAX_REQUEST_ID_BYTES} bytes"
+                    ),
+                );
+            }
             let admitted = match admit(&state, caller, session_grant, message.as_ref()).await {
                 Ok(admitted) => admitted,
                 Err(refused) => return not_admitted(refused, &state.urls.resource_metadata),

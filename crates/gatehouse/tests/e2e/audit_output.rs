@@ -23,6 +23,26 @@ fn audit_text(server: &Server, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A name typed at the sign-in form is the caller's to choose: one of a
+/// few hundred kilobytes was a key of the failure counts and of the burst
+/// detector's table, whole, for every attempt. No user can have it: it is
+/// refused for its name, and the record keeps only its start.
+#[tokio::test]
+async fn a_sign_in_with_a_name_no_user_can_have_is_refused_for_its_name() {
+    let server = Server::start(None);
+    let mut browser = Browser::new(&server);
+    let login = browser.visit("/device").await;
+    let name = "a".repeat(200_000);
+    let refused = browser.login(&login, &name, "whatever-password").await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let records = server.audit(&["--tool", "oauth/login"]);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["reason"], "invalid_username");
+    let human = records[0]["human"].as_str().unwrap();
+    assert!(human.len() < 5_000, "{} bytes recorded", human.len());
+    assert!(human.ends_with("more bytes not recorded]"), "{human}");
+}
+
 #[tokio::test]
 async fn a_user_name_with_a_newline_cannot_forge_an_audit_line() {
     let server = Server::start(None);

@@ -593,3 +593,34 @@ async fn a_request_id_still_in_flight_in_the_session_is_refused() {
     .await;
     assert_eq!(reused.status(), 200);
 }
+
+/// A session keeps each request's id while the request is handled (and ten
+/// minutes after an answer nobody read): an id of a megabyte was kept as
+/// such, 256 of them per session. Ids are bounded.
+#[tokio::test]
+async fn a_request_id_longer_than_any_client_uses_is_refused() {
+    let server = Server::start(None);
+    let admin = server.admin_key.clone().unwrap();
+    let session = initialize(&server, &admin).await;
+    let long = "i".repeat(257);
+    let refused = post(
+        &server,
+        &admin,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": long, "method": "ping"}),
+    )
+    .await;
+    assert_eq!(refused.status(), 400);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32600, "{body}");
+    assert_eq!(body["id"], Value::Null, "{body}");
+    let fits = "i".repeat(256);
+    let answered = post(
+        &server,
+        &admin,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": fits, "method": "ping"}),
+    )
+    .await;
+    assert_eq!(answered.status(), 200);
+}
