@@ -212,8 +212,11 @@ pub fn spawn_webhook(
     wake: Arc<Notify>,
 ) -> Result<JoinHandle<()>, String> {
     check_url(&settings.url)?;
+    // No proxy from the environment: the signed deliveries go where the
+    // configuration says, as every outbound client of Gatehouse does.
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .timeout(settings.timeout)
         .connect_timeout(settings.timeout)
         .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))

@@ -171,6 +171,30 @@ fn routing_order(upstreams: &UpstreamSet) -> Vec<&gatehouse_upstream::Upstream> 
     ordered
 }
 
+/// An upstream's request state that reads as one of Gatehouse's held
+/// calls would send the caller's next call (the one bringing the answers)
+/// to Gatehouse's held calls, refused there as replaying or probing, and
+/// recorded against the caller: the upstream's answer is refused instead.
+fn not_posing_as_a_held_call(
+    upstream: &str,
+    answer: CallToolResponse,
+) -> Result<CallToolResponse, UpstreamError> {
+    match &answer {
+        CallToolResponse::InputRequired(asked)
+            if asked
+                .request_state
+                .as_deref()
+                .is_some_and(|state| state.starts_with(crate::held_calls::HELD_STATE_PREFIX)) =>
+        {
+            Err(UpstreamError::Protocol {
+                upstream: Arc::from(upstream),
+                reason: "its request state begins as Gatehouse's own held calls do".into(),
+            })
+        }
+        _ => Ok(answer),
+    }
+}
+
 /// An upstream's answer without the protocol keys of its own `_meta` (its
 /// `serverInfo`): the client talks to Gatehouse, not to the upstream.
 fn without_upstream_protocol_meta(mut answer: CallToolResult) -> CallToolResult {
@@ -1947,7 +1971,8 @@ impl Gateway {
                 )
                 .await
         }
-        .await;
+        .await
+        .and_then(|answer| not_posing_as_a_held_call(upstream.name(), answer));
         self.metrics.observe(Stage::Dispatch, dispatched.elapsed());
         let outcome = match &result {
             Ok(CallToolResponse::Complete(answer)) if answer.is_error == Some(true) => {

@@ -393,3 +393,18 @@ fn a_results_size_is_its_texts_and_its_serialized_structure() {
     assert_eq!(result_size(&output), u64::try_from(expected).unwrap());
     assert_eq!(json_len(&structured), structured.to_string().len());
 }
+
+#[test]
+fn an_upstreams_request_state_may_not_pose_as_a_held_call() {
+    use gatehouse_upstream::model::CallToolResponse;
+    use rmcp::model::InputRequiredResult;
+    let asked = |state: &str| {
+        CallToolResponse::InputRequired(InputRequiredResult::new(None, Some(state.to_string())))
+    };
+    let posing = format!("{}abc", crate::held_calls::HELD_STATE_PREFIX);
+    assert!(matches!(
+        not_posing_as_a_held_call("py", asked(&posing)),
+        Err(UpstreamError::Protocol { .. })
+    ));
+    assert!(not_posing_as_a_held_call("py", asked("opaque-state")).is_ok());
+}

@@ -35,8 +35,11 @@ pub enum UpstreamError {
     /// flight for the whole call timeout (other tenants' calls go on).
     #[error("upstream {upstream} is busy with this tenant's calls ({limit} in flight)")]
     TenantBusy { upstream: Arc<str>, limit: usize },
-    /// The upstream answered with a JSON-RPC error.
-    #[error("upstream {upstream} answered with error {code}: {message}")]
+    /// The upstream answered with a JSON-RPC error. Its message is shown
+    /// (in logs and audit records) cut at [`SHOWN_MESSAGE_BYTES`]: it is the
+    /// upstream's to choose, up to a whole message's size, and is logged
+    /// and scrubbed wherever the error goes. The caller gets it whole.
+    #[error("upstream {upstream} answered with error {code}: {}", shown(message))]
     Rpc {
         upstream: Arc<str>,
         code: i32,
@@ -67,6 +70,15 @@ pub enum UpstreamError {
         uri: String,
         upstreams: Vec<Arc<str>>,
     },
+}
+
+/// How much of an upstream's error message logs and records show.
+pub const SHOWN_MESSAGE_BYTES: usize = 1024;
+
+fn shown(message: &str) -> String {
+    let mut shown = message.to_string();
+    gatehouse_core::cut_text(&mut shown, SHOWN_MESSAGE_BYTES);
+    shown
 }
 
 impl UpstreamError {
@@ -165,6 +177,23 @@ impl UpstreamError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upstreams_long_error_message_is_shown_cut() {
+        let error = UpstreamError::Rpc {
+            upstream: Arc::from("crm"),
+            code: -32000,
+            message: "x".repeat(1_000_000),
+            data: None,
+        };
+        let shown = error.to_string();
+        assert!(
+            shown.len() < 2 * SHOWN_MESSAGE_BYTES,
+            "{} bytes",
+            shown.len()
+        );
+        assert!(shown.ends_with("more bytes not recorded]"), "{shown}");
+    }
 
     #[test]
     fn the_callers_message_leaves_internal_reasons_out() {

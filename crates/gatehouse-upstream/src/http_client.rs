@@ -28,10 +28,14 @@ use crate::in_flight::InFlight;
 use gatehouse_core::json_len;
 use gatehouse_core::secret_ref::TenantSecrets;
 
-/// Builds the reqwest client of one upstream.
+/// Builds the reqwest client of one upstream. No proxy from the
+/// environment (`HTTPS_PROXY`, `ALL_PROXY`): the upstream's credential
+/// would go to whichever host the environment names, in clear for a
+/// plain-http loopback upstream.
 pub(crate) fn build_reqwest(connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .connect_timeout(connect_timeout)
         .user_agent(concat!("gatehouse/", env!("CARGO_PKG_VERSION")))
         .build()

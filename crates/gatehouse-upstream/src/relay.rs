@@ -85,11 +85,32 @@ pub struct Relay {
     pub(crate) accepts: Accepts,
 }
 
+/// Why an upstream's question was not put to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotAsked {
+    /// The call has ended.
+    Ended,
+    /// [`RELAY_CAPACITY`] messages already wait for the caller.
+    TooMany,
+}
+
 impl Relay {
     /// A relay and its receiving end.
     pub fn channel(accepts: Accepts) -> (Relay, mpsc::Receiver<Relayed>) {
         let (sender, receiver) = mpsc::channel(RELAY_CAPACITY);
         (Relay { sender, accepts }, receiver)
+    }
+
+    /// Puts an upstream's question (sampling, elicitation) to the caller
+    /// without waiting for room: an upstream asking faster than its caller
+    /// answers (or while a 2026-07-28 caller's call is held) is refused past
+    /// what waits already, rather than parking one task and its question
+    /// per request for as long as the call lasts.
+    pub(crate) fn ask(&self, question: Relayed) -> Result<(), NotAsked> {
+        self.sender.try_send(question).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => NotAsked::TooMany,
+            mpsc::error::TrySendError::Closed(_) => NotAsked::Ended,
+        })
     }
 }
 
@@ -123,6 +144,24 @@ pub struct CallContext {
 mod tests {
     use super::*;
     use rmcp::model::{ContextInclusion, SamplingMessage};
+
+    #[test]
+    fn questions_past_what_waits_are_refused_not_parked() {
+        let (relay, receiver) = Relay::channel(Accepts::default());
+        let question = || {
+            let (reply, _answer) = oneshot::channel();
+            Relayed::sampling(
+                CreateMessageRequestParams::new(vec![SamplingMessage::user_text("hi")], 10),
+                reply,
+            )
+        };
+        for _ in 0..RELAY_CAPACITY {
+            assert_eq!(relay.ask(question()), Ok(()));
+        }
+        assert_eq!(relay.ask(question()), Err(NotAsked::TooMany));
+        drop(receiver);
+        assert_eq!(relay.ask(question()), Err(NotAsked::Ended));
+    }
 
     #[test]
     fn a_sampling_request_reaches_the_client_without_context() {

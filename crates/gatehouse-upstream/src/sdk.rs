@@ -49,7 +49,7 @@ use crate::error::UpstreamError;
 use crate::in_flight::InFlight;
 use crate::input_rounds::{MAX_INPUT_ROUNDS, ask_caller};
 use crate::line_cap::{TOO_LARGE_CODE, TOO_LARGE_MARKER};
-use crate::relay::{CallContext, Relay, Relayed};
+use crate::relay::{CallContext, NotAsked, Relay, Relayed};
 
 /// The protocol revision preferred: 2026-07-28 (stateless, `server/discover`),
 /// falling back to 2025-11-25 (`initialize`, sessions) when the server
@@ -166,6 +166,16 @@ impl Drop for Abandoned {
 
 fn refused(message: String) -> ErrorData {
     ErrorData::new(ErrorCode::METHOD_NOT_FOUND, message, None)
+}
+
+fn not_asked(why: NotAsked) -> ErrorData {
+    refused(
+        match why {
+            NotAsked::Ended => "the call has ended",
+            NotAsked::TooMany => "too many requests of this call already wait for the caller",
+        }
+        .into(),
+    )
 }
 
 /// Receives the upstream's notifications and requests.
@@ -309,10 +319,8 @@ impl ClientHandler for Handler {
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         relay
-            .sender
-            .send(Relayed::sampling(params, reply))
-            .await
-            .map_err(|_| refused("the call has ended".into()))?;
+            .ask(Relayed::sampling(params, reply))
+            .map_err(not_asked)?;
         answer
             .await
             .map_err(|_| refused("the call has ended".into()))?
@@ -331,10 +339,8 @@ impl ClientHandler for Handler {
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         relay
-            .sender
-            .send(Relayed::Elicitation { params, reply })
-            .await
-            .map_err(|_| refused("the call has ended".into()))?;
+            .ask(Relayed::Elicitation { params, reply })
+            .map_err(not_asked)?;
         answer
             .await
             .map_err(|_| refused("the call has ended".into()))?

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
@@ -16,6 +16,24 @@ use crate::config::TracesConfig;
 
 /// How long one export may take before it is given up.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The exporter's HTTP client. The SDK's own follows redirects (also from
+/// https to plain http, with any `OTEL_EXPORTER_OTLP_HEADERS` credential)
+/// and takes a proxy from the environment: this one goes to the configured
+/// endpoint only, as every other outbound client of Gatehouse does. Built
+/// on a thread of its own: a blocking client cannot be made on a runtime.
+fn export_client() -> anyhow::Result<reqwest::blocking::Client> {
+    std::thread::spawn(|| {
+        reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(EXPORT_TIMEOUT)
+            .build()
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("building the OTLP exporter's HTTP client panicked"))?
+    .context("cannot build the OTLP exporter's HTTP client")
+}
 
 /// The W3C propagator reads and writes `traceparent`, whether or not spans
 /// are exported (the trace id of a request goes into its log lines).
@@ -36,6 +54,7 @@ pub fn start(config: &TracesConfig) -> anyhow::Result<Option<(Telemetry, SdkTrac
     };
     let exporter = SpanExporter::builder()
         .with_http()
+        .with_http_client(export_client()?)
         .with_protocol(Protocol::HttpBinary)
         .with_endpoint(endpoint.as_str())
         .with_timeout(EXPORT_TIMEOUT)

@@ -1102,6 +1102,9 @@ pub(crate) fn inspect_message(bytes: &[u8]) -> Result<(), MalformedMessage> {
     }
 }
 
+/// How long the SDK keeps a finished request's stream for a late resume.
+const COMPLETED_STREAM_KEPT: Duration = Duration::from_secs(5);
+
 /// Settings of the Streamable HTTP endpoint.
 pub struct HttpServiceOptions {
     pub allowed_hosts: Vec<String>,
@@ -1161,6 +1164,11 @@ pub fn streamable_http_service(
     let mut sessions = LocalSessionManager::default();
     let mut session_config = SessionConfig::default();
     session_config.keep_alive = Some(options.session_idle_timeout);
+    // A finished request's stream (its answer, which an upstream may make
+    // as large as a message may be) is kept for a client resuming it late:
+    // seconds, not the SDK's minute, so that a session's memory follows
+    // what it is doing now rather than what it did in the last minute.
+    session_config.completed_cache_ttl = COMPLETED_STREAM_KEPT;
     sessions.session_config = session_config;
     let pauses = StreamPauses::default();
     let sessions = Arc::new(PausableSessions {

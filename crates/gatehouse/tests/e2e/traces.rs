@@ -12,6 +12,14 @@ use super::harness::{MODERN, Server};
 
 /// An OTLP/HTTP endpoint: answers every POST with 200 and keeps its body.
 fn receiver() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    receiver_answering(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n"
+            .to_string(),
+    )
+}
+
+/// The same, answering every POST with `answer`.
+fn receiver_answering(answer: String) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
     let bodies = Arc::new(Mutex::new(Vec::new()));
@@ -20,6 +28,7 @@ fn receiver() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
             let kept = Arc::clone(&kept);
+            let answer = answer.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut writer = stream;
@@ -48,7 +57,6 @@ fn receiver() -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
                     let mut body = vec![0; length];
                     reader.read_exact(&mut body).unwrap();
                     kept.lock().unwrap().push(body);
-                    let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
                     if writer.write_all(answer.as_bytes()).is_err() {
                         return;
                     }
@@ -164,6 +172,27 @@ async fn spans_are_exported_over_otlp_with_the_callers_parent() {
     assert!(log.contains(header_trace), "{log}");
 }
 
+/// The exporter goes to the configured endpoint only: a redirect (which
+/// the SDK's own client followed, also from https to plain http with any
+/// `OTEL_EXPORTER_OTLP_HEADERS` credential) is not followed.
+#[tokio::test]
+async fn the_exporter_follows_no_redirect() {
+    let (elsewhere, followed) = receiver();
+    let (endpoint, sent) = receiver_answering(format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: {elsewhere}\r\ncontent-length: 0\r\n\r\n"
+    ));
+    let config = format!("version = 1\n[traces]\notlp_endpoint = \"{endpoint}\"\n");
+    let mut server = Server::start(Some(&config));
+    let (_, reader) = server.create_key("reader", "reader", &[]);
+    call(&server, &reader, None, None).await;
+    assert!(server.stop().success());
+    assert!(!sent.lock().unwrap().is_empty(), "nothing was exported");
+    assert!(
+        followed.lock().unwrap().is_empty(),
+        "the exporter followed the redirect"
+    );
+}
+
 #[tokio::test]
 async fn a_forwarded_call_carries_gatehouses_span_to_the_upstream() {
     let Some(python) = super::upstreams::python() else {
@@ -198,6 +227,53 @@ async fn a_forwarded_call_carries_gatehouses_span_to_the_upstream() {
     );
     assert!(!forwarded.contains(parent), "{forwarded}");
     assert_eq!(forwarded.len(), 55, "{forwarded}");
+}
+
+/// A proxy named by the environment (`HTTP_PROXY`, `ALL_PROXY`) is not
+/// used for upstreams: the upstream's credential would go to that host, in
+/// clear for a plain-http loopback upstream. Nor for the exporter.
+#[tokio::test]
+async fn no_proxy_from_the_environment_is_used_for_upstreams_or_exports() {
+    let Some(python) = super::upstreams::python() else {
+        return;
+    };
+    let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy_url = format!("http://{}", proxy.local_addr().unwrap());
+    proxy.set_nonblocking(true).unwrap();
+    let spy = super::upstreams::PyHttp::start_with(&python, &[]);
+    let (endpoint, exported) = receiver();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!(
+            "{}\n[upstreams.spy]\nscope = \"tools:read\"\nroles = [\"reader\"]\n",
+            super::upstreams::DEFAULT
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n[traces]\notlp_endpoint = \"{endpoint}\"\n\n\
+         [[upstreams]]\nname = \"spy\"\nurl = {:?}\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\n",
+        spy.url
+    );
+    let mut server = Server::start_with_env(
+        dir,
+        Some(&config),
+        &[
+            ("HTTP_PROXY", &proxy_url),
+            ("http_proxy", &proxy_url),
+            ("ALL_PROXY", &proxy_url),
+            ("NO_PROXY", ""),
+        ],
+    );
+    let (_, reader) = server.create_key("reader", "reader", &[]);
+    super::upstreams::tools_when_ready(&server, &reader, "spy__request_headers").await;
+    assert!(server.stop().success());
+    assert!(!exported.lock().unwrap().is_empty(), "nothing was exported");
+    assert!(
+        proxy.accept().is_err(),
+        "a connection went to the environment's proxy"
+    );
 }
 
 #[tokio::test]
