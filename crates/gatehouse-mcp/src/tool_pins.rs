@@ -66,6 +66,16 @@ pub const PIN_LIMIT: &str = "upstream_pin_limit";
 /// renamed its 10,000 tools at every `list_changed` grew both without end.
 /// Past this, new tools are withheld unpinned (one record per listing).
 pub const MAX_PINS_PER_UPSTREAM: usize = 10_000;
+/// The longest tool name and definition (canonical JSON) pinned: each is
+/// stored with its pin (and a changed one again as pending) and read back
+/// at reviews; the upstream chooses them, up to a message's size. MCP
+/// names have at most 128 characters; a real definition a few kilobytes.
+/// A tool past either is withheld unpinned (one record per listing).
+pub const MAX_PINNED_NAME_BYTES: usize = 128;
+pub const MAX_PINNED_DEFINITION_BYTES: usize = 64 * 1024;
+/// Reason code of the record saying an upstream offered tools past those
+/// bounds, withheld unpinned.
+pub const TOO_LARGE: &str = "upstream_tool_too_large";
 /// Audit reason of a pin made before icons and `_meta` were pinned, now
 /// covering them too (the fields it covered had not changed).
 pub const EXTENDED: &str = "upstream_tool_pin_extended";
@@ -211,6 +221,8 @@ struct Review {
     added: Vec<String>,
     /// New tools withheld unpinned past `MAX_PINS_PER_UPSTREAM`.
     over_limit: usize,
+    /// Tools withheld unpinned for their name's or definition's size.
+    too_large: usize,
 }
 
 /// Whether a verdict holds for the definition (and is cached), or only
@@ -357,6 +369,22 @@ impl ToolPins {
                              it may have pinned; they are withheld unpinned",
                             upstream.name(),
                             review.over_limit
+                        ))
+                        .build(),
+                )
+                .await?;
+        }
+        if review.too_large > 0 {
+            self.audit
+                .record(
+                    EventBuilder::new(AuditKind::Upstream, Outcome::Failure, self.clock.now())
+                        .reason(TOO_LARGE)
+                        .error(format!(
+                            "upstream {:?} offers {} tools whose name is longer than \
+                             {MAX_PINNED_NAME_BYTES} bytes or whose definition is longer than \
+                             {MAX_PINNED_DEFINITION_BYTES}; they are withheld unpinned",
+                            upstream.name(),
+                            review.too_large
                         ))
                         .build(),
                 )
@@ -526,6 +554,11 @@ impl ToolPins {
         let tool: &str = &definition.name;
         let name = upstream.name();
         let now = self.clock.now();
+        if tool.len() > MAX_PINNED_NAME_BYTES || seen.definition.len() > MAX_PINNED_DEFINITION_BYTES
+        {
+            review.too_large += 1;
+            return Ok((PinVerdict::Withhold, false));
+        }
         let gateway_name = UpstreamSet::tool_name(upstream, tool);
         // Twice at most: a first sighting another instance pinned a moment
         // earlier is judged against that pin.
@@ -534,7 +567,8 @@ impl ToolPins {
                 let pinned = match review.pinned {
                     Some(pinned) => pinned,
                     None => {
-                        let pinned = self.store.tool_pins(Some(name)).await?.len();
+                        let pinned = usize::try_from(self.store.count_tool_pins(name).await?)
+                            .unwrap_or(usize::MAX);
                         review.had_pins = Some(pinned > 0);
                         review.pinned = Some(pinned);
                         pinned
@@ -902,6 +936,41 @@ mod tests {
         drop(pins);
         writer.wait().await;
         assert_eq!(reasons(&store).await, ["upstream upstream_pin_limit"]);
+    }
+
+    /// A tool's name and definition are the upstream's to choose, up to a
+    /// message's size each, and each was stored with its pin (and again as
+    /// a pending change): past the bounds a tool is withheld unpinned.
+    #[tokio::test]
+    async fn tools_too_large_to_pin_are_withheld_unpinned() {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let (pins, writer) = pins(Arc::clone(&store)).await;
+        let files = upstream(PinMode::Alert);
+        let schema = serde_json::json!({"type": "object"});
+        let mut long_name = tool("Reads.", schema.clone());
+        long_name.name = "n".repeat(MAX_PINNED_NAME_BYTES + 1).into();
+        let long_definition = tool(&"d".repeat(MAX_PINNED_DEFINITION_BYTES), schema.clone());
+        let mut fine = tool("Reads.", schema);
+        fine.name = "fine".into();
+        let served = pins
+            .review(
+                &files,
+                &pins.listing(&files, None),
+                vec![long_name, long_definition, fine],
+            )
+            .await
+            .unwrap();
+        assert_eq!(names(&served), ["fine"]);
+        let pinned = store.tool_pins(Some("files")).await.unwrap();
+        assert_eq!(pinned.len(), 1);
+        assert_eq!(store.count_tool_pins("files").await.unwrap(), 1);
+        drop(pins);
+        writer.wait().await;
+        assert!(
+            reasons(&store)
+                .await
+                .contains(&"upstream upstream_tool_too_large".to_string())
+        );
     }
 
     /// A listing asked for before the upstream changed a tool, answered

@@ -109,6 +109,9 @@ pub trait PinStore {
     /// Every pin, or those of one upstream, ordered by upstream and tool.
     async fn tool_pins(&self, upstream: Option<&str>) -> StoreResult<Vec<ToolPinRecord>>;
 
+    /// How many tools of `upstream` are pinned.
+    async fn count_tool_pins(&self, upstream: &str) -> StoreResult<u64>;
+
     /// Pins a tool seen for the first time. `false`: it already had a pin
     /// (another instance was quicker), which is left as it is.
     async fn insert_tool_pin(

@@ -47,6 +47,15 @@ impl PinStore for PostgresStore {
         rows.iter().map(pin_from_row).collect()
     }
 
+    async fn count_tool_pins(&self, upstream: &str) -> StoreResult<u64> {
+        let count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM upstream_tool_pins WHERE upstream = $1")
+                .bind(upstream)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
     async fn insert_tool_pin(
         &self,
         upstream: &str,

@@ -482,6 +482,9 @@ impl<T: FailingStore> PinStore for T {
     async fn tool_pins(&self, _: Option<&str>) -> StoreResult<Vec<ToolPinRecord>> {
         down()
     }
+    async fn count_tool_pins(&self, _: &str) -> StoreResult<u64> {
+        down()
+    }
     async fn insert_tool_pin(
         &self,
         _: &str,

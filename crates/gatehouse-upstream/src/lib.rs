@@ -45,7 +45,7 @@ pub use health::{Health, HealthState, LastError};
 pub use relay::{Accepts, CallContext, RELAY_CAPACITY, Relay, Relayed};
 pub use sdk::UpstreamInput;
 pub use set::UpstreamSet;
-pub use upstream::{JsonObject, MAX_LISTED_ITEMS, MAX_PAGES, Upstream};
+pub use upstream::{JsonObject, MAX_LISTED_ITEMS, MAX_LISTING_BYTES, MAX_PAGES, Upstream};
 
 /// The MCP result types the API returns (rmcp's), so callers need not
 /// depend on rmcp's version themselves.

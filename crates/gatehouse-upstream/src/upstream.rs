@@ -47,6 +47,10 @@ pub const MAX_PAGES: usize = 100;
 /// each held in memory, sent to every caller who lists, and (tools) pinned
 /// with a store write and an audit record.
 pub const MAX_LISTED_ITEMS: usize = 10_000;
+/// A listing larger than this (its items as JSON, over all its pages) is
+/// refused: each page is bounded by the message limit, but a hundred of
+/// them would be hundreds of megabytes held for every caller who lists.
+pub const MAX_LISTING_BYTES: usize = 16 * 1024 * 1024;
 /// How long a child has to exit after its stdin closed (and again after
 /// SIGTERM) before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -752,6 +756,7 @@ impl Upstream {
         page: F,
     ) -> Result<Vec<T>, UpstreamError>
     where
+        T: serde::Serialize,
         F: Fn(Arc<Connection>, Option<String>) -> Fut,
         Fut: Future<Output = Result<Page<T>, UpstreamError>>,
     {
@@ -760,8 +765,16 @@ impl Upstream {
             let mut items = Vec::new();
             let mut cursor = None;
             let mut seen = HashSet::new();
+            let mut bytes = 0usize;
             for _ in 0..MAX_PAGES {
                 let (mut batch, next) = page(connection.clone(), cursor.take()).await?;
+                bytes = bytes.saturating_add(batch.iter().map(gatehouse_core::json_len).sum());
+                if bytes > MAX_LISTING_BYTES {
+                    return Err(UpstreamError::Protocol {
+                        upstream: name,
+                        reason: format!("the listing is larger than {MAX_LISTING_BYTES} bytes"),
+                    });
+                }
                 items.append(&mut batch);
                 if items.len() > MAX_LISTED_ITEMS {
                     return Err(UpstreamError::Protocol {

@@ -247,6 +247,44 @@ async fn a_listing_past_the_item_limit_is_refused() {
     set.shutdown().await;
 }
 
+/// Each page is bounded by the message limit, but a hundred of them were
+/// held whole: a listing larger than `MAX_LISTING_BYTES` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_past_the_byte_limit_is_refused() {
+    let Some(python) = python("stdio listing size test") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let definitions = dir.path().join("definitions.json");
+    let tools = 40;
+    let each = gatehouse_upstream::MAX_LISTING_BYTES / tools + 1;
+    let fat: serde_json::Map<String, serde_json::Value> = (0..tools)
+        .map(|i| {
+            (
+                format!("filler_{i:03}"),
+                serde_json::json!({ "description": "d".repeat(each) }),
+            )
+        })
+        .collect();
+    std::fs::write(&definitions, serde_json::to_vec(&fat).unwrap()).unwrap();
+    let set = start(vec![py_stdio(
+        &python,
+        "py",
+        &[
+            "--tools",
+            &tools.to_string(),
+            "--page-size",
+            "2",
+            "--definitions",
+            definitions.to_str().unwrap(),
+        ],
+    )]);
+    let py = set.get("py").unwrap();
+    let error = py.list_tools(None, None).await.unwrap_err();
+    assert!(error.to_string().contains("larger than"), "{error}");
+    set.shutdown().await;
+}
+
 /// A child given a credential in `secret_env` that prints its environment
 /// hands the credential back in a result: the caller gets it replaced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
