@@ -91,24 +91,54 @@ impl Child {
 
     /// Stops the child: it has `grace` to exit by itself (its stdin is
     /// already closed), then gets SIGTERM and `grace` again, then SIGKILL.
+    /// Whatever the leader did, what is left of its process group is then
+    /// killed: a grandchild that ignores SIGTERM and stdin's end (the
+    /// server `npx` or a shell started) would otherwise outlive every
+    /// restart, holding the entry's secrets.
     pub(crate) async fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
         let inner = self.inner.as_mut()?;
+        let group = inner.id();
+        let status = Self::stop_leader(inner, &self.upstream, grace).await;
+        self.inner = None;
+        if let Some(group) = group {
+            kill_group(group);
+        }
+        status
+    }
+
+    async fn stop_leader(
+        inner: &mut Box<dyn ChildWrapper>,
+        upstream: &str,
+        grace: Duration,
+    ) -> Option<ExitStatus> {
         if let Ok(Ok(status)) = tokio::time::timeout(grace, inner.wait()).await {
-            self.inner = None;
             return Some(status);
         }
         if let Err(e) = inner.signal(SIGTERM) {
-            tracing::debug!(upstream = %self.upstream, error = %e, "SIGTERM failed");
+            tracing::debug!(upstream, error = %e, "SIGTERM failed");
         }
         if let Ok(Ok(status)) = tokio::time::timeout(grace, inner.wait()).await {
-            self.inner = None;
             return Some(status);
         }
-        tracing::warn!(upstream = %self.upstream, "upstream process ignored SIGTERM; killing it");
+        tracing::warn!(upstream, "upstream process ignored SIGTERM; killing it");
         let _ = inner.start_kill();
         let status = tokio::time::timeout(grace, inner.wait()).await;
-        self.inner = None;
         status.ok().and_then(Result::ok)
+    }
+}
+
+/// SIGKILL to the process group `group` leads (its id is the leader's);
+/// nothing left in it is no error.
+fn kill_group(group: u32) {
+    let Some(pid) = i32::try_from(group)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    match rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(e) => tracing::debug!(group, error = %e, "SIGKILL to the process group failed"),
     }
 }
 
@@ -124,6 +154,43 @@ impl Drop for Child {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `pid` has gone (or is only a zombie nobody reaped yet).
+    fn has_gone(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            Err(_) => true,
+            Ok(status) => status
+                .lines()
+                .any(|line| line.starts_with("State:") && line.contains('Z')),
+        }
+    }
+
+    /// A leader that exits at once, leaving a grandchild that ignores
+    /// SIGTERM and its stdin's end: stopping the child kills it too.
+    #[tokio::test]
+    async fn stopping_a_child_kills_what_is_left_of_its_process_group() {
+        let script = "sh -c 'trap \"\" TERM HUP; exec sleep 300' </dev/null >/dev/null 2>&1 & \
+                      echo $!";
+        let config = UpstreamConfig::stdio("orphans", "sh", &["-c", script]);
+        let upstream: Arc<str> = Arc::from("orphans");
+        let mut spawned = spawn(&upstream, &config, "sh", &[]).unwrap();
+        let mut line = String::new();
+        let mut stdout = tokio::io::BufReader::new(spawned.stdout);
+        tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+            .await
+            .unwrap();
+        let grandchild = line.trim().to_string();
+        assert!(!grandchild.is_empty());
+        assert!(!has_gone(&grandchild), "the grandchild did not start");
+        drop(spawned.stdin);
+        spawned.child.stop(Duration::from_secs(5)).await;
+        let mut waited = 0;
+        while !has_gone(&grandchild) {
+            assert!(waited < 100, "the grandchild outlived its group's stop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            waited += 1;
+        }
+    }
 
     #[test]
     fn only_the_documented_variables_are_inherited() {

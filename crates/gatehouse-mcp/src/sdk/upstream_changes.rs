@@ -24,6 +24,12 @@ use super::*;
 /// resource of it updated).
 const MAX_PENDING: usize = 256;
 
+/// One upstream's changes are handled at most this often: each may re-list
+/// the upstream, make every tenant's resource routing stale and reach every
+/// session, and an upstream may announce changes without end. What it
+/// announces meanwhile waits, and repeats are merged.
+const HANDLED_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+
 /// One upstream's changes waiting for its task.
 #[derive(Default)]
 struct Pending {
@@ -141,11 +147,16 @@ async fn follow_one_upstream(
     gateway: std::sync::Weak<Gateway>,
     sessions: SessionPeers,
 ) {
+    let mut handled_at: Option<tokio::time::Instant> = None;
     loop {
         queue.queued.notified().await;
+        if let Some(at) = handled_at {
+            tokio::time::sleep_until(at + HANDLED_AT_MOST_EVERY).await;
+        }
         let Some(gateway) = gateway.upgrade() else {
             return;
         };
+        handled_at = Some(tokio::time::Instant::now());
         let (mut changes, gap) = queue.take();
         if gap {
             let watched = sessions

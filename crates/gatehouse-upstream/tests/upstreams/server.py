@@ -297,6 +297,19 @@ async def add_tool(ctx: Context) -> str:
 
 
 @server.tool()
+async def flood_changes(count: int, ctx: Context) -> str:
+    """Announces a tools change `count` times, 10 ms apart: a hostile
+    upstream keeping the gateway re-listing it."""
+    for _ in range(count):
+        try:
+            await ctx.session.send_tool_list_changed()
+        except Exception as exc:  # noqa: BLE001
+            sys.stderr.write(f"send_tool_list_changed: {exc}\n")
+        await asyncio.sleep(0.01)
+    return "ok"
+
+
+@server.tool()
 async def progress_steps(steps: int, ctx: Context) -> str:
     """Reports `steps` progress notifications, then answers."""
     for i in range(1, steps + 1):

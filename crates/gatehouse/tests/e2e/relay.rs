@@ -1095,6 +1095,44 @@ async fn a_listen_stream_hears_the_upstream_list_changes_it_asked_for() {
     assert!(heard.is_none(), "{heard:?}");
 }
 
+/// An upstream announcing a change every 10 ms had every session and
+/// listen stream told as fast as it announced (and, for resources, every
+/// tenant's routing made stale each time): one upstream's changes are
+/// handled at most once a second, what it announces meanwhile merged.
+#[tokio::test]
+async fn an_upstream_announcing_changes_without_end_is_heard_at_most_once_a_second() {
+    let Some(python) = python() else { return };
+    let server = server(&python);
+    let (_, analyst) = server.create_key("analyst", "analyst", &[]);
+    ready(&server, &analyst).await;
+    let mut tools = listen(&server, &analyst, 7, json!({"toolsListChanged": true})).await;
+    let ack = within(&mut tools, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    let started = std::time::Instant::now();
+    let answer = server
+        .call_tool(&analyst, "py__flood_changes", json!({"count": 200}))
+        .await;
+    assert!(answer["error"].is_null(), "{answer}");
+    let mut heard = 0;
+    while within(&mut tools, Duration::from_millis(1_500))
+        .await
+        .is_some()
+    {
+        heard += 1;
+    }
+    // Two seconds or more of announcements (200, 10 ms apart), and the
+    // quiet second and a half that ends the count.
+    let seconds = started.elapsed().as_secs() as usize;
+    assert!(heard >= 1, "no change was heard");
+    assert!(
+        heard <= seconds + 1,
+        "{heard} changes heard in {seconds} s for 200 announcements"
+    );
+}
+
 /// Each upstream's changes are followed on their own: one that announced a
 /// change and then never answers its listing held up every other
 /// upstream's resource updates (and catalogue changes) for its call
