@@ -207,7 +207,8 @@ mod tests {
             ],
             ..Listing::default()
         };
-        assert_eq!(costly.claims("mem://abc", |_| true), ["fine"]);
+        let uri = format!("mem://{}", "x".repeat(20));
+        assert_eq!(costly.claims(&uri, |_| true), ["fine"]);
     }
 
     #[tokio::test]
