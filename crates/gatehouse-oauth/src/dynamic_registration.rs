@@ -10,6 +10,11 @@ use crate::registration::{AuthMethod, parse_registration};
 use crate::server::{AuthorizationServer, REGISTERED_BY_DYNAMIC, RegistrationPolicy, unavailable};
 use crate::{ClientSpec, OAuthError, issue_client};
 
+/// A registration that obtained no grant (no person signed in with it and
+/// consented) is removed after this long: a client registers right before
+/// it signs its user in.
+pub const UNGRANTED_REGISTRATION_TTL_MS: i64 = 3_600_000;
+
 impl AuthorizationServer {
     /// Whether a registration request may proceed: open registration, or
     /// the configured initial access token (compared as a keyed hash).
@@ -23,16 +28,35 @@ impl AuthorizationServer {
         }
     }
 
+    /// Deletes the registrations unused for `dynamic_client_ttl`, and those
+    /// that obtained no grant within [`UNGRANTED_REGISTRATION_TTL_MS`].
+    pub(crate) async fn delete_expired_dynamic_clients(
+        &self,
+        now: Timestamp,
+    ) -> Result<u64, OAuthError> {
+        let unused_since =
+            now.plus_millis(-self.config.dynamic_client_ttl_secs.saturating_mul(1000));
+        let never_granted_since = now.plus_millis(-UNGRANTED_REGISTRATION_TTL_MS);
+        self.store
+            .delete_unused_dynamic_clients(unused_since, never_granted_since)
+            .await
+            .map_err(unavailable)
+    }
+
     /// Stores a registered client while fewer than `max_dynamic_clients`
-    /// exist; when full, unused ones (`dynamic_client_ttl`) are removed
-    /// first, and if none is, the registration is refused (503).
+    /// exist. When full, expired ones are removed first; then the oldest
+    /// registration that never obtained a grant makes room. Registration is
+    /// open to anyone (20 a minute per address): a table full of
+    /// registrations no person ever signed in with must not refuse every
+    /// new client for weeks. Only when every one of them holds a grant is
+    /// the registration refused (503).
     async fn insert_within_limit(
         &self,
         record: &gatehouse_store::ClientRecord,
         now: Timestamp,
     ) -> Result<(), OAuthError> {
         let max = self.config.max_dynamic_clients;
-        for attempt in 0..2 {
+        for attempt in 0..3 {
             if self
                 .store
                 .insert_client_within_limit(record, max)
@@ -41,13 +65,26 @@ impl AuthorizationServer {
             {
                 return Ok(());
             }
-            if attempt == 0 {
-                let unused_since =
-                    now.plus_millis(-self.config.dynamic_client_ttl_secs.saturating_mul(1000));
-                self.store
-                    .delete_unused_dynamic_clients(unused_since)
-                    .await
-                    .map_err(unavailable)?;
+            match attempt {
+                0 => {
+                    self.delete_expired_dynamic_clients(now).await?;
+                }
+                1 => {
+                    let evicted = self
+                        .store
+                        .evict_oldest_never_granted_dynamic_client()
+                        .await
+                        .map_err(unavailable)?;
+                    if evicted {
+                        tracing::warn!(
+                            max,
+                            "dynamically registered client table full \
+                             (oauth.registration_max_clients); the oldest registration that \
+                             never obtained a grant was removed to make room"
+                        );
+                    }
+                }
+                _ => {}
             }
         }
         tracing::warn!(

@@ -1031,13 +1031,7 @@ impl AuthorizationServer {
     /// and dynamic clients unused for too long. Run periodically.
     pub async fn housekeeping(&self, now: Timestamp) -> Result<(), OAuthError> {
         self.store.purge_expired(now).await.map_err(unavailable)?;
-        let unused_since =
-            now.plus_millis(-self.config.dynamic_client_ttl_secs.saturating_mul(1000));
-        let removed = self
-            .store
-            .delete_unused_dynamic_clients(unused_since)
-            .await
-            .map_err(unavailable)?;
+        let removed = self.delete_expired_dynamic_clients(now).await?;
         if removed > 0 {
             tracing::info!(removed, "removed unused dynamically registered clients");
         }

@@ -457,8 +457,18 @@ pub trait AuthorizationStore: Send + Sync {
 
     // --- Clients ------------------------------------------------------------
     async fn touch_client(&self, id: &str, at: Timestamp) -> StoreResult<()>;
-    /// Deletes dynamically registered clients unused since `unused_since`.
-    async fn delete_unused_dynamic_clients(&self, unused_since: Timestamp) -> StoreResult<u64>;
+    /// Deletes dynamically registered clients unused since `unused_since`,
+    /// and those that never obtained a grant, registered before
+    /// `never_granted_since`. (A client's use of its credential alone does
+    /// not count: anyone may present a public client's id.)
+    async fn delete_unused_dynamic_clients(
+        &self,
+        unused_since: Timestamp,
+        never_granted_since: Timestamp,
+    ) -> StoreResult<u64>;
+    /// Deletes the oldest dynamically registered client that never obtained
+    /// a grant, if any.
+    async fn evict_oldest_never_granted_dynamic_client(&self) -> StoreResult<bool>;
     /// Deletes metadata-document clients unused since `unused_since`, except
     /// revoked ones: their revocation must outlast them.
     async fn delete_unused_metadata_document_clients(

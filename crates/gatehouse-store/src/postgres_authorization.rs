@@ -866,15 +866,34 @@ impl AuthorizationStore for PostgresStore {
         Ok(())
     }
 
-    async fn delete_unused_dynamic_clients(&self, unused_since: Timestamp) -> StoreResult<u64> {
+    async fn delete_unused_dynamic_clients(
+        &self,
+        unused_since: Timestamp,
+        never_used_since: Timestamp,
+    ) -> StoreResult<u64> {
         let result = sqlx::query(
             "DELETE FROM oauth_clients WHERE registered_by = 'dynamic' \
-             AND COALESCE(last_used_at, created_at) < $1",
+             AND (COALESCE(last_used_at, created_at) < $1 \
+             OR (created_at < $2 AND NOT EXISTS \
+             (SELECT 1 FROM grants WHERE grants.client_id = oauth_clients.id)))",
         )
         .bind(unused_since.0)
+        .bind(never_used_since.0)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())
+    }
+
+    async fn evict_oldest_never_granted_dynamic_client(&self) -> StoreResult<bool> {
+        let result = sqlx::query(
+            "DELETE FROM oauth_clients WHERE id = (SELECT c.id FROM oauth_clients c \
+             WHERE c.registered_by = 'dynamic' \
+             AND NOT EXISTS (SELECT 1 FROM grants WHERE grants.client_id = c.id) \
+             ORDER BY c.created_at, c.id LIMIT 1)",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn delete_unused_metadata_document_clients(

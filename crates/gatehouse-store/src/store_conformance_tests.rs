@@ -61,6 +61,7 @@ macro_rules! conformance_tests {
             device_polls_pending_slow_down_approved_once,
             a_denied_device_authorization_reports_denied,
             unused_dynamic_clients_are_deleted,
+            registrations_never_granted_expire_and_the_oldest_makes_room,
             metadata_document_clients_are_capped_and_unused_ones_deleted,
             purge_removes_only_expired_records,
             task_grants_round_trip_and_only_live_ones_are_listed,
@@ -2142,6 +2143,54 @@ pub(crate) async fn a_denied_device_authorization_reports_denied(store: TestStor
     );
 }
 
+pub(crate) async fn registrations_never_granted_expire_and_the_oldest_makes_room(store: TestStore) {
+    let dynamic = |id: &str, created_at: i64| ClientRecord {
+        registered_by: "dynamic".into(),
+        created_at: Timestamp(created_at),
+        ..client(id)
+    };
+    store.insert_client(&dynamic("ghc_a", 10)).await.unwrap();
+    store.insert_client(&dynamic("ghc_b", 20)).await.unwrap();
+    store.insert_client(&dynamic("ghc_c", 40)).await.unwrap();
+    // Presenting a public client's id (anyone may) is no use that counts.
+    store.touch_client("ghc_c", Timestamp(45)).await.unwrap();
+    // A person signed in with ghc_b.
+    store.insert_user(&user("alice")).await.unwrap();
+    let granted = GrantRecord {
+        client_id: "ghc_b".into(),
+        ..grant("g_b")
+    };
+    store
+        .insert_code_grant(decided(&granted), &code("h_b", "g_b"))
+        .await
+        .unwrap();
+    store.insert_client(&client("ghc_op")).await.unwrap();
+    assert_eq!(
+        store
+            .delete_unused_dynamic_clients(Timestamp(0), Timestamp(15))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.client("ghc_a").await.unwrap().is_none());
+    assert!(
+        store
+            .evict_oldest_never_granted_dynamic_client()
+            .await
+            .unwrap()
+    );
+    assert!(store.client("ghc_c").await.unwrap().is_none());
+    // One with a grant, or the operator's, is never evicted.
+    assert!(
+        !store
+            .evict_oldest_never_granted_dynamic_client()
+            .await
+            .unwrap()
+    );
+    assert!(store.client("ghc_b").await.unwrap().is_some());
+    assert!(store.client("ghc_op").await.unwrap().is_some());
+}
+
 pub(crate) async fn unused_dynamic_clients_are_deleted(store: TestStore) {
     let mut dynamic = client("ghc_dyn");
     dynamic.registered_by = "dynamic".into();
@@ -2156,7 +2205,7 @@ pub(crate) async fn unused_dynamic_clients_are_deleted(store: TestStore) {
         .unwrap();
     assert_eq!(
         store
-            .delete_unused_dynamic_clients(Timestamp(500))
+            .delete_unused_dynamic_clients(Timestamp(500), Timestamp(0))
             .await
             .unwrap(),
         1
