@@ -7,6 +7,7 @@ use gatehouse_store::UserRecord;
 
 use crate::OAuthError;
 use crate::login_lockout::{self, Attempt, LoginLock};
+use crate::password::PasswordError;
 use crate::server::{AuthorizationServer, random_token, unavailable};
 
 /// A browser stays logged in this long.
@@ -78,8 +79,18 @@ impl AuthorizationServer {
             let matches = self
                 .passwords
                 .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
-                .await
-                .unwrap_or(false);
+                .await;
+            // Busy: nothing was checked, so nothing is counted against the
+            // name (a flood of sign-ins must not lock its owner out).
+            let matches = match matches {
+                Ok(matches) => matches,
+                Err(PasswordError::Busy) => {
+                    return Err(gatehouse_store::StoreError::Unavailable(
+                        "every password hashing slot is busy; try again in a moment".into(),
+                    ));
+                }
+                Err(_) => false,
+            };
             Ok::<_, gatehouse_store::StoreError>(
                 user.filter(|u| matches && u.disabled_at.is_none()),
             )

@@ -49,7 +49,14 @@ pub enum PasswordError {
     Hash,
     #[error("the password hashing task failed")]
     Task,
+    /// Every hashing slot stayed taken for [`SLOT_WAIT`]: nothing was
+    /// checked (a flood of sign-ins must not queue without end).
+    #[error("every password hashing slot is busy")]
+    Busy,
 }
+
+/// How long a hash waits for a slot before it is given up.
+pub const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Hashes and verifies passwords with Argon2id, a bounded number at a time.
 /// Cheap to clone: clones share the limit.
@@ -197,11 +204,14 @@ impl PasswordHasher {
     }
 
     async fn permit(&self) -> Result<OwnedSemaphorePermit, PasswordError> {
-        // The semaphore is never closed; an error here would be a bug.
-        Arc::clone(&self.inner.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| PasswordError::Task)
+        let acquire = Arc::clone(&self.inner.permits).acquire_owned();
+        match tokio::time::timeout(SLOT_WAIT, acquire).await {
+            Ok(permit) => {
+                // The semaphore is never closed; an error here would be a bug.
+                permit.map_err(|_| PasswordError::Task)
+            }
+            Err(_) => Err(PasswordError::Busy),
+        }
     }
 
     async fn run<T, F>(&self, password: &str, work: F) -> Result<T, PasswordError>

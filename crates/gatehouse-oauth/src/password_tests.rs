@@ -125,6 +125,23 @@ async fn a_busy_slot_makes_callers_wait() {
     assert_eq!(hasher.available_permits(), 1);
 }
 
+/// A flood of sign-ins queued for the hashing slots without end, each
+/// waiting its turn (a real sign-in behind them for minutes): a caller
+/// waits `SLOT_WAIT` at most, then is told the slots are busy.
+#[tokio::test(start_paused = true)]
+async fn a_caller_waits_for_a_slot_only_so_long() {
+    let hasher = cheap(1);
+    let held = hasher.permit().await.unwrap();
+    let started = tokio::time::Instant::now();
+    assert!(matches!(
+        hasher.verify(PASSWORD, None).await,
+        Err(PasswordError::Busy)
+    ));
+    assert_eq!(started.elapsed(), SLOT_WAIT);
+    drop(held);
+    assert!(hasher.verify(PASSWORD, None).await.is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_caller_keeps_its_slot_until_the_work_ends() {
     let hasher = cheap(1);
