@@ -101,8 +101,8 @@ pub use server::{
     AsConfig, AuthorizationServer, ClientAuth, DEFAULT_ACCESS_TOKEN_TTL_SECS,
     GRANT_AUTHORIZATION_CODE, GRANT_CLIENT_CREDENTIALS, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN,
     MAX_ACCESS_TOKEN_TTL_SECS, REGISTERED_BY_DYNAMIC, REGISTERED_BY_OPERATOR,
-    REVOCATIONS_PER_PERSON_PER_MINUTE, RegistrationPolicy, TokenRequest, TokenResponse,
-    add_signing_key, new_signing_key,
+    REVOCATIONS_PER_PERSON_PER_MINUTE, RegistrationPolicy, TASK_TOKENS_PER_PERSON_PER_MINUTE,
+    TokenRequest, TokenResponse, add_signing_key, new_signing_key,
 };
 pub use signing_key::{Jwks, PublicJwk, SigningKey};
 pub use token_exchange::{

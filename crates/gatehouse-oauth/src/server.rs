@@ -50,6 +50,14 @@ pub const REVOCATIONS_PER_PERSON_PER_MINUTE: u32 = 30;
 /// Revocations of live tokens per source address and minute, whoever
 /// they are for.
 pub const REVOCATIONS_PER_SOURCE_PER_MINUTE: u32 = 120;
+/// Task tokens one person may obtain by token exchange a minute, whatever
+/// client or address asks. Each is a stored grant, and a grant revoked
+/// (by its holder, or by the incident response after refused calls) moves
+/// the credential generation, which empties every instance's caches: a
+/// loop of exchanges and refused calls did that as often as the token
+/// endpoint allowed an address (600 a minute). (Tasks declared at
+/// `initialize` are bounded by the 30 sessions a minute a person may start.)
+pub const TASK_TOKENS_PER_PERSON_PER_MINUTE: u32 = 30;
 /// New Client ID Metadata Document URLs one source address may introduce
 /// per hour (each is fetched, and stored when acceptable).
 pub const NEW_METADATA_CLIENTS_PER_HOUR: u32 = 10;
@@ -294,6 +302,8 @@ pub struct AuthorizationServer {
     /// Revocations of live tokens per person and per source
     /// ([`REVOCATIONS_PER_PERSON_PER_MINUTE`]).
     revocations: RateLimiter,
+    /// Task tokens per person ([`TASK_TOKENS_PER_PERSON_PER_MINUTE`]).
+    pub(crate) task_tokens: RateLimiter,
     revocations_per_source: RateLimiter,
     /// Document URLs a source may introduce as new metadata-document
     /// clients (each is fetched and stored).
@@ -470,6 +480,7 @@ impl AuthorizationServer {
             ),
             token_requests: RateLimiter::per_source(TOKEN_REQUESTS_PER_MINUTE, 60_000, 10_000),
             revocations: RateLimiter::new(REVOCATIONS_PER_PERSON_PER_MINUTE, 60_000, 10_000),
+            task_tokens: RateLimiter::new(TASK_TOKENS_PER_PERSON_PER_MINUTE, 60_000, 10_000),
             revocations_per_source: RateLimiter::per_source(
                 REVOCATIONS_PER_SOURCE_PER_MINUTE,
                 60_000,

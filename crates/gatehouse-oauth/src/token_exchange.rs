@@ -202,6 +202,11 @@ impl AuthorizationServer {
                 ));
             }
         }
+        if let Err(wait_ms) = self.task_tokens.attempt(&principal.limit_key(), now) {
+            return Err(OAuthError::TooManyRequests {
+                retry_after_secs: gatehouse_core::retry_after_secs(wait_ms),
+            });
+        }
         let policy = exchange.policy.current();
         let origin = GrantOrigin {
             via: "token_exchange",

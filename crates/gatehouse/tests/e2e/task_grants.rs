@@ -490,3 +490,26 @@ async fn a_task_token_cannot_use_its_base_keys_session_nor_the_reverse() {
         "{anomalies:?}"
     );
 }
+
+/// A task token is a stored grant, and a grant revoked (by its holder, or
+/// by the incident response after refused calls) empties every instance's
+/// caches: a loop of exchanges could do that as often as the token endpoint
+/// allowed an address. Task tokens are limited per person, whatever
+/// credential or client asks, and the 429 says when to come back.
+#[tokio::test]
+async fn task_tokens_are_limited_per_person() {
+    let server = Server::start(None);
+    let (_, first) = server.create_key("agent-1", "analyst", &["--owner", "dana"]);
+    let (_, second) = server.create_key("agent-2", "analyst", &["--owner", "dana"]);
+    let (_, other) = server.create_key("agent-3", "analyst", &["--owner", "erin"]);
+    let limit = gatehouse_oauth::TASK_TOKENS_PER_PERSON_PER_MINUTE;
+    for n in 0..limit {
+        let key = if n % 2 == 0 { &first } else { &second };
+        let (status, body) = exchange(&server, key, "outreach").await;
+        assert_eq!(status, 200, "exchange {n}: {body}");
+    }
+    let (status, body) = exchange(&server, &second, "outreach").await;
+    assert_eq!(status, 429, "{body}");
+    let (status, body) = exchange(&server, &other, "outreach").await;
+    assert_eq!(status, 200, "{body}");
+}
