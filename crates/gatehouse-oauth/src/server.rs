@@ -829,15 +829,17 @@ impl AuthorizationServer {
     }
 
     /// Stores a new metadata-document client within the cap. A full table
-    /// first loses its unused clients (as housekeeping would); when it is
-    /// still full the new client is refused: live clients are never evicted.
+    /// first loses its unused clients (as housekeeping would), then the
+    /// oldest one no person ever signed in with (any address may make ten
+    /// new ones known an hour); when every one holds a grant the new client
+    /// is refused.
     async fn insert_metadata_document_client(
         &self,
         record: &ClientRecord,
         max_clients: u64,
         now: Timestamp,
     ) -> Result<(), MetadataClientError> {
-        for attempt in 0..2 {
+        for attempt in 0..3 {
             match self
                 .store
                 .insert_client_within_limit(record, max_clients)
@@ -848,6 +850,12 @@ impl AuthorizationServer {
                     self.delete_unused_metadata_document_clients(now)
                         .await
                         .map_err(MetadataClientError::Server)?;
+                }
+                Ok(false) if attempt == 1 => {
+                    self.store
+                        .evict_oldest_never_granted_client(REGISTERED_BY_METADATA_DOCUMENT)
+                        .await
+                        .map_err(|e| MetadataClientError::Server(unavailable(e)))?;
                 }
                 Ok(false) => {}
                 Err(e) => return Err(MetadataClientError::Server(unavailable(e))),
@@ -1062,8 +1070,10 @@ impl AuthorizationServer {
     ) -> Result<u64, OAuthError> {
         let unused_since =
             now.plus_millis(-self.config.dynamic_client_ttl_secs.saturating_mul(1000));
+        let never_granted_since =
+            now.plus_millis(-crate::dynamic_registration::UNGRANTED_REGISTRATION_TTL_MS);
         self.store
-            .delete_unused_metadata_document_clients(unused_since)
+            .delete_unused_metadata_document_clients(unused_since, never_granted_since)
             .await
             .map_err(unavailable)
     }

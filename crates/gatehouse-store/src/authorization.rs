@@ -466,14 +466,17 @@ pub trait AuthorizationStore: Send + Sync {
         unused_since: Timestamp,
         never_granted_since: Timestamp,
     ) -> StoreResult<u64>;
-    /// Deletes the oldest dynamically registered client that never obtained
-    /// a grant, if any.
-    async fn evict_oldest_never_granted_dynamic_client(&self) -> StoreResult<bool>;
-    /// Deletes metadata-document clients unused since `unused_since`, except
-    /// revoked ones: their revocation must outlast them.
+    /// Deletes the oldest client registered by `registered_by` (`dynamic`,
+    /// `metadata_document`) that never obtained a grant and is not revoked
+    /// (a revoked metadata document's revocation must outlast it), if any.
+    async fn evict_oldest_never_granted_client(&self, registered_by: &str) -> StoreResult<bool>;
+    /// Deletes metadata-document clients unused since `unused_since`, and
+    /// those that never obtained a grant, known before `never_granted_since`,
+    /// except revoked ones: their revocation must outlast them.
     async fn delete_unused_metadata_document_clients(
         &self,
         unused_since: Timestamp,
+        never_granted_since: Timestamp,
     ) -> StoreResult<u64>;
 
     /// Deletes expired codes, requests, sessions, device authorizations and

@@ -884,13 +884,14 @@ impl AuthorizationStore for PostgresStore {
         Ok(result.rows_affected())
     }
 
-    async fn evict_oldest_never_granted_dynamic_client(&self) -> StoreResult<bool> {
+    async fn evict_oldest_never_granted_client(&self, registered_by: &str) -> StoreResult<bool> {
         let result = sqlx::query(
             "DELETE FROM oauth_clients WHERE id = (SELECT c.id FROM oauth_clients c \
-             WHERE c.registered_by = 'dynamic' \
+             WHERE c.registered_by = $1 AND c.revoked_at IS NULL \
              AND NOT EXISTS (SELECT 1 FROM grants WHERE grants.client_id = c.id) \
              ORDER BY c.created_at, c.id LIMIT 1)",
         )
+        .bind(registered_by)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() > 0)
@@ -899,12 +900,16 @@ impl AuthorizationStore for PostgresStore {
     async fn delete_unused_metadata_document_clients(
         &self,
         unused_since: Timestamp,
+        never_granted_since: Timestamp,
     ) -> StoreResult<u64> {
         let result = sqlx::query(
             "DELETE FROM oauth_clients WHERE registered_by = 'metadata_document' \
-             AND revoked_at IS NULL AND COALESCE(last_used_at, created_at) < $1",
+             AND revoked_at IS NULL AND (COALESCE(last_used_at, created_at) < $1 \
+             OR (created_at < $2 AND NOT EXISTS \
+             (SELECT 1 FROM grants WHERE grants.client_id = oauth_clients.id)))",
         )
         .bind(unused_since.0)
+        .bind(never_granted_since.0)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())

@@ -2175,7 +2175,7 @@ pub(crate) async fn registrations_never_granted_expire_and_the_oldest_makes_room
     assert!(store.client("ghc_a").await.unwrap().is_none());
     assert!(
         store
-            .evict_oldest_never_granted_dynamic_client()
+            .evict_oldest_never_granted_client("dynamic")
             .await
             .unwrap()
     );
@@ -2183,7 +2183,7 @@ pub(crate) async fn registrations_never_granted_expire_and_the_oldest_makes_room
     // One with a grant, or the operator's, is never evicted.
     assert!(
         !store
-            .evict_oldest_never_granted_dynamic_client()
+            .evict_oldest_never_granted_client("dynamic")
             .await
             .unwrap()
     );
@@ -2269,7 +2269,7 @@ pub(crate) async fn metadata_document_clients_are_capped_and_unused_ones_deleted
     // (created at 300) stays, and so does revoked "a".
     assert_eq!(
         store
-            .delete_unused_metadata_document_clients(Timestamp(250))
+            .delete_unused_metadata_document_clients(Timestamp(250), Timestamp(0))
             .await
             .unwrap(),
         1
@@ -2283,7 +2283,8 @@ pub(crate) async fn metadata_document_clients_are_capped_and_unused_ones_deleted
         .touch_client("https://c.example/c", Timestamp(1_000))
         .await
         .unwrap();
-    let unused_since = |at| store.delete_unused_metadata_document_clients(Timestamp(at));
+    let unused_since =
+        |at| store.delete_unused_metadata_document_clients(Timestamp(at), Timestamp(0));
     assert_eq!(unused_since(500).await.unwrap(), 0);
     assert_eq!(unused_since(2_000).await.unwrap(), 1);
     assert!(store.client("https://c.example/c").await.unwrap().is_none());
@@ -2291,6 +2292,34 @@ pub(crate) async fn metadata_document_clients_are_capped_and_unused_ones_deleted
     // Operator and dynamic clients are not touched by this.
     assert!(store.client("ghc_op").await.unwrap().is_some());
     assert!(store.client("ghc_dyn").await.unwrap().is_some());
+    // One no person signed in with goes after its hour; the oldest such
+    // makes room in a full table; a revoked one is never evicted.
+    let d = metadata_client("https://d.example/c", 3_000);
+    let e = metadata_client("https://e.example/c", 4_000);
+    store.insert_client(&d).await.unwrap();
+    store.insert_client(&e).await.unwrap();
+    assert_eq!(
+        store
+            .delete_unused_metadata_document_clients(Timestamp(0), Timestamp(3_500))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.client("https://d.example/c").await.unwrap().is_none());
+    assert!(
+        store
+            .evict_oldest_never_granted_client("metadata_document")
+            .await
+            .unwrap()
+    );
+    assert!(store.client("https://e.example/c").await.unwrap().is_none());
+    assert!(
+        !store
+            .evict_oldest_never_granted_client("metadata_document")
+            .await
+            .unwrap()
+    );
+    assert!(store.client("https://a.example/c").await.unwrap().is_some());
 }
 
 pub(crate) async fn purge_removes_only_expired_records(store: TestStore) {

@@ -343,10 +343,14 @@ impl<T: FailingStore> AuthorizationStore for T {
     async fn delete_unused_dynamic_clients(&self, _: Timestamp, _: Timestamp) -> StoreResult<u64> {
         down()
     }
-    async fn evict_oldest_never_granted_dynamic_client(&self) -> StoreResult<bool> {
+    async fn evict_oldest_never_granted_client(&self, _: &str) -> StoreResult<bool> {
         down()
     }
-    async fn delete_unused_metadata_document_clients(&self, _: Timestamp) -> StoreResult<u64> {
+    async fn delete_unused_metadata_document_clients(
+        &self,
+        _: Timestamp,
+        _: Timestamp,
+    ) -> StoreResult<u64> {
         down()
     }
     async fn purge_expired(&self, _: Timestamp) -> StoreResult<()> {
