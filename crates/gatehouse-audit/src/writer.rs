@@ -603,6 +603,46 @@ mod tests {
         drop(log);
     }
 
+    /// Observers (the burst detector keys a table by a record's user name)
+    /// see what the sinks keep, not a megabyte a caller typed: a record is
+    /// made storable before anyone sees it, whichever way it is recorded.
+    #[tokio::test]
+    async fn observers_see_records_cut_as_they_are_stored() {
+        struct Longest(std::sync::Mutex<usize>);
+        impl AuditObserver for Longest {
+            fn observe(&self, event: &AuditEvent, _: &AuditLog) {
+                let len = event.human.as_deref().map_or(0, str::len);
+                let mut longest = self.0.lock().unwrap();
+                *longest = (*longest).max(len);
+            }
+        }
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let (log, handle) = AuditLog::start(Arc::clone(&store), None, false).unwrap();
+        let longest = Arc::new(Longest(std::sync::Mutex::new(0)));
+        assert!(log.set_observer(longest.clone()));
+        let long = |n| {
+            EventBuilder::new(AuditKind::Authentication, Outcome::Failure, Timestamp(n))
+                .human(&"x".repeat(100_000))
+                .build()
+        };
+        log.enqueue(long(1)).unwrap();
+        log.record(long(2)).await.unwrap();
+        log.record_all(vec![long(3), long(4)]).await.unwrap();
+        let seen = *longest.0.lock().unwrap();
+        assert!(
+            seen > 0 && seen < gatehouse_core::MAX_RECORDED_TEXT_BYTES + 64,
+            "an observer saw {seen} bytes"
+        );
+        // Cut once: what is stored is what the observer saw.
+        let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
+        assert_eq!(rows.len(), 4);
+        for row in rows {
+            assert_eq!(row.event.human.as_deref().map_or(0, str::len), seen);
+        }
+        drop(log);
+        handle.wait().await;
+    }
+
     /// Closing the log writes what waits, awaited or not.
     #[tokio::test]
     async fn records_waiting_for_company_are_written_at_shutdown() {

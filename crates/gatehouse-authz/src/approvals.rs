@@ -31,7 +31,7 @@ pub const APPROVAL_PREFIX: &str = "apr_";
 pub const OPERATION_TOKEN_PREFIX: &str = "gho_";
 /// The `params._meta` key an agent puts its operation token under.
 pub const OPERATION_TOKEN_META: &str = "io.gatehouse/operation_token";
-/// Approvals one requester (a person, else a credential) may have pending
+/// Approvals one requester (a person, else an agent) may have pending
 /// in a tenant at once.
 pub const MAX_PENDING_PER_REQUESTER: u32 = 32;
 
@@ -338,7 +338,7 @@ impl Approvals {
                 name,
                 issuer: principal.issuer.as_deref(),
             },
-            None => ApprovalRequester::Credential(&call.credential_id),
+            None => ApprovalRequester::Agent(&call.agent),
         };
         let pending = self
             .store

@@ -154,27 +154,30 @@ async fn a_requester_may_have_only_so_many_approvals_pending() {
     );
 }
 
-/// Without a person behind it, a credential is the requester.
+/// Without a person behind it, the agent is the requester, whatever
+/// credential it asks with: a client's every access token is a credential
+/// of its own, and counting by credential gave each new token 32 more.
 #[tokio::test]
-async fn without_a_person_each_credential_is_a_requester() {
+async fn without_a_person_each_agent_is_a_requester() {
     let a = approvals().await;
     let unowned = |agent: &str| Principal {
         human: None,
         ..principal("acme", "x", agent)
     };
+    let new_token = |n: u32| Principal {
+        credential: CredentialRef {
+            kind: CredentialKind::AccessToken,
+            id: format!("jti-{n}"),
+        },
+        ..unowned("ghc_bot")
+    };
     for n in 0..MAX_PENDING_PER_REQUESTER {
-        a.request(
-            &unowned("ghk_bot"),
-            "send_email",
-            &json!({ "n": n }),
-            &[],
-            T0,
-        )
-        .await
-        .unwrap();
+        a.request(&new_token(n), "send_email", &json!({ "n": n }), &[], T0)
+            .await
+            .unwrap();
     }
     assert!(matches!(
-        a.request(&unowned("ghk_bot"), "send_email", &json!({}), &[], T0)
+        a.request(&new_token(99), "send_email", &json!({}), &[], T0)
             .await,
         Err(ApprovalError::TooManyPending { .. })
     ));

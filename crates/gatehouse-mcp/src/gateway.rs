@@ -1181,6 +1181,11 @@ impl Gateway {
         caller: &'a Caller,
         uri: &str,
     ) -> Result<&'a gatehouse_upstream::Upstream, UpstreamError> {
+        // Refused by the policy before anything else (`uri_too_long`): no
+        // upstream is listed for it.
+        if uri.len() > gatehouse_authz::MAX_RESOURCE_URI_BYTES {
+            return Err(UpstreamError::Unknown(String::new()));
+        }
         let tenant = caller.principal.tenant.as_str();
         let share = tenant_share(&self.policy(), caller);
         let listing = self

@@ -201,7 +201,7 @@ mod tests {
                 ("many".into(), vec![format!("mem://{}", "{+a}".repeat(17))]),
                 (
                     "long".into(),
-                    vec![format!("mem://{}{{id}}", "x".repeat(2_048))],
+                    vec![format!("mem://{}{{+id}}", "x".repeat(2_048))],
                 ),
                 ("fine".into(), vec![format!("mem://{}", "{+a}".repeat(15))]),
             ],
@@ -209,6 +209,18 @@ mod tests {
         };
         let uri = format!("mem://{}", "x".repeat(20));
         assert_eq!(costly.claims(&uri, |_| true), ["fine"]);
+        // "long" would name this one, but is not considered.
+        let uri = format!("mem://{}abc", "x".repeat(2_048));
+        assert_eq!(costly.claims(&uri, |_| true), ["fine"]);
+        // Nor is a template past the first thousand of its upstream.
+        let mut templates: Vec<String> =
+            (0..1_000).map(|n| format!("other://{n}/{{id}}")).collect();
+        templates.push("mem://{id}".into());
+        let crowded = Listing {
+            templates: vec![("crowded".into(), templates)],
+            ..Listing::default()
+        };
+        assert!(crowded.claims("mem://x", |_| true).is_empty());
     }
 
     #[tokio::test]

@@ -72,7 +72,7 @@ impl AuthorizationServer {
                 1 => {
                     let evicted = self
                         .store
-                        .evict_oldest_never_granted_client(REGISTERED_BY_DYNAMIC)
+                        .evict_oldest_never_granted_client(REGISTERED_BY_DYNAMIC, now)
                         .await
                         .map_err(unavailable)?;
                     if evicted {

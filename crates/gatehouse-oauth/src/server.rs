@@ -853,7 +853,7 @@ impl AuthorizationServer {
                 }
                 Ok(false) if attempt == 1 => {
                     self.store
-                        .evict_oldest_never_granted_client(REGISTERED_BY_METADATA_DOCUMENT)
+                        .evict_oldest_never_granted_client(REGISTERED_BY_METADATA_DOCUMENT, now)
                         .await
                         .map_err(|e| MetadataClientError::Server(unavailable(e)))?;
                 }

@@ -62,9 +62,22 @@ pub fn template_matches(template: &str, uri: &str) -> bool {
         let mut next = vec![false; bytes.len() + 1];
         match part {
             Part::Literal(literal) => {
-                for (start, _) in reachable.iter().enumerate().filter(|(_, r)| **r) {
-                    if uri[start..].starts_with(literal) {
-                        next[start + literal.len()] = true;
+                let starts = reachable.iter().filter(|r| **r).count();
+                // Checked at each reachable start while that is cheap; past
+                // it (many starts, a long literal: `{+a}aaa…b` against
+                // `aaa…`, a template an upstream chose) every occurrence is
+                // found in one linear pass instead.
+                if starts.saturating_mul(literal.len()) <= bytes.len() + literal.len() {
+                    for (start, _) in reachable.iter().enumerate().filter(|(_, r)| **r) {
+                        if uri[start..].starts_with(literal) {
+                            next[start + literal.len()] = true;
+                        }
+                    }
+                } else {
+                    for start in occurrences(bytes, literal.as_bytes()) {
+                        if reachable[start] {
+                            next[start + literal.len()] = true;
+                        }
                     }
                 }
             }
@@ -91,6 +104,42 @@ pub fn template_matches(template: &str, uri: &str) -> bool {
         reachable = next;
     }
     reachable[bytes.len()]
+}
+
+/// Where `needle` (not empty) starts in `haystack`, overlapping ones
+/// included, in O(haystack + needle) (Knuth–Morris–Pratt).
+fn occurrences(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
+    let mut found = Vec::new();
+    if needle.is_empty() || needle.len() > haystack.len() {
+        return found;
+    }
+    // border[i]: the longest proper prefix of needle[..=i] that is also its
+    // suffix.
+    let mut border = vec![0usize; needle.len()];
+    let mut k = 0;
+    for i in 1..needle.len() {
+        while k > 0 && needle[i] != needle[k] {
+            k = border[k - 1];
+        }
+        if needle[i] == needle[k] {
+            k += 1;
+        }
+        border[i] = k;
+    }
+    let mut k = 0;
+    for (i, byte) in haystack.iter().enumerate() {
+        while k > 0 && *byte != needle[k] {
+            k = border[k - 1];
+        }
+        if *byte == needle[k] {
+            k += 1;
+        }
+        if k == needle.len() {
+            found.push(i + 1 - needle.len());
+            k = border[k - 1];
+        }
+    }
+    found
 }
 
 /// How specific a template is: the number of literal bytes it holds. Of
@@ -133,6 +182,24 @@ mod tests {
         // Linear still, with many spanning expressions in a row.
         let long = format!("x://{}", "a/".repeat(5_000));
         assert!(template_matches("x://{+a}{+b}{+c}{+d}", &long));
+    }
+
+    /// A long literal after a spanning expression was compared at every
+    /// reachable position (positions × literal length): `{+a}aaa…b`
+    /// against `aaa…` cost millions of comparisons per template. Every
+    /// occurrence is found in one pass now, with the same answers.
+    #[test]
+    fn a_long_literal_after_a_spanning_expression_is_found_in_one_pass() {
+        let literal = format!("{}b", "a".repeat(2_000));
+        let template = format!("x://{{+a}}{literal}");
+        let uri = format!("x://{}", "a".repeat(8_000));
+        assert!(!template_matches(&template, &uri));
+        assert!(template_matches(&template, &format!("{uri}b")));
+        assert!(template_matches("x://{+a}aa{+b}", "x://aaaaa"));
+        assert!(!template_matches("x://{+a}ab", "x://aaaa"));
+        assert_eq!(occurrences(b"aaaa", b"aa"), [0, 1, 2]);
+        assert_eq!(occurrences(b"abcabcab", b"abcab"), [0, 3]);
+        assert!(occurrences(b"ab", b"abc").is_empty());
     }
 
     #[test]

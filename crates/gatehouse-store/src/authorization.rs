@@ -467,9 +467,15 @@ pub trait AuthorizationStore: Send + Sync {
         never_granted_since: Timestamp,
     ) -> StoreResult<u64>;
     /// Deletes the oldest client registered by `registered_by` (`dynamic`,
-    /// `metadata_document`) that never obtained a grant and is not revoked
-    /// (a revoked metadata document's revocation must outlast it), if any.
-    async fn evict_oldest_never_granted_client(&self, registered_by: &str) -> StoreResult<bool>;
+    /// `metadata_document`) that never obtained a grant, is not revoked (a
+    /// revoked metadata document's revocation must outlast it) and has no
+    /// sign-in under way at `now` (an authorization request or a device
+    /// code), if any.
+    async fn evict_oldest_never_granted_client(
+        &self,
+        registered_by: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
     /// Deletes metadata-document clients unused since `unused_since`, and
     /// those that never obtained a grant, known before `never_granted_since`,
     /// except revoked ones: their revocation must outlast them.

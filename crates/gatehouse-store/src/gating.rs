@@ -88,14 +88,15 @@ pub struct ApprovalCall<'a> {
 
 /// Whose pending approvals are counted: a person's (with the issuer that
 /// named them, if any), whatever agent or credential asked; else, with no
-/// person, one credential's.
+/// person, one agent's (an API key, an OAuth client), whatever credential
+/// (each access token is one) it asked with.
 #[derive(Debug, Clone, Copy)]
 pub enum ApprovalRequester<'a> {
     Human {
         name: &'a str,
         issuer: Option<&'a str>,
     },
-    Credential(&'a str),
+    Agent(&'a str),
 }
 
 /// A request for a human to approve one call of a tool that needs an

@@ -239,9 +239,9 @@ impl GatingStore for PostgresStore {
             .bind(tenant)
             .bind(*name)
             .bind(*issuer),
-            ApprovalRequester::Credential(id) => sqlx::query_scalar(
+            ApprovalRequester::Agent(id) => sqlx::query_scalar(
                 "SELECT COUNT(*) FROM approvals WHERE tenant = $1 AND human IS NULL \
-                 AND credential_id = $2 AND status = 'pending' AND expires_at > $3",
+                 AND agent = $2 AND status = 'pending' AND expires_at > $3",
             )
             .bind(tenant)
             .bind(*id),

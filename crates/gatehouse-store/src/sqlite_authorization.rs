@@ -232,15 +232,22 @@ impl AuthorizationStore for SqliteStore {
         .await?
         .rows_affected()
             == 1;
+        // Not a user, or disabled already: nothing changes (and nothing is
+        // revoked without the record the command writes for a disable).
+        if !changed {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         sqlx::query("DELETE FROM browser_sessions WHERE username = $1")
             .bind(username)
             .execute(&mut *tx)
             .await?;
-        // The API keys issued for them (`keys create --owner`) in their
-        // tenant: a key carries its owner as the human behind its calls.
+        // The API keys issued for them (`keys create --owner`): a key
+        // carries its owner as the human behind its calls. User names are
+        // unique across tenants, and compared in lower case (owners written
+        // before they were normalized may not be).
         sqlx::query(
-            "UPDATE api_keys SET revoked_at = $1 WHERE owner = $2 AND revoked_at IS NULL \
-             AND tenant = (SELECT tenant FROM users WHERE username = $2)",
+            "UPDATE api_keys SET revoked_at = $1 WHERE lower(owner) = $2 AND revoked_at IS NULL",
         )
         .bind(at.0)
         .bind(username)
@@ -863,14 +870,23 @@ impl AuthorizationStore for SqliteStore {
         Ok(result.rows_affected())
     }
 
-    async fn evict_oldest_never_granted_client(&self, registered_by: &str) -> StoreResult<bool> {
+    async fn evict_oldest_never_granted_client(
+        &self,
+        registered_by: &str,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
         let result = sqlx::query(
             "DELETE FROM oauth_clients WHERE id = (SELECT c.id FROM oauth_clients c \
              WHERE c.registered_by = $1 AND c.revoked_at IS NULL \
              AND NOT EXISTS (SELECT 1 FROM grants WHERE grants.client_id = c.id) \
+             AND NOT EXISTS (SELECT 1 FROM authorization_requests r \
+             WHERE r.client_id = c.id AND r.expires_at > $2) \
+             AND NOT EXISTS (SELECT 1 FROM device_authorizations d \
+             WHERE d.client_id = c.id AND d.expires_at > $2) \
              ORDER BY c.created_at, c.id LIMIT 1)",
         )
         .bind(registered_by)
+        .bind(now.0)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() > 0)

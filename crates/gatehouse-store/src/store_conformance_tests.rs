@@ -1513,8 +1513,8 @@ pub(crate) async fn disabling_a_user_ends_sessions_and_grants(store: TestStore) 
         .record_issued("g1", "jti-1", Timestamp(900_000), None)
         .await
         .unwrap();
-    // Keys naming alice as owner: hers in her tenant, another tenant's
-    // alice's, and one of hers already revoked.
+    // Keys naming alice as owner (in her tenant, in another, in another
+    // case), one of hers already revoked, and bob's.
     let owned = |id: &str, tenant: &str, owner: &str| ApiKeyRecord {
         tenant: tenant.into(),
         owner: Some(owner.into()),
@@ -1530,6 +1530,10 @@ pub(crate) async fn disabling_a_user_ends_sessions_and_grants(store: TestStore) 
         .unwrap();
     store
         .insert_api_key(&owned("kbob", "acme", "bob"))
+        .await
+        .unwrap();
+    store
+        .insert_api_key(&owned("kcase", "acme", "Alice"))
         .await
         .unwrap();
     store
@@ -1549,7 +1553,10 @@ pub(crate) async fn disabling_a_user_ends_sessions_and_grants(store: TestStore) 
     };
     assert_eq!(revoked_at("kalice").await, Some(Timestamp(100)));
     assert_eq!(revoked_at("kold").await, Some(Timestamp(50)));
-    assert_eq!(revoked_at("kelse").await, None);
+    // User names are unique across tenants: her key in another tenant too,
+    // and one whose owner was written in another case.
+    assert_eq!(revoked_at("kelse").await, Some(Timestamp(100)));
+    assert_eq!(revoked_at("kcase").await, Some(Timestamp(100)));
     assert_eq!(revoked_at("kbob").await, None);
     assert_eq!(
         store.browser_session("s1", Timestamp(200)).await.unwrap(),
@@ -2152,6 +2159,12 @@ pub(crate) async fn registrations_never_granted_expire_and_the_oldest_makes_room
     store.insert_client(&dynamic("ghc_a", 10)).await.unwrap();
     store.insert_client(&dynamic("ghc_b", 20)).await.unwrap();
     store.insert_client(&dynamic("ghc_c", 40)).await.unwrap();
+    // A sign-in under way with ghc_p (older than ghc_c) until 500.
+    store.insert_client(&dynamic("ghc_p", 30)).await.unwrap();
+    store
+        .insert_authorization_request("req_p", "ghc_p", "{}", Timestamp(30), Timestamp(500))
+        .await
+        .unwrap();
     // Presenting a public client's id (anyone may) is no use that counts.
     store.touch_client("ghc_c", Timestamp(45)).await.unwrap();
     // A person signed in with ghc_b.
@@ -2175,20 +2188,29 @@ pub(crate) async fn registrations_never_granted_expire_and_the_oldest_makes_room
     assert!(store.client("ghc_a").await.unwrap().is_none());
     assert!(
         store
-            .evict_oldest_never_granted_client("dynamic")
+            .evict_oldest_never_granted_client("dynamic", Timestamp(0))
             .await
             .unwrap()
     );
     assert!(store.client("ghc_c").await.unwrap().is_none());
-    // One with a grant, or the operator's, is never evicted.
+    // One with a grant, one in a sign-in, or the operator's, is not evicted.
     assert!(
         !store
-            .evict_oldest_never_granted_client("dynamic")
+            .evict_oldest_never_granted_client("dynamic", Timestamp(0))
             .await
             .unwrap()
     );
     assert!(store.client("ghc_b").await.unwrap().is_some());
+    assert!(store.client("ghc_p").await.unwrap().is_some());
     assert!(store.client("ghc_op").await.unwrap().is_some());
+    // Once its sign-in has expired, it may be.
+    assert!(
+        store
+            .evict_oldest_never_granted_client("dynamic", Timestamp(600))
+            .await
+            .unwrap()
+    );
+    assert!(store.client("ghc_p").await.unwrap().is_none());
 }
 
 pub(crate) async fn unused_dynamic_clients_are_deleted(store: TestStore) {
@@ -2308,14 +2330,14 @@ pub(crate) async fn metadata_document_clients_are_capped_and_unused_ones_deleted
     assert!(store.client("https://d.example/c").await.unwrap().is_none());
     assert!(
         store
-            .evict_oldest_never_granted_client("metadata_document")
+            .evict_oldest_never_granted_client("metadata_document", Timestamp(0))
             .await
             .unwrap()
     );
     assert!(store.client("https://e.example/c").await.unwrap().is_none());
     assert!(
         !store
-            .evict_oldest_never_granted_client("metadata_document")
+            .evict_oldest_never_granted_client("metadata_document", Timestamp(0))
             .await
             .unwrap()
     );
@@ -2650,9 +2672,9 @@ pub(crate) async fn a_calls_pending_approval_is_found_and_requesters_counted(sto
     assert_eq!(count(alice(Some("https://idp.example")), "acme").await, 1);
     assert_eq!(count(alice(Some("https://other.example")), "acme").await, 0);
     assert_eq!(count(alice(None), "globex").await, 0);
-    assert_eq!(count(ApprovalRequester::Credential("k9"), "acme").await, 1);
-    // A credential counts only where no person stands behind it.
-    assert_eq!(count(ApprovalRequester::Credential("k1"), "acme").await, 0);
+    assert_eq!(count(ApprovalRequester::Agent("k9"), "acme").await, 1);
+    // An agent counts only where no person stands behind it.
+    assert_eq!(count(ApprovalRequester::Agent("k1"), "acme").await, 0);
 }
 
 pub(crate) async fn approvals_round_trip_and_list(store: TestStore) {

@@ -343,7 +343,7 @@ impl<T: FailingStore> AuthorizationStore for T {
     async fn delete_unused_dynamic_clients(&self, _: Timestamp, _: Timestamp) -> StoreResult<u64> {
         down()
     }
-    async fn evict_oldest_never_granted_client(&self, _: &str) -> StoreResult<bool> {
+    async fn evict_oldest_never_granted_client(&self, _: &str, _: Timestamp) -> StoreResult<bool> {
         down()
     }
     async fn delete_unused_metadata_document_clients(

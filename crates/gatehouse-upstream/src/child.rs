@@ -101,7 +101,7 @@ impl Child {
         let status = Self::stop_leader(inner, &self.upstream, grace).await;
         self.inner = None;
         if let Some(group) = group {
-            kill_group(group);
+            stop_group(group, grace).await;
         }
         status
     }
@@ -127,16 +127,22 @@ impl Child {
     }
 }
 
-/// SIGKILL to the process group `group` leads (its id is the leader's);
-/// nothing left in it is no error.
-fn kill_group(group: u32) {
-    let Some(pid) = i32::try_from(group)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
+/// What is left of the process group `group` led (its id is the leader's):
+/// SIGTERM, `grace` to go, then SIGKILL. Nothing left is no error.
+async fn stop_group(group: u32, grace: Duration) {
+    use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
+    let Some(pid) = i32::try_from(group).ok().and_then(Pid::from_raw) else {
         return;
     };
-    match rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
+    if kill_process_group(pid, Signal::TERM).is_err() {
+        // Nothing left (ESRCH), or not ours to signal.
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    while test_kill_process_group(pid).is_ok() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match kill_process_group(pid, Signal::KILL) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => {}
         Err(e) => tracing::debug!(group, error = %e, "SIGKILL to the process group failed"),
     }

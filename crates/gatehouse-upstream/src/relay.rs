@@ -17,7 +17,7 @@ use rmcp::model::{
     ClientCapabilities, CreateMessageRequestParams, CreateMessageResult, ElicitRequestParams,
     ElicitResult, ErrorData, LoggingMessageNotificationParam, ProgressNotificationParam,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Messages queued per call before progress and log messages are dropped
@@ -83,7 +83,16 @@ pub struct Accepts {
 pub struct Relay {
     pub(crate) sender: mpsc::Sender<Relayed>,
     pub(crate) accepts: Accepts,
+    /// The upstream's questions (sampling, elicitation) not answered yet,
+    /// at most [`RELAY_CAPACITY`]: bounded apart from the progress and log
+    /// messages that share the channel, so that those cannot crowd out a
+    /// question, nor questions pile up without end.
+    questions: Arc<Semaphore>,
 }
+
+/// A question put to the caller; its place is given back when dropped
+/// (answered, or the call ended).
+pub(crate) struct Asked(#[allow(dead_code)] OwnedSemaphorePermit);
 
 /// Why an upstream's question was not put to the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,19 +107,32 @@ impl Relay {
     /// A relay and its receiving end.
     pub fn channel(accepts: Accepts) -> (Relay, mpsc::Receiver<Relayed>) {
         let (sender, receiver) = mpsc::channel(RELAY_CAPACITY);
-        (Relay { sender, accepts }, receiver)
+        let questions = Arc::new(Semaphore::new(RELAY_CAPACITY));
+        (
+            Relay {
+                sender,
+                accepts,
+                questions,
+            },
+            receiver,
+        )
     }
 
-    /// Puts an upstream's question (sampling, elicitation) to the caller
-    /// without waiting for room: an upstream asking faster than its caller
-    /// answers (or while a 2026-07-28 caller's call is held) is refused past
-    /// what waits already, rather than parking one task and its question
-    /// per request for as long as the call lasts.
-    pub(crate) fn ask(&self, question: Relayed) -> Result<(), NotAsked> {
-        self.sender.try_send(question).map_err(|error| match error {
-            mpsc::error::TrySendError::Full(_) => NotAsked::TooMany,
-            mpsc::error::TrySendError::Closed(_) => NotAsked::Ended,
-        })
+    /// Puts an upstream's question (sampling, elicitation) to the caller.
+    /// An upstream asking faster than its caller answers (or while a
+    /// 2026-07-28 caller's call is held) is refused past
+    /// [`RELAY_CAPACITY`] questions unanswered, rather than parking one task
+    /// and its question per request for as long as the call lasts. Hold
+    /// the returned place until the answer comes.
+    pub(crate) async fn ask(&self, question: Relayed) -> Result<Asked, NotAsked> {
+        let place = Arc::clone(&self.questions)
+            .try_acquire_owned()
+            .map_err(|_| NotAsked::TooMany)?;
+        self.sender
+            .send(question)
+            .await
+            .map_err(|_| NotAsked::Ended)?;
+        Ok(Asked(place))
     }
 }
 
@@ -143,10 +165,10 @@ pub struct CallContext {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rmcp::model::{ContextInclusion, SamplingMessage};
+    use rmcp::model::{ContextInclusion, LoggingLevel, SamplingMessage};
 
-    #[test]
-    fn questions_past_what_waits_are_refused_not_parked() {
+    #[tokio::test]
+    async fn questions_past_what_waits_are_refused_not_parked() {
         let (relay, receiver) = Relay::channel(Accepts::default());
         let question = || {
             let (reply, _answer) = oneshot::channel();
@@ -155,12 +177,50 @@ mod tests {
                 reply,
             )
         };
+        let mut receiver = receiver;
+        let mut asked = Vec::new();
         for _ in 0..RELAY_CAPACITY {
-            assert_eq!(relay.ask(question()), Ok(()));
+            // Read as the caller's side does, so the channel has room.
+            asked.push(relay.ask(question()).await.unwrap());
+            receiver.recv().await.unwrap();
         }
-        assert_eq!(relay.ask(question()), Err(NotAsked::TooMany));
+        assert!(matches!(
+            relay.ask(question()).await,
+            Err(NotAsked::TooMany)
+        ));
+        // An answered question gives its place back.
+        asked.pop();
+        assert!(relay.ask(question()).await.is_ok());
         drop(receiver);
-        assert_eq!(relay.ask(question()), Err(NotAsked::Ended));
+        asked.pop();
+        assert!(matches!(relay.ask(question()).await, Err(NotAsked::Ended)));
+    }
+
+    #[tokio::test]
+    async fn progress_filling_the_channel_does_not_refuse_a_question() {
+        let (relay, mut receiver) = Relay::channel(Accepts::default());
+        for _ in 0..RELAY_CAPACITY {
+            relay
+                .sender
+                .try_send(Relayed::Log(LoggingMessageNotificationParam::new(
+                    LoggingLevel::Info,
+                    serde_json::json!("x"),
+                )))
+                .unwrap();
+        }
+        let (reply, _answer) = oneshot::channel();
+        let ask = relay.ask(Relayed::sampling(
+            CreateMessageRequestParams::new(vec![SamplingMessage::user_text("hi")], 10),
+            reply,
+        ));
+        // It waits for room rather than being refused.
+        let drain = async {
+            for _ in 0..=RELAY_CAPACITY {
+                receiver.recv().await.unwrap();
+            }
+        };
+        let (asked, ()) = tokio::join!(ask, drain);
+        assert!(asked.is_ok());
     }
 
     #[test]

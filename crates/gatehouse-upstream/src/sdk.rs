@@ -172,7 +172,9 @@ fn not_asked(why: NotAsked) -> ErrorData {
     refused(
         match why {
             NotAsked::Ended => "the call has ended",
-            NotAsked::TooMany => "too many requests of this call already wait for the caller",
+            NotAsked::TooMany => {
+                "too many requests of this call already wait for the caller's answer"
+            }
         }
         .into(),
     )
@@ -318,8 +320,9 @@ impl ClientHandler for Handler {
             ));
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        relay
+        let _asked = relay
             .ask(Relayed::sampling(params, reply))
+            .await
             .map_err(not_asked)?;
         answer
             .await
@@ -338,8 +341,9 @@ impl ClientHandler for Handler {
             ));
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        relay
+        let _asked = relay
             .ask(Relayed::Elicitation { params, reply })
+            .await
             .map_err(not_asked)?;
         answer
             .await

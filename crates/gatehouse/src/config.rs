@@ -108,11 +108,14 @@ pub struct OAuthConfig {
     /// Hosts whose metadata documents may be fetched over plain http and from
     /// loopback. For local development only.
     pub client_metadata_dev_hosts: Vec<String>,
-    /// Most metadata-document clients kept at once; new ones are refused
-    /// beyond it (unused ones expire after `dynamic_client_ttl`).
+    /// Most metadata-document clients kept at once: beyond it, unused ones
+    /// are removed, then the oldest no person signed in with makes room; a
+    /// new one is refused only when every one holds a grant.
     pub client_metadata_max_clients: u64,
-    /// Most dynamically registered clients kept at once; registrations are
-    /// refused (503) beyond it, after unused ones are removed.
+    /// Most dynamically registered clients kept at once: beyond it, unused
+    /// ones are removed, then the oldest no person signed in with makes
+    /// room; a registration is refused (503) only when every one holds a
+    /// grant.
     pub registration_max_clients: u64,
     /// Password hashes computed at once (each takes ~19 MiB and tens of ms).
     pub password_hash_concurrency: usize,

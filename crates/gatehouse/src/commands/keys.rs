@@ -275,6 +275,12 @@ pub async fn create_key(
     if let Some(owner) = &args.owner {
         validate_name("owner", owner)?;
     }
+    // An owner is a user's name, compared as user names are (in lower
+    // case): `users disable` finds the keys it names.
+    let owner = args
+        .owner
+        .as_deref()
+        .map(gatehouse_oauth::normalize_username);
     let policy = crate::policy_file::load(ctx)?;
     validate_role(&policy, &args.role)?;
     validate_scopes(&policy, &args.scopes)?;
@@ -286,7 +292,7 @@ pub async fn create_key(
         &args.tenant,
         &args.role,
         args.scopes.clone(),
-        args.owner.clone(),
+        owner,
         now,
         expires_at,
     )?;
