@@ -338,7 +338,10 @@ impl Approvals {
                 name,
                 issuer: principal.issuer.as_deref(),
             },
-            None => ApprovalRequester::Agent(&call.agent),
+            None => ApprovalRequester::Agent {
+                id: &call.agent,
+                issuer: principal.issuer.as_deref(),
+            },
         };
         let pending = self
             .store

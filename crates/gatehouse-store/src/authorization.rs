@@ -467,10 +467,11 @@ pub trait AuthorizationStore: Send + Sync {
         never_granted_since: Timestamp,
     ) -> StoreResult<u64>;
     /// Deletes the oldest client registered by `registered_by` (`dynamic`,
-    /// `metadata_document`) that never obtained a grant, is not revoked (a
-    /// revoked metadata document's revocation must outlast it) and has no
-    /// sign-in under way at `now` (an authorization request or a device
-    /// code), if any.
+    /// `metadata_document`) that never obtained a grant and is not revoked
+    /// (a revoked metadata document's revocation must outlast it), if any;
+    /// those with a sign-in under way at `now` (an authorization request or
+    /// a device code) last: anyone may start one, so they cannot be spared
+    /// outright.
     async fn evict_oldest_never_granted_client(
         &self,
         registered_by: &str,

@@ -96,7 +96,12 @@ pub enum ApprovalRequester<'a> {
         name: &'a str,
         issuer: Option<&'a str>,
     },
-    Agent(&'a str),
+    Agent {
+        id: &'a str,
+        /// The external issuer that vouched for it, if any: another
+        /// issuer's client of the same name is another agent.
+        issuer: Option<&'a str>,
+    },
 }
 
 /// A request for a human to approve one call of a tool that needs an

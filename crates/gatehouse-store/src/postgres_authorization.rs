@@ -245,15 +245,13 @@ impl AuthorizationStore for PostgresStore {
             .await?;
         // The API keys issued for them (`keys create --owner`): a key
         // carries its owner as the human behind its calls. User names are
-        // unique across tenants, and compared in lower case (owners written
-        // before they were normalized may not be).
-        sqlx::query(
-            "UPDATE api_keys SET revoked_at = $1 WHERE lower(owner) = $2 AND revoked_at IS NULL",
-        )
-        .bind(at.0)
-        .bind(username)
-        .execute(&mut *tx)
-        .await?;
+        // unique across tenants; owners are stored in lower case as they
+        // are (migration 0022 for those written before).
+        sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE owner = $2 AND revoked_at IS NULL")
+            .bind(at.0)
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
         self.commit_user_change(tx, username, true, at).await?;
         Ok(changed)
     }
@@ -900,11 +898,11 @@ impl AuthorizationStore for PostgresStore {
             "DELETE FROM oauth_clients WHERE id = (SELECT c.id FROM oauth_clients c \
              WHERE c.registered_by = $1 AND c.revoked_at IS NULL \
              AND NOT EXISTS (SELECT 1 FROM grants WHERE grants.client_id = c.id) \
-             AND NOT EXISTS (SELECT 1 FROM authorization_requests r \
+             ORDER BY CASE WHEN EXISTS (SELECT 1 FROM authorization_requests r \
              WHERE r.client_id = c.id AND r.expires_at > $2) \
-             AND NOT EXISTS (SELECT 1 FROM device_authorizations d \
-             WHERE d.client_id = c.id AND d.expires_at > $2) \
-             ORDER BY c.created_at, c.id LIMIT 1)",
+             OR EXISTS (SELECT 1 FROM device_authorizations d \
+             WHERE d.client_id = c.id AND d.expires_at > $2) THEN 1 ELSE 0 END, \
+             c.created_at, c.id LIMIT 1)",
         )
         .bind(registered_by)
         .bind(now.0)

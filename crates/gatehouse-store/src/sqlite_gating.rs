@@ -237,12 +237,14 @@ impl GatingStore for SqliteStore {
             .bind(tenant)
             .bind(*name)
             .bind(*issuer),
-            ApprovalRequester::Agent(id) => sqlx::query_scalar(
+            ApprovalRequester::Agent { id, issuer } => sqlx::query_scalar(
                 "SELECT COUNT(*) FROM approvals WHERE tenant = $1 AND human IS NULL \
-                 AND agent = $2 AND status = 'pending' AND expires_at > $3",
+                 AND agent = $2 AND human_issuer IS $3 AND status = 'pending' \
+                 AND expires_at > $4",
             )
             .bind(tenant)
-            .bind(*id),
+            .bind(*id)
+            .bind(*issuer),
         };
         let count: i64 = query.bind(now.0).fetch_one(&self.pool).await?;
         Ok(u64::try_from(count).unwrap_or(0))

@@ -320,13 +320,20 @@ impl ClientHandler for Handler {
             ));
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let _asked = relay
-            .ask(Relayed::sampling(params, reply))
-            .await
-            .map_err(not_asked)?;
-        answer
-            .await
-            .map_err(|_| refused("the call has ended".into()))?
+        // A question the upstream gives up on (its request cancelled) gives
+        // its place back at once, not when the caller answers.
+        let cancelled = context.ct.clone();
+        tokio::select! {
+            asked = relay.ask(Relayed::sampling(params, reply)) => {
+                let _asked = asked.map_err(not_asked)?;
+                tokio::select! {
+                    answered = answer => answered
+                        .map_err(|_| refused("the call has ended".into()))?,
+                    () = cancelled.cancelled() => Err(refused("the upstream cancelled the request".into())),
+                }
+            }
+            () = context.ct.cancelled() => Err(refused("the upstream cancelled the request".into())),
+        }
     }
 
     async fn create_elicitation(
@@ -341,13 +348,20 @@ impl ClientHandler for Handler {
             ));
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let _asked = relay
-            .ask(Relayed::Elicitation { params, reply })
-            .await
-            .map_err(not_asked)?;
-        answer
-            .await
-            .map_err(|_| refused("the call has ended".into()))?
+        // A question the upstream gives up on (its request cancelled) gives
+        // its place back at once, not when the caller answers.
+        let cancelled = context.ct.clone();
+        tokio::select! {
+            asked = relay.ask(Relayed::Elicitation { params, reply }) => {
+                let _asked = asked.map_err(not_asked)?;
+                tokio::select! {
+                    answered = answer => answered
+                        .map_err(|_| refused("the call has ended".into()))?,
+                    () = cancelled.cancelled() => Err(refused("the upstream cancelled the request".into())),
+                }
+            }
+            () = context.ct.cancelled() => Err(refused("the upstream cancelled the request".into())),
+        }
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {

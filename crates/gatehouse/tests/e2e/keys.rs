@@ -94,7 +94,9 @@ async fn revoked_key_is_refused_on_the_next_request() {
 async fn disabling_a_user_revokes_the_keys_they_own() {
     let server = Server::start(None);
     server.cli_json(&["users", "add", "dana", "--role", "reader"]);
-    let (_, owned) = server.create_key("danas-agent", "reader", &["--owner", "dana"]);
+    // Written in another case than the user name: owners are compared as
+    // user names are.
+    let (_, owned) = server.create_key("danas-agent", "reader", &["--owner", "Dana"]);
     let (_, other) = server.create_key("team-agent", "reader", &["--owner", "erin"]);
     assert!(!server.tool_names(&owned).await.is_empty());
     server.cli_json(&["users", "disable", "dana"]);
