@@ -168,6 +168,27 @@ fn refused(message: String) -> ErrorData {
     ErrorData::new(ErrorCode::METHOD_NOT_FOUND, message, None)
 }
 
+/// Puts an upstream's question to the caller and waits for the answer. A
+/// question the upstream gives up on (`cancelled`: its request cancelled)
+/// gives its place back at once, not when the caller answers.
+async fn put_to_caller<T>(
+    relay: &Relay,
+    question: Relayed,
+    answer: tokio::sync::oneshot::Receiver<Result<T, ErrorData>>,
+    cancelled: &tokio_util::sync::CancellationToken,
+) -> Result<T, ErrorData> {
+    let asked = async {
+        let _place = relay.ask(question).await.map_err(not_asked)?;
+        answer
+            .await
+            .map_err(|_| refused("the call has ended".into()))?
+    };
+    tokio::select! {
+        answered = asked => answered,
+        () = cancelled.cancelled() => Err(refused("the upstream cancelled the request".into())),
+    }
+}
+
 fn not_asked(why: NotAsked) -> ErrorData {
     refused(
         match why {
@@ -320,20 +341,13 @@ impl ClientHandler for Handler {
             ));
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        // A question the upstream gives up on (its request cancelled) gives
-        // its place back at once, not when the caller answers.
-        let cancelled = context.ct.clone();
-        tokio::select! {
-            asked = relay.ask(Relayed::sampling(params, reply)) => {
-                let _asked = asked.map_err(not_asked)?;
-                tokio::select! {
-                    answered = answer => answered
-                        .map_err(|_| refused("the call has ended".into()))?,
-                    () = cancelled.cancelled() => Err(refused("the upstream cancelled the request".into())),
-                }
-            }
-            () = context.ct.cancelled() => Err(refused("the upstream cancelled the request".into())),
-        }
+        put_to_caller(
+            &relay,
+            Relayed::sampling(params, reply),
+            answer,
+            &context.ct,
+        )
+        .await
     }
 
     async fn create_elicitation(
@@ -348,20 +362,13 @@ impl ClientHandler for Handler {
             ));
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        // A question the upstream gives up on (its request cancelled) gives
-        // its place back at once, not when the caller answers.
-        let cancelled = context.ct.clone();
-        tokio::select! {
-            asked = relay.ask(Relayed::Elicitation { params, reply }) => {
-                let _asked = asked.map_err(not_asked)?;
-                tokio::select! {
-                    answered = answer => answered
-                        .map_err(|_| refused("the call has ended".into()))?,
-                    () = cancelled.cancelled() => Err(refused("the upstream cancelled the request".into())),
-                }
-            }
-            () = context.ct.cancelled() => Err(refused("the upstream cancelled the request".into())),
-        }
+        put_to_caller(
+            &relay,
+            Relayed::Elicitation { params, reply },
+            answer,
+            &context.ct,
+        )
+        .await
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {

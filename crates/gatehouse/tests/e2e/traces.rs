@@ -229,6 +229,25 @@ async fn a_forwarded_call_carries_gatehouses_span_to_the_upstream() {
     assert_eq!(forwarded.len(), 55, "{forwarded}");
 }
 
+/// A data directory whose policy lets readers use the HTTP upstream `spy`
+/// at `url`, and a configuration naming it and exporting to `endpoint`.
+fn spy_setup(url: &str, endpoint: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!(
+            "{}\n[upstreams.spy]\nscope = \"tools:read\"\nroles = [\"reader\"]\n",
+            super::upstreams::DEFAULT
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n[traces]\notlp_endpoint = \"{endpoint}\"\n\n\
+         [[upstreams]]\nname = \"spy\"\nurl = {url:?}\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\n"
+    );
+    (dir, config)
+}
+
 /// A proxy named by the environment (`HTTP_PROXY`, `ALL_PROXY`) is not
 /// used for upstreams: the upstream's credential would go to that host, in
 /// clear for a plain-http loopback upstream. Nor for the exporter.
@@ -242,20 +261,7 @@ async fn no_proxy_from_the_environment_is_used_for_upstreams_or_exports() {
     proxy.set_nonblocking(true).unwrap();
     let spy = super::upstreams::PyHttp::start_with(&python, &[]);
     let (endpoint, exported) = receiver();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        format!(
-            "{}\n[upstreams.spy]\nscope = \"tools:read\"\nroles = [\"reader\"]\n",
-            super::upstreams::DEFAULT
-        ),
-    )
-    .unwrap();
-    let config = format!(
-        "version = 1\n[policy]\nfile = \"policy.toml\"\n[traces]\notlp_endpoint = \"{endpoint}\"\n\n\
-         [[upstreams]]\nname = \"spy\"\nurl = {:?}\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\n",
-        spy.url
-    );
+    let (dir, config) = spy_setup(&spy.url, &endpoint);
     let mut server = Server::start_with_env(
         dir,
         Some(&config),
@@ -283,20 +289,7 @@ async fn an_http_upstream_also_gets_the_trace_context_as_headers() {
     };
     let spy = super::upstreams::PyHttp::start_with(&python, &[]);
     let (endpoint, _) = receiver();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        format!(
-            "{}\n[upstreams.spy]\nscope = \"tools:read\"\nroles = [\"reader\"]\n",
-            super::upstreams::DEFAULT
-        ),
-    )
-    .unwrap();
-    let config = format!(
-        "version = 1\n[policy]\nfile = \"policy.toml\"\n[traces]\notlp_endpoint = \"{endpoint}\"\n\n\
-         [[upstreams]]\nname = \"spy\"\nurl = {:?}\nconnect_timeout = \"30s\"\ncall_timeout = \"30s\"\n",
-        spy.url
-    );
+    let (dir, config) = spy_setup(&spy.url, &endpoint);
     let server = Server::start_in(dir, Some(&config));
     let (_, reader) = server.create_key("reader", "reader", &[]);
     super::upstreams::tools_when_ready(&server, &reader, "spy__request_headers").await;
