@@ -209,13 +209,33 @@ fn without_upstream_protocol_meta(mut answer: CallToolResult) -> CallToolResult 
 }
 
 /// The tenant whose share of an upstream's slots a call of `caller` takes
-/// (`tenant_shares.rs` in gatehouse-upstream): its own with tenancy on;
+/// (`slot_shares.rs` in gatehouse-upstream): its own with tenancy on;
 /// with tenancy off every caller is in the one tenant, and only the
 /// upstream's limit applies.
 fn tenant_share(policy: &Policy, caller: &Caller) -> Option<Arc<str>> {
     policy
         .tenancy_enabled()
         .then(|| Arc::from(caller.principal.tenant.as_str()))
+}
+
+/// The caller whose share of an upstream's slots a call of `caller` takes
+/// (`slot_shares.rs` in gatehouse-upstream): the person behind it, across
+/// their agents and credentials, else the agent; each as named by its
+/// issuer, in its tenant. Encoded as a JSON array, so that no two callers
+/// share a key whatever their names hold.
+fn caller_share(caller: &Caller) -> Arc<str> {
+    let principal = &caller.principal;
+    let (kind, name) = match &principal.human {
+        Some(human) => ("human", human.as_str()),
+        None => ("agent", principal.agent.as_str()),
+    };
+    let key = serde_json::json!([
+        principal.tenant,
+        principal.issuer.as_deref().unwrap_or(""),
+        kind,
+        name
+    ]);
+    Arc::from(key.to_string())
 }
 
 fn micros_since(start: Instant) -> u64 {
@@ -1342,6 +1362,7 @@ impl Gateway {
     ) -> Result<ReadResourceResponse, CallError> {
         let tenant = Some(caller.principal.tenant.as_str());
         call.tenant_share = tenant_share(&self.policy(), caller);
+        call.caller_share = Some(caller_share(caller));
         self.resource_request(caller, uri, |upstream| async move {
             let meta = self
                 .with_identity(upstream, &caller.principal, None)
@@ -1489,7 +1510,12 @@ impl Gateway {
         let completed = params.argument.name.clone();
         let fetch = async {
             match upstream {
-                Ok(upstream) => upstream.complete(tenant, share.as_deref(), params).await,
+                Ok(upstream) => {
+                    let caller = caller_share(caller);
+                    upstream
+                        .complete(tenant, share.as_deref(), Some(&caller), params)
+                        .await
+                }
                 Err(e) => Err(e),
             }
         };
@@ -1544,6 +1570,7 @@ impl Gateway {
         let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);
         let tenant = Some(caller.principal.tenant.as_str());
         call.tenant_share = tenant_share(&policy, caller);
+        call.caller_share = Some(caller_share(caller));
         let fetch = async {
             match route {
                 Some((upstream, upstream_name)) => {
@@ -1812,6 +1839,7 @@ impl Gateway {
         let policy = self.policy();
         let mut call = call;
         call.tenant_share = tenant_share(&policy, caller);
+        call.caller_share = Some(caller_share(caller));
         let arguments = arguments.unwrap_or_default();
         let as_value = Value::Object(arguments.clone());
         let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);

@@ -8,6 +8,8 @@ mod authorization;
 mod gating;
 mod generation;
 mod lifecycle;
+#[cfg(test)]
+mod migration_files;
 mod pins;
 mod postgres;
 mod postgres_authorization;

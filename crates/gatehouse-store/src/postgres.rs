@@ -26,7 +26,7 @@ use crate::{
 };
 
 /// Schema migrations, applied in order, each once, embedded in the binary.
-const MIGRATIONS: &[(i64, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_initial.sql")),
     (2, include_str!("../migrations/postgres/0002_oauth.sql")),
     (
@@ -83,6 +83,22 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         18,
         include_str!("../migrations/postgres/0018_approval_human_issuer.sql"),
+    ),
+    (
+        19,
+        include_str!("../migrations/postgres/0019_approvals_by_requester.sql"),
+    ),
+    (
+        20,
+        include_str!("../migrations/postgres/0020_grants_by_client.sql"),
+    ),
+    (
+        21,
+        include_str!("../migrations/postgres/0021_auth_locks_by_end.sql"),
+    ),
+    (
+        22,
+        include_str!("../migrations/postgres/0022_clients_in_sign_in_and_owners.sql"),
     ),
 ];
 

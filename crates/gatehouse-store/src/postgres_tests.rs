@@ -362,3 +362,10 @@ async fn concurrent_start_ups_migrate_once_and_a_newer_schema_is_refused() {
         })
         .await;
 }
+
+/// Every migration file is in the list the store applies (see the SQLite
+/// test of the same name).
+#[test]
+fn every_migration_file_is_applied() {
+    crate::migration_files::assert_listed("postgres", MIGRATIONS);
+}

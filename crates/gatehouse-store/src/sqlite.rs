@@ -28,7 +28,7 @@ use crate::{
 /// 24 bound values per row; SQLite allows 32766 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 500;
 
-const MIGRATIONS: &[(i64, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, include_str!("../migrations/sqlite/0002_oauth.sql")),
     (
@@ -85,6 +85,22 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         18,
         include_str!("../migrations/sqlite/0018_approval_human_issuer.sql"),
+    ),
+    (
+        19,
+        include_str!("../migrations/sqlite/0019_approvals_by_requester.sql"),
+    ),
+    (
+        20,
+        include_str!("../migrations/sqlite/0020_grants_by_client.sql"),
+    ),
+    (
+        21,
+        include_str!("../migrations/sqlite/0021_auth_locks_by_end.sql"),
+    ),
+    (
+        22,
+        include_str!("../migrations/sqlite/0022_clients_in_sign_in_and_owners.sql"),
     ),
 ];
 

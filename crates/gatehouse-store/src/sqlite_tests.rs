@@ -489,3 +489,51 @@ async fn a_checkpointed_long_log_starts_over_at_the_next_write() {
         .unwrap();
     assert_eq!(stored, n * 10 + 1);
 }
+
+/// Every migration file is in the list the store applies, at the version
+/// its name gives, and nothing else is: a file written and never listed
+/// was once never applied (indexes missing, owners never lowered).
+#[test]
+fn every_migration_file_is_applied() {
+    crate::migration_files::assert_listed("sqlite", MIGRATIONS);
+}
+
+/// A database made before migration 22 holds owners as they were typed
+/// (`keys create --owner Alice`); once migrated, disabling `alice` revokes
+/// that key too.
+#[tokio::test]
+async fn owners_typed_in_capitals_before_migration_22_are_revoked_with_their_user() {
+    use crate::AuthorizationStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.db");
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        store.insert_api_key(&key("k1")).await.unwrap();
+        // The database as version 21 left it.
+        sqlx::raw_sql(
+            "UPDATE api_keys SET owner = 'Alice';
+             DROP INDEX authorization_requests_client;
+             DROP INDEX device_authorizations_client;
+             DELETE FROM schema_migrations WHERE version = 22;",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).await.unwrap();
+    store
+        .insert_user(&crate::UserRecord {
+            username: "alice".into(),
+            tenant: "default".into(),
+            roles: vec!["reader".into()],
+            password_hash: "x".into(),
+            created_at: Timestamp(0),
+            disabled_at: None,
+        })
+        .await
+        .unwrap();
+    assert!(store.disable_user("alice", Timestamp(50)).await.unwrap());
+    let stored = store.api_key("k1").await.unwrap().unwrap();
+    assert_eq!(stored.owner.as_deref(), Some("alice"));
+    assert_eq!(stored.revoked_at, Some(Timestamp(50)));
+}

@@ -111,6 +111,13 @@ pub struct UpstreamConfig {
     /// `max_concurrent_calls` applies.
     #[serde(default)]
     pub max_concurrent_calls_per_tenant: Option<usize>,
+    /// Of those, how many one caller's calls may hold at once (default: a
+    /// quarter, rounded up): the person behind the calls across all their
+    /// agents and credentials, else the agent. One agent stuck in a loop of
+    /// slow calls waits for its own slots (`upstream_caller_busy`) instead
+    /// of leaving everyone else of its tenant `upstream_busy`.
+    #[serde(default)]
+    pub max_concurrent_calls_per_caller: Option<usize>,
     /// Largest single message accepted from the upstream.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
@@ -305,6 +312,7 @@ impl UpstreamConfig {
             call_timeout: DEFAULT_CALL_TIMEOUT,
             max_concurrent_calls: DEFAULT_MAX_CONCURRENT_CALLS,
             max_concurrent_calls_per_tenant: None,
+            max_concurrent_calls_per_caller: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             breaker_failures: DEFAULT_BREAKER_FAILURES,
             breaker_cooldown: DEFAULT_BREAKER_COOLDOWN,
@@ -321,6 +329,13 @@ impl UpstreamConfig {
     pub fn tenant_share(&self) -> usize {
         self.max_concurrent_calls_per_tenant
             .unwrap_or_else(|| self.max_concurrent_calls.div_ceil(2))
+            .max(1)
+    }
+
+    /// How many calls in flight one caller may hold.
+    pub fn caller_share(&self) -> usize {
+        self.max_concurrent_calls_per_caller
+            .unwrap_or_else(|| self.max_concurrent_calls.div_ceil(4))
             .max(1)
     }
 
@@ -459,6 +474,14 @@ fn check_entry(entry: &UpstreamConfig) -> Result<(), String> {
     {
         return Err(format!(
             "max_concurrent_calls_per_tenant must be from 1 to max_concurrent_calls ({})",
+            entry.max_concurrent_calls
+        ));
+    }
+    if let Some(share) = entry.max_concurrent_calls_per_caller
+        && (share == 0 || share > entry.max_concurrent_calls)
+    {
+        return Err(format!(
+            "max_concurrent_calls_per_caller must be from 1 to max_concurrent_calls ({})",
             entry.max_concurrent_calls
         ));
     }
@@ -693,6 +716,7 @@ mod tests {
             connect_timeout = "2s"
             max_concurrent_calls = 16
             max_concurrent_calls_per_tenant = 4
+            max_concurrent_calls_per_caller = 2
             enabled = true
             prefix = "crm"
             auth = { bearer = "env:CRM_TOKEN" }
@@ -715,6 +739,8 @@ mod tests {
         assert_eq!(entries[0].max_concurrent_calls, 32);
         assert_eq!(entries[0].tenant_share(), 16);
         assert_eq!(entries[1].tenant_share(), 4);
+        assert_eq!(entries[0].caller_share(), 8);
+        assert_eq!(entries[1].caller_share(), 2);
         assert_eq!(entries[0].env["FOO"], "bar");
         assert_eq!(entries[1].call_timeout, Duration::from_secs(20));
         assert_eq!(entries[1].connect_timeout, Duration::from_secs(2));
@@ -832,10 +858,14 @@ mod tests {
             let mut entry = UpstreamConfig::http("share", "https://x.example/");
             entry.max_concurrent_calls_per_tenant = Some(share);
             assert!(reason(&[entry]).contains("max_concurrent_calls_per_tenant"));
+            let mut entry = UpstreamConfig::http("share", "https://x.example/");
+            entry.max_concurrent_calls_per_caller = Some(share);
+            assert!(reason(&[entry]).contains("max_concurrent_calls_per_caller"));
         }
         let mut one = UpstreamConfig::http("one", "https://x.example/");
         one.max_concurrent_calls = 1;
         assert_eq!(one.tenant_share(), 1);
+        assert_eq!(one.caller_share(), 1);
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub enum UpstreamError {
     /// flight for the whole call timeout (other tenants' calls go on).
     #[error("upstream {upstream} is busy with this tenant's calls ({limit} in flight)")]
     TenantBusy { upstream: Arc<str>, limit: usize },
+    /// The calling caller's `max_concurrent_calls_per_caller` calls were in
+    /// flight for the whole call timeout (other callers' calls go on).
+    #[error("upstream {upstream} is busy with this caller's calls ({limit} in flight)")]
+    CallerBusy { upstream: Arc<str>, limit: usize },
     /// The upstream answered with a JSON-RPC error. Its message is shown
     /// (in logs and audit records) cut at [`SHOWN_MESSAGE_BYTES`]: it is the
     /// upstream's to choose, up to a whole message's size, and is logged
@@ -92,6 +96,7 @@ impl UpstreamError {
             UpstreamError::MessageTooLarge { .. } => "upstream_message_too_large",
             UpstreamError::Busy { .. } => "upstream_busy",
             UpstreamError::TenantBusy { .. } => "upstream_tenant_busy",
+            UpstreamError::CallerBusy { .. } => "upstream_caller_busy",
             UpstreamError::Rpc { .. } => "upstream_error",
             UpstreamError::Credentials { .. } => "upstream_credentials",
             UpstreamError::Disabled { .. } => "upstream_disabled",
@@ -135,6 +140,23 @@ impl UpstreamError {
                 | UpstreamError::Unavailable { .. }
                 | UpstreamError::Disconnected { .. }
                 | UpstreamError::Protocol { .. }
+        )
+    }
+
+    /// Whether the request got as far as the upstream: a request refused
+    /// for want of a slot or a credential, or cancelled before it went
+    /// out, tells a breaker nothing about the upstream.
+    pub(crate) fn reached_upstream(&self) -> bool {
+        !matches!(
+            self,
+            UpstreamError::Busy { .. }
+                | UpstreamError::TenantBusy { .. }
+                | UpstreamError::CallerBusy { .. }
+                | UpstreamError::Cancelled { .. }
+                | UpstreamError::Credentials { .. }
+                | UpstreamError::Disabled { .. }
+                | UpstreamError::Unknown(_)
+                | UpstreamError::Ambiguous { .. }
         )
     }
 
@@ -260,6 +282,13 @@ mod tests {
                     limit: 1,
                 },
                 "upstream_tenant_busy",
+            ),
+            (
+                UpstreamError::CallerBusy {
+                    upstream: u.clone(),
+                    limit: 1,
+                },
+                "upstream_caller_busy",
             ),
             (
                 UpstreamError::MessageTooLarge {

@@ -28,8 +28,8 @@ mod relay;
 mod scrub;
 mod sdk;
 mod set;
+mod slot_shares;
 mod stderr_log;
-mod tenant_shares;
 mod upstream;
 
 pub use breaker::BreakerState;

@@ -160,6 +160,10 @@ pub struct CallContext {
     /// (`max_concurrent_calls_per_tenant`); `None` (no tenancy): only the
     /// upstream's slots.
     pub tenant_share: Option<Arc<str>>,
+    /// The caller whose share of the upstream's slots the call takes
+    /// (`max_concurrent_calls_per_caller`): a key naming the person behind
+    /// the call, else the agent (`slot_shares.rs`). `None`: none.
+    pub caller_share: Option<Arc<str>>,
 }
 
 #[cfg(test)]

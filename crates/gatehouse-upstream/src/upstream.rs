@@ -17,7 +17,7 @@ use rmcp::model::{
     Tool,
 };
 use serde_json::{Map, Value};
-use tokio::sync::{Semaphore, broadcast, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,8 +35,8 @@ use crate::http_client::{CappedClient, TokenSource, build_reqwest};
 use crate::line_cap::LineCap;
 use crate::relay::CallContext;
 use crate::sdk::{self, Connection, Established, Handler, Page, SentSecrets, UpstreamInput};
+use crate::slot_shares::{ShareSlot, SlotShares};
 use crate::stderr_log;
-use crate::tenant_shares::TenantShares;
 use gatehouse_core::secret_ref::{Secret, TenantSecrets};
 
 /// Listing more pages than this is refused: a server that never stops
@@ -373,11 +373,57 @@ async fn supervise(
 /// the slots its calls take (`None`: calls without one).
 type BreakerKey = (Option<String>, Option<String>);
 
+/// Who makes a request, for the limits it waits in (`request_as`).
+#[derive(Clone, Copy, Default)]
+struct Asker<'a> {
+    /// The tenant whose share of the slots it takes; `None`: no tenant's.
+    tenant_share: Option<&'a str>,
+    /// The caller whose share it takes (and whose breaker its timeouts
+    /// open); `None`: the gateway's own request, or a listing.
+    caller_share: Option<&'a str>,
+    /// The caller's cancellation: it stops waiting for a slot.
+    cancel: Option<&'a CancellationToken>,
+}
+
+impl<'a> Asker<'a> {
+    fn tenant(tenant_share: Option<&'a str>) -> Asker<'a> {
+        Asker {
+            tenant_share,
+            ..Asker::default()
+        }
+    }
+
+    fn call(call: &'a CallContext) -> Asker<'a> {
+        Asker {
+            tenant_share: call.tenant_share.as_deref(),
+            caller_share: call.caller_share.as_deref(),
+            cancel: Some(&call.cancel),
+        }
+    }
+}
+
+/// The slots one request holds, given back when dropped.
+struct Slots {
+    _caller: Option<ShareSlot>,
+    _tenant: Option<ShareSlot>,
+    _upstream: OwnedSemaphorePermit,
+}
+
+/// A caller's breaker: its connection's key and its share's name.
+type CallerBreakerKey = (Option<String>, Arc<str>);
+
+/// Callers' breakers kept at once. Only a caller whose calls timed out
+/// has one (a success removes it), so this is reached only by many
+/// callers timing out together; past it, the closed ones are forgotten.
+const MAX_CALLER_BREAKERS: usize = 4096;
+
 struct Inner {
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
-    /// Each tenant's part of `permits` (`tenant_shares.rs`).
-    tenant_shares: Arc<TenantShares>,
+    /// Each tenant's part of `permits` (`slot_shares.rs`).
+    tenant_shares: Arc<SlotShares>,
+    /// Each caller's part of `permits`.
+    caller_shares: Arc<SlotShares>,
     /// One per connection (keyed like `slots`: with a credential per tenant
     /// each tenant has its own connection, and one tenant's failures (a
     /// missing secret, a refused grant) must not shut the upstream for the
@@ -385,6 +431,12 @@ struct Inner {
     /// tenant's calls that time out (a flood of calls that never answer)
     /// open its own breaker, not everyone's.
     breakers: Mutex<HashMap<BreakerKey, Breaker>>,
+    /// A caller's calls that time out open a breaker of the caller's own:
+    /// how long a call takes depends on what it asks (a slow tool, a big
+    /// query), so one caller's slow calls must not shut the upstream for
+    /// everyone. What only the upstream causes (a connection lost or
+    /// refused, an invalid message) opens the shared ones above.
+    caller_breakers: Mutex<HashMap<CallerBreakerKey, Breaker>>,
     slots: Mutex<HashMap<Option<String>, Slot>>,
 }
 
@@ -432,8 +484,10 @@ impl Upstream {
         let upstream = Upstream {
             inner: Arc::new(Inner {
                 permits: Arc::new(Semaphore::new(shared.config.max_concurrent_calls)),
-                tenant_shares: TenantShares::new(shared.config.tenant_share()),
+                tenant_shares: SlotShares::new(shared.config.tenant_share()),
+                caller_shares: SlotShares::new(shared.config.caller_share()),
                 breakers: Mutex::new(HashMap::new()),
+                caller_breakers: Mutex::new(HashMap::new()),
                 slots: Mutex::new(HashMap::new()),
                 shared,
             }),
@@ -658,15 +712,16 @@ impl Upstream {
         }
     }
 
-    /// Runs one request under the breaker, the concurrency limit and the
-    /// call timeout, taking one of `share`'s slots first when a caller's
-    /// request makes it (`tenant_shares.rs`); the gateway's own requests
-    /// take none. The timeout covers everything, waiting for a slot and for
-    /// the connection included.
+    /// Runs one request under the breakers, the concurrency limits and the
+    /// call timeout. A caller's request takes one of its caller's slots
+    /// (`caller`), then one of its tenant's (`share`), then one of the
+    /// upstream's (`slot_shares.rs`); the gateway's own requests take only
+    /// the upstream's. The timeout covers everything, waiting for slots and
+    /// for the connection included.
     async fn request_as<T, F, Fut>(
         &self,
         tenant: Option<&str>,
-        share: Option<&str>,
+        asker: Asker<'_>,
         op: F,
     ) -> Result<T, UpstreamError>
     where
@@ -681,41 +736,50 @@ impl Upstream {
                 upstream: shared.name.clone(),
             });
         }
-        let key = (self.slot_key(tenant)?, share.map(str::to_owned));
-        let admitted = lock(&self.inner.breakers)
-            .entry(key.clone())
-            .or_insert_with(|| {
-                Breaker::new(
-                    shared.config.breaker_failures,
-                    shared.config.breaker_cooldown,
-                )
-            })
-            .admit(std::time::Instant::now());
+        let connection_key = self.slot_key(tenant)?;
+        let key = (
+            connection_key.clone(),
+            asker.tenant_share.map(str::to_owned),
+        );
+        let caller_key = asker
+            .caller_share
+            .map(|caller| (connection_key, Arc::<str>::from(caller)));
+        // The caller's own breaker first: a trial of the shared one is not
+        // started for a call the caller's breaker then refuses.
+        let now = std::time::Instant::now();
+        let admitted = match &caller_key {
+            Some(caller_key) => match lock(&self.inner.caller_breakers).get_mut(caller_key) {
+                Some(breaker) => breaker.admit(now),
+                None => Ok(()),
+            },
+            None => Ok(()),
+        }
+        .and_then(|()| {
+            lock(&self.inner.breakers)
+                .entry(key.clone())
+                .or_insert_with(|| self.new_breaker())
+                .admit(now)
+        });
         if let Err(remaining) = admitted {
             return Err(shared.unavailable(format!(
                 "circuit breaker open after repeated failures; next try in {}s",
                 remaining.as_secs().max(1)
             )));
         }
-        // The tenant's slot first: a tenant whose share is taken waits
-        // without holding one of the upstream's slots meanwhile.
-        let shares = &self.inner.tenant_shares;
-        let _tenant_slot = match share {
-            Some(tenant) => Some(shares.acquire(tenant, deadline).await.ok_or_else(|| {
-                UpstreamError::TenantBusy {
-                    upstream: shared.name.clone(),
-                    limit: shares.share(),
+        // A caller who cancels stops waiting for a slot (and frees its
+        // place in the queue for the others).
+        let waiting = self.take_slots(&asker, deadline);
+        let _slots = match asker.cancel {
+            Some(cancel) => tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    return Err(UpstreamError::Cancelled {
+                        upstream: shared.name.clone(),
+                    });
                 }
-            })?),
-            None => None,
-        };
-        let Ok(Ok(_permit)) =
-            tokio::time::timeout_at(deadline, self.inner.permits.clone().acquire_owned()).await
-        else {
-            return Err(UpstreamError::Busy {
-                upstream: shared.name.clone(),
-                limit: shared.config.max_concurrent_calls,
-            });
+                slots = waiting => slots?,
+            },
+            None => waiting.await?,
         };
         let result = async {
             let connection = self.connection(tenant, deadline).await?;
@@ -728,22 +792,114 @@ impl Upstream {
             }
         }
         .await;
-        let mut breakers = lock(&self.inner.breakers);
-        let Some(breaker) = breakers.get_mut(&key) else {
-            return result;
-        };
-        match &result {
-            Err(error) if error.is_upstream_failure() => {
-                breaker.record_failure(std::time::Instant::now());
-                let mut status = lock(&shared.status);
-                status.last_error = Some(LastError {
-                    code: error.code(),
-                    message: error.to_string(),
-                });
-            }
-            _ => breaker.record_success(),
-        }
+        self.record_outcome(&result, key, caller_key);
         result
+    }
+
+    /// A caller's slot, then its tenant's, then the upstream's: the
+    /// narrowest first, so that a caller (or tenant) whose share is taken
+    /// waits without holding a wider share's slot meanwhile.
+    async fn take_slots(
+        &self,
+        asker: &Asker<'_>,
+        deadline: Instant,
+    ) -> Result<Slots, UpstreamError> {
+        let name = &self.inner.shared.name;
+        let callers = &self.inner.caller_shares;
+        let caller = match asker.caller_share {
+            Some(caller) => Some(callers.acquire(caller, deadline).await.ok_or_else(|| {
+                UpstreamError::CallerBusy {
+                    upstream: name.clone(),
+                    limit: callers.share(),
+                }
+            })?),
+            None => None,
+        };
+        let tenants = &self.inner.tenant_shares;
+        let tenant = match asker.tenant_share {
+            Some(tenant) => Some(tenants.acquire(tenant, deadline).await.ok_or_else(|| {
+                UpstreamError::TenantBusy {
+                    upstream: name.clone(),
+                    limit: tenants.share(),
+                }
+            })?),
+            None => None,
+        };
+        let Ok(Ok(upstream)) =
+            tokio::time::timeout_at(deadline, self.inner.permits.clone().acquire_owned()).await
+        else {
+            return Err(UpstreamError::Busy {
+                upstream: name.clone(),
+                limit: self.inner.shared.config.max_concurrent_calls,
+            });
+        };
+        Ok(Slots {
+            _caller: caller,
+            _tenant: tenant,
+            _upstream: upstream,
+        })
+    }
+
+    fn new_breaker(&self) -> Breaker {
+        let config = &self.inner.shared.config;
+        Breaker::new(config.breaker_failures, config.breaker_cooldown)
+    }
+
+    /// Tells the breakers how a request ended: a caller's timeout counts
+    /// against the caller's own breaker, any other failure of the upstream
+    /// against the shared one; a request that got an answer closes both;
+    /// one that never reached the upstream (no slot, cancelled, no
+    /// credential) says nothing about it.
+    fn record_outcome<T>(
+        &self,
+        result: &Result<T, UpstreamError>,
+        key: BreakerKey,
+        caller_key: Option<CallerBreakerKey>,
+    ) {
+        let now = std::time::Instant::now();
+        match result {
+            Err(error) if error.is_upstream_failure() => {
+                {
+                    let mut status = lock(&self.inner.shared.status);
+                    status.last_error = Some(LastError {
+                        code: error.code(),
+                        message: error.to_string(),
+                    });
+                }
+                match (error, caller_key) {
+                    (UpstreamError::Timeout { .. }, Some(caller_key)) => {
+                        let mut breakers = lock(&self.inner.caller_breakers);
+                        if breakers.len() >= MAX_CALLER_BREAKERS
+                            && !breakers.contains_key(&caller_key)
+                        {
+                            breakers.retain(|_, b| b.state(now) != BreakerState::Closed);
+                        }
+                        if breakers.len() < MAX_CALLER_BREAKERS
+                            || breakers.contains_key(&caller_key)
+                        {
+                            breakers
+                                .entry(caller_key)
+                                .or_insert_with(|| self.new_breaker())
+                                .record_failure(now);
+                        }
+                    }
+                    _ => {
+                        if let Some(breaker) = lock(&self.inner.breakers).get_mut(&key) {
+                            breaker.record_failure(now);
+                        }
+                    }
+                }
+            }
+            Err(error) if !error.reached_upstream() => {}
+            _ => {
+                if let Some(breaker) = lock(&self.inner.breakers).get_mut(&key) {
+                    breaker.record_success();
+                }
+                if let Some(caller_key) = caller_key {
+                    lock(&self.inner.caller_breakers).remove(&caller_key);
+                }
+            }
+        }
     }
 
     /// Every page of a listing, as one request taking one of `share`'s
@@ -761,7 +917,7 @@ impl Upstream {
         Fut: Future<Output = Result<Page<T>, UpstreamError>>,
     {
         let name = self.inner.shared.name.clone();
-        self.request_as(tenant, share, |connection| async move {
+        self.request_as(tenant, Asker::tenant(share), |connection| async move {
             let mut items = Vec::new();
             let mut cursor = None;
             let mut seen = HashSet::new();
@@ -939,9 +1095,9 @@ impl Upstream {
         call: CallContext,
     ) -> Result<CallToolResponse, UpstreamError> {
         let name = name.to_owned();
-        let share = call.tenant_share.clone();
-        self.request_as(tenant, share.as_deref(), |c| async move {
-            c.call_tool(name, arguments, meta, input, &call).await
+        let call = &call;
+        self.request_as(tenant, Asker::call(call), |c| async move {
+            c.call_tool(name, arguments, meta, input, call).await
         })
         .await
     }
@@ -956,9 +1112,9 @@ impl Upstream {
         call: CallContext,
     ) -> Result<GetPromptResponse, UpstreamError> {
         let name = name.to_owned();
-        let share = call.tenant_share.clone();
-        self.request_as(tenant, share.as_deref(), |c| async move {
-            c.get_prompt(name, arguments, meta, input, &call).await
+        let call = &call;
+        self.request_as(tenant, Asker::call(call), |c| async move {
+            c.get_prompt(name, arguments, meta, input, call).await
         })
         .await
     }
@@ -972,23 +1128,29 @@ impl Upstream {
         call: CallContext,
     ) -> Result<ReadResourceResponse, UpstreamError> {
         let uri = uri.to_owned();
-        let share = call.tenant_share.clone();
-        self.request_as(tenant, share.as_deref(), |c| async move {
-            c.read_resource(uri, meta, input, &call).await
+        let call = &call;
+        self.request_as(tenant, Asker::call(call), |c| async move {
+            c.read_resource(uri, meta, input, call).await
         })
         .await
     }
 
-    /// `completion/complete`, in `share`'s slots (see
-    /// [`CallContext::tenant_share`]); `params` names the prompt or resource
-    /// as the upstream does.
+    /// `completion/complete`, in `share`'s and `caller`'s slots (see
+    /// [`CallContext::tenant_share`] and [`CallContext::caller_share`]);
+    /// `params` names the prompt or resource as the upstream does.
     pub async fn complete(
         &self,
         tenant: Option<&str>,
         share: Option<&str>,
+        caller: Option<&str>,
         params: CompleteRequestParams,
     ) -> Result<CompleteResult, UpstreamError> {
-        self.request_as(tenant, share, |c| async move { c.complete(params).await })
+        let asker = Asker {
+            tenant_share: share,
+            caller_share: caller,
+            cancel: None,
+        };
+        self.request_as(tenant, asker, |c| async move { c.complete(params).await })
             .await
     }
 
@@ -1003,7 +1165,7 @@ impl Upstream {
         subscribe: bool,
     ) -> Result<(), UpstreamError> {
         let uri = uri.to_owned();
-        self.request_as(tenant, share, |c| async move {
+        self.request_as(tenant, Asker::tenant(share), |c| async move {
             c.subscription(uri, subscribe).await
         })
         .await

@@ -187,6 +187,7 @@ pub(super) async fn answer(
         capabilities,
         takes_input_required: true,
         tenant_share: None,
+        caller_share: None,
     };
     // A task of its own, like the SDK's handlers: a client that goes away
     // mid-call does not cut the call short between its decision and its

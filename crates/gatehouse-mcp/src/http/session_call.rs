@@ -124,6 +124,7 @@ pub(super) async fn answer(
         capabilities: Some(lane.capabilities().clone()),
         takes_input_required: false,
         tenant_share: None,
+        caller_share: None,
     };
     // A task of its own, like the SDK's handlers (see `fast_call.rs`); the
     // call's future boxed where it is made, for the same reason.

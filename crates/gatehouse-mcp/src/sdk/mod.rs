@@ -404,6 +404,7 @@ fn call_context(context: &RequestContext<RoleServer>, relay: Option<Relay>) -> C
         takes_input_required: takes_input_required(context),
         // The gateway sets it, from the policy's tenancy.
         tenant_share: None,
+        caller_share: None,
     }
 }
 

@@ -260,6 +260,133 @@ async fn one_tenants_timeouts_do_not_open_the_breaker_for_another() {
     set.shutdown().await;
 }
 
+/// A call as the gateway makes it for one caller without tenancy: in the
+/// caller's share of the upstream's slots, stopped by `cancel`.
+async fn call_by(
+    web: gatehouse_upstream::Upstream,
+    caller: &'static str,
+    tool: &'static str,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<CallToolResponse, UpstreamError> {
+    let context = CallContext {
+        caller_share: Some(caller.into()),
+        cancel,
+        ..CallContext::default()
+    };
+    let arguments = args(json!({"text": caller}));
+    web.call_tool_with(
+        None,
+        tool,
+        arguments,
+        None,
+        UpstreamInput::default(),
+        context,
+    )
+    .await
+}
+
+async fn wait_in_flight(web: &gatehouse_upstream::Upstream, calls: usize) {
+    for _ in 0..200 {
+        if web.health().in_flight == calls {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(web.health().in_flight, calls);
+}
+
+/// One caller's calls cannot take every slot of an upstream, with tenancy
+/// off too: with two slots and one per caller, agent x's two calls that
+/// never answer leave the second slot to agent y (the attack: one agent, or
+/// one stolen key, floods an upstream with slow calls so that everyone else
+/// gets `upstream_busy`). A call waiting for its slot stops waiting when
+/// its caller cancels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_caller_cannot_take_every_slot_of_an_upstream() {
+    let Some(python) = python("HTTP caller share test") else {
+        return;
+    };
+    let server = PyHttp::start(&python, &[]);
+    let mut config = http("web", &server.url);
+    config.max_concurrent_calls = 2;
+    config.max_concurrent_calls_per_caller = Some(1);
+    let set = start(vec![config]);
+    let web = set.get("web").unwrap().clone();
+    let never = tokio_util::sync::CancellationToken::new;
+    call_by(web.clone(), "y", "echo", never()).await.unwrap();
+    let first = tokio::spawn(call_by(web.clone(), "x", "sleep_forever", never()));
+    wait_in_flight(&web, 1).await;
+    let cancel = never();
+    let second = tokio::spawn(call_by(web.clone(), "x", "sleep_forever", cancel.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // x's second call waits for its own share, not holding the upstream's
+    // second slot.
+    assert_eq!(web.health().in_flight, 1);
+    let echoed = tokio::time::timeout(
+        Duration::from_secs(10),
+        call_by(web.clone(), "y", "echo", never()),
+    )
+    .await
+    .expect("y's call waited behind x's")
+    .unwrap();
+    let CallToolResponse::Complete(echoed) = echoed else {
+        panic!("not a complete result");
+    };
+    assert_eq!(text(&echoed), "y");
+    // Cancelled while waiting: it ends now, not after the call timeout.
+    assert!(!second.is_finished());
+    cancel.cancel();
+    let error = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the cancelled call went on waiting for a slot")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(error, UpstreamError::Cancelled { .. }),
+        "{error:?}"
+    );
+    assert!(!first.is_finished());
+    first.abort();
+    set.shutdown().await;
+}
+
+/// One caller whose calls time out (calls to a slow tool, or a query made
+/// slow on purpose) opens a breaker of its own, not the upstream's: another
+/// caller's calls go on, and the upstream's health shows no open breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_callers_timeouts_do_not_open_the_breaker_for_another() {
+    let Some(python) = python("HTTP caller breaker test") else {
+        return;
+    };
+    let server = PyHttp::start(&python, &[]);
+    let mut config = http("web", &server.url);
+    config.call_timeout = Duration::from_secs(3);
+    config.breaker_failures = 1;
+    let set = start(vec![config]);
+    let web = set.get("web").unwrap().clone();
+    let never = tokio_util::sync::CancellationToken::new;
+    call_by(web.clone(), "y", "echo", never()).await.unwrap();
+    let error = call_by(web.clone(), "x", "sleep_forever", never())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, UpstreamError::Timeout { .. }), "{error:?}");
+    let error = call_by(web.clone(), "x", "echo", never())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("circuit breaker"), "{error:?}");
+    let CallToolResponse::Complete(echoed) =
+        call_by(web.clone(), "y", "echo", never()).await.unwrap()
+    else {
+        panic!("not a complete result");
+    };
+    assert_eq!(text(&echoed), "y");
+    assert_eq!(
+        web.health().breaker,
+        gatehouse_upstream::BreakerState::Closed
+    );
+    set.shutdown().await;
+}
+
 const TOKEN: &str = "tok-REFLECTED-5c2e71a9d4";
 
 /// An upstream that echoes the headers it got (a debugging tool, a

@@ -1403,6 +1403,73 @@ async fn one_tenants_hanging_calls_leave_room_for_another_tenant() {
     at.globex_is_not_starved("calls", first, second).await;
 }
 
+/// Without tenancy too, one caller's calls hold at most its share of an
+/// upstream's slots (a quarter by default; with four slots, one): the two
+/// agents of one person share it (dana's second agent waits behind her
+/// first), while another agent's call is answered at once.
+#[tokio::test]
+async fn one_callers_hanging_calls_leave_room_for_another_caller() {
+    let Some(python) = python() else { return };
+    let upstream = PyHttp::start_with(&python, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("{DEFAULT}\n[upstreams.py]\nscope = \"tools:read\"\nroles = [\"reader\"]\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"py\"\nurl = {:?}\n\
+         max_concurrent_calls = 4\nconnect_timeout = \"30s\"\ncall_timeout = \"60s\"\n",
+        upstream.url
+    );
+    let server = Server::start_in(dir, Some(&config));
+    let admin = server.admin_key.clone().unwrap();
+    let (_, first_agent) = server.create_key("dana-1", "reader", &["--owner", "dana"]);
+    let (_, second_agent) = server.create_key("dana-2", "reader", &["--owner", "dana"]);
+    let (_, other) = server.create_key("other-agent", "reader", &[]);
+    tools_when_ready(&server, &other, "py__echo").await;
+    let in_flight = || async {
+        let response = server
+            .http
+            .get(format!("{}/admin/upstreams", server.base))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        body["upstreams"][0]["in_flight"]
+            .as_u64()
+            .unwrap_or(u64::MAX)
+    };
+    let first = server.call_tool(&first_agent, "py__sleep_forever", json!({}));
+    let second = server.call_tool(&second_agent, "py__sleep_forever", json!({}));
+    let other_call = async {
+        for _ in 0..200 {
+            if in_flight().await >= 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(in_flight().await, 1, "dana's two agents hold two slots");
+        server
+            .call_tool(&other, "py__echo", json!({"text": "not starved"}))
+            .await
+    };
+    let body = tokio::select! {
+        answer = first => panic!("a call that never answers was answered: {answer:?}"),
+        answer = second => panic!("a call that never answers was answered: {answer:?}"),
+        body = tokio::time::timeout(Duration::from_secs(20), other_call) => {
+            body.unwrap_or_else(|_| panic!("the other agent's call waited behind dana's"))
+        }
+    };
+    assert!(body["error"].is_null(), "{body}");
+    assert_eq!(
+        body["result"]["content"][0]["text"], "not starved",
+        "{body}"
+    );
+}
+
 /// Listings take a tenant's share of an upstream's slots like calls: one
 /// tenant's `tools/list` requests, stuck at an upstream whose listing does
 /// not answer, cannot hold every slot while another tenant's calls wait.
