@@ -12,12 +12,17 @@ use std::borrow::Cow;
 /// C0 and C1 controls (newline, carriage return, escape, DEL, ...), the
 /// Unicode line and paragraph separators, and the format characters
 /// (bidirectional overrides and isolates, zero-width spaces and joiners,
-/// the byte-order mark, soft hyphen, interlinear annotations, tags).
+/// the byte-order mark, soft hyphen, interlinear annotations, tags), and
+/// the other default-ignorable characters, which show as nothing
+/// (variation selectors, the combining grapheme joiner, Mongolian free
+/// variation selectors, Khmer inherent vowels): `notes\u{FE0F}.txt` must
+/// not read as `notes.txt`.
 pub fn is_unsafe_to_show(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
             '\u{00AD}'
+                | '\u{034F}'
                 | '\u{0600}'..='\u{0605}'
                 | '\u{061C}'
                 | '\u{06DD}'
@@ -25,11 +30,13 @@ pub fn is_unsafe_to_show(c: char) -> bool {
                 | '\u{0890}'..='\u{0891}'
                 | '\u{08E2}'
                 | '\u{115F}'..='\u{1160}'
-                | '\u{180E}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
                 | '\u{200B}'..='\u{200F}'
                 | '\u{2028}'..='\u{202E}'
                 | '\u{2060}'..='\u{206F}'
                 | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
                 | '\u{FEFF}'
                 | '\u{FFA0}'
                 | '\u{FFF9}'..='\u{FFFB}'
@@ -39,6 +46,7 @@ pub fn is_unsafe_to_show(c: char) -> bool {
                 | '\u{1BCA0}'..='\u{1BCA3}'
                 | '\u{1D173}'..='\u{1D17A}'
                 | '\u{E0000}'..='\u{E007F}'
+                | '\u{E0100}'..='\u{E01EF}'
         )
 }
 
@@ -124,6 +132,25 @@ mod tests {
         // C1 controls, including the single-byte CSI.
         assert_eq!(escape_for_display("\u{9b}2J"), r"\u{9b}2J");
         assert_eq!(escape_for_display("nul\0"), r"nul\u{0}");
+    }
+
+    #[test]
+    fn default_ignorable_characters_are_escaped() {
+        assert_eq!(
+            escape_for_display("notes\u{FE0F}.txt"),
+            r"notes\u{fe0f}.txt"
+        );
+        for c in [
+            '\u{034F}',
+            '\u{17B4}',
+            '\u{180B}',
+            '\u{180F}',
+            '\u{FE00}',
+            '\u{E0100}',
+            '\u{E01EF}',
+        ] {
+            assert!(is_unsafe_to_show(c), "{:x}", u32::from(c));
+        }
     }
 
     #[test]

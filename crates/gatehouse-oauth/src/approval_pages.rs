@@ -127,9 +127,11 @@ fn page(
     now: Timestamp,
 ) -> Response {
     let action = format!("{}{}", routes::APPROVALS_PREFIX, approval.id);
-    let csrf = state
-        .server
-        .csrf_token(&browser.csrf_secret, &purpose(&approval.id));
+    let csrf = state.server.csrf_token(
+        &browser.csrf_secret,
+        browser.session.as_deref(),
+        &purpose(&approval.id),
+    );
     let expires = time::OffsetDateTime::from_unix_timestamp(approval.expires_at.as_secs())
         .ok()
         .and_then(|t| {
@@ -213,9 +215,12 @@ pub(crate) async fn decide(
     };
     // A new CSRF cookie means the browser sent none: the form is forged.
     if browser.new_csrf_cookie
-        || !state
-            .server
-            .check_csrf(Some(&browser.csrf_secret), &purpose(&id), &csrf)
+        || !state.server.check_csrf(
+            Some(&browser.csrf_secret),
+            browser.session.as_deref(),
+            &purpose(&id),
+            &csrf,
+        )
     {
         return forged_form_page();
     }

@@ -105,9 +105,24 @@ fn single<'a>(query: &'a [(String, String)], name: &str) -> Result<Option<&'a st
     let mut values = query.iter().filter(|(n, _)| n == name).map(|(_, v)| v);
     let first = values.next();
     if values.next().is_some() {
-        return Err(format!("the parameter {name} appears more than once"));
+        return Err(format!(
+            "the parameter {} appears more than once",
+            quoted_name(name)
+        ));
     }
     Ok(first.map(String::as_str))
+}
+
+/// A parameter's name as an error page shows it: quoted and short, so a
+/// link cannot make Gatehouse's own page say a sentence of its choosing
+/// ("Your account is locked. Call …").
+fn quoted_name(name: &str) -> String {
+    const SHOWN_CHARS: usize = 32;
+    let mut shown: String = name.chars().take(SHOWN_CHARS).collect();
+    if shown.len() < name.len() {
+        shown.push('…');
+    }
+    format!("{shown:?}")
 }
 
 /// Refuses a query that names a parameter twice (`resource` may repeat).
@@ -117,7 +132,10 @@ fn repeated_parameter(query: &[(String, String)]) -> Result<(), String> {
     let mut seen = std::collections::HashSet::with_capacity(query.len());
     for (name, _) in query {
         if name != "resource" && !seen.insert(name.as_str()) {
-            return Err(format!("the parameter {name} appears more than once"));
+            return Err(format!(
+                "the parameter {} appears more than once",
+                quoted_name(name)
+            ));
         }
     }
     Ok(())
@@ -583,7 +601,15 @@ mod tests {
         let twice = repeated_parameter(&query(&["client_id", "state", "client_id"]));
         assert_eq!(
             twice.unwrap_err(),
-            "the parameter client_id appears more than once"
+            "the parameter \"client_id\" appears more than once"
+        );
+        // A link's own sentence as a name is shown quoted and cut short.
+        let sentence = "Your account is locked. Call IT at 555-0100 to unlock it now";
+        let shown = repeated_parameter(&query(&[sentence, sentence])).unwrap_err();
+        assert!(!shown.contains("to unlock it now"), "{shown}");
+        assert!(
+            shown.contains("\"Your account is locked. Call IT …\""),
+            "{shown}"
         );
         // 16,000 distinct names (what fits in a request line) and one
         // repeated at the end: answered (the quadratic check took ~0.8 s

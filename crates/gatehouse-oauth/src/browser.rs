@@ -165,9 +165,11 @@ const DEVICE_PURPOSE: &str = "device";
 const LOGOUT_PURPOSE: &str = "logout";
 
 pub(crate) fn sign_out_csrf(state: &AsState, browser: &Browser) -> String {
-    state
-        .server
-        .csrf_token(&browser.csrf_secret, LOGOUT_PURPOSE)
+    state.server.csrf_token(
+        &browser.csrf_secret,
+        browser.session.as_deref(),
+        LOGOUT_PURPOSE,
+    )
 }
 
 fn device_confirm_purpose(user_code: &str) -> String {
@@ -185,7 +187,7 @@ pub(crate) fn login_form(
 ) -> Response {
     let csrf = state
         .server
-        .csrf_token(&browser.csrf_secret, &login_purpose(continue_to));
+        .csrf_token(&browser.csrf_secret, None, &login_purpose(continue_to));
     let providers = state.server.identity_providers.sign_in_providers();
     let page = login_page(&LoginPage {
         csrf: &csrf,
@@ -287,9 +289,11 @@ async fn consent_or_code(
         Ok(false) => {}
         Err(e) => return failure_page(&e),
     }
-    let csrf = state
-        .server
-        .csrf_token(&browser.csrf_secret, &consent_purpose(txn));
+    let csrf = state.server.csrf_token(
+        &browser.csrf_secret,
+        browser.session.as_deref(),
+        &consent_purpose(txn),
+    );
     let scopes = scope_descriptions(&state.server.consent_scopes(request, user));
     let page = consent_page(&ConsentPage {
         csrf: &csrf,
@@ -462,7 +466,7 @@ async fn login(
     let secret = posted_csrf_secret(&state, &headers);
     if !state
         .server
-        .check_csrf(secret.as_deref(), &login_purpose(&continue_to), &csrf)
+        .check_csrf(secret.as_deref(), None, &login_purpose(&continue_to), &csrf)
     {
         return forged_form_page();
     }
@@ -478,7 +482,17 @@ async fn login(
         .login(&username, &password, source(peer), now)
         .await
     {
-        Ok(user) => signed_in(&state, &user, &continue_to, now).await,
+        Ok(user) => {
+            let previous = read_cookie(
+                &headers,
+                state.server.config().cookies.session_cookie_name(),
+            );
+            let earlier = Earlier {
+                session: previous.as_deref(),
+                source: source(peer),
+            };
+            signed_in(&state, &user, &continue_to, earlier, now).await
+        }
         Err(LoginError::Invalid) => login_form(
             &state,
             &browser,
@@ -523,14 +537,31 @@ async fn login(
     }
 }
 
+/// The session a browser held before it signed in (as anyone), and where
+/// it signs in from.
+pub(crate) struct Earlier<'a> {
+    pub(crate) session: Option<&'a str>,
+    pub(crate) source: Option<String>,
+}
+
 /// A browser session for `user` as the sign-in found it (its cookie set),
-/// and on to `continue_to`: the end of every successful sign-in.
+/// and on to `continue_to`: the end of every successful sign-in. The
+/// browser's earlier session ends on the server, not only in the browser:
+/// a copy of its cookie taken before must not stay good for its hours.
 pub(crate) async fn signed_in(
     state: &AsState,
     user: &gatehouse_store::UserRecord,
     continue_to: &str,
+    earlier: Earlier<'_>,
     now: Timestamp,
 ) -> Response {
+    if let Err(e) = state
+        .server
+        .end_browser_session(earlier.session, earlier.source, now)
+        .await
+    {
+        return failure_page(&e);
+    }
     let session = match state.server.create_browser_session(user, now).await {
         Ok(session) => session,
         Err(e) => return failure_page(&e),
@@ -588,16 +619,18 @@ async fn consent(
     let txn = param(&form, "txn").unwrap_or_default();
     let csrf = param(&form, "csrf").unwrap_or_default();
     let secret = posted_csrf_secret(&state, &headers);
-    if !state
-        .server
-        .check_csrf(secret.as_deref(), &consent_purpose(&txn), &csrf)
-    {
-        return forged_form_page();
-    }
     let session = read_cookie(
         &headers,
         state.server.config().cookies.session_cookie_name(),
     );
+    if !state.server.check_csrf(
+        secret.as_deref(),
+        session.as_deref(),
+        &consent_purpose(&txn),
+        &csrf,
+    ) {
+        return forged_form_page();
+    }
     let user = match state.server.browser_user(session.as_deref(), now).await {
         Ok(Some(user)) => user,
         // The session ended meanwhile: log in again, then decide.
@@ -666,14 +699,14 @@ async fn logout(
     let form = form(&body);
     let csrf = param(&form, "csrf").unwrap_or_default();
     let secret = posted_csrf_secret(&state, &headers);
+    let cookies = &state.server.config().cookies;
+    let session = read_cookie(&headers, cookies.session_cookie_name());
     if !state
         .server
-        .check_csrf(secret.as_deref(), LOGOUT_PURPOSE, &csrf)
+        .check_csrf(secret.as_deref(), session.as_deref(), LOGOUT_PURPOSE, &csrf)
     {
         return forged_form_page();
     }
-    let cookies = &state.server.config().cookies;
-    let session = read_cookie(&headers, cookies.session_cookie_name());
     match state
         .server
         .end_browser_session(session.as_deref(), source(peer), now)
@@ -681,9 +714,9 @@ async fn logout(
     {
         Ok(_) => {
             let mut response = see_other(routes::LOGOUT);
-            response
-                .headers_mut()
-                .append(header::SET_COOKIE, cookies.clear_session());
+            let headers = response.headers_mut();
+            headers.append(header::SET_COOKIE, cookies.clear_session());
+            headers.append(header::SET_COOKIE, cookies.clear_csrf());
             response
         }
         Err(e) => failure_page(&e),
@@ -705,9 +738,11 @@ fn device_entry_form(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    let csrf = state
-        .server
-        .csrf_token(&browser.csrf_secret, DEVICE_PURPOSE);
+    let csrf = state.server.csrf_token(
+        &browser.csrf_secret,
+        browser.session.as_deref(),
+        DEVICE_PURPOSE,
+    );
     let page = device_entry_page(&DeviceEntryPage {
         csrf: &csrf,
         user_code,
@@ -770,19 +805,20 @@ async fn device_entry(
     let form = form(&body);
     let csrf = param(&form, "csrf").unwrap_or_default();
     let secret = posted_csrf_secret(&state, &headers);
+    let session = read_cookie(
+        &headers,
+        state.server.config().cookies.session_cookie_name(),
+    );
     if !state
         .server
-        .check_csrf(secret.as_deref(), DEVICE_PURPOSE, &csrf)
+        .check_csrf(secret.as_deref(), session.as_deref(), DEVICE_PURPOSE, &csrf)
     {
         return forged_form_page();
     }
     let browser = Browser {
         csrf_secret: secret.unwrap_or_default(),
         new_csrf_cookie: false,
-        session: read_cookie(
-            &headers,
-            state.server.config().cookies.session_cookie_name(),
-        ),
+        session,
     };
     let user = match current_user(&state.server, &browser, now).await {
         Ok(Some(user)) => user,
@@ -820,6 +856,7 @@ async fn device_entry(
     };
     let csrf = state.server.csrf_token(
         &browser.csrf_secret,
+        browser.session.as_deref(),
         &device_confirm_purpose(&device.user_code),
     );
     let scopes: Vec<String> = device.scope.split(' ').map(str::to_string).collect();
@@ -835,6 +872,7 @@ async fn device_entry(
             scopes: &scopes,
             username: &user.username,
             self_registered: client.registered_by != crate::REGISTERED_BY_OPERATOR,
+            public_client: client.is_public(),
             sign_out_csrf: &sign_out_csrf(&state, &browser),
         }),
     )
@@ -857,16 +895,18 @@ async fn device_confirm(
     };
     let csrf = param(&form, "csrf").unwrap_or_default();
     let secret = posted_csrf_secret(&state, &headers);
-    if !state
-        .server
-        .check_csrf(secret.as_deref(), &device_confirm_purpose(&code), &csrf)
-    {
-        return forged_form_page();
-    }
     let session = read_cookie(
         &headers,
         state.server.config().cookies.session_cookie_name(),
     );
+    if !state.server.check_csrf(
+        secret.as_deref(),
+        session.as_deref(),
+        &device_confirm_purpose(&code),
+        &csrf,
+    ) {
+        return forged_form_page();
+    }
     let user = match state.server.browser_user(session.as_deref(), now).await {
         Ok(Some(user)) => user,
         Ok(None) => return see_other(routes::DEVICE),

@@ -128,14 +128,19 @@ pub(crate) async fn callback(
                     &user.username,
                     &format!("identity_provider:{name}"),
                     true,
-                    source,
+                    source.clone(),
                     now,
                 )
                 .await
             {
                 return crate::browser::failure_page(&e);
             }
-            let mut response = signed_in(&state, &user, &continue_to, now).await;
+            let previous = read_cookie(&headers, cookies.session_cookie_name());
+            let earlier = crate::browser::Earlier {
+                session: previous.as_deref(),
+                source,
+            };
+            let mut response = signed_in(&state, &user, &continue_to, earlier, now).await;
             // Its sign-in done, the binding goes. Only then: a callback
             // without a pending sign-in (anyone can send a browser to one)
             // must not end a sign-in in progress.

@@ -274,23 +274,40 @@ impl AuthorizationServer {
         self.store.user(&username).await.map_err(unavailable)
     }
 
-    /// A CSRF token for a form: a keyed hash of the browser's CSRF cookie
-    /// and the form's purpose (the pending request, or the device page).
-    /// A page from another browser or another transaction does not fit.
-    pub fn csrf_token(&self, browser: &str, purpose: &str) -> String {
+    /// A CSRF token for a form: a keyed hash of the browser's CSRF cookie,
+    /// its session cookie (`None` for the sign-in form, which comes before
+    /// one) and the form's purpose (the pending request, or the device
+    /// page). A page from another browser, another session or another
+    /// transaction does not fit. The session matters where cookies cross
+    /// ports: on `http://127.0.0.1`, any program on another loopback port
+    /// can set a CSRF cookie of its choosing in the browser (cookies are
+    /// not kept apart by port) and fetch a token for it from Gatehouse,
+    /// but cannot know the session it would have to be made for.
+    pub fn csrf_token(&self, browser: &str, session: Option<&str>, purpose: &str) -> String {
         self.pepper
-            .hash(format!("gatehouse-csrf\u{1f}{browser}\u{1f}{purpose}").as_bytes())
+            .hash(csrf_input(browser, session, purpose).as_bytes())
     }
 
-    pub fn check_csrf(&self, browser: Option<&str>, purpose: &str, presented: &str) -> bool {
+    pub fn check_csrf(
+        &self,
+        browser: Option<&str>,
+        session: Option<&str>,
+        purpose: &str,
+        presented: &str,
+    ) -> bool {
         let Some(browser) = browser.filter(|b| !b.is_empty()) else {
             return false;
         };
-        self.pepper.verify(
-            format!("gatehouse-csrf\u{1f}{browser}\u{1f}{purpose}").as_bytes(),
-            presented,
-        )
+        self.pepper
+            .verify(csrf_input(browser, session, purpose).as_bytes(), presented)
     }
+}
+
+/// What a CSRF token is the keyed hash of. Cookie values hold no
+/// `\u{1f}` (they are tokens of letters, digits, `-` and `_`).
+fn csrf_input(browser: &str, session: Option<&str>, purpose: &str) -> String {
+    let session = session.unwrap_or_default();
+    format!("gatehouse-csrf\u{1f}{browser}\u{1f}{session}\u{1f}{purpose}")
 }
 
 #[cfg(test)]

@@ -288,6 +288,10 @@ pub struct DeviceConfirmPage<'a> {
     /// person with a reassuring name is how device-flow phishing works
     /// (RFC 8628 §5.4).
     pub self_registered: bool,
+    /// The client has no secret: anyone can start a device sign-in under
+    /// its name (an operator's public client included), so its name proves
+    /// nothing about who asks either.
+    pub public_client: bool,
     /// The CSRF token of the sign-out form.
     pub sign_out_csrf: &'a str,
 }
@@ -312,6 +316,10 @@ pub fn device_confirm_page(p: &DeviceConfirmPage) -> String {
             "<p class=\"error\" id=\"unverified\">This application registered itself: its name \
              is its own claim, not checked by your administrators. Allow it only if you started \
              this on a device of your own just now.</p>\n"
+        } else if p.public_client {
+            "<p class=\"error\" id=\"unverified\">Anyone can start a sign-in under this \
+             application's name: it holds no secret. Allow it only if you started this on a \
+             device of your own just now.</p>\n"
         } else {
             ""
         },

@@ -166,6 +166,7 @@ fn device_confirm_page_escapes_and_has_its_fields() {
         scopes: &scopes,
         username: HOSTILE,
         self_registered: false,
+        public_client: false,
         sign_out_csrf: "sign-out-token",
     };
     let page = device_confirm_page(&fields);
@@ -176,6 +177,11 @@ fn device_confirm_page_escapes_and_has_its_fields() {
         ..fields
     });
     assert!(self_registered.contains("id=\"unverified\""));
+    let public = device_confirm_page(&DeviceConfirmPage {
+        public_client: true,
+        ..fields
+    });
+    assert!(public.contains("Anyone can start a sign-in"), "{public}");
     assert_sign_out(&page, &format!("Signed in as <strong>{ESCAPED}</strong>."));
     assert!(page.contains("matches the one shown on your device"));
     assert!(page.contains(&format!("<code class=\"code\">{ESCAPED}</code>")));

@@ -502,6 +502,53 @@ async fn a10_a11_forged_consent_forms_are_refused_and_pages_refuse_framing() {
     assert_eq!((again.status, again.location()), (400, None));
 }
 
+/// On `http://127.0.0.1` a program on another loopback port can set
+/// cookies for Gatehouse's host (browsers do not keep cookies apart by
+/// port). Mallory gets a consent page for his own request with his own
+/// session, plants his CSRF cookie in Alice's browser and has her browser
+/// post his form: the token fits his cookie but was made for his session,
+/// not hers, so nothing is decided in her name.
+#[tokio::test]
+async fn a_planted_csrf_cookie_does_not_let_another_sessions_token_decide() {
+    let server = Server::start(None);
+    let alice_password = add_user(&server, "alice", "reader");
+    let mallory_password = add_user(&server, "mallory", "reader");
+    let client = public_client(&server, "app");
+    let (_, challenge) = pkce();
+    let url = authorize_url(&server, &client, &challenge, &[]);
+    let mut alice = Browser::new(&server);
+    let login = alice.visit(&url).await;
+    assert!(
+        alice
+            .login_then(&login, "alice", &alice_password)
+            .await
+            .is_consent()
+    );
+    let mut mallory = Browser::new(&server);
+    let login = mallory.visit(&url).await;
+    let consent = mallory
+        .login_then(&login, "mallory", &mallory_password)
+        .await;
+    assert!(consent.is_consent());
+    alice
+        .cookies
+        .insert("gh_csrf".into(), mallory.cookies["gh_csrf"].clone());
+    let page = alice
+        .post(
+            "/authorize/consent",
+            &[
+                ("csrf", &consent.field("csrf")),
+                ("txn", &consent.field("txn")),
+                ("decision", "approve"),
+            ],
+        )
+        .await;
+    assert_eq!((page.status, page.location()), (403, None), "{}", page.body);
+    // His own browser still decides his own request.
+    let approved = mallory.decide(&consent, "approve").await;
+    assert_eq!(approved.status, 303);
+}
+
 #[tokio::test]
 async fn denying_consent_sends_access_denied_with_state_and_iss() {
     let server = Server::start(None);

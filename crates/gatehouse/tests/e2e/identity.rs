@@ -413,6 +413,39 @@ async fn item1_logout_ends_the_session_and_a_forged_logout_does_nothing() {
     assert_eq!(logouts[0]["outcome"], "success");
 }
 
+/// Signing in again (as anyone) ends the browser's earlier session on the
+/// server: a copy of its cookie taken before (from a shared machine, a
+/// proxy log) does not stay good for the rest of its hours.
+#[tokio::test]
+async fn signing_in_again_ends_the_earlier_session_on_the_server() {
+    let server = Server::start(None);
+    let password = add_user(&server, "alice", "reader");
+    let bob_password = add_user(&server, "bob", "reader");
+    let mut browser = Browser::new(&server);
+    let login = browser.visit("/device").await;
+    // A second tab's sign-in form, submitted once the first signed in.
+    let second_tab = browser.visit("/device").await;
+    assert!(second_tab.is_login(), "{}", second_tab.body);
+    let entry = browser.login_then(&login, "alice", &password).await;
+    assert!(entry.body.contains("name=\"user_code\""), "{}", entry.body);
+    let copied = browser.cookies.clone();
+    let mut copy = Browser::new(&server);
+    copy.cookies = copied.clone();
+    assert!(!copy.visit("/device").await.is_login());
+    let entry = browser.login_then(&second_tab, "bob", &bob_password).await;
+    assert!(entry.body.contains("bob"), "{}", entry.body);
+    let mut copy = Browser::new(&server);
+    copy.cookies = copied;
+    assert!(
+        copy.visit("/device").await.is_login(),
+        "alice's old session still works"
+    );
+    assert!(!browser.visit("/device").await.is_login());
+    let logouts = server.audit(&["--tool", "oauth/logout"]);
+    assert_eq!(logouts.len(), 1, "{logouts:?}");
+    assert_eq!(logouts[0]["human"], "alice");
+}
+
 #[tokio::test]
 async fn item1_disable_then_enable_lets_the_user_sign_in_again_without_old_tokens() {
     let server = Server::start(None);
