@@ -177,22 +177,33 @@ impl StoreSink {
             StoreSink::Own(appender) => appender
                 .append(batch, checkpoints)
                 .map_err(|e| failed("store", e)),
-            StoreSink::Shared(store) => runtime.block_on(async {
-                if !batch.is_empty() {
-                    store
-                        .append_audit(batch)
-                        .await
-                        .map_err(|e| failed("store", e))?;
-                }
-                for checkpoint in checkpoints {
-                    store
-                        .append_audit_checkpoint(checkpoint)
-                        .await
-                        .map_err(|e| failed("checkpoint", e))?;
-                }
-                Ok(())
-            }),
+            StoreSink::Shared(store) => runtime
+                .block_on(store.append_audit_batch(batch, checkpoints))
+                .map_err(|e| failed("store", e)),
         }
+    }
+
+    /// Whether a write that failed may have been stored all the same. A
+    /// database across a network can commit and lose the connection before
+    /// it answers; the writer's own SQLite connection knows.
+    fn may_have_kept_a_failed_write(&self) -> bool {
+        matches!(self, StoreSink::Shared(_))
+    }
+
+    /// The last record of `chain` the store holds.
+    fn stored_head(
+        &self,
+        chain: &str,
+        runtime: &Handle,
+    ) -> Result<Option<(u64, String)>, AuditError> {
+        let StoreSink::Shared(store) = self else {
+            return Err(AuditError::WriteFailed(
+                "audit store: the writer's own connection is not asked for its head".into(),
+            ));
+        };
+        runtime
+            .block_on(store.audit_chain_head(chain))
+            .map_err(|e| AuditError::WriteFailed(format!("audit chain {chain}: {e}")))
     }
 }
 
@@ -464,7 +475,28 @@ fn write_batches(
     let mut acks = Vec::with_capacity(MAX_BATCH);
     let mut checkpoints = Vec::new();
     let mut heads = Vec::new();
+    // After a failed write to a shared store, the chain goes on from what
+    // the store holds, read before the next batch is linked: assumed not
+    // stored, a batch the database committed before its connection dropped
+    // would be followed by records of the same seq numbers, a fork that
+    // `audit verify` reports for ever.
+    let mut ask_the_store = false;
     for (mut jobs, done) in batches {
+        if ask_the_store {
+            match sinks.store.stored_head(chain.id(), &sinks.runtime) {
+                Ok(last) => {
+                    chain = Chain::resume(chain.id().to_string(), last);
+                    ask_the_store = false;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "audit chain head unknown; the affected calls are refused");
+                    healthy.store(false, Ordering::Relaxed);
+                    refuse(jobs, &e);
+                    let _ = done.send(());
+                    continue;
+                }
+            }
+        }
         // Linked in the order enqueued, which is the order written.
         let before = chain.clone();
         for job in jobs.drain(..) {
@@ -498,6 +530,7 @@ fn write_batches(
                 // chain: the next batch links to the last stored one.
                 if !stored {
                     chain = before;
+                    ask_the_store = sinks.store.may_have_kept_a_failed_write();
                 }
                 Err(e)
             }
@@ -516,6 +549,25 @@ fn write_batches(
     }
     if let Some(syslog) = &mut sinks.syslog {
         sinks.runtime.block_on(syslog.close());
+    }
+}
+
+/// Answers every job of a batch that cannot be written with `error`.
+fn refuse(jobs: Vec<Job>, error: &AuditError) {
+    for job in jobs {
+        match job {
+            Job::Record { ack, .. } => {
+                if let Some(ack) = ack {
+                    let _ = ack.send(Err(error.clone()));
+                }
+            }
+            Job::Records { ack, .. } | Job::Checkpoint { ack, .. } => {
+                let _ = ack.send(Err(error.clone()));
+            }
+            Job::Head(ack) => {
+                let _ = ack.send(Err(error.clone()));
+            }
+        }
     }
 }
 
@@ -835,6 +887,29 @@ mod tests {
         );
         // The refused record took no place in the chain: no gap after it.
         verified(store.as_ref()).await;
+    }
+
+    /// A database that commits a batch and loses the connection before it
+    /// answers: the writer refuses the batch's calls, and the next batch
+    /// goes on from what the store holds rather than taking the same seq
+    /// numbers again (a fork `audit verify` would report for ever).
+    #[tokio::test]
+    async fn a_batch_kept_whose_answer_was_lost_is_not_linked_over() {
+        let lost = Arc::new(gatehouse_store::testing::AuditAnswerLost::new(2));
+        let store: Arc<dyn Store> = lost.clone();
+        let (log, handle) = AuditLog::start(store, None, false).unwrap();
+        log.record(event(1)).await.unwrap();
+        assert!(log.record(event(2)).await.is_err());
+        log.record(event(3)).await.unwrap();
+        drop(log);
+        handle.wait().await;
+        let kept = lost.kept();
+        let seqs: Vec<u64> = kept.iter().map(|e| e.link.as_ref().unwrap().seq).collect();
+        assert_eq!(seqs, [1, 2, 3]);
+        let mut verifier = crate::Verifier::from_start();
+        for event in &kept {
+            verifier.check(event).unwrap();
+        }
     }
 
     /// Records written together land next to each other, in their order,

@@ -34,6 +34,10 @@ pub mod testing;
 use async_trait::async_trait;
 use gatehouse_core::{AuditEvent, Timestamp};
 
+/// One audit checkpoint row, on either back end.
+pub(crate) const INSERT_AUDIT_CHECKPOINT: &str =
+    "INSERT INTO audit_checkpoints (chain, seq, hash, ts, jws) VALUES ($1, $2, $3, $4, $5)";
+
 pub use alerts::{AckOutcome, AlertRecord, AlertStore, DeliveryResult, DeliveryState};
 pub use authorization::{
     AuthCodeRecord, AuthorizationStore, CodeRedemption, DeviceDecision, DevicePoll, DeviceRecord,
@@ -207,6 +211,16 @@ pub trait Store:
     /// The seq and hash of the last record of `chain`, to go on from.
     async fn audit_chain_head(&self, chain: &str) -> StoreResult<Option<(u64, String)>>;
     async fn append_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()>;
+    /// Appends `events` and `checkpoints` in one transaction: all or none.
+    /// The audit writer's batches (a checkpoint signs the head of records
+    /// that may be in the same batch): stored apart, records could be kept
+    /// while the writer, told of the checkpoint's failure, linked the next
+    /// batch as if they were not, forking its chain.
+    async fn append_audit_batch(
+        &self,
+        events: Vec<AuditEvent>,
+        checkpoints: &[AuditCheckpoint],
+    ) -> StoreResult<()>;
     /// Every checkpoint, by chain and seq.
     async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>>;
     /// Up to `limit` checkpoints stored with a time at or after `since`,

@@ -276,6 +276,21 @@ impl PostgresStore {
     }
 }
 
+/// Audit rows ready to bind: each event with its arguments as JSON text.
+fn audit_rows(events: Vec<AuditEvent>) -> StoreResult<Vec<(AuditEvent, Option<String>)>> {
+    let mut rows = Vec::with_capacity(events.len());
+    for mut event in events {
+        let arguments = event
+            .arguments
+            .take()
+            .map(|a| serde_json::to_string(&a))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        rows.push((event, arguments));
+    }
+    Ok(rows)
+}
+
 async fn migrate(pool: &PgPool) -> StoreResult<()> {
     let mut tx = pool.begin().await?;
     // Held until commit: a second instance waits here, then finds the
@@ -994,16 +1009,7 @@ impl Store for PostgresStore {
         if events.is_empty() {
             return Ok(());
         }
-        let mut rows = Vec::with_capacity(events.len());
-        for mut event in events {
-            let arguments = event
-                .arguments
-                .take()
-                .map(|a| serde_json::to_string(&a))
-                .transpose()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            rows.push((event, arguments));
-        }
+        let rows = audit_rows(events)?;
         // One statement is atomic by itself and costs one round trip; only
         // batches too large for one statement need a transaction.
         if rows.len() <= AUDIT_ROWS_PER_INSERT {
@@ -1050,16 +1056,43 @@ impl Store for PostgresStore {
     }
 
     async fn append_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_checkpoints (chain, seq, hash, ts, jws) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&checkpoint.chain)
-        .bind(i64::try_from(checkpoint.seq).unwrap_or(i64::MAX))
-        .bind(&checkpoint.hash)
-        .bind(checkpoint.ts.0)
-        .bind(&checkpoint.jws)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(crate::INSERT_AUDIT_CHECKPOINT)
+            .bind(&checkpoint.chain)
+            .bind(i64::try_from(checkpoint.seq).unwrap_or(i64::MAX))
+            .bind(&checkpoint.hash)
+            .bind(checkpoint.ts.0)
+            .bind(&checkpoint.jws)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn append_audit_batch(
+        &self,
+        events: Vec<AuditEvent>,
+        checkpoints: &[AuditCheckpoint],
+    ) -> StoreResult<()> {
+        if checkpoints.is_empty() {
+            return self.append_audit(events).await;
+        }
+        let rows = audit_rows(events)?;
+        let mut tx = self.pool.begin().await?;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(AUDIT_ROWS_PER_INSERT).collect();
+            audit_insert(chunk).build().execute(&mut *tx).await?;
+        }
+        for checkpoint in checkpoints {
+            sqlx::query(crate::INSERT_AUDIT_CHECKPOINT)
+                .bind(&checkpoint.chain)
+                .bind(i64::try_from(checkpoint.seq).unwrap_or(i64::MAX))
+                .bind(&checkpoint.hash)
+                .bind(checkpoint.ts.0)
+                .bind(&checkpoint.jws)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -331,6 +331,17 @@ impl SqliteStore {
     }
 }
 
+/// Audit rows ready to bind: each event with its arguments as JSON text.
+fn audit_rows(events: Vec<AuditEvent>) -> StoreResult<Vec<(AuditEvent, Option<String>)>> {
+    let mut rows = Vec::with_capacity(events.len());
+    for mut event in events {
+        let arguments = arguments_json(&event)?;
+        event.arguments = None;
+        rows.push((event, arguments));
+    }
+    Ok(rows)
+}
+
 pub(crate) fn opt_ts(row: &SqliteRow, column: &str) -> StoreResult<Option<Timestamp>> {
     Ok(row.try_get::<Option<i64>, _>(column)?.map(Timestamp))
 }
@@ -898,12 +909,7 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(());
         }
-        let mut rows = Vec::with_capacity(events.len());
-        for mut event in events {
-            let arguments = arguments_json(&event)?;
-            event.arguments = None;
-            rows.push((event, arguments));
-        }
+        let rows = audit_rows(events)?;
         // One multi-row INSERT per chunk: a round trip per record to the
         // database thread would dominate the cost of a tool call. A single
         // statement is atomic by itself, so the common case (one chunk) needs
@@ -952,16 +958,43 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_checkpoints (chain, seq, hash, ts, jws) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&checkpoint.chain)
-        .bind(saturating_i64(checkpoint.seq))
-        .bind(&checkpoint.hash)
-        .bind(checkpoint.ts.0)
-        .bind(&checkpoint.jws)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(crate::INSERT_AUDIT_CHECKPOINT)
+            .bind(&checkpoint.chain)
+            .bind(saturating_i64(checkpoint.seq))
+            .bind(&checkpoint.hash)
+            .bind(checkpoint.ts.0)
+            .bind(&checkpoint.jws)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn append_audit_batch(
+        &self,
+        events: Vec<AuditEvent>,
+        checkpoints: &[AuditCheckpoint],
+    ) -> StoreResult<()> {
+        if checkpoints.is_empty() {
+            return self.append_audit(events).await;
+        }
+        let rows = audit_rows(events)?;
+        let mut tx = self.pool.begin().await?;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<_> = rows.by_ref().take(AUDIT_ROWS_PER_INSERT).collect();
+            audit_insert(chunk).build().execute(&mut *tx).await?;
+        }
+        for checkpoint in checkpoints {
+            sqlx::query(crate::INSERT_AUDIT_CHECKPOINT)
+                .bind(&checkpoint.chain)
+                .bind(saturating_i64(checkpoint.seq))
+                .bind(&checkpoint.hash)
+                .bind(checkpoint.ts.0)
+                .bind(&checkpoint.jws)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -33,6 +33,7 @@ macro_rules! conformance_tests {
             audit_append_and_filter,
             audit_batch_is_all_or_nothing,
             audit_chain_links_and_checkpoints_round_trip,
+            records_and_checkpoints_of_a_batch_are_stored_together,
             large_audit_batches_span_several_inserts,
             secrets_are_tenant_scoped,
             unsealed_secrets_are_found_and_replaced_only_if_unchanged,
@@ -384,6 +385,48 @@ pub(crate) async fn api_key_rotate_never_extends_an_earlier_expiry(store: TestSt
     );
     let old = store.api_key("k1").await.unwrap().unwrap();
     assert_eq!(old.expires_at, Some(Timestamp(2_000)));
+}
+
+/// The audit writer's batch (records and checkpoints) is one transaction:
+/// a checkpoint the store refuses takes the batch's records with it, so
+/// the writer, told the batch failed, never links over records that were
+/// kept.
+pub(crate) async fn records_and_checkpoints_of_a_batch_are_stored_together(store: TestStore) {
+    let checkpoint = AuditCheckpoint {
+        chain: "i-a".into(),
+        seq: 1,
+        hash: format!("{:064}", 1),
+        ts: Timestamp(9_000),
+        jws: "h.p.s".into(),
+    };
+    let first = event("e1", 100, "read_file", Outcome::Success);
+    store
+        .append_audit_batch(vec![first.clone()], std::slice::from_ref(&checkpoint))
+        .await
+        .unwrap();
+    // The same checkpoint again is refused, and the record beside it goes too.
+    let second = event("e2", 200, "read_file", Outcome::Success);
+    assert!(
+        store
+            .append_audit_batch(vec![second], std::slice::from_ref(&checkpoint))
+            .await
+            .is_err()
+    );
+    let rows = store.query_audit(&AuditQuery::default()).await.unwrap();
+    let ids: Vec<&str> = rows.iter().map(|r| r.event.id.as_str()).collect();
+    assert_eq!(ids, ["e1"]);
+    assert_eq!(store.audit_checkpoints().await.unwrap(), vec![checkpoint]);
+    // Without checkpoints, a batch is records only.
+    let third = event("e3", 300, "read_file", Outcome::Success);
+    store.append_audit_batch(vec![third], &[]).await.unwrap();
+    assert_eq!(
+        store
+            .query_audit(&AuditQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 /// A record's chain link and the chain's checkpoints come back exactly as

@@ -24,9 +24,71 @@ pub trait FailingStore: Send + Sync + 'static {
     fn takes_audit_batch(&self) -> StoreResult<()> {
         down()
     }
+
+    /// Given each batch of audit records; by default `takes_audit_batch`
+    /// decides.
+    fn audit_batch(&self, _events: &[AuditEvent]) -> StoreResult<()> {
+        self.takes_audit_batch()
+    }
+
+    /// The last record of `chain` this store holds; by default it fails.
+    fn audit_head(&self, _chain: &str) -> StoreResult<Option<(u64, String)>> {
+        down()
+    }
 }
 
 impl FailingStore for DownStore {}
+
+/// A down store whose audit log keeps every batch but answers its `lost`th
+/// (counted from 1) with an error, as a database does whose connection
+/// drops after the commit and before its answer.
+pub struct AuditAnswerLost {
+    kept: std::sync::Mutex<Vec<AuditEvent>>,
+    lost: usize,
+    batches: std::sync::atomic::AtomicUsize,
+}
+
+impl AuditAnswerLost {
+    pub fn new(lost: usize) -> Self {
+        AuditAnswerLost {
+            kept: std::sync::Mutex::new(Vec::new()),
+            lost,
+            batches: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Every record kept, in the order given.
+    pub fn kept(&self) -> Vec<AuditEvent> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+impl FailingStore for AuditAnswerLost {
+    fn audit_batch(&self, events: &[AuditEvent]) -> StoreResult<()> {
+        self.kept
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(events.iter().cloned());
+        let batch = self
+            .batches
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if batch == self.lost { down() } else { Ok(()) }
+    }
+
+    fn audit_head(&self, chain: &str) -> StoreResult<Option<(u64, String)>> {
+        Ok(self
+            .kept()
+            .iter()
+            .rev()
+            .filter_map(|event| event.link.as_ref())
+            .find(|link| link.chain == chain)
+            .map(|link| (link.seq, link.hash.clone())))
+    }
+}
 
 /// A down store whose audit log takes its first `n` batches and then
 /// fails: a call whose decision is written and whose outcome is not.
@@ -130,8 +192,8 @@ impl<T: FailingStore> Store for T {
     fn credential_generation(&self) -> Option<u64> {
         None
     }
-    async fn append_audit(&self, _: Vec<AuditEvent>) -> StoreResult<()> {
-        self.takes_audit_batch()
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()> {
+        self.audit_batch(&events)
     }
     async fn query_audit(&self, _: &AuditQuery) -> StoreResult<Vec<AuditRow>> {
         down()
@@ -139,11 +201,18 @@ impl<T: FailingStore> Store for T {
     async fn audit_page(&self, _: i64, _: u32) -> StoreResult<Vec<AuditRow>> {
         down()
     }
-    async fn audit_chain_head(&self, _: &str) -> StoreResult<Option<(u64, String)>> {
-        down()
+    async fn audit_chain_head(&self, chain: &str) -> StoreResult<Option<(u64, String)>> {
+        self.audit_head(chain)
     }
     async fn append_audit_checkpoint(&self, _: &AuditCheckpoint) -> StoreResult<()> {
         down()
+    }
+    async fn append_audit_batch(
+        &self,
+        events: Vec<AuditEvent>,
+        _: &[AuditCheckpoint],
+    ) -> StoreResult<()> {
+        self.audit_batch(&events)
     }
     async fn audit_checkpoints(&self) -> StoreResult<Vec<AuditCheckpoint>> {
         down()
