@@ -34,13 +34,33 @@ pub const MAX_ACCESS_TOKEN_LIFETIME_SECS: i64 = 3600;
 pub const REPLACED_KEY_TRUST_MS: i64 =
     (MAX_ACCESS_TOKEN_LIFETIME_SECS + MAX_LEEWAY_SECS as i64) * 1000;
 
+/// Whether a stored signing key is one Gatehouse made: its private half,
+/// sealed with the master key, opens and is the key the record publishes.
+/// Anyone who can write the database but lacks the master key could
+/// otherwise add a public key of their own (activating in a hundred years,
+/// so it never signs and nothing fails) and sign tokens for anyone.
+pub type SigningKeyProof = Arc<dyn Fn(&SigningKeyRecord) -> bool + Send + Sync>;
+
 /// What the resource server accepts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TokenSettings {
     /// The authorization server's issuer, exactly as in its metadata.
     pub issuer: String,
     /// Accepted `aud` values: the canonical resource URI.
     pub audiences: Vec<String>,
+    /// Which stored keys to trust (`None`: every stored key, for tests and
+    /// tools without the master key).
+    pub proof: Option<SigningKeyProof>,
+}
+
+impl std::fmt::Debug for TokenSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSettings")
+            .field("issuer", &self.issuer)
+            .field("audiences", &self.audiences)
+            .field("proof", &self.proof.is_some())
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
@@ -162,11 +182,22 @@ impl AccessTokens {
         // replaced ones until their tokens have expired; never a retired
         // or revoked one.
         let schedule = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS);
+        let proven = |record: &SigningKeyRecord| match &self.settings.proof {
+            Some(proves) if !proves(record) => {
+                tracing::error!(
+                    kid = %record.kid,
+                    "a stored signing key does not open with the master key, or is not the key it \
+                     publishes: it verifies nothing (was it written into the database by hand?)"
+                );
+                false
+            }
+            _ => true,
+        };
         let validator = |trusted: bool| -> Result<AccessTokenValidator, AuthnError> {
             let keys = schedule
                 .keys
                 .iter()
-                .filter(|k| k.state.is_trusted() == trusted)
+                .filter(|k| k.state.is_trusted() == trusted && proven(k.record))
                 .map(|k| verification_key(k.record))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(AccessTokenValidator::new(
@@ -453,6 +484,7 @@ mod tests {
         let tokens = AccessTokens::new(TokenSettings {
             issuer: ISSUER.into(),
             audiences: vec![RESOURCE.into()],
+            proof: None,
         });
         (store, tokens, key)
     }
@@ -476,6 +508,24 @@ mod tests {
             "scope": "tools:read", "tenant": "acme", "roles": ["reader"], "jti": "j1",
             "iat": 1000, "exp": exp_secs
         }))
+    }
+
+    /// A stored key the proof does not vouch for (written into the
+    /// database without the master key) verifies nothing.
+    #[tokio::test]
+    async fn a_stored_key_that_is_not_proven_verifies_nothing() {
+        let (store, _, key) = setup().await;
+        let tokens = AccessTokens::new(TokenSettings {
+            issuer: ISSUER.into(),
+            audiences: vec![RESOURCE.into()],
+            proof: Some(Arc::new(|record: &SigningKeyRecord| record.kid != "k1")),
+        });
+        assert!(
+            tokens
+                .authenticate(&store, &token(&key, 2000), Timestamp::from_secs(1500))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

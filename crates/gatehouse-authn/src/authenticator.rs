@@ -538,6 +538,7 @@ mod tests {
         let auth = auth.with_access_tokens(TokenSettings {
             issuer: "http://127.0.0.1:8787".into(),
             audiences: vec!["http://127.0.0.1:8787/mcp".into()],
+            proof: None,
         });
         let key = issue(&auth, &store, None).await;
         let key_id = parse_api_key(&key).unwrap().id.to_string();

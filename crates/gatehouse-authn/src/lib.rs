@@ -22,8 +22,8 @@ mod pepper;
 mod test_key;
 
 pub use access_token::{
-    AccessTokens, MAX_ACCESS_TOKEN_LIFETIME_SECS, REPLACED_KEY_TRUST_MS, TokenSettings,
-    verification_key,
+    AccessTokens, MAX_ACCESS_TOKEN_LIFETIME_SECS, REPLACED_KEY_TRUST_MS, SigningKeyProof,
+    TokenSettings, verification_key,
 };
 pub use api_key::{ApiKeyParts, IssuedApiKey, KEY_PREFIX, issue_api_key, parse_api_key};
 pub use authenticator::{AuthMode, Authenticator};

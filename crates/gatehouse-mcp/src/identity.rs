@@ -44,8 +44,16 @@ pub struct IdentityClaims {
     pub iss: String,
     /// The upstream (its URL, or `urn:gatehouse:upstream:NAME`).
     pub aud: String,
-    /// The human when there is one, else the agent.
+    /// The human when there is one, else the agent; for a caller an
+    /// external identity provider vouched for, prefixed with that
+    /// provider (`https://idp.example#alice`), so that its `alice` is
+    /// never the local user `alice` to an upstream that keys on `sub`.
     pub sub: String,
+    /// The external identity provider (`[[issuers]]`) whose token named
+    /// the caller; absent when Gatehouse itself did (its users, keys and
+    /// clients).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idp: Option<String>,
     pub tenant: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub human: Option<String>,
@@ -71,10 +79,8 @@ impl IdentityClaims {
         Ok(IdentityClaims {
             iss: issuer.to_string(),
             aud: audience,
-            sub: principal
-                .human
-                .clone()
-                .unwrap_or_else(|| principal.agent.clone()),
+            sub: subject(principal),
+            idp: principal.issuer.clone(),
             tenant: principal.tenant.clone(),
             human: principal.human.clone(),
             agent: principal.agent.clone(),
@@ -87,6 +93,16 @@ impl IdentityClaims {
             exp: iat + IDENTITY_LIFETIME_SECS,
             jti: hex::encode(jti),
         })
+    }
+}
+
+/// The human when there is one, else the agent, qualified by the external
+/// provider that named them.
+fn subject(principal: &Principal) -> String {
+    let name = principal.human.as_deref().unwrap_or(&principal.agent);
+    match &principal.issuer {
+        Some(issuer) => format!("{issuer}#{name}"),
+        None => name.to_string(),
     }
 }
 
@@ -157,5 +173,34 @@ mod tests {
         assert_ne!(other.jti, claims.jti);
         let json = serde_json::to_value(&other).unwrap();
         assert!(json.get("human").is_none());
+        assert!(json.get("idp").is_none());
+    }
+
+    /// `alice` at an external provider is not the local `alice` to an
+    /// upstream: the JWT names the provider, and its `sub` carries it.
+    #[test]
+    fn a_caller_an_external_provider_named_is_told_apart_from_a_local_one() {
+        let principal = Principal {
+            tenant: "acme".into(),
+            human: Some("alice".into()),
+            agent: "partner-app".into(),
+            credential: CredentialRef {
+                kind: CredentialKind::ExternalToken,
+                id: "jti-1".into(),
+            },
+            roles: vec!["analyst".into()],
+            scopes: None,
+            expires_at: None,
+            task: None,
+            issuer: Some("https://partner-idp.example".into()),
+        };
+        let now = Timestamp::from_secs(1_000);
+        let claims =
+            IdentityClaims::new("https://gh.example", "x".into(), &principal, now).unwrap();
+        assert_eq!(claims.sub, "https://partner-idp.example#alice");
+        assert_eq!(claims.idp.as_deref(), Some("https://partner-idp.example"));
+        assert_eq!(claims.human.as_deref(), Some("alice"));
+        let json = serde_json::to_value(&claims).unwrap();
+        assert_eq!(json["idp"], "https://partner-idp.example");
     }
 }

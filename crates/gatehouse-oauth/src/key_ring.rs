@@ -40,6 +40,24 @@ fn unseal(master: &MasterKey, record: &SigningKeyRecord) -> Result<SigningKey, O
     SigningKey::from_pkcs8(&pkcs8).map_err(|e| OAuthError::ServerError(e.to_string()))
 }
 
+/// Whether `record` is a signing key Gatehouse made: its private half,
+/// sealed with `master` and bound to its kid, opens, and is the key the
+/// record publishes under that kid (the key's thumbprint).
+pub fn proves(master: &MasterKey, record: &SigningKeyRecord) -> bool {
+    let Ok(key) = unseal(master, record) else {
+        return false;
+    };
+    let Ok(published) = serde_json::from_str::<crate::PublicJwk>(&record.public_jwk) else {
+        return false;
+    };
+    key.kid() == record.kid && published == key.public_jwk()
+}
+
+/// [`proves`] as the resource server's validator takes it.
+pub fn signing_key_proof(master: MasterKey) -> gatehouse_authn::SigningKeyProof {
+    Arc::new(move |record: &SigningKeyRecord| proves(&master, record))
+}
+
 impl KeyRing {
     pub fn new(store: Arc<dyn Store>, master: MasterKey) -> KeyRing {
         KeyRing {
@@ -86,6 +104,11 @@ impl KeyRing {
         Ok(records)
     }
 
+    /// Whether `record` is a key Gatehouse made (see [`proves`]).
+    pub(crate) fn proves(&self, record: &SigningKeyRecord) -> bool {
+        proves(&self.master, record)
+    }
+
     /// The key that signs now (it changes when a rotated key activates).
     pub(crate) async fn signer(&self, now: Timestamp) -> Result<Arc<SigningKey>, OAuthError> {
         let records = self.records().await?;
@@ -122,5 +145,40 @@ impl KeyRing {
             .await?
             .sign_typed(claims, typ)
             .map_err(|e| OAuthError::ServerError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::new_signing_key;
+
+    /// A key Gatehouse made is proven; one written into the database by
+    /// someone without the master key is not, whether its sealed half is
+    /// junk, another key's, or sealed with another master key.
+    #[test]
+    fn only_keys_sealed_with_the_master_key_and_publishing_themselves_are_proven() {
+        let master = MasterKey::generate().unwrap();
+        let genuine = new_signing_key(&master, Timestamp(0), Timestamp(0)).unwrap();
+        assert!(proves(&master, &genuine));
+
+        let attackers = SigningKey::generate().unwrap();
+        let planted = SigningKeyRecord {
+            kid: attackers.kid().to_string(),
+            public_jwk: serde_json::to_string(&attackers.public_jwk()).unwrap(),
+            sealed_pkcs8: b"junk".to_vec(),
+            ..genuine.clone()
+        };
+        assert!(!proves(&master, &planted));
+        // A genuine sealed half beside another key's public half.
+        let swapped = SigningKeyRecord {
+            public_jwk: planted.public_jwk.clone(),
+            ..genuine.clone()
+        };
+        assert!(!proves(&master, &swapped));
+        // Sealed whole, but with a master key the servers do not have.
+        let other_master = MasterKey::generate().unwrap();
+        let elsewhere = new_signing_key(&other_master, Timestamp(0), Timestamp(0)).unwrap();
+        assert!(!proves(&master, &elsewhere));
     }
 }

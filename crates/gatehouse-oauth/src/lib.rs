@@ -78,7 +78,7 @@ pub use identity_assertion::{GRANT_JWT_BEARER, ID_JAG_TYPE};
 pub use identity_providers::{
     IdentityProvider, IdentityProviderConfig, IdentityProviders, NO_PASSWORD,
 };
-pub use key_ring::KeyRing;
+pub use key_ring::{KeyRing, proves, signing_key_proof};
 pub use login::normalize_username;
 pub use login_lockout::{
     FAILURE_WINDOW_MS, LoginLock, NAME_LOCK_AFTER_FAILURES, SOURCE_LOCK_AFTER_FAILURES, lockout_ms,

@@ -592,9 +592,13 @@ impl AuthorizationServer {
     /// until their tokens have expired.
     pub async fn jwks(&self, now: Timestamp) -> Result<Jwks, OAuthError> {
         let records = self.keys.records().await?;
+        // A key Gatehouse did not make (written into the database by
+        // someone without the master key) is never published: upstreams
+        // verify identity JWTs against this set.
         let keys = signing_schedule(&records, now, REPLACED_KEY_TRUST_MS)
             .published
             .into_iter()
+            .filter(|r| self.keys.proves(r))
             .map(|r| {
                 serde_json::from_str::<PublicJwk>(&r.public_jwk)
                     .map_err(|e| OAuthError::ServerError(format!("stored JWK {}: {e}", r.kid)))

@@ -171,6 +171,7 @@ impl Runtime {
             authenticator = authenticator.with_access_tokens(TokenSettings {
                 issuer: issuer.clone(),
                 audiences: vec![format!("{issuer}{}", gatehouse_mcp::routes::MCP)],
+                proof: Some(gatehouse_oauth::signing_key_proof(ctx.master_key()?)),
             });
         }
         // External issuers' tokens are for the HTTP endpoint with

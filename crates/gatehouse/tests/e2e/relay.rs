@@ -506,6 +506,30 @@ async fn what_an_abandoned_call_asks_later_reaches_no_other_caller() {
         json!({"name": "py__stubborn", "arguments": {}}),
     )
     .await;
+    // Cancelled once it holds its slot (so it reaches the upstream): a
+    // call cancelled while it waits for one is never sent at all.
+    let admin = server.admin_key.clone().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let upstreams = server
+            .http
+            .get(format!("{}/admin/upstreams", server.base))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        if upstreams["upstreams"][0]["in_flight"] == json!(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never took a slot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server
         .post_legacy(
             &alice,

@@ -229,6 +229,51 @@ fn forge(server: &Server, key: &SigningKey, client: &str) -> String {
     .unwrap()
 }
 
+/// Someone who can write the database but lacks the master key adds a
+/// public key of theirs, activating in a hundred years (so it never signs
+/// and nothing fails), and signs an admin token with it: it verifies
+/// nothing and is not published. The same key sealed with the servers'
+/// master key would be trusted (only the proof differs).
+#[tokio::test]
+async fn a_signing_key_written_into_the_database_without_the_master_key_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate().unwrap();
+    std::fs::write(dir.path().join("master.key"), master.to_hex()).unwrap();
+    let planted = SigningKey::generate().unwrap();
+    let sealed = SigningKey::generate().unwrap();
+    let later = now().plus_millis(100 * 365 * 24 * HOUR_MS);
+    {
+        let store = SqliteStore::open(&dir.path().join("gatehouse.db"))
+            .await
+            .unwrap();
+        store_key(&store, &MasterKey::generate().unwrap(), &planted, later).await;
+        store_key(&store, &master, &sealed, later).await;
+    }
+    let server = Server::start_in(dir, None);
+    let (client, _) = create_client(&server, "reader");
+    let (status, body) = server
+        .rpc(
+            Some(&forge(&server, &planted, &client)),
+            "tools/list",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 401, "a planted key verifies: {body}");
+    let published = jwks_kids(&server).await;
+    assert!(
+        !published.contains(&planted.kid().to_string()),
+        "{published:?}"
+    );
+    assert!(
+        published.contains(&sealed.kid().to_string()),
+        "{published:?}"
+    );
+    assert_eq!(
+        status_of(&server, &forge(&server, &sealed, &client)).await,
+        200
+    );
+}
+
 #[tokio::test]
 async fn a_replaced_key_is_refused_once_every_token_it_signed_has_expired() {
     // The store as it is two hours after a rotation: `old` signed until
