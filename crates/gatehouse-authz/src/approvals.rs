@@ -210,6 +210,13 @@ pub struct Approvals {
     store: Arc<dyn Store>,
     pepper: Pepper,
     settings: ApprovalSettings,
+    /// Held from a requester's count of pending approvals to the insert of
+    /// a new one: concurrent requests would otherwise all count below the
+    /// cap and all insert. Filing an approval is rare (a dangerous call
+    /// waiting for a person), so one at a time per instance costs nothing
+    /// that matters; across instances sharing a database, each keeps the
+    /// cap on its own.
+    filing: tokio::sync::Mutex<()>,
 }
 
 fn random_text(bytes: usize) -> Result<String, ApprovalError> {
@@ -295,6 +302,7 @@ impl Approvals {
             store,
             pepper,
             settings,
+            filing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -327,6 +335,7 @@ impl Approvals {
             tool,
             arguments_hash: &call.arguments_hash,
         };
+        let _filing = self.filing.lock().await;
         if let Some(existing) = self.store.pending_approval_for(&asked, now).await? {
             return Ok(existing);
         }

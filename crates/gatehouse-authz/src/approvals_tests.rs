@@ -100,6 +100,35 @@ async fn asking_again_for_the_same_call_reuses_the_pending_approval() {
     assert_ne!(first.id, different.id);
 }
 
+/// Requests arriving together are counted one after another: 64 filed at
+/// once by one requester leave 32 pending, not 64 (each counted before any
+/// was stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_filed_at_once_do_not_pass_the_cap_together() {
+    let a = Arc::new(approvals_in(Arc::new(SqliteStore::in_memory().await.unwrap())).await);
+    let filed: Vec<_> = (0..64)
+        .map(|n| {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move {
+                let p = principal("acme", "alice", "ghk_one");
+                a.request(&p, "send_email", &json!({ "n": n }), &[], T0)
+                    .await
+                    .is_ok()
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for one in filed {
+        if one.await.unwrap() {
+            accepted += 1;
+        }
+    }
+    assert_eq!(
+        accepted,
+        usize::try_from(MAX_PENDING_PER_REQUESTER).unwrap()
+    );
+}
+
 /// Each pending approval holds its call's arguments and is listed to every
 /// approver: a requester may not file them without end, across its agents
 /// and credentials; another person, or the same call asked again, still
