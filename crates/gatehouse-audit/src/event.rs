@@ -28,6 +28,7 @@ impl EventBuilder {
                 human: None,
                 agent: None,
                 credential: None,
+                issuer: None,
                 session: None,
                 source: None,
                 tool: None,
@@ -51,6 +52,7 @@ impl EventBuilder {
         self.event.human = principal.human.clone();
         self.event.agent = Some(principal.agent.clone());
         self.event.credential = Some(principal.credential.id.clone());
+        self.event.issuer = principal.issuer.clone();
         self
     }
 

@@ -153,6 +153,11 @@ pub struct AuditEvent {
     pub agent: Option<String>,
     /// Public id of the credential (never the secret).
     pub credential: Option<String>,
+    /// The external identity provider (`[[issuers]]`) whose token named
+    /// the human and the agent; absent for Gatehouse's own users, keys and
+    /// clients. Its `alice` is not the local user `alice`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
     pub session: Option<String>,
     /// Where the request came from: a peer address, or `stdio`.
     pub source: Option<String>,
@@ -234,6 +239,7 @@ impl AuditEvent {
             &mut self.human,
             &mut self.agent,
             &mut self.credential,
+            &mut self.issuer,
             &mut self.session,
             &mut self.source,
             &mut self.tool,
@@ -324,6 +330,7 @@ mod tests {
             human: Some(long.clone()),
             agent: Some(long.clone()),
             credential: None,
+            issuer: None,
             session: None,
             source: None,
             tool: Some("short".into()),
@@ -365,6 +372,7 @@ mod tests {
             human: Some("a\0b".into()),
             agent: Some("agent".into()),
             credential: None,
+            issuer: None,
             session: Some("s\0".into()),
             source: None,
             tool: Some("x\0".into()),

@@ -100,12 +100,16 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         22,
         include_str!("../migrations/postgres/0022_clients_in_sign_in_and_owners.sql"),
     ),
+    (
+        23,
+        include_str!("../migrations/postgres/0023_audit_issuer.sql"),
+    ),
 ];
 
 /// See `sqlite::NEWEST_MIGRATION`: versions may leave gaps.
 const NEWEST_MIGRATION: i64 = newest_migration(MIGRATIONS);
 
-/// 24 bound values per row; PostgreSQL allows 65535 per statement.
+/// 25 bound values per row; PostgreSQL allows 65535 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 2_000;
 
 /// The channel every instance listens on for credential changes.
@@ -538,6 +542,7 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditRow> {
             human: row.try_get("human")?,
             agent: row.try_get("agent")?,
             credential: row.try_get("credential")?,
+            issuer: row.try_get("issuer")?,
             session: row.try_get("session")?,
             source: row.try_get("source")?,
             tool: row.try_get("tool")?,
@@ -598,7 +603,7 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::P
     let mut insert = QueryBuilder::<sqlx::Postgres>::new(
         "INSERT INTO audit_events (id, ts, kind, tenant, human, agent, credential, session, \
          source, tool, arguments, args_sha256, approval, decision, reason, outcome, error, \
-         latency_us, result_bytes, request_id, chain, chain_seq, prev_hash, hash) ",
+         latency_us, result_bytes, request_id, chain, chain_seq, prev_hash, hash, issuer) ",
     );
     insert.push_values(rows, |mut row, (event, arguments)| {
         row.push_bind(event.id)
@@ -637,7 +642,8 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::P
                     .map(|l| i64::try_from(l.seq).unwrap_or(i64::MAX)),
             )
             .push_bind(event.link.as_ref().map(|l| l.prev_hash.clone()))
-            .push_bind(event.link.map(|l| l.hash));
+            .push_bind(event.link.map(|l| l.hash))
+            .push_bind(event.issuer);
     });
     insert
 }

@@ -25,7 +25,7 @@ use crate::{
 
 /// Schema migrations, applied in order, each once. The SQL is embedded so the
 /// binary needs no files next to it.
-/// 24 bound values per row; SQLite allows 32766 per statement.
+/// 25 bound values per row; SQLite allows 32766 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 500;
 
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
@@ -101,6 +101,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (
         22,
         include_str!("../migrations/sqlite/0022_clients_in_sign_in_and_owners.sql"),
+    ),
+    (
+        23,
+        include_str!("../migrations/sqlite/0023_audit_issuer.sql"),
     ),
 ];
 
@@ -453,6 +457,7 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditRow> {
             human: row.try_get("human")?,
             agent: row.try_get("agent")?,
             credential: row.try_get("credential")?,
+            issuer: row.try_get("issuer")?,
             session: row.try_get("session")?,
             source: row.try_get("source")?,
             tool: row.try_get("tool")?,
@@ -520,7 +525,7 @@ pub(crate) fn signing_key_insert(
 /// writers bind them (`audit_insert`, `SqliteAuditAppender`).
 pub(crate) const AUDIT_EVENT_COLUMNS: &str = "id, ts, kind, tenant, human, agent, credential, \
      session, source, tool, arguments, args_sha256, approval, decision, reason, outcome, error, \
-     latency_us, result_bytes, request_id, chain, chain_seq, prev_hash, hash";
+     latency_us, result_bytes, request_id, chain, chain_seq, prev_hash, hash, issuer";
 
 /// A record's arguments as stored: JSON text.
 pub(crate) fn arguments_json(event: &AuditEvent) -> StoreResult<Option<String>> {
@@ -566,7 +571,8 @@ fn audit_insert(rows: Vec<(AuditEvent, Option<String>)>) -> QueryBuilder<sqlx::S
             .push_bind(event.link.as_ref().map(|l| l.chain.clone()))
             .push_bind(event.link.as_ref().map(|l| saturating_i64(l.seq)))
             .push_bind(event.link.as_ref().map(|l| l.prev_hash.clone()))
-            .push_bind(event.link.map(|l| l.hash));
+            .push_bind(event.link.map(|l| l.hash))
+            .push_bind(event.issuer);
     });
     insert
 }

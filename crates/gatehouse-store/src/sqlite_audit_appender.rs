@@ -92,6 +92,7 @@ impl AuditAppender for SqliteAuditAppender {
                         link.map(|l| saturating_i64(l.seq)),
                         link.map(|l| l.prev_hash.as_str()),
                         link.map(|l| l.hash.as_str()),
+                        event.issuer,
                     ])
                     .map_err(store_error)?;
             }

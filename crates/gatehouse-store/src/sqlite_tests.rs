@@ -28,6 +28,7 @@ fn event(id: &str, ts: i64, tool: &str, outcome: Outcome) -> AuditEvent {
         human: Some("alice".into()),
         agent: Some("k1".into()),
         credential: Some("k1".into()),
+        issuer: None,
         session: None,
         source: Some("127.0.0.1".into()),
         tool: Some(tool.into()),

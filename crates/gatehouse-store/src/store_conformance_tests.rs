@@ -157,6 +157,7 @@ fn event(id: &str, ts: i64, tool: &str, outcome: Outcome) -> AuditEvent {
         human: Some("alice".into()),
         agent: Some("k1".into()),
         credential: Some("k1".into()),
+        issuer: None,
         session: None,
         source: Some("127.0.0.1".into()),
         tool: Some(tool.into()),
@@ -436,6 +437,8 @@ pub(crate) async fn audit_chain_links_and_checkpoints_round_trip(store: TestStor
     let linked = |id: &str, chain: &str, seq: u64| {
         let mut e = event(id, 100 + seq as i64, "read_file", Outcome::Success);
         e.arguments = Some(serde_json::json!({"b": [1.5, -2, "x"], "a": {"z": null}}));
+        // The provider that named the caller is kept too.
+        e.issuer = (seq == 2).then(|| "https://idp.example".to_string());
         e.link = Some(ChainLink {
             chain: chain.into(),
             seq,

@@ -190,6 +190,8 @@ async fn an_identity_providers_token_calls_a_tool_as_its_user() {
         decisions.iter().any(
             |r| r["credential"].as_str().is_some_and(|c| c.contains("ext-"))
                 && r["human"] == "alice@example.com"
+                // Her provider is on record: she is not a local alice.
+                && r["issuer"] == json!(issuer)
         ),
         "{decisions:?}"
     );
