@@ -264,8 +264,20 @@ async function authorizationCodeFlow(browser) {
   assert(text.includes(USER), `consent page does not name the user ${USER}: ${text}`);
   ok(`consent page names the client "${CLIENT_NAME}" (${CLIENT_ID}), the scope ${SCOPE} and the user`);
 
+  // The double-click guard (the page's one script, allowed by its hash in
+  // the CSP): Allow is disabled while the window is not focused, and for a
+  // moment after it is again, so a second click of a double click an
+  // attacker's page asked for cannot land on it as the page appears.
+  const allow = page.getByRole('button', { name: 'Allow' });
+  await page.evaluate(() => window.dispatchEvent(new Event('blur')));
+  assert(await allow.isDisabled(), 'Allow is enabled in a window that is not focused (is the guard script blocked by the CSP?)');
+  await page.evaluate(() => window.dispatchEvent(new Event('focus')));
+  assert(await allow.isDisabled(), 'Allow is enabled at once when the window is focused again');
+  await page.waitForFunction(() => !document.querySelector('button[name=decision][value=approve]').disabled, null, { timeout: 5000 });
+  ok('double-click guard: Allow is disabled while the window is unfocused and for a moment after');
+
   const consent = page.waitForResponse((r) => r.url() === `${BASE}/authorize/consent`);
-  const params = await redirectParams(page, () => page.getByRole('button', { name: 'Allow' }).click());
+  const params = await redirectParams(page, () => allow.click());
   assertEqual((await consent).status(), 303, 'POST /authorize/consent status');
   const code = params.get('code');
   assert(code, `no code in the redirect: ${params}`);

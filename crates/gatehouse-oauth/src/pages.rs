@@ -67,7 +67,7 @@ fn document(title: &str, body: &str) -> String {
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <meta name=\"referrer\" content=\"no-referrer\">\n\
          <title>{title} · Gatehouse</title>\n<style>{STYLE}</style>\n</head>\n\
-         <body>\n<main>\n{body}</main>\n</body>\n</html>\n",
+         <body>\n<main>\n{body}</main>\n<script>{DECISION_GUARD}</script>\n</body>\n</html>\n",
         title = escape(title),
     )
 }
@@ -343,7 +343,18 @@ pub fn message_page(title: &str, message: &str) -> String {
 /// apply it to the redirect that follows the consent POST, which goes to the
 /// client's redirect URI, an origin we cannot list in advance.
 pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
+                       script-src 'sha256-eqfJWXR8nJ1hQ+TQSaADErYJ7gzhVyoY47ito00OfUE='; \
                        frame-ancestors 'none'; base-uri 'none'";
+
+/// The one script a page runs (allowed by its hash in [`CSP`]): it keeps
+/// the decision buttons (Allow, Approve, Deny) disabled until the page has
+/// been in view, in a focused window, for 700 ms. Against
+/// double-clickjacking: a page of the attacker's asks for a double click
+/// and, between the two clicks, swaps itself for this one by a top-level
+/// navigation (which `frame-ancestors` cannot stop), so that the second
+/// click lands on Allow. A person reading the page takes longer than that
+/// anyway; a browser without scripts gets the buttons at once.
+pub const DECISION_GUARD: &str = "(function(){var b=document.querySelectorAll('button[name=decision]');var t;function off(){clearTimeout(t);b.forEach(function(x){x.disabled=true;});}function arm(){off();if(document.visibilityState==='visible'){t=setTimeout(function(){b.forEach(function(x){x.disabled=false;});},700);}}document.addEventListener('visibilitychange',arm);window.addEventListener('focus',arm);window.addEventListener('blur',off);arm();})();";
 
 fn no_store(headers: &mut axum::http::HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

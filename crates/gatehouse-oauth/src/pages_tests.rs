@@ -15,7 +15,9 @@ fn scopes() -> Vec<(String, String)> {
 
 fn assert_safe(page: &str) {
     assert!(!page.contains(HOSTILE), "raw payload in:\n{page}");
-    assert!(!page.contains("<script"), "script tag in:\n{page}");
+    // No script but the page's own guard (allowed by its hash).
+    let without_guard = page.replace(&format!("<script>{DECISION_GUARD}</script>"), "");
+    assert!(!without_guard.contains("<script"), "script tag in:\n{page}");
     assert!(
         page.contains(ESCAPED),
         "escaped payload missing in:\n{page}"
@@ -227,6 +229,8 @@ fn pages_load_nothing_external() {
     assert!(only_providers.contains(
         "/oauth/federated/start?provider=acme&amp;continue=%2Fauthorize%2Fcontinue%3Ftxn%3Dt"
     ));
+    // Nothing loaded: the one script is inline (the decision guard).
+    let page = page.replace(&format!("<script>{DECISION_GUARD}</script>"), "");
     for needle in ["<script", "<link", "<img", "<iframe", "src=", "href="] {
         assert!(!page.contains(needle), "{needle}");
     }
@@ -240,11 +244,8 @@ fn html_response_headers() {
     let get = |name: header::HeaderName| h.get(name).unwrap().to_str().unwrap().to_string();
     assert_eq!(get(header::CONTENT_TYPE), "text/html; charset=utf-8");
     assert_eq!(get(header::X_FRAME_OPTIONS), "DENY");
-    assert_eq!(
-        get(header::CONTENT_SECURITY_POLICY),
-        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; \
-         frame-ancestors 'none'; base-uri 'none'"
-    );
+    assert_eq!(get(header::CONTENT_SECURITY_POLICY), CSP);
+    assert!(CSP.contains("frame-ancestors 'none'"));
     assert!(!get(header::CONTENT_SECURITY_POLICY).contains("form-action"));
     assert_eq!(get(header::CACHE_CONTROL), "no-store");
     assert_eq!(get(header::PRAGMA), "no-cache");
@@ -375,4 +376,25 @@ fn the_sign_out_page_escapes_and_has_its_form() {
         .expect("a sign-out form");
     assert!(hidden_field(&page[form..], "csrf", "sign-out-token"));
     assert!(page.contains(&format!("Signed in as <strong>{ESCAPED}</strong>.")));
+}
+
+/// The page's one script runs only under its hash in the CSP: an edit of
+/// the script that leaves the hash behind would silently switch the
+/// double-click guard off.
+#[test]
+fn the_decision_guard_runs_under_its_hash_and_nothing_else_does() {
+    use base64::Engine;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, DECISION_GUARD.as_bytes());
+    let hash = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
+    assert!(
+        CSP.contains(&format!("script-src 'sha256-{hash}';")),
+        "{CSP} lacks {hash}"
+    );
+    assert!(!CSP.contains("unsafe-inline'; frame") && !CSP.contains("script-src 'unsafe"));
+    let page = message_page("t", "m");
+    assert_eq!(page.matches("<script>").count(), 1);
+    assert!(page.contains(&format!("<script>{DECISION_GUARD}</script>")));
+    // It names the buttons every decision form uses.
+    assert!(DECISION_GUARD.contains("button[name=decision]"));
+    assert!(DECISION_BUTTONS.contains("name=\"decision\" value=\"approve\""));
 }
