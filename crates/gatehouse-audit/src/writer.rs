@@ -29,7 +29,7 @@ use gatehouse_store::{AuditAppender, AuditCheckpoint, Store};
 use crate::chain::Chain;
 use crate::observer::{AuditObserver, ObserverSlot};
 use crate::rotation::{AuditFile, Rotation};
-use crate::syslog::{SyslogSettings, SyslogSink};
+use crate::syslog::{Rendered, SyslogSettings, SyslogSink};
 use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
@@ -216,6 +216,15 @@ struct Sinks {
     /// `sync_data` the file after every batch.
     fsync: bool,
     runtime: Handle,
+    /// What the last batch a shared store refused owes the file and
+    /// syslog, should the store turn out to have kept it.
+    owed: Option<Owed>,
+}
+
+/// A batch's lines for the file and its messages for syslog.
+struct Owed {
+    lines: Option<Vec<u8>>,
+    rendered: Option<Rendered>,
 }
 
 impl Sinks {
@@ -236,18 +245,27 @@ impl Sinks {
             Some(syslog) => Some(syslog.render(&batch).map_err(|e| (e, false))?),
             None => None,
         };
-        self.store
-            .append(batch, checkpoints, &self.runtime)
-            .map_err(|e| (e, false))?;
-        let to_file = match (&mut self.file, lines) {
+        if let Err(e) = self.store.append(batch, checkpoints, &self.runtime) {
+            if self.store.may_have_kept_a_failed_write() {
+                self.owed = Some(Owed { lines, rendered });
+            }
+            return Err((e, false));
+        }
+        self.deliver(Owed { lines, rendered })
+            .map_err(|e| (e, true))
+    }
+
+    /// The file's lines and syslog's messages of a batch the store has.
+    fn deliver(&mut self, owed: Owed) -> Result<(), AuditError> {
+        let to_file = match (&mut self.file, owed.lines) {
             (Some(file), Some(lines)) if !lines.is_empty() => file.append(&lines, self.fsync),
             _ => Ok(()),
         };
-        let to_syslog = match (&mut self.syslog, rendered) {
+        let to_syslog = match (&mut self.syslog, owed.rendered) {
             (Some(syslog), Some(rendered)) => self.runtime.block_on(syslog.send(rendered)),
             _ => Ok(()),
         };
-        to_file.and(to_syslog).map_err(|e| (e, true))
+        to_file.and(to_syslog)
     }
 }
 
@@ -331,6 +349,7 @@ impl AuditLog {
             file,
             fsync: options.fsync,
             runtime,
+            owed: None,
         };
         let healthy = Arc::new(AtomicBool::new(true));
         let (finished, finished_rx) = oneshot::channel::<()>();
@@ -481,10 +500,20 @@ fn write_batches(
     // would be followed by records of the same seq numbers, a fork that
     // `audit verify` reports for ever.
     let mut ask_the_store = false;
+    // The last seq of the batch the store refused: if the store holds it
+    // after all, so must the file and syslog.
+    let mut refused_up_to = 0;
     for (mut jobs, done) in batches {
         if ask_the_store {
             match sinks.store.stored_head(chain.id(), &sinks.runtime) {
                 Ok(last) => {
+                    let owed = sinks.owed.take();
+                    if let Some(owed) = owed
+                        && last.as_ref().is_some_and(|(seq, _)| *seq == refused_up_to)
+                        && let Err(e) = sinks.deliver(owed)
+                    {
+                        tracing::error!(error = %e, "audit records the store kept after a failed write could not be written to the file or syslog");
+                    }
                     chain = Chain::resume(chain.id().to_string(), last);
                     ask_the_store = false;
                 }
@@ -529,6 +558,7 @@ fn write_batches(
                 // Records the store does not have are not part of the
                 // chain: the next batch links to the last stored one.
                 if !stored {
+                    refused_up_to = chain.head().0;
                     chain = before;
                     ask_the_store = sinks.store.may_have_kept_a_failed_write();
                 }
@@ -910,6 +940,31 @@ mod tests {
         for event in &kept {
             verifier.check(event).unwrap();
         }
+    }
+
+    /// The same, with a JSON-lines file: the batch the store kept is
+    /// written to the file too, so the file's chain has no gap either.
+    #[tokio::test]
+    async fn a_batch_kept_whose_answer_was_lost_reaches_the_file_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let lost = Arc::new(gatehouse_store::testing::AuditAnswerLost::new(2));
+        let store: Arc<dyn Store> = lost.clone();
+        let (log, handle) = AuditLog::start(store, Some(path.clone()), false).unwrap();
+        log.record(event(1)).await.unwrap();
+        assert!(log.record(event(2)).await.is_err());
+        log.record(event(3)).await.unwrap();
+        drop(log);
+        handle.wait().await;
+        let text = std::fs::read_to_string(&path).unwrap();
+        let seqs: Vec<u64> = text
+            .lines()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).unwrap();
+                value["link"]["seq"].as_u64().unwrap()
+            })
+            .collect();
+        assert_eq!(seqs, [1, 2, 3], "{text}");
     }
 
     /// Records written together land next to each other, in their order,

@@ -206,17 +206,19 @@ impl std::fmt::Debug for Decided {
     }
 }
 
+/// Locks that requesters' filings are spread over.
+const FILING_SHARDS: usize = 64;
+
 pub struct Approvals {
     store: Arc<dyn Store>,
     pepper: Pepper,
     settings: ApprovalSettings,
     /// Held from a requester's count of pending approvals to the insert of
     /// a new one: concurrent requests would otherwise all count below the
-    /// cap and all insert. Filing an approval is rare (a dangerous call
-    /// waiting for a person), so one at a time per instance costs nothing
-    /// that matters; across instances sharing a database, each keeps the
-    /// cap on its own.
-    filing: tokio::sync::Mutex<()>,
+    /// cap and all insert. One lock per requester's shard, so that one
+    /// requester's burst delays few others; across instances sharing a
+    /// database, each keeps the cap on its own.
+    filing: Vec<tokio::sync::Mutex<()>>,
 }
 
 fn random_text(bytes: usize) -> Result<String, ApprovalError> {
@@ -302,8 +304,27 @@ impl Approvals {
             store,
             pepper,
             settings,
-            filing: tokio::sync::Mutex::new(()),
+            filing: (0..FILING_SHARDS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         }
+    }
+
+    /// The lock a requester's filings take (its shard's).
+    async fn filing_lock(
+        &self,
+        tenant: &str,
+        requester: &ApprovalRequester<'_>,
+    ) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        tenant.hash(&mut hasher);
+        match requester {
+            ApprovalRequester::Human { name, issuer } => ("human", name, issuer).hash(&mut hasher),
+            ApprovalRequester::Agent { id, issuer } => ("agent", id, issuer).hash(&mut hasher),
+        }
+        let shard = usize::try_from(hasher.finish() % FILING_SHARDS as u64).unwrap_or(0);
+        self.filing[shard].lock().await
     }
 
     /// The page where a human decides this approval, if one is served.
@@ -335,10 +356,6 @@ impl Approvals {
             tool,
             arguments_hash: &call.arguments_hash,
         };
-        let _filing = self.filing.lock().await;
-        if let Some(existing) = self.store.pending_approval_for(&asked, now).await? {
-            return Ok(existing);
-        }
         // Each pending approval holds its call's arguments (up to the body
         // limit) and is listed to every approver of the tenant: one
         // requester may not file them without end.
@@ -352,6 +369,10 @@ impl Approvals {
                 issuer: principal.issuer.as_deref(),
             },
         };
+        let _filing = self.filing_lock(&call.tenant, &requester).await;
+        if let Some(existing) = self.store.pending_approval_for(&asked, now).await? {
+            return Ok(existing);
+        }
         let pending = self
             .store
             .count_pending_approvals(&call.tenant, &requester, now)

@@ -13,10 +13,10 @@ use std::borrow::Cow;
 /// Unicode line and paragraph separators, and the format characters
 /// (bidirectional overrides and isolates, zero-width spaces and joiners,
 /// the byte-order mark, soft hyphen, interlinear annotations, tags), and
-/// the other default-ignorable characters, which show as nothing
-/// (variation selectors, the combining grapheme joiner, Mongolian free
-/// variation selectors, Khmer inherent vowels): `notes\u{FE0F}.txt` must
-/// not read as `notes.txt`.
+/// the other default-ignorable characters, which show as nothing (the
+/// combining grapheme joiner, Mongolian free variation selectors, Khmer
+/// inherent vowels). Variation selectors are escaped where they select
+/// nothing (see [`selects_nothing`]), not refused: a name may hold an emoji.
 pub fn is_unsafe_to_show(c: char) -> bool {
     c.is_control()
         || matches!(
@@ -36,7 +36,6 @@ pub fn is_unsafe_to_show(c: char) -> bool {
                 | '\u{2028}'..='\u{202E}'
                 | '\u{2060}'..='\u{206F}'
                 | '\u{3164}'
-                | '\u{FE00}'..='\u{FE0F}'
                 | '\u{FEFF}'
                 | '\u{FFA0}'
                 | '\u{FFF9}'..='\u{FFFB}'
@@ -46,7 +45,6 @@ pub fn is_unsafe_to_show(c: char) -> bool {
                 | '\u{1BCA0}'..='\u{1BCA3}'
                 | '\u{1D173}'..='\u{1D17A}'
                 | '\u{E0000}'..='\u{E007F}'
-                | '\u{E0100}'..='\u{E01EF}'
         )
 }
 
@@ -55,21 +53,48 @@ pub fn is_unsafe_to_show(c: char) -> bool {
 /// an escape in the output always means the character and never text the
 /// caller typed. Printable text, accents and other scripts are kept.
 pub fn escape_for_display(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| c == '\\' || is_unsafe_to_show(c)) {
+    if !hides_something(text, |c| c == '\\') {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
+    let mut before = None;
     for c in text.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if is_unsafe_to_show(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c if is_unsafe_to_show(c) || selects_nothing(before, c) => {
+                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+            }
             c => out.push(c),
         }
+        before = Some(c);
     }
     Cow::Owned(out)
+}
+
+/// Whether a variation selector picks how the character before it is
+/// drawn (an emoji's colour form, a keycap, an ideograph's variant): after
+/// a symbol, an ideograph, a digit, `#` or `*` it does; after anything else
+/// it shows as nothing, and is escaped (`notes\u{FE0F}.txt` must not read
+/// as `notes.txt`).
+pub fn selects_nothing(before: Option<char>, c: char) -> bool {
+    matches!(c, '\u{FE00}'..='\u{FE0F}' | '\u{E0100}'..='\u{E01EF}')
+        && !before
+            .is_some_and(|b| u32::from(b) >= 0x2000 || b.is_ascii_digit() || b == '#' || b == '*')
+}
+
+/// Whether `text` holds a character to escape: one of
+/// [`is_unsafe_to_show`], a variation selector that selects nothing, or
+/// one `also` names.
+fn hides_something(text: &str, also: impl Fn(char) -> bool) -> bool {
+    let mut before = None;
+    text.chars().any(|c| {
+        let hidden = also(c) || is_unsafe_to_show(c) || selects_nothing(before, c);
+        before = Some(c);
+        hidden
+    })
 }
 
 /// JSON text with every character of [`is_unsafe_to_show`] inside it
@@ -80,12 +105,21 @@ pub fn escape_for_display(text: &str) -> Cow<'_, str> {
 /// line break.
 pub fn escape_json_for_display(json: &str) -> Cow<'_, str> {
     use std::fmt::Write as _;
-    if !json.chars().any(|c| c != '\n' && is_unsafe_to_show(c)) {
+    let mut before = None;
+    let hides = json.chars().any(|c| {
+        let hidden = c != '\n' && (is_unsafe_to_show(c) || selects_nothing(before, c));
+        before = Some(c);
+        hidden
+    });
+    if !hides {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len() + 12);
+    let mut before = None;
     for c in json.chars() {
-        if c != '\n' && is_unsafe_to_show(c) {
+        let hidden = c != '\n' && (is_unsafe_to_show(c) || selects_nothing(before, c));
+        before = Some(c);
+        if hidden {
             let mut units = [0u16; 2];
             for unit in c.encode_utf16(&mut units) {
                 let _ = write!(out, "\\u{unit:04x}");
@@ -140,15 +174,22 @@ mod tests {
             escape_for_display("notes\u{FE0F}.txt"),
             r"notes\u{fe0f}.txt"
         );
-        for c in [
-            '\u{034F}',
-            '\u{17B4}',
-            '\u{180B}',
-            '\u{180F}',
-            '\u{FE00}',
-            '\u{E0100}',
-            '\u{E01EF}',
+        assert_eq!(escape_for_display("a\u{E0100}b"), r"a\u{e0100}b");
+        assert_eq!(
+            escape_json_for_display("{\"f\":\"x\u{FE0F}\"}"),
+            "{\"f\":\"x\\ufe0f\"}"
+        );
+        // An emoji, a keycap and an ideograph's variant keep their selector,
+        // and a name holding one is not refused.
+        for text in [
+            "Notes \u{270D}\u{FE0F}",
+            "1\u{FE0F}\u{20E3}",
+            "\u{845B}\u{E0100}",
         ] {
+            assert_eq!(escape_for_display(text), text);
+            assert!(!text.chars().any(is_unsafe_to_show));
+        }
+        for c in ['\u{034F}', '\u{17B4}', '\u{180B}', '\u{180F}'] {
             assert!(is_unsafe_to_show(c), "{:x}", u32::from(c));
         }
     }

@@ -221,21 +221,27 @@ fn tenant_share(policy: &Policy, caller: &Caller) -> Option<Arc<str>> {
 /// The caller whose share of an upstream's slots a call of `caller` takes
 /// (`slot_shares.rs` in gatehouse-upstream): the person behind it, across
 /// their agents and credentials, else the agent; each as named by its
-/// issuer, in its tenant. Encoded as a JSON array, so that no two callers
-/// share a key whatever their names hold.
-fn caller_share(caller: &Caller) -> Arc<str> {
+/// issuer, in its tenant. Each part is prefixed with its length, so that
+/// no two callers share a key whatever their names hold. `None` with
+/// authentication off: every client is the one anonymous caller, and a
+/// share of its own would only cap the whole deployment.
+fn caller_share(caller: &Caller) -> Option<Arc<str>> {
     let principal = &caller.principal;
+    if principal.credential.kind == gatehouse_core::CredentialKind::Anonymous {
+        return None;
+    }
     let (kind, name) = match &principal.human {
-        Some(human) => ("human", human.as_str()),
-        None => ("agent", principal.agent.as_str()),
+        Some(human) => ('h', human.as_str()),
+        None => ('a', principal.agent.as_str()),
     };
-    let key = serde_json::json!([
-        principal.tenant,
-        principal.issuer.as_deref().unwrap_or(""),
-        kind,
-        name
-    ]);
-    Arc::from(key.to_string())
+    let tenant = &principal.tenant;
+    let issuer = principal.issuer.as_deref().unwrap_or("");
+    Some(Arc::from(format!(
+        "{}:{tenant}{}:{issuer}{kind}{}:{name}",
+        tenant.len(),
+        issuer.len(),
+        name.len()
+    )))
 }
 
 fn micros_since(start: Instant) -> u64 {
@@ -1362,7 +1368,7 @@ impl Gateway {
     ) -> Result<ReadResourceResponse, CallError> {
         let tenant = Some(caller.principal.tenant.as_str());
         call.tenant_share = tenant_share(&self.policy(), caller);
-        call.caller_share = Some(caller_share(caller));
+        call.caller_share = caller_share(caller);
         self.resource_request(caller, uri, |upstream| async move {
             let meta = self
                 .with_identity(upstream, &caller.principal, None)
@@ -1513,7 +1519,7 @@ impl Gateway {
                 Ok(upstream) => {
                     let caller = caller_share(caller);
                     upstream
-                        .complete(tenant, share.as_deref(), Some(&caller), params)
+                        .complete(tenant, share.as_deref(), caller.as_deref(), params)
                         .await
                 }
                 Err(e) => Err(e),
@@ -1570,7 +1576,7 @@ impl Gateway {
         let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);
         let tenant = Some(caller.principal.tenant.as_str());
         call.tenant_share = tenant_share(&policy, caller);
-        call.caller_share = Some(caller_share(caller));
+        call.caller_share = caller_share(caller);
         let fetch = async {
             match route {
                 Some((upstream, upstream_name)) => {
@@ -1839,7 +1845,7 @@ impl Gateway {
         let policy = self.policy();
         let mut call = call;
         call.tenant_share = tenant_share(&policy, caller);
-        call.caller_share = Some(caller_share(caller));
+        call.caller_share = caller_share(caller);
         let arguments = arguments.unwrap_or_default();
         let as_value = Value::Object(arguments.clone());
         let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);

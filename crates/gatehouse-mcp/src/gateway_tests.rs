@@ -408,3 +408,37 @@ fn an_upstreams_request_state_may_not_pose_as_a_held_call() {
     ));
     assert!(not_posing_as_a_held_call("py", asked("opaque-state")).is_ok());
 }
+
+/// A person's agents share one caller's share of an upstream's slots; the
+/// same name at another provider, in another tenant, or as an agent
+/// rather than a person does not, nor do names that only concatenate
+/// alike.
+#[test]
+fn callers_share_slots_per_person_else_per_agent() {
+    let with = |tenant: &str, human: Option<&str>, agent: &str, issuer: Option<&str>| {
+        let mut c = caller("reader");
+        let p = Arc::make_mut(&mut c.principal);
+        p.tenant = tenant.into();
+        p.human = human.map(Into::into);
+        p.agent = agent.into();
+        p.issuer = issuer.map(Into::into);
+        caller_share(&c)
+    };
+    let alice = with("acme", Some("alice"), "agent-1", None);
+    assert_eq!(alice, with("acme", Some("alice"), "agent-2", None));
+    assert_ne!(
+        alice,
+        with("acme", Some("alice"), "agent-1", Some("https://idp"))
+    );
+    assert_ne!(alice, with("globex", Some("alice"), "agent-1", None));
+    assert_ne!(alice, with("acme", None, "alice", None));
+    assert_ne!(
+        with("ab", Some("c"), "x", None),
+        with("a", Some("bc"), "x", None)
+    );
+    // With authentication off every client is the one anonymous caller:
+    // no share of its own.
+    let mut anonymous = caller("reader");
+    Arc::make_mut(&mut anonymous.principal).credential.kind = CredentialKind::Anonymous;
+    assert_eq!(caller_share(&anonymous), None);
+}

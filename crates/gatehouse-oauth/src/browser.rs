@@ -1,8 +1,9 @@
 //! The pages a person sees: the authorization endpoint with its login and
 //! consent forms, and the device verification page (RFC 8628 §3.3).
 //!
-//! Every form carries a CSRF token bound to this browser's CSRF cookie and
-//! to what the form decides (one pending request, or the device page).
+//! Every form carries a CSRF token bound to this browser's CSRF cookie, to
+//! its session (every form but the sign-in form) and to what the form
+//! decides (one pending request, or the device page).
 //! Every answer to a POST is 303 (RFC 9700 §4.12), and every page is sent
 //! with the anti-framing headers of `pages::html_response`.
 

@@ -104,9 +104,32 @@ impl KeyRing {
         Ok(records)
     }
 
-    /// Whether `record` is a key Gatehouse made (see [`proves`]).
+    /// Whether `record` is a key Gatehouse made (see [`proves`]). A key
+    /// once unsealed is kept, so the public JWKS endpoint, which anyone
+    /// may ask, costs a comparison per key, not an unsealing.
     pub(crate) fn proves(&self, record: &SigningKeyRecord) -> bool {
-        proves(&self.master, record)
+        let cached = self
+            .unsealed
+            .lock()
+            .ok()
+            .and_then(|unsealed| unsealed.get(&record.kid).cloned());
+        let key = match cached {
+            Some(key) => key,
+            None => match unseal(&self.master, record) {
+                Ok(key) => {
+                    let key = Arc::new(key);
+                    if let Ok(mut unsealed) = self.unsealed.lock() {
+                        unsealed.insert(record.kid.clone(), Arc::clone(&key));
+                    }
+                    key
+                }
+                Err(_) => return false,
+            },
+        };
+        let Ok(published) = serde_json::from_str::<crate::PublicJwk>(&record.public_jwk) else {
+            return false;
+        };
+        key.kid() == record.kid && published == key.public_jwk()
     }
 
     /// The key that signs now (it changes when a rotated key activates).

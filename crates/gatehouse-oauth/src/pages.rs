@@ -3,9 +3,10 @@
 //!
 //! Plain functions returning whole documents. Every interpolated value goes
 //! through [`escape`], including values we generated ourselves, so that the
-//! rule has no exceptions to remember. The pages load nothing: no scripts,
-//! no external styles or images, which is what lets the CSP be
-//! `default-src 'none'`.
+//! rule has no exceptions to remember. The pages load nothing: no external
+//! scripts, styles or images, which is what lets the CSP be
+//! `default-src 'none'`. Their one inline script, the double-click guard
+//! ([`DECISION_GUARD`]), runs under its hash.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -348,7 +349,8 @@ pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src 's
 
 /// The one script a page runs (allowed by its hash in [`CSP`]): it keeps
 /// the decision buttons (Allow, Approve, Deny) disabled until the page has
-/// been in view, in a focused window, for 700 ms. Against
+/// been in view for 700 ms, and again from the moment its window loses
+/// focus until 700 ms after it regains it. Against
 /// double-clickjacking: a page of the attacker's asks for a double click
 /// and, between the two clicks, swaps itself for this one by a top-level
 /// navigation (which `frame-ancestors` cannot stop), so that the second

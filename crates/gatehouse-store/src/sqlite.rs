@@ -23,11 +23,11 @@ use crate::{
     PreviousSecret, SigningKeyRecord, Store, StoreError, StoreResult,
 };
 
-/// Schema migrations, applied in order, each once. The SQL is embedded so the
-/// binary needs no files next to it.
 /// 25 bound values per row; SQLite allows 32766 per statement.
 const AUDIT_ROWS_PER_INSERT: usize = 500;
 
+/// Schema migrations, applied in order, each once. The SQL is embedded so the
+/// binary needs no files next to it.
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, include_str!("../migrations/sqlite/0002_oauth.sql")),

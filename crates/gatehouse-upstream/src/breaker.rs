@@ -46,14 +46,16 @@ impl Breaker {
     }
 
     /// `Err(remaining)` when the call must be refused.
-    pub(crate) fn admit(&mut self, now: Instant) -> Result<(), Duration> {
+    /// Lets a request through, or says how long until one may go.
+    /// `Ok(true)`: this request is the trial of a half-open breaker.
+    pub(crate) fn admit(&mut self, now: Instant) -> Result<bool, Duration> {
         if let Some(until) = self.open_until {
             if now < until {
                 return Err(until - now);
             }
             self.open_until = None;
             self.trial_started = Some(now);
-            return Ok(());
+            return Ok(true);
         }
         if let Some(started) = self.trial_started {
             let trial_deadline = started + self.cooldown;
@@ -61,8 +63,18 @@ impl Breaker {
                 return Err(trial_deadline - now);
             }
             self.trial_started = Some(now);
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// The trial request ended without reaching the upstream (cancelled,
+    /// no credential): it proved nothing, so the next request may be the
+    /// trial at once rather than after a cool-down.
+    pub(crate) fn release_trial(&mut self, now: Instant) {
+        if self.trial_started.take().is_some() {
+            self.open_until = Some(now);
+        }
     }
 
     pub(crate) fn record_success(&mut self) {
@@ -113,6 +125,27 @@ mod tests {
         b.record_success();
         assert_eq!(b.state(t2), BreakerState::Closed);
         b.admit(t2).unwrap();
+    }
+
+    /// A trial that never reached the upstream (cancelled, no credential)
+    /// proves nothing: the next request is the trial at once, not after
+    /// another cool-down.
+    #[test]
+    fn a_trial_given_back_lets_the_next_request_try_at_once() {
+        let t0 = Instant::now();
+        let cool = Duration::from_secs(10);
+        let mut b = Breaker::new(1, cool);
+        b.record_failure(t0);
+        let t1 = t0 + cool;
+        assert_eq!(b.admit(t1), Ok(true));
+        assert!(b.admit(t1).is_err(), "one trial at a time");
+        b.release_trial(t1);
+        assert_eq!(b.admit(t1), Ok(true));
+        // A request admitted while closed is no trial, and gives nothing back.
+        let mut closed = Breaker::new(1, cool);
+        assert_eq!(closed.admit(t0), Ok(false));
+        closed.release_trial(t0);
+        assert_eq!(closed.state(t0), BreakerState::Closed);
     }
 
     #[test]

@@ -402,6 +402,13 @@ impl<'a> Asker<'a> {
     }
 }
 
+/// Which breakers a request is the half-open trial of.
+#[derive(Clone, Copy)]
+struct Trials {
+    shared: bool,
+    caller: bool,
+}
+
 /// The slots one request holds, given back when dropped.
 struct Slots {
     _caller: Option<ShareSlot>,
@@ -744,28 +751,6 @@ impl Upstream {
         let caller_key = asker
             .caller_share
             .map(|caller| (connection_key, Arc::<str>::from(caller)));
-        // The caller's own breaker first: a trial of the shared one is not
-        // started for a call the caller's breaker then refuses.
-        let now = std::time::Instant::now();
-        let admitted = match &caller_key {
-            Some(caller_key) => match lock(&self.inner.caller_breakers).get_mut(caller_key) {
-                Some(breaker) => breaker.admit(now),
-                None => Ok(()),
-            },
-            None => Ok(()),
-        }
-        .and_then(|()| {
-            lock(&self.inner.breakers)
-                .entry(key.clone())
-                .or_insert_with(|| self.new_breaker())
-                .admit(now)
-        });
-        if let Err(remaining) = admitted {
-            return Err(shared.unavailable(format!(
-                "circuit breaker open after repeated failures; next try in {}s",
-                remaining.as_secs().max(1)
-            )));
-        }
         // A caller who cancels stops waiting for a slot (and frees its
         // place in the queue for the others).
         let waiting = self.take_slots(&asker, deadline);
@@ -781,6 +766,10 @@ impl Upstream {
             },
             None => waiting.await?,
         };
+        // The breakers only once it holds its slots: a request that waits
+        // for a slot, or never gets one, must not hold a half-open
+        // breaker's one trial meanwhile (refusing everyone else).
+        let trials = self.admit(&key, caller_key.as_ref())?;
         let result = async {
             let connection = self.connection(tenant, deadline).await?;
             match tokio::time::timeout_at(deadline, op(connection)).await {
@@ -792,8 +781,60 @@ impl Upstream {
             }
         }
         .await;
-        self.record_outcome(&result, key, caller_key);
+        self.record_outcome(&result, key, caller_key, trials);
         result
+    }
+
+    /// The breakers' leave for one request: the caller's own first, then
+    /// the shared one (a trial of the caller's is given back when the
+    /// shared one refuses).
+    fn admit(
+        &self,
+        key: &BreakerKey,
+        caller_key: Option<&CallerBreakerKey>,
+    ) -> Result<Trials, UpstreamError> {
+        let now = std::time::Instant::now();
+        let shared = &self.inner.shared;
+        let caller = match caller_key {
+            Some(caller_key) => {
+                let admitted = lock(&self.inner.caller_breakers)
+                    .get_mut(caller_key)
+                    .map(|breaker| breaker.admit(now));
+                match admitted {
+                    Some(Ok(trial)) => trial,
+                    Some(Err(remaining)) => {
+                        return Err(shared.unavailable(format!(
+                            "this caller's calls timed out repeatedly; next try in {}s",
+                            remaining.as_secs().max(1)
+                        )));
+                    }
+                    None => false,
+                }
+            }
+            None => false,
+        };
+        let admitted = lock(&self.inner.breakers)
+            .entry(key.clone())
+            .or_insert_with(|| self.new_breaker())
+            .admit(now);
+        match admitted {
+            Ok(trial) => Ok(Trials {
+                shared: trial,
+                caller,
+            }),
+            Err(remaining) => {
+                if caller
+                    && let Some(caller_key) = caller_key
+                    && let Some(breaker) = lock(&self.inner.caller_breakers).get_mut(caller_key)
+                {
+                    breaker.release_trial(now);
+                }
+                Err(shared.unavailable(format!(
+                    "circuit breaker open after repeated failures; next try in {}s",
+                    remaining.as_secs().max(1)
+                )))
+            }
+        }
     }
 
     /// A caller's slot, then its tenant's, then the upstream's: the
@@ -855,6 +896,7 @@ impl Upstream {
         result: &Result<T, UpstreamError>,
         key: BreakerKey,
         caller_key: Option<CallerBreakerKey>,
+        trials: Trials,
     ) {
         let now = std::time::Instant::now();
         match result {
@@ -866,31 +908,31 @@ impl Upstream {
                         message: error.to_string(),
                     });
                 }
-                match (error, caller_key) {
+                let counted_for_the_caller = match (error, caller_key) {
                     (UpstreamError::Timeout { .. }, Some(caller_key)) => {
-                        let mut breakers = lock(&self.inner.caller_breakers);
-                        if breakers.len() >= MAX_CALLER_BREAKERS
-                            && !breakers.contains_key(&caller_key)
-                        {
-                            breakers.retain(|_, b| b.state(now) != BreakerState::Closed);
-                        }
-                        if breakers.len() < MAX_CALLER_BREAKERS
-                            || breakers.contains_key(&caller_key)
-                        {
-                            breakers
-                                .entry(caller_key)
-                                .or_insert_with(|| self.new_breaker())
-                                .record_failure(now);
-                        }
+                        self.caller_failed(caller_key, now)
                     }
-                    _ => {
-                        if let Some(breaker) = lock(&self.inner.breakers).get_mut(&key) {
-                            breaker.record_failure(now);
-                        }
-                    }
+                    _ => false,
+                };
+                if !counted_for_the_caller
+                    && let Some(breaker) = lock(&self.inner.breakers).get_mut(&key)
+                {
+                    breaker.record_failure(now);
                 }
             }
-            Err(error) if !error.reached_upstream() => {}
+            Err(error) if !error.reached_upstream() => {
+                if trials.shared
+                    && let Some(breaker) = lock(&self.inner.breakers).get_mut(&key)
+                {
+                    breaker.release_trial(now);
+                }
+                if trials.caller
+                    && let Some(caller_key) = &caller_key
+                    && let Some(breaker) = lock(&self.inner.caller_breakers).get_mut(caller_key)
+                {
+                    breaker.release_trial(now);
+                }
+            }
             _ => {
                 if let Some(breaker) = lock(&self.inner.breakers).get_mut(&key) {
                     breaker.record_success();
@@ -900,6 +942,26 @@ impl Upstream {
                 }
             }
         }
+    }
+
+    /// Counts a caller's timeout against its own breaker; false when there
+    /// is no room for one more caller's breaker (every one of them open
+    /// now), and the shared breaker must count it instead. Breakers that
+    /// are not open make room: a half-open one whose caller never came back
+    /// would otherwise stay for ever.
+    fn caller_failed(&self, caller_key: CallerBreakerKey, now: std::time::Instant) -> bool {
+        let mut breakers = lock(&self.inner.caller_breakers);
+        if breakers.len() >= MAX_CALLER_BREAKERS && !breakers.contains_key(&caller_key) {
+            breakers.retain(|_, b| b.state(now) == BreakerState::Open);
+            if breakers.len() >= MAX_CALLER_BREAKERS {
+                return false;
+            }
+        }
+        breakers
+            .entry(caller_key)
+            .or_insert_with(|| self.new_breaker())
+            .record_failure(now);
+        true
     }
 
     /// Every page of a listing, as one request taking one of `share`'s

@@ -44,6 +44,11 @@ fn row_text(row: &AuditRow) -> String {
         shown(e.tenant.as_deref()),
         shown(e.tool.as_deref()),
     );
+    // The identity provider that named the human and agent: its `alice`
+    // is not the local user `alice`.
+    if let Some(issuer) = &e.issuer {
+        text.push_str(&format!(" issuer={}", output::escape(issuer)));
+    }
     if let Some(reason) = &e.reason {
         text.push_str(&format!(" reason={}", output::escape(reason)));
     }
@@ -271,6 +276,31 @@ mod tests {
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(
             text.ends_with(r#"error="bad\" reason=allowed outcome=success\nforged""#),
+            "{text}"
+        );
+    }
+    /// A record of a caller an external provider named says which one, so
+    /// its `alice` is not read as the local user `alice`.
+    #[test]
+    fn the_provider_that_named_the_caller_is_shown() {
+        let mut event = gatehouse_audit::EventBuilder::new(
+            AuditKind::ToolDecision,
+            Outcome::Success,
+            Timestamp(0),
+        )
+        .human("alice")
+        .build();
+        assert!(
+            !row_text(&AuditRow {
+                seq: 1,
+                event: event.clone()
+            })
+            .contains("issuer=")
+        );
+        event.issuer = Some("https://partner-idp.example".into());
+        let text = row_text(&AuditRow { seq: 1, event });
+        assert!(
+            text.contains(" issuer=https://partner-idp.example"),
             "{text}"
         );
     }
