@@ -45,6 +45,8 @@ pub struct AuditQuery {
     pub outcome: Option<Outcome>,
     /// Only the records of one HTTP request (its `X-Request-Id`).
     pub request_id: Option<String>,
+    /// Only the records of callers this external identity provider named.
+    pub issuer: Option<String>,
     /// Maximum number of rows; the newest rows are kept when the limit cuts.
     pub limit: Option<u32>,
 }

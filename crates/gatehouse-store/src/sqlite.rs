@@ -1075,6 +1075,9 @@ impl Store for SqliteStore {
         if let Some(request_id) = &query.request_id {
             sql.push(" AND request_id = ").push_bind(request_id.clone());
         }
+        if let Some(issuer) = &query.issuer {
+            sql.push(" AND issuer = ").push_bind(issuer.clone());
+        }
         // Newest first inside the limit, then returned oldest first.
         sql.push(" ORDER BY seq DESC");
         if let Some(limit) = query.limit {

@@ -466,6 +466,16 @@ pub(crate) async fn audit_chain_links_and_checkpoints_round_trip(store: TestStor
         store.audit_chain_head("i-b").await.unwrap(),
         Some((1, format!("{:064}", 1)))
     );
+    // The records of one provider's callers.
+    let from_idp = store
+        .query_audit(&AuditQuery {
+            issuer: Some("https://idp.example".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = from_idp.iter().map(|r| r.event.id.as_str()).collect();
+    assert_eq!(ids, ["a2"]);
     let first = store.audit_page(0, 2).await.unwrap();
     let rest = store.audit_page(first[1].seq, 10).await.unwrap();
     let read: Vec<AuditEvent> = first.into_iter().chain(rest).map(|r| r.event).collect();

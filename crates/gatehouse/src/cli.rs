@@ -398,6 +398,10 @@ pub struct AuditQueryArgs {
     /// Only the records of one HTTP request (the X-Request-Id it was answered with).
     #[arg(long)]
     pub request_id: Option<String>,
+    /// Only the records of callers this external identity provider named
+    /// (its `iss`, as `[[issuers]]` lists it).
+    #[arg(long)]
+    pub issuer: Option<String>,
     /// At most this many records, the newest.
     #[arg(long, default_value_t = 100)]
     pub limit: u32,

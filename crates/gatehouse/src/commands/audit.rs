@@ -111,6 +111,7 @@ fn query_from_args(args: &AuditQueryArgs) -> anyhow::Result<AuditQuery> {
         kind,
         outcome,
         request_id: args.request_id.clone(),
+        issuer: args.issuer.clone(),
         limit: Some(args.limit),
     })
 }

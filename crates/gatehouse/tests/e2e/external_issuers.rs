@@ -195,6 +195,13 @@ async fn an_identity_providers_token_calls_a_tool_as_its_user() {
         ),
         "{decisions:?}"
     );
+    // And an investigator finds her provider's callers' records by it.
+    let hers = server.audit(&["--issuer", &issuer]);
+    assert!(!hers.is_empty());
+    assert!(
+        hers.iter().all(|r| r["issuer"] == json!(issuer)),
+        "{hers:?}"
+    );
 }
 
 #[tokio::test]
