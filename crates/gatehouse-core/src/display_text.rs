@@ -53,23 +53,19 @@ pub fn is_unsafe_to_show(c: char) -> bool {
 /// an escape in the output always means the character and never text the
 /// caller typed. Printable text, accents and other scripts are kept.
 pub fn escape_for_display(text: &str) -> Cow<'_, str> {
-    if !hides_something(text, |c| c == '\\') {
+    if !hidden_characters(text).any(|(c, hidden)| hidden || c == '\\') {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
-    let mut before = None;
-    for c in text.chars() {
+    for (c, hidden) in hidden_characters(text) {
         match c {
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if is_unsafe_to_show(c) || selects_nothing(before, c) => {
-                out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-            }
+            c if hidden => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
             c => out.push(c),
         }
-        before = Some(c);
     }
     Cow::Owned(out)
 }
@@ -85,15 +81,15 @@ pub fn selects_nothing(before: Option<char>, c: char) -> bool {
             .is_some_and(|b| u32::from(b) >= 0x2000 || b.is_ascii_digit() || b == '#' || b == '*')
 }
 
-/// Whether `text` holds a character to escape: one of
-/// [`is_unsafe_to_show`], a variation selector that selects nothing, or
-/// one `also` names.
-fn hides_something(text: &str, also: impl Fn(char) -> bool) -> bool {
+/// Each character of `text`, and whether it must be escaped to be seen:
+/// one of [`is_unsafe_to_show`], or a variation selector that selects
+/// nothing.
+fn hidden_characters(text: &str) -> impl Iterator<Item = (char, bool)> + '_ {
     let mut before = None;
-    text.chars().any(|c| {
-        let hidden = also(c) || is_unsafe_to_show(c) || selects_nothing(before, c);
+    text.chars().map(move |c| {
+        let hidden = is_unsafe_to_show(c) || selects_nothing(before, c);
         before = Some(c);
-        hidden
+        (c, hidden)
     })
 }
 
@@ -105,21 +101,12 @@ fn hides_something(text: &str, also: impl Fn(char) -> bool) -> bool {
 /// line break.
 pub fn escape_json_for_display(json: &str) -> Cow<'_, str> {
     use std::fmt::Write as _;
-    let mut before = None;
-    let hides = json.chars().any(|c| {
-        let hidden = c != '\n' && (is_unsafe_to_show(c) || selects_nothing(before, c));
-        before = Some(c);
-        hidden
-    });
-    if !hides {
+    if !hidden_characters(json).any(|(c, hidden)| hidden && c != '\n') {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len() + 12);
-    let mut before = None;
-    for c in json.chars() {
-        let hidden = c != '\n' && (is_unsafe_to_show(c) || selects_nothing(before, c));
-        before = Some(c);
-        if hidden {
+    for (c, hidden) in hidden_characters(json) {
+        if hidden && c != '\n' {
             let mut units = [0u16; 2];
             for unit in c.encode_utf16(&mut units) {
                 let _ = write!(out, "\\u{unit:04x}");

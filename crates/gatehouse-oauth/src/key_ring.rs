@@ -44,13 +44,14 @@ fn unseal(master: &MasterKey, record: &SigningKeyRecord) -> Result<SigningKey, O
 /// sealed with `master` and bound to its kid, opens, and is the key the
 /// record publishes under that kid (the key's thumbprint).
 pub fn proves(master: &MasterKey, record: &SigningKeyRecord) -> bool {
-    let Ok(key) = unseal(master, record) else {
-        return false;
-    };
-    let Ok(published) = serde_json::from_str::<crate::PublicJwk>(&record.public_jwk) else {
-        return false;
-    };
-    key.kid() == record.kid && published == key.public_jwk()
+    unseal(master, record).is_ok_and(|key| publishes(&key, record))
+}
+
+/// Whether `record` publishes `key` (its unsealed private half) under the
+/// key's own kid.
+fn publishes(key: &SigningKey, record: &SigningKeyRecord) -> bool {
+    serde_json::from_str::<crate::PublicJwk>(&record.public_jwk)
+        .is_ok_and(|published| key.kid() == record.kid && published == key.public_jwk())
 }
 
 /// [`proves`] as the resource server's validator takes it.
@@ -126,10 +127,7 @@ impl KeyRing {
                 Err(_) => return false,
             },
         };
-        let Ok(published) = serde_json::from_str::<crate::PublicJwk>(&record.public_jwk) else {
-            return false;
-        };
-        key.kid() == record.kid && published == key.public_jwk()
+        publishes(&key, record)
     }
 
     /// The key that signs now (it changes when a rotated key activates).

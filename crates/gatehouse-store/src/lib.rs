@@ -203,14 +203,19 @@ pub trait Store:
     // --- Audit ----------------------------------------------------------
     /// Appends all events atomically: either all are stored or none. Takes
     /// the events by value so they are moved, not copied, into the statement.
-    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()>;
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()> {
+        self.append_audit_batch(events, &[]).await
+    }
     async fn query_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRow>>;
     /// Up to `limit` records after `after_seq`, oldest first: the whole
     /// trail page by page (`audit verify`).
     async fn audit_page(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>>;
     /// The seq and hash of the last record of `chain`, to go on from.
     async fn audit_chain_head(&self, chain: &str) -> StoreResult<Option<(u64, String)>>;
-    async fn append_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()>;
+    async fn append_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()> {
+        self.append_audit_batch(Vec::new(), std::slice::from_ref(checkpoint))
+            .await
+    }
     /// Appends `events` and `checkpoints` in one transaction: all or none.
     /// The audit writer's batches (a checkpoint signs the head of records
     /// that may be in the same batch): stored apart, records could be kept

@@ -911,29 +911,6 @@ impl Store for SqliteStore {
         Ok(result.rows_affected() == 1)
     }
 
-    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let rows = audit_rows(events)?;
-        // One multi-row INSERT per chunk: a round trip per record to the
-        // database thread would dominate the cost of a tool call. A single
-        // statement is atomic by itself, so the common case (one chunk) needs
-        // no explicit transaction and costs one round trip.
-        if rows.len() <= AUDIT_ROWS_PER_INSERT {
-            audit_insert(rows).build().execute(&self.pool).await?;
-            return Ok(());
-        }
-        let mut tx = self.pool.begin().await?;
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<_> = rows.by_ref().take(AUDIT_ROWS_PER_INSERT).collect();
-            audit_insert(chunk).build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     async fn audit_page(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRow>> {
         let rows = sqlx::query("SELECT * FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2")
             .bind(after_seq)
@@ -963,27 +940,23 @@ impl Store for SqliteStore {
         Ok(Some((seq, row.try_get("hash")?)))
     }
 
-    async fn append_audit_checkpoint(&self, checkpoint: &AuditCheckpoint) -> StoreResult<()> {
-        sqlx::query(crate::INSERT_AUDIT_CHECKPOINT)
-            .bind(&checkpoint.chain)
-            .bind(saturating_i64(checkpoint.seq))
-            .bind(&checkpoint.hash)
-            .bind(checkpoint.ts.0)
-            .bind(&checkpoint.jws)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     async fn append_audit_batch(
         &self,
         events: Vec<AuditEvent>,
         checkpoints: &[AuditCheckpoint],
     ) -> StoreResult<()> {
-        if checkpoints.is_empty() {
-            return self.append_audit(events).await;
+        if events.is_empty() && checkpoints.is_empty() {
+            return Ok(());
         }
         let rows = audit_rows(events)?;
+        // One multi-row INSERT per chunk: a round trip per record to the
+        // database would dominate the cost of a tool call. A single
+        // statement is atomic by itself, so the common case (records only,
+        // one chunk) needs no explicit transaction and costs one round trip.
+        if checkpoints.is_empty() && rows.len() <= AUDIT_ROWS_PER_INSERT {
+            audit_insert(rows).build().execute(&self.pool).await?;
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
         let mut rows = rows.into_iter().peekable();
         while rows.peek().is_some() {

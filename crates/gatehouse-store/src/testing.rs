@@ -192,9 +192,6 @@ impl<T: FailingStore> Store for T {
     fn credential_generation(&self) -> Option<u64> {
         None
     }
-    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<()> {
-        self.audit_batch(&events)
-    }
     async fn query_audit(&self, _: &AuditQuery) -> StoreResult<Vec<AuditRow>> {
         down()
     }

@@ -166,9 +166,20 @@ async fn call_as(
         tenant_share: Some(tenant.into()),
         ..CallContext::default()
     };
-    let arguments = args(json!({"text": tenant}));
+    call_in(web, Some(tenant), tool, tenant, context).await
+}
+
+/// `tool` called with `{"text": text}` under `context`.
+async fn call_in(
+    web: gatehouse_upstream::Upstream,
+    tenant: Option<&str>,
+    tool: &str,
+    text: &str,
+    context: CallContext,
+) -> Result<CallToolResponse, UpstreamError> {
+    let arguments = args(json!({ "text": text }));
     web.call_tool_with(
-        Some(tenant),
+        tenant,
         tool,
         arguments,
         None,
@@ -273,16 +284,7 @@ async fn call_by(
         cancel,
         ..CallContext::default()
     };
-    let arguments = args(json!({"text": caller}));
-    web.call_tool_with(
-        None,
-        tool,
-        arguments,
-        None,
-        UpstreamInput::default(),
-        context,
-    )
-    .await
+    call_in(web, None, tool, caller, context).await
 }
 
 async fn wait_in_flight(web: &gatehouse_upstream::Upstream, calls: usize) {

@@ -511,17 +511,7 @@ async fn what_an_abandoned_call_asks_later_reaches_no_other_caller() {
     let admin = server.admin_key.clone().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let upstreams = server
-            .http
-            .get(format!("{}/admin/upstreams", server.base))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap();
-        if upstreams["upstreams"][0]["in_flight"] == json!(1) {
+        if super::upstreams::in_flight(&server, &admin).await == 1 {
             break;
         }
         assert!(

@@ -1292,6 +1292,21 @@ async fn calls_of_names_the_upstream_does_not_list_do_not_make_it_list_each_time
 
 /// Two tenants, acme and globex, at one HTTP upstream with two slots (a
 /// tenant's share is one): the setup of the tests below.
+/// The (first) upstream's slots in use, as an admin sees them.
+pub(super) async fn in_flight(server: &Server, admin: &str) -> u64 {
+    let response = server
+        .http
+        .get(format!("{}/admin/upstreams", server.base))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    body["upstreams"][0]["in_flight"]
+        .as_u64()
+        .unwrap_or(u64::MAX)
+}
+
 struct TwoTenants {
     _upstream: PyHttp,
     server: Server,
@@ -1332,20 +1347,8 @@ impl TwoTenants {
         }
     }
 
-    /// The upstream's slots in use.
     async fn in_flight(&self) -> u64 {
-        let response = self
-            .server
-            .http
-            .get(format!("{}/admin/upstreams", self.server.base))
-            .bearer_auth(&self.admin)
-            .send()
-            .await
-            .unwrap();
-        let body: Value = response.json().await.unwrap();
-        body["upstreams"][0]["in_flight"]
-            .as_u64()
-            .unwrap_or(u64::MAX)
+        in_flight(&self.server, &self.admin).await
     }
 
     /// acme's `first` and `second` requests never answer (`what`); while
@@ -1428,19 +1431,7 @@ async fn one_callers_hanging_calls_leave_room_for_another_caller() {
     let (_, second_agent) = server.create_key("dana-2", "reader", &["--owner", "dana"]);
     let (_, other) = server.create_key("other-agent", "reader", &[]);
     tools_when_ready(&server, &other, "py__echo").await;
-    let in_flight = || async {
-        let response = server
-            .http
-            .get(format!("{}/admin/upstreams", server.base))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap();
-        let body: Value = response.json().await.unwrap();
-        body["upstreams"][0]["in_flight"]
-            .as_u64()
-            .unwrap_or(u64::MAX)
-    };
+    let in_flight = || in_flight(&server, &admin);
     let first = server.call_tool(&first_agent, "py__sleep_forever", json!({}));
     let second = server.call_tool(&second_agent, "py__sleep_forever", json!({}));
     let other_call = async {
