@@ -11,7 +11,10 @@
 //! (`checkpoint.rs`): a rewritten chain no longer matches its checkpoints.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use gatehouse_core::{AuditEvent, ChainLink};
 use gatehouse_store::Store;
@@ -70,19 +73,35 @@ pub fn record_hash(chain: &str, seq: u64, prev_hash: &str, event: &AuditEvent) -
 pub const RUN_CHAIN_PREFIX: &str = "run-";
 
 /// The head of one instance's chain, as the writer extends it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Chain {
     id: String,
     seq: u64,
     head: String,
+    /// An instance's chain holds its id file locked while it lives: two
+    /// servers on one data directory would write one chain, each record's
+    /// number twice, and `audit verify` would report it broken for ever.
+    lock: Option<Arc<File>>,
 }
+
+impl PartialEq for Chain {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.id, self.seq, &self.head) == (&other.id, other.seq, &other.head)
+    }
+}
+impl Eq for Chain {}
 
 impl Chain {
     /// A chain that goes on after `last` (its last record's seq and hash),
     /// or starts when there is none.
     pub fn resume(id: String, last: Option<(u64, String)>) -> Chain {
         let (seq, head) = last.unwrap_or((0, GENESIS_HASH.to_string()));
-        Chain { id, seq, head }
+        Chain {
+            id,
+            seq,
+            head,
+            lock: None,
+        }
     }
 
     /// A chain of its own for one run of a command (`gatehouse approvals
@@ -93,14 +112,18 @@ impl Chain {
     }
 
     /// The instance's chain: its id is kept in the file `id_file` (made on
-    /// the first start), and it goes on from its last stored record.
+    /// the first start), and it goes on from its last stored record. The
+    /// file stays locked while the chain lives: a second server on the same
+    /// data directory is refused ([`AuditError::ChainInUse`]).
     pub async fn for_instance(store: &dyn Store, id_file: &Path) -> Result<Chain, AuditError> {
-        let id = instance_chain_id(id_file)?;
+        let (id, lock) = instance_chain_id(id_file)?;
         let last = store
             .audit_chain_head(&id)
             .await
             .map_err(|e| AuditError::WriteFailed(format!("audit chain {id}: {e}")))?;
-        Ok(Chain::resume(id, last))
+        let mut chain = Chain::resume(id, last);
+        chain.lock = Some(Arc::new(lock));
+        Ok(chain)
     }
 
     pub fn id(&self) -> &str {
@@ -126,35 +149,50 @@ impl Chain {
     }
 }
 
-/// The id in `path`, or a new one written there. Ids are `i-` and a UUID;
-/// anything else in the file stops start-up rather than start a chain
-/// under a name nobody chose.
-fn instance_chain_id(path: &Path) -> Result<String, AuditError> {
+/// The id in `path`, or a new one written there, with the file locked
+/// (an exclusive advisory lock, released when the process ends, however
+/// it ends). Ids are `i-` and a UUID; anything else in the file stops
+/// start-up rather than start a chain under a name nobody chose.
+fn instance_chain_id(path: &Path) -> Result<(String, File), AuditError> {
     let failed = |e: std::io::Error| AuditError::WriteFailed(format!("{}: {e}", path.display()));
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let id = text.trim();
-            let valid = id
-                .strip_prefix("i-")
-                .is_some_and(|uuid| uuid::Uuid::parse_str(uuid).is_ok());
-            if valid {
-                Ok(id.to_string())
-            } else {
-                Err(AuditError::WriteFailed(format!(
-                    "{}: not an audit chain id (expected i-<uuid>)",
-                    path.display()
-                )))
-            }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(failed)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(AuditError::ChainInUse(path.display().to_string()));
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = format!("i-{}", uuid::Uuid::now_v7());
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(failed)?;
-            }
-            std::fs::write(path, format!("{id}\n")).map_err(failed)?;
-            Ok(id)
-        }
-        Err(e) => Err(failed(e)),
+        Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(failed)?;
+    let id = text.trim();
+    // Empty: the first start (the file was made above).
+    if id.is_empty() {
+        let id = format!("i-{}", uuid::Uuid::now_v7());
+        file.write_all(format!("{id}\n").as_bytes())
+            .map_err(failed)?;
+        file.sync_all().map_err(failed)?;
+        return Ok((id, file));
+    }
+    let valid = id
+        .strip_prefix("i-")
+        .is_some_and(|uuid| uuid::Uuid::parse_str(uuid).is_ok());
+    if valid {
+        Ok((id.to_string(), file))
+    } else {
+        Err(AuditError::WriteFailed(format!(
+            "{}: not an audit chain id (expected i-<uuid>)",
+            path.display()
+        )))
     }
 }
 
@@ -281,6 +319,42 @@ mod tests {
     use super::*;
     use crate::EventBuilder;
     use gatehouse_core::{AuditKind, Outcome, Timestamp};
+
+    /// Two servers on one data directory wrote one chain, each record's
+    /// number twice: the second is refused while the first holds it, and
+    /// gets it (the same id) once the first is gone.
+    #[tokio::test]
+    async fn an_instance_chain_is_held_by_one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = gatehouse_store::SqliteStore::in_memory().await.unwrap();
+        let id_file = dir.path().join("state").join("audit-chain");
+        let first = Chain::for_instance(&store, &id_file).await.unwrap();
+        assert!(first.id().starts_with("i-"));
+        let refused = Chain::for_instance(&store, &id_file).await.unwrap_err();
+        assert!(matches!(refused, AuditError::ChainInUse(_)), "{refused}");
+        assert!(
+            refused.to_string().contains("another Gatehouse server"),
+            "{refused}"
+        );
+        // A clone (the writer's copy) keeps the lock as long as it lives.
+        let copy = first.clone();
+        let id = first.id().to_string();
+        drop(first);
+        assert!(Chain::for_instance(&store, &id_file).await.is_err());
+        drop(copy);
+        let again = Chain::for_instance(&store, &id_file).await.unwrap();
+        assert_eq!(again.id(), id);
+        assert_eq!(
+            std::fs::read_to_string(&id_file).unwrap(),
+            format!("{id}\n")
+        );
+        drop(again);
+        std::fs::write(&id_file, "not-an-id\n").unwrap();
+        assert!(matches!(
+            Chain::for_instance(&store, &id_file).await,
+            Err(AuditError::WriteFailed(_))
+        ));
+    }
 
     fn chained(n: usize) -> Vec<AuditEvent> {
         let mut chain = Chain::resume("c1".into(), None);

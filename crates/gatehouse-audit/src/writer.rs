@@ -50,6 +50,13 @@ pub enum AuditError {
     Overloaded,
     #[error("the audit writer has stopped")]
     Stopped,
+    /// Another process holds the instance's audit chain (its id file is
+    /// locked): another server runs on this data directory.
+    #[error(
+        "another Gatehouse server is running on this data directory (its audit chain file {0} \
+         is locked); each instance needs a data directory of its own"
+    )]
+    ChainInUse(String),
 }
 
 type Ack = oneshot::Sender<Result<(), AuditError>>;

@@ -28,6 +28,7 @@ use crate::Caller;
 use crate::call_limits::CallLimits;
 use crate::identity::{IDENTITY_META, IdentityClaims, IdentitySigner, IdentitySlot};
 use crate::incidents::Incidents;
+use crate::param_headers::{ParamAnnotations, ParamHeaders};
 use crate::refusal::Refusal;
 use crate::resource_routes::{self, ResourceRoutes};
 use crate::stream_credential::LapsedStream;
@@ -866,21 +867,22 @@ impl Gateway {
 
     /// Whether the pins let a call of an upstream tool through: the verdict
     /// on the definition this instance last reviewed, or (none yet) on the
-    /// one the upstream lists now.
+    /// one the upstream lists now. Let through, with that definition's
+    /// `x-mcp-header` annotations (`None`: not pinned, none known).
     async fn pinned(
         &self,
         upstream: &gatehouse_upstream::Upstream,
         tool: &str,
         tenant: Option<&str>,
         share: Option<&str>,
-    ) -> Result<Result<(), PinRefusal>, PinError> {
+    ) -> Result<Result<Option<Arc<ParamAnnotations>>, PinRefusal>, PinError> {
         let Some(pins) = &self.pins else {
-            return Ok(Ok(()));
+            return Ok(Ok(None));
         };
         if upstream.config().pin == gatehouse_upstream::PinMode::Off {
-            return Ok(Ok(()));
+            return Ok(Ok(None));
         }
-        let verdict = match pins.verdict(upstream, tenant, tool) {
+        let verdict = match pins.verdict_and_annotations(upstream, tenant, tool) {
             Some(verdict) => Some(verdict),
             // Not in a listing reviewed moments ago: refused as unlisted.
             None if pins.recently_reviewed(upstream, tenant) => None,
@@ -889,7 +891,7 @@ impl Gateway {
                 match upstream.list_tools(tenant, share).await {
                     Ok(tools) => {
                         pins.review(upstream, &listing, tools).await?;
-                        pins.verdict(upstream, tenant, tool)
+                        pins.verdict_and_annotations(upstream, tenant, tool)
                     }
                     Err(e) => return Ok(Err(PinRefusal::Unreachable(e))),
                 }
@@ -897,8 +899,8 @@ impl Gateway {
         };
         let name = upstream.name();
         Ok(match verdict {
-            Some(PinVerdict::Serve) => Ok(()),
-            Some(PinVerdict::Withhold) => Err(PinRefusal::Refused(
+            Some((PinVerdict::Serve, annotations)) => Ok(Some(annotations)),
+            Some((PinVerdict::Withhold, _)) => Err(PinRefusal::Refused(
                 DenyReason::ToolDefinitionChanged,
                 format!(
                     "the definition of {tool:?} at upstream {name:?} differs from the pinned one; \
@@ -1886,7 +1888,18 @@ impl Gateway {
             let tenant = Some(caller.principal.tenant.as_str());
             let share = call.tenant_share.as_deref();
             match self.pinned(upstream, upstream_name, tenant, share).await {
-                Ok(Ok(())) => {}
+                // The headers a filter in front of Gatehouse reads must say
+                // what the upstream is called with.
+                Ok(Ok(Some(annotations)))
+                    if !annotations.is_empty()
+                        && let Some(sent) = &call.param_headers
+                        && let Err(detail) =
+                            ParamHeaders(sent.clone()).check(&annotations, &arguments) =>
+                {
+                    let deny = Deny::new(&target, DenyReason::HeaderMismatch { detail });
+                    return Err(self.refuse(caller, name, &args, deny, None, started).await);
+                }
+                Ok(Ok(_)) => {}
                 Ok(Err(PinRefusal::Refused(reason, detail))) => {
                     let deny = Deny::new(&target, reason);
                     return Err(self

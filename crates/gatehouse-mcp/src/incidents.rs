@@ -99,7 +99,14 @@ impl Incidents {
         };
         let response = match self.settings.on_incident {
             OnIncident::Alert => "reported only (alerts.on_incident = \"alert\")".to_string(),
-            OnIncident::Revoke => self.respond(&scope, grants, now).await,
+            OnIncident::Revoke => match self.respond(&scope, grants, now).await {
+                Ok(done) => done,
+                Err(failed) => {
+                    // Answered again at the next violation.
+                    self.violations.unanswered(&scope);
+                    failed
+                }
+            },
         };
         let window_mins = self.settings.violation_window.as_secs() / 60;
         let mut alert = Alert::new(
@@ -116,40 +123,45 @@ impl Incidents {
         }
     }
 
+    /// What was done; `Err` when the grant could not be revoked (to be
+    /// tried again at the next violation).
     async fn respond(
         &self,
         scope: &IncidentScope,
         grants: Option<&TaskGrants>,
         now: Timestamp,
-    ) -> String {
+    ) -> Result<String, String> {
         match scope {
             IncidentScope::Grant(id) => {
                 let Some(grants) = grants else {
-                    return "the grant could not be revoked (task grants are not enabled)".into();
+                    return Ok(
+                        "the grant could not be revoked (task grants are not enabled)".into(),
+                    );
                 };
                 match grants.revoke(id, RESPONDER, now).await {
-                    Ok(true) => "the grant was revoked".into(),
-                    Ok(false) => "the grant was revoked already".into(),
+                    Ok(true) => Ok("the grant was revoked".into()),
+                    Ok(false) => Ok("the grant was revoked already".into()),
                     Err(e) => {
                         tracing::error!(grant = %id, error = %e, "incident response: cannot revoke the grant");
-                        format!(
-                            "REVOKING THE GRANT FAILED ({e}); revoke it by hand: gatehouse grants revoke {id}"
-                        )
+                        Err(format!(
+                            "REVOKING THE GRANT FAILED ({e}); it is tried again at the next refused \
+                             call, or revoke it by hand: gatehouse grants revoke {id}"
+                        ))
                     }
                 }
             }
             IncidentScope::Session(id) => match self.sessions.get() {
                 Some(control) => {
                     control.end(id).await;
-                    "the session was ended".into()
+                    Ok("the session was ended".into())
                 }
-                None => "the session could not be ended here (stdio)".into(),
+                None => Ok("the session could not be ended here (stdio)".into()),
             },
-            IncidentScope::Principal { .. } => {
+            IncidentScope::Principal { .. } => Ok(
                 "counted across the caller's grants, sessions and tokens; revoking its \
                  credential is left to a person"
-                    .into()
-            }
+                    .into(),
+            ),
         }
     }
 

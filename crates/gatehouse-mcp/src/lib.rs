@@ -13,6 +13,7 @@ mod held_calls;
 pub mod http;
 pub mod identity;
 pub mod incidents;
+mod param_headers;
 mod refusal;
 mod resource_routes;
 pub mod routes;

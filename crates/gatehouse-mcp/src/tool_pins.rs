@@ -26,6 +26,8 @@ use gatehouse_upstream::{PinMode, Upstream, UpstreamSet};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::param_headers::ParamAnnotations;
+
 /// The parts of a tool definition that are pinned: everything the model
 /// reads, a client shows or a host acts on — its icons (shown beside the
 /// tool) and `_meta` (where MCP Apps name the UI a host renders for it) too.
@@ -191,6 +193,9 @@ struct Cached {
     sha256: String,
     verdict: PinVerdict,
     listing: u64,
+    /// The definition's `x-mcp-header` annotations: a call's
+    /// `Mcp-Param-*` headers are held to them (`param_headers.rs`).
+    annotations: Arc<ParamAnnotations>,
 }
 
 /// One listing of an upstream's tools, taken before the upstream is asked:
@@ -311,12 +316,27 @@ impl ToolPins {
         tenant: Option<&str>,
         tool: &str,
     ) -> Option<PinVerdict> {
+        self.verdict_and_annotations(upstream, tenant, tool)
+            .map(|(verdict, _)| verdict)
+    }
+
+    /// [`Self::verdict`], and the `x-mcp-header` annotations of the
+    /// definition it is on.
+    pub fn verdict_and_annotations(
+        &self,
+        upstream: &Upstream,
+        tenant: Option<&str>,
+        tool: &str,
+    ) -> Option<(PinVerdict, Arc<ParamAnnotations>)> {
         let key = (
             upstream.name().to_string(),
             connection(upstream, tenant),
             tool.to_string(),
         );
-        self.cache().verdicts.get(&key).map(|cached| cached.verdict)
+        self.cache()
+            .verdicts
+            .get(&key)
+            .map(|cached| (cached.verdict, Arc::clone(&cached.annotations)))
     }
 
     /// Compares an upstream's listing with the pins, records what is new
@@ -349,7 +369,8 @@ impl ToolPins {
                         .judge(upstream, &tool, &seen, mode, listing, &mut review)
                         .await?;
                     if lasting {
-                        self.keep(key, seen.sha256.clone(), verdict, listing)
+                        let annotations = ParamAnnotations::of_schema(&tool.input_schema);
+                        self.keep(key, seen.sha256.clone(), verdict, listing, annotations)
                     } else {
                         verdict
                     }
@@ -505,6 +526,7 @@ impl ToolPins {
         sha256: String,
         verdict: PinVerdict,
         listing: &Listing,
+        annotations: Arc<ParamAnnotations>,
     ) -> PinVerdict {
         let mut cache = self.lock();
         let later = cache
@@ -521,6 +543,7 @@ impl ToolPins {
                         sha256,
                         verdict,
                         listing: number,
+                        annotations,
                     },
                 );
                 PinVerdict::Withhold
@@ -533,6 +556,7 @@ impl ToolPins {
                         sha256,
                         verdict,
                         listing: listing.number,
+                        annotations,
                     },
                 );
                 verdict

@@ -22,6 +22,7 @@
 //! An absent argument (or JSON `null`) violates its constraint unless the
 //! constraint says `optional = true`.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -29,6 +30,8 @@ use percent_encoding::percent_decode_str;
 use regex::Regex;
 use serde_json::Value;
 use unicode_normalization::UnicodeNormalization;
+
+use crate::exact_number::ExactNumber;
 
 /// How many layers of percent-encoding a path may carry; each layer is
 /// checked, and a path that still decodes further is refused.
@@ -77,8 +80,8 @@ enum Check {
         regex: Regex,
     },
     MaxLength(u64),
-    Min(f64),
-    Max(f64),
+    Min(ExactNumber),
+    Max(ExactNumber),
     OneOf(Vec<Value>),
 }
 
@@ -242,12 +245,8 @@ fn string_list(key: &str, value: &toml::Value) -> Result<Vec<String>, Constraint
         .collect()
 }
 
-fn number(key: &str, value: &toml::Value) -> Result<f64, ConstraintParseError> {
-    match value {
-        toml::Value::Integer(i) => Ok(*i as f64),
-        toml::Value::Float(f) if f.is_finite() => Ok(*f),
-        _ => Err(perr(key, "expected a finite number")),
-    }
+fn number(key: &str, value: &toml::Value) -> Result<ExactNumber, ConstraintParseError> {
+    ExactNumber::of_toml(value).ok_or_else(|| perr(key, "expected a finite number"))
 }
 
 /// Parses a host or domain entry: optional leading `*.`, then a domain
@@ -374,7 +373,7 @@ impl ArgConstraint {
             }
         }
         if let (Some(lo), Some(hi)) = (min, max)
-            && lo > hi
+            && lo.compare(hi) == Some(std::cmp::Ordering::Greater)
         {
             return Err(perr("min", "must not exceed max"));
         }
@@ -485,12 +484,22 @@ impl Check {
                 (len <= *n).then_some(()).ok_or("value is too long")
             }
             Check::Min(lo) => {
-                let x = value.as_f64().ok_or("expected a number")?;
-                (x >= *lo).then_some(()).ok_or("value is below the minimum")
+                let x = value.as_number().ok_or("expected a number")?;
+                matches!(
+                    ExactNumber::of_json(x).compare(*lo),
+                    Some(Ordering::Greater | Ordering::Equal)
+                )
+                .then_some(())
+                .ok_or("value is below the minimum")
             }
             Check::Max(hi) => {
-                let x = value.as_f64().ok_or("expected a number")?;
-                (x <= *hi).then_some(()).ok_or("value is above the maximum")
+                let x = value.as_number().ok_or("expected a number")?;
+                matches!(
+                    ExactNumber::of_json(x).compare(*hi),
+                    Some(Ordering::Less | Ordering::Equal)
+                )
+                .then_some(())
+                .ok_or("value is above the maximum")
             }
             Check::OneOf(allowed) => {
                 let found = match value {
@@ -498,8 +507,11 @@ impl Check {
                     // gets the string as it is.
                     Value::String(s) => allowed.iter().any(|a| a.as_str() == Some(s.as_str())),
                     Value::Number(n) => {
-                        let x = n.as_f64();
-                        allowed.iter().any(|a| a.is_number() && a.as_f64() == x)
+                        let x = ExactNumber::of_json(n);
+                        allowed
+                            .iter()
+                            .filter_map(Value::as_number)
+                            .any(|a| ExactNumber::of_json(a).equals(x))
                     }
                     Value::Bool(b) => allowed.iter().any(|a| a.as_bool() == Some(*b)),
                     _ => false,

@@ -445,6 +445,49 @@ fn ranges_are_inclusive() {
     assert_eq!(check(&c, json!("5")), Err("expected a number".into()));
 }
 
+/// Ids beyond 2^53 share their `f64` with their neighbours: compared as
+/// `f64`, an allowlist of one id admitted every id within ±127 of it, and
+/// a `max` let the next integer through. The tool gets the integer as sent.
+#[test]
+fn large_integers_are_compared_exactly() {
+    let c = constraint("{ one_of = [1234567890123456789] }");
+    assert_eq!(check(&c, json!(1_234_567_890_123_456_789_u64)), Ok(()));
+    for neighbour in [1_234_567_890_123_456_700_u64, 1_234_567_890_123_456_790] {
+        assert_eq!(
+            check(&c, json!(neighbour)),
+            Err("value is not one of the allowed values".into()),
+            "{neighbour}"
+        );
+    }
+    let c = constraint("{ max = 9007199254740992 }");
+    assert_eq!(check(&c, json!(9_007_199_254_740_992_u64)), Ok(()));
+    assert_eq!(
+        check(&c, json!(9_007_199_254_740_993_u64)),
+        Err("value is above the maximum".into())
+    );
+    let c = constraint("{ min = -9007199254740992 }");
+    assert_eq!(
+        check(&c, json!(-9_007_199_254_740_993_i64)),
+        Err("value is below the minimum".into())
+    );
+    // An integer bound against a float, and the other way round, exactly.
+    let c = constraint("{ min = 1, max = 10.5 }");
+    assert_eq!(
+        check(&c, json!(0.999_999_999_999_999_9)),
+        Err("value is below the minimum".into())
+    );
+    assert_eq!(check(&c, json!(10)), Ok(()));
+    let value: toml::Value =
+        toml::from_str::<toml::Table>("c = { min = 9007199254740993, max = 9007199254740992.0 }")
+            .unwrap()
+            .remove("c")
+            .unwrap();
+    assert!(
+        ArgConstraint::parse(&value).is_err(),
+        "min above max, by one, is refused"
+    );
+}
+
 #[test]
 fn one_of_compares_by_type() {
     let c = constraint(r#"{ one_of = ["asc", "desc", 3, true] }"#);

@@ -135,6 +135,10 @@ pub enum DenyReason {
     /// A call that needs approval while its requester already has `max`
     /// approvals pending: none is filed until some are decided or expire.
     TooManyPendingApprovals { max: u32 },
+    /// An `Mcp-Param-*` header that does not mirror the argument its
+    /// tool's schema marks for it (MCP 2026-07-28, SEP-2243); `detail`
+    /// names the header and argument, never a value.
+    HeaderMismatch { detail: String },
 }
 
 impl DenyReason {
@@ -155,6 +159,7 @@ impl DenyReason {
             DenyReason::NonCanonicalUri => "non_canonical_uri",
             DenyReason::UriTooLong => "uri_too_long",
             DenyReason::TooManyPendingApprovals { .. } => "too_many_pending_approvals",
+            DenyReason::HeaderMismatch { .. } => "header_mismatch",
         }
     }
 }
@@ -259,6 +264,11 @@ impl Deny {
             DenyReason::TooManyPendingApprovals { max } => format!(
                 "{kind} '{}' needs a human's approval, and {max} approvals asked for by you are \
                  still pending: wait until they are decided or expire",
+                self.tool
+            ),
+            DenyReason::HeaderMismatch { detail } => format!(
+                "{kind} '{}' was not called: {detail} (Mcp-Param-* headers must carry the \
+                 arguments their tool marks with x-mcp-header, as sent)",
                 self.tool
             ),
         }

@@ -15,6 +15,7 @@ mod admin_access;
 mod canonical;
 pub mod constraints;
 mod decision;
+mod exact_number;
 mod explain;
 mod loose_names;
 mod policy;

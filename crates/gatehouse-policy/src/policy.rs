@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::admin_access::ADMIN_SCOPE;
 use crate::constraints::{self, ArgConstraint, ConstraintViolation, ToolConstraints};
-use crate::loose_names::LooseNames;
+use crate::loose_names::{LooseNames, loose_key};
 use crate::policy_file::{RateLimit, TaskSpec};
 use crate::resource_readings;
 use crate::target::{Kind, Target};
@@ -172,6 +172,16 @@ impl Policy {
         })
     }
 
+    /// Whether `target` is a `[tools.*]` or `[prompts.*]` entry's name,
+    /// exactly.
+    fn names_exactly(&self, target: &Target<'_>) -> bool {
+        match target.kind {
+            Kind::Tool => self.tools.contains_key(target.name),
+            Kind::Prompt => self.prompts.contains_key(target.name),
+            Kind::Resource => false,
+        }
+    }
+
     /// Whether `target` names a `[tools.*]` or `[prompts.*]` entry but for
     /// how a loose comparison reads it (it is not that entry exactly).
     fn shadows_a_named_entry(&self, target: &Target<'_>) -> bool {
@@ -278,8 +288,17 @@ impl Policy {
     ) -> (Vec<RateLimit>, std::borrow::Cow<'a, str>) {
         let as_written = std::borrow::Cow::Borrowed(target.name);
         if target.kind != Kind::Resource {
-            let limits = self.rate_limit_for(target).into_iter().collect();
-            return (limits, as_written);
+            let limits: Vec<RateLimit> = self.rate_limit_for(target).into_iter().collect();
+            // A tool or prompt its upstream's section covers is counted
+            // under its loose key: spelt otherwise (`crm__Summarize`,
+            // `crm__summarize\u{200b}`), it reaches the same tool at an
+            // upstream that matches names loosely, and would otherwise start
+            // a counter of its own each time. A named entry is counted
+            // under its name: its other spellings are covered by nothing.
+            if limits.is_empty() || self.names_exactly(target) {
+                return (limits, as_written);
+            }
+            return (limits, loose_key(target.name).into());
         }
         let mut limits: Vec<RateLimit> = Vec::new();
         for reading in resource_readings::readings(target.name) {

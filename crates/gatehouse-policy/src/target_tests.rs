@@ -571,3 +571,44 @@ fn a_template_with_narrower_entries_within_it_is_told() {
     assert!(!policy.has_entries_within("file:///srv/hr/{+rest}"));
     assert!(!policy.has_entries_within("memo://{id}"));
 }
+
+/// A tool or prompt the section covers is counted under its loose key:
+/// `crm__Summarize_deals` and `crm__summarize_deals\u{200b}` reach the same
+/// tool at an upstream that matches names loosely, and each started a
+/// counter of its own. A named entry keeps its own name (its other
+/// spellings are covered by nothing).
+#[test]
+fn spellings_of_a_section_covered_name_share_one_rate_limit() {
+    let policy = Policy::from_toml(POLICY).unwrap();
+    for kind in [Kind::Tool, Kind::Prompt] {
+        let counted: Vec<String> = [
+            "crm__summarize_deals",
+            "crm__Summarize_Deals",
+            "crm__summarize_deals\u{200b}",
+            "crm__\u{17F}ummarize_deals",
+        ]
+        .into_iter()
+        .map(|spelt| {
+            let (limits, counted) = policy.rate_limits_for(&crm(kind, spelt));
+            assert_eq!(
+                limits.iter().map(|l| l.limit).collect::<Vec<_>>(),
+                [5],
+                "{spelt}"
+            );
+            counted.into_owned()
+        })
+        .collect();
+        assert!(
+            counted.iter().all(|c| c == "crm__summarize_deals"),
+            "{kind:?}: {counted:?}"
+        );
+    }
+    let named = Policy::from_toml(&POLICY.replace(
+        "[tools.crm__delete_contact]\n",
+        "[tools.crm__Export]\nscope = \"crm:read\"\nroles = [\"analyst\"]\nrate_limit = \"1/min\"\n\n[tools.crm__delete_contact]\n",
+    ))
+    .unwrap();
+    let (limits, counted) = named.rate_limits_for(&crm(Kind::Tool, "crm__Export"));
+    assert_eq!(limits.iter().map(|l| l.limit).collect::<Vec<_>>(), [1]);
+    assert_eq!(counted, "crm__Export");
+}

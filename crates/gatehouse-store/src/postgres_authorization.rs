@@ -171,12 +171,14 @@ async fn revoke_user_authorizations(
         .bind(username)
         .execute(&mut *conn)
         .await?;
+    // Expired for every clock: an instance whose clock runs behind the
+    // revoking one's would still redeem a token expired "now" (the
+    // redemption compares with its own clock).
     sqlx::query(
-        "UPDATE approvals SET token_expires_at = $2 \
-         WHERE decided_by = $1 AND status = 'approved' AND token_expires_at > $2",
+        "UPDATE approvals SET token_expires_at = 0 \
+         WHERE decided_by = $1 AND status = 'approved'",
     )
     .bind(username)
-    .bind(at.0)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -164,6 +164,11 @@ pub struct CallContext {
     /// (`max_concurrent_calls_per_caller`): a key naming the person behind
     /// the call, else the agent (`slot_shares.rs`). `None`: none.
     pub caller_share: Option<Arc<str>>,
+    /// The caller's `Mcp-Param-*` headers (the name after the prefix, lower
+    /// case, and the value as sent), for a 2026-07-28 HTTP request, whose
+    /// headers must mirror the arguments its tool marks; `None`: no such
+    /// request (stdio, a 2025-11-25 session), nothing to hold them to.
+    pub param_headers: Option<Vec<(String, String)>>,
 }
 
 #[cfg(test)]

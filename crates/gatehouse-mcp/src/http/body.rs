@@ -22,13 +22,14 @@ use serde_json::Value;
 
 use super::admission::{Message, admit};
 use super::authenticate::SessionGrant;
-use super::errors::{jsonrpc_refusal, malformed_message, not_admitted};
+use super::errors::{header_mismatch, jsonrpc_refusal, malformed_message, not_admitted};
 use super::fast_call;
 use super::in_flight::hold_then;
 use super::router::AppState;
 use super::session_call;
 use super::sessions::{MAX_SDK_REQUESTS_PER_SESSION, SdkRequest, SdkRequestRefusal};
 use crate::Caller;
+use crate::param_headers::{ParamHeaders, mirrors_arguments};
 use crate::sdk::{MalformedMessage, inspect_message};
 use crate::session_lane::request_key;
 
@@ -181,6 +182,16 @@ pub async fn buffer(State(state): State<Arc<AppState>>, request: Request, next: 
                         "Invalid Request: a request id may be at most {MAX_REQUEST_ID_BYTES} bytes"
                     ),
                 );
+            }
+            // Headers a filter in front may route on, each sent once and
+            // readable, or the request is not taken (each is held to its
+            // argument once the tool's schema is known: the gateway).
+            if let Some(message) = &message
+                && message.method() == Some("tools/call")
+                && mirrors_arguments(&parts.headers)
+                && let Err(why) = ParamHeaders::of_request(&parts.headers)
+            {
+                return header_mismatch(message.id().clone(), &why);
             }
             let admitted = match admit(&state, caller, session_grant, message.as_ref()).await {
                 Ok(admitted) => admitted,

@@ -218,6 +218,21 @@ pub fn malformed_message(parse_error: bool, id: serde_json::Value, message: &str
         .into_response()
 }
 
+/// A 2026-07-28 request whose headers cannot mirror its body (SEP-2243):
+/// HTTP 400 with JSON-RPC -32020, as the SDK answers a mismatched
+/// `Mcp-Name`.
+pub(super) fn header_mismatch(id: serde_json::Value, message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": -32020, "message": message}
+        })),
+    )
+        .into_response()
+}
+
 /// The answer to a request admission did not let through.
 pub(super) fn not_admitted(refused: NotAdmitted, resource_metadata: &str) -> Response {
     match refused {

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::Message;
 use super::router::AppState;
+use crate::param_headers::ParamHeaders;
 use crate::sdk::{call_error, in_request_scope, request_scope, tool_result};
 use crate::{CallResult, Caller};
 
@@ -188,6 +189,10 @@ pub(super) async fn answer(
         takes_input_required: true,
         tenant_share: None,
         caller_share: None,
+        // Checked as sent once and readable before admission (`body.rs`).
+        param_headers: ParamHeaders::of_request(&parts.headers)
+            .ok()
+            .map(|headers| headers.0),
     };
     // A task of its own, like the SDK's handlers: a client that goes away
     // mid-call does not cut the call short between its decision and its

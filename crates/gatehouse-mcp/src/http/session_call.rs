@@ -125,6 +125,8 @@ pub(super) async fn answer(
         takes_input_required: false,
         tenant_share: None,
         caller_share: None,
+        // A 2025-11-25 session: its headers mirror nothing.
+        param_headers: None,
     };
     // A task of its own, like the SDK's handlers (see `fast_call.rs`); the
     // call's future boxed where it is made, for the same reason.

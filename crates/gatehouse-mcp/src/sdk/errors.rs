@@ -47,6 +47,10 @@ pub(super) fn deny_error(deny: &Deny) -> ErrorData {
     if let DenyReason::RateLimited { retry_after_secs } = deny.reason {
         data["retry_after"] = json!(retry_after_secs);
     }
+    // The protocol's own error (HTTP 400 on a 2026-07-28 request).
+    if let DenyReason::HeaderMismatch { .. } = deny.reason {
+        return ErrorData::new(ErrorCode::HEADER_MISMATCH, deny.message(), Some(data));
+    }
     ErrorData::new(ErrorCode(DENIED_ERROR_CODE), deny.message(), Some(data))
 }
 

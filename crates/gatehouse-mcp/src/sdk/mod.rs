@@ -52,6 +52,7 @@ use crate::gateway::PendingApproval;
 use crate::held_calls::{HELD_STATE_PREFIX, HeldCall, HeldCalls, Incoming, Owner, ResumeError};
 use crate::http::SessionBindings;
 use crate::http::{RequestId as HttpRequestId, RequestSpan};
+use crate::param_headers::{ParamHeaders, mirrors_arguments};
 use crate::refusal::Refusal;
 use crate::session_lane::{LogLevel, LogSink, SessionLane};
 use crate::stream_credential::{LapsedStream, StreamCredential};
@@ -405,6 +406,12 @@ fn call_context(context: &RequestContext<RoleServer>, relay: Option<Relay>) -> C
         // The gateway sets it, from the policy's tenancy.
         tenant_share: None,
         caller_share: None,
+        param_headers: context
+            .extensions
+            .get::<http::request::Parts>()
+            .filter(|parts| mirrors_arguments(&parts.headers))
+            .and_then(|parts| ParamHeaders::of_request(&parts.headers).ok())
+            .map(|headers| headers.0),
     }
 }
 

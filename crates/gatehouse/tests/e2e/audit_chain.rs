@@ -632,3 +632,49 @@ async fn a_commands_chain_deleted_whole_is_named_where_the_server_witnessed_it()
         "that chain was deleted",
     );
 }
+
+/// Two servers on one data directory (a volume shared in a rolling update,
+/// an old process still flushing while its replacement starts) wrote one
+/// audit chain, each record's number twice, and `audit verify` reported it
+/// broken for ever. The second server is refused while the first runs, and
+/// starts once it is gone, on the same chain.
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let mut first = Server::start(None);
+    // Bounded: a second server that started would otherwise run on.
+    let out = Command::new("timeout")
+        .arg("30")
+        .arg(BIN)
+        .arg("serve")
+        .arg("--json")
+        .arg("--data-dir")
+        .arg(first.data_dir())
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env_remove("GATEHOUSE_CONFIG")
+        .env_remove("GATEHOUSE_PEPPER")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("another Gatehouse server is running on this data directory"),
+        "{stderr}"
+    );
+    let (_, reader) = first.create_key("r", "reader", &[]);
+    let body = first.call_tool(&reader, "whoami", json!({})).await;
+    assert!(body["result"].is_object(), "{body}");
+    assert!(first.stop().success());
+    let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().unwrap());
+    drop(first);
+    let mut second = Server::start_in(dir, None);
+    let body = second.call_tool(&reader, "whoami", json!({})).await;
+    assert!(body["result"].is_object(), "{body}");
+    assert!(second.stop().success());
+    let verified = second.cli(&["audit", "verify"]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+}

@@ -477,3 +477,129 @@ async fn a_pin_store_outage_refuses_the_call_and_is_audited() {
         "the tool ran"
     );
 }
+
+/// A 2026-07-28 `tools/call` of `demo__echo` with these extra headers.
+async fn echo_with_headers(
+    server: &Server,
+    key: &str,
+    arguments: Value,
+    headers: &[(&str, &str)],
+    meta: Value,
+) -> (u16, Value) {
+    let mut meta = meta;
+    meta["io.modelcontextprotocol/protocolVersion"] = json!(super::harness::MODERN);
+    meta["io.modelcontextprotocol/clientCapabilities"] = json!({});
+    let mut request = server
+        .http
+        .post(server.mcp_url())
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", super::harness::MODERN)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "demo__echo");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "demo__echo", "arguments": arguments, "_meta": meta}});
+    let response = request.json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        super::harness::parse_body(&response.text().await.unwrap()),
+    )
+}
+
+/// An upstream tool marks `text` with `x-mcp-header: Text`, so a WAF or a
+/// load balancer in front of Gatehouse may filter on `Mcp-Param-Text`.
+/// Gatehouse decided on the body and never looked at the header: a header
+/// saying one thing and a body another walked round such a filter. Now the
+/// header must mirror the argument (MCP 2026-07-28, SEP-2243), on the fast
+/// path and through the SDK alike, or the call is refused (HTTP 400,
+/// -32020), audited, and never reaches the upstream.
+#[tokio::test]
+async fn mcp_param_headers_must_mirror_the_arguments_the_tool_marks() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("definitions.json"),
+        json!({"echo": {"inputSchema": {
+            "type": "object",
+            "properties": {"text": {"type": "string", "x-mcp-header": "Text"}},
+            "required": ["text"]
+        }}})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        format!("{DEFAULT}\n[upstreams.demo]\nscope = \"tools:read\"\nroles = [\"reader\"]\n"),
+    )
+    .unwrap();
+    let script = root().join("crates/gatehouse-upstream/tests/upstreams/server.py");
+    let config = format!(
+        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"demo\"\n\
+         command = {:?}\nargs = [{:?}, \"stdio\", \"--definitions\", {:?}]\n\
+         connect_timeout = \"30s\"\ncall_timeout = \"30s\"\n",
+        python.display().to_string(),
+        script.display().to_string(),
+        dir.path().join("definitions.json").display().to_string(),
+    );
+    let server = Server::start_in(dir, Some(&config));
+    let (_, reader) = server.create_key("reader", "reader", &[]);
+    tools_when_ready(&server, &reader, "demo__echo").await;
+
+    let (status, body) = echo_with_headers(
+        &server,
+        &reader,
+        json!({"text": "hello"}),
+        &[("Mcp-Param-Text", "hello")],
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["content"][0]["text"], "hello", "{body}");
+
+    // Through the SDK too: a progress token keeps the call off the fast path.
+    for meta in [json!({}), json!({"progressToken": "p1"})] {
+        let refused = [
+            (
+                json!({"text": "eu-central1"}),
+                vec![("Mcp-Param-Text", "us-west1")],
+            ),
+            (json!({"text": "eu-central1"}), vec![]),
+            (json!({}), vec![("Mcp-Param-Text", "us-west1")]),
+        ];
+        for (arguments, headers) in refused {
+            let (status, body) =
+                echo_with_headers(&server, &reader, arguments.clone(), &headers, meta.clone())
+                    .await;
+            assert_eq!(body["error"]["code"], -32020, "{meta} {arguments}: {body}");
+            assert_eq!(reason(&body), "header_mismatch", "{body}");
+            assert_eq!(status, 400, "{meta} {arguments}: {body}");
+        }
+    }
+    // Sent twice: an intermediary keeping the first would read another value.
+    let (status, body) = echo_with_headers(
+        &server,
+        &reader,
+        json!({"text": "hello"}),
+        &[("Mcp-Param-Text", "hello"), ("Mcp-Param-Text", "bye")],
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!(-32020)),
+        "{body}"
+    );
+
+    // Six refusals on record, and the upstream ran only the one call.
+    let denied: Vec<Value> = records(&server, "tool_decision", "demo__echo")
+        .into_iter()
+        .filter(|r| r["reason"] == "header_mismatch")
+        .collect();
+    assert_eq!(denied.len(), 6, "{denied:?}");
+    assert_eq!(records(&server, "tool_outcome", "demo__echo").len(), 1);
+}

@@ -1,0 +1,338 @@
+//! `Mcp-Param-*` headers (MCP 2026-07-28, SEP-2243) held to the arguments
+//! they mirror.
+//!
+//! A tool's input schema may mark an argument with `x-mcp-header: NAME`;
+//! a 2026-07-28 client then sends its value in `Mcp-Param-NAME` too, so a
+//! load balancer or a WAF in front of the server can route or filter on it
+//! without reading the body. Gatehouse passes its upstreams' schemas on as
+//! they are, and decides on the body: a header that says one region while
+//! the body says another would walk round such a filter. A server that
+//! reads the body must refuse the mismatch (HTTP 400, JSON-RPC -32020), as
+//! it must for `Mcp-Name`.
+//!
+//! The annotations are those of the definition the call is checked
+//! against (the pinned one an upstream's tool is served under); headers
+//! no annotation names are not the server's to judge.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::prelude::BASE64_STANDARD;
+use serde_json::{Map, Value};
+
+/// The header prefix, lower case as HTTP/2 and `http` keep names.
+pub const PARAM_HEADER_PREFIX: &str = "mcp-param-";
+const BASE64_PREFIX: &str = "=?base64?";
+const BASE64_SUFFIX: &str = "?=";
+
+/// The first protocol version whose requests mirror arguments in headers.
+const MIRRORING_VERSION: &str = "2026-07-28";
+
+/// Whether the request speaks a protocol version whose `Mcp-Param-*`
+/// headers mirror its arguments (versions are dates: they order as text).
+pub fn mirrors_arguments(headers: &::http::HeaderMap) -> bool {
+    headers
+        .get("mcp-protocol-version")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|version| version >= MIRRORING_VERSION)
+}
+
+/// The `x-mcp-header` annotations of one tool's input schema: the path of
+/// property names to each annotated argument, and its header's name (lower
+/// case, after `Mcp-Param-`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParamAnnotations(Vec<(Vec<String>, String)>);
+
+impl ParamAnnotations {
+    /// Every annotation reached from the schema's root through
+    /// `properties` alone (at any depth). An annotation that is not a
+    /// non-empty string names no header.
+    pub fn of_schema(input_schema: &Map<String, Value>) -> Arc<ParamAnnotations> {
+        let mut found = Vec::new();
+        collect(input_schema.get("properties"), &mut Vec::new(), &mut found);
+        Arc::new(ParamAnnotations(found))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn collect(
+    properties: Option<&Value>,
+    path: &mut Vec<String>,
+    found: &mut Vec<(Vec<String>, String)>,
+) {
+    let Some(Value::Object(properties)) = properties else {
+        return;
+    };
+    for (name, schema) in properties {
+        path.push(name.clone());
+        if let Some(Value::String(header)) = schema.get("x-mcp-header")
+            && !header.is_empty()
+        {
+            found.push((path.clone(), header.to_ascii_lowercase()));
+        }
+        collect(schema.get("properties"), path, found);
+        path.pop();
+    }
+}
+
+/// The `Mcp-Param-*` headers of one 2026-07-28 request: the name after
+/// the prefix (lower case) and the value as sent (what
+/// `CallContext::param_headers` carries to the gateway).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParamHeaders(pub Vec<(String, String)>);
+
+impl ParamHeaders {
+    /// The request's `Mcp-Param-*` headers. A header sent twice, or whose
+    /// value is not visible ASCII, is refused: an intermediary that keeps
+    /// the first of two could route on a value this request never carries.
+    pub fn of_request(headers: &::http::HeaderMap) -> Result<ParamHeaders, String> {
+        let mut found: Vec<(String, String)> = Vec::new();
+        for (name, value) in headers {
+            let Some(param) = name.as_str().strip_prefix(PARAM_HEADER_PREFIX) else {
+                continue;
+            };
+            if found.iter().any(|(seen, _)| seen == param) {
+                return Err(format!(
+                    "the Mcp-Param-{param} header is sent more than once"
+                ));
+            }
+            let value = value
+                .to_str()
+                .map_err(|_| format!("the Mcp-Param-{param} header is not visible ASCII"))?;
+            found.push((param.to_string(), value.to_string()));
+        }
+        Ok(ParamHeaders(found))
+    }
+
+    fn get(&self, param: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(name, _)| name == param)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Whether each annotated argument and its header agree: both absent,
+    /// or both present with the same value (the header's decoded from its
+    /// `=?base64?…?=` form). The reason names the header and argument,
+    /// never a value.
+    pub fn check(
+        &self,
+        annotations: &ParamAnnotations,
+        arguments: &Map<String, Value>,
+    ) -> Result<(), String> {
+        for (path, param) in &annotations.0 {
+            let argument = path.join(".");
+            let sent = self.get(param);
+            let given = argument_at(arguments, path)
+                .filter(|value| !value.is_null())
+                .map(|value| {
+                    as_header_text(value).ok_or_else(|| {
+                        format!(
+                            "argument `{argument}` is marked for the Mcp-Param-{param} header but \
+                             is not a string, number or boolean"
+                        )
+                    })
+                })
+                .transpose()?;
+            match (sent, given) {
+                (None, None) => {}
+                (Some(_), None) => {
+                    return Err(format!(
+                        "the Mcp-Param-{param} header is sent but argument `{argument}` is not"
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(format!(
+                        "argument `{argument}` is sent without its Mcp-Param-{param} header"
+                    ));
+                }
+                (Some(header), Some(body)) => {
+                    let decoded = decoded(header).ok_or_else(|| {
+                        format!("the Mcp-Param-{param} header's base64 value cannot be decoded")
+                    })?;
+                    if decoded != body {
+                        return Err(format!(
+                            "the Mcp-Param-{param} header does not match argument `{argument}`"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn argument_at<'a>(arguments: &'a Map<String, Value>, path: &[String]) -> Option<&'a Value> {
+    let (first, rest) = path.split_first()?;
+    rest.iter()
+        .try_fold(arguments.get(first)?, |value, key| value.get(key))
+}
+
+/// An argument as its header carries it.
+fn as_header_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// A header's value, decoded when it is in the `=?base64?…?=` form.
+fn decoded(header: &str) -> Option<String> {
+    match header
+        .strip_prefix(BASE64_PREFIX)
+        .and_then(|inner| inner.strip_suffix(BASE64_SUFFIX))
+    {
+        Some(encoded) => String::from_utf8(BASE64_STANDARD.decode(encoded).ok()?).ok(),
+        None => Some(header.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn schema() -> Map<String, Value> {
+        json!({
+            "type": "object",
+            "properties": {
+                "region": { "type": "string", "x-mcp-header": "Region" },
+                "dry_run": { "type": "boolean", "x-mcp-header": "Dry-Run" },
+                "target": {
+                    "type": "object",
+                    "properties": { "id": { "type": "integer", "x-mcp-header": "Target-Id" } }
+                },
+                "note": { "type": "string" },
+                "bad": { "type": "string", "x-mcp-header": "" }
+            }
+        })
+        .as_object()
+        .unwrap()
+        .clone()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> Result<ParamHeaders, String> {
+        let mut map = ::http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                ::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                ::http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        ParamHeaders::of_request(&map)
+    }
+
+    fn arguments(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn annotations_are_found_at_any_depth_and_empty_ones_name_nothing() {
+        let annotations = ParamAnnotations::of_schema(&schema());
+        let mut found: Vec<_> = annotations
+            .0
+            .iter()
+            .map(|(path, header)| (path.join("."), header.clone()))
+            .collect();
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                ("dry_run".to_string(), "dry-run".to_string()),
+                ("region".into(), "region".into()),
+                ("target.id".into(), "target-id".into()),
+            ]
+        );
+        assert!(ParamAnnotations::of_schema(&Map::new()).is_empty());
+    }
+
+    #[test]
+    fn headers_that_mirror_their_arguments_pass() {
+        let annotations = ParamAnnotations::of_schema(&schema());
+        let sent = headers(&[
+            ("Mcp-Param-Region", "eu-central1"),
+            ("mcp-param-dry-run", "false"),
+            ("Mcp-Param-Target-Id", "42"),
+            ("Mcp-Param-Unrelated", "anything"),
+        ])
+        .unwrap();
+        let given = arguments(json!({
+            "region": "eu-central1", "dry_run": false, "target": { "id": 42 }, "note": "x"
+        }));
+        assert_eq!(sent.check(&annotations, &given), Ok(()));
+        // Absent on both sides, or null in the body: nothing to mirror.
+        let none = headers(&[]).unwrap();
+        assert_eq!(
+            none.check(&annotations, &arguments(json!({ "region": null }))),
+            Ok(())
+        );
+        // A value that cannot travel bare comes base64-wrapped.
+        let wrapped = headers(&[("Mcp-Param-Region", "=?base64?IFrDvHJpY2g=?=")]).unwrap();
+        assert_eq!(
+            wrapped.check(&annotations, &arguments(json!({ "region": " Zürich" }))),
+            Ok(())
+        );
+    }
+
+    /// The header a filter in front reads says one thing, the body the
+    /// call runs with another: refused, whichever side is missing or differs.
+    #[test]
+    fn a_header_that_disagrees_with_its_argument_is_refused() {
+        let annotations = ParamAnnotations::of_schema(&schema());
+        let cases = [
+            (
+                vec![("Mcp-Param-Region", "us-west1")],
+                json!({ "region": "eu-central1" }),
+                "the Mcp-Param-region header does not match argument `region`",
+            ),
+            (
+                vec![],
+                json!({ "region": "eu-central1" }),
+                "argument `region` is sent without its Mcp-Param-region header",
+            ),
+            (
+                vec![("Mcp-Param-Region", "us-west1")],
+                json!({}),
+                "the Mcp-Param-region header is sent but argument `region` is not",
+            ),
+            (
+                vec![("Mcp-Param-Target-Id", "43")],
+                json!({ "target": { "id": 42 } }),
+                "the Mcp-Param-target-id header does not match argument `target.id`",
+            ),
+            (
+                vec![("Mcp-Param-Region", "=?base64?!!!?=")],
+                json!({ "region": "eu" }),
+                "the Mcp-Param-region header's base64 value cannot be decoded",
+            ),
+            (
+                vec![("Mcp-Param-Region", "[\"eu\"]")],
+                json!({ "region": ["eu"] }),
+                "argument `region` is marked for the Mcp-Param-region header but is not a \
+                 string, number or boolean",
+            ),
+        ];
+        for (sent, given, why) in cases {
+            let sent = headers(&sent).unwrap();
+            assert_eq!(
+                sent.check(&annotations, &arguments(given.clone())),
+                Err(why.to_string()),
+                "{given}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_sent_twice_is_refused() {
+        let twice = headers(&[("Mcp-Param-Region", "eu"), ("mcp-param-region", "us")]);
+        assert_eq!(
+            twice,
+            Err("the Mcp-Param-region header is sent more than once".to_string())
+        );
+    }
+}
