@@ -52,8 +52,6 @@ impl fmt::Display for IncidentScope {
 struct Count {
     first: i64,
     count: u32,
-    /// The incident of this window was answered (or is being answered).
-    answered: bool,
 }
 
 pub struct Violations {
@@ -73,8 +71,7 @@ impl Violations {
     }
 
     /// Counts one violation in `scope`; `Some(count)` when this one makes
-    /// the incident: the threshold's violation, or a later one in the same
-    /// window when the answer to the incident failed ([`Self::unanswered`]).
+    /// the incident (exactly once per scope and window).
     pub fn violated(&self, scope: &IncidentScope, at: Timestamp) -> Option<u32> {
         if self.threshold == 0 {
             return None;
@@ -97,32 +94,15 @@ impl Violations {
         let count = counts.entry(scope.clone()).or_insert(Count {
             first: at.0,
             count: 0,
-            answered: false,
         });
         if at.0.saturating_sub(count.first) > self.window_ms {
             *count = Count {
                 first: at.0,
                 count: 0,
-                answered: false,
             };
         }
         count.count = count.count.saturating_add(1);
-        if count.count < self.threshold || count.answered {
-            return None;
-        }
-        count.answered = true;
-        Some(count.count)
-    }
-
-    /// The answer to `scope`'s incident failed (the grant could not be
-    /// revoked: the store was unreachable): the next violation in the
-    /// window makes the incident again, rather than none until the window
-    /// ends while the grant stays live.
-    pub fn unanswered(&self, scope: &IncidentScope) {
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(scope) {
-            count.answered = false;
-        }
+        (count.count == self.threshold).then_some(count.count)
     }
 }
 
@@ -173,28 +153,6 @@ mod tests {
         assert_eq!(violations.violated(&grant, Timestamp(5)), Some(5));
         assert_eq!(violations.violated(&grant, Timestamp(6)), None);
         assert_eq!(violations.violated(&other, Timestamp(6)), Some(5));
-    }
-
-    /// The fifth refusal came while the store was unreachable, so the
-    /// grant could not be revoked: the sixth makes the incident again (it
-    /// made none for the rest of the hour, and the grant stayed live).
-    #[test]
-    fn an_incident_whose_answer_failed_is_made_again_by_the_next_violation() {
-        let violations = Violations::new(5, Duration::from_secs(3600));
-        let grant = IncidentScope::Grant("tg_1".into());
-        for t in 0..4 {
-            assert_eq!(violations.violated(&grant, Timestamp(t)), None);
-        }
-        assert_eq!(violations.violated(&grant, Timestamp(5)), Some(5));
-        violations.unanswered(&grant);
-        assert_eq!(violations.violated(&grant, Timestamp(6)), Some(6));
-        assert_eq!(violations.violated(&grant, Timestamp(7)), None);
-        // Unknown scopes are nothing to answer.
-        violations.unanswered(&IncidentScope::Grant("tg_2".into()));
-        assert_eq!(
-            violations.violated(&IncidentScope::Grant("tg_2".into()), Timestamp(8)),
-            None
-        );
     }
 
     #[test]

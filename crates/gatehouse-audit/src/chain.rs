@@ -104,6 +104,14 @@ impl Chain {
         }
     }
 
+    /// The same chain (and the lock it holds), going on after `last`: what
+    /// the store holds after a failed write. A chain made anew here let go
+    /// of the instance's lock, and a second server could start.
+    pub fn resumed_at(self, last: Option<(u64, String)>) -> Chain {
+        let (seq, head) = last.unwrap_or((0, GENESIS_HASH.to_string()));
+        Chain { seq, head, ..self }
+    }
+
     /// A chain of its own for one run of a command (`gatehouse approvals
     /// decide`, …), which may run beside the server: its records never
     /// take seq numbers from the server's chain.
@@ -122,7 +130,7 @@ impl Chain {
             .await
             .map_err(|e| AuditError::WriteFailed(format!("audit chain {id}: {e}")))?;
         let mut chain = Chain::resume(id, last);
-        chain.lock = Some(Arc::new(lock));
+        chain.lock = lock.map(Arc::new);
         Ok(chain)
     }
 
@@ -149,51 +157,79 @@ impl Chain {
     }
 }
 
-/// The id in `path`, or a new one written there, with the file locked
-/// (an exclusive advisory lock, released when the process ends, however
-/// it ends). Ids are `i-` and a UUID; anything else in the file stops
-/// start-up rather than start a chain under a name nobody chose.
-fn instance_chain_id(path: &Path) -> Result<(String, File), AuditError> {
+/// The id in `path`, or a new one written there first, and the file
+/// locked (an exclusive advisory lock, released when the process ends,
+/// however it ends). Ids are `i-` and a UUID; anything else in the file,
+/// an empty file included, stops start-up rather than start a chain under
+/// a name nobody chose. The lock is `None` on a file system that has no
+/// locks (said loudly: nothing then stops a second server).
+fn instance_chain_id(path: &Path) -> Result<(String, Option<File>), AuditError> {
     let failed = |e: std::io::Error| AuditError::WriteFailed(format!("{}: {e}", path.display()));
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(failed)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(failed)?;
-    match file.try_lock() {
-        Ok(()) => {}
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_new_chain_id(path).map_err(failed)?;
+            File::open(path).map_err(failed)?
+        }
+        Err(e) => return Err(failed(e)),
+    };
+    // Read-only is enough for the lock (a data directory mounted read-only
+    // with PostgreSQL as the store still starts).
+    let locked = match file.try_lock() {
+        Ok(()) => true,
         Err(std::fs::TryLockError::WouldBlock) => {
             return Err(AuditError::ChainInUse(path.display().to_string()));
         }
+        Err(std::fs::TryLockError::Error(e)) if locks_unsupported(&e) => {
+            tracing::warn!(
+                file = %path.display(),
+                error = %e,
+                "the file system of the data directory has no locks: nothing stops a second \
+                 server on this data directory from writing the same audit chain"
+            );
+            false
+        }
         Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
-    }
+    };
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(failed)?;
     let id = text.trim();
-    // Empty: the first start (the file was made above).
-    if id.is_empty() {
-        let id = format!("i-{}", uuid::Uuid::now_v7());
-        file.write_all(format!("{id}\n").as_bytes())
-            .map_err(failed)?;
-        file.sync_all().map_err(failed)?;
-        return Ok((id, file));
-    }
     let valid = id
         .strip_prefix("i-")
         .is_some_and(|uuid| uuid::Uuid::parse_str(uuid).is_ok());
-    if valid {
-        Ok((id.to_string(), file))
-    } else {
-        Err(AuditError::WriteFailed(format!(
+    if !valid {
+        return Err(AuditError::WriteFailed(format!(
             "{}: not an audit chain id (expected i-<uuid>)",
             path.display()
-        )))
+        )));
     }
+    Ok((id.to_string(), locked.then_some(file)))
+}
+
+/// A new chain id, written to `path` only if no file is there (two first
+/// starts at once: one writes, the other reads what it wrote).
+fn write_new_chain_id(path: &Path) -> std::io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    file.write_all(format!("i-{}\n", uuid::Uuid::now_v7()).as_bytes())?;
+    file.sync_all()
+}
+
+/// A lock the file system cannot take (NFS without a lock manager, some
+/// FUSE and SMB mounts), as opposed to one another process holds.
+fn locks_unsupported(error: &std::io::Error) -> bool {
+    const ENOLCK: i32 = 37;
+    error.kind() == std::io::ErrorKind::Unsupported || error.raw_os_error() == Some(ENOLCK)
 }
 
 /// What is wrong with a record, as `gatehouse audit verify` names it.
@@ -336,12 +372,19 @@ mod tests {
             refused.to_string().contains("another Gatehouse server"),
             "{refused}"
         );
-        // A clone (the writer's copy) keeps the lock as long as it lives.
+        // A clone (the writer's copy) keeps the lock as long as it lives,
+        // and so does the chain resumed from the store after a failed write.
         let copy = first.clone();
         let id = first.id().to_string();
         drop(first);
         assert!(Chain::for_instance(&store, &id_file).await.is_err());
-        drop(copy);
+        let resumed = copy.resumed_at(Some((7, "ab".repeat(32))));
+        assert_eq!(resumed.head(), (7, "ab".repeat(32).as_str()));
+        assert!(matches!(
+            Chain::for_instance(&store, &id_file).await,
+            Err(AuditError::ChainInUse(_))
+        ));
+        drop(resumed);
         let again = Chain::for_instance(&store, &id_file).await.unwrap();
         assert_eq!(again.id(), id);
         assert_eq!(
@@ -349,11 +392,22 @@ mod tests {
             format!("{id}\n")
         );
         drop(again);
-        std::fs::write(&id_file, "not-an-id\n").unwrap();
-        assert!(matches!(
-            Chain::for_instance(&store, &id_file).await,
-            Err(AuditError::WriteFailed(_))
-        ));
+        // Anything but an id stops start-up, an emptied file too (a new
+        // chain would quietly break the old one's continuity).
+        for text in ["not-an-id\n", ""] {
+            std::fs::write(&id_file, text).unwrap();
+            assert!(matches!(
+                Chain::for_instance(&store, &id_file).await,
+                Err(AuditError::WriteFailed(_))
+            ));
+        }
+        // The lock needs no write access: a read-only id file still starts.
+        std::fs::write(&id_file, format!("{id}\n")).unwrap();
+        let mut read_only = std::fs::metadata(&id_file).unwrap().permissions();
+        read_only.set_readonly(true);
+        std::fs::set_permissions(&id_file, read_only).unwrap();
+        let chain = Chain::for_instance(&store, &id_file).await.unwrap();
+        assert_eq!(chain.id(), id);
     }
 
     fn chained(n: usize) -> Vec<AuditEvent> {

@@ -521,7 +521,7 @@ fn write_batches(
                     {
                         tracing::error!(error = %e, "audit records the store kept after a failed write could not be written to the file or syslog");
                     }
-                    chain = Chain::resume(chain.id().to_string(), last);
+                    chain = chain.resumed_at(last);
                     ask_the_store = false;
                 }
                 Err(e) => {

@@ -469,7 +469,13 @@ impl Gateway {
             && caller.principal.task.is_some()
         {
             incidents
-                .permitted(&self.audit, policy, caller, self.clock.now())
+                .permitted(
+                    &self.audit,
+                    self.task_grants.as_deref(),
+                    policy,
+                    caller,
+                    self.clock.now(),
+                )
                 .await;
         }
     }
@@ -1893,8 +1899,9 @@ impl Gateway {
                 Ok(Ok(Some(annotations)))
                     if !annotations.is_empty()
                         && let Some(sent) = &call.param_headers
-                        && let Err(detail) =
-                            ParamHeaders(sent.clone()).check(&annotations, &arguments) =>
+                        && let Err(detail) = sent.clone().and_then(|sent| {
+                            ParamHeaders(sent).check(&annotations, &arguments)
+                        }) =>
                 {
                     let deny = Deny::new(&target, DenyReason::HeaderMismatch { detail });
                     return Err(self.refuse(caller, name, &args, deny, None, started).await);

@@ -4,7 +4,8 @@
 //! expected duration is reported. Both are watched where gate 2 decides,
 //! which knows the grant and the session a call ran under.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use futures::future::BoxFuture;
 use gatehouse_alerts::{
@@ -36,12 +37,20 @@ fn principal_name(principal: &gatehouse_core::Principal) -> String {
     }
 }
 
+/// Grants whose revocation failed at most this many at once are tried
+/// again (each is an incident while the store was unreachable).
+const MAX_OWED: usize = 4096;
+
 pub struct Incidents {
     alerts: Alerts,
     violations: Violations,
     overruns: Overruns,
     settings: AlertSettings,
     sessions: OnceLock<Arc<dyn SessionControl>>,
+    /// Task grants an incident revoked but the store did not (it was
+    /// unreachable): revoked at the grant's next call, permitted or
+    /// refused, rather than never (the incident is made once a window).
+    owed: Mutex<HashSet<String>>,
 }
 
 impl Incidents {
@@ -52,6 +61,54 @@ impl Incidents {
             overruns: Overruns::default(),
             settings,
             sessions: OnceLock::new(),
+            owed: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Whether the revocation of `grant` an incident asked for is owed.
+    pub fn owes_revocation(&self, grant: &str) -> bool {
+        self.owed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(grant)
+    }
+
+    /// Revokes the caller's grant if an incident's revocation of it is
+    /// owed; said in an alert once it is done, only logged while it fails.
+    async fn settle_owed(
+        &self,
+        audit: &AuditLog,
+        grants: Option<&TaskGrants>,
+        caller: &Caller,
+        now: Timestamp,
+    ) {
+        let (Some(task), Some(grants)) = (&caller.principal.task, grants) else {
+            return;
+        };
+        if !self.owes_revocation(&task.id) {
+            return;
+        }
+        match grants.revoke(&task.id, RESPONDER, now).await {
+            Ok(_) => {
+                self.owed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&task.id);
+                let mut alert = Alert::new(
+                    AlertCode::PolicyIncident,
+                    IncidentScope::Grant(task.id.clone()).to_string(),
+                    "the grant an earlier incident could not revoke (its store was unreachable) \
+                     is revoked now, at its next call"
+                        .to_string(),
+                );
+                fill_caller(&mut alert, caller);
+                if let Err(e) = self.alerts.raise(audit, &alert, now).await {
+                    tracing::error!(error = %e, "cannot raise a policy incident alert");
+                }
+            }
+            Err(e) => {
+                tracing::error!(grant = %task.id, error = %e, "incident response: the grant still cannot be revoked");
+            }
         }
     }
 
@@ -71,6 +128,7 @@ impl Incidents {
         reason: &str,
         now: Timestamp,
     ) {
+        self.settle_owed(audit, grants, caller, now).await;
         if !VIOLATION_REASONS.contains(&reason) {
             return;
         }
@@ -102,8 +160,12 @@ impl Incidents {
             OnIncident::Revoke => match self.respond(&scope, grants, now).await {
                 Ok(done) => done,
                 Err(failed) => {
-                    // Answered again at the next violation.
-                    self.violations.unanswered(&scope);
+                    if let IncidentScope::Grant(id) = &scope {
+                        let mut owed = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
+                        if owed.len() < MAX_OWED {
+                            owed.insert(id.clone());
+                        }
+                    }
                     failed
                 }
             },
@@ -144,8 +206,8 @@ impl Incidents {
                     Err(e) => {
                         tracing::error!(grant = %id, error = %e, "incident response: cannot revoke the grant");
                         Err(format!(
-                            "REVOKING THE GRANT FAILED ({e}); it is tried again at the next refused \
-                             call, or revoke it by hand: gatehouse grants revoke {id}"
+                            "REVOKING THE GRANT FAILED ({e}); it is tried again at the grant's next \
+                             call on this instance, or revoke it by hand: gatehouse grants revoke {id}"
                         ))
                     }
                 }
@@ -170,10 +232,12 @@ impl Incidents {
     pub async fn permitted(
         &self,
         audit: &AuditLog,
+        grants: Option<&TaskGrants>,
         policy: &Policy,
         caller: &Caller,
         now: Timestamp,
     ) {
+        self.settle_owed(audit, grants, caller, now).await;
         if !self.settings.task_overrun {
             return;
         }
@@ -217,4 +281,103 @@ fn fill_caller(alert: &mut Alert, caller: &Caller) {
     alert.credential = Some(principal.credential.id.clone());
     alert.session = caller.session.clone();
     alert.source = caller.source.clone();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_core::{CredentialKind, CredentialRef, Principal, TaskGrant};
+    use gatehouse_store::testing::AuditTakesBatches;
+    use gatehouse_store::{SqliteStore, Store};
+
+    fn under_grant(id: &str) -> Caller {
+        Caller {
+            principal: Arc::new(Principal {
+                tenant: "default".into(),
+                human: None,
+                agent: "ghk_bot".into(),
+                credential: CredentialRef {
+                    kind: CredentialKind::ApiKey,
+                    id: "ghk_bot".into(),
+                },
+                roles: vec!["reader".into()],
+                scopes: None,
+                expires_at: None,
+                task: Some(TaskGrant {
+                    id: id.into(),
+                    task: "triage".into(),
+                    tools: vec!["whoami".into()],
+                    expires_at: Timestamp(9_000_000),
+                    issued_at: None,
+                }),
+                issuer: None,
+            }),
+            session: None,
+            source: None,
+            request_id: None,
+        }
+    }
+
+    /// The fifth refusal in a grant came while the store was unreachable,
+    /// so the grant could not be revoked, and the incident is made once a
+    /// window: the grant stayed live for the rest of the hour. Its
+    /// revocation is owed, and made at the grant's next call once the
+    /// store answers.
+    #[tokio::test]
+    async fn a_grant_an_incident_could_not_revoke_is_revoked_at_its_next_call() {
+        let working: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        let (audit, _writer) = AuditLog::start(Arc::clone(&working), None, false).unwrap();
+        // Everything fails but the audit log.
+        let down: Arc<dyn Store> = Arc::new(AuditTakesBatches::new(usize::MAX));
+        let unreachable = TaskGrants::new(Arc::clone(&down), audit.clone());
+        let reachable = TaskGrants::new(Arc::clone(&working), audit.clone());
+        let incidents = Incidents::new(Alerts::new(down), AlertSettings::default());
+        let policy = Policy::from_toml(gatehouse_authz::DEFAULT_POLICY_TOML).unwrap();
+        let caller = under_grant("tg_1");
+        for t in 0..5 {
+            incidents
+                .refused(
+                    &audit,
+                    Some(&unreachable),
+                    &caller,
+                    "outside_task",
+                    Timestamp(t),
+                )
+                .await;
+        }
+        assert!(incidents.owes_revocation("tg_1"));
+        // Still unreachable at the next call: still owed.
+        incidents
+            .permitted(&audit, Some(&unreachable), &policy, &caller, Timestamp(6))
+            .await;
+        assert!(incidents.owes_revocation("tg_1"));
+        // Reachable again: revoked at the next call, permitted or refused.
+        incidents
+            .permitted(&audit, Some(&reachable), &policy, &caller, Timestamp(7))
+            .await;
+        assert!(!incidents.owes_revocation("tg_1"));
+        let other = under_grant("tg_2");
+        for t in 0..5 {
+            incidents
+                .refused(
+                    &audit,
+                    Some(&unreachable),
+                    &other,
+                    "outside_task",
+                    Timestamp(t),
+                )
+                .await;
+        }
+        assert!(incidents.owes_revocation("tg_2"));
+        incidents
+            .refused(
+                &audit,
+                Some(&reachable),
+                &other,
+                "outside_task",
+                Timestamp(8),
+            )
+            .await;
+        assert!(!incidents.owes_revocation("tg_2"));
+    }
 }

@@ -45,11 +45,20 @@ pub struct ParamAnnotations(Vec<(Vec<String>, String)>);
 
 impl ParamAnnotations {
     /// Every annotation reached from the schema's root through
-    /// `properties` alone (at any depth). An annotation that is not a
-    /// non-empty string names no header.
+    /// `properties` alone (at any depth) that a client can follow: a header
+    /// name that is an HTTP token, on a string, integer or boolean argument,
+    /// named once (case aside). Any other names no header a client could
+    /// send (a client drops such a tool), and is not held against calls.
     pub fn of_schema(input_schema: &Map<String, Value>) -> Arc<ParamAnnotations> {
         let mut found = Vec::new();
         collect(input_schema.get("properties"), &mut Vec::new(), &mut found);
+        let named_twice: Vec<String> = found
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, header))| found[..*i].iter().any(|(_, seen)| seen == header))
+            .map(|(_, (_, header))| header.clone())
+            .collect();
+        found.retain(|(_, header)| !named_twice.contains(header));
         Arc::new(ParamAnnotations(found))
     }
 
@@ -69,13 +78,30 @@ fn collect(
     for (name, schema) in properties {
         path.push(name.clone());
         if let Some(Value::String(header)) = schema.get("x-mcp-header")
-            && !header.is_empty()
+            && is_token(header)
+            && is_primitive(schema)
         {
             found.push((path.clone(), header.to_ascii_lowercase()));
         }
         collect(schema.get("properties"), path, found);
         path.pop();
     }
+}
+
+/// An HTTP field-name token (RFC 9110 §5.1): what can follow `Mcp-Param-`.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A property a header can carry: a string, an integer or a boolean.
+fn is_primitive(schema: &Value) -> bool {
+    matches!(
+        schema.get("type").and_then(Value::as_str),
+        Some("string" | "integer" | "boolean")
+    )
 }
 
 /// The `Mcp-Param-*` headers of one 2026-07-28 request: the name after
@@ -149,11 +175,11 @@ impl ParamHeaders {
                         "argument `{argument}` is sent without its Mcp-Param-{param} header"
                     ));
                 }
-                (Some(header), Some(body)) => {
+                (Some(header), Some((body, is_number))) => {
                     let decoded = decoded(header).ok_or_else(|| {
                         format!("the Mcp-Param-{param} header's base64 value cannot be decoded")
                     })?;
-                    if decoded != body {
+                    if decoded != body && !(is_number && same_number(&decoded, &body)) {
                         return Err(format!(
                             "the Mcp-Param-{param} header does not match argument `{argument}`"
                         ));
@@ -171,13 +197,25 @@ fn argument_at<'a>(arguments: &'a Map<String, Value>, path: &[String]) -> Option
         .try_fold(arguments.get(first)?, |value, key| value.get(key))
 }
 
-/// An argument as its header carries it.
-fn as_header_text(value: &Value) -> Option<String> {
+/// An argument as its header carries it, and whether it is a number.
+fn as_header_text(value: &Value) -> Option<(String, bool)> {
     match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Bool(flag) => Some(flag.to_string()),
-        Value::Number(number) => Some(number.to_string()),
+        Value::String(text) => Some((text.clone(), false)),
+        Value::Bool(flag) => Some((flag.to_string(), false)),
+        Value::Number(number) => Some((number.to_string(), true)),
         _ => None,
+    }
+}
+
+/// Whether two texts are the same JSON number, exactly (`1e21` and
+/// `1e+21`, as JavaScript and Rust print them).
+fn same_number(header: &str, body: &str) -> bool {
+    match (
+        serde_json::from_str::<serde_json::Number>(header),
+        serde_json::from_str::<serde_json::Number>(body),
+    ) {
+        (Ok(a), Ok(b)) => gatehouse_authz::same_number(&a, &b),
+        _ => false,
     }
 }
 
@@ -325,6 +363,64 @@ mod tests {
                 "{given}"
             );
         }
+    }
+
+    /// A client cannot follow these (a header name that is no HTTP token,
+    /// an object, a name given twice): it drops the tool, and its calls
+    /// are not held to them, which would refuse every call.
+    #[test]
+    fn annotations_a_client_cannot_follow_are_not_held_against_calls() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "city": { "type": "string", "x-mcp-header": "R\u{e9}gion" },
+                "spaced": { "type": "string", "x-mcp-header": "A B" },
+                "filter": { "type": "object", "x-mcp-header": "Filter" },
+                "ratio": { "type": "number", "x-mcp-header": "Ratio" },
+                "a": { "type": "string", "x-mcp-header": "Twice" },
+                "b": { "type": "string", "x-mcp-header": "twice" },
+                "kept": { "type": "integer", "x-mcp-header": "Kept" }
+            }
+        });
+        let annotations = ParamAnnotations::of_schema(schema.as_object().unwrap());
+        assert_eq!(
+            annotations.0,
+            [(vec!["kept".to_string()], "kept".to_string())]
+        );
+        let none = headers(&[("Mcp-Param-Kept", "3")]).unwrap();
+        let given = arguments(json!({
+            "city": "Z\u{fc}rich", "spaced": "x", "filter": {"a": 1}, "ratio": 0.5,
+            "a": "x", "b": "y", "kept": 3
+        }));
+        assert_eq!(none.check(&annotations, &given), Ok(()));
+    }
+
+    /// Numbers as another language prints them are the same number; a
+    /// string is compared as written.
+    #[test]
+    fn numbers_are_compared_as_numbers_and_strings_as_written() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "big": { "type": "integer", "x-mcp-header": "Big" },
+                "name": { "type": "string", "x-mcp-header": "Name" }
+            }
+        });
+        let annotations = ParamAnnotations::of_schema(schema.as_object().unwrap());
+        let given = arguments(json!({ "big": 1e21, "name": "1.0" }));
+        let sent = headers(&[("Mcp-Param-Big", "1e+21"), ("Mcp-Param-Name", "1.0")]).unwrap();
+        assert_eq!(sent.check(&annotations, &given), Ok(()));
+        let sent = headers(&[("Mcp-Param-Big", "1e21"), ("Mcp-Param-Name", "1")]).unwrap();
+        assert_eq!(
+            sent.check(&annotations, &given),
+            Err("the Mcp-Param-name header does not match argument `name`".into())
+        );
+        let given = arguments(json!({ "big": 1_234_567_890_123_456_789_u64 }));
+        let sent = headers(&[("Mcp-Param-Big", "1234567890123456700")]).unwrap();
+        assert_eq!(
+            sent.check(&annotations, &given),
+            Err("the Mcp-Param-big header does not match argument `big`".into())
+        );
     }
 
     #[test]

@@ -61,6 +61,11 @@ impl ExactNumber {
     }
 }
 
+/// Whether two JSON numbers are the same number, exactly.
+pub fn same_number(a: &serde_json::Number, b: &serde_json::Number) -> bool {
+    ExactNumber::of_json(a).equals(ExactNumber::of_json(b))
+}
+
 /// `integer` against `float`, exactly: the float's integral part is an
 /// exact `i128` once it is known to lie within i128's range, and what is
 /// left is its fraction.

@@ -33,6 +33,7 @@ pub use admin_access::{ADMIN_SCOPE, AdminRefusal};
 pub use canonical::canonical_json;
 pub use constraints::{ArgConstraint, ConstraintViolation, NormalizedPath, PathError};
 pub use decision::{ApprovalNeeded, Decision, Deny, DenyReason, Permit};
+pub use exact_number::same_number;
 pub use explain::{Explanation, PolicyCheck};
 pub use policy::{
     Access, DEFAULT_POLICY_TOML, MAX_RESOURCE_URI_BYTES, Policy, ROLES, ToolRule,

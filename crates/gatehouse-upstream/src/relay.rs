@@ -166,9 +166,10 @@ pub struct CallContext {
     pub caller_share: Option<Arc<str>>,
     /// The caller's `Mcp-Param-*` headers (the name after the prefix, lower
     /// case, and the value as sent), for a 2026-07-28 HTTP request, whose
-    /// headers must mirror the arguments its tool marks; `None`: no such
-    /// request (stdio, a 2025-11-25 session), nothing to hold them to.
-    pub param_headers: Option<Vec<(String, String)>>,
+    /// headers must mirror the arguments its tool marks, or why they could
+    /// not be read (sent twice, not visible ASCII); `None`: no such request
+    /// (stdio, a 2025-11-25 session), nothing to hold them to.
+    pub param_headers: Option<Result<Vec<(String, String)>, String>>,
 }
 
 #[cfg(test)]

@@ -189,10 +189,7 @@ pub(super) async fn answer(
         takes_input_required: true,
         tenant_share: None,
         caller_share: None,
-        // Checked as sent once and readable before admission (`body.rs`).
-        param_headers: ParamHeaders::of_request(&parts.headers)
-            .ok()
-            .map(|headers| headers.0),
+        param_headers: Some(ParamHeaders::of_request(&parts.headers).map(|headers| headers.0)),
     };
     // A task of its own, like the SDK's handlers: a client that goes away
     // mid-call does not cut the call short between its decision and its

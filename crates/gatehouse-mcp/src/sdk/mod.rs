@@ -410,8 +410,7 @@ fn call_context(context: &RequestContext<RoleServer>, relay: Option<Relay>) -> C
             .extensions
             .get::<http::request::Parts>()
             .filter(|parts| mirrors_arguments(&parts.headers))
-            .and_then(|parts| ParamHeaders::of_request(&parts.headers).ok())
-            .map(|headers| headers.0),
+            .map(|parts| ParamHeaders::of_request(&parts.headers).map(|headers| headers.0)),
     }
 }
 
