@@ -92,11 +92,13 @@ struct CallArgs<'a> {
     redact_fields: &'a [String],
     /// Redacted for the audit log.
     redacted: Value,
-    /// Hex SHA-256 of the canonical exact arguments, for a call that needs
-    /// approval: the value its operation token is bound to, so the record
-    /// proves which arguments were approved and ran. Left out elsewhere: an
-    /// unkeyed hash of every call would let a reader of the log test
-    /// guesses of the redacted values.
+    /// The keyed hash of the canonical exact arguments (`gatehouse
+    /// approvals hash` computes it), for a call that needs approval (the
+    /// value its operation token is bound to, so the record proves which
+    /// arguments were approved and ran) and for one whose record keeps
+    /// less than the arguments hold (a string cut at 16 KiB: what was left
+    /// out could be what the call sent). Left out elsewhere: it would cost
+    /// every call.
     sha256: Option<String>,
 }
 
@@ -446,6 +448,13 @@ impl Gateway {
 
     pub fn incidents(&self) -> Option<&Arc<Incidents>> {
         self.incidents.as_ref()
+    }
+
+    /// The keyed hash of `exact` when its record would keep less than it
+    /// holds (see `CallArgs::sha256`).
+    fn digest_if_cut(&self, exact: &Value) -> Option<String> {
+        let approvals = self.approvals.as_ref()?;
+        gatehouse_audit::is_cut_when_recorded(exact).then(|| approvals.arguments_hash(exact))
     }
 
     /// After a refusal is recorded: a violation may make an incident.
@@ -1579,7 +1588,7 @@ impl Gateway {
             exact: &as_value,
             redact_fields,
             redacted: self.redactor.redact_arguments(&as_value, redact_fields),
-            sha256: None,
+            sha256: self.digest_if_cut(&as_value),
         };
         let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);
         let tenant = Some(caller.principal.tenant.as_str());
@@ -1691,7 +1700,7 @@ impl Gateway {
             exact: &exact,
             redact_fields,
             redacted: self.redactor.redact_arguments(&exact, redact_fields),
-            sha256: None,
+            sha256: self.digest_if_cut(&exact),
         };
         self.record(self.denial_event(caller, name, &args, &deny).build())
             .await?;
@@ -1866,7 +1875,7 @@ impl Gateway {
                 (Decision::NeedsApproval(_), Some(approvals)) => {
                     Some(approvals.arguments_hash(&as_value))
                 }
-                _ => None,
+                _ => self.digest_if_cut(&as_value),
             },
         };
         // `Ok`: permitted; `Err`: permitted once a human has approved.

@@ -28,11 +28,14 @@ pub const ROLES: [&str; 4] = ["reader", "analyst", "executor", "admin"];
 /// (besides `tool:<name>`); only admins get that far.
 pub const UNNAMED_TOOL_SCOPE: &str = ADMIN_SCOPE;
 
-/// The longest resource URI decided on (8 KiB: far past any real one). A
+/// The longest resource URI decided on (4 KiB: far past any real one). A
 /// longer one is refused before anything else: each reading of it, each
 /// template it is matched against and each rate-limit key it would become
-/// costs in proportion to its length, and the caller chooses it.
-pub const MAX_RESOURCE_URI_BYTES: usize = 8 * 1024;
+/// costs in proportion to its length, and the caller chooses it. An audit
+/// record keeps a URI whole: at 8 KiB, the part a record cut off (past
+/// 4 KiB of `./` segments) could be the file the read opened.
+pub const MAX_RESOURCE_URI_BYTES: usize = 4 * 1024;
+const _: () = assert!(MAX_RESOURCE_URI_BYTES <= gatehouse_core::MAX_RECORDED_TEXT_BYTES);
 
 /// What one role may do with one tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -2,7 +2,7 @@
 //! cannot forge (issue 9 item 10), and secrets in compound argument names
 //! kept out of the database and `audit.jsonl` (item 11).
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::browser::Browser;
 use super::harness::{LEGACY, Server};
@@ -184,4 +184,47 @@ async fn secrets_in_compound_argument_names_stay_out_of_the_database_and_the_fil
     for secret in secrets {
         assert!(!stored.contains(secret), "{secret} is stored in clear");
     }
+}
+
+/// An argument string is recorded up to 16 KiB: a call that hid what it
+/// sent past the cut (`https://allowed.example/` and 17 KiB of padding,
+/// then `?d=<secret>`) left it out of the trail with nothing to check it
+/// by. Its records now carry the keyed hash of the exact arguments, which
+/// `gatehouse approvals hash` computes from the arguments a suspect sent;
+/// a call recorded whole carries none (it would cost every call).
+#[tokio::test]
+async fn a_record_that_cuts_an_argument_carries_the_exact_arguments_hash() {
+    let mut server = Server::start(None);
+    let (_, reader) = server.create_key("reader", "reader", &[]);
+    let long = json!({"query": format!("{}?d=exfiltrated", "x".repeat(17 * 1024))});
+    let short = json!({"query": "widgets"});
+    for arguments in [&long, &short] {
+        let body = server
+            .call_tool(&reader, "search_database", arguments.clone())
+            .await;
+        assert!(body["result"].is_object(), "{body}");
+    }
+    let out = server.cli_with_stdin(&["approvals", "hash"], Some(&long.to_string()));
+    assert!(out.status.success());
+    let expected = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let records = server.audit(&["--tool", "search_database"]);
+    let (cut, whole): (Vec<&Value>, Vec<&Value>) = records.iter().partition(|r| {
+        r["arguments"]["query"]
+            .as_str()
+            .is_some_and(|q| q.len() > 1024)
+    });
+    assert_eq!((cut.len(), whole.len()), (2, 2), "{records:?}");
+    for record in cut {
+        assert!(
+            !record["arguments"]["query"]
+                .as_str()
+                .unwrap()
+                .contains("exfiltrated")
+        );
+        assert_eq!(record["args_sha256"], json!(expected), "{record}");
+    }
+    for record in whole {
+        assert!(record["args_sha256"].is_null(), "{record}");
+    }
+    assert!(server.stop().success());
 }
