@@ -78,9 +78,10 @@ pub struct Chain {
     id: String,
     seq: u64,
     head: String,
-    /// An instance's chain holds its id file locked while it lives: two
-    /// servers on one data directory would write one chain, each record's
-    /// number twice, and `audit verify` would report it broken for ever.
+    /// An instance's chain holds the directory of its id file locked while
+    /// it lives: two servers on one data directory would write one chain,
+    /// each record's number twice, and `audit verify` would report it
+    /// broken for ever.
     lock: Option<Arc<File>>,
 }
 
@@ -121,8 +122,9 @@ impl Chain {
 
     /// The instance's chain: its id is kept in the file `id_file` (made on
     /// the first start), and it goes on from its last stored record. The
-    /// file stays locked while the chain lives: a second server on the same
-    /// data directory is refused ([`AuditError::ChainInUse`]).
+    /// directory holding the file stays locked while the chain lives: a
+    /// second server on the same data directory is refused
+    /// ([`AuditError::ChainInUse`]).
     pub async fn for_instance(store: &dyn Store, id_file: &Path) -> Result<Chain, AuditError> {
         let (id, lock) = instance_chain_id(id_file)?;
         let last = store
@@ -157,32 +159,33 @@ impl Chain {
     }
 }
 
-/// The id in `path`, or a new one written there first, and the file
-/// locked (an exclusive advisory lock, released when the process ends,
-/// however it ends). Ids are `i-` and a UUID; anything else in the file,
-/// an empty file included, stops start-up rather than start a chain under
-/// a name nobody chose. The lock is `None` on a file system that has no
-/// locks (said loudly: nothing then stops a second server).
+/// The id in `path`, or a new one written there first, with the directory
+/// that holds it locked (an exclusive advisory lock, released when the
+/// process ends, however it ends). The directory, not the file: a file
+/// replaced while a server runs (an editor's or rsync's rename) would be a
+/// new one, which a second server could lock. Ids are `i-` and a UUID;
+/// anything else in the file, an empty file included, stops start-up
+/// rather than start a chain under a name nobody chose. The lock is `None`
+/// on a file system that has no locks (said loudly: nothing then stops a
+/// second server).
 fn instance_chain_id(path: &Path) -> Result<(String, Option<File>), AuditError> {
     let failed = |e: std::io::Error| AuditError::WriteFailed(format!("{}: {e}", path.display()));
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_new_chain_id(path).map_err(failed)?;
-            File::open(path).map_err(failed)?
-        }
-        Err(e) => return Err(failed(e)),
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
     };
+    std::fs::create_dir_all(directory).map_err(failed)?;
     // Read-only is enough for the lock (a data directory mounted read-only
     // with PostgreSQL as the store still starts).
-    let locked = match file.try_lock() {
+    let lock = File::open(directory).map_err(failed)?;
+    let locked = match lock.try_lock() {
         Ok(()) => true,
         Err(std::fs::TryLockError::WouldBlock) => {
             return Err(AuditError::ChainInUse(path.display().to_string()));
         }
         Err(std::fs::TryLockError::Error(e)) if locks_unsupported(&e) => {
             tracing::warn!(
-                file = %path.display(),
+                directory = %directory.display(),
                 error = %e,
                 "the file system of the data directory has no locks: nothing stops a second \
                  server on this data directory from writing the same audit chain"
@@ -190,6 +193,14 @@ fn instance_chain_id(path: &Path) -> Result<(String, Option<File>), AuditError> 
             false
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
+    };
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_new_chain_id(path, directory).map_err(failed)?;
+            File::open(path).map_err(failed)?
+        }
+        Err(e) => return Err(failed(e)),
     };
     let mut text = String::new();
     file.read_to_string(&mut text).map_err(failed)?;
@@ -203,33 +214,40 @@ fn instance_chain_id(path: &Path) -> Result<(String, Option<File>), AuditError> 
             path.display()
         )));
     }
-    Ok((id.to_string(), locked.then_some(file)))
+    Ok((id.to_string(), locked.then_some(lock)))
 }
 
-/// A new chain id, written to `path` only if no file is there (two first
-/// starts at once: one writes, the other reads what it wrote).
-fn write_new_chain_id(path: &Path) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mut file = match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    file.write_all(format!("i-{}\n", uuid::Uuid::now_v7()).as_bytes())?;
-    file.sync_all()
+/// A new chain id, put at `path` whole or not at all: written to a file of
+/// its own and synced, then linked there only if no file is (two first
+/// starts at once: one links, the other reads what it linked). A start
+/// killed half-way leaves no empty id file behind (which stops start-up).
+fn write_new_chain_id(path: &Path, parent: &Path) -> std::io::Result<()> {
+    let staged = parent.join(format!(".audit-chain-{}.tmp", uuid::Uuid::now_v7()));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&staged)?;
+        file.write_all(format!("i-{}\n", uuid::Uuid::now_v7()).as_bytes())?;
+        file.sync_all()?;
+        match std::fs::hard_link(&staged, path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        }
+    })();
+    let _ = std::fs::remove_file(&staged);
+    written?;
+    // The link itself is durable once the directory is.
+    File::open(parent)?.sync_all()
 }
 
 /// A lock the file system cannot take (NFS without a lock manager, some
 /// FUSE and SMB mounts), as opposed to one another process holds.
 fn locks_unsupported(error: &std::io::Error) -> bool {
     const ENOLCK: i32 = 37;
-    error.kind() == std::io::ErrorKind::Unsupported || error.raw_os_error() == Some(ENOLCK)
+    const EOPNOTSUPP: i32 = 95;
+    error.kind() == std::io::ErrorKind::Unsupported
+        || matches!(error.raw_os_error(), Some(ENOLCK | EOPNOTSUPP))
 }
 
 /// What is wrong with a record, as `gatehouse audit verify` names it.
@@ -392,6 +410,25 @@ mod tests {
             format!("{id}\n")
         );
         drop(again);
+        // The id file replaced while a server runs (an editor's or rsync's
+        // rename): the second server is refused all the same.
+        {
+            let held = Chain::for_instance(&store, &id_file).await.unwrap();
+            let replacement = dir.path().join("state").join("audit-chain.new");
+            std::fs::write(&replacement, format!("{id}\n")).unwrap();
+            std::fs::rename(&replacement, &id_file).unwrap();
+            assert!(matches!(
+                Chain::for_instance(&store, &id_file).await,
+                Err(AuditError::ChainInUse(_))
+            ));
+            drop(held);
+        }
+        // No staged file is left behind by the first start.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert_eq!(left, ["audit-chain"]);
         // Anything but an id stops start-up, an emptied file too (a new
         // chain would quietly break the old one's continuity).
         for text in ["not-an-id\n", ""] {

@@ -95,10 +95,10 @@ struct CallArgs<'a> {
     /// The keyed hash of the canonical exact arguments (`gatehouse
     /// approvals hash` computes it), for a call that needs approval (the
     /// value its operation token is bound to, so the record proves which
-    /// arguments were approved and ran) and for one whose record keeps
-    /// less than the arguments hold (a string cut at 16 KiB: what was left
-    /// out could be what the call sent). Left out elsewhere: it would cost
-    /// every call.
+    /// arguments were approved and ran) and for one whose record does not
+    /// hold the arguments as they are (a string cut at 16 KiB or redacted:
+    /// what was left out could be what the call sent). Left out elsewhere:
+    /// it would cost every call.
     sha256: Option<String>,
 }
 
@@ -450,11 +450,13 @@ impl Gateway {
         self.incidents.as_ref()
     }
 
-    /// The keyed hash of `exact` when its record would keep less than it
-    /// holds (see `CallArgs::sha256`).
-    fn digest_if_cut(&self, exact: &Value) -> Option<String> {
+    /// The keyed hash of `exact` when its record does not hold it as it
+    /// is (see `CallArgs::sha256`): something was cut, redacted (a token
+    /// in a URL is also a way to send data out) or shown otherwise (NUL).
+    fn digest_unless_whole(&self, exact: &Value, redacted: &Value) -> Option<String> {
         let approvals = self.approvals.as_ref()?;
-        gatehouse_audit::is_cut_when_recorded(exact).then(|| approvals.arguments_hash(exact))
+        (redacted != exact || gatehouse_audit::holds_nul(exact))
+            .then(|| approvals.arguments_hash(exact))
     }
 
     /// After a refusal is recorded: a violation may make an incident.
@@ -478,13 +480,7 @@ impl Gateway {
             && caller.principal.task.is_some()
         {
             incidents
-                .permitted(
-                    &self.audit,
-                    self.task_grants.as_deref(),
-                    policy,
-                    caller,
-                    self.clock.now(),
-                )
+                .permitted(&self.audit, policy, caller, self.clock.now())
                 .await;
         }
     }
@@ -1584,11 +1580,12 @@ impl Gateway {
         let arguments = arguments.unwrap_or_default();
         let as_value = Value::Object(arguments.clone());
         let redact_fields = policy.redact_fields_for(&target);
+        let redacted = self.redactor.redact_arguments(&as_value, redact_fields);
         let args = CallArgs {
             exact: &as_value,
             redact_fields,
-            redacted: self.redactor.redact_arguments(&as_value, redact_fields),
-            sha256: self.digest_if_cut(&as_value),
+            sha256: self.digest_unless_whole(&as_value, &redacted),
+            redacted,
         };
         let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);
         let tenant = Some(caller.principal.tenant.as_str());
@@ -1696,11 +1693,12 @@ impl Gateway {
         }
         let exact = Value::Object(arguments.cloned().unwrap_or_default());
         let redact_fields = policy.redact_fields_for(&target);
+        let redacted = self.redactor.redact_arguments(&exact, redact_fields);
         let args = CallArgs {
             exact: &exact,
             redact_fields,
-            redacted: self.redactor.redact_arguments(&exact, redact_fields),
-            sha256: self.digest_if_cut(&exact),
+            sha256: self.digest_unless_whole(&exact, &redacted),
+            redacted,
         };
         self.record(self.denial_event(caller, name, &args, &deny).build())
             .await?;
@@ -1867,17 +1865,33 @@ impl Gateway {
         let as_value = Value::Object(arguments.clone());
         let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);
         let redact_fields = policy.redact_fields_for(&target);
+        let redacted = self.redactor.redact_arguments(&as_value, redact_fields);
         let args = CallArgs {
             exact: &as_value,
             redact_fields,
-            redacted: self.redactor.redact_arguments(&as_value, redact_fields),
             sha256: match (&decision, &self.approvals) {
                 (Decision::NeedsApproval(_), Some(approvals)) => {
                     Some(approvals.arguments_hash(&as_value))
                 }
-                _ => self.digest_if_cut(&as_value),
+                _ => self.digest_unless_whole(&as_value, &redacted),
             },
+            redacted,
         };
+        // A grant an incident revoked while the store could not take it:
+        // revoked all the same (and, once the store answers, in the store).
+        if let Some(incidents) = &self.incidents
+            && incidents
+                .settle_owed(
+                    &self.audit,
+                    self.task_grants.as_deref(),
+                    caller,
+                    self.clock.now(),
+                )
+                .await
+        {
+            let deny = Deny::new(&target, DenyReason::GrantRevoked);
+            return Err(self.refuse(caller, name, &args, deny, None, started).await);
+        }
         // `Ok`: permitted; `Err`: permitted once a human has approved.
         let permitted = match decision {
             Decision::Deny(deny) => {

@@ -4,7 +4,7 @@
 //! expected duration is reported. Both are watched where gate 2 decides,
 //! which knows the grant and the session a call ran under.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use futures::future::BoxFuture;
@@ -49,8 +49,9 @@ pub struct Incidents {
     sessions: OnceLock<Arc<dyn SessionControl>>,
     /// Task grants an incident revoked but the store did not (it was
     /// unreachable): revoked at the grant's next call, permitted or
-    /// refused, rather than never (the incident is made once a window).
-    owed: Mutex<HashSet<String>>,
+    /// refused, rather than never (the incident is made once a window);
+    /// with each, when the grant expires.
+    owed: Mutex<HashMap<String, Timestamp>>,
 }
 
 impl Incidents {
@@ -61,7 +62,7 @@ impl Incidents {
             overruns: Overruns::default(),
             settings,
             sessions: OnceLock::new(),
-            owed: Mutex::new(HashSet::new()),
+            owed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -70,46 +71,76 @@ impl Incidents {
         self.owed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(grant)
+            .contains_key(grant)
+    }
+
+    /// Owes the revocation of the caller's grant (its store could not take
+    /// it). Grants past their expiry are forgotten first: they stop anyway.
+    fn owe(&self, caller: &Caller, now: Timestamp) {
+        let Some(task) = &caller.principal.task else {
+            return;
+        };
+        let mut owed = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
+        owed.retain(|_, expires_at| *expires_at > now);
+        if owed.len() >= MAX_OWED {
+            tracing::error!(grant = %task.id, "incident response: too many grants owe their revocation; revoke this one by hand");
+            return;
+        }
+        owed.insert(task.id.clone(), task.expires_at);
     }
 
     /// Revokes the caller's grant if an incident's revocation of it is
-    /// owed; said in an alert once it is done, only logged while it fails.
-    async fn settle_owed(
+    /// owed; `true` when it is owed (the call must be refused: the grant
+    /// is revoked, whether or not the store has taken it yet). Said in an
+    /// alert once the store takes it, only logged while it fails; one call
+    /// at a time tries.
+    pub async fn settle_owed(
         &self,
         audit: &AuditLog,
         grants: Option<&TaskGrants>,
         caller: &Caller,
         now: Timestamp,
-    ) {
-        let (Some(task), Some(grants)) = (&caller.principal.task, grants) else {
-            return;
+    ) -> bool {
+        let Some(task) = &caller.principal.task else {
+            return false;
         };
-        if !self.owes_revocation(&task.id) {
-            return;
-        }
-        match grants.revoke(&task.id, RESPONDER, now).await {
-            Ok(_) => {
+        // Taken out while it is tried, so concurrent calls do not each try
+        // (and alert); put back if it fails.
+        let Some(expires_at) = self
+            .owed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&task.id)
+        else {
+            return false;
+        };
+        let Some(grants) = grants else {
+            return true;
+        };
+        let done = match grants.revoke(&task.id, RESPONDER, now).await {
+            Ok(true) => "is revoked now, at its next call",
+            Ok(false) => "was revoked meanwhile (by hand, or it ended)",
+            Err(e) => {
+                tracing::error!(grant = %task.id, error = %e, "incident response: the grant still cannot be revoked; its calls are refused here");
                 self.owed
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&task.id);
-                let mut alert = Alert::new(
-                    AlertCode::PolicyIncident,
-                    IncidentScope::Grant(task.id.clone()).to_string(),
-                    "the grant an earlier incident could not revoke (its store was unreachable) \
-                     is revoked now, at its next call"
-                        .to_string(),
-                );
-                fill_caller(&mut alert, caller);
-                if let Err(e) = self.alerts.raise(audit, &alert, now).await {
-                    tracing::error!(error = %e, "cannot raise a policy incident alert");
-                }
+                    .insert(task.id.clone(), expires_at);
+                return true;
             }
-            Err(e) => {
-                tracing::error!(grant = %task.id, error = %e, "incident response: the grant still cannot be revoked");
-            }
+        };
+        let mut alert = Alert::new(
+            AlertCode::PolicyIncident,
+            IncidentScope::Grant(task.id.clone()).to_string(),
+            format!(
+                "the grant an earlier incident could not revoke (its store was unreachable) {done}"
+            ),
+        );
+        fill_caller(&mut alert, caller);
+        if let Err(e) = self.alerts.raise(audit, &alert, now).await {
+            tracing::error!(error = %e, "cannot raise a policy incident alert");
         }
+        true
     }
 
     /// Installs how sessions are ended (the HTTP transport, once built).
@@ -128,7 +159,9 @@ impl Incidents {
         reason: &str,
         now: Timestamp,
     ) {
-        self.settle_owed(audit, grants, caller, now).await;
+        if self.settle_owed(audit, grants, caller, now).await {
+            return;
+        }
         if !VIOLATION_REASONS.contains(&reason) {
             return;
         }
@@ -160,11 +193,8 @@ impl Incidents {
             OnIncident::Revoke => match self.respond(&scope, grants, now).await {
                 Ok(done) => done,
                 Err(failed) => {
-                    if let IncidentScope::Grant(id) = &scope {
-                        let mut owed = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
-                        if owed.len() < MAX_OWED {
-                            owed.insert(id.clone());
-                        }
+                    if matches!(scope, IncidentScope::Grant(_)) {
+                        self.owe(caller, now);
                     }
                     failed
                 }
@@ -232,12 +262,10 @@ impl Incidents {
     pub async fn permitted(
         &self,
         audit: &AuditLog,
-        grants: Option<&TaskGrants>,
         policy: &Policy,
         caller: &Caller,
         now: Timestamp,
     ) {
-        self.settle_owed(audit, grants, caller, now).await;
         if !self.settings.task_overrun {
             return;
         }
@@ -321,63 +349,97 @@ mod tests {
     /// The fifth refusal in a grant came while the store was unreachable,
     /// so the grant could not be revoked, and the incident is made once a
     /// window: the grant stayed live for the rest of the hour. Its
-    /// revocation is owed, and made at the grant's next call once the
-    /// store answers.
+    /// revocation is owed: its calls are refused from then on, and the
+    /// store is asked again at each until it takes the revocation.
     #[tokio::test]
     async fn a_grant_an_incident_could_not_revoke_is_revoked_at_its_next_call() {
         let working: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.unwrap());
+        for id in ["tg_1", "tg_2"] {
+            working
+                .insert_task_grant(&gatehouse_store::TaskGrantRecord {
+                    id: id.into(),
+                    tenant: "default".into(),
+                    human: None,
+                    agent: "ghk_bot".into(),
+                    credential_kind: "api_key".into(),
+                    credential_id: "ghk_bot".into(),
+                    task: "triage".into(),
+                    tools: vec!["whoami".into()],
+                    session_id: None,
+                    created_at: Timestamp(0),
+                    expires_at: Timestamp(9_000_000),
+                    revoked_at: None,
+                })
+                .await
+                .unwrap();
+        }
         let (audit, _writer) = AuditLog::start(Arc::clone(&working), None, false).unwrap();
         // Everything fails but the audit log.
         let down: Arc<dyn Store> = Arc::new(AuditTakesBatches::new(usize::MAX));
         let unreachable = TaskGrants::new(Arc::clone(&down), audit.clone());
         let reachable = TaskGrants::new(Arc::clone(&working), audit.clone());
         let incidents = Incidents::new(Alerts::new(down), AlertSettings::default());
-        let policy = Policy::from_toml(gatehouse_authz::DEFAULT_POLICY_TOML).unwrap();
-        let caller = under_grant("tg_1");
-        for t in 0..5 {
-            incidents
-                .refused(
-                    &audit,
-                    Some(&unreachable),
-                    &caller,
-                    "outside_task",
-                    Timestamp(t),
-                )
-                .await;
+        let revoked = |id: &'static str| {
+            let working = Arc::clone(&working);
+            async move {
+                working
+                    .task_grant(id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .revoked_at
+                    .is_some()
+            }
+        };
+        for (id, by_refusal) in [("tg_1", false), ("tg_2", true)] {
+            let caller = under_grant(id);
+            for t in 0..5 {
+                incidents
+                    .refused(
+                        &audit,
+                        Some(&unreachable),
+                        &caller,
+                        "outside_task",
+                        Timestamp(t),
+                    )
+                    .await;
+            }
+            assert!(incidents.owes_revocation(id));
+            // Still unreachable: the call is refused here all the same.
+            assert!(
+                incidents
+                    .settle_owed(&audit, Some(&unreachable), &caller, Timestamp(6))
+                    .await
+            );
+            assert!(incidents.owes_revocation(id));
+            assert!(!revoked(id).await);
+            // Reachable again: revoked in the store at the next call, a
+            // permitted one (the gateway asks before deciding) or a refused one.
+            if by_refusal {
+                incidents
+                    .refused(
+                        &audit,
+                        Some(&reachable),
+                        &caller,
+                        "outside_task",
+                        Timestamp(7),
+                    )
+                    .await;
+            } else {
+                assert!(
+                    incidents
+                        .settle_owed(&audit, Some(&reachable), &caller, Timestamp(7))
+                        .await
+                );
+            }
+            assert!(!incidents.owes_revocation(id));
+            assert!(revoked(id).await, "{id}");
         }
-        assert!(incidents.owes_revocation("tg_1"));
-        // Still unreachable at the next call: still owed.
-        incidents
-            .permitted(&audit, Some(&unreachable), &policy, &caller, Timestamp(6))
-            .await;
-        assert!(incidents.owes_revocation("tg_1"));
-        // Reachable again: revoked at the next call, permitted or refused.
-        incidents
-            .permitted(&audit, Some(&reachable), &policy, &caller, Timestamp(7))
-            .await;
-        assert!(!incidents.owes_revocation("tg_1"));
-        let other = under_grant("tg_2");
-        for t in 0..5 {
-            incidents
-                .refused(
-                    &audit,
-                    Some(&unreachable),
-                    &other,
-                    "outside_task",
-                    Timestamp(t),
-                )
-                .await;
-        }
-        assert!(incidents.owes_revocation("tg_2"));
-        incidents
-            .refused(
-                &audit,
-                Some(&reachable),
-                &other,
-                "outside_task",
-                Timestamp(8),
-            )
-            .await;
-        assert!(!incidents.owes_revocation("tg_2"));
+        // Nothing owed: a call goes on.
+        assert!(
+            !incidents
+                .settle_owed(&audit, Some(&reachable), &under_grant("tg_3"), Timestamp(8))
+                .await
+        );
     }
 }

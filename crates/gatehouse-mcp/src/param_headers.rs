@@ -38,20 +38,32 @@ pub fn mirrors_arguments(headers: &::http::HeaderMap) -> bool {
 }
 
 /// The `x-mcp-header` annotations of one tool's input schema: the path of
-/// property names to each annotated argument, and its header's name (lower
-/// case, after `Mcp-Param-`).
+/// property names to each annotated argument and its header's name (lower
+/// case, after `Mcp-Param-`), and the header names of annotations that are
+/// not held to an argument.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ParamAnnotations(Vec<(Vec<String>, String)>);
+pub struct ParamAnnotations {
+    mirrored: Vec<(Vec<String>, String)>,
+    unheld: Vec<String>,
+}
 
 impl ParamAnnotations {
     /// Every annotation reached from the schema's root through
-    /// `properties` alone (at any depth) that a client can follow: a header
-    /// name that is an HTTP token, on a string, integer or boolean argument,
-    /// named once (case aside). Any other names no header a client could
-    /// send (a client drops such a tool), and is not held against calls.
+    /// `properties` alone (at any depth). One that names an HTTP token
+    /// once (case aside), on a string, number, integer or boolean argument,
+    /// is held to its argument. Any other (on an object, a name given
+    /// twice) cannot be: a call that sends its header anyway is refused,
+    /// since a filter in front may read it (a client that follows the
+    /// rules drops such a tool and sends none).
     pub fn of_schema(input_schema: &Map<String, Value>) -> Arc<ParamAnnotations> {
         let mut found = Vec::new();
-        collect(input_schema.get("properties"), &mut Vec::new(), &mut found);
+        let mut unheld = Vec::new();
+        collect(
+            input_schema.get("properties"),
+            &mut Vec::new(),
+            &mut found,
+            &mut unheld,
+        );
         let named_twice: Vec<String> = found
             .iter()
             .enumerate()
@@ -59,11 +71,15 @@ impl ParamAnnotations {
             .map(|(_, (_, header))| header.clone())
             .collect();
         found.retain(|(_, header)| !named_twice.contains(header));
-        Arc::new(ParamAnnotations(found))
+        unheld.extend(named_twice);
+        Arc::new(ParamAnnotations {
+            mirrored: found,
+            unheld,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.mirrored.is_empty() && self.unheld.is_empty()
     }
 }
 
@@ -71,6 +87,7 @@ fn collect(
     properties: Option<&Value>,
     path: &mut Vec<String>,
     found: &mut Vec<(Vec<String>, String)>,
+    unheld: &mut Vec<String>,
 ) {
     let Some(Value::Object(properties)) = properties else {
         return;
@@ -79,11 +96,15 @@ fn collect(
         path.push(name.clone());
         if let Some(Value::String(header)) = schema.get("x-mcp-header")
             && is_token(header)
-            && is_primitive(schema)
         {
-            found.push((path.clone(), header.to_ascii_lowercase()));
+            let header = header.to_ascii_lowercase();
+            if is_primitive(schema) {
+                found.push((path.clone(), header));
+            } else {
+                unheld.push(header);
+            }
         }
-        collect(schema.get("properties"), path, found);
+        collect(schema.get("properties"), path, found, unheld);
         path.pop();
     }
 }
@@ -96,12 +117,20 @@ fn is_token(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// A property a header can carry: a string, an integer or a boolean.
+/// A property a header can carry: a string, a number or a boolean (or
+/// one of them or null).
 fn is_primitive(schema: &Value) -> bool {
-    matches!(
-        schema.get("type").and_then(Value::as_str),
-        Some("string" | "integer" | "boolean")
-    )
+    let primitive = |t: &str| matches!(t, "string" | "number" | "integer" | "boolean");
+    match schema.get("type") {
+        Some(Value::String(t)) => primitive(t),
+        Some(Value::Array(types)) => {
+            let named: Vec<&str> = types.iter().filter_map(Value::as_str).collect();
+            named.len() == types.len()
+                && named.iter().any(|t| *t != "null")
+                && named.iter().all(|t| *t == "null" || primitive(t))
+        }
+        _ => false,
+    }
 }
 
 /// The `Mcp-Param-*` headers of one 2026-07-28 request: the name after
@@ -149,7 +178,17 @@ impl ParamHeaders {
         annotations: &ParamAnnotations,
         arguments: &Map<String, Value>,
     ) -> Result<(), String> {
-        for (path, param) in &annotations.0 {
+        if let Some(param) = annotations
+            .unheld
+            .iter()
+            .find(|param| self.get(param).is_some())
+        {
+            return Err(format!(
+                "the Mcp-Param-{param} header is sent, but the tool marks no argument it can \
+                 carry (its x-mcp-header is on an object, or named twice)"
+            ));
+        }
+        for (path, param) in &annotations.mirrored {
             let argument = path.join(".");
             let sent = self.get(param);
             let given = argument_at(arguments, path)
@@ -273,7 +312,7 @@ mod tests {
     fn annotations_are_found_at_any_depth_and_empty_ones_name_nothing() {
         let annotations = ParamAnnotations::of_schema(&schema());
         let mut found: Vec<_> = annotations
-            .0
+            .mirrored
             .iter()
             .map(|(path, header)| (path.join("."), header.clone()))
             .collect();
@@ -366,8 +405,9 @@ mod tests {
     }
 
     /// A client cannot follow these (a header name that is no HTTP token,
-    /// an object, a name given twice): it drops the tool, and its calls
-    /// are not held to them, which would refuse every call.
+    /// an object, a name given twice): it drops the tool. Its calls are not
+    /// held to them (which would refuse every call), but a header sent for
+    /// one anyway is refused.
     #[test]
     fn annotations_a_client_cannot_follow_are_not_held_against_calls() {
         let schema = json!({
@@ -383,16 +423,40 @@ mod tests {
             }
         });
         let annotations = ParamAnnotations::of_schema(schema.as_object().unwrap());
+        let mut mirrored = annotations.mirrored.clone();
+        mirrored.sort();
         assert_eq!(
-            annotations.0,
-            [(vec!["kept".to_string()], "kept".to_string())]
+            mirrored,
+            [
+                (vec!["kept".to_string()], "kept".to_string()),
+                (vec!["ratio".to_string()], "ratio".to_string()),
+            ]
         );
-        let none = headers(&[("Mcp-Param-Kept", "3")]).unwrap();
+        let sent = headers(&[("Mcp-Param-Kept", "3"), ("Mcp-Param-Ratio", "0.5")]).unwrap();
         let given = arguments(json!({
             "city": "Z\u{fc}rich", "spaced": "x", "filter": {"a": 1}, "ratio": 0.5,
             "a": "x", "b": "y", "kept": 3
         }));
-        assert_eq!(none.check(&annotations, &given), Ok(()));
+        assert_eq!(sent.check(&annotations, &given), Ok(()));
+        // A header the tool marks where no argument can carry it: a filter
+        // in front may read it, so it is not sent past one.
+        for header in ["Mcp-Param-Filter", "Mcp-Param-Twice"] {
+            let sent = headers(&[
+                ("Mcp-Param-Kept", "3"),
+                ("Mcp-Param-Ratio", "0.5"),
+                (header, "x"),
+            ])
+            .unwrap();
+            assert!(sent.check(&annotations, &given).is_err(), "{header}");
+        }
+        // A float marked for a header is held to it, as a number.
+        let sent = headers(&[("Mcp-Param-Kept", "3"), ("Mcp-Param-Ratio", "0.25")]).unwrap();
+        assert!(sent.check(&annotations, &given).is_err());
+        // A nullable type is one a header can carry.
+        let nullable = json!({"type": "object", "properties": {
+            "n": {"type": ["string", "null"], "x-mcp-header": "N"}}});
+        let nullable = ParamAnnotations::of_schema(nullable.as_object().unwrap());
+        assert_eq!(nullable.mirrored.len(), 1);
     }
 
     /// Numbers as another language prints them are the same number; a

@@ -135,6 +135,12 @@ pub enum DenyReason {
     /// A call that needs approval while its requester already has `max`
     /// approvals pending: none is filed until some are decided or expire.
     TooManyPendingApprovals { max: u32 },
+    /// The task grant the call runs under was revoked by an incident
+    /// response (its store may not have taken it yet).
+    GrantRevoked,
+    /// A tool or prompt name longer than [`crate::MAX_NAME_BYTES`]:
+    /// refused, not decided.
+    NameTooLong,
     /// An `Mcp-Param-*` header that does not mirror the argument its
     /// tool's schema marks for it (MCP 2026-07-28, SEP-2243); `detail`
     /// names the header and argument, never a value.
@@ -159,6 +165,8 @@ impl DenyReason {
             DenyReason::NonCanonicalUri => "non_canonical_uri",
             DenyReason::UriTooLong => "uri_too_long",
             DenyReason::TooManyPendingApprovals { .. } => "too_many_pending_approvals",
+            DenyReason::GrantRevoked => "task_grant_revoked",
+            DenyReason::NameTooLong => "name_too_long",
             DenyReason::HeaderMismatch { .. } => "header_mismatch",
         }
     }
@@ -265,6 +273,15 @@ impl Deny {
                 "{kind} '{}' needs a human's approval, and {max} approvals asked for by you are \
                  still pending: wait until they are decided or expire",
                 self.tool
+            ),
+            DenyReason::GrantRevoked => format!(
+                "the task grant this call of {kind} '{}' runs under was revoked after repeated \
+                 refused calls; ask for a new grant",
+                self.tool
+            ),
+            DenyReason::NameTooLong => format!(
+                "{kind} names may be at most {} bytes long",
+                crate::MAX_NAME_BYTES
             ),
             DenyReason::HeaderMismatch { detail } => format!(
                 "{kind} '{}' was not called: {detail} (Mcp-Param-* headers must carry the \

@@ -36,7 +36,7 @@ pub use decision::{ApprovalNeeded, Decision, Deny, DenyReason, Permit};
 pub use exact_number::same_number;
 pub use explain::{Explanation, PolicyCheck};
 pub use policy::{
-    Access, DEFAULT_POLICY_TOML, MAX_RESOURCE_URI_BYTES, Policy, ROLES, ToolRule,
+    Access, DEFAULT_POLICY_TOML, MAX_NAME_BYTES, MAX_RESOURCE_URI_BYTES, Policy, ROLES, ToolRule,
     UNNAMED_TOOL_SCOPE,
 };
 pub use policy_file::{MAX_TASK_DURATION, POLICY_VERSION, PolicyError, RateLimit, TaskSpec};

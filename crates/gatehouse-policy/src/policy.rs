@@ -37,6 +37,14 @@ pub const UNNAMED_TOOL_SCOPE: &str = ADMIN_SCOPE;
 pub const MAX_RESOURCE_URI_BYTES: usize = 4 * 1024;
 const _: () = assert!(MAX_RESOURCE_URI_BYTES <= gatehouse_core::MAX_RECORDED_TEXT_BYTES);
 
+/// The longest tool or prompt name decided on: an upstream's own names are
+/// at most 128 bytes (longer ones are withheld), and a gateway name adds
+/// its upstream's prefix. A longer one is refused, so the record of a call
+/// (which keeps 4 KiB of a name) names what was called whole, also at an
+/// upstream whose names are not pinned.
+pub const MAX_NAME_BYTES: usize = 512;
+const _: () = assert!(MAX_NAME_BYTES <= gatehouse_core::MAX_RECORDED_TEXT_BYTES);
+
 /// What one role may do with one tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Access {
@@ -515,6 +523,9 @@ impl Policy {
     pub fn authorize_target(&self, principal: &Arc<Principal>, target: &Target<'_>) -> Decision {
         if target.kind == Kind::Resource && target.name.len() > MAX_RESOURCE_URI_BYTES {
             return Decision::Deny(Deny::new(target, DenyReason::UriTooLong));
+        }
+        if target.kind != Kind::Resource && target.name.len() > MAX_NAME_BYTES {
+            return Decision::Deny(Deny::new(target, DenyReason::NameTooLong));
         }
         if target.kind == Kind::Resource && !resource_readings::is_canonical(target.name) {
             return Decision::Deny(Deny::new(target, DenyReason::NonCanonicalUri));

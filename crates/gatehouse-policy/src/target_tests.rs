@@ -612,3 +612,30 @@ fn spellings_of_a_section_covered_name_share_one_rate_limit() {
     assert_eq!(limits.iter().map(|l| l.limit).collect::<Vec<_>>(), [1]);
     assert_eq!(counted, "crm__Export");
 }
+
+/// A name of 20 KiB was decided (and, for a prompt or an upstream whose
+/// names are not pinned, sent on) while its record kept 4 KiB of it: the
+/// record did not name what was called. Names longer than
+/// `MAX_NAME_BYTES` are refused, and resource URIs longer than
+/// `MAX_RESOURCE_URI_BYTES`, each below what a record keeps whole.
+#[test]
+fn names_and_uris_longer_than_a_record_keeps_are_refused() {
+    let policy = Policy::from_toml(POLICY).unwrap();
+    for kind in [Kind::Tool, Kind::Prompt] {
+        let long = format!("crm__{}", "a".repeat(crate::MAX_NAME_BYTES));
+        assert_eq!(
+            decide(&policy, "admin", crm(kind, &long)).0,
+            "name_too_long"
+        );
+        let fits = format!("crm__{}", "a".repeat(crate::MAX_NAME_BYTES - 5));
+        assert_ne!(
+            decide(&policy, "admin", crm(kind, &fits)).0,
+            "name_too_long"
+        );
+    }
+    let uri = format!("memo://{}", "a".repeat(4 * 1024));
+    assert_eq!(
+        decide(&policy, "admin", crm(Kind::Resource, &uri)).0,
+        "uri_too_long"
+    );
+}

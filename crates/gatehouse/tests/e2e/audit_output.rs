@@ -198,16 +198,35 @@ async fn a_record_that_cuts_an_argument_carries_the_exact_arguments_hash() {
     let (_, reader) = server.create_key("reader", "reader", &[]);
     let long = json!({"query": format!("{}?d=exfiltrated", "x".repeat(17 * 1024))});
     let short = json!({"query": "widgets"});
+    // The tool answers so long a query with an error result; what counts
+    // here is what the records of the call hold.
     for arguments in [&long, &short] {
         let body = server
             .call_tool(&reader, "search_database", arguments.clone())
             .await;
         assert!(body["result"].is_object(), "{body}");
     }
+    // A redacted argument (a token in a URL is also a way to send data
+    // out) is held by the hash as well.
+    let token = json!({"query": "widgets", "api_key": "sk-live-0123456789abcdef0123456789abcdef"});
+    server
+        .call_tool(&reader, "search_database", token.clone())
+        .await;
     let out = server.cli_with_stdin(&["approvals", "hash"], Some(&long.to_string()));
     assert!(out.status.success());
     let expected = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let records = server.audit(&["--tool", "search_database"]);
+    let out = server.cli_with_stdin(&["approvals", "hash"], Some(&token.to_string()));
+    let token_hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut records = server.audit(&["--tool", "search_database"]);
+    let (redacted, rest): (Vec<Value>, Vec<Value>) = records
+        .drain(..)
+        .partition(|r| r["arguments"]["api_key"].is_string());
+    let records = rest;
+    assert_eq!(redacted.len(), 2, "{redacted:?}");
+    for record in &redacted {
+        assert_eq!(record["arguments"]["api_key"], "[REDACTED]", "{record}");
+        assert_eq!(record["args_sha256"], json!(token_hash), "{record}");
+    }
     let (cut, whole): (Vec<&Value>, Vec<&Value>) = records.iter().partition(|r| {
         r["arguments"]["query"]
             .as_str()
