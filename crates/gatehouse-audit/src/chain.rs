@@ -78,10 +78,10 @@ pub struct Chain {
     id: String,
     seq: u64,
     head: String,
-    /// An instance's chain holds the directory of its id file locked while
-    /// it lives: two servers on one data directory would write one chain,
-    /// each record's number twice, and `audit verify` would report it
-    /// broken for ever.
+    /// An instance's chain holds the server's lock file beside its id file
+    /// locked while it lives: two servers on one data directory would
+    /// write one chain, each record's number twice, and `audit verify`
+    /// would report it broken for ever.
     lock: Option<Arc<File>>,
 }
 
@@ -122,7 +122,7 @@ impl Chain {
 
     /// The instance's chain: its id is kept in the file `id_file` (made on
     /// the first start), and it goes on from its last stored record. The
-    /// directory holding the file stays locked while the chain lives: a
+    /// server's lock file beside it stays locked while the chain lives: a
     /// second server on the same data directory is refused
     /// ([`AuditError::ChainInUse`]).
     pub async fn for_instance(store: &dyn Store, id_file: &Path) -> Result<Chain, AuditError> {
@@ -159,11 +159,15 @@ impl Chain {
     }
 }
 
-/// The id in `path`, or a new one written there first, with the directory
-/// that holds it locked (an exclusive advisory lock, released when the
-/// process ends, however it ends). The directory, not the file: a file
-/// replaced while a server runs (an editor's or rsync's rename) would be a
-/// new one, which a second server could lock. Ids are `i-` and a UUID;
+/// The file a server holds locked, beside its chain's id file.
+pub const SERVER_LOCK_FILE: &str = ".gatehouse-server.lock";
+
+/// The id in `path`, or a new one written there first, with the server's
+/// lock file beside it locked (an exclusive advisory lock, released when
+/// the process ends, however it ends). A file of its own, that nothing
+/// rewrites or renames: an id file replaced while a server runs (an
+/// editor's or rsync's rename) would be a new one, which a second server
+/// could lock; a directory cannot be locked on NFS. Ids are `i-` and a UUID;
 /// anything else in the file, an empty file included, stops start-up
 /// rather than start a chain under a name nobody chose. The lock is `None`
 /// on a file system that has no locks (said loudly: nothing then stops a
@@ -175,9 +179,7 @@ fn instance_chain_id(path: &Path) -> Result<(String, Option<File>), AuditError> 
         _ => Path::new("."),
     };
     std::fs::create_dir_all(directory).map_err(failed)?;
-    // Read-only is enough for the lock (a data directory mounted read-only
-    // with PostgreSQL as the store still starts).
-    let lock = File::open(directory).map_err(failed)?;
+    let lock = lock_file(directory, path).map_err(failed)?;
     let locked = match lock.try_lock() {
         Ok(()) => true,
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -194,6 +196,7 @@ fn instance_chain_id(path: &Path) -> Result<(String, Option<File>), AuditError> 
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(failed(e)),
     };
+    remove_staged(directory);
     let mut file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -218,9 +221,9 @@ fn instance_chain_id(path: &Path) -> Result<(String, Option<File>), AuditError> 
 }
 
 /// A new chain id, put at `path` whole or not at all: written to a file of
-/// its own and synced, then linked there only if no file is (two first
-/// starts at once: one links, the other reads what it linked). A start
-/// killed half-way leaves no empty id file behind (which stops start-up).
+/// its own and synced, then renamed into place (under the server's lock).
+/// A start killed half-way leaves no empty id file behind (which stops
+/// start-up), only a staged file the next start removes.
 fn write_new_chain_id(path: &Path, parent: &Path) -> std::io::Result<()> {
     let staged = parent.join(format!(".audit-chain-{}.tmp", uuid::Uuid::now_v7()));
     let written = (|| {
@@ -230,10 +233,8 @@ fn write_new_chain_id(path: &Path, parent: &Path) -> std::io::Result<()> {
             .open(&staged)?;
         file.write_all(format!("i-{}\n", uuid::Uuid::now_v7()).as_bytes())?;
         file.sync_all()?;
-        match std::fs::hard_link(&staged, path) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
-            _ => Ok(()),
-        }
+        // Under the server's lock: no other start writes it meanwhile.
+        std::fs::rename(&staged, path)
     })();
     let _ = std::fs::remove_file(&staged);
     written?;
@@ -241,13 +242,54 @@ fn write_new_chain_id(path: &Path, parent: &Path) -> std::io::Result<()> {
     File::open(parent)?.sync_all()
 }
 
-/// A lock the file system cannot take (NFS without a lock manager, some
-/// FUSE and SMB mounts), as opposed to one another process holds.
+/// A lock the file system cannot take (NFS without a lock manager, or on
+/// a file opened read-only; some FUSE and SMB mounts), as opposed to one
+/// another process holds.
 fn locks_unsupported(error: &std::io::Error) -> bool {
+    const EBADF: i32 = 9;
     const ENOLCK: i32 = 37;
     const EOPNOTSUPP: i32 = 95;
     error.kind() == std::io::ErrorKind::Unsupported
-        || matches!(error.raw_os_error(), Some(ENOLCK | EOPNOTSUPP))
+        || matches!(error.raw_os_error(), Some(EBADF | ENOLCK | EOPNOTSUPP))
+}
+
+/// The server's lock file in `directory`, made if missing. In a directory
+/// mounted read-only (PostgreSQL as the store) it cannot be made: the id
+/// file, opened to read, is locked instead.
+fn lock_file(directory: &Path, id_file: &Path) -> std::io::Result<File> {
+    let path = directory.join(SERVER_LOCK_FILE);
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+    {
+        Ok(file) => Ok(file),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ) =>
+        {
+            File::open(&path).or_else(|_| File::open(id_file))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Staged ids a start killed half-way left behind.
+fn remove_staged(directory: &Path) {
+    let Ok(entries) = std::fs::read_dir(directory) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".audit-chain-") && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// What is wrong with a record, as `gatehouse audit verify` names it.
@@ -423,12 +465,16 @@ mod tests {
             ));
             drop(held);
         }
-        // No staged file is left behind by the first start.
-        let left: Vec<_> = std::fs::read_dir(dir.path().join("state"))
+        // No staged file is left behind by the first start, and one a start
+        // killed half-way left is removed by the next.
+        std::fs::write(dir.path().join("state/.audit-chain-x.tmp"), "i-").unwrap();
+        drop(Chain::for_instance(&store, &id_file).await.unwrap());
+        let mut left: Vec<_> = std::fs::read_dir(dir.path().join("state"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .collect();
-        assert_eq!(left, ["audit-chain"]);
+        left.sort();
+        assert_eq!(left, [SERVER_LOCK_FILE, "audit-chain"]);
         // Anything but an id stops start-up, an emptied file too (a new
         // chain would quietly break the old one's continuity).
         for text in ["not-an-id\n", ""] {

@@ -50,11 +50,12 @@ pub enum AuditError {
     Overloaded,
     #[error("the audit writer has stopped")]
     Stopped,
-    /// Another process holds the instance's audit chain (its id file is
-    /// locked): another server runs on this data directory.
+    /// Another process holds the instance's audit chain (the server's lock
+    /// file beside its id file is locked): another server runs on this data
+    /// directory.
     #[error(
-        "another Gatehouse server is running on this data directory (its audit chain file {0} \
-         is locked); each instance needs a data directory of its own"
+        "another Gatehouse server is running on this data directory (it holds the lock beside \
+         the audit chain file {0}); each instance needs a data directory of its own"
     )]
     ChainInUse(String),
 }

@@ -96,9 +96,9 @@ struct CallArgs<'a> {
     /// approvals hash` computes it), for a call that needs approval (the
     /// value its operation token is bound to, so the record proves which
     /// arguments were approved and ran) and for one whose record does not
-    /// hold the arguments as they are (a string cut at 16 KiB or redacted:
-    /// what was left out could be what the call sent). Left out elsewhere:
-    /// it would cost every call.
+    /// hold the arguments as they are (a string cut at 16 KiB: what was
+    /// left out could be what the call sent; a NUL). Left out elsewhere: it
+    /// would cost every call, and would let a redacted secret be guessed.
     sha256: Option<String>,
 }
 
@@ -451,11 +451,13 @@ impl Gateway {
     }
 
     /// The keyed hash of `exact` when its record does not hold it as it
-    /// is (see `CallArgs::sha256`): something was cut, redacted (a token
-    /// in a URL is also a way to send data out) or shown otherwise (NUL).
-    fn digest_unless_whole(&self, exact: &Value, redacted: &Value) -> Option<String> {
+    /// is (see `CallArgs::sha256`): a string was cut, or a NUL is shown
+    /// otherwise. Not for a redacted value: a password or a one-time code
+    /// is few enough guesses for whoever holds the pepper to find it from
+    /// the hash and the rest of the record.
+    fn digest_unless_whole(&self, exact: &Value) -> Option<String> {
         let approvals = self.approvals.as_ref()?;
-        (redacted != exact || gatehouse_audit::holds_nul(exact))
+        (gatehouse_audit::is_cut_when_recorded(exact) || gatehouse_audit::holds_nul(exact))
             .then(|| approvals.arguments_hash(exact))
     }
 
@@ -1584,7 +1586,7 @@ impl Gateway {
         let args = CallArgs {
             exact: &as_value,
             redact_fields,
-            sha256: self.digest_unless_whole(&as_value, &redacted),
+            sha256: self.digest_unless_whole(&as_value),
             redacted,
         };
         let decision = policy.authorize_target_call(&caller.principal, &target, &as_value);
@@ -1697,7 +1699,7 @@ impl Gateway {
         let args = CallArgs {
             exact: &exact,
             redact_fields,
-            sha256: self.digest_unless_whole(&exact, &redacted),
+            sha256: self.digest_unless_whole(&exact),
             redacted,
         };
         self.record(self.denial_event(caller, name, &args, &deny).build())
@@ -1873,7 +1875,7 @@ impl Gateway {
                 (Decision::NeedsApproval(_), Some(approvals)) => {
                     Some(approvals.arguments_hash(&as_value))
                 }
-                _ => self.digest_unless_whole(&as_value, &redacted),
+                _ => self.digest_unless_whole(&as_value),
             },
             redacted,
         };

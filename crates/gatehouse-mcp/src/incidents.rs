@@ -41,6 +41,13 @@ fn principal_name(principal: &gatehouse_core::Principal) -> String {
 /// again (each is an incident while the store was unreachable).
 const MAX_OWED: usize = 4096;
 
+/// A grant whose revocation is owed.
+struct Owed {
+    expires_at: Timestamp,
+    /// A call is asking the store: the others are refused without asking.
+    asking: bool,
+}
+
 pub struct Incidents {
     alerts: Alerts,
     violations: Violations,
@@ -50,8 +57,9 @@ pub struct Incidents {
     /// Task grants an incident revoked but the store did not (it was
     /// unreachable): revoked at the grant's next call, permitted or
     /// refused, rather than never (the incident is made once a window);
-    /// with each, when the grant expires.
-    owed: Mutex<HashMap<String, Timestamp>>,
+    /// with each, when the grant expires and whether a call is asking the
+    /// store right now.
+    owed: Mutex<HashMap<String, Owed>>,
 }
 
 impl Incidents {
@@ -81,12 +89,18 @@ impl Incidents {
             return;
         };
         let mut owed = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
-        owed.retain(|_, expires_at| *expires_at > now);
+        owed.retain(|_, owed| owed.expires_at > now);
         if owed.len() >= MAX_OWED {
             tracing::error!(grant = %task.id, "incident response: too many grants owe their revocation; revoke this one by hand");
             return;
         }
-        owed.insert(task.id.clone(), task.expires_at);
+        owed.insert(
+            task.id.clone(),
+            Owed {
+                expires_at: task.expires_at,
+                asking: false,
+            },
+        );
     }
 
     /// Revokes the caller's grant if an incident's revocation of it is
@@ -104,17 +118,19 @@ impl Incidents {
         let Some(task) = &caller.principal.task else {
             return false;
         };
-        // Taken out while it is tried, so concurrent calls do not each try
-        // (and alert); put back if it fails.
-        let Some(expires_at) = self
-            .owed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&task.id)
-        else {
-            return false;
-        };
+        // Stays owed (every call refused) until the store takes it; one
+        // call at a time asks, so concurrent calls neither wait on a store
+        // that does not answer nor each raise an alert.
+        {
+            let mut owed = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
+            match owed.get_mut(&task.id) {
+                None => return false,
+                Some(entry) if entry.asking => return true,
+                Some(entry) => entry.asking = true,
+            }
+        }
         let Some(grants) = grants else {
+            self.stop_asking(&task.id);
             return true;
         };
         let done = match grants.revoke(&task.id, RESPONDER, now).await {
@@ -122,13 +138,14 @@ impl Incidents {
             Ok(false) => "was revoked meanwhile (by hand, or it ended)",
             Err(e) => {
                 tracing::error!(grant = %task.id, error = %e, "incident response: the grant still cannot be revoked; its calls are refused here");
-                self.owed
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(task.id.clone(), expires_at);
+                self.stop_asking(&task.id);
                 return true;
             }
         };
+        self.owed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&task.id);
         let mut alert = Alert::new(
             AlertCode::PolicyIncident,
             IncidentScope::Grant(task.id.clone()).to_string(),
@@ -141,6 +158,17 @@ impl Incidents {
             tracing::error!(error = %e, "cannot raise a policy incident alert");
         }
         true
+    }
+
+    fn stop_asking(&self, grant: &str) {
+        if let Some(entry) = self
+            .owed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(grant)
+        {
+            entry.asking = false;
+        }
     }
 
     /// Installs how sessions are ended (the HTTP transport, once built).
@@ -159,7 +187,8 @@ impl Incidents {
         reason: &str,
         now: Timestamp,
     ) {
-        if self.settle_owed(audit, grants, caller, now).await {
+        // A call the gateway refused for its owed grant has asked already.
+        if reason != "task_grant_revoked" && self.settle_owed(audit, grants, caller, now).await {
             return;
         }
         if !VIOLATION_REASONS.contains(&reason) {

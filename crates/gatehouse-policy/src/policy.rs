@@ -752,6 +752,10 @@ impl Policy {
             return Access::Deny;
         }
         if target.kind != Kind::Resource {
+            // Listed only if it can be called.
+            if target.name.len() > MAX_NAME_BYTES {
+                return Access::Deny;
+            }
             return self.access_outside_task(principal, target);
         }
         if target.name.len() > MAX_RESOURCE_URI_BYTES

@@ -627,6 +627,11 @@ fn names_and_uris_longer_than_a_record_keeps_are_refused() {
             decide(&policy, "admin", crm(kind, &long)).0,
             "name_too_long"
         );
+        // Nor listed: it could not be called.
+        assert_eq!(
+            policy.visibility(&principal("admin"), &crm(kind, &long)),
+            Access::Deny
+        );
         let fits = format!("crm__{}", "a".repeat(crate::MAX_NAME_BYTES - 5));
         assert_ne!(
             decide(&policy, "admin", crm(kind, &fits)).0,

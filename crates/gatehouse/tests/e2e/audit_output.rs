@@ -206,8 +206,8 @@ async fn a_record_that_cuts_an_argument_carries_the_exact_arguments_hash() {
             .await;
         assert!(body["result"].is_object(), "{body}");
     }
-    // A redacted argument (a token in a URL is also a way to send data
-    // out) is held by the hash as well.
+    // A redacted argument gets no hash: a password or a one-time code is
+    // few enough guesses to find from it and the rest of the record.
     let token = json!({"query": "widgets", "api_key": "sk-live-0123456789abcdef0123456789abcdef"});
     server
         .call_tool(&reader, "search_database", token.clone())
@@ -215,8 +215,6 @@ async fn a_record_that_cuts_an_argument_carries_the_exact_arguments_hash() {
     let out = server.cli_with_stdin(&["approvals", "hash"], Some(&long.to_string()));
     assert!(out.status.success());
     let expected = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let out = server.cli_with_stdin(&["approvals", "hash"], Some(&token.to_string()));
-    let token_hash = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let mut records = server.audit(&["--tool", "search_database"]);
     let (redacted, rest): (Vec<Value>, Vec<Value>) = records
         .drain(..)
@@ -225,7 +223,7 @@ async fn a_record_that_cuts_an_argument_carries_the_exact_arguments_hash() {
     assert_eq!(redacted.len(), 2, "{redacted:?}");
     for record in &redacted {
         assert_eq!(record["arguments"]["api_key"], "[REDACTED]", "{record}");
-        assert_eq!(record["args_sha256"], json!(token_hash), "{record}");
+        assert!(record["args_sha256"].is_null(), "{record}");
     }
     let (cut, whole): (Vec<&Value>, Vec<&Value>) = records.iter().partition(|r| {
         r["arguments"]["query"]
