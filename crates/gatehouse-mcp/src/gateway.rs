@@ -1881,15 +1881,19 @@ impl Gateway {
         };
         // A grant an incident revoked while the store could not take it:
         // revoked all the same (and, once the store answers, in the store).
+        // Asked without awaiting first, and the rare wait boxed: its state
+        // held in this future made every call's future larger, and moving
+        // it cost ~19,000 instructions a call (bench/PROFILE.md).
         if let Some(incidents) = &self.incidents
-            && incidents
-                .settle_owed(
-                    &self.audit,
-                    self.task_grants.as_deref(),
-                    caller,
-                    self.clock.now(),
-                )
-                .await
+            && let Some(task) = &caller.principal.task
+            && incidents.owes_revocation(&task.id)
+            && Box::pin(incidents.settle_owed(
+                &self.audit,
+                self.task_grants.as_deref(),
+                caller,
+                self.clock.now(),
+            ))
+            .await
         {
             let deny = Deny::new(&target, DenyReason::GrantRevoked);
             return Err(self.refuse(caller, name, &args, deny, None, started).await);
