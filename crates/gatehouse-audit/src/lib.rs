@@ -20,8 +20,8 @@ pub use checkpoint::{
 pub use event::EventBuilder;
 pub use observer::AuditObserver;
 pub use redact::{
-    MAX_RECORDED_STRING_BYTES, REDACTED, Redactor, SECRET_NAME_WORDS, holds_nul,
-    is_cut_when_recorded, is_listed_field,
+    MAX_RECORDED_STRING_BYTES, REDACTED, Redactor, SECRET_NAME_WORDS, is_listed_field,
+    is_recorded_otherwise,
 };
 pub use request_scope::{current_request_id, in_request};
 pub use rotation::Rotation;

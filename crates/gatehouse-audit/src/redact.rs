@@ -164,27 +164,18 @@ impl Redactor {
 /// `args_sha256`, not to this copy.)
 pub const MAX_RECORDED_STRING_BYTES: usize = 16 * 1024;
 
-/// Whether a record keeps less than `value` holds: some string in it is
-/// longer than [`MAX_RECORDED_STRING_BYTES`] and is cut.
-pub fn is_cut_when_recorded(value: &Value) -> bool {
+/// Whether a record shows `value` otherwise than it is (redaction aside):
+/// a string in it longer than [`MAX_RECORDED_STRING_BYTES`] is cut, and a
+/// NUL character in a key or a string is shown as another character
+/// (`AuditEvent::make_storable`), so two keys that differ only there
+/// become one.
+pub fn is_recorded_otherwise(value: &Value) -> bool {
     match value {
-        Value::String(text) => text.len() > MAX_RECORDED_STRING_BYTES,
-        Value::Array(items) => items.iter().any(is_cut_when_recorded),
-        Value::Object(map) => map.values().any(is_cut_when_recorded),
-        _ => false,
-    }
-}
-
-/// Whether `value` holds a NUL character in a key or a string: a record
-/// shows it as another character (`AuditEvent::make_storable`), and two
-/// keys that differ only there become one.
-pub fn holds_nul(value: &Value) -> bool {
-    match value {
-        Value::String(text) => text.contains('\0'),
-        Value::Array(items) => items.iter().any(holds_nul),
+        Value::String(text) => text.len() > MAX_RECORDED_STRING_BYTES || text.contains('\0'),
+        Value::Array(items) => items.iter().any(is_recorded_otherwise),
         Value::Object(map) => map
             .iter()
-            .any(|(key, value)| key.contains('\0') || holds_nul(value)),
+            .any(|(key, value)| key.contains('\0') || is_recorded_otherwise(value)),
         _ => false,
     }
 }

@@ -457,8 +457,7 @@ impl Gateway {
     /// the hash and the rest of the record.
     fn digest_unless_whole(&self, exact: &Value) -> Option<String> {
         let approvals = self.approvals.as_ref()?;
-        (gatehouse_audit::is_cut_when_recorded(exact) || gatehouse_audit::holds_nul(exact))
-            .then(|| approvals.arguments_hash(exact))
+        gatehouse_audit::is_recorded_otherwise(exact).then(|| approvals.arguments_hash(exact))
     }
 
     /// After a refusal is recorded: a violation may make an incident.

@@ -483,24 +483,8 @@ impl Check {
                 let len = s.chars().count().max(s.nfc().count()) as u64;
                 (len <= *n).then_some(()).ok_or("value is too long")
             }
-            Check::Min(lo) => {
-                let x = value.as_number().ok_or("expected a number")?;
-                matches!(
-                    ExactNumber::of_json(x).compare(*lo),
-                    Some(Ordering::Greater | Ordering::Equal)
-                )
-                .then_some(())
-                .ok_or("value is below the minimum")
-            }
-            Check::Max(hi) => {
-                let x = value.as_number().ok_or("expected a number")?;
-                matches!(
-                    ExactNumber::of_json(x).compare(*hi),
-                    Some(Ordering::Less | Ordering::Equal)
-                )
-                .then_some(())
-                .ok_or("value is above the maximum")
-            }
+            Check::Min(lo) => within(value, *lo, Ordering::Less, "value is below the minimum"),
+            Check::Max(hi) => within(value, *hi, Ordering::Greater, "value is above the maximum"),
             Check::OneOf(allowed) => {
                 let found = match value {
                     // As sent, against the entries as written: the tool
@@ -521,6 +505,20 @@ impl Check {
                     .ok_or("value is not one of the allowed values")
             }
         }
+    }
+}
+
+/// A number not on the `outside` side of `bound` (equal to it included).
+fn within(
+    value: &Value,
+    bound: ExactNumber,
+    outside: Ordering,
+    why: &'static str,
+) -> Result<(), &'static str> {
+    let x = value.as_number().ok_or("expected a number")?;
+    match ExactNumber::of_json(x).compare(bound) {
+        Some(order) if order != outside => Ok(()),
+        _ => Err(why),
     }
 }
 

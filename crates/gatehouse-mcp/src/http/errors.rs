@@ -207,12 +207,17 @@ pub fn jsonrpc_refusal(status: StatusCode, message: &str) -> Response {
 /// JSON-RPC 2.0 §5.1: -32700 for a body that is not JSON, -32600 for JSON
 /// that is not a JSON-RPC message. HTTP 400 either way.
 pub fn malformed_message(parse_error: bool, id: serde_json::Value, message: &str) -> Response {
+    bad_request(id, if parse_error { -32700 } else { -32600 }, message)
+}
+
+/// HTTP 400 with a JSON-RPC error of `code`.
+fn bad_request(id: serde_json::Value, code: i64, message: &str) -> Response {
     (
         StatusCode::BAD_REQUEST,
         Json(json!({
             "jsonrpc": "2.0",
             "id": id,
-            "error": {"code": if parse_error { -32700 } else { -32600 }, "message": message}
+            "error": {"code": code, "message": message}
         })),
     )
         .into_response()
@@ -222,15 +227,7 @@ pub fn malformed_message(parse_error: bool, id: serde_json::Value, message: &str
 /// HTTP 400 with JSON-RPC -32020, as the SDK answers a mismatched
 /// `Mcp-Name`.
 pub(super) fn header_mismatch(id: serde_json::Value, message: &str) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "error": {"code": -32020, "message": message}
-        })),
-    )
-        .into_response()
+    bad_request(id, -32020, message)
 }
 
 /// The answer to a request admission did not let through.

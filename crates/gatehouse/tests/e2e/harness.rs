@@ -260,6 +260,17 @@ impl Server {
 
     /// A stateless (2026-07-28) request; returns (status, body).
     pub async fn rpc(&self, key: Option<&str>, method: &str, params: Value) -> (u16, Value) {
+        self.rpc_with_headers(key, method, params, &[]).await
+    }
+
+    /// [`Self::rpc`], with these headers too (`Mcp-Param-*`, say).
+    pub async fn rpc_with_headers(
+        &self,
+        key: Option<&str>,
+        method: &str,
+        params: Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut params = params;
         // Keys the caller put in `_meta` (an operation token) stay.
         let mut meta = params["_meta"].as_object().cloned().unwrap_or_default();
@@ -286,6 +297,9 @@ impl Server {
         }
         if let Some(key) = key {
             request = request.bearer_auth(key);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         let response = request.json(&body).send().await.unwrap();

@@ -17,7 +17,14 @@ const DEFAULT: &str = include_str!("../../../gatehouse-policy/src/default_policy
 /// A server fronting the Python test upstream `demo` whose listed tool
 /// definitions are overridden by `definitions.json` in the data directory.
 fn server(python: &Path, pin: &str) -> Server {
+    server_with_definitions(python, pin, json!({}))
+}
+
+/// [`server`], with `definitions` in place before the upstream first lists
+/// its tools (so they are the ones pinned).
+fn server_with_definitions(python: &Path, pin: &str, definitions: Value) -> Server {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("definitions.json"), definitions.to_string()).unwrap();
     std::fs::write(
         dir.path().join("policy.toml"),
         format!(
@@ -486,29 +493,10 @@ async fn echo_with_headers(
     headers: &[(&str, &str)],
     meta: Value,
 ) -> (u16, Value) {
-    let mut meta = meta;
-    meta["io.modelcontextprotocol/protocolVersion"] = json!(super::harness::MODERN);
-    meta["io.modelcontextprotocol/clientCapabilities"] = json!({});
-    let mut request = server
-        .http
-        .post(server.mcp_url())
-        .bearer_auth(key)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", super::harness::MODERN)
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "demo__echo");
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let body = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-        "params": {"name": "demo__echo", "arguments": arguments, "_meta": meta}});
-    let response = request.json(&body).send().await.unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        super::harness::parse_body(&response.text().await.unwrap()),
-    )
+    let params = json!({"name": "demo__echo", "arguments": arguments, "_meta": meta});
+    server
+        .rpc_with_headers(Some(key), "tools/call", params, headers)
+        .await
 }
 
 /// An upstream tool marks `text` with `x-mcp-header: Text`, so a WAF or a
@@ -521,32 +509,15 @@ async fn echo_with_headers(
 #[tokio::test]
 async fn mcp_param_headers_must_mirror_the_arguments_the_tool_marks() {
     let Some(python) = python() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("definitions.json"),
+    let server = server_with_definitions(
+        &python,
+        "block",
         json!({"echo": {"inputSchema": {
             "type": "object",
             "properties": {"text": {"type": "string", "x-mcp-header": "Text"}},
             "required": ["text"]
-        }}})
-        .to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("policy.toml"),
-        format!("{DEFAULT}\n[upstreams.demo]\nscope = \"tools:read\"\nroles = [\"reader\"]\n"),
-    )
-    .unwrap();
-    let script = root().join("crates/gatehouse-upstream/tests/upstreams/server.py");
-    let config = format!(
-        "version = 1\n[policy]\nfile = \"policy.toml\"\n\n[[upstreams]]\nname = \"demo\"\n\
-         command = {:?}\nargs = [{:?}, \"stdio\", \"--definitions\", {:?}]\n\
-         connect_timeout = \"30s\"\ncall_timeout = \"30s\"\n",
-        python.display().to_string(),
-        script.display().to_string(),
-        dir.path().join("definitions.json").display().to_string(),
+        }}}),
     );
-    let server = Server::start_in(dir, Some(&config));
     let (_, reader) = server.create_key("reader", "reader", &[]);
     tools_when_ready(&server, &reader, "demo__echo").await;
 
